@@ -1,0 +1,126 @@
+//! Who is calling and what they may do: roles and a pure access decision.
+
+use crate::binding::UserId;
+use crate::error::{DomainError, ErrorCode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// An end user, on their own cards only.
+    User,
+    /// A merchant backend acting for its users.
+    Service,
+    /// An operator: freeze, review queue, erasure.
+    Admin,
+    /// Reads the audit log and consents, nothing else.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::User, Role::Service, Role::Admin, Role::Auditor];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Service => "service",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Every operation the service offers, for the access table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    BindCard,
+    VerifyCard,
+    ReadCards,
+    SetDefault,
+    Unbind,
+    Freeze,
+    ReviewQueue,
+    EraseUser,
+    ReadAudit,
+    ReadConsents,
+    BinLookup,
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// Token subject: the user id for `user`, the client id otherwise.
+    pub subject: String,
+    pub role: Role,
+}
+
+impl Actor {
+    pub fn new(subject: impl Into<String>, role: Role) -> Actor {
+        Actor {
+            subject: subject.into(),
+            role,
+        }
+    }
+
+    /// Whether this actor may do `action` on the cards of `target` (when the
+    /// action concerns one user). A `user` acts on their own cards only.
+    pub fn authorize(&self, action: Action, target: Option<&UserId>) -> Result<(), DomainError> {
+        use Action::*;
+        let allowed = match self.role {
+            Role::Service => matches!(
+                action,
+                BindCard | VerifyCard | ReadCards | SetDefault | Unbind | BinLookup | ReadConsents
+            ),
+            Role::User => {
+                matches!(
+                    action,
+                    BindCard
+                        | VerifyCard
+                        | ReadCards
+                        | SetDefault
+                        | Unbind
+                        | BinLookup
+                        | ReadConsents
+                ) && target.is_some_and(|t| t.as_str() == self.subject)
+            }
+            Role::Admin => matches!(
+                action,
+                ReadCards | Unbind | Freeze | ReviewQueue | EraseUser | BinLookup
+            ),
+            Role::Auditor => matches!(action, ReadAudit | ReadConsents),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(DomainError::new(
+                ErrorCode::Forbidden,
+                "this caller may not do that",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_only_own_cards() {
+        let u = UserId::parse("alice").unwrap();
+        let other = UserId::parse("bob").unwrap();
+        let a = Actor::new("alice", Role::User);
+        assert!(a.authorize(Action::ReadCards, Some(&u)).is_ok());
+        assert_eq!(
+            a.authorize(Action::ReadCards, Some(&other))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        assert!(a.authorize(Action::Freeze, Some(&u)).is_err());
+        let aud = Actor::new("x", Role::Auditor);
+        assert!(aud.authorize(Action::ReadCards, Some(&u)).is_err());
+        assert!(aud.authorize(Action::ReadAudit, None).is_ok());
+    }
+}

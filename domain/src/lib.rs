@@ -1,0 +1,35 @@
+//! # cardbind-domain
+//!
+//! What a card binding *is*: the values a bind request is made of, the rules
+//! they obey and the status machine a binding moves through.
+//!
+//! This crate is pure and synchronous. It must never do I/O, never be async,
+//! and never depend on serde, bson or poem: storage documents and HTTP bodies
+//! live in the adapters and the app, and convert into these types by parsing.
+//! A value of a type in this crate is valid by construction ("parse, don't
+//! validate"): there is no way to hold a `CardNumber` that fails its checks.
+//!
+//! Card data types (`CardNumber`, `Cvv`, `ResidentId`, `Phone`,
+//! `HolderName`) mask themselves in `Debug` and `Display`, so that a stray
+//! `{:?}` in a log line can never print them in clear.
+
+pub mod auth;
+pub mod binding;
+pub mod card;
+pub mod error;
+pub mod person;
+pub mod rules;
+pub mod time;
+pub mod wallet;
+
+pub use auth::{Action, Actor, Role};
+pub use binding::{
+    Binding, BindingId, BindingParts, BindingStatus, CardSummary, ChannelName, Fingerprint,
+    NextAction, SealedBlob, SealedCard, UserId,
+};
+pub use card::{CardBrand, CardNumber, Cvv, Expiry};
+pub use error::{DomainError, ErrorCode};
+pub use person::{HolderName, Phone, ResidentId};
+pub use rules::{CardCap, RateDecision, RateRule, VerificationPolicy};
+pub use time::Timestamp;
+pub use wallet::Wallet;

@@ -1,0 +1,269 @@
+//! Values about the card holder: name, mainland resident ID number, phone.
+
+use std::fmt;
+
+use crate::error::{DomainError, ErrorCode};
+
+/// The name on the card: 1–64 characters after trimming, letters (any
+/// script), spaces and the punctuation names use (`.` `-` `'` `·`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HolderName(String);
+
+impl HolderName {
+    pub const FIELD: &'static str = "holder_name";
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(input: &str) -> Result<HolderName, DomainError> {
+        let s = input.trim();
+        let n = s.chars().count();
+        let ok = (1..=Self::MAX_CHARS).contains(&n)
+            && s.chars()
+                .all(|c| c.is_alphabetic() || matches!(c, ' ' | '.' | '-' | '\'' | '·'))
+            && s.chars().any(char::is_alphabetic);
+        if ok {
+            Ok(HolderName(s.to_owned()))
+        } else {
+            Err(DomainError::field(
+                ErrorCode::InvalidHolderName,
+                Self::FIELD,
+                "the holder name has 1 to 64 letters, spaces or . - ' ·",
+            ))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HolderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first: String = self.0.chars().take(1).collect();
+        write!(f, "HolderName({first}***)")
+    }
+}
+
+/// A mainland China resident identity card number (GB 11643-1999):
+/// 17 digits and a check character (digit or `X`) under ISO 7064 MOD 11-2,
+/// with a valid birth date at positions 7–14.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResidentId(String);
+
+const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+const ID_CHECK: [u8; 11] = *b"10X98765432";
+
+impl ResidentId {
+    pub const FIELD: &'static str = "id_number";
+
+    /// The check character for the first 17 digits.
+    pub fn check_char(first17: &str) -> Option<char> {
+        if first17.len() != 17 || !first17.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let sum: u32 = first17
+            .bytes()
+            .zip(ID_WEIGHTS)
+            .map(|(b, w)| u32::from(b - b'0') * w)
+            .sum();
+        ID_CHECK.get((sum % 11) as usize).map(|&c| c as char)
+    }
+
+    pub fn parse(input: &str) -> Result<ResidentId, DomainError> {
+        let s = input.trim().to_ascii_uppercase();
+        let bad = |m: &str| DomainError::field(ErrorCode::InvalidIdNumber, Self::FIELD, m);
+        if s.len() != 18 {
+            return Err(bad("a resident ID number has 18 characters"));
+        }
+        let (first17, last) = s.split_at(17);
+        let expected =
+            Self::check_char(first17).ok_or_else(|| bad("the first 17 characters are digits"))?;
+        if first17.starts_with('0') {
+            return Err(bad("the region code is not valid"));
+        }
+        let num = |r: std::ops::Range<usize>| {
+            first17
+                .get(r)
+                .and_then(|x| x.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let (y, m, d) = (num(6..10), num(10..12), num(12..14));
+        if !(1900..=2100).contains(&y) || !valid_date(y, m, d) {
+            return Err(bad("the birth date in the number is not valid"));
+        }
+        if last.chars().next() != Some(expected) {
+            return Err(bad("the check character is wrong"));
+        }
+        Ok(ResidentId(s))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `110***********1234`: region's first 3 and last 4 only.
+    pub fn masked(&self) -> String {
+        format!(
+            "{}***********{}",
+            self.0.get(..3).unwrap_or(""),
+            self.0.get(14..).unwrap_or("")
+        )
+    }
+}
+
+fn valid_date(y: u32, m: u32, d: u32) -> bool {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+impl fmt::Debug for ResidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResidentId({})", self.masked())
+    }
+}
+
+/// A phone number in E.164 form. Mainland mobile numbers are accepted with
+/// or without `+86`/`0086`/`86`; others must be given as `+` and 8–15 digits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Phone(String);
+
+impl Phone {
+    pub const FIELD: &'static str = "phone";
+
+    pub fn parse(input: &str) -> Result<Phone, DomainError> {
+        let bad = || {
+            DomainError::field(
+                ErrorCode::InvalidPhone,
+                Self::FIELD,
+                "a mainland mobile number (11 digits starting 13–19) or an E.164 number",
+            )
+        };
+        let compact: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        let (plus, digits) = match compact.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, compact.as_str()),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let national = if plus {
+            digits.strip_prefix("86")
+        } else if let Some(r) = digits.strip_prefix("0086") {
+            Some(r)
+        } else if digits.len() == 13 {
+            digits.strip_prefix("86")
+        } else {
+            Some(digits)
+        };
+        if let Some(n) = national {
+            let b = n.as_bytes();
+            if b.len() == 11 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]) {
+                return Ok(Phone(format!("+86{n}")));
+            }
+            if !plus || digits.starts_with("86") {
+                return Err(bad());
+            }
+        }
+        // Other countries: E.164 with a leading '+', 8–15 digits, no leading zero.
+        if plus && (8..=15).contains(&digits.len()) && !digits.starts_with('0') {
+            return Ok(Phone(format!("+{digits}")));
+        }
+        Err(bad())
+    }
+
+    /// E.164 form, e.g. `+8613800138000`.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn masked(&self) -> String {
+        let n = self.0.len();
+        format!(
+            "{}****{}",
+            self.0.get(..n.saturating_sub(8)).unwrap_or(""),
+            self.0.get(n.saturating_sub(4)..).unwrap_or("")
+        )
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({})", self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_id_checksum() {
+        // GB 11643 worked example.
+        assert_eq!(ResidentId::check_char("11010519491231002"), Some('X'));
+        assert!(ResidentId::parse("11010519491231002X").is_ok());
+        assert!(ResidentId::parse("11010519491231002x").is_ok());
+        let e = ResidentId::parse("110105194912310021").unwrap_err();
+        assert_eq!(
+            (e.code, e.field),
+            (ErrorCode::InvalidIdNumber, Some("id_number"))
+        );
+        // Bad date (Feb 30) with a correct check character.
+        let first = "11010519490230002";
+        let c = ResidentId::check_char(first).unwrap();
+        assert!(ResidentId::parse(&format!("{first}{c}")).is_err());
+        assert!(ResidentId::parse("1101051949123100").is_err());
+        let id = ResidentId::parse("11010519491231002X").unwrap();
+        assert!(!format!("{id:?}").contains("19491231"));
+    }
+
+    #[test]
+    fn phones() {
+        for ok in [
+            "13800138000",
+            "+8613800138000",
+            "008613800138000",
+            "8613800138000",
+            "138 0013 8000",
+            "+14155552671",
+        ] {
+            assert!(Phone::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            Phone::parse("13800138000").unwrap().expose(),
+            "+8613800138000"
+        );
+        for bad in [
+            "12800138000",
+            "1380013800",
+            "+861280013800",
+            "abc",
+            "",
+            "+0123456789",
+            "+12",
+        ] {
+            assert_eq!(
+                Phone::parse(bad).unwrap_err().code,
+                ErrorCode::InvalidPhone,
+                "{bad}"
+            );
+        }
+        let p = Phone::parse("13800138000").unwrap();
+        assert!(!format!("{p:?}").contains("0013"));
+    }
+
+    #[test]
+    fn holder_names() {
+        assert!(HolderName::parse("张三").is_ok());
+        assert!(HolderName::parse("Mary-Jane O'Neil").is_ok());
+        assert!(HolderName::parse("   ").is_err());
+        assert!(HolderName::parse("Robert'); DROP").is_err());
+        assert!(HolderName::parse(&"a".repeat(65)).is_err());
+        assert!(!format!("{:?}", HolderName::parse("Alice").unwrap()).contains("lice"));
+    }
+}

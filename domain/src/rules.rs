@@ -1,0 +1,141 @@
+//! Limits as pure decisions over counts: the cap on cards per user, the
+//! bind-rate rule and the OTP verification policy.
+
+use crate::error::{DomainError, ErrorCode};
+use crate::time::Timestamp;
+
+/// At most `max` live (not inactive, not failed) cards per user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CardCap {
+    pub max: u32,
+}
+
+impl Default for CardCap {
+    fn default() -> Self {
+        CardCap { max: 10 }
+    }
+}
+
+impl CardCap {
+    /// Whether one more card may be bound when the user has `live` already.
+    pub fn check(self, live: u32) -> Result<(), DomainError> {
+        if live >= self.max {
+            Err(DomainError::new(
+                ErrorCode::CardLimitReached,
+                format!("a user may have at most {} cards", self.max),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A fixed-window rate rule: at most `limit` events per `window_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateRule {
+    pub limit: u64,
+    pub window_seconds: i64,
+}
+
+/// What a rate rule decided for one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed { remaining: u64 },
+    Limited { retry_after_seconds: i64 },
+}
+
+impl RateRule {
+    /// The default for binds: 3 per user per minute.
+    pub const BINDS_PER_USER: RateRule = RateRule {
+        limit: 3,
+        window_seconds: 60,
+    };
+
+    /// The window `now` falls in, as its start (unix seconds).
+    pub fn window_start(self, now: Timestamp) -> i64 {
+        let w = self.window_seconds.max(1);
+        now.unix_seconds().div_euclid(w) * w
+    }
+
+    /// When the window `now` falls in ends.
+    pub fn window_end(self, now: Timestamp) -> Timestamp {
+        Timestamp::from_unix_millis((self.window_start(now) + self.window_seconds.max(1)) * 1000)
+    }
+
+    /// Decides the event that made the window's count `count` (counting it).
+    pub fn decide(self, count: u64, now: Timestamp) -> RateDecision {
+        if count <= self.limit {
+            RateDecision::Allowed {
+                remaining: self.limit - count,
+            }
+        } else {
+            let end = self.window_end(now).unix_seconds();
+            RateDecision::Limited {
+                retry_after_seconds: (end - now.unix_seconds()).max(1),
+            }
+        }
+    }
+}
+
+/// How OTP verification is bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerificationPolicy {
+    /// Wrong OTPs before the binding fails.
+    pub max_otp_attempts: u32,
+    /// How long a binding may wait for verification.
+    pub window_seconds: i64,
+}
+
+impl Default for VerificationPolicy {
+    fn default() -> Self {
+        VerificationPolicy {
+            max_otp_attempts: 5,
+            window_seconds: 15 * 60,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cap() {
+        assert!(CardCap { max: 2 }.check(1).is_ok());
+        assert_eq!(
+            CardCap { max: 2 }.check(2).unwrap_err().code,
+            ErrorCode::CardLimitReached
+        );
+    }
+
+    #[test]
+    fn fourth_bind_in_a_minute_is_limited() {
+        let r = RateRule::BINDS_PER_USER;
+        let now = Timestamp::from_unix_millis(120_000 + 15_000);
+        assert_eq!(r.decide(1, now), RateDecision::Allowed { remaining: 2 });
+        assert_eq!(r.decide(3, now), RateDecision::Allowed { remaining: 0 });
+        assert_eq!(
+            r.decide(4, now),
+            RateDecision::Limited {
+                retry_after_seconds: 45
+            }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn retry_after_points_into_the_next_window(ms in 0i64..4_000_000_000_000, count in 4u64..100) {
+            let r = RateRule::BINDS_PER_USER;
+            let now = Timestamp::from_unix_millis(ms);
+            match r.decide(count, now) {
+                RateDecision::Limited { retry_after_seconds } => {
+                    prop_assert!((1..=60).contains(&retry_after_seconds));
+                    let later = now.plus_seconds(retry_after_seconds);
+                    prop_assert!(r.window_start(later) > r.window_start(now));
+                }
+                RateDecision::Allowed { .. } => prop_assert!(false, "count over limit allowed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Errors that cross the ports, and the use cases' error.
+
+use cardbind_domain::{DomainError, ErrorCode};
+
+/// Errors of every storage port.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A unique rule was hit (for bindings: the same card for the same user).
+    #[error("duplicate")]
+    Duplicate,
+    /// A conditional update found another version than expected.
+    #[error("version conflict")]
+    Conflict,
+    /// The store could not be reached or did not answer in time.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something we cannot read (corrupt document).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Errors of the key service.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// KMS (or the key store) could not be reached.
+    #[error("key service unavailable: {0}")]
+    Unavailable(String),
+    /// A sealed value did not open: tampered, moved to another record or
+    /// field, wrapped by another key, or its key was erased.
+    #[error("sealed data refused: {0}")]
+    Refused(String),
+    /// The user's key material was erased (crypto-shredded).
+    #[error("key material erased")]
+    Erased,
+}
+
+/// Errors of a payment channel call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// No answer in time. Transient.
+    #[error("channel timed out")]
+    Timeout,
+    /// Connection failed or the channel answered 5xx. Transient.
+    #[error("channel unavailable: {0}")]
+    Unavailable(String),
+    /// The circuit breaker is open; the channel was not called.
+    #[error("channel circuit open")]
+    CircuitOpen,
+    /// The channel said no (a business refusal with its stable code).
+    #[error("channel refused: {code}")]
+    Rejected { code: String, message: String },
+    /// A response or notification whose signature does not verify.
+    #[error("invalid channel signature")]
+    InvalidSignature,
+    /// A response we cannot understand (hostile or broken input).
+    #[error("channel protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ChannelError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ChannelError::Timeout | ChannelError::Unavailable(_))
+    }
+
+    /// Whether the channel could not be reached at all (the binding then
+    /// waits for manual review instead of failing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen
+        )
+    }
+}
+
+/// The use cases' error: a stable code and, for validation, the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("rate limited")]
+    RateLimited {
+        code: ErrorCode,
+        retry_after_seconds: i64,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("channel: {0}")]
+    Channel(#[from] ChannelError),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Domain(e) => e.code,
+            ServiceError::RateLimited { code, .. } => *code,
+            ServiceError::Store(StoreError::Duplicate) => ErrorCode::CardAlreadyBound,
+            ServiceError::Store(StoreError::Conflict) => ErrorCode::Conflict,
+            ServiceError::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
+            ServiceError::Store(StoreError::Corrupt(_)) => ErrorCode::InternalError,
+            ServiceError::Keys(KeyError::Unavailable(_)) => ErrorCode::KeyServiceUnavailable,
+            ServiceError::Keys(_) => ErrorCode::InternalError,
+            ServiceError::Channel(ChannelError::Rejected { .. }) => ErrorCode::ChannelRejected,
+            ServiceError::Channel(ChannelError::InvalidSignature) => ErrorCode::InvalidSignature,
+            ServiceError::Channel(ChannelError::Protocol(_)) => ErrorCode::InvalidRequest,
+            ServiceError::Channel(_) => ErrorCode::ChannelUnavailable,
+        }
+    }
+
+    pub fn code_only(code: ErrorCode, message: impl Into<String>) -> ServiceError {
+        ServiceError::Domain(DomainError::new(code, message))
+    }
+}

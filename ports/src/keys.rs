@@ -1,0 +1,62 @@
+//! The card vault: sealing card data, opening it, fingerprinting PANs.
+
+use async_trait::async_trait;
+use cardbind_domain::{CardNumber, Fingerprint, SealedBlob, UserId};
+
+use crate::error::KeyError;
+
+/// What a ciphertext is bound to: the record and the field it belongs to.
+/// Opening with any other context MUST fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealContext {
+    /// The record id (a binding id, or a reserved name such as `@canary`).
+    pub record: String,
+    /// The field name (`pan`, `holder_name`, `id_number`, `phone`, …).
+    pub field: &'static str,
+}
+
+impl SealContext {
+    pub fn new(record: impl Into<String>, field: &'static str) -> SealContext {
+        SealContext {
+            record: record.into(),
+            field,
+        }
+    }
+}
+
+/// Envelope encryption of card data, per owner (user).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait CardVault: Send + Sync {
+    /// Seals `plaintext` under `owner`'s data key, bound to `context`.
+    /// MUST return `Unavailable` (and nothing sealed) when the master key
+    /// service cannot be reached.
+    async fn seal(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError>;
+
+    /// Opens a sealed value. MUST return `Refused` for a tampered value or
+    /// one sealed for another record, field or owner, and `Erased` after
+    /// the owner was erased; never wrong plaintext.
+    async fn open(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        sealed: &SealedBlob,
+    ) -> Result<Vec<u8>, KeyError>;
+
+    /// The keyed, versioned fingerprint of a PAN (same PAN → same value
+    /// for one fingerprint key version).
+    async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError>;
+
+    /// Destroys `owner`'s key material (crypto-shredding). Returns whether
+    /// there was any.
+    async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError>;
+
+    /// Opens the start-up canary (sealing it on first start). MUST fail with
+    /// a clear error when the master key is wrong or unreachable.
+    async fn self_check(&self) -> Result<(), KeyError>;
+}

@@ -1,0 +1,1 @@
+//! Contract suite for storage adapters (being written).
