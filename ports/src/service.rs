@@ -1,1 +1,876 @@
-//! Use cases (being written).
+//! The use cases: bind, verify, read, set default, unbind, freeze, review,
+//! channel events, reconciliation, erasure. Written only against the ports.
+//!
+//! ## Order of writes (no multi-document transactions)
+//! Each step is one atomic write; a crash between two steps leaves a state
+//! that a later request, `reconcile` or `repair_default` completes:
+//!
+//! 1. parse and authorize; count the attempt against the rate rules;
+//! 2. fingerprint the PAN and seal every card field (a key-service failure
+//!    stops here: nothing is written);
+//! 3. insert the binding as `pending_verification` with no channel
+//!    reference — the unique (user, fingerprint) rule makes this the single
+//!    point where concurrent binds of one card race, and exactly one wins;
+//! 4. record the consent (on failure the binding is marked `failed`);
+//! 5. ask the channel, using our binding id as its external reference;
+//! 6. store the channel's answer with a conditional update on `version`.
+//!
+//! If 6 never happens, the binding waits in `pending_verification` without
+//! a channel reference, and `reconcile` asks the channel by our binding id.
+
+use std::sync::Arc;
+
+use cardbind_domain::binding::StartOutcome;
+use cardbind_domain::{
+    Action, Actor, Binding, BindingId, BindingStatus, CardCap, CardNumber, CardSummary, ChannelName, Cvv,
+    DomainError, ErrorCode, Expiry, Fingerprint, HolderName, NextAction, Phone, RateDecision, RateRule,
+    ResidentId, SealedCard, Timestamp, UserId, VerificationPolicy, Wallet,
+};
+
+use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
+use crate::channel::{
+    BindingRef, ChannelBindRequest, ChannelEvent, ChannelEventKind, ChannelRegistry, ChannelStart,
+    ConfirmOutcome, Notification, NotificationAck, PaymentChannel, RemoteState,
+};
+use crate::clock::{Clock, IdGenerator};
+use crate::error::{ServiceError, StoreError};
+use crate::keys::{CardVault, SealContext};
+use crate::store::{BindingStore, Consent, ConsentLog, RateCounter, SeenIds};
+
+/// The ports the use cases run on, chosen at the composition root.
+#[derive(Clone)]
+pub struct Ports {
+    pub bindings: Arc<dyn BindingStore>,
+    pub rates: Arc<dyn RateCounter>,
+    pub consents: Arc<dyn ConsentLog>,
+    pub seen: Arc<dyn SeenIds>,
+    pub audit: Arc<dyn AuditLog>,
+    pub vault: Arc<dyn CardVault>,
+    pub channels: ChannelRegistry,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+/// Limits and windows.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub card_cap: CardCap,
+    /// Bind attempts per user (default 3 a minute).
+    pub binds_per_user: RateRule,
+    /// Bind attempts per client IP, across users.
+    pub binds_per_ip: Option<RateRule>,
+    /// Bind attempts per card fingerprint, across users (card testing).
+    pub binds_per_card: Option<RateRule>,
+    pub verification: VerificationPolicy,
+    /// How long notification ids are remembered for deduplication.
+    pub notification_memory_seconds: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            card_cap: CardCap::default(),
+            binds_per_user: RateRule::BINDS_PER_USER,
+            binds_per_ip: Some(RateRule { limit: 30, window_seconds: 60 }),
+            binds_per_card: Some(RateRule { limit: 5, window_seconds: 3600 }),
+            verification: VerificationPolicy::default(),
+            notification_memory_seconds: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// Who is asking, for authorization and the audit trail.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub actor: Actor,
+    pub request_id: String,
+    pub client_ip: Option<String>,
+}
+
+impl RequestContext {
+    pub fn system(what: &str) -> RequestContext {
+        RequestContext {
+            actor: Actor::new(what, cardbind_domain::Role::Admin),
+            request_id: String::new(),
+            client_ip: None,
+        }
+    }
+}
+
+/// The consent the user gave, as received.
+#[derive(Clone, Debug)]
+pub struct ConsentInput {
+    pub text_version: String,
+    pub text_hash: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A bind request as it arrives, before parsing.
+#[derive(Clone)]
+pub struct RawBindCard {
+    pub card_number: String,
+    pub expiry_month: u32,
+    pub expiry_year: u32,
+    pub cvv: Option<String>,
+    pub holder_name: String,
+    pub id_number: String,
+    pub phone: String,
+    pub channel: Option<String>,
+    pub consent: ConsentInput,
+}
+
+impl std::fmt::Debug for RawBindCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawBindCard(<card data redacted>)")
+    }
+}
+
+/// A parsed bind request: every field valid.
+#[derive(Clone, Debug)]
+pub struct BindCardRequest {
+    pub card: CardNumber,
+    pub expiry: Expiry,
+    pub cvv: Option<Cvv>,
+    pub holder_name: HolderName,
+    pub id_number: ResidentId,
+    pub phone: Phone,
+    pub channel: Option<ChannelName>,
+    pub consent: ConsentInput,
+}
+
+impl RawBindCard {
+    /// Parses every field, first failure wins, in the order of the form.
+    pub fn parse(self, now: Timestamp) -> Result<BindCardRequest, DomainError> {
+        let card = CardNumber::parse(&self.card_number)?;
+        let expiry = Expiry::parse(self.expiry_month, self.expiry_year, now.year_month())?;
+        let cvv = match self.cvv.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(Cvv::parse(c, card.brand())?),
+        };
+        let holder_name = HolderName::parse(&self.holder_name)?;
+        let id_number = ResidentId::parse(&self.id_number)?;
+        let phone = Phone::parse(&self.phone)?;
+        let channel = self.channel.as_deref().map(ChannelName::parse).transpose()?;
+        let c = &self.consent;
+        let consent_ok = (1..=64).contains(&c.text_version.len())
+            && c.text_hash.len() == 64
+            && c.text_hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !consent_ok {
+            return Err(DomainError::field(
+                ErrorCode::InvalidRequest,
+                "consent",
+                "consent needs a text_version (1-64 chars) and the SHA-256 hex of the text shown",
+            ));
+        }
+        Ok(BindCardRequest { card, expiry, cvv, holder_name, id_number, phone, channel, consent: self.consent })
+    }
+}
+
+/// A binding as shown to its reader, with whether it is the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardView {
+    pub binding: Binding,
+    pub is_default: bool,
+}
+
+/// One page of cards.
+#[derive(Clone, Debug)]
+pub struct CardPage {
+    pub cards: Vec<CardView>,
+    pub next: Option<BindingId>,
+}
+
+/// What `reconcile` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub examined: u64,
+    pub activated: u64,
+    pub failed: u64,
+    pub unbound: u64,
+    pub still_pending: u64,
+    pub errors: u64,
+}
+
+/// Fields sealed for each binding.
+pub const SEALED_FIELDS: [&str; 4] = ["pan", "holder_name", "id_number", "phone"];
+
+const MAX_LIST: u32 = 100;
+const WALLET_SCAN: u32 = 1000;
+
+/// The use cases.
+#[derive(Clone)]
+pub struct CardService {
+    ports: Ports,
+    policy: Policy,
+}
+
+impl CardService {
+    pub fn new(ports: Ports, policy: Policy) -> CardService {
+        CardService { ports, policy }
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn now(&self) -> Timestamp {
+        self.ports.clock.now()
+    }
+
+    // ---- helpers ----------------------------------------------------------
+
+    async fn audit(&self, ctx: &RequestContext, action: &str, user: Option<&UserId>, binding: Option<&BindingId>, outcome: &str, detail: Option<String>) {
+        let event = AuditEvent {
+            at: self.now(),
+            actor: ctx.actor.subject.clone(),
+            role: ctx.actor.role.as_str().to_owned(),
+            action: action.to_owned(),
+            user_id: user.map(|u| u.as_str().to_owned()),
+            binding_id: binding.map(|b| b.as_str().to_owned()),
+            outcome: outcome.to_owned(),
+            request_id: (!ctx.request_id.is_empty()).then(|| ctx.request_id.clone()),
+            client_ip: ctx.client_ip.clone(),
+            detail,
+        };
+        if let Err(e) = self.ports.audit.append(event).await {
+            // The change itself is stored; losing its audit line is logged
+            // loudly so that operations can restore it from the logs.
+            tracing::error!(error = %e, action, binding = binding.map(|b| b.as_str()), "audit append failed");
+        }
+    }
+
+    async fn audit_change(&self, ctx: &RequestContext, action: &str, b: &Binding, from: BindingStatus) {
+        let detail = if from == b.status { None } else { Some(format!("{from} -> {}", b.status)) };
+        self.audit(ctx, action, Some(&b.user_id), Some(&b.id), "ok", detail).await;
+    }
+
+    async fn limit(&self, rule: RateRule, key: &str, code: ErrorCode) -> Result<(), ServiceError> {
+        let now = self.now();
+        let key = format!("{key}:{}", rule.window_start(now));
+        let count = self.ports.rates.increment(&key, rule.window_end(now)).await?;
+        match rule.decide(count, now) {
+            RateDecision::Allowed { .. } => Ok(()),
+            RateDecision::Limited { retry_after_seconds } => Err(ServiceError::RateLimited { code, retry_after_seconds }),
+        }
+    }
+
+    /// Loads a binding of `user`; another user's binding is `not_found`.
+    async fn load(&self, user: &UserId, id: &BindingId) -> Result<Binding, ServiceError> {
+        match self.ports.bindings.get(id).await? {
+            Some(b) if &b.user_id == user => Ok(b),
+            _ => Err(ServiceError::code_only(ErrorCode::NotFound, "no such card")),
+        }
+    }
+
+    async fn user_bindings(&self, user: &UserId) -> Result<Vec<Binding>, ServiceError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.ports.bindings.list_by_user(user, after, WALLET_SCAN).await?;
+            let full = page.len() as u32 == WALLET_SCAN;
+            after = page.last().map(|b| b.id.clone());
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Re-points the user's default when it no longer names an active card
+    /// (promotion rule in `Wallet`). Safe to run any time, from any instance.
+    pub async fn repair_default(&self, user: &UserId) -> Result<Option<BindingId>, ServiceError> {
+        for _ in 0..5 {
+            let bindings = self.user_bindings(user).await?;
+            let current = self.ports.bindings.get_default(user).await?;
+            let wallet = Wallet::new(&bindings, current.as_ref());
+            match wallet.repair() {
+                None => return Ok(wallet.effective_default().cloned()),
+                Some(next) => {
+                    if self.ports.bindings.replace_default(user, current.clone(), next.clone()).await? {
+                        return Ok(next);
+                    }
+                }
+            }
+        }
+        Err(ServiceError::Store(StoreError::Conflict))
+    }
+
+    async fn view(&self, b: Binding) -> Result<CardView, ServiceError> {
+        let d = self.ports.bindings.get_default(&b.user_id).await?;
+        let is_default = b.status == BindingStatus::Active && d.as_ref() == Some(&b.id);
+        Ok(CardView { binding: b, is_default })
+    }
+
+    async fn save(&self, b: &Binding, expected: u64) -> Result<(), ServiceError> {
+        self.ports.bindings.update(b, expected).await.map_err(ServiceError::from)
+    }
+
+    fn channel(&self, name: &ChannelName) -> Result<Arc<dyn PaymentChannel>, ServiceError> {
+        self.ports.channels.get(name).ok_or_else(|| {
+            ServiceError::Domain(DomainError::field(ErrorCode::ChannelNotEnabled, "channel", "that channel is not enabled"))
+        })
+    }
+
+    async fn seal_card(&self, user: &UserId, id: &BindingId, req: &BindCardRequest) -> Result<SealedCard, ServiceError> {
+        let v = &self.ports.vault;
+        let ctx = |field| SealContext::new(id.as_str(), field);
+        Ok(SealedCard {
+            pan: v.seal(user, &ctx("pan"), req.card.expose().as_bytes()).await?,
+            holder_name: v.seal(user, &ctx("holder_name"), req.holder_name.expose().as_bytes()).await?,
+            id_number: v.seal(user, &ctx("id_number"), req.id_number.expose().as_bytes()).await?,
+            phone: v.seal(user, &ctx("phone"), req.phone.expose().as_bytes()).await?,
+        })
+    }
+
+    // ---- use cases --------------------------------------------------------
+
+    /// Binds a card for `user`: see the module docs for the order of writes.
+    pub async fn bind(&self, ctx: &RequestContext, user: &UserId, req: BindCardRequest) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::BindCard, Some(user))?;
+        let channel_name = req.channel.clone().unwrap_or_else(|| self.ports.channels.default_name().clone());
+        let channel = self.channel(&channel_name)?;
+
+        let res = self.bind_inner(ctx, user, &req, &channel_name, channel).await;
+        if let Err(e) = &res {
+            let code = e.code();
+            tracing::info!(user = %user, code = %code, "bind refused");
+            if !matches!(code, ErrorCode::StorageUnavailable) {
+                self.audit(ctx, "binding.create", Some(user), None, code.as_str(), None).await;
+            }
+        }
+        res
+    }
+
+    async fn bind_inner(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        req: &BindCardRequest,
+        channel_name: &ChannelName,
+        channel: Arc<dyn PaymentChannel>,
+    ) -> Result<CardView, ServiceError> {
+        self.limit(self.policy.binds_per_user, &format!("bind:user:{user}"), ErrorCode::RateLimited).await?;
+        if let (Some(rule), Some(ip)) = (self.policy.binds_per_ip, ctx.client_ip.as_deref()) {
+            self.limit(rule, &format!("bind:ip:{ip}"), ErrorCode::IpRateLimited).await?;
+        }
+        let fingerprint = self.ports.vault.fingerprint(&req.card).await?;
+        if let Some(rule) = self.policy.binds_per_card {
+            self.limit(rule, &format!("bind:card:{fingerprint}"), ErrorCode::CardVelocityExceeded).await?;
+        }
+
+        let now = self.now();
+        let summary = CardSummary {
+            brand: req.card.brand(),
+            bin: req.card.bin().to_owned(),
+            last4: req.card.last4().to_owned(),
+            expiry: req.expiry,
+        };
+        let existing = self.ports.bindings.find_by_fingerprint(user, &fingerprint).await?;
+        let (mut binding, rebound) = match existing {
+            Some(b) if b.status.is_live() => {
+                return Err(ServiceError::code_only(ErrorCode::CardAlreadyBound, "this card is already bound"))
+            }
+            Some(mut b) => {
+                let live = Wallet::new(&self.user_bindings(user).await?, None).live_count();
+                self.policy.card_cap.check(live)?;
+                let expected = b.version;
+                let sealed = self.seal_card(user, &b.id, req).await?;
+                b.rebind(summary, sealed, channel_name.clone(), now, &self.policy.verification)?;
+                match self.ports.bindings.update(&b, expected).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict) => {
+                        return Err(ServiceError::code_only(ErrorCode::CardAlreadyBound, "this card is being bound"))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                (b, true)
+            }
+            None => {
+                let live = Wallet::new(&self.user_bindings(user).await?, None).live_count();
+                self.policy.card_cap.check(live)?;
+                let id = self.ports.ids.binding_id();
+                let sealed = self.seal_card(user, &id, req).await?;
+                let b = Binding::reserve(
+                    id,
+                    user.clone(),
+                    fingerprint.clone(),
+                    summary,
+                    sealed,
+                    channel_name.clone(),
+                    now,
+                    &self.policy.verification,
+                );
+                match self.ports.bindings.insert(&b).await {
+                    Ok(()) => {}
+                    Err(StoreError::Duplicate) => {
+                        return Err(ServiceError::code_only(ErrorCode::CardAlreadyBound, "this card is already bound"))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                (b, false)
+            }
+        };
+        self.audit(ctx, if rebound { "binding.rebind" } else { "binding.create" }, Some(user), Some(&binding.id), "ok", Some("-> pending_verification".into())).await;
+
+        let consent = Consent {
+            id: self.ports.ids.opaque_id(),
+            binding_id: binding.id.clone(),
+            user_id: user.clone(),
+            text_version: req.consent.text_version.clone(),
+            text_hash: req.consent.text_hash.to_ascii_lowercase(),
+            accepted_at: now,
+            ip: req.consent.ip.clone(),
+            user_agent: req.consent.user_agent.clone(),
+            channel: channel_name.clone(),
+            agreement_id: None,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        if let Err(e) = self.ports.consents.record(&consent).await {
+            let expected = binding.version;
+            if binding.fail("consent_not_recorded", self.now()).is_ok() {
+                let _ = self.save(&binding, expected).await;
+            }
+            return Err(e.into());
+        }
+
+        let request = ChannelBindRequest {
+            binding_id: binding.id.clone(),
+            user_id: user.clone(),
+            card: req.card.clone(),
+            expiry: req.expiry,
+            cvv: req.cvv.clone(),
+            holder_name: req.holder_name.clone(),
+            id_number: req.id_number.clone(),
+            phone: req.phone.clone(),
+        };
+        let from = binding.status;
+        let outcome = match channel.start_binding(&request).await {
+            Ok(ChannelStart::Bound { channel_ref }) => StartOutcome::Bound { channel_ref },
+            Ok(ChannelStart::OtpSent { channel_ref }) => StartOutcome::ActionRequired {
+                channel_ref,
+                action: NextAction::Otp { phone_hint: req.phone.masked() },
+            },
+            Ok(ChannelStart::Redirect { channel_ref, url }) => {
+                StartOutcome::ActionRequired { channel_ref, action: NextAction::Redirect { url } }
+            }
+            Ok(ChannelStart::Refused { code, .. }) => StartOutcome::Refused { code },
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(binding = %binding.id, error = %e, "channel unreachable, binding goes to manual review");
+                StartOutcome::Unreachable
+            }
+            Err(crate::ChannelError::Rejected { code, .. }) => StartOutcome::Refused { code },
+            Err(e) => {
+                tracing::warn!(binding = %binding.id, error = %e, "channel answered badly, binding goes to manual review");
+                StartOutcome::Unreachable
+            }
+        };
+        let refused = match &outcome {
+            StartOutcome::Refused { code } => Some(code.clone()),
+            _ => None,
+        };
+        let expected = binding.version;
+        binding.apply_start(outcome, self.now())?;
+        self.save(&binding, expected).await?;
+        if let Some(r) = binding.channel_ref.clone() {
+            if let Err(e) = self.ports.consents.set_agreement(&binding.id, &r).await {
+                tracing::warn!(binding = %binding.id, error = %e, "could not store the agreement id on the consent");
+            }
+        }
+        self.audit_change(ctx, "binding.channel_start", &binding, from).await;
+        if let Some(code) = refused {
+            return Err(ServiceError::Channel(crate::ChannelError::Rejected {
+                code,
+                message: "the payment channel declined this card".into(),
+            }));
+        }
+        if binding.status == BindingStatus::Active {
+            self.repair_default(user).await?;
+        }
+        self.view(binding).await
+    }
+
+    /// Confirms a pending binding with the OTP the user received.
+    pub async fn verify_otp(&self, ctx: &RequestContext, user: &UserId, id: &BindingId, otp: &str) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::VerifyCard, Some(user))?;
+        if !(4..=8).contains(&otp.len()) || !otp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(DomainError::field(ErrorCode::InvalidOtp, "otp", "the code has 4 to 8 digits").into());
+        }
+        let mut b = self.load(user, id).await?;
+        let expected = b.version;
+        let from = b.status;
+        if let Err(e) = b.begin_otp(self.now()) {
+            if b.version != expected {
+                self.save(&b, expected).await?;
+                self.audit_change(ctx, "binding.verify", &b, from).await;
+            }
+            return Err(e.into());
+        }
+        let channel = self.channel(&b.channel)?;
+        let channel_ref = b.channel_ref.clone().unwrap_or_default();
+        let answer = channel.confirm_otp(&b.id, &channel_ref, otp).await?;
+        let now = self.now();
+        let result: Result<(), ServiceError> = match answer {
+            ConfirmOutcome::Confirmed { channel_ref } => {
+                b.activate(Some(channel_ref), now)?;
+                Ok(())
+            }
+            ConfirmOutcome::WrongOtp => {
+                b.otp_rejected(now, &self.policy.verification)?;
+                Err(DomainError::field(ErrorCode::InvalidOtp, "otp", "the code is wrong").into())
+            }
+            ConfirmOutcome::Expired => {
+                b.fail(ErrorCode::VerificationExpired.as_str(), now)?;
+                Err(ServiceError::code_only(ErrorCode::VerificationExpired, "the verification window has closed"))
+            }
+            ConfirmOutcome::Refused { code } => {
+                b.fail(&code, now)?;
+                Err(ServiceError::Channel(crate::ChannelError::Rejected { code, message: "the payment channel declined this card".into() }))
+            }
+        };
+        self.save(&b, expected).await?;
+        self.audit(ctx, "binding.verify", Some(user), Some(&b.id), result.as_ref().err().map_or("ok", |e| e.code().as_str()), (from != b.status).then(|| format!("{from} -> {}", b.status))).await;
+        result?;
+        if b.status == BindingStatus::Active {
+            self.repair_default(user).await?;
+        }
+        self.view(b).await
+    }
+
+    pub async fn get(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::ReadCards, Some(user))?;
+        let b = self.load(user, id).await?;
+        self.view(b).await
+    }
+
+    /// A user's cards in id order (ids are time-ordered), paginated.
+    pub async fn list(&self, ctx: &RequestContext, user: &UserId, after: Option<BindingId>, limit: u32) -> Result<CardPage, ServiceError> {
+        ctx.actor.authorize(Action::ReadCards, Some(user))?;
+        let limit = limit.clamp(1, MAX_LIST);
+        let page = self.ports.bindings.list_by_user(user, after, limit).await?;
+        let default = self.ports.bindings.get_default(user).await?;
+        let next = if page.len() as u32 == limit { page.last().map(|b| b.id.clone()) } else { None };
+        let cards = page
+            .into_iter()
+            .map(|b| {
+                let is_default = b.status == BindingStatus::Active && default.as_ref() == Some(&b.id);
+                CardView { binding: b, is_default }
+            })
+            .collect();
+        Ok(CardPage { cards, next })
+    }
+
+    /// Makes an active card the user's default (last writer wins; there is
+    /// never more than one default).
+    pub async fn set_default(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::SetDefault, Some(user))?;
+        let b = self.load(user, id).await?;
+        for _ in 0..10 {
+            let bindings = self.user_bindings(user).await?;
+            let current = self.ports.bindings.get_default(user).await?;
+            Wallet::new(&bindings, current.as_ref()).check_can_default(id)?;
+            if current.as_ref() == Some(id)
+                || self.ports.bindings.replace_default(user, current, Some(id.clone())).await?
+            {
+                self.audit(ctx, "binding.set_default", Some(user), Some(id), "ok", None).await;
+                return self.view(b).await;
+            }
+        }
+        Err(ServiceError::Store(StoreError::Conflict))
+    }
+
+    /// Unbinds a card: locally always, and at the channel when it holds an
+    /// agreement (a channel that cannot be reached does not stop the unbind;
+    /// it is logged and audited for follow-up).
+    pub async fn unbind(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::Unbind, Some(user))?;
+        for _ in 0..5 {
+            let mut b = self.load(user, id).await?;
+            let expected = b.version;
+            let from = b.status;
+            if !b.unbind(self.now())? {
+                return self.view(b).await;
+            }
+            if let (Some(r), true) = (b.channel_ref.clone(), matches!(from, BindingStatus::Active | BindingStatus::Frozen | BindingStatus::PendingVerification)) {
+                if let Ok(channel) = self.channel(&b.channel) {
+                    if let Err(e) = channel.unbind(&b.id, &r).await {
+                        tracing::warn!(binding = %b.id, error = %e, "channel unsign failed; unbound locally");
+                        self.audit(ctx, "binding.channel_unsign", Some(user), Some(&b.id), "channel_unavailable", None).await;
+                    }
+                }
+            }
+            match self.ports.bindings.update(&b, expected).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if let Err(e) = self.ports.consents.revoke(&b.id, self.now(), &ctx.actor.subject).await {
+                tracing::warn!(binding = %b.id, error = %e, "consent revocation not stored");
+            }
+            self.audit_change(ctx, "binding.unbind", &b, from).await;
+            self.repair_default(user).await?;
+            return self.view(b).await;
+        }
+        Err(ServiceError::Store(StoreError::Conflict))
+    }
+
+    async fn operator_change(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+        action: Action,
+        name: &str,
+        change: impl Fn(&mut Binding, Timestamp) -> Result<(), DomainError>,
+    ) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(action, Some(user))?;
+        for _ in 0..5 {
+            let mut b = self.load(user, id).await?;
+            let expected = b.version;
+            let from = b.status;
+            change(&mut b, self.now())?;
+            match self.ports.bindings.update(&b, expected).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.audit_change(ctx, name, &b, from).await;
+            self.repair_default(user).await?;
+            return self.view(b).await;
+        }
+        Err(ServiceError::Store(StoreError::Conflict))
+    }
+
+    pub async fn freeze(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+        self.operator_change(ctx, user, id, Action::Freeze, "binding.freeze", |b, now| b.freeze(now)).await
+    }
+
+    pub async fn unfreeze(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+        self.operator_change(ctx, user, id, Action::Freeze, "binding.unfreeze", |b, now| b.unfreeze(now)).await
+    }
+
+    /// Bindings waiting for an operator.
+    pub async fn review_queue(&self, ctx: &RequestContext, after: Option<BindingId>, limit: u32) -> Result<CardPage, ServiceError> {
+        ctx.actor.authorize(Action::ReviewQueue, None)?;
+        let limit = limit.clamp(1, MAX_LIST);
+        let page = self.ports.bindings.list_by_status(BindingStatus::PendingReview, None, after, limit).await?;
+        let next = if page.len() as u32 == limit { page.last().map(|b| b.id.clone()) } else { None };
+        Ok(CardPage { cards: page.into_iter().map(|b| CardView { binding: b, is_default: false }).collect(), next })
+    }
+
+    async fn review_binding(&self, id: &BindingId) -> Result<Binding, ServiceError> {
+        match self.ports.bindings.get(id).await? {
+            Some(b) => Ok(b),
+            None => Err(ServiceError::code_only(ErrorCode::NotFound, "no such card")),
+        }
+    }
+
+    /// An operator approves a binding in review: it becomes active.
+    pub async fn approve_review(&self, ctx: &RequestContext, id: &BindingId, channel_ref: Option<String>) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::ReviewQueue, None)?;
+        let b = self.review_binding(id).await?;
+        let user = b.user_id.clone();
+        if b.status != BindingStatus::PendingReview {
+            return Err(ServiceError::code_only(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
+        }
+        self.operator_change(ctx, &user, id, Action::ReviewQueue, "review.approve", |b, now| {
+            if b.status != BindingStatus::PendingReview {
+                return Err(DomainError::new(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
+            }
+            b.activate(channel_ref.clone(), now)
+        })
+        .await
+    }
+
+    /// An operator rejects a binding in review: it fails.
+    pub async fn reject_review(&self, ctx: &RequestContext, id: &BindingId) -> Result<CardView, ServiceError> {
+        ctx.actor.authorize(Action::ReviewQueue, None)?;
+        let b = self.review_binding(id).await?;
+        let user = b.user_id.clone();
+        self.operator_change(ctx, &user, id, Action::ReviewQueue, "review.reject", |b, now| {
+            if b.status != BindingStatus::PendingReview {
+                return Err(DomainError::new(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
+            }
+            b.fail("rejected_by_operator", now)
+        })
+        .await
+    }
+
+    /// Verifies, deduplicates and applies a channel's async notification.
+    /// Returns the acknowledgement only once the event is stored.
+    pub async fn handle_notification(&self, channel_name: &ChannelName, n: &Notification) -> Result<NotificationAck, ServiceError> {
+        let channel = self.channel(channel_name)?;
+        let event = channel.parse_notification(n)?;
+        let ns = format!("notify:{channel_name}");
+        let now = self.now();
+        if self.ports.seen.seen(&ns, &event.event_id, now).await? {
+            return Ok(channel.notification_ack());
+        }
+        self.apply_channel_event(channel_name, &event).await?;
+        self.ports.seen.mark(&ns, &event.event_id, now, now.plus_seconds(self.policy.notification_memory_seconds)).await?;
+        Ok(channel.notification_ack())
+    }
+
+    /// Applies a verified channel event. Idempotent: an event that finds the
+    /// binding already where it leads changes nothing.
+    pub async fn apply_channel_event(&self, channel_name: &ChannelName, event: &ChannelEvent) -> Result<(), ServiceError> {
+        let ctx = RequestContext::system(&format!("channel:{channel_name}"));
+        for _ in 0..5 {
+            let found = match &event.binding {
+                BindingRef::Ours(id) => self.ports.bindings.get(id).await?,
+                BindingRef::Channel(r) => self.ports.bindings.find_by_channel_ref(channel_name, r).await?,
+            };
+            let Some(mut b) = found.filter(|b| &b.channel == channel_name) else {
+                tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown binding ignored");
+                return Ok(());
+            };
+            let expected = b.version;
+            let from = b.status;
+            let now = self.now();
+            let changed = match &event.kind {
+                ChannelEventKind::Signed { channel_ref } => match b.status {
+                    BindingStatus::PendingVerification | BindingStatus::PendingReview => {
+                        b.activate(Some(channel_ref.clone()), now)?;
+                        true
+                    }
+                    _ => false,
+                },
+                ChannelEventKind::Terminated => b.unbind(now)?,
+                ChannelEventKind::Failed { code } => match b.status {
+                    BindingStatus::PendingVerification | BindingStatus::PendingReview => {
+                        b.fail(code, now)?;
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if !changed {
+                return Ok(());
+            }
+            match self.ports.bindings.update(&b, expected).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if b.status == BindingStatus::Inactive {
+                let _ = self.ports.consents.revoke(&b.id, now, &ctx.actor.subject).await;
+            }
+            if let (BindingStatus::Active, Some(r)) = (b.status, b.channel_ref.as_deref()) {
+                let _ = self.ports.consents.set_agreement(&b.id, r).await;
+            }
+            self.audit_change(&ctx, "binding.channel_event", &b, from).await;
+            self.repair_default(&b.user_id).await?;
+            return Ok(());
+        }
+        Err(ServiceError::Store(StoreError::Conflict))
+    }
+
+    /// Settles bindings stuck in `pending_verification` for longer than
+    /// `older_than_seconds` by asking their channel.
+    pub async fn reconcile(&self, older_than_seconds: i64, limit: u32) -> Result<ReconcileReport, ServiceError> {
+        let mut report = ReconcileReport::default();
+        let before = self.now().minus_seconds(older_than_seconds);
+        let mut after = None;
+        loop {
+            let page = self.ports.bindings.list_by_status(BindingStatus::PendingVerification, Some(before), after, limit.clamp(1, 500)).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for b in page {
+                report.examined += 1;
+                let Ok(channel) = self.channel(&b.channel) else {
+                    report.errors += 1;
+                    continue;
+                };
+                let event_kind = match channel.query(&b.id, b.channel_ref.clone()).await {
+                    Ok(RemoteState::Active { channel_ref }) => Some(ChannelEventKind::Signed { channel_ref }),
+                    Ok(RemoteState::Terminated) => Some(ChannelEventKind::Failed { code: "agreement_terminated".into() }),
+                    Ok(RemoteState::Failed { code }) => Some(ChannelEventKind::Failed { code }),
+                    Ok(RemoteState::NotFound) => Some(ChannelEventKind::Failed { code: ErrorCode::VerificationExpired.as_str().into() }),
+                    Ok(RemoteState::Pending) => {
+                        if b.verification_expires_at.is_some_and(|t| self.now() > t) {
+                            Some(ChannelEventKind::Failed { code: ErrorCode::VerificationExpired.as_str().into() })
+                        } else {
+                            None
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(binding = %b.id, error = %e, "reconcile query failed");
+                        report.errors += 1;
+                        continue;
+                    }
+                };
+                match event_kind {
+                    None => report.still_pending += 1,
+                    Some(kind) => {
+                        let activated = matches!(kind, ChannelEventKind::Signed { .. });
+                        let ev = ChannelEvent { event_id: format!("reconcile:{}", b.id), binding: BindingRef::Ours(b.id.clone()), kind };
+                        match self.apply_channel_event(&b.channel, &ev).await {
+                            Ok(()) if activated => report.activated += 1,
+                            Ok(()) => report.failed += 1,
+                            Err(_) => report.errors += 1,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Erases a user's card data everywhere by destroying their key
+    /// material (crypto-shredding), unbinds every card and audits it.
+    pub async fn erase_user(&self, ctx: &RequestContext, user: &UserId) -> Result<u64, ServiceError> {
+        ctx.actor.authorize(Action::EraseUser, Some(user))?;
+        let mut unbound = 0;
+        for b in self.user_bindings(user).await? {
+            if b.status != BindingStatus::Inactive {
+                self.unbind(&RequestContext { actor: ctx.actor.clone(), ..ctx.clone() }, user, &b.id).await?;
+                unbound += 1;
+            }
+        }
+        let had_key = self.ports.vault.erase_owner(user).await?;
+        self.audit(ctx, "user.erase", Some(user), None, "ok", Some(format!("unbound {unbound}, key destroyed: {had_key}"))).await;
+        Ok(unbound)
+    }
+
+    /// Opens one sealed field of a binding (for operators' investigations
+    /// and channel re-submission). Every opening is audited.
+    pub async fn open_field(&self, ctx: &RequestContext, b: &Binding, field: &'static str) -> Result<Vec<u8>, ServiceError> {
+        let blob = match field {
+            "pan" => &b.sealed.pan,
+            "holder_name" => &b.sealed.holder_name,
+            "id_number" => &b.sealed.id_number,
+            "phone" => &b.sealed.phone,
+            _ => return Err(ServiceError::code_only(ErrorCode::InvalidRequest, "unknown field")),
+        };
+        let res = self.ports.vault.open(&b.user_id, &SealContext::new(b.id.as_str(), field), blob).await;
+        let outcome = match &res {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("refused: {}", ServiceError::Keys(e.clone()).code()),
+        };
+        self.audit(ctx, "card_data.open", Some(&b.user_id), Some(&b.id), &outcome, Some(field.to_owned())).await;
+        Ok(res?)
+    }
+
+    pub async fn list_consents(&self, ctx: &RequestContext, user: Option<UserId>, after: Option<String>, limit: u32) -> Result<Vec<Consent>, ServiceError> {
+        ctx.actor.authorize(cardbind_domain::Action::ReadConsents, user.as_ref())?;
+        if ctx.actor.role == cardbind_domain::Role::User && user.is_none() {
+            return Err(ServiceError::code_only(ErrorCode::Forbidden, "users read their own consents"));
+        }
+        Ok(self.ports.consents.list(user, after, limit.clamp(1, MAX_LIST)).await?)
+    }
+
+    pub async fn read_audit(&self, ctx: &RequestContext, filter: &AuditFilter, after_seq: Option<u64>, limit: u32) -> Result<Vec<AuditRecord>, ServiceError> {
+        ctx.actor.authorize(Action::ReadAudit, None)?;
+        Ok(self.ports.audit.list(filter, after_seq, limit.clamp(1, 500)).await?)
+    }
+
+    /// The fingerprint the vault gives a PAN (for admin tooling).
+    pub async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, ServiceError> {
+        Ok(self.ports.vault.fingerprint(pan).await?)
+    }
+}
