@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Runs a command with every real service the tests need.
+#
+#   bash scripts/test-services.sh cargo test -p cardbind-mongo
+#
+# Installs (once, into the cache dir) and starts, each on a free loopback
+# port inside a fresh temp dir:
+#   * FerretDB v1.24.2 (SQLite handler)  -> CARDBIND_TEST_MONGODB_URI
+#   * moto's KMS mock                    -> CARDBIND_TEST_KMS_ENDPOINT
+# waits until each answers, runs "$@" with these exported, and stops the
+# services on exit (also when the command fails or is interrupted). The exit
+# code is the command's.
+#
+# Also exported, for tests that stop/restart a FerretDB of their own:
+#   CARDBIND_TEST_FERRETDB_BIN   the ferretdb binary
+#   CARDBIND_TEST_FERRETDB_CTL   scripts/ferretdb-ctl.sh (start DIR PORT | stop DIR | kill DIR)
+#   CARDBIND_TEST_SERVICES_DIR   the temp dir (removed on exit); put such instances under it
+#
+# Cache: $CARDBIND_CACHE_DIR, default .cache/ at the repo root (gitignored).
+# CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV point at an existing ferretdb
+# binary / moto venv instead (each is still checked before use).
+# CARDBIND_KEEP_SERVICES_DIR=1 keeps the temp dir (logs) after exit.
+set -euo pipefail
+
+FERRETDB_VERSION=v1.24.2
+FERRETDB_MODULE=github.com/FerretDB/FerretDB
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${CARDBIND_CACHE_DIR:-$ROOT/.cache}
+FERRETDB_BIN=${CARDBIND_FERRETDB_BIN:-$CACHE/bin/ferretdb}
+VENV=${CARDBIND_MOTO_VENV:-$CACHE/venv}
+CTL="$ROOT/scripts/ferretdb-ctl.sh"
+START_TIMEOUT=${CARDBIND_SERVICE_START_TIMEOUT:-30}
+
+if [[ $# -eq 0 ]]; then
+    echo "usage: $0 COMMAND [ARGS...]" >&2
+    exit 2
+fi
+
+say() { echo "test-services: $*" >&2; }
+die() {
+    say "ERROR: $*"
+    exit 1
+}
+
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+
+# One installer at a time per cache dir (parallel runs share it).
+with_install_lock() {
+    (
+        flock -w 1800 9 || die "timed out waiting for the install lock $CACHE/.install.lock"
+        "$@"
+    ) 9>"$CACHE/.install.lock"
+}
+
+ferretdb_ok() {
+    [[ -x $FERRETDB_BIN ]] && "$FERRETDB_BIN" --version 2>/dev/null | grep -q "version: $FERRETDB_VERSION"
+}
+
+# `GOBIN=… go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2`
+# gives a binary that panics at start ("Invalid build/version/version.txt"):
+# the module zip lacks the generated build/version/version.txt, and FerretDB
+# refuses to run without it when it is the main module. So: download that
+# exact module, copy it, write version.txt, and build the same command.
+build_ferretdb() {
+    ferretdb_ok && return 0
+    command -v go >/dev/null || die "Go is needed to build FerretDB (https://go.dev/dl/)"
+    say "building FerretDB $FERRETDB_VERSION into $FERRETDB_BIN (once; takes a few minutes)…"
+    local started=$SECONDS src work
+    src=$(go mod download -json "$FERRETDB_MODULE@$FERRETDB_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+    [[ -n $src && -d $src ]] || die "go mod download $FERRETDB_MODULE@$FERRETDB_VERSION gave no source dir"
+    work=$(mktemp -d "$CACHE/ferretdb-build.XXXXXX")
+    cp -R "$src/." "$work/"
+    chmod -R u+w "$work"
+    echo "$FERRETDB_VERSION" >"$work/build/version/version.txt"
+    echo "cardbind-test" >"$work/build/version/package.txt"
+    mkdir -p "$(dirname "$FERRETDB_BIN")"
+    (cd "$work" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) ||
+        { rm -rf "$work"; die "building FerretDB failed"; }
+    rm -rf "$work"
+    mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+    ferretdb_ok || die "$FERRETDB_BIN does not report version $FERRETDB_VERSION"
+    say "FerretDB built in $((SECONDS - started))s"
+}
+
+moto_ok() {
+    [[ -f $VENV/.cardbind-moto-ok && -x $VENV/bin/moto_server ]]
+}
+
+install_moto() {
+    moto_ok && return 0
+    say "installing moto[server] into $VENV (once)…"
+    local started=$SECONDS
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' || die "pip install 'moto[server]' failed"
+    touch "$VENV/.cardbind-moto-ok"
+    say "moto installed in $((SECONDS - started))s"
+}
+
+if [[ -z ${CARDBIND_FERRETDB_BIN:-} ]]; then
+    with_install_lock build_ferretdb
+else
+    ferretdb_ok || die "CARDBIND_FERRETDB_BIN=$FERRETDB_BIN is not a working FerretDB $FERRETDB_VERSION"
+fi
+if [[ -z ${CARDBIND_MOTO_VENV:-} ]]; then
+    with_install_lock install_moto
+else
+    [[ -x $VENV/bin/moto_server ]] || die "CARDBIND_MOTO_VENV=$VENV has no bin/moto_server"
+fi
+
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/cardbind-services.XXXXXX")
+MOTO_PID=
+
+cleanup() {
+    local rc=$?
+    set +e
+    # Every FerretDB started under the services dir, also those a test
+    # started (and maybe left running) through ferretdb-ctl.sh.
+    while IFS= read -r pidfile; do
+        bash "$CTL" stop "$(dirname "$pidfile")"
+    done < <(find "$SERVICES_DIR" -name ferretdb.pid 2>/dev/null)
+    if [[ -n $MOTO_PID ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
+        kill -TERM "$MOTO_PID" 2>/dev/null
+        for _ in $(seq 1 50); do
+            kill -0 "$MOTO_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$MOTO_PID" 2>/dev/null
+        wait "$MOTO_PID" 2>/dev/null
+    fi
+    if [[ -n ${CARDBIND_KEEP_SERVICES_DIR:-} ]]; then
+        say "kept $SERVICES_DIR"
+    else
+        rm -rf "$SERVICES_DIR"
+    fi
+    exit "$rc"
+}
+CMD_PID=
+# A signal ends the command too (it would otherwise keep the services
+# running until it finished), then the EXIT trap stops the services.
+on_signal() {
+    trap - INT TERM HUP
+    if [[ -n $CMD_PID ]]; then
+        kill -TERM "$CMD_PID" 2>/dev/null
+        wait "$CMD_PID" 2>/dev/null
+    fi
+    exit "$1"
+}
+trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
+
+export CARDBIND_TEST_FERRETDB_BIN=$FERRETDB_BIN
+export CARDBIND_TEST_FERRETDB_CTL=$CTL
+export CARDBIND_TEST_SERVICES_DIR=$SERVICES_DIR
+
+# FerretDB (a free port can be taken between asking and binding: retry).
+started=
+for _ in 1 2 3; do
+    FERRETDB_PORT=$(free_port)
+    if bash "$CTL" start "$SERVICES_DIR/ferretdb" "$FERRETDB_PORT"; then
+        started=1
+        break
+    fi
+done
+[[ -n $started ]] || die "FerretDB did not start (logs in $SERVICES_DIR/ferretdb/ferretdb.log)"
+export CARDBIND_TEST_MONGODB_URI="mongodb://127.0.0.1:$FERRETDB_PORT/"
+
+# moto
+start_moto() {
+    local port=$1 deadline
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >>"$SERVICES_DIR/moto.log" 2>&1 </dev/null &
+    MOTO_PID=$!
+    deadline=$((SECONDS + START_TIMEOUT))
+    # Answers HTTP (not only accepts): the KMS API is served.
+    until curl -fsS -o /dev/null -X POST -H 'X-Amz-Target: TrentService.ListKeys' \
+        -H 'Content-Type: application/x-amz-json-1.1' -d '{}' "http://127.0.0.1:$port/" 2>/dev/null; do
+        if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+            wait "$MOTO_PID" 2>/dev/null || true
+            MOTO_PID=
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            say "moto did not answer on 127.0.0.1:$port within ${START_TIMEOUT}s"
+            kill -KILL "$MOTO_PID" 2>/dev/null || true
+            wait "$MOTO_PID" 2>/dev/null || true
+            MOTO_PID=
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+started=
+for _ in 1 2 3; do
+    MOTO_PORT=$(free_port)
+    if start_moto "$MOTO_PORT"; then
+        started=1
+        break
+    fi
+done
+if [[ -z $started ]]; then
+    tail -n 40 "$SERVICES_DIR/moto.log" >&2 || true
+    die "moto did not start"
+fi
+export CARDBIND_TEST_KMS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+
+say "FerretDB $CARDBIND_TEST_MONGODB_URI, moto KMS $CARDBIND_TEST_KMS_ENDPOINT, dir $SERVICES_DIR"
+
+# In the background so that `wait` (unlike a foreground command) lets the
+# signal traps run at once; stdin passed on explicitly (a background job
+# would otherwise get /dev/null).
+exec 3<&0
+"$@" <&3 3<&- &
+CMD_PID=$!
+set +e
+wait "$CMD_PID"
+rc=$?
+set -e
+CMD_PID=
+exit "$rc"
