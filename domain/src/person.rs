@@ -90,7 +90,7 @@ impl ResidentId {
         if !(1900..=2100).contains(&y) || !valid_date(y, m, d) {
             return Err(bad("the birth date in the number is not valid"));
         }
-        if last.chars().next() != Some(expected) {
+        if !last.starts_with(expected) {
             return Err(bad("the check character is wrong"));
         }
         Ok(ResidentId(s))
@@ -111,7 +111,7 @@ impl ResidentId {
 }
 
 fn valid_date(y: u32, m: u32, d: u32) -> bool {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

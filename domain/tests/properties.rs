@@ -1,0 +1,261 @@
+//! Property tests of the domain rules.
+
+use cardbind_domain::binding::StartOutcome;
+use cardbind_domain::card::{luhn_check_digit, luhn_valid};
+use cardbind_domain::{
+    Binding, BindingId, BindingStatus, CardBrand, CardNumber, CardSummary, ChannelName, ErrorCode,
+    Expiry, Fingerprint, SealedBlob, SealedCard, Timestamp, UserId, VerificationPolicy, Wallet,
+};
+use proptest::prelude::*;
+
+/// A prefix inside each brand's IIN range, and the brand's lengths.
+fn brand_prefixes() -> Vec<(CardBrand, &'static str)> {
+    vec![
+        (CardBrand::Visa, "4"),
+        (CardBrand::Mastercard, "51"),
+        (CardBrand::Mastercard, "55"),
+        (CardBrand::Mastercard, "2221"),
+        (CardBrand::Mastercard, "2720"),
+        (CardBrand::Amex, "34"),
+        (CardBrand::Amex, "37"),
+        (CardBrand::UnionPay, "62"),
+        (CardBrand::Jcb, "3528"),
+        (CardBrand::Jcb, "3589"),
+        (CardBrand::Discover, "6011"),
+        (CardBrand::Discover, "65"),
+        (CardBrand::DinersClub, "36"),
+        (CardBrand::DinersClub, "300"),
+        (CardBrand::Maestro, "6759"),
+        (CardBrand::Mir, "2200"),
+        (CardBrand::Mir, "2204"),
+    ]
+}
+
+/// A Luhn-valid number: prefix, random body, check digit, of total `len`.
+fn luhn_number(prefix: &str, body: &[u8], len: usize) -> String {
+    let mut s = prefix.to_owned();
+    for d in body.iter().take(len - 1 - prefix.len()) {
+        s.push((b'0' + d % 10) as char);
+    }
+    let c = luhn_check_digit(&s).unwrap_or(0);
+    s.push((b'0' + c) as char);
+    s
+}
+
+fn valid_card() -> impl Strategy<Value = (CardBrand, String)> {
+    (
+        0..brand_prefixes().len(),
+        proptest::collection::vec(0u8..10, 19),
+        0usize..8,
+    )
+        .prop_map(|(i, body, li)| {
+            let (brand, prefix) = brand_prefixes()[i];
+            let lens = brand.lengths();
+            let len = lens[li % lens.len()];
+            (brand, luhn_number(prefix, &body, len))
+        })
+}
+
+proptest! {
+    #[test]
+    fn every_luhn_valid_number_of_a_brand_parses((brand, n) in valid_card()) {
+        let c = CardNumber::parse(&n);
+        prop_assert_eq!(c.map(|c| c.brand()), Ok(brand));
+    }
+
+    #[test]
+    fn spaces_and_dashes_are_ignored((brand, n) in valid_card(), every in 1usize..6) {
+        let spaced: String = n.chars().enumerate().flat_map(|(i, c)| {
+            let sep = if i > 0 && i % every == 0 { Some(if i % 2 == 0 { ' ' } else { '-' }) } else { None };
+            sep.into_iter().chain(std::iter::once(c))
+        }).collect();
+        prop_assert_eq!(CardNumber::parse(&spaced).map(|c| c.brand()), Ok(brand));
+    }
+
+    #[test]
+    fn any_single_digit_change_is_refused((brand, n) in valid_card(), pos in 0usize..19, delta in 1u8..10) {
+        prop_assume!(brand.requires_luhn());
+        let pos = pos % n.len();
+        let mut b = n.clone().into_bytes();
+        b[pos] = b'0' + (b[pos] - b'0' + delta) % 10;
+        let changed = String::from_utf8(b).unwrap_or_default();
+        prop_assert!(!luhn_valid(&changed));
+        // Either refused outright or moved into a brand that skips Luhn
+        // (only UnionPay does): never a Luhn-checked card.
+        match CardNumber::parse(&changed) {
+            Ok(c) => prop_assert_eq!(c.brand(), CardBrand::UnionPay),
+            Err(e) => prop_assert!(matches!(e.code, ErrorCode::InvalidCardNumber | ErrorCode::UnsupportedCardBrand)),
+        }
+    }
+
+    #[test]
+    fn adjacent_transpositions_are_refused((brand, n) in valid_card(), pos in 0usize..18) {
+        prop_assume!(brand.requires_luhn());
+        let pos = pos % (n.len() - 1);
+        let mut b = n.clone().into_bytes();
+        prop_assume!(b[pos] != b[pos + 1]);
+        let pair = (b[pos], b[pos + 1]);
+        prop_assume!(pair != (b'0', b'9') && pair != (b'9', b'0'));
+        b.swap(pos, pos + 1);
+        let swapped = String::from_utf8(b).unwrap_or_default();
+        prop_assert!(!luhn_valid(&swapped));
+        if let Ok(c) = CardNumber::parse(&swapped) {
+            prop_assert_eq!(c.brand(), CardBrand::UnionPay);
+        }
+    }
+
+    #[test]
+    fn debug_and_display_never_show_middle_digits((_b, n) in valid_card()) {
+        let c = CardNumber::parse(&n).map_err(|e| TestCaseError::fail(e.message))?;
+        let hidden = n.len() - 10;
+        let expected = format!("{}{}{}", &n[..6], "*".repeat(hidden), &n[n.len() - 4..]);
+        // Display is exactly BIN, one star per middle digit, last four;
+        // Debug adds only the brand name around it.
+        prop_assert_eq!(format!("{c}"), expected.clone());
+        let debug = format!("{c:?}");
+        prop_assert_eq!(debug, format!("CardNumber({} {})", c.brand(), expected));
+        let shown = format!("{c:?} {c}");
+        prop_assert!(!shown.contains(&n));
+        prop_assert!(shown.contains(&n[n.len() - 4..]));
+    }
+
+    #[test]
+    fn expiry_boundaries(year in 2000i32..2080, month in 1u32..=12, ahead in -30i32..30, m2 in 1u32..=12) {
+        let today = (year, month);
+        let ey = year + ahead;
+        prop_assume!((1000..=9999).contains(&ey));
+        let r = Expiry::parse(m2, ey as u32, today);
+        let expected_ok = (ey, m2) >= (year, month) && (ey, m2) <= (year + 20, month);
+        prop_assert_eq!(r.is_ok(), expected_ok, "{:?} on {:?}", (m2, ey), today);
+        if let Err(e) = r {
+            let want = if (ey, m2) < (year, month) { ErrorCode::CardExpired } else { ErrorCode::InvalidExpiry };
+            prop_assert_eq!(e.code, want);
+        }
+    }
+
+    #[test]
+    fn the_current_month_is_valid_through_its_end(ms in 946_684_800_000i64..3_000_000_000_000) {
+        let now = Timestamp::from_unix_millis(ms);
+        let (y, m) = now.year_month();
+        prop_assert!(Expiry::parse(m, y as u32, (y, m)).is_ok());
+        prop_assert!(Expiry::parse(m, (y % 100) as u32, (y, m)).is_ok() || y >= 2100 || y < 2000);
+        let (py, pm) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+        prop_assert_eq!(Expiry::parse(pm, py as u32, (y, m)).map_err(|e| e.code), Err(ErrorCode::CardExpired));
+    }
+}
+
+// ---- random command sequences on one user's bindings -----------------------
+
+#[derive(Clone, Debug)]
+enum Cmd {
+    Bind(usize),
+    Verify(usize),
+    Refuse(usize),
+    Unreachable(usize),
+    Approve(usize),
+    Freeze(usize),
+    Unfreeze(usize),
+    Unbind(usize),
+    SetDefault(usize),
+}
+
+fn cmd() -> impl Strategy<Value = Cmd> {
+    let i = 0usize..5;
+    prop_oneof![
+        i.clone().prop_map(Cmd::Bind),
+        i.clone().prop_map(Cmd::Verify),
+        i.clone().prop_map(Cmd::Refuse),
+        i.clone().prop_map(Cmd::Unreachable),
+        i.clone().prop_map(Cmd::Approve),
+        i.clone().prop_map(Cmd::Freeze),
+        i.clone().prop_map(Cmd::Unfreeze),
+        i.clone().prop_map(Cmd::Unbind),
+        i.prop_map(Cmd::SetDefault),
+    ]
+}
+
+fn new_binding(i: usize, now: Timestamp) -> Binding {
+    let blob = || SealedBlob::new(vec![0; 4]);
+    Binding::reserve(
+        BindingId::parse(&format!("card_{i}")).unwrap_or_else(|_| unreachable!()),
+        UserId::parse("u").unwrap_or_else(|_| unreachable!()),
+        Fingerprint::new(1, format!("{i:08x}")),
+        CardSummary {
+            brand: CardBrand::Visa,
+            bin: "411111".into(),
+            last4: "1111".into(),
+            expiry: Expiry::restore(1, 2040).unwrap_or_else(|| unreachable!()),
+        },
+        SealedCard {
+            pan: blob(),
+            holder_name: blob(),
+            id_number: blob(),
+            phone: blob(),
+        },
+        ChannelName::parse("mock").unwrap_or_else(|_| unreachable!()),
+        now,
+        &VerificationPolicy::default(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn command_sequences_keep_the_invariants(cmds in proptest::collection::vec(cmd(), 1..60)) {
+        let mut cards: Vec<Option<Binding>> = vec![None; 5];
+        let mut default: Option<BindingId> = None;
+        let p = VerificationPolicy::default();
+        for (step, c) in cmds.into_iter().enumerate() {
+            let now = Timestamp::from_unix_millis(1_700_000_000_000 + step as i64 * 1000);
+            let before: Vec<Option<BindingStatus>> = cards.iter().map(|b| b.as_ref().map(|b| b.status)).collect();
+            let idx = match &c {
+                Cmd::Bind(i) | Cmd::Verify(i) | Cmd::Refuse(i) | Cmd::Unreachable(i) | Cmd::Approve(i)
+                | Cmd::Freeze(i) | Cmd::Unfreeze(i) | Cmd::Unbind(i) | Cmd::SetDefault(i) => *i,
+            };
+            if let Cmd::SetDefault(_) = c {
+                let all: Vec<Binding> = cards.iter().flatten().cloned().collect();
+                if let Some(id) = cards[idx].as_ref().map(|b| b.id.clone()) {
+                    if Wallet::new(&all, default.as_ref()).check_can_default(&id).is_ok() {
+                        default = Some(id);
+                    }
+                }
+            }
+            let slot = &mut cards[idx];
+            let _ = match (c, slot.as_mut()) {
+                (Cmd::Bind(i), None) => { *slot = Some(new_binding(i, now)); Ok(()) }
+                (Cmd::Bind(_), Some(b)) => {
+                    let (card, sealed, ch) = (b.card.clone(), b.sealed.clone(), b.channel.clone());
+                    b.rebind(card, sealed, ch, now, &p)
+                }
+                (Cmd::Verify(_), Some(b)) => b.apply_start(StartOutcome::Bound { channel_ref: "r".into() }, now),
+                (Cmd::Refuse(_), Some(b)) => b.apply_start(StartOutcome::Refused { code: "card_declined".into() }, now),
+                (Cmd::Unreachable(_), Some(b)) => b.apply_start(StartOutcome::Unreachable, now),
+                (Cmd::Approve(_), Some(b)) if b.status == BindingStatus::PendingReview => b.activate(None, now),
+                (Cmd::Freeze(_), Some(b)) => b.freeze(now),
+                (Cmd::Unfreeze(_), Some(b)) => b.unfreeze(now),
+                (Cmd::Unbind(_), Some(b)) => b.unbind(now).map(|_| ()),
+                _ => Ok(()),
+            };
+            // Every change the machine made is one it allows.
+            for (b, was) in cards.iter().zip(before) {
+                if let (Some(b), Some(was)) = (b, was) {
+                    prop_assert!(was == b.status || was.can_become(b.status), "{was} -> {}", b.status);
+                }
+            }
+            // Repair the default as the service does after every change.
+            let all: Vec<Binding> = cards.iter().flatten().cloned().collect();
+            if let Some(next) = Wallet::new(&all, default.as_ref()).repair() {
+                default = next;
+            }
+            let w = Wallet::new(&all, default.as_ref());
+            let defaults = all.iter().filter(|b| w.is_default(&b.id)).count();
+            prop_assert!(defaults <= 1);
+            let active = all.iter().filter(|b| b.status == BindingStatus::Active).count();
+            // Some active card is the default whenever one exists.
+            prop_assert_eq!(defaults == 1, active > 0);
+            if let Some(d) = w.effective_default() {
+                prop_assert!(all.iter().any(|b| &b.id == d && b.status == BindingStatus::Active));
+            }
+        }
+    }
+}
