@@ -1,1 +1,36 @@
-//! placeholder
+//! # cardbind-channels
+//!
+//! Implementations of the [`PaymentChannel`](cardbind_ports::channel::PaymentChannel)
+//! port:
+//!
+//! * [`MockChannel`]: deterministic modes for demos and black-box tests
+//!   (`instant`, `otp`, `redirect`, `decline`, `timeout`, `flaky`) and
+//!   HMAC-signed mock notifications.
+//! * [`AlipayChannel`]: Alipay OpenAPI (`gateway.do`), RSA2 request and
+//!   response signatures, optional AES content encryption, the personal
+//!   agreement APIs and their asynchronous notifications.
+//! * [`WechatChannel`]: WeChat Pay API v3 (`WECHATPAY2-SHA256-RSA2048`),
+//!   verified responses and callbacks, AEAD_AES_256_GCM callback resources,
+//!   RSA-OAEP sensitive fields, entrusted-debit (papay) contracts.
+//! * [`Resilient`]: a decorator around any channel adding a per-call
+//!   timeout, bounded retries with backoff on transient failures, a circuit
+//!   breaker and prometheus metrics.
+//!
+//! Keys are given as PEM text or as a path to a PEM file (see [`keys`]).
+//! No type of this crate prints a key, a secret or card data in `Debug`,
+//! and no error or log line carries them.
+
+pub mod alipay;
+mod config;
+mod crypto;
+mod http;
+pub mod keys;
+pub mod mock;
+pub mod resilience;
+pub mod wechat;
+
+pub use alipay::{AlipayChannel, AlipayConfig};
+pub use config::ConfigError;
+pub use mock::{MockChannel, MockConfig, MockMode};
+pub use resilience::{ResilienceConfig, Resilient};
+pub use wechat::{WechatChannel, WechatConfig};

@@ -1,0 +1,448 @@
+//! A deterministic channel for demos and tests.
+//!
+//! The mode comes from [`MockConfig::mode`] (or, per card, from
+//! [`MockConfig::card_modes`] keyed by the card's last four digits):
+//!
+//! | mode       | `start_binding`                                  |
+//! |------------|--------------------------------------------------|
+//! | `instant`  | `Bound` at once                                  |
+//! | `otp`      | `OtpSent`; `confirm_otp` accepts [`MockConfig::otp_code`] (default `123456`) |
+//! | `redirect` | `Redirect` to a URL that contains our binding id |
+//! | `decline`  | `Refused` with code `card_declined`              |
+//! | `timeout`  | sleeps [`MockConfig::timeout_after`] then `Timeout` |
+//! | `flaky`    | like `instant`, but every Nth call of any operation fails with `Unavailable` (deterministic counter) |
+//!
+//! Mock notifications are JSON bodies
+//! `{"id","binding_id","event":"signed|terminated|failed","channel_ref"}`
+//! signed with HMAC-SHA256 under [`MockConfig::notification_secret`], the hex
+//! digest in the `x-mock-signature` header; [`mock_notification`] builds
+//! one. The mock keeps no card data: only binding ids and their state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cardbind_domain::BindingId;
+use cardbind_ports::channel::{
+    BindingRef, ChannelBindRequest, ChannelEvent, ChannelEventKind, ChannelStart, ConfirmOutcome,
+    Notification, NotificationAck, PaymentChannel, RemoteState,
+};
+use cardbind_ports::ChannelError;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The header that carries the hex HMAC-SHA256 of a mock notification body.
+pub const MOCK_SIGNATURE_HEADER: &str = "x-mock-signature";
+
+/// The mock's behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MockMode {
+    Instant,
+    Otp,
+    Redirect,
+    Decline,
+    Timeout,
+    Flaky,
+}
+
+impl MockMode {
+    /// `instant`, `otp`, `redirect`, `decline`, `timeout` or `flaky`.
+    pub fn parse(s: &str) -> Option<MockMode> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "instant" => MockMode::Instant,
+            "otp" => MockMode::Otp,
+            "redirect" => MockMode::Redirect,
+            "decline" => MockMode::Decline,
+            "timeout" => MockMode::Timeout,
+            "flaky" => MockMode::Flaky,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MockMode::Instant => "instant",
+            MockMode::Otp => "otp",
+            MockMode::Redirect => "redirect",
+            MockMode::Decline => "decline",
+            MockMode::Timeout => "timeout",
+            MockMode::Flaky => "flaky",
+        }
+    }
+}
+
+/// Settings of the mock channel.
+#[derive(Clone)]
+pub struct MockConfig {
+    /// The name it registers under (default `mock`).
+    pub name: String,
+    pub mode: MockMode,
+    /// Per-card override of `mode`, keyed by the card's last four digits.
+    pub card_modes: BTreeMap<String, MockMode>,
+    /// The OTP `confirm_otp` accepts (default `123456`).
+    pub otp_code: String,
+    /// Base of the `redirect` URL; `?binding_id=<id>` is appended.
+    pub redirect_base_url: String,
+    /// How long `timeout` mode sleeps before answering `Timeout`
+    /// (default 30 s, past the resilience layer's 10 s).
+    pub timeout_after: Duration,
+    /// In `flaky` mode, every `flaky_every`-th call fails (default 3; 0 or 1
+    /// make every call fail).
+    pub flaky_every: u64,
+    /// HMAC-SHA256 secret of mock notifications.
+    pub notification_secret: String,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            name: "mock".into(),
+            mode: MockMode::Instant,
+            card_modes: BTreeMap::new(),
+            otp_code: "123456".into(),
+            redirect_base_url: "https://mock-channel.invalid/sign".into(),
+            timeout_after: Duration::from_secs(30),
+            flaky_every: 3,
+            notification_secret: "cardbind-mock-notification-secret".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("card_modes", &self.card_modes)
+            .field("redirect_base_url", &self.redirect_base_url)
+            .field("timeout_after", &self.timeout_after)
+            .field("flaky_every", &self.flaky_every)
+            .field("otp_code", &"<redacted>")
+            .field("notification_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    mode: MockMode,
+    state: RemoteState,
+}
+
+/// The mock channel. See the module docs.
+pub struct MockChannel {
+    config: MockConfig,
+    calls: AtomicU64,
+    bindings: Mutex<HashMap<String, Entry>>,
+}
+
+impl std::fmt::Debug for MockChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockChannel")
+            .field("config", &self.config)
+            .field("calls", &self.calls.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn channel_ref_for(binding: &BindingId) -> String {
+    format!("mock_{}", binding.as_str())
+}
+
+impl MockChannel {
+    pub fn new(config: MockConfig) -> MockChannel {
+        MockChannel {
+            config,
+            calls: AtomicU64::new(0),
+            bindings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &MockConfig {
+        &self.config
+    }
+
+    /// How many calls (of any operation but notifications) it has seen.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Hex HMAC-SHA256 of `body` under `secret`, as `x-mock-signature`.
+    pub fn sign_notification(secret: &str, body: &[u8]) -> String {
+        hex::encode(hmac_sha256(secret.as_bytes(), body))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.bindings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts the call; in flaky mode every Nth one fails.
+    fn tick(&self, mode: MockMode) -> Result<(), ChannelError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if mode == MockMode::Flaky {
+            let every = self.config.flaky_every.max(1);
+            if n.is_multiple_of(every) {
+                return Err(ChannelError::Unavailable(format!(
+                    "mock flaky failure (call {n})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn mode_for_binding(&self, binding: &BindingId) -> MockMode {
+        self.lock()
+            .get(binding.as_str())
+            .map(|e| e.mode)
+            .unwrap_or(self.config.mode)
+    }
+
+    fn set_state(&self, binding: &str, mode: MockMode, state: RemoteState) {
+        self.lock()
+            .insert(binding.to_owned(), Entry { mode, state });
+    }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Builds a signed mock notification (body and `x-mock-signature` header)
+/// as the black-box tests send it.
+pub fn mock_notification(
+    secret: &str,
+    id: &str,
+    binding_id: &str,
+    event: &str,
+    channel_ref: &str,
+) -> Notification {
+    let body = serde_json::json!({
+        "id": id,
+        "binding_id": binding_id,
+        "event": event,
+        "channel_ref": channel_ref,
+    })
+    .to_string()
+    .into_bytes();
+    let mut headers = BTreeMap::new();
+    headers.insert(
+        MOCK_SIGNATURE_HEADER.to_owned(),
+        MockChannel::sign_notification(secret, &body),
+    );
+    headers.insert("content-type".to_owned(), "application/json".to_owned());
+    Notification { headers, body }
+}
+
+#[derive(serde::Deserialize)]
+struct MockNotificationBody {
+    id: String,
+    binding_id: String,
+    event: String,
+    #[serde(default)]
+    channel_ref: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[async_trait]
+impl PaymentChannel for MockChannel {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn start_binding(
+        &self,
+        request: &ChannelBindRequest,
+    ) -> Result<ChannelStart, ChannelError> {
+        let mode = self
+            .config
+            .card_modes
+            .get(request.card.last4())
+            .copied()
+            .unwrap_or(self.config.mode);
+        self.tick(mode)?;
+        let binding = &request.binding_id;
+        let channel_ref = channel_ref_for(binding);
+        match mode {
+            MockMode::Instant | MockMode::Flaky => {
+                self.set_state(
+                    binding.as_str(),
+                    mode,
+                    RemoteState::Active {
+                        channel_ref: channel_ref.clone(),
+                    },
+                );
+                Ok(ChannelStart::Bound { channel_ref })
+            }
+            MockMode::Otp => {
+                self.set_state(binding.as_str(), mode, RemoteState::Pending);
+                Ok(ChannelStart::OtpSent { channel_ref })
+            }
+            MockMode::Redirect => {
+                self.set_state(binding.as_str(), mode, RemoteState::Pending);
+                let url = url::Url::parse_with_params(
+                    &self.config.redirect_base_url,
+                    &[("binding_id", binding.as_str())],
+                )
+                .map(String::from)
+                .unwrap_or_else(|_| {
+                    format!("{}?binding_id={}", self.config.redirect_base_url, binding)
+                });
+                Ok(ChannelStart::Redirect { channel_ref, url })
+            }
+            MockMode::Decline => {
+                self.set_state(
+                    binding.as_str(),
+                    mode,
+                    RemoteState::Failed {
+                        code: "card_declined".into(),
+                    },
+                );
+                Ok(ChannelStart::Refused {
+                    code: "card_declined".into(),
+                    message: "the mock channel declines this card".into(),
+                })
+            }
+            MockMode::Timeout => {
+                tokio::time::sleep(self.config.timeout_after).await;
+                Err(ChannelError::Timeout)
+            }
+        }
+    }
+
+    async fn confirm_otp(
+        &self,
+        binding: &BindingId,
+        channel_ref: &str,
+        otp: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
+        let mode = self.mode_for_binding(binding);
+        self.tick(mode)?;
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(binding.as_str()) else {
+            return Ok(ConfirmOutcome::Expired);
+        };
+        match &entry.state {
+            RemoteState::Active { channel_ref } => Ok(ConfirmOutcome::Confirmed {
+                channel_ref: channel_ref.clone(),
+            }),
+            RemoteState::Pending if entry.mode == MockMode::Otp => {
+                if otp == self.config.otp_code {
+                    let channel_ref = if channel_ref.is_empty() {
+                        channel_ref_for(binding)
+                    } else {
+                        channel_ref.to_owned()
+                    };
+                    entry.state = RemoteState::Active {
+                        channel_ref: channel_ref.clone(),
+                    };
+                    Ok(ConfirmOutcome::Confirmed { channel_ref })
+                } else {
+                    Ok(ConfirmOutcome::WrongOtp)
+                }
+            }
+            RemoteState::Pending => Ok(ConfirmOutcome::Refused {
+                code: "unsupported".into(),
+            }),
+            RemoteState::Failed { code } => Ok(ConfirmOutcome::Refused { code: code.clone() }),
+            RemoteState::Terminated | RemoteState::NotFound => Ok(ConfirmOutcome::Expired),
+        }
+    }
+
+    async fn unbind(&self, binding: &BindingId, _channel_ref: &str) -> Result<(), ChannelError> {
+        let mode = self.mode_for_binding(binding);
+        self.tick(mode)?;
+        self.set_state(binding.as_str(), mode, RemoteState::Terminated);
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        binding: &BindingId,
+        _channel_ref: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
+        let mode = self.mode_for_binding(binding);
+        self.tick(mode)?;
+        Ok(self
+            .lock()
+            .get(binding.as_str())
+            .map(|e| e.state.clone())
+            .unwrap_or(RemoteState::NotFound))
+    }
+
+    fn parse_notification(
+        &self,
+        notification: &Notification,
+    ) -> Result<ChannelEvent, ChannelError> {
+        let Some(sig_hex) = notification.headers.get(MOCK_SIGNATURE_HEADER) else {
+            return Err(ChannelError::InvalidSignature);
+        };
+        let Ok(sig) = hex::decode(sig_hex.trim()) else {
+            return Err(ChannelError::InvalidSignature);
+        };
+        let Ok(mut mac) =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.config.notification_secret.as_bytes())
+        else {
+            return Err(ChannelError::InvalidSignature);
+        };
+        mac.update(&notification.body);
+        if mac.verify_slice(&sig).is_err() {
+            return Err(ChannelError::InvalidSignature);
+        }
+        let body: MockNotificationBody = serde_json::from_slice(&notification.body)
+            .map_err(|_| ChannelError::InvalidSignature)?;
+        if body.id.is_empty() || body.id.len() > 128 {
+            return Err(ChannelError::InvalidSignature);
+        }
+        let binding =
+            BindingId::parse(&body.binding_id).map_err(|_| ChannelError::InvalidSignature)?;
+        let kind = match body.event.as_str() {
+            "signed" => {
+                let channel_ref = body
+                    .channel_ref
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| channel_ref_for(&binding));
+                ChannelEventKind::Signed { channel_ref }
+            }
+            "terminated" => ChannelEventKind::Terminated,
+            "failed" => ChannelEventKind::Failed {
+                code: body.code.unwrap_or_else(|| "mock_failed".into()),
+            },
+            _ => return Err(ChannelError::InvalidSignature),
+        };
+        // Reflect the event in the mock's own view, so `query` agrees.
+        let mode = self.mode_for_binding(&binding);
+        let state = match &kind {
+            ChannelEventKind::Signed { channel_ref } => RemoteState::Active {
+                channel_ref: channel_ref.clone(),
+            },
+            ChannelEventKind::Terminated => RemoteState::Terminated,
+            ChannelEventKind::Failed { code } => RemoteState::Failed { code: code.clone() },
+        };
+        self.set_state(binding.as_str(), mode, state);
+        Ok(ChannelEvent {
+            event_id: body.id,
+            binding: BindingRef::Ours(binding),
+            kind,
+        })
+    }
+
+    fn notification_ack(&self) -> NotificationAck {
+        NotificationAck {
+            status: 200,
+            content_type: "application/json",
+            body: r#"{"status":"ok"}"#.into(),
+        }
+    }
+}

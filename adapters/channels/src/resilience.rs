@@ -1,0 +1,510 @@
+//! Timeouts, retries and a circuit breaker around any channel.
+//!
+//! [`Resilient`] decorates an `Arc<dyn PaymentChannel>` and implements the
+//! port itself. For every network operation (`start_binding`,
+//! `confirm_otp`, `unbind`, `query`):
+//!
+//! 1. **Breaker**: while open, the call returns
+//!    [`ChannelError::CircuitOpen`] without reaching the channel.
+//! 2. **Timeout**: each attempt is bounded by
+//!    [`ResilienceConfig::call_timeout`] (default 10 s) and becomes
+//!    [`ChannelError::Timeout`] past it.
+//! 3. **Retries**: at most [`ResilienceConfig::max_retries`] (default 3)
+//!    more attempts, with exponential backoff and jitter (the `backon`
+//!    crate), and only after a transient failure
+//!    ([`ChannelError::is_transient`]: `Timeout`, `Unavailable`). A refusal,
+//!    a bad signature or a protocol error is never retried.
+//!
+//! ## The rule for `start_binding`
+//!
+//! A start that failed transiently may still have been applied by the
+//! channel (the request left, the answer was lost). It is therefore never
+//! retried blindly: after a transient failure the channel is asked
+//! `query(binding_id, None)` (one attempt, through the breaker):
+//!
+//! * `NotFound` → the start was not applied: retry it (after the backoff);
+//! * `Active { channel_ref }` → it was applied and is already bound: answer
+//!   `Bound { channel_ref }`;
+//! * anything else (`Pending`, `Failed`, `Terminated`, or the query failing
+//!   too) → give up with the original error, so the binding goes to manual
+//!   review with its state unknown rather than being started twice.
+//!
+//! `confirm_otp` is retried like the others: confirming the same OTP twice
+//! is idempotent at the channels we support (a second confirm of an already
+//! confirmed binding answers `Confirmed`).
+//!
+//! ## The breaker
+//!
+//! Closed → open after [`ResilienceConfig::failure_threshold`] (5)
+//! consecutive failed attempts; open → half-open after
+//! [`ResilienceConfig::open_duration`] (30 s), where exactly one trial call
+//! goes through (the others still get `CircuitOpen`); the trial's success
+//! closes the breaker, its failure opens it for another period. Only
+//! transient failures count as failures: a refusal, a bad signature or a
+//! protocol error means the channel answered, and counts as a success for
+//! the breaker.
+//!
+//! The breaker is written here rather than taken from a crate: the ones on
+//! crates.io (`failsafe`, `recloser`, `circuitbreaker-rs`) measure time with
+//! `std::time::Instant` (so `tokio::time::pause` cannot drive their 30 s
+//! tests), do not expose their state for a prometheus gauge, or do not limit
+//! half-open to a single trial call; the state machine is forty lines. It
+//! uses `tokio::time::Instant`, so tests with a paused clock are instant.
+//!
+//! ## Metrics
+//!
+//! Registered into the [`prometheus::Registry`] given to [`Resilient::new`],
+//! with the channel name as a constant label (so one registry holds any
+//! number of channels):
+//!
+//! * `cardbind_channel_breaker_state{channel}`: 0 closed, 1 open, 2 half-open;
+//! * `cardbind_channel_calls_total{channel,op,outcome}`: one per attempt;
+//!   `outcome` is `ok`, `rejected`, `timeout`, `unavailable`,
+//!   `circuit_open`, `invalid_signature` or `protocol`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use cardbind_domain::BindingId;
+use cardbind_ports::channel::{
+    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification,
+    NotificationAck, PaymentChannel, RemoteState,
+};
+use cardbind_ports::ChannelError;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use tokio::time::Instant;
+
+/// Settings of [`Resilient`].
+#[derive(Clone, Debug)]
+pub struct ResilienceConfig {
+    /// Bound of one attempt (default 10 s).
+    pub call_timeout: Duration,
+    /// Attempts after the first, on transient failures only (default 3).
+    pub max_retries: usize,
+    /// First backoff delay (default 200 ms); doubles each retry.
+    pub min_backoff: Duration,
+    /// Largest backoff delay (default 5 s).
+    pub max_backoff: Duration,
+    /// Random jitter on each delay (default true).
+    pub jitter: bool,
+    /// Consecutive failures that open the breaker (default 5).
+    pub failure_threshold: u32,
+    /// How long the breaker stays open before a trial call (default 30 s).
+    pub open_duration: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            call_timeout: Duration::from_secs(10),
+            max_retries: 3,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            jitter: true,
+            failure_threshold: 5,
+            open_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the breaker reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn as_gauge(self) -> i64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial_in_flight: bool },
+}
+
+/// A consecutive-failures circuit breaker on tokio's clock.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    threshold: u32,
+    open_for: Duration,
+    inner: Mutex<Inner>,
+    gauge: Option<IntGauge>,
+}
+
+/// Whether an attempt was let through, and as what.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Normal,
+    Trial,
+}
+
+impl CircuitBreaker {
+    pub fn new(threshold: u32, open_for: Duration) -> CircuitBreaker {
+        CircuitBreaker {
+            threshold: threshold.max(1),
+            open_for,
+            inner: Mutex::new(Inner::Closed { failures: 0 }),
+            gauge: None,
+        }
+    }
+
+    fn with_gauge(mut self, gauge: IntGauge) -> CircuitBreaker {
+        gauge.set(0);
+        self.gauge = Some(gauge);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish(&self, inner: &Inner) {
+        if let Some(g) = &self.gauge {
+            g.set(state_of(inner).as_gauge());
+        }
+    }
+
+    /// The state now (an open breaker whose period is over reads half-open).
+    pub fn state(&self) -> BreakerState {
+        let inner = self.lock();
+        match &*inner {
+            Inner::Open { until } if Instant::now() >= *until => BreakerState::HalfOpen,
+            other => state_of(other),
+        }
+    }
+
+    fn admit(&self) -> Option<Admission> {
+        let mut inner = self.lock();
+        let admission = match &mut *inner {
+            Inner::Closed { .. } => Some(Admission::Normal),
+            Inner::Open { until } => {
+                if Instant::now() >= *until {
+                    *inner = Inner::HalfOpen {
+                        trial_in_flight: true,
+                    };
+                    Some(Admission::Trial)
+                } else {
+                    None
+                }
+            }
+            Inner::HalfOpen { trial_in_flight } => {
+                if *trial_in_flight {
+                    None
+                } else {
+                    *trial_in_flight = true;
+                    Some(Admission::Trial)
+                }
+            }
+        };
+        self.publish(&inner);
+        admission
+    }
+
+    fn record(&self, admission: &Admission, failed: bool) {
+        let mut inner = self.lock();
+        let next = match (&*inner, failed) {
+            (_, false) => Inner::Closed { failures: 0 },
+            (Inner::Closed { failures }, true) => {
+                let failures = failures.saturating_add(1);
+                if failures >= self.threshold {
+                    Inner::Open {
+                        until: Instant::now() + self.open_for,
+                    }
+                } else {
+                    Inner::Closed { failures }
+                }
+            }
+            (Inner::HalfOpen { .. }, true) if *admission == Admission::Trial => Inner::Open {
+                until: Instant::now() + self.open_for,
+            },
+            // A late failure of a normal call while already open/half-open:
+            // the state already says the channel is down.
+            (Inner::HalfOpen { trial_in_flight }, true) => Inner::HalfOpen {
+                trial_in_flight: *trial_in_flight,
+            },
+            (Inner::Open { until }, true) => Inner::Open { until: *until },
+        };
+        *inner = next;
+        self.publish(&inner);
+    }
+
+    /// A trial attempt that never finished (its future was dropped): let
+    /// the next call be the trial.
+    fn abandon(&self, admission: &Admission) {
+        if *admission != Admission::Trial {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Inner::HalfOpen { .. } = &*inner {
+            *inner = Inner::HalfOpen {
+                trial_in_flight: false,
+            };
+        }
+        self.publish(&inner);
+    }
+}
+
+fn state_of(inner: &Inner) -> BreakerState {
+    match inner {
+        Inner::Closed { .. } => BreakerState::Closed,
+        Inner::Open { .. } => BreakerState::Open,
+        Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+    }
+}
+
+/// Records the outcome when dropped without one (a cancelled attempt).
+struct AdmissionGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    admission: Option<Admission>,
+}
+
+impl AdmissionGuard<'_> {
+    fn finish(mut self, failed: bool) {
+        if let Some(a) = self.admission.take() {
+            self.breaker.record(&a, failed);
+        }
+    }
+}
+
+impl Drop for AdmissionGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.admission.take() {
+            self.breaker.abandon(&a);
+        }
+    }
+}
+
+fn outcome_label<T>(result: &Result<T, ChannelError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ChannelError::Rejected { .. }) => "rejected",
+        Err(ChannelError::Timeout) => "timeout",
+        Err(ChannelError::Unavailable(_)) => "unavailable",
+        Err(ChannelError::CircuitOpen) => "circuit_open",
+        Err(ChannelError::InvalidSignature) => "invalid_signature",
+        Err(ChannelError::Protocol(_)) => "protocol",
+    }
+}
+
+/// The resilience decorator. See the module docs.
+pub struct Resilient {
+    inner: Arc<dyn PaymentChannel>,
+    config: ResilienceConfig,
+    breaker: CircuitBreaker,
+    calls: IntCounterVec,
+}
+
+impl std::fmt::Debug for Resilient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resilient")
+            .field("channel", &self.inner.name())
+            .field("config", &self.config)
+            .field("breaker", &self.breaker.state())
+            .finish()
+    }
+}
+
+impl Resilient {
+    /// Wraps `inner` and registers its metrics (labelled with
+    /// `inner.name()`) into `registry`. Fails if that channel's metrics are
+    /// already registered there.
+    pub fn new(
+        inner: Arc<dyn PaymentChannel>,
+        config: ResilienceConfig,
+        registry: &Registry,
+    ) -> Result<Resilient, prometheus::Error> {
+        let name = inner.name().to_owned();
+        let gauge = IntGauge::with_opts(
+            Opts::new(
+                "cardbind_channel_breaker_state",
+                "Circuit breaker state of a payment channel: 0 closed, 1 open, 2 half-open.",
+            )
+            .const_label("channel", &name),
+        )?;
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "cardbind_channel_calls_total",
+                "Payment channel call attempts by operation and outcome.",
+            )
+            .const_label("channel", &name),
+            &["op", "outcome"],
+        )?;
+        registry.register(Box::new(gauge.clone()))?;
+        registry.register(Box::new(calls.clone()))?;
+        let breaker =
+            CircuitBreaker::new(config.failure_threshold, config.open_duration).with_gauge(gauge);
+        Ok(Resilient {
+            inner,
+            config,
+            breaker,
+            calls,
+        })
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    pub fn inner(&self) -> &Arc<dyn PaymentChannel> {
+        &self.inner
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        self.backoff_builder().build()
+    }
+
+    /// One attempt: breaker, timeout, metrics.
+    async fn attempt<T, F>(&self, op: &'static str, call: F) -> Result<T, ChannelError>
+    where
+        F: std::future::Future<Output = Result<T, ChannelError>>,
+    {
+        let result = match self.breaker.admit() {
+            None => Err(ChannelError::CircuitOpen),
+            Some(admission) => {
+                let guard = AdmissionGuard {
+                    breaker: &self.breaker,
+                    admission: Some(admission),
+                };
+                let result = match tokio::time::timeout(self.config.call_timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ChannelError::Timeout),
+                };
+                let failed = matches!(&result, Err(e) if e.is_transient());
+                guard.finish(failed);
+                result
+            }
+        };
+        self.calls
+            .with_label_values(&[op, outcome_label(&result)])
+            .inc();
+        if let Err(e) = &result {
+            tracing::debug!(channel = self.inner.name(), op, error = %e, "channel call failed");
+        }
+        result
+    }
+
+    /// Retries `make` on transient failures with backoff (backon).
+    async fn with_retries<T, F, Fut>(&self, op: &'static str, make: F) -> Result<T, ChannelError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ChannelError>>,
+    {
+        use backon::Retryable as _;
+        let mut make = make;
+        let backoff = self.backoff_builder();
+        (|| self.attempt(op, make()))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(ChannelError::is_transient)
+            .await
+    }
+
+    fn backoff_builder(&self) -> ExponentialBuilder {
+        let b = ExponentialBuilder::default()
+            .with_min_delay(self.config.min_backoff)
+            .with_max_delay(self.config.max_backoff)
+            .with_max_times(self.config.max_retries);
+        if self.config.jitter {
+            b.with_jitter()
+        } else {
+            b
+        }
+    }
+}
+
+#[async_trait]
+impl PaymentChannel for Resilient {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn start_binding(
+        &self,
+        request: &ChannelBindRequest,
+    ) -> Result<ChannelStart, ChannelError> {
+        let mut delays = self.backoff();
+        loop {
+            let err = match self
+                .attempt("start_binding", self.inner.start_binding(request))
+                .await
+            {
+                Ok(start) => return Ok(start),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            let Some(delay) = delays.next() else {
+                return Err(err);
+            };
+            // Was it applied? Only a NotFound allows a second start.
+            match self
+                .attempt("query", self.inner.query(&request.binding_id, None))
+                .await
+            {
+                Ok(RemoteState::NotFound) => {
+                    tracing::info!(
+                        channel = self.inner.name(),
+                        "start_binding failed transiently and was not applied; retrying"
+                    );
+                }
+                Ok(RemoteState::Active { channel_ref }) => {
+                    return Ok(ChannelStart::Bound { channel_ref })
+                }
+                Ok(_) | Err(_) => return Err(err),
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn confirm_otp(
+        &self,
+        binding: &BindingId,
+        channel_ref: &str,
+        otp: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
+        self.with_retries("confirm_otp", || {
+            self.inner.confirm_otp(binding, channel_ref, otp)
+        })
+        .await
+    }
+
+    async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
+        self.with_retries("unbind", || self.inner.unbind(binding, channel_ref))
+            .await
+    }
+
+    async fn query(
+        &self,
+        binding: &BindingId,
+        channel_ref: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
+        self.with_retries("query", || self.inner.query(binding, channel_ref.clone()))
+            .await
+    }
+
+    fn parse_notification(
+        &self,
+        notification: &Notification,
+    ) -> Result<ChannelEvent, ChannelError> {
+        self.inner.parse_notification(notification)
+    }
+
+    fn notification_ack(&self) -> NotificationAck {
+        self.inner.notification_ack()
+    }
+}

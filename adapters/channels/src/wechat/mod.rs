@@ -1,0 +1,3 @@
+//! placeholder
+pub struct WechatChannel;
+pub struct WechatConfig;

@@ -1,0 +1,177 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use cardbind_channels::mock::{mock_notification, MOCK_SIGNATURE_HEADER};
+use cardbind_channels::{MockChannel, MockConfig, MockMode};
+use cardbind_ports::channel::{
+    BindingRef, ChannelEventKind, ChannelStart, ConfirmOutcome, PaymentChannel, RemoteState,
+};
+use cardbind_ports::ChannelError;
+use common::{bid, bind_request, bind_request_with_card};
+
+fn mock(mode: MockMode) -> MockChannel {
+    MockChannel::new(MockConfig {
+        mode,
+        ..MockConfig::default()
+    })
+}
+
+#[test]
+fn modes_parse() {
+    for m in ["instant", "otp", "redirect", "decline", "timeout", "flaky"] {
+        assert_eq!(MockMode::parse(m).unwrap().as_str(), m);
+    }
+    assert_eq!(MockMode::parse("nope"), None);
+}
+
+#[tokio::test]
+async fn instant_binds_at_once_and_unbinds() {
+    let m = mock(MockMode::Instant);
+    let start = m.start_binding(&bind_request("b1")).await.unwrap();
+    let ChannelStart::Bound { channel_ref } = start else { panic!("{start:?}") };
+    assert_eq!(
+        m.query(&bid("b1"), None).await.unwrap(),
+        RemoteState::Active { channel_ref: channel_ref.clone() }
+    );
+    m.unbind(&bid("b1"), &channel_ref).await.unwrap();
+    m.unbind(&bid("b1"), &channel_ref).await.unwrap();
+    assert_eq!(m.query(&bid("b1"), None).await.unwrap(), RemoteState::Terminated);
+    assert_eq!(m.query(&bid("other"), None).await.unwrap(), RemoteState::NotFound);
+}
+
+#[tokio::test]
+async fn otp_accepts_configured_code_only() {
+    let m = MockChannel::new(MockConfig {
+        mode: MockMode::Otp,
+        otp_code: "654321".into(),
+        ..MockConfig::default()
+    });
+    let ChannelStart::OtpSent { channel_ref } = m.start_binding(&bind_request("b2")).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(m.query(&bid("b2"), None).await.unwrap(), RemoteState::Pending);
+    assert_eq!(
+        m.confirm_otp(&bid("b2"), &channel_ref, "123456").await.unwrap(),
+        ConfirmOutcome::WrongOtp
+    );
+    assert_eq!(
+        m.confirm_otp(&bid("b2"), &channel_ref, "654321").await.unwrap(),
+        ConfirmOutcome::Confirmed { channel_ref: channel_ref.clone() }
+    );
+    assert!(matches!(m.query(&bid("b2"), None).await.unwrap(), RemoteState::Active { .. }));
+}
+
+#[tokio::test]
+async fn default_otp_is_123456() {
+    let m = mock(MockMode::Otp);
+    m.start_binding(&bind_request("b3")).await.unwrap();
+    assert!(matches!(
+        m.confirm_otp(&bid("b3"), "mock_b3", "123456").await.unwrap(),
+        ConfirmOutcome::Confirmed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn redirect_url_contains_binding_id_then_signed_notification_activates() {
+    let m = mock(MockMode::Redirect);
+    let ChannelStart::Redirect { url, .. } =
+        m.start_binding(&bind_request("bind-42")).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(url.contains("bind-42"), "{url}");
+    let secret = m.config().notification_secret.clone();
+    let n = mock_notification(&secret, "evt-1", "bind-42", "signed", "tok-1");
+    let ev = m.parse_notification(&n).unwrap();
+    assert_eq!(ev.event_id, "evt-1");
+    assert_eq!(ev.binding, BindingRef::Ours(bid("bind-42")));
+    assert_eq!(ev.kind, ChannelEventKind::Signed { channel_ref: "tok-1".into() });
+    assert_eq!(
+        m.query(&bid("bind-42"), None).await.unwrap(),
+        RemoteState::Active { channel_ref: "tok-1".into() }
+    );
+    // The same notification again parses to the same event id (the caller dedups).
+    assert_eq!(m.parse_notification(&n).unwrap().event_id, "evt-1");
+    let t = m.parse_notification(&mock_notification(&secret, "evt-2", "bind-42", "terminated", "")).unwrap();
+    assert_eq!(t.kind, ChannelEventKind::Terminated);
+}
+
+#[tokio::test]
+async fn notification_with_bad_signature_or_body_is_refused() {
+    let m = mock(MockMode::Redirect);
+    let mut n = mock_notification("wrong-secret", "e", "b", "signed", "r");
+    assert_eq!(m.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    let secret = m.config().notification_secret.clone();
+    n = mock_notification(&secret, "e", "b", "signed", "r");
+    n.body.push(b' ');
+    assert_eq!(m.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    n.headers.remove(MOCK_SIGNATURE_HEADER);
+    assert_eq!(m.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    let bad_event = mock_notification(&secret, "e", "b", "exploded", "r");
+    assert_eq!(m.parse_notification(&bad_event), Err(ChannelError::InvalidSignature));
+}
+
+#[tokio::test]
+async fn decline_refuses_with_card_declined() {
+    let m = mock(MockMode::Decline);
+    assert_eq!(
+        m.start_binding(&bind_request("b4")).await.unwrap(),
+        ChannelStart::Refused {
+            code: "card_declined".into(),
+            message: "the mock channel declines this card".into()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_sleeps_then_times_out() {
+    let m = mock(MockMode::Timeout);
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(m.start_binding(&bind_request("b5")).await, Err(ChannelError::Timeout));
+    assert!(t0.elapsed() >= Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn flaky_fails_every_nth_call() {
+    let m = MockChannel::new(MockConfig {
+        mode: MockMode::Flaky,
+        flaky_every: 3,
+        ..MockConfig::default()
+    });
+    let mut outcomes = Vec::new();
+    for i in 0..9 {
+        outcomes.push(m.start_binding(&bind_request(&format!("f{i}"))).await.is_ok());
+    }
+    assert_eq!(outcomes, [true, true, false, true, true, false, true, true, false]);
+}
+
+#[tokio::test]
+async fn card_modes_override_by_last4() {
+    let mut cfg = MockConfig::default();
+    cfg.card_modes.insert("0002".into(), MockMode::Decline);
+    let m = MockChannel::new(cfg);
+    let declined = m
+        .start_binding(&bind_request_with_card("b6", "4000000000000002"))
+        .await
+        .unwrap();
+    assert!(matches!(declined, ChannelStart::Refused { .. }));
+    assert!(matches!(
+        m.start_binding(&bind_request("b7")).await.unwrap(),
+        ChannelStart::Bound { .. }
+    ));
+}
+
+#[test]
+fn debug_hides_secrets() {
+    let m = MockChannel::new(MockConfig {
+        notification_secret: "s3cr3t-value".into(),
+        otp_code: "999111".into(),
+        ..MockConfig::default()
+    });
+    let d = format!("{m:?}");
+    assert!(!d.contains("s3cr3t-value") && !d.contains("999111"), "{d}");
+}

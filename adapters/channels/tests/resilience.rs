@@ -1,0 +1,342 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cardbind_channels::resilience::BreakerState;
+use cardbind_channels::{MockChannel, MockConfig, MockMode, ResilienceConfig, Resilient};
+use cardbind_domain::BindingId;
+use cardbind_ports::channel::{
+    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification,
+    NotificationAck, PaymentChannel, RemoteState,
+};
+use cardbind_ports::ChannelError;
+use common::{bid, bind_request};
+use prometheus::Registry;
+
+/// A channel that answers from scripts and counts its calls.
+#[derive(Default)]
+struct Scripted {
+    starts: Mutex<VecDeque<Result<ChannelStart, ChannelError>>>,
+    queries: Mutex<VecDeque<Result<RemoteState, ChannelError>>>,
+    default_query: Mutex<Option<Result<RemoteState, ChannelError>>>,
+    start_calls: AtomicUsize,
+    query_calls: AtomicUsize,
+    unbind_calls: AtomicUsize,
+    unbind_result: Mutex<Option<Result<(), ChannelError>>>,
+    hang: Mutex<bool>,
+}
+
+impl Scripted {
+    fn starts(self, v: Vec<Result<ChannelStart, ChannelError>>) -> Self {
+        *self.starts.lock().unwrap() = v.into();
+        self
+    }
+    fn queries(self, v: Vec<Result<RemoteState, ChannelError>>) -> Self {
+        *self.queries.lock().unwrap() = v.into();
+        self
+    }
+    fn query_default(self, r: Result<RemoteState, ChannelError>) -> Self {
+        *self.default_query.lock().unwrap() = Some(r);
+        self
+    }
+    fn unbind_result(self, r: Result<(), ChannelError>) -> Self {
+        *self.unbind_result.lock().unwrap() = Some(r);
+        self
+    }
+}
+
+#[async_trait]
+impl PaymentChannel for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    async fn start_binding(&self, _r: &ChannelBindRequest) -> Result<ChannelStart, ChannelError> {
+        self.start_calls.fetch_add(1, Ordering::SeqCst);
+        let hang = *self.hang.lock().unwrap();
+        if hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        self.starts
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Err(ChannelError::Unavailable("script exhausted".into())))
+    }
+    async fn confirm_otp(&self, _b: &BindingId, _c: &str, _o: &str) -> Result<ConfirmOutcome, ChannelError> {
+        Ok(ConfirmOutcome::WrongOtp)
+    }
+    async fn unbind(&self, _b: &BindingId, _c: &str) -> Result<(), ChannelError> {
+        self.unbind_calls.fetch_add(1, Ordering::SeqCst);
+        self.unbind_result.lock().unwrap().clone().unwrap_or(Ok(()))
+    }
+    async fn query(&self, _b: &BindingId, _c: Option<String>) -> Result<RemoteState, ChannelError> {
+        self.query_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(r) = self.queries.lock().unwrap().pop_front() {
+            return r;
+        }
+        self.default_query.lock().unwrap().clone().unwrap_or(Ok(RemoteState::NotFound))
+    }
+    fn parse_notification(&self, _n: &Notification) -> Result<ChannelEvent, ChannelError> {
+        Err(ChannelError::InvalidSignature)
+    }
+    fn notification_ack(&self) -> NotificationAck {
+        NotificationAck { status: 200, content_type: "text/plain", body: "ok".into() }
+    }
+}
+
+fn wrap(inner: Arc<Scripted>, registry: &Registry) -> Resilient {
+    Resilient::new(inner, ResilienceConfig::default(), registry).unwrap()
+}
+
+fn unavailable() -> ChannelError {
+    ChannelError::Unavailable("down".into())
+}
+
+fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus::Encoder as _;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let mut total = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') || !line.starts_with(&format!("{name}{{")) {
+            continue;
+        }
+        if labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))) {
+            total += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        }
+    }
+    total
+}
+
+#[tokio::test(start_paused = true)]
+async fn exactly_three_retries_on_unavailable_then_error() {
+    let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
+    let reg = Registry::new();
+    let r = wrap(inner.clone(), &reg);
+    assert_eq!(r.query(&bid("b"), None).await, Err(unavailable()));
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 4, "1 call + 3 retries");
+    assert_eq!(
+        metric(&reg, "cardbind_channel_calls_total", &[("channel", "scripted"), ("op", "query"), ("outcome", "unavailable")]),
+        4.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_succeeds_after_transient_failures() {
+    let inner = Arc::new(Scripted::default().queries(vec![
+        Err(unavailable()),
+        Err(ChannelError::Timeout),
+        Ok(RemoteState::Pending),
+    ]));
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(r.query(&bid("b"), None).await, Ok(RemoteState::Pending));
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_on_rejected() {
+    let rejected = ChannelError::Rejected { code: "no".into(), message: "no".into() };
+    let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
+    let reg = Registry::new();
+    let r = wrap(inner.clone(), &reg);
+    assert_eq!(r.unbind(&bid("b"), "ref").await, Err(rejected));
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        metric(&reg, "cardbind_channel_calls_total", &[("op", "unbind"), ("outcome", "rejected")]),
+        1.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_on_invalid_signature() {
+    let inner = Arc::new(Scripted::default().query_default(Err(ChannelError::InvalidSignature)));
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(r.query(&bid("b"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_call_timeout_is_ten_seconds() {
+    let inner = Arc::new(Scripted::default().query_default(Ok(RemoteState::NotFound)));
+    *inner.hang.lock().unwrap() = true;
+    // The start hangs; the decorator cuts it at 10 s, then queries
+    // (NotFound), retries, ... and finally reports the timeout.
+    let r = wrap(inner.clone(), &Registry::new());
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(r.start_binding(&bind_request("b")).await, Err(ChannelError::Timeout));
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 4);
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 3);
+    assert!(t0.elapsed() >= Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_is_not_retried_when_query_does_not_say_not_found() {
+    let inner = Arc::new(
+        Scripted::default()
+            .starts(vec![Err(ChannelError::Timeout), Ok(ChannelStart::Bound { channel_ref: "x".into() })])
+            .queries(vec![Ok(RemoteState::Pending)]),
+    );
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(r.start_binding(&bind_request("b")).await, Err(ChannelError::Timeout));
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_applied_despite_timeout_reads_as_bound() {
+    let inner = Arc::new(
+        Scripted::default()
+            .starts(vec![Err(ChannelError::Timeout)])
+            .queries(vec![Ok(RemoteState::Active { channel_ref: "tok".into() })]),
+    );
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(
+        r.start_binding(&bind_request("b")).await,
+        Ok(ChannelStart::Bound { channel_ref: "tok".into() })
+    );
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_retried_after_query_not_found() {
+    let inner = Arc::new(
+        Scripted::default()
+            .starts(vec![Err(unavailable()), Ok(ChannelStart::Bound { channel_ref: "ok".into() })])
+            .queries(vec![Ok(RemoteState::NotFound)]),
+    );
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(
+        r.start_binding(&bind_request("b")).await,
+        Ok(ChannelStart::Bound { channel_ref: "ok".into() })
+    );
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_refusal_is_not_retried() {
+    let refused = ChannelStart::Refused { code: "card_declined".into(), message: "m".into() };
+    let inner = Arc::new(Scripted::default().starts(vec![Ok(refused.clone())]));
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(r.start_binding(&bind_request("b")).await, Ok(refused));
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
+    let inner = Arc::new(Scripted::default().unbind_result(Err(unavailable())));
+    let reg = Registry::new();
+    let cfg = ResilienceConfig { max_retries: 0, ..ResilienceConfig::default() };
+    let r = Resilient::new(inner.clone(), cfg, &reg).unwrap();
+    let gauge = |reg: &Registry| metric(reg, "cardbind_channel_breaker_state", &[("channel", "scripted")]);
+    assert_eq!(gauge(&reg), 0.0);
+    for i in 0..5 {
+        assert_eq!(r.breaker_state(), BreakerState::Closed, "before failure {i}");
+        assert_eq!(r.unbind(&bid("b"), "r").await, Err(unavailable()));
+    }
+    assert_eq!(r.breaker_state(), BreakerState::Open);
+    assert_eq!(gauge(&reg), 1.0);
+    // Open: short-circuit without calling the channel.
+    for _ in 0..3 {
+        assert_eq!(r.unbind(&bid("b"), "r").await, Err(ChannelError::CircuitOpen));
+    }
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        metric(&reg, "cardbind_channel_calls_total", &[("op", "unbind"), ("outcome", "circuit_open")]),
+        3.0
+    );
+    // Still open just before 30 s.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert_eq!(r.unbind(&bid("b"), "r").await, Err(ChannelError::CircuitOpen));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
+    // Half-open trial fails: open again for 30 s.
+    assert_eq!(r.unbind(&bid("b"), "r").await, Err(unavailable()));
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 6);
+    assert_eq!(r.breaker_state(), BreakerState::Open);
+    assert_eq!(r.unbind(&bid("b"), "r").await, Err(ChannelError::CircuitOpen));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // The channel is back: the trial succeeds and closes the breaker.
+    *inner.unbind_result.lock().unwrap() = Some(Ok(()));
+    assert_eq!(r.unbind(&bid("b"), "r").await, Ok(()));
+    assert_eq!(r.breaker_state(), BreakerState::Closed);
+    assert_eq!(gauge(&reg), 0.0);
+    assert_eq!(r.unbind(&bid("b"), "r").await, Ok(()));
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_lets_exactly_one_trial_through() {
+    let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
+    let cfg = ResilienceConfig { max_retries: 0, ..ResilienceConfig::default() };
+    let r = Arc::new(Resilient::new(inner.clone(), cfg, &Registry::new()).unwrap());
+    for _ in 0..5 {
+        let _ = r.query(&bid("b"), None).await;
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    *inner.hang.lock().unwrap() = true; // (only starts hang; use a start as the trial)
+    let trial = {
+        let r = r.clone();
+        tokio::spawn(async move { r.start_binding(&bind_request("b")).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
+    assert_eq!(r.query(&bid("b"), None).await, Err(ChannelError::CircuitOpen));
+    let _ = trial.await.unwrap();
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_do_not_open_the_breaker() {
+    let rejected = ChannelError::Rejected { code: "no".into(), message: "".into() };
+    let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
+    let r = wrap(inner.clone(), &Registry::new());
+    for _ in 0..10 {
+        assert_eq!(r.unbind(&bid("b"), "r").await, Err(rejected.clone()));
+    }
+    assert_eq!(r.breaker_state(), BreakerState::Closed);
+}
+
+#[test]
+fn several_channels_share_one_registry() {
+    let reg = Registry::new();
+    let a = Resilient::new(Arc::new(MockChannel::new(MockConfig::default())), ResilienceConfig::default(), &reg);
+    let b = Resilient::new(
+        Arc::new(MockChannel::new(MockConfig { name: "mock2".into(), ..MockConfig::default() })),
+        ResilienceConfig::default(),
+        &reg,
+    );
+    assert!(a.is_ok() && b.is_ok());
+    // The same channel twice is an error.
+    assert!(Resilient::new(Arc::new(MockChannel::new(MockConfig::default())), ResilienceConfig::default(), &reg).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn flaky_mock_behind_resilient_succeeds() {
+    let mock = Arc::new(MockChannel::new(MockConfig {
+        mode: MockMode::Flaky,
+        flaky_every: 2,
+        ..MockConfig::default()
+    }));
+    let r = Resilient::new(mock.clone(), ResilienceConfig::default(), &Registry::new()).unwrap();
+    // Call 1 ok (start), call 2 fails (query), call 3 ok (query retry).
+    assert!(matches!(r.start_binding(&bind_request("fl")).await, Ok(ChannelStart::Bound { .. })));
+    assert!(matches!(r.query(&bid("fl"), None).await, Ok(RemoteState::Active { .. })));
+    assert_eq!(mock.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_mock_behind_resilient_ends_in_timeout_quickly_in_paused_time() {
+    let mock = Arc::new(MockChannel::new(MockConfig { mode: MockMode::Timeout, ..MockConfig::default() }));
+    let r = Resilient::new(mock.clone(), ResilienceConfig::default(), &Registry::new()).unwrap();
+    let err = r.start_binding(&bind_request("t")).await.unwrap_err();
+    assert_eq!(err, ChannelError::Timeout);
+    assert!(err.is_unreachable());
+}
