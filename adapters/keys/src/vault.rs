@@ -1,0 +1,337 @@
+//! [`EnvelopeVault`]: the `CardVault` port over a [`MasterKey`] and a
+//! [`DataKeyStore`].
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cardbind_domain::{CardNumber, Fingerprint, SealedBlob, Timestamp, UserId};
+use cardbind_ports::error::{KeyError, StoreError};
+use cardbind_ports::keys::{CardVault, SealContext};
+use cardbind_ports::store::{DataKeyStore, WrappedKey};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::cache::{CacheConfig, KeyCache, OwnerKey};
+use crate::format;
+use crate::master::MasterKey;
+
+/// Owner of the start-up canary's data key.
+pub const CANARY_OWNER: &str = "@canary";
+/// The record in the [`DataKeyStore`] that holds the sealed canary (not a
+/// key: its `master_key_id` is [`SEALED_CANARY_MARKER`], and rotation
+/// leaves it alone).
+pub const SEALED_CANARY_OWNER: &str = "@canary.sealed";
+/// `master_key_id` of the sealed-canary record.
+pub const SEALED_CANARY_MARKER: &str = "@sealed-canary";
+/// Owner of the fingerprint key of version 1; version `n > 1` is
+/// `@fingerprint.v{n}` (see [`fingerprint_owner`]).
+pub const FINGERPRINT_OWNER: &str = "@fingerprint";
+
+const CANARY_FIELD: &str = "canary";
+const CANARY_TEXT: &[u8] = b"cardbind canary v1";
+
+/// The key owner of fingerprint key `version`.
+pub fn fingerprint_owner(version: u32) -> String {
+    if version == 1 {
+        FINGERPRINT_OWNER.to_owned()
+    } else {
+        format!("{FINGERPRINT_OWNER}.v{version}")
+    }
+}
+
+/// Settings of an [`EnvelopeVault`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultConfig {
+    pub cache: CacheConfig,
+    /// The fingerprint key version new fingerprints are made with.
+    pub fingerprint_version: u32,
+}
+
+impl Default for VaultConfig {
+    fn default() -> VaultConfig {
+        VaultConfig {
+            cache: CacheConfig::default(),
+            fingerprint_version: 1,
+        }
+    }
+}
+
+/// Envelope encryption of card data.
+///
+/// Each owner (user) has one AES-256 data key, made on first use with
+/// `put_if_absent` (so concurrent first seals agree on one key) and stored
+/// wrapped by the master key `M` in the [`DataKeyStore`]. Each field is
+/// sealed locally with AES-256-GCM in the [format](crate::format) bound to
+/// (owner, record, field).
+///
+/// Besides its master key the vault can hold *previous* master keys, used
+/// only to unwrap (see [`with_previous_keys`](Self::with_previous_keys)):
+/// during a rotation, run the service with the new key as master and the
+/// old one as previous, then [`rotate`](crate::rotate), then drop the old
+/// key. A wrapped key whose stored `master_key_id` names none of these keys
+/// is refused; the stored id only ever *selects* among configured keys.
+///
+/// Owner ids starting with `@` are reserved for the vault's own keys
+/// (`@fingerprint`, `@canary`) and refused as user ids.
+///
+/// # Fingerprints
+///
+/// `fingerprint` is HMAC-SHA256 over the PAN digits, keyed with a 32-byte
+/// secret that is itself a data key stored wrapped under owner
+/// [`fingerprint_owner`]`(version)`. The result is `v{version}:{hex}`.
+///
+/// Re-fingerprint path (to rotate the fingerprint secret): configure
+/// `fingerprint_version = n + 1` (the new key is made on first use); while
+/// records still carry `v{n}` fingerprints, look a card up by
+/// [`fingerprint_with_version`](Self::fingerprint_with_version) for `n + 1`
+/// and then for `n`; a background job opens each binding's sealed PAN,
+/// computes the `v{n+1}` fingerprint and updates the record (conditional on
+/// its version); when no `v{n}` fingerprint remains, delete the
+/// `@fingerprint` (v1) or `@fingerprint.v{n}` key record.
+pub struct EnvelopeVault<M: MasterKey> {
+    master: M,
+    previous: Vec<M>,
+    store: Arc<dyn DataKeyStore>,
+    cache: KeyCache,
+    config: VaultConfig,
+}
+
+fn store_err(e: StoreError) -> KeyError {
+    match e {
+        StoreError::Corrupt(m) => KeyError::Refused(format!("key store: corrupt record: {m}")),
+        other => KeyError::Unavailable(format!("key store: {other}")),
+    }
+}
+
+fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_unix_millis(ms)
+}
+
+fn user_owner(owner: &UserId) -> Result<&str, KeyError> {
+    let s = owner.as_str();
+    if s.starts_with('@') {
+        return Err(KeyError::Refused(
+            "owner ids starting with '@' are reserved for the vault".into(),
+        ));
+    }
+    Ok(s)
+}
+
+impl<M: MasterKey> EnvelopeVault<M> {
+    pub fn new(master: M, store: Arc<dyn DataKeyStore>, config: VaultConfig) -> EnvelopeVault<M> {
+        EnvelopeVault {
+            master,
+            previous: Vec::new(),
+            cache: KeyCache::new(config.cache.clone()),
+            store,
+            config,
+        }
+    }
+
+    /// Master keys that may still unwrap stored keys (never used to wrap).
+    pub fn with_previous_keys(mut self, previous: Vec<M>) -> EnvelopeVault<M> {
+        self.previous = previous;
+        self
+    }
+
+    /// The master key new data keys are wrapped with.
+    pub fn master(&self) -> &M {
+        &self.master
+    }
+
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// How many owners' keys are cached now.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn master_for(&self, id: &str) -> Option<&M> {
+        std::iter::once(&self.master)
+            .chain(self.previous.iter())
+            .find(|m| m.key_id() == id)
+    }
+
+    async fn unwrap_stored(&self, owner: &str, wk: &WrappedKey) -> Result<Arc<OwnerKey>, KeyError> {
+        if wk.owner != owner {
+            return Err(KeyError::Refused("key store returned another owner's key".into()));
+        }
+        let m = self.master_for(&wk.master_key_id).ok_or_else(|| {
+            KeyError::Refused(format!(
+                "data key is wrapped by master key {}, which is not configured (configured: {})",
+                wk.master_key_id,
+                self.master.key_id()
+            ))
+        })?;
+        let key = m.decrypt_data_key(owner, &wk.wrapped).await?;
+        Ok(Arc::new(OwnerKey {
+            key,
+            generation: wk.created_at.unix_millis(),
+        }))
+    }
+
+    /// The data key of `owner`: from the cache, else unwrapped from the
+    /// store, else (when `create`) made, wrapped and stored. `None` when
+    /// absent and not `create`.
+    async fn owner_key(&self, owner: &str, create: bool) -> Result<Option<Arc<OwnerKey>>, KeyError> {
+        if let Some(k) = self.cache.get(owner) {
+            return Ok(Some(k));
+        }
+        let epoch = self.cache.epoch();
+        let key = match self.store.get(owner).await.map_err(store_err)? {
+            Some(wk) => self.unwrap_stored(owner, &wk).await?,
+            None if !create => return Ok(None),
+            None => {
+                let (plain, wrapped) = self.master.generate_data_key(owner).await?;
+                let ours = WrappedKey {
+                    owner: owner.to_owned(),
+                    master_key_id: self.master.key_id().to_owned(),
+                    wrapped,
+                    version: 1,
+                    created_at: now(),
+                };
+                let stored = self.store.put_if_absent(&ours).await.map_err(store_err)?;
+                if stored == ours {
+                    Arc::new(OwnerKey {
+                        key: plain,
+                        generation: ours.created_at.unix_millis(),
+                    })
+                } else {
+                    // Another seal won the race: use its key, drop ours.
+                    drop(plain);
+                    self.unwrap_stored(owner, &stored).await?
+                }
+            }
+        };
+        self.cache.insert(owner, key.clone(), epoch);
+        Ok(Some(key))
+    }
+
+    async fn seal_as(&self, owner: &str, context: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let key = self
+            .owner_key(owner, true)
+            .await?
+            .ok_or_else(|| KeyError::Unavailable("data key was not created".into()))?;
+        format::seal(&key.key, owner, key.generation, context, plaintext)
+    }
+
+    async fn open_as(&self, owner: &str, context: &SealContext, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let parsed = format::parse(sealed)?;
+        if parsed.owner != owner {
+            return Err(KeyError::Refused("sealed for another owner".into()));
+        }
+        let key = self.owner_key(owner, false).await?.ok_or(KeyError::Erased)?;
+        if key.generation != parsed.generation {
+            return Err(KeyError::Refused(
+                "sealed under another data key of this owner (erased and re-created, or tampered)".into(),
+            ));
+        }
+        format::open(&key.key, &parsed, context)
+    }
+
+    /// The fingerprint of `pan` under fingerprint key `version` (the
+    /// configured version creates its key on first use; another version
+    /// must exist already).
+    pub async fn fingerprint_with_version(&self, pan: &CardNumber, version: u32) -> Result<Fingerprint, KeyError> {
+        if version == 0 {
+            return Err(KeyError::Refused("fingerprint versions start at 1".into()));
+        }
+        let owner = fingerprint_owner(version);
+        let key = self
+            .owner_key(&owner, version == self.config.fingerprint_version)
+            .await?
+            .ok_or_else(|| KeyError::Refused(format!("fingerprint key version {version} does not exist")))?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.key.expose())
+            .map_err(|_| KeyError::Refused("fingerprint key unusable".into()))?;
+        mac.update(pan.expose().as_bytes());
+        Ok(Fingerprint::new(version, hex::encode(mac.finalize().into_bytes())))
+    }
+
+    fn self_check_error(e: KeyError, master: &str) -> KeyError {
+        match e {
+            KeyError::Unavailable(m) => KeyError::Unavailable(format!(
+                "self-check failed: the master key service cannot be reached ({m})"
+            )),
+            KeyError::Refused(m) => KeyError::Refused(format!(
+                "self-check failed: the canary does not open with master key {master} (wrong master key?): {m}"
+            )),
+            KeyError::Erased => KeyError::Refused(
+                "self-check failed: a sealed canary exists but its data key is gone".into(),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl<M: MasterKey> CardVault for EnvelopeVault<M> {
+    async fn seal(&self, owner: &UserId, context: &SealContext, plaintext: &[u8]) -> Result<SealedBlob, KeyError> {
+        let owner = user_owner(owner)?;
+        Ok(SealedBlob::new(self.seal_as(owner, context, plaintext).await?))
+    }
+
+    async fn open(&self, owner: &UserId, context: &SealContext, sealed: &SealedBlob) -> Result<Vec<u8>, KeyError> {
+        let owner = user_owner(owner)?;
+        self.open_as(owner, context, sealed.as_bytes()).await
+    }
+
+    async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError> {
+        self.fingerprint_with_version(pan, self.config.fingerprint_version).await
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError> {
+        let owner = user_owner(owner)?;
+        self.cache.evict(owner);
+        let existed = self.store.delete(owner).await.map_err(store_err)?;
+        // Again: a load that read the key before the delete must not keep it.
+        self.cache.evict(owner);
+        tracing::info!(owner, existed, "owner key material erased");
+        Ok(existed)
+    }
+
+    /// Unwraps the `@canary` data key straight from the store (never from
+    /// the cache) and opens the sealed canary; on first start makes both.
+    async fn self_check(&self) -> Result<(), KeyError> {
+        let master = self.master.key_id().to_owned();
+        self.cache.evict(CANARY_OWNER);
+        let context = SealContext::new(CANARY_OWNER, CANARY_FIELD);
+        let stored = self.store.get(SEALED_CANARY_OWNER).await.map_err(store_err)?;
+        let stored = match stored {
+            Some(s) => s,
+            None => {
+                let sealed = self
+                    .seal_as(CANARY_OWNER, &context, CANARY_TEXT)
+                    .await
+                    .map_err(|e| Self::self_check_error(e, &master))?;
+                let record = WrappedKey {
+                    owner: SEALED_CANARY_OWNER.to_owned(),
+                    master_key_id: SEALED_CANARY_MARKER.to_owned(),
+                    wrapped: sealed,
+                    version: 1,
+                    created_at: now(),
+                };
+                let s = self.store.put_if_absent(&record).await.map_err(store_err)?;
+                self.cache.evict(CANARY_OWNER);
+                if s == record {
+                    tracing::info!(master_key = %master, "sealed the start-up canary");
+                }
+                s
+            }
+        };
+        let opened = self
+            .open_as(CANARY_OWNER, &context, &stored.wrapped)
+            .await
+            .map_err(|e| Self::self_check_error(e, &master))?;
+        if opened != CANARY_TEXT {
+            return Err(KeyError::Refused("self-check failed: the canary opened to unexpected content".into()));
+        }
+        tracing::info!(master_key = %master, "key self-check passed");
+        Ok(())
+    }
+}
