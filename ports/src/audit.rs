@@ -115,7 +115,9 @@ pub struct AuditFilter {
     pub user_id: Option<String>,
     pub binding_id: Option<String>,
     pub action: Option<String>,
+    /// Events at or after this instant (inclusive).
     pub since: Option<Timestamp>,
+    /// Events before this instant (exclusive).
     pub until: Option<Timestamp>,
 }
 
@@ -137,6 +139,8 @@ pub trait AuditLog: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Deletes records older than `before`. Returns how many.
+    /// Deletes records older than `before`. Returns how many. Numbering
+    /// goes on after a purge: the next event gets the next `seq` and links
+    /// to the hash of the last event appended, even if that one was purged.
     async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 }

@@ -4,6 +4,10 @@
 //! No port here may rely on multi-document transactions: each method is one
 //! atomic operation on one record (insert with a unique rule, conditional
 //! update on a version, atomic increment, upsert).
+//!
+//! In every listing `limit` 0 returns nothing. A record that expires at `t`
+//! (a lease, a counter, a seen id) is alive at `t` itself; purges delete
+//! those whose instant is strictly before the one given.
 
 use async_trait::async_trait;
 use cardbind_domain::{
