@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use cardbind_domain::binding::StartOutcome;
 use cardbind_domain::{
-    Action, Actor, Binding, BindingId, BindingStatus, CardCap, CardNumber, CardSummary, ChannelName, Cvv,
-    DomainError, ErrorCode, Expiry, Fingerprint, HolderName, NextAction, Phone, RateDecision, RateRule,
-    ResidentId, SealedCard, Timestamp, UserId, VerificationPolicy, Wallet,
+    Action, Actor, Binding, BindingId, BindingStatus, CardCap, CardNumber, CardSummary,
+    ChannelName, Cvv, DomainError, ErrorCode, Expiry, Fingerprint, HolderName, NextAction, Phone,
+    RateDecision, RateRule, ResidentId, SealedCard, Timestamp, UserId, VerificationPolicy, Wallet,
 };
 
 use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
@@ -71,8 +71,14 @@ impl Default for Policy {
         Policy {
             card_cap: CardCap::default(),
             binds_per_user: RateRule::BINDS_PER_USER,
-            binds_per_ip: Some(RateRule { limit: 30, window_seconds: 60 }),
-            binds_per_card: Some(RateRule { limit: 5, window_seconds: 3600 }),
+            binds_per_ip: Some(RateRule {
+                limit: 30,
+                window_seconds: 60,
+            }),
+            binds_per_card: Some(RateRule {
+                limit: 5,
+                window_seconds: 3600,
+            }),
             verification: VerificationPolicy::default(),
             notification_memory_seconds: 30 * 24 * 3600,
         }
@@ -151,7 +157,11 @@ impl RawBindCard {
         let holder_name = HolderName::parse(&self.holder_name)?;
         let id_number = ResidentId::parse(&self.id_number)?;
         let phone = Phone::parse(&self.phone)?;
-        let channel = self.channel.as_deref().map(ChannelName::parse).transpose()?;
+        let channel = self
+            .channel
+            .as_deref()
+            .map(ChannelName::parse)
+            .transpose()?;
         let c = &self.consent;
         let consent_ok = (1..=64).contains(&c.text_version.len())
             && c.text_hash.len() == 64
@@ -163,7 +173,16 @@ impl RawBindCard {
                 "consent needs a text_version (1-64 chars) and the SHA-256 hex of the text shown",
             ));
         }
-        Ok(BindCardRequest { card, expiry, cvv, holder_name, id_number, phone, channel, consent: self.consent })
+        Ok(BindCardRequest {
+            card,
+            expiry,
+            cvv,
+            holder_name,
+            id_number,
+            phone,
+            channel,
+            consent: self.consent,
+        })
     }
 }
 
@@ -224,7 +243,15 @@ impl CardService {
 
     // ---- helpers ----------------------------------------------------------
 
-    async fn audit(&self, ctx: &RequestContext, action: &str, user: Option<&UserId>, binding: Option<&BindingId>, outcome: &str, detail: Option<String>) {
+    async fn audit(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        user: Option<&UserId>,
+        binding: Option<&BindingId>,
+        outcome: &str,
+        detail: Option<String>,
+    ) {
         let event = AuditEvent {
             at: self.now(),
             actor: ctx.actor.subject.clone(),
@@ -244,18 +271,38 @@ impl CardService {
         }
     }
 
-    async fn audit_change(&self, ctx: &RequestContext, action: &str, b: &Binding, from: BindingStatus) {
-        let detail = if from == b.status { None } else { Some(format!("{from} -> {}", b.status)) };
-        self.audit(ctx, action, Some(&b.user_id), Some(&b.id), "ok", detail).await;
+    async fn audit_change(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        b: &Binding,
+        from: BindingStatus,
+    ) {
+        let detail = if from == b.status {
+            None
+        } else {
+            Some(format!("{from} -> {}", b.status))
+        };
+        self.audit(ctx, action, Some(&b.user_id), Some(&b.id), "ok", detail)
+            .await;
     }
 
     async fn limit(&self, rule: RateRule, key: &str, code: ErrorCode) -> Result<(), ServiceError> {
         let now = self.now();
         let key = format!("{key}:{}", rule.window_start(now));
-        let count = self.ports.rates.increment(&key, rule.window_end(now)).await?;
+        let count = self
+            .ports
+            .rates
+            .increment(&key, rule.window_end(now))
+            .await?;
         match rule.decide(count, now) {
             RateDecision::Allowed { .. } => Ok(()),
-            RateDecision::Limited { retry_after_seconds } => Err(ServiceError::RateLimited { code, retry_after_seconds }),
+            RateDecision::Limited {
+                retry_after_seconds,
+            } => Err(ServiceError::RateLimited {
+                code,
+                retry_after_seconds,
+            }),
         }
     }
 
@@ -271,7 +318,11 @@ impl CardService {
         let mut all = Vec::new();
         let mut after = None;
         loop {
-            let page = self.ports.bindings.list_by_user(user, after, WALLET_SCAN).await?;
+            let page = self
+                .ports
+                .bindings
+                .list_by_user(user, after, WALLET_SCAN)
+                .await?;
             let full = page.len() as u32 == WALLET_SCAN;
             after = page.last().map(|b| b.id.clone());
             all.extend(page);
@@ -291,7 +342,12 @@ impl CardService {
             match wallet.repair() {
                 None => return Ok(wallet.effective_default().cloned()),
                 Some(next) => {
-                    if self.ports.bindings.replace_default(user, current.clone(), next.clone()).await? {
+                    if self
+                        .ports
+                        .bindings
+                        .replace_default(user, current.clone(), next.clone())
+                        .await?
+                    {
                         return Ok(next);
                     }
                 }
@@ -303,44 +359,83 @@ impl CardService {
     async fn view(&self, b: Binding) -> Result<CardView, ServiceError> {
         let d = self.ports.bindings.get_default(&b.user_id).await?;
         let is_default = b.status == BindingStatus::Active && d.as_ref() == Some(&b.id);
-        Ok(CardView { binding: b, is_default })
+        Ok(CardView {
+            binding: b,
+            is_default,
+        })
     }
 
     async fn save(&self, b: &Binding, expected: u64) -> Result<(), ServiceError> {
-        self.ports.bindings.update(b, expected).await.map_err(ServiceError::from)
+        self.ports
+            .bindings
+            .update(b, expected)
+            .await
+            .map_err(ServiceError::from)
     }
 
     fn channel(&self, name: &ChannelName) -> Result<Arc<dyn PaymentChannel>, ServiceError> {
         self.ports.channels.get(name).ok_or_else(|| {
-            ServiceError::Domain(DomainError::field(ErrorCode::ChannelNotEnabled, "channel", "that channel is not enabled"))
+            ServiceError::Domain(DomainError::field(
+                ErrorCode::ChannelNotEnabled,
+                "channel",
+                "that channel is not enabled",
+            ))
         })
     }
 
-    async fn seal_card(&self, user: &UserId, id: &BindingId, req: &BindCardRequest) -> Result<SealedCard, ServiceError> {
+    async fn seal_card(
+        &self,
+        user: &UserId,
+        id: &BindingId,
+        req: &BindCardRequest,
+    ) -> Result<SealedCard, ServiceError> {
         let v = &self.ports.vault;
         let ctx = |field| SealContext::new(id.as_str(), field);
         Ok(SealedCard {
-            pan: v.seal(user, &ctx("pan"), req.card.expose().as_bytes()).await?,
-            holder_name: v.seal(user, &ctx("holder_name"), req.holder_name.expose().as_bytes()).await?,
-            id_number: v.seal(user, &ctx("id_number"), req.id_number.expose().as_bytes()).await?,
-            phone: v.seal(user, &ctx("phone"), req.phone.expose().as_bytes()).await?,
+            pan: v
+                .seal(user, &ctx("pan"), req.card.expose().as_bytes())
+                .await?,
+            holder_name: v
+                .seal(
+                    user,
+                    &ctx("holder_name"),
+                    req.holder_name.expose().as_bytes(),
+                )
+                .await?,
+            id_number: v
+                .seal(user, &ctx("id_number"), req.id_number.expose().as_bytes())
+                .await?,
+            phone: v
+                .seal(user, &ctx("phone"), req.phone.expose().as_bytes())
+                .await?,
         })
     }
 
     // ---- use cases --------------------------------------------------------
 
     /// Binds a card for `user`: see the module docs for the order of writes.
-    pub async fn bind(&self, ctx: &RequestContext, user: &UserId, req: BindCardRequest) -> Result<CardView, ServiceError> {
+    pub async fn bind(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        req: BindCardRequest,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::BindCard, Some(user))?;
-        let channel_name = req.channel.clone().unwrap_or_else(|| self.ports.channels.default_name().clone());
+        let channel_name = req
+            .channel
+            .clone()
+            .unwrap_or_else(|| self.ports.channels.default_name().clone());
         let channel = self.channel(&channel_name)?;
 
-        let res = self.bind_inner(ctx, user, &req, &channel_name, channel).await;
+        let res = self
+            .bind_inner(ctx, user, &req, &channel_name, channel)
+            .await;
         if let Err(e) = &res {
             let code = e.code();
             tracing::info!(user = %user, code = %code, "bind refused");
             if !matches!(code, ErrorCode::StorageUnavailable) {
-                self.audit(ctx, "binding.create", Some(user), None, code.as_str(), None).await;
+                self.audit(ctx, "binding.create", Some(user), None, code.as_str(), None)
+                    .await;
             }
         }
         res
@@ -354,13 +449,24 @@ impl CardService {
         channel_name: &ChannelName,
         channel: Arc<dyn PaymentChannel>,
     ) -> Result<CardView, ServiceError> {
-        self.limit(self.policy.binds_per_user, &format!("bind:user:{user}"), ErrorCode::RateLimited).await?;
+        self.limit(
+            self.policy.binds_per_user,
+            &format!("bind:user:{user}"),
+            ErrorCode::RateLimited,
+        )
+        .await?;
         if let (Some(rule), Some(ip)) = (self.policy.binds_per_ip, ctx.client_ip.as_deref()) {
-            self.limit(rule, &format!("bind:ip:{ip}"), ErrorCode::IpRateLimited).await?;
+            self.limit(rule, &format!("bind:ip:{ip}"), ErrorCode::IpRateLimited)
+                .await?;
         }
         let fingerprint = self.ports.vault.fingerprint(&req.card).await?;
         if let Some(rule) = self.policy.binds_per_card {
-            self.limit(rule, &format!("bind:card:{fingerprint}"), ErrorCode::CardVelocityExceeded).await?;
+            self.limit(
+                rule,
+                &format!("bind:card:{fingerprint}"),
+                ErrorCode::CardVelocityExceeded,
+            )
+            .await?;
         }
 
         let now = self.now();
@@ -370,21 +476,37 @@ impl CardService {
             last4: req.card.last4().to_owned(),
             expiry: req.expiry,
         };
-        let existing = self.ports.bindings.find_by_fingerprint(user, &fingerprint).await?;
+        let existing = self
+            .ports
+            .bindings
+            .find_by_fingerprint(user, &fingerprint)
+            .await?;
         let (mut binding, rebound) = match existing {
             Some(b) if b.status.is_live() => {
-                return Err(ServiceError::code_only(ErrorCode::CardAlreadyBound, "this card is already bound"))
+                return Err(ServiceError::code_only(
+                    ErrorCode::CardAlreadyBound,
+                    "this card is already bound",
+                ))
             }
             Some(mut b) => {
                 let live = Wallet::new(&self.user_bindings(user).await?, None).live_count();
                 self.policy.card_cap.check(live)?;
                 let expected = b.version;
                 let sealed = self.seal_card(user, &b.id, req).await?;
-                b.rebind(summary, sealed, channel_name.clone(), now, &self.policy.verification)?;
+                b.rebind(
+                    summary,
+                    sealed,
+                    channel_name.clone(),
+                    now,
+                    &self.policy.verification,
+                )?;
                 match self.ports.bindings.update(&b, expected).await {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => {
-                        return Err(ServiceError::code_only(ErrorCode::CardAlreadyBound, "this card is being bound"))
+                        return Err(ServiceError::code_only(
+                            ErrorCode::CardAlreadyBound,
+                            "this card is being bound",
+                        ))
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -408,14 +530,29 @@ impl CardService {
                 match self.ports.bindings.insert(&b).await {
                     Ok(()) => {}
                     Err(StoreError::Duplicate) => {
-                        return Err(ServiceError::code_only(ErrorCode::CardAlreadyBound, "this card is already bound"))
+                        return Err(ServiceError::code_only(
+                            ErrorCode::CardAlreadyBound,
+                            "this card is already bound",
+                        ))
                     }
                     Err(e) => return Err(e.into()),
                 }
                 (b, false)
             }
         };
-        self.audit(ctx, if rebound { "binding.rebind" } else { "binding.create" }, Some(user), Some(&binding.id), "ok", Some("-> pending_verification".into())).await;
+        self.audit(
+            ctx,
+            if rebound {
+                "binding.rebind"
+            } else {
+                "binding.create"
+            },
+            Some(user),
+            Some(&binding.id),
+            "ok",
+            Some("-> pending_verification".into()),
+        )
+        .await;
 
         let consent = Consent {
             id: self.ports.ids.opaque_id(),
@@ -454,11 +591,14 @@ impl CardService {
             Ok(ChannelStart::Bound { channel_ref }) => StartOutcome::Bound { channel_ref },
             Ok(ChannelStart::OtpSent { channel_ref }) => StartOutcome::ActionRequired {
                 channel_ref,
-                action: NextAction::Otp { phone_hint: req.phone.masked() },
+                action: NextAction::Otp {
+                    phone_hint: req.phone.masked(),
+                },
             },
-            Ok(ChannelStart::Redirect { channel_ref, url }) => {
-                StartOutcome::ActionRequired { channel_ref, action: NextAction::Redirect { url } }
-            }
+            Ok(ChannelStart::Redirect { channel_ref, url }) => StartOutcome::ActionRequired {
+                channel_ref,
+                action: NextAction::Redirect { url },
+            },
             Ok(ChannelStart::Refused { code, .. }) => StartOutcome::Refused { code },
             Err(e) if e.is_unreachable() => {
                 tracing::warn!(binding = %binding.id, error = %e, "channel unreachable, binding goes to manual review");
@@ -482,7 +622,8 @@ impl CardService {
                 tracing::warn!(binding = %binding.id, error = %e, "could not store the agreement id on the consent");
             }
         }
-        self.audit_change(ctx, "binding.channel_start", &binding, from).await;
+        self.audit_change(ctx, "binding.channel_start", &binding, from)
+            .await;
         if let Some(code) = refused {
             return Err(ServiceError::Channel(crate::ChannelError::Rejected {
                 code,
@@ -496,10 +637,21 @@ impl CardService {
     }
 
     /// Confirms a pending binding with the OTP the user received.
-    pub async fn verify_otp(&self, ctx: &RequestContext, user: &UserId, id: &BindingId, otp: &str) -> Result<CardView, ServiceError> {
+    pub async fn verify_otp(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+        otp: &str,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::VerifyCard, Some(user))?;
         if !(4..=8).contains(&otp.len()) || !otp.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(DomainError::field(ErrorCode::InvalidOtp, "otp", "the code has 4 to 8 digits").into());
+            return Err(DomainError::field(
+                ErrorCode::InvalidOtp,
+                "otp",
+                "the code has 4 to 8 digits",
+            )
+            .into());
         }
         let mut b = self.load(user, id).await?;
         let expected = b.version;
@@ -526,15 +678,29 @@ impl CardService {
             }
             ConfirmOutcome::Expired => {
                 b.fail(ErrorCode::VerificationExpired.as_str(), now)?;
-                Err(ServiceError::code_only(ErrorCode::VerificationExpired, "the verification window has closed"))
+                Err(ServiceError::code_only(
+                    ErrorCode::VerificationExpired,
+                    "the verification window has closed",
+                ))
             }
             ConfirmOutcome::Refused { code } => {
                 b.fail(&code, now)?;
-                Err(ServiceError::Channel(crate::ChannelError::Rejected { code, message: "the payment channel declined this card".into() }))
+                Err(ServiceError::Channel(crate::ChannelError::Rejected {
+                    code,
+                    message: "the payment channel declined this card".into(),
+                }))
             }
         };
         self.save(&b, expected).await?;
-        self.audit(ctx, "binding.verify", Some(user), Some(&b.id), result.as_ref().err().map_or("ok", |e| e.code().as_str()), (from != b.status).then(|| format!("{from} -> {}", b.status))).await;
+        self.audit(
+            ctx,
+            "binding.verify",
+            Some(user),
+            Some(&b.id),
+            result.as_ref().err().map_or("ok", |e| e.code().as_str()),
+            (from != b.status).then(|| format!("{from} -> {}", b.status)),
+        )
+        .await;
         result?;
         if b.status == BindingStatus::Active {
             self.repair_default(user).await?;
@@ -542,24 +708,43 @@ impl CardService {
         self.view(b).await
     }
 
-    pub async fn get(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+    pub async fn get(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::ReadCards, Some(user))?;
         let b = self.load(user, id).await?;
         self.view(b).await
     }
 
     /// A user's cards in id order (ids are time-ordered), paginated.
-    pub async fn list(&self, ctx: &RequestContext, user: &UserId, after: Option<BindingId>, limit: u32) -> Result<CardPage, ServiceError> {
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        after: Option<BindingId>,
+        limit: u32,
+    ) -> Result<CardPage, ServiceError> {
         ctx.actor.authorize(Action::ReadCards, Some(user))?;
         let limit = limit.clamp(1, MAX_LIST);
         let page = self.ports.bindings.list_by_user(user, after, limit).await?;
         let default = self.ports.bindings.get_default(user).await?;
-        let next = if page.len() as u32 == limit { page.last().map(|b| b.id.clone()) } else { None };
+        let next = if page.len() as u32 == limit {
+            page.last().map(|b| b.id.clone())
+        } else {
+            None
+        };
         let cards = page
             .into_iter()
             .map(|b| {
-                let is_default = b.status == BindingStatus::Active && default.as_ref() == Some(&b.id);
-                CardView { binding: b, is_default }
+                let is_default =
+                    b.status == BindingStatus::Active && default.as_ref() == Some(&b.id);
+                CardView {
+                    binding: b,
+                    is_default,
+                }
             })
             .collect();
         Ok(CardPage { cards, next })
@@ -567,7 +752,12 @@ impl CardService {
 
     /// Makes an active card the user's default (last writer wins; there is
     /// never more than one default).
-    pub async fn set_default(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+    pub async fn set_default(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::SetDefault, Some(user))?;
         let b = self.load(user, id).await?;
         for _ in 0..10 {
@@ -575,9 +765,14 @@ impl CardService {
             let current = self.ports.bindings.get_default(user).await?;
             Wallet::new(&bindings, current.as_ref()).check_can_default(id)?;
             if current.as_ref() == Some(id)
-                || self.ports.bindings.replace_default(user, current, Some(id.clone())).await?
+                || self
+                    .ports
+                    .bindings
+                    .replace_default(user, current, Some(id.clone()))
+                    .await?
             {
-                self.audit(ctx, "binding.set_default", Some(user), Some(id), "ok", None).await;
+                self.audit(ctx, "binding.set_default", Some(user), Some(id), "ok", None)
+                    .await;
                 return self.view(b).await;
             }
         }
@@ -587,7 +782,12 @@ impl CardService {
     /// Unbinds a card: locally always, and at the channel when it holds an
     /// agreement (a channel that cannot be reached does not stop the unbind;
     /// it is logged and audited for follow-up).
-    pub async fn unbind(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
+    pub async fn unbind(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::Unbind, Some(user))?;
         for _ in 0..5 {
             let mut b = self.load(user, id).await?;
@@ -596,11 +796,27 @@ impl CardService {
             if !b.unbind(self.now())? {
                 return self.view(b).await;
             }
-            if let (Some(r), true) = (b.channel_ref.clone(), matches!(from, BindingStatus::Active | BindingStatus::Frozen | BindingStatus::PendingVerification)) {
+            if let (Some(r), true) = (
+                b.channel_ref.clone(),
+                matches!(
+                    from,
+                    BindingStatus::Active
+                        | BindingStatus::Frozen
+                        | BindingStatus::PendingVerification
+                ),
+            ) {
                 if let Ok(channel) = self.channel(&b.channel) {
                     if let Err(e) = channel.unbind(&b.id, &r).await {
                         tracing::warn!(binding = %b.id, error = %e, "channel unsign failed; unbound locally");
-                        self.audit(ctx, "binding.channel_unsign", Some(user), Some(&b.id), "channel_unavailable", None).await;
+                        self.audit(
+                            ctx,
+                            "binding.channel_unsign",
+                            Some(user),
+                            Some(&b.id),
+                            "channel_unavailable",
+                            None,
+                        )
+                        .await;
                     }
                 }
             }
@@ -609,7 +825,12 @@ impl CardService {
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
-            if let Err(e) = self.ports.consents.revoke(&b.id, self.now(), &ctx.actor.subject).await {
+            if let Err(e) = self
+                .ports
+                .consents
+                .revoke(&b.id, self.now(), &ctx.actor.subject)
+                .await
+            {
                 tracing::warn!(binding = %b.id, error = %e, "consent revocation not stored");
             }
             self.audit_change(ctx, "binding.unbind", &b, from).await;
@@ -646,21 +867,64 @@ impl CardService {
         Err(ServiceError::Store(StoreError::Conflict))
     }
 
-    pub async fn freeze(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
-        self.operator_change(ctx, user, id, Action::Freeze, "binding.freeze", |b, now| b.freeze(now)).await
+    pub async fn freeze(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
+        self.operator_change(ctx, user, id, Action::Freeze, "binding.freeze", |b, now| {
+            b.freeze(now)
+        })
+        .await
     }
 
-    pub async fn unfreeze(&self, ctx: &RequestContext, user: &UserId, id: &BindingId) -> Result<CardView, ServiceError> {
-        self.operator_change(ctx, user, id, Action::Freeze, "binding.unfreeze", |b, now| b.unfreeze(now)).await
+    pub async fn unfreeze(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
+        self.operator_change(
+            ctx,
+            user,
+            id,
+            Action::Freeze,
+            "binding.unfreeze",
+            |b, now| b.unfreeze(now),
+        )
+        .await
     }
 
     /// Bindings waiting for an operator.
-    pub async fn review_queue(&self, ctx: &RequestContext, after: Option<BindingId>, limit: u32) -> Result<CardPage, ServiceError> {
+    pub async fn review_queue(
+        &self,
+        ctx: &RequestContext,
+        after: Option<BindingId>,
+        limit: u32,
+    ) -> Result<CardPage, ServiceError> {
         ctx.actor.authorize(Action::ReviewQueue, None)?;
         let limit = limit.clamp(1, MAX_LIST);
-        let page = self.ports.bindings.list_by_status(BindingStatus::PendingReview, None, after, limit).await?;
-        let next = if page.len() as u32 == limit { page.last().map(|b| b.id.clone()) } else { None };
-        Ok(CardPage { cards: page.into_iter().map(|b| CardView { binding: b, is_default: false }).collect(), next })
+        let page = self
+            .ports
+            .bindings
+            .list_by_status(BindingStatus::PendingReview, None, after, limit)
+            .await?;
+        let next = if page.len() as u32 == limit {
+            page.last().map(|b| b.id.clone())
+        } else {
+            None
+        };
+        Ok(CardPage {
+            cards: page
+                .into_iter()
+                .map(|b| CardView {
+                    binding: b,
+                    is_default: false,
+                })
+                .collect(),
+            next,
+        })
     }
 
     async fn review_binding(&self, id: &BindingId) -> Result<Binding, ServiceError> {
@@ -671,39 +935,75 @@ impl CardService {
     }
 
     /// An operator approves a binding in review: it becomes active.
-    pub async fn approve_review(&self, ctx: &RequestContext, id: &BindingId, channel_ref: Option<String>) -> Result<CardView, ServiceError> {
+    pub async fn approve_review(
+        &self,
+        ctx: &RequestContext,
+        id: &BindingId,
+        channel_ref: Option<String>,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::ReviewQueue, None)?;
         let b = self.review_binding(id).await?;
         let user = b.user_id.clone();
         if b.status != BindingStatus::PendingReview {
-            return Err(ServiceError::code_only(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
+            return Err(ServiceError::code_only(
+                ErrorCode::InvalidStateTransition,
+                "this card is not waiting for review",
+            ));
         }
-        self.operator_change(ctx, &user, id, Action::ReviewQueue, "review.approve", |b, now| {
-            if b.status != BindingStatus::PendingReview {
-                return Err(DomainError::new(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
-            }
-            b.activate(channel_ref.clone(), now)
-        })
+        self.operator_change(
+            ctx,
+            &user,
+            id,
+            Action::ReviewQueue,
+            "review.approve",
+            |b, now| {
+                if b.status != BindingStatus::PendingReview {
+                    return Err(DomainError::new(
+                        ErrorCode::InvalidStateTransition,
+                        "this card is not waiting for review",
+                    ));
+                }
+                b.activate(channel_ref.clone(), now)
+            },
+        )
         .await
     }
 
     /// An operator rejects a binding in review: it fails.
-    pub async fn reject_review(&self, ctx: &RequestContext, id: &BindingId) -> Result<CardView, ServiceError> {
+    pub async fn reject_review(
+        &self,
+        ctx: &RequestContext,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
         ctx.actor.authorize(Action::ReviewQueue, None)?;
         let b = self.review_binding(id).await?;
         let user = b.user_id.clone();
-        self.operator_change(ctx, &user, id, Action::ReviewQueue, "review.reject", |b, now| {
-            if b.status != BindingStatus::PendingReview {
-                return Err(DomainError::new(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
-            }
-            b.fail("rejected_by_operator", now)
-        })
+        self.operator_change(
+            ctx,
+            &user,
+            id,
+            Action::ReviewQueue,
+            "review.reject",
+            |b, now| {
+                if b.status != BindingStatus::PendingReview {
+                    return Err(DomainError::new(
+                        ErrorCode::InvalidStateTransition,
+                        "this card is not waiting for review",
+                    ));
+                }
+                b.fail("rejected_by_operator", now)
+            },
+        )
         .await
     }
 
     /// Verifies, deduplicates and applies a channel's async notification.
     /// Returns the acknowledgement only once the event is stored.
-    pub async fn handle_notification(&self, channel_name: &ChannelName, n: &Notification) -> Result<NotificationAck, ServiceError> {
+    pub async fn handle_notification(
+        &self,
+        channel_name: &ChannelName,
+        n: &Notification,
+    ) -> Result<NotificationAck, ServiceError> {
         let channel = self.channel(channel_name)?;
         let event = channel.parse_notification(n)?;
         let ns = format!("notify:{channel_name}");
@@ -712,18 +1012,35 @@ impl CardService {
             return Ok(channel.notification_ack());
         }
         self.apply_channel_event(channel_name, &event).await?;
-        self.ports.seen.mark(&ns, &event.event_id, now, now.plus_seconds(self.policy.notification_memory_seconds)).await?;
+        self.ports
+            .seen
+            .mark(
+                &ns,
+                &event.event_id,
+                now,
+                now.plus_seconds(self.policy.notification_memory_seconds),
+            )
+            .await?;
         Ok(channel.notification_ack())
     }
 
     /// Applies a verified channel event. Idempotent: an event that finds the
     /// binding already where it leads changes nothing.
-    pub async fn apply_channel_event(&self, channel_name: &ChannelName, event: &ChannelEvent) -> Result<(), ServiceError> {
+    pub async fn apply_channel_event(
+        &self,
+        channel_name: &ChannelName,
+        event: &ChannelEvent,
+    ) -> Result<(), ServiceError> {
         let ctx = RequestContext::system(&format!("channel:{channel_name}"));
         for _ in 0..5 {
             let found = match &event.binding {
                 BindingRef::Ours(id) => self.ports.bindings.get(id).await?,
-                BindingRef::Channel(r) => self.ports.bindings.find_by_channel_ref(channel_name, r).await?,
+                BindingRef::Channel(r) => {
+                    self.ports
+                        .bindings
+                        .find_by_channel_ref(channel_name, r)
+                        .await?
+                }
             };
             let Some(mut b) = found.filter(|b| &b.channel == channel_name) else {
                 tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown binding ignored");
@@ -758,12 +1075,17 @@ impl CardService {
                 Err(e) => return Err(e.into()),
             }
             if b.status == BindingStatus::Inactive {
-                let _ = self.ports.consents.revoke(&b.id, now, &ctx.actor.subject).await;
+                let _ = self
+                    .ports
+                    .consents
+                    .revoke(&b.id, now, &ctx.actor.subject)
+                    .await;
             }
             if let (BindingStatus::Active, Some(r)) = (b.status, b.channel_ref.as_deref()) {
                 let _ = self.ports.consents.set_agreement(&b.id, r).await;
             }
-            self.audit_change(&ctx, "binding.channel_event", &b, from).await;
+            self.audit_change(&ctx, "binding.channel_event", &b, from)
+                .await;
             self.repair_default(&b.user_id).await?;
             return Ok(());
         }
@@ -772,12 +1094,25 @@ impl CardService {
 
     /// Settles bindings stuck in `pending_verification` for longer than
     /// `older_than_seconds` by asking their channel.
-    pub async fn reconcile(&self, older_than_seconds: i64, limit: u32) -> Result<ReconcileReport, ServiceError> {
+    pub async fn reconcile(
+        &self,
+        older_than_seconds: i64,
+        limit: u32,
+    ) -> Result<ReconcileReport, ServiceError> {
         let mut report = ReconcileReport::default();
         let before = self.now().minus_seconds(older_than_seconds);
         let mut after = None;
         loop {
-            let page = self.ports.bindings.list_by_status(BindingStatus::PendingVerification, Some(before), after, limit.clamp(1, 500)).await?;
+            let page = self
+                .ports
+                .bindings
+                .list_by_status(
+                    BindingStatus::PendingVerification,
+                    Some(before),
+                    after,
+                    limit.clamp(1, 500),
+                )
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for b in page {
@@ -787,13 +1122,21 @@ impl CardService {
                     continue;
                 };
                 let event_kind = match channel.query(&b.id, b.channel_ref.clone()).await {
-                    Ok(RemoteState::Active { channel_ref }) => Some(ChannelEventKind::Signed { channel_ref }),
-                    Ok(RemoteState::Terminated) => Some(ChannelEventKind::Failed { code: "agreement_terminated".into() }),
+                    Ok(RemoteState::Active { channel_ref }) => {
+                        Some(ChannelEventKind::Signed { channel_ref })
+                    }
+                    Ok(RemoteState::Terminated) => Some(ChannelEventKind::Failed {
+                        code: "agreement_terminated".into(),
+                    }),
                     Ok(RemoteState::Failed { code }) => Some(ChannelEventKind::Failed { code }),
-                    Ok(RemoteState::NotFound) => Some(ChannelEventKind::Failed { code: ErrorCode::VerificationExpired.as_str().into() }),
+                    Ok(RemoteState::NotFound) => Some(ChannelEventKind::Failed {
+                        code: ErrorCode::VerificationExpired.as_str().into(),
+                    }),
                     Ok(RemoteState::Pending) => {
                         if b.verification_expires_at.is_some_and(|t| self.now() > t) {
-                            Some(ChannelEventKind::Failed { code: ErrorCode::VerificationExpired.as_str().into() })
+                            Some(ChannelEventKind::Failed {
+                                code: ErrorCode::VerificationExpired.as_str().into(),
+                            })
                         } else {
                             None
                         }
@@ -808,7 +1151,11 @@ impl CardService {
                     None => report.still_pending += 1,
                     Some(kind) => {
                         let activated = matches!(kind, ChannelEventKind::Signed { .. });
-                        let ev = ChannelEvent { event_id: format!("reconcile:{}", b.id), binding: BindingRef::Ours(b.id.clone()), kind };
+                        let ev = ChannelEvent {
+                            event_id: format!("reconcile:{}", b.id),
+                            binding: BindingRef::Ours(b.id.clone()),
+                            kind,
+                        };
                         match self.apply_channel_event(&b.channel, &ev).await {
                             Ok(()) if activated => report.activated += 1,
                             Ok(()) => report.failed += 1,
@@ -823,50 +1170,116 @@ impl CardService {
 
     /// Erases a user's card data everywhere by destroying their key
     /// material (crypto-shredding), unbinds every card and audits it.
-    pub async fn erase_user(&self, ctx: &RequestContext, user: &UserId) -> Result<u64, ServiceError> {
+    pub async fn erase_user(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+    ) -> Result<u64, ServiceError> {
         ctx.actor.authorize(Action::EraseUser, Some(user))?;
         let mut unbound = 0;
         for b in self.user_bindings(user).await? {
             if b.status != BindingStatus::Inactive {
-                self.unbind(&RequestContext { actor: ctx.actor.clone(), ..ctx.clone() }, user, &b.id).await?;
+                self.unbind(
+                    &RequestContext {
+                        actor: ctx.actor.clone(),
+                        ..ctx.clone()
+                    },
+                    user,
+                    &b.id,
+                )
+                .await?;
                 unbound += 1;
             }
         }
         let had_key = self.ports.vault.erase_owner(user).await?;
-        self.audit(ctx, "user.erase", Some(user), None, "ok", Some(format!("unbound {unbound}, key destroyed: {had_key}"))).await;
+        self.audit(
+            ctx,
+            "user.erase",
+            Some(user),
+            None,
+            "ok",
+            Some(format!("unbound {unbound}, key destroyed: {had_key}")),
+        )
+        .await;
         Ok(unbound)
     }
 
     /// Opens one sealed field of a binding (for operators' investigations
     /// and channel re-submission). Every opening is audited.
-    pub async fn open_field(&self, ctx: &RequestContext, b: &Binding, field: &'static str) -> Result<Vec<u8>, ServiceError> {
+    pub async fn open_field(
+        &self,
+        ctx: &RequestContext,
+        b: &Binding,
+        field: &'static str,
+    ) -> Result<Vec<u8>, ServiceError> {
         let blob = match field {
             "pan" => &b.sealed.pan,
             "holder_name" => &b.sealed.holder_name,
             "id_number" => &b.sealed.id_number,
             "phone" => &b.sealed.phone,
-            _ => return Err(ServiceError::code_only(ErrorCode::InvalidRequest, "unknown field")),
+            _ => {
+                return Err(ServiceError::code_only(
+                    ErrorCode::InvalidRequest,
+                    "unknown field",
+                ))
+            }
         };
-        let res = self.ports.vault.open(&b.user_id, &SealContext::new(b.id.as_str(), field), blob).await;
+        let res = self
+            .ports
+            .vault
+            .open(&b.user_id, &SealContext::new(b.id.as_str(), field), blob)
+            .await;
         let outcome = match &res {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("refused: {}", ServiceError::Keys(e.clone()).code()),
         };
-        self.audit(ctx, "card_data.open", Some(&b.user_id), Some(&b.id), &outcome, Some(field.to_owned())).await;
+        self.audit(
+            ctx,
+            "card_data.open",
+            Some(&b.user_id),
+            Some(&b.id),
+            &outcome,
+            Some(field.to_owned()),
+        )
+        .await;
         Ok(res?)
     }
 
-    pub async fn list_consents(&self, ctx: &RequestContext, user: Option<UserId>, after: Option<String>, limit: u32) -> Result<Vec<Consent>, ServiceError> {
-        ctx.actor.authorize(cardbind_domain::Action::ReadConsents, user.as_ref())?;
+    pub async fn list_consents(
+        &self,
+        ctx: &RequestContext,
+        user: Option<UserId>,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Consent>, ServiceError> {
+        ctx.actor
+            .authorize(cardbind_domain::Action::ReadConsents, user.as_ref())?;
         if ctx.actor.role == cardbind_domain::Role::User && user.is_none() {
-            return Err(ServiceError::code_only(ErrorCode::Forbidden, "users read their own consents"));
+            return Err(ServiceError::code_only(
+                ErrorCode::Forbidden,
+                "users read their own consents",
+            ));
         }
-        Ok(self.ports.consents.list(user, after, limit.clamp(1, MAX_LIST)).await?)
+        Ok(self
+            .ports
+            .consents
+            .list(user, after, limit.clamp(1, MAX_LIST))
+            .await?)
     }
 
-    pub async fn read_audit(&self, ctx: &RequestContext, filter: &AuditFilter, after_seq: Option<u64>, limit: u32) -> Result<Vec<AuditRecord>, ServiceError> {
+    pub async fn read_audit(
+        &self,
+        ctx: &RequestContext,
+        filter: &AuditFilter,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, ServiceError> {
         ctx.actor.authorize(Action::ReadAudit, None)?;
-        Ok(self.ports.audit.list(filter, after_seq, limit.clamp(1, 500)).await?)
+        Ok(self
+            .ports
+            .audit
+            .list(filter, after_seq, limit.clamp(1, 500))
+            .await?)
     }
 
     /// The fingerprint the vault gives a PAN (for admin tooling).
