@@ -1,5 +1,7 @@
 //! Property tests of the domain rules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use cardbind_domain::binding::StartOutcome;
 use cardbind_domain::card::{luhn_check_digit, luhn_valid};
 use cardbind_domain::{
