@@ -1,0 +1,239 @@
+//! Who is calling: bearer JWTs (HS256 or RS256) and, for the `service`
+//! clients that must sign, an HMAC signature over the request.
+//!
+//! ## Bearer token
+//! `Authorization: Bearer <jwt>`; the signature algorithm is fixed by the
+//! configuration (a token announcing another one, or `none`, is refused),
+//! and `exp`, `iss`, `aud` and `sub` are required (`nbf` checked when
+//! present). Claims: `sub` (user id for `user`, client id otherwise) and
+//! `role` (`user`, `service`, `admin`, `auditor`).
+//!
+//! ## Request signature
+//! Clients listed in `AuthSettings::request_signing` also send
+//! `X-Cardbind-Signature: t=<unix seconds>,n=<nonce>,s=<hex>` where `s` is
+//! HMAC-SHA256(secret, METHOD "\n" PATH?QUERY "\n" t "\n" n "\n"
+//! hex(SHA-256(body))). A signature off by more than the window, or a nonce
+//! seen before, is refused (`invalid_signature`). [`sign_request`] builds
+//! the header value.
+
+use std::sync::Arc;
+
+use cardbind_domain::{Actor, ErrorCode, Role, Timestamp};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::SecurityScheme;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::edge::{RawBody, RequestMeta};
+use super::error::ApiError;
+use super::Shared;
+use crate::state::{AuthSettings, JwtKey};
+
+/// The header of signed requests.
+pub const SIGNATURE_HEADER: &str = "X-Cardbind-Signature";
+
+/// Verifies bearer tokens with the configured key.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    role: String,
+}
+
+impl Authenticator {
+    /// Fails when the configured key cannot be used (e.g. a bad PEM).
+    pub fn new(settings: &AuthSettings) -> Result<Authenticator, String> {
+        let (key, alg) = match &settings.key {
+            JwtKey::Hs256(secret) => {
+                if secret.is_empty() {
+                    return Err("auth: the HS256 secret is empty".into());
+                }
+                (DecodingKey::from_secret(secret), Algorithm::HS256)
+            }
+            JwtKey::Rs256Pem(pem) => (
+                DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| format!("auth: RS256 public key: {e}"))?,
+                Algorithm::RS256,
+            ),
+        };
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.leeway = settings.leeway_seconds;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[settings.issuer.as_str()]);
+        validation.set_audience(&[settings.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(Authenticator { key, validation })
+    }
+
+    /// The caller a token names, or why it is refused.
+    pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            let message = match e.kind() {
+                ErrorKind::ExpiredSignature => "the bearer token has expired",
+                ErrorKind::ImmatureSignature => "the bearer token is not valid yet",
+                ErrorKind::InvalidIssuer => "the bearer token has the wrong issuer",
+                ErrorKind::InvalidAudience => "the bearer token has the wrong audience",
+                ErrorKind::InvalidAlgorithm => "the bearer token uses an algorithm this service does not accept",
+                ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
+                _ => "the bearer token is invalid",
+            };
+            ApiError::unauthenticated(message)
+        })?;
+        let claims = data.claims;
+        let sub_ok = (1..=128).contains(&claims.sub.len()) && claims.sub.bytes().all(|b| b.is_ascii_graphic());
+        if !sub_ok {
+            return Err(ApiError::unauthenticated("the bearer token has an unusable subject"));
+        }
+        let role = Role::parse(&claims.role)
+            .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "the bearer token's role is not one this service knows"))?;
+        Ok(Actor::new(claims.sub, role))
+    }
+}
+
+/// The caller, once authenticated in this request (set by the idempotency
+/// layer so that the security scheme does not verify twice).
+#[derive(Clone, Debug)]
+pub struct Authenticated(pub Actor);
+
+/// `Authorization: Bearer <JWT>` (HS256 or RS256 as configured), with
+/// claims `sub`, `role` (`user`, `service`, `admin`, `auditor`), `iss`,
+/// `aud`, `exp` (and `nbf`). Service clients registered for request
+/// signing must also send `X-Cardbind-Signature` (see `requestSignature`).
+#[derive(SecurityScheme)]
+#[oai(rename = "bearerAuth", ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+pub struct BearerAuth(pub Actor);
+
+async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<Actor> {
+    authenticate(req).await.map_err(Into::into)
+}
+
+fn shared(req: &Request) -> Result<&Arc<Shared>, ApiError> {
+    req.data::<Arc<Shared>>().ok_or_else(|| ApiError::internal("shared state missing from the request"))
+}
+
+/// Authenticates the request: bearer token, then the signature when the
+/// client must sign.
+pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
+    if let Some(Authenticated(actor)) = req.data::<Authenticated>() {
+        return Ok(actor.clone());
+    }
+    let shared = shared(req)?;
+    let header = req
+        .header("Authorization")
+        .ok_or_else(|| ApiError::unauthenticated("a bearer token is required"))?;
+    let token = match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(ApiError::unauthenticated("a bearer token is required")),
+    };
+    let auth = shared
+        .auth
+        .as_ref()
+        .map_err(|e| ApiError::internal(format!("authentication is not configured: {e}")))?;
+    let actor = auth.verify(token)?;
+    if actor.role == Role::Service {
+        if let Some(secret) = shared.state.auth.request_signing.get(&actor.subject) {
+            verify_signature(shared, req, &actor.subject, &secret.0).await?;
+        }
+    }
+    Ok(actor)
+}
+
+/// hex(HMAC-SHA256(secret, canonical request)).
+fn signature_hex(secret: &[u8], method: &str, path_and_query: &str, t: i64, nonce: &str, body: &[u8]) -> String {
+    let body_hash = hex::encode(Sha256::digest(body));
+    let canonical = format!("{}\n{}\n{}\n{}\n{}", method.to_ascii_uppercase(), path_and_query, t, nonce, body_hash);
+    // HMAC accepts keys of any length: this cannot fail.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(canonical.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The `X-Cardbind-Signature` header value for a request:
+/// `t=<t>,n=<nonce>,s=<hex HMAC-SHA256>` over
+/// `METHOD\nPATH?QUERY\nt\nnonce\nhex(sha256(body))`.
+pub fn sign_request(secret: &[u8], method: &str, path_and_query: &str, t: i64, nonce: &str, body: &[u8]) -> String {
+    format!("t={t},n={nonce},s={}", signature_hex(secret, method, path_and_query, t, nonce, body))
+}
+
+struct SignatureHeader<'a> {
+    t: i64,
+    nonce: &'a str,
+    sig: &'a str,
+}
+
+fn parse_signature_header(v: &str) -> Option<SignatureHeader<'_>> {
+    let (mut t, mut n, mut s) = (None, None, None);
+    for part in v.split(',') {
+        let (k, val) = part.trim().split_once('=')?;
+        match k {
+            "t" => t = val.parse::<i64>().ok(),
+            "n" => n = Some(val),
+            "s" => s = Some(val),
+            _ => return None,
+        }
+    }
+    let nonce = n?;
+    let nonce_ok = (8..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    let sig = s?;
+    let sig_ok = sig.len() == 64 && sig.bytes().all(|b| b.is_ascii_hexdigit());
+    (nonce_ok && sig_ok).then_some(SignatureHeader { t: t?, nonce, sig })
+}
+
+async fn verify_signature(shared: &Shared, req: &Request, client: &str, secret: &[u8]) -> Result<(), ApiError> {
+    let header = req
+        .header(SIGNATURE_HEADER)
+        .ok_or_else(|| ApiError::invalid_signature("this client must sign its requests (X-Cardbind-Signature)"))?;
+    let parsed = parse_signature_header(header)
+        .ok_or_else(|| ApiError::invalid_signature("X-Cardbind-Signature must be t=<unix>,n=<nonce>,s=<64 hex>"))?;
+    let now: Timestamp = shared.state.clock.now();
+    let window = shared.state.auth.signature_window_seconds.max(1);
+    if (now.unix_seconds() - parsed.t).abs() > window {
+        return Err(ApiError::invalid_signature("the request signature is stale; check the clock"));
+    }
+    let path_and_query = match req.data::<RequestMeta>() {
+        Some(m) => m.path_and_query.as_str(),
+        None => req.uri().path_and_query().map_or("/", |p| p.as_str()),
+    };
+    let body = req.data::<RawBody>().map_or(&[][..], |b| &b.0[..]);
+    let expected = signature_hex(secret, req.method().as_str(), path_and_query, parsed.t, parsed.nonce, body);
+    let given = parsed.sig.to_ascii_lowercase();
+    if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        return Err(ApiError::invalid_signature("the request signature does not verify"));
+    }
+    let fresh = shared
+        .state
+        .seen
+        .mark(&format!("nonce:{client}"), parsed.nonce, now, now.plus_seconds(2 * window))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable; retry later").with_cause(e.to_string()))?;
+    if !fresh {
+        return Err(ApiError::invalid_signature("this request nonce was used before"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_header_round_trip() {
+        let v = sign_request(b"k", "post", "/v1/x?a=1", 100, "nonce-123", b"{}");
+        let p = parse_signature_header(&v).unwrap();
+        assert_eq!((p.t, p.nonce), (100, "nonce-123"));
+        assert_eq!(p.sig, signature_hex(b"k", "POST", "/v1/x?a=1", 100, "nonce-123", b"{}"));
+        assert_ne!(p.sig, signature_hex(b"k", "POST", "/v1/x?a=2", 100, "nonce-123", b"{}"));
+        assert!(parse_signature_header("t=1,n=short,s=00").is_none());
+    }
+}

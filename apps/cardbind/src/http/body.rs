@@ -1,0 +1,261 @@
+//! Request bodies: JSON read with a nesting limit and turned into our error
+//! envelope on any parse failure.
+//!
+//! poem-openapi's own `Json<T>` echoes offending values in its messages
+//! ("expected integer, found \"4111…\""), which could put card data in an
+//! error body. [`JsonBody`] parses the same schema but answers
+//! `invalid_request` with only the field path and the kind of problem
+//! (unknown, missing, wrong type), found by walking the value against the
+//! schema poem-openapi generated.
+
+use std::ops::Deref;
+
+use cardbind_domain::ErrorCode;
+use poem::{Request, RequestBody};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseFromJSON, Type};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::Shared;
+
+/// A JSON request body of schema `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T> Deref for JsonBody<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Type> Payload for JsonBody<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let max_depth = request.data::<std::sync::Arc<Shared>>().map_or(16, |s| s.state.http.max_json_depth);
+        let bytes = body.take()?.into_bytes().await.map_err(|_| ApiError::invalid_request("the body could not be read"))?;
+        Ok(JsonBody(parse_json::<T>(&bytes, max_depth)?))
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: ParseFromJSON);
+
+/// Parses `bytes` as a JSON `T`, refusing nesting deeper than `max_depth`.
+pub fn parse_json<T: ParseFromJSON>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_request("a JSON body is required"));
+    }
+    if json_depth(bytes) > max_depth {
+        return Err(ApiError::invalid_request(format!("the JSON body is nested deeper than {max_depth} levels")));
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
+    let mut registry = Registry::new();
+    T::register(&mut registry);
+    let schema = T::schema_ref();
+    if let Some((field, problem)) = find_problem(&registry, &schema, &value, "") {
+        return Err(problem.error(field));
+    }
+    T::parse_from_json(Some(value))
+        .map_err(|_| ApiError::invalid_request("the body does not match the schema of this operation"))
+}
+
+/// The deepest nesting of arrays/objects in a JSON text (strings skipped).
+pub fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    Unknown,
+    Missing,
+    WrongType(&'static str),
+    NotAllowed,
+}
+
+impl Problem {
+    fn error(self, field: String) -> ApiError {
+        let field = if field.is_empty() { "body".to_owned() } else { field };
+        let message = match self {
+            Problem::Unknown => format!("unknown field `{field}`"),
+            Problem::Missing => format!("`{field}` is required"),
+            Problem::WrongType(t) => format!("`{field}` must be {t}"),
+            Problem::NotAllowed => format!("`{field}` has a value that is not allowed"),
+        };
+        ApiError::field(ErrorCode::InvalidRequest, field, message)
+    }
+}
+
+fn resolve<'a>(registry: &'a Registry, schema: &'a MetaSchemaRef) -> Option<&'a MetaSchema> {
+    match schema {
+        MetaSchemaRef::Inline(s) => Some(s),
+        MetaSchemaRef::Reference(name) => registry.schemas.get(name),
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    // Keys come from the client: keep them short and printable in messages.
+    let key: String = key.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    if path.is_empty() {
+        key
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The first place where `value` does not fit `schema`, if any.
+pub fn find_problem(registry: &Registry, schema: &MetaSchemaRef, value: &Value, path: &str) -> Option<(String, Problem)> {
+    let s = resolve(registry, schema)?;
+    if value.is_null() {
+        // Optional fields accept null; required ones are caught by their parent.
+        return None;
+    }
+    if !s.enum_items.is_empty() {
+        return match value {
+            Value::String(_) if s.enum_items.contains(value) => None,
+            Value::String(_) => Some((path.to_owned(), Problem::NotAllowed)),
+            _ => Some((path.to_owned(), Problem::WrongType("a string"))),
+        };
+    }
+    match s.ty {
+        "object" => {
+            let Value::Object(map) = value else {
+                return Some((path.to_owned(), Problem::WrongType("an object")));
+            };
+            if !s.properties.is_empty() || !s.required.is_empty() {
+                for key in map.keys() {
+                    if !s.properties.iter().any(|(name, _)| name == key) {
+                        return Some((join(path, key), Problem::Unknown));
+                    }
+                }
+            }
+            for (name, prop) in &s.properties {
+                match map.get(*name) {
+                    None | Some(Value::Null) if s.required.contains(name) => {
+                        return Some((join(path, name), Problem::Missing))
+                    }
+                    None => {}
+                    Some(v) => {
+                        if let Some(p) = find_problem(registry, prop, v, &join(path, name)) {
+                            return Some(p);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        "array" => {
+            let Value::Array(items) = value else {
+                return Some((path.to_owned(), Problem::WrongType("an array")));
+            };
+            let item_schema = s.items.as_deref()?;
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| find_problem(registry, item_schema, v, &format!("{path}[{i}]")))
+        }
+        "string" => match value {
+            Value::String(_) => None,
+            _ => Some((path.to_owned(), Problem::WrongType("a string"))),
+        },
+        "boolean" => match value {
+            Value::Bool(_) => None,
+            _ => Some((path.to_owned(), Problem::WrongType("a boolean"))),
+        },
+        "integer" => {
+            let fits = match s.format {
+                Some("uint32") => value.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)),
+                Some("uint64") => value.as_u64().is_some(),
+                Some("int32") => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+                _ => value.as_i64().is_some() || value.as_u64().is_some(),
+            };
+            (!fits).then(|| (path.to_owned(), Problem::WrongType("an integer in range")))
+        }
+        "number" => (!value.is_number()).then(|| (path.to_owned(), Problem::WrongType("a number"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::dto::BindCardBody;
+
+    fn body(v: serde_json::Value) -> Result<BindCardBody, ApiError> {
+        parse_json::<BindCardBody>(v.to_string().as_bytes(), 16)
+    }
+
+    fn good() -> serde_json::Value {
+        serde_json::json!({
+            "card_number": "4111111111111111", "expiry_month": 12, "expiry_year": 2030,
+            "holder_name": "张三", "id_number": "11010519491231002X", "phone": "13800138000",
+            "consent": {"text_version": "v1", "text_sha256": "00"}
+        })
+    }
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth(br#"{"a":[1,{"b":"[[[["}]}"#), 3);
+        assert_eq!(json_depth(br#""\"{""#), 0);
+    }
+
+    #[test]
+    fn problems_name_the_field_and_never_the_value() {
+        assert!(body(good()).is_ok());
+        let mut v = good();
+        v["expiry_month"] = serde_json::json!("4111111111111111");
+        let e = body(v).err().map(|e| (e.field, e.message)).unwrap_or_default();
+        assert_eq!(e.0.as_deref(), Some("expiry_month"));
+        assert!(!e.1.contains("4111"));
+        let mut v = good();
+        v["consent"]["extra"] = serde_json::json!(1);
+        assert_eq!(body(v).err().and_then(|e| e.field).as_deref(), Some("consent.extra"));
+        let mut v = good();
+        v.as_object_mut().map(|m| m.remove("phone"));
+        assert_eq!(body(v).err().and_then(|e| e.field).as_deref(), Some("phone"));
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert!(parse_json::<BindCardBody>(deep.as_bytes(), 16).is_err());
+    }
+}

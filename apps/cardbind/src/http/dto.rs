@@ -1,0 +1,465 @@
+//! HTTP bodies (`…Body` in, DTOs out) and their conversions from and into
+//! the domain. These types exist only at the edge: the domain has no serde
+//! or poem derives, and nothing here ever holds a full card number, an ID
+//! number or a phone number on the way out.
+
+use std::borrow::Cow;
+
+use cardbind_domain::{Binding, BindingStatus, CardBrand, NextAction, Timestamp};
+use cardbind_ports::audit::AuditRecord;
+use cardbind_ports::service::{CardPage, CardView, ConsentInput, RawBindCard};
+use cardbind_ports::store::Consent;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+
+/// An instant as RFC 3339 text (UTC), e.g. `2030-01-31T12:00:00Z`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DateTime(pub String);
+
+impl From<Timestamp> for DateTime {
+    fn from(t: Timestamp) -> DateTime {
+        DateTime(t.to_rfc3339())
+    }
+}
+
+impl Type for DateTime {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string(date-time)".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "date-time")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for DateTime {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
+impl ParseFromJSON for DateTime {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(DateTime(s)),
+            _ => Err(ParseError::custom("expected an RFC 3339 date-time")),
+        }
+    }
+}
+
+/// Parses RFC 3339 text into a timestamp.
+pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let ms = dt.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).ok().map(Timestamp::from_unix_millis)
+}
+
+// ---- requests -------------------------------------------------------------
+
+/// A card to bind. Card data is sealed before it is stored; the CVV is
+/// passed to the channel when given and never stored.
+#[derive(Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct BindCardBody {
+    /// The full card number (PAN), 12–19 digits; spaces and dashes are
+    /// ignored.
+    pub card_number: String,
+    /// Expiry month, 1–12.
+    pub expiry_month: u32,
+    /// Expiry year, four digits (two-digit years are read as 20YY).
+    pub expiry_year: u32,
+    /// Card security code (3 digits, 4 for Amex). Optional; never stored.
+    pub cvv: Option<String>,
+    /// The cardholder's name as on the ID document.
+    pub holder_name: String,
+    /// The holder's resident identity card number (18 characters).
+    pub id_number: String,
+    /// The phone number the card is registered with (mainland China mobile,
+    /// optionally with `+86`).
+    pub phone: String,
+    /// Payment channel (`mock`, `alipay`, `wechat`); the configured default
+    /// when absent.
+    pub channel: Option<String>,
+    pub consent: ConsentBody,
+}
+
+impl std::fmt::Debug for BindCardBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BindCardBody(<card data redacted>)")
+    }
+}
+
+/// The consent the user accepted before binding.
+#[derive(Object, Clone, Debug)]
+#[oai(deny_unknown_fields)]
+pub struct ConsentBody {
+    /// Version of the consent text shown (1–64 characters).
+    pub text_version: String,
+    /// SHA-256 (64 hex characters) of the consent text as shown.
+    pub text_sha256: String,
+    /// The user's IP address; the request's client IP when absent.
+    pub ip: Option<String>,
+    /// The user's user agent; the request's `User-Agent` when absent.
+    pub user_agent: Option<String>,
+}
+
+impl BindCardBody {
+    /// The use case's raw request; `client_ip`/`user_agent` fill the
+    /// consent fields the body leaves out.
+    pub fn into_raw(self, client_ip: Option<String>, user_agent: Option<String>) -> RawBindCard {
+        let c = self.consent;
+        RawBindCard {
+            card_number: self.card_number,
+            expiry_month: self.expiry_month,
+            expiry_year: self.expiry_year,
+            cvv: self.cvv,
+            holder_name: self.holder_name,
+            id_number: self.id_number,
+            phone: self.phone,
+            channel: self.channel,
+            consent: ConsentInput {
+                text_version: c.text_version,
+                text_hash: c.text_sha256,
+                ip: c.ip.or(client_ip),
+                user_agent: c.user_agent.or(user_agent).map(|ua| ua.chars().take(512).collect()),
+            },
+        }
+    }
+}
+
+/// The one-time password the user received.
+#[derive(Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct VerifyCardBody {
+    /// 4–8 digits.
+    pub otp: String,
+}
+
+/// An operator's approval of a binding in review.
+#[derive(Object, Clone, Debug)]
+#[oai(deny_unknown_fields)]
+pub struct ApproveReviewBody {
+    /// The channel's agreement id or token, when the operator bound the
+    /// card at the channel by hand.
+    pub channel_ref: Option<String>,
+}
+
+// ---- responses ------------------------------------------------------------
+
+/// Status of a binding.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum CardStatus {
+    PendingVerification,
+    Active,
+    Frozen,
+    Inactive,
+    PendingReview,
+    Failed,
+}
+
+impl From<BindingStatus> for CardStatus {
+    fn from(s: BindingStatus) -> CardStatus {
+        match s {
+            BindingStatus::PendingVerification => CardStatus::PendingVerification,
+            BindingStatus::Active => CardStatus::Active,
+            BindingStatus::Frozen => CardStatus::Frozen,
+            BindingStatus::Inactive => CardStatus::Inactive,
+            BindingStatus::PendingReview => CardStatus::PendingReview,
+            BindingStatus::Failed => CardStatus::Failed,
+        }
+    }
+}
+
+/// Card scheme, from the BIN.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum Brand {
+    Visa,
+    Mastercard,
+    Amex,
+    #[oai(rename = "unionpay")]
+    UnionPay,
+    Jcb,
+    Discover,
+    DinersClub,
+    Maestro,
+    Mir,
+}
+
+impl From<CardBrand> for Brand {
+    fn from(b: CardBrand) -> Brand {
+        match b {
+            CardBrand::Visa => Brand::Visa,
+            CardBrand::Mastercard => Brand::Mastercard,
+            CardBrand::Amex => Brand::Amex,
+            CardBrand::UnionPay => Brand::UnionPay,
+            CardBrand::Jcb => Brand::Jcb,
+            CardBrand::Discover => Brand::Discover,
+            CardBrand::DinersClub => Brand::DinersClub,
+            CardBrand::Maestro => Brand::Maestro,
+            CardBrand::Mir => Brand::Mir,
+        }
+    }
+}
+
+/// What the user must do next.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum NextActionType {
+    /// Enter the SMS code with `verifyCard`.
+    Otp,
+    /// Open `url` (or show it as a QR code) to sign the agreement.
+    Redirect,
+}
+
+/// Something the user must do to finish the binding.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct NextActionDto {
+    #[oai(rename = "type")]
+    pub kind: NextActionType,
+    /// For `redirect`: the agreement signing URL.
+    #[oai(skip_serializing_if_is_none)]
+    pub url: Option<String>,
+    /// For `otp`: the masked phone the code went to.
+    #[oai(skip_serializing_if_is_none)]
+    pub phone_hint: Option<String>,
+}
+
+impl From<&NextAction> for NextActionDto {
+    fn from(a: &NextAction) -> NextActionDto {
+        match a {
+            NextAction::Otp { phone_hint } => NextActionDto {
+                kind: NextActionType::Otp,
+                url: None,
+                phone_hint: Some(phone_hint.clone()),
+            },
+            NextAction::Redirect { url } => NextActionDto {
+                kind: NextActionType::Redirect,
+                url: Some(url.clone()),
+                phone_hint: None,
+            },
+        }
+    }
+}
+
+/// A bound card as shown to its reader: masked (brand, BIN, last four,
+/// expiry). Never a full card number, ID number or phone number.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct Card {
+    /// The card (binding) id.
+    pub id: String,
+    pub user_id: String,
+    pub status: CardStatus,
+    pub brand: Brand,
+    /// First six digits of the card number.
+    pub bin: String,
+    /// Last four digits of the card number.
+    pub last4: String,
+    pub expiry_month: u32,
+    pub expiry_year: i32,
+    /// The payment channel the card is bound through.
+    pub channel: String,
+    /// Whether this is the user's default card (only an active card can be).
+    pub is_default: bool,
+    /// Present while the binding waits for the user (`pending_verification`).
+    #[oai(skip_serializing_if_is_none)]
+    pub next_action: Option<NextActionDto>,
+    /// Stable code of the failure, when `status` is `failed`.
+    #[oai(skip_serializing_if_is_none)]
+    pub failure_code: Option<String>,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+}
+
+impl Card {
+    pub fn of(b: &Binding, is_default: bool) -> Card {
+        let waiting = b.status == BindingStatus::PendingVerification;
+        Card {
+            id: b.id.as_str().to_owned(),
+            user_id: b.user_id.as_str().to_owned(),
+            status: b.status.into(),
+            brand: b.card.brand.into(),
+            bin: b.card.bin.clone(),
+            last4: b.card.last4.clone(),
+            expiry_month: b.card.expiry.month(),
+            expiry_year: b.card.expiry.year(),
+            channel: b.channel.as_str().to_owned(),
+            is_default,
+            next_action: if waiting { b.next_action.as_ref().map(NextActionDto::from) } else { None },
+            failure_code: if b.status == BindingStatus::Failed { b.failure_code.clone() } else { None },
+            created_at: b.created_at.into(),
+            updated_at: b.updated_at.into(),
+        }
+    }
+}
+
+impl From<&CardView> for Card {
+    fn from(v: &CardView) -> Card {
+        Card::of(&v.binding, v.is_default)
+    }
+}
+
+/// One page of cards.
+#[derive(Object, Clone, Debug)]
+pub struct CardList {
+    pub cards: Vec<Card>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after: Option<String>,
+}
+
+impl From<&CardPage> for CardList {
+    fn from(p: &CardPage) -> CardList {
+        CardList {
+            cards: p.cards.iter().map(Card::from).collect(),
+            next_after: p.next.as_ref().map(|b| b.as_str().to_owned()),
+        }
+    }
+}
+
+/// The brand a BIN belongs to.
+#[derive(Object, Clone, Debug)]
+pub struct BinInfo {
+    pub bin: String,
+    pub brand: Brand,
+}
+
+/// What erasing a user did.
+#[derive(Object, Clone, Debug)]
+pub struct ErasureResult {
+    pub user_id: String,
+    /// Cards unbound by the erasure.
+    pub unbound_cards: u64,
+}
+
+/// One audit event, with its links in the tamper-evident chain.
+#[derive(Object, Clone, Debug)]
+pub struct AuditEventDto {
+    /// Position in the chain: 1, 2, 3, … without gaps.
+    pub seq: u64,
+    pub at: DateTime,
+    /// Token subject, `system` or `channel:NAME`.
+    pub actor: String,
+    pub role: String,
+    /// e.g. `binding.create`, `binding.freeze`, `card_data.open`.
+    pub action: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub user_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub card_id: Option<String>,
+    /// `ok` or an error code.
+    pub outcome: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub request_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub client_ip: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+    /// SHA-256 (hex) of the previous event's link.
+    pub prev_hash: String,
+    /// SHA-256 (hex) of this link.
+    pub hash: String,
+}
+
+impl From<&AuditRecord> for AuditEventDto {
+    fn from(r: &AuditRecord) -> AuditEventDto {
+        let e = &r.event;
+        AuditEventDto {
+            seq: r.seq,
+            at: e.at.into(),
+            actor: e.actor.clone(),
+            role: e.role.clone(),
+            action: e.action.clone(),
+            user_id: e.user_id.clone(),
+            card_id: e.binding_id.clone(),
+            outcome: e.outcome.clone(),
+            request_id: e.request_id.clone(),
+            client_ip: e.client_ip.clone(),
+            detail: e.detail.clone(),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
+}
+
+/// One page of audit events.
+#[derive(Object, Clone, Debug)]
+pub struct AuditEventList {
+    pub events: Vec<AuditEventDto>,
+    /// Pass as `after_seq` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after_seq: Option<u64>,
+}
+
+/// A recorded consent.
+#[derive(Object, Clone, Debug)]
+pub struct ConsentDto {
+    pub id: String,
+    pub card_id: String,
+    pub user_id: String,
+    pub text_version: String,
+    pub text_sha256: String,
+    pub accepted_at: DateTime,
+    #[oai(skip_serializing_if_is_none)]
+    pub ip: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub user_agent: Option<String>,
+    pub channel: String,
+    /// The channel's agreement id, once signed.
+    #[oai(skip_serializing_if_is_none)]
+    pub agreement_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub revoked_at: Option<DateTime>,
+    #[oai(skip_serializing_if_is_none)]
+    pub revoked_by: Option<String>,
+}
+
+impl From<&Consent> for ConsentDto {
+    fn from(c: &Consent) -> ConsentDto {
+        ConsentDto {
+            id: c.id.clone(),
+            card_id: c.binding_id.as_str().to_owned(),
+            user_id: c.user_id.as_str().to_owned(),
+            text_version: c.text_version.clone(),
+            text_sha256: c.text_hash.clone(),
+            accepted_at: c.accepted_at.into(),
+            ip: c.ip.clone(),
+            user_agent: c.user_agent.clone(),
+            channel: c.channel.as_str().to_owned(),
+            agreement_id: c.agreement_id.clone(),
+            revoked_at: c.revoked_at.map(DateTime::from),
+            revoked_by: c.revoked_by.clone(),
+        }
+    }
+}
+
+/// One page of consents.
+#[derive(Object, Clone, Debug)]
+pub struct ConsentList {
+    pub consents: Vec<ConsentDto>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after: Option<String>,
+}
+
+/// Liveness / readiness answer.
+#[derive(Object, Clone, Debug)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}

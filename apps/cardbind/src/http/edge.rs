@@ -1,0 +1,281 @@
+//! The outermost middleware: what every request and response goes through.
+//!
+//! In order: a request id (a sane incoming `X-Request-Id`, else a new UUID
+//! v4); the client IP (peer, or the first `X-Forwarded-For` when trusted);
+//! the body read once, up to `max_body_bytes` (413 beyond), and kept as
+//! [`RawBody`] for signatures and idempotency; then the routes. On the way
+//! out: any `poem::Error` becomes our envelope ([`render_error`]), a caught
+//! panic becomes a 500 `internal_error`, and every response gets the request
+//! id, the security headers, its metrics and one log line (method, route
+//! template, status, latency, request id — never bodies, query strings or
+//! credentials).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cardbind_domain::ErrorCode;
+use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
+use poem::http::header::{HeaderName, HeaderValue};
+use poem::http::StatusCode;
+use poem::PathPattern;
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem_openapi::error::{
+    AuthorizationError, ContentTypeError, ParseMultipartError, ParseParamError, ParsePathError,
+    ParseRequestPayloadError,
+};
+use poem_openapi::OperationId;
+
+use super::error::ApiError;
+use super::Shared;
+
+/// The request id and client IP of a request.
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub client_ip: Option<String>,
+    /// The path and query as received, before any routing.
+    pub path_and_query: String,
+}
+
+/// The exact request body bytes.
+#[derive(Clone, Debug)]
+pub struct RawBody(pub Bytes);
+
+/// Marks the response of a request whose handler panicked.
+#[derive(Clone, Copy, Debug)]
+pub struct Panicked;
+
+/// The response a caught panic leaves (the edge renders the envelope).
+pub fn panicked_response() -> Response {
+    let mut r = Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).finish();
+    r.set_data(Panicked);
+    r
+}
+
+pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
+
+fn sane_request_id(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn client_ip(req: &Request, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for {
+        let first = req
+            .header("X-Forwarded-For")
+            .and_then(|v| v.split(',').next())
+            .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = first {
+            return Some(ip.to_string());
+        }
+    }
+    req.remote_addr().as_socket_addr().map(|a| a.ip().to_string())
+}
+
+/// Converts any error into our envelope (responses that handlers built from
+/// their error enums pass through unchanged).
+pub fn render_error(err: poem::Error, request_id: &str) -> Response {
+    let op = err.data::<OperationId>().copied();
+    let pattern = err.data::<PathPattern>().cloned();
+    let mut resp = if err.is_from_response() {
+        err.into_response()
+    } else {
+        classify(&err).to_response(request_id)
+    };
+    if let Some(op) = op {
+        resp.set_data(op);
+    }
+    if let Some(p) = pattern {
+        resp.set_data(p);
+    }
+    resp
+}
+
+/// Which envelope a framework error becomes.
+pub fn classify(err: &poem::Error) -> ApiError {
+    if let Some(e) = err.downcast_ref::<ApiError>() {
+        return e.clone();
+    }
+    if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        return ApiError::field(ErrorCode::InvalidRequest, e.name, format!("the parameter `{}` is missing or malformed", e.name));
+    }
+    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        return ApiError::field(ErrorCode::InvalidRequest, e.name, format!("the path segment `{}` is malformed", e.name));
+    }
+    if err.is::<ParseRequestPayloadError>() || err.is::<ParseMultipartError>() {
+        return ApiError::invalid_request("the body does not match the schema of this operation");
+    }
+    if err.is::<ContentTypeError>() {
+        return ApiError::field(ErrorCode::InvalidRequest, "Content-Type", "the body must be sent as application/json");
+    }
+    if err.is::<AuthorizationError>() {
+        return ApiError::unauthenticated("a bearer token is required");
+    }
+    if err.is::<NotFoundError>() {
+        return ApiError::new(ErrorCode::NotFound, "no such route");
+    }
+    if err.is::<MethodNotAllowedError>() {
+        return ApiError::invalid_request("this method is not allowed on this route").with_status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    if matches!(err.downcast_ref::<ReadBodyError>(), Some(ReadBodyError::PayloadTooLarge)) {
+        return ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large");
+    }
+    match err.status() {
+        StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
+        StatusCode::UNAUTHORIZED => ApiError::unauthenticated("a bearer token is required"),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large"),
+        s if s.is_server_error() => ApiError::internal(err.to_string()),
+        s => ApiError::invalid_request("the request could not be read").with_status(if s.is_client_error() {
+            s
+        } else {
+            StatusCode::BAD_REQUEST
+        }),
+    }
+}
+
+/// The edge middleware; see the module docs.
+pub struct Edge {
+    pub shared: Arc<Shared>,
+    /// operationId → OpenAPI path template, for metric and log labels.
+    pub templates: Arc<HashMap<&'static str, String>>,
+}
+
+impl<E: Endpoint> Middleware<E> for Edge {
+    type Output = EdgeEndpoint<E>;
+
+    fn transform(&self, ep: E) -> EdgeEndpoint<E> {
+        EdgeEndpoint { inner: ep, shared: self.shared.clone(), templates: self.templates.clone() }
+    }
+}
+
+pub struct EdgeEndpoint<E> {
+    inner: E,
+    shared: Arc<Shared>,
+    templates: Arc<HashMap<&'static str, String>>,
+}
+
+async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
+    let declared = req.header("Content-Length").map(|v| v.trim().parse::<u64>());
+    match declared {
+        Some(Ok(n)) if n > max as u64 => return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {max} bytes"))),
+        Some(Err(_)) => return Err(ApiError::invalid_request("Content-Length is malformed")),
+        _ => {}
+    }
+    req.take_body().into_bytes_limit(max).await.map_err(|e| match e {
+        ReadBodyError::PayloadTooLarge => ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {max} bytes")),
+        _ => ApiError::invalid_request("the body could not be read"),
+    })
+}
+
+/// `/v1/users/:param0/cards` (poem) → `/v1/users/{param0}/cards`.
+fn template_of_pattern(p: &str) -> String {
+    p.split('/')
+        .map(|s| match s.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => s.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl<E: Endpoint> EdgeEndpoint<E> {
+    fn route_label(&self, resp: &Response) -> String {
+        if let Some(op) = resp.data::<OperationId>() {
+            if let Some(t) = self.templates.get(op.0) {
+                return t.clone();
+            }
+        }
+        match resp.data::<PathPattern>() {
+            Some(p) if !p.0.is_empty() => template_of_pattern(&p.0),
+            _ => "unmatched".to_owned(),
+        }
+    }
+}
+
+impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let request_id = match req.header(REQUEST_ID_HEADER) {
+            Some(id) if sane_request_id(id) => id.to_owned(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let method = req.method().clone();
+        let docs = req.uri().path() == "/docs" || req.uri().path().starts_with("/docs/");
+        let http = &self.shared.state.http;
+        let path_and_query = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        req.set_data(RequestMeta {
+            request_id: request_id.clone(),
+            client_ip: client_ip(&req, http.trust_forwarded_for),
+            path_and_query,
+        });
+
+        let result = match read_body(&mut req, http.max_body_bytes).await {
+            Ok(bytes) => {
+                req.set_data(RawBody(bytes.clone()));
+                req.set_body(bytes);
+                self.inner.call(req).await.map(IntoResponse::into_response)
+            }
+            Err(e) => Err(e.into()),
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => render_error(e, &request_id),
+        };
+        if resp.data::<Panicked>().is_some() {
+            tracing::error!(request_id = %request_id, method = %method, "request handler panicked");
+            resp = ApiError::internal("handler panicked").to_response(&request_id);
+        }
+
+        let route = self.route_label(&resp);
+        let status = resp.status().as_u16();
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            h.insert(HeaderName::from_static("x-request-id"), v);
+        }
+        h.insert("strict-transport-security", HeaderValue::from_static("max-age=63072000; includeSubDomains"));
+        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert("cache-control", HeaderValue::from_static("no-store"));
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        let csp = if docs {
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        } else {
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        };
+        h.insert("content-security-policy", HeaderValue::from_static(csp));
+
+        let elapsed = started.elapsed();
+        self.shared.metrics.observe(&route, method.as_str(), status, elapsed.as_secs_f64());
+        tracing::info!(
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_from_patterns() {
+        assert_eq!(template_of_pattern("/v1/bins/:param0"), "/v1/bins/{param0}");
+        assert_eq!(template_of_pattern("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(sane_request_id("abc-123_x.y:z"));
+        assert!(!sane_request_id(""));
+        assert!(!sane_request_id("a b"));
+        assert!(!sane_request_id(&"a".repeat(129)));
+    }
+}

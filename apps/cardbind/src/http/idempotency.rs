@@ -1,0 +1,227 @@
+//! Idempotent binds: the first response to an `Idempotency-Key` is stored
+//! and replayed byte for byte.
+//!
+//! * Scope: the caller (`role:subject` of the token), so two clients never
+//!   see each other's keys.
+//! * Request hash: SHA-256 over the method, the path and the exact body
+//!   bytes; the same key with another request is `idempotency_key_reused`.
+//! * The key is claimed in the store (atomic across instances) before the
+//!   work runs; a concurrent request with the same key waits (polling every
+//!   25 ms, up to `idempotency_wait_ms`) and then replays the stored
+//!   response, or answers `idempotency_key_in_progress`.
+//! * Transient failures (5xx, 429, 409 `conflict`) release the key so that
+//!   the client may retry with it; every other response is stored.
+//!
+//! This is an operation `transform` (see `bindCard`): it wraps the
+//! operation's endpoint and sees the raw request before poem-openapi parses
+//! it. It authenticates first (no key is claimed for an unknown caller).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cardbind_domain::ErrorCode;
+use cardbind_ports::store::{Claim, StoredResponse};
+use futures::FutureExt;
+use poem::http::{HeaderValue, StatusCode};
+use poem::{Body, Endpoint, IntoResponse, Request, Response};
+use sha2::{Digest, Sha256};
+
+use super::auth::{authenticate, Authenticated};
+use super::edge::{panicked_response, render_error, Panicked, RawBody, RequestMeta};
+use super::error::ApiError;
+use super::Shared;
+
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+const POLL: Duration = Duration::from_millis(25);
+
+/// Wraps an operation endpoint with idempotency (used as `transform`).
+pub fn idempotent<E: Endpoint>(ep: E) -> Idempotent<E> {
+    Idempotent { inner: ep }
+}
+
+pub struct Idempotent<E> {
+    inner: E,
+}
+
+/// Keys are 1–255 printable ASCII characters.
+pub fn valid_key(k: &str) -> bool {
+    (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// SHA-256 (hex) over method, path and body, each length-prefixed.
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    for part in [method.as_bytes(), path.as_bytes(), body] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
+fn storage(e: cardbind_ports::StoreError) -> ApiError {
+    ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable; retry later").with_cause(e.to_string())
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::builder().status(status).body(stored.body);
+    if let Ok(ct) = HeaderValue::from_str(&stored.content_type) {
+        resp.headers_mut().insert("content-type", ct);
+    }
+    resp.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    resp
+}
+
+/// Whether a response is a transient failure the client may retry with the
+/// same key (the key is then released rather than completed).
+fn transient(status: StatusCode, body: &[u8]) -> bool {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return true;
+    }
+    if status == StatusCode::CONFLICT {
+        let code = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.pointer("/error/code").and_then(|c| c.as_str()).map(str::to_owned));
+        return matches!(code.as_deref(), Some("conflict" | "idempotency_key_in_progress"));
+    }
+    false
+}
+
+impl<E: Endpoint> Idempotent<E> {
+    async fn run(&self, shared: &Shared, scope: &str, key: &str, req: Request, request_id: &str) -> poem::Result<Response> {
+        let store = &shared.state.idempotency;
+        let resp = match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
+            Err(_) => {
+                if let Err(e) = store.release(scope, key).await {
+                    tracing::warn!(request_id, error = %e, "idempotency key not released after a panic");
+                }
+                return Ok(panicked_response());
+            }
+            Ok(Ok(r)) => r.into_response(),
+            Ok(Err(e)) => render_error(e, request_id),
+        };
+        if resp.data::<Panicked>().is_some() {
+            let _ = store.release(scope, key).await;
+            return Ok(resp);
+        }
+        let (parts, body) = resp.into_parts();
+        let bytes = body.into_bytes().await.map_err(|e| ApiError::internal(format!("response body: {e}")))?;
+        if transient(parts.status, &bytes) {
+            if let Err(e) = store.release(scope, key).await {
+                tracing::warn!(request_id, error = %e, "idempotency key not released; it frees when its lease ends");
+            }
+        } else {
+            let stored = StoredResponse {
+                status: parts.status.as_u16(),
+                content_type: parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/json")
+                    .to_owned(),
+                body: bytes.to_vec(),
+            };
+            if let Err(e) = store.complete(scope, key, &stored).await {
+                tracing::error!(request_id, error = %e, "idempotent response not stored; a retry with this key runs again after the lease");
+            }
+        }
+        Ok(Response::from_parts(parts, Body::from_bytes(bytes)))
+    }
+}
+
+impl<E: Endpoint> Endpoint for Idempotent<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let actor = authenticate(&req).await?;
+        req.set_data(Authenticated(actor.clone()));
+        let shared: Arc<Shared> = req
+            .data::<Arc<Shared>>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("shared state missing from the request"))?;
+        let request_id = req.data::<RequestMeta>().map(|m| m.request_id.clone()).unwrap_or_default();
+        let key = match req.header(IDEMPOTENCY_HEADER) {
+            None => {
+                return Err(ApiError::field(
+                    ErrorCode::IdempotencyKeyMissing,
+                    IDEMPOTENCY_HEADER,
+                    "an Idempotency-Key header is required",
+                )
+                .into())
+            }
+            Some(k) if valid_key(k) => k.to_owned(),
+            Some(_) => {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidRequest,
+                    IDEMPOTENCY_HEADER,
+                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                )
+                .into())
+            }
+        };
+        let body = req.data::<RawBody>().map(|b| b.0.clone()).unwrap_or_default();
+        let path = req.data::<RequestMeta>().map_or_else(|| req.uri().path().to_owned(), |m| {
+            m.path_and_query.split('?').next().unwrap_or_default().to_owned()
+        });
+        let hash = request_hash(req.method().as_str(), &path, &body);
+        let scope = format!("{}:{}", actor.role.as_str(), actor.subject);
+
+        let settings = &shared.state.http;
+        let deadline = Instant::now() + Duration::from_millis(settings.idempotency_wait_ms);
+        loop {
+            let now = shared.state.clock.now();
+            let lease = now.plus_seconds(settings.idempotency_lease_seconds.max(1));
+            match shared.state.idempotency.claim(&scope, &key, &hash, now, lease).await.map_err(storage)? {
+                Claim::Acquired => return self.run(&shared, &scope, &key, req, &request_id).await,
+                Claim::Completed(stored) => return Ok(replay(stored)),
+                Claim::Mismatch => {
+                    return Err(ApiError::field(
+                        ErrorCode::IdempotencyKeyReused,
+                        IDEMPOTENCY_HEADER,
+                        "this Idempotency-Key was used with a different request",
+                    )
+                    .into())
+                }
+                Claim::InProgress => {
+                    if Instant::now() + POLL > deadline {
+                        return Err(ApiError::field(
+                            ErrorCode::IdempotencyKeyInProgress,
+                            IDEMPOTENCY_HEADER,
+                            "a request with this Idempotency-Key is still running; retry later",
+                        )
+                        .into());
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_hashes() {
+        assert!(valid_key("a"));
+        assert!(valid_key(&"k".repeat(255)));
+        assert!(!valid_key(""));
+        assert!(!valid_key(&"k".repeat(256)));
+        assert!(!valid_key("tab\there"));
+        assert_ne!(request_hash("POST", "/a", b"x"), request_hash("POST", "/ax", b""));
+        assert_eq!(request_hash("POST", "/a", b"x"), request_hash("POST", "/a", b"x"));
+    }
+
+    #[test]
+    fn transient_statuses() {
+        assert!(transient(StatusCode::SERVICE_UNAVAILABLE, b""));
+        assert!(transient(StatusCode::TOO_MANY_REQUESTS, b""));
+        assert!(transient(StatusCode::CONFLICT, br#"{"error":{"code":"conflict"}}"#));
+        assert!(!transient(StatusCode::CONFLICT, br#"{"error":{"code":"card_already_bound"}}"#));
+        assert!(!transient(StatusCode::CREATED, b"{}"));
+        assert!(!transient(StatusCode::BAD_REQUEST, b"{}"));
+    }
+}

@@ -1,0 +1,271 @@
+//! # The HTTP edge
+//!
+//! An OpenAPI 3 API (poem-openapi) over the use cases of
+//! [`CardService`](cardbind_ports::service::CardService). The spec is
+//! generated from this code ([`api_spec_json`]), committed as
+//! `docs/openapi.json` and checked by a test.
+//!
+//! ## Layout
+//! * [`api`]: the operations, one method each, grouped by tag (cards,
+//!   admin, audit, channels, meta). Handlers only translate: request DTO →
+//!   domain request, use case, view → response DTO.
+//! * [`dto`]: request bodies and response types; [`body`]: the JSON body
+//!   reader (nesting limit, field-level parse errors without values).
+//! * [`error`]: the single `ErrorCode` → status mapping and the envelope.
+//! * [`auth`]: bearer JWTs and request signatures; [`idempotency`]: stored
+//!   and replayed bind responses.
+//! * [`edge`]: the outermost middleware (request id, body limit, error
+//!   rendering, security headers, metrics, logs); [`metrics`].
+//!
+//! ## Invariants
+//! * No response ever holds a full card number, an ID number or a phone
+//!   number; no log line holds a body, a query string or a credential.
+//! * Every status an operation can answer is declared in its response
+//!   types, so it is in the spec.
+//! * Metric labels are route templates and codes, never concrete paths.
+
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod dto;
+pub mod edge;
+pub mod error;
+pub mod idempotency;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::TcpAcceptor;
+use poem::middleware::CatchPanic;
+use poem::web::Html;
+use poem::{Endpoint, EndpointExt, Request, RequestBody, Route, Server};
+use poem_openapi::OpenApiService;
+use serde_json::{json, Map, Value};
+
+pub use auth::{sign_request, Authenticator, SIGNATURE_HEADER};
+
+use crate::state::AppState;
+
+/// What the HTTP layer shares between requests (request data).
+pub struct Shared {
+    pub state: AppState,
+    /// The token verifier, or why the auth settings are unusable (then
+    /// every authenticated operation answers 500 and the cause is logged).
+    pub auth: Result<Authenticator, String>,
+    pub metrics: metrics::HttpMetrics,
+}
+
+/// Per-request context for handlers: the shared state, the request id and
+/// where the request comes from.
+pub struct Cx {
+    pub shared: Arc<Shared>,
+    pub request_id: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl<'a> poem::FromRequest<'a> for Cx {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        let shared = req
+            .data::<Arc<Shared>>()
+            .cloned()
+            .ok_or_else(|| error::ApiError::internal("shared state missing from the request"))?;
+        let meta = req.data::<edge::RequestMeta>();
+        Ok(Cx {
+            shared,
+            request_id: meta.map(|m| m.request_id.clone()).unwrap_or_default(),
+            client_ip: meta.and_then(|m| m.client_ip.clone()),
+            user_agent: req.header("User-Agent").map(|s| s.chars().take(512).collect()),
+        })
+    }
+}
+
+impl Cx {
+    pub fn context(&self, actor: &cardbind_domain::Actor) -> cardbind_ports::service::RequestContext {
+        cardbind_ports::service::RequestContext {
+            actor: actor.clone(),
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip.clone(),
+        }
+    }
+
+    /// Turns a refusal into the operation's error enum.
+    pub fn fail<E: From<error::Failure>>(&self, e: impl Into<error::ApiError>) -> E {
+        E::from(error::Failure { error: e.into(), request_id: self.request_id.clone() })
+    }
+}
+
+type Apis = (api::CardsApi, api::AdminApi, api::AuditApi, api::ChannelsApi, api::MetaApi);
+
+fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (api::CardsApi, api::AdminApi, api::AuditApi, api::ChannelsApi, api::MetaApi),
+        "cardbind",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Binds users' bank cards through payment channels (Alipay, WeChat Pay, a mock). \
+         Card data is sealed at rest and never returned: cards are shown masked (brand, BIN, last four). \
+         Errors are `{\"error\":{\"code\",\"message\",\"field\",\"request_id\"}}` with stable codes (see `ErrorBody`). \
+         Every response carries `X-Request-Id`.",
+    )
+    .extra_response_header::<String, _>(
+        poem_openapi::ExtraHeader::new("X-Request-Id")
+            .description("The request id (the caller's if it sent a sane one, else a new UUID)."),
+    )
+}
+
+/// Sorts every object's keys, so that the text does not depend on the map
+/// type serde_json was built with.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut out = Map::new();
+            for (k, v) in entries {
+                out.insert(k, canonical(v));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// Adds what poem-openapi cannot express: the request-signature scheme
+/// (required together with the bearer token for registered service
+/// clients) and the list of stable error codes.
+fn finish_spec(mut doc: Value) -> Value {
+    let signature = json!({
+        "type": "apiKey",
+        "in": "header",
+        "name": SIGNATURE_HEADER,
+        "description": "Required, together with the bearer token, from `service` clients registered for request signing. \
+            Value `t=<unix seconds>,n=<nonce: 8-128 of A-Z a-z 0-9 - _>,s=<hex HMAC-SHA256>` over \
+            `METHOD \\n PATH?QUERY \\n t \\n nonce \\n hex(SHA-256(body))` with the client's secret. \
+            Refused (401 `invalid_signature`) when missing, wrong, older or newer than the window (300 s), or when the nonce was seen before."
+    });
+    if let Some(schemes) = doc.pointer_mut("/components/securitySchemes").and_then(Value::as_object_mut) {
+        schemes.insert("requestSignature".into(), signature);
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in ops.values_mut() {
+                let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else { continue };
+                let bearer_only = sec.len() == 1 && sec[0].get("bearerAuth").is_some();
+                if bearer_only {
+                    *sec = vec![json!({"bearerAuth": [], "requestSignature": []}), json!({"bearerAuth": []})];
+                }
+            }
+        }
+    }
+    // poem-openapi upper-cases response header names; show them as sent.
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for op in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|o| o.values_mut()) {
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+            for resp in responses.values_mut() {
+                if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
+                    let renamed: Map<String, Value> =
+                        std::mem::take(headers).into_iter().map(|(k, v)| (header_case(&k), v)).collect();
+                    *headers = renamed;
+                }
+            }
+        }
+    }
+    if let Some(code) = doc.pointer_mut("/components/schemas/ErrorBody/properties/code").and_then(Value::as_object_mut) {
+        code.insert("description".into(), Value::String(error::codes_description()));
+    }
+    canonical(doc)
+}
+
+/// `X-REQUEST-ID` → `X-Request-Id`.
+fn header_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let lower = part.to_ascii_lowercase();
+            let mut chars = lower.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The OpenAPI 3 spec, deterministic (committed as `docs/openapi.json`).
+pub fn api_spec_json() -> String {
+    let raw = service().spec();
+    match serde_json::from_str::<Value>(&raw) {
+        Ok(doc) => {
+            let mut s = serde_json::to_string_pretty(&finish_spec(doc)).unwrap_or(raw);
+            s.push('\n');
+            s
+        }
+        Err(_) => raw,
+    }
+}
+
+/// operationId → path template, from the spec.
+fn operation_templates(spec: &str) -> HashMap<&'static str, String> {
+    let mut out = HashMap::new();
+    let Ok(doc) = serde_json::from_str::<Value>(spec) else { return out };
+    let known: Vec<&'static str> = api::OPERATION_IDS.to_vec();
+    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+        for (template, ops) in paths {
+            for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+                if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                    if let Some(k) = known.iter().find(|k| **k == id) {
+                        out.insert(*k, template.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every route with its middleware, ready to serve.
+pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
+    let auth = Authenticator::new(&state.auth);
+    if let Err(e) = &auth {
+        tracing::error!(error = %e, "authentication settings are unusable; authenticated requests will fail");
+    }
+    let shared = Arc::new(Shared { state, auth, metrics: metrics::HttpMetrics::new() });
+    let spec = api_spec_json();
+    let svc = service();
+    let docs_html = svc.swagger_ui_html().replace(&svc.spec(), &spec);
+    let templates = Arc::new(operation_templates(&spec));
+    let spec = Arc::new(spec);
+
+    Route::new()
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                poem::Response::builder().content_type("application/json").body(spec.as_str().to_owned())
+            }),
+        )
+        .at("/docs", poem::endpoint::make_sync(move |_| Html(docs_html.clone())))
+        .nest("/", svc)
+        .with(CatchPanic::new().with_handler(|_| edge::panicked_response()))
+        .data(shared.clone())
+        .with(edge::Edge { shared, templates })
+}
+
+/// Serves [`app`] on a bound listener until `shutdown` resolves, then stops
+/// accepting and lets in-flight requests finish (30 s at most).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(30)))
+        .await
+}
