@@ -1,3 +1,640 @@
-//! placeholder
-pub struct WechatChannel;
-pub struct WechatConfig;
+//! WeChat Pay API v3 with entrusted-debit (papay) contracts.
+//!
+//! * **Requests** carry `Authorization: WECHATPAY2-SHA256-RSA2048
+//!   mchid="…",nonce_str="…",timestamp="…",serial_no="…",signature="…"`,
+//!   the signature (SHA256withRSA, merchant key) over
+//!   `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n` built from the exact
+//!   bytes sent.
+//! * **Responses and callbacks** are verified from `Wechatpay-Timestamp`,
+//!   `Wechatpay-Nonce`, `Wechatpay-Signature` over
+//!   `TIMESTAMP\nNONCE\nBODY\n` with the platform public key that
+//!   `Wechatpay-Serial` names (a platform certificate serial or a
+//!   `PUB_KEY_ID_…` public key id: both are keys of
+//!   [`WechatConfig::platform_keys`]). Refused: a timestamp more than
+//!   [`WechatConfig::max_clock_skew`] (5 min) off, a signature starting
+//!   `WECHATPAY/SIGNTEST/` (WeChat's signature probes), an unknown serial.
+//!   A 2xx without a valid signature is forged (`InvalidSignature`); an
+//!   unsigned 4xx is a `Protocol` error and an unsigned 5xx `Unavailable`.
+//! * **Callback resources** are decrypted with AEAD_AES_256_GCM, the
+//!   32-byte APIv3 key, the resource `nonce` and `associated_data`; the
+//!   event id is the notification `id`.
+//! * **Sensitive fields** are encrypted with RSA-OAEP (SHA-1, MGF1) under
+//!   the first platform key, whose serial goes in the `Wechatpay-Serial`
+//!   request header ([`WechatChannel::encrypt_sensitive`]).
+//! * **Papay contracts**: `start_binding` calls the pre-entrust signing API
+//!   ([`WechatConfig::presign_path`]) with `out_contract_code` derived from
+//!   our binding id and answers `Redirect` with the `redirect_url` it
+//!   returns; `query` reads the contract by plan id and out contract code;
+//!   `unbind` terminates it (an already ended one is success); callbacks
+//!   with `change_type` `ADD` are `Signed` (channel reference: the
+//!   `contract_id`), `DELETE` is `Terminated`.
+//!
+//! ## `out_contract_code`
+//!
+//! WeChat allows at most 32 letters and digits. A binding id that already
+//! is one is used as is; a UUID (`8-4-4-4-12` hex) loses its dashes (and
+//! a 32-hex-digit code is read back as that UUID); any other binding id is
+//! refused at start (`Refused { code: "unsupported_binding_id" }`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cardbind_domain::BindingId;
+use cardbind_ports::channel::{
+    BindingRef, ChannelBindRequest, ChannelEvent, ChannelEventKind, ChannelStart, ConfirmOutcome,
+    Notification, NotificationAck, PaymentChannel, RemoteState,
+};
+use cardbind_ports::clock::{Clock, SystemClock};
+use cardbind_ports::ChannelError;
+use serde_json::{Map, Value};
+
+use crate::config::ConfigError;
+use crate::crypto::{aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier};
+use crate::http::{build_client, transport_error, unix_seconds};
+use crate::keys::{load_private_key, load_public_key};
+
+/// The prefix of WeChat Pay's signature probe values, never to be accepted.
+pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
+/// Largest callback body we read (bytes).
+const MAX_NOTIFICATION: usize = 64 * 1024;
+
+/// Settings of [`WechatChannel`]. Key settings take PEM text, a PEM file
+/// path or bare base64 DER (see [`crate::keys`]).
+#[derive(Clone)]
+pub struct WechatConfig {
+    /// The name it registers under (default `wechat`).
+    pub name: String,
+    /// API base, e.g. `https://api.mch.weixin.qq.com`.
+    pub base_url: String,
+    pub mchid: String,
+    /// The AppID the contracts are signed under.
+    pub appid: String,
+    /// The papay contract template id.
+    pub plan_id: u64,
+    /// Serial number of our merchant API certificate.
+    pub serial_no: String,
+    /// Our merchant API private key.
+    pub private_key_pem: String,
+    /// WeChat Pay platform keys by serial (certificate serial or
+    /// `PUB_KEY_ID_…`); the first one also encrypts sensitive fields.
+    pub platform_keys: Vec<(String, String)>,
+    /// The 32-byte APIv3 key (as text, as WeChat hands it out).
+    pub apiv3_key: String,
+    /// Where WeChat sends the contract callbacks.
+    pub notify_url: String,
+    /// Where the user returns after signing, if wanted.
+    pub return_url: Option<String>,
+    /// Pre-entrust signing API path (default
+    /// `/v3/papay/sign/contracts/pre-entrust-sign/h5`, which answers a
+    /// `redirect_url`).
+    pub presign_path: String,
+    /// If set, the pre-sign body also carries the user's phone under this
+    /// field name, RSA-OAEP encrypted with the platform key.
+    pub encrypted_phone_field: Option<String>,
+    /// Largest accepted difference between a response's or callback's
+    /// timestamp and our clock (default 5 minutes).
+    pub max_clock_skew: Duration,
+    /// HTTP timeout of one request (default 10 s).
+    pub request_timeout: Duration,
+    /// The clock for timestamps (default: the system clock).
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        WechatConfig {
+            name: "wechat".into(),
+            base_url: "https://api.mch.weixin.qq.com".into(),
+            mchid: String::new(),
+            appid: String::new(),
+            plan_id: 0,
+            serial_no: String::new(),
+            private_key_pem: String::new(),
+            platform_keys: Vec::new(),
+            apiv3_key: String::new(),
+            notify_url: String::new(),
+            return_url: None,
+            presign_path: "/v3/papay/sign/contracts/pre-entrust-sign/h5".into(),
+            encrypted_phone_field: None,
+            max_clock_skew: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+            clock: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WechatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let serials: Vec<&str> = self.platform_keys.iter().map(|(s, _)| s.as_str()).collect();
+        f.debug_struct("WechatConfig")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("mchid", &self.mchid)
+            .field("appid", &self.appid)
+            .field("plan_id", &self.plan_id)
+            .field("serial_no", &self.serial_no)
+            .field("private_key_pem", &"<redacted>")
+            .field("platform_keys", &serials)
+            .field("apiv3_key", &"<redacted>")
+            .field("notify_url", &self.notify_url)
+            .field("return_url", &self.return_url)
+            .field("presign_path", &self.presign_path)
+            .field("encrypted_phone_field", &self.encrypted_phone_field)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// The WeChat Pay channel. See the module docs.
+pub struct WechatChannel {
+    name: String,
+    base_url: String,
+    mchid: String,
+    appid: String,
+    plan_id: u64,
+    serial_no: String,
+    signer: RsaSigner,
+    platform: BTreeMap<String, RsaVerifier>,
+    encrypt_with: (String, RsaVerifier),
+    apiv3_key: [u8; 32],
+    notify_url: String,
+    return_url: Option<String>,
+    presign_path: String,
+    encrypted_phone_field: Option<String>,
+    max_skew: i64,
+    client: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for WechatChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WechatChannel")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("mchid", &self.mchid)
+            .field("serial_no", &self.serial_no)
+            .field("platform_serials", &self.platform.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A verified answer that is not a success (4xx).
+struct ApiAnswer {
+    status: u16,
+    body: bytes::Bytes,
+}
+
+fn protocol(msg: impl Into<String>) -> ChannelError {
+    ChannelError::Protocol(msg.into())
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+fn is_hex32(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Our binding id as a WeChat `out_contract_code` (see the module docs).
+pub fn contract_code(binding: &BindingId) -> Option<String> {
+    let s = binding.as_str();
+    if is_uuid(s) {
+        return Some(s.replace('-', ""));
+    }
+    if s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric()) && !is_hex32(s) {
+        return Some(s.to_owned());
+    }
+    None
+}
+
+/// The binding id an `out_contract_code` stands for.
+pub fn binding_from_contract_code(code: &str) -> Option<BindingId> {
+    if is_hex32(code) {
+        let (a, rest) = code.split_at(8);
+        let (b, rest) = rest.split_at(4);
+        let (c, rest) = rest.split_at(4);
+        let (d, e) = rest.split_at(4);
+        return BindingId::parse(&format!("{a}-{b}-{c}-{d}-{e}")).ok();
+    }
+    if code.is_empty() || code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    BindingId::parse(code).ok()
+}
+
+fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    headers.get(name).map(String::as_str)
+}
+
+impl WechatChannel {
+    pub fn new(config: WechatConfig) -> Result<WechatChannel, ConfigError> {
+        let base = url::Url::parse(config.base_url.trim())
+            .map_err(|e| ConfigError::new("base_url", e.to_string()))?;
+        if !matches!(base.scheme(), "https" | "http") {
+            return Err(ConfigError::new("base_url", "must be an http(s) URL"));
+        }
+        for (field, v) in [
+            ("mchid", &config.mchid),
+            ("appid", &config.appid),
+            ("serial_no", &config.serial_no),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ConfigError::new(field, "must not be empty"));
+            }
+        }
+        let private = load_private_key(&config.private_key_pem)
+            .map_err(|e| ConfigError::new("private_key_pem", e))?;
+        let mut platform = BTreeMap::new();
+        let mut first = None;
+        for (serial, pem) in &config.platform_keys {
+            let key =
+                load_public_key(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
+            let verifier = RsaVerifier::new(key);
+            if first.is_none() {
+                first = Some((serial.clone(), verifier.clone()));
+            }
+            platform.insert(serial.clone(), verifier);
+        }
+        let encrypt_with =
+            first.ok_or_else(|| ConfigError::new("platform_keys", "at least one is needed"))?;
+        let apiv3_key: [u8; 32] = config
+            .apiv3_key
+            .as_bytes()
+            .try_into()
+            .map_err(|_| ConfigError::new("apiv3_key", "must be 32 bytes"))?;
+        Ok(WechatChannel {
+            name: config.name,
+            base_url: config.base_url.trim().trim_end_matches('/').to_owned(),
+            mchid: config.mchid.trim().to_owned(),
+            appid: config.appid.trim().to_owned(),
+            plan_id: config.plan_id,
+            serial_no: config.serial_no.trim().to_owned(),
+            signer: RsaSigner::new(private),
+            platform,
+            encrypt_with,
+            apiv3_key,
+            notify_url: config.notify_url,
+            return_url: config.return_url.filter(|s| !s.is_empty()),
+            presign_path: config.presign_path,
+            encrypted_phone_field: config.encrypted_phone_field.filter(|s| !s.is_empty()),
+            max_skew: i64::try_from(config.max_clock_skew.as_secs()).unwrap_or(300),
+            client: build_client(config.request_timeout)?,
+            clock: config.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+        })
+    }
+
+    /// The `Authorization` header for a request (exact bytes of `body`).
+    pub fn authorization(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &str,
+    ) -> Result<String, ChannelError> {
+        let timestamp = unix_seconds(self.clock.as_ref());
+        let nonce = nonce_str(32);
+        let message = format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body}\n");
+        let signature = self.signer.sign_b64(message.as_bytes()).map_err(protocol)?;
+        Ok(format!(
+            "WECHATPAY2-SHA256-RSA2048 mchid=\"{}\",nonce_str=\"{}\",timestamp=\"{}\",serial_no=\"{}\",signature=\"{}\"",
+            self.mchid, nonce, timestamp, self.serial_no, signature
+        ))
+    }
+
+    /// Encrypts a sensitive field (RSA-OAEP, SHA-1) with the platform key;
+    /// returns the serial to send as `Wechatpay-Serial` and the base64.
+    pub fn encrypt_sensitive(&self, plain: &str) -> Result<(String, String), ChannelError> {
+        let ct = rsa_oaep_sha1_encrypt_b64(self.encrypt_with.1.public_key(), plain.as_bytes())
+            .map_err(protocol)?;
+        Ok((self.encrypt_with.0.clone(), ct))
+    }
+
+    /// Verifies `Wechatpay-*` headers (lower-case names) over `body`.
+    pub fn verify_signature(
+        &self,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), ChannelError> {
+        let bad = ChannelError::InvalidSignature;
+        let timestamp = header(headers, "wechatpay-timestamp").ok_or(bad.clone())?;
+        let nonce = header(headers, "wechatpay-nonce").ok_or(bad.clone())?;
+        let signature = header(headers, "wechatpay-signature").ok_or(bad.clone())?;
+        let serial = header(headers, "wechatpay-serial").ok_or(bad.clone())?;
+        if signature.starts_with(SIGNTEST_PREFIX) || nonce.is_empty() {
+            return Err(bad);
+        }
+        let ts: i64 = timestamp.trim().parse().map_err(|_| bad.clone())?;
+        let now = unix_seconds(self.clock.as_ref());
+        if now.saturating_sub(ts).saturating_abs() > self.max_skew {
+            return Err(bad);
+        }
+        let verifier = self.platform.get(serial.trim()).ok_or(bad.clone())?;
+        let mut message = Vec::with_capacity(body.len() + 64);
+        message.extend_from_slice(timestamp.as_bytes());
+        message.push(b'\n');
+        message.extend_from_slice(nonce.as_bytes());
+        message.push(b'\n');
+        message.extend_from_slice(body);
+        message.push(b'\n');
+        if verifier.verify_b64(&message, signature) {
+            Ok(())
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// Sends a signed request; a verified 2xx body is `Ok(Ok(body))`, a
+    /// verified 4xx is `Ok(Err(answer))`.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        wechatpay_serial: Option<&str>,
+    ) -> Result<Result<bytes::Bytes, ApiAnswer>, ChannelError> {
+        let url = url::Url::parse(&format!("{}{}", self.base_url, path_and_query))
+            .map_err(|_| protocol("bad request URL"))?;
+        let signed_path = match url.query() {
+            Some(q) => format!("{}?{}", url.path(), q),
+            None => url.path().to_owned(),
+        };
+        let body_text = body.map(Value::to_string).unwrap_or_default();
+        let auth = self.authorization(method.as_str(), &signed_path, &body_text)?;
+        let mut req = self
+            .client
+            .request(method, url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body_text);
+        }
+        if let Some(serial) = wechatpay_serial {
+            req = req.header("Wechatpay-Serial", serial);
+        }
+        let resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        let headers: BTreeMap<String, String> = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let bytes = resp.bytes().await.map_err(transport_error)?;
+        let signed = headers.contains_key("wechatpay-signature");
+        if status.is_success() {
+            self.verify_signature(&headers, &bytes)?;
+            return Ok(Ok(bytes));
+        }
+        if signed {
+            self.verify_signature(&headers, &bytes)?;
+        }
+        let code = status.as_u16();
+        if status.is_server_error() || code == 429 {
+            let api_code = serde_json::from_slice::<Map<String, Value>>(&bytes)
+                .ok()
+                .and_then(|m| m.get("code").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            return Err(ChannelError::Unavailable(format!("wechat HTTP {code} {api_code}")));
+        }
+        if !signed {
+            return Err(protocol(format!("unsigned wechat HTTP {code}")));
+        }
+        Ok(Err(ApiAnswer { status: code, body: bytes }))
+    }
+
+    fn contract_path(&self, code: &str) -> String {
+        format!(
+            "/v3/papay/sign/contracts/plan-id/{}/out-contract-code/{}",
+            self.plan_id, code
+        )
+    }
+
+    /// Verifies, decrypts and reads a contract callback (pure, no I/O).
+    pub fn verify_notification(
+        &self,
+        notification: &Notification,
+    ) -> Result<ChannelEvent, ChannelError> {
+        let bad = || ChannelError::InvalidSignature;
+        if notification.body.len() > MAX_NOTIFICATION {
+            return Err(bad());
+        }
+        self.verify_signature(&notification.headers, &notification.body)?;
+        let envelope: Map<String, Value> =
+            serde_json::from_slice(&notification.body).map_err(|_| bad())?;
+        let str_of = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let event_id = str_of(&envelope, "id")
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .ok_or_else(bad)?;
+        let resource = envelope
+            .get("resource")
+            .and_then(Value::as_object)
+            .ok_or_else(bad)?;
+        if str_of(resource, "algorithm").as_deref() != Some("AEAD_AES_256_GCM") {
+            return Err(bad());
+        }
+        let ciphertext = str_of(resource, "ciphertext").ok_or_else(bad)?;
+        let nonce = str_of(resource, "nonce").ok_or_else(bad)?;
+        let aad = str_of(resource, "associated_data").unwrap_or_default();
+        let plain = aes256_gcm_decrypt(&self.apiv3_key, nonce.as_bytes(), aad.as_bytes(), &ciphertext)
+            .ok_or_else(bad)?;
+        let contract: Map<String, Value> = serde_json::from_slice(&plain).map_err(|_| bad())?;
+        if let Some(mchid) = str_of(&contract, "mchid") {
+            if mchid != self.mchid {
+                return Err(bad());
+            }
+        }
+        let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
+        let binding = match str_of(&contract, "out_contract_code")
+            .as_deref()
+            .and_then(binding_from_contract_code)
+        {
+            Some(b) => BindingRef::Ours(b),
+            None => BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),
+        };
+        let kind = match str_of(&contract, "change_type").as_deref() {
+            Some("ADD") => ChannelEventKind::Signed {
+                channel_ref: contract_id.ok_or_else(bad)?,
+            },
+            Some("DELETE") => ChannelEventKind::Terminated,
+            _ => return Err(bad()),
+        };
+        Ok(ChannelEvent {
+            event_id,
+            binding,
+            kind,
+        })
+    }
+}
+
+fn api_error(answer: &ApiAnswer) -> (String, String) {
+    let m: Map<String, Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let code = m
+        .get("code")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("http_{}", answer.status));
+    let message = m
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    (code, message)
+}
+
+fn is_not_found(answer: &ApiAnswer, code: &str) -> bool {
+    let u = code.to_ascii_uppercase();
+    answer.status == 404 || u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
+}
+
+#[async_trait]
+impl PaymentChannel for WechatChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start_binding(
+        &self,
+        request: &ChannelBindRequest,
+    ) -> Result<ChannelStart, ChannelError> {
+        let Some(code) = contract_code(&request.binding_id) else {
+            return Ok(ChannelStart::Refused {
+                code: "unsupported_binding_id".into(),
+                message: "the binding id cannot be a WeChat out_contract_code".into(),
+            });
+        };
+        let mut body = serde_json::json!({
+            "appid": self.appid,
+            "plan_id": self.plan_id,
+            "out_contract_code": code,
+            "contract_display_account": request.holder_name.expose(),
+            "contract_notify_url": self.notify_url,
+        });
+        if let Some(r) = &self.return_url {
+            body["return_url"] = Value::String(r.clone());
+        }
+        let mut serial = None;
+        if let Some(field) = &self.encrypted_phone_field {
+            let (s, ct) = self.encrypt_sensitive(request.phone.expose())?;
+            body[field.as_str()] = Value::String(ct);
+            serial = Some(s);
+        }
+        let path = self.presign_path.clone();
+        match self
+            .request(reqwest::Method::POST, &path, Some(&body), serial.as_deref())
+            .await?
+        {
+            Ok(bytes) => {
+                let m: Map<String, Value> =
+                    serde_json::from_slice(&bytes).map_err(|_| protocol("pre-sign answer is not JSON"))?;
+                let url = ["redirect_url", "code_url", "url"]
+                    .iter()
+                    .find_map(|k| m.get(*k).and_then(Value::as_str))
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| protocol("pre-sign answer has no URL"))?;
+                Ok(ChannelStart::Redirect {
+                    channel_ref: code,
+                    url: url.to_owned(),
+                })
+            }
+            Err(answer) => {
+                let (code, message) = api_error(&answer);
+                Ok(ChannelStart::Refused { code, message })
+            }
+        }
+    }
+
+    async fn confirm_otp(
+        &self,
+        _binding: &BindingId,
+        _channel_ref: &str,
+        _otp: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
+        Err(ChannelError::Rejected {
+            code: "unsupported".into(),
+            message: "WeChat Pay contracts are confirmed in WeChat, not by OTP".into(),
+        })
+    }
+
+    async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
+        let code = contract_code(binding).ok_or_else(|| protocol("binding id has no contract code"))?;
+        let path = format!("{}/terminate", self.contract_path(&code));
+        let body = serde_json::json!({ "contract_termination_remark": "unbound by the user" });
+        match self
+            .request(reqwest::Method::POST, &path, Some(&body), None)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(answer) => {
+                let (code, message) = api_error(&answer);
+                match self.query(binding, Some(channel_ref.to_owned())).await {
+                    Ok(RemoteState::Terminated | RemoteState::NotFound) => Ok(()),
+                    _ => Err(ChannelError::Rejected { code, message }),
+                }
+            }
+        }
+    }
+
+    async fn query(
+        &self,
+        binding: &BindingId,
+        _channel_ref: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
+        let Some(code) = contract_code(binding) else {
+            return Ok(RemoteState::NotFound);
+        };
+        let path = self.contract_path(&code);
+        match self.request(reqwest::Method::GET, &path, None, None).await? {
+            Ok(bytes) => {
+                let m: Map<String, Value> =
+                    serde_json::from_slice(&bytes).map_err(|_| protocol("contract is not JSON"))?;
+                let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default();
+                if !get("out_contract_code").is_empty() && get("out_contract_code") != code {
+                    return Err(protocol("answer is about another contract"));
+                }
+                Ok(match get("contract_state") {
+                    "SIGNED" if !get("contract_id").is_empty() => RemoteState::Active {
+                        channel_ref: get("contract_id").to_owned(),
+                    },
+                    "TERMINATED" => RemoteState::Terminated,
+                    "SIGN_FAILED" => RemoteState::Failed {
+                        code: "wechat_sign_failed".into(),
+                    },
+                    "NOT_SIGNED" | "TO_BE_RENEWED" => RemoteState::Pending,
+                    _ => return Err(protocol("unknown contract state")),
+                })
+            }
+            Err(answer) => {
+                let (code, message) = api_error(&answer);
+                if is_not_found(&answer, &code) {
+                    Ok(RemoteState::NotFound)
+                } else {
+                    Err(ChannelError::Rejected { code, message })
+                }
+            }
+        }
+    }
+
+    fn parse_notification(
+        &self,
+        notification: &Notification,
+    ) -> Result<ChannelEvent, ChannelError> {
+        self.verify_notification(notification)
+    }
+
+    fn notification_ack(&self) -> NotificationAck {
+        NotificationAck {
+            status: 200,
+            content_type: "application/json",
+            body: r#"{"code":"SUCCESS","message":"OK"}"#.into(),
+        }
+    }
+}
