@@ -230,6 +230,32 @@ async fn bad_tokens_are_refused() {
     ok.assert_status_is_ok();
 }
 
+/// A key pair made for these tests only.
+const RS_PRIVATE: &str = include_str!("fixtures/jwt_rs256_test_private.pem");
+const RS_PUBLIC: &str = include_str!("fixtures/jwt_rs256_test_public.pem");
+
+#[tokio::test]
+async fn rs256_tokens_and_no_algorithm_confusion() {
+    let opts = Options { jwt: cardbind::state::JwtKey::Rs256Pem(RS_PUBLIC.into()), ..Options::default() };
+    let app = spawn_with(opts);
+    let now = system_now_ms() / 1000;
+    let claims = json!({"sub": "m", "role": "service", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
+    let rs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    app.client.get("/v1/users/u1/cards").header("Authorization", format!("Bearer {rs}")).send().await.assert_status_is_ok();
+    // HS256 keyed with the public key (the classic confusion) is refused
+    let confused = hs256(claims.clone(), RS_PUBLIC.as_bytes());
+    let resp = app.client.get("/v1/users/u1/cards").header("Authorization", format!("Bearer {confused}")).send().await;
+    assert_error(resp, 401, "unauthenticated").await;
+    // and so is a token signed by another RSA key's holder pretending (HS256 secret of the HS app)
+    let resp = app.client.get("/v1/users/u1/cards").header("Authorization", bearer("m", "service")).send().await;
+    assert_error(resp, 401, "unauthenticated").await;
+}
+
 #[tokio::test]
 async fn roles_and_ownership_are_enforced() {
     let app = spawn();
@@ -286,7 +312,8 @@ async fn signed_get(app: &TestApp, path: &str, sig: Option<String>) -> poem::tes
 #[tokio::test]
 async fn signed_clients_must_sign_and_cannot_replay() {
     let app = spawn();
-    let now = system_now_ms() / 1000;
+    // Signatures are checked against the service's clock.
+    let now = cardbind_ports::clock::Clock::now(app.clock.as_ref()).unix_seconds();
     let path = "/v1/users/u1/cards?limit=5";
     assert_error(signed_get(&app, path, None).await, 401, "invalid_signature").await;
     let wrong = sign_request(b"not-the-secret", "GET", path, now, "nonce-0001", b"");
@@ -295,6 +322,11 @@ async fn signed_clients_must_sign_and_cannot_replay() {
     assert_error(signed_get(&app, path, Some(other_path)).await, 401, "invalid_signature").await;
     let stale = sign_request(SIGNING_SECRET, "GET", path, now - 301, "nonce-0003", b"");
     assert_error(signed_get(&app, path, Some(stale)).await, 401, "invalid_signature").await;
+    let future = sign_request(SIGNING_SECRET, "GET", path, now + 301, "nonce-0006", b"");
+    assert_error(signed_get(&app, path, Some(future)).await, 401, "invalid_signature").await;
+    // within the window (a client clock 4 minutes behind) is fine
+    let behind = sign_request(SIGNING_SECRET, "GET", path, now - 240, "nonce-0007", b"");
+    signed_get(&app, path, Some(behind)).await.assert_status_is_ok();
     assert_error(signed_get(&app, path, Some("t=1,garbage".into())).await, 401, "invalid_signature").await;
 
     let good = sign_request(SIGNING_SECRET, "GET", path, now, "nonce-0004", b"");
@@ -388,6 +420,27 @@ async fn concurrent_requests_with_one_key_run_once() {
     assert_eq!(ba, bb);
     let list = app.client.get("/v1/users/u-conc/cards").header("Authorization", bearer("m", "service")).send().await;
     assert_eq!(json_of(list).await["cards"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_held_too_long_answers_in_progress() {
+    let mut opts = Options::default();
+    opts.mock.card_modes.insert("1111".into(), cardbind_channels::MockMode::Timeout);
+    opts.mock.timeout_after = std::time::Duration::from_millis(600);
+    opts.http.idempotency_wait_ms = 100;
+    let app = spawn_with(opts);
+    let body = bind_body(VISA);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        app.bind("u-slow", "k-slow", &body).await
+    };
+    let (first, second) = tokio::join!(app.bind("u-slow", "k-slow", &body), second);
+    first.assert_status(StatusCode::ACCEPTED);
+    let v = assert_error(second, 409, "idempotency_key_in_progress").await;
+    assert_eq!(v["error"]["field"], "Idempotency-Key");
+    let third = app.bind("u-slow", "k-slow", &body).await;
+    third.assert_status(StatusCode::ACCEPTED);
+    third.assert_header("Idempotent-Replayed", "true");
 }
 
 #[tokio::test]
@@ -738,21 +791,43 @@ async fn panics_become_a_500_envelope() {
 // ---- serving on a real socket ------------------------------------------------------------------------
 
 #[tokio::test]
-async fn serve_on_port_zero_and_shut_down_gracefully() {
+async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (state, _store, _clock) = state_with(Options::default());
+    let mut opts = Options::default();
+    opts.mock.card_modes.insert("1111".into(), cardbind_channels::MockMode::Timeout);
+    opts.mock.timeout_after = std::time::Duration::from_millis(400);
+    let (state, _store, _clock) = state_with(opts);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cardbind::http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
+
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("x-request-id:"), "{answer}");
+
+    // A slow bind (the channel answers after 400 ms) is in flight when shutdown starts.
+    let body = bind_body(VISA).to_string();
+    let request = format!(
+        "POST /v1/users/u-slow/cards HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
+         Idempotency-Key: k-slow\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        bearer("merchant", "service"),
+        body.len(),
+        body
+    );
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let _ = stop.send(());
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(answer.contains("pending_review"), "{answer}");
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }

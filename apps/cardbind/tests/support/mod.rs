@@ -70,6 +70,7 @@ pub struct TestApp {
 pub struct Options {
     pub http: HttpSettings,
     pub mock: MockConfig,
+    pub jwt: JwtKey,
 }
 
 impl Default for Options {
@@ -81,6 +82,7 @@ impl Default for Options {
         Options {
             http: HttpSettings { idempotency_wait_ms: 300, ..HttpSettings::default() },
             mock: MockConfig { mode: MockMode::Instant, card_modes, ..MockConfig::default() },
+            jwt: JwtKey::Hs256(JWT_SECRET.to_vec()),
         }
     }
 }
@@ -110,7 +112,7 @@ pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>)
         seen: store.clone(),
         clock: clock.clone(),
         auth: Arc::new(AuthSettings {
-            key: JwtKey::Hs256(JWT_SECRET.to_vec()),
+            key: opts.jwt,
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             leeway_seconds: 0,
