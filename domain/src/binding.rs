@@ -70,6 +70,20 @@ id_type!(
     ChannelName, "channel"
 );
 
+impl BindingId {
+    /// The hyphenated form of a 128-bit UUID (always a valid id).
+    pub fn from_uuid_bytes(b: [u8; 16]) -> BindingId {
+        let mut s = String::with_capacity(36);
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                s.push('-');
+            }
+            s.push_str(&format!("{byte:02x}"));
+        }
+        BindingId(s)
+    }
+}
+
 /// A keyed, versioned fingerprint of a PAN: `v{version}:{hex}`. It finds the
 /// same card again without storing it; it is never a plain hash.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -615,6 +629,13 @@ mod tests {
             &VerificationPolicy::default(),
         );
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
+    }
+
+    #[test]
+    fn uuid_ids() {
+        let id = BindingId::from_uuid_bytes([0x01, 0x9a, 0, 1, 2, 3, 0x74, 5, 0x86, 7, 8, 9, 10, 11, 12, 0xff]);
+        assert_eq!(id.as_str(), "019a0001-0203-7405-8607-08090a0b0cff");
+        assert_eq!(BindingId::parse(id.as_str()), Ok(id));
     }
 
     #[test]
