@@ -1,0 +1,119 @@
+//! The database goes away and comes back: calls fail fast with
+//! `Unavailable` while it is down and succeed again on the same client
+//! afterwards, with no binding lost or duplicated.
+//!
+//! Runs its own FerretDB (never the shared one, which other tests use) with
+//! `CARDBIND_TEST_FERRETDB_CTL` / `CARDBIND_TEST_FERRETDB_BIN` from
+//! `scripts/test-services.sh`.
+
+// Test code: a failed expectation is a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cardbind_mongo::MongoStore;
+use cardbind_ports::store::BindingStore;
+use cardbind_ports::testkit::{binding, changed, fingerprint, unique, user_id, BASE};
+use cardbind_ports::StoreError;
+
+struct Ferret {
+    ctl: String,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Ferret {
+    fn from_env() -> Option<Ferret> {
+        let vars = ["CARDBIND_TEST_FERRETDB_CTL", "CARDBIND_TEST_FERRETDB_BIN", "CARDBIND_TEST_SERVICES_DIR"];
+        let missing: Vec<_> = vars.iter().filter(|v| std::env::var(v).is_err()).collect();
+        if !missing.is_empty() {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "{missing:?} not set and CI=true: run through scripts/test-services.sh");
+            eprintln!("skipped: {missing:?} not set; run through scripts/test-services.sh");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let dir = PathBuf::from(std::env::var("CARDBIND_TEST_SERVICES_DIR").ok()?)
+            .join(format!("restart-{}", common::fresh_db_name()));
+        Some(Ferret {
+            ctl: std::env::var("CARDBIND_TEST_FERRETDB_CTL").ok()?,
+            dir,
+            port,
+        })
+    }
+
+    fn ctl(&self, action: &str) {
+        let mut c = Command::new("bash");
+        c.arg(&self.ctl).arg(action).arg(&self.dir);
+        if action == "start" {
+            c.arg(self.port.to_string());
+        }
+        let status = c.status().expect("run ferretdb-ctl.sh");
+        assert!(status.success(), "ferretdb-ctl.sh {action} failed");
+    }
+}
+
+impl Drop for Ferret {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.ctl).arg("stop").arg(&self.dir).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_database_restart() {
+    let Some(ferret) = Ferret::from_env() else { return };
+    ferret.ctl("start");
+    let uri = format!("mongodb://127.0.0.1:{}/", ferret.port);
+    let store = MongoStore::connect(&uri, "restart", Duration::from_secs(5))
+        .await
+        .expect("connect");
+    store.ensure_indexes().await.expect("indexes");
+
+    let user = user_id(&unique("u"));
+    let first = binding(&unique("b"), &user, &fingerprint(), BASE);
+    store.insert(&first).await.expect("insert before");
+
+    ferret.ctl("stop");
+    let second = binding(&unique("b"), &user, &fingerprint(), BASE);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = store.insert(&second).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "while down: {r:?}");
+        let r = store.get(&first.id).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "while down: {r:?}");
+        assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    }
+
+    ferret.ctl("start");
+    // The same client finds the server again by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.insert(&second).await {
+            Ok(()) => break,
+            // The attempt while down never reached the server, so a
+            // duplicate here would be a lost-and-repeated write.
+            Err(StoreError::Unavailable(e)) if Instant::now() < deadline => {
+                eprintln!("not back yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("after restart: {e:?}"),
+        }
+    }
+    let updated = changed(&first, |p| p.channel_ref = Some("after-restart".into()));
+    store.update(&updated, 0).await.expect("update after restart");
+
+    let all = store.list_by_user(&user, None, 10).await.expect("list");
+    let ids: Vec<_> = all.iter().map(|b| b.id.clone()).collect();
+    let mut want = vec![first.id.clone(), second.id.clone()];
+    want.sort();
+    assert_eq!(ids, want, "both bindings, once each");
+    assert_eq!(store.get(&first.id).await.expect("get"), Some(updated));
+    assert_eq!(store.get(&second.id).await.expect("get"), Some(second.clone()));
+}
