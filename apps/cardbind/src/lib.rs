@@ -1,1 +1,16 @@
-//! placeholder
+//! # cardbind (the service)
+//!
+//! The composition root: reads configuration ([`config`]), builds the
+//! adapters it names ([`compose`]) and serves the use cases over an
+//! OpenAPI 3 HTTP API ([`http`]). Admin commands live in [`cli`].
+//!
+//! Adapter choice is erased here, once, into `Arc<dyn Port>`: nothing below
+//! this crate is generic over a storage, key or channel type.
+
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod http;
+pub mod state;
+
+pub use state::AppState;

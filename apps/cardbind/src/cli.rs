@@ -1,0 +1,377 @@
+//! Commands: `serve`, `token`, `spec`, `purge`, `audit verify`,
+//! `keys rotate`, `erase-user`, `reconcile`, `check-config`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use cardbind_domain::{Role, UserId};
+use cardbind_ports::audit::{verify_chain, AuditFilter};
+use cardbind_ports::service::RequestContext;
+use clap::{Parser, Subcommand};
+
+use crate::compose::{self, Built};
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cardbind",
+    version,
+    about = "Bind bank cards to user accounts through payment channels."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). `CARDBIND__SECTION__KEY` variables override it.
+    #[arg(long, short, global = true, env = "CARDBIND_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP service.
+    Serve,
+    /// Print a bearer token signed with the configured HS256 secret (dev).
+    Token {
+        /// Subject: the user id for role `user`, a client id otherwise.
+        #[arg(long)]
+        sub: String,
+        /// user, service, admin or auditor.
+        #[arg(long, default_value = "service")]
+        role: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Print the OpenAPI 3 spec.
+    Spec,
+    /// Delete expired idempotency keys, rate counters, seen ids and audit
+    /// events past their retention.
+    Purge,
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Crypto-shred a user: unbind every card and destroy their key material.
+    EraseUser { user_id: String },
+    /// Settle bindings stuck in pending_verification by asking their channel.
+    Reconcile {
+        /// Only bindings pending for longer than this many seconds.
+        #[arg(long, default_value_t = 900)]
+        older_than: i64,
+    },
+    /// Load and validate the configuration, then print it (secrets masked).
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and report the first broken link.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-wrap every stored data key under another master key (resumable).
+    Rotate {
+        /// The new KMS key id / ARN / alias (or a local key file path).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
+    let cli = Cli::parse_from(args);
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Token { sub, role, ttl } => {
+            let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
+            let secret = compose::jwt_secret(&config)?;
+            println!("{}", compose::dev_token(&config, &secret, &sub, role, ttl)?);
+            Ok(())
+        }
+        Command::Spec => {
+            println!("{}", crate::http::api_spec_json());
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let mut shown = config.clone();
+            if shown.auth.jwt_secret.is_some() {
+                shown.auth.jwt_secret = Some("<set>".into());
+            }
+            for v in shown.auth.signed_clients.values_mut() {
+                *v = "<set>".into();
+            }
+            if let Some(i) = shown.storage.uri.find('@') {
+                shown.storage.uri = format!("mongodb://<credentials>{}", &shown.storage.uri[i..]);
+            }
+            println!("{shown:#?}");
+            Ok(())
+        }
+        Command::Purge => {
+            init_logging(&config);
+            let built = compose::build(&config).await?;
+            let report = compose::purge(&built, &config).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let built = compose::build(&config).await?;
+            audit_verify(&built).await
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { to },
+        } => {
+            init_logging(&config);
+            compose::rotate_keys(&config, &to).await
+        }
+        Command::EraseUser { user_id } => {
+            init_logging(&config);
+            let user = UserId::parse(&user_id).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let built = compose::build(&config).await?;
+            let ctx = RequestContext::system("cli:erase-user");
+            let n = built
+                .state
+                .service
+                .erase_user(&ctx, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("erased user {user}: {n} card(s) unbound, key material destroyed");
+            Ok(())
+        }
+        Command::Reconcile { older_than } => {
+            init_logging(&config);
+            let built = compose::build(&config).await?;
+            let r = built
+                .state
+                .service
+                .reconcile(older_than, 200)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "examined {}, activated {}, failed {}, still pending {}, errors {}",
+                r.examined, r.activated, r.failed, r.still_pending, r.errors
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn audit_verify(built: &Built) -> anyhow::Result<()> {
+    let audit = &built.state.service.ports().audit;
+    let mut after = None;
+    let mut checked = 0u64;
+    let mut last: Option<cardbind_ports::audit::AuditRecord> = None;
+    loop {
+        let page = audit
+            .list(&AuditFilter::default(), after, 500)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if page.is_empty() {
+            break;
+        }
+        // Verify this page together with the last record of the previous
+        // one, so that links across pages are checked too.
+        let window: Vec<_> = last.iter().cloned().chain(page.iter().cloned()).collect();
+        if let Err(b) = verify_chain(window.iter()) {
+            bail!("audit chain broken at event {}: {}", b.seq, b.reason);
+        }
+        checked += page.len() as u64;
+        after = page.last().map(|r| r.seq);
+        last = page.last().cloned();
+    }
+    println!("audit chain intact: {checked} events verified");
+    Ok(())
+}
+
+/// Sets up structured logging once (JSON by default, to stderr).
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let listener = std::net::TcpListener::bind(&config.server.address)
+        .with_context(|| format!("cannot listen on {}", config.server.address))?;
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    };
+    let built = compose::build(&config).await?;
+    serve_on(&config, built, listener, shutdown, |addr, scheme| {
+        // The one line on stdout: scripts read the address from it.
+        println!("cardbind listening on {scheme}://{addr}");
+    })
+    .await
+}
+
+/// Serves `built` on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests (up to 30 s). Runs the key self-check first and the
+/// retention purge in the background. `on_listen` gets the bound address.
+pub async fn serve_on(
+    config: &Config,
+    built: Built,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(std::net::SocketAddr, &str),
+) -> anyhow::Result<()> {
+    built
+        .state
+        .service
+        .ports()
+        .vault
+        .self_check()
+        .await
+        .map_err(|e| anyhow::anyhow!("key self-check failed, refusing to start: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let tls = compose::tls(config)?;
+    on_listen(addr, if tls.is_some() { "https" } else { "http" });
+    tracing::info!(%addr, storage = ?config.storage.kind, keys = ?config.keys.kind, channels = ?config.channels.enabled, "cardbind started");
+
+    let purge_task = (config.server.purge_interval_seconds > 0).then(|| {
+        let every = Duration::from_secs(config.server.purge_interval_seconds);
+        let built2 = built.clone();
+        let config2 = config.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match compose::purge(&built2, &config2).await {
+                    Ok(r) => tracing::info!(report = %r, "purge done"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        })
+    });
+
+    let app = crate::http::app(built.state.clone());
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener)?;
+    let grace = Some(Duration::from_secs(30));
+    let res = match tls {
+        None => {
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(app, shutdown, grace)
+                .await
+        }
+        Some(tls) => {
+            use futures::StreamExt;
+            use poem::listener::AcceptorExt;
+            // One configuration, then a stream that stays open.
+            let configs = futures::stream::iter([tls]).chain(futures::stream::pending());
+            poem::Server::new_with_acceptor(acceptor.rustls(configs))
+                .run_with_graceful_shutdown(app, shutdown, grace)
+                .await
+        }
+    };
+    if let Some(t) = purge_task {
+        t.abort();
+    }
+    res?;
+    Ok(())
+}
+
+/// A service started in this process (tests, embedding).
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub base_url: String,
+    pub built: Built,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts the service for `config` on `config.server.address` (use port 0
+/// for a free one) in the background and returns once it listens.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let listener = std::net::TcpListener::bind(&config.server.address)
+        .with_context(|| format!("cannot listen on {}", config.server.address))?;
+    let built = compose::build(&config).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<(std::net::SocketAddr, String)>();
+    let built2 = built.clone();
+    let task = tokio::spawn(async move {
+        serve_on(
+            &config,
+            built2,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addr, scheme| {
+                let _ = addr_tx.send((addr, scheme.to_owned()));
+            },
+        )
+        .await
+    });
+    match addr_rx.await {
+        Ok((addr, scheme)) => Ok(Running {
+            addr,
+            base_url: format!("{scheme}://{addr}"),
+            built,
+            stop: Some(stop_tx),
+            task,
+        }),
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(anyhow::anyhow!("the service stopped before listening")),
+            Err(e) => Err(e.into()),
+        },
+    }
+}

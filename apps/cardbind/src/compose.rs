@@ -1,0 +1,561 @@
+//! The composition root: turns a [`Config`] into adapters behind
+//! `Arc<dyn Port>` and the [`AppState`] the HTTP edge serves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use cardbind_domain::{BindingId, CardCap, ChannelName, RateRule, Role, VerificationPolicy};
+use cardbind_ports::audit::AuditLog;
+use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
+use cardbind_ports::clock::{Clock, IdGenerator, SystemClock};
+use cardbind_ports::keys::CardVault;
+use cardbind_ports::service::{CardService, Policy, Ports};
+use cardbind_ports::store::{
+    BindingStore, ConsentLog, DataKeyStore, IdempotencyStore, RateCounter, SeenIds,
+};
+
+use crate::config::{Config, KeysKind, StorageKind};
+use crate::state::{AppState, AuthSettings, HttpSettings, JwtKey, SigningSecret};
+
+/// UUID v7 ids (hyphenated): unique across instances and ordered by
+/// creation time, so that listing by id lists by age. Channels with tight
+/// reference formats (WeChat's 32-character `out_contract_code`) map a UUID
+/// to and from their form.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UuidIds;
+
+impl IdGenerator for UuidIds {
+    fn binding_id(&self) -> BindingId {
+        BindingId::from_uuid_bytes(*uuid::Uuid::now_v7().as_bytes())
+    }
+
+    fn opaque_id(&self) -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+}
+
+/// All storage ports, from one adapter.
+#[derive(Clone)]
+pub struct Stores {
+    pub bindings: Arc<dyn BindingStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub rates: Arc<dyn RateCounter>,
+    pub consents: Arc<dyn ConsentLog>,
+    pub seen: Arc<dyn SeenIds>,
+    pub audit: Arc<dyn AuditLog>,
+    pub data_keys: Arc<dyn DataKeyStore>,
+    /// Purges what the store keeps past its retention.
+    pub purger: Arc<dyn Purger>,
+}
+
+/// Retention, enforced by the service (TTL indexes are not everywhere).
+#[async_trait::async_trait]
+pub trait Purger: Send + Sync {
+    async fn purge(
+        &self,
+        now: cardbind_domain::Timestamp,
+        idempotency_before: cardbind_domain::Timestamp,
+        audit_before: cardbind_domain::Timestamp,
+    ) -> anyhow::Result<String>;
+}
+
+/// Everything `build` makes.
+#[derive(Clone)]
+pub struct Built {
+    pub state: AppState,
+    pub stores: Stores,
+}
+
+pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
+    match config.storage.kind {
+        StorageKind::Memory => {
+            let m = cardbind_memory::MemoryStore::shared();
+            Ok(Stores {
+                bindings: m.clone(),
+                idempotency: m.clone(),
+                rates: m.clone(),
+                consents: m.clone(),
+                seen: m.clone(),
+                audit: m.clone(),
+                data_keys: m.clone(),
+                purger: Arc::new(StorePurger(m)),
+            })
+        }
+        StorageKind::Mongodb => {
+            let m = cardbind_mongo::MongoStore::connect(
+                &config.storage.uri,
+                &config.storage.database,
+                Duration::from_millis(config.storage.timeout_ms),
+            )
+            .await
+            .context("storage.uri: cannot set up the MongoDB client")?;
+            m.ensure_indexes()
+                .await
+                .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
+            let m = Arc::new(m);
+            Ok(Stores {
+                bindings: m.clone(),
+                idempotency: m.clone(),
+                rates: m.clone(),
+                consents: m.clone(),
+                seen: m.clone(),
+                audit: m.clone(),
+                data_keys: m.clone(),
+                purger: Arc::new(StorePurger(m)),
+            })
+        }
+    }
+}
+
+/// Purges through the ports every store implements.
+struct StorePurger<S>(Arc<S>);
+
+#[async_trait::async_trait]
+impl<S> Purger for StorePurger<S>
+where
+    S: IdempotencyStore + RateCounter + SeenIds + AuditLog + 'static,
+{
+    async fn purge(
+        &self,
+        now: cardbind_domain::Timestamp,
+        idem_before: cardbind_domain::Timestamp,
+        audit_before: cardbind_domain::Timestamp,
+    ) -> anyhow::Result<String> {
+        let s = &self.0;
+        let idem = IdempotencyStore::purge_created_before(s.as_ref(), idem_before).await?;
+        let rates = RateCounter::purge_expired(s.as_ref(), now).await?;
+        let seen = SeenIds::purge_expired(s.as_ref(), now).await?;
+        let audit = AuditLog::purge_before(s.as_ref(), audit_before).await?;
+        Ok(format!("purged {idem} idempotency keys, {rates} rate counters, {seen} seen ids, {audit} audit events"))
+    }
+}
+
+/// Runs the retention purge once.
+pub async fn purge(built: &Built, config: &Config) -> anyhow::Result<String> {
+    let now = built.state.clock.now();
+    let idem_before =
+        now.minus_seconds(i64::from(config.idempotency.retention_hours.max(24)) * 3600);
+    let audit_before = now.minus_seconds(i64::from(config.audit.retention_days.max(180)) * 86_400);
+    built
+        .stores
+        .purger
+        .purge(now, idem_before, audit_before)
+        .await
+}
+
+fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    let d = config.server.data_dir.clone();
+    std::fs::create_dir_all(&d)
+        .with_context(|| format!("server.data_dir: cannot create {}", d.display()))?;
+    Ok(d)
+}
+
+fn vault_config(config: &Config) -> cardbind_keys::VaultConfig {
+    let k = &config.keys;
+    cardbind_keys::VaultConfig {
+        cache: cardbind_keys::CacheConfig {
+            enabled: k.cache_max_entries > 0,
+            max_age: Duration::from_secs(k.cache_max_age_seconds),
+            max_uses: k.cache_max_uses,
+            max_entries: k.cache_max_entries,
+        },
+        ..cardbind_keys::VaultConfig::default()
+    }
+}
+
+fn local_key_file(config: &Config) -> anyhow::Result<PathBuf> {
+    Ok(match &config.keys.local_key_file {
+        Some(f) => f.clone(),
+        None => data_dir(config)?.join(cardbind_keys::LocalMasterKey::FILE_NAME),
+    })
+}
+
+fn kms_config(config: &Config, key_id: &str) -> cardbind_keys::KmsConfig {
+    let k = &config.keys;
+    let mut c = cardbind_keys::KmsConfig::new(key_id, k.kms_region.clone());
+    c.endpoint = k.kms_endpoint.clone();
+    c.timeout = Duration::from_millis(k.kms_timeout_ms);
+    if let (Some(id), Some(secret)) = (&k.kms_access_key_id, &k.kms_secret_access_key) {
+        c.credentials = Some(cardbind_keys::StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: None,
+        });
+    }
+    c
+}
+
+async fn kms_key(
+    config: &Config,
+    key_id: &str,
+    metrics: cardbind_keys::KmsMetrics,
+) -> anyhow::Result<cardbind_keys::KmsMasterKey> {
+    cardbind_keys::KmsMasterKey::connect(&kms_config(config, key_id), metrics)
+        .await
+        .map_err(|e| anyhow!("keys.kms_key_id: cannot reach or use KMS key {key_id}: {e}"))
+}
+
+pub async fn vault(
+    config: &Config,
+    stores: &Stores,
+    metrics: &prometheus::Registry,
+) -> anyhow::Result<Arc<dyn CardVault>> {
+    match config.keys.kind {
+        KeysKind::Local => {
+            let master =
+                cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
+                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+            Ok(Arc::new(cardbind_keys::EnvelopeVault::new(
+                master,
+                stores.data_keys.clone(),
+                vault_config(config),
+            )))
+        }
+        KeysKind::AwsKms => {
+            let m = cardbind_keys::KmsMetrics::registered(metrics)
+                .map_err(|e| anyhow!("metrics: {e}"))?;
+            let master = kms_key(config, &config.keys.kms_key_id, m).await?;
+            Ok(Arc::new(cardbind_keys::EnvelopeVault::new(
+                master,
+                stores.data_keys.clone(),
+                vault_config(config),
+            )))
+        }
+    }
+}
+
+fn read_file(field: &str, path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("{field}: cannot read {}", path.display()))
+}
+
+pub fn channels(
+    config: &Config,
+    metrics: &prometheus::Registry,
+) -> anyhow::Result<ChannelRegistry> {
+    let c = &config.channels;
+    let r = &c.resilience;
+    let resilience = cardbind_channels::ResilienceConfig {
+        call_timeout: Duration::from_millis(r.timeout_ms),
+        max_retries: r.max_retries as usize,
+        failure_threshold: r.breaker_failures,
+        open_duration: Duration::from_secs(r.breaker_open_seconds),
+        ..cardbind_channels::ResilienceConfig::default()
+    };
+    let mut list: Vec<Arc<dyn PaymentChannel>> = Vec::new();
+    for name in &c.enabled {
+        let inner: Arc<dyn PaymentChannel> = match name.as_str() {
+            "mock" => {
+                let m = &c.mock;
+                let mode = |s: &str| {
+                    cardbind_channels::MockMode::parse(s)
+                        .ok_or_else(|| anyhow!("channels.mock.mode: unknown mode {s}"))
+                };
+                let mut card_modes = BTreeMap::new();
+                for (last4, m) in &m.card_modes {
+                    card_modes.insert(last4.clone(), mode(m)?);
+                }
+                Arc::new(cardbind_channels::MockChannel::new(
+                    cardbind_channels::MockConfig {
+                        mode: mode(&m.mode)?,
+                        card_modes,
+                        otp_code: m.otp_code.clone(),
+                        flaky_every: m.flaky_every,
+                        notification_secret: m.notify_secret.clone(),
+                        timeout_after: Duration::from_millis(m.timeout_after_ms),
+                        ..cardbind_channels::MockConfig::default()
+                    },
+                ))
+            }
+            "alipay" => {
+                let a = c
+                    .alipay
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("channels.alipay: missing"))?;
+                let aes_key = match &a.aes_key_file {
+                    Some(f) => Some(
+                        read_file("channels.alipay.aes_key_file", f)?
+                            .trim()
+                            .to_owned(),
+                    ),
+                    None => None,
+                };
+                Arc::new(
+                    cardbind_channels::AlipayChannel::new(cardbind_channels::AlipayConfig {
+                        gateway_url: a.gateway_url.clone(),
+                        app_id: a.app_id.clone(),
+                        private_key_pem: read_file(
+                            "channels.alipay.private_key_file",
+                            &a.private_key_file,
+                        )?,
+                        alipay_public_key_pem: read_file(
+                            "channels.alipay.alipay_public_key_file",
+                            &a.alipay_public_key_file,
+                        )?,
+                        aes_key,
+                        notify_url: a.notify_url.clone(),
+                        return_url: a.return_url.clone(),
+                        personal_product_code: a.personal_product_code.clone().unwrap_or_else(
+                            || cardbind_channels::AlipayConfig::default().personal_product_code,
+                        ),
+                        sign_scene: a.sign_scene.clone().unwrap_or_else(|| {
+                            cardbind_channels::AlipayConfig::default().sign_scene
+                        }),
+                        ..cardbind_channels::AlipayConfig::default()
+                    })
+                    .map_err(|e| anyhow!("channels.alipay: {e}"))?,
+                )
+            }
+            "wechat" => {
+                let w = c
+                    .wechat
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("channels.wechat: missing"))?;
+                let mut platform_keys = Vec::new();
+                for (serial, f) in &w.platform_keys {
+                    platform_keys.push((
+                        serial.clone(),
+                        read_file("channels.wechat.platform_keys", f)?,
+                    ));
+                }
+                Arc::new(
+                    cardbind_channels::WechatChannel::new(cardbind_channels::WechatConfig {
+                        base_url: w.base_url.clone(),
+                        mchid: w.mchid.clone(),
+                        appid: w.appid.clone(),
+                        serial_no: w.serial_no.clone(),
+                        private_key_pem: read_file(
+                            "channels.wechat.private_key_file",
+                            &w.private_key_file,
+                        )?,
+                        platform_keys,
+                        apiv3_key: read_file("channels.wechat.apiv3_key_file", &w.apiv3_key_file)?
+                            .trim()
+                            .to_owned(),
+                        notify_url: w.notify_url.clone(),
+                        plan_id: w.plan_id,
+                        return_url: w.return_url.clone(),
+                        ..cardbind_channels::WechatConfig::default()
+                    })
+                    .map_err(|e| anyhow!("channels.wechat: {e}"))?,
+                )
+            }
+            other => return Err(anyhow!("channels.enabled: unknown channel {other}")),
+        };
+        let wrapped = cardbind_channels::Resilient::new(inner, resilience.clone(), metrics)
+            .map_err(|e| anyhow!("channels.resilience: {e}"))?;
+        list.push(Arc::new(wrapped));
+    }
+    let default = ChannelName::parse(&c.default)
+        .map_err(|_| anyhow!("channels.default: not a channel name"))?;
+    ChannelRegistry::new(list, default).map_err(|e| anyhow!("channels.default: {e}"))
+}
+
+pub fn policy(config: &Config) -> Policy {
+    let l = &config.limits;
+    Policy {
+        card_cap: CardCap {
+            max: l.cards_per_user,
+        },
+        binds_per_user: RateRule {
+            limit: l.binds_per_user_per_minute,
+            window_seconds: 60,
+        },
+        binds_per_ip: (l.binds_per_ip_per_minute > 0).then_some(RateRule {
+            limit: l.binds_per_ip_per_minute,
+            window_seconds: 60,
+        }),
+        binds_per_card: (l.binds_per_card_per_hour > 0).then_some(RateRule {
+            limit: l.binds_per_card_per_hour,
+            window_seconds: 3600,
+        }),
+        verification: VerificationPolicy {
+            max_otp_attempts: l.otp_attempts,
+            window_seconds: l.verification_window_seconds,
+        },
+        ..Policy::default()
+    }
+}
+
+/// The HS256 secret: configured, or generated once into the data dir.
+pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &config.auth.jwt_secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let file = data_dir(config)?.join("jwt.secret");
+    if let Ok(s) = std::fs::read_to_string(&file) {
+        let s = s.trim().to_owned();
+        if s.len() >= 32 {
+            return Ok(s.into_bytes());
+        }
+    }
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let s = hex::encode(raw);
+    write_private(&file, s.as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(s.into_bytes())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(mut f) => f.write_all(bytes),
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A token signed with the HS256 secret.
+pub fn dev_token(
+    config: &Config,
+    secret: &[u8],
+    sub: &str,
+    role: Role,
+    ttl: u64,
+) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": sub,
+        "role": role.as_str(),
+        "iss": config.auth.issuer,
+        "aud": config.auth.audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )?;
+    Ok(token)
+}
+
+pub fn auth(config: &Config) -> anyhow::Result<AuthSettings> {
+    let key = match &config.auth.jwt_public_key_file {
+        Some(f) => JwtKey::Rs256Pem(read_file("auth.jwt_public_key_file", f)?),
+        None => JwtKey::Hs256(jwt_secret(config)?),
+    };
+    Ok(AuthSettings {
+        key,
+        issuer: config.auth.issuer.clone(),
+        audience: config.auth.audience.clone(),
+        leeway_seconds: config.auth.leeway_seconds,
+        request_signing: config
+            .auth
+            .signed_clients
+            .iter()
+            .map(|(k, v)| (k.clone(), SigningSecret(v.as_bytes().to_vec())))
+            .collect(),
+        signature_window_seconds: config.auth.signature_window_seconds,
+    })
+}
+
+/// TLS settings when the service terminates TLS itself.
+pub fn tls(config: &Config) -> anyhow::Result<Option<poem::listener::RustlsConfig>> {
+    match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("server.tls_cert_file: cannot read {}", cert.display()))?;
+            let key = std::fs::read(key)
+                .with_context(|| format!("server.tls_key_file: cannot read {}", key.display()))?;
+            Ok(Some(poem::listener::RustlsConfig::new().fallback(
+                poem::listener::RustlsCertificate::new().cert(cert).key(key),
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Builds every adapter and the application state.
+pub async fn build(config: &Config) -> anyhow::Result<Built> {
+    let metrics = prometheus::Registry::new();
+    let stores = stores(config).await?;
+    let vault = vault(config, &stores, &metrics).await?;
+    let channels = channels(config, &metrics)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ports = Ports {
+        bindings: stores.bindings.clone(),
+        rates: stores.rates.clone(),
+        consents: stores.consents.clone(),
+        seen: stores.seen.clone(),
+        audit: stores.audit.clone(),
+        vault,
+        channels,
+        clock: clock.clone(),
+        ids: Arc::new(UuidIds),
+    };
+    let service = CardService::new(ports, policy(config));
+    let http = HttpSettings {
+        max_body_bytes: config.server.max_body_bytes,
+        max_json_depth: config.server.max_json_depth,
+        idempotency_retention_seconds: i64::from(config.idempotency.retention_hours) * 3600,
+        idempotency_wait_ms: config.idempotency.wait_ms,
+        trust_forwarded_for: config.server.trust_forwarded_for,
+        ..HttpSettings::default()
+    };
+    let state = AppState {
+        service,
+        idempotency: stores.idempotency.clone(),
+        seen: stores.seen.clone(),
+        clock,
+        auth: Arc::new(auth(config)?),
+        http: Arc::new(http),
+        metrics,
+    };
+    Ok(Built { state, stores })
+}
+
+/// `cardbind keys rotate --to NEW`: re-wraps every data key.
+pub async fn rotate_keys(config: &Config, to: &str) -> anyhow::Result<()> {
+    let stores = stores(config).await?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let progress = |r: &cardbind_keys::RotationReport| {
+        bar.set_message(format!(
+            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            r.scanned,
+            r.rewrapped,
+            r.already_current,
+            r.failed.len()
+        ));
+        bar.tick();
+    };
+    let report = match config.keys.kind {
+        KeysKind::AwsKms => {
+            let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
+            let from = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
+            let to = kms_key(config, to, m).await?;
+            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
+        }
+        KeysKind::Local => {
+            let from = cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
+                .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+            let to = cardbind_keys::LocalMasterKey::load_or_create_file(Path::new(to))
+                .map_err(|e| anyhow!("--to: {e}"))?;
+            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
+        }
+    }
+    .map_err(|e| anyhow!("rotation stopped (run it again to resume): {e}"))?;
+    bar.finish();
+    println!("{report:?}");
+    Ok(())
+}
