@@ -43,13 +43,23 @@ async fn wrong_types_name_the_field_without_echoing_the_value() {
     let app = spawn();
     let mut body = bind_body(VISA);
     body["expiry_month"] = json!("4111111111111111");
-    let v = assert_error(app.bind("u1", "k-types", &body).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("u1", "k-types", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "expiry_month");
     assert!(!v.to_string().contains("4111111111111111"), "{v}");
 
     let mut body = bind_body(VISA);
     body["card_number"] = json!(4111111111111111u64);
-    let v = assert_error(app.bind("u1", "k-types2", &body).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("u1", "k-types2", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "card_number");
     assert!(!v.to_string().contains("4111111111111111"), "{v}");
 }
@@ -59,22 +69,45 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
     let app = spawn();
     let mut body = bind_body(VISA);
     body["pin"] = json!("1234");
-    let v = assert_error(app.bind("u1", "k-unknown", &body).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("u1", "k-unknown", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "pin");
 
     let mut body = bind_body(VISA);
     body["consent"]["extra"] = json!(true);
-    let v = assert_error(app.bind("u1", "k-unknown2", &body).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("u1", "k-unknown2", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "consent.extra");
 
     let mut body = bind_body(VISA);
     body.as_object_mut().unwrap().remove("holder_name");
-    let v = assert_error(app.bind("u1", "k-missing", &body).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("u1", "k-missing", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "holder_name");
 
     let mut body = bind_body(VISA);
-    body["consent"].as_object_mut().unwrap().remove("text_sha256");
-    let v = assert_error(app.bind("u1", "k-missing2", &body).await, 400, "invalid_request").await;
+    body["consent"]
+        .as_object_mut()
+        .unwrap()
+        .remove("text_sha256");
+    let v = assert_error(
+        app.bind("u1", "k-missing2", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "consent.text_sha256");
 }
 
@@ -83,7 +116,12 @@ async fn huge_bodies_are_413_and_deep_json_is_400() {
     let app = spawn();
     let mut body = bind_body(VISA);
     body["holder_name"] = json!("a".repeat(70 * 1024));
-    assert_error(app.bind("u1", "k-huge", &body).await, 413, "payload_too_large").await;
+    assert_error(
+        app.bind("u1", "k-huge", &body).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
 
     let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
     let resp = app
@@ -113,10 +151,20 @@ async fn wrong_content_type_and_bad_query_parameters_are_400() {
         .await;
     assert_error(resp, 400, "invalid_request").await;
 
-    let resp = app.client.get("/v1/users/u1/cards?limit=abc").header("Authorization", bearer("m", "service")).send().await;
+    let resp = app
+        .client
+        .get("/v1/users/u1/cards?limit=abc")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     let v = assert_error(resp, 400, "invalid_request").await;
     assert_eq!(v["error"]["field"], "limit");
-    let resp = app.client.get("/v1/users/u1/cards?limit=1000").header("Authorization", bearer("m", "service")).send().await;
+    let resp = app
+        .client
+        .get("/v1/users/u1/cards?limit=1000")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     assert_error(resp, 400, "invalid_request").await;
 }
 
@@ -124,7 +172,12 @@ async fn wrong_content_type_and_bad_query_parameters_are_400() {
 async fn unknown_routes_and_methods_use_the_envelope() {
     let app = spawn();
     assert_error(app.client.get("/nope").send().await, 404, "not_found").await;
-    let resp = app.client.patch("/v1/users/u1/cards").header("Authorization", bearer("m", "service")).send().await;
+    let resp = app
+        .client
+        .patch("/v1/users/u1/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     assert_error(resp, 405, "invalid_request").await;
 }
 
@@ -134,31 +187,69 @@ async fn unknown_routes_and_methods_use_the_envelope() {
 async fn each_invalid_field_has_its_code_and_field() {
     let app = spawn();
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        ("card_number", json!("4111111111111112"), "invalid_card_number", "card_number"),
-        ("card_number", json!("9999999999999995"), "unsupported_card_brand", "card_number"),
+        (
+            "card_number",
+            json!("4111111111111112"),
+            "invalid_card_number",
+            "card_number",
+        ),
+        (
+            "card_number",
+            json!("9999999999999995"),
+            "unsupported_card_brand",
+            "card_number",
+        ),
         ("expiry_month", json!(13), "invalid_expiry", "expiry_month"),
         ("expiry_year", json!(2001), "card_expired", "expiry_year"),
         ("cvv", json!("12"), "invalid_cvv", "cvv"),
-        ("holder_name", json!("R2D2!"), "invalid_holder_name", "holder_name"),
-        ("id_number", json!("110105194912310021"), "invalid_id_number", "id_number"),
+        (
+            "holder_name",
+            json!("R2D2!"),
+            "invalid_holder_name",
+            "holder_name",
+        ),
+        (
+            "id_number",
+            json!("110105194912310021"),
+            "invalid_id_number",
+            "id_number",
+        ),
         ("phone", json!("12345"), "invalid_phone", "phone"),
         ("channel", json!("paypal"), "channel_not_enabled", "channel"),
     ];
     for (i, (name, value, code, field)) in cases.into_iter().enumerate() {
         let mut body = bind_body(VISA);
         body[name] = value;
-        let resp = app.bind(&format!("user-{i}"), &format!("k-field-{i}"), &body).await;
+        let resp = app
+            .bind(&format!("user-{i}"), &format!("k-field-{i}"), &body)
+            .await;
         let v = assert_error(resp, 400, code).await;
         let got = v["error"]["field"].as_str().unwrap_or_default().to_owned();
-        assert!(got == field || (field.starts_with("expiry") && got.starts_with("expiry")), "{name}: {v}");
-        assert!(!v.to_string().contains("11010519491231002"), "no ID number in errors: {v}");
+        assert!(
+            got == field || (field.starts_with("expiry") && got.starts_with("expiry")),
+            "{name}: {v}"
+        );
+        assert!(
+            !v.to_string().contains("11010519491231002"),
+            "no ID number in errors: {v}"
+        );
     }
     let mut body = bind_body(VISA);
     body["consent"]["text_sha256"] = json!("not-a-hash");
-    let v = assert_error(app.bind("user-c", "k-consent", &body).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("user-c", "k-consent", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "consent");
 
-    let v = assert_error(app.bind("bad*user", "k-user", &bind_body(VISA)).await, 400, "invalid_request").await;
+    let v = assert_error(
+        app.bind("bad*user", "k-user", &bind_body(VISA)).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "user_id");
 }
 
@@ -182,13 +273,18 @@ fn b64(v: &Value) -> String {
 async fn bad_tokens_are_refused() {
     let app = spawn();
     let now = system_now_ms() / 1000;
-    let good = json!({"sub": "m", "role": "service", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
+    let good =
+        json!({"sub": "m", "role": "service", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
     let with = |k: &str, v: Value| {
         let mut c = good.clone();
         c[k] = v;
         c
     };
-    let none_alg = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&good));
+    let none_alg = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&good)
+    );
     let rs256_announced = {
         let t = hs256(good.clone(), JWT_SECRET);
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
@@ -199,11 +295,41 @@ async fn bad_tokens_are_refused() {
         ("no token", None),
         ("not a jwt", Some("Bearer abc.def".into())),
         ("basic scheme", Some("Basic bTpw".into())),
-        ("wrong secret", Some(format!("Bearer {}", hs256(good.clone(), b"another-secret-entirely")))),
-        ("expired", Some(format!("Bearer {}", hs256(with("exp", json!(now - 600)), JWT_SECRET)))),
-        ("not yet valid", Some(format!("Bearer {}", hs256(with("nbf", json!(now + 600)), JWT_SECRET)))),
-        ("wrong audience", Some(format!("Bearer {}", hs256(with("aud", json!("someone-else")), JWT_SECRET)))),
-        ("wrong issuer", Some(format!("Bearer {}", hs256(with("iss", json!("https://evil.test")), JWT_SECRET)))),
+        (
+            "wrong secret",
+            Some(format!(
+                "Bearer {}",
+                hs256(good.clone(), b"another-secret-entirely")
+            )),
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                hs256(with("exp", json!(now - 600)), JWT_SECRET)
+            )),
+        ),
+        (
+            "not yet valid",
+            Some(format!(
+                "Bearer {}",
+                hs256(with("nbf", json!(now + 600)), JWT_SECRET)
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(format!(
+                "Bearer {}",
+                hs256(with("aud", json!("someone-else")), JWT_SECRET)
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(format!(
+                "Bearer {}",
+                hs256(with("iss", json!("https://evil.test")), JWT_SECRET)
+            )),
+        ),
         ("alg none", Some(format!("Bearer {none_alg}"))),
         ("alg mismatch", Some(format!("Bearer {rs256_announced}"))),
     ];
@@ -226,7 +352,15 @@ async fn bad_tokens_are_refused() {
         .send()
         .await;
     assert_error(resp, 401, "unauthenticated").await;
-    let ok = app.client.get("/v1/users/u1/cards").header("Authorization", format!("Bearer {}", hs256(good, JWT_SECRET))).send().await;
+    let ok = app
+        .client
+        .get("/v1/users/u1/cards")
+        .header(
+            "Authorization",
+            format!("Bearer {}", hs256(good, JWT_SECRET)),
+        )
+        .send()
+        .await;
     ok.assert_status_is_ok();
 }
 
@@ -236,23 +370,42 @@ const RS_PUBLIC: &str = include_str!("fixtures/jwt_rs256_test_public.pem");
 
 #[tokio::test]
 async fn rs256_tokens_and_no_algorithm_confusion() {
-    let opts = Options { jwt: cardbind::state::JwtKey::Rs256Pem(RS_PUBLIC.into()), ..Options::default() };
+    let opts = Options {
+        jwt: cardbind::state::JwtKey::Rs256Pem(RS_PUBLIC.into()),
+        ..Options::default()
+    };
     let app = spawn_with(opts);
     let now = system_now_ms() / 1000;
-    let claims = json!({"sub": "m", "role": "service", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
+    let claims =
+        json!({"sub": "m", "role": "service", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600});
     let rs = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
         &claims,
         &jsonwebtoken::EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).unwrap(),
     )
     .unwrap();
-    app.client.get("/v1/users/u1/cards").header("Authorization", format!("Bearer {rs}")).send().await.assert_status_is_ok();
+    app.client
+        .get("/v1/users/u1/cards")
+        .header("Authorization", format!("Bearer {rs}"))
+        .send()
+        .await
+        .assert_status_is_ok();
     // HS256 keyed with the public key (the classic confusion) is refused
     let confused = hs256(claims.clone(), RS_PUBLIC.as_bytes());
-    let resp = app.client.get("/v1/users/u1/cards").header("Authorization", format!("Bearer {confused}")).send().await;
+    let resp = app
+        .client
+        .get("/v1/users/u1/cards")
+        .header("Authorization", format!("Bearer {confused}"))
+        .send()
+        .await;
     assert_error(resp, 401, "unauthenticated").await;
     // and so is a token signed by another RSA key's holder pretending (HS256 secret of the HS app)
-    let resp = app.client.get("/v1/users/u1/cards").header("Authorization", bearer("m", "service")).send().await;
+    let resp = app
+        .client
+        .get("/v1/users/u1/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     assert_error(resp, 401, "unauthenticated").await;
 }
 
@@ -260,7 +413,16 @@ async fn rs256_tokens_and_no_algorithm_confusion() {
 async fn roles_and_ownership_are_enforced() {
     let app = spawn();
     // auditors do not read cards; admins do not bind
-    assert_error(app.client.get("/v1/users/u1/cards").header("Authorization", bearer("aud", "auditor")).send().await, 403, "forbidden").await;
+    assert_error(
+        app.client
+            .get("/v1/users/u1/cards")
+            .header("Authorization", bearer("aud", "auditor"))
+            .send()
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
     let resp = app
         .client
         .post("/v1/users/u1/cards")
@@ -272,7 +434,16 @@ async fn roles_and_ownership_are_enforced() {
         .await;
     assert_error(resp, 403, "forbidden").await;
     // unknown role
-    assert_error(app.client.get("/v1/users/u1/cards").header("Authorization", bearer("x", "root")).send().await, 403, "forbidden").await;
+    assert_error(
+        app.client
+            .get("/v1/users/u1/cards")
+            .header("Authorization", bearer("x", "root"))
+            .send()
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
 
     // a user binds their own card, cannot read another user's cards
     let resp = app
@@ -287,22 +458,54 @@ async fn roles_and_ownership_are_enforced() {
     resp.assert_status(StatusCode::CREATED);
     let card = json_of(resp).await;
     let id = card["id"].as_str().unwrap();
-    assert_error(app.client.get("/v1/users/bob/cards").header("Authorization", bearer("alice", "user")).send().await, 403, "forbidden").await;
+    assert_error(
+        app.client
+            .get("/v1/users/bob/cards")
+            .header("Authorization", bearer("alice", "user"))
+            .send()
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
     // bob asking for alice's card under his own id: not found
-    let resp = app.client.get(format!("/v1/users/bob/cards/{id}")).header("Authorization", bearer("bob", "user")).send().await;
+    let resp = app
+        .client
+        .get(format!("/v1/users/bob/cards/{id}"))
+        .header("Authorization", bearer("bob", "user"))
+        .send()
+        .await;
     assert_error(resp, 404, "not_found").await;
     // alice reads it
-    let resp = app.client.get(format!("/v1/users/alice/cards/{id}")).header("Authorization", bearer("alice", "user")).send().await;
+    let resp = app
+        .client
+        .get(format!("/v1/users/alice/cards/{id}"))
+        .header("Authorization", bearer("alice", "user"))
+        .send()
+        .await;
     resp.assert_status_is_ok();
     // admin operations are refused to users and services
-    let resp = app.client.post(format!("/v1/admin/users/alice/cards/{id}/freeze")).header("Authorization", bearer("alice", "user")).send().await;
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/alice/cards/{id}/freeze"))
+        .header("Authorization", bearer("alice", "user"))
+        .send()
+        .await;
     assert_error(resp, 403, "forbidden").await;
-    let resp = app.client.get("/v1/audit/events").header("Authorization", bearer("m", "service")).send().await;
+    let resp = app
+        .client
+        .get("/v1/audit/events")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     assert_error(resp, 403, "forbidden").await;
 }
 
 async fn signed_get(app: &TestApp, path: &str, sig: Option<String>) -> poem::test::TestResponse {
-    let mut req = app.client.get(path).header("Authorization", bearer(SIGNING_CLIENT, "service"));
+    let mut req = app
+        .client
+        .get(path)
+        .header("Authorization", bearer(SIGNING_CLIENT, "service"));
     if let Some(s) = sig {
         req = req.header("X-Cardbind-Signature", s);
     }
@@ -317,25 +520,73 @@ async fn signed_clients_must_sign_and_cannot_replay() {
     let path = "/v1/users/u1/cards?limit=5";
     assert_error(signed_get(&app, path, None).await, 401, "invalid_signature").await;
     let wrong = sign_request(b"not-the-secret", "GET", path, now, "nonce-0001", b"");
-    assert_error(signed_get(&app, path, Some(wrong)).await, 401, "invalid_signature").await;
-    let other_path = sign_request(SIGNING_SECRET, "GET", "/v1/users/u1/cards", now, "nonce-0002", b"");
-    assert_error(signed_get(&app, path, Some(other_path)).await, 401, "invalid_signature").await;
+    assert_error(
+        signed_get(&app, path, Some(wrong)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    let other_path = sign_request(
+        SIGNING_SECRET,
+        "GET",
+        "/v1/users/u1/cards",
+        now,
+        "nonce-0002",
+        b"",
+    );
+    assert_error(
+        signed_get(&app, path, Some(other_path)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
     let stale = sign_request(SIGNING_SECRET, "GET", path, now - 301, "nonce-0003", b"");
-    assert_error(signed_get(&app, path, Some(stale)).await, 401, "invalid_signature").await;
+    assert_error(
+        signed_get(&app, path, Some(stale)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
     let future = sign_request(SIGNING_SECRET, "GET", path, now + 301, "nonce-0006", b"");
-    assert_error(signed_get(&app, path, Some(future)).await, 401, "invalid_signature").await;
+    assert_error(
+        signed_get(&app, path, Some(future)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
     // within the window (a client clock 4 minutes behind) is fine
     let behind = sign_request(SIGNING_SECRET, "GET", path, now - 240, "nonce-0007", b"");
-    signed_get(&app, path, Some(behind)).await.assert_status_is_ok();
-    assert_error(signed_get(&app, path, Some("t=1,garbage".into())).await, 401, "invalid_signature").await;
+    signed_get(&app, path, Some(behind))
+        .await
+        .assert_status_is_ok();
+    assert_error(
+        signed_get(&app, path, Some("t=1,garbage".into())).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
 
     let good = sign_request(SIGNING_SECRET, "GET", path, now, "nonce-0004", b"");
-    signed_get(&app, path, Some(good.clone())).await.assert_status_is_ok();
-    assert_error(signed_get(&app, path, Some(good)).await, 401, "invalid_signature").await;
+    signed_get(&app, path, Some(good.clone()))
+        .await
+        .assert_status_is_ok();
+    assert_error(
+        signed_get(&app, path, Some(good)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
 
     // a signed bind: the body is covered
     let body = bind_body(VISA).to_string();
-    let sig = sign_request(SIGNING_SECRET, "POST", "/v1/users/u1/cards", now, "nonce-0005", body.as_bytes());
+    let sig = sign_request(
+        SIGNING_SECRET,
+        "POST",
+        "/v1/users/u1/cards",
+        now,
+        "nonce-0005",
+        body.as_bytes(),
+    );
     let send = |b: String, s: String| {
         app.client
             .post("/v1/users/u1/cards")
@@ -350,7 +601,12 @@ async fn signed_clients_must_sign_and_cannot_replay() {
     assert_error(send(tampered, sig.clone()).await, 401, "invalid_signature").await;
     send(body, sig).await.assert_status(StatusCode::CREATED);
     // unsigned clients are not asked to sign
-    app.client.get(path).header("Authorization", bearer("merchant", "service")).send().await.assert_status_is_ok();
+    app.client
+        .get(path)
+        .header("Authorization", bearer("merchant", "service"))
+        .send()
+        .await
+        .assert_status_is_ok();
 }
 
 // ---- idempotency ----------------------------------------------------------------------------
@@ -371,10 +627,20 @@ async fn replays_are_byte_identical_and_keys_cannot_be_reused() {
     assert_eq!(bytes(again).await, first_bytes);
 
     // the same key with another request
-    let v = assert_error(app.bind("u-idem", "key-1", &bind_body(VISA2)).await, 409, "idempotency_key_reused").await;
+    let v = assert_error(
+        app.bind("u-idem", "key-1", &bind_body(VISA2)).await,
+        409,
+        "idempotency_key_reused",
+    )
+    .await;
     assert_eq!(v["error"]["field"], "Idempotency-Key");
     // the same key for another user (another path) is another request too
-    assert_error(app.bind("u-other", "key-1", &body).await, 409, "idempotency_key_reused").await;
+    assert_error(
+        app.bind("u-other", "key-1", &body).await,
+        409,
+        "idempotency_key_reused",
+    )
+    .await;
     // keys are scoped to the caller: another client may use the same key
     let resp = app
         .client
@@ -406,26 +672,41 @@ async fn replays_are_byte_identical_and_keys_cannot_be_reused() {
         .await;
     let v = assert_error(resp, 400, "idempotency_key_missing").await;
     assert_eq!(v["error"]["field"], "Idempotency-Key");
-    assert_error(app.bind("u-idem", &"k".repeat(256), &body).await, 400, "invalid_request").await;
+    assert_error(
+        app.bind("u-idem", &"k".repeat(256), &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_run_once() {
     let app = Arc::new(spawn());
     let body = bind_body(VISA);
-    let (a, b) = tokio::join!(app.bind("u-conc", "same", &body), app.bind("u-conc", "same", &body));
+    let (a, b) = tokio::join!(
+        app.bind("u-conc", "same", &body),
+        app.bind("u-conc", "same", &body)
+    );
     let statuses = [a.0.status().as_u16(), b.0.status().as_u16()];
     let (ba, bb) = (bytes(a).await, bytes(b).await);
     assert_eq!(statuses, [201, 201], "{}", String::from_utf8_lossy(&bb));
     assert_eq!(ba, bb);
-    let list = app.client.get("/v1/users/u-conc/cards").header("Authorization", bearer("m", "service")).send().await;
+    let list = app
+        .client
+        .get("/v1/users/u-conc/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     assert_eq!(json_of(list).await["cards"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_key_held_too_long_answers_in_progress() {
     let mut opts = Options::default();
-    opts.mock.card_modes.insert("1111".into(), cardbind_channels::MockMode::Timeout);
+    opts.mock
+        .card_modes
+        .insert("1111".into(), cardbind_channels::MockMode::Timeout);
     opts.mock.timeout_after = std::time::Duration::from_millis(600);
     opts.http.idempotency_wait_ms = 100;
     let app = spawn_with(opts);
@@ -448,9 +729,16 @@ async fn transient_failures_release_the_key() {
     let app = spawn();
     app.store.set_unavailable(true);
     let body = bind_body(VISA);
-    assert_error(app.bind("u-transient", "k-t", &body).await, 503, "storage_unavailable").await;
+    assert_error(
+        app.bind("u-transient", "k-t", &body).await,
+        503,
+        "storage_unavailable",
+    )
+    .await;
     app.store.set_unavailable(false);
-    app.bind("u-transient", "k-t", &body).await.assert_status(StatusCode::CREATED);
+    app.bind("u-transient", "k-t", &body)
+        .await
+        .assert_status(StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -458,22 +746,41 @@ async fn the_fourth_bind_in_a_minute_is_rate_limited() {
     let app = spawn();
     let cards = [VISA, VISA2, MC_OTP, AMEX_REDIRECT];
     for (i, card) in cards.iter().take(3).enumerate() {
-        let resp = app.bind("u-rate", &format!("rate-{i}"), &bind_body(card)).await;
-        assert!(resp.0.status().is_success(), "bind {i}: {}", resp.0.status());
+        let resp = app
+            .bind("u-rate", &format!("rate-{i}"), &bind_body(card))
+            .await;
+        assert!(
+            resp.0.status().is_success(),
+            "bind {i}: {}",
+            resp.0.status()
+        );
     }
     let resp = app.bind("u-rate", "rate-3", &bind_body(cards[3])).await;
-    let retry = resp.0.headers().get("Retry-After").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let retry = resp
+        .0
+        .headers()
+        .get("Retry-After")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
     assert_error(resp, 429, "rate_limited").await;
-    assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "Retry-After: {retry:?}");
+    assert!(
+        retry.is_some_and(|s| (1..=60).contains(&s)),
+        "Retry-After: {retry:?}"
+    );
     // 429 is transient: the key is free again once the window has passed
     app.clock.advance_seconds(61);
-    app.bind("u-rate", "rate-3", &bind_body(cards[3])).await.assert_status(StatusCode::CREATED);
+    app.bind("u-rate", "rate-3", &bind_body(cards[3]))
+        .await
+        .assert_status(StatusCode::CREATED);
 }
 
 // ---- headers, request ids, metrics --------------------------------------------------------------
 
 fn assert_security_headers(resp: &poem::test::TestResponse) {
-    for h in ["strict-transport-security", "content-security-policy", "x-request-id"] {
+    for h in [
+        "strict-transport-security",
+        "content-security-policy",
+        "x-request-id",
+    ] {
         resp.assert_header_exist(h);
     }
     resp.assert_header("x-content-type-options", "nosniff");
@@ -488,38 +795,85 @@ async fn security_headers_and_request_ids_on_every_response() {
     let ok = app.client.get("/healthz").send().await;
     ok.assert_status_is_ok();
     assert_security_headers(&ok);
-    let csp = ok.0.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    let csp =
+        ok.0.headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert_security_headers(&app.client.get("/nope").send().await);
     assert_security_headers(&app.client.get("/v1/users/u1/cards").send().await);
     let docs = app.client.get("/docs").send().await;
     docs.assert_status_is_ok();
     assert_security_headers(&docs);
 
-    let echoed = app.client.get("/healthz").header("X-Request-Id", "req-abc.123").send().await;
+    let echoed = app
+        .client
+        .get("/healthz")
+        .header("X-Request-Id", "req-abc.123")
+        .send()
+        .await;
     echoed.assert_header("x-request-id", "req-abc.123");
-    let replaced = app.client.get("/healthz").header("X-Request-Id", "bad id with spaces").send().await;
-    let id = replaced.0.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    let replaced = app
+        .client
+        .get("/healthz")
+        .header("X-Request-Id", "bad id with spaces")
+        .send()
+        .await;
+    let id = replaced
+        .0
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
 }
 
 #[tokio::test]
 async fn metrics_label_routes_by_template() {
     let app = spawn();
-    app.bind("u-metrics-secret", "k-m", &bind_body(VISA)).await.assert_status(StatusCode::CREATED);
-    app.client.get("/v1/users/u-metrics-secret/cards").header("Authorization", bearer("m", "service")).send().await.assert_status_is_ok();
-    app.client.get("/v1/bins/411111").header("Authorization", bearer("m", "service")).send().await.assert_status_is_ok();
+    app.bind("u-metrics-secret", "k-m", &bind_body(VISA))
+        .await
+        .assert_status(StatusCode::CREATED);
+    app.client
+        .get("/v1/users/u-metrics-secret/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await
+        .assert_status_is_ok();
+    app.client
+        .get("/v1/bins/411111")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await
+        .assert_status_is_ok();
     app.client.get("/nowhere/u-metrics-secret").send().await;
     let resp = app.client.get("/metrics").send().await;
     resp.assert_status_is_ok();
     let text = String::from_utf8(bytes(resp).await).unwrap();
     assert!(!text.contains("u-metrics-secret"), "{text}");
-    assert!(text.contains(r#"route="/v1/users/{user_id}/cards""#), "{text}");
+    assert!(
+        text.contains(r#"route="/v1/users/{user_id}/cards""#),
+        "{text}"
+    );
     assert!(text.contains(r#"cardbind_http_requests_total{method="POST",route="/v1/users/{user_id}/cards",status="201"} 1"#), "{text}");
     assert!(text.contains(r#"route="/v1/bins/{bin}""#), "{text}");
     assert!(text.contains(r#"route="unmatched""#), "{text}");
-    assert!(text.contains("cardbind_http_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains(r#"cardbind_binds_total{outcome="active"} 1"#), "{text}");
+    assert!(
+        text.contains("cardbind_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"cardbind_binds_total{outcome="active"} 1"#),
+        "{text}"
+    );
 }
 
 // ---- flows ----------------------------------------------------------------------------------------
@@ -534,9 +888,17 @@ async fn otp_flow_default_unbind_and_freeze() {
     assert_eq!(card["status"], "pending_verification");
     assert_eq!(card["next_action"]["type"], "otp");
     assert_eq!(card["brand"], "mastercard");
-    assert_eq!((card["bin"].as_str(), card["last4"].as_str()), (Some("555555"), Some("4444")));
+    assert_eq!(
+        (card["bin"].as_str(), card["last4"].as_str()),
+        (Some("555555"), Some("4444"))
+    );
     let text = card.to_string();
-    assert!(!text.contains(MC_OTP) && !text.contains("13800138000") && !text.contains("11010519491231002X"), "{text}");
+    assert!(
+        !text.contains(MC_OTP)
+            && !text.contains("13800138000")
+            && !text.contains("11010519491231002X"),
+        "{text}"
+    );
     let id = card["id"].as_str().unwrap().to_owned();
 
     let verify = |otp: &'static str| {
@@ -562,38 +924,90 @@ async fn otp_flow_default_unbind_and_freeze() {
     let second = json_of(resp).await;
     let id2 = second["id"].as_str().unwrap().to_owned();
     assert_eq!(second["is_default"], false);
-    let resp = app.client.put(format!("/v1/users/u-flow/cards/{id2}/default")).header("Authorization", svc.clone()).send().await;
+    let resp = app
+        .client
+        .put(format!("/v1/users/u-flow/cards/{id2}/default"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
     resp.assert_status_is_ok();
     assert_eq!(json_of(resp).await["is_default"], true);
 
     // list with paging
-    let resp = app.client.get("/v1/users/u-flow/cards?limit=1").header("Authorization", svc.clone()).send().await;
+    let resp = app
+        .client
+        .get("/v1/users/u-flow/cards?limit=1")
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
     let page = json_of(resp).await;
     assert_eq!(page["cards"].as_array().unwrap().len(), 1);
     let next = page["next_after"].as_str().unwrap().to_owned();
-    let resp = app.client.get(format!("/v1/users/u-flow/cards?limit=1&after={next}")).header("Authorization", svc.clone()).send().await;
+    let resp = app
+        .client
+        .get(format!("/v1/users/u-flow/cards?limit=1&after={next}"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
     assert_eq!(json_of(resp).await["cards"].as_array().unwrap().len(), 1);
 
     // freeze / unfreeze by an operator
     let admin = bearer("ops", "admin");
-    let resp = app.client.post(format!("/v1/admin/users/u-flow/cards/{id}/freeze")).header("Authorization", admin.clone()).send().await;
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/u-flow/cards/{id}/freeze"))
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
     resp.assert_status_is_ok();
     assert_eq!(json_of(resp).await["status"], "frozen");
-    let resp = app.client.post(format!("/v1/admin/users/u-flow/cards/{id}/freeze")).header("Authorization", admin.clone()).send().await;
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/u-flow/cards/{id}/freeze"))
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
     assert_error(resp, 409, "invalid_state_transition").await;
-    let resp = app.client.post(format!("/v1/admin/users/u-flow/cards/{id}/unfreeze")).header("Authorization", admin.clone()).send().await;
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/u-flow/cards/{id}/unfreeze"))
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
     assert_eq!(json_of(resp).await["status"], "active");
 
     // unbind the default: twice is harmless
     for _ in 0..2 {
-        let resp = app.client.delete(format!("/v1/users/u-flow/cards/{id2}")).header("Authorization", svc.clone()).send().await;
+        let resp = app
+            .client
+            .delete(format!("/v1/users/u-flow/cards/{id2}"))
+            .header("Authorization", svc.clone())
+            .send()
+            .await;
         resp.assert_status_is_ok();
         let c = json_of(resp).await;
-        assert_eq!((c["status"].as_str(), c["is_default"].as_bool()), (Some("inactive"), Some(false)));
+        assert_eq!(
+            (c["status"].as_str(), c["is_default"].as_bool()),
+            (Some("inactive"), Some(false))
+        );
     }
-    let resp = app.client.get(format!("/v1/users/u-flow/cards/{id}")).header("Authorization", svc.clone()).send().await;
-    assert_eq!(json_of(resp).await["is_default"], true, "the other active card is promoted");
-    let resp = app.client.get("/v1/users/u-flow/cards/no-such-card").header("Authorization", svc).send().await;
+    let resp = app
+        .client
+        .get(format!("/v1/users/u-flow/cards/{id}"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    assert_eq!(
+        json_of(resp).await["is_default"],
+        true,
+        "the other active card is promoted"
+    );
+    let resp = app
+        .client
+        .get("/v1/users/u-flow/cards/no-such-card")
+        .header("Authorization", svc)
+        .send()
+        .await;
     assert_error(resp, 404, "not_found").await;
 }
 
@@ -604,12 +1018,25 @@ async fn redirect_decline_and_duplicate() {
     resp.assert_status(StatusCode::CREATED);
     let card = json_of(resp).await;
     assert_eq!(card["next_action"]["type"], "redirect");
-    assert!(card["next_action"]["url"].as_str().unwrap().starts_with("https://"));
+    assert!(card["next_action"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
 
-    let v = assert_error(app.bind("u-r", "k-d", &bind_body(MC_DECLINE)).await, 422, "channel_rejected").await;
+    let v = assert_error(
+        app.bind("u-r", "k-d", &bind_body(MC_DECLINE)).await,
+        422,
+        "channel_rejected",
+    )
+    .await;
     assert!(v["error"]["message"].as_str().unwrap().contains("declined"));
 
-    assert_error(app.bind("u-r", "k-dup", &bind_body(AMEX_REDIRECT)).await, 409, "card_already_bound").await;
+    assert_error(
+        app.bind("u-r", "k-dup", &bind_body(AMEX_REDIRECT)).await,
+        409,
+        "card_already_bound",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -626,10 +1053,24 @@ async fn unreachable_channel_goes_to_review_with_202() {
     let id = card["id"].as_str().unwrap().to_owned();
 
     let admin = bearer("ops", "admin");
-    let resp = app.client.get("/v1/admin/reviews").header("Authorization", admin.clone()).send().await;
+    let resp = app
+        .client
+        .get("/v1/admin/reviews")
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
     let list = json_of(resp).await;
     assert_eq!(list["cards"][0]["id"], id.as_str());
-    assert_error(app.client.get("/v1/admin/reviews").header("Authorization", bearer("m", "service")).send().await, 403, "forbidden").await;
+    assert_error(
+        app.client
+            .get("/v1/admin/reviews")
+            .header("Authorization", bearer("m", "service"))
+            .send()
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
 
     let approve = |body: Value| {
         app.client
@@ -639,39 +1080,75 @@ async fn unreachable_channel_goes_to_review_with_202() {
             .body(body.to_string())
             .send()
     };
-    assert_error(approve(json!({"channel_ref": "r", "x": 1})).await, 400, "invalid_request").await;
+    assert_error(
+        approve(json!({"channel_ref": "r", "x": 1})).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     let resp = approve(json!({"channel_ref": "manual-123"})).await;
     resp.assert_status_is_ok();
     assert_eq!(json_of(resp).await["status"], "active");
     assert_error(approve(json!({})).await, 409, "invalid_state_transition").await;
-    let resp = app.client.post("/v1/admin/reviews/nope/reject").header("Authorization", admin).send().await;
+    let resp = app
+        .client
+        .post("/v1/admin/reviews/nope/reject")
+        .header("Authorization", admin)
+        .send()
+        .await;
     assert_error(resp, 404, "not_found").await;
 }
 
 #[tokio::test]
 async fn bin_lookup() {
     let app = spawn();
-    let get = |bin: &str| app.client.get(format!("/v1/bins/{bin}")).header("Authorization", bearer("m", "service")).send();
+    let get = |bin: &str| {
+        app.client
+            .get(format!("/v1/bins/{bin}"))
+            .header("Authorization", bearer("m", "service"))
+            .send()
+    };
     let resp = get("411111").await;
     resp.assert_status_is_ok();
-    assert_eq!(json_of(resp).await, json!({"bin": "411111", "brand": "visa"}));
+    assert_eq!(
+        json_of(resp).await,
+        json!({"bin": "411111", "brand": "visa"})
+    );
     assert_eq!(json_of(get("62220200").await).await["brand"], "unionpay");
     let v = assert_error(get("000000").await, 404, "unsupported_card_brand").await;
     assert_eq!(v["error"]["field"], "bin");
     assert_error(get("41ab11").await, 400, "invalid_request").await;
     assert_error(get("4111111111").await, 400, "invalid_request").await;
-    let resp = app.client.get("/v1/bins/411111").header("Authorization", bearer("aud", "auditor")).send().await;
+    let resp = app
+        .client
+        .get("/v1/bins/411111")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
     assert_error(resp, 403, "forbidden").await;
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn();
-    app.client.get("/healthz").send().await.assert_status_is_ok();
+    app.client
+        .get("/healthz")
+        .send()
+        .await
+        .assert_status_is_ok();
     app.client.get("/readyz").send().await.assert_status_is_ok();
     app.store.set_unavailable(true);
-    assert_error(app.client.get("/readyz").send().await, 503, "storage_unavailable").await;
-    app.client.get("/healthz").send().await.assert_status_is_ok();
+    assert_error(
+        app.client.get("/readyz").send().await,
+        503,
+        "storage_unavailable",
+    )
+    .await;
+    app.client
+        .get("/healthz")
+        .send()
+        .await
+        .assert_status_is_ok();
 }
 
 #[tokio::test]
@@ -691,17 +1168,33 @@ async fn channel_notifications() {
     };
     let mut forged = n.headers.clone();
     forged.insert("x-mock-signature".into(), "00".repeat(32));
-    assert_error(send(forged.into_iter().collect(), n.body.clone()).await, 401, "invalid_signature").await;
+    assert_error(
+        send(forged.into_iter().collect(), n.body.clone()).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
 
     let ok = send(n.headers.clone().into_iter().collect(), n.body.clone()).await;
     assert!(ok.0.status().is_success(), "{}", ok.0.status());
-    let resp = app.client.get(format!("/v1/users/u-n/cards/{id}")).header("Authorization", bearer("m", "service")).send().await;
+    let resp = app
+        .client
+        .get(format!("/v1/users/u-n/cards/{id}"))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
     assert_eq!(json_of(resp).await["status"], "active");
     // the same notification again is acknowledged and changes nothing
     let again = send(n.headers.clone().into_iter().collect(), n.body.clone()).await;
     assert!(again.0.status().is_success());
 
-    let resp = app.client.post("/v1/channels/paypal/notify").content_type("application/json").body("{}").send().await;
+    let resp = app
+        .client
+        .post("/v1/channels/paypal/notify")
+        .content_type("application/json")
+        .body("{}")
+        .send()
+        .await;
     assert_error(resp, 404, "not_found").await;
 }
 
@@ -726,27 +1219,66 @@ async fn consents_audit_and_erasure() {
     resp.assert_status(StatusCode::CREATED);
     let card_id = json_of(resp).await["id"].as_str().unwrap().to_owned();
 
-    let resp = app.client.get("/v1/consents?user_id=u-c").header("Authorization", bearer("aud", "auditor")).send().await;
+    let resp = app
+        .client
+        .get("/v1/consents?user_id=u-c")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
     resp.assert_status_is_ok();
     let consents = json_of(resp).await;
     let c = &consents["consents"][0];
-    assert_eq!((c["ip"].as_str(), c["user_agent"].as_str()), (Some("203.0.113.7"), Some("TestAgent/1.0")));
-    assert_eq!((c["text_version"].as_str(), c["card_id"].as_str()), (Some("v2"), Some(card_id.as_str())));
+    assert_eq!(
+        (c["ip"].as_str(), c["user_agent"].as_str()),
+        (Some("203.0.113.7"), Some("TestAgent/1.0"))
+    );
+    assert_eq!(
+        (c["text_version"].as_str(), c["card_id"].as_str()),
+        (Some("v2"), Some(card_id.as_str()))
+    );
 
-    let resp = app.client.get("/v1/audit/events?user_id=u-c&limit=50").header("Authorization", bearer("aud", "auditor")).send().await;
+    let resp = app
+        .client
+        .get("/v1/audit/events?user_id=u-c&limit=50")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
     resp.assert_status_is_ok();
     let events = json_of(resp).await;
-    let actions: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert!(actions.contains(&"binding.create"), "{actions:?}");
     assert!(!events.to_string().contains(VISA));
-    let resp = app.client.get("/v1/audit/events?since=yesterday").header("Authorization", bearer("aud", "auditor")).send().await;
+    let resp = app
+        .client
+        .get("/v1/audit/events?since=yesterday")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
     let v = assert_error(resp, 400, "invalid_request").await;
     assert_eq!(v["error"]["field"], "since");
 
-    let resp = app.client.post("/v1/admin/users/u-c/erase").header("Authorization", bearer("ops", "admin")).send().await;
+    let resp = app
+        .client
+        .post("/v1/admin/users/u-c/erase")
+        .header("Authorization", bearer("ops", "admin"))
+        .send()
+        .await;
     resp.assert_status_is_ok();
-    assert_eq!(json_of(resp).await, json!({"user_id": "u-c", "unbound_cards": 1}));
-    let resp = app.client.post("/v1/admin/users/u-c/erase").header("Authorization", bearer("aud", "auditor")).send().await;
+    assert_eq!(
+        json_of(resp).await,
+        json!({"user_id": "u-c", "unbound_cards": 1})
+    );
+    let resp = app
+        .client
+        .post("/v1/admin/users/u-c/erase")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
     assert_error(resp, 403, "forbidden").await;
 }
 
@@ -766,7 +1298,12 @@ impl ConsentLog for PanickingConsents {
     async fn revoke(&self, _b: &BindingId, _at: Timestamp, _by: &str) -> Result<u64, StoreError> {
         Ok(0)
     }
-    async fn list(&self, _u: Option<UserId>, _a: Option<String>, _l: u32) -> Result<Vec<Consent>, StoreError> {
+    async fn list(
+        &self,
+        _u: Option<UserId>,
+        _a: Option<String>,
+        _l: u32,
+    ) -> Result<Vec<Consent>, StoreError> {
         panic!("consent log exploded while holding 4111111111111111")
     }
 }
@@ -778,7 +1315,11 @@ async fn panics_become_a_500_envelope() {
     ports.consents = Arc::new(PanickingConsents);
     state.service = cardbind_ports::service::CardService::new(ports, Default::default());
     let client = poem::test::TestClient::new(cardbind::http::app(state));
-    let resp = client.get("/v1/consents").header("Authorization", bearer("aud", "auditor")).send().await;
+    let resp = client
+        .get("/v1/consents")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
     resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
     assert_security_headers(&resp);
     let v = assert_error(resp, 500, "internal_error").await;
@@ -794,7 +1335,9 @@ async fn panics_become_a_500_envelope() {
 async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut opts = Options::default();
-    opts.mock.card_modes.insert("1111".into(), cardbind_channels::MockMode::Timeout);
+    opts.mock
+        .card_modes
+        .insert("1111".into(), cardbind_channels::MockMode::Timeout);
     opts.mock.timeout_after = std::time::Duration::from_millis(400);
     let (state, _store, _clock) = state_with(opts);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -805,11 +1348,16 @@ async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
     }));
 
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("x-request-id:"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-request-id:"),
+        "{answer}"
+    );
 
     // A slow bind (the channel answers after 400 ms) is in flight when shutdown starts.
     let body = bind_body(VISA).to_string();
@@ -828,6 +1376,13 @@ async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
     slow.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     assert!(answer.contains("pending_review"), "{answer}");
-    tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

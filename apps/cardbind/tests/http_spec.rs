@@ -25,7 +25,10 @@ fn committed_spec_matches_the_code() {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| committed.lines().count().min(generated.lines().count()) + 1, |i| i + 1);
+            .map_or_else(
+                || committed.lines().count().min(generated.lines().count()) + 1,
+                |i| i + 1,
+            );
         panic!(
             "docs/openapi.json is out of date with the code (first difference at line {first_diff}).\n\
              Regenerate it with:  CARDBIND_UPDATE_SPEC=1 cargo test -p cardbind --test http_spec\n\
@@ -36,7 +39,10 @@ fn committed_spec_matches_the_code() {
 
 #[test]
 fn spec_is_deterministic() {
-    assert_eq!(cardbind::http::api_spec_json(), cardbind::http::api_spec_json());
+    assert_eq!(
+        cardbind::http::api_spec_json(),
+        cardbind::http::api_spec_json()
+    );
 }
 
 #[test]
@@ -46,7 +52,9 @@ fn spec_declares_operations_security_and_errors() {
     let mut ids = Vec::new();
     for (path, ops) in spec["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
-            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
             ids.push(id.to_owned());
             let responses = op["responses"].as_object().unwrap();
             if path.starts_with("/v1/") {
@@ -56,27 +64,61 @@ fn spec_declares_operations_security_and_errors() {
             let secured = op.get("security").is_some();
             if path.starts_with("/v1/") && !path.starts_with("/v1/channels/") {
                 assert!(secured, "{id} requires a bearer token");
-                assert!(responses.contains_key("401") && responses.contains_key("403") || id == "channelNotify", "{id}");
+                assert!(
+                    responses.contains_key("401") && responses.contains_key("403")
+                        || id == "channelNotify",
+                    "{id}"
+                );
             }
         }
     }
     for id in [
-        "bindCard", "verifyCard", "listCards", "getCard", "unbindCard", "setDefaultCard", "freezeCard", "unfreezeCard",
-        "listReviews", "approveReview", "rejectReview", "eraseUser", "listAuditEvents", "listConsents", "channelNotify",
-        "lookupBin", "liveness", "readiness", "metrics",
+        "bindCard",
+        "verifyCard",
+        "listCards",
+        "getCard",
+        "unbindCard",
+        "setDefaultCard",
+        "freezeCard",
+        "unfreezeCard",
+        "listReviews",
+        "approveReview",
+        "rejectReview",
+        "eraseUser",
+        "listAuditEvents",
+        "listConsents",
+        "channelNotify",
+        "lookupBin",
+        "liveness",
+        "readiness",
+        "metrics",
     ] {
         assert!(ids.iter().any(|i| i == id), "missing {id}");
     }
     let notify = &spec["paths"]["/v1/channels/{channel}/notify"]["post"];
-    assert!(notify.get("security").is_none(), "channels sign their own notifications");
+    assert!(
+        notify.get("security").is_none(),
+        "channels sign their own notifications"
+    );
 
     let bind = &spec["paths"]["/v1/users/{user_id}/cards"]["post"];
-    for status in ["201", "202", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503"] {
+    for status in [
+        "201", "202", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503",
+    ] {
         assert!(bind["responses"].get(status).is_some(), "bindCard {status}");
     }
-    assert!(bind["responses"]["429"]["headers"].get("Retry-After").is_some());
-    assert!(bind["responses"]["201"]["headers"].get("X-Request-Id").is_some());
-    let params: Vec<&str> = bind["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(bind["responses"]["429"]["headers"]
+        .get("Retry-After")
+        .is_some());
+    assert!(bind["responses"]["201"]["headers"]
+        .get("X-Request-Id")
+        .is_some());
+    let params: Vec<&str> = bind["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert!(params.contains(&"Idempotency-Key"), "{params:?}");
 
     let schemes = &spec["components"]["securitySchemes"];
@@ -84,12 +126,20 @@ fn spec_declares_operations_security_and_errors() {
     assert_eq!(schemes["requestSignature"]["type"], "apiKey");
     assert_eq!(schemes["requestSignature"]["name"], "X-Cardbind-Signature");
 
-    let codes = spec["components"]["schemas"]["ErrorBody"]["properties"]["code"]["description"].as_str().unwrap();
+    let codes = spec["components"]["schemas"]["ErrorBody"]["properties"]["code"]["description"]
+        .as_str()
+        .unwrap();
     for code in ErrorCode::ALL {
-        assert!(codes.contains(&format!("`{}`", code.as_str())), "{code} listed");
+        assert!(
+            codes.contains(&format!("`{}`", code.as_str())),
+            "{code} listed"
+        );
     }
     let card = &spec["components"]["schemas"]["Card"]["properties"];
     for forbidden in ["card_number", "id_number", "phone", "cvv", "holder_name"] {
-        assert!(card.get(forbidden).is_none(), "Card never shows {forbidden}");
+        assert!(
+            card.get(forbidden).is_none(),
+            "Card never shows {forbidden}"
+        );
     }
 }

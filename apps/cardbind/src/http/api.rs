@@ -5,14 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use cardbind_domain::{Action, Actor, BindingId, BindingStatus, CardBrand, ChannelName, ErrorCode, Role, UserId};
+use cardbind_domain::{
+    Action, Actor, BindingId, BindingStatus, CardBrand, ChannelName, ErrorCode, Role, UserId,
+};
 use cardbind_ports::audit::AuditFilter;
 use cardbind_ports::channel::{Notification, NotificationAck};
 use poem::http::StatusCode;
 use poem::{IntoResponse, Request, RequestBody, Response};
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Json, ParsePayload, Payload, PlainText};
-use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::registry::{
+    MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
@@ -193,7 +197,11 @@ impl ParsePayload for RawNotification {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let bytes = body.take()?.into_vec().await.map_err(|_| ApiError::invalid_request("the body could not be read"))?;
+        let bytes = body
+            .take()?
+            .into_vec()
+            .await
+            .map_err(|_| ApiError::invalid_request("the body could not be read"))?;
         Ok(RawNotification(bytes))
     }
 }
@@ -207,7 +215,10 @@ pub struct AckResponse(pub NotificationAck);
 impl IntoResponse for AckResponse {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::OK);
-        Response::builder().status(status).content_type(self.0.content_type).body(self.0.body)
+        Response::builder()
+            .status(status)
+            .content_type(self.0.content_type)
+            .body(self.0.body)
     }
 }
 
@@ -251,8 +262,16 @@ fn parse_card(s: &str) -> Result<BindingId, ApiError> {
 }
 
 fn after_id(s: Option<String>) -> Result<Option<BindingId>, ApiError> {
-    s.map(|a| BindingId::parse(&a).map_err(|_| ApiError::field(ErrorCode::InvalidRequest, "after", "`after` is not a card id")))
-        .transpose()
+    s.map(|a| {
+        BindingId::parse(&a).map_err(|_| {
+            ApiError::field(
+                ErrorCode::InvalidRequest,
+                "after",
+                "`after` is not a card id",
+            )
+        })
+    })
+    .transpose()
 }
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -276,7 +295,11 @@ impl CardsApi {
         method = "post",
         operation_id = "bindCard",
         transform = "idempotent",
-        response_header(name = "Idempotent-Replayed", ty = "Option<bool>", description = "`true` when this is the stored response of an earlier request with the same key.")
+        response_header(
+            name = "Idempotent-Replayed",
+            ty = "Option<bool>",
+            description = "`true` when this is the stored response of an earlier request with the same key."
+        )
     )]
     async fn bind_card(
         &self,
@@ -321,7 +344,11 @@ impl CardsApi {
     /// For a card in `pending_verification` whose `next_action` is `otp`.
     /// A wrong code is `invalid_otp` (422); too many wrong codes or an
     /// expired window fail the binding.
-    #[oai(path = "/v1/users/:user_id/cards/:card_id/verify", method = "post", operation_id = "verifyCard")]
+    #[oai(
+        path = "/v1/users/:user_id/cards/:card_id/verify",
+        method = "post",
+        operation_id = "verifyCard"
+    )]
     async fn verify_card(
         &self,
         cx: Cx,
@@ -332,17 +359,27 @@ impl CardsApi {
     ) -> Result<CardResponse, VerifyCardError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
-            Ok(cx.shared.state.service.verify_otp(&cx.context(&auth.0), &user, &id, &body.otp).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .verify_otp(&cx.context(&auth.0), &user, &id, &body.otp)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// List a user's cards
     ///
     /// In id order (ids are time-ordered), `limit` per page (1–100, default
     /// 20); pass `next_after` as `after` for the next page.
-    #[oai(path = "/v1/users/:user_id/cards", method = "get", operation_id = "listCards")]
+    #[oai(
+        path = "/v1/users/:user_id/cards",
+        method = "get",
+        operation_id = "listCards"
+    )]
     async fn list_cards(
         &self,
         cx: Cx,
@@ -357,21 +394,48 @@ impl CardsApi {
         let res: Result<_, ApiError> = async {
             let user = parse_user(&user_id)?;
             let after = after_id(after.0)?;
-            Ok(cx.shared.state.service.list(&cx.context(&auth.0), &user, after, limit.0.unwrap_or(DEFAULT_LIMIT)).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .list(
+                    &cx.context(&auth.0),
+                    &user,
+                    after,
+                    limit.0.unwrap_or(DEFAULT_LIMIT),
+                )
+                .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p)))).map_err(|e| cx.fail(e))
+        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Get a card
-    #[oai(path = "/v1/users/:user_id/cards/:card_id", method = "get", operation_id = "getCard")]
-    async fn get_card(&self, cx: Cx, auth: BearerAuth, user_id: Path<String>, card_id: Path<String>) -> Result<CardResponse, ReadError> {
+    #[oai(
+        path = "/v1/users/:user_id/cards/:card_id",
+        method = "get",
+        operation_id = "getCard"
+    )]
+    async fn get_card(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        user_id: Path<String>,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ReadError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
-            Ok(cx.shared.state.service.get(&cx.context(&auth.0), &user, &id).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .get(&cx.context(&auth.0), &user, &id)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Unbind a card
@@ -379,28 +443,60 @@ impl CardsApi {
     /// Always possible; also ends the agreement at the channel. Unbinding an
     /// unbound card changes nothing. If it was the default, the most
     /// recently activated other active card becomes the default.
-    #[oai(path = "/v1/users/:user_id/cards/:card_id", method = "delete", operation_id = "unbindCard")]
-    async fn unbind_card(&self, cx: Cx, auth: BearerAuth, user_id: Path<String>, card_id: Path<String>) -> Result<CardResponse, ChangeError> {
+    #[oai(
+        path = "/v1/users/:user_id/cards/:card_id",
+        method = "delete",
+        operation_id = "unbindCard"
+    )]
+    async fn unbind_card(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        user_id: Path<String>,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
-            Ok(cx.shared.state.service.unbind(&cx.context(&auth.0), &user, &id).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .unbind(&cx.context(&auth.0), &user, &id)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Make a card the default
     ///
     /// Only an `active` card can be the default (`invalid_state_transition`
     /// otherwise); a user has at most one.
-    #[oai(path = "/v1/users/:user_id/cards/:card_id/default", method = "put", operation_id = "setDefaultCard")]
-    async fn set_default_card(&self, cx: Cx, auth: BearerAuth, user_id: Path<String>, card_id: Path<String>) -> Result<CardResponse, ChangeError> {
+    #[oai(
+        path = "/v1/users/:user_id/cards/:card_id/default",
+        method = "put",
+        operation_id = "setDefaultCard"
+    )]
+    async fn set_default_card(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        user_id: Path<String>,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
-            Ok(cx.shared.state.service.set_default(&cx.context(&auth.0), &user, &id).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .set_default(&cx.context(&auth.0), &user, &id)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 }
 
@@ -413,33 +509,69 @@ impl AdminApi {
     /// Freeze a card
     ///
     /// An `active` card becomes `frozen` (operators only).
-    #[oai(path = "/v1/admin/users/:user_id/cards/:card_id/freeze", method = "post", operation_id = "freezeCard")]
-    async fn freeze_card(&self, cx: Cx, auth: BearerAuth, user_id: Path<String>, card_id: Path<String>) -> Result<CardResponse, ChangeError> {
+    #[oai(
+        path = "/v1/admin/users/:user_id/cards/:card_id/freeze",
+        method = "post",
+        operation_id = "freezeCard"
+    )]
+    async fn freeze_card(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        user_id: Path<String>,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
-            Ok(cx.shared.state.service.freeze(&cx.context(&auth.0), &user, &id).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .freeze(&cx.context(&auth.0), &user, &id)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Unfreeze a card
     ///
     /// A `frozen` card becomes `active` again (operators only).
-    #[oai(path = "/v1/admin/users/:user_id/cards/:card_id/unfreeze", method = "post", operation_id = "unfreezeCard")]
-    async fn unfreeze_card(&self, cx: Cx, auth: BearerAuth, user_id: Path<String>, card_id: Path<String>) -> Result<CardResponse, ChangeError> {
+    #[oai(
+        path = "/v1/admin/users/:user_id/cards/:card_id/unfreeze",
+        method = "post",
+        operation_id = "unfreezeCard"
+    )]
+    async fn unfreeze_card(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        user_id: Path<String>,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
-            Ok(cx.shared.state.service.unfreeze(&cx.context(&auth.0), &user, &id).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .unfreeze(&cx.context(&auth.0), &user, &id)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// List bindings waiting for review
     ///
     /// Bindings whose channel could not be reached (`pending_review`).
-    #[oai(path = "/v1/admin/reviews", method = "get", operation_id = "listReviews")]
+    #[oai(
+        path = "/v1/admin/reviews",
+        method = "get",
+        operation_id = "listReviews"
+    )]
     async fn list_reviews(
         &self,
         cx: Cx,
@@ -452,40 +584,88 @@ impl AdminApi {
     ) -> Result<CardListResponse, ListError> {
         let res: Result<_, ApiError> = async {
             let after = after_id(after.0)?;
-            Ok(cx.shared.state.service.review_queue(&cx.context(&auth.0), after, limit.0.unwrap_or(DEFAULT_LIMIT)).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .review_queue(
+                    &cx.context(&auth.0),
+                    after,
+                    limit.0.unwrap_or(DEFAULT_LIMIT),
+                )
+                .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p)))).map_err(|e| cx.fail(e))
+        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Approve a binding in review
     ///
     /// It becomes `active`, with the channel reference when given.
-    #[oai(path = "/v1/admin/reviews/:card_id/approve", method = "post", operation_id = "approveReview")]
-    async fn approve_review(&self, cx: Cx, auth: BearerAuth, card_id: Path<String>, body: JsonBody<ApproveReviewBody>) -> Result<CardResponse, ChangeError> {
+    #[oai(
+        path = "/v1/admin/reviews/:card_id/approve",
+        method = "post",
+        operation_id = "approveReview"
+    )]
+    async fn approve_review(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        card_id: Path<String>,
+        body: JsonBody<ApproveReviewBody>,
+    ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let id = parse_card(&card_id)?;
             let channel_ref = body.0.channel_ref;
-            if channel_ref.as_ref().is_some_and(|r| !(1..=128).contains(&r.len())) {
-                return Err(ApiError::field(ErrorCode::InvalidRequest, "channel_ref", "`channel_ref` must be 1 to 128 characters"));
+            if channel_ref
+                .as_ref()
+                .is_some_and(|r| !(1..=128).contains(&r.len()))
+            {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidRequest,
+                    "channel_ref",
+                    "`channel_ref` must be 1 to 128 characters",
+                ));
             }
-            Ok(cx.shared.state.service.approve_review(&cx.context(&auth.0), &id, channel_ref).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .approve_review(&cx.context(&auth.0), &id, channel_ref)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Reject a binding in review
     ///
     /// It becomes `failed` (`rejected_by_operator`).
-    #[oai(path = "/v1/admin/reviews/:card_id/reject", method = "post", operation_id = "rejectReview")]
-    async fn reject_review(&self, cx: Cx, auth: BearerAuth, card_id: Path<String>) -> Result<CardResponse, ChangeError> {
+    #[oai(
+        path = "/v1/admin/reviews/:card_id/reject",
+        method = "post",
+        operation_id = "rejectReview"
+    )]
+    async fn reject_review(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let id = parse_card(&card_id)?;
-            Ok(cx.shared.state.service.reject_review(&cx.context(&auth.0), &id).await?)
+            Ok(cx
+                .shared
+                .state
+                .service
+                .reject_review(&cx.context(&auth.0), &id)
+                .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v)))).map_err(|e| cx.fail(e))
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Erase a user
@@ -493,15 +673,33 @@ impl AdminApi {
     /// Unbinds every card and destroys the user's key material, which makes
     /// their card data unreadable everywhere, backups included
     /// (crypto-shredding). Audited.
-    #[oai(path = "/v1/admin/users/:user_id/erase", method = "post", operation_id = "eraseUser")]
-    async fn erase_user(&self, cx: Cx, auth: BearerAuth, user_id: Path<String>) -> Result<ErasureResponse, EraseError> {
+    #[oai(
+        path = "/v1/admin/users/:user_id/erase",
+        method = "post",
+        operation_id = "eraseUser"
+    )]
+    async fn erase_user(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        user_id: Path<String>,
+    ) -> Result<ErasureResponse, EraseError> {
         let res: Result<_, ApiError> = async {
             let user = parse_user(&user_id)?;
-            let n = cx.shared.state.service.erase_user(&cx.context(&auth.0), &user).await?;
-            Ok(ErasureResult { user_id: user.as_str().to_owned(), unbound_cards: n })
+            let n = cx
+                .shared
+                .state
+                .service
+                .erase_user(&cx.context(&auth.0), &user)
+                .await?;
+            Ok(ErasureResult {
+                user_id: user.as_str().to_owned(),
+                unbound_cards: n,
+            })
         }
         .await;
-        res.map(|r| ErasureResponse::Ok(Json(r))).map_err(|e| cx.fail(e))
+        res.map(|r| ErasureResponse::Ok(Json(r)))
+            .map_err(|e| cx.fail(e))
     }
 }
 
@@ -516,7 +714,11 @@ impl AuditApi {
     /// Events in chain order (`seq` ascending), filtered; each holds the
     /// hash of its predecessor so that a gap or an edit shows (auditors
     /// only).
-    #[oai(path = "/v1/audit/events", method = "get", operation_id = "listAuditEvents")]
+    #[oai(
+        path = "/v1/audit/events",
+        method = "get",
+        operation_id = "listAuditEvents"
+    )]
     #[allow(clippy::too_many_arguments)]
     async fn list_audit_events(
         &self,
@@ -542,24 +744,49 @@ impl AuditApi {
         let res: Result<_, ApiError> = async {
             let time = |name: &'static str, v: Option<String>| {
                 v.map(|s| {
-                    parse_rfc3339(&s).ok_or_else(|| ApiError::field(ErrorCode::InvalidRequest, name, format!("`{name}` must be an RFC 3339 date-time")))
+                    parse_rfc3339(&s).ok_or_else(|| {
+                        ApiError::field(
+                            ErrorCode::InvalidRequest,
+                            name,
+                            format!("`{name}` must be an RFC 3339 date-time"),
+                        )
+                    })
                 })
                 .transpose()
             };
             let filter = AuditFilter {
-                user_id: user_id.0.map(|u| parse_user(&u).map(|u| u.as_str().to_owned())).transpose()?,
-                binding_id: card_id.0.map(|c| parse_card(&c).map(|c| c.as_str().to_owned())).transpose()?,
+                user_id: user_id
+                    .0
+                    .map(|u| parse_user(&u).map(|u| u.as_str().to_owned()))
+                    .transpose()?,
+                binding_id: card_id
+                    .0
+                    .map(|c| parse_card(&c).map(|c| c.as_str().to_owned()))
+                    .transpose()?,
                 action: action.0,
                 since: time("since", since.0)?,
                 until: time("until", until.0)?,
             };
             let limit = limit.0.unwrap_or(100);
-            let records = cx.shared.state.service.read_audit(&cx.context(&auth.0), &filter, after_seq.0, limit).await?;
-            let next = if records.len() as u32 >= limit.clamp(1, 500) { records.last().map(|r| r.seq) } else { None };
-            Ok(AuditEventList { events: records.iter().map(AuditEventDto::from).collect(), next_after_seq: next })
+            let records = cx
+                .shared
+                .state
+                .service
+                .read_audit(&cx.context(&auth.0), &filter, after_seq.0, limit)
+                .await?;
+            let next = if records.len() as u32 >= limit.clamp(1, 500) {
+                records.last().map(|r| r.seq)
+            } else {
+                None
+            };
+            Ok(AuditEventList {
+                events: records.iter().map(AuditEventDto::from).collect(),
+                next_after_seq: next,
+            })
         }
         .await;
-        res.map(|l| AuditResponse::Ok(Json(l))).map_err(|e| cx.fail(e))
+        res.map(|l| AuditResponse::Ok(Json(l)))
+            .map_err(|e| cx.fail(e))
     }
 
     /// List consents
@@ -582,12 +809,25 @@ impl AuditApi {
         let res: Result<_, ApiError> = async {
             let user = user_id.0.map(|u| parse_user(&u)).transpose()?;
             let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
-            let consents = cx.shared.state.service.list_consents(&cx.context(&auth.0), user, after.0, limit).await?;
-            let next = if consents.len() as u32 >= limit.clamp(1, 100) { consents.last().map(|c| c.id.clone()) } else { None };
-            Ok(ConsentList { consents: consents.iter().map(ConsentDto::from).collect(), next_after: next })
+            let consents = cx
+                .shared
+                .state
+                .service
+                .list_consents(&cx.context(&auth.0), user, after.0, limit)
+                .await?;
+            let next = if consents.len() as u32 >= limit.clamp(1, 100) {
+                consents.last().map(|c| c.id.clone())
+            } else {
+                None
+            };
+            Ok(ConsentList {
+                consents: consents.iter().map(ConsentDto::from).collect(),
+                next_after: next,
+            })
         }
         .await;
-        res.map(|l| ConsentResponse::Ok(Json(l))).map_err(|e| cx.fail(e))
+        res.map(|l| ConsentResponse::Ok(Json(l)))
+            .map_err(|e| cx.fail(e))
     }
 }
 
@@ -604,17 +844,39 @@ impl ChannelsApi {
     /// `invalid_signature`). The body and headers are handed over exactly as
     /// received; the answer is the acknowledgement the channel's protocol
     /// expects, sent only once the event is stored.
-    #[oai(path = "/v1/channels/:channel/notify", method = "post", operation_id = "channelNotify")]
-    async fn channel_notify(&self, cx: Cx, req: &Request, channel: Path<String>, body: RawNotification) -> Result<AckResponse, NotifyError> {
+    #[oai(
+        path = "/v1/channels/:channel/notify",
+        method = "post",
+        operation_id = "channelNotify"
+    )]
+    async fn channel_notify(
+        &self,
+        cx: Cx,
+        req: &Request,
+        channel: Path<String>,
+        body: RawNotification,
+    ) -> Result<AckResponse, NotifyError> {
         let res: Result<_, ApiError> = async {
             let name = ChannelName::parse(&channel)?;
             let headers: BTreeMap<String, String> = req
                 .headers()
                 .iter()
-                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned())))
+                .filter_map(|(k, v)| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))
+                })
                 .collect();
-            let n = Notification { headers, body: body.0 };
-            Ok(cx.shared.state.service.handle_notification(&name, &n).await?)
+            let n = Notification {
+                headers,
+                body: body.0,
+            };
+            Ok(cx
+                .shared
+                .state
+                .service
+                .handle_notification(&name, &n)
+                .await?)
         }
         .await;
         res.map(AckResponse).map_err(|e| {
@@ -639,22 +901,41 @@ impl MetaApi {
     /// The card scheme of the first 6 to 8 digits of a card number; an
     /// unknown BIN is 404 `unsupported_card_brand`.
     #[oai(path = "/v1/bins/:bin", method = "get", operation_id = "lookupBin")]
-    async fn lookup_bin(&self, cx: Cx, auth: BearerAuth, bin: Path<String>) -> Result<BinResponse, BinError> {
+    async fn lookup_bin(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        bin: Path<String>,
+    ) -> Result<BinResponse, BinError> {
         let res = (|| -> Result<BinInfo, ApiError> {
             let actor: &Actor = &auth.0;
-            let own = (actor.role == Role::User).then(|| UserId::parse(&actor.subject).ok()).flatten();
+            let own = (actor.role == Role::User)
+                .then(|| UserId::parse(&actor.subject).ok())
+                .flatten();
             actor.authorize(Action::BinLookup, own.as_ref())?;
             let ok = (6..=8).contains(&bin.len()) && bin.bytes().all(|b| b.is_ascii_digit());
             if !ok {
-                return Err(ApiError::field(ErrorCode::InvalidRequest, "bin", "a BIN is 6 to 8 digits"));
+                return Err(ApiError::field(
+                    ErrorCode::InvalidRequest,
+                    "bin",
+                    "a BIN is 6 to 8 digits",
+                ));
             }
             let brand = CardBrand::from_iin(&bin).ok_or_else(|| {
-                ApiError::field(ErrorCode::UnsupportedCardBrand, "bin", "no supported card scheme issues this BIN")
-                    .with_status(StatusCode::NOT_FOUND)
+                ApiError::field(
+                    ErrorCode::UnsupportedCardBrand,
+                    "bin",
+                    "no supported card scheme issues this BIN",
+                )
+                .with_status(StatusCode::NOT_FOUND)
             })?;
-            Ok(BinInfo { bin: bin.0.clone(), brand: brand.into() })
+            Ok(BinInfo {
+                bin: bin.0.clone(),
+                brand: brand.into(),
+            })
         })();
-        res.map(|b| BinResponse::Ok(Json(b))).map_err(|e| cx.fail(e))
+        res.map(|b| BinResponse::Ok(Json(b)))
+            .map_err(|e| cx.fail(e))
     }
 
     /// Liveness
@@ -662,7 +943,9 @@ impl MetaApi {
     /// The process serves requests.
     #[oai(path = "/healthz", method = "get", operation_id = "liveness")]
     async fn liveness(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(Health { status: "ok".into() }))
+        HealthResponse::Ok(Json(Health {
+            status: "ok".into(),
+        }))
     }
 
     /// Readiness
@@ -671,9 +954,22 @@ impl MetaApi {
     #[oai(path = "/readyz", method = "get", operation_id = "readiness")]
     async fn readiness(&self, cx: Cx) -> Result<HealthResponse, ReadyError> {
         let probe = UserId::parse("@readiness").map_err(|e| cx.fail::<ReadyError>(e))?;
-        match cx.shared.state.service.ports().bindings.get_default(&probe).await {
-            Ok(_) => Ok(HealthResponse::Ok(Json(Health { status: "ok".into() }))),
-            Err(e) => Err(cx.fail(ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable").with_cause(e.to_string()))),
+        match cx
+            .shared
+            .state
+            .service
+            .ports()
+            .bindings
+            .get_default(&probe)
+            .await
+        {
+            Ok(_) => Ok(HealthResponse::Ok(Json(Health {
+                status: "ok".into(),
+            }))),
+            Err(e) => Err(cx.fail(
+                ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable")
+                    .with_cause(e.to_string()),
+            )),
         }
     }
 
@@ -685,6 +981,8 @@ impl MetaApi {
     /// `cardbind_binds_total{outcome}`); `route` is the path template.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, cx: Cx) -> MetricsResponse {
-        MetricsResponse::Ok(PlainText(cx.shared.metrics.render(&cx.shared.state.metrics)))
+        MetricsResponse::Ok(PlainText(
+            cx.shared.metrics.render(&cx.shared.state.metrics),
+        ))
     }
 }

@@ -58,7 +58,8 @@ impl Authenticator {
                 (DecodingKey::from_secret(secret), Algorithm::HS256)
             }
             JwtKey::Rs256Pem(pem) => (
-                DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| format!("auth: RS256 public key: {e}"))?,
+                DecodingKey::from_rsa_pem(pem.as_bytes())
+                    .map_err(|e| format!("auth: RS256 public key: {e}"))?,
                 Algorithm::RS256,
             ),
         };
@@ -75,25 +76,35 @@ impl Authenticator {
 
     /// The caller a token names, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            let message = match e.kind() {
-                ErrorKind::ExpiredSignature => "the bearer token has expired",
-                ErrorKind::ImmatureSignature => "the bearer token is not valid yet",
-                ErrorKind::InvalidIssuer => "the bearer token has the wrong issuer",
-                ErrorKind::InvalidAudience => "the bearer token has the wrong audience",
-                ErrorKind::InvalidAlgorithm => "the bearer token uses an algorithm this service does not accept",
-                ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
-                _ => "the bearer token is invalid",
-            };
-            ApiError::unauthenticated(message)
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                let message = match e.kind() {
+                    ErrorKind::ExpiredSignature => "the bearer token has expired",
+                    ErrorKind::ImmatureSignature => "the bearer token is not valid yet",
+                    ErrorKind::InvalidIssuer => "the bearer token has the wrong issuer",
+                    ErrorKind::InvalidAudience => "the bearer token has the wrong audience",
+                    ErrorKind::InvalidAlgorithm => {
+                        "the bearer token uses an algorithm this service does not accept"
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
+                    _ => "the bearer token is invalid",
+                };
+                ApiError::unauthenticated(message)
+            })?;
         let claims = data.claims;
-        let sub_ok = (1..=128).contains(&claims.sub.len()) && claims.sub.bytes().all(|b| b.is_ascii_graphic());
+        let sub_ok = (1..=128).contains(&claims.sub.len())
+            && claims.sub.bytes().all(|b| b.is_ascii_graphic());
         if !sub_ok {
-            return Err(ApiError::unauthenticated("the bearer token has an unusable subject"));
+            return Err(ApiError::unauthenticated(
+                "the bearer token has an unusable subject",
+            ));
         }
-        let role = Role::parse(&claims.role)
-            .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "the bearer token's role is not one this service knows"))?;
+        let role = Role::parse(&claims.role).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "the bearer token's role is not one this service knows",
+            )
+        })?;
         Ok(Actor::new(claims.sub, role))
     }
 }
@@ -108,7 +119,12 @@ pub struct Authenticated(pub Actor);
 /// `aud`, `exp` (and `nbf`). Service clients registered for request
 /// signing must also send `X-Cardbind-Signature` (see `requestSignature`).
 #[derive(SecurityScheme)]
-#[oai(rename = "bearerAuth", ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+#[oai(
+    rename = "bearerAuth",
+    ty = "bearer",
+    bearer_format = "JWT",
+    checker = "check_bearer"
+)]
 pub struct BearerAuth(pub Actor);
 
 async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<Actor> {
@@ -116,7 +132,8 @@ async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<Actor> {
 }
 
 fn shared(req: &Request) -> Result<&Arc<Shared>, ApiError> {
-    req.data::<Arc<Shared>>().ok_or_else(|| ApiError::internal("shared state missing from the request"))
+    req.data::<Arc<Shared>>()
+        .ok_or_else(|| ApiError::internal("shared state missing from the request"))
 }
 
 /// Authenticates the request: bearer token, then the signature when the
@@ -147,9 +164,23 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
 }
 
 /// hex(HMAC-SHA256(secret, canonical request)).
-fn signature_hex(secret: &[u8], method: &str, path_and_query: &str, t: i64, nonce: &str, body: &[u8]) -> String {
+fn signature_hex(
+    secret: &[u8],
+    method: &str,
+    path_and_query: &str,
+    t: i64,
+    nonce: &str,
+    body: &[u8],
+) -> String {
     let body_hash = hex::encode(Sha256::digest(body));
-    let canonical = format!("{}\n{}\n{}\n{}\n{}", method.to_ascii_uppercase(), path_and_query, t, nonce, body_hash);
+    let canonical = format!(
+        "{}\n{}\n{}\n{}\n{}",
+        method.to_ascii_uppercase(),
+        path_and_query,
+        t,
+        nonce,
+        body_hash
+    );
     // HMAC accepts keys of any length: this cannot fail.
     let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
         Ok(m) => m,
@@ -162,8 +193,18 @@ fn signature_hex(secret: &[u8], method: &str, path_and_query: &str, t: i64, nonc
 /// The `X-Cardbind-Signature` header value for a request:
 /// `t=<t>,n=<nonce>,s=<hex HMAC-SHA256>` over
 /// `METHOD\nPATH?QUERY\nt\nnonce\nhex(sha256(body))`.
-pub fn sign_request(secret: &[u8], method: &str, path_and_query: &str, t: i64, nonce: &str, body: &[u8]) -> String {
-    format!("t={t},n={nonce},s={}", signature_hex(secret, method, path_and_query, t, nonce, body))
+pub fn sign_request(
+    secret: &[u8],
+    method: &str,
+    path_and_query: &str,
+    t: i64,
+    nonce: &str,
+    body: &[u8],
+) -> String {
+    format!(
+        "t={t},n={nonce},s={}",
+        signature_hex(secret, method, path_and_query, t, nonce, body)
+    )
 }
 
 struct SignatureHeader<'a> {
@@ -184,41 +225,74 @@ fn parse_signature_header(v: &str) -> Option<SignatureHeader<'_>> {
         }
     }
     let nonce = n?;
-    let nonce_ok = (8..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    let nonce_ok = (8..=128).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
     let sig = s?;
     let sig_ok = sig.len() == 64 && sig.bytes().all(|b| b.is_ascii_hexdigit());
     (nonce_ok && sig_ok).then_some(SignatureHeader { t: t?, nonce, sig })
 }
 
-async fn verify_signature(shared: &Shared, req: &Request, client: &str, secret: &[u8]) -> Result<(), ApiError> {
-    let header = req
-        .header(SIGNATURE_HEADER)
-        .ok_or_else(|| ApiError::invalid_signature("this client must sign its requests (X-Cardbind-Signature)"))?;
-    let parsed = parse_signature_header(header)
-        .ok_or_else(|| ApiError::invalid_signature("X-Cardbind-Signature must be t=<unix>,n=<nonce>,s=<64 hex>"))?;
+async fn verify_signature(
+    shared: &Shared,
+    req: &Request,
+    client: &str,
+    secret: &[u8],
+) -> Result<(), ApiError> {
+    let header = req.header(SIGNATURE_HEADER).ok_or_else(|| {
+        ApiError::invalid_signature("this client must sign its requests (X-Cardbind-Signature)")
+    })?;
+    let parsed = parse_signature_header(header).ok_or_else(|| {
+        ApiError::invalid_signature("X-Cardbind-Signature must be t=<unix>,n=<nonce>,s=<64 hex>")
+    })?;
     let now: Timestamp = shared.state.clock.now();
     let window = shared.state.auth.signature_window_seconds.max(1);
     if (now.unix_seconds() - parsed.t).abs() > window {
-        return Err(ApiError::invalid_signature("the request signature is stale; check the clock"));
+        return Err(ApiError::invalid_signature(
+            "the request signature is stale; check the clock",
+        ));
     }
     let path_and_query = match req.data::<RequestMeta>() {
         Some(m) => m.path_and_query.as_str(),
         None => req.uri().path_and_query().map_or("/", |p| p.as_str()),
     };
     let body = req.data::<RawBody>().map_or(&[][..], |b| &b.0[..]);
-    let expected = signature_hex(secret, req.method().as_str(), path_and_query, parsed.t, parsed.nonce, body);
+    let expected = signature_hex(
+        secret,
+        req.method().as_str(),
+        path_and_query,
+        parsed.t,
+        parsed.nonce,
+        body,
+    );
     let given = parsed.sig.to_ascii_lowercase();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-        return Err(ApiError::invalid_signature("the request signature does not verify"));
+        return Err(ApiError::invalid_signature(
+            "the request signature does not verify",
+        ));
     }
     let fresh = shared
         .state
         .seen
-        .mark(&format!("nonce:{client}"), parsed.nonce, now, now.plus_seconds(2 * window))
+        .mark(
+            &format!("nonce:{client}"),
+            parsed.nonce,
+            now,
+            now.plus_seconds(2 * window),
+        )
         .await
-        .map_err(|e| ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable; retry later").with_cause(e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::StorageUnavailable,
+                "storage is unavailable; retry later",
+            )
+            .with_cause(e.to_string())
+        })?;
     if !fresh {
-        return Err(ApiError::invalid_signature("this request nonce was used before"));
+        return Err(ApiError::invalid_signature(
+            "this request nonce was used before",
+        ));
     }
     Ok(())
 }
@@ -232,8 +306,14 @@ mod tests {
         let v = sign_request(b"k", "post", "/v1/x?a=1", 100, "nonce-123", b"{}");
         let p = parse_signature_header(&v).unwrap();
         assert_eq!((p.t, p.nonce), (100, "nonce-123"));
-        assert_eq!(p.sig, signature_hex(b"k", "POST", "/v1/x?a=1", 100, "nonce-123", b"{}"));
-        assert_ne!(p.sig, signature_hex(b"k", "POST", "/v1/x?a=2", 100, "nonce-123", b"{}"));
+        assert_eq!(
+            p.sig,
+            signature_hex(b"k", "POST", "/v1/x?a=1", 100, "nonce-123", b"{}")
+        );
+        assert_ne!(
+            p.sig,
+            signature_hex(b"k", "POST", "/v1/x?a=2", 100, "nonce-123", b"{}")
+        );
         assert!(parse_signature_header("t=1,n=short,s=00").is_none());
     }
 }

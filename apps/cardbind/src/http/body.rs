@@ -34,7 +34,12 @@ impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         essence
             .strip_prefix("application/")
             .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
@@ -53,8 +58,14 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let max_depth = request.data::<std::sync::Arc<Shared>>().map_or(16, |s| s.state.http.max_json_depth);
-        let bytes = body.take()?.into_bytes().await.map_err(|_| ApiError::invalid_request("the body could not be read"))?;
+        let max_depth = request
+            .data::<std::sync::Arc<Shared>>()
+            .map_or(16, |s| s.state.http.max_json_depth);
+        let bytes = body
+            .take()?
+            .into_bytes()
+            .await
+            .map_err(|_| ApiError::invalid_request("the body could not be read"))?;
         Ok(JsonBody(parse_json::<T>(&bytes, max_depth)?))
     }
 }
@@ -67,18 +78,21 @@ pub fn parse_json<T: ParseFromJSON>(bytes: &[u8], max_depth: usize) -> Result<T,
         return Err(ApiError::invalid_request("a JSON body is required"));
     }
     if json_depth(bytes) > max_depth {
-        return Err(ApiError::invalid_request(format!("the JSON body is nested deeper than {max_depth} levels")));
+        return Err(ApiError::invalid_request(format!(
+            "the JSON body is nested deeper than {max_depth} levels"
+        )));
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
     let mut registry = Registry::new();
     T::register(&mut registry);
     let schema = T::schema_ref();
     if let Some((field, problem)) = find_problem(&registry, &schema, &value, "") {
         return Err(problem.error(field));
     }
-    T::parse_from_json(Some(value))
-        .map_err(|_| ApiError::invalid_request("the body does not match the schema of this operation"))
+    T::parse_from_json(Some(value)).map_err(|_| {
+        ApiError::invalid_request("the body does not match the schema of this operation")
+    })
 }
 
 /// The deepest nesting of arrays/objects in a JSON text (strings skipped).
@@ -117,7 +131,11 @@ pub enum Problem {
 
 impl Problem {
     fn error(self, field: String) -> ApiError {
-        let field = if field.is_empty() { "body".to_owned() } else { field };
+        let field = if field.is_empty() {
+            "body".to_owned()
+        } else {
+            field
+        };
         let message = match self {
             Problem::Unknown => format!("unknown field `{field}`"),
             Problem::Missing => format!("`{field}` is required"),
@@ -137,7 +155,11 @@ fn resolve<'a>(registry: &'a Registry, schema: &'a MetaSchemaRef) -> Option<&'a 
 
 fn join(path: &str, key: &str) -> String {
     // Keys come from the client: keep them short and printable in messages.
-    let key: String = key.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    let key: String = key
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect();
     if path.is_empty() {
         key
     } else {
@@ -146,7 +168,12 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// The first place where `value` does not fit `schema`, if any.
-pub fn find_problem(registry: &Registry, schema: &MetaSchemaRef, value: &Value, path: &str) -> Option<(String, Problem)> {
+pub fn find_problem(
+    registry: &Registry,
+    schema: &MetaSchemaRef,
+    value: &Value,
+    path: &str,
+) -> Option<(String, Problem)> {
     let s = resolve(registry, schema)?;
     if value.is_null() {
         // Optional fields accept null; required ones are caught by their parent.
@@ -246,15 +273,24 @@ mod tests {
         assert!(body(good()).is_ok());
         let mut v = good();
         v["expiry_month"] = serde_json::json!("4111111111111111");
-        let e = body(v).err().map(|e| (e.field, e.message)).unwrap_or_default();
+        let e = body(v)
+            .err()
+            .map(|e| (e.field, e.message))
+            .unwrap_or_default();
         assert_eq!(e.0.as_deref(), Some("expiry_month"));
         assert!(!e.1.contains("4111"));
         let mut v = good();
         v["consent"]["extra"] = serde_json::json!(1);
-        assert_eq!(body(v).err().and_then(|e| e.field).as_deref(), Some("consent.extra"));
+        assert_eq!(
+            body(v).err().and_then(|e| e.field).as_deref(),
+            Some("consent.extra")
+        );
         let mut v = good();
         v.as_object_mut().map(|m| m.remove("phone"));
-        assert_eq!(body(v).err().and_then(|e| e.field).as_deref(), Some("phone"));
+        assert_eq!(
+            body(v).err().and_then(|e| e.field).as_deref(),
+            Some("phone")
+        );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(parse_json::<BindCardBody>(deep.as_bytes(), 16).is_err());
     }

@@ -41,7 +41,9 @@ impl Type for DateTime {
         Some(self)
     }
 
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         Box::new(self.as_raw_value().into_iter())
     }
 }
@@ -135,7 +137,10 @@ impl BindCardBody {
                 text_version: c.text_version,
                 text_hash: c.text_sha256,
                 ip: c.ip.or(client_ip),
-                user_agent: c.user_agent.or(user_agent).map(|ua| ua.chars().take(512).collect()),
+                user_agent: c
+                    .user_agent
+                    .or(user_agent)
+                    .map(|ua| ua.chars().take(512).collect()),
             },
         }
     }
@@ -300,8 +305,16 @@ impl Card {
             expiry_year: b.card.expiry.year(),
             channel: b.channel.as_str().to_owned(),
             is_default,
-            next_action: if waiting { b.next_action.as_ref().map(NextActionDto::from) } else { None },
-            failure_code: if b.status == BindingStatus::Failed { b.failure_code.clone() } else { None },
+            next_action: if waiting {
+                b.next_action.as_ref().map(NextActionDto::from)
+            } else {
+                None
+            },
+            failure_code: if b.status == BindingStatus::Failed {
+                b.failure_code.clone()
+            } else {
+                None
+            },
             created_at: b.created_at.into(),
             updated_at: b.updated_at.into(),
         }

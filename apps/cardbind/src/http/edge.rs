@@ -49,7 +49,9 @@ pub struct Panicked;
 
 /// The response a caught panic leaves (the edge renders the envelope).
 pub fn panicked_response() -> Response {
-    let mut r = Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).finish();
+    let mut r = Response::builder()
+        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .finish();
     r.set_data(Panicked);
     r
 }
@@ -57,7 +59,9 @@ pub fn panicked_response() -> Response {
 pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 
 fn sane_request_id(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> Option<String> {
@@ -70,7 +74,9 @@ fn client_ip(req: &Request, trust_forwarded_for: bool) -> Option<String> {
             return Some(ip.to_string());
         }
     }
-    req.remote_addr().as_socket_addr().map(|a| a.ip().to_string())
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_string())
 }
 
 /// Converts any error into our envelope (responses that handlers built from
@@ -98,16 +104,28 @@ pub fn classify(err: &poem::Error) -> ApiError {
         return e.clone();
     }
     if let Some(e) = err.downcast_ref::<ParseParamError>() {
-        return ApiError::field(ErrorCode::InvalidRequest, e.name, format!("the parameter `{}` is missing or malformed", e.name));
+        return ApiError::field(
+            ErrorCode::InvalidRequest,
+            e.name,
+            format!("the parameter `{}` is missing or malformed", e.name),
+        );
     }
     if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        return ApiError::field(ErrorCode::InvalidRequest, e.name, format!("the path segment `{}` is malformed", e.name));
+        return ApiError::field(
+            ErrorCode::InvalidRequest,
+            e.name,
+            format!("the path segment `{}` is malformed", e.name),
+        );
     }
     if err.is::<ParseRequestPayloadError>() || err.is::<ParseMultipartError>() {
         return ApiError::invalid_request("the body does not match the schema of this operation");
     }
     if err.is::<ContentTypeError>() {
-        return ApiError::field(ErrorCode::InvalidRequest, "Content-Type", "the body must be sent as application/json");
+        return ApiError::field(
+            ErrorCode::InvalidRequest,
+            "Content-Type",
+            "the body must be sent as application/json",
+        );
     }
     if err.is::<AuthorizationError>() {
         return ApiError::unauthenticated("a bearer token is required");
@@ -116,21 +134,29 @@ pub fn classify(err: &poem::Error) -> ApiError {
         return ApiError::new(ErrorCode::NotFound, "no such route");
     }
     if err.is::<MethodNotAllowedError>() {
-        return ApiError::invalid_request("this method is not allowed on this route").with_status(StatusCode::METHOD_NOT_ALLOWED);
+        return ApiError::invalid_request("this method is not allowed on this route")
+            .with_status(StatusCode::METHOD_NOT_ALLOWED);
     }
-    if matches!(err.downcast_ref::<ReadBodyError>(), Some(ReadBodyError::PayloadTooLarge)) {
+    if matches!(
+        err.downcast_ref::<ReadBodyError>(),
+        Some(ReadBodyError::PayloadTooLarge)
+    ) {
         return ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large");
     }
     match err.status() {
         StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
         StatusCode::UNAUTHORIZED => ApiError::unauthenticated("a bearer token is required"),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the body is too large")
+        }
         s if s.is_server_error() => ApiError::internal(err.to_string()),
-        s => ApiError::invalid_request("the request could not be read").with_status(if s.is_client_error() {
-            s
-        } else {
-            StatusCode::BAD_REQUEST
-        }),
+        s => ApiError::invalid_request("the request could not be read").with_status(
+            if s.is_client_error() {
+                s
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+        ),
     }
 }
 
@@ -145,7 +171,11 @@ impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, ep: E) -> EdgeEndpoint<E> {
-        EdgeEndpoint { inner: ep, shared: self.shared.clone(), templates: self.templates.clone() }
+        EdgeEndpoint {
+            inner: ep,
+            shared: self.shared.clone(),
+            templates: self.templates.clone(),
+        }
     }
 }
 
@@ -156,16 +186,29 @@ pub struct EdgeEndpoint<E> {
 }
 
 async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
-    let declared = req.header("Content-Length").map(|v| v.trim().parse::<u64>());
+    let declared = req
+        .header("Content-Length")
+        .map(|v| v.trim().parse::<u64>());
     match declared {
-        Some(Ok(n)) if n > max as u64 => return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {max} bytes"))),
+        Some(Ok(n)) if n > max as u64 => {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body is larger than {max} bytes"),
+            ))
+        }
         Some(Err(_)) => return Err(ApiError::invalid_request("Content-Length is malformed")),
         _ => {}
     }
-    req.take_body().into_bytes_limit(max).await.map_err(|e| match e {
-        ReadBodyError::PayloadTooLarge => ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {max} bytes")),
-        _ => ApiError::invalid_request("the body could not be read"),
-    })
+    req.take_body()
+        .into_bytes_limit(max)
+        .await
+        .map_err(|e| match e {
+            ReadBodyError::PayloadTooLarge => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body is larger than {max} bytes"),
+            ),
+            _ => ApiError::invalid_request("the body could not be read"),
+        })
 }
 
 /// `/v1/users/:param0/cards` (poem) → `/v1/users/{param0}/cards`.
@@ -205,7 +248,10 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let method = req.method().clone();
         let docs = req.uri().path() == "/docs" || req.uri().path().starts_with("/docs/");
         let http = &self.shared.state.http;
-        let path_and_query = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
         req.set_data(RequestMeta {
             request_id: request_id.clone(),
             client_ip: client_ip(&req, http.trust_forwarded_for),
@@ -235,8 +281,14 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             h.insert(HeaderName::from_static("x-request-id"), v);
         }
-        h.insert("strict-transport-security", HeaderValue::from_static("max-age=63072000; includeSubDomains"));
-        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
         h.insert("cache-control", HeaderValue::from_static("no-store"));
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));
         h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -248,7 +300,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         h.insert("content-security-policy", HeaderValue::from_static(csp));
 
         let elapsed = started.elapsed();
-        self.shared.metrics.observe(&route, method.as_str(), status, elapsed.as_secs_f64());
+        self.shared
+            .metrics
+            .observe(&route, method.as_str(), status, elapsed.as_secs_f64());
         tracing::info!(
             request_id = %request_id,
             method = %method,

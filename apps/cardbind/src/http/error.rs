@@ -108,7 +108,11 @@ impl ApiError {
         }
     }
 
-    pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    pub fn field(
+        code: ErrorCode,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError::new(code, message).with_field(field)
     }
 
@@ -173,7 +177,8 @@ impl ApiError {
         let mut resp = Json(self.envelope(request_id)).into_response();
         resp.set_status(self.status);
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert("Retry-After", poem::http::HeaderValue::from(s));
+            resp.headers_mut()
+                .insert("Retry-After", poem::http::HeaderValue::from(s));
         }
         resp
     }
@@ -197,7 +202,9 @@ impl From<DomainError> for ApiError {
 /// Keeps a channel's refusal code if it looks like a code (it is shown).
 fn channel_code(code: &str) -> Option<&str> {
     let ok = (1..=64).contains(&code.len())
-        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     ok.then_some(code)
 }
 
@@ -206,20 +213,31 @@ impl From<ServiceError> for ApiError {
         let code = e.code();
         match e {
             ServiceError::Domain(d) => d.into(),
-            ServiceError::RateLimited { retry_after_seconds, .. } => ApiError {
+            ServiceError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => ApiError {
                 retry_after: Some(retry_after_seconds.max(1) as u64),
-                ..ApiError::new(code, "too many attempts; retry after the time in Retry-After")
+                ..ApiError::new(
+                    code,
+                    "too many attempts; retry after the time in Retry-After",
+                )
             },
-            ServiceError::Store(StoreError::Duplicate) => ApiError::new(code, "this card is already bound"),
+            ServiceError::Store(StoreError::Duplicate) => {
+                ApiError::new(code, "this card is already bound")
+            }
             ServiceError::Store(StoreError::Conflict) => {
                 ApiError::new(code, "the card changed concurrently; retry the request")
             }
             ServiceError::Store(ref s @ StoreError::Unavailable(_)) => {
                 ApiError::new(code, "storage is unavailable; retry later").with_cause(s.to_string())
             }
-            ServiceError::Store(ref s @ StoreError::Corrupt(_)) => ApiError::internal(s.to_string()),
+            ServiceError::Store(ref s @ StoreError::Corrupt(_)) => {
+                ApiError::internal(s.to_string())
+            }
             ServiceError::Keys(ref k @ KeyError::Unavailable(_)) => {
-                ApiError::new(code, "the key service is unavailable; retry later").with_cause(k.to_string())
+                ApiError::new(code, "the key service is unavailable; retry later")
+                    .with_cause(k.to_string())
             }
             ServiceError::Keys(k) => ApiError::internal(k.to_string()),
             ServiceError::Channel(ChannelError::Rejected { code: sub, .. }) => {
@@ -236,7 +254,8 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(code, "the notification could not be read").with_cause(p)
             }
             ServiceError::Channel(c) => {
-                ApiError::new(code, "the payment channel is unavailable; retry later").with_cause(c.to_string())
+                ApiError::new(code, "the payment channel is unavailable; retry later")
+                    .with_cause(c.to_string())
             }
         }
     }
@@ -348,7 +367,11 @@ pub fn codes_description() -> String {
         "Stable snake_case code; clients branch on it. Every code and the HTTP status it comes with:\n\n",
     );
     for code in ErrorCode::ALL {
-        s.push_str(&format!("- `{}` ({})\n", code.as_str(), status_of(code).as_u16()));
+        s.push_str(&format!(
+            "- `{}` ({})\n",
+            code.as_str(),
+            status_of(code).as_u16()
+        ));
     }
     s.push_str("\n`unsupported_card_brand` is a 404 from the BIN lookup (the BIN is unknown) and a 400 elsewhere.");
     s
@@ -364,8 +387,14 @@ mod tests {
             let s = status_of(code);
             assert!(s.is_client_error() || s.is_server_error(), "{code}");
         }
-        assert_eq!(status_of(ErrorCode::RateLimited), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(status_of(ErrorCode::InternalError), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status_of(ErrorCode::RateLimited),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status_of(ErrorCode::InternalError),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]
@@ -374,7 +403,8 @@ mod tests {
         let env = e.envelope("r1");
         assert_eq!(env.error.code, "internal_error");
         assert!(!env.error.message.contains("secret"));
-        let e: ApiError = ServiceError::Store(StoreError::Unavailable("db at 10.0.0.1".into())).into();
+        let e: ApiError =
+            ServiceError::Store(StoreError::Unavailable("db at 10.0.0.1".into())).into();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(!e.envelope("r").error.message.contains("10.0.0.1"));
     }

@@ -61,7 +61,11 @@ pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
 }
 
 fn storage(e: cardbind_ports::StoreError) -> ApiError {
-    ApiError::new(ErrorCode::StorageUnavailable, "storage is unavailable; retry later").with_cause(e.to_string())
+    ApiError::new(
+        ErrorCode::StorageUnavailable,
+        "storage is unavailable; retry later",
+    )
+    .with_cause(e.to_string())
 }
 
 fn replay(stored: StoredResponse) -> Response {
@@ -70,7 +74,8 @@ fn replay(stored: StoredResponse) -> Response {
     if let Ok(ct) = HeaderValue::from_str(&stored.content_type) {
         resp.headers_mut().insert("content-type", ct);
     }
-    resp.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    resp.headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     resp
 }
 
@@ -83,14 +88,28 @@ fn transient(status: StatusCode, body: &[u8]) -> bool {
     if status == StatusCode::CONFLICT {
         let code = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
-            .and_then(|v| v.pointer("/error/code").and_then(|c| c.as_str()).map(str::to_owned));
-        return matches!(code.as_deref(), Some("conflict" | "idempotency_key_in_progress"));
+            .and_then(|v| {
+                v.pointer("/error/code")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned)
+            });
+        return matches!(
+            code.as_deref(),
+            Some("conflict" | "idempotency_key_in_progress")
+        );
     }
     false
 }
 
 impl<E: Endpoint> Idempotent<E> {
-    async fn run(&self, shared: &Shared, scope: &str, key: &str, req: Request, request_id: &str) -> poem::Result<Response> {
+    async fn run(
+        &self,
+        shared: &Shared,
+        scope: &str,
+        key: &str,
+        req: Request,
+        request_id: &str,
+    ) -> poem::Result<Response> {
         let store = &shared.state.idempotency;
         let resp = match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
             Err(_) => {
@@ -107,7 +126,10 @@ impl<E: Endpoint> Idempotent<E> {
             return Ok(resp);
         }
         let (parts, body) = resp.into_parts();
-        let bytes = body.into_bytes().await.map_err(|e| ApiError::internal(format!("response body: {e}")))?;
+        let bytes = body
+            .into_bytes()
+            .await
+            .map_err(|e| ApiError::internal(format!("response body: {e}")))?;
         if transient(parts.status, &bytes) {
             if let Err(e) = store.release(scope, key).await {
                 tracing::warn!(request_id, error = %e, "idempotency key not released; it frees when its lease ends");
@@ -141,7 +163,10 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
             .data::<Arc<Shared>>()
             .cloned()
             .ok_or_else(|| ApiError::internal("shared state missing from the request"))?;
-        let request_id = req.data::<RequestMeta>().map(|m| m.request_id.clone()).unwrap_or_default();
+        let request_id = req
+            .data::<RequestMeta>()
+            .map(|m| m.request_id.clone())
+            .unwrap_or_default();
         let key = match req.header(IDEMPOTENCY_HEADER) {
             None => {
                 return Err(ApiError::field(
@@ -161,10 +186,20 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
                 .into())
             }
         };
-        let body = req.data::<RawBody>().map(|b| b.0.clone()).unwrap_or_default();
-        let path = req.data::<RequestMeta>().map_or_else(|| req.uri().path().to_owned(), |m| {
-            m.path_and_query.split('?').next().unwrap_or_default().to_owned()
-        });
+        let body = req
+            .data::<RawBody>()
+            .map(|b| b.0.clone())
+            .unwrap_or_default();
+        let path = req.data::<RequestMeta>().map_or_else(
+            || req.uri().path().to_owned(),
+            |m| {
+                m.path_and_query
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            },
+        );
         let hash = request_hash(req.method().as_str(), &path, &body);
         let scope = format!("{}:{}", actor.role.as_str(), actor.subject);
 
@@ -173,7 +208,13 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
         loop {
             let now = shared.state.clock.now();
             let lease = now.plus_seconds(settings.idempotency_lease_seconds.max(1));
-            match shared.state.idempotency.claim(&scope, &key, &hash, now, lease).await.map_err(storage)? {
+            match shared
+                .state
+                .idempotency
+                .claim(&scope, &key, &hash, now, lease)
+                .await
+                .map_err(storage)?
+            {
                 Claim::Acquired => return self.run(&shared, &scope, &key, req, &request_id).await,
                 Claim::Completed(stored) => return Ok(replay(stored)),
                 Claim::Mismatch => {
@@ -211,16 +252,28 @@ mod tests {
         assert!(!valid_key(""));
         assert!(!valid_key(&"k".repeat(256)));
         assert!(!valid_key("tab\there"));
-        assert_ne!(request_hash("POST", "/a", b"x"), request_hash("POST", "/ax", b""));
-        assert_eq!(request_hash("POST", "/a", b"x"), request_hash("POST", "/a", b"x"));
+        assert_ne!(
+            request_hash("POST", "/a", b"x"),
+            request_hash("POST", "/ax", b"")
+        );
+        assert_eq!(
+            request_hash("POST", "/a", b"x"),
+            request_hash("POST", "/a", b"x")
+        );
     }
 
     #[test]
     fn transient_statuses() {
         assert!(transient(StatusCode::SERVICE_UNAVAILABLE, b""));
         assert!(transient(StatusCode::TOO_MANY_REQUESTS, b""));
-        assert!(transient(StatusCode::CONFLICT, br#"{"error":{"code":"conflict"}}"#));
-        assert!(!transient(StatusCode::CONFLICT, br#"{"error":{"code":"card_already_bound"}}"#));
+        assert!(transient(
+            StatusCode::CONFLICT,
+            br#"{"error":{"code":"conflict"}}"#
+        ));
+        assert!(!transient(
+            StatusCode::CONFLICT,
+            br#"{"error":{"code":"card_already_bound"}}"#
+        ));
         assert!(!transient(StatusCode::CREATED, b"{}"));
         assert!(!transient(StatusCode::BAD_REQUEST, b"{}"));
     }

@@ -2,7 +2,9 @@
 //! path template (never the concrete path, which holds user and card ids),
 //! `outcome` a card status or a stable error code.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 pub struct HttpMetrics {
     registry: Registry,
@@ -17,22 +19,37 @@ struct Collectors {
 
 fn collectors(registry: &Registry) -> prometheus::Result<Collectors> {
     let requests = IntCounterVec::new(
-        Opts::new("cardbind_http_requests_total", "HTTP requests by route template, method and status"),
+        Opts::new(
+            "cardbind_http_requests_total",
+            "HTTP requests by route template, method and status",
+        ),
         &["route", "method", "status"],
     )?;
     let duration = HistogramVec::new(
-        HistogramOpts::new("cardbind_http_request_duration_seconds", "HTTP request latency by route template")
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        HistogramOpts::new(
+            "cardbind_http_request_duration_seconds",
+            "HTTP request latency by route template",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
         &["route"],
     )?;
     let binds = IntCounterVec::new(
-        Opts::new("cardbind_binds_total", "Bind requests handled, by outcome (card status or error code)"),
+        Opts::new(
+            "cardbind_binds_total",
+            "Bind requests handled, by outcome (card status or error code)",
+        ),
         &["outcome"],
     )?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(duration.clone()))?;
     registry.register(Box::new(binds.clone()))?;
-    Ok(Collectors { requests, duration, binds })
+    Ok(Collectors {
+        requests,
+        duration,
+        binds,
+    })
 }
 
 impl HttpMetrics {
@@ -51,7 +68,9 @@ impl HttpMetrics {
 
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
         if let Some(c) = &self.inner {
-            c.requests.with_label_values(&[route, method, &status.to_string()]).inc();
+            c.requests
+                .with_label_values(&[route, method, &status.to_string()])
+                .inc();
             c.duration.with_label_values(&[route]).observe(seconds);
         }
     }

@@ -78,13 +78,18 @@ impl<'a> poem::FromRequest<'a> for Cx {
             shared,
             request_id: meta.map(|m| m.request_id.clone()).unwrap_or_default(),
             client_ip: meta.and_then(|m| m.client_ip.clone()),
-            user_agent: req.header("User-Agent").map(|s| s.chars().take(512).collect()),
+            user_agent: req
+                .header("User-Agent")
+                .map(|s| s.chars().take(512).collect()),
         })
     }
 }
 
 impl Cx {
-    pub fn context(&self, actor: &cardbind_domain::Actor) -> cardbind_ports::service::RequestContext {
+    pub fn context(
+        &self,
+        actor: &cardbind_domain::Actor,
+    ) -> cardbind_ports::service::RequestContext {
         cardbind_ports::service::RequestContext {
             actor: actor.clone(),
             request_id: self.request_id.clone(),
@@ -94,11 +99,20 @@ impl Cx {
 
     /// Turns a refusal into the operation's error enum.
     pub fn fail<E: From<error::Failure>>(&self, e: impl Into<error::ApiError>) -> E {
-        E::from(error::Failure { error: e.into(), request_id: self.request_id.clone() })
+        E::from(error::Failure {
+            error: e.into(),
+            request_id: self.request_id.clone(),
+        })
     }
 }
 
-type Apis = (api::CardsApi, api::AdminApi, api::AuditApi, api::ChannelsApi, api::MetaApi);
+type Apis = (
+    api::CardsApi,
+    api::AdminApi,
+    api::AuditApi,
+    api::ChannelsApi,
+    api::MetaApi,
+);
 
 fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
@@ -149,35 +163,57 @@ fn finish_spec(mut doc: Value) -> Value {
             `METHOD \\n PATH?QUERY \\n t \\n nonce \\n hex(SHA-256(body))` with the client's secret. \
             Refused (401 `invalid_signature`) when missing, wrong, older or newer than the window (300 s), or when the nonce was seen before."
     });
-    if let Some(schemes) = doc.pointer_mut("/components/securitySchemes").and_then(Value::as_object_mut) {
+    if let Some(schemes) = doc
+        .pointer_mut("/components/securitySchemes")
+        .and_then(Value::as_object_mut)
+    {
         schemes.insert("requestSignature".into(), signature);
     }
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for ops in paths.values_mut().filter_map(Value::as_object_mut) {
             for op in ops.values_mut() {
-                let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else { continue };
+                let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else {
+                    continue;
+                };
                 let bearer_only = sec.len() == 1 && sec[0].get("bearerAuth").is_some();
                 if bearer_only {
-                    *sec = vec![json!({"bearerAuth": [], "requestSignature": []}), json!({"bearerAuth": []})];
+                    *sec = vec![
+                        json!({"bearerAuth": [], "requestSignature": []}),
+                        json!({"bearerAuth": []}),
+                    ];
                 }
             }
         }
     }
     // poem-openapi upper-cases response header names; show them as sent.
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for op in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|o| o.values_mut()) {
-            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+        for op in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|o| o.values_mut())
+        {
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
             for resp in responses.values_mut() {
                 if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
-                    let renamed: Map<String, Value> =
-                        std::mem::take(headers).into_iter().map(|(k, v)| (header_case(&k), v)).collect();
+                    let renamed: Map<String, Value> = std::mem::take(headers)
+                        .into_iter()
+                        .map(|(k, v)| (header_case(&k), v))
+                        .collect();
                     *headers = renamed;
                 }
             }
         }
     }
-    if let Some(code) = doc.pointer_mut("/components/schemas/ErrorBody/properties/code").and_then(Value::as_object_mut) {
-        code.insert("description".into(), Value::String(error::codes_description()));
+    if let Some(code) = doc
+        .pointer_mut("/components/schemas/ErrorBody/properties/code")
+        .and_then(Value::as_object_mut)
+    {
+        code.insert(
+            "description".into(),
+            Value::String(error::codes_description()),
+        );
     }
     canonical(doc)
 }
@@ -213,7 +249,9 @@ pub fn api_spec_json() -> String {
 /// operationId → path template, from the spec.
 fn operation_templates(spec: &str) -> HashMap<&'static str, String> {
     let mut out = HashMap::new();
-    let Ok(doc) = serde_json::from_str::<Value>(spec) else { return out };
+    let Ok(doc) = serde_json::from_str::<Value>(spec) else {
+        return out;
+    };
     let known: Vec<&'static str> = api::OPERATION_IDS.to_vec();
     if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
         for (template, ops) in paths {
@@ -235,7 +273,11 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     if let Err(e) = &auth {
         tracing::error!(error = %e, "authentication settings are unusable; authenticated requests will fail");
     }
-    let shared = Arc::new(Shared { state, auth, metrics: metrics::HttpMetrics::new() });
+    let shared = Arc::new(Shared {
+        state,
+        auth,
+        metrics: metrics::HttpMetrics::new(),
+    });
     let spec = api_spec_json();
     let svc = service();
     let docs_html = svc.swagger_ui_html().replace(&svc.spec(), &spec);
@@ -246,10 +288,15 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
         .at(
             "/openapi.json",
             poem::endpoint::make_sync(move |_| {
-                poem::Response::builder().content_type("application/json").body(spec.as_str().to_owned())
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec.as_str().to_owned())
             }),
         )
-        .at("/docs", poem::endpoint::make_sync(move |_| Html(docs_html.clone())))
+        .at(
+            "/docs",
+            poem::endpoint::make_sync(move |_| Html(docs_html.clone())),
+        )
         .nest("/", svc)
         .with(CatchPanic::new().with_handler(|_| edge::panicked_response()))
         .data(shared.clone())

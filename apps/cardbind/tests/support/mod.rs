@@ -57,7 +57,10 @@ impl IdGenerator for Ids {
 }
 
 pub fn system_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub struct TestApp {
@@ -80,8 +83,15 @@ impl Default for Options {
         card_modes.insert("0005".to_owned(), MockMode::Redirect);
         card_modes.insert("5100".to_owned(), MockMode::Decline);
         Options {
-            http: HttpSettings { idempotency_wait_ms: 300, ..HttpSettings::default() },
-            mock: MockConfig { mode: MockMode::Instant, card_modes, ..MockConfig::default() },
+            http: HttpSettings {
+                idempotency_wait_ms: 300,
+                ..HttpSettings::default()
+            },
+            mock: MockConfig {
+                mode: MockMode::Instant,
+                card_modes,
+                ..MockConfig::default()
+            },
             jwt: JwtKey::Hs256(JWT_SECRET.to_vec()),
         }
     }
@@ -90,7 +100,11 @@ impl Default for Options {
 pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>) {
     let store = MemoryStore::shared();
     let clock = Arc::new(TestClock::at(system_now_ms()));
-    let vault = EnvelopeVault::new(LocalMasterKey::generate(), store.clone(), VaultConfig::default());
+    let vault = EnvelopeVault::new(
+        LocalMasterKey::generate(),
+        store.clone(),
+        VaultConfig::default(),
+    );
     let mock: Arc<dyn PaymentChannel> = Arc::new(MockChannel::new(opts.mock));
     let channels = ChannelRegistry::new(vec![mock], ChannelName::parse("mock").unwrap()).unwrap();
     let ports = Ports {
@@ -105,7 +119,10 @@ pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>)
         ids: Arc::new(Ids),
     };
     let mut signing = BTreeMap::new();
-    signing.insert(SIGNING_CLIENT.to_owned(), SigningSecret(SIGNING_SECRET.to_vec()));
+    signing.insert(
+        SIGNING_CLIENT.to_owned(),
+        SigningSecret(SIGNING_SECRET.to_vec()),
+    );
     let state = AppState {
         service: CardService::new(ports, Policy::default()),
         idempotency: store.clone(),
@@ -128,7 +145,12 @@ pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>)
 pub fn spawn_with(opts: Options) -> TestApp {
     let (state, store, clock) = state_with(opts);
     let client = TestClient::new(app(state.clone()).boxed());
-    TestApp { client, store, clock, state }
+    TestApp {
+        client,
+        store,
+        clock,
+        state,
+    }
 }
 
 pub fn spawn() -> TestApp {
@@ -203,10 +225,27 @@ pub async fn json_of(resp: TestResponse) -> Value {
 /// Asserts an error envelope with this status and code; returns it.
 pub async fn assert_error(resp: TestResponse, status: u16, code: &str) -> Value {
     let got = resp.0.status().as_u16();
-    let request_id = resp.0.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
+    let request_id = resp
+        .0
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
     let v = json_of(resp).await;
-    assert_eq!((got, v["error"]["code"].as_str().unwrap_or("<none>")), (status, code), "body: {v}");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-    assert_eq!(v["error"]["request_id"].as_str(), request_id.as_deref(), "request id in body and header");
+    assert_eq!(
+        (got, v["error"]["code"].as_str().unwrap_or("<none>")),
+        (status, code),
+        "body: {v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    assert_eq!(
+        v["error"]["request_id"].as_str(),
+        request_id.as_deref(),
+        "request id in body and header"
+    );
     v
 }
