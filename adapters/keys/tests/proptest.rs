@@ -1,4 +1,5 @@
 //! Property tests of the sealed format through the vault.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The envelope vault with the local master key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

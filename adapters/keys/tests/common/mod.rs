@@ -1,4 +1,5 @@
 //! Helpers shared by the test files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
