@@ -509,12 +509,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         trust_forwarded_for: config.server.trust_forwarded_for,
         ..HttpSettings::default()
     };
+    let auth = auth(config)?;
+    // A key that cannot be used must stop start-up, not fail every request.
+    crate::http::Authenticator::new(&auth).map_err(|e| anyhow!("auth.jwt_public_key_file: {e}"))?;
     let state = AppState {
         service,
         idempotency: stores.idempotency.clone(),
         seen: stores.seen.clone(),
         clock,
-        auth: Arc::new(auth(config)?),
+        auth: Arc::new(auth),
         http: Arc::new(http),
         metrics,
     };
