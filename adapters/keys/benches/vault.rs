@@ -26,17 +26,22 @@ fn vault(cache: CacheConfig) -> EnvelopeVault<LocalMasterKey> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let owner = UserId::parse("bench-user").expect("user");
     let ctx = SealContext::new("01J0000000000000000000000", "pan");
     let pan = CardNumber::parse("6222021234567890123").expect("pan");
     let plaintext = pan.expose().as_bytes().to_vec();
 
     for (name, cache) in [
-        ("cached", CacheConfig {
-            max_uses: u64::MAX,
-            ..CacheConfig::default()
-        }),
+        (
+            "cached",
+            CacheConfig {
+                max_uses: u64::MAX,
+                ..CacheConfig::default()
+            },
+        ),
         ("uncached", CacheConfig::disabled()),
     ] {
         let v = vault(cache);
@@ -44,13 +49,16 @@ fn bench(c: &mut Criterion) {
         rt.block_on(v.fingerprint(&pan)).expect("fp");
 
         c.bench_function(&format!("seal_pan_{name}"), |b| {
-            b.to_async(&rt).iter(|| async { v.seal(&owner, &ctx, &plaintext).await.expect("seal") })
+            b.to_async(&rt)
+                .iter(|| async { v.seal(&owner, &ctx, &plaintext).await.expect("seal") })
         });
         c.bench_function(&format!("open_pan_{name}"), |b| {
-            b.to_async(&rt).iter(|| async { v.open(&owner, &ctx, &sealed).await.expect("open") })
+            b.to_async(&rt)
+                .iter(|| async { v.open(&owner, &ctx, &sealed).await.expect("open") })
         });
         c.bench_function(&format!("fingerprint_{name}"), |b| {
-            b.to_async(&rt).iter(|| async { v.fingerprint(&pan).await.expect("fp") })
+            b.to_async(&rt)
+                .iter(|| async { v.fingerprint(&pan).await.expect("fp") })
         });
     }
 }

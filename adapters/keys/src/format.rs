@@ -89,7 +89,11 @@ fn aad(header: &[u8], context: &SealContext) -> Vec<u8> {
     a.extend_from_slice(header);
     // Lengths fit: record ids and field names are short strings; saturate
     // rather than wrap if one ever is not.
-    a.extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_be_bytes());
+    a.extend_from_slice(
+        &u32::try_from(record.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     a.extend_from_slice(record);
     a.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
     a.extend_from_slice(field);
@@ -161,7 +165,11 @@ pub fn parse(sealed: &[u8]) -> Result<Parsed<'_>, KeyError> {
 
 /// Opens a parsed value with `key`, checking it was sealed for `context`.
 /// Any change to any byte, or another context, gives `Refused`.
-pub fn open(key: &DataKey, parsed: &Parsed<'_>, context: &SealContext) -> Result<Vec<u8>, KeyError> {
+pub fn open(
+    key: &DataKey,
+    parsed: &Parsed<'_>,
+    context: &SealContext,
+) -> Result<Vec<u8>, KeyError> {
     let aad = aad(parsed.header, context);
     cipher(key)
         .decrypt(
@@ -171,5 +179,9 @@ pub fn open(key: &DataKey, parsed: &Parsed<'_>, context: &SealContext) -> Result
                 aad: &aad,
             },
         )
-        .map_err(|_| refused("authentication failed (tampered, or sealed for another owner, record or field)"))
+        .map_err(|_| {
+            refused(
+                "authentication failed (tampered, or sealed for another owner, record or field)",
+            )
+        })
 }

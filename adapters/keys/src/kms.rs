@@ -36,7 +36,10 @@ impl fmt::Debug for StaticCredentials {
         f.debug_struct("StaticCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -82,7 +85,9 @@ pub struct KmsMetrics {
 
 impl fmt::Debug for KmsMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KmsMetrics").field("total", &self.total()).finish()
+        f.debug_struct("KmsMetrics")
+            .field("total", &self.total())
+            .finish()
     }
 }
 
@@ -90,7 +95,10 @@ impl KmsMetrics {
     /// The counter, not yet registered anywhere.
     pub fn new() -> Result<KmsMetrics, prometheus::Error> {
         let calls = IntCounterVec::new(
-            Opts::new("cardbind_kms_calls_total", "Calls made to AWS KMS, by operation."),
+            Opts::new(
+                "cardbind_kms_calls_total",
+                "Calls made to AWS KMS, by operation.",
+            ),
             &["op"],
         )?;
         Ok(KmsMetrics { calls })
@@ -117,7 +125,10 @@ impl KmsMetrics {
 
     /// Calls made so far for `op`.
     pub fn calls(&self, op: &str) -> u64 {
-        self.calls.get_metric_with_label_values(&[op]).map(|c| c.get()).unwrap_or(0)
+        self.calls
+            .get_metric_with_label_values(&[op])
+            .map(|c| c.get())
+            .unwrap_or(0)
     }
 
     /// Calls made so far, all operations.
@@ -207,10 +218,16 @@ impl KmsMasterKey {
     /// key id to the key ARN, which becomes [`key_id`](MasterKey::key_id)
     /// (so rotation compares like with like). Fails with `Unavailable` when
     /// KMS cannot be reached, `Refused` when the key is unknown.
-    pub async fn connect(config: &KmsConfig, metrics: KmsMetrics) -> Result<KmsMasterKey, KeyError> {
+    pub async fn connect(
+        config: &KmsConfig,
+        metrics: KmsMetrics,
+    ) -> Result<KmsMasterKey, KeyError> {
         let mut key = KmsMasterKey::new(config, metrics).await;
         let out = key
-            .call("describe_key", key.client.describe_key().key_id(&key.key_id).send())
+            .call(
+                "describe_key",
+                key.client.describe_key().key_id(&key.key_id).send(),
+            )
             .await?;
         let arn = out
             .key_metadata()
@@ -296,20 +313,24 @@ where
             };
             KeyError::Unavailable(format!("KMS {op}: {what}"))
         }
-        SdkError::ResponseError(_) => KeyError::Unavailable(format!("KMS {op}: unreadable response")),
+        SdkError::ResponseError(_) => {
+            KeyError::Unavailable(format!("KMS {op}: unreadable response"))
+        }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("unknown");
             let status = se.raw().status();
             let msg = se.err().message().unwrap_or("");
-            if REFUSED_CODES.contains(&code) || (status.is_client_error() && status.as_u16() != 429 && !code.contains("Throttl")) {
+            if REFUSED_CODES.contains(&code)
+                || (status.is_client_error() && status.as_u16() != 429 && !code.contains("Throttl"))
+            {
                 KeyError::Refused(format!("KMS {op}: {code}: {msg}"))
             } else {
                 KeyError::Unavailable(format!("KMS {op}: {code}: {msg}"))
             }
         }
-        SdkError::ConstructionFailure(_) => {
-            KeyError::Unavailable(format!("KMS {op}: request could not be built (configuration or credentials)"))
-        }
+        SdkError::ConstructionFailure(_) => KeyError::Unavailable(format!(
+            "KMS {op}: request could not be built (configuration or credentials)"
+        )),
         _ => KeyError::Unavailable(format!("KMS {op}: failed")),
     }
 }
@@ -357,7 +378,12 @@ impl MasterKey for KmsMasterKey {
         take_key(out.plaintext.take())
     }
 
-    async fn re_encrypt(&self, owner: &str, wrapped: &[u8], to: &Self) -> Result<Vec<u8>, KeyError> {
+    async fn re_encrypt(
+        &self,
+        owner: &str,
+        wrapped: &[u8],
+        to: &Self,
+    ) -> Result<Vec<u8>, KeyError> {
         // ReEncrypt runs on the source key's client; it needs kms:ReEncrypt*
         // on both keys (same account and region, or a cross-account grant).
         let req = self

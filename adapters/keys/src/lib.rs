@@ -45,11 +45,13 @@ mod vault;
 
 pub use cache::CacheConfig;
 pub use datakey::{DataKey, DATA_KEY_LEN};
-pub use kms::{kms_client, KmsConfig, KmsMasterKey, KmsMetrics, StaticCredentials, OWNER_CONTEXT_KEY};
+pub use kms::{
+    kms_client, KmsConfig, KmsMasterKey, KmsMetrics, StaticCredentials, OWNER_CONTEXT_KEY,
+};
 pub use local::LocalMasterKey;
 pub use master::MasterKey;
 pub use rotate::{rotate, RotationReport};
 pub use vault::{
-    fingerprint_owner, EnvelopeVault, VaultConfig, CANARY_OWNER, FINGERPRINT_OWNER, SEALED_CANARY_MARKER,
-    SEALED_CANARY_OWNER,
+    fingerprint_owner, EnvelopeVault, VaultConfig, CANARY_OWNER, FINGERPRINT_OWNER,
+    SEALED_CANARY_MARKER, SEALED_CANARY_OWNER,
 };

@@ -43,7 +43,9 @@ pub struct LocalMasterKey {
 
 impl fmt::Debug for LocalMasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalMasterKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("LocalMasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,7 +104,8 @@ impl LocalMasterKey {
 
     /// Reads an existing key file (exactly 32 bytes).
     pub fn load(path: &Path) -> Result<LocalMasterKey, KeyError> {
-        let mut f = fs::File::open(path).map_err(|e| io_err("cannot open master key file", path, e))?;
+        let mut f =
+            fs::File::open(path).map_err(|e| io_err("cannot open master key file", path, e))?;
         if let Ok(meta) = f.metadata() {
             if meta.permissions().mode() & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), "master key file is readable by group or others; it should be mode 0600");
@@ -189,7 +192,10 @@ impl LocalMasterKey {
 fn temp_path(path: &Path) -> PathBuf {
     let mut suffix = [0u8; 8];
     OsRng.fill_bytes(&mut suffix);
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", hex::encode(suffix)));
     path.with_file_name(name)
 }
@@ -222,7 +228,12 @@ impl MasterKey for LocalMasterKey {
         self.unwrap_key(owner, wrapped)
     }
 
-    async fn re_encrypt(&self, owner: &str, wrapped: &[u8], to: &Self) -> Result<Vec<u8>, KeyError> {
+    async fn re_encrypt(
+        &self,
+        owner: &str,
+        wrapped: &[u8],
+        to: &Self,
+    ) -> Result<Vec<u8>, KeyError> {
         let key = self.unwrap_key(owner, wrapped)?;
         to.wrap(owner, &key)
     }

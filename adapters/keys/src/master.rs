@@ -28,5 +28,6 @@ pub trait MasterKey: Send + Sync + 'static {
     /// Re-wraps a data key of `owner` from this master key to `to`, without
     /// the data key leaving the key service where it can avoid it (KMS
     /// `ReEncrypt`). The source side is pinned to this master key.
-    async fn re_encrypt(&self, owner: &str, wrapped: &[u8], to: &Self) -> Result<Vec<u8>, KeyError>;
+    async fn re_encrypt(&self, owner: &str, wrapped: &[u8], to: &Self)
+        -> Result<Vec<u8>, KeyError>;
 }

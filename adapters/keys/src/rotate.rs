@@ -48,13 +48,20 @@ fn store_err(e: StoreError) -> KeyError {
 ///
 /// Stops with `Unavailable` when the key service or store cannot be
 /// reached (run it again to resume).
-pub async fn rotate<M, F>(store: &dyn DataKeyStore, from: &M, to: &M, mut progress: F) -> Result<RotationReport, KeyError>
+pub async fn rotate<M, F>(
+    store: &dyn DataKeyStore,
+    from: &M,
+    to: &M,
+    mut progress: F,
+) -> Result<RotationReport, KeyError>
 where
     M: MasterKey,
     F: FnMut(&RotationReport),
 {
     if from.key_id() == to.key_id() {
-        return Err(KeyError::Refused("rotation needs two different master keys".into()));
+        return Err(KeyError::Refused(
+            "rotation needs two different master keys".into(),
+        ));
     }
     let mut report = RotationReport::default();
     let mut after: Option<String> = None;

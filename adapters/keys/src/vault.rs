@@ -161,7 +161,9 @@ impl<M: MasterKey> EnvelopeVault<M> {
 
     async fn unwrap_stored(&self, owner: &str, wk: &WrappedKey) -> Result<Arc<OwnerKey>, KeyError> {
         if wk.owner != owner {
-            return Err(KeyError::Refused("key store returned another owner's key".into()));
+            return Err(KeyError::Refused(
+                "key store returned another owner's key".into(),
+            ));
         }
         let m = self.master_for(&wk.master_key_id).ok_or_else(|| {
             KeyError::Refused(format!(
@@ -180,7 +182,11 @@ impl<M: MasterKey> EnvelopeVault<M> {
     /// The data key of `owner`: from the cache, else unwrapped from the
     /// store, else (when `create`) made, wrapped and stored. `None` when
     /// absent and not `create`.
-    async fn owner_key(&self, owner: &str, create: bool) -> Result<Option<Arc<OwnerKey>>, KeyError> {
+    async fn owner_key(
+        &self,
+        owner: &str,
+        create: bool,
+    ) -> Result<Option<Arc<OwnerKey>>, KeyError> {
         if let Some(k) = self.cache.get(owner) {
             return Ok(Some(k));
         }
@@ -214,7 +220,12 @@ impl<M: MasterKey> EnvelopeVault<M> {
         Ok(Some(key))
     }
 
-    async fn seal_as(&self, owner: &str, context: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+    async fn seal_as(
+        &self,
+        owner: &str,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
         let key = self
             .owner_key(owner, true)
             .await?
@@ -222,15 +233,24 @@ impl<M: MasterKey> EnvelopeVault<M> {
         format::seal(&key.key, owner, key.generation, context, plaintext)
     }
 
-    async fn open_as(&self, owner: &str, context: &SealContext, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+    async fn open_as(
+        &self,
+        owner: &str,
+        context: &SealContext,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
         let parsed = format::parse(sealed)?;
         if parsed.owner != owner {
             return Err(KeyError::Refused("sealed for another owner".into()));
         }
-        let key = self.owner_key(owner, false).await?.ok_or(KeyError::Erased)?;
+        let key = self
+            .owner_key(owner, false)
+            .await?
+            .ok_or(KeyError::Erased)?;
         if key.generation != parsed.generation {
             return Err(KeyError::Refused(
-                "sealed under another data key of this owner (erased and re-created, or tampered)".into(),
+                "sealed under another data key of this owner (erased and re-created, or tampered)"
+                    .into(),
             ));
         }
         format::open(&key.key, &parsed, context)
@@ -239,7 +259,11 @@ impl<M: MasterKey> EnvelopeVault<M> {
     /// The fingerprint of `pan` under fingerprint key `version` (the
     /// configured version creates its key on first use; another version
     /// must exist already).
-    pub async fn fingerprint_with_version(&self, pan: &CardNumber, version: u32) -> Result<Fingerprint, KeyError> {
+    pub async fn fingerprint_with_version(
+        &self,
+        pan: &CardNumber,
+        version: u32,
+    ) -> Result<Fingerprint, KeyError> {
         if version == 0 {
             return Err(KeyError::Refused("fingerprint versions start at 1".into()));
         }
@@ -247,11 +271,16 @@ impl<M: MasterKey> EnvelopeVault<M> {
         let key = self
             .owner_key(&owner, version == self.config.fingerprint_version)
             .await?
-            .ok_or_else(|| KeyError::Refused(format!("fingerprint key version {version} does not exist")))?;
+            .ok_or_else(|| {
+                KeyError::Refused(format!("fingerprint key version {version} does not exist"))
+            })?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.key.expose())
             .map_err(|_| KeyError::Refused("fingerprint key unusable".into()))?;
         mac.update(pan.expose().as_bytes());
-        Ok(Fingerprint::new(version, hex::encode(mac.finalize().into_bytes())))
+        Ok(Fingerprint::new(
+            version,
+            hex::encode(mac.finalize().into_bytes()),
+        ))
     }
 
     fn self_check_error(e: KeyError, master: &str) -> KeyError {
@@ -271,18 +300,31 @@ impl<M: MasterKey> EnvelopeVault<M> {
 
 #[async_trait]
 impl<M: MasterKey> CardVault for EnvelopeVault<M> {
-    async fn seal(&self, owner: &UserId, context: &SealContext, plaintext: &[u8]) -> Result<SealedBlob, KeyError> {
+    async fn seal(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
         let owner = user_owner(owner)?;
-        Ok(SealedBlob::new(self.seal_as(owner, context, plaintext).await?))
+        Ok(SealedBlob::new(
+            self.seal_as(owner, context, plaintext).await?,
+        ))
     }
 
-    async fn open(&self, owner: &UserId, context: &SealContext, sealed: &SealedBlob) -> Result<Vec<u8>, KeyError> {
+    async fn open(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        sealed: &SealedBlob,
+    ) -> Result<Vec<u8>, KeyError> {
         let owner = user_owner(owner)?;
         self.open_as(owner, context, sealed.as_bytes()).await
     }
 
     async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError> {
-        self.fingerprint_with_version(pan, self.config.fingerprint_version).await
+        self.fingerprint_with_version(pan, self.config.fingerprint_version)
+            .await
     }
 
     async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError> {
@@ -301,7 +343,11 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         let master = self.master.key_id().to_owned();
         self.cache.evict(CANARY_OWNER);
         let context = SealContext::new(CANARY_OWNER, CANARY_FIELD);
-        let stored = self.store.get(SEALED_CANARY_OWNER).await.map_err(store_err)?;
+        let stored = self
+            .store
+            .get(SEALED_CANARY_OWNER)
+            .await
+            .map_err(store_err)?;
         let stored = match stored {
             Some(s) => s,
             None => {
@@ -329,7 +375,9 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
             .await
             .map_err(|e| Self::self_check_error(e, &master))?;
         if opened != CANARY_TEXT {
-            return Err(KeyError::Refused("self-check failed: the canary opened to unexpected content".into()));
+            return Err(KeyError::Refused(
+                "self-check failed: the canary opened to unexpected content".into(),
+            ));
         }
         tracing::info!(master_key = %master, "key self-check passed");
         Ok(())

@@ -64,10 +64,16 @@ async fn master(endpoint: &str, metrics: &KmsMetrics) -> KmsMasterKey {
 
 #[tokio::test]
 async fn kms_round_trip_fingerprint_and_self_check() {
-    let Some(ep) = endpoint("kms_round_trip_fingerprint_and_self_check") else { return };
+    let Some(ep) = endpoint("kms_round_trip_fingerprint_and_self_check") else {
+        return;
+    };
     let metrics = KmsMetrics::new().unwrap();
     let m = master(&ep, &metrics).await;
-    assert!(m.key_id().starts_with("arn:aws:kms:"), "resolved to the ARN: {}", m.key_id());
+    assert!(
+        m.key_id().starts_with("arn:aws:kms:"),
+        "resolved to the ARN: {}",
+        m.key_id()
+    );
     let (_, s) = store();
     let v = EnvelopeVault::new(m, s.clone(), VaultConfig::default());
     v.self_check().await.expect("first start");
@@ -75,13 +81,20 @@ async fn kms_round_trip_fingerprint_and_self_check() {
     let u = user("kms-user");
     let c = SealContext::new("card-1", "pan");
     let sealed = v.seal(&u, &c, b"6222021234567890").await.expect("seal");
-    assert_eq!(v.open(&u, &c, &sealed).await.expect("open"), b"6222021234567890");
+    assert_eq!(
+        v.open(&u, &c, &sealed).await.expect("open"),
+        b"6222021234567890"
+    );
     assert!(matches!(
-        v.open(&u, &SealContext::new("card-2", "pan"), &sealed).await,
+        v.open(&u, &SealContext::new("card-2", "pan"), &sealed)
+            .await,
         Err(KeyError::Refused(_))
     ));
     let pan = CardNumber::parse("4111111111111111").unwrap();
-    assert_eq!(v.fingerprint(&pan).await.unwrap(), v.fingerprint(&pan).await.unwrap());
+    assert_eq!(
+        v.fingerprint(&pan).await.unwrap(),
+        v.fingerprint(&pan).await.unwrap()
+    );
     assert!(v.erase_owner(&u).await.unwrap());
     assert_eq!(v.open(&u, &c, &sealed).await, Err(KeyError::Erased));
 
@@ -91,23 +104,38 @@ async fn kms_round_trip_fingerprint_and_self_check() {
     assert!(metrics.calls("generate_data_key") >= 3);
     assert!(metrics.calls("describe_key") == 1);
     let registry = metrics.metrics_registry().unwrap();
-    let names: Vec<_> = registry.gather().iter().map(|f| f.name().to_owned()).collect();
+    let names: Vec<_> = registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
     assert_eq!(names, ["cardbind_kms_calls_total"]);
 }
 
 #[tokio::test]
 async fn kms_decrypt_is_pinned_to_the_key_and_the_owner() {
-    let Some(ep) = endpoint("kms_decrypt_is_pinned_to_the_key_and_the_owner") else { return };
+    let Some(ep) = endpoint("kms_decrypt_is_pinned_to_the_key_and_the_owner") else {
+        return;
+    };
     let metrics = KmsMetrics::new().unwrap();
     let a = master(&ep, &metrics).await;
     let b = master(&ep, &metrics).await;
     let (key, wrapped) = a.generate_data_key("alice").await.expect("generate");
-    let again = a.decrypt_data_key("alice", &wrapped).await.expect("decrypt");
+    let again = a
+        .decrypt_data_key("alice", &wrapped)
+        .await
+        .expect("decrypt");
     assert_eq!(key.expose(), again.expose());
     let r = b.decrypt_data_key("alice", &wrapped).await;
-    assert!(matches!(r, Err(KeyError::Refused(_))), "pinned to another key: {r:?}");
+    assert!(
+        matches!(r, Err(KeyError::Refused(_))),
+        "pinned to another key: {r:?}"
+    );
     let r = a.decrypt_data_key("bob", &wrapped).await;
-    assert!(matches!(r, Err(KeyError::Refused(_))), "another owner's context: {r:?}");
+    assert!(
+        matches!(r, Err(KeyError::Refused(_))),
+        "another owner's context: {r:?}"
+    );
     let mut bad = wrapped.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
@@ -122,13 +150,18 @@ async fn kms_decrypt_is_pinned_to_the_key_and_the_owner() {
     let before = metrics.calls("decrypt");
     let vb = EnvelopeVault::new(b, s.clone(), VaultConfig::default());
     let err = vb.self_check().await.expect_err("wrong key");
-    assert!(matches!(err, KeyError::Refused(_)) && err.to_string().contains("wrong master key"), "{err}");
+    assert!(
+        matches!(err, KeyError::Refused(_)) && err.to_string().contains("wrong master key"),
+        "{err}"
+    );
     assert_eq!(metrics.calls("decrypt"), before);
 }
 
 #[tokio::test]
 async fn kms_rotation_end_to_end() {
-    let Some(ep) = endpoint("kms_rotation_end_to_end") else { return };
+    let Some(ep) = endpoint("kms_rotation_end_to_end") else {
+        return;
+    };
     let metrics = KmsMetrics::new().unwrap();
     let old = master(&ep, &metrics).await;
     let new = master(&ep, &metrics).await;
@@ -144,19 +177,28 @@ async fn kms_rotation_end_to_end() {
         let u = user(&format!("user-{i:02}"));
         for field in ["pan", "phone"] {
             let c = SealContext::new(format!("card-{i}"), field);
-            let blob = v_old.seal(&u, &c, format!("{field}-{i}").as_bytes()).await.unwrap();
+            let blob = v_old
+                .seal(&u, &c, format!("{field}-{i}").as_bytes())
+                .await
+                .unwrap();
             sealed.push((u.clone(), c, blob, format!("{field}-{i}")));
         }
     }
     let keys = 25 + 2; // users, @fingerprint, @canary
-    let old = KmsMasterKey::connect(&config(&ep, &old_id), metrics.clone()).await.unwrap();
-    let new_for_rotation = KmsMasterKey::connect(&config(&ep, &new_id), metrics.clone()).await.unwrap();
+    let old = KmsMasterKey::connect(&config(&ep, &old_id), metrics.clone())
+        .await
+        .unwrap();
+    let new_for_rotation = KmsMasterKey::connect(&config(&ep, &new_id), metrics.clone())
+        .await
+        .unwrap();
 
     let before = metrics.calls("re_encrypt");
     let mut progress = Vec::new();
-    let report = rotate(s.as_ref(), &old, &new_for_rotation, |r| progress.push(r.rewrapped))
-        .await
-        .expect("rotate");
+    let report = rotate(s.as_ref(), &old, &new_for_rotation, |r| {
+        progress.push(r.rewrapped)
+    })
+    .await
+    .expect("rotate");
     assert_eq!(report.rewrapped, keys);
     assert_eq!(report.already_current, 0);
     assert!(report.failed.is_empty());
@@ -184,7 +226,9 @@ async fn kms_rotation_end_to_end() {
 
     // Data sealed before opens with the new key (ciphertexts untouched).
     let v_new = EnvelopeVault::new(
-        KmsMasterKey::connect(&config(&ep, &new_id), metrics.clone()).await.unwrap(),
+        KmsMasterKey::connect(&config(&ep, &new_id), metrics.clone())
+            .await
+            .unwrap(),
         s.clone(),
         VaultConfig::default(),
     );
@@ -195,7 +239,9 @@ async fn kms_rotation_end_to_end() {
     assert_eq!(v_new.fingerprint(&pan).await.unwrap(), fp);
 
     // Resumable: a second run has nothing left to do.
-    let again = rotate(s.as_ref(), &old, &new_for_rotation, |_| {}).await.unwrap();
+    let again = rotate(s.as_ref(), &old, &new_for_rotation, |_| {})
+        .await
+        .unwrap();
     assert_eq!((again.rewrapped, again.already_current), (0, keys));
 }
 
@@ -210,19 +256,34 @@ async fn kms_unreachable_is_unavailable_quickly() {
     let metrics = KmsMetrics::new().unwrap();
     let cfg = KmsConfig {
         timeout: Duration::from_secs(2),
-        ..config(&ep, "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000")
+        ..config(
+            &ep,
+            "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
+        )
     };
     let started = Instant::now();
     let r = KmsMasterKey::connect(&cfg, metrics.clone()).await;
     assert!(matches!(r, Err(KeyError::Unavailable(_))), "{r:?}");
 
-    let v = EnvelopeVault::new(KmsMasterKey::new(&cfg, metrics.clone()).await, store().1, VaultConfig::default());
-    let r = v.seal(&user("u"), &SealContext::new("r", "pan"), b"x").await;
+    let v = EnvelopeVault::new(
+        KmsMasterKey::new(&cfg, metrics.clone()).await,
+        store().1,
+        VaultConfig::default(),
+    );
+    let r = v
+        .seal(&user("u"), &SealContext::new("r", "pan"), b"x")
+        .await;
     assert!(matches!(r, Err(KeyError::Unavailable(_))), "{r:?}");
     let err = v.self_check().await.expect_err("unreachable");
-    assert!(matches!(err, KeyError::Unavailable(_)) && err.to_string().contains("cannot be reached"), "{err}");
+    assert!(
+        matches!(err, KeyError::Unavailable(_)) && err.to_string().contains("cannot be reached"),
+        "{err}"
+    );
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(6), "three failing calls took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "three failing calls took {elapsed:?}"
+    );
     assert_eq!(metrics.total(), 3);
     eprintln!("closed port: 3 calls failed as Unavailable in {elapsed:?}");
 }
@@ -246,7 +307,11 @@ async fn kms_timeout_bounds_a_call_to_a_silent_server() {
     let started = Instant::now();
     let r = m.generate_data_key("u").await;
     assert!(matches!(r, Err(KeyError::Unavailable(_))), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     holder.abort();
 }
 
@@ -268,10 +333,14 @@ async fn calls_for(ep: &str, cache: CacheConfig, binds: bool) -> (u64, u64) {
             // What one bind does: a fingerprint and four sealed fields.
             v.fingerprint(&pan).await.unwrap();
             for field in ["pan", "holder_name", "id_number", "phone"] {
-                v.seal(&u, &SealContext::new(format!("card-{i}"), field), b"value").await.unwrap();
+                v.seal(&u, &SealContext::new(format!("card-{i}"), field), b"value")
+                    .await
+                    .unwrap();
             }
         } else {
-            v.seal(&u, &SealContext::new(format!("card-{i}"), "pan"), b"value").await.unwrap();
+            v.seal(&u, &SealContext::new(format!("card-{i}"), "pan"), b"value")
+                .await
+                .unwrap();
         }
     }
     (metrics.calls("generate_data_key"), metrics.calls("decrypt"))
@@ -279,7 +348,9 @@ async fn calls_for(ep: &str, cache: CacheConfig, binds: bool) -> (u64, u64) {
 
 #[tokio::test]
 async fn kms_call_counts_with_cache_on_and_off() {
-    let Some(ep) = endpoint("kms_call_counts_with_cache_on_and_off") else { return };
+    let Some(ep) = endpoint("kms_call_counts_with_cache_on_and_off") else {
+        return;
+    };
     let on = calls_for(&ep, CacheConfig::default(), false).await;
     let off = calls_for(&ep, CacheConfig::disabled(), false).await;
     eprintln!("1,000 seals of 100 owners: cache on {on:?}, cache off {off:?} (generate_data_key, decrypt)");

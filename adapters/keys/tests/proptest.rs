@@ -12,8 +12,14 @@ use proptest::test_runner::{Config, TestRunner};
 
 #[test]
 fn random_plaintexts_round_trip_and_any_byte_flip_is_refused() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    let vault = EnvelopeVault::new(LocalMasterKey::generate(), common::store().1, VaultConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let vault = EnvelopeVault::new(
+        LocalMasterKey::generate(),
+        common::store().1,
+        VaultConfig::default(),
+    );
     let owner = common::user("prop-owner");
     let mut runner = TestRunner::new(Config {
         cases: 512,
@@ -37,7 +43,12 @@ fn random_plaintexts_round_trip_and_any_byte_flip_is_refused() {
                 let i = index.index(bytes.len());
                 bytes[i] ^= mask;
                 let r = vault.open(&owner, &ctx, &SealedBlob::new(bytes)).await;
-                prop_assert!(matches!(r, Err(KeyError::Refused(_))), "flip at {} gave {:?}", i, r);
+                prop_assert!(
+                    matches!(r, Err(KeyError::Refused(_))),
+                    "flip at {} gave {:?}",
+                    i,
+                    r
+                );
                 Ok(())
             })
         })

@@ -10,15 +10,19 @@ use std::time::Duration;
 
 use cardbind_domain::{CardNumber, SealedBlob};
 use cardbind_keys::{
-    fingerprint_owner, format, rotate, CacheConfig, DataKey, EnvelopeVault, LocalMasterKey, MasterKey, VaultConfig,
-    CANARY_OWNER, SEALED_CANARY_OWNER,
+    fingerprint_owner, format, rotate, CacheConfig, DataKey, EnvelopeVault, LocalMasterKey,
+    MasterKey, VaultConfig, CANARY_OWNER, SEALED_CANARY_OWNER,
 };
 use cardbind_ports::error::KeyError;
 use cardbind_ports::keys::{CardVault, SealContext};
 use common::{store, user, Counting};
 
 fn vault() -> EnvelopeVault<LocalMasterKey> {
-    EnvelopeVault::new(LocalMasterKey::generate(), store().1, VaultConfig::default())
+    EnvelopeVault::new(
+        LocalMasterKey::generate(),
+        store().1,
+        VaultConfig::default(),
+    )
 }
 
 fn ctx(record: &str, field: &'static str) -> SealContext {
@@ -42,7 +46,10 @@ async fn round_trip_of_every_field_and_empty_values() {
     ] {
         let sealed = v.seal(&u, &ctx("card-1", field), text).await.expect("seal");
         assert_ne!(sealed.as_bytes(), text, "ciphertext differs from plaintext");
-        let opened = v.open(&u, &ctx("card-1", field), &sealed).await.expect("open");
+        let opened = v
+            .open(&u, &ctx("card-1", field), &sealed)
+            .await
+            .expect("open");
         assert_eq!(opened, text);
     }
     // Same value sealed twice: different nonces, different ciphertexts.
@@ -54,7 +61,10 @@ async fn round_trip_of_every_field_and_empty_values() {
 #[tokio::test]
 async fn sealed_format_names_the_key() {
     let v = vault();
-    let sealed = v.seal(&user("alice"), &ctx("r", "pan"), b"1234").await.expect("seal");
+    let sealed = v
+        .seal(&user("alice"), &ctx("r", "pan"), b"1234")
+        .await
+        .expect("seal");
     let b = sealed.as_bytes();
     assert_eq!(b[0], format::FORMAT_V1);
     assert_eq!(b[1] as usize, "alice".len());
@@ -68,25 +78,46 @@ async fn sealed_format_names_the_key() {
 async fn wrong_record_field_or_owner_is_refused() {
     let v = vault();
     let (alice, bob) = (user("alice"), user("bob"));
-    let sealed = v.seal(&alice, &ctx("card-1", "pan"), b"6222021234567890").await.expect("seal");
+    let sealed = v
+        .seal(&alice, &ctx("card-1", "pan"), b"6222021234567890")
+        .await
+        .expect("seal");
     // Bob has a key of his own too.
-    v.seal(&bob, &ctx("card-9", "pan"), b"x").await.expect("seal");
+    v.seal(&bob, &ctx("card-9", "pan"), b"x")
+        .await
+        .expect("seal");
 
-    assert!(is_refused(&v.open(&alice, &ctx("card-2", "pan"), &sealed).await));
-    assert!(is_refused(&v.open(&alice, &ctx("card-1", "phone"), &sealed).await));
-    assert!(is_refused(&v.open(&bob, &ctx("card-1", "pan"), &sealed).await));
-    assert!(is_refused(&v.open(&user("carol"), &ctx("card-1", "pan"), &sealed).await));
+    assert!(is_refused(
+        &v.open(&alice, &ctx("card-2", "pan"), &sealed).await
+    ));
+    assert!(is_refused(
+        &v.open(&alice, &ctx("card-1", "phone"), &sealed).await
+    ));
+    assert!(is_refused(
+        &v.open(&bob, &ctx("card-1", "pan"), &sealed).await
+    ));
+    assert!(is_refused(
+        &v.open(&user("carol"), &ctx("card-1", "pan"), &sealed).await
+    ));
 
     // Rewrite the owner in the header to bob's (same length): the header is
     // authenticated, and bob's key is another key.
     let mut forged = vec![sealed.as_bytes()[0], 3];
     forged.extend_from_slice(b"bob");
     forged.extend_from_slice(&sealed.as_bytes()[7..]);
-    assert!(is_refused(&v.open(&bob, &ctx("card-1", "pan"), &SealedBlob::new(forged)).await));
+    assert!(is_refused(
+        &v.open(&bob, &ctx("card-1", "pan"), &SealedBlob::new(forged))
+            .await
+    ));
 
     // Record/field boundaries cannot be shifted ("ab"+"c" vs "a"+"bc").
-    let s2 = v.seal(&alice, &SealContext::new("ab", "c"), b"v").await.expect("seal");
-    assert!(is_refused(&v.open(&alice, &SealContext::new("a", "bc"), &s2).await));
+    let s2 = v
+        .seal(&alice, &SealContext::new("ab", "c"), b"v")
+        .await
+        .expect("seal");
+    assert!(is_refused(
+        &v.open(&alice, &SealContext::new("a", "bc"), &s2).await
+    ));
 }
 
 #[tokio::test]
@@ -105,7 +136,9 @@ async fn tampering_anywhere_is_refused_never_wrong_plaintext() {
         }
     }
     for len in 0..bytes.len() {
-        let r = v.open(&u, &c, &SealedBlob::new(bytes[..len].to_vec())).await;
+        let r = v
+            .open(&u, &c, &SealedBlob::new(bytes[..len].to_vec()))
+            .await;
         assert!(is_refused(&r), "truncated to {len}: {r:?}");
     }
     let mut longer = bytes.clone();
@@ -151,7 +184,11 @@ async fn erase_reaches_other_instances_at_the_latest_after_max_age() {
         ..VaultConfig::default()
     };
     let master = DataKey::generate();
-    let a = EnvelopeVault::new(LocalMasterKey::from_key(master.clone()), s.clone(), cfg.clone());
+    let a = EnvelopeVault::new(
+        LocalMasterKey::from_key(master.clone()),
+        s.clone(),
+        cfg.clone(),
+    );
     let b = EnvelopeVault::new(LocalMasterKey::from_key(master), s.clone(), cfg);
     let u = user("u-2");
     let c = ctx("r", "pan");
@@ -205,7 +242,10 @@ async fn self_check_with_right_and_wrong_local_key() {
         .expect_err("wrong key");
     let msg = err.to_string();
     assert!(matches!(err, KeyError::Refused(_)), "{err:?}");
-    assert!(msg.contains("self-check failed") && msg.contains("wrong master key"), "{msg}");
+    assert!(
+        msg.contains("self-check failed") && msg.contains("wrong master key"),
+        "{msg}"
+    );
 
     // A key file of the wrong size is refused, not used.
     std::fs::write(other_dir.path().join("bad.key"), b"short").expect("write");
@@ -217,7 +257,10 @@ async fn self_check_reports_an_unreachable_store() {
     let (mem, s) = store();
     let v = EnvelopeVault::new(LocalMasterKey::generate(), s, VaultConfig::default());
     mem.set_unavailable(true);
-    assert!(matches!(v.self_check().await, Err(KeyError::Unavailable(_))));
+    assert!(matches!(
+        v.self_check().await,
+        Err(KeyError::Unavailable(_))
+    ));
     assert!(matches!(
         v.seal(&user("u"), &ctx("r", "pan"), b"x").await,
         Err(KeyError::Unavailable(_))
@@ -255,9 +298,16 @@ async fn concurrent_first_seals_of_one_owner_all_open() {
         }
         // Fresh vault (empty cache): every ciphertext opens with the one
         // stored key.
-        let v2 = EnvelopeVault::new(CountingRef(master.clone()), s.clone(), VaultConfig::default());
+        let v2 = EnvelopeVault::new(
+            CountingRef(master.clone()),
+            s.clone(),
+            VaultConfig::default(),
+        );
         for (c, blob, i) in &sealed {
-            assert_eq!(v2.open(&u, c, blob).await.expect("open"), format!("secret-{i}").as_bytes());
+            assert_eq!(
+                v2.open(&u, c, blob).await.expect("open"),
+                format!("secret-{i}").as_bytes()
+            );
         }
         assert!(master.generated() >= 1);
         assert_eq!(s.list(None, 10).await.expect("list").len(), 1);
@@ -278,7 +328,12 @@ impl MasterKey for CountingRef {
     async fn decrypt_data_key(&self, owner: &str, wrapped: &[u8]) -> Result<DataKey, KeyError> {
         self.0.decrypt_data_key(owner, wrapped).await
     }
-    async fn re_encrypt(&self, owner: &str, wrapped: &[u8], to: &Self) -> Result<Vec<u8>, KeyError> {
+    async fn re_encrypt(
+        &self,
+        owner: &str,
+        wrapped: &[u8],
+        to: &Self,
+    ) -> Result<Vec<u8>, KeyError> {
         self.0.re_encrypt(owner, wrapped, &to.0).await
     }
 }
@@ -302,8 +357,14 @@ async fn master_calls(cache: CacheConfig, owners: usize, seals: usize) -> (u64, 
 
 #[tokio::test]
 async fn cache_limits_bound_master_key_calls() {
-    assert_eq!(master_calls(CacheConfig::default(), 100, 1000).await, (100, 0));
-    assert_eq!(master_calls(CacheConfig::disabled(), 100, 1000).await, (100, 900));
+    assert_eq!(
+        master_calls(CacheConfig::default(), 100, 1000).await,
+        (100, 0)
+    );
+    assert_eq!(
+        master_calls(CacheConfig::disabled(), 100, 1000).await,
+        (100, 900)
+    );
     // max_uses = 10: each cached key serves 10 seals, then is unwrapped again.
     let uses = CacheConfig {
         max_uses: 10,
@@ -351,7 +412,11 @@ async fn cache_max_age_expires_entries() {
 async fn fingerprints_are_keyed_stable_and_versioned() {
     let (_, s) = store();
     let master = DataKey::generate();
-    let v = EnvelopeVault::new(LocalMasterKey::from_key(master.clone()), s.clone(), VaultConfig::default());
+    let v = EnvelopeVault::new(
+        LocalMasterKey::from_key(master.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
     let pan = CardNumber::parse("4111 1111 1111 1111").expect("pan");
     let other = CardNumber::parse("5555 5555 5555 4444").expect("pan");
     let f1 = v.fingerprint(&pan).await.expect("fp");
@@ -366,7 +431,11 @@ async fn fingerprints_are_keyed_stable_and_versioned() {
     let elsewhere = vault();
     assert_ne!(elsewhere.fingerprint(&pan).await.expect("fp"), f1);
     // Another instance on the same store agrees (the key is stored wrapped).
-    let v_b = EnvelopeVault::new(LocalMasterKey::from_key(master.clone()), s.clone(), VaultConfig::default());
+    let v_b = EnvelopeVault::new(
+        LocalMasterKey::from_key(master.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
     assert_eq!(v_b.fingerprint(&pan).await.expect("fp"), f1);
     assert!(s.get(&fingerprint_owner(1)).await.expect("get").is_some());
 
@@ -391,7 +460,11 @@ async fn local_rotation_rewraps_keys_only_and_resumes() {
     let (_, s) = store();
     let old_key = DataKey::generate();
     let new_key = DataKey::generate();
-    let v_old = EnvelopeVault::new(LocalMasterKey::from_key(old_key.clone()), s.clone(), VaultConfig::default());
+    let v_old = EnvelopeVault::new(
+        LocalMasterKey::from_key(old_key.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
     v_old.self_check().await.expect("canary");
     let pan = CardNumber::parse("4111111111111111").expect("pan");
     let fp = v_old.fingerprint(&pan).await.expect("fp");
@@ -399,7 +472,14 @@ async fn local_rotation_rewraps_keys_only_and_resumes() {
     for i in 0..30 {
         let u = user(&format!("user-{i:02}"));
         let c = SealContext::new(format!("card-{i}"), "pan");
-        sealed.push((u.clone(), c.clone(), v_old.seal(&u, &c, format!("pan-{i}").as_bytes()).await.expect("seal")));
+        sealed.push((
+            u.clone(),
+            c.clone(),
+            v_old
+                .seal(&u, &c, format!("pan-{i}").as_bytes())
+                .await
+                .expect("seal"),
+        ));
     }
     let before: Vec<_> = s.list(None, 1000).await.expect("list");
     let total = before.len() as u64 - 1; // minus the sealed-canary record
@@ -409,17 +489,23 @@ async fn local_rotation_rewraps_keys_only_and_resumes() {
     let to = Counting::new(LocalMasterKey::from_key(new_key.clone()));
     from.fail_reencrypt_after.store(10, Ordering::SeqCst);
     let mut seen = 0;
-    let err = rotate(s.as_ref(), &from, &to, |_| seen += 1).await.expect_err("interrupted");
+    let err = rotate(s.as_ref(), &from, &to, |_| seen += 1)
+        .await
+        .expect_err("interrupted");
     assert!(matches!(err, KeyError::Unavailable(_)));
     assert_eq!(seen, 10);
 
     // Resumed: the rest, skipping those already done.
     from.fail_reencrypt_after.store(u64::MAX, Ordering::SeqCst);
-    let report = rotate(s.as_ref(), &from, &to, |_| {}).await.expect("rotate");
+    let report = rotate(s.as_ref(), &from, &to, |_| {})
+        .await
+        .expect("rotate");
     assert_eq!(report.rewrapped, total - 10);
     assert_eq!(report.already_current, 10);
     assert!(report.failed.is_empty());
-    let again = rotate(s.as_ref(), &from, &to, |_| {}).await.expect("rotate");
+    let again = rotate(s.as_ref(), &from, &to, |_| {})
+        .await
+        .expect("rotate");
     assert_eq!((again.rewrapped, again.already_current), (0, total));
 
     // Every key is under the new master key, versions bumped, data keys
@@ -430,18 +516,35 @@ async fn local_rotation_rewraps_keys_only_and_resumes() {
         }
         assert_eq!(wk.master_key_id, to.key_id());
         assert_eq!(wk.version, 2);
-        to.inner.decrypt_data_key(&wk.owner, &wk.wrapped).await.expect("opens under new key");
-        assert!(is_refused(&from.inner.decrypt_data_key(&wk.owner, &wk.wrapped).await));
+        to.inner
+            .decrypt_data_key(&wk.owner, &wk.wrapped)
+            .await
+            .expect("opens under new key");
+        assert!(is_refused(
+            &from.inner.decrypt_data_key(&wk.owner, &wk.wrapped).await
+        ));
     }
-    let v_new = EnvelopeVault::new(LocalMasterKey::from_key(new_key), s.clone(), VaultConfig::default());
+    let v_new = EnvelopeVault::new(
+        LocalMasterKey::from_key(new_key),
+        s.clone(),
+        VaultConfig::default(),
+    );
     v_new.self_check().await.expect("canary under new key");
     assert_eq!(v_new.fingerprint(&pan).await.expect("fp"), fp);
     for (u, c, blob) in &sealed {
         v_new.open(u, c, blob).await.expect("data still opens");
     }
     // The old key alone no longer works; old as *previous* key is fine.
-    let v_only_old = EnvelopeVault::new(LocalMasterKey::from_key(old_key.clone()), s.clone(), VaultConfig::default());
-    assert!(is_refused(&v_only_old.open(&sealed[0].0, &sealed[0].1, &sealed[0].2).await));
+    let v_only_old = EnvelopeVault::new(
+        LocalMasterKey::from_key(old_key.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    assert!(is_refused(
+        &v_only_old
+            .open(&sealed[0].0, &sealed[0].1, &sealed[0].2)
+            .await
+    ));
 }
 
 #[tokio::test]
@@ -449,13 +552,21 @@ async fn service_runs_during_rotation_with_previous_key() {
     let (_, s) = store();
     let old_key = DataKey::generate();
     let new_key = DataKey::generate();
-    let v_old = EnvelopeVault::new(LocalMasterKey::from_key(old_key.clone()), s.clone(), VaultConfig::default());
+    let v_old = EnvelopeVault::new(
+        LocalMasterKey::from_key(old_key.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
     let u = user("early");
     let c = ctx("r", "pan");
     let early = v_old.seal(&u, &c, b"early").await.expect("seal");
     // The service restarts with new as master, old as previous.
-    let v = EnvelopeVault::new(LocalMasterKey::from_key(new_key.clone()), s.clone(), VaultConfig::default())
-        .with_previous_keys(vec![LocalMasterKey::from_key(old_key.clone())]);
+    let v = EnvelopeVault::new(
+        LocalMasterKey::from_key(new_key.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    )
+    .with_previous_keys(vec![LocalMasterKey::from_key(old_key.clone())]);
     assert_eq!(v.open(&u, &c, &early).await.expect("open"), b"early");
     let late = v.seal(&user("late"), &c, b"late").await.expect("seal");
     let report = rotate(
@@ -467,7 +578,10 @@ async fn service_runs_during_rotation_with_previous_key() {
     .await
     .expect("rotate");
     assert_eq!((report.rewrapped, report.already_current), (1, 1));
-    assert_eq!(v.open(&user("late"), &c, &late).await.expect("open"), b"late");
+    assert_eq!(
+        v.open(&user("late"), &c, &late).await.expect("open"),
+        b"late"
+    );
 }
 
 #[tokio::test]
@@ -481,8 +595,14 @@ async fn nothing_secret_in_debug_or_errors() {
     }
     let v = vault();
     let u = user("dbg");
-    let sealed = v.seal(&u, &ctx("r", "pan"), b"6222021234567890").await.expect("seal");
-    let err = v.open(&u, &ctx("r2", "pan"), &sealed).await.expect_err("refused");
+    let sealed = v
+        .seal(&u, &ctx("r", "pan"), b"6222021234567890")
+        .await
+        .expect("seal");
+    let err = v
+        .open(&u, &ctx("r2", "pan"), &sealed)
+        .await
+        .expect_err("refused");
     assert!(!format!("{err:?} {err}").contains("6222021234567890"));
     assert!(!format!("{sealed:?}").contains("6222"));
 }

@@ -63,7 +63,12 @@ impl<M: MasterKey> MasterKey for Counting<M> {
         self.decrypted.fetch_add(1, Ordering::SeqCst);
         self.inner.decrypt_data_key(owner, wrapped).await
     }
-    async fn re_encrypt(&self, owner: &str, wrapped: &[u8], to: &Self) -> Result<Vec<u8>, KeyError> {
+    async fn re_encrypt(
+        &self,
+        owner: &str,
+        wrapped: &[u8],
+        to: &Self,
+    ) -> Result<Vec<u8>, KeyError> {
         let n = self.reencrypted.fetch_add(1, Ordering::SeqCst);
         if n >= self.fail_reencrypt_after.load(Ordering::SeqCst) {
             return Err(KeyError::Unavailable("interrupted by the test".into()));
