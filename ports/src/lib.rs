@@ -3,7 +3,7 @@
 //! What the core needs from the outside world and what it offers to it.
 //!
 //! * Outbound ports: one small trait per concern ([`store`], [`keys`],
-//!   [`channel`], [`audit`], [`clock`]). Each states its contract in its
+//!   [`channel`], [`audit`], [`clock`], [`step_up`]). Each states its contract in its
 //!   rustdoc; adapters (`adapters/*`) implement them and the contract suite
 //!   in [`testkit`] checks every storage adapter against the same rules.
 //! * Use cases: [`service::CardService`], written only against those traits.
@@ -18,6 +18,7 @@ pub mod clock;
 pub mod error;
 pub mod keys;
 pub mod service;
+pub mod step_up;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -35,6 +35,7 @@ use crate::channel::{
 use crate::clock::{Clock, IdGenerator};
 use crate::error::{ServiceError, StoreError};
 use crate::keys::{CardVault, SealContext};
+use crate::step_up::{actions, StepUpVerifier};
 use crate::store::{BindingStore, Consent, ConsentLog, RateCounter, SeenIds};
 
 /// The ports the use cases run on, chosen at the composition root.
@@ -222,11 +223,38 @@ const WALLET_SCAN: u32 = 1000;
 pub struct CardService {
     ports: Ports,
     policy: Policy,
+    /// When set, unbinding a default card and erasing a user need a
+    /// step-up token this verifier accepts.
+    step_up: Option<Arc<dyn StepUpVerifier>>,
+}
+
+/// Whether an unbind checks the step-up rule (erasure unbinds under its own
+/// step-up and skips it).
+#[derive(Clone, Copy)]
+enum UnbindStepUp<'a> {
+    Check(Option<&'a str>),
+    Skip,
 }
 
 impl CardService {
     pub fn new(ports: Ports, policy: Policy) -> CardService {
-        CardService { ports, policy }
+        CardService {
+            ports,
+            policy,
+            step_up: None,
+        }
+    }
+
+    /// Requires step-up (see [`crate::step_up`]) for unbinding a user's
+    /// default card and for erasure, checked by `verifier`.
+    pub fn with_step_up(mut self, verifier: Arc<dyn StepUpVerifier>) -> CardService {
+        self.step_up = Some(verifier);
+        self
+    }
+
+    /// Whether risky operations need a step-up token.
+    pub fn step_up_enabled(&self) -> bool {
+        self.step_up.is_some()
     }
 
     pub fn ports(&self) -> &Ports {
@@ -269,6 +297,82 @@ impl CardService {
             // loudly so that operations can restore it from the logs.
             tracing::error!(error = %e, action, binding = binding.map(|b| b.as_str()), "audit append failed");
         }
+    }
+
+    /// The access decision ([`Actor::authorize`]); a refusal is audited
+    /// (`access.denied`) before it is returned.
+    async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        user: Option<&UserId>,
+    ) -> Result<(), ServiceError> {
+        match ctx.actor.authorize(action, user) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.audit(
+                    ctx,
+                    "access.denied",
+                    user,
+                    None,
+                    e.code.as_str(),
+                    Some(format!("{action:?}")),
+                )
+                .await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Checks the step-up token for `action` on `user` when step-up is
+    /// enabled. Missing, refused or unverifiable (verifier down: fail
+    /// closed) tokens are `step_up_required`; every check is audited.
+    async fn require_step_up(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        binding: Option<&BindingId>,
+        action: &str,
+        token: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let Some(verifier) = &self.step_up else {
+            return Ok(());
+        };
+        let why = match token {
+            None | Some("") => "missing",
+            Some(t) => match verifier.verify(user, action, t).await {
+                Ok(true) => {
+                    self.audit(
+                        ctx,
+                        "step_up.verify",
+                        Some(user),
+                        binding,
+                        "ok",
+                        Some(action.to_owned()),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                Ok(false) => "refused",
+                Err(e) => {
+                    tracing::warn!(error = %e, action, "step-up verifier unavailable; refusing");
+                    "verifier_unavailable"
+                }
+            },
+        };
+        self.audit(
+            ctx,
+            "step_up.verify",
+            Some(user),
+            binding,
+            ErrorCode::StepUpRequired.as_str(),
+            Some(format!("{action}: {why}")),
+        )
+        .await;
+        Err(ServiceError::code_only(
+            ErrorCode::StepUpRequired,
+            "this operation needs a valid step-up token (X-Step-Up-Token) for this user and action",
+        ))
     }
 
     async fn audit_change(
@@ -335,6 +439,17 @@ impl CardService {
     /// Re-points the user's default when it no longer names an active card
     /// (promotion rule in `Wallet`). Safe to run any time, from any instance.
     pub async fn repair_default(&self, user: &UserId) -> Result<Option<BindingId>, ServiceError> {
+        self.repair_default_for(&RequestContext::system("system"), user)
+            .await
+    }
+
+    /// [`CardService::repair_default`] on behalf of `ctx`: a changed
+    /// default pointer is audited (`binding.default_changed`).
+    async fn repair_default_for(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+    ) -> Result<Option<BindingId>, ServiceError> {
         for _ in 0..5 {
             let bindings = self.user_bindings(user).await?;
             let current = self.ports.bindings.get_default(user).await?;
@@ -348,6 +463,19 @@ impl CardService {
                         .replace_default(user, current.clone(), next.clone())
                         .await?
                     {
+                        let detail = match &next {
+                            Some(_) => "promoted by the default rule",
+                            None => "no active card left",
+                        };
+                        self.audit(
+                            ctx,
+                            "binding.default_changed",
+                            Some(user),
+                            next.as_ref(),
+                            "ok",
+                            Some(detail.to_owned()),
+                        )
+                        .await;
                         return Ok(next);
                     }
                 }
@@ -420,7 +548,7 @@ impl CardService {
         user: &UserId,
         req: BindCardRequest,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::BindCard, Some(user))?;
+        self.authorize(ctx, Action::BindCard, Some(user)).await?;
         let channel_name = req
             .channel
             .clone()
@@ -631,7 +759,7 @@ impl CardService {
             }));
         }
         if binding.status == BindingStatus::Active {
-            self.repair_default(user).await?;
+            self.repair_default_for(ctx, user).await?;
         }
         self.view(binding).await
     }
@@ -644,7 +772,7 @@ impl CardService {
         id: &BindingId,
         otp: &str,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::VerifyCard, Some(user))?;
+        self.authorize(ctx, Action::VerifyCard, Some(user)).await?;
         if !(4..=8).contains(&otp.len()) || !otp.bytes().all(|b| b.is_ascii_digit()) {
             return Err(DomainError::field(
                 ErrorCode::InvalidOtp,
@@ -703,7 +831,7 @@ impl CardService {
         .await;
         result?;
         if b.status == BindingStatus::Active {
-            self.repair_default(user).await?;
+            self.repair_default_for(ctx, user).await?;
         }
         self.view(b).await
     }
@@ -714,7 +842,7 @@ impl CardService {
         user: &UserId,
         id: &BindingId,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::ReadCards, Some(user))?;
+        self.authorize(ctx, Action::ReadCards, Some(user)).await?;
         let b = self.load(user, id).await?;
         self.view(b).await
     }
@@ -727,7 +855,7 @@ impl CardService {
         after: Option<BindingId>,
         limit: u32,
     ) -> Result<CardPage, ServiceError> {
-        ctx.actor.authorize(Action::ReadCards, Some(user))?;
+        self.authorize(ctx, Action::ReadCards, Some(user)).await?;
         let limit = limit.clamp(1, MAX_LIST);
         let page = self.ports.bindings.list_by_user(user, after, limit).await?;
         let default = self.ports.bindings.get_default(user).await?;
@@ -758,7 +886,7 @@ impl CardService {
         user: &UserId,
         id: &BindingId,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::SetDefault, Some(user))?;
+        self.authorize(ctx, Action::SetDefault, Some(user)).await?;
         let b = self.load(user, id).await?;
         for _ in 0..10 {
             let bindings = self.user_bindings(user).await?;
@@ -782,17 +910,53 @@ impl CardService {
     /// Unbinds a card: locally always, and at the channel when it holds an
     /// agreement (a channel that cannot be reached does not stop the unbind;
     /// it is logged and audited for follow-up).
+    ///
+    /// With step-up enabled this refuses to unbind the user's default card
+    /// (`step_up_required`); use [`CardService::unbind_with_step_up`].
     pub async fn unbind(
         &self,
         ctx: &RequestContext,
         user: &UserId,
         id: &BindingId,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::Unbind, Some(user))?;
+        self.unbind_with_step_up(ctx, user, id, None).await
+    }
+
+    /// [`CardService::unbind`] with the client's step-up token: required,
+    /// when step-up is enabled, if the card is the user's current default.
+    pub async fn unbind_with_step_up(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+        step_up_token: Option<&str>,
+    ) -> Result<CardView, ServiceError> {
+        self.authorize(ctx, Action::Unbind, Some(user)).await?;
+        self.unbind_inner(ctx, user, id, UnbindStepUp::Check(step_up_token))
+            .await
+    }
+
+    async fn unbind_inner(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+        step_up: UnbindStepUp<'_>,
+    ) -> Result<CardView, ServiceError> {
+        let mut stepped_up = false;
         for _ in 0..5 {
             let mut b = self.load(user, id).await?;
             let expected = b.version;
             let from = b.status;
+            if let (UnbindStepUp::Check(token), false, true, BindingStatus::Active) =
+                (step_up, stepped_up, self.step_up.is_some(), from)
+            {
+                if self.ports.bindings.get_default(user).await?.as_ref() == Some(id) {
+                    self.require_step_up(ctx, user, Some(id), actions::UNBIND_DEFAULT_CARD, token)
+                        .await?;
+                    stepped_up = true;
+                }
+            }
             if !b.unbind(self.now())? {
                 return self.view(b).await;
             }
@@ -834,7 +998,7 @@ impl CardService {
                 tracing::warn!(binding = %b.id, error = %e, "consent revocation not stored");
             }
             self.audit_change(ctx, "binding.unbind", &b, from).await;
-            self.repair_default(user).await?;
+            self.repair_default_for(ctx, user).await?;
             return self.view(b).await;
         }
         Err(ServiceError::Store(StoreError::Conflict))
@@ -849,7 +1013,7 @@ impl CardService {
         name: &str,
         change: impl Fn(&mut Binding, Timestamp) -> Result<(), DomainError>,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(action, Some(user))?;
+        self.authorize(ctx, action, Some(user)).await?;
         for _ in 0..5 {
             let mut b = self.load(user, id).await?;
             let expected = b.version;
@@ -861,7 +1025,7 @@ impl CardService {
                 Err(e) => return Err(e.into()),
             }
             self.audit_change(ctx, name, &b, from).await;
-            self.repair_default(user).await?;
+            self.repair_default_for(ctx, user).await?;
             return self.view(b).await;
         }
         Err(ServiceError::Store(StoreError::Conflict))
@@ -903,7 +1067,7 @@ impl CardService {
         after: Option<BindingId>,
         limit: u32,
     ) -> Result<CardPage, ServiceError> {
-        ctx.actor.authorize(Action::ReviewQueue, None)?;
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
         let limit = limit.clamp(1, MAX_LIST);
         let page = self
             .ports
@@ -941,7 +1105,7 @@ impl CardService {
         id: &BindingId,
         channel_ref: Option<String>,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::ReviewQueue, None)?;
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
         let b = self.review_binding(id).await?;
         let user = b.user_id.clone();
         if b.status != BindingStatus::PendingReview {
@@ -975,7 +1139,7 @@ impl CardService {
         ctx: &RequestContext,
         id: &BindingId,
     ) -> Result<CardView, ServiceError> {
-        ctx.actor.authorize(Action::ReviewQueue, None)?;
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
         let b = self.review_binding(id).await?;
         let user = b.user_id.clone();
         self.operator_change(
@@ -1086,7 +1250,7 @@ impl CardService {
             }
             self.audit_change(&ctx, "binding.channel_event", &b, from)
                 .await;
-            self.repair_default(&b.user_id).await?;
+            self.repair_default_for(&ctx, &b.user_id).await?;
             return Ok(());
         }
         Err(ServiceError::Store(StoreError::Conflict))
@@ -1170,24 +1334,34 @@ impl CardService {
 
     /// Erases a user's card data everywhere by destroying their key
     /// material (crypto-shredding), unbinds every card and audits it.
+    ///
+    /// With step-up enabled this is refused (`step_up_required`); use
+    /// [`CardService::erase_user_with_step_up`].
     pub async fn erase_user(
         &self,
         ctx: &RequestContext,
         user: &UserId,
     ) -> Result<u64, ServiceError> {
-        ctx.actor.authorize(Action::EraseUser, Some(user))?;
+        self.erase_user_with_step_up(ctx, user, None).await
+    }
+
+    /// [`CardService::erase_user`] with the operator's step-up token,
+    /// required when step-up is enabled (action
+    /// [`actions::ERASE_USER`] on `user`).
+    pub async fn erase_user_with_step_up(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        step_up_token: Option<&str>,
+    ) -> Result<u64, ServiceError> {
+        self.authorize(ctx, Action::EraseUser, Some(user)).await?;
+        self.require_step_up(ctx, user, None, actions::ERASE_USER, step_up_token)
+            .await?;
         let mut unbound = 0;
         for b in self.user_bindings(user).await? {
             if b.status != BindingStatus::Inactive {
-                self.unbind(
-                    &RequestContext {
-                        actor: ctx.actor.clone(),
-                        ..ctx.clone()
-                    },
-                    user,
-                    &b.id,
-                )
-                .await?;
+                self.unbind_inner(ctx, user, &b.id, UnbindStepUp::Skip)
+                    .await?;
                 unbound += 1;
             }
         }
@@ -1252,8 +1426,8 @@ impl CardService {
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<Consent>, ServiceError> {
-        ctx.actor
-            .authorize(cardbind_domain::Action::ReadConsents, user.as_ref())?;
+        self.authorize(ctx, Action::ReadConsents, user.as_ref())
+            .await?;
         if ctx.actor.role == cardbind_domain::Role::User && user.is_none() {
             return Err(ServiceError::code_only(
                 ErrorCode::Forbidden,
@@ -1274,7 +1448,7 @@ impl CardService {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, ServiceError> {
-        ctx.actor.authorize(Action::ReadAudit, None)?;
+        self.authorize(ctx, Action::ReadAudit, None).await?;
         Ok(self
             .ports
             .audit

@@ -1,5 +1,5 @@
-//! Commands: `serve`, `token`, `spec`, `purge`, `audit verify`,
-//! `keys rotate`, `erase-user`, `reconcile`, `check-config`.
+//! Commands: `serve`, `token`, `step-up-token`, `spec`, `purge`,
+//! `audit verify`, `keys rotate`, `erase-user`, `reconcile`, `check-config`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use cardbind_domain::{Role, UserId};
-use cardbind_ports::audit::{verify_chain, AuditFilter};
+use cardbind_ports::audit::{verify_chain, AuditFilter, AuditLog, AuditRecord, ChainBreak};
 use cardbind_ports::service::RequestContext;
 use clap::{Parser, Subcommand};
 
@@ -44,6 +44,19 @@ pub enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Print a step-up token made with `step_up.hmac_secret` (dev and
+    /// operations aid for the built-in `hmac` verifier).
+    StepUpToken {
+        /// The user the operation is about.
+        #[arg(long)]
+        user: String,
+        /// `unbind_default_card` or `erase_user`.
+        #[arg(long)]
+        action: String,
+        /// Lifetime in seconds (at most `step_up.max_ttl_seconds`).
+        #[arg(long, default_value_t = 120)]
+        ttl: u64,
+    },
     /// Print the OpenAPI 3 spec.
     Spec,
     /// Delete expired idempotency keys, rate counters, seen ids and audit
@@ -60,7 +73,13 @@ pub enum Command {
         command: KeysCommand,
     },
     /// Crypto-shred a user: unbind every card and destroy their key material.
-    EraseUser { user_id: String },
+    EraseUser {
+        user_id: String,
+        /// Step-up token for action `erase_user` on this user (required
+        /// when `step_up.enabled`).
+        #[arg(long, env = "CARDBIND_STEP_UP_TOKEN")]
+        step_up_token: Option<String>,
+    },
     /// Settle bindings stuck in pending_verification by asking their channel.
     Reconcile {
         /// Only bindings pending for longer than this many seconds.
@@ -98,12 +117,39 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             println!("{}", compose::dev_token(&config, &secret, &sub, role, ttl)?);
             Ok(())
         }
+        Command::StepUpToken { user, action, ttl } => {
+            let secret = config
+                .step_up
+                .hmac_secret
+                .as_ref()
+                .context("step_up.hmac_secret is not set")?;
+            if ![
+                cardbind_ports::step_up::actions::UNBIND_DEFAULT_CARD,
+                cardbind_ports::step_up::actions::ERASE_USER,
+            ]
+            .contains(&action.as_str())
+            {
+                bail!("--action: unbind_default_card or erase_user");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let exp = i64::try_from(now + ttl.min(config.step_up.max_ttl_seconds))?;
+            println!(
+                "{}",
+                crate::step_up::hmac_step_up_token(secret.as_bytes(), &user, &action, exp)
+            );
+            Ok(())
+        }
         Command::Spec => {
             println!("{}", crate::http::api_spec_json());
             Ok(())
         }
         Command::CheckConfig => {
             let mut shown = config.clone();
+            if shown.step_up.hmac_secret.is_some() {
+                shown.step_up.hmac_secret = Some("<set>".into());
+            }
             if shown.auth.jwt_secret.is_some() {
                 shown.auth.jwt_secret = Some("<set>".into());
             }
@@ -135,7 +181,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             init_logging(&config);
             compose::rotate_keys(&config, &to).await
         }
-        Command::EraseUser { user_id } => {
+        Command::EraseUser {
+            user_id,
+            step_up_token,
+        } => {
             init_logging(&config);
             let user = UserId::parse(&user_id).map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let built = compose::build(&config).await?;
@@ -143,7 +192,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             let n = built
                 .state
                 .service
-                .erase_user(&ctx, &user)
+                .erase_user_with_step_up(&ctx, &user, step_up_token.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("erased user {user}: {n} card(s) unbound, key material destroyed");
@@ -167,31 +216,61 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
     }
 }
 
-async fn audit_verify(built: &Built) -> anyhow::Result<()> {
-    let audit = &built.state.service.ports().audit;
+/// What `cardbind audit verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditVerification {
+    /// Every stored event links to the one before it.
+    Intact { events: u64 },
+    /// The first broken link: `seq` and why; `checked` events before it
+    /// were fine.
+    Broken { at: ChainBreak, checked: u64 },
+}
+
+/// Walks the whole audit chain in pages of `page_size`, checking links
+/// across page boundaries too, and reports the first broken link.
+pub async fn verify_audit_log(
+    audit: &dyn AuditLog,
+    page_size: u32,
+) -> anyhow::Result<AuditVerification> {
     let mut after = None;
     let mut checked = 0u64;
-    let mut last: Option<cardbind_ports::audit::AuditRecord> = None;
+    let mut last: Option<AuditRecord> = None;
     loop {
         let page = audit
-            .list(&AuditFilter::default(), after, 500)
+            .list(&AuditFilter::default(), after, page_size.max(1))
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?;
         if page.is_empty() {
             break;
         }
         // Verify this page together with the last record of the previous
         // one, so that links across pages are checked too.
         let window: Vec<_> = last.iter().cloned().chain(page.iter().cloned()).collect();
-        if let Err(b) = verify_chain(window.iter()) {
-            bail!("audit chain broken at event {}: {}", b.seq, b.reason);
+        if let Err(at) = verify_chain(window.iter()) {
+            let before = window.iter().filter(|r| r.seq < at.seq).count() as u64;
+            let carried = u64::from(last.is_some());
+            return Ok(AuditVerification::Broken {
+                at,
+                checked: checked + before.saturating_sub(carried),
+            });
         }
         checked += page.len() as u64;
         after = page.last().map(|r| r.seq);
         last = page.last().cloned();
     }
-    println!("audit chain intact: {checked} events verified");
-    Ok(())
+    Ok(AuditVerification::Intact { events: checked })
+}
+
+async fn audit_verify(built: &Built) -> anyhow::Result<()> {
+    match verify_audit_log(built.state.service.ports().audit.as_ref(), 500).await? {
+        AuditVerification::Intact { events } => {
+            println!("audit chain intact: {events} events verified");
+            Ok(())
+        }
+        AuditVerification::Broken { at, .. } => {
+            bail!("audit chain broken at event {}: {}", at.seq, at.reason)
+        }
+    }
 }
 
 /// Sets up structured logging once (JSON by default, to stderr).

@@ -139,11 +139,25 @@ pub async fn purge(built: &Built, config: &Config) -> anyhow::Result<String> {
     let idem_before =
         now.minus_seconds(i64::from(config.idempotency.retention_hours.max(24)) * 3600);
     let audit_before = now.minus_seconds(i64::from(config.audit.retention_days.max(180)) * 86_400);
-    built
+    let report = built
         .stores
         .purger
         .purge(now, idem_before, audit_before)
-        .await
+        .await?;
+    // Deleting audit events past retention is itself audited.
+    let event = cardbind_ports::audit::AuditEvent {
+        at: now,
+        actor: "system".into(),
+        role: "system".into(),
+        action: "retention.purge".into(),
+        outcome: "ok".into(),
+        detail: Some(report.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = built.stores.audit.append(event).await {
+        tracing::error!(error = %e, "audit append failed for the purge");
+    }
+    Ok(report)
 }
 
 fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
@@ -482,6 +496,27 @@ pub fn tls(config: &Config) -> anyhow::Result<Option<poem::listener::RustlsConfi
     }
 }
 
+/// The step-up verifier, when `[step_up] enabled`.
+pub fn step_up(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<Arc<dyn cardbind_ports::step_up::StepUpVerifier>>> {
+    let s = &config.step_up;
+    if !s.enabled {
+        return Ok(None);
+    }
+    let secret = s
+        .hmac_secret
+        .as_ref()
+        .filter(|k| k.len() >= 32)
+        .ok_or_else(|| anyhow!("step_up.hmac_secret: required when step_up.enabled"))?;
+    Ok(Some(Arc::new(crate::step_up::HmacStepUp::new(
+        secret.as_bytes().to_vec(),
+        clock,
+        s.max_ttl_seconds,
+    ))))
+}
+
 /// Builds every adapter and the application state.
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let metrics = prometheus::Registry::new();
@@ -500,7 +535,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         clock: clock.clone(),
         ids: Arc::new(UuidIds),
     };
-    let service = CardService::new(ports, policy(config));
+    let mut service = CardService::new(ports, policy(config));
+    if let Some(v) = step_up(config, clock.clone())? {
+        service = service.with_step_up(v);
+    }
     let http = HttpSettings {
         max_body_bytes: config.server.max_body_bytes,
         max_json_depth: config.server.max_json_depth,
@@ -559,6 +597,28 @@ pub async fn rotate_keys(config: &Config, to: &str) -> anyhow::Result<()> {
     }
     .map_err(|e| anyhow!("rotation stopped (run it again to resume): {e}"))?;
     bar.finish();
+    let event = cardbind_ports::audit::AuditEvent {
+        at: SystemClock.now(),
+        actor: "cli:keys-rotate".into(),
+        role: "admin".into(),
+        action: "keys.rotate".into(),
+        outcome: if report.failed.is_empty() {
+            "ok".into()
+        } else {
+            "partial".into()
+        },
+        detail: Some(format!(
+            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            report.scanned,
+            report.rewrapped,
+            report.already_current,
+            report.failed.len()
+        )),
+        ..Default::default()
+    };
+    if let Err(e) = stores.audit.append(event).await {
+        tracing::error!(error = %e, "audit append failed for the key rotation");
+    }
     println!("{report:?}");
     Ok(())
 }

@@ -22,6 +22,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub audit: AuditConfig,
     pub idempotency: IdempotencyConfig,
+    pub step_up: StepUpConfig,
     pub log: LogConfig,
 }
 
@@ -345,6 +346,34 @@ impl Default for IdempotencyConfig {
     }
 }
 
+/// Step-up for risky operations: unbinding a user's default card and
+/// erasing a user need an `X-Step-Up-Token` the verifier accepts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepUpConfig {
+    pub enabled: bool,
+    /// The verifier. `hmac` (the only one built in): tokens
+    /// `<expiry unix seconds>.<hex HMAC-SHA256>` made with `hmac_secret` by
+    /// whatever performed the second factor (see `crate::step_up`).
+    pub kind: String,
+    /// Shared secret of the `hmac` verifier (at least 32 characters);
+    /// prefer `CARDBIND__STEP_UP__HMAC_SECRET` from the environment.
+    pub hmac_secret: Option<String>,
+    /// Longest accepted token lifetime (expiry minus now), seconds.
+    pub max_ttl_seconds: u64,
+}
+
+impl Default for StepUpConfig {
+    fn default() -> Self {
+        StepUpConfig {
+            enabled: false,
+            kind: "hmac".into(),
+            hmac_secret: None,
+            max_ttl_seconds: 300,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -499,6 +528,24 @@ impl Config {
         if self.auth.signature_window_seconds <= 0 || self.auth.signature_window_seconds > 900 {
             return bad("auth.signature_window_seconds", "must be 1 to 900");
         }
+        if self.step_up.kind != "hmac" {
+            return bad("step_up.kind", "the built-in verifier is \"hmac\"");
+        }
+        if self.step_up.enabled
+            && self
+                .step_up
+                .hmac_secret
+                .as_ref()
+                .is_none_or(|s| s.len() < 32)
+        {
+            return bad(
+                "step_up.hmac_secret",
+                "is required (at least 32 characters) when step_up.enabled",
+            );
+        }
+        if !(1..=3600).contains(&self.step_up.max_ttl_seconds) {
+            return bad("step_up.max_ttl_seconds", "must be 1 to 3600");
+        }
         if !["json", "pretty"].contains(&self.log.format.as_str()) {
             return bad("log.format", "json or pretty");
         }
@@ -552,6 +599,49 @@ mod tests {
         std::fs::write(&f, "[storage]\nkindd = \"memory\"\n").unwrap();
         let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
         assert!(e.0.contains("kindd"), "{e}");
+    }
+
+    #[test]
+    fn audit_retention_cannot_go_below_180_days() {
+        let mut c = Config::default();
+        assert!(c.audit.retention_days >= 180);
+        for days in [0, 1, 90, 179] {
+            c.audit.retention_days = days;
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with("audit.retention_days:"), "{e}");
+        }
+        for days in [180, 365, 3650] {
+            c.audit.retention_days = days;
+            assert!(c.validate().is_ok(), "{days}");
+        }
+        // also through the environment, as operators set it
+        // (a prefix of its own: the other tests' variables must not see it)
+        let prefix = format!("CBRETENTION{}__", std::process::id());
+        std::env::set_var(format!("{prefix}AUDIT__RETENTION_DAYS"), "179");
+        let e = Config::load_from(None, Env::prefixed(&prefix).split("__")).unwrap_err();
+        assert!(e.0.contains("audit.retention_days"), "{e}");
+    }
+
+    #[test]
+    fn step_up_needs_a_secret_when_enabled() {
+        let mut c = Config::default();
+        assert!(!c.step_up.enabled);
+        c.step_up.enabled = true;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("step_up.hmac_secret:"), "{e}");
+        c.step_up.hmac_secret = Some("short".into());
+        assert!(c.validate().is_err());
+        c.step_up.hmac_secret = Some("s".repeat(32));
+        assert!(c.validate().is_ok());
+        c.step_up.max_ttl_seconds = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("step_up.max_ttl_seconds"));
+        c.step_up.max_ttl_seconds = 300;
+        c.step_up.kind = "totp".into();
+        assert!(c.validate().unwrap_err().0.starts_with("step_up.kind"));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -12,5 +12,6 @@ pub mod compose;
 pub mod config;
 pub mod http;
 pub mod state;
+pub mod step_up;
 
 pub use state::AppState;

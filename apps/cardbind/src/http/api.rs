@@ -334,6 +334,7 @@ impl CardsApi {
             }
             Err(e) => {
                 cx.shared.metrics.bind_outcome(e.code.as_str());
+                cx.shared.metrics.rate_limit_hit(e.code);
                 Err(cx.fail(e))
             }
         }
@@ -442,7 +443,9 @@ impl CardsApi {
     ///
     /// Always possible; also ends the agreement at the channel. Unbinding an
     /// unbound card changes nothing. If it was the default, the most
-    /// recently activated other active card becomes the default.
+    /// recently activated other active card becomes the default. When the
+    /// service enables step-up, unbinding the current default card needs
+    /// `X-Step-Up-Token` (403 `step_up_required` otherwise).
     #[oai(
         path = "/v1/users/:user_id/cards/:card_id",
         method = "delete",
@@ -454,6 +457,12 @@ impl CardsApi {
         auth: BearerAuth,
         user_id: Path<String>,
         card_id: Path<String>,
+        /// Step-up token for action `unbind_default_card` on this user.
+        /// Required, when the service enables step-up, to unbind the card
+        /// that is the user's current default; missing or invalid is 403
+        /// `step_up_required`.
+        #[oai(name = "X-Step-Up-Token")]
+        step_up_token: Header<Option<String>>,
     ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
@@ -461,7 +470,7 @@ impl CardsApi {
                 .shared
                 .state
                 .service
-                .unbind(&cx.context(&auth.0), &user, &id)
+                .unbind_with_step_up(&cx.context(&auth.0), &user, &id, step_up_token.0.as_deref())
                 .await?)
         }
         .await;
@@ -672,7 +681,8 @@ impl AdminApi {
     ///
     /// Unbinds every card and destroys the user's key material, which makes
     /// their card data unreadable everywhere, backups included
-    /// (crypto-shredding). Audited.
+    /// (crypto-shredding). Audited. When the service enables step-up, needs
+    /// `X-Step-Up-Token` (403 `step_up_required` otherwise).
     #[oai(
         path = "/v1/admin/users/:user_id/erase",
         method = "post",
@@ -683,6 +693,11 @@ impl AdminApi {
         cx: Cx,
         auth: BearerAuth,
         user_id: Path<String>,
+        /// Step-up token for action `erase_user` on this user. Required
+        /// when the service enables step-up; missing or invalid is 403
+        /// `step_up_required`.
+        #[oai(name = "X-Step-Up-Token")]
+        step_up_token: Header<Option<String>>,
     ) -> Result<ErasureResponse, EraseError> {
         let res: Result<_, ApiError> = async {
             let user = parse_user(&user_id)?;
@@ -690,7 +705,7 @@ impl AdminApi {
                 .shared
                 .state
                 .service
-                .erase_user(&cx.context(&auth.0), &user)
+                .erase_user_with_step_up(&cx.context(&auth.0), &user, step_up_token.0.as_deref())
                 .await?;
             Ok(ErasureResult {
                 user_id: user.as_str().to_owned(),
@@ -978,7 +993,9 @@ impl MetaApi {
     /// Prometheus text: the service's metrics and the HTTP edge's
     /// (`cardbind_http_requests_total{route,method,status}`,
     /// `cardbind_http_request_duration_seconds{route}`,
-    /// `cardbind_binds_total{outcome}`); `route` is the path template.
+    /// `cardbind_binds_total{outcome}`,
+    /// `cardbind_rate_limited_total{rule}` with `rule` one of `user`, `ip`,
+    /// `card`); `route` is the path template.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, cx: Cx) -> MetricsResponse {
         MetricsResponse::Ok(PlainText(

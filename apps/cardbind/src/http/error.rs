@@ -288,7 +288,7 @@ macro_rules! error_responses {
         error_responses!(@build $m $name [$($v)* (401 Unauthorized "No valid credentials: `unauthenticated` (missing, expired or invalid bearer token) or `invalid_signature` (request signature missing, wrong, stale or replayed).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 403 $(, $rest:tt)*) => {
-        error_responses!(@build $m $name [$($v)* (403 Forbidden "The caller's role may not do this, or a `user` token names another user (`forbidden`).")] [$($r)*] $($rest),*);
+        error_responses!(@build $m $name [$($v)* (403 Forbidden "The caller's role may not do this, or a `user` token names another user (`forbidden`); or, where the operation documents it, a missing or invalid `X-Step-Up-Token` (`step_up_required`).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 404 $(, $rest:tt)*) => {
         error_responses!(@build $m $name [$($v)* (404 NotFound "No such resource for this user (`not_found`).")] [$($r)*] $($rest),*);

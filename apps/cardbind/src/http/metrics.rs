@@ -2,6 +2,7 @@
 //! path template (never the concrete path, which holds user and card ids),
 //! `outcome` a card status or a stable error code.
 
+use cardbind_domain::ErrorCode;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -15,6 +16,7 @@ struct Collectors {
     requests: IntCounterVec,
     duration: HistogramVec,
     binds: IntCounterVec,
+    rate_limited: IntCounterVec,
 }
 
 fn collectors(registry: &Registry) -> prometheus::Result<Collectors> {
@@ -42,6 +44,17 @@ fn collectors(registry: &Registry) -> prometheus::Result<Collectors> {
         ),
         &["outcome"],
     )?;
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "cardbind_rate_limited_total",
+            "Bind attempts refused by a velocity rule: user (per user), ip (per client IP), card (one card across users)",
+        ),
+        &["rule"],
+    )?;
+    for rule in ["user", "ip", "card"] {
+        rate_limited.with_label_values(&[rule]);
+    }
+    registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(duration.clone()))?;
     registry.register(Box::new(binds.clone()))?;
@@ -49,6 +62,7 @@ fn collectors(registry: &Registry) -> prometheus::Result<Collectors> {
         requests,
         duration,
         binds,
+        rate_limited,
     })
 }
 
@@ -78,6 +92,19 @@ impl HttpMetrics {
     pub fn bind_outcome(&self, outcome: &str) {
         if let Some(c) = &self.inner {
             c.binds.with_label_values(&[outcome]).inc();
+        }
+    }
+
+    /// Counts a refusal by a velocity rule (nothing for other codes).
+    pub fn rate_limit_hit(&self, code: ErrorCode) {
+        let rule = match code {
+            ErrorCode::RateLimited => "user",
+            ErrorCode::IpRateLimited => "ip",
+            ErrorCode::CardVelocityExceeded => "card",
+            _ => return,
+        };
+        if let Some(c) = &self.inner {
+            c.rate_limited.with_label_values(&[rule]).inc();
         }
     }
 

@@ -1,0 +1,59 @@
+//! The step-up port: a fresh, second proof of identity for risky
+//! operations.
+//!
+//! A bearer token says who the caller is; it does not say that a person
+//! confirmed *this* operation just now. For the operations that are hard to
+//! undo — unbinding a user's **default** card and an operator's **erasure**
+//! of a user — the use cases ask a [`StepUpVerifier`] to check a short-lived
+//! step-up token the client obtained from a second factor (an OTP, a
+//! biometric prompt, an approval by a second operator, …) and sent with the
+//! request (`X-Step-Up-Token` on the HTTP API).
+//!
+//! Whether step-up is required at all is chosen at the composition root
+//! (`[step_up] enabled`); when no verifier is installed the use cases do
+//! not ask for one.
+
+use async_trait::async_trait;
+use cardbind_domain::UserId;
+
+/// What a step-up token is for. A token is valid for one action on one
+/// user only, so that a token obtained to unbind a card cannot erase an
+/// account, nor serve for another user.
+pub mod actions {
+    /// Unbinding the card that is the user's current default.
+    pub const UNBIND_DEFAULT_CARD: &str = "unbind_default_card";
+    /// Erasing a user (crypto-shredding, every card unbound).
+    pub const ERASE_USER: &str = "erase_user";
+}
+
+/// The verifier could not decide.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StepUpError {
+    /// The verifier (or the service behind it) could not be reached.
+    #[error("step-up verifier unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Checks step-up tokens.
+///
+/// ## Contract
+/// * `user` is the user the operation is about (the card owner for an
+///   unbind, the erased user for an erasure) and `action` one of
+///   [`actions`]; `token` is the value the client sent, untrusted and
+///   unparsed.
+/// * `Ok(true)` only when `token` was issued for exactly this `user` and
+///   this `action` and is still valid now (implementations bound its
+///   lifetime; minutes, not hours).
+/// * `Ok(false)` for every token that does not verify: malformed, wrong
+///   signature, another user or action, expired, not yet valid. Never an
+///   error for a bad token.
+/// * `Err(StepUpError::Unavailable)` only when the verifier cannot decide
+///   (its backend is down). The use cases fail closed: the operation is
+///   refused with `step_up_required`.
+/// * MUST NOT log or return the token, and compares secrets in constant
+///   time.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait StepUpVerifier: Send + Sync {
+    async fn verify(&self, user: &UserId, action: &str, token: &str) -> Result<bool, StepUpError>;
+}
