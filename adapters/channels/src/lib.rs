@@ -16,6 +16,10 @@
 //!   timeout, bounded retries with backoff on transient failures, a circuit
 //!   breaker and prometheus metrics.
 //!
+//! With the `fakes` feature (tests only), [`fakes`] holds fake Alipay and
+//! WeChat Pay gateways that verify what they receive and sign what they
+//! send.
+//!
 //! Keys are given as PEM text or as a path to a PEM file (see [`keys`]).
 //! No type of this crate prints a key, a secret or card data in `Debug`,
 //! and no error or log line carries them.
@@ -23,6 +27,8 @@
 pub mod alipay;
 mod config;
 mod crypto;
+#[cfg(feature = "fakes")]
+pub mod fakes;
 mod http;
 pub mod keys;
 pub mod mock;

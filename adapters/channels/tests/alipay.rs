@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use cardbind_channels::alipay::{alipay_timestamp, scan, AlipayChannel, AlipayConfig};
@@ -15,220 +13,11 @@ use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, Notification, PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
-use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
-use common::{bid, bind_request, key, rsa_sign, rsa_verify, serve};
+use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID};
+use cardbind_channels::fakes::FakeAlipay;
+use common::{bid, bind_request, key};
 
-const APP_ID: &str = "2021000000000001";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// The gateway's own view of the string to sign (written independently of
-/// the crate): all params but `skip`, no empty values, sorted, `k=v&`.
-fn content(params: &BTreeMap<String, String>, skip: &[&str]) -> String {
-    let mut keys: Vec<&String> = params.keys().filter(|k| !skip.contains(&k.as_str())).collect();
-    keys.sort();
-    keys.into_iter()
-        .filter(|k| !params[*k].is_empty())
-        .map(|k| format!("{k}={}", params[k]))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn aes_enc(key: &[u8; 16], data: &[u8]) -> String {
-    B64.encode(cbc::Encryptor::<aes::Aes128>::new(key.into(), &[0u8; 16].into()).encrypt_padded_vec_mut::<Pkcs7>(data))
-}
-
-fn aes_dec(key: &[u8; 16], b64: &str) -> Vec<u8> {
-    cbc::Decryptor::<aes::Aes128>::new(key.into(), &[0u8; 16].into())
-        .decrypt_padded_vec_mut::<Pkcs7>(&B64.decode(b64).unwrap())
-        .unwrap()
-}
-
-#[derive(Default)]
-struct Fake {
-    aes: Option<[u8; 16]>,
-    /// external_agreement_no -> (status, agreement_no)
-    agreements: Mutex<HashMap<String, (String, String)>>,
-    tamper: AtomicBool,
-    wrong_key: AtomicBool,
-    force_code: Mutex<Option<(&'static str, &'static str)>>,
-    requests: AtomicUsize,
-    rejected_requests: AtomicUsize,
-    methods: Mutex<Vec<String>>,
-}
-
-impl Fake {
-    /// Checks a request's parameters as Alipay would; returns the biz content.
-    fn check(&self, params: &BTreeMap<String, String>) -> Result<serde_json::Value, &'static str> {
-        let sign = params.get("sign").ok_or("missing sign")?;
-        if !rsa_verify(&key(0).public, content(params, &["sign"]).as_bytes(), sign) {
-            return Err("bad signature");
-        }
-        for (k, v) in [("app_id", APP_ID), ("charset", "utf-8"), ("sign_type", "RSA2"), ("version", "1.0")] {
-            if params.get(k).map(String::as_str) != Some(v) {
-                return Err("bad common parameter");
-            }
-        }
-        // timestamp: yyyy-MM-dd HH:mm:ss in UTC+8, close to now.
-        let ts = params.get("timestamp").ok_or("no timestamp")?;
-        let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-        let parsed = time::PrimitiveDateTime::parse(ts, &fmt).map_err(|_| "bad timestamp format")?;
-        let at = parsed.assume_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
-        if (at.unix_timestamp() - common::now_unix()).abs() > 600 {
-            return Err("timestamp not in UTC+8 now");
-        }
-        let biz = params.get("biz_content").ok_or("no biz_content")?;
-        let biz = match (self.aes, params.get("encrypt_type").map(String::as_str)) {
-            (Some(k), Some("AES")) => String::from_utf8(aes_dec(&k, biz)).unwrap(),
-            (None, None) => biz.clone(),
-            _ => return Err("encryption mismatch"),
-        };
-        serde_json::from_str(&biz).map_err(|_| "biz_content is not JSON")
-    }
-
-    fn answer(&self, method: &str, fields: serde_json::Value) -> String {
-        let node_name = format!("{}_response", method.replace('.', "_"));
-        // Keep the fake's own spacing: the client must verify these bytes.
-        let mut node = serde_json::to_string_pretty(&fields).unwrap();
-        if let Some(k) = self.aes {
-            if fields["code"] == "10000" {
-                node = serde_json::to_string(&aes_enc(&k, node.as_bytes())).unwrap();
-            }
-        }
-        let signer = if self.wrong_key.load(Ordering::SeqCst) { key(2) } else { key(1) };
-        let sign = rsa_sign(&signer.private, node.as_bytes());
-        let mut body = format!("{{\"{node_name}\":{node},\n \"sign\":\"{sign}\"}}");
-        if self.tamper.load(Ordering::SeqCst) {
-            body = body.replacen("TEMP", "NORM", 1).replacen("Success", "Succes5", 1);
-        }
-        body
-    }
-
-    fn handle(&self, params: BTreeMap<String, String>) -> String {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        let biz = match self.check(&params) {
-            Ok(b) => b,
-            Err(why) => {
-                self.rejected_requests.fetch_add(1, Ordering::SeqCst);
-                return serde_json::json!({"error_response": {"code": "40002", "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-signature", "sub_msg": why}})
-                .to_string();
-            }
-        };
-        let method = params["method"].clone();
-        self.methods.lock().unwrap().push(method.clone());
-        if let Some((code, sub)) = *self.force_code.lock().unwrap() {
-            return self.answer(&method, serde_json::json!({"code": code, "msg": "forced", "sub_code": sub, "sub_msg": "forced"}));
-        }
-        let mut agreements = self.agreements.lock().unwrap();
-        let found = if let Some(no) = biz["agreement_no"].as_str() {
-            agreements.iter_mut().find(|(_, (_, a))| a == no).map(|(k, v)| (k.clone(), v))
-        } else {
-            let ext = biz["external_agreement_no"].as_str().unwrap_or_default().to_owned();
-            agreements.get_mut(&ext).map(|v| (ext, v))
-        };
-        let not_exist = serde_json::json!({"code": "40004", "msg": "Business Failed",
-            "sub_code": "USER_AGREEMENT_NOT_EXIST", "sub_msg": "agreement does not exist"});
-        match (method.as_str(), found) {
-            ("alipay.user.agreement.query", Some((ext, (status, no)))) => {
-                let mut fields = serde_json::json!({
-                    "code": "10000", "msg": "Success",
-                    "note": "braces } { and \"quotes\" and \\ backslash \u{4e2d}",
-                    "external_agreement_no": ext, "status": status,
-                    "personal_product_code": "GENERAL_WITHHOLDING_P",
-                    "sign_scene": "DEFAULT|DEFAULT",
-                    "nested": {"a": [1, {"b": "}]"}], "c": null}
-                });
-                if status != "TEMP" {
-                    fields["agreement_no"] = serde_json::Value::String(no.clone());
-                }
-                self.answer(&method, fields)
-            }
-            ("alipay.user.agreement.unsign", Some((_, (status, _)))) => {
-                if status == "UNSIGN" {
-                    return self.answer(&method, serde_json::json!({"code": "40004", "msg": "Business Failed",
-                        "sub_code": "AGREEMENT_ALREADY_UNSIGNED", "sub_msg": "already"}));
-                }
-                *status = "UNSIGN".into();
-                self.answer(&method, serde_json::json!({"code": "10000", "msg": "Success"}))
-            }
-            (_, None) => self.answer(&method, not_exist),
-            _ => self.answer(&method, serde_json::json!({"code": "40004", "sub_code": "UNKNOWN_METHOD"})),
-        }
-    }
-
-    /// The user opens our signing URL: the gateway verifies it like any
-    /// request and opens a TEMP agreement.
-    fn open_sign_page(&self, url: &str) -> Result<(), &'static str> {
-        let url = url::Url::parse(url).unwrap();
-        let params: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        let biz = self.check(&params)?;
-        if params["method"] != "alipay.user.agreement.page.sign" {
-            return Err("wrong method");
-        }
-        if biz["personal_product_code"] != "GENERAL_WITHHOLDING_P" || biz["access_params"]["channel"] != "ALIPAYAPP" {
-            return Err("wrong product");
-        }
-        let ext = biz["external_agreement_no"].as_str().ok_or("no external_agreement_no")?;
-        self.agreements.lock().unwrap().insert(ext.to_owned(), ("TEMP".into(), String::new()));
-        Ok(())
-    }
-
-    /// The user confirms in the Alipay app: the agreement is NORMAL and the
-    /// gateway sends a signed `dut_user_sign` notification.
-    fn user_signs(&self, ext: &str, notify_id: &str) -> Vec<u8> {
-        let no = format!("2025{:012}", ext.len() * 7919);
-        self.agreements.lock().unwrap().insert(ext.to_owned(), ("NORMAL".into(), no.clone()));
-        notification(&[
-            ("notify_type", "dut_user_sign"),
-            ("notify_id", notify_id),
-            ("notify_time", "2025-01-01 10:00:00"),
-            ("app_id", APP_ID),
-            ("status", "NORMAL"),
-            ("agreement_no", &no),
-            ("external_agreement_no", ext),
-            ("personal_product_code", "GENERAL_WITHHOLDING_P"),
-            ("sign_scene", "DEFAULT|DEFAULT"),
-            ("alipay_user_id", "2088000000000001"),
-            ("invalid_time", "2115-02-01 00:00:00"),
-            ("sign_time", "2025-01-01 10:00:00"),
-        ])
-    }
-}
-
-/// A form-encoded notification signed with `key(1)` (Alipay's key).
-fn notification(pairs: &[(&str, &str)]) -> Vec<u8> {
-    notification_signed_by(pairs, 1)
-}
-
-fn notification_signed_by(pairs: &[(&str, &str)], slot: usize) -> Vec<u8> {
-    let params: BTreeMap<String, String> =
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let sign = rsa_sign(&key(slot).private, content(&params, &["sign", "sign_type"]).as_bytes());
-    let mut ser = url::form_urlencoded::Serializer::new(String::new());
-    ser.extend_pairs(params.iter());
-    ser.append_pair("sign_type", "RSA2");
-    ser.append_pair("sign", &sign);
-    ser.finish().into_bytes()
-}
-
-async fn start_fake(fake: Arc<Fake>) -> String {
-    let base = serve(move |req: poem::Request| {
-        let fake = fake.clone();
-        async move {
-            assert_eq!(req.method(), poem::http::Method::POST);
-            let body = req.into_body().into_bytes().await.unwrap();
-            let params: BTreeMap<String, String> =
-                url::form_urlencoded::parse(&body).into_owned().collect();
-            let text = fake.handle(params);
-            poem::Response::builder()
-                .content_type("text/html;charset=utf-8")
-                .body(text)
-        }
-    })
-    .await;
-    format!("{base}/gateway.do")
-}
 
 fn config(gateway_url: String, aes: Option<[u8; 16]>) -> AlipayConfig {
     AlipayConfig {
@@ -242,10 +31,11 @@ fn config(gateway_url: String, aes: Option<[u8; 16]>) -> AlipayConfig {
     }
 }
 
-async fn setup(aes: Option<[u8; 16]>) -> (Arc<Fake>, AlipayChannel) {
-    let fake = Arc::new(Fake { aes, ..Fake::default() });
-    let url = start_fake(fake.clone()).await;
-    let ch = AlipayChannel::new(config(url, aes)).unwrap();
+async fn setup(aes: Option<[u8; 16]>) -> (FakeAlipay, AlipayChannel) {
+    let fake = FakeAlipay::start_with(FakeAlipayOptions { aes_key: aes, ..FakeAlipayOptions::default() })
+        .await
+        .unwrap();
+    let ch = AlipayChannel::new(config(fake.gateway_url(), aes)).unwrap();
     (fake, ch)
 }
 
@@ -265,10 +55,10 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     assert!(url.starts_with(&fake_gateway_prefix(&url)));
     // Not opened yet: the agreement does not exist.
     assert_eq!(ch.query(&b, Some(channel_ref.clone())).await.unwrap(), RemoteState::NotFound);
-    fake.open_sign_page(&url).unwrap();
+    assert_eq!(fake.open_sign_page(&url).unwrap(), "bind-alipay-1");
     assert_eq!(ch.query(&b, Some(channel_ref.clone())).await.unwrap(), RemoteState::Pending);
     // The user signs: notification
-    let n = note(fake.user_signs("bind-alipay-1", "notify-0001"));
+    let n = note(fake.user_signs("bind-alipay-1", "notify-0001").unwrap());
     let ev = ch.parse_notification(&n).unwrap();
     assert_eq!(ev.event_id, "notify-0001");
     assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
@@ -288,16 +78,23 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     ch.unbind(&b, &agreement_no).await.unwrap();
     assert_eq!(ch.query(&b, Some(agreement_no.clone())).await.unwrap(), RemoteState::Terminated);
     ch.unbind(&b, &agreement_no).await.unwrap();
-    assert_eq!(fake.rejected_requests.load(Ordering::SeqCst), 0, "the fake refused a request");
+    assert_eq!(fake.rejected_count(), 0, "the fake refused a request: {:?}", fake.requests());
+    assert_eq!(
+        fake.verified_methods(),
+        [
+            "alipay.user.agreement.query",
+            "alipay.user.agreement.page.sign",
+            "alipay.user.agreement.query",
+            "alipay.user.agreement.query",
+            "alipay.user.agreement.query",
+            "alipay.user.agreement.unsign",
+            "alipay.user.agreement.query",
+            "alipay.user.agreement.unsign",
+            "alipay.user.agreement.query",
+        ]
+    );
     // The user unsigns in the wallet app: dut_user_unsign.
-    let un = note(notification(&[
-        ("notify_type", "dut_user_unsign"),
-        ("notify_id", "notify-0002"),
-        ("app_id", APP_ID),
-        ("status", "UNSIGN"),
-        ("agreement_no", &agreement_no),
-        ("external_agreement_no", "bind-alipay-1"),
-    ]));
+    let un = note(fake.user_unsigns("bind-alipay-1", "notify-0002").unwrap());
     let ev = ch.parse_notification(&un).unwrap();
     assert_eq!(ev.kind, ChannelEventKind::Terminated);
     assert_eq!(ev.binding, BindingRef::Ours(b));
@@ -328,7 +125,7 @@ async fn aes_request_is_encrypted_on_the_wire() {
         .unwrap();
     assert_eq!(params["encrypt_type"], "AES");
     assert!(!params["biz_content"].contains("external_agreement_no"));
-    let plain = aes_dec(&aes, &params["biz_content"]);
+    let plain = aes_dec(&aes, &params["biz_content"]).unwrap();
     assert_eq!(plain, br#"{"external_agreement_no":"x"}"#);
 }
 
@@ -336,41 +133,64 @@ async fn aes_request_is_encrypted_on_the_wire() {
 async fn tampered_response_is_refused() {
     let (fake, ch) = setup(None).await;
     fake.open_sign_page(&start_url(&ch, "bind-t").await).unwrap();
-    fake.tamper.store(true, Ordering::SeqCst);
+    fake.tamper_answers(true);
     assert_eq!(ch.query(&bid("bind-t"), None).await, Err(ChannelError::InvalidSignature));
 }
 
 #[tokio::test]
 async fn response_signed_with_another_key_is_refused() {
     let (fake, ch) = setup(None).await;
-    fake.wrong_key.store(true, Ordering::SeqCst);
+    fake.sign_with_wrong_key(true);
     assert_eq!(ch.query(&bid("bind-w"), None).await, Err(ChannelError::InvalidSignature));
 }
 
 #[tokio::test]
 async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
-    let fake = Arc::new(Fake::default());
-    let url = start_fake(fake.clone()).await;
-    let mut cfg = config(url, None);
+    let fake = FakeAlipay::start().await.unwrap();
+    let mut cfg = config(fake.gateway_url(), None);
     cfg.private_key_pem = key(2).private_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     let err = ch.query(&bid("bind-x"), None).await.unwrap_err();
     assert!(matches!(err, ChannelError::Protocol(ref m) if m.contains("isv.invalid-signature")), "{err:?}");
-    assert_eq!(fake.rejected_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.rejected_count(), 1);
+    assert_eq!(fake.requests()[0].refusal.as_deref(), Some("bad signature"));
 }
 
 #[tokio::test]
 async fn result_codes_map_to_errors() {
     let (fake, ch) = setup(None).await;
-    *fake.force_code.lock().unwrap() = Some(("20000", "isp.unknow-error"));
+    fake.force_code(Some(("20000", "isp.unknow-error")));
     assert!(matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Unavailable(_))));
-    *fake.force_code.lock().unwrap() = Some(("40004", "USER_AGREEMENT_STATUS_ERROR"));
+    fake.force_code(Some(("40004", "USER_AGREEMENT_STATUS_ERROR")));
     assert_eq!(
         ch.unbind(&bid("b"), "b").await.unwrap_err(),
         ChannelError::Rejected { code: "USER_AGREEMENT_STATUS_ERROR".into(), message: "forced".into() }
     );
-    *fake.force_code.lock().unwrap() = Some(("40006", ""));
+    fake.force_code(Some(("40006", "")));
     assert!(matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Rejected { code, .. }) if code == "40006"));
+}
+
+#[tokio::test]
+async fn gateway_down_is_unavailable_and_recorded() {
+    let (fake, ch) = setup(None).await;
+    fake.set_down(true);
+    assert!(matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Unavailable(_))));
+    let r = fake.requests();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].operation.as_str(), r[0].verified), ("alipay.user.agreement.query", false));
+    fake.set_down(false);
+    assert_eq!(ch.query(&bid("b"), None).await, Ok(RemoteState::NotFound));
+}
+
+#[tokio::test]
+async fn fake_refuses_a_sign_page_url_that_was_altered() {
+    let (fake, ch) = setup(None).await;
+    let url = start_url(&ch, "bind-p").await;
+    let altered = url.replace("bind-p", "bind-q");
+    assert!(fake.open_sign_page(&altered).is_err());
+    assert_eq!(fake.agreement("bind-q"), None);
+    assert_eq!(fake.open_sign_page(&url).unwrap(), "bind-p");
+    assert_eq!(fake.agreement("bind-p").unwrap().0, "TEMP");
 }
 
 #[tokio::test]
@@ -392,7 +212,7 @@ async fn start_url(ch: &AlipayChannel, id: &str) -> String {
 #[tokio::test]
 async fn notifications_forged_tampered_or_foreign_are_refused() {
     let (fake, ch) = setup(None).await;
-    let good = fake.user_signs("bind-n", "n-1");
+    let good = fake.user_signs("bind-n", "n-1").unwrap();
     assert!(ch.parse_notification(&note(good.clone())).is_ok());
     // Tampered value
     let text = String::from_utf8(good.clone()).unwrap().replace("status=NORMAL", "status=NORMAL&x=1");
@@ -400,15 +220,16 @@ async fn notifications_forged_tampered_or_foreign_are_refused() {
     let text = String::from_utf8(good).unwrap().replace("bind-n", "bind-m");
     assert_eq!(ch.parse_notification(&note(text.into_bytes())), Err(ChannelError::InvalidSignature));
     // Signed by a stranger
-    let forged = notification_signed_by(
-        &[("notify_type", "dut_user_sign"), ("notify_id", "n-2"), ("app_id", APP_ID),
-          ("status", "NORMAL"), ("agreement_no", "1"), ("external_agreement_no", "bind-n")],
-        2,
-    );
+    let forged = fake
+        .forged_notification(&[("notify_type", "dut_user_sign"), ("notify_id", "n-2"), ("app_id", APP_ID),
+          ("status", "NORMAL"), ("agreement_no", "1"), ("external_agreement_no", "bind-n")])
+        .unwrap();
     assert_eq!(ch.parse_notification(&note(forged)), Err(ChannelError::InvalidSignature));
     // Another app's notification, validly signed
-    let foreign = notification(&[("notify_type", "dut_user_sign"), ("notify_id", "n-3"), ("app_id", "2021999"),
-        ("status", "NORMAL"), ("agreement_no", "1"), ("external_agreement_no", "bind-n")]);
+    let foreign = fake
+        .notification(&[("notify_type", "dut_user_sign"), ("notify_id", "n-3"), ("app_id", "2021999"),
+        ("status", "NORMAL"), ("agreement_no", "1"), ("external_agreement_no", "bind-n")])
+        .unwrap();
     assert_eq!(ch.parse_notification(&note(foreign)), Err(ChannelError::InvalidSignature));
     // Garbage
     for body in [&b""[..], b"sign=", b"%ff%fe=\xff", b"&&&==&", b"sign=abc&sign=def"] {

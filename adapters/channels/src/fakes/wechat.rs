@@ -1,0 +1,604 @@
+//! A fake WeChat Pay API v3 for papay (entrusted-debit) contracts.
+//!
+//! It checks every request as WeChat Pay does: the
+//! `WECHATPAY2-SHA256-RSA2048` `Authorization` header (merchant id, the
+//! merchant certificate serial, a timestamp within 5 minutes, a nonce of
+//! 16+ characters and the SHA256withRSA signature over
+//! `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n` with the merchant public
+//! key). A refused request gets a signed 401 `SIGN_ERROR` and is recorded
+//! as refused.
+//!
+//! Answers (and callbacks) carry `Wechatpay-Timestamp`, `-Nonce`,
+//! `-Serial` and `-Signature` over `TIMESTAMP\nNONCE\nBODY\n` with the
+//! platform key; switches make them stale, `SIGNTEST` probes, unsigned,
+//! tampered, signed by a stranger, by the second platform key or under an
+//! unknown serial.
+//!
+//! Routes: `POST /v3/papay/sign/contracts/pre-entrust-sign/h5` (creates a
+//! `NOT_SIGNED` contract, answers a `redirect_url`; an RSA-OAEP `phone`
+//! field is decrypted with the platform key and needs the matching
+//! `Wechatpay-Serial` header), `GET …/plan-id/{plan}/out-contract-code/{code}`
+//! and `POST …/terminate`.
+//!
+//! The user's side: [`FakeWechat::user_signs`] (contract `SIGNED`, callback
+//! `ADD`) and [`FakeWechat::user_terminates`] (`TERMINATED`, callback
+//! `DELETE`) return the callback as a [`Notification`] (lower-case header
+//! names, exact body) with its resource AEAD_AES_256_GCM-encrypted under
+//! the APIv3 key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use base64::Engine as _;
+use cardbind_ports::channel::Notification;
+use rsa::RsaPublicKey;
+use serde_json::{json, Value};
+
+use super::keys::{test_key, MERCHANT, PLATFORM, PLATFORM_2, STRANGER};
+use super::server::{serve, Server};
+use super::{lock, now_unix, rsa_sign, rsa_verify, FakeError, ReceivedRequest};
+
+pub const MCHID: &str = "1900000109";
+pub const APPID: &str = "wxd678efh567hg6787";
+pub const PLAN_ID: u64 = 12535;
+/// Serial of the merchant API certificate the fake expects.
+pub const MERCHANT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+/// Serial (a public key id) of the platform key, [`test_key`]`(PLATFORM)`.
+pub const PLATFORM_SERIAL: &str = "PUB_KEY_ID_0119000001092025010100000000";
+/// Serial of the second platform key, [`test_key`]`(PLATFORM_2)`.
+pub const PLATFORM_SERIAL_2: &str = "7132D72A03E93CDDF8C03BBD1F37EEDF";
+/// The APIv3 key callbacks are encrypted with.
+pub const APIV3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
+/// The prefix of WeChat Pay's signature probes.
+pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
+/// The pre-entrust signing path.
+pub const PRESIGN_PATH: &str = "/v3/papay/sign/contracts/pre-entrust-sign/h5";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Clone, Debug)]
+struct Contract {
+    state: String,
+    contract_id: String,
+}
+
+#[derive(Default)]
+struct Switches {
+    ts_offset: AtomicI64,
+    signtest: AtomicBool,
+    tamper: AtomicBool,
+    wrong_key: AtomicBool,
+    unsigned: AtomicBool,
+    second_platform_key: AtomicBool,
+    unknown_serial: AtomicBool,
+    down: AtomicBool,
+}
+
+struct State {
+    merchant_public: Mutex<RsaPublicKey>,
+    /// out_contract_code -> contract
+    contracts: Mutex<HashMap<String, Contract>>,
+    next_id: AtomicU64,
+    switches: Switches,
+    requests: Mutex<Vec<ReceivedRequest>>,
+    decrypted_phone: Mutex<Option<String>>,
+}
+
+/// A running fake WeChat Pay API; stops when dropped.
+pub struct FakeWechat {
+    state: Arc<State>,
+    server: Server,
+}
+
+impl std::fmt::Debug for FakeWechat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeWechat")
+            .field("base_url", &self.server.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `WECHATPAY2-SHA256-RSA2048 k="v",...`.
+fn auth_params(h: &str) -> Option<HashMap<String, String>> {
+    let rest = h.strip_prefix("WECHATPAY2-SHA256-RSA2048 ")?;
+    let mut out = HashMap::new();
+    for part in rest.split(',') {
+        let (k, v) = part.split_once('=')?;
+        out.insert(
+            k.trim().to_owned(),
+            v.trim().strip_prefix('"')?.strip_suffix('"')?.to_owned(),
+        );
+    }
+    Some(out)
+}
+
+/// `Wechatpay-*` headers over `body` signed at `timestamp` with the key in
+/// `slot` under `serial` (header names as WeChat sends them).
+fn sign_headers(
+    body: &[u8],
+    timestamp: i64,
+    slot: usize,
+    serial: &str,
+    signtest: bool,
+) -> Result<Vec<(String, String)>, FakeError> {
+    let ts = timestamp.to_string();
+    let nonce = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS".to_owned();
+    let mut msg = format!("{ts}\n{nonce}\n").into_bytes();
+    msg.extend_from_slice(body);
+    msg.push(b'\n');
+    let mut signature = rsa_sign(slot, &msg)?;
+    if signtest {
+        signature = format!("{SIGNTEST_PREFIX}{signature}");
+    }
+    Ok(vec![
+        ("Wechatpay-Timestamp".into(), ts),
+        ("Wechatpay-Nonce".into(), nonce),
+        ("Wechatpay-Serial".into(), serial.into()),
+        ("Wechatpay-Signature".into(), signature),
+    ])
+}
+
+/// `Wechatpay-*` headers over `body`, signed now with the platform key
+/// (no fake needed: for parser tests).
+pub fn platform_signed_headers(body: &[u8]) -> Result<Vec<(String, String)>, FakeError> {
+    sign_headers(body, now_unix(), PLATFORM, PLATFORM_SERIAL, false)
+}
+
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn json(status: u16, body: Value) -> Answer {
+        Answer {
+            status,
+            body: body.to_string(),
+        }
+    }
+}
+
+impl State {
+    fn record(&self, operation: &str, refusal: Option<&str>) {
+        lock(&self.requests).push(ReceivedRequest {
+            operation: operation.to_owned(),
+            verified: refusal.is_none(),
+            refusal: refusal.map(str::to_owned),
+        });
+    }
+
+    fn check(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), &'static str> {
+        let p = auth_params(auth.ok_or("no Authorization")?).ok_or("bad Authorization")?;
+        if p.get("mchid").map(String::as_str) != Some(MCHID) {
+            return Err("wrong mchid");
+        }
+        if p.get("serial_no").map(String::as_str) != Some(MERCHANT_SERIAL) {
+            return Err("wrong serial_no");
+        }
+        let ts: i64 = p
+            .get("timestamp")
+            .ok_or("no timestamp")?
+            .parse()
+            .map_err(|_| "bad timestamp")?;
+        if (ts - now_unix()).abs() > 300 {
+            return Err("stale timestamp");
+        }
+        let nonce = p.get("nonce_str").ok_or("no nonce")?;
+        if nonce.len() < 16 {
+            return Err("short nonce");
+        }
+        let mut msg = format!("{method}\n{path_and_query}\n{ts}\n{nonce}\n").into_bytes();
+        msg.extend_from_slice(body);
+        msg.push(b'\n');
+        let key = lock(&self.merchant_public).clone();
+        if !rsa_verify(&key, &msg, p.get("signature").ok_or("no signature")?) {
+            return Err("bad signature");
+        }
+        Ok(())
+    }
+
+    /// Signs an answer the way WeChat Pay does (with the test switches).
+    fn signed_headers(&self, body: &[u8]) -> Result<Vec<(String, String)>, FakeError> {
+        let s = &self.switches;
+        if s.unsigned.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        let ts = now_unix() + s.ts_offset.load(Ordering::SeqCst);
+        let (slot, serial) = if s.second_platform_key.load(Ordering::SeqCst) {
+            (PLATFORM_2, PLATFORM_SERIAL_2)
+        } else if s.wrong_key.load(Ordering::SeqCst) {
+            (STRANGER, PLATFORM_SERIAL)
+        } else {
+            (PLATFORM, PLATFORM_SERIAL)
+        };
+        let serial = if s.unknown_serial.load(Ordering::SeqCst) {
+            "UNKNOWN_SERIAL"
+        } else {
+            serial
+        };
+        sign_headers(body, ts, slot, serial, s.signtest.load(Ordering::SeqCst))
+    }
+
+    fn respond(&self, answer: Answer) -> poem::Response {
+        let headers = match self.signed_headers(answer.body.as_bytes()) {
+            Ok(h) => h,
+            Err(e) => {
+                return poem::Response::builder()
+                    .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    .body(e.to_string())
+            }
+        };
+        let mut body = answer.body;
+        if self.switches.tamper.load(Ordering::SeqCst) {
+            body = body
+                .replace("NOT_SIGNED", "SIGNED")
+                .replace("redirect_url\":\"https://", "redirect_url\":\"http://");
+        }
+        let status = poem::http::StatusCode::from_u16(answer.status)
+            .unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut b = poem::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        if !body.is_empty() {
+            b = b.content_type("application/json");
+        }
+        b.body(body)
+    }
+
+    fn handle(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        auth: Option<&str>,
+        serial: Option<&str>,
+        body: &[u8],
+    ) -> Answer {
+        let operation = format!("{method} {path_and_query}");
+        if self.switches.down.load(Ordering::SeqCst) {
+            self.record(&operation, Some("gateway down (503)"));
+            return Answer::json(
+                503,
+                json!({"code": "SYSTEM_ERROR", "message": "service unavailable"}),
+            );
+        }
+        if let Err(why) = self.check(method, path_and_query, auth, body) {
+            self.record(&operation, Some(why));
+            return Answer::json(401, json!({"code": "SIGN_ERROR", "message": why}));
+        }
+        self.record(&operation, None);
+        let param_error = |m: &str| Answer::json(400, json!({"code": "PARAM_ERROR", "message": m}));
+        let prefix = format!("/v3/papay/sign/contracts/plan-id/{PLAN_ID}/out-contract-code/");
+        if method == "POST" && path_and_query == PRESIGN_PATH {
+            let Ok(req) = serde_json::from_slice::<Value>(body) else {
+                return param_error("body is not JSON");
+            };
+            if req["appid"] != APPID
+                || req["plan_id"] != PLAN_ID
+                || req["contract_notify_url"].as_str().is_none()
+            {
+                return param_error("bad");
+            }
+            if let Some(ct) = req["phone"].as_str() {
+                if serial != Some(PLATFORM_SERIAL) {
+                    return param_error("Wechatpay-Serial");
+                }
+                let plain = B64.decode(ct).ok().and_then(|raw| {
+                    let key = test_key(PLATFORM).ok()?;
+                    key.private
+                        .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &raw)
+                        .ok()
+                });
+                let Some(plain) = plain.and_then(|p| String::from_utf8(p).ok()) else {
+                    return param_error("phone does not decrypt");
+                };
+                *lock(&self.decrypted_phone) = Some(plain);
+            }
+            let code = req["out_contract_code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if code.is_empty()
+                || code.len() > 32
+                || !code.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return param_error("out_contract_code");
+            }
+            lock(&self.contracts).insert(
+                code.clone(),
+                Contract {
+                    state: "NOT_SIGNED".into(),
+                    contract_id: String::new(),
+                },
+            );
+            let url = format!("https://fake-wechat.invalid/papay/entrust?session=s-{code}");
+            return Answer::json(200, json!({ "redirect_url": url }));
+        }
+        if let Some(rest) = path_and_query.strip_prefix(&prefix) {
+            let (code, terminate) = match rest.strip_suffix("/terminate") {
+                Some(c) => (c.to_owned(), true),
+                None => (rest.to_owned(), false),
+            };
+            let mut contracts = lock(&self.contracts);
+            let Some(c) = contracts.get_mut(&code) else {
+                return Answer::json(
+                    404,
+                    json!({"code": "RESOURCE_NOT_EXISTS", "message": "no such contract"}),
+                );
+            };
+            if terminate {
+                if method != "POST" {
+                    return param_error("method");
+                }
+                if c.state != "SIGNED" {
+                    return Answer::json(
+                        400,
+                        json!({"code": "CONTRACT_ALREADY_TERMINATED", "message": "x"}),
+                    );
+                }
+                c.state = "TERMINATED".into();
+                return Answer {
+                    status: 204,
+                    body: String::new(),
+                };
+            }
+            let mut v = json!({"mchid": MCHID, "appid": APPID, "plan_id": PLAN_ID,
+                "out_contract_code": code, "contract_state": c.state,
+                "contract_display_account": "张三"});
+            if !c.contract_id.is_empty() {
+                v["contract_id"] = Value::String(c.contract_id.clone());
+            }
+            return Answer::json(200, v);
+        }
+        Answer::json(404, json!({"code": "NOT_FOUND", "message": "no route"}))
+    }
+}
+
+impl FakeWechat {
+    /// Starts a fake that verifies requests with the public key of
+    /// [`test_key`]`(MERCHANT)` on `127.0.0.1:0` (current tokio runtime).
+    pub async fn start() -> Result<FakeWechat, FakeError> {
+        let merchant_public = test_key(MERCHANT)?.public.clone();
+        let state = Arc::new(State {
+            merchant_public: Mutex::new(merchant_public),
+            contracts: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            switches: Switches::default(),
+            requests: Mutex::new(Vec::new()),
+            decrypted_phone: Mutex::new(None),
+        });
+        let s = state.clone();
+        let server = serve(move |req: poem::Request| {
+            let state = s.clone();
+            async move {
+                let method = req.method().as_str().to_owned();
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                let auth = req.header("authorization").map(str::to_owned);
+                let serial = req.header("wechatpay-serial").map(str::to_owned);
+                let body = req.into_body().into_bytes().await.unwrap_or_default();
+                let answer = state.handle(&method, &pq, auth.as_deref(), serial.as_deref(), &body);
+                state.respond(answer)
+            }
+        })?;
+        Ok(FakeWechat { state, server })
+    }
+
+    /// `http://127.0.0.1:PORT` (the API base URL).
+    pub fn base_url(&self) -> &str {
+        &self.server.base_url
+    }
+
+    /// The platform public key (SPKI PEM), to configure under
+    /// [`PLATFORM_SERIAL`].
+    pub fn platform_public_key_pem(&self) -> Result<String, FakeError> {
+        Ok(test_key(PLATFORM)?.public_pem.clone())
+    }
+
+    /// The second platform key (SPKI PEM), under [`PLATFORM_SERIAL_2`].
+    pub fn second_platform_public_key_pem(&self) -> Result<String, FakeError> {
+        Ok(test_key(PLATFORM_2)?.public_pem.clone())
+    }
+
+    /// Accepts requests signed with the private half of `pem` from now on.
+    pub fn accept_merchant_public_key(&self, pem: &str) -> Result<(), FakeError> {
+        let key = crate::keys::load_public_key(pem).map_err(FakeError::new)?;
+        *lock(&self.state.merchant_public) = key;
+        Ok(())
+    }
+
+    // ---- faults ---------------------------------------------------------
+
+    /// Shifts the `Wechatpay-Timestamp` of answers and callbacks.
+    pub fn timestamp_offset(&self, seconds: i64) {
+        self.state
+            .switches
+            .ts_offset
+            .store(seconds, Ordering::SeqCst);
+    }
+
+    /// Signatures become `WECHATPAY/SIGNTEST/…` probes.
+    pub fn signtest(&self, on: bool) {
+        self.state.switches.signtest.store(on, Ordering::SeqCst);
+    }
+
+    /// Alters answers after signing.
+    pub fn tamper_answers(&self, on: bool) {
+        self.state.switches.tamper.store(on, Ordering::SeqCst);
+    }
+
+    /// Signs answers and callbacks with a stranger's key.
+    pub fn sign_with_wrong_key(&self, on: bool) {
+        self.state.switches.wrong_key.store(on, Ordering::SeqCst);
+    }
+
+    /// Sends answers without `Wechatpay-*` headers.
+    pub fn unsigned_answers(&self, on: bool) {
+        self.state.switches.unsigned.store(on, Ordering::SeqCst);
+    }
+
+    /// Signs with the second platform key (under its own serial).
+    pub fn use_second_platform_key(&self, on: bool) {
+        self.state
+            .switches
+            .second_platform_key
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Names an unknown serial in `Wechatpay-Serial`.
+    pub fn unknown_serial(&self, on: bool) {
+        self.state
+            .switches
+            .unknown_serial
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Answers every request HTTP 503 (the API is down).
+    pub fn set_down(&self, down: bool) {
+        self.state.switches.down.store(down, Ordering::SeqCst);
+    }
+
+    // ---- the user's side --------------------------------------------------
+
+    /// The user signs the contract `code` in WeChat: it is `SIGNED`
+    /// (created if pre-signing never happened) and this callback is sent.
+    pub fn user_signs(&self, code: &str, event_id: &str) -> Result<Notification, FakeError> {
+        let id = {
+            let mut contracts = lock(&self.state.contracts);
+            let n = self.state.next_id.fetch_add(1, Ordering::SeqCst);
+            let c = contracts.entry(code.to_owned()).or_insert(Contract {
+                state: "NOT_SIGNED".into(),
+                contract_id: String::new(),
+            });
+            if c.contract_id.is_empty() {
+                c.contract_id = format!("Wx{n:016}");
+            }
+            c.state = "SIGNED".into();
+            c.contract_id.clone()
+        };
+        self.callback(
+            event_id,
+            "PAPAY.SIGN",
+            json!({
+                "mchid": MCHID, "appid": APPID, "plan_id": PLAN_ID, "out_contract_code": code,
+                "contract_id": id, "change_type": "ADD",
+                "operate_time": "2025-01-01T10:00:00+08:00", "contract_display_account": "张三"
+            }),
+        )
+    }
+
+    /// The user ends the contract `code` inside WeChat: it is `TERMINATED`
+    /// and this `DELETE` callback is sent.
+    pub fn user_terminates(&self, code: &str, event_id: &str) -> Result<Notification, FakeError> {
+        let id = {
+            let mut contracts = lock(&self.state.contracts);
+            let c = contracts
+                .get_mut(code)
+                .ok_or_else(|| FakeError::new("no such contract"))?;
+            c.state = "TERMINATED".into();
+            c.contract_id.clone()
+        };
+        self.callback(
+            event_id,
+            "PAPAY.TERMINATE",
+            json!({
+                "mchid": MCHID, "appid": APPID, "plan_id": PLAN_ID, "out_contract_code": code,
+                "contract_id": id, "change_type": "DELETE",
+                "operate_time": "2025-01-01T10:00:00+08:00",
+                "contract_termination_mode": "USER"
+            }),
+        )
+    }
+
+    /// A callback with `resource` encrypted under the APIv3 key, signed
+    /// like the fake's answers (the switches apply).
+    pub fn callback(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        resource: Value,
+    ) -> Result<Notification, FakeError> {
+        let nonce = "fdasflkja484";
+        let aad = "papay";
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(APIV3_KEY.as_bytes())
+            .map_err(|_| FakeError::new("APIv3 key"))?;
+        let plain = resource.to_string();
+        let ct = cipher
+            .encrypt(
+                aes_gcm::Nonce::from_slice(nonce.as_bytes()),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| FakeError::new("AES-GCM encryption"))?;
+        let body = json!({
+            "id": event_id, "create_time": "2025-01-01T10:00:00+08:00",
+            "resource_type": "encrypt-resource", "event_type": event_type, "summary": "contract",
+            "resource": {"original_type": "papay", "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": B64.encode(ct), "associated_data": aad, "nonce": nonce}
+        })
+        .to_string();
+        let headers: BTreeMap<String, String> = self
+            .state
+            .signed_headers(body.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Ok(Notification {
+            headers,
+            body: body.into_bytes(),
+        })
+    }
+
+    // ---- inspection ---------------------------------------------------------
+
+    /// Every request received, in order (`METHOD /path?query`).
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        lock(&self.state.requests).clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        lock(&self.state.requests).len()
+    }
+
+    /// How many requests were refused (bad authorization).
+    pub fn rejected_count(&self) -> usize {
+        lock(&self.state.requests)
+            .iter()
+            .filter(|r| !r.verified)
+            .count()
+    }
+
+    /// `METHOD /path?query` of the verified requests, in order.
+    pub fn verified_paths(&self) -> Vec<String> {
+        lock(&self.state.requests)
+            .iter()
+            .filter(|r| r.verified)
+            .map(|r| r.operation.clone())
+            .collect()
+    }
+
+    /// The phone number the last pre-sign carried, decrypted.
+    pub fn decrypted_phone(&self) -> Option<String> {
+        lock(&self.state.decrypted_phone).clone()
+    }
+
+    /// The contract's `(state, contract_id)` by out contract code.
+    pub fn contract(&self, code: &str) -> Option<(String, String)> {
+        lock(&self.state.contracts)
+            .get(code)
+            .map(|c| (c.state.clone(), c.contract_id.clone()))
+    }
+}
