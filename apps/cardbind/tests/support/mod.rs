@@ -99,6 +99,14 @@ impl Default for Options {
 
 pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>) {
     let store = MemoryStore::shared();
+    let (state, clock) = state_on(store.clone(), opts);
+    (state, store, clock)
+}
+
+/// An instance over an existing store (several instances may share one,
+/// as several processes share a database). Each has its own clock and
+/// master key.
+pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestClock>) {
     let clock = Arc::new(TestClock::at(system_now_ms()));
     let vault = EnvelopeVault::new(
         LocalMasterKey::generate(),
@@ -139,11 +147,23 @@ pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>)
         http: Arc::new(opts.http),
         metrics: prometheus::Registry::new(),
     };
-    (state, store, clock)
+    (state, clock)
 }
 
 pub fn spawn_with(opts: Options) -> TestApp {
     let (state, store, clock) = state_with(opts);
+    let client = TestClient::new(app(state.clone()).boxed());
+    TestApp {
+        client,
+        store,
+        clock,
+        state,
+    }
+}
+
+/// An app over an existing store (see [`state_on`]).
+pub fn spawn_on(store: Arc<MemoryStore>, opts: Options) -> TestApp {
+    let (state, clock) = state_on(store.clone(), opts);
     let client = TestClient::new(app(state.clone()).boxed());
     TestApp {
         client,
