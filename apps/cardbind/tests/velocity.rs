@@ -1,0 +1,184 @@
+//! Velocity limits against card testing, through the API: one card tried
+//! on many accounts (`card_velocity_exceeded`), many accounts from one IP
+//! (`ip_rate_limited`), and the `cardbind_rate_limited_total{rule}` metric
+//! counting each hit without naming a card, a user or an IP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use poem::http::StatusCode;
+use support::*;
+
+const CARD: &str = "4111111111111111";
+
+/// A Luhn-valid Visa number derived from `n`.
+fn visa(n: u64) -> String {
+    let body = format!("4{:014}", 10_000_000 + n);
+    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+async fn bind_from(app: &TestApp, user: &str, card: &str, ip: &str) -> poem::test::TestResponse {
+    app.client
+        .post(format!("/v1/users/{user}/cards"))
+        .header("Authorization", bearer("merchant", "service"))
+        .header("Idempotency-Key", format!("k-{user}-{card}"))
+        .header("X-Forwarded-For", ip)
+        .content_type("application/json")
+        .body(bind_body(card).to_string())
+        .send()
+        .await
+}
+
+async fn metrics(app: &TestApp) -> String {
+    String::from_utf8(bytes(app.client.get("/metrics").send().await).await).unwrap()
+}
+
+fn counter(text: &str, rule: &str) -> u64 {
+    let prefix = format!("cardbind_rate_limited_total{{rule=\"{rule}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+fn trusting_proxy() -> TestApp {
+    let mut opts = Options::default();
+    opts.http.trust_forwarded_for = true;
+    spawn_with(opts)
+}
+
+#[test]
+fn the_card_generator_makes_valid_distinct_numbers() {
+    let a = cardbind_domain::CardNumber::parse(&visa(1)).unwrap();
+    let b = cardbind_domain::CardNumber::parse(&visa(2)).unwrap();
+    assert_ne!(a.last4(), b.last4());
+}
+
+#[tokio::test]
+async fn one_card_on_a_sixth_account_within_an_hour_is_card_velocity_exceeded() {
+    let app = trusting_proxy();
+    let before = metrics(&app).await;
+    assert_eq!(counter(&before, "card"), 0);
+    for i in 0..5 {
+        // different users, different IPs: only the card is common
+        bind_from(&app, &format!("user-{i}"), CARD, &format!("203.0.113.{i}"))
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    let resp = bind_from(&app, "user-5", CARD, "203.0.113.5").await;
+    let retry = resp.0.headers().get("Retry-After").cloned();
+    let v = assert_error(resp, 429, "card_velocity_exceeded").await;
+    assert!(!v.to_string().contains(CARD), "{v}");
+    let retry: u64 = retry.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+
+    // another card for that user is fine: the rule is about the card
+    bind_from(&app, "user-5", &visa(77), "203.0.113.5")
+        .await
+        .assert_status(StatusCode::CREATED);
+    // within the hour it stays refused; after it, the card may be bound
+    app.clock.advance_seconds(30 * 60);
+    assert_error(
+        bind_from(&app, "user-6", CARD, "203.0.113.6").await,
+        429,
+        "card_velocity_exceeded",
+    )
+    .await;
+    app.clock.advance_seconds(31 * 60);
+    bind_from(&app, "user-6", CARD, "203.0.113.6")
+        .await
+        .assert_status(StatusCode::CREATED);
+
+    let text = metrics(&app).await;
+    assert_eq!(counter(&text, "card"), 2);
+    assert_eq!(counter(&text, "ip"), 0);
+    assert_eq!(counter(&text, "user"), 0);
+    assert!(
+        !text.contains(CARD) && !text.contains("user-5") && !text.contains("203.0.113"),
+        "the metric names no card, user or IP"
+    );
+    assert!(text.contains(r#"cardbind_binds_total{outcome="card_velocity_exceeded"} 2"#));
+
+    // and the refusals are in the audit log, without the card
+    let events = json_of(
+        app.client
+            .get("/v1/audit/events?user_id=user-5&action=binding.create")
+            .header("Authorization", bearer("aud", "auditor"))
+            .send()
+            .await,
+    )
+    .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["outcome"] == "card_velocity_exceeded"),
+        "{events}"
+    );
+    assert!(!events.to_string().contains(CARD));
+}
+
+#[tokio::test]
+async fn many_accounts_from_one_ip_are_ip_rate_limited() {
+    let app = trusting_proxy();
+    let ip = "198.51.100.9";
+    // the default rule: 30 bind attempts a minute from one IP
+    for i in 0..30 {
+        bind_from(&app, &format!("acct-{i}"), &visa(i), ip)
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    let resp = bind_from(&app, "acct-30", &visa(30), ip).await;
+    assert!(resp.0.headers().get("Retry-After").is_some());
+    assert_error(resp, 429, "ip_rate_limited").await;
+    // another IP is not held back
+    bind_from(&app, "acct-31", &visa(31), "198.51.100.10")
+        .await
+        .assert_status(StatusCode::CREATED);
+    // the next minute, the IP may bind again
+    app.clock.advance_seconds(61);
+    bind_from(&app, "acct-30", &visa(30), ip)
+        .await
+        .assert_status(StatusCode::CREATED);
+
+    let text = metrics(&app).await;
+    assert_eq!(counter(&text, "ip"), 1);
+    assert_eq!(counter(&text, "card"), 0);
+    assert!(!text.contains("198.51.100"), "no IP in metrics");
+}
+
+#[tokio::test]
+async fn the_per_user_rule_is_counted_too() {
+    let app = spawn();
+    for i in 0..3 {
+        app.bind("u-busy", &format!("k{i}"), &bind_body(&visa(100 + i)))
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    assert_error(
+        app.bind("u-busy", "k3", &bind_body(&visa(103))).await,
+        429,
+        "rate_limited",
+    )
+    .await;
+    assert_eq!(counter(&metrics(&app).await, "user"), 1);
+}
