@@ -29,9 +29,12 @@ macro_rules! id_type {
         pub struct $name(String);
 
         impl $name {
-            /// 1–64 characters of `A–Z a–z 0–9 _ - . : @`.
+            /// 1–64 characters of `A–Z a–z 0–9 _ - . : @`, starting with a
+            /// letter or digit (names starting with `@` are reserved for the
+            /// service's own records, such as the vault's `@fingerprint` key).
             pub fn parse(s: &str) -> Result<Self, DomainError> {
                 let ok = (1..=64).contains(&s.len())
+                    && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                     && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b));
                 if ok {
                     Ok($name(s.to_owned()))
@@ -39,7 +42,7 @@ macro_rules! id_type {
                     Err(DomainError::field(
                         ErrorCode::InvalidRequest,
                         $field,
-                        concat!($field, " must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @"),
+                        concat!($field, " must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @, starting with a letter or digit"),
                     ))
                 }
             }
@@ -629,6 +632,17 @@ mod tests {
             &VerificationPolicy::default(),
         );
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
+    }
+
+    #[test]
+    fn reserved_and_malformed_ids() {
+        assert!(UserId::parse("alice@example.com").is_ok());
+        assert!(UserId::parse("@fingerprint").is_err());
+        assert!(UserId::parse("-x").is_err());
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse(&"a".repeat(65)).is_err());
+        assert!(UserId::parse("a b").is_err());
+        assert_eq!(UserId::parse("../x").unwrap_err().field, Some("user_id"));
     }
 
     #[test]
