@@ -82,9 +82,10 @@ pub enum Command {
     },
     /// Settle bindings stuck in pending_verification by asking their channel.
     Reconcile {
-        /// Only bindings pending for longer than this many seconds.
-        #[arg(long, default_value_t = 900)]
-        older_than: i64,
+        /// Only bindings pending for longer than this many seconds
+        /// (default: `channels.reconcile_after_seconds`, 900).
+        #[arg(long)]
+        older_than: Option<i64>,
     },
     /// Load and validate the configuration, then print it (secrets masked).
     CheckConfig,
@@ -204,7 +205,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             let r = built
                 .state
                 .service
-                .reconcile(older_than, 200)
+                .reconcile(
+                    older_than.unwrap_or(config.channels.reconcile_after_seconds),
+                    200,
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(

@@ -255,6 +255,8 @@ pub fn channels(
     let resilience = cardbind_channels::ResilienceConfig {
         call_timeout: Duration::from_millis(r.timeout_ms),
         max_retries: r.max_retries as usize,
+        min_backoff: Duration::from_millis(r.backoff_min_ms),
+        max_backoff: Duration::from_millis(r.backoff_max_ms),
         failure_threshold: r.breaker_failures,
         open_duration: Duration::from_secs(r.breaker_open_seconds),
         ..cardbind_channels::ResilienceConfig::default()

@@ -150,6 +150,11 @@ pub struct ChannelsConfig {
     pub alipay: Option<AlipayChannelConfig>,
     pub wechat: Option<WechatChannelConfig>,
     pub resilience: ResilienceConfig,
+    /// `cardbind reconcile` settles bindings that have waited in
+    /// `pending_verification` for longer than this (seconds; default 900,
+    /// the verification window): it asks their channel and activates or
+    /// fails them. `--older-than` overrides it for one run.
+    pub reconcile_after_seconds: i64,
 }
 
 impl Default for ChannelsConfig {
@@ -161,6 +166,7 @@ impl Default for ChannelsConfig {
             alipay: None,
             wechat: None,
             resilience: ResilienceConfig::default(),
+            reconcile_after_seconds: 900,
         }
     }
 }
@@ -239,10 +245,18 @@ pub struct WechatChannelConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResilienceConfig {
+    /// Bound of one channel call attempt, milliseconds.
     pub timeout_ms: u64,
     /// Retries on transient failures (at most 3).
     pub max_retries: u32,
+    /// First retry delay, milliseconds (doubles each retry, with jitter).
+    pub backoff_min_ms: u64,
+    /// Largest retry delay, milliseconds.
+    pub backoff_max_ms: u64,
+    /// Consecutive failed attempts that open a channel's circuit breaker;
+    /// while open, binds go to manual review without calling the channel.
     pub breaker_failures: u32,
+    /// How long the breaker stays open before one trial call, seconds.
     pub breaker_open_seconds: u64,
 }
 
@@ -251,6 +265,8 @@ impl Default for ResilienceConfig {
         ResilienceConfig {
             timeout_ms: 10_000,
             max_retries: 3,
+            backoff_min_ms: 200,
+            backoff_max_ms: 5_000,
             breaker_failures: 5,
             breaker_open_seconds: 30,
         }
@@ -506,6 +522,15 @@ impl Config {
         }
         if self.channels.resilience.timeout_ms == 0 {
             return bad("channels.resilience.timeout_ms", "must be positive");
+        }
+        if self.channels.resilience.backoff_min_ms > self.channels.resilience.backoff_max_ms {
+            return bad(
+                "channels.resilience.backoff_min_ms",
+                "must not exceed backoff_max_ms",
+            );
+        }
+        if self.channels.reconcile_after_seconds < 0 {
+            return bad("channels.reconcile_after_seconds", "must not be negative");
         }
         if self.limits.binds_per_user_per_minute == 0 {
             return bad("limits.binds_per_user_per_minute", "must be positive");
