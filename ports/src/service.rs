@@ -1114,23 +1114,31 @@ impl CardService {
                 "this card is not waiting for review",
             ));
         }
-        self.operator_change(
-            ctx,
-            &user,
-            id,
-            Action::ReviewQueue,
-            "review.approve",
-            |b, now| {
-                if b.status != BindingStatus::PendingReview {
-                    return Err(DomainError::new(
-                        ErrorCode::InvalidStateTransition,
-                        "this card is not waiting for review",
-                    ));
-                }
-                b.activate(channel_ref.clone(), now)
-            },
-        )
-        .await
+        let view = self
+            .operator_change(
+                ctx,
+                &user,
+                id,
+                Action::ReviewQueue,
+                "review.approve",
+                |b, now| {
+                    if b.status != BindingStatus::PendingReview {
+                        return Err(DomainError::new(
+                            ErrorCode::InvalidStateTransition,
+                            "this card is not waiting for review",
+                        ));
+                    }
+                    b.activate(channel_ref.clone(), now)
+                },
+            )
+            .await?;
+        // As on every other way to active: the consent names the agreement.
+        if let Some(r) = &channel_ref {
+            if let Err(e) = self.ports.consents.set_agreement(id, r).await {
+                tracing::warn!(binding = %id, error = %e, "could not store the agreement id on the consent");
+            }
+        }
+        Ok(view)
     }
 
     /// An operator rejects a binding in review: it fails.
