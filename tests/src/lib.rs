@@ -47,7 +47,9 @@ pub fn required_env(var: &str, why: &str) -> Option<String> {
             if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
                 panic!("{var} is not set but CI=true: {why} (run under scripts/test-services.sh)");
             }
-            eprintln!("skipped: {var} is not set ({why}); run under `bash scripts/test-services.sh`");
+            eprintln!(
+                "skipped: {var} is not set ({why}); run under `bash scripts/test-services.sh`"
+            );
             None
         }
     }
@@ -55,12 +57,18 @@ pub fn required_env(var: &str, why: &str) -> Option<String> {
 
 /// The MongoDB (FerretDB) connection string for tests, or `None` (skip).
 pub fn mongo_uri() -> Option<String> {
-    required_env("CARDBIND_TEST_MONGODB_URI", "this test needs MongoDB/FerretDB")
+    required_env(
+        "CARDBIND_TEST_MONGODB_URI",
+        "this test needs MongoDB/FerretDB",
+    )
 }
 
 /// The KMS (moto) endpoint for tests, or `None` (skip).
 pub fn kms_endpoint() -> Option<String> {
-    required_env("CARDBIND_TEST_KMS_ENDPOINT", "this test needs a KMS endpoint (moto)")
+    required_env(
+        "CARDBIND_TEST_KMS_ENDPOINT",
+        "this test needs a KMS endpoint (moto)",
+    )
 }
 
 /// A database name no other test uses.
@@ -101,7 +109,10 @@ pub fn random_letters(n: usize) -> String {
 
 /// A unique user id (`prefix-…`).
 pub fn user_id(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A unique idempotency key.
@@ -132,7 +143,7 @@ pub fn luhn_valid(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The Luhn check digit to append to `partial` (computed, not searched).
@@ -257,7 +268,11 @@ const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4,
 /// The ISO 7064 MOD 11-2 check character of 17 digits (GB 11643).
 pub fn resident_id_check(first17: &str) -> char {
     assert!(first17.len() == 17 && first17.bytes().all(|b| b.is_ascii_digit()));
-    let sum: u32 = first17.bytes().zip(ID_WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
+    let sum: u32 = first17
+        .bytes()
+        .zip(ID_WEIGHTS)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
     // (12 - sum mod 11) mod 11, with 10 written X.
     match (12 - sum % 11) % 11 {
         10 => 'X',
@@ -298,7 +313,8 @@ pub fn future_expiry() -> (u32, u32) {
 }
 
 /// The consent text every test accepts, and its SHA-256 hex.
-pub const CONSENT_TEXT: &str = "I agree that my card is bound for recurring payments (test text v1).";
+pub const CONSENT_TEXT: &str =
+    "I agree that my card is bound for recurring payments (test text v1).";
 
 pub fn consent_sha256() -> String {
     use sha2::Digest;
@@ -385,9 +401,15 @@ impl TestCard {
         let n = &self.number;
         vec![
             ("card number", n.clone()),
-            ("hidden middle digits of the card number", n[6..n.len() - 4].to_owned()),
+            (
+                "hidden middle digits of the card number",
+                n[6..n.len() - 4].to_owned(),
+            ),
             ("resident id number", self.id_number.clone()),
-            ("resident id number (first 17)", self.id_number[..17].to_owned()),
+            (
+                "resident id number (first 17)",
+                self.id_number[..17].to_owned(),
+            ),
             ("phone", self.phone.clone()),
         ]
     }
@@ -417,7 +439,10 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     pub fn error_code(&self) -> Option<String> {
@@ -431,27 +456,50 @@ impl Response {
     /// A short description for assertion messages.
     pub fn describe(&self) -> String {
         let t = self.text();
-        let t = if t.len() > 600 { format!("{}…", &t[..600]) } else { t };
+        let t = if t.len() > 600 {
+            format!("{}…", &t[..600])
+        } else {
+            t
+        };
         format!("HTTP {}: {}", self.status, t)
     }
 
     /// Asserts the error envelope `{"error":{"code","message","request_id",
     /// "field"?}}` with this status and code; returns the `error` object.
     pub fn assert_error(&self, status: u16, code: &str) -> Value {
-        assert_eq!(self.status, status, "expected {status} {code}, got {}", self.describe());
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status} {code}, got {}",
+            self.describe()
+        );
         let e = assert_envelope(self);
-        assert_eq!(e["code"], code, "expected code {code}, got {}", self.describe());
+        assert_eq!(
+            e["code"],
+            code,
+            "expected code {code}, got {}",
+            self.describe()
+        );
         e
     }
 
     /// Asserts the status is 2xx; returns the JSON body.
     pub fn ok(&self) -> Value {
-        assert!((200..300).contains(&self.status), "expected 2xx, got {}", self.describe());
+        assert!(
+            (200..300).contains(&self.status),
+            "expected 2xx, got {}",
+            self.describe()
+        );
         self.json()
     }
 
     pub fn expect_status(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "expected {status}, got {}", self.describe());
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status}, got {}",
+            self.describe()
+        );
         self.json()
     }
 }
@@ -460,15 +508,37 @@ impl Response {
 /// the `error` object.
 pub fn assert_envelope(r: &Response) -> Value {
     let ct = r.header("content-type").unwrap_or_default();
-    assert!(ct.starts_with("application/json"), "error content-type should be JSON, got {ct:?} ({})", r.describe());
+    assert!(
+        ct.starts_with("application/json"),
+        "error content-type should be JSON, got {ct:?} ({})",
+        r.describe()
+    );
     let v = r.json();
     let e = v.get("error").cloned().unwrap_or(Value::Null);
     assert!(e.is_object(), "no error envelope: {}", r.describe());
-    assert!(e["code"].as_str().is_some_and(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')), "error.code not snake_case: {}", r.describe());
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message missing: {}", r.describe());
-    assert!(e["request_id"].as_str().is_some_and(|m| !m.is_empty()), "error.request_id missing: {}", r.describe());
+    assert!(
+        e["code"].as_str().is_some_and(
+            |c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        ),
+        "error.code not snake_case: {}",
+        r.describe()
+    );
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message missing: {}",
+        r.describe()
+    );
+    assert!(
+        e["request_id"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.request_id missing: {}",
+        r.describe()
+    );
     if let Some(f) = e.get("field") {
-        assert!(f.is_string() || f.is_null(), "error.field must be a string: {}", r.describe());
+        assert!(
+            f.is_string() || f.is_null(),
+            "error.field must be a string: {}",
+            r.describe()
+        );
     }
     e
 }
@@ -511,13 +581,18 @@ pub struct TestApp {
 impl TestApp {
     /// Starts an in-memory app; `tweak` adjusts the config first.
     pub async fn spawn(tweak: impl FnOnce(&mut Config)) -> TestApp {
-        TestApp::spawn_on(Storage::Memory, tweak).await.expect("an in-memory app never skips")
+        TestApp::spawn_on(Storage::Memory, tweak)
+            .await
+            .expect("an in-memory app never skips")
     }
 
     /// Starts an app on `storage`; `None` when that storage is not
     /// available here (the test should return: it printed `skipped`).
     pub async fn spawn_on(storage: Storage, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
-        let dir = tempfile::Builder::new().prefix("cardbind-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cardbind-test-")
+            .tempdir()
+            .expect("temp dir");
         let mut cfg = base_config(&dir.path().join("data"));
         match storage {
             Storage::Memory => {}
@@ -539,12 +614,21 @@ impl TestApp {
     async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
         config.validate().expect("test config is valid");
         let secret = cardbind::compose::jwt_secret(&config).expect("jwt secret");
-        let running = cli::start(config.clone()).await.expect("the service starts");
+        let running = cli::start(config.clone())
+            .await
+            .expect("the service starts");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("http client");
-        TestApp { base_url: running.base_url.clone(), config, client, running: Some(running), secret, dir }
+        TestApp {
+            base_url: running.base_url.clone(),
+            config,
+            client,
+            running: Some(running),
+            secret,
+            dir,
+        }
     }
 
     /// A second instance on the same configuration, data dir (master key,
@@ -646,7 +730,12 @@ impl TestApp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map(|b| b.to_vec()).map_err(chain)?;
-        Ok(Response { status, headers, body, elapsed: started.elapsed() })
+        Ok(Response {
+            status,
+            headers,
+            body,
+            elapsed: started.elapsed(),
+        })
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
@@ -654,7 +743,14 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.send(Method::POST, path, Some(token), &[], Some((body.to_string().into_bytes(), "application/json"))).await
+        self.send(
+            Method::POST,
+            path,
+            Some(token),
+            &[],
+            Some((body.to_string().into_bytes(), "application/json")),
+        )
+        .await
     }
 
     pub async fn post_empty(&self, path: &str, token: &str) -> Response {
@@ -663,13 +759,32 @@ impl TestApp {
 
     /// `POST /v1/users/{user}/cards` with `body`, as `token`, with an
     /// `Idempotency-Key` when given.
-    pub async fn bind_raw(&self, token: &str, user: &str, body: Vec<u8>, key: Option<&str>) -> Response {
+    pub async fn bind_raw(
+        &self,
+        token: &str,
+        user: &str,
+        body: Vec<u8>,
+        key: Option<&str>,
+    ) -> Response {
         let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
-        self.send(Method::POST, &format!("/v1/users/{user}/cards"), Some(token), &headers, Some((body, "application/json"))).await
+        self.send(
+            Method::POST,
+            &format!("/v1/users/{user}/cards"),
+            Some(token),
+            &headers,
+            Some((body, "application/json")),
+        )
+        .await
     }
 
     pub async fn bind_body(&self, user: &str, body: &Value, key: &str) -> Response {
-        self.bind_raw(&self.service_token(), user, body.to_string().into_bytes(), Some(key)).await
+        self.bind_raw(
+            &self.service_token(),
+            user,
+            body.to_string().into_bytes(),
+            Some(key),
+        )
+        .await
     }
 
     /// Binds `card` for `user` as the merchant backend.
@@ -685,11 +800,20 @@ impl TestApp {
     }
 
     pub async fn verify(&self, user: &str, card_id: &str, otp: &str) -> Response {
-        self.post_json(&format!("/v1/users/{user}/cards/{card_id}/verify"), &self.service_token(), &json!({ "otp": otp })).await
+        self.post_json(
+            &format!("/v1/users/{user}/cards/{card_id}/verify"),
+            &self.service_token(),
+            &json!({ "otp": otp }),
+        )
+        .await
     }
 
     pub async fn get_card(&self, user: &str, card_id: &str) -> Response {
-        self.get(&format!("/v1/users/{user}/cards/{card_id}"), &self.service_token()).await
+        self.get(
+            &format!("/v1/users/{user}/cards/{card_id}"),
+            &self.service_token(),
+        )
+        .await
     }
 
     /// Every card of `user` (all pages), asserting 200s.
@@ -703,7 +827,9 @@ impl TestApp {
             };
             let r = self.get(&path, &self.service_token()).await;
             let v = r.expect_status(200);
-            let cards = v["cards"].as_array().unwrap_or_else(|| panic!("no cards array: {}", r.describe()));
+            let cards = v["cards"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no cards array: {}", r.describe()));
             out.extend(cards.iter().cloned());
             match v["next_after"].as_str() {
                 Some(n) if !n.is_empty() => after = Some(n.to_owned()),
@@ -714,15 +840,39 @@ impl TestApp {
     }
 
     pub async fn unbind(&self, user: &str, card_id: &str) -> Response {
-        self.send(Method::DELETE, &format!("/v1/users/{user}/cards/{card_id}"), Some(&self.service_token()), &[], None).await
+        self.send(
+            Method::DELETE,
+            &format!("/v1/users/{user}/cards/{card_id}"),
+            Some(&self.service_token()),
+            &[],
+            None,
+        )
+        .await
     }
 
     pub async fn set_default(&self, user: &str, card_id: &str) -> Response {
-        self.send(Method::PUT, &format!("/v1/users/{user}/cards/{card_id}/default"), Some(&self.service_token()), &[], None).await
+        self.send(
+            Method::PUT,
+            &format!("/v1/users/{user}/cards/{card_id}/default"),
+            Some(&self.service_token()),
+            &[],
+            None,
+        )
+        .await
     }
 
-    pub async fn admin_action(&self, token: &str, user: &str, card_id: &str, action: &str) -> Response {
-        self.post_empty(&format!("/v1/admin/users/{user}/cards/{card_id}/{action}"), token).await
+    pub async fn admin_action(
+        &self,
+        token: &str,
+        user: &str,
+        card_id: &str,
+        action: &str,
+    ) -> Response {
+        self.post_empty(
+            &format!("/v1/admin/users/{user}/cards/{card_id}/{action}"),
+            token,
+        )
+        .await
     }
 
     pub async fn reviews(&self) -> Response {
@@ -757,8 +907,18 @@ impl TestApp {
 
     /// `POST /v1/channels/{channel}/notify` (no bearer token: channels sign).
     pub async fn notify(&self, channel: &str, body: Vec<u8>, signature: Option<&str>) -> Response {
-        let headers: Vec<(&str, &str)> = signature.map(|s| ("x-mock-signature", s)).into_iter().collect();
-        self.send(Method::POST, &format!("/v1/channels/{channel}/notify"), None, &headers, Some((body, "application/json"))).await
+        let headers: Vec<(&str, &str)> = signature
+            .map(|s| ("x-mock-signature", s))
+            .into_iter()
+            .collect();
+        self.send(
+            Method::POST,
+            &format!("/v1/channels/{channel}/notify"),
+            None,
+            &headers,
+            Some((body, "application/json")),
+        )
+        .await
     }
 }
 
@@ -767,12 +927,21 @@ impl TestApp {
 /// at the first error (the server may answer early and stop reading), and
 /// whatever response arrived is parsed. `head` is the request line and
 /// headers without the final blank line; `Content-Length` is added.
-pub async fn raw_http(addr: std::net::SocketAddr, head: &str, body: Vec<u8>) -> Result<Response, String> {
+pub async fn raw_http(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: Vec<u8>,
+) -> Result<Response, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let (mut rd, mut wr) = stream.into_split();
-    let head = format!("{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     let writer = tokio::spawn(async move {
         if wr.write_all(head.as_bytes()).await.is_err() {
             return;
@@ -793,7 +962,10 @@ pub async fn raw_http(addr: std::net::SocketAddr, head: &str, body: Vec<u8>) -> 
                 buf.extend_from_slice(&tmp[..n]);
                 if let Some(r) = parse_raw_response(&buf) {
                     writer.abort();
-                    return Ok(Response { elapsed: started.elapsed(), ..r });
+                    return Ok(Response {
+                        elapsed: started.elapsed(),
+                        ..r
+                    });
                 }
             }
             Ok(Err(e)) => break Some(e.to_string()),
@@ -802,8 +974,17 @@ pub async fn raw_http(addr: std::net::SocketAddr, head: &str, body: Vec<u8>) -> 
     };
     writer.abort();
     parse_raw_response(&buf)
-        .map(|r| Response { elapsed: started.elapsed(), ..r })
-        .ok_or_else(|| format!("no complete HTTP response ({} bytes read; {})", buf.len(), read_err.unwrap_or_else(|| "closed".into())))
+        .map(|r| Response {
+            elapsed: started.elapsed(),
+            ..r
+        })
+        .ok_or_else(|| {
+            format!(
+                "no complete HTTP response ({} bytes read; {})",
+                buf.len(),
+                read_err.unwrap_or_else(|| "closed".into())
+            )
+        })
 }
 
 /// A complete HTTP/1.1 response in `buf` (Content-Length or chunked).
@@ -820,17 +1001,32 @@ fn parse_raw_response(buf: &[u8]) -> Option<Response> {
         headers.append(name, value);
     }
     let rest = &buf[end + 4..];
-    let body = if let Some(n) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    let body = if let Some(n) = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if rest.len() < n {
             return None;
         }
         rest[..n].to_vec()
-    } else if headers.get("transfer-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
         let mut out = Vec::new();
         let mut i = 0;
         loop {
             let line_end = rest[i..].windows(2).position(|w| w == b"\r\n")? + i;
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[i..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&rest[i..line_end])
+                    .ok()?
+                    .split(';')
+                    .next()?
+                    .trim(),
+                16,
+            )
+            .ok()?;
             i = line_end + 2;
             if size == 0 {
                 break;
@@ -845,7 +1041,12 @@ fn parse_raw_response(buf: &[u8]) -> Option<Response> {
     } else {
         return None;
     };
-    Some(Response { status, headers, body, elapsed: Duration::ZERO })
+    Some(Response {
+        status,
+        headers,
+        body,
+        elapsed: Duration::ZERO,
+    })
 }
 
 /// Hex HMAC-SHA256.
@@ -872,12 +1073,17 @@ pub async fn fresh_rate_window() {
 pub fn the_default(cards: &[Value]) -> Option<String> {
     let defaults: Vec<&Value> = cards.iter().filter(|c| c["is_default"] == true).collect();
     assert!(defaults.len() <= 1, "more than one default: {defaults:?}");
-    defaults.first().map(|c| c["id"].as_str().expect("id").to_owned())
+    defaults
+        .first()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
 }
 
 /// The card with `id` in `cards`.
 pub fn find_card<'a>(cards: &'a [Value], id: &str) -> &'a Value {
-    cards.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("card {id} not in list {cards:?}"))
+    cards
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("card {id} not in list {cards:?}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -900,7 +1106,10 @@ pub async fn create_kms_key(endpoint: &str) -> String {
         .await
         .expect("KMS CreateKey request");
     let v: Value = r.json().await.expect("KMS CreateKey answer");
-    v["KeyMetadata"]["KeyId"].as_str().unwrap_or_else(|| panic!("no KeyId in {v}")).to_owned()
+    v["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no KeyId in {v}"))
+        .to_owned()
 }
 
 /// Points `cfg` at AWS KMS (the emulator) with static test credentials.
@@ -924,8 +1133,14 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
-        let mut p = TcpProxy { port: 0, target, task: None };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy listen");
+        let mut p = TcpProxy {
+            port: 0,
+            target,
+            task: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listen");
         p.port = listener.local_addr().expect("addr").port();
         p.serve(listener);
         p
@@ -936,7 +1151,9 @@ impl TcpProxy {
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
                 conns.spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -981,9 +1198,16 @@ impl Drop for TcpProxy {
 
 /// `host:port` of an `http://host:port[/]` URL.
 pub fn socket_addr_of(url: &str) -> std::net::SocketAddr {
-    let hostport = url.trim_start_matches("http://").trim_start_matches("mongodb://").trim_end_matches('/');
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_start_matches("mongodb://")
+        .trim_end_matches('/');
     use std::net::ToSocketAddrs;
-    hostport.to_socket_addrs().expect("resolvable").next().expect("an address")
+    hostport
+        .to_socket_addrs()
+        .expect("resolvable")
+        .next()
+        .expect("an address")
 }
 
 // ---------------------------------------------------------------------------
@@ -1008,23 +1232,48 @@ pub fn free_port() -> u16 {
 }
 
 fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }
 
 impl OwnFerretDb {
     /// Starts one; `None` (skip) when no FerretDB binary is known.
     pub async fn start() -> Option<OwnFerretDb> {
-        let bin = required_env("CARDBIND_TEST_FERRETDB_BIN", "this test starts and stops a FerretDB of its own")?;
-        let ctl = std::env::var("CARDBIND_TEST_FERRETDB_CTL").ok().filter(|s| !s.is_empty());
-        let (dir, tmp) = match std::env::var("CARDBIND_TEST_SERVICES_DIR").ok().filter(|s| !s.is_empty()) {
-            Some(base) => (PathBuf::from(base).join(format!("own-ferretdb-{}", uuid::Uuid::new_v4().simple())), None),
+        let bin = required_env(
+            "CARDBIND_TEST_FERRETDB_BIN",
+            "this test starts and stops a FerretDB of its own",
+        )?;
+        let ctl = std::env::var("CARDBIND_TEST_FERRETDB_CTL")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let (dir, tmp) = match std::env::var("CARDBIND_TEST_SERVICES_DIR")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            Some(base) => (
+                PathBuf::from(base).join(format!("own-ferretdb-{}", uuid::Uuid::new_v4().simple())),
+                None,
+            ),
             None => {
-                let t = tempfile::Builder::new().prefix("cardbind-ferretdb-").tempdir().expect("temp dir");
+                let t = tempfile::Builder::new()
+                    .prefix("cardbind-ferretdb-")
+                    .tempdir()
+                    .expect("temp dir");
                 (t.path().join("ferretdb"), Some(t))
             }
         };
         std::fs::create_dir_all(&dir).expect("ferretdb dir");
-        let mut f = OwnFerretDb { dir, port: 0, bin, ctl, child: None, _tmp: tmp };
+        let mut f = OwnFerretDb {
+            dir,
+            port: 0,
+            bin,
+            ctl,
+            child: None,
+            _tmp: tmp,
+        };
         let mut last_err = String::new();
         for _ in 0..3 {
             f.port = free_port();
@@ -1044,7 +1293,12 @@ impl OwnFerretDb {
         if let Some(ctl) = self.ctl.clone() {
             let (dir, port) = (self.dir.clone(), self.port);
             let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new("bash").arg(ctl).arg("start").arg(&dir).arg(port.to_string()).output()
+                std::process::Command::new("bash")
+                    .arg(ctl)
+                    .arg("start")
+                    .arg(&dir)
+                    .arg(port.to_string())
+                    .output()
             })
             .await
             .map_err(|e| e.to_string())?
@@ -1093,7 +1347,10 @@ impl OwnFerretDb {
     fn kill_child(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGTERM first (an orderly stop), then SIGKILL.
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             for _ in 0..100 {
                 if matches!(c.try_wait(), Ok(Some(_))) {
                     return;
@@ -1109,10 +1366,19 @@ impl OwnFerretDb {
     pub async fn stop(&mut self) {
         if let Some(ctl) = self.ctl.clone() {
             let dir = self.dir.clone();
-            let st = tokio::task::spawn_blocking(move || std::process::Command::new("bash").arg(ctl).arg("stop").arg(&dir).status())
-                .await
-                .expect("join");
-            assert!(st.map(|s| s.success()).unwrap_or(false), "ferretdb-ctl stop failed");
+            let st = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("bash")
+                    .arg(ctl)
+                    .arg("stop")
+                    .arg(&dir)
+                    .status()
+            })
+            .await
+            .expect("join");
+            assert!(
+                st.map(|s| s.success()).unwrap_or(false),
+                "ferretdb-ctl stop failed"
+            );
         } else {
             self.kill_child();
         }
@@ -1137,7 +1403,11 @@ impl OwnFerretDb {
 impl Drop for OwnFerretDb {
     fn drop(&mut self) {
         if let Some(ctl) = &self.ctl {
-            let _ = std::process::Command::new("bash").arg(ctl).arg("stop").arg(&self.dir).status();
+            let _ = std::process::Command::new("bash")
+                .arg(ctl)
+                .arg("stop")
+                .arg(&self.dir)
+                .status();
         }
         self.kill_child();
     }
@@ -1164,7 +1434,8 @@ mod tests {
             for _ in 0..50 {
                 let c = TestCard::new(brand);
                 assert!(luhn_valid(&c.number), "{c:?}");
-                let parsed = CardNumber::parse(&c.number).unwrap_or_else(|e| panic!("{brand:?} {}: {e}", c.number));
+                let parsed = CardNumber::parse(&c.number)
+                    .unwrap_or_else(|e| panic!("{brand:?} {}: {e}", c.number));
                 assert_eq!(parsed.brand().as_str(), brand.api_name());
                 assert_eq!(c.cvv.len(), brand.cvv_len());
                 let e = TestCard::ending(brand, "0042");

@@ -2,11 +2,14 @@
 //! used many times at once, concurrent default changes. Each runs in memory
 //! and on MongoDB (FerretDB) when `CARDBIND_TEST_MONGODB_URI` is set.
 
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cardbind::config::Config;
-use cardbind_tests::{idem_key, the_default, user_id, Storage, TestApp, TestCard, Brand};
+use cardbind_tests::{idem_key, the_default, user_id, Brand, Storage, TestApp, TestCard};
 use futures::future::join_all;
 
 fn unlimited(cfg: &mut Config) {
@@ -18,7 +21,9 @@ fn unlimited(cfg: &mut Config) {
 }
 
 async fn one_card_bound_32_times_at_once(storage: Storage) {
-    let Some(app) = TestApp::spawn_on(storage, unlimited).await else { return };
+    let Some(app) = TestApp::spawn_on(storage, unlimited).await else {
+        return;
+    };
     let app = Arc::new(app);
     let user = user_id("race");
     let card = TestCard::visa();
@@ -29,7 +34,12 @@ async fn one_card_bound_32_times_at_once(storage: Storage) {
     .await;
     let results: Vec<_> = results.into_iter().map(|r| r.expect("task")).collect();
     let created: Vec<_> = results.iter().filter(|r| r.status == 201).collect();
-    assert_eq!(created.len(), 1, "exactly one bind wins: {:?}", results.iter().map(|r| r.describe()).collect::<Vec<_>>());
+    assert_eq!(
+        created.len(),
+        1,
+        "exactly one bind wins: {:?}",
+        results.iter().map(|r| r.describe()).collect::<Vec<_>>()
+    );
     for r in results.iter().filter(|r| r.status != 201) {
         match r.status {
             409 => {
@@ -71,24 +81,47 @@ async fn one_key_16_times_at_once(storage: Storage) {
     let first = &results[0];
     assert_eq!(first.status, 201, "{}", first.describe());
     for r in &results {
-        assert_eq!(r.status, first.status, "every response the same: {} vs {}", r.describe(), first.describe());
-        assert_eq!(r.body, first.body, "byte-identical: {} vs {}", r.describe(), first.describe());
+        assert_eq!(
+            r.status,
+            first.status,
+            "every response the same: {} vs {}",
+            r.describe(),
+            first.describe()
+        );
+        assert_eq!(
+            r.body,
+            first.body,
+            "byte-identical: {} vs {}",
+            r.describe(),
+            first.describe()
+        );
     }
     let cards = app.list_cards(&user).await;
     assert_eq!(cards.len(), 1, "the work ran once: {cards:?}");
     // The audit log shows one creation.
-    let ev = app.get(&format!("/v1/audit/events?user_id={user}"), &app.auditor_token()).await.expect_status(200);
+    let ev = app
+        .get(
+            &format!("/v1/audit/events?user_id={user}"),
+            &app.auditor_token(),
+        )
+        .await
+        .expect_status(200);
     let creates = ev.to_string().matches("binding.create").count();
     assert_eq!(creates, 1, "one binding.create in the audit log: {ev}");
 }
 
 async fn concurrent_set_default(storage: Storage) {
-    let Some(app) = TestApp::spawn_on(storage, unlimited).await else { return };
+    let Some(app) = TestApp::spawn_on(storage, unlimited).await else {
+        return;
+    };
     let app = Arc::new(app);
     let user = user_id("defaults");
     let mut ids = Vec::new();
     for _ in 0..8 {
-        let v = app.bind(&user, &TestCard::visa(), &idem_key()).await.expect_status(201);
+        let v = app
+            .bind(&user, &TestCard::visa(), &idem_key())
+            .await
+            .expect_status(201);
         ids.push(v["id"].as_str().expect("id").to_owned());
     }
     for round in 0..3 {
@@ -103,7 +136,8 @@ async fn concurrent_set_default(storage: Storage) {
         }
         let cards = app.list_cards(&user).await;
         assert_eq!(cards.len(), 8);
-        let d = the_default(&cards).unwrap_or_else(|| panic!("round {round}: no default after set-default: {cards:?}"));
+        let d = the_default(&cards)
+            .unwrap_or_else(|| panic!("round {round}: no default after set-default: {cards:?}"));
         assert!(ids.contains(&d));
         // Every card agrees when read one by one, too.
         let mut defaults = BTreeSet::new();
@@ -118,7 +152,11 @@ async fn concurrent_set_default(storage: Storage) {
 
     // Unbinding and setting defaults at once: still at most one default,
     // and it is an active card.
-    let (unbind, keep): (Vec<_>, Vec<_>) = ids.iter().cloned().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (unbind, keep): (Vec<_>, Vec<_>) = ids
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
     let mut tasks = Vec::new();
     for (_, id) in &unbind {
         let (app, user, id) = (app.clone(), user.clone(), id.clone());
@@ -126,15 +164,21 @@ async fn concurrent_set_default(storage: Storage) {
     }
     for (_, id) in &keep {
         let (app, user, id) = (app.clone(), user.clone(), id.clone());
-        tasks.push(tokio::spawn(async move { app.set_default(&user, &id).await }));
+        tasks.push(tokio::spawn(
+            async move { app.set_default(&user, &id).await },
+        ));
     }
     for r in join_all(tasks).await {
         let r = r.expect("task");
         assert_eq!(r.status, 200, "{}", r.describe());
     }
     let cards = app.list_cards(&user).await;
-    let d = the_default(&cards).unwrap_or_else(|| panic!("active cards remain, one must be default: {cards:?}"));
-    assert!(keep.iter().any(|(_, id)| *id == d), "the default {d} is one of the active cards");
+    let d = the_default(&cards)
+        .unwrap_or_else(|| panic!("active cards remain, one must be default: {cards:?}"));
+    assert!(
+        keep.iter().any(|(_, id)| *id == d),
+        "the default {d} is one of the active cards"
+    );
     for c in &cards {
         if c["is_default"] == true {
             assert_eq!(c["status"], "active");

@@ -3,16 +3,21 @@
 //! there at start-up. Needs `CARDBIND_TEST_KMS_ENDPOINT` (and MongoDB for
 //! the two-instance test): run under `bash scripts/test-services.sh`.
 
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use cardbind_tests::{
-    assert_envelope, base_config, create_kms_key, free_port, idem_key, kms_endpoint, socket_addr_of, use_kms, user_id, Brand, Storage,
-    TcpProxy, TestApp, TestCard,
+    assert_envelope, base_config, create_kms_key, free_port, idem_key, kms_endpoint,
+    socket_addr_of, use_kms, user_id, Brand, Storage, TcpProxy, TestApp, TestCard,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_sealed_cards_are_found_again_by_another_instance_and_erased() {
-    let Some(endpoint) = kms_endpoint() else { return };
+    let Some(endpoint) = kms_endpoint() else {
+        return;
+    };
     let key = create_kms_key(&endpoint).await;
     let Some(a) = TestApp::spawn_on(Storage::Mongo, |c| {
         use_kms(c, &endpoint, &key);
@@ -24,36 +29,68 @@ async fn kms_sealed_cards_are_found_again_by_another_instance_and_erased() {
     };
     let user = user_id("kms");
     let card = TestCard::visa();
-    let id = a.bind(&user, &card, &idem_key()).await.expect_status(201)["id"].as_str().expect("id").to_owned();
-    assert_eq!(a.verify(&user, &id, "123456").await.expect_status(200)["status"], "active");
+    let id = a.bind(&user, &card, &idem_key()).await.expect_status(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        a.verify(&user, &id, "123456").await.expect_status(200)["status"],
+        "active"
+    );
 
     // A fresh instance (empty key cache) unwraps the fingerprint key from
     // KMS and recognises the card.
     let b = a.spawn_peer().await;
-    b.bind(&user, &card, &idem_key()).await.assert_error(409, "card_already_bound");
-    assert_eq!(b.unbind(&user, &id).await.expect_status(200)["status"], "inactive");
+    b.bind(&user, &card, &idem_key())
+        .await
+        .assert_error(409, "card_already_bound");
+    assert_eq!(
+        b.unbind(&user, &id).await.expect_status(200)["status"],
+        "inactive"
+    );
     let again = b.bind(&user, &card, &idem_key()).await.expect_status(201);
-    assert_eq!(again["id"], id.as_str(), "the same record, found by its keyed fingerprint");
+    assert_eq!(
+        again["id"],
+        id.as_str(),
+        "the same record, found by its keyed fingerprint"
+    );
     b.verify(&user, &id, "123456").await.expect_status(200);
-    let second = b.bind(&user, &TestCard::new(Brand::Amex), &idem_key()).await.expect_status(201)["id"].as_str().expect("id").to_owned();
+    let second = b
+        .bind(&user, &TestCard::new(Brand::Amex), &idem_key())
+        .await
+        .expect_status(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     b.verify(&user, &second, "123456").await.expect_status(200);
     assert_eq!(a.list_cards(&user).await.len(), 2);
 
     // Erasure: every card unbound, audited.
-    let e = a.post_empty(&format!("/v1/admin/users/{user}/erase"), &a.admin_token()).await.expect_status(200);
+    let e = a
+        .post_empty(&format!("/v1/admin/users/{user}/erase"), &a.admin_token())
+        .await
+        .expect_status(200);
     assert_eq!(e["user_id"], user.as_str(), "{e}");
     assert_eq!(e["unbound_cards"], 2, "{e}");
     for c in b.list_cards(&user).await {
         assert_eq!(c["status"], "inactive", "{c}");
         assert_eq!(c["is_default"], false, "{c}");
     }
-    let ev = a.get(&format!("/v1/audit/events?user_id={user}&action=user.erase"), &a.auditor_token()).await.expect_status(200);
+    let ev = a
+        .get(
+            &format!("/v1/audit/events?user_id={user}&action=user.erase"),
+            &a.auditor_token(),
+        )
+        .await
+        .expect_status(200);
     assert_eq!(ev["events"].as_array().map(Vec::len), Some(1), "{ev}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
-    let Some(endpoint) = kms_endpoint() else { return };
+    let Some(endpoint) = kms_endpoint() else {
+        return;
+    };
     let key = create_kms_key(&endpoint).await;
     let mut proxy = TcpProxy::start(socket_addr_of(&endpoint)).await;
     let via = format!("http://127.0.0.1:{}", proxy.port);
@@ -64,7 +101,9 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
     })
     .await;
     let alice = user_id("kms-ok");
-    app.bind(&alice, &TestCard::visa(), &idem_key()).await.expect_status(201);
+    app.bind(&alice, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
 
     proxy.cut().await;
     // A new user needs a new data key: KMS must be asked.
@@ -74,13 +113,29 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
     let started = Instant::now();
     let r = app.bind(&bob, &card, &k).await;
     assert_eq!(r.status, 503, "{}", r.describe());
-    assert_eq!(assert_envelope(&r)["code"], "key_service_unavailable", "{}", r.describe());
-    assert!(started.elapsed() < Duration::from_secs(20), "answered after {:?}", started.elapsed());
-    assert!(!r.text().contains(&via) && !r.text().contains("127.0.0.1"), "internals in the body: {}", r.describe());
+    assert_eq!(
+        assert_envelope(&r)["code"],
+        "key_service_unavailable",
+        "{}",
+        r.describe()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !r.text().contains(&via) && !r.text().contains("127.0.0.1"),
+        "internals in the body: {}",
+        r.describe()
+    );
     // Reads need no key.
     assert_eq!(app.list_cards(&alice).await.len(), 1);
     // Nothing was written for the refused bind.
-    assert!(app.list_cards(&bob).await.is_empty(), "a key-service failure writes nothing");
+    assert!(
+        app.list_cards(&bob).await.is_empty(),
+        "a key-service failure writes nothing"
+    );
 
     proxy.restore().await;
     // The same key can be retried (a 503 is not stored), and now binds.
@@ -101,12 +156,23 @@ async fn an_unreachable_kms_at_start_up_refuses_to_start() {
     // Nothing listens on this port: the start-up self-check cannot pass.
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = base_config(&dir.path().join("data"));
-    use_kms(&mut cfg, &format!("http://127.0.0.1:{}", free_port()), "alias/cardbind-test");
+    use_kms(
+        &mut cfg,
+        &format!("http://127.0.0.1:{}", free_port()),
+        "alias/cardbind-test",
+    );
     cfg.keys.kms_timeout_ms = 1000;
     let started = Instant::now();
-    let res = tokio::time::timeout(Duration::from_secs(60), cardbind::cli::start(cfg)).await.expect("start gives up within 60 s");
-    let Err(e) = res else { panic!("the service started without its key service") };
+    let res = tokio::time::timeout(Duration::from_secs(60), cardbind::cli::start(cfg))
+        .await
+        .expect("start gives up within 60 s");
+    let Err(e) = res else {
+        panic!("the service started without its key service")
+    };
     let msg = format!("{e:#}");
-    assert!(msg.contains("self-check") || msg.to_ascii_lowercase().contains("key"), "the refusal says why: {msg}");
+    assert!(
+        msg.contains("self-check") || msg.to_ascii_lowercase().contains("key"),
+        "the refusal says why: {msg}"
+    );
     eprintln!("refused to start after {:?}: {msg}", started.elapsed());
 }

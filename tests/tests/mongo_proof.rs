@@ -2,10 +2,16 @@
 //! and outages. Needs `CARDBIND_TEST_MONGODB_URI` (and, for the outage,
 //! `CARDBIND_TEST_FERRETDB_BIN`): run under `bash scripts/test-services.sh`.
 
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cardbind_tests::{assert_envelope, fresh_rate_window, idem_key, user_id, Brand, OwnFerretDb, Storage, TestApp, TestCard};
+use cardbind_tests::{
+    assert_envelope, fresh_rate_window, idem_key, user_id, Brand, OwnFerretDb, Storage, TestApp,
+    TestCard,
+};
 use futures::future::join_all;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document};
@@ -13,14 +19,22 @@ use serde_json::json;
 
 /// Every document of every collection of `db`, by collection.
 async fn all_documents(uri: &str, db: &str) -> Vec<(String, Document)> {
-    let client = mongodb::Client::with_uri_str(uri).await.expect("mongodb client");
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("mongodb client");
     let db = client.database(db);
     let mut names = db.list_collection_names().await.expect("list collections");
     names.sort();
     let mut out = Vec::new();
     for name in names {
         let coll = db.collection::<Document>(&name);
-        let docs: Vec<Document> = coll.find(Document::new()).await.expect("find").try_collect().await.expect("read documents");
+        let docs: Vec<Document> = coll
+            .find(Document::new())
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("read documents");
         out.extend(docs.into_iter().map(|d| (name.clone(), d)));
     }
     out
@@ -64,7 +78,10 @@ fn fields_of(d: &Document, out: &mut Vec<(String, Bson)>) {
 fn has_digit_token(hay: &str, needle: &str) -> bool {
     let b = hay.as_bytes();
     hay.match_indices(needle).any(|(i, _)| {
-        let before = i.checked_sub(1).and_then(|j| b.get(j)).is_some_and(u8::is_ascii_digit);
+        let before = i
+            .checked_sub(1)
+            .and_then(|j| b.get(j))
+            .is_some_and(u8::is_ascii_digit);
         let after = b.get(i + needle.len()).is_some_and(u8::is_ascii_digit);
         !before && !after
     })
@@ -78,8 +95,14 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 async fn no_card_data_in_clear_in_any_collection() {
     let Some(app) = TestApp::spawn_on(Storage::Mongo, |c| {
         c.channels.mock.mode = "instant".into();
-        c.channels.mock.card_modes.insert("0002".into(), "decline".into());
-        c.channels.mock.card_modes.insert("0003".into(), "otp".into());
+        c.channels
+            .mock
+            .card_modes
+            .insert("0002".into(), "decline".into());
+        c.channels
+            .mock
+            .card_modes
+            .insert("0003".into(), "otp".into());
         c.limits.binds_per_user_per_minute = 100;
     })
     .await
@@ -94,33 +117,73 @@ async fn no_card_data_in_clear_in_any_collection() {
     let declined = TestCard::ending(Brand::Mastercard, "0002");
     let unbound = TestCard::new(Brand::Jcb);
     let bobs = TestCard::new(Brand::Discover);
-    let mut cards = vec![visa.clone(), amex.clone(), otp.clone(), declined.clone(), unbound.clone(), bobs.clone()];
+    let mut cards = vec![
+        visa.clone(),
+        amex.clone(),
+        otp.clone(),
+        declined.clone(),
+        unbound.clone(),
+        bobs.clone(),
+    ];
 
     let k = idem_key();
     app.bind(&alice, &visa, &k).await.expect_status(201);
     app.bind(&alice, &visa, &k).await.expect_status(201); // a replay
-    app.bind(&alice, &amex, &idem_key()).await.expect_status(201);
-    let id = app.bind(&alice, &otp, &idem_key()).await.expect_status(201)["id"].as_str().expect("id").to_owned();
-    app.verify(&alice, &id, "000000").await.assert_error(422, "invalid_otp");
+    app.bind(&alice, &amex, &idem_key())
+        .await
+        .expect_status(201);
+    let id = app.bind(&alice, &otp, &idem_key()).await.expect_status(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.verify(&alice, &id, "000000")
+        .await
+        .assert_error(422, "invalid_otp");
     app.verify(&alice, &id, "123456").await.expect_status(200);
-    app.bind(&alice, &declined, &idem_key()).await.assert_error(422, "channel_rejected");
-    let uid = app.bind(&alice, &unbound, &idem_key()).await.expect_status(201)["id"].as_str().expect("id").to_owned();
+    app.bind(&alice, &declined, &idem_key())
+        .await
+        .assert_error(422, "channel_rejected");
+    let uid = app
+        .bind(&alice, &unbound, &idem_key())
+        .await
+        .expect_status(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     app.unbind(&alice, &uid).await.expect_status(200);
-    app.bind(&alice, &unbound, &idem_key()).await.expect_status(201);
+    app.bind(&alice, &unbound, &idem_key())
+        .await
+        .expect_status(201);
     app.bind(&bob, &bobs, &idem_key()).await.expect_status(201);
     // Refused requests that carried card data (and were keyed).
     let refused = TestCard::visa();
     let mut body = refused.body();
     body["phone"] = json!("12");
-    app.bind_body(&bob, &body, &idem_key()).await.assert_error(400, "invalid_phone");
+    app.bind_body(&bob, &body, &idem_key())
+        .await
+        .assert_error(400, "invalid_phone");
     cards.push(refused);
     // An admin and an auditor read things too.
-    app.admin_action(&app.admin_token(), &bob, app.list_cards(&bob).await[0]["id"].as_str().expect("id"), "freeze").await.expect_status(200);
-    app.get("/v1/audit/events", &app.auditor_token()).await.expect_status(200);
+    app.admin_action(
+        &app.admin_token(),
+        &bob,
+        app.list_cards(&bob).await[0]["id"].as_str().expect("id"),
+        "freeze",
+    )
+    .await
+    .expect_status(200);
+    app.get("/v1/audit/events", &app.auditor_token())
+        .await
+        .expect_status(200);
 
     let docs = all_documents(&app.config.storage.uri, &app.config.storage.database).await;
-    assert!(!docs.is_empty(), "no documents in {}", app.config.storage.database);
-    let collections: std::collections::BTreeSet<&str> = docs.iter().map(|(c, _)| c.as_str()).collect();
+    assert!(
+        !docs.is_empty(),
+        "no documents in {}",
+        app.config.storage.database
+    );
+    let collections: std::collections::BTreeSet<&str> =
+        docs.iter().map(|(c, _)| c.as_str()).collect();
     eprintln!("collections: {collections:?}, {} documents", docs.len());
 
     // We are looking at the right data: the parts stored in clear are there.
@@ -130,42 +193,76 @@ async fn no_card_data_in_clear_in_any_collection() {
             strings(&Bson::Document(d.clone()), &mut s);
             s.iter().any(|v| v == c.last4())
         });
-        assert!(found, "no document holds last4 {} of a bound card", c.last4());
+        assert!(
+            found,
+            "no document holds last4 {} of a bound card",
+            c.last4()
+        );
     }
 
     for (coll, doc) in &docs {
         let mut bytes = Vec::new();
         doc.to_writer(&mut bytes).expect("bson bytes");
-        let json = Bson::Document(doc.clone()).into_relaxed_extjson().to_string();
+        let json = Bson::Document(doc.clone())
+            .into_relaxed_extjson()
+            .to_string();
         let mut s = Vec::new();
         strings(&Bson::Document(doc.clone()), &mut s);
         for c in &cards {
             for (what, secret) in c.secrets() {
-                assert!(!contains_bytes(&bytes, secret.as_bytes()), "{coll}: the {what} is in clear in the BSON bytes: {json}");
-                assert!(!json.contains(&secret), "{coll}: the {what} is in clear: {json}");
+                assert!(
+                    !contains_bytes(&bytes, secret.as_bytes()),
+                    "{coll}: the {what} is in clear in the BSON bytes: {json}"
+                );
+                assert!(
+                    !json.contains(&secret),
+                    "{coll}: the {what} is in clear: {json}"
+                );
             }
             let holder = c.holder_name.as_bytes();
-            assert!(!contains_bytes(&bytes, holder), "{coll}: the holder name is in clear: {json}");
+            assert!(
+                !contains_bytes(&bytes, holder),
+                "{coll}: the holder name is in clear: {json}"
+            );
             // The CVV is short: look for it as a stored string (a value of
             // its own, a quoted string inside a serialized text, or a BSON
             // string element in the raw bytes), not as any digit run.
             let mut element = ((c.cvv.len() + 1) as i32).to_le_bytes().to_vec();
             element.extend_from_slice(c.cvv.as_bytes());
             element.push(0);
-            assert!(!contains_bytes(&bytes, &element), "{coll}: the CVV {} is stored as a string: {json}", c.cvv);
+            assert!(
+                !contains_bytes(&bytes, &element),
+                "{coll}: the CVV {} is stored as a string: {json}",
+                c.cvv
+            );
             for v in &s {
                 let quoted = format!("\"{}\"", c.cvv);
-                assert!(v.trim() != c.cvv && !v.contains(&quoted) && !has_digit_token(v, &format!("cvv={}", c.cvv)), "{coll}: the CVV {} is stored: {v:?} in {json}", c.cvv);
-                assert!(!v.contains(&c.phone[3..]), "{coll}: the phone's last 8 digits are stored: {v:?}");
+                assert!(
+                    v.trim() != c.cvv
+                        && !v.contains(&quoted)
+                        && !has_digit_token(v, &format!("cvv={}", c.cvv)),
+                    "{coll}: the CVV {} is stored: {v:?} in {json}",
+                    c.cvv
+                );
+                assert!(
+                    !v.contains(&c.phone[3..]),
+                    "{coll}: the phone's last 8 digits are stored: {v:?}"
+                );
             }
         }
         let mut fields = Vec::new();
         fields_of(doc, &mut fields);
         for (k, v) in fields {
             let l = k.to_ascii_lowercase();
-            assert!(l != "cvv" && l != "cvc" && l != "cvv2", "{coll}: a field named {k}: {json}");
+            assert!(
+                l != "cvv" && l != "cvc" && l != "cvv2",
+                "{coll}: a field named {k}: {json}"
+            );
             if ["pan", "card_number", "id_number", "phone", "holder_name"].contains(&l.as_str()) {
-                assert!(matches!(v, Bson::Binary(_) | Bson::Null), "{coll}: card data field {k} is not sealed binary: {v:?}");
+                assert!(
+                    matches!(v, Bson::Binary(_) | Bson::Null),
+                    "{coll}: card data field {k} is not sealed binary: {v:?}"
+                );
             }
         }
     }
@@ -173,7 +270,11 @@ async fn no_card_data_in_clear_in_any_collection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_idempotency_and_rate_limits() {
-    let Some(a) = TestApp::spawn_on(Storage::Mongo, |c| c.channels.mock.mode = "instant".into()).await else { return };
+    let Some(a) =
+        TestApp::spawn_on(Storage::Mongo, |c| c.channels.mock.mode = "instant".into()).await
+    else {
+        return;
+    };
     let b = a.spawn_peer().await;
     assert_ne!(a.base_url, b.base_url);
 
@@ -185,10 +286,19 @@ async fn two_instances_share_idempotency_and_rate_limits() {
     first.expect_status(201);
     let replay = b.bind(&user, &card, &key).await;
     assert_eq!(replay.status, 201, "{}", replay.describe());
-    assert_eq!(replay.body, first.body, "the peer replays the stored response");
-    b.bind(&user, &TestCard::visa(), &key).await.assert_error(409, "idempotency_key_reused");
+    assert_eq!(
+        replay.body, first.body,
+        "the peer replays the stored response"
+    );
+    b.bind(&user, &TestCard::visa(), &key)
+        .await
+        .assert_error(409, "idempotency_key_reused");
     assert_eq!(b.list_cards(&user).await.len(), 1);
-    assert_eq!(a.list_cards(&user).await, b.list_cards(&user).await, "both read the same store");
+    assert_eq!(
+        a.list_cards(&user).await,
+        b.list_cards(&user).await,
+        "both read the same store"
+    );
 
     // One key sent to both at once: the work runs once.
     let a = Arc::new(a);
@@ -212,19 +322,35 @@ async fn two_instances_share_idempotency_and_rate_limits() {
     // Three binds a minute per user, counted across both instances.
     fresh_rate_window().await;
     let user3 = user_id("peer3");
-    a.bind(&user3, &TestCard::visa(), &idem_key()).await.expect_status(201);
-    b.bind(&user3, &TestCard::visa(), &idem_key()).await.expect_status(201);
-    a.bind(&user3, &TestCard::visa(), &idem_key()).await.expect_status(201);
+    a.bind(&user3, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
+    b.bind(&user3, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
+    a.bind(&user3, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
     let r = b.bind(&user3, &TestCard::visa(), &idem_key()).await;
     r.assert_error(429, "rate_limited");
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
-    a.bind(&user3, &TestCard::visa(), &idem_key()).await.assert_error(429, "rate_limited");
+    a.bind(&user3, &TestCard::visa(), &idem_key())
+        .await
+        .assert_error(429, "rate_limited");
     assert_eq!(a.list_cards(&user3).await.len(), 3);
 
     // A default set on one is seen by the other.
-    let ids: Vec<String> = a.list_cards(&user3).await.iter().map(|c| c["id"].as_str().expect("id").to_owned()).collect();
+    let ids: Vec<String> = a
+        .list_cards(&user3)
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
+        .collect();
     b.set_default(&user3, &ids[2]).await.expect_status(200);
-    assert_eq!(cardbind_tests::the_default(&a.list_cards(&user3).await).as_deref(), Some(ids[2].as_str()));
+    assert_eq!(
+        cardbind_tests::the_default(&a.list_cards(&user3).await).as_deref(),
+        Some(ids[2].as_str())
+    );
 }
 
 /// Polls `f` until it gives `Some`, up to `limit`.
@@ -247,7 +373,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_outage_is_503_and_the_same_instance_recovers() {
-    let Some(mut ferret) = OwnFerretDb::start().await else { return };
+    let Some(mut ferret) = OwnFerretDb::start().await else {
+        return;
+    };
     let app = TestApp::spawn_on(Storage::MongoAt(ferret.uri()), |c| {
         c.channels.mock.mode = "instant".into();
         c.storage.timeout_ms = 1500;
@@ -256,9 +384,20 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
     .await
     .expect("an explicit URI never skips");
     let user = user_id("outage");
-    let (c1, c2, c3, c4) = (TestCard::visa(), TestCard::new(Brand::Amex), TestCard::new(Brand::UnionPay), TestCard::new(Brand::Jcb));
-    let id1 = app.bind(&user, &c1, &idem_key()).await.expect_status(201)["id"].as_str().expect("id").to_owned();
-    let id2 = app.bind(&user, &c2, &idem_key()).await.expect_status(201)["id"].as_str().expect("id").to_owned();
+    let (c1, c2, c3, c4) = (
+        TestCard::visa(),
+        TestCard::new(Brand::Amex),
+        TestCard::new(Brand::UnionPay),
+        TestCard::new(Brand::Jcb),
+    );
+    let id1 = app.bind(&user, &c1, &idem_key()).await.expect_status(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let id2 = app.bind(&user, &c2, &idem_key()).await.expect_status(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_eq!(app.list_cards(&user).await.len(), 2);
 
     ferret.stop().await;
@@ -267,7 +406,10 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
     let k3 = idem_key();
     let token = app.service_token();
     let attempts = vec![
-        ("list", app.get(&format!("/v1/users/{user}/cards"), &token).await),
+        (
+            "list",
+            app.get(&format!("/v1/users/{user}/cards"), &token).await,
+        ),
         ("get", app.get_card(&user, &id1).await),
         ("bind", app.bind(&user, &c3, &k3).await),
         ("default", app.set_default(&user, &id2).await),
@@ -275,14 +417,41 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
     ];
     for (what, r) in &attempts {
         assert_eq!(r.status, 503, "{what} during the outage: {}", r.describe());
-        assert_eq!(assert_envelope(r)["code"], "storage_unavailable", "{what}: {}", r.describe());
-        assert!(r.elapsed < Duration::from_secs(10), "{what} took {:?}", r.elapsed);
-        assert!(!r.text().contains("127.0.0.1") && !r.text().to_ascii_lowercase().contains("mongo"), "{what}: internals in the body: {}", r.describe());
+        assert_eq!(
+            assert_envelope(r)["code"],
+            "storage_unavailable",
+            "{what}: {}",
+            r.describe()
+        );
+        assert!(
+            r.elapsed < Duration::from_secs(10),
+            "{what} took {:?}",
+            r.elapsed
+        );
+        assert!(
+            !r.text().contains("127.0.0.1") && !r.text().to_ascii_lowercase().contains("mongo"),
+            "{what}: internals in the body: {}",
+            r.describe()
+        );
     }
-    let ready = app.send(reqwest::Method::GET, "/readyz", None, &[], None).await;
-    assert_eq!(ready.status, 503, "readiness reports the outage: {}", ready.describe());
-    let live = app.send(reqwest::Method::GET, "/healthz", None, &[], None).await;
-    assert_eq!(live.status, 200, "liveness does not depend on storage: {}", live.describe());
+    let ready = app
+        .send(reqwest::Method::GET, "/readyz", None, &[], None)
+        .await;
+    assert_eq!(
+        ready.status,
+        503,
+        "readiness reports the outage: {}",
+        ready.describe()
+    );
+    let live = app
+        .send(reqwest::Method::GET, "/healthz", None, &[], None)
+        .await;
+    assert_eq!(
+        live.status,
+        200,
+        "liveness does not depend on storage: {}",
+        live.describe()
+    );
 
     ferret.restart().await;
 
@@ -298,11 +467,18 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
     ids.sort_unstable();
     let mut want = vec![id1.as_str(), id2.as_str()];
     want.sort_unstable();
-    assert_eq!(ids, want, "no binding lost or added by the outage: {cards:?}");
+    assert_eq!(
+        ids, want,
+        "no binding lost or added by the outage: {cards:?}"
+    );
     for c in &cards {
         assert_eq!(c["status"], "active", "{c}");
     }
-    assert_eq!(cardbind_tests::the_default(&cards).as_deref(), Some(id1.as_str()), "the default survived");
+    assert_eq!(
+        cardbind_tests::the_default(&cards).as_deref(),
+        Some(id1.as_str()),
+        "the default survived"
+    );
 
     // The bind refused during the outage can be retried with its key.
     let r = app.bind(&user, &c3, &k3).await;
@@ -321,7 +497,9 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
 
 async fn ready_again(app: &TestApp) {
     let ok = eventually(Duration::from_secs(30), || async {
-        let r = app.send(reqwest::Method::GET, "/readyz", None, &[], None).await;
+        let r = app
+            .send(reqwest::Method::GET, "/readyz", None, &[], None)
+            .await;
         (r.status == 200).then_some(())
     })
     .await;

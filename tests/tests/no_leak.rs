@@ -4,6 +4,9 @@
 //! does), so this test binary installs its own global one first, writing
 //! JSON lines into a buffer, and reads everything the service logged.
 
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -16,7 +19,10 @@ struct Buffer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -42,7 +48,10 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
 
 fn logs_text() -> String {
     let logs = captured_logs();
-    let bytes = logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let bytes = logs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -50,7 +59,9 @@ fn logs_text() -> String {
 /// or as `cvv=812` / `cvv: 812`. A bare 3-digit run is everywhere
 /// (latencies, timestamps), so it is not searched for.
 fn shows_cvv(text: &str, cvv: &str) -> bool {
-    text.contains(&format!("\"{cvv}\"")) || text.contains(&format!("cvv={cvv}")) || text.contains(&format!("cvv: {cvv}"))
+    text.contains(&format!("\"{cvv}\""))
+        || text.contains(&format!("cvv={cvv}"))
+        || text.contains(&format!("cvv: {cvv}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,9 +71,18 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
         c.log.filter = "debug".into();
         c.limits.binds_per_user_per_minute = 100;
         c.channels.mock.mode = "otp".into();
-        c.channels.mock.card_modes.insert("0002".into(), "decline".into());
-        c.channels.mock.card_modes.insert("0004".into(), "instant".into());
-        c.channels.mock.card_modes.insert("0005".into(), "redirect".into());
+        c.channels
+            .mock
+            .card_modes
+            .insert("0002".into(), "decline".into());
+        c.channels
+            .mock
+            .card_modes
+            .insert("0004".into(), "instant".into());
+        c.channels
+            .mock
+            .card_modes
+            .insert("0005".into(), "redirect".into());
     })
     .await;
     let user = user_id("leak");
@@ -95,9 +115,21 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
     responses.push(app.set_default(&user, &id_b).await);
     responses.push(app.unbind(&user, &id_b).await);
     responses.push(app.bind(&user, &b, &idem_key()).await); // rebind
-    responses.push(app.admin_action(&app.admin_token(), &user, &id_a, "freeze").await);
-    responses.push(app.get(&format!("/v1/audit/events?user_id={user}"), &app.auditor_token()).await);
-    responses.push(app.get(&format!("/v1/consents?user_id={user}"), &token).await);
+    responses.push(
+        app.admin_action(&app.admin_token(), &user, &id_a, "freeze")
+            .await,
+    );
+    responses.push(
+        app.get(
+            &format!("/v1/audit/events?user_id={user}"),
+            &app.auditor_token(),
+        )
+        .await,
+    );
+    responses.push(
+        app.get(&format!("/v1/consents?user_id={user}"), &token)
+            .await,
+    );
     responses.push(app.get(&format!("/v1/bins/{}", a.bin6()), &token).await);
 
     // Invalid requests that carry card data.
@@ -118,10 +150,13 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
         ("cvv", json!("12")),
         ("holder_name", json!("R2D2")),
         ("expiry_month", json!(13)),
-        ("card_number", json!(c.number.parse::<u64>().expect("digits"))), // wrong type
-        ("phone", json!(c.phone.parse::<u64>().expect("digits"))),          // wrong type
-        ("id_number", json!([c.id_number.clone()])),                         // wrong type
-        ("pan", json!(c.number.clone())),                                    // unknown field
+        (
+            "card_number",
+            json!(c.number.parse::<u64>().expect("digits")),
+        ), // wrong type
+        ("phone", json!(c.phone.parse::<u64>().expect("digits"))), // wrong type
+        ("id_number", json!([c.id_number.clone()])),               // wrong type
+        ("pan", json!(c.number.clone())),                          // unknown field
     ] {
         let mut body = c.body();
         body[field] = value;
@@ -132,17 +167,42 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
     }
     let mut missing_key = c.body();
     missing_key["cvv"] = json!(c.cvv);
-    responses.push(app.bind_raw(&token, &user_id("leak-bad"), missing_key.to_string().into_bytes(), None).await);
+    responses.push(
+        app.bind_raw(
+            &token,
+            &user_id("leak-bad"),
+            missing_key.to_string().into_bytes(),
+            None,
+        )
+        .await,
+    );
     let mut truncated = c.body().to_string();
     truncated.truncate(truncated.len() - 10);
     responses.push(
-        app.send(Method::POST, &format!("/v1/users/{}/cards", user_id("leak-bad")), Some(&token), &[("idempotency-key", "k-trunc")], Some((truncated.into_bytes(), "application/json")))
-            .await,
+        app.send(
+            Method::POST,
+            &format!("/v1/users/{}/cards", user_id("leak-bad")),
+            Some(&token),
+            &[("idempotency-key", "k-trunc")],
+            Some((truncated.into_bytes(), "application/json")),
+        )
+        .await,
     );
-    let nested = format!("{{\"card_number\":\"{}\",\"x\":{}{}}}", c.number, "[".repeat(100), "]".repeat(100));
+    let nested = format!(
+        "{{\"card_number\":\"{}\",\"x\":{}{}}}",
+        c.number,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
     responses.push(
-        app.send(Method::POST, &format!("/v1/users/{}/cards", user_id("leak-bad")), Some(&token), &[("idempotency-key", "k-nest")], Some((nested.into_bytes(), "application/json")))
-            .await,
+        app.send(
+            Method::POST,
+            &format!("/v1/users/{}/cards", user_id("leak-bad")),
+            Some(&token),
+            &[("idempotency-key", "k-nest")],
+            Some((nested.into_bytes(), "application/json")),
+        )
+        .await,
     );
     // Same key, other body: the reused-key refusal.
     responses.push(app.bind(&user, &c, &k).await);
@@ -153,7 +213,11 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
     cards.push(near_card);
 
     for r in &responses {
-        assert!(r.status < 500, "no server error in this flow: {}", r.describe());
+        assert!(
+            r.status < 500,
+            "no server error in this flow: {}",
+            r.describe()
+        );
     }
 
     // Metrics, as Prometheus scrapes them.
@@ -165,28 +229,71 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
     let metrics_text = metrics.text();
     assert!(!metrics_text.trim().is_empty(), "metrics are empty");
 
+    // A canary: a card number logged on purpose is found, so the search
+    // below would find a real leak.
+    let canary = TestCard::visa();
+    tracing::info!(canary = %canary.number, "planted canary");
     let log_text = logs_text();
-    assert!(log_text.contains("cardbind started"), "the capture works: the start-up line is there");
-    assert!(log_text.lines().count() > responses.len(), "one line per request at least: {} lines", log_text.lines().count());
+    assert!(
+        log_text.contains(&canary.number),
+        "the capture finds a planted card number"
+    );
+    let log_text: String = log_text
+        .lines()
+        .filter(|l| !l.contains("planted canary"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        log_text.contains("cardbind started"),
+        "the capture works: the start-up line is there"
+    );
+    assert!(
+        log_text.lines().count() > responses.len(),
+        "one line per request at least: {} lines",
+        log_text.lines().count()
+    );
 
     for card in &cards {
         for (what, secret) in card.secrets() {
             for (i, line) in log_text.lines().enumerate() {
-                assert!(!line.contains(&secret), "log line {i} shows the {what}: {line}");
+                assert!(
+                    !line.contains(&secret),
+                    "log line {i} shows the {what}: {line}"
+                );
             }
             for r in &responses {
-                assert!(!r.text().contains(&secret), "a response shows the {what}: {}", r.describe());
+                assert!(
+                    !r.text().contains(&secret),
+                    "a response shows the {what}: {}",
+                    r.describe()
+                );
             }
             assert!(!metrics_text.contains(&secret), "metrics show the {what}");
         }
         let hn = &card.holder_name;
         for line in log_text.lines() {
-            assert!(!line.contains(hn.as_str()), "a log line shows the holder name: {line}");
-            assert!(!shows_cvv(line, &card.cvv), "a log line shows the CVV {}: {line}", card.cvv);
+            assert!(
+                !line.contains(hn.as_str()),
+                "a log line shows the holder name: {line}"
+            );
+            assert!(
+                !shows_cvv(line, &card.cvv),
+                "a log line shows the CVV {}: {line}",
+                card.cvv
+            );
         }
         for r in &responses {
-            assert!(!shows_cvv(&r.text(), &card.cvv), "a response shows the CVV {}: {}", card.cvv, r.describe());
-            assert!(!r.text().contains(hn.as_str()), "a response shows the holder name: {}", r.describe());
+            assert!(
+                !shows_cvv(&r.text(), &card.cvv),
+                "a response shows the CVV {}: {}",
+                card.cvv,
+                r.describe()
+            );
+            assert!(
+                !r.text().contains(hn.as_str()),
+                "a response shows the holder name: {}",
+                r.describe()
+            );
         }
         assert!(!metrics_text.contains(hn.as_str()));
     }
