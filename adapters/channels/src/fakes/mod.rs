@@ -58,7 +58,8 @@ pub struct ReceivedRequest {
     pub operation: String,
     /// Whether its signature and common fields verified.
     pub verified: bool,
-    /// Why it was refused, when it was.
+    /// Why it was refused or failed, when it was (a verified request can
+    /// still fail on purpose, e.g. an injected 503).
     pub refusal: Option<String>,
 }
 

@@ -74,6 +74,8 @@ struct Switches {
     second_platform_key: AtomicBool,
     unknown_serial: AtomicBool,
     down: AtomicBool,
+    /// Pre-sign requests still to be answered 503.
+    fail_presigns: AtomicU64,
 }
 
 struct State {
@@ -274,6 +276,25 @@ impl State {
             self.record(&operation, Some(why));
             return Answer::json(401, json!({"code": "SIGN_ERROR", "message": why}));
         }
+        if method == "POST"
+            && path_and_query == PRESIGN_PATH
+            && self
+                .switches
+                .fail_presigns
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            // Verified, then failed on purpose.
+            lock(&self.requests).push(ReceivedRequest {
+                operation: operation.clone(),
+                verified: true,
+                refusal: Some("pre-sign failure injected (503)".into()),
+            });
+            return Answer::json(
+                503,
+                json!({"code": "SYSTEM_ERROR", "message": "try again later"}),
+            );
+        }
         self.record(&operation, None);
         let param_error = |m: &str| Answer::json(400, json!({"code": "PARAM_ERROR", "message": m}));
         let prefix = format!("/v3/papay/sign/contracts/plan-id/{PLAN_ID}/out-contract-code/");
@@ -469,6 +490,12 @@ impl FakeWechat {
         self.state.switches.down.store(down, Ordering::SeqCst);
     }
 
+    /// Answers the next `n` pre-sign requests HTTP 503 (after checking
+    /// their authorization), while every other route keeps working.
+    pub fn fail_next_presigns(&self, n: u64) {
+        self.state.switches.fail_presigns.store(n, Ordering::SeqCst);
+    }
+
     // ---- the user's side --------------------------------------------------
 
     /// The user signs the contract `code` in WeChat: it is `SIGNED`
@@ -581,11 +608,12 @@ impl FakeWechat {
             .count()
     }
 
-    /// `METHOD /path?query` of the verified requests, in order.
+    /// `METHOD /path?query` of the verified requests that were served, in
+    /// order.
     pub fn verified_paths(&self) -> Vec<String> {
         lock(&self.state.requests)
             .iter()
-            .filter(|r| r.verified)
+            .filter(|r| r.verified && r.refusal.is_none())
             .map(|r| r.operation.clone())
             .collect()
     }
