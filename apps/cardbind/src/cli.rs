@@ -381,6 +381,10 @@ pub async fn serve_on(
             use poem::listener::AcceptorExt;
             // One configuration, then a stream that stays open.
             let configs = futures::stream::iter([tls]).chain(futures::stream::pending());
+            let acceptor = ConfigFirst {
+                inner: acceptor,
+                started: false,
+            };
             poem::Server::new_with_acceptor(acceptor.rustls(configs))
                 .run_with_graceful_shutdown(app, shutdown, grace)
                 .await
@@ -391,6 +395,43 @@ pub async fn serve_on(
     }
     res?;
     Ok(())
+}
+
+/// A TCP acceptor whose first `accept` yields once before accepting.
+///
+/// poem's `RustlsAcceptor` races its configuration stream against the
+/// inner `accept` in an unbiased `select!`, and drops (resets) a connection
+/// accepted before the first configuration is loaded ("no valid tls
+/// config"). A client that connects while the service starts (a health
+/// check, a retrying client) hit that about half of the time. Yielding once
+/// lets the configuration, which is ready at once, always win that first
+/// race; afterwards the configuration stream is pending for good.
+struct ConfigFirst<A> {
+    inner: A,
+    started: bool,
+}
+
+impl<A: poem::listener::Acceptor> poem::listener::Acceptor for ConfigFirst<A> {
+    type Io = A::Io;
+
+    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<(
+        Self::Io,
+        poem::web::LocalAddr,
+        poem::web::RemoteAddr,
+        poem::http::uri::Scheme,
+    )> {
+        if !self.started {
+            self.started = true;
+            tokio::task::yield_now().await;
+        }
+        self.inner.accept().await
+    }
 }
 
 /// A service started in this process (tests, embedding).
