@@ -486,7 +486,6 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "service defect: GET /readyz answers 500 internal_error since 589ccd7 (its probe UserId \"@readiness\" no longer parses)"]
 async fn readiness_follows_a_storage_outage() {
     let Some(mut ferret) = OwnFerretDb::start().await else {
         return;

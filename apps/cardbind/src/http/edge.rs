@@ -185,16 +185,38 @@ pub struct EdgeEndpoint<E> {
     templates: Arc<HashMap<&'static str, String>>,
 }
 
+/// How much of an oversized body is read and thrown away before the 413 is
+/// sent, so that an ordinary client (which writes the whole body before it
+/// reads) gets the answer instead of a broken pipe. Past this the
+/// connection is closed early.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads and discards up to [`DRAIN_LIMIT`] bytes of the body, streaming.
+async fn drain(req: &mut Request) {
+    use futures::StreamExt;
+    let mut stream = req.take_body().into_bytes_stream();
+    let mut seen: u64 = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .header("Content-Length")
         .map(|v| v.trim().parse::<u64>());
     match declared {
         Some(Ok(n)) if n > max as u64 => {
+            if n <= DRAIN_LIMIT {
+                drain(req).await;
+            }
             return Err(ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("the body is larger than {max} bytes"),
-            ))
+            ));
         }
         Some(Err(_)) => return Err(ApiError::invalid_request("Content-Length is malformed")),
         _ => {}
