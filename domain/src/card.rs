@@ -299,11 +299,10 @@ impl Expiry {
         let e = Expiry { year, month };
         let (ty, tm) = today;
         if (year, month) < (ty, tm) {
-            return Err(DomainError::field(
-                ErrorCode::CardExpired,
-                Self::YEAR_FIELD,
-                "the card has expired",
-            ));
+            // Name the field that is in the past: the month within the
+            // current year, else the year.
+            let field = if year == ty { Self::MONTH_FIELD } else { Self::YEAR_FIELD };
+            return Err(DomainError::field(ErrorCode::CardExpired, field, "the card has expired"));
         }
         if (year, month) > (ty + Self::MAX_YEARS_AHEAD, tm) {
             return Err(DomainError::field(
