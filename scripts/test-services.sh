@@ -55,7 +55,11 @@ with_install_lock() {
 }
 
 ferretdb_ok() {
-    [[ -x $FERRETDB_BIN ]] && "$FERRETDB_BIN" --version 2>/dev/null | grep -q "version: $FERRETDB_VERSION"
+    # Read the whole output before matching: with pipefail, `grep -q` closing
+    # the pipe early could fail the check by SIGPIPE on ferretdb.
+    local out
+    [[ -x $FERRETDB_BIN ]] && out=$("$FERRETDB_BIN" --version 2>/dev/null) &&
+        [[ $out == *"version: $FERRETDB_VERSION"* ]]
 }
 
 # `GOBIN=… go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2`
