@@ -89,6 +89,8 @@ pub enum Command {
     },
     /// Load and validate the configuration, then print it (secrets masked).
     CheckConfig,
+    /// Print every setting with its default, as a TOML file to start from.
+    Defaults,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +148,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             println!("{}", crate::http::api_spec_json());
             Ok(())
         }
+        Command::Defaults => {
+            print!("{}", crate::config::defaults_toml()?);
+            Ok(())
+        }
         Command::CheckConfig => {
             let mut shown = config.clone();
             if shown.step_up.hmac_secret.is_some() {
@@ -157,6 +163,14 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             for v in shown.auth.signed_clients.values_mut() {
                 *v = "<set>".into();
             }
+            if shown.keys.kms_secret_access_key.is_some() {
+                shown.keys.kms_secret_access_key = Some("<set>".into());
+            }
+            if shown.step_up.hmac_secret.is_some() {
+                shown.step_up.hmac_secret = Some("<set>".into());
+            }
+            shown.channels.mock.notify_secret = "<set>".into();
+            shown.channels.mock.otp_code = "<set>".into();
             if let Some(i) = shown.storage.uri.find('@') {
                 shown.storage.uri = format!("mongodb://<credentials>{}", &shown.storage.uri[i..]);
             }
