@@ -62,6 +62,25 @@ pub trait Purger: Send + Sync {
     ) -> anyhow::Result<String>;
 }
 
+impl Stores {
+    /// Every port from one adapter that implements them all.
+    pub fn all_in_one<S>(s: Arc<S>) -> Stores
+    where
+        S: BindingStore + IdempotencyStore + RateCounter + ConsentLog + SeenIds + AuditLog + DataKeyStore + 'static,
+    {
+        Stores {
+            bindings: s.clone(),
+            idempotency: s.clone(),
+            rates: s.clone(),
+            consents: s.clone(),
+            seen: s.clone(),
+            audit: s.clone(),
+            data_keys: s.clone(),
+            purger: Arc::new(StorePurger(s)),
+        }
+    }
+}
+
 /// Everything `build` makes.
 #[derive(Clone)]
 pub struct Built {
@@ -72,17 +91,7 @@ pub struct Built {
 pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
     match config.storage.kind {
         StorageKind::Memory => {
-            let m = cardbind_memory::MemoryStore::shared();
-            Ok(Stores {
-                bindings: m.clone(),
-                idempotency: m.clone(),
-                rates: m.clone(),
-                consents: m.clone(),
-                seen: m.clone(),
-                audit: m.clone(),
-                data_keys: m.clone(),
-                purger: Arc::new(StorePurger(m)),
-            })
+            Ok(Stores::all_in_one(cardbind_memory::MemoryStore::shared()))
         }
         StorageKind::Mongodb => {
             let m = cardbind_mongo::MongoStore::connect(
@@ -95,17 +104,7 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
             m.ensure_indexes()
                 .await
                 .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
-            let m = Arc::new(m);
-            Ok(Stores {
-                bindings: m.clone(),
-                idempotency: m.clone(),
-                rates: m.clone(),
-                consents: m.clone(),
-                seen: m.clone(),
-                audit: m.clone(),
-                data_keys: m.clone(),
-                purger: Arc::new(StorePurger(m)),
-            })
+            Ok(Stores::all_in_one(Arc::new(m)))
         }
     }
 }
