@@ -7,6 +7,7 @@
 //!                         └──▶ pending_review ──▶ active  │
 //!   active | frozen | pending_* | failed ──unbind──▶ inactive
 //!   inactive | failed ──rebind──▶ pending_verification (same record)
+//!   pending_review ──operator retry──▶ pending_verification
 //! ```
 //!
 //! A new binding is persisted as `pending_verification` *before* the channel
@@ -219,6 +220,7 @@ impl BindingStatus {
                 | (PendingReview, Active)
                 | (PendingReview, Failed)
                 | (PendingReview, Inactive)
+                | (PendingReview, PendingVerification)
                 | (Active, Frozen)
                 | (Frozen, Active)
                 | (Active, Inactive)
@@ -383,6 +385,18 @@ impl Binding {
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         self.0.activated_at = None;
+        Ok(())
+    }
+
+    /// An operator sends a binding in review back to its channel: it waits
+    /// for verification again, with a fresh window.
+    pub fn requeue(&mut self, now: Timestamp, policy: &VerificationPolicy) -> Result<(), DomainError> {
+        if self.0.status != BindingStatus::PendingReview {
+            return Err(DomainError::new(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
+        }
+        self.go(BindingStatus::PendingVerification, now)?;
+        self.0.otp_attempts = 0;
+        self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         Ok(())
     }
 

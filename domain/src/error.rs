@@ -41,12 +41,13 @@ pub enum ErrorCode {
     StorageUnavailable,
     KeyServiceUnavailable,
     Conflict,
+    CardDataUnreadable,
     InternalError,
 }
 
 impl ErrorCode {
     /// All codes, in a stable order (used to list them in the API spec and docs).
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::InvalidCardNumber,
         ErrorCode::UnsupportedCardBrand,
         ErrorCode::InvalidExpiry,
@@ -80,6 +81,7 @@ impl ErrorCode {
         ErrorCode::StorageUnavailable,
         ErrorCode::KeyServiceUnavailable,
         ErrorCode::Conflict,
+        ErrorCode::CardDataUnreadable,
         ErrorCode::InternalError,
     ];
 
@@ -119,6 +121,7 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::KeyServiceUnavailable => "key_service_unavailable",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::CardDataUnreadable => "card_data_unreadable",
             ErrorCode::InternalError => "internal_error",
         }
     }

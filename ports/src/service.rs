@@ -714,13 +714,27 @@ impl CardService {
             id_number: req.id_number.clone(),
             phone: req.phone.clone(),
         };
+        self.start_at_channel(ctx, binding, channel, &request).await
+    }
+
+    /// Asks the channel to start `binding` (in `pending_verification`),
+    /// stores its answer and audits it: the shared tail of `bind` and
+    /// `retry_review`.
+    async fn start_at_channel(
+        &self,
+        ctx: &RequestContext,
+        mut binding: Binding,
+        channel: Arc<dyn PaymentChannel>,
+        request: &ChannelBindRequest,
+    ) -> Result<CardView, ServiceError> {
+        let user = binding.user_id.clone();
         let from = binding.status;
-        let outcome = match channel.start_binding(&request).await {
+        let outcome = match channel.start_binding(request).await {
             Ok(ChannelStart::Bound { channel_ref }) => StartOutcome::Bound { channel_ref },
             Ok(ChannelStart::OtpSent { channel_ref }) => StartOutcome::ActionRequired {
                 channel_ref,
                 action: NextAction::Otp {
-                    phone_hint: req.phone.masked(),
+                    phone_hint: request.phone.masked(),
                 },
             },
             Ok(ChannelStart::Redirect { channel_ref, url }) => StartOutcome::ActionRequired {
@@ -759,9 +773,55 @@ impl CardService {
             }));
         }
         if binding.status == BindingStatus::Active {
-            self.repair_default_for(ctx, user).await?;
+            self.repair_default_for(ctx, &user).await?;
         }
         self.view(binding).await
+    }
+
+    /// An operator retries a binding in review at its channel (once the
+    /// channel is back). The card data is opened from its sealed fields —
+    /// each opening audited — and the binding goes back to
+    /// `pending_verification` and through the channel as a new bind would.
+    /// Sealed data that does not open (tampered, moved, erased) is refused
+    /// with `card_data_unreadable` and the binding stays in review.
+    pub async fn retry_review(&self, ctx: &RequestContext, id: &BindingId) -> Result<CardView, ServiceError> {
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
+        let mut b = self.review_binding(id).await?;
+        if b.status != BindingStatus::PendingReview {
+            return Err(ServiceError::code_only(
+                ErrorCode::InvalidStateTransition,
+                "this card is not waiting for review",
+            ));
+        }
+        let channel = self.channel(&b.channel)?;
+        let text = |bytes: Vec<u8>| {
+            String::from_utf8(bytes).map_err(|_| {
+                ServiceError::code_only(ErrorCode::CardDataUnreadable, "the stored card data does not open")
+            })
+        };
+        let unreadable = |_| ServiceError::code_only(ErrorCode::CardDataUnreadable, "the stored card data does not open");
+        let card = CardNumber::parse(&text(self.open_field(ctx, &b, "pan").await?)?).map_err(unreadable)?;
+        let holder_name =
+            HolderName::parse(&text(self.open_field(ctx, &b, "holder_name").await?)?).map_err(unreadable)?;
+        let id_number =
+            ResidentId::parse(&text(self.open_field(ctx, &b, "id_number").await?)?).map_err(unreadable)?;
+        let phone = Phone::parse(&text(self.open_field(ctx, &b, "phone").await?)?).map_err(unreadable)?;
+        let request = ChannelBindRequest {
+            binding_id: b.id.clone(),
+            user_id: b.user_id.clone(),
+            card,
+            expiry: b.card.expiry,
+            cvv: None,
+            holder_name,
+            id_number,
+            phone,
+        };
+        let expected = b.version;
+        let from = b.status;
+        b.requeue(self.now(), &self.policy.verification)?;
+        self.save(&b, expected).await?;
+        self.audit_change(ctx, "review.retry", &b, from).await;
+        self.start_at_channel(ctx, b, channel, &request).await
     }
 
     /// Confirms a pending binding with the OTP the user received.
@@ -1412,9 +1472,17 @@ impl CardService {
             .open(&b.user_id, &SealContext::new(b.id.as_str(), field), blob)
             .await;
         let outcome = match &res {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("refused: {}", ServiceError::Keys(e.clone()).code()),
+            Ok(_) => "ok",
+            Err(crate::KeyError::Unavailable(_)) => "refused: key_service_unavailable",
+            Err(_) => "refused: card_data_unreadable",
         };
+        let res = res.map_err(|e| match e {
+            crate::KeyError::Unavailable(_) => ServiceError::Keys(e),
+            crate::KeyError::Refused(_) | crate::KeyError::Erased => {
+                tracing::error!(binding = %b.id, field, error = %e, "sealed card data refused to open");
+                ServiceError::code_only(ErrorCode::CardDataUnreadable, "the stored card data does not open")
+            }
+        });
         self.audit(
             ctx,
             "card_data.open",

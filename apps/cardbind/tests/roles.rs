@@ -211,6 +211,11 @@ fn request(op: &str, caller: Caller, w: &World) -> (Method, String, Option<Value
             format!("/v1/admin/reviews/{review}/reject"),
             None,
         ),
+        "retryReview" => (
+            Method::POST,
+            format!("/v1/admin/reviews/{review}/retry"),
+            None,
+        ),
         "eraseUser" => (Method::POST, format!("/v1/admin/users/{user}/erase"), None),
         "listAuditEvents" => (Method::GET, "/v1/audit/events".into(), None),
         "listConsents" => (Method::GET, format!("/v1/consents?user_id={user}"), None),
@@ -363,8 +368,8 @@ async fn every_operation_against_every_caller_is_as_the_table_says() {
             }
         }
     }
-    // 15 bearer operations (freeze/unfreeze and approve/reject share rows)
-    assert_eq!(walked, 15 * CALLERS.len(), "cells walked");
+    // 16 bearer operations (freeze/unfreeze and approve/reject/retry share rows)
+    assert_eq!(walked, 16 * CALLERS.len(), "cells walked");
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ use super::idempotency::idempotent;
 use super::Cx;
 
 /// Every operationId, for route labels.
-pub const OPERATION_IDS: [&str; 19] = [
+pub const OPERATION_IDS: [&str; 20] = [
     "bindCard",
     "verifyCard",
     "listCards",
@@ -40,6 +40,7 @@ pub const OPERATION_IDS: [&str; 19] = [
     "listReviews",
     "approveReview",
     "rejectReview",
+    "retryReview",
     "eraseUser",
     "listAuditEvents",
     "listConsents",
@@ -670,6 +671,38 @@ impl AdminApi {
                 .state
                 .service
                 .reject_review(&cx.context(&auth.0), &id)
+                .await?)
+        }
+        .await;
+        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+            .map_err(|e| cx.fail(e))
+    }
+
+    /// Retry a binding in review at its channel
+    ///
+    /// For when the channel is back: the card data is opened from its sealed
+    /// fields (each opening audited) and sent to the channel again; the
+    /// answer is as for a new bind (`active`, `pending_verification` with
+    /// `next_action`, or `pending_review` again). Sealed data that does not
+    /// open is 409 `card_data_unreadable` and the binding stays in review.
+    #[oai(
+        path = "/v1/admin/reviews/:card_id/retry",
+        method = "post",
+        operation_id = "retryReview"
+    )]
+    async fn retry_review(
+        &self,
+        cx: Cx,
+        auth: BearerAuth,
+        card_id: Path<String>,
+    ) -> Result<CardResponse, ChangeError> {
+        let res: Result<_, ApiError> = async {
+            let id = parse_card(&card_id)?;
+            Ok(cx
+                .shared
+                .state
+                .service
+                .retry_review(&cx.context(&auth.0), &id)
                 .await?)
         }
         .await;

@@ -43,7 +43,8 @@ pub const fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::IdempotencyKeyReused
         | ErrorCode::IdempotencyKeyInProgress
         | ErrorCode::InvalidStateTransition
-        | ErrorCode::Conflict => StatusCode::CONFLICT,
+        | ErrorCode::Conflict
+        | ErrorCode::CardDataUnreadable => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::CardLimitReached
         | ErrorCode::InvalidOtp
