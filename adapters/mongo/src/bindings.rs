@@ -8,8 +8,18 @@ use cardbind_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 
-use crate::docs::{dt, link_id, to_i64, BindingChangeDoc, BindingDoc, DefaultDoc};
-use crate::store::{limit_i64, map_err, try_insert, wall_now, MongoStore};
+use crate::chain::{by_id, chain_head};
+use crate::docs::{dt, link_id, pair_key, to_i64, BindingChangeDoc, BindingDoc, BindingKeyDoc, DefaultDoc, UserBindingDoc};
+use crate::idempotency::PURGE_BATCH;
+use crate::store::{is_duplicate, limit_i64, map_err, try_insert, wall_now, MongoStore};
+
+/// Hint kinds (see `chain::Hints`).
+const USER_BINDINGS: &str = "user_bindings";
+const DEFAULTS: &str = "user_defaults";
+
+/// Rounds of claiming the next link of a user's list; each round one
+/// concurrent writer wins.
+const MAX_LINK_ROUNDS: usize = 64;
 
 /// How many committed-but-unwritten changes `load` applies in one call
 /// (normally at most one exists: the change in flight).
@@ -30,8 +40,13 @@ impl MongoStore {
                 .map_err(map_err)?;
             match change {
                 Some(c) if c.binding.version > b.version => {
+                    // By `_id` alone: FerretDB reads any other filter by
+                    // scanning the collection. Racing writers of this
+                    // document write committed versions only; one that
+                    // lands late and writes back an older one is rolled
+                    // forward again by the next read (its change is kept).
                     self.bindings
-                        .replace_one(doc! { "_id": id, "version": b.version }, &c.binding)
+                        .replace_one(doc! { "_id": id }, &c.binding)
                         .await
                         .map_err(map_err)?;
                     current = self.bindings.find_one(doc! { "_id": id }).await.map_err(map_err)?;
@@ -49,11 +64,78 @@ impl MongoStore {
     }
 
     async fn latest_default(&self, user: &str) -> Result<Option<DefaultDoc>, StoreError> {
-        self.defaults
-            .find_one(doc! { "user_id": user })
-            .sort(doc! { "seq": -1 })
-            .await
-            .map_err(map_err)
+        let head = chain_head(&self.defaults, user, 0, self.hints.get(DEFAULTS, user)).await?;
+        if let Some((n, _)) = &head {
+            self.hints.set(DEFAULTS, user, *n);
+        }
+        Ok(head.map(|(_, d)| d))
+    }
+
+    /// The entries of `user`'s binding list (`user_bindings`), oldest first.
+    async fn user_links(&self, user: &str) -> Result<Vec<UserBindingDoc>, StoreError> {
+        let Some((head, last)) = chain_head(&self.user_bindings, user, 0, self.hints.get(USER_BINDINGS, user)).await?
+        else {
+            return Ok(Vec::new());
+        };
+        self.hints.set(USER_BINDINGS, user, head);
+        let mut out = Vec::with_capacity(usize::try_from(head + 1).unwrap_or(0));
+        for n in 0..head {
+            if let Some(l) = by_id(&self.user_bindings, &link_id(user, n)).await? {
+                out.push(l);
+            }
+        }
+        out.push(last);
+        Ok(out)
+    }
+
+    /// Puts `binding` on its user's list unless it is there already.
+    async fn link_to_user(&self, b: &BindingDoc) -> Result<(), StoreError> {
+        let user = b.user_id.as_str();
+        for _ in 0..MAX_LINK_ROUNDS {
+            let links = self.user_links(user).await?;
+            if links.iter().any(|l| l.binding_id == b.id) {
+                return Ok(());
+            }
+            let n = links.last().map_or(0, |l| l.n + 1);
+            let link = UserBindingDoc {
+                id: link_id(user, n),
+                user_id: user.to_owned(),
+                n,
+                binding_id: b.id.clone(),
+                fingerprint: b.fingerprint.clone(),
+            };
+            // Commit point of the list entry: link n exists once.
+            if try_insert(&self.user_bindings, &link).await? {
+                self.hints.set(USER_BINDINGS, user, n);
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!("binding list of {user} still contended")))
+    }
+
+    /// Finishes a binding whose key was committed but whose inserter
+    /// stopped before writing it to `bindings` (or its user's list):
+    /// idempotent, any instance may do it.
+    async fn materialise(&self, key: &BindingKeyDoc) -> Result<(), StoreError> {
+        self.link_to_user(&key.binding).await?;
+        match self.bindings.insert_one(&key.binding).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// The binding of (user, fingerprint), rolled forward: its key, then
+    /// the record (written from the key first if that was never done).
+    async fn load_by_key(&self, user: &str, fingerprint: &str) -> Result<Option<BindingDoc>, StoreError> {
+        let Some(key) = by_id(&self.binding_keys, &pair_key(user, fingerprint)).await? else {
+            return Ok(None);
+        };
+        if let Some(b) = self.load(&key.binding_id).await? {
+            return Ok(Some(b));
+        }
+        self.materialise(&key).await?;
+        self.load(&key.binding_id).await
     }
 }
 
@@ -66,10 +148,37 @@ impl BindingStore for MongoStore {
     async fn insert(&self, binding: &Binding) -> Result<(), StoreError> {
         let d = BindingDoc::from_domain(binding)?;
         self.timed(async {
-            // `_id` and the unique (user_id, fingerprint) index: of two
-            // concurrent inserts of one (user, card) exactly one lands.
-            self.bindings.insert_one(&d).await.map_err(map_err)?;
-            Ok(())
+            // An id already taken is a duplicate before anything is written.
+            if by_id(&self.bindings, &d.id).await?.is_some() {
+                return Err(StoreError::Duplicate);
+            }
+            // Commit point: the (user, card) key, unique by `_id`. Of
+            // concurrent inserts of one card exactly one lands; it carries
+            // the whole record, so the steps below can be redone by anyone.
+            let key = BindingKeyDoc {
+                id: pair_key(&d.user_id, &d.fingerprint),
+                binding_id: d.id.clone(),
+                binding: d.clone(),
+                written_at: wall_now(),
+            };
+            if !try_insert(&self.binding_keys, &key).await? {
+                return Err(StoreError::Duplicate);
+            }
+            self.link_to_user(&d).await?;
+            match self.bindings.insert_one(&d).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_duplicate(&e) => {
+                    // Another card took this id between the check and here
+                    // (or, on an old database, the unique (user, card) index
+                    // knows a record without a key): give the key back.
+                    self.binding_keys
+                        .delete_one(doc! { "_id": &key.id })
+                        .await
+                        .map_err(map_err)?;
+                    Err(StoreError::Duplicate)
+                }
+                Err(e) => Err(map_err(e)),
+            }
         })
         .await
     }
@@ -104,22 +213,10 @@ impl BindingStore for MongoStore {
                 self.load(&id).await?;
                 return Err(StoreError::Conflict);
             }
-            // 3. Write the document. Matches nothing only if a reader has
-            //    already rolled this very change forward.
+            // 3. Write the document, by `_id` alone (see `load`). Older
+            //    changes are deleted by the purge, once past the GC margin.
             self.bindings
-                .replace_one(doc! { "_id": &id, "version": expected }, &new)
-                .await
-                .map_err(map_err)?;
-            // 4. Older changes are history. They are kept for the GC margin
-            //    (far beyond any operation's lifetime) so that a stale
-            //    writer's step 2 still collides instead of re-inserting a
-            //    cleaned-up link.
-            self.binding_changes
-                .delete_many(doc! {
-                    "binding_id": &id,
-                    "from_version": { "$lt": expected },
-                    "written_at": { "$lt": self.gc_cutoff() },
-                })
+                .replace_one(doc! { "_id": &id }, &new)
                 .await
                 .map_err(map_err)?;
             Ok(())
@@ -137,17 +234,10 @@ impl BindingStore for MongoStore {
         fingerprint: &Fingerprint,
     ) -> Result<Option<Binding>, StoreError> {
         self.timed(async {
-            let found = self
-                .bindings
-                .find_one(doc! { "user_id": user.as_str(), "fingerprint": fingerprint.to_string() })
-                .await
-                .map_err(map_err)?;
-            match found {
-                // user and fingerprint never change: the latest version is
-                // the same record's.
-                Some(b) => self.load_binding(&b.id).await,
-                None => Ok(None),
-            }
+            self.load_by_key(user.as_str(), &fingerprint.to_string())
+                .await?
+                .map(BindingDoc::into_domain)
+                .transpose()
         })
         .await
     }
@@ -188,21 +278,32 @@ impl BindingStore for MongoStore {
             return Ok(Vec::new());
         }
         self.timed(async {
-            let mut filter = doc! { "user_id": user.as_str() };
-            if let Some(a) = &after {
-                filter.insert("_id", doc! { "$gt": a.as_str() });
+            // The user's list, then each record as of its last committed
+            // change. Costs reads in the number of the user's cards, not of
+            // all records.
+            let mut links = self.user_links(user.as_str()).await?;
+            links.sort_by(|a, b| a.binding_id.cmp(&b.binding_id));
+            links.dedup_by(|a, b| a.binding_id == b.binding_id);
+            let mut out = Vec::new();
+            for l in links {
+                if after.as_ref().is_some_and(|a| l.binding_id.as_str() <= a.as_str()) {
+                    continue;
+                }
+                let found = match self.load(&l.binding_id).await? {
+                    Some(b) => Some(b),
+                    // Not written (yet): committed only if its key names it.
+                    None => self.load_by_key(user.as_str(), &l.fingerprint).await?,
+                };
+                match found {
+                    Some(b) if b.id == l.binding_id && b.user_id == user.as_str() => out.push(b.into_domain()?),
+                    // A lost race for the card, or an id taken by another.
+                    _ => {}
+                }
+                if out.len() >= limit as usize {
+                    break;
+                }
             }
-            let docs: Vec<BindingDoc> = self
-                .bindings
-                .find(filter)
-                .sort(doc! { "_id": 1 })
-                .limit(limit_i64(limit))
-                .await
-                .map_err(map_err)?
-                .try_collect()
-                .await
-                .map_err(map_err)?;
-            collect(docs)
+            Ok(out)
         })
         .await
     }
@@ -277,19 +378,65 @@ impl BindingStore for MongoStore {
                 written_at: wall_now(),
             };
             // Commit point: the one successor of `seq`.
+            // Superseded values are kept: the chain stays gapless from 0,
+            // which `latest_default` relies on (they are small).
             if !try_insert(&self.defaults, &d).await? {
                 return Ok(false);
             }
-            self.defaults
-                .delete_many(doc! {
-                    "user_id": user,
-                    "seq": { "$lt": next },
-                    "written_at": { "$lt": self.gc_cutoff() },
-                })
-                .await
-                .map_err(map_err)?;
+            self.hints.set(DEFAULTS, user, next);
             Ok(true)
         })
         .await
+    }
+}
+
+impl MongoStore {
+    /// Deletes the binding changes that are older than the GC margin and
+    /// already written to their record (the record is at or past their
+    /// version). Run by the purge (it scans `binding_changes`), never on a
+    /// request. Returns how many were deleted.
+    pub(crate) async fn purge_superseded_changes(&self) -> Result<u64, StoreError> {
+        let cutoff = self.gc_cutoff();
+        let mut deleted = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let (n, last, d) = self
+                .timed(async {
+                    let mut filter = doc! { "written_at": { "$lt": cutoff } };
+                    if let Some(a) = &after {
+                        filter.insert("_id", doc! { "$gt": a.as_str() });
+                    }
+                    let batch: Vec<BindingChangeDoc> = self
+                        .binding_changes
+                        .find(filter)
+                        .sort(doc! { "_id": 1 })
+                        .limit(PURGE_BATCH as i64)
+                        .await
+                        .map_err(map_err)?
+                        .try_collect()
+                        .await
+                        .map_err(map_err)?;
+                    let mut d = 0u64;
+                    for c in &batch {
+                        let written = by_id(&self.bindings, &c.binding_id)
+                            .await?
+                            .is_some_and(|b| b.version >= c.binding.version);
+                        if written {
+                            self.binding_changes
+                                .delete_one(doc! { "_id": &c.id })
+                                .await
+                                .map_err(map_err)?;
+                            d += 1;
+                        }
+                    }
+                    Ok((batch.len(), batch.last().map(|c| c.id.clone()), d))
+                })
+                .await?;
+            deleted += d;
+            if n < PURGE_BATCH {
+                return Ok(deleted);
+            }
+            after = last;
+        }
     }
 }

@@ -9,37 +9,62 @@ use cardbind_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 
-use crate::docs::{to_i64, DataKeyDoc};
+use crate::chain::{by_id, chain_head};
+use crate::docs::{link_id, to_i64, DataKeyDoc};
 use crate::store::{limit_i64, map_err, try_insert, wall_now, MongoStore};
 
 const MAX_ROUNDS: usize = 64;
+/// Hint kind (see `chain::Hints`).
+const DATA_KEYS: &str = "data_keys";
 
 impl MongoStore {
+    /// The newest link of `owner`'s chain. Links are never deleted (key
+    /// material is dropped by turning a link into a husk), so the chain is
+    /// gapless from 0 and its head is found by reads of single `_id`s.
     async fn latest_key(&self, owner: &str) -> Result<Option<DataKeyDoc>, StoreError> {
-        self.data_keys
-            .find_one(doc! { "owner": owner })
-            .sort(doc! { "seq": -1 })
-            .await
-            .map_err(map_err)
+        let head = chain_head(&self.data_keys, owner, 0, self.hints.get(DATA_KEYS, owner)).await?;
+        if let Some((n, _)) = &head {
+            self.hints.set(DATA_KEYS, owner, *n);
+        }
+        Ok(head.map(|(_, d)| d))
+    }
+
+    /// Replaces the links `from..to` of `owner` that still hold key
+    /// material with husks (same `_id`, no material). Only superseded or
+    /// erased links are husked, and a husk is the same whoever writes it,
+    /// so racing writers cannot disagree.
+    async fn husk_below(&self, owner: &str, from: i64, to: i64) -> Result<(), StoreError> {
+        for n in from.max(0)..to {
+            let id = link_id(owner, n);
+            if let Some(d) = by_id(&self.data_keys, &id).await? {
+                if !d.tombstone {
+                    self.data_keys
+                        .replace_one(doc! { "_id": &id }, DataKeyDoc::husk(owner, n, wall_now()))
+                        .await
+                        .map_err(map_err)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After inserting key material at `seq`: if the owner was erased
-    /// meanwhile (a tombstone above `seq`), remove every key below the
-    /// newest tombstone again and report it. Crypto-shredding must not be
-    /// undone by a writer that read the chain before the erasure.
+    /// meanwhile (an erasure tombstone above `seq`), husk every key below
+    /// the newest tombstone again and report it. Crypto-shredding must not
+    /// be undone by a writer that read the chain before the erasure.
     async fn shredded_above(&self, owner: &str, seq: i64) -> Result<bool, StoreError> {
-        let tomb = self
-            .data_keys
-            .find_one(doc! { "owner": owner, "tombstone": true, "seq": { "$gt": seq } })
-            .sort(doc! { "seq": -1 })
-            .await
-            .map_err(map_err)?;
+        let mut tomb = None;
+        let mut n = seq + 1;
+        // Usually one read: the link above the one just written is absent.
+        while let Some(d) = by_id(&self.data_keys, &link_id(owner, n)).await? {
+            if d.is_erasure() {
+                tomb = Some(n);
+            }
+            n += 1;
+        }
         match tomb {
             Some(t) => {
-                self.data_keys
-                    .delete_many(doc! { "owner": owner, "tombstone": false, "seq": { "$lt": t.seq } })
-                    .await
-                    .map_err(map_err)?;
+                self.husk_below(owner, 0, t).await?;
                 Ok(true)
             }
             None => Ok(false),
@@ -70,8 +95,11 @@ impl DataKeyStore for MongoStore {
                 let d = DataKeyDoc::from_domain(key, seq)?;
                 // Commit point: of concurrent puts exactly one inserts `seq`;
                 // the others read the winner's key in the next round.
-                if try_insert(&self.data_keys, &d).await? && !self.shredded_above(&key.owner, seq).await? {
-                    return Ok(key.clone());
+                if try_insert(&self.data_keys, &d).await? {
+                    self.hints.set(DATA_KEYS, &key.owner, seq);
+                    if !self.shredded_above(&key.owner, seq).await? {
+                        return Ok(key.clone());
+                    }
                 }
             }
             Err(StoreError::Unavailable(format!(
@@ -94,19 +122,13 @@ impl DataKeyStore for MongoStore {
             if !try_insert(&self.data_keys, &d).await? {
                 return Err(StoreError::Conflict);
             }
+            self.hints.set(DATA_KEYS, &key.owner, d.seq);
             if self.shredded_above(&key.owner, d.seq).await? {
                 return Err(StoreError::Conflict);
             }
-            // Superseded wrappings go once no stale writer can collide
-            // with them any more.
-            self.data_keys
-                .delete_many(doc! {
-                    "owner": &key.owner,
-                    "seq": { "$lt": d.seq },
-                    "written_at": { "$lt": self.gc_cutoff() },
-                })
-                .await
-                .map_err(map_err)?;
+            // The superseded wrapping is husked at once: its `_id` stays
+            // taken, so no stale writer can insert that link again.
+            self.husk_below(&key.owner, latest.seq, d.seq).await?;
             Ok(())
         })
         .await
@@ -117,25 +139,21 @@ impl DataKeyStore for MongoStore {
             for _ in 0..MAX_ROUNDS {
                 let seq = match self.latest_key(owner).await? {
                     Some(d) if !d.tombstone => d.seq,
-                    _ => {
-                        // Already erased (or never had one); sweep any key
-                        // material a stale writer may have left below.
-                        self.data_keys
-                            .delete_many(doc! { "owner": owner, "tombstone": false })
-                            .await
-                            .map_err(map_err)?;
+                    Some(t) => {
+                        // Already erased; husk any key material a stale
+                        // writer may have left below.
+                        self.husk_below(owner, 0, t.seq).await?;
                         return Ok(false);
                     }
+                    None => return Ok(false),
                 };
                 // The tombstone goes first: once it is the newest link, no
                 // writer can make key material current again, and every
-                // older wrapping can be deleted.
+                // older wrapping can be husked.
                 let tomb = DataKeyDoc::tombstone(owner, seq + 1, wall_now());
                 if try_insert(&self.data_keys, &tomb).await? {
-                    self.data_keys
-                        .delete_many(doc! { "owner": owner, "tombstone": false, "seq": { "$lt": tomb.seq } })
-                        .await
-                        .map_err(map_err)?;
+                    self.hints.set(DATA_KEYS, owner, tomb.seq);
+                    self.husk_below(owner, 0, tomb.seq).await?;
                     return Ok(true);
                 }
             }

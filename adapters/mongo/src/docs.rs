@@ -52,6 +52,14 @@ pub(crate) fn pair_key(a: &str, b: &str) -> String {
     format!("{}:{a}:{b}", a.len())
 }
 
+/// The `_id` of audit record `seq`: its decimal digits, zero-padded to 20
+/// so that string order is numeric order. A string (not the number) so
+/// that reading one record by `_id` is a point read on FerretDB, which
+/// pushes down only string `_id` equality.
+pub(crate) fn audit_id(seq: i64) -> String {
+    format!("{seq:020}")
+}
+
 // ---------------------------------------------------------------- bindings
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -194,6 +202,33 @@ pub(crate) struct BindingChangeDoc {
     pub written_at: DateTime,
 }
 
+/// The one binding of a (user, card) (`binding_keys`), `_id` =
+/// `pair_key(user_id, fingerprint)`: the commit point of a new binding,
+/// carrying the whole first version so that any reader can write it to
+/// `bindings` if its inserter stopped before doing so.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct BindingKeyDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub binding_id: String,
+    pub binding: BindingDoc,
+    pub written_at: DateTime,
+}
+
+/// The n-th binding of a user (`user_bindings`), `_id` = `{user_id}#{n}`,
+/// n from 0: how `list_by_user` finds a user's records by point reads.
+/// Never deleted; may name a binding that was never committed (a lost
+/// race), which readers skip.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct UserBindingDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub user_id: String,
+    pub n: i64,
+    pub binding_id: String,
+    pub fingerprint: String,
+}
+
 /// One value of a user's default pointer (`user_defaults`), `_id` =
 /// `{user_id}#{seq}`; the highest `seq` is the current value.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -282,6 +317,19 @@ pub(crate) struct ConsentDoc {
     pub agreement_id: Option<String>,
 }
 
+/// The n-th consent recorded for a binding (`consent_links`), `_id` =
+/// `{binding_id}#{n}`, n from 0, written before the consent itself. Never
+/// deleted; readers skip links whose consent does not exist or belongs to
+/// another binding.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ConsentLinkDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub binding_id: String,
+    pub n: i64,
+    pub consent_id: String,
+}
+
 /// The revocation of one consent (`consent_revocations`), `_id` = the
 /// consent id: at most one per consent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -352,7 +400,13 @@ pub(crate) struct DataKeyDoc {
     pub id: String,
     pub owner: String,
     pub seq: i64,
+    /// No key material here: an erasure tombstone, or (with `husk`) a
+    /// superseded or erased wrapping whose material was dropped.
     pub tombstone: bool,
+    /// A link emptied after the fact. Its `_id` stays taken, so the chain
+    /// keeps no gaps and no stale writer can insert that link again.
+    #[serde(default)]
+    pub husk: bool,
     pub master_key_id: String,
     pub wrapped: Binary,
     pub version: i64,
@@ -368,6 +422,7 @@ impl DataKeyDoc {
             owner: k.owner.clone(),
             seq,
             tombstone: false,
+            husk: false,
             master_key_id: k.master_key_id.clone(),
             wrapped: bin(&k.wrapped),
             version: to_i64(k.version, "data key version")?,
@@ -376,12 +431,28 @@ impl DataKeyDoc {
         })
     }
 
+    /// An erasure tombstone at `seq`.
     pub fn tombstone(owner: &str, seq: i64, now: DateTime) -> DataKeyDoc {
+        DataKeyDoc::empty(owner, seq, now, false)
+    }
+
+    /// What a superseded or erased wrapping at `seq` is replaced with.
+    pub fn husk(owner: &str, seq: i64, now: DateTime) -> DataKeyDoc {
+        DataKeyDoc::empty(owner, seq, now, true)
+    }
+
+    /// An erasure tombstone proper (not a husk).
+    pub fn is_erasure(&self) -> bool {
+        self.tombstone && !self.husk
+    }
+
+    fn empty(owner: &str, seq: i64, now: DateTime, husk: bool) -> DataKeyDoc {
         DataKeyDoc {
             id: link_id(owner, seq),
             owner: owner.to_owned(),
             seq,
             tombstone: true,
+            husk,
             master_key_id: String::new(),
             wrapped: bin(&[]),
             version: 0,
@@ -403,10 +474,11 @@ impl DataKeyDoc {
 
 // ------------------------------------------------------------------ audit
 
-/// One link of the audit chain (`audit`), `_id` = `seq`.
+/// One link of the audit chain (`audit`), `_id` = [`audit_id`]`(seq)`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct AuditDoc {
     #[serde(rename = "_id")]
+    pub id: String,
     pub seq: i64,
     pub at: DateTime,
     pub actor: String,
@@ -425,8 +497,10 @@ pub(crate) struct AuditDoc {
 impl AuditDoc {
     pub fn from_domain(r: &AuditRecord) -> Result<AuditDoc, StoreError> {
         let e = &r.event;
+        let seq = to_i64(r.seq, "audit seq")?;
         Ok(AuditDoc {
-            seq: to_i64(r.seq, "audit seq")?,
+            id: audit_id(seq),
+            seq,
             at: dt(e.at),
             actor: e.actor.clone(),
             role: e.role.clone(),

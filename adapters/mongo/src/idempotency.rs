@@ -9,8 +9,12 @@ use cardbind_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
+use crate::chain::chain_head;
 use crate::docs::{dt, link_id, pair_key, IdemDoc, ResponseDoc, COMPLETED, PENDING};
 use crate::store::{map_err, try_insert, MongoStore};
+
+/// Hint kind (see `chain::Hints`).
+const IDEMPOTENCY: &str = "idempotency";
 
 /// Claims retry when they lose an insert race; each round one racer wins.
 const MAX_CLAIM_ROUNDS: usize = 64;
@@ -18,12 +22,15 @@ const MAX_CLAIM_ROUNDS: usize = 64;
 pub(crate) const PURGE_BATCH: usize = 500;
 
 impl MongoStore {
+    /// The newest attempt at a key. Attempts are gapless from 0: `release`
+    /// deletes only the newest, and the purge all of a key's attempts
+    /// (they share `created_at`).
     async fn latest_attempt(&self, base: &str) -> Result<Option<IdemDoc>, StoreError> {
-        self.idempotency
-            .find_one(doc! { "base": base })
-            .sort(doc! { "attempt": -1 })
-            .await
-            .map_err(map_err)
+        let head = chain_head(&self.idempotency, base, 0, self.hints.get(IDEMPOTENCY, base)).await?;
+        if let Some((n, _)) = &head {
+            self.hints.set(IDEMPOTENCY, base, *n);
+        }
+        Ok(head.map(|(_, d)| d))
     }
 
     /// Deletes the documents of `filter` (by `_id`, in batches, each under
@@ -85,8 +92,15 @@ impl IdempotencyStore for MongoStore {
     ) -> Result<Claim, StoreError> {
         let base = pair_key(scope, key);
         self.timed(async {
+            // A key this process has not seen is most likely new: try
+            // attempt 0 before reading anything.
+            let mut latest = None;
+            let mut read = self.hints.get(IDEMPOTENCY, &base).is_some();
             for _ in 0..MAX_CLAIM_ROUNDS {
-                let latest = self.latest_attempt(&base).await?;
+                if read {
+                    latest = self.latest_attempt(&base).await?;
+                }
+                read = true;
                 let (attempt, created_at) = match &latest {
                     None => (0, dt(now)),
                     Some(d) => {
@@ -121,6 +135,7 @@ impl IdempotencyStore for MongoStore {
                 // Commit point: of all claimers of this attempt number
                 // exactly one inserts it; the others look again.
                 if try_insert(&self.idempotency, &next).await? {
+                    self.hints.set(IDEMPOTENCY, &base, attempt);
                     return Ok(Claim::Acquired);
                 }
             }
@@ -150,10 +165,12 @@ impl IdempotencyStore for MongoStore {
                     let body = mongodb::bson::to_bson(&response)
                         .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
                     // Only the holder writes its attempt; a takeover writes
-                    // a new attempt document, never this one.
+                    // a new attempt document, never this one. By `_id`
+                    // alone (the state was checked just above): FerretDB
+                    // scans the collection for any other filter.
                     self.idempotency
                         .update_one(
-                            doc! { "_id": &d.id, "state": PENDING },
+                            doc! { "_id": &d.id },
                             doc! { "$set": { "state": COMPLETED, "response": body } },
                         )
                         .await
@@ -171,7 +188,7 @@ impl IdempotencyStore for MongoStore {
             if let Some(d) = self.latest_attempt(&base).await? {
                 if d.state == PENDING {
                     self.idempotency
-                        .delete_one(doc! { "_id": &d.id, "state": PENDING })
+                        .delete_one(doc! { "_id": &d.id })
                         .await
                         .map_err(map_err)?;
                 }

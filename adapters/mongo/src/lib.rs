@@ -202,6 +202,7 @@
 
 mod audit;
 mod bindings;
+mod chain;
 mod consents;
 mod data_keys;
 mod docs;

@@ -7,8 +7,12 @@ use cardbind_ports::store::{RateCounter, SeenIds};
 use cardbind_ports::StoreError;
 use mongodb::bson::doc;
 
+use crate::chain::chain_head;
 use crate::docs::{dt, link_id, pair_key, RateDoc, SeenDoc};
 use crate::store::{map_err, try_insert, MongoStore};
+
+/// Hint kind (see `chain::Hints`).
+const RATES: &str = "rates";
 
 /// Increments and marks retry when they lose an insert race; each round
 /// one racer wins, so this bounds the number of concurrent racers served
@@ -19,8 +23,12 @@ const MAX_ROUNDS: usize = 1024;
 impl RateCounter for MongoStore {
     async fn increment(&self, key: &str, expires_at: Timestamp) -> Result<u64, StoreError> {
         self.timed(async {
-            // The first event of a window needs no read.
-            let mut n: i64 = 1;
+            // The first event of a window needs no read; a key this process
+            // has counted before starts from where it last saw the count.
+            let mut n: i64 = match self.hints.get(RATES, key) {
+                None => 1,
+                Some(h) => chain_head(&self.rates, key, 1, Some(h)).await?.map_or(1, |(top, _)| top + 1),
+            };
             for _ in 0..MAX_ROUNDS {
                 let event = RateDoc {
                     id: link_id(key, n),
@@ -30,15 +38,13 @@ impl RateCounter for MongoStore {
                 };
                 // Commit point: event n exists once; its inserter's count is n.
                 if try_insert(&self.rates, &event).await? {
+                    self.hints.set(RATES, key, n);
                     return Ok(n as u64);
                 }
-                let last = self
-                    .rates
-                    .find_one(doc! { "key": key })
-                    .sort(doc! { "n": -1 })
-                    .await
-                    .map_err(map_err)?;
-                n = last.map(|d| d.n).unwrap_or(0).max(n) + 1;
+                // Taken: search upwards from it for the highest count. A
+                // key's events share one expiry, so the purge removes all
+                // of them or none: the counts are gapless from 1.
+                n = chain_head(&self.rates, key, 1, Some(n)).await?.map_or(1, |(top, _)| top + 1);
             }
             Err(StoreError::Unavailable(format!(
                 "rate counter still contended after {MAX_ROUNDS} rounds"
@@ -48,8 +54,14 @@ impl RateCounter for MongoStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.purge_where(&self.rates, doc! { "expires_at": { "$lt": dt(now) } }, "key")
-            .await
+        let counters = self
+            .purge_where(&self.rates, doc! { "expires_at": { "$lt": dt(now) } }, "key")
+            .await?;
+        // The periodic purge calls every port's purge; the clean-up of
+        // superseded binding changes (no port of its own) rides on this one.
+        let changes = self.purge_superseded_changes().await?;
+        tracing::debug!(changes, "purged superseded binding changes");
+        Ok(counters)
     }
 }
 

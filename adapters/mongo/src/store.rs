@@ -10,9 +10,12 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
+use std::sync::{Arc, Mutex};
+
+use crate::chain::Hints;
 use crate::docs::{
-    AuditCheckpointDoc, AuditDoc, BindingChangeDoc, BindingDoc, ConsentDoc, DataKeyDoc, DefaultDoc, IdemDoc,
-    RateDoc, RevocationDoc, SeenDoc,
+    AuditCheckpointDoc, AuditDoc, BindingChangeDoc, BindingDoc, BindingKeyDoc, ConsentDoc, ConsentLinkDoc,
+    DataKeyDoc, DefaultDoc, IdemDoc, RateDoc, RevocationDoc, SeenDoc, UserBindingDoc,
 };
 
 /// How to reach the database and how long to wait for it.
@@ -52,6 +55,9 @@ pub struct MongoStore {
     pub(crate) op_timeout: Duration,
     pub(crate) bindings: Collection<BindingDoc>,
     pub(crate) binding_changes: Collection<BindingChangeDoc>,
+    pub(crate) binding_keys: Collection<BindingKeyDoc>,
+    pub(crate) user_bindings: Collection<UserBindingDoc>,
+    pub(crate) consent_links: Collection<ConsentLinkDoc>,
     pub(crate) defaults: Collection<DefaultDoc>,
     pub(crate) idempotency: Collection<IdemDoc>,
     pub(crate) rates: Collection<RateDoc>,
@@ -61,12 +67,20 @@ pub struct MongoStore {
     pub(crate) data_keys: Collection<DataKeyDoc>,
     pub(crate) audit: Collection<AuditDoc>,
     pub(crate) audit_checkpoints: Collection<AuditCheckpointDoc>,
+    /// Where this process last saw the head of each chain (a starting
+    /// point for searches, never a decision).
+    pub(crate) hints: Arc<Hints>,
+    /// The last audit link this process appended or found: (seq, hash).
+    pub(crate) audit_hint: Arc<Mutex<Option<(i64, String)>>>,
 }
 
 /// Collection names.
 pub mod collections {
     pub const BINDINGS: &str = "bindings";
     pub const BINDING_CHANGES: &str = "binding_changes";
+    pub const BINDING_KEYS: &str = "binding_keys";
+    pub const USER_BINDINGS: &str = "user_bindings";
+    pub const CONSENT_LINKS: &str = "consent_links";
     pub const USER_DEFAULTS: &str = "user_defaults";
     pub const IDEMPOTENCY: &str = "idempotency";
     pub const RATE_LIMITS: &str = "rate_limits";
@@ -120,6 +134,9 @@ impl MongoStore {
         Ok(MongoStore {
             bindings: db.collection(BINDINGS),
             binding_changes: db.collection(BINDING_CHANGES),
+            binding_keys: db.collection(BINDING_KEYS),
+            user_bindings: db.collection(USER_BINDINGS),
+            consent_links: db.collection(CONSENT_LINKS),
             defaults: db.collection(USER_DEFAULTS),
             idempotency: db.collection(IDEMPOTENCY),
             rates: db.collection(RATE_LIMITS),
@@ -129,6 +146,8 @@ impl MongoStore {
             data_keys: db.collection(DATA_KEYS),
             audit: db.collection(AUDIT),
             audit_checkpoints: db.collection(AUDIT_CHECKPOINTS),
+            hints: Arc::new(Hints::default()),
+            audit_hint: Arc::new(Mutex::new(None)),
             op_timeout: config.operation_timeout,
             db,
         })
@@ -223,6 +242,10 @@ impl MongoStore {
                 .create_index(idx(doc! { "owner": 1, "seq": -1 }, "owner_seq", false))
                 .await
                 .map_err(map_err)?;
+            self.binding_changes
+                .create_index(idx(doc! { "written_at": 1 }, "written_at", false))
+                .await
+                .map_err(map_err)?;
             self.audit
                 .create_index(idx(doc! { "at": 1 }, "at", false))
                 .await
@@ -235,6 +258,22 @@ impl MongoStore {
                 .create_index(idx(doc! { "binding_id": 1, "_id": 1 }, "binding_id", false))
                 .await
                 .map_err(map_err)?;
+            // Audit records used to have the number as `_id`; a log started
+            // that way cannot be continued under string ids (the two would
+            // not collide, so the chain could fork). Refuse to start.
+            let first = self
+                .audit
+                .clone_with_type::<Document>()
+                .find_one(doc! {})
+                .await
+                .map_err(map_err)?;
+            if first.is_some_and(|d| !matches!(d.get("_id"), Some(mongodb::bson::Bson::String(_)))) {
+                return Err(StoreError::Corrupt(
+                    "the audit collection has records with numeric _id (layout before string audit ids); \
+                     migrate them before starting"
+                        .into(),
+                ));
+            }
             Ok(())
         })
         .await
