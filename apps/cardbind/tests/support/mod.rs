@@ -37,6 +37,9 @@ impl TestClock {
     pub fn advance_seconds(&self, s: i64) {
         self.0.fetch_add(s * 1000, Ordering::SeqCst);
     }
+    pub fn set_ms(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
 }
 
 impl Clock for TestClock {
@@ -107,7 +110,9 @@ pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>)
 /// as several processes share a database). Each has its own clock and
 /// master key.
 pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestClock>) {
-    let clock = Arc::new(TestClock::at(system_now_ms()));
+    // One second into the current minute: rate windows are clock minutes,
+    // so a test's binds never straddle a window by chance.
+    let clock = Arc::new(TestClock::at(system_now_ms() / 60_000 * 60_000 + 1000));
     let vault = EnvelopeVault::new(
         LocalMasterKey::generate(),
         store.clone(),
