@@ -4,4 +4,4 @@
 # test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-exec bash scripts/test-services.sh cargo test --workspace --all-targets "$@"
+exec bash scripts/test-services.sh cargo test --workspace --all-targets --no-fail-fast "$@"
