@@ -355,7 +355,7 @@ impl TestCard {
         // A CVV that cannot pass for a year, an hour or a day: starts 7–9.
         let first = ['7', '8', '9'][usize::from(random_digits(1).as_bytes()[0] - b'0') % 3];
         let cvv = format!("{first}{}", random_digits(brand.cvv_len() - 1));
-        TestCard {
+        let card = TestCard {
             brand,
             number,
             expiry_month: m,
@@ -364,7 +364,9 @@ impl TestCard {
             holder_name: holder_name(),
             id_number: resident_id(),
             phone: phone(),
-        }
+        };
+        leaks::register(&card);
+        card
     }
 
     pub fn bin6(&self) -> &str {
@@ -612,6 +614,7 @@ impl TestApp {
     }
 
     async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+        leaks::capture_logs();
         config.validate().expect("test config is valid");
         let secret = cardbind::compose::jwt_secret(&config).expect("jwt secret");
         let running = cli::start(config.clone())
@@ -648,8 +651,20 @@ impl TestApp {
 
     /// Stops the service and waits for it.
     pub async fn stop(&mut self) {
+        self.assert_no_leaks();
         if let Some(r) = self.running.take() {
             r.stop().await.expect("the service stops cleanly");
+        }
+    }
+
+    /// No test card's number, CVV, resident ID or phone in anything this
+    /// process logged (debug level) or in the service's metrics.
+    pub fn assert_no_leaks(&self) {
+        leaks::assert_clean(&leaks::logs(), "the service's logs");
+        if let Some(r) = &self.running {
+            let mut text = String::new();
+            let _ = prometheus::TextEncoder::new().encode_utf8(&r.built.state.metrics.gather(), &mut text);
+            leaks::assert_clean(&text, "the metrics");
         }
     }
 
@@ -730,6 +745,7 @@ impl TestApp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map(|b| b.to_vec()).map_err(chain)?;
+        leaks::assert_clean(&String::from_utf8_lossy(&body), &format!("the body of {path}"));
         Ok(Response {
             status,
             headers,
@@ -1454,6 +1470,102 @@ mod tests {
             assert!(ResidentId::parse(&id).is_ok(), "{id}");
             let p = phone();
             assert!(Phone::parse(&p).is_ok(), "{p}");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Every black-box test checks, as its app goes away, that no test card
+    /// data reached the logs or the metrics (responses are checked as they
+    /// arrive, in `try_send`).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_no_leaks();
+        }
+    }
+}
+
+/// Card data must never appear in logs, response bodies or metrics. Every
+/// `TestCard` registers its secrets here; the first `TestApp` of a test
+/// binary installs a global subscriber at debug level for the cardbind
+/// crates that keeps every log line in memory.
+pub mod leaks {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+    struct Secret {
+        what: &'static str,
+        value: String,
+    }
+
+    fn secrets() -> &'static Mutex<Vec<Secret>> {
+        static S: OnceLock<Mutex<Vec<Secret>>> = OnceLock::new();
+        S.get_or_init(|| Mutex::new(Vec::new()))
+    }
+
+    pub fn register(card: &super::TestCard) {
+        let mut s = secrets().lock().unwrap_or_else(PoisonError::into_inner);
+        s.push(Secret { what: "card number", value: card.number.clone() });
+        s.push(Secret { what: "resident id number", value: card.id_number.clone() });
+        s.push(Secret { what: "phone", value: card.phone.trim_start_matches('+').to_owned() });
+        // A bare 3-digit run is everywhere (latencies, ports): look for the
+        // CVV only where it would stand as a value.
+        for form in [format!("\"{}\"", card.cvv), format!("cvv={}", card.cvv), format!("cvv: {}", card.cvv)] {
+            s.push(Secret { what: "cvv", value: form });
+        }
+    }
+
+    #[derive(Clone)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn buffer() -> &'static Option<Arc<Mutex<Vec<u8>>>> {
+        static B: OnceLock<Option<Arc<Mutex<Vec<u8>>>>> = OnceLock::new();
+        B.get_or_init(|| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let writer = Buffer(buf.clone());
+            let filter = tracing_subscriber::EnvFilter::new(
+                "info,cardbind=debug,cardbind_ports=debug,cardbind_channels=debug,cardbind_keys=debug,cardbind_mongo=debug,cardbind_memory=debug,poem=debug",
+            );
+            // Another subscriber may own this binary (a test that installs its
+            // own): then that test reads the logs itself.
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(move || writer.clone())
+                .try_init()
+                .ok()
+                .map(|_| buf)
+        })
+    }
+
+    /// Installs the capturing subscriber (once per test binary).
+    pub fn capture_logs() {
+        let _ = buffer();
+    }
+
+    /// Everything logged so far in this process (empty when not captured).
+    pub fn logs() -> String {
+        match buffer() {
+            Some(b) => String::from_utf8_lossy(&b.lock().unwrap_or_else(PoisonError::into_inner)).into_owned(),
+            None => String::new(),
+        }
+    }
+
+    /// Panics when `text` holds a registered secret.
+    pub fn assert_clean(text: &str, where_: &str) {
+        let s = secrets().lock().unwrap_or_else(PoisonError::into_inner);
+        for secret in s.iter() {
+            assert!(!text.contains(&secret.value), "a test {} appears in {where_}", secret.what);
         }
     }
 }
