@@ -96,21 +96,40 @@ impl MongoStore {
             if links.iter().any(|l| l.binding_id == b.id) {
                 return Ok(());
             }
-            let n = links.last().map_or(0, |l| l.n + 1);
-            let link = UserBindingDoc {
-                id: link_id(user, n),
-                user_id: user.to_owned(),
-                n,
-                binding_id: b.id.clone(),
-                fingerprint: b.fingerprint.clone(),
-            };
-            // Commit point of the list entry: link n exists once.
-            if try_insert(&self.user_bindings, &link).await? {
-                self.hints.set(USER_BINDINGS, user, n);
+            if self.claim_user_link(b, links.last().map_or(0, |l| l.n + 1)).await? {
                 return Ok(());
             }
         }
         Err(StoreError::Unavailable(format!("binding list of {user} still contended")))
+    }
+
+    /// Puts a binding that was just committed (so on no list yet) on its
+    /// user's list: tries the position after the hint (or 0) before
+    /// reading anything. Links are never deleted and a hint is a position
+    /// that existed, so a free position there is the end of the list.
+    async fn append_user_link(&self, b: &BindingDoc) -> Result<(), StoreError> {
+        let n = self.hints.get(USER_BINDINGS, &b.user_id).map_or(0, |h| h + 1);
+        if self.claim_user_link(b, n).await? {
+            return Ok(());
+        }
+        self.link_to_user(b).await
+    }
+
+    /// Commit point of a list entry: link n exists once.
+    async fn claim_user_link(&self, b: &BindingDoc, n: i64) -> Result<bool, StoreError> {
+        let user = b.user_id.as_str();
+        let link = UserBindingDoc {
+            id: link_id(user, n),
+            user_id: user.to_owned(),
+            n,
+            binding_id: b.id.clone(),
+            fingerprint: b.fingerprint.clone(),
+        };
+        let won = try_insert(&self.user_bindings, &link).await?;
+        if won {
+            self.hints.set(USER_BINDINGS, user, n);
+        }
+        Ok(won)
     }
 
     /// Finishes a binding whose key was committed but whose inserter
@@ -131,11 +150,16 @@ impl MongoStore {
         let Some(key) = by_id(&self.binding_keys, &pair_key(user, fingerprint)).await? else {
             return Ok(None);
         };
-        if let Some(b) = self.load(&key.binding_id).await? {
-            return Ok(Some(b));
-        }
-        self.materialise(&key).await?;
-        self.load(&key.binding_id).await
+        let found = match self.load(&key.binding_id).await? {
+            Some(b) => Some(b),
+            None => {
+                self.materialise(&key).await?;
+                self.load(&key.binding_id).await?
+            }
+        };
+        // The key of an insert that then found its id taken by another
+        // card (it deletes its key again) names that other card's record.
+        Ok(found.filter(|b| b.user_id == user && b.fingerprint == fingerprint))
     }
 }
 
@@ -148,10 +172,6 @@ impl BindingStore for MongoStore {
     async fn insert(&self, binding: &Binding) -> Result<(), StoreError> {
         let d = BindingDoc::from_domain(binding)?;
         self.timed(async {
-            // An id already taken is a duplicate before anything is written.
-            if by_id(&self.bindings, &d.id).await?.is_some() {
-                return Err(StoreError::Duplicate);
-            }
             // Commit point: the (user, card) key, unique by `_id`. Of
             // concurrent inserts of one card exactly one lands; it carries
             // the whole record, so the steps below can be redone by anyone.
@@ -164,13 +184,15 @@ impl BindingStore for MongoStore {
             if !try_insert(&self.binding_keys, &key).await? {
                 return Err(StoreError::Duplicate);
             }
-            self.link_to_user(&d).await?;
+            self.append_user_link(&d).await?;
             match self.bindings.insert_one(&d).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_duplicate(&e) => {
-                    // Another card took this id between the check and here
-                    // (or, on an old database, the unique (user, card) index
-                    // knows a record without a key): give the key back.
+                    // The id belongs to another record (or, on an old
+                    // database, the unique (user, card) index knows a record
+                    // without a key): give the key back. Meanwhile readers
+                    // of the key found a record of another card, and
+                    // ignored it (`load_by_key`).
                     self.binding_keys
                         .delete_one(doc! { "_id": &key.id })
                         .await
@@ -361,6 +383,22 @@ impl BindingStore for MongoStore {
     ) -> Result<bool, StoreError> {
         let user = user.as_str();
         self.timed(async {
+            // A user this process has not seen, expected to have no
+            // pointer: try value 0 before reading (it exists only if some
+            // value was ever written).
+            if expected.is_none() && self.hints.get(DEFAULTS, user).is_none() {
+                let d = DefaultDoc {
+                    id: link_id(user, 0),
+                    user_id: user.to_owned(),
+                    seq: 0,
+                    binding_id: new.as_ref().map(|b| b.as_str().to_owned()),
+                    written_at: wall_now(),
+                };
+                if try_insert(&self.defaults, &d).await? {
+                    self.hints.set(DEFAULTS, user, 0);
+                    return Ok(true);
+                }
+            }
             let latest = self.latest_default(user).await?;
             let (seq, current) = match latest {
                 Some(d) => (d.seq, d.binding_id),

@@ -66,14 +66,24 @@ impl MongoStore {
         Ok(out)
     }
 
-    /// Adds `consent_id` to `binding`'s links unless it is there already.
+    /// Adds `consent_id` to `binding`'s links. The first try is the
+    /// position after the hint (or 0), without a read: links are never
+    /// deleted and a hint is a position that existed, so a free position
+    /// there is the end of the list. (A consent linked twice, after a
+    /// retried `record`, is read once.)
     async fn link_consent(&self, binding: &str, consent_id: &str) -> Result<(), StoreError> {
+        let mut next = Some(self.hints.get(CONSENT_LINKS, binding).map_or(0, |h| h + 1));
         for _ in 0..MAX_LINK_ROUNDS {
-            let links = self.consent_links_of(binding).await?;
-            if links.iter().any(|l| l.consent_id == consent_id) {
-                return Ok(());
-            }
-            let n = links.last().map_or(0, |l| l.n + 1);
+            let n = match next.take() {
+                Some(n) => n,
+                None => {
+                    let links = self.consent_links_of(binding).await?;
+                    if links.iter().any(|l| l.consent_id == consent_id) {
+                        return Ok(());
+                    }
+                    links.last().map_or(0, |l| l.n + 1)
+                }
+            };
             let link = ConsentLinkDoc {
                 id: link_id(binding, n),
                 binding_id: binding.to_owned(),

@@ -48,28 +48,6 @@ impl MongoStore {
         Ok(())
     }
 
-    /// After inserting key material at `seq`: if the owner was erased
-    /// meanwhile (an erasure tombstone above `seq`), husk every key below
-    /// the newest tombstone again and report it. Crypto-shredding must not
-    /// be undone by a writer that read the chain before the erasure.
-    async fn shredded_above(&self, owner: &str, seq: i64) -> Result<bool, StoreError> {
-        let mut tomb = None;
-        let mut n = seq + 1;
-        // Usually one read: the link above the one just written is absent.
-        while let Some(d) = by_id(&self.data_keys, &link_id(owner, n)).await? {
-            if d.is_erasure() {
-                tomb = Some(n);
-            }
-            n += 1;
-        }
-        match tomb {
-            Some(t) => {
-                self.husk_below(owner, 0, t).await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
 }
 
 #[async_trait]
@@ -86,20 +64,27 @@ impl DataKeyStore for MongoStore {
 
     async fn put_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey, StoreError> {
         self.timed(async {
+            // An owner this process has not seen most likely has no key:
+            // try link 0 before reading (taken if the owner ever had one).
+            let mut read = self.hints.get(DATA_KEYS, &key.owner).is_some();
             for _ in 0..MAX_ROUNDS {
-                let seq = match self.latest_key(&key.owner).await? {
-                    Some(d) if !d.tombstone => return d.into_domain(),
-                    Some(t) => t.seq + 1,
-                    None => 0,
+                let seq = if read {
+                    match self.latest_key(&key.owner).await? {
+                        Some(d) if !d.tombstone => return d.into_domain(),
+                        Some(t) => t.seq + 1,
+                        None => 0,
+                    }
+                } else {
+                    0
                 };
+                read = true;
                 let d = DataKeyDoc::from_domain(key, seq)?;
-                // Commit point: of concurrent puts exactly one inserts `seq`;
-                // the others read the winner's key in the next round.
+                // Commit point: of concurrent puts exactly one inserts `seq`
+                // (the successor of the head read, an erasure tombstone
+                // included); the others read the winner's key next round.
                 if try_insert(&self.data_keys, &d).await? {
                     self.hints.set(DATA_KEYS, &key.owner, seq);
-                    if !self.shredded_above(&key.owner, seq).await? {
-                        return Ok(key.clone());
-                    }
+                    return Ok(key.clone());
                 }
             }
             Err(StoreError::Unavailable(format!(
@@ -123,9 +108,6 @@ impl DataKeyStore for MongoStore {
                 return Err(StoreError::Conflict);
             }
             self.hints.set(DATA_KEYS, &key.owner, d.seq);
-            if self.shredded_above(&key.owner, d.seq).await? {
-                return Err(StoreError::Conflict);
-            }
             // The superseded wrapping is husked at once: its `_id` stays
             // taken, so no stale writer can insert that link again.
             self.husk_below(&key.owner, latest.seq, d.seq).await?;

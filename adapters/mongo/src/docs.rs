@@ -441,11 +441,6 @@ impl DataKeyDoc {
         DataKeyDoc::empty(owner, seq, now, true)
     }
 
-    /// An erasure tombstone proper (not a husk).
-    pub fn is_erasure(&self) -> bool {
-        self.tombstone && !self.husk
-    }
-
     fn empty(owner: &str, seq: i64, now: DateTime, husk: bool) -> DataKeyDoc {
         DataKeyDoc {
             id: link_id(owner, seq),
