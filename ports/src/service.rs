@@ -1488,11 +1488,11 @@ impl CardService {
             "card_data.open",
             Some(&b.user_id),
             Some(&b.id),
-            &outcome,
+            outcome,
             Some(field.to_owned()),
         )
         .await;
-        Ok(res?)
+        res
     }
 
     pub async fn list_consents(

@@ -4,6 +4,8 @@
 //! touched, a second run has nothing to do, and a service configured with
 //! only the new key starts and serves every card.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use base64::Engine;
 use cardbind_tests::{create_kms_key, idem_key, kms_endpoint, use_kms, user_id, Brand, Storage, TestApp, TestCard};
 use futures::TryStreamExt;
