@@ -63,6 +63,10 @@ impl MongoStore {
 impl AuditLog for MongoStore {
     async fn append(&self, event: AuditEvent) -> Result<AuditRecord, StoreError> {
         self.timed(async {
+            // One append at a time in this process (under the operation
+            // timeout, so a stuck one cannot hold the others for longer):
+            // then only appenders of other processes can take "our" seq.
+            let _turn = self.audit_turn.lock().await;
             // Where to start: this process's last known link, unless a
             // purge has since checkpointed past it (below the checkpoint,
             // records may have been deleted, and a number must never be

@@ -72,6 +72,9 @@ pub struct MongoStore {
     pub(crate) hints: Arc<Hints>,
     /// The last audit link this process appended or found: (seq, hash).
     pub(crate) audit_hint: Arc<Mutex<Option<(i64, String)>>>,
+    /// Appends of this process take turns: they would otherwise all race
+    /// for the same next seq, and every loser pays a search.
+    pub(crate) audit_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Collection names.
@@ -148,6 +151,7 @@ impl MongoStore {
             audit_checkpoints: db.collection(AUDIT_CHECKPOINTS),
             hints: Arc::new(Hints::default()),
             audit_hint: Arc::new(Mutex::new(None)),
+            audit_turn: Arc::new(tokio::sync::Mutex::new(())),
             op_timeout: config.operation_timeout,
             db,
         })
