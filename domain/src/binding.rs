@@ -390,9 +390,16 @@ impl Binding {
 
     /// An operator sends a binding in review back to its channel: it waits
     /// for verification again, with a fresh window.
-    pub fn requeue(&mut self, now: Timestamp, policy: &VerificationPolicy) -> Result<(), DomainError> {
+    pub fn requeue(
+        &mut self,
+        now: Timestamp,
+        policy: &VerificationPolicy,
+    ) -> Result<(), DomainError> {
         if self.0.status != BindingStatus::PendingReview {
-            return Err(DomainError::new(ErrorCode::InvalidStateTransition, "this card is not waiting for review"));
+            return Err(DomainError::new(
+                ErrorCode::InvalidStateTransition,
+                "this card is not waiting for review",
+            ));
         }
         self.go(BindingStatus::PendingVerification, now)?;
         self.0.otp_attempts = 0;
@@ -661,7 +668,9 @@ mod tests {
 
     #[test]
     fn uuid_ids() {
-        let id = BindingId::from_uuid_bytes([0x01, 0x9a, 0, 1, 2, 3, 0x74, 5, 0x86, 7, 8, 9, 10, 11, 12, 0xff]);
+        let id = BindingId::from_uuid_bytes([
+            0x01, 0x9a, 0, 1, 2, 3, 0x74, 5, 0x86, 7, 8, 9, 10, 11, 12, 0xff,
+        ]);
         assert_eq!(id.as_str(), "019a0001-0203-7405-8607-08090a0b0cff");
         assert_eq!(BindingId::parse(id.as_str()), Ok(id));
     }

@@ -301,8 +301,16 @@ impl Expiry {
         if (year, month) < (ty, tm) {
             // Name the field that is in the past: the month within the
             // current year, else the year.
-            let field = if year == ty { Self::MONTH_FIELD } else { Self::YEAR_FIELD };
-            return Err(DomainError::field(ErrorCode::CardExpired, field, "the card has expired"));
+            let field = if year == ty {
+                Self::MONTH_FIELD
+            } else {
+                Self::YEAR_FIELD
+            };
+            return Err(DomainError::field(
+                ErrorCode::CardExpired,
+                field,
+                "the card has expired",
+            ));
         }
         if (year, month) > (ty + Self::MAX_YEARS_AHEAD, tm) {
             return Err(DomainError::field(

@@ -784,7 +784,11 @@ impl CardService {
     /// `pending_verification` and through the channel as a new bind would.
     /// Sealed data that does not open (tampered, moved, erased) is refused
     /// with `card_data_unreadable` and the binding stays in review.
-    pub async fn retry_review(&self, ctx: &RequestContext, id: &BindingId) -> Result<CardView, ServiceError> {
+    pub async fn retry_review(
+        &self,
+        ctx: &RequestContext,
+        id: &BindingId,
+    ) -> Result<CardView, ServiceError> {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
         let mut b = self.review_binding(id).await?;
         if b.status != BindingStatus::PendingReview {
@@ -796,16 +800,26 @@ impl CardService {
         let channel = self.channel(&b.channel)?;
         let text = |bytes: Vec<u8>| {
             String::from_utf8(bytes).map_err(|_| {
-                ServiceError::code_only(ErrorCode::CardDataUnreadable, "the stored card data does not open")
+                ServiceError::code_only(
+                    ErrorCode::CardDataUnreadable,
+                    "the stored card data does not open",
+                )
             })
         };
-        let unreadable = |_| ServiceError::code_only(ErrorCode::CardDataUnreadable, "the stored card data does not open");
-        let card = CardNumber::parse(&text(self.open_field(ctx, &b, "pan").await?)?).map_err(unreadable)?;
-        let holder_name =
-            HolderName::parse(&text(self.open_field(ctx, &b, "holder_name").await?)?).map_err(unreadable)?;
-        let id_number =
-            ResidentId::parse(&text(self.open_field(ctx, &b, "id_number").await?)?).map_err(unreadable)?;
-        let phone = Phone::parse(&text(self.open_field(ctx, &b, "phone").await?)?).map_err(unreadable)?;
+        let unreadable = |_| {
+            ServiceError::code_only(
+                ErrorCode::CardDataUnreadable,
+                "the stored card data does not open",
+            )
+        };
+        let card = CardNumber::parse(&text(self.open_field(ctx, &b, "pan").await?)?)
+            .map_err(unreadable)?;
+        let holder_name = HolderName::parse(&text(self.open_field(ctx, &b, "holder_name").await?)?)
+            .map_err(unreadable)?;
+        let id_number = ResidentId::parse(&text(self.open_field(ctx, &b, "id_number").await?)?)
+            .map_err(unreadable)?;
+        let phone =
+            Phone::parse(&text(self.open_field(ctx, &b, "phone").await?)?).map_err(unreadable)?;
         let request = ChannelBindRequest {
             binding_id: b.id.clone(),
             user_id: b.user_id.clone(),

@@ -406,9 +406,8 @@ pub mod checks {
             p.status = BindingStatus::ALL[i * 2 % BindingStatus::ALL.len()];
             p.failure_code = Some("channel_rejected".to_owned());
             p.otp_attempts = 3;
-            p.verification_expires_at = Some(Timestamp::from_unix_millis(
-                BASE.unix_millis() + 123_457,
-            ));
+            p.verification_expires_at =
+                Some(Timestamp::from_unix_millis(BASE.unix_millis() + 123_457));
             p.version = 41;
             p.created_at = Timestamp::from_unix_millis(BASE.unix_millis() + 1);
             p.updated_at = Timestamp::from_unix_millis(BASE.unix_millis() + 999);
@@ -449,7 +448,10 @@ pub mod checks {
         assert_eq!(s.bindings.get(&b.id).await.expect("get"), Some(b.clone()));
         let expected = b.version;
         b.activate(None, at(2)).expect("domain transition");
-        s.bindings.update(&b, expected).await.expect("second update");
+        s.bindings
+            .update(&b, expected)
+            .await
+            .expect("second update");
         let stored = s.bindings.get(&b.id).await.expect("get").expect("stored");
         assert_eq!(stored.status, BindingStatus::Active);
         assert_eq!(stored, b);
@@ -559,9 +561,7 @@ pub mod checks {
         assert!(listed.is_empty(), "the refused insert left a record");
     }
 
-    pub async fn bindings_concurrent_inserts_of_one_card_one_wins<F: StoreFactory + ?Sized>(
-        f: &F,
-    ) {
+    pub async fn bindings_concurrent_inserts_of_one_card_one_wins<F: StoreFactory + ?Sized>(f: &F) {
         let s = f.fresh().await;
         let user = user_id(&unique("u"));
         let fp = fingerprint();
@@ -580,7 +580,11 @@ pub mod checks {
                 "losers get Duplicate, got {r:?}"
             );
         }
-        let listed = s.bindings.list_by_user(&user, None, 100).await.expect("list");
+        let listed = s
+            .bindings
+            .list_by_user(&user, None, 100)
+            .await
+            .expect("list");
         assert_eq!(listed.len(), 1, "one record");
         assert_eq!(listed[0].id, winners[0].0);
     }
@@ -622,7 +626,11 @@ pub mod checks {
             .expect("insert other user's");
         let want: Vec<String> = (0..7).map(|k| format!("{group}.{k:02}")).collect();
 
-        let all = s.bindings.list_by_user(&user, None, 100).await.expect("list");
+        let all = s
+            .bindings
+            .list_by_user(&user, None, 100)
+            .await
+            .expect("list");
         assert_eq!(ids(&all), want);
         assert!(all.iter().all(|b| b.user_id == user));
 
@@ -658,7 +666,11 @@ pub mod checks {
             .await
             .expect("after last");
         assert!(after_last.is_empty());
-        let zero = s.bindings.list_by_user(&user, None, 0).await.expect("limit 0");
+        let zero = s
+            .bindings
+            .list_by_user(&user, None, 0)
+            .await
+            .expect("limit 0");
         assert!(zero.is_empty(), "limit 0 returns nothing");
         let nobody = user_id(&unique("u"));
         assert!(s
@@ -675,16 +687,27 @@ pub mod checks {
         let fp = fingerprint();
         let b = binding(&unique("b"), &user, &fp, at(0));
         s.bindings.insert(&b).await.expect("insert");
-        let found = s.bindings.find_by_fingerprint(&user, &fp).await.expect("find");
+        let found = s
+            .bindings
+            .find_by_fingerprint(&user, &fp)
+            .await
+            .expect("find");
         assert_eq!(found, Some(b.clone()));
         // Found in any status.
         let failed = changed(&b, |p| p.status = BindingStatus::Failed);
         s.bindings.update(&failed, b.version).await.expect("update");
-        let found = s.bindings.find_by_fingerprint(&user, &fp).await.expect("find");
+        let found = s
+            .bindings
+            .find_by_fingerprint(&user, &fp)
+            .await
+            .expect("find");
         assert_eq!(found, Some(failed));
         let other = user_id(&unique("u"));
         assert_eq!(
-            s.bindings.find_by_fingerprint(&other, &fp).await.expect("find"),
+            s.bindings
+                .find_by_fingerprint(&other, &fp)
+                .await
+                .expect("find"),
             None,
             "another user's card is not found"
         );
@@ -698,7 +721,10 @@ pub mod checks {
         // The same hex under another fingerprint key version is another card.
         let v2 = Fingerprint::parse(&fp.to_string().replacen("v1:", "v2:", 1)).expect("fp");
         assert_eq!(
-            s.bindings.find_by_fingerprint(&user, &v2).await.expect("find"),
+            s.bindings
+                .find_by_fingerprint(&user, &v2)
+                .await
+                .expect("find"),
             None
         );
     }
@@ -717,8 +743,13 @@ pub mod checks {
             None
         );
         let expected = b.version;
-        b.apply_start(StartOutcome::Bound { channel_ref: r.clone() }, at(1))
-            .expect("domain transition");
+        b.apply_start(
+            StartOutcome::Bound {
+                channel_ref: r.clone(),
+            },
+            at(1),
+        )
+        .expect("domain transition");
         s.bindings.update(&b, expected).await.expect("update");
         // Another binding on the same channel with another reference.
         let mut c = binding(&unique("b"), &user, &fingerprint(), at(0));
@@ -765,8 +796,8 @@ pub mod checks {
             (6, BindingStatus::PendingReview, 200),
         ];
         for (k, status, updated) in plan {
-            let mut p = binding(&format!("{group}.{k:02}"), &user, &fingerprint(), at(-400))
-                .into_parts();
+            let mut p =
+                binding(&format!("{group}.{k:02}"), &user, &fingerprint(), at(-400)).into_parts();
             p.status = status;
             p.updated_at = at(updated);
             s.bindings
@@ -790,8 +821,13 @@ pub mod checks {
             .list_by_status(BindingStatus::PendingReview, None, start.clone(), 100)
             .await
             .expect("list");
-        assert!(review.iter().all(|b| b.status == BindingStatus::PendingReview));
-        assert_eq!(ours(&review), vec![name(0), name(2), name(3), name(5), name(6)]);
+        assert!(review
+            .iter()
+            .all(|b| b.status == BindingStatus::PendingReview));
+        assert_eq!(
+            ours(&review),
+            vec![name(0), name(2), name(3), name(5), name(6)]
+        );
         assert_eq!(&ids(&review)[..5], &ours(&review)[..], "ordered by id");
 
         let stale = s
@@ -856,10 +892,15 @@ pub mod checks {
         let b = binding_id(&unique("b"));
         let d = &s.bindings;
         assert_eq!(d.get_default(&user).await.expect("get"), None);
-        assert!(d.replace_default(&user, None, Some(a.clone())).await.expect("set"));
+        assert!(d
+            .replace_default(&user, None, Some(a.clone()))
+            .await
+            .expect("set"));
         assert_eq!(d.get_default(&user).await.expect("get"), Some(a.clone()));
         assert!(
-            !d.replace_default(&user, None, Some(b.clone())).await.expect("cas"),
+            !d.replace_default(&user, None, Some(b.clone()))
+                .await
+                .expect("cas"),
             "expected None but a is set"
         );
         assert!(
@@ -875,9 +916,15 @@ pub mod checks {
             .await
             .expect("move"));
         assert_eq!(d.get_default(&user).await.expect("get"), Some(b.clone()));
-        assert!(d.replace_default(&user, Some(b), None).await.expect("clear"));
+        assert!(d
+            .replace_default(&user, Some(b), None)
+            .await
+            .expect("clear"));
         assert_eq!(d.get_default(&user).await.expect("get"), None);
-        assert!(d.replace_default(&user, None, Some(a.clone())).await.expect("set again"));
+        assert!(d
+            .replace_default(&user, None, Some(a.clone()))
+            .await
+            .expect("set again"));
         assert_eq!(d.get_default(&user).await.expect("get"), Some(a));
     }
 
@@ -986,7 +1033,9 @@ pub mod checks {
             Ok(Claim::Mismatch),
             "in progress, other request"
         );
-        i.complete(&scope, &key, &response(b"{}")).await.expect("complete");
+        i.complete(&scope, &key, &response(b"{}"))
+            .await
+            .expect("complete");
         assert_eq!(
             i.claim(&scope, &key, "h2", at(2), at(62)).await,
             Ok(Claim::Mismatch),
@@ -1003,13 +1052,18 @@ pub mod checks {
         let key = unique("key");
         let (a, b) = (unique("scope"), unique("scope"));
         let i = &s.idempotency;
-        assert_eq!(i.claim(&a, &key, "h1", at(0), at(60)).await, Ok(Claim::Acquired));
+        assert_eq!(
+            i.claim(&a, &key, "h1", at(0), at(60)).await,
+            Ok(Claim::Acquired)
+        );
         assert_eq!(
             i.claim(&b, &key, "h2", at(0), at(60)).await,
             Ok(Claim::Acquired),
             "the same key in another scope is another key"
         );
-        i.complete(&a, &key, &response(b"a")).await.expect("complete");
+        i.complete(&a, &key, &response(b"a"))
+            .await
+            .expect("complete");
         assert_eq!(
             i.claim(&b, &key, "h2", at(1), at(61)).await,
             Ok(Claim::InProgress)
@@ -1078,7 +1132,9 @@ pub mod checks {
             .filter(|r| matches!(r, Ok(Claim::Acquired)))
             .count();
         assert_eq!(acquired, 1, "one takeover: {results:?}");
-        i.complete(&scope, &key, &response(b"done")).await.expect("complete");
+        i.complete(&scope, &key, &response(b"done"))
+            .await
+            .expect("complete");
         assert_eq!(
             i.claim(&scope, &key, "h1", at(100), at(110)).await,
             Ok(Claim::Completed(response(b"done")))
@@ -1094,11 +1150,19 @@ pub mod checks {
         // This check alone writes records created before BASE.
         for (n, k) in old.iter().enumerate() {
             let t = at(-1000 - n as i64);
-            assert_eq!(i.claim(&scope, k, "h", t, t.plus_seconds(60)).await, Ok(Claim::Acquired));
+            assert_eq!(
+                i.claim(&scope, k, "h", t, t.plus_seconds(60)).await,
+                Ok(Claim::Acquired)
+            );
         }
-        i.complete(&scope, &old[0], &response(b"x")).await.expect("complete");
+        i.complete(&scope, &old[0], &response(b"x"))
+            .await
+            .expect("complete");
         for k in &new {
-            assert_eq!(i.claim(&scope, k, "h", at(0), at(60)).await, Ok(Claim::Acquired));
+            assert_eq!(
+                i.claim(&scope, k, "h", at(0), at(60)).await,
+                Ok(Claim::Acquired)
+            );
         }
         assert_eq!(i.purge_created_before(at(-10)).await, Ok(3));
         for k in &old {
@@ -1164,9 +1228,17 @@ pub mod checks {
         assert_eq!(s.rates.purge_expired(at(-10)).await, Ok(3));
         assert_eq!(s.rates.purge_expired(at(-10)).await, Ok(0));
         for k in &old {
-            assert_eq!(s.rates.increment(k, at(60)).await, Ok(1), "counter restarted");
+            assert_eq!(
+                s.rates.increment(k, at(60)).await,
+                Ok(1),
+                "counter restarted"
+            );
         }
-        assert_eq!(s.rates.increment(&live, at(60)).await, Ok(2), "live counter kept");
+        assert_eq!(
+            s.rates.increment(&live, at(60)).await,
+            Ok(2),
+            "live counter kept"
+        );
     }
 
     // ---- ConsentLog -----------------------------------------------------
@@ -1184,7 +1256,12 @@ pub mod checks {
         c1.agreement_id = Some("agreement-1".to_owned());
         c1.revoked_at = Some(at(5));
         c1.revoked_by = Some("admin-7".to_owned());
-        let c2 = consent(&format!("{group}.02"), &binding_id(&unique("b")), &other, at(2));
+        let c2 = consent(
+            &format!("{group}.02"),
+            &binding_id(&unique("b")),
+            &other,
+            at(2),
+        );
         for c in [&c2, &c0, &c1] {
             s.consents.record(c).await.expect("record");
         }
@@ -1193,7 +1270,11 @@ pub mod checks {
             .list(Some(user.clone()), None, 100)
             .await
             .expect("list");
-        assert_eq!(listed, vec![c0.clone(), c1.clone()], "every field kept, by id");
+        assert_eq!(
+            listed,
+            vec![c0.clone(), c1.clone()],
+            "every field kept, by id"
+        );
         let theirs = s.consents.list(Some(other), None, 100).await.expect("list");
         assert_eq!(theirs, vec![c2.clone()]);
         let all = s
@@ -1231,7 +1312,10 @@ pub mod checks {
         for c in [&c0, &c1, &c2] {
             s.consents.record(c).await.expect("record");
         }
-        s.consents.set_agreement(&b, "agr-1").await.expect("agreement");
+        s.consents
+            .set_agreement(&b, "agr-1")
+            .await
+            .expect("agreement");
         assert_eq!(s.consents.revoke(&b, at(10), "user-self").await, Ok(2));
         assert_eq!(
             s.consents.revoke(&b, at(11), "admin").await,
@@ -1240,10 +1324,16 @@ pub mod checks {
         );
         // Revoked consents keep their agreement id; new agreements only
         // reach unrevoked consents.
-        s.consents.set_agreement(&b, "agr-2").await.expect("agreement");
+        s.consents
+            .set_agreement(&b, "agr-2")
+            .await
+            .expect("agreement");
         let c3 = consent(&format!("{group}.03"), &b, &user, at(20));
         s.consents.record(&c3).await.expect("record");
-        s.consents.set_agreement(&b, "agr-3").await.expect("agreement");
+        s.consents
+            .set_agreement(&b, "agr-3")
+            .await
+            .expect("agreement");
 
         let listed = s.consents.list(Some(user), None, 10).await.expect("list");
         assert_eq!(listed.len(), 4);
@@ -1314,7 +1404,11 @@ pub mod checks {
             "marked before"
         );
         let other_ns = unique("nonce");
-        assert_eq!(s.seen.seen(&other_ns, &id, at(1)).await, Ok(false), "per namespace");
+        assert_eq!(
+            s.seen.seen(&other_ns, &id, at(1)).await,
+            Ok(false),
+            "per namespace"
+        );
         assert_eq!(s.seen.mark(&other_ns, &id, at(1), at(3600)).await, Ok(true));
     }
 
@@ -1357,12 +1451,19 @@ pub mod checks {
         // This check alone writes ids expiring before BASE.
         for (n, id) in old.iter().enumerate() {
             let exp = at(-1000 - n as i64);
-            assert_eq!(s.seen.mark(&ns, id, exp.minus_seconds(60), exp).await, Ok(true));
+            assert_eq!(
+                s.seen.mark(&ns, id, exp.minus_seconds(60), exp).await,
+                Ok(true)
+            );
         }
         assert_eq!(s.seen.mark(&ns, &live, at(0), at(60)).await, Ok(true));
         assert_eq!(s.seen.purge_expired(at(-10)).await, Ok(4));
         assert_eq!(s.seen.purge_expired(at(-10)).await, Ok(0));
-        assert_eq!(s.seen.seen(&ns, &live, at(1)).await, Ok(true), "live id kept");
+        assert_eq!(
+            s.seen.seen(&ns, &live, at(1)).await,
+            Ok(true),
+            "live id kept"
+        );
         for id in &old {
             assert_eq!(s.seen.seen(&ns, id, at(-2000)).await, Ok(false), "purged");
         }
@@ -1570,7 +1671,11 @@ pub mod checks {
         assert_eq!(seqs, (1..=50).collect::<Vec<u64>>(), "no gap, no fork");
         assert_eq!(appended[0].prev_hash, GENESIS_HASH);
         for w in appended.windows(2) {
-            assert_eq!(w[1].prev_hash, w[0].hash, "seq {} links to {}", w[1].seq, w[0].seq);
+            assert_eq!(
+                w[1].prev_hash, w[0].hash,
+                "seq {} links to {}",
+                w[1].seq, w[0].seq
+            );
         }
         let log = whole_log(&s).await;
         assert_eq!(log, appended, "stored as returned");
@@ -1613,7 +1718,10 @@ pub mod checks {
             100,
         )
         .await;
-        assert_eq!(seqs(&by_user), seqs_where(&|e| e.user_id.as_deref() == Some("u1")));
+        assert_eq!(
+            seqs(&by_user),
+            seqs_where(&|e| e.user_id.as_deref() == Some("u1"))
+        );
 
         let by_binding = list(
             AuditFilter {
@@ -1669,8 +1777,14 @@ pub mod checks {
             }
         }
         assert_eq!(got, vec![1, 3, 5, 7, 9, 11]);
-        assert_eq!(seqs(&list(AuditFilter::default(), Some(10), 100).await), vec![11, 12]);
-        assert_eq!(seqs(&list(AuditFilter::default(), Some(3), 2).await), vec![4, 5]);
+        assert_eq!(
+            seqs(&list(AuditFilter::default(), Some(10), 100).await),
+            vec![11, 12]
+        );
+        assert_eq!(
+            seqs(&list(AuditFilter::default(), Some(3), 2).await),
+            vec![4, 5]
+        );
         assert!(list(AuditFilter::default(), Some(12), 100).await.is_empty());
         assert!(
             list(AuditFilter::default(), None, 0).await.is_empty(),

@@ -663,7 +663,8 @@ impl TestApp {
         leaks::assert_clean(&leaks::logs(), "the service's logs");
         if let Some(r) = &self.running {
             let mut text = String::new();
-            let _ = prometheus::TextEncoder::new().encode_utf8(&r.built.state.metrics.gather(), &mut text);
+            let _ = prometheus::TextEncoder::new()
+                .encode_utf8(&r.built.state.metrics.gather(), &mut text);
             leaks::assert_clean(&text, "the metrics");
         }
     }
@@ -745,7 +746,10 @@ impl TestApp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map(|b| b.to_vec()).map_err(chain)?;
-        leaks::assert_clean(&String::from_utf8_lossy(&body), &format!("the body of {path}"));
+        leaks::assert_clean(
+            &String::from_utf8_lossy(&body),
+            &format!("the body of {path}"),
+        );
         Ok(Response {
             status,
             headers,
@@ -1505,13 +1509,29 @@ pub mod leaks {
 
     pub fn register(card: &super::TestCard) {
         let mut s = secrets().lock().unwrap_or_else(PoisonError::into_inner);
-        s.push(Secret { what: "card number", value: card.number.clone() });
-        s.push(Secret { what: "resident id number", value: card.id_number.clone() });
-        s.push(Secret { what: "phone", value: card.phone.trim_start_matches('+').to_owned() });
+        s.push(Secret {
+            what: "card number",
+            value: card.number.clone(),
+        });
+        s.push(Secret {
+            what: "resident id number",
+            value: card.id_number.clone(),
+        });
+        s.push(Secret {
+            what: "phone",
+            value: card.phone.trim_start_matches('+').to_owned(),
+        });
         // A bare 3-digit run is everywhere (latencies, ports): look for the
         // CVV only where it would stand as a value.
-        for form in [format!("\"{}\"", card.cvv), format!("cvv={}", card.cvv), format!("cvv: {}", card.cvv)] {
-            s.push(Secret { what: "cvv", value: form });
+        for form in [
+            format!("\"{}\"", card.cvv),
+            format!("cvv={}", card.cvv),
+            format!("cvv: {}", card.cvv),
+        ] {
+            s.push(Secret {
+                what: "cvv",
+                value: form,
+            });
         }
     }
 
@@ -1520,7 +1540,10 @@ pub mod leaks {
 
     impl Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -1556,7 +1579,8 @@ pub mod leaks {
     /// Everything logged so far in this process (empty when not captured).
     pub fn logs() -> String {
         match buffer() {
-            Some(b) => String::from_utf8_lossy(&b.lock().unwrap_or_else(PoisonError::into_inner)).into_owned(),
+            Some(b) => String::from_utf8_lossy(&b.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_owned(),
             None => String::new(),
         }
     }
@@ -1565,7 +1589,11 @@ pub mod leaks {
     pub fn assert_clean(text: &str, where_: &str) {
         let s = secrets().lock().unwrap_or_else(PoisonError::into_inner);
         for secret in s.iter() {
-            assert!(!text.contains(&secret.value), "a test {} appears in {where_}", secret.what);
+            assert!(
+                !text.contains(&secret.value),
+                "a test {} appears in {where_}",
+                secret.what
+            );
         }
     }
 }

@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine;
-use cardbind_tests::{create_kms_key, idem_key, kms_endpoint, use_kms, user_id, Brand, Storage, TestApp, TestCard};
+use cardbind_tests::{
+    create_kms_key, idem_key, kms_endpoint, use_kms, user_id, Brand, Storage, TestApp, TestCard,
+};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
@@ -31,14 +33,27 @@ async fn kms(endpoint: &str, target: &str, body: Value) -> (u16, Value) {
 
 /// The newest live wrapped key of every owner: (owner, master key id, bytes).
 async fn wrapped_keys(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
-    let client = mongodb::Client::with_uri_str(&app.config.storage.uri).await.expect("mongo client");
-    let coll = client.database(&app.config.storage.database).collection::<Document>("data_keys");
-    let docs: Vec<Document> = coll.find(doc! {}).await.expect("find").try_collect().await.expect("read");
+    let client = mongodb::Client::with_uri_str(&app.config.storage.uri)
+        .await
+        .expect("mongo client");
+    let coll = client
+        .database(&app.config.storage.database)
+        .collection::<Document>("data_keys");
+    let docs: Vec<Document> = coll
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read");
     let mut newest: std::collections::BTreeMap<String, Document> = Default::default();
     for d in docs {
         let owner = d.get_str("owner").expect("owner").to_owned();
         let seq = d.get_i64("seq").unwrap_or(0);
-        if newest.get(&owner).is_none_or(|o| o.get_i64("seq").unwrap_or(0) < seq) {
+        if newest
+            .get(&owner)
+            .is_none_or(|o| o.get_i64("seq").unwrap_or(0) < seq)
+        {
             newest.insert(owner, d);
         }
     }
@@ -46,7 +61,10 @@ async fn wrapped_keys(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
         .into_iter()
         .filter(|(_, d)| !d.get_bool("tombstone").unwrap_or(false))
         .map(|(owner, d)| {
-            let id = d.get_str("master_key_id").expect("master_key_id").to_owned();
+            let id = d
+                .get_str("master_key_id")
+                .expect("master_key_id")
+                .to_owned();
             let bytes = d.get_binary_generic("wrapped").expect("wrapped").clone();
             (owner, id, bytes)
         })
@@ -55,7 +73,9 @@ async fn wrapped_keys(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
-    let Some(endpoint) = kms_endpoint() else { return };
+    let Some(endpoint) = kms_endpoint() else {
+        return;
+    };
     let old_key = create_kms_key(&endpoint).await;
     let new_key = create_kms_key(&endpoint).await;
     let Some(mut a) = TestApp::spawn_on(Storage::Mongo, |c| {
@@ -69,7 +89,11 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
     };
 
     let (alice, bob) = (user_id("rot-a"), user_id("rot-b"));
-    let cards = [(alice.clone(), TestCard::visa()), (alice.clone(), TestCard::new(Brand::Mastercard)), (bob.clone(), TestCard::new(Brand::UnionPay))];
+    let cards = [
+        (alice.clone(), TestCard::visa()),
+        (alice.clone(), TestCard::new(Brand::Mastercard)),
+        (bob.clone(), TestCard::new(Brand::UnionPay)),
+    ];
     let mut ids = Vec::new();
     for (user, card) in &cards {
         let v = a.bind(user, card, &idem_key()).await.expect_status(201);
@@ -78,16 +102,34 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
     }
     let before = wrapped_keys(&a).await;
     // alice, bob, the fingerprint key and the canary key at least.
-    assert!(before.len() >= 4, "{:?}", before.iter().map(|k| &k.0).collect::<Vec<_>>());
-    let client = mongodb::Client::with_uri_str(&a.config.storage.uri).await.expect("mongo");
-    let bindings = client.database(&a.config.storage.database).collection::<Document>("bindings");
-    let sealed_before: Vec<Document> = bindings.find(doc! {}).await.expect("find").try_collect().await.expect("read");
+    assert!(
+        before.len() >= 4,
+        "{:?}",
+        before.iter().map(|k| &k.0).collect::<Vec<_>>()
+    );
+    let client = mongodb::Client::with_uri_str(&a.config.storage.uri)
+        .await
+        .expect("mongo");
+    let bindings = client
+        .database(&a.config.storage.database)
+        .collection::<Document>("bindings");
+    let sealed_before: Vec<Document> = bindings
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read");
     a.stop().await;
 
     // Rotate with the CLI's code path, twice (the second run resumes with nothing to do).
     let config = a.config.clone();
-    cardbind::compose::rotate_keys(&config, &new_key).await.expect("rotation");
-    cardbind::compose::rotate_keys(&config, &new_key).await.expect("second rotation run");
+    cardbind::compose::rotate_keys(&config, &new_key)
+        .await
+        .expect("rotation");
+    cardbind::compose::rotate_keys(&config, &new_key)
+        .await
+        .expect("second rotation run");
 
     let after = wrapped_keys(&a).await;
     assert_eq!(after.len(), before.len(), "no key lost or added");
@@ -100,19 +142,48 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         assert!(master.contains(&new_key), "{owner} still under {master}");
         let blob = base64::engine::general_purpose::STANDARD.encode(bytes);
         let ctx = json!({"cardbind:owner": owner});
-        let (status, v) = kms(&endpoint, "Decrypt", json!({"CiphertextBlob": blob, "KeyId": new_key, "EncryptionContext": ctx})).await;
-        assert_eq!(status, 200, "{owner}: Decrypt pinned to the new key refused: {v}");
-        let (status, _) = kms(&endpoint, "Decrypt", json!({"CiphertextBlob": blob, "KeyId": old_key, "EncryptionContext": ctx})).await;
+        let (status, v) = kms(
+            &endpoint,
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "KeyId": new_key, "EncryptionContext": ctx}),
+        )
+        .await;
+        assert_eq!(
+            status, 200,
+            "{owner}: Decrypt pinned to the new key refused: {v}"
+        );
+        let (status, _) = kms(
+            &endpoint,
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "KeyId": old_key, "EncryptionContext": ctx}),
+        )
+        .await;
         assert_ne!(status, 200, "{owner}: still opens under the old key id");
     }
     // Both users, the fingerprint key and the canary's key were checked.
-    assert!(checked.contains(&alice) && checked.contains(&bob), "{checked:?}");
+    assert!(
+        checked.contains(&alice) && checked.contains(&bob),
+        "{checked:?}"
+    );
     assert!(checked.len() >= 4, "{checked:?}");
     // The data ciphertexts were not touched.
-    let sealed_after: Vec<Document> = bindings.find(doc! {}).await.expect("find").try_collect().await.expect("read");
+    let sealed_after: Vec<Document> = bindings
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read");
     for d in &sealed_before {
-        let same = sealed_after.iter().find(|x| x.get("_id") == d.get("_id")).expect("binding kept");
-        assert_eq!(same.get("sealed"), d.get("sealed"), "sealed card data changed by rotation");
+        let same = sealed_after
+            .iter()
+            .find(|x| x.get("_id") == d.get("_id"))
+            .expect("binding kept");
+        assert_eq!(
+            same.get("sealed"),
+            d.get("sealed"),
+            "sealed card data changed by rotation"
+        );
     }
 
     // A service that knows only the new key starts (canary) and serves
@@ -127,11 +198,16 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         return;
     };
     for (user, card) in &cards {
-        b.bind(user, card, &idem_key()).await.assert_error(409, "card_already_bound");
+        b.bind(user, card, &idem_key())
+            .await
+            .assert_error(409, "card_already_bound");
     }
     let v = b.unbind(&alice, &ids[0]).await.expect_status(200);
     assert_eq!(v["status"], "inactive");
-    let again = b.bind(&alice, &cards[0].1, &idem_key()).await.expect_status(201);
+    let again = b
+        .bind(&alice, &cards[0].1, &idem_key())
+        .await
+        .expect_status(201);
     assert_eq!(again["id"], ids[0].as_str());
     assert_eq!(again["status"], "active");
 }

@@ -75,7 +75,10 @@ impl std::fmt::Debug for RsaVerifier {
 }
 
 /// RSA-OAEP (SHA-1, MGF1-SHA-1) encryption, base64 of the ciphertext.
-pub(crate) fn rsa_oaep_sha1_encrypt_b64(key: &RsaPublicKey, plain: &[u8]) -> Result<String, String> {
+pub(crate) fn rsa_oaep_sha1_encrypt_b64(
+    key: &RsaPublicKey,
+    plain: &[u8],
+) -> Result<String, String> {
     let mut rng = rand::thread_rng();
     let ct = key
         .encrypt(&mut rng, rsa::Oaep::new::<sha1::Sha1>(), plain)

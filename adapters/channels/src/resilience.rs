@@ -69,8 +69,8 @@ use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cardbind_domain::BindingId;
 use cardbind_ports::channel::{
-    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification,
-    NotificationAck, PaymentChannel, RemoteState,
+    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification, NotificationAck,
+    PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};

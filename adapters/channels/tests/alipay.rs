@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use cardbind_channels::alipay::{alipay_timestamp, scan, AlipayChannel, AlipayConfig};
+use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID};
+use cardbind_channels::fakes::FakeAlipay;
 use cardbind_domain::Timestamp;
 use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, Notification, PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
-use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID};
-use cardbind_channels::fakes::FakeAlipay;
 use common::{bid, bind_request, key};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -32,16 +32,22 @@ fn config(gateway_url: String, aes: Option<[u8; 16]>) -> AlipayConfig {
 }
 
 async fn setup(aes: Option<[u8; 16]>) -> (FakeAlipay, AlipayChannel) {
-    let fake = FakeAlipay::start_with(FakeAlipayOptions { aes_key: aes, ..FakeAlipayOptions::default() })
-        .await
-        .unwrap();
+    let fake = FakeAlipay::start_with(FakeAlipayOptions {
+        aes_key: aes,
+        ..FakeAlipayOptions::default()
+    })
+    .await
+    .unwrap();
     let ch = AlipayChannel::new(config(fake.gateway_url(), aes)).unwrap();
     (fake, ch)
 }
 
 fn note(body: Vec<u8>) -> Notification {
     let mut headers = BTreeMap::new();
-    headers.insert("content-type".into(), "application/x-www-form-urlencoded".into());
+    headers.insert(
+        "content-type".into(),
+        "application/x-www-form-urlencoded".into(),
+    );
     Notification { headers, body }
 }
 
@@ -49,36 +55,64 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     let (fake, ch) = setup(aes).await;
     let b = bid("bind-alipay-1");
     // start -> redirect
-    let start = ch.start_binding(&bind_request("bind-alipay-1")).await.unwrap();
-    let ChannelStart::Redirect { channel_ref, url } = start else { panic!("{start:?}") };
+    let start = ch
+        .start_binding(&bind_request("bind-alipay-1"))
+        .await
+        .unwrap();
+    let ChannelStart::Redirect { channel_ref, url } = start else {
+        panic!("{start:?}")
+    };
     assert_eq!(channel_ref, "bind-alipay-1");
     assert!(url.starts_with(&fake_gateway_prefix(&url)));
     // Not opened yet: the agreement does not exist.
-    assert_eq!(ch.query(&b, Some(channel_ref.clone())).await.unwrap(), RemoteState::NotFound);
+    assert_eq!(
+        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        RemoteState::NotFound
+    );
     assert_eq!(fake.open_sign_page(&url).unwrap(), "bind-alipay-1");
-    assert_eq!(ch.query(&b, Some(channel_ref.clone())).await.unwrap(), RemoteState::Pending);
+    assert_eq!(
+        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        RemoteState::Pending
+    );
     // The user signs: notification
     let n = note(fake.user_signs("bind-alipay-1", "notify-0001").unwrap());
     let ev = ch.parse_notification(&n).unwrap();
     assert_eq!(ev.event_id, "notify-0001");
     assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
-    let ChannelEventKind::Signed { channel_ref: agreement_no } = ev.kind else { panic!() };
+    let ChannelEventKind::Signed {
+        channel_ref: agreement_no,
+    } = ev.kind
+    else {
+        panic!()
+    };
     // Replay: the same notification is the same event id (the store dedups).
     assert_eq!(ch.parse_notification(&n).unwrap().event_id, "notify-0001");
     // query by agreement_no and by our external number
     assert_eq!(
         ch.query(&b, Some(agreement_no.clone())).await.unwrap(),
-        RemoteState::Active { channel_ref: agreement_no.clone() }
+        RemoteState::Active {
+            channel_ref: agreement_no.clone()
+        }
     );
     assert_eq!(
         ch.query(&b, None).await.unwrap(),
-        RemoteState::Active { channel_ref: agreement_no.clone() }
+        RemoteState::Active {
+            channel_ref: agreement_no.clone()
+        }
     );
     // unbind, and unbind again (already ended must succeed)
     ch.unbind(&b, &agreement_no).await.unwrap();
-    assert_eq!(ch.query(&b, Some(agreement_no.clone())).await.unwrap(), RemoteState::Terminated);
+    assert_eq!(
+        ch.query(&b, Some(agreement_no.clone())).await.unwrap(),
+        RemoteState::Terminated
+    );
     ch.unbind(&b, &agreement_no).await.unwrap();
-    assert_eq!(fake.rejected_count(), 0, "the fake refused a request: {:?}", fake.requests());
+    assert_eq!(
+        fake.rejected_count(),
+        0,
+        "the fake refused a request: {:?}",
+        fake.requests()
+    );
     assert_eq!(
         fake.verified_methods(),
         [
@@ -99,7 +133,10 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     assert_eq!(ev.kind, ChannelEventKind::Terminated);
     assert_eq!(ev.binding, BindingRef::Ours(b));
     let ack = ch.notification_ack();
-    assert_eq!((ack.status, ack.content_type, ack.body.as_str()), (200, "text/plain", "success"));
+    assert_eq!(
+        (ack.status, ack.content_type, ack.body.as_str()),
+        (200, "text/plain", "success")
+    );
 }
 
 fn fake_gateway_prefix(url: &str) -> String {
@@ -121,7 +158,11 @@ async fn aes_request_is_encrypted_on_the_wire() {
     let aes = *b"fedcba9876543210";
     let (_fake, ch) = setup(Some(aes)).await;
     let params = ch
-        .signed_params("alipay.user.agreement.query", &serde_json::json!({"external_agreement_no": "x"}), false)
+        .signed_params(
+            "alipay.user.agreement.query",
+            &serde_json::json!({"external_agreement_no": "x"}),
+            false,
+        )
         .unwrap();
     assert_eq!(params["encrypt_type"], "AES");
     assert!(!params["biz_content"].contains("external_agreement_no"));
@@ -132,16 +173,23 @@ async fn aes_request_is_encrypted_on_the_wire() {
 #[tokio::test]
 async fn tampered_response_is_refused() {
     let (fake, ch) = setup(None).await;
-    fake.open_sign_page(&start_url(&ch, "bind-t").await).unwrap();
+    fake.open_sign_page(&start_url(&ch, "bind-t").await)
+        .unwrap();
     fake.tamper_answers(true);
-    assert_eq!(ch.query(&bid("bind-t"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("bind-t"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[tokio::test]
 async fn response_signed_with_another_key_is_refused() {
     let (fake, ch) = setup(None).await;
     fake.sign_with_wrong_key(true);
-    assert_eq!(ch.query(&bid("bind-w"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("bind-w"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[tokio::test]
@@ -151,7 +199,10 @@ async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
     cfg.private_key_pem = key(2).private_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     let err = ch.query(&bid("bind-x"), None).await.unwrap_err();
-    assert!(matches!(err, ChannelError::Protocol(ref m) if m.contains("isv.invalid-signature")), "{err:?}");
+    assert!(
+        matches!(err, ChannelError::Protocol(ref m) if m.contains("isv.invalid-signature")),
+        "{err:?}"
+    );
     assert_eq!(fake.rejected_count(), 1);
     assert_eq!(fake.requests()[0].refusal.as_deref(), Some("bad signature"));
 }
@@ -160,24 +211,38 @@ async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
 async fn result_codes_map_to_errors() {
     let (fake, ch) = setup(None).await;
     fake.force_code(Some(("20000", "isp.unknow-error")));
-    assert!(matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Unavailable(_))));
+    assert!(matches!(
+        ch.query(&bid("b"), None).await,
+        Err(ChannelError::Unavailable(_))
+    ));
     fake.force_code(Some(("40004", "USER_AGREEMENT_STATUS_ERROR")));
     assert_eq!(
         ch.unbind(&bid("b"), "b").await.unwrap_err(),
-        ChannelError::Rejected { code: "USER_AGREEMENT_STATUS_ERROR".into(), message: "forced".into() }
+        ChannelError::Rejected {
+            code: "USER_AGREEMENT_STATUS_ERROR".into(),
+            message: "forced".into()
+        }
     );
     fake.force_code(Some(("40006", "")));
-    assert!(matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Rejected { code, .. }) if code == "40006"));
+    assert!(
+        matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Rejected { code, .. }) if code == "40006")
+    );
 }
 
 #[tokio::test]
 async fn gateway_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup(None).await;
     fake.set_down(true);
-    assert!(matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Unavailable(_))));
+    assert!(matches!(
+        ch.query(&bid("b"), None).await,
+        Err(ChannelError::Unavailable(_))
+    ));
     let r = fake.requests();
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0].operation.as_str(), r[0].verified), ("alipay.user.agreement.query", false));
+    assert_eq!(
+        (r[0].operation.as_str(), r[0].verified),
+        ("alipay.user.agreement.query", false)
+    );
     fake.set_down(false);
     assert_eq!(ch.query(&bid("b"), None).await, Ok(RemoteState::NotFound));
 }
@@ -215,35 +280,82 @@ async fn notifications_forged_tampered_or_foreign_are_refused() {
     let good = fake.user_signs("bind-n", "n-1").unwrap();
     assert!(ch.parse_notification(&note(good.clone())).is_ok());
     // Tampered value
-    let text = String::from_utf8(good.clone()).unwrap().replace("status=NORMAL", "status=NORMAL&x=1");
-    assert_eq!(ch.parse_notification(&note(text.into_bytes())), Err(ChannelError::InvalidSignature));
+    let text = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("status=NORMAL", "status=NORMAL&x=1");
+    assert_eq!(
+        ch.parse_notification(&note(text.into_bytes())),
+        Err(ChannelError::InvalidSignature)
+    );
     let text = String::from_utf8(good).unwrap().replace("bind-n", "bind-m");
-    assert_eq!(ch.parse_notification(&note(text.into_bytes())), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&note(text.into_bytes())),
+        Err(ChannelError::InvalidSignature)
+    );
     // Signed by a stranger
     let forged = fake
-        .forged_notification(&[("notify_type", "dut_user_sign"), ("notify_id", "n-2"), ("app_id", APP_ID),
-          ("status", "NORMAL"), ("agreement_no", "1"), ("external_agreement_no", "bind-n")])
+        .forged_notification(&[
+            ("notify_type", "dut_user_sign"),
+            ("notify_id", "n-2"),
+            ("app_id", APP_ID),
+            ("status", "NORMAL"),
+            ("agreement_no", "1"),
+            ("external_agreement_no", "bind-n"),
+        ])
         .unwrap();
-    assert_eq!(ch.parse_notification(&note(forged)), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&note(forged)),
+        Err(ChannelError::InvalidSignature)
+    );
     // Another app's notification, validly signed
     let foreign = fake
-        .notification(&[("notify_type", "dut_user_sign"), ("notify_id", "n-3"), ("app_id", "2021999"),
-        ("status", "NORMAL"), ("agreement_no", "1"), ("external_agreement_no", "bind-n")])
+        .notification(&[
+            ("notify_type", "dut_user_sign"),
+            ("notify_id", "n-3"),
+            ("app_id", "2021999"),
+            ("status", "NORMAL"),
+            ("agreement_no", "1"),
+            ("external_agreement_no", "bind-n"),
+        ])
         .unwrap();
-    assert_eq!(ch.parse_notification(&note(foreign)), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&note(foreign)),
+        Err(ChannelError::InvalidSignature)
+    );
     // Garbage
-    for body in [&b""[..], b"sign=", b"%ff%fe=\xff", b"&&&==&", b"sign=abc&sign=def"] {
-        assert_eq!(ch.parse_notification(&note(body.to_vec())), Err(ChannelError::InvalidSignature));
+    for body in [
+        &b""[..],
+        b"sign=",
+        b"%ff%fe=\xff",
+        b"&&&==&",
+        b"sign=abc&sign=def",
+    ] {
+        assert_eq!(
+            ch.parse_notification(&note(body.to_vec())),
+            Err(ChannelError::InvalidSignature)
+        );
     }
 }
 
 #[test]
 fn timestamp_is_beijing_time() {
-    assert_eq!(alipay_timestamp(Timestamp::from_unix_millis(0)), "1970-01-01 08:00:00");
-    assert_eq!(alipay_timestamp(Timestamp::from_unix_millis(1_700_000_000_000)), "2023-11-15 06:13:20");
-    assert_eq!(alipay_timestamp(Timestamp::from_unix_millis(951_825_600_000)), "2000-02-29 20:00:00");
+    assert_eq!(
+        alipay_timestamp(Timestamp::from_unix_millis(0)),
+        "1970-01-01 08:00:00"
+    );
+    assert_eq!(
+        alipay_timestamp(Timestamp::from_unix_millis(1_700_000_000_000)),
+        "2023-11-15 06:13:20"
+    );
+    assert_eq!(
+        alipay_timestamp(Timestamp::from_unix_millis(951_825_600_000)),
+        "2000-02-29 20:00:00"
+    );
     // 2024-02-29 16:30:00 UTC is 2024-03-01 00:30:00 in Beijing.
-    assert_eq!(alipay_timestamp(Timestamp::from_unix_millis(1_709_224_200_000)), "2024-03-01 00:30:00");
+    assert_eq!(
+        alipay_timestamp(Timestamp::from_unix_millis(1_709_224_200_000)),
+        "2024-03-01 00:30:00"
+    );
 }
 
 #[test]
@@ -283,12 +395,21 @@ fn keys_load_in_every_encoding_and_from_files() {
 
 #[test]
 fn debug_never_shows_keys() {
-    let cfg = config("https://openapi.alipay.com/gateway.do".into(), Some(*b"0123456789abcdef"));
+    let cfg = config(
+        "https://openapi.alipay.com/gateway.do".into(),
+        Some(*b"0123456789abcdef"),
+    );
     let d = format!("{cfg:?}");
-    assert!(!d.contains("PRIVATE KEY") && !d.contains(&B64.encode(b"0123456789abcdef")), "{d}");
+    assert!(
+        !d.contains("PRIVATE KEY") && !d.contains(&B64.encode(b"0123456789abcdef")),
+        "{d}"
+    );
     let ch = AlipayChannel::new(cfg).unwrap();
     let d = format!("{ch:?}");
-    assert!(!d.contains("PRIVATE") && !d.contains("RsaPrivateKey") && !d.contains(" d:"), "{d}");
+    assert!(
+        !d.contains("PRIVATE") && !d.contains("RsaPrivateKey") && !d.contains(" d:"),
+        "{d}"
+    );
 }
 
 /// Our RSA2 signature equals the one `openssl dgst -sha256 -sign` makes.
@@ -301,7 +422,11 @@ fn signature_matches_openssl() {
     })
     .unwrap();
     let params = ch
-        .signed_params("alipay.user.agreement.query", &serde_json::json!({"external_agreement_no": "中文-1"}), false)
+        .signed_params(
+            "alipay.user.agreement.query",
+            &serde_json::json!({"external_agreement_no": "中文-1"}),
+            false,
+        )
         .unwrap();
     assert_eq!(params["timestamp"], "2023-11-15 06:13:20");
     let expected_content = format!(
@@ -318,7 +443,11 @@ fn signature_matches_openssl() {
         .arg(&data_path)
         .output()
         .expect("openssl on PATH");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(params["sign"], B64.encode(out.stdout));
 }
 
@@ -328,15 +457,30 @@ fn scanner_returns_exact_raw_text_of_nested_escaped_values() {
     let m = scan::top_level_members(text).unwrap();
     let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["a_response", "sign", "k\"q", "z", "e"]);
-    assert_eq!(m[0].1, "{\"x\":\"}\\\"{\",\"n\":[1,{\"y\":\"]\"}],\"u\":\"\\u4e2d\\\\\"}");
+    assert_eq!(
+        m[0].1,
+        "{\"x\":\"}\\\"{\",\"n\":[1,{\"y\":\"]\"}],\"u\":\"\\u4e2d\\\\\"}"
+    );
     assert_eq!(m[1].1, "\"c2ln\"");
     assert_eq!(m[2].1, "true");
     assert_eq!(m[3].1, "-1.5e3");
     assert_eq!(m[4].1, "{}");
-    for bad in ["", "{", "{\"a\":}", "{\"a\":{]}", "{\"a\":\"x}", "[1]", "{\"a\":1} x", "{\"a\" 1}", "{\"a\":1,}"] {
+    for bad in [
+        "",
+        "{",
+        "{\"a\":}",
+        "{\"a\":{]}",
+        "{\"a\":\"x}",
+        "[1]",
+        "{\"a\":1} x",
+        "{\"a\" 1}",
+        "{\"a\":1,}",
+    ] {
         assert!(scan::top_level_members(bad).is_err(), "{bad}");
     }
-    assert!(scan::unique_member(&scan::top_level_members("{\"s\":1,\"s\":2}").unwrap(), "s").is_err());
+    assert!(
+        scan::unique_member(&scan::top_level_members("{\"s\":1,\"s\":2}").unwrap(), "s").is_err()
+    );
 }
 
 mod fuzz {

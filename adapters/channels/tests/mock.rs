@@ -31,15 +31,25 @@ fn modes_parse() {
 async fn instant_binds_at_once_and_unbinds() {
     let m = mock(MockMode::Instant);
     let start = m.start_binding(&bind_request("b1")).await.unwrap();
-    let ChannelStart::Bound { channel_ref } = start else { panic!("{start:?}") };
+    let ChannelStart::Bound { channel_ref } = start else {
+        panic!("{start:?}")
+    };
     assert_eq!(
         m.query(&bid("b1"), None).await.unwrap(),
-        RemoteState::Active { channel_ref: channel_ref.clone() }
+        RemoteState::Active {
+            channel_ref: channel_ref.clone()
+        }
     );
     m.unbind(&bid("b1"), &channel_ref).await.unwrap();
     m.unbind(&bid("b1"), &channel_ref).await.unwrap();
-    assert_eq!(m.query(&bid("b1"), None).await.unwrap(), RemoteState::Terminated);
-    assert_eq!(m.query(&bid("other"), None).await.unwrap(), RemoteState::NotFound);
+    assert_eq!(
+        m.query(&bid("b1"), None).await.unwrap(),
+        RemoteState::Terminated
+    );
+    assert_eq!(
+        m.query(&bid("other"), None).await.unwrap(),
+        RemoteState::NotFound
+    );
 }
 
 #[tokio::test]
@@ -53,16 +63,28 @@ async fn otp_accepts_configured_code_only() {
     else {
         panic!()
     };
-    assert_eq!(m.query(&bid("b2"), None).await.unwrap(), RemoteState::Pending);
     assert_eq!(
-        m.confirm_otp(&bid("b2"), &channel_ref, "123456").await.unwrap(),
+        m.query(&bid("b2"), None).await.unwrap(),
+        RemoteState::Pending
+    );
+    assert_eq!(
+        m.confirm_otp(&bid("b2"), &channel_ref, "123456")
+            .await
+            .unwrap(),
         ConfirmOutcome::WrongOtp
     );
     assert_eq!(
-        m.confirm_otp(&bid("b2"), &channel_ref, "654321").await.unwrap(),
-        ConfirmOutcome::Confirmed { channel_ref: channel_ref.clone() }
+        m.confirm_otp(&bid("b2"), &channel_ref, "654321")
+            .await
+            .unwrap(),
+        ConfirmOutcome::Confirmed {
+            channel_ref: channel_ref.clone()
+        }
     );
-    assert!(matches!(m.query(&bid("b2"), None).await.unwrap(), RemoteState::Active { .. }));
+    assert!(matches!(
+        m.query(&bid("b2"), None).await.unwrap(),
+        RemoteState::Active { .. }
+    ));
 }
 
 #[tokio::test]
@@ -70,7 +92,9 @@ async fn default_otp_is_123456() {
     let m = mock(MockMode::Otp);
     m.start_binding(&bind_request("b3")).await.unwrap();
     assert!(matches!(
-        m.confirm_otp(&bid("b3"), "mock_b3", "123456").await.unwrap(),
+        m.confirm_otp(&bid("b3"), "mock_b3", "123456")
+            .await
+            .unwrap(),
         ConfirmOutcome::Confirmed { .. }
     ));
 }
@@ -89,14 +113,29 @@ async fn redirect_url_contains_binding_id_then_signed_notification_activates() {
     let ev = m.parse_notification(&n).unwrap();
     assert_eq!(ev.event_id, "evt-1");
     assert_eq!(ev.binding, BindingRef::Ours(bid("bind-42")));
-    assert_eq!(ev.kind, ChannelEventKind::Signed { channel_ref: "tok-1".into() });
+    assert_eq!(
+        ev.kind,
+        ChannelEventKind::Signed {
+            channel_ref: "tok-1".into()
+        }
+    );
     assert_eq!(
         m.query(&bid("bind-42"), None).await.unwrap(),
-        RemoteState::Active { channel_ref: "tok-1".into() }
+        RemoteState::Active {
+            channel_ref: "tok-1".into()
+        }
     );
     // The same notification again parses to the same event id (the caller dedups).
     assert_eq!(m.parse_notification(&n).unwrap().event_id, "evt-1");
-    let t = m.parse_notification(&mock_notification(&secret, "evt-2", "bind-42", "terminated", "")).unwrap();
+    let t = m
+        .parse_notification(&mock_notification(
+            &secret,
+            "evt-2",
+            "bind-42",
+            "terminated",
+            "",
+        ))
+        .unwrap();
     assert_eq!(t.kind, ChannelEventKind::Terminated);
 }
 
@@ -104,15 +143,27 @@ async fn redirect_url_contains_binding_id_then_signed_notification_activates() {
 async fn notification_with_bad_signature_or_body_is_refused() {
     let m = mock(MockMode::Redirect);
     let mut n = mock_notification("wrong-secret", "e", "b", "signed", "r");
-    assert_eq!(m.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        m.parse_notification(&n),
+        Err(ChannelError::InvalidSignature)
+    );
     let secret = m.config().notification_secret.clone();
     n = mock_notification(&secret, "e", "b", "signed", "r");
     n.body.push(b' ');
-    assert_eq!(m.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        m.parse_notification(&n),
+        Err(ChannelError::InvalidSignature)
+    );
     n.headers.remove(MOCK_SIGNATURE_HEADER);
-    assert_eq!(m.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        m.parse_notification(&n),
+        Err(ChannelError::InvalidSignature)
+    );
     let bad_event = mock_notification(&secret, "e", "b", "exploded", "r");
-    assert_eq!(m.parse_notification(&bad_event), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        m.parse_notification(&bad_event),
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[tokio::test]
@@ -131,7 +182,10 @@ async fn decline_refuses_with_card_declined() {
 async fn timeout_sleeps_then_times_out() {
     let m = mock(MockMode::Timeout);
     let t0 = tokio::time::Instant::now();
-    assert_eq!(m.start_binding(&bind_request("b5")).await, Err(ChannelError::Timeout));
+    assert_eq!(
+        m.start_binding(&bind_request("b5")).await,
+        Err(ChannelError::Timeout)
+    );
     assert!(t0.elapsed() >= Duration::from_secs(30));
 }
 
@@ -144,9 +198,16 @@ async fn flaky_fails_every_nth_call() {
     });
     let mut outcomes = Vec::new();
     for i in 0..9 {
-        outcomes.push(m.start_binding(&bind_request(&format!("f{i}"))).await.is_ok());
+        outcomes.push(
+            m.start_binding(&bind_request(&format!("f{i}")))
+                .await
+                .is_ok(),
+        );
     }
-    assert_eq!(outcomes, [true, true, false, true, true, false, true, true, false]);
+    assert_eq!(
+        outcomes,
+        [true, true, false, true, true, false, true, true, false]
+    );
 }
 
 #[tokio::test]

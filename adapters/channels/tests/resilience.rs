@@ -12,8 +12,8 @@ use cardbind_channels::resilience::BreakerState;
 use cardbind_channels::{MockChannel, MockConfig, MockMode, ResilienceConfig, Resilient};
 use cardbind_domain::BindingId;
 use cardbind_ports::channel::{
-    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification,
-    NotificationAck, PaymentChannel, RemoteState,
+    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification, NotificationAck,
+    PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
 use common::{bid, bind_request};
@@ -68,7 +68,12 @@ impl PaymentChannel for Scripted {
             .pop_front()
             .unwrap_or(Err(ChannelError::Unavailable("script exhausted".into())))
     }
-    async fn confirm_otp(&self, _b: &BindingId, _c: &str, _o: &str) -> Result<ConfirmOutcome, ChannelError> {
+    async fn confirm_otp(
+        &self,
+        _b: &BindingId,
+        _c: &str,
+        _o: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
         Ok(ConfirmOutcome::WrongOtp)
     }
     async fn unbind(&self, _b: &BindingId, _c: &str) -> Result<(), ChannelError> {
@@ -80,13 +85,21 @@ impl PaymentChannel for Scripted {
         if let Some(r) = self.queries.lock().unwrap().pop_front() {
             return r;
         }
-        self.default_query.lock().unwrap().clone().unwrap_or(Ok(RemoteState::NotFound))
+        self.default_query
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(Ok(RemoteState::NotFound))
     }
     fn parse_notification(&self, _n: &Notification) -> Result<ChannelEvent, ChannelError> {
         Err(ChannelError::InvalidSignature)
     }
     fn notification_ack(&self) -> NotificationAck {
-        NotificationAck { status: 200, content_type: "text/plain", body: "ok".into() }
+        NotificationAck {
+            status: 200,
+            content_type: "text/plain",
+            body: "ok".into(),
+        }
     }
 }
 
@@ -101,14 +114,19 @@ fn unavailable() -> ChannelError {
 fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
     use prometheus::Encoder as _;
     let mut buf = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf).unwrap();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .unwrap();
     let text = String::from_utf8(buf).unwrap();
     let mut total = 0.0;
     for line in text.lines() {
         if line.starts_with('#') || !line.starts_with(&format!("{name}{{")) {
             continue;
         }
-        if labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))) {
+        if labels
+            .iter()
+            .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        {
             total += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
         }
     }
@@ -121,9 +139,21 @@ async fn exactly_three_retries_on_unavailable_then_error() {
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
     assert_eq!(r.query(&bid("b"), None).await, Err(unavailable()));
-    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 4, "1 call + 3 retries");
     assert_eq!(
-        metric(&reg, "cardbind_channel_calls_total", &[("channel", "scripted"), ("op", "query"), ("outcome", "unavailable")]),
+        inner.query_calls.load(Ordering::SeqCst),
+        4,
+        "1 call + 3 retries"
+    );
+    assert_eq!(
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[
+                ("channel", "scripted"),
+                ("op", "query"),
+                ("outcome", "unavailable")
+            ]
+        ),
         4.0
     );
 }
@@ -142,14 +172,21 @@ async fn retry_succeeds_after_transient_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn no_retry_on_rejected() {
-    let rejected = ChannelError::Rejected { code: "no".into(), message: "no".into() };
+    let rejected = ChannelError::Rejected {
+        code: "no".into(),
+        message: "no".into(),
+    };
     let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
     assert_eq!(r.unbind(&bid("b"), "ref").await, Err(rejected));
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1);
     assert_eq!(
-        metric(&reg, "cardbind_channel_calls_total", &[("op", "unbind"), ("outcome", "rejected")]),
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[("op", "unbind"), ("outcome", "rejected")]
+        ),
         1.0
     );
 }
@@ -158,7 +195,10 @@ async fn no_retry_on_rejected() {
 async fn no_retry_on_invalid_signature() {
     let inner = Arc::new(Scripted::default().query_default(Err(ChannelError::InvalidSignature)));
     let r = wrap(inner.clone(), &Registry::new());
-    assert_eq!(r.query(&bid("b"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        r.query(&bid("b"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
 }
 
@@ -170,7 +210,10 @@ async fn per_call_timeout_is_ten_seconds() {
     // (NotFound), retries, ... and finally reports the timeout.
     let r = wrap(inner.clone(), &Registry::new());
     let t0 = tokio::time::Instant::now();
-    assert_eq!(r.start_binding(&bind_request("b")).await, Err(ChannelError::Timeout));
+    assert_eq!(
+        r.start_binding(&bind_request("b")).await,
+        Err(ChannelError::Timeout)
+    );
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 4);
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 3);
     assert!(t0.elapsed() >= Duration::from_secs(40));
@@ -180,11 +223,19 @@ async fn per_call_timeout_is_ten_seconds() {
 async fn start_is_not_retried_when_query_does_not_say_not_found() {
     let inner = Arc::new(
         Scripted::default()
-            .starts(vec![Err(ChannelError::Timeout), Ok(ChannelStart::Bound { channel_ref: "x".into() })])
+            .starts(vec![
+                Err(ChannelError::Timeout),
+                Ok(ChannelStart::Bound {
+                    channel_ref: "x".into(),
+                }),
+            ])
             .queries(vec![Ok(RemoteState::Pending)]),
     );
     let r = wrap(inner.clone(), &Registry::new());
-    assert_eq!(r.start_binding(&bind_request("b")).await, Err(ChannelError::Timeout));
+    assert_eq!(
+        r.start_binding(&bind_request("b")).await,
+        Err(ChannelError::Timeout)
+    );
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
 }
@@ -194,12 +245,16 @@ async fn start_applied_despite_timeout_reads_as_bound() {
     let inner = Arc::new(
         Scripted::default()
             .starts(vec![Err(ChannelError::Timeout)])
-            .queries(vec![Ok(RemoteState::Active { channel_ref: "tok".into() })]),
+            .queries(vec![Ok(RemoteState::Active {
+                channel_ref: "tok".into(),
+            })]),
     );
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(
         r.start_binding(&bind_request("b")).await,
-        Ok(ChannelStart::Bound { channel_ref: "tok".into() })
+        Ok(ChannelStart::Bound {
+            channel_ref: "tok".into()
+        })
     );
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
 }
@@ -208,20 +263,30 @@ async fn start_applied_despite_timeout_reads_as_bound() {
 async fn start_retried_after_query_not_found() {
     let inner = Arc::new(
         Scripted::default()
-            .starts(vec![Err(unavailable()), Ok(ChannelStart::Bound { channel_ref: "ok".into() })])
+            .starts(vec![
+                Err(unavailable()),
+                Ok(ChannelStart::Bound {
+                    channel_ref: "ok".into(),
+                }),
+            ])
             .queries(vec![Ok(RemoteState::NotFound)]),
     );
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(
         r.start_binding(&bind_request("b")).await,
-        Ok(ChannelStart::Bound { channel_ref: "ok".into() })
+        Ok(ChannelStart::Bound {
+            channel_ref: "ok".into()
+        })
     );
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn start_refusal_is_not_retried() {
-    let refused = ChannelStart::Refused { code: "card_declined".into(), message: "m".into() };
+    let refused = ChannelStart::Refused {
+        code: "card_declined".into(),
+        message: "m".into(),
+    };
     let inner = Arc::new(Scripted::default().starts(vec![Ok(refused.clone())]));
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(r.start_binding(&bind_request("b")).await, Ok(refused));
@@ -233,35 +298,61 @@ async fn start_refusal_is_not_retried() {
 async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
     let inner = Arc::new(Scripted::default().unbind_result(Err(unavailable())));
     let reg = Registry::new();
-    let cfg = ResilienceConfig { max_retries: 0, ..ResilienceConfig::default() };
+    let cfg = ResilienceConfig {
+        max_retries: 0,
+        ..ResilienceConfig::default()
+    };
     let r = Resilient::new(inner.clone(), cfg, &reg).unwrap();
-    let gauge = |reg: &Registry| metric(reg, "cardbind_channel_breaker_state", &[("channel", "scripted")]);
+    let gauge = |reg: &Registry| {
+        metric(
+            reg,
+            "cardbind_channel_breaker_state",
+            &[("channel", "scripted")],
+        )
+    };
     assert_eq!(gauge(&reg), 0.0);
     for i in 0..5 {
-        assert_eq!(r.breaker_state(), BreakerState::Closed, "before failure {i}");
+        assert_eq!(
+            r.breaker_state(),
+            BreakerState::Closed,
+            "before failure {i}"
+        );
         assert_eq!(r.unbind(&bid("b"), "r").await, Err(unavailable()));
     }
     assert_eq!(r.breaker_state(), BreakerState::Open);
     assert_eq!(gauge(&reg), 1.0);
     // Open: short-circuit without calling the channel.
     for _ in 0..3 {
-        assert_eq!(r.unbind(&bid("b"), "r").await, Err(ChannelError::CircuitOpen));
+        assert_eq!(
+            r.unbind(&bid("b"), "r").await,
+            Err(ChannelError::CircuitOpen)
+        );
     }
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 5);
     assert_eq!(
-        metric(&reg, "cardbind_channel_calls_total", &[("op", "unbind"), ("outcome", "circuit_open")]),
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[("op", "unbind"), ("outcome", "circuit_open")]
+        ),
         3.0
     );
     // Still open just before 30 s.
     tokio::time::advance(Duration::from_secs(29)).await;
-    assert_eq!(r.unbind(&bid("b"), "r").await, Err(ChannelError::CircuitOpen));
+    assert_eq!(
+        r.unbind(&bid("b"), "r").await,
+        Err(ChannelError::CircuitOpen)
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
     // Half-open trial fails: open again for 30 s.
     assert_eq!(r.unbind(&bid("b"), "r").await, Err(unavailable()));
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 6);
     assert_eq!(r.breaker_state(), BreakerState::Open);
-    assert_eq!(r.unbind(&bid("b"), "r").await, Err(ChannelError::CircuitOpen));
+    assert_eq!(
+        r.unbind(&bid("b"), "r").await,
+        Err(ChannelError::CircuitOpen)
+    );
     tokio::time::advance(Duration::from_secs(30)).await;
     // The channel is back: the trial succeeds and closes the breaker.
     *inner.unbind_result.lock().unwrap() = Some(Ok(()));
@@ -275,7 +366,10 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
 #[tokio::test(start_paused = true)]
 async fn half_open_lets_exactly_one_trial_through() {
     let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
-    let cfg = ResilienceConfig { max_retries: 0, ..ResilienceConfig::default() };
+    let cfg = ResilienceConfig {
+        max_retries: 0,
+        ..ResilienceConfig::default()
+    };
     let r = Arc::new(Resilient::new(inner.clone(), cfg, &Registry::new()).unwrap());
     for _ in 0..5 {
         let _ = r.query(&bid("b"), None).await;
@@ -288,14 +382,20 @@ async fn half_open_lets_exactly_one_trial_through() {
     };
     tokio::task::yield_now().await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
-    assert_eq!(r.query(&bid("b"), None).await, Err(ChannelError::CircuitOpen));
+    assert_eq!(
+        r.query(&bid("b"), None).await,
+        Err(ChannelError::CircuitOpen)
+    );
     let _ = trial.await.unwrap();
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn refusals_do_not_open_the_breaker() {
-    let rejected = ChannelError::Rejected { code: "no".into(), message: "".into() };
+    let rejected = ChannelError::Rejected {
+        code: "no".into(),
+        message: "".into(),
+    };
     let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
     let r = wrap(inner.clone(), &Registry::new());
     for _ in 0..10 {
@@ -307,15 +407,27 @@ async fn refusals_do_not_open_the_breaker() {
 #[test]
 fn several_channels_share_one_registry() {
     let reg = Registry::new();
-    let a = Resilient::new(Arc::new(MockChannel::new(MockConfig::default())), ResilienceConfig::default(), &reg);
+    let a = Resilient::new(
+        Arc::new(MockChannel::new(MockConfig::default())),
+        ResilienceConfig::default(),
+        &reg,
+    );
     let b = Resilient::new(
-        Arc::new(MockChannel::new(MockConfig { name: "mock2".into(), ..MockConfig::default() })),
+        Arc::new(MockChannel::new(MockConfig {
+            name: "mock2".into(),
+            ..MockConfig::default()
+        })),
         ResilienceConfig::default(),
         &reg,
     );
     assert!(a.is_ok() && b.is_ok());
     // The same channel twice is an error.
-    assert!(Resilient::new(Arc::new(MockChannel::new(MockConfig::default())), ResilienceConfig::default(), &reg).is_err());
+    assert!(Resilient::new(
+        Arc::new(MockChannel::new(MockConfig::default())),
+        ResilienceConfig::default(),
+        &reg
+    )
+    .is_err());
 }
 
 #[tokio::test(start_paused = true)]
@@ -327,14 +439,23 @@ async fn flaky_mock_behind_resilient_succeeds() {
     }));
     let r = Resilient::new(mock.clone(), ResilienceConfig::default(), &Registry::new()).unwrap();
     // Call 1 ok (start), call 2 fails (query), call 3 ok (query retry).
-    assert!(matches!(r.start_binding(&bind_request("fl")).await, Ok(ChannelStart::Bound { .. })));
-    assert!(matches!(r.query(&bid("fl"), None).await, Ok(RemoteState::Active { .. })));
+    assert!(matches!(
+        r.start_binding(&bind_request("fl")).await,
+        Ok(ChannelStart::Bound { .. })
+    ));
+    assert!(matches!(
+        r.query(&bid("fl"), None).await,
+        Ok(RemoteState::Active { .. })
+    ));
     assert_eq!(mock.calls(), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn timeout_mock_behind_resilient_ends_in_timeout_quickly_in_paused_time() {
-    let mock = Arc::new(MockChannel::new(MockConfig { mode: MockMode::Timeout, ..MockConfig::default() }));
+    let mock = Arc::new(MockChannel::new(MockConfig {
+        mode: MockMode::Timeout,
+        ..MockConfig::default()
+    }));
     let r = Resilient::new(mock.clone(), ResilienceConfig::default(), &Registry::new()).unwrap();
     let err = r.start_binding(&bind_request("t")).await.unwrap_err();
     assert_eq!(err, ChannelError::Timeout);

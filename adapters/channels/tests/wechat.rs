@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use cardbind_channels::fakes::wechat::{
-    platform_signed_headers, APIV3_KEY, APPID, MCHID, MERCHANT_SERIAL, PLATFORM_SERIAL, PLATFORM_SERIAL_2,
+    platform_signed_headers, APIV3_KEY, APPID, MCHID, MERCHANT_SERIAL, PLATFORM_SERIAL,
+    PLATFORM_SERIAL_2,
 };
 use cardbind_channels::fakes::FakeWechat;
 use cardbind_channels::wechat::{binding_from_contract_code, contract_code};
@@ -27,7 +28,10 @@ fn auth_params(h: &str) -> Option<HashMap<String, String>> {
     let mut out = HashMap::new();
     for part in rest.split(',') {
         let (k, v) = part.split_once('=')?;
-        out.insert(k.trim().to_owned(), v.trim().strip_prefix('"')?.strip_suffix('"')?.to_owned());
+        out.insert(
+            k.trim().to_owned(),
+            v.trim().strip_prefix('"')?.strip_suffix('"')?.to_owned(),
+        );
     }
     Some(out)
 }
@@ -70,26 +74,43 @@ async fn full_bind_flow() {
     assert_eq!(code, "0191d3c57a4e7c3b9f102a6b8e4d1c77");
     assert_eq!(ch.query(&b, None).await.unwrap(), RemoteState::NotFound);
     let start = ch.start_binding(&bind_request(UUID)).await.unwrap();
-    let ChannelStart::Redirect { channel_ref, url } = start else { panic!("{start:?}") };
+    let ChannelStart::Redirect { channel_ref, url } = start else {
+        panic!("{start:?}")
+    };
     assert_eq!(channel_ref, code);
     assert!(url.contains(&code), "{url}");
-    assert_eq!(ch.query(&b, Some(channel_ref.clone())).await.unwrap(), RemoteState::Pending);
+    assert_eq!(
+        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        RemoteState::Pending
+    );
     let n = fake.user_signs(&code, "EV-2025-0001").unwrap();
     let ev = ch.parse_notification(&n).unwrap();
     assert_eq!(ev.event_id, "EV-2025-0001");
     assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
-    let ChannelEventKind::Signed { channel_ref: contract_id } = ev.kind else { panic!() };
+    let ChannelEventKind::Signed {
+        channel_ref: contract_id,
+    } = ev.kind
+    else {
+        panic!()
+    };
     // Replayed callback: same event id.
     assert_eq!(ch.parse_notification(&n).unwrap().event_id, "EV-2025-0001");
     assert_eq!(
         ch.query(&b, Some(contract_id.clone())).await.unwrap(),
-        RemoteState::Active { channel_ref: contract_id.clone() }
+        RemoteState::Active {
+            channel_ref: contract_id.clone()
+        }
     );
     ch.unbind(&b, &contract_id).await.unwrap();
     assert_eq!(ch.query(&b, None).await.unwrap(), RemoteState::Terminated);
     // Again: already ended is success.
     ch.unbind(&b, &contract_id).await.unwrap();
-    assert_eq!(fake.rejected_count(), 0, "the fake refused a request: {:?}", fake.requests());
+    assert_eq!(
+        fake.rejected_count(),
+        0,
+        "the fake refused a request: {:?}",
+        fake.requests()
+    );
     // The user ends the contract inside WeChat.
     let del = fake.user_terminates(&code, "EV-2025-0002").unwrap();
     let ev = ch.parse_notification(&del).unwrap();
@@ -97,22 +118,40 @@ async fn full_bind_flow() {
     assert_eq!(ev.binding, BindingRef::Ours(b));
     let paths = fake.verified_paths();
     assert!(paths.iter().any(|p| p.ends_with("/terminate")), "{paths:?}");
-    assert!(paths.iter().any(|p| p == "POST /v3/papay/sign/contracts/pre-entrust-sign/h5"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "POST /v3/papay/sign/contracts/pre-entrust-sign/h5"),
+        "{paths:?}"
+    );
 }
 
 #[tokio::test]
 async fn api_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup().await;
     fake.set_down(true);
-    assert!(matches!(ch.query(&bid("binddown"), None).await, Err(ChannelError::Unavailable(_))));
+    assert!(matches!(
+        ch.query(&bid("binddown"), None).await,
+        Err(ChannelError::Unavailable(_))
+    ));
     let r = fake.requests();
     assert_eq!(r.len(), 1);
-    assert!(!r[0].verified && r[0].operation.starts_with("GET /v3/papay/sign/contracts/plan-id/12535/"), "{r:?}");
+    assert!(
+        !r[0].verified
+            && r[0]
+                .operation
+                .starts_with("GET /v3/papay/sign/contracts/plan-id/12535/"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
 async fn sensitive_phone_is_oaep_encrypted_with_serial_header() {
-    let (fake, ch) = setup_with(|c| WechatConfig { encrypted_phone_field: Some("phone".into()), ..c }).await;
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        encrypted_phone_field: Some("phone".into()),
+        ..c
+    })
+    .await;
     let start = ch.start_binding(&bind_request("bindphone1")).await.unwrap();
     assert!(matches!(start, ChannelStart::Redirect { .. }), "{start:?}");
     assert_eq!(fake.decrypted_phone().as_deref(), Some("+8613800138000"));
@@ -121,40 +160,66 @@ async fn sensitive_phone_is_oaep_encrypted_with_serial_header() {
 #[tokio::test]
 async fn tampered_response_is_refused() {
     let (fake, ch) = setup().await;
-    ch.start_binding(&bind_request("bindtamper1")).await.unwrap();
+    ch.start_binding(&bind_request("bindtamper1"))
+        .await
+        .unwrap();
     fake.tamper_answers(true);
-    assert_eq!(ch.query(&bid("bindtamper1"), None).await, Err(ChannelError::InvalidSignature));
-    assert_eq!(ch.start_binding(&bind_request("bindtamper2")).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("bindtamper1"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
+    assert_eq!(
+        ch.start_binding(&bind_request("bindtamper2")).await,
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[tokio::test]
 async fn response_signed_with_wrong_key_or_unknown_serial_is_refused() {
     let (fake, ch) = setup().await;
     fake.sign_with_wrong_key(true);
-    assert_eq!(ch.query(&bid("bindw"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("bindw"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
     fake.sign_with_wrong_key(false);
     fake.unknown_serial(true);
-    assert_eq!(ch.query(&bid("bindw"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("bindw"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[tokio::test]
 async fn second_platform_key_is_accepted_by_its_serial() {
     let (fake, ch) = setup().await;
     fake.use_second_platform_key(true);
-    assert_eq!(ch.query(&bid("bindk2"), None).await, Ok(RemoteState::NotFound));
+    assert_eq!(
+        ch.query(&bid("bindk2"), None).await,
+        Ok(RemoteState::NotFound)
+    );
 }
 
 #[tokio::test]
 async fn stale_timestamps_are_refused() {
     let (fake, ch) = setup().await;
     fake.timestamp_offset(-301);
-    assert_eq!(ch.query(&bid("binds"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("binds"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
     fake.timestamp_offset(400);
-    assert_eq!(ch.query(&bid("binds"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("binds"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
     // A stale callback too.
     fake.timestamp_offset(-3600);
     let n = fake.user_signs("binds", "EV-stale").unwrap();
-    assert_eq!(ch.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&n),
+        Err(ChannelError::InvalidSignature)
+    );
     fake.timestamp_offset(-200);
     assert_eq!(ch.query(&bid("binds"), None).await.map(|_| ()), Ok(()));
 }
@@ -163,9 +228,15 @@ async fn stale_timestamps_are_refused() {
 async fn signtest_signatures_are_refused() {
     let (fake, ch) = setup().await;
     fake.signtest(true);
-    assert_eq!(ch.query(&bid("bindst"), None).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.query(&bid("bindst"), None).await,
+        Err(ChannelError::InvalidSignature)
+    );
     let n = fake.user_signs("bindst", "EV-st").unwrap();
-    assert_eq!(ch.parse_notification(&n), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&n),
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[tokio::test]
@@ -173,16 +244,29 @@ async fn unsigned_success_is_forged() {
     let (fake, ch) = setup().await;
     fake.unsigned_answers(true);
     ch.start_binding(&bind_request("bindu")).await.unwrap_err();
-    assert_eq!(ch.start_binding(&bind_request("bindu")).await, Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.start_binding(&bind_request("bindu")).await,
+        Err(ChannelError::InvalidSignature)
+    );
     // Unsigned 404: not acted upon.
-    assert!(matches!(ch.query(&bid("nothere"), None).await, Err(ChannelError::Protocol(_))));
+    assert!(matches!(
+        ch.query(&bid("nothere"), None).await,
+        Err(ChannelError::Protocol(_))
+    ));
 }
 
 #[tokio::test]
 async fn wrong_merchant_key_is_refused_by_the_fake() {
-    let (fake, ch) = setup_with(|c| WechatConfig { private_key_pem: key(2).private_pkcs1_pem.clone(), ..c }).await;
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        private_key_pem: key(2).private_pkcs1_pem.clone(),
+        ..c
+    })
+    .await;
     let err = ch.query(&bid("bindmk"), None).await.unwrap_err();
-    assert!(matches!(err, ChannelError::Rejected { ref code, .. } if code == "SIGN_ERROR"), "{err:?}");
+    assert!(
+        matches!(err, ChannelError::Rejected { ref code, .. } if code == "SIGN_ERROR"),
+        "{err:?}"
+    );
     assert_eq!(fake.rejected_count(), 1);
     assert_eq!(fake.requests()[0].refusal.as_deref(), Some("bad signature"));
 }
@@ -193,19 +277,37 @@ async fn callbacks_tampered_or_wrongly_keyed_are_refused() {
     let good = fake.user_signs("bindcb", "EV-cb").unwrap();
     assert!(ch.parse_notification(&good).is_ok());
     let mut t = good.clone();
-    let s = String::from_utf8(t.body.clone()).unwrap().replace("EV-cb", "EV-cc");
+    let s = String::from_utf8(t.body.clone())
+        .unwrap()
+        .replace("EV-cb", "EV-cc");
     t.body = s.into_bytes();
-    assert_eq!(ch.parse_notification(&t), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&t),
+        Err(ChannelError::InvalidSignature)
+    );
     // Right signature, wrong APIv3 key (another merchant's resource).
-    let (_f2, other) = setup_with(|c| WechatConfig { apiv3_key: "ffffffffffffffffffffffffffffffff".into(), ..c }).await;
-    assert_eq!(other.parse_notification(&good), Err(ChannelError::InvalidSignature));
+    let (_f2, other) = setup_with(|c| WechatConfig {
+        apiv3_key: "ffffffffffffffffffffffffffffffff".into(),
+        ..c
+    })
+    .await;
+    assert_eq!(
+        other.parse_notification(&good),
+        Err(ChannelError::InvalidSignature)
+    );
     // Missing headers
     let mut h = good.clone();
     h.headers.remove("wechatpay-signature");
-    assert_eq!(ch.parse_notification(&h), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&h),
+        Err(ChannelError::InvalidSignature)
+    );
     // Forged with a stranger's key
     fake.sign_with_wrong_key(true);
-    assert_eq!(ch.parse_notification(&fake.user_signs("bindcb", "EV-f").unwrap()), Err(ChannelError::InvalidSignature));
+    assert_eq!(
+        ch.parse_notification(&fake.user_signs("bindcb", "EV-f").unwrap()),
+        Err(ChannelError::InvalidSignature)
+    );
     let ack = ch.notification_ack();
     assert_eq!(ack.status, 200);
 }
@@ -219,7 +321,10 @@ fn contract_codes_round_trip() {
         assert_eq!(binding_from_contract_code(&code), Some(b));
     }
     assert_eq!(contract_code(&bid("has-dash")), None);
-    assert_eq!(contract_code(&bid("0191d3c57a4e7c3b9f102a6b8e4d1c77")), None);
+    assert_eq!(
+        contract_code(&bid("0191d3c57a4e7c3b9f102a6b8e4d1c77")),
+        None
+    );
     assert_eq!(binding_from_contract_code(""), None);
     assert_eq!(binding_from_contract_code("bad code!"), None);
 }
@@ -242,7 +347,10 @@ fn config_errors_name_their_field_and_debug_hides_secrets() {
     let d = format!("{ch:?}");
     assert!(!d.contains(APIV3_KEY) && !d.contains("PRIVATE"), "{d}");
     c.apiv3_key = "short".into();
-    assert_eq!(WechatChannel::new(c.clone()).unwrap_err().field, "apiv3_key");
+    assert_eq!(
+        WechatChannel::new(c.clone()).unwrap_err().field,
+        "apiv3_key"
+    );
     c.apiv3_key = APIV3_KEY.into();
     c.platform_keys.clear();
     assert_eq!(WechatChannel::new(c).unwrap_err().field, "platform_keys");
@@ -253,14 +361,27 @@ fn authorization_header_matches_openssl_for_fixed_input() {
     // The header's signature is over METHOD\nPATH\nTS\nNONCE\nBODY\n: take
     // TS and NONCE back out of it and recompute the signature with openssl.
     let clock = common::FixedClock::at_millis(1_554_208_460_000);
-    let ch = WechatChannel::new(WechatConfig { clock: Some(clock), ..config("https://api.mch.weixin.qq.com".into()) }).unwrap();
+    let ch = WechatChannel::new(WechatConfig {
+        clock: Some(clock),
+        ..config("https://api.mch.weixin.qq.com".into())
+    })
+    .unwrap();
     let body = r#"{"appid":"wxd678efh567hg6787","plan_id":12535}"#;
-    let h = ch.authorization("POST", "/v3/papay/sign/contracts/pre-entrust-sign/h5?x=1", body).unwrap();
+    let h = ch
+        .authorization(
+            "POST",
+            "/v3/papay/sign/contracts/pre-entrust-sign/h5?x=1",
+            body,
+        )
+        .unwrap();
     let p = auth_params(&h).unwrap();
     assert_eq!(p["timestamp"], "1554208460");
     assert_eq!(p["mchid"], MCHID);
     assert_eq!(p["serial_no"], MERCHANT_SERIAL);
-    let msg = format!("POST\n/v3/papay/sign/contracts/pre-entrust-sign/h5?x=1\n1554208460\n{}\n{body}\n", p["nonce_str"]);
+    let msg = format!(
+        "POST\n/v3/papay/sign/contracts/pre-entrust-sign/h5?x=1\n1554208460\n{}\n{body}\n",
+        p["nonce_str"]
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("k.pem"), &key(0).private_pkcs1_pem).unwrap();
     std::fs::write(dir.path().join("m.txt"), msg.as_bytes()).unwrap();

@@ -206,7 +206,10 @@ async fn reserved_owner_ids_are_refused() {
     // or canary keys.
     let _ = vault();
     for id in ["@fingerprint", "@canary", "@canary.sealed", "@x"] {
-        assert!(cardbind_domain::UserId::parse(id).is_err(), "{id} parsed as a user id");
+        assert!(
+            cardbind_domain::UserId::parse(id).is_err(),
+            "{id} parsed as a user id"
+        );
     }
     assert!(cardbind_domain::UserId::parse("fingerprint").is_ok());
 }

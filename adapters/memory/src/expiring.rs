@@ -48,8 +48,7 @@ impl SeenIds for MemoryStore {
     async fn seen(&self, namespace: &str, id: &str, now: Timestamp) -> Result<bool, StoreError> {
         self.check_available()?;
         let t = lock(&self.inner.seen);
-        Ok(t
-            .0
+        Ok(t.0
             .get(&(namespace.to_owned(), id.to_owned()))
             .is_some_and(|e| alive(*e, now)))
     }

@@ -103,9 +103,18 @@ async fn clones_and_trait_objects_share_one_store() {
     let store = MemoryStore::new();
     let clone = store.clone();
     let as_port: Arc<dyn RateCounter> = Arc::new(store.clone());
-    assert_eq!(store.increment("k", Timestamp::from_unix_millis(0)).await, Ok(1));
-    assert_eq!(clone.increment("k", Timestamp::from_unix_millis(0)).await, Ok(2));
-    assert_eq!(as_port.increment("k", Timestamp::from_unix_millis(0)).await, Ok(3));
+    assert_eq!(
+        store.increment("k", Timestamp::from_unix_millis(0)).await,
+        Ok(1)
+    );
+    assert_eq!(
+        clone.increment("k", Timestamp::from_unix_millis(0)).await,
+        Ok(2)
+    );
+    assert_eq!(
+        as_port.increment("k", Timestamp::from_unix_millis(0)).await,
+        Ok(3)
+    );
     let bindings: Arc<dyn BindingStore> = MemoryStore::shared();
     let user = cardbind_domain::UserId::parse("u1").expect("user id");
     assert_eq!(bindings.get_default(&user).await, Ok(None));

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::audit::{chain_hash, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH};
+use cardbind_ports::audit::{
+    chain_hash, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH,
+};
 use cardbind_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
@@ -48,7 +50,10 @@ impl MongoStore {
     }
 
     fn audit_hint(&self) -> Option<(i64, String)> {
-        self.audit_hint.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.audit_hint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_audit_hint(&self, seq: i64, hash: &str) {
@@ -80,7 +85,8 @@ impl AuditLog for MongoStore {
             };
             for _ in 0..MAX_APPEND_ROUNDS {
                 let (prev_seq, prev_hash) = head.clone();
-                let seq = u64::try_from(prev_seq + 1).map_err(|_| StoreError::Corrupt("audit seq".into()))?;
+                let seq = u64::try_from(prev_seq + 1)
+                    .map_err(|_| StoreError::Corrupt("audit seq".into()))?;
                 let record = AuditRecord {
                     seq,
                     hash: chain_hash(&prev_hash, seq, &event),
@@ -182,8 +188,12 @@ impl AuditLog for MongoStore {
         match last {
             None => Ok(0),
             Some(seq) => {
-                self.purge_where(&self.audit, doc! { "at": { "$lt": dt(before) }, "seq": { "$lte": seq } }, "_id")
-                    .await
+                self.purge_where(
+                    &self.audit,
+                    doc! { "at": { "$lt": dt(before) }, "seq": { "$lte": seq } },
+                    "_id",
+                )
+                .await
             }
         }
     }

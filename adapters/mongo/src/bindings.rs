@@ -2,14 +2,19 @@
 //! through `binding_changes`) and the default pointer (`user_defaults`).
 
 use async_trait::async_trait;
-use cardbind_domain::{Binding, BindingId, BindingStatus, ChannelName, Fingerprint, Timestamp, UserId};
+use cardbind_domain::{
+    Binding, BindingId, BindingStatus, ChannelName, Fingerprint, Timestamp, UserId,
+};
 use cardbind_ports::store::BindingStore;
 use cardbind_ports::StoreError;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 
 use crate::chain::{by_id, chain_head};
-use crate::docs::{dt, link_id, pair_key, to_i64, BindingChangeDoc, BindingDoc, BindingKeyDoc, DefaultDoc, UserBindingDoc};
+use crate::docs::{
+    dt, link_id, pair_key, to_i64, BindingChangeDoc, BindingDoc, BindingKeyDoc, DefaultDoc,
+    UserBindingDoc,
+};
 use crate::idempotency::PURGE_BATCH;
 use crate::store::{is_duplicate, limit_i64, map_err, try_insert, wall_now, MongoStore};
 
@@ -30,7 +35,11 @@ impl MongoStore {
     /// rolled forward through `binding_changes` when a change was committed
     /// but not yet (or, after a crash, never) written to `bindings`.
     async fn load(&self, id: &str) -> Result<Option<BindingDoc>, StoreError> {
-        let mut current = self.bindings.find_one(doc! { "_id": id }).await.map_err(map_err)?;
+        let mut current = self
+            .bindings
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(map_err)?;
         for _ in 0..MAX_ROLL_FORWARD {
             let Some(b) = current else { return Ok(None) };
             let change = self
@@ -49,7 +58,11 @@ impl MongoStore {
                         .replace_one(doc! { "_id": id }, &c.binding)
                         .await
                         .map_err(map_err)?;
-                    current = self.bindings.find_one(doc! { "_id": id }).await.map_err(map_err)?;
+                    current = self
+                        .bindings
+                        .find_one(doc! { "_id": id })
+                        .await
+                        .map_err(map_err)?;
                 }
                 _ => return Ok(Some(b)),
             }
@@ -60,7 +73,10 @@ impl MongoStore {
     }
 
     async fn load_binding(&self, id: &str) -> Result<Option<Binding>, StoreError> {
-        self.load(id).await?.map(BindingDoc::into_domain).transpose()
+        self.load(id)
+            .await?
+            .map(BindingDoc::into_domain)
+            .transpose()
     }
 
     async fn latest_default(&self, user: &str) -> Result<Option<DefaultDoc>, StoreError> {
@@ -73,7 +89,13 @@ impl MongoStore {
 
     /// The entries of `user`'s binding list (`user_bindings`), oldest first.
     async fn user_links(&self, user: &str) -> Result<Vec<UserBindingDoc>, StoreError> {
-        let Some((head, last)) = chain_head(&self.user_bindings, user, 0, self.hints.get(USER_BINDINGS, user)).await?
+        let Some((head, last)) = chain_head(
+            &self.user_bindings,
+            user,
+            0,
+            self.hints.get(USER_BINDINGS, user),
+        )
+        .await?
         else {
             return Ok(Vec::new());
         };
@@ -96,11 +118,16 @@ impl MongoStore {
             if links.iter().any(|l| l.binding_id == b.id) {
                 return Ok(());
             }
-            if self.claim_user_link(b, links.last().map_or(0, |l| l.n + 1)).await? {
+            if self
+                .claim_user_link(b, links.last().map_or(0, |l| l.n + 1))
+                .await?
+            {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable(format!("binding list of {user} still contended")))
+        Err(StoreError::Unavailable(format!(
+            "binding list of {user} still contended"
+        )))
     }
 
     /// Puts a binding that was just committed (so on no list yet) on its
@@ -108,7 +135,10 @@ impl MongoStore {
     /// reading anything. Links are never deleted and a hint is a position
     /// that existed, so a free position there is the end of the list.
     async fn append_user_link(&self, b: &BindingDoc) -> Result<(), StoreError> {
-        let n = self.hints.get(USER_BINDINGS, &b.user_id).map_or(0, |h| h + 1);
+        let n = self
+            .hints
+            .get(USER_BINDINGS, &b.user_id)
+            .map_or(0, |h| h + 1);
         if self.claim_user_link(b, n).await? {
             return Ok(());
         }
@@ -146,7 +176,11 @@ impl MongoStore {
 
     /// The binding of (user, fingerprint), rolled forward: its key, then
     /// the record (written from the key first if that was never done).
-    async fn load_by_key(&self, user: &str, fingerprint: &str) -> Result<Option<BindingDoc>, StoreError> {
+    async fn load_by_key(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Option<BindingDoc>, StoreError> {
         let Some(key) = by_id(&self.binding_keys, &pair_key(user, fingerprint)).await? else {
             return Ok(None);
         };
@@ -280,7 +314,10 @@ impl BindingStore for MongoStore {
                 Some(b) => {
                     let latest = self.load(&b.id).await?;
                     latest
-                        .filter(|l| l.channel == channel.as_str() && l.channel_ref.as_deref() == Some(channel_ref))
+                        .filter(|l| {
+                            l.channel == channel.as_str()
+                                && l.channel_ref.as_deref() == Some(channel_ref)
+                        })
                         .map(BindingDoc::into_domain)
                         .transpose()
                 }
@@ -308,7 +345,10 @@ impl BindingStore for MongoStore {
             links.dedup_by(|a, b| a.binding_id == b.binding_id);
             let mut out = Vec::new();
             for l in links {
-                if after.as_ref().is_some_and(|a| l.binding_id.as_str() <= a.as_str()) {
+                if after
+                    .as_ref()
+                    .is_some_and(|a| l.binding_id.as_str() <= a.as_str())
+                {
                     continue;
                 }
                 let found = match self.load(&l.binding_id).await? {
@@ -317,7 +357,9 @@ impl BindingStore for MongoStore {
                     None => self.load_by_key(user.as_str(), &l.fingerprint).await?,
                 };
                 match found {
-                    Some(b) if b.id == l.binding_id && b.user_id == user.as_str() => out.push(b.into_domain()?),
+                    Some(b) if b.id == l.binding_id && b.user_id == user.as_str() => {
+                        out.push(b.into_domain()?)
+                    }
                     // A lost race for the card, or an id taken by another.
                     _ => {}
                 }
@@ -365,7 +407,11 @@ impl BindingStore for MongoStore {
 
     async fn get_default(&self, user: &UserId) -> Result<Option<BindingId>, StoreError> {
         self.timed(async {
-            match self.latest_default(user.as_str()).await?.and_then(|d| d.binding_id) {
+            match self
+                .latest_default(user.as_str())
+                .await?
+                .and_then(|d| d.binding_id)
+            {
                 Some(id) => BindingId::parse(&id)
                     .map(Some)
                     .map_err(|_| StoreError::Corrupt(format!("default of {user}: bad binding id"))),

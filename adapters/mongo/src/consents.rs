@@ -23,8 +23,13 @@ impl MongoStore {
     /// The links `{binding}#0..` to a binding's consents (never deleted,
     /// so gapless from 0).
     async fn consent_links_of(&self, binding: &str) -> Result<Vec<ConsentLinkDoc>, StoreError> {
-        let Some((head, last)) =
-            chain_head(&self.consent_links, binding, 0, self.hints.get(CONSENT_LINKS, binding)).await?
+        let Some((head, last)) = chain_head(
+            &self.consent_links,
+            binding,
+            0,
+            self.hints.get(CONSENT_LINKS, binding),
+        )
+        .await?
         else {
             return Ok(Vec::new());
         };
@@ -41,7 +46,10 @@ impl MongoStore {
 
     /// The consents recorded for `binding`, each with its revocation if
     /// any: point reads only, as many as the binding has consents.
-    async fn consents_of(&self, binding: &str) -> Result<Vec<(ConsentDoc, Option<RevocationDoc>)>, StoreError> {
+    async fn consents_of(
+        &self,
+        binding: &str,
+    ) -> Result<Vec<(ConsentDoc, Option<RevocationDoc>)>, StoreError> {
         let mut ids: Vec<String> = self
             .consent_links_of(binding)
             .await?
@@ -95,7 +103,9 @@ impl MongoStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable(format!("consent links of {binding} still contended")))
+        Err(StoreError::Unavailable(format!(
+            "consent links of {binding} still contended"
+        )))
     }
 }
 
@@ -122,7 +132,11 @@ impl ConsentLog for MongoStore {
         .await
     }
 
-    async fn set_agreement(&self, binding: &BindingId, agreement_id: &str) -> Result<(), StoreError> {
+    async fn set_agreement(
+        &self,
+        binding: &BindingId,
+        agreement_id: &str,
+    ) -> Result<(), StoreError> {
         self.timed(async {
             // `agreement_id` is the only field of a consent that changes,
             // and only here: a lost race between two of these leaves one
@@ -130,7 +144,10 @@ impl ConsentLog for MongoStore {
             for (c, revoked) in self.consents_of(binding.as_str()).await? {
                 if revoked.is_none() && c.agreement_id.as_deref() != Some(agreement_id) {
                     self.consents
-                        .update_one(doc! { "_id": &c.id }, doc! { "$set": { "agreement_id": agreement_id } })
+                        .update_one(
+                            doc! { "_id": &c.id },
+                            doc! { "$set": { "agreement_id": agreement_id } },
+                        )
                         .await
                         .map_err(map_err)?;
                 }
@@ -140,7 +157,12 @@ impl ConsentLog for MongoStore {
         .await
     }
 
-    async fn revoke(&self, binding: &BindingId, at: Timestamp, by: &str) -> Result<u64, StoreError> {
+    async fn revoke(
+        &self,
+        binding: &BindingId,
+        at: Timestamp,
+        by: &str,
+    ) -> Result<u64, StoreError> {
         self.timed(async {
             let mut n = 0;
             for (c, revoked) in self.consents_of(binding.as_str()).await? {

@@ -47,7 +47,6 @@ impl MongoStore {
         }
         Ok(())
     }
-
 }
 
 #[async_trait]

@@ -2,8 +2,8 @@
 //! types, and the conversions both ways. Nothing here leaves the crate.
 
 use cardbind_domain::{
-    Binding, BindingId, BindingParts, BindingStatus, CardBrand, CardSummary, ChannelName,
-    Expiry, Fingerprint, NextAction, SealedBlob, SealedCard, Timestamp, UserId,
+    Binding, BindingId, BindingParts, BindingStatus, CardBrand, CardSummary, ChannelName, Expiry,
+    Fingerprint, NextAction, SealedBlob, SealedCard, Timestamp, UserId,
 };
 use cardbind_ports::audit::{AuditEvent, AuditRecord};
 use cardbind_ports::store::{Consent, StoredResponse, WrappedKey};
@@ -261,7 +261,8 @@ impl ResponseDoc {
 
     pub fn into_domain(self) -> Result<StoredResponse, StoreError> {
         Ok(StoredResponse {
-            status: u16::try_from(self.status).map_err(|_| corrupt("stored response", "bad status"))?,
+            status: u16::try_from(self.status)
+                .map_err(|_| corrupt("stored response", "bad status"))?,
             content_type: self.content_type,
             body: self.body.bytes,
         })

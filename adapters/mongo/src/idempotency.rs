@@ -26,7 +26,13 @@ impl MongoStore {
     /// deletes only the newest, and the purge all of a key's attempts
     /// (they share `created_at`).
     async fn latest_attempt(&self, base: &str) -> Result<Option<IdemDoc>, StoreError> {
-        let head = chain_head(&self.idempotency, base, 0, self.hints.get(IDEMPOTENCY, base)).await?;
+        let head = chain_head(
+            &self.idempotency,
+            base,
+            0,
+            self.hints.get(IDEMPOTENCY, base),
+        )
+        .await?;
         if let Some((n, _)) = &head {
             self.hints.set(IDEMPOTENCY, base, *n);
         }
@@ -67,7 +73,9 @@ impl MongoStore {
                         groups.insert(d.get(group).map(ToString::to_string).unwrap_or_default());
                     }
                     if !ids.is_empty() {
-                        raw.delete_many(doc! { "_id": { "$in": ids } }).await.map_err(map_err)?;
+                        raw.delete_many(doc! { "_id": { "$in": ids } })
+                            .await
+                            .map_err(map_err)?;
                     }
                     Ok(docs.len())
                 })
@@ -109,7 +117,10 @@ impl IdempotencyStore for MongoStore {
                         }
                         if d.state == COMPLETED {
                             let r = d.response.clone().ok_or_else(|| {
-                                StoreError::Corrupt(format!("idempotency {}: completed without response", d.id))
+                                StoreError::Corrupt(format!(
+                                    "idempotency {}: completed without response",
+                                    d.id
+                                ))
                             })?;
                             return Ok(Claim::Completed(r.into_domain()?));
                         }
@@ -199,7 +210,11 @@ impl IdempotencyStore for MongoStore {
     }
 
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.purge_where(&self.idempotency, doc! { "created_at": { "$lt": dt(before) } }, "base")
-            .await
+        self.purge_where(
+            &self.idempotency,
+            doc! { "created_at": { "$lt": dt(before) } },
+            "base",
+        )
+        .await
     }
 }

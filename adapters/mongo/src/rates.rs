@@ -27,7 +27,9 @@ impl RateCounter for MongoStore {
             // has counted before starts from where it last saw the count.
             let mut n: i64 = match self.hints.get(RATES, key) {
                 None => 1,
-                Some(h) => chain_head(&self.rates, key, 1, Some(h)).await?.map_or(1, |(top, _)| top + 1),
+                Some(h) => chain_head(&self.rates, key, 1, Some(h))
+                    .await?
+                    .map_or(1, |(top, _)| top + 1),
             };
             for _ in 0..MAX_ROUNDS {
                 let event = RateDoc {
@@ -44,7 +46,9 @@ impl RateCounter for MongoStore {
                 // Taken: search upwards from it for the highest count. A
                 // key's events share one expiry, so the purge removes all
                 // of them or none: the counts are gapless from 1.
-                n = chain_head(&self.rates, key, 1, Some(n)).await?.map_or(1, |(top, _)| top + 1);
+                n = chain_head(&self.rates, key, 1, Some(n))
+                    .await?
+                    .map_or(1, |(top, _)| top + 1);
             }
             Err(StoreError::Unavailable(format!(
                 "rate counter still contended after {MAX_ROUNDS} rounds"
@@ -55,7 +59,11 @@ impl RateCounter for MongoStore {
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         let counters = self
-            .purge_where(&self.rates, doc! { "expires_at": { "$lt": dt(now) } }, "key")
+            .purge_where(
+                &self.rates,
+                doc! { "expires_at": { "$lt": dt(now) } },
+                "key",
+            )
             .await?;
         // The periodic purge calls every port's purge; the clean-up of
         // superseded binding changes (no port of its own) rides on this one.
@@ -126,7 +134,11 @@ impl SeenIds for MongoStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.purge_where(&self.seen, doc! { "expires_at": { "$lt": dt(now) } }, "base")
-            .await
+        self.purge_where(
+            &self.seen,
+            doc! { "expires_at": { "$lt": dt(now) } },
+            "base",
+        )
+        .await
     }
 }

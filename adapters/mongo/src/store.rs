@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::chain::Hints;
 use crate::docs::{
-    AuditCheckpointDoc, AuditDoc, BindingChangeDoc, BindingDoc, BindingKeyDoc, ConsentDoc, ConsentLinkDoc,
-    DataKeyDoc, DefaultDoc, IdemDoc, RateDoc, RevocationDoc, SeenDoc, UserBindingDoc,
+    AuditCheckpointDoc, AuditDoc, BindingChangeDoc, BindingDoc, BindingKeyDoc, ConsentDoc,
+    ConsentLinkDoc, DataKeyDoc, DefaultDoc, IdemDoc, RateDoc, RevocationDoc, SeenDoc,
+    UserBindingDoc,
 };
 
 /// How to reach the database and how long to wait for it.
@@ -36,7 +37,11 @@ pub struct MongoConfig {
 
 impl MongoConfig {
     /// Defaults: 2 s server selection and connect timeouts.
-    pub fn new(uri: impl Into<String>, database: impl Into<String>, operation_timeout: Duration) -> MongoConfig {
+    pub fn new(
+        uri: impl Into<String>,
+        database: impl Into<String>,
+        operation_timeout: Duration,
+    ) -> MongoConfig {
         MongoConfig {
             uri: uri.into(),
             database: database.into(),
@@ -119,10 +124,11 @@ impl MongoStore {
 
     /// As [`MongoStore::connect`], with every timeout chosen.
     pub async fn with_config(config: MongoConfig) -> Result<MongoStore, StoreError> {
-        let mut options = tokio::time::timeout(config.operation_timeout, ClientOptions::parse(&config.uri))
-            .await
-            .map_err(|_| StoreError::Unavailable("resolving the MongoDB URI timed out".into()))?
-            .map_err(map_err)?;
+        let mut options =
+            tokio::time::timeout(config.operation_timeout, ClientOptions::parse(&config.uri))
+                .await
+                .map_err(|_| StoreError::Unavailable("resolving the MongoDB URI timed out".into()))?
+                .map_err(map_err)?;
         options.server_selection_timeout = Some(config.server_selection_timeout);
         options.connect_timeout = Some(config.connect_timeout);
         // Notice a restarted server quickly (the driver also re-checks at
@@ -160,7 +166,10 @@ impl MongoStore {
     /// Whether the server answers (`ping`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.timed(async {
-            self.db.run_command(doc! { "ping": 1 }).await.map_err(map_err)?;
+            self.db
+                .run_command(doc! { "ping": 1 })
+                .await
+                .map_err(map_err)?;
             Ok(())
         })
         .await
@@ -296,7 +305,8 @@ impl MongoStore {
         use cardbind_ports::audit::AuditLog;
         use cardbind_ports::store::{IdempotencyStore, RateCounter, SeenIds};
         Ok(PurgeCounts {
-            idempotency_keys: IdempotencyStore::purge_created_before(self, idempotency_before).await?,
+            idempotency_keys: IdempotencyStore::purge_created_before(self, idempotency_before)
+                .await?,
             audit_records: AuditLog::purge_before(self, audit_before).await?,
             rate_counters: RateCounter::purge_expired(self, now).await?,
             seen_ids: SeenIds::purge_expired(self, now).await?,

@@ -61,13 +61,21 @@ async fn dead_server_is_unavailable_within_seconds() {
 #[tokio::test]
 async fn operation_timeout_bounds_a_call() {
     let port = closed_port();
-    let mut cfg = MongoConfig::new(format!("mongodb://127.0.0.1:{port}/"), "nowhere", Duration::from_millis(300));
+    let mut cfg = MongoConfig::new(
+        format!("mongodb://127.0.0.1:{port}/"),
+        "nowhere",
+        Duration::from_millis(300),
+    );
     cfg.server_selection_timeout = Duration::from_secs(30);
     let store = MongoStore::with_config(cfg).await.expect("config");
     let started = Instant::now();
     let r = store.increment("k", at(60)).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -82,7 +90,10 @@ async fn ensure_indexes_is_idempotent() {
         .list_index_names()
         .await
         .expect("indexes");
-    assert!(names.iter().any(|n| n == "user_fingerprint_unique"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "user_fingerprint_unique"),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
@@ -93,9 +104,17 @@ async fn duplicate_key_maps_to_duplicate() {
     let fp = fingerprint();
     let b = binding(&unique("b"), &user, &fp, at(0));
     store.insert(&b).await.expect("insert");
-    assert_eq!(store.insert(&b).await, Err(StoreError::Duplicate), "same _id");
+    assert_eq!(
+        store.insert(&b).await,
+        Err(StoreError::Duplicate),
+        "same _id"
+    );
     let other = binding(&unique("b"), &user, &fp, at(0));
-    assert_eq!(store.insert(&other).await, Err(StoreError::Duplicate), "same (user, card)");
+    assert_eq!(
+        store.insert(&other).await,
+        Err(StoreError::Duplicate),
+        "same (user, card)"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +133,11 @@ async fn binding_is_stored_as_sealed_binary_without_cvv() {
         .expect("stored");
     let sealed = raw.get_document("sealed").expect("sealed");
     for f in ["pan", "holder_name", "id_number", "phone"] {
-        assert!(matches!(sealed.get(f), Some(Bson::Binary(_))), "{f}: {:?}", sealed.get(f));
+        assert!(
+            matches!(sealed.get(f), Some(Bson::Binary(_))),
+            "{f}: {:?}",
+            sealed.get(f)
+        );
     }
     let text = format!("{raw:?}").to_lowercase();
     assert!(!text.contains("cvv"), "{text}");
@@ -150,13 +173,19 @@ async fn committed_change_is_rolled_forward_after_a_crash() {
         .await
         .expect("plant commit");
     // The stored document is still version 0; every read sees version 1.
-    let got = BindingStore::get(&store, &b.id).await.expect("get").expect("some");
+    let got = BindingStore::get(&store, &b.id)
+        .await
+        .expect("get")
+        .expect("some");
     assert_eq!(got, next);
     // A writer that read version 0 before the crash conflicts.
     let other = changed(&b, |p| p.channel_ref = Some("agr-2".into()));
     assert_eq!(store.update(&other, 0).await, Err(StoreError::Conflict));
     assert_eq!(
-        store.find_by_fingerprint(&user, &b.fingerprint).await.expect("find"),
+        store
+            .find_by_fingerprint(&user, &b.fingerprint)
+            .await
+            .expect("find"),
         Some(next.clone())
     );
 }
@@ -165,7 +194,9 @@ async fn committed_change_is_rolled_forward_after_a_crash() {
 async fn two_clients_race_on_one_binding() {
     let Some(uri) = uri() else { return };
     let (a, name) = fresh_store(&uri).await;
-    let b_store = MongoStore::connect(&uri, &name, common::OP_TIMEOUT).await.expect("second");
+    let b_store = MongoStore::connect(&uri, &name, common::OP_TIMEOUT)
+        .await
+        .expect("second");
     let user = user_id(&unique("u"));
     let b = binding(&unique("b"), &user, &fingerprint(), at(0));
     a.insert(&b).await.expect("insert");
@@ -184,7 +215,10 @@ async fn two_clients_race_on_one_binding() {
         assert!(results
             .iter()
             .all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict))));
-        let stored = BindingStore::get(&b_store, &b.id).await.expect("get").expect("some");
+        let stored = BindingStore::get(&b_store, &b.id)
+            .await
+            .expect("get")
+            .expect("some");
         assert_eq!(&stored, winners[0], "the winner's change is what is stored");
         current = stored;
     }
@@ -194,15 +228,22 @@ async fn two_clients_race_on_one_binding() {
 async fn audit_chain_holds_across_clients() {
     let Some(uri) = uri() else { return };
     let (a, name) = fresh_store(&uri).await;
-    let b = MongoStore::connect(&uri, &name, common::OP_TIMEOUT).await.expect("second");
+    let b = MongoStore::connect(&uri, &name, common::OP_TIMEOUT)
+        .await
+        .expect("second");
     let stores = [a.clone(), b];
     let results = race(24, move |i| {
         let s = stores[i % 2].clone();
-        async move { s.append(audit_event(&format!("actor{i}"), "x.y", at(i as i64))).await }
+        async move {
+            s.append(audit_event(&format!("actor{i}"), "x.y", at(i as i64)))
+                .await
+        }
     })
     .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let log = AuditLog::list(&a, &AuditFilter::default(), None, 100).await.expect("list");
+    let log = AuditLog::list(&a, &AuditFilter::default(), None, 100)
+        .await
+        .expect("list");
     assert_eq!(log.len(), 24);
     assert_eq!(verify_chain(&log), Ok(24));
     assert_eq!(log.last().map(|r| r.seq), Some(24));
@@ -212,7 +253,9 @@ async fn audit_chain_holds_across_clients() {
 async fn rate_counter_distinct_across_clients() {
     let Some(uri) = uri() else { return };
     let (a, name) = fresh_store(&uri).await;
-    let b = MongoStore::connect(&uri, &name, common::OP_TIMEOUT).await.expect("second");
+    let b = MongoStore::connect(&uri, &name, common::OP_TIMEOUT)
+        .await
+        .expect("second");
     let stores = [a, b];
     let key = unique("rate");
     let mut counts: Vec<u64> = race(30, move |i| {
@@ -230,9 +273,18 @@ async fn erased_data_key_leaves_no_key_material() {
     let Some(uri) = uri() else { return };
     let (store, name) = fresh_store(&uri).await;
     let owner = unique("owner");
-    store.put_if_absent(&wrapped_key(&owner, b"v1", 1)).await.expect("put");
-    store.replace(&wrapped_key(&owner, b"v2", 2), 1).await.expect("rewrap");
-    store.replace(&wrapped_key(&owner, b"v3", 3), 2).await.expect("rewrap");
+    store
+        .put_if_absent(&wrapped_key(&owner, b"v1", 1))
+        .await
+        .expect("put");
+    store
+        .replace(&wrapped_key(&owner, b"v2", 2), 1)
+        .await
+        .expect("rewrap");
+    store
+        .replace(&wrapped_key(&owner, b"v3", 3), 2)
+        .await
+        .expect("rewrap");
     assert!(store.delete(&owner).await.expect("delete"));
     let db = raw_db(&uri, &name).await;
     let left = db

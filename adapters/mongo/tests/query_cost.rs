@@ -46,11 +46,18 @@ async fn query_cost_by_collection_size() {
     let Some(uri) = common::uri() else { return };
     let db = common::raw_db(&uri, &common::fresh_db_name()).await;
     let c = db.collection::<Document>("cost");
-    c.create_index(mongodb::IndexModel::builder().keys(doc! { "k": 1, "n": -1 }).build())
-        .await
-        .expect("index");
+    c.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! { "k": 1, "n": -1 })
+            .build(),
+    )
+    .await
+    .expect("index");
     let mut have = 0i64;
-    println!("{:>6} | {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  (median ms)", "docs", "_id str", "_id int", "k=v", "k sort", "_id+v", "insert");
+    println!(
+        "{:>6} | {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  (median ms)",
+        "docs", "_id str", "_id int", "k=v", "k sort", "_id+v", "insert"
+    );
     for size in [100i64, 1_000, 5_000, 20_000] {
         let batch: Vec<Document> = (have..size)
             .map(|i| doc! { "_id": format!("u{}#{}", i / 4, i % 4), "seq": i, "k": format!("u{}", i / 4), "n": i % 4, "v": 1 })
@@ -63,7 +70,9 @@ async fn query_cost_by_collection_size() {
         let id_str = median(|i| {
             let c = c.clone();
             async move {
-                c.find_one(doc! { "_id": format!("u{}#9", i) }).await.expect("find");
+                c.find_one(doc! { "_id": format!("u{}#9", i) })
+                    .await
+                    .expect("find");
             }
         })
         .await;
@@ -79,14 +88,18 @@ async fn query_cost_by_collection_size() {
         let id_int = median(|i| {
             let ci = ci.clone();
             async move {
-                ci.find_one(doc! { "_id": size + i as i64 }).await.expect("find");
+                ci.find_one(doc! { "_id": size + i as i64 })
+                    .await
+                    .expect("find");
             }
         })
         .await;
         let eq = median(|i| {
             let c = c.clone();
             async move {
-                c.find_one(doc! { "k": format!("nobody{i}") }).await.expect("find");
+                c.find_one(doc! { "k": format!("nobody{i}") })
+                    .await
+                    .expect("find");
             }
         })
         .await;
@@ -112,7 +125,9 @@ async fn query_cost_by_collection_size() {
         let ins = median(|i| {
             let c = c.clone();
             async move {
-                c.insert_one(doc! { "_id": format!("new{size}-{i}"), "k": "new", "n": 0 }).await.expect("insert");
+                c.insert_one(doc! { "_id": format!("new{size}-{i}"), "k": "new", "n": 0 })
+                    .await
+                    .expect("insert");
             }
         })
         .await;

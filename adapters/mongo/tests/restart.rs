@@ -28,11 +28,18 @@ struct Ferret {
 
 impl Ferret {
     fn from_env() -> Option<Ferret> {
-        let vars = ["CARDBIND_TEST_FERRETDB_CTL", "CARDBIND_TEST_FERRETDB_BIN", "CARDBIND_TEST_SERVICES_DIR"];
+        let vars = [
+            "CARDBIND_TEST_FERRETDB_CTL",
+            "CARDBIND_TEST_FERRETDB_BIN",
+            "CARDBIND_TEST_SERVICES_DIR",
+        ];
         let missing: Vec<_> = vars.iter().filter(|v| std::env::var(v).is_err()).collect();
         if !missing.is_empty() {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "{missing:?} not set and CI=true: run through scripts/test-services.sh");
+            assert!(
+                !ci,
+                "{missing:?} not set and CI=true: run through scripts/test-services.sh"
+            );
             eprintln!("skipped: {missing:?} not set; run through scripts/test-services.sh");
             return None;
         }
@@ -62,13 +69,19 @@ impl Ferret {
 
 impl Drop for Ferret {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(&self.ctl).arg("stop").arg(&self.dir).status();
+        let _ = Command::new("bash")
+            .arg(&self.ctl)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_database_restart() {
-    let Some(ferret) = Ferret::from_env() else { return };
+    let Some(ferret) = Ferret::from_env() else {
+        return;
+    };
     ferret.ctl("start");
     let uri = format!("mongodb://127.0.0.1:{}/", ferret.port);
     let store = MongoStore::connect(&uri, "restart", Duration::from_secs(5))
@@ -85,10 +98,20 @@ async fn survives_a_database_restart() {
     for _ in 0..2 {
         let started = Instant::now();
         let r = store.insert(&second).await;
-        assert!(matches!(r, Err(StoreError::Unavailable(_))), "while down: {r:?}");
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "while down: {r:?}"
+        );
         let r = store.get(&first.id).await;
-        assert!(matches!(r, Err(StoreError::Unavailable(_))), "while down: {r:?}");
-        assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "while down: {r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     ferret.ctl("start");
@@ -107,7 +130,10 @@ async fn survives_a_database_restart() {
         }
     }
     let updated = changed(&first, |p| p.channel_ref = Some("after-restart".into()));
-    store.update(&updated, 0).await.expect("update after restart");
+    store
+        .update(&updated, 0)
+        .await
+        .expect("update after restart");
 
     let all = store.list_by_user(&user, None, 10).await.expect("list");
     let ids: Vec<_> = all.iter().map(|b| b.id.clone()).collect();
@@ -115,5 +141,8 @@ async fn survives_a_database_restart() {
     want.sort();
     assert_eq!(ids, want, "both bindings, once each");
     assert_eq!(store.get(&first.id).await.expect("get"), Some(updated));
-    assert_eq!(store.get(&second.id).await.expect("get"), Some(second.clone()));
+    assert_eq!(
+        store.get(&second.id).await.expect("get"),
+        Some(second.clone())
+    );
 }

@@ -34,7 +34,15 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { binds: 1000, concurrency: 16, url: None, token: None, mongodb: None, kms_endpoint: None, no_cache: false };
+    let mut a = Args {
+        binds: 1000,
+        concurrency: 16,
+        url: None,
+        token: None,
+        mongodb: None,
+        kms_endpoint: None,
+        no_cache: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().expect("a value after the flag");
@@ -65,11 +73,20 @@ async fn kms_key(endpoint: &str) -> String {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "loadgen"))
+        .credentials_provider(Credentials::new(
+            "testing", "testing", None, None, "loadgen",
+        ))
         .build();
     let client = aws_sdk_kms::Client::from_conf(conf);
-    let out = client.create_key().send().await.expect("CreateKey on the KMS endpoint");
-    out.key_metadata().expect("key metadata").key_id().to_owned()
+    let out = client
+        .create_key()
+        .send()
+        .await
+        .expect("CreateKey on the KMS endpoint");
+    out.key_metadata()
+        .expect("key metadata")
+        .key_id()
+        .to_owned()
 }
 
 #[tokio::main]
@@ -77,7 +94,11 @@ async fn main() -> anyhow::Result<()> {
     let a = args();
     let mut running = None;
     let (base, token, what) = match &a.url {
-        Some(url) => (url.clone(), a.token.clone().expect("--token with --url"), format!("service at {url}")),
+        Some(url) => (
+            url.clone(),
+            a.token.clone().expect("--token with --url"),
+            format!("service at {url}"),
+        ),
         None => {
             let dir = tempfile::tempdir()?;
             let mut c = Config::default();
@@ -109,7 +130,11 @@ async fn main() -> anyhow::Result<()> {
                 "in-process service: storage {:?}, keys {:?}{}",
                 c.storage.kind,
                 c.keys.kind,
-                if a.no_cache { " (data-key cache off)" } else { "" }
+                if a.no_cache {
+                    " (data-key cache off)"
+                } else {
+                    ""
+                }
             );
             let r = cardbind::cli::start(c).await?;
             let base = r.base_url.clone();
@@ -118,13 +143,16 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency)
+        .build()?;
     let next = Arc::new(AtomicU64::new(0));
     let run = std::process::id() as u64 * 1_000_000;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
-        let (client, next, base, token) = (client.clone(), next.clone(), base.clone(), token.clone());
+        let (client, next, base, token) =
+            (client.clone(), next.clone(), base.clone(), token.clone());
         let total = a.binds;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -177,7 +205,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!("target: {what}");
     println!(
         "binds: {} ok, {} failed, concurrency {}, {:.2} s",
@@ -186,18 +218,30 @@ async fn main() -> anyhow::Result<()> {
         a.concurrency,
         elapsed.as_secs_f64()
     );
-    println!("throughput: {:.0} binds/s", lat.len() as f64 / elapsed.as_secs_f64());
-    println!("latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms", ms(pct(0.5)), ms(pct(0.9)), ms(pct(0.99)));
+    println!(
+        "throughput: {:.0} binds/s",
+        lat.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        ms(pct(0.5)),
+        ms(pct(0.9)),
+        ms(pct(0.99))
+    );
     if let Some((r, _dir)) = running.as_ref() {
         let mut text = String::new();
-        let _ = prometheus::TextEncoder::new().encode_utf8(&r.built.state.metrics.gather(), &mut text);
+        let _ =
+            prometheus::TextEncoder::new().encode_utf8(&r.built.state.metrics.gather(), &mut text);
         let total: f64 = text
             .lines()
             .filter(|l| l.starts_with("cardbind_kms_calls_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         if total > 0.0 {
-            println!("kms calls: {total} ({:.1} per 1000 binds)", total * 1000.0 / lat.len().max(1) as f64);
+            println!(
+                "kms calls: {total} ({:.1} per 1000 binds)",
+                total * 1000.0 / lat.len().max(1) as f64
+            );
         }
     }
     if let Some((r, _dir)) = running {

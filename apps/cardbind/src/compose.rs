@@ -66,7 +66,14 @@ impl Stores {
     /// Every port from one adapter that implements them all.
     pub fn all_in_one<S>(s: Arc<S>) -> Stores
     where
-        S: BindingStore + IdempotencyStore + RateCounter + ConsentLog + SeenIds + AuditLog + DataKeyStore + 'static,
+        S: BindingStore
+            + IdempotencyStore
+            + RateCounter
+            + ConsentLog
+            + SeenIds
+            + AuditLog
+            + DataKeyStore
+            + 'static,
     {
         Stores {
             bindings: s.clone(),
@@ -90,9 +97,7 @@ pub struct Built {
 
 pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
     match config.storage.kind {
-        StorageKind::Memory => {
-            Ok(Stores::all_in_one(cardbind_memory::MemoryStore::shared()))
-        }
+        StorageKind::Memory => Ok(Stores::all_in_one(cardbind_memory::MemoryStore::shared())),
         StorageKind::Mongodb => {
             let m = cardbind_mongo::MongoStore::connect(
                 &config.storage.uri,

@@ -18,7 +18,10 @@ fn every_error_code_is_documented_with_its_status() {
 /// loads back as the defaults. `CARDBIND_UPDATE_DOCS=1` rewrites it.
 #[test]
 fn the_example_configuration_is_the_defaults() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cardbind.example.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/cardbind.example.toml"
+    );
     let generated = cardbind::config::defaults_toml().expect("defaults serialize");
     if std::env::var("CARDBIND_UPDATE_DOCS").is_ok_and(|v| v == "1") {
         std::fs::write(path, &generated).expect("write the example");
@@ -33,5 +36,8 @@ fn the_example_configuration_is_the_defaults() {
         figment::providers::Env::prefixed("CARDBIND_DOCS_CHECK_UNSET__"),
     )
     .expect("the example loads");
-    assert_eq!(toml::to_string(&loaded).ok(), toml::to_string(&cardbind::config::Config::default()).ok());
+    assert_eq!(
+        toml::to_string(&loaded).ok(),
+        toml::to_string(&cardbind::config::Config::default()).ok()
+    );
 }

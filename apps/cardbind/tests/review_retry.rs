@@ -46,7 +46,12 @@ impl PaymentChannel for Switchable {
         }
         self.inner.start_binding(r).await
     }
-    async fn confirm_otp(&self, b: &BindingId, r: &str, otp: &str) -> Result<ConfirmOutcome, ChannelError> {
+    async fn confirm_otp(
+        &self,
+        b: &BindingId,
+        r: &str,
+        otp: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
         self.inner.confirm_otp(b, r, otp).await
     }
     async fn unbind(&self, b: &BindingId, r: &str) -> Result<(), ChannelError> {
@@ -73,7 +78,8 @@ fn spawn_switchable() -> (TestApp, Arc<Switchable>) {
     });
     let mut ports = t.state.service.ports().clone();
     let as_port: Arc<dyn PaymentChannel> = ch.clone();
-    ports.channels = ChannelRegistry::new(vec![as_port], ChannelName::parse("mock").unwrap()).unwrap();
+    ports.channels =
+        ChannelRegistry::new(vec![as_port], ChannelName::parse("mock").unwrap()).unwrap();
     t.state.service = CardService::new(ports, Policy::default());
     t.client = TestClient::new(app(t.state.clone()).boxed());
     (t, ch)
@@ -132,12 +138,22 @@ async fn a_retry_once_the_channel_is_back_binds_the_card_from_its_sealed_data() 
 
     let log = audit(&t, &id).await;
     let opens = events(&log, "card_data.open");
-    assert_eq!(opens.len(), 4, "one audited opening per sealed field: {log:?}");
-    assert!(opens.iter().all(|e| e["outcome"] == "ok" && e["actor"] == "ops"));
+    assert_eq!(
+        opens.len(),
+        4,
+        "one audited opening per sealed field: {log:?}"
+    );
+    assert!(opens
+        .iter()
+        .all(|e| e["outcome"] == "ok" && e["actor"] == "ops"));
     assert_eq!(events(&log, "review.retry").len(), 1);
     // Nothing in the audit trail is card data.
     let text = serde_json::to_string(&log).unwrap();
-    assert!(!text.contains(CARD) && !text.contains("11010519491231002X") && !text.contains("13800138000"));
+    assert!(
+        !text.contains(CARD)
+            && !text.contains("11010519491231002X")
+            && !text.contains("13800138000")
+    );
 }
 
 #[tokio::test]
@@ -150,20 +166,50 @@ async fn tampered_sealed_data_is_refused_audited_and_leaves_the_binding_in_revie
     // database access might: the ciphertext is genuine but bound to
     // another field.
     let bid = BindingId::parse(&id).unwrap();
-    let stored = t.state.service.ports().bindings.get(&bid).await.unwrap().unwrap();
+    let stored = t
+        .state
+        .service
+        .ports()
+        .bindings
+        .get(&bid)
+        .await
+        .unwrap()
+        .unwrap();
     let mut parts = stored.clone().into_parts();
     parts.sealed.pan = parts.sealed.phone.clone();
     parts.version += 1;
-    t.state.service.ports().bindings.update(&Binding::restore(parts), stored.version).await.unwrap();
+    t.state
+        .service
+        .ports()
+        .bindings
+        .update(&Binding::restore(parts), stored.version)
+        .await
+        .unwrap();
 
     let starts_before = ch.starts.load(Ordering::SeqCst);
     let body = assert_error(retry(&t, &id).await, 409, "card_data_unreadable").await;
     assert!(!body.to_string().contains("13800138000"));
-    assert_eq!(ch.starts.load(Ordering::SeqCst), starts_before, "the channel was not called");
+    assert_eq!(
+        ch.starts.load(Ordering::SeqCst),
+        starts_before,
+        "the channel was not called"
+    );
 
-    let now = t.state.service.ports().bindings.get(&bid).await.unwrap().unwrap();
+    let now = t
+        .state
+        .service
+        .ports()
+        .bindings
+        .get(&bid)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(now.status, BindingStatus::PendingReview);
-    assert_eq!(now.version, stored.version + 1, "nothing written by the refused retry");
+    assert_eq!(
+        now.version,
+        stored.version + 1,
+        "nothing written by the refused retry"
+    );
 
     let log = audit(&t, &id).await;
     let opens = events(&log, "card_data.open");

@@ -77,7 +77,8 @@ async fn one_card_on_a_sixth_account_within_an_hour_is_card_velocity_exceeded() 
     let app = trusting_proxy();
     // Rate windows are fixed clock windows (this rule: clock hours): start
     // one second into an hour so that the steps below stay inside it.
-    app.clock.set_ms(system_now_ms() / 3_600_000 * 3_600_000 + 1000);
+    app.clock
+        .set_ms(system_now_ms() / 3_600_000 * 3_600_000 + 1000);
     let before = metrics(&app).await;
     assert_eq!(counter(&before, "card"), 0);
     for i in 0..5 {

@@ -341,9 +341,10 @@ impl AlipayChannel {
     ) -> Result<Map<String, Value>, ChannelError> {
         let members = scan::top_level_members(text).map_err(|e| protocol(e.to_string()))?;
         let node_name = format!("{}_response", method.replace('.', "_"));
-        let node = scan::unique_member(&members, &node_name).map_err(|e| protocol(e.to_string()))?;
-        let error = scan::unique_member(&members, "error_response")
-            .map_err(|e| protocol(e.to_string()))?;
+        let node =
+            scan::unique_member(&members, &node_name).map_err(|e| protocol(e.to_string()))?;
+        let error =
+            scan::unique_member(&members, "error_response").map_err(|e| protocol(e.to_string()))?;
         let sign_raw =
             scan::unique_member(&members, "sign").map_err(|e| protocol(e.to_string()))?;
         let (raw, is_error) = match (node, error) {
@@ -379,10 +380,12 @@ impl AlipayChannel {
             let Some(key) = &self.aes_key else {
                 return Err(protocol("encrypted response but no AES key configured"));
             };
-            let ct: String = serde_json::from_str(raw).map_err(|_| protocol("bad encrypted node"))?;
+            let ct: String =
+                serde_json::from_str(raw).map_err(|_| protocol("bad encrypted node"))?;
             let plain = aes128_cbc_decrypt_b64(key, &ct)
                 .ok_or_else(|| protocol("encrypted response does not decrypt"))?;
-            serde_json::from_slice(&plain).map_err(|_| protocol("decrypted response is not JSON"))?
+            serde_json::from_slice(&plain)
+                .map_err(|_| protocol("decrypted response is not JSON"))?
         } else {
             serde_json::from_str(raw).map_err(|_| protocol("response node is not an object"))?
         };
@@ -425,7 +428,10 @@ impl AlipayChannel {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(transport_error)?;
         if status.is_server_error() {
-            return Err(ChannelError::Unavailable(format!("alipay HTTP {}", status.as_u16())));
+            return Err(ChannelError::Unavailable(format!(
+                "alipay HTTP {}",
+                status.as_u16()
+            )));
         }
         if !status.is_success() {
             return Err(protocol(format!("alipay HTTP {}", status.as_u16())));
@@ -511,7 +517,10 @@ impl AlipayChannel {
     }
 }
 
-fn remote_state(fields: &Map<String, Value>, binding: &BindingId) -> Result<RemoteState, ChannelError> {
+fn remote_state(
+    fields: &Map<String, Value>,
+    binding: &BindingId,
+) -> Result<RemoteState, ChannelError> {
     if let Some(ext) = str_field(fields, "external_agreement_no") {
         if !ext.is_empty() && ext != binding.as_str() {
             return Err(protocol("answer is about another agreement"));

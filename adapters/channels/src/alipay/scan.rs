@@ -101,8 +101,7 @@ pub fn top_level_members(text: &str) -> Result<Vec<(String, &str)>, ScanError> {
             }
             let key_end = skip_string(b, i)?;
             let raw_key = text.get(i..key_end).ok_or(ScanError("bad key"))?;
-            let key: String =
-                serde_json::from_str(raw_key).map_err(|_| ScanError("bad key"))?;
+            let key: String = serde_json::from_str(raw_key).map_err(|_| ScanError("bad key"))?;
             i = skip_ws(b, key_end);
             if b.get(i) != Some(&b':') {
                 return Err(ScanError("expected ':'"));

@@ -51,7 +51,9 @@ use cardbind_ports::ChannelError;
 use serde_json::{Map, Value};
 
 use crate::config::ConfigError;
-use crate::crypto::{aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier};
+use crate::crypto::{
+    aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier,
+};
 use crate::http::{build_client, transport_error, unix_seconds};
 use crate::keys::{load_private_key, load_public_key};
 
@@ -176,7 +178,10 @@ impl std::fmt::Debug for WechatChannel {
             .field("base_url", &self.base_url)
             .field("mchid", &self.mchid)
             .field("serial_no", &self.serial_no)
-            .field("platform_serials", &self.platform.keys().collect::<Vec<_>>())
+            .field(
+                "platform_serials",
+                &self.platform.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -255,8 +260,7 @@ impl WechatChannel {
         let mut platform = BTreeMap::new();
         let mut first = None;
         for (serial, pem) in &config.platform_keys {
-            let key =
-                load_public_key(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
+            let key = load_public_key(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
             let verifier = RsaVerifier::new(key);
             if first.is_none() {
                 first = Some((serial.clone(), verifier.clone()));
@@ -385,7 +389,9 @@ impl WechatChannel {
         let headers: BTreeMap<String, String> = resp
             .headers()
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+            .filter_map(|(k, v)| {
+                Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned()))
+            })
             .collect();
         let bytes = resp.bytes().await.map_err(transport_error)?;
         let signed = headers.contains_key("wechatpay-signature");
@@ -402,12 +408,17 @@ impl WechatChannel {
                 .ok()
                 .and_then(|m| m.get("code").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_default();
-            return Err(ChannelError::Unavailable(format!("wechat HTTP {code} {api_code}")));
+            return Err(ChannelError::Unavailable(format!(
+                "wechat HTTP {code} {api_code}"
+            )));
         }
         if !signed {
             return Err(protocol(format!("unsigned wechat HTTP {code}")));
         }
-        Ok(Err(ApiAnswer { status: code, body: bytes }))
+        Ok(Err(ApiAnswer {
+            status: code,
+            body: bytes,
+        }))
     }
 
     fn contract_path(&self, code: &str) -> String {
@@ -429,7 +440,8 @@ impl WechatChannel {
         self.verify_signature(&notification.headers, &notification.body)?;
         let envelope: Map<String, Value> =
             serde_json::from_slice(&notification.body).map_err(|_| bad())?;
-        let str_of = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let str_of =
+            |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
         let event_id = str_of(&envelope, "id")
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or_else(bad)?;
@@ -443,8 +455,13 @@ impl WechatChannel {
         let ciphertext = str_of(resource, "ciphertext").ok_or_else(bad)?;
         let nonce = str_of(resource, "nonce").ok_or_else(bad)?;
         let aad = str_of(resource, "associated_data").unwrap_or_default();
-        let plain = aes256_gcm_decrypt(&self.apiv3_key, nonce.as_bytes(), aad.as_bytes(), &ciphertext)
-            .ok_or_else(bad)?;
+        let plain = aes256_gcm_decrypt(
+            &self.apiv3_key,
+            nonce.as_bytes(),
+            aad.as_bytes(),
+            &ciphertext,
+        )
+        .ok_or_else(bad)?;
         let contract: Map<String, Value> = serde_json::from_slice(&plain).map_err(|_| bad())?;
         if let Some(mchid) = str_of(&contract, "mchid") {
             if mchid != self.mchid {
@@ -533,8 +550,8 @@ impl PaymentChannel for WechatChannel {
             .await?
         {
             Ok(bytes) => {
-                let m: Map<String, Value> =
-                    serde_json::from_slice(&bytes).map_err(|_| protocol("pre-sign answer is not JSON"))?;
+                let m: Map<String, Value> = serde_json::from_slice(&bytes)
+                    .map_err(|_| protocol("pre-sign answer is not JSON"))?;
                 let url = ["redirect_url", "code_url", "url"]
                     .iter()
                     .find_map(|k| m.get(*k).and_then(Value::as_str))
@@ -565,7 +582,8 @@ impl PaymentChannel for WechatChannel {
     }
 
     async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
-        let code = contract_code(binding).ok_or_else(|| protocol("binding id has no contract code"))?;
+        let code =
+            contract_code(binding).ok_or_else(|| protocol("binding id has no contract code"))?;
         let path = format!("{}/terminate", self.contract_path(&code));
         let body = serde_json::json!({ "contract_termination_remark": "unbound by the user" });
         match self
@@ -592,7 +610,10 @@ impl PaymentChannel for WechatChannel {
             return Ok(RemoteState::NotFound);
         };
         let path = self.contract_path(&code);
-        match self.request(reqwest::Method::GET, &path, None, None).await? {
+        match self
+            .request(reqwest::Method::GET, &path, None, None)
+            .await?
+        {
             Ok(bytes) => {
                 let m: Map<String, Value> =
                     serde_json::from_slice(&bytes).map_err(|_| protocol("contract is not JSON"))?;

@@ -1,9 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cardbind_domain::{
-    BindingId, CardNumber, Expiry, HolderName, Phone, ResidentId, UserId,
-};
+use cardbind_domain::{BindingId, CardNumber, Expiry, HolderName, Phone, ResidentId, UserId};
 use cardbind_ports::channel::ChannelBindRequest;
 
 pub fn resident_id() -> String {
@@ -50,6 +48,8 @@ impl FixedClock {
 
 impl cardbind_ports::clock::Clock for FixedClock {
     fn now(&self) -> cardbind_domain::Timestamp {
-        cardbind_domain::Timestamp::from_unix_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        cardbind_domain::Timestamp::from_unix_millis(
+            self.0.load(std::sync::atomic::Ordering::SeqCst),
+        )
     }
 }

@@ -1002,7 +1002,8 @@ impl MetaApi {
     #[oai(path = "/readyz", method = "get", operation_id = "readiness")]
     async fn readiness(&self, cx: Cx) -> Result<HealthResponse, ReadyError> {
         // Any valid id: the probe only reads a (missing) default pointer.
-        let probe = UserId::parse("cardbind-readiness-probe").map_err(|e| cx.fail::<ReadyError>(e))?;
+        let probe =
+            UserId::parse("cardbind-readiness-probe").map_err(|e| cx.fail::<ReadyError>(e))?;
         match cx
             .shared
             .state
