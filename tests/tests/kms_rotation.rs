@@ -32,20 +32,24 @@ async fn kms(endpoint: &str, target: &str, body: Value) -> (u16, Value) {
 }
 
 /// The newest live wrapped key of every owner: (owner, master key id, bytes).
-async fn wrapped_keys(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
+/// Every raw document of `collection` in the app's database.
+async fn all_docs(app: &TestApp, collection: &str) -> Vec<Document> {
     let client = mongodb::Client::with_uri_str(&app.config.storage.uri)
         .await
         .expect("mongo client");
-    let coll = client
+    client
         .database(&app.config.storage.database)
-        .collection::<Document>("data_keys");
-    let docs: Vec<Document> = coll
+        .collection::<Document>(collection)
         .find(doc! {})
         .await
         .expect("find")
         .try_collect()
         .await
-        .expect("read");
+        .expect("read")
+}
+
+async fn wrapped_keys(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
+    let docs = all_docs(app, "data_keys").await;
     let mut newest: std::collections::BTreeMap<String, Document> = Default::default();
     for d in docs {
         let owner = d.get_str("owner").expect("owner").to_owned();
@@ -107,19 +111,7 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         "{:?}",
         before.iter().map(|k| &k.0).collect::<Vec<_>>()
     );
-    let client = mongodb::Client::with_uri_str(&a.config.storage.uri)
-        .await
-        .expect("mongo");
-    let bindings = client
-        .database(&a.config.storage.database)
-        .collection::<Document>("bindings");
-    let sealed_before: Vec<Document> = bindings
-        .find(doc! {})
-        .await
-        .expect("find")
-        .try_collect()
-        .await
-        .expect("read");
+    let sealed_before = all_docs(&a, "bindings").await;
     a.stop().await;
 
     // Rotate with the CLI's code path, twice (the second run resumes with nothing to do).
@@ -167,13 +159,7 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
     );
     assert!(checked.len() >= 4, "{checked:?}");
     // The data ciphertexts were not touched.
-    let sealed_after: Vec<Document> = bindings
-        .find(doc! {})
-        .await
-        .expect("find")
-        .try_collect()
-        .await
-        .expect("read");
+    let sealed_after = all_docs(&a, "bindings").await;
     for d in &sealed_before {
         let same = sealed_after
             .iter()
