@@ -24,7 +24,7 @@ use crate::rules::VerificationPolicy;
 use crate::time::Timestamp;
 
 macro_rules! id_type {
-    ($(#[$m:meta])* $name:ident, $field:literal) => {
+    ($(#[$m:meta])* $name:ident, $field:literal, $code:expr) => {
         $(#[$m])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
@@ -41,7 +41,7 @@ macro_rules! id_type {
                     Ok($name(s.to_owned()))
                 } else {
                     Err(DomainError::field(
-                        ErrorCode::InvalidRequest,
+                        $code,
                         $field,
                         concat!($field, " must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @, starting with a letter or digit"),
                     ))
@@ -63,15 +63,15 @@ macro_rules! id_type {
 
 id_type!(
     /// The platform's identifier for one of its users.
-    UserId, "user_id"
+    UserId, "user_id", ErrorCode::InvalidUserId
 );
 id_type!(
     /// Our identifier for a binding (the `card_id` of the API).
-    BindingId, "card_id"
+    BindingId, "card_id", ErrorCode::InvalidRequest
 );
 id_type!(
     /// The name a payment channel is configured under (`mock`, `alipay`, `wechat`).
-    ChannelName, "channel"
+    ChannelName, "channel", ErrorCode::InvalidRequest
 );
 
 impl BindingId {
@@ -447,7 +447,11 @@ impl Binding {
     /// Checks that an OTP may be tried now: the binding waits for one and
     /// the window is open. An expired window fails the binding (the caller
     /// stores that) and answers `verification_expired`.
-    pub fn begin_otp(&mut self, now: Timestamp) -> Result<(), DomainError> {
+    pub fn begin_otp(
+        &mut self,
+        now: Timestamp,
+        policy: &VerificationPolicy,
+    ) -> Result<(), DomainError> {
         if self.0.status != BindingStatus::PendingVerification
             || !matches!(self.0.next_action, Some(NextAction::Otp { .. }))
         {
@@ -464,19 +468,31 @@ impl Binding {
                 "the verification window has closed",
             ));
         }
+        if self.0.otp_attempts >= policy.max_otp_attempts {
+            // Every attempt is taken (some may still be being checked).
+            return Err(DomainError::field(
+                ErrorCode::InvalidOtp,
+                "otp",
+                "no attempts are left for this card",
+            ));
+        }
+        // The attempt counts before the code is checked: the caller stores
+        // this change (conditionally on the version) before asking the
+        // channel, so parallel guesses cannot share one attempt.
+        self.0.otp_attempts = self.0.otp_attempts.saturating_add(1);
+        self.0.updated_at = now;
+        self.0.version += 1;
         Ok(())
     }
 
-    /// Records a wrong OTP; after `policy.max_otp_attempts` the binding fails.
-    /// Returns whether the binding has now failed.
+    /// The code of the attempt begun by [`Binding::begin_otp`] was wrong;
+    /// after `policy.max_otp_attempts` attempts the binding fails. Returns
+    /// whether the binding has now failed.
     pub fn otp_rejected(
         &mut self,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Result<bool, DomainError> {
-        self.0.otp_attempts += 1;
-        self.0.updated_at = now;
-        self.0.version += 1;
         if self.0.otp_attempts >= policy.max_otp_attempts {
             self.go(BindingStatus::Failed, now)?;
             self.0.failure_code = Some(ErrorCode::InvalidOtp.as_str().to_owned());
@@ -587,11 +603,17 @@ mod tests {
         )
         .unwrap();
         let p = VerificationPolicy::default();
-        for _ in 1..p.max_otp_attempts {
-            b.begin_otp(now).unwrap();
-            assert!(!b.otp_rejected(now, &p).unwrap());
+        for i in 1..=p.max_otp_attempts {
+            let v = b.version;
+            b.begin_otp(now, &p).unwrap();
+            assert_eq!(b.otp_attempts, i);
+            assert!(b.version > v, "an attempt is a change to store");
+            assert_eq!(b.otp_rejected(now, &p).unwrap(), i == p.max_otp_attempts);
         }
-        assert!(b.otp_rejected(now, &p).unwrap());
+        assert_eq!(
+            b.begin_otp(now, &p).unwrap_err().code,
+            ErrorCode::InvalidStateTransition
+        );
         assert_eq!(b.status, BindingStatus::Failed);
         assert_eq!(b.failure_code.as_deref(), Some("invalid_otp"));
     }
@@ -612,7 +634,9 @@ mod tests {
         .unwrap();
         let later = now.plus_seconds(VerificationPolicy::default().window_seconds + 1);
         assert_eq!(
-            b.begin_otp(later).unwrap_err().code,
+            b.begin_otp(later, &VerificationPolicy::default())
+                .unwrap_err()
+                .code,
             ErrorCode::VerificationExpired
         );
         assert_eq!(b.status, BindingStatus::Failed);

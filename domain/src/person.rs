@@ -71,7 +71,7 @@ impl ResidentId {
     pub fn parse(input: &str) -> Result<ResidentId, DomainError> {
         let s = input.trim().to_ascii_uppercase();
         let bad = |m: &str| DomainError::field(ErrorCode::InvalidIdNumber, Self::FIELD, m);
-        if s.len() != 18 {
+        if s.len() != 18 || !s.is_ascii() {
             return Err(bad("a resident ID number has 18 characters"));
         }
         let (first17, last) = s.split_at(17);

@@ -261,3 +261,35 @@ proptest! {
         }
     }
 }
+
+// ---- hostile input ---------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// No parser panics on any text, and a refusal never quotes the input.
+    #[test]
+    fn parsers_never_panic_and_never_echo(s in "\\PC{0,40}", n in any::<u32>(), m in any::<u32>()) {
+        let errs = [
+            CardNumber::parse(&s).err(),
+            cardbind_domain::ResidentId::parse(&s).err(),
+            cardbind_domain::Phone::parse(&s).err(),
+            cardbind_domain::HolderName::parse(&s).err(),
+            cardbind_domain::Cvv::parse(&s, CardBrand::Amex).err(),
+            UserId::parse(&s).err(),
+            BindingId::parse(&s).err(),
+            Expiry::parse(n, m, (2026, 11)).err(),
+        ];
+        for e in errs.into_iter().flatten() {
+            if s.chars().count() >= 4 {
+                prop_assert!(!e.message.contains(&s), "{:?} echoes its input", e);
+            }
+        }
+    }
+
+    /// Inputs that pass the byte-length check with multi-byte characters.
+    #[test]
+    fn multibyte_ids_are_refused(prefix in "[0-9]{0,17}", c in "[^\\x00-\\x7F]", suffix in "[0-9X]{0,17}") {
+        let s = format!("{prefix}{c}{suffix}");
+        prop_assert!(cardbind_domain::ResidentId::parse(&s).is_err());
+    }
+}

@@ -88,6 +88,11 @@ pub struct ChannelEvent {
     pub event_id: String,
     pub binding: BindingRef,
     pub kind: ChannelEventKind,
+    /// The agreement the event is about, when the channel names it (Alipay
+    /// `agreement_no`, WeChat `contract_id`). A binding bound again keeps
+    /// its id, so an event naming another agreement than the binding's
+    /// current one is stale and is ignored.
+    pub agreement: Option<String>,
 }
 
 /// An incoming notification exactly as received.

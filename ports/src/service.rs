@@ -485,7 +485,17 @@ impl CardService {
     }
 
     async fn view(&self, b: Binding) -> Result<CardView, ServiceError> {
-        let d = self.ports.bindings.get_default(&b.user_id).await?;
+        let mut d = self.ports.bindings.get_default(&b.user_id).await?;
+        // Repair a pointer left stale by an interrupted change (see `list`).
+        let stale = match &d {
+            None => b.status == BindingStatus::Active,
+            Some(id) => id == &b.id && b.status != BindingStatus::Active,
+        };
+        if stale {
+            d = self
+                .repair_default_for(&RequestContext::system("repair"), &b.user_id)
+                .await?;
+        }
         let is_default = b.status == BindingStatus::Active && d.as_ref() == Some(&b.id);
         Ok(CardView {
             binding: b,
@@ -858,42 +868,83 @@ impl CardService {
         let mut b = self.load(user, id).await?;
         let expected = b.version;
         let from = b.status;
-        if let Err(e) = b.begin_otp(self.now()) {
+        if let Err(e) = b.begin_otp(self.now(), &self.policy.verification) {
             if b.version != expected {
                 self.save(&b, expected).await?;
                 self.audit_change(ctx, "binding.verify", &b, from).await;
             }
             return Err(e.into());
         }
+        // Store the attempt before asking the channel: of parallel guesses
+        // only the one that wins this conditional write reaches the channel
+        // (the others get 409 `conflict`), and no more guesses reach it than
+        // the attempts allow, even while earlier ones are still being checked.
+        self.save(&b, expected).await?;
         let channel = self.channel(&b.channel)?;
         let channel_ref = b.channel_ref.clone().unwrap_or_default();
         let answer = channel.confirm_otp(&b.id, &channel_ref, otp).await?;
-        let now = self.now();
-        let result: Result<(), ServiceError> = match answer {
-            ConfirmOutcome::Confirmed { channel_ref } => {
-                b.activate(Some(channel_ref), now)?;
-                Ok(())
+        // Apply the answer to the binding as it is now (another attempt may
+        // have been counted meanwhile), retrying on a concurrent change.
+        let mut outcome = None;
+        for _ in 0..5 {
+            let now = self.now();
+            let expected = b.version;
+            let result: Result<(), ServiceError> = match &answer {
+                ConfirmOutcome::Confirmed { channel_ref } => match b.status {
+                    BindingStatus::PendingVerification => {
+                        b.activate(Some(channel_ref.clone()), now)?;
+                        Ok(())
+                    }
+                    BindingStatus::Active => Ok(()),
+                    _ => Err(ServiceError::code_only(
+                        ErrorCode::InvalidStateTransition,
+                        "this card is no longer waiting for verification",
+                    )),
+                },
+                ConfirmOutcome::WrongOtp => {
+                    if b.status == BindingStatus::PendingVerification {
+                        b.otp_rejected(now, &self.policy.verification)?;
+                    }
+                    Err(
+                        DomainError::field(ErrorCode::InvalidOtp, "otp", "the code is wrong")
+                            .into(),
+                    )
+                }
+                ConfirmOutcome::Expired => {
+                    if b.status == BindingStatus::PendingVerification {
+                        b.fail(ErrorCode::VerificationExpired.as_str(), now)?;
+                    }
+                    Err(ServiceError::code_only(
+                        ErrorCode::VerificationExpired,
+                        "the verification window has closed",
+                    ))
+                }
+                ConfirmOutcome::Refused { code } => {
+                    if b.status == BindingStatus::PendingVerification {
+                        b.fail(code, now)?;
+                    }
+                    Err(ServiceError::Channel(crate::ChannelError::Rejected {
+                        code: code.clone(),
+                        message: "the payment channel declined this card".into(),
+                    }))
+                }
+            };
+            if b.version == expected {
+                outcome = Some(result);
+                break;
             }
-            ConfirmOutcome::WrongOtp => {
-                b.otp_rejected(now, &self.policy.verification)?;
-                Err(DomainError::field(ErrorCode::InvalidOtp, "otp", "the code is wrong").into())
+            match self.ports.bindings.update(&b, expected).await {
+                Ok(()) => {
+                    outcome = Some(result);
+                    break;
+                }
+                Err(StoreError::Conflict) => b = self.load(user, id).await?,
+                Err(e) => return Err(e.into()),
             }
-            ConfirmOutcome::Expired => {
-                b.fail(ErrorCode::VerificationExpired.as_str(), now)?;
-                Err(ServiceError::code_only(
-                    ErrorCode::VerificationExpired,
-                    "the verification window has closed",
-                ))
-            }
-            ConfirmOutcome::Refused { code } => {
-                b.fail(&code, now)?;
-                Err(ServiceError::Channel(crate::ChannelError::Rejected {
-                    code,
-                    message: "the payment channel declined this card".into(),
-                }))
-            }
+        }
+        let Some(result) = outcome else {
+            return Err(ServiceError::Store(StoreError::Conflict));
         };
-        self.save(&b, expected).await?;
         self.audit(
             ctx,
             "binding.verify",
@@ -932,7 +983,18 @@ impl CardService {
         self.authorize(ctx, Action::ReadCards, Some(user)).await?;
         let limit = limit.clamp(1, MAX_LIST);
         let page = self.ports.bindings.list_by_user(user, after, limit).await?;
-        let default = self.ports.bindings.get_default(user).await?;
+        let mut default = self.ports.bindings.get_default(user).await?;
+        // A pointer left stale by an interrupted change (none, or naming a
+        // card that is no longer active) is repaired on read.
+        let stale = match &default {
+            None => page.iter().any(|b| b.status == BindingStatus::Active),
+            Some(d) => page
+                .iter()
+                .any(|b| &b.id == d && b.status != BindingStatus::Active),
+        };
+        if stale {
+            default = self.repair_default_for(ctx, user).await?;
+        }
         let next = if page.len() as u32 == limit {
             page.last().map(|b| b.id.clone())
         } else {
@@ -1292,6 +1354,18 @@ impl CardService {
                 tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown binding ignored");
                 return Ok(());
             };
+            // A card bound again keeps its id: an event about another
+            // agreement than the one an active (or frozen) card holds now is
+            // about an earlier binding of that card, and changes nothing.
+            let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
+            if let (true, Some(named), Some(current)) =
+                (holds_agreement, &event.agreement, &b.channel_ref)
+            {
+                if named != current {
+                    tracing::info!(channel = %channel_name, event = %event.event_id, binding = %b.id, "event about an earlier agreement ignored");
+                    return Ok(());
+                }
+            }
             let expected = b.version;
             let from = b.status;
             let now = self.now();
@@ -1401,6 +1475,7 @@ impl CardService {
                             event_id: format!("reconcile:{}", b.id),
                             binding: BindingRef::Ours(b.id.clone()),
                             kind,
+                            agreement: None,
                         };
                         match self.apply_channel_event(&b.channel, &ev).await {
                             Ok(()) if activated => report.activated += 1,

@@ -407,6 +407,7 @@ impl PaymentChannel for MockChannel {
         }
         let binding =
             BindingId::parse(&body.binding_id).map_err(|_| ChannelError::InvalidSignature)?;
+        let agreement = body.channel_ref.clone().filter(|r| !r.is_empty());
         let kind = match body.event.as_str() {
             "signed" => {
                 let channel_ref = body
@@ -435,6 +436,7 @@ impl PaymentChannel for MockChannel {
             event_id: body.id,
             binding: BindingRef::Ours(binding),
             kind,
+            agreement,
         })
     }
 

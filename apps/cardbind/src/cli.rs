@@ -307,6 +307,16 @@ pub fn init_logging(config: &Config) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    // A panic message can quote the value that caused it (a request field):
+    // log where it happened, never what it said. Requests that panic are
+    // answered 500 `internal_error` by the HTTP edge.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may hold request data)");
+    }));
     let listener = std::net::TcpListener::bind(&config.server.address)
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
     let shutdown = async {

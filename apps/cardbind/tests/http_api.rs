@@ -247,7 +247,7 @@ async fn each_invalid_field_has_its_code_and_field() {
     let v = assert_error(
         app.bind("bad*user", "k-user", &bind_body(VISA)).await,
         400,
-        "invalid_request",
+        "invalid_user_id",
     )
     .await;
     assert_eq!(v["error"]["field"], "user_id");

@@ -513,6 +513,7 @@ impl AlipayChannel {
             event_id,
             binding,
             kind,
+            agreement: agreement_no.cloned(),
         })
     }
 }

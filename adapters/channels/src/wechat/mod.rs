@@ -476,6 +476,7 @@ impl WechatChannel {
             Some(b) => BindingRef::Ours(b),
             None => BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),
         };
+        let agreement = contract_id.clone();
         let kind = match str_of(&contract, "change_type").as_deref() {
             Some("ADD") => ChannelEventKind::Signed {
                 channel_ref: contract_id.ok_or_else(bad)?,
@@ -487,6 +488,7 @@ impl WechatChannel {
             event_id,
             binding,
             kind,
+            agreement,
         })
     }
 }

@@ -1,0 +1,234 @@
+//! Consistency under interrupted changes, stale events and parallel guesses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+
+use cardbind_domain::{Actor, BindingId, BindingStatus, ChannelName, ErrorCode, Role, UserId};
+use cardbind_ports::channel::{
+    ChannelBindRequest, ChannelEvent, ChannelRegistry, ChannelStart, ConfirmOutcome, Notification,
+    NotificationAck, PaymentChannel, RemoteState,
+};
+use cardbind_ports::service::{CardService, ConsentInput, Policy, RawBindCard, RequestContext};
+use cardbind_ports::store::BindingStore;
+use cardbind_ports::ChannelError;
+use support::*;
+
+const VISA: &str = "4111111111111111";
+
+async fn notify(app: &TestApp, id: &str, event_id: &str, event: &str, agreement: &str) -> u16 {
+    let secret = cardbind_channels::MockConfig::default().notification_secret;
+    let n = cardbind_channels::mock::mock_notification(&secret, event_id, id, event, agreement);
+    let mut req = app.client.post("/v1/channels/mock/notify");
+    for (k, v) in n.headers {
+        req = req.header(k, v);
+    }
+    req.body(n.body).send().await.0.status().as_u16()
+}
+
+async fn card(app: &TestApp, user: &str, id: &str) -> serde_json::Value {
+    let resp = app
+        .client
+        .get(format!("/v1/users/{user}/cards/{id}"))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    json_of(resp).await
+}
+
+#[tokio::test]
+async fn a_default_pointer_left_stale_is_repaired_on_read() {
+    let app = spawn();
+    let v = json_of(app.bind("u-d", "k-d", &bind_body(VISA)).await).await;
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["is_default"], true);
+    let id = BindingId::parse(v["id"].as_str().unwrap()).unwrap();
+    let user = UserId::parse("u-d").unwrap();
+
+    // As if a process died between a change and the pointer update.
+    assert!(app
+        .store
+        .replace_default(&user, Some(id.clone()), None)
+        .await
+        .unwrap());
+
+    let list = app
+        .client
+        .get("/v1/users/u-d/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    let list = json_of(list).await;
+    assert_eq!(list["cards"][0]["is_default"], true, "{list}");
+    assert_eq!(
+        app.store.get_default(&user).await.unwrap(),
+        Some(id.clone())
+    );
+
+    assert!(app
+        .store
+        .replace_default(&user, Some(id.clone()), None)
+        .await
+        .unwrap());
+    assert_eq!(card(&app, "u-d", id.as_str()).await["is_default"], true);
+    assert_eq!(app.store.get_default(&user).await.unwrap(), Some(id));
+}
+
+#[tokio::test]
+async fn an_event_about_an_earlier_agreement_does_not_unbind_the_card() {
+    let app = spawn();
+    let v = json_of(app.bind("u-e", "k-e", &bind_body(VISA)).await).await;
+    assert_eq!(v["status"], "active");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let stored = app
+        .store
+        .get(&BindingId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let current = stored
+        .channel_ref
+        .clone()
+        .expect("an active card holds its agreement");
+
+    // A late unsign of an earlier agreement of the same card: acknowledged, ignored.
+    assert_eq!(
+        notify(&app, &id, "evt-old", "terminated", "agreement-from-before").await,
+        200
+    );
+    assert_eq!(card(&app, "u-e", &id).await["status"], "active");
+
+    // The user ending the current agreement in the wallet app unbinds it.
+    assert_eq!(
+        notify(&app, &id, "evt-now", "terminated", &current).await,
+        200
+    );
+    assert_eq!(card(&app, "u-e", &id).await["status"], "inactive");
+}
+
+/// The mock channel, counting OTP checks and taking its time over each.
+struct SlowOtp {
+    inner: cardbind_channels::MockChannel,
+    checks: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl PaymentChannel for SlowOtp {
+    fn name(&self) -> &str {
+        "mock"
+    }
+    async fn start_binding(&self, r: &ChannelBindRequest) -> Result<ChannelStart, ChannelError> {
+        self.inner.start_binding(r).await
+    }
+    async fn confirm_otp(
+        &self,
+        b: &BindingId,
+        r: &str,
+        otp: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.inner.confirm_otp(b, r, otp).await
+    }
+    async fn unbind(&self, b: &BindingId, r: &str) -> Result<(), ChannelError> {
+        self.inner.unbind(b, r).await
+    }
+    async fn query(&self, b: &BindingId, r: Option<String>) -> Result<RemoteState, ChannelError> {
+        self.inner.query(b, r).await
+    }
+    fn parse_notification(&self, n: &Notification) -> Result<ChannelEvent, ChannelError> {
+        self.inner.parse_notification(n)
+    }
+    fn notification_ack(&self) -> NotificationAck {
+        self.inner.notification_ack()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_codes_are_each_counted() {
+    let mut t = spawn();
+    let ch = Arc::new(SlowOtp {
+        inner: cardbind_channels::MockChannel::new(cardbind_channels::MockConfig {
+            mode: cardbind_channels::MockMode::Otp,
+            ..cardbind_channels::MockConfig::default()
+        }),
+        checks: std::sync::atomic::AtomicU32::new(0),
+    });
+    let mut ports = t.state.service.ports().clone();
+    let port: Arc<dyn PaymentChannel> = ch.clone();
+    ports.channels = ChannelRegistry::new(vec![port], ChannelName::parse("mock").unwrap()).unwrap();
+    t.state.service = CardService::new(ports, Policy::default());
+    let app = Arc::new(t.state.clone());
+
+    let user = UserId::parse("u-o").unwrap();
+    let ctx = RequestContext {
+        actor: Actor::new("m", Role::Service),
+        request_id: String::new(),
+        client_ip: None,
+    };
+    let req = RawBindCard {
+        card_number: VISA.into(),
+        expiry_month: 12,
+        expiry_year: 2035,
+        cvv: None,
+        holder_name: "Alice".into(),
+        id_number: "11010519491231002X".into(),
+        phone: "13800138000".into(),
+        channel: None,
+        consent: ConsentInput {
+            text_version: "v1".into(),
+            text_hash: SHA.into(),
+            ip: None,
+            user_agent: None,
+        },
+    }
+    .parse(app.clock.now())
+    .unwrap();
+    let v = app.service.bind(&ctx, &user, req).await.unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingVerification);
+    let id = v.binding.id.clone();
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (app, ctx, user, id) = (app.clone(), ctx.clone(), user.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            app.service
+                .verify_otp(&ctx, &user, &id, &format!("{:06}", 100000 + i))
+                .await
+                .err()
+                .map(|e| e.code())
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let checks = ch.checks.load(std::sync::atomic::Ordering::SeqCst);
+    let stored = app
+        .service
+        .ports()
+        .bindings
+        .get(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    // Every code the channel checked was counted first: parallel guesses
+    // cannot share one attempt.
+    assert_eq!(stored.otp_attempts, checks, "{codes:?}");
+    assert!(checks <= 5, "{checks} guesses checked: {codes:?}");
+    // Every guess is refused: as wrong, as out of attempts (both
+    // `invalid_otp`), or as racing another guess (`conflict`).
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Some(ErrorCode::InvalidOtp) | Some(ErrorCode::Conflict))),
+        "{codes:?}"
+    );
+    if checks == 5 {
+        assert_eq!(stored.status, BindingStatus::Failed);
+    }
+}
