@@ -104,22 +104,62 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         assert_eq!(v["status"], "active", "{v}");
         ids.push(v["id"].as_str().expect("id").to_owned());
     }
+    a.stop().await;
+
+    // The documented procedure: first run the service with the new key as
+    // master and the old one as a previous key. Old data keys still open,
+    // new ones are wrapped under the new key.
+    let carol = user_id("rot-c");
+    let carol_card = TestCard::new(Brand::Jcb);
+    {
+        let mid_config = {
+            let mut c = a.config.clone();
+            c.keys.kms_key_id = new_key.clone();
+            c.keys.previous_kms_key_ids = vec![old_key.clone()];
+            c
+        };
+        let Some(mut mid) =
+            TestApp::spawn_on(Storage::MongoAt(mid_config.storage.uri.clone()), |c| {
+                *c = mid_config.clone()
+            })
+            .await
+        else {
+            return;
+        };
+        let v = mid.unbind(&alice, &ids[0]).await.expect_status(200);
+        assert_eq!(v["status"], "inactive");
+        let v = mid
+            .bind(&alice, &cards[0].1, &idem_key())
+            .await
+            .expect_status(201);
+        assert_eq!(
+            v["id"],
+            ids[0].as_str(),
+            "sealed again with alice's old-wrapped key"
+        );
+        let v = mid
+            .bind(&carol, &carol_card, &idem_key())
+            .await
+            .expect_status(201);
+        assert_eq!(v["status"], "active");
+        mid.stop().await;
+    }
+
     let before = wrapped_keys(&a).await;
-    // alice, bob, the fingerprint key and the canary key at least.
+    // alice, bob, carol, the fingerprint key and the canary key at least.
     assert!(
         before.len() >= 4,
         "{:?}",
         before.iter().map(|k| &k.0).collect::<Vec<_>>()
     );
     let sealed_before = all_docs(&a, "bindings").await;
-    a.stop().await;
 
     // Rotate with the CLI's code path, twice (the second run resumes with nothing to do).
     let config = a.config.clone();
-    cardbind::compose::rotate_keys(&config, &new_key)
+    cardbind::compose::rotate_keys(&config, None, &new_key)
         .await
         .expect("rotation");
-    cardbind::compose::rotate_keys(&config, &new_key)
+    cardbind::compose::rotate_keys(&config, None, &new_key)
         .await
         .expect("second rotation run");
 
@@ -183,6 +223,9 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
     else {
         return;
     };
+    b.bind(&carol, &carol_card, &idem_key())
+        .await
+        .assert_error(409, "card_already_bound");
     for (user, card) in &cards {
         b.bind(user, card, &idem_key())
             .await

@@ -103,7 +103,10 @@ pub enum AuditCommand {
 pub enum KeysCommand {
     /// Re-wrap every stored data key under another master key (resumable).
     Rotate {
-        /// The new KMS key id / ARN / alias (or a local key file path).
+        /// The key to move away from (default: the configured master key).
+        #[arg(long)]
+        from: Option<String>,
+        /// The new KMS key id / ARN / alias (or an existing local key file).
         #[arg(long)]
         to: String,
     },
@@ -191,10 +194,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             audit_verify(&built).await
         }
         Command::Keys {
-            command: KeysCommand::Rotate { to },
+            command: KeysCommand::Rotate { from, to },
         } => {
             init_logging(&config);
-            compose::rotate_keys(&config, &to).await
+            compose::rotate_keys(&config, from.as_deref(), &to).await
         }
         Command::EraseUser {
             user_id,

@@ -226,21 +226,43 @@ pub async fn vault(
             let master =
                 cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
                     .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
-            Ok(Arc::new(cardbind_keys::EnvelopeVault::new(
-                master,
-                stores.data_keys.clone(),
-                vault_config(config),
-            )))
+            let mut previous = Vec::new();
+            for f in &config.keys.previous_local_key_files {
+                previous.push(
+                    cardbind_keys::LocalMasterKey::load(f).map_err(|e| {
+                        anyhow!("keys.previous_local_key_files: {}: {e}", f.display())
+                    })?,
+                );
+            }
+            Ok(Arc::new(
+                cardbind_keys::EnvelopeVault::new(
+                    master,
+                    stores.data_keys.clone(),
+                    vault_config(config),
+                )
+                .with_previous_keys(previous),
+            ))
         }
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::registered(metrics)
                 .map_err(|e| anyhow!("metrics: {e}"))?;
-            let master = kms_key(config, &config.keys.kms_key_id, m).await?;
-            Ok(Arc::new(cardbind_keys::EnvelopeVault::new(
-                master,
-                stores.data_keys.clone(),
-                vault_config(config),
-            )))
+            let master = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
+            let mut previous = Vec::new();
+            for id in &config.keys.previous_kms_key_ids {
+                previous.push(
+                    kms_key(config, id, m.clone())
+                        .await
+                        .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
+                );
+            }
+            Ok(Arc::new(
+                cardbind_keys::EnvelopeVault::new(
+                    master,
+                    stores.data_keys.clone(),
+                    vault_config(config),
+                )
+                .with_previous_keys(previous),
+            ))
         }
     }
 }
@@ -569,7 +591,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
 }
 
 /// `cardbind keys rotate --to NEW`: re-wraps every data key.
-pub async fn rotate_keys(config: &Config, to: &str) -> anyhow::Result<()> {
+/// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key
+/// wrapped under `from` (default: the configured master key) under `to`.
+pub async fn rotate_keys(config: &Config, from: Option<&str>, to: &str) -> anyhow::Result<()> {
     let stores = stores(config).await?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
@@ -589,14 +613,19 @@ pub async fn rotate_keys(config: &Config, to: &str) -> anyhow::Result<()> {
     let report = match config.keys.kind {
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
-            let from = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
+            let from = kms_key(config, from.unwrap_or(&config.keys.kms_key_id), m.clone()).await?;
             let to = kms_key(config, to, m).await?;
             cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
         }
         KeysKind::Local => {
-            let from = cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
-                .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
-            let to = cardbind_keys::LocalMasterKey::load_or_create_file(Path::new(to))
+            // Both keys must exist: a mistyped path must not create a key.
+            let from = match from {
+                Some(f) => cardbind_keys::LocalMasterKey::load(Path::new(f))
+                    .map_err(|e| anyhow!("--from: {e}"))?,
+                None => cardbind_keys::LocalMasterKey::load(&local_key_file(config)?)
+                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?,
+            };
+            let to = cardbind_keys::LocalMasterKey::load(Path::new(to))
                 .map_err(|e| anyhow!("--to: {e}"))?;
             cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
         }

@@ -39,7 +39,9 @@ pub struct ServerConfig {
     pub tls_key_file: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
-    /// Trust `X-Forwarded-For` (only behind a proxy that sets it).
+    /// Trust `X-Forwarded-For` (only behind a proxy that appends the
+    /// client's address): its LAST entry is taken as the client IP, since
+    /// earlier entries come from the client and can be forged.
     pub trust_forwarded_for: bool,
     /// How often the background purge runs (seconds; 0 disables it).
     pub purge_interval_seconds: u64,
@@ -115,6 +117,10 @@ pub struct KeysConfig {
     /// the default AWS chain (environment, profile, instance/task role) is used.
     pub kms_access_key_id: Option<String>,
     pub kms_secret_access_key: Option<String>,
+    /// Master keys being rotated away from: used only to unwrap data keys
+    /// not yet re-wrapped (`cardbind keys rotate`), never to wrap new ones.
+    pub previous_kms_key_ids: Vec<String>,
+    pub previous_local_key_files: Vec<PathBuf>,
     /// Data-key cache bounds (0 entries disables the cache).
     pub cache_max_entries: usize,
     pub cache_max_age_seconds: u64,
@@ -132,6 +138,8 @@ impl Default for KeysConfig {
             kms_timeout_ms: 5000,
             kms_access_key_id: None,
             kms_secret_access_key: None,
+            previous_kms_key_ids: Vec::new(),
+            previous_local_key_files: Vec::new(),
             cache_max_entries: 10_000,
             cache_max_age_seconds: 300,
             cache_max_uses: 10_000,
@@ -562,6 +570,12 @@ impl Config {
         }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad("auth.jwt_secret", "must be at least 32 characters");
+        }
+        if self.auth.signed_clients.values().any(|v| v.len() < 32) {
+            return bad(
+                "auth.signed_clients",
+                "each signing secret must be at least 32 characters",
+            );
         }
         if self.auth.signature_window_seconds <= 0 || self.auth.signature_window_seconds > 900 {
             return bad("auth.signature_window_seconds", "must be 1 to 900");

@@ -1210,7 +1210,8 @@ async fn consents_audit_and_erasure() {
         .post("/v1/users/u-c/cards")
         .header("Authorization", bearer("merchant", "service"))
         .header("Idempotency-Key", "k-c")
-        .header("X-Forwarded-For", "203.0.113.7, 10.0.0.1")
+        // A forged first entry, then the address our proxy appended.
+        .header("X-Forwarded-For", "198.51.100.99, 203.0.113.7")
         .header("User-Agent", "TestAgent/1.0")
         .content_type("application/json")
         .body(body.to_string())

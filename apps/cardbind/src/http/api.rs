@@ -157,6 +157,10 @@ error_responses!(
     ChangeError: 400, 401, 403, 404, 409, 413, 503
 );
 error_responses!(
+    /// Errors of `retryReview` (the channel may decline again: 422).
+    RetryReviewError: 400, 401, 403, 404, 409, 413, 422, 503
+);
+error_responses!(
     /// Errors of list operations.
     ListError: 400, 401, 403, 503
 );
@@ -695,7 +699,7 @@ impl AdminApi {
         cx: Cx,
         auth: BearerAuth,
         card_id: Path<String>,
-    ) -> Result<CardResponse, ChangeError> {
+    ) -> Result<CardResponse, RetryReviewError> {
         let res: Result<_, ApiError> = async {
             let id = parse_card(&card_id)?;
             Ok(cx

@@ -248,7 +248,7 @@ async fn verify_signature(
     })?;
     let now: Timestamp = shared.state.clock.now();
     let window = shared.state.auth.signature_window_seconds.max(1);
-    if (now.unix_seconds() - parsed.t).abs() > window {
+    if now.unix_seconds().abs_diff(parsed.t) > window.unsigned_abs() {
         return Err(ApiError::invalid_signature(
             "the request signature is stale; check the clock",
         ));
@@ -279,7 +279,8 @@ async fn verify_signature(
             &format!("nonce:{client}"),
             parsed.nonce,
             now,
-            now.plus_seconds(2 * window),
+            // Past the last second in which the signature is still fresh.
+            now.plus_seconds(2 * window + 2),
         )
         .await
         .map_err(|e| {

@@ -64,13 +64,31 @@ fn sane_request_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// The method as a metric label: the standard ones by name, anything else
+/// (any token is a valid method) as `other`, so clients cannot create series.
+fn method_label(m: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> Option<String> {
     if trust_forwarded_for {
-        let first = req
+        // The last hop is the one our trusted proxy appended; earlier
+        // entries are whatever the client sent and could be forged.
+        let last = req
             .header("X-Forwarded-For")
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = first {
+        if let Some(ip) = last {
             return Some(ip.to_string());
         }
     }
@@ -324,7 +342,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let elapsed = started.elapsed();
         self.shared
             .metrics
-            .observe(&route, method.as_str(), status, elapsed.as_secs_f64());
+            .observe(&route, method_label(&method), status, elapsed.as_secs_f64());
         tracing::info!(
             request_id = %request_id,
             method = %method,
