@@ -72,3 +72,17 @@ async fn forged_forwarded_for_entries_do_not_dodge_the_ip_limit() {
     // The default limit is 30 a minute per IP.
     assert_eq!(limited, 5);
 }
+
+#[tokio::test]
+async fn a_signing_client_must_sign_whatever_role_its_token_names() {
+    let app = spawn();
+    for role in ["service", "admin", "auditor"] {
+        let resp = app
+            .client
+            .get("/v1/admin/reviews")
+            .header("Authorization", bearer(SIGNING_CLIENT, role))
+            .send()
+            .await;
+        assert_error(resp, 401, "invalid_signature").await;
+    }
+}

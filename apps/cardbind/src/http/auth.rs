@@ -155,7 +155,9 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
         .as_ref()
         .map_err(|e| ApiError::internal(format!("authentication is not configured: {e}")))?;
     let actor = auth.verify(token)?;
-    if actor.role == Role::Service {
+    // A client listed for signing signs whatever role its token carries
+    // (user subjects are end users, a namespace of their own).
+    if actor.role != Role::User {
         if let Some(secret) = shared.state.auth.request_signing.get(&actor.subject) {
             verify_signature(shared, req, &actor.subject, &secret.0).await?;
         }
