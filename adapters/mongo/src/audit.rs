@@ -6,12 +6,11 @@ use cardbind_ports::audit::{
     chain_hash, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH,
 };
 use cardbind_ports::StoreError;
-use futures::TryStreamExt;
 use mongodb::bson::doc;
 
 use crate::chain::{by_id, find_head};
 use crate::docs::{audit_id, dt, to_i64, AuditCheckpointDoc, AuditDoc};
-use crate::store::{limit_i64, map_err, try_insert, MongoStore};
+use crate::store::{limit_i64, map_err, page_by_id, try_insert, MongoStore};
 
 /// Appends retry when another appender took the next seq; each round one
 /// appender wins.
@@ -143,16 +142,7 @@ impl AuditLog for MongoStore {
             q.insert("_id", doc! { "$gt": audit_id(to_i64(a, "after_seq")?) });
         }
         self.timed(async {
-            let docs: Vec<AuditDoc> = self
-                .audit
-                .find(q)
-                .sort(doc! { "_id": 1 })
-                .limit(limit_i64(limit))
-                .await
-                .map_err(map_err)?
-                .try_collect()
-                .await
-                .map_err(map_err)?;
+            let docs: Vec<AuditDoc> = page_by_id(&self.audit, q, limit_i64(limit)).await?;
             docs.into_iter().map(AuditDoc::into_domain).collect()
         })
         .await

@@ -7,7 +7,6 @@ use cardbind_domain::{
 };
 use cardbind_ports::store::BindingStore;
 use cardbind_ports::StoreError;
-use futures::TryStreamExt;
 use mongodb::bson::doc;
 
 use crate::chain::{by_id, chain_head};
@@ -16,7 +15,9 @@ use crate::docs::{
     UserBindingDoc,
 };
 use crate::idempotency::PURGE_BATCH;
-use crate::store::{is_duplicate, limit_i64, map_err, try_insert, wall_now, MongoStore};
+use crate::store::{
+    is_duplicate, limit_i64, map_err, page_by_id, try_insert, wall_now, MongoStore,
+};
 
 /// Hint kinds (see `chain::Hints`).
 const USER_BINDINGS: &str = "user_bindings";
@@ -390,16 +391,8 @@ impl BindingStore for MongoStore {
             if let Some(a) = &after {
                 filter.insert("_id", doc! { "$gt": a.as_str() });
             }
-            let docs: Vec<BindingDoc> = self
-                .bindings
-                .find(filter)
-                .sort(doc! { "_id": 1 })
-                .limit(limit_i64(limit))
-                .await
-                .map_err(map_err)?
-                .try_collect()
-                .await
-                .map_err(map_err)?;
+            let docs: Vec<BindingDoc> =
+                page_by_id(&self.bindings, filter, limit_i64(limit)).await?;
             collect(docs)
         })
         .await
@@ -490,16 +483,8 @@ impl MongoStore {
                     if let Some(a) = &after {
                         filter.insert("_id", doc! { "$gt": a.as_str() });
                     }
-                    let batch: Vec<BindingChangeDoc> = self
-                        .binding_changes
-                        .find(filter)
-                        .sort(doc! { "_id": 1 })
-                        .limit(PURGE_BATCH as i64)
-                        .await
-                        .map_err(map_err)?
-                        .try_collect()
-                        .await
-                        .map_err(map_err)?;
+                    let batch: Vec<BindingChangeDoc> =
+                        page_by_id(&self.binding_changes, filter, PURGE_BATCH as i64).await?;
                     let mut d = 0u64;
                     for c in &batch {
                         let written = by_id(&self.bindings, &c.binding_id)

@@ -12,7 +12,7 @@ use mongodb::bson::doc;
 
 use crate::chain::{by_id, chain_head};
 use crate::docs::{dt, link_id, ConsentDoc, ConsentLinkDoc, RevocationDoc};
-use crate::store::{limit_i64, map_err, try_insert, MongoStore};
+use crate::store::{limit_i64, map_err, page_by_id, try_insert, MongoStore};
 
 /// Hint kind (see `chain::Hints`).
 const CONSENT_LINKS: &str = "consent_links";
@@ -203,16 +203,8 @@ impl ConsentLog for MongoStore {
             if let Some(a) = &after {
                 filter.insert("_id", doc! { "$gt": a.as_str() });
             }
-            let docs: Vec<ConsentDoc> = self
-                .consents
-                .find(filter)
-                .sort(doc! { "_id": 1 })
-                .limit(limit_i64(limit))
-                .await
-                .map_err(map_err)?
-                .try_collect()
-                .await
-                .map_err(map_err)?;
+            let docs: Vec<ConsentDoc> =
+                page_by_id(&self.consents, filter, limit_i64(limit)).await?;
             let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
             let mut revoked: HashMap<String, RevocationDoc> = self
                 .revocations

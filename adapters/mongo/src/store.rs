@@ -401,6 +401,27 @@ where
     }
 }
 
+/// The documents of `coll` matching `filter`, in `_id` order, at most
+/// `limit` (see [`limit_i64`]).
+pub(crate) async fn page_by_id<T>(
+    coll: &Collection<T>,
+    filter: Document,
+    limit: i64,
+) -> Result<Vec<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    use futures::TryStreamExt;
+    coll.find(filter)
+        .sort(doc! { "_id": 1 })
+        .limit(limit)
+        .await
+        .map_err(map_err)?
+        .try_collect()
+        .await
+        .map_err(map_err)
+}
+
 /// `limit` as the driver wants it (0 would mean "no limit").
 pub(crate) fn limit_i64(limit: u32) -> i64 {
     i64::from(limit.max(1))
