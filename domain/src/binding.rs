@@ -388,6 +388,34 @@ impl Binding {
         Ok(())
     }
 
+    /// Refuses unless the binding waits for an operator's decision.
+    pub fn ensure_in_review(&self) -> Result<(), DomainError> {
+        if self.0.status == BindingStatus::PendingReview {
+            Ok(())
+        } else {
+            Err(DomainError::new(
+                ErrorCode::InvalidStateTransition,
+                "this card is not waiting for review",
+            ))
+        }
+    }
+
+    /// An operator approves a binding in review: it becomes active.
+    pub fn approve(
+        &mut self,
+        channel_ref: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        self.ensure_in_review()?;
+        self.activate(channel_ref, now)
+    }
+
+    /// An operator rejects a binding in review: it fails.
+    pub fn reject(&mut self, now: Timestamp) -> Result<(), DomainError> {
+        self.ensure_in_review()?;
+        self.fail("rejected_by_operator", now)
+    }
+
     /// An operator sends a binding in review back to its channel: it waits
     /// for verification again, with a fresh window.
     pub fn requeue(
@@ -395,12 +423,7 @@ impl Binding {
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Result<(), DomainError> {
-        if self.0.status != BindingStatus::PendingReview {
-            return Err(DomainError::new(
-                ErrorCode::InvalidStateTransition,
-                "this card is not waiting for review",
-            ));
-        }
+        self.ensure_in_review()?;
         self.go(BindingStatus::PendingVerification, now)?;
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));

@@ -801,12 +801,8 @@ impl CardService {
     ) -> Result<CardView, ServiceError> {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
         let mut b = self.review_binding(id).await?;
-        if b.status != BindingStatus::PendingReview {
-            return Err(ServiceError::code_only(
-                ErrorCode::InvalidStateTransition,
-                "this card is not waiting for review",
-            ));
-        }
+        // Before any card data is opened.
+        b.ensure_in_review()?;
         let channel = self.channel(&b.channel)?;
         let text = |bytes: Vec<u8>| {
             String::from_utf8(bytes).map_err(|_| {
@@ -1242,14 +1238,7 @@ impl CardService {
         channel_ref: Option<String>,
     ) -> Result<CardView, ServiceError> {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
-        let b = self.review_binding(id).await?;
-        let user = b.user_id.clone();
-        if b.status != BindingStatus::PendingReview {
-            return Err(ServiceError::code_only(
-                ErrorCode::InvalidStateTransition,
-                "this card is not waiting for review",
-            ));
-        }
+        let user = self.review_binding(id).await?.user_id.clone();
         let view = self
             .operator_change(
                 ctx,
@@ -1257,15 +1246,7 @@ impl CardService {
                 id,
                 Action::ReviewQueue,
                 "review.approve",
-                |b, now| {
-                    if b.status != BindingStatus::PendingReview {
-                        return Err(DomainError::new(
-                            ErrorCode::InvalidStateTransition,
-                            "this card is not waiting for review",
-                        ));
-                    }
-                    b.activate(channel_ref.clone(), now)
-                },
+                |b, now| b.approve(channel_ref.clone(), now),
             )
             .await?;
         // As on every other way to active: the consent names the agreement.
@@ -1292,15 +1273,7 @@ impl CardService {
             id,
             Action::ReviewQueue,
             "review.reject",
-            |b, now| {
-                if b.status != BindingStatus::PendingReview {
-                    return Err(DomainError::new(
-                        ErrorCode::InvalidStateTransition,
-                        "this card is not waiting for review",
-                    ));
-                }
-                b.fail("rejected_by_operator", now)
-            },
+            |b, now| b.reject(now),
         )
         .await
     }
