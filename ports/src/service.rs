@@ -521,6 +521,12 @@ impl CardService {
         })
     }
 
+    /// Refuses one more card when the user holds the configured cap.
+    async fn check_card_cap(&self, user: &UserId) -> Result<(), ServiceError> {
+        let live = Wallet::new(&self.user_bindings(user).await?, None).live_count();
+        Ok(self.policy.card_cap.check(live)?)
+    }
+
     async fn seal_card(
         &self,
         user: &UserId,
@@ -627,8 +633,7 @@ impl CardService {
                 ))
             }
             Some(mut b) => {
-                let live = Wallet::new(&self.user_bindings(user).await?, None).live_count();
-                self.policy.card_cap.check(live)?;
+                self.check_card_cap(user).await?;
                 let expected = b.version;
                 let sealed = self.seal_card(user, &b.id, req).await?;
                 b.rebind(
@@ -651,8 +656,7 @@ impl CardService {
                 (b, true)
             }
             None => {
-                let live = Wallet::new(&self.user_bindings(user).await?, None).live_count();
-                self.policy.card_cap.check(live)?;
+                self.check_card_cap(user).await?;
                 let id = self.ports.ids.binding_id();
                 let sealed = self.seal_card(user, &id, req).await?;
                 let b = Binding::reserve(
