@@ -232,3 +232,50 @@ async fn parallel_wrong_codes_are_each_counted() {
         assert_eq!(stored.status, BindingStatus::Failed);
     }
 }
+
+#[tokio::test]
+async fn the_eleventh_live_card_is_refused_and_an_unbind_frees_a_slot() {
+    let app = spawn();
+    let card = |i: u32| {
+        let partial = format!("4{:014}", 700_000 + i);
+        let d = cardbind_domain::card::luhn_check_digit(&partial).unwrap();
+        format!("{partial}{d}")
+    };
+    let mut first = None;
+    for i in 0..10 {
+        if i % 3 == 0 {
+            app.clock.advance_seconds(61); // past the per-user rate window
+        }
+        let v = json_of(
+            app.bind("u-cap", &format!("k-cap-{i}"), &bind_body(&card(i)))
+                .await,
+        )
+        .await;
+        // Live either way (some test cards take the mock's redirect path).
+        assert!(
+            ["active", "pending_verification"].contains(&v["status"].as_str().unwrap()),
+            "{v}"
+        );
+        first.get_or_insert(v["id"].as_str().unwrap().to_owned());
+    }
+    app.clock.advance_seconds(61);
+    let v = assert_error(
+        app.bind("u-cap", "k-cap-10", &bind_body(&card(10))).await,
+        422,
+        "card_limit_reached",
+    )
+    .await;
+    assert!(!v.to_string().contains(&card(10)));
+    let resp = app
+        .client
+        .delete(format!("/v1/users/u-cap/cards/{}", first.unwrap()))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    let v = json_of(app.bind("u-cap", "k-cap-11", &bind_body(&card(10))).await).await;
+    assert!(
+        ["active", "pending_verification"].contains(&v["status"].as_str().unwrap()),
+        "{v}"
+    );
+}
