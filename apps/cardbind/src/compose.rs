@@ -428,19 +428,25 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
         return Ok(s.as_bytes().to_vec());
     }
     let file = data_dir(config)?.join("jwt.secret");
-    if let Ok(s) = std::fs::read_to_string(&file) {
-        let s = s.trim().to_owned();
-        if s.len() >= 32 {
-            return Ok(s.into_bytes());
-        }
+    if !file.exists() {
+        use rand::RngCore;
+        let mut raw = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut raw);
+        write_private(&file, hex::encode(raw).as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
     }
-    use rand::RngCore;
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let s = hex::encode(raw);
-    write_private(&file, s.as_bytes())
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(s.into_bytes())
+    // Read back what is stored: another process may have created the file
+    // first, and every process (and `cardbind token`) must use that one.
+    let s = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let s = s.trim();
+    if s.len() < 32 {
+        anyhow::bail!(
+            "{} holds a secret shorter than 32 characters: delete it (a new one is made) or set auth.jwt_secret",
+            file.display()
+        );
+    }
+    Ok(s.as_bytes().to_vec())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -656,4 +662,23 @@ pub async fn rotate_keys(config: &Config, from: Option<&str>, to: &str) -> anyho
     }
     println!("{report:?}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_jwt_secret_is_made_once_and_a_short_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.server.data_dir = dir.path().to_path_buf();
+        let a = jwt_secret(&c).unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(jwt_secret(&c).unwrap(), a, "read back, not made again");
+        std::fs::write(dir.path().join("jwt.secret"), "short").unwrap();
+        let e = jwt_secret(&c).unwrap_err().to_string();
+        assert!(e.contains("shorter than 32"), "{e}");
+        assert!(!e.contains("short\n") && !e.contains("\"short\""), "{e}");
+    }
 }
