@@ -1,7 +1,7 @@
 //! Who is calling and what they may do: roles and a pure access decision.
 
 use crate::binding::UserId;
-use crate::error::{DomainError, ErrorCode};
+use crate::error::{Denied, ForbiddenCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -66,7 +66,7 @@ impl Actor {
 
     /// Whether this actor may do `action` on the cards of `target` (when the
     /// action concerns one user). A `user` acts on their own cards only.
-    pub fn authorize(&self, action: Action, target: Option<&UserId>) -> Result<(), DomainError> {
+    pub fn authorize(&self, action: Action, target: Option<&UserId>) -> Result<(), Denied> {
         use Action::*;
         let allowed = match self.role {
             Role::Service => matches!(
@@ -94,8 +94,8 @@ impl Actor {
         if allowed {
             Ok(())
         } else {
-            Err(DomainError::new(
-                ErrorCode::Forbidden,
+            Err(Denied::new(
+                ForbiddenCode::Forbidden,
                 "this caller may not do that",
             ))
         }
@@ -105,6 +105,7 @@ impl Actor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn user_only_own_cards() {

@@ -10,149 +10,25 @@
 //!   pending_review ──operator retry──▶ pending_verification
 //! ```
 //!
-//! A new binding is persisted as `pending_verification` *before* the channel
-//! is asked (a reservation that the unique (user, fingerprint) index guards),
-//! so a crash between the channel call and the status update leaves a record
-//! that reconciliation can settle instead of an orphan at the channel.
+//! A new binding is stored as `pending_verification` *before* the channel is
+//! asked (a reservation in the user's wallet, which holds at most one record
+//! per card fingerprint), so a crash between the channel call and the status
+//! update leaves a record that reconciliation can settle instead of an
+//! orphan at the channel.
+//!
+//! A binding holds no card data: the sealed fields live in their own record
+//! (one per binding and data generation), so that each is stored once.
 
 use std::fmt;
 use std::ops::Deref;
 
 use crate::card::{CardBrand, Expiry};
-use crate::error::{DomainError, ErrorCode};
+use crate::consent::ConsentRecord;
+use crate::error::{Clash, ConflictCode, Declined, RuleRefusal, UnprocessableCode};
+pub use crate::failure::{ChannelCode, FailureReason};
+pub use crate::ids::{BindingId, ChannelName, Fingerprint, UserId};
 use crate::rules::VerificationPolicy;
 use crate::time::Timestamp;
-
-macro_rules! id_type {
-    ($(#[$m:meta])* $name:ident, $field:literal, $code:expr) => {
-        $(#[$m])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl $name {
-            /// 1–64 characters of `A–Z a–z 0–9 _ - . : @`, starting with a
-            /// letter or digit (names starting with `@` are reserved for the
-            /// service's own records, such as the vault's `@fingerprint` key).
-            pub fn parse(s: &str) -> Result<Self, DomainError> {
-                let ok = (1..=64).contains(&s.len())
-                    && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b));
-                if ok {
-                    Ok($name(s.to_owned()))
-                } else {
-                    Err(DomainError::field(
-                        $code,
-                        $field,
-                        concat!($field, " must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @, starting with a letter or digit"),
-                    ))
-                }
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-id_type!(
-    /// The platform's identifier for one of its users.
-    UserId, "user_id", ErrorCode::InvalidUserId
-);
-id_type!(
-    /// Our identifier for a binding (the `card_id` of the API).
-    BindingId, "card_id", ErrorCode::InvalidRequest
-);
-id_type!(
-    /// The name a payment channel is configured under (`mock`, `alipay`, `wechat`).
-    ChannelName, "channel", ErrorCode::InvalidRequest
-);
-
-impl BindingId {
-    /// The hyphenated form of a 128-bit UUID (always a valid id).
-    pub fn from_uuid_bytes(b: [u8; 16]) -> BindingId {
-        let mut s = String::with_capacity(36);
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                s.push('-');
-            }
-            s.push_str(&format!("{byte:02x}"));
-        }
-        BindingId(s)
-    }
-}
-
-/// A keyed, versioned fingerprint of a PAN: `v{version}:{hex}`. It finds the
-/// same card again without storing it; it is never a plain hash.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Fingerprint {
-    version: u32,
-    hex: String,
-}
-
-impl Fingerprint {
-    pub fn new(version: u32, hex: String) -> Fingerprint {
-        Fingerprint { version, hex }
-    }
-
-    pub fn parse(s: &str) -> Option<Fingerprint> {
-        let rest = s.strip_prefix('v')?;
-        let (v, hex) = rest.split_once(':')?;
-        let version = v.parse().ok()?;
-        (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Fingerprint {
-            version,
-            hex: hex.to_owned(),
-        })
-    }
-
-    pub fn version(&self) -> u32 {
-        self.version
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}:{}", self.version, self.hex)
-    }
-}
-
-/// Opaque sealed bytes (the envelope format belongs to the key adapters).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SealedBlob(Vec<u8>);
-
-impl SealedBlob {
-    pub fn new(bytes: Vec<u8>) -> SealedBlob {
-        SealedBlob(bytes)
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-impl fmt::Debug for SealedBlob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SealedBlob({} bytes)", self.0.len())
-    }
-}
-
-/// The card data a binding keeps, each field sealed on its own and bound to
-/// this record and field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealedCard {
-    pub pan: SealedBlob,
-    pub holder_name: SealedBlob,
-    pub id_number: SealedBlob,
-    pub phone: SealedBlob,
-}
 
 /// What may be shown of a card: brand, first six, last four, expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -235,6 +111,13 @@ impl BindingStatus {
     pub fn is_live(self) -> bool {
         !matches!(self, BindingStatus::Inactive | BindingStatus::Failed)
     }
+
+    /// Whether the binding's sealed card data is still needed: to verify,
+    /// to retry at the channel from review, or while the card is usable.
+    /// Inactive and failed bindings drop it (binding again seals anew).
+    pub fn keeps_card_data(self) -> bool {
+        self.is_live()
+    }
 }
 
 impl fmt::Display for BindingStatus {
@@ -252,18 +135,21 @@ pub struct BindingParts {
     pub user_id: UserId,
     pub fingerprint: Fingerprint,
     pub card: CardSummary,
-    pub sealed: SealedCard,
     pub channel: ChannelName,
     /// The channel's reference (agreement / contract id, token) once known.
     pub channel_ref: Option<String>,
     pub next_action: Option<NextAction>,
     pub status: BindingStatus,
-    /// Stable code of the last failure, when `status` is `failed`.
-    pub failure_code: Option<String>,
+    /// Why, when `status` is `failed`.
+    pub failure: Option<FailureReason>,
     pub otp_attempts: u32,
     pub verification_expires_at: Option<Timestamp>,
-    /// Bumped by every change; stores update conditionally on it.
-    pub version: u64,
+    /// Which sealed card data belongs to the binding: 1 on the first bind,
+    /// one more on every bind again (each generation is sealed anew).
+    pub data_generation: u32,
+    /// The consent of every bind of this card, oldest first; the last one
+    /// is the current.
+    pub consents: Vec<ConsentRecord>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub activated_at: Option<Timestamp>,
@@ -291,8 +177,10 @@ pub enum StartOutcome {
         action: NextAction,
     },
     Refused {
-        code: String,
+        code: ChannelCode,
     },
+    /// The channel could not be reached or could not take the request
+    /// (misconfigured): an operator decides.
     Unreachable,
 }
 
@@ -307,14 +195,12 @@ impl Binding {
     }
 
     /// A new binding reserved before the channel is asked.
-    #[allow(clippy::too_many_arguments)]
     pub fn reserve(
         id: BindingId,
         user_id: UserId,
         fingerprint: Fingerprint,
         card: CardSummary,
-        sealed: SealedCard,
-        channel: ChannelName,
+        consent: ConsentRecord,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Binding {
@@ -323,36 +209,48 @@ impl Binding {
             user_id,
             fingerprint,
             card,
-            sealed,
-            channel,
+            channel: consent.channel.clone(),
             channel_ref: None,
             next_action: None,
             status: BindingStatus::PendingVerification,
-            failure_code: None,
+            failure: None,
             otp_attempts: 0,
             verification_expires_at: Some(now.plus_seconds(policy.window_seconds)),
-            version: 0,
+            data_generation: 1,
+            consents: vec![consent],
             created_at: now,
             updated_at: now,
             activated_at: None,
         })
     }
 
-    fn go(&mut self, to: BindingStatus, now: Timestamp) -> Result<(), DomainError> {
+    /// The consent of the current bind.
+    pub fn consent(&self) -> Option<&ConsentRecord> {
+        self.0.consents.last()
+    }
+
+    /// Reserved but the channel's answer was never stored (the process
+    /// stopped, or the store failed, between asking and storing): a bind of
+    /// the same card again resumes it instead of being refused.
+    pub fn awaits_channel_answer(&self) -> bool {
+        self.0.status == BindingStatus::PendingVerification
+            && self.0.channel_ref.is_none()
+            && self.0.next_action.is_none()
+    }
+
+    fn go(&mut self, to: BindingStatus, now: Timestamp) -> Result<(), Clash> {
         if !self.0.status.can_become(to) {
-            return Err(DomainError::new(
-                ErrorCode::InvalidStateTransition,
-                format!("a {} card cannot become {}", self.0.status, to),
-            ));
+            return Err(Clash::transition(format!(
+                "a {} card cannot become {}",
+                self.0.status, to
+            )));
         }
         self.0.status = to;
         self.0.updated_at = now;
-        self.0.version += 1;
         if to == BindingStatus::Active {
             self.0.activated_at = Some(now);
-            self.0.next_action = None;
             self.0.verification_expires_at = None;
-            self.0.failure_code = None;
+            self.0.failure = None;
         }
         if to != BindingStatus::PendingVerification {
             self.0.next_action = None;
@@ -361,104 +259,83 @@ impl Binding {
     }
 
     /// Binds the same card again on its old record (inactive or failed):
-    /// fresh sealed data and channel, back to `pending_verification`.
+    /// a new data generation (the caller seals it), a new consent, back to
+    /// `pending_verification`.
     pub fn rebind(
         &mut self,
         card: CardSummary,
-        sealed: SealedCard,
-        channel: ChannelName,
+        consent: ConsentRecord,
         now: Timestamp,
         policy: &VerificationPolicy,
-    ) -> Result<(), DomainError> {
+    ) -> Result<(), Clash> {
         if self.0.status.is_live() {
-            return Err(DomainError::new(
-                ErrorCode::CardAlreadyBound,
+            return Err(Clash::new(
+                ConflictCode::CardAlreadyBound,
                 "this card is already bound",
             ));
         }
         self.go(BindingStatus::PendingVerification, now)?;
         self.0.card = card;
-        self.0.sealed = sealed;
-        self.0.channel = channel;
+        self.0.channel = consent.channel.clone();
+        self.0.consents.push(consent);
         self.0.channel_ref = None;
-        self.0.failure_code = None;
+        self.0.failure = None;
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         self.0.activated_at = None;
+        self.0.data_generation = self.0.data_generation.saturating_add(1);
         Ok(())
     }
 
     /// Refuses unless the binding waits for an operator's decision.
-    pub fn ensure_in_review(&self) -> Result<(), DomainError> {
+    pub fn ensure_in_review(&self) -> Result<(), Clash> {
         if self.0.status == BindingStatus::PendingReview {
             Ok(())
         } else {
-            Err(DomainError::new(
-                ErrorCode::InvalidStateTransition,
-                "this card is not waiting for review",
-            ))
+            Err(Clash::transition("this card is not waiting for review"))
         }
     }
 
     /// An operator approves a binding in review: it becomes active.
-    pub fn approve(
-        &mut self,
-        channel_ref: Option<String>,
-        now: Timestamp,
-    ) -> Result<(), DomainError> {
+    pub fn approve(&mut self, channel_ref: Option<String>, now: Timestamp) -> Result<(), Clash> {
         self.ensure_in_review()?;
         self.activate(channel_ref, now)
     }
 
     /// An operator rejects a binding in review: it fails.
-    pub fn reject(&mut self, now: Timestamp) -> Result<(), DomainError> {
+    pub fn reject(&mut self, now: Timestamp) -> Result<(), Clash> {
         self.ensure_in_review()?;
-        self.fail("rejected_by_operator", now)
+        self.fail(FailureReason::RejectedByOperator, now)
     }
 
     /// An operator sends a binding in review back to its channel: it waits
     /// for verification again, with a fresh window.
-    pub fn requeue(
-        &mut self,
-        now: Timestamp,
-        policy: &VerificationPolicy,
-    ) -> Result<(), DomainError> {
+    pub fn requeue(&mut self, now: Timestamp, policy: &VerificationPolicy) -> Result<(), Clash> {
         self.ensure_in_review()?;
         self.go(BindingStatus::PendingVerification, now)?;
+        self.0.channel_ref = None;
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         Ok(())
     }
 
     /// Applies the channel's answer to the start of a binding.
-    pub fn apply_start(
-        &mut self,
-        outcome: StartOutcome,
-        now: Timestamp,
-    ) -> Result<(), DomainError> {
+    pub fn apply_start(&mut self, outcome: StartOutcome, now: Timestamp) -> Result<(), Clash> {
         match outcome {
-            StartOutcome::Bound { channel_ref } => {
-                self.go(BindingStatus::Active, now)?;
-                self.0.channel_ref = Some(channel_ref);
-            }
+            StartOutcome::Bound { channel_ref } => self.activate(Some(channel_ref), now)?,
             StartOutcome::ActionRequired {
                 channel_ref,
                 action,
             } => {
                 if self.0.status != BindingStatus::PendingVerification {
-                    return Err(DomainError::new(
-                        ErrorCode::InvalidStateTransition,
-                        "binding is not pending",
-                    ));
+                    return Err(Clash::transition("this card is not pending"));
                 }
                 self.0.channel_ref = Some(channel_ref);
                 self.0.next_action = Some(action);
                 self.0.updated_at = now;
-                self.0.version += 1;
             }
             StartOutcome::Refused { code } => {
-                self.go(BindingStatus::Failed, now)?;
-                self.0.failure_code = Some(code);
+                self.fail(FailureReason::ChannelDeclined(code), now)?;
             }
             StartOutcome::Unreachable => {
                 self.go(BindingStatus::PendingReview, now)?;
@@ -468,101 +345,107 @@ impl Binding {
     }
 
     /// Checks that an OTP may be tried now: the binding waits for one and
-    /// the window is open. An expired window fails the binding (the caller
-    /// stores that) and answers `verification_expired`.
+    /// the window is open, and counts the attempt (the caller stores that
+    /// before asking the channel, so parallel guesses cannot share one
+    /// attempt). An expired window fails the binding (the caller stores
+    /// that too) and answers `verification_expired`.
     pub fn begin_otp(
         &mut self,
         now: Timestamp,
         policy: &VerificationPolicy,
-    ) -> Result<(), DomainError> {
+    ) -> Result<(), RuleRefusal> {
         if self.0.status != BindingStatus::PendingVerification
             || !matches!(self.0.next_action, Some(NextAction::Otp { .. }))
         {
-            return Err(DomainError::new(
-                ErrorCode::InvalidStateTransition,
-                "this card is not waiting for a one-time password",
-            ));
+            return Err(
+                Clash::transition("this card is not waiting for a one-time password").into(),
+            );
         }
         if self.0.verification_expires_at.is_some_and(|t| now > t) {
-            self.go(BindingStatus::Failed, now)?;
-            self.0.failure_code = Some(ErrorCode::VerificationExpired.as_str().to_owned());
-            return Err(DomainError::new(
-                ErrorCode::VerificationExpired,
+            self.fail(FailureReason::VerificationExpired, now)?;
+            return Err(Declined::new(
+                UnprocessableCode::VerificationExpired,
                 "the verification window has closed",
-            ));
+            )
+            .into());
         }
         if self.0.otp_attempts >= policy.max_otp_attempts {
             // Every attempt is taken (some may still be being checked).
-            return Err(DomainError::field(
-                ErrorCode::InvalidOtp,
+            return Err(Declined::field(
+                UnprocessableCode::InvalidOtp,
                 "otp",
                 "no attempts are left for this card",
-            ));
+            )
+            .into());
         }
-        // The attempt counts before the code is checked: the caller stores
-        // this change (conditionally on the version) before asking the
-        // channel, so parallel guesses cannot share one attempt.
         self.0.otp_attempts = self.0.otp_attempts.saturating_add(1);
         self.0.updated_at = now;
-        self.0.version += 1;
         Ok(())
     }
 
-    /// The code of the attempt begun by [`Binding::begin_otp`] was wrong;
+    /// The code of an attempt begun by [`Binding::begin_otp`] was wrong;
     /// after `policy.max_otp_attempts` attempts the binding fails. Returns
     /// whether the binding has now failed.
     pub fn otp_rejected(
         &mut self,
         now: Timestamp,
         policy: &VerificationPolicy,
-    ) -> Result<bool, DomainError> {
-        if self.0.otp_attempts >= policy.max_otp_attempts {
-            self.go(BindingStatus::Failed, now)?;
-            self.0.failure_code = Some(ErrorCode::InvalidOtp.as_str().to_owned());
+    ) -> Result<bool, Clash> {
+        if self.0.status == BindingStatus::PendingVerification
+            && self.0.otp_attempts >= policy.max_otp_attempts
+        {
+            self.fail(FailureReason::InvalidOtp, now)?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    pub fn activate(
-        &mut self,
-        channel_ref: Option<String>,
-        now: Timestamp,
-    ) -> Result<(), DomainError> {
+    /// Becomes active; the current consent names the agreement.
+    pub fn activate(&mut self, channel_ref: Option<String>, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Active, now)?;
         if let Some(r) = channel_ref {
             self.0.channel_ref = Some(r);
         }
+        if let (Some(r), Some(c)) = (self.0.channel_ref.clone(), self.0.consents.last_mut()) {
+            c.agreement_id = Some(r);
+        }
         Ok(())
     }
 
-    pub fn fail(&mut self, code: &str, now: Timestamp) -> Result<(), DomainError> {
+    pub fn fail(&mut self, reason: FailureReason, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Failed, now)?;
-        self.0.failure_code = Some(code.to_owned());
+        self.0.failure = Some(reason);
         Ok(())
     }
 
-    pub fn freeze(&mut self, now: Timestamp) -> Result<(), DomainError> {
+    pub fn freeze(&mut self, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Frozen, now)
     }
 
-    pub fn unfreeze(&mut self, now: Timestamp) -> Result<(), DomainError> {
+    pub fn unfreeze(&mut self, now: Timestamp) -> Result<(), Clash> {
         if self.0.status != BindingStatus::Frozen {
-            return Err(DomainError::new(
-                ErrorCode::InvalidStateTransition,
-                "only a frozen card can be unfrozen",
-            ));
+            return Err(Clash::transition("only a frozen card can be unfrozen"));
         }
         self.go(BindingStatus::Active, now)
     }
 
-    /// Unbinds. Always allowed but from `inactive`, where it changes nothing
-    /// and returns `Ok(false)`, so that unbinding twice is harmless.
-    pub fn unbind(&mut self, now: Timestamp) -> Result<bool, DomainError> {
+    /// Unbinds and revokes the current consent (`by`: who ended it). Always
+    /// allowed but from `inactive`, where it changes nothing and returns
+    /// `Ok(false)`, so that unbinding twice is harmless.
+    pub fn unbind(&mut self, now: Timestamp, by: &str) -> Result<bool, Clash> {
         if self.0.status == BindingStatus::Inactive {
             return Ok(false);
         }
         self.go(BindingStatus::Inactive, now)?;
+        for c in self
+            .0
+            .consents
+            .iter_mut()
+            .filter(|c| c.revoked_at.is_none())
+        {
+            c.revoked_at = Some(now);
+            c.revoked_by = Some(by.to_owned());
+        }
         Ok(true)
     }
 }
@@ -571,10 +454,22 @@ impl Binding {
 mod tests {
     use super::*;
     use crate::card::CardNumber;
+    use crate::consent::ConsentGiven;
+    use crate::error::ErrorCode;
+
+    pub(crate) fn consent(now: Timestamp) -> ConsentRecord {
+        ConsentGiven {
+            text_version: "v1".into(),
+            text_hash: "a".repeat(64),
+            ip: None,
+            user_agent: Some("agent\u{7}".into()),
+        }
+        .accept(ChannelName::parse("mock").unwrap(), now)
+        .unwrap()
+    }
 
     pub(crate) fn sample(id: &str, now: Timestamp) -> Binding {
         let pan = CardNumber::parse("4111111111111111").unwrap();
-        let blob = || SealedBlob::new(vec![1, 2, 3]);
         Binding::reserve(
             BindingId::parse(id).unwrap(),
             UserId::parse("u1").unwrap(),
@@ -585,16 +480,23 @@ mod tests {
                 last4: pan.last4().to_owned(),
                 expiry: Expiry::restore(12, 2030).unwrap(),
             },
-            SealedCard {
-                pan: blob(),
-                holder_name: blob(),
-                id_number: blob(),
-                phone: blob(),
-            },
-            ChannelName::parse("mock").unwrap(),
+            consent(now),
             now,
             &VerificationPolicy::default(),
         )
+    }
+
+    fn otp(b: &mut Binding, now: Timestamp) {
+        b.apply_start(
+            StartOutcome::ActionRequired {
+                channel_ref: "r".into(),
+                action: NextAction::Otp {
+                    phone_hint: "+86****8000".into(),
+                },
+            },
+            now,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -615,60 +517,64 @@ mod tests {
     fn otp_attempts_fail_the_binding() {
         let now = Timestamp::from_unix_millis(1_000_000);
         let mut b = sample("b1", now);
-        b.apply_start(
-            StartOutcome::ActionRequired {
-                channel_ref: "r".into(),
-                action: NextAction::Otp {
-                    phone_hint: "+86****8000".into(),
-                },
-            },
-            now,
-        )
-        .unwrap();
+        otp(&mut b, now);
         let p = VerificationPolicy::default();
         for i in 1..=p.max_otp_attempts {
-            let v = b.version;
             b.begin_otp(now, &p).unwrap();
             assert_eq!(b.otp_attempts, i);
-            assert!(b.version > v, "an attempt is a change to store");
             assert_eq!(b.otp_rejected(now, &p).unwrap(), i == p.max_otp_attempts);
         }
         assert_eq!(
-            b.begin_otp(now, &p).unwrap_err().code,
+            b.begin_otp(now, &p).unwrap_err().code(),
             ErrorCode::InvalidStateTransition
         );
         assert_eq!(b.status, BindingStatus::Failed);
-        assert_eq!(b.failure_code.as_deref(), Some("invalid_otp"));
+        assert_eq!(b.failure, Some(FailureReason::InvalidOtp));
+        assert_eq!(
+            b.failure.as_ref().map(FailureReason::as_str),
+            Some("invalid_otp")
+        );
+    }
+
+    #[test]
+    fn attempts_in_flight_are_capped() {
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let mut b = sample("b1", now);
+        otp(&mut b, now);
+        let p = VerificationPolicy::default();
+        for _ in 0..p.max_otp_attempts {
+            b.begin_otp(now, &p).unwrap();
+        }
+        // Every attempt is taken and none answered yet: no more guesses.
+        assert_eq!(
+            b.begin_otp(now, &p).unwrap_err().code(),
+            ErrorCode::InvalidOtp
+        );
+        assert_eq!(b.status, BindingStatus::PendingVerification);
     }
 
     #[test]
     fn expired_window_fails() {
         let now = Timestamp::from_unix_millis(1_000_000);
         let mut b = sample("b1", now);
-        b.apply_start(
-            StartOutcome::ActionRequired {
-                channel_ref: "r".into(),
-                action: NextAction::Otp {
-                    phone_hint: String::new(),
-                },
-            },
-            now,
-        )
-        .unwrap();
+        otp(&mut b, now);
         let later = now.plus_seconds(VerificationPolicy::default().window_seconds + 1);
         assert_eq!(
             b.begin_otp(later, &VerificationPolicy::default())
                 .unwrap_err()
-                .code,
+                .code(),
             ErrorCode::VerificationExpired
         );
         assert_eq!(b.status, BindingStatus::Failed);
+        assert_eq!(b.failure, Some(FailureReason::VerificationExpired));
     }
 
     #[test]
-    fn rebind_reuses_record_and_unbind_is_idempotent() {
+    fn rebind_reuses_record_with_a_new_generation_and_consent() {
         let now = Timestamp::from_unix_millis(1_000_000);
         let mut b = sample("b1", now);
+        assert_eq!(b.data_generation, 1);
+        assert!(b.awaits_channel_answer());
         b.apply_start(
             StartOutcome::Bound {
                 channel_ref: "t".into(),
@@ -676,58 +582,59 @@ mod tests {
             now,
         )
         .unwrap();
-        assert!(b.unbind(now).unwrap());
-        assert!(!b.unbind(now).unwrap());
+        assert!(!b.awaits_channel_answer());
+        assert_eq!(b.consent().unwrap().agreement_id.as_deref(), Some("t"));
+        assert!(b.unbind(now, "alice").unwrap());
+        assert!(!b.unbind(now, "alice").unwrap());
+        assert_eq!(b.consent().unwrap().revoked_by.as_deref(), Some("alice"));
         let card = b.card.clone();
-        let sealed = b.sealed.clone();
-        b.rebind(
-            card,
-            sealed,
-            ChannelName::parse("mock").unwrap(),
-            now,
-            &VerificationPolicy::default(),
-        )
-        .unwrap();
+        b.rebind(card, consent(now), now, &VerificationPolicy::default())
+            .unwrap();
         assert_eq!(b.status, BindingStatus::PendingVerification);
         assert_eq!(b.channel_ref, None);
+        assert_eq!(b.data_generation, 2);
+        assert_eq!(b.consents.len(), 2);
+        assert!(b.consent().unwrap().revoked_at.is_none());
         let card = b.card.clone();
-        let sealed = b.sealed.clone();
-        let e = b.rebind(
-            card,
-            sealed,
-            ChannelName::parse("mock").unwrap(),
-            now,
-            &VerificationPolicy::default(),
-        );
+        let e = b.rebind(card, consent(now), now, &VerificationPolicy::default());
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
     }
 
     #[test]
-    fn reserved_and_malformed_ids() {
-        assert!(UserId::parse("alice@example.com").is_ok());
-        assert!(UserId::parse("@fingerprint").is_err());
-        assert!(UserId::parse("-x").is_err());
-        assert!(UserId::parse("").is_err());
-        assert!(UserId::parse(&"a".repeat(65)).is_err());
-        assert!(UserId::parse("a b").is_err());
-        assert_eq!(UserId::parse("../x").unwrap_err().field, Some("user_id"));
-    }
-
-    #[test]
-    fn uuid_ids() {
-        let id = BindingId::from_uuid_bytes([
-            0x01, 0x9a, 0, 1, 2, 3, 0x74, 5, 0x86, 7, 8, 9, 10, 11, 12, 0xff,
-        ]);
-        assert_eq!(id.as_str(), "019a0001-0203-7405-8607-08090a0b0cff");
-        assert_eq!(BindingId::parse(id.as_str()), Ok(id));
-    }
-
-    #[test]
-    fn fingerprint_round_trip() {
-        let f = Fingerprint::new(3, "abcdef01".into());
-        assert_eq!(f.to_string(), "v3:abcdef01");
-        assert_eq!(Fingerprint::parse("v3:abcdef01"), Some(f));
-        assert_eq!(Fingerprint::parse("3:abcdef01"), None);
-        assert_eq!(Fingerprint::parse("v3:xyz"), None);
+    fn consent_is_checked_and_cleaned() {
+        let now = Timestamp::from_unix_millis(1);
+        let ch = ChannelName::parse("mock").unwrap();
+        let c = consent(now);
+        assert_eq!(c.user_agent.as_deref(), Some("agent"));
+        for (v, h) in [
+            ("", "a".repeat(64)),
+            ("v1", "a".repeat(63)),
+            ("v1", "g".repeat(64)),
+        ] {
+            let e = ConsentGiven {
+                text_version: v.into(),
+                text_hash: h,
+                ..Default::default()
+            }
+            .accept(ch.clone(), now)
+            .unwrap_err();
+            assert_eq!(
+                (e.code, e.field),
+                (ErrorCode::InvalidRequest, Some("consent"))
+            );
+        }
+        let long = ConsentGiven {
+            text_version: "v".into(),
+            text_hash: "A".repeat(64),
+            user_agent: Some("x".repeat(2000)),
+            ..Default::default()
+        }
+        .accept(ch, now)
+        .unwrap();
+        assert_eq!(long.text_hash, "a".repeat(64));
+        assert_eq!(
+            long.user_agent.map(|u| u.len()),
+            Some(ConsentGiven::USER_AGENT_MAX)
+        );
     }
 }

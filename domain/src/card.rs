@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{DomainError, ErrorCode};
+use crate::error::{BadRequestCode, Invalid};
 
 /// Card schemes recognised from the IIN/BIN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,7 +172,7 @@ impl CardNumber {
 
     /// Parses a card number as a user types it: spaces and dashes are
     /// dropped, anything else that is not a digit is refused.
-    pub fn parse(input: &str) -> Result<CardNumber, DomainError> {
+    pub fn parse(input: &str) -> Result<CardNumber, Invalid> {
         let mut digits = String::with_capacity(19);
         for c in input.chars() {
             match c {
@@ -188,8 +188,8 @@ impl CardNumber {
             return Err(invalid("a card number has 12 to 19 digits"));
         }
         let brand = CardBrand::from_iin(&digits).ok_or_else(|| {
-            DomainError::field(
-                ErrorCode::UnsupportedCardBrand,
+            Invalid::field(
+                BadRequestCode::UnsupportedCardBrand,
                 Self::FIELD,
                 "the card's issuer range is not supported",
             )
@@ -245,8 +245,8 @@ impl CardNumber {
     }
 }
 
-fn invalid(msg: &str) -> DomainError {
-    DomainError::field(ErrorCode::InvalidCardNumber, CardNumber::FIELD, msg)
+fn invalid(msg: &'static str) -> Invalid {
+    Invalid::field(BadRequestCode::InvalidCardNumber, CardNumber::FIELD, msg)
 }
 
 impl fmt::Debug for CardNumber {
@@ -277,10 +277,10 @@ impl Expiry {
     /// Parses month 1–12 and a two- or four-digit year against the current
     /// (year, month): the card is usable through the end of its month, and
     /// an expiry more than 20 years ahead is refused as implausible.
-    pub fn parse(month: u32, year: u32, today: (i32, u32)) -> Result<Expiry, DomainError> {
+    pub fn parse(month: u32, year: u32, today: (i32, u32)) -> Result<Expiry, Invalid> {
         if !(1..=12).contains(&month) {
-            return Err(DomainError::field(
-                ErrorCode::InvalidExpiry,
+            return Err(Invalid::field(
+                BadRequestCode::InvalidExpiry,
                 Self::MONTH_FIELD,
                 "expiry month must be 1 to 12",
             ));
@@ -289,8 +289,8 @@ impl Expiry {
             0..=99 => 2000 + year as i32,
             1000..=9999 => year as i32,
             _ => {
-                return Err(DomainError::field(
-                    ErrorCode::InvalidExpiry,
+                return Err(Invalid::field(
+                    BadRequestCode::InvalidExpiry,
                     Self::YEAR_FIELD,
                     "expiry year must have two or four digits",
                 ))
@@ -306,15 +306,15 @@ impl Expiry {
             } else {
                 Self::YEAR_FIELD
             };
-            return Err(DomainError::field(
-                ErrorCode::CardExpired,
+            return Err(Invalid::field(
+                BadRequestCode::CardExpired,
                 field,
                 "the card has expired",
             ));
         }
         if (year, month) > (ty + Self::MAX_YEARS_AHEAD, tm) {
-            return Err(DomainError::field(
-                ErrorCode::InvalidExpiry,
+            return Err(Invalid::field(
+                BadRequestCode::InvalidExpiry,
                 Self::YEAR_FIELD,
                 "expiry is too far in the future",
             ));
@@ -351,13 +351,13 @@ pub struct Cvv(String);
 impl Cvv {
     pub const FIELD: &'static str = "cvv";
 
-    pub fn parse(input: &str, brand: CardBrand) -> Result<Cvv, DomainError> {
+    pub fn parse(input: &str, brand: CardBrand) -> Result<Cvv, Invalid> {
         let ok = input.len() == brand.cvv_length() && input.bytes().all(|b| b.is_ascii_digit());
         if ok {
             Ok(Cvv(input.to_owned()))
         } else {
-            Err(DomainError::field(
-                ErrorCode::InvalidCvv,
+            Err(Invalid::field(
+                BadRequestCode::InvalidCvv,
                 Self::FIELD,
                 format!(
                     "the security code has {} digits for this card",
@@ -381,6 +381,7 @@ impl fmt::Debug for Cvv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn with_check(partial: &str) -> String {
         let d = luhn_check_digit(partial).unwrap_or(0);

@@ -1,129 +1,215 @@
-//! Stable machine codes for every refusal, and the domain's error type.
+//! Stable machine codes for every refusal, grouped by class, and the typed
+//! refusals the domain returns.
+//!
+//! Every code belongs to exactly one [`ErrorClass`]; the application maps a
+//! class to one HTTP status in one place. A refusal carries its class in its
+//! type ([`Refused<C>`]): a function that can only refuse with a 409 returns
+//! `Refused<class::Conflict>`, and code that has not declared it may answer
+//! 409 cannot turn it into an answer (the use cases' per-operation error
+//! types accept only the classes their operation declares).
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
-/// Every refusal the service can give, as a stable machine code.
-///
-/// The string form (`as_str`) is part of the public API contract: clients
-/// branch on it. Never rename a variant's code; add new ones instead.
+/// The class of a refusal: what kind of answer it is, whatever the code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    InvalidCardNumber,
-    UnsupportedCardBrand,
-    InvalidExpiry,
-    CardExpired,
-    InvalidCvv,
-    InvalidHolderName,
-    InvalidIdNumber,
-    InvalidPhone,
-    InvalidUserId,
-    InvalidRequest,
-    CardAlreadyBound,
-    CardLimitReached,
-    IdempotencyKeyMissing,
-    IdempotencyKeyReused,
-    IdempotencyKeyInProgress,
-    RateLimited,
-    IpRateLimited,
-    CardVelocityExceeded,
-    InvalidOtp,
-    VerificationExpired,
-    InvalidStateTransition,
-    NotFound,
+pub enum ErrorClass {
+    /// The request is malformed or a field is invalid.
+    BadRequest,
+    /// No valid credentials or signature.
     Unauthenticated,
+    /// The caller may not do this.
     Forbidden,
-    InvalidSignature,
-    ChannelRejected,
-    ChannelUnavailable,
-    ChannelNotEnabled,
-    StepUpRequired,
-    PayloadTooLarge,
-    StorageUnavailable,
-    KeyServiceUnavailable,
+    /// No such resource (for this caller).
+    NotFound,
+    /// The request conflicts with the resource's state.
     Conflict,
-    CardDataUnreadable,
-    InternalError,
+    /// The body is too large.
+    TooLarge,
+    /// Well-formed, but refused by a business rule or a channel.
+    Unprocessable,
+    /// Too many attempts.
+    TooManyRequests,
+    /// Something unexpected inside the service.
+    Internal,
+    /// A dependency is unavailable; retrying later may succeed.
+    Unavailable,
 }
 
-impl ErrorCode {
-    /// All codes, in a stable order (used to list them in the API spec and docs).
-    pub const ALL: [ErrorCode; 35] = [
-        ErrorCode::InvalidCardNumber,
-        ErrorCode::UnsupportedCardBrand,
-        ErrorCode::InvalidExpiry,
-        ErrorCode::CardExpired,
-        ErrorCode::InvalidCvv,
-        ErrorCode::InvalidHolderName,
-        ErrorCode::InvalidIdNumber,
-        ErrorCode::InvalidPhone,
-        ErrorCode::InvalidUserId,
-        ErrorCode::InvalidRequest,
-        ErrorCode::CardAlreadyBound,
-        ErrorCode::CardLimitReached,
-        ErrorCode::IdempotencyKeyMissing,
-        ErrorCode::IdempotencyKeyReused,
-        ErrorCode::IdempotencyKeyInProgress,
-        ErrorCode::RateLimited,
-        ErrorCode::IpRateLimited,
-        ErrorCode::CardVelocityExceeded,
-        ErrorCode::InvalidOtp,
-        ErrorCode::VerificationExpired,
-        ErrorCode::InvalidStateTransition,
-        ErrorCode::NotFound,
-        ErrorCode::Unauthenticated,
-        ErrorCode::Forbidden,
-        ErrorCode::InvalidSignature,
-        ErrorCode::ChannelRejected,
-        ErrorCode::ChannelUnavailable,
-        ErrorCode::ChannelNotEnabled,
-        ErrorCode::StepUpRequired,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::StorageUnavailable,
-        ErrorCode::KeyServiceUnavailable,
-        ErrorCode::Conflict,
-        ErrorCode::CardDataUnreadable,
-        ErrorCode::InternalError,
-    ];
-
-    /// The stable snake_case code.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidCardNumber => "invalid_card_number",
-            ErrorCode::UnsupportedCardBrand => "unsupported_card_brand",
-            ErrorCode::InvalidExpiry => "invalid_expiry",
-            ErrorCode::CardExpired => "card_expired",
-            ErrorCode::InvalidCvv => "invalid_cvv",
-            ErrorCode::InvalidHolderName => "invalid_holder_name",
-            ErrorCode::InvalidIdNumber => "invalid_id_number",
-            ErrorCode::InvalidPhone => "invalid_phone",
-            ErrorCode::InvalidUserId => "invalid_user_id",
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::CardAlreadyBound => "card_already_bound",
-            ErrorCode::CardLimitReached => "card_limit_reached",
-            ErrorCode::IdempotencyKeyMissing => "idempotency_key_missing",
-            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
-            ErrorCode::IdempotencyKeyInProgress => "idempotency_key_in_progress",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::IpRateLimited => "ip_rate_limited",
-            ErrorCode::CardVelocityExceeded => "card_velocity_exceeded",
-            ErrorCode::InvalidOtp => "invalid_otp",
-            ErrorCode::VerificationExpired => "verification_expired",
-            ErrorCode::InvalidStateTransition => "invalid_state_transition",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Unauthenticated => "unauthenticated",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::InvalidSignature => "invalid_signature",
-            ErrorCode::ChannelRejected => "channel_rejected",
-            ErrorCode::ChannelUnavailable => "channel_unavailable",
-            ErrorCode::ChannelNotEnabled => "channel_not_enabled",
-            ErrorCode::StepUpRequired => "step_up_required",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::StorageUnavailable => "storage_unavailable",
-            ErrorCode::KeyServiceUnavailable => "key_service_unavailable",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::CardDataUnreadable => "card_data_unreadable",
-            ErrorCode::InternalError => "internal_error",
+macro_rules! error_codes {
+    ($(
+        $(#[$cm:meta])*
+        $class:ident / $Code:ident {
+            $( $(#[$m:meta])* $var:ident = $s:literal ),+ $(,)?
         }
+    )+) => {
+        /// Every refusal the service can give, as a stable machine code.
+        ///
+        /// The string form (`as_str`) is part of the public API contract:
+        /// clients branch on it. Never rename a code; add new ones instead.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($( $(#[$m])* $var, )+)+
+        }
+
+        impl ErrorCode {
+            /// All codes, in a stable order (listed in the API spec and docs).
+            pub const ALL: &'static [ErrorCode] = &[$($(ErrorCode::$var,)+)+];
+
+            /// The stable snake_case code.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($(ErrorCode::$var => $s,)+)+
+                }
+            }
+
+            /// The class this code belongs to.
+            pub const fn class(self) -> ErrorClass {
+                match self {
+                    $($(ErrorCode::$var => ErrorClass::$class,)+)+
+                }
+            }
+
+            /// The code with this string form.
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
+            }
+        }
+
+        $(
+            $(#[$cm])*
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub enum $Code {
+                $( $(#[$m])* $var, )+
+            }
+
+            impl From<$Code> for ErrorCode {
+                fn from(c: $Code) -> ErrorCode {
+                    match c {
+                        $($Code::$var => ErrorCode::$var,)+
+                    }
+                }
+            }
+
+            impl class::$class {
+                /// Every code of this class.
+                pub const CODES: &'static [$Code] = &[$($Code::$var,)+];
+            }
+
+            impl Class for class::$class {
+                type Code = $Code;
+                const CLASS: ErrorClass = ErrorClass::$class;
+            }
+        )+
+    };
+}
+
+/// Marker types naming each class in a [`Refused`] type.
+pub mod class {
+    /// 400-like: a field or the request is invalid.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BadRequest;
+    /// 401-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Unauthenticated;
+    /// 403-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Forbidden;
+    /// 404-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct NotFound;
+    /// 409-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Conflict;
+    /// 413-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct TooLarge;
+    /// 422-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Unprocessable;
+    /// 429-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct TooManyRequests;
+    /// 500-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Internal;
+    /// 503-like.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Unavailable;
+}
+
+/// A class marker: names the class and the codes it may carry.
+pub trait Class: Copy + fmt::Debug + PartialEq + Eq + Send + Sync + 'static {
+    type Code: Copy + fmt::Debug + Into<ErrorCode>;
+    const CLASS: ErrorClass;
+}
+
+error_codes! {
+    /// Codes of a malformed request or an invalid field.
+    BadRequest / BadRequestCode {
+        InvalidCardNumber = "invalid_card_number",
+        UnsupportedCardBrand = "unsupported_card_brand",
+        InvalidExpiry = "invalid_expiry",
+        CardExpired = "card_expired",
+        InvalidCvv = "invalid_cvv",
+        InvalidHolderName = "invalid_holder_name",
+        InvalidIdNumber = "invalid_id_number",
+        InvalidPhone = "invalid_phone",
+        InvalidUserId = "invalid_user_id",
+        InvalidRequest = "invalid_request",
+        IdempotencyKeyMissing = "idempotency_key_missing",
+        ChannelNotEnabled = "channel_not_enabled",
+    }
+    /// Codes of missing or invalid credentials.
+    Unauthenticated / UnauthenticatedCode {
+        Unauthenticated = "unauthenticated",
+        InvalidSignature = "invalid_signature",
+    }
+    /// Codes of a refused caller.
+    Forbidden / ForbiddenCode {
+        Forbidden = "forbidden",
+        StepUpRequired = "step_up_required",
+    }
+    /// Codes of a missing resource.
+    NotFound / NotFoundCode {
+        NotFound = "not_found",
+    }
+    /// Codes of a request that conflicts with the state.
+    Conflict / ConflictCode {
+        CardAlreadyBound = "card_already_bound",
+        IdempotencyKeyReused = "idempotency_key_reused",
+        IdempotencyKeyInProgress = "idempotency_key_in_progress",
+        InvalidStateTransition = "invalid_state_transition",
+        Conflict = "conflict",
+        CardDataUnreadable = "card_data_unreadable",
+    }
+    /// Codes of a body that is too large.
+    TooLarge / TooLargeCode {
+        PayloadTooLarge = "payload_too_large",
+    }
+    /// Codes of a well-formed request refused by a rule or a channel.
+    Unprocessable / UnprocessableCode {
+        CardLimitReached = "card_limit_reached",
+        InvalidOtp = "invalid_otp",
+        VerificationExpired = "verification_expired",
+        ChannelRejected = "channel_rejected",
+    }
+    /// Codes of too many attempts.
+    TooManyRequests / TooManyRequestsCode {
+        RateLimited = "rate_limited",
+        IpRateLimited = "ip_rate_limited",
+        CardVelocityExceeded = "card_velocity_exceeded",
+    }
+    /// Codes of a dependency that is unavailable.
+    Unavailable / UnavailableCode {
+        StorageUnavailable = "storage_unavailable",
+        KeyServiceUnavailable = "key_service_unavailable",
+        ChannelUnavailable = "channel_unavailable",
+    }
+    /// The code of an unexpected failure.
+    Internal / InternalCode {
+        InternalError = "internal_error",
     }
 }
 
@@ -133,31 +219,179 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A refusal by a domain rule: a stable code, the request field it concerns
-/// (if any) and a human message. Messages never contain card data.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct DomainError {
+/// A refusal of class `C`: a stable code of that class, the request field
+/// it concerns (if any) and a human message. Messages never contain card
+/// data.
+pub struct Refused<C: Class> {
+    /// The code (always one of `C`'s codes).
     pub code: ErrorCode,
     pub field: Option<&'static str>,
-    pub message: String,
+    pub message: Cow<'static, str>,
+    class: PhantomData<C>,
 }
 
-impl DomainError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        DomainError {
-            code,
+impl<C: Class> Refused<C> {
+    pub fn new(code: C::Code, message: impl Into<Cow<'static, str>>) -> Self {
+        Refused {
+            code: code.into(),
             field: None,
             message: message.into(),
+            class: PhantomData,
         }
     }
 
-    pub fn field(code: ErrorCode, field: &'static str, message: impl Into<String>) -> Self {
-        DomainError {
-            code,
+    pub fn field(
+        code: C::Code,
+        field: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Refused {
             field: Some(field),
-            message: message.into(),
+            ..Refused::new(code, message)
         }
+    }
+
+    /// The class (the same for every value of this type).
+    pub const fn class(&self) -> ErrorClass {
+        C::CLASS
+    }
+}
+
+impl<C: Class> Clone for Refused<C> {
+    fn clone(&self) -> Self {
+        Refused {
+            code: self.code,
+            field: self.field,
+            message: self.message.clone(),
+            class: PhantomData,
+        }
+    }
+}
+
+impl<C: Class> PartialEq for Refused<C> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.code, self.field, &self.message) == (other.code, other.field, &other.message)
+    }
+}
+
+impl<C: Class> Eq for Refused<C> {}
+
+impl<C: Class> fmt::Debug for Refused<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refused")
+            .field("code", &self.code)
+            .field("field", &self.field)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl<C: Class> fmt::Display for Refused<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl<C: Class> std::error::Error for Refused<C> {}
+
+/// A field or request that fails validation (400).
+pub type Invalid = Refused<class::BadRequest>;
+/// A refused caller (403).
+pub type Denied = Refused<class::Forbidden>;
+/// A missing resource (404).
+pub type Missing = Refused<class::NotFound>;
+/// A conflict with the state (409).
+pub type Clash = Refused<class::Conflict>;
+/// A refusal by a business rule (422).
+pub type Declined = Refused<class::Unprocessable>;
+
+impl Missing {
+    /// `not_found` for a card the caller cannot see.
+    pub fn card() -> Missing {
+        Missing::new(NotFoundCode::NotFound, "no such card")
+    }
+}
+
+impl Clash {
+    /// `invalid_state_transition` with a message.
+    pub fn transition(message: impl Into<Cow<'static, str>>) -> Clash {
+        Clash::new(ConflictCode::InvalidStateTransition, message)
+    }
+}
+
+/// A refusal of any class, for the few rules that can refuse in more than
+/// one way; convert it with [`AnyRefusal::into_error`] into a type that
+/// declares every class it may carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnyRefusal {
+    BadRequest(Invalid),
+    Forbidden(Denied),
+    NotFound(Missing),
+    Conflict(Clash),
+    Unprocessable(Declined),
+}
+
+impl AnyRefusal {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AnyRefusal::BadRequest(r) => r.code,
+            AnyRefusal::Forbidden(r) => r.code,
+            AnyRefusal::NotFound(r) => r.code,
+            AnyRefusal::Conflict(r) => r.code,
+            AnyRefusal::Unprocessable(r) => r.code,
+        }
+    }
+}
+
+macro_rules! any_from {
+    ($($var:ident($ty:ty)),+) => {$(
+        impl From<$ty> for AnyRefusal {
+            fn from(r: $ty) -> AnyRefusal {
+                AnyRefusal::$var(r)
+            }
+        }
+    )+};
+}
+any_from!(
+    BadRequest(Invalid),
+    Forbidden(Denied),
+    NotFound(Missing),
+    Conflict(Clash),
+    Unprocessable(Declined)
+);
+
+/// A refusal by a card's state or a wallet rule: 404 (no such card), 409
+/// (wrong state) or 422 (a limit or a failed verification).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleRefusal {
+    NotFound(Missing),
+    Conflict(Clash),
+    Unprocessable(Declined),
+}
+
+impl RuleRefusal {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RuleRefusal::NotFound(r) => r.code,
+            RuleRefusal::Conflict(r) => r.code,
+            RuleRefusal::Unprocessable(r) => r.code,
+        }
+    }
+}
+
+impl From<Missing> for RuleRefusal {
+    fn from(r: Missing) -> Self {
+        RuleRefusal::NotFound(r)
+    }
+}
+impl From<Clash> for RuleRefusal {
+    fn from(r: Clash) -> Self {
+        RuleRefusal::Conflict(r)
+    }
+}
+impl From<Declined> for RuleRefusal {
+    fn from(r: Declined) -> Self {
+        RuleRefusal::Unprocessable(r)
     }
 }
 
@@ -173,6 +407,35 @@ mod tests {
             let s = code.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
             assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+            assert_eq!(ErrorCode::parse(s), Some(*code));
         }
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_class_and_code() {
+        let r = Invalid::field(BadRequestCode::InvalidCvv, "cvv", "three digits");
+        assert_eq!(r.code, ErrorCode::InvalidCvv);
+        assert_eq!(r.class(), ErrorClass::BadRequest);
+        assert_eq!(r.code.class(), ErrorClass::BadRequest);
+        let c = Clash::transition("no");
+        assert_eq!(c.code.class(), ErrorClass::Conflict);
+    }
+
+    #[test]
+    fn every_class_lists_exactly_its_codes() {
+        let mut n = 0;
+        for c in class::BadRequest::CODES {
+            assert_eq!(ErrorCode::from(*c).class(), ErrorClass::BadRequest);
+            n += 1;
+        }
+        for c in class::Conflict::CODES {
+            assert_eq!(ErrorCode::from(*c).class(), ErrorClass::Conflict);
+            n += 1;
+        }
+        for c in class::Unprocessable::CODES {
+            assert_eq!(ErrorCode::from(*c).class(), ErrorClass::Unprocessable);
+            n += 1;
+        }
+        assert!(n < ErrorCode::ALL.len());
     }
 }

@@ -16,20 +16,31 @@
 pub mod auth;
 pub mod binding;
 pub mod card;
+pub mod consent;
 pub mod error;
+pub mod failure;
+pub mod ids;
 pub mod person;
 pub mod rules;
+pub mod sealed;
 pub mod time;
 pub mod wallet;
 
 pub use auth::{Action, Actor, Role};
 pub use binding::{
-    Binding, BindingId, BindingParts, BindingStatus, CardSummary, ChannelName, Fingerprint,
-    NextAction, SealedBlob, SealedCard, UserId,
+    Binding, BindingParts, BindingStatus, CardSummary, ChannelCode, FailureReason, NextAction,
+    StartOutcome,
 };
 pub use card::{CardBrand, CardNumber, Cvv, Expiry};
-pub use error::{DomainError, ErrorCode};
+pub use consent::{ConsentGiven, ConsentRecord};
+pub use error::{
+    AnyRefusal, BadRequestCode, Clash, Class, ConflictCode, Declined, Denied, ErrorClass,
+    ErrorCode, ForbiddenCode, Invalid, Missing, NotFoundCode, Refused, RuleRefusal,
+    UnprocessableCode,
+};
+pub use ids::{BindingId, ChannelName, Fingerprint, UserId};
 pub use person::{HolderName, Phone, ResidentId};
 pub use rules::{CardCap, RateDecision, RateRule, VerificationPolicy};
+pub use sealed::{SealedBlob, SealedCard, SealedField};
 pub use time::Timestamp;
-pub use wallet::Wallet;
+pub use wallet::{CardToBind, Opened, Wallet};

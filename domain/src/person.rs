@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{DomainError, ErrorCode};
+use crate::error::{BadRequestCode, Invalid};
 
 /// The name on the card: 1–64 characters after trimming, letters (any
 /// script), spaces and the punctuation names use (`.` `-` `'` `·`).
@@ -13,7 +13,7 @@ impl HolderName {
     pub const FIELD: &'static str = "holder_name";
     pub const MAX_CHARS: usize = 64;
 
-    pub fn parse(input: &str) -> Result<HolderName, DomainError> {
+    pub fn parse(input: &str) -> Result<HolderName, Invalid> {
         let s = input.trim();
         let n = s.chars().count();
         let ok = (1..=Self::MAX_CHARS).contains(&n)
@@ -23,8 +23,8 @@ impl HolderName {
         if ok {
             Ok(HolderName(s.to_owned()))
         } else {
-            Err(DomainError::field(
-                ErrorCode::InvalidHolderName,
+            Err(Invalid::field(
+                BadRequestCode::InvalidHolderName,
                 Self::FIELD,
                 "the holder name has 1 to 64 letters, spaces or . - ' ·",
             ))
@@ -68,9 +68,9 @@ impl ResidentId {
         ID_CHECK.get((sum % 11) as usize).map(|&c| c as char)
     }
 
-    pub fn parse(input: &str) -> Result<ResidentId, DomainError> {
+    pub fn parse(input: &str) -> Result<ResidentId, Invalid> {
         let s = input.trim().to_ascii_uppercase();
-        let bad = |m: &str| DomainError::field(ErrorCode::InvalidIdNumber, Self::FIELD, m);
+        let bad = |m: &'static str| Invalid::field(BadRequestCode::InvalidIdNumber, Self::FIELD, m);
         if s.len() != 18 || !s.is_ascii() {
             return Err(bad("a resident ID number has 18 characters"));
         }
@@ -136,10 +136,10 @@ pub struct Phone(String);
 impl Phone {
     pub const FIELD: &'static str = "phone";
 
-    pub fn parse(input: &str) -> Result<Phone, DomainError> {
+    pub fn parse(input: &str) -> Result<Phone, Invalid> {
         let bad = || {
-            DomainError::field(
-                ErrorCode::InvalidPhone,
+            Invalid::field(
+                BadRequestCode::InvalidPhone,
                 Self::FIELD,
                 "a mainland mobile number (11 digits starting 13–19) or an E.164 number",
             )
@@ -201,6 +201,7 @@ impl fmt::Debug for Phone {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn resident_id_checksum() {

@@ -1,7 +1,7 @@
 //! Limits as pure decisions over counts: the cap on cards per user, the
 //! bind-rate rule and the OTP verification policy.
 
-use crate::error::{DomainError, ErrorCode};
+use crate::error::{Declined, UnprocessableCode};
 use crate::time::Timestamp;
 
 /// At most `max` live (not inactive, not failed) cards per user.
@@ -18,10 +18,10 @@ impl Default for CardCap {
 
 impl CardCap {
     /// Whether one more card may be bound when the user has `live` already.
-    pub fn check(self, live: u32) -> Result<(), DomainError> {
+    pub fn check(self, live: u32) -> Result<(), Declined> {
         if live >= self.max {
-            Err(DomainError::new(
-                ErrorCode::CardLimitReached,
+            Err(Declined::new(
+                UnprocessableCode::CardLimitReached,
                 format!("a user may have at most {} cards", self.max),
             ))
         } else {
@@ -98,6 +98,7 @@ impl Default for VerificationPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use proptest::prelude::*;
 
     #[test]

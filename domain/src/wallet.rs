@@ -1,35 +1,115 @@
-//! The default-card rule over one user's bindings.
+//! A user's wallet: every binding of one user and the default-card pointer.
 //!
-//! The default is a single pointer per user (stored once, not a flag on each
-//! card), so two defaults cannot exist by construction. A pointer is only
-//! *effective* while it names an active card of that user; when the default
-//! card stops being active the next one is promoted by [`Wallet::promotion`]:
-//! the active card activated most recently (ties: the greatest id).
+//! The wallet is the unit of consistency: it is read and written whole, and
+//! a write is conditional on the version read (the storage ports), so rules
+//! that span a user's cards hold under concurrent requests: one record per
+//! card fingerprint, the cap on live cards, one default.
+//!
+//! The default is a single pointer (not a flag on each card), so two
+//! defaults cannot exist by construction. After every change the wallet
+//! repairs it: kept while it names an active card, else the active card
+//! activated most recently (ties: the greatest id) is promoted, or there is
+//! none.
 
-use crate::binding::{Binding, BindingId, BindingStatus};
-use crate::error::{DomainError, ErrorCode};
+use crate::binding::{Binding, BindingId, BindingStatus, CardSummary, Fingerprint, UserId};
+use crate::consent::ConsentRecord;
+use crate::error::{Clash, ConflictCode, Missing, RuleRefusal};
+use crate::rules::{CardCap, VerificationPolicy};
+use crate::time::Timestamp;
 
-/// One user's bindings and their default pointer.
-#[derive(Clone, Debug)]
-pub struct Wallet<'a> {
-    pub bindings: &'a [Binding],
-    pub default: Option<&'a BindingId>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wallet {
+    user: UserId,
+    bindings: Vec<Binding>,
+    default: Option<BindingId>,
 }
 
-impl<'a> Wallet<'a> {
-    pub fn new(bindings: &'a [Binding], default: Option<&'a BindingId>) -> Self {
-        Wallet { bindings, default }
+/// A card to bind, as the wallet needs it.
+#[derive(Clone, Debug)]
+pub struct CardToBind {
+    /// The id a new binding gets (unused when the card had a record).
+    pub new_id: BindingId,
+    pub fingerprint: Fingerprint,
+    pub card: CardSummary,
+    pub consent: ConsentRecord,
+}
+
+/// How [`Wallet::open`] placed a card.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// A new record.
+    New(BindingId),
+    /// The card's old (inactive or failed) record, bound again.
+    Again(BindingId),
+    /// An earlier bind of this card whose channel answer was never stored:
+    /// nothing changed; the caller asks the channel again.
+    Resume(BindingId),
+}
+
+impl Opened {
+    pub fn id(&self) -> &BindingId {
+        match self {
+            Opened::New(id) | Opened::Again(id) | Opened::Resume(id) => id,
+        }
+    }
+}
+
+impl Wallet {
+    /// The empty wallet of a user who has never bound a card.
+    pub fn new(user: UserId) -> Wallet {
+        Wallet {
+            user,
+            bindings: Vec::new(),
+            default: None,
+        }
     }
 
-    fn active(&self) -> impl Iterator<Item = &'a Binding> {
+    /// Rebuilds a stored wallet (bindings in any order; they are kept in id
+    /// order).
+    pub fn restore(user: UserId, mut bindings: Vec<Binding>, default: Option<BindingId>) -> Wallet {
+        bindings.sort_by(|a, b| a.id.cmp(&b.id));
+        Wallet {
+            user,
+            bindings,
+            default,
+        }
+    }
+
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// Every binding, in id order.
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// The stored pointer (always effective in a wallet this type built).
+    pub fn default_pointer(&self) -> Option<&BindingId> {
+        self.default.as_ref()
+    }
+
+    pub fn get(&self, id: &BindingId) -> Result<&Binding, Missing> {
+        self.bindings
+            .iter()
+            .find(|b| &b.id == id)
+            .ok_or_else(Missing::card)
+    }
+
+    /// The user's binding of the card with this fingerprint, in any status.
+    pub fn find_card(&self, fingerprint: &Fingerprint) -> Option<&Binding> {
+        self.bindings.iter().find(|b| &b.fingerprint == fingerprint)
+    }
+
+    fn active(&self) -> impl Iterator<Item = &Binding> {
         self.bindings
             .iter()
             .filter(|b| b.status == BindingStatus::Active)
     }
 
     /// The default card, if the pointer names an active card.
-    pub fn effective_default(&self) -> Option<&'a BindingId> {
-        let d = self.default?;
+    pub fn effective_default(&self) -> Option<&BindingId> {
+        let d = self.default.as_ref()?;
         self.active().any(|b| &b.id == d).then_some(d)
     }
 
@@ -38,37 +118,269 @@ impl<'a> Wallet<'a> {
         self.effective_default() == Some(id)
     }
 
-    /// The card that should become default when there is no effective one.
-    pub fn promotion(&self) -> Option<&'a BindingId> {
+    /// The card that becomes default when there is no effective one.
+    pub fn promotion(&self) -> Option<&BindingId> {
         self.active()
             .max_by(|a, b| (a.activated_at, &a.id).cmp(&(b.activated_at, &b.id)))
             .map(|b| &b.id)
     }
 
-    /// What the pointer should be after a change: kept while effective,
-    /// else the promotion. `None` means "no change needed".
-    pub fn repair(&self) -> Option<Option<BindingId>> {
-        if self.effective_default().is_some() {
-            return None;
-        }
-        let next = self.promotion().cloned();
-        (next.as_ref() != self.default).then_some(next)
-    }
-
-    /// Checks that `id` can be made the default: an active card of this user.
-    pub fn check_can_default(&self, id: &BindingId) -> Result<(), DomainError> {
-        match self.bindings.iter().find(|b| &b.id == id) {
-            None => Err(DomainError::new(ErrorCode::NotFound, "no such card")),
-            Some(b) if b.status != BindingStatus::Active => Err(DomainError::new(
-                ErrorCode::InvalidStateTransition,
-                format!("a {} card cannot be the default", b.status),
-            )),
-            Some(_) => Ok(()),
-        }
-    }
-
     /// How many cards hold a (user, card) slot.
     pub fn live_count(&self) -> u32 {
         self.bindings.iter().filter(|b| b.status.is_live()).count() as u32
+    }
+
+    /// Keeps the pointer while effective, else promotes.
+    fn repair(&mut self) {
+        if self.effective_default().is_none() {
+            self.default = self.promotion().cloned();
+        }
+    }
+
+    /// Places a card to bind: a new record (within the cap), its old record
+    /// bound again (within the cap), or the earlier bind of it that still
+    /// waits for its channel's answer. A card that is bound (or being
+    /// verified, or in review) is `card_already_bound`.
+    pub fn open(
+        &mut self,
+        card: CardToBind,
+        cap: CardCap,
+        now: Timestamp,
+        policy: &VerificationPolicy,
+    ) -> Result<Opened, RuleRefusal> {
+        let live = self.live_count();
+        let user = self.user.clone();
+        match self
+            .bindings
+            .iter_mut()
+            .find(|b| b.fingerprint == card.fingerprint)
+        {
+            Some(b) if b.awaits_channel_answer() => Ok(Opened::Resume(b.id.clone())),
+            Some(b) if b.status.is_live() => {
+                Err(Clash::new(ConflictCode::CardAlreadyBound, "this card is already bound").into())
+            }
+            Some(b) => {
+                cap.check(live)?;
+                b.rebind(card.card, card.consent, now, policy)?;
+                Ok(Opened::Again(b.id.clone()))
+            }
+            None => {
+                cap.check(live)?;
+                if self.bindings.iter().any(|b| b.id == card.new_id) {
+                    return Err(Clash::new(ConflictCode::Conflict, "binding id in use").into());
+                }
+                let id = card.new_id.clone();
+                let b = Binding::reserve(
+                    card.new_id,
+                    user,
+                    card.fingerprint,
+                    card.card,
+                    card.consent,
+                    now,
+                    policy,
+                );
+                let at = self.bindings.partition_point(|x| x.id < b.id);
+                self.bindings.insert(at, b);
+                Ok(Opened::New(id))
+            }
+        }
+    }
+
+    /// Applies `f` to one binding, then repairs the default. The change
+    /// stays even when `f` refuses (a refusal may itself be a change, e.g.
+    /// a closed verification window fails the card): compare the wallet
+    /// with its earlier value to know whether there is anything to store.
+    pub fn change<T, F, E>(
+        &mut self,
+        id: &BindingId,
+        f: impl FnOnce(&mut Binding) -> Result<T, F>,
+    ) -> Result<T, E>
+    where
+        E: From<Missing> + From<F>,
+    {
+        let b = self
+            .bindings
+            .iter_mut()
+            .find(|b| &b.id == id)
+            .ok_or_else(Missing::card)?;
+        let r = f(b);
+        self.repair();
+        r.map_err(E::from)
+    }
+
+    /// Makes an active card the default. Returns whether the pointer moved.
+    pub fn set_default(&mut self, id: &BindingId) -> Result<bool, RuleRefusal> {
+        let b = self.get(id)?;
+        if b.status != BindingStatus::Active {
+            return Err(
+                Clash::transition(format!("a {} card cannot be the default", b.status)).into(),
+            );
+        }
+        let moved = self.default.as_ref() != Some(id);
+        self.default = Some(id.clone());
+        Ok(moved)
+    }
+
+    /// Unbinds every card (erasure). Returns the ids that changed.
+    pub fn unbind_all(&mut self, now: Timestamp, by: &str) -> Vec<BindingId> {
+        let mut changed = Vec::new();
+        for b in &mut self.bindings {
+            if let Ok(true) = b.unbind(now, by) {
+                changed.push(b.id.clone());
+            }
+        }
+        self.repair();
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::{ChannelName, StartOutcome};
+    use crate::card::{CardBrand, Expiry};
+    use crate::consent::ConsentGiven;
+    use crate::error::ErrorCode;
+
+    fn card(i: u32, now: Timestamp) -> CardToBind {
+        CardToBind {
+            new_id: BindingId::parse(&format!("card_{i:03}")).unwrap(),
+            fingerprint: Fingerprint::new(1, format!("{i:08x}")),
+            card: CardSummary {
+                brand: CardBrand::Visa,
+                bin: "411111".into(),
+                last4: "1111".into(),
+                expiry: Expiry::restore(1, 2040).unwrap(),
+            },
+            consent: ConsentGiven {
+                text_version: "v1".into(),
+                text_hash: "0".repeat(64),
+                ..Default::default()
+            }
+            .accept(ChannelName::parse("mock").unwrap(), now)
+            .unwrap(),
+        }
+    }
+
+    fn change<T>(
+        w: &mut Wallet,
+        id: &BindingId,
+        f: impl FnOnce(&mut Binding) -> Result<T, Clash>,
+    ) -> Result<T, RuleRefusal> {
+        w.change(id, f)
+    }
+
+    fn bound(w: &mut Wallet, i: u32, now: Timestamp) -> BindingId {
+        let id = w
+            .open(
+                card(i, now),
+                CardCap::default(),
+                now,
+                &VerificationPolicy::default(),
+            )
+            .unwrap()
+            .id()
+            .clone();
+        change(w, &id, |b| {
+            b.apply_start(
+                StartOutcome::Bound {
+                    channel_ref: format!("r{i}"),
+                },
+                now,
+            )
+        })
+        .unwrap();
+        id
+    }
+
+    #[test]
+    fn first_active_card_is_default_and_promotion_follows_activation() {
+        let t = |s: i64| Timestamp::from_unix_millis(s * 1000);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let a = bound(&mut w, 1, t(1));
+        assert!(w.is_default(&a));
+        let b = bound(&mut w, 2, t(2));
+        assert!(w.is_default(&a), "a new card does not take the default");
+        assert!(w.set_default(&b).unwrap());
+        assert!(!w.set_default(&b).unwrap());
+        let c = bound(&mut w, 3, t(3));
+        change(&mut w, &b, |x| x.unbind(t(4), "u")).unwrap();
+        assert!(
+            w.is_default(&c),
+            "the most recently activated card is promoted"
+        );
+        change(&mut w, &c, |x| x.freeze(t(5))).unwrap();
+        assert!(w.is_default(&a));
+        change(&mut w, &a, |x| x.unbind(t(6), "u")).unwrap();
+        assert_eq!(w.effective_default(), None);
+        assert_eq!(w.default_pointer(), None);
+    }
+
+    #[test]
+    fn one_record_per_card_and_the_cap() {
+        let now = Timestamp::from_unix_millis(1);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let p = VerificationPolicy::default();
+        let cap = CardCap { max: 2 };
+        let first = w.open(card(1, now), cap, now, &p).unwrap();
+        assert!(matches!(first, Opened::New(_)));
+        // Not answered by the channel yet: binding it again resumes.
+        assert_eq!(
+            w.open(card(1, now), cap, now, &p).unwrap(),
+            Opened::Resume(first.id().clone())
+        );
+        let id = first.id().clone();
+        change(&mut w, &id, |b| {
+            b.apply_start(
+                StartOutcome::Bound {
+                    channel_ref: "r".into(),
+                },
+                now,
+            )
+        })
+        .unwrap();
+        let e = w.open(card(1, now), cap, now, &p).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CardAlreadyBound);
+        w.open(card(2, now), cap, now, &p).unwrap();
+        let e = w.open(card(3, now), cap, now, &p).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CardLimitReached);
+        change(&mut w, &id, |b| b.unbind(now, "u")).unwrap();
+        assert_eq!(
+            w.open(card(3, now), cap, now, &p).unwrap().id().as_str(),
+            "card_003"
+        );
+        // Over the cap again: the unbound card cannot come back.
+        let e = w.open(card(1, now), cap, now, &p).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CardLimitReached);
+        assert_eq!(w.bindings().len(), 3);
+    }
+
+    #[test]
+    fn refusals_that_change_the_card_are_kept() {
+        let now = Timestamp::from_unix_millis(1);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let a = bound(&mut w, 1, now);
+        let before = w.clone();
+        let e = change(&mut w, &a, |b| b.unfreeze(now)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+        assert_eq!(
+            w, before,
+            "a refusal without a change leaves the wallet as it was"
+        );
+        let missing = BindingId::parse("nope").unwrap();
+        let e: Missing = w.change(&missing, |_| Ok::<(), Missing>(())).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn erasure_unbinds_everything() {
+        let now = Timestamp::from_unix_millis(1);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        bound(&mut w, 1, now);
+        bound(&mut w, 2, now);
+        assert_eq!(w.unbind_all(now, "admin").len(), 2);
+        assert_eq!(w.live_count(), 0);
+        assert_eq!(w.effective_default(), None);
+        assert!(w.unbind_all(now, "admin").is_empty());
     }
 }

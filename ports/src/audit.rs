@@ -1,146 +1,459 @@
-//! The audit log port and its hash chain.
+//! The audit log: what happened, who did it, and the hash chains that make
+//! edits and deletions visible.
 //!
-//! Every state change and every opening of sealed card data is an
-//! [`AuditEvent`]. Stored events form a chain: each record holds the hash of
-//! the one before, computed by [`chain_hash`], so an edited or deleted event
-//! breaks every link after it. Events never hold card data.
+//! Every state change, refused access and opening of sealed card data is an
+//! [`AuditEvent`]. Events are stored in *chains*: each user's wallet is one
+//! chain — the events of a change are written in the same record as the
+//! change itself ([`crate::store::WalletStore::commit`]) — and the service
+//! has one chain of its own for events about no user
+//! ([`AuditLog::append_system`]). A chain is a sequence of [`Link`]s
+//! numbered 1, 2, 3, …; each link holds the hash of the one before,
+//! computed by [`chain_hash`], so an edited or deleted link breaks every
+//! link after it. Events never hold card data.
+
+use std::fmt;
 
 use async_trait::async_trait;
-use cardbind_domain::Timestamp;
+use cardbind_domain::{BindingId, ErrorCode, Role, Timestamp, UserId};
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+macro_rules! actions {
+    ($( $(#[$m:meta])* $var:ident = $s:literal ),+ $(,)?) => {
+        /// What an audit event records. The string form is stored and
+        /// filtered on; never rename one.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum AuditAction {
+            $( $(#[$m])* $var, )+
+        }
+
+        impl AuditAction {
+            pub const ALL: &'static [AuditAction] = &[$(AuditAction::$var,)+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditAction::$var => $s,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<AuditAction> {
+                AuditAction::ALL.iter().copied().find(|a| a.as_str() == s)
+            }
+        }
+    };
+}
+
+actions! {
+    /// A card bound for the first time (or a refused attempt).
+    BindingCreate = "binding.create",
+    /// A card bound again on its old record.
+    BindingRebind = "binding.rebind",
+    /// The channel's answer to the start of a binding.
+    BindingChannelStart = "binding.channel_start",
+    /// An OTP check.
+    BindingVerify = "binding.verify",
+    /// The client made a card the default.
+    BindingSetDefault = "binding.set_default",
+    /// The default moved by the promotion rule.
+    BindingDefaultChanged = "binding.default_changed",
+    BindingUnbind = "binding.unbind",
+    BindingFreeze = "binding.freeze",
+    BindingUnfreeze = "binding.unfreeze",
+    /// A channel's notification (or reconciliation) changed a card.
+    BindingChannelEvent = "binding.channel_event",
+    /// Ending the agreement at the channel failed (the card is unbound here).
+    BindingChannelUnsign = "binding.channel_unsign",
+    /// A card entered the manual review queue.
+    ReviewQueued = "review.queued",
+    ReviewApprove = "review.approve",
+    ReviewReject = "review.reject",
+    ReviewRetry = "review.retry",
+    /// Sealed card data was opened.
+    CardDataOpen = "card_data.open",
+    /// The caller's role or user may not do this.
+    AccessDenied = "access.denied",
+    StepUpVerify = "step_up.verify",
+    /// Every card unbound and the user's key destroyed.
+    UserErase = "user.erase",
+    /// Retention deleted old records.
+    RetentionPurge = "retention.purge",
+    /// A BIN table was imported.
+    BinTableImport = "bins.import",
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an audited operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    /// Refused or failed, with the stable code the caller got.
+    Refused(ErrorCode),
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused(code) => code.as_str(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "ok" => Some(Outcome::Ok),
+            other => ErrorCode::parse(other).map(Outcome::Refused),
+        }
+    }
+}
+
+/// Who did it, as written in the log: a token subject with its role, or
+/// the service itself (`system`, `channel:NAME`, `reconcile`, …).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditActor {
+    pub subject: String,
+    /// `None` for the service itself.
+    pub role: Option<Role>,
+}
+
+impl AuditActor {
+    pub fn service(what: impl Into<String>) -> AuditActor {
+        AuditActor {
+            subject: what.into(),
+            role: None,
+        }
+    }
+
+    /// The role as stored: the role's name, or `system`.
+    pub fn role_str(&self) -> &'static str {
+        self.role.map_or("system", Role::as_str)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
     pub at: Timestamp,
-    /// Who: token subject, or `system`/`channel:NAME`.
-    pub actor: String,
-    pub role: String,
-    /// What, e.g. `binding.create`, `binding.freeze`, `card_data.open`.
-    pub action: String,
-    pub user_id: Option<String>,
-    pub binding_id: Option<String>,
-    /// `ok` or an error code.
-    pub outcome: String,
+    pub actor: AuditActor,
+    pub action: AuditAction,
+    pub user_id: Option<UserId>,
+    pub binding_id: Option<BindingId>,
+    pub outcome: Outcome,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
     /// Free text without card data (e.g. `active -> frozen`).
     pub detail: Option<String>,
 }
 
-/// A stored event: its position in the chain and the links.
+/// Whose chain a link belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChainId {
+    /// A user's wallet.
+    User(UserId),
+    /// The service's own chain: events about no user.
+    System,
+}
+
+impl ChainId {
+    /// The stored name: the user id, or `@system` (user ids never start
+    /// with `@`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            ChainId::User(u) => u.as_str(),
+            ChainId::System => "@system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChainId> {
+        if s == "@system" {
+            Some(ChainId::System)
+        } else {
+            UserId::parse(s).ok().map(ChainId::User)
+        }
+    }
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a chain ends: the last link's number, hash and instant. A commit
+/// names the head it continues.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecord {
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+    pub at: Timestamp,
+}
+
+/// One stored link of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub chain: ChainId,
     /// 1, 2, 3, … with no gaps.
     pub seq: u64,
-    pub event: AuditEvent,
+    /// Never before the previous link's instant.
+    pub at: Timestamp,
+    pub events: Vec<AuditEvent>,
     pub prev_hash: String,
     pub hash: String,
 }
 
-/// The hash of the genesis link.
+impl Link {
+    pub fn head(&self) -> ChainHead {
+        ChainHead {
+            seq: self.seq,
+            hash: self.hash.clone(),
+            at: self.at,
+        }
+    }
+}
+
+/// The hash before the first link of every chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// SHA-256 (hex) over the previous hash, the sequence number and every
-/// field of the event, each length-prefixed so that no two events share an
-/// encoding.
-pub fn chain_hash(prev_hash: &str, seq: u64, e: &AuditEvent) -> String {
+/// The instant of the link after `prev`: `now`, or the previous link's
+/// instant when the clock is behind it (instances' clocks differ), so that
+/// instants never go backwards along a chain.
+pub fn next_instant(prev: Option<&ChainHead>, now: Timestamp) -> Timestamp {
+    prev.map_or(now, |p| p.at.max(now))
+}
+
+/// SHA-256 (hex) over the previous hash, the chain, the link number, its
+/// instant and every field of every event, each length-prefixed so that no
+/// two links share an encoding.
+pub fn chain_hash(
+    prev_hash: &str,
+    chain: &ChainId,
+    seq: u64,
+    at: Timestamp,
+    events: &[AuditEvent],
+) -> String {
     let mut h = Sha256::new();
     let mut put = |s: &str| {
         h.update((s.len() as u64).to_be_bytes());
         h.update(s.as_bytes());
     };
     put(prev_hash);
+    put(chain.as_str());
     put(&seq.to_string());
-    put(&e.at.unix_millis().to_string());
-    put(&e.actor);
-    put(&e.role);
-    put(&e.action);
-    for o in [&e.user_id, &e.binding_id] {
-        put(o.as_deref().unwrap_or("\u{0}"));
-    }
-    put(&e.outcome);
-    for o in [&e.request_id, &e.client_ip, &e.detail] {
-        put(o.as_deref().unwrap_or("\u{0}"));
+    put(&at.unix_millis().to_string());
+    put(&events.len().to_string());
+    for e in events {
+        put(&e.at.unix_millis().to_string());
+        put(&e.actor.subject);
+        put(e.actor.role_str());
+        put(e.action.as_str());
+        put(e.user_id.as_ref().map_or("\u{0}", |u| u.as_str()));
+        put(e.binding_id.as_ref().map_or("\u{0}", |b| b.as_str()));
+        put(e.outcome.as_str());
+        for o in [&e.request_id, &e.client_ip, &e.detail] {
+            put(o.as_deref().unwrap_or("\u{0}"));
+        }
     }
     hex::encode(h.finalize())
 }
 
-/// The first broken link in `records` (ordered by seq), if any: a record
-/// whose hash is wrong, whose `prev_hash` is not its predecessor's hash, or
-/// a gap in `seq`. The first record's `prev_hash` is taken as given (older
-/// records may have been purged by retention).
-pub fn verify_chain<'a>(
-    records: impl IntoIterator<Item = &'a AuditRecord>,
-) -> Result<u64, ChainBreak> {
-    let mut prev: Option<&AuditRecord> = None;
+/// Builds the link after `prev` (None: the first of its chain).
+pub fn next_link(
+    chain: ChainId,
+    prev: Option<&ChainHead>,
+    now: Timestamp,
+    events: Vec<AuditEvent>,
+) -> Link {
+    let seq = prev.map_or(1, |p| p.seq + 1);
+    let at = next_instant(prev, now);
+    let prev_hash = prev.map_or_else(|| GENESIS_HASH.to_owned(), |p| p.hash.clone());
+    let hash = chain_hash(&prev_hash, &chain, seq, at, &events);
+    Link {
+        chain,
+        seq,
+        at,
+        events,
+        prev_hash,
+        hash,
+    }
+}
+
+/// Where a chain is broken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub chain: ChainId,
+    pub seq: u64,
+    pub reason: &'static str,
+}
+
+/// Checks links of one or more chains, ordered by (chain, seq): within a
+/// chain every link's hash is right, links to its predecessor and follows
+/// it without a gap. A chain's first link's `prev_hash` is taken as given
+/// (older links may have been purged by retention). Returns how many links
+/// were checked, or the first break.
+pub fn verify_links<'a>(links: impl IntoIterator<Item = &'a Link>) -> Result<u64, ChainBreak> {
+    let mut prev: Option<&Link> = None;
     let mut n = 0;
-    for r in records {
-        if let Some(p) = prev {
-            if r.seq != p.seq + 1 {
-                return Err(ChainBreak {
-                    seq: p.seq + 1,
-                    reason: "missing event",
-                });
+    for l in links {
+        let brk = |seq, reason| ChainBreak {
+            chain: l.chain.clone(),
+            seq,
+            reason,
+        };
+        if let Some(p) = prev.filter(|p| p.chain == l.chain) {
+            if l.seq != p.seq + 1 {
+                return Err(brk(p.seq + 1, "missing link"));
             }
-            if r.prev_hash != p.hash {
-                return Err(ChainBreak {
-                    seq: r.seq,
-                    reason: "link to previous event broken",
-                });
+            if l.prev_hash != p.hash {
+                return Err(brk(l.seq, "link to the previous one broken"));
+            }
+            if l.at < p.at {
+                return Err(brk(l.seq, "instant before the previous link"));
             }
         }
-        if chain_hash(&r.prev_hash, r.seq, &r.event) != r.hash {
-            return Err(ChainBreak {
-                seq: r.seq,
-                reason: "event altered",
-            });
+        if chain_hash(&l.prev_hash, &l.chain, l.seq, l.at, &l.events) != l.hash {
+            return Err(brk(l.seq, "link altered"));
         }
-        prev = Some(r);
+        prev = Some(l);
         n += 1;
     }
     Ok(n)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChainBreak {
+/// Where an event sits, for paging: its link's instant, chain and number,
+/// and its place in the link. Listings are ordered by this.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditCursor {
+    pub at: Timestamp,
+    pub chain: ChainId,
     pub seq: u64,
-    pub reason: &'static str,
+    pub index: u32,
+}
+
+/// One event as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub cursor: AuditCursor,
+    /// The hash of the link that holds it.
+    pub link_hash: String,
+    pub event: AuditEvent,
 }
 
 /// Filters for reading the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFilter {
-    pub user_id: Option<String>,
-    pub binding_id: Option<String>,
-    pub action: Option<String>,
-    /// Events at or after this instant (inclusive).
+    pub user_id: Option<UserId>,
+    pub binding_id: Option<BindingId>,
+    pub action: Option<AuditAction>,
+    /// Events whose link is at or after this instant (inclusive).
     pub since: Option<Timestamp>,
-    /// Events before this instant (exclusive).
+    /// Events whose link is before this instant (exclusive).
     pub until: Option<Timestamp>,
 }
 
-/// The append-only audit log.
+impl AuditFilter {
+    pub fn matches(&self, link_at: Timestamp, e: &AuditEvent) -> bool {
+        self.user_id.as_ref().is_none_or(|u| e.user_id.as_ref() == Some(u))
+            && self
+                .binding_id
+                .as_ref()
+                .is_none_or(|b| e.binding_id.as_ref() == Some(b))
+            && self.action.is_none_or(|a| e.action == a)
+            && self.since.is_none_or(|s| link_at >= s)
+            && self.until.is_none_or(|u| link_at < u)
+    }
+}
+
+/// Reading the audit log, the service's own chain, and retention.
+///
+/// The users' chains are written by [`crate::store::WalletStore::commit`];
+/// an adapter implements both traits over the same records.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Appends `event` as the next link of the chain. MUST NOT lose or fork
-    /// the chain under concurrent appends from many instances: every
-    /// appended event gets the next `seq` and the previous record's hash.
-    async fn append(&self, event: AuditEvent) -> Result<AuditRecord, StoreError>;
+    /// Appends `events` as the next link of the service's own chain.
+    /// MUST NOT lose or fork the chain under concurrent appends from many
+    /// instances (an adapter retries a lost race itself).
+    async fn append_system(&self, events: Vec<AuditEvent>, now: Timestamp)
+        -> Result<(), StoreError>;
 
-    /// Records matching `filter`, ordered by seq ascending, with seq greater
-    /// than `after_seq`, at most `limit`.
+    /// Events matching `filter` (every chain), ordered by [`AuditCursor`],
+    /// after `after`, at most `limit`.
     async fn list(
         &self,
         filter: &AuditFilter,
-        after_seq: Option<u64>,
+        after: Option<AuditCursor>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Deletes records older than `before`. Returns how many. Numbering
-    /// goes on after a purge: the next event gets the next `seq` and links
-    /// to the hash of the last event appended, even if that one was purged.
+    /// Links of every chain ordered by (chain, seq), after (`chain`, `seq`)
+    /// when given, at most `limit`: the walk `cardbind audit verify` makes.
+    async fn links(
+        &self,
+        after: Option<(ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<Link>, StoreError>;
+
+    /// Deletes links whose instant is before `before`, except the last
+    /// link of each chain (a wallet's current state lives in it). Links are
+    /// deleted from the start of their chain only. Returns how many.
     async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: AuditAction) -> AuditEvent {
+        AuditEvent {
+            at: Timestamp::from_unix_millis(5),
+            actor: AuditActor::service("system"),
+            action,
+            user_id: None,
+            binding_id: None,
+            outcome: Outcome::Ok,
+            request_id: None,
+            client_ip: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn vocabularies_round_trip() {
+        for a in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(a.as_str()), Some(*a));
+        }
+        for o in [Outcome::Ok, Outcome::Refused(ErrorCode::NotFound)] {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(ChainId::parse("@system"), Some(ChainId::System));
+        let u = ChainId::parse("alice").unwrap();
+        assert_eq!(ChainId::parse(u.as_str()), Some(u));
+    }
+
+    #[test]
+    fn a_chain_verifies_and_an_edit_is_found_where_it_is() {
+        let t = |ms| Timestamp::from_unix_millis(ms);
+        let chain = ChainId::System;
+        let mut links = vec![next_link(chain.clone(), None, t(10), vec![event(AuditAction::RetentionPurge)])];
+        for i in 0..4 {
+            let prev = links[i].head();
+            // A clock behind the previous link does not go backwards.
+            let l = next_link(chain.clone(), Some(&prev), t(5), vec![event(AuditAction::AccessDenied)]);
+            assert_eq!(l.at, t(10));
+            links.push(l);
+        }
+        assert_eq!(verify_links(&links), Ok(5));
+        let mut edited = links.clone();
+        edited[2].events[0].outcome = Outcome::Refused(ErrorCode::Forbidden);
+        assert_eq!(verify_links(&edited).unwrap_err().seq, 3);
+        let mut gap = links.clone();
+        gap.remove(3);
+        assert_eq!(verify_links(&gap).unwrap_err().seq, 4);
+        // A chain starting after a purge is accepted as it starts.
+        assert_eq!(verify_links(&links[2..]), Ok(3));
+    }
 }

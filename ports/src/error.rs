@@ -1,14 +1,12 @@
-//! Errors that cross the ports, and the use cases' error.
-
-use cardbind_domain::{DomainError, ErrorCode};
+//! Errors that cross the ports.
 
 /// Errors of every storage port.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// A unique rule was hit (for bindings: the same card for the same user).
+    /// A record with this unique key exists.
     #[error("duplicate")]
     Duplicate,
-    /// A conditional update found another version than expected.
+    /// A write conditional on a version lost to another writer.
     #[error("version conflict")]
     Conflict,
     /// The store could not be reached or did not answer in time.
@@ -70,46 +68,5 @@ impl ChannelError {
             self,
             ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen
         )
-    }
-}
-
-/// The use cases' error: a stable code and, for validation, the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("rate limited")]
-    RateLimited {
-        code: ErrorCode,
-        retry_after_seconds: i64,
-    },
-    #[error("storage: {0}")]
-    Store(#[from] StoreError),
-    #[error("keys: {0}")]
-    Keys(#[from] KeyError),
-    #[error("channel: {0}")]
-    Channel(#[from] ChannelError),
-}
-
-impl ServiceError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            ServiceError::Domain(e) => e.code,
-            ServiceError::RateLimited { code, .. } => *code,
-            ServiceError::Store(StoreError::Duplicate) => ErrorCode::CardAlreadyBound,
-            ServiceError::Store(StoreError::Conflict) => ErrorCode::Conflict,
-            ServiceError::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
-            ServiceError::Store(StoreError::Corrupt(_)) => ErrorCode::InternalError,
-            ServiceError::Keys(KeyError::Unavailable(_)) => ErrorCode::KeyServiceUnavailable,
-            ServiceError::Keys(_) => ErrorCode::InternalError,
-            ServiceError::Channel(ChannelError::Rejected { .. }) => ErrorCode::ChannelRejected,
-            ServiceError::Channel(ChannelError::InvalidSignature) => ErrorCode::InvalidSignature,
-            ServiceError::Channel(ChannelError::Protocol(_)) => ErrorCode::InvalidRequest,
-            ServiceError::Channel(_) => ErrorCode::ChannelUnavailable,
-        }
-    }
-
-    pub fn code_only(code: ErrorCode, message: impl Into<String>) -> ServiceError {
-        ServiceError::Domain(DomainError::new(code, message))
     }
 }

@@ -1,15 +1,16 @@
 //! # cardbind-ports
 //!
-//! What the core needs from the outside world and what it offers to it.
-//!
-//! * Outbound ports: one small trait per concern ([`store`], [`keys`],
-//!   [`channel`], [`audit`], [`clock`], [`step_up`]). Each states its contract in its
-//!   rustdoc; adapters (`adapters/*`) implement them and the contract suite
-//!   in [`testkit`] checks every storage adapter against the same rules.
-//! * Use cases: [`service::CardService`], written only against those traits.
+//! What the core needs from the outside world: one small trait per concern
+//! ([`store`], [`audit`], [`keys`], [`channel`], [`clock`], [`step_up`]),
+//! each stating its contract in its rustdoc. Adapters (`adapters/*`)
+//! implement them; the contract suite ([`testkit`], feature `testkit`)
+//! checks every storage adapter against the same rules, and mockall mocks
+//! of every trait come with the feature `mocks`.
 //!
 //! This crate never names a concrete database, KMS, HTTP framework or
-//! payment channel. Adapters are chosen at the composition root (`apps/`)
+//! payment channel, and holds no business rules: the use cases are the
+//! `cardbind-usecases` crate (`apps/usecases`), written against these
+//! traits. Adapters are chosen at the composition root (`apps/cardbind`)
 //! and handed in as `Arc<dyn Port>`.
 
 pub mod audit;
@@ -17,10 +18,7 @@ pub mod channel;
 pub mod clock;
 pub mod error;
 pub mod keys;
-pub mod service;
 pub mod step_up;
 pub mod store;
-#[cfg(any(test, feature = "testkit"))]
-pub mod testkit;
 
-pub use error::{ChannelError, KeyError, ServiceError, StoreError};
+pub use error::{ChannelError, KeyError, StoreError};

@@ -19,11 +19,28 @@ use cardbind_domain::UserId;
 /// What a step-up token is for. A token is valid for one action on one
 /// user only, so that a token obtained to unbind a card cannot erase an
 /// account, nor serve for another user.
-pub mod actions {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepUpAction {
     /// Unbinding the card that is the user's current default.
-    pub const UNBIND_DEFAULT_CARD: &str = "unbind_default_card";
+    UnbindDefaultCard,
     /// Erasing a user (crypto-shredding, every card unbound).
-    pub const ERASE_USER: &str = "erase_user";
+    EraseUser,
+}
+
+impl StepUpAction {
+    pub const ALL: [StepUpAction; 2] = [StepUpAction::UnbindDefaultCard, StepUpAction::EraseUser];
+
+    /// The name a token is issued for.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepUpAction::UnbindDefaultCard => "unbind_default_card",
+            StepUpAction::EraseUser => "erase_user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepUpAction> {
+        StepUpAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 /// The verifier could not decide.
@@ -39,7 +56,7 @@ pub enum StepUpError {
 /// ## Contract
 /// * `user` is the user the operation is about (the card owner for an
 ///   unbind, the erased user for an erasure) and `action` one of
-///   [`actions`]; `token` is the value the client sent, untrusted and
+///   [`StepUpAction`]; `token` is the value the client sent, untrusted and
 ///   unparsed.
 /// * `Ok(true)` only when `token` was issued for exactly this `user` and
 ///   this `action` and is still valid now (implementations bound its
@@ -55,5 +72,10 @@ pub enum StepUpError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait StepUpVerifier: Send + Sync {
-    async fn verify(&self, user: &UserId, action: &str, token: &str) -> Result<bool, StepUpError>;
+    async fn verify(
+        &self,
+        user: &UserId,
+        action: StepUpAction,
+        token: &str,
+    ) -> Result<bool, StepUpError>;
 }

@@ -1,0 +1,438 @@
+//! # cardbind-records
+//!
+//! The shapes the durable storage adapters (embedded SQLite, MongoDB) keep,
+//! as serde types apart from the domain types (which have no serde by
+//! design), and the conversions both ways. Reading a record back parses it
+//! into domain values; anything that does not parse is
+//! [`StoreError::Corrupt`], never a panic and never a silently different
+//! value.
+//!
+//! Numbers are signed (`i64` instants in milliseconds, `i64` counters):
+//! BSON has no unsigned 64-bit integer. Card data never appears here: a
+//! wallet holds masked card summaries; sealed fields are stored by the
+//! adapters as opaque bytes of their own records.
+
+use cardbind_domain::{
+    Binding, BindingId, BindingParts, BindingStatus, CardBrand, CardSummary, ChannelName,
+    ConsentRecord, Expiry, FailureReason, Fingerprint, NextAction, Role, Timestamp, UserId, Wallet,
+};
+use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
+use cardbind_ports::StoreError;
+use serde::{Deserialize, Serialize};
+
+/// A record that does not parse back.
+pub fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {detail}"))
+}
+
+/// `u64` → `i64` for storage (BSON has no unsigned 64-bit integer).
+pub fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| corrupt(what, "does not fit in a signed 64-bit integer"))
+}
+
+/// `i64` → `u64` when reading back.
+pub fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(what, "is negative"))
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.unix_millis()
+}
+
+fn at(v: i64) -> Timestamp {
+    Timestamp::from_unix_millis(v)
+}
+
+fn user(s: &str) -> Result<UserId, StoreError> {
+    UserId::parse(s).map_err(|e| corrupt("user id", e))
+}
+
+fn binding_id(s: &str) -> Result<BindingId, StoreError> {
+    BindingId::parse(s).map_err(|e| corrupt("binding id", e))
+}
+
+fn channel(s: &str) -> Result<ChannelName, StoreError> {
+    ChannelName::parse(s).map_err(|e| corrupt("channel", e))
+}
+
+/// A user's wallet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletRecord {
+    pub user: String,
+    pub bindings: Vec<BindingRecord>,
+    pub default: Option<String>,
+}
+
+/// A masked card: what may be shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRecord {
+    pub brand: String,
+    pub bin: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NextActionRecord {
+    Otp { phone_hint: String },
+    Redirect { url: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecordDoc {
+    pub text_version: String,
+    pub text_hash: String,
+    pub accepted_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub channel: String,
+    pub agreement_id: Option<String>,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub id: String,
+    pub fingerprint: String,
+    pub card: CardRecord,
+    pub channel: String,
+    pub channel_ref: Option<String>,
+    pub next_action: Option<NextActionRecord>,
+    pub status: String,
+    pub failure: Option<String>,
+    pub otp_attempts: u32,
+    pub verification_expires_at: Option<i64>,
+    pub data_generation: u32,
+    pub consents: Vec<ConsentRecordDoc>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub activated_at: Option<i64>,
+}
+
+impl From<&ConsentRecord> for ConsentRecordDoc {
+    fn from(c: &ConsentRecord) -> Self {
+        ConsentRecordDoc {
+            text_version: c.text_version.clone(),
+            text_hash: c.text_hash.clone(),
+            accepted_at: ms(c.accepted_at),
+            ip: c.ip.clone(),
+            user_agent: c.user_agent.clone(),
+            channel: c.channel.as_str().to_owned(),
+            agreement_id: c.agreement_id.clone(),
+            revoked_at: c.revoked_at.map(ms),
+            revoked_by: c.revoked_by.clone(),
+        }
+    }
+}
+
+impl ConsentRecordDoc {
+    pub fn into_domain(self) -> Result<ConsentRecord, StoreError> {
+        Ok(ConsentRecord {
+            text_version: self.text_version,
+            text_hash: self.text_hash,
+            accepted_at: at(self.accepted_at),
+            ip: self.ip,
+            user_agent: self.user_agent,
+            channel: channel(&self.channel)?,
+            agreement_id: self.agreement_id,
+            revoked_at: self.revoked_at.map(at),
+            revoked_by: self.revoked_by,
+        })
+    }
+}
+
+impl From<&Binding> for BindingRecord {
+    fn from(b: &Binding) -> Self {
+        BindingRecord {
+            id: b.id.as_str().to_owned(),
+            fingerprint: b.fingerprint.to_string(),
+            card: CardRecord {
+                brand: b.card.brand.as_str().to_owned(),
+                bin: b.card.bin.clone(),
+                last4: b.card.last4.clone(),
+                exp_month: b.card.expiry.month(),
+                exp_year: b.card.expiry.year(),
+            },
+            channel: b.channel.as_str().to_owned(),
+            channel_ref: b.channel_ref.clone(),
+            next_action: b.next_action.as_ref().map(|a| match a {
+                NextAction::Otp { phone_hint } => NextActionRecord::Otp {
+                    phone_hint: phone_hint.clone(),
+                },
+                NextAction::Redirect { url } => NextActionRecord::Redirect { url: url.clone() },
+            }),
+            status: b.status.as_str().to_owned(),
+            failure: b.failure.as_ref().map(|f| f.as_str().to_owned()),
+            otp_attempts: b.otp_attempts,
+            verification_expires_at: b.verification_expires_at.map(ms),
+            data_generation: b.data_generation,
+            consents: b.consents.iter().map(ConsentRecordDoc::from).collect(),
+            created_at: ms(b.created_at),
+            updated_at: ms(b.updated_at),
+            activated_at: b.activated_at.map(ms),
+        }
+    }
+}
+
+impl BindingRecord {
+    pub fn into_domain(self, user_id: &UserId) -> Result<Binding, StoreError> {
+        let c = self.card;
+        let card = CardSummary {
+            brand: CardBrand::parse(&c.brand).ok_or_else(|| corrupt("card brand", &c.brand))?,
+            bin: c.bin,
+            last4: c.last4,
+            expiry: Expiry::restore(c.exp_month, c.exp_year)
+                .ok_or_else(|| corrupt("card expiry", "out of range"))?,
+        };
+        let failure = match self.failure {
+            None => None,
+            Some(f) => {
+                Some(FailureReason::parse(&f).ok_or_else(|| corrupt("failure reason", "unknown"))?)
+            }
+        };
+        Ok(Binding::restore(BindingParts {
+            id: binding_id(&self.id)?,
+            user_id: user_id.clone(),
+            fingerprint: Fingerprint::parse(&self.fingerprint)
+                .ok_or_else(|| corrupt("fingerprint", "malformed"))?,
+            card,
+            channel: channel(&self.channel)?,
+            channel_ref: self.channel_ref,
+            next_action: self.next_action.map(|a| match a {
+                NextActionRecord::Otp { phone_hint } => NextAction::Otp { phone_hint },
+                NextActionRecord::Redirect { url } => NextAction::Redirect { url },
+            }),
+            status: BindingStatus::parse(&self.status)
+                .ok_or_else(|| corrupt("binding status", &self.status))?,
+            failure,
+            otp_attempts: self.otp_attempts,
+            verification_expires_at: self.verification_expires_at.map(at),
+            data_generation: self.data_generation,
+            consents: self
+                .consents
+                .into_iter()
+                .map(ConsentRecordDoc::into_domain)
+                .collect::<Result<_, _>>()?,
+            created_at: at(self.created_at),
+            updated_at: at(self.updated_at),
+            activated_at: self.activated_at.map(at),
+        }))
+    }
+}
+
+impl From<&Wallet> for WalletRecord {
+    fn from(w: &Wallet) -> Self {
+        WalletRecord {
+            user: w.user().as_str().to_owned(),
+            bindings: w.bindings().iter().map(BindingRecord::from).collect(),
+            default: w.default_pointer().map(|d| d.as_str().to_owned()),
+        }
+    }
+}
+
+impl WalletRecord {
+    pub fn into_domain(self) -> Result<Wallet, StoreError> {
+        let u = user(&self.user)?;
+        let bindings = self
+            .bindings
+            .into_iter()
+            .map(|b| b.into_domain(&u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let default = self.default.as_deref().map(binding_id).transpose()?;
+        Ok(Wallet::restore(u, bindings, default))
+    }
+}
+
+/// Whether a wallet holds a card waiting for verification (a candidate for
+/// reconciliation).
+pub fn has_pending(w: &Wallet) -> bool {
+    w.bindings()
+        .iter()
+        .any(|b| b.status == BindingStatus::PendingVerification)
+}
+
+/// The binding ids a wallet's events name, sorted and distinct (stored
+/// beside a link so that the audit log can be filtered by card).
+pub fn event_bindings(events: &[AuditEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.binding_id.as_ref().map(|b| b.as_str().to_owned()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// An audit event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub at: i64,
+    pub actor: String,
+    pub role: String,
+    pub action: String,
+    pub user_id: Option<String>,
+    pub binding_id: Option<String>,
+    pub outcome: String,
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl From<&AuditEvent> for EventRecord {
+    fn from(e: &AuditEvent) -> Self {
+        EventRecord {
+            at: ms(e.at),
+            actor: e.actor.subject.clone(),
+            role: e.actor.role_str().to_owned(),
+            action: e.action.as_str().to_owned(),
+            user_id: e.user_id.as_ref().map(|u| u.as_str().to_owned()),
+            binding_id: e.binding_id.as_ref().map(|b| b.as_str().to_owned()),
+            outcome: e.outcome.as_str().to_owned(),
+            request_id: e.request_id.clone(),
+            client_ip: e.client_ip.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+impl EventRecord {
+    pub fn into_domain(self) -> Result<AuditEvent, StoreError> {
+        let role = match self.role.as_str() {
+            "system" => None,
+            r => Some(Role::parse(r).ok_or_else(|| corrupt("audit role", r))?),
+        };
+        Ok(AuditEvent {
+            at: at(self.at),
+            actor: AuditActor {
+                subject: self.actor,
+                role,
+            },
+            action: AuditAction::parse(&self.action)
+                .ok_or_else(|| corrupt("audit action", &self.action))?,
+            user_id: self.user_id.as_deref().map(user).transpose()?,
+            binding_id: self.binding_id.as_deref().map(binding_id).transpose()?,
+            outcome: Outcome::parse(&self.outcome)
+                .ok_or_else(|| corrupt("audit outcome", &self.outcome))?,
+            request_id: self.request_id,
+            client_ip: self.client_ip,
+            detail: self.detail,
+        })
+    }
+}
+
+/// Reads back a list of stored events.
+pub fn events_into_domain(events: Vec<EventRecord>) -> Result<Vec<AuditEvent>, StoreError> {
+    events.into_iter().map(EventRecord::into_domain).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use cardbind_domain::{CardCap, CardToBind, ConsentGiven, StartOutcome, VerificationPolicy};
+
+    fn wallet() -> Wallet {
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        let mut w = Wallet::new(UserId::parse("alice").unwrap());
+        for i in 0..3u32 {
+            let id = w
+                .open(
+                    CardToBind {
+                        new_id: BindingId::parse(&format!("card-{i}")).unwrap(),
+                        fingerprint: Fingerprint::new(2, format!("{i:064x}")),
+                        card: CardSummary {
+                            brand: CardBrand::UnionPay,
+                            bin: "622588".into(),
+                            last4: "4444".into(),
+                            expiry: Expiry::restore(6, 2031).unwrap(),
+                        },
+                        consent: ConsentGiven {
+                            text_version: "2026-01".into(),
+                            text_hash: "ab".repeat(32),
+                            ip: Some("10.0.0.1".into()),
+                            user_agent: Some("app/1.0".into()),
+                        }
+                        .accept(ChannelName::parse("alipay").unwrap(), now)
+                        .unwrap(),
+                    },
+                    CardCap::default(),
+                    now,
+                    &VerificationPolicy::default(),
+                )
+                .unwrap()
+                .id()
+                .clone();
+            let outcome = match i {
+                0 => StartOutcome::Bound {
+                    channel_ref: "2088".into(),
+                },
+                1 => StartOutcome::ActionRequired {
+                    channel_ref: "r1".into(),
+                    action: NextAction::Redirect {
+                        url: "https://example.com/sign".into(),
+                    },
+                },
+                _ => StartOutcome::Refused {
+                    code: cardbind_domain::ChannelCode::from_channel("isv.declined"),
+                },
+            };
+            let _: Result<(), cardbind_domain::RuleRefusal> =
+                w.change(&id, |b| b.apply_start(outcome, now));
+        }
+        w
+    }
+
+    #[test]
+    fn a_wallet_round_trips_through_json() {
+        let w = wallet();
+        let rec = WalletRecord::from(&w);
+        let text = serde_json::to_string(&rec).unwrap();
+        let back: WalletRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.into_domain().unwrap(), w);
+        assert!(has_pending(&w));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_a_panic() {
+        let mut rec = WalletRecord::from(&wallet());
+        rec.bindings[0].status = "vanished".into();
+        assert!(matches!(rec.into_domain(), Err(StoreError::Corrupt(_))));
+        let mut rec = WalletRecord::from(&wallet());
+        rec.bindings[1].card.exp_month = 13;
+        assert!(matches!(rec.into_domain(), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let e = AuditEvent {
+            at: Timestamp::from_unix_millis(9),
+            actor: AuditActor {
+                subject: "backend".into(),
+                role: Some(Role::Service),
+            },
+            action: AuditAction::BindingFreeze,
+            user_id: Some(UserId::parse("alice").unwrap()),
+            binding_id: Some(BindingId::parse("card-1").unwrap()),
+            outcome: Outcome::Refused(cardbind_domain::ErrorCode::InvalidStateTransition),
+            request_id: Some("r".into()),
+            client_ip: None,
+            detail: Some("active -> frozen".into()),
+        };
+        let system = AuditEvent {
+            actor: AuditActor::service("reconcile"),
+            ..e.clone()
+        };
+        for ev in [e, system] {
+            let rec = EventRecord::from(&ev);
+            assert_eq!(rec.clone().into_domain().unwrap(), ev);
+        }
+        assert_eq!(
+            event_bindings(&[]),
+            Vec::<String>::new(),
+            "no events, no cards"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+use async_trait::async_trait;
+use cardbind_domain::{BindingId, ChannelName, SealedCard, UserId};
+
+use crate::error::StoreError;
+
+/// One generation of a binding's sealed card data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardData {
+    pub binding: BindingId,
+    pub user: UserId,
+    /// The binding's `data_generation` this data belongs to.
+    pub generation: u32,
+    pub sealed: SealedCard,
+}
+
+/// Sealed card data, stored once per (binding, generation), and the
+/// directory from a binding id to its user (notifications and the review
+/// queue name a card by its id alone).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait CardDataStore: Send + Sync {
+    /// Stores one generation of a binding's data. MUST return
+    /// [`StoreError::Duplicate`] when (`binding`, `generation`) exists: of
+    /// concurrent puts of one generation exactly one succeeds.
+    async fn put(&self, data: &CardData) -> Result<(), StoreError>;
+
+    /// The data of this generation of the user's binding.
+    async fn get(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: u32,
+    ) -> Result<Option<CardData>, StoreError>;
+
+    /// The user whose binding this is, while any generation of its data is
+    /// stored.
+    async fn owner(&self, binding: &BindingId) -> Result<Option<UserId>, StoreError>;
+
+    /// Deletes the binding's generations up to `through` (inclusive).
+    /// Returns how many. Deleting what is not there is not an error.
+    async fn delete(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        through: u32,
+    ) -> Result<u64, StoreError>;
+}
+
+/// The binding a channel's own reference names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefTarget {
+    pub user: UserId,
+    pub binding: BindingId,
+}
+
+/// Channel references (agreement / contract ids) to bindings, for the
+/// notifications that name only the channel's reference.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ChannelRefs: Send + Sync {
+    /// Records that `channel_ref` on `channel` names `target`. Recording
+    /// the same again is not an error; a reference is never moved to
+    /// another binding (the first target stays).
+    async fn put(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        target: &RefTarget,
+    ) -> Result<(), StoreError>;
+
+    async fn find(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+    ) -> Result<Option<RefTarget>, StoreError>;
+
+    /// Forgets a reference (its agreement ended). Not an error when absent.
+    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,90 @@
+use async_trait::async_trait;
+use cardbind_domain::Timestamp;
+
+use crate::error::StoreError;
+
+/// A response stored for an idempotency key, replayed byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// The right to run the work of one key: the attempt number is the fencing
+/// token. Every later call names it, and a holder whose attempt was taken
+/// over can no longer complete, release or renew anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub attempt: u64,
+}
+
+/// What [`IdempotencyStore::claim`] found for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the key with this lease and must run the work, then
+    /// `complete` or `release` it.
+    Acquired(Lease),
+    /// Another request holds the key and its lease has not expired.
+    InProgress,
+    /// The work is done: replay this response.
+    Completed(StoredResponse),
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+/// Idempotency records, scoped to the caller.
+///
+/// A key's attempts are numbered 1, 2, …; each is created under a unique
+/// (scope, key, attempt) and is the only place its holder writes.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims (`scope`, `key`) for a request whose canonical hash is
+    /// `request_hash`: a new key gets attempt 1, in progress until
+    /// `lease_until`. The newest attempt decides what a claim finds: its
+    /// response (completed), another hash (mismatch), an unexpired lease
+    /// (in progress); a released attempt or one whose lease expired (its
+    /// holder died) is followed by a new attempt. MUST be atomic across
+    /// instances: of concurrent claims that find the same state exactly one
+    /// gets `Acquired`.
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Claim, StoreError>;
+
+    /// Extends the lease of `lease`'s attempt. Returns `false` (changing
+    /// nothing) when that attempt is no longer the newest or is finished.
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores the final response of `lease`'s attempt. Returns `false`
+    /// (storing nothing a claim would see) when a newer attempt exists: a
+    /// late holder cannot complete the work of another.
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        response: &StoredResponse,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up `lease`'s attempt (the work failed in a way the client may
+    /// retry with the same key): the next claim starts a new attempt.
+    /// Returns `false` (changing nothing) when a newer attempt exists or
+    /// the attempt is finished.
+    async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError>;
+
+    /// Deletes records of keys first claimed before `before`. Returns how
+    /// many records.
+    async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
