@@ -58,7 +58,7 @@ impl CardDataStore for MemoryStore {
         &self,
         user: &UserId,
         binding: &BindingId,
-        through: u32,
+        keep: Option<u32>,
     ) -> Result<u64, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.card_data);
@@ -66,7 +66,7 @@ impl CardDataStore for MemoryStore {
             return Ok(0);
         };
         let before = gens.len();
-        gens.retain(|g, d| *g > through || &d.user != user);
+        gens.retain(|g, d| Some(*g) == keep || &d.user != user);
         let n = (before - gens.len()) as u64;
         if gens.is_empty() {
             t.0.remove(binding);

@@ -71,7 +71,8 @@ pub async fn owner_is_known_while_data_is_stored<F: StoreFactory + ?Sized>(f: &F
     let s = f.fresh().await;
     let b = binding_id("card-3");
     assert_eq!(s.card_data.owner(&b).await.unwrap(), None);
-    for g in 1..=3 {
+    // Generations are numbers a request chose, in no particular order.
+    for g in [70_001, 5, 900_000_000] {
         s.card_data
             .put(&data("ned", "card-3", g, g as u8))
             .await
@@ -80,12 +81,18 @@ pub async fn owner_is_known_while_data_is_stored<F: StoreFactory + ?Sized>(f: &F
     s.card_data.put(&data("ned", "card-4", 1, 1)).await.unwrap();
     assert_eq!(s.card_data.owner(&b).await.unwrap(), Some(user_id("ned")));
     let n = user_id("ned");
-    assert_eq!(s.card_data.delete(&n, &b, 2).await.unwrap(), 2);
-    assert_eq!(s.card_data.get(&n, &b, 2).await.unwrap(), None);
-    assert!(s.card_data.get(&n, &b, 3).await.unwrap().is_some());
+    // Another user's id deletes nothing.
+    assert_eq!(
+        s.card_data.delete(&user_id("eve"), &b, None).await.unwrap(),
+        0
+    );
+    assert_eq!(s.card_data.delete(&n, &b, Some(5)).await.unwrap(), 2);
+    assert_eq!(s.card_data.get(&n, &b, 70_001).await.unwrap(), None);
+    assert!(s.card_data.get(&n, &b, 5).await.unwrap().is_some());
     assert_eq!(s.card_data.owner(&b).await.unwrap(), Some(n.clone()));
-    assert_eq!(s.card_data.delete(&n, &b, 3).await.unwrap(), 1);
-    assert_eq!(s.card_data.delete(&n, &b, 3).await.unwrap(), 0);
+    assert_eq!(s.card_data.delete(&n, &b, Some(5)).await.unwrap(), 0);
+    assert_eq!(s.card_data.delete(&n, &b, None).await.unwrap(), 1);
+    assert_eq!(s.card_data.delete(&n, &b, None).await.unwrap(), 0);
     assert_eq!(s.card_data.owner(&b).await.unwrap(), None);
     assert!(
         s.card_data

@@ -253,6 +253,7 @@ pub fn card(n: u32, now: Timestamp) -> CardToBind {
         }
         .accept(channel("mock"), now)
         .expect("valid consent"),
+        generation: 1000 + n,
     }
 }
 
