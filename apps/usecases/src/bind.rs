@@ -212,20 +212,28 @@ impl UseCases {
         Ok(())
     }
 
-    /// A refused bind that wrote nothing, in the service's chain (the user
-    /// may have no wallet).
+    /// A refused bind that changed nothing, in the user's own chain (so
+    /// that a flood of refused binds contends only on that user's wallet).
+    /// A failure to store it is logged; the refusal is still answered.
     async fn audit_refused_bind(
         &self,
         ctx: &RequestContext,
         user: &UserId,
         code: cardbind_domain::ErrorCode,
     ) {
-        let e = ctx
-            .event(self.now(), AuditAction::BindingCreate)
-            .user(user)
-            .refused(code)
-            .build();
-        self.audit_system(e).await;
+        let r = self
+            .change_wallet::<_, BindError>(ctx, user, None, |_, now| {
+                let e = ctx
+                    .event(now, AuditAction::BindingCreate)
+                    .user(user)
+                    .refused(code)
+                    .build();
+                crate::tx::Decided::new(Ok(()), vec![e])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(%user, error = %e, "refused bind not audited");
+        }
     }
 
     /// Places the card in its user's wallet as `pending_verification`

@@ -283,6 +283,13 @@ async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(
+        actions(&w, "ian").await.contains(&(
+            AuditAction::BindingCreate,
+            Outcome::Refused(ErrorCode::RateLimited)
+        )),
+        "the refusal is in the user's own chain"
+    );
     w.clock.advance(60);
     w.uc.bind(&backend(), bind_cmd("ian", &visa(20), w.now()))
         .await
