@@ -401,6 +401,16 @@ impl Binding {
         Ok(false)
     }
 
+    /// The channel could not check the code of an attempt begun by
+    /// [`Binding::begin_otp`] (it was unreachable): the attempt is given
+    /// back, since no guess was tried.
+    pub fn otp_unchecked(&mut self, now: Timestamp) {
+        if self.0.status == BindingStatus::PendingVerification && self.0.otp_attempts > 0 {
+            self.0.otp_attempts -= 1;
+            self.0.updated_at = now;
+        }
+    }
+
     /// Becomes active; the current consent names the agreement.
     pub fn activate(&mut self, channel_ref: Option<String>, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Active, now)?;

@@ -491,9 +491,14 @@ impl Drop for Running {
 /// Starts the service for `config` on `config.server.address` (use port 0
 /// for a free one) in the background and returns once it listens.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let built = compose::build(&config).await?;
+    start_built(config, built).await
+}
+
+/// [`start`] with the adapters already built (see [`compose::build_on`]).
+pub async fn start_built(config: Config, built: compose::Built) -> anyhow::Result<Running> {
     let listener = std::net::TcpListener::bind(&config.server.address)
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
-    let built = compose::build(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<(std::net::SocketAddr, String)>();
     let built2 = built.clone();

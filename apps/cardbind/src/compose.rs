@@ -272,9 +272,13 @@ fn read_file(field: &str, path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{field}: cannot read {}", path.display()))
 }
 
+/// Every enabled channel behind its resilience wrapper, which counts calls
+/// into `metrics` and appends channel misconfigurations to `audit`.
 pub fn channels(
     config: &Config,
     metrics: &prometheus::Registry,
+    audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ChannelRegistry> {
     let c = &config.channels;
     let r = &c.resilience;
@@ -388,7 +392,8 @@ pub fn channels(
             other => return Err(anyhow!("channels.enabled: unknown channel {other}")),
         };
         let wrapped = cardbind_channels::Resilient::new(inner, resilience.clone(), metrics)
-            .map_err(|e| anyhow!("channels.resilience: {e}"))?;
+            .map_err(|e| anyhow!("channels.resilience: {e}"))?
+            .with_audit(audit.clone(), clock.clone());
         list.push(Arc::new(wrapped));
     }
     let default = ChannelName::parse(&c.default)
@@ -553,11 +558,17 @@ pub fn step_up(
 
 /// Builds every adapter and the application state.
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
-    let metrics = prometheus::Registry::new();
     let stores = stores(config).await?;
+    build_on(config, stores).await
+}
+
+/// Builds the application state on `stores` already opened (e.g. a second
+/// service over the same storage, with another channel configuration).
+pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> {
+    let metrics = prometheus::Registry::new();
     let vault = vault(config, &stores, &metrics).await?;
-    let channels = channels(config, &metrics)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let channels = channels(config, &metrics, stores.audit.clone(), clock.clone())?;
     let ports = Ports {
         bindings: stores.bindings.clone(),
         rates: stores.rates.clone(),
