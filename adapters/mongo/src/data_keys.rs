@@ -62,7 +62,12 @@ impl MongoStore {
 
     /// Removes the key material of every link of `owner` below `seq`.
     /// Idempotent; only ever removes.
-    async fn husk_below(&self, owner: &str, seq: i64, label: &'static str) -> Result<(), StoreError> {
+    async fn husk_below(
+        &self,
+        owner: &str,
+        seq: i64,
+        label: &'static str,
+    ) -> Result<(), StoreError> {
         self.data_keys
             .update_many(
                 doc! { "owner": owner, "seq": { "$lt": seq }, "state": { "$ne": HUSK } },

@@ -212,9 +212,9 @@ impl IdempotencyStore for MongoStore {
                 }
                 match n.kind.as_str() {
                     COMPLETE => {
-                        let r = n
-                            .response
-                            .ok_or_else(|| corrupt("idempotency record", "completed without a response"))?;
+                        let r = n.response.ok_or_else(|| {
+                            corrupt("idempotency record", "completed without a response")
+                        })?;
                         return Ok(Claim::Completed(StoredResponse {
                             status: u16::try_from(r.status)
                                 .map_err(|_| corrupt("response status", r.status))?,
@@ -242,8 +242,8 @@ impl IdempotencyStore for MongoStore {
                 };
                 if try_insert(&self.idempotency, &next, IDEM_CLAIM).await? {
                     self.held().put(&next);
-                    let attempt = u64::try_from(next.attempt)
-                        .map_err(|_| corrupt("attempt", "negative"))?;
+                    let attempt =
+                        u64::try_from(next.attempt).map_err(|_| corrupt("attempt", "negative"))?;
                     return Ok(Claim::Acquired(Lease { attempt }));
                 }
             }

@@ -446,7 +446,10 @@ pub(crate) fn serves(q: &Query, i: &IndexSpec) -> bool {
         let Some(part) = i.keys.get(j..j + q.sort.len()) else {
             return false;
         };
-        let names = part.iter().map(|k| k.0).eq(q.sort.iter().map(|s| s.0.as_str()));
+        let names = part
+            .iter()
+            .map(|k| k.0)
+            .eq(q.sort.iter().map(|s| s.0.as_str()));
         let same = part.iter().zip(&q.sort).all(|(k, s)| k.1 == s.1);
         let flipped = part.iter().zip(&q.sort).all(|(k, s)| k.1 == -s.1);
         names && (same || flipped)
@@ -481,7 +484,10 @@ mod tests {
         });
         assert_eq!(
             f,
-            ["at", "chain", "users"].map(String::from).into_iter().collect()
+            ["at", "chain", "users"]
+                .map(String::from)
+                .into_iter()
+                .collect()
         );
         assert_eq!(e, ["users"].map(String::from).into_iter().collect());
         let (_, e) = shape(&doc! { "key": { "$in": ["a", "b"] }, "_id": { "$eq": 1 } });
@@ -559,7 +565,11 @@ mod tests {
         );
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
         // Unlabelled, or an unknown collection.
-        let (c, _) = analyse("find", "db", &doc! { "find": "links", "filter": { "chain": "a" } });
+        let (c, _) = analyse(
+            "find",
+            "db",
+            &doc! { "find": "links", "filter": { "chain": "a" } },
+        );
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
         let c = find("bindings", "x", doc! { "a": 1 }, doc! {});
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
@@ -573,7 +583,11 @@ mod tests {
             "db",
             &doc! { "find": "links", "filter": { "chain": "a" }, "sort": { "seq": -1 }, "comment": "wallets.load" },
         );
-        log.record("insert", "db", &doc! { "insert": "links", "comment": "wallets.commit" });
+        log.record(
+            "insert",
+            "db",
+            &doc! { "insert": "links", "comment": "wallets.commit" },
+        );
         assert_eq!(log.check(), Ok(()));
         log.record(
             "find",
@@ -586,10 +600,16 @@ mod tests {
         let by = log.by_label();
         assert_eq!(by.get("wallets.load"), Some(&1));
         assert_eq!(by.get("wallets.commit"), Some(&1));
-        assert!(log.unused_indexes().contains(&"links.pending_at".to_owned()));
+        assert!(log
+            .unused_indexes()
+            .contains(&"links.pending_at".to_owned()));
         assert!(!log.unused_indexes().contains(&"links.chain_seq".to_owned()));
         let lenient = CommandLog::new();
-        lenient.record("find", "db", &doc! { "find": "links", "filter": { "hash": "h" }, "comment": "x" });
+        lenient.record(
+            "find",
+            "db",
+            &doc! { "find": "links", "filter": { "hash": "h" }, "comment": "x" },
+        );
         assert_eq!(lenient.check(), Ok(()));
         assert_eq!(lenient.violations().len(), 2, "unserved, and no shard key");
     }

@@ -23,6 +23,38 @@ use crate::store::{map_err, MongoStore};
 
 const DUPLICATE_KEY: i32 = 11000;
 
+/// At most this many windows remembered (then all are forgotten).
+const HINTS_MAX: usize = 100_000;
+
+/// The slot after the last one this process took in each window: where
+/// its next take tries first, so that a window taken again and again from
+/// one instance costs one insert per take. A guess only: a taken slot
+/// loses its insert, and the take reads.
+#[derive(Debug, Default)]
+pub(crate) struct RateHints {
+    next: HashMap<String, (i64, i64)>,
+}
+
+impl RateHints {
+    fn next_slot(&self, key: &str, expires_at: i64) -> i64 {
+        match self.next.get(key) {
+            Some((next, exp)) if *exp == expires_at => *next,
+            _ => 1,
+        }
+    }
+
+    fn taken(&mut self, key: &str, expires_at: i64, slot: i64) {
+        if self.next.len() >= HINTS_MAX {
+            self.next.clear();
+        }
+        let e = self.next.entry(key.to_owned()).or_insert((1, expires_at));
+        if e.1 != expires_at {
+            *e = (1, expires_at);
+        }
+        e.0 = e.0.max(slot + 1);
+    }
+}
+
 /// A free slot of 1..=limit not in `taken` (which holds fewer than
 /// `limit`), picked at random so that racing takers spread out.
 fn pick_free(limit: i64, taken: &HashSet<i64>) -> Option<i64> {
@@ -56,8 +88,7 @@ impl MongoStore {
             Err(e) => match &*e.kind {
                 ErrorKind::InsertMany(m)
                     if m.write_concern_error.is_none()
-                        && m
-                            .write_errors
+                        && m.write_errors
                             .iter()
                             .flatten()
                             .all(|w| w.code == DUPLICATE_KEY) =>
@@ -87,40 +118,57 @@ impl RateLimiter for MongoStore {
                 .map(|w| to_i64(w.limit, "rate limit"))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out: Vec<Option<RateTake>> = vec![None; windows.len()];
-            // (window, slot) to try in this round.
+            // (window, slot) to insert in this round, and windows whose
+            // slots must be read first.
             let mut tries: Vec<(usize, i64)> = Vec::new();
-            for (i, limit) in limits.iter().enumerate() {
-                if *limit == 0 {
-                    out[i] = Some(RateTake::Full);
-                } else {
-                    tries.push((i, 1));
-                }
-            }
-            while !tries.is_empty() {
-                let docs: Vec<RateDoc> = tries
-                    .iter()
-                    .map(|(i, slot)| RateDoc {
-                        key: windows[*i].key.clone(),
-                        slot: *slot,
-                        expires_at: windows[*i].expires_at.unix_millis(),
-                    })
-                    .collect();
-                let lost = self.insert_slots(&docs).await?;
-                let mut again = Vec::new();
-                for (pos, (i, slot)) in tries.iter().enumerate() {
-                    if lost.contains(&pos) {
-                        again.push(*i);
+            let mut again: Vec<usize> = Vec::new();
+            {
+                let hints = self.rate_hints();
+                for (i, w) in windows.iter().enumerate() {
+                    let limit = limits[i];
+                    let guess = hints.next_slot(&w.key, w.expires_at.unix_millis());
+                    if limit == 0 {
+                        out[i] = Some(RateTake::Full);
+                    } else if guess > limit {
+                        // This process took the last slot: read to be sure.
+                        again.push(i);
                     } else {
-                        out[*i] = Some(RateTake::Taken(
-                            u64::try_from(*slot).map_err(|_| corrupt("slot", "negative"))?,
-                        ));
+                        tries.push((i, guess));
                     }
                 }
-                tries.clear();
+            }
+            while !tries.is_empty() || !again.is_empty() {
+                if !tries.is_empty() {
+                    let docs: Vec<RateDoc> = tries
+                        .iter()
+                        .map(|(i, slot)| RateDoc {
+                            key: windows[*i].key.clone(),
+                            slot: *slot,
+                            expires_at: windows[*i].expires_at.unix_millis(),
+                        })
+                        .collect();
+                    let lost = self.insert_slots(&docs).await?;
+                    let mut hints = self.rate_hints();
+                    for (pos, (i, slot)) in tries.iter().enumerate() {
+                        if lost.contains(&pos) {
+                            again.push(*i);
+                        } else {
+                            hints.taken(
+                                &windows[*i].key,
+                                windows[*i].expires_at.unix_millis(),
+                                *slot,
+                            );
+                            out[*i] = Some(RateTake::Taken(
+                                u64::try_from(*slot).map_err(|_| corrupt("slot", "negative"))?,
+                            ));
+                        }
+                    }
+                    tries.clear();
+                }
                 if again.is_empty() {
                     break;
                 }
-                // What is taken in the windows that lost, in one read.
+                // What is taken in those windows, in one read.
                 let keys: Vec<&str> = again
                     .iter()
                     .map(|i| windows[*i].key.as_str())
@@ -157,7 +205,7 @@ impl RateLimiter for MongoStore {
                 for s in slots.iter().filter(|s| s.expires_at >= now) {
                     taken.entry(s.key.as_str()).or_default().insert(s.slot);
                 }
-                for i in again {
+                for i in again.drain(..) {
                     let t = taken.entry(windows[i].key.as_str()).or_default();
                     match pick_free(limits[i], t) {
                         None => out[i] = Some(RateTake::Full),

@@ -280,7 +280,8 @@ mod tests {
         for c in SCHEMA {
             assert!(!c.shard_key.is_empty(), "{}", c.name);
             for i in c.indexes.iter().filter(|i| i.unique) {
-                let prefix: Vec<&str> = i.keys.iter().take(c.shard_key.len()).map(|k| k.0).collect();
+                let prefix: Vec<&str> =
+                    i.keys.iter().take(c.shard_key.len()).map(|k| k.0).collect();
                 assert_eq!(prefix, c.shard_key, "{}.{}", c.name, i.name);
             }
             // The shard key itself is served by an index (MongoDB needs one).

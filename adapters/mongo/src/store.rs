@@ -16,6 +16,7 @@ use crate::docs::{
 };
 use crate::idempotency::HeldAttempts;
 use crate::monitor::CommandLog;
+use crate::rates::RateHints;
 use crate::schema::{collections, labels, SCHEMA};
 use crate::wallets::SystemHead;
 
@@ -75,6 +76,9 @@ pub struct MongoStore {
     /// The newest record number of each idempotency attempt this process
     /// holds (a guess that saves a read, as above).
     pub(crate) held: Arc<Mutex<HeldAttempts>>,
+    /// Where this process takes the next slot of each rate window (a guess,
+    /// as above).
+    pub(crate) rate_hints: Arc<Mutex<RateHints>>,
     pub(crate) monitor: Option<CommandLog>,
 }
 
@@ -145,6 +149,7 @@ impl MongoStore {
             review: db.collection(REVIEW_QUEUE),
             system_head: Arc::new(tokio::sync::Mutex::new(SystemHead::default())),
             held: Arc::new(Mutex::new(HeldAttempts::default())),
+            rate_hints: Arc::new(Mutex::new(RateHints::default())),
             monitor: config.monitor,
             op_timeout: config.operation_timeout,
             db,
@@ -243,6 +248,12 @@ impl MongoStore {
 
     pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HeldAttempts> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn rate_hints(&self) -> std::sync::MutexGuard<'_, RateHints> {
+        self.rate_hints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

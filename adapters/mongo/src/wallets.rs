@@ -349,8 +349,7 @@ impl AuditLog for MongoStore {
                 for (i, e) in link.events.iter().enumerate() {
                     let index = u32::try_from(i).map_err(|_| corrupt("link", "too many events"))?;
                     if let Some((a_at, a_chain, a_seq, a_index)) = &after_key_of {
-                        if (key.0, &key.1, key.2) == (*a_at, a_chain, *a_seq) && index <= *a_index
-                        {
+                        if (key.0, &key.1, key.2) == (*a_at, a_chain, *a_seq) && index <= *a_index {
                             continue;
                         }
                     }
