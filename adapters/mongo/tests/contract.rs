@@ -813,7 +813,7 @@ async fn an_expired_window_under_a_reused_key_is_fresh() {
         expires_at: at(10),
     };
     assert_eq!(
-        s.take(&[old.clone()], at(0)).await.unwrap(),
+        s.take(std::slice::from_ref(&old), at(0)).await.unwrap(),
         [RateTake::Taken(1)]
     );
     assert_eq!(s.take(&[old], at(5)).await.unwrap(), [RateTake::Full]);
@@ -823,7 +823,7 @@ async fn an_expired_window_under_a_reused_key_is_fresh() {
         expires_at: at(100),
     };
     assert_eq!(
-        s.take(&[new.clone()], at(11)).await.unwrap(),
+        s.take(std::slice::from_ref(&new), at(11)).await.unwrap(),
         [RateTake::Taken(1)]
     );
     assert_eq!(s.take(&[new], at(12)).await.unwrap(), [RateTake::Full]);

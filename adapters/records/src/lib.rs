@@ -281,7 +281,10 @@ pub fn event_users(events: &[AuditEvent]) -> Vec<String> {
 /// The actions of a link's events, sorted and distinct (stored beside a
 /// link so that the audit log can be filtered by action).
 pub fn event_actions(events: &[AuditEvent]) -> Vec<String> {
-    let mut v: Vec<String> = events.iter().map(|e| e.action.as_str().to_owned()).collect();
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| e.action.as_str().to_owned())
+        .collect();
     v.sort();
     v.dedup();
     v
