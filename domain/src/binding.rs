@@ -144,8 +144,10 @@ pub struct BindingParts {
     pub failure: Option<FailureReason>,
     pub otp_attempts: u32,
     pub verification_expires_at: Option<Timestamp>,
-    /// Which sealed card data belongs to the binding: 1 on the first bind,
-    /// one more on every bind again (each generation is sealed anew).
+    /// Which sealed card data belongs to the binding: each bind (and bind
+    /// again) seals the data anew under a generation number of its own,
+    /// chosen by the request, so that data a failed attempt left behind
+    /// never stands in the way of the next.
     pub data_generation: u32,
     /// The consent of every bind of this card, oldest first; the last one
     /// is the current.
@@ -201,6 +203,7 @@ impl Binding {
         fingerprint: Fingerprint,
         card: CardSummary,
         consent: ConsentRecord,
+        generation: u32,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Binding {
@@ -216,7 +219,7 @@ impl Binding {
             failure: None,
             otp_attempts: 0,
             verification_expires_at: Some(now.plus_seconds(policy.window_seconds)),
-            data_generation: 1,
+            data_generation: generation,
             consents: vec![consent],
             created_at: now,
             updated_at: now,
@@ -265,6 +268,7 @@ impl Binding {
         &mut self,
         card: CardSummary,
         consent: ConsentRecord,
+        generation: u32,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Result<(), Clash> {
@@ -283,7 +287,7 @@ impl Binding {
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         self.0.activated_at = None;
-        self.0.data_generation = self.0.data_generation.saturating_add(1);
+        self.0.data_generation = generation;
         Ok(())
     }
 
@@ -481,6 +485,7 @@ mod tests {
                 expiry: Expiry::restore(12, 2030).unwrap(),
             },
             consent(now),
+            1,
             now,
             &VerificationPolicy::default(),
         )
@@ -588,15 +593,15 @@ mod tests {
         assert!(!b.unbind(now, "alice").unwrap());
         assert_eq!(b.consent().unwrap().revoked_by.as_deref(), Some("alice"));
         let card = b.card.clone();
-        b.rebind(card, consent(now), now, &VerificationPolicy::default())
+        b.rebind(card, consent(now), 2, now, &VerificationPolicy::default())
             .unwrap();
         assert_eq!(b.status, BindingStatus::PendingVerification);
         assert_eq!(b.channel_ref, None);
-        assert_eq!(b.data_generation, 2);
+        assert_eq!(b.data_generation, 2, "the generation the request chose");
         assert_eq!(b.consents.len(), 2);
         assert!(b.consent().unwrap().revoked_at.is_none());
         let card = b.card.clone();
-        let e = b.rebind(card, consent(now), now, &VerificationPolicy::default());
+        let e = b.rebind(card, consent(now), 2, now, &VerificationPolicy::default());
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
     }
 

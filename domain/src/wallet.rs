@@ -32,6 +32,8 @@ pub struct CardToBind {
     pub fingerprint: Fingerprint,
     pub card: CardSummary,
     pub consent: ConsentRecord,
+    /// The generation its sealed data is stored under.
+    pub generation: u32,
 }
 
 /// How [`Wallet::open`] placed a card.
@@ -161,7 +163,7 @@ impl Wallet {
             }
             Some(b) => {
                 cap.check(live)?;
-                b.rebind(card.card, card.consent, now, policy)?;
+                b.rebind(card.card, card.consent, card.generation, now, policy)?;
                 Ok(Opened::Again(b.id.clone()))
             }
             None => {
@@ -176,6 +178,7 @@ impl Wallet {
                     card.fingerprint,
                     card.card,
                     card.consent,
+                    card.generation,
                     now,
                     policy,
                 );
@@ -259,6 +262,7 @@ mod tests {
             }
             .accept(ChannelName::parse("mock").unwrap(), now)
             .unwrap(),
+            generation: i + 1,
         }
     }
 

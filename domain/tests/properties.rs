@@ -193,6 +193,7 @@ fn card(i: usize, now: Timestamp) -> CardToBind {
         }
         .accept(ChannelName::parse("mock").unwrap(), now)
         .unwrap(),
+        generation: now.unix_millis() as u32,
     }
 }
 

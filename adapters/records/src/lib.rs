@@ -381,6 +381,7 @@ mod tests {
                         }
                         .accept(ChannelName::parse("alipay").unwrap(), now)
                         .unwrap(),
+                        generation: 7 + i,
                     },
                     CardCap::default(),
                     now,
