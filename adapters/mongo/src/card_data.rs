@@ -93,16 +93,16 @@ impl CardDataStore for MongoStore {
         &self,
         user_id: &UserId,
         binding_id: &BindingId,
-        through: u32,
+        keep: Option<u32>,
     ) -> Result<u64, StoreError> {
         self.timed(async {
+            let mut filter = doc! { "binding": binding_id.as_str(), "user": user_id.as_str() };
+            if let Some(k) = keep {
+                filter.insert("generation", doc! { "$ne": i64::from(k) });
+            }
             let r = self
                 .card_data
-                .delete_many(doc! {
-                    "binding": binding_id.as_str(),
-                    "generation": { "$lte": i64::from(through) },
-                    "user": user_id.as_str(),
-                })
+                .delete_many(filter)
                 .comment(CARD_DATA_DELETE)
                 .await
                 .map_err(map_err)?;

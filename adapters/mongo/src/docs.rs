@@ -129,7 +129,8 @@ pub(crate) struct IdemDoc {
     /// `claim`, `renew`, `complete` or `release`.
     pub kind: String,
     pub request_hash: String,
-    /// When the key was first claimed (copied to every record).
+    /// When this record's attempt was claimed (copied to its later
+    /// records).
     pub created_at: i64,
     pub lease_until: i64,
     pub response: Option<ResponseDoc>,

@@ -10,7 +10,7 @@
 //! and the fencing of [`Lease::attempt`] is a plain insert. The newest
 //! record decides what a claim finds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,10 +19,12 @@ use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse};
 use cardbind_ports::StoreError;
 use cardbind_records::{corrupt, to_i64};
 use mongodb::bson::doc;
+use mongodb::bson::oid::ObjectId;
+use serde::Deserialize;
 
 use crate::docs::{bin, IdemDoc, ResponseDoc};
 use crate::schema::labels::*;
-use crate::store::{map_err, try_insert, MongoStore};
+use crate::store::{collect, map_err, try_insert, MongoStore};
 
 const CLAIM: &str = "claim";
 const RENEW: &str = "renew";
@@ -87,6 +89,18 @@ impl HeldAttempts {
     }
 }
 
+/// Records read per batch by the purge.
+const PURGE_BATCH: i64 = 500;
+
+#[derive(Debug, Deserialize)]
+struct Candidate {
+    #[serde(rename = "_id")]
+    oid: ObjectId,
+    scope: String,
+    key: String,
+    created_at: i64,
+}
+
 /// What a holder writes after its attempt's newest record.
 enum Step {
     Renew(i64),
@@ -95,6 +109,61 @@ enum Step {
 }
 
 impl MongoStore {
+    /// One batch of the purge: the next records of attempts created before
+    /// `before`; a key whose newest attempt is among them loses all its
+    /// records up to its newest. A key whose newest attempt is recent keeps
+    /// its older ones too: deleting them would free the low record numbers
+    /// that a claim of a new key inserts without reading. Returns
+    /// (deleted, the last record seen, whether more may follow).
+    async fn purge_batch_idem(
+        &self,
+        before: i64,
+        after: Option<(i64, ObjectId)>,
+    ) -> Result<(u64, Option<(i64, ObjectId)>, bool), StoreError> {
+        let mut filter = doc! { "created_at": { "$lt": before } };
+        if let Some((at, oid)) = after {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "created_at": { "$gt": at } },
+                    doc! { "created_at": at, "_id": { "$gt": oid } },
+                ],
+            );
+        }
+        let cursor = self
+            .idempotency
+            .clone_with_type::<Candidate>()
+            .find(filter)
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .projection(doc! { "_id": 1, "scope": 1, "key": 1, "created_at": 1 })
+            .limit(PURGE_BATCH)
+            .comment(IDEM_PURGE)
+            .await
+            .map_err(map_err)?;
+        let rows = collect(cursor, PURGE_BATCH as usize).await?;
+        let more = rows.len() as i64 == PURGE_BATCH;
+        let last = rows.last().map(|r| (r.created_at, r.oid));
+        let keys: BTreeSet<(String, String)> = rows.into_iter().map(|r| (r.scope, r.key)).collect();
+        let mut deleted = 0;
+        for (scope, key) in keys {
+            let Some(n) = self.newest_record(&scope, &key, IDEM_PURGE).await? else {
+                continue;
+            };
+            if n.created_at >= before {
+                continue;
+            }
+            let r = self
+                .idempotency
+                .delete_many(doc! { "scope": &scope, "key": &key, "seq": { "$lte": n.seq } })
+                .comment(IDEM_PURGE)
+                .await
+                .map_err(map_err)?;
+            deleted += r.deleted_count;
+            self.held().forget(&scope, &key, n.attempt);
+        }
+        Ok((deleted, last, more))
+    }
+
     async fn newest_record(
         &self,
         scope: &str,
@@ -236,7 +305,7 @@ impl IdempotencyStore for MongoStore {
                     attempt: n.attempt + 1,
                     kind: CLAIM.to_owned(),
                     request_hash: request_hash.to_owned(),
-                    created_at: n.created_at,
+                    created_at: now.unix_millis(),
                     lease_until: lease_until.unix_millis(),
                     response: None,
                 };
@@ -284,23 +353,17 @@ impl IdempotencyStore for MongoStore {
     }
 
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.timed(async {
-            let old = before.unix_millis();
-            // The records after each claim first, then the claims: what is
-            // counted is the attempts (one claim each).
-            self.idempotency
-                .delete_many(doc! { "created_at": { "$lt": old }, "kind": { "$ne": CLAIM } })
-                .comment(IDEM_PURGE)
-                .await
-                .map_err(map_err)?;
-            let r = self
-                .idempotency
-                .delete_many(doc! { "created_at": { "$lt": old } })
-                .comment(IDEM_PURGE)
-                .await
-                .map_err(map_err)?;
-            Ok(r.deleted_count)
-        })
-        .await
+        let before = before.unix_millis();
+        let mut total = 0;
+        let mut after = None;
+        loop {
+            // Each batch under its own timeout: a purge may be long.
+            let (n, last, more) = self.timed(self.purge_batch_idem(before, after)).await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+            after = last;
+        }
     }
 }

@@ -166,7 +166,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             "the commit point (one record per binding and generation), get, owner, delete",
         )],
         scans: &[],
-        removed_by: "the use cases: `delete` when a card stops keeping its data (unbound, failed, rebound)",
+        removed_by: "the use cases: `delete` of every generation but the current one after a bind again, of all after an unbind (and with them what an interrupted attempt left)",
     },
     CollectionSpec {
         name: collections::CHANNEL_REFS,
@@ -192,13 +192,13 @@ pub const SCHEMA: &[CollectionSpec] = &[
             ),
             ix(
                 "created_at",
-                &[("created_at", 1)],
+                &[("created_at", 1), ("_id", 1)],
                 false,
-                "the retention purge",
+                "the retention purge (candidates in order, paged)",
             ),
         ],
         scans: &[IDEM_PURGE],
-        removed_by: "the idempotency retention purge (keys first claimed before the retention)",
+        removed_by: "the idempotency retention purge (a key's records once its newest attempt is older than the retention)",
     },
     CollectionSpec {
         name: collections::RATE_SLOTS,

@@ -18,7 +18,7 @@ use crate::idempotency::HeldAttempts;
 use crate::monitor::CommandLog;
 use crate::rates::RateHints;
 use crate::schema::{collections, labels, SCHEMA};
-use crate::wallets::SystemHead;
+use crate::wallets::{KnownHeads, SystemHead};
 
 /// How to reach the database and how long to wait for it.
 #[derive(Clone, Debug)]
@@ -73,6 +73,9 @@ pub struct MongoStore {
     /// The head of the service's own chain as this process last wrote it
     /// (a guess that saves a read; a wrong guess costs a lost insert).
     pub(crate) system_head: Arc<tokio::sync::Mutex<SystemHead>>,
+    /// Heads of users' chains this process read or wrote (see
+    /// `wallets.rs`).
+    pub(crate) known_heads: Arc<Mutex<KnownHeads>>,
     /// The newest record number of each idempotency attempt this process
     /// holds (a guess that saves a read, as above).
     pub(crate) held: Arc<Mutex<HeldAttempts>>,
@@ -148,6 +151,7 @@ impl MongoStore {
             data_keys: db.collection(DATA_KEYS),
             review: db.collection(REVIEW_QUEUE),
             system_head: Arc::new(tokio::sync::Mutex::new(SystemHead::default())),
+            known_heads: Arc::new(Mutex::new(KnownHeads::default())),
             held: Arc::new(Mutex::new(HeldAttempts::default())),
             rate_hints: Arc::new(Mutex::new(RateHints::default())),
             monitor: config.monitor,
@@ -248,6 +252,12 @@ impl MongoStore {
 
     pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HeldAttempts> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn known_heads(&self) -> std::sync::MutexGuard<'_, KnownHeads> {
+        self.known_heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn rate_hints(&self) -> std::sync::MutexGuard<'_, RateHints> {

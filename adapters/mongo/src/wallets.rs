@@ -1,6 +1,6 @@
 //! `WalletStore` and `AuditLog`: the chains of links in `links`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -28,6 +28,12 @@ use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
 /// could name a purged successor).
 const SYSTEM_HEAD_TTL: Duration = Duration::from_secs(60);
 
+/// How long a head this process read or wrote is remembered as having
+/// existed (far below any retention, as above).
+const KNOWN_HEAD_TTL: Duration = Duration::from_secs(600);
+/// At most this many remembered heads (then all are forgotten).
+const KNOWN_HEADS_MAX: usize = 100_000;
+
 /// Links deleted per batch by the purge.
 const PURGE_BATCH: i64 = 500;
 
@@ -43,6 +49,34 @@ impl SystemHead {
             .as_ref()
             .filter(|(_, at)| at.elapsed() < SYSTEM_HEAD_TTL)
             .map(|(h, _)| h.clone())
+    }
+}
+
+/// Heads this process read (`load`) or wrote (`commit`): a commit after
+/// one of them needs no read, since the head certainly existed — either
+/// it is still the newest and the insert lands, or its successor exists
+/// and the insert collides. A commit after any other head (one that may
+/// never have existed) reads the newest link first.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHeads {
+    heads: HashMap<(String, u64), (String, Instant)>,
+}
+
+impl KnownHeads {
+    fn remember(&mut self, chain: &str, head: &ChainHead) {
+        if self.heads.len() >= KNOWN_HEADS_MAX {
+            self.heads.clear();
+        }
+        self.heads.insert(
+            (chain.to_owned(), head.seq),
+            (head.hash.clone(), Instant::now()),
+        );
+    }
+
+    fn knows(&self, chain: &str, head: &ChainHead) -> bool {
+        self.heads
+            .get(&(chain.to_owned(), head.seq))
+            .is_some_and(|(hash, at)| *hash == head.hash && at.elapsed() < KNOWN_HEAD_TTL)
     }
 }
 
@@ -178,6 +212,7 @@ impl WalletStore for MongoStore {
                 return Ok(None);
             };
             let head = head_of(&d)?;
+            self.known_heads().remember(user.as_str(), &head);
             let wallet = d
                 .wallet
                 .ok_or_else(|| corrupt("wallet link", "holds no wallet"))?
@@ -198,6 +233,17 @@ impl WalletStore for MongoStore {
         now: Timestamp,
     ) -> Result<ChainHead, StoreError> {
         self.timed(async {
+            let chain = wallet.user().as_str();
+            if let Some(h) = &after {
+                if !self.known_heads().knows(chain, h) {
+                    // A head this process never saw: it must be the newest.
+                    let newest = self.head(chain, WALLETS_COMMIT).await?;
+                    match newest {
+                        Some(d) if head_of(&d)? == *h => {}
+                        _ => return Err(StoreError::Conflict),
+                    }
+                }
+            }
             let link = next_link(
                 ChainId::User(wallet.user().clone()),
                 after.as_ref(),
@@ -208,7 +254,9 @@ impl WalletStore for MongoStore {
             // The commit point: the unique (chain, seq) index lets exactly
             // one link follow each link.
             if try_insert(&self.links, &d, WALLETS_COMMIT).await? {
-                Ok(link.head())
+                let head = link.head();
+                self.known_heads().remember(chain, &head);
+                Ok(head)
             } else {
                 Err(StoreError::Conflict)
             }

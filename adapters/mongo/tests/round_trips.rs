@@ -14,11 +14,13 @@ use std::future::Future;
 
 use cardbind_mongo::{Command, CommandLog};
 use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog, ChainId};
+use cardbind_ports::store::CardData;
 use cardbind_ports::store::{
     CardDataStore, ChannelRefs, Claim, DataKeyStore, IdempotencyStore, Lease, RateLimiter,
     RateTake, RateWindow, RefTarget, ReviewEntry, ReviewQueue, SeenIds, StoredResponse,
     WalletStore,
 };
+use cardbind_ports::testkit::{at, channel, event, sealed, user_id, wallet, wrapped_key};
 use common::*;
 
 struct Meter {
@@ -62,10 +64,10 @@ async fn every_port_method_counted_and_every_query_indexed() {
         rows: Vec::new(),
     };
 
-    let u = user(&unique("u"));
+    let u = user_id(&unique("u"));
     let w = wallet(&u, 2, at(0));
     let card = w.bindings()[0].id.clone();
-    let ev = |a| vec![event(a, Some(&u), Some(&card), at(0))];
+    let ev = |a| vec![event(a, Some(&u), Some(&card))];
 
     // Wallets.
     let (r, n) = m.run("wallets.load (none)", s.load(&u)).await;
@@ -88,7 +90,8 @@ async fn every_port_method_counted_and_every_query_indexed() {
             s.commit(&w, Some(h1.clone()), ev(AuditAction::BindingVerify), at(1)),
         )
         .await;
-    assert_eq!(h2.unwrap().seq, 2);
+    let h2 = h2.unwrap();
+    assert_eq!(h2.seq, 2);
     assert_eq!(n, 1);
     let (r, n) = m
         .run(
@@ -98,22 +101,34 @@ async fn every_port_method_counted_and_every_query_indexed() {
         .await;
     assert!(r.is_err());
     assert_eq!(n, 1);
+    // Another instance never saw that head: it reads the newest link first.
+    let (other, other_log) = strict_store(&uri, &name).await;
+    let mut om = Meter {
+        log: other_log.clone(),
+        rows: Vec::new(),
+    };
+    let (r, n) = om
+        .run(
+            "wallets.commit (a head never seen here)",
+            other.commit(&w, Some(h2), ev(AuditAction::BindingVerify), at(2)),
+        )
+        .await;
+    assert_eq!(r.unwrap().seq, 3);
+    assert_eq!(n, 2, "find, insert");
+    m.rows.extend(std::mem::take(&mut om.rows));
     let (r, _) = m
         .run(
             "wallets.pending_links",
             s.pending_links(at(-10), at(10), None, 10),
         )
         .await;
-    assert_eq!(r.unwrap().len(), 2);
+    assert_eq!(r.unwrap().len(), 3);
 
     // Audit.
     let (r, n) = m
         .run(
             "audit.append_system (cold)",
-            s.append_system(
-                vec![event(AuditAction::BinTableImport, None, None, at(1))],
-                at(1),
-            ),
+            s.append_system(vec![event(AuditAction::BinTableImport, None, None)], at(1)),
         )
         .await;
     r.unwrap();
@@ -121,10 +136,7 @@ async fn every_port_method_counted_and_every_query_indexed() {
     let (r, n) = m
         .run(
             "audit.append_system",
-            s.append_system(
-                vec![event(AuditAction::RetentionPurge, None, None, at(2))],
-                at(2),
-            ),
+            s.append_system(vec![event(AuditAction::RetentionPurge, None, None)], at(2)),
         )
         .await;
     r.unwrap();
@@ -163,12 +175,17 @@ async fn every_port_method_counted_and_every_query_indexed() {
         .await;
     assert_eq!(
         r.unwrap().len(),
-        2 + 2,
+        2 + 3,
         "the system chain, then the user's (by stored name)"
     );
 
     // Card data and channel references.
-    let d = card_data(&u, &card, 1);
+    let d = CardData {
+        binding: card.clone(),
+        user: u.clone(),
+        generation: 1,
+        sealed: sealed(1),
+    };
     let (r, n) = m.run("card_data.put", CardDataStore::put(&s, &d)).await;
     r.unwrap();
     assert_eq!(n, 1);
@@ -189,7 +206,7 @@ async fn every_port_method_counted_and_every_query_indexed() {
     let (r, n) = m
         .run(
             "channel_refs.put",
-            ChannelRefs::put(&s, &channel(), "agr-1", &target),
+            ChannelRefs::put(&s, &channel("mock"), "agr-1", &target),
         )
         .await;
     r.unwrap();
@@ -197,7 +214,7 @@ async fn every_port_method_counted_and_every_query_indexed() {
     let (r, n) = m
         .run(
             "channel_refs.find",
-            ChannelRefs::find(&s, &channel(), "agr-1"),
+            ChannelRefs::find(&s, &channel("mock"), "agr-1"),
         )
         .await;
     assert_eq!(r.unwrap(), Some(target));
@@ -281,11 +298,6 @@ async fn every_port_method_counted_and_every_query_indexed() {
     assert_eq!(n, 1, "this process knows where it took last");
     // Another instance knows nothing of this one's takes: slot 1 is
     // taken, it reads the windows' slots and takes free ones.
-    let (other, other_log) = strict_store(&uri, &name).await;
-    let mut om = Meter {
-        log: other_log.clone(),
-        rows: Vec::new(),
-    };
     let (r, n) = om
         .run(
             "rates.take (3 windows, another instance)",
@@ -381,13 +393,16 @@ async fn every_port_method_counted_and_every_query_indexed() {
     let (r, n) = m
         .run(
             "channel_refs.delete",
-            ChannelRefs::delete(&s, &channel(), "agr-1"),
+            ChannelRefs::delete(&s, &channel("mock"), "agr-1"),
         )
         .await;
     r.unwrap();
     assert_eq!(n, 1);
     let (r, n) = m
-        .run("card_data.delete", CardDataStore::delete(&s, &u, &card, 1))
+        .run(
+            "card_data.delete",
+            CardDataStore::delete(&s, &u, &card, None),
+        )
         .await;
     assert_eq!(r.unwrap(), 1);
     assert_eq!(n, 1);
@@ -399,7 +414,11 @@ async fn every_port_method_counted_and_every_query_indexed() {
         counts.audit_links >= 2 && counts.rate_slots == 9 && counts.seen_ids == 1,
         "{counts:?}"
     );
-    assert_eq!(counts.idempotency_records, 3, "{counts:?}");
+    assert_eq!(
+        counts.idempotency_records,
+        3 + 3,
+        "records of both keys: {counts:?}"
+    );
 
     eprintln!("\n{:<40} {:>3}  commands", "port method (case)", "n");
     for (what, names) in &m.rows {
@@ -425,7 +444,7 @@ async fn use_case_sequences_stay_within_their_budgets() {
     let name = fresh_db_name();
     let (s, log) = strict_store(&uri, &name).await;
     s.ensure_indexes().await.unwrap();
-    let u = user(&unique("u"));
+    let u = user_id(&unique("u"));
     let w = wallet(&u, 1, at(0));
     let card = w.bindings()[0].id.clone();
     let windows: Vec<RateWindow> = ["user", "card", "ip"]
@@ -436,7 +455,7 @@ async fn use_case_sequences_stay_within_their_budgets() {
             expires_at: at(60),
         })
         .collect();
-    let ev = |a| vec![event(a, Some(&u), Some(&card), at(0))];
+    let ev = |a| vec![event(a, Some(&u), Some(&card))];
 
     log.clear();
     let k = unique("bind");
@@ -449,9 +468,17 @@ async fn use_case_sequences_stay_within_their_budgets() {
     s.put_if_absent(&wrapped_key(u.as_str(), b"k", 1))
         .await
         .unwrap();
-    CardDataStore::put(&s, &card_data(&u, &card, 1))
-        .await
-        .unwrap();
+    CardDataStore::put(
+        &s,
+        &CardData {
+            binding: card.clone(),
+            user: u.clone(),
+            generation: 1,
+            sealed: sealed(1),
+        },
+    )
+    .await
+    .unwrap();
     let h = s
         .commit(&w, None, ev(AuditAction::BindingCreate), at(0))
         .await
@@ -461,7 +488,7 @@ async fn use_case_sequences_stay_within_their_budgets() {
         .unwrap();
     ChannelRefs::put(
         &s,
-        &channel(),
+        &channel("mock"),
         "agr",
         &RefTarget {
             user: u.clone(),
@@ -512,8 +539,10 @@ async fn use_case_sequences_stay_within_their_budgets() {
     )
     .await
     .unwrap();
-    CardDataStore::delete(&s, &u, &card, 1).await.unwrap();
-    ChannelRefs::delete(&s, &channel(), "agr").await.unwrap();
+    CardDataStore::delete(&s, &u, &card, None).await.unwrap();
+    ChannelRefs::delete(&s, &channel("mock"), "agr")
+        .await
+        .unwrap();
     s.complete(u.as_str(), &k, Lease { attempt: 1 }, &response())
         .await
         .unwrap();
