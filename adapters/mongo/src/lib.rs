@@ -72,7 +72,11 @@
 //! * `commit`: one insert of link `after.seq + 1` (or 1). The unique
 //!   (`chain`, `seq`) index lets exactly one of concurrent commits after one
 //!   head land; the others get `Conflict`. A link is one document, so a
-//!   commit stores all of it or nothing.
+//!   commit stores all of it or nothing. A head this process read or wrote
+//!   in the last 10 minutes certainly existed, so the insert alone decides
+//!   (it lands if the head is the newest, collides if a successor exists);
+//!   after any other head — one that may never have existed, which would
+//!   open a gap — the commit first reads the newest link.
 //! * `append_system`: appends of one process take turns (an async mutex)
 //!   and continue from the head this process wrote last (trusted for 60 s),
 //!   else read it first; a lost insert reads the new head and tries again.
@@ -111,8 +115,9 @@
 //!
 //! ## Rate limits: slots
 //! A window of limit *L* is at most *L* documents under unique (`key`,
-//! `slot`), slot ∈ 1..=*L*. A take inserts slot 1 of every window in one
-//! unordered `insertMany`; only windows whose slot was taken read their
+//! `slot`), slot ∈ 1..=*L*. A take inserts a slot of every window in one
+//! unordered `insertMany` — slot 1, or the slot after the last one this
+//! process took in that window; only windows whose slot was taken read their
 //! slots (one `find` for all of them) and try a free one chosen at random,
 //! until they land or all *L* are taken (`Full`). Slots are never updated;
 //! slots of an expired window under a reused key are deleted by `_id` and
