@@ -116,6 +116,7 @@ async fn ensure_indexes_creates_the_declared_indexes_and_is_idempotent() {
     let (store, name) = fresh_store(&uri).await;
     store.ensure_indexes().await.expect("again");
     store.ensure_indexes().await.expect("and again");
+    store.ping().await.expect("ping");
     let db = raw_db(&uri, &name).await;
     for c in SCHEMA {
         let mut got: Vec<String> = db
