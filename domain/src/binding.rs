@@ -29,6 +29,7 @@ pub use crate::failure::{ChannelCode, FailureReason};
 pub use crate::ids::{BindingId, ChannelName, Fingerprint, UserId};
 use crate::rules::VerificationPolicy;
 use crate::time::Timestamp;
+use crate::wallet::CardToBind;
 
 /// What may be shown of a card: brand, first six, last four, expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,29 +199,25 @@ impl Binding {
 
     /// A new binding reserved before the channel is asked.
     pub fn reserve(
-        id: BindingId,
         user_id: UserId,
-        fingerprint: Fingerprint,
-        card: CardSummary,
-        consent: ConsentRecord,
-        generation: u32,
+        card: CardToBind,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Binding {
         Binding(BindingParts {
-            id,
+            id: card.new_id,
             user_id,
-            fingerprint,
-            card,
-            channel: consent.channel.clone(),
+            fingerprint: card.fingerprint,
+            card: card.card,
+            channel: card.consent.channel.clone(),
             channel_ref: None,
             next_action: None,
             status: BindingStatus::PendingVerification,
             failure: None,
             otp_attempts: 0,
             verification_expires_at: Some(now.plus_seconds(policy.window_seconds)),
-            data_generation: generation,
-            consents: vec![consent],
+            data_generation: card.generation,
+            consents: vec![card.consent],
             created_at: now,
             updated_at: now,
             activated_at: None,
@@ -475,17 +472,19 @@ mod tests {
     pub(crate) fn sample(id: &str, now: Timestamp) -> Binding {
         let pan = CardNumber::parse("4111111111111111").unwrap();
         Binding::reserve(
-            BindingId::parse(id).unwrap(),
             UserId::parse("u1").unwrap(),
-            Fingerprint::new(1, format!("{:0>8}", id.len())),
-            CardSummary {
-                brand: pan.brand(),
-                bin: pan.bin().to_owned(),
-                last4: pan.last4().to_owned(),
-                expiry: Expiry::restore(12, 2030).unwrap(),
+            CardToBind {
+                new_id: BindingId::parse(id).unwrap(),
+                fingerprint: Fingerprint::new(1, format!("{:0>8}", id.len())),
+                card: CardSummary {
+                    brand: pan.brand(),
+                    bin: pan.bin().to_owned(),
+                    last4: pan.last4().to_owned(),
+                    expiry: Expiry::restore(12, 2030).unwrap(),
+                },
+                consent: consent(now),
+                generation: 1,
             },
-            consent(now),
-            1,
             now,
             &VerificationPolicy::default(),
         )

@@ -404,7 +404,7 @@ mod tests {
                     code: cardbind_domain::ChannelCode::from_channel("isv.declined"),
                 },
             };
-            let _: Result<(), cardbind_domain::RuleRefusal> =
+            let _: Result<(), cardbind_domain::StateRefusal> =
                 w.change(&id, |b| b.apply_start(outcome, now));
         }
         w

@@ -12,7 +12,7 @@ use cardbind_ports::clock::{Clock, IdGenerator};
 use cardbind_ports::keys::CardVault;
 use cardbind_ports::step_up::StepUpVerifier;
 use cardbind_ports::store::{
-    CardDataStore, ChannelRefs, RateLimiter, ReviewQueue, SeenIds, WalletStore,
+    CardDataStore, ChannelRefs, IdempotencyStore, RateLimiter, ReviewQueue, SeenIds, WalletStore,
 };
 
 /// The ports the use cases run on, chosen at the composition root.
@@ -24,6 +24,7 @@ pub struct Ports {
     pub channel_refs: Arc<dyn ChannelRefs>,
     pub rates: Arc<dyn RateLimiter>,
     pub seen: Arc<dyn SeenIds>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
     pub review: Arc<dyn ReviewQueue>,
     pub vault: Arc<dyn CardVault>,
     pub channels: ChannelRegistry,

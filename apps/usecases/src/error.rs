@@ -16,13 +16,11 @@ use std::borrow::Cow;
 
 use cardbind_domain::error::class;
 use cardbind_domain::{
-    BadRequestCode, Clash, ConflictCode, Declined, ErrorCode, Invalid, Refused, UnprocessableCode,
+    BadRequestCode, Clash, ConflictCode, Declined, Invalid, Refused, UnprocessableCode,
 };
-use cardbind_ports::{ChannelError, KeyError, StoreError};
+use cardbind_ports::ChannelError;
 
-pub use cardbind_domain::error::{
-    TooManyRequestsCode, UnauthenticatedCode, UnavailableCode,
-};
+pub use cardbind_domain::error::{TooManyRequestsCode, UnauthenticatedCode, UnavailableCode};
 
 /// A refusal for a missing or invalid credential or signature (401).
 pub type Unauthenticated = Refused<class::Unauthenticated>;
@@ -103,9 +101,9 @@ pub(crate) fn channel_not_enabled() -> Invalid {
 }
 
 /// Declares a use case's error enum. `from Store`, `from Keys`,
-/// `from Channel` and `from Rules` add conversions from the ports' errors
-/// and the domain's rule refusals; each compiles only when the enum
-/// declares every class it converts into.
+/// `from Channel`, `from Rules` and `from State` add conversions from the
+/// ports' errors and the domain's refusals; each compiles only when the
+/// enum declares every class it converts into.
 macro_rules! op_error {
     (
         $(#[$m:meta])*
@@ -215,12 +213,22 @@ macro_rules! op_error {
             }
         }
     };
+    (@from $name:ident State) => {
+        impl From<cardbind_domain::StateRefusal> for $name {
+            fn from(r: cardbind_domain::StateRefusal) -> $name {
+                use cardbind_domain::StateRefusal as R;
+                match r {
+                    R::NotFound(x) => $name::NotFound(x),
+                    R::Conflict(x) => $name::Conflict(x),
+                }
+            }
+        }
+    };
     (@from $name:ident Rules) => {
         impl From<cardbind_domain::RuleRefusal> for $name {
             fn from(r: cardbind_domain::RuleRefusal) -> $name {
                 use cardbind_domain::RuleRefusal as R;
                 match r {
-                    R::NotFound(x) => $name::NotFound(x),
                     R::Conflict(x) => $name::Conflict(x),
                     R::Unprocessable(x) => $name::Unprocessable(x),
                 }
@@ -251,11 +259,15 @@ impl ChannelFailure {
                 tracing::warn!(error = %e, "payment channel unreachable");
                 ChannelFailure::Unreachable(channel_unavailable())
             }
-            ChannelError::Rejected { code, .. } => ChannelFailure::Declined(channel_rejected(&code)),
-            ChannelError::InvalidSignature => ChannelFailure::Unauthenticated(Unauthenticated::new(
-                UnauthenticatedCode::InvalidSignature,
-                "the notification signature does not verify",
-            )),
+            ChannelError::Rejected { code, .. } => {
+                ChannelFailure::Declined(channel_rejected(&code))
+            }
+            ChannelError::InvalidSignature => {
+                ChannelFailure::Unauthenticated(Unauthenticated::new(
+                    UnauthenticatedCode::InvalidSignature,
+                    "the notification signature does not verify",
+                ))
+            }
             ChannelError::Protocol(cause) => {
                 tracing::warn!(%cause, "unreadable channel message");
                 ChannelFailure::Unreadable(Invalid::new(
@@ -267,26 +279,11 @@ impl ChannelFailure {
     }
 }
 
-/// The code of a store error as the audit log records it.
-pub(crate) fn store_code(e: &StoreError) -> ErrorCode {
-    match e {
-        StoreError::Unavailable(_) => ErrorCode::StorageUnavailable,
-        StoreError::Conflict => ErrorCode::Conflict,
-        StoreError::Duplicate | StoreError::Corrupt(_) => ErrorCode::InternalError,
-    }
-}
-
-/// The code of a key error as the audit log records it.
-pub(crate) fn key_code(e: &KeyError) -> ErrorCode {
-    match e {
-        KeyError::Unavailable(_) => ErrorCode::KeyServiceUnavailable,
-        KeyError::Refused(_) | KeyError::Erased => ErrorCode::CardDataUnreadable,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cardbind_domain::ErrorCode;
+    use cardbind_ports::{KeyError, StoreError};
 
     op_error! {
         /// A test operation.

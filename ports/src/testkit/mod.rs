@@ -43,7 +43,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cardbind_domain::{
     BindingId, CardBrand, CardCap, CardSummary, CardToBind, ChannelCode, ChannelName, ConsentGiven,
-    Expiry, Fingerprint, NextAction, RuleRefusal, SealedBlob, SealedCard, StartOutcome, Timestamp,
+    Expiry, Fingerprint, NextAction, StateRefusal, SealedBlob, SealedCard, StartOutcome, Timestamp,
     UserId, VerificationPolicy, Wallet,
 };
 
@@ -290,10 +290,10 @@ pub fn wallet(user: &UserId, n: u32, now: Timestamp) -> Wallet {
             },
             _ => StartOutcome::Unreachable,
         };
-        let r: Result<(), RuleRefusal> = w.change(&id, |b| b.apply_start(outcome, now));
+        let r: Result<(), StateRefusal> = w.change(&id, |b| b.apply_start(outcome, now));
         r.expect("a valid start");
         if i % 6 == 5 {
-            let r: Result<bool, RuleRefusal> = w.change(&id, |b| b.unbind(now, "tests"));
+            let r: Result<bool, StateRefusal> = w.change(&id, |b| b.unbind(now, "tests"));
             r.expect("unbind");
         }
     }
