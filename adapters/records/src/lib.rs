@@ -266,6 +266,30 @@ pub fn event_bindings(events: &[AuditEvent]) -> Vec<String> {
     v
 }
 
+/// The user ids a link's events name, sorted and distinct (stored beside a
+/// link so that the audit log can be filtered by user).
+pub fn event_users(events: &[AuditEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.user_id.as_ref().map(|u| u.as_str().to_owned()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The actions of a link's events, sorted and distinct (stored beside a
+/// link so that the audit log can be filtered by action).
+pub fn event_actions(events: &[AuditEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| e.action.as_str().to_owned())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// An audit event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -426,7 +450,7 @@ mod tests {
             actor: AuditActor::service("reconcile"),
             ..e.clone()
         };
-        for ev in [e, system] {
+        for ev in [e.clone(), system] {
             let rec = EventRecord::from(&ev);
             assert_eq!(rec.clone().into_domain().unwrap(), ev);
         }
@@ -435,5 +459,13 @@ mod tests {
             Vec::<String>::new(),
             "no events, no cards"
         );
+        let mut other = e.clone();
+        other.user_id = Some(UserId::parse("bob").unwrap());
+        other.binding_id = None;
+        other.action = AuditAction::BindingUnbind;
+        let three = [other, e.clone(), e.clone()];
+        assert_eq!(event_users(&three), ["alice", "bob"]);
+        assert_eq!(event_bindings(&three), ["card-1"]);
+        assert_eq!(event_actions(&three), ["binding.freeze", "binding.unbind"]);
     }
 }
