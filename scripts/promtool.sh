@@ -17,9 +17,9 @@
 #      (a fresh image) and we are root, `apt-get update` runs first.
 #   2. With Go: cmd/promtool built from the Prometheus module at
 #      $PROMTOOL_GO_VERSION (v0.55.1 is Prometheus 2.55.1, the 2.x line that
-#      Debian 12 ships as 2.42: the same rule-test semantics). Slow: the
-#      module has a few hundred dependencies (measured: see
-#      docs/operations.md, "Monitoring").
+#      Debian 12 ships as 2.42: the same rule-test semantics). A last
+#      resort: it links every service-discovery plugin and its cloud SDK
+#      (58 minutes measured on this project's busy 2-core machine).
 #
 # Neither possible: it stops with an error that says what to install.
 # CARDBIND_PROMTOOL_BIN points at an existing promtool instead (checked).
@@ -108,7 +108,7 @@ from_go() {
         say "no Go toolchain here"
         return 1
     }
-    say "building promtool $PROMTOOL_GO_VERSION with Go (once; several minutes)…"
+    say "building promtool $PROMTOOL_GO_VERSION with Go (once; can take most of an hour on 2 cores)…"
     local src work
     src=$(go mod download -json "$PROMETHEUS_MODULE@$PROMTOOL_GO_VERSION" |
         sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
