@@ -650,3 +650,53 @@ fn the_check_finds_unknown_metrics_labels_and_values() {
         assert!(msg.contains(why), "{bad}: {msg}");
     }
 }
+
+/// The dashboard imports as it is: its data source is a variable (no
+/// installation's uid), panel ids are unique, and panels sit on the
+/// 24-column grid without overlapping.
+#[test]
+fn the_dashboard_is_importable_anywhere() {
+    let dashboard: Value = serde_json::from_str(&repo_file(DASHBOARD)).unwrap();
+    assert!(dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    assert!(dashboard["schemaVersion"].as_u64().is_some());
+    let vars = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "a Prometheus data source variable"
+    );
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    for p in panels(&dashboard) {
+        let title = p["title"].as_str().unwrap_or("?");
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate id: {title}"
+        );
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_u64().unwrap(),
+            g["y"].as_u64().unwrap(),
+            g["w"].as_u64().unwrap(),
+            g["h"].as_u64().unwrap(),
+        );
+        assert!(w >= 1 && x + w <= 24 && h >= 1, "{title}: off the grid {g}");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{title} overlaps another panel");
+            }
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+        }
+        assert!(
+            p["description"].as_str().is_some_and(|d| d.len() > 20),
+            "{title}: say what the panel shows"
+        );
+    }
+}
