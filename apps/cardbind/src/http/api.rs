@@ -25,6 +25,7 @@ use super::body::JsonBody;
 use super::dto::*;
 use super::error::{error_responses, ApiError};
 use super::idempotency::idempotent;
+use super::metrics::STORE_PROBE_TIMEOUT;
 use super::Cx;
 
 /// Every operationId, for route labels.
@@ -1031,12 +1032,19 @@ impl MetaApi {
     ///
     /// Prometheus text: the service's metrics and the HTTP edge's
     /// (`cardbind_http_requests_total{route,method,status}`,
-    /// `cardbind_http_request_duration_seconds{route}`,
+    /// `cardbind_http_request_duration_seconds{route,method}`,
+    /// `cardbind_http_errors_total{route,code}`,
     /// `cardbind_binds_total{outcome}`,
     /// `cardbind_rate_limited_total{rule}` with `rule` one of `user`, `ip`,
-    /// `card`); `route` is the path template.
+    /// `card`; `cardbind_store_up` and `cardbind_review_queue_size`, from a
+    /// store probe made by this request); `route` is the path template.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, cx: Cx) -> MetricsResponse {
+        let store = cx.shared.state.service.ports().bindings.clone();
+        cx.shared
+            .metrics
+            .refresh_store(store.as_ref(), STORE_PROBE_TIMEOUT)
+            .await;
         MetricsResponse::Ok(PlainText(
             cx.shared.metrics.render(&cx.shared.state.metrics),
         ))

@@ -6,7 +6,8 @@
 //! [`RawBody`] for signatures and idempotency; then the routes. On the way
 //! out: any `poem::Error` becomes our envelope ([`render_error`]), a caught
 //! panic becomes a 500 `internal_error`, and every response gets the request
-//! id, the security headers, its metrics and one log line (method, route
+//! id, the security headers, its metrics (an error response also by its
+//! stable code, see [`ErrorCodeSlot`]) and one log line (method, route
 //! template, status, latency, request id — never bodies, query strings or
 //! credentials).
 
@@ -37,6 +38,32 @@ pub struct RequestMeta {
     pub client_ip: Option<String>,
     /// The path and query as received, before any routing.
     pub path_and_query: String,
+    /// The stable code a handler refused this request with (for metrics).
+    pub error_code: ErrorCodeSlot,
+}
+
+/// Where a handler leaves the stable code of the refusal it answers with
+/// ([`Cx::fail`](super::Cx::fail)), so that the edge can count errors by
+/// code: a handler's typed error response carries the code only in its
+/// body. Errors that the edge renders itself ([`ApiError::to_response`])
+/// carry their code as response data instead.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorCodeSlot(Arc<std::sync::Mutex<Option<ErrorCode>>>);
+
+impl ErrorCodeSlot {
+    pub fn set(&self, code: ErrorCode) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
+    }
+
+    pub fn get(&self) -> Option<ErrorCode> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The exact request body bytes.
@@ -292,10 +319,12 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .uri()
             .path_and_query()
             .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        let error_code = ErrorCodeSlot::default();
         req.set_data(RequestMeta {
             request_id: request_id.clone(),
             client_ip: client_ip(&req, http.trust_forwarded_for),
             path_and_query,
+            error_code: error_code.clone(),
         });
 
         let result = match read_body(&mut req, http.max_body_bytes).await {
@@ -343,6 +372,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         self.shared
             .metrics
             .observe(&route, method_label(&method), status, elapsed.as_secs_f64());
+        if status >= 400 {
+            if let Some(code) = resp.data::<ErrorCode>().copied().or(error_code.get()) {
+                self.shared.metrics.error(&route, code);
+            }
+        }
         tracing::info!(
             request_id = %request_id,
             method = %method,

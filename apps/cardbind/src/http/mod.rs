@@ -65,6 +65,7 @@ pub struct Cx {
     pub request_id: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    error_code: edge::ErrorCodeSlot,
 }
 
 impl<'a> poem::FromRequest<'a> for Cx {
@@ -81,6 +82,7 @@ impl<'a> poem::FromRequest<'a> for Cx {
             user_agent: req
                 .header("User-Agent")
                 .map(|s| s.chars().take(512).collect()),
+            error_code: meta.map(|m| m.error_code.clone()).unwrap_or_default(),
         })
     }
 }
@@ -97,10 +99,13 @@ impl Cx {
         }
     }
 
-    /// Turns a refusal into the operation's error enum.
+    /// Turns a refusal into the operation's error enum (and notes its code
+    /// for the edge's error metric).
     pub fn fail<E: From<error::Failure>>(&self, e: impl Into<error::ApiError>) -> E {
+        let error = e.into();
+        self.error_code.set(error.code);
         E::from(error::Failure {
-            error: e.into(),
+            error,
             request_id: self.request_id.clone(),
         })
     }
