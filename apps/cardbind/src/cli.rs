@@ -148,7 +148,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             Ok(())
         }
         Command::Spec => {
-            println!("{}", crate::http::api_spec_json());
+            print!("{}", crate::http::api_spec_json());
             Ok(())
         }
         Command::Defaults => {
