@@ -396,13 +396,11 @@ pub async fn serve_on(
 
     let app = crate::http::app(built.state.clone());
     let acceptor = poem::listener::TcpAcceptor::from_std(listener)?;
-    let grace = Some(Duration::from_secs(30));
+    let grace = Duration::from_secs(30);
+    let limits = config.server.connection_limits();
+    let registry = built.state.metrics.clone();
     let res = match tls {
-        None => {
-            poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(app, shutdown, grace)
-                .await
-        }
+        None => crate::http::server::run(acceptor, app, limits, &registry, shutdown, grace).await,
         Some(tls) => {
             use futures::StreamExt;
             use poem::listener::AcceptorExt;
@@ -412,9 +410,15 @@ pub async fn serve_on(
                 inner: acceptor,
                 started: false,
             };
-            poem::Server::new_with_acceptor(acceptor.rustls(configs))
-                .run_with_graceful_shutdown(app, shutdown, grace)
-                .await
+            crate::http::server::run(
+                acceptor.rustls(configs),
+                app,
+                limits,
+                &registry,
+                shutdown,
+                grace,
+            )
+            .await
         }
     };
     if let Some(t) = purge_task {

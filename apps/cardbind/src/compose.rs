@@ -312,6 +312,7 @@ pub fn channels(
                         flaky_every: m.flaky_every,
                         notification_secret: m.notify_secret.clone(),
                         timeout_after: Duration::from_millis(m.timeout_after_ms),
+                        slow_after: Duration::from_millis(m.slow_ms),
                         ..cardbind_channels::MockConfig::default()
                     },
                 ))
@@ -590,6 +591,7 @@ pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> 
         idempotency_retention_seconds: i64::from(config.idempotency.retention_hours) * 3600,
         idempotency_wait_ms: config.idempotency.wait_ms,
         trust_forwarded_for: config.server.trust_forwarded_for,
+        body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
         ..HttpSettings::default()
     };
     let auth = auth(config)?;

@@ -45,6 +45,24 @@ pub struct ServerConfig {
     pub trust_forwarded_for: bool,
     /// How often the background purge runs (seconds; 0 disables it).
     pub purge_interval_seconds: u64,
+    /// Open connections at most. At the limit a new connection evicts the
+    /// one that has waited longest for a request head (idle keep-alive or
+    /// still sending its head); when all are busy it is closed at once.
+    /// Keep the process's file descriptor limit above it.
+    pub max_connections: usize,
+    /// Time for a request head to arrive: from the accept for a
+    /// connection's first request (TLS handshake included), from the first
+    /// byte for later ones. Slower connections are closed (slow-loris).
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may sit idle between requests. Keep a load
+    /// balancer's idle timeout below it.
+    pub keep_alive_timeout_ms: u64,
+    /// Time for a whole request body to arrive once its head has: slower
+    /// bodies are answered 400 `invalid_request`.
+    pub body_read_timeout_ms: u64,
+    /// Largest HTTP/1 request head (request line and headers), bytes; 431
+    /// beyond.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +76,23 @@ impl Default for ServerConfig {
             max_json_depth: 16,
             trust_forwarded_for: false,
             purge_interval_seconds: 3600,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 75_000,
+            body_read_timeout_ms: 30_000,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The connection layer's bounds.
+    pub fn connection_limits(&self) -> crate::http::server::ConnectionLimits {
+        crate::http::server::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            keep_alive_timeout: std::time::Duration::from_millis(self.keep_alive_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }
@@ -182,7 +217,8 @@ impl Default for ChannelsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MockChannelConfig {
-    /// `instant`, `otp`, `redirect`, `decline`, `timeout` or `flaky`.
+    /// `instant`, `otp`, `redirect`, `decline`, `timeout`, `flaky` or
+    /// `slow` (answers like `otp` after `slow_ms`).
     pub mode: String,
     /// The OTP the mock accepts.
     pub otp_code: String,
@@ -195,6 +231,8 @@ pub struct MockChannelConfig {
     pub card_modes: BTreeMap<String, String>,
     /// How long `timeout` mode waits before giving up, milliseconds.
     pub timeout_after_ms: u64,
+    /// How long `slow` mode waits before it answers, milliseconds.
+    pub slow_ms: u64,
 }
 
 impl Default for MockChannelConfig {
@@ -206,6 +244,7 @@ impl Default for MockChannelConfig {
             flaky_every: 2,
             card_modes: BTreeMap::new(),
             timeout_after_ms: 30_000,
+            slow_ms: 2_000,
         }
     }
 }
@@ -485,6 +524,21 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes", "must be at least 1024");
         }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be positive");
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return bad("server.header_read_timeout_ms", "must be positive");
+        }
+        if self.server.keep_alive_timeout_ms == 0 {
+            return bad("server.keep_alive_timeout_ms", "must be positive");
+        }
+        if self.server.body_read_timeout_ms == 0 {
+            return bad("server.body_read_timeout_ms", "must be positive");
+        }
+        if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            return bad("server.max_header_bytes", "must be 8192 to 1048576");
+        }
         if self.storage.kind == StorageKind::Mongodb && !self.storage.uri.starts_with("mongodb") {
             return bad(
                 "storage.uri",
@@ -519,11 +573,13 @@ impl Config {
         if !self.channels.enabled.contains(&self.channels.default) {
             return bad("channels.default", "must be one of channels.enabled");
         }
-        const MODES: [&str; 6] = ["instant", "otp", "redirect", "decline", "timeout", "flaky"];
+        const MODES: [&str; 7] = [
+            "instant", "otp", "redirect", "decline", "timeout", "flaky", "slow",
+        ];
         if !MODES.contains(&self.channels.mock.mode.as_str()) {
             return bad(
                 "channels.mock.mode",
-                "one of instant, otp, redirect, decline, timeout, flaky",
+                "one of instant, otp, redirect, decline, timeout, flaky, slow",
             );
         }
         if self
@@ -535,7 +591,7 @@ impl Config {
         {
             return bad(
                 "channels.mock.card_modes",
-                "modes are instant, otp, redirect, decline, timeout, flaky",
+                "modes are instant, otp, redirect, decline, timeout, flaky, slow",
             );
         }
         if self.channels.resilience.max_retries > 3 {

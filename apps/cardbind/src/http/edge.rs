@@ -2,7 +2,8 @@
 //!
 //! In order: a request id (a sane incoming `X-Request-Id`, else a new UUID
 //! v4); the client IP (peer, or the first `X-Forwarded-For` when trusted);
-//! the body read once, up to `max_body_bytes` (413 beyond), and kept as
+//! the body read once, up to `max_body_bytes` (413 beyond) and within
+//! `body_read_timeout` (400 beyond), and kept as
 //! [`RawBody`] for signatures and idempotency; then the routes. On the way
 //! out: any `poem::Error` becomes our envelope ([`render_error`]), a caught
 //! panic becomes a 500 `internal_error`, and every response gets the request
@@ -428,7 +429,20 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         });
 
         let options = found.filter(|_| method == poem::http::Method::OPTIONS);
-        let result = match read_body(&mut req, http.max_body_bytes).await {
+        // A body trickled byte by byte must not hold the connection and
+        // the handler for ever.
+        let body = tokio::time::timeout(
+            http.body_read_timeout,
+            read_body(&mut req, http.max_body_bytes),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::invalid_request(format!(
+                "the body did not arrive within {} ms",
+                http.body_read_timeout.as_millis()
+            )))
+        });
+        let result = match body {
             Ok(_) if options.is_some() => Ok(options
                 .map(|(template, allow)| options_response(template, allow))
                 .unwrap_or_default()),

@@ -16,6 +16,8 @@
 //!   and replayed bind responses.
 //! * [`edge`]: the outermost middleware (request id, body limit, error
 //!   rendering, security headers, metrics, logs); [`metrics`].
+//! * [`server`]: the connection layer under it (connection limit, header
+//!   read and keep-alive timeouts, header size).
 //!
 //! ## Invariants
 //! * No response ever holds a full card number, an ID number or a phone
@@ -33,6 +35,7 @@ pub mod error;
 pub mod idempotency;
 pub mod metrics;
 pub mod params;
+pub mod server;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -43,7 +46,7 @@ use std::time::Duration;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::web::Html;
-use poem::{Endpoint, EndpointExt, Request, RequestBody, Route, Server};
+use poem::{Endpoint, EndpointExt, Request, RequestBody, Route};
 use poem_openapi::OpenApiService;
 use serde_json::Value;
 
@@ -230,7 +233,8 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
 }
 
 /// Serves [`app`] on a bound listener until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish (30 s at most).
+/// accepting and lets in-flight requests finish (30 s at most), with the
+/// default connection limits.
 pub async fn serve(
     listener: std::net::TcpListener,
     state: AppState,
@@ -238,7 +242,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(30)))
-        .await
+    let registry = state.metrics.clone();
+    server::run(
+        acceptor,
+        app(state),
+        server::ConnectionLimits::default(),
+        &registry,
+        shutdown,
+        Duration::from_secs(30),
+    )
+    .await
 }
