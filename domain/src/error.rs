@@ -36,6 +36,9 @@ pub enum ErrorCode {
     ChannelRejected,
     ChannelUnavailable,
     ChannelNotEnabled,
+    /// The card's issuer data (type, country) is outside what the channel
+    /// is configured to take.
+    CardNotAcceptedByChannel,
     StepUpRequired,
     PayloadTooLarge,
     StorageUnavailable,
@@ -47,7 +50,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, in a stable order (used to list them in the API spec and docs).
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::InvalidCardNumber,
         ErrorCode::UnsupportedCardBrand,
         ErrorCode::InvalidExpiry,
@@ -76,6 +79,7 @@ impl ErrorCode {
         ErrorCode::ChannelRejected,
         ErrorCode::ChannelUnavailable,
         ErrorCode::ChannelNotEnabled,
+        ErrorCode::CardNotAcceptedByChannel,
         ErrorCode::StepUpRequired,
         ErrorCode::PayloadTooLarge,
         ErrorCode::StorageUnavailable,
@@ -116,6 +120,7 @@ impl ErrorCode {
             ErrorCode::ChannelRejected => "channel_rejected",
             ErrorCode::ChannelUnavailable => "channel_unavailable",
             ErrorCode::ChannelNotEnabled => "channel_not_enabled",
+            ErrorCode::CardNotAcceptedByChannel => "card_not_accepted_by_channel",
             ErrorCode::StepUpRequired => "step_up_required",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::StorageUnavailable => "storage_unavailable",

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod binding;
+pub mod bins;
 pub mod card;
 pub mod error;
 pub mod person;
@@ -26,6 +27,10 @@ pub use auth::{Action, Actor, Role};
 pub use binding::{
     Binding, BindingId, BindingParts, BindingStatus, CardSummary, ChannelName, Fingerprint,
     NextAction, SealedBlob, SealedCard, UserId,
+};
+pub use bins::{
+    BinEntry, BinInfo, BinRange, BinTable, BinTableError, CardType, ChannelCardRule, Country,
+    Currency, Issuer, IssuerCode, UnknownBins,
 };
 pub use card::{CardBrand, CardNumber, Cvv, Expiry};
 pub use error::{DomainError, ErrorCode};

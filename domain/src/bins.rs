@@ -1,0 +1,881 @@
+//! Issuer data by BIN: which bank issued a card, whether it is a debit,
+//! credit or prepaid card, where, and in which currency — and the rule a
+//! channel applies to it.
+//!
+//! A [`BinTable`] is a set of [`BinEntry`]s, each an inclusive range of IIN
+//! prefixes ([`BinRange`], 6 to 19 digits) with what is known about the
+//! cards in it ([`BinInfo`]). Ranges of different prefix lengths are
+//! compared by the card numbers they cover: every prefix is widened to the
+//! 19-digit interval of numbers that start with it (`622848` covers
+//! `6228480000000000000..=6228489999999999999`), so `622848` and
+//! `62284800..62284899` describe the same cards.
+//!
+//! ## Nesting and overlaps
+//! A range may lie wholly inside another (an 8-digit product range inside
+//! its bank's 6-digit BIN): the inner one is *more specific* and wins a
+//! lookup. Two ranges that cover the same numbers, or that overlap without
+//! one containing the other, are refused when the table is built — such a
+//! table could not say which entry a card belongs to.
+//!
+//! ## Lookup
+//! [`BinTable::lookup`] takes the leading digits of a card number (a BIN
+//! of 6 or 8 digits, or the whole number) and returns the most specific
+//! entry whose range covers *every* number starting with those digits. So
+//! a whole card number finds its most specific range, while a 6-digit BIN
+//! does not find an 8-digit range inside it (the other numbers of that BIN
+//! may belong to someone else). Entries are kept sorted by range start,
+//! each with a link to the entry that contains it; a lookup is one binary
+//! search and a walk up at most a few links.
+
+use std::fmt;
+
+use crate::card::CardNumber;
+use crate::error::{DomainError, ErrorCode};
+
+/// Digits in the widest card number; every range is normalised to numbers
+/// of this many digits.
+const WIDTH: usize = 19;
+
+/// Fewest digits in a range bound. Shorter prefixes name a card scheme,
+/// not an issuer.
+pub const MIN_PREFIX_DIGITS: usize = 6;
+
+fn data_error(field: &'static str, message: impl Into<String>) -> DomainError {
+    DomainError::field(ErrorCode::InvalidRequest, field, message)
+}
+
+/// `10^n` for `n <= 19`.
+fn pow10(n: usize) -> u64 {
+    10u64.pow(u32::try_from(n).unwrap_or(0))
+}
+
+/// The 19-digit interval of numbers that start with `digits` (1 to 19 ASCII
+/// digits), or `None` for anything else.
+fn interval(digits: &str) -> Option<(u64, u64)> {
+    let len = digits.len();
+    if !(1..=WIDTH).contains(&len) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let scale = pow10(WIDTH - len);
+    // (value + 1) * scale <= 10^19, which fits in a u64.
+    Some((value * scale, (value + 1) * scale - 1))
+}
+
+/// An inclusive range of IIN prefixes, both bounds with the same number of
+/// digits (6 to 19): `622848..=622848`, `62284800..=62284899`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BinRange {
+    low: String,
+    high: String,
+    /// First and last 19-digit number covered.
+    start: u64,
+    end: u64,
+}
+
+impl BinRange {
+    pub const LOW_FIELD: &'static str = "low";
+    pub const HIGH_FIELD: &'static str = "high";
+
+    /// Parses a range from its two bounds; `high` empty means the single
+    /// prefix `low`.
+    pub fn parse(low: &str, high: &str) -> Result<BinRange, DomainError> {
+        let low = low.trim();
+        let high = match high.trim() {
+            "" => low,
+            h => h,
+        };
+        let bound = |s: &str, field: &'static str| {
+            let ok = (MIN_PREFIX_DIGITS..=WIDTH).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_digit());
+            if ok {
+                Ok(())
+            } else {
+                Err(data_error(
+                    field,
+                    format!("a range bound is {MIN_PREFIX_DIGITS} to {WIDTH} digits"),
+                ))
+            }
+        };
+        bound(low, Self::LOW_FIELD)?;
+        bound(high, Self::HIGH_FIELD)?;
+        if low.len() != high.len() {
+            return Err(data_error(
+                Self::HIGH_FIELD,
+                "both bounds of a range have the same number of digits",
+            ));
+        }
+        // Same length: string order is numeric order.
+        if low > high {
+            return Err(data_error(
+                Self::HIGH_FIELD,
+                "the high bound is below the low bound",
+            ));
+        }
+        let (start, _) = interval(low).ok_or_else(|| data_error(Self::LOW_FIELD, "not digits"))?;
+        let (_, end) = interval(high).ok_or_else(|| data_error(Self::HIGH_FIELD, "not digits"))?;
+        Ok(BinRange {
+            low: low.to_owned(),
+            high: high.to_owned(),
+            start,
+            end,
+        })
+    }
+
+    /// The single prefix `prefix`.
+    pub fn prefix(prefix: &str) -> Result<BinRange, DomainError> {
+        BinRange::parse(prefix, prefix)
+    }
+
+    pub fn low(&self) -> &str {
+        &self.low
+    }
+
+    pub fn high(&self) -> &str {
+        &self.high
+    }
+
+    /// Digits in each bound.
+    pub fn prefix_len(&self) -> usize {
+        self.low.len()
+    }
+
+    /// Whether every card number this range covers is also covered by `self`.
+    pub fn contains(&self, other: &BinRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+
+    /// Whether the two ranges cover at least one number in common.
+    pub fn intersects(&self, other: &BinRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    /// Whether both ranges cover exactly the same numbers (possibly written
+    /// with different prefix lengths).
+    pub fn same_numbers(&self, other: &BinRange) -> bool {
+        self.start == other.start && self.end == other.end
+    }
+
+    /// Whether every number starting with `digits` (1 to 19 digits) is in
+    /// this range.
+    pub fn covers(&self, digits: &str) -> bool {
+        interval(digits).is_some_and(|(s, e)| self.start <= s && e <= self.end)
+    }
+
+    /// How many 19-digit numbers the range covers, less one (smaller is more
+    /// specific).
+    pub fn span(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+impl fmt::Debug for BinRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BinRange({}..={})", self.low, self.high)
+    }
+}
+
+impl fmt::Display for BinRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.low == self.high {
+            f.write_str(&self.low)
+        } else {
+            write!(f, "{}-{}", self.low, self.high)
+        }
+    }
+}
+
+/// An issuer's code, as Chinese payment channels name banks: `ICBC`, `CMB`,
+/// `COMM`, `PSBC`… 2 to 20 of `A-Z 0-9 _`, starting with a letter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IssuerCode(String);
+
+impl IssuerCode {
+    pub const FIELD: &'static str = "issuer_code";
+
+    pub fn parse(s: &str) -> Result<IssuerCode, DomainError> {
+        let s = s.trim();
+        let ok = (2..=20).contains(&s.len())
+            && s.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(IssuerCode(s.to_owned()))
+        } else {
+            Err(data_error(
+                Self::FIELD,
+                "an issuer code is 2 to 20 of A-Z 0-9 _ starting with a letter",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IssuerCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The bank that issued a card: its code and its names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Issuer {
+    code: IssuerCode,
+    name_zh: String,
+    name_en: String,
+}
+
+impl Issuer {
+    pub const NAME_ZH_FIELD: &'static str = "issuer_name_zh";
+    pub const NAME_EN_FIELD: &'static str = "issuer_name_en";
+    /// Longest name, in characters.
+    pub const MAX_NAME_CHARS: usize = 100;
+
+    /// Both names are required: 1 to 100 characters once trimmed, no
+    /// control characters.
+    pub fn parse(code: &str, name_zh: &str, name_en: &str) -> Result<Issuer, DomainError> {
+        let code = IssuerCode::parse(code)?;
+        let name = |s: &str, field: &'static str| {
+            let s = s.trim();
+            let n = s.chars().count();
+            if (1..=Self::MAX_NAME_CHARS).contains(&n) && !s.chars().any(char::is_control) {
+                Ok(s.to_owned())
+            } else {
+                Err(data_error(
+                    field,
+                    "a name is 1 to 100 characters without control characters",
+                ))
+            }
+        };
+        Ok(Issuer {
+            code,
+            name_zh: name(name_zh, Self::NAME_ZH_FIELD)?,
+            name_en: name(name_en, Self::NAME_EN_FIELD)?,
+        })
+    }
+
+    pub fn code(&self) -> &IssuerCode {
+        &self.code
+    }
+
+    /// The name in Chinese, as wallets show it (`招商银行`).
+    pub fn name_zh(&self) -> &str {
+        &self.name_zh
+    }
+
+    pub fn name_en(&self) -> &str {
+        &self.name_en
+    }
+}
+
+/// What kind of account a card draws on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CardType {
+    Debit,
+    Credit,
+    Prepaid,
+}
+
+impl CardType {
+    pub const FIELD: &'static str = "card_type";
+    pub const ALL: [CardType; 3] = [CardType::Debit, CardType::Credit, CardType::Prepaid];
+
+    /// Stable lowercase name used in the API, configuration and imports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CardType::Debit => "debit",
+            CardType::Credit => "credit",
+            CardType::Prepaid => "prepaid",
+        }
+    }
+
+    /// The label Chinese wallets show (`招商银行 储蓄卡 尾号 4444`).
+    pub const fn label_zh(self) -> &'static str {
+        match self {
+            CardType::Debit => "储蓄卡",
+            CardType::Credit => "信用卡",
+            CardType::Prepaid => "预付卡",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<CardType, DomainError> {
+        let s = s.trim();
+        CardType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| data_error(Self::FIELD, "a card type is debit, credit or prepaid"))
+    }
+}
+
+impl fmt::Display for CardType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A country by its ISO 3166-1 alpha-2 code (`CN`, `HK`, `US`). Only
+/// assigned codes exist (the list of the `iso_country` crate).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country(iso_currency::Country);
+
+impl Country {
+    pub const FIELD: &'static str = "country";
+
+    /// Two upper-case letters naming an assigned country.
+    pub fn parse(s: &str) -> Result<Country, DomainError> {
+        let s = s.trim();
+        let refused = || {
+            data_error(
+                Self::FIELD,
+                "a country is an assigned ISO 3166-1 alpha-2 code in upper case, e.g. CN",
+            )
+        };
+        if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(refused());
+        }
+        match s.parse::<iso_currency::Country>() {
+            Ok(c) if c != iso_currency::Country::Unspecified => Ok(Country(c)),
+            _ => Err(refused()),
+        }
+    }
+
+    /// The alpha-2 code.
+    pub fn code(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// The English short name (`China`).
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Country({})", self.0)
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A currency by its ISO 4217 alpha-3 code (`CNY`), with its numeric code
+/// (156). Only listed codes exist (the list of the `iso_currency` crate).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency(iso_currency::Currency);
+
+impl Currency {
+    pub const FIELD: &'static str = "currency";
+
+    /// Three upper-case letters naming a listed currency.
+    pub fn parse(s: &str) -> Result<Currency, DomainError> {
+        let s = s.trim();
+        let ok = s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase());
+        iso_currency::Currency::from_code(s)
+            .filter(|_| ok)
+            .map(Currency)
+            .ok_or_else(|| {
+                data_error(
+                    Self::FIELD,
+                    "a currency is an ISO 4217 alpha-3 code in upper case, e.g. CNY",
+                )
+            })
+    }
+
+    /// The currency with this ISO 4217 numeric code.
+    pub fn from_numeric(n: u16) -> Option<Currency> {
+        iso_currency::Currency::from_numeric(n).map(Currency)
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.0.code()
+    }
+
+    /// The ISO 4217 numeric code (`CNY` → 156).
+    pub fn numeric(&self) -> u16 {
+        self.0.numeric()
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Currency({})", self.code())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// What is known about the cards of one range. The issuer is always known;
+/// type, country and currency may not be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BinInfo {
+    pub issuer: Issuer,
+    pub card_type: Option<CardType>,
+    pub country: Option<Country>,
+    pub currency: Option<Currency>,
+}
+
+/// One range of a table and what it says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BinEntry {
+    pub range: BinRange,
+    pub info: BinInfo,
+}
+
+impl BinEntry {
+    /// Parses one entry from text fields as a file carries them; empty
+    /// `high`, `card_type`, `country` or `currency` mean "the same as low"
+    /// and "unknown". The first field at fault is refused with its name.
+    #[allow(clippy::too_many_arguments)]
+    pub fn parse(
+        low: &str,
+        high: &str,
+        issuer_code: &str,
+        issuer_name_zh: &str,
+        issuer_name_en: &str,
+        card_type: &str,
+        country: &str,
+        currency: &str,
+    ) -> Result<BinEntry, DomainError> {
+        let range = BinRange::parse(low, high)?;
+        let issuer = Issuer::parse(issuer_code, issuer_name_zh, issuer_name_en)?;
+        fn optional(s: &str) -> Option<&str> {
+            (!s.trim().is_empty()).then_some(s)
+        }
+        Ok(BinEntry {
+            range,
+            info: BinInfo {
+                issuer,
+                card_type: optional(card_type).map(CardType::parse).transpose()?,
+                country: optional(country).map(Country::parse).transpose()?,
+                currency: optional(currency).map(Currency::parse).transpose()?,
+            },
+        })
+    }
+}
+
+/// Why a set of entries is not a table. Positions are those of the input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BinTableError {
+    /// Two ranges share numbers without one lying inside the other.
+    #[error("entries {first} and {second} overlap without one containing the other")]
+    Overlap { first: usize, second: usize },
+    /// Two ranges cover exactly the same numbers.
+    #[error("entries {first} and {second} cover the same numbers")]
+    Duplicate { first: usize, second: usize },
+}
+
+impl BinTableError {
+    /// The two input positions at fault, in input order.
+    pub fn positions(&self) -> (usize, usize) {
+        match *self {
+            BinTableError::Overlap { first, second }
+            | BinTableError::Duplicate { first, second } => (first, second),
+        }
+    }
+}
+
+/// A valid set of BIN entries, sorted for lookup. Cheap to share behind an
+/// `Arc`; immutable once built.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BinTable {
+    /// Sorted by (start ascending, end descending): a range comes before
+    /// the ranges inside it.
+    entries: Vec<BinEntry>,
+    /// For each entry, the position of the smallest entry containing it.
+    parent: Vec<Option<usize>>,
+}
+
+impl BinTable {
+    /// A table with no entries: every lookup finds nothing.
+    pub fn empty() -> BinTable {
+        BinTable::default()
+    }
+
+    /// Builds a table, refusing ranges that overlap without nesting or that
+    /// cover the same numbers twice (see the module docs).
+    pub fn new(entries: Vec<BinEntry>) -> Result<BinTable, BinTableError> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (&entries[a].range, &entries[b].range);
+            ra.start
+                .cmp(&rb.start)
+                .then(rb.end.cmp(&ra.end))
+                .then(a.cmp(&b))
+        });
+        let pair = |x: usize, y: usize| (x.min(y), x.max(y));
+        // The chain of open ranges containing the current one, innermost last
+        // (positions in `order`).
+        let mut open: Vec<usize> = Vec::new();
+        let mut parent = vec![None; entries.len()];
+        for (pos, &idx) in order.iter().enumerate() {
+            let r = &entries[idx].range;
+            while open
+                .last()
+                .is_some_and(|&p| entries[order[p]].range.end < r.start)
+            {
+                open.pop();
+            }
+            if let Some(&p) = open.last() {
+                let outer = &entries[order[p]].range;
+                let (first, second) = pair(order[p], idx);
+                if outer.same_numbers(r) {
+                    return Err(BinTableError::Duplicate { first, second });
+                }
+                if !outer.contains(r) {
+                    return Err(BinTableError::Overlap { first, second });
+                }
+                parent[pos] = Some(p);
+            }
+            open.push(pos);
+        }
+        let mut slots: Vec<Option<BinEntry>> = entries.into_iter().map(Some).collect();
+        let sorted = order
+            .iter()
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+            .collect();
+        Ok(BinTable {
+            entries: sorted,
+            parent,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry, ordered by range start (outer ranges before the ranges
+    /// inside them).
+    pub fn entries(&self) -> &[BinEntry] {
+        &self.entries
+    }
+
+    /// The most specific entry covering every card number that starts with
+    /// `digits` (1 to 19 digits: a BIN or a whole card number). `None` for
+    /// anything that is not digits, and where no range covers them all.
+    pub fn lookup(&self, digits: &str) -> Option<&BinEntry> {
+        let (start, end) = interval(digits)?;
+        let after = self.entries.partition_point(|e| e.range.start <= start);
+        let mut pos = after.checked_sub(1)?;
+        loop {
+            let e = self.entries.get(pos)?;
+            if e.range.start <= start && end <= e.range.end {
+                return Some(e);
+            }
+            pos = (*self.parent.get(pos)?)?;
+        }
+    }
+
+    /// The most specific entry for this card (its whole number).
+    pub fn lookup_card(&self, card: &CardNumber) -> Option<&BinEntry> {
+        // The number is only compared here; it is not kept or shown.
+        self.lookup(card.expose())
+    }
+}
+
+/// What a channel does with a card whose BIN the table does not know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UnknownBins {
+    /// Take it, as if no restriction were configured (the default: the
+    /// built-in table knows few BINs).
+    #[default]
+    Accept,
+    /// Refuse it with `card_not_accepted_by_channel`.
+    Refuse,
+}
+
+impl UnknownBins {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UnknownBins::Accept => "accept",
+            UnknownBins::Refuse => "refuse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UnknownBins> {
+        [UnknownBins::Accept, UnknownBins::Refuse]
+            .into_iter()
+            .find(|u| u.as_str() == s)
+    }
+}
+
+/// Which cards a channel takes, by their BIN data. Empty lists restrict
+/// nothing.
+///
+/// * `card_types`: when not empty, a card is taken only if its BIN entry
+///   names one of these types (an entry without a type does not qualify).
+/// * `countries`: likewise for the issuing country.
+/// * `unknown_bins`: what happens to a card the table does not know at all;
+///   its type and country are then unknown, so the two lists cannot decide.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelCardRule {
+    pub card_types: Vec<CardType>,
+    pub countries: Vec<Country>,
+    pub unknown_bins: UnknownBins,
+}
+
+impl ChannelCardRule {
+    /// Takes every card.
+    pub fn accept_all() -> ChannelCardRule {
+        ChannelCardRule::default()
+    }
+
+    /// Whether the rule restricts anything.
+    pub fn is_open(&self) -> bool {
+        self.card_types.is_empty()
+            && self.countries.is_empty()
+            && self.unknown_bins == UnknownBins::Accept
+    }
+
+    /// Decides a card from its BIN data (`None`: the table does not know
+    /// it). Refusals are `card_not_accepted_by_channel` on `card_number`;
+    /// messages name what the channel takes, never the card.
+    pub fn check(&self, info: Option<&BinInfo>) -> Result<(), DomainError> {
+        let refuse = |message: String| {
+            Err(DomainError::field(
+                ErrorCode::CardNotAcceptedByChannel,
+                CardNumber::FIELD,
+                message,
+            ))
+        };
+        let Some(info) = info else {
+            return match self.unknown_bins {
+                UnknownBins::Accept => Ok(()),
+                UnknownBins::Refuse => {
+                    refuse("this channel takes only cards whose issuer is known".into())
+                }
+            };
+        };
+        if !self.card_types.is_empty()
+            && !info.card_type.is_some_and(|t| self.card_types.contains(&t))
+        {
+            let names: Vec<&str> = self.card_types.iter().map(|t| t.as_str()).collect();
+            return refuse(format!(
+                "this channel takes only {} cards",
+                names.join(" or ")
+            ));
+        }
+        if !self.countries.is_empty() && !info.country.is_some_and(|c| self.countries.contains(&c))
+        {
+            let names: Vec<String> = self.countries.iter().map(Country::code).collect();
+            return refuse(format!(
+                "this channel takes only cards issued in {}",
+                names.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(low: &str, high: &str, code: &str) -> BinEntry {
+        BinEntry::parse(low, high, code, "银行", "Bank", "debit", "CN", "CNY").unwrap()
+    }
+
+    #[test]
+    fn ranges_of_different_lengths_compare_by_the_numbers_they_cover() {
+        let six = BinRange::prefix("622848").unwrap();
+        let eight = BinRange::parse("62284800", "62284899").unwrap();
+        assert!(six.same_numbers(&eight));
+        let inner = BinRange::prefix("62284801").unwrap();
+        assert!(six.contains(&inner) && !inner.contains(&six));
+        assert!(six.covers("6228480112345678901"));
+        assert!(!six.covers("62284"), "a shorter prefix is not covered");
+        let next = BinRange::prefix("622849").unwrap();
+        assert!(!six.intersects(&next));
+        assert!(six.span() > inner.span());
+        assert_eq!(eight.to_string(), "62284800-62284899");
+        assert_eq!(six.to_string(), "622848");
+    }
+
+    #[test]
+    fn malformed_ranges_are_refused_with_their_field() {
+        for (low, high, field) in [
+            ("62284", "", "low"),
+            ("62284a", "", "low"),
+            ("622848", "6228489", "high"),
+            ("622849", "622848", "high"),
+            ("622848", "62284x", "high"),
+            ("62284800000000000000", "", "low"),
+        ] {
+            let e = BinRange::parse(low, high).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{low}-{high}");
+            assert_eq!(e.field, Some(field), "{low}-{high}");
+        }
+        assert!(BinRange::parse("4111111111111111111", "").is_ok());
+    }
+
+    #[test]
+    fn value_types_validate() {
+        assert_eq!(Country::parse("CN").unwrap().code(), "CN");
+        assert_eq!(Country::parse("CN").unwrap().name(), "China");
+        for bad in ["cn", "C", "CHN", "ZZ", "", "C1"] {
+            assert_eq!(
+                Country::parse(bad).unwrap_err().field,
+                Some("country"),
+                "{bad}"
+            );
+        }
+        let cny = Currency::parse("CNY").unwrap();
+        assert_eq!((cny.code(), cny.numeric()), ("CNY", 156));
+        assert_eq!(Currency::from_numeric(344).map(|c| c.code()), Some("HKD"));
+        for bad in ["cny", "CN", "ABC", "RMB", ""] {
+            assert!(Currency::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(CardType::parse("debit"), Ok(CardType::Debit));
+        assert_eq!(CardType::Debit.label_zh(), "储蓄卡");
+        assert_eq!(CardType::Credit.label_zh(), "信用卡");
+        assert_eq!(CardType::Prepaid.label_zh(), "预付卡");
+        assert!(CardType::parse("DC").is_err());
+        assert!(IssuerCode::parse("CMB").is_ok());
+        for bad in ["C", "cmb", "1CMB", "C-MB", "ABCDEFGHIJKLMNOPQRSTU"] {
+            assert!(IssuerCode::parse(bad).is_err(), "{bad}");
+        }
+        let e = Issuer::parse("CMB", "", "China Merchants Bank").unwrap_err();
+        assert_eq!(e.field, Some("issuer_name_zh"));
+        let e = Issuer::parse("CMB", "招商银行", "China\nMerchants").unwrap_err();
+        assert_eq!(e.field, Some("issuer_name_en"));
+        let e =
+            BinEntry::parse("622588", "", "CMB", "招商银行", "CMB", "savings", "", "").unwrap_err();
+        assert_eq!(e.field, Some("card_type"));
+        let e = BinEntry::parse("622588", "", "CMB", "招商银行", "CMB", "", "", "RMB").unwrap_err();
+        assert_eq!(e.field, Some("currency"));
+        let ok = BinEntry::parse("622588", "", "CMB", "招商银行", "CMB", "", "", "").unwrap();
+        assert_eq!(ok.info.card_type, None);
+        assert_eq!(ok.info.country, None);
+    }
+
+    #[test]
+    fn the_most_specific_range_wins_and_a_bin_does_not_find_a_narrower_range() {
+        let t = BinTable::new(vec![
+            entry("62284801", "", "INNER"),
+            entry("622848", "", "OUTER"),
+            entry("622849", "", "NEXT"),
+            entry("6228480155", "6228480155", "DEEPEST"),
+        ])
+        .unwrap();
+        let code = |d: &str| {
+            t.lookup(d)
+                .map(|e| e.info.issuer.code().as_str().to_owned())
+        };
+        assert_eq!(code("6228480112345678901").as_deref(), Some("INNER"));
+        assert_eq!(code("6228480155345678901").as_deref(), Some("DEEPEST"));
+        assert_eq!(code("6228480212345678901").as_deref(), Some("OUTER"));
+        assert_eq!(code("622848").as_deref(), Some("OUTER"));
+        assert_eq!(code("62284801").as_deref(), Some("INNER"));
+        assert_eq!(code("6228499999999999").as_deref(), Some("NEXT"));
+        assert_eq!(code("62284"), None, "narrower than the query");
+        assert_eq!(code("622850"), None);
+        assert_eq!(code("62284a"), None);
+        assert_eq!(code(""), None);
+        assert_eq!(t.entries()[0].info.issuer.code().as_str(), "OUTER");
+    }
+
+    #[test]
+    fn overlaps_and_duplicates_are_refused_with_input_positions() {
+        let e = BinTable::new(vec![
+            entry("622700", "622709", "AA"),
+            entry("621700", "", "BB"),
+            entry("622705", "622712", "CC"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e,
+            BinTableError::Overlap {
+                first: 0,
+                second: 2
+            }
+        );
+        let e = BinTable::new(vec![
+            entry("62284800", "62284899", "AA"),
+            entry("622848", "", "BB"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e,
+            BinTableError::Duplicate {
+                first: 0,
+                second: 1
+            }
+        );
+        assert_eq!(e.positions(), (0, 1));
+    }
+
+    #[test]
+    fn channel_rules() {
+        let debit_cn = BinEntry::parse(
+            "622848",
+            "",
+            "ABC",
+            "中国农业银行",
+            "ABC",
+            "debit",
+            "CN",
+            "CNY",
+        )
+        .unwrap()
+        .info;
+        let credit_cn = BinInfo {
+            card_type: Some(CardType::Credit),
+            ..debit_cn.clone()
+        };
+        let debit_hk = BinInfo {
+            country: Some(Country::parse("HK").unwrap()),
+            ..debit_cn.clone()
+        };
+        let untyped = BinInfo {
+            card_type: None,
+            ..debit_cn.clone()
+        };
+        assert!(ChannelCardRule::accept_all().check(None).is_ok());
+        assert!(ChannelCardRule::accept_all().is_open());
+        let rule = ChannelCardRule {
+            card_types: vec![CardType::Debit],
+            countries: vec![Country::parse("CN").unwrap()],
+            unknown_bins: UnknownBins::Accept,
+        };
+        assert!(!rule.is_open());
+        assert!(rule.check(Some(&debit_cn)).is_ok());
+        let e = rule.check(Some(&credit_cn)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CardNotAcceptedByChannel);
+        assert_eq!(e.field, Some("card_number"));
+        assert_eq!(e.message, "this channel takes only debit cards");
+        let e = rule.check(Some(&debit_hk)).unwrap_err();
+        assert_eq!(e.message, "this channel takes only cards issued in CN");
+        assert!(
+            rule.check(Some(&untyped)).is_err(),
+            "an unknown type does not qualify"
+        );
+        assert!(
+            rule.check(None).is_ok(),
+            "unknown BINs are accepted by default"
+        );
+        let strict = ChannelCardRule {
+            unknown_bins: UnknownBins::Refuse,
+            ..rule
+        };
+        assert_eq!(
+            strict.check(None).unwrap_err().code,
+            ErrorCode::CardNotAcceptedByChannel
+        );
+        assert_eq!(UnknownBins::parse("refuse"), Some(UnknownBins::Refuse));
+        assert_eq!(UnknownBins::parse("maybe"), None);
+    }
+}
