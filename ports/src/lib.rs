@@ -3,7 +3,7 @@
 //! What the core needs from the outside world and what it offers to it.
 //!
 //! * Outbound ports: one small trait per concern ([`store`], [`keys`],
-//!   [`channel`], [`audit`], [`clock`], [`step_up`]). Each states its contract in its
+//!   [`channel`], [`audit`], [`clock`], [`step_up`], [`bins`]). Each states its contract in its
 //!   rustdoc; adapters (`adapters/*`) implement them and the contract suite
 //!   in [`testkit`] checks every storage adapter against the same rules.
 //! * Use cases: [`service::CardService`], written only against those traits.
@@ -13,6 +13,7 @@
 //! and handed in as `Arc<dyn Port>`.
 
 pub mod audit;
+pub mod bins;
 pub mod channel;
 pub mod clock;
 pub mod error;

@@ -32,6 +32,7 @@
 
 mod audit;
 mod bindings;
+mod bins;
 mod consents;
 mod data_keys;
 mod expiring;
@@ -42,6 +43,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cardbind_ports::audit::AuditRecord;
 use cardbind_ports::StoreError;
+
+pub use bins::MemoryBinTableStore;
 
 /// Every storage port in memory. Cloning is cheap and clones share the same
 /// data (an `Arc` inside), so one value can be handed out as every
