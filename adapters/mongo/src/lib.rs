@@ -322,6 +322,7 @@
 
 mod audit;
 mod bindings;
+mod bins;
 mod chain;
 mod consents;
 mod data_keys;
@@ -330,4 +331,5 @@ mod idempotency;
 mod rates;
 mod store;
 
+pub use bins::MongoBinTableStore;
 pub use store::{collections, MongoConfig, MongoStore, PurgeCounts};
