@@ -330,7 +330,7 @@ impl CardsApi {
         match res {
             Ok(view) => {
                 cx.shared.metrics.bind_outcome(view.binding.status.as_str());
-                let card = Json(Card::from(&view));
+                let card = Json(cx.card(&view));
                 Ok(if view.binding.status == BindingStatus::PendingReview {
                     BindCardResponse::Accepted(card)
                 } else {
@@ -373,7 +373,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -413,7 +413,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+        res.map(|p| CardListResponse::Ok(Json(cx.card_list(&p))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -440,7 +440,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -479,7 +479,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -509,7 +509,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 }
@@ -545,7 +545,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -574,7 +574,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -610,7 +610,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+        res.map(|p| CardListResponse::Ok(Json(cx.card_list(&p))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -650,7 +650,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -678,7 +678,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -710,7 +710,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -950,8 +950,11 @@ pub struct MetaApi;
 impl MetaApi {
     /// Look up a BIN
     ///
-    /// The card scheme of the first 6 to 8 digits of a card number; an
-    /// unknown BIN is 404 `unsupported_card_brand`.
+    /// The card scheme of the first 6 to 8 digits of a card number, and
+    /// what the BIN table says about them (issuer, card type, country,
+    /// currency; each only when known: the built-in table knows few BINs
+    /// until an operator imports a full one). A BIN of no supported scheme
+    /// is 404 `unsupported_card_brand`.
     #[oai(path = "/v1/bins/:bin", method = "get", operation_id = "lookupBin")]
     async fn lookup_bin(
         &self,
@@ -981,10 +984,12 @@ impl MetaApi {
                 )
                 .with_status(StatusCode::NOT_FOUND)
             })?;
-            Ok(BinInfo {
-                bin: bin.0.clone(),
-                brand: brand.into(),
-            })
+            let entry = cx.shared.state.bins.directory.lookup(&bin);
+            Ok(BinInfo::new(
+                bin.0.clone(),
+                brand,
+                IssuerFacts::of(entry.as_ref()),
+            ))
         })();
         res.map(|b| BinResponse::Ok(Json(b)))
             .map_err(|e| cx.fail(e))
