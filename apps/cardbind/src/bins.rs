@@ -30,9 +30,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use cardbind_domain::{
-    BinEntry, BinTable, CardNumber, ChannelCardRule, ChannelName, DomainError,
-};
+use cardbind_domain::{BinEntry, BinTable, CardNumber, ChannelCardRule, ChannelName, DomainError};
 use cardbind_memory::MemoryBinTableStore;
 use cardbind_ports::bins::{BinDirectory, BinTableStore};
 
@@ -208,7 +206,10 @@ mod tests {
     fn the_built_in_table_parses_and_knows_the_test_numbers_and_big_banks() {
         let t = builtin().unwrap();
         assert!(t.len() > 100, "{}", t.len());
-        let code = |d: &str| t.lookup(d).map(|e| e.info.issuer.code().as_str().to_owned());
+        let code = |d: &str| {
+            t.lookup(d)
+                .map(|e| e.info.issuer.code().as_str().to_owned())
+        };
         assert_eq!(code("4111111111111111").as_deref(), Some("TEST"));
         assert_eq!(code("411111"), None, "a test number is not its whole BIN");
         let debit = t.lookup("4000056655665556").unwrap();

@@ -488,7 +488,9 @@ pub async fn serve_on(
                         tracing::info!(version = %v.id, entries = v.entries, "BIN table updated")
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "BIN table refresh failed; keeping the table in use"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "BIN table refresh failed; keeping the table in use")
+                    }
                 }
             }
         })

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use cardbind_domain::{CardType, ChannelCardRule, Country, UnknownBins};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -821,8 +821,14 @@ mod tests {
 
         for (body, key) in [
             ("countries = [\"China\"]", "channels.mock.accept.countries"),
-            ("card_types = [\"savings\"]", "channels.mock.accept.card_types"),
-            ("unknown_bins = \"maybe\"", "channels.mock.accept.unknown_bins"),
+            (
+                "card_types = [\"savings\"]",
+                "channels.mock.accept.card_types",
+            ),
+            (
+                "unknown_bins = \"maybe\"",
+                "channels.mock.accept.unknown_bins",
+            ),
             ("colour = \"red\"", "colour"),
         ] {
             std::fs::write(&f, format!("[channels.mock.accept]\n{body}\n")).unwrap();
@@ -831,7 +837,11 @@ mod tests {
         }
         let mut c = Config::default();
         c.bins.refresh_interval_seconds = 0;
-        assert!(c.validate().unwrap_err().0.starts_with("bins.refresh_interval_seconds"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("bins.refresh_interval_seconds"));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -100,12 +100,7 @@ impl Cx {
     /// A card as shown: masked, with what the BIN table in use says about
     /// its stored BIN.
     pub fn card(&self, v: &cardbind_ports::service::CardView) -> dto::Card {
-        let entry = self
-            .shared
-            .state
-            .bins
-            .directory
-            .lookup(&v.binding.card.bin);
+        let entry = self.shared.state.bins.directory.lookup(&v.binding.card.bin);
         dto::Card::from(v).with_facts(dto::IssuerFacts::of(entry.as_ref()))
     }
 
