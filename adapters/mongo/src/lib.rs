@@ -194,6 +194,7 @@
 //! * Rely on a multi-document transaction, a TTL or partial index, a
 //!   projection on `findAndModify`, or a conditional update being atomic.
 
+mod bins;
 mod card_data;
 mod data_keys;
 mod docs;
@@ -205,6 +206,7 @@ mod seen;
 mod store;
 mod wallets;
 
+pub use bins::MongoBinTableStore;
 pub use monitor::{Command, CommandLog, Query};
 pub use schema::collections;
 pub use store::{MongoConfig, MongoStore, PurgeCounts};

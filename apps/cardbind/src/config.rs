@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cardbind_domain::{CardType, ChannelCardRule, Country, UnknownBins};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub idempotency: IdempotencyConfig,
     pub step_up: StepUpConfig,
+    pub bins: BinsConfig,
     pub log: LogConfig,
 }
 
@@ -233,6 +235,8 @@ pub struct MockChannelConfig {
     pub timeout_after_ms: u64,
     /// How long `slow` mode waits before it answers, milliseconds.
     pub slow_ms: u64,
+    /// Which cards this channel takes (by their BIN data).
+    pub accept: CardAcceptConfig,
 }
 
 impl Default for MockChannelConfig {
@@ -245,6 +249,7 @@ impl Default for MockChannelConfig {
             card_modes: BTreeMap::new(),
             timeout_after_ms: 30_000,
             slow_ms: 2_000,
+            accept: CardAcceptConfig::default(),
         }
     }
 }
@@ -267,6 +272,9 @@ pub struct AlipayChannelConfig {
     pub personal_product_code: Option<String>,
     #[serde(default)]
     pub sign_scene: Option<String>,
+    /// Which cards this channel takes (by their BIN data).
+    #[serde(default)]
+    pub accept: CardAcceptConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -287,6 +295,64 @@ pub struct WechatChannelConfig {
     pub plan_id: u64,
     #[serde(default)]
     pub return_url: Option<String>,
+    /// Which cards this channel takes (by their BIN data).
+    #[serde(default)]
+    pub accept: CardAcceptConfig,
+}
+
+/// Which cards a channel takes, by what the BIN table says about them
+/// (`[channels.NAME.accept]`). The defaults take every card.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardAcceptConfig {
+    /// `debit`, `credit`, `prepaid`; empty: any. A card whose BIN entry has
+    /// no type is refused when this is set.
+    pub card_types: Vec<String>,
+    /// ISO 3166-1 alpha-2 issuing countries (`["CN"]`); empty: any. A card
+    /// whose BIN entry has no country is refused when this is set.
+    pub countries: Vec<String>,
+    /// A card whose BIN the table does not know: `accept` (the default) or
+    /// `refuse`.
+    pub unknown_bins: UnknownBinsSetting,
+}
+
+/// What a channel does with a card whose BIN is unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownBinsSetting {
+    #[default]
+    Accept,
+    Refuse,
+}
+
+impl CardAcceptConfig {
+    /// The domain rule; the error names the offending key under `field`.
+    pub fn rule(&self, field: &str) -> Result<ChannelCardRule, ConfigError> {
+        let mut card_types = Vec::new();
+        for t in &self.card_types {
+            card_types.push(CardType::parse(t).map_err(|_| {
+                ConfigError(format!(
+                    "{field}.card_types: {t:?} is not debit, credit or prepaid"
+                ))
+            })?);
+        }
+        let mut countries = Vec::new();
+        for c in &self.countries {
+            countries.push(Country::parse(c).map_err(|_| {
+                ConfigError(format!(
+                    "{field}.countries: {c:?} is not an ISO 3166-1 alpha-2 code (e.g. \"CN\")"
+                ))
+            })?);
+        }
+        Ok(ChannelCardRule {
+            card_types,
+            countries,
+            unknown_bins: match self.unknown_bins {
+                UnknownBinsSetting::Accept => UnknownBins::Accept,
+                UnknownBinsSetting::Refuse => UnknownBins::Refuse,
+            },
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -437,6 +503,24 @@ impl Default for StepUpConfig {
     }
 }
 
+/// The BIN table: the built-in one until `cardbind bins import` stores
+/// one, which every instance picks up within `refresh_interval_seconds`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BinsConfig {
+    /// How often each instance checks the store for a newly imported
+    /// table (one small read; the table is loaded only when it changed).
+    pub refresh_interval_seconds: u64,
+}
+
+impl Default for BinsConfig {
+    fn default() -> Self {
+        BinsConfig {
+            refresh_interval_seconds: 60,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -507,6 +591,24 @@ impl Config {
         })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Each enabled channel's card rule (`channels.NAME.accept`).
+    pub fn card_rules(&self) -> Result<BTreeMap<String, ChannelCardRule>, ConfigError> {
+        let c = &self.channels;
+        let mut rules = BTreeMap::new();
+        for name in &c.enabled {
+            let accept = match name.as_str() {
+                "mock" => Some(&c.mock.accept),
+                "alipay" => c.alipay.as_ref().map(|a| &a.accept),
+                "wechat" => c.wechat.as_ref().map(|w| &w.accept),
+                _ => None,
+            };
+            if let Some(a) = accept {
+                rules.insert(name.clone(), a.rule(&format!("channels.{name}.accept"))?);
+            }
+        }
+        Ok(rules)
     }
 
     /// Checks what types alone cannot.
@@ -654,6 +756,10 @@ impl Config {
         if !(1..=3600).contains(&self.step_up.max_ttl_seconds) {
             return bad("step_up.max_ttl_seconds", "must be 1 to 3600");
         }
+        self.card_rules()?;
+        if !(1..=86_400).contains(&self.bins.refresh_interval_seconds) {
+            return bad("bins.refresh_interval_seconds", "must be 1 to 86400");
+        }
         if !["json", "pretty"].contains(&self.log.format.as_str()) {
             return bad("log.format", "json or pretty");
         }
@@ -750,6 +856,48 @@ mod tests {
         c.step_up.max_ttl_seconds = 300;
         c.step_up.kind = "totp".into();
         assert!(c.validate().unwrap_err().0.starts_with("step_up.kind"));
+    }
+
+    #[test]
+    fn channel_card_rules_are_parsed_and_bad_values_name_their_key() {
+        let dir = tempfile_dir();
+        let f = dir.join("accept.toml");
+        std::fs::write(
+            &f,
+            "[channels.mock.accept]\ncard_types = [\"debit\"]\ncountries = [\"CN\"]\nunknown_bins = \"refuse\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap();
+        let rules = c.card_rules().unwrap();
+        let mock = &rules["mock"];
+        assert_eq!(mock.card_types, vec![CardType::Debit]);
+        assert_eq!(mock.countries, vec![Country::parse("CN").unwrap()]);
+        assert_eq!(mock.unknown_bins, UnknownBins::Refuse);
+        assert!(Config::default().card_rules().unwrap()["mock"].is_open());
+
+        for (body, key) in [
+            ("countries = [\"China\"]", "channels.mock.accept.countries"),
+            (
+                "card_types = [\"savings\"]",
+                "channels.mock.accept.card_types",
+            ),
+            (
+                "unknown_bins = \"maybe\"",
+                "channels.mock.accept.unknown_bins",
+            ),
+            ("colour = \"red\"", "colour"),
+        ] {
+            std::fs::write(&f, format!("[channels.mock.accept]\n{body}\n")).unwrap();
+            let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+            assert!(e.0.contains(key), "{body}: {e}");
+        }
+        let mut c = Config::default();
+        c.bins.refresh_interval_seconds = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .starts_with("bins.refresh_interval_seconds"));
     }
 
     fn tempfile_dir() -> PathBuf {

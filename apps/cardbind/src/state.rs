@@ -92,4 +92,6 @@ pub struct AppState {
     pub auth: Arc<AuthSettings>,
     pub http: Arc<HttpSettings>,
     pub metrics: prometheus::Registry,
+    /// The BIN table in use, its store and each channel's card rule.
+    pub bins: Arc<crate::bins::Bins>,
 }

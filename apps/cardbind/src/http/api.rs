@@ -335,7 +335,7 @@ impl CardsApi {
         match res {
             Ok(view) => {
                 cx.shared.metrics.bind_outcome(view.binding.status.as_str());
-                let card = Json(Card::from(&view));
+                let card = Json(cx.card(&view));
                 Ok(if view.binding.status == BindingStatus::PendingReview {
                     BindCardResponse::Accepted(card)
                 } else {
@@ -378,7 +378,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -418,7 +418,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+        res.map(|p| CardListResponse::Ok(Json(cx.card_list(&p))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -445,7 +445,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -484,7 +484,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -514,7 +514,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 }
@@ -550,7 +550,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -579,7 +579,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -615,7 +615,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+        res.map(|p| CardListResponse::Ok(Json(cx.card_list(&p))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -645,7 +645,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -673,7 +673,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -705,7 +705,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -951,8 +951,11 @@ pub struct MetaApi;
 impl MetaApi {
     /// Look up a BIN
     ///
-    /// The card scheme of the first 6 to 8 digits of a card number; an
-    /// unknown BIN is 404 `unsupported_card_brand`.
+    /// The card scheme of the first 6 to 8 digits of a card number, and
+    /// what the BIN table says about them (issuer, card type, country,
+    /// currency; each only when known: the built-in table knows few BINs
+    /// until an operator imports a full one). A BIN of no supported scheme
+    /// is 404 `unsupported_card_brand`.
     #[oai(path = "/v1/bins/:bin", method = "get", operation_id = "lookupBin")]
     async fn lookup_bin(
         &self,
@@ -974,10 +977,12 @@ impl MetaApi {
                 )
                 .with_status(StatusCode::NOT_FOUND)
             })?;
-            Ok(BinInfo {
-                bin: bin.0.as_str().to_owned(),
-                brand: brand.into(),
-            })
+            let entry = cx.shared.state.bins.directory.lookup(&bin);
+            Ok(BinInfo::new(
+                bin.0.as_str().to_owned(),
+                brand,
+                IssuerFacts::of(entry.as_ref()),
+            ))
         })();
         res.map(|b| BinResponse::Ok(Json(b)))
             .map_err(|e| cx.fail(e))

@@ -5,7 +5,9 @@
 
 use std::borrow::Cow;
 
-use cardbind_domain::{Binding, BindingStatus, CardBrand, ErrorCode, NextAction, Timestamp};
+use cardbind_domain::{
+    BinEntry, Binding, BindingStatus, CardBrand, CardType, ErrorCode, NextAction, Timestamp,
+};
 use cardbind_ports::audit::AuditRecord;
 use cardbind_ports::service::{CardPage, CardView, ConsentInput, RawBindCard};
 use cardbind_ports::store::Consent;
@@ -376,7 +378,8 @@ impl From<&NextAction> for NextActionDto {
 }
 
 /// A bound card as shown to its reader: masked (brand, BIN, last four,
-/// expiry). Never a full card number, ID number or phone number.
+/// expiry), with its issuer, type and currency when the BIN table knows
+/// them. Never a full card number, ID number or phone number.
 #[derive(Object, Clone, Debug, PartialEq, Eq)]
 pub struct Card {
     /// The card (binding) id.
@@ -388,6 +391,15 @@ pub struct Card {
     pub bin: String,
     /// Last four digits of the card number.
     pub last4: String,
+    /// The issuing bank, when the BIN table knows the card's BIN.
+    #[oai(skip_serializing_if_is_none)]
+    pub issuer: Option<IssuerDto>,
+    /// Debit, credit or prepaid, when known.
+    #[oai(skip_serializing_if_is_none)]
+    pub card_type: Option<CardTypeDto>,
+    /// The card's currency, ISO 4217 alpha-3 (`CNY`), when known.
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
     pub expiry_month: u32,
     pub expiry_year: i32,
     /// The payment channel the card is bound through.
@@ -414,6 +426,9 @@ impl Card {
             brand: b.card.brand.into(),
             bin: b.card.bin.clone(),
             last4: b.card.last4.clone(),
+            issuer: None,
+            card_type: None,
+            currency: None,
             expiry_month: b.card.expiry.month(),
             expiry_year: b.card.expiry.year(),
             channel: b.channel.as_str().to_owned(),
@@ -431,6 +446,16 @@ impl Card {
             created_at: b.created_at.into(),
             updated_at: b.updated_at.into(),
         }
+    }
+}
+
+impl Card {
+    /// Adds what the BIN table says about the card.
+    pub fn with_facts(mut self, facts: IssuerFacts) -> Card {
+        self.issuer = facts.issuer;
+        self.card_type = facts.card_type;
+        self.currency = facts.currency;
+        self
     }
 }
 
@@ -458,11 +483,94 @@ impl From<&CardPage> for CardList {
     }
 }
 
-/// The brand a BIN belongs to.
+/// The bank that issued a card.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct IssuerDto {
+    /// The bank's code, as Chinese payment channels name banks (`CMB`,
+    /// `ICBC`, `COMM`…); `TEST` for published test card numbers.
+    pub code: String,
+    /// Its name in Chinese, as wallets show it (`招商银行`).
+    pub name_zh: String,
+    pub name_en: String,
+}
+
+/// Debit (储蓄卡), credit (信用卡) or prepaid (预付卡).
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum CardTypeDto {
+    Debit,
+    Credit,
+    Prepaid,
+}
+
+impl From<CardType> for CardTypeDto {
+    fn from(t: CardType) -> CardTypeDto {
+        match t {
+            CardType::Debit => CardTypeDto::Debit,
+            CardType::Credit => CardTypeDto::Credit,
+            CardType::Prepaid => CardTypeDto::Prepaid,
+        }
+    }
+}
+
+/// What the BIN table says about a card, each part only when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuerFacts {
+    pub issuer: Option<IssuerDto>,
+    pub card_type: Option<CardTypeDto>,
+    pub country: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl IssuerFacts {
+    pub fn of(entry: Option<&BinEntry>) -> IssuerFacts {
+        let Some(e) = entry else {
+            return IssuerFacts::default();
+        };
+        let i = &e.info;
+        IssuerFacts {
+            issuer: Some(IssuerDto {
+                code: i.issuer.code().as_str().to_owned(),
+                name_zh: i.issuer.name_zh().to_owned(),
+                name_en: i.issuer.name_en().to_owned(),
+            }),
+            card_type: i.card_type.map(CardTypeDto::from),
+            country: i.country.map(|c| c.code()),
+            currency: i.currency.map(|c| c.code().to_owned()),
+        }
+    }
+}
+
+/// What is known about a BIN: its card scheme, and what the BIN table
+/// says (issuer, card type, issuing country, currency) where it knows.
 #[derive(Object, Clone, Debug)]
 pub struct BinInfo {
     pub bin: String,
     pub brand: Brand,
+    /// The issuing bank, when the BIN table knows the BIN.
+    #[oai(skip_serializing_if_is_none)]
+    pub issuer: Option<IssuerDto>,
+    #[oai(skip_serializing_if_is_none)]
+    pub card_type: Option<CardTypeDto>,
+    /// Issuing country, ISO 3166-1 alpha-2 (`CN`).
+    #[oai(skip_serializing_if_is_none)]
+    pub country: Option<String>,
+    /// The card's currency, ISO 4217 alpha-3 (`CNY`).
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
+}
+
+impl BinInfo {
+    pub fn new(bin: String, brand: CardBrand, facts: IssuerFacts) -> BinInfo {
+        BinInfo {
+            bin,
+            brand: brand.into(),
+            issuer: facts.issuer,
+            card_type: facts.card_type,
+            country: facts.country,
+            currency: facts.currency,
+        }
+    }
 }
 
 /// What erasing a user did.

@@ -49,7 +49,8 @@ pub const fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::CardLimitReached
         | ErrorCode::InvalidOtp
         | ErrorCode::VerificationExpired
-        | ErrorCode::ChannelRejected => StatusCode::UNPROCESSABLE_ENTITY,
+        | ErrorCode::ChannelRejected
+        | ErrorCode::CardNotAcceptedByChannel => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RateLimited | ErrorCode::IpRateLimited | ErrorCode::CardVelocityExceeded => {
             StatusCode::TOO_MANY_REQUESTS
         }

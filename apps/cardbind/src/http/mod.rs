@@ -105,6 +105,21 @@ impl Cx {
         }
     }
 
+    /// A card as shown: masked, with what the BIN table in use says about
+    /// its stored BIN.
+    pub fn card(&self, v: &cardbind_ports::service::CardView) -> dto::Card {
+        let entry = self.shared.state.bins.directory.lookup(&v.binding.card.bin);
+        dto::Card::from(v).with_facts(dto::IssuerFacts::of(entry.as_ref()))
+    }
+
+    /// A page of cards as shown (see [`Cx::card`]).
+    pub fn card_list(&self, p: &cardbind_ports::service::CardPage) -> dto::CardList {
+        dto::CardList {
+            cards: p.cards.iter().map(|v| self.card(v)).collect(),
+            next_after: p.next.as_ref().map(|b| b.as_str().to_owned()),
+        }
+    }
+
     /// Turns a refusal into the operation's error enum (and notes its code
     /// for the edge's error metric).
     pub fn fail<E: From<error::Failure>>(&self, e: impl Into<error::ApiError>) -> E {
