@@ -50,18 +50,20 @@ pub enum MockMode {
 }
 
 impl MockMode {
+    pub const ALL: [MockMode; 7] = [
+        MockMode::Instant,
+        MockMode::Otp,
+        MockMode::Redirect,
+        MockMode::Decline,
+        MockMode::Timeout,
+        MockMode::Flaky,
+        MockMode::Slow,
+    ];
+
     /// `instant`, `otp`, `redirect`, `decline`, `timeout`, `flaky` or `slow`.
     pub fn parse(s: &str) -> Option<MockMode> {
-        Some(match s.trim().to_ascii_lowercase().as_str() {
-            "instant" => MockMode::Instant,
-            "otp" => MockMode::Otp,
-            "redirect" => MockMode::Redirect,
-            "decline" => MockMode::Decline,
-            "timeout" => MockMode::Timeout,
-            "flaky" => MockMode::Flaky,
-            "slow" => MockMode::Slow,
-            _ => return None,
-        })
+        let s = s.trim().to_ascii_lowercase();
+        MockMode::ALL.into_iter().find(|m| m.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
