@@ -1,0 +1,72 @@
+//! How a store is opened.
+
+use std::time::Duration;
+
+/// What a commit survives. Both keep every acknowledged write across a
+/// crash of the process; they differ on a power loss or OS crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: a commit is written to the WAL but not
+    /// flushed to the disk; the WAL is flushed at every checkpoint (every
+    /// [`SqliteOptions::checkpoint_interval`] while there are writes). A
+    /// power loss can lose the commits since the last checkpoint, never
+    /// the file's consistency.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every group commit flushes the WAL before
+    /// answering (one `fsync` per group, shared by its writes).
+    Full,
+}
+
+/// Settings of [`crate::SqliteStore::open`]. The defaults suit a small
+/// machine (2 cores) with up to a few million stored cards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// SQLite's page cache, MiB, over all connections (the writer gets
+    /// half, the readers share the rest). Pages beyond it are read from
+    /// the OS's file cache, which does not count in the process's memory.
+    pub cache_mib: u32,
+    /// Reader connections kept open.
+    pub readers: usize,
+    /// At most this many writes share one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer before callers wait to queue.
+    pub queue_capacity: usize,
+    /// How often the WAL is copied into the database file.
+    pub checkpoint_interval: Duration,
+    /// Past this many WAL pages the checkpointer restarts the WAL (the
+    /// writer pauses while the tail is copied).
+    pub wal_restart_pages: u32,
+    /// The writer checkpoints by itself past this many pages (only when the
+    /// checkpointer cannot keep up).
+    pub wal_backstop_pages: u32,
+    /// How long a statement waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Normal,
+            cache_mib: 64,
+            readers: 4,
+            max_batch: 512,
+            queue_capacity: 4096,
+            checkpoint_interval: Duration::from_millis(200),
+            wal_restart_pages: 16_384,
+            wal_backstop_pages: 65_536,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SqliteOptions {
+    pub(crate) fn writer_cache_kib(&self) -> u64 {
+        (u64::from(self.cache_mib) * 1024 / 2).max(1024)
+    }
+
+    pub(crate) fn reader_cache_kib(&self) -> u64 {
+        (u64::from(self.cache_mib) * 1024 / 2 / self.readers.max(1) as u64).max(512)
+    }
+}
