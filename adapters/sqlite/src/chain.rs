@@ -172,13 +172,6 @@ impl WalletStore for SqliteStore {
         events: Vec<AuditEvent>,
         now: Timestamp,
     ) -> Result<ChainHead, StoreError> {
-        let link = next_link(
-            ChainId::User(wallet.user().clone()),
-            after.as_ref(),
-            now,
-            events,
-        );
-        let row = LinkRow::new(&link, Some(wallet))?;
         // The head named must be the newest link, byte for byte.
         let expected = match &after {
             None => None,
@@ -187,6 +180,13 @@ impl WalletStore for SqliteStore {
                 None => return Err(StoreError::Conflict),
             },
         };
+        let link = next_link(
+            ChainId::User(wallet.user().clone()),
+            after.as_ref(),
+            now,
+            events,
+        );
+        let row = LinkRow::new(&link, Some(wallet))?;
         self.engine
             .write(move |tx| {
                 let head = head_row(tx.conn, &row.chain)?;
