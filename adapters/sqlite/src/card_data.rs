@@ -11,6 +11,37 @@ use crate::error::db_err;
 use crate::rows::{binding, user};
 use crate::SqliteStore;
 
+const INSERT_CARD_DATA: &str =
+    "INSERT INTO card_data (binding, generation, user, pan, holder_name, id_number, phone)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+
+const GET_CARD_DATA: &str = "SELECT user, pan, holder_name, id_number, phone FROM card_data
+     WHERE binding = ?1 AND generation = ?2";
+
+const CARD_OWNER: &str = "SELECT user FROM card_data WHERE binding = ?1 LIMIT 1";
+
+const DELETE_CARD_DATA: &str =
+    "DELETE FROM card_data WHERE binding = ?1 AND generation <= ?2 AND user = ?3";
+
+const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding)
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+
+const FIND_REF: &str = "SELECT user, binding FROM channel_refs WHERE channel = ?1 AND ref = ?2";
+
+const DELETE_REF: &str = "DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2";
+
+/// Every statement of this module, for the plan checks.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_CARD_DATA", INSERT_CARD_DATA),
+    ("GET_CARD_DATA", GET_CARD_DATA),
+    ("CARD_OWNER", CARD_OWNER),
+    ("DELETE_CARD_DATA", DELETE_CARD_DATA),
+    ("INSERT_REF", INSERT_REF),
+    ("FIND_REF", FIND_REF),
+    ("DELETE_REF", DELETE_REF),
+];
+
 #[async_trait]
 impl CardDataStore for SqliteStore {
     async fn put(&self, data: &CardData) -> Result<(), StoreError> {
@@ -29,10 +60,7 @@ impl CardDataStore for SqliteStore {
                 let [pan, holder, id, phone] = &fields;
                 let n = tx
                     .conn
-                    .prepare_cached(
-                        "INSERT INTO card_data (binding, generation, user, pan, holder_name, id_number, phone)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                    )
+                    .prepare_cached(INSERT_CARD_DATA)
                     .and_then(|mut st| st.execute(params![b, g, u, pan, holder, id, phone]))
                     .map_err(db_err)?;
                 if n == 0 {
@@ -51,23 +79,20 @@ impl CardDataStore for SqliteStore {
         generation: u32,
     ) -> Result<Option<CardData>, StoreError> {
         let row = self.engine.read(|c| {
-            c.prepare_cached(
-                "SELECT user, pan, holder_name, id_number, phone FROM card_data
-                 WHERE binding = ?1 AND generation = ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![binding_id.as_str(), i64::from(generation)], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                    ))
+            c.prepare_cached(GET_CARD_DATA)
+                .and_then(|mut s| {
+                    s.query_row(params![binding_id.as_str(), i64::from(generation)], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    })
+                    .optional()
                 })
-                .optional()
-            })
-            .map_err(db_err)
+                .map_err(db_err)
         })?;
         match row {
             // Another user's card is not this user's.
@@ -89,7 +114,7 @@ impl CardDataStore for SqliteStore {
 
     async fn owner(&self, binding_id: &BindingId) -> Result<Option<UserId>, StoreError> {
         let owner = self.engine.read(|c| {
-            c.prepare_cached("SELECT user FROM card_data WHERE binding = ?1 LIMIT 1")
+            c.prepare_cached(CARD_OWNER)
                 .and_then(|mut s| {
                     s.query_row([binding_id.as_str()], |r| r.get::<_, String>(0))
                         .optional()
@@ -113,9 +138,7 @@ impl CardDataStore for SqliteStore {
         self.engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached(
-                        "DELETE FROM card_data WHERE binding = ?1 AND generation <= ?2 AND user = ?3",
-                    )
+                    .prepare_cached(DELETE_CARD_DATA)
                     .and_then(|mut s| s.execute(params![b, g, u]))
                     .map(|n| n as u64)
                     .map_err(db_err)
@@ -141,10 +164,7 @@ impl ChannelRefs for SqliteStore {
         self.engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached(
-                        "INSERT INTO channel_refs (channel, ref, user, binding)
-                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                    )
+                    .prepare_cached(INSERT_REF)
                     .and_then(|mut s| s.execute(rusqlite::params_from_iter(args.iter())))
                     .map(|_| ())
                     .map_err(db_err)
@@ -158,16 +178,14 @@ impl ChannelRefs for SqliteStore {
         channel_ref: &str,
     ) -> Result<Option<RefTarget>, StoreError> {
         let row = self.engine.read(|c| {
-            c.prepare_cached(
-                "SELECT user, binding FROM channel_refs WHERE channel = ?1 AND ref = ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row([channel.as_str(), channel_ref], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            c.prepare_cached(FIND_REF)
+                .and_then(|mut s| {
+                    s.query_row([channel.as_str(), channel_ref], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()
                 })
-                .optional()
-            })
-            .map_err(db_err)
+                .map_err(db_err)
         })?;
         row.map(|(u, b)| {
             Ok(RefTarget {
@@ -183,7 +201,7 @@ impl ChannelRefs for SqliteStore {
         self.engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached("DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2")
+                    .prepare_cached(DELETE_REF)
                     .and_then(|mut s| s.execute([c, r]))
                     .map(|_| ())
                     .map_err(db_err)

@@ -20,6 +20,56 @@ use crate::rows::{
 };
 use crate::SqliteStore;
 
+const INSERT_LINKS: &str = "INSERT INTO links (chain, seq, at, prev_hash, hash, pending, wallet)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const INSERT_EVENTS: &str =
+    "INSERT INTO events (at, chain, seq, idx, user_id, binding_id, action, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const CHAIN_HEAD: &str =
+    "SELECT seq, hash, at FROM links WHERE chain = ?1 ORDER BY seq DESC LIMIT 1";
+
+const LOAD_WALLET: &str =
+    "SELECT seq, hash, at, wallet FROM links WHERE chain = ?1 ORDER BY seq DESC LIMIT 1";
+
+const PENDING_LINKS: &str = "SELECT at, chain, seq FROM links INDEXED BY links_pending
+     WHERE pending = 1 AND (at, chain, seq) > (?1, ?2, ?3)
+     AND at >= ?4 AND at < ?5
+     ORDER BY at, chain, seq LIMIT ?6";
+
+const LINK_EVENTS: &str =
+    "SELECT body FROM events WHERE at = ?1 AND chain = ?2 AND seq = ?3 ORDER BY idx";
+
+const WALK_LINKS: &str = "SELECT chain, seq, at, prev_hash, hash FROM links
+     WHERE (chain, seq) > (?1, ?2) ORDER BY chain, seq LIMIT ?3";
+
+const PURGE_FIND: &str = "SELECT l.rowid, l.at, l.chain, l.seq,
+     EXISTS (SELECT 1 FROM links AS n
+     WHERE n.chain = l.chain AND n.seq > l.seq)
+     FROM links AS l INDEXED BY links_at
+     WHERE l.at < ?1 AND (l.at, l.rowid) > (?2, ?3)
+     ORDER BY l.at, l.rowid LIMIT ?4";
+
+const PURGE_LINK: &str = "DELETE FROM links WHERE rowid = ?1 AND chain = ?2 AND seq = ?3";
+
+const PURGE_LINK_EVENTS: &str = "DELETE FROM events WHERE at = ?1 AND chain = ?2 AND seq = ?3";
+
+/// Every statement of this module, for the plan checks.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_LINKS", INSERT_LINKS),
+    ("INSERT_EVENTS", INSERT_EVENTS),
+    ("CHAIN_HEAD", CHAIN_HEAD),
+    ("LOAD_WALLET", LOAD_WALLET),
+    ("PENDING_LINKS", PENDING_LINKS),
+    ("LINK_EVENTS", LINK_EVENTS),
+    ("WALK_LINKS", WALK_LINKS),
+    ("PURGE_FIND", PURGE_FIND),
+    ("PURGE_LINK", PURGE_LINK),
+    ("PURGE_LINK_EVENTS", PURGE_LINK_EVENTS),
+];
+
 /// A link as written: every column ready, built on the caller's thread so
 /// that the writer only inserts.
 struct LinkRow {
@@ -74,28 +124,20 @@ impl LinkRow {
     }
 
     fn insert(&self, c: &Connection) -> Result<(), StoreError> {
-        c.prepare_cached(
-            "INSERT INTO links (chain, seq, at, prev_hash, hash, pending, wallet)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                self.chain,
-                self.seq,
-                self.at,
-                self.prev_hash,
-                self.hash,
-                self.pending,
-                self.wallet
-            ])
-        })
-        .map_err(db_err)?;
-        let mut s = c
-            .prepare_cached(
-                "INSERT INTO events (at, chain, seq, idx, user_id, binding_id, action, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
+        c.prepare_cached(INSERT_LINKS)
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.chain,
+                    self.seq,
+                    self.at,
+                    self.prev_hash,
+                    self.hash,
+                    self.pending,
+                    self.wallet
+                ])
+            })
             .map_err(db_err)?;
+        let mut s = c.prepare_cached(INSERT_EVENTS).map_err(db_err)?;
         for (i, e) in self.events.iter().enumerate() {
             s.execute(params![
                 self.at,
@@ -115,7 +157,7 @@ impl LinkRow {
 
 /// The newest link of a chain: (seq, hash bytes, at).
 fn head_row(c: &Connection, chain: &str) -> Result<Option<(i64, Vec<u8>, i64)>, StoreError> {
-    c.prepare_cached("SELECT seq, hash, at FROM links WHERE chain = ?1 ORDER BY seq DESC LIMIT 1")
+    c.prepare_cached(CHAIN_HEAD)
         .and_then(|mut s| {
             s.query_row([chain], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
@@ -135,21 +177,19 @@ fn head_of(seq: i64, hash: &[u8], at_ms: i64) -> Result<ChainHead, StoreError> {
 impl WalletStore for SqliteStore {
     async fn load(&self, user_id: &UserId) -> Result<Option<StoredWallet>, StoreError> {
         let row = self.engine.read(|c| {
-            c.prepare_cached(
-                "SELECT seq, hash, at, wallet FROM links WHERE chain = ?1 ORDER BY seq DESC LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row([user_id.as_str()], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
-                    ))
+            c.prepare_cached(LOAD_WALLET)
+                .and_then(|mut s| {
+                    s.query_row([user_id.as_str()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<Vec<u8>>>(3)?,
+                        ))
+                    })
+                    .optional()
                 })
-                .optional()
-            })
-            .map_err(db_err)
+                .map_err(db_err)
         })?;
         let Some((seq, hash, at_ms, wallet)) = row else {
             return Ok(None);
@@ -219,14 +259,7 @@ impl WalletStore for SqliteStore {
             None => (i64::MIN, String::new(), i64::MIN),
         };
         let rows = self.engine.read(|c| {
-            let mut s = c
-                .prepare_cached(
-                    "SELECT at, chain, seq FROM links INDEXED BY links_pending
-                     WHERE pending = 1 AND (at, chain, seq) > (?1, ?2, ?3)
-                       AND at >= ?4 AND at < ?5
-                     ORDER BY at, chain, seq LIMIT ?6",
-                )
-                .map_err(db_err)?;
+            let mut s = c.prepare_cached(PENDING_LINKS).map_err(db_err)?;
             let rows = s
                 .query_map(
                     params![a_at, a_chain, a_seq, ms(from), ms(to), i64::from(limit)],
@@ -288,7 +321,7 @@ impl Driver {
 }
 
 /// The statement of one [`AuditLog::list`] call and its parameters.
-fn list_query(
+pub(crate) fn list_query(
     filter: &AuditFilter,
     after: Option<&AuditCursor>,
     limit: u32,
@@ -337,11 +370,11 @@ fn list_query(
                 n + 4
             ));
         }
-        (_, Some(s)) => {
-            args.push(Value::Integer(ms(s)));
+        // Without a bound, from the first instant (a search, like the rest).
+        (_, since) => {
+            args.push(Value::Integer(since.map_or(i64::MIN, ms)));
             sql.push_str(&format!(" AND e.at >= ?{}", args.len()));
         }
-        (_, None) => {}
     }
     if let Some(u) = filter.until {
         args.push(Value::Integer(ms(u)));
@@ -363,11 +396,7 @@ fn read_events(
     seq: i64,
     at_ms: i64,
 ) -> Result<Vec<AuditEvent>, StoreError> {
-    let mut s = c
-        .prepare_cached(
-            "SELECT body FROM events WHERE at = ?1 AND chain = ?2 AND seq = ?3 ORDER BY idx",
-        )
-        .map_err(db_err)?;
+    let mut s = c.prepare_cached(LINK_EVENTS).map_err(db_err)?;
     let bodies = s
         .query_map(params![at_ms, chain, seq], |r| r.get::<_, Vec<u8>>(0))
         .map_err(db_err)?
@@ -456,12 +485,7 @@ impl AuditLog for SqliteStore {
             None => (String::new(), i64::MIN),
         };
         self.engine.read_snapshot(|c| {
-            let mut s = c
-                .prepare_cached(
-                    "SELECT chain, seq, at, prev_hash, hash FROM links
-                     WHERE (chain, seq) > (?1, ?2) ORDER BY chain, seq LIMIT ?3",
-                )
-                .map_err(db_err)?;
+            let mut s = c.prepare_cached(WALK_LINKS).map_err(db_err)?;
             let heads = s
                 .query_map(params![a_chain, a_seq, i64::from(limit)], |r| {
                     Ok((
@@ -501,16 +525,7 @@ impl AuditLog for SqliteStore {
             // later one in its chain keeps having one: purges never delete
             // a chain's last link.
             let found = self.engine.read(|c| {
-                let mut s = c
-                    .prepare_cached(
-                        "SELECT l.rowid, l.at, l.chain, l.seq,
-                                EXISTS (SELECT 1 FROM links AS n
-                                        WHERE n.chain = l.chain AND n.seq > l.seq)
-                         FROM links AS l INDEXED BY links_at
-                         WHERE l.at < ?1 AND (l.at, l.rowid) > (?2, ?3)
-                         ORDER BY l.at, l.rowid LIMIT ?4",
-                    )
-                    .map_err(db_err)?;
+                let mut s = c.prepare_cached(PURGE_FIND).map_err(db_err)?;
                 let rows = s
                     .query_map(params![before, cursor.0, cursor.1, PURGE_STEP], |r| {
                         Ok((
@@ -536,18 +551,9 @@ impl AuditLog for SqliteStore {
                 total += self
                     .engine
                     .write(move |tx| {
-                        let mut links = tx
-                            .conn
-                            .prepare_cached(
-                                "DELETE FROM links WHERE rowid = ?1 AND chain = ?2 AND seq = ?3",
-                            )
-                            .map_err(db_err)?;
-                        let mut events = tx
-                            .conn
-                            .prepare_cached(
-                                "DELETE FROM events WHERE at = ?1 AND chain = ?2 AND seq = ?3",
-                            )
-                            .map_err(db_err)?;
+                        let mut links = tx.conn.prepare_cached(PURGE_LINK).map_err(db_err)?;
+                        let mut events =
+                            tx.conn.prepare_cached(PURGE_LINK_EVENTS).map_err(db_err)?;
                         let mut n = 0u64;
                         for (rowid, t, chain, seq) in &doomed {
                             let gone = links.execute(params![rowid, chain, seq]).map_err(db_err)?;

@@ -11,6 +11,18 @@ use crate::error::{corrupt, db_err};
 use crate::rows::{int, ms, uint};
 use crate::SqliteStore;
 
+const NEWEST_ATTEMPT: &str =
+    "SELECT attempt, request_hash, created_at, lease_until, state, status, content_type, body
+     FROM idempotency WHERE scope = ?1 AND key = ?2 ORDER BY attempt DESC LIMIT 1";
+
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)";
+
+const PURGE_ATTEMPTS: &str = "DELETE FROM idempotency WHERE (scope, key, attempt) IN (
+     SELECT scope, key, attempt FROM idempotency INDEXED BY idempotency_created
+     WHERE created_at < ?1 LIMIT ?2)";
+
 const IN_PROGRESS: i64 = 0;
 const COMPLETED: i64 = 1;
 const RELEASED: i64 = 2;
@@ -28,30 +40,27 @@ struct Newest {
 }
 
 fn newest(c: &Connection, scope: &str, key: &str) -> Result<Option<Newest>, StoreError> {
-    c.prepare_cached(
-        "SELECT attempt, request_hash, created_at, lease_until, state, status, content_type, body
-         FROM idempotency WHERE scope = ?1 AND key = ?2 ORDER BY attempt DESC LIMIT 1",
-    )
-    .and_then(|mut s| {
-        s.query_row([scope, key], |r| {
-            let status: Option<i64> = r.get(5)?;
-            let content_type: Option<String> = r.get(6)?;
-            let body: Option<Vec<u8>> = r.get(7)?;
-            Ok(Newest {
-                attempt: r.get(0)?,
-                request_hash: r.get(1)?,
-                created_at: r.get(2)?,
-                lease_until: r.get(3)?,
-                state: r.get(4)?,
-                response: match (status, content_type, body) {
-                    (Some(s), Some(c), Some(b)) => Some((s, c, b)),
-                    _ => None,
-                },
+    c.prepare_cached(NEWEST_ATTEMPT)
+        .and_then(|mut s| {
+            s.query_row([scope, key], |r| {
+                let status: Option<i64> = r.get(5)?;
+                let content_type: Option<String> = r.get(6)?;
+                let body: Option<Vec<u8>> = r.get(7)?;
+                Ok(Newest {
+                    attempt: r.get(0)?,
+                    request_hash: r.get(1)?,
+                    created_at: r.get(2)?,
+                    lease_until: r.get(3)?,
+                    state: r.get(4)?,
+                    response: match (status, content_type, body) {
+                        (Some(s), Some(c), Some(b)) => Some((s, c, b)),
+                        _ => None,
+                    },
+                })
             })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(db_err)
+        .map_err(db_err)
 }
 
 fn response(n: Newest) -> Result<StoredResponse, StoreError> {
@@ -66,25 +75,49 @@ fn response(n: Newest) -> Result<StoredResponse, StoreError> {
     })
 }
 
-/// Changes the state of `lease`'s attempt if it is the newest and still in
-/// progress. Returns whether it did.
+/// Statements that change `lease`'s attempt (`?3`) if it is the newest
+/// and still in progress.
+macro_rules! if_newest_in_progress {
+    ($set:literal) => {
+        concat!(
+            "UPDATE idempotency SET ",
+            $set,
+            " WHERE scope = ?1 AND key = ?2 AND attempt = ?3 AND state = 0
+               AND NOT EXISTS (SELECT 1 FROM idempotency
+                               WHERE scope = ?1 AND key = ?2 AND attempt > ?3)"
+        )
+    };
+}
+
+const RENEW: &str = if_newest_in_progress!("lease_until = ?4");
+const COMPLETE: &str =
+    if_newest_in_progress!("state = 1, status = ?4, content_type = ?5, body = ?6");
+const RELEASE: &str = if_newest_in_progress!("state = 2");
+
+/// Every statement of this module, for the plan checks.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("NEWEST_ATTEMPT", NEWEST_ATTEMPT),
+    ("INSERT_ATTEMPT", INSERT_ATTEMPT),
+    ("PURGE_ATTEMPTS", PURGE_ATTEMPTS),
+    ("RENEW", RENEW),
+    ("COMPLETE", COMPLETE),
+    ("RELEASE", RELEASE),
+];
+
+/// Runs one of [`RENEW`], [`COMPLETE`], [`RELEASE`]; whether it changed
+/// the attempt.
 fn finish(
     c: &Connection,
+    sql: &str,
     scope: &str,
     key: &str,
     attempt: i64,
-    set: &str,
     extra: &[&dyn rusqlite::ToSql],
 ) -> Result<bool, StoreError> {
-    let sql = format!(
-        "UPDATE idempotency SET {set}
-         WHERE scope = ?1 AND key = ?2 AND attempt = ?3 AND state = {IN_PROGRESS}
-           AND NOT EXISTS (SELECT 1 FROM idempotency
-                           WHERE scope = ?1 AND key = ?2 AND attempt > ?3)"
-    );
     let mut args: Vec<&dyn rusqlite::ToSql> = vec![&scope, &key, &attempt];
     args.extend_from_slice(extra);
-    c.prepare_cached(&sql)
+    c.prepare_cached(sql)
         .and_then(|mut s| s.execute(args.as_slice()))
         .map(|n| n == 1)
         .map_err(db_err)
@@ -118,11 +151,10 @@ impl IdempotencyStore for SqliteStore {
                     Some(n) => (n.attempt + 1, n.created_at),
                 };
                 tx.conn
-                    .prepare_cached(
-                        "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
-                    )
-                    .and_then(|mut s| s.execute(params![scope, key, attempt, hash, created_at, until]))
+                    .prepare_cached(INSERT_ATTEMPT)
+                    .and_then(|mut s| {
+                        s.execute(params![scope, key, attempt, hash, created_at, until])
+                    })
                     .map_err(db_err)?;
                 Ok(Claim::Acquired(Lease {
                     attempt: uint(attempt, "attempt")?,
@@ -142,16 +174,7 @@ impl IdempotencyStore for SqliteStore {
         let attempt = int(lease.attempt, "attempt")?;
         let until = ms(lease_until);
         self.engine
-            .write(move |tx| {
-                finish(
-                    tx.conn,
-                    &scope,
-                    &key,
-                    attempt,
-                    "lease_until = ?4",
-                    &[&until],
-                )
-            })
+            .write(move |tx| finish(tx.conn, RENEW, &scope, &key, attempt, &[&until]))
             .await
     }
 
@@ -170,10 +193,10 @@ impl IdempotencyStore for SqliteStore {
                 let status = i64::from(r.status);
                 finish(
                     tx.conn,
+                    COMPLETE,
                     &scope,
                     &key,
                     attempt,
-                    "state = 1, status = ?4, content_type = ?5, body = ?6",
                     &[&status, &r.content_type, &r.body],
                 )
             })
@@ -184,7 +207,7 @@ impl IdempotencyStore for SqliteStore {
         let (scope, key) = (scope.to_owned(), key.to_owned());
         let attempt = int(lease.attempt, "attempt")?;
         self.engine
-            .write(move |tx| finish(tx.conn, &scope, &key, attempt, "state = 2", &[]))
+            .write(move |tx| finish(tx.conn, RELEASE, &scope, &key, attempt, &[]))
             .await
     }
 
@@ -197,11 +220,7 @@ impl IdempotencyStore for SqliteStore {
                 .write(move |tx| {
                     let n = tx
                         .conn
-                        .prepare_cached(
-                            "DELETE FROM idempotency WHERE (scope, key, attempt) IN (
-                                 SELECT scope, key, attempt FROM idempotency INDEXED BY idempotency_created
-                                 WHERE created_at < ?1 LIMIT ?2)",
-                        )
+                        .prepare_cached(PURGE_ATTEMPTS)
                         .and_then(|mut s| s.execute(params![before, PURGE_STEP]))
                         .map_err(db_err)? as u64;
                     tx.after.vacuum |= n > 0;

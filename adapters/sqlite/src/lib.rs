@@ -30,6 +30,8 @@ mod engine;
 mod error;
 mod idempotency;
 mod options;
+#[cfg(test)]
+mod plans;
 mod rows;
 mod schema;
 mod small;

@@ -14,6 +14,43 @@ use crate::error::db_err;
 use crate::rows::{at, binding, int, ms, uint, user};
 use crate::SqliteStore;
 
+const TAKE_SLOT: &str = "INSERT INTO rate_windows (expires_at, key, taken) VALUES (?1, ?2, 1)
+     ON CONFLICT (expires_at, key) DO UPDATE SET taken = taken + 1
+     WHERE taken < ?3
+     RETURNING taken";
+
+const IS_SEEN: &str =
+    "SELECT 1 FROM seen_ids WHERE namespace = ?1 AND id = ?2 AND expires_at >= ?3";
+
+const MARK_SEEN: &str = "INSERT INTO seen_ids (namespace, id, expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (namespace, id) DO UPDATE SET expires_at = excluded.expires_at
+     WHERE seen_ids.expires_at < ?4";
+
+const REPLACE_KEY: &str =
+    "UPDATE data_keys SET master_key_id = ?2, wrapped = ?3, version = ?4, created_at = ?5
+     WHERE owner = ?1 AND version = ?6";
+
+const DELETE_KEY: &str = "DELETE FROM data_keys WHERE owner = ?1";
+
+const ADD_REVIEW: &str = "INSERT INTO review_queue (binding, user, since) VALUES (?1, ?2, ?3)
+     ON CONFLICT DO NOTHING";
+
+const GET_REVIEW: &str = "SELECT user, since FROM review_queue WHERE binding = ?1";
+
+const REMOVE_REVIEW: &str = "DELETE FROM review_queue WHERE binding = ?1";
+
+const LIST_REVIEW: &str = "SELECT binding, user, since FROM review_queue WHERE binding > ?1
+     ORDER BY binding LIMIT ?2";
+
+const PURGE_WINDOWS: &str = "DELETE FROM rate_windows WHERE (expires_at, key) IN (
+     SELECT expires_at, key FROM rate_windows WHERE expires_at < ?1 LIMIT ?2)
+     RETURNING taken";
+
+const PURGE_SEEN: &str = "DELETE FROM seen_ids WHERE (namespace, id) IN (
+     SELECT namespace, id FROM seen_ids INDEXED BY seen_ids_expiry
+     WHERE expires_at < ?1 LIMIT ?2)
+     RETURNING 1";
+
 /// Rows deleted per purge step (one writer job each).
 const PURGE_STEP: i64 = 2000;
 
@@ -63,15 +100,7 @@ impl RateLimiter for SqliteStore {
             .write(move |tx| {
                 // A window is keyed by its end and its key: the windows in
                 // force are one narrow range of the table, whatever it holds.
-                let mut s = tx
-                    .conn
-                    .prepare_cached(
-                        "INSERT INTO rate_windows (expires_at, key, taken) VALUES (?1, ?2, 1)
-                         ON CONFLICT (expires_at, key) DO UPDATE SET taken = taken + 1
-                         WHERE taken < ?3
-                         RETURNING taken",
-                    )
-                    .map_err(db_err)?;
+                let mut s = tx.conn.prepare_cached(TAKE_SLOT).map_err(db_err)?;
                 windows
                     .iter()
                     .map(|(expires_at, key, limit)| {
@@ -93,13 +122,7 @@ impl RateLimiter for SqliteStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.purge_in_steps(
-            "DELETE FROM rate_windows WHERE (expires_at, key) IN (
-                 SELECT expires_at, key FROM rate_windows WHERE expires_at < ?1 LIMIT ?2)
-             RETURNING taken",
-            ms(now),
-        )
-        .await
+        self.purge_in_steps(PURGE_WINDOWS, ms(now)).await
     }
 }
 
@@ -107,11 +130,9 @@ impl RateLimiter for SqliteStore {
 impl SeenIds for SqliteStore {
     async fn seen(&self, namespace: &str, id: &str, now: Timestamp) -> Result<bool, StoreError> {
         self.engine.read(|c| {
-            c.prepare_cached(
-                "SELECT 1 FROM seen_ids WHERE namespace = ?1 AND id = ?2 AND expires_at >= ?3",
-            )
-            .and_then(|mut s| s.exists(params![namespace, id, ms(now)]))
-            .map_err(db_err)
+            c.prepare_cached(IS_SEEN)
+                .and_then(|mut s| s.exists(params![namespace, id, ms(now)]))
+                .map_err(db_err)
         })
     }
 
@@ -127,11 +148,7 @@ impl SeenIds for SqliteStore {
         self.engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached(
-                        "INSERT INTO seen_ids (namespace, id, expires_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (namespace, id) DO UPDATE SET expires_at = excluded.expires_at
-                         WHERE seen_ids.expires_at < ?4",
-                    )
+                    .prepare_cached(MARK_SEEN)
                     .and_then(|mut s| s.execute(params![ns, id, exp, now]))
                     .map(|n| n == 1)
                     .map_err(db_err)
@@ -140,14 +157,7 @@ impl SeenIds for SqliteStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.purge_in_steps(
-            "DELETE FROM seen_ids WHERE (namespace, id) IN (
-                 SELECT namespace, id FROM seen_ids INDEXED BY seen_ids_expiry
-                 WHERE expires_at < ?1 LIMIT ?2)
-             RETURNING 1",
-            ms(now),
-        )
-        .await
+        self.purge_in_steps(PURGE_SEEN, ms(now)).await
     }
 }
 
@@ -167,17 +177,41 @@ fn into_key(
     })
 }
 
-const KEY_COLUMNS: &str = "owner, master_key_id, wrapped, version, created_at";
+const GET_KEY: &str =
+    "SELECT owner, master_key_id, wrapped, version, created_at FROM data_keys WHERE owner = ?1";
+
+const PUT_KEY: &str = "INSERT INTO data_keys (owner, master_key_id, wrapped, version, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING";
+
+const LIST_KEYS: &str = "SELECT owner, master_key_id, wrapped, version, created_at FROM data_keys
+     WHERE owner > ?1 ORDER BY owner LIMIT ?2";
+
+/// Every statement of this module, for the plan checks.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("TAKE_SLOT", TAKE_SLOT),
+    ("PURGE_WINDOWS", PURGE_WINDOWS),
+    ("IS_SEEN", IS_SEEN),
+    ("MARK_SEEN", MARK_SEEN),
+    ("PURGE_SEEN", PURGE_SEEN),
+    ("GET_KEY", GET_KEY),
+    ("PUT_KEY", PUT_KEY),
+    ("REPLACE_KEY", REPLACE_KEY),
+    ("DELETE_KEY", DELETE_KEY),
+    ("LIST_KEYS", LIST_KEYS),
+    ("ADD_REVIEW", ADD_REVIEW),
+    ("GET_REVIEW", GET_REVIEW),
+    ("REMOVE_REVIEW", REMOVE_REVIEW),
+    ("LIST_REVIEW", LIST_REVIEW),
+];
 
 #[async_trait]
 impl DataKeyStore for SqliteStore {
     async fn get(&self, owner: &str) -> Result<Option<WrappedKey>, StoreError> {
         let row = self.engine.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM data_keys WHERE owner = ?1"
-            ))
-            .and_then(|mut s| s.query_row([owner], wrapped_key).optional())
-            .map_err(db_err)
+            c.prepare_cached(GET_KEY)
+                .and_then(|mut s| s.query_row([owner], wrapped_key).optional())
+                .map_err(db_err)
         })?;
         row.map(into_key).transpose()
     }
@@ -189,10 +223,7 @@ impl DataKeyStore for SqliteStore {
             .engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached(&format!(
-                        "INSERT INTO data_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT DO NOTHING"
-                    ))
+                    .prepare_cached(PUT_KEY)
                     .and_then(|mut s| {
                         s.execute(params![
                             k.owner,
@@ -204,9 +235,7 @@ impl DataKeyStore for SqliteStore {
                     })
                     .map_err(db_err)?;
                 tx.conn
-                    .prepare_cached(&format!(
-                        "SELECT {KEY_COLUMNS} FROM data_keys WHERE owner = ?1"
-                    ))
+                    .prepare_cached(GET_KEY)
                     .and_then(|mut s| s.query_row([&k.owner], wrapped_key))
                     .map_err(db_err)
             })
@@ -222,10 +251,7 @@ impl DataKeyStore for SqliteStore {
             .write(move |tx| {
                 let n = tx
                     .conn
-                    .prepare_cached(
-                        "UPDATE data_keys SET master_key_id = ?2, wrapped = ?3, version = ?4, created_at = ?5
-                         WHERE owner = ?1 AND version = ?6",
-                    )
+                    .prepare_cached(REPLACE_KEY)
                     .and_then(|mut s| {
                         s.execute(params![
                             k.owner,
@@ -253,7 +279,7 @@ impl DataKeyStore for SqliteStore {
             .write(move |tx| {
                 let n = tx
                     .conn
-                    .prepare_cached("DELETE FROM data_keys WHERE owner = ?1")
+                    .prepare_cached(DELETE_KEY)
                     .and_then(|mut s| s.execute([owner]))
                     .map_err(db_err)?;
                 // secure_delete zeroes the row in its page; the WAL's older
@@ -271,11 +297,7 @@ impl DataKeyStore for SqliteStore {
         }
         let after = after.unwrap_or_default();
         let rows = self.engine.read(|c| {
-            let mut s = c
-                .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM data_keys WHERE owner > ?1 ORDER BY owner LIMIT ?2"
-                ))
-                .map_err(db_err)?;
+            let mut s = c.prepare_cached(LIST_KEYS).map_err(db_err)?;
             let rows = s
                 .query_map(params![after, i64::from(limit)], wrapped_key)
                 .map_err(db_err)?;
@@ -296,10 +318,7 @@ impl ReviewQueue for SqliteStore {
         self.engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached(
-                        "INSERT INTO review_queue (binding, user, since) VALUES (?1, ?2, ?3)
-                         ON CONFLICT DO NOTHING",
-                    )
+                    .prepare_cached(ADD_REVIEW)
                     .and_then(|mut s| s.execute(params![b, u, since]))
                     .map(|_| ())
                     .map_err(db_err)
@@ -309,7 +328,7 @@ impl ReviewQueue for SqliteStore {
 
     async fn get(&self, binding_id: &BindingId) -> Result<Option<ReviewEntry>, StoreError> {
         let row = self.engine.read(|c| {
-            c.prepare_cached("SELECT user, since FROM review_queue WHERE binding = ?1")
+            c.prepare_cached(GET_REVIEW)
                 .and_then(|mut s| {
                     s.query_row([binding_id.as_str()], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
@@ -333,7 +352,7 @@ impl ReviewQueue for SqliteStore {
         self.engine
             .write(move |tx| {
                 tx.conn
-                    .prepare_cached("DELETE FROM review_queue WHERE binding = ?1")
+                    .prepare_cached(REMOVE_REVIEW)
                     .and_then(|mut s| s.execute([b]))
                     .map(|_| ())
                     .map_err(db_err)
@@ -351,12 +370,7 @@ impl ReviewQueue for SqliteStore {
         }
         let after = after.map(|b| b.as_str().to_owned()).unwrap_or_default();
         let rows = self.engine.read(|c| {
-            let mut s = c
-                .prepare_cached(
-                    "SELECT binding, user, since FROM review_queue WHERE binding > ?1
-                     ORDER BY binding LIMIT ?2",
-                )
-                .map_err(db_err)?;
+            let mut s = c.prepare_cached(LIST_REVIEW).map_err(db_err)?;
             let rows = s
                 .query_map(params![after, i64::from(limit)], |r| {
                     Ok((
