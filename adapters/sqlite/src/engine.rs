@@ -3,12 +3,14 @@
 //! thread, and a checkpointer thread. See the crate docs for why.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cardbind_ports::StoreError;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
@@ -110,6 +112,12 @@ enum Role {
 
 fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), StoreError> {
     conn.busy_timeout(o.busy_timeout).map_err(db_err)?;
+    // Plans never depend on bound values (they are checked by a test).
+    // Without this, SQLite marks statements with `LIMIT ?` or `x = ?` for
+    // re-preparation on every new binding, and the statement cache clears
+    // bindings on every use: each call would parse its SQL again.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     let cache_kib = match role {
         Role::Writer => o.writer_cache_kib(),
@@ -148,12 +156,22 @@ fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), Sto
     Ok(())
 }
 
+/// Counters of the writer, for metrics and benchmarks.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub groups: AtomicU64,
+    pub writes: AtomicU64,
+    /// Time the writer spent running groups (statements and commits), ns.
+    pub busy_ns: AtomicU64,
+}
+
 /// The running store: a handle to the writer's queue and the readers.
 pub(crate) struct Engine {
     jobs: mpsc::Sender<Box<dyn Job>>,
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
     opener: Opener,
+    pub(crate) counters: Arc<Counters>,
     // Declared last: dropped after `jobs`, so the writer sees its queue
     // closed and finishes before it is joined.
     _threads: Threads,
@@ -202,9 +220,11 @@ impl Engine {
         let (ctl_tx, ctl_rx) = std_mpsc::channel::<Ctl>();
         let max_batch = options.max_batch.max(1);
         let writer_ctl = ctl_tx.clone();
+        let counters = Arc::new(Counters::default());
+        let writer_counters = counters.clone();
         let writer_thread = std::thread::Builder::new()
             .name("cardbind-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, max_batch, writer_ctl))
+            .spawn(move || writer_loop(writer, rx, max_batch, writer_ctl, &writer_counters))
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         let interval = options.checkpoint_interval;
         let restart_pages = options.wal_restart_pages;
@@ -217,6 +237,7 @@ impl Engine {
             readers: Mutex::new(readers),
             max_readers: options.readers.max(1),
             opener,
+            counters,
             _threads: Threads {
                 writer: Some(writer_thread),
                 checkpointer: Some(checkpointer_thread),
@@ -320,6 +341,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     ctl: std_mpsc::Sender<Ctl>,
+    counters: &Counters,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -331,7 +353,15 @@ fn writer_loop(
             }
         }
         let mut after = AfterCommit::default();
+        let started = Instant::now();
         let committed = run_group(&conn, &mut batch, &mut after);
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if committed.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }

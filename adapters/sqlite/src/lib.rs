@@ -37,7 +37,9 @@ mod schema;
 mod small;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cardbind_ports::audit::AuditLog;
 use cardbind_ports::store::{
@@ -75,6 +77,18 @@ pub struct SqliteStore {
     engine: Arc<Engine>,
 }
 
+/// Counters of the writer thread (for metrics): `writes / groups` is the
+/// mean number of writes that shared one transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (or failed).
+    pub groups: u64,
+    /// Writes run in them.
+    pub writes: u64,
+    /// Time spent running them.
+    pub busy: Duration,
+}
+
 /// Every port of one store, as the composition root hands them out.
 #[derive(Clone)]
 pub struct SqlitePorts {
@@ -96,6 +110,16 @@ impl SqliteStore {
         Ok(SqliteStore {
             engine: Engine::open(path.as_ref(), options)?,
         })
+    }
+
+    /// What the writer has done since the store was opened.
+    pub fn writer_stats(&self) -> WriterStats {
+        let c = &self.engine.counters;
+        WriterStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(c.busy_ns.load(Ordering::Relaxed)),
+        }
     }
 
     /// Every port, sharing this store's connections.

@@ -23,9 +23,9 @@ pub enum Durability {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqliteOptions {
     pub durability: Durability,
-    /// SQLite's page cache, MiB, over all connections (the writer gets
-    /// half, the readers share the rest). Pages beyond it are read from
-    /// the OS's file cache, which does not count in the process's memory.
+    /// The writer's page cache, MiB (each reader has 1 MiB more). Pages
+    /// beyond it are read from the OS's file cache, which does not count in
+    /// the process's memory.
     pub cache_mib: u32,
     /// Reader connections kept open.
     pub readers: usize,
@@ -63,10 +63,13 @@ impl Default for SqliteOptions {
 
 impl SqliteOptions {
     pub(crate) fn writer_cache_kib(&self) -> u64 {
-        (u64::from(self.cache_mib) * 1024 / 2).max(1024)
+        (u64::from(self.cache_mib) * 1024).max(1024)
     }
 
+    /// A reader's cache is emptied by SQLite whenever another connection
+    /// has committed since its last read, which is nearly always while
+    /// binds are coming in: a large one would only cost its emptying.
     pub(crate) fn reader_cache_kib(&self) -> u64 {
-        (u64::from(self.cache_mib) * 1024 / 2 / self.readers.max(1) as u64).max(512)
+        1024
     }
 }
