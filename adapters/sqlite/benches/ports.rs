@@ -4,8 +4,9 @@
 //!
 //! `cargo bench -p cardbind-sqlite --bench ports`
 //!
-//! Seeded files are kept in `target/cardbind-bench/` and reused (delete
-//! them to seed again). `CARDBIND_BENCH_SIZES=1000,100000` picks sizes.
+//! Seeded files are kept in `target/cardbind-bench/` (or
+//! `CARDBIND_BENCH_DIR`) and reused: delete them to seed again. A million
+//! users take about 4.5 GB. `CARDBIND_BENCH_SIZES=1000,100000` picks sizes.
 //! After each size it prints the file's size and the process's memory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -230,7 +231,10 @@ fn runtime() -> tokio::runtime::Runtime {
 const FRESH: u64 = 1 << 40;
 
 fn seeded(size: u64, rt: &tokio::runtime::Runtime) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cardbind-bench");
+    let dir = std::env::var_os("CARDBIND_BENCH_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cardbind-bench"),
+        PathBuf::from,
+    );
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!(
         "seed-{size}-v{}.sqlite3",

@@ -718,7 +718,7 @@ async fn rate_takes_racing_hold_the_limit() {
         expires_at: t(120),
     };
     assert_eq!(
-        s.rates.take(&[later.clone()], t(61)).await,
+        s.rates.take(std::slice::from_ref(&later), t(61)).await,
         Ok(vec![RateTake::Taken(1)])
     );
     // 11 + 25 slots of windows that ended at 60; the later one stays.
