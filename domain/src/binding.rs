@@ -29,6 +29,7 @@ pub use crate::failure::{ChannelCode, FailureReason};
 pub use crate::ids::{BindingId, ChannelName, Fingerprint, UserId};
 use crate::rules::VerificationPolicy;
 use crate::time::Timestamp;
+use crate::wallet::CardToBind;
 
 /// What may be shown of a card: brand, first six, last four, expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,8 +145,10 @@ pub struct BindingParts {
     pub failure: Option<FailureReason>,
     pub otp_attempts: u32,
     pub verification_expires_at: Option<Timestamp>,
-    /// Which sealed card data belongs to the binding: 1 on the first bind,
-    /// one more on every bind again (each generation is sealed anew).
+    /// Which sealed card data belongs to the binding: each bind (and bind
+    /// again) seals the data anew under a generation number of its own,
+    /// chosen by the request, so that data a failed attempt left behind
+    /// never stands in the way of the next.
     pub data_generation: u32,
     /// The consent of every bind of this card, oldest first; the last one
     /// is the current.
@@ -196,28 +199,25 @@ impl Binding {
 
     /// A new binding reserved before the channel is asked.
     pub fn reserve(
-        id: BindingId,
         user_id: UserId,
-        fingerprint: Fingerprint,
-        card: CardSummary,
-        consent: ConsentRecord,
+        card: CardToBind,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Binding {
         Binding(BindingParts {
-            id,
+            id: card.new_id,
             user_id,
-            fingerprint,
-            card,
-            channel: consent.channel.clone(),
+            fingerprint: card.fingerprint,
+            card: card.card,
+            channel: card.consent.channel.clone(),
             channel_ref: None,
             next_action: None,
             status: BindingStatus::PendingVerification,
             failure: None,
             otp_attempts: 0,
             verification_expires_at: Some(now.plus_seconds(policy.window_seconds)),
-            data_generation: 1,
-            consents: vec![consent],
+            data_generation: card.generation,
+            consents: vec![card.consent],
             created_at: now,
             updated_at: now,
             activated_at: None,
@@ -265,6 +265,7 @@ impl Binding {
         &mut self,
         card: CardSummary,
         consent: ConsentRecord,
+        generation: u32,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Result<(), Clash> {
@@ -283,7 +284,7 @@ impl Binding {
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         self.0.activated_at = None;
-        self.0.data_generation = self.0.data_generation.saturating_add(1);
+        self.0.data_generation = generation;
         Ok(())
     }
 
@@ -471,16 +472,19 @@ mod tests {
     pub(crate) fn sample(id: &str, now: Timestamp) -> Binding {
         let pan = CardNumber::parse("4111111111111111").unwrap();
         Binding::reserve(
-            BindingId::parse(id).unwrap(),
             UserId::parse("u1").unwrap(),
-            Fingerprint::new(1, format!("{:0>8}", id.len())),
-            CardSummary {
-                brand: pan.brand(),
-                bin: pan.bin().to_owned(),
-                last4: pan.last4().to_owned(),
-                expiry: Expiry::restore(12, 2030).unwrap(),
+            CardToBind {
+                new_id: BindingId::parse(id).unwrap(),
+                fingerprint: Fingerprint::new(1, format!("{:0>8}", id.len())),
+                card: CardSummary {
+                    brand: pan.brand(),
+                    bin: pan.bin().to_owned(),
+                    last4: pan.last4().to_owned(),
+                    expiry: Expiry::restore(12, 2030).unwrap(),
+                },
+                consent: consent(now),
+                generation: 1,
             },
-            consent(now),
             now,
             &VerificationPolicy::default(),
         )
@@ -588,15 +592,15 @@ mod tests {
         assert!(!b.unbind(now, "alice").unwrap());
         assert_eq!(b.consent().unwrap().revoked_by.as_deref(), Some("alice"));
         let card = b.card.clone();
-        b.rebind(card, consent(now), now, &VerificationPolicy::default())
+        b.rebind(card, consent(now), 2, now, &VerificationPolicy::default())
             .unwrap();
         assert_eq!(b.status, BindingStatus::PendingVerification);
         assert_eq!(b.channel_ref, None);
-        assert_eq!(b.data_generation, 2);
+        assert_eq!(b.data_generation, 2, "the generation the request chose");
         assert_eq!(b.consents.len(), 2);
         assert!(b.consent().unwrap().revoked_at.is_none());
         let card = b.card.clone();
-        let e = b.rebind(card, consent(now), now, &VerificationPolicy::default());
+        let e = b.rebind(card, consent(now), 2, now, &VerificationPolicy::default());
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
     }
 

@@ -360,11 +360,39 @@ any_from!(
     Unprocessable(Declined)
 );
 
-/// A refusal by a card's state or a wallet rule: 404 (no such card), 409
-/// (wrong state) or 422 (a limit or a failed verification).
+/// A refusal about one card: 404 (no such card) or 409 (its state does not
+/// allow it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateRefusal {
+    NotFound(Missing),
+    Conflict(Clash),
+}
+
+impl StateRefusal {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StateRefusal::NotFound(r) => r.code,
+            StateRefusal::Conflict(r) => r.code,
+        }
+    }
+}
+
+impl From<Missing> for StateRefusal {
+    fn from(r: Missing) -> Self {
+        StateRefusal::NotFound(r)
+    }
+}
+impl From<Clash> for StateRefusal {
+    fn from(r: Clash) -> Self {
+        StateRefusal::Conflict(r)
+    }
+}
+
+/// A refusal by a wallet rule or a card's state machine when binding or
+/// verifying: 409 (the card's state does not allow it) or 422 (a limit, a
+/// closed window, a wrong code).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleRefusal {
-    NotFound(Missing),
     Conflict(Clash),
     Unprocessable(Declined),
 }
@@ -372,18 +400,12 @@ pub enum RuleRefusal {
 impl RuleRefusal {
     pub fn code(&self) -> ErrorCode {
         match self {
-            RuleRefusal::NotFound(r) => r.code,
             RuleRefusal::Conflict(r) => r.code,
             RuleRefusal::Unprocessable(r) => r.code,
         }
     }
 }
 
-impl From<Missing> for RuleRefusal {
-    fn from(r: Missing) -> Self {
-        RuleRefusal::NotFound(r)
-    }
-}
 impl From<Clash> for RuleRefusal {
     fn from(r: Clash) -> Self {
         RuleRefusal::Conflict(r)

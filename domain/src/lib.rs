@@ -35,8 +35,8 @@ pub use card::{CardBrand, CardNumber, Cvv, Expiry};
 pub use consent::{ConsentGiven, ConsentRecord};
 pub use error::{
     AnyRefusal, BadRequestCode, Clash, Class, ConflictCode, Declined, Denied, ErrorClass,
-    ErrorCode, ForbiddenCode, Invalid, Missing, NotFoundCode, Refused, RuleRefusal,
-    UnprocessableCode,
+    ErrorCode, ForbiddenCode, Invalid, Missing, NotFoundCode, Refused, RuleRefusal, StateRefusal,
+    TooManyRequestsCode, UnprocessableCode,
 };
 pub use ids::{BindingId, ChannelName, Fingerprint, UserId};
 pub use person::{HolderName, Phone, ResidentId};

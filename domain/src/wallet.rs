@@ -13,7 +13,7 @@
 
 use crate::binding::{Binding, BindingId, BindingStatus, CardSummary, Fingerprint, UserId};
 use crate::consent::ConsentRecord;
-use crate::error::{Clash, ConflictCode, Missing, RuleRefusal};
+use crate::error::{Clash, ConflictCode, Missing, RuleRefusal, StateRefusal};
 use crate::rules::{CardCap, VerificationPolicy};
 use crate::time::Timestamp;
 
@@ -32,6 +32,8 @@ pub struct CardToBind {
     pub fingerprint: Fingerprint,
     pub card: CardSummary,
     pub consent: ConsentRecord,
+    /// The generation its sealed data is stored under.
+    pub generation: u32,
 }
 
 /// How [`Wallet::open`] placed a card.
@@ -161,7 +163,7 @@ impl Wallet {
             }
             Some(b) => {
                 cap.check(live)?;
-                b.rebind(card.card, card.consent, now, policy)?;
+                b.rebind(card.card, card.consent, card.generation, now, policy)?;
                 Ok(Opened::Again(b.id.clone()))
             }
             None => {
@@ -170,15 +172,7 @@ impl Wallet {
                     return Err(Clash::new(ConflictCode::Conflict, "binding id in use").into());
                 }
                 let id = card.new_id.clone();
-                let b = Binding::reserve(
-                    card.new_id,
-                    user,
-                    card.fingerprint,
-                    card.card,
-                    card.consent,
-                    now,
-                    policy,
-                );
+                let b = Binding::reserve(user, card, now, policy);
                 let at = self.bindings.partition_point(|x| x.id < b.id);
                 self.bindings.insert(at, b);
                 Ok(Opened::New(id))
@@ -209,7 +203,7 @@ impl Wallet {
     }
 
     /// Makes an active card the default. Returns whether the pointer moved.
-    pub fn set_default(&mut self, id: &BindingId) -> Result<bool, RuleRefusal> {
+    pub fn set_default(&mut self, id: &BindingId) -> Result<bool, StateRefusal> {
         let b = self.get(id)?;
         if b.status != BindingStatus::Active {
             return Err(
@@ -259,6 +253,7 @@ mod tests {
             }
             .accept(ChannelName::parse("mock").unwrap(), now)
             .unwrap(),
+            generation: i + 1,
         }
     }
 
@@ -266,7 +261,7 @@ mod tests {
         w: &mut Wallet,
         id: &BindingId,
         f: impl FnOnce(&mut Binding) -> Result<T, Clash>,
-    ) -> Result<T, RuleRefusal> {
+    ) -> Result<T, StateRefusal> {
         w.change(id, f)
     }
 

@@ -5,8 +5,8 @@
 use cardbind_domain::card::{luhn_check_digit, luhn_valid};
 use cardbind_domain::{
     Binding, BindingId, BindingStatus, CardBrand, CardCap, CardNumber, CardSummary, CardToBind,
-    ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, RuleRefusal,
-    StartOutcome, Timestamp, UserId, VerificationPolicy, Wallet,
+    ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, StartOutcome,
+    StateRefusal, Timestamp, UserId, VerificationPolicy, Wallet,
 };
 use proptest::prelude::*;
 
@@ -193,6 +193,7 @@ fn card(i: usize, now: Timestamp) -> CardToBind {
         }
         .accept(ChannelName::parse("mock").unwrap(), now)
         .unwrap(),
+        generation: now.unix_millis() as u32,
     }
 }
 
@@ -214,7 +215,7 @@ proptest! {
             let fp = Fingerprint::new(1, format!("{idx:08x}"));
             let id = w.find_card(&fp).map(|b| b.id.clone());
             let change = |w: &mut Wallet, id: &BindingId, f: &dyn Fn(&mut Binding) -> Result<(), Clash>| {
-                let _: Result<(), RuleRefusal> = w.change(id, f);
+                let _: Result<(), StateRefusal> = w.change(id, f);
             };
             match (c, id) {
                 (Cmd::Bind(i), _) => { let _ = w.open(card(i, now), cap, now, &p); }

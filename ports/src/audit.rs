@@ -149,8 +149,9 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-/// Whose chain a link belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Whose chain a link belongs to. Ordered as their stored names are (so
+/// `@system` comes before every user).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ChainId {
     /// A user's wallet.
     User(UserId),
@@ -174,6 +175,18 @@ impl ChainId {
         } else {
             UserId::parse(s).ok().map(ChainId::User)
         }
+    }
+}
+
+impl Ord for ChainId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for ChainId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -356,7 +369,9 @@ pub struct AuditFilter {
 
 impl AuditFilter {
     pub fn matches(&self, link_at: Timestamp, e: &AuditEvent) -> bool {
-        self.user_id.as_ref().is_none_or(|u| e.user_id.as_ref() == Some(u))
+        self.user_id
+            .as_ref()
+            .is_none_or(|u| e.user_id.as_ref() == Some(u))
             && self
                 .binding_id
                 .as_ref()
@@ -377,8 +392,11 @@ pub trait AuditLog: Send + Sync {
     /// Appends `events` as the next link of the service's own chain.
     /// MUST NOT lose or fork the chain under concurrent appends from many
     /// instances (an adapter retries a lost race itself).
-    async fn append_system(&self, events: Vec<AuditEvent>, now: Timestamp)
-        -> Result<(), StoreError>;
+    async fn append_system(
+        &self,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Events matching `filter` (every chain), ordered by [`AuditCursor`],
     /// after `after`, at most `limit`.
@@ -438,11 +456,21 @@ mod tests {
     fn a_chain_verifies_and_an_edit_is_found_where_it_is() {
         let t = |ms| Timestamp::from_unix_millis(ms);
         let chain = ChainId::System;
-        let mut links = vec![next_link(chain.clone(), None, t(10), vec![event(AuditAction::RetentionPurge)])];
+        let mut links = vec![next_link(
+            chain.clone(),
+            None,
+            t(10),
+            vec![event(AuditAction::RetentionPurge)],
+        )];
         for i in 0..4 {
             let prev = links[i].head();
             // A clock behind the previous link does not go backwards.
-            let l = next_link(chain.clone(), Some(&prev), t(5), vec![event(AuditAction::AccessDenied)]);
+            let l = next_link(
+                chain.clone(),
+                Some(&prev),
+                t(5),
+                vec![event(AuditAction::AccessDenied)],
+            );
             assert_eq!(l.at, t(10));
             links.push(l);
         }

@@ -15,8 +15,12 @@ pub trait Clock: Send + Sync {
 pub trait IdGenerator: Send + Sync {
     /// A new binding id, unique across all instances (UUIDs or equivalent).
     fn binding_id(&self) -> BindingId;
-    /// A new opaque id for other records (consents, audit events).
+    /// A new opaque id for other records.
     fn opaque_id(&self) -> String;
+
+    /// A new number for a generation of a binding's sealed data: non-zero,
+    /// and unlikely to repeat for one binding (random).
+    fn data_generation(&self) -> u32;
 }
 
 /// The system clock.

@@ -20,5 +20,7 @@ pub mod error;
 pub mod keys;
 pub mod step_up;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use error::{ChannelError, KeyError, StoreError};

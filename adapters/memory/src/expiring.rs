@@ -1,17 +1,17 @@
-//! Records that expire: rate counters and seen ids.
+//! Records that expire: rate windows and seen ids.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{RateCounter, SeenIds};
+use cardbind_ports::store::{RateLimiter, RateTake, RateWindow, SeenIds};
 use cardbind_ports::StoreError;
 
 use crate::{lock, MemoryStore};
 
-/// Counters by key: (count, expires_at).
+/// Rate windows by key: (slots taken, expires_at).
 #[derive(Default)]
-pub(crate) struct Counters(HashMap<String, (u64, Timestamp)>);
+pub(crate) struct Windows(HashMap<String, (u64, Timestamp)>);
 
 /// Seen ids by (namespace, id): expires_at.
 #[derive(Default)]
@@ -24,22 +24,41 @@ fn alive(expires_at: Timestamp, now: Timestamp) -> bool {
 }
 
 #[async_trait]
-impl RateCounter for MemoryStore {
-    async fn increment(&self, key: &str, expires_at: Timestamp) -> Result<u64, StoreError> {
+impl RateLimiter for MemoryStore {
+    async fn take(
+        &self,
+        windows: &[RateWindow],
+        _now: Timestamp,
+    ) -> Result<Vec<RateTake>, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.rates);
-        let c = t.0.entry(key.to_owned()).or_insert((0, expires_at));
-        c.0 = c.0.saturating_add(1);
-        c.1 = c.1.max(expires_at);
-        Ok(c.0)
+        Ok(windows
+            .iter()
+            .map(|w| {
+                let c = t.0.entry(w.key.clone()).or_insert((0, w.expires_at));
+                c.1 = c.1.max(w.expires_at);
+                if c.0 < w.limit {
+                    c.0 += 1;
+                    RateTake::Taken(c.0)
+                } else {
+                    RateTake::Full
+                }
+            })
+            .collect())
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.rates);
-        let n = t.0.len();
-        t.0.retain(|_, (_, expires_at)| alive(*expires_at, now));
-        Ok((n - t.0.len()) as u64)
+        let mut slots = 0;
+        t.0.retain(|_, (taken, expires_at)| {
+            let keep = alive(*expires_at, now);
+            if !keep {
+                slots += *taken;
+            }
+            keep
+        });
+        Ok(slots)
     }
 }
 

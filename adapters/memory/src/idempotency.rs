@@ -1,15 +1,16 @@
-//! Idempotency records: claims with a lease, completed responses.
+//! Idempotency records: numbered attempts with a lease, completed responses.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{Claim, IdempotencyStore, StoredResponse};
+use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse};
 use cardbind_ports::StoreError;
 
 use crate::{lock, MemoryStore};
 
-struct Record {
+struct Attempt {
+    n: u64,
     request_hash: String,
     created_at: Timestamp,
     state: State,
@@ -17,12 +18,23 @@ struct Record {
 
 enum State {
     InProgress { lease_until: Timestamp },
+    Released,
     Completed(StoredResponse),
 }
 
-/// Records by (scope, key).
+/// Attempts by (scope, key), oldest first.
 #[derive(Default)]
-pub(crate) struct Table(HashMap<(String, String), Record>);
+pub(crate) struct Table(HashMap<(String, String), Vec<Attempt>>);
+
+impl Table {
+    /// The newest attempt of a key, if `lease` names it.
+    fn current(&mut self, scope: &str, key: &str, lease: Lease) -> Option<&mut Attempt> {
+        self.0
+            .get_mut(&(scope.to_owned(), key.to_owned()))
+            .and_then(|a| a.last_mut())
+            .filter(|a| a.n == lease.attempt)
+    }
+}
 
 #[async_trait]
 impl IdempotencyStore for MemoryStore {
@@ -36,30 +48,45 @@ impl IdempotencyStore for MemoryStore {
     ) -> Result<Claim, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.idempotency);
-        let id = (scope.to_owned(), key.to_owned());
-        let Some(r) = t.0.get_mut(&id) else {
-            t.0.insert(
-                id,
-                Record {
-                    request_hash: request_hash.to_owned(),
-                    created_at: now,
-                    state: State::InProgress { lease_until },
-                },
-            );
-            return Ok(Claim::Acquired);
+        let attempts = t.0.entry((scope.to_owned(), key.to_owned())).or_default();
+        let next = match attempts.last() {
+            None => 1,
+            Some(a) if a.request_hash != request_hash => return Ok(Claim::Mismatch),
+            Some(a) => match &a.state {
+                State::Completed(r) => return Ok(Claim::Completed(r.clone())),
+                State::InProgress { lease_until } if *lease_until >= now => {
+                    return Ok(Claim::InProgress)
+                }
+                State::InProgress { .. } | State::Released => a.n + 1,
+            },
         };
-        if r.request_hash != request_hash {
-            return Ok(Claim::Mismatch);
-        }
-        match &mut r.state {
-            State::Completed(resp) => Ok(Claim::Completed(resp.clone())),
-            // The lease runs until `lease_until` inclusive.
-            State::InProgress { lease_until: held } if now <= *held => Ok(Claim::InProgress),
-            State::InProgress { lease_until: held } => {
-                // The holder crashed: take the key over with a new lease.
-                *held = lease_until;
-                Ok(Claim::Acquired)
+        attempts.push(Attempt {
+            n: next,
+            request_hash: request_hash.to_owned(),
+            created_at: now,
+            state: State::InProgress { lease_until },
+        });
+        Ok(Claim::Acquired(Lease { attempt: next }))
+    }
+
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.check_available()?;
+        let mut t = lock(&self.inner.idempotency);
+        match t.current(scope, key, lease) {
+            Some(Attempt {
+                state: State::InProgress { lease_until: l },
+                ..
+            }) => {
+                *l = (*l).max(lease_until);
+                Ok(true)
             }
+            _ => Ok(false),
         }
     }
 
@@ -67,33 +94,42 @@ impl IdempotencyStore for MemoryStore {
         &self,
         scope: &str,
         key: &str,
+        lease: Lease,
         response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.idempotency);
-        // A key that is gone (released, purged) stays gone: there is no
-        // request hash to store the response under.
-        if let Some(r) = t.0.get_mut(&(scope.to_owned(), key.to_owned())) {
-            r.state = State::Completed(response.clone());
+        match t.current(scope, key, lease) {
+            Some(a) if matches!(a.state, State::InProgress { .. }) => {
+                a.state = State::Completed(response.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
-    async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
+    async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.idempotency);
-        let id = (scope.to_owned(), key.to_owned());
-        if matches!(t.0.get(&id), Some(r) if matches!(r.state, State::InProgress { .. })) {
-            t.0.remove(&id);
+        match t.current(scope, key, lease) {
+            Some(a) if matches!(a.state, State::InProgress { .. }) => {
+                a.state = State::Released;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.idempotency);
-        let n = t.0.len();
-        t.0.retain(|_, r| r.created_at >= before);
-        Ok((n - t.0.len()) as u64)
+        let mut n = 0;
+        t.0.retain(|_, attempts| {
+            let len = attempts.len();
+            attempts.retain(|a| a.created_at >= before);
+            n += (len - attempts.len()) as u64;
+            !attempts.is_empty()
+        });
+        Ok(n)
     }
 }

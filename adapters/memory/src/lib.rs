@@ -1,51 +1,39 @@
 //! # cardbind-memory
 //!
-//! In-memory implementations of every storage port of `cardbind-ports`
-//! ([`BindingStore`], [`IdempotencyStore`], [`RateCounter`], [`ConsentLog`],
-//! [`SeenIds`], [`DataKeyStore`]) and of the [`AuditLog`], all on one
-//! [`MemoryStore`].
-//!
-//! It is the embedded default (`storage = "memory"`: the service runs with
-//! nothing else installed) and the reference adapter of the contract suite
-//! in `cardbind_ports::testkit`, which every other adapter must also pass.
+//! Every storage port of `cardbind-ports` in memory, on one
+//! [`MemoryStore`]: the reference adapter of the contract suite
+//! (`cardbind_ports::testkit`), which the embedded SQLite store and the
+//! MongoDB store must also pass, and the store of the tests that need no
+//! other (`storage.kind = "memory"`).
 //!
 //! ## Layout
-//! Each port keeps its own table behind its own `std::sync::Mutex`. Every
+//! Each port keeps its own tables behind its own `std::sync::Mutex`. Every
 //! port method takes one lock, does its work synchronously and releases it
-//! before returning: no lock is ever held across an `.await`, and no method
-//! takes two locks, so there is no lock order to get wrong. Holding the lock
-//! for the whole read-check-write is what makes each method one atomic
-//! operation, as the port contracts demand (unique inserts, conditional
-//! updates, claims, increments).
+//! before returning: no lock is held across an `.await`, and no method
+//! takes two locks, so there is no lock order to get wrong. Holding the
+//! lock for the whole read-check-write is what makes each method atomic, as
+//! the contracts demand. Lookups go through ordered indexes kept beside
+//! each table, so no request reads every record.
 //!
 //! ## What it must never do
 //! Persist anything (a restart forgets everything), or be chosen for more
 //! than one instance: its atomicity holds within one process only.
-//!
-//! [`BindingStore`]: cardbind_ports::store::BindingStore
-//! [`IdempotencyStore`]: cardbind_ports::store::IdempotencyStore
-//! [`RateCounter`]: cardbind_ports::store::RateCounter
-//! [`ConsentLog`]: cardbind_ports::store::ConsentLog
-//! [`SeenIds`]: cardbind_ports::store::SeenIds
-//! [`DataKeyStore`]: cardbind_ports::store::DataKeyStore
-//! [`AuditLog`]: cardbind_ports::audit::AuditLog
 
-mod audit;
-mod bindings;
-mod consents;
+mod card_data;
 mod data_keys;
 mod expiring;
 mod idempotency;
+mod review;
+mod wallets;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use cardbind_ports::audit::AuditRecord;
+use cardbind_ports::audit::{ChainId, Link};
 use cardbind_ports::StoreError;
 
 /// Every storage port in memory. Cloning is cheap and clones share the same
-/// data (an `Arc` inside), so one value can be handed out as every
-/// `Arc<dyn Port>` of the composition root.
+/// data, so one value can be handed out as every `Arc<dyn Port>`.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -53,13 +41,14 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    bindings: Mutex<bindings::Table>,
+    chains: Mutex<wallets::Chains>,
+    card_data: Mutex<card_data::Table>,
+    channel_refs: Mutex<card_data::Refs>,
     idempotency: Mutex<idempotency::Table>,
-    rates: Mutex<expiring::Counters>,
+    rates: Mutex<expiring::Windows>,
     seen: Mutex<expiring::Seen>,
-    consents: Mutex<consents::Table>,
     data_keys: Mutex<data_keys::Table>,
-    audit: Mutex<audit::Chain>,
+    review: Mutex<review::Table>,
     /// Test aid: when set, every port method answers `Unavailable`.
     unavailable: AtomicBool,
 }
@@ -78,26 +67,22 @@ impl MemoryStore {
 
     /// **Test aid.** While `true`, every port method fails with
     /// [`StoreError::Unavailable`], as a database that cannot be reached
-    /// would; used to test the `storage_unavailable` paths.
+    /// would.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.inner.unavailable.store(unavailable, Ordering::SeqCst);
     }
 
-    /// **Test and operations aid — never called by the service.** Changes
-    /// the stored audit record `seq` in place with `f`, *without* recomputing
-    /// any hash, exactly as someone editing the database behind the
-    /// service's back would. Used to show that `verify_chain` detects it.
-    /// Returns whether the record existed.
-    pub fn tamper_audit(&self, seq: u64, f: impl FnOnce(&mut AuditRecord)) -> bool {
-        lock(&self.inner.audit).tamper(seq, f)
+    /// **Test aid — never called by the service.** Changes a stored link in
+    /// place with `f` without recomputing any hash, as someone editing the
+    /// database behind the service's back would. Returns whether it existed.
+    pub fn tamper_link(&self, chain: &ChainId, seq: u64, f: impl FnOnce(&mut Link)) -> bool {
+        lock(&self.inner.chains).tamper(chain, seq, f)
     }
 
-    /// **Test and operations aid — never called by the service.** Removes
-    /// the stored audit record `seq` without touching its neighbours, which
-    /// leaves a gap in the chain that `verify_chain` reports. Returns whether
-    /// the record existed.
-    pub fn delete_audit(&self, seq: u64) -> bool {
-        lock(&self.inner.audit).delete(seq)
+    /// **Test aid — never called by the service.** Removes a stored link,
+    /// leaving a gap in its chain. Returns whether it existed.
+    pub fn delete_link(&self, chain: &ChainId, seq: u64) -> bool {
+        lock(&self.inner.chains).delete(chain, seq)
     }
 
     fn check_available(&self) -> Result<(), StoreError> {
@@ -119,7 +104,7 @@ impl std::fmt::Debug for MemoryStore {
 
 /// Locks a table. A poisoned lock (a panic while it was held) is taken over:
 /// no method leaves a table half-changed before a point where it could
-/// panic, as every change is a single insert/remove at the end.
+/// panic.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

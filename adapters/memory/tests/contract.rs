@@ -1,6 +1,5 @@
 //! The storage contract suite (`cardbind_ports::testkit`) on the in-memory
-//! adapter: every check is a test of the same name here. A fresh
-//! `MemoryStore` per test gives the isolation the suite asks for.
+//! adapter. A fresh `MemoryStore` per test gives the isolation it asks for.
 
 use cardbind_memory::MemoryStore;
 use cardbind_ports::testkit::Stores;

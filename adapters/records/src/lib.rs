@@ -357,6 +357,7 @@ mod tests {
                         }
                         .accept(ChannelName::parse("alipay").unwrap(), now)
                         .unwrap(),
+                        generation: 7 + i,
                     },
                     CardCap::default(),
                     now,
@@ -379,7 +380,7 @@ mod tests {
                     code: cardbind_domain::ChannelCode::from_channel("isv.declined"),
                 },
             };
-            let _: Result<(), cardbind_domain::RuleRefusal> =
+            let _: Result<(), cardbind_domain::StateRefusal> =
                 w.change(&id, |b| b.apply_start(outcome, now));
         }
         w

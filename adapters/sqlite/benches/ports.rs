@@ -121,6 +121,7 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
                     expiry: Expiry::restore(6, 2031).unwrap(),
                 },
                 consent,
+                generation: 1,
             },
             CardCap::default(),
             now,
@@ -155,7 +156,7 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
         .await
         .unwrap();
     let agreement = format!("2088{:016x}", mix(n ^ 0x1234));
-    let _: Result<(), cardbind_domain::RuleRefusal> = w.change(&id, |b| {
+    let _: Result<(), cardbind_domain::StateRefusal> = w.change(&id, |b| {
         b.apply_start(
             StartOutcome::Bound {
                 channel_ref: agreement.clone(),

@@ -21,7 +21,7 @@ const GET_CARD_DATA: &str = "SELECT user, pan, holder_name, id_number, phone FRO
 const CARD_OWNER: &str = "SELECT user FROM card_data WHERE binding = ?1 LIMIT 1";
 
 const DELETE_CARD_DATA: &str =
-    "DELETE FROM card_data WHERE binding = ?1 AND generation <= ?2 AND user = ?3";
+    "DELETE FROM card_data WHERE binding = ?1 AND user = ?3 AND generation IS NOT ?2";
 
 const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding)
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
@@ -128,12 +128,12 @@ impl CardDataStore for SqliteStore {
         &self,
         user_id: &UserId,
         binding_id: &BindingId,
-        through: u32,
+        keep: Option<u32>,
     ) -> Result<u64, StoreError> {
         let (u, b, g) = (
             user_id.as_str().to_owned(),
             binding_id.as_str().to_owned(),
-            i64::from(through),
+            keep.map(i64::from),
         );
         self.engine
             .write(move |tx| {

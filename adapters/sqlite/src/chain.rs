@@ -16,7 +16,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{corrupt, db_err};
 use crate::rows::{
     at, chain_key, chain_of, from_json, hash_bytes, hash_hex, int, ms, to_json, uint, user,
-    SYSTEM_CHAIN,
 };
 use crate::SqliteStore;
 
@@ -420,7 +419,7 @@ impl AuditLog for SqliteStore {
     ) -> Result<(), StoreError> {
         self.engine
             .write(move |tx| {
-                let head = head_row(tx.conn, SYSTEM_CHAIN)?
+                let head = head_row(tx.conn, ChainId::System.as_str())?
                     .map(|(seq, hash, t)| head_of(seq, &hash, t))
                     .transpose()?;
                 let link = next_link(ChainId::System, head.as_ref(), now, events);

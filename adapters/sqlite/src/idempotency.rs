@@ -33,7 +33,6 @@ const PURGE_STEP: i64 = 2000;
 struct Newest {
     attempt: i64,
     request_hash: String,
-    created_at: i64,
     lease_until: i64,
     state: i64,
     response: Option<(i64, String, Vec<u8>)>,
@@ -49,7 +48,6 @@ fn newest(c: &Connection, scope: &str, key: &str) -> Result<Option<Newest>, Stor
                 Ok(Newest {
                     attempt: r.get(0)?,
                     request_hash: r.get(1)?,
-                    created_at: r.get(2)?,
                     lease_until: r.get(3)?,
                     state: r.get(4)?,
                     response: match (status, content_type, body) {
@@ -138,9 +136,9 @@ impl IdempotencyStore for SqliteStore {
         self.engine
             .write(move |tx| {
                 let found = newest(tx.conn, &scope, &key)?;
-                let (attempt, created_at) = match found {
-                    None => (1, now),
-                    Some(n) if n.state == RELEASED => (n.attempt + 1, n.created_at),
+                let attempt = match found {
+                    None => 1,
+                    Some(n) if n.state == RELEASED => n.attempt + 1,
                     Some(n) if n.request_hash != hash => return Ok(Claim::Mismatch),
                     Some(n) if n.state == COMPLETED => return response(n).map(Claim::Completed),
                     Some(n) if n.state != IN_PROGRESS => {
@@ -148,13 +146,11 @@ impl IdempotencyStore for SqliteStore {
                     }
                     Some(n) if n.lease_until >= now => return Ok(Claim::InProgress),
                     // The holder's lease expired: a new attempt takes over.
-                    Some(n) => (n.attempt + 1, n.created_at),
+                    Some(n) => n.attempt + 1,
                 };
                 tx.conn
                     .prepare_cached(INSERT_ATTEMPT)
-                    .and_then(|mut s| {
-                        s.execute(params![scope, key, attempt, hash, created_at, until])
-                    })
+                    .and_then(|mut s| s.execute(params![scope, key, attempt, hash, now, until]))
                     .map_err(db_err)?;
                 Ok(Claim::Acquired(Lease {
                     attempt: uint(attempt, "attempt")?,

@@ -8,24 +8,14 @@ use serde::Serialize;
 
 use crate::error::corrupt;
 
-/// How the service's chain is named in the `chain` columns. User ids start
-/// with a letter or digit, so this sorts after every user's chain, as
-/// [`ChainId`] orders (users, then the service).
-pub(crate) const SYSTEM_CHAIN: &str = "~system";
-
+/// How a chain is named in the `chain` columns: its stored name, so that
+/// SQLite's byte order is [`ChainId`]'s order.
 pub(crate) fn chain_key(c: &ChainId) -> &str {
-    match c {
-        ChainId::User(u) => u.as_str(),
-        ChainId::System => SYSTEM_CHAIN,
-    }
+    c.as_str()
 }
 
 pub(crate) fn chain_of(key: &str) -> Result<ChainId, StoreError> {
-    if key == SYSTEM_CHAIN {
-        Ok(ChainId::System)
-    } else {
-        user(key).map(ChainId::User)
-    }
+    ChainId::parse(key).ok_or_else(|| corrupt("a stored chain name does not parse"))
 }
 
 pub(crate) fn user(s: &str) -> Result<UserId, StoreError> {

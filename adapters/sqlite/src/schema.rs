@@ -25,7 +25,7 @@ pub const APPLICATION_ID: i64 = 0x4342_6e64;
 
 const V1: &str = "
 CREATE TABLE links (
-    chain     TEXT    NOT NULL,  -- the user id, or '~system' for the service
+    chain     TEXT    NOT NULL,  -- the user id, or '@system' for the service
     seq       INTEGER NOT NULL,
     at        INTEGER NOT NULL,  -- ms since the epoch
     prev_hash BLOB    NOT NULL,  -- 32 bytes
@@ -76,7 +76,7 @@ CREATE TABLE idempotency (
     key          TEXT    NOT NULL,
     attempt      INTEGER NOT NULL,
     request_hash TEXT    NOT NULL,
-    created_at   INTEGER NOT NULL,  -- the key's first claim
+    created_at   INTEGER NOT NULL,  -- this attempt's claim
     lease_until  INTEGER NOT NULL,
     state        INTEGER NOT NULL,  -- 0 in progress, 1 completed, 2 released
     status       INTEGER,

@@ -450,7 +450,7 @@ async fn damaged_rows_are_corrupt_not_panics() {
 
     tamper(
         &path,
-        "UPDATE events SET body = x'00ff' WHERE chain = '~system'",
+        "UPDATE events SET body = x'00ff' WHERE chain = '@system'",
     );
     assert!(corrupt(
         &p.audit.list(&AuditFilter::default(), None, 10).await

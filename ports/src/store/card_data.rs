@@ -36,13 +36,15 @@ pub trait CardDataStore: Send + Sync {
     /// stored.
     async fn owner(&self, binding: &BindingId) -> Result<Option<UserId>, StoreError>;
 
-    /// Deletes the binding's generations up to `through` (inclusive).
-    /// Returns how many. Deleting what is not there is not an error.
+    /// Deletes every generation of the binding's data but `keep` (none
+    /// kept when `None`): after a bind again the old generation goes, after
+    /// an unbind all of it, and with it whatever an interrupted attempt
+    /// left. Returns how many. Deleting what is not there is not an error.
     async fn delete(
         &self,
         user: &UserId,
         binding: &BindingId,
-        through: u32,
+        keep: Option<u32>,
     ) -> Result<u64, StoreError>;
 }
 

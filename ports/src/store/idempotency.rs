@@ -84,7 +84,7 @@ pub trait IdempotencyStore: Send + Sync {
     /// the attempt is finished.
     async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError>;
 
-    /// Deletes records of keys first claimed before `before`. Returns how
-    /// many records.
+    /// Deletes the attempts created before `before` (a key whose attempts
+    /// are all gone is new again). Returns how many records.
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 }

@@ -30,8 +30,11 @@ pub trait RateLimiter: Send + Sync {
     /// number of concurrent takers of one window, at most `limit` get
     /// `Taken`, and while fewer than `limit` slots are taken a take
     /// succeeds. Typically one round trip for all windows.
-    async fn take(&self, windows: &[RateWindow], now: Timestamp)
-        -> Result<Vec<RateTake>, StoreError>;
+    async fn take(
+        &self,
+        windows: &[RateWindow],
+        now: Timestamp,
+    ) -> Result<Vec<RateTake>, StoreError>;
 
     /// Deletes slots of windows that expired before `now`. Returns how many.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;

@@ -68,6 +68,7 @@ pub fn wallet(user: &UserId, cards: u32, pending: bool, now: Timestamp) -> Walle
                     }
                     .accept(channel("mock"), now)
                     .unwrap(),
+                    generation: i + 1,
                 },
                 CardCap { max: 100 },
                 now,
@@ -88,7 +89,7 @@ pub fn wallet(user: &UserId, cards: u32, pending: bool, now: Timestamp) -> Walle
                 channel_ref: format!("agreement-{i}"),
             }
         };
-        let _: Result<(), cardbind_domain::RuleRefusal> =
+        let _: Result<(), cardbind_domain::StateRefusal> =
             w.change(&id, |b| b.apply_start(outcome, now));
     }
     w

@@ -1,0 +1,405 @@
+//! # cardbind-loadgen
+//!
+//! Binds cards through the HTTP API and prints, per time window, the
+//! throughput, p50 and p99 and the number of bindings stored so far, so
+//! that a cost growing with the data shows as a curve. In the same run it
+//! measures the framework floor — a bare poem-openapi endpoint of the same
+//! shape (`floor`, in this crate) — on the same machine with the same
+//! client, and prints the service's figures beside it.
+//!
+//! ```sh
+//! cargo build --release -p cardbind -p cardbind-loadgen
+//! target/release/loadgen --cardbind target/release/cardbind --floor target/release/floor \
+//!     --binds 1000000 --concurrency 32 --window 10
+//! # against a service already running (no RSS figure):
+//! target/release/loadgen --url http://127.0.0.1:8080 --token "$TOKEN" --binds 10000
+//! ```
+//!
+//! Every bind is a new user and a new card (a Luhn-valid Visa number from
+//! a counter), so the per-user and per-card rules never throttle the run;
+//! the spawned service runs its embedded default store in a fresh
+//! directory, with the mock channel binding at once and the per-IP rule
+//! off (every request comes from one address).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Binds cards through the HTTP API and prints the curve as the store grows")]
+struct Args {
+    /// The cardbind binary to start (embedded store in a fresh directory).
+    #[arg(long)]
+    cardbind: Option<String>,
+    /// The floor binary, measured first for `--floor-seconds`.
+    #[arg(long)]
+    floor: Option<String>,
+    /// A service already running instead of `--cardbind`.
+    #[arg(long)]
+    url: Option<String>,
+    /// A service token for `--url`.
+    #[arg(long)]
+    token: Option<String>,
+    /// Binds to make.
+    #[arg(long, default_value_t = 100_000)]
+    binds: u64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds per reported window.
+    #[arg(long, default_value_t = 10)]
+    window: u64,
+    /// Seconds the floor is measured.
+    #[arg(long, default_value_t = 20)]
+    floor_seconds: u64,
+    /// Where the spawned service keeps its data (default: a temporary
+    /// directory removed at the end).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Extra `KEY=VALUE` environment settings for the spawned service
+    /// (e.g. `CARDBIND__STORAGE__KIND=memory`).
+    #[arg(long = "env")]
+    env: Vec<String>,
+}
+
+/// A service under load: where it listens, and the process when spawned.
+struct Target {
+    url: String,
+    token: String,
+    child: Option<Child>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `cmd`, waits for the line `… listening on URL` on its stdout.
+fn spawn_listening(mut cmd: Command, what: &str) -> Result<(Child, String), String> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some((_, url)) = l.split_once(" listening on ") {
+                    let url = url.trim().to_owned();
+                    // Keep draining stdout so the child never blocks on it.
+                    std::thread::spawn(move || for _ in lines.by_ref() {});
+                    return Ok((child, url));
+                }
+            }
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    Err(format!("{what} did not say where it listens"))
+}
+
+fn spawn_cardbind(bin: &str, args: &Args, dir: &std::path::Path) -> Result<Target, String> {
+    let settings: Vec<(String, String)> = [
+        ("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0"),
+        ("CARDBIND__SERVER__DATA_DIR", &dir.to_string_lossy()),
+        ("CARDBIND__CHANNELS__MOCK__MODE", "instant"),
+        ("CARDBIND__LIMITS__BINDS_PER_IP_PER_MINUTE", "0"),
+        ("CARDBIND__LIMITS__BINDS_PER_CARD_PER_HOUR", "0"),
+        ("CARDBIND__LOG__FILTER", "warn"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .chain(args.env.iter().filter_map(|kv| {
+        kv.split_once('=')
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    }))
+    .collect();
+    let token = {
+        let out = Command::new(bin)
+            .envs(settings.iter().cloned())
+            .args(["token", "--sub", "loadgen", "--role", "service"])
+            .output()
+            .map_err(|e| format!("cardbind token: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cardbind token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut cmd = Command::new(bin);
+    cmd.envs(settings).arg("serve");
+    let (child, url) = spawn_listening(cmd, "cardbind")?;
+    Ok(Target {
+        url,
+        token,
+        child: Some(child),
+    })
+}
+
+/// The resident set size of a process, in MiB (Linux).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A Luhn-valid 16-digit Visa number from a counter.
+fn card(n: u64) -> String {
+    let body = format!("4{:014}", n % 100_000_000_000_000);
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+fn body(n: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"card_number":"{}","expiry_month":12,"expiry_year":2031,"cvv":"123","holder_name":"Load Gen","id_number":"11010519491231002X","phone":"13800138000","consent":{{"text_version":"2026-01","text_sha256":"{}"}}}}"#,
+        card(n),
+        "ab".repeat(32)
+    ))
+}
+
+/// What one window measured.
+struct Window {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            hist: Histogram::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| {
+                Histogram::new(3).unwrap_or_else(|_| unreachable_hist())
+            }),
+            ok: 0,
+            errors: 0,
+        }
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_hist() -> Histogram<u64> {
+    panic!("a histogram with 3 significant digits is valid")
+}
+
+/// Runs `concurrency` workers sending binds until `total` are sent or
+/// `deadline` passes; `report` is called with each finished window.
+async fn drive(
+    url: &str,
+    token: &str,
+    concurrency: usize,
+    total: u64,
+    deadline: Option<Duration>,
+    window: Duration,
+    mut report: impl FnMut(u64, &Window, Duration),
+) -> (u64, u64) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build_http();
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let current = Arc::new(Mutex::new(Window::new()));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, stop, current) =
+            (client.clone(), next.clone(), stop.clone(), current.clone());
+        let (url, auth) = (url.to_owned(), format!("Bearer {token}"));
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let req = hyper::Request::post(format!("{url}/v1/users/lg-{n}/cards"))
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", format!("lg-{n}"))
+                    .body(Full::new(body(n)));
+                let Ok(req) = req else { continue };
+                let t = Instant::now();
+                let ok = match client.request(req).await {
+                    Ok(resp) => {
+                        let good = resp.status().is_success();
+                        let _ = resp.into_body().collect().await;
+                        good
+                    }
+                    Err(_) => false,
+                };
+                let us = t.elapsed().as_micros() as u64;
+                if let Ok(mut w) = current.lock() {
+                    if ok {
+                        w.ok += 1;
+                        let _ = w.hist.record(us.max(1));
+                    } else {
+                        w.errors += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let (mut ok, mut errors) = (0, 0);
+    let mut ticker = tokio::time::interval(window);
+    ticker.tick().await;
+    loop {
+        let all_done = workers.iter().all(|w| w.is_finished());
+        if !all_done {
+            ticker.tick().await;
+        }
+        let done = std::mem::replace(&mut *current.lock().unwrap_or_else(|e| e.into_inner()), Window::new());
+        ok += done.ok;
+        errors += done.errors;
+        report(ok, &done, started.elapsed());
+        if all_done || workers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+        if deadline.is_some_and(|d| started.elapsed() >= d) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    (ok, errors)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let window = Duration::from_secs(args.window.max(1));
+
+    let mut floor_rate = None;
+    if let Some(bin) = &args.floor {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        let (mut child, url) = spawn_listening(cmd, "floor")?;
+        let url = url.replace("socket://", "http://");
+        let mut rates = Vec::new();
+        let (ok, _) = drive(
+            &url,
+            "floor",
+            args.concurrency,
+            u64::MAX,
+            Some(Duration::from_secs(args.floor_seconds)),
+            window,
+            |_, w, _| rates.push(w.ok as f64 / window.as_secs_f64()),
+        )
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let rate = ok as f64 / (args.floor_seconds.max(1) as f64);
+        println!("floor: {rate:.0} req/s over {}s (concurrency {})", args.floor_seconds, args.concurrency);
+        floor_rate = Some(rate);
+    }
+
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = args
+        .data_dir
+        .clone()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let target = match (&args.url, &args.cardbind) {
+        (Some(url), _) => Target {
+            url: url.clone(),
+            token: args.token.clone().ok_or("--url needs --token")?,
+            child: None,
+        },
+        (None, Some(bin)) => spawn_cardbind(bin, &args, &dir)?,
+        (None, None) => return Err("give --cardbind BIN or --url URL".into()),
+    };
+    let pid = target.child.as_ref().map(Child::id);
+    println!(
+        "{:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
+        "elapsed", "stored", "binds/s", "p50 ms", "p99 ms", "errors", "rss MiB", "/floor"
+    );
+    let mut rates = Vec::new();
+    let (ok, errors) = drive(
+        &target.url,
+        &target.token,
+        args.concurrency,
+        args.binds,
+        None,
+        window,
+        |stored, w, elapsed| {
+            let secs = window.as_secs_f64();
+            let rate = w.ok as f64 / secs;
+            if w.ok > 0 {
+                rates.push(rate);
+            }
+            let rss = pid.and_then(rss_mib).map_or("-".to_owned(), |r| format!("{r:.0}"));
+            let vs = floor_rate.map_or("-".to_owned(), |f| format!("{:.2}", rate / f));
+            println!(
+                "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}",
+                elapsed.as_secs_f64(),
+                stored,
+                rate,
+                ms(w.hist.value_at_quantile(0.5)),
+                ms(w.hist.value_at_quantile(0.99)),
+                w.errors,
+                rss,
+                vs
+            );
+        },
+    )
+    .await;
+    // The last window is partial: leave it out of the curve.
+    rates.pop();
+    if !rates.is_empty() {
+        let mut sorted = rates.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let median = sorted[sorted.len() / 2];
+        let worst = rates
+            .iter()
+            .map(|r| (r - median).abs() / median)
+            .fold(0.0, f64::max);
+        println!(
+            "binds: {ok} ok, {errors} failed; median window {median:.0} binds/s, worst window {:+.0}% from it{}",
+            worst * 100.0,
+            floor_rate.map_or(String::new(), |f| format!(
+                "; median/floor {:.2}",
+                median / f
+            ))
+        );
+    }
+    drop(target);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The access decision and step-up, with their audit events.
+
+use cardbind_domain::{Action, BindingId, Denied, ErrorCode, ForbiddenCode, UserId};
+use cardbind_ports::audit::{AuditAction, AuditEvent};
+use cardbind_ports::step_up::StepUpAction;
+
+use crate::context::RequestContext;
+use crate::UseCases;
+
+impl UseCases {
+    /// The access decision (`Actor::authorize`); a refusal is audited
+    /// (`access.denied`, in the service's chain) before it is returned.
+    pub(crate) async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        user: Option<&UserId>,
+    ) -> Result<(), Denied> {
+        let Err(denied) = ctx.actor.authorize(action, user) else {
+            return Ok(());
+        };
+        let mut e = ctx
+            .event(self.now(), AuditAction::AccessDenied)
+            .refused(denied.code)
+            .detail(format!("{action:?}"));
+        if let Some(u) = user {
+            e = e.user(u);
+        }
+        self.audit_system(e.build()).await;
+        Err(denied)
+    }
+
+    /// Appends an event to the service's own chain. A failure to store it
+    /// is logged loudly (the refusal it records is still answered).
+    pub(crate) async fn audit_system(&self, event: AuditEvent) {
+        let action = event.action;
+        if let Err(e) = self
+            .ports
+            .audit
+            .append_system(vec![event], self.now())
+            .await
+        {
+            tracing::error!(error = %e, %action, "audit event not stored");
+        }
+    }
+
+    /// Checks the step-up token for `action` on `user` when step-up is
+    /// enabled. Returns the audit event of the check (to be written with
+    /// the change it allows, or on its own when it refuses) and whether it
+    /// passed. Missing, refused or unverifiable tokens (verifier down:
+    /// fail closed) do not pass.
+    pub(crate) async fn check_step_up(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        binding: Option<&BindingId>,
+        action: StepUpAction,
+        token: Option<&str>,
+    ) -> Option<(AuditEvent, bool)> {
+        let verifier = self.ports.step_up.as_ref()?;
+        let why = match token {
+            None | Some("") => "missing",
+            Some(t) => match verifier.verify(user, action, t).await {
+                Ok(true) => "",
+                Ok(false) => "refused",
+                Err(e) => {
+                    tracing::warn!(error = %e, ?action, "step-up verifier unavailable; refusing");
+                    "verifier_unavailable"
+                }
+            },
+        };
+        let mut e = ctx.event(self.now(), AuditAction::StepUpVerify).user(user);
+        if let Some(b) = binding {
+            e = e.binding(b);
+        }
+        let passed = why.is_empty();
+        let e = if passed {
+            e.detail(action.as_str())
+        } else {
+            e.refused(ErrorCode::StepUpRequired)
+                .detail(format!("{}: {why}", action.as_str()))
+        };
+        Some((e.build(), passed))
+    }
+}
+
+/// The refusal for a missing or invalid step-up token.
+pub(crate) fn step_up_required() -> Denied {
+    Denied::new(
+        ForbiddenCode::StepUpRequired,
+        "this operation needs a valid step-up token (X-Step-Up-Token) for this user and action",
+    )
+}

@@ -1,0 +1,521 @@
+//! Binding a card, and asking its channel to start (shared with the
+//! operator's retry of a card in review).
+//!
+//! ## Order of writes
+//! 1. authorize; take a slot in each rate window (user, client IP, card);
+//! 2. fingerprint the PAN; read the wallet; place the card in it (a new
+//!    record, its old record again, or the earlier bind of it that never
+//!    stored its channel's answer);
+//! 3. seal the card data and store it under a generation of this request;
+//! 4. write the wallet with the card `pending_verification`, its consent
+//!    and the audit event, conditional on the version read (a lost race
+//!    reads and decides again);
+//! 5. ask the channel, with our binding id as its external reference;
+//!    store the channel's reference (for notifications that name only it);
+//! 6. write the channel's answer to the wallet (active, waiting for the
+//!    user, failed, or in review when the channel cannot be reached).
+//!
+//! A crash after 4 leaves a card waiting for its channel's answer: a bind
+//! of it again resumes it, and `reconcile` asks the channel. Data a crash
+//! left between 3 and 4 belongs to no wallet and goes with the card's next
+//! unbind or erasure.
+
+use std::sync::Arc;
+
+use cardbind_domain::{
+    Action, BindingId, BindingStatus, CardNumber, CardSummary, CardToBind, ChannelCode,
+    ChannelName, Clash, ConflictCode, ConsentGiven, Cvv, Expiry, Fingerprint, HolderName, Invalid,
+    NextAction, Opened, Phone, RateRule, ResidentId, StartOutcome, Timestamp, TooManyRequestsCode,
+    UserId, Wallet,
+};
+use cardbind_ports::audit::AuditAction;
+use cardbind_ports::channel::{ChannelBindRequest, ChannelStart, PaymentChannel};
+use cardbind_ports::store::{CardData, RateTake, RateWindow, RefTarget, ReviewEntry};
+use cardbind_ports::{ChannelError, StoreError};
+
+use crate::context::RequestContext;
+use crate::error::{channel_not_enabled, channel_rejected, op_error, Internal, Limited};
+use crate::sealing::CardDetails;
+use crate::tx::{until_settled, Loaded, Raced};
+use crate::{CardView, UseCases};
+
+op_error! {
+    /// Why a bind was refused.
+    pub enum BindError { BadRequest, Forbidden, Conflict, Unprocessable, TooManyRequests, Unavailable }
+    from Store, Keys, Rules
+}
+
+/// A card to bind, every field parsed.
+#[derive(Clone, Debug)]
+pub struct BindCard {
+    pub user: UserId,
+    pub details: CardDetails,
+    pub expiry: Expiry,
+    /// Sent to the channel when given; never stored.
+    pub cvv: Option<Cvv>,
+    /// `None`: the configured default channel.
+    pub channel: Option<ChannelName>,
+    pub consent: ConsentGiven,
+}
+
+/// A bind request's card fields as received.
+#[derive(Clone, Copy)]
+pub struct CardForm<'a> {
+    pub card_number: &'a str,
+    pub expiry_month: u32,
+    pub expiry_year: u32,
+    pub cvv: Option<&'a str>,
+    pub holder_name: &'a str,
+    pub id_number: &'a str,
+    pub phone: &'a str,
+    pub channel: Option<&'a str>,
+}
+
+impl std::fmt::Debug for CardForm<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardForm(<card data redacted>)")
+    }
+}
+
+impl BindCard {
+    /// Parses every field, the first failure wins, in the order of the form.
+    pub fn parse(
+        user: UserId,
+        form: CardForm<'_>,
+        consent: ConsentGiven,
+        now: Timestamp,
+    ) -> Result<BindCard, Invalid> {
+        let card = CardNumber::parse(form.card_number)?;
+        let expiry = Expiry::parse(form.expiry_month, form.expiry_year, now.year_month())?;
+        let cvv = match form.cvv {
+            None | Some("") => None,
+            Some(c) => Some(Cvv::parse(c, card.brand())?),
+        };
+        let holder_name = HolderName::parse(form.holder_name)?;
+        let id_number = ResidentId::parse(form.id_number)?;
+        let phone = Phone::parse(form.phone)?;
+        let channel = form.channel.map(ChannelName::parse).transpose()?;
+        Ok(BindCard {
+            user,
+            details: CardDetails {
+                card,
+                holder_name,
+                id_number,
+                phone,
+            },
+            expiry,
+            cvv,
+            channel,
+            consent,
+        })
+    }
+}
+
+/// A card to start at its channel.
+pub(crate) struct Start<'a> {
+    pub user: &'a UserId,
+    pub id: &'a BindingId,
+    pub channel_name: &'a ChannelName,
+    pub channel: Arc<dyn PaymentChannel>,
+    pub request: &'a ChannelBindRequest,
+}
+
+impl UseCases {
+    /// Binds a card for its user: see the module docs for the order of
+    /// writes.
+    pub async fn bind(&self, ctx: &RequestContext, cmd: BindCard) -> Result<CardView, BindError> {
+        self.authorize(ctx, Action::BindCard, Some(&cmd.user))
+            .await?;
+        let channel_name = cmd
+            .channel
+            .clone()
+            .unwrap_or_else(|| self.ports.channels.default_name().clone());
+        let channel = self
+            .channel(&channel_name)
+            .ok_or_else(channel_not_enabled)?;
+        let fingerprint = self.ports.vault.fingerprint(&cmd.details.card).await?;
+        self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
+        let (id, known) = self.reserve(ctx, &cmd, &channel_name, &fingerprint).await?;
+        let request = ChannelBindRequest {
+            binding_id: id.clone(),
+            user_id: cmd.user.clone(),
+            card: cmd.details.card.clone(),
+            expiry: cmd.expiry,
+            cvv: cmd.cvv.clone(),
+            holder_name: cmd.details.holder_name.clone(),
+            id_number: cmd.details.id_number.clone(),
+            phone: cmd.details.phone.clone(),
+        };
+        let start = Start {
+            user: &cmd.user,
+            id: &id,
+            channel_name: &channel_name,
+            channel,
+            request: &request,
+        };
+        self.start_at_channel(ctx, start, Some(known)).await
+    }
+
+    /// Takes a slot in each bind window; a full one is `rate_limited`,
+    /// `ip_rate_limited` or `card_velocity_exceeded`.
+    async fn take_bind_slots(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), BindError> {
+        let now = self.now();
+        let p = &self.policy;
+        let mut rules: Vec<(RateRule, String, TooManyRequestsCode)> = vec![(
+            p.binds_per_user,
+            format!("bind:user:{user}"),
+            TooManyRequestsCode::RateLimited,
+        )];
+        if let (Some(rule), Some(ip)) = (p.binds_per_ip, ctx.client_ip.as_deref()) {
+            rules.push((
+                rule,
+                format!("bind:ip:{ip}"),
+                TooManyRequestsCode::IpRateLimited,
+            ));
+        }
+        if let Some(rule) = p.binds_per_card {
+            rules.push((
+                rule,
+                format!("bind:card:{fingerprint}"),
+                TooManyRequestsCode::CardVelocityExceeded,
+            ));
+        }
+        let windows: Vec<RateWindow> = rules
+            .iter()
+            .map(|(rule, key, _)| RateWindow {
+                key: format!("{key}:{}", rule.window_start(now)),
+                limit: rule.limit,
+                expires_at: rule.window_end(now),
+            })
+            .collect();
+        let takes = self.ports.rates.take(&windows, now).await?;
+        for ((rule, _, code), take) in rules.iter().zip(takes) {
+            if take == RateTake::Full {
+                let retry = (rule.window_end(now).unix_seconds() - now.unix_seconds()).max(1);
+                let refusal = cardbind_domain::Refused::new(
+                    *code,
+                    "too many attempts; retry after the time in Retry-After",
+                );
+                self.audit_refused_bind(ctx, user, refusal.code).await;
+                return Err(Limited {
+                    refusal,
+                    retry_after_seconds: u32::try_from(retry).unwrap_or(u32::MAX),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A refused bind that changed nothing, in the user's own chain (so
+    /// that a flood of refused binds contends only on that user's wallet).
+    /// A failure to store it is logged; the refusal is still answered.
+    async fn audit_refused_bind(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        code: cardbind_domain::ErrorCode,
+    ) {
+        let r = self
+            .change_wallet::<_, BindError>(ctx, user, None, |_, now| {
+                let e = ctx
+                    .event(now, AuditAction::BindingCreate)
+                    .user(user)
+                    .refused(code)
+                    .build();
+                crate::tx::Decided::new(Ok(()), vec![e])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(%user, error = %e, "refused bind not audited");
+        }
+    }
+
+    /// Places the card in its user's wallet as `pending_verification`
+    /// (steps 2–4), or finds the earlier bind of it to resume; then stores
+    /// its sealed data.
+    async fn reserve(
+        &self,
+        ctx: &RequestContext,
+        cmd: &BindCard,
+        channel: &ChannelName,
+        fingerprint: &Fingerprint,
+    ) -> Result<(BindingId, Loaded), BindError> {
+        let now = self.now();
+        let consent = cmd.consent.clone().accept(channel.clone(), now)?;
+        let card = CardToBind {
+            new_id: self.ports.ids.binding_id(),
+            fingerprint: fingerprint.clone(),
+            card: CardSummary {
+                brand: cmd.details.card.brand(),
+                bin: cmd.details.card.bin().to_owned(),
+                last4: cmd.details.card.last4().to_owned(),
+                expiry: cmd.expiry,
+            },
+            consent,
+            generation: self.ports.ids.data_generation(),
+        };
+        let (id, resumed, loaded) = until_settled::<_, BindError, _, _>(|| async {
+            let loaded = self.load(&cmd.user).await?;
+            let mut wallet = loaded.wallet.clone();
+            let opened = match wallet.open(
+                card.clone(),
+                self.policy.card_cap,
+                now,
+                &self.policy.verification,
+            ) {
+                Ok(o) => o,
+                Err(refusal) => {
+                    let e = bind_event(ctx, now, &cmd.user, None, AuditAction::BindingCreate)
+                        .refused(refusal.code())
+                        .build();
+                    self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
+                    return Err(Raced::fail(refusal));
+                }
+            };
+            let (id, action) = match opened {
+                Opened::Resume(id) => {
+                    let id = self.resume(&loaded, id, now).map_err(Raced::fail)?;
+                    return Ok((id, true, loaded));
+                }
+                Opened::New(id) => (id, AuditAction::BindingCreate),
+                Opened::Again(id) => (id, AuditAction::BindingRebind),
+            };
+            let e = bind_event(ctx, now, &cmd.user, Some(&id), action)
+                .detail("-> pending_verification")
+                .build();
+            let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
+            Ok((id, false, Loaded { wallet, head }))
+        })
+        .await?;
+        // The data is stored once the wallet names its generation, so that
+        // no data exists for a card no wallet holds. A bind resumed after a
+        // failure here stores it then.
+        let generation = loaded
+            .wallet
+            .get(&id)
+            .map_err(|_| Internal::new("a reserved card is not in its wallet"))?
+            .data_generation;
+        let missing = !resumed
+            || self
+                .ports
+                .card_data
+                .get(&cmd.user, &id, generation)
+                .await?
+                .is_none();
+        if missing {
+            let data = CardData {
+                binding: id.clone(),
+                user: cmd.user.clone(),
+                generation,
+                sealed: self.seal(&cmd.user, &id, &cmd.details).await?,
+            };
+            match self.ports.card_data.put(&data).await {
+                // A concurrent resume of the same bind stored it.
+                Ok(()) | Err(StoreError::Duplicate) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((id, loaded))
+    }
+
+    /// An earlier bind of this card whose channel answer was never stored:
+    /// resumed once it is old enough not to be still running.
+    fn resume(
+        &self,
+        loaded: &Loaded,
+        id: BindingId,
+        now: Timestamp,
+    ) -> Result<BindingId, BindError> {
+        let b = loaded
+            .wallet
+            .get(&id)
+            .map_err(|_| Internal::new("a card to resume is not in its wallet"))?;
+        if now < b.updated_at.plus_seconds(self.policy.resume_after_seconds) {
+            return Err(Clash::new(
+                ConflictCode::Conflict,
+                "this card is being bound; retry shortly",
+            )
+            .into());
+        }
+        Ok(id)
+    }
+
+    /// Asks the channel to start a binding waiting in
+    /// `pending_verification` and writes its answer (step 5–6).
+    pub(crate) async fn start_at_channel<E>(
+        &self,
+        ctx: &RequestContext,
+        start: Start<'_>,
+        known: Option<Loaded>,
+    ) -> Result<CardView, E>
+    where
+        E: From<StoreError> + From<cardbind_domain::Declined> + From<Internal>,
+    {
+        let Start {
+            user,
+            id,
+            channel_name,
+            channel,
+            request,
+        } = start;
+        let outcome = start_outcome(id, channel.start_binding(request).await, &request.phone);
+        if let StartOutcome::Bound { channel_ref }
+        | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
+        {
+            let target = RefTarget {
+                user: user.clone(),
+                binding: id.clone(),
+            };
+            if let Err(e) = self
+                .ports
+                .channel_refs
+                .put(channel_name, channel_ref, &target)
+                .await
+            {
+                // The answer is still written; a notification naming only
+                // this reference will not find the card (reconcile will).
+                tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+            }
+        }
+        let refused = match &outcome {
+            StartOutcome::Refused { code } => Some(code.clone()),
+            _ => None,
+        };
+        let (status, after) = self
+            .change_wallet::<_, E>(ctx, user, known, |w, now| {
+                apply_start(ctx, w, id, outcome.clone(), now)
+            })
+            .await?;
+        match status {
+            Some(BindingStatus::PendingReview) => {
+                let entry = ReviewEntry {
+                    binding: id.clone(),
+                    user: user.clone(),
+                    since: self.now(),
+                };
+                if let Err(e) = self.ports.review.add(&entry).await {
+                    tracing::error!(binding = %id, error = %e, "card in review not queued; list it with reconcile");
+                }
+            }
+            Some(BindingStatus::Failed) => self.drop_card_data(user, id).await,
+            _ => {}
+        }
+        if let Some(code) = refused {
+            return Err(channel_rejected(code.as_str()).into());
+        }
+        Ok(view(&after.wallet, id)
+            .map_err(|_| Internal::new("a started card is not in its wallet"))?)
+    }
+
+    /// Deletes a card's sealed data (it left the statuses that keep it).
+    /// A failure is logged: the next unbind or erasure removes it.
+    pub(crate) async fn drop_card_data(&self, user: &UserId, id: &BindingId) {
+        if let Err(e) = self.ports.card_data.delete(user, id, None).await {
+            tracing::warn!(binding = %id, error = %e, "card data not deleted yet");
+        }
+    }
+}
+
+fn bind_event(
+    ctx: &RequestContext,
+    now: Timestamp,
+    user: &UserId,
+    id: Option<&BindingId>,
+    action: AuditAction,
+) -> crate::context::EventBuilder {
+    let e = ctx.event(now, action).user(user);
+    match id {
+        Some(id) => e.binding(id),
+        None => e,
+    }
+}
+
+/// What the channel's answer means for the card.
+fn start_outcome(
+    id: &BindingId,
+    answer: Result<ChannelStart, ChannelError>,
+    phone: &Phone,
+) -> StartOutcome {
+    match answer {
+        Ok(ChannelStart::Bound { channel_ref }) => StartOutcome::Bound { channel_ref },
+        Ok(ChannelStart::OtpSent { channel_ref }) => StartOutcome::ActionRequired {
+            channel_ref,
+            action: NextAction::Otp {
+                phone_hint: phone.masked(),
+            },
+        },
+        Ok(ChannelStart::Redirect { channel_ref, url }) => StartOutcome::ActionRequired {
+            channel_ref,
+            action: NextAction::Redirect { url },
+        },
+        Ok(ChannelStart::Refused { code, .. }) | Err(ChannelError::Rejected { code, .. }) => {
+            StartOutcome::Refused {
+                code: ChannelCode::from_channel(&code),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(binding = %id, error = %e, "channel could not take the binding; it goes to manual review");
+            StartOutcome::Unreachable
+        }
+    }
+}
+
+/// Writes the channel's answer to a card still waiting for it. A card that
+/// moved on meanwhile (a notification came first) keeps its state.
+fn apply_start<E>(
+    ctx: &RequestContext,
+    w: &mut Wallet,
+    id: &BindingId,
+    outcome: StartOutcome,
+    now: Timestamp,
+) -> crate::tx::Decided<Option<BindingStatus>, E>
+where
+    E: From<Internal>,
+{
+    let from = match w.get(id) {
+        Ok(b) if b.awaits_channel_answer() => b.status,
+        Ok(_) => return crate::tx::Decided::new(Ok(None), Vec::new()),
+        Err(_) => {
+            return crate::tx::Decided::new(
+                Err(Internal::new("a started card is not in its wallet").into()),
+                Vec::new(),
+            )
+        }
+    };
+    let applied: Result<(), cardbind_domain::StateRefusal> =
+        w.change(id, |b| b.apply_start(outcome, now));
+    if applied.is_err() {
+        return crate::tx::Decided::new(Ok(None), Vec::new());
+    }
+    let to = w.get(id).map(|b| b.status).unwrap_or(from);
+    let mut events = vec![ctx
+        .event(now, AuditAction::BindingChannelStart)
+        .user(w.user())
+        .binding(id)
+        .detail(format!("{from} -> {to}"))
+        .build()];
+    if to == BindingStatus::PendingReview {
+        events.push(
+            ctx.event(now, AuditAction::ReviewQueued)
+                .user(w.user())
+                .binding(id)
+                .build(),
+        );
+    }
+    crate::tx::Decided::new(Ok(Some(to)), events)
+}
+
+/// The view of one card of a wallet.
+pub(crate) fn view(w: &Wallet, id: &BindingId) -> Result<CardView, cardbind_domain::Missing> {
+    let b = w.get(id)?;
+    Ok(CardView {
+        is_default: w.is_default(id),
+        binding: b.clone(),
+    })
+}

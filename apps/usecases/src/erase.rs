@@ -1,0 +1,134 @@
+//! Erasing a user: every card unbound (here and at its channel), the card
+//! data deleted and the user's key destroyed, so that what may remain of
+//! their card data anywhere (replicas, backups) no longer opens.
+
+use std::sync::Mutex;
+
+use cardbind_domain::{Action, Binding, UserId};
+use cardbind_ports::audit::{AuditAction, AuditEvent};
+use cardbind_ports::step_up::StepUpAction;
+
+use crate::access::step_up_required;
+use crate::context::RequestContext;
+use crate::error::op_error;
+use crate::tx::{until_settled, Raced};
+use crate::UseCases;
+
+op_error! {
+    /// Why an erasure was refused.
+    pub enum EraseError { Forbidden, Conflict, Unavailable }
+    from Store, Keys
+}
+
+/// What an erasure did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    /// Cards that were unbound by it.
+    pub unbound: u64,
+    /// Whether the user had key material to destroy.
+    pub key_destroyed: bool,
+}
+
+impl UseCases {
+    /// Erases `user` (see the module docs). With step-up enabled, the
+    /// operator's step-up token for this user is required. Erasing twice
+    /// is harmless.
+    pub async fn erase_user(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        step_up_token: Option<&str>,
+    ) -> Result<Erasure, EraseError> {
+        self.authorize(ctx, Action::EraseUser, Some(user)).await?;
+        let stepped_up: Mutex<Option<AuditEvent>> = Mutex::new(None);
+        let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
+        let unbound = until_settled::<_, EraseError, _, _>(|| async {
+            let loaded = self.load(user).await?;
+            let mut events = Vec::new();
+            if self.step_up_enabled() {
+                let done = stepped_up.lock().map(|s| s.clone()).unwrap_or(None);
+                let e = match done {
+                    Some(e) => e,
+                    None => match self
+                        .check_step_up(ctx, user, None, StepUpAction::EraseUser, step_up_token)
+                        .await
+                    {
+                        Some((e, true)) => {
+                            if let Ok(mut s) = stepped_up.lock() {
+                                *s = Some(e.clone());
+                            }
+                            e
+                        }
+                        Some((e, false)) => {
+                            self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
+                            return Err(Raced::fail(step_up_required()));
+                        }
+                        None => return Err(Raced::fail(step_up_required())),
+                    },
+                };
+                events.push(e);
+            }
+            // End every agreement at its channel once.
+            let live: Vec<Binding> = loaded
+                .wallet
+                .bindings()
+                .iter()
+                .filter(|b| b.status != cardbind_domain::BindingStatus::Inactive)
+                .cloned()
+                .collect();
+            for b in &live {
+                let done = unsigned
+                    .lock()
+                    .map(|u| u.iter().any(|(x, _)| x.id == b.id))
+                    .unwrap_or(false);
+                if !done {
+                    let e = self.unsign_at_channel(ctx, b).await;
+                    if let Ok(mut u) = unsigned.lock() {
+                        u.push((b.clone(), e));
+                    }
+                }
+            }
+            if let Ok(u) = unsigned.lock() {
+                for (b, e) in u.iter().filter(|(b, _)| live.iter().any(|l| l.id == b.id)) {
+                    let _ = b;
+                    events.extend(e.iter().cloned());
+                }
+            }
+            let mut wallet = loaded.wallet.clone();
+            let now = self.now();
+            let changed = wallet.unbind_all(now, &ctx.actor.subject);
+            for id in &changed {
+                events.push(
+                    ctx.event(now, AuditAction::BindingUnbind)
+                        .user(user)
+                        .binding(id)
+                        .detail("erasure")
+                        .build(),
+                );
+            }
+            events.push(
+                ctx.event(now, AuditAction::UserErase)
+                    .user(user)
+                    .detail(format!("unbound {}", changed.len()))
+                    .build(),
+            );
+            self.commit(ctx, &loaded, &wallet, events).await?;
+            Ok(loaded.wallet)
+        })
+        .await?;
+        // Every card's data, reference and review entry; then the key.
+        for b in unbound.bindings() {
+            self.forget_card(user, b).await;
+        }
+        let key_destroyed = self.ports.vault.erase_owner(user).await?;
+        let count = unbound
+            .bindings()
+            .iter()
+            .filter(|b| b.status != cardbind_domain::BindingStatus::Inactive)
+            .count() as u64;
+        Ok(Erasure {
+            unbound: count,
+            key_destroyed,
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! # cardbind-usecases
+//!
+//! The application layer: what the service does, one module per use case,
+//! written only against the ports (`cardbind-ports`) and the domain
+//! (`cardbind-domain`). The HTTP API and the command line call these and
+//! nothing else.
+//!
+//! | module | use cases |
+//! |---|---|
+//! | [`bind`] | bind a card (and the channel start shared with review retry) |
+//! | [`verify`] | confirm a card with its OTP |
+//! | [`manage`] | read, list, set the default, unbind, freeze, unfreeze |
+//! | [`review`] | the manual review queue: list, approve, reject, retry |
+//! | [`notify`] | channels' notifications, reconciliation of pending cards |
+//! | [`erase`] | erase a user (crypto-shredding) |
+//! | [`records`] | the audit log, its verification, consents |
+//! | [`bins`] | the card scheme of a BIN |
+//! | [`readiness`] | whether the dependencies answer |
+//! | [`retention`] | purging what is past its retention |
+//!
+//! ## How a use case writes
+//! A user's wallet (every card of the user and the default pointer) is read
+//! whole, changed by the domain's rules, and written back as the next link
+//! of the user's chain, together with the audit events of the change, by
+//! one conditional write ([`cardbind_ports::store::WalletStore::commit`]).
+//! A write that loses a race to another request reads the wallet again
+//! and decides again ([`tx`]). Nothing else needs to be atomic: sealed card
+//! data, channel references and the review queue are written before the
+//! wallet names them (or after, idempotently), so that any prefix of a use
+//! case's writes is a state the next request, `reconcile` or the purge
+//! completes or removes.
+
+pub mod bind;
+pub mod bins;
+pub mod context;
+pub mod erase;
+pub mod error;
+pub mod manage;
+pub mod notify;
+pub mod readiness;
+pub mod records;
+pub mod retention;
+pub mod review;
+pub mod tx;
+pub mod verify;
+
+mod access;
+mod sealing;
+
+use std::sync::Arc;
+
+use cardbind_domain::{Binding, BindingId, ChannelName, Timestamp};
+use cardbind_ports::channel::PaymentChannel;
+
+pub use context::{Policy, Ports, RequestContext};
+
+/// The use cases, over the ports they run on.
+#[derive(Clone)]
+pub struct UseCases {
+    ports: Ports,
+    policy: Policy,
+}
+
+/// A card as shown to its reader, with whether it is the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardView {
+    pub binding: Binding,
+    pub is_default: bool,
+}
+
+/// One page of cards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardPage {
+    pub cards: Vec<CardView>,
+    /// The id to pass as `after` for the next page, when there may be one.
+    pub next: Option<BindingId>,
+}
+
+/// The page size every listing clamps to.
+pub(crate) fn page_size(limit: u32, max: u32) -> usize {
+    limit.clamp(1, max) as usize
+}
+
+impl UseCases {
+    pub fn new(ports: Ports, policy: Policy) -> UseCases {
+        UseCases { ports, policy }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether risky operations need a step-up token.
+    pub fn step_up_enabled(&self) -> bool {
+        self.ports.step_up.is_some()
+    }
+
+    /// The names of the enabled channels.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.ports.channels.names().map(str::to_owned).collect()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.ports.clock.now()
+    }
+
+    fn channel(&self, name: &ChannelName) -> Option<Arc<dyn PaymentChannel>> {
+        self.ports.channels.get(name)
+    }
+}

@@ -1,0 +1,309 @@
+//! Reading a user's cards and managing them: the default, unbinding,
+//! freezing.
+
+use std::sync::Mutex;
+
+use cardbind_domain::{
+    Action, Binding, BindingId, BindingStatus, Clash, Timestamp, UserId, Wallet,
+};
+use cardbind_ports::audit::{AuditAction, AuditEvent};
+use cardbind_ports::step_up::StepUpAction;
+
+use crate::access::step_up_required;
+use crate::bind::view;
+use crate::context::RequestContext;
+use crate::error::op_error;
+use crate::tx::{until_settled, Decided, Loaded, Raced};
+use crate::{page_size, CardPage, CardView, UseCases};
+
+op_error! {
+    /// Why reading cards was refused.
+    pub enum ReadError { Forbidden, NotFound, Conflict, Unavailable }
+    from Store
+}
+
+op_error! {
+    /// Why a change of a card was refused.
+    pub enum ChangeError { Forbidden, NotFound, Conflict, Unavailable }
+    from Store, State
+}
+
+/// The most cards one page lists.
+pub const MAX_PAGE: u32 = 100;
+
+impl UseCases {
+    pub async fn get_card(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ReadError> {
+        self.authorize(ctx, Action::ReadCards, Some(user)).await?;
+        let loaded = self.load(user).await?;
+        Ok(view(&loaded.wallet, id)?)
+    }
+
+    /// A user's cards in id order (ids are time-ordered), a page of
+    /// `limit` (1–100) after `after`.
+    pub async fn list_cards(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        after: Option<BindingId>,
+        limit: u32,
+    ) -> Result<CardPage, ReadError> {
+        self.authorize(ctx, Action::ReadCards, Some(user)).await?;
+        let loaded = self.load(user).await?;
+        Ok(page(
+            &loaded.wallet,
+            after.as_ref(),
+            page_size(limit, MAX_PAGE),
+        ))
+    }
+
+    /// Makes an active card the user's default (last writer wins; there is
+    /// never more than one default).
+    pub async fn set_default(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ChangeError> {
+        self.authorize(ctx, Action::SetDefault, Some(user)).await?;
+        let ((), after) = self
+            .change_wallet::<_, ChangeError>(ctx, user, None, |w, now| {
+                let e = ctx
+                    .event(now, AuditAction::BindingSetDefault)
+                    .user(user)
+                    .binding(id);
+                match w.set_default(id) {
+                    Ok(_) => Decided::new(Ok(()), vec![e.build()]),
+                    Err(r) => Decided::new(Err(r.into()), Vec::new()),
+                }
+            })
+            .await?;
+        Ok(view(&after.wallet, id)?)
+    }
+
+    pub async fn freeze(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ChangeError> {
+        self.operator_change(ctx, user, id, AuditAction::BindingFreeze, |b, now| {
+            b.freeze(now)
+        })
+        .await
+    }
+
+    pub async fn unfreeze(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<CardView, ChangeError> {
+        self.operator_change(ctx, user, id, AuditAction::BindingUnfreeze, |b, now| {
+            b.unfreeze(now)
+        })
+        .await
+    }
+
+    async fn operator_change(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+        action: AuditAction,
+        change: impl Fn(&mut Binding, Timestamp) -> Result<(), Clash> + Send + Sync,
+    ) -> Result<CardView, ChangeError> {
+        self.authorize(ctx, Action::Freeze, Some(user)).await?;
+        let ((), after) = self
+            .change_wallet::<_, ChangeError>(ctx, user, None, |w, now| {
+                status_change(ctx, w, id, action, now, |b| change(b, now))
+            })
+            .await?;
+        Ok(view(&after.wallet, id)?)
+    }
+
+    /// Unbinds a card: here always, and at the channel when it holds an
+    /// agreement (a channel that cannot be reached does not stop the
+    /// unbind; it is audited for follow-up). With step-up enabled,
+    /// unbinding the user's current default card needs a step-up token.
+    pub async fn unbind(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        id: &BindingId,
+        step_up_token: Option<&str>,
+    ) -> Result<CardView, ChangeError> {
+        self.authorize(ctx, Action::Unbind, Some(user)).await?;
+        // Work done once, whatever the number of races: the step-up check
+        // and the channel's unsign.
+        let stepped_up: Mutex<Option<AuditEvent>> = Mutex::new(None);
+        let unsigned: Mutex<Option<Vec<AuditEvent>>> = Mutex::new(None);
+        let (from, after) = until_settled::<_, ChangeError, _, _>(|| async {
+            let loaded = self.load(user).await?;
+            let b = loaded.wallet.get(id).map_err(Raced::fail)?.clone();
+            if b.status == BindingStatus::Inactive {
+                return Ok((None, loaded));
+            }
+            let mut events = Vec::new();
+            let needs_step_up = loaded.wallet.is_default(id) && self.step_up_enabled();
+            let done = stepped_up.lock().map(|s| s.clone()).unwrap_or(None);
+            match (needs_step_up, done) {
+                (false, _) => {}
+                (true, Some(e)) => events.push(e),
+                (true, None) => {
+                    let check = self
+                        .check_step_up(
+                            ctx,
+                            user,
+                            Some(id),
+                            StepUpAction::UnbindDefaultCard,
+                            step_up_token,
+                        )
+                        .await;
+                    if let Some((e, passed)) = check {
+                        if !passed {
+                            self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
+                            return Err(Raced::fail(step_up_required()));
+                        }
+                        if let Ok(mut s) = stepped_up.lock() {
+                            *s = Some(e.clone());
+                        }
+                        events.push(e);
+                    }
+                }
+            }
+            let first_unsign = unsigned.lock().map(|u| u.is_none()).unwrap_or(true);
+            if first_unsign {
+                let e = self.unsign_at_channel(ctx, &b).await;
+                if let Ok(mut u) = unsigned.lock() {
+                    *u = Some(e);
+                }
+            }
+            events.extend(
+                unsigned
+                    .lock()
+                    .map(|u| u.clone().unwrap_or_default())
+                    .unwrap_or_default(),
+            );
+            let mut wallet = loaded.wallet.clone();
+            let now = self.now();
+            let d = status_change::<ChangeError>(
+                ctx,
+                &mut wallet,
+                id,
+                AuditAction::BindingUnbind,
+                now,
+                |b| b.unbind(now, &ctx.actor.subject).map(|_| ()),
+            );
+            d.answer.map_err(Raced::Failed)?;
+            events.extend(d.events);
+            let head = self.commit(ctx, &loaded, &wallet, events).await?;
+            Ok((Some(b), Loaded { wallet, head }))
+        })
+        .await?;
+        if let Some(b) = from {
+            self.forget_card(user, &b).await;
+        }
+        Ok(view(&after.wallet, id)?)
+    }
+
+    /// Ends the agreement of a card that holds one. Returns the events to
+    /// write with the unbind (a failed unsign is audited).
+    pub(crate) async fn unsign_at_channel(
+        &self,
+        ctx: &RequestContext,
+        b: &Binding,
+    ) -> Vec<AuditEvent> {
+        let holds_agreement = matches!(
+            b.status,
+            BindingStatus::Active | BindingStatus::Frozen | BindingStatus::PendingVerification
+        );
+        let (Some(r), true) = (b.channel_ref.as_deref(), holds_agreement) else {
+            return Vec::new();
+        };
+        let Some(channel) = self.channel(&b.channel) else {
+            return Vec::new();
+        };
+        match channel.unbind(&b.id, r).await {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(binding = %b.id, error = %e, "channel unsign failed; unbound here");
+                vec![ctx
+                    .event(self.now(), AuditAction::BindingChannelUnsign)
+                    .user(&b.user_id)
+                    .binding(&b.id)
+                    .refused(cardbind_domain::ErrorCode::ChannelUnavailable)
+                    .build()]
+            }
+        }
+    }
+
+    /// After a card is unbound: its sealed data, its channel reference and
+    /// any review entry go (each failure is logged; erasure and the next
+    /// unbind remove what is left).
+    pub(crate) async fn forget_card(&self, user: &UserId, b: &Binding) {
+        self.drop_card_data(user, &b.id).await;
+        if let Some(r) = &b.channel_ref {
+            if let Err(e) = self.ports.channel_refs.delete(&b.channel, r).await {
+                tracing::warn!(binding = %b.id, error = %e, "channel reference not deleted");
+            }
+        }
+        if b.status == BindingStatus::PendingReview {
+            if let Err(e) = self.ports.review.remove(&b.id).await {
+                tracing::warn!(binding = %b.id, error = %e, "review entry not removed");
+            }
+        }
+    }
+}
+
+/// A status change of one card with its audit event (`from -> to`).
+pub(crate) fn status_change<E>(
+    ctx: &RequestContext,
+    w: &mut Wallet,
+    id: &BindingId,
+    action: AuditAction,
+    now: Timestamp,
+    change: impl FnOnce(&mut Binding) -> Result<(), Clash>,
+) -> Decided<(), E>
+where
+    E: From<cardbind_domain::Missing> + From<Clash>,
+{
+    let from = match w.get(id) {
+        Ok(b) => b.status,
+        Err(m) => return Decided::new(Err(m.into()), Vec::new()),
+    };
+    let r: Result<(), E> = w.change(id, change);
+    if let Err(e) = r {
+        return Decided::new(Err(e), Vec::new());
+    }
+    let to = w.get(id).map(|b| b.status).unwrap_or(from);
+    let e = ctx.event(now, action).user(w.user()).binding(id);
+    let e = if from == to {
+        e.build()
+    } else {
+        e.detail(format!("{from} -> {to}")).build()
+    };
+    Decided::new(Ok(()), vec![e])
+}
+
+/// A page of a wallet's cards, by id.
+pub(crate) fn page(w: &Wallet, after: Option<&BindingId>, size: usize) -> CardPage {
+    let cards: Vec<CardView> = w
+        .bindings()
+        .iter()
+        .filter(|b| after.is_none_or(|a| &b.id > a))
+        .take(size)
+        .map(|b| CardView {
+            is_default: w.is_default(&b.id),
+            binding: b.clone(),
+        })
+        .collect();
+    let next = (cards.len() == size)
+        .then(|| cards.last().map(|c| c.binding.id.clone()))
+        .flatten();
+    CardPage { cards, next }
+}

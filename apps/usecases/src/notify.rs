@@ -1,0 +1,300 @@
+//! What the channels tell us: signed asynchronous notifications, and
+//! reconciliation of cards left waiting for their channel.
+
+use cardbind_domain::{
+    BindingId, BindingStatus, ChannelCode, ChannelName, FailureReason, Timestamp, UserId, Wallet,
+};
+use cardbind_ports::audit::AuditAction;
+use cardbind_ports::channel::{
+    BindingRef, ChannelEvent, ChannelEventKind, Notification, NotificationAck, RemoteState,
+};
+use cardbind_ports::store::LinkKey;
+
+use crate::context::RequestContext;
+use crate::error::{channel_not_enabled, op_error};
+use crate::tx::Decided;
+use crate::UseCases;
+
+op_error! {
+    /// Why a notification was refused.
+    pub enum NotifyError { BadRequest, Unauthenticated, Conflict, Unavailable, Unprocessable }
+    from Store, Channel
+}
+
+/// What `reconcile` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub examined: u64,
+    pub activated: u64,
+    pub failed: u64,
+    pub unbound: u64,
+    pub still_pending: u64,
+    pub errors: u64,
+}
+
+/// How an event changed a card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applied {
+    Unchanged,
+    Changed(BindingStatus),
+}
+
+impl UseCases {
+    /// Verifies, deduplicates and applies a channel's notification.
+    /// Returns the acknowledgement only once the event is stored.
+    pub async fn handle_notification(
+        &self,
+        channel_name: &ChannelName,
+        n: &Notification,
+    ) -> Result<NotificationAck, NotifyError> {
+        let channel = self.channel(channel_name).ok_or_else(channel_not_enabled)?;
+        let event = channel.parse_notification(n)?;
+        let ns = format!("notify:{channel_name}");
+        let now = self.now();
+        if self.ports.seen.seen(&ns, &event.event_id, now).await? {
+            return Ok(channel.notification_ack());
+        }
+        self.apply_channel_event(channel_name, &event).await?;
+        self.ports
+            .seen
+            .mark(
+                &ns,
+                &event.event_id,
+                now,
+                now.plus_seconds(self.policy.notification_memory_seconds),
+            )
+            .await?;
+        Ok(channel.notification_ack())
+    }
+
+    /// The card an event names, and its user.
+    async fn find_card(
+        &self,
+        channel: &ChannelName,
+        r: &BindingRef,
+    ) -> Result<Option<(UserId, BindingId)>, NotifyError> {
+        Ok(match r {
+            BindingRef::Ours(id) => self
+                .ports
+                .card_data
+                .owner(id)
+                .await?
+                .map(|u| (u, id.clone())),
+            BindingRef::Channel(cr) => self
+                .ports
+                .channel_refs
+                .find(channel, cr)
+                .await?
+                .map(|t| (t.user, t.binding)),
+        })
+    }
+
+    /// Applies a verified channel event. Idempotent: an event that finds
+    /// the card already where it leads changes nothing; an event about a
+    /// card we do not know, or whose data is gone (unbound), is ignored.
+    async fn apply_channel_event(
+        &self,
+        channel_name: &ChannelName,
+        event: &ChannelEvent,
+    ) -> Result<Applied, NotifyError> {
+        let Some((user, id)) = self.find_card(channel_name, &event.binding).await? else {
+            tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown card ignored");
+            return Ok(Applied::Unchanged);
+        };
+        let ctx = RequestContext::service(&format!("channel:{channel_name}"));
+        let (applied, after) = self
+            .change_wallet::<_, NotifyError>(&ctx, &user, None, |w, now| {
+                channel_event(&ctx, w, &id, channel_name, event, now)
+            })
+            .await?;
+        if let Applied::Changed(status) = applied {
+            self.after_channel_change(&user, &after.wallet, &id, status)
+                .await;
+        }
+        Ok(applied)
+    }
+
+    /// The writes that follow a card's change by its channel.
+    async fn after_channel_change(
+        &self,
+        user: &UserId,
+        w: &Wallet,
+        id: &BindingId,
+        status: BindingStatus,
+    ) {
+        match status {
+            BindingStatus::Inactive => {
+                if let Ok(b) = w.get(id) {
+                    self.forget_card(user, b).await;
+                }
+            }
+            BindingStatus::Failed => self.drop_card_data(user, id).await,
+            BindingStatus::Active => {
+                if let Err(e) = self.ports.review.remove(id).await {
+                    tracing::warn!(binding = %id, error = %e, "review entry not removed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Settles cards left in `pending_verification` for longer than
+    /// `older_than_seconds` by asking their channel, looking back over the
+    /// wallets written in the policy's lookback window.
+    pub async fn reconcile(
+        &self,
+        older_than_seconds: i64,
+        page: u32,
+    ) -> Result<ReconcileReport, NotifyError> {
+        let mut report = ReconcileReport::default();
+        let now = self.now();
+        let before = now.minus_seconds(older_than_seconds);
+        let from = now.minus_seconds(self.policy.reconcile_lookback_seconds);
+        let mut after: Option<LinkKey> = None;
+        let mut users_seen = std::collections::HashSet::new();
+        loop {
+            let links = self
+                .ports
+                .wallets
+                .pending_links(from, before, after.clone(), page.clamp(1, 500))
+                .await?;
+            let Some(last) = links.last() else { break };
+            after = Some(last.key.clone());
+            for l in links {
+                if users_seen.insert(l.key.user.clone()) {
+                    self.reconcile_user(&l.key.user, before, now, &mut report)
+                        .await;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn reconcile_user(
+        &self,
+        user: &UserId,
+        before: Timestamp,
+        now: Timestamp,
+        report: &mut ReconcileReport,
+    ) {
+        let wallet = match self.load(user).await {
+            Ok(l) => l.wallet,
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "reconcile: wallet not read");
+                report.errors += 1;
+                return;
+            }
+        };
+        let stuck = wallet
+            .bindings()
+            .iter()
+            .filter(|b| b.status == BindingStatus::PendingVerification && b.updated_at <= before);
+        for b in stuck {
+            report.examined += 1;
+            let Some(channel) = self.channel(&b.channel) else {
+                report.errors += 1;
+                continue;
+            };
+            let kind = match channel.query(&b.id, b.channel_ref.clone()).await {
+                Ok(RemoteState::Active { channel_ref }) => {
+                    Some(ChannelEventKind::Signed { channel_ref })
+                }
+                Ok(RemoteState::Terminated) => Some(ChannelEventKind::Failed {
+                    code: FailureReason::AgreementTerminated.as_str().to_owned(),
+                }),
+                Ok(RemoteState::Failed { code }) => Some(ChannelEventKind::Failed { code }),
+                Ok(RemoteState::NotFound) => Some(ChannelEventKind::Failed {
+                    code: FailureReason::VerificationExpired.as_str().to_owned(),
+                }),
+                Ok(RemoteState::Pending) => b
+                    .verification_expires_at
+                    .is_some_and(|t| now > t)
+                    .then(|| ChannelEventKind::Failed {
+                        code: FailureReason::VerificationExpired.as_str().to_owned(),
+                    }),
+                Err(e) => {
+                    tracing::warn!(binding = %b.id, error = %e, "reconcile query failed");
+                    report.errors += 1;
+                    continue;
+                }
+            };
+            let Some(kind) = kind else {
+                report.still_pending += 1;
+                continue;
+            };
+            let event = ChannelEvent {
+                event_id: format!("reconcile:{}", b.id),
+                binding: BindingRef::Ours(b.id.clone()),
+                kind,
+                agreement: None,
+            };
+            match self.apply_channel_event(&b.channel, &event).await {
+                Ok(Applied::Changed(BindingStatus::Active)) => report.activated += 1,
+                Ok(Applied::Changed(BindingStatus::Inactive)) => report.unbound += 1,
+                Ok(Applied::Changed(_)) => report.failed += 1,
+                Ok(Applied::Unchanged) => report.still_pending += 1,
+                Err(_) => report.errors += 1,
+            }
+        }
+    }
+}
+
+/// What a channel event does to a card.
+fn channel_event(
+    ctx: &RequestContext,
+    w: &mut Wallet,
+    id: &BindingId,
+    channel: &ChannelName,
+    event: &ChannelEvent,
+    now: Timestamp,
+) -> Decided<Applied, NotifyError> {
+    let unchanged = || Decided::new(Ok(Applied::Unchanged), Vec::new());
+    let Ok(b) = w.get(id) else {
+        return unchanged();
+    };
+    if &b.channel != channel {
+        return unchanged();
+    }
+    // A card bound again keeps its id: an event about another agreement
+    // than the one an active (or frozen) card holds now is about an earlier
+    // binding of that card, and changes nothing.
+    let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
+    if let (true, Some(named), Some(current)) = (holds_agreement, &event.agreement, &b.channel_ref)
+    {
+        if named != current {
+            tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier agreement ignored");
+            return unchanged();
+        }
+    }
+    let from = b.status;
+    let waiting = matches!(
+        from,
+        BindingStatus::PendingVerification | BindingStatus::PendingReview
+    );
+    let by = ctx.actor.subject.clone();
+    let r: Result<bool, cardbind_domain::StateRefusal> = match &event.kind {
+        ChannelEventKind::Signed { channel_ref } if waiting => w
+            .change(id, |b| b.activate(Some(channel_ref.clone()), now))
+            .map(|()| true),
+        ChannelEventKind::Terminated => w.change(id, |b| b.unbind(now, &by)),
+        ChannelEventKind::Failed { code } if waiting => {
+            let reason = FailureReason::parse(code)
+                .unwrap_or_else(|| FailureReason::ChannelDeclined(ChannelCode::from_channel(code)));
+            w.change(id, |b| b.fail(reason, now)).map(|()| true)
+        }
+        _ => Ok(false),
+    };
+    match r {
+        Ok(true) => {
+            let to = w.get(id).map(|b| b.status).unwrap_or(from);
+            let e = ctx
+                .event(now, AuditAction::BindingChannelEvent)
+                .user(w.user())
+                .binding(id)
+                .detail(format!("{from} -> {to}"))
+                .build();
+            Decided::new(Ok(Applied::Changed(to)), vec![e])
+        }
+        Ok(false) | Err(_) => unchanged(),
+    }
+}

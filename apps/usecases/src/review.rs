@@ -1,0 +1,212 @@
+//! The manual review queue: cards whose channel could not be reached (or
+//! could not take them) wait here for an operator, who approves, rejects or
+//! sends them back to the channel.
+
+use cardbind_domain::{Action, BindingId, BindingStatus, UserId};
+use cardbind_ports::audit::AuditAction;
+use cardbind_ports::channel::ChannelBindRequest;
+use cardbind_ports::store::RefTarget;
+
+use crate::bind::{view, Start};
+use crate::context::RequestContext;
+use crate::error::{card_data_unreadable, channel_not_enabled, op_error, Internal};
+use crate::manage::status_change;
+use crate::sealing::OpenFailure;
+use crate::tx::Decided;
+use crate::{page_size, CardPage, CardView, UseCases};
+
+op_error! {
+    /// Why a review decision was refused.
+    pub enum ReviewError { Forbidden, NotFound, Conflict, Unavailable }
+    from Store, State
+}
+
+op_error! {
+    /// Why a retry at the channel was refused.
+    pub enum RetryError { BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable }
+    from Store, Keys, State
+}
+
+/// The most entries one page lists.
+pub const MAX_REVIEW_PAGE: u32 = 100;
+
+impl UseCases {
+    /// Cards waiting for review, by id, a page of `limit` after `after`.
+    /// Entries whose card has left review meanwhile are skipped and
+    /// removed.
+    pub async fn list_reviews(
+        &self,
+        ctx: &RequestContext,
+        after: Option<BindingId>,
+        limit: u32,
+    ) -> Result<CardPage, ReviewError> {
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
+        let size = page_size(limit, MAX_REVIEW_PAGE);
+        let entries = self.ports.review.list(after, size as u32).await?;
+        let next = (entries.len() == size)
+            .then(|| entries.last().map(|e| e.binding.clone()))
+            .flatten();
+        let mut cards = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let w = self.load(&entry.user).await?.wallet;
+            match view(&w, &entry.binding) {
+                Ok(v) if v.binding.status == BindingStatus::PendingReview => cards.push(v),
+                _ => {
+                    if let Err(e) = self.ports.review.remove(&entry.binding).await {
+                        tracing::warn!(binding = %entry.binding, error = %e, "stale review entry not removed");
+                    }
+                }
+            }
+        }
+        Ok(CardPage { cards, next })
+    }
+
+    /// The user whose card this is, for operations that name only the card.
+    async fn owner_of(&self, id: &BindingId) -> Result<UserId, ReviewError> {
+        if let Some(e) = self.ports.review.get(id).await? {
+            return Ok(e.user);
+        }
+        // A card whose review entry was not written: its data names it.
+        match self.ports.card_data.owner(id).await? {
+            Some(u) => Ok(u),
+            None => Err(cardbind_domain::Missing::card().into()),
+        }
+    }
+
+    /// An operator approves a card in review: it becomes active (with the
+    /// channel's reference, when the operator learned it).
+    pub async fn approve_review(
+        &self,
+        ctx: &RequestContext,
+        id: &BindingId,
+        channel_ref: Option<String>,
+    ) -> Result<CardView, ReviewError> {
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
+        let user = self.owner_of(id).await?;
+        let ((), after) = self
+            .change_wallet::<_, ReviewError>(ctx, &user, None, |w, now| {
+                status_change(ctx, w, id, AuditAction::ReviewApprove, now, |b| {
+                    b.approve(channel_ref.clone(), now)
+                })
+            })
+            .await?;
+        let b = view(&after.wallet, id)?;
+        if let Some(r) = &channel_ref {
+            let target = RefTarget {
+                user: user.clone(),
+                binding: id.clone(),
+            };
+            if let Err(e) = self
+                .ports
+                .channel_refs
+                .put(&b.binding.channel, r, &target)
+                .await
+            {
+                tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+            }
+        }
+        self.unqueue(id).await;
+        Ok(b)
+    }
+
+    /// An operator rejects a card in review: it fails.
+    pub async fn reject_review(
+        &self,
+        ctx: &RequestContext,
+        id: &BindingId,
+    ) -> Result<CardView, ReviewError> {
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
+        let user = self.owner_of(id).await?;
+        let ((), after) = self
+            .change_wallet::<_, ReviewError>(ctx, &user, None, |w, now| {
+                status_change(ctx, w, id, AuditAction::ReviewReject, now, |b| {
+                    b.reject(now)
+                })
+            })
+            .await?;
+        self.unqueue(id).await;
+        self.drop_card_data(&user, id).await;
+        Ok(view(&after.wallet, id)?)
+    }
+
+    async fn unqueue(&self, id: &BindingId) {
+        if let Err(e) = self.ports.review.remove(id).await {
+            tracing::warn!(binding = %id, error = %e, "review entry not removed");
+        }
+    }
+
+    /// An operator sends a card in review back to its channel (once the
+    /// channel is back or its configuration fixed). The card data is opened
+    /// from its sealed fields — each opening audited — and the card goes
+    /// back to `pending_verification` and through the channel as a new
+    /// bind would. Sealed data that does not open (tampered, moved, erased)
+    /// is `card_data_unreadable` and the card stays in review.
+    pub async fn retry_review(
+        &self,
+        ctx: &RequestContext,
+        id: &BindingId,
+    ) -> Result<CardView, RetryError> {
+        self.authorize(ctx, Action::ReviewQueue, None).await?;
+        let user = self.owner_of(id).await.map_err(|e| match e {
+            ReviewError::Forbidden(x) => RetryError::Forbidden(x),
+            ReviewError::NotFound(x) => RetryError::NotFound(x),
+            ReviewError::Conflict(x) => RetryError::Conflict(x),
+            ReviewError::Unavailable(x) => RetryError::Unavailable(x),
+            ReviewError::Internal(x) => RetryError::Internal(x),
+        })?;
+        let loaded = self.load(&user).await?;
+        let b = loaded.wallet.get(id)?.clone();
+        // Before any card data is opened.
+        b.ensure_in_review()?;
+        let channel = self.channel(&b.channel).ok_or_else(channel_not_enabled)?;
+        let data = self
+            .ports
+            .card_data
+            .get(&user, id, b.data_generation)
+            .await?
+            .ok_or_else(|| Internal::new("a card in review without its data"))?;
+        let (opened, open_events) = self.open_card(ctx, &user, id, &data.sealed).await;
+        let details = match opened {
+            Ok(d) => d,
+            Err(f) => {
+                // The openings are audited even though nothing changes.
+                self.commit(ctx, &loaded, &loaded.wallet, open_events)
+                    .await?;
+                return Err(match f {
+                    OpenFailure::Unavailable(e) => e.into(),
+                    OpenFailure::Unreadable => card_data_unreadable().into(),
+                });
+            }
+        };
+        let request = ChannelBindRequest {
+            binding_id: id.clone(),
+            user_id: user.clone(),
+            card: details.card,
+            expiry: b.card.expiry,
+            cvv: None,
+            holder_name: details.holder_name,
+            id_number: details.id_number,
+            phone: details.phone,
+        };
+        let ((), after) = self
+            .change_wallet::<_, RetryError>(ctx, &user, Some(loaded), |w, now| {
+                let d: Decided<(), RetryError> =
+                    status_change(ctx, w, id, AuditAction::ReviewRetry, now, |b| {
+                        b.requeue(now, &self.policy.verification)
+                    });
+                let mut events = open_events.clone();
+                events.extend(d.events);
+                Decided::new(d.answer, events)
+            })
+            .await?;
+        self.unqueue(id).await;
+        let start = Start {
+            user: &user,
+            id,
+            channel_name: &b.channel,
+            channel,
+            request: &request,
+        };
+        self.start_at_channel(ctx, start, Some(after)).await
+    }
+}

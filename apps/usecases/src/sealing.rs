@@ -1,0 +1,136 @@
+//! Sealing a card's data for its binding, and opening it again (every
+//! opening audited).
+
+use cardbind_domain::{
+    BindingId, CardNumber, ErrorCode, HolderName, Phone, ResidentId, SealedBlob, SealedCard,
+    SealedField, UserId,
+};
+use cardbind_ports::audit::{AuditAction, AuditEvent};
+use cardbind_ports::keys::SealContext;
+use cardbind_ports::KeyError;
+
+use crate::context::RequestContext;
+use crate::UseCases;
+
+/// A card's data in clear, as a bind request carries it and as opening its
+/// sealed fields gives it back. Each value masks itself in `Debug`.
+#[derive(Clone, Debug)]
+pub struct CardDetails {
+    pub card: CardNumber,
+    pub holder_name: HolderName,
+    pub id_number: ResidentId,
+    pub phone: Phone,
+}
+
+impl CardDetails {
+    fn text(&self, field: SealedField) -> &str {
+        match field {
+            SealedField::Pan => self.card.expose(),
+            SealedField::HolderName => self.holder_name.expose(),
+            SealedField::IdNumber => self.id_number.expose(),
+            SealedField::Phone => self.phone.expose(),
+        }
+    }
+}
+
+/// Why sealed data did not open.
+pub(crate) enum OpenFailure {
+    /// The key service could not be reached.
+    Unavailable(KeyError),
+    /// Tampered, moved, erased, or not the value it should be.
+    Unreadable,
+}
+
+impl UseCases {
+    /// Seals every field of `details` under `user`'s key, each bound to
+    /// this binding and field.
+    pub(crate) async fn seal(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        details: &CardDetails,
+    ) -> Result<SealedCard, KeyError> {
+        let mut blobs = Vec::with_capacity(SealedField::ALL.len());
+        for field in SealedField::ALL {
+            let ctx = SealContext::new(binding.as_str(), field.as_str());
+            blobs.push(
+                self.ports
+                    .vault
+                    .seal(user, &ctx, details.text(field).as_bytes())
+                    .await?,
+            );
+        }
+        let mut it = blobs.into_iter();
+        let mut next = || it.next().unwrap_or_else(|| SealedBlob::new(Vec::new()));
+        Ok(SealedCard {
+            pan: next(),
+            holder_name: next(),
+            id_number: next(),
+            phone: next(),
+        })
+    }
+
+    /// Opens every sealed field of a binding. Returns the details (when all
+    /// opened) and one `card_data.open` event per field for the caller to
+    /// write with its change.
+    pub(crate) async fn open_card(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        binding: &BindingId,
+        sealed: &SealedCard,
+    ) -> (Result<CardDetails, OpenFailure>, Vec<AuditEvent>) {
+        let mut events = Vec::new();
+        let mut texts = Vec::new();
+        let mut failure = None;
+        for field in SealedField::ALL {
+            let ctx_seal = SealContext::new(binding.as_str(), field.as_str());
+            let opened = self
+                .ports
+                .vault
+                .open(user, &ctx_seal, sealed.get(field))
+                .await
+                .map_err(|e| match e {
+                    KeyError::Unavailable(_) => OpenFailure::Unavailable(e),
+                    KeyError::Refused(_) | KeyError::Erased => {
+                        tracing::error!(%binding, %field, error = %e, "sealed card data refused to open");
+                        OpenFailure::Unreadable
+                    }
+                })
+                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| OpenFailure::Unreadable));
+            let e = ctx
+                .event(self.now(), AuditAction::CardDataOpen)
+                .user(user)
+                .binding(binding)
+                .detail(field.as_str());
+            events.push(match &opened {
+                Ok(_) => e.build(),
+                Err(OpenFailure::Unavailable(_)) => {
+                    e.refused(ErrorCode::KeyServiceUnavailable).build()
+                }
+                Err(OpenFailure::Unreadable) => e.refused(ErrorCode::CardDataUnreadable).build(),
+            });
+            match opened {
+                Ok(t) => texts.push(t),
+                Err(f) => {
+                    failure = Some(f);
+                    break;
+                }
+            }
+        }
+        if let Some(f) = failure {
+            return (Err(f), events);
+        }
+        let parsed = (|| {
+            let mut it = texts.into_iter();
+            let mut next = || it.next().unwrap_or_default();
+            Some(CardDetails {
+                card: CardNumber::parse(&next()).ok()?,
+                holder_name: HolderName::parse(&next()).ok()?,
+                id_number: ResidentId::parse(&next()).ok()?,
+                phone: Phone::parse(&next()).ok()?,
+            })
+        })();
+        (parsed.ok_or(OpenFailure::Unreadable), events)
+    }
+}

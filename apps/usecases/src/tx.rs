@@ -1,0 +1,202 @@
+//! Reading a wallet, changing it, and writing it back: the one
+//! compare-and-set loop every use case goes through.
+
+use std::future::Future;
+
+use cardbind_domain::{Timestamp, UserId, Wallet};
+use cardbind_ports::audit::{AuditAction, AuditEvent, ChainHead};
+use cardbind_ports::StoreError;
+
+use crate::context::RequestContext;
+use crate::UseCases;
+
+/// How many times a use case decides again after losing a race for a
+/// user's wallet before it answers `conflict`.
+pub const MAX_RACES: usize = 16;
+
+/// A wallet as read, and the head of the chain it is the state of.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub wallet: Wallet,
+    /// `None` for a user with nothing stored yet.
+    pub head: Option<ChainHead>,
+}
+
+/// Why one attempt at a change ended without an answer.
+#[derive(Debug)]
+pub enum Raced<E> {
+    /// Another request wrote the wallet first: read it again and decide
+    /// again.
+    Lost,
+    /// The answer: a refusal or a failure.
+    Failed(E),
+}
+
+impl<E: From<StoreError>> From<StoreError> for Raced<E> {
+    fn from(e: StoreError) -> Raced<E> {
+        match e {
+            StoreError::Conflict => Raced::Lost,
+            other => Raced::Failed(other.into()),
+        }
+    }
+}
+
+impl<E> Raced<E> {
+    /// A refusal that ends the use case.
+    pub fn fail(e: impl Into<E>) -> Raced<E> {
+        Raced::Failed(e.into())
+    }
+}
+
+/// Runs `attempt` until it does not lose a race (at most [`MAX_RACES`]
+/// times). Each attempt reads what it needs afresh.
+pub async fn until_settled<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    E: From<StoreError>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Raced<E>>>,
+{
+    for lost in 0..MAX_RACES {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(Raced::Lost) => tokio::time::sleep(backoff(lost)).await,
+            Err(Raced::Failed(e)) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+/// A short pause before deciding again, growing with the races lost and
+/// jittered so that writers that lost together do not collide again.
+fn backoff(lost: usize) -> std::time::Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % 1000)
+        .unwrap_or(0);
+    let base = 250 * (lost as u64 + 1).min(8);
+    std::time::Duration::from_micros(base + jitter * (lost as u64 + 1).min(8))
+}
+
+/// What a change decided: its answer and the audit events of the change.
+pub struct Decided<T, E> {
+    pub answer: Result<T, E>,
+    pub events: Vec<AuditEvent>,
+}
+
+impl<T, E> Decided<T, E> {
+    pub fn new(answer: Result<T, E>, events: Vec<AuditEvent>) -> Self {
+        Decided { answer, events }
+    }
+}
+
+impl UseCases {
+    /// The user's wallet (empty for a user never seen).
+    pub(crate) async fn load(&self, user: &UserId) -> Result<Loaded, StoreError> {
+        Ok(match self.ports.wallets.load(user).await? {
+            Some(s) => Loaded {
+                wallet: s.wallet,
+                head: Some(s.head),
+            },
+            None => Loaded {
+                wallet: Wallet::new(user.clone()),
+                head: None,
+            },
+        })
+    }
+
+    /// Writes `wallet` as the state after `loaded`, with `events` and, when
+    /// the effective default moved, a `binding.default_changed` event.
+    /// Writes nothing (and returns the old head) when nothing changed and
+    /// there is no event. `Conflict` when another write came first.
+    pub(crate) async fn commit(
+        &self,
+        ctx: &RequestContext,
+        loaded: &Loaded,
+        wallet: &Wallet,
+        mut events: Vec<AuditEvent>,
+    ) -> Result<Option<ChainHead>, StoreError> {
+        let now = self.now();
+        if let Some(e) = default_moved(ctx, &loaded.wallet, wallet, now) {
+            events.push(e);
+        }
+        if events.is_empty() && wallet == &loaded.wallet {
+            return Ok(loaded.head.clone());
+        }
+        self.ports
+            .wallets
+            .commit(wallet, loaded.head.clone(), events, now)
+            .await
+            .map(Some)
+    }
+
+    /// Lets `decide` change the user's wallet and writes it back with the
+    /// events `decide` gives, deciding again on a fresh read after a lost
+    /// race. Starts from `known` when the caller has just written the
+    /// wallet (saving a read), else reads it. A refusal that changed the
+    /// wallet (a closed verification window fails the card) is written
+    /// too. Returns the answer and the wallet as written.
+    pub(crate) async fn change_wallet<T, E>(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        known: Option<Loaded>,
+        mut decide: impl FnMut(&mut Wallet, Timestamp) -> Decided<T, E> + Send,
+    ) -> Result<(T, Loaded), E>
+    where
+        E: From<StoreError>,
+    {
+        let known = std::sync::Mutex::new(known);
+        let decide = std::sync::Mutex::new(&mut decide);
+        until_settled(|| {
+            let start = known.lock().map(|mut k| k.take()).unwrap_or(None);
+            let decide = &decide;
+            async move {
+                let loaded = match start {
+                    Some(l) => l,
+                    None => self.load(user).await?,
+                };
+                let mut wallet = loaded.wallet.clone();
+                let Decided { answer, events } = match decide.lock() {
+                    Ok(mut d) => (*d)(&mut wallet, self.now()),
+                    Err(_) => {
+                        return Err(Raced::Failed(
+                            StoreError::Corrupt("a decision panicked".into()).into(),
+                        ))
+                    }
+                };
+                let head = self.commit(ctx, &loaded, &wallet, events).await?;
+                match answer {
+                    Ok(v) => Ok((v, Loaded { wallet, head })),
+                    Err(e) => Err(Raced::Failed(e)),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// The event for a default that moved between two states of a wallet.
+fn default_moved(
+    ctx: &RequestContext,
+    before: &Wallet,
+    after: &Wallet,
+    now: Timestamp,
+) -> Option<AuditEvent> {
+    let (was, is) = (before.effective_default(), after.effective_default());
+    if was == is {
+        return None;
+    }
+    let e = ctx
+        .event(now, AuditAction::BindingDefaultChanged)
+        .user(after.user());
+    Some(match is {
+        Some(id) => e
+            .binding(id)
+            .detail(match was {
+                Some(_) => "default moved",
+                None => "first default",
+            })
+            .build(),
+        None => e.detail("no active card left").build(),
+    })
+}

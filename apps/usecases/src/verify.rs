@@ -1,0 +1,215 @@
+//! Confirming a card with the one-time password the user received.
+//!
+//! The attempt is counted in the wallet *before* the channel checks the
+//! code, so parallel guesses cannot share one attempt and no more guesses
+//! reach the channel than the attempts allow.
+
+use cardbind_domain::{
+    Action, BadRequestCode, BindingId, BindingStatus, ChannelCode, ChannelName, Clash, Declined,
+    ErrorCode, FailureReason, Invalid, Timestamp, UnprocessableCode, UserId, VerificationPolicy,
+    Wallet,
+};
+use cardbind_ports::audit::AuditAction;
+use cardbind_ports::channel::ConfirmOutcome;
+use cardbind_ports::store::RefTarget;
+use cardbind_ports::ChannelError;
+
+use crate::bind::view;
+use crate::context::RequestContext;
+use crate::error::{channel_not_enabled, channel_rejected, op_error, ChannelFailure};
+use crate::tx::Decided;
+use crate::{CardView, UseCases};
+
+op_error! {
+    /// Why a verification was refused.
+    pub enum VerifyError { BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable }
+    from Store, Rules
+}
+
+/// A one-time password: 4 to 8 digits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Otp(String);
+
+impl Otp {
+    pub fn parse(s: &str) -> Result<Otp, Invalid> {
+        if (4..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Otp(s.to_owned()))
+        } else {
+            Err(Invalid::field(
+                BadRequestCode::InvalidRequest,
+                "otp",
+                "the code has 4 to 8 digits",
+            ))
+        }
+    }
+}
+
+impl std::fmt::Debug for Otp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Otp(****)")
+    }
+}
+
+/// Confirm this card of this user with this code.
+#[derive(Clone, Debug)]
+pub struct VerifyCard {
+    pub user: UserId,
+    pub card: BindingId,
+    pub otp: Otp,
+}
+
+impl UseCases {
+    pub async fn verify(
+        &self,
+        ctx: &RequestContext,
+        cmd: VerifyCard,
+    ) -> Result<CardView, VerifyError> {
+        self.authorize(ctx, Action::VerifyCard, Some(&cmd.user))
+            .await?;
+        let (user, id) = (&cmd.user, &cmd.card);
+        let attempt = self
+            .change_wallet::<_, VerifyError>(ctx, user, None, |w, now| {
+                self.count_attempt(ctx, w, id, now)
+            })
+            .await;
+        let ((channel_name, channel_ref), after) = match attempt {
+            Ok(v) => v,
+            Err(e) => {
+                if e.code() == ErrorCode::VerificationExpired {
+                    self.drop_card_data(user, id).await;
+                }
+                return Err(e);
+            }
+        };
+        let channel = self
+            .channel(&channel_name)
+            .ok_or_else(channel_not_enabled)?;
+        let answer = channel.confirm_otp(id, &channel_ref, &cmd.otp.0).await;
+        if let Ok(ConfirmOutcome::Confirmed { channel_ref: r }) = &answer {
+            if r != &channel_ref {
+                let target = RefTarget {
+                    user: user.clone(),
+                    binding: id.clone(),
+                };
+                if let Err(e) = self.ports.channel_refs.put(&channel_name, r, &target).await {
+                    tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+                }
+            }
+        }
+        let (status, after) = self
+            .change_wallet::<_, VerifyError>(ctx, user, Some(after), |w, now| {
+                apply_answer(ctx, w, id, &answer, now, &self.policy.verification)
+            })
+            .await?;
+        if status == BindingStatus::Failed {
+            self.drop_card_data(user, id).await;
+        }
+        Ok(view(&after.wallet, id)?)
+    }
+
+    /// Counts one attempt (or fails the card whose window closed).
+    fn count_attempt(
+        &self,
+        ctx: &RequestContext,
+        w: &mut Wallet,
+        id: &BindingId,
+        now: Timestamp,
+    ) -> Decided<(ChannelName, String), VerifyError> {
+        let from = match w.get(id) {
+            Ok(b) => b.status,
+            Err(m) => return Decided::new(Err(m.into()), Vec::new()),
+        };
+        let r: Result<(), VerifyError> =
+            w.change(id, |b| b.begin_otp(now, &self.policy.verification));
+        let e = ctx
+            .event(now, AuditAction::BindingVerify)
+            .user(w.user())
+            .binding(id);
+        match (r, w.get(id)) {
+            (Ok(()), Ok(b)) => Decided::new(
+                Ok((b.channel.clone(), b.channel_ref.clone().unwrap_or_default())),
+                vec![e.detail(format!("attempt {}", b.otp_attempts)).build()],
+            ),
+            (Err(refusal), Ok(b)) if b.status != from => Decided::new(
+                Err(refusal.clone()),
+                vec![e
+                    .refused(refusal.code())
+                    .detail(format!("{from} -> {}", b.status))
+                    .build()],
+            ),
+            (Err(refusal), _) => Decided::new(Err(refusal), Vec::new()),
+            (Ok(()), Err(m)) => Decided::new(Err(m.into()), Vec::new()),
+        }
+    }
+}
+
+/// Writes the channel's answer to the card as it is now.
+fn apply_answer(
+    ctx: &RequestContext,
+    w: &mut Wallet,
+    id: &BindingId,
+    answer: &Result<ConfirmOutcome, ChannelError>,
+    now: Timestamp,
+    policy: &VerificationPolicy,
+) -> Decided<BindingStatus, VerifyError> {
+    let from = match w.get(id) {
+        Ok(b) => b.status,
+        Err(m) => return Decided::new(Err(m.into()), Vec::new()),
+    };
+    let pending = from == BindingStatus::PendingVerification;
+    let policy_fail = |w: &mut Wallet, reason: FailureReason| {
+        if pending {
+            let r: Result<(), VerifyError> = w.change(id, |b| b.fail(reason, now));
+            r.ok();
+        }
+    };
+    let result: Result<(), VerifyError> = match answer {
+        Ok(ConfirmOutcome::Confirmed { channel_ref }) => match from {
+            BindingStatus::PendingVerification => {
+                let r: Result<(), VerifyError> =
+                    w.change(id, |b| b.activate(Some(channel_ref.clone()), now));
+                r
+            }
+            BindingStatus::Active => Ok(()),
+            _ => Err(Clash::transition("this card is no longer waiting for verification").into()),
+        },
+        Ok(ConfirmOutcome::WrongOtp) => {
+            if pending {
+                let r: Result<bool, VerifyError> = w.change(id, |b| b.otp_rejected(now, policy));
+                r.ok();
+            }
+            Err(Declined::field(UnprocessableCode::InvalidOtp, "otp", "the code is wrong").into())
+        }
+        Ok(ConfirmOutcome::Expired) => {
+            policy_fail(w, FailureReason::VerificationExpired);
+            Err(Declined::new(
+                UnprocessableCode::VerificationExpired,
+                "the verification window has closed",
+            )
+            .into())
+        }
+        Ok(ConfirmOutcome::Refused { code }) | Err(ChannelError::Rejected { code, .. }) => {
+            policy_fail(
+                w,
+                FailureReason::ChannelDeclined(ChannelCode::from_channel(code)),
+            );
+            Err(channel_rejected(code).into())
+        }
+        Err(e) => match ChannelFailure::of(e.clone()) {
+            ChannelFailure::Unreachable(u) => Err(u.into()),
+            _ => Err(crate::error::Internal::new(format!("channel answered badly: {e}")).into()),
+        },
+    };
+    let to = w.get(id).map(|b| b.status).unwrap_or(from);
+    let mut e = ctx
+        .event(now, AuditAction::BindingVerify)
+        .user(w.user())
+        .binding(id);
+    if from != to {
+        e = e.detail(format!("{from} -> {to}"));
+    }
+    if let Err(err) = &result {
+        e = e.refused(err.code());
+    }
+    Decided::new(result.map(|()| to), vec![e.build()])
+}

@@ -1,0 +1,460 @@
+//! The use cases end to end on the in-memory store: what each answers and
+//! what it leaves written (wallet, card data, audit, review queue).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use cardbind_domain::{BindingStatus, ErrorCode, FailureReason, NextAction};
+use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog, Outcome};
+use cardbind_ports::channel::{Notification, RemoteState};
+use cardbind_ports::store::{CardDataStore, ReviewQueue};
+use cardbind_ports::ChannelError;
+use cardbind_usecases::bind::BindError;
+use cardbind_usecases::verify::{Otp, VerifyCard};
+use cardbind_usecases::Policy;
+use support::*;
+
+async fn actions(w: &World, u: &str) -> Vec<(AuditAction, Outcome)> {
+    let f = AuditFilter {
+        user_id: Some(user(u)),
+        ..Default::default()
+    };
+    AuditLog::list(&w.store, &f, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.event.action, r.event.outcome))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_instant_bind_is_active_default_sealed_consented_and_audited() {
+    let w = world(Policy::default());
+    let v =
+        w.uc.bind(&backend(), bind_cmd("alice", &visa(1), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+    assert!(v.is_default);
+    let b = &v.binding;
+    assert_eq!(
+        b.consent().unwrap().agreement_id.as_deref(),
+        Some(format!("ref-{}", b.id).as_str())
+    );
+    let data = CardDataStore::get(&w.store, &user("alice"), &b.id, b.data_generation)
+        .await
+        .unwrap()
+        .expect("sealed data stored under the binding's generation");
+    assert!(!String::from_utf8_lossy(data.sealed.pan.as_bytes()).contains(&visa(1)));
+    let got = actions(&w, "alice").await;
+    for a in [
+        AuditAction::BindingCreate,
+        AuditAction::BindingChannelStart,
+        AuditAction::BindingDefaultChanged,
+    ] {
+        assert!(got.contains(&(a, Outcome::Ok)), "{a} missing in {got:?}");
+    }
+    let page =
+        w.uc.list_cards(&backend(), &user("alice"), None, 20)
+            .await
+            .unwrap();
+    assert_eq!(page.cards, vec![v]);
+}
+
+#[tokio::test]
+async fn an_otp_bind_waits_then_verifies() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Otp);
+    let v =
+        w.uc.bind(&backend(), bind_cmd("bob", &visa(2), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingVerification);
+    assert!(matches!(
+        v.binding.next_action,
+        Some(NextAction::Otp { .. })
+    ));
+    assert!(!v.is_default);
+    let cmd = |otp: &str| VerifyCard {
+        user: user("bob"),
+        card: v.binding.id.clone(),
+        otp: Otp::parse(otp).unwrap(),
+    };
+    let e = w.uc.verify(&backend(), cmd("000000")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidOtp);
+    let ok = w.uc.verify(&backend(), cmd("123456")).await.unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    assert!(ok.is_default);
+    assert_eq!(ok.binding.otp_attempts, 2);
+}
+
+#[tokio::test]
+async fn the_same_card_twice_is_already_bound_and_the_refusal_audited() {
+    let w = world(Policy::default());
+    w.uc.bind(&backend(), bind_cmd("carl", &visa(3), w.now()))
+        .await
+        .unwrap();
+    let e =
+        w.uc.bind(&backend(), bind_cmd("carl", &visa(3), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CardAlreadyBound);
+    assert!(matches!(e, BindError::Conflict(_)));
+    assert!(actions(&w, "carl").await.contains(&(
+        AuditAction::BindingCreate,
+        Outcome::Refused(ErrorCode::CardAlreadyBound)
+    )));
+    // Another user binds the same card.
+    w.uc.bind(&backend(), bind_cmd("dora", &visa(3), w.now()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_card_bound_again_reuses_its_record_and_is_sealed_anew() {
+    let w = world(Policy::default());
+    let first =
+        w.uc.bind(&backend(), bind_cmd("erin", &visa(4), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let gone =
+        w.uc.unbind(&backend(), &user("erin"), &first.id, None)
+            .await
+            .unwrap();
+    assert_eq!(gone.binding.status, BindingStatus::Inactive);
+    assert!(gone.binding.consent().unwrap().revoked_at.is_some());
+    assert_eq!(
+        w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        w.store.owner(&first.id).await.unwrap(),
+        None,
+        "unbinding drops the card data"
+    );
+    let again =
+        w.uc.bind(&backend(), bind_cmd("erin", &visa(4), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, first.id);
+    assert_ne!(again.data_generation, first.data_generation);
+    assert_eq!(again.consents.len(), 2);
+    assert!(
+        CardDataStore::get(&w.store, &user("erin"), &again.id, again.data_generation)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        CardDataStore::get(&w.store, &user("erin"), &again.id, first.data_generation)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Refuse("ACQ.CARD_DECLINED"));
+    let e =
+        w.uc.bind(&backend(), bind_cmd("fay", &visa(5), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ChannelRejected);
+    match &e {
+        BindError::Unprocessable(d) => assert!(d.message.contains("ACQ.CARD_DECLINED")),
+        other => panic!("{other:?}"),
+    }
+    let page =
+        w.uc.list_cards(&backend(), &user("fay"), None, 20)
+            .await
+            .unwrap();
+    let b = &page.cards[0].binding;
+    assert_eq!(b.status, BindingStatus::Failed);
+    assert_eq!(
+        b.failure.as_ref().map(FailureReason::as_str),
+        Some("ACQ.CARD_DECLINED")
+    );
+    assert_eq!(w.store.owner(&b.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_channel_sends_the_card_to_review_and_an_operator_decides() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Fail(ChannelError::Timeout));
+    let v =
+        w.uc.bind(&backend(), bind_cmd("gus", &visa(6), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    assert!(
+        ReviewQueue::get(&w.store, &v.binding.id)
+            .await
+            .unwrap()
+            .is_some(),
+        "queued"
+    );
+    let queue = w.uc.list_reviews(&admin(), None, 10).await.unwrap();
+    assert_eq!(queue.cards.len(), 1);
+    // The channel is back: the operator sends it there again.
+    w.channel.always(Script::Bound);
+    let opened_before = w.vault.opened.load(std::sync::atomic::Ordering::SeqCst);
+    let r = w.uc.retry_review(&admin(), &v.binding.id).await.unwrap();
+    assert_eq!(r.binding.status, BindingStatus::Active);
+    assert!(r.is_default);
+    assert_eq!(
+        w.vault.opened.load(std::sync::atomic::Ordering::SeqCst) - opened_before,
+        4
+    );
+    let opens = actions(&w, "gus")
+        .await
+        .into_iter()
+        .filter(|(a, _)| *a == AuditAction::CardDataOpen)
+        .count();
+    assert_eq!(opens, 4, "each opened field is audited");
+    assert!(
+        ReviewQueue::get(&w.store, &v.binding.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "left the queue"
+    );
+    assert!(w
+        .uc
+        .list_reviews(&admin(), None, 10)
+        .await
+        .unwrap()
+        .cards
+        .is_empty());
+}
+
+#[tokio::test]
+async fn review_approve_and_reject() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Fail(ChannelError::CircuitOpen));
+    let a =
+        w.uc.bind(&backend(), bind_cmd("hal", &visa(7), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let b =
+        w.uc.bind(&backend(), bind_cmd("hal", &visa(8), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let ok =
+        w.uc.approve_review(&admin(), &a.id, Some("2088-1".into()))
+            .await
+            .unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    assert_eq!(ok.binding.channel_ref.as_deref(), Some("2088-1"));
+    let no = w.uc.reject_review(&admin(), &b.id).await.unwrap();
+    assert_eq!(no.binding.status, BindingStatus::Failed);
+    assert_eq!(w.store.owner(&b.id).await.unwrap(), None);
+    let e = w.uc.reject_review(&admin(), &a.id).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    let e =
+        w.uc.approve_review(&backend(), &a.id, None)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+}
+
+#[tokio::test]
+async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
+    let w = world(Policy::default());
+    for i in 0..3 {
+        w.uc.bind(&backend(), bind_cmd("ian", &visa(10 + i), w.now()))
+            .await
+            .unwrap();
+    }
+    match w
+        .uc
+        .bind(&backend(), bind_cmd("ian", &visa(20), w.now()))
+        .await
+    {
+        Err(BindError::TooManyRequests(l)) => {
+            assert_eq!(l.refusal.code, ErrorCode::RateLimited);
+            assert!((1..=60).contains(&l.retry_after_seconds));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        actions(&w, "ian").await.contains(&(
+            AuditAction::BindingCreate,
+            Outcome::Refused(ErrorCode::RateLimited)
+        )),
+        "the refusal is in the user's own chain"
+    );
+    w.clock.advance(60);
+    w.uc.bind(&backend(), bind_cmd("ian", &visa(20), w.now()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn notifications_activate_once_and_forged_ones_are_refused() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let v =
+        w.uc.bind(&backend(), bind_cmd("jay", &visa(30), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingVerification);
+    let note = |signed: &str, body: String| Notification {
+        headers: [("x-test-signed".to_owned(), signed.to_owned())].into(),
+        body: body.into_bytes(),
+    };
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let body = format!("n1|{}|signed:agr-1", v.binding.id);
+    let e =
+        w.uc.handle_notification(&mock, &note("no", body.clone()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidSignature);
+    let ack =
+        w.uc.handle_notification(&mock, &note("yes", body.clone()))
+            .await
+            .unwrap();
+    assert_eq!(ack.body, "success");
+    let now =
+        w.uc.get_card(&backend(), &user("jay"), &v.binding.id)
+            .await
+            .unwrap();
+    assert_eq!(now.binding.status, BindingStatus::Active);
+    assert_eq!(now.binding.channel_ref.as_deref(), Some("agr-1"));
+    // The same notification again changes nothing and is acknowledged.
+    let n_links = w.store.links(None, 1000).await.unwrap().len();
+    w.uc.handle_notification(&mock, &note("yes", body))
+        .await
+        .unwrap();
+    assert_eq!(w.store.links(None, 1000).await.unwrap().len(), n_links);
+    // The user ends the agreement in the wallet app.
+    let end = format!("n2|{}|terminated", v.binding.id);
+    w.uc.handle_notification(&mock, &note("yes", end))
+        .await
+        .unwrap();
+    let gone =
+        w.uc.get_card(&backend(), &user("jay"), &v.binding.id)
+            .await
+            .unwrap();
+    assert_eq!(gone.binding.status, BindingStatus::Inactive);
+    assert_eq!(w.store.owner(&v.binding.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reconcile_settles_cards_left_pending() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let a =
+        w.uc.bind(&backend(), bind_cmd("kim", &visa(40), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let b =
+        w.uc.bind(&backend(), bind_cmd("lee", &visa(41), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let c =
+        w.uc.bind(&backend(), bind_cmd("mia", &visa(42), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.channel.query.lock().unwrap().insert(
+        a.id.to_string(),
+        RemoteState::Active {
+            channel_ref: "agr-a".into(),
+        },
+    );
+    w.channel
+        .query
+        .lock()
+        .unwrap()
+        .insert(b.id.to_string(), RemoteState::NotFound);
+    // Too young to reconcile.
+    let r = w.uc.reconcile(300, 10).await.unwrap();
+    assert_eq!(r.examined, 0);
+    w.clock.advance(600);
+    let r = w.uc.reconcile(300, 1).await.unwrap();
+    assert_eq!(
+        (r.examined, r.activated, r.failed, r.still_pending),
+        (3, 1, 1, 1)
+    );
+    let st = |u: &str, id| {
+        let w = &w;
+        let u = user(u);
+        async move {
+            w.uc.get_card(&backend(), &u, id)
+                .await
+                .unwrap()
+                .binding
+                .status
+        }
+    };
+    assert_eq!(st("kim", &a.id).await, BindingStatus::Active);
+    assert_eq!(st("lee", &b.id).await, BindingStatus::Failed);
+    assert_eq!(st("mia", &c.id).await, BindingStatus::PendingVerification);
+}
+
+#[tokio::test]
+async fn erasure_unbinds_every_card_deletes_its_data_and_destroys_the_key() {
+    let w = world(Policy::default());
+    let a =
+        w.uc.bind(&backend(), bind_cmd("ned", &visa(50), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.channel.always(Script::Fail(ChannelError::Timeout));
+    let b =
+        w.uc.bind(&backend(), bind_cmd("ned", &visa(51), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let r = w.uc.erase_user(&admin(), &user("ned"), None).await.unwrap();
+    assert_eq!(r.unbound, 2);
+    assert!(r.key_destroyed);
+    for id in [&a.id, &b.id] {
+        assert_eq!(w.store.owner(id).await.unwrap(), None);
+    }
+    assert!(
+        ReviewQueue::get(&w.store, &b.id).await.unwrap().is_none(),
+        "left the review queue"
+    );
+    let page =
+        w.uc.list_cards(&admin(), &user("ned"), None, 10)
+            .await
+            .unwrap();
+    assert!(page
+        .cards
+        .iter()
+        .all(|c| c.binding.status == BindingStatus::Inactive));
+    assert!(actions(&w, "ned")
+        .await
+        .contains(&(AuditAction::UserErase, Outcome::Ok)));
+    // Erasing twice is harmless.
+    let again = w.uc.erase_user(&admin(), &user("ned"), None).await.unwrap();
+    assert_eq!(again.unbound, 0);
+}
+
+#[tokio::test]
+async fn a_key_service_outage_writes_nothing() {
+    let w = world(Policy::default());
+    w.vault
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e =
+        w.uc.bind(&backend(), bind_cmd("oli", &visa(60), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyServiceUnavailable);
+    assert!(w.store.links(None, 100).await.unwrap().is_empty());
+    assert_eq!(
+        w.channel.starts.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}

@@ -1,0 +1,213 @@
+//! The use cases under concurrent requests and interrupted writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cardbind_domain::{BindingStatus, CardCap, ErrorCode};
+use cardbind_ports::store::WalletStore;
+use cardbind_usecases::verify::{Otp, VerifyCard};
+use cardbind_usecases::Policy;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_card_cap_holds_under_16_parallel_binds_of_different_cards() {
+    let w = Arc::new(world(Policy {
+        card_cap: CardCap { max: 10 },
+        ..unlimited()
+    }));
+    let mut tasks = Vec::new();
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    for i in 0..16u32 {
+        let (w, barrier) = (w.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let cmd = bind_cmd("cap", &visa(100 + i), w.now());
+            barrier.wait().await;
+            w.uc.bind(&backend(), cmd).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v.binding.status, BindingStatus::Active);
+                ok += 1;
+            }
+            Err(e) => assert_eq!(e.code(), ErrorCode::CardLimitReached, "{e:?}"),
+        }
+    }
+    let wallet = w.store.load(&user("cap")).await.unwrap().unwrap().wallet;
+    assert_eq!(wallet.live_count(), ok);
+    assert_eq!(ok, 10, "exactly the cap: every other bind is refused by it");
+    // Only one default among them.
+    assert_eq!(
+        wallet
+            .bindings()
+            .iter()
+            .filter(|b| wallet.is_default(&b.id))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_codes_are_each_counted_and_capped() {
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Otp);
+    let v =
+        w.uc.bind(&backend(), bind_cmd("otp", &visa(200), w.now()))
+            .await
+            .unwrap();
+    let id = v.binding.id.clone();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (w, id) = (w.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            w.uc.verify(
+                &backend(),
+                VerifyCard {
+                    user: user("otp"),
+                    card: id,
+                    otp: Otp::parse("999999").unwrap(),
+                },
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_err());
+    }
+    let checked = w.channel.confirms.load(Ordering::SeqCst);
+    let max = Policy::default().verification.max_otp_attempts as u64;
+    assert!(checked <= max, "{checked} guesses reached the channel");
+    let b =
+        w.uc.get_card(&backend(), &user("otp"), &id)
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        u64::from(b.otp_attempts),
+        checked,
+        "every check was counted"
+    );
+    assert_eq!(b.status, BindingStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_changes_of_one_card_never_roll_each_other_back() {
+    for round in 0..20u32 {
+        let w = Arc::new(world(Policy::default()));
+        let v =
+            w.uc.bind(&backend(), bind_cmd("race", &visa(300 + round), w.now()))
+                .await
+                .unwrap();
+        let id = v.binding.id.clone();
+        let (w1, w2, id1, id2) = (w.clone(), w.clone(), id.clone(), id.clone());
+        let freeze = tokio::spawn(async move { w1.uc.freeze(&admin(), &user("race"), &id1).await });
+        let unbind =
+            tokio::spawn(async move { w2.uc.unbind(&backend(), &user("race"), &id2, None).await });
+        let (f, u) = (freeze.await.unwrap(), unbind.await.unwrap());
+        assert!(u.is_ok(), "an unbind always succeeds: {u:?}");
+        let b =
+            w.uc.get_card(&backend(), &user("race"), &id)
+                .await
+                .unwrap()
+                .binding;
+        // Whatever the order, the unbind is never undone by the freeze.
+        assert_eq!(b.status, BindingStatus::Inactive, "round {round}: {f:?}");
+        if let Err(e) = f {
+            assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_a_partial_write_gets_the_binding() {
+    let w = world(Policy::default());
+    // The store fails after the card is reserved, before its data is kept.
+    w.card_data.fail_puts.store(1, Ordering::SeqCst);
+    let e =
+        w.uc.bind(&backend(), bind_cmd("part", &visa(400), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(
+        w.channel.starts.load(Ordering::SeqCst),
+        0,
+        "the channel was not asked"
+    );
+    // Retried at once, the first attempt may still be running.
+    let e =
+        w.uc.bind(&backend(), bind_cmd("part", &visa(400), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    // Later, it resumes the same card instead of refusing it for good.
+    w.clock.advance(Policy::default().resume_after_seconds);
+    let v =
+        w.uc.bind(&backend(), bind_cmd("part", &visa(400), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+    let page =
+        w.uc.list_cards(&backend(), &user("part"), None, 10)
+            .await
+            .unwrap();
+    assert_eq!(page.cards.len(), 1, "one record, not two");
+    assert_eq!(page.cards[0].binding.id, v.binding.id);
+    use cardbind_ports::store::CardDataStore;
+    assert!(CardDataStore::get(
+        &w.store,
+        &user("part"),
+        &v.binding.id,
+        v.binding.data_generation
+    )
+    .await
+    .unwrap()
+    .is_some());
+}
+
+#[tokio::test]
+async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() {
+    let w = world(Policy::default());
+    // The channel took the card, but the answer was never written (the
+    // process stopped): simulated by a wallet store that refuses writes
+    // after the reservation.
+    w.channel.always(Script::Bound);
+    let first =
+        w.uc.bind(&backend(), bind_cmd("gap", &visa(500), w.now()))
+            .await
+            .unwrap();
+    // Unbind and pretend a later bind stopped after the reservation: the
+    // card waits for its channel's answer.
+    w.uc.unbind(&backend(), &user("gap"), &first.binding.id, None)
+        .await
+        .unwrap();
+    w.channel
+        .gate
+        .lock()
+        .unwrap()
+        .replace(Arc::new(tokio::sync::Semaphore::new(0)));
+    let uc = w.uc.clone();
+    let cmd = bind_cmd("gap", &visa(500), w.now());
+    let stuck = tokio::spawn(async move { uc.bind(&backend(), cmd).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stuck.abort();
+    w.channel.gate.lock().unwrap().take();
+    let b =
+        w.uc.get_card(&backend(), &user("gap"), &first.binding.id)
+            .await
+            .unwrap()
+            .binding;
+    assert!(b.awaits_channel_answer());
+    w.clock.advance(Policy::default().resume_after_seconds);
+    let v =
+        w.uc.bind(&backend(), bind_cmd("gap", &visa(500), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.id, first.binding.id);
+    assert_eq!(v.binding.status, BindingStatus::Active);
+}

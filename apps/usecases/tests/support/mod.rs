@@ -1,0 +1,440 @@
+//! A world for the use cases: the in-memory store, a fake vault, a
+//! scripted channel, a clock the test moves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cardbind_domain::{
+    Actor, BindingId, CardNumber, ChannelName, ConsentGiven, Fingerprint, Role, SealedBlob,
+    Timestamp, UserId,
+};
+use cardbind_memory::MemoryStore;
+use cardbind_ports::channel::{
+    ChannelBindRequest, ChannelEvent, ChannelRegistry, ChannelStart, ConfirmOutcome, Notification,
+    NotificationAck, PaymentChannel, RemoteState,
+};
+use cardbind_ports::clock::{Clock, IdGenerator};
+use cardbind_ports::keys::{CardVault, SealContext};
+use cardbind_ports::{ChannelError, KeyError};
+use cardbind_usecases::bind::{BindCard, CardForm};
+use cardbind_usecases::{Policy, Ports, RequestContext, UseCases};
+
+/// 2026-09-21.
+pub const T0: i64 = 1_790_000_000_000;
+
+pub struct TestClock(pub AtomicI64);
+
+impl TestClock {
+    pub fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[derive(Default)]
+pub struct SeqIds(AtomicU64, AtomicU32);
+
+impl IdGenerator for SeqIds {
+    fn binding_id(&self) -> BindingId {
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        BindingId::parse(&format!("card-{n:06}")).unwrap()
+    }
+    fn opaque_id(&self) -> String {
+        format!("id-{}", self.0.fetch_add(1, Ordering::SeqCst))
+    }
+    fn data_generation(&self) -> u32 {
+        1 + self.1.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// Seals by writing the context beside the bytes (reversed): opens only
+/// with the same owner, record and field, and not after erasure.
+#[derive(Default)]
+pub struct FakeVault {
+    pub erased: Mutex<Vec<String>>,
+    pub down: std::sync::atomic::AtomicBool,
+    pub opened: AtomicU64,
+}
+
+fn tag(owner: &UserId, c: &SealContext) -> String {
+    format!("{}|{}|{}|", owner, c.record, c.field)
+}
+
+#[async_trait]
+impl CardVault for FakeVault {
+    async fn seal(
+        &self,
+        owner: &UserId,
+        c: &SealContext,
+        p: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable("fake vault down".into()));
+        }
+        let mut b = tag(owner, c).into_bytes();
+        b.extend(p.iter().rev());
+        Ok(SealedBlob::new(b))
+    }
+    async fn open(
+        &self,
+        owner: &UserId,
+        c: &SealContext,
+        s: &SealedBlob,
+    ) -> Result<Vec<u8>, KeyError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable("fake vault down".into()));
+        }
+        if self.erased.lock().unwrap().contains(&owner.to_string()) {
+            return Err(KeyError::Erased);
+        }
+        let t = tag(owner, c).into_bytes();
+        let bytes = s.as_bytes();
+        if !bytes.starts_with(&t) {
+            return Err(KeyError::Refused("other context".into()));
+        }
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(bytes[t.len()..].iter().rev().copied().collect())
+    }
+    async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(KeyError::Unavailable("fake vault down".into()));
+        }
+        Ok(Fingerprint::new(1, format!("{:x}", fxhash(pan.expose()))))
+    }
+    async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError> {
+        self.erased.lock().unwrap().push(owner.to_string());
+        Ok(true)
+    }
+    async fn self_check(&self) -> Result<(), KeyError> {
+        Ok(())
+    }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// What the scripted channel answers to a start.
+#[derive(Clone, Debug)]
+pub enum Script {
+    Bound,
+    Otp,
+    Redirect,
+    Refuse(&'static str),
+    Fail(ChannelError),
+}
+
+/// A channel whose answers the test sets, that counts its calls and can
+/// hold a start until released.
+pub struct ScriptChannel {
+    pub name: String,
+    pub start: Mutex<VecDeque<Script>>,
+    pub default_start: Mutex<Script>,
+    pub starts: AtomicU64,
+    pub confirms: AtomicU64,
+    pub unbinds: AtomicU64,
+    pub otp: Mutex<String>,
+    pub query: Mutex<HashMap<String, RemoteState>>,
+    pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+}
+
+impl ScriptChannel {
+    pub fn new(name: &str) -> Arc<ScriptChannel> {
+        Arc::new(ScriptChannel {
+            name: name.to_owned(),
+            start: Mutex::new(VecDeque::new()),
+            default_start: Mutex::new(Script::Bound),
+            starts: AtomicU64::new(0),
+            confirms: AtomicU64::new(0),
+            unbinds: AtomicU64::new(0),
+            otp: Mutex::new("123456".to_owned()),
+            query: Mutex::new(HashMap::new()),
+            gate: Mutex::new(None),
+        })
+    }
+
+    pub fn always(&self, s: Script) {
+        *self.default_start.lock().unwrap() = s;
+    }
+
+    pub fn next(&self, s: Script) {
+        self.start.lock().unwrap().push_back(s);
+    }
+}
+
+#[async_trait]
+impl PaymentChannel for ScriptChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start_binding(&self, r: &ChannelBindRequest) -> Result<ChannelStart, ChannelError> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(g) = gate {
+            let _permit = g.acquire().await.unwrap();
+        }
+        let s = self
+            .start
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.default_start.lock().unwrap().clone());
+        let channel_ref = format!("ref-{}", r.binding_id);
+        match s {
+            Script::Bound => Ok(ChannelStart::Bound { channel_ref }),
+            Script::Otp => Ok(ChannelStart::OtpSent { channel_ref }),
+            Script::Redirect => Ok(ChannelStart::Redirect {
+                channel_ref,
+                url: "https://pay.example.com/sign".into(),
+            }),
+            Script::Refuse(code) => Ok(ChannelStart::Refused {
+                code: code.into(),
+                message: "no".into(),
+            }),
+            Script::Fail(e) => Err(e),
+        }
+    }
+
+    async fn confirm_otp(
+        &self,
+        _b: &BindingId,
+        r: &str,
+        otp: &str,
+    ) -> Result<ConfirmOutcome, ChannelError> {
+        self.confirms.fetch_add(1, Ordering::SeqCst);
+        if otp == *self.otp.lock().unwrap() {
+            Ok(ConfirmOutcome::Confirmed {
+                channel_ref: r.to_owned(),
+            })
+        } else {
+            Ok(ConfirmOutcome::WrongOtp)
+        }
+    }
+
+    async fn unbind(&self, _b: &BindingId, _r: &str) -> Result<(), ChannelError> {
+        self.unbinds.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn query(&self, b: &BindingId, _r: Option<String>) -> Result<RemoteState, ChannelError> {
+        Ok(self
+            .query
+            .lock()
+            .unwrap()
+            .get(b.as_str())
+            .cloned()
+            .unwrap_or(RemoteState::Pending))
+    }
+
+    fn parse_notification(&self, n: &Notification) -> Result<ChannelEvent, ChannelError> {
+        // The test's "signature" is a header naming the event; the body is
+        // `id|binding|signed:REF|terminated|failed:CODE`.
+        if n.headers.get("x-test-signed").map(String::as_str) != Some("yes") {
+            return Err(ChannelError::InvalidSignature);
+        }
+        let text =
+            String::from_utf8(n.body.clone()).map_err(|_| ChannelError::Protocol("utf8".into()))?;
+        let mut parts = text.split('|');
+        let (Some(id), Some(b), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ChannelError::Protocol("fields".into()));
+        };
+        use cardbind_ports::channel::{BindingRef, ChannelEventKind};
+        let kind = if let Some(r) = kind.strip_prefix("signed:") {
+            ChannelEventKind::Signed {
+                channel_ref: r.into(),
+            }
+        } else if kind == "terminated" {
+            ChannelEventKind::Terminated
+        } else if let Some(c) = kind.strip_prefix("failed:") {
+            ChannelEventKind::Failed { code: c.into() }
+        } else {
+            return Err(ChannelError::Protocol("kind".into()));
+        };
+        Ok(ChannelEvent {
+            event_id: id.into(),
+            binding: BindingRef::Ours(
+                BindingId::parse(b).map_err(|_| ChannelError::Protocol("id".into()))?,
+            ),
+            kind,
+            agreement: None,
+        })
+    }
+
+    fn notification_ack(&self) -> NotificationAck {
+        NotificationAck {
+            status: 200,
+            content_type: "text/plain",
+            body: "success".into(),
+        }
+    }
+}
+
+/// The store's card data, with a switch to fail the next puts (a store
+/// that goes away between two writes of a use case).
+pub struct FlakyCardData {
+    pub inner: MemoryStore,
+    pub fail_puts: AtomicU32,
+}
+
+#[async_trait]
+impl cardbind_ports::store::CardDataStore for FlakyCardData {
+    async fn put(
+        &self,
+        d: &cardbind_ports::store::CardData,
+    ) -> Result<(), cardbind_ports::StoreError> {
+        if self
+            .fail_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(cardbind_ports::StoreError::Unavailable("injected".into()));
+        }
+        self.inner.put(d).await
+    }
+    async fn get(
+        &self,
+        u: &UserId,
+        b: &BindingId,
+        g: u32,
+    ) -> Result<Option<cardbind_ports::store::CardData>, cardbind_ports::StoreError> {
+        self.inner.get(u, b, g).await
+    }
+    async fn owner(&self, b: &BindingId) -> Result<Option<UserId>, cardbind_ports::StoreError> {
+        self.inner.owner(b).await
+    }
+    async fn delete(
+        &self,
+        u: &UserId,
+        b: &BindingId,
+        k: Option<u32>,
+    ) -> Result<u64, cardbind_ports::StoreError> {
+        cardbind_ports::store::CardDataStore::delete(&self.inner, u, b, k).await
+    }
+}
+
+pub struct World {
+    pub store: MemoryStore,
+    pub card_data: Arc<FlakyCardData>,
+    pub vault: Arc<FakeVault>,
+    pub channel: Arc<ScriptChannel>,
+    pub clock: Arc<TestClock>,
+    pub uc: UseCases,
+}
+
+pub fn world(policy: Policy) -> World {
+    let store = MemoryStore::new();
+    let vault = Arc::new(FakeVault::default());
+    let channel = ScriptChannel::new("mock");
+    let clock = Arc::new(TestClock(AtomicI64::new(T0)));
+    let channels = ChannelRegistry::new(
+        vec![channel.clone() as Arc<dyn PaymentChannel>],
+        ChannelName::parse("mock").unwrap(),
+    )
+    .unwrap();
+    let s = Arc::new(store.clone());
+    let card_data = Arc::new(FlakyCardData {
+        inner: store.clone(),
+        fail_puts: AtomicU32::new(0),
+    });
+    let ports = Ports {
+        wallets: s.clone(),
+        audit: s.clone(),
+        card_data: card_data.clone(),
+        channel_refs: s.clone(),
+        rates: s.clone(),
+        seen: s.clone(),
+        idempotency: s.clone(),
+        review: s,
+        vault: vault.clone(),
+        channels,
+        clock: clock.clone(),
+        ids: Arc::new(SeqIds::default()),
+        step_up: None,
+    };
+    World {
+        store,
+        card_data,
+        vault,
+        channel,
+        clock,
+        uc: UseCases::new(ports, policy),
+    }
+}
+
+/// A policy without the rate limits (tests that bind many cards).
+pub fn unlimited() -> Policy {
+    Policy {
+        binds_per_user: cardbind_domain::RateRule {
+            limit: 1_000_000,
+            window_seconds: 60,
+        },
+        binds_per_ip: None,
+        binds_per_card: None,
+        ..Policy::default()
+    }
+}
+
+pub fn backend() -> RequestContext {
+    RequestContext::new(
+        Actor::new("backend", Role::Service),
+        "req-1",
+        Some("203.0.113.9".into()),
+    )
+}
+
+pub fn admin() -> RequestContext {
+    RequestContext::new(Actor::new("ops", Role::Admin), "req-2", None)
+}
+
+pub fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+/// A valid Visa number whose 15 first digits end with `n` (Luhn-checked).
+pub fn visa(n: u32) -> String {
+    let body = format!("411111{n:09}");
+    let check = cardbind_domain::card::luhn_check_digit(&body).unwrap();
+    format!("{body}{check}")
+}
+
+pub fn bind_cmd(u: &str, pan: &str, now: Timestamp) -> BindCard {
+    BindCard::parse(
+        user(u),
+        CardForm {
+            card_number: pan,
+            expiry_month: 12,
+            expiry_year: 2031,
+            cvv: Some("123"),
+            holder_name: "Zhang San",
+            id_number: "11010519491231002X",
+            phone: "13800138000",
+            channel: None,
+        },
+        ConsentGiven {
+            text_version: "2026-01".into(),
+            text_hash: "ab".repeat(32),
+            ip: Some("203.0.113.9".into()),
+            user_agent: Some("tests".into()),
+        },
+        now,
+    )
+    .unwrap()
+}
+
+impl World {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}

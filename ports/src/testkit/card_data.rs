@@ -1,0 +1,137 @@
+//! Checks of [`CardDataStore`](crate::store::CardDataStore) and
+//! [`ChannelRefs`](crate::store::ChannelRefs).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use super::*;
+use crate::error::StoreError;
+use crate::store::{CardData, RefTarget};
+
+fn data(user: &str, binding: &str, generation: u32, tag: u8) -> CardData {
+    CardData {
+        binding: binding_id(binding),
+        user: user_id(user),
+        generation,
+        sealed: sealed(tag),
+    }
+}
+
+pub async fn put_and_get_round_trip<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let d = data("kim", "card-1", 1, 9);
+    s.card_data.put(&d).await.unwrap();
+    assert_eq!(
+        s.card_data.get(&d.user, &d.binding, 1).await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(s.card_data.get(&d.user, &d.binding, 2).await.unwrap(), None);
+    // Another user's id does not read it.
+    assert_eq!(
+        s.card_data
+            .get(&user_id("lee"), &d.binding, 1)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn one_generation_is_stored_once<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let results = race(16, |i| {
+        let s = s.clone();
+        async move { s.card_data.put(&data("mia", "card-2", 1, i as u8)).await }
+    })
+    .await;
+    let ok: Vec<usize> = (0..16).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(ok.len(), 1, "one put of a generation wins");
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e, &StoreError::Duplicate);
+        }
+    }
+    let stored = s
+        .card_data
+        .get(&user_id("mia"), &binding_id("card-2"), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.sealed,
+        sealed(ok[0] as u8),
+        "the winner's data is kept"
+    );
+    // The next generation is another record.
+    s.card_data
+        .put(&data("mia", "card-2", 2, 99))
+        .await
+        .unwrap();
+}
+
+pub async fn owner_is_known_while_data_is_stored<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let b = binding_id("card-3");
+    assert_eq!(s.card_data.owner(&b).await.unwrap(), None);
+    // Generations are numbers a request chose, in no particular order.
+    for g in [70_001, 5, 900_000_000] {
+        s.card_data
+            .put(&data("ned", "card-3", g, g as u8))
+            .await
+            .unwrap();
+    }
+    s.card_data.put(&data("ned", "card-4", 1, 1)).await.unwrap();
+    assert_eq!(s.card_data.owner(&b).await.unwrap(), Some(user_id("ned")));
+    let n = user_id("ned");
+    // Another user's id deletes nothing.
+    assert_eq!(
+        s.card_data.delete(&user_id("eve"), &b, None).await.unwrap(),
+        0
+    );
+    assert_eq!(s.card_data.delete(&n, &b, Some(5)).await.unwrap(), 2);
+    assert_eq!(s.card_data.get(&n, &b, 70_001).await.unwrap(), None);
+    assert!(s.card_data.get(&n, &b, 5).await.unwrap().is_some());
+    assert_eq!(s.card_data.owner(&b).await.unwrap(), Some(n.clone()));
+    assert_eq!(s.card_data.delete(&n, &b, Some(5)).await.unwrap(), 0);
+    assert_eq!(s.card_data.delete(&n, &b, None).await.unwrap(), 1);
+    assert_eq!(s.card_data.delete(&n, &b, None).await.unwrap(), 0);
+    assert_eq!(s.card_data.owner(&b).await.unwrap(), None);
+    assert!(
+        s.card_data
+            .get(&n, &binding_id("card-4"), 1)
+            .await
+            .unwrap()
+            .is_some(),
+        "other bindings are untouched"
+    );
+}
+
+pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let (alipay, wechat) = (channel("alipay"), channel("wechat"));
+    let t1 = RefTarget {
+        user: user_id("oli"),
+        binding: binding_id("card-5"),
+    };
+    let t2 = RefTarget {
+        user: user_id("pat"),
+        binding: binding_id("card-6"),
+    };
+    assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
+    s.channel_refs.put(&alipay, "2088-1", &t1).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-1", &t1).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-1", &t2).await.unwrap();
+    assert_eq!(
+        s.channel_refs.find(&alipay, "2088-1").await.unwrap(),
+        Some(t1.clone()),
+        "a reference never moves to another binding"
+    );
+    // References are per channel.
+    assert_eq!(s.channel_refs.find(&wechat, "2088-1").await.unwrap(), None);
+    s.channel_refs.put(&wechat, "2088-1", &t2).await.unwrap();
+    assert_eq!(
+        s.channel_refs.find(&wechat, "2088-1").await.unwrap(),
+        Some(t2)
+    );
+    s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
+    s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
+    assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
+}

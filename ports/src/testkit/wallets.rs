@@ -1,0 +1,473 @@
+//! Checks of [`WalletStore`](crate::store::WalletStore) and
+//! [`AuditLog`](crate::audit::AuditLog), which share the chains.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use cardbind_domain::{BindingStatus, UserId, Wallet};
+
+use super::*;
+use crate::audit::{
+    next_link, verify_links, AuditCursor, AuditFilter, ChainHead, ChainId, Link, GENESIS_HASH,
+};
+use crate::error::StoreError;
+
+fn one(action: AuditAction, user: &UserId) -> Vec<AuditEvent> {
+    vec![event(action, Some(user), None)]
+}
+
+async fn commit(
+    s: &Stores,
+    w: &Wallet,
+    after: Option<ChainHead>,
+    now: Timestamp,
+) -> Result<ChainHead, StoreError> {
+    s.wallets
+        .commit(w, after, one(AuditAction::BindingCreate, w.user()), now)
+        .await
+}
+
+async fn all_links(s: &Stores) -> Vec<Link> {
+    let mut out: Vec<Link> = Vec::new();
+    loop {
+        let after = out.last().map(|l| (l.chain.clone(), l.seq));
+        let page = s.audit.links(after, 3).await.expect("links");
+        if page.is_empty() {
+            return out;
+        }
+        assert!(page.len() <= 3, "links returned more than its limit");
+        out.extend(page);
+    }
+}
+
+pub async fn load_of_an_unknown_user_is_none<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    assert_eq!(s.wallets.load(&user_id("nobody")).await.unwrap(), None);
+}
+
+pub async fn round_trip_every_field<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let u = user_id("alice.example-1:x");
+    let w = wallet(&u, 12, at(1));
+    assert!(w.effective_default().is_some());
+    assert!(w
+        .bindings()
+        .iter()
+        .any(|b| b.status == BindingStatus::Failed));
+    let b = w.bindings()[3].id.clone();
+    let mut events = vec![
+        event(AuditAction::BindingCreate, Some(&u), Some(&b)),
+        event(AuditAction::BindingChannelStart, Some(&u), Some(&b)),
+    ];
+    events[1].outcome = Outcome::Refused(cardbind_domain::ErrorCode::ChannelRejected);
+    events[1].actor = AuditActor::service("channel:mock");
+    events[1].request_id = None;
+    events[1].client_ip = None;
+    events[1].detail = None;
+    let head = s
+        .wallets
+        .commit(&w, None, events.clone(), at(2))
+        .await
+        .expect("first commit");
+    let expected = next_link(ChainId::User(u.clone()), None, at(2), events.clone());
+    assert_eq!(
+        head,
+        expected.head(),
+        "the head is the link next_link builds"
+    );
+    let got = s.wallets.load(&u).await.unwrap().expect("stored");
+    assert_eq!(got.wallet, w);
+    assert_eq!(got.head, head);
+    let links = all_links(&s).await;
+    assert_eq!(links, vec![expected], "the link holds every event field");
+}
+
+pub async fn commit_after_a_stale_head_conflicts<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let u = user_id("bob");
+    let w1 = wallet(&u, 1, at(1));
+    let h1 = commit(&s, &w1, None, at(1)).await.unwrap();
+    assert_eq!(h1.seq, 1);
+    // A first commit when one exists.
+    assert_eq!(
+        commit(&s, &w1, None, at(2)).await,
+        Err(StoreError::Conflict)
+    );
+    let w2 = wallet(&u, 2, at(2));
+    let h2 = commit(&s, &w2, Some(h1.clone()), at(2)).await.unwrap();
+    assert_eq!(h2.seq, 2);
+    // After a head that is no longer the newest, even with the same content.
+    assert_eq!(
+        commit(&s, &w2, Some(h1.clone()), at(3)).await,
+        Err(StoreError::Conflict)
+    );
+    // After a head that never existed.
+    let fake = ChainHead {
+        seq: 7,
+        ..h2.clone()
+    };
+    assert_eq!(
+        commit(&s, &w2, Some(fake), at(3)).await,
+        Err(StoreError::Conflict)
+    );
+    let got = s.wallets.load(&u).await.unwrap().unwrap();
+    assert_eq!((got.wallet, got.head), (w2, h2));
+}
+
+pub async fn concurrent_commits_after_one_head_one_wins<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let u = user_id("carol");
+    let w = wallet(&u, 1, at(1));
+    let head = commit(&s, &w, None, at(1)).await.unwrap();
+    let results = race(16, |i| {
+        let s = s.clone();
+        let head = head.clone();
+        let u = u.clone();
+        async move {
+            // Each racer adds a different card.
+            let mut w = wallet(&u, 1, at(1));
+            w.open(
+                card(100 + i as u32, at(2)),
+                cardbind_domain::CardCap { max: 100 },
+                at(2),
+                &cardbind_domain::VerificationPolicy::default(),
+            )
+            .unwrap();
+            let r = commit(&s, &w, Some(head), at(2)).await;
+            (w, r)
+        }
+    })
+    .await;
+    let winners: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one commit after one head");
+    for (_, r) in &results {
+        if let Err(e) = r {
+            assert_eq!(e, &StoreError::Conflict);
+        }
+    }
+    let got = s.wallets.load(&u).await.unwrap().unwrap();
+    assert_eq!(&got.wallet, &winners[0].0, "the winner's wallet is stored");
+    assert_eq!(got.head.seq, 2);
+}
+
+pub async fn users_are_independent<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let (a, b) = (user_id("dave"), user_id("dave2"));
+    let ha = commit(&s, &wallet(&a, 1, at(1)), None, at(1))
+        .await
+        .unwrap();
+    // Another user's first commit is not a conflict with dave's chain.
+    let hb = commit(&s, &wallet(&b, 3, at(1)), None, at(1))
+        .await
+        .unwrap();
+    assert_eq!((ha.seq, hb.seq), (1, 1));
+    assert_eq!(
+        s.wallets
+            .load(&a)
+            .await
+            .unwrap()
+            .unwrap()
+            .wallet
+            .bindings()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.wallets
+            .load(&b)
+            .await
+            .unwrap()
+            .unwrap()
+            .wallet
+            .bindings()
+            .len(),
+        3
+    );
+}
+
+pub async fn links_form_verifiable_chains<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let users = [user_id("erin"), user_id("erin-b"), user_id("erin-c")];
+    for (k, u) in users.iter().enumerate() {
+        let mut head = None;
+        for i in 0..(k as u32 + 2) {
+            // The clock goes back on the last commit: instants must not.
+            let now = if i == k as u32 + 1 {
+                at(1)
+            } else {
+                at(10 + i as i64)
+            };
+            head = Some(commit(&s, &wallet(u, i + 1, now), head, now).await.unwrap());
+        }
+    }
+    s.audit
+        .append_system(vec![event(AuditAction::RetentionPurge, None, None)], at(5))
+        .await
+        .unwrap();
+    let links = all_links(&s).await;
+    assert_eq!(links.len(), 2 + 3 + 4 + 1);
+    let mut keys: Vec<_> = links.iter().map(|l| (l.chain.clone(), l.seq)).collect();
+    let walked = keys.clone();
+    keys.sort();
+    assert_eq!(walked, keys, "links are walked in (chain, seq) order");
+    assert_eq!(verify_links(&links), Ok(links.len() as u64));
+    for l in links.iter().filter(|l| l.seq == 1) {
+        assert_eq!(l.prev_hash, GENESIS_HASH);
+    }
+    assert!(links.iter().any(|l| l.chain == ChainId::System));
+    assert_eq!(s.audit.links(None, 0).await.unwrap(), vec![]);
+}
+
+pub async fn pending_links_by_window<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    // Six users, each with one link at a different second; the ones whose
+    // wallet holds a pending card (2 cards: the second is pending) are
+    // candidates, the others (1 card: active) are not.
+    for i in 0..6i64 {
+        let u = user_id(&format!("fay-{i}"));
+        let n = if i % 2 == 0 { 2 } else { 1 };
+        commit(&s, &wallet(&u, n, at(i)), None, at(i))
+            .await
+            .unwrap();
+    }
+    let page = |after| {
+        let s = s.clone();
+        async move {
+            s.wallets
+                .pending_links(at(0), at(5), after, 1)
+                .await
+                .unwrap()
+        }
+    };
+    let mut found = Vec::new();
+    let mut after = None;
+    loop {
+        let p = page(after.clone()).await;
+        assert!(p.len() <= 1);
+        let Some(last) = p.last() else { break };
+        after = Some(last.key.clone());
+        found.extend(p.into_iter().map(|l| l.key.user.as_str().to_owned()));
+    }
+    // fay-4 at second 4 is inside [0, 5); nothing at or after 5 is.
+    assert_eq!(found, vec!["fay-0", "fay-2", "fay-4"]);
+    let none = s
+        .wallets
+        .pending_links(at(0), at(5), None, 0)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+pub async fn system_chain_concurrent_appends_one_chain<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let results = race(16, |i| {
+        let s = s.clone();
+        async move {
+            let mut e = event(AuditAction::AccessDenied, None, None);
+            e.detail = Some(format!("racer {i}"));
+            s.audit.append_system(vec![e], at(1)).await
+        }
+    })
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let links = all_links(&s).await;
+    let seqs: Vec<u64> = links.iter().map(|l| l.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=16).collect::<Vec<_>>(),
+        "one chain, no gaps, no forks"
+    );
+    assert_eq!(verify_links(&links), Ok(16));
+    let mut details: Vec<_> = links
+        .iter()
+        .map(|l| l.events[0].detail.clone().unwrap())
+        .collect();
+    details.sort();
+    details.dedup();
+    assert_eq!(details.len(), 16, "no event lost");
+}
+
+pub async fn audit_list_filters_and_pages<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let (a, b) = (user_id("gus"), user_id("hal"));
+    let (ca, cb) = (binding_id("card-a"), binding_id("card-b"));
+    // gus: links at 1 and 3, two events each; hal: one link at 2; system at 4.
+    let ev = |action, u: &UserId, c: &BindingId| event(action, Some(u), Some(c));
+    let h = s
+        .wallets
+        .commit(
+            &wallet(&a, 1, at(1)),
+            None,
+            vec![
+                ev(AuditAction::BindingCreate, &a, &ca),
+                ev(AuditAction::BindingChannelStart, &a, &ca),
+            ],
+            at(1),
+        )
+        .await
+        .unwrap();
+    s.wallets
+        .commit(
+            &wallet(&b, 1, at(2)),
+            None,
+            vec![ev(AuditAction::BindingCreate, &b, &cb)],
+            at(2),
+        )
+        .await
+        .unwrap();
+    s.wallets
+        .commit(
+            &wallet(&a, 2, at(3)),
+            Some(h),
+            vec![
+                ev(AuditAction::BindingFreeze, &a, &ca),
+                ev(AuditAction::BindingDefaultChanged, &a, &cb),
+            ],
+            at(3),
+        )
+        .await
+        .unwrap();
+    s.audit
+        .append_system(vec![event(AuditAction::RetentionPurge, None, None)], at(4))
+        .await
+        .unwrap();
+
+    let list = |filter: AuditFilter, after: Option<AuditCursor>, limit| {
+        let s = s.clone();
+        async move { s.audit.list(&filter, after, limit).await.unwrap() }
+    };
+    let actions = |rs: &[crate::audit::AuditRecord]| -> Vec<&'static str> {
+        rs.iter().map(|r| r.event.action.as_str()).collect()
+    };
+    let all = list(AuditFilter::default(), None, 100).await;
+    assert_eq!(
+        actions(&all),
+        vec![
+            "binding.create",
+            "binding.channel_start",
+            "binding.create",
+            "binding.freeze",
+            "binding.default_changed",
+            "retention.purge"
+        ],
+        "ordered by link instant, then place in the link"
+    );
+    let mut cursors: Vec<_> = all.iter().map(|r| r.cursor.clone()).collect();
+    let listed = cursors.clone();
+    cursors.sort();
+    assert_eq!(listed, cursors, "listed in cursor order");
+    // Paging by cursor, two at a time, gives the same sequence.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let p = list(AuditFilter::default(), after.clone(), 2).await;
+        if p.is_empty() {
+            break;
+        }
+        assert!(p.len() <= 2);
+        after = p.last().map(|r| r.cursor.clone());
+        paged.extend(p);
+    }
+    assert_eq!(paged, all);
+    let by_user = list(
+        AuditFilter {
+            user_id: Some(a.clone()),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(by_user.len(), 4);
+    let by_card = list(
+        AuditFilter {
+            binding_id: Some(cb.clone()),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(
+        actions(&by_card),
+        vec!["binding.create", "binding.default_changed"]
+    );
+    let by_action = list(
+        AuditFilter {
+            action: Some(AuditAction::BindingCreate),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(by_action.len(), 2);
+    let window = list(
+        AuditFilter {
+            since: Some(at(2)),
+            until: Some(at(4)),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await;
+    assert_eq!(
+        actions(&window),
+        vec![
+            "binding.create",
+            "binding.freeze",
+            "binding.default_changed"
+        ],
+        "since inclusive, until exclusive"
+    );
+    assert!(list(AuditFilter::default(), None, 0).await.is_empty());
+    // Records carry their link's hash: the chain proves them.
+    let links = all_links(&s).await;
+    for r in &all {
+        assert!(links
+            .iter()
+            .any(|l| l.hash == r.link_hash && l.seq == r.cursor.seq));
+    }
+}
+
+pub async fn audit_purge_keeps_each_chains_last_link<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let (a, b) = (user_id("ian"), user_id("jay"));
+    // ian: links at 1, 2, 3, 20; jay: one link at 1 (its last).
+    let mut h = None;
+    for t in [1, 2, 3, 20] {
+        h = Some(commit(&s, &wallet(&a, 1, at(t)), h, at(t)).await.unwrap());
+    }
+    commit(&s, &wallet(&b, 2, at(1)), None, at(1))
+        .await
+        .unwrap();
+    for t in [1, 30] {
+        s.audit
+            .append_system(vec![event(AuditAction::RetentionPurge, None, None)], at(t))
+            .await
+            .unwrap();
+    }
+    let purged = s.audit.purge_before(at(10)).await.unwrap();
+    assert_eq!(purged, 3 + 1, "ian's first three and the system's first");
+    let links = all_links(&s).await;
+    let kept: Vec<_> = links
+        .iter()
+        .map(|l| (l.chain.as_str().to_owned(), l.seq))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("@system".to_owned(), 2),
+            ("ian".to_owned(), 4),
+            ("jay".to_owned(), 1)
+        ]
+    );
+    assert_eq!(verify_links(&links), Ok(3));
+    // jay's wallet (its only link is old) is still there.
+    let jay = s.wallets.load(&b).await.unwrap().unwrap();
+    assert_eq!(jay.wallet.bindings().len(), 2);
+    // Chains go on after a purge.
+    let next = commit(&s, &wallet(&a, 3, at(40)), h, at(40)).await.unwrap();
+    assert_eq!(next.seq, 5);
+    assert_eq!(s.audit.purge_before(at(10)).await.unwrap(), 0);
+}
