@@ -1,5 +1,6 @@
 //! The storage contract suite (`cardbind_ports::testkit`) on SQLite: every
 //! check on a new database file of its own.
+#![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
