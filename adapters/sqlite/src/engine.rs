@@ -140,12 +140,20 @@ fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), Sto
     .map_err(db_err)?;
     match role {
         // Deleted rows are overwritten with zeros (wrapped keys, sealed
-        // card data), and the writer never checkpoints by itself unless
-        // the checkpointer has fallen far behind (a backstop).
+        // card data). The checkpointer copies the WAL into the file in the
+        // background; the WAL starts over from its beginning only when it
+        // was copied whole while no write was under way, a moment a steady
+        // stream of writes never leaves, so past a size the writer (the
+        // only one) checkpoints itself: it copies the little the
+        // checkpointer has not, and its next transaction starts the WAL
+        // over. `journal_size_limit` then gives back the file's excess.
         Role::Writer => conn
             .execute_batch(&format!(
-                "PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = {};",
-                o.wal_backstop_pages
+                "PRAGMA secure_delete = ON;
+                 PRAGMA wal_autocheckpoint = {pages};
+                 PRAGMA journal_size_limit = {bytes};",
+                pages = o.wal_restart_pages,
+                bytes = u64::from(o.wal_restart_pages) * 4096,
             ))
             .map_err(db_err)?,
         Role::Reader => conn
@@ -227,10 +235,9 @@ impl Engine {
             .spawn(move || writer_loop(writer, rx, max_batch, writer_ctl, &writer_counters))
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         let interval = options.checkpoint_interval;
-        let restart_pages = options.wal_restart_pages;
         let checkpointer_thread = std::thread::Builder::new()
             .name("cardbind-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, ctl_rx, interval, restart_pages))
+            .spawn(move || checkpoint_loop(checkpointer, ctl_rx, interval))
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         Ok(Arc::new(Engine {
             jobs,
@@ -402,30 +409,15 @@ fn run_group(
     exec_cached(conn, "COMMIT")
 }
 
-fn checkpoint_loop(
-    conn: Connection,
-    ctl: std_mpsc::Receiver<Ctl>,
-    interval: Duration,
-    restart_pages: u32,
-) {
+fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Duration) {
     loop {
         let mode = match ctl.recv_timeout(interval) {
             Ok(Ctl::Truncate) => "TRUNCATE",
             Err(std_mpsc::RecvTimeoutError::Timeout) => "PASSIVE",
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        match checkpoint(&conn, mode) {
-            // The WAL restarts from its start only when it was copied whole
-            // while no write was under way; under a steady stream of writes
-            // that moment never comes, so past a size the checkpointer makes
-            // it (the writer waits for the tail to be copied).
-            Ok(log) if mode == "PASSIVE" && log > i64::from(restart_pages) => {
-                if let Err(e) = checkpoint(&conn, "RESTART") {
-                    tracing::warn!(error = %e, "sqlite checkpoint (restart) failed");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, mode, "sqlite checkpoint failed"),
+        if let Err(e) = checkpoint(&conn, mode) {
+            tracing::warn!(error = %e, mode, "sqlite checkpoint failed");
         }
     }
 }

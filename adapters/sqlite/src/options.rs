@@ -35,12 +35,9 @@ pub struct SqliteOptions {
     pub queue_capacity: usize,
     /// How often the WAL is copied into the database file.
     pub checkpoint_interval: Duration,
-    /// Past this many WAL pages the checkpointer restarts the WAL (the
-    /// writer pauses while the tail is copied).
+    /// Past this many WAL pages (4 KiB each) the writer checkpoints by
+    /// itself and the WAL starts over: the WAL file stays about this size.
     pub wal_restart_pages: u32,
-    /// The writer checkpoints by itself past this many pages (only when the
-    /// checkpointer cannot keep up).
-    pub wal_backstop_pages: u32,
     /// How long a statement waits for a lock held by another process.
     pub busy_timeout: Duration,
 }
@@ -55,7 +52,6 @@ impl Default for SqliteOptions {
             queue_capacity: 4096,
             checkpoint_interval: Duration::from_millis(200),
             wal_restart_pages: 16_384,
-            wal_backstop_pages: 65_536,
             busy_timeout: Duration::from_secs(5),
         }
     }
