@@ -27,7 +27,9 @@ pub struct SqliteOptions {
     /// beyond it are read from the OS's file cache, which does not count in
     /// the process's memory.
     pub cache_mib: u32,
-    /// Reader connections kept open.
+    /// Reader connections kept open. Reads run on the calling thread, so
+    /// this should cover the threads that read at once (the runtime's
+    /// workers); more are opened when needed and closed after use.
     pub readers: usize,
     /// At most this many writes share one transaction.
     pub max_batch: usize,
@@ -47,7 +49,9 @@ impl Default for SqliteOptions {
         SqliteOptions {
             durability: Durability::Normal,
             cache_mib: 64,
-            readers: 4,
+            readers: std::thread::available_parallelism()
+                .map_or(4, |n| n.get() + 2)
+                .max(4),
             max_batch: 512,
             queue_capacity: 4096,
             checkpoint_interval: Duration::from_millis(200),
