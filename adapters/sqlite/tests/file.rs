@@ -17,7 +17,7 @@ use cardbind_ports::store::{
     WrappedKey,
 };
 use cardbind_ports::StoreError;
-use cardbind_sqlite::{OpenError, SqliteOptions, SqliteStore, APPLICATION_ID};
+use cardbind_sqlite::{Durability, OpenError, SqliteOptions, SqliteStore, APPLICATION_ID};
 use common::*;
 
 fn open(path: &Path) -> SqliteStore {
@@ -281,6 +281,20 @@ async fn a_restart_keeps_everything() {
             .await,
         Ok(vec![RateTake::Taken(3)])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_durability_writes_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let full = SqliteOptions {
+        durability: Durability::Full,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open(&path, full).unwrap();
+    let w = write_everything(&s).await;
+    drop(s);
+    check_everything(&open(&path), &w).await;
 }
 
 const CHILD: &str = "CARDBIND_SQLITE_TEST_CHILD";
