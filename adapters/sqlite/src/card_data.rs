@@ -1,0 +1,211 @@
+//! Sealed card data ([`CardDataStore`]) and channel references
+//! ([`ChannelRefs`]).
+
+use async_trait::async_trait;
+use cardbind_domain::{BindingId, ChannelName, SealedBlob, SealedCard, UserId};
+use cardbind_ports::store::{CardData, CardDataStore, ChannelRefs, RefTarget};
+use cardbind_ports::StoreError;
+use rusqlite::{params, OptionalExtension};
+
+use crate::error::db_err;
+use crate::rows::{binding, user};
+use crate::SqliteStore;
+
+const INSERT_CARD_DATA: &str =
+    "INSERT INTO card_data (binding, generation, user, pan, holder_name, id_number, phone)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+
+const GET_CARD_DATA: &str = "SELECT user, pan, holder_name, id_number, phone FROM card_data
+     WHERE binding = ?1 AND generation = ?2";
+
+const CARD_OWNER: &str = "SELECT user FROM card_data WHERE binding = ?1 LIMIT 1";
+
+const DELETE_CARD_DATA: &str =
+    "DELETE FROM card_data WHERE binding = ?1 AND user = ?3 AND generation IS NOT ?2";
+
+const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding)
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+
+const FIND_REF: &str = "SELECT user, binding FROM channel_refs WHERE channel = ?1 AND ref = ?2";
+
+const DELETE_REF: &str = "DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2";
+
+/// Every statement of this module, for the plan checks.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_CARD_DATA", INSERT_CARD_DATA),
+    ("GET_CARD_DATA", GET_CARD_DATA),
+    ("CARD_OWNER", CARD_OWNER),
+    ("DELETE_CARD_DATA", DELETE_CARD_DATA),
+    ("INSERT_REF", INSERT_REF),
+    ("FIND_REF", FIND_REF),
+    ("DELETE_REF", DELETE_REF),
+];
+
+#[async_trait]
+impl CardDataStore for SqliteStore {
+    async fn put(&self, data: &CardData) -> Result<(), StoreError> {
+        let b = data.binding.as_str().to_owned();
+        let g = i64::from(data.generation);
+        let u = data.user.as_str().to_owned();
+        let s = &data.sealed;
+        let fields = [
+            s.pan.as_bytes().to_vec(),
+            s.holder_name.as_bytes().to_vec(),
+            s.id_number.as_bytes().to_vec(),
+            s.phone.as_bytes().to_vec(),
+        ];
+        self.engine
+            .write(move |tx| {
+                let [pan, holder, id, phone] = &fields;
+                let n = tx
+                    .conn
+                    .prepare_cached(INSERT_CARD_DATA)
+                    .and_then(|mut st| st.execute(params![b, g, u, pan, holder, id, phone]))
+                    .map_err(db_err)?;
+                if n == 0 {
+                    Err(StoreError::Duplicate)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn get(
+        &self,
+        user_id: &UserId,
+        binding_id: &BindingId,
+        generation: u32,
+    ) -> Result<Option<CardData>, StoreError> {
+        let row = self.engine.read(|c| {
+            c.prepare_cached(GET_CARD_DATA)
+                .and_then(|mut s| {
+                    s.query_row(params![binding_id.as_str(), i64::from(generation)], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(db_err)
+        })?;
+        match row {
+            // Another user's card is not this user's.
+            Some((owner, ..)) if owner != user_id.as_str() => Ok(None),
+            Some((_, pan, holder_name, id_number, phone)) => Ok(Some(CardData {
+                binding: binding_id.clone(),
+                user: user_id.clone(),
+                generation,
+                sealed: SealedCard {
+                    pan: SealedBlob::new(pan),
+                    holder_name: SealedBlob::new(holder_name),
+                    id_number: SealedBlob::new(id_number),
+                    phone: SealedBlob::new(phone),
+                },
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn owner(&self, binding_id: &BindingId) -> Result<Option<UserId>, StoreError> {
+        let owner = self.engine.read(|c| {
+            c.prepare_cached(CARD_OWNER)
+                .and_then(|mut s| {
+                    s.query_row([binding_id.as_str()], |r| r.get::<_, String>(0))
+                        .optional()
+                })
+                .map_err(db_err)
+        })?;
+        owner.as_deref().map(user).transpose()
+    }
+
+    async fn delete(
+        &self,
+        user_id: &UserId,
+        binding_id: &BindingId,
+        keep: Option<u32>,
+    ) -> Result<u64, StoreError> {
+        let (u, b, g) = (
+            user_id.as_str().to_owned(),
+            binding_id.as_str().to_owned(),
+            keep.map(i64::from),
+        );
+        self.engine
+            .write(move |tx| {
+                tx.conn
+                    .prepare_cached(DELETE_CARD_DATA)
+                    .and_then(|mut s| s.execute(params![b, g, u]))
+                    .map(|n| n as u64)
+                    .map_err(db_err)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ChannelRefs for SqliteStore {
+    async fn put(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        target: &RefTarget,
+    ) -> Result<(), StoreError> {
+        let args = [
+            channel.as_str().to_owned(),
+            channel_ref.to_owned(),
+            target.user.as_str().to_owned(),
+            target.binding.as_str().to_owned(),
+        ];
+        self.engine
+            .write(move |tx| {
+                tx.conn
+                    .prepare_cached(INSERT_REF)
+                    .and_then(|mut s| s.execute(rusqlite::params_from_iter(args.iter())))
+                    .map(|_| ())
+                    .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn find(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+    ) -> Result<Option<RefTarget>, StoreError> {
+        let row = self.engine.read(|c| {
+            c.prepare_cached(FIND_REF)
+                .and_then(|mut s| {
+                    s.query_row([channel.as_str(), channel_ref], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(db_err)
+        })?;
+        row.map(|(u, b)| {
+            Ok(RefTarget {
+                user: user(&u)?,
+                binding: binding(&b)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
+        let (c, r) = (channel.as_str().to_owned(), channel_ref.to_owned());
+        self.engine
+            .write(move |tx| {
+                tx.conn
+                    .prepare_cached(DELETE_REF)
+                    .and_then(|mut s| s.execute([c, r]))
+                    .map(|_| ())
+                    .map_err(db_err)
+            })
+            .await
+    }
+}

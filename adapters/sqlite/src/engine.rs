@@ -1,0 +1,431 @@
+//! The connections behind a store: one writer thread that commits queued
+//! writes in groups, a pool of reader connections used on the caller's
+//! thread, and a checkpointer thread. See the crate docs for why.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cardbind_ports::StoreError;
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{db_err, unavailable};
+use crate::options::{Durability, SqliteOptions};
+use crate::schema;
+use crate::OpenError;
+
+/// What a write job may ask of the writer once its group is committed.
+#[derive(Default)]
+pub(crate) struct AfterCommit {
+    /// Truncate the WAL soon (key material was deleted: no old copy of its
+    /// page should stay in the log).
+    pub truncate_wal: bool,
+    /// Return free pages to the file system (a purge freed many).
+    pub vacuum: bool,
+}
+
+/// The writer's view of one job's turn: the connection, inside the group's
+/// transaction and the job's own savepoint.
+pub(crate) struct Tx<'a> {
+    pub conn: &'a Connection,
+    pub after: &'a mut AfterCommit,
+}
+
+trait Job: Send {
+    /// Runs the job's statements; `false` when it failed (its savepoint is
+    /// rolled back, the rest of the group is unaffected).
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Answers the caller once the group's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct Task<T, F> {
+    work: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Task<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+        let out = match self.work.take() {
+            Some(work) => work(tx),
+            None => Err(unavailable("write job ran twice")),
+        };
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match committed {
+            Ok(()) => self
+                .out
+                .unwrap_or_else(|| Err(unavailable("write job never ran"))),
+            Err(e) => Err(e),
+        };
+        // The caller may have gone away (its request was cancelled).
+        let _ = self.reply.send(answer);
+    }
+}
+
+enum Ctl {
+    /// Checkpoint now and truncate the WAL file.
+    Truncate,
+}
+
+/// Opens connections with the store's settings.
+#[derive(Clone)]
+struct Opener {
+    path: PathBuf,
+    options: SqliteOptions,
+}
+
+impl Opener {
+    fn open(&self, role: Role) -> Result<Connection, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        if role == Role::Writer {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(db_err)?;
+        configure(&conn, role, &self.options)?;
+        Ok(conn)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+    Checkpointer,
+}
+
+fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), StoreError> {
+    conn.busy_timeout(o.busy_timeout).map_err(db_err)?;
+    // Plans never depend on bound values (they are checked by a test).
+    // Without this, SQLite marks statements with `LIMIT ?` or `x = ?` for
+    // re-preparation on every new binding, and the statement cache clears
+    // bindings on every use: each call would parse its SQL again.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let cache_kib = match role {
+        Role::Writer => o.writer_cache_kib(),
+        Role::Reader => o.reader_cache_kib(),
+        Role::Checkpointer => 256,
+    };
+    let sync = match o.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    // mmap stays off: mapped pages would count in the process's resident
+    // memory and grow with the file.
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{cache_kib};
+         PRAGMA synchronous = {sync};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA mmap_size = 0;
+         PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(db_err)?;
+    match role {
+        // Deleted rows are overwritten with zeros (wrapped keys, sealed
+        // card data). The checkpointer copies the WAL into the file in the
+        // background; the WAL starts over from its beginning only when it
+        // was copied whole while no write was under way, a moment a steady
+        // stream of writes never leaves, so past a size the writer (the
+        // only one) checkpoints itself: it copies the little the
+        // checkpointer has not, and its next transaction starts the WAL
+        // over. `journal_size_limit` then gives back the file's excess.
+        Role::Writer => conn
+            .execute_batch(&format!(
+                "PRAGMA secure_delete = ON;
+                 PRAGMA wal_autocheckpoint = {pages};
+                 PRAGMA journal_size_limit = {bytes};",
+                pages = o.wal_restart_pages,
+                bytes = u64::from(o.wal_restart_pages) * 4096,
+            ))
+            .map_err(db_err)?,
+        Role::Reader => conn
+            .execute_batch("PRAGMA query_only = ON;")
+            .map_err(db_err)?,
+        Role::Checkpointer => {}
+    }
+    Ok(())
+}
+
+/// Counters of the writer, for metrics and benchmarks.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub groups: AtomicU64,
+    pub writes: AtomicU64,
+    /// Time the writer spent running groups (statements and commits), ns.
+    pub busy_ns: AtomicU64,
+}
+
+/// The running store: a handle to the writer's queue and the readers.
+pub(crate) struct Engine {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    readers: Mutex<Vec<Connection>>,
+    max_readers: usize,
+    opener: Opener,
+    pub(crate) counters: Arc<Counters>,
+    // Declared last: dropped after `jobs`, so the writer sees its queue
+    // closed and finishes before it is joined.
+    _threads: Threads,
+}
+
+struct Threads {
+    writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+    stop: Option<std_mpsc::Sender<Ctl>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        // Closing the last control sender stops the checkpointer.
+        self.stop.take();
+        if let Some(c) = self.checkpointer.take() {
+            let _ = c.join();
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Arc<Engine>, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| OpenError::Io {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        let opener = Opener {
+            path: path.to_owned(),
+            options: options.clone(),
+        };
+        let mut writer = opener.open(Role::Writer).map_err(OpenError::Store)?;
+        schema::migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(options.readers);
+        for _ in 0..options.readers {
+            readers.push(opener.open(Role::Reader).map_err(OpenError::Store)?);
+        }
+        let checkpointer = opener.open(Role::Checkpointer).map_err(OpenError::Store)?;
+
+        let (jobs, rx) = mpsc::channel::<Box<dyn Job>>(options.queue_capacity.max(1));
+        let (ctl_tx, ctl_rx) = std_mpsc::channel::<Ctl>();
+        let max_batch = options.max_batch.max(1);
+        let writer_ctl = ctl_tx.clone();
+        let counters = Arc::new(Counters::default());
+        let writer_counters = counters.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("cardbind-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, max_batch, writer_ctl, &writer_counters))
+            .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
+        let interval = options.checkpoint_interval;
+        let checkpointer_thread = std::thread::Builder::new()
+            .name("cardbind-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, ctl_rx, interval))
+            .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
+        Ok(Arc::new(Engine {
+            jobs,
+            readers: Mutex::new(readers),
+            max_readers: options.readers.max(1),
+            opener,
+            counters,
+            _threads: Threads {
+                writer: Some(writer_thread),
+                checkpointer: Some(checkpointer_thread),
+                stop: Some(ctl_tx),
+            },
+        }))
+    }
+
+    /// Runs `work` on the writer thread, inside a transaction shared with
+    /// whatever other writes are queued, and answers once that transaction
+    /// is committed. `work` runs in a savepoint of its own: when it returns
+    /// an error, its writes are undone and the others' are not.
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Task {
+            work: Some(work),
+            out: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the writer stopped before answering"))?
+    }
+
+    /// Runs `work` on a reader connection, on the calling thread. Reads are
+    /// point lookups and short range scans by index (microseconds); handing
+    /// them to another thread would cost more than the read itself.
+    pub(crate) fn read<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.checkout()?;
+        let out = work(&conn);
+        self.checkin(conn);
+        out
+    }
+
+    /// Like [`Engine::read`], inside one read transaction (one snapshot for
+    /// several statements).
+    pub(crate) fn read_snapshot<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("BEGIN")
+                .and_then(|mut s| s.execute([]))
+                .map_err(db_err)?;
+            let out = work(c);
+            c.prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map_err(db_err)?;
+            out
+        })
+    }
+
+    fn checkout(&self) -> Result<Connection, StoreError> {
+        let pooled = match self.readers.lock() {
+            Ok(mut pool) => pool.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        match pooled {
+            Some(c) => Ok(c),
+            // More concurrent readers than pooled connections (a burst on
+            // blocking threads): open one more, kept up to the pool size.
+            None => self.opener.open(Role::Reader),
+        }
+    }
+
+    fn checkin(&self, conn: Connection) {
+        if !conn.is_autocommit() {
+            // A read that failed inside its transaction.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let mut pool = match self.readers.lock() {
+            Ok(pool) => pool,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if pool.len() < self.max_readers {
+            pool.push(conn);
+        }
+    }
+}
+
+fn exec_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(db_err)
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    max_batch: usize,
+    ctl: std_mpsc::Sender<Ctl>,
+    counters: &Counters,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut after = AfterCommit::default();
+        let started = Instant::now();
+        let committed = run_group(&conn, &mut batch, &mut after);
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if committed.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in batch.drain(..) {
+            job.finish(committed.clone());
+        }
+        if committed.is_ok() {
+            if after.vacuum {
+                if let Err(e) = conn.execute_batch("PRAGMA incremental_vacuum") {
+                    tracing::warn!(error = %e, "sqlite incremental vacuum failed");
+                }
+            }
+            if after.truncate_wal {
+                let _ = ctl.send(Ctl::Truncate);
+            }
+        }
+    }
+    // Closing: leave a checkpointed file with an empty WAL behind.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "sqlite final checkpoint failed");
+    }
+}
+
+fn run_group(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    after: &mut AfterCommit,
+) -> Result<(), StoreError> {
+    exec_cached(conn, "BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        exec_cached(conn, "SAVEPOINT job")?;
+        let ok = job.run(&mut Tx { conn, after });
+        if !ok {
+            exec_cached(conn, "ROLLBACK TO job")?;
+        }
+        exec_cached(conn, "RELEASE job")?;
+    }
+    exec_cached(conn, "COMMIT")
+}
+
+fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Duration) {
+    loop {
+        let mode = match ctl.recv_timeout(interval) {
+            Ok(Ctl::Truncate) => "TRUNCATE",
+            Err(std_mpsc::RecvTimeoutError::Timeout) => "PASSIVE",
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if let Err(e) = checkpoint(&conn, mode) {
+            tracing::warn!(error = %e, mode, "sqlite checkpoint failed");
+        }
+    }
+}
+
+/// Runs a checkpoint; returns the WAL's size in frames.
+fn checkpoint(conn: &Connection, mode: &str) -> Result<i64, StoreError> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(1)
+    })
+    .map_err(db_err)
+}

@@ -1,0 +1,248 @@
+//! # cardbind-sqlite
+//!
+//! Every storage port of `cardbind-ports` and the [`AuditLog`] on one
+//! embedded SQLite file, as one [`SqliteStore`]: the default storage of
+//! `cardbind serve`, which keeps its data across restarts with nothing
+//! installed (SQLite 3.54 is compiled in: `rusqlite` with `bundled`).
+//!
+//! ```ignore
+//! let store = SqliteStore::open(".data/cardbind.sqlite3", SqliteOptions::default())?;
+//! let ports = store.ports();          // every port as Arc<dyn …>
+//! // background job: the ports' purge methods (retention)
+//! ```
+//!
+//! [`AuditLog`]: cardbind_ports::audit::AuditLog
+//!
+//! ## What this crate must never do
+//! * Let a SQLite type out: rows are read into the shared storage records
+//!   (`cardbind-records`) and parsed into domain values; a row that does
+//!   not parse is `StoreError::Corrupt`, never a panic.
+//! * Keep card data other than as given: sealed fields are opaque bytes
+//!   (`tests/file.rs` scans every file of a store for the test card's
+//!   number, phone, resident id and name).
+//! * Scan a table or sort on a request path: every statement is a search
+//!   of an index (`src/plans.rs` checks each one's plan, and every shape of
+//!   an audit listing), so a call costs what it returns, not what is stored.
+//! * Hold records in memory that grow with the data: the only caches are
+//!   SQLite's page caches, bounded ([`SqliteOptions::cache_mib`]), and
+//!   memory-mapped I/O stays off (mapped pages would count as the
+//!   process's memory and grow with the file).
+//!
+//! ## Threads: one writer that commits in groups, readers on the caller
+//! SQLite lets one connection write at a time, and a commit costs the same
+//! for one row as for a hundred (the pages are appended to the WAL, with a
+//! checksum each, and the WAL index updated). So:
+//! * **One writer thread** owns the only writing connection. A write is a
+//!   closure sent to it over a bounded channel
+//!   ([`SqliteOptions::queue_capacity`]); the thread takes every write
+//!   waiting (up to [`SqliteOptions::max_batch`]), runs them in **one
+//!   transaction**, each in a savepoint of its own (a write that fails is
+//!   undone alone), commits, and only then answers each caller (a caller
+//!   never sees a write that could still be rolled back). Under load the
+//!   groups grow by themselves (41–47 writes per group with 64 binds in
+//!   flight, measured below); alone, a write is its own group. Every
+//!   check-then-insert of the contracts (the chain head, an idempotency
+//!   attempt, a rate slot, a data key's version) runs inside that one
+//!   thread, so it is atomic without retries, and the file's own locks keep
+//!   it atomic across processes too.
+//! * **Reads run on the caller's thread**, on a small pool of read-only
+//!   connections ([`SqliteOptions::readers`]). A read is one or two index
+//!   searches (about 10 µs of CPU measured, the JSON of the wallet
+//!   included); a hand-off to another thread costs more than that
+//!   (`tokio::task::spawn_blocking` round trip, measured by the bench) and
+//!   would put reads behind writes. The price: a read that misses the OS's
+//!   file cache blocks a runtime worker for a disk read.
+//! * **A checkpointer thread** copies the WAL into the database file every
+//!   [`SqliteOptions::checkpoint_interval`], off the writer's path. Past
+//!   [`SqliteOptions::wal_restart_pages`] the writer copies what is left
+//!   itself and the WAL starts over (a steady stream of writes never leaves
+//!   the checkpointer a moment to).
+//!
+//! Why not an async wrapper crate: `tokio-rusqlite` runs every call, reads
+//! included, on one connection's thread (reads wait behind writes, one
+//! transaction per write); `deadpool-sqlite`/`r2d2_sqlite` pools run each
+//! call in `spawn_blocking` with its own transaction, so concurrent writers
+//! contend for SQLite's lock (`SQLITE_BUSY`, sleeps) instead of sharing a
+//! commit; `sqlx`'s SQLite driver also commits per statement, on a worker
+//! thread per connection. None groups commits, which is what bounds
+//! throughput here; the 300 lines of `engine.rs` do.
+//!
+//! Statements are prepared once per connection and cached. Every connection
+//! sets SQLite's "query planner stability guarantee": without it SQLite
+//! marks statements with `LIMIT ?` or `x = ?` to be prepared again whenever
+//! a parameter changes, and the statement cache clears parameters after
+//! every use, so each call would parse its SQL again (measured: it halved
+//! the cost of a read). `RETURNING` is not used on request paths (SQLite
+//! runs it through a temporary table, dearer than a second statement).
+//!
+//! ## Durability
+//! WAL mode. [`Durability::Normal`] (the default, `synchronous = NORMAL`):
+//! a commit is written to the WAL (the OS has it) but not flushed; the WAL
+//! is flushed to the disk at every checkpoint. So a crash of the process
+//! (kill -9, panic, OOM kill) loses nothing that was acknowledged —
+//! `tests/file.rs` kills a writing process and finds every write — while a
+//! power loss or OS crash can lose the commits of the last checkpoint
+//! interval (200 ms by default) and never the file's consistency: WAL
+//! frames are checksummed and a torn tail is ignored, so the file opens at
+//! an earlier commit, every chain intact up to it. For cardbind that means
+//! a bind reserved at the channel in that window may be missing here (the
+//! channel's notification then names a reference we do not know; the
+//! channel's reconciliation report shows it). [`Durability::Full`]
+//! flushes the WAL at every group commit: one `fsync` per group, shared by
+//! its writes, so concurrent binds still share the cost.
+//!
+//! ## Schema and growth
+//! The schema is versioned (`PRAGMA user_version`, steps in `schema.rs`),
+//! created or upgraded at open in one write transaction; a file of a newer
+//! version, or one that is not a cardbind database (`PRAGMA
+//! application_id`), is refused ([`OpenError`]).
+//!
+//! What keeps a call's cost flat as data grows:
+//! * Small records are `WITHOUT ROWID` tables keyed by what they are found
+//!   by (one B-tree each, no second index to update): card data by
+//!   (binding, generation), channel references, idempotency attempts by
+//!   (scope, key, attempt), data keys, seen ids, the review queue.
+//! * Links, which hold a whole wallet (about 0.8 KB of JSON per card), are
+//!   appended in rowid order and found through the index (chain, seq): a
+//!   bind's random-key write there is one small index entry.
+//! * Keys that grow with time lead the indexes retention walks (`at`,
+//!   `created_at`, `expires_at`), so inserts land on the right edge of the
+//!   tree and purges delete from its left edge. Rate windows are keyed by
+//!   (`expires_at`, key): the windows in force are one narrow range,
+//!   whatever else the table still holds. Binding ids are time-ordered
+//!   (UUID v7), so card data and the audit index by card are appends too.
+//! * What stays random is inherent: a wallet by its user, an idempotency
+//!   key, an agreement reference. Each costs one leaf page per write, read
+//!   from the OS's file cache when SQLite's is too small; at a million
+//!   users those trees are about 10–60 MB each.
+//!
+//! ## Retention and space
+//! The ports' purge methods delete in steps of a few thousand rows (each
+//! step one writer job, so requests are not held up); `purge_before` finds
+//! what to delete on a reader and sends only the deletions to the writer.
+//! The file is created with `auto_vacuum = INCREMENTAL`: after a purge the
+//! writer runs `PRAGMA incremental_vacuum`, giving the freed pages back to
+//! the file system, so the file follows the data down without a `VACUUM`
+//! (which would rewrite the whole file and block writes while it runs; do
+//! it offline if ever). Deleted rows are overwritten with zeros
+//! (`secure_delete`), and deleting a data key also truncates the WAL, so no
+//! copy of an erased key stays in the files (tested).
+//!
+//! ## Measured
+//! See `benches/ports.rs` (`cargo bench -p cardbind-sqlite --bench ports`).
+//! FIGURES
+
+mod card_data;
+mod chain;
+mod engine;
+mod error;
+mod idempotency;
+mod options;
+#[cfg(test)]
+mod plans;
+mod rows;
+mod schema;
+mod small;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardbind_ports::audit::AuditLog;
+use cardbind_ports::store::{
+    CardDataStore, ChannelRefs, DataKeyStore, IdempotencyStore, RateLimiter, ReviewQueue, SeenIds,
+    WalletStore,
+};
+use cardbind_ports::StoreError;
+
+pub use options::{Durability, SqliteOptions};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+use engine::Engine;
+
+/// Why a store did not open.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The directory for the file could not be made.
+    #[error("cannot create {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    /// The file is a database of something else.
+    #[error("not a cardbind database")]
+    NotCardbind,
+    /// The file was written by a newer cardbind.
+    #[error("database schema version {found} is newer than this build knows ({known}); run a newer cardbind")]
+    NewerSchema { found: i64, known: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every storage port on one SQLite file. Cheap to clone (a handle); the
+/// file is closed (checkpointed, its WAL emptied) when the last handle and
+/// the last port made from it are dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    engine: Arc<Engine>,
+}
+
+/// Counters of the writer thread (for metrics): `writes / groups` is the
+/// mean number of writes that shared one transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (or failed).
+    pub groups: u64,
+    /// Writes run in them.
+    pub writes: u64,
+    /// Time spent running them.
+    pub busy: Duration,
+}
+
+/// Every port of one store, as the composition root hands them out.
+#[derive(Clone)]
+pub struct SqlitePorts {
+    pub wallets: Arc<dyn WalletStore>,
+    pub card_data: Arc<dyn CardDataStore>,
+    pub channel_refs: Arc<dyn ChannelRefs>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub rates: Arc<dyn RateLimiter>,
+    pub seen: Arc<dyn SeenIds>,
+    pub data_keys: Arc<dyn DataKeyStore>,
+    pub review: Arc<dyn ReviewQueue>,
+    pub audit: Arc<dyn AuditLog>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it, and its directory, if needed) the database at
+    /// `path`, bringing its schema to [`SCHEMA_VERSION`].
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, OpenError> {
+        Ok(SqliteStore {
+            engine: Engine::open(path.as_ref(), options)?,
+        })
+    }
+
+    /// What the writer has done since the store was opened.
+    pub fn writer_stats(&self) -> WriterStats {
+        let c = &self.engine.counters;
+        WriterStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(c.busy_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Every port, sharing this store's connections.
+    pub fn ports(&self) -> SqlitePorts {
+        let s = Arc::new(self.clone());
+        SqlitePorts {
+            wallets: s.clone(),
+            card_data: s.clone(),
+            channel_refs: s.clone(),
+            idempotency: s.clone(),
+            rates: s.clone(),
+            seen: s.clone(),
+            data_keys: s.clone(),
+            review: s.clone(),
+            audit: s,
+        }
+    }
+}

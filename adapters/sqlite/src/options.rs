@@ -1,0 +1,75 @@
+//! How a store is opened.
+
+use std::time::Duration;
+
+/// What a commit survives. Both keep every acknowledged write across a
+/// crash of the process; they differ on a power loss or OS crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: a commit is written to the WAL but not
+    /// flushed to the disk; the WAL is flushed at every checkpoint (every
+    /// [`SqliteOptions::checkpoint_interval`] while there are writes). A
+    /// power loss can lose the commits since the last checkpoint, never
+    /// the file's consistency.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every group commit flushes the WAL before
+    /// answering (one `fsync` per group, shared by its writes).
+    Full,
+}
+
+/// Settings of [`crate::SqliteStore::open`]. The defaults suit a small
+/// machine (2 cores) with up to a few million stored cards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// The writer's page cache, MiB (each reader has 1 MiB more). Pages
+    /// beyond it are read from the OS's file cache, which does not count in
+    /// the process's memory.
+    pub cache_mib: u32,
+    /// Reader connections kept open. Reads run on the calling thread, so
+    /// this should cover the threads that read at once (the runtime's
+    /// workers); more are opened when needed and closed after use.
+    pub readers: usize,
+    /// At most this many writes share one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer before callers wait to queue.
+    pub queue_capacity: usize,
+    /// How often the WAL is copied into the database file.
+    pub checkpoint_interval: Duration,
+    /// Past this many WAL pages (4 KiB each) the writer checkpoints by
+    /// itself and the WAL starts over: the WAL file stays about this size.
+    pub wal_restart_pages: u32,
+    /// How long a statement waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Normal,
+            cache_mib: 64,
+            readers: std::thread::available_parallelism()
+                .map_or(4, |n| n.get() + 2)
+                .max(4),
+            max_batch: 512,
+            queue_capacity: 4096,
+            checkpoint_interval: Duration::from_millis(200),
+            wal_restart_pages: 16_384,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SqliteOptions {
+    pub(crate) fn writer_cache_kib(&self) -> u64 {
+        (u64::from(self.cache_mib) * 1024).max(1024)
+    }
+
+    /// A reader's cache is emptied by SQLite whenever another connection
+    /// has committed since its last read, which is nearly always while
+    /// binds are coming in: a large one would only cost its emptying.
+    pub(crate) fn reader_cache_kib(&self) -> u64 {
+        1024
+    }
+}

@@ -1,0 +1,87 @@
+//! Every statement is a search of an index, never a scan of a table and
+//! never a sort: its cost follows what it returns, not what is stored.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cardbind_domain::{BindingId, Timestamp, UserId};
+use cardbind_ports::audit::{AuditAction, AuditCursor, AuditFilter, ChainId};
+
+use crate::{SqliteOptions, SqliteStore};
+
+fn plan(c: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    // Parameters left unbound are NULL: the plan does not depend on them.
+    let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let mut rows = s.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        out.push(r.get::<_, String>(3).unwrap());
+    }
+    out
+}
+
+fn assert_searches(c: &rusqlite::Connection, name: &str, sql: &str) {
+    let lines = plan(c, sql);
+    for l in &lines {
+        let scan = l.starts_with("SCAN ") && l != "SCAN CONSTANT ROW";
+        assert!(!scan, "{name} scans: {lines:?}\n{sql}");
+        assert!(!l.contains("TEMP B-TREE"), "{name} sorts: {lines:?}\n{sql}");
+    }
+}
+
+#[test]
+fn no_statement_scans_or_sorts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.sqlite3");
+    let _store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let all = [
+        crate::chain::STATEMENTS,
+        crate::card_data::STATEMENTS,
+        crate::idempotency::STATEMENTS,
+        crate::small::STATEMENTS,
+    ];
+    let mut n = 0;
+    for (name, sql) in all.iter().flat_map(|s| s.iter()) {
+        assert_searches(&c, name, sql);
+        n += 1;
+    }
+    assert!(n >= 37, "{n} statements");
+
+    // Every shape of an audit listing.
+    let t = Timestamp::from_unix_millis(5);
+    let cursor = AuditCursor {
+        at: t,
+        chain: ChainId::System,
+        seq: 3,
+        index: 1,
+    };
+    let user = Some(UserId::parse("u").unwrap());
+    let binding = Some(BindingId::parse("b").unwrap());
+    let action = Some(AuditAction::BindingFreeze);
+    for mask in 0..32u32 {
+        let bit = |i: u32| mask & (1 << i) != 0;
+        let f = AuditFilter {
+            user_id: user.clone().filter(|_| bit(0)),
+            binding_id: binding.clone().filter(|_| bit(1)),
+            action: action.filter(|_| bit(2)),
+            since: Some(t).filter(|_| bit(3)),
+            until: Some(t).filter(|_| bit(4)),
+        };
+        for after in [None, Some(&cursor)] {
+            let (sql, _) = crate::chain::list_query(&f, after, 10).unwrap();
+            assert_searches(&c, &format!("list {f:?} after {after:?}"), &sql);
+        }
+    }
+}
+
+#[test]
+fn a_scan_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.sqlite3");
+    let _store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let lines = plan(&c, "SELECT * FROM card_data WHERE user = 'u'");
+    assert!(lines.iter().any(|l| l.starts_with("SCAN ")), "{lines:?}");
+    let lines = plan(&c, "SELECT * FROM review_queue ORDER BY since");
+    assert!(lines.iter().any(|l| l.contains("TEMP B-TREE")), "{lines:?}");
+}

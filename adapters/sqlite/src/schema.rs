@@ -1,0 +1,182 @@
+//! The schema, versioned by `PRAGMA user_version` and created or upgraded
+//! when a store is opened. A file whose version is newer than this build
+//! knows is refused (an older build must not write to it), and so is a
+//! file that is not a cardbind database (`PRAGMA application_id`).
+//!
+//! Table design (see the crate docs for the reasons):
+//! * Small records are `WITHOUT ROWID` tables keyed by what they are
+//!   looked up by: one B-tree each, no separate index.
+//! * Links hold a whole wallet (kilobytes): an ordinary table, appended in
+//!   rowid order, found through the index `(chain, seq)`.
+//! * Keys that grow with time (`at`, `expires_at`, `created_at`) lead the
+//!   indexes that retention walks, so inserts land on the right edge of
+//!   the tree and purges delete from its left edge.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::db_err;
+use crate::OpenError;
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a cardbind database ("CBnd").
+pub const APPLICATION_ID: i64 = 0x4342_6e64;
+
+const V1: &str = "
+CREATE TABLE links (
+    chain     TEXT    NOT NULL,  -- the user id, or '@system' for the service
+    seq       INTEGER NOT NULL,
+    at        INTEGER NOT NULL,  -- ms since the epoch
+    prev_hash BLOB    NOT NULL,  -- 32 bytes
+    hash      BLOB    NOT NULL,  -- 32 bytes
+    pending   INTEGER NOT NULL,  -- 1: the wallet held a pending_verification card
+    wallet    BLOB               -- WalletRecord as JSON; NULL on the service chain
+);
+CREATE UNIQUE INDEX links_chain ON links (chain, seq);
+CREATE INDEX links_at ON links (at);
+CREATE INDEX links_pending ON links (at, chain, seq) WHERE pending = 1;
+
+CREATE TABLE events (
+    at         INTEGER NOT NULL,  -- the link's instant
+    chain      TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    idx        INTEGER NOT NULL,  -- place in the link
+    user_id    TEXT,
+    binding_id TEXT,
+    action     TEXT    NOT NULL,
+    body       BLOB    NOT NULL,  -- EventRecord as JSON
+    PRIMARY KEY (at, chain, seq, idx)
+) WITHOUT ROWID;
+CREATE INDEX events_user ON events (user_id, at, chain, seq, idx) WHERE user_id IS NOT NULL;
+CREATE INDEX events_binding ON events (binding_id, at, chain, seq, idx) WHERE binding_id IS NOT NULL;
+CREATE INDEX events_action ON events (action, at, chain, seq, idx);
+
+CREATE TABLE card_data (
+    binding     TEXT    NOT NULL,
+    generation  INTEGER NOT NULL,
+    user        TEXT    NOT NULL,
+    pan         BLOB    NOT NULL,  -- sealed bytes
+    holder_name BLOB    NOT NULL,
+    id_number   BLOB    NOT NULL,
+    phone       BLOB    NOT NULL,
+    PRIMARY KEY (binding, generation)
+) WITHOUT ROWID;
+
+CREATE TABLE channel_refs (
+    channel TEXT NOT NULL,
+    ref     TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    binding TEXT NOT NULL,
+    PRIMARY KEY (channel, ref)
+) WITHOUT ROWID;
+
+CREATE TABLE idempotency (
+    scope        TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    attempt      INTEGER NOT NULL,
+    request_hash TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,  -- this attempt's claim
+    lease_until  INTEGER NOT NULL,
+    state        INTEGER NOT NULL,  -- 0 in progress, 1 completed, 2 released
+    status       INTEGER,
+    content_type TEXT,
+    body         BLOB,
+    PRIMARY KEY (scope, key, attempt)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_created ON idempotency (created_at);
+
+CREATE TABLE rate_windows (
+    expires_at INTEGER NOT NULL,
+    key        TEXT    NOT NULL,
+    taken      INTEGER NOT NULL,
+    PRIMARY KEY (expires_at, key)
+) WITHOUT ROWID;
+
+CREATE TABLE seen_ids (
+    namespace  TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, id)
+) WITHOUT ROWID;
+CREATE INDEX seen_ids_expiry ON seen_ids (expires_at);
+
+CREATE TABLE data_keys (
+    owner         TEXT    NOT NULL PRIMARY KEY,
+    master_key_id TEXT    NOT NULL,
+    wrapped       BLOB    NOT NULL,
+    version       INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE review_queue (
+    binding TEXT    NOT NULL PRIMARY KEY,
+    user    TEXT    NOT NULL,
+    since   INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The steps from version `i` to `i + 1`, in order.
+const MIGRATIONS: &[&str] = &[V1];
+
+fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
+    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .map_err(|e| OpenError::Store(db_err(e)))
+}
+
+/// Checks what the file holds: `Ok(version)` of a cardbind database (0:
+/// empty), or why it is refused.
+fn check(conn: &Connection) -> Result<i64, OpenError> {
+    let version = pragma_i64(conn, "user_version")?;
+    let app = pragma_i64(conn, "application_id")?;
+    if version == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| OpenError::Store(db_err(e)))?;
+        if tables > 0 || (app != 0 && app != APPLICATION_ID) {
+            return Err(OpenError::NotCardbind);
+        }
+    } else if app != APPLICATION_ID {
+        return Err(OpenError::NotCardbind);
+    }
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::NewerSchema {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
+/// Brings the database at `conn` to [`SCHEMA_VERSION`]. Safe when several
+/// processes open one new file at once: the steps run in one write
+/// transaction that checks the version again.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
+    let store = |e| OpenError::Store(db_err(e));
+    if check(conn)? == 0 {
+        // Only takes effect before the first table is created.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .map_err(store)?;
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(store)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Store(crate::error::unavailable(format!(
+            "the file system does not allow WAL mode (journal mode {mode})"
+        ))));
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store)?;
+    let version = check(&tx)?;
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(step).map_err(store)?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
+            from + 1
+        ))
+        .map_err(store)?;
+    }
+    tx.commit().map_err(store)
+}

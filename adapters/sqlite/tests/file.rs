@@ -1,0 +1,594 @@
+//! The file: what survives a restart and a killed process, what is in it
+//! (no card data in clear), what a damaged row gives, which files open.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use cardbind_domain::{SealedBlob, SealedCard};
+use cardbind_ports::audit::{verify_links, AuditAction, AuditFilter};
+use cardbind_ports::store::{
+    CardData, Claim, Lease, RateTake, RateWindow, RefTarget, ReviewEntry, StoredResponse,
+    WrappedKey,
+};
+use cardbind_ports::StoreError;
+use cardbind_sqlite::{Durability, OpenError, SqliteOptions, SqliteStore, APPLICATION_ID};
+use common::*;
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path, SqliteOptions::default()).unwrap()
+}
+
+const PAN: &str = "6222021234567890123";
+const PHONE: &str = "13800138000";
+const RESIDENT_ID: &str = "11010119900307123X";
+const HOLDER: &str = "ZHANG SANFENG";
+
+/// Seals like the vault does (AES-256-GCM), with a throwaway key.
+fn seal(field: &str, plain: &str) -> SealedBlob {
+    let cipher = Aes256Gcm::new_from_slice(&[7u8; 32]).unwrap();
+    let mut nonce = [0u8; 12];
+    nonce[..field.len().min(12)].copy_from_slice(&field.as_bytes()[..field.len().min(12)]);
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(Nonce::from_slice(&nonce), plain.as_bytes())
+            .unwrap(),
+    );
+    SealedBlob::new(out)
+}
+
+fn sealed_card() -> SealedCard {
+    SealedCard {
+        pan: seal("pan", PAN),
+        holder_name: seal("holder_name", HOLDER),
+        id_number: seal("id_number", RESIDENT_ID),
+        phone: seal("phone", PHONE),
+    }
+}
+
+fn response() -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        content_type: "application/json".into(),
+        body: br#"{"card_id":"u1-card-0","last4":"0123"}"#.to_vec(),
+    }
+}
+
+/// Writes one of everything; returns what reading it back must give.
+async fn write_everything(s: &SqliteStore) -> cardbind_domain::Wallet {
+    let p = s.ports();
+    let u = uid("u1");
+    let w = wallet(&u, 3, true, t(0));
+    let h = p
+        .wallets
+        .commit(
+            &w,
+            None,
+            vec![event(
+                Some(&u),
+                Some("u1-card-0"),
+                AuditAction::BindingCreate,
+                t(0),
+            )],
+            t(0),
+        )
+        .await
+        .unwrap();
+    let w2 = wallet(&u, 4, true, t(1));
+    p.wallets
+        .commit(
+            &w2,
+            Some(h),
+            vec![event(
+                Some(&u),
+                Some("u1-card-3"),
+                AuditAction::BindingCreate,
+                t(1),
+            )],
+            t(1),
+        )
+        .await
+        .unwrap();
+    p.audit
+        .append_system(
+            vec![event(None, None, AuditAction::BinTableImport, t(1))],
+            t(1),
+        )
+        .await
+        .unwrap();
+    p.card_data
+        .put(&CardData {
+            binding: bid("u1-card-0"),
+            user: u.clone(),
+            generation: 1,
+            sealed: sealed_card(),
+        })
+        .await
+        .unwrap();
+    p.channel_refs
+        .put(
+            &channel("alipay"),
+            "2088-1",
+            &RefTarget {
+                user: u.clone(),
+                binding: bid("u1-card-0"),
+            },
+        )
+        .await
+        .unwrap();
+    let Claim::Acquired(lease) = p
+        .idempotency
+        .claim("backend", "idem-1", "hash-1", t(0), t(30))
+        .await
+        .unwrap()
+    else {
+        panic!("claim")
+    };
+    assert!(p
+        .idempotency
+        .complete("backend", "idem-1", lease, &response())
+        .await
+        .unwrap());
+    p.idempotency
+        .claim("backend", "idem-2", "hash-2", t(0), t(30))
+        .await
+        .unwrap();
+    let window = RateWindow {
+        key: "bind:user:u1:m".into(),
+        limit: 5,
+        expires_at: t(60),
+    };
+    p.rates.take(&[window], t(0)).await.unwrap();
+    p.seen.mark("notify", "n-1", t(0), t(600)).await.unwrap();
+    p.data_keys
+        .put_if_absent(&WrappedKey {
+            owner: "u1".into(),
+            master_key_id: "local:1".into(),
+            wrapped: vec![9; 40],
+            version: 1,
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    p.review
+        .add(&ReviewEntry {
+            binding: bid("u1-card-1"),
+            user: u,
+            since: t(1),
+        })
+        .await
+        .unwrap();
+    w2
+}
+
+async fn check_everything(s: &SqliteStore, w: &cardbind_domain::Wallet) {
+    let p = s.ports();
+    let u = uid("u1");
+    let stored = p.wallets.load(&u).await.unwrap().unwrap();
+    assert_eq!(&stored.wallet, w, "every binding and consent");
+    assert_eq!(stored.head.seq, 2);
+    let links = p.audit.links(None, 100).await.unwrap();
+    assert_eq!(links.len(), 3);
+    assert_eq!(verify_links(&links), Ok(3));
+    assert_eq!(
+        p.audit
+            .list(&AuditFilter::default(), None, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        p.card_data
+            .get(&u, &bid("u1-card-0"), 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed,
+        sealed_card()
+    );
+    assert_eq!(
+        p.card_data.owner(&bid("u1-card-0")).await,
+        Ok(Some(u.clone()))
+    );
+    assert_eq!(
+        p.channel_refs.find(&channel("alipay"), "2088-1").await,
+        Ok(Some(RefTarget {
+            user: u.clone(),
+            binding: bid("u1-card-0")
+        }))
+    );
+    assert_eq!(
+        p.idempotency
+            .claim("backend", "idem-1", "hash-1", t(5), t(35))
+            .await,
+        Ok(Claim::Completed(response()))
+    );
+    assert_eq!(
+        p.idempotency
+            .claim("backend", "idem-2", "hash-2", t(5), t(35))
+            .await,
+        Ok(Claim::InProgress),
+        "a lease in force stays in force"
+    );
+    assert_eq!(
+        p.idempotency
+            .complete("backend", "idem-2", Lease { attempt: 1 }, &response())
+            .await,
+        Ok(true),
+        "its holder can still finish"
+    );
+    let window = RateWindow {
+        key: "bind:user:u1:m".into(),
+        limit: 5,
+        expires_at: t(60),
+    };
+    assert_eq!(
+        p.rates.take(&[window], t(2)).await,
+        Ok(vec![RateTake::Taken(2)]),
+        "slots taken before stay taken"
+    );
+    assert_eq!(p.seen.seen("notify", "n-1", t(2)).await, Ok(true));
+    assert_eq!(
+        p.data_keys.get("u1").await.unwrap().unwrap().wrapped,
+        vec![9; 40]
+    );
+    assert_eq!(
+        p.review
+            .get(&bid("u1-card-1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .since,
+        t(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/cardbind.sqlite3");
+    let s = open(&path);
+    let w = write_everything(&s).await;
+    drop(s);
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "closed cleanly: the WAL was copied in and emptied"
+    );
+    let s = open(&path);
+    check_everything(&s, &w).await;
+    drop(s);
+    // And once more, after writes made by the reopened store.
+    let s = open(&path);
+    assert_eq!(
+        s.ports()
+            .rates
+            .take(
+                &[RateWindow {
+                    key: "bind:user:u1:m".into(),
+                    limit: 5,
+                    expires_at: t(60),
+                }],
+                t(3)
+            )
+            .await,
+        Ok(vec![RateTake::Taken(3)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_durability_writes_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let full = SqliteOptions {
+        durability: Durability::Full,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open(&path, full).unwrap();
+    let w = write_everything(&s).await;
+    drop(s);
+    check_everything(&open(&path), &w).await;
+}
+
+const CHILD: &str = "CARDBIND_SQLITE_TEST_CHILD";
+
+/// Run by `acknowledged_writes_survive_a_killed_process` in a child
+/// process: writes, says so, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_writer() {
+    let Ok(path) = std::env::var(CHILD) else {
+        return;
+    };
+    let s = open(Path::new(&path));
+    write_everything(&s).await;
+    println!("WRITTEN");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_killed_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .env(CHILD, &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let written = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("WRITTEN"));
+    assert!(written, "the child wrote");
+    child.kill().unwrap(); // SIGKILL: no checkpoint, no close
+    child.wait().unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert!(
+        std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0,
+        "the writes were still in the WAL"
+    );
+    let s = open(&path);
+    let u = uid("u1");
+    check_everything(&s, &wallet(&u, 4, true, t(1))).await;
+}
+
+/// The bytes of every file of the store (database, WAL, shared memory).
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            out.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_card_data_in_clear_in_any_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = open(&path);
+    write_everything(&s).await;
+    for (when, bytes) in [
+        ("open", all_bytes(dir.path())),
+        ("closed", {
+            drop(s);
+            all_bytes(dir.path())
+        }),
+    ] {
+        // The scan sees stored text (it would find card data in clear).
+        assert!(
+            contains(&bytes, "u1-card-0"),
+            "{when}: the scan reads the files"
+        );
+        assert!(contains(&bytes, "app/1.0"), "{when}: consents are there");
+        for secret in [PAN, PHONE, RESIDENT_ID, HOLDER, &PAN[6..15]] {
+            assert!(!contains(&bytes, secret), "{when}: card data in clear");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_key_leaves_no_copy_in_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = open(&path);
+    let p = s.ports();
+    let marker = b"WRAPPED-KEY-MATERIAL-0123456789".to_vec();
+    p.data_keys
+        .put_if_absent(&WrappedKey {
+            owner: "erase-me".into(),
+            master_key_id: "local:1".into(),
+            wrapped: marker.clone(),
+            version: 1,
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    let needle = std::str::from_utf8(&marker).unwrap();
+    assert!(
+        contains(&all_bytes(dir.path()), needle),
+        "the scan finds it"
+    );
+    assert_eq!(p.data_keys.delete("erase-me").await, Ok(true));
+    // The checkpointer truncates the WAL soon after an erasure.
+    let mut clean = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if !contains(&all_bytes(dir.path()), needle) {
+            clean = true;
+            break;
+        }
+    }
+    assert!(
+        clean,
+        "no copy of the key is left in the database or its WAL"
+    );
+}
+
+fn corrupt<T>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Corrupt(_)))
+}
+
+/// Changes the file behind the store's back.
+fn tamper(path: &Path, sql: &str) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_rows_are_corrupt_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = open(&path);
+    write_everything(&s).await;
+    let p = s.ports();
+    let u = uid("u1");
+
+    tamper(&path, "UPDATE links SET wallet = replace(wallet, '\"active\"', '\"vanished\"') WHERE chain = 'u1' AND seq = 2");
+    assert!(corrupt(&p.wallets.load(&u).await), "an unknown status");
+    tamper(
+        &path,
+        "UPDATE links SET wallet = x'7b6e6f74' WHERE chain = 'u1' AND seq = 2",
+    );
+    let r = p.wallets.load(&u).await;
+    assert!(corrupt(&r), "not JSON: {r:?}");
+    tamper(
+        &path,
+        "UPDATE links SET wallet = NULL WHERE chain = 'u1' AND seq = 2",
+    );
+    assert!(corrupt(&p.wallets.load(&u).await), "no wallet");
+    tamper(
+        &path,
+        "UPDATE links SET hash = x'00' WHERE chain = 'u1' AND seq = 2",
+    );
+    assert!(corrupt(&p.wallets.load(&u).await), "a short hash");
+    tamper(
+        &path,
+        "UPDATE links SET seq = 'two' WHERE chain = 'u1' AND seq = 2",
+    );
+    assert!(corrupt(&p.wallets.load(&u).await), "text for a number");
+
+    tamper(
+        &path,
+        "UPDATE events SET body = x'00ff' WHERE chain = '@system'",
+    );
+    assert!(corrupt(
+        &p.audit.list(&AuditFilter::default(), None, 10).await
+    ));
+    assert!(corrupt(&p.audit.links(None, 10).await));
+    tamper(&path, "UPDATE links SET chain = '!bad' WHERE chain = 'u1'");
+    assert!(
+        corrupt(&p.wallets.pending_links(t(0), t(9), None, 10).await),
+        "a chain that is no user"
+    );
+
+    tamper(&path, "UPDATE card_data SET pan = 5");
+    assert!(corrupt(&p.card_data.get(&u, &bid("u1-card-0"), 1).await));
+    tamper(&path, "UPDATE card_data SET user = 'no one'");
+    assert!(corrupt(&p.card_data.owner(&bid("u1-card-0")).await));
+    tamper(&path, "UPDATE channel_refs SET binding = ''");
+    assert!(corrupt(
+        &p.channel_refs.find(&channel("alipay"), "2088-1").await
+    ));
+    tamper(
+        &path,
+        "UPDATE idempotency SET status = 70000 WHERE key = 'idem-1'",
+    );
+    assert!(corrupt(
+        &p.idempotency
+            .claim("backend", "idem-1", "hash-1", t(5), t(35))
+            .await
+    ));
+    tamper(
+        &path,
+        "UPDATE idempotency SET state = 7 WHERE key = 'idem-1'",
+    );
+    assert!(corrupt(
+        &p.idempotency
+            .claim("backend", "idem-1", "hash-1", t(5), t(35))
+            .await
+    ));
+    tamper(&path, "UPDATE data_keys SET version = -1");
+    assert!(corrupt(&p.data_keys.get("u1").await));
+    tamper(&path, "UPDATE review_queue SET user = '@x'");
+    assert!(corrupt(&p.review.get(&bid("u1-card-1")).await));
+    tamper(&path, "UPDATE rate_windows SET taken = -3");
+    let r = p
+        .rates
+        .take(
+            &[RateWindow {
+                key: "bind:user:u1:m".into(),
+                limit: 5,
+                expires_at: t(60),
+            }],
+            t(1),
+        )
+        .await;
+    assert!(corrupt(&r), "a negative slot: {r:?}");
+    // Nothing was left half-done: the store still writes.
+    assert_eq!(p.seen.mark("notify", "after", t(0), t(9)).await, Ok(true));
+}
+
+#[test]
+fn files_that_are_not_ours_or_too_new_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let newer = dir.path().join("newer.sqlite3");
+    drop(open(&newer));
+    tamper(&newer, "PRAGMA user_version = 2;");
+    assert_eq!(
+        SqliteStore::open(&newer, SqliteOptions::default()).err(),
+        Some(OpenError::NewerSchema { found: 2, known: 1 })
+    );
+
+    let other = dir.path().join("other.sqlite3");
+    tamper(&other, "CREATE TABLE t (x);");
+    assert_eq!(
+        SqliteStore::open(&other, SqliteOptions::default()).err(),
+        Some(OpenError::NotCardbind)
+    );
+    let foreign_id = dir.path().join("foreign.sqlite3");
+    tamper(
+        &foreign_id,
+        &format!(
+            "PRAGMA application_id = {}; PRAGMA user_version = 1; CREATE TABLE t (x);",
+            APPLICATION_ID + 1
+        ),
+    );
+    assert_eq!(
+        SqliteStore::open(&foreign_id, SqliteOptions::default()).err(),
+        Some(OpenError::NotCardbind)
+    );
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "this is not a database at all, just some text ".repeat(100),
+    )
+    .unwrap();
+    assert!(matches!(
+        SqliteStore::open(&text, SqliteOptions::default()).err(),
+        Some(OpenError::Store(StoreError::Corrupt(_)))
+    ));
+
+    // Our own file at our version opens again, as it was.
+    let ours = dir.path().join("ours.sqlite3");
+    drop(open(&ours));
+    drop(open(&ours));
+    let c = rusqlite::Connection::open(&ours).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let vacuum: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+    assert_eq!((v, mode.as_str(), vacuum), (1, "wal", 2));
+}
+
+#[test]
+fn the_directory_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x/y/z/cardbind.sqlite3");
+    drop(open(&path));
+    assert!(path.is_file());
+    // A path under a file cannot be made.
+    let under_file = path.join("db.sqlite3");
+    assert!(matches!(
+        SqliteStore::open(&under_file, SqliteOptions::default()).err(),
+        Some(OpenError::Io { .. })
+    ));
+}
