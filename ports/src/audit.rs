@@ -83,6 +83,8 @@ actions! {
     RetentionPurge = "retention.purge",
     /// A BIN table was imported.
     BinTableImport = "bins.import",
+    /// Data keys re-wrapped under a new master key.
+    KeysRotate = "keys.rotate",
 }
 
 impl fmt::Display for AuditAction {

@@ -89,56 +89,18 @@ struct ChunkDoc {
     rows: Vec<RowDoc>,
 }
 
-/// One entry. (FerretDB 1.x stores no nested arrays, so rows are
-/// documents.)
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct RowDoc {
-    low: String,
-    high: String,
-    issuer: String,
-    name_zh: String,
-    name_en: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    card_type: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    country: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    currency: String,
-}
+type RowDoc = cardbind_records::BinRowRecord;
 
 fn chunk_id(version: &str, i: i64) -> String {
     format!("{version}#{i}")
 }
 
 fn row(e: &BinEntry) -> RowDoc {
-    let i = &e.info;
-    RowDoc {
-        low: e.range.low().to_owned(),
-        high: e.range.high().to_owned(),
-        issuer: i.issuer.code().as_str().to_owned(),
-        name_zh: i.issuer.name_zh().to_owned(),
-        name_en: i.issuer.name_en().to_owned(),
-        card_type: i
-            .card_type
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
-        country: i.country.map(|c| c.code()).unwrap_or_default(),
-        currency: i.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
-    }
+    RowDoc::from(e)
 }
 
 fn entry(r: &RowDoc) -> Result<BinEntry, StoreError> {
-    BinEntry::parse(
-        &r.low,
-        &r.high,
-        &r.issuer,
-        &r.name_zh,
-        &r.name_en,
-        &r.card_type,
-        &r.country,
-        &r.currency,
-    )
-    .map_err(|e| StoreError::Corrupt(format!("a stored BIN table row: {e}")))
+    r.into_domain()
 }
 
 fn wall_now() -> DateTime {

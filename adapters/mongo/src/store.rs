@@ -95,6 +95,12 @@ pub struct PurgeCounts {
 }
 
 impl MongoStore {
+    /// The database every collection lives in (to share the client with
+    /// the BIN table store).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// A store on `database` at `uri`, with 2 s server selection and
     /// connect timeouts and `operation_timeout` per port method. Does not
     /// contact the server (it may be down now and come up later); call

@@ -132,6 +132,7 @@
 //! See `benches/ports.rs` (`cargo bench -p cardbind-sqlite --bench ports`).
 //! FIGURES
 
+mod bins;
 mod card_data;
 mod chain;
 mod engine;

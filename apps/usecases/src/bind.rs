@@ -135,7 +135,18 @@ impl UseCases {
             .ok_or_else(channel_not_enabled)?;
         let fingerprint = self.ports.vault.fingerprint(&cmd.details.card).await?;
         self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
-        let (id, known) = self.reserve(ctx, &cmd, &channel_name, &fingerprint).await?;
+        // What the BIN table says of the card, and whether the channel
+        // takes it (refused probes still count against the limits above).
+        let facts = self.ports.bins.lookup_card(&cmd.details.card).map(|e| e.info);
+        if let Some(rule) = self.policy.card_rules.get(&channel_name) {
+            if let Err(refusal) = rule.check(facts.as_ref()) {
+                self.audit_refused_bind(ctx, &cmd.user, refusal.code).await;
+                return Err(refusal.into());
+            }
+        }
+        let (id, known) = self
+            .reserve(ctx, &cmd, &channel_name, &fingerprint, facts)
+            .await?;
         let request = ChannelBindRequest {
             binding_id: id.clone(),
             user_id: cmd.user.clone(),
@@ -245,6 +256,7 @@ impl UseCases {
         cmd: &BindCard,
         channel: &ChannelName,
         fingerprint: &Fingerprint,
+        facts: Option<cardbind_domain::BinInfo>,
     ) -> Result<(BindingId, Loaded), BindError> {
         let now = self.now();
         let consent = cmd.consent.clone().accept(channel.clone(), now)?;
@@ -256,6 +268,7 @@ impl UseCases {
                 bin: cmd.details.card.bin().to_owned(),
                 last4: cmd.details.card.last4().to_owned(),
                 expiry: cmd.expiry,
+                facts,
             },
             consent,
             generation: self.ports.ids.data_generation(),
