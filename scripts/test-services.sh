@@ -11,24 +11,31 @@
 # services on exit (also when the command fails or is interrupted). The exit
 # code is the command's.
 #
+# Also installs (once) schemathesis 4.32.5, the API fuzzer that
+# scripts/schemathesis.sh runs, into its own venv:
+#   CARDBIND_TEST_SCHEMATHESIS   the schemathesis executable
+#
 # Also exported, for tests that stop/restart a FerretDB of their own:
 #   CARDBIND_TEST_FERRETDB_BIN   the ferretdb binary
 #   CARDBIND_TEST_FERRETDB_CTL   scripts/ferretdb-ctl.sh (start DIR PORT | stop DIR | kill DIR)
 #   CARDBIND_TEST_SERVICES_DIR   the temp dir (removed on exit); put such instances under it
 #
 # Cache: $CARDBIND_CACHE_DIR, default .cache/ at the repo root (gitignored).
-# CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV point at an existing ferretdb
-# binary / moto venv instead (each is still checked before use).
+# CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV / CARDBIND_SCHEMATHESIS_VENV
+# point at an existing ferretdb binary / moto venv / schemathesis venv
+# instead (each is still checked before use).
 # CARDBIND_KEEP_SERVICES_DIR=1 keeps the temp dir (logs) after exit.
 set -euo pipefail
 
 FERRETDB_VERSION=v1.24.2
 FERRETDB_MODULE=github.com/FerretDB/FerretDB
+SCHEMATHESIS_VERSION=4.32.5
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CARDBIND_CACHE_DIR:-$ROOT/.cache}
 FERRETDB_BIN=${CARDBIND_FERRETDB_BIN:-$CACHE/bin/ferretdb}
 VENV=${CARDBIND_MOTO_VENV:-$CACHE/venv}
+ST_VENV=${CARDBIND_SCHEMATHESIS_VENV:-$CACHE/schemathesis-venv}
 CTL="$ROOT/scripts/ferretdb-ctl.sh"
 START_TIMEOUT=${CARDBIND_SERVICE_START_TIMEOUT:-30}
 
@@ -104,6 +111,24 @@ install_moto() {
     say "moto installed in $((SECONDS - started))s"
 }
 
+schemathesis_ok() {
+    [[ -f $ST_VENV/.cardbind-schemathesis-$SCHEMATHESIS_VERSION && -x $ST_VENV/bin/schemathesis ]]
+}
+
+# Its own venv: moto and schemathesis pin different versions of shared
+# dependencies (werkzeug, among others).
+install_schemathesis() {
+    schemathesis_ok && return 0
+    say "installing schemathesis $SCHEMATHESIS_VERSION into $ST_VENV (once)…"
+    local started=$SECONDS
+    rm -rf "$ST_VENV"
+    python3 -m venv "$ST_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+    "$ST_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
+        die "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
+    touch "$ST_VENV/.cardbind-schemathesis-$SCHEMATHESIS_VERSION"
+    say "schemathesis installed in $((SECONDS - started))s"
+}
+
 if [[ -z ${CARDBIND_FERRETDB_BIN:-} ]]; then
     with_install_lock build_ferretdb
 else
@@ -114,6 +139,12 @@ if [[ -z ${CARDBIND_MOTO_VENV:-} ]]; then
 else
     [[ -x $VENV/bin/moto_server ]] || die "CARDBIND_MOTO_VENV=$VENV has no bin/moto_server"
 fi
+if [[ -z ${CARDBIND_SCHEMATHESIS_VENV:-} ]]; then
+    with_install_lock install_schemathesis
+else
+    [[ -x $ST_VENV/bin/schemathesis ]] || die "CARDBIND_SCHEMATHESIS_VENV=$ST_VENV has no bin/schemathesis"
+fi
+export CARDBIND_TEST_SCHEMATHESIS=$ST_VENV/bin/schemathesis
 
 free_port() {
     python3 -c 'import socket

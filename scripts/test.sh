@@ -1,26 +1,39 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Prometheus alert rules in
-# deploy/prometheus/ (`promtool check rules` and their unit tests with
-# `promtool test rules`; promtool installed once into the cache by
-# scripts/promtool.sh), then every test of the workspace, with FerretDB and
-# moto installed (once, into .cache/) and started by
-# scripts/test-services.sh. Both always run; the exit code is non-zero if
-# either failed. This is the README's test command; .ci/run calls it.
+# Runs every test of the project. This is the README's test command;
+# .ci/run calls it (with CI=true). Arguments go to `cargo test`.
+#
+# 1. The Prometheus alert rules in deploy/prometheus/: `promtool check
+#    rules` and their unit tests (`promtool test rules`); promtool is
+#    installed once into the cache by scripts/promtool.sh.
+# 2. Inside scripts/test-services.sh (FerretDB, moto and schemathesis
+#    installed once into .cache/, the services started on free loopback
+#    ports): the API fuzz run (scripts/schemathesis.sh) against the service
+#    on the embedded store and on MongoDB (FerretDB), then every test of
+#    the workspace.
+#
+# Every part runs even when an earlier one fails; the exit code is
+# non-zero when any failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-rules_rc=0
-bash scripts/promtool.sh check rules deploy/prometheus/*.rules.yml &&
-    bash scripts/promtool.sh test rules deploy/prometheus/tests/*.yml ||
-    rules_rc=$?
-
-cargo_rc=0
-bash scripts/test-services.sh cargo test --workspace --all-targets --no-fail-fast "$@" || cargo_rc=$?
-
-if ((rules_rc != 0)); then
-    echo "test.sh: the alert rule checks failed (exit $rules_rc): see the promtool output above" >&2
+if [[ ${1:-} != --with-services ]]; then
+    failed=()
+    { bash scripts/promtool.sh check rules deploy/prometheus/*.rules.yml &&
+        bash scripts/promtool.sh test rules deploy/prometheus/tests/*.yml; } ||
+        failed+=("the alert rule checks (promtool)")
+    bash scripts/test-services.sh bash scripts/test.sh --with-services "$@" ||
+        failed+=("the tests with services")
+    if ((${#failed[@]})); then
+        printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
+        exit 1
+    fi
+    exit 0
 fi
-if ((cargo_rc != 0)); then
-    exit "$cargo_rc"
+shift
+failed=()
+bash scripts/schemathesis.sh memory || failed+=("schemathesis on the embedded store")
+bash scripts/schemathesis.sh mongodb || failed+=("schemathesis on MongoDB")
+cargo test --workspace --all-targets --no-fail-fast "$@" || failed+=("cargo test")
+if ((${#failed[@]})); then
+    printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
+    exit 1
 fi
-exit "$rules_rc"

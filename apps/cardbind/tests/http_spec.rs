@@ -143,3 +143,152 @@ fn spec_declares_operations_security_and_errors() {
         );
     }
 }
+
+/// The pattern the spec declares for a field of `BindCardBody`.
+fn bind_pattern(field: &str) -> regex::Regex {
+    let spec: Value = serde_json::from_str(&cardbind::http::api_spec_json()).unwrap();
+    let p = spec["components"]["schemas"]["BindCardBody"]["properties"][field]["pattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} declares a pattern"));
+    regex::Regex::new(p).unwrap()
+}
+
+/// Every string of `alphabet` up to `max_len` characters (small alphabets),
+/// plus deterministic pseudo-random longer ones.
+fn strings(alphabet: &[char], max_len: usize, random: usize, random_len: usize) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut level = vec![String::new()];
+    for _ in 0..max_len {
+        level = level
+            .iter()
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+            .collect();
+        out.extend(level.iter().cloned());
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..random {
+        let mut s = String::new();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % random_len as u64) as usize;
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.push(alphabet[(x % alphabet.len() as u64) as usize]);
+        }
+        out.push(s);
+    }
+    out
+}
+
+#[test]
+fn phone_pattern_is_exactly_the_domain_rule() {
+    use cardbind_domain::Phone;
+    let re = bind_pattern("phone");
+    let mut samples = strings(&['1', '3', '8', '6', '0', '+', ' ', '-'], 6, 0, 1);
+    // Around the real shapes: national, +86, 0086, 86, other countries.
+    let mut x: u64 = 7;
+    for base in [
+        "13800138000",
+        "+8613800138000",
+        "008613800138000",
+        "8613800138000",
+        "+14155550123",
+        "+442071838750",
+        "+8612345678",
+        "12812345678",
+    ] {
+        samples.push(base.to_owned());
+        for i in 0..base.len() {
+            for c in ['0', '1', '6', '8', '9', '+', ' ', '-'] {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let mut s: Vec<char> = base.chars().collect();
+                match x % 3 {
+                    0 => s[i] = c,
+                    1 => s.insert(i, c),
+                    _ => {
+                        s.remove(i);
+                    }
+                }
+                samples.push(s.into_iter().collect());
+            }
+        }
+    }
+    for s in samples {
+        assert_eq!(re.is_match(&s), Phone::parse(&s).is_ok(), "{s:?}");
+    }
+}
+
+#[test]
+fn card_number_pattern_is_the_domain_format_rule() {
+    use cardbind_domain::{CardNumber, ErrorCode};
+    let re = bind_pattern("card_number");
+    let digits = ['4', '1', '5', '0', ' ', '-', 'x'];
+    for s in strings(&digits, 4, 3000, 24) {
+        // The pattern says what the number is made of; the domain then
+        // also checks the issuer range, the brand's length and Luhn.
+        let format_refusal = match CardNumber::parse(&s) {
+            Ok(_) => false,
+            Err(e) => {
+                e.code == ErrorCode::InvalidCardNumber
+                    && (e.message.contains("digits only") || e.message.contains("12 to 19"))
+            }
+        };
+        assert_eq!(re.is_match(&s), !format_refusal, "{s:?}");
+    }
+}
+
+#[test]
+fn holder_name_resident_id_and_cvv_patterns_admit_only_what_the_domain_admits() {
+    use cardbind_domain::{CardBrand, Cvv, HolderName, ResidentId};
+    let name = bind_pattern("holder_name");
+    for s in strings(
+        &['A', 'é', '张', ' ', '.', '-', '\'', '·', '1', '\t'],
+        4,
+        2000,
+        70,
+    ) {
+        if name.is_match(&s) && s.chars().count() <= 64 {
+            assert!(HolderName::parse(&s).is_ok(), "{s:?}");
+        }
+    }
+    let id = bind_pattern("id_number");
+    let base: Vec<char> = "11010519491231002X".chars().collect();
+    let mut matched = 0;
+    let mut x: u64 = 11;
+    for _ in 0..20_000 {
+        let mut s = base.clone();
+        for _ in 0..3 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pos = ((x >> 33) % 18) as usize;
+            s[pos] = ['0', '1', '2', '3', '9', 'X', 'x', 'a'][((x >> 20) % 8) as usize];
+        }
+        let s: String = s.into_iter().collect();
+        if id.is_match(&s) {
+            matched += 1;
+            // Only the calendar date and the check character remain.
+            if let Err(e) = ResidentId::parse(&s) {
+                assert!(
+                    e.message.contains("birth date") || e.message.contains("check character"),
+                    "{s:?}: {}",
+                    e.message
+                );
+            }
+        } else {
+            assert!(ResidentId::parse(&s).is_err(), "{s:?}");
+        }
+    }
+    assert!(matched > 1000, "{matched}");
+    let cvv = bind_pattern("cvv");
+    for s in strings(&['1', '0', 'a', ' '], 5, 0, 1) {
+        if cvv.is_match(&s) && !s.is_empty() {
+            let ok =
+                Cvv::parse(&s, CardBrand::Visa).is_ok() || Cvv::parse(&s, CardBrand::Amex).is_ok();
+            assert!(ok, "{s:?}");
+        }
+    }
+}

@@ -227,15 +227,15 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     Route::new()
         .at(
             "/openapi.json",
-            poem::endpoint::make_sync(move |_| {
+            poem::get(poem::endpoint::make_sync(move |_| {
                 poem::Response::builder()
                     .content_type("application/json")
                     .body(spec.as_str().to_owned())
-            }),
+            })),
         )
         .at(
             "/docs",
-            poem::endpoint::make_sync(move |_| Html(docs_html.clone())),
+            poem::get(poem::endpoint::make_sync(move |_| Html(docs_html.clone()))),
         )
         .nest("/", svc)
         .with(CatchPanic::new().with_handler(|_| edge::panicked_response()))

@@ -1,0 +1,249 @@
+//! Commands: `serve`, `token`, `step-up-token`, `spec`, `purge`,
+//! `audit verify`, `keys rotate`, `erase-user`, `reconcile`, `check-config`,
+//! `bins import`.
+
+mod admin;
+mod serve;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use cardbind_domain::{Role, UserId};
+use cardbind_ports::step_up::StepUpAction;
+use cardbind_usecases::RequestContext;
+use clap::{Parser, Subcommand};
+
+pub use admin::{import_bins, verify_audit_log};
+pub use serve::{init_logging, serve_on, start, start_built, Running};
+
+use crate::compose;
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cardbind",
+    version,
+    about = "Bind bank cards to user accounts through payment channels."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). `CARDBIND__SECTION__KEY` variables override it.
+    #[arg(long, short, global = true, env = "CARDBIND_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP service.
+    Serve,
+    /// Print a bearer token signed with the configured HS256 secret (dev).
+    Token {
+        /// Subject: the user id for role `user`, a client id otherwise.
+        #[arg(long)]
+        sub: String,
+        /// user, service, admin or auditor.
+        #[arg(long, default_value = "service")]
+        role: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Print a step-up token made with `step_up.hmac_secret` (dev and
+    /// operations aid for the built-in `hmac` verifier).
+    StepUpToken {
+        /// The user the operation is about.
+        #[arg(long)]
+        user: String,
+        /// `unbind_default_card` or `erase_user`.
+        #[arg(long)]
+        action: String,
+        /// Lifetime in seconds (at most `step_up.max_ttl_seconds`).
+        #[arg(long, default_value_t = 120)]
+        ttl: u64,
+    },
+    /// Print the OpenAPI 3 spec.
+    Spec,
+    /// Delete expired idempotency keys, rate counters, seen ids and audit
+    /// events past their retention.
+    Purge,
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Crypto-shred a user: unbind every card and destroy their key material.
+    EraseUser {
+        user_id: String,
+        /// Step-up token for action `erase_user` on this user (required
+        /// when `step_up.enabled`).
+        #[arg(long, env = "CARDBIND_STEP_UP_TOKEN")]
+        step_up_token: Option<String>,
+    },
+    /// Settle bindings stuck in pending_verification by asking their channel.
+    Reconcile {
+        /// Only bindings pending for longer than this many seconds
+        /// (default: `channels.reconcile_after_seconds`, 900).
+        #[arg(long)]
+        older_than: Option<i64>,
+    },
+    /// Load and validate the configuration, then print it (secrets masked).
+    CheckConfig,
+    /// Print every setting with its default, as a TOML file to start from.
+    Defaults,
+    /// The BIN table (issuer, card type, country, currency by BIN).
+    Bins {
+        #[command(subcommand)]
+        command: BinsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinsCommand {
+    /// Replace the BIN table of every instance with the one in FILE (CSV:
+    /// low,high,issuer_code,issuer_name_zh,issuer_name_en,card_type,country,currency).
+    /// The whole file is checked first; any bad line or overlap refuses it all.
+    Import {
+        file: PathBuf,
+        /// Only check the file; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and report the first broken link.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-wrap every stored data key under another master key (resumable).
+    Rotate {
+        /// The key to move away from (default: the configured master key).
+        #[arg(long)]
+        from: Option<String>,
+        /// The new KMS key id / ARN / alias (or an existing local key file).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
+    let cli = Cli::parse_from(args);
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve::serve(config).await,
+        Command::Token { sub, role, ttl } => {
+            let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
+            let secret = compose::jwt_secret(&config)?;
+            println!("{}", compose::dev_token(&config, &secret, &sub, role, ttl)?);
+            Ok(())
+        }
+        Command::StepUpToken { user, action, ttl } => {
+            let secret = config
+                .step_up
+                .hmac_secret
+                .as_ref()
+                .context("step_up.hmac_secret is not set")?;
+            let Some(action) = StepUpAction::parse(&action) else {
+                bail!("--action: unbind_default_card or erase_user");
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let exp = i64::try_from(now + ttl.min(config.step_up.max_ttl_seconds))?;
+            println!(
+                "{}",
+                crate::step_up::hmac_step_up_token(secret.as_bytes(), &user, action, exp)
+            );
+            Ok(())
+        }
+        Command::Spec => {
+            print!("{}", crate::http::api_spec_json());
+            Ok(())
+        }
+        Command::Defaults => {
+            print!("{}", crate::config::defaults_toml()?);
+            Ok(())
+        }
+        Command::CheckConfig => {
+            println!("{:#?}", admin::masked(&config));
+            Ok(())
+        }
+        Command::Purge => {
+            init_logging(&config);
+            let built = compose::build(&config).await?;
+            let purged = built
+                .usecases
+                .purge(&RequestContext::service("cli:purge"), config.retention()?)
+                .await?;
+            println!("purged {purged}");
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let built = compose::build(&config).await?;
+            admin::audit_verify(&built.usecases).await
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { from, to },
+        } => {
+            init_logging(&config);
+            let stores = compose::stores(&config).await?;
+            compose::rotate_keys(&config, &stores, from.as_deref(), &to).await
+        }
+        Command::EraseUser {
+            user_id,
+            step_up_token,
+        } => {
+            init_logging(&config);
+            let user = UserId::parse(&user_id).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let built = compose::build(&config).await?;
+            let ctx = RequestContext::service("cli:erase-user");
+            let r = built
+                .usecases
+                .erase_user(&ctx, &user, step_up_token.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "erased user {user}: {} card(s) unbound, key material destroyed: {}",
+                r.unbound, r.key_destroyed
+            );
+            Ok(())
+        }
+        Command::Bins {
+            command: BinsCommand::Import { file, dry_run },
+        } => {
+            init_logging(&config);
+            let report = import_bins(&config, &file, dry_run).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Reconcile { older_than } => {
+            init_logging(&config);
+            let built = compose::build(&config).await?;
+            let r = built
+                .usecases
+                .reconcile(
+                    older_than.unwrap_or(config.channels.reconcile_after_seconds),
+                    200,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "examined {}, activated {}, failed {}, unbound {}, still pending {}, errors {}",
+                r.examined, r.activated, r.failed, r.unbound, r.still_pending, r.errors
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `cardbind serve`: the HTTP service, its background tasks (retention,
+//! BIN table refresh) and a service started inside a test.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cardbind_usecases::RequestContext;
+
+use crate::compose::{self, Built};
+use crate::config::{Config, LogFormat};
+
+/// Sets up structured logging once (JSON by default, to stderr).
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    // A panic message can quote the value that caused it (a request field):
+    // log where it happened, never what it said. Requests that panic are
+    // answered 500 `internal_error` by the HTTP edge.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may hold request data)");
+    }));
+    let listener = std::net::TcpListener::bind(&config.server.address)
+        .with_context(|| format!("cannot listen on {}", config.server.address))?;
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    };
+    let built = compose::build(&config).await?;
+    serve_on(&config, built, listener, shutdown, |addr, scheme| {
+        // The one line on stdout: scripts read the address from it.
+        println!("cardbind listening on {scheme}://{addr}");
+    })
+    .await
+}
+
+/// Serves `built` on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests (up to 30 s). Runs the key self-check first and the
+/// retention purge in the background. `on_listen` gets the bound address.
+pub async fn serve_on(
+    config: &Config,
+    built: Built,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(std::net::SocketAddr, &str),
+) -> anyhow::Result<()> {
+    built
+        .usecases
+        .key_self_check()
+        .await
+        .map_err(|e| anyhow::anyhow!("key self-check failed, refusing to start: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let tls = compose::tls(config)?;
+    on_listen(addr, if tls.is_some() { "https" } else { "http" });
+    tracing::info!(%addr, storage = ?config.storage.kind, keys = ?config.keys.kind, channels = ?config.channels.enabled, "cardbind started");
+
+    let purge_task = (config.server.purge_interval_seconds > 0).then(|| {
+        let every = Duration::from_secs(config.server.purge_interval_seconds);
+        let usecases = built.usecases.clone();
+        let retention = config.retention();
+        tokio::spawn(async move {
+            let Ok(retention) = retention else { return };
+            let ctx = RequestContext::service("purge");
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match usecases.purge(&ctx, retention).await {
+                    Ok(r) => tracing::info!(purged = %r, "purge done"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        })
+    });
+
+    // Every instance picks up an imported BIN table within one interval;
+    // a failed check keeps the table in use and is retried next time.
+    let bins_task = {
+        let every = Duration::from_secs(config.bins.refresh_interval_seconds.max(1));
+        let bins = built.state.bins.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match bins.directory.refresh(bins.store.as_ref()).await {
+                    Ok(cardbind_ports::bins::Refresh::Loaded(v)) => {
+                        tracing::info!(version = %v.id, entries = v.entries, "BIN table updated")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "BIN table refresh failed; keeping the table in use")
+                    }
+                }
+            }
+        })
+    };
+
+    let app = crate::http::app(built.state.clone());
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener)?;
+    let grace = Duration::from_secs(30);
+    let limits = config.server.connection_limits();
+    let registry = built.state.metrics.clone();
+    let res = match tls {
+        None => crate::http::server::run(acceptor, app, limits, &registry, shutdown, grace).await,
+        Some(tls) => {
+            use futures::StreamExt;
+            use poem::listener::AcceptorExt;
+            // One configuration, then a stream that stays open.
+            let configs = futures::stream::iter([tls]).chain(futures::stream::pending());
+            let acceptor = ConfigFirst {
+                inner: acceptor,
+                started: false,
+            };
+            crate::http::server::run(
+                acceptor.rustls(configs),
+                app,
+                limits,
+                &registry,
+                shutdown,
+                grace,
+            )
+            .await
+        }
+    };
+    if let Some(t) = purge_task {
+        t.abort();
+    }
+    bins_task.abort();
+    res?;
+    Ok(())
+}
+
+/// A TCP acceptor whose first `accept` yields once before accepting.
+///
+/// poem's `RustlsAcceptor` races its configuration stream against the
+/// inner `accept` in an unbiased `select!`, and drops (resets) a connection
+/// accepted before the first configuration is loaded ("no valid tls
+/// config"). A client that connects while the service starts (a health
+/// check, a retrying client) hit that about half of the time. Yielding once
+/// lets the configuration, which is ready at once, always win that first
+/// race; afterwards the configuration stream is pending for good.
+struct ConfigFirst<A> {
+    inner: A,
+    started: bool,
+}
+
+impl<A: poem::listener::Acceptor> poem::listener::Acceptor for ConfigFirst<A> {
+    type Io = A::Io;
+
+    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<(
+        Self::Io,
+        poem::web::LocalAddr,
+        poem::web::RemoteAddr,
+        poem::http::uri::Scheme,
+    )> {
+        if !self.started {
+            self.started = true;
+            tokio::task::yield_now().await;
+        }
+        self.inner.accept().await
+    }
+}
+
+/// A service started in this process (tests, embedding).
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub base_url: String,
+    pub built: Built,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts the service for `config` on `config.server.address` (use port 0
+/// for a free one) in the background and returns once it listens.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let built = compose::build(&config).await?;
+    start_built(config, built).await
+}
+
+/// [`start`] with the adapters already built (see [`compose::build_on`]).
+pub async fn start_built(config: Config, built: compose::Built) -> anyhow::Result<Running> {
+    let listener = std::net::TcpListener::bind(&config.server.address)
+        .with_context(|| format!("cannot listen on {}", config.server.address))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<(std::net::SocketAddr, String)>();
+    let built2 = built.clone();
+    let task = tokio::spawn(async move {
+        serve_on(
+            &config,
+            built2,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addr, scheme| {
+                let _ = addr_tx.send((addr, scheme.to_owned()));
+            },
+        )
+        .await
+    });
+    match addr_rx.await {
+        Ok((addr, scheme)) => Ok(Running {
+            addr,
+            base_url: format!("{scheme}://{addr}"),
+            built,
+            stop: Some(stop_tx),
+            task,
+        }),
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(anyhow::anyhow!("the service stopped before listening")),
+            Err(e) => Err(e.into()),
+        },
+    }
+}

@@ -1,0 +1,183 @@
+//! The composition root: turns a [`Config`] into adapters behind
+//! `Arc<dyn Port>`, the use cases over them, and the [`AppState`] the HTTP
+//! edge serves. Adapter choice is made here, once.
+//!
+//! * [`stores`]: the storage adapter (memory, embedded SQLite, MongoDB);
+//! * [`keys`]: the card vault and master key rotation;
+//! * [`channels`]: the payment channels behind their resilience wrapper;
+//! * [`auth`]: bearer token keys, dev tokens, TLS, step-up.
+
+pub mod auth;
+pub mod channels;
+pub mod keys;
+pub mod stores;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use cardbind_domain::{BindingId, CardCap, ChannelName, RateRule, VerificationPolicy};
+use cardbind_ports::bins::BinDirectory;
+use cardbind_ports::clock::{Clock, IdGenerator, SystemClock};
+use cardbind_usecases::{Policy, Ports, UseCases};
+
+pub use auth::{auth, dev_token, jwt_secret, step_up, tls};
+pub use keys::{rotate_keys, vault};
+pub use stores::{stores, Stores};
+
+use crate::config::Config;
+use crate::state::{AppState, HttpSettings};
+
+/// UUID v7 ids (hyphenated): unique across instances and ordered by
+/// creation time, so that listing by id lists by age. Channels with tight
+/// reference formats (WeChat's 32-character `out_contract_code`) map a UUID
+/// to and from their form.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UuidIds;
+
+impl IdGenerator for UuidIds {
+    fn binding_id(&self) -> BindingId {
+        BindingId::from_uuid_bytes(*uuid::Uuid::now_v7().as_bytes())
+    }
+
+    fn opaque_id(&self) -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+
+    fn data_generation(&self) -> u32 {
+        use rand::Rng;
+        rand::thread_rng().gen_range(1..=u32::MAX)
+    }
+}
+
+/// Everything [`build`] makes.
+#[derive(Clone)]
+pub struct Built {
+    pub usecases: UseCases,
+    pub state: AppState,
+    pub stores: Stores,
+}
+
+pub(crate) fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    let d = config.server.data_dir.clone();
+    std::fs::create_dir_all(&d)
+        .with_context(|| format!("server.data_dir: cannot create {}", d.display()))?;
+    Ok(d)
+}
+
+pub(crate) fn read_file(field: &str, path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("{field}: cannot read {}", path.display()))
+}
+
+/// The limits and rules of the use cases.
+pub fn policy(config: &Config) -> anyhow::Result<Policy> {
+    let l = &config.limits;
+    let mut card_rules = BTreeMap::new();
+    for (kind, rule) in config.channels.card_rules()? {
+        let name = ChannelName::parse(kind.as_str())
+            .map_err(|_| anyhow!("channels: {} is not a channel name", kind.as_str()))?;
+        card_rules.insert(name, rule);
+    }
+    Ok(Policy {
+        card_cap: CardCap {
+            max: l.cards_per_user,
+        },
+        binds_per_user: RateRule {
+            limit: l.binds_per_user_per_minute,
+            window_seconds: 60,
+        },
+        binds_per_ip: (l.binds_per_ip_per_minute > 0).then_some(RateRule {
+            limit: l.binds_per_ip_per_minute,
+            window_seconds: 60,
+        }),
+        binds_per_card: (l.binds_per_card_per_hour > 0).then_some(RateRule {
+            limit: l.binds_per_card_per_hour,
+            window_seconds: 3600,
+        }),
+        verification: VerificationPolicy {
+            max_otp_attempts: l.otp_attempts,
+            window_seconds: l.verification_window_seconds,
+        },
+        card_rules,
+        ..Policy::default()
+    })
+}
+
+/// The BIN table in use: the store's imported table, else the built-in
+/// one. Loaded now: a store that cannot be read stops start-up rather than
+/// letting the service run on the wrong table.
+pub async fn bins(stores: &Stores) -> anyhow::Result<crate::bins::Bins> {
+    let builtin = crate::bins::builtin().map_err(|e| anyhow!("the built-in BIN table: {e}"))?;
+    let directory = Arc::new(BinDirectory::new(builtin));
+    directory
+        .refresh(stores.bins.as_ref())
+        .await
+        .map_err(|e| anyhow!("loading the BIN table failed: {e}"))?;
+    Ok(crate::bins::Bins {
+        directory,
+        store: stores.bins.clone(),
+    })
+}
+
+/// Builds every adapter, the use cases and the application state.
+pub async fn build(config: &Config) -> anyhow::Result<Built> {
+    let stores = stores(config).await?;
+    build_on(config, stores).await
+}
+
+/// Builds the use cases and the application state on `stores` already
+/// opened (e.g. a second service over the same storage, with another
+/// channel configuration).
+pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> {
+    let metrics = prometheus::Registry::new();
+    let bins = bins(&stores).await?;
+    let vault = vault(config, stores.data_keys.clone(), &metrics).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let channels = channels::channels(config, &metrics, stores.audit.clone(), clock.clone())?;
+    let ports = Ports {
+        wallets: stores.wallets.clone(),
+        audit: stores.audit.clone(),
+        card_data: stores.card_data.clone(),
+        channel_refs: stores.channel_refs.clone(),
+        rates: stores.rates.clone(),
+        seen: stores.seen.clone(),
+        idempotency: stores.idempotency.clone(),
+        review: stores.review.clone(),
+        vault,
+        channels,
+        bins: bins.directory.clone(),
+        clock: clock.clone(),
+        ids: Arc::new(UuidIds),
+        step_up: step_up(config, clock.clone())?,
+    };
+    let usecases = UseCases::new(ports, policy(config)?);
+    let http = HttpSettings {
+        max_body_bytes: config.server.max_body_bytes,
+        max_json_depth: config.server.max_json_depth,
+        idempotency_retention_seconds: i64::from(config.idempotency.retention_hours) * 3600,
+        idempotency_wait_ms: config.idempotency.wait_ms,
+        trust_forwarded_for: config.server.trust_forwarded_for,
+        body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
+        ..HttpSettings::default()
+    };
+    let auth = auth(config)?;
+    // A key that cannot be used must stop start-up, not fail every request.
+    crate::http::Authenticator::new(&auth).map_err(|e| anyhow!("auth.jwt_public_key_file: {e}"))?;
+    let state = AppState {
+        usecases: usecases.clone(),
+        idempotency: stores.idempotency.clone(),
+        seen: stores.seen.clone(),
+        clock,
+        auth: Arc::new(auth),
+        http: Arc::new(http),
+        metrics,
+        bins: Arc::new(bins),
+    };
+    Ok(Built {
+        usecases,
+        state,
+        stores,
+    })
+}
