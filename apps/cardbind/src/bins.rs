@@ -26,11 +26,10 @@
 //! nothing is imported. Parsing uses the `csv` crate (quoting, UTF-8,
 //! line numbers), reading records as strings; the domain parses the fields.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use cardbind_domain::{BinEntry, BinTable, CardNumber, ChannelCardRule, ChannelName, DomainError};
+use cardbind_domain::{BinEntry, BinTable, Invalid};
 use cardbind_memory::MemoryBinTableStore;
 use cardbind_ports::bins::{BinDirectory, BinTableStore};
 
@@ -119,10 +118,10 @@ pub fn parse_csv(input: impl Read) -> Result<BinTable, ImportError> {
     })
 }
 
-fn field_message(e: &DomainError) -> String {
+fn field_message(e: &Invalid) -> String {
     match e.field {
         Some(f) => format!("{f}: {}", e.message),
-        None => e.message.clone(),
+        None => e.message.to_string(),
     }
 }
 
@@ -141,47 +140,20 @@ pub fn builtin() -> Result<BinTable, ImportError> {
     parse_csv(BUILTIN_CSV.as_bytes())
 }
 
-/// What the HTTP edge and the bind flow share about BINs: the table in use
-/// (refreshed from the store by the service), the store imports go to, and
-/// each channel's card rule.
+/// The BIN table in use (refreshed from the store by the service) and the
+/// store imports go to.
 pub struct Bins {
     pub directory: Arc<BinDirectory>,
     pub store: Arc<dyn BinTableStore>,
-    /// By channel name; a channel without an entry takes every card.
-    pub rules: BTreeMap<String, ChannelCardRule>,
 }
 
 impl Bins {
-    /// The built-in table, an in-memory store, no channel restrictions
-    /// (tests and embedding).
+    /// The built-in table and an in-memory store (tests and embedding).
     pub fn builtin_only() -> Bins {
         Bins {
             directory: Arc::new(BinDirectory::new(builtin().unwrap_or_default())),
             store: Arc::new(MemoryBinTableStore::new()),
-            rules: BTreeMap::new(),
         }
-    }
-
-    /// The rule of `channel` (every card, when none is configured).
-    pub fn rule(&self, channel: &ChannelName) -> ChannelCardRule {
-        self.rules
-            .get(channel.as_str())
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Looks the card up and applies the channel's rule: the entry found
-    /// (to keep with the binding), or `card_not_accepted_by_channel`. This
-    /// is what the bind flow calls once the request has parsed, before any
-    /// write.
-    pub fn check_card(
-        &self,
-        channel: &ChannelName,
-        card: &CardNumber,
-    ) -> Result<Option<BinEntry>, DomainError> {
-        let entry = self.directory.lookup_card(card);
-        self.rule(channel).check(entry.as_ref().map(|e| &e.info))?;
-        Ok(entry)
     }
 }
 
@@ -189,7 +161,6 @@ impl std::fmt::Debug for Bins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bins")
             .field("directory", &self.directory)
-            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -276,32 +247,4 @@ mod tests {
         assert!(matches!(e, ImportError::Line { .. }), "{e:?}");
     }
 
-    #[test]
-    fn check_card_applies_the_channel_rule_to_the_looked_up_entry() {
-        let mut bins = Bins::builtin_only();
-        let mock = ChannelName::parse("mock").unwrap();
-        let abc_debit = CardNumber::parse("6228480000000000003").unwrap();
-        let test_visa = CardNumber::parse("4111111111111111").unwrap();
-        let unknown = CardNumber::parse("6212345678901265").unwrap();
-        // No rule: everything passes, and the entry comes back.
-        let e = bins.check_card(&mock, &abc_debit).unwrap().unwrap();
-        assert_eq!(e.info.issuer.code().as_str(), "ABC");
-        bins.rules.insert(
-            "mock".into(),
-            ChannelCardRule {
-                card_types: vec![CardType::Debit],
-                countries: vec![cardbind_domain::Country::parse("CN").unwrap()],
-                unknown_bins: UnknownBins::Refuse,
-            },
-        );
-        assert!(bins.check_card(&mock, &abc_debit).is_ok());
-        for card in [&test_visa, &unknown] {
-            assert_eq!(
-                bins.check_card(&mock, card).unwrap_err().code,
-                ErrorCode::CardNotAcceptedByChannel
-            );
-        }
-        let other = ChannelName::parse("alipay").unwrap();
-        assert!(bins.check_card(&other, &unknown).unwrap().is_none());
-    }
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cardbind_ports::clock::Clock;
-use cardbind_ports::service::CardService;
 use cardbind_ports::store::{IdempotencyStore, SeenIds};
 
 /// How bearer tokens are checked.
@@ -85,13 +84,13 @@ impl Default for HttpSettings {
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub service: CardService,
+    pub usecases: cardbind_usecases::UseCases,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub seen: Arc<dyn SeenIds>,
     pub clock: Arc<dyn Clock>,
     pub auth: Arc<AuthSettings>,
     pub http: Arc<HttpSettings>,
     pub metrics: prometheus::Registry,
-    /// The BIN table in use, its store and each channel's card rule.
+    /// The BIN table in use and its store.
     pub bins: Arc<crate::bins::Bins>,
 }

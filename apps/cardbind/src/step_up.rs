@@ -7,7 +7,7 @@
 //! hex(HMAC-SHA256(`step_up.hmac_secret`,
 //! `"cardbind-step-up/v1\n" + user_id + "\n" + action + "\n" + exp`)).
 //! `action` is `unbind_default_card` or `erase_user`
-//! ([`cardbind_ports::step_up::actions`]). A token is accepted while
+//! ([`cardbind_ports::step_up::StepUpAction`]). A token is accepted while
 //! `now <= exp <= now + step_up.max_ttl_seconds`, for that user and action
 //! only. [`hmac_step_up_token`] (and `cardbind step-up-token`) makes one.
 //!
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cardbind_domain::UserId;
 use cardbind_ports::clock::Clock;
-use cardbind_ports::step_up::{StepUpError, StepUpVerifier};
+use cardbind_ports::step_up::{StepUpAction, StepUpError, StepUpVerifier};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -38,10 +38,15 @@ fn signature_hex(secret: &[u8], user: &str, action: &str, exp: i64) -> String {
 
 /// A step-up token for `action` on `user`, valid until `expires_at` (unix
 /// seconds).
-pub fn hmac_step_up_token(secret: &[u8], user: &str, action: &str, expires_at: i64) -> String {
+pub fn hmac_step_up_token(
+    secret: &[u8],
+    user: &str,
+    action: StepUpAction,
+    expires_at: i64,
+) -> String {
     format!(
         "{expires_at}.{}",
-        signature_hex(secret, user, action, expires_at)
+        signature_hex(secret, user, action.as_str(), expires_at)
     )
 }
 
@@ -70,7 +75,12 @@ impl std::fmt::Debug for HmacStepUp {
 
 #[async_trait]
 impl StepUpVerifier for HmacStepUp {
-    async fn verify(&self, user: &UserId, action: &str, token: &str) -> Result<bool, StepUpError> {
+    async fn verify(
+        &self,
+        user: &UserId,
+        action: StepUpAction,
+        token: &str,
+    ) -> Result<bool, StepUpError> {
         let Some((exp, sig)) = token.split_once('.') else {
             return Ok(false);
         };
@@ -86,7 +96,7 @@ impl StepUpVerifier for HmacStepUp {
         if exp < now || exp - now > self.max_ttl_seconds {
             return Ok(false);
         }
-        let expected = signature_hex(&self.secret, user.as_str(), action, exp);
+        let expected = signature_hex(&self.secret, user.as_str(), action.as_str(), exp);
         let given = sig.to_ascii_lowercase();
         Ok(bool::from(expected.as_bytes().ct_eq(given.as_bytes())))
     }
@@ -96,7 +106,7 @@ impl StepUpVerifier for HmacStepUp {
 mod tests {
     use super::*;
     use cardbind_domain::Timestamp;
-    use cardbind_ports::step_up::actions::{ERASE_USER, UNBIND_DEFAULT_CARD};
+    use cardbind_ports::step_up::StepUpAction::{EraseUser as ERASE_USER, UnbindDefaultCard as UNBIND_DEFAULT_CARD};
 
     struct Fixed(i64);
     impl Clock for Fixed {

@@ -58,6 +58,45 @@ pub struct BindCard {
     pub consent: ConsentGiven,
 }
 
+/// A bind request as received: the user, the card fields as typed and the
+/// consent. Parsed by [`UseCases::bind`] once the caller is authorized.
+#[derive(Clone)]
+pub struct BindForm {
+    pub user: UserId,
+    pub card_number: String,
+    pub expiry_month: u32,
+    pub expiry_year: u32,
+    pub cvv: Option<String>,
+    pub holder_name: String,
+    pub id_number: String,
+    pub phone: String,
+    pub channel: Option<String>,
+    pub consent: ConsentGiven,
+}
+
+impl std::fmt::Debug for BindForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BindForm({}, <card data redacted>)", self.user)
+    }
+}
+
+impl BindForm {
+    /// Parses every field, the first failure wins, in the order of the form.
+    pub fn parse(self, now: Timestamp) -> Result<BindCard, Invalid> {
+        let form = CardForm {
+            card_number: &self.card_number,
+            expiry_month: self.expiry_month,
+            expiry_year: self.expiry_year,
+            cvv: self.cvv.as_deref(),
+            holder_name: &self.holder_name,
+            id_number: &self.id_number,
+            phone: &self.phone,
+            channel: self.channel.as_deref(),
+        };
+        BindCard::parse(self.user.clone(), form, self.consent.clone(), now)
+    }
+}
+
 /// A bind request's card fields as received.
 #[derive(Clone, Copy)]
 pub struct CardForm<'a> {
@@ -121,9 +160,22 @@ pub(crate) struct Start<'a> {
 }
 
 impl UseCases {
-    /// Binds a card for its user: see the module docs for the order of
-    /// writes.
-    pub async fn bind(&self, ctx: &RequestContext, cmd: BindCard) -> Result<CardView, BindError> {
+    /// Binds a card for its user: authorizes the caller, parses the form,
+    /// then as [`UseCases::bind_card`].
+    pub async fn bind(&self, ctx: &RequestContext, form: BindForm) -> Result<CardView, BindError> {
+        self.authorize(ctx, Action::BindCard, Some(&form.user))
+            .await?;
+        let cmd = form.parse(self.now())?;
+        self.bind_card(ctx, cmd).await
+    }
+
+    /// Binds a parsed card for its user: see the module docs for the order
+    /// of writes.
+    pub async fn bind_card(
+        &self,
+        ctx: &RequestContext,
+        cmd: BindCard,
+    ) -> Result<CardView, BindError> {
         self.authorize(ctx, Action::BindCard, Some(&cmd.user))
             .await?;
         let channel_name = cmd

@@ -12,6 +12,12 @@ pub struct NotReady {
 }
 
 impl UseCases {
+    /// Opens the key service's start-up canary: a service whose master key
+    /// is wrong or unreachable must not start.
+    pub async fn key_self_check(&self) -> Result<(), cardbind_ports::KeyError> {
+        self.ports.vault.self_check().await
+    }
+
     /// Reads a wallet (any user: nothing needs to exist) and opens the key
     /// service's start-up canary.
     pub async fn readiness(&self) -> Result<(), NotReady> {

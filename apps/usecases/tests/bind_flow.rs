@@ -32,7 +32,7 @@ async fn actions(w: &World, u: &str) -> Vec<(AuditAction, Outcome)> {
 async fn an_instant_bind_is_active_default_sealed_consented_and_audited() {
     let w = world(Policy::default());
     let v =
-        w.uc.bind(&backend(), bind_cmd("alice", &visa(1), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("alice", &visa(1), w.now()))
             .await
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::Active);
@@ -67,7 +67,7 @@ async fn an_otp_bind_waits_then_verifies() {
     let w = world(Policy::default());
     w.channel.always(Script::Otp);
     let v =
-        w.uc.bind(&backend(), bind_cmd("bob", &visa(2), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("bob", &visa(2), w.now()))
             .await
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::PendingVerification);
@@ -92,11 +92,11 @@ async fn an_otp_bind_waits_then_verifies() {
 #[tokio::test]
 async fn the_same_card_twice_is_already_bound_and_the_refusal_audited() {
     let w = world(Policy::default());
-    w.uc.bind(&backend(), bind_cmd("carl", &visa(3), w.now()))
+    w.uc.bind_card(&backend(), bind_cmd("carl", &visa(3), w.now()))
         .await
         .unwrap();
     let e =
-        w.uc.bind(&backend(), bind_cmd("carl", &visa(3), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("carl", &visa(3), w.now()))
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::CardAlreadyBound);
@@ -106,7 +106,7 @@ async fn the_same_card_twice_is_already_bound_and_the_refusal_audited() {
         Outcome::Refused(ErrorCode::CardAlreadyBound)
     )));
     // Another user binds the same card.
-    w.uc.bind(&backend(), bind_cmd("dora", &visa(3), w.now()))
+    w.uc.bind_card(&backend(), bind_cmd("dora", &visa(3), w.now()))
         .await
         .unwrap();
 }
@@ -115,7 +115,7 @@ async fn the_same_card_twice_is_already_bound_and_the_refusal_audited() {
 async fn a_card_bound_again_reuses_its_record_and_is_sealed_anew() {
     let w = world(Policy::default());
     let first =
-        w.uc.bind(&backend(), bind_cmd("erin", &visa(4), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("erin", &visa(4), w.now()))
             .await
             .unwrap()
             .binding;
@@ -135,7 +135,7 @@ async fn a_card_bound_again_reuses_its_record_and_is_sealed_anew() {
         "unbinding drops the card data"
     );
     let again =
-        w.uc.bind(&backend(), bind_cmd("erin", &visa(4), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("erin", &visa(4), w.now()))
             .await
             .unwrap()
             .binding;
@@ -161,7 +161,7 @@ async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
     let w = world(Policy::default());
     w.channel.always(Script::Refuse("ACQ.CARD_DECLINED"));
     let e =
-        w.uc.bind(&backend(), bind_cmd("fay", &visa(5), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("fay", &visa(5), w.now()))
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::ChannelRejected);
@@ -187,7 +187,7 @@ async fn an_unreachable_channel_sends_the_card_to_review_and_an_operator_decides
     let w = world(Policy::default());
     w.channel.always(Script::Fail(ChannelError::Timeout));
     let v =
-        w.uc.bind(&backend(), bind_cmd("gus", &visa(6), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("gus", &visa(6), w.now()))
             .await
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::PendingReview);
@@ -237,12 +237,12 @@ async fn review_approve_and_reject() {
     let w = world(Policy::default());
     w.channel.always(Script::Fail(ChannelError::CircuitOpen));
     let a =
-        w.uc.bind(&backend(), bind_cmd("hal", &visa(7), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("hal", &visa(7), w.now()))
             .await
             .unwrap()
             .binding;
     let b =
-        w.uc.bind(&backend(), bind_cmd("hal", &visa(8), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("hal", &visa(8), w.now()))
             .await
             .unwrap()
             .binding;
@@ -268,13 +268,13 @@ async fn review_approve_and_reject() {
 async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
     let w = world(Policy::default());
     for i in 0..3 {
-        w.uc.bind(&backend(), bind_cmd("ian", &visa(10 + i), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("ian", &visa(10 + i), w.now()))
             .await
             .unwrap();
     }
     match w
         .uc
-        .bind(&backend(), bind_cmd("ian", &visa(20), w.now()))
+        .bind_card(&backend(), bind_cmd("ian", &visa(20), w.now()))
         .await
     {
         Err(BindError::TooManyRequests(l)) => {
@@ -291,7 +291,7 @@ async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
         "the refusal is in the user's own chain"
     );
     w.clock.advance(60);
-    w.uc.bind(&backend(), bind_cmd("ian", &visa(20), w.now()))
+    w.uc.bind_card(&backend(), bind_cmd("ian", &visa(20), w.now()))
         .await
         .unwrap();
 }
@@ -301,7 +301,7 @@ async fn notifications_activate_once_and_forged_ones_are_refused() {
     let w = world(Policy::default());
     w.channel.always(Script::Redirect);
     let v =
-        w.uc.bind(&backend(), bind_cmd("jay", &visa(30), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("jay", &visa(30), w.now()))
             .await
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::PendingVerification);
@@ -351,17 +351,17 @@ async fn reconcile_settles_cards_left_pending() {
     let w = world(Policy::default());
     w.channel.always(Script::Redirect);
     let a =
-        w.uc.bind(&backend(), bind_cmd("kim", &visa(40), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("kim", &visa(40), w.now()))
             .await
             .unwrap()
             .binding;
     let b =
-        w.uc.bind(&backend(), bind_cmd("lee", &visa(41), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("lee", &visa(41), w.now()))
             .await
             .unwrap()
             .binding;
     let c =
-        w.uc.bind(&backend(), bind_cmd("mia", &visa(42), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("mia", &visa(42), w.now()))
             .await
             .unwrap()
             .binding;
@@ -405,13 +405,13 @@ async fn reconcile_settles_cards_left_pending() {
 async fn erasure_unbinds_every_card_deletes_its_data_and_destroys_the_key() {
     let w = world(Policy::default());
     let a =
-        w.uc.bind(&backend(), bind_cmd("ned", &visa(50), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("ned", &visa(50), w.now()))
             .await
             .unwrap()
             .binding;
     w.channel.always(Script::Fail(ChannelError::Timeout));
     let b =
-        w.uc.bind(&backend(), bind_cmd("ned", &visa(51), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("ned", &visa(51), w.now()))
             .await
             .unwrap()
             .binding;
@@ -448,7 +448,7 @@ async fn a_key_service_outage_writes_nothing() {
         .down
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let e =
-        w.uc.bind(&backend(), bind_cmd("oli", &visa(60), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("oli", &visa(60), w.now()))
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::KeyServiceUnavailable);

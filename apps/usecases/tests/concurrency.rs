@@ -26,7 +26,7 @@ async fn the_card_cap_holds_under_16_parallel_binds_of_different_cards() {
         tasks.push(tokio::spawn(async move {
             let cmd = bind_cmd("cap", &visa(100 + i), w.now());
             barrier.wait().await;
-            w.uc.bind(&backend(), cmd).await
+            w.uc.bind_card(&backend(), cmd).await
         }));
     }
     let mut ok = 0;
@@ -58,7 +58,7 @@ async fn parallel_wrong_codes_are_each_counted_and_capped() {
     let w = Arc::new(world(Policy::default()));
     w.channel.always(Script::Otp);
     let v =
-        w.uc.bind(&backend(), bind_cmd("otp", &visa(200), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("otp", &visa(200), w.now()))
             .await
             .unwrap();
     let id = v.binding.id.clone();
@@ -101,7 +101,7 @@ async fn concurrent_changes_of_one_card_never_roll_each_other_back() {
     for round in 0..20u32 {
         let w = Arc::new(world(Policy::default()));
         let v =
-            w.uc.bind(&backend(), bind_cmd("race", &visa(300 + round), w.now()))
+            w.uc.bind_card(&backend(), bind_cmd("race", &visa(300 + round), w.now()))
                 .await
                 .unwrap();
         let id = v.binding.id.clone();
@@ -130,7 +130,7 @@ async fn a_retry_after_a_partial_write_gets_the_binding() {
     // The store fails after the card is reserved, before its data is kept.
     w.card_data.fail_puts.store(1, Ordering::SeqCst);
     let e =
-        w.uc.bind(&backend(), bind_cmd("part", &visa(400), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("part", &visa(400), w.now()))
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::StorageUnavailable);
@@ -141,14 +141,14 @@ async fn a_retry_after_a_partial_write_gets_the_binding() {
     );
     // Retried at once, the first attempt may still be running.
     let e =
-        w.uc.bind(&backend(), bind_cmd("part", &visa(400), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("part", &visa(400), w.now()))
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Conflict);
     // Later, it resumes the same card instead of refusing it for good.
     w.clock.advance(Policy::default().resume_after_seconds);
     let v =
-        w.uc.bind(&backend(), bind_cmd("part", &visa(400), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("part", &visa(400), w.now()))
             .await
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::Active);
@@ -178,7 +178,7 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
     // after the reservation.
     w.channel.always(Script::Bound);
     let first =
-        w.uc.bind(&backend(), bind_cmd("gap", &visa(500), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("gap", &visa(500), w.now()))
             .await
             .unwrap();
     // Unbind and pretend a later bind stopped after the reservation: the
@@ -193,7 +193,7 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
         .replace(Arc::new(tokio::sync::Semaphore::new(0)));
     let uc = w.uc.clone();
     let cmd = bind_cmd("gap", &visa(500), w.now());
-    let stuck = tokio::spawn(async move { uc.bind(&backend(), cmd).await });
+    let stuck = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     stuck.abort();
     w.channel.gate.lock().unwrap().take();
@@ -205,7 +205,7 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
     assert!(b.awaits_channel_answer());
     w.clock.advance(Policy::default().resume_after_seconds);
     let v =
-        w.uc.bind(&backend(), bind_cmd("gap", &visa(500), w.now()))
+        w.uc.bind_card(&backend(), bind_cmd("gap", &visa(500), w.now()))
             .await
             .unwrap();
     assert_eq!(v.binding.id, first.binding.id);

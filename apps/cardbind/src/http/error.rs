@@ -12,53 +12,33 @@
 //! 5xx bodies never carry internals: the cause is logged with the request id
 //! and the body says only what the code says.
 
-use cardbind_domain::{DomainError, ErrorCode};
-use cardbind_ports::{ChannelError, KeyError, ServiceError, StoreError};
+use cardbind_domain::{Class, ErrorClass, ErrorCode, Refused};
 use poem::error::ResponseError;
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::Object;
 
-/// The HTTP status of each stable code. Exhaustive on purpose: a new code
-/// does not compile until it is given a status here.
-pub const fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::InvalidCardNumber
-        | ErrorCode::UnsupportedCardBrand
-        | ErrorCode::InvalidExpiry
-        | ErrorCode::CardExpired
-        | ErrorCode::InvalidCvv
-        | ErrorCode::InvalidHolderName
-        | ErrorCode::InvalidIdNumber
-        | ErrorCode::InvalidPhone
-        | ErrorCode::InvalidUserId
-        | ErrorCode::InvalidRequest
-        | ErrorCode::IdempotencyKeyMissing
-        | ErrorCode::ChannelNotEnabled => StatusCode::BAD_REQUEST,
-        ErrorCode::Unauthenticated | ErrorCode::InvalidSignature => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::StepUpRequired => StatusCode::FORBIDDEN,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::CardAlreadyBound
-        | ErrorCode::IdempotencyKeyReused
-        | ErrorCode::IdempotencyKeyInProgress
-        | ErrorCode::InvalidStateTransition
-        | ErrorCode::Conflict
-        | ErrorCode::CardDataUnreadable => StatusCode::CONFLICT,
-        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::CardLimitReached
-        | ErrorCode::InvalidOtp
-        | ErrorCode::VerificationExpired
-        | ErrorCode::ChannelRejected
-        | ErrorCode::CardNotAcceptedByChannel => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::RateLimited | ErrorCode::IpRateLimited | ErrorCode::CardVelocityExceeded => {
-            StatusCode::TOO_MANY_REQUESTS
-        }
-        ErrorCode::StorageUnavailable
-        | ErrorCode::KeyServiceUnavailable
-        | ErrorCode::ChannelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+/// The HTTP status of each class of refusal: the one place a status is
+/// decided. Exhaustive on purpose.
+pub const fn class_status(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorClass::Forbidden => StatusCode::FORBIDDEN,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::Conflict => StatusCode::CONFLICT,
+        ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorClass::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// The HTTP status of a stable code (its class's).
+pub const fn status_of(code: ErrorCode) -> StatusCode {
+    class_status(code.class())
 }
 
 /// The body of every error response.
@@ -194,8 +174,8 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> ApiError {
+impl<C: Class> From<Refused<C>> for ApiError {
+    fn from(e: Refused<C>) -> ApiError {
         ApiError {
             field: e.field.map(str::to_owned),
             ..ApiError::new(e.code, e.message)
@@ -203,80 +183,93 @@ impl From<DomainError> for ApiError {
     }
 }
 
-/// Keeps a channel's refusal code if it looks like a code (it is shown).
-fn channel_code(code: &str) -> Option<&str> {
-    let ok = (1..=64).contains(&code.len())
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    ok.then_some(code)
+/// An operation's error response that declares refusals of class `C`:
+/// implemented by [`error_responses!`] for each status it lists, so that
+/// answering a refusal of a class the operation does not declare does not
+/// compile.
+pub trait Declares<C> {
+    fn declared(body: Json<ErrorEnvelope>, retry_after: Option<u64>) -> Self;
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> ApiError {
-        let code = e.code();
-        match e {
-            ServiceError::Domain(d) => d.into(),
-            ServiceError::RateLimited {
-                retry_after_seconds,
-                ..
-            } => ApiError {
-                retry_after: Some(retry_after_seconds.max(1) as u64),
-                ..ApiError::new(
-                    code,
-                    "too many attempts; retry after the time in Retry-After",
-                )
-            },
-            ServiceError::Store(StoreError::Duplicate) => {
-                ApiError::new(code, "this card is already bound")
-            }
-            ServiceError::Store(StoreError::Conflict) => {
-                ApiError::new(code, "the card changed concurrently; retry the request")
-            }
-            ServiceError::Store(ref s @ StoreError::Unavailable(_)) => {
-                ApiError::new(code, "storage is unavailable; retry later").with_cause(s.to_string())
-            }
-            ServiceError::Store(ref s @ StoreError::Corrupt(_)) => {
-                ApiError::internal(s.to_string())
-            }
-            ServiceError::Keys(ref k @ KeyError::Unavailable(_)) => {
-                ApiError::new(code, "the key service is unavailable; retry later")
-                    .with_cause(k.to_string())
-            }
-            ServiceError::Keys(k) => ApiError::internal(k.to_string()),
-            ServiceError::Channel(ChannelError::Rejected { code: sub, .. }) => {
-                let message = match channel_code(&sub) {
-                    Some(c) => format!("the payment channel declined this card ({c})"),
-                    None => "the payment channel declined this card".to_owned(),
-                };
-                ApiError::new(code, message)
-            }
-            ServiceError::Channel(ChannelError::InvalidSignature) => {
-                ApiError::new(code, "the notification signature does not verify")
-            }
-            ServiceError::Channel(ChannelError::Protocol(p)) => {
-                ApiError::new(code, "the notification could not be read").with_cause(p)
-            }
-            ServiceError::Channel(c) => {
-                ApiError::new(code, "the payment channel is unavailable; retry later")
-                    .with_cause(c.to_string())
+/// A use case's error answered as the response `R`: implemented by
+/// [`respond_from!`] for each use case's error, for every `R` that
+/// declares each class the use case may refuse with.
+pub trait Respond<R> {
+    /// The response, and the code (for the metrics). A 5xx cause is logged
+    /// here with the request id, never sent.
+    fn respond(self, request_id: &str) -> (R, ErrorCode);
+}
+
+/// The envelope of a refusal (logging the cause of a server error).
+pub fn envelope_of(e: &ApiError, request_id: &str) -> Json<ErrorEnvelope> {
+    Json(e.envelope(request_id))
+}
+
+/// Implements [`Respond`] for a use case's error enum: one arm per class
+/// it declares, each needing the response to [`Declares`] that class. A
+/// class added to the use case's error without being listed here does not
+/// compile (the match is not exhaustive); listed here, every operation
+/// answering that use case must declare its status.
+macro_rules! respond_from {
+    ($uc:path: $($class:ident),* $(,)?) => {
+        impl<R> $crate::http::error::Respond<R> for $uc
+        where
+            $( R: $crate::http::error::Declares<cardbind_domain::error::class::$class>, )*
+            R: $crate::http::error::Declares<cardbind_domain::error::class::Internal>,
+        {
+            fn respond(self, request_id: &str) -> (R, cardbind_domain::ErrorCode) {
+                use $uc as E;
+                type Make<R> = fn(
+                    poem_openapi::payload::Json<$crate::http::error::ErrorEnvelope>,
+                    Option<u64>,
+                ) -> R;
+                let code = self.code();
+                let (e, retry, make): ($crate::http::error::ApiError, Option<u64>, Make<R>) =
+                    match self {
+                        $(
+                            E::$class(r) => {
+                                let (e, retry) = respond_from!(@parts $class r);
+                                (
+                                    e,
+                                    retry,
+                                    <R as $crate::http::error::Declares<
+                                        cardbind_domain::error::class::$class,
+                                    >>::declared,
+                                )
+                            }
+                        )*
+                        E::Internal(i) => (
+                            $crate::http::error::ApiError::internal(i.cause.to_string()),
+                            None,
+                            <R as $crate::http::error::Declares<
+                                cardbind_domain::error::class::Internal,
+                            >>::declared,
+                        ),
+                    };
+                let body = $crate::http::error::envelope_of(&e, request_id);
+                (make(body, retry), code)
             }
         }
-    }
+    };
+    (@parts TooManyRequests $r:ident) => {{
+        let retry = u64::from($r.retry_after_seconds.max(1));
+        ($crate::http::error::ApiError::from($r.refusal), Some(retry))
+    }};
+    (@parts $class:ident $r:ident) => {
+        ($crate::http::error::ApiError::from($r), None)
+    };
 }
 
-/// An [`ApiError`] with the request id it answers: what handlers turn into
-/// their operation's error enum (`impl From<Failure> for …Error`).
-pub struct Failure {
-    pub error: ApiError,
-    pub request_id: String,
-}
-
-impl Failure {
-    pub fn body(&self) -> Json<ErrorEnvelope> {
-        Json(self.error.envelope(&self.request_id))
-    }
-}
+respond_from!(cardbind_usecases::bind::BindError: BadRequest, Forbidden, Conflict, Unprocessable, TooManyRequests, Unavailable);
+respond_from!(cardbind_usecases::verify::VerifyError: BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable);
+respond_from!(cardbind_usecases::manage::ReadError: Forbidden, NotFound, Conflict, Unavailable);
+respond_from!(cardbind_usecases::manage::ChangeError: Forbidden, NotFound, Conflict, Unavailable);
+respond_from!(cardbind_usecases::review::ReviewError: Forbidden, NotFound, Conflict, Unavailable);
+respond_from!(cardbind_usecases::review::RetryError: BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable);
+respond_from!(cardbind_usecases::notify::NotifyError: BadRequest, Unauthenticated, Conflict, Unavailable, Unprocessable);
+respond_from!(cardbind_usecases::erase::EraseError: Forbidden, Conflict, Unavailable);
+respond_from!(cardbind_usecases::records::RecordsError: Forbidden, Conflict, Unavailable);
+respond_from!(cardbind_usecases::bins::BinError: BadRequest, Forbidden, NotFound);
 
 /// Builds an operation's error enum: a `#[derive(ApiResponse)]` enum with
 /// one variant per listed status (plus 500, always), every variant carrying
@@ -337,26 +330,43 @@ macro_rules! error_responses {
             InternalServerError(poem_openapi::payload::Json<$crate::http::error::ErrorEnvelope>),
         }
 
-        impl From<$crate::http::error::Failure> for $name {
-            fn from(f: $crate::http::error::Failure) -> $name {
-                let body = f.body();
-                let retry_after = f.error.retry_after;
-                let _ = retry_after;
-                match f.error.status.as_u16() {
-                    $( $st => $name::$var(body), )*
-                    $( 429 => $name::$retry(body, retry_after), )?
-                    500 => $name::InternalServerError(body),
-                    other => {
-                        tracing::error!(request_id = %f.request_id, status = other, code = %f.error.code,
-                            "status not declared for this operation; answered 500");
-                        let mut e = f.error.clone();
-                        e.status = poem::http::StatusCode::INTERNAL_SERVER_ERROR;
-                        e.code = cardbind_domain::ErrorCode::InternalError;
-                        e.message = "internal error".into();
-                        e.field = None;
-                        $name::InternalServerError(poem_openapi::payload::Json(e.envelope(&f.request_id)))
-                    }
+        $(
+            error_responses!(@declares $name $st $var);
+        )*
+        $(
+            impl $crate::http::error::Declares<cardbind_domain::error::class::TooManyRequests> for $name {
+                fn declared(
+                    body: poem_openapi::payload::Json<$crate::http::error::ErrorEnvelope>,
+                    retry_after: Option<u64>,
+                ) -> $name {
+                    $name::$retry(body, retry_after)
                 }
+            }
+        )?
+        impl $crate::http::error::Declares<cardbind_domain::error::class::Internal> for $name {
+            fn declared(
+                body: poem_openapi::payload::Json<$crate::http::error::ErrorEnvelope>,
+                _: Option<u64>,
+            ) -> $name {
+                $name::InternalServerError(body)
+            }
+        }
+    };
+    (@declares $name:ident 400 $var:ident) => { error_responses!(@impl $name BadRequest $var); };
+    (@declares $name:ident 401 $var:ident) => { error_responses!(@impl $name Unauthenticated $var); };
+    (@declares $name:ident 403 $var:ident) => { error_responses!(@impl $name Forbidden $var); };
+    (@declares $name:ident 404 $var:ident) => { error_responses!(@impl $name NotFound $var); };
+    (@declares $name:ident 409 $var:ident) => { error_responses!(@impl $name Conflict $var); };
+    (@declares $name:ident 413 $var:ident) => { error_responses!(@impl $name TooLarge $var); };
+    (@declares $name:ident 422 $var:ident) => { error_responses!(@impl $name Unprocessable $var); };
+    (@declares $name:ident 503 $var:ident) => { error_responses!(@impl $name Unavailable $var); };
+    (@impl $name:ident $class:ident $var:ident) => {
+        impl $crate::http::error::Declares<cardbind_domain::error::class::$class> for $name {
+            fn declared(
+                body: poem_openapi::payload::Json<$crate::http::error::ErrorEnvelope>,
+                _: Option<u64>,
+            ) -> $name {
+                $name::$var(body)
             }
         }
     };
@@ -403,13 +413,10 @@ mod tests {
 
     #[test]
     fn server_errors_hide_their_cause() {
-        let e: ApiError = ServiceError::Store(StoreError::Corrupt("secret detail".into())).into();
+        let e = ApiError::internal("secret detail at 10.0.0.1");
         let env = e.envelope("r1");
         assert_eq!(env.error.code, "internal_error");
         assert!(!env.error.message.contains("secret"));
-        let e: ApiError =
-            ServiceError::Store(StoreError::Unavailable("db at 10.0.0.1".into())).into();
-        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(!e.envelope("r").error.message.contains("10.0.0.1"));
+        assert!(!env.error.message.contains("10.0.0.1"));
     }
 }

@@ -1,7 +1,7 @@
 //! # The HTTP edge
 //!
-//! An OpenAPI 3 API (poem-openapi) over the use cases of
-//! [`CardService`](cardbind_ports::service::CardService). The spec is
+//! An OpenAPI 3 API (poem-openapi) over the use cases
+//! (`cardbind-usecases`). The spec is
 //! generated from this code ([`api_spec_json`]), committed as
 //! `docs/openapi.json` and checked by a test.
 //!
@@ -53,6 +53,9 @@ use serde_json::Value;
 pub use auth::{sign_request, Authenticator, SIGNATURE_HEADER};
 pub use spec::api_spec_json;
 
+use cardbind_ports::clock::Clock as _;
+use cardbind_usecases::{RequestContext, UseCases};
+
 use crate::state::AppState;
 
 /// What the HTTP layer shares between requests (request data).
@@ -94,40 +97,35 @@ impl<'a> poem::FromRequest<'a> for Cx {
 }
 
 impl Cx {
-    pub fn context(
-        &self,
-        actor: &cardbind_domain::Actor,
-    ) -> cardbind_ports::service::RequestContext {
-        cardbind_ports::service::RequestContext {
-            actor: actor.clone(),
-            request_id: self.request_id.clone(),
-            client_ip: self.client_ip.clone(),
-        }
+    /// Who is asking, for the use cases.
+    pub fn context(&self, actor: &cardbind_domain::Actor) -> RequestContext {
+        RequestContext::new(
+            actor.clone(),
+            self.request_id.clone(),
+            self.client_ip.clone(),
+        )
     }
 
-    /// A card as shown: masked, with what the BIN table in use says about
-    /// its stored BIN.
-    pub fn card(&self, v: &cardbind_ports::service::CardView) -> dto::Card {
-        let entry = self.shared.state.bins.directory.lookup(&v.binding.card.bin);
-        dto::Card::from(v).with_facts(dto::IssuerFacts::of(entry.as_ref()))
+    pub fn usecases(&self) -> &UseCases {
+        &self.shared.state.usecases
     }
 
-    /// A page of cards as shown (see [`Cx::card`]).
-    pub fn card_list(&self, p: &cardbind_ports::service::CardPage) -> dto::CardList {
-        dto::CardList {
-            cards: p.cards.iter().map(|v| self.card(v)).collect(),
-            next_after: p.next.as_ref().map(|b| b.as_str().to_owned()),
-        }
+    pub fn now(&self) -> cardbind_domain::Timestamp {
+        self.shared.state.clock.now()
     }
 
-    /// Turns a refusal into the operation's error enum (and notes its code
-    /// for the edge's error metric).
-    pub fn fail<E: From<error::Failure>>(&self, e: impl Into<error::ApiError>) -> E {
-        let error = e.into();
-        self.error_code.set(error.code);
-        E::from(error::Failure {
-            error,
-            request_id: self.request_id.clone(),
+    /// The one skeleton every operation answers through: the work's value,
+    /// or its refusal as the operation's declared error response (the code
+    /// noted for the edge's error metric). Which statuses a refusal can take
+    /// is checked when this compiles (see [`error::Respond`]).
+    pub async fn answer<T, E, R>(&self, work: impl Future<Output = Result<T, E>>) -> Result<T, R>
+    where
+        E: error::Respond<R>,
+    {
+        work.await.map_err(|e| {
+            let (response, code) = e.respond(&self.request_id);
+            self.error_code.set(code);
+            response
         })
     }
 }
