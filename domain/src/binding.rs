@@ -22,6 +22,7 @@
 use std::fmt;
 use std::ops::Deref;
 
+use crate::bins::BinInfo;
 use crate::card::{CardBrand, Expiry};
 use crate::consent::ConsentRecord;
 use crate::error::{Clash, ConflictCode, Declined, RuleRefusal, UnprocessableCode};
@@ -31,13 +32,17 @@ use crate::rules::VerificationPolicy;
 use crate::time::Timestamp;
 use crate::wallet::CardToBind;
 
-/// What may be shown of a card: brand, first six, last four, expiry.
+/// What may be shown of a card: brand, first six, last four, expiry, and
+/// what the BIN table said of it when it was bound (issuer, type,
+/// country, currency), kept so that a later import does not change how a
+/// bound card is shown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CardSummary {
     pub brand: CardBrand,
     pub bin: String,
     pub last4: String,
     pub expiry: Expiry,
+    pub facts: Option<BinInfo>,
 }
 
 /// Something the user must do to finish a binding.
@@ -401,6 +406,16 @@ impl Binding {
         Ok(false)
     }
 
+    /// The channel could not check the code of an attempt begun by
+    /// [`Binding::begin_otp`] (it was unreachable): the attempt is given
+    /// back, since no guess was tried.
+    pub fn otp_unchecked(&mut self, now: Timestamp) {
+        if self.0.status == BindingStatus::PendingVerification && self.0.otp_attempts > 0 {
+            self.0.otp_attempts -= 1;
+            self.0.updated_at = now;
+        }
+    }
+
     /// Becomes active; the current consent names the agreement.
     pub fn activate(&mut self, channel_ref: Option<String>, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Active, now)?;
@@ -481,6 +496,7 @@ mod tests {
                     bin: pan.bin().to_owned(),
                     last4: pan.last4().to_owned(),
                     expiry: Expiry::restore(12, 2030).unwrap(),
+                    facts: None,
                 },
                 consent: consent(now),
                 generation: 1,

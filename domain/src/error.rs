@@ -194,6 +194,9 @@ error_codes! {
         InvalidOtp = "invalid_otp",
         VerificationExpired = "verification_expired",
         ChannelRejected = "channel_rejected",
+        /// The card's issuer data (type, country) is outside what the
+        /// channel is configured to take.
+        CardNotAcceptedByChannel = "card_not_accepted_by_channel",
     }
     /// Codes of too many attempts.
     TooManyRequests / TooManyRequestsCode {

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod binding;
+pub mod bins;
 pub mod card;
 pub mod consent;
 pub mod error;
@@ -30,6 +31,10 @@ pub use auth::{Action, Actor, Role};
 pub use binding::{
     Binding, BindingParts, BindingStatus, CardSummary, ChannelCode, FailureReason, NextAction,
     StartOutcome,
+};
+pub use bins::{
+    BinEntry, BinInfo, BinRange, BinTable, BinTableError, CardType, ChannelCardRule, Country,
+    Currency, Issuer, IssuerCode, UnknownBins,
 };
 pub use card::{CardBrand, CardNumber, Cvv, Expiry};
 pub use consent::{ConsentGiven, ConsentRecord};

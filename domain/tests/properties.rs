@@ -185,6 +185,7 @@ fn card(i: usize, now: Timestamp) -> CardToBind {
             bin: "411111".into(),
             last4: "1111".into(),
             expiry: Expiry::restore(1, 2040).unwrap(),
+            facts: None,
         },
         consent: ConsentGiven {
             text_version: "v1".into(),

@@ -64,6 +64,9 @@ actions! {
     BindingChannelEvent = "binding.channel_event",
     /// Ending the agreement at the channel failed (the card is unbound here).
     BindingChannelUnsign = "binding.channel_unsign",
+    /// A channel refused our own credentials or configuration (or our keys
+    /// could not verify its answer): an operator problem, not the card's.
+    ChannelMisconfigured = "channel.misconfigured",
     /// A card entered the manual review queue.
     ReviewQueued = "review.queued",
     ReviewApprove = "review.approve",
@@ -80,6 +83,8 @@ actions! {
     RetentionPurge = "retention.purge",
     /// A BIN table was imported.
     BinTableImport = "bins.import",
+    /// Data keys re-wrapped under a new master key.
+    KeysRotate = "keys.rotate",
 }
 
 impl fmt::Display for AuditAction {

@@ -53,10 +53,21 @@ pub enum ChannelError {
     /// A response we cannot understand (hostile or broken input).
     #[error("channel protocol error: {0}")]
     Protocol(String),
+    /// Our side of the channel is set up wrongly: the channel refused our
+    /// credentials or configuration (application or merchant key, app id,
+    /// merchant id, certificate serial, a product the account lacks), or our
+    /// configured channel keys cannot verify its answers. Not the card's
+    /// fault and not transient: an operator fixes the configuration, then
+    /// retries. `code` is the channel's code or ours (e.g.
+    /// `isv.invalid-signature`, `SIGN_ERROR`, `response_signature_invalid`);
+    /// it never holds a key, a secret or the channel's message text.
+    #[error("channel misconfigured: {code}")]
+    Misconfigured { code: String },
 }
 
 impl ChannelError {
-    /// Whether retrying the same call may succeed.
+    /// Whether retrying the same call may succeed. `Misconfigured` is not:
+    /// the same configuration gets the same answer.
     pub fn is_transient(&self) -> bool {
         matches!(self, ChannelError::Timeout | ChannelError::Unavailable(_))
     }

@@ -1,11 +1,11 @@
 //! # cardbind-ports
 //!
 //! What the core needs from the outside world: one small trait per concern
-//! ([`store`], [`audit`], [`keys`], [`channel`], [`clock`], [`step_up`]),
-//! each stating its contract in its rustdoc. Adapters (`adapters/*`)
-//! implement them; the contract suite ([`testkit`], feature `testkit`)
-//! checks every storage adapter against the same rules, and mockall mocks
-//! of every trait come with the feature `mocks`.
+//! ([`store`], [`audit`], [`keys`], [`channel`], [`clock`], [`step_up`],
+//! [`bins`]), each stating its contract in its rustdoc. Adapters
+//! (`adapters/*`) implement them; the contract suite ([`testkit`], feature
+//! `testkit`) checks every storage adapter against the same rules, and
+//! mockall mocks of every trait come with the feature `mocks`.
 //!
 //! This crate never names a concrete database, KMS, HTTP framework or
 //! payment channel, and holds no business rules: the use cases are the
@@ -14,6 +14,7 @@
 //! and handed in as `Arc<dyn Port>`.
 
 pub mod audit;
+pub mod bins;
 pub mod channel;
 pub mod clock;
 pub mod error;

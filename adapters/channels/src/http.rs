@@ -39,3 +39,39 @@ pub(crate) fn transport_error(e: reqwest::Error) -> ChannelError {
 pub(crate) fn unix_seconds(clock: &dyn cardbind_ports::clock::Clock) -> i64 {
     clock.now().unix_seconds()
 }
+
+/// The longest channel code kept in a [`ChannelError::Misconfigured`].
+const MAX_CODE: usize = 64;
+
+/// A [`ChannelError::Misconfigured`] with `code` cut down to what a stable
+/// code is made of (ASCII letters, digits, `.`, `_`, `-`; at most 64): the
+/// code comes from the channel's answer, which we do not let put arbitrary
+/// text into our logs, metrics or audit trail.
+pub(crate) fn misconfigured(code: &str) -> ChannelError {
+    let clean: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(MAX_CODE)
+        .collect();
+    ChannelError::Misconfigured {
+        code: if clean.is_empty() {
+            "unknown".to_owned()
+        } else {
+            clean
+        },
+    }
+}
+
+/// Our codes for an answer whose signature our configured channel key does
+/// not verify (see `docs/operations.md`, "Channel misconfigured").
+pub(crate) mod codes {
+    /// Signed, but not by the key we hold for the channel.
+    pub const RESPONSE_SIGNATURE_INVALID: &str = "response_signature_invalid";
+    /// Signed under a WeChat Pay platform key serial we do not hold.
+    pub const PLATFORM_KEY_UNKNOWN: &str = "platform_key_unknown";
+    /// Signed at a time more than the allowed skew away from our clock.
+    pub const CLOCK_SKEW: &str = "clock_skew";
+    /// A WeChat Pay callback whose signature verifies but whose resource
+    /// does not decrypt with our APIv3 key.
+    pub const APIV3_KEY_MISMATCH: &str = "apiv3_key_mismatch";
+}

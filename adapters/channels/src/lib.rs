@@ -14,7 +14,15 @@
 //!   RSA-OAEP sensitive fields, entrusted-debit (papay) contracts.
 //! * [`Resilient`]: a decorator around any channel adding a per-call
 //!   timeout, bounded retries with backoff on transient failures, a circuit
-//!   breaker and prometheus metrics.
+//!   breaker, prometheus metrics, and an error log line and audit event for
+//!   every misconfiguration.
+//!
+//! Both real channels tell a refusal of the card or the user (`Rejected`,
+//! `ChannelStart::Refused`) from a refusal of our own credentials or
+//! configuration (`ChannelError::Misconfigured`, from the channel's public
+//! error codes: see [`alipay::is_configuration_code`] and
+//! [`wechat::CONFIGURATION_CODES`]), and treat an answer that our configured
+//! channel key cannot verify as a misconfiguration too.
 //!
 //! With the `fakes` feature (tests only), [`fakes`] holds fake Alipay and
 //! WeChat Pay gateways that verify what they receive and sign what they

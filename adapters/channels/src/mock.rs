@@ -10,6 +10,7 @@
 //! | `redirect` | `Redirect` to a URL that contains our binding id |
 //! | `decline`  | `Refused` with code `card_declined`              |
 //! | `timeout`  | sleeps [`MockConfig::timeout_after`] then `Timeout` |
+//! | `slow`     | sleeps [`MockConfig::slow_after`] then like `otp` (a slow but working channel) |
 //! | `flaky`    | like `instant`, but every Nth call of any operation fails with `Unavailable` (deterministic counter) |
 //!
 //! Mock notifications are JSON bodies
@@ -45,20 +46,24 @@ pub enum MockMode {
     Decline,
     Timeout,
     Flaky,
+    Slow,
 }
 
 impl MockMode {
-    /// `instant`, `otp`, `redirect`, `decline`, `timeout` or `flaky`.
+    pub const ALL: [MockMode; 7] = [
+        MockMode::Instant,
+        MockMode::Otp,
+        MockMode::Redirect,
+        MockMode::Decline,
+        MockMode::Timeout,
+        MockMode::Flaky,
+        MockMode::Slow,
+    ];
+
+    /// `instant`, `otp`, `redirect`, `decline`, `timeout`, `flaky` or `slow`.
     pub fn parse(s: &str) -> Option<MockMode> {
-        Some(match s.trim().to_ascii_lowercase().as_str() {
-            "instant" => MockMode::Instant,
-            "otp" => MockMode::Otp,
-            "redirect" => MockMode::Redirect,
-            "decline" => MockMode::Decline,
-            "timeout" => MockMode::Timeout,
-            "flaky" => MockMode::Flaky,
-            _ => return None,
-        })
+        let s = s.trim().to_ascii_lowercase();
+        MockMode::ALL.into_iter().find(|m| m.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +74,7 @@ impl MockMode {
             MockMode::Decline => "decline",
             MockMode::Timeout => "timeout",
             MockMode::Flaky => "flaky",
+            MockMode::Slow => "slow",
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct MockConfig {
     /// How long `timeout` mode sleeps before answering `Timeout`
     /// (default 30 s, past the resilience layer's 10 s).
     pub timeout_after: Duration,
+    /// How long `slow` mode sleeps before it answers like `otp` (default 2 s).
+    pub slow_after: Duration,
     /// In `flaky` mode, every `flaky_every`-th call fails (default 3; 0 or 1
     /// make every call fail).
     pub flaky_every: u64,
@@ -104,6 +112,7 @@ impl Default for MockConfig {
             otp_code: "123456".into(),
             redirect_base_url: "https://mock-channel.invalid/sign".into(),
             timeout_after: Duration::from_secs(30),
+            slow_after: Duration::from_secs(2),
             flaky_every: 3,
             notification_secret: "cardbind-mock-notification-secret".into(),
         }
@@ -118,6 +127,7 @@ impl std::fmt::Debug for MockConfig {
             .field("card_modes", &self.card_modes)
             .field("redirect_base_url", &self.redirect_base_url)
             .field("timeout_after", &self.timeout_after)
+            .field("slow_after", &self.slow_after)
             .field("flaky_every", &self.flaky_every)
             .field("otp_code", &"<redacted>")
             .field("notification_secret", &"<redacted>")
@@ -274,6 +284,12 @@ impl PaymentChannel for MockChannel {
         self.tick(mode)?;
         let binding = &request.binding_id;
         let channel_ref = channel_ref_for(binding);
+        let mode = if mode == MockMode::Slow {
+            tokio::time::sleep(self.config.slow_after).await;
+            MockMode::Otp
+        } else {
+            mode
+        };
         match mode {
             MockMode::Instant | MockMode::Flaky => {
                 self.set_state(
@@ -285,8 +301,8 @@ impl PaymentChannel for MockChannel {
                 );
                 Ok(ChannelStart::Bound { channel_ref })
             }
-            MockMode::Otp => {
-                self.set_state(binding.as_str(), mode, RemoteState::Pending);
+            MockMode::Otp | MockMode::Slow => {
+                self.set_state(binding.as_str(), MockMode::Otp, RemoteState::Pending);
                 Ok(ChannelStart::OtpSent { channel_ref })
             }
             MockMode::Redirect => {

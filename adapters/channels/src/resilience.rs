@@ -13,7 +13,8 @@
 //!    more attempts, with exponential backoff and jitter (the `backon`
 //!    crate), and only after a transient failure
 //!    ([`ChannelError::is_transient`]: `Timeout`, `Unavailable`). A refusal,
-//!    a bad signature or a protocol error is never retried.
+//!    a misconfiguration, a bad signature or a protocol error is never
+//!    retried.
 //!
 //! ## The rule for `start_binding`
 //!
@@ -44,6 +45,21 @@
 //! protocol error means the channel answered, and counts as a success for
 //! the breaker.
 //!
+//! A misconfiguration (`Misconfigured`) does not count either, on purpose:
+//!
+//! * the channel answered, so it is up: the breaker's question ("is it
+//!   reachable?") has its answer;
+//! * configuration is read at start-up, so the fix arrives with a restart,
+//!   which resets the breaker anyway: opening it would not detect the fix
+//!   sooner, it would only turn every later answer into `circuit_open` and
+//!   hide the real cause from the metrics, the logs and the audit trail;
+//! * a misconfiguration can concern one operation only (a product
+//!   permission missing for signing while queries work): an open breaker
+//!   would stop the operations that still work.
+//!
+//! Binds during a misconfiguration therefore each reach the channel once
+//! (no retries) and each go to the review queue.
+//!
 //! The breaker is written here rather than taken from a crate: the ones on
 //! crates.io (`failsafe`, `recloser`, `circuitbreaker-rs`) measure time with
 //! `std::time::Instant` (so `tokio::time::pause` cannot drive their 30 s
@@ -58,20 +74,34 @@
 //! number of channels):
 //!
 //! * `cardbind_channel_breaker_state{channel}`: 0 closed, 1 open, 2 half-open;
-//! * `cardbind_channel_calls_total{channel,op,outcome}`: one per attempt;
-//!   `outcome` is `ok`, `rejected`, `timeout`, `unavailable`,
-//!   `circuit_open`, `invalid_signature` or `protocol`.
+//! * `cardbind_channel_calls_total{channel,op,outcome}`: one per attempt
+//!   (and one per notification parsed, `op="notification"`); `outcome` is
+//!   `ok`, `rejected`, `misconfigured`, `timeout`, `unavailable`,
+//!   `circuit_open`, `invalid_signature` or `protocol`. Alert on any
+//!   `misconfigured` (see `docs/operations.md`).
+//!
+//! ## Misconfiguration
+//!
+//! A `Misconfigured` answer is logged at error level (channel, operation,
+//! the stable code and the binding id: no card data, key or channel message
+//! text) and, when an audit log is given ([`Resilient::with_audit`]),
+//! appended to the service's own audit chain as `channel.misconfigured`
+//! (actor `channel:NAME`, outcome
+//! `channel_unavailable`, detail `OP: CODE`), so that the review queue it
+//! fills can be explained from the audit trail.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use cardbind_domain::BindingId;
+use cardbind_domain::{BindingId, ErrorCode, UserId};
+use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, AuditLog, Outcome};
 use cardbind_ports::channel::{
     ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification, NotificationAck,
     PaymentChannel, RemoteState,
 };
+use cardbind_ports::clock::Clock;
 use cardbind_ports::ChannelError;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::time::Instant;
@@ -293,11 +323,56 @@ fn outcome_label<T>(result: &Result<T, ChannelError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(ChannelError::Rejected { .. }) => "rejected",
+        Err(ChannelError::Misconfigured { .. }) => "misconfigured",
         Err(ChannelError::Timeout) => "timeout",
         Err(ChannelError::Unavailable(_)) => "unavailable",
         Err(ChannelError::CircuitOpen) => "circuit_open",
         Err(ChannelError::InvalidSignature) => "invalid_signature",
         Err(ChannelError::Protocol(_)) => "protocol",
+    }
+}
+
+/// The audit event of a misconfigured answer (identifiers only).
+fn misconfigured_event(
+    channel: &str,
+    at: cardbind_domain::Timestamp,
+    user: Option<UserId>,
+    binding: Option<BindingId>,
+    detail: String,
+) -> AuditEvent {
+    AuditEvent {
+        at,
+        actor: AuditActor::service(format!("channel:{channel}")),
+        action: AuditAction::ChannelMisconfigured,
+        user_id: user,
+        binding_id: binding,
+        outcome: Outcome::Refused(ErrorCode::ChannelUnavailable),
+        request_id: None,
+        client_ip: None,
+        detail: Some(detail),
+    }
+}
+
+/// Where misconfigurations are audited (the service's own chain).
+struct AuditSink {
+    log: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a call is about, for the log line and audit event of a
+/// misconfiguration (identifiers only, never card data).
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    binding: Option<&'a BindingId>,
+    user: Option<&'a UserId>,
+}
+
+impl<'a> Subject<'a> {
+    fn binding(binding: &'a BindingId) -> Subject<'a> {
+        Subject {
+            binding: Some(binding),
+            user: None,
+        }
     }
 }
 
@@ -307,6 +382,7 @@ pub struct Resilient {
     config: ResilienceConfig,
     breaker: CircuitBreaker,
     calls: IntCounterVec,
+    audit: Option<AuditSink>,
 }
 
 impl std::fmt::Debug for Resilient {
@@ -353,7 +429,40 @@ impl Resilient {
             config,
             breaker,
             calls,
+            audit: None,
         })
+    }
+
+    /// Appends a `channel.misconfigured` event to `log` for every
+    /// misconfigured answer, timestamped by `clock`.
+    pub fn with_audit(mut self, log: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Resilient {
+        self.audit = Some(AuditSink { log, clock });
+        self
+    }
+
+    /// Logs (error level) and audits a misconfigured answer.
+    async fn report_misconfigured(&self, op: &'static str, subject: Subject<'_>, code: &str) {
+        let channel = self.inner.name();
+        let binding = subject.binding.map(BindingId::as_str);
+        tracing::error!(
+            channel,
+            op,
+            code,
+            binding,
+            "channel misconfigured: the channel refused our credentials or configuration, or our channel keys cannot verify its answer; the card is not failed (it waits for review)"
+        );
+        let Some(sink) = &self.audit else { return };
+        let now = sink.clock.now();
+        let event = misconfigured_event(
+            channel,
+            now,
+            subject.user.cloned(),
+            subject.binding.cloned(),
+            format!("{op}: {code}"),
+        );
+        if let Err(e) = sink.log.append_system(vec![event], now).await {
+            tracing::error!(error = %e, channel, op, "audit append failed for a channel misconfiguration");
+        }
     }
 
     /// The breaker's state now.
@@ -369,8 +478,13 @@ impl Resilient {
         self.backoff_builder().build()
     }
 
-    /// One attempt: breaker, timeout, metrics.
-    async fn attempt<T, F>(&self, op: &'static str, call: F) -> Result<T, ChannelError>
+    /// One attempt: breaker, timeout, metrics, misconfiguration report.
+    async fn attempt<T, F>(
+        &self,
+        op: &'static str,
+        subject: Subject<'_>,
+        call: F,
+    ) -> Result<T, ChannelError>
     where
         F: std::future::Future<Output = Result<T, ChannelError>>,
     {
@@ -393,14 +507,25 @@ impl Resilient {
         self.calls
             .with_label_values(&[op, outcome_label(&result)])
             .inc();
-        if let Err(e) = &result {
-            tracing::debug!(channel = self.inner.name(), op, error = %e, "channel call failed");
+        match &result {
+            Err(ChannelError::Misconfigured { code }) => {
+                self.report_misconfigured(op, subject, code).await;
+            }
+            Err(e) => {
+                tracing::debug!(channel = self.inner.name(), op, error = %e, "channel call failed");
+            }
+            Ok(_) => {}
         }
         result
     }
 
     /// Retries `make` on transient failures with backoff (backon).
-    async fn with_retries<T, F, Fut>(&self, op: &'static str, make: F) -> Result<T, ChannelError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        op: &'static str,
+        subject: Subject<'_>,
+        make: F,
+    ) -> Result<T, ChannelError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ChannelError>>,
@@ -408,7 +533,7 @@ impl Resilient {
         use backon::Retryable as _;
         let mut make = make;
         let backoff = self.backoff_builder();
-        (|| self.attempt(op, make()))
+        (|| self.attempt(op, subject, make()))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(ChannelError::is_transient)
@@ -439,9 +564,13 @@ impl PaymentChannel for Resilient {
         request: &ChannelBindRequest,
     ) -> Result<ChannelStart, ChannelError> {
         let mut delays = self.backoff();
+        let subject = Subject {
+            binding: Some(&request.binding_id),
+            user: Some(&request.user_id),
+        };
         loop {
             let err = match self
-                .attempt("start_binding", self.inner.start_binding(request))
+                .attempt("start_binding", subject, self.inner.start_binding(request))
                 .await
             {
                 Ok(start) => return Ok(start),
@@ -453,7 +582,11 @@ impl PaymentChannel for Resilient {
             };
             // Was it applied? Only a NotFound allows a second start.
             match self
-                .attempt("query", self.inner.query(&request.binding_id, None))
+                .attempt(
+                    "query",
+                    subject,
+                    self.inner.query(&request.binding_id, None),
+                )
                 .await
             {
                 Ok(RemoteState::NotFound) => {
@@ -477,15 +610,17 @@ impl PaymentChannel for Resilient {
         channel_ref: &str,
         otp: &str,
     ) -> Result<ConfirmOutcome, ChannelError> {
-        self.with_retries("confirm_otp", || {
+        self.with_retries("confirm_otp", Subject::binding(binding), || {
             self.inner.confirm_otp(binding, channel_ref, otp)
         })
         .await
     }
 
     async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
-        self.with_retries("unbind", || self.inner.unbind(binding, channel_ref))
-            .await
+        self.with_retries("unbind", Subject::binding(binding), || {
+            self.inner.unbind(binding, channel_ref)
+        })
+        .await
     }
 
     async fn query(
@@ -493,15 +628,44 @@ impl PaymentChannel for Resilient {
         binding: &BindingId,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
-        self.with_retries("query", || self.inner.query(binding, channel_ref.clone()))
-            .await
+        self.with_retries("query", Subject::binding(binding), || {
+            self.inner.query(binding, channel_ref.clone())
+        })
+        .await
     }
 
     fn parse_notification(
         &self,
         notification: &Notification,
     ) -> Result<ChannelEvent, ChannelError> {
-        self.inner.parse_notification(notification)
+        let result = self.inner.parse_notification(notification);
+        self.calls
+            .with_label_values(&["notification", outcome_label(&result)])
+            .inc();
+        if let Err(ChannelError::Misconfigured { code }) = &result {
+            // Parsing is synchronous: the audit append runs on its own task.
+            let channel = self.inner.name();
+            tracing::error!(
+                channel,
+                op = "notification",
+                code = code.as_str(),
+                "channel misconfigured: a genuine notification cannot be read with our channel configuration; the channel will deliver it again"
+            );
+            if let Some(sink) = &self.audit {
+                let now = sink.clock.now();
+                let event =
+                    misconfigured_event(channel, now, None, None, format!("notification: {code}"));
+                let log = sink.log.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Err(e) = log.append_system(vec![event], now).await {
+                            tracing::error!(error = %e, "audit append failed for a channel misconfiguration");
+                        }
+                    });
+                }
+            }
+        }
+        result
     }
 
     fn notification_ack(&self) -> NotificationAck {

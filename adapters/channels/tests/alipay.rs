@@ -170,26 +170,54 @@ async fn aes_request_is_encrypted_on_the_wire() {
     assert_eq!(plain, br#"{"external_agreement_no":"x"}"#);
 }
 
+fn misconfigured(code: &str) -> ChannelError {
+    ChannelError::Misconfigured { code: code.into() }
+}
+
 #[tokio::test]
-async fn tampered_response_is_refused() {
+async fn tampered_response_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;
     fake.open_sign_page(&start_url(&ch, "bind-t").await)
         .unwrap();
     fake.tamper_answers(true);
+    // Altered after signing: indistinguishable from a key that is not the
+    // gateway's, and reported as such; nothing in it is used.
     assert_eq!(
         ch.query(&bid("bind-t"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("response_signature_invalid"))
     );
 }
 
 #[tokio::test]
-async fn response_signed_with_another_key_is_refused() {
+async fn response_signed_with_another_key_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
         ch.query(&bid("bind-w"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("response_signature_invalid"))
     );
+}
+
+#[tokio::test]
+async fn our_own_public_key_installed_as_alipays_cannot_verify_any_answer() {
+    // The classic set-up mistake: the application's public key pasted
+    // where Alipay's public key belongs. Requests still verify at the
+    // gateway; its answers (even "no such agreement") cannot be verified.
+    let fake = FakeAlipay::start().await.unwrap();
+    let mut cfg = config(fake.gateway_url(), None);
+    cfg.alipay_public_key_pem = key(0).public_pem.clone();
+    let ch = AlipayChannel::new(cfg).unwrap();
+    assert_eq!(
+        ch.query(&bid("bind-own"), None).await,
+        Err(misconfigured("response_signature_invalid"))
+    );
+    // The same request with the right key: the gateway's plain answer.
+    let right = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
+    assert_eq!(
+        right.query(&bid("bind-own"), None).await,
+        Ok(RemoteState::NotFound)
+    );
+    assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
 }
 
 #[tokio::test]
@@ -198,13 +226,75 @@ async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
     let mut cfg = config(fake.gateway_url(), None);
     cfg.private_key_pem = key(2).private_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
-    let err = ch.query(&bid("bind-x"), None).await.unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Protocol(ref m) if m.contains("isv.invalid-signature")),
-        "{err:?}"
+    assert_eq!(
+        ch.query(&bid("bind-x"), None).await,
+        Err(misconfigured("isv.invalid-signature"))
     );
-    assert_eq!(fake.rejected_count(), 1);
+    // Unbinding gives up at once: no follow-up query on a refused key.
+    assert_eq!(
+        ch.unbind(&bid("bind-x"), "20250101000000000001").await,
+        Err(misconfigured("isv.invalid-signature"))
+    );
+    assert_eq!(fake.rejected_count(), 2);
     assert_eq!(fake.requests()[0].refusal.as_deref(), Some("bad signature"));
+}
+
+#[tokio::test]
+async fn a_wrong_app_id_gets_the_gateways_unsigned_invalid_app_id() {
+    let fake = FakeAlipay::start().await.unwrap();
+    let mut cfg = config(fake.gateway_url(), None);
+    cfg.app_id = "2021000000009999".into();
+    let ch = AlipayChannel::new(cfg).unwrap();
+    assert_eq!(
+        ch.query(&bid("bind-app"), None).await,
+        Err(misconfigured("isv.invalid-app-id"))
+    );
+    assert_eq!(
+        fake.requests()[0].refusal.as_deref(),
+        Some("unknown app_id")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_aes_key_is_a_misconfiguration() {
+    let fake = FakeAlipay::start_with(FakeAlipayOptions {
+        aes_key: Some([7u8; 16]),
+        ..FakeAlipayOptions::default()
+    })
+    .await
+    .unwrap();
+    let wrong = AlipayChannel::new(config(fake.gateway_url(), Some([8u8; 16]))).unwrap();
+    assert_eq!(
+        wrong.query(&bid("bind-aes"), None).await,
+        Err(misconfigured("isv.decryption-error-unknown"))
+    );
+    let none = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
+    assert_eq!(
+        none.query(&bid("bind-aes"), None).await,
+        Err(misconfigured("isv.decryption-error-missing-encrypt-type"))
+    );
+    let right = AlipayChannel::new(config(fake.gateway_url(), Some([7u8; 16]))).unwrap();
+    assert_eq!(
+        right.query(&bid("bind-aes"), None).await,
+        Ok(RemoteState::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn a_product_not_signed_for_the_app_is_a_misconfiguration() {
+    let (fake, ch) = setup(None).await;
+    fake.set_product_signed(false);
+    assert_eq!(
+        ch.query(&bid("bind-prod"), None).await,
+        Err(misconfigured("isv.insufficient-isv-permissions"))
+    );
+    // The request itself verified: the account lacks the product.
+    assert!(fake.requests().iter().all(|r| r.verified));
+    fake.set_product_signed(true);
+    assert_eq!(
+        ch.query(&bid("bind-prod"), None).await,
+        Ok(RemoteState::NotFound)
+    );
 }
 
 #[tokio::test]
@@ -215,6 +305,7 @@ async fn result_codes_map_to_errors() {
         ch.query(&bid("b"), None).await,
         Err(ChannelError::Unavailable(_))
     ));
+    // A business refusal (about the agreement, the user, the card) stays one.
     fake.force_code(Some(("40004", "USER_AGREEMENT_STATUS_ERROR")));
     assert_eq!(
         ch.unbind(&bid("b"), "b").await.unwrap_err(),
@@ -223,9 +314,51 @@ async fn result_codes_map_to_errors() {
             message: "forced".into()
         }
     );
-    fake.force_code(Some(("40006", "")));
-    assert!(
-        matches!(ch.query(&bid("b"), None).await, Err(ChannelError::Rejected { code, .. }) if code == "40006")
+    // Every public code about our own set-up, signed: misconfigured, with
+    // the sub code (or the code when there is none).
+    for (code, sub) in [
+        ("20001", "aop.invalid-app-auth-token"),
+        ("40001", "isv.missing-signature-key"),
+        ("40002", "isv.invalid-app-cert-sn"),
+        ("40006", "isv.insufficient-user-permissions"),
+        ("40006", ""),
+    ] {
+        fake.force_code(Some((code, sub)));
+        let expected = if sub.is_empty() { code } else { sub };
+        assert_eq!(
+            ch.query(&bid("b"), None).await,
+            Err(misconfigured(expected)),
+            "{code} {sub}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsigned_answers_are_acted_upon_only_to_report_a_misconfiguration() {
+    let (_fake, ch) = setup(None).await;
+    let method = "alipay.user.agreement.query";
+    // Alipay's unsigned answer to a request it cannot check.
+    let text = r#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-signature","sub_msg":"check the key"}}"#;
+    assert_eq!(
+        ch.parse_response(text, method),
+        Err(misconfigured("isv.invalid-signature"))
+    );
+    // An unsigned business answer is not believed.
+    let text = r#"{"error_response":{"code":"40004","sub_code":"USER_AGREEMENT_NOT_EXIST"}}"#;
+    assert!(matches!(
+        ch.parse_response(text, method),
+        Err(ChannelError::Protocol(ref m)) if m.contains("40004")
+    ));
+    let text = r#"{"alipay_user_agreement_query_response":{"code":"10000","status":"NORMAL","agreement_no":"1"}}"#;
+    assert_eq!(
+        ch.parse_response(text, method),
+        Err(ChannelError::InvalidSignature)
+    );
+    // A code full of text is cut down to a stable code.
+    let text = r#"{"error_response":{"code":"40002","sub_code":"isv.bad sign\u00e9<script>"}}"#;
+    assert_eq!(
+        ch.parse_response(text, method),
+        Err(misconfigured("isv.badsignscript"))
     );
 }
 

@@ -21,7 +21,9 @@ fn mock(mode: MockMode) -> MockChannel {
 
 #[test]
 fn modes_parse() {
-    for m in ["instant", "otp", "redirect", "decline", "timeout", "flaky"] {
+    for m in [
+        "instant", "otp", "redirect", "decline", "timeout", "flaky", "slow",
+    ] {
         assert_eq!(MockMode::parse(m).unwrap().as_str(), m);
     }
     assert_eq!(MockMode::parse("nope"), None);
@@ -235,4 +237,25 @@ fn debug_hides_secrets() {
     });
     let d = format!("{m:?}");
     assert!(!d.contains("s3cr3t-value") && !d.contains("999111"), "{d}");
+}
+
+#[tokio::test]
+async fn slow_mode_answers_like_otp_after_its_delay() {
+    let m = MockChannel::new(MockConfig {
+        mode: MockMode::Slow,
+        slow_after: Duration::from_millis(300),
+        ..MockConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let ChannelStart::OtpSent { channel_ref } = m.start_binding(&bind_request("b9")).await.unwrap()
+    else {
+        panic!("slow mode should send an OTP")
+    };
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(matches!(
+        m.confirm_otp(&bid("b9"), &channel_ref, "123456")
+            .await
+            .unwrap(),
+        ConfirmOutcome::Confirmed { .. }
+    ));
 }

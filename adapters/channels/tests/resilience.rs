@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use cardbind_channels::resilience::BreakerState;
 use cardbind_channels::{MockChannel, MockConfig, MockMode, ResilienceConfig, Resilient};
 use cardbind_domain::BindingId;
+use cardbind_ports::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
 use cardbind_ports::channel::{
     ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification, NotificationAck,
     PaymentChannel, RemoteState,
 };
-use cardbind_ports::ChannelError;
-use common::{bid, bind_request};
+use cardbind_ports::{ChannelError, StoreError};
+use common::{bid, bind_request, FixedClock};
 use prometheus::Registry;
 
 /// A channel that answers from scripts and counts its calls.
@@ -29,6 +30,7 @@ struct Scripted {
     query_calls: AtomicUsize,
     unbind_calls: AtomicUsize,
     unbind_result: Mutex<Option<Result<(), ChannelError>>>,
+    notification_result: Mutex<Option<Result<ChannelEvent, ChannelError>>>,
     hang: Mutex<bool>,
 }
 
@@ -92,7 +94,11 @@ impl PaymentChannel for Scripted {
             .unwrap_or(Ok(RemoteState::NotFound))
     }
     fn parse_notification(&self, _n: &Notification) -> Result<ChannelEvent, ChannelError> {
-        Err(ChannelError::InvalidSignature)
+        self.notification_result
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(Err(ChannelError::InvalidSignature))
     }
     fn notification_ack(&self) -> NotificationAck {
         NotificationAck {
@@ -460,4 +466,232 @@ async fn timeout_mock_behind_resilient_ends_in_timeout_quickly_in_paused_time() 
     let err = r.start_binding(&bind_request("t")).await.unwrap_err();
     assert_eq!(err, ChannelError::Timeout);
     assert!(err.is_unreachable());
+}
+
+// ---- misconfiguration ------------------------------------------------------
+
+/// An audit log that keeps what it is given.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<AuditEvent>>);
+
+#[async_trait]
+impl AuditLog for Recorded {
+    async fn append(&self, event: AuditEvent) -> Result<AuditRecord, StoreError> {
+        let mut events = self.0.lock().unwrap();
+        events.push(event.clone());
+        Ok(AuditRecord {
+            seq: events.len() as u64,
+            event,
+            prev_hash: String::new(),
+            hash: String::new(),
+        })
+    }
+    async fn list(
+        &self,
+        _f: &AuditFilter,
+        _a: Option<u64>,
+        _l: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn purge_before(&self, _b: cardbind_domain::Timestamp) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+fn misconfigured() -> ChannelError {
+    ChannelError::Misconfigured {
+        code: "SIGN_ERROR".into(),
+    }
+}
+
+/// A writer the test subscriber logs into.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn misconfiguration_is_not_retried_and_is_counted_logged_and_audited() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let inner = Arc::new(Scripted::default().starts(vec![Err(misconfigured())]));
+    let reg = Registry::new();
+    let audit = Arc::new(Recorded::default());
+    let r = wrap(inner.clone(), &reg).with_audit(audit.clone(), FixedClock::at_millis(1_000));
+    let request = bind_request("bind-misconf");
+    assert_eq!(r.start_binding(&request).await, Err(misconfigured()));
+    // One call; no "was it applied?" query, no retry.
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[("op", "start_binding"), ("outcome", "misconfigured")]
+        ),
+        1.0
+    );
+    let events = audit.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (
+            e.action.as_str(),
+            e.actor.as_str(),
+            e.outcome.as_str(),
+            e.binding_id.as_deref(),
+            e.user_id.as_deref(),
+            e.detail.as_deref(),
+        ),
+        (
+            "channel.misconfigured",
+            "channel:scripted",
+            "channel_unavailable",
+            Some("bind-misconf"),
+            Some("user-1"),
+            Some("start_binding: SIGN_ERROR"),
+        )
+    );
+    assert_eq!(e.at.unix_millis(), 1_000);
+    // Logged at error level with the code and the binding, and no card data.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("channel misconfigured"))
+        .unwrap_or_else(|| panic!("no misconfiguration line in {text}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("SIGN_ERROR") && line.contains("bind-misconf"),
+        "{line}"
+    );
+    for secret in [
+        "4111111111111111",
+        "411111",
+        "13800138000",
+        "11010519491231002",
+        "张三",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+        assert!(!format!("{events:?}").contains(secret));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn misconfiguration_is_not_retried_on_other_operations() {
+    let inner = Arc::new(
+        Scripted::default()
+            .query_default(Err(misconfigured()))
+            .unbind_result(Err(misconfigured())),
+    );
+    let r = wrap(inner.clone(), &Registry::new());
+    assert_eq!(r.query(&bid("b"), None).await, Err(misconfigured()));
+    assert_eq!(r.unbind(&bid("b"), "ref").await, Err(misconfigured()));
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn misconfiguration_does_not_open_the_breaker() {
+    let inner = Arc::new(Scripted::default().query_default(Err(misconfigured())));
+    let reg = Registry::new();
+    let r = wrap(inner.clone(), &reg);
+    for _ in 0..12 {
+        assert_eq!(r.query(&bid("b"), None).await, Err(misconfigured()));
+    }
+    // Every call reached the channel: the answer stays visible as it is.
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 12);
+    assert_eq!(r.breaker_state(), BreakerState::Closed);
+    assert_eq!(
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[("op", "query"), ("outcome", "misconfigured")]
+        ),
+        12.0
+    );
+    assert_eq!(
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[("outcome", "circuit_open")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn notifications_are_counted_and_a_misconfigured_one_is_audited() {
+    let inner = Arc::new(Scripted::default());
+    *inner.notification_result.lock().unwrap() = Some(Err(ChannelError::Misconfigured {
+        code: "apiv3_key_mismatch".into(),
+    }));
+    let reg = Registry::new();
+    let audit = Arc::new(Recorded::default());
+    let r = wrap(inner.clone(), &reg).with_audit(audit.clone(), FixedClock::at_millis(5));
+    let n = Notification::default();
+    assert!(matches!(
+        r.parse_notification(&n),
+        Err(ChannelError::Misconfigured { .. })
+    ));
+    *inner.notification_result.lock().unwrap() = None;
+    assert_eq!(
+        r.parse_notification(&n),
+        Err(ChannelError::InvalidSignature)
+    );
+    for outcome in ["misconfigured", "invalid_signature"] {
+        assert_eq!(
+            metric(
+                &reg,
+                "cardbind_channel_calls_total",
+                &[("op", "notification"), ("outcome", outcome)]
+            ),
+            1.0,
+            "{outcome}"
+        );
+    }
+    // The audit append runs on its own task.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let events = audit.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].action, "channel.misconfigured");
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some("notification: apiv3_key_mismatch")
+    );
+}
+
+#[test]
+fn misconfiguration_is_not_transient_and_answers_channel_unavailable() {
+    let e = misconfigured();
+    assert!(!e.is_transient());
+    assert!(!e.is_unreachable());
+    assert_eq!(e.to_string(), "channel misconfigured: SIGN_ERROR");
+    assert_eq!(
+        cardbind_ports::ServiceError::from(e).code(),
+        cardbind_domain::ErrorCode::ChannelUnavailable
+    );
 }

@@ -157,8 +157,12 @@ async fn sensitive_phone_is_oaep_encrypted_with_serial_header() {
     assert_eq!(fake.decrypted_phone().as_deref(), Some("+8613800138000"));
 }
 
+fn misconfigured(code: &str) -> ChannelError {
+    ChannelError::Misconfigured { code: code.into() }
+}
+
 #[tokio::test]
-async fn tampered_response_is_refused() {
+async fn tampered_response_is_refused_as_unverifiable() {
     let (fake, ch) = setup().await;
     ch.start_binding(&bind_request("bindtamper1"))
         .await
@@ -166,27 +170,52 @@ async fn tampered_response_is_refused() {
     fake.tamper_answers(true);
     assert_eq!(
         ch.query(&bid("bindtamper1"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("response_signature_invalid"))
     );
     assert_eq!(
         ch.start_binding(&bind_request("bindtamper2")).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("response_signature_invalid"))
     );
 }
 
 #[tokio::test]
-async fn response_signed_with_wrong_key_or_unknown_serial_is_refused() {
+async fn response_signed_with_wrong_key_or_unknown_serial_is_refused_as_unverifiable() {
     let (fake, ch) = setup().await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
         ch.query(&bid("bindw"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("response_signature_invalid"))
     );
     fake.sign_with_wrong_key(false);
     fake.unknown_serial(true);
     assert_eq!(
         ch.query(&bid("bindw"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("platform_key_unknown"))
+    );
+}
+
+#[tokio::test]
+async fn a_platform_key_we_do_not_hold_is_a_misconfiguration() {
+    // WeChat Pay signs with its current platform key (the fake: under
+    // PLATFORM_SERIAL); we hold only the older one.
+    let (_fake, ch) = setup_with(|c| WechatConfig {
+        platform_keys: vec![(PLATFORM_SERIAL_2.into(), key(3).public_pem.clone())],
+        ..c
+    })
+    .await;
+    assert_eq!(
+        ch.query(&bid("bindpk"), None).await,
+        Err(misconfigured("platform_key_unknown"))
+    );
+    // The right serial with the wrong key installed under it.
+    let (_fake, ch) = setup_with(|c| WechatConfig {
+        platform_keys: vec![(PLATFORM_SERIAL.into(), key(3).public_pem.clone())],
+        ..c
+    })
+    .await;
+    assert_eq!(
+        ch.query(&bid("bindpk"), None).await,
+        Err(misconfigured("response_signature_invalid"))
     );
 }
 
@@ -204,16 +233,17 @@ async fn second_platform_key_is_accepted_by_its_serial() {
 async fn stale_timestamps_are_refused() {
     let (fake, ch) = setup().await;
     fake.timestamp_offset(-301);
+    // An answer to our own request: our clock (or theirs) is off.
     assert_eq!(
         ch.query(&bid("binds"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("clock_skew"))
     );
     fake.timestamp_offset(400);
     assert_eq!(
         ch.query(&bid("binds"), None).await,
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("clock_skew"))
     );
-    // A stale callback too.
+    // A stale callback: refused as any unverifiable callback.
     fake.timestamp_offset(-3600);
     let n = fake.user_signs("binds", "EV-stale").unwrap();
     assert_eq!(
@@ -256,19 +286,126 @@ async fn unsigned_success_is_forged() {
 }
 
 #[tokio::test]
-async fn wrong_merchant_key_is_refused_by_the_fake() {
+async fn wrong_merchant_key_is_refused_by_the_fake_as_a_misconfiguration() {
     let (fake, ch) = setup_with(|c| WechatConfig {
         private_key_pem: key(2).private_pkcs1_pem.clone(),
         ..c
     })
     .await;
-    let err = ch.query(&bid("bindmk"), None).await.unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Rejected { ref code, .. } if code == "SIGN_ERROR"),
-        "{err:?}"
+    assert_eq!(
+        ch.query(&bid("bindmk"), None).await,
+        Err(misconfigured("SIGN_ERROR"))
     );
-    assert_eq!(fake.rejected_count(), 1);
+    // At start it is not a refusal of the card.
+    assert_eq!(
+        ch.start_binding(&bind_request("bindmk")).await,
+        Err(misconfigured("SIGN_ERROR"))
+    );
+    // Unbinding gives up at once (no follow-up query).
+    assert_eq!(
+        ch.unbind(&bid("bindmk"), "Wx0000000000000001").await,
+        Err(misconfigured("SIGN_ERROR"))
+    );
+    assert_eq!(fake.rejected_count(), 3);
     assert_eq!(fake.requests()[0].refusal.as_deref(), Some("bad signature"));
+}
+
+#[tokio::test]
+async fn wrong_serial_or_merchant_id_is_a_misconfiguration_signed_or_not() {
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        serial_no: "0000000000000000000000000000000000000000".into(),
+        ..c
+    })
+    .await;
+    assert_eq!(
+        ch.query(&bid("bindser"), None).await,
+        Err(misconfigured("SIGN_ERROR"))
+    );
+    assert_eq!(
+        fake.requests()[0].refusal.as_deref(),
+        Some("wrong serial_no")
+    );
+    // Another merchant id: WeChat Pay cannot sign for a merchant it does
+    // not know; the unsigned 401 is still reported as a misconfiguration.
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        mchid: "1900000999".into(),
+        ..c
+    })
+    .await;
+    assert_eq!(
+        ch.start_binding(&bind_request("bindmch")).await,
+        Err(misconfigured("SIGN_ERROR"))
+    );
+    assert_eq!(fake.requests()[0].refusal.as_deref(), Some("wrong mchid"));
+}
+
+#[tokio::test]
+async fn an_appid_not_bound_to_the_merchant_is_a_misconfiguration() {
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        appid: "wx0000000000000000".into(),
+        ..c
+    })
+    .await;
+    assert_eq!(
+        ch.start_binding(&bind_request("bindapp")).await,
+        Err(misconfigured("APPID_MCHID_NOT_MATCH"))
+    );
+    assert!(fake.requests()[0].verified);
+}
+
+#[tokio::test]
+async fn papay_not_enabled_for_the_merchant_is_a_misconfiguration() {
+    let (fake, ch) = setup().await;
+    fake.set_papay_enabled(false);
+    assert_eq!(
+        ch.start_binding(&bind_request("bindnoauth")).await,
+        Err(misconfigured("NO_AUTH"))
+    );
+    assert_eq!(
+        ch.query(&bid("bindnoauth"), None).await,
+        Err(misconfigured("NO_AUTH"))
+    );
+    fake.set_papay_enabled(true);
+    assert!(matches!(
+        ch.start_binding(&bind_request("bindnoauth")).await,
+        Ok(ChannelStart::Redirect { .. })
+    ));
+}
+
+#[tokio::test]
+async fn encrypting_for_a_platform_key_wechat_no_longer_uses_is_a_misconfiguration() {
+    // The first platform key encrypts sensitive fields: an old one first.
+    let (_fake, ch) = setup_with(|c| WechatConfig {
+        encrypted_phone_field: Some("phone".into()),
+        platform_keys: vec![
+            (PLATFORM_SERIAL_2.into(), key(3).public_pem.clone()),
+            (PLATFORM_SERIAL.into(), key(1).public_pem.clone()),
+        ],
+        ..c
+    })
+    .await;
+    assert_eq!(
+        ch.start_binding(&bind_request("bindoldkey")).await,
+        Err(misconfigured("PARAM_ERROR"))
+    );
+}
+
+#[tokio::test]
+async fn business_refusals_stay_refusals() {
+    let (fake, ch) = setup().await;
+    fake.refuse_presigns(Some((403, "RULE_LIMIT")));
+    assert!(matches!(
+        ch.start_binding(&bind_request("bindrule")).await,
+        Ok(ChannelStart::Refused { ref code, .. }) if code == "RULE_LIMIT"
+    ));
+    fake.refuse_presigns(None);
+    // A parameter of the body refused (here the plan id): a refusal too;
+    // the body carries the user's display name, so it is not taken as ours.
+    let (_fake, ch) = setup_with(|c| WechatConfig { plan_id: 1, ..c }).await;
+    assert!(matches!(
+        ch.start_binding(&bind_request("bindplan")).await,
+        Ok(ChannelStart::Refused { ref code, .. }) if code == "PARAM_ERROR"
+    ));
 }
 
 #[tokio::test]
@@ -285,7 +422,8 @@ async fn callbacks_tampered_or_wrongly_keyed_are_refused() {
         ch.parse_notification(&t),
         Err(ChannelError::InvalidSignature)
     );
-    // Right signature, wrong APIv3 key (another merchant's resource).
+    // Right signature, wrong APIv3 key: the callback is genuine, our key
+    // is not the merchant's.
     let (_f2, other) = setup_with(|c| WechatConfig {
         apiv3_key: "ffffffffffffffffffffffffffffffff".into(),
         ..c
@@ -293,7 +431,7 @@ async fn callbacks_tampered_or_wrongly_keyed_are_refused() {
     .await;
     assert_eq!(
         other.parse_notification(&good),
-        Err(ChannelError::InvalidSignature)
+        Err(misconfigured("apiv3_key_mismatch"))
     );
     // Missing headers
     let mut h = good.clone();

@@ -18,8 +18,10 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use crate::datakey::DataKey;
 use crate::master::MasterKey;
 
-/// The encryption-context entry that binds each wrapped data key to its
-/// owner. Every `GenerateDataKey`, `Decrypt` and `ReEncrypt` carries it.
+/// The encryption-context entry that binds each KMS-wrapped key to its
+/// owner: a branch key version (`@branch:0000000n`), or the owner of a data
+/// key stored before branch keys. Every `GenerateDataKey`, `Decrypt` and
+/// `ReEncrypt` carries it.
 pub const OWNER_CONTEXT_KEY: &str = "cardbind:owner";
 
 /// Static credentials (tests against a KMS emulator, or where no credential

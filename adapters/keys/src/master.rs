@@ -5,9 +5,11 @@ use cardbind_ports::error::KeyError;
 
 use crate::datakey::DataKey;
 
-/// A key-encryption key: makes data keys and wraps/unwraps them, each
-/// wrapped key bound to the owner it belongs to (AWS KMS encryption context,
-/// or the associated data of the local key).
+/// A key-encryption key: makes keys and wraps/unwraps them, each wrapped
+/// key bound to the owner it belongs to (AWS KMS encryption context, or the
+/// associated data of the local key). The vault asks it for branch keys
+/// (owner `@branch:0000000n`) only; users' data keys are wrapped under
+/// those (see [`crate::branch`]).
 ///
 /// Implementations: [`crate::LocalMasterKey`] and [`crate::KmsMasterKey`].
 #[async_trait]

@@ -1,10 +1,10 @@
-//! Master key rotation: re-wrap every stored data key, data untouched.
+//! Master key rotation: re-wrap every key the master key wraps (the branch
+//! keys, and keys stored before branch keys existed), data untouched.
 
 use cardbind_ports::error::{KeyError, StoreError};
 use cardbind_ports::store::{DataKeyStore, WrappedKey};
 
 use crate::master::MasterKey;
-use crate::vault::SEALED_CANARY_MARKER;
 
 /// Keys listed per store page.
 const PAGE: u32 = 100;
@@ -15,7 +15,8 @@ const MAX_CONFLICTS: u32 = 5;
 /// every key).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RotationReport {
-    /// Records looked at.
+    /// Records wrapped by a master key looked at (branch key versions, and
+    /// keys stored before branch keys existed).
     pub scanned: u64,
     /// Re-wrapped from the old to the new master key by this run.
     pub rewrapped: u64,
@@ -35,9 +36,16 @@ fn store_err(e: StoreError) -> KeyError {
     KeyError::Unavailable(format!("key store: {e}"))
 }
 
-/// Re-wraps every data key in `store` that is wrapped under `from` so that
-/// it is wrapped under `to` (KMS `ReEncrypt`, or unwrap + wrap for the local
-/// key), keeping the data key itself, so no data ciphertext changes.
+/// Re-wraps every key in `store` that is wrapped under `from` so that it is
+/// wrapped under `to` (KMS `ReEncrypt`, or unwrap + wrap for the local key),
+/// keeping the key itself, so no data ciphertext changes.
+///
+/// The master key wraps only the branch key versions (`@branch:…`), so a
+/// run makes one master key call per branch version, not one per user:
+/// records whose `master_key_id` starts with `@` (owner keys wrapped under
+/// a branch key, the sealed canary, the active-version record) are not
+/// wrapped by a master key and are skipped. Owner keys stored before branch
+/// keys existed name a master key and are re-wrapped too.
 ///
 /// Each record is replaced conditionally on its `version` (bumped by one),
 /// so the service may keep running: a key changed or erased meanwhile is
@@ -71,7 +79,7 @@ where
         after = Some(last.owner.clone());
         let full = page.len() >= PAGE as usize;
         for wk in page {
-            if wk.master_key_id == SEALED_CANARY_MARKER {
+            if wk.master_key_id.starts_with('@') {
                 continue;
             }
             report.scanned += 1;

@@ -1,18 +1,19 @@
-//! [`EnvelopeVault`]: the `CardVault` port over a [`MasterKey`] and a
-//! [`DataKeyStore`].
+//! [`EnvelopeVault`]: the `CardVault` port over a [`MasterKey`], a branch
+//! keyring and a [`DataKeyStore`].
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use cardbind_domain::{CardNumber, Fingerprint, SealedBlob, Timestamp, UserId};
-use cardbind_ports::error::{KeyError, StoreError};
+use cardbind_domain::{CardNumber, Fingerprint, SealedBlob, UserId};
+use cardbind_ports::error::KeyError;
 use cardbind_ports::keys::{CardVault, SealContext};
 use cardbind_ports::store::{DataKeyStore, WrappedKey};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::branch::{self, now, parse_branch_owner, store_err, BranchConfig, Keyring};
 use crate::cache::{CacheConfig, KeyCache, OwnerKey};
+use crate::datakey::DataKey;
 use crate::format;
 use crate::master::MasterKey;
 
@@ -43,7 +44,10 @@ pub fn fingerprint_owner(version: u32) -> String {
 /// Settings of an [`EnvelopeVault`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaultConfig {
+    /// The per-owner data-key cache.
     pub cache: CacheConfig,
+    /// Branch key caching and rotation.
+    pub branch: BranchConfig,
     /// The fingerprint key version new fingerprints are made with.
     pub fingerprint_version: u32,
 }
@@ -52,6 +56,7 @@ impl Default for VaultConfig {
     fn default() -> VaultConfig {
         VaultConfig {
             cache: CacheConfig::default(),
+            branch: BranchConfig::default(),
             fingerprint_version: 1,
         }
     }
@@ -59,21 +64,29 @@ impl Default for VaultConfig {
 
 /// Envelope encryption of card data.
 ///
-/// Each owner (user) has one AES-256 data key, made on first use with
-/// `put_if_absent` (so concurrent first seals agree on one key) and stored
-/// wrapped by the master key `M` in the [`DataKeyStore`]. Each field is
-/// sealed locally with AES-256-GCM in the [format](crate::format) bound to
-/// (owner, record, field).
+/// Each owner (user) has one AES-256 data key, made locally on first use
+/// and stored with `put_if_absent` (so concurrent first seals agree on one
+/// key), wrapped under the active *branch key* (see [`crate::branch`]).
+/// Branch keys are made by the master key `M` (KMS `GenerateDataKey`, or
+/// the local key) and stored wrapped by it; only they cost master key
+/// calls, about one per branch version per [`BranchConfig::cache_ttl`] per
+/// instance. Each field is sealed locally with AES-256-GCM in the
+/// [format](crate::format) bound to (owner, record, field).
+///
+/// Keys stored before branch keys existed (wrapped directly by a master
+/// key) still open, and `retire_branches` moves them under the active
+/// branch key.
 ///
 /// Besides its master key the vault can hold *previous* master keys, used
-/// only to unwrap (see [`with_previous_keys`](Self::with_previous_keys)):
-/// during a rotation, run the service with the new key as master and the
-/// old one as previous, then [`rotate`](crate::rotate), then drop the old
-/// key. A wrapped key whose stored `master_key_id` names none of these keys
-/// is refused; the stored id only ever *selects* among configured keys.
+/// only to unwrap branch keys (see
+/// [`with_previous_keys`](Self::with_previous_keys)): during a rotation,
+/// run the service with the new key as master and the old one as previous,
+/// then [`rotate`](crate::rotate), then drop the old key. A wrapped key
+/// whose stored `master_key_id` names none of these keys is refused; the
+/// stored id only ever *selects* among configured keys.
 ///
-/// Owner ids starting with `@` are reserved for the vault's own keys
-/// (`@fingerprint`, `@canary`) and refused as user ids.
+/// Owner ids starting with `@` are reserved for the vault's own records
+/// (`@fingerprint`, `@canary`, `@branch:…`) and refused as user ids.
 ///
 /// # Fingerprints
 ///
@@ -90,26 +103,10 @@ impl Default for VaultConfig {
 /// its version); when no `v{n}` fingerprint remains, delete the
 /// `@fingerprint` (v1) or `@fingerprint.v{n}` key record.
 pub struct EnvelopeVault<M: MasterKey> {
-    master: M,
-    previous: Vec<M>,
-    store: Arc<dyn DataKeyStore>,
-    cache: KeyCache,
+    pub(crate) keyring: Keyring<M>,
+    pub(crate) store: Arc<dyn DataKeyStore>,
+    pub(crate) cache: KeyCache,
     config: VaultConfig,
-}
-
-fn store_err(e: StoreError) -> KeyError {
-    match e {
-        StoreError::Corrupt(m) => KeyError::Refused(format!("key store: corrupt record: {m}")),
-        other => KeyError::Unavailable(format!("key store: {other}")),
-    }
-}
-
-fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_unix_millis(ms)
 }
 
 fn user_owner(owner: &UserId) -> Result<&str, KeyError> {
@@ -125,9 +122,8 @@ fn user_owner(owner: &UserId) -> Result<&str, KeyError> {
 impl<M: MasterKey> EnvelopeVault<M> {
     pub fn new(master: M, store: Arc<dyn DataKeyStore>, config: VaultConfig) -> EnvelopeVault<M> {
         EnvelopeVault {
-            master,
-            previous: Vec::new(),
-            cache: KeyCache::new(config.cache.clone()),
+            keyring: Keyring::new(master, store.clone(), config.branch.clone()),
+            cache: KeyCache::new(&config.cache),
             store,
             config,
         }
@@ -135,13 +131,13 @@ impl<M: MasterKey> EnvelopeVault<M> {
 
     /// Master keys that may still unwrap stored keys (never used to wrap).
     pub fn with_previous_keys(mut self, previous: Vec<M>) -> EnvelopeVault<M> {
-        self.previous = previous;
+        self.keyring.set_previous(previous);
         self
     }
 
-    /// The master key new data keys are wrapped with.
+    /// The master key new branch keys are wrapped with.
     pub fn master(&self) -> &M {
-        &self.master
+        self.keyring.master()
     }
 
     pub fn config(&self) -> &VaultConfig {
@@ -153,35 +149,60 @@ impl<M: MasterKey> EnvelopeVault<M> {
         self.cache.len()
     }
 
-    fn master_for(&self, id: &str) -> Option<&M> {
-        std::iter::once(&self.master)
-            .chain(self.previous.iter())
-            .find(|m| m.key_id() == id)
+    /// The record name of the active branch key version (`@branch:…`),
+    /// making it when the store has none.
+    pub async fn active_branch(&self) -> Result<String, KeyError> {
+        Ok(self.keyring.active().await?.owner.clone())
     }
 
-    async fn unwrap_stored(&self, owner: &str, wk: &WrappedKey) -> Result<Arc<OwnerKey>, KeyError> {
+    /// Makes a new branch key version and makes it active now (one master
+    /// key call); returns its record name. Keys under older versions stay
+    /// readable until [`retire_branches`](Self::retire_branches) moves them.
+    pub async fn new_branch_version(&self) -> Result<String, KeyError> {
+        Ok(self.keyring.refresh_active(true).await?.0.owner.clone())
+    }
+
+    /// Unwraps a stored key record of `owner`: under its branch key, or,
+    /// for a key stored before branch keys, by the master key it names.
+    /// `fresh`: read the branch key from the store and unwrap it by the
+    /// master key now, whatever is cached.
+    pub(crate) async fn unwrap_stored(
+        &self,
+        owner: &str,
+        wk: &WrappedKey,
+        fresh: bool,
+    ) -> Result<DataKey, KeyError> {
         if wk.owner != owner {
             return Err(KeyError::Refused(
                 "key store returned another owner's key".into(),
             ));
         }
-        let m = self.master_for(&wk.master_key_id).ok_or_else(|| {
+        if let Some(n) = parse_branch_owner(&wk.master_key_id) {
+            let b = if fresh {
+                self.keyring.load(n).await?
+            } else {
+                self.keyring.get(n).await?
+            };
+            return branch::unwrap(&b, owner, &wk.wrapped);
+        }
+        if wk.master_key_id.starts_with('@') {
+            return Err(KeyError::Refused(format!(
+                "record {owner} is not a wrapped key"
+            )));
+        }
+        let m = self.keyring.master_for(&wk.master_key_id).ok_or_else(|| {
             KeyError::Refused(format!(
                 "data key is wrapped by master key {}, which is not configured (configured: {})",
                 wk.master_key_id,
-                self.master.key_id()
+                self.keyring.master().key_id()
             ))
         })?;
-        let key = m.decrypt_data_key(owner, &wk.wrapped).await?;
-        Ok(Arc::new(OwnerKey {
-            key,
-            generation: wk.created_at.unix_millis(),
-        }))
+        m.decrypt_data_key(owner, &wk.wrapped).await
     }
 
     /// The data key of `owner`: from the cache, else unwrapped from the
-    /// store, else (when `create`) made, wrapped and stored. `None` when
-    /// absent and not `create`.
+    /// store, else (when `create`) made, wrapped under the active branch
+    /// key and stored. `None` when absent and not `create`.
     async fn owner_key(
         &self,
         owner: &str,
@@ -192,14 +213,18 @@ impl<M: MasterKey> EnvelopeVault<M> {
         }
         let epoch = self.cache.epoch();
         let key = match self.store.get(owner).await.map_err(store_err)? {
-            Some(wk) => self.unwrap_stored(owner, &wk).await?,
+            Some(wk) => Arc::new(OwnerKey {
+                key: self.unwrap_stored(owner, &wk, false).await?,
+                generation: wk.created_at.unix_millis(),
+            }),
             None if !create => return Ok(None),
             None => {
-                let (plain, wrapped) = self.master.generate_data_key(owner).await?;
+                let branch = self.keyring.active().await?;
+                let plain = DataKey::generate();
                 let ours = WrappedKey {
                     owner: owner.to_owned(),
-                    master_key_id: self.master.key_id().to_owned(),
-                    wrapped,
+                    master_key_id: branch.owner.clone(),
+                    wrapped: branch::wrap(&branch, owner, &plain)?,
                     version: 1,
                     created_at: now(),
                 };
@@ -212,7 +237,10 @@ impl<M: MasterKey> EnvelopeVault<M> {
                 } else {
                     // Another seal won the race: use its key, drop ours.
                     drop(plain);
-                    self.unwrap_stored(owner, &stored).await?
+                    Arc::new(OwnerKey {
+                        key: self.unwrap_stored(owner, &stored, false).await?,
+                        generation: stored.created_at.unix_millis(),
+                    })
                 }
             }
         };
@@ -233,6 +261,25 @@ impl<M: MasterKey> EnvelopeVault<M> {
         format::seal(&key.key, owner, key.generation, context, plaintext)
     }
 
+    fn open_with(
+        key: &OwnerKey,
+        owner: &str,
+        context: &SealContext,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
+        let parsed = format::parse(sealed)?;
+        if parsed.owner != owner {
+            return Err(KeyError::Refused("sealed for another owner".into()));
+        }
+        if key.generation != parsed.generation {
+            return Err(KeyError::Refused(
+                "sealed under another data key of this owner (erased and re-created, or tampered)"
+                    .into(),
+            ));
+        }
+        format::open(&key.key, &parsed, context)
+    }
+
     async fn open_as(
         &self,
         owner: &str,
@@ -247,13 +294,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
             .owner_key(owner, false)
             .await?
             .ok_or(KeyError::Erased)?;
-        if key.generation != parsed.generation {
-            return Err(KeyError::Refused(
-                "sealed under another data key of this owner (erased and re-created, or tampered)"
-                    .into(),
-            ));
-        }
-        format::open(&key.key, &parsed, context)
+        Self::open_with(&key, owner, context, sealed)
     }
 
     /// The fingerprint of `pan` under fingerprint key `version` (the
@@ -296,6 +337,23 @@ impl<M: MasterKey> EnvelopeVault<M> {
             ),
         }
     }
+
+    /// Opens the sealed canary with its data key and branch key read from
+    /// the store and unwrapped by the master key now.
+    async fn open_canary_fresh(&self, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let wk = self
+            .store
+            .get(CANARY_OWNER)
+            .await
+            .map_err(store_err)?
+            .ok_or(KeyError::Erased)?;
+        let key = OwnerKey {
+            key: self.unwrap_stored(CANARY_OWNER, &wk, true).await?,
+            generation: wk.created_at.unix_millis(),
+        };
+        let context = SealContext::new(CANARY_OWNER, CANARY_FIELD);
+        Self::open_with(&key, CANARY_OWNER, &context, sealed)
+    }
 }
 
 #[async_trait]
@@ -337,10 +395,11 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         Ok(existed)
     }
 
-    /// Unwraps the `@canary` data key straight from the store (never from
-    /// the cache) and opens the sealed canary; on first start makes both.
+    /// Opens the sealed canary with the `@canary` data key and the branch
+    /// key that wraps it read straight from the store and unwrapped by the
+    /// master key (never from a cache); on first start makes both.
     async fn self_check(&self) -> Result<(), KeyError> {
-        let master = self.master.key_id().to_owned();
+        let master = self.keyring.master().key_id().to_owned();
         self.cache.evict(CANARY_OWNER);
         let context = SealContext::new(CANARY_OWNER, CANARY_FIELD);
         let stored = self
@@ -371,7 +430,7 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
             }
         };
         let opened = self
-            .open_as(CANARY_OWNER, &context, &stored.wrapped)
+            .open_canary_fresh(&stored.wrapped)
             .await
             .map_err(|e| Self::self_check_error(e, &master))?;
         if opened != CANARY_TEXT {

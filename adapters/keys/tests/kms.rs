@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use cardbind_domain::CardNumber;
 use cardbind_keys::{
-    kms_client, rotate, CacheConfig, EnvelopeVault, KmsConfig, KmsMasterKey, KmsMetrics, MasterKey,
-    StaticCredentials, VaultConfig, OWNER_CONTEXT_KEY, SEALED_CANARY_OWNER,
+    branch_owner, kms_client, rotate, BranchConfig, EnvelopeVault, KmsConfig, KmsMasterKey,
+    KmsMetrics, MasterKey, StaticCredentials, VaultConfig, OWNER_CONTEXT_KEY,
 };
 use cardbind_ports::error::KeyError;
 use cardbind_ports::keys::{CardVault, SealContext};
@@ -98,10 +98,24 @@ async fn kms_round_trip_fingerprint_and_self_check() {
     assert!(v.erase_owner(&u).await.unwrap());
     assert_eq!(v.open(&u, &c, &sealed).await, Err(KeyError::Erased));
 
-    // The stored wrapped key is a KMS ciphertext bound to the owner.
+    // Users' keys are wrapped under the branch key, and only the branch
+    // key is a KMS ciphertext (bound to its name).
     let wk = s.get("@canary").await.unwrap().unwrap();
-    assert_eq!(wk.master_key_id, v.master().key_id());
-    assert!(metrics.calls("generate_data_key") >= 3);
+    assert_eq!(wk.master_key_id, branch_owner(1));
+    let branch = s.get(&branch_owner(1)).await.unwrap().unwrap();
+    assert_eq!(branch.master_key_id, v.master().key_id());
+    v.master()
+        .decrypt_data_key(&branch_owner(1), &branch.wrapped)
+        .await
+        .expect("the branch key opens pinned to the key, with its name as context");
+    assert!(v
+        .master()
+        .decrypt_data_key("@branch:00000002", &branch.wrapped)
+        .await
+        .is_err());
+    // One GenerateDataKey for the branch key; the self-checks' Decrypts
+    // read it back from the store.
+    assert_eq!(metrics.calls("generate_data_key"), 1);
     assert!(metrics.calls("describe_key") == 1);
     let registry = metrics.metrics_registry().unwrap();
     let names: Vec<_> = registry
@@ -174,6 +188,9 @@ async fn kms_rotation_end_to_end() {
     let fp = v_old.fingerprint(&pan).await.unwrap();
     let mut sealed = Vec::new();
     for i in 0..25 {
+        if i == 12 {
+            v_old.new_branch_version().await.unwrap();
+        }
         let u = user(&format!("user-{i:02}"));
         for field in ["pan", "phone"] {
             let c = SealContext::new(format!("card-{i}"), field);
@@ -184,7 +201,9 @@ async fn kms_rotation_end_to_end() {
             sealed.push((u.clone(), c, blob, format!("{field}-{i}")));
         }
     }
-    let keys = 25 + 2; // users, @fingerprint, @canary
+    // 25 users, @fingerprint and @canary, over two branch versions: the
+    // master key wraps the two branch keys only.
+    let keys = 2;
     let old = KmsMasterKey::connect(&config(&ep, &old_id), metrics.clone())
         .await
         .unwrap();
@@ -205,13 +224,19 @@ async fn kms_rotation_end_to_end() {
     assert_eq!(progress.len() as u64, keys);
     assert_eq!(metrics.calls("re_encrypt") - before, keys);
 
-    // Every wrapped key opens with Decrypt pinned to the NEW key id (and not
-    // the old one).
+    // Every KMS-wrapped key opens with Decrypt pinned to the NEW key id
+    // (and not the old one); every other key names a branch version.
     let client = new_for_rotation.client();
+    let mut kms_wrapped = Vec::new();
     for wk in s.list(None, 1000).await.unwrap() {
-        if wk.owner == SEALED_CANARY_OWNER {
+        if wk.master_key_id.starts_with('@') {
+            assert!(
+                wk.owner.starts_with('@') || wk.master_key_id.starts_with("@branch:"),
+                "{wk:?}"
+            );
             continue;
         }
+        kms_wrapped.push(wk.owner.clone());
         assert_eq!(wk.master_key_id, new_id);
         client
             .decrypt()
@@ -223,6 +248,7 @@ async fn kms_rotation_end_to_end() {
             .unwrap_or_else(|e| panic!("{} does not open pinned to the new key: {e:?}", wk.owner));
         assert!(old.decrypt_data_key(&wk.owner, &wk.wrapped).await.is_err());
     }
+    assert_eq!(kms_wrapped, [branch_owner(1), branch_owner(2)]);
 
     // Data sealed before opens with the new key (ciphertexts untouched).
     let v_new = EnvelopeVault::new(
@@ -315,50 +341,55 @@ async fn kms_timeout_bounds_a_call_to_a_silent_server() {
     holder.abort();
 }
 
-async fn calls_for(ep: &str, cache: CacheConfig, binds: bool) -> (u64, u64) {
+/// What 1,000 binds of `users` distinct users cost in KMS calls
+/// (GenerateDataKey, Decrypt), each bind a fingerprint and four sealed
+/// fields as the service does.
+async fn bind_calls(ep: &str, branch: BranchConfig, binds: usize, users: usize) -> (u64, u64) {
     let metrics = KmsMetrics::new().unwrap();
     let m = master(ep, &metrics).await;
     let v = EnvelopeVault::new(
         m,
         store().1,
         VaultConfig {
-            cache,
+            branch,
             ..VaultConfig::default()
         },
     );
     let pan = CardNumber::parse("4111111111111111").unwrap();
-    for i in 0..1000 {
-        let u = user(&format!("user-{}", i % 100));
-        if binds {
-            // What one bind does: a fingerprint and four sealed fields.
-            v.fingerprint(&pan).await.unwrap();
-            for field in ["pan", "holder_name", "id_number", "phone"] {
-                v.seal(&u, &SealContext::new(format!("card-{i}"), field), b"value")
-                    .await
-                    .unwrap();
-            }
-        } else {
-            v.seal(&u, &SealContext::new(format!("card-{i}"), "pan"), b"value")
+    for i in 0..binds {
+        let u = user(&format!("user-{:04}", i % users));
+        v.fingerprint(&pan).await.unwrap();
+        for field in ["pan", "holder_name", "id_number", "phone"] {
+            v.seal(&u, &SealContext::new(format!("card-{i}"), field), b"value")
                 .await
                 .unwrap();
         }
     }
+    assert_eq!(metrics.calls("re_encrypt"), 0);
     (metrics.calls("generate_data_key"), metrics.calls("decrypt"))
 }
 
 #[tokio::test]
-async fn kms_call_counts_with_cache_on_and_off() {
-    let Some(ep) = endpoint("kms_call_counts_with_cache_on_and_off") else {
+async fn kms_calls_for_a_thousand_new_users() {
+    let Some(ep) = endpoint("kms_calls_for_a_thousand_new_users") else {
         return;
     };
-    let on = calls_for(&ep, CacheConfig::default(), false).await;
-    let off = calls_for(&ep, CacheConfig::disabled(), false).await;
-    eprintln!("1,000 seals of 100 owners: cache on {on:?}, cache off {off:?} (generate_data_key, decrypt)");
-    assert_eq!(on, (100, 0));
-    assert_eq!(off, (100, 900));
-    let on = calls_for(&ep, CacheConfig::default(), true).await;
-    let off = calls_for(&ep, CacheConfig::disabled(), true).await;
-    eprintln!("1,000 binds (fingerprint + 4 seals) of 100 users: cache on {on:?}, cache off {off:?} (generate_data_key, decrypt)");
-    assert_eq!(on, (101, 0));
-    assert_eq!(off, (101, 4899));
+    // Every bind a new user: one GenerateDataKey for the branch key, then
+    // nothing. The target is at most 10 calls per 1,000 binds; one KMS call
+    // per new user (the design before branch keys) would be 1,000.
+    let (generate, decrypt) = bind_calls(&ep, BranchConfig::default(), 1000, 1000).await;
+    eprintln!("1,000 binds of 1,000 new users: {generate} GenerateDataKey, {decrypt} Decrypt");
+    assert!(generate + decrypt <= 10, "{generate} + {decrypt} KMS calls");
+    assert_eq!((generate, decrypt), (1, 0));
+
+    // The counter does see per-user calls: with the branch key cache off,
+    // every new user unwraps the branch key in KMS.
+    let off = BranchConfig {
+        cache_ttl: std::time::Duration::ZERO,
+        ..BranchConfig::default()
+    };
+    let (generate, decrypt) = bind_calls(&ep, off, 100, 100).await;
+    eprintln!("100 binds of 100 new users, branch key cache off: {generate} GenerateDataKey, {decrypt} Decrypt");
+    assert_eq!(generate, 1);
+    assert!(decrypt >= 100, "{decrypt}");
 }

@@ -19,6 +19,7 @@
 //! Persist anything (a restart forgets everything), or be chosen for more
 //! than one instance: its atomicity holds within one process only.
 
+mod bins;
 mod card_data;
 mod data_keys;
 mod expiring;
@@ -31,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cardbind_ports::audit::{ChainId, Link};
 use cardbind_ports::StoreError;
+
+pub use bins::MemoryBinTableStore;
 
 /// Every storage port in memory. Cloning is cheap and clones share the same
 /// data, so one value can be handed out as every `Arc<dyn Port>`.

@@ -1,50 +1,81 @@
-//! `DataKeyStore`: each owner's wrapped data key as a chain of versions
-//! (`data_keys`), ended by a tombstone when erased.
-
-use std::collections::HashSet;
+//! `DataKeyStore`: each owner's key is a chain of links under a unique
+//! (owner, seq): key versions, tombstones (erased), and husks (superseded
+//! links without key material). Every write inserts the link after the
+//! newest one its writer read, so of concurrent writers after one link
+//! exactly one lands. Links are never deleted — superseded ones are husked
+//! in place — so no number below the newest can ever be inserted again:
+//! a `replace` that read the key before an erasure finds its number taken
+//! by the tombstone (or a link before it) and gets `Conflict`; nothing can
+//! bring erased key material back.
 
 use async_trait::async_trait;
+use cardbind_domain::Timestamp;
 use cardbind_ports::store::{DataKeyStore, WrappedKey};
 use cardbind_ports::StoreError;
+use cardbind_records::{to_i64, to_u64};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 
-use crate::chain::{by_id, chain_head};
-use crate::docs::{link_id, to_i64, DataKeyDoc};
-use crate::store::{limit_i64, map_err, try_insert, wall_now, MongoStore};
+use crate::docs::{bin, KeyLinkDoc};
+use crate::schema::labels::*;
+use crate::store::{map_err, try_insert, MongoStore};
 
-const MAX_ROUNDS: usize = 64;
-/// Hint kind (see `chain::Hints`).
-const DATA_KEYS: &str = "data_keys";
+const KEY: &str = "key";
+const TOMBSTONE: &str = "tombstone";
+const HUSK: &str = "husk";
+
+fn wrapped_key(d: KeyLinkDoc) -> Result<WrappedKey, StoreError> {
+    Ok(WrappedKey {
+        owner: d.owner,
+        master_key_id: d.master_key_id,
+        wrapped: d.wrapped.bytes,
+        version: to_u64(d.version, "key version")?,
+        created_at: Timestamp::from_unix_millis(d.created_at),
+    })
+}
+
+fn key_link(key: &WrappedKey, seq: i64) -> Result<KeyLinkDoc, StoreError> {
+    Ok(KeyLinkDoc {
+        owner: key.owner.clone(),
+        seq,
+        state: KEY.to_owned(),
+        version: to_i64(key.version, "key version")?,
+        master_key_id: key.master_key_id.clone(),
+        wrapped: bin(&key.wrapped),
+        created_at: key.created_at.unix_millis(),
+    })
+}
 
 impl MongoStore {
-    /// The newest link of `owner`'s chain. Links are never deleted (key
-    /// material is dropped by turning a link into a husk), so the chain is
-    /// gapless from 0 and its head is found by reads of single `_id`s.
-    async fn latest_key(&self, owner: &str) -> Result<Option<DataKeyDoc>, StoreError> {
-        let head = chain_head(&self.data_keys, owner, 0, self.hints.get(DATA_KEYS, owner)).await?;
-        if let Some((n, _)) = &head {
-            self.hints.set(DATA_KEYS, owner, *n);
-        }
-        Ok(head.map(|(_, d)| d))
+    async fn key_head(
+        &self,
+        owner: &str,
+        label: &'static str,
+    ) -> Result<Option<KeyLinkDoc>, StoreError> {
+        self.data_keys
+            .find_one(doc! { "owner": owner })
+            .sort(doc! { "seq": -1 })
+            .comment(label)
+            .await
+            .map_err(map_err)
     }
 
-    /// Replaces the links `from..to` of `owner` that still hold key
-    /// material with husks (same `_id`, no material). Only superseded or
-    /// erased links are husked, and a husk is the same whoever writes it,
-    /// so racing writers cannot disagree.
-    async fn husk_below(&self, owner: &str, from: i64, to: i64) -> Result<(), StoreError> {
-        for n in from.max(0)..to {
-            let id = link_id(owner, n);
-            if let Some(d) = by_id(&self.data_keys, &id).await? {
-                if !d.tombstone {
-                    self.data_keys
-                        .replace_one(doc! { "_id": &id }, DataKeyDoc::husk(owner, n, wall_now()))
-                        .await
-                        .map_err(map_err)?;
-                }
-            }
-        }
+    /// Removes the key material of every link of `owner` below `seq`.
+    /// Idempotent; only ever removes.
+    async fn husk_below(
+        &self,
+        owner: &str,
+        seq: i64,
+        label: &'static str,
+    ) -> Result<(), StoreError> {
+        self.data_keys
+            .update_many(
+                doc! { "owner": owner, "seq": { "$lt": seq }, "state": { "$ne": HUSK } },
+                doc! { "$set": { "state": HUSK, "wrapped": bin(&[]), "master_key_id": "" } },
+            )
+            .comment(label)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 }
@@ -53,8 +84,8 @@ impl MongoStore {
 impl DataKeyStore for MongoStore {
     async fn get(&self, owner: &str) -> Result<Option<WrappedKey>, StoreError> {
         self.timed(async {
-            match self.latest_key(owner).await? {
-                Some(d) if !d.tombstone => Ok(Some(d.into_domain()?)),
+            match self.key_head(owner, KEYS_GET).await? {
+                Some(d) if d.state == KEY => Ok(Some(wrapped_key(d)?)),
                 _ => Ok(None),
             }
         })
@@ -63,53 +94,39 @@ impl DataKeyStore for MongoStore {
 
     async fn put_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey, StoreError> {
         self.timed(async {
-            // An owner this process has not seen most likely has no key:
-            // try link 0 before reading (taken if the owner ever had one).
-            let mut read = self.hints.get(DATA_KEYS, &key.owner).is_some();
-            for _ in 0..MAX_ROUNDS {
-                let seq = if read {
-                    match self.latest_key(&key.owner).await? {
-                        Some(d) if !d.tombstone => return d.into_domain(),
-                        Some(t) => t.seq + 1,
-                        None => 0,
-                    }
-                } else {
-                    0
-                };
-                read = true;
-                let d = DataKeyDoc::from_domain(key, seq)?;
-                // Commit point: of concurrent puts exactly one inserts `seq`
-                // (the successor of the head read, an erasure tombstone
-                // included); the others read the winner's key next round.
-                if try_insert(&self.data_keys, &d).await? {
-                    self.hints.set(DATA_KEYS, &key.owner, seq);
+            // An owner without a key: its first link, without reading.
+            let mut seq = 1;
+            loop {
+                if try_insert(&self.data_keys, &key_link(key, seq)?, KEYS_PUT).await? {
                     return Ok(key.clone());
                 }
+                match self.key_head(&key.owner, KEYS_PUT).await? {
+                    Some(d) if d.state == KEY => return wrapped_key(d),
+                    // Erased: a new key after the tombstone.
+                    Some(d) => seq = d.seq + 1,
+                    None => seq = 1,
+                }
             }
-            Err(StoreError::Unavailable(format!(
-                "data key of {} still contended after {MAX_ROUNDS} rounds",
-                key.owner
-            )))
         })
         .await
     }
 
     async fn replace(&self, key: &WrappedKey, expected_version: u64) -> Result<(), StoreError> {
-        let expected = to_i64(expected_version, "expected version")?;
         self.timed(async {
-            let latest = match self.latest_key(&key.owner).await? {
-                Some(d) if !d.tombstone && d.version == expected => d,
+            let expected = to_i64(expected_version, "key version")?;
+            let head = match self.key_head(&key.owner, KEYS_REPLACE).await? {
+                Some(d) if d.state == KEY && d.version == expected => d,
                 _ => return Err(StoreError::Conflict),
             };
-            let d = DataKeyDoc::from_domain(key, latest.seq + 1)?;
-            // Commit point: the one successor of the version read.
-            if !try_insert(&self.data_keys, &d).await? {
+            let next = head.seq + 1;
+            if !try_insert(&self.data_keys, &key_link(key, next)?, KEYS_REPLACE).await? {
                 return Err(StoreError::Conflict);
             }
-            self.hints.set(DATA_KEYS, &key.owner, d.seq);
-            // The superseded wrapping is husked at once: its `_id` stays
-            // taken, so no stale writer can insert that link again.
-            self.husk_below(&key.owner, latest.seq, d.seq).await?;
+            // The re-wrap is stored; the superseded wrapping goes. If that
+            // fails, the next replace or delete removes it.
+            if let Err(e) = self.husk_below(&key.owner, next, KEYS_REPLACE).await {
+                tracing::warn!(error = %e, "superseded data key wrapping not yet removed");
+            }
             Ok(())
         })
         .await
@@ -117,30 +134,32 @@ impl DataKeyStore for MongoStore {
 
     async fn delete(&self, owner: &str) -> Result<bool, StoreError> {
         self.timed(async {
-            for _ in 0..MAX_ROUNDS {
-                let seq = match self.latest_key(owner).await? {
-                    Some(d) if !d.tombstone => d.seq,
-                    Some(t) => {
-                        // Already erased; husk any key material a stale
-                        // writer may have left below.
-                        self.husk_below(owner, 0, t.seq).await?;
+            loop {
+                let head = match self.key_head(owner, KEYS_DELETE).await? {
+                    None => return Ok(false),
+                    Some(d) if d.state != KEY => {
+                        // Erased before: make sure no material is left
+                        // (an earlier erasure may have stopped halfway).
+                        self.husk_below(owner, d.seq, KEYS_DELETE).await?;
                         return Ok(false);
                     }
-                    None => return Ok(false),
+                    Some(d) => d,
                 };
-                // The tombstone goes first: once it is the newest link, no
-                // writer can make key material current again, and every
-                // older wrapping can be husked.
-                let tomb = DataKeyDoc::tombstone(owner, seq + 1, wall_now());
-                if try_insert(&self.data_keys, &tomb).await? {
-                    self.hints.set(DATA_KEYS, owner, tomb.seq);
-                    self.husk_below(owner, 0, tomb.seq).await?;
+                let tomb = KeyLinkDoc {
+                    owner: owner.to_owned(),
+                    seq: head.seq + 1,
+                    state: TOMBSTONE.to_owned(),
+                    version: head.version,
+                    master_key_id: String::new(),
+                    wrapped: bin(&[]),
+                    created_at: head.created_at,
+                };
+                if try_insert(&self.data_keys, &tomb, KEYS_DELETE).await? {
+                    self.husk_below(owner, tomb.seq, KEYS_DELETE).await?;
                     return Ok(true);
                 }
+                // A re-wrap (or another erasure) came first: again on top.
             }
-            Err(StoreError::Unavailable(format!(
-                "data key of {owner} still contended after {MAX_ROUNDS} rounds"
-            )))
         })
         .await
     }
@@ -150,66 +169,35 @@ impl DataKeyStore for MongoStore {
             return Ok(Vec::new());
         }
         self.timed(async {
+            let filter = match &after {
+                Some(a) => doc! { "owner": { "$gt": a } },
+                None => doc! {},
+            };
+            // Each owner's newest link first: a key is listed when its
+            // newest link is one.
+            let mut cursor = self
+                .data_keys
+                .find(filter)
+                .sort(doc! { "owner": 1, "seq": -1 })
+                .batch_size(limit.saturating_mul(2).min(1000))
+                .comment(KEYS_LIST)
+                .await
+                .map_err(map_err)?;
             let mut out = Vec::new();
-            let mut cursor_after = after;
-            // Each round reads a page of links, newest first per owner, and
-            // keeps each owner's newest unless it is a tombstone.
-            loop {
-                let mut filter = doc! {};
-                if let Some(a) = &cursor_after {
-                    filter.insert("owner", doc! { "$gt": a.as_str() });
+            let mut last_owner: Option<String> = None;
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                if last_owner.as_deref() == Some(d.owner.as_str()) {
+                    continue;
                 }
-                let page_size = limit_i64(limit).saturating_mul(2).max(16);
-                let docs: Vec<DataKeyDoc> = self
-                    .data_keys
-                    .find(filter)
-                    .sort(doc! { "owner": 1, "seq": -1 })
-                    .limit(page_size)
-                    .await
-                    .map_err(map_err)?
-                    .try_collect()
-                    .await
-                    .map_err(map_err)?;
-                let full_page = docs.len() as i64 == page_size;
-                let last_owner = docs.last().map(|d| d.owner.clone());
-                let mut done_owners = HashSet::new();
-                for d in docs {
-                    // The last owner of a full page may continue on the
-                    // next page; it is read again from its newest link.
-                    if full_page && Some(&d.owner) == last_owner.as_ref() {
+                last_owner = Some(d.owner.clone());
+                if d.state == KEY {
+                    out.push(wrapped_key(d)?);
+                    if out.len() >= limit as usize {
                         break;
                     }
-                    if !done_owners.insert(d.owner.clone()) {
-                        continue;
-                    }
-                    if !d.tombstone {
-                        out.push(d.into_domain()?);
-                        if out.len() >= limit as usize {
-                            return Ok(out);
-                        }
-                    }
-                }
-                if !full_page {
-                    return Ok(out);
-                }
-                match (done_owners.into_iter().max(), last_owner) {
-                    // Next page after the last owner finished on this one.
-                    (Some(o), _) => cursor_after = Some(o),
-                    // One owner fills the whole page: skip past it.
-                    (None, Some(o)) => {
-                        if let Some(d) = self.latest_key(&o).await? {
-                            if !d.tombstone {
-                                out.push(d.into_domain()?);
-                                if out.len() >= limit as usize {
-                                    return Ok(out);
-                                }
-                            }
-                        }
-                        cursor_after = Some(o);
-                    }
-                    (None, None) => return Ok(out),
                 }
             }
+            Ok(out)
         })
         .await
     }

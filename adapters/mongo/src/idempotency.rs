@@ -1,90 +1,242 @@
-//! `IdempotencyStore`: one document per attempt at a key (`idempotency`).
+//! `IdempotencyStore`: every state change of a key is a record inserted
+//! under the next number of that key's unique (scope, key, seq).
+//!
+//! Record 1 is the claim of attempt 1. After a record, the next one is a
+//! `renew` or the end (`complete` / `release`) of the same attempt — written
+//! only by its holder — or the `claim` of the next attempt, written by a
+//! claimer that found the attempt released or its lease expired. All of
+//! them compete for the same number, so exactly one lands: a late holder
+//! and a claimer taking over cannot both win, on FerretDB as on MongoDB,
+//! and the fencing of [`Lease::attempt`] is a plain insert. The newest
+//! record decides what a claim finds.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{Claim, IdempotencyStore, StoredResponse};
+use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse};
 use cardbind_ports::StoreError;
-use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
+use cardbind_records::{corrupt, to_i64};
+use mongodb::bson::doc;
+use mongodb::bson::oid::ObjectId;
+use serde::Deserialize;
 
-use crate::chain::chain_head;
-use crate::docs::{dt, link_id, pair_key, IdemDoc, ResponseDoc, COMPLETED, PENDING};
-use crate::store::{map_err, try_insert, MongoStore};
+use crate::docs::{bin, IdemDoc, ResponseDoc};
+use crate::schema::labels::*;
+use crate::store::{collect, map_err, try_insert, MongoStore};
 
-/// Hint kind (see `chain::Hints`).
-const IDEMPOTENCY: &str = "idempotency";
+const CLAIM: &str = "claim";
+const RENEW: &str = "renew";
+const COMPLETE: &str = "complete";
+const RELEASE: &str = "release";
 
-/// Claims retry when they lose an insert race; each round one racer wins.
-const MAX_CLAIM_ROUNDS: usize = 64;
-/// Purge deletes by `_id` in batches of this size.
-pub(crate) const PURGE_BATCH: usize = 500;
+/// A remembered record is trusted this long (far below the retention of
+/// at least a day, so it can never name a purged key).
+const HELD_TTL: Duration = Duration::from_secs(3600);
+/// At most this many remembered attempts (then all are forgotten).
+const HELD_MAX: usize = 100_000;
 
-impl MongoStore {
-    /// The newest attempt at a key. Attempts are gapless from 0: `release`
-    /// deletes only the newest, and the purge all of a key's attempts
-    /// (they share `created_at`).
-    async fn latest_attempt(&self, base: &str) -> Result<Option<IdemDoc>, StoreError> {
-        let head = chain_head(
-            &self.idempotency,
-            base,
-            0,
-            self.hints.get(IDEMPOTENCY, base),
-        )
-        .await?;
-        if let Some((n, _)) = &head {
-            self.hints.set(IDEMPOTENCY, base, *n);
+#[derive(Clone, Debug)]
+struct Held {
+    seq: i64,
+    request_hash: String,
+    created_at: i64,
+    lease_until: i64,
+    remembered: Instant,
+}
+
+/// The newest record of each attempt this process holds, so that renew,
+/// complete and release insert the next record without reading first. A
+/// guess only: a wrong one loses its insert, and the caller reads.
+#[derive(Debug, Default)]
+pub(crate) struct HeldAttempts {
+    map: HashMap<(String, String, i64), Held>,
+}
+
+impl HeldAttempts {
+    fn get(&mut self, scope: &str, key: &str, attempt: i64) -> Option<Held> {
+        let k = (scope.to_owned(), key.to_owned(), attempt);
+        match self.map.get(&k) {
+            Some(h) if h.remembered.elapsed() < HELD_TTL => Some(h.clone()),
+            Some(_) => {
+                self.map.remove(&k);
+                None
+            }
+            None => None,
         }
-        Ok(head.map(|(_, d)| d))
     }
 
-    /// Deletes the documents of `filter` (by `_id`, in batches, each under
-    /// the operation timeout) and returns how many distinct values of
-    /// `group` they had.
-    pub(crate) async fn purge_where<T>(
-        &self,
-        coll: &mongodb::Collection<T>,
-        filter: Document,
-        group: &str,
-    ) -> Result<u64, StoreError>
-    where
-        T: Send + Sync,
-    {
-        let raw = coll.clone_with_type::<Document>();
-        let mut groups = HashSet::new();
-        loop {
-            let n = self
-                .timed(async {
-                    let docs: Vec<Document> = raw
-                        .find(filter.clone())
-                        .projection(doc! { "_id": 1, group: 1 })
-                        .limit(PURGE_BATCH as i64)
-                        .await
-                        .map_err(map_err)?
-                        .try_collect()
-                        .await
-                        .map_err(map_err)?;
-                    let mut ids = Vec::with_capacity(docs.len());
-                    for d in &docs {
-                        if let Some(id) = d.get("_id") {
-                            ids.push(id.clone());
-                        }
-                        groups.insert(d.get(group).map(ToString::to_string).unwrap_or_default());
-                    }
-                    if !ids.is_empty() {
-                        raw.delete_many(doc! { "_id": { "$in": ids } })
-                            .await
-                            .map_err(map_err)?;
-                    }
-                    Ok(docs.len())
-                })
-                .await?;
-            if n < PURGE_BATCH {
-                break;
-            }
+    fn put(&mut self, d: &IdemDoc) {
+        if self.map.len() >= HELD_MAX {
+            self.map.clear();
         }
-        Ok(groups.len() as u64)
+        self.map.insert(
+            (d.scope.clone(), d.key.clone(), d.attempt),
+            Held {
+                seq: d.seq,
+                request_hash: d.request_hash.clone(),
+                created_at: d.created_at,
+                lease_until: d.lease_until,
+                remembered: Instant::now(),
+            },
+        );
+    }
+
+    fn forget(&mut self, scope: &str, key: &str, attempt: i64) {
+        self.map
+            .remove(&(scope.to_owned(), key.to_owned(), attempt));
+    }
+}
+
+/// Records read per batch by the purge.
+const PURGE_BATCH: i64 = 500;
+
+#[derive(Debug, Deserialize)]
+struct Candidate {
+    #[serde(rename = "_id")]
+    oid: ObjectId,
+    scope: String,
+    key: String,
+    created_at: i64,
+}
+
+/// What a holder writes after its attempt's newest record.
+enum Step {
+    Renew(i64),
+    Complete(ResponseDoc),
+    Release,
+}
+
+impl MongoStore {
+    /// One batch of the purge: the next records of attempts created before
+    /// `before`; a key whose newest attempt is among them loses all its
+    /// records up to its newest. A key whose newest attempt is recent keeps
+    /// its older ones too: deleting them would free the low record numbers
+    /// that a claim of a new key inserts without reading. Returns
+    /// (deleted, the last record seen, whether more may follow).
+    async fn purge_batch_idem(
+        &self,
+        before: i64,
+        after: Option<(i64, ObjectId)>,
+    ) -> Result<(u64, Option<(i64, ObjectId)>, bool), StoreError> {
+        let mut filter = doc! { "created_at": { "$lt": before } };
+        if let Some((at, oid)) = after {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "created_at": { "$gt": at } },
+                    doc! { "created_at": at, "_id": { "$gt": oid } },
+                ],
+            );
+        }
+        let cursor = self
+            .idempotency
+            .clone_with_type::<Candidate>()
+            .find(filter)
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .projection(doc! { "_id": 1, "scope": 1, "key": 1, "created_at": 1 })
+            .limit(PURGE_BATCH)
+            .comment(IDEM_PURGE)
+            .await
+            .map_err(map_err)?;
+        let rows = collect(cursor, PURGE_BATCH as usize).await?;
+        let more = rows.len() as i64 == PURGE_BATCH;
+        let last = rows.last().map(|r| (r.created_at, r.oid));
+        let keys: BTreeSet<(String, String)> = rows.into_iter().map(|r| (r.scope, r.key)).collect();
+        let mut deleted = 0;
+        for (scope, key) in keys {
+            let Some(n) = self.newest_record(&scope, &key, IDEM_PURGE).await? else {
+                continue;
+            };
+            if n.created_at >= before {
+                continue;
+            }
+            let r = self
+                .idempotency
+                .delete_many(doc! { "scope": &scope, "key": &key, "seq": { "$lte": n.seq } })
+                .comment(IDEM_PURGE)
+                .await
+                .map_err(map_err)?;
+            deleted += r.deleted_count;
+            self.held().forget(&scope, &key, n.attempt);
+        }
+        Ok((deleted, last, more))
+    }
+
+    async fn newest_record(
+        &self,
+        scope: &str,
+        key: &str,
+        label: &'static str,
+    ) -> Result<Option<IdemDoc>, StoreError> {
+        self.idempotency
+            .find_one(doc! { "scope": scope, "key": key })
+            .sort(doc! { "seq": -1 })
+            .comment(label)
+            .await
+            .map_err(map_err)
+    }
+
+    /// Inserts the record after the newest one of `lease`'s attempt:
+    /// `false` when the attempt is not the newest or is finished.
+    async fn advance(
+        &self,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        step: Step,
+    ) -> Result<bool, StoreError> {
+        let (kind, lease_until, response, label) = match step {
+            Step::Renew(until) => (RENEW, Some(until), None, IDEM_RENEW),
+            Step::Complete(r) => (COMPLETE, None, Some(r), IDEM_COMPLETE),
+            Step::Release => (RELEASE, None, None, IDEM_RELEASE),
+        };
+        let attempt = to_i64(lease.attempt, "attempt")?;
+        let mut guess = self.held().get(scope, key, attempt);
+        loop {
+            let base = match guess.take() {
+                Some(h) => h,
+                None => {
+                    let Some(n) = self.newest_record(scope, key, label).await? else {
+                        return Ok(false);
+                    };
+                    if n.attempt != attempt || !matches!(n.kind.as_str(), CLAIM | RENEW) {
+                        self.held().forget(scope, key, attempt);
+                        return Ok(false);
+                    }
+                    Held {
+                        seq: n.seq,
+                        request_hash: n.request_hash,
+                        created_at: n.created_at,
+                        lease_until: n.lease_until,
+                        remembered: Instant::now(),
+                    }
+                }
+            };
+            let d = IdemDoc {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                seq: base.seq + 1,
+                attempt,
+                kind: kind.to_owned(),
+                request_hash: base.request_hash,
+                created_at: base.created_at,
+                lease_until: lease_until.unwrap_or(base.lease_until),
+                response: response.clone(),
+            };
+            if try_insert(&self.idempotency, &d, label).await? {
+                let mut held = self.held();
+                if kind == RENEW {
+                    held.put(&d);
+                } else {
+                    held.forget(scope, key, attempt);
+                }
+                return Ok(true);
+            }
+            // That number is taken (a claim took over, or this holder wrote
+            // it from elsewhere): read the newest record and decide again.
+        }
     }
 }
 
@@ -98,123 +250,120 @@ impl IdempotencyStore for MongoStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<Claim, StoreError> {
-        let base = pair_key(scope, key);
         self.timed(async {
-            // A key this process has not seen is most likely new: try
-            // attempt 0 before reading anything.
-            let mut latest = None;
-            let mut read = self.hints.get(IDEMPOTENCY, &base).is_some();
-            for _ in 0..MAX_CLAIM_ROUNDS {
-                if read {
-                    latest = self.latest_attempt(&base).await?;
-                }
-                read = true;
-                let (attempt, created_at) = match &latest {
-                    None => (0, dt(now)),
-                    Some(d) => {
-                        if d.request_hash != request_hash {
-                            return Ok(Claim::Mismatch);
-                        }
-                        if d.state == COMPLETED {
-                            let r = d.response.clone().ok_or_else(|| {
-                                StoreError::Corrupt(format!(
-                                    "idempotency {}: completed without response",
-                                    d.id
-                                ))
-                            })?;
-                            return Ok(Claim::Completed(r.into_domain()?));
-                        }
-                        // A lease runs through its last instant.
-                        if d.lease_until >= dt(now) {
-                            return Ok(Claim::InProgress);
-                        }
-                        // The holder's lease ran out (it crashed): the next
-                        // attempt takes over. Same key, same first creation.
-                        (d.attempt + 1, d.created_at)
+            let first = IdemDoc {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                seq: 1,
+                attempt: 1,
+                kind: CLAIM.to_owned(),
+                request_hash: request_hash.to_owned(),
+                created_at: now.unix_millis(),
+                lease_until: lease_until.unix_millis(),
+                response: None,
+            };
+            // A new key: its first record, without reading.
+            if try_insert(&self.idempotency, &first, IDEM_CLAIM).await? {
+                self.held().put(&first);
+                return Ok(Claim::Acquired(Lease { attempt: 1 }));
+            }
+            loop {
+                let Some(n) = self.newest_record(scope, key, IDEM_CLAIM).await? else {
+                    // Purged since: a new key again.
+                    if try_insert(&self.idempotency, &first, IDEM_CLAIM).await? {
+                        self.held().put(&first);
+                        return Ok(Claim::Acquired(Lease { attempt: 1 }));
                     }
+                    continue;
                 };
+                if n.request_hash != request_hash {
+                    return Ok(Claim::Mismatch);
+                }
+                match n.kind.as_str() {
+                    COMPLETE => {
+                        let r = n.response.ok_or_else(|| {
+                            corrupt("idempotency record", "completed without a response")
+                        })?;
+                        return Ok(Claim::Completed(StoredResponse {
+                            status: u16::try_from(r.status)
+                                .map_err(|_| corrupt("response status", r.status))?,
+                            content_type: r.content_type,
+                            body: r.body.bytes,
+                        }));
+                    }
+                    CLAIM | RENEW if n.lease_until >= now.unix_millis() => {
+                        return Ok(Claim::InProgress);
+                    }
+                    CLAIM | RENEW | RELEASE => {}
+                    other => return Err(corrupt("idempotency record kind", other)),
+                }
+                // Released, or its holder's lease ran out: the next attempt.
                 let next = IdemDoc {
-                    id: link_id(&base, attempt),
-                    base: base.clone(),
-                    attempt,
+                    scope: scope.to_owned(),
+                    key: key.to_owned(),
+                    seq: n.seq + 1,
+                    attempt: n.attempt + 1,
+                    kind: CLAIM.to_owned(),
                     request_hash: request_hash.to_owned(),
-                    state: PENDING.to_owned(),
-                    lease_until: dt(lease_until),
-                    created_at,
+                    created_at: now.unix_millis(),
+                    lease_until: lease_until.unix_millis(),
                     response: None,
                 };
-                // Commit point: of all claimers of this attempt number
-                // exactly one inserts it; the others look again.
-                if try_insert(&self.idempotency, &next).await? {
-                    self.hints.set(IDEMPOTENCY, &base, attempt);
-                    return Ok(Claim::Acquired);
+                if try_insert(&self.idempotency, &next, IDEM_CLAIM).await? {
+                    self.held().put(&next);
+                    let attempt =
+                        u64::try_from(next.attempt).map_err(|_| corrupt("attempt", "negative"))?;
+                    return Ok(Claim::Acquired(Lease { attempt }));
                 }
             }
-            Err(StoreError::Unavailable(format!(
-                "idempotency key still contended after {MAX_CLAIM_ROUNDS} rounds"
-            )))
         })
         .await
+    }
+
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.timed(self.advance(scope, key, lease, Step::Renew(lease_until.unix_millis())))
+            .await
     }
 
     async fn complete(
         &self,
         scope: &str,
         key: &str,
+        lease: Lease,
         response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let base = pair_key(scope, key);
-        let response = ResponseDoc::from_domain(response);
-        self.timed(async {
-            match self.latest_attempt(&base).await? {
-                // Nothing to complete: the key was never claimed or was
-                // released (or purged).
-                None => Err(StoreError::Conflict),
-                // The first response stays; it is the one replayed.
-                Some(d) if d.state == COMPLETED => Ok(()),
-                Some(d) => {
-                    let body = mongodb::bson::to_bson(&response)
-                        .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
-                    // Only the holder writes its attempt; a takeover writes
-                    // a new attempt document, never this one. By `_id`
-                    // alone (the state was checked just above): FerretDB
-                    // scans the collection for any other filter.
-                    self.idempotency
-                        .update_one(
-                            doc! { "_id": &d.id },
-                            doc! { "$set": { "state": COMPLETED, "response": body } },
-                        )
-                        .await
-                        .map_err(map_err)?;
-                    Ok(())
-                }
-            }
-        })
-        .await
+    ) -> Result<bool, StoreError> {
+        let r = ResponseDoc {
+            status: i32::from(response.status),
+            content_type: response.content_type.clone(),
+            body: bin(&response.body),
+        };
+        self.timed(self.advance(scope, key, lease, Step::Complete(r)))
+            .await
     }
 
-    async fn release(&self, scope: &str, key: &str) -> Result<(), StoreError> {
-        let base = pair_key(scope, key);
-        self.timed(async {
-            if let Some(d) = self.latest_attempt(&base).await? {
-                if d.state == PENDING {
-                    self.idempotency
-                        .delete_one(doc! { "_id": &d.id })
-                        .await
-                        .map_err(map_err)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+    async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
+        self.timed(self.advance(scope, key, lease, Step::Release))
+            .await
     }
 
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.purge_where(
-            &self.idempotency,
-            doc! { "created_at": { "$lt": dt(before) } },
-            "base",
-        )
-        .await
+        let before = before.unix_millis();
+        let mut total = 0;
+        let mut after = None;
+        loop {
+            // Each batch under its own timeout: a purge may be long.
+            let (n, last, more) = self.timed(self.purge_batch_idem(before, after)).await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+            after = last;
+        }
     }
 }

@@ -1,144 +1,258 @@
-//! `RateCounter` and `SeenIds`: chains of immutable documents whose links
-//! are claimed by insert.
+//! `RateLimiter`: a window of limit L is at most L slot documents under a
+//! unique (key, slot), slot ∈ 1..=L. A take inserts a slot; of concurrent
+//! takers of one slot exactly one lands. All windows of a take go in one
+//! unordered `insertMany` (slot 1 each: a fresh window costs nothing
+//! more); only the windows whose slot was taken read their slots and try
+//! a free one, until they land or every slot is taken.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{RateCounter, SeenIds};
+use cardbind_ports::store::{RateLimiter, RateTake, RateWindow};
 use cardbind_ports::StoreError;
+use cardbind_records::{corrupt, to_i64};
+use futures::TryStreamExt;
 use mongodb::bson::doc;
+use mongodb::bson::oid::ObjectId;
+use mongodb::error::ErrorKind;
 
-use crate::chain::chain_head;
-use crate::docs::{dt, link_id, pair_key, RateDoc, SeenDoc};
-use crate::store::{map_err, try_insert, MongoStore};
+use crate::docs::{RateDoc, RateRead};
+use crate::schema::labels::*;
+use crate::store::{map_err, MongoStore};
 
-/// Hint kind (see `chain::Hints`).
-const RATES: &str = "rates";
+const DUPLICATE_KEY: i32 = 11000;
 
-/// Increments and marks retry when they lose an insert race; each round
-/// one racer wins, so this bounds the number of concurrent racers served
-/// (the operation timeout bounds the time).
-const MAX_ROUNDS: usize = 1024;
+/// At most this many windows remembered (then all are forgotten).
+const HINTS_MAX: usize = 100_000;
 
-#[async_trait]
-impl RateCounter for MongoStore {
-    async fn increment(&self, key: &str, expires_at: Timestamp) -> Result<u64, StoreError> {
-        self.timed(async {
-            // The first event of a window needs no read; a key this process
-            // has counted before starts from where it last saw the count.
-            let mut n: i64 = match self.hints.get(RATES, key) {
-                None => 1,
-                Some(h) => chain_head(&self.rates, key, 1, Some(h))
-                    .await?
-                    .map_or(1, |(top, _)| top + 1),
-            };
-            for _ in 0..MAX_ROUNDS {
-                let event = RateDoc {
-                    id: link_id(key, n),
-                    key: key.to_owned(),
-                    n,
-                    expires_at: dt(expires_at),
-                };
-                // Commit point: event n exists once; its inserter's count is n.
-                if try_insert(&self.rates, &event).await? {
-                    self.hints.set(RATES, key, n);
-                    return Ok(n as u64);
-                }
-                // Taken: search upwards from it for the highest count. A
-                // key's events share one expiry, so the purge removes all
-                // of them or none: the counts are gapless from 1.
-                n = chain_head(&self.rates, key, 1, Some(n))
-                    .await?
-                    .map_or(1, |(top, _)| top + 1);
-            }
-            Err(StoreError::Unavailable(format!(
-                "rate counter still contended after {MAX_ROUNDS} rounds"
-            )))
-        })
-        .await
+/// The slot after the last one this process took in each window: where
+/// its next take tries first, so that a window taken again and again from
+/// one instance costs one insert per take. A guess only: a taken slot
+/// loses its insert, and the take reads.
+#[derive(Debug, Default)]
+pub(crate) struct RateHints {
+    next: HashMap<String, (i64, i64)>,
+}
+
+impl RateHints {
+    fn next_slot(&self, key: &str, expires_at: i64) -> i64 {
+        match self.next.get(key) {
+            Some((next, exp)) if *exp == expires_at => *next,
+            _ => 1,
+        }
     }
 
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let counters = self
-            .purge_where(
-                &self.rates,
-                doc! { "expires_at": { "$lt": dt(now) } },
-                "key",
-            )
-            .await?;
-        // The periodic purge calls every port's purge; the clean-up of
-        // superseded binding changes (no port of its own) rides on this one.
-        let changes = self.purge_superseded_changes().await?;
-        tracing::debug!(changes, "purged superseded binding changes");
-        Ok(counters)
+    fn taken(&mut self, key: &str, expires_at: i64, slot: i64) {
+        if self.next.len() >= HINTS_MAX {
+            self.next.clear();
+        }
+        let e = self.next.entry(key.to_owned()).or_insert((1, expires_at));
+        if e.1 != expires_at {
+            *e = (1, expires_at);
+        }
+        e.0 = e.0.max(slot + 1);
     }
+}
+
+/// A free slot of 1..=limit not in `taken` (which holds fewer than
+/// `limit`), picked at random so that racing takers spread out.
+fn pick_free(limit: i64, taken: &HashSet<i64>) -> Option<i64> {
+    if i64::try_from(taken.len()).unwrap_or(i64::MAX) >= limit {
+        return None;
+    }
+    for _ in 0..32 {
+        let s = 1 + (rand::random::<u64>() % limit.unsigned_abs()) as i64;
+        if !taken.contains(&s) {
+            return Some(s);
+        }
+    }
+    let free: Vec<i64> = (1..=limit).filter(|s| !taken.contains(s)).collect();
+    if free.is_empty() {
+        return None;
+    }
+    free.get(rand::random::<usize>() % free.len()).copied()
 }
 
 impl MongoStore {
-    async fn latest_seen(&self, base: &str) -> Result<Option<SeenDoc>, StoreError> {
-        self.seen
-            .find_one(doc! { "base": base })
-            .sort(doc! { "gen": -1 })
+    /// Inserts `docs` unordered; the positions whose unique key was taken.
+    async fn insert_slots(&self, docs: &[RateDoc]) -> Result<BTreeSet<usize>, StoreError> {
+        match self
+            .rates
+            .insert_many(docs)
+            .ordered(false)
+            .comment(RATES_TAKE)
             .await
-            .map_err(map_err)
+        {
+            Ok(_) => Ok(BTreeSet::new()),
+            Err(e) => match &*e.kind {
+                ErrorKind::InsertMany(m)
+                    if m.write_concern_error.is_none()
+                        && m.write_errors
+                            .iter()
+                            .flatten()
+                            .all(|w| w.code == DUPLICATE_KEY) =>
+                {
+                    Ok(m.write_errors.iter().flatten().map(|w| w.index).collect())
+                }
+                _ => Err(map_err(e)),
+            },
+        }
     }
 }
 
 #[async_trait]
-impl SeenIds for MongoStore {
-    async fn seen(&self, namespace: &str, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let base = pair_key(namespace, id);
-        self.timed(async {
-            Ok(self
-                .latest_seen(&base)
-                .await?
-                .is_some_and(|d| d.expires_at >= dt(now)))
-        })
-        .await
-    }
-
-    async fn mark(
+impl RateLimiter for MongoStore {
+    async fn take(
         &self,
-        namespace: &str,
-        id: &str,
+        windows: &[RateWindow],
         now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let base = pair_key(namespace, id);
+    ) -> Result<Vec<RateTake>, StoreError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
         self.timed(async {
-            // An id seen for the first time needs no read.
-            let mut gen: i64 = 0;
-            for _ in 0..MAX_ROUNDS {
-                let d = SeenDoc {
-                    id: link_id(&base, gen),
-                    base: base.clone(),
-                    gen,
-                    expires_at: dt(expires_at),
-                };
-                // Commit point: generation `gen` exists once.
-                if try_insert(&self.seen, &d).await? {
-                    return Ok(true);
-                }
-                match self.latest_seen(&base).await? {
-                    // Alive through its expiry instant.
-                    Some(l) if l.expires_at >= dt(now) => return Ok(false),
-                    // Expired (or purged meanwhile): record a new generation.
-                    Some(l) => gen = l.gen.max(gen) + 1,
-                    None => {}
+            let now = now.unix_millis();
+            let limits = windows
+                .iter()
+                .map(|w| to_i64(w.limit, "rate limit"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out: Vec<Option<RateTake>> = vec![None; windows.len()];
+            // (window, slot) to insert in this round, and windows whose
+            // slots must be read first.
+            let mut tries: Vec<(usize, i64)> = Vec::new();
+            let mut again: Vec<usize> = Vec::new();
+            {
+                let hints = self.rate_hints();
+                for (i, w) in windows.iter().enumerate() {
+                    let limit = limits[i];
+                    let guess = hints.next_slot(&w.key, w.expires_at.unix_millis());
+                    if limit == 0 {
+                        out[i] = Some(RateTake::Full);
+                    } else if guess > limit {
+                        // This process took the last slot: read to be sure.
+                        again.push(i);
+                    } else {
+                        tries.push((i, guess));
+                    }
                 }
             }
-            Err(StoreError::Unavailable(format!(
-                "seen id still contended after {MAX_ROUNDS} rounds"
-            )))
+            while !tries.is_empty() || !again.is_empty() {
+                if !tries.is_empty() {
+                    let docs: Vec<RateDoc> = tries
+                        .iter()
+                        .map(|(i, slot)| RateDoc {
+                            key: windows[*i].key.clone(),
+                            slot: *slot,
+                            expires_at: windows[*i].expires_at.unix_millis(),
+                        })
+                        .collect();
+                    let lost = self.insert_slots(&docs).await?;
+                    let mut hints = self.rate_hints();
+                    for (pos, (i, slot)) in tries.iter().enumerate() {
+                        if lost.contains(&pos) {
+                            again.push(*i);
+                        } else {
+                            hints.taken(
+                                &windows[*i].key,
+                                windows[*i].expires_at.unix_millis(),
+                                *slot,
+                            );
+                            out[*i] = Some(RateTake::Taken(
+                                u64::try_from(*slot).map_err(|_| corrupt("slot", "negative"))?,
+                            ));
+                        }
+                    }
+                    tries.clear();
+                }
+                if again.is_empty() {
+                    break;
+                }
+                // What is taken in those windows, in one read.
+                let keys: Vec<&str> = again
+                    .iter()
+                    .map(|i| windows[*i].key.as_str())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let slots: Vec<RateRead> = self
+                    .rates
+                    .clone_with_type::<RateRead>()
+                    .find(doc! { "key": { "$in": &keys } })
+                    .projection(doc! { "_id": 1, "key": 1, "slot": 1, "expires_at": 1 })
+                    .comment(RATES_TAKE)
+                    .await
+                    .map_err(map_err)?
+                    .try_collect()
+                    .await
+                    .map_err(map_err)?;
+                // Slots of an expired window under a reused key are free:
+                // delete them by their `_id` (a slot taken again since has
+                // another `_id`, so it is never deleted by mistake).
+                let expired: Vec<ObjectId> = slots
+                    .iter()
+                    .filter(|s| s.expires_at < now)
+                    .map(|s| s.id)
+                    .collect();
+                if !expired.is_empty() {
+                    self.rates
+                        .delete_many(doc! { "key": { "$in": &keys }, "_id": { "$in": &expired } })
+                        .comment(RATES_TAKE)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let mut taken: HashMap<&str, HashSet<i64>> = HashMap::new();
+                for s in slots.iter().filter(|s| s.expires_at >= now) {
+                    taken.entry(s.key.as_str()).or_default().insert(s.slot);
+                }
+                for i in again.drain(..) {
+                    let t = taken.entry(windows[i].key.as_str()).or_default();
+                    match pick_free(limits[i], t) {
+                        None => out[i] = Some(RateTake::Full),
+                        Some(slot) => {
+                            // Two windows of this take with one key must
+                            // not pick the same slot.
+                            t.insert(slot);
+                            tries.push((i, slot));
+                        }
+                    }
+                }
+            }
+            out.into_iter()
+                .map(|o| o.ok_or_else(|| corrupt("rate take", "a window without an answer")))
+                .collect()
         })
         .await
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.purge_where(
-            &self.seen,
-            doc! { "expires_at": { "$lt": dt(now) } },
-            "base",
-        )
+        self.timed(async {
+            let r = self
+                .rates
+                .delete_many(doc! { "expires_at": { "$lt": now.unix_millis() } })
+                .comment(RATES_PURGE)
+                .await
+                .map_err(map_err)?;
+            Ok(r.deleted_count)
+        })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_only_free_slots() {
+        let taken: HashSet<i64> = [1, 2, 4].into_iter().collect();
+        for _ in 0..50 {
+            let s = pick_free(5, &taken);
+            assert!(matches!(s, Some(3) | Some(5)), "{s:?}");
+        }
+        assert_eq!(pick_free(3, &[1, 2, 3].into_iter().collect()), None);
+        // Dense: the fallback enumerates.
+        let dense: HashSet<i64> = (1..1000).collect();
+        assert_eq!(pick_free(1000, &dense), Some(1000));
     }
 }

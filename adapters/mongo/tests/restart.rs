@@ -1,6 +1,6 @@
 //! The database goes away and comes back: calls fail fast with
 //! `Unavailable` while it is down and succeed again on the same client
-//! afterwards, with no binding lost or duplicated.
+//! afterwards, with no link lost or duplicated.
 //!
 //! Runs its own FerretDB (never the shared one, which other tests use) with
 //! `CARDBIND_TEST_FERRETDB_CTL` / `CARDBIND_TEST_FERRETDB_BIN` from
@@ -16,8 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cardbind_mongo::MongoStore;
-use cardbind_ports::store::BindingStore;
-use cardbind_ports::testkit::{binding, changed, fingerprint, unique, user_id, BASE};
+use cardbind_ports::audit::{verify_links, AuditAction, AuditLog};
+use cardbind_ports::store::WalletStore;
+use cardbind_ports::testkit::{at, event, user_id, wallet};
 use cardbind_ports::StoreError;
 
 struct Ferret {
@@ -89,20 +90,35 @@ async fn survives_a_database_restart() {
         .expect("connect");
     store.ensure_indexes().await.expect("indexes");
 
-    let user = user_id(&unique("u"));
-    let first = binding(&unique("b"), &user, &fingerprint(), BASE);
-    store.insert(&first).await.expect("insert before");
+    let user = user_id(&common::unique("u"));
+    let ev = |a| vec![event(a, Some(&user), None)];
+    let first = store
+        .commit(
+            &wallet(&user, 1, at(0)),
+            None,
+            ev(AuditAction::BindingCreate),
+            at(0),
+        )
+        .await
+        .expect("commit before");
 
     ferret.ctl("stop");
-    let second = binding(&unique("b"), &user, &fingerprint(), BASE);
+    let w2 = wallet(&user, 2, at(1));
     for _ in 0..2 {
         let started = Instant::now();
-        let r = store.insert(&second).await;
+        let r = store
+            .commit(
+                &w2,
+                Some(first.clone()),
+                ev(AuditAction::BindingVerify),
+                at(1),
+            )
+            .await;
         assert!(
             matches!(r, Err(StoreError::Unavailable(_))),
             "while down: {r:?}"
         );
-        let r = store.get(&first.id).await;
+        let r = store.load(&user).await;
         assert!(
             matches!(r, Err(StoreError::Unavailable(_))),
             "while down: {r:?}"
@@ -117,32 +133,29 @@ async fn survives_a_database_restart() {
     ferret.ctl("start");
     // The same client finds the server again by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match store.insert(&second).await {
-            Ok(()) => break,
-            // The attempt while down never reached the server, so a
-            // duplicate here would be a lost-and-repeated write.
+    let second = loop {
+        match store
+            .commit(
+                &w2,
+                Some(first.clone()),
+                ev(AuditAction::BindingVerify),
+                at(1),
+            )
+            .await
+        {
+            Ok(h) => break h,
+            // The attempts while down never reached the server, so a
+            // conflict here would be a lost-and-repeated write.
             Err(StoreError::Unavailable(e)) if Instant::now() < deadline => {
                 eprintln!("not back yet: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("after restart: {e:?}"),
         }
-    }
-    let updated = changed(&first, |p| p.channel_ref = Some("after-restart".into()));
-    store
-        .update(&updated, 0)
-        .await
-        .expect("update after restart");
-
-    let all = store.list_by_user(&user, None, 10).await.expect("list");
-    let ids: Vec<_> = all.iter().map(|b| b.id.clone()).collect();
-    let mut want = vec![first.id.clone(), second.id.clone()];
-    want.sort();
-    assert_eq!(ids, want, "both bindings, once each");
-    assert_eq!(store.get(&first.id).await.expect("get"), Some(updated));
-    assert_eq!(
-        store.get(&second.id).await.expect("get"),
-        Some(second.clone())
-    );
+    };
+    assert_eq!(second.seq, 2);
+    let got = store.load(&user).await.expect("load").expect("stored");
+    assert_eq!((got.wallet, got.head), (w2, second));
+    let links = store.links(None, 10).await.expect("links");
+    assert_eq!(verify_links(&links), Ok(2), "both links, once each");
 }

@@ -13,7 +13,7 @@
 //! adapters as opaque bytes of their own records.
 
 use cardbind_domain::{
-    Binding, BindingId, BindingParts, BindingStatus, CardBrand, CardSummary, ChannelName,
+    BinEntry, BinInfo, Binding, BindingId, CardType, Country, Currency, Issuer, BindingParts, BindingStatus, CardBrand, CardSummary, ChannelName,
     ConsentRecord, Expiry, FailureReason, Fingerprint, NextAction, Role, Timestamp, UserId, Wallet,
 };
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
@@ -71,6 +71,59 @@ pub struct CardRecord {
     pub last4: String,
     pub exp_month: u32,
     pub exp_year: i32,
+    /// What the BIN table said when the card was bound (absent in records
+    /// written before BIN facts were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<BinFactsRecord>,
+}
+
+/// An issuer and what is known of a card's range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinFactsRecord {
+    pub issuer_code: String,
+    pub issuer_zh: String,
+    pub issuer_en: String,
+    #[serde(default)]
+    pub card_type: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+impl From<&BinInfo> for BinFactsRecord {
+    fn from(i: &BinInfo) -> Self {
+        BinFactsRecord {
+            issuer_code: i.issuer.code().as_str().to_owned(),
+            issuer_zh: i.issuer.name_zh().to_owned(),
+            issuer_en: i.issuer.name_en().to_owned(),
+            card_type: i.card_type.map(|t| t.as_str().to_owned()),
+            country: i.country.map(|c| c.code()),
+            currency: i.currency.map(|c| c.code().to_owned()),
+        }
+    }
+}
+
+impl BinFactsRecord {
+    pub fn into_domain(self) -> Result<BinInfo, StoreError> {
+        let opt = |v: Option<String>| v.filter(|s| !s.is_empty());
+        Ok(BinInfo {
+            issuer: Issuer::parse(&self.issuer_code, &self.issuer_zh, &self.issuer_en)
+                .map_err(|e| corrupt("issuer", e))?,
+            card_type: opt(self.card_type)
+                .map(|t| CardType::parse(&t))
+                .transpose()
+                .map_err(|e| corrupt("card type", e))?,
+            country: opt(self.country)
+                .map(|c| Country::parse(&c))
+                .transpose()
+                .map_err(|e| corrupt("country", e))?,
+            currency: opt(self.currency)
+                .map(|c| Currency::parse(&c))
+                .transpose()
+                .map_err(|e| corrupt("currency", e))?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +208,7 @@ impl From<&Binding> for BindingRecord {
                 last4: b.card.last4.clone(),
                 exp_month: b.card.expiry.month(),
                 exp_year: b.card.expiry.year(),
+                facts: b.card.facts.as_ref().map(BinFactsRecord::from),
             },
             channel: b.channel.as_str().to_owned(),
             channel_ref: b.channel_ref.clone(),
@@ -186,6 +240,7 @@ impl BindingRecord {
             last4: c.last4,
             expiry: Expiry::restore(c.exp_month, c.exp_year)
                 .ok_or_else(|| corrupt("card expiry", "out of range"))?,
+            facts: c.facts.map(BinFactsRecord::into_domain).transpose()?,
         };
         let failure = match self.failure {
             None => None,
@@ -266,6 +321,30 @@ pub fn event_bindings(events: &[AuditEvent]) -> Vec<String> {
     v
 }
 
+/// The user ids a link's events name, sorted and distinct (stored beside a
+/// link so that the audit log can be filtered by user).
+pub fn event_users(events: &[AuditEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.user_id.as_ref().map(|u| u.as_str().to_owned()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The actions of a link's events, sorted and distinct (stored beside a
+/// link so that the audit log can be filtered by action).
+pub fn event_actions(events: &[AuditEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| e.action.as_str().to_owned())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// An audit event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -323,6 +402,58 @@ impl EventRecord {
     }
 }
 
+/// One entry of a BIN table. (FerretDB 1.x stores no nested arrays, so a
+/// table is a list of these documents, not of arrays.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinRowRecord {
+    pub low: String,
+    pub high: String,
+    pub issuer: String,
+    pub name_zh: String,
+    pub name_en: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub card_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub currency: String,
+}
+
+impl From<&BinEntry> for BinRowRecord {
+    fn from(e: &BinEntry) -> Self {
+        let i = &e.info;
+        BinRowRecord {
+            low: e.range.low().to_owned(),
+            high: e.range.high().to_owned(),
+            issuer: i.issuer.code().as_str().to_owned(),
+            name_zh: i.issuer.name_zh().to_owned(),
+            name_en: i.issuer.name_en().to_owned(),
+            card_type: i
+                .card_type
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            country: i.country.map(|c| c.code()).unwrap_or_default(),
+            currency: i.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
+        }
+    }
+}
+
+impl BinRowRecord {
+    pub fn into_domain(&self) -> Result<BinEntry, StoreError> {
+        BinEntry::parse(
+            &self.low,
+            &self.high,
+            &self.issuer,
+            &self.name_zh,
+            &self.name_en,
+            &self.card_type,
+            &self.country,
+            &self.currency,
+        )
+        .map_err(|e| corrupt("a stored BIN table row", e))
+    }
+}
+
 /// Reads back a list of stored events.
 pub fn events_into_domain(events: Vec<EventRecord>) -> Result<Vec<AuditEvent>, StoreError> {
     events.into_iter().map(EventRecord::into_domain).collect()
@@ -348,6 +479,7 @@ mod tests {
                             bin: "622588".into(),
                             last4: "4444".into(),
                             expiry: Expiry::restore(6, 2031).unwrap(),
+                            facts: None,
                         },
                         consent: ConsentGiven {
                             text_version: "2026-01".into(),
@@ -426,7 +558,7 @@ mod tests {
             actor: AuditActor::service("reconcile"),
             ..e.clone()
         };
-        for ev in [e, system] {
+        for ev in [e.clone(), system] {
             let rec = EventRecord::from(&ev);
             assert_eq!(rec.clone().into_domain().unwrap(), ev);
         }
@@ -435,5 +567,13 @@ mod tests {
             Vec::<String>::new(),
             "no events, no cards"
         );
+        let mut other = e.clone();
+        other.user_id = Some(UserId::parse("bob").unwrap());
+        other.binding_id = None;
+        other.action = AuditAction::BindingUnbind;
+        let three = [other, e.clone(), e.clone()];
+        assert_eq!(event_users(&three), ["alice", "bob"]);
+        assert_eq!(event_bindings(&three), ["card-1"]);
+        assert_eq!(event_actions(&three), ["binding.freeze", "binding.unbind"]);
     }
 }

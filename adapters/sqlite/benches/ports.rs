@@ -119,6 +119,7 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
                     bin: "622588".into(),
                     last4: "4444".into(),
                     expiry: Expiry::restore(6, 2031).unwrap(),
+                    facts: None,
                 },
                 consent,
                 generation: 1,

@@ -39,6 +39,7 @@ fn no_statement_scans_or_sorts() {
         crate::card_data::STATEMENTS,
         crate::idempotency::STATEMENTS,
         crate::small::STATEMENTS,
+        crate::bins::STATEMENTS,
     ];
     let mut n = 0;
     for (name, sql) in all.iter().flat_map(|s| s.iter()) {

@@ -18,7 +18,7 @@ use crate::error::db_err;
 use crate::OpenError;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a cardbind database ("CBnd").
 pub const APPLICATION_ID: i64 = 0x4342_6e64;
@@ -116,8 +116,19 @@ CREATE TABLE review_queue (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: imported BIN tables (the newest row is the active table).
+const V2: &str = "
+CREATE TABLE bin_tables (
+    n           INTEGER PRIMARY KEY,
+    id          TEXT    NOT NULL UNIQUE,
+    imported_at INTEGER NOT NULL,
+    entries     INTEGER NOT NULL,
+    rows        TEXT    NOT NULL
+);
+";
+
 /// The steps from version `i` to `i + 1`, in order.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))

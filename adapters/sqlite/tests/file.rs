@@ -528,10 +528,14 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let newer = dir.path().join("newer.sqlite3");
     drop(open(&newer));
-    tamper(&newer, "PRAGMA user_version = 2;");
+    let next = cardbind_sqlite::SCHEMA_VERSION + 1;
+    tamper(&newer, &format!("PRAGMA user_version = {next};"));
     assert_eq!(
         SqliteStore::open(&newer, SqliteOptions::default()).err(),
-        Some(OpenError::NewerSchema { found: 2, known: 1 })
+        Some(OpenError::NewerSchema {
+            found: next,
+            known: cardbind_sqlite::SCHEMA_VERSION
+        })
     );
 
     let other = dir.path().join("other.sqlite3");
@@ -576,7 +580,10 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     let vacuum: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-    assert_eq!((v, mode.as_str(), vacuum), (1, "wal", 2));
+    assert_eq!(
+        (v, mode.as_str(), vacuum),
+        (cardbind_sqlite::SCHEMA_VERSION, "wal", 2)
+    );
 }
 
 #[test]

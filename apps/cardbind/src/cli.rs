@@ -1,5 +1,6 @@
 //! Commands: `serve`, `token`, `step-up-token`, `spec`, `purge`,
-//! `audit verify`, `keys rotate`, `erase-user`, `reconcile`, `check-config`.
+//! `audit verify`, `keys rotate`, `erase-user`, `reconcile`, `check-config`,
+//! `bins import`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -91,6 +92,24 @@ pub enum Command {
     CheckConfig,
     /// Print every setting with its default, as a TOML file to start from.
     Defaults,
+    /// The BIN table (issuer, card type, country, currency by BIN).
+    Bins {
+        #[command(subcommand)]
+        command: BinsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinsCommand {
+    /// Replace the BIN table of every instance with the one in FILE (CSV:
+    /// low,high,issuer_code,issuer_name_zh,issuer_name_en,card_type,country,currency).
+    /// The whole file is checked first; any bad line or overlap refuses it all.
+    Import {
+        file: PathBuf,
+        /// Only check the file; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +167,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             Ok(())
         }
         Command::Spec => {
-            println!("{}", crate::http::api_spec_json());
+            print!("{}", crate::http::api_spec_json());
             Ok(())
         }
         Command::Defaults => {
@@ -216,6 +235,14 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             println!("erased user {user}: {n} card(s) unbound, key material destroyed");
             Ok(())
         }
+        Command::Bins {
+            command: BinsCommand::Import { file, dry_run },
+        } => {
+            init_logging(&config);
+            let report = import_bins(&config, &file, dry_run).await?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Reconcile { older_than } => {
             init_logging(&config);
             let built = compose::build(&config).await?;
@@ -235,6 +262,57 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+/// `cardbind bins import FILE`: checks the whole file, then (unless
+/// `dry_run`) makes it the active table of every instance. Returns what to
+/// print.
+pub async fn import_bins(
+    config: &Config,
+    file: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<String> {
+    use cardbind_ports::clock::{Clock, SystemClock};
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let table = crate::bins::parse_csv(std::io::BufReader::new(f))
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", file.display()))?;
+    if dry_run {
+        return Ok(format!(
+            "{}: {} entries, valid (dry run: nothing imported)",
+            file.display(),
+            table.len()
+        ));
+    }
+    if config.storage.kind == crate::config::StorageKind::Memory {
+        bail!(
+            "bins import needs storage.kind = \"mongodb\": with in-memory storage the table \
+             lives inside the service process and an import could not reach it"
+        );
+    }
+    let store = compose::bin_store(config).await?;
+    let version = store
+        .replace(&table, SystemClock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("storing the BIN table failed (nothing changed): {e}"))?;
+    let detail = format!("version {}, {} entries", version.id, version.entries);
+    let stores = compose::stores(config).await?;
+    let event = cardbind_ports::audit::AuditEvent {
+        at: SystemClock.now(),
+        actor: "cli:bins-import".into(),
+        role: "admin".into(),
+        action: "bins.import".into(),
+        outcome: "ok".into(),
+        detail: Some(detail.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = stores.audit.append(event).await {
+        tracing::error!(error = %e, "audit append failed for the BIN table import");
+    }
+    Ok(format!(
+        "imported {}: {detail}; every instance uses it within {} s",
+        file.display(),
+        config.bins.refresh_interval_seconds
+    ))
 }
 
 /// What `cardbind audit verify` found.
@@ -394,15 +472,37 @@ pub async fn serve_on(
         })
     });
 
+    // Every instance picks up an imported BIN table within one interval;
+    // a failed check keeps the table in use and is retried next time.
+    let bins_task = {
+        let every = Duration::from_secs(config.bins.refresh_interval_seconds.max(1));
+        let bins = built.state.bins.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match bins.directory.refresh(bins.store.as_ref()).await {
+                    Ok(cardbind_ports::bins::Refresh::Loaded(v)) => {
+                        tracing::info!(version = %v.id, entries = v.entries, "BIN table updated")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "BIN table refresh failed; keeping the table in use")
+                    }
+                }
+            }
+        })
+    };
+
     let app = crate::http::app(built.state.clone());
     let acceptor = poem::listener::TcpAcceptor::from_std(listener)?;
-    let grace = Some(Duration::from_secs(30));
+    let grace = Duration::from_secs(30);
+    let limits = config.server.connection_limits();
+    let registry = built.state.metrics.clone();
     let res = match tls {
-        None => {
-            poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(app, shutdown, grace)
-                .await
-        }
+        None => crate::http::server::run(acceptor, app, limits, &registry, shutdown, grace).await,
         Some(tls) => {
             use futures::StreamExt;
             use poem::listener::AcceptorExt;
@@ -412,14 +512,21 @@ pub async fn serve_on(
                 inner: acceptor,
                 started: false,
             };
-            poem::Server::new_with_acceptor(acceptor.rustls(configs))
-                .run_with_graceful_shutdown(app, shutdown, grace)
-                .await
+            crate::http::server::run(
+                acceptor.rustls(configs),
+                app,
+                limits,
+                &registry,
+                shutdown,
+                grace,
+            )
+            .await
         }
     };
     if let Some(t) = purge_task {
         t.abort();
     }
+    bins_task.abort();
     res?;
     Ok(())
 }
@@ -491,9 +598,14 @@ impl Drop for Running {
 /// Starts the service for `config` on `config.server.address` (use port 0
 /// for a free one) in the background and returns once it listens.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let built = compose::build(&config).await?;
+    start_built(config, built).await
+}
+
+/// [`start`] with the adapters already built (see [`compose::build_on`]).
+pub async fn start_built(config: Config, built: compose::Built) -> anyhow::Result<Running> {
     let listener = std::net::TcpListener::bind(&config.server.address)
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
-    let built = compose::build(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<(std::net::SocketAddr, String)>();
     let built2 = built.clone();

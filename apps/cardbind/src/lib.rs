@@ -7,6 +7,7 @@
 //! Adapter choice is erased here, once, into `Arc<dyn Port>`: nothing below
 //! this crate is generic over a storage, key or channel type.
 
+pub mod bins;
 pub mod cli;
 pub mod compose;
 pub mod config;

@@ -64,6 +64,8 @@ pub struct HttpSettings {
     pub idempotency_lease_seconds: i64,
     /// Whether to trust `X-Forwarded-For` for the client IP.
     pub trust_forwarded_for: bool,
+    /// Time for a whole request body to arrive (400 beyond).
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for HttpSettings {
@@ -75,6 +77,7 @@ impl Default for HttpSettings {
             idempotency_wait_ms: 10_000,
             idempotency_lease_seconds: 60,
             trust_forwarded_for: false,
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -89,4 +92,6 @@ pub struct AppState {
     pub auth: Arc<AuthSettings>,
     pub http: Arc<HttpSettings>,
     pub metrics: prometheus::Registry,
+    /// The BIN table in use, its store and each channel's card rule.
+    pub bins: Arc<crate::bins::Bins>,
 }

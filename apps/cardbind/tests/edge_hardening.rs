@@ -1,6 +1,7 @@
 //! Hostile requests at the HTTP edge: odd methods cannot grow the metrics,
 //! absurd signature timestamps cannot panic, forged forwarding headers
-//! cannot dodge the per-IP limit.
+//! cannot dodge the per-IP limit; slow-loris connections, trickled bodies
+//! and oversized heads are cut off by the connection layer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -85,4 +86,241 @@ async fn a_signing_client_must_sign_whatever_role_its_token_names() {
             .await;
         assert_error(resp, 401, "invalid_signature").await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// The connection layer, against the real binary (a subprocess, so that its
+// file-descriptor limit can be set as an operator's would be).
+
+mod binary {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    pub struct Service {
+        pub addr: std::net::SocketAddr,
+        _child: tokio::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Starts `cardbind serve` with at most `nofile` open files and the
+    /// given `CARDBIND__…` settings; returns once it listens.
+    pub async fn start(nofile: u32, settings: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" serve"))
+            .arg(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
+            .env("CARDBIND__LOG__FILTER", "warn");
+        for (k, v) in settings {
+            cmd.env(format!("CARDBIND__SERVER__{}", k.to_ascii_uppercase()), v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the service prints its address within 60 s")
+            .unwrap()
+            .expect("a line on stdout");
+        let addr = line
+            .rsplit("://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no address in {line:?}"));
+        Service {
+            addr,
+            _child: child,
+            _dir: dir,
+        }
+    }
+
+    /// `GET /healthz` on a fresh connection; the status and how long it
+    /// took (an error past 5 s).
+    pub async fn healthz(addr: std::net::SocketAddr) -> Result<(u16, Duration), String> {
+        tokio::time::timeout(Duration::from_secs(5), healthz_once(addr))
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+    }
+
+    async fn healthz_once(addr: std::net::SocketAddr) -> Result<(u16, Duration), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status line in {:?}", &text[..text.len().min(80)]))?;
+        Ok((status, started.elapsed()))
+    }
+}
+
+/// A connection that sends a request head one byte at a time and never
+/// finishes it. Resolves when the server closes it, with how long it was
+/// kept open.
+async fn slow_loris(addr: std::net::SocketAddr) -> Option<std::time::Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut rd, mut wr) = s.into_split();
+    let writer = async move {
+        if wr
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if wr.write_all(b"a").await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async move {
+        let mut buf = [0u8; 256];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+    }
+    Some(started.elapsed())
+}
+
+/// More slow-loris connections than the process has file descriptors for:
+/// without a connection limit below the descriptor limit the server runs
+/// out of descriptors and nobody else gets in; without a header deadline
+/// the slow connections are held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_connections_do_not_keep_other_clients_out() {
+    let svc = binary::start(
+        256,
+        &[
+            ("max_connections", "128"),
+            ("header_read_timeout_ms", "3000"),
+        ],
+    )
+    .await;
+    let addr = svc.addr;
+    assert_eq!(binary::healthz(addr).await.unwrap().0, 200);
+
+    let lorises: Vec<_> = (0..300).map(|_| tokio::spawn(slow_loris(addr))).collect();
+    // Let them connect and start trickling.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    for i in 0..10 {
+        let (status, took) = binary::healthz(addr)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} during the slow-loris: {e}"));
+        assert_eq!(status, 200, "request {i}");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "request {i} took {took:?} while slow connections were held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Every slow connection is closed: evicted, or at the header deadline.
+    let mut longest = std::time::Duration::ZERO;
+    for l in lorises {
+        let held = tokio::time::timeout(std::time::Duration::from_secs(10), l)
+            .await
+            .expect("a slow-loris connection was still open 10 s later")
+            .unwrap();
+        if let Some(h) = held {
+            longest = longest.max(h);
+        }
+    }
+    assert!(
+        longest < std::time::Duration::from_millis(3000 + 2000),
+        "a slow connection was held {longest:?} (header deadline 3 s)"
+    );
+}
+
+/// A body trickled after a complete head is cut off at the body deadline
+/// with the error envelope (400, declared by every operation with a body).
+#[tokio::test]
+async fn a_trickled_body_is_refused_at_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = binary::start(1024, &[("body_read_timeout_ms", "1000")]).await;
+    let s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let started = std::time::Instant::now();
+    wr.write_all(
+        b"POST /v1/users/alice/cards HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), rd.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("invalid_request"), "{text}");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(3),
+        "answered after {took:?} (deadline 1 s)"
+    );
+}
+
+/// A request head above `server.max_header_bytes` is refused with 431
+/// (hyper's default would accept about 400 KiB).
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = binary::start(1024, &[]).await;
+    let mut s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(32 * 1024)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    // A head within the limit is served.
+    assert_eq!(binary::healthz(svc.addr).await.unwrap().0, 200);
 }

@@ -135,7 +135,18 @@ impl UseCases {
             .ok_or_else(channel_not_enabled)?;
         let fingerprint = self.ports.vault.fingerprint(&cmd.details.card).await?;
         self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
-        let (id, known) = self.reserve(ctx, &cmd, &channel_name, &fingerprint).await?;
+        // What the BIN table says of the card, and whether the channel
+        // takes it (refused probes still count against the limits above).
+        let facts = self.ports.bins.lookup_card(&cmd.details.card).map(|e| e.info);
+        if let Some(rule) = self.policy.card_rules.get(&channel_name) {
+            if let Err(refusal) = rule.check(facts.as_ref()) {
+                self.audit_refused_bind(ctx, &cmd.user, refusal.code).await;
+                return Err(refusal.into());
+            }
+        }
+        let (id, known) = self
+            .reserve(ctx, &cmd, &channel_name, &fingerprint, facts)
+            .await?;
         let request = ChannelBindRequest {
             binding_id: id.clone(),
             user_id: cmd.user.clone(),
@@ -245,6 +256,7 @@ impl UseCases {
         cmd: &BindCard,
         channel: &ChannelName,
         fingerprint: &Fingerprint,
+        facts: Option<cardbind_domain::BinInfo>,
     ) -> Result<(BindingId, Loaded), BindError> {
         let now = self.now();
         let consent = cmd.consent.clone().accept(channel.clone(), now)?;
@@ -256,6 +268,7 @@ impl UseCases {
                 bin: cmd.details.card.bin().to_owned(),
                 last4: cmd.details.card.last4().to_owned(),
                 expiry: cmd.expiry,
+                facts,
             },
             consent,
             generation: self.ports.ids.data_generation(),
@@ -364,7 +377,8 @@ impl UseCases {
             channel,
             request,
         } = start;
-        let outcome = start_outcome(id, channel.start_binding(request).await, &request.phone);
+        let (outcome, review_reason) =
+            start_outcome(id, channel.start_binding(request).await, &request.phone);
         if let StartOutcome::Bound { channel_ref }
         | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
         {
@@ -389,7 +403,7 @@ impl UseCases {
         };
         let (status, after) = self
             .change_wallet::<_, E>(ctx, user, known, |w, now| {
-                apply_start(ctx, w, id, outcome.clone(), now)
+                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
             })
             .await?;
         match status {
@@ -436,33 +450,65 @@ fn bind_event(
     }
 }
 
-/// What the channel's answer means for the card.
+/// What the channel's answer means for the card, and why a card goes to
+/// review (for the audit detail).
 fn start_outcome(
     id: &BindingId,
     answer: Result<ChannelStart, ChannelError>,
     phone: &Phone,
-) -> StartOutcome {
+) -> (StartOutcome, Option<String>) {
+    let review = |why: String| {
+        tracing::warn!(binding = %id, why, "channel could not take the binding; it goes to manual review");
+        (StartOutcome::Unreachable, Some(why))
+    };
     match answer {
-        Ok(ChannelStart::Bound { channel_ref }) => StartOutcome::Bound { channel_ref },
-        Ok(ChannelStart::OtpSent { channel_ref }) => StartOutcome::ActionRequired {
-            channel_ref,
-            action: NextAction::Otp {
-                phone_hint: phone.masked(),
+        Ok(ChannelStart::Bound { channel_ref }) => (StartOutcome::Bound { channel_ref }, None),
+        Ok(ChannelStart::OtpSent { channel_ref }) => (
+            StartOutcome::ActionRequired {
+                channel_ref,
+                action: NextAction::Otp {
+                    phone_hint: phone.masked(),
+                },
             },
-        },
-        Ok(ChannelStart::Redirect { channel_ref, url }) => StartOutcome::ActionRequired {
-            channel_ref,
-            action: NextAction::Redirect { url },
-        },
-        Ok(ChannelStart::Refused { code, .. }) | Err(ChannelError::Rejected { code, .. }) => {
+            None,
+        ),
+        Ok(ChannelStart::Redirect { channel_ref, url }) => (
+            StartOutcome::ActionRequired {
+                channel_ref,
+                action: NextAction::Redirect { url },
+            },
+            None,
+        ),
+        Ok(ChannelStart::Refused { code, .. }) | Err(ChannelError::Rejected { code, .. }) => (
             StartOutcome::Refused {
                 code: ChannelCode::from_channel(&code),
-            }
+            },
+            None,
+        ),
+        // Not the card's fault: the channel is down, slow, shut by the
+        // breaker, refuses our own set-up, or answered what we cannot read.
+        Err(ChannelError::Misconfigured { code }) => {
+            review(format!("channel misconfigured: {}", ChannelCode::from_channel(&code).as_str()))
         }
-        Err(e) => {
-            tracing::warn!(binding = %id, error = %e, "channel could not take the binding; it goes to manual review");
-            StartOutcome::Unreachable
+        Err(e @ (ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen)) => {
+            review(format!("channel unreachable: {}", short(&e)))
         }
+        Err(e @ (ChannelError::InvalidSignature | ChannelError::Protocol(_))) => {
+            review(format!("channel answer unusable: {}", short(&e)))
+        }
+    }
+}
+
+/// The kind of a channel error, without its message.
+fn short(e: &ChannelError) -> &'static str {
+    match e {
+        ChannelError::Timeout => "timeout",
+        ChannelError::Unavailable(_) => "unavailable",
+        ChannelError::CircuitOpen => "circuit_open",
+        ChannelError::Rejected { .. } => "rejected",
+        ChannelError::InvalidSignature => "invalid_signature",
+        ChannelError::Protocol(_) => "protocol",
+        ChannelError::Misconfigured { .. } => "misconfigured",
     }
 }
 
@@ -473,6 +519,7 @@ fn apply_start<E>(
     w: &mut Wallet,
     id: &BindingId,
     outcome: StartOutcome,
+    review_reason: Option<&str>,
     now: Timestamp,
 ) -> crate::tx::Decided<Option<BindingStatus>, E>
 where
@@ -501,12 +548,11 @@ where
         .detail(format!("{from} -> {to}"))
         .build()];
     if to == BindingStatus::PendingReview {
-        events.push(
-            ctx.event(now, AuditAction::ReviewQueued)
-                .user(w.user())
-                .binding(id)
-                .build(),
-        );
+        let e = ctx.event(now, AuditAction::ReviewQueued).user(w.user()).binding(id);
+        events.push(match review_reason {
+            Some(why) => e.detail(why).build(),
+            None => e.build(),
+        });
     }
     crate::tx::Decided::new(Ok(Some(to)), events)
 }

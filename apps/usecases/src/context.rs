@@ -1,12 +1,15 @@
 //! Who is asking, the ports and limits the use cases run on, and the audit
 //! events they write.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cardbind_domain::{
-    Actor, BindingId, CardCap, ErrorCode, RateRule, Role, Timestamp, UserId, VerificationPolicy,
+    Actor, BindingId, CardCap, ChannelCardRule, ChannelName, ErrorCode, RateRule, Role,
+    Timestamp, UserId, VerificationPolicy,
 };
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, AuditLog, Outcome};
+use cardbind_ports::bins::BinDirectory;
 use cardbind_ports::channel::ChannelRegistry;
 use cardbind_ports::clock::{Clock, IdGenerator};
 use cardbind_ports::keys::CardVault;
@@ -28,6 +31,8 @@ pub struct Ports {
     pub review: Arc<dyn ReviewQueue>,
     pub vault: Arc<dyn CardVault>,
     pub channels: ChannelRegistry,
+    /// The BIN table in use (refreshed from its store by the service).
+    pub bins: Arc<BinDirectory>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
     /// When set, unbinding a default card and erasing a user need a
@@ -54,6 +59,9 @@ pub struct Policy {
     pub resume_after_seconds: i64,
     /// How far back `reconcile` looks for cards left pending.
     pub reconcile_lookback_seconds: i64,
+    /// Which cards each channel takes (a channel without one takes every
+    /// card).
+    pub card_rules: BTreeMap<ChannelName, ChannelCardRule>,
 }
 
 impl Default for Policy {
@@ -73,6 +81,7 @@ impl Default for Policy {
             notification_memory_seconds: 30 * 24 * 3600,
             resume_after_seconds: 30,
             reconcile_lookback_seconds: 7 * 24 * 3600,
+            card_rules: BTreeMap::new(),
         }
     }
 }

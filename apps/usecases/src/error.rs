@@ -242,7 +242,8 @@ pub(crate) use op_error;
 /// What a channel's error means for the caller.
 pub(crate) enum ChannelFailure {
     /// Timeout, outage, open breaker, or the channel refusing our own
-    /// credentials (an operator problem, not the card's): 503.
+    /// credentials or configuration (an operator problem, not the card's):
+    /// 503.
     Unreachable(Unavailable),
     /// The channel said no to the card: 422.
     Declined(Declined),
@@ -259,6 +260,9 @@ impl ChannelFailure {
                 tracing::warn!(error = %e, "payment channel unreachable");
                 ChannelFailure::Unreachable(channel_unavailable())
             }
+            // Our own credentials or configuration: an operator problem,
+            // never the card's (the channel wrapper logs and audits it).
+            ChannelError::Misconfigured { .. } => ChannelFailure::Unreachable(channel_unavailable()),
             ChannelError::Rejected { code, .. } => {
                 ChannelFailure::Declined(channel_rejected(&code))
             }

@@ -237,6 +237,7 @@ impl UseCases {
                     .user(&b.user_id)
                     .binding(&b.id)
                     .refused(cardbind_domain::ErrorCode::ChannelUnavailable)
+                    .detail(format!("agreement may still be active at the channel: {e}"))
                     .build()]
             }
         }

@@ -196,7 +196,14 @@ fn apply_answer(
             Err(channel_rejected(code).into())
         }
         Err(e) => match ChannelFailure::of(e.clone()) {
-            ChannelFailure::Unreachable(u) => Err(u.into()),
+            ChannelFailure::Unreachable(u) => {
+                let r: Result<(), VerifyError> = w.change(id, |b| {
+                    b.otp_unchecked(now);
+                    Ok::<(), VerifyError>(())
+                });
+                r.ok();
+                Err(u.into())
+            }
             _ => Err(crate::error::Internal::new(format!("channel answered badly: {e}")).into()),
         },
     };

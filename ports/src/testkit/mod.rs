@@ -244,6 +244,7 @@ pub fn card(n: u32, now: Timestamp) -> CardToBind {
             bin: "622588".to_owned(),
             last4: format!("{:04}", n % 10_000),
             expiry: Expiry::restore(12, 2031).expect("valid expiry"),
+            facts: None,
         },
         consent: ConsentGiven {
             text_version: "2026-01".to_owned(),

@@ -15,11 +15,21 @@
 //!   `<method with dots as underscores>_response` value (or
 //!   `error_response`) as received, found by [`scan::top_level_members`],
 //!   never re-serialized. `10000` is success, `20000` is "unknown, ask
-//!   again" (`Unavailable`, transient), `40004` is a business refusal
+//!   again" (`Unavailable`, transient); `20001`, `40001`, `40002` and
+//!   `40006` name our own set-up (bad signature or key, unknown app id,
+//!   missing permission: see [`is_configuration_code`]) and are
+//!   `Misconfigured` with the `sub_code`; `40004` is a business refusal
 //!   (`Rejected` with the `sub_code`), others are `Rejected` with
-//!   `sub_code` or `code`. An unsigned `error_response` (Alipay sends those
-//!   when it cannot even check our signature) is a `Protocol` error: we act
-//!   on nothing that is not signed.
+//!   `sub_code` or `code`.
+//! * **Answers we cannot trust**: a signature that does not verify with the
+//!   configured Alipay public key is `Misconfigured
+//!   { code: "response_signature_invalid" }` (the usual cause is the wrong
+//!   key installed, e.g. the application's own public key instead of
+//!   Alipay's; nothing in it is acted upon either way). An unsigned answer
+//!   (Alipay sends those when it cannot even check our request) is acted
+//!   upon only to report a configuration code as `Misconfigured`, which
+//!   changes no binding; any other unsigned `error_response` is a
+//!   `Protocol` error and an unsigned success `InvalidSignature`.
 //! * **Agreement flow**: `start_binding` builds the signed
 //!   `alipay.user.agreement.page.sign` URL for the user (gateway URL + all
 //!   signed parameters as the query string) with `external_agreement_no` =
@@ -215,6 +225,31 @@ fn str_field<'a>(node: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     node.get(key).and_then(Value::as_str)
 }
 
+/// Alipay public (gateway) codes that are about our own set-up, never about
+/// the user or the card (Alipay's public error code table):
+///
+/// * `20001` insufficient token permissions (`aop.invalid-app-auth-token`,
+///   `aop.no-product-reg-by-partner`, …): an authorisation token or product
+///   registration of ours;
+/// * `40001` missing parameter (`isv.missing-signature`,
+///   `isv.missing-app-id`, `isv.missing-signature-key`, …): our request
+///   builder or the key upload on the Alipay console;
+/// * `40002` invalid parameter (`isv.invalid-signature`,
+///   `isv.invalid-app-id`, `isv.invalid-signature-type`,
+///   `isv.invalid-timestamp`, `isv.invalid-encrypt`,
+///   `isv.missing-signature-config`, `isv.decryption-error-*`, certificate
+///   serial errors, …): the common parameters Alipay checks before any
+///   business logic, which hold nothing of the user's;
+/// * `40006` insufficient permissions (`isv.insufficient-isv-permissions`,
+///   `isv.insufficient-user-permissions`): the product is not signed or not
+///   bound to this app.
+///
+/// `20000` (service unavailable) is transient; `40004` (business failed)
+/// and the others stay refusals with their sub code.
+pub fn is_configuration_code(code: &str) -> bool {
+    matches!(code, "20001" | "40001" | "40002" | "40006")
+}
+
 fn is_not_found_code(code: &str) -> bool {
     let u = code.to_ascii_uppercase();
     u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
@@ -355,26 +390,42 @@ impl AlipayChannel {
         };
         let sign: Option<String> = match sign_raw {
             None => None,
-            Some(s) => Some(
-                serde_json::from_str::<String>(s).map_err(|_| ChannelError::InvalidSignature)?,
-            ),
+            Some(s) => Some(serde_json::from_str::<String>(s).map_err(|_| {
+                crate::http::misconfigured(crate::http::codes::RESPONSE_SIGNATURE_INVALID)
+            })?),
         };
         match sign {
             Some(sig) => {
                 if !self.verifier.verify_b64(raw.as_bytes(), &sig) {
-                    return Err(ChannelError::InvalidSignature);
+                    // Signed, but not with the Alipay public key we hold:
+                    // the key configured is not this app's Alipay public
+                    // key (see the module docs).
+                    return Err(crate::http::misconfigured(
+                        crate::http::codes::RESPONSE_SIGNATURE_INVALID,
+                    ));
                 }
             }
-            None if is_error => {
-                // Not signed: report it, act on nothing it says.
+            None => {
+                // Not signed: act on nothing it says. Alipay leaves its
+                // answer unsigned when it cannot check our request (bad
+                // signature, unknown app id): a gateway code naming our
+                // configuration is reported as such, which changes no
+                // binding; anything else is refused.
                 let fields: Map<String, Value> = serde_json::from_str(raw).unwrap_or_default();
-                return Err(protocol(format!(
-                    "unsigned alipay error_response code={} sub_code={}",
-                    str_field(&fields, "code").unwrap_or("?"),
-                    str_field(&fields, "sub_code").unwrap_or("?")
-                )));
+                let code = str_field(&fields, "code").unwrap_or("");
+                let sub_code = str_field(&fields, "sub_code").filter(|s| !s.is_empty());
+                if is_configuration_code(code) {
+                    return Err(crate::http::misconfigured(sub_code.unwrap_or(code)));
+                }
+                if is_error {
+                    return Err(protocol(format!(
+                        "unsigned alipay error_response code={} sub_code={}",
+                        if code.is_empty() { "?" } else { code },
+                        sub_code.unwrap_or("?")
+                    )));
+                }
+                return Err(ChannelError::InvalidSignature);
             }
-            None => return Err(ChannelError::InvalidSignature),
         }
         let fields: Map<String, Value> = if raw.starts_with('"') {
             let Some(key) = &self.aes_key else {
@@ -402,6 +453,7 @@ impl AlipayChannel {
                 sub_code.unwrap_or("service unavailable")
             ))),
             "" => Err(protocol("response without code")),
+            c if is_configuration_code(c) => Err(crate::http::misconfigured(sub_code.unwrap_or(c))),
             other => Err(ChannelError::Rejected {
                 code: sub_code.unwrap_or(other).to_owned(),
                 message: sub_msg,

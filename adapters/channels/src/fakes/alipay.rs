@@ -1,13 +1,24 @@
 //! A fake Alipay OpenAPI gateway (`POST /gateway.do`).
 //!
-//! It checks every request as Alipay does: the RSA2 signature over the
-//! sorted non-empty parameters but `sign` with the application public key
-//! it accepts, `app_id`, `charset=utf-8`, `sign_type=RSA2`, `version=1.0`,
-//! a `timestamp` in Beijing time within 10 minutes of now, and (when it has
-//! an AES key) `encrypt_type=AES` with a `biz_content` that decrypts. A
-//! request that fails a check is answered with an unsigned
-//! `error_response` (`isv.invalid-signature`), as Alipay does when it
-//! cannot trust the caller, and recorded as refused.
+//! It checks every request as Alipay does: `app_id` (the application it
+//! serves), the RSA2 signature over the sorted non-empty parameters but
+//! `sign` with the application public key it holds for that application,
+//! `charset=utf-8`, `sign_type=RSA2`, `version=1.0`, a `timestamp` in
+//! Beijing time within 10 minutes of now, and (when it has an AES key)
+//! `encrypt_type=AES` with a `biz_content` that decrypts. A request that
+//! fails a check gets the `error_response` of Alipay's public error code
+//! table (`40001` missing parameter, `40002` invalid parameter, with the
+//! sub code of the check: `isv.invalid-app-id`, `isv.invalid-signature`,
+//! `isv.invalid-timestamp`, …) and is recorded as refused. The answer is
+//! signed when the fake knows the application (the Alipay key pair is per
+//! application) and unsigned for an unknown `app_id`. A wrong application
+//! key, app id or AES key in the channel's configuration therefore gets the
+//! very answer the real gateway gives, with no switch to set.
+//!
+//! The merchant account's state, which no configuration of ours can
+//! change, is a switch: [`FakeAlipay::set_product_signed`] `(false)` makes
+//! every verified request `40006 isv.insufficient-isv-permissions` (the
+//! withholding product is not signed or not bound to the application).
 //!
 //! Answers are signed with the gateway key over the exact text of the
 //! `<method>_response` node, which is pretty-printed (so a client that
@@ -81,7 +92,33 @@ struct State {
     wrong_key: AtomicBool,
     down: AtomicBool,
     force_code: Mutex<Option<(String, String)>>,
+    product_unsigned: AtomicBool,
     requests: Mutex<Vec<ReceivedRequest>>,
+}
+
+/// Why the gateway refused a request: Alipay's public `code`, `sub_code`,
+/// and a note for the request record.
+#[derive(Clone, Copy, Debug)]
+struct Refusal {
+    code: &'static str,
+    sub_code: &'static str,
+    why: &'static str,
+}
+
+const fn missing(sub_code: &'static str, why: &'static str) -> Refusal {
+    Refusal {
+        code: "40001",
+        sub_code,
+        why,
+    }
+}
+
+const fn invalid(sub_code: &'static str, why: &'static str) -> Refusal {
+    Refusal {
+        code: "40002",
+        sub_code,
+        why,
+    }
 }
 
 /// A running fake Alipay gateway; stops when dropped.
@@ -160,51 +197,117 @@ impl State {
         });
     }
 
-    /// Checks a request's parameters as Alipay would; returns the biz content.
-    fn check(&self, params: &BTreeMap<String, String>) -> Result<Value, &'static str> {
-        let sign = params.get("sign").ok_or("missing sign")?;
+    /// Checks a request's parameters as Alipay would; returns the biz
+    /// content, or the refusal of the public error code table.
+    fn check(&self, params: &BTreeMap<String, String>) -> Result<Value, Refusal> {
+        let sign = params
+            .get("sign")
+            .filter(|s| !s.is_empty())
+            .ok_or(missing("isv.missing-signature", "missing sign"))?;
+        match params.get("app_id").map(String::as_str) {
+            None | Some("") => return Err(missing("isv.missing-app-id", "missing app_id")),
+            Some(a) if a != self.app_id => {
+                return Err(invalid("isv.invalid-app-id", "unknown app_id"))
+            }
+            Some(_) => {}
+        }
+        match params.get("sign_type").map(String::as_str) {
+            None | Some("") => {
+                return Err(missing("isv.missing-signature-type", "missing sign_type"))
+            }
+            Some("RSA2") => {}
+            Some(_) => {
+                return Err(invalid(
+                    "isv.invalid-signature-type",
+                    "sign_type is not RSA2",
+                ))
+            }
+        }
         let app_public = lock(&self.app_public).clone();
         if !rsa_verify(
             &app_public,
             sign_content(params, &["sign"]).as_bytes(),
             sign,
         ) {
-            return Err("bad signature");
+            return Err(invalid("isv.invalid-signature", "bad signature"));
         }
-        for (k, v) in [
-            ("app_id", self.app_id.as_str()),
-            ("charset", "utf-8"),
-            ("sign_type", "RSA2"),
-            ("version", "1.0"),
-        ] {
-            if params.get(k).map(String::as_str) != Some(v) {
-                return Err("bad common parameter");
-            }
+        if params.get("charset").map(String::as_str) != Some("utf-8") {
+            return Err(invalid("isv.invalid-charset", "charset is not utf-8"));
+        }
+        match params.get("version").map(String::as_str) {
+            None | Some("") => return Err(missing("isv.missing-version", "missing version")),
+            Some("1.0") => {}
+            Some(_) => return Err(invalid("isv.invalid-parameter", "version is not 1.0")),
         }
         if params.get("method").is_none_or(|m| m.is_empty()) {
-            return Err("no method");
+            return Err(missing("isv.missing-method", "no method"));
         }
         // timestamp: yyyy-MM-dd HH:mm:ss in UTC+8, close to now.
-        let ts = params.get("timestamp").ok_or("no timestamp")?;
+        let ts = params
+            .get("timestamp")
+            .ok_or(missing("isv.missing-timestamp", "no timestamp"))?;
+        let bad_ts = invalid("isv.invalid-timestamp", "timestamp not in UTC+8 now");
         let fmt =
             time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-        let parsed =
-            time::PrimitiveDateTime::parse(ts, &fmt).map_err(|_| "bad timestamp format")?;
-        let offset = time::UtcOffset::from_whole_seconds(8 * 3600).map_err(|_| "offset")?;
+        let parsed = time::PrimitiveDateTime::parse(ts, &fmt).map_err(|_| bad_ts)?;
+        let offset = time::UtcOffset::from_whole_seconds(8 * 3600).map_err(|_| bad_ts)?;
         let at = parsed.assume_offset(offset);
         if (at.unix_timestamp() - now_unix()).abs() > 600 {
-            return Err("timestamp not in UTC+8 now");
+            return Err(bad_ts);
         }
-        let biz = params.get("biz_content").ok_or("no biz_content")?;
+        let biz = params
+            .get("biz_content")
+            .ok_or(missing("isv.missing-parameter", "no biz_content"))?;
         let biz = match (self.aes, params.get("encrypt_type").map(String::as_str)) {
             (Some(k), Some("AES")) => {
-                let plain = aes_dec(&k, biz).ok_or("biz_content does not decrypt")?;
-                String::from_utf8(plain).map_err(|_| "biz_content is not UTF-8")?
+                let undecryptable = invalid(
+                    "isv.decryption-error-unknown",
+                    "biz_content does not decrypt",
+                );
+                let plain = aes_dec(&k, biz).ok_or(undecryptable)?;
+                String::from_utf8(plain).map_err(|_| undecryptable)?
             }
             (None, None) => biz.clone(),
-            _ => return Err("encryption mismatch"),
+            (Some(_), None) => {
+                return Err(missing(
+                    "isv.decryption-error-missing-encrypt-type",
+                    "the application encrypts but the request is plain",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "isv.decryption-error-not-valid-encrypt-key",
+                    "the application has no AES key",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "isv.decryption-error-not-valid-encrypt-type",
+                    "encrypt_type is not AES",
+                ))
+            }
         };
-        serde_json::from_str(&biz).map_err(|_| "biz_content is not JSON")
+        serde_json::from_str(&biz)
+            .map_err(|_| invalid("isv.invalid-parameter", "biz_content is not JSON"))
+    }
+
+    /// The gateway's answer to a refused request: an `error_response`,
+    /// signed when the application is known.
+    fn refusal_answer(&self, refusal: Refusal) -> Result<String, FakeError> {
+        let node = serde_json::to_string_pretty(&json!({
+            "code": refusal.code,
+            "msg": if refusal.code == "40001" { "Missing Required Arguments" } else { "Invalid Arguments" },
+            "sub_code": refusal.sub_code,
+            "sub_msg": refusal.why,
+        }))
+        .map_err(|e| FakeError::new(e.to_string()))?;
+        if refusal.sub_code == "isv.invalid-app-id" || refusal.sub_code == "isv.missing-app-id" {
+            return Ok(format!("{{\"error_response\":{node}}}"));
+        }
+        let sign = rsa_sign(PLATFORM, node.as_bytes())?;
+        Ok(format!(
+            "{{\"error_response\":{node},\n \"sign\":\"{sign}\"}}"
+        ))
     }
 
     fn answer(&self, method: &str, fields: Value) -> Result<String, FakeError> {
@@ -240,13 +343,23 @@ impl State {
         }
         let biz = match self.check(&params) {
             Ok(b) => b,
-            Err(why) => {
-                self.record(&method, Some(why));
-                let body = json!({"error_response": {"code": "40002", "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-signature", "sub_msg": why}});
-                return Ok((200, body.to_string()));
+            Err(refusal) => {
+                self.record(&method, Some(refusal.why));
+                return Ok((200, self.refusal_answer(refusal)?));
             }
         };
+        if self.product_unsigned.load(Ordering::SeqCst) {
+            // Verified, then refused for the account's permissions.
+            lock(&self.requests).push(ReceivedRequest {
+                operation: method.clone(),
+                verified: true,
+                refusal: Some("product not signed (40006)".into()),
+            });
+            let fields = json!({"code": "40006", "msg": "Insufficient Permissions",
+                "sub_code": "isv.insufficient-isv-permissions",
+                "sub_msg": "the application has no permission for this product"});
+            return Ok((200, self.answer(&method, fields)?));
+        }
         self.record(&method, None);
         let forced = lock(&self.force_code).clone();
         if let Some((code, sub)) = forced {
@@ -324,6 +437,7 @@ impl FakeAlipay {
             wrong_key: AtomicBool::new(false),
             down: AtomicBool::new(false),
             force_code: Mutex::new(None),
+            product_unsigned: AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
         });
         let s = state.clone();
@@ -407,6 +521,14 @@ impl FakeAlipay {
         self.state.down.store(down, Ordering::SeqCst);
     }
 
+    /// Whether the merchant has the withholding product signed and bound to
+    /// the application (default true). Without it, every verified request
+    /// is answered `40006 isv.insufficient-isv-permissions` (signed) and
+    /// the signing page refuses.
+    pub fn set_product_signed(&self, signed: bool) {
+        self.state.product_unsigned.store(!signed, Ordering::SeqCst);
+    }
+
     /// Answers every verified request with this `code` and `sub_code`.
     pub fn force_code(&self, code: Option<(&str, &str)>) {
         *lock(&self.state.force_code) = code.map(|(c, s)| (c.to_owned(), s.to_owned()));
@@ -428,8 +550,11 @@ impl FakeAlipay {
         };
         let biz = match self.state.check(&params) {
             Ok(b) => b,
-            Err(why) => return refuse(why),
+            Err(refusal) => return refuse(refusal.sub_code),
         };
+        if self.state.product_unsigned.load(Ordering::SeqCst) {
+            return refuse("isv.insufficient-isv-permissions");
+        }
         if method != "alipay.user.agreement.page.sign" {
             return refuse("wrong method");
         }

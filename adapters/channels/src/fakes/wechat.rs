@@ -5,8 +5,22 @@
 //! merchant certificate serial, a timestamp within 5 minutes, a nonce of
 //! 16+ characters and the SHA256withRSA signature over
 //! `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n` with the merchant public
-//! key). A refused request gets a signed 401 `SIGN_ERROR` and is recorded
-//! as refused.
+//! key). A refused request gets 401 `SIGN_ERROR` with a `detail` naming
+//! the `authorization` and the field at fault, and is recorded as refused:
+//! signed when the merchant id is the fake's own, unsigned for another one
+//! (platform keys are per merchant). The pre-sign body's `appid` must be
+//! the one bound to the merchant (else 400 `APPID_MCHID_NOT_MATCH`) and an
+//! encrypted field must come with the `Wechatpay-Serial` of the platform
+//! key it was encrypted for (else 400 `PARAM_ERROR` about that header). A
+//! wrong merchant key, serial, merchant id, AppID or platform key in the
+//! channel's configuration therefore gets WeChat Pay's own answer, with no
+//! switch to set.
+//!
+//! The merchant account's state is a switch:
+//! [`FakeWechat::set_papay_enabled`] `(false)` answers papay routes 403
+//! `NO_AUTH`; [`FakeWechat::refuse_presigns`] makes pre-signing refuse with
+//! a business code (e.g. 403 `RULE_LIMIT`), the kind of refusal that is
+//! about the user and must stay one.
 //!
 //! Answers (and callbacks) carry `Wechatpay-Timestamp`, `-Nonce`,
 //! `-Serial` and `-Signature` over `TIMESTAMP\nNONCE\nBODY\n` with the
@@ -76,10 +90,13 @@ struct Switches {
     down: AtomicBool,
     /// Pre-sign requests still to be answered 503.
     fail_presigns: AtomicU64,
+    papay_disabled: AtomicBool,
 }
 
 struct State {
     merchant_public: Mutex<RsaPublicKey>,
+    /// A business refusal for every pre-sign: (status, code).
+    presign_refusal: Mutex<Option<(u16, String)>>,
     /// out_contract_code -> contract
     contracts: Mutex<HashMap<String, Contract>>,
     next_id: AtomicU64,
@@ -151,6 +168,8 @@ pub fn platform_signed_headers(body: &[u8]) -> Result<Vec<(String, String)>, Fak
 struct Answer {
     status: u16,
     body: String,
+    /// Whether WeChat Pay can sign it (it knows the merchant).
+    signed: bool,
 }
 
 impl Answer {
@@ -158,6 +177,29 @@ impl Answer {
         Answer {
             status,
             body: body.to_string(),
+            signed: true,
+        }
+    }
+}
+
+/// Why an `Authorization` was refused.
+struct AuthRefusal {
+    /// Whether the merchant id is the fake's own (its answer is signed).
+    known_merchant: bool,
+    field: &'static str,
+    why: &'static str,
+}
+
+impl AuthRefusal {
+    fn answer(&self) -> Answer {
+        Answer {
+            signed: self.known_merchant,
+            ..Answer::json(
+                401,
+                json!({"code": "SIGN_ERROR", "message": "signature verification failed",
+                    "detail": {"location": "authorization", "field": self.field,
+                        "detail": {"issue": self.why}}}),
+            )
         }
     }
 }
@@ -177,32 +219,43 @@ impl State {
         path_and_query: &str,
         auth: Option<&str>,
         body: &[u8],
-    ) -> Result<(), &'static str> {
-        let p = auth_params(auth.ok_or("no Authorization")?).ok_or("bad Authorization")?;
+    ) -> Result<(), AuthRefusal> {
+        let refuse = |known_merchant, field, why| AuthRefusal {
+            known_merchant,
+            field,
+            why,
+        };
+        let p = auth_params(auth.ok_or(refuse(false, "authorization", "no Authorization"))?)
+            .ok_or(refuse(false, "authorization", "bad Authorization"))?;
         if p.get("mchid").map(String::as_str) != Some(MCHID) {
-            return Err("wrong mchid");
+            return Err(refuse(false, "mchid", "wrong mchid"));
         }
         if p.get("serial_no").map(String::as_str) != Some(MERCHANT_SERIAL) {
-            return Err("wrong serial_no");
+            return Err(refuse(true, "serial_no", "wrong serial_no"));
         }
         let ts: i64 = p
             .get("timestamp")
-            .ok_or("no timestamp")?
+            .ok_or(refuse(true, "timestamp", "no timestamp"))?
             .parse()
-            .map_err(|_| "bad timestamp")?;
+            .map_err(|_| refuse(true, "timestamp", "bad timestamp"))?;
         if (ts - now_unix()).abs() > 300 {
-            return Err("stale timestamp");
+            return Err(refuse(true, "timestamp", "stale timestamp"));
         }
-        let nonce = p.get("nonce_str").ok_or("no nonce")?;
+        let nonce = p
+            .get("nonce_str")
+            .ok_or(refuse(true, "nonce_str", "no nonce"))?;
         if nonce.len() < 16 {
-            return Err("short nonce");
+            return Err(refuse(true, "nonce_str", "short nonce"));
         }
         let mut msg = format!("{method}\n{path_and_query}\n{ts}\n{nonce}\n").into_bytes();
         msg.extend_from_slice(body);
         msg.push(b'\n');
         let key = lock(&self.merchant_public).clone();
-        if !rsa_verify(&key, &msg, p.get("signature").ok_or("no signature")?) {
-            return Err("bad signature");
+        let signature = p
+            .get("signature")
+            .ok_or(refuse(true, "signature", "no signature"))?;
+        if !rsa_verify(&key, &msg, signature) {
+            return Err(refuse(true, "signature", "bad signature"));
         }
         Ok(())
     }
@@ -230,13 +283,17 @@ impl State {
     }
 
     fn respond(&self, answer: Answer) -> poem::Response {
-        let headers = match self.signed_headers(answer.body.as_bytes()) {
-            Ok(h) => h,
-            Err(e) => {
-                return poem::Response::builder()
-                    .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
-                    .body(e.to_string())
+        let headers = if answer.signed {
+            match self.signed_headers(answer.body.as_bytes()) {
+                Ok(h) => h,
+                Err(e) => {
+                    return poem::Response::builder()
+                        .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                        .body(e.to_string())
+                }
             }
+        } else {
+            Vec::new()
         };
         let mut body = answer.body;
         if self.switches.tamper.load(Ordering::SeqCst) {
@@ -272,9 +329,22 @@ impl State {
                 json!({"code": "SYSTEM_ERROR", "message": "service unavailable"}),
             );
         }
-        if let Err(why) = self.check(method, path_and_query, auth, body) {
-            self.record(&operation, Some(why));
-            return Answer::json(401, json!({"code": "SIGN_ERROR", "message": why}));
+        if let Err(refusal) = self.check(method, path_and_query, auth, body) {
+            self.record(&operation, Some(refusal.why));
+            return refusal.answer();
+        }
+        let is_papay = path_and_query.starts_with("/v3/papay/");
+        if is_papay && self.switches.papay_disabled.load(Ordering::SeqCst) {
+            // Verified, then refused for the account's permissions.
+            lock(&self.requests).push(ReceivedRequest {
+                operation: operation.clone(),
+                verified: true,
+                refusal: Some("papay not enabled (403 NO_AUTH)".into()),
+            });
+            return Answer::json(
+                403,
+                json!({"code": "NO_AUTH", "message": "the merchant has no permission for papay"}),
+            );
         }
         if method == "POST"
             && path_and_query == PRESIGN_PATH
@@ -302,15 +372,24 @@ impl State {
             let Ok(req) = serde_json::from_slice::<Value>(body) else {
                 return param_error("body is not JSON");
             };
-            if req["appid"] != APPID
-                || req["plan_id"] != PLAN_ID
-                || req["contract_notify_url"].as_str().is_none()
-            {
+            if req["appid"] != APPID {
+                return Answer::json(
+                    400,
+                    json!({"code": "APPID_MCHID_NOT_MATCH",
+                        "message": "the appid is not bound to this mchid"}),
+                );
+            }
+            if req["plan_id"] != PLAN_ID || req["contract_notify_url"].as_str().is_none() {
                 return param_error("bad");
             }
             if let Some(ct) = req["phone"].as_str() {
                 if serial != Some(PLATFORM_SERIAL) {
-                    return param_error("Wechatpay-Serial");
+                    return Answer::json(
+                        400,
+                        json!({"code": "PARAM_ERROR",
+                            "message": "Wechatpay-Serial names no platform certificate in use",
+                            "detail": {"location": "header", "field": "Wechatpay-Serial"}}),
+                    );
                 }
                 let plain = B64.decode(ct).ok().and_then(|raw| {
                     let key = test_key(PLATFORM).ok()?;
@@ -332,6 +411,12 @@ impl State {
                 || !code.bytes().all(|b| b.is_ascii_alphanumeric())
             {
                 return param_error("out_contract_code");
+            }
+            if let Some((status, refusal)) = lock(&self.presign_refusal).clone() {
+                return Answer::json(
+                    status,
+                    json!({"code": refusal, "message": "refused by a business rule"}),
+                );
             }
             lock(&self.contracts).insert(
                 code.clone(),
@@ -369,6 +454,7 @@ impl State {
                 return Answer {
                     status: 204,
                     body: String::new(),
+                    signed: true,
                 };
             }
             let mut v = json!({"mchid": MCHID, "appid": APPID, "plan_id": PLAN_ID,
@@ -390,6 +476,7 @@ impl FakeWechat {
         let merchant_public = test_key(MERCHANT)?.public.clone();
         let state = Arc::new(State {
             merchant_public: Mutex::new(merchant_public),
+            presign_refusal: Mutex::new(None),
             contracts: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             switches: Switches::default(),
@@ -494,6 +581,21 @@ impl FakeWechat {
     /// their authorization), while every other route keeps working.
     pub fn fail_next_presigns(&self, n: u64) {
         self.state.switches.fail_presigns.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether the merchant account has papay enabled (default true);
+    /// without it every papay route answers 403 `NO_AUTH` (signed).
+    pub fn set_papay_enabled(&self, enabled: bool) {
+        self.state
+            .switches
+            .papay_disabled
+            .store(!enabled, Ordering::SeqCst);
+    }
+
+    /// Refuses every (authorized, well-formed) pre-sign with this HTTP
+    /// status and business code, e.g. `(403, "RULE_LIMIT")`; `None` stops.
+    pub fn refuse_presigns(&self, refusal: Option<(u16, &str)>) {
+        *lock(&self.state.presign_refusal) = refusal.map(|(s, c)| (s, c.to_owned()));
     }
 
     // ---- the user's side --------------------------------------------------

@@ -13,8 +13,27 @@
 //!   [`WechatConfig::platform_keys`]). Refused: a timestamp more than
 //!   [`WechatConfig::max_clock_skew`] (5 min) off, a signature starting
 //!   `WECHATPAY/SIGNTEST/` (WeChat's signature probes), an unknown serial.
-//!   A 2xx without a valid signature is forged (`InvalidSignature`); an
-//!   unsigned 4xx is a `Protocol` error and an unsigned 5xx `Unavailable`.
+//!   A 2xx without signature headers, a malformed one or a probe is
+//!   refused as `InvalidSignature`; an unsigned 4xx is a `Protocol` error
+//!   and an unsigned 5xx `Unavailable`.
+//! * **Answers our configuration cannot verify** are `Misconfigured`:
+//!   signed under a serial we hold no platform key for
+//!   (`platform_key_unknown`: WeChat Pay rotated its platform certificate,
+//!   or the public key id is not configured), not verifying with the key of
+//!   that serial (`response_signature_invalid`: the wrong key is installed
+//!   under that serial), or timestamped beyond the skew
+//!   (`clock_skew`: our clock is off). Nothing in such an answer is acted
+//!   upon; the operator is told which setting to look at. Callbacks keep
+//!   `InvalidSignature` for every signature fault (anyone can post one, and
+//!   WeChat Pay delivers a refused callback again), but a verified callback
+//!   whose resource does not decrypt is `Misconfigured
+//!   { code: "apiv3_key_mismatch" }`.
+//! * **Error answers** (4xx) that name our own set-up (any 401,
+//!   [`CONFIGURATION_CODES`], or a `PARAM_ERROR`/`INVALID_REQUEST` about a
+//!   header) are `Misconfigured` with their code, signed or not (WeChat Pay
+//!   cannot sign for a merchant it cannot identify; reporting it changes no
+//!   binding). Other 4xx answers are refusals (`Refused` at start,
+//!   `Rejected` elsewhere); 429 and 5xx are `Unavailable`.
 //! * **Callback resources** are decrypted with AEAD_AES_256_GCM, the
 //!   32-byte APIv3 key, the resource `nonce` and `associated_data`; the
 //!   event id is the notification `id`.
@@ -54,7 +73,7 @@ use crate::config::ConfigError;
 use crate::crypto::{
     aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier,
 };
-use crate::http::{build_client, transport_error, unix_seconds};
+use crate::http::{build_client, codes, misconfigured, transport_error, unix_seconds};
 use crate::keys::{load_private_key, load_public_key};
 
 /// The prefix of WeChat Pay's signature probe values, never to be accepted.
@@ -184,6 +203,23 @@ impl std::fmt::Debug for WechatChannel {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// Why a `Wechatpay-*` signature was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SignatureFault {
+    /// A `Wechatpay-*` header is missing.
+    Missing,
+    /// An empty nonce or a timestamp that is not a number.
+    Malformed,
+    /// A `WECHATPAY/SIGNTEST/` probe.
+    Probe,
+    /// The timestamp is further from our clock than the allowed skew.
+    Stale,
+    /// The serial names no platform key we hold.
+    UnknownSerial,
+    /// The platform key of that serial does not verify it.
+    Mismatch,
 }
 
 /// A verified answer that is not a success (4xx).
@@ -320,26 +356,64 @@ impl WechatChannel {
         Ok((self.encrypt_with.0.clone(), ct))
     }
 
-    /// Verifies `Wechatpay-*` headers (lower-case names) over `body`.
+    /// Verifies `Wechatpay-*` headers (lower-case names) over `body`: any
+    /// fault is `InvalidSignature` (what a callback gets).
     pub fn verify_signature(
         &self,
         headers: &BTreeMap<String, String>,
         body: &[u8],
     ) -> Result<(), ChannelError> {
-        let bad = ChannelError::InvalidSignature;
-        let timestamp = header(headers, "wechatpay-timestamp").ok_or(bad.clone())?;
-        let nonce = header(headers, "wechatpay-nonce").ok_or(bad.clone())?;
-        let signature = header(headers, "wechatpay-signature").ok_or(bad.clone())?;
-        let serial = header(headers, "wechatpay-serial").ok_or(bad.clone())?;
-        if signature.starts_with(SIGNTEST_PREFIX) || nonce.is_empty() {
-            return Err(bad);
+        self.check_signature(headers, body)
+            .map_err(|_| ChannelError::InvalidSignature)
+    }
+
+    /// Verifies the `Wechatpay-*` headers of an answer to our own request.
+    /// A fault that only our configuration can explain is `Misconfigured`
+    /// (see the module docs); missing, malformed and probe signatures are
+    /// `InvalidSignature`.
+    pub fn verify_response(
+        &self,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), ChannelError> {
+        self.check_signature(headers, body)
+            .map_err(|fault| match fault {
+                SignatureFault::Missing | SignatureFault::Malformed | SignatureFault::Probe => {
+                    ChannelError::InvalidSignature
+                }
+                SignatureFault::Stale => misconfigured(codes::CLOCK_SKEW),
+                SignatureFault::UnknownSerial => misconfigured(codes::PLATFORM_KEY_UNKNOWN),
+                SignatureFault::Mismatch => misconfigured(codes::RESPONSE_SIGNATURE_INVALID),
+            })
+    }
+
+    fn check_signature(
+        &self,
+        headers: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), SignatureFault> {
+        let timestamp = header(headers, "wechatpay-timestamp").ok_or(SignatureFault::Missing)?;
+        let nonce = header(headers, "wechatpay-nonce").ok_or(SignatureFault::Missing)?;
+        let signature = header(headers, "wechatpay-signature").ok_or(SignatureFault::Missing)?;
+        let serial = header(headers, "wechatpay-serial").ok_or(SignatureFault::Missing)?;
+        if signature.starts_with(SIGNTEST_PREFIX) {
+            return Err(SignatureFault::Probe);
         }
-        let ts: i64 = timestamp.trim().parse().map_err(|_| bad.clone())?;
+        if nonce.is_empty() {
+            return Err(SignatureFault::Malformed);
+        }
+        let ts: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| SignatureFault::Malformed)?;
         let now = unix_seconds(self.clock.as_ref());
         if now.saturating_sub(ts).saturating_abs() > self.max_skew {
-            return Err(bad);
+            return Err(SignatureFault::Stale);
         }
-        let verifier = self.platform.get(serial.trim()).ok_or(bad.clone())?;
+        let verifier = self
+            .platform
+            .get(serial.trim())
+            .ok_or(SignatureFault::UnknownSerial)?;
         let mut message = Vec::with_capacity(body.len() + 64);
         message.extend_from_slice(timestamp.as_bytes());
         message.push(b'\n');
@@ -350,7 +424,7 @@ impl WechatChannel {
         if verifier.verify_b64(&message, signature) {
             Ok(())
         } else {
-            Err(bad)
+            Err(SignatureFault::Mismatch)
         }
     }
 
@@ -396,13 +470,22 @@ impl WechatChannel {
         let bytes = resp.bytes().await.map_err(transport_error)?;
         let signed = headers.contains_key("wechatpay-signature");
         if status.is_success() {
-            self.verify_signature(&headers, &bytes)?;
+            self.verify_response(&headers, &bytes)?;
             return Ok(Ok(bytes));
         }
-        if signed {
-            self.verify_signature(&headers, &bytes)?;
-        }
+        let verified = signed.then(|| self.verify_response(&headers, &bytes));
         let code = status.as_u16();
+        if status.is_client_error() {
+            // Reported whether or not its signature verifies: WeChat Pay
+            // cannot always sign an answer to a merchant it cannot identify,
+            // and reporting a misconfiguration changes no binding.
+            if let Some(config_code) = configuration_code(code, &bytes) {
+                return Err(misconfigured(&config_code));
+            }
+        }
+        if let Some(Err(e)) = verified {
+            return Err(e);
+        }
         if status.is_server_error() || code == 429 {
             let api_code = serde_json::from_slice::<Map<String, Value>>(&bytes)
                 .ok()
@@ -455,13 +538,15 @@ impl WechatChannel {
         let ciphertext = str_of(resource, "ciphertext").ok_or_else(bad)?;
         let nonce = str_of(resource, "nonce").ok_or_else(bad)?;
         let aad = str_of(resource, "associated_data").unwrap_or_default();
+        // The signature verified, so WeChat Pay sent this resource to us:
+        // if it does not open, our APIv3 key is not this merchant's.
         let plain = aes256_gcm_decrypt(
             &self.apiv3_key,
             nonce.as_bytes(),
             aad.as_bytes(),
             &ciphertext,
         )
-        .ok_or_else(bad)?;
+        .ok_or_else(|| misconfigured(codes::APIV3_KEY_MISMATCH))?;
         let contract: Map<String, Value> = serde_json::from_slice(&plain).map_err(|_| bad())?;
         if let Some(mchid) = str_of(&contract, "mchid") {
             if mchid != self.mchid {
@@ -507,6 +592,54 @@ fn api_error(answer: &ApiAnswer) -> (String, String) {
         .unwrap_or_default()
         .to_owned();
     (code, message)
+}
+
+/// WeChat Pay API v3 codes that are about our own set-up, never about the
+/// user or the card (WeChat Pay's common error codes):
+///
+/// * `SIGN_ERROR` (401): our `Authorization` does not verify: merchant
+///   private key, certificate serial (`serial_no`) or merchant id;
+/// * `NO_AUTH` (403): the merchant account lacks the product or API
+///   permission (papay not enabled);
+/// * `APPID_MCHID_NOT_MATCH` (400): the AppID is not bound to the merchant;
+/// * `MCH_NOT_EXISTS` (400): no such merchant id.
+pub const CONFIGURATION_CODES: &[&str] = &[
+    "SIGN_ERROR",
+    "NO_AUTH",
+    "APPID_MCHID_NOT_MATCH",
+    "MCH_NOT_EXISTS",
+];
+
+/// The code to report as `Misconfigured` for a 4xx answer, if it names our
+/// own set-up: any 401 (authentication), a code of
+/// [`CONFIGURATION_CODES`], or a `PARAM_ERROR` / `INVALID_REQUEST` whose
+/// `detail.location` is a header or the authorization (e.g. a
+/// `Wechatpay-Serial` naming a platform certificate WeChat Pay no longer
+/// uses): headers carry only our credentials, never the user's data.
+/// Other 4xx answers (`PARAM_ERROR` about the body, `RULE_LIMIT`,
+/// `INVALID_REQUEST`, …) stay refusals.
+fn configuration_code(status: u16, body: &[u8]) -> Option<String> {
+    let m: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
+    let code = m
+        .get("code")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let location = m
+        .get("detail")
+        .and_then(|d| d.get("location"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match code {
+        Some(c) if CONFIGURATION_CODES.contains(&c) => Some(c.to_owned()),
+        Some(c @ ("PARAM_ERROR" | "INVALID_REQUEST"))
+            if matches!(location, "header" | "authorization") =>
+        {
+            Some(c.to_owned())
+        }
+        Some(c) if status == 401 => Some(c.to_owned()),
+        None if status == 401 => Some("http_401".to_owned()),
+        _ => None,
+    }
 }
 
 fn is_not_found(answer: &ApiAnswer, code: &str) -> bool {

@@ -59,6 +59,7 @@ pub fn wallet(user: &UserId, cards: u32, pending: bool, now: Timestamp) -> Walle
                         bin: "622588".into(),
                         last4: "4444".into(),
                         expiry: Expiry::restore(6, 2031).unwrap(),
+                        facts: None,
                     },
                     consent: ConsentGiven {
                         text_version: "2026-01".into(),

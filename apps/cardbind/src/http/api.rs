@@ -25,6 +25,11 @@ use super::body::JsonBody;
 use super::dto::*;
 use super::error::{error_responses, ApiError};
 use super::idempotency::idempotent;
+use super::metrics::STORE_PROBE_TIMEOUT;
+use super::params::{
+    ActionParam, BinParam, ChannelKind, DateTimeParam, IdParam, IdempotencyKeyParam, Text,
+    UserIdParam,
+};
 use super::Cx;
 
 /// Every operationId, for route labels.
@@ -266,7 +271,7 @@ fn parse_card(s: &str) -> Result<BindingId, ApiError> {
     Ok(BindingId::parse(s)?)
 }
 
-fn after_id(s: Option<String>) -> Result<Option<BindingId>, ApiError> {
+fn after_id(s: Option<IdParam>) -> Result<Option<BindingId>, ApiError> {
     s.map(|a| {
         BindingId::parse(&a).map_err(|_| {
             ApiError::field(
@@ -311,11 +316,11 @@ impl CardsApi {
         cx: Cx,
         auth: BearerAuth,
         /// The platform's user id (1–64 of `A-Z a-z 0-9 _ - . : @`).
-        user_id: Path<String>,
+        user_id: Path<UserIdParam>,
         /// A unique key per bind attempt (1–255 printable ASCII), kept at
         /// least 24 hours. Retries of the same attempt reuse it.
         #[oai(name = "Idempotency-Key")]
-        _idempotency_key: Header<String>,
+        _idempotency_key: Header<IdempotencyKeyParam>,
         body: JsonBody<BindCardBody>,
     ) -> Result<BindCardResponse, BindCardError> {
         let state = &cx.shared.state;
@@ -330,7 +335,7 @@ impl CardsApi {
         match res {
             Ok(view) => {
                 cx.shared.metrics.bind_outcome(view.binding.status.as_str());
-                let card = Json(Card::from(&view));
+                let card = Json(cx.card(&view));
                 Ok(if view.binding.status == BindingStatus::PendingReview {
                     BindCardResponse::Accepted(card)
                 } else {
@@ -359,8 +364,8 @@ impl CardsApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
-        card_id: Path<String>,
+        user_id: Path<UserIdParam>,
+        card_id: Path<IdParam>,
         body: JsonBody<VerifyCardBody>,
     ) -> Result<CardResponse, VerifyCardError> {
         let res: Result<_, ApiError> = async {
@@ -373,7 +378,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -390,9 +395,9 @@ impl CardsApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
+        user_id: Path<UserIdParam>,
         /// The last card id of the previous page.
-        after: Query<Option<String>>,
+        after: Query<Option<IdParam>>,
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
@@ -413,7 +418,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+        res.map(|p| CardListResponse::Ok(Json(cx.card_list(&p))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -427,8 +432,8 @@ impl CardsApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
-        card_id: Path<String>,
+        user_id: Path<UserIdParam>,
+        card_id: Path<IdParam>,
     ) -> Result<CardResponse, ReadError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
@@ -440,7 +445,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -460,8 +465,8 @@ impl CardsApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
-        card_id: Path<String>,
+        user_id: Path<UserIdParam>,
+        card_id: Path<IdParam>,
         /// Step-up token for action `unbind_default_card` on this user.
         /// Required, when the service enables step-up, to unbind the card
         /// that is the user's current default; missing or invalid is 403
@@ -479,7 +484,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -496,8 +501,8 @@ impl CardsApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
-        card_id: Path<String>,
+        user_id: Path<UserIdParam>,
+        card_id: Path<IdParam>,
     ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
@@ -509,7 +514,7 @@ impl CardsApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 }
@@ -532,8 +537,8 @@ impl AdminApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
-        card_id: Path<String>,
+        user_id: Path<UserIdParam>,
+        card_id: Path<IdParam>,
     ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
@@ -545,7 +550,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -561,8 +566,8 @@ impl AdminApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
-        card_id: Path<String>,
+        user_id: Path<UserIdParam>,
+        card_id: Path<IdParam>,
     ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let (user, id) = (parse_user(&user_id)?, parse_card(&card_id)?);
@@ -574,7 +579,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -591,7 +596,7 @@ impl AdminApi {
         cx: Cx,
         auth: BearerAuth,
         /// The last card id of the previous page.
-        after: Query<Option<String>>,
+        after: Query<Option<IdParam>>,
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
@@ -610,7 +615,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
+        res.map(|p| CardListResponse::Ok(Json(cx.card_list(&p))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -626,22 +631,12 @@ impl AdminApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        card_id: Path<String>,
+        card_id: Path<IdParam>,
         body: JsonBody<ApproveReviewBody>,
     ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let id = parse_card(&card_id)?;
             let channel_ref = body.0.channel_ref;
-            if channel_ref
-                .as_ref()
-                .is_some_and(|r| !(1..=128).contains(&r.len()))
-            {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidRequest,
-                    "channel_ref",
-                    "`channel_ref` must be 1 to 128 characters",
-                ));
-            }
             Ok(cx
                 .shared
                 .state
@@ -650,7 +645,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -666,7 +661,7 @@ impl AdminApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        card_id: Path<String>,
+        card_id: Path<IdParam>,
     ) -> Result<CardResponse, ChangeError> {
         let res: Result<_, ApiError> = async {
             let id = parse_card(&card_id)?;
@@ -678,7 +673,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -698,7 +693,7 @@ impl AdminApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        card_id: Path<String>,
+        card_id: Path<IdParam>,
     ) -> Result<CardResponse, RetryReviewError> {
         let res: Result<_, ApiError> = async {
             let id = parse_card(&card_id)?;
@@ -710,7 +705,7 @@ impl AdminApi {
                 .await?)
         }
         .await;
-        res.map(|v| CardResponse::Ok(Json(Card::from(&v))))
+        res.map(|v| CardResponse::Ok(Json(cx.card(&v))))
             .map_err(|e| cx.fail(e))
     }
 
@@ -729,7 +724,7 @@ impl AdminApi {
         &self,
         cx: Cx,
         auth: BearerAuth,
-        user_id: Path<String>,
+        user_id: Path<UserIdParam>,
         /// Step-up token for action `erase_user` on this user. Required
         /// when the service enables step-up; missing or invalid is 403
         /// `step_up_required`.
@@ -777,24 +772,25 @@ impl AuditApi {
         cx: Cx,
         auth: BearerAuth,
         /// Only events about this user.
-        user_id: Query<Option<String>>,
+        user_id: Query<Option<UserIdParam>>,
         /// Only events about this card.
-        card_id: Query<Option<String>>,
+        card_id: Query<Option<IdParam>>,
         /// Only this action, e.g. `binding.freeze`.
-        action: Query<Option<String>>,
+        action: Query<Option<ActionParam>>,
         /// Only events at or after this instant (RFC 3339).
-        since: Query<Option<String>>,
+        since: Query<Option<DateTimeParam>>,
         /// Only events before this instant (RFC 3339).
-        until: Query<Option<String>>,
+        until: Query<Option<DateTimeParam>>,
         /// Only events after this sequence number (the previous page's
         /// `next_after_seq`).
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
         after_seq: Query<Option<u64>>,
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
     ) -> Result<AuditResponse, ListError> {
         let res: Result<_, ApiError> = async {
-            let time = |name: &'static str, v: Option<String>| {
+            let time = |name: &'static str, v: Option<DateTimeParam>| {
                 v.map(|s| {
                     parse_rfc3339(&s).ok_or_else(|| {
                         ApiError::field(
@@ -815,7 +811,7 @@ impl AuditApi {
                     .0
                     .map(|c| parse_card(&c).map(|c| c.as_str().to_owned()))
                     .transpose()?,
-                action: action.0,
+                action: action.0.map(Text::into_string),
                 since: time("since", since.0)?,
                 until: time("until", until.0)?,
             };
@@ -851,9 +847,9 @@ impl AuditApi {
         cx: Cx,
         auth: BearerAuth,
         /// Only this user's consents.
-        user_id: Query<Option<String>>,
+        user_id: Query<Option<UserIdParam>>,
         /// The last consent id of the previous page.
-        after: Query<Option<String>>,
+        after: Query<Option<IdParam>>,
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
@@ -865,7 +861,12 @@ impl AuditApi {
                 .shared
                 .state
                 .service
-                .list_consents(&cx.context(&auth.0), user, after.0, limit)
+                .list_consents(
+                    &cx.context(&auth.0),
+                    user,
+                    after.0.map(Text::into_string),
+                    limit,
+                )
                 .await?;
             let next = if consents.len() as u32 >= limit.clamp(1, 100) {
                 consents.last().map(|c| c.id.clone())
@@ -905,11 +906,11 @@ impl ChannelsApi {
         &self,
         cx: Cx,
         req: &Request,
-        channel: Path<String>,
+        channel: Path<ChannelKind>,
         body: RawNotification,
     ) -> Result<AckResponse, NotifyError> {
         let res: Result<_, ApiError> = async {
-            let name = ChannelName::parse(&channel)?;
+            let name = ChannelName::parse(channel.0.as_str())?;
             let headers: BTreeMap<String, String> = req
                 .headers()
                 .iter()
@@ -950,14 +951,17 @@ pub struct MetaApi;
 impl MetaApi {
     /// Look up a BIN
     ///
-    /// The card scheme of the first 6 to 8 digits of a card number; an
-    /// unknown BIN is 404 `unsupported_card_brand`.
+    /// The card scheme of the first 6 to 8 digits of a card number, and
+    /// what the BIN table says about them (issuer, card type, country,
+    /// currency; each only when known: the built-in table knows few BINs
+    /// until an operator imports a full one). A BIN of no supported scheme
+    /// is 404 `unsupported_card_brand`.
     #[oai(path = "/v1/bins/:bin", method = "get", operation_id = "lookupBin")]
     async fn lookup_bin(
         &self,
         cx: Cx,
         auth: BearerAuth,
-        bin: Path<String>,
+        bin: Path<BinParam>,
     ) -> Result<BinResponse, BinError> {
         let res = (|| -> Result<BinInfo, ApiError> {
             let actor: &Actor = &auth.0;
@@ -965,14 +969,6 @@ impl MetaApi {
                 .then(|| UserId::parse(&actor.subject).ok())
                 .flatten();
             actor.authorize(Action::BinLookup, own.as_ref())?;
-            let ok = (6..=8).contains(&bin.len()) && bin.bytes().all(|b| b.is_ascii_digit());
-            if !ok {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidRequest,
-                    "bin",
-                    "a BIN is 6 to 8 digits",
-                ));
-            }
             let brand = CardBrand::from_iin(&bin).ok_or_else(|| {
                 ApiError::field(
                     ErrorCode::UnsupportedCardBrand,
@@ -981,10 +977,12 @@ impl MetaApi {
                 )
                 .with_status(StatusCode::NOT_FOUND)
             })?;
-            Ok(BinInfo {
-                bin: bin.0.clone(),
-                brand: brand.into(),
-            })
+            let entry = cx.shared.state.bins.directory.lookup(&bin);
+            Ok(BinInfo::new(
+                bin.0.as_str().to_owned(),
+                brand,
+                IssuerFacts::of(entry.as_ref()),
+            ))
         })();
         res.map(|b| BinResponse::Ok(Json(b)))
             .map_err(|e| cx.fail(e))
@@ -1031,12 +1029,19 @@ impl MetaApi {
     ///
     /// Prometheus text: the service's metrics and the HTTP edge's
     /// (`cardbind_http_requests_total{route,method,status}`,
-    /// `cardbind_http_request_duration_seconds{route}`,
+    /// `cardbind_http_request_duration_seconds{route,method}`,
+    /// `cardbind_http_errors_total{route,code}`,
     /// `cardbind_binds_total{outcome}`,
     /// `cardbind_rate_limited_total{rule}` with `rule` one of `user`, `ip`,
-    /// `card`); `route` is the path template.
+    /// `card`; `cardbind_store_up` and `cardbind_review_queue_size`, from a
+    /// store probe made by this request); `route` is the path template.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, cx: Cx) -> MetricsResponse {
+        let store = cx.shared.state.service.ports().bindings.clone();
+        cx.shared
+            .metrics
+            .refresh_store(store.as_ref(), STORE_PROBE_TIMEOUT)
+            .await;
         MetricsResponse::Ok(PlainText(
             cx.shared.metrics.render(&cx.shared.state.metrics),
         ))

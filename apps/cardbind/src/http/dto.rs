@@ -5,7 +5,9 @@
 
 use std::borrow::Cow;
 
-use cardbind_domain::{Binding, BindingStatus, CardBrand, NextAction, Timestamp};
+use cardbind_domain::{
+    BinEntry, Binding, BindingStatus, CardBrand, CardType, ErrorCode, NextAction, Timestamp,
+};
 use cardbind_ports::audit::AuditRecord;
 use cardbind_ports::service::{CardPage, CardView, ConsentInput, RawBindCard};
 use cardbind_ports::store::Consent;
@@ -13,6 +15,9 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object};
 use serde_json::Value;
+
+use super::error::ApiError;
+use super::params::ChannelKind;
 
 /// An instant as RFC 3339 text (UTC), e.g. `2030-01-31T12:00:00Z`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,28 +79,59 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
 
 /// A card to bind. Card data is sealed before it is stored; the CVV is
 /// passed to the channel when given and never stored.
+///
+/// Each field's schema is its format, checked before anything else (a
+/// refusal carries the field's own code, e.g. `invalid_card_number`). What
+/// a schema cannot state is checked after it, with the same codes: the
+/// card's check digit, issuer range and length for its brand, the CVV's
+/// length for the brand, the expiry window, the ID number's birth date and
+/// check character, and whether the channel is enabled.
 #[derive(Object, Clone)]
 #[oai(deny_unknown_fields)]
 pub struct BindCardBody {
-    /// The full card number (PAN), 12–19 digits; spaces and dashes are
-    /// ignored.
+    /// The full card number (PAN): 12–19 digits, spaces and dashes
+    /// ignored; a supported issuer range, a length that brand issues, and
+    /// a valid Luhn check digit (except UnionPay).
+    #[oai(validator(pattern = "^[ -]*([0-9][ -]*){12,19}$"))]
     pub card_number: String,
     /// Expiry month, 1–12.
+    #[oai(validator(minimum(value = "1"), maximum(value = "12")))]
     pub expiry_month: u32,
-    /// Expiry year, four digits (two-digit years are read as 20YY).
+    /// Expiry year, four digits (two-digit years are read as 20YY): not
+    /// before this month and at most 20 years ahead.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9999")))]
     pub expiry_year: u32,
-    /// Card security code (3 digits, 4 for Amex). Optional; never stored.
+    /// Card security code: 3 digits, 4 for Amex. Optional (absent, null or
+    /// empty); never stored.
+    #[oai(validator(pattern = "^([0-9]{3,4})?$"))]
     pub cvv: Option<String>,
-    /// The cardholder's name as on the ID document.
+    /// The cardholder's name as on the ID document: letters of any script,
+    /// spaces and `. - ' ·`, at least one letter, at most 64 characters.
+    #[oai(validator(
+        pattern = "^[\\p{L} .'·-]*\\p{L}[\\p{L} .'·-]*$",
+        min_length = 1,
+        max_length = 64
+    ))]
     pub holder_name: String,
-    /// The holder's resident identity card number (18 characters).
+    /// The holder's mainland resident identity card number: 17 digits (a
+    /// region code not starting with 0, a birth date YYYYMMDD from 1900 to
+    /// 2100, a sequence number) and a check character (a digit or `X`,
+    /// either case) under ISO 7064 MOD 11-2.
+    #[oai(validator(
+        pattern = "^[1-9][0-9]{5}(19[0-9]{2}|20[0-9]{2}|2100)(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]$"
+    ))]
     pub id_number: String,
-    /// The phone number the card is registered with (mainland China mobile,
-    /// optionally with `+86`).
+    /// The phone number the card is registered with: a mainland mobile
+    /// number (11 digits, `1` then `3`–`9`), optionally after `+86`, `0086`
+    /// or `86`; or another country's number in E.164 form (`+` and 8–15
+    /// digits, not starting with 0). Spaces and dashes are ignored.
+    #[oai(validator(
+        pattern = "^[ -]*(\\+[ -]*(8[ -]*6[ -]*1[ -]*[3-9][ -]*([0-9][ -]*){9}|[1-79][ -]*([0-9][ -]*){7,14}|8[ -]*[0-57-9][ -]*([0-9][ -]*){6,13})|(0[ -]*0[ -]*8[ -]*6[ -]*|8[ -]*6[ -]*)?1[ -]*[3-9][ -]*([0-9][ -]*){9})$"
+    ))]
     pub phone: String,
-    /// Payment channel (`mock`, `alipay`, `wechat`); the configured default
-    /// when absent.
-    pub channel: Option<String>,
+    /// Payment channel; the configured default when absent. Must be one of
+    /// the channels this service enables (`channel_not_enabled` otherwise).
+    pub channel: Option<ChannelKind>,
     pub consent: ConsentBody,
 }
 
@@ -109,13 +145,17 @@ impl std::fmt::Debug for BindCardBody {
 #[derive(Object, Clone, Debug)]
 #[oai(deny_unknown_fields)]
 pub struct ConsentBody {
-    /// Version of the consent text shown (1–64 characters).
+    /// Version of the consent text shown: 1–64 printable ASCII characters.
+    #[oai(validator(pattern = "^[ -~]{1,64}$"))]
     pub text_version: String,
     /// SHA-256 (64 hex characters) of the consent text as shown.
+    #[oai(validator(pattern = "^[0-9A-Fa-f]{64}$"))]
     pub text_sha256: String,
-    /// The user's IP address; the request's client IP when absent.
-    pub ip: Option<String>,
-    /// The user's user agent; the request's `User-Agent` when absent.
+    /// The user's IP address (IPv4 or IPv6); the request's client IP when
+    /// absent.
+    pub ip: Option<std::net::IpAddr>,
+    /// The user's user agent (kept to its first 512 characters); the
+    /// request's `User-Agent` when absent.
     pub user_agent: Option<String>,
 }
 
@@ -132,11 +172,11 @@ impl BindCardBody {
             holder_name: self.holder_name,
             id_number: self.id_number,
             phone: self.phone,
-            channel: self.channel,
+            channel: self.channel.map(|c| c.as_str().to_owned()),
             consent: ConsentInput {
                 text_version: c.text_version,
                 text_hash: c.text_sha256,
-                ip: c.ip.or(client_ip),
+                ip: c.ip.map(|ip| ip.to_string()).or(client_ip),
                 user_agent: c
                     .user_agent
                     .or(user_agent)
@@ -151,6 +191,7 @@ impl BindCardBody {
 #[oai(deny_unknown_fields)]
 pub struct VerifyCardBody {
     /// 4–8 digits.
+    #[oai(validator(pattern = "^[0-9]{4,8}$"))]
     pub otp: String,
 }
 
@@ -159,8 +200,82 @@ pub struct VerifyCardBody {
 #[oai(deny_unknown_fields)]
 pub struct ApproveReviewBody {
     /// The channel's agreement id or token, when the operator bound the
-    /// card at the channel by hand.
+    /// card at the channel by hand: 1–128 characters.
+    #[oai(validator(min_length = 1, max_length = 128))]
     pub channel_ref: Option<String>,
+}
+
+/// The refusal for a body field whose value is outside its schema (format,
+/// length, range or enum): the stable code and `field` the domain gives
+/// that field, so that a value refused by its declared format reads as one
+/// refused by the domain. Never includes the value.
+pub fn body_refusal(path: &str) -> ApiError {
+    let (code, field, message): (ErrorCode, &str, &str) = match path {
+        "card_number" => (
+            ErrorCode::InvalidCardNumber,
+            path,
+            "a card number has 12 to 19 digits (spaces and dashes are ignored)",
+        ),
+        "expiry_month" => (
+            ErrorCode::InvalidExpiry,
+            path,
+            "expiry month must be 1 to 12",
+        ),
+        "expiry_year" => (
+            ErrorCode::InvalidExpiry,
+            path,
+            "expiry year must have two or four digits",
+        ),
+        "cvv" => (
+            ErrorCode::InvalidCvv,
+            path,
+            "the security code has 3 digits (4 for Amex)",
+        ),
+        "holder_name" => (
+            ErrorCode::InvalidHolderName,
+            path,
+            "the holder name has 1 to 64 letters, spaces or . - ' ·",
+        ),
+        "id_number" => (
+            ErrorCode::InvalidIdNumber,
+            path,
+            "a resident ID number has 17 digits (region, birth date, sequence) and a check character",
+        ),
+        "phone" => (
+            ErrorCode::InvalidPhone,
+            path,
+            "a mainland mobile number (11 digits starting 13–19) or an E.164 number",
+        ),
+        "channel" => (
+            ErrorCode::ChannelNotEnabled,
+            path,
+            "that channel is not enabled",
+        ),
+        "consent.text_version" | "consent.text_sha256" => (
+            ErrorCode::InvalidRequest,
+            "consent",
+            "consent needs a text_version (1-64 printable ASCII characters) and the SHA-256 hex of the text shown",
+        ),
+        "consent.ip" => (
+            ErrorCode::InvalidRequest,
+            path,
+            "`consent.ip` must be an IPv4 or IPv6 address",
+        ),
+        "otp" => (ErrorCode::InvalidOtp, path, "the code has 4 to 8 digits"),
+        "channel_ref" => (
+            ErrorCode::InvalidRequest,
+            path,
+            "`channel_ref` must be 1 to 128 characters",
+        ),
+        _ => {
+            return ApiError::field(
+                ErrorCode::InvalidRequest,
+                path.to_owned(),
+                format!("`{path}` has a value outside its schema"),
+            )
+        }
+    };
+    ApiError::field(code, field, message)
 }
 
 // ---- responses ------------------------------------------------------------
@@ -263,7 +378,8 @@ impl From<&NextAction> for NextActionDto {
 }
 
 /// A bound card as shown to its reader: masked (brand, BIN, last four,
-/// expiry). Never a full card number, ID number or phone number.
+/// expiry), with its issuer, type and currency when the BIN table knows
+/// them. Never a full card number, ID number or phone number.
 #[derive(Object, Clone, Debug, PartialEq, Eq)]
 pub struct Card {
     /// The card (binding) id.
@@ -275,6 +391,15 @@ pub struct Card {
     pub bin: String,
     /// Last four digits of the card number.
     pub last4: String,
+    /// The issuing bank, when the BIN table knows the card's BIN.
+    #[oai(skip_serializing_if_is_none)]
+    pub issuer: Option<IssuerDto>,
+    /// Debit, credit or prepaid, when known.
+    #[oai(skip_serializing_if_is_none)]
+    pub card_type: Option<CardTypeDto>,
+    /// The card's currency, ISO 4217 alpha-3 (`CNY`), when known.
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
     pub expiry_month: u32,
     pub expiry_year: i32,
     /// The payment channel the card is bound through.
@@ -301,6 +426,9 @@ impl Card {
             brand: b.card.brand.into(),
             bin: b.card.bin.clone(),
             last4: b.card.last4.clone(),
+            issuer: None,
+            card_type: None,
+            currency: None,
             expiry_month: b.card.expiry.month(),
             expiry_year: b.card.expiry.year(),
             channel: b.channel.as_str().to_owned(),
@@ -318,6 +446,16 @@ impl Card {
             created_at: b.created_at.into(),
             updated_at: b.updated_at.into(),
         }
+    }
+}
+
+impl Card {
+    /// Adds what the BIN table says about the card.
+    pub fn with_facts(mut self, facts: IssuerFacts) -> Card {
+        self.issuer = facts.issuer;
+        self.card_type = facts.card_type;
+        self.currency = facts.currency;
+        self
     }
 }
 
@@ -345,11 +483,94 @@ impl From<&CardPage> for CardList {
     }
 }
 
-/// The brand a BIN belongs to.
+/// The bank that issued a card.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct IssuerDto {
+    /// The bank's code, as Chinese payment channels name banks (`CMB`,
+    /// `ICBC`, `COMM`…); `TEST` for published test card numbers.
+    pub code: String,
+    /// Its name in Chinese, as wallets show it (`招商银行`).
+    pub name_zh: String,
+    pub name_en: String,
+}
+
+/// Debit (储蓄卡), credit (信用卡) or prepaid (预付卡).
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum CardTypeDto {
+    Debit,
+    Credit,
+    Prepaid,
+}
+
+impl From<CardType> for CardTypeDto {
+    fn from(t: CardType) -> CardTypeDto {
+        match t {
+            CardType::Debit => CardTypeDto::Debit,
+            CardType::Credit => CardTypeDto::Credit,
+            CardType::Prepaid => CardTypeDto::Prepaid,
+        }
+    }
+}
+
+/// What the BIN table says about a card, each part only when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuerFacts {
+    pub issuer: Option<IssuerDto>,
+    pub card_type: Option<CardTypeDto>,
+    pub country: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl IssuerFacts {
+    pub fn of(entry: Option<&BinEntry>) -> IssuerFacts {
+        let Some(e) = entry else {
+            return IssuerFacts::default();
+        };
+        let i = &e.info;
+        IssuerFacts {
+            issuer: Some(IssuerDto {
+                code: i.issuer.code().as_str().to_owned(),
+                name_zh: i.issuer.name_zh().to_owned(),
+                name_en: i.issuer.name_en().to_owned(),
+            }),
+            card_type: i.card_type.map(CardTypeDto::from),
+            country: i.country.map(|c| c.code()),
+            currency: i.currency.map(|c| c.code().to_owned()),
+        }
+    }
+}
+
+/// What is known about a BIN: its card scheme, and what the BIN table
+/// says (issuer, card type, issuing country, currency) where it knows.
 #[derive(Object, Clone, Debug)]
 pub struct BinInfo {
     pub bin: String,
     pub brand: Brand,
+    /// The issuing bank, when the BIN table knows the BIN.
+    #[oai(skip_serializing_if_is_none)]
+    pub issuer: Option<IssuerDto>,
+    #[oai(skip_serializing_if_is_none)]
+    pub card_type: Option<CardTypeDto>,
+    /// Issuing country, ISO 3166-1 alpha-2 (`CN`).
+    #[oai(skip_serializing_if_is_none)]
+    pub country: Option<String>,
+    /// The card's currency, ISO 4217 alpha-3 (`CNY`).
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
+}
+
+impl BinInfo {
+    pub fn new(bin: String, brand: CardBrand, facts: IssuerFacts) -> BinInfo {
+        BinInfo {
+            bin,
+            brand: brand.into(),
+            issuer: facts.issuer,
+            card_type: facts.card_type,
+            country: facts.country,
+            currency: facts.currency,
+        }
+    }
 }
 
 /// What erasing a user did.

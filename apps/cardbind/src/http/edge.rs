@@ -2,11 +2,13 @@
 //!
 //! In order: a request id (a sane incoming `X-Request-Id`, else a new UUID
 //! v4); the client IP (peer, or the first `X-Forwarded-For` when trusted);
-//! the body read once, up to `max_body_bytes` (413 beyond), and kept as
+//! the body read once, up to `max_body_bytes` (413 beyond) and within
+//! `body_read_timeout` (400 beyond), and kept as
 //! [`RawBody`] for signatures and idempotency; then the routes. On the way
 //! out: any `poem::Error` becomes our envelope ([`render_error`]), a caught
 //! panic becomes a 500 `internal_error`, and every response gets the request
-//! id, the security headers, its metrics and one log line (method, route
+//! id, the security headers, its metrics (an error response also by its
+//! stable code, see [`ErrorCodeSlot`]) and one log line (method, route
 //! template, status, latency, request id — never bodies, query strings or
 //! credentials).
 
@@ -28,6 +30,7 @@ use poem_openapi::error::{
 use poem_openapi::OperationId;
 
 use super::error::ApiError;
+use super::params::param_refusal;
 use super::Shared;
 
 /// The request id and client IP of a request.
@@ -37,6 +40,35 @@ pub struct RequestMeta {
     pub client_ip: Option<String>,
     /// The path and query as received, before any routing.
     pub path_and_query: String,
+    /// The stable code a handler refused this request with (for metrics).
+    pub error_code: ErrorCodeSlot,
+    /// The spec's path template the path is on (`/v1/users/{user_id}/cards`),
+    /// when it is on one.
+    pub route: Option<String>,
+}
+
+/// Where a handler leaves the stable code of the refusal it answers with
+/// ([`Cx::fail`](super::Cx::fail)), so that the edge can count errors by
+/// code: a handler's typed error response carries the code only in its
+/// body. Errors that the edge renders itself ([`ApiError::to_response`])
+/// carry their code as response data instead.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorCodeSlot(Arc<std::sync::Mutex<Option<ErrorCode>>>);
+
+impl ErrorCodeSlot {
+    pub fn set(&self, code: ErrorCode) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
+    }
+
+    pub fn get(&self) -> Option<ErrorCode> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The exact request body bytes.
@@ -98,14 +130,15 @@ fn client_ip(req: &Request, trust_forwarded_for: bool) -> Option<String> {
 }
 
 /// Converts any error into our envelope (responses that handlers built from
-/// their error enums pass through unchanged).
-pub fn render_error(err: poem::Error, request_id: &str) -> Response {
+/// their error enums pass through unchanged). `route` is the spec's path
+/// template of the request, which names the path parameters.
+pub fn render_error(err: poem::Error, request_id: &str, route: Option<&str>) -> Response {
     let op = err.data::<OperationId>().copied();
     let pattern = err.data::<PathPattern>().cloned();
     let mut resp = if err.is_from_response() {
         err.into_response()
     } else {
-        classify(&err).to_response(request_id)
+        classify(&err, route).to_response(request_id)
     };
     if let Some(op) = op {
         resp.set_data(op);
@@ -116,24 +149,32 @@ pub fn render_error(err: poem::Error, request_id: &str) -> Response {
     resp
 }
 
-/// Which envelope a framework error becomes.
-pub fn classify(err: &poem::Error) -> ApiError {
+/// The name of a path parameter: poem-openapi reports the `n`-th one of a
+/// route as `param<n>`; the spec's template (`route`) has its real name.
+fn path_param_name<'a>(route: Option<&'a str>, reported: &'a str) -> &'a str {
+    let index = reported
+        .strip_prefix("param")
+        .and_then(|n| n.parse::<usize>().ok());
+    let real = index.and_then(|i| {
+        route?
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .nth(i)
+    });
+    real.unwrap_or(reported)
+}
+
+/// Which envelope a framework error becomes; `route` as for
+/// [`render_error`].
+pub fn classify(err: &poem::Error, route: Option<&str>) -> ApiError {
     if let Some(e) = err.downcast_ref::<ApiError>() {
         return e.clone();
     }
     if let Some(e) = err.downcast_ref::<ParseParamError>() {
-        return ApiError::field(
-            ErrorCode::InvalidRequest,
-            e.name,
-            format!("the parameter `{}` is missing or malformed", e.name),
-        );
+        return param_refusal(e.name);
     }
     if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        return ApiError::field(
-            ErrorCode::InvalidRequest,
-            e.name,
-            format!("the path segment `{}` is malformed", e.name),
-        );
+        return param_refusal(path_param_name(route, e.name));
     }
     if err.is::<ParseRequestPayloadError>() || err.is::<ParseMultipartError>() {
         return ApiError::invalid_request("the body does not match the schema of this operation");
@@ -178,11 +219,89 @@ pub fn classify(err: &poem::Error) -> ApiError {
     }
 }
 
+/// The route template a response answered (when no operation did), for
+/// metric and log labels.
+#[derive(Clone, Debug)]
+pub struct RouteTemplate(pub String);
+
+/// The methods each route serves, for the `Allow` header of a `405 Method
+/// Not Allowed` (RFC 9110 15.5.6) and the answer to `OPTIONS`.
+#[derive(Debug, Default)]
+pub struct AllowTable {
+    routes: Vec<AllowedRoute>,
+}
+
+#[derive(Debug)]
+struct AllowedRoute {
+    /// `None` for a `{param}` segment.
+    segments: Vec<Option<String>>,
+    template: String,
+    allow: String,
+}
+
+impl AllowTable {
+    /// From `(path template, methods)` pairs; a template names its
+    /// parameters `{name}`. `HEAD` is allowed wherever `GET` is (the router
+    /// answers it from `GET`), and `OPTIONS` everywhere.
+    pub fn new<'a>(routes: impl IntoIterator<Item = (String, Vec<&'a str>)>) -> AllowTable {
+        const ORDER: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        let mut table = AllowTable::default();
+        for (template, methods) in routes {
+            let mut upper: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+            if upper.iter().any(|m| m == "GET") {
+                upper.push("HEAD".into());
+            }
+            upper.push("OPTIONS".into());
+            upper.sort_by_key(|m| ORDER.iter().position(|o| o == m).unwrap_or(ORDER.len()));
+            upper.dedup();
+            let segments = template
+                .split('/')
+                .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then(|| seg.to_owned()))
+                .collect();
+            table.routes.push(AllowedRoute {
+                segments,
+                template,
+                allow: upper.join(", "),
+            });
+        }
+        table
+    }
+
+    /// The route a concrete path is on: `(template, Allow value)`. The
+    /// route with the most literal segments wins.
+    pub fn find(&self, path: &str) -> Option<(&str, &str)> {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.routes
+            .iter()
+            .filter(|r| {
+                r.segments.len() == parts.len()
+                    && r.segments.iter().zip(&parts).all(|(seg, part)| match seg {
+                        Some(lit) => lit == part,
+                        None => !part.is_empty(),
+                    })
+            })
+            .max_by_key(|r| r.segments.iter().filter(|s| s.is_some()).count())
+            .map(|r| (r.template.as_str(), r.allow.as_str()))
+    }
+}
+
+/// `OPTIONS` on a known route: `204` with `Allow`.
+fn options_response(template: &str, allow: &str) -> Response {
+    let mut resp = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(poem::http::header::ALLOW, allow)
+        .finish();
+    resp.set_data(RouteTemplate(template.to_owned()));
+    resp
+}
+
 /// The edge middleware; see the module docs.
 pub struct Edge {
     pub shared: Arc<Shared>,
     /// operationId → OpenAPI path template, for metric and log labels.
     pub templates: Arc<HashMap<&'static str, String>>,
+    /// The methods of every route, for `Allow`.
+    pub allow: Arc<AllowTable>,
 }
 
 impl<E: Endpoint> Middleware<E> for Edge {
@@ -193,6 +312,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             inner: ep,
             shared: self.shared.clone(),
             templates: self.templates.clone(),
+            allow: self.allow.clone(),
         }
     }
 }
@@ -201,6 +321,7 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     shared: Arc<Shared>,
     templates: Arc<HashMap<&'static str, String>>,
+    allow: Arc<AllowTable>,
 }
 
 /// How much of an oversized body is read and thrown away before the 413 is
@@ -269,6 +390,9 @@ impl<E: Endpoint> EdgeEndpoint<E> {
                 return t.clone();
             }
         }
+        if let Some(t) = resp.data::<RouteTemplate>() {
+            return t.0.clone();
+        }
         match resp.data::<PathPattern>() {
             Some(p) if !p.0.is_empty() => template_of_pattern(&p.0),
             _ => "unmatched".to_owned(),
@@ -292,13 +416,36 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .uri()
             .path_and_query()
             .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        let error_code = ErrorCodeSlot::default();
+        let path = req.uri().path().to_owned();
+        let found = self.allow.find(&path);
+        let route = found.map(|(template, _)| template.to_owned());
         req.set_data(RequestMeta {
             request_id: request_id.clone(),
             client_ip: client_ip(&req, http.trust_forwarded_for),
             path_and_query,
+            error_code: error_code.clone(),
+            route: route.clone(),
         });
 
-        let result = match read_body(&mut req, http.max_body_bytes).await {
+        let options = found.filter(|_| method == poem::http::Method::OPTIONS);
+        // A body trickled byte by byte must not hold the connection and
+        // the handler for ever.
+        let body = tokio::time::timeout(
+            http.body_read_timeout,
+            read_body(&mut req, http.max_body_bytes),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::invalid_request(format!(
+                "the body did not arrive within {} ms",
+                http.body_read_timeout.as_millis()
+            )))
+        });
+        let result = match body {
+            Ok(_) if options.is_some() => Ok(options
+                .map(|(template, allow)| options_response(template, allow))
+                .unwrap_or_default()),
             Ok(bytes) => {
                 req.set_data(RawBody(bytes.clone()));
                 req.set_body(bytes);
@@ -308,13 +455,21 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         };
         let mut resp = match result {
             Ok(r) => r,
-            Err(e) => render_error(e, &request_id),
+            Err(e) => render_error(e, &request_id, route.as_deref()),
         };
         if resp.data::<Panicked>().is_some() {
             tracing::error!(request_id = %request_id, method = %method, "request handler panicked");
             resp = ApiError::internal("handler panicked").to_response(&request_id);
         }
 
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            if let Some((template, allow)) = found {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    resp.headers_mut().insert(poem::http::header::ALLOW, v);
+                }
+                resp.set_data(RouteTemplate(template.to_owned()));
+            }
+        }
         let route = self.route_label(&resp);
         let status = resp.status().as_u16();
         let h = resp.headers_mut();
@@ -343,6 +498,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         self.shared
             .metrics
             .observe(&route, method_label(&method), status, elapsed.as_secs_f64());
+        if status >= 400 {
+            if let Some(code) = resp.data::<ErrorCode>().copied().or(error_code.get()) {
+                self.shared.metrics.error(&route, code);
+            }
+        }
         tracing::info!(
             request_id = %request_id,
             method = %method,
@@ -363,6 +523,43 @@ mod tests {
     fn templates_from_patterns() {
         assert_eq!(template_of_pattern("/v1/bins/:param0"), "/v1/bins/{param0}");
         assert_eq!(template_of_pattern("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn allow_lists_the_methods_of_the_route() {
+        let t = AllowTable::new([
+            ("/v1/users/{user_id}/cards".to_owned(), vec!["post", "get"]),
+            (
+                "/v1/users/{user_id}/cards/{card_id}".to_owned(),
+                vec!["delete", "get"],
+            ),
+            ("/v1/admin/reviews".to_owned(), vec!["get"]),
+            ("/v1/admin/reviews/{card_id}/retry".to_owned(), vec!["post"]),
+        ]);
+        assert_eq!(
+            t.find("/v1/users/u1/cards"),
+            Some(("/v1/users/{user_id}/cards", "GET, HEAD, POST, OPTIONS"))
+        );
+        assert_eq!(
+            t.find("/v1/users/u1/cards/c1").map(|r| r.1),
+            Some("GET, HEAD, DELETE, OPTIONS")
+        );
+        assert_eq!(
+            t.find("/v1/admin/reviews/c1/retry").map(|r| r.1),
+            Some("POST, OPTIONS")
+        );
+        assert_eq!(t.find("/v1/users//cards"), None);
+        assert_eq!(t.find("/v1/users/u1"), None);
+    }
+
+    #[test]
+    fn path_parameters_get_their_names_from_the_route() {
+        let route = Some("/v1/users/{user_id}/cards/{card_id}/verify");
+        assert_eq!(path_param_name(route, "param0"), "user_id");
+        assert_eq!(path_param_name(route, "param1"), "card_id");
+        assert_eq!(path_param_name(route, "param2"), "param2");
+        assert_eq!(path_param_name(None, "param0"), "param0");
+        assert_eq!(path_param_name(route, "limit"), "limit");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub const fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::CardLimitReached
         | ErrorCode::InvalidOtp
         | ErrorCode::VerificationExpired
-        | ErrorCode::ChannelRejected => StatusCode::UNPROCESSABLE_ENTITY,
+        | ErrorCode::ChannelRejected
+        | ErrorCode::CardNotAcceptedByChannel => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RateLimited | ErrorCode::IpRateLimited | ErrorCode::CardVelocityExceeded => {
             StatusCode::TOO_MANY_REQUESTS
         }
@@ -173,10 +174,12 @@ impl ApiError {
         }
     }
 
-    /// The complete response for this error.
+    /// The complete response for this error (its code is also attached as
+    /// response data, for the edge's error metric).
     pub fn to_response(&self, request_id: &str) -> Response {
         let mut resp = Json(self.envelope(request_id)).into_response();
         resp.set_status(self.status);
+        resp.set_data(self.code);
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert("Retry-After", poem::http::HeaderValue::from(s));

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use super::auth::{authenticate, Authenticated};
 use super::edge::{panicked_response, render_error, Panicked, RawBody, RequestMeta};
 use super::error::ApiError;
+use super::params::{IdempotencyKeyParam, IdempotencyKeyRule, TextRule};
 use super::Shared;
 
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -45,9 +46,10 @@ pub struct Idempotent<E> {
     inner: E,
 }
 
-/// Keys are 1–255 printable ASCII characters.
+/// Keys are 1–255 printable ASCII characters, not starting or ending with a
+/// space: the rule the `Idempotency-Key` parameter declares in the spec.
 pub fn valid_key(k: &str) -> bool {
-    (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    IdempotencyKeyParam::parse(k).is_some()
 }
 
 /// SHA-256 (hex) over method, path and body, each length-prefixed.
@@ -111,6 +113,7 @@ impl<E: Endpoint> Idempotent<E> {
         request_id: &str,
     ) -> poem::Result<Response> {
         let store = &shared.state.idempotency;
+        let route = req.data::<RequestMeta>().and_then(|m| m.route.clone());
         let resp = match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
             Err(_) => {
                 if let Err(e) = store.release(scope, key).await {
@@ -119,7 +122,7 @@ impl<E: Endpoint> Idempotent<E> {
                 return Ok(panicked_response());
             }
             Ok(Ok(r)) => r.into_response(),
-            Ok(Err(e)) => render_error(e, request_id),
+            Ok(Err(e)) => render_error(e, request_id, route.as_deref()),
         };
         if resp.data::<Panicked>().is_some() {
             let _ = store.release(scope, key).await;
@@ -181,7 +184,7 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
                 return Err(ApiError::field(
                     ErrorCode::InvalidRequest,
                     IDEMPOTENCY_HEADER,
-                    "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                    IdempotencyKeyRule::RULE,
                 )
                 .into())
             }
@@ -252,6 +255,7 @@ mod tests {
         assert!(!valid_key(""));
         assert!(!valid_key(&"k".repeat(256)));
         assert!(!valid_key("tab\there"));
+        assert!(!valid_key(" padded "));
         assert_ne!(
             request_hash("POST", "/a", b"x"),
             request_hash("POST", "/ax", b"")

@@ -16,6 +16,8 @@
 //!   and replayed bind responses.
 //! * [`edge`]: the outermost middleware (request id, body limit, error
 //!   rendering, security headers, metrics, logs); [`metrics`].
+//! * [`server`]: the connection layer under it (connection limit, header
+//!   read and keep-alive timeouts, header size).
 //!
 //! ## Invariants
 //! * No response ever holds a full card number, an ID number or a phone
@@ -32,6 +34,9 @@ pub mod edge;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod params;
+pub mod server;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,11 +46,12 @@ use std::time::Duration;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::web::Html;
-use poem::{Endpoint, EndpointExt, Request, RequestBody, Route, Server};
+use poem::{Endpoint, EndpointExt, Request, RequestBody, Route};
 use poem_openapi::OpenApiService;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 pub use auth::{sign_request, Authenticator, SIGNATURE_HEADER};
+pub use spec::api_spec_json;
 
 use crate::state::AppState;
 
@@ -65,6 +71,7 @@ pub struct Cx {
     pub request_id: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    error_code: edge::ErrorCodeSlot,
 }
 
 impl<'a> poem::FromRequest<'a> for Cx {
@@ -81,6 +88,7 @@ impl<'a> poem::FromRequest<'a> for Cx {
             user_agent: req
                 .header("User-Agent")
                 .map(|s| s.chars().take(512).collect()),
+            error_code: meta.map(|m| m.error_code.clone()).unwrap_or_default(),
         })
     }
 }
@@ -97,10 +105,28 @@ impl Cx {
         }
     }
 
-    /// Turns a refusal into the operation's error enum.
+    /// A card as shown: masked, with what the BIN table in use says about
+    /// its stored BIN.
+    pub fn card(&self, v: &cardbind_ports::service::CardView) -> dto::Card {
+        let entry = self.shared.state.bins.directory.lookup(&v.binding.card.bin);
+        dto::Card::from(v).with_facts(dto::IssuerFacts::of(entry.as_ref()))
+    }
+
+    /// A page of cards as shown (see [`Cx::card`]).
+    pub fn card_list(&self, p: &cardbind_ports::service::CardPage) -> dto::CardList {
+        dto::CardList {
+            cards: p.cards.iter().map(|v| self.card(v)).collect(),
+            next_after: p.next.as_ref().map(|b| b.as_str().to_owned()),
+        }
+    }
+
+    /// Turns a refusal into the operation's error enum (and notes its code
+    /// for the edge's error metric).
     pub fn fail<E: From<error::Failure>>(&self, e: impl Into<error::ApiError>) -> E {
+        let error = e.into();
+        self.error_code.set(error.code);
         E::from(error::Failure {
-            error: e.into(),
+            error,
             request_id: self.request_id.clone(),
         })
     }
@@ -132,120 +158,6 @@ fn service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// Sorts every object's keys, so that the text does not depend on the map
-/// type serde_json was built with.
-fn canonical(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out = Map::new();
-            for (k, v) in entries {
-                out.insert(k, canonical(v));
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
-        other => other,
-    }
-}
-
-/// Adds what poem-openapi cannot express: the request-signature scheme
-/// (required together with the bearer token for registered service
-/// clients) and the list of stable error codes.
-fn finish_spec(mut doc: Value) -> Value {
-    let signature = json!({
-        "type": "apiKey",
-        "in": "header",
-        "name": SIGNATURE_HEADER,
-        "description": "Required, together with the bearer token, from `service` clients registered for request signing. \
-            Value `t=<unix seconds>,n=<nonce: 8-128 of A-Z a-z 0-9 - _>,s=<hex HMAC-SHA256>` over \
-            `METHOD \\n PATH?QUERY \\n t \\n nonce \\n hex(SHA-256(body))` with the client's secret. \
-            Refused (401 `invalid_signature`) when missing, wrong, older or newer than the window (300 s), or when the nonce was seen before."
-    });
-    if let Some(schemes) = doc
-        .pointer_mut("/components/securitySchemes")
-        .and_then(Value::as_object_mut)
-    {
-        schemes.insert("requestSignature".into(), signature);
-    }
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
-            for op in ops.values_mut() {
-                let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else {
-                    continue;
-                };
-                let bearer_only = sec.len() == 1 && sec[0].get("bearerAuth").is_some();
-                if bearer_only {
-                    *sec = vec![
-                        json!({"bearerAuth": [], "requestSignature": []}),
-                        json!({"bearerAuth": []}),
-                    ];
-                }
-            }
-        }
-    }
-    // poem-openapi upper-cases response header names; show them as sent.
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for op in paths
-            .values_mut()
-            .filter_map(Value::as_object_mut)
-            .flat_map(|o| o.values_mut())
-        {
-            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            for resp in responses.values_mut() {
-                if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
-                    let renamed: Map<String, Value> = std::mem::take(headers)
-                        .into_iter()
-                        .map(|(k, v)| (header_case(&k), v))
-                        .collect();
-                    *headers = renamed;
-                }
-            }
-        }
-    }
-    if let Some(code) = doc
-        .pointer_mut("/components/schemas/ErrorBody/properties/code")
-        .and_then(Value::as_object_mut)
-    {
-        code.insert(
-            "description".into(),
-            Value::String(error::codes_description()),
-        );
-    }
-    canonical(doc)
-}
-
-/// `X-REQUEST-ID` → `X-Request-Id`.
-fn header_case(name: &str) -> String {
-    name.split('-')
-        .map(|part| {
-            let lower = part.to_ascii_lowercase();
-            let mut chars = lower.chars();
-            match chars.next() {
-                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-/// The OpenAPI 3 spec, deterministic (committed as `docs/openapi.json`).
-pub fn api_spec_json() -> String {
-    let raw = service().spec();
-    match serde_json::from_str::<Value>(&raw) {
-        Ok(doc) => {
-            let mut s = serde_json::to_string_pretty(&finish_spec(doc)).unwrap_or(raw);
-            s.push('\n');
-            s
-        }
-        Err(_) => raw,
-    }
-}
-
 /// operationId → path template, from the spec.
 fn operation_templates(spec: &str) -> HashMap<&'static str, String> {
     let mut out = HashMap::new();
@@ -267,6 +179,33 @@ fn operation_templates(spec: &str) -> HashMap<&'static str, String> {
     out
 }
 
+/// Every route the service serves with its methods, from the spec (plus
+/// the spec and the docs page themselves).
+fn allow_table(spec: &str) -> edge::AllowTable {
+    let mut routes: Vec<(String, Vec<&str>)> = vec![
+        ("/openapi.json".into(), vec!["get"]),
+        ("/docs".into(), vec!["get"]),
+    ];
+    if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(spec) {
+        if let Some(Value::Object(paths)) = doc.get("paths") {
+            for (template, ops) in paths {
+                let methods = ops
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|o| o.keys())
+                    .filter_map(|m| HTTP_METHODS.iter().find(|h| **h == m.as_str()).copied())
+                    .collect();
+                routes.push((template.clone(), methods));
+            }
+        }
+    }
+    edge::AllowTable::new(routes)
+}
+
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
 /// Every route with its middleware, ready to serve.
 pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     let auth = Authenticator::new(&state.auth);
@@ -282,6 +221,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     let svc = service();
     let docs_html = svc.swagger_ui_html().replace(&svc.spec(), &spec);
     let templates = Arc::new(operation_templates(&spec));
+    let allow = Arc::new(allow_table(&spec));
     let spec = Arc::new(spec);
 
     Route::new()
@@ -300,11 +240,16 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
         .nest("/", svc)
         .with(CatchPanic::new().with_handler(|_| edge::panicked_response()))
         .data(shared.clone())
-        .with(edge::Edge { shared, templates })
+        .with(edge::Edge {
+            shared,
+            templates,
+            allow,
+        })
 }
 
 /// Serves [`app`] on a bound listener until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish (30 s at most).
+/// accepting and lets in-flight requests finish (30 s at most), with the
+/// default connection limits.
 pub async fn serve(
     listener: std::net::TcpListener,
     state: AppState,
@@ -312,7 +257,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(30)))
-        .await
+    let registry = state.metrics.clone();
+    server::run(
+        acceptor,
+        app(state),
+        server::ConnectionLimits::default(),
+        &registry,
+        shutdown,
+        Duration::from_secs(30),
+    )
+    .await
 }

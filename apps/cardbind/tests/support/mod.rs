@@ -77,6 +77,8 @@ pub struct Options {
     pub http: HttpSettings,
     pub mock: MockConfig,
     pub jwt: JwtKey,
+    /// The BIN table, its store and channel card rules.
+    pub bins: cardbind::bins::Bins,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
                 ..MockConfig::default()
             },
             jwt: JwtKey::Hs256(JWT_SECRET.to_vec()),
+            bins: cardbind::bins::Bins::builtin_only(),
         }
     }
 }
@@ -151,6 +154,7 @@ pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestCl
         }),
         http: Arc::new(opts.http),
         metrics: prometheus::Registry::new(),
+        bins: Arc::new(opts.bins),
     };
     (state, clock)
 }

@@ -359,6 +359,9 @@ pub fn world(policy: Policy) -> World {
         review: s,
         vault: vault.clone(),
         channels,
+        bins: Arc::new(cardbind_ports::bins::BinDirectory::new(
+            cardbind_domain::BinTable::empty(),
+        )),
         clock: clock.clone(),
         ids: Arc::new(SeqIds::default()),
         step_up: None,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use cardbind_domain::{BindingId, CardCap, ChannelName, RateRule, Role, VerificationPolicy};
 use cardbind_ports::audit::AuditLog;
+use cardbind_ports::bins::{BinDirectory, BinTableStore};
 use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
 use cardbind_ports::clock::{Clock, IdGenerator, SystemClock};
 use cardbind_ports::keys::CardVault;
@@ -272,9 +273,13 @@ fn read_file(field: &str, path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{field}: cannot read {}", path.display()))
 }
 
+/// Every enabled channel behind its resilience wrapper, which counts calls
+/// into `metrics` and appends channel misconfigurations to `audit`.
 pub fn channels(
     config: &Config,
     metrics: &prometheus::Registry,
+    audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
 ) -> anyhow::Result<ChannelRegistry> {
     let c = &config.channels;
     let r = &c.resilience;
@@ -308,6 +313,7 @@ pub fn channels(
                         flaky_every: m.flaky_every,
                         notification_secret: m.notify_secret.clone(),
                         timeout_after: Duration::from_millis(m.timeout_after_ms),
+                        slow_after: Duration::from_millis(m.slow_ms),
                         ..cardbind_channels::MockConfig::default()
                     },
                 ))
@@ -388,7 +394,8 @@ pub fn channels(
             other => return Err(anyhow!("channels.enabled: unknown channel {other}")),
         };
         let wrapped = cardbind_channels::Resilient::new(inner, resilience.clone(), metrics)
-            .map_err(|e| anyhow!("channels.resilience: {e}"))?;
+            .map_err(|e| anyhow!("channels.resilience: {e}"))?
+            .with_audit(audit.clone(), clock.clone());
         list.push(Arc::new(wrapped));
     }
     let default = ChannelName::parse(&c.default)
@@ -551,13 +558,60 @@ pub fn step_up(
     ))))
 }
 
+/// Where imported BIN tables live: with the other stores (in memory, a
+/// table imported by another process is never seen).
+pub async fn bin_store(config: &Config) -> anyhow::Result<Arc<dyn BinTableStore>> {
+    match config.storage.kind {
+        StorageKind::Memory => Ok(Arc::new(cardbind_memory::MemoryBinTableStore::new())),
+        StorageKind::Mongodb => {
+            let s = cardbind_mongo::MongoBinTableStore::connect(
+                &config.storage.uri,
+                &config.storage.database,
+                Duration::from_millis(config.storage.timeout_ms),
+            )
+            .await
+            .context("storage.uri: cannot set up the MongoDB client for the BIN table")?;
+            s.ensure_indexes()
+                .await
+                .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+/// The BIN table in use (the store's imported table, else the built-in
+/// one), its store and each channel's card rule. The table is loaded now:
+/// a store that cannot be read stops start-up rather than letting the
+/// service run on the wrong table.
+pub async fn bins(config: &Config) -> anyhow::Result<crate::bins::Bins> {
+    let builtin = crate::bins::builtin().map_err(|e| anyhow!("the built-in BIN table: {e}"))?;
+    let directory = Arc::new(BinDirectory::new(builtin));
+    let store = bin_store(config).await?;
+    directory
+        .refresh(store.as_ref())
+        .await
+        .map_err(|e| anyhow!("loading the BIN table failed: {e}"))?;
+    Ok(crate::bins::Bins {
+        directory,
+        store,
+        rules: config.card_rules()?,
+    })
+}
+
 /// Builds every adapter and the application state.
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
-    let metrics = prometheus::Registry::new();
     let stores = stores(config).await?;
+    build_on(config, stores).await
+}
+
+/// Builds the application state on `stores` already opened (e.g. a second
+/// service over the same storage, with another channel configuration).
+pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> {
+    let metrics = prometheus::Registry::new();
+    let bins = bins(config).await?;
     let vault = vault(config, &stores, &metrics).await?;
-    let channels = channels(config, &metrics)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let channels = channels(config, &metrics, stores.audit.clone(), clock.clone())?;
     let ports = Ports {
         bindings: stores.bindings.clone(),
         rates: stores.rates.clone(),
@@ -579,6 +633,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         idempotency_retention_seconds: i64::from(config.idempotency.retention_hours) * 3600,
         idempotency_wait_ms: config.idempotency.wait_ms,
         trust_forwarded_for: config.server.trust_forwarded_for,
+        body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
         ..HttpSettings::default()
     };
     let auth = auth(config)?;
@@ -592,6 +647,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         auth: Arc::new(auth),
         http: Arc::new(http),
         metrics,
+        bins: Arc::new(bins),
     };
     Ok(Built { state, stores })
 }

@@ -1,0 +1,253 @@
+//! `CardDataStore`, `ChannelRefs` and `ReviewQueue`: records with one
+//! unique key each, written by insert and read by that key.
+
+use async_trait::async_trait;
+use cardbind_domain::{BindingId, ChannelName, Timestamp, UserId};
+use cardbind_ports::store::{
+    CardData, CardDataStore, ChannelRefs, RefTarget, ReviewEntry, ReviewQueue,
+};
+use cardbind_ports::StoreError;
+use cardbind_records::{corrupt, to_u64};
+use mongodb::bson::doc;
+
+use crate::docs::{CardDataDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
+use crate::schema::labels::*;
+use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
+
+fn user(s: &str) -> Result<UserId, StoreError> {
+    UserId::parse(s).map_err(|e| corrupt("user id", e))
+}
+
+fn binding(s: &str) -> Result<BindingId, StoreError> {
+    BindingId::parse(s).map_err(|e| corrupt("binding id", e))
+}
+
+#[async_trait]
+impl CardDataStore for MongoStore {
+    async fn put(&self, data: &CardData) -> Result<(), StoreError> {
+        self.timed(async {
+            let d = CardDataDoc {
+                binding: data.binding.as_str().to_owned(),
+                generation: i64::from(data.generation),
+                user: data.user.as_str().to_owned(),
+                sealed: SealedDoc::from(&data.sealed),
+            };
+            // The commit point: unique (binding, generation).
+            if try_insert(&self.card_data, &d, CARD_DATA_PUT).await? {
+                Ok(())
+            } else {
+                Err(StoreError::Duplicate)
+            }
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        user_id: &UserId,
+        binding_id: &BindingId,
+        generation: u32,
+    ) -> Result<Option<CardData>, StoreError> {
+        self.timed(async {
+            let found = self
+                .card_data
+                .find_one(doc! {
+                    "binding": binding_id.as_str(),
+                    "generation": i64::from(generation),
+                    "user": user_id.as_str(),
+                })
+                .comment(CARD_DATA_GET)
+                .await
+                .map_err(map_err)?;
+            found
+                .map(|d| {
+                    Ok(CardData {
+                        binding: binding(&d.binding)?,
+                        user: user(&d.user)?,
+                        generation: u32::try_from(to_u64(d.generation, "generation")?)
+                            .map_err(|_| corrupt("generation", "out of range"))?,
+                        sealed: d.sealed.into(),
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn owner(&self, binding_id: &BindingId) -> Result<Option<UserId>, StoreError> {
+        self.timed(async {
+            let found = self
+                .card_data
+                .clone_with_type::<OwnerDoc>()
+                .find_one(doc! { "binding": binding_id.as_str() })
+                .projection(doc! { "_id": 0, "user": 1 })
+                .comment(CARD_DATA_OWNER)
+                .await
+                .map_err(map_err)?;
+            found.map(|d| user(&d.user)).transpose()
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        user_id: &UserId,
+        binding_id: &BindingId,
+        keep: Option<u32>,
+    ) -> Result<u64, StoreError> {
+        self.timed(async {
+            let mut filter = doc! { "binding": binding_id.as_str(), "user": user_id.as_str() };
+            if let Some(k) = keep {
+                filter.insert("generation", doc! { "$ne": i64::from(k) });
+            }
+            let r = self
+                .card_data
+                .delete_many(filter)
+                .comment(CARD_DATA_DELETE)
+                .await
+                .map_err(map_err)?;
+            Ok(r.deleted_count)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ChannelRefs for MongoStore {
+    async fn put(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        target: &RefTarget,
+    ) -> Result<(), StoreError> {
+        self.timed(async {
+            let d = ChannelRefDoc {
+                channel: channel.as_str().to_owned(),
+                channel_ref: channel_ref.to_owned(),
+                user: target.user.as_str().to_owned(),
+                binding: target.binding.as_str().to_owned(),
+            };
+            // Unique (channel, channel_ref): the first target stays; the
+            // same again (or another) is not an error.
+            try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+    ) -> Result<Option<RefTarget>, StoreError> {
+        self.timed(async {
+            let found = self
+                .channel_refs
+                .find_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
+                .comment(CHANNEL_REFS_FIND)
+                .await
+                .map_err(map_err)?;
+            found
+                .map(|d| {
+                    Ok(RefTarget {
+                        user: user(&d.user)?,
+                        binding: binding(&d.binding)?,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
+        self.timed(async {
+            self.channel_refs
+                .delete_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
+                .comment(CHANNEL_REFS_DELETE)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn review_entry(d: ReviewDoc) -> Result<ReviewEntry, StoreError> {
+    Ok(ReviewEntry {
+        binding: binding(&d.binding)?,
+        user: user(&d.user)?,
+        since: Timestamp::from_unix_millis(d.since),
+    })
+}
+
+#[async_trait]
+impl ReviewQueue for MongoStore {
+    async fn add(&self, entry: &ReviewEntry) -> Result<(), StoreError> {
+        self.timed(async {
+            let d = ReviewDoc {
+                binding: entry.binding.as_str().to_owned(),
+                user: entry.user.as_str().to_owned(),
+                since: entry.since.unix_millis(),
+            };
+            // Unique binding: the first entry stays.
+            try_insert(&self.review, &d, REVIEW_ADD).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, binding_id: &BindingId) -> Result<Option<ReviewEntry>, StoreError> {
+        self.timed(async {
+            self.review
+                .find_one(doc! { "binding": binding_id.as_str() })
+                .comment(REVIEW_GET)
+                .await
+                .map_err(map_err)?
+                .map(review_entry)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn remove(&self, binding_id: &BindingId) -> Result<(), StoreError> {
+        self.timed(async {
+            self.review
+                .delete_one(doc! { "binding": binding_id.as_str() })
+                .comment(REVIEW_REMOVE)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        after: Option<BindingId>,
+        limit: u32,
+    ) -> Result<Vec<ReviewEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let filter = match &after {
+                Some(a) => doc! { "binding": { "$gt": a.as_str() } },
+                None => doc! {},
+            };
+            let cursor = self
+                .review
+                .find(filter)
+                .sort(doc! { "binding": 1 })
+                .limit(limit_i64(limit))
+                .comment(REVIEW_LIST)
+                .await
+                .map_err(map_err)?;
+            collect(cursor, limit as usize)
+                .await?
+                .into_iter()
+                .map(review_entry)
+                .collect()
+        })
+        .await
+    }
+}

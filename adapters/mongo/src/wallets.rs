@@ -1,0 +1,476 @@
+//! `WalletStore` and `AuditLog`: the chains of links in `links`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cardbind_domain::{Timestamp, UserId, Wallet};
+use cardbind_ports::audit::{
+    next_link, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead, ChainId,
+    Link,
+};
+use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
+use cardbind_ports::StoreError;
+use cardbind_records::{
+    corrupt, event_actions, event_bindings, event_users, events_into_domain, has_pending, to_i64,
+    to_u64, EventRecord, WalletRecord,
+};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+
+use crate::docs::{HeadDoc, LinkDoc, LinkKeyDoc};
+use crate::schema::labels::*;
+use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
+
+/// How long a remembered head of the service's chain is trusted without
+/// reading it again: far below any retention (a purge never deletes the
+/// newest link, so a head older than the retention is the only one that
+/// could name a purged successor).
+const SYSTEM_HEAD_TTL: Duration = Duration::from_secs(60);
+
+/// How long a head this process read or wrote is remembered as having
+/// existed (far below any retention, as above).
+const KNOWN_HEAD_TTL: Duration = Duration::from_secs(600);
+/// At most this many remembered heads (then all are forgotten).
+const KNOWN_HEADS_MAX: usize = 100_000;
+
+/// Links deleted per batch by the purge.
+const PURGE_BATCH: i64 = 500;
+
+/// The head of the service's chain as this process last wrote it.
+#[derive(Debug, Default)]
+pub(crate) struct SystemHead {
+    known: Option<(ChainHead, Instant)>,
+}
+
+impl SystemHead {
+    fn fresh(&self) -> Option<ChainHead> {
+        self.known
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < SYSTEM_HEAD_TTL)
+            .map(|(h, _)| h.clone())
+    }
+}
+
+/// Heads this process read (`load`) or wrote (`commit`): a commit after
+/// one of them needs no read, since the head certainly existed — either
+/// it is still the newest and the insert lands, or its successor exists
+/// and the insert collides. A commit after any other head (one that may
+/// never have existed) reads the newest link first.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHeads {
+    heads: HashMap<(String, u64), (String, Instant)>,
+}
+
+impl KnownHeads {
+    fn remember(&mut self, chain: &str, head: &ChainHead) {
+        if self.heads.len() >= KNOWN_HEADS_MAX {
+            self.heads.clear();
+        }
+        self.heads.insert(
+            (chain.to_owned(), head.seq),
+            (head.hash.clone(), Instant::now()),
+        );
+    }
+
+    fn knows(&self, chain: &str, head: &ChainHead) -> bool {
+        self.heads
+            .get(&(chain.to_owned(), head.seq))
+            .is_some_and(|(hash, at)| *hash == head.hash && at.elapsed() < KNOWN_HEAD_TTL)
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.unix_millis()
+}
+
+fn link_doc(link: &Link, wallet: Option<&Wallet>) -> Result<LinkDoc, StoreError> {
+    Ok(LinkDoc {
+        chain: link.chain.as_str().to_owned(),
+        seq: to_i64(link.seq, "link number")?,
+        at: ms(link.at),
+        prev_hash: link.prev_hash.clone(),
+        hash: link.hash.clone(),
+        events: link.events.iter().map(EventRecord::from).collect(),
+        users: event_users(&link.events),
+        bindings: event_bindings(&link.events),
+        actions: event_actions(&link.events),
+        wallet: wallet.map(WalletRecord::from),
+        pending: wallet.is_some_and(has_pending),
+    })
+}
+
+fn chain_id(s: &str) -> Result<ChainId, StoreError> {
+    ChainId::parse(s).ok_or_else(|| corrupt("chain", s))
+}
+
+fn into_link(d: LinkDoc) -> Result<Link, StoreError> {
+    Ok(Link {
+        chain: chain_id(&d.chain)?,
+        seq: to_u64(d.seq, "link number")?,
+        at: Timestamp::from_unix_millis(d.at),
+        events: events_into_domain(d.events)?,
+        prev_hash: d.prev_hash,
+        hash: d.hash,
+    })
+}
+
+fn head_of(d: &HeadDoc) -> Result<ChainHead, StoreError> {
+    Ok(ChainHead {
+        seq: to_u64(d.seq, "link number")?,
+        hash: d.hash.clone(),
+        at: Timestamp::from_unix_millis(d.at),
+    })
+}
+
+/// `{$or: …}` selecting (at, chain, seq) keys after the given one (`seq`
+/// compared with `seq_op`: `$gt` strictly after, `$gte` from that link on).
+fn after_key(at: i64, chain: &str, seq: i64, seq_op: &str) -> Bson {
+    Bson::Array(vec![
+        Bson::Document(doc! { "at": { "$gt": at } }),
+        Bson::Document(doc! { "at": at, "chain": { "$gt": chain } }),
+        Bson::Document(doc! { "at": at, "chain": chain, "seq": { seq_op: seq } }),
+    ])
+}
+
+const TIME_ORDER: fn() -> Document = || doc! { "at": 1, "chain": 1, "seq": 1 };
+
+impl MongoStore {
+    /// The newest link of `chain`: one `find` on (chain, seq) backwards.
+    async fn head(&self, chain: &str, label: &'static str) -> Result<Option<HeadDoc>, StoreError> {
+        self.links
+            .clone_with_type::<HeadDoc>()
+            .find_one(doc! { "chain": chain })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "_id": 0, "seq": 1, "at": 1, "hash": 1, "wallet": 1 })
+            .comment(label)
+            .await
+            .map_err(map_err)
+    }
+
+    /// One batch of the audit purge: the next `PURGE_BATCH` links older
+    /// than `before` after `after`; deletes, per chain, those that are not
+    /// its newest link. Returns (deleted, the last key seen, whether more
+    /// may follow).
+    async fn purge_batch(
+        &self,
+        before: i64,
+        after: Option<(i64, String, i64)>,
+    ) -> Result<(u64, Option<(i64, String, i64)>, bool), StoreError> {
+        let mut filter = doc! { "at": { "$lt": before } };
+        if let Some((at, chain, seq)) = &after {
+            filter.insert("$or", after_key(*at, chain, *seq, "$gt"));
+        }
+        let cursor = self
+            .links
+            .clone_with_type::<LinkKeyDoc>()
+            .find(filter)
+            .sort(TIME_ORDER())
+            .projection(doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1 })
+            .limit(PURGE_BATCH)
+            .comment(AUDIT_PURGE_BEFORE)
+            .await
+            .map_err(map_err)?;
+        let keys = collect(cursor, PURGE_BATCH as usize).await?;
+        let more = keys.len() as i64 == PURGE_BATCH;
+        let last = keys.last().map(|k| (k.at, k.chain.clone(), k.seq));
+        // Instants never go backwards along a chain, so the old links of a
+        // chain are a prefix of it: deleting up to the oldest of (the
+        // newest old one, the one before the newest) deletes only old
+        // links, from the start, never the newest.
+        let mut upto: BTreeMap<String, i64> = BTreeMap::new();
+        for k in keys {
+            let e = upto.entry(k.chain).or_insert(k.seq);
+            *e = (*e).max(k.seq);
+        }
+        let mut deleted = 0;
+        for (chain, max_old) in upto {
+            let Some(newest) = self.head(&chain, AUDIT_PURGE_BEFORE).await? else {
+                continue;
+            };
+            let last_deletable = max_old.min(newest.seq - 1);
+            if last_deletable < 1 {
+                continue;
+            }
+            let r = self
+                .links
+                .delete_many(doc! { "chain": &chain, "seq": { "$lte": last_deletable } })
+                .comment(AUDIT_PURGE_BEFORE)
+                .await
+                .map_err(map_err)?;
+            deleted += r.deleted_count;
+        }
+        Ok((deleted, last, more))
+    }
+}
+
+#[async_trait]
+impl WalletStore for MongoStore {
+    async fn load(&self, user: &UserId) -> Result<Option<StoredWallet>, StoreError> {
+        self.timed(async {
+            let Some(d) = self.head(user.as_str(), WALLETS_LOAD).await? else {
+                return Ok(None);
+            };
+            let head = head_of(&d)?;
+            self.known_heads().remember(user.as_str(), &head);
+            let wallet = d
+                .wallet
+                .ok_or_else(|| corrupt("wallet link", "holds no wallet"))?
+                .into_domain()?;
+            if wallet.user() != user {
+                return Err(corrupt("wallet link", "holds another user's wallet"));
+            }
+            Ok(Some(StoredWallet { wallet, head }))
+        })
+        .await
+    }
+
+    async fn commit(
+        &self,
+        wallet: &Wallet,
+        after: Option<ChainHead>,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<ChainHead, StoreError> {
+        self.timed(async {
+            let chain = wallet.user().as_str();
+            if let Some(h) = &after {
+                if !self.known_heads().knows(chain, h) {
+                    // A head this process never saw: it must be the newest.
+                    let newest = self.head(chain, WALLETS_COMMIT).await?;
+                    match newest {
+                        Some(d) if head_of(&d)? == *h => {}
+                        _ => return Err(StoreError::Conflict),
+                    }
+                }
+            }
+            let link = next_link(
+                ChainId::User(wallet.user().clone()),
+                after.as_ref(),
+                now,
+                events,
+            );
+            let d = link_doc(&link, Some(wallet))?;
+            // The commit point: the unique (chain, seq) index lets exactly
+            // one link follow each link.
+            if try_insert(&self.links, &d, WALLETS_COMMIT).await? {
+                let head = link.head();
+                self.known_heads().remember(chain, &head);
+                Ok(head)
+            } else {
+                Err(StoreError::Conflict)
+            }
+        })
+        .await
+    }
+
+    async fn pending_links(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        after: Option<LinkKey>,
+        limit: u32,
+    ) -> Result<Vec<PendingLink>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let mut filter = doc! { "pending": true, "at": { "$gte": ms(from), "$lt": ms(to) } };
+            if let Some(a) = &after {
+                let seq = to_i64(a.seq, "link number")?;
+                filter.insert("$or", after_key(ms(a.at), a.user.as_str(), seq, "$gt"));
+            }
+            let cursor = self
+                .links
+                .clone_with_type::<LinkKeyDoc>()
+                .find(filter)
+                .sort(TIME_ORDER())
+                .projection(doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1 })
+                .limit(limit_i64(limit))
+                .comment(WALLETS_PENDING_LINKS)
+                .await
+                .map_err(map_err)?;
+            collect(cursor, limit as usize)
+                .await?
+                .into_iter()
+                .map(|k| {
+                    Ok(PendingLink {
+                        key: LinkKey {
+                            at: Timestamp::from_unix_millis(k.at),
+                            user: UserId::parse(&k.chain).map_err(|e| corrupt("user id", e))?,
+                            seq: to_u64(k.seq, "link number")?,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for MongoStore {
+    async fn append_system(
+        &self,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.timed(async {
+            // Appends of this process take turns: they would otherwise all
+            // race for the same next link, and every loser pays a read.
+            let mut known = self.system_head.lock().await;
+            let system = ChainId::System;
+            let mut head = match known.fresh() {
+                Some(h) => Some(h),
+                None => match self.head(system.as_str(), AUDIT_APPEND_SYSTEM).await? {
+                    Some(d) => Some(head_of(&d)?),
+                    None => None,
+                },
+            };
+            loop {
+                let link = next_link(system.clone(), head.as_ref(), now, events.clone());
+                let d = link_doc(&link, None)?;
+                if try_insert(&self.links, &d, AUDIT_APPEND_SYSTEM).await? {
+                    known.known = Some((link.head(), Instant::now()));
+                    return Ok(());
+                }
+                // Another instance appended first: continue after its link.
+                head = match self.head(system.as_str(), AUDIT_APPEND_SYSTEM).await? {
+                    Some(d) => Some(head_of(&d)?),
+                    None => None,
+                };
+            }
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        filter: &AuditFilter,
+        after: Option<AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let mut q = Document::new();
+            if let Some(u) = &filter.user_id {
+                q.insert("users", u.as_str());
+            }
+            if let Some(b) = &filter.binding_id {
+                q.insert("bindings", b.as_str());
+            }
+            if let Some(a) = filter.action {
+                q.insert("actions", a.as_str());
+            }
+            let mut at = Document::new();
+            if let Some(s) = filter.since {
+                at.insert("$gte", ms(s));
+            }
+            if let Some(u) = filter.until {
+                at.insert("$lt", ms(u));
+            }
+            if !at.is_empty() {
+                q.insert("at", at);
+            }
+            let after_key_of = match &after {
+                Some(a) => {
+                    let seq = to_i64(a.seq, "link number")?;
+                    q.insert("$or", after_key(ms(a.at), a.chain.as_str(), seq, "$gte"));
+                    Some((ms(a.at), a.chain.as_str().to_owned(), seq, a.index))
+                }
+                None => None,
+            };
+            let mut cursor = self
+                .links
+                .find(q)
+                .sort(TIME_ORDER())
+                .batch_size(limit.min(500))
+                .comment(AUDIT_LIST)
+                .await
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                let key = (d.at, d.chain.clone(), d.seq);
+                let link = into_link(d)?;
+                for (i, e) in link.events.iter().enumerate() {
+                    let index = u32::try_from(i).map_err(|_| corrupt("link", "too many events"))?;
+                    if let Some((a_at, a_chain, a_seq, a_index)) = &after_key_of {
+                        if (key.0, &key.1, key.2) == (*a_at, a_chain, *a_seq) && index <= *a_index {
+                            continue;
+                        }
+                    }
+                    if !filter.matches(link.at, e) {
+                        continue;
+                    }
+                    out.push(AuditRecord {
+                        cursor: AuditCursor {
+                            at: link.at,
+                            chain: link.chain.clone(),
+                            seq: link.seq,
+                            index,
+                        },
+                        link_hash: link.hash.clone(),
+                        event: e.clone(),
+                    });
+                    if out.len() >= limit as usize {
+                        return Ok(out);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn links(
+        &self,
+        after: Option<(ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<Link>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let filter = match &after {
+                Some((chain, seq)) => {
+                    let seq = to_i64(*seq, "link number")?;
+                    doc! { "$or": [
+                        { "chain": chain.as_str(), "seq": { "$gt": seq } },
+                        { "chain": { "$gt": chain.as_str() } },
+                    ] }
+                }
+                None => Document::new(),
+            };
+            let cursor = self
+                .links
+                .find(filter)
+                .sort(doc! { "chain": 1, "seq": 1 })
+                .limit(limit_i64(limit))
+                .comment(AUDIT_LINKS)
+                .await
+                .map_err(map_err)?;
+            collect(cursor, limit as usize)
+                .await?
+                .into_iter()
+                .map(into_link)
+                .collect()
+        })
+        .await
+    }
+
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut total = 0;
+        let mut after = None;
+        loop {
+            // Each batch under its own timeout: a purge may be long.
+            let (n, last, more) = self.timed(self.purge_batch(ms(before), after)).await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+            after = last;
+        }
+    }
+}

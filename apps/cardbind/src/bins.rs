@@ -1,0 +1,307 @@
+//! BIN tables as files: the CSV format of `cardbind bins import` and the
+//! built-in table (`data/bins.csv`, compiled in), and what the HTTP edge
+//! and the bind flow share about BINs ([`Bins`]).
+//!
+//! ## The CSV format
+//! A header line, then one entry per line (lines starting with `#` are
+//! comments; fields may be quoted):
+//!
+//! ```text
+//! low,high,issuer_code,issuer_name_zh,issuer_name_en,card_type,country,currency
+//! 622588,,CMB,招商银行,China Merchants Bank,debit,CN,CNY
+//! 62284800,62284849,ABC,中国农业银行,Agricultural Bank of China,debit,CN,CNY
+//! ```
+//!
+//! * `low`, `high`: 6 to 19 digits, the same number of both; `high` empty
+//!   means `low` alone. Ranges may nest (the innermost wins a lookup) but
+//!   must not overlap otherwise or cover the same numbers twice.
+//! * `issuer_code`: 2 to 20 of `A-Z 0-9 _` (e.g. WeChat Pay's bank codes).
+//! * `issuer_name_zh`, `issuer_name_en`: required, 1 to 100 characters.
+//! * `card_type`: `debit`, `credit`, `prepaid` or empty (unknown).
+//! * `country`: ISO 3166-1 alpha-2 (`CN`) or empty; `currency`: ISO 4217
+//!   alpha-3 (`CNY`) or empty.
+//!
+//! A file is taken whole or not at all: the first malformed line, or the
+//! first pair of conflicting ranges, is reported with its line numbers and
+//! nothing is imported. Parsing uses the `csv` crate (quoting, UTF-8,
+//! line numbers), reading records as strings; the domain parses the fields.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use cardbind_domain::{BinEntry, BinTable, CardNumber, ChannelCardRule, ChannelName, DomainError};
+use cardbind_memory::MemoryBinTableStore;
+use cardbind_ports::bins::{BinDirectory, BinTableStore};
+
+/// The header every file starts with.
+pub const COLUMNS: [&str; 8] = [
+    "low",
+    "high",
+    "issuer_code",
+    "issuer_name_zh",
+    "issuer_name_en",
+    "card_type",
+    "country",
+    "currency",
+];
+
+/// The built-in table's source.
+pub const BUILTIN_CSV: &str = include_str!("../data/bins.csv");
+
+/// Why a file is not a table. Line numbers count from 1, the header
+/// included.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("line {line}: {message}")]
+    Line { line: u64, message: String },
+    #[error("lines {first} and {second}: {message}")]
+    Conflict {
+        first: u64,
+        second: u64,
+        message: String,
+    },
+    #[error("{0}")]
+    File(String),
+}
+
+/// Reads a whole table from CSV (format in the module docs).
+pub fn parse_csv(input: impl Read) -> Result<BinTable, ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .comment(Some(b'#'))
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let header_line = |r: &csv::StringRecord| r.position().map_or(1, |p| p.line());
+    let header = reader.headers().map_err(|e| csv_error(e, 1))?.clone();
+    let names: Vec<&str> = header.iter().collect();
+    if names != COLUMNS {
+        return Err(ImportError::Line {
+            line: header_line(&header),
+            message: format!("the header must be {}", COLUMNS.join(",")),
+        });
+    }
+    let mut entries = Vec::new();
+    let mut lines = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(e, 0))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let f: Vec<&str> = record.iter().collect();
+        let [low, high, code, zh, en, card_type, country, currency] = f[..] else {
+            return Err(ImportError::Line {
+                line,
+                message: format!("{} fields, expected {}", f.len(), COLUMNS.len()),
+            });
+        };
+        let entry = BinEntry::parse(low, high, code, zh, en, card_type, country, currency)
+            .map_err(|e| ImportError::Line {
+                line,
+                message: field_message(&e),
+            })?;
+        entries.push(entry);
+        lines.push(line);
+    }
+    BinTable::new(entries).map_err(|e| {
+        let (a, b) = e.positions();
+        ImportError::Conflict {
+            first: lines.get(a).copied().unwrap_or(0),
+            second: lines.get(b).copied().unwrap_or(0),
+            message: match e {
+                cardbind_domain::BinTableError::Overlap { .. } => {
+                    "the ranges overlap without one containing the other".into()
+                }
+                cardbind_domain::BinTableError::Duplicate { .. } => {
+                    "the ranges cover the same numbers".into()
+                }
+            },
+        }
+    })
+}
+
+fn field_message(e: &DomainError) -> String {
+    match e.field {
+        Some(f) => format!("{f}: {}", e.message),
+        None => e.message.clone(),
+    }
+}
+
+fn csv_error(e: csv::Error, fallback_line: u64) -> ImportError {
+    let line = e.position().map_or(fallback_line, |p| p.line());
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".to_owned(),
+        csv::ErrorKind::Io(io) => return ImportError::File(format!("cannot read the file: {io}")),
+        _ => "not a CSV line".to_owned(),
+    };
+    ImportError::Line { line, message }
+}
+
+/// The built-in table: the public facts of `data/bins.csv`.
+pub fn builtin() -> Result<BinTable, ImportError> {
+    parse_csv(BUILTIN_CSV.as_bytes())
+}
+
+/// What the HTTP edge and the bind flow share about BINs: the table in use
+/// (refreshed from the store by the service), the store imports go to, and
+/// each channel's card rule.
+pub struct Bins {
+    pub directory: Arc<BinDirectory>,
+    pub store: Arc<dyn BinTableStore>,
+    /// By channel name; a channel without an entry takes every card.
+    pub rules: BTreeMap<String, ChannelCardRule>,
+}
+
+impl Bins {
+    /// The built-in table, an in-memory store, no channel restrictions
+    /// (tests and embedding).
+    pub fn builtin_only() -> Bins {
+        Bins {
+            directory: Arc::new(BinDirectory::new(builtin().unwrap_or_default())),
+            store: Arc::new(MemoryBinTableStore::new()),
+            rules: BTreeMap::new(),
+        }
+    }
+
+    /// The rule of `channel` (every card, when none is configured).
+    pub fn rule(&self, channel: &ChannelName) -> ChannelCardRule {
+        self.rules
+            .get(channel.as_str())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Looks the card up and applies the channel's rule: the entry found
+    /// (to keep with the binding), or `card_not_accepted_by_channel`. This
+    /// is what the bind flow calls once the request has parsed, before any
+    /// write.
+    pub fn check_card(
+        &self,
+        channel: &ChannelName,
+        card: &CardNumber,
+    ) -> Result<Option<BinEntry>, DomainError> {
+        let entry = self.directory.lookup_card(card);
+        self.rule(channel).check(entry.as_ref().map(|e| &e.info))?;
+        Ok(entry)
+    }
+}
+
+impl std::fmt::Debug for Bins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bins")
+            .field("directory", &self.directory)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cardbind_domain::{CardType, ErrorCode, UnknownBins};
+
+    const HEADER: &str =
+        "low,high,issuer_code,issuer_name_zh,issuer_name_en,card_type,country,currency\n";
+
+    #[test]
+    fn the_built_in_table_parses_and_knows_the_test_numbers_and_big_banks() {
+        let t = builtin().unwrap();
+        assert!(t.len() > 100, "{}", t.len());
+        let code = |d: &str| {
+            t.lookup(d)
+                .map(|e| e.info.issuer.code().as_str().to_owned())
+        };
+        assert_eq!(code("4111111111111111").as_deref(), Some("TEST"));
+        assert_eq!(code("411111"), None, "a test number is not its whole BIN");
+        let debit = t.lookup("4000056655665556").unwrap();
+        assert_eq!(debit.info.card_type, Some(CardType::Debit));
+        let prepaid = t.lookup("5105105105105100").unwrap();
+        assert_eq!(prepaid.info.card_type, Some(CardType::Prepaid));
+        for (bin, bank, ty) in [
+            ("622848", "ABC", CardType::Debit),
+            ("622202", "ICBC", CardType::Debit),
+            ("621700", "CCB", CardType::Debit),
+            ("622588", "CMB", CardType::Debit),
+            ("622262", "COMM", CardType::Debit),
+            ("621799", "PSBC", CardType::Debit),
+            ("622155", "PAB", CardType::Credit),
+            ("622630", "HXB", CardType::Debit),
+        ] {
+            let e = t.lookup(bin).unwrap_or_else(|| panic!("{bin}"));
+            assert_eq!(e.info.issuer.code().as_str(), bank, "{bin}");
+            assert_eq!(e.info.card_type, Some(ty), "{bin}");
+            assert_eq!(e.info.country.map(|c| c.code()).as_deref(), Some("CN"));
+        }
+        let cmb = t.lookup("6225880000000000").unwrap();
+        assert_eq!(cmb.info.issuer.name_zh(), "招商银行");
+        assert_eq!(cmb.info.currency.map(|c| c.code()), Some("CNY"));
+    }
+
+    #[test]
+    fn a_file_with_comments_quotes_and_nesting_parses() {
+        let csv = format!(
+            "# comment\n{HEADER}622588,,CMB,招商银行,China Merchants Bank,debit,CN,CNY\n\
+             # another\n\"62258800\",\"62258849\",CMB,招商银行,\"China Merchants Bank, card X\",credit,CN,\n"
+        );
+        let t = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(t.len(), 2);
+        let inner = t.lookup("6225880012345678").unwrap();
+        assert_eq!(inner.info.issuer.name_en(), "China Merchants Bank, card X");
+        assert_eq!(inner.info.card_type, Some(CardType::Credit));
+        assert_eq!(inner.info.currency, None);
+    }
+
+    #[test]
+    fn malformed_lines_and_conflicts_are_refused_with_line_numbers() {
+        let bad = [
+            (format!("{HEADER}622588,,CMB,招商银行,CMB,debit,CN,CNY\n62258,,X1,a,b,,,\n"), "line 3: low:"),
+            (format!("{HEADER}622588,,CMB,招商银行,CMB,debit,CHN,CNY\n"), "line 2: country:"),
+            (format!("{HEADER}622588,,CMB,招商银行,CMB,savings,CN,CNY\n"), "line 2: card_type:"),
+            (format!("{HEADER}622588,,CMB,招商银行,CMB,debit,CN\n"), "line 2: 7 fields, expected 8"),
+            (format!("{HEADER}622588,,cmb,招商银行,CMB,debit,CN,CNY\n"), "line 2: issuer_code:"),
+            ("low,high,bank\n".to_owned(), "line 1: the header must be"),
+            (
+                format!("{HEADER}622700,622709,CCB,建设银行,CCB,debit,CN,CNY\n# gap\n622848,,ABC,农行,ABC,debit,CN,CNY\n622705,622712,CCB,建设银行,CCB,debit,CN,CNY\n"),
+                "lines 2 and 5: the ranges overlap",
+            ),
+            (
+                format!("{HEADER}622848,,ABC,农行,ABC,debit,CN,CNY\n62284800,62284899,ABC,农行,ABC,debit,CN,CNY\n"),
+                "lines 2 and 3: the ranges cover the same numbers",
+            ),
+        ];
+        for (csv, want) in bad {
+            let e = parse_csv(csv.as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+        let e = parse_csv(&b"low,high\n\xff\xfe,\n"[..]).unwrap_err();
+        assert!(matches!(e, ImportError::Line { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn check_card_applies_the_channel_rule_to_the_looked_up_entry() {
+        let mut bins = Bins::builtin_only();
+        let mock = ChannelName::parse("mock").unwrap();
+        let abc_debit = CardNumber::parse("6228480000000000003").unwrap();
+        let test_visa = CardNumber::parse("4111111111111111").unwrap();
+        let unknown = CardNumber::parse("6212345678901265").unwrap();
+        // No rule: everything passes, and the entry comes back.
+        let e = bins.check_card(&mock, &abc_debit).unwrap().unwrap();
+        assert_eq!(e.info.issuer.code().as_str(), "ABC");
+        bins.rules.insert(
+            "mock".into(),
+            ChannelCardRule {
+                card_types: vec![CardType::Debit],
+                countries: vec![cardbind_domain::Country::parse("CN").unwrap()],
+                unknown_bins: UnknownBins::Refuse,
+            },
+        );
+        assert!(bins.check_card(&mock, &abc_debit).is_ok());
+        for card in [&test_visa, &unknown] {
+            assert_eq!(
+                bins.check_card(&mock, card).unwrap_err().code,
+                ErrorCode::CardNotAcceptedByChannel
+            );
+        }
+        let other = ChannelName::parse("alipay").unwrap();
+        assert!(bins.check_card(&other, &unknown).unwrap().is_none());
+    }
+}

@@ -1,0 +1,188 @@
+//! The card vault: local or AWS KMS master keys, the keyring under them,
+//! and the master key rotation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
+use cardbind_ports::clock::{Clock, SystemClock};
+use cardbind_ports::keys::CardVault;
+use cardbind_ports::store::DataKeyStore;
+
+use super::{data_dir, Stores};
+use crate::config::{Config, KeysKind};
+
+fn vault_config(config: &Config) -> cardbind_keys::VaultConfig {
+    let k = &config.keys;
+    cardbind_keys::VaultConfig {
+        cache: cardbind_keys::CacheConfig {
+            enabled: k.cache_max_entries > 0,
+            max_age: Duration::from_secs(k.cache_max_age_seconds),
+            max_uses: k.cache_max_uses,
+            max_entries: k.cache_max_entries,
+        },
+        ..cardbind_keys::VaultConfig::default()
+    }
+}
+
+fn local_key_file(config: &Config) -> anyhow::Result<PathBuf> {
+    Ok(match &config.keys.local_key_file {
+        Some(f) => f.clone(),
+        None => data_dir(config)?.join(cardbind_keys::LocalMasterKey::FILE_NAME),
+    })
+}
+
+fn kms_config(config: &Config, key_id: &str) -> cardbind_keys::KmsConfig {
+    let k = &config.keys;
+    let mut c = cardbind_keys::KmsConfig::new(key_id, k.kms_region.clone());
+    c.endpoint = k.kms_endpoint.clone();
+    c.timeout = Duration::from_millis(k.kms_timeout_ms);
+    if let (Some(id), Some(secret)) = (&k.kms_access_key_id, &k.kms_secret_access_key) {
+        c.credentials = Some(cardbind_keys::StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: None,
+        });
+    }
+    c
+}
+
+async fn kms_key(
+    config: &Config,
+    key_id: &str,
+    metrics: cardbind_keys::KmsMetrics,
+) -> anyhow::Result<cardbind_keys::KmsMasterKey> {
+    cardbind_keys::KmsMasterKey::connect(&kms_config(config, key_id), metrics)
+        .await
+        .map_err(|e| anyhow!("keys.kms_key_id: cannot reach or use KMS key {key_id}: {e}"))
+}
+
+pub async fn vault(
+    config: &Config,
+    data_keys: Arc<dyn DataKeyStore>,
+    metrics: &prometheus::Registry,
+) -> anyhow::Result<Arc<dyn CardVault>> {
+    match config.keys.kind {
+        KeysKind::Local => {
+            let master =
+                cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
+                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+            let mut previous = Vec::new();
+            for f in &config.keys.previous_local_key_files {
+                previous.push(
+                    cardbind_keys::LocalMasterKey::load(f).map_err(|e| {
+                        anyhow!("keys.previous_local_key_files: {}: {e}", f.display())
+                    })?,
+                );
+            }
+            Ok(Arc::new(
+                cardbind_keys::EnvelopeVault::new(
+                    master,
+                    data_keys.clone(),
+                    vault_config(config),
+                )
+                .with_previous_keys(previous),
+            ))
+        }
+        KeysKind::AwsKms => {
+            let m = cardbind_keys::KmsMetrics::registered(metrics)
+                .map_err(|e| anyhow!("metrics: {e}"))?;
+            let master = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
+            let mut previous = Vec::new();
+            for id in &config.keys.previous_kms_key_ids {
+                previous.push(
+                    kms_key(config, id, m.clone())
+                        .await
+                        .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
+                );
+            }
+            Ok(Arc::new(
+                cardbind_keys::EnvelopeVault::new(
+                    master,
+                    data_keys.clone(),
+                    vault_config(config),
+                )
+                .with_previous_keys(previous),
+            ))
+        }
+    }
+}
+
+
+/// `cardbind keys rotate --to NEW`: re-wraps every data key.
+/// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key
+/// wrapped under `from` (default: the configured master key) under `to`.
+pub async fn rotate_keys(
+    config: &Config,
+    stores: &Stores,
+    from: Option<&str>,
+    to: &str,
+) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let progress = |r: &cardbind_keys::RotationReport| {
+        bar.set_message(format!(
+            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            r.scanned,
+            r.rewrapped,
+            r.already_current,
+            r.failed.len()
+        ));
+        bar.tick();
+    };
+    let report = match config.keys.kind {
+        KeysKind::AwsKms => {
+            let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
+            let from = kms_key(config, from.unwrap_or(&config.keys.kms_key_id), m.clone()).await?;
+            let to = kms_key(config, to, m).await?;
+            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
+        }
+        KeysKind::Local => {
+            // Both keys must exist: a mistyped path must not create a key.
+            let from = match from {
+                Some(f) => cardbind_keys::LocalMasterKey::load(Path::new(f))
+                    .map_err(|e| anyhow!("--from: {e}"))?,
+                None => cardbind_keys::LocalMasterKey::load(&local_key_file(config)?)
+                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?,
+            };
+            let to = cardbind_keys::LocalMasterKey::load(Path::new(to))
+                .map_err(|e| anyhow!("--to: {e}"))?;
+            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
+        }
+    }
+    .map_err(|e| anyhow!("rotation stopped (run it again to resume): {e}"))?;
+    bar.finish();
+    let now = SystemClock.now();
+    let event = AuditEvent {
+        at: now,
+        actor: AuditActor::service("cli:keys-rotate"),
+        action: AuditAction::KeysRotate,
+        user_id: None,
+        binding_id: None,
+        outcome: if report.failed.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Refused(cardbind_domain::ErrorCode::KeyServiceUnavailable)
+        },
+        request_id: None,
+        client_ip: None,
+        detail: Some(format!(
+            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            report.scanned,
+            report.rewrapped,
+            report.already_current,
+            report.failed.len()
+        )),
+    };
+    if let Err(e) = stores.audit.append_system(vec![event], now).await {
+        tracing::error!(error = %e, "audit append failed for the key rotation");
+    }
+    println!("{report:?}");
+    Ok(())
+}
+

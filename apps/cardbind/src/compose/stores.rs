@@ -1,0 +1,102 @@
+//! The storage adapter the configuration names, as every storage port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use cardbind_ports::audit::AuditLog;
+use cardbind_ports::bins::BinTableStore;
+use cardbind_ports::store::{
+    CardDataStore, ChannelRefs, DataKeyStore, IdempotencyStore, RateLimiter, ReviewQueue,
+    SeenIds, WalletStore,
+};
+
+use super::data_dir;
+use crate::config::{Config, StorageKind};
+
+/// Every storage port, from one adapter.
+#[derive(Clone)]
+pub struct Stores {
+    pub wallets: Arc<dyn WalletStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub card_data: Arc<dyn CardDataStore>,
+    pub channel_refs: Arc<dyn ChannelRefs>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub rates: Arc<dyn RateLimiter>,
+    pub seen: Arc<dyn SeenIds>,
+    pub data_keys: Arc<dyn DataKeyStore>,
+    pub review: Arc<dyn ReviewQueue>,
+    /// Where imported BIN tables are kept.
+    pub bins: Arc<dyn BinTableStore>,
+}
+
+impl Stores {
+    /// Every port from one adapter that implements them all, with the BIN
+    /// table store beside it.
+    pub fn all_in_one<S>(s: Arc<S>, bins: Arc<dyn BinTableStore>) -> Stores
+    where
+        S: WalletStore
+            + AuditLog
+            + CardDataStore
+            + ChannelRefs
+            + IdempotencyStore
+            + RateLimiter
+            + SeenIds
+            + DataKeyStore
+            + ReviewQueue
+            + 'static,
+    {
+        Stores {
+            wallets: s.clone(),
+            audit: s.clone(),
+            card_data: s.clone(),
+            channel_refs: s.clone(),
+            idempotency: s.clone(),
+            rates: s.clone(),
+            seen: s.clone(),
+            data_keys: s.clone(),
+            review: s,
+            bins,
+        }
+    }
+}
+
+/// Opens the configured store.
+pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
+    let s = &config.storage;
+    match s.kind {
+        StorageKind::Memory => Ok(Stores::all_in_one(
+            cardbind_memory::MemoryStore::shared(),
+            Arc::new(cardbind_memory::MemoryBinTableStore::new()),
+        )),
+        StorageKind::Sqlite => {
+            let path = match &s.path {
+                Some(p) => p.clone(),
+                None => data_dir(config)?.join("cardbind.sqlite3"),
+            };
+            let options = cardbind_sqlite::SqliteOptions {
+                cache_mib: s.cache_mib,
+                busy_timeout: Duration::from_millis(s.timeout_ms),
+                ..cardbind_sqlite::SqliteOptions::default()
+            };
+            let store = cardbind_sqlite::SqliteStore::open(&path, options)
+                .map_err(|e| anyhow!("storage.path: {}: {e}", path.display()))?;
+            let bins = Arc::new(store.bin_tables());
+            Ok(Stores::all_in_one(Arc::new(store), bins))
+        }
+        StorageKind::Mongodb => {
+            let timeout = Duration::from_millis(s.timeout_ms);
+            let m = cardbind_mongo::MongoStore::connect(&s.uri, &s.database, timeout)
+                .await
+                .context("storage.uri: cannot set up the MongoDB client")?;
+            m.ensure_indexes()
+                .await
+                .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
+            let bins = cardbind_mongo::MongoBinTableStore::new(m.database(), timeout);
+            bins.ensure_indexes()
+                .await
+                .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
+            Ok(Stores::all_in_one(Arc::new(m), Arc::new(bins)))
+        }
+    }
+}

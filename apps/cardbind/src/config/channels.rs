@@ -1,0 +1,322 @@
+//! The payment channels and their resilience.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cardbind_domain::{CardType, ChannelCardRule, Country, UnknownBins};
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// The kinds of payment channel the service speaks; each is configured
+/// (and named in requests) by its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Mock,
+    Alipay,
+    Wechat,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 3] = [ChannelKind::Mock, ChannelKind::Alipay, ChannelKind::Wechat];
+
+    /// The name the channel is known by (in requests, paths and metrics).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Mock => "mock",
+            ChannelKind::Alipay => "alipay",
+            ChannelKind::Wechat => "wechat",
+        }
+    }
+}
+
+/// The mock channel's behaviour (see `cardbind_channels::MockMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MockModeSetting {
+    Instant,
+    Otp,
+    Redirect,
+    Decline,
+    Timeout,
+    Flaky,
+    Slow,
+}
+
+impl MockModeSetting {
+    pub fn mode(self) -> cardbind_channels::MockMode {
+        use cardbind_channels::MockMode as M;
+        match self {
+            MockModeSetting::Instant => M::Instant,
+            MockModeSetting::Otp => M::Otp,
+            MockModeSetting::Redirect => M::Redirect,
+            MockModeSetting::Decline => M::Decline,
+            MockModeSetting::Timeout => M::Timeout,
+            MockModeSetting::Flaky => M::Flaky,
+            MockModeSetting::Slow => M::Slow,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    /// Enabled channels: any of `mock`, `alipay`, `wechat`.
+    pub enabled: Vec<ChannelKind>,
+    /// The channel used when a bind request names none.
+    pub default: ChannelKind,
+    pub mock: MockChannelConfig,
+    pub alipay: Option<AlipayChannelConfig>,
+    pub wechat: Option<WechatChannelConfig>,
+    pub resilience: ResilienceConfig,
+    /// `cardbind reconcile` settles bindings that have waited in
+    /// `pending_verification` for longer than this (seconds; default 900,
+    /// the verification window): it asks their channel and activates or
+    /// fails them. `--older-than` overrides it for one run.
+    pub reconcile_after_seconds: i64,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            enabled: vec![ChannelKind::Mock],
+            default: ChannelKind::Mock,
+            mock: MockChannelConfig::default(),
+            alipay: None,
+            wechat: None,
+            resilience: ResilienceConfig::default(),
+            reconcile_after_seconds: 900,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockChannelConfig {
+    /// `instant`, `otp`, `redirect`, `decline`, `timeout`, `flaky` or
+    /// `slow` (answers like `otp` after `slow_ms`).
+    pub mode: MockModeSetting,
+    /// The OTP the mock accepts.
+    pub otp_code: String,
+    /// HMAC secret for mock notifications (`x-mock-signature`).
+    pub notify_secret: String,
+    /// For `flaky`: every Nth call fails.
+    pub flaky_every: u64,
+    /// Per-card mode by the card's last four digits (demos and tests:
+    /// e.g. `{"0002" = "decline"}`).
+    pub card_modes: BTreeMap<String, MockModeSetting>,
+    /// How long `timeout` mode waits before giving up, milliseconds.
+    pub timeout_after_ms: u64,
+    /// How long `slow` mode waits before it answers, milliseconds.
+    pub slow_ms: u64,
+    /// Which cards this channel takes (by their BIN data).
+    pub accept: CardAcceptConfig,
+}
+
+impl Default for MockChannelConfig {
+    fn default() -> Self {
+        MockChannelConfig {
+            mode: MockModeSetting::Otp,
+            otp_code: "123456".into(),
+            notify_secret: "mock-notify-secret".into(),
+            flaky_every: 2,
+            card_modes: BTreeMap::new(),
+            timeout_after_ms: 30_000,
+            slow_ms: 2_000,
+            accept: CardAcceptConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlipayChannelConfig {
+    pub gateway_url: String,
+    pub app_id: String,
+    pub private_key_file: PathBuf,
+    pub alipay_public_key_file: PathBuf,
+    /// Base64 AES-128 content-encryption key file, when enabled.
+    pub aes_key_file: Option<PathBuf>,
+    pub notify_url: Option<String>,
+    /// Where the user's browser returns after signing.
+    #[serde(default)]
+    pub return_url: Option<String>,
+    /// Merchant personal product code for agreement signing.
+    #[serde(default)]
+    pub personal_product_code: Option<String>,
+    #[serde(default)]
+    pub sign_scene: Option<String>,
+    /// Which cards this channel takes (by their BIN data).
+    #[serde(default)]
+    pub accept: CardAcceptConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatChannelConfig {
+    pub base_url: String,
+    pub mchid: String,
+    pub appid: String,
+    /// Serial number of the merchant API certificate.
+    pub serial_no: String,
+    pub private_key_file: PathBuf,
+    /// Platform certificates / public keys by serial (or `PUB_KEY_ID_…`).
+    pub platform_keys: BTreeMap<String, PathBuf>,
+    pub apiv3_key_file: PathBuf,
+    /// Where WeChat Pay sends contract notifications.
+    pub notify_url: String,
+    /// The entrusted-debit (papay) template plan id.
+    pub plan_id: u64,
+    #[serde(default)]
+    pub return_url: Option<String>,
+    /// Which cards this channel takes (by their BIN data).
+    #[serde(default)]
+    pub accept: CardAcceptConfig,
+}
+
+/// Which cards a channel takes, by what the BIN table says about them
+/// (`[channels.NAME.accept]`). The defaults take every card.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardAcceptConfig {
+    /// `debit`, `credit`, `prepaid`; empty: any. A card whose BIN entry has
+    /// no type is refused when this is set.
+    pub card_types: Vec<String>,
+    /// ISO 3166-1 alpha-2 issuing countries (`["CN"]`); empty: any. A card
+    /// whose BIN entry has no country is refused when this is set.
+    pub countries: Vec<String>,
+    /// A card whose BIN the table does not know: `accept` (the default) or
+    /// `refuse`.
+    pub unknown_bins: UnknownBinsSetting,
+}
+
+/// What a channel does with a card whose BIN is unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownBinsSetting {
+    #[default]
+    Accept,
+    Refuse,
+}
+
+impl ChannelsConfig {
+    /// Each enabled channel's card rule (`channels.NAME.accept`).
+    pub fn card_rules(&self) -> Result<BTreeMap<ChannelKind, ChannelCardRule>, ConfigError> {
+        let mut rules = BTreeMap::new();
+        for kind in &self.enabled {
+            let accept = match kind {
+                ChannelKind::Mock => Some(&self.mock.accept),
+                ChannelKind::Alipay => self.alipay.as_ref().map(|a| &a.accept),
+                ChannelKind::Wechat => self.wechat.as_ref().map(|w| &w.accept),
+            };
+            if let Some(a) = accept {
+                rules.insert(*kind, a.rule(&format!("channels.{}.accept", kind.as_str()))?);
+            }
+        }
+        Ok(rules)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: &str| Err(ConfigError(format!("{field}: {why}")));
+        if self.enabled.is_empty() {
+            return bad("channels.enabled", "enable at least one channel");
+        }
+        for kind in &self.enabled {
+            let configured = match kind {
+                ChannelKind::Mock => true,
+                ChannelKind::Alipay => self.alipay.is_some(),
+                ChannelKind::Wechat => self.wechat.is_some(),
+            };
+            if !configured {
+                return bad(
+                    &format!("channels.{}", kind.as_str()),
+                    "is required when the channel is enabled",
+                );
+            }
+        }
+        if !self.enabled.contains(&self.default) {
+            return bad("channels.default", "must be one of channels.enabled");
+        }
+        let r = &self.resilience;
+        if r.max_retries > 3 {
+            return bad("channels.resilience.max_retries", "at most 3");
+        }
+        if r.timeout_ms == 0 {
+            return bad("channels.resilience.timeout_ms", "must be positive");
+        }
+        if r.backoff_min_ms > r.backoff_max_ms {
+            return bad(
+                "channels.resilience.backoff_min_ms",
+                "must not exceed backoff_max_ms",
+            );
+        }
+        if self.reconcile_after_seconds < 0 {
+            return bad("channels.reconcile_after_seconds", "must not be negative");
+        }
+        self.card_rules()?;
+        Ok(())
+    }
+}
+
+impl CardAcceptConfig {
+    /// The domain rule; the error names the offending key under `field`.
+    pub fn rule(&self, field: &str) -> Result<ChannelCardRule, ConfigError> {
+        let mut card_types = Vec::new();
+        for t in &self.card_types {
+            card_types.push(CardType::parse(t).map_err(|_| {
+                ConfigError(format!(
+                    "{field}.card_types: {t:?} is not debit, credit or prepaid"
+                ))
+            })?);
+        }
+        let mut countries = Vec::new();
+        for c in &self.countries {
+            countries.push(Country::parse(c).map_err(|_| {
+                ConfigError(format!(
+                    "{field}.countries: {c:?} is not an ISO 3166-1 alpha-2 code (e.g. \"CN\")"
+                ))
+            })?);
+        }
+        Ok(ChannelCardRule {
+            card_types,
+            countries,
+            unknown_bins: match self.unknown_bins {
+                UnknownBinsSetting::Accept => UnknownBins::Accept,
+                UnknownBinsSetting::Refuse => UnknownBins::Refuse,
+            },
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// Bound of one channel call attempt, milliseconds.
+    pub timeout_ms: u64,
+    /// Retries on transient failures (at most 3).
+    pub max_retries: u32,
+    /// First retry delay, milliseconds (doubles each retry, with jitter).
+    pub backoff_min_ms: u64,
+    /// Largest retry delay, milliseconds.
+    pub backoff_max_ms: u64,
+    /// Consecutive failed attempts that open a channel's circuit breaker;
+    /// while open, binds go to manual review without calling the channel.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one trial call, seconds.
+    pub breaker_open_seconds: u64,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            timeout_ms: 10_000,
+            max_retries: 3,
+            backoff_min_ms: 200,
+            backoff_max_ms: 5_000,
+            breaker_failures: 5,
+            breaker_open_seconds: 30,
+        }
+    }
+}
+

@@ -1,0 +1,177 @@
+//! Limits, authentication, retention, step-up, the BIN table and logs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub binds_per_user_per_minute: u64,
+    /// 0 disables the limit.
+    pub binds_per_ip_per_minute: u64,
+    /// One card tried against many accounts; 0 disables.
+    pub binds_per_card_per_hour: u64,
+    pub cards_per_user: u32,
+    pub otp_attempts: u32,
+    pub verification_window_seconds: i64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            binds_per_user_per_minute: 3,
+            binds_per_ip_per_minute: 30,
+            binds_per_card_per_hour: 5,
+            cards_per_user: 10,
+            otp_attempts: 5,
+            verification_window_seconds: 900,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret. When neither this nor `jwt_public_key_file` is set, a
+    /// random secret is generated in `<data_dir>/jwt.secret` (the dev
+    /// default that `cardbind token` signs with).
+    pub jwt_secret: Option<String>,
+    /// RS256 public key (PEM) of your identity provider.
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_seconds: u64,
+    /// Service clients that must sign requests: client id → HMAC secret.
+    pub signed_clients: BTreeMap<String, String>,
+    pub signature_window_seconds: i64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            issuer: "cardbind".into(),
+            audience: "cardbind".into(),
+            leeway_seconds: 30,
+            signed_clients: BTreeMap::new(),
+            signature_window_seconds: 300,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days audit events are kept; never less than 180.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// Hours a key is kept; never less than 24.
+    pub retention_hours: u32,
+    pub wait_ms: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            retention_hours: 48,
+            wait_ms: 10_000,
+        }
+    }
+}
+
+/// The step-up verifiers built in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUpKind {
+    Hmac,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Step-up for risky operations: unbinding a user's default card and
+/// erasing a user need an `X-Step-Up-Token` the verifier accepts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepUpConfig {
+    pub enabled: bool,
+    /// The verifier. `hmac` (the only one built in): tokens
+    /// `<expiry unix seconds>.<hex HMAC-SHA256>` made with `hmac_secret` by
+    /// whatever performed the second factor (see `crate::step_up`).
+    pub kind: StepUpKind,
+    /// Shared secret of the `hmac` verifier (at least 32 characters);
+    /// prefer `CARDBIND__STEP_UP__HMAC_SECRET` from the environment.
+    pub hmac_secret: Option<String>,
+    /// Longest accepted token lifetime (expiry minus now), seconds.
+    pub max_ttl_seconds: u64,
+}
+
+impl Default for StepUpConfig {
+    fn default() -> Self {
+        StepUpConfig {
+            enabled: false,
+            kind: StepUpKind::Hmac,
+            hmac_secret: None,
+            max_ttl_seconds: 300,
+        }
+    }
+}
+
+/// The BIN table: the built-in one until `cardbind bins import` stores
+/// one, which every instance picks up within `refresh_interval_seconds`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BinsConfig {
+    /// How often each instance checks the store for a newly imported
+    /// table (one small read; the table is loaded only when it changed).
+    pub refresh_interval_seconds: u64,
+}
+
+impl Default for BinsConfig {
+    fn default() -> Self {
+        BinsConfig {
+            refresh_interval_seconds: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `cardbind=debug,info`.
+    pub filter: String,
+    /// `json` or `pretty`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+

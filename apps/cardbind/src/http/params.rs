@@ -1,0 +1,389 @@
+//! Typed path, query and header parameters.
+//!
+//! Each text parameter is a [`Text<R>`] whose rule `R` ([`TextRule`]) is one
+//! declaration used twice: it is the parameter's schema in the spec
+//! (`pattern`, `minLength`, `maxLength`, `format`) and the check the service
+//! runs on the value before the handler sees it. A value the spec allows is
+//! therefore accepted, and a value it refuses is refused, with the stable
+//! code [`param_refusal`] gives the parameter's name (`invalid_user_id` for
+//! a user id, 404 `not_found` for an unknown channel, `invalid_request`
+//! otherwise).
+//!
+//! Patterns use only what ECMA-262 (the spec's reading), Python's `re`
+//! (schemathesis) and the `regex` crate (the service) read alike: ASCII
+//! classes, groups, alternation and counted repetition, anchored with `^…$`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use cardbind_domain::ErrorCode;
+use poem::http::StatusCode;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, ToJSON, Type};
+use regex::Regex;
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// The compiled form of a pattern, cached (the same few patterns are
+/// checked on every request). A pattern that does not compile matches
+/// nothing; a test compiles every pattern the spec declares.
+pub fn pattern_matches(pattern: &str, value: &str) -> bool {
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<Arc<Regex>>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let compiled = {
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(pattern.to_owned())
+            .or_insert_with(|| Regex::new(pattern).ok().map(Arc::new))
+            .clone()
+    };
+    compiled.is_some_and(|re| re.is_match(value))
+}
+
+/// The format of a text parameter: its schema and its check are the same
+/// declaration.
+pub trait TextRule: Send + Sync + 'static {
+    /// Anchored (`^…$`) pattern of every accepted value.
+    const PATTERN: &'static str;
+    const MIN_LENGTH: usize;
+    /// In characters, as JSON Schema counts.
+    const MAX_LENGTH: usize;
+    /// A JSON Schema / OpenAPI `format`, when one applies.
+    const FORMAT: Option<&'static str> = None;
+    /// What the rule says, for the refusal message (never the value).
+    const RULE: &'static str;
+
+    /// Any further check the pattern cannot state (e.g. a date-time that
+    /// must also exist on the calendar).
+    fn extra(_value: &str) -> bool {
+        true
+    }
+
+    /// Whether `value` has this format.
+    fn accepts(value: &str) -> bool {
+        let n = value.chars().count();
+        (Self::MIN_LENGTH..=Self::MAX_LENGTH).contains(&n)
+            && pattern_matches(Self::PATTERN, value)
+            && Self::extra(value)
+    }
+
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            format: Self::FORMAT,
+            pattern: Some(Self::PATTERN.to_owned()),
+            min_length: Some(Self::MIN_LENGTH),
+            max_length: Some(Self::MAX_LENGTH),
+            ..MetaSchema::new("string")
+        }
+    }
+}
+
+/// A text parameter checked against `R`.
+pub struct Text<R: TextRule>(String, PhantomData<R>);
+
+impl<R: TextRule> Text<R> {
+    /// The value, if it has the format.
+    pub fn parse(value: &str) -> Option<Text<R>> {
+        R::accepts(value).then(|| Text(value.to_owned(), PhantomData))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl<R: TextRule> Deref for Text<R> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<R: TextRule> Clone for Text<R> {
+    fn clone(&self) -> Self {
+        Text(self.0.clone(), PhantomData)
+    }
+}
+
+impl<R: TextRule> std::fmt::Debug for Text<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Text").field(&self.0).finish()
+    }
+}
+
+impl<R: TextRule> Type for Text<R> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        format!("string({})", R::PATTERN).into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(R::schema()))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl<R: TextRule> ParseFromParameter for Text<R> {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Text::parse(value).ok_or_else(|| ParseError::custom(R::RULE))
+    }
+}
+
+impl<R: TextRule> ToJSON for Text<R> {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
+/// The id rule of the domain (`UserId`, `BindingId`): 1–64 of
+/// `A-Z a-z 0-9 _ - . : @`, starting with a letter or digit.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$";
+const ID_RULE: &str =
+    "1 to 64 characters of A-Z a-z 0-9 _ - . : @, starting with a letter or digit";
+
+macro_rules! text_rule {
+    ($(#[$m:meta])* $name:ident {
+        pattern: $p:expr, min: $min:expr, max: $max:expr, rule: $rule:expr
+        $(, format: $f:expr)? $(, extra: $extra:expr)? $(,)?
+    }) => {
+        $(#[$m])*
+        pub struct $name;
+        impl TextRule for $name {
+            const PATTERN: &'static str = $p;
+            const MIN_LENGTH: usize = $min;
+            const MAX_LENGTH: usize = $max;
+            const RULE: &'static str = $rule;
+            $(const FORMAT: Option<&'static str> = Some($f);)?
+            $(fn extra(value: &str) -> bool {
+                let check: fn(&str) -> bool = $extra;
+                check(value)
+            })?
+        }
+    };
+}
+
+text_rule!(
+    /// A user id (the domain's `UserId`).
+    UserIdRule { pattern: ID_PATTERN, min: 1, max: 64, rule: ID_RULE }
+);
+text_rule!(
+    /// A card (binding) id, or any other id the service issues (consents).
+    IdRule { pattern: ID_PATTERN, min: 1, max: 64, rule: ID_RULE }
+);
+text_rule!(
+    /// The first 6 to 8 digits of a card number.
+    BinRule { pattern: "^[0-9]{6,8}$", min: 6, max: 8, rule: "a BIN is 6 to 8 digits" }
+);
+text_rule!(
+    /// An audit action name, e.g. `binding.freeze`.
+    ActionRule {
+        pattern: "^[a-z][a-z0-9_.]{0,63}$",
+        min: 1,
+        max: 64,
+        rule: "an action is 1 to 64 of a-z 0-9 _ . starting with a letter",
+    }
+);
+text_rule!(
+    /// An instant, RFC 3339 (`2030-01-31T12:00:00Z`, any offset, optional
+    /// fraction of a second).
+    DateTimeRule {
+        pattern: "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+        min: 20,
+        max: 64,
+        rule: "an RFC 3339 date-time",
+        format: "date-time",
+        extra: |v| super::dto::parse_rfc3339(v).is_some(),
+    }
+);
+text_rule!(
+    /// An `Idempotency-Key`: 1–255 printable ASCII characters, not starting
+    /// or ending with a space (HTTP drops those from a header value).
+    IdempotencyKeyRule {
+        pattern: "^[!-~]([ -~]{0,253}[!-~])?$",
+        min: 1,
+        max: 255,
+        rule: "Idempotency-Key must be 1 to 255 printable ASCII characters",
+    }
+);
+
+pub type UserIdParam = Text<UserIdRule>;
+pub type IdParam = Text<IdRule>;
+pub type BinParam = Text<BinRule>;
+pub type ActionParam = Text<ActionRule>;
+pub type DateTimeParam = Text<DateTimeRule>;
+pub type IdempotencyKeyParam = Text<IdempotencyKeyRule>;
+
+/// The payment channels the service knows; which of them are enabled is
+/// configuration (`channels.enabled`).
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Mock,
+    Alipay,
+    Wechat,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Mock => "mock",
+            ChannelKind::Alipay => "alipay",
+            ChannelKind::Wechat => "wechat",
+        }
+    }
+}
+
+/// The refusal for a parameter that does not parse (its name as the
+/// `field`): the code the domain gives the same value, so that a refusal
+/// by the parameter's declared format reads as it always has.
+pub fn param_refusal(name: &str) -> ApiError {
+    match name {
+        "user_id" => ApiError::field(
+            ErrorCode::InvalidUserId,
+            name,
+            format!("user_id must be {ID_RULE}"),
+        ),
+        "card_id" => ApiError::field(
+            ErrorCode::InvalidRequest,
+            name,
+            format!("card_id must be {ID_RULE}"),
+        ),
+        "after" => ApiError::field(
+            ErrorCode::InvalidRequest,
+            name,
+            "`after` is not an id from a previous page",
+        ),
+        "bin" => ApiError::field(ErrorCode::InvalidRequest, name, BinRule::RULE),
+        "channel" => ApiError::field(ErrorCode::NotFound, name, "no such channel is enabled")
+            .with_status(StatusCode::NOT_FOUND),
+        "since" | "until" => ApiError::field(
+            ErrorCode::InvalidRequest,
+            name,
+            format!("`{name}` must be an RFC 3339 date-time"),
+        ),
+        "action" => ApiError::field(ErrorCode::InvalidRequest, name, ActionRule::RULE),
+        "Idempotency-Key" => {
+            ApiError::field(ErrorCode::InvalidRequest, name, IdempotencyKeyRule::RULE)
+        }
+        _ => ApiError::field(
+            ErrorCode::InvalidRequest,
+            name.to_owned(),
+            format!("the parameter `{name}` is missing or malformed"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cardbind_domain::{BindingId, UserId};
+
+    /// Strings around the id rule's edges: every ASCII character at the
+    /// start and inside, lengths 0, 1, 64 and 65, and non-ASCII.
+    fn id_samples() -> Vec<String> {
+        let mut v = vec![
+            String::new(),
+            "a".repeat(64),
+            "a".repeat(65),
+            "é".into(),
+            "aé".into(),
+            "a\n".into(),
+            "a\u{0}".into(),
+            "１".into(),
+        ];
+        for b in 0u8..=0x7f {
+            let c = b as char;
+            v.push(c.to_string());
+            v.push(format!("a{c}"));
+            v.push(format!("{c}a"));
+        }
+        v
+    }
+
+    #[test]
+    fn every_pattern_compiles() {
+        for p in [
+            ID_PATTERN,
+            BinRule::PATTERN,
+            ActionRule::PATTERN,
+            DateTimeRule::PATTERN,
+            IdempotencyKeyRule::PATTERN,
+        ] {
+            assert!(Regex::new(p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn id_rule_is_the_domain_rule() {
+        for s in id_samples() {
+            assert_eq!(
+                UserIdParam::parse(&s).is_some(),
+                UserId::parse(&s).is_ok(),
+                "user id {s:?}"
+            );
+            assert_eq!(
+                IdParam::parse(&s).is_some(),
+                BindingId::parse(&s).is_ok(),
+                "card id {s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(IdempotencyKeyParam::parse("k").is_some());
+        assert!(IdempotencyKeyParam::parse("a b").is_some());
+        assert!(IdempotencyKeyParam::parse(&"k".repeat(255)).is_some());
+        for bad in ["", " a", "a ", "a\tb", "ключ", &"k".repeat(256)] {
+            assert!(IdempotencyKeyParam::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn date_times_are_rfc3339_instants() {
+        for ok in [
+            "2030-01-31T12:00:00Z",
+            "2030-01-31t12:00:00z",
+            "0001-01-01T00:00:00+23:59",
+            "9999-12-31T23:59:59.999999-23:59",
+        ] {
+            assert!(DateTimeParam::parse(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "2030-02-30T00:00:00Z",
+            "2030-01-31 12:00:00Z",
+            "2030-01-31T12:00:00",
+            "yesterday",
+        ] {
+            assert!(DateTimeParam::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusals_keep_their_codes() {
+        assert_eq!(param_refusal("user_id").code, ErrorCode::InvalidUserId);
+        assert_eq!(param_refusal("card_id").code, ErrorCode::InvalidRequest);
+        assert_eq!(param_refusal("channel").status, StatusCode::NOT_FOUND);
+        assert_eq!(param_refusal("limit").field.as_deref(), Some("limit"));
+    }
+}

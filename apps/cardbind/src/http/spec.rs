@@ -1,0 +1,528 @@
+//! The OpenAPI document: poem-openapi's spec of the operations, finished in
+//! one place ([`finish_spec`]) with what poem-openapi cannot express. Both
+//! `cardbind spec` and `GET /openapi.json` serve [`api_spec_json`], so they
+//! are the same text, committed as `docs/openapi.json`.
+
+use serde_json::{json, Map, Value};
+
+use super::{service, SIGNATURE_HEADER};
+
+/// Sorts every object's keys, so that the text does not depend on the map
+/// type serde_json was built with.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut out = Map::new();
+            for (k, v) in entries {
+                out.insert(k, canonical(v));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// Adds what poem-openapi cannot express: the request-signature scheme
+/// (required together with the bearer token for registered service
+/// clients), the list of stable error codes, closed request bodies
+/// ([`close_request_bodies`]) and the links between operations
+/// ([`add_links`]).
+fn finish_spec(mut doc: Value) -> Value {
+    let signature = json!({
+        "type": "apiKey",
+        "in": "header",
+        "name": SIGNATURE_HEADER,
+        "description": "Required, together with the bearer token, from `service` clients registered for request signing. \
+            Value `t=<unix seconds>,n=<nonce: 8-128 of A-Z a-z 0-9 - _>,s=<hex HMAC-SHA256>` over \
+            `METHOD \\n PATH?QUERY \\n t \\n nonce \\n hex(SHA-256(body))` with the client's secret. \
+            Refused (401 `invalid_signature`) when missing, wrong, older or newer than the window (300 s), or when the nonce was seen before."
+    });
+    if let Some(schemes) = doc
+        .pointer_mut("/components/securitySchemes")
+        .and_then(Value::as_object_mut)
+    {
+        schemes.insert("requestSignature".into(), signature);
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in ops.values_mut() {
+                let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else {
+                    continue;
+                };
+                let bearer_only = sec.len() == 1 && sec[0].get("bearerAuth").is_some();
+                if bearer_only {
+                    *sec = vec![
+                        json!({"bearerAuth": [], "requestSignature": []}),
+                        json!({"bearerAuth": []}),
+                    ];
+                }
+            }
+        }
+    }
+    // poem-openapi upper-cases response header names; show them as sent.
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for op in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|o| o.values_mut())
+        {
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for resp in responses.values_mut() {
+                if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
+                    let renamed: Map<String, Value> = std::mem::take(headers)
+                        .into_iter()
+                        .map(|(k, v)| (header_case(&k), v))
+                        .collect();
+                    *headers = renamed;
+                }
+            }
+        }
+    }
+    if let Some(code) = doc
+        .pointer_mut("/components/schemas/ErrorBody/properties/code")
+        .and_then(Value::as_object_mut)
+    {
+        code.insert(
+            "description".into(),
+            Value::String(super::error::codes_description()),
+        );
+    }
+    close_request_bodies(&mut doc);
+    add_links(&mut doc);
+    canonical(doc)
+}
+
+/// `X-REQUEST-ID` → `X-Request-Id`.
+fn header_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let lower = part.to_ascii_lowercase();
+            let mut chars = lower.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The OpenAPI 3 spec, deterministic (committed as `docs/openapi.json`).
+pub fn api_spec_json() -> String {
+    let raw = service().spec();
+    match serde_json::from_str::<Value>(&raw) {
+        Ok(doc) => {
+            let mut s = serde_json::to_string_pretty(&finish_spec(doc)).unwrap_or(raw);
+            s.push('\n');
+            s
+        }
+        Err(_) => raw,
+    }
+}
+
+/// Request bodies as the body reader ([`super::body`]) reads them: an
+/// unknown field is refused (`additionalProperties: false`) and an
+/// optional field may be `null` (the same as absent). Applied to every
+/// object schema a request body reaches.
+fn close_request_bodies(doc: &mut Value) {
+    let mut names: Vec<String> = Vec::new();
+    let mut pending: Vec<Value> = Vec::new();
+    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+        for op in paths
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|o| o.values())
+        {
+            if let Some(content) = op
+                .pointer("/requestBody/content")
+                .and_then(Value::as_object)
+            {
+                pending.extend(content.values().filter_map(|m| m.get("schema")).cloned());
+            }
+        }
+    }
+    while let Some(schema) = pending.pop() {
+        if let Some(name) = schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        {
+            if names.iter().any(|n| n == name) {
+                continue;
+            }
+            names.push(name.to_owned());
+            if let Some(target) = doc.pointer(&format!("/components/schemas/{name}")) {
+                pending.push(target.clone());
+            }
+            continue;
+        }
+        for key in ["properties"] {
+            if let Some(props) = schema.get(key).and_then(Value::as_object) {
+                pending.extend(props.values().cloned());
+            }
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(alts) = schema.get(key).and_then(Value::as_array) {
+                pending.extend(alts.iter().cloned());
+            }
+        }
+    }
+    for name in names {
+        let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            continue;
+        }
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        schema.insert("additionalProperties".into(), Value::Bool(false));
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            for (prop, value) in props.iter_mut() {
+                if required.contains(prop) {
+                    continue;
+                }
+                let Some(obj) = value.as_object_mut() else {
+                    continue;
+                };
+                if let Some(reference) = obj.remove("$ref") {
+                    // A `$ref` takes no siblings in OpenAPI 3.0.
+                    obj.insert("allOf".into(), json!([{ "$ref": reference }]));
+                }
+                obj.insert("nullable".into(), Value::Bool(true));
+            }
+        }
+    }
+}
+
+/// One link: from a response of `from` to the operation `to`, with where
+/// each of its parameters comes from.
+struct Link {
+    from: &'static str,
+    status: &'static str,
+    to: &'static str,
+    params: &'static [(&'static str, &'static str)],
+}
+
+const USER_FROM_PATH: (&str, &str) = ("user_id", "$request.path.user_id");
+const USER_FROM_BODY: (&str, &str) = ("user_id", "$response.body#/user_id");
+const CARD_FROM_BODY: (&str, &str) = ("card_id", "$response.body#/id");
+const CARD_PATH: &[(&str, &str)] = &[USER_FROM_PATH, CARD_FROM_BODY];
+const CARD_BODY: &[(&str, &str)] = &[USER_FROM_BODY, CARD_FROM_BODY];
+const REVIEW: &[(&str, &str)] = &[CARD_FROM_BODY];
+const FIRST_REVIEW: &[(&str, &str)] = &[("card_id", "$response.body#/cards/0/id")];
+const FIRST_CARD: &[(&str, &str)] = &[USER_FROM_PATH, ("card_id", "$response.body#/cards/0/id")];
+
+/// What a client (or a stateful test) can do next with the card an answer
+/// names: a bound card can be verified, read, made the default, frozen or
+/// unbound; a card in review can be approved, rejected or retried.
+const LINKS: &[Link] = &[
+    Link {
+        from: "bindCard",
+        status: "201",
+        to: "verifyCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "bindCard",
+        status: "201",
+        to: "getCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "bindCard",
+        status: "201",
+        to: "setDefaultCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "bindCard",
+        status: "201",
+        to: "unbindCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "bindCard",
+        status: "201",
+        to: "freezeCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "bindCard",
+        status: "202",
+        to: "getCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "bindCard",
+        status: "202",
+        to: "approveReview",
+        params: REVIEW,
+    },
+    Link {
+        from: "bindCard",
+        status: "202",
+        to: "rejectReview",
+        params: REVIEW,
+    },
+    Link {
+        from: "bindCard",
+        status: "202",
+        to: "retryReview",
+        params: REVIEW,
+    },
+    Link {
+        from: "verifyCard",
+        status: "200",
+        to: "getCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "verifyCard",
+        status: "200",
+        to: "setDefaultCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "verifyCard",
+        status: "200",
+        to: "freezeCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "verifyCard",
+        status: "200",
+        to: "unbindCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "listCards",
+        status: "200",
+        to: "getCard",
+        params: FIRST_CARD,
+    },
+    Link {
+        from: "setDefaultCard",
+        status: "200",
+        to: "freezeCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "setDefaultCard",
+        status: "200",
+        to: "unbindCard",
+        params: CARD_PATH,
+    },
+    Link {
+        from: "freezeCard",
+        status: "200",
+        to: "unfreezeCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "freezeCard",
+        status: "200",
+        to: "getCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "freezeCard",
+        status: "200",
+        to: "unbindCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "unfreezeCard",
+        status: "200",
+        to: "setDefaultCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "unfreezeCard",
+        status: "200",
+        to: "freezeCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "listReviews",
+        status: "200",
+        to: "approveReview",
+        params: FIRST_REVIEW,
+    },
+    Link {
+        from: "listReviews",
+        status: "200",
+        to: "rejectReview",
+        params: FIRST_REVIEW,
+    },
+    Link {
+        from: "listReviews",
+        status: "200",
+        to: "retryReview",
+        params: FIRST_REVIEW,
+    },
+    Link {
+        from: "approveReview",
+        status: "200",
+        to: "getCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "approveReview",
+        status: "200",
+        to: "freezeCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "retryReview",
+        status: "200",
+        to: "verifyCard",
+        params: CARD_BODY,
+    },
+    Link {
+        from: "retryReview",
+        status: "200",
+        to: "getCard",
+        params: CARD_BODY,
+    },
+];
+
+/// `verifyCard` → `VerifyCard`.
+fn link_name(operation_id: &str) -> String {
+    let mut chars = operation_id.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// OpenAPI links ([`LINKS`]), which poem-openapi does not generate: each
+/// goes on its response as `links.<TargetOperation>`.
+fn add_links(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|o| o.values_mut())
+    {
+        let Some(id) = op
+            .get("operationId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        for link in LINKS.iter().filter(|l| l.from == id) {
+            let Some(resp) = op
+                .pointer_mut(&format!("/responses/{}", link.status))
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let params: Map<String, Value> = link
+                .params
+                .iter()
+                .map(|(name, source)| ((*name).to_owned(), Value::String((*source).to_owned())))
+                .collect();
+            let links = resp
+                .entry("links")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(links) = links.as_object_mut() {
+                links.insert(
+                    link_name(link.to),
+                    json!({ "operationId": link.to, "parameters": params }),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_link_joins_declared_operations_and_parameters() {
+        let doc: Value = serde_json::from_str(&api_spec_json()).unwrap_or_default();
+        let mut ops: Vec<(String, Value)> = Vec::new();
+        for o in doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.values())
+        {
+            for op in o.as_object().into_iter().flat_map(|m| m.values()) {
+                ops.push((
+                    op["operationId"].as_str().unwrap_or("").to_owned(),
+                    op.clone(),
+                ));
+            }
+        }
+        let find = |id: &str| ops.iter().find(|(i, _)| i == id).map(|(_, op)| op.clone());
+        for link in LINKS {
+            let from = find(link.from).unwrap_or_default();
+            let to = find(link.to).unwrap_or_default();
+            let declared = &from["responses"][link.status]["links"][link_name(link.to)];
+            assert_eq!(
+                declared["operationId"], link.to,
+                "{} -> {}",
+                link.from, link.to
+            );
+            let path_params: Vec<&str> = to["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let mut given: Vec<&str> = link.params.iter().map(|p| p.0).collect();
+            given.sort_unstable();
+            let mut wanted = path_params.clone();
+            wanted.sort_unstable();
+            assert_eq!(
+                given, wanted,
+                "{} -> {} fills every path parameter",
+                link.from, link.to
+            );
+        }
+    }
+
+    #[test]
+    fn request_bodies_are_closed_and_optional_fields_nullable() {
+        let doc: Value = serde_json::from_str(&api_spec_json()).unwrap_or_default();
+        for name in [
+            "BindCardBody",
+            "ConsentBody",
+            "VerifyCardBody",
+            "ApproveReviewBody",
+        ] {
+            let s = &doc["components"]["schemas"][name];
+            assert_eq!(s["additionalProperties"], false, "{name}");
+        }
+        let bind = &doc["components"]["schemas"]["BindCardBody"]["properties"];
+        assert_eq!(bind["cvv"]["nullable"], true);
+        assert_eq!(bind["channel"]["nullable"], true);
+        assert!(bind["card_number"].get("nullable").is_none());
+        // Response schemas stay open.
+        assert!(doc["components"]["schemas"]["Card"]
+            .get("additionalProperties")
+            .is_none());
+    }
+}

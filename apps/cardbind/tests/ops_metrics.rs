@@ -1,0 +1,253 @@
+//! The metrics the alert rules and the dashboard in `deploy/` are built on:
+//! errors by stable code, latency by method, the store probe and the review
+//! queue gauge.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardbind::http::app;
+use cardbind_channels::MockMode;
+use cardbind_domain::BindingStatus;
+use cardbind_ports::service::{CardService, Policy};
+use cardbind_ports::store::{BindingStore, MockBindingStore};
+use cardbind_ports::StoreError;
+use poem::http::StatusCode;
+use poem::test::TestClient;
+use poem::EndpointExt;
+use support::*;
+
+const VISA: &str = "4111111111111111";
+const BIND_ROUTE: &str = "/v1/users/{user_id}/cards";
+
+async fn scrape(t: &TestApp) -> String {
+    let resp = t.client.get("/metrics").send().await;
+    resp.assert_status_is_ok();
+    String::from_utf8(bytes(resp).await).unwrap()
+}
+
+/// The value of the sample whose name and labels are exactly `series`
+/// (labels in the encoder's alphabetical order), if exported.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn errors(text: &str, route: &str, code: &str) -> Option<f64> {
+    sample(
+        text,
+        &format!(r#"cardbind_http_errors_total{{code="{code}",route="{route}"}}"#),
+    )
+}
+
+#[tokio::test]
+async fn error_responses_are_counted_by_route_and_stable_code() {
+    let t = spawn();
+    let mut bad = bind_body(VISA);
+    bad["card_number"] = "4111111111111112".into();
+    // A handler's refusal (typed error response), then its idempotent
+    // replay: one error, two requests.
+    assert_error(
+        t.bind("u-err", "k-bad", &bad).await,
+        400,
+        "invalid_card_number",
+    )
+    .await;
+    let replay = t.bind("u-err", "k-bad", &bad).await;
+    replay.assert_status(StatusCode::BAD_REQUEST);
+    replay.assert_header("Idempotent-Replayed", "true");
+    // Refusals that the edge renders: no token (inside the idempotency
+    // transform), an unknown route, a missing card (a handler, no transform).
+    let resp = t
+        .client
+        .post("/v1/users/u-err/cards")
+        .header("Idempotency-Key", "k-anon")
+        .content_type("application/json")
+        .body(bind_body(VISA).to_string())
+        .send()
+        .await;
+    assert_error(resp, 401, "unauthenticated").await;
+    assert_error(t.client.get("/nowhere").send().await, 404, "not_found").await;
+    let resp = t
+        .client
+        .get("/v1/users/u-err/cards/0190d7a2-7c4e-7a51-8f00-000000000000")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    assert_error(resp, 404, "not_found").await;
+    // A success adds no error.
+    t.bind("u-ok", "k-ok", &bind_body(VISA))
+        .await
+        .assert_status(StatusCode::CREATED);
+
+    let text = scrape(&t).await;
+    assert_eq!(
+        errors(&text, BIND_ROUTE, "invalid_card_number"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"cardbind_http_requests_total{method="POST",route="/v1/users/{user_id}/cards",status="400"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        errors(&text, BIND_ROUTE, "unauthenticated"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(errors(&text, "unmatched", "not_found"), Some(1.0), "{text}");
+    assert_eq!(
+        errors(&text, "/v1/users/{user_id}/cards/{card_id}", "not_found"),
+        Some(1.0),
+        "{text}"
+    );
+    let all: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("cardbind_http_errors_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(all, 4.0, "nothing else counted: {text}");
+}
+
+#[tokio::test]
+async fn latency_is_labelled_by_method_so_binds_and_lists_are_apart() {
+    let t = spawn();
+    t.bind("u-lat", "k-lat", &bind_body(VISA))
+        .await
+        .assert_status(StatusCode::CREATED);
+    for _ in 0..2 {
+        t.client
+            .get("/v1/users/u-lat/cards")
+            .header("Authorization", bearer("m", "service"))
+            .send()
+            .await
+            .assert_status_is_ok();
+    }
+    let text = scrape(&t).await;
+    let count = |method: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"cardbind_http_request_duration_seconds_count{{method="{method}",route="{BIND_ROUTE}"}}"#
+            ),
+        )
+    };
+    assert_eq!(count("POST"), Some(1.0), "{text}");
+    assert_eq!(count("GET"), Some(2.0), "{text}");
+}
+
+/// Every card times out at the channel: binds go to manual review.
+fn review_options() -> Options {
+    Options {
+        mock: cardbind_channels::MockConfig {
+            mode: MockMode::Timeout,
+            timeout_after: Duration::from_millis(1),
+            ..cardbind_channels::MockConfig::default()
+        },
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn the_review_queue_gauge_counts_bindings_waiting_for_an_operator() {
+    let t = spawn_with(review_options());
+    let text = scrape(&t).await;
+    assert_eq!(
+        sample(&text, "cardbind_review_queue_size"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "cardbind_store_up"), Some(1.0), "{text}");
+
+    let mut ids = Vec::new();
+    for user in ["u-rev-1", "u-rev-2"] {
+        let resp = t.bind(user, &format!("k-{user}"), &bind_body(VISA)).await;
+        resp.assert_status(StatusCode::ACCEPTED);
+        let v = json_of(resp).await;
+        assert_eq!(v["status"], "pending_review", "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        sample(&scrape(&t).await, "cardbind_review_queue_size"),
+        Some(2.0)
+    );
+
+    t.client
+        .post(format!("/v1/admin/reviews/{}/reject", ids[0]))
+        .header("Authorization", bearer("ops", "admin"))
+        .send()
+        .await
+        .assert_status_is_ok();
+    let text = scrape(&t).await;
+    assert_eq!(
+        sample(&text, "cardbind_review_queue_size"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"cardbind_binds_total{outcome="pending_review"}"#),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_fails_the_probe_reads_down_and_keeps_the_last_queue_size() {
+    // One binding in review, as the store holds it.
+    let mut t = spawn_with(review_options());
+    t.bind("u-rev", "k-rev", &bind_body(VISA))
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    let in_review = t
+        .store
+        .list_by_status(BindingStatus::PendingReview, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(in_review.len(), 1);
+
+    // A store that answers that listing until it is switched off.
+    let down = Arc::new(AtomicBool::new(false));
+    let mut store = MockBindingStore::new();
+    let switch = down.clone();
+    store.expect_list_by_status().returning(move |_, _, _, _| {
+        if switch.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused".into()))
+        } else {
+            Ok(in_review.clone())
+        }
+    });
+    let mut ports = t.state.service.ports().clone();
+    ports.bindings = Arc::new(store);
+    t.state.service = CardService::new(ports, Policy::default());
+    t.client = TestClient::new(app(t.state.clone()).boxed());
+
+    let text = scrape(&t).await;
+    assert_eq!(sample(&text, "cardbind_store_up"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "cardbind_review_queue_size"),
+        Some(1.0),
+        "{text}"
+    );
+
+    down.store(true, Ordering::SeqCst);
+    let text = scrape(&t).await;
+    assert_eq!(sample(&text, "cardbind_store_up"), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "cardbind_review_queue_size"),
+        Some(1.0),
+        "the last size read: {text}"
+    );
+    assert!(!text.contains("connection refused"), "{text}");
+
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(sample(&scrape(&t).await, "cardbind_store_up"), Some(1.0));
+}
