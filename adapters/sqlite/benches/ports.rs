@@ -323,6 +323,31 @@ fn cpu_table(
                 .unwrap();
         }
         let claim = (cpu_ns() - c0) as f64 / n as f64 / 1e3;
+        // A write that changes nothing: the cost of the hand-off to the
+        // writer and of a transaction, alone and 64 at a time.
+        let nothing = BindingId::parse("none").unwrap();
+        let c0 = cpu_ns();
+        for _ in 0..n {
+            p.review.remove(&nothing).await.unwrap();
+        }
+        let empty_alone = (cpu_ns() - c0) as f64 / n as f64 / 1e3;
+        let c0 = cpu_ns();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let nothing = BindingId::parse("none").unwrap();
+                    for _ in 0..n / 64 {
+                        p.review.remove(&nothing).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let empty_grouped = (cpu_ns() - c0) as f64 / (n / 64 * 64) as f64 / 1e3;
+        eprintln!("empty write µs CPU: {empty_alone:.1} alone, {empty_grouped:.1} 64 at a time");
         let from = fresh.fetch_add(n, Ordering::Relaxed);
         let c0 = cpu_ns();
         let w0 = store.writer_stats();
