@@ -323,6 +323,31 @@ fn cpu_table(
                 .unwrap();
         }
         let claim = (cpu_ns() - c0) as f64 / n as f64 / 1e3;
+        // A write that changes nothing: the cost of the hand-off to the
+        // writer and of a transaction, alone and 64 at a time.
+        let nothing = BindingId::parse("none").unwrap();
+        let c0 = cpu_ns();
+        for _ in 0..n {
+            p.review.remove(&nothing).await.unwrap();
+        }
+        let empty_alone = (cpu_ns() - c0) as f64 / n as f64 / 1e3;
+        let c0 = cpu_ns();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let nothing = BindingId::parse("none").unwrap();
+                    for _ in 0..n / 64 {
+                        p.review.remove(&nothing).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let empty_grouped = (cpu_ns() - c0) as f64 / (n / 64 * 64) as f64 / 1e3;
+        eprintln!("empty write µs CPU: {empty_alone:.1} alone, {empty_grouped:.1} 64 at a time");
         let from = fresh.fetch_add(n, Ordering::Relaxed);
         let c0 = cpu_ns();
         let w0 = store.writer_stats();
@@ -362,10 +387,10 @@ fn bench(c: &mut Criterion) {
     let fresh = AtomicU64::new((run + 1) * FRESH);
     let now = t(0);
     let mut table = vec![
-        "| wallets | load µs CPU | commit µs CPU | claim µs CPU | bind µs CPU | of which writer µs | writes per group | binds/s (64 at a time) |".to_owned(),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned(),
+        "| wallets | load µs CPU | commit µs CPU | claim µs CPU | bind µs CPU | of which writer µs | writes per group | binds/s (64 at a time) | round |".to_owned(),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned(),
     ];
-    for size in sizes {
+    for &size in &sizes {
         let path = seeded(size, &rt);
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
         let p = store.ports();
@@ -432,12 +457,26 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.finish();
-        table.push(cpu_table(&rt, &store, size, &fresh));
-        println!("{}", table.join("\n"));
         drop(p);
         drop(store);
-        let size_mb = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
-        println!("sqlite/{size}: file {size_mb:.0} MB; memory {}", memory());
+    }
+    // CPU per call, in rounds over the sizes (on a shared machine the load
+    // of others changes from minute to minute: compare within a round).
+    let rounds: usize = std::env::var("CARDBIND_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for round in 1..=rounds {
+        for &size in &sizes {
+            let path = seeded(size, &rt);
+            let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+            let line = cpu_table(&rt, &store, size, &fresh);
+            drop(store);
+            table.push(format!("{line} {round} |"));
+            let size_mb = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+            eprintln!("sqlite/{size}: file {size_mb:.0} MB; memory {}", memory());
+        }
+        println!("{}", table.join("\n"));
     }
     // What a hand-off to a blocking thread would add to every read.
     c.bench_function("tokio spawn_blocking round trip", |b| {

@@ -43,10 +43,8 @@ impl BinTableStore for SqliteStore {
         self.engine.read(|c| {
             c.prepare_cached(ACTIVE)
                 .and_then(|mut s| {
-                    s.query_row([], |r| {
-                        Ok(version(r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                    .optional()
+                    s.query_row([], |r| Ok(version(r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .optional()
                 })
                 .map_err(db_err)
         })
@@ -72,7 +70,9 @@ impl BinTableStore for SqliteStore {
         let rows: Vec<BinRowRecord> =
             serde_json::from_str(&rows).map_err(|e| corrupt(format!("a BIN table: {e}")))?;
         if rows.len() as u64 != version.entries {
-            return Err(corrupt("a BIN table with another number of rows than recorded"));
+            return Err(corrupt(
+                "a BIN table with another number of rows than recorded",
+            ));
         }
         let entries = rows
             .iter()

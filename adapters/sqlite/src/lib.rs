@@ -129,8 +129,39 @@
 //! copy of an erased key stays in the files (tested).
 //!
 //! ## Measured
-//! See `benches/ports.rs` (`cargo bench -p cardbind-sqlite --bench ports`).
-//! FIGURES
+//! `CARDBIND_BENCH_DIR=/dev/shm/cardbind-bench cargo bench -p
+//! cardbind-sqlite --bench ports` (`benches/ports.rs`): stores seeded with
+//! 1k, 100k and 1M users, each with what one bind leaves (two links, card
+//! data, a data key, a channel reference, an idempotency record, three rate
+//! windows; 4.7 KB a user, 4.7 GB at a million). CPU time of the whole
+//! process (caller, writer and checkpointer threads) per call, median of 3
+//! rounds, on a 2-core VM shared with other builds (load average 8–20, so
+//! absolute figures are inflated about threefold: SQLite's own inserts
+//! measured 3x their usual cost there); the database on tmpfs, 2 runtime
+//! workers. `bind` is the storage calls of one bind (claim, 3 rate windows,
+//! load, 2 commits, card data, data key, channel reference, complete), 64
+//! binds in flight.
+//!
+//! | users | load | commit | claim | bind | writes per group | binds/s |
+//! |---:|---:|---:|---:|---:|---:|---:|
+//! | 1k | 11.6 µs | 168 µs | 60 µs | 468 µs | 40–45 | 900 |
+//! | 100k | 14.1 µs | 201 µs | 73 µs | 499 µs | 40–48 | 925 |
+//! | 1M | 15.5 µs | 156 µs | 42 µs | 442 µs | 41–48 | 1195 |
+//!
+//! A bind's storage cost is flat from 1k to 1M users (±7%); a load grows by
+//! 4 µs (its leaf pages come from the OS's file cache instead of SQLite's).
+//! A single commit or claim pays a whole transaction (140–200 µs of CPU
+//! here); in a group of 40 writes a bind's nine writes cost about what
+//! two lone commits do. The hand-off itself is cheap: a write that changes
+//! nothing costs 13 µs alone (thread wake-ups and an empty transaction)
+//! and 3 µs in a group; what a bind pays for is the B-tree pages its
+//! writes dirty (each written to the WAL, then copied into the file). Where the CPU goes (perf, 1k users): writing WAL
+//! frames ~28% (two `pwrite`s and a checksum per 4 KiB page), checkpoints
+//! ~15%, B-tree work, allocation and thread wake-ups the rest. The
+//! process's peak resident memory over the whole run, seeding a million
+//! users included, was 150 MB. A `spawn_blocking` round trip (what reading
+//! on a blocking thread would add) measured 28 µs of wall time there,
+//! twice the read itself.
 
 mod bins;
 mod card_data;

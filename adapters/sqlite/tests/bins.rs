@@ -10,8 +10,8 @@ use cardbind_sqlite::{SqliteOptions, SqliteStore};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bin_table_contract_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path().join("bins.sqlite3"), SqliteOptions::default())
-        .expect("open");
+    let store =
+        SqliteStore::open(dir.path().join("bins.sqlite3"), SqliteOptions::default()).expect("open");
     cardbind_ports::bins::testkit::run_all(Arc::new(store.bin_tables())).await;
 }
 

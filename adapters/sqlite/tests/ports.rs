@@ -970,3 +970,67 @@ async fn channel_refs_keep_their_first_target_and_the_review_queue_its_first_ent
     assert_eq!(s.review.get(&bid("r1")).await, Ok(None));
     assert!(s.review.list(None, 0).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purges_go_on_past_one_step() {
+    let (_d, s) = fresh_ports();
+    // 600 users with 3 links each (at 0, 10, 20): the first two of each go.
+    let users: Vec<_> = (0..600).map(|i| uid(&format!("p{i:04}"))).collect();
+    for (i, u) in users.iter().enumerate() {
+        let mut head = None;
+        for step in 0..3i64 {
+            let ev = vec![event(Some(u), None, AuditAction::BindingFreeze, t(step))];
+            let w = wallet(u, 1, false, t(0));
+            head = Some(
+                s.wallets
+                    .commit(&w, head, ev, t(step * 10 + (i as i64 % 3)))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(s.audit.purge_before(t(25)).await, Ok(1200));
+    let left = s.audit.links(None, 10_000).await.unwrap();
+    assert_eq!(left.len(), 600);
+    assert!(left.iter().all(|l| l.seq == 3));
+    // Idempotency attempts, rate windows and seen ids, 4,100 of each.
+    let n = 4100;
+    let windows: Vec<RateWindow> = (0..n)
+        .map(|i| RateWindow {
+            key: format!("w{i}"),
+            limit: 3,
+            expires_at: t(i as i64 % 50),
+        })
+        .collect();
+    for chunk in windows.chunks(100) {
+        s.rates.take(chunk, t(0)).await.unwrap();
+    }
+    let jobs: Vec<_> = (0..n)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let key = format!("k{i}");
+                s.idempotency
+                    .claim("svc", &key, "h", t(i as i64 % 50), t(100))
+                    .await
+                    .unwrap();
+                s.seen
+                    .mark("ns", &key, t(0), t(i as i64 % 50))
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for j in jobs {
+        j.await.unwrap();
+    }
+    assert_eq!(s.idempotency.purge_created_before(t(60)).await, Ok(n));
+    assert_eq!(s.rates.purge_expired(t(60)).await, Ok(n));
+    assert_eq!(s.seen.purge_expired(t(60)).await, Ok(n));
+    assert_eq!(s.rates.purge_expired(t(60)).await, Ok(0));
+    assert_eq!(
+        s.idempotency.claim("svc", "k7", "h2", t(61), t(99)).await,
+        Ok(Claim::Acquired(Lease { attempt: 1 })),
+        "purged keys are new again"
+    );
+}
