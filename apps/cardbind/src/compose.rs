@@ -180,6 +180,12 @@ fn vault_config(config: &Config) -> cardbind_keys::VaultConfig {
             max_uses: k.cache_max_uses,
             max_entries: k.cache_max_entries,
         },
+        branch: cardbind_keys::BranchConfig {
+            cache_ttl: Duration::from_secs(k.branch_key_cache_ttl_seconds),
+            rotate_after: (k.branch_key_rotation_days > 0)
+                .then(|| Duration::from_secs(k.branch_key_rotation_days.saturating_mul(86_400))),
+            ..cardbind_keys::BranchConfig::default()
+        },
         ..cardbind_keys::VaultConfig::default()
     }
 }
@@ -216,55 +222,58 @@ async fn kms_key(
         .map_err(|e| anyhow!("keys.kms_key_id: cannot reach or use KMS key {key_id}: {e}"))
 }
 
+fn local_vault(
+    config: &Config,
+    stores: &Stores,
+) -> anyhow::Result<cardbind_keys::EnvelopeVault<cardbind_keys::LocalMasterKey>> {
+    let master = cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
+        .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+    let mut previous = Vec::new();
+    for f in &config.keys.previous_local_key_files {
+        previous.push(
+            cardbind_keys::LocalMasterKey::load(f)
+                .map_err(|e| anyhow!("keys.previous_local_key_files: {}: {e}", f.display()))?,
+        );
+    }
+    Ok(
+        cardbind_keys::EnvelopeVault::new(master, stores.data_keys.clone(), vault_config(config))
+            .with_previous_keys(previous),
+    )
+}
+
+async fn kms_vault(
+    config: &Config,
+    stores: &Stores,
+    metrics: cardbind_keys::KmsMetrics,
+) -> anyhow::Result<cardbind_keys::EnvelopeVault<cardbind_keys::KmsMasterKey>> {
+    let master = kms_key(config, &config.keys.kms_key_id, metrics.clone()).await?;
+    let mut previous = Vec::new();
+    for id in &config.keys.previous_kms_key_ids {
+        previous.push(
+            kms_key(config, id, metrics.clone())
+                .await
+                .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
+        );
+    }
+    Ok(
+        cardbind_keys::EnvelopeVault::new(master, stores.data_keys.clone(), vault_config(config))
+            .with_previous_keys(previous),
+    )
+}
+
 pub async fn vault(
     config: &Config,
     stores: &Stores,
     metrics: &prometheus::Registry,
 ) -> anyhow::Result<Arc<dyn CardVault>> {
-    match config.keys.kind {
-        KeysKind::Local => {
-            let master =
-                cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
-                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
-            let mut previous = Vec::new();
-            for f in &config.keys.previous_local_key_files {
-                previous.push(
-                    cardbind_keys::LocalMasterKey::load(f).map_err(|e| {
-                        anyhow!("keys.previous_local_key_files: {}: {e}", f.display())
-                    })?,
-                );
-            }
-            Ok(Arc::new(
-                cardbind_keys::EnvelopeVault::new(
-                    master,
-                    stores.data_keys.clone(),
-                    vault_config(config),
-                )
-                .with_previous_keys(previous),
-            ))
-        }
+    Ok(match config.keys.kind {
+        KeysKind::Local => Arc::new(local_vault(config, stores)?),
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::registered(metrics)
                 .map_err(|e| anyhow!("metrics: {e}"))?;
-            let master = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
-            let mut previous = Vec::new();
-            for id in &config.keys.previous_kms_key_ids {
-                previous.push(
-                    kms_key(config, id, m.clone())
-                        .await
-                        .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
-                );
-            }
-            Ok(Arc::new(
-                cardbind_keys::EnvelopeVault::new(
-                    master,
-                    stores.data_keys.clone(),
-                    vault_config(config),
-                )
-                .with_previous_keys(previous),
-            ))
+            Arc::new(kms_vault(config, stores, m).await?)
         }
-    }
+    })
 }
 
 fn read_file(field: &str, path: &Path) -> anyhow::Result<String> {
@@ -596,9 +605,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     Ok(Built { state, stores })
 }
 
-/// `cardbind keys rotate --to NEW`: re-wraps every data key.
-/// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key
-/// wrapped under `from` (default: the configured master key) under `to`.
+/// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every key wrapped
+/// under `from` (default: the configured master key) under `to` — the
+/// branch key versions (users' data keys are wrapped under those, and
+/// stay as they are), and data keys stored before branch keys existed.
 pub async fn rotate_keys(config: &Config, from: Option<&str>, to: &str) -> anyhow::Result<()> {
     let stores = stores(config).await?;
     let bar = indicatif::ProgressBar::new_spinner();
@@ -662,6 +672,68 @@ pub async fn rotate_keys(config: &Config, from: Option<&str>, to: &str) -> anyho
     }
     println!("{report:?}");
     Ok(())
+}
+
+/// `cardbind keys retire-branches [--new-version]`: moves every data key
+/// to the active branch key version and deletes the older versions nothing
+/// names any more (see `EnvelopeVault::retire_branches`).
+pub async fn retire_branches(
+    config: &Config,
+    new_version: bool,
+) -> anyhow::Result<cardbind_keys::RetireReport> {
+    let stores = stores(config).await?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    let progress = |r: &cardbind_keys::RetireReport| {
+        bar.set_message(format!(
+            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            r.scanned,
+            r.rewrapped,
+            r.already_current,
+            r.failed.len()
+        ));
+        bar.tick();
+    };
+    let report = match config.keys.kind {
+        KeysKind::AwsKms => {
+            let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
+            kms_vault(config, &stores, m)
+                .await?
+                .retire_branches(new_version, progress)
+                .await
+        }
+        KeysKind::Local => {
+            local_vault(config, &stores)?
+                .retire_branches(new_version, progress)
+                .await
+        }
+    }
+    .map_err(|e| anyhow!("branch retirement stopped (run it again to resume): {e}"))?;
+    bar.finish_and_clear();
+    let event = cardbind_ports::audit::AuditEvent {
+        at: SystemClock.now(),
+        actor: "cli:keys-retire-branches".into(),
+        role: "admin".into(),
+        action: "keys.retire_branches".into(),
+        outcome: if report.failed.is_empty() {
+            "ok".into()
+        } else {
+            "partial".into()
+        },
+        detail: Some(format!(
+            "active {}, {} scanned, {} re-wrapped, {} failed, retired [{}], kept [{}]",
+            report.active,
+            report.scanned,
+            report.rewrapped,
+            report.failed.len(),
+            report.retired.join(", "),
+            report.kept.join(", ")
+        )),
+        ..Default::default()
+    };
+    if let Err(e) = stores.audit.append(event).await {
+        tracing::error!(error = %e, "audit append failed for the branch key retirement");
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -121,10 +121,18 @@ pub struct KeysConfig {
     /// not yet re-wrapped (`cardbind keys rotate`), never to wrap new ones.
     pub previous_kms_key_ids: Vec<String>,
     pub previous_local_key_files: Vec<PathBuf>,
-    /// Data-key cache bounds (0 entries disables the cache).
+    /// Per-user data-key cache bounds (0 entries disables the cache).
     pub cache_max_entries: usize,
     pub cache_max_age_seconds: u64,
     pub cache_max_uses: u64,
+    /// Branch keys wrap users' data keys and are themselves wrapped by the
+    /// master key: how long one is kept unwrapped in memory (seconds; 0 =
+    /// never, so every new user costs a master key call). While KMS is down
+    /// an instance keeps sealing for new users until it runs out.
+    pub branch_key_cache_ttl_seconds: u64,
+    /// A new branch key version becomes active after this many days (0 =
+    /// only by `cardbind keys retire-branches --new-version`).
+    pub branch_key_rotation_days: u64,
 }
 
 impl Default for KeysConfig {
@@ -143,6 +151,8 @@ impl Default for KeysConfig {
             cache_max_entries: 10_000,
             cache_max_age_seconds: 300,
             cache_max_uses: 10_000,
+            branch_key_cache_ttl_seconds: 600,
+            branch_key_rotation_days: 30,
         }
     }
 }
@@ -500,6 +510,18 @@ impl Config {
                 "is required when keys.kind = \"aws_kms\"",
             );
         }
+        if self.keys.branch_key_cache_ttl_seconds > 86_400 {
+            return bad(
+                "keys.branch_key_cache_ttl_seconds",
+                "must be at most 86400 (one day)",
+            );
+        }
+        if self.keys.branch_key_rotation_days > 3650 {
+            return bad(
+                "keys.branch_key_rotation_days",
+                "must be at most 3650 (0 turns automatic rotation off)",
+            );
+        }
         if self.channels.enabled.is_empty() {
             return bad("channels.enabled", "enable at least one channel");
         }
@@ -694,6 +716,23 @@ mod tests {
         c.step_up.max_ttl_seconds = 300;
         c.step_up.kind = "totp".into();
         assert!(c.validate().unwrap_err().0.starts_with("step_up.kind"));
+    }
+
+    #[test]
+    fn branch_key_settings_are_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.keys.branch_key_cache_ttl_seconds, 600);
+        assert_eq!(c.keys.branch_key_rotation_days, 30);
+        c.keys.branch_key_cache_ttl_seconds = 86_401;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("keys.branch_key_cache_ttl_seconds:"), "{e}");
+        c.keys.branch_key_cache_ttl_seconds = 0;
+        assert!(c.validate().is_ok(), "0 turns the branch key cache off");
+        c.keys.branch_key_rotation_days = 3651;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("keys.branch_key_rotation_days:"), "{e}");
+        c.keys.branch_key_rotation_days = 0;
+        assert!(c.validate().is_ok(), "0 turns automatic rotation off");
     }
 
     fn tempfile_dir() -> PathBuf {
