@@ -85,6 +85,8 @@ actions! {
     BinTableImport = "bins.import",
     /// Data keys re-wrapped under a new master key.
     KeysRotate = "keys.rotate",
+    /// Data keys moved to the active branch key; older versions retired.
+    KeysRetireBranches = "keys.retire_branches",
 }
 
 impl fmt::Display for AuditAction {

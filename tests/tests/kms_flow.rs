@@ -1,6 +1,6 @@
 //! Envelope encryption under AWS KMS (moto): the flow across two
-//! instances, a KMS that goes away and comes back, and a KMS that is not
-//! there at start-up. Needs `CARDBIND_TEST_KMS_ENDPOINT` (and MongoDB for
+//! instances, a KMS that goes away and comes back (with and without a
+//! cached branch key), and a KMS that is not there at start-up. Needs `CARDBIND_TEST_KMS_ENDPOINT` (and MongoDB for
 //! the two-instance test): run under `bash scripts/test-services.sh`.
 
 // Test code: helpers outside #[test] fns fail loudly too.
@@ -97,6 +97,10 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
     let app = TestApp::spawn(|c| {
         use_kms(c, &via, &key);
         c.keys.kms_timeout_ms = 1500;
+        // No branch key kept in memory (as after its TTL has run out): a
+        // new user's data key must be wrapped under the branch key, which
+        // only KMS can unwrap.
+        c.keys.branch_key_cache_ttl_seconds = 0;
         c.channels.mock.mode = "instant".into();
     })
     .await;
@@ -106,7 +110,7 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
         .expect_status(201);
 
     proxy.cut().await;
-    // A new user needs a new data key: KMS must be asked.
+    // A new user needs the branch key: KMS must be asked.
     let bob = user_id("kms-down");
     let card = TestCard::new(Brand::Mastercard);
     let k = idem_key();
@@ -149,6 +153,64 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
     };
     assert_eq!(r.status, 201, "after KMS is back: {}", r.describe());
     assert_eq!(app.list_cards(&bob).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_outage_with_a_cached_branch_key_keeps_binding_new_users() {
+    let Some(endpoint) = kms_endpoint() else {
+        return;
+    };
+    let key = create_kms_key(&endpoint).await;
+    let mut proxy = TcpProxy::start(socket_addr_of(&endpoint)).await;
+    let via = format!("http://127.0.0.1:{}", proxy.port);
+    let app = TestApp::spawn(|c| {
+        use_kms(c, &via, &key);
+        c.keys.kms_timeout_ms = 1500;
+        c.keys.branch_key_cache_ttl_seconds = 3600;
+        c.channels.mock.mode = "instant".into();
+    })
+    .await;
+    let alice = user_id("kms-cached");
+    app.bind(&alice, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
+    let calls_before = kms_calls(&app);
+    assert!(calls_before > 0, "the counter counts");
+
+    proxy.cut().await;
+    // The branch key is in memory: new users' data keys are made and
+    // wrapped locally, no KMS call needed.
+    for (i, brand) in [Brand::Mastercard, Brand::UnionPay, Brand::Amex]
+        .into_iter()
+        .enumerate()
+    {
+        let user = user_id(&format!("kms-cached-new{i}"));
+        let v = app
+            .bind(&user, &TestCard::new(brand), &idem_key())
+            .await
+            .expect_status(201);
+        assert_eq!(v["status"], "active", "{v}");
+        assert_eq!(app.list_cards(&user).await.len(), 1);
+    }
+    assert_eq!(
+        kms_calls(&app),
+        calls_before,
+        "no KMS call while it was down"
+    );
+    proxy.restore().await;
+}
+
+/// `cardbind_kms_calls_total`, all operations, from the service's metrics.
+fn kms_calls(app: &TestApp) -> u64 {
+    let mut text = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(&app.running().built.state.metrics.gather(), &mut text)
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("cardbind_kms_calls_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,9 +38,10 @@
 //! # The active version
 //!
 //! The record `@branch.active` (its `master_key_id` is the marker
-//! [`ACTIVE_BRANCH_MARKER`]; it holds no key) names the active version in
-//! `wrapped` (ASCII digits) and the instant it became active in
-//! `created_at`; its record `version` is the compare-and-set counter. The
+//! [`ACTIVE_BRANCH_MARKER`]; it holds no key) names the active version and
+//! the instant it became active in `wrapped`, as ASCII `"{n} {unix ms}"`
+//! (not in `created_at`, which a store need not replace); its record
+//! `version` is the compare-and-set counter. The
 //! first seal of a fresh store makes version 1 (one master key call) and the
 //! pointer. When the active version has been active for longer than
 //! [`BranchConfig::rotate_after`], the next instance that refreshes the
@@ -163,7 +164,7 @@ pub(crate) struct BranchKey {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ActiveInfo {
     pub number: u64,
-    /// When it became active (the pointer's `created_at`).
+    /// When it became active (from the active-version record).
     pub activated_at: Timestamp,
 }
 
@@ -276,15 +277,34 @@ pub(crate) struct Keyring<M> {
     failed_loads: AtomicU64,
 }
 
-fn parse_pointer(p: &WrappedKey) -> Result<u64, KeyError> {
-    if p.owner != ACTIVE_BRANCH_OWNER || p.master_key_id != ACTIVE_BRANCH_MARKER {
-        return Err(refused("key store: corrupt active branch record"));
+/// The active-version record naming version `number`, active since `at`.
+fn pointer_record(number: u64, at: Timestamp, version: u64) -> WrappedKey {
+    WrappedKey {
+        owner: ACTIVE_BRANCH_OWNER.to_owned(),
+        master_key_id: ACTIVE_BRANCH_MARKER.to_owned(),
+        wrapped: format!("{number} {}", at.unix_millis()).into_bytes(),
+        version,
+        created_at: at,
     }
-    std::str::from_utf8(&p.wrapped)
+}
+
+fn parse_pointer(p: &WrappedKey) -> Result<ActiveInfo, KeyError> {
+    let corrupt = || refused("key store: corrupt active branch record");
+    if p.owner != ACTIVE_BRANCH_OWNER || p.master_key_id != ACTIVE_BRANCH_MARKER {
+        return Err(corrupt());
+    }
+    let text = std::str::from_utf8(&p.wrapped).map_err(|_| corrupt())?;
+    let (number, at) = text.split_once(' ').ok_or_else(corrupt)?;
+    let number = number
+        .parse::<u64>()
         .ok()
-        .and_then(|s| s.parse::<u64>().ok())
         .filter(|n| *n > 0)
-        .ok_or_else(|| refused("key store: corrupt active branch record"))
+        .ok_or_else(corrupt)?;
+    let at = at.parse::<i64>().map_err(|_| corrupt())?;
+    Ok(ActiveInfo {
+        number,
+        activated_at: Timestamp::from_unix_millis(at),
+    })
 }
 
 impl<M: MasterKey> Keyring<M> {
@@ -417,14 +437,14 @@ impl<M: MasterKey> Keyring<M> {
             Some(p) => p,
             None => self.first_pointer().await?,
         };
-        let number = parse_pointer(&pointer)?;
-        let mut info = ActiveInfo {
-            number,
-            activated_at: pointer.created_at,
-        };
+        let mut info = parse_pointer(&pointer)?;
+        let number = info.number;
         let due = self.config.rotate_after.is_some_and(|age| {
             let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-            now().unix_millis() - pointer.created_at.unix_millis() >= age_ms
+            now()
+                .unix_millis()
+                .saturating_sub(info.activated_at.unix_millis())
+                >= age_ms
         });
         if force_new || due {
             match self.rotate_from(&pointer, number).await {
@@ -451,13 +471,7 @@ impl<M: MasterKey> Keyring<M> {
     /// A fresh store: makes version 1 and the pointer to it.
     async fn first_pointer(&self) -> Result<WrappedKey, KeyError> {
         self.create(1).await?;
-        let ours = WrappedKey {
-            owner: ACTIVE_BRANCH_OWNER.to_owned(),
-            master_key_id: ACTIVE_BRANCH_MARKER.to_owned(),
-            wrapped: b"1".to_vec(),
-            version: 1,
-            created_at: now(),
-        };
+        let ours = pointer_record(1, now(), 1);
         let stored = self.store.put_if_absent(&ours).await.map_err(store_err)?;
         if stored == ours {
             tracing::info!(branch = %branch_owner(1), "activated the first branch key version");
@@ -472,18 +486,14 @@ impl<M: MasterKey> Keyring<M> {
             .checked_add(1)
             .ok_or_else(|| refused("branch key versions exhausted"))?;
         self.create(next).await?;
-        let moved = WrappedKey {
-            wrapped: next.to_string().into_bytes(),
-            version: pointer.version + 1,
-            created_at: now(),
-            ..pointer.clone()
-        };
+        let at = now();
+        let moved = pointer_record(next, at, pointer.version + 1);
         match self.store.replace(&moved, pointer.version).await {
             Ok(()) => {
                 tracing::info!(from = %branch_owner(number), to = %branch_owner(next), "activated a new branch key version");
                 Ok(ActiveInfo {
                     number: next,
-                    activated_at: moved.created_at,
+                    activated_at: at,
                 })
             }
             Err(StoreError::Conflict) => {
@@ -493,10 +503,7 @@ impl<M: MasterKey> Keyring<M> {
                     .await
                     .map_err(store_err)?
                     .ok_or_else(|| refused("key store: the active branch record vanished"))?;
-                Ok(ActiveInfo {
-                    number: parse_pointer(&current)?,
-                    activated_at: current.created_at,
-                })
+                parse_pointer(&current)
             }
             Err(e) => Err(store_err(e)),
         }
@@ -612,6 +619,30 @@ mod tests {
         ] {
             assert_eq!(parse_branch_owner(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_active_record_round_trips_and_junk_is_refused() {
+        let at = Timestamp::from_unix_millis(1_796_000_000_123);
+        let p = pointer_record(7, at, 3);
+        let info = parse_pointer(&p).unwrap();
+        assert_eq!((info.number, info.activated_at), (7, at));
+        for junk in [&b"7"[..], b"0 1", b"x 1", b"7 x", b"", b"7  1"] {
+            let bad = WrappedKey {
+                wrapped: junk.to_vec(),
+                ..p.clone()
+            };
+            assert!(
+                parse_pointer(&bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(junk)
+            );
+        }
+        let not_marker = WrappedKey {
+            master_key_id: "local:abc".into(),
+            ..p
+        };
+        assert!(parse_pointer(&not_marker).is_err());
     }
 
     #[test]

@@ -123,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             }
             if a.no_cache {
                 c.keys.cache_max_entries = 0;
+                c.keys.branch_key_cache_ttl_seconds = 0;
             }
             let secret = cardbind::compose::jwt_secret(&c)?;
             let token = cardbind::compose::dev_token(&c, &secret, "loadgen", Role::Service, 3600)?;
@@ -131,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
                 c.storage.kind,
                 c.keys.kind,
                 if a.no_cache {
-                    " (data-key cache off)"
+                    " (data-key and branch-key caches off)"
                 } else {
                     ""
                 }

@@ -1,6 +1,6 @@
 //! Commands: `serve`, `token`, `step-up-token`, `spec`, `purge`,
-//! `audit verify`, `keys rotate`, `erase-user`, `reconcile`, `check-config`,
-//! `bins import`.
+//! `audit verify`, `keys rotate`, `keys retire-branches`, `erase-user`,
+//! `reconcile`, `check-config`, `bins import`.
 
 mod admin;
 mod serve;
@@ -125,7 +125,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Re-wrap every stored data key under another master key (resumable).
+    /// Re-wrap every branch key (and any data key stored before branch
+    /// keys) under another master key (resumable).
     Rotate {
         /// The key to move away from (default: the configured master key).
         #[arg(long)]
@@ -133,6 +134,13 @@ pub enum KeysCommand {
         /// The new KMS key id / ARN / alias (or an existing local key file).
         #[arg(long)]
         to: String,
+    },
+    /// Move every data key to the active branch key version, then delete
+    /// older versions no key names any more (resumable).
+    RetireBranches {
+        /// First make a new branch key version and make it active.
+        #[arg(long)]
+        new_version: bool,
     },
 }
 
@@ -200,6 +208,20 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             init_logging(&config);
             let stores = compose::stores(&config).await?;
             compose::rotate_keys(&config, &stores, from.as_deref(), &to).await
+        }
+        Command::Keys {
+            command: KeysCommand::RetireBranches { new_version },
+        } => {
+            init_logging(&config);
+            let stores = compose::stores(&config).await?;
+            let report = compose::keys::retire_branches(&config, &stores, new_version).await?;
+            println!("{report:?}");
+            if let Some(at) = report.retire_after {
+                println!(
+                    "older branch versions were kept: the active one is too recent; run this again after {at}"
+                );
+            }
+            Ok(())
         }
         Command::EraseUser {
             user_id,

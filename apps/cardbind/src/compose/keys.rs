@@ -23,6 +23,12 @@ fn vault_config(config: &Config) -> cardbind_keys::VaultConfig {
             max_uses: k.cache_max_uses,
             max_entries: k.cache_max_entries,
         },
+        branch: cardbind_keys::BranchConfig {
+            cache_ttl: Duration::from_secs(k.branch_key_cache_ttl_seconds),
+            rotate_after: (k.branch_key_rotation_days > 0)
+                .then(|| Duration::from_secs(k.branch_key_rotation_days.saturating_mul(86_400))),
+            ..cardbind_keys::BranchConfig::default()
+        },
         ..cardbind_keys::VaultConfig::default()
     }
 }
@@ -59,55 +65,59 @@ async fn kms_key(
         .map_err(|e| anyhow!("keys.kms_key_id: cannot reach or use KMS key {key_id}: {e}"))
 }
 
+fn local_vault(
+    config: &Config,
+    data_keys: Arc<dyn DataKeyStore>,
+) -> anyhow::Result<cardbind_keys::EnvelopeVault<cardbind_keys::LocalMasterKey>> {
+    let master = cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
+        .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+    let mut previous = Vec::new();
+    for f in &config.keys.previous_local_key_files {
+        previous.push(
+            cardbind_keys::LocalMasterKey::load(f)
+                .map_err(|e| anyhow!("keys.previous_local_key_files: {}: {e}", f.display()))?,
+        );
+    }
+    Ok(
+        cardbind_keys::EnvelopeVault::new(master, data_keys, vault_config(config))
+            .with_previous_keys(previous),
+    )
+}
+
+async fn kms_vault(
+    config: &Config,
+    data_keys: Arc<dyn DataKeyStore>,
+    metrics: cardbind_keys::KmsMetrics,
+) -> anyhow::Result<cardbind_keys::EnvelopeVault<cardbind_keys::KmsMasterKey>> {
+    let master = kms_key(config, &config.keys.kms_key_id, metrics.clone()).await?;
+    let mut previous = Vec::new();
+    for id in &config.keys.previous_kms_key_ids {
+        previous.push(
+            kms_key(config, id, metrics.clone())
+                .await
+                .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
+        );
+    }
+    Ok(
+        cardbind_keys::EnvelopeVault::new(master, data_keys, vault_config(config))
+            .with_previous_keys(previous),
+    )
+}
+
+/// The card vault the configuration names.
 pub async fn vault(
     config: &Config,
     data_keys: Arc<dyn DataKeyStore>,
     metrics: &prometheus::Registry,
 ) -> anyhow::Result<Arc<dyn CardVault>> {
-    match config.keys.kind {
-        KeysKind::Local => {
-            let master =
-                cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
-                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
-            let mut previous = Vec::new();
-            for f in &config.keys.previous_local_key_files {
-                previous.push(
-                    cardbind_keys::LocalMasterKey::load(f).map_err(|e| {
-                        anyhow!("keys.previous_local_key_files: {}: {e}", f.display())
-                    })?,
-                );
-            }
-            Ok(Arc::new(
-                cardbind_keys::EnvelopeVault::new(
-                    master,
-                    data_keys.clone(),
-                    vault_config(config),
-                )
-                .with_previous_keys(previous),
-            ))
-        }
+    Ok(match config.keys.kind {
+        KeysKind::Local => Arc::new(local_vault(config, data_keys)?),
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::registered(metrics)
                 .map_err(|e| anyhow!("metrics: {e}"))?;
-            let master = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
-            let mut previous = Vec::new();
-            for id in &config.keys.previous_kms_key_ids {
-                previous.push(
-                    kms_key(config, id, m.clone())
-                        .await
-                        .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
-                );
-            }
-            Ok(Arc::new(
-                cardbind_keys::EnvelopeVault::new(
-                    master,
-                    data_keys.clone(),
-                    vault_config(config),
-                )
-                .with_previous_keys(previous),
-            ))
+            Arc::new(kms_vault(config, data_keys, m).await?)
         }
-    }
+    })
 }
 
 
@@ -186,3 +196,68 @@ pub async fn rotate_keys(
     Ok(())
 }
 
+
+/// `cardbind keys retire-branches [--new-version]`: moves every data key
+/// to the active branch key version and deletes the older versions nothing
+/// names any more (see `EnvelopeVault::retire_branches`).
+pub async fn retire_branches(
+    config: &Config,
+    stores: &Stores,
+    new_version: bool,
+) -> anyhow::Result<cardbind_keys::RetireReport> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    let progress = |r: &cardbind_keys::RetireReport| {
+        bar.set_message(format!(
+            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            r.scanned,
+            r.rewrapped,
+            r.already_current,
+            r.failed.len()
+        ));
+        bar.tick();
+    };
+    let report = match config.keys.kind {
+        KeysKind::AwsKms => {
+            let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
+            kms_vault(config, stores.data_keys.clone(), m)
+                .await?
+                .retire_branches(new_version, progress)
+                .await
+        }
+        KeysKind::Local => {
+            local_vault(config, stores.data_keys.clone())?
+                .retire_branches(new_version, progress)
+                .await
+        }
+    }
+    .map_err(|e| anyhow!("branch retirement stopped (run it again to resume): {e}"))?;
+    bar.finish_and_clear();
+    let now = SystemClock.now();
+    let event = AuditEvent {
+        at: now,
+        actor: AuditActor::service("cli:keys-retire-branches"),
+        action: AuditAction::KeysRetireBranches,
+        user_id: None,
+        binding_id: None,
+        outcome: if report.failed.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Refused(cardbind_domain::ErrorCode::KeyServiceUnavailable)
+        },
+        request_id: None,
+        client_ip: None,
+        detail: Some(format!(
+            "active {}, {} scanned, {} re-wrapped, {} failed, retired [{}], kept [{}]",
+            report.active,
+            report.scanned,
+            report.rewrapped,
+            report.failed.len(),
+            report.retired.join(", "),
+            report.kept.join(", ")
+        )),
+    };
+    if let Err(e) = stores.audit.append_system(vec![event], now).await {
+        tracing::error!(error = %e, "audit append failed for the branch key retirement");
+    }
+    Ok(report)
+}

@@ -152,6 +152,18 @@ impl Config {
                 "is required when keys.kind = \"aws_kms\"",
             );
         }
+        if self.keys.branch_key_cache_ttl_seconds > 86_400 {
+            return bad(
+                "keys.branch_key_cache_ttl_seconds",
+                "must be at most 86400 (one day)",
+            );
+        }
+        if self.keys.branch_key_rotation_days > 3650 {
+            return bad(
+                "keys.branch_key_rotation_days",
+                "must be at most 3650 (0 turns automatic rotation off)",
+            );
+        }
         self.channels.validate()?;
         if self.limits.binds_per_user_per_minute == 0 {
             return bad("limits.binds_per_user_per_minute", "must be positive");
@@ -200,6 +212,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn branch_key_settings_are_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.keys.branch_key_cache_ttl_seconds, 600);
+        assert_eq!(c.keys.branch_key_rotation_days, 30);
+        c.keys.branch_key_cache_ttl_seconds = 86_401;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("keys.branch_key_cache_ttl_seconds:"), "{e}");
+        c.keys.branch_key_cache_ttl_seconds = 0;
+        assert!(c.validate().is_ok(), "0 turns the branch key cache off");
+        c.keys.branch_key_rotation_days = 3651;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("keys.branch_key_rotation_days:"), "{e}");
+        c.keys.branch_key_rotation_days = 0;
+        assert!(c.validate().is_ok(), "0 turns automatic rotation off");
+    }
 
     fn env(vars: &[(&str, &str)]) -> Env {
         // A private prefix so that the test reads only what it sets.

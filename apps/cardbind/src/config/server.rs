@@ -147,10 +147,18 @@ pub struct KeysConfig {
     /// not yet re-wrapped (`cardbind keys rotate`), never to wrap new ones.
     pub previous_kms_key_ids: Vec<String>,
     pub previous_local_key_files: Vec<PathBuf>,
-    /// Data-key cache bounds (0 entries disables the cache).
+    /// Per-user data-key cache bounds (0 entries disables the cache).
     pub cache_max_entries: usize,
     pub cache_max_age_seconds: u64,
     pub cache_max_uses: u64,
+    /// Branch keys wrap users' data keys and are themselves wrapped by the
+    /// master key: how long one is kept unwrapped in memory (seconds; 0 =
+    /// never, so every new user costs a master key call). While KMS is down
+    /// an instance keeps sealing for new users until it runs out.
+    pub branch_key_cache_ttl_seconds: u64,
+    /// A new branch key version becomes active after this many days (0 =
+    /// only by `cardbind keys retire-branches --new-version`).
+    pub branch_key_rotation_days: u64,
 }
 
 impl Default for KeysConfig {
@@ -169,6 +177,8 @@ impl Default for KeysConfig {
             cache_max_entries: 10_000,
             cache_max_age_seconds: 300,
             cache_max_uses: 10_000,
+            branch_key_cache_ttl_seconds: 600,
+            branch_key_rotation_days: 30,
         }
     }
 }
