@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardbind::cli::{self, Running};
-use cardbind::config::{Config, StorageKind};
+use cardbind::config::{Config, LogFormat, MockModeSetting, StorageKind};
 use cardbind_domain::Role;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -551,7 +551,10 @@ pub fn assert_envelope(r: &Response) -> Value {
 /// Where a test app keeps its data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Storage {
-    /// In-memory store (the default).
+    /// The embedded SQLite store under the app's data dir: what `cardbind
+    /// serve` runs on by default.
+    Embedded,
+    /// In-memory store.
     Memory,
     /// MongoDB at `CARDBIND_TEST_MONGODB_URI`, in a fresh database.
     Mongo,
@@ -565,8 +568,8 @@ pub fn base_config(data_dir: &Path) -> Config {
     cfg.server.address = "127.0.0.1:0".into();
     cfg.server.data_dir = data_dir.to_path_buf();
     cfg.server.purge_interval_seconds = 0;
-    cfg.channels.mock.mode = "otp".into();
-    cfg.log.format = "json".into();
+    cfg.channels.mock.mode = MockModeSetting::Otp;
+    cfg.log.format = LogFormat::Json;
     cfg
 }
 
@@ -581,11 +584,12 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Starts an in-memory app; `tweak` adjusts the config first.
+    /// Starts an app on the embedded store (the default `serve`); `tweak`
+    /// adjusts the config first.
     pub async fn spawn(tweak: impl FnOnce(&mut Config)) -> TestApp {
-        TestApp::spawn_on(Storage::Memory, tweak)
+        TestApp::spawn_on(Storage::Embedded, tweak)
             .await
-            .expect("an in-memory app never skips")
+            .expect("an embedded app never skips")
     }
 
     /// Starts an app on `storage`; `None` when that storage is not
@@ -597,7 +601,8 @@ impl TestApp {
             .expect("temp dir");
         let mut cfg = base_config(&dir.path().join("data"));
         match storage {
-            Storage::Memory => {}
+            Storage::Embedded => cfg.storage.kind = StorageKind::Sqlite,
+            Storage::Memory => cfg.storage.kind = StorageKind::Memory,
             Storage::Mongo => {
                 cfg.storage.kind = StorageKind::Mongodb;
                 cfg.storage.uri = mongo_uri()?;

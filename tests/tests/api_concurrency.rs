@@ -13,7 +13,7 @@ use cardbind_tests::{idem_key, the_default, user_id, Brand, Storage, TestApp, Te
 use futures::future::join_all;
 
 fn unlimited(cfg: &mut Config) {
-    cfg.channels.mock.mode = "instant".into();
+    cfg.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
     cfg.limits.binds_per_user_per_minute = 1000;
     cfg.limits.binds_per_ip_per_minute = 0;
     cfg.limits.binds_per_card_per_hour = 0;
@@ -62,7 +62,7 @@ async fn one_key_16_times_at_once(storage: Storage) {
     let Some(app) = TestApp::spawn_on(storage, |c| {
         unlimited(c);
         // OTP mode: the response is the same whenever it is read.
-        c.channels.mock.mode = "otp".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Otp;
     })
     .await
     else {

@@ -295,11 +295,11 @@ async fn wrong_otp_is_refused_and_five_wrong_fail_the_binding() {
 async fn decline_is_channel_rejected_and_the_card_shows_failed() {
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "decline".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Decline;
         c.channels
             .mock
             .card_modes
-            .insert("0777".into(), "instant".into());
+            .insert("0777".into(), cardbind::config::MockModeSetting::Instant);
     })
     .await;
     let user = user_id("declined");
@@ -395,7 +395,7 @@ async fn review_flow(app: &TestApp) {
 async fn channel_timeout_beyond_retries_waits_for_review_and_admin_approves() {
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "timeout".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Timeout;
         c.channels.mock.timeout_after_ms = 5_000;
         c.channels.resilience.timeout_ms = 200;
         c.channels.resilience.max_retries = 1;
@@ -412,7 +412,7 @@ async fn flaky_channel_beyond_retries_waits_for_review() {
     // Every call fails: more than the retries can absorb.
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "flaky".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Flaky;
         c.channels.mock.flaky_every = 1;
         c.channels.resilience.max_retries = 3;
         c.channels.resilience.breaker_failures = 1000;
@@ -427,7 +427,7 @@ async fn flaky_channel_within_retries_binds() {
     // retry, after the channel says the start was not applied, absorbs it.
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "flaky".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Flaky;
         c.channels.mock.flaky_every = 3;
         c.channels.resilience.max_retries = 3;
     })
@@ -453,7 +453,7 @@ async fn flaky_channel_within_retries_binds() {
 async fn freeze_and_unfreeze_are_for_admins_only() {
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
     })
     .await;
     let user = user_id("frozen");
@@ -600,7 +600,7 @@ async fn bin_lookup() {
 async fn signed_notifications_activate_and_terminate_forged_ones_are_refused() {
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "redirect".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Redirect;
         c.channels.mock.notify_secret = "a-test-notify-secret-for-mock".into();
     })
     .await;
@@ -674,7 +674,7 @@ async fn signed_notifications_activate_and_terminate_forged_ones_are_refused() {
 async fn consent_is_recorded_per_binding() {
     let app = TestApp::spawn(|c| {
         relaxed(c);
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
     })
     .await;
     let user = user_id("consent");

@@ -33,7 +33,8 @@ type FieldCase<'a> = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_invalid_field_has_its_code_and_field() {
-    let app = TestApp::spawn(|c| c.channels.mock.mode = "instant".into()).await;
+    let app =
+        TestApp::spawn(|c| c.channels.mock.mode = cardbind::config::MockModeSetting::Instant).await;
     let this_year = time::OffsetDateTime::now_utc().year() as u32;
     let good = TestCard::visa();
     let amex = TestCard::new(Brand::Amex);
@@ -350,7 +351,8 @@ async fn each_invalid_field_has_its_code_and_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_are_4xx_with_the_envelope_never_5xx() {
-    let app = TestApp::spawn(|c| c.channels.mock.mode = "instant".into()).await;
+    let app =
+        TestApp::spawn(|c| c.channels.mock.mode = cardbind::config::MockModeSetting::Instant).await;
     let good = TestCard::visa().body();
     let token = app.service_token();
 
@@ -736,7 +738,8 @@ async fn replays_are_byte_identical_and_a_reused_key_is_409() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fourth_bind_in_a_minute_is_rate_limited() {
-    let app = TestApp::spawn(|c| c.channels.mock.mode = "instant".into()).await;
+    let app =
+        TestApp::spawn(|c| c.channels.mock.mode = cardbind::config::MockModeSetting::Instant).await;
     fresh_rate_window().await;
     let user = user_id("rate");
     for i in 0..3 {
@@ -775,7 +778,8 @@ async fn fourth_bind_in_a_minute_is_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_reach_only_their_own_cards() {
-    let app = TestApp::spawn(|c| c.channels.mock.mode = "instant".into()).await;
+    let app =
+        TestApp::spawn(|c| c.channels.mock.mode = cardbind::config::MockModeSetting::Instant).await;
     let alice = user_id("alice");
     let bob = user_id("bob");
     let bob_card = TestCard::visa();

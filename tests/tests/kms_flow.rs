@@ -101,7 +101,7 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
         // new user's data key must be wrapped under the branch key, which
         // only KMS can unwrap.
         c.keys.branch_key_cache_ttl_seconds = 0;
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
     })
     .await;
     let alice = user_id("kms-ok");
@@ -167,7 +167,7 @@ async fn kms_outage_with_a_cached_branch_key_keeps_binding_new_users() {
         use_kms(c, &via, &key);
         c.keys.kms_timeout_ms = 1500;
         c.keys.branch_key_cache_ttl_seconds = 3600;
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
     })
     .await;
     let alice = user_id("kms-cached");

@@ -74,7 +74,7 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
     let Some(mut a) = TestApp::spawn_on(Storage::Mongo, |c| {
         use_kms(c, &endpoint, &old_key);
         c.limits.binds_per_user_per_minute = 100;
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
     })
     .await
     else {
@@ -141,14 +141,16 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         "{:?}",
         before.iter().map(|k| &k.0).collect::<Vec<_>>()
     );
-    let sealed_before = all_docs(&a, "bindings").await;
+    let sealed_before = all_docs(&a, "card_data").await;
+    assert!(sealed_before.len() >= 4, "{}", sealed_before.len());
 
     // Rotate with the CLI's code path, twice (the second run resumes with nothing to do).
     let config = a.config.clone();
-    cardbind::compose::rotate_keys(&config, None, &new_key)
+    let stores = cardbind::compose::stores(&config).await.expect("stores");
+    cardbind::compose::rotate_keys(&config, &stores, None, &new_key)
         .await
         .expect("rotation");
-    cardbind::compose::rotate_keys(&config, None, &new_key)
+    cardbind::compose::rotate_keys(&config, &stores, None, &new_key)
         .await
         .expect("second rotation run");
 
@@ -203,12 +205,12 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         assert_eq!(master, "@branch:00000001", "{owner}");
     }
     // The data ciphertexts were not touched.
-    let sealed_after = all_docs(&a, "bindings").await;
+    let sealed_after = all_docs(&a, "card_data").await;
     for d in &sealed_before {
         let same = sealed_after
             .iter()
             .find(|x| x.get("_id") == d.get("_id"))
-            .expect("binding kept");
+            .expect("card data kept");
         assert_eq!(
             same.get("sealed"),
             d.get("sealed"),

@@ -94,15 +94,15 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_card_data_in_clear_in_any_collection() {
     let Some(app) = TestApp::spawn_on(Storage::Mongo, |c| {
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
         c.channels
             .mock
             .card_modes
-            .insert("0002".into(), "decline".into());
+            .insert("0002".into(), cardbind::config::MockModeSetting::Decline);
         c.channels
             .mock
             .card_modes
-            .insert("0003".into(), "otp".into());
+            .insert("0003".into(), cardbind::config::MockModeSetting::Otp);
         c.limits.binds_per_user_per_minute = 100;
     })
     .await
@@ -270,8 +270,10 @@ async fn no_card_data_in_clear_in_any_collection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_idempotency_and_rate_limits() {
-    let Some(a) =
-        TestApp::spawn_on(Storage::Mongo, |c| c.channels.mock.mode = "instant".into()).await
+    let Some(a) = TestApp::spawn_on(Storage::Mongo, |c| {
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant
+    })
+    .await
     else {
         return;
     };
@@ -377,7 +379,7 @@ async fn storage_outage_is_503_and_the_same_instance_recovers() {
         return;
     };
     let app = TestApp::spawn_on(Storage::MongoAt(ferret.uri()), |c| {
-        c.channels.mock.mode = "instant".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
         c.storage.timeout_ms = 1500;
         c.limits.binds_per_user_per_minute = 100;
     })

@@ -70,19 +70,19 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
     let app = TestApp::spawn(|c| {
         c.log.filter = "debug".into();
         c.limits.binds_per_user_per_minute = 100;
-        c.channels.mock.mode = "otp".into();
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Otp;
         c.channels
             .mock
             .card_modes
-            .insert("0002".into(), "decline".into());
+            .insert("0002".into(), cardbind::config::MockModeSetting::Decline);
         c.channels
             .mock
             .card_modes
-            .insert("0004".into(), "instant".into());
+            .insert("0004".into(), cardbind::config::MockModeSetting::Instant);
         c.channels
             .mock
             .card_modes
-            .insert("0005".into(), "redirect".into());
+            .insert("0005".into(), cardbind::config::MockModeSetting::Redirect);
     })
     .await;
     let user = user_id("leak");

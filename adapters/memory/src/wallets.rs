@@ -28,6 +28,9 @@ pub(crate) struct Chains {
     chains: BTreeMap<ChainId, BTreeMap<u64, Stored>>,
     by_time: BTreeSet<TimeKey>,
     by_binding: HashMap<BindingId, BTreeSet<TimeKey>>,
+    /// Links holding an event about a user, in any chain (the service's
+    /// own chain records refusals about users).
+    by_user: HashMap<UserId, BTreeSet<TimeKey>>,
     pending: BTreeSet<(Timestamp, UserId, u64)>,
 }
 
@@ -45,6 +48,9 @@ impl Chains {
         self.by_time.insert(key.clone());
         for b in l.events.iter().filter_map(|e| e.binding_id.clone()) {
             self.by_binding.entry(b).or_default().insert(key.clone());
+        }
+        for u in l.events.iter().filter_map(|e| e.user_id.clone()) {
+            self.by_user.entry(u).or_default().insert(key.clone());
         }
         if let (ChainId::User(u), Some(w)) = (&l.chain, &stored.wallet) {
             if w.bindings()
@@ -92,6 +98,14 @@ impl Chains {
                 set.remove(&key);
                 if set.is_empty() {
                     self.by_binding.remove(b);
+                }
+            }
+        }
+        for u in l.events.iter().filter_map(|e| e.user_id.as_ref()) {
+            if let Some(set) = self.by_user.get_mut(u) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_user.remove(u);
                 }
             }
         }
@@ -269,22 +283,9 @@ impl AuditLog for MemoryStore {
         };
         match (&filter.user_id, &filter.binding_id) {
             (Some(u), _) => {
-                // One chain: its links are in time order already.
-                let from = match &after {
-                    Some(a) if a.chain == chain_of(u) => Bound::Included(a.seq),
-                    _ => Bound::Unbounded,
-                };
-                if let Some(c) = t.chains.get(&chain_of(u)) {
-                    for (_, s) in c.range((from, Bound::Unbounded)) {
-                        let k = (s.link.at, s.link.chain.clone(), s.link.seq);
-                        let past_cursor = match &lower {
-                            Bound::Included(l) => &k >= l,
-                            _ => true,
-                        };
-                        if !past_cursor {
-                            continue;
-                        }
-                        if !before_end(&k) || !visit(&k, &mut out) {
+                if let Some(set) = t.by_user.get(u) {
+                    for k in set.range((lower, Bound::Unbounded)) {
+                        if !before_end(k) || !visit(k, &mut out) {
                             break;
                         }
                     }

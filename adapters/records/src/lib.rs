@@ -13,8 +13,9 @@
 //! adapters as opaque bytes of their own records.
 
 use cardbind_domain::{
-    BinEntry, BinInfo, Binding, BindingId, CardType, Country, Currency, Issuer, BindingParts, BindingStatus, CardBrand, CardSummary, ChannelName,
-    ConsentRecord, Expiry, FailureReason, Fingerprint, NextAction, Role, Timestamp, UserId, Wallet,
+    BinEntry, BinInfo, Binding, BindingId, BindingParts, BindingStatus, CardBrand, CardSummary,
+    CardType, ChannelName, ConsentRecord, Country, Currency, Expiry, FailureReason, Fingerprint,
+    Issuer, NextAction, Role, Timestamp, UserId, Wallet,
 };
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
 use cardbind_ports::StoreError;

@@ -168,7 +168,7 @@ impl std::fmt::Debug for Bins {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cardbind_domain::{CardType, ErrorCode, UnknownBins};
+    use cardbind_domain::CardType;
 
     const HEADER: &str =
         "low,high,issuer_code,issuer_name_zh,issuer_name_en,card_type,country,currency\n";
@@ -246,5 +246,4 @@ mod tests {
         let e = parse_csv(&b"low,high\n\xff\xfe,\n"[..]).unwrap_err();
         assert!(matches!(e, ImportError::Line { .. }), "{e:?}");
     }
-
 }

@@ -106,7 +106,9 @@ impl StepUpVerifier for HmacStepUp {
 mod tests {
     use super::*;
     use cardbind_domain::Timestamp;
-    use cardbind_ports::step_up::StepUpAction::{EraseUser as ERASE_USER, UnbindDefaultCard as UNBIND_DEFAULT_CARD};
+    use cardbind_ports::step_up::StepUpAction::{
+        EraseUser as ERASE_USER, UnbindDefaultCard as UNBIND_DEFAULT_CARD,
+    };
 
     struct Fixed(i64);
     impl Clock for Fixed {

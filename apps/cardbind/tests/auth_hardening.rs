@@ -352,8 +352,10 @@ async fn a_nonce_used_on_one_instance_is_refused_on_another_sharing_the_store() 
     .await;
     // one card bound, not two
     let user = cardbind_domain::UserId::parse("u1").unwrap();
-    let cards = cardbind_ports::store::BindingStore::list_by_user(store.as_ref(), &user, None, 10)
+    let wallet = cardbind_ports::store::WalletStore::load(store.as_ref(), &user)
         .await
-        .unwrap();
-    assert_eq!(cards.len(), 1);
+        .unwrap()
+        .unwrap()
+        .wallet;
+    assert_eq!(wallet.bindings().len(), 1);
 }

@@ -932,7 +932,7 @@ async fn reconcile_settles_bindings_stuck_in_pending_verification() {
     let (wx_waiting, _) = s.bind_redirect(user, AMEX, "wechat").await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 
-    let service = &s.running.built.state.service;
+    let service = &s.running.built.usecases;
     // Younger than an hour: nothing is old enough.
     let r = service.reconcile(3600, 100).await.unwrap();
     assert_eq!(r.examined, 0, "{r:?}");
@@ -1129,7 +1129,7 @@ async fn a_wrong_alipay_app_id_shows_at_reconcile_and_unbind_without_failing_car
     .await;
     let user = "misconf-ali-1";
     let (id, _url) = s.bind_redirect(user, VISA, "alipay").await;
-    let service = &s.running.built.state.service;
+    let service = &s.running.built.usecases;
     let report = service.reconcile(0, 100).await.unwrap();
     assert_eq!(
         (report.examined, report.errors, report.failed),

@@ -11,9 +11,10 @@ use cardbind_ports::channel::{
     ChannelBindRequest, ChannelEvent, ChannelRegistry, ChannelStart, ConfirmOutcome, Notification,
     NotificationAck, PaymentChannel, RemoteState,
 };
-use cardbind_ports::service::{CardService, ConsentInput, Policy, RawBindCard, RequestContext};
-use cardbind_ports::store::BindingStore;
+use cardbind_ports::store::WalletStore;
 use cardbind_ports::ChannelError;
+use cardbind_usecases::verify::{Otp, VerifyCard};
+use cardbind_usecases::{RequestContext, UseCases};
 use support::*;
 
 const VISA: &str = "4111111111111111";
@@ -40,56 +41,16 @@ async fn card(app: &TestApp, user: &str, id: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_default_pointer_left_stale_is_repaired_on_read() {
-    let app = spawn();
-    let v = json_of(app.bind("u-d", "k-d", &bind_body(VISA)).await).await;
-    assert_eq!(v["status"], "active");
-    assert_eq!(v["is_default"], true);
-    let id = BindingId::parse(v["id"].as_str().unwrap()).unwrap();
-    let user = UserId::parse("u-d").unwrap();
-
-    // As if a process died between a change and the pointer update.
-    assert!(app
-        .store
-        .replace_default(&user, Some(id.clone()), None)
-        .await
-        .unwrap());
-
-    let list = app
-        .client
-        .get("/v1/users/u-d/cards")
-        .header("Authorization", bearer("m", "service"))
-        .send()
-        .await;
-    let list = json_of(list).await;
-    assert_eq!(list["cards"][0]["is_default"], true, "{list}");
-    assert_eq!(
-        app.store.get_default(&user).await.unwrap(),
-        Some(id.clone())
-    );
-
-    assert!(app
-        .store
-        .replace_default(&user, Some(id.clone()), None)
-        .await
-        .unwrap());
-    assert_eq!(card(&app, "u-d", id.as_str()).await["is_default"], true);
-    assert_eq!(app.store.get_default(&user).await.unwrap(), Some(id));
-}
-
-#[tokio::test]
 async fn an_event_about_an_earlier_agreement_does_not_unbind_the_card() {
     let app = spawn();
     let v = json_of(app.bind("u-e", "k-e", &bind_body(VISA)).await).await;
     assert_eq!(v["status"], "active");
     let id = v["id"].as_str().unwrap().to_owned();
-    let stored = app
-        .store
+    let user = UserId::parse("u-e").unwrap();
+    let wallet = app.store.load(&user).await.unwrap().unwrap().wallet;
+    let current = wallet
         .get(&BindingId::parse(&id).unwrap())
-        .await
         .unwrap()
-        .unwrap();
-    let current = stored
         .channel_ref
         .clone()
         .expect("an active card holds its agreement");
@@ -158,49 +119,30 @@ async fn parallel_wrong_codes_are_each_counted() {
         }),
         checks: std::sync::atomic::AtomicU32::new(0),
     });
-    let mut ports = t.state.service.ports().clone();
+    let mut ports = t.state.usecases.ports().clone();
     let port: Arc<dyn PaymentChannel> = ch.clone();
     ports.channels = ChannelRegistry::new(vec![port], ChannelName::parse("mock").unwrap()).unwrap();
-    t.state.service = CardService::new(ports, Policy::default());
+    t.state.usecases = UseCases::new(ports, t.state.usecases.policy().clone());
+    t.client = poem::test::TestClient::new(poem::EndpointExt::boxed(cardbind::http::app(
+        t.state.clone(),
+    )));
+    let v = json_of(t.bind("u-o", "k-o", &bind_body(VISA)).await).await;
+    assert_eq!(v["status"], "pending_verification", "{v}");
+    let id = BindingId::parse(v["id"].as_str().unwrap()).unwrap();
     let app = Arc::new(t.state.clone());
-
     let user = UserId::parse("u-o").unwrap();
-    let ctx = RequestContext {
-        actor: Actor::new("m", Role::Service),
-        request_id: String::new(),
-        client_ip: None,
-    };
-    let req = RawBindCard {
-        card_number: VISA.into(),
-        expiry_month: 12,
-        expiry_year: 2035,
-        cvv: None,
-        holder_name: "Alice".into(),
-        id_number: "11010519491231002X".into(),
-        phone: "13800138000".into(),
-        channel: None,
-        consent: ConsentInput {
-            text_version: "v1".into(),
-            text_hash: SHA.into(),
-            ip: None,
-            user_agent: None,
-        },
-    }
-    .parse(app.clock.now())
-    .unwrap();
-    let v = app.service.bind(&ctx, &user, req).await.unwrap();
-    assert_eq!(v.binding.status, BindingStatus::PendingVerification);
-    let id = v.binding.id.clone();
+    let ctx = RequestContext::new(Actor::new("m", Role::Service), "r-otp", None);
 
     let mut tasks = Vec::new();
     for i in 0..20 {
         let (app, ctx, user, id) = (app.clone(), ctx.clone(), user.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            app.service
-                .verify_otp(&ctx, &user, &id, &format!("{:06}", 100000 + i))
-                .await
-                .err()
-                .map(|e| e.code())
+            let cmd = VerifyCard {
+                user,
+                card: id,
+                otp: Otp::parse(&format!("{:06}", 100000 + i)).unwrap(),
+            };
+            app.usecases.verify(&ctx, cmd).await.err().map(|e| e.code())
         }));
     }
     let mut codes = Vec::new();
@@ -208,14 +150,8 @@ async fn parallel_wrong_codes_are_each_counted() {
         codes.push(t.await.unwrap());
     }
     let checks = ch.checks.load(std::sync::atomic::Ordering::SeqCst);
-    let stored = app
-        .service
-        .ports()
-        .bindings
-        .get(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let wallet = t.store.load(&user).await.unwrap().unwrap().wallet;
+    let stored = wallet.get(&id).unwrap();
     // Every code the channel checked was counted first: parallel guesses
     // cannot share one attempt.
     assert_eq!(stored.otp_attempts, checks, "{codes:?}");

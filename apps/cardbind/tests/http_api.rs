@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cardbind::http::sign_request;
-use cardbind_domain::{BindingId, Timestamp, UserId};
-use cardbind_ports::store::{Consent, ConsentLog};
+use cardbind_domain::BindingId;
+use cardbind_ports::store::{ReviewEntry, ReviewQueue};
 use cardbind_ports::StoreError;
 use poem::http::StatusCode;
 use serde_json::{json, Value};
@@ -315,7 +315,7 @@ async fn malformed_parameters_keep_their_codes_and_names() {
             "after",
         ),
         (
-            "/v1/consents?after=bad*".into(),
+            "/v1/consents?user_id=u1&after=bad*".into(),
             "service",
             400,
             "invalid_request",
@@ -364,11 +364,11 @@ async fn malformed_parameters_keep_their_codes_and_names() {
             "action",
         ),
         (
-            "/v1/audit/events?after_seq=-1".into(),
+            "/v1/audit/events?after=-1".into(),
             "auditor",
             400,
             "invalid_request",
-            "after_seq",
+            "after",
         ),
         (
             "/v1/audit/events?card_id=bad*".into(),
@@ -384,7 +384,11 @@ async fn malformed_parameters_keep_their_codes_and_names() {
     }
     // In range, the same parameters pass.
     for (path, role) in [
-        ("/v1/audit/events?since=2030-01-31t12:00:00.5%2B08:00&action=binding.freeze&after_seq=0", "auditor"),
+        (
+            "/v1/audit/events?since=2030-01-31t12:00:00.5%2B08:00&action=binding.freeze",
+            "auditor",
+        ),
+        ("/v1/consents?user_id=u1", "service"),
         ("/v1/bins/41111111", "service"),
         ("/v1/users/u1:a@b.c/cards?after=c1&limit=100", "service"),
     ] {
@@ -1382,7 +1386,7 @@ async fn bin_lookup() {
         json!({"bin": "411111", "brand": "visa"})
     );
     assert_eq!(json_of(get("62220200").await).await["brand"], "unionpay");
-    let v = assert_error(get("000000").await, 404, "unsupported_card_brand").await;
+    let v = assert_error(get("000000").await, 404, "not_found").await;
     assert_eq!(v["error"]["field"], "bin");
     assert_error(get("41ab11").await, 400, "invalid_request").await;
     assert_error(get("4111111111").await, 400, "invalid_request").await;
@@ -1539,7 +1543,7 @@ async fn consents_audit_and_erasure() {
     resp.assert_status_is_ok();
     assert_eq!(
         json_of(resp).await,
-        json!({"user_id": "u-c", "unbound_cards": 1})
+        json!({"user_id": "u-c", "unbound_cards": 1, "key_destroyed": true})
     );
     let resp = app
         .client
@@ -1552,40 +1556,39 @@ async fn consents_audit_and_erasure() {
 
 // ---- panics ----------------------------------------------------------------------------------------
 
-/// A consent log that panics when read.
-struct PanickingConsents;
+/// A review queue that panics when listed.
+struct PanickingQueue;
 
 #[async_trait]
-impl ConsentLog for PanickingConsents {
-    async fn record(&self, _c: &Consent) -> Result<(), StoreError> {
+impl ReviewQueue for PanickingQueue {
+    async fn add(&self, _e: &ReviewEntry) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn set_agreement(&self, _b: &BindingId, _a: &str) -> Result<(), StoreError> {
-        Ok(())
+    async fn get(&self, _b: &BindingId) -> Result<Option<ReviewEntry>, StoreError> {
+        Ok(None)
     }
-    async fn revoke(&self, _b: &BindingId, _at: Timestamp, _by: &str) -> Result<u64, StoreError> {
-        Ok(0)
+    async fn remove(&self, _b: &BindingId) -> Result<(), StoreError> {
+        Ok(())
     }
     async fn list(
         &self,
-        _u: Option<UserId>,
-        _a: Option<String>,
-        _l: u32,
-    ) -> Result<Vec<Consent>, StoreError> {
-        panic!("consent log exploded while holding 4111111111111111")
+        _after: Option<BindingId>,
+        _limit: u32,
+    ) -> Result<Vec<ReviewEntry>, StoreError> {
+        panic!("review queue exploded while holding 4111111111111111")
     }
 }
 
 #[tokio::test]
 async fn panics_become_a_500_envelope() {
     let (mut state, _store, _clock) = state_with(Options::default());
-    let mut ports = state.service.ports().clone();
-    ports.consents = Arc::new(PanickingConsents);
-    state.service = cardbind_ports::service::CardService::new(ports, Default::default());
+    let mut ports = state.usecases.ports().clone();
+    ports.review = Arc::new(PanickingQueue);
+    state.usecases = cardbind_usecases::UseCases::new(ports, Default::default());
     let client = poem::test::TestClient::new(cardbind::http::app(state));
     let resp = client
-        .get("/v1/consents")
-        .header("Authorization", bearer("aud", "auditor"))
+        .get("/v1/admin/reviews")
+        .header("Authorization", bearer("ops", "admin"))
         .send()
         .await;
     resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);

@@ -102,11 +102,17 @@ fn spec_declares_operations_security_and_errors() {
     );
 
     let bind = &spec["paths"]["/v1/users/{user_id}/cards"]["post"];
-    for status in [
-        "201", "202", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503",
-    ] {
-        assert!(bind["responses"].get(status).is_some(), "bindCard {status}");
-    }
+    let declared: Vec<&str> = bind["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        declared,
+        ["201", "202", "400", "401", "403", "409", "413", "422", "429", "500", "503"],
+        "bindCard declares exactly what it can answer"
+    );
     assert!(bind["responses"]["429"]["headers"]
         .get("Retry-After")
         .is_some());
@@ -290,5 +296,25 @@ fn holder_name_resident_id_and_cvv_patterns_admit_only_what_the_domain_admits() 
                 Cvv::parse(&s, CardBrand::Visa).is_ok() || Cvv::parse(&s, CardBrand::Amex).is_ok();
             assert!(ok, "{s:?}");
         }
+    }
+}
+
+#[test]
+fn every_declared_parameter_has_its_own_refusal() {
+    let spec: Value = serde_json::from_str(&cardbind::http::api_spec_json()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for ops in spec["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                names.insert(p["name"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in &names {
+        let p = cardbind::http::params::Param::parse(name)
+            .unwrap_or_else(|| panic!("{name} is declared but has no Param"));
+        let e = p.refusal();
+        assert_eq!(e.field.as_deref(), Some(name.as_str()));
     }
 }

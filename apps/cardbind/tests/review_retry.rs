@@ -12,13 +12,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cardbind::http::app;
 use cardbind_channels::{MockChannel, MockConfig};
-use cardbind_domain::{Binding, BindingId, BindingStatus, ChannelName};
+use cardbind_domain::{BindingId, BindingStatus, ChannelName, UserId};
 use cardbind_ports::channel::{
     ChannelBindRequest, ChannelEvent, ChannelRegistry, ChannelStart, ConfirmOutcome, Notification,
     NotificationAck, PaymentChannel, RemoteState,
 };
-use cardbind_ports::service::{CardService, Policy};
+use cardbind_ports::store::{CardDataStore, WalletStore};
 use cardbind_ports::ChannelError;
+use cardbind_usecases::UseCases;
 use poem::test::TestClient;
 use poem::EndpointExt;
 use serde_json::Value;
@@ -76,11 +77,11 @@ fn spawn_switchable() -> (TestApp, Arc<Switchable>) {
         starts: AtomicU32::new(0),
         last_pan_last4: std::sync::Mutex::new(None),
     });
-    let mut ports = t.state.service.ports().clone();
+    let mut ports = t.state.usecases.ports().clone();
     let as_port: Arc<dyn PaymentChannel> = ch.clone();
     ports.channels =
         ChannelRegistry::new(vec![as_port], ChannelName::parse("mock").unwrap()).unwrap();
-    t.state.service = CardService::new(ports, Policy::default());
+    t.state.usecases = UseCases::new(ports, t.state.usecases.policy().clone());
     t.client = TestClient::new(app(t.state.clone()).boxed());
     (t, ch)
 }
@@ -166,25 +167,20 @@ async fn tampered_sealed_data_is_refused_audited_and_leaves_the_binding_in_revie
     // database access might: the ciphertext is genuine but bound to
     // another field.
     let bid = BindingId::parse(&id).unwrap();
-    let stored = t
-        .state
-        .service
-        .ports()
-        .bindings
-        .get(&bid)
+    let alice = UserId::parse("alice").unwrap();
+    let before = t.store.load(&alice).await.unwrap().unwrap();
+    let generation = before.wallet.get(&bid).unwrap().data_generation;
+    let mut data = t
+        .store
+        .get(&alice, &bid, generation)
         .await
         .unwrap()
         .unwrap();
-    let mut parts = stored.clone().into_parts();
-    parts.sealed.pan = parts.sealed.phone.clone();
-    parts.version += 1;
-    t.state
-        .service
-        .ports()
-        .bindings
-        .update(&Binding::restore(parts), stored.version)
+    data.sealed.pan = data.sealed.phone.clone();
+    CardDataStore::delete(t.store.as_ref(), &alice, &bid, None)
         .await
         .unwrap();
+    t.store.put(&data).await.unwrap();
 
     let starts_before = ch.starts.load(Ordering::SeqCst);
     let body = assert_error(retry(&t, &id).await, 409, "card_data_unreadable").await;
@@ -195,26 +191,20 @@ async fn tampered_sealed_data_is_refused_audited_and_leaves_the_binding_in_revie
         "the channel was not called"
     );
 
-    let now = t
-        .state
-        .service
-        .ports()
-        .bindings
-        .get(&bid)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(now.status, BindingStatus::PendingReview);
+    let after = t.store.load(&alice).await.unwrap().unwrap();
     assert_eq!(
-        now.version,
-        stored.version + 1,
-        "nothing written by the refused retry"
+        after.wallet.get(&bid).unwrap().status,
+        BindingStatus::PendingReview
+    );
+    assert_eq!(
+        after.wallet, before.wallet,
+        "the refused retry changed nothing in the wallet"
     );
 
     let log = audit(&t, &id).await;
     let opens = events(&log, "card_data.open");
     assert_eq!(opens.len(), 1, "stopped at the first field: {opens:?}");
-    assert_eq!(opens[0]["outcome"], "refused: card_data_unreadable");
+    assert_eq!(opens[0]["outcome"], "card_data_unreadable");
     assert_eq!(opens[0]["detail"], "pan");
 }
 

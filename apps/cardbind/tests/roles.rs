@@ -260,17 +260,14 @@ async fn send(
     req.send().await
 }
 
-/// Every card of both users: (id, status, version, default pointer).
+/// Both users' wallets as stored (every card, its status and the default).
 async fn snapshot(app: &TestApp) -> Vec<String> {
-    let ports = app.state.service.ports();
+    let wallets = &app.state.usecases.ports().wallets;
     let mut out = Vec::new();
     for u in ["alice", "bob"] {
         let user = UserId::parse(u).unwrap();
-        let d = ports.bindings.get_default(&user).await.unwrap();
-        out.push(format!("{u} default {d:?}"));
-        for b in ports.bindings.list_by_user(&user, None, 100).await.unwrap() {
-            out.push(format!("{} {} v{}", b.id, b.status, b.version));
-        }
+        let w = wallets.load(&user).await.unwrap().map(|s| s.wallet);
+        out.push(format!("{u}: {w:?}"));
     }
     out
 }
@@ -310,7 +307,7 @@ fn the_table_covers_every_operation_of_the_api() {
     let rows = table();
     let in_doc: BTreeSet<String> = rows.iter().flat_map(|r| r.operations.clone()).collect();
     let doc = security_md();
-    for id in cardbind::http::api::OPERATION_IDS {
+    for id in cardbind::http::ops::OPERATION_IDS {
         let open = ["liveness", "readiness", "metrics"].contains(&id);
         if open {
             continue;
@@ -323,7 +320,7 @@ fn the_table_covers_every_operation_of_the_api() {
     // and the document names nothing the API does not have
     for op in &in_doc {
         assert!(
-            cardbind::http::api::OPERATION_IDS.contains(&op.as_str()),
+            cardbind::http::ops::OPERATION_IDS.contains(&op.as_str()),
             "docs/security.md lists {op}, which the API does not have"
         );
     }
@@ -442,8 +439,19 @@ async fn another_users_card_under_ones_own_path_is_not_found_without_data() {
 #[tokio::test]
 async fn a_user_reads_consents_only_with_their_own_user_id() {
     let w = world().await;
+    // Consents are read one user at a time: the user id is required.
+    let resp = send(
+        &w.app,
+        Method::GET,
+        "/v1/consents",
+        None,
+        Caller::UserOwn.authorization(),
+        "k",
+    )
+    .await;
+    let v = assert_error(resp, 400, "invalid_user_id").await;
+    assert_eq!(v["error"]["field"], "user_id");
     for (path, status) in [
-        ("/v1/consents", 403),
         ("/v1/consents?user_id=bob", 403),
         ("/v1/consents?user_id=alice", 200),
     ] {

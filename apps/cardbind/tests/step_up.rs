@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use cardbind::step_up::{hmac_step_up_token, HmacStepUp};
 use cardbind_domain::UserId;
 use cardbind_ports::clock::Clock;
-use cardbind_ports::step_up::actions::{ERASE_USER, UNBIND_DEFAULT_CARD};
-use cardbind_ports::step_up::{StepUpError, StepUpVerifier};
+use cardbind_ports::step_up::{StepUpAction, StepUpError, StepUpVerifier};
+use cardbind_usecases::UseCases;
 use poem::EndpointExt;
 use serde_json::Value;
 use support::*;
@@ -21,10 +21,14 @@ use support::*;
 const SECRET: &[u8] = b"step-up-test-secret-32-characters!!";
 const FIRST: &str = "4012888888881881";
 const SECOND: &str = "4111111111111111";
+const UNBIND_DEFAULT_CARD: StepUpAction = StepUpAction::UnbindDefaultCard;
+const ERASE_USER: StepUpAction = StepUpAction::EraseUser;
 
 fn with_verifier(verifier: Arc<dyn StepUpVerifier>) -> TestApp {
     let (mut state, store, clock) = state_with(Options::default());
-    state.service = state.service.clone().with_step_up(verifier);
+    let mut ports = state.usecases.ports().clone();
+    ports.step_up = Some(verifier);
+    state.usecases = UseCases::new(ports, state.usecases.policy().clone());
     TestApp {
         client: poem::test::TestClient::new(cardbind::http::app(state.clone()).boxed()),
         store,
@@ -49,7 +53,7 @@ impl Clock for NowClock {
     }
 }
 
-fn token_for(user: &str, action: &str, ttl: i64) -> String {
+fn token_for(user: &str, action: StepUpAction, ttl: i64) -> String {
     hmac_step_up_token(SECRET, user, action, system_now_ms() / 1000 + ttl)
 }
 
@@ -266,7 +270,7 @@ async fn erasure_needs_a_valid_step_up_token() {
     let events = audit_actions(&app, "carol").await;
     assert!(events
         .iter()
-        .any(|e| e.0 == "step_up.verify" && e.1 == "ok" && e.2 == ERASE_USER));
+        .any(|e| e.0 == "step_up.verify" && e.1 == "ok" && e.2 == ERASE_USER.as_str()));
     assert!(events.iter().any(|e| e.0 == "user.erase"));
 }
 
@@ -275,7 +279,7 @@ struct Down;
 
 #[async_trait]
 impl StepUpVerifier for Down {
-    async fn verify(&self, _u: &UserId, _a: &str, _t: &str) -> Result<bool, StepUpError> {
+    async fn verify(&self, _u: &UserId, _a: StepUpAction, _t: &str) -> Result<bool, StepUpError> {
         Err(StepUpError::Unavailable("connection refused".into()))
     }
 }
@@ -319,12 +323,12 @@ async fn the_configuration_turns_step_up_on() {
     let mut config = cardbind::config::Config::default();
     config.server.data_dir = dir.clone();
     let built = cardbind::compose::build(&config).await.unwrap();
-    assert!(!built.state.service.step_up_enabled());
+    assert!(!built.usecases.step_up_enabled());
     config.step_up.enabled = true;
     config.step_up.hmac_secret = Some(String::from_utf8(SECRET.to_vec()).unwrap());
     config.validate().unwrap();
     let built = cardbind::compose::build(&config).await.unwrap();
-    assert!(built.state.service.step_up_enabled());
+    assert!(built.usecases.step_up_enabled());
     // the composed verifier accepts the documented token format
     let verifier = cardbind::compose::step_up(&config, Arc::new(NowClock))
         .unwrap()

@@ -206,9 +206,8 @@ struct Window {
 impl Window {
     fn new() -> Window {
         Window {
-            hist: Histogram::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| {
-                Histogram::new(3).unwrap_or_else(|_| unreachable_hist())
-            }),
+            hist: Histogram::new_with_bounds(1, 120_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist())),
             ok: 0,
             errors: 0,
         }
@@ -284,7 +283,10 @@ async fn drive(
         if !all_done {
             ticker.tick().await;
         }
-        let done = std::mem::replace(&mut *current.lock().unwrap_or_else(|e| e.into_inner()), Window::new());
+        let done = std::mem::replace(
+            &mut *current.lock().unwrap_or_else(|e| e.into_inner()),
+            Window::new(),
+        );
         ok += done.ok;
         errors += done.errors;
         report(ok, &done, started.elapsed());
@@ -327,7 +329,10 @@ async fn main() -> Result<(), String> {
         let _ = child.kill();
         let _ = child.wait();
         let rate = ok as f64 / (args.floor_seconds.max(1) as f64);
-        println!("floor: {rate:.0} req/s over {}s (concurrency {})", args.floor_seconds, args.concurrency);
+        println!(
+            "floor: {rate:.0} req/s over {}s (concurrency {})",
+            args.floor_seconds, args.concurrency
+        );
         floor_rate = Some(rate);
     }
 
@@ -365,7 +370,9 @@ async fn main() -> Result<(), String> {
             if w.ok > 0 {
                 rates.push(rate);
             }
-            let rss = pid.and_then(rss_mib).map_or("-".to_owned(), |r| format!("{r:.0}"));
+            let rss = pid
+                .and_then(rss_mib)
+                .map_or("-".to_owned(), |r| format!("{r:.0}"));
             let vs = floor_rate.map_or("-".to_owned(), |f| format!("{:.2}", rate / f));
             println!(
                 "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}",

@@ -189,7 +189,11 @@ impl UseCases {
         self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
         // What the BIN table says of the card, and whether the channel
         // takes it (refused probes still count against the limits above).
-        let facts = self.ports.bins.lookup_card(&cmd.details.card).map(|e| e.info);
+        let facts = self
+            .ports
+            .bins
+            .lookup_card(&cmd.details.card)
+            .map(|e| e.info);
         if let Some(rule) = self.policy.card_rules.get(&channel_name) {
             if let Err(refusal) = rule.check(facts.as_ref()) {
                 self.audit_refused_bind(ctx, &cmd.user, refusal.code).await;
@@ -539,12 +543,13 @@ fn start_outcome(
         ),
         // Not the card's fault: the channel is down, slow, shut by the
         // breaker, refuses our own set-up, or answered what we cannot read.
-        Err(ChannelError::Misconfigured { code }) => {
-            review(format!("channel misconfigured: {}", ChannelCode::from_channel(&code).as_str()))
-        }
-        Err(e @ (ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen)) => {
-            review(format!("channel unreachable: {}", short(&e)))
-        }
+        Err(ChannelError::Misconfigured { code }) => review(format!(
+            "channel misconfigured: {}",
+            ChannelCode::from_channel(&code).as_str()
+        )),
+        Err(
+            e @ (ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen),
+        ) => review(format!("channel unreachable: {}", short(&e))),
         Err(e @ (ChannelError::InvalidSignature | ChannelError::Protocol(_))) => {
             review(format!("channel answer unusable: {}", short(&e)))
         }
@@ -600,7 +605,10 @@ where
         .detail(format!("{from} -> {to}"))
         .build()];
     if to == BindingStatus::PendingReview {
-        let e = ctx.event(now, AuditAction::ReviewQueued).user(w.user()).binding(id);
+        let e = ctx
+            .event(now, AuditAction::ReviewQueued)
+            .user(w.user())
+            .binding(id);
         events.push(match review_reason {
             Some(why) => e.detail(why).build(),
             None => e.build(),

@@ -1,7 +1,7 @@
 //! The card scheme (and, with a BIN table, the issuer) of a BIN.
 
 use cardbind_domain::{
-    Action, BadRequestCode, CardBrand, Invalid, Missing, NotFoundCode, Role, UserId,
+    Action, BadRequestCode, BinInfo, CardBrand, Invalid, Missing, NotFoundCode, Role, UserId,
 };
 
 use crate::context::RequestContext;
@@ -40,6 +40,9 @@ impl Bin {
 pub struct BinFacts {
     pub bin: Bin,
     pub brand: CardBrand,
+    /// What the BIN table in use says of it (issuer, card type, country,
+    /// currency), when it covers it.
+    pub facts: Option<BinInfo>,
 }
 
 impl UseCases {
@@ -56,6 +59,7 @@ impl UseCases {
                 "no supported card scheme issues this BIN",
             )
         })?;
-        Ok(BinFacts { bin, brand })
+        let facts = self.ports.bins.lookup(bin.as_str()).map(|e| e.info);
+        Ok(BinFacts { bin, brand, facts })
     }
 }

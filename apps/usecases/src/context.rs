@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cardbind_domain::{
-    Actor, BindingId, CardCap, ChannelCardRule, ChannelName, ErrorCode, RateRule, Role,
-    Timestamp, UserId, VerificationPolicy,
+    Actor, BindingId, CardCap, ChannelCardRule, ChannelName, ErrorCode, RateRule, Role, Timestamp,
+    UserId, VerificationPolicy,
 };
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, AuditLog, Outcome};
 use cardbind_ports::bins::BinDirectory;

@@ -100,10 +100,11 @@ pub(crate) fn channel_not_enabled() -> Invalid {
     )
 }
 
-/// Declares a use case's error enum. `from Store`, `from Keys`,
-/// `from Channel`, `from Rules` and `from State` add conversions from the
-/// ports' errors and the domain's refusals; each compiles only when the
-/// enum declares every class it converts into.
+/// Declares a use case's error enum. `from Store` (or `from StoreRead`
+/// for a use case that only reads), `from Keys`, `from Channel`,
+/// `from Rules` and `from State` add conversions from the ports' errors and
+/// the domain's refusals; each compiles only when the enum declares every
+/// class it converts into.
 macro_rules! op_error {
     (
         $(#[$m:meta])*
@@ -178,6 +179,23 @@ macro_rules! op_error {
                     }
                     S::Conflict => $name::Conflict($crate::error::concurrent_change()),
                     S::Duplicate | S::Corrupt(_) => {
+                        $name::Internal($crate::error::Internal::new(e.to_string()))
+                    }
+                }
+            }
+        }
+    };
+    (@from $name:ident StoreRead) => {
+        impl From<cardbind_ports::StoreError> for $name {
+            fn from(e: cardbind_ports::StoreError) -> $name {
+                use cardbind_ports::StoreError as S;
+                match e {
+                    S::Unavailable(cause) => {
+                        tracing::warn!(%cause, "storage unavailable");
+                        $name::Unavailable($crate::error::storage_unavailable())
+                    }
+                    // A read loses no race.
+                    S::Conflict | S::Duplicate | S::Corrupt(_) => {
                         $name::Internal($crate::error::Internal::new(e.to_string()))
                     }
                 }
@@ -262,7 +280,9 @@ impl ChannelFailure {
             }
             // Our own credentials or configuration: an operator problem,
             // never the card's (the channel wrapper logs and audits it).
-            ChannelError::Misconfigured { .. } => ChannelFailure::Unreachable(channel_unavailable()),
+            ChannelError::Misconfigured { .. } => {
+                ChannelFailure::Unreachable(channel_unavailable())
+            }
             ChannelError::Rejected { code, .. } => {
                 ChannelFailure::Declined(channel_rejected(&code))
             }

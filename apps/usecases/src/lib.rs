@@ -90,6 +90,11 @@ impl UseCases {
         &self.policy
     }
 
+    /// The ports (e.g. to build use cases over one port swapped).
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
     /// Whether risky operations need a step-up token.
     pub fn step_up_enabled(&self) -> bool {
         self.ports.step_up.is_some()

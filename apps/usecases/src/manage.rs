@@ -18,8 +18,14 @@ use crate::{page_size, CardPage, CardView, UseCases};
 
 op_error! {
     /// Why reading cards was refused.
-    pub enum ReadError { Forbidden, NotFound, Conflict, Unavailable }
-    from Store
+    pub enum ReadError { Forbidden, NotFound, Unavailable }
+    from StoreRead
+}
+
+op_error! {
+    /// Why listing cards was refused.
+    pub enum ListError { Forbidden, Unavailable }
+    from StoreRead
 }
 
 op_error! {
@@ -51,7 +57,7 @@ impl UseCases {
         user: &UserId,
         after: Option<BindingId>,
         limit: u32,
-    ) -> Result<CardPage, ReadError> {
+    ) -> Result<CardPage, ListError> {
         self.authorize(ctx, Action::ReadCards, Some(user)).await?;
         let loaded = self.load(user).await?;
         Ok(page(

@@ -17,8 +17,8 @@ use crate::UseCases;
 
 op_error! {
     /// Why a notification was refused.
-    pub enum NotifyError { BadRequest, Unauthenticated, Conflict, Unavailable, Unprocessable }
-    from Store, Channel
+    pub enum NotifyError { BadRequest, Unauthenticated, Conflict, Unavailable }
+    from Store
 }
 
 /// What `reconcile` did.
@@ -48,7 +48,9 @@ impl UseCases {
         n: &Notification,
     ) -> Result<NotificationAck, NotifyError> {
         let channel = self.channel(channel_name).ok_or_else(channel_not_enabled)?;
-        let event = channel.parse_notification(n)?;
+        let event = channel
+            .parse_notification(n)
+            .map_err(notification_refused)?;
         let ns = format!("notify:{channel_name}");
         let now = self.now();
         if self.ports.seen.seen(&ns, &event.event_id, now).await? {
@@ -296,5 +298,20 @@ fn channel_event(
             Decided::new(Ok(Applied::Changed(to)), vec![e])
         }
         Ok(false) | Err(_) => unchanged(),
+    }
+}
+
+/// What a notification the channel adapter would not take means for the
+/// channel that sent it.
+fn notification_refused(e: cardbind_ports::ChannelError) -> NotifyError {
+    use crate::error::ChannelFailure as F;
+    match F::of(e) {
+        F::Unauthenticated(a) => NotifyError::Unauthenticated(a),
+        F::Unreadable(i) => NotifyError::BadRequest(i),
+        F::Unreachable(u) => NotifyError::Unavailable(u),
+        F::Declined(d) => NotifyError::Internal(crate::error::Internal::new(format!(
+            "a notification parser answered a refusal: {}",
+            d.code
+        ))),
     }
 }

@@ -12,8 +12,8 @@ use crate::{page_size, UseCases};
 
 op_error! {
     /// Why reading records was refused.
-    pub enum RecordsError { Forbidden, Conflict, Unavailable }
-    from Store
+    pub enum RecordsError { Forbidden, Unavailable }
+    from StoreRead
 }
 
 /// The most audit events one page lists.

@@ -3,7 +3,7 @@
 //! sends them back to the channel.
 
 use cardbind_domain::{Action, BindingId, BindingStatus, UserId};
-use cardbind_ports::audit::AuditAction;
+use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::ChannelBindRequest;
 use cardbind_ports::store::RefTarget;
 
@@ -19,6 +19,12 @@ op_error! {
     /// Why a review decision was refused.
     pub enum ReviewError { Forbidden, NotFound, Conflict, Unavailable }
     from Store, State
+}
+
+op_error! {
+    /// Why listing the review queue was refused.
+    pub enum QueueError { Forbidden, Unavailable }
+    from StoreRead
 }
 
 op_error! {
@@ -39,7 +45,7 @@ impl UseCases {
         ctx: &RequestContext,
         after: Option<BindingId>,
         limit: u32,
-    ) -> Result<CardPage, ReviewError> {
+    ) -> Result<CardPage, QueueError> {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
         let size = page_size(limit, MAX_REVIEW_PAGE);
         let entries = self.ports.review.list(after, size as u32).await?;
@@ -61,13 +67,36 @@ impl UseCases {
         Ok(CardPage { cards, next })
     }
 
+    /// One page of the review queue's index, for monitoring (no actor: the
+    /// metrics endpoint counts the queue): how many entries, and the last
+    /// one's id to continue after. Entries of cards that left review are
+    /// counted until a reader of the queue removes them.
+    pub async fn review_queue_page(
+        &self,
+        after: Option<BindingId>,
+        limit: u32,
+    ) -> Result<(usize, Option<BindingId>), cardbind_ports::StoreError> {
+        let entries = self.ports.review.list(after, limit).await?;
+        Ok((entries.len(), entries.last().map(|e| e.binding.clone())))
+    }
+
     /// The user whose card this is, for operations that name only the card.
     async fn owner_of(&self, id: &BindingId) -> Result<UserId, ReviewError> {
         if let Some(e) = self.ports.review.get(id).await? {
             return Ok(e.user);
         }
-        // A card whose review entry was not written: its data names it.
-        match self.ports.card_data.owner(id).await? {
+        // A card whose review entry was not written (or was removed by a
+        // decision): its data names it, else the audit log does (every card
+        // has events naming its user, kept at least six months).
+        if let Some(u) = self.ports.card_data.owner(id).await? {
+            return Ok(u);
+        }
+        let filter = AuditFilter {
+            binding_id: Some(id.clone()),
+            ..AuditFilter::default()
+        };
+        let first = self.ports.audit.list(&filter, None, 1).await?;
+        match first.into_iter().next().and_then(|r| r.event.user_id) {
             Some(u) => Ok(u),
             None => Err(cardbind_domain::Missing::card().into()),
         }

@@ -5,9 +5,8 @@
 //! reach the channel than the attempts allow.
 
 use cardbind_domain::{
-    Action, BadRequestCode, BindingId, BindingStatus, ChannelCode, ChannelName, Clash, Declined,
-    ErrorCode, FailureReason, Invalid, Timestamp, UnprocessableCode, UserId, VerificationPolicy,
-    Wallet,
+    Action, BindingId, BindingStatus, ChannelCode, ChannelName, Clash, Declined, ErrorCode,
+    FailureReason, Timestamp, UnprocessableCode, UserId, VerificationPolicy, Wallet,
 };
 use cardbind_ports::audit::AuditAction;
 use cardbind_ports::channel::ConfirmOutcome;
@@ -31,12 +30,14 @@ op_error! {
 pub struct Otp(String);
 
 impl Otp {
-    pub fn parse(s: &str) -> Result<Otp, Invalid> {
+    /// A code that is not 4 to 8 digits is a wrong code (`invalid_otp`),
+    /// without costing an attempt.
+    pub fn parse(s: &str) -> Result<Otp, Declined> {
         if (4..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
             Ok(Otp(s.to_owned()))
         } else {
-            Err(Invalid::field(
-                BadRequestCode::InvalidRequest,
+            Err(Declined::field(
+                UnprocessableCode::InvalidOtp,
                 "otp",
                 "the code has 4 to 8 digits",
             ))

@@ -233,6 +233,31 @@ async fn an_unreachable_channel_sends_the_card_to_review_and_an_operator_decides
 }
 
 #[tokio::test]
+async fn a_misconfigured_channel_is_not_a_decline_the_card_waits_in_review_with_the_reason() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Fail(ChannelError::Misconfigured {
+        code: "SIGN_ERROR".into(),
+    }));
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("ivy", &visa(9), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    assert_eq!(v.binding.failure, None, "not the card's fault");
+    let f = AuditFilter {
+        binding_id: Some(v.binding.id.clone()),
+        action: Some(AuditAction::ReviewQueued),
+        ..Default::default()
+    };
+    let queued = AuditLog::list(&w.store, &f, None, 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].event.detail.as_deref(),
+        Some("channel misconfigured: SIGN_ERROR")
+    );
+}
+
+#[tokio::test]
 async fn review_approve_and_reject() {
     let w = world(Policy::default());
     w.channel.always(Script::Fail(ChannelError::CircuitOpen));
@@ -257,6 +282,18 @@ async fn review_approve_and_reject() {
     assert_eq!(w.store.owner(&b.id).await.unwrap(), None);
     let e = w.uc.reject_review(&admin(), &a.id).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    // Decided, out of the queue and without its data: still found (by its
+    // audit trail), and a second decision is refused as such.
+    let e = w.uc.reject_review(&admin(), &b.id).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    let e =
+        w.uc.reject_review(
+            &admin(),
+            &cardbind_domain::BindingId::parse("no-such-card").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
     let e =
         w.uc.approve_review(&backend(), &a.id, None)
             .await

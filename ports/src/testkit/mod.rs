@@ -43,7 +43,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cardbind_domain::{
     BindingId, CardBrand, CardCap, CardSummary, CardToBind, ChannelCode, ChannelName, ConsentGiven,
-    Expiry, Fingerprint, NextAction, StateRefusal, SealedBlob, SealedCard, StartOutcome, Timestamp,
+    Expiry, Fingerprint, NextAction, SealedBlob, SealedCard, StartOutcome, StateRefusal, Timestamp,
     UserId, VerificationPolicy, Wallet,
 };
 

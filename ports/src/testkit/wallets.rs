@@ -330,6 +330,14 @@ pub async fn audit_list_filters_and_pages<F: StoreFactory + ?Sized>(f: &F) {
         .append_system(vec![event(AuditAction::RetentionPurge, None, None)], at(4))
         .await
         .unwrap();
+    // A refusal about gus, recorded in the service's own chain.
+    s.audit
+        .append_system(
+            vec![event(AuditAction::AccessDenied, Some(&a), None)],
+            at(5),
+        )
+        .await
+        .unwrap();
 
     let list = |filter: AuditFilter, after: Option<AuditCursor>, limit| {
         let s = s.clone();
@@ -347,7 +355,8 @@ pub async fn audit_list_filters_and_pages<F: StoreFactory + ?Sized>(f: &F) {
             "binding.create",
             "binding.freeze",
             "binding.default_changed",
-            "retention.purge"
+            "retention.purge",
+            "access.denied"
         ],
         "ordered by link instant, then place in the link"
     );
@@ -377,7 +386,17 @@ pub async fn audit_list_filters_and_pages<F: StoreFactory + ?Sized>(f: &F) {
         100,
     )
     .await;
-    assert_eq!(by_user.len(), 4);
+    assert_eq!(
+        actions(&by_user),
+        vec![
+            "binding.create",
+            "binding.channel_start",
+            "binding.freeze",
+            "binding.default_changed",
+            "access.denied"
+        ],
+        "events about the user in any chain, the service's included"
+    );
     let by_card = list(
         AuditFilter {
             binding_id: Some(cb.clone()),

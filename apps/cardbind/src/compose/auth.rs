@@ -139,4 +139,3 @@ pub fn step_up(
         s.max_ttl_seconds,
     ))))
 }
-

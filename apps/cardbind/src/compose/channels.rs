@@ -138,4 +138,3 @@ pub fn channels(
         .map_err(|_| anyhow!("channels.default: not a channel name"))?;
     ChannelRegistry::new(list, default).map_err(|e| anyhow!("channels.default: {e}"))
 }
-

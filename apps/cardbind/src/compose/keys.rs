@@ -120,7 +120,6 @@ pub async fn vault(
     })
 }
 
-
 /// `cardbind keys rotate --to NEW`: re-wraps every data key.
 /// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key
 /// wrapped under `from` (default: the configured master key) under `to`.
@@ -195,7 +194,6 @@ pub async fn rotate_keys(
     println!("{report:?}");
     Ok(())
 }
-
 
 /// `cardbind keys retire-branches [--new-version]`: moves every data key
 /// to the active branch key version and deletes the older versions nothing

@@ -7,8 +7,8 @@ use anyhow::{anyhow, Context};
 use cardbind_ports::audit::AuditLog;
 use cardbind_ports::bins::BinTableStore;
 use cardbind_ports::store::{
-    CardDataStore, ChannelRefs, DataKeyStore, IdempotencyStore, RateLimiter, ReviewQueue,
-    SeenIds, WalletStore,
+    CardDataStore, ChannelRefs, DataKeyStore, IdempotencyStore, RateLimiter, ReviewQueue, SeenIds,
+    WalletStore,
 };
 
 use super::data_dir;

@@ -9,9 +9,23 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 /// The kinds of payment channel the service speaks; each is configured
-/// (and named in requests) by its kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// (and named in requests and paths) by its kind. Which of them are
+/// enabled is configuration (`channels.enabled`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    poem_openapi::Enum,
+)]
 #[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
 pub enum ChannelKind {
     Mock,
     Alipay,
@@ -211,7 +225,10 @@ impl ChannelsConfig {
                 ChannelKind::Wechat => self.wechat.as_ref().map(|w| &w.accept),
             };
             if let Some(a) = accept {
-                rules.insert(*kind, a.rule(&format!("channels.{}.accept", kind.as_str()))?);
+                rules.insert(
+                    *kind,
+                    a.rule(&format!("channels.{}.accept", kind.as_str()))?,
+                );
             }
         }
         Ok(rules)
@@ -319,4 +336,3 @@ impl Default for ResilienceConfig {
         }
     }
 }
-

@@ -3,7 +3,7 @@
 //! in-memory storage, a local master key in the data directory, the mock
 //! channel. A bad value is a start-up error that names its field.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -212,6 +212,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    use cardbind_domain::{CardType, Country, UnknownBins};
 
     #[test]
     fn branch_key_settings_are_bounded() {
@@ -243,9 +246,9 @@ mod tests {
     fn defaults_validate() {
         let c = Config::default();
         assert!(c.validate().is_ok());
-        assert_eq!(c.storage.kind, StorageKind::Memory);
+        assert_eq!(c.storage.kind, StorageKind::Sqlite, "durable by default");
         assert_eq!(c.keys.kind, KeysKind::Local);
-        assert_eq!(c.channels.default, "mock");
+        assert_eq!(c.channels.default, ChannelKind::Mock);
     }
 
     #[test]
@@ -313,8 +316,10 @@ mod tests {
             .0
             .starts_with("step_up.max_ttl_seconds"));
         c.step_up.max_ttl_seconds = 300;
-        c.step_up.kind = "totp".into();
-        assert!(c.validate().unwrap_err().0.starts_with("step_up.kind"));
+        let f = tempfile_dir().join("step_up.toml");
+        std::fs::write(&f, "[step_up]\nkind = \"totp\"\n").unwrap();
+        let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+        assert!(e.0.contains("step_up.kind"), "{e}");
     }
 
     #[test]
@@ -327,12 +332,12 @@ mod tests {
         )
         .unwrap();
         let c = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap();
-        let rules = c.card_rules().unwrap();
-        let mock = &rules["mock"];
+        let rules = c.channels.card_rules().unwrap();
+        let mock = &rules[&ChannelKind::Mock];
         assert_eq!(mock.card_types, vec![CardType::Debit]);
         assert_eq!(mock.countries, vec![Country::parse("CN").unwrap()]);
         assert_eq!(mock.unknown_bins, UnknownBins::Refuse);
-        assert!(Config::default().card_rules().unwrap()["mock"].is_open());
+        assert!(Config::default().channels.card_rules().unwrap()[&ChannelKind::Mock].is_open());
 
         for (body, key) in [
             ("countries = [\"China\"]", "channels.mock.accept.countries"),

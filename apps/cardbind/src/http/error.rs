@@ -108,9 +108,8 @@ impl ApiError {
         self
     }
 
-    /// Another status than the code's usual one. Used only where a resource
-    /// path itself names the missing thing (the BIN lookup's unknown BIN is
-    /// a 404 `unsupported_card_brand`).
+    /// Another status than the code's usual one: for answers poem gives
+    /// before an operation runs (405, a path that does not parse).
     pub fn with_status(mut self, status: StatusCode) -> ApiError {
         self.status = status;
         self
@@ -262,13 +261,15 @@ macro_rules! respond_from {
 
 respond_from!(cardbind_usecases::bind::BindError: BadRequest, Forbidden, Conflict, Unprocessable, TooManyRequests, Unavailable);
 respond_from!(cardbind_usecases::verify::VerifyError: BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable);
-respond_from!(cardbind_usecases::manage::ReadError: Forbidden, NotFound, Conflict, Unavailable);
+respond_from!(cardbind_usecases::manage::ReadError: Forbidden, NotFound, Unavailable);
+respond_from!(cardbind_usecases::manage::ListError: Forbidden, Unavailable);
+respond_from!(cardbind_usecases::review::QueueError: Forbidden, Unavailable);
 respond_from!(cardbind_usecases::manage::ChangeError: Forbidden, NotFound, Conflict, Unavailable);
 respond_from!(cardbind_usecases::review::ReviewError: Forbidden, NotFound, Conflict, Unavailable);
 respond_from!(cardbind_usecases::review::RetryError: BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable);
-respond_from!(cardbind_usecases::notify::NotifyError: BadRequest, Unauthenticated, Conflict, Unavailable, Unprocessable);
+respond_from!(cardbind_usecases::notify::NotifyError: BadRequest, Unauthenticated, Conflict, Unavailable);
 respond_from!(cardbind_usecases::erase::EraseError: Forbidden, Conflict, Unavailable);
-respond_from!(cardbind_usecases::records::RecordsError: Forbidden, Conflict, Unavailable);
+respond_from!(cardbind_usecases::records::RecordsError: Forbidden, Unavailable);
 respond_from!(cardbind_usecases::bins::BinError: BadRequest, Forbidden, NotFound);
 
 /// Builds an operation's error enum: a `#[derive(ApiResponse)]` enum with
@@ -384,10 +385,9 @@ pub fn codes_description() -> String {
         s.push_str(&format!(
             "- `{}` ({})\n",
             code.as_str(),
-            status_of(code).as_u16()
+            status_of(*code).as_u16()
         ));
     }
-    s.push_str("\n`unsupported_card_brand` is a 404 from the BIN lookup (the BIN is unknown) and a 400 elsewhere.");
     s
 }
 
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn every_code_has_a_client_or_server_status() {
         for code in ErrorCode::ALL {
-            let s = status_of(code);
+            let s = status_of(*code);
             assert!(s.is_client_error() || s.is_server_error(), "{code}");
         }
         assert_eq!(

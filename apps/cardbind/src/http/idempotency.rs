@@ -11,6 +11,9 @@
 //!   response, or answers `idempotency_key_in_progress`.
 //! * Transient failures (5xx, 429, 409 `conflict`) release the key so that
 //!   the client may retry with it; every other response is stored.
+//! * The claim is a fenced lease (attempt number): it is renewed while the
+//!   work runs, and a holder whose lease was taken over (it stalled past
+//!   the lease) can neither store nor release anything.
 //!
 //! This is an operation `transform` (see `bindCard`): it wraps the
 //! operation's endpoint and sees the raw request before poem-openapi parses
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardbind_domain::ErrorCode;
-use cardbind_ports::store::{Claim, StoredResponse};
+use cardbind_ports::store::{Claim, Lease, StoredResponse};
 use futures::FutureExt;
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
@@ -103,29 +106,80 @@ fn transient(status: StatusCode, body: &[u8]) -> bool {
     false
 }
 
+/// Runs `work` while renewing `lease` every third of its length, so that a
+/// slow channel call never lets a second request take over a key whose
+/// work is still running. Renewal that finds the lease taken over (the
+/// store says `false`) stops renewing; the fenced `complete` then stores
+/// nothing and the other attempt's answer wins.
+async fn renewing<F: std::future::Future>(
+    shared: &Shared,
+    scope: &str,
+    key: &str,
+    lease: Lease,
+    request_id: &str,
+    work: F,
+) -> F::Output {
+    let length = shared.state.http.idempotency_lease_seconds.max(1);
+    let every = Duration::from_millis(u64::try_from(length).unwrap_or(1).saturating_mul(1000) / 3)
+        .max(Duration::from_millis(100));
+    let store = &shared.state.idempotency;
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut renewing = true;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick(), if renewing => {
+                let until = shared.state.clock.now().plus_seconds(length);
+                match store.renew(scope, key, lease, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(request_id, attempt = lease.attempt, "idempotency lease taken over while the work ran");
+                        renewing = false;
+                    }
+                    Err(e) => tracing::warn!(request_id, error = %e, "idempotency lease not renewed"),
+                }
+            }
+        }
+    }
+}
+
 impl<E: Endpoint> Idempotent<E> {
+    async fn release(shared: &Shared, scope: &str, key: &str, lease: Lease, request_id: &str) {
+        match shared.state.idempotency.release(scope, key, lease).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                request_id,
+                attempt = lease.attempt,
+                "idempotency key not released: a newer attempt holds it"
+            ),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "idempotency key not released; it frees when its lease ends")
+            }
+        }
+    }
+
     async fn run(
         &self,
         shared: &Shared,
         scope: &str,
         key: &str,
+        lease: Lease,
         req: Request,
         request_id: &str,
     ) -> poem::Result<Response> {
-        let store = &shared.state.idempotency;
         let route = req.data::<RequestMeta>().and_then(|m| m.route.clone());
-        let resp = match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
+        let call = AssertUnwindSafe(self.inner.call(req)).catch_unwind();
+        let resp = match renewing(shared, scope, key, lease, request_id, call).await {
             Err(_) => {
-                if let Err(e) = store.release(scope, key).await {
-                    tracing::warn!(request_id, error = %e, "idempotency key not released after a panic");
-                }
+                Self::release(shared, scope, key, lease, request_id).await;
                 return Ok(panicked_response());
             }
             Ok(Ok(r)) => r.into_response(),
             Ok(Err(e)) => render_error(e, request_id, route.as_deref()),
         };
         if resp.data::<Panicked>().is_some() {
-            let _ = store.release(scope, key).await;
+            Self::release(shared, scope, key, lease, request_id).await;
             return Ok(resp);
         }
         let (parts, body) = resp.into_parts();
@@ -134,9 +188,7 @@ impl<E: Endpoint> Idempotent<E> {
             .await
             .map_err(|e| ApiError::internal(format!("response body: {e}")))?;
         if transient(parts.status, &bytes) {
-            if let Err(e) = store.release(scope, key).await {
-                tracing::warn!(request_id, error = %e, "idempotency key not released; it frees when its lease ends");
-            }
+            Self::release(shared, scope, key, lease, request_id).await;
         } else {
             let stored = StoredResponse {
                 status: parts.status.as_u16(),
@@ -148,8 +200,21 @@ impl<E: Endpoint> Idempotent<E> {
                     .to_owned(),
                 body: bytes.to_vec(),
             };
-            if let Err(e) = store.complete(scope, key, &stored).await {
-                tracing::error!(request_id, error = %e, "idempotent response not stored; a retry with this key runs again after the lease");
+            match shared
+                .state
+                .idempotency
+                .complete(scope, key, lease, &stored)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    request_id,
+                    attempt = lease.attempt,
+                    "idempotent response not stored: a newer attempt of this key holds it"
+                ),
+                Err(e) => {
+                    tracing::error!(request_id, error = %e, "idempotent response not stored; a retry with this key runs again after the lease")
+                }
             }
         }
         Ok(Response::from_parts(parts, Body::from_bytes(bytes)))
@@ -218,7 +283,11 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
                 .await
                 .map_err(storage)?
             {
-                Claim::Acquired => return self.run(&shared, &scope, &key, req, &request_id).await,
+                Claim::Acquired(lease) => {
+                    return self
+                        .run(&shared, &scope, &key, lease, req, &request_id)
+                        .await
+                }
                 Claim::Completed(stored) => return Ok(replay(stored)),
                 Claim::Mismatch => {
                     return Err(ApiError::field(

@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use cardbind_domain::{BindingId, BindingStatus, ErrorCode};
-use cardbind_ports::store::BindingStore;
+use cardbind_domain::{BindingId, ErrorCode};
+use cardbind_usecases::UseCases;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -114,16 +114,15 @@ fn collectors(registry: &Registry) -> prometheus::Result<Collectors> {
 }
 
 /// Counts the bindings in review, up to [`REVIEW_QUEUE_COUNT_CAP`].
-async fn count_review_queue(store: &dyn BindingStore) -> Result<u32, String> {
+async fn count_review_queue(usecases: &UseCases) -> Result<u32, String> {
     count_paged(
         REVIEW_QUEUE_COUNT_CAP,
         REVIEW_PAGE,
         |after: Option<BindingId>, limit| async move {
-            let page = store
-                .list_by_status(BindingStatus::PendingReview, None, after, limit)
+            usecases
+                .review_queue_page(after, limit)
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok((page.len(), page.last().map(|b| b.id.clone())))
+                .map_err(|e| e.to_string())
         },
     )
     .await
@@ -211,14 +210,14 @@ impl HttpMetrics {
     /// Probes the store (bounded by `timeout`) and sets
     /// `cardbind_store_up` and, when the probe answered,
     /// `cardbind_review_queue_size`. Does nothing while another probe runs.
-    pub async fn refresh_store(&self, store: &dyn BindingStore, timeout: Duration) {
+    pub async fn refresh_store(&self, usecases: &UseCases, timeout: Duration) {
         let Some(c) = &self.inner else {
             return;
         };
         let Ok(_probing) = self.probing.try_lock() else {
             return;
         };
-        match tokio::time::timeout(timeout, count_review_queue(store)).await {
+        match tokio::time::timeout(timeout, count_review_queue(usecases)).await {
             Ok(Ok(n)) => {
                 c.store_up.set(1);
                 c.review_queue.set(i64::from(n));

@@ -6,7 +6,7 @@
 //! `docs/openapi.json` and checked by a test.
 //!
 //! ## Layout
-//! * [`api`]: the operations, one method each, grouped by tag (cards,
+//! * [`ops`]: the operations, one method each, grouped by tag (cards,
 //!   admin, audit, channels, meta). Handlers only translate: request DTO →
 //!   domain request, use case, view → response DTO.
 //! * [`dto`]: request bodies and response types; [`body`]: the JSON body
@@ -26,7 +26,6 @@
 //!   types, so it is in the spec.
 //! * Metric labels are route templates and codes, never concrete paths.
 
-pub mod api;
 pub mod auth;
 pub mod body;
 pub mod dto;
@@ -34,6 +33,7 @@ pub mod edge;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod ops;
 pub mod params;
 pub mod server;
 pub mod spec;
@@ -53,7 +53,6 @@ use serde_json::Value;
 pub use auth::{sign_request, Authenticator, SIGNATURE_HEADER};
 pub use spec::api_spec_json;
 
-use cardbind_ports::clock::Clock as _;
 use cardbind_usecases::{RequestContext, UseCases};
 
 use crate::state::AppState;
@@ -114,6 +113,46 @@ impl Cx {
         self.shared.state.clock.now()
     }
 
+    /// A parameter or body value that did not parse, answered as the
+    /// operation's 400 (every operation with parameters declares it).
+    pub fn param<T, R>(&self, parsed: Result<T, cardbind_domain::Invalid>) -> Result<T, R>
+    where
+        R: error::Declares<cardbind_domain::error::class::BadRequest>,
+    {
+        parsed.map_err(|invalid| {
+            let e = error::ApiError::from(invalid);
+            self.error_code.set(e.code);
+            R::declared(error::envelope_of(&e, &self.request_id), None)
+        })
+    }
+
+    /// The readiness probe's 503: which dependency did not answer (the
+    /// causes are logged, never sent).
+    pub fn not_ready<R>(&self, not_ready: &cardbind_usecases::readiness::NotReady) -> R
+    where
+        R: error::Declares<cardbind_domain::error::class::Unavailable>,
+    {
+        let code = if not_ready.store.is_some() {
+            cardbind_domain::ErrorCode::StorageUnavailable
+        } else {
+            cardbind_domain::ErrorCode::KeyServiceUnavailable
+        };
+        tracing::warn!(
+            request_id = %self.request_id,
+            store = not_ready.store.as_deref().unwrap_or("ok"),
+            keys = not_ready.keys.as_deref().unwrap_or("ok"),
+            "not ready"
+        );
+        self.error_code.set(code);
+        let e = error::ApiError::new(code, "a dependency is unavailable; retry later");
+        R::declared(error::envelope_of(&e, &self.request_id), None)
+    }
+
+    /// The code the answer was refused with, if it was.
+    pub fn refused_with(&self) -> Option<cardbind_domain::ErrorCode> {
+        self.error_code.get()
+    }
+
     /// The one skeleton every operation answers through: the work's value,
     /// or its refusal as the operation's declared error response (the code
     /// noted for the edge's error metric). Which statuses a refusal can take
@@ -131,16 +170,22 @@ impl Cx {
 }
 
 type Apis = (
-    api::CardsApi,
-    api::AdminApi,
-    api::AuditApi,
-    api::ChannelsApi,
-    api::MetaApi,
+    ops::cards::CardsApi,
+    ops::admin::AdminApi,
+    ops::records::AuditApi,
+    ops::channels::ChannelsApi,
+    ops::meta::MetaApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (api::CardsApi, api::AdminApi, api::AuditApi, api::ChannelsApi, api::MetaApi),
+        (
+            ops::cards::CardsApi,
+            ops::admin::AdminApi,
+            ops::records::AuditApi,
+            ops::channels::ChannelsApi,
+            ops::meta::MetaApi,
+        ),
         "cardbind",
         env!("CARGO_PKG_VERSION"),
     )
@@ -162,7 +207,7 @@ fn operation_templates(spec: &str) -> HashMap<&'static str, String> {
     let Ok(doc) = serde_json::from_str::<Value>(spec) else {
         return out;
     };
-    let known: Vec<&'static str> = api::OPERATION_IDS.to_vec();
+    let known: Vec<&'static str> = ops::OPERATION_IDS.to_vec();
     if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
         for (template, ops) in paths {
             for op in ops.as_object().into_iter().flat_map(|o| o.values()) {

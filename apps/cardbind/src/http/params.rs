@@ -226,66 +226,145 @@ text_rule!(
     }
 );
 
+text_rule!(
+    /// Where an audit listing goes on: the `cursor` of the last event of
+    /// the previous page.
+    CursorRule {
+        pattern: "^[0-9]{1,15}[.][0-9]{1,20}[.][0-9]{1,10}[.](@system|[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63})$",
+        min: 7,
+        max: 120,
+        rule: "an audit cursor from a previous page",
+        extra: |v| super::dto::decode_cursor(v).is_some(),
+    }
+);
+
+impl Text<UserIdRule> {
+    /// The user id (the rule is `UserId`'s: it parses).
+    pub fn user_id(&self) -> Result<cardbind_domain::UserId, cardbind_domain::Invalid> {
+        cardbind_domain::UserId::parse(&self.0)
+    }
+}
+
+impl Text<IdRule> {
+    /// A card id (the rule is `BindingId`'s: it parses).
+    pub fn card_id(&self) -> Result<cardbind_domain::BindingId, cardbind_domain::Invalid> {
+        cardbind_domain::BindingId::parse(&self.0)
+    }
+}
+
 pub type UserIdParam = Text<UserIdRule>;
 pub type IdParam = Text<IdRule>;
 pub type BinParam = Text<BinRule>;
 pub type ActionParam = Text<ActionRule>;
 pub type DateTimeParam = Text<DateTimeRule>;
 pub type IdempotencyKeyParam = Text<IdempotencyKeyRule>;
+pub type CursorParam = Text<CursorRule>;
 
-/// The payment channels the service knows; which of them are enabled is
-/// configuration (`channels.enabled`).
-#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
-#[oai(rename_all = "lowercase")]
-pub enum ChannelKind {
-    Mock,
-    Alipay,
-    Wechat,
+pub use crate::config::ChannelKind;
+
+/// Every parameter the API takes, by the name poem reports when one does
+/// not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    UserId,
+    CardId,
+    After,
+    Bin,
+    Channel,
+    Since,
+    Until,
+    Action,
+    Limit,
+    IdempotencyKey,
+    StepUpToken,
 }
 
-impl ChannelKind {
-    pub fn as_str(self) -> &'static str {
+impl Param {
+    pub const ALL: [Param; 11] = [
+        Param::UserId,
+        Param::CardId,
+        Param::After,
+        Param::Bin,
+        Param::Channel,
+        Param::Since,
+        Param::Until,
+        Param::Action,
+        Param::Limit,
+        Param::IdempotencyKey,
+        Param::StepUpToken,
+    ];
+
+    /// The name in the spec (and in a refusal's `field`).
+    pub const fn name(self) -> &'static str {
         match self {
-            ChannelKind::Mock => "mock",
-            ChannelKind::Alipay => "alipay",
-            ChannelKind::Wechat => "wechat",
+            Param::UserId => "user_id",
+            Param::CardId => "card_id",
+            Param::After => "after",
+            Param::Bin => "bin",
+            Param::Channel => "channel",
+            Param::Since => "since",
+            Param::Until => "until",
+            Param::Action => "action",
+            Param::Limit => "limit",
+            Param::IdempotencyKey => "Idempotency-Key",
+            Param::StepUpToken => "X-Step-Up-Token",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Param> {
+        Param::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The refusal of a value that is missing or does not parse: the code
+    /// the domain gives the same value, so that a refusal by the
+    /// parameter's declared format reads as it always has.
+    pub fn refusal(self) -> ApiError {
+        let name = self.name();
+        let field = |code, message: String| ApiError::field(code, name, message);
+        match self {
+            Param::UserId => field(
+                ErrorCode::InvalidUserId,
+                format!("user_id is required and must be {ID_RULE}"),
+            ),
+            Param::CardId => field(
+                ErrorCode::InvalidRequest,
+                format!("card_id must be {ID_RULE}"),
+            ),
+            Param::After => field(
+                ErrorCode::InvalidRequest,
+                "`after` is not a cursor from a previous page".to_owned(),
+            ),
+            Param::Bin => field(ErrorCode::InvalidRequest, BinRule::RULE.to_owned()),
+            Param::Channel => field(ErrorCode::NotFound, "no such channel is enabled".to_owned())
+                .with_status(StatusCode::NOT_FOUND),
+            Param::Since | Param::Until => field(
+                ErrorCode::InvalidRequest,
+                format!("`{name}` must be an RFC 3339 date-time"),
+            ),
+            Param::Action => field(ErrorCode::InvalidRequest, ActionRule::RULE.to_owned()),
+            Param::Limit => field(
+                ErrorCode::InvalidRequest,
+                "`limit` must be a whole number in the range the spec declares".to_owned(),
+            ),
+            Param::IdempotencyKey => field(
+                ErrorCode::InvalidRequest,
+                IdempotencyKeyRule::RULE.to_owned(),
+            ),
+            Param::StepUpToken => field(
+                ErrorCode::InvalidRequest,
+                "X-Step-Up-Token must be a string".to_owned(),
+            ),
         }
     }
 }
 
-/// The refusal for a parameter that does not parse (its name as the
-/// `field`): the code the domain gives the same value, so that a refusal
-/// by the parameter's declared format reads as it always has.
+/// The refusal for a parameter poem could not read, by its reported name
+/// (one the API does not declare cannot come from poem; it is answered as
+/// an invalid request all the same).
 pub fn param_refusal(name: &str) -> ApiError {
-    match name {
-        "user_id" => ApiError::field(
-            ErrorCode::InvalidUserId,
-            name,
-            format!("user_id must be {ID_RULE}"),
-        ),
-        "card_id" => ApiError::field(
-            ErrorCode::InvalidRequest,
-            name,
-            format!("card_id must be {ID_RULE}"),
-        ),
-        "after" => ApiError::field(
-            ErrorCode::InvalidRequest,
-            name,
-            "`after` is not an id from a previous page",
-        ),
-        "bin" => ApiError::field(ErrorCode::InvalidRequest, name, BinRule::RULE),
-        "channel" => ApiError::field(ErrorCode::NotFound, name, "no such channel is enabled")
-            .with_status(StatusCode::NOT_FOUND),
-        "since" | "until" => ApiError::field(
-            ErrorCode::InvalidRequest,
-            name,
-            format!("`{name}` must be an RFC 3339 date-time"),
-        ),
-        "action" => ApiError::field(ErrorCode::InvalidRequest, name, ActionRule::RULE),
-        "Idempotency-Key" => {
-            ApiError::field(ErrorCode::InvalidRequest, name, IdempotencyKeyRule::RULE)
-        }
-        _ => ApiError::field(
+    match Param::parse(name) {
+        Some(p) => p.refusal(),
+        None => ApiError::field(
             ErrorCode::InvalidRequest,
             name.to_owned(),
             format!("the parameter `{name}` is missing or malformed"),

@@ -14,7 +14,7 @@ use cardbind_keys::{EnvelopeVault, LocalMasterKey, VaultConfig};
 use cardbind_memory::MemoryStore;
 use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
 use cardbind_ports::clock::{Clock, IdGenerator};
-use cardbind_ports::service::{CardService, Policy, Ports};
+use cardbind_usecases::{Policy, Ports, UseCases};
 use poem::endpoint::BoxEndpoint;
 use poem::test::{TestClient, TestResponse};
 use poem::EndpointExt;
@@ -57,6 +57,9 @@ impl IdGenerator for Ids {
     fn opaque_id(&self) -> String {
         uuid::Uuid::now_v7().to_string()
     }
+    fn data_generation(&self) -> u32 {
+        rand::random::<u32>().max(1)
+    }
 }
 
 pub fn system_now_ms() -> i64 {
@@ -77,8 +80,10 @@ pub struct Options {
     pub http: HttpSettings,
     pub mock: MockConfig,
     pub jwt: JwtKey,
-    /// The BIN table, its store and channel card rules.
+    /// The BIN table and its store.
     pub bins: cardbind::bins::Bins,
+    /// Limits and channel card rules.
+    pub policy: Policy,
 }
 
 impl Default for Options {
@@ -99,6 +104,7 @@ impl Default for Options {
             },
             jwt: JwtKey::Hs256(JWT_SECRET.to_vec()),
             bins: cardbind::bins::Bins::builtin_only(),
+            policy: Policy::default(),
         }
     }
 }
@@ -124,15 +130,20 @@ pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestCl
     let mock: Arc<dyn PaymentChannel> = Arc::new(MockChannel::new(opts.mock));
     let channels = ChannelRegistry::new(vec![mock], ChannelName::parse("mock").unwrap()).unwrap();
     let ports = Ports {
-        bindings: store.clone(),
-        rates: store.clone(),
-        consents: store.clone(),
-        seen: store.clone(),
+        wallets: store.clone(),
         audit: store.clone(),
+        card_data: store.clone(),
+        channel_refs: store.clone(),
+        rates: store.clone(),
+        seen: store.clone(),
+        idempotency: store.clone(),
+        review: store.clone(),
         vault: Arc::new(vault),
         channels,
+        bins: opts.bins.directory.clone(),
         clock: clock.clone(),
         ids: Arc::new(Ids),
+        step_up: None,
     };
     let mut signing = BTreeMap::new();
     signing.insert(
@@ -140,7 +151,7 @@ pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestCl
         SigningSecret(SIGNING_SECRET.to_vec()),
     );
     let state = AppState {
-        service: CardService::new(ports, Policy::default()),
+        usecases: UseCases::new(ports, opts.policy),
         idempotency: store.clone(),
         seen: store.clone(),
         clock: clock.clone(),

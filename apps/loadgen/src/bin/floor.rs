@@ -58,7 +58,11 @@ struct Floor;
 
 #[OpenApi]
 impl Floor {
-    #[oai(path = "/v1/users/:user_id/cards", method = "post", operation_id = "bindCard")]
+    #[oai(
+        path = "/v1/users/:user_id/cards",
+        method = "post",
+        operation_id = "bindCard"
+    )]
     async fn bind(
         &self,
         user_id: Path<String>,
@@ -74,7 +78,11 @@ impl Floor {
             status: "active".to_owned(),
             brand: "visa".to_owned(),
             bin: b.card_number.chars().take(6).collect(),
-            last4: b.card_number.chars().skip(digits.saturating_sub(4)).collect(),
+            last4: b
+                .card_number
+                .chars()
+                .skip(digits.saturating_sub(4))
+                .collect(),
             expiry_month: b.expiry_month,
             expiry_year: b.expiry_year,
             channel: b.channel.unwrap_or_else(|| "mock".to_owned()),

@@ -1,0 +1,305 @@
+//! Cards as shown: masked, with what the BIN table said of them.
+
+use cardbind_domain::{BinEntry, BinInfo, Binding, BindingStatus, CardBrand, CardType, NextAction};
+use cardbind_usecases::{CardPage, CardView};
+use poem_openapi::{Enum, Object};
+
+use super::DateTime;
+
+/// Status of a binding.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum CardStatus {
+    PendingVerification,
+    Active,
+    Frozen,
+    Inactive,
+    PendingReview,
+    Failed,
+}
+
+impl From<BindingStatus> for CardStatus {
+    fn from(s: BindingStatus) -> CardStatus {
+        match s {
+            BindingStatus::PendingVerification => CardStatus::PendingVerification,
+            BindingStatus::Active => CardStatus::Active,
+            BindingStatus::Frozen => CardStatus::Frozen,
+            BindingStatus::Inactive => CardStatus::Inactive,
+            BindingStatus::PendingReview => CardStatus::PendingReview,
+            BindingStatus::Failed => CardStatus::Failed,
+        }
+    }
+}
+
+/// Card scheme, from the BIN.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum Brand {
+    Visa,
+    Mastercard,
+    Amex,
+    #[oai(rename = "unionpay")]
+    UnionPay,
+    Jcb,
+    Discover,
+    DinersClub,
+    Maestro,
+    Mir,
+}
+
+impl From<CardBrand> for Brand {
+    fn from(b: CardBrand) -> Brand {
+        match b {
+            CardBrand::Visa => Brand::Visa,
+            CardBrand::Mastercard => Brand::Mastercard,
+            CardBrand::Amex => Brand::Amex,
+            CardBrand::UnionPay => Brand::UnionPay,
+            CardBrand::Jcb => Brand::Jcb,
+            CardBrand::Discover => Brand::Discover,
+            CardBrand::DinersClub => Brand::DinersClub,
+            CardBrand::Maestro => Brand::Maestro,
+            CardBrand::Mir => Brand::Mir,
+        }
+    }
+}
+
+/// What the user must do next.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum NextActionType {
+    /// Enter the SMS code with `verifyCard`.
+    Otp,
+    /// Open `url` (or show it as a QR code) to sign the agreement.
+    Redirect,
+}
+
+/// Something the user must do to finish the binding.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct NextActionDto {
+    #[oai(rename = "type")]
+    pub kind: NextActionType,
+    /// For `redirect`: the agreement signing URL.
+    #[oai(skip_serializing_if_is_none)]
+    pub url: Option<String>,
+    /// For `otp`: the masked phone the code went to.
+    #[oai(skip_serializing_if_is_none)]
+    pub phone_hint: Option<String>,
+}
+
+impl From<&NextAction> for NextActionDto {
+    fn from(a: &NextAction) -> NextActionDto {
+        match a {
+            NextAction::Otp { phone_hint } => NextActionDto {
+                kind: NextActionType::Otp,
+                url: None,
+                phone_hint: Some(phone_hint.clone()),
+            },
+            NextAction::Redirect { url } => NextActionDto {
+                kind: NextActionType::Redirect,
+                url: Some(url.clone()),
+                phone_hint: None,
+            },
+        }
+    }
+}
+
+/// A bound card as shown to its reader: masked (brand, BIN, last four,
+/// expiry), with its issuer, type and currency when the BIN table knows
+/// them. Never a full card number, ID number or phone number.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct Card {
+    /// The card (binding) id.
+    pub id: String,
+    pub user_id: String,
+    pub status: CardStatus,
+    pub brand: Brand,
+    /// First six digits of the card number.
+    pub bin: String,
+    /// Last four digits of the card number.
+    pub last4: String,
+    /// The issuing bank, when the BIN table knows the card's BIN.
+    #[oai(skip_serializing_if_is_none)]
+    pub issuer: Option<IssuerDto>,
+    /// Debit, credit or prepaid, when known.
+    #[oai(skip_serializing_if_is_none)]
+    pub card_type: Option<CardTypeDto>,
+    /// The card's currency, ISO 4217 alpha-3 (`CNY`), when known.
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
+    pub expiry_month: u32,
+    pub expiry_year: i32,
+    /// The payment channel the card is bound through.
+    pub channel: String,
+    /// Whether this is the user's default card (only an active card can be).
+    pub is_default: bool,
+    /// Present while the binding waits for the user (`pending_verification`).
+    #[oai(skip_serializing_if_is_none)]
+    pub next_action: Option<NextActionDto>,
+    /// Stable code of the failure, when `status` is `failed`.
+    #[oai(skip_serializing_if_is_none)]
+    pub failure_code: Option<String>,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+}
+
+impl Card {
+    pub fn of(b: &Binding, is_default: bool) -> Card {
+        let waiting = b.status == BindingStatus::PendingVerification;
+        Card {
+            id: b.id.as_str().to_owned(),
+            user_id: b.user_id.as_str().to_owned(),
+            status: b.status.into(),
+            brand: b.card.brand.into(),
+            bin: b.card.bin.clone(),
+            last4: b.card.last4.clone(),
+            issuer: None,
+            card_type: None,
+            currency: None,
+            expiry_month: b.card.expiry.month(),
+            expiry_year: b.card.expiry.year(),
+            channel: b.channel.as_str().to_owned(),
+            is_default,
+            next_action: if waiting {
+                b.next_action.as_ref().map(NextActionDto::from)
+            } else {
+                None
+            },
+            failure_code: if b.status == BindingStatus::Failed {
+                b.failure.as_ref().map(|f| f.as_str().to_owned())
+            } else {
+                None
+            },
+            created_at: b.created_at.into(),
+            updated_at: b.updated_at.into(),
+        }
+    }
+}
+
+impl Card {
+    /// Adds what the BIN table says about the card.
+    pub fn with_facts(mut self, facts: IssuerFacts) -> Card {
+        self.issuer = facts.issuer;
+        self.card_type = facts.card_type;
+        self.currency = facts.currency;
+        self
+    }
+}
+
+impl From<&CardView> for Card {
+    /// The card with what the BIN table said of it when it was bound.
+    fn from(v: &CardView) -> Card {
+        let facts = IssuerFacts::of_info(v.binding.card.facts.as_ref());
+        Card::of(&v.binding, v.is_default).with_facts(facts)
+    }
+}
+
+/// One page of cards.
+#[derive(Object, Clone, Debug)]
+pub struct CardList {
+    pub cards: Vec<Card>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after: Option<String>,
+}
+
+impl From<&CardPage> for CardList {
+    fn from(p: &CardPage) -> CardList {
+        CardList {
+            cards: p.cards.iter().map(Card::from).collect(),
+            next_after: p.next.as_ref().map(|b| b.as_str().to_owned()),
+        }
+    }
+}
+
+/// The bank that issued a card.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+pub struct IssuerDto {
+    /// The bank's code, as Chinese payment channels name banks (`CMB`,
+    /// `ICBC`, `COMM`…); `TEST` for published test card numbers.
+    pub code: String,
+    /// Its name in Chinese, as wallets show it (`招商银行`).
+    pub name_zh: String,
+    pub name_en: String,
+}
+
+/// Debit (储蓄卡), credit (信用卡) or prepaid (预付卡).
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum CardTypeDto {
+    Debit,
+    Credit,
+    Prepaid,
+}
+
+impl From<CardType> for CardTypeDto {
+    fn from(t: CardType) -> CardTypeDto {
+        match t {
+            CardType::Debit => CardTypeDto::Debit,
+            CardType::Credit => CardTypeDto::Credit,
+            CardType::Prepaid => CardTypeDto::Prepaid,
+        }
+    }
+}
+
+/// What the BIN table says about a card, each part only when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssuerFacts {
+    pub issuer: Option<IssuerDto>,
+    pub card_type: Option<CardTypeDto>,
+    pub country: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl IssuerFacts {
+    pub fn of(entry: Option<&BinEntry>) -> IssuerFacts {
+        IssuerFacts::of_info(entry.map(|e| &e.info))
+    }
+
+    pub fn of_info(info: Option<&BinInfo>) -> IssuerFacts {
+        let Some(i) = info else {
+            return IssuerFacts::default();
+        };
+        IssuerFacts {
+            issuer: Some(IssuerDto {
+                code: i.issuer.code().as_str().to_owned(),
+                name_zh: i.issuer.name_zh().to_owned(),
+                name_en: i.issuer.name_en().to_owned(),
+            }),
+            card_type: i.card_type.map(CardTypeDto::from),
+            country: i.country.map(|c| c.code()),
+            currency: i.currency.map(|c| c.code().to_owned()),
+        }
+    }
+}
+
+/// What is known about a BIN: its card scheme, and what the BIN table
+/// says (issuer, card type, issuing country, currency) where it knows.
+#[derive(Object, Clone, Debug)]
+pub struct BinInfoDto {
+    pub bin: String,
+    pub brand: Brand,
+    /// The issuing bank, when the BIN table knows the BIN.
+    #[oai(skip_serializing_if_is_none)]
+    pub issuer: Option<IssuerDto>,
+    #[oai(skip_serializing_if_is_none)]
+    pub card_type: Option<CardTypeDto>,
+    /// Issuing country, ISO 3166-1 alpha-2 (`CN`).
+    #[oai(skip_serializing_if_is_none)]
+    pub country: Option<String>,
+    /// The card's currency, ISO 4217 alpha-3 (`CNY`).
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
+}
+
+impl BinInfoDto {
+    pub fn new(bin: String, brand: CardBrand, facts: IssuerFacts) -> BinInfoDto {
+        BinInfoDto {
+            bin,
+            brand: brand.into(),
+            issuer: facts.issuer,
+            card_type: facts.card_type,
+            country: facts.country,
+            currency: facts.currency,
+        }
+    }
+}

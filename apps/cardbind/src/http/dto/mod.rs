@@ -1,0 +1,308 @@
+//! HTTP bodies (`…Body` in, DTOs out) and their conversions from and into
+//! the domain. These types exist only at the edge: the domain has no serde
+//! or poem derives, and nothing here ever holds a full card number, an ID
+//! number or a phone number on the way out.
+
+use std::borrow::Cow;
+
+use cardbind_domain::{ConsentGiven, ErrorCode, Timestamp, UserId};
+use cardbind_usecases::bind::BindForm;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::Object;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::params::ChannelKind;
+
+/// An instant as RFC 3339 text (UTC), e.g. `2030-01-31T12:00:00Z`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DateTime(pub String);
+
+impl From<Timestamp> for DateTime {
+    fn from(t: Timestamp) -> DateTime {
+        DateTime(t.to_rfc3339())
+    }
+}
+
+impl Type for DateTime {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string(date-time)".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "date-time")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for DateTime {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
+impl ParseFromJSON for DateTime {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(DateTime(s)),
+            _ => Err(ParseError::custom("expected an RFC 3339 date-time")),
+        }
+    }
+}
+
+/// Parses RFC 3339 text into a timestamp.
+pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    let dt = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let ms = dt.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).ok().map(Timestamp::from_unix_millis)
+}
+
+// ---- requests -------------------------------------------------------------
+
+/// A card to bind. Card data is sealed before it is stored; the CVV is
+/// passed to the channel when given and never stored.
+///
+/// Each field's schema is its format, checked before anything else (a
+/// refusal carries the field's own code, e.g. `invalid_card_number`). What
+/// a schema cannot state is checked after it, with the same codes: the
+/// card's check digit, issuer range and length for its brand, the CVV's
+/// length for the brand, the expiry window, the ID number's birth date and
+/// check character, and whether the channel is enabled.
+#[derive(Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct BindCardBody {
+    /// The full card number (PAN): 12–19 digits, spaces and dashes
+    /// ignored; a supported issuer range, a length that brand issues, and
+    /// a valid Luhn check digit (except UnionPay).
+    #[oai(validator(pattern = "^[ -]*([0-9][ -]*){12,19}$"))]
+    pub card_number: String,
+    /// Expiry month, 1–12.
+    #[oai(validator(minimum(value = "1"), maximum(value = "12")))]
+    pub expiry_month: u32,
+    /// Expiry year, four digits (two-digit years are read as 20YY): not
+    /// before this month and at most 20 years ahead.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9999")))]
+    pub expiry_year: u32,
+    /// Card security code: 3 digits, 4 for Amex. Optional (absent, null or
+    /// empty); never stored.
+    #[oai(validator(pattern = "^([0-9]{3,4})?$"))]
+    pub cvv: Option<String>,
+    /// The cardholder's name as on the ID document: letters of any script,
+    /// spaces and `. - ' ·`, at least one letter, at most 64 characters.
+    #[oai(validator(
+        pattern = "^[\\p{L} .'·-]*\\p{L}[\\p{L} .'·-]*$",
+        min_length = 1,
+        max_length = 64
+    ))]
+    pub holder_name: String,
+    /// The holder's mainland resident identity card number: 17 digits (a
+    /// region code not starting with 0, a birth date YYYYMMDD from 1900 to
+    /// 2100, a sequence number) and a check character (a digit or `X`,
+    /// either case) under ISO 7064 MOD 11-2.
+    #[oai(validator(
+        pattern = "^[1-9][0-9]{5}(19[0-9]{2}|20[0-9]{2}|2100)(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]$"
+    ))]
+    pub id_number: String,
+    /// The phone number the card is registered with: a mainland mobile
+    /// number (11 digits, `1` then `3`–`9`), optionally after `+86`, `0086`
+    /// or `86`; or another country's number in E.164 form (`+` and 8–15
+    /// digits, not starting with 0). Spaces and dashes are ignored.
+    #[oai(validator(
+        pattern = "^[ -]*(\\+[ -]*(8[ -]*6[ -]*1[ -]*[3-9][ -]*([0-9][ -]*){9}|[1-79][ -]*([0-9][ -]*){7,14}|8[ -]*[0-57-9][ -]*([0-9][ -]*){6,13})|(0[ -]*0[ -]*8[ -]*6[ -]*|8[ -]*6[ -]*)?1[ -]*[3-9][ -]*([0-9][ -]*){9})$"
+    ))]
+    pub phone: String,
+    /// Payment channel; the configured default when absent. Must be one of
+    /// the channels this service enables (`channel_not_enabled` otherwise).
+    pub channel: Option<ChannelKind>,
+    pub consent: ConsentBody,
+}
+
+impl std::fmt::Debug for BindCardBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BindCardBody(<card data redacted>)")
+    }
+}
+
+/// The consent the user accepted before binding.
+#[derive(Object, Clone, Debug)]
+#[oai(deny_unknown_fields)]
+pub struct ConsentBody {
+    /// Version of the consent text shown: 1–64 printable ASCII characters.
+    #[oai(validator(pattern = "^[ -~]{1,64}$"))]
+    pub text_version: String,
+    /// SHA-256 (64 hex characters) of the consent text as shown.
+    #[oai(validator(pattern = "^[0-9A-Fa-f]{64}$"))]
+    pub text_sha256: String,
+    /// The user's IP address (IPv4 or IPv6); the request's client IP when
+    /// absent.
+    pub ip: Option<std::net::IpAddr>,
+    /// The user's user agent (kept to its first 512 characters); the
+    /// request's `User-Agent` when absent.
+    pub user_agent: Option<String>,
+}
+
+impl BindCardBody {
+    /// The use case's form; `client_ip`/`user_agent` fill the consent
+    /// fields the body leaves out.
+    pub fn into_form(
+        self,
+        user: UserId,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> BindForm {
+        let c = self.consent;
+        BindForm {
+            user,
+            card_number: self.card_number,
+            expiry_month: self.expiry_month,
+            expiry_year: self.expiry_year,
+            cvv: self.cvv,
+            holder_name: self.holder_name,
+            id_number: self.id_number,
+            phone: self.phone,
+            channel: self.channel.map(|c| c.as_str().to_owned()),
+            consent: ConsentGiven {
+                text_version: c.text_version,
+                text_hash: c.text_sha256,
+                ip: c.ip.map(|ip| ip.to_string()).or(client_ip),
+                user_agent: c
+                    .user_agent
+                    .or(user_agent)
+                    .map(|ua| ua.chars().take(512).collect()),
+            },
+        }
+    }
+}
+
+/// The one-time password the user received.
+#[derive(Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct VerifyCardBody {
+    /// 4–8 digits.
+    #[oai(validator(pattern = "^[0-9]{4,8}$"))]
+    pub otp: String,
+}
+
+/// An operator's approval of a binding in review.
+#[derive(Object, Clone, Debug)]
+#[oai(deny_unknown_fields)]
+pub struct ApproveReviewBody {
+    /// The channel's agreement id or token, when the operator bound the
+    /// card at the channel by hand: 1–128 characters.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub channel_ref: Option<String>,
+}
+
+/// The refusal for a body field whose value is outside its schema (format,
+/// length, range or enum): the stable code and `field` the domain gives
+/// that field, so that a value refused by its declared format reads as one
+/// refused by the domain. Never includes the value.
+pub fn body_refusal(path: &str) -> ApiError {
+    let (code, field, message): (ErrorCode, &str, &str) = match path {
+        "card_number" => (
+            ErrorCode::InvalidCardNumber,
+            path,
+            "a card number has 12 to 19 digits (spaces and dashes are ignored)",
+        ),
+        "expiry_month" => (
+            ErrorCode::InvalidExpiry,
+            path,
+            "expiry month must be 1 to 12",
+        ),
+        "expiry_year" => (
+            ErrorCode::InvalidExpiry,
+            path,
+            "expiry year must have two or four digits",
+        ),
+        "cvv" => (
+            ErrorCode::InvalidCvv,
+            path,
+            "the security code has 3 digits (4 for Amex)",
+        ),
+        "holder_name" => (
+            ErrorCode::InvalidHolderName,
+            path,
+            "the holder name has 1 to 64 letters, spaces or . - ' ·",
+        ),
+        "id_number" => (
+            ErrorCode::InvalidIdNumber,
+            path,
+            "a resident ID number has 17 digits (region, birth date, sequence) and a check character",
+        ),
+        "phone" => (
+            ErrorCode::InvalidPhone,
+            path,
+            "a mainland mobile number (11 digits starting 13–19) or an E.164 number",
+        ),
+        "channel" => (
+            ErrorCode::ChannelNotEnabled,
+            path,
+            "that channel is not enabled",
+        ),
+        "consent.text_version" | "consent.text_sha256" => (
+            ErrorCode::InvalidRequest,
+            "consent",
+            "consent needs a text_version (1-64 printable ASCII characters) and the SHA-256 hex of the text shown",
+        ),
+        "consent.ip" => (
+            ErrorCode::InvalidRequest,
+            path,
+            "`consent.ip` must be an IPv4 or IPv6 address",
+        ),
+        "otp" => (ErrorCode::InvalidOtp, path, "the code has 4 to 8 digits"),
+        "channel_ref" => (
+            ErrorCode::InvalidRequest,
+            path,
+            "`channel_ref` must be 1 to 128 characters",
+        ),
+        _ => {
+            return ApiError::field(
+                ErrorCode::InvalidRequest,
+                path.to_owned(),
+                format!("`{path}` has a value outside its schema"),
+            )
+        }
+    };
+    ApiError::field(code, field, message)
+}
+
+mod cards;
+mod records;
+
+pub use cards::*;
+pub use records::*;
+
+/// An audit cursor as text: `{at_ms}.{seq}.{index}.{chain}` (the chain
+/// last: it may hold dots).
+pub fn encode_cursor(c: &cardbind_ports::audit::AuditCursor) -> String {
+    format!("{}.{}.{}.{}", c.at.unix_millis(), c.seq, c.index, c.chain)
+}
+
+/// Reads a cursor [`encode_cursor`] made.
+pub fn decode_cursor(s: &str) -> Option<cardbind_ports::audit::AuditCursor> {
+    let mut parts = s.splitn(4, '.');
+    let at = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let index = parts.next()?.parse().ok()?;
+    let chain = cardbind_ports::audit::ChainId::parse(parts.next()?)?;
+    Some(cardbind_ports::audit::AuditCursor {
+        at: Timestamp::from_unix_millis(at),
+        chain,
+        seq,
+        index,
+    })
+}
