@@ -59,7 +59,8 @@ async fn main() {
     let mut faults = None;
     let mut minutes = 30.0f64;
     let mut interval = 60.0f64;
-    let mut tol = soak::Tolerance::default();
+    let mut tol = None::<soak::Tolerance>;
+    let mut tol_set: Vec<(String, f64)> = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut val = || {
@@ -100,10 +101,10 @@ async fn main() {
             }
             "--minutes" => minutes = num(val()),
             "--interval-seconds" => interval = num(val()),
-            "--rss-growth-pct" => tol.rss_growth_pct = num(val()),
-            "--rss-growth-mb" => tol.rss_growth_mb = num(val()),
-            "--rss-per-flow-kb" => tol.rss_per_flow_kb = num(val()),
-            "--p99-factor" => tol.p99_factor = num(val()),
+            "--rss-growth-pct" => tol_set.push(("rss_growth_pct".into(), num(val()))),
+            "--rss-growth-mb" => tol_set.push(("rss_growth_mb".into(), num(val()))),
+            "--rss-per-flow-kb" => tol_set.push(("rss_per_flow_kb".into(), num(val()))),
+            "--p99-factor" => tol_set.push(("p99_factor".into(), num(val()))),
             other => fail(&format!("unknown option {other}")),
         }
     }
@@ -174,11 +175,26 @@ async fn main() {
                 // Half an hour of debug logs is gigabytes; the soak does not scan them.
                 o.log_filter = "info".into();
             }
+            let mut t = tol.take().unwrap_or_else(|| {
+                if o.storage == StorageChoice::Memory {
+                    soak::Tolerance::memory_store()
+                } else {
+                    soak::Tolerance::default()
+                }
+            });
+            for (k, v) in &tol_set {
+                match k.as_str() {
+                    "rss_growth_pct" => t.rss_growth_pct = *v,
+                    "rss_growth_mb" => t.rss_growth_mb = *v,
+                    "rss_per_flow_kb" => t.rss_per_flow_kb = *v,
+                    _ => t.p99_factor = *v,
+                }
+            }
             match soak::run(
                 &o,
                 Duration::from_secs_f64(minutes * 60.0),
                 Duration::from_secs_f64(interval),
-                &tol,
+                &t,
             )
             .await
             {

@@ -361,7 +361,9 @@ pub async fn run(o: &Options) -> anyhow::Result<MatrixReport> {
 
     for (i, fault) in o.faults.iter().copied().enumerate() {
         let phase = i + 1;
-        log_ranges.last_mut().map(|r| r.1 = file_len(&log));
+        if let Some(r) = log_ranges.last_mut() {
+            r.1 = file_len(&log);
+        }
         log_ranges.push((file_len(&log), u64::MAX));
         rec.set_phase(phase);
         let mut row = Row {
@@ -446,7 +448,9 @@ pub async fn run(o: &Options) -> anyhow::Result<MatrixReport> {
         windows.push((t_start, t_end));
         rows.push(row);
     }
-    log_ranges.last_mut().map(|r| r.1 = u64::MAX);
+    if let Some(r) = log_ranges.last_mut() {
+        r.1 = u64::MAX;
+    }
 
     eprintln!("faults: stopping the workload, reconciling");
     wl.stop(Duration::from_secs(90)).await;

@@ -42,6 +42,18 @@ impl Default for Tolerance {
     }
 }
 
+impl Tolerance {
+    /// For the memory store, which keeps every binding, audit event,
+    /// consent and idempotency record in the process: measured at about
+    /// 10 KiB per flow over 30 minutes (docs/operations.md), allowed 16.
+    pub fn memory_store() -> Tolerance {
+        Tolerance {
+            rss_per_flow_kb: 16.0,
+            ..Tolerance::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SoakSample {
     pub minute: f64,
