@@ -11,8 +11,9 @@
 //!   store);
 //! * file descriptors: at most `fd_growth` more than after the warm-up;
 //! * p99: the median of the last third of the intervals' p99 at most
-//!   `p99_factor` times the median of the first third (after the warm-up)
-//!   plus `p99_slack_ms`.
+//!   `p99_factor` times the median of the first third plus `p99_slack_ms`;
+//! * failures: at most `error_share` (1 %) of an interval's requests
+//!   answered 5xx or not at all.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ pub struct Tolerance {
     pub fd_growth: usize,
     pub p99_factor: f64,
     pub p99_slack_ms: f64,
+    /// Share of an interval's requests that may fail (5xx or transport).
+    pub error_share: f64,
 }
 
 impl Default for Tolerance {
@@ -38,6 +41,7 @@ impl Default for Tolerance {
             fd_growth: 32,
             p99_factor: 2.0,
             p99_slack_ms: 100.0,
+            error_share: 0.01,
         }
     }
 }
@@ -134,11 +138,10 @@ pub fn judge(samples: &[SoakSample], tol: &Tolerance) -> Vec<String> {
             base.fds, last.fds
         ));
     }
-    let rest = &samples[1..];
-    let third = (rest.len() / 3).max(1);
-    let first = median(rest[..third].iter().map(|s| s.p99_ms).collect());
+    let third = (samples.len() / 3).max(1);
+    let first = median(samples[..third].iter().map(|s| s.p99_ms).collect());
     let end = median(
-        rest[rest.len() - third..]
+        samples[samples.len() - third..]
             .iter()
             .map(|s| s.p99_ms)
             .collect(),
@@ -148,6 +151,19 @@ pub fn judge(samples: &[SoakSample], tol: &Tolerance) -> Vec<String> {
             "p99 grew from {first:.0} ms to {end:.0} ms (allowed {:.0})",
             first * tol.p99_factor + tol.p99_slack_ms
         ));
+    }
+    // Failed answers: a service that answers fast because it fails is not
+    // within tolerance either.
+    let mut before = 0usize;
+    for s in samples {
+        let requests = s.requests.saturating_sub(before);
+        before = s.requests;
+        if requests > 0 && s.errors as f64 > tol.error_share * requests as f64 {
+            f.push(format!(
+                "minute {:.1}: {} of {} requests failed (5xx or transport)",
+                s.minute, s.errors, requests
+            ));
+        }
     }
     f
 }

@@ -76,6 +76,9 @@ fn the_tolerance_catches_growth() {
         x.p99_ms = 200.0;
     }
     assert_eq!(soak::judge(&slow, &tol).len(), 1);
+    let mut failing = steady.clone();
+    failing[4].errors = 20;
+    assert_eq!(soak::judge(&failing, &tol).len(), 1);
     // The memory store's allowance per flow.
     let per_flow = soak::Tolerance {
         rss_per_flow_kb: 20.0,
