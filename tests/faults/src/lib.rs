@@ -69,7 +69,7 @@ pub fn short_matrix(bin: PathBuf, dir: PathBuf, kms_endpoint: Option<String>) ->
 /// The full matrix (by hand): longer faults, a bigger burst.
 pub fn full_matrix(bin: PathBuf, dir: PathBuf, kms_endpoint: Option<String>) -> matrix::Options {
     matrix::Options {
-        rate: 4.0,
+        rate: 2.0,
         baseline: Duration::from_secs(10),
         hold: Duration::from_secs(20),
         hostile_hold: Duration::from_secs(20),

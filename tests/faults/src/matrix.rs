@@ -128,7 +128,7 @@ pub struct MatrixReport {
     pub burst: Option<BurstReport>,
     pub details: Vec<String>,
     /// Binds retried with their Idempotency-Key after an ambiguous answer
-    /// and refused 409 `card_already_bound` (see docs/operations.md).
+    /// and refused 409 or 429 (see docs/operations.md).
     pub retry_conflicts: usize,
     pub service_alive: bool,
     pub log_path: PathBuf,
@@ -229,7 +229,7 @@ impl MatrixReport {
             ));
         }
         t.push_str(&format!(
-            "\nbinds retried with the same Idempotency-Key after an ambiguous answer and refused 409: {}\n",
+            "\nbinds retried with the same Idempotency-Key after an ambiguous answer and refused (409 card_already_bound, 429): {}\n",
             self.retry_conflicts
         ));
         t.push_str(&format!(

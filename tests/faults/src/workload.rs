@@ -327,7 +327,8 @@ pub struct Flow {
     pub bind_http: Option<u16>,
     pub bind_code: Option<String>,
     /// A retry with the same Idempotency-Key after an ambiguous answer was
-    /// refused 409 (the first attempt's record was in the way).
+    /// refused (409 `card_already_bound`: the first attempt's record was in
+    /// the way; 429: the attempts used up the per-user bind limit).
     pub bind_retry_conflict: bool,
     pub card_id: Option<String>,
     pub verify: Option<Outcome>,
@@ -379,16 +380,13 @@ pub async fn run_flow(api: Arc<Api>, phase: usize, kind: Kind, user: String, unb
     let (bind, bind_first_ok, bind_retried) =
         with_retries(|| api.call(phase, reqwest::Method::POST, &path, Some(&body), Some(&key)))
             .await;
-    // A retry after an ambiguous attempt that finds the card already
-    // there found our own first attempt's record: still ambiguous for the
-    // client (it has no card id), not a refusal.
-    let bind_outcome = if bind_retried
-        && bind.status == Some(409)
-        && bind.code.as_deref() == Some("card_already_bound")
-    {
-        Outcome::Ambiguous
-    } else {
-        classify(&bind)
+    // A retry refused after an ambiguous attempt (409 card_already_bound:
+    // it found the first attempt's record; 429: the attempts used up the
+    // per-user limit) says nothing about what the first attempt wrote:
+    // still ambiguous for the client, which has no card id.
+    let bind_outcome = match classify(&bind) {
+        Outcome::Refused if bind_retried => Outcome::Ambiguous,
+        o => o,
     };
     let card_id = bind.body["id"].as_str().map(str::to_owned);
     let mut healthy = match kind {
@@ -406,7 +404,9 @@ pub async fn run_flow(api: Arc<Api>, phase: usize, kind: Kind, user: String, unb
         bind: bind_outcome,
         bind_http: bind.status,
         bind_code: bind.code.clone(),
-        bind_retry_conflict: bind_retried && bind.status == Some(409),
+        bind_retry_conflict: bind_retried
+            && bind.status.is_some_and(|s| (400..500).contains(&s))
+            && bind.code.as_deref() != Some("channel_rejected"),
         card_id: card_id.clone(),
         verify: None,
         unbind: None,
