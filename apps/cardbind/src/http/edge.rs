@@ -429,19 +429,30 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         });
 
         let options = found.filter(|_| method == poem::http::Method::OPTIONS);
-        // A body trickled byte by byte must not hold the connection and
-        // the handler for ever.
-        let body = tokio::time::timeout(
-            http.body_read_timeout,
-            read_body(&mut req, http.max_body_bytes),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::invalid_request(format!(
-                "the body did not arrive within {} ms",
-                http.body_read_timeout.as_millis()
-            )))
-        });
+        // No GET or HEAD operation takes a body, and they do not declare
+        // 413: whatever body such a request carries is not read (it reaches
+        // the handler, and a signature check, as empty). A body trickled
+        // byte by byte must not hold the connection and the handler for
+        // ever.
+        let bodyless = matches!(
+            *req.method(),
+            poem::http::Method::GET | poem::http::Method::HEAD
+        );
+        let body = if bodyless {
+            Ok(Bytes::new())
+        } else {
+            tokio::time::timeout(
+                http.body_read_timeout,
+                read_body(&mut req, http.max_body_bytes),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::invalid_request(format!(
+                    "the body did not arrive within {} ms",
+                    http.body_read_timeout.as_millis()
+                )))
+            })
+        };
         let result = match body {
             Ok(_) if options.is_some() => Ok(options
                 .map(|(template, allow)| options_response(template, allow))
