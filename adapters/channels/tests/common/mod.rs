@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod scripted;
+
 use cardbind_domain::{BindingId, CardNumber, Expiry, HolderName, Phone, ResidentId, UserId};
 use cardbind_ports::channel::ChannelBindRequest;
 

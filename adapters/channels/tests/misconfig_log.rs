@@ -1,0 +1,107 @@
+//! The misconfiguration log line, in a test binary of its own: the
+//! subscriber it installs must see every callsite, which tests running in
+//! parallel threads without one can race (tracing's interest cache).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use cardbind_ports::channel::PaymentChannel;
+use common::scripted::{metric, misconfigured, wrap, Recorded, Scripted};
+use common::{bind_request, FixedClock};
+use prometheus::Registry;
+
+/// A writer the test subscriber logs into.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn misconfiguration_is_not_retried_and_is_counted_logged_and_audited() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let inner = Arc::new(Scripted::default().starts(vec![Err(misconfigured())]));
+    let reg = Registry::new();
+    let audit = Arc::new(Recorded::default());
+    let r = wrap(inner.clone(), &reg).with_audit(audit.clone(), FixedClock::at_millis(1_000));
+    let request = bind_request("bind-misconf");
+    assert_eq!(r.start_binding(&request).await, Err(misconfigured()));
+    // One call; no "was it applied?" query, no retry.
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        metric(
+            &reg,
+            "cardbind_channel_calls_total",
+            &[("op", "start_binding"), ("outcome", "misconfigured")]
+        ),
+        1.0
+    );
+    let events = audit.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (
+            e.action.as_str(),
+            e.actor.subject.as_str(),
+            e.outcome.as_str(),
+            e.binding_id.as_ref().map(|b| b.as_str()),
+            e.user_id.as_ref().map(|u| u.as_str()),
+            e.detail.as_deref(),
+        ),
+        (
+            "channel.misconfigured",
+            "channel:scripted",
+            "channel_unavailable",
+            Some("bind-misconf"),
+            Some("user-1"),
+            Some("start_binding: SIGN_ERROR"),
+        )
+    );
+    assert_eq!(e.at.unix_millis(), 1_000);
+    // Logged at error level with the code and the binding, and no card data.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("channel misconfigured"))
+        .unwrap_or_else(|| panic!("no misconfiguration line in {text}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("SIGN_ERROR") && line.contains("bind-misconf"),
+        "{line}"
+    );
+    for secret in [
+        "4111111111111111",
+        "411111",
+        "13800138000",
+        "11010519491231002",
+        "张三",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+        assert!(!format!("{events:?}").contains(secret));
+    }
+}
