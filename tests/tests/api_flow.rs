@@ -589,7 +589,7 @@ async fn bin_lookup() {
     // No scheme has this range.
     app.get("/v1/bins/999999", &t)
         .await
-        .assert_error(404, "unsupported_card_brand");
+        .assert_error(404, "not_found");
     // Needs a token.
     app.send(reqwest::Method::GET, "/v1/bins/411111", None, &[], None)
         .await

@@ -1075,3 +1075,38 @@ async fn an_oversized_body_gets_its_413_through_a_standard_client() {
         failures.len()
     );
 }
+
+/// A client may shut its write side once its request is sent (RFC 9112
+/// 9.6): the request is still answered. (The connection layer dropped such
+/// requests unanswered until it was told to support half-closed
+/// connections.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_from_a_half_closed_connection_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(|_| {}).await;
+    let token = app.token("svc", cardbind_domain::Role::Service);
+    let body = br#"{"card_number":"4111111111111111"}"#;
+    let mut s = tokio::net::TcpStream::connect(app.running().addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/users/{}/cards HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nIdempotency-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        user_id("half"),
+        idem_key(),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(body).await.expect("body");
+    s.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered in time")
+    .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(text.contains("invalid_request"), "{text}");
+}

@@ -74,7 +74,8 @@ const HEADER: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_are_refused_whole_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let config = cardbind::config::Config::default();
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.path().join("data");
     let overlap = write(
         dir.path(),
         "overlap.csv",
@@ -108,12 +109,32 @@ async fn bad_files_are_refused_whole_with_line_numbers() {
         .await
         .unwrap();
     assert!(ok.contains("1 entries, valid"), "{ok}");
+    // The embedded store (the default) keeps an imported table.
+    let ok = cardbind::cli::import_bins(&config, &good, false)
+        .await
+        .unwrap();
+    assert!(ok.contains("1 entries"), "{ok}");
+    let stores = cardbind::compose::stores(&config).await.unwrap();
+    let built = cardbind::compose::bins(&stores).await.unwrap();
+    assert_eq!(
+        built
+            .directory
+            .lookup("622588")
+            .map(|e| e.info.issuer.code().as_str().to_owned())
+            .as_deref(),
+        Some("CMB"),
+        "the import is in the store"
+    );
     // In-memory storage has no table to share: a real import is refused.
+    config.storage.kind = cardbind::config::StorageKind::Memory;
     let e = cardbind::cli::import_bins(&config, &good, false)
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("storage.kind = \"mongodb\""), "{e}");
+    assert!(
+        e.contains("storage.kind = \"sqlite\" or \"mongodb\""),
+        "{e}"
+    );
 }
 
 /// Polls `path` on `app` until `check` holds (at most `within`).

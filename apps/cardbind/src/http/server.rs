@@ -432,8 +432,12 @@ where
         conn: conn.clone(),
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client may shut its write side once the request is sent and wait
+    // for the answer (RFC 9112 9.6 allows it): the request is still
+    // answered, rather than dropped when the read side ends.
     builder
         .http1()
+        .half_close(true)
         .max_buf_size(registry.limits.max_header_bytes.max(MIN_BUF));
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
