@@ -11,6 +11,7 @@
 # as `inactive` (listed, unbound again without error, bound again on the
 # same record: docs/api.md) - the product's rule, not a defect.
 #
+#   bash scripts/schemathesis.sh sqlite      (the embedded store `serve` runs on)
 #   bash scripts/schemathesis.sh memory
 #   bash scripts/test-services.sh bash scripts/schemathesis.sh mongodb
 #
@@ -24,9 +25,9 @@ set -euo pipefail
 
 STORE=${1:-}
 case $STORE in
-memory | mongodb) ;;
+sqlite | memory | mongodb) ;;
 *)
-    echo "usage: $0 memory|mongodb" >&2
+    echo "usage: $0 sqlite|memory|mongodb" >&2
     exit 2
     ;;
 esac
@@ -85,7 +86,7 @@ if [[ $STORE == mongodb ]]; then
     export CARDBIND__STORAGE__URI=$CARDBIND_TEST_MONGODB_URI
     export CARDBIND__STORAGE__DATABASE="cardbind_st_$$_$RANDOM"
 else
-    export CARDBIND__STORAGE__KIND=memory
+    export CARDBIND__STORAGE__KIND=$STORE
 fi
 
 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.log" </dev/null &

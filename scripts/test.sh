@@ -30,7 +30,7 @@ if [[ ${1:-} != --with-services ]]; then
 fi
 shift
 failed=()
-bash scripts/schemathesis.sh memory || failed+=("schemathesis on the embedded store")
+bash scripts/schemathesis.sh sqlite || failed+=("schemathesis on the embedded store")
 bash scripts/schemathesis.sh mongodb || failed+=("schemathesis on MongoDB")
 cargo test --workspace --all-targets --no-fail-fast "$@" || failed+=("cargo test")
 if ((${#failed[@]})); then
