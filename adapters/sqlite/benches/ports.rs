@@ -123,6 +123,7 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
                 },
                 consent,
                 generation: 1,
+                bind_key: None,
             },
             CardCap::default(),
             now,
@@ -142,6 +143,7 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
             binding: id.clone(),
             user: u.clone(),
             generation: 1,
+            bind_key: None,
             sealed: sealed(n),
         })
         .await

@@ -40,6 +40,22 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 const POLL: Duration = Duration::from_millis(25);
 
+/// The request's idempotency key hashed with its caller, for the use case
+/// (a retry under the same key resumes what the first attempt placed).
+#[derive(Clone, Debug)]
+pub struct BindKey(pub String);
+
+impl BindKey {
+    fn of(scope: &str, key: &str) -> BindKey {
+        let mut h = Sha256::new();
+        for part in [scope.as_bytes(), key.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        BindKey(hex::encode(&h.finalize()[..16]))
+    }
+}
+
 /// Wraps an operation endpoint with idempotency (used as `transform`).
 pub fn idempotent<E: Endpoint>(ep: E) -> Idempotent<E> {
     Idempotent { inner: ep }
@@ -270,6 +286,7 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
         );
         let hash = request_hash(req.method().as_str(), &path, &body);
         let scope = format!("{}:{}", actor.role.as_str(), actor.subject);
+        req.set_data(BindKey::of(&scope, &key));
 
         let settings = &shared.state.http;
         let deadline = Instant::now() + Duration::from_millis(settings.idempotency_wait_ms);
