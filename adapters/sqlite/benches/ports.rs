@@ -143,7 +143,6 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
             binding: id.clone(),
             user: u.clone(),
             generation: 1,
-            bind_key: None,
             sealed: sealed(n),
         })
         .await

@@ -11,13 +11,13 @@ use cardbind_ports::channel::{
 use cardbind_ports::store::LinkKey;
 
 use crate::context::RequestContext;
-use crate::error::{channel_not_enabled, op_error};
+use crate::error::op_error;
 use crate::tx::Decided;
 use crate::UseCases;
 
 op_error! {
     /// Why a notification was refused.
-    pub enum NotifyError { BadRequest, Unauthenticated, Conflict, Unavailable }
+    pub enum NotifyError { BadRequest, Unauthenticated, NotFound, Conflict, Unavailable }
     from Store
 }
 
@@ -47,7 +47,15 @@ impl UseCases {
         channel_name: &ChannelName,
         n: &Notification,
     ) -> Result<NotificationAck, NotifyError> {
-        let channel = self.channel(channel_name).ok_or_else(channel_not_enabled)?;
+        // Notifications come to the channel's own URL: a channel this
+        // deployment does not enable has none (404, as an unknown one).
+        let channel = self.channel(channel_name).ok_or_else(|| {
+            cardbind_domain::Missing::field(
+                cardbind_domain::NotFoundCode::NotFound,
+                "channel",
+                "no such channel is enabled",
+            )
+        })?;
         let event = channel
             .parse_notification(n)
             .map_err(notification_refused)?;
