@@ -366,7 +366,7 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
     let (r, _) = m
         .http(
             "bind (new user, channel times out: review)",
-            Some(11),
+            Some(10),
             app.bind(&frank, &TestCard::ending(Brand::Visa, "0004"), &idem_key()),
         )
         .await;
