@@ -107,7 +107,8 @@ fn replay(stored: StoredResponse) -> Response {
 fn transient(status: StatusCode, code: Option<ErrorCode>) -> bool {
     status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
-        || code.is_some_and(|c| c == ErrorCode::Conflict || c == ErrorCode::IdempotencyKeyInProgress)
+        || code
+            .is_some_and(|c| c == ErrorCode::Conflict || c == ErrorCode::IdempotencyKeyInProgress)
 }
 
 /// Runs `work` while renewing `lease` every third of its length, so that a
@@ -196,7 +197,11 @@ impl<E: Endpoint> Idempotent<E> {
             .into_bytes()
             .await
             .map_err(|e| ApiError::internal(format!("response body: {e}")))?;
-        let code = parts.extensions.get::<ErrorCode>().copied().or(refused.get());
+        let code = parts
+            .extensions
+            .get::<ErrorCode>()
+            .copied()
+            .or(refused.get());
         if transient(parts.status, code) {
             Self::release(shared, scope, key, lease, request_id).await;
         } else {
@@ -356,6 +361,9 @@ mod tests {
             Some(ErrorCode::CardAlreadyBound)
         ));
         assert!(!transient(StatusCode::CREATED, None));
-        assert!(!transient(StatusCode::BAD_REQUEST, Some(ErrorCode::InvalidRequest)));
+        assert!(!transient(
+            StatusCode::BAD_REQUEST,
+            Some(ErrorCode::InvalidRequest)
+        ));
     }
 }
