@@ -334,6 +334,11 @@ pub struct World {
 }
 
 pub fn world(policy: Policy) -> World {
+    world_with_bins(policy, cardbind_domain::BinTable::empty())
+}
+
+/// A world whose BIN directory holds `bins`.
+pub fn world_with_bins(policy: Policy, bins: cardbind_domain::BinTable) -> World {
     let store = MemoryStore::new();
     let vault = Arc::new(FakeVault::default());
     let channel = ScriptChannel::new("mock");
@@ -359,9 +364,7 @@ pub fn world(policy: Policy) -> World {
         review: s,
         vault: vault.clone(),
         channels,
-        bins: Arc::new(cardbind_ports::bins::BinDirectory::new(
-            cardbind_domain::BinTable::empty(),
-        )),
+        bins: Arc::new(cardbind_ports::bins::BinDirectory::new(bins)),
         clock: clock.clone(),
         ids: Arc::new(SeqIds::default()),
         step_up: None,
