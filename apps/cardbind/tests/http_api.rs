@@ -1545,6 +1545,18 @@ async fn consents_audit_and_erasure() {
         json_of(resp).await,
         json!({"user_id": "u-c", "unbound_cards": 1, "key_destroyed": true})
     );
+    // Erasing again finds nothing left to unbind or destroy.
+    let resp = app
+        .client
+        .post("/v1/admin/users/u-c/erase")
+        .header("Authorization", bearer("ops", "admin"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert_eq!(
+        json_of(resp).await,
+        json!({"user_id": "u-c", "unbound_cards": 0, "key_destroyed": false})
+    );
     let resp = app
         .client
         .post("/v1/admin/users/u-c/erase")
