@@ -228,8 +228,13 @@ impl MongoBinTableStore {
     }
 
     async fn head(&self) -> Result<Option<VersionDoc>, StoreError> {
-        self.timed(self.versions.find_one(doc! {}).sort(doc! { "n": -1 }))
-            .await
+        self.timed(
+            self.versions
+                .find_one(doc! {})
+                .sort(doc! { "n": -1 })
+                .max_time(self.op_timeout),
+        )
+        .await
     }
 
     fn version_of(d: &VersionDoc) -> BinTableVersion {
@@ -247,7 +252,11 @@ impl MongoBinTableStore {
         for i in 0..head.chunks {
             let id = chunk_id(&head.version, i);
             let Some(chunk) = self
-                .timed(self.chunks.find_one(doc! { "_id": &id }))
+                .timed(
+                    self.chunks
+                        .find_one(doc! { "_id": &id })
+                        .max_time(self.op_timeout),
+                )
                 .await?
             else {
                 return Ok(None);
@@ -279,6 +288,7 @@ impl MongoBinTableStore {
             .timed(async {
                 self.versions
                     .find(doc! { "n": { "$gte": from_n } })
+                    .max_time(self.op_timeout)
                     .await?
                     .try_collect()
                     .await

@@ -56,6 +56,7 @@ impl CardDataStore for MongoStore {
                     "generation": i64::from(generation),
                     "user": user_id.as_str(),
                 })
+                .max_time(self.op_timeout)
                 .comment(CARD_DATA_GET)
                 .await
                 .map_err(map_err)?;
@@ -81,6 +82,7 @@ impl CardDataStore for MongoStore {
                 .clone_with_type::<OwnerDoc>()
                 .find_one(doc! { "binding": binding_id.as_str() })
                 .projection(doc! { "_id": 0, "user": 1 })
+                .max_time(self.op_timeout)
                 .comment(CARD_DATA_OWNER)
                 .await
                 .map_err(map_err)?;
@@ -144,6 +146,7 @@ impl ChannelRefs for MongoStore {
             let found = self
                 .channel_refs
                 .find_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
+                .max_time(self.op_timeout)
                 .comment(CHANNEL_REFS_FIND)
                 .await
                 .map_err(map_err)?;
@@ -200,6 +203,7 @@ impl ReviewQueue for MongoStore {
         self.timed(async {
             self.review
                 .find_one(doc! { "binding": binding_id.as_str() })
+                .max_time(self.op_timeout)
                 .comment(REVIEW_GET)
                 .await
                 .map_err(map_err)?
@@ -239,6 +243,7 @@ impl ReviewQueue for MongoStore {
                 .find(filter)
                 .sort(doc! { "binding": 1 })
                 .limit(limit_i64(limit))
+                .max_time(self.op_timeout)
                 .comment(REVIEW_LIST)
                 .await
                 .map_err(map_err)?;

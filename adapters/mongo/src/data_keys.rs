@@ -55,6 +55,7 @@ impl MongoStore {
         self.data_keys
             .find_one(doc! { "owner": owner })
             .sort(doc! { "seq": -1 })
+            .max_time(self.op_timeout)
             .comment(label)
             .await
             .map_err(map_err)
@@ -180,6 +181,7 @@ impl DataKeyStore for MongoStore {
                 .find(filter)
                 .sort(doc! { "owner": 1, "seq": -1 })
                 .batch_size(limit.saturating_mul(2).min(1000))
+                .max_time(self.op_timeout)
                 .comment(KEYS_LIST)
                 .await
                 .map_err(map_err)?;

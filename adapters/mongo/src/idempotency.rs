@@ -137,6 +137,7 @@ impl MongoStore {
             .sort(doc! { "created_at": 1, "_id": 1 })
             .projection(doc! { "_id": 1, "scope": 1, "key": 1, "created_at": 1 })
             .limit(PURGE_BATCH)
+            .max_time(self.op_timeout)
             .comment(IDEM_PURGE)
             .await
             .map_err(map_err)?;
@@ -173,6 +174,7 @@ impl MongoStore {
         self.idempotency
             .find_one(doc! { "scope": scope, "key": key })
             .sort(doc! { "seq": -1 })
+            .max_time(self.op_timeout)
             .comment(label)
             .await
             .map_err(map_err)

@@ -12,7 +12,13 @@
 //!   index's order, all in its direction or all against it;
 //! * a query sent by a request-path method (any label not in the
 //!   collection's `scans`) names every field of the collection's shard key
-//!   by equality (or `$in`).
+//!   by equality (or `$in`);
+//! * every read (`find`, `findAndModify`, `aggregate`, `count`,
+//!   `distinct`) carries `maxTimeMS`: when the adapter gives up on an
+//!   operation at its timeout, the driver drops the connection but the
+//!   server would go on working for nobody; with `maxTimeMS` the server
+//!   stops too, so a slow database under retries is not handed an
+//!   ever-growing pile of abandoned queries.
 //!
 //! A log made by [`CommandLog::strict`] also fails the port call during
 //! which a query breaks a rule (`StoreError::Corrupt`, naming the query):
@@ -258,6 +264,16 @@ fn analyse(name: &str, db: &str, cmd: &Document) -> (Command, Vec<(String, Strin
         .collect();
     let mut violations = Vec::new();
     let mut used = Vec::new();
+    let is_read = matches!(
+        name,
+        "find" | "findAndModify" | "findandmodify" | "aggregate" | "count" | "distinct"
+    );
+    if is_read && cmd.get("maxTimeMS").is_none() {
+        violations.push(format!(
+            "{}: `{name}` on {collection:?} carries no maxTimeMS",
+            label.as_deref().unwrap_or("(no label)")
+        ));
+    }
     if !queries.is_empty() {
         check_queries(
             collection.as_deref(),
@@ -466,9 +482,31 @@ mod tests {
         analyse(
             "find",
             "db",
-            &doc! { "find": coll, "filter": filter, "sort": sort, "comment": label },
+            &doc! { "find": coll, "filter": filter, "sort": sort, "comment": label, "maxTimeMS": 3000 },
         )
         .0
+    }
+
+    #[test]
+    fn a_read_without_max_time_is_caught() {
+        let c = analyse(
+            "find",
+            "db",
+            &doc! { "find": "links", "filter": { "chain": "a" }, "sort": { "seq": -1 }, "comment": "wallets.load" },
+        )
+        .0;
+        assert_eq!(
+            c.violations,
+            vec!["wallets.load: `find` on Some(\"links\") carries no maxTimeMS".to_owned()]
+        );
+        // Writes carry no maxTimeMS and need none.
+        let c = analyse(
+            "insert",
+            "db",
+            &doc! { "insert": "links", "documents": [], "comment": "wallets.commit" },
+        )
+        .0;
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
     }
 
     #[test]
@@ -568,7 +606,7 @@ mod tests {
         let (c, _) = analyse(
             "find",
             "db",
-            &doc! { "find": "links", "filter": { "chain": "a" } },
+            &doc! { "find": "links", "filter": { "chain": "a" }, "maxTimeMS": 3000 },
         );
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
         let c = find("bindings", "x", doc! { "a": 1 }, doc! {});
@@ -581,7 +619,7 @@ mod tests {
         log.record(
             "find",
             "db",
-            &doc! { "find": "links", "filter": { "chain": "a" }, "sort": { "seq": -1 }, "comment": "wallets.load" },
+            &doc! { "find": "links", "filter": { "chain": "a" }, "sort": { "seq": -1 }, "comment": "wallets.load", "maxTimeMS": 3000 },
         );
         log.record(
             "insert",
@@ -592,7 +630,7 @@ mod tests {
         log.record(
             "find",
             "db",
-            &doc! { "find": "links", "filter": { "hash": "h" }, "comment": "audit.list" },
+            &doc! { "find": "links", "filter": { "hash": "h" }, "comment": "audit.list", "maxTimeMS": 3000 },
         );
         assert!(matches!(log.check(), Err(StoreError::Corrupt(_))));
         assert_eq!(log.check(), Ok(()), "reported once");
@@ -608,7 +646,7 @@ mod tests {
         lenient.record(
             "find",
             "db",
-            &doc! { "find": "links", "filter": { "hash": "h" }, "comment": "x" },
+            &doc! { "find": "links", "filter": { "hash": "h" }, "comment": "x", "maxTimeMS": 3000 },
         );
         assert_eq!(lenient.check(), Ok(()));
         assert_eq!(lenient.violations().len(), 2, "unserved, and no shard key");

@@ -180,6 +180,7 @@ impl RateLimiter for MongoStore {
                     .clone_with_type::<RateRead>()
                     .find(doc! { "key": { "$in": &keys } })
                     .projection(doc! { "_id": 1, "key": 1, "slot": 1, "expires_at": 1 })
+                    .max_time(self.op_timeout)
                     .comment(RATES_TAKE)
                     .await
                     .map_err(map_err)?

@@ -26,6 +26,7 @@ impl MongoStore {
             .clone_with_type::<SeenRead>()
             .find_one(doc! { "ns": ns, "id": id })
             .projection(doc! { "_id": 1, "expires_at": 1 })
+            .max_time(self.op_timeout)
             .comment(label)
             .await
             .map_err(map_err)

@@ -143,6 +143,7 @@ impl MongoStore {
             .find_one(doc! { "chain": chain })
             .sort(doc! { "seq": -1 })
             .projection(doc! { "_id": 0, "seq": 1, "at": 1, "hash": 1, "wallet": 1 })
+            .max_time(self.op_timeout)
             .comment(label)
             .await
             .map_err(map_err)
@@ -168,6 +169,7 @@ impl MongoStore {
             .sort(TIME_ORDER())
             .projection(doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1 })
             .limit(PURGE_BATCH)
+            .max_time(self.op_timeout)
             .comment(AUDIT_PURGE_BEFORE)
             .await
             .map_err(map_err)?;
@@ -287,6 +289,7 @@ impl WalletStore for MongoStore {
                 .sort(TIME_ORDER())
                 .projection(doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1 })
                 .limit(limit_i64(limit))
+                .max_time(self.op_timeout)
                 .comment(WALLETS_PENDING_LINKS)
                 .await
                 .map_err(map_err)?;
@@ -387,6 +390,7 @@ impl AuditLog for MongoStore {
                 .find(q)
                 .sort(TIME_ORDER())
                 .batch_size(limit.min(500))
+                .max_time(self.op_timeout)
                 .comment(AUDIT_LIST)
                 .await
                 .map_err(map_err)?;
@@ -448,6 +452,7 @@ impl AuditLog for MongoStore {
                 .find(filter)
                 .sort(doc! { "chain": 1, "seq": 1 })
                 .limit(limit_i64(limit))
+                .max_time(self.op_timeout)
                 .comment(AUDIT_LINKS)
                 .await
                 .map_err(map_err)?;
