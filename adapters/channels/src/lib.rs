@@ -43,6 +43,14 @@ pub mod mock;
 pub mod resilience;
 pub mod wechat;
 
+/// The name each channel is known by (requests, paths, metrics), and the
+/// default `name` of its adapter.
+pub mod names {
+    pub const MOCK: &str = "mock";
+    pub const ALIPAY: &str = "alipay";
+    pub const WECHAT: &str = "wechat";
+}
+
 pub use alipay::{AlipayChannel, AlipayConfig};
 pub use config::ConfigError;
 pub use mock::{MockChannel, MockConfig, MockMode};

@@ -106,7 +106,7 @@ pub struct MockConfig {
 impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
-            name: "mock".into(),
+            name: crate::names::MOCK.into(),
             mode: MockMode::Instant,
             card_modes: BTreeMap::new(),
             otp_code: "123456".into(),
@@ -254,11 +254,20 @@ pub fn mock_notification(
     Notification { headers, body }
 }
 
+/// The `event` of a mock notification (an unknown one does not parse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum MockEvent {
+    Signed,
+    Terminated,
+    Failed,
+}
+
 #[derive(serde::Deserialize)]
 struct MockNotificationBody {
     id: String,
     binding_id: String,
-    event: String,
+    event: MockEvent,
     #[serde(default)]
     channel_ref: Option<String>,
     #[serde(default)]
@@ -424,19 +433,18 @@ impl PaymentChannel for MockChannel {
         let binding =
             BindingId::parse(&body.binding_id).map_err(|_| ChannelError::InvalidSignature)?;
         let agreement = body.channel_ref.clone().filter(|r| !r.is_empty());
-        let kind = match body.event.as_str() {
-            "signed" => {
+        let kind = match body.event {
+            MockEvent::Signed => {
                 let channel_ref = body
                     .channel_ref
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| channel_ref_for(&binding));
                 ChannelEventKind::Signed { channel_ref }
             }
-            "terminated" => ChannelEventKind::Terminated,
-            "failed" => ChannelEventKind::Failed {
+            MockEvent::Terminated => ChannelEventKind::Terminated,
+            MockEvent::Failed => ChannelEventKind::Failed {
                 code: body.code.unwrap_or_else(|| "mock_failed".into()),
             },
-            _ => return Err(ChannelError::InvalidSignature),
         };
         // Reflect the event in the mock's own view, so `query` agrees.
         let mode = self.mode_for_binding(&binding);

@@ -58,14 +58,14 @@ impl UseCases {
         token: Option<&str>,
     ) -> Option<(AuditEvent, bool)> {
         let verifier = self.ports.step_up.as_ref()?;
-        let why = match token {
-            None | Some("") => "missing",
+        let refusal = match token {
+            None | Some("") => Some(StepUpRefusal::Missing),
             Some(t) => match verifier.verify(user, action, t).await {
-                Ok(true) => "",
-                Ok(false) => "refused",
+                Ok(true) => None,
+                Ok(false) => Some(StepUpRefusal::Refused),
                 Err(e) => {
                     tracing::warn!(error = %e, ?action, "step-up verifier unavailable; refusing");
-                    "verifier_unavailable"
+                    Some(StepUpRefusal::VerifierUnavailable)
                 }
             },
         };
@@ -73,14 +73,37 @@ impl UseCases {
         if let Some(b) = binding {
             e = e.binding(b);
         }
-        let passed = why.is_empty();
-        let e = if passed {
-            e.detail(action.as_str())
-        } else {
-            e.refused(ErrorCode::StepUpRequired)
-                .detail(format!("{}: {why}", action.as_str()))
+        let passed = refusal.is_none();
+        let e = match refusal {
+            None => e.detail(action.as_str()),
+            Some(why) => e.refused(ErrorCode::StepUpRequired).detail(format!(
+                "{}: {}",
+                action.as_str(),
+                why.as_str()
+            )),
         };
         Some((e.build(), passed))
+    }
+}
+
+/// Why a step-up check did not pass (the audit event's detail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepUpRefusal {
+    /// No token was sent.
+    Missing,
+    /// The verifier refused the token.
+    Refused,
+    /// The verifier could not be asked (fail closed).
+    VerifierUnavailable,
+}
+
+impl StepUpRefusal {
+    const fn as_str(self) -> &'static str {
+        match self {
+            StepUpRefusal::Missing => "missing",
+            StepUpRefusal::Refused => "refused",
+            StepUpRefusal::VerifierUnavailable => "verifier_unavailable",
+        }
     }
 }
 

@@ -107,7 +107,7 @@ pub struct AlipayConfig {
 impl Default for AlipayConfig {
     fn default() -> Self {
         AlipayConfig {
-            name: "alipay".into(),
+            name: crate::names::ALIPAY.into(),
             gateway_url: String::new(),
             app_id: String::new(),
             private_key_pem: String::new(),

@@ -129,7 +129,7 @@ pub struct WechatConfig {
 impl Default for WechatConfig {
     fn default() -> Self {
         WechatConfig {
-            name: "wechat".into(),
+            name: crate::names::WECHAT.into(),
             base_url: "https://api.mch.weixin.qq.com".into(),
             mchid: String::new(),
             appid: String::new(),

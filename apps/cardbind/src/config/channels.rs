@@ -38,9 +38,9 @@ impl ChannelKind {
     /// The name the channel is known by (in requests, paths and metrics).
     pub const fn as_str(self) -> &'static str {
         match self {
-            ChannelKind::Mock => "mock",
-            ChannelKind::Alipay => "alipay",
-            ChannelKind::Wechat => "wechat",
+            ChannelKind::Mock => cardbind_channels::names::MOCK,
+            ChannelKind::Alipay => cardbind_channels::names::ALIPAY,
+            ChannelKind::Wechat => cardbind_channels::names::WECHAT,
         }
     }
 }
