@@ -27,7 +27,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn card(self) -> Card {
+    /// A new card of this kind.
+    pub fn card(self) -> Card {
         match self {
             Kind::Decline => Card::ending(LAST4_DECLINE),
             Kind::Slow => Card::ending(LAST4_SLOW),
