@@ -155,6 +155,11 @@ pub struct BindingParts {
     /// chosen by the request, so that data a failed attempt left behind
     /// never stands in the way of the next.
     pub data_generation: u32,
+    /// An opaque token of the request that placed the current bind (its
+    /// idempotency key, hashed with its caller), when it had one: a retry
+    /// of that request resumes the bind at once, and is not counted again
+    /// against the velocity rules.
+    pub bind_key: Option<String>,
     /// The consent of every bind of this card, oldest first; the last one
     /// is the current.
     pub consents: Vec<ConsentRecord>,
@@ -222,6 +227,7 @@ impl Binding {
             otp_attempts: 0,
             verification_expires_at: Some(now.plus_seconds(policy.window_seconds)),
             data_generation: card.generation,
+            bind_key: card.bind_key,
             consents: vec![card.consent],
             created_at: now,
             updated_at: now,
@@ -268,9 +274,7 @@ impl Binding {
     /// `pending_verification`.
     pub fn rebind(
         &mut self,
-        card: CardSummary,
-        consent: ConsentRecord,
-        generation: u32,
+        card: CardToBind,
         now: Timestamp,
         policy: &VerificationPolicy,
     ) -> Result<(), Clash> {
@@ -281,15 +285,16 @@ impl Binding {
             ));
         }
         self.go(BindingStatus::PendingVerification, now)?;
-        self.0.card = card;
-        self.0.channel = consent.channel.clone();
-        self.0.consents.push(consent);
+        self.0.card = card.card;
+        self.0.channel = card.consent.channel.clone();
+        self.0.consents.push(card.consent);
+        self.0.bind_key = card.bind_key;
         self.0.channel_ref = None;
         self.0.failure = None;
         self.0.otp_attempts = 0;
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         self.0.activated_at = None;
-        self.0.data_generation = generation;
+        self.0.data_generation = card.generation;
         Ok(())
     }
 
@@ -500,6 +505,7 @@ mod tests {
                 },
                 consent: consent(now),
                 generation: 1,
+                bind_key: None,
             },
             now,
             &VerificationPolicy::default(),
@@ -607,16 +613,31 @@ mod tests {
         assert!(b.unbind(now, "alice").unwrap());
         assert!(!b.unbind(now, "alice").unwrap());
         assert_eq!(b.consent().unwrap().revoked_by.as_deref(), Some("alice"));
-        let card = b.card.clone();
-        b.rebind(card, consent(now), 2, now, &VerificationPolicy::default())
-            .unwrap();
+        let again = |generation, key: &str| CardToBind {
+            new_id: BindingId::parse("unused").unwrap(),
+            fingerprint: b.fingerprint.clone(),
+            card: b.card.clone(),
+            consent: consent(now),
+            generation,
+            bind_key: Some(key.to_owned()),
+        };
+        let card = again(2, "k2");
+        b.rebind(card, now, &VerificationPolicy::default()).unwrap();
+        assert_eq!(b.bind_key.as_deref(), Some("k2"), "the new bind's request");
         assert_eq!(b.status, BindingStatus::PendingVerification);
         assert_eq!(b.channel_ref, None);
         assert_eq!(b.data_generation, 2, "the generation the request chose");
         assert_eq!(b.consents.len(), 2);
         assert!(b.consent().unwrap().revoked_at.is_none());
-        let card = b.card.clone();
-        let e = b.rebind(card, consent(now), 2, now, &VerificationPolicy::default());
+        let card = CardToBind {
+            new_id: BindingId::parse("unused").unwrap(),
+            fingerprint: b.fingerprint.clone(),
+            card: b.card.clone(),
+            consent: consent(now),
+            generation: 3,
+            bind_key: None,
+        };
+        let e = b.rebind(card, now, &VerificationPolicy::default());
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
     }
 

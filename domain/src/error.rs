@@ -97,6 +97,16 @@ macro_rules! error_codes {
                 pub const CODES: &'static [$Code] = &[$($Code::$var,)+];
             }
 
+            impl $Code {
+                /// This class's code for `code`, when it is one.
+                pub fn of(code: ErrorCode) -> Option<$Code> {
+                    class::$class::CODES
+                        .iter()
+                        .copied()
+                        .find(|c| ErrorCode::from(*c) == code)
+                }
+            }
+
             impl Class for class::$class {
                 type Code = $Code;
                 const CLASS: ErrorClass = ErrorClass::$class;

@@ -34,6 +34,8 @@ pub struct CardToBind {
     pub consent: ConsentRecord,
     /// The generation its sealed data is stored under.
     pub generation: u32,
+    /// The token of the request placing it (see `Binding::bind_key`).
+    pub bind_key: Option<String>,
 }
 
 /// How [`Wallet::open`] placed a card.
@@ -163,7 +165,7 @@ impl Wallet {
             }
             Some(b) => {
                 cap.check(live)?;
-                b.rebind(card.card, card.consent, card.generation, now, policy)?;
+                b.rebind(card, now, policy)?;
                 Ok(Opened::Again(b.id.clone()))
             }
             None => {
@@ -255,6 +257,7 @@ mod tests {
             .accept(ChannelName::parse("mock").unwrap(), now)
             .unwrap(),
             generation: i + 1,
+            bind_key: None,
         }
     }
 

@@ -195,6 +195,7 @@ fn card(i: usize, now: Timestamp) -> CardToBind {
         .accept(ChannelName::parse("mock").unwrap(), now)
         .unwrap(),
         generation: now.unix_millis() as u32,
+        bind_key: None,
     }
 }
 

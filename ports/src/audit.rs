@@ -112,9 +112,10 @@ impl Outcome {
     }
 
     pub fn parse(s: &str) -> Option<Outcome> {
-        match s {
-            "ok" => Some(Outcome::Ok),
-            other => ErrorCode::parse(other).map(Outcome::Refused),
+        if s == Outcome::Ok.as_str() {
+            Some(Outcome::Ok)
+        } else {
+            ErrorCode::parse(s).map(Outcome::Refused)
         }
     }
 }

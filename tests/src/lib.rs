@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardbind::cli::{self, Running};
+use cardbind::compose::Stores;
 use cardbind::config::{Config, LogFormat, MockModeSetting, StorageKind};
 use cardbind_domain::Role;
 use reqwest::header::HeaderMap;
@@ -595,6 +596,32 @@ impl TestApp {
     /// Starts an app on `storage`; `None` when that storage is not
     /// available here (the test should return: it printed `skipped`).
     pub async fn spawn_on(storage: Storage, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let (cfg, dir) = TestApp::config_on(storage, tweak)?;
+        Some(TestApp::start(cfg, Arc::new(dir), None).await)
+    }
+
+    /// As [`TestApp::spawn_on`], on the stores `open` makes from the final
+    /// configuration (e.g. a MongoDB store whose commands the test counts,
+    /// see `cardbind::compose::stores::mongo`), wired as `serve` wires them.
+    pub async fn spawn_on_stores<F, Fut>(
+        storage: Storage,
+        tweak: impl FnOnce(&mut Config),
+        open: F,
+    ) -> Option<TestApp>
+    where
+        F: FnOnce(Config) -> Fut,
+        Fut: std::future::Future<Output = Stores>,
+    {
+        let (cfg, dir) = TestApp::config_on(storage, tweak)?;
+        let stores = open(cfg.clone()).await;
+        Some(TestApp::start(cfg, Arc::new(dir), Some(stores)).await)
+    }
+
+    /// The configuration of an app on `storage` in a new temp dir.
+    fn config_on(
+        storage: Storage,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<(Config, tempfile::TempDir)> {
         let dir = tempfile::Builder::new()
             .prefix("cardbind-test-")
             .tempdir()
@@ -615,16 +642,23 @@ impl TestApp {
             }
         }
         tweak(&mut cfg);
-        Some(TestApp::start(cfg, Arc::new(dir)).await)
+        Some((cfg, dir))
     }
 
-    async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+    async fn start(config: Config, dir: Arc<tempfile::TempDir>, stores: Option<Stores>) -> TestApp {
         leaks::capture_logs();
         config.validate().expect("test config is valid");
         let secret = cardbind::compose::jwt_secret(&config).expect("jwt secret");
-        let running = cli::start(config.clone())
-            .await
-            .expect("the service starts");
+        let running = match stores {
+            None => cli::start(config.clone()).await,
+            Some(s) => {
+                let built = cardbind::compose::build_on(&config, s)
+                    .await
+                    .expect("the service builds on the stores given");
+                cli::start_built(config.clone(), built).await
+            }
+        }
+        .expect("the service starts");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -642,7 +676,7 @@ impl TestApp {
     /// A second instance on the same configuration, data dir (master key,
     /// JWT secret) and database: what two replicas behind a balancer are.
     pub async fn spawn_peer(&self) -> TestApp {
-        TestApp::start(self.config.clone(), self.dir.clone()).await
+        TestApp::start(self.config.clone(), self.dir.clone(), None).await
     }
 
     /// The running service (its `built` ports, e.g. for the data dir).

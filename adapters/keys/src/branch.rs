@@ -179,7 +179,9 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) fn store_err(e: StoreError) -> KeyError {
     match e {
         StoreError::Corrupt(m) => KeyError::Refused(format!("key store: corrupt record: {m}")),
-        other => KeyError::Unavailable(format!("key store: {other}")),
+        e @ (StoreError::Unavailable(_) | StoreError::Duplicate | StoreError::Conflict) => {
+            KeyError::Unavailable(format!("key store: {e}"))
+        }
     }
 }
 

@@ -166,7 +166,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             "the commit point (one record per binding and generation), get, owner, delete",
         )],
         scans: &[],
-        removed_by: "the use cases: `delete` of every generation but the current one after a bind again, of all after an unbind (and with them what an interrupted attempt left)",
+        removed_by: "the use cases: `delete` of every generation of a card when it leaves the statuses that keep data (unbound, failed, rejected in review) and, for every card of the wallet, at the user's erasure",
     },
     CollectionSpec {
         name: collections::CHANNEL_REFS,
@@ -178,7 +178,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             "one target per reference (the first stays), find, delete",
         )],
         scans: &[],
-        removed_by: "the use cases: `delete` when the agreement ends",
+        removed_by: "the use cases: `delete` when the card is unbound (by the user or the channel) and, for every card of the wallet, at the user's erasure (a failed card's reference stays until then)",
     },
     CollectionSpec {
         name: collections::IDEMPOTENCY,

@@ -160,6 +160,9 @@ pub struct BindingRecord {
     pub otp_attempts: u32,
     pub verification_expires_at: Option<i64>,
     pub data_generation: u32,
+    /// Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_key: Option<String>,
     pub consents: Vec<ConsentRecordDoc>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -224,6 +227,7 @@ impl From<&Binding> for BindingRecord {
             otp_attempts: b.otp_attempts,
             verification_expires_at: b.verification_expires_at.map(ms),
             data_generation: b.data_generation,
+            bind_key: b.bind_key.clone(),
             consents: b.consents.iter().map(ConsentRecordDoc::from).collect(),
             created_at: ms(b.created_at),
             updated_at: ms(b.updated_at),
@@ -267,6 +271,7 @@ impl BindingRecord {
             otp_attempts: self.otp_attempts,
             verification_expires_at: self.verification_expires_at.map(at),
             data_generation: self.data_generation,
+            bind_key: self.bind_key,
             consents: self
                 .consents
                 .into_iter()
@@ -491,6 +496,7 @@ mod tests {
                         .accept(ChannelName::parse("alipay").unwrap(), now)
                         .unwrap(),
                         generation: 7 + i,
+                        bind_key: (i == 1).then(|| format!("key-{i}")),
                     },
                     CardCap::default(),
                     now,

@@ -215,3 +215,96 @@ async fn the_eleventh_live_card_is_refused_and_an_unbind_frees_a_slot() {
         "{v}"
     );
 }
+
+/// Card data storage that fails its next `put`s, then works.
+struct FailingPuts {
+    inner: Arc<cardbind_memory::MemoryStore>,
+    left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl cardbind_ports::store::CardDataStore for FailingPuts {
+    async fn put(
+        &self,
+        d: &cardbind_ports::store::CardData,
+    ) -> Result<(), cardbind_ports::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .left
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(cardbind_ports::StoreError::Unavailable("injected".into()));
+        }
+        self.inner.put(d).await
+    }
+    async fn get(
+        &self,
+        u: &UserId,
+        b: &BindingId,
+        g: u32,
+    ) -> Result<Option<cardbind_ports::store::CardData>, cardbind_ports::StoreError> {
+        self.inner.get(u, b, g).await
+    }
+    async fn owner(&self, b: &BindingId) -> Result<Option<UserId>, cardbind_ports::StoreError> {
+        self.inner.owner(b).await
+    }
+    async fn delete(
+        &self,
+        u: &UserId,
+        b: &BindingId,
+        keep: Option<u32>,
+    ) -> Result<u64, cardbind_ports::StoreError> {
+        cardbind_ports::store::CardDataStore::delete(self.inner.as_ref(), u, b, keep).await
+    }
+}
+
+/// The store fails after the card was placed in the wallet: the client's
+/// retry with the same Idempotency-Key gets the card (not a permanent
+/// `409 card_already_bound`), and is not counted again against the
+/// one-bind-a-minute limit set here.
+#[tokio::test]
+async fn a_retry_with_the_same_key_after_a_partial_write_gets_the_card() {
+    let mut opts = Options::default();
+    opts.policy.binds_per_user.limit = 1;
+    let mut t = spawn_with(opts);
+    let mut ports = t.state.usecases.ports().clone();
+    ports.card_data = Arc::new(FailingPuts {
+        inner: t.store.clone(),
+        left: std::sync::atomic::AtomicU32::new(1),
+    });
+    t.state.usecases = UseCases::new(ports, t.state.usecases.policy().clone());
+    t.client = poem::test::TestClient::new(poem::EndpointExt::boxed(cardbind::http::app(
+        t.state.clone(),
+    )));
+
+    assert_error(
+        t.bind("u-retry", "k-retry", &bind_body(VISA)).await,
+        503,
+        "storage_unavailable",
+    )
+    .await;
+    let resp = t.bind("u-retry", "k-retry", &bind_body(VISA)).await;
+    resp.assert_status(poem::http::StatusCode::CREATED);
+    assert!(resp.0.headers().get("idempotent-replayed").is_none());
+    let v = json_of(resp).await;
+    assert_eq!(v["status"], "active", "{v}");
+    // Its answer is now the key's: replayed, the same card.
+    let again = t.bind("u-retry", "k-retry", &bind_body(VISA)).await;
+    again.assert_status(poem::http::StatusCode::CREATED);
+    assert_eq!(json_of(again).await["id"], v["id"]);
+    // A new request (another key) is counted: the minute's bind is used.
+    assert_error(
+        t.bind("u-retry", "k-other", &bind_body(VISA)).await,
+        429,
+        "rate_limited",
+    )
+    .await;
+    let list = t
+        .client
+        .get("/v1/users/u-retry/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    assert_eq!(json_of(list).await["cards"].as_array().unwrap().len(), 1);
+}

@@ -1657,3 +1657,24 @@ async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
         "no longer accepting"
     );
 }
+
+/// Every audit cursor the spec's pattern allows is answered (a link number
+/// past what a store holds was a 503 before the pattern bounded it).
+#[tokio::test]
+async fn audit_cursors_at_the_edge_of_the_pattern_are_answered() {
+    let app = spawn();
+    for (after, status) in [
+        ("999999999999999.999999999999999999.999999999.@system", 200),
+        ("0.0.0.@system", 200),
+        ("729.11977529033629061801.78.@system", 400),
+        ("1.1.9999999999.alice", 400),
+    ] {
+        let resp = app
+            .client
+            .get(format!("/v1/audit/events?after={after}"))
+            .header("Authorization", bearer("aud", "auditor"))
+            .send()
+            .await;
+        assert_eq!(resp.0.status().as_u16(), status, "{after}");
+    }
+}

@@ -207,3 +207,19 @@ async fn a_connection_made_while_the_service_starts_is_not_dropped() {
         running.stop().await.unwrap();
     }
 }
+
+#[test]
+fn a_certificate_without_its_key_is_a_configuration_error_not_plain_http() {
+    let mut config = cardbind::config::Config::default();
+    config.server.tls_cert_file = Some(PathBuf::from("/nonexistent/cert.pem"));
+    let e = match cardbind::compose::tls(&config) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a certificate without its key was accepted"),
+    };
+    assert!(e.contains("set both or neither"), "{e}");
+    config.server.tls_cert_file = None;
+    config.server.tls_key_file = Some(PathBuf::from("/nonexistent/key.pem"));
+    assert!(cardbind::compose::tls(&config).is_err());
+    config.server.tls_key_file = None;
+    assert!(cardbind::compose::tls(&config).unwrap().is_none());
+}

@@ -2,10 +2,14 @@
 //! operator's retry of a card in review).
 //!
 //! ## Order of writes
-//! 1. authorize; take a slot in each rate window (user, client IP, card);
-//! 2. fingerprint the PAN; read the wallet; place the card in it (a new
-//!    record, its old record again, or the earlier bind of it that never
-//!    stored its channel's answer);
+//! 1. authorize; fingerprint the PAN; read the wallet; take a slot in each
+//!    rate window (user, client IP, card) — unless this request is a retry
+//!    of the one that placed the card (same idempotency key), which is not
+//!    counted twice;
+//! 2. place the card in the wallet (a new record, its old record again, or
+//!    the earlier bind of it that never stored its channel's answer: a
+//!    retry of the same request resumes it at once, another request once
+//!    it is `resume_after_seconds` old);
 //! 3. seal the card data and store it under a generation of this request;
 //! 4. write the wallet with the card `pending_verification`, its consent
 //!    and the audit event, conditional on the version read (a lost race
@@ -15,8 +19,10 @@
 //! 6. write the channel's answer to the wallet (active, waiting for the
 //!    user, failed, or in review when the channel cannot be reached).
 //!
-//! A crash after 4 leaves a card waiting for its channel's answer: a bind
-//! of it again resumes it, and `reconcile` asks the channel. Data a crash
+//! A crash or a store failure after 4 leaves a card waiting for its
+//! channel's answer: the client's retry (same key) resumes it and gets the
+//! card, a bind of it by another request resumes it later, and `reconcile`
+//! asks the channel. Data a crash
 //! left between 3 and 4 belongs to no wallet and goes with the card's next
 //! unbind or erasure.
 
@@ -56,6 +62,11 @@ pub struct BindCard {
     /// `None`: the configured default channel.
     pub channel: Option<ChannelName>,
     pub consent: ConsentGiven,
+    /// An opaque token of the request (its idempotency key with its
+    /// caller), when it has one: a retry of the same request after a
+    /// failure resumes the card this request placed, at once and without
+    /// counting again against the velocity rules.
+    pub bind_key: Option<String>,
 }
 
 /// A bind request as received: the user, the card fields as typed and the
@@ -72,6 +83,8 @@ pub struct BindForm {
     pub phone: String,
     pub channel: Option<String>,
     pub consent: ConsentGiven,
+    /// See [`BindCard::bind_key`].
+    pub bind_key: Option<String>,
 }
 
 impl std::fmt::Debug for BindForm {
@@ -93,7 +106,9 @@ impl BindForm {
             phone: &self.phone,
             channel: self.channel.as_deref(),
         };
-        BindCard::parse(self.user.clone(), form, self.consent.clone(), now)
+        let mut cmd = BindCard::parse(self.user.clone(), form, self.consent.clone(), now)?;
+        cmd.bind_key = self.bind_key.clone();
+        Ok(cmd)
     }
 }
 
@@ -146,6 +161,7 @@ impl BindCard {
             cvv,
             channel,
             consent,
+            bind_key: None,
         })
     }
 }
@@ -186,7 +202,14 @@ impl UseCases {
             .channel(&channel_name)
             .ok_or_else(channel_not_enabled)?;
         let fingerprint = self.ports.vault.fingerprint(&cmd.details.card).await?;
-        self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
+        // The wallet read that placing the card starts from: it also tells
+        // a retry of a request that already placed this card (its first
+        // attempt failed after the write), which is not counted again.
+        let first = self.load(&cmd.user).await?;
+        let retry_of = own_pending(&first.wallet, &fingerprint, cmd.bind_key.as_deref());
+        if retry_of.is_none() {
+            self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
+        }
         // What the BIN table says of the card, and whether the channel
         // takes it (refused probes still count against the limits above).
         let facts = self
@@ -201,7 +224,7 @@ impl UseCases {
             }
         }
         let (id, known) = self
-            .reserve(ctx, &cmd, &channel_name, &fingerprint, facts)
+            .reserve(ctx, &cmd, &channel_name, &fingerprint, facts, first)
             .await?;
         let request = ChannelBindRequest {
             binding_id: id.clone(),
@@ -313,6 +336,7 @@ impl UseCases {
         channel: &ChannelName,
         fingerprint: &Fingerprint,
         facts: Option<cardbind_domain::BinInfo>,
+        first: Loaded,
     ) -> Result<(BindingId, Loaded), BindError> {
         let now = self.now();
         let consent = cmd.consent.clone().accept(channel.clone(), now)?;
@@ -328,9 +352,17 @@ impl UseCases {
             },
             consent,
             generation: self.ports.ids.data_generation(),
+            bind_key: cmd.bind_key.clone(),
         };
+        // The first round decides on the wallet already read; a lost race
+        // reads it again.
+        let first = std::sync::Mutex::new(Some(first));
         let (id, resumed, loaded) = until_settled::<_, BindError, _, _>(|| async {
-            let loaded = self.load(&cmd.user).await?;
+            let pre = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let loaded = match pre {
+                Some(l) => l,
+                None => self.load(&cmd.user).await?,
+            };
             let mut wallet = loaded.wallet.clone();
             let opened = match wallet.open(
                 card.clone(),
@@ -349,7 +381,9 @@ impl UseCases {
             };
             let (id, action) = match opened {
                 Opened::Resume(id) => {
-                    let id = self.resume(&loaded, id, now).map_err(Raced::fail)?;
+                    let id = self
+                        .resume(&loaded, id, cmd.bind_key.as_deref(), now)
+                        .map_err(Raced::fail)?;
                     return Ok((id, true, loaded));
                 }
                 Opened::New(id) => (id, AuditAction::BindingCreate),
@@ -394,18 +428,22 @@ impl UseCases {
     }
 
     /// An earlier bind of this card whose channel answer was never stored:
-    /// resumed once it is old enough not to be still running.
+    /// resumed at once by a retry of the request that placed it (its
+    /// idempotency lease says that attempt is no longer running), else
+    /// once it is old enough not to be still running.
     fn resume(
         &self,
         loaded: &Loaded,
         id: BindingId,
+        bind_key: Option<&str>,
         now: Timestamp,
     ) -> Result<BindingId, BindError> {
         let b = loaded
             .wallet
             .get(&id)
             .map_err(|_| Internal::new("a card to resume is not in its wallet"))?;
-        if now < b.updated_at.plus_seconds(self.policy.resume_after_seconds) {
+        let own = bind_key.is_some() && b.bind_key.as_deref() == bind_key;
+        if !own && now < b.updated_at.plus_seconds(self.policy.resume_after_seconds) {
             return Err(Clash::new(
                 ConflictCode::Conflict,
                 "this card is being bound; retry shortly",
@@ -554,6 +592,20 @@ fn start_outcome(
             review(format!("channel answer unusable: {}", short(&e)))
         }
     }
+}
+
+/// The card of `fingerprint` when it waits for its channel's answer and
+/// was placed by the request `bind_key` names (a retry of that request).
+fn own_pending<'w>(
+    wallet: &'w Wallet,
+    fingerprint: &Fingerprint,
+    bind_key: Option<&str>,
+) -> Option<&'w BindingId> {
+    let key = bind_key?;
+    wallet
+        .find_card(fingerprint)
+        .filter(|b| b.awaits_channel_answer() && b.bind_key.as_deref() == Some(key))
+        .map(|b| &b.id)
 }
 
 /// The kind of a channel error, without its message.

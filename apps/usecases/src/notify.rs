@@ -11,13 +11,13 @@ use cardbind_ports::channel::{
 use cardbind_ports::store::LinkKey;
 
 use crate::context::RequestContext;
-use crate::error::{channel_not_enabled, op_error};
+use crate::error::op_error;
 use crate::tx::Decided;
 use crate::UseCases;
 
 op_error! {
     /// Why a notification was refused.
-    pub enum NotifyError { BadRequest, Unauthenticated, Conflict, Unavailable }
+    pub enum NotifyError { BadRequest, Unauthenticated, NotFound, Conflict, Unavailable }
     from Store
 }
 
@@ -36,7 +36,11 @@ pub struct ReconcileReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Applied {
     Unchanged,
-    Changed(BindingStatus),
+    /// The card moved from one status to another.
+    Changed {
+        from: BindingStatus,
+        to: BindingStatus,
+    },
 }
 
 impl UseCases {
@@ -47,7 +51,15 @@ impl UseCases {
         channel_name: &ChannelName,
         n: &Notification,
     ) -> Result<NotificationAck, NotifyError> {
-        let channel = self.channel(channel_name).ok_or_else(channel_not_enabled)?;
+        // Notifications come to the channel's own URL: a channel this
+        // deployment does not enable has none (404, as an unknown one).
+        let channel = self.channel(channel_name).ok_or_else(|| {
+            cardbind_domain::Missing::field(
+                cardbind_domain::NotFoundCode::NotFound,
+                "channel",
+                "no such channel is enabled",
+            )
+        })?;
         let event = channel
             .parse_notification(n)
             .map_err(notification_refused)?;
@@ -109,8 +121,8 @@ impl UseCases {
                 channel_event(&ctx, w, &id, channel_name, event, now)
             })
             .await?;
-        if let Applied::Changed(status) = applied {
-            self.after_channel_change(&user, &after.wallet, &id, status)
+        if let Applied::Changed { from, to } = applied {
+            self.after_channel_change(&user, &after.wallet, &id, from, to)
                 .await;
         }
         Ok(applied)
@@ -122,21 +134,27 @@ impl UseCases {
         user: &UserId,
         w: &Wallet,
         id: &BindingId,
-        status: BindingStatus,
+        from: BindingStatus,
+        to: BindingStatus,
     ) {
-        match status {
+        match to {
             BindingStatus::Inactive => {
                 if let Ok(b) = w.get(id) {
                     self.forget_card(user, b).await;
                 }
             }
             BindingStatus::Failed => self.drop_card_data(user, id).await,
-            BindingStatus::Active => {
-                if let Err(e) = self.ports.review.remove(id).await {
-                    tracing::warn!(binding = %id, error = %e, "review entry not removed");
-                }
+            BindingStatus::Active
+            | BindingStatus::PendingVerification
+            | BindingStatus::Frozen
+            | BindingStatus::PendingReview => {}
+        }
+        // A card that leaves review by its channel's word leaves the queue
+        // (only then: one write saved on every other activation).
+        if from == BindingStatus::PendingReview && to != BindingStatus::PendingReview {
+            if let Err(e) = self.ports.review.remove(id).await {
+                tracing::warn!(binding = %id, error = %e, "review entry not removed");
             }
-            _ => {}
         }
     }
 
@@ -231,9 +249,15 @@ impl UseCases {
                 agreement: None,
             };
             match self.apply_channel_event(&b.channel, &event).await {
-                Ok(Applied::Changed(BindingStatus::Active)) => report.activated += 1,
-                Ok(Applied::Changed(BindingStatus::Inactive)) => report.unbound += 1,
-                Ok(Applied::Changed(_)) => report.failed += 1,
+                Ok(Applied::Changed { to, .. }) => match to {
+                    BindingStatus::Active => report.activated += 1,
+                    BindingStatus::Inactive => report.unbound += 1,
+                    BindingStatus::Failed => report.failed += 1,
+                    // Not where a channel's answer leads a waiting card.
+                    BindingStatus::PendingVerification
+                    | BindingStatus::Frozen
+                    | BindingStatus::PendingReview => report.still_pending += 1,
+                },
                 Ok(Applied::Unchanged) => report.still_pending += 1,
                 Err(_) => report.errors += 1,
             }
@@ -275,16 +299,26 @@ fn channel_event(
     );
     let by = ctx.actor.subject.clone();
     let r: Result<bool, cardbind_domain::StateRefusal> = match &event.kind {
-        ChannelEventKind::Signed { channel_ref } if waiting => w
-            .change(id, |b| b.activate(Some(channel_ref.clone()), now))
-            .map(|()| true),
-        ChannelEventKind::Terminated => w.change(id, |b| b.unbind(now, &by)),
-        ChannelEventKind::Failed { code } if waiting => {
-            let reason = FailureReason::parse(code)
-                .unwrap_or_else(|| FailureReason::ChannelDeclined(ChannelCode::from_channel(code)));
-            w.change(id, |b| b.fail(reason, now)).map(|()| true)
+        ChannelEventKind::Signed { channel_ref } => {
+            if waiting {
+                w.change(id, |b| b.activate(Some(channel_ref.clone()), now))
+                    .map(|()| true)
+            } else {
+                // Already settled (a repeat, or a card an operator decided).
+                Ok(false)
+            }
         }
-        _ => Ok(false),
+        ChannelEventKind::Terminated => w.change(id, |b| b.unbind(now, &by)),
+        ChannelEventKind::Failed { code } => {
+            if waiting {
+                let reason = FailureReason::parse(code).unwrap_or_else(|| {
+                    FailureReason::ChannelDeclined(ChannelCode::from_channel(code))
+                });
+                w.change(id, |b| b.fail(reason, now)).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        }
     };
     match r {
         Ok(true) => {
@@ -295,7 +329,7 @@ fn channel_event(
                 .binding(id)
                 .detail(format!("{from} -> {to}"))
                 .build();
-            Decided::new(Ok(Applied::Changed(to)), vec![e])
+            Decided::new(Ok(Applied::Changed { from, to }), vec![e])
         }
         Ok(false) | Err(_) => unchanged(),
     }

@@ -172,7 +172,12 @@ fn apply_answer(
                 r
             }
             BindingStatus::Active => Ok(()),
-            _ => Err(Clash::transition("this card is no longer waiting for verification").into()),
+            BindingStatus::Frozen
+            | BindingStatus::Inactive
+            | BindingStatus::PendingReview
+            | BindingStatus::Failed => {
+                Err(Clash::transition("this card is no longer waiting for verification").into())
+            }
         },
         Ok(ConfirmOutcome::WrongOtp) => {
             if pending {

@@ -171,6 +171,58 @@ async fn a_retry_after_a_partial_write_gets_the_binding() {
 }
 
 #[tokio::test]
+async fn a_retry_under_the_same_key_resumes_at_once_and_is_not_counted_again() {
+    // One bind a minute: a retry counted again would be refused.
+    let mut policy = Policy::default();
+    policy.binds_per_user.limit = 1;
+    let w = world(policy);
+    let keyed = |key: &str| {
+        let mut c = bind_cmd("same", &visa(401), w.now());
+        c.bind_key = Some(key.to_owned());
+        c
+    };
+    w.card_data.fail_puts.store(1, Ordering::SeqCst);
+    let e = w.uc.bind_card(&backend(), keyed("k-1")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    // Another request for the card (another key) must wait: the first
+    // attempt may still be running as far as it can tell.
+    let e = w.uc.bind_card(&backend(), keyed("k-2")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RateLimited, "a new request is counted");
+    // The client's retry of its own request resumes the card at once.
+    let v = w.uc.bind_card(&backend(), keyed("k-1")).await.unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+    assert_eq!(v.binding.bind_key.as_deref(), Some("k-1"));
+    assert_eq!(w.channel.starts.load(Ordering::SeqCst), 1, "asked once");
+    let page =
+        w.uc.list_cards(&backend(), &user("same"), None, 10)
+            .await
+            .unwrap();
+    assert_eq!(page.cards.len(), 1, "one record");
+    // Once active, the same key cannot bind it again.
+    let e = w.uc.bind_card(&backend(), keyed("k-1")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RateLimited);
+}
+
+#[tokio::test]
+async fn another_request_for_a_card_being_bound_waits_for_it() {
+    let w = world(Policy::default());
+    let keyed = |key: &str| {
+        let mut c = bind_cmd("other", &visa(402), w.now());
+        c.bind_key = Some(key.to_owned());
+        c
+    };
+    w.card_data.fail_puts.store(1, Ordering::SeqCst);
+    w.uc.bind_card(&backend(), keyed("k-1")).await.unwrap_err();
+    let e = w.uc.bind_card(&backend(), keyed("k-2")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "may still be running");
+    let e =
+        w.uc.bind_card(&backend(), bind_cmd("other", &visa(402), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "a request without a key too");
+}
+
+#[tokio::test]
 async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() {
     let w = world(Policy::default());
     // The channel took the card, but the answer was never written (the

@@ -255,6 +255,7 @@ pub fn card(n: u32, now: Timestamp) -> CardToBind {
         .accept(channel("mock"), now)
         .expect("valid consent"),
         generation: 1000 + n,
+        bind_key: None,
     }
 }
 

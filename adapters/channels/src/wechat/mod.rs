@@ -62,8 +62,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cardbind_domain::BindingId;
 use cardbind_ports::channel::{
-    BindingRef, ChannelBindRequest, ChannelEvent, ChannelEventKind, ChannelStart, ConfirmOutcome,
-    Notification, NotificationAck, PaymentChannel, RemoteState,
+    ChannelBindRequest, ChannelEvent, ChannelStart, ConfirmOutcome, Notification, NotificationAck,
+    PaymentChannel, RemoteState,
 };
 use cardbind_ports::clock::{Clock, SystemClock};
 use cardbind_ports::ChannelError;
@@ -75,6 +75,9 @@ use crate::crypto::{
 };
 use crate::http::{build_client, codes, misconfigured, transport_error, unix_seconds};
 use crate::keys::{load_private_key, load_public_key};
+
+mod notify;
+mod sign;
 
 /// The prefix of WeChat Pay's signature probe values, never to be accepted.
 pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
@@ -205,23 +208,6 @@ impl std::fmt::Debug for WechatChannel {
     }
 }
 
-/// Why a `Wechatpay-*` signature was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SignatureFault {
-    /// A `Wechatpay-*` header is missing.
-    Missing,
-    /// An empty nonce or a timestamp that is not a number.
-    Malformed,
-    /// A `WECHATPAY/SIGNTEST/` probe.
-    Probe,
-    /// The timestamp is further from our clock than the allowed skew.
-    Stale,
-    /// The serial names no platform key we hold.
-    UnknownSerial,
-    /// The platform key of that serial does not verify it.
-    Mismatch,
-}
-
 /// A verified answer that is not a success (4xx).
 struct ApiAnswer {
     status: u16,
@@ -331,103 +317,6 @@ impl WechatChannel {
         })
     }
 
-    /// The `Authorization` header for a request (exact bytes of `body`).
-    pub fn authorization(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        body: &str,
-    ) -> Result<String, ChannelError> {
-        let timestamp = unix_seconds(self.clock.as_ref());
-        let nonce = nonce_str(32);
-        let message = format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body}\n");
-        let signature = self.signer.sign_b64(message.as_bytes()).map_err(protocol)?;
-        Ok(format!(
-            "WECHATPAY2-SHA256-RSA2048 mchid=\"{}\",nonce_str=\"{}\",timestamp=\"{}\",serial_no=\"{}\",signature=\"{}\"",
-            self.mchid, nonce, timestamp, self.serial_no, signature
-        ))
-    }
-
-    /// Encrypts a sensitive field (RSA-OAEP, SHA-1) with the platform key;
-    /// returns the serial to send as `Wechatpay-Serial` and the base64.
-    pub fn encrypt_sensitive(&self, plain: &str) -> Result<(String, String), ChannelError> {
-        let ct = rsa_oaep_sha1_encrypt_b64(self.encrypt_with.1.public_key(), plain.as_bytes())
-            .map_err(protocol)?;
-        Ok((self.encrypt_with.0.clone(), ct))
-    }
-
-    /// Verifies `Wechatpay-*` headers (lower-case names) over `body`: any
-    /// fault is `InvalidSignature` (what a callback gets).
-    pub fn verify_signature(
-        &self,
-        headers: &BTreeMap<String, String>,
-        body: &[u8],
-    ) -> Result<(), ChannelError> {
-        self.check_signature(headers, body)
-            .map_err(|_| ChannelError::InvalidSignature)
-    }
-
-    /// Verifies the `Wechatpay-*` headers of an answer to our own request.
-    /// A fault that only our configuration can explain is `Misconfigured`
-    /// (see the module docs); missing, malformed and probe signatures are
-    /// `InvalidSignature`.
-    pub fn verify_response(
-        &self,
-        headers: &BTreeMap<String, String>,
-        body: &[u8],
-    ) -> Result<(), ChannelError> {
-        self.check_signature(headers, body)
-            .map_err(|fault| match fault {
-                SignatureFault::Missing | SignatureFault::Malformed | SignatureFault::Probe => {
-                    ChannelError::InvalidSignature
-                }
-                SignatureFault::Stale => misconfigured(codes::CLOCK_SKEW),
-                SignatureFault::UnknownSerial => misconfigured(codes::PLATFORM_KEY_UNKNOWN),
-                SignatureFault::Mismatch => misconfigured(codes::RESPONSE_SIGNATURE_INVALID),
-            })
-    }
-
-    fn check_signature(
-        &self,
-        headers: &BTreeMap<String, String>,
-        body: &[u8],
-    ) -> Result<(), SignatureFault> {
-        let timestamp = header(headers, "wechatpay-timestamp").ok_or(SignatureFault::Missing)?;
-        let nonce = header(headers, "wechatpay-nonce").ok_or(SignatureFault::Missing)?;
-        let signature = header(headers, "wechatpay-signature").ok_or(SignatureFault::Missing)?;
-        let serial = header(headers, "wechatpay-serial").ok_or(SignatureFault::Missing)?;
-        if signature.starts_with(SIGNTEST_PREFIX) {
-            return Err(SignatureFault::Probe);
-        }
-        if nonce.is_empty() {
-            return Err(SignatureFault::Malformed);
-        }
-        let ts: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| SignatureFault::Malformed)?;
-        let now = unix_seconds(self.clock.as_ref());
-        if now.saturating_sub(ts).saturating_abs() > self.max_skew {
-            return Err(SignatureFault::Stale);
-        }
-        let verifier = self
-            .platform
-            .get(serial.trim())
-            .ok_or(SignatureFault::UnknownSerial)?;
-        let mut message = Vec::with_capacity(body.len() + 64);
-        message.extend_from_slice(timestamp.as_bytes());
-        message.push(b'\n');
-        message.extend_from_slice(nonce.as_bytes());
-        message.push(b'\n');
-        message.extend_from_slice(body);
-        message.push(b'\n');
-        if verifier.verify_b64(&message, signature) {
-            Ok(())
-        } else {
-            Err(SignatureFault::Mismatch)
-        }
-    }
-
     /// Sends a signed request; a verified 2xx body is `Ok(Ok(body))`, a
     /// verified 4xx is `Ok(Err(answer))`.
     async fn request(
@@ -509,72 +398,6 @@ impl WechatChannel {
             "/v3/papay/sign/contracts/plan-id/{}/out-contract-code/{}",
             self.plan_id, code
         )
-    }
-
-    /// Verifies, decrypts and reads a contract callback (pure, no I/O).
-    pub fn verify_notification(
-        &self,
-        notification: &Notification,
-    ) -> Result<ChannelEvent, ChannelError> {
-        let bad = || ChannelError::InvalidSignature;
-        if notification.body.len() > MAX_NOTIFICATION {
-            return Err(bad());
-        }
-        self.verify_signature(&notification.headers, &notification.body)?;
-        let envelope: Map<String, Value> =
-            serde_json::from_slice(&notification.body).map_err(|_| bad())?;
-        let str_of =
-            |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-        let event_id = str_of(&envelope, "id")
-            .filter(|s| !s.is_empty() && s.len() <= 128)
-            .ok_or_else(bad)?;
-        let resource = envelope
-            .get("resource")
-            .and_then(Value::as_object)
-            .ok_or_else(bad)?;
-        if str_of(resource, "algorithm").as_deref() != Some("AEAD_AES_256_GCM") {
-            return Err(bad());
-        }
-        let ciphertext = str_of(resource, "ciphertext").ok_or_else(bad)?;
-        let nonce = str_of(resource, "nonce").ok_or_else(bad)?;
-        let aad = str_of(resource, "associated_data").unwrap_or_default();
-        // The signature verified, so WeChat Pay sent this resource to us:
-        // if it does not open, our APIv3 key is not this merchant's.
-        let plain = aes256_gcm_decrypt(
-            &self.apiv3_key,
-            nonce.as_bytes(),
-            aad.as_bytes(),
-            &ciphertext,
-        )
-        .ok_or_else(|| misconfigured(codes::APIV3_KEY_MISMATCH))?;
-        let contract: Map<String, Value> = serde_json::from_slice(&plain).map_err(|_| bad())?;
-        if let Some(mchid) = str_of(&contract, "mchid") {
-            if mchid != self.mchid {
-                return Err(bad());
-            }
-        }
-        let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
-        let binding = match str_of(&contract, "out_contract_code")
-            .as_deref()
-            .and_then(binding_from_contract_code)
-        {
-            Some(b) => BindingRef::Ours(b),
-            None => BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),
-        };
-        let agreement = contract_id.clone();
-        let kind = match str_of(&contract, "change_type").as_deref() {
-            Some("ADD") => ChannelEventKind::Signed {
-                channel_ref: contract_id.ok_or_else(bad)?,
-            },
-            Some("DELETE") => ChannelEventKind::Terminated,
-            _ => return Err(bad()),
-        };
-        Ok(ChannelEvent {
-            event_id,
-            binding,
-            kind,
-            agreement,
-        })
     }
 }
 

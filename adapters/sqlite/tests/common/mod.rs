@@ -70,6 +70,7 @@ pub fn wallet(user: &UserId, cards: u32, pending: bool, now: Timestamp) -> Walle
                     .accept(channel("mock"), now)
                     .unwrap(),
                     generation: i + 1,
+                    bind_key: None,
                 },
                 CardCap { max: 100 },
                 now,

@@ -115,7 +115,10 @@ pub fn tls(config: &Config) -> anyhow::Result<Option<poem::listener::RustlsConfi
                 poem::listener::RustlsCertificate::new().cert(cert).key(key),
             )))
         }
-        _ => Ok(None),
+        (None, None) => Ok(None),
+        (Some(_), None) | (None, Some(_)) => Err(anyhow!(
+            "server.tls_cert_file and server.tls_key_file go together: set both or neither"
+        )),
     }
 }
 

@@ -84,19 +84,30 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
             let bins = Arc::new(store.bin_tables());
             Ok(Stores::all_in_one(Arc::new(store), bins))
         }
-        StorageKind::Mongodb => {
-            let timeout = Duration::from_millis(s.timeout_ms);
-            let m = cardbind_mongo::MongoStore::connect(&s.uri, &s.database, timeout)
-                .await
-                .context("storage.uri: cannot set up the MongoDB client")?;
-            m.ensure_indexes()
-                .await
-                .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
-            let bins = cardbind_mongo::MongoBinTableStore::new(m.database(), timeout);
-            bins.ensure_indexes()
-                .await
-                .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
-            Ok(Stores::all_in_one(Arc::new(m), Arc::new(bins)))
-        }
+        StorageKind::Mongodb => mongo(config, None).await,
     }
+}
+
+/// The MongoDB store of `config`, its indexes ensured, with the BIN table
+/// store on the same client. With `monitor`, every command the client sends
+/// is recorded in it (the round-trip budget tests count them per request).
+pub async fn mongo(
+    config: &Config,
+    monitor: Option<cardbind_mongo::CommandLog>,
+) -> anyhow::Result<Stores> {
+    let s = &config.storage;
+    let timeout = Duration::from_millis(s.timeout_ms);
+    let mut options = cardbind_mongo::MongoConfig::new(&s.uri, &s.database, timeout);
+    options.monitor = monitor;
+    let m = cardbind_mongo::MongoStore::with_config(options)
+        .await
+        .context("storage.uri: cannot set up the MongoDB client")?;
+    m.ensure_indexes()
+        .await
+        .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
+    let bins = cardbind_mongo::MongoBinTableStore::new(m.database(), timeout);
+    bins.ensure_indexes()
+        .await
+        .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
+    Ok(Stores::all_in_one(Arc::new(m), Arc::new(bins)))
 }

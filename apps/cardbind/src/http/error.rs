@@ -267,7 +267,7 @@ respond_from!(cardbind_usecases::review::QueueError: Forbidden, Unavailable);
 respond_from!(cardbind_usecases::manage::ChangeError: Forbidden, NotFound, Conflict, Unavailable);
 respond_from!(cardbind_usecases::review::ReviewError: Forbidden, NotFound, Conflict, Unavailable);
 respond_from!(cardbind_usecases::review::RetryError: BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable);
-respond_from!(cardbind_usecases::notify::NotifyError: BadRequest, Unauthenticated, Conflict, Unavailable);
+respond_from!(cardbind_usecases::notify::NotifyError: BadRequest, Unauthenticated, NotFound, Conflict, Unavailable);
 respond_from!(cardbind_usecases::erase::EraseError: Forbidden, Conflict, Unavailable);
 respond_from!(cardbind_usecases::records::RecordsError: Forbidden, Unavailable);
 respond_from!(cardbind_usecases::bins::BinError: BadRequest, Forbidden, NotFound);

@@ -40,6 +40,22 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 const POLL: Duration = Duration::from_millis(25);
 
+/// The request's idempotency key hashed with its caller, for the use case
+/// (a retry under the same key resumes what the first attempt placed).
+#[derive(Clone, Debug)]
+pub struct BindKey(pub String);
+
+impl BindKey {
+    fn of(scope: &str, key: &str) -> BindKey {
+        let mut h = Sha256::new();
+        for part in [scope.as_bytes(), key.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        BindKey(hex::encode(&h.finalize()[..16]))
+    }
+}
+
 /// Wraps an operation endpoint with idempotency (used as `transform`).
 pub fn idempotent<E: Endpoint>(ep: E) -> Idempotent<E> {
     Idempotent { inner: ep }
@@ -84,26 +100,15 @@ fn replay(stored: StoredResponse) -> Response {
     resp
 }
 
-/// Whether a response is a transient failure the client may retry with the
-/// same key (the key is then released rather than completed).
-fn transient(status: StatusCode, body: &[u8]) -> bool {
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        return true;
-    }
-    if status == StatusCode::CONFLICT {
-        let code = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/error/code")
-                    .and_then(|c| c.as_str())
-                    .map(str::to_owned)
-            });
-        return matches!(
-            code.as_deref(),
-            Some("conflict" | "idempotency_key_in_progress")
-        );
-    }
-    false
+/// Whether an answer is a transient failure the client may retry with the
+/// same key (the key is then released rather than completed): a 5xx, a
+/// 429, or a refusal whose code says "retry" (`conflict`: the card is
+/// being bound by another request).
+fn transient(status: StatusCode, code: Option<ErrorCode>) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || code
+            .is_some_and(|c| c == ErrorCode::Conflict || c == ErrorCode::IdempotencyKeyInProgress)
 }
 
 /// Runs `work` while renewing `lease` every third of its length, so that a
@@ -169,6 +174,11 @@ impl<E: Endpoint> Idempotent<E> {
         request_id: &str,
     ) -> poem::Result<Response> {
         let route = req.data::<RequestMeta>().and_then(|m| m.route.clone());
+        // Where the operation notes the code it refused with.
+        let refused = req
+            .data::<RequestMeta>()
+            .map(|m| m.error_code.clone())
+            .unwrap_or_default();
         let call = AssertUnwindSafe(self.inner.call(req)).catch_unwind();
         let resp = match renewing(shared, scope, key, lease, request_id, call).await {
             Err(_) => {
@@ -187,7 +197,12 @@ impl<E: Endpoint> Idempotent<E> {
             .into_bytes()
             .await
             .map_err(|e| ApiError::internal(format!("response body: {e}")))?;
-        if transient(parts.status, &bytes) {
+        let code = parts
+            .extensions
+            .get::<ErrorCode>()
+            .copied()
+            .or(refused.get());
+        if transient(parts.status, code) {
             Self::release(shared, scope, key, lease, request_id).await;
         } else {
             let stored = StoredResponse {
@@ -270,6 +285,7 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
         );
         let hash = request_hash(req.method().as_str(), &path, &body);
         let scope = format!("{}:{}", actor.role.as_str(), actor.subject);
+        req.set_data(BindKey::of(&scope, &key));
 
         let settings = &shared.state.http;
         let deadline = Instant::now() + Duration::from_millis(settings.idempotency_wait_ms);
@@ -337,17 +353,17 @@ mod tests {
 
     #[test]
     fn transient_statuses() {
-        assert!(transient(StatusCode::SERVICE_UNAVAILABLE, b""));
-        assert!(transient(StatusCode::TOO_MANY_REQUESTS, b""));
-        assert!(transient(
-            StatusCode::CONFLICT,
-            br#"{"error":{"code":"conflict"}}"#
-        ));
+        assert!(transient(StatusCode::SERVICE_UNAVAILABLE, None));
+        assert!(transient(StatusCode::TOO_MANY_REQUESTS, None));
+        assert!(transient(StatusCode::CONFLICT, Some(ErrorCode::Conflict)));
         assert!(!transient(
             StatusCode::CONFLICT,
-            br#"{"error":{"code":"card_already_bound"}}"#
+            Some(ErrorCode::CardAlreadyBound)
         ));
-        assert!(!transient(StatusCode::CREATED, b"{}"));
-        assert!(!transient(StatusCode::BAD_REQUEST, b"{}"));
+        assert!(!transient(StatusCode::CREATED, None));
+        assert!(!transient(
+            StatusCode::BAD_REQUEST,
+            Some(ErrorCode::InvalidRequest)
+        ));
     }
 }

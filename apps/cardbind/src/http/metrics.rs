@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use cardbind_domain::{BindingId, ErrorCode};
+use cardbind_domain::{BindingId, ErrorCode, TooManyRequestsCode};
 use cardbind_usecases::UseCases;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -196,11 +196,13 @@ impl HttpMetrics {
 
     /// Counts a refusal by a velocity rule (nothing for other codes).
     pub fn rate_limit_hit(&self, code: ErrorCode) {
+        let Some(code) = TooManyRequestsCode::of(code) else {
+            return;
+        };
         let rule = match code {
-            ErrorCode::RateLimited => "user",
-            ErrorCode::IpRateLimited => "ip",
-            ErrorCode::CardVelocityExceeded => "card",
-            _ => return,
+            TooManyRequestsCode::RateLimited => "user",
+            TooManyRequestsCode::IpRateLimited => "ip",
+            TooManyRequestsCode::CardVelocityExceeded => "card",
         };
         if let Some(c) = &self.inner {
             c.rate_limited.with_label_values(&[rule]).inc();

@@ -73,6 +73,8 @@ pub struct Cx {
     pub request_id: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Set by the idempotency layer on the operations it wraps.
+    pub bind_key: Option<String>,
     error_code: edge::ErrorCodeSlot,
 }
 
@@ -90,6 +92,7 @@ impl<'a> poem::FromRequest<'a> for Cx {
             user_agent: req
                 .header("User-Agent")
                 .map(|s| s.chars().take(512).collect()),
+            bind_key: req.data::<idempotency::BindKey>().map(|k| k.0.clone()),
             error_code: meta.map(|m| m.error_code.clone()).unwrap_or_default(),
         })
     }

@@ -20,6 +20,7 @@ use std::ops::Deref;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use cardbind_domain::ErrorCode;
+use cardbind_ports::audit::AuditAction;
 use poem::http::StatusCode;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, ToJSON, Type};
@@ -195,15 +196,6 @@ text_rule!(
     BinRule { pattern: "^[0-9]{6,8}$", min: 6, max: 8, rule: "a BIN is 6 to 8 digits" }
 );
 text_rule!(
-    /// An audit action name, e.g. `binding.freeze`.
-    ActionRule {
-        pattern: "^[a-z][a-z0-9_.]{0,63}$",
-        min: 1,
-        max: 64,
-        rule: "an action is 1 to 64 of a-z 0-9 _ . starting with a letter",
-    }
-);
-text_rule!(
     /// An instant, RFC 3339 (`2030-01-31T12:00:00Z`, any offset, optional
     /// fraction of a second).
     DateTimeRule {
@@ -230,7 +222,10 @@ text_rule!(
     /// Where an audit listing goes on: the `cursor` of the last event of
     /// the previous page.
     CursorRule {
-        pattern: "^[0-9]{1,15}[.][0-9]{1,20}[.][0-9]{1,10}[.](@system|[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63})$",
+        // Digits bounded so that every value the pattern allows is one a
+        // store can hold (instants and link numbers are signed 64-bit there,
+        // places in a link 32-bit).
+        pattern: "^[0-9]{1,15}[.][0-9]{1,18}[.][0-9]{1,9}[.](@system|[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63})$",
         min: 7,
         max: 120,
         rule: "an audit cursor from a previous page",
@@ -255,12 +250,62 @@ impl Text<IdRule> {
 pub type UserIdParam = Text<UserIdRule>;
 pub type IdParam = Text<IdRule>;
 pub type BinParam = Text<BinRule>;
-pub type ActionParam = Text<ActionRule>;
 pub type DateTimeParam = Text<DateTimeRule>;
 pub type IdempotencyKeyParam = Text<IdempotencyKeyRule>;
 pub type CursorParam = Text<CursorRule>;
 
 pub use crate::config::ChannelKind;
+
+/// An audit action: the spec lists every one (`enum`), from the one list
+/// the service has ([`AuditAction::ALL`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionParam(pub AuditAction);
+
+impl Type for ActionParam {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string(audit_action)".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            enum_items: AuditAction::ALL
+                .iter()
+                .map(|a| Value::String(a.as_str().to_owned()))
+                .collect(),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromParameter for ActionParam {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        AuditAction::parse(value)
+            .map(ActionParam)
+            .ok_or_else(|| ParseError::custom(ACTION_RULE))
+    }
+}
+
+impl ToJSON for ActionParam {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.as_str().to_owned()))
+    }
+}
+
+const ACTION_RULE: &str = "`action` must be one of the audit actions the spec lists";
 
 /// Every parameter the API takes, by the name poem reports when one does
 /// not parse.
@@ -341,7 +386,7 @@ impl Param {
                 ErrorCode::InvalidRequest,
                 format!("`{name}` must be an RFC 3339 date-time"),
             ),
-            Param::Action => field(ErrorCode::InvalidRequest, ActionRule::RULE.to_owned()),
+            Param::Action => field(ErrorCode::InvalidRequest, ACTION_RULE.to_owned()),
             Param::Limit => field(
                 ErrorCode::InvalidRequest,
                 "`limit` must be a whole number in the range the spec declares".to_owned(),
@@ -404,11 +449,27 @@ mod tests {
         for p in [
             ID_PATTERN,
             BinRule::PATTERN,
-            ActionRule::PATTERN,
             DateTimeRule::PATTERN,
+            CursorRule::PATTERN,
             IdempotencyKeyRule::PATTERN,
         ] {
             assert!(Regex::new(p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_action_parameter_lists_and_takes_exactly_the_audit_actions() {
+        let MetaSchemaRef::Inline(schema) = ActionParam::schema_ref() else {
+            panic!("inline schema")
+        };
+        let listed: Vec<&str> = schema.enum_items.iter().filter_map(Value::as_str).collect();
+        let all: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(listed, all);
+        for a in all {
+            assert!(ActionParam::parse_from_parameter(a).is_ok(), "{a}");
+        }
+        for bad in ["a", "Binding.Create", "binding.create ", ""] {
+            assert!(ActionParam::parse_from_parameter(bad).is_err(), "{bad:?}");
         }
     }
 

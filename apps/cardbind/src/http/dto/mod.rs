@@ -175,6 +175,7 @@ impl BindCardBody {
             id_number: self.id_number,
             phone: self.phone,
             channel: self.channel.map(|c| c.as_str().to_owned()),
+            bind_key: None,
             consent: ConsentGiven {
                 text_version: c.text_version,
                 text_hash: c.text_sha256,

@@ -53,9 +53,10 @@ impl CardsApi {
     ) -> Result<BindCardResponse, BindCardError> {
         let ctx = cx.context(&auth.0);
         let user = cx.param(user_id.0.user_id())?;
-        let form = body
+        let mut form = body
             .0
             .into_form(user, cx.client_ip.clone(), cx.user_agent.clone());
+        form.bind_key = cx.bind_key.clone();
         let answer = cx.answer(cx.usecases().bind(&ctx, form)).await;
         let metrics = &cx.shared.metrics;
         match answer {

@@ -1,0 +1,75 @@
+//! Contract callbacks: verified, decrypted and read (pure, no I/O).
+
+use cardbind_ports::channel::{BindingRef, ChannelEvent, ChannelEventKind, Notification};
+use cardbind_ports::ChannelError;
+use serde_json::{Map, Value};
+
+use super::*;
+
+impl WechatChannel {
+    /// Verifies, decrypts and reads a contract callback (pure, no I/O).
+    pub fn verify_notification(
+        &self,
+        notification: &Notification,
+    ) -> Result<ChannelEvent, ChannelError> {
+        let bad = || ChannelError::InvalidSignature;
+        if notification.body.len() > MAX_NOTIFICATION {
+            return Err(bad());
+        }
+        self.verify_signature(&notification.headers, &notification.body)?;
+        let envelope: Map<String, Value> =
+            serde_json::from_slice(&notification.body).map_err(|_| bad())?;
+        let str_of =
+            |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+        let event_id = str_of(&envelope, "id")
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+            .ok_or_else(bad)?;
+        let resource = envelope
+            .get("resource")
+            .and_then(Value::as_object)
+            .ok_or_else(bad)?;
+        if str_of(resource, "algorithm").as_deref() != Some("AEAD_AES_256_GCM") {
+            return Err(bad());
+        }
+        let ciphertext = str_of(resource, "ciphertext").ok_or_else(bad)?;
+        let nonce = str_of(resource, "nonce").ok_or_else(bad)?;
+        let aad = str_of(resource, "associated_data").unwrap_or_default();
+        // The signature verified, so WeChat Pay sent this resource to us:
+        // if it does not open, our APIv3 key is not this merchant's.
+        let plain = aes256_gcm_decrypt(
+            &self.apiv3_key,
+            nonce.as_bytes(),
+            aad.as_bytes(),
+            &ciphertext,
+        )
+        .ok_or_else(|| misconfigured(codes::APIV3_KEY_MISMATCH))?;
+        let contract: Map<String, Value> = serde_json::from_slice(&plain).map_err(|_| bad())?;
+        if let Some(mchid) = str_of(&contract, "mchid") {
+            if mchid != self.mchid {
+                return Err(bad());
+            }
+        }
+        let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
+        let binding = match str_of(&contract, "out_contract_code")
+            .as_deref()
+            .and_then(binding_from_contract_code)
+        {
+            Some(b) => BindingRef::Ours(b),
+            None => BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),
+        };
+        let agreement = contract_id.clone();
+        let kind = match str_of(&contract, "change_type").as_deref() {
+            Some("ADD") => ChannelEventKind::Signed {
+                channel_ref: contract_id.ok_or_else(bad)?,
+            },
+            Some("DELETE") => ChannelEventKind::Terminated,
+            _ => return Err(bad()),
+        };
+        Ok(ChannelEvent {
+            event_id,
+            binding,
+            kind,
+            agreement,
+        })
+    }
+}
