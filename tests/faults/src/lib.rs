@@ -36,6 +36,7 @@ pub mod deps;
 pub mod hostile;
 pub mod matrix;
 pub mod races;
+pub mod reconcile;
 pub mod service;
 pub mod soak;
 pub mod spec;
