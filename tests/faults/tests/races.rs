@@ -83,12 +83,25 @@ async fn racing_changes_leave_every_card_on_one_chain_of_changes() {
     passes(Scenario::Rollback, &Store::ALL).await;
 }
 
-/// The fencing half passes today (the stalled holder's late answer is not
-/// stored); the retry under the key still gets `409 card_already_bound`
-/// for its own card until a bind resumes its own card under its key (the
-/// change under way in apps/usecases/src/bind.rs). Needs FerretDB.
-#[ignore = "a retry under its key gets 409 card_already_bound until bind resumes its own card"]
+/// Two instances on one FerretDB: the one running a bind is stopped past
+/// its lease, the same request goes to the other; the late holder's answer
+/// is not stored over the new attempt's, and a retry gets the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_holder_cannot_store_over_the_new_attempt_and_a_retry_gets_the_card() {
     passes(Scenario::LeaseStall, &[Store::FerretDb]).await;
+}
+
+/// As above, with the new attempt still at work when the late holder
+/// resumes: the late holder neither completes nor releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_holder_cannot_complete_or_release_the_new_attempt() {
+    passes(Scenario::LeaseFence, &[Store::FerretDb]).await;
+}
+
+/// The store dies while a bind waits for its channel (the card written,
+/// the answer not): a retry under the key gets the card, not `409
+/// card_already_bound`. Needs a FerretDB of its own to kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_a_partial_write_gets_the_card() {
+    passes(Scenario::Partial, &[Store::FerretDb]).await;
 }

@@ -160,12 +160,13 @@ async fn slow(st: &Started, hold: Duration, last4: &str) -> anyhow::Result<Found
 }
 
 /// Two instances of `t` on one fresh FerretDB database, one master key,
-/// one token secret.
+/// one token secret; `b_sets` are added to instance b's settings.
 async fn two_instances(
     t: &Target,
     o: &Options,
     what: &str,
     sets: Vec<(String, String)>,
+    b_sets: Vec<(String, String)>,
 ) -> anyhow::Result<(Service, Service)> {
     let uri = o.mongodb_uri.clone().ok_or_else(|| {
         NotRun("needs CARDBIND_TEST_MONGODB_URI: run under scripts/test-services.sh".into())
@@ -189,6 +190,10 @@ async fn two_instances(
             std::fs::copy(&from, to.join(MASTER_KEY))
                 .with_context(|| format!("copying {}", from.display()))?;
         }
+        let mut mine = sets.clone();
+        if name == "b" {
+            mine.extend(b_sets.iter().cloned());
+        }
         let mut s = spec(
             t,
             Storage::MongoDb {
@@ -196,7 +201,7 @@ async fn two_instances(
                 database: database.clone(),
             },
             dir,
-            sets.clone(),
+            mine,
         );
         s.jwt_secret = Some(secret.clone());
         match s.start().await {
@@ -214,6 +219,11 @@ async fn two_instances(
     Ok((a, b))
 }
 
+/// How long instance a's channel call takes.
+const A_CHANNEL_MS: u64 = 3000;
+/// How long instance b's takes in `lease-fence`.
+const B_CHANNEL_MS: u64 = 12_000;
+
 /// Runs `lease-stall` or `lease-fence`.
 pub(crate) async fn run_two(
     t: &Target,
@@ -225,11 +235,18 @@ pub(crate) async fn run_two(
         return Err(NotRun("two instances need a shared store: FerretDB".into()).into());
     }
     let (lease, mut sets) = t.lease();
-    let (channel, last4) = t.slow_channel(3000);
+    let (channel, last4) = t.slow_channel(A_CHANNEL_MS);
     sets.extend(open_limits());
     sets.extend(channel);
+    // In `lease-fence`, b's channel call outlasts a's resumption and the
+    // request made after a's late answer, so that request finds b at work.
+    let b_sets = if fence {
+        t.slow_channel(B_CHANNEL_MS).0
+    } else {
+        Vec::new()
+    };
     let what = if fence { "lease-fence" } else { "lease-stall" };
-    let (a, b) = two_instances(t, o, what, sets).await?;
+    let (a, b) = two_instances(t, o, what, sets, b_sets).await?;
     let r = if fence {
         fenced(&a, &b, lease, last4).await
     } else {
@@ -410,15 +427,24 @@ async fn fenced(a: &Service, b: &Service, lease: u64, last4: &str) -> anyhow::Re
         let (api, u, body, key) = (st.api_b.clone(), u.clone(), body.clone(), key.clone());
         tokio::spawn(async move { api.bind(&u, &body, &key).await })
     };
-    // b is in its channel call (3 s) when a resumes.
+    // b is in its channel call (B_CHANNEL_MS) when a resumes.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     a.signal("CONT").await?;
     let held = st.stopped.elapsed();
     let late = st.first.await?;
+    let during_sent = t_b.elapsed();
     let during = st.api_b.bind(u, body, key).await;
     let during_at = t_b.elapsed();
     let second = second.await?;
     let second_at = t_b.elapsed();
+    if during_sent >= second_at {
+        anyhow::bail!(
+            "b answered ({} at {}) before the key was tried again at {}: nothing to judge",
+            second.label(),
+            secs(second_at),
+            secs(during_sent)
+        );
+    }
     let after = st.api_b.bind(u, body, key).await;
     let cards = st.api_b.cards(u).await?;
 

@@ -21,7 +21,13 @@ pub(crate) async fn run(t: &Target, store: Store, o: &Options) -> anyhow::Result
     if store != Store::FerretDb {
         return Err(NotRun("needs a store to kill: FerretDB".into()).into());
     }
-    let (mut sets, last4) = t.slow_channel(3000);
+    // The key the failed attempt could not release (its store was dead)
+    // is free again once its lease runs out: the short lease where the
+    // binary lets it be set, else the built-in one (the retry budget
+    // covers it).
+    let (_, mut sets) = t.lease();
+    let (channel, last4) = t.slow_channel(3000);
+    sets.extend(channel);
     // A dead store is noticed within 2 s, as in the fault matrix.
     sets.push(super::set("storage.timeout_ms", 2000));
     let st = start(t, store, o, "partial", true, sets).await?;
