@@ -21,6 +21,11 @@
 //! ([`soak`]) runs the same workload for a long time and samples memory,
 //! file descriptors and p99 latency.
 //!
+//! The race scenarios ([`races`]) run against binaries of different ages
+//! (the old main and the new code) and report, scenario by scenario,
+//! whether concurrent requests kept the cap, the idempotency key, the
+//! versioned writes and a retry after a partial write correct.
+//!
 //! It depends on none of the service's crates: it talks HTTP and the
 //! command line only, so it keeps working while the insides change.
 //! Short forms run in `cargo test` (`tests/`); the full forms run from the
@@ -30,6 +35,8 @@ pub mod cards;
 pub mod deps;
 pub mod hostile;
 pub mod matrix;
+pub mod races;
+pub mod reconcile;
 pub mod service;
 pub mod soak;
 pub mod spec;

@@ -10,6 +10,14 @@
 //! ... soak --storage custom --set storage.kind=sqlite --set storage.path=/tmp/x.db
 //! ```
 //!
+//! The race scenarios, against one binary or several side by side:
+//!
+//! ```sh
+//! bash scripts/test-services.sh target/debug/cardbind-faults races \
+//!     --target old=/tmp/cardbind-d45c57c --target new=target/debug/cardbind
+//! ... races --target new=target/debug/cardbind --scenarios cap,one-key --stores memory,sqlite
+//! ```
+//!
 //! Exit status 1 when a must-be-0 figure is not 0 (or a soak tolerance is
 //! passed), 2 on a usage error.
 
@@ -31,6 +39,124 @@ const USAGE: &str = "usage: cardbind-faults matrix|soak [options]
  matrix: --short | --hold SECS | --baseline SECS | --faults a,b,c ("
 ;
 
+const RACES_USAGE: &str = "usage: cardbind-faults races [options]
+  --target LABEL=PATH       a cardbind binary to run every scenario against (repeatable;
+                            default: new=the binary next to this program, or $CARDBIND_BIN)
+  --scenarios a,b,c         of cap,one-key,lease,lease-stall,rollback,partial (default: all)
+  --stores a,b,c            of memory,sqlite,ferretdb (default: all; ferretdb needs
+                            scripts/test-services.sh)
+  --rounds N                users per repeated scenario (default 5)
+  --retry-budget SECS       how long the partial-write client retries (default 150)
+  --dir DIR                 configs, data and logs (default: a new temp dir, kept)
+  --details                 print why each failure failed";
+
+fn races_fail(msg: &str) -> ! {
+    eprintln!("{msg}\n{RACES_USAGE}");
+    std::process::exit(2)
+}
+
+async fn races_main(args: Vec<String>) -> i32 {
+    use cardbind_faults::races::{self, Scenario, Store, Target};
+    let mut targets: Vec<(String, PathBuf)> = Vec::new();
+    let mut scenarios = Scenario::ALL.to_vec();
+    let mut stores = Store::ALL.to_vec();
+    let mut rounds = None;
+    let mut budget = None;
+    let mut dir = None;
+    let mut details = false;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .unwrap_or_else(|| races_fail(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--target" => {
+                let v = val();
+                let (l, p) = v
+                    .split_once('=')
+                    .unwrap_or_else(|| races_fail("--target LABEL=PATH"));
+                targets.push((l.to_owned(), PathBuf::from(p)));
+            }
+            "--scenarios" => {
+                scenarios = val()
+                    .split(',')
+                    .map(|s| {
+                        Scenario::parse(s.trim())
+                            .unwrap_or_else(|| races_fail(&format!("unknown scenario {s}")))
+                    })
+                    .collect()
+            }
+            "--stores" => {
+                stores = val()
+                    .split(',')
+                    .map(|s| {
+                        Store::parse(s.trim())
+                            .unwrap_or_else(|| races_fail(&format!("unknown store {s}")))
+                    })
+                    .collect()
+            }
+            "--rounds" => {
+                rounds = Some(
+                    val()
+                        .parse::<usize>()
+                        .unwrap_or_else(|_| races_fail("--rounds N")),
+                )
+            }
+            "--retry-budget" => {
+                budget = Some(
+                    val()
+                        .parse::<f64>()
+                        .unwrap_or_else(|_| races_fail("--retry-budget SECS")),
+                )
+            }
+            "--dir" => dir = Some(PathBuf::from(val())),
+            "--details" => details = true,
+            other => races_fail(&format!("unknown option {other}")),
+        }
+    }
+    if targets.is_empty() {
+        match cardbind_faults::service::find_binary(None) {
+            Ok(b) => targets.push(("new".into(), b)),
+            Err(e) => races_fail(&e.to_string()),
+        }
+    }
+    let mut ts = Vec::new();
+    for (label, bin) in targets {
+        match Target::new(&label, bin).await {
+            Ok(t) => ts.push(t),
+            Err(e) => races_fail(&format!("{label}: {e:#}")),
+        }
+    }
+    let dir = dir.unwrap_or_else(|| run_dir("races"));
+    let mut o = races::Options::from_env(dir.clone());
+    if let Some(r) = rounds {
+        o.rounds = r;
+    }
+    if let Some(b) = budget {
+        o.retry_budget = Duration::from_secs_f64(b);
+    }
+    for t in &ts {
+        eprintln!("cardbind-faults races: {} = {}", t.label, t.bin.display());
+    }
+    eprintln!("cardbind-faults races: dir {}", dir.display());
+    let out = races::run(&ts, &scenarios, &stores, &o).await;
+    println!("{}", races::table(&out, &ts));
+    if details {
+        for x in &out {
+            for d in &x.details {
+                println!(
+                    "  {} {} {}: {d}",
+                    x.target,
+                    x.scenario.name(),
+                    x.store.name()
+                );
+            }
+        }
+    }
+    i32::from(!races::all_passed(&out))
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("{msg}\n{USAGE}{})", Fault::ALL.map(Fault::name).join(","));
     std::process::exit(2)
@@ -43,6 +169,9 @@ async fn main() {
         fail("no command");
     }
     let cmd = args.remove(0);
+    if cmd == "races" {
+        std::process::exit(races_main(args).await);
+    }
     let mut storage: Option<String> = None;
     let mut mongodb_uri = None;
     let mut kms = std::env::var("CARDBIND_TEST_KMS_ENDPOINT")

@@ -315,6 +315,7 @@ pub async fn start_stack(o: &Options) -> anyhow::Result<Stack> {
         kms,
         sets: o.sets.clone(),
         log_filter: o.log_filter.clone(),
+        jwt_secret: None,
     };
     let service = spec.start().await?;
     Ok(Stack {

@@ -35,12 +35,75 @@ pub fn find_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The settings a binary knows, read from what its `defaults` command
+/// prints (`section.key`, and each table's own name): a harness that drives
+/// binaries of different ages (see `races`) writes only the keys a binary
+/// knows, since an unknown key stops its start-up.
+#[derive(Clone, Debug, Default)]
+pub struct Known(std::collections::BTreeSet<String>);
+
+impl Known {
+    /// Runs `bin defaults`.
+    pub async fn of(bin: &Path) -> anyhow::Result<Known> {
+        let out = tokio::process::Command::new(bin)
+            .arg("defaults")
+            .env_remove("CARDBIND_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .with_context(|| format!("running {} defaults", bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} defaults failed: {}",
+                bin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Known::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The keys of a TOML document as `cardbind defaults` prints it (one
+    /// `key = value` a line under `[section]` headers).
+    pub fn parse(toml: &str) -> Known {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in toml.lines().map(str::trim) {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.trim().to_owned();
+                keys.insert(section.clone());
+            } else if let Some((k, _)) = line.split_once('=') {
+                let k = k.trim();
+                keys.insert(if section.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{section}.{k}")
+                });
+            }
+        }
+        Known(keys)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+}
+
 /// Which store the service runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Storage {
     Memory,
     /// MongoDB at this URI, in a fresh database.
     Mongo(String),
+    /// MongoDB at this URI, in this database (instances sharing a store).
+    MongoDb {
+        uri: String,
+        database: String,
+    },
+    /// The embedded SQLite store in the data directory.
+    Sqlite,
     /// Whatever the `--set storage.…=…` overrides say (a store added later).
     Custom,
 }
@@ -49,7 +112,8 @@ impl Storage {
     pub fn label(&self) -> &'static str {
         match self {
             Storage::Memory => "memory",
-            Storage::Mongo(_) => "mongodb",
+            Storage::Mongo(_) | Storage::MongoDb { .. } => "mongodb",
+            Storage::Sqlite => "sqlite",
             Storage::Custom => "custom",
         }
     }
@@ -66,6 +130,9 @@ pub struct ServiceSpec {
     /// `section.key = value` overrides, applied last (as environment).
     pub sets: Vec<(String, String)>,
     pub log_filter: String,
+    /// The HS256 secret; `None`: a new random one. Instances sharing a
+    /// store share it, so that one token works on each.
+    pub jwt_secret: Option<String>,
 }
 
 /// The mock channel's per-card modes the harness uses (by last four).
@@ -79,19 +146,35 @@ fn toml_str(s: &str) -> String {
 }
 
 impl ServiceSpec {
-    /// The configuration file: every setting the harness relies on.
-    fn toml(&self, jwt_secret: &str) -> String {
+    /// The configuration file: every setting the harness relies on. Keys
+    /// the binary does not know (`known`: an older binary) are left out
+    /// when the harness can do without them, with the mock channel modes
+    /// that need them.
+    fn toml(&self, jwt_secret: &str, known: &Known) -> String {
         let data = self.dir.join("data");
+        // A trickled body is cut at 5 s (default 30 s) so that the hostile
+        // phase's slow bodies end within it; header and connection limits
+        // stay at their defaults.
+        let body_timeout = if known.has("server.body_read_timeout_ms") {
+            "body_read_timeout_ms = 5000\n"
+        } else {
+            ""
+        };
+        let slow = known.has("channels.mock.slow_ms");
+        let (slow_ms, slow_mode) = if slow {
+            (
+                "# Under it: a slow channel that still answers.\nslow_ms = 800\n".to_owned(),
+                format!("\"{LAST4_SLOW}\" = \"slow\"\n"),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         let mut t = format!(
             r#"[server]
 address = "127.0.0.1:0"
 data_dir = {data}
 purge_interval_seconds = 0
-# A trickled body is cut at 5 s (default 30 s) so that the hostile phase's
-# slow bodies end within it; header and connection limits stay at their
-# defaults.
-body_read_timeout_ms = 5000
-
+{body_timeout}
 [channels]
 enabled = ["mock"]
 default = "mock"
@@ -101,12 +184,9 @@ mode = "otp"
 flaky_every = 2
 # Past the resilience timeout below: the resilience layer times out.
 timeout_after_ms = 3000
-# Under it: a slow channel that still answers.
-slow_ms = 800
-
+{slow_ms}
 [channels.mock.card_modes]
-"{LAST4_SLOW}" = "slow"
-"{LAST4_FLAKY}" = "flaky"
+{slow_mode}"{LAST4_FLAKY}" = "flaky"
 "{LAST4_TIMEOUT}" = "timeout"
 "{LAST4_DECLINE}" = "decline"
 
@@ -147,6 +227,12 @@ format = "json"
                     toml_str(&db)
                 ));
             }
+            Storage::MongoDb { uri, database } => t.push_str(&format!(
+                "\n[storage]\nkind = \"mongodb\"\nuri = {}\ndatabase = {}\ntimeout_ms = 2000\n",
+                toml_str(uri),
+                toml_str(database)
+            )),
+            Storage::Sqlite => t.push_str("\n[storage]\nkind = \"sqlite\"\n"),
             Storage::Custom => {}
         }
         if let Some((endpoint, key)) = &self.kms {
@@ -176,28 +262,12 @@ format = "json"
         cmd
     }
 
-    /// Starts the service; returns once it listens.
-    pub async fn start(&self) -> anyhow::Result<Service> {
-        std::fs::create_dir_all(&self.dir)?;
-        let secret = format!(
-            "faults-{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let config = self.dir.join("cardbind.toml");
-        std::fs::write(&config, self.toml(&secret))?;
-
+    /// A bearer token for `sub` in `role`, from the binary's `token`
+    /// command with the configuration in `config`.
+    async fn token(&self, config: &Path, sub: &str, role: &str) -> anyhow::Result<String> {
         let out = self
-            .command(&config)
-            .args([
-                "token",
-                "--sub",
-                "faults-merchant",
-                "--role",
-                "service",
-                "--ttl",
-                "172800",
-            ])
+            .command(config)
+            .args(["token", "--sub", sub, "--role", role, "--ttl", "172800"])
             .output()
             .await
             .with_context(|| format!("running {} token", self.bin.display()))?;
@@ -207,7 +277,23 @@ format = "json"
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Starts the service; returns once it listens.
+    pub async fn start(&self) -> anyhow::Result<Service> {
+        std::fs::create_dir_all(&self.dir)?;
+        let secret = self.jwt_secret.clone().unwrap_or_else(|| {
+            format!(
+                "faults-{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+        });
+        let known = Known::of(&self.bin).await?;
+        let config = self.dir.join("cardbind.toml");
+        std::fs::write(&config, self.toml(&secret, &known))?;
+        let token = self.token(&config, "faults-merchant", "service").await?;
 
         let log_path = self.dir.join("service.log");
         let log = std::fs::OpenOptions::new()
@@ -255,6 +341,9 @@ format = "json"
             pid,
             log_path,
             child,
+            spec: self.clone(),
+            config,
+            known,
         })
     }
 }
@@ -274,6 +363,10 @@ pub struct Service {
     pub pid: u32,
     pub log_path: PathBuf,
     child: tokio::process::Child,
+    spec: ServiceSpec,
+    config: PathBuf,
+    /// The settings the binary knows.
+    pub known: Known,
 }
 
 impl Service {
@@ -294,6 +387,29 @@ impl Service {
         )
     }
 
+    /// The service's data directory (local master key, embedded store).
+    pub fn data_dir(&self) -> PathBuf {
+        self.spec.dir.join("data")
+    }
+
+    /// A bearer token for `sub` in `role` (`admin`, `auditor`, …).
+    pub async fn token(&self, sub: &str, role: &str) -> anyhow::Result<String> {
+        self.spec.token(&self.config, sub, role).await
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let st = tokio::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .await?;
+        if !st.success() {
+            bail!("kill -{signal} {} failed", self.pid);
+        }
+        Ok(())
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -312,5 +428,22 @@ impl Service {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_keys_are_read_from_defaults() {
+        let k = Known::parse(
+            "# comment\n\n[server]\naddress = \"127.0.0.1:8080\"\n\n[channels.mock]\nslow_ms = 2000\n\n[channels.mock.card_modes]\n",
+        );
+        assert!(k.has("server.address"));
+        assert!(k.has("channels.mock.slow_ms"));
+        assert!(k.has("channels.mock.card_modes"));
+        assert!(!k.has("channels.mock.timeout_after_ms"));
+        assert!(!k.has("address"));
     }
 }

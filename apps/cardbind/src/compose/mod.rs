@@ -158,9 +158,9 @@ pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> 
         max_json_depth: config.server.max_json_depth,
         idempotency_retention_seconds: i64::from(config.idempotency.retention_hours) * 3600,
         idempotency_wait_ms: config.idempotency.wait_ms,
+        idempotency_lease_seconds: i64::from(config.idempotency.lease_seconds),
         trust_forwarded_for: config.server.trust_forwarded_for,
         body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
-        ..HttpSettings::default()
     };
     let auth = auth(config)?;
     // A key that cannot be used must stop start-up, not fail every request.

@@ -47,6 +47,11 @@ pub fn defaults_toml() -> Result<String, ConfigError> {
     ))
 }
 
+/// The shortest idempotency lease: renewed every third of it, a shorter
+/// one would be taken over whenever one renewal is a few hundred
+/// milliseconds late (a slow store round trip).
+pub const MIN_LEASE_SECONDS: u32 = 2;
+
 /// A configuration problem, naming the field.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -175,6 +180,9 @@ impl Config {
             return bad("limits.otp_attempts", "must be positive");
         }
         self.retention()?;
+        if !(MIN_LEASE_SECONDS..=3600).contains(&self.idempotency.lease_seconds) {
+            return bad("idempotency.lease_seconds", "must be 2 to 3600");
+        }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad("auth.jwt_secret", "must be at least 32 characters");
         }
@@ -296,6 +304,25 @@ mod tests {
         std::env::set_var(format!("{prefix}AUDIT__RETENTION_DAYS"), "179");
         let e = Config::load_from(None, Env::prefixed(&prefix).split("__")).unwrap_err();
         assert!(e.0.contains("audit.retention_days"), "{e}");
+    }
+
+    #[test]
+    fn idempotency_lease_is_configurable_above_a_floor() {
+        let mut c = Config::default();
+        assert_eq!(c.idempotency.lease_seconds, 60);
+        for s in [0, 1, 3601] {
+            c.idempotency.lease_seconds = s;
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with("idempotency.lease_seconds:"), "{s}: {e}");
+        }
+        for s in [MIN_LEASE_SECONDS, 60, 3600] {
+            c.idempotency.lease_seconds = s;
+            assert!(c.validate().is_ok(), "{s}");
+        }
+        let prefix = format!("CBLEASE{}__", std::process::id());
+        std::env::set_var(format!("{prefix}IDEMPOTENCY__LEASE_SECONDS"), "3");
+        let c = Config::load_from(None, Env::prefixed(&prefix).split("__")).unwrap();
+        assert_eq!(c.idempotency.lease_seconds, 3);
     }
 
     #[test]

@@ -83,6 +83,11 @@ pub struct IdempotencyConfig {
     /// Hours a key is kept; never less than 24.
     pub retention_hours: u32,
     pub wait_ms: u64,
+    /// Lease on a key while its request runs, seconds (at least 2). It is
+    /// renewed every third of its length while the work runs; a request
+    /// whose instance stalled past it is taken over by a retry, and the
+    /// stalled one can then neither store nor release anything.
+    pub lease_seconds: u32,
 }
 
 impl Default for IdempotencyConfig {
@@ -90,6 +95,7 @@ impl Default for IdempotencyConfig {
         IdempotencyConfig {
             retention_hours: 48,
             wait_ms: 10_000,
+            lease_seconds: 60,
         }
     }
 }
