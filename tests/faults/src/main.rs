@@ -5,9 +5,9 @@
 //! cargo build --release -p cardbind -p cardbind-faults
 //! bash scripts/test-services.sh target/release/cardbind-faults matrix
 //! bash scripts/test-services.sh target/release/cardbind-faults soak --minutes 30 --storage ferretdb
-//! bash scripts/test-services.sh target/release/cardbind-faults soak --minutes 30 --storage memory
+//! target/release/cardbind-faults soak --minutes 30 --storage sqlite
 //! # another store, by configuration only:
-//! ... soak --storage custom --set storage.kind=sqlite --set storage.path=/tmp/x.db
+//! ... soak --storage custom --set storage.kind=… --set storage.…=…
 //! ```
 //!
 //! The race scenarios, against one binary or several side by side:
@@ -28,7 +28,7 @@ use cardbind_faults::matrix::{Fault, StorageChoice};
 use cardbind_faults::{full_matrix, matrix, run_dir, short_matrix, soak};
 
 const USAGE: &str = "usage: cardbind-faults matrix|soak [options]
-  --storage memory|ferretdb|mongodb|custom   (default: ferretdb under scripts/test-services.sh, else memory)
+  --storage memory|sqlite|ferretdb|mongodb|custom   (default: ferretdb under scripts/test-services.sh, else memory)
   --mongodb-uri URI         for --storage mongodb
   --kms-endpoint URL        the KMS emulator (default: $CARDBIND_TEST_KMS_ENDPOINT); --no-kms: local key
   --set section.key=value   any service setting (repeatable), e.g. for a new store
@@ -250,6 +250,7 @@ async fn main() {
     o.storage = match storage.as_deref() {
         None if cardbind_faults::deps::OwnFerretDb::available() => StorageChoice::OwnFerretDb,
         None | Some("memory") => StorageChoice::Memory,
+        Some("sqlite") => StorageChoice::Sqlite,
         Some("ferretdb") => StorageChoice::OwnFerretDb,
         Some("mongodb") => StorageChoice::Mongo(
             mongodb_uri.unwrap_or_else(|| fail("--storage mongodb needs --mongodb-uri")),

@@ -63,6 +63,9 @@ impl Fault {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageChoice {
     Memory,
+    /// The embedded SQLite store in the run's data directory (what
+    /// `cardbind serve` runs by default).
+    Sqlite,
     /// A FerretDB of the harness's own (needed for the FerretDB fault).
     OwnFerretDb,
     /// An existing MongoDB.
@@ -288,6 +291,7 @@ pub async fn start_stack(o: &Options) -> anyhow::Result<Stack> {
     let mut ferret = None;
     let storage = match &o.storage {
         StorageChoice::Memory => Storage::Memory,
+        StorageChoice::Sqlite => Storage::Sqlite,
         StorageChoice::Mongo(uri) => Storage::Mongo(uri.clone()),
         StorageChoice::Custom => Storage::Custom,
         StorageChoice::OwnFerretDb => {

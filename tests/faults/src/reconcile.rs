@@ -27,7 +27,7 @@ pub async fn reconcile(api: &Api, phase: usize, flows: &[Flow]) -> Reconciliatio
     use futures::StreamExt;
     let listed: Vec<Option<Vec<Value>>> = futures::stream::iter(flows)
         .map(|f| api.list_all(phase, &f.user))
-        .buffered(16)
+        .buffered(4)
         .collect()
         .await;
     for (f, cards) in flows.iter().zip(listed) {

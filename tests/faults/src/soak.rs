@@ -259,6 +259,7 @@ pub async fn run(
         undeclared,
         storage: match &o.storage {
             crate::matrix::StorageChoice::Memory => "memory".into(),
+            crate::matrix::StorageChoice::Sqlite => "sqlite".into(),
             crate::matrix::StorageChoice::OwnFerretDb => "ferretdb".into(),
             crate::matrix::StorageChoice::Mongo(_) => "mongodb".into(),
             crate::matrix::StorageChoice::Custom => "custom (--set)".into(),
