@@ -99,6 +99,19 @@ impl Money {
         }
     }
 
+    /// A stored amount, as it was accepted (positive; the bound is not
+    /// applied again, so that a later, lower bound does not make stored
+    /// shares unreadable).
+    /// At most `i64::MAX` (stores keep signed integers).
+    pub fn restore(minor_units: u64, currency: Currency) -> Option<Money> {
+        (1..=i64::MAX.unsigned_abs())
+            .contains(&minor_units)
+            .then_some(Money {
+                minor_units,
+                currency,
+            })
+    }
+
     fn max_minor_units(digits: u16) -> u64 {
         10u64
             .checked_pow(u32::from(digits))
@@ -108,6 +121,12 @@ impl Money {
 
     pub fn minor_units(&self) -> u64 {
         self.minor_units
+    }
+
+    /// The amount as a signed integer (every amount fits: see
+    /// [`Money::restore`]).
+    pub fn minor_units_i64(&self) -> i64 {
+        i64::try_from(self.minor_units).unwrap_or(i64::MAX)
     }
 
     pub fn currency(&self) -> Currency {

@@ -59,7 +59,10 @@ pub async fn concurrent_takes_hold_the_limit<F: StoreFactory + ?Sized>(f: &F) {
 pub async fn windows_are_independent<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     let full = window("bind:card:v1:ff:3600", 1, 3600);
-    s.rates.take(&[full.clone()], at(1)).await.unwrap();
+    s.rates
+        .take(std::slice::from_ref(&full), at(1))
+        .await
+        .unwrap();
     let got = s
         .rates
         .take(
@@ -88,8 +91,14 @@ pub async fn windows_are_independent<F: StoreFactory + ?Sized>(f: &F) {
 pub async fn purge_expired<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     let old = window("old:0", 2, 10);
-    s.rates.take(&[old.clone()], at(1)).await.unwrap();
-    s.rates.take(&[old.clone()], at(1)).await.unwrap();
+    s.rates
+        .take(std::slice::from_ref(&old), at(1))
+        .await
+        .unwrap();
+    s.rates
+        .take(std::slice::from_ref(&old), at(1))
+        .await
+        .unwrap();
     s.rates
         .take(&[window("live:0", 2, 100)], at(1))
         .await
