@@ -171,6 +171,7 @@ impl Cx {
 
 type Apis = (
     ops::cards::CardsApi,
+    ops::family::FamilyApi,
     ops::admin::AdminApi,
     ops::records::AuditApi,
     ops::channels::ChannelsApi,
@@ -181,6 +182,7 @@ fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             ops::cards::CardsApi,
+            ops::family::FamilyApi,
             ops::admin::AdminApi,
             ops::records::AuditApi,
             ops::channels::ChannelsApi,
