@@ -150,7 +150,7 @@ async fn family_flow(storage: Storage) {
         .await
         .expect_status(200);
     let cards = list(&peer, &bob, "").await;
-    assert_eq!(ids(&cards), [b1.clone()]);
+    assert_eq!(ids(&cards), [b1.as_str()]);
     assert_eq!(the_default(&cards), Some(b1.clone()));
     app.admin_action(&admin, &ann, &a1, "unfreeze")
         .await
@@ -170,7 +170,7 @@ async fn family_flow(storage: Storage) {
     assert_eq!(r.expect_status(200)["status"], "revoked");
     for instance in [&app, &peer] {
         let cards = list(instance, &bob, "").await;
-        assert_eq!(ids(&cards), [b1.clone()]);
+        assert_eq!(ids(&cards), [b1.as_str()]);
         assert_eq!(the_default(&cards), Some(b1.clone()));
     }
     let r = call(
