@@ -46,6 +46,12 @@ pub enum Action {
     ReadAudit,
     ReadConsents,
     BinLookup,
+    /// Share one's card with another user (family card), as its primary.
+    ShareCard,
+    /// End a share: the primary revokes, the secondary declines or leaves.
+    RevokeShare,
+    /// Accept a share made to one, as its secondary.
+    AcceptShare,
 }
 
 /// The authenticated caller.
@@ -71,7 +77,16 @@ impl Actor {
         let allowed = match self.role {
             Role::Service => matches!(
                 action,
-                BindCard | VerifyCard | ReadCards | SetDefault | Unbind | BinLookup | ReadConsents
+                BindCard
+                    | VerifyCard
+                    | ReadCards
+                    | SetDefault
+                    | Unbind
+                    | BinLookup
+                    | ReadConsents
+                    | ShareCard
+                    | RevokeShare
+                    | AcceptShare
             ),
             Role::User => {
                 matches!(
@@ -83,11 +98,16 @@ impl Actor {
                         | Unbind
                         | BinLookup
                         | ReadConsents
+                        | ShareCard
+                        | RevokeShare
+                        | AcceptShare
                 ) && target.is_some_and(|t| t.as_str() == self.subject)
             }
+            // Operators may end a share (as they may unbind a card), never
+            // give or accept one: that is the users' consent.
             Role::Admin => matches!(
                 action,
-                ReadCards | Unbind | Freeze | ReviewQueue | EraseUser | BinLookup
+                ReadCards | Unbind | Freeze | ReviewQueue | EraseUser | BinLookup | RevokeShare
             ),
             Role::Auditor => matches!(action, ReadAudit | ReadConsents),
         };
@@ -123,5 +143,26 @@ mod tests {
         let aud = Actor::new("x", Role::Auditor);
         assert!(aud.authorize(Action::ReadCards, Some(&u)).is_err());
         assert!(aud.authorize(Action::ReadAudit, None).is_ok());
+    }
+
+    #[test]
+    fn family_shares_are_the_users_own_and_operators_only_end_them() {
+        let u = UserId::parse("alice").unwrap();
+        let other = UserId::parse("bob").unwrap();
+        let a = Actor::new("alice", Role::User);
+        for action in [Action::ShareCard, Action::RevokeShare, Action::AcceptShare] {
+            assert!(a.authorize(action, Some(&u)).is_ok(), "{action:?}");
+            assert!(a.authorize(action, Some(&other)).is_err(), "{action:?}");
+            assert!(Actor::new("b", Role::Service)
+                .authorize(action, Some(&other))
+                .is_ok());
+            assert!(Actor::new("x", Role::Auditor)
+                .authorize(action, Some(&u))
+                .is_err());
+        }
+        let ops = Actor::new("ops", Role::Admin);
+        assert!(ops.authorize(Action::RevokeShare, Some(&u)).is_ok());
+        assert!(ops.authorize(Action::ShareCard, Some(&u)).is_err());
+        assert!(ops.authorize(Action::AcceptShare, Some(&u)).is_err());
     }
 }

@@ -45,6 +45,14 @@ pub struct CardSummary {
     pub facts: Option<BinInfo>,
 }
 
+impl CardSummary {
+    /// The card's currency: what the BIN table said when it was bound
+    /// (neither Alipay's nor WeChat Pay's agreement APIs report one).
+    pub fn currency(&self) -> Option<crate::bins::Currency> {
+        self.facts.as_ref().and_then(|f| f.currency)
+    }
+}
+
 /// Something the user must do to finish a binding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NextAction {

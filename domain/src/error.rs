@@ -170,6 +170,12 @@ error_codes! {
         InvalidRequest = "invalid_request",
         IdempotencyKeyMissing = "idempotency_key_missing",
         ChannelNotEnabled = "channel_not_enabled",
+        /// A money amount that is not positive or beyond the bound.
+        InvalidAmount = "invalid_amount",
+        /// Not an ISO 4217 currency code (or one without minor units).
+        InvalidCurrency = "invalid_currency",
+        /// A share's expiry that is not in the future or too far ahead.
+        InvalidShareExpiry = "invalid_share_expiry",
     }
     /// Codes of missing or invalid credentials.
     Unauthenticated / UnauthenticatedCode {
@@ -193,6 +199,10 @@ error_codes! {
         InvalidStateTransition = "invalid_state_transition",
         Conflict = "conflict",
         CardDataUnreadable = "card_data_unreadable",
+        /// The card is already shared with that user on other terms.
+        CardAlreadyShared = "card_already_shared",
+        /// The share was revoked, left or has expired.
+        ShareEnded = "share_ended",
     }
     /// Codes of a body that is too large.
     TooLarge / TooLargeCode {
@@ -207,6 +217,10 @@ error_codes! {
         /// The card's issuer data (type, country) is outside what the
         /// channel is configured to take.
         CardNotAcceptedByChannel = "card_not_accepted_by_channel",
+        /// A user cannot share a card with themselves.
+        ShareWithSelf = "share_with_self",
+        /// Too many live shares given (per user) or received (per user).
+        ShareLimitReached = "share_limit_reached",
     }
     /// Codes of too many attempts.
     TooManyRequests / TooManyRequestsCode {

@@ -54,6 +54,36 @@ id_type!(
     /// The name a payment channel is configured under (`mock`, `alipay`, `wechat`).
     ChannelName, "channel", BadRequestCode::InvalidRequest
 );
+id_type!(
+    /// Our identifier for a family share of a card (`share_…`). In the
+    /// secondary user's card list the shared card is known by this id.
+    ShareId, "share_id", BadRequestCode::InvalidRequest
+);
+
+impl ShareId {
+    /// Every share id starts with this, so that a shared card's id can never
+    /// be taken for one of the user's own cards (binding ids are UUIDs).
+    pub const PREFIX: &'static str = "share_";
+
+    /// A share id from a fresh opaque id (`share_{opaque}`), or `None` when
+    /// the result would not be a valid id.
+    pub fn new(opaque: &str) -> Option<ShareId> {
+        ShareId::parse(&format!("{}{opaque}", Self::PREFIX)).ok()
+    }
+
+    /// The id as the secondary's card id (the same text; every share id is
+    /// a valid card id).
+    pub fn card_id(&self) -> BindingId {
+        BindingId(self.0.clone())
+    }
+
+    /// The share a card id of the secondary's list names, when it names
+    /// one.
+    pub fn of_card_id(id: &BindingId) -> Option<ShareId> {
+        id.0.starts_with(Self::PREFIX)
+            .then(|| ShareId(id.0.clone()))
+    }
+}
 
 impl BindingId {
     /// The hyphenated form of a 128-bit UUID (always a valid id).
@@ -125,6 +155,16 @@ mod tests {
         ]);
         assert_eq!(id.as_str(), "019a0001-0203-7405-8607-08090a0b0cff");
         assert_eq!(BindingId::parse(id.as_str()), Ok(id));
+    }
+
+    #[test]
+    fn share_ids_are_card_ids_of_their_own_kind() {
+        let s = ShareId::new("019a0001").unwrap();
+        assert_eq!(s.as_str(), "share_019a0001");
+        assert_eq!(ShareId::of_card_id(&s.card_id()), Some(s));
+        let own = BindingId::parse("019a0001-0203-7405-8607-08090a0b0cff").unwrap();
+        assert_eq!(ShareId::of_card_id(&own), None);
+        assert!(ShareId::new(&"x".repeat(60)).is_none(), "too long");
     }
 
     #[test]

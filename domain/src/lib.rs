@@ -20,6 +20,7 @@ pub mod card;
 pub mod consent;
 pub mod error;
 pub mod failure;
+pub mod family;
 pub mod ids;
 pub mod person;
 pub mod rules;
@@ -43,7 +44,10 @@ pub use error::{
     ErrorCode, ForbiddenCode, Invalid, Missing, NotFoundCode, Refused, RuleRefusal, StateRefusal,
     TooManyRequestsCode, UnprocessableCode,
 };
-pub use ids::{BindingId, ChannelName, Fingerprint, UserId};
+pub use family::{
+    offerable, usable, Given, Money, NewShare, Share, ShareRefusal, ShareTerms, SharedIn, Standing,
+};
+pub use ids::{BindingId, ChannelName, Fingerprint, ShareId, UserId};
 pub use person::{HolderName, Phone, ResidentId};
 pub use rules::{CardCap, RateDecision, RateRule, VerificationPolicy};
 pub use sealed::{SealedBlob, SealedCard, SealedField};

@@ -10,10 +10,21 @@
 //! repairs it: kept while it names an active card, else the active card
 //! activated most recently (ties: the greatest id) is promoted, or there is
 //! none.
+//!
+//! A wallet also holds the family shares its user gave ([`Share`], the
+//! truth) and the mirrors of those they received ([`SharedIn`]); see
+//! [`crate::family`]. The default pointer may name a received share (by its
+//! id, which is that card's id in the secondary's list): it stays while the
+//! mirror is accepted and not ended. Whether the shared card is usable at
+//! a given moment depends on the primary's wallet, so a reader asks
+//! [`Wallet::effective_default_with`], which falls back to the promotion
+//! rule (as for an unbound card) while it is not.
 
 use crate::binding::{Binding, BindingId, BindingStatus, CardSummary, Fingerprint, UserId};
 use crate::consent::ConsentRecord;
 use crate::error::{Clash, ConflictCode, Missing, RuleRefusal, StateRefusal};
+use crate::family::{share_ended, Family, Given, NewShare, Share, ShareRefusal, SharedIn};
+use crate::ids::ShareId;
 use crate::rules::{CardCap, VerificationPolicy};
 use crate::time::Timestamp;
 
@@ -22,6 +33,7 @@ pub struct Wallet {
     user: UserId,
     bindings: Vec<Binding>,
     default: Option<BindingId>,
+    family: Family,
 }
 
 /// A card to bind, as the wallet needs it.
@@ -65,6 +77,7 @@ impl Wallet {
             user,
             bindings: Vec::new(),
             default: None,
+            family: Family::default(),
         }
     }
 
@@ -76,7 +89,15 @@ impl Wallet {
             user,
             bindings,
             default,
+            family: Family::default(),
         }
+    }
+
+    /// A restored wallet with the shares its user gave and received, as
+    /// stored.
+    pub fn with_family(mut self, given: Vec<Share>, received: Vec<SharedIn>) -> Wallet {
+        self.family = Family { given, received };
+        self
     }
 
     pub fn user(&self) -> &UserId {
@@ -111,10 +132,34 @@ impl Wallet {
             .filter(|b| b.status == BindingStatus::Active)
     }
 
-    /// The default card, if the pointer names an active card.
+    /// The default card, if the pointer names an active card of the user
+    /// or a received share the user accepted and has not left. (Whether
+    /// that share is usable right now depends on the primary's wallet: see
+    /// [`Wallet::effective_default_with`].)
     pub fn effective_default(&self) -> Option<&BindingId> {
         let d = self.default.as_ref()?;
-        self.active().any(|b| &b.id == d).then_some(d)
+        let own = self.active().any(|b| &b.id == d);
+        let shared = || {
+            self.family
+                .received
+                .iter()
+                .any(|m| m.is_accepted() && !m.is_ended() && &m.card_id() == d)
+        };
+        (own || shared()).then_some(d)
+    }
+
+    /// The default card as a reader sees it now: the effective default,
+    /// unless it is a shared card that `usable` says may not be used at the
+    /// moment (the primary froze or unbound it, the share expired or was
+    /// revoked), in which case the promotion rule picks one of the user's
+    /// own cards, as for an unbound default. Nothing is written: once the
+    /// shared card is usable again it is the default again.
+    pub fn effective_default_with(&self, usable: impl Fn(&SharedIn) -> bool) -> Option<&BindingId> {
+        let d = self.effective_default()?;
+        match self.family.received.iter().find(|m| &m.card_id() == d) {
+            Some(m) if !usable(m) => self.promotion(),
+            _ => Some(d),
+        }
     }
 
     /// Whether `id` is the effective default.
@@ -134,11 +179,110 @@ impl Wallet {
         self.bindings.iter().filter(|b| b.status.is_live()).count() as u32
     }
 
-    /// Keeps the pointer while effective, else promotes.
+    /// Ends the shares of cards that are no longer live; keeps the pointer
+    /// while effective, else promotes.
     fn repair(&mut self) {
+        self.family.end_shares_of_dead_cards(&self.bindings);
         if self.effective_default().is_none() {
             self.default = self.promotion().cloned();
         }
+    }
+
+    // ---- family shares: the user as primary ----------------------------
+
+    /// The shares this user gave (live, and the most recent ended ones).
+    pub fn shares(&self) -> &[Share] {
+        &self.family.given
+    }
+
+    pub fn share(&self, id: &ShareId) -> Option<&Share> {
+        self.family.given.iter().find(|s| &s.id == id)
+    }
+
+    /// Shares one of this user's cards (see [`crate::family`]): the card
+    /// must be active, the secondary someone else, and there is at most one
+    /// live share per (card, secondary): the same share again is found
+    /// ([`Given::Existing`]), other terms are `card_already_shared`.
+    pub fn give_share(&mut self, share: NewShare, now: Timestamp) -> Result<Given, ShareRefusal> {
+        let card = self.bindings.iter().find(|b| b.id == share.card);
+        self.family.give(&self.user, card, share, now)
+    }
+
+    /// Revokes a share this user gave. Returns whether it changed
+    /// (revoking twice is harmless).
+    pub fn revoke_share(&mut self, id: &ShareId, at: Timestamp, by: &str) -> Result<bool, Missing> {
+        self.family.revoke(id, at, by)
+    }
+
+    /// Notes that the secondary accepted a share (information for the
+    /// primary's listing). Returns whether it changed.
+    pub fn note_share_accepted(&mut self, id: &ShareId, at: Timestamp) -> bool {
+        self.family.note_accepted(id, at)
+    }
+
+    // ---- family shares: the user as secondary --------------------------
+
+    /// The mirrors of the shares this user received.
+    pub fn shared_in(&self) -> &[SharedIn] {
+        &self.family.received
+    }
+
+    pub fn mirror(&self, id: &ShareId) -> Option<&SharedIn> {
+        self.family.received.iter().find(|m| &m.share == id)
+    }
+
+    /// Received shares neither ended nor expired at `now`.
+    pub fn open_shared_in(&self, now: Timestamp) -> usize {
+        self.family.open_received(now)
+    }
+
+    /// Adds the mirror of a share made to this user (an invitation).
+    /// Returns whether it was new (receiving it again is harmless).
+    pub fn receive_share(&mut self, mirror: SharedIn, now: Timestamp) -> bool {
+        self.family.receive(mirror, now)
+    }
+
+    /// The user accepts a share made to them, with their consent. Returns
+    /// whether it changed (the first consent stays). `share_ended` when it
+    /// ended or expired, `not_found` when there is no such share.
+    pub fn accept_share(
+        &mut self,
+        id: &ShareId,
+        consent: ConsentRecord,
+        now: Timestamp,
+    ) -> Result<bool, StateRefusal> {
+        self.family.accept(id, consent, now)
+    }
+
+    /// The share ended for this user (revoked, left, erased). Returns
+    /// whether it changed; a default naming it falls back.
+    pub fn end_shared_in(&mut self, id: &ShareId, at: Timestamp, by: &str) -> bool {
+        let changed = self.family.end_received(id, at, by);
+        self.repair();
+        changed
+    }
+
+    /// Makes an accepted received share the default. Returns whether the
+    /// pointer moved.
+    pub fn set_default_shared(&mut self, id: &ShareId) -> Result<bool, StateRefusal> {
+        let m = self
+            .family
+            .received
+            .iter()
+            .find(|m| &m.share == id)
+            .ok_or_else(crate::family::no_such_share)?;
+        if m.is_ended() {
+            return Err(share_ended("this share has ended").into());
+        }
+        if !m.is_accepted() {
+            return Err(
+                share_ended("a share must be accepted before it can be the default").into(),
+            );
+        }
+        let card = id.card_id();
+        let moved = self.default.as_ref() != Some(&card);
+        self.default = Some(card);
+        Ok(moved)
     }
 
     /// Places a card to bind: a new record (within the cap), its old record

@@ -79,6 +79,20 @@ actions! {
     StepUpVerify = "step_up.verify",
     /// Every card unbound and the user's key destroyed.
     UserErase = "user.erase",
+    /// A user shared a card with another user (the primary's chain).
+    ShareCreate = "share.create",
+    /// A share made to a user was recorded in their wallet (the
+    /// secondary's chain).
+    ShareInvite = "share.invite",
+    /// The secondary accepted a share, with their consent (their chain),
+    /// and the primary's wallet noted it (the primary's).
+    ShareAccept = "share.accept",
+    /// A share ended: revoked by the primary or an operator, or with the
+    /// card's unbind or the user's erasure (the primary's chain); or that
+    /// end reached the secondary's wallet (theirs).
+    ShareRevoke = "share.revoke",
+    /// The secondary declined or left a share (their chain).
+    ShareLeave = "share.leave",
     /// Retention deleted old records.
     RetentionPurge = "retention.purge",
     /// A BIN table was imported.

@@ -193,6 +193,35 @@ impl WalletStore for MemoryStore {
         }))
     }
 
+    async fn load_many(&self, users: &[UserId]) -> Result<Vec<StoredWallet>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_available()?;
+        // One lock: every wallet as of the same moment.
+        let t = lock(&self.inner.chains);
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for u in users.iter().filter(|u| seen.insert(*u)) {
+            let Some(s) = t
+                .chains
+                .get(&chain_of(u))
+                .and_then(|c| c.values().next_back())
+            else {
+                continue;
+            };
+            let wallet = s
+                .wallet
+                .clone()
+                .ok_or_else(|| StoreError::Corrupt("a user's link without a wallet".to_owned()))?;
+            out.push(StoredWallet {
+                wallet,
+                head: s.link.head(),
+            });
+        }
+        Ok(out)
+    }
+
     async fn commit(
         &self,
         wallet: &Wallet,

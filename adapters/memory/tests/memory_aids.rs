@@ -1,6 +1,9 @@
 //! What only the in-memory adapter offers: the tamper aids for the audit
 //! chains, the unavailable switch, and clones sharing one store.
 
+// Test code: a failed expectation is a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use cardbind_domain::{Timestamp, UserId, Wallet};
 use cardbind_memory::MemoryStore;
 use cardbind_ports::audit::{

@@ -39,11 +39,28 @@ pub(crate) struct LinkDoc {
     pub wallet: Option<WalletRecord>,
     /// Whether `wallet` holds a card in `pending_verification`.
     pub pending: bool,
+    /// Set on a link whose wallet gave family shares, and cleared on the
+    /// older links of its chain after each such insert: the newest link of
+    /// a primary's chain always has it (a wallet that gave a share keeps
+    /// one), which is what `load_many` finds in one query. Absent (false)
+    /// on every other link.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary_head: bool,
 }
 
 /// What `load` reads of the newest link.
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct HeadDoc {
+    pub seq: i64,
+    pub at: i64,
+    pub hash: String,
+    pub wallet: Option<WalletRecord>,
+}
+
+/// A link `load_many` reads: its chain and what `load` reads.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct ChainHeadDoc {
+    pub chain: String,
     pub seq: i64,
     pub at: i64,
     pub hash: String,

@@ -53,6 +53,7 @@ pub mod collections {
 /// [`CommandLog`](crate::CommandLog), tell which port method sent it.
 pub mod labels {
     pub const WALLETS_LOAD: &str = "wallets.load";
+    pub const WALLETS_LOAD_MANY: &str = "wallets.load_many";
     pub const WALLETS_COMMIT: &str = "wallets.commit";
     pub const WALLETS_PENDING_LINKS: &str = "wallets.pending_links";
     pub const AUDIT_APPEND_SYSTEM: &str = "audit.append_system";
@@ -115,7 +116,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
                 "chain_seq",
                 &[("chain", 1), ("seq", 1)],
                 true,
-                "the commit point (one link per number), load (newest link), the chain walk, purge per chain",
+                "the commit point (one link per number), load and load_many (newest link of each chain), the chain walk, purge per chain",
             ),
             ix(
                 "at_chain_seq",

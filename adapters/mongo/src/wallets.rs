@@ -18,7 +18,7 @@ use cardbind_records::{
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
-use crate::docs::{HeadDoc, LinkDoc, LinkKeyDoc};
+use crate::docs::{ChainHeadDoc, HeadDoc, LinkDoc, LinkKeyDoc};
 use crate::schema::labels::*;
 use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
 
@@ -97,6 +97,7 @@ fn link_doc(link: &Link, wallet: Option<&Wallet>) -> Result<LinkDoc, StoreError>
         actions: event_actions(&link.events),
         wallet: wallet.map(WalletRecord::from),
         pending: wallet.is_some_and(has_pending),
+        primary_head: wallet.is_some_and(|w| !w.shares().is_empty()),
     })
 }
 
@@ -227,6 +228,87 @@ impl WalletStore for MongoStore {
         .await
     }
 
+    /// One `find` on the `chain_seq` index: the links of the named chains
+    /// flagged `primary_head` (normally one per chain: its newest; an
+    /// older one keeps the flag only until the next commit of its chain
+    /// clears it), the newest of each kept. Only the chains of users who
+    /// gave a family share carry the flag — the users a secondary's card
+    /// list asks for. Any other user named is read as `load` reads it, one
+    /// `find` each, concurrently.
+    async fn load_many(&self, users: &[UserId]) -> Result<Vec<StoredWallet>, StoreError> {
+        let mut names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let batch = u32::try_from(2 * names.len() + 1).unwrap_or(u32::MAX);
+            let cursor = self
+                .links
+                .clone_with_type::<ChainHeadDoc>()
+                .find(doc! { "chain": { "$in": &names }, "primary_head": true })
+                .projection(
+                    doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1, "hash": 1, "wallet": 1 },
+                )
+                .batch_size(batch)
+                .comment(WALLETS_LOAD_MANY)
+                .await
+                .map_err(map_err)?;
+            let mut newest: BTreeMap<String, ChainHeadDoc> = BTreeMap::new();
+            for d in collect(cursor, usize::MAX).await? {
+                if !names.contains(&d.chain.as_str()) {
+                    return Err(corrupt("wallet links", "a chain that was not asked for"));
+                }
+                if newest.get(&d.chain).is_none_or(|n| n.seq < d.seq) {
+                    newest.insert(d.chain.clone(), d);
+                }
+            }
+            let missing: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !newest.contains_key(*n))
+                .collect();
+            let rest = futures::future::try_join_all(
+                missing.iter().map(|n| self.head(n, WALLETS_LOAD_MANY)),
+            )
+            .await?;
+            for (n, d) in missing.iter().zip(rest) {
+                if let Some(d) = d {
+                    newest.insert(
+                        (*n).to_owned(),
+                        ChainHeadDoc {
+                            chain: (*n).to_owned(),
+                            seq: d.seq,
+                            at: d.at,
+                            hash: d.hash,
+                            wallet: d.wallet,
+                        },
+                    );
+                }
+            }
+            let mut out = Vec::with_capacity(newest.len());
+            for (chain, d) in newest {
+                let head = ChainHead {
+                    seq: to_u64(d.seq, "link number")?,
+                    hash: d.hash,
+                    at: Timestamp::from_unix_millis(d.at),
+                };
+                self.known_heads().remember(&chain, &head);
+                let wallet = d
+                    .wallet
+                    .ok_or_else(|| corrupt("wallet link", "holds no wallet"))?
+                    .into_domain()?;
+                if wallet.user().as_str() != chain {
+                    return Err(corrupt("wallet link", "holds another user's wallet"));
+                }
+                out.push(StoredWallet { wallet, head });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn commit(
         &self,
         wallet: &Wallet,
@@ -258,6 +340,22 @@ impl WalletStore for MongoStore {
             if try_insert(&self.links, &d, WALLETS_COMMIT).await? {
                 let head = link.head();
                 self.known_heads().remember(chain, &head);
+                if d.primary_head && d.seq > 1 {
+                    // Only the newest link keeps the flag. Idempotent and
+                    // in any order; left undone (a failure, a crash) it
+                    // costs `load_many` a document, never a wrong answer.
+                    let r = self
+                        .links
+                        .update_many(
+                            doc! { "chain": chain, "seq": { "$lt": d.seq }, "primary_head": true },
+                            doc! { "$unset": { "primary_head": "" } },
+                        )
+                        .comment(WALLETS_COMMIT)
+                        .await;
+                    if let Err(e) = r {
+                        tracing::warn!(chain, error = %e, "older links keep the primary_head flag for now");
+                    }
+                }
                 Ok(head)
             } else {
                 Err(StoreError::Conflict)

@@ -24,7 +24,9 @@ use cardbind_ports::store::{
     RateTake, RateWindow, RefTarget, ReviewEntry, ReviewQueue, SeenIds, StoredResponse,
     WalletStore,
 };
-use cardbind_ports::testkit::{at, channel, event, sealed, user_id, wallet, wrapped_key};
+use cardbind_ports::testkit::{
+    at, channel, event, family_wallets, sealed, user_id, wallet, wrapped_key,
+};
 use common::*;
 
 struct Meter {
@@ -127,6 +129,54 @@ async fn every_port_method_counted_and_every_query_indexed() {
         )
         .await;
     assert_eq!(r.unwrap().len(), 3);
+
+    // The wallets of several users (a secondary's card list reads the
+    // primaries'): one find whatever their number. They are users who gave a share: a primary's commit also clears the
+    // flag `load_many` finds on the links before it. (A database of its
+    // own, so that the counts below do not see these chains.)
+    let (fs, flog) = strict_store(&uri, &fresh_db_name()).await;
+    fs.ensure_indexes().await.unwrap();
+    let mut fm = Meter {
+        log: flog.clone(),
+        rows: Vec::new(),
+    };
+    let others: Vec<_> = (0..3).map(|i| user_id(&unique(&format!("p{i}")))).collect();
+    for o in &others {
+        let (p, _) = family_wallets(o, &u, at(0));
+        let ev = |a| vec![event(a, Some(o), None)];
+        let h = fs
+            .commit(&p, None, ev(AuditAction::ShareCreate), at(0))
+            .await
+            .unwrap();
+        let (r, n) = fm
+            .run(
+                "wallets.commit (a primary's)",
+                fs.commit(&p, Some(h), ev(AuditAction::ShareAccept), at(1)),
+            )
+            .await;
+        r.unwrap();
+        assert_eq!(n, 2, "insert, and the flag off the link before");
+    }
+    let (r, n) = fm
+        .run("wallets.load_many (3 primaries)", fs.load_many(&others))
+        .await;
+    let got = r.unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|g| g.head.seq == 2), "the newest links");
+    assert_eq!(n, 1, "one find");
+    let mut ask = others.clone();
+    ask.push(u.clone());
+    ask.push(user_id(&unique("nobody")));
+    let (r, n) = fm
+        .run("wallets.load_many (and 2 others)", fs.load_many(&ask))
+        .await;
+    assert_eq!(r.unwrap().len(), 3, "users never seen are left out");
+    assert_eq!(n, 3, "one find, then one per user who never gave a share");
+    let (r, n) = fm.run("wallets.load_many (none)", fs.load_many(&[])).await;
+    assert!(r.unwrap().is_empty());
+    assert_eq!(n, 0);
+    assert_eq!(flog.violations(), Vec::<String>::new());
+    m.rows.extend(std::mem::take(&mut fm.rows));
 
     // Audit.
     let (r, n) = m

@@ -15,7 +15,8 @@
 use cardbind_domain::{
     BinEntry, BinInfo, Binding, BindingId, BindingParts, BindingStatus, CardBrand, CardSummary,
     CardType, ChannelName, ConsentRecord, Country, Currency, Expiry, FailureReason, Fingerprint,
-    Issuer, NextAction, Role, Timestamp, UserId, Wallet,
+    Issuer, Money, NextAction, Role, Share, ShareId, ShareTerms, SharedIn, Timestamp, UserId,
+    Wallet,
 };
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
 use cardbind_ports::StoreError;
@@ -56,12 +57,138 @@ fn channel(s: &str) -> Result<ChannelName, StoreError> {
     ChannelName::parse(s).map_err(|e| corrupt("channel", e))
 }
 
+fn share_id(s: &str) -> Result<ShareId, StoreError> {
+    ShareId::parse(s).map_err(|e| corrupt("share id", e))
+}
+
 /// A user's wallet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletRecord {
     pub user: String,
     pub bindings: Vec<BindingRecord>,
     pub default: Option<String>,
+    /// Family shares the user gave (absent in wallets written before
+    /// family cards, and when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareRecord>,
+    /// Mirrors of the shares the user received (absent likewise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_in: Vec<SharedInRecord>,
+}
+
+/// A family share, in the primary's wallet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub id: String,
+    pub card: String,
+    pub secondary: String,
+    /// The monthly limit, in minor units of `currency`.
+    pub limit_minor: i64,
+    pub currency: String,
+    pub expires_at: i64,
+    pub consent: ConsentRecordDoc,
+    pub created_at: i64,
+    #[serde(default)]
+    pub accepted_at: Option<i64>,
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+    #[serde(default)]
+    pub revoked_by: Option<String>,
+}
+
+/// The mirror of a share, in the secondary's wallet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedInRecord {
+    pub share: String,
+    pub primary: String,
+    pub primary_card: String,
+    pub card: CardRecord,
+    pub channel: String,
+    pub expires_at: i64,
+    pub invited_at: i64,
+    #[serde(default)]
+    pub consent: Option<ConsentRecordDoc>,
+    #[serde(default)]
+    pub ended_at: Option<i64>,
+    #[serde(default)]
+    pub ended_by: Option<String>,
+}
+
+impl From<&Share> for ShareRecord {
+    fn from(s: &Share) -> Self {
+        ShareRecord {
+            id: s.id.as_str().to_owned(),
+            card: s.card.as_str().to_owned(),
+            secondary: s.secondary.as_str().to_owned(),
+            limit_minor: s.terms.monthly_limit.minor_units_i64(),
+            currency: s.terms.monthly_limit.currency().code().to_owned(),
+            expires_at: ms(s.terms.expires_at),
+            consent: ConsentRecordDoc::from(&s.consent),
+            created_at: ms(s.created_at),
+            accepted_at: s.accepted_at.map(ms),
+            revoked_at: s.revoked_at.map(ms),
+            revoked_by: s.revoked_by.clone(),
+        }
+    }
+}
+
+impl ShareRecord {
+    pub fn into_domain(self) -> Result<Share, StoreError> {
+        let currency = Currency::parse(&self.currency).map_err(|e| corrupt("share currency", e))?;
+        let limit = Money::restore(to_u64(self.limit_minor, "share limit")?, currency)
+            .ok_or_else(|| corrupt("share limit", "not positive"))?;
+        Ok(Share {
+            id: share_id(&self.id)?,
+            card: binding_id(&self.card)?,
+            secondary: user(&self.secondary)?,
+            terms: ShareTerms {
+                monthly_limit: limit,
+                expires_at: at(self.expires_at),
+            },
+            consent: self.consent.into_domain()?,
+            created_at: at(self.created_at),
+            accepted_at: self.accepted_at.map(at),
+            revoked_at: self.revoked_at.map(at),
+            revoked_by: self.revoked_by,
+        })
+    }
+}
+
+impl From<&SharedIn> for SharedInRecord {
+    fn from(m: &SharedIn) -> Self {
+        SharedInRecord {
+            share: m.share.as_str().to_owned(),
+            primary: m.primary.as_str().to_owned(),
+            primary_card: m.primary_card.as_str().to_owned(),
+            card: CardRecord::from(&m.card),
+            channel: m.channel.as_str().to_owned(),
+            expires_at: ms(m.expires_at),
+            invited_at: ms(m.invited_at),
+            consent: m.consent.as_ref().map(ConsentRecordDoc::from),
+            ended_at: m.ended_at.map(ms),
+            ended_by: m.ended_by.clone(),
+        }
+    }
+}
+
+impl SharedInRecord {
+    pub fn into_domain(self) -> Result<SharedIn, StoreError> {
+        Ok(SharedIn {
+            share: share_id(&self.share)?,
+            primary: user(&self.primary)?,
+            primary_card: binding_id(&self.primary_card)?,
+            card: self.card.into_domain()?,
+            channel: channel(&self.channel)?,
+            expires_at: at(self.expires_at),
+            invited_at: at(self.invited_at),
+            consent: self
+                .consent
+                .map(ConsentRecordDoc::into_domain)
+                .transpose()?,
+            ended_at: self.ended_at.map(at),
+            ended_by: self.ended_by,
+        })
+    }
 }
 
 /// A masked card: what may be shown.
@@ -76,6 +203,33 @@ pub struct CardRecord {
     /// written before BIN facts were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<BinFactsRecord>,
+}
+
+impl From<&CardSummary> for CardRecord {
+    fn from(c: &CardSummary) -> Self {
+        CardRecord {
+            brand: c.brand.as_str().to_owned(),
+            bin: c.bin.clone(),
+            last4: c.last4.clone(),
+            exp_month: c.expiry.month(),
+            exp_year: c.expiry.year(),
+            facts: c.facts.as_ref().map(BinFactsRecord::from),
+        }
+    }
+}
+
+impl CardRecord {
+    pub fn into_domain(self) -> Result<CardSummary, StoreError> {
+        Ok(CardSummary {
+            brand: CardBrand::parse(&self.brand)
+                .ok_or_else(|| corrupt("card brand", &self.brand))?,
+            bin: self.bin,
+            last4: self.last4,
+            expiry: Expiry::restore(self.exp_month, self.exp_year)
+                .ok_or_else(|| corrupt("card expiry", "out of range"))?,
+            facts: self.facts.map(BinFactsRecord::into_domain).transpose()?,
+        })
+    }
 }
 
 /// An issuer and what is known of a card's range.
@@ -206,14 +360,7 @@ impl From<&Binding> for BindingRecord {
         BindingRecord {
             id: b.id.as_str().to_owned(),
             fingerprint: b.fingerprint.to_string(),
-            card: CardRecord {
-                brand: b.card.brand.as_str().to_owned(),
-                bin: b.card.bin.clone(),
-                last4: b.card.last4.clone(),
-                exp_month: b.card.expiry.month(),
-                exp_year: b.card.expiry.year(),
-                facts: b.card.facts.as_ref().map(BinFactsRecord::from),
-            },
+            card: CardRecord::from(&b.card),
             channel: b.channel.as_str().to_owned(),
             channel_ref: b.channel_ref.clone(),
             next_action: b.next_action.as_ref().map(|a| match a {
@@ -238,15 +385,7 @@ impl From<&Binding> for BindingRecord {
 
 impl BindingRecord {
     pub fn into_domain(self, user_id: &UserId) -> Result<Binding, StoreError> {
-        let c = self.card;
-        let card = CardSummary {
-            brand: CardBrand::parse(&c.brand).ok_or_else(|| corrupt("card brand", &c.brand))?,
-            bin: c.bin,
-            last4: c.last4,
-            expiry: Expiry::restore(c.exp_month, c.exp_year)
-                .ok_or_else(|| corrupt("card expiry", "out of range"))?,
-            facts: c.facts.map(BinFactsRecord::into_domain).transpose()?,
-        };
+        let card = self.card.into_domain()?;
         let failure = match self.failure {
             None => None,
             Some(f) => {
@@ -290,6 +429,8 @@ impl From<&Wallet> for WalletRecord {
             user: w.user().as_str().to_owned(),
             bindings: w.bindings().iter().map(BindingRecord::from).collect(),
             default: w.default_pointer().map(|d| d.as_str().to_owned()),
+            shares: w.shares().iter().map(ShareRecord::from).collect(),
+            shared_in: w.shared_in().iter().map(SharedInRecord::from).collect(),
         }
     }
 }
@@ -303,7 +444,17 @@ impl WalletRecord {
             .map(|b| b.into_domain(&u))
             .collect::<Result<Vec<_>, _>>()?;
         let default = self.default.as_deref().map(binding_id).transpose()?;
-        Ok(Wallet::restore(u, bindings, default))
+        let shares = self
+            .shares
+            .into_iter()
+            .map(ShareRecord::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared_in = self
+            .shared_in
+            .into_iter()
+            .map(SharedInRecord::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Wallet::restore(u, bindings, default).with_family(shares, shared_in))
     }
 }
 
@@ -533,6 +684,40 @@ mod tests {
         let back: WalletRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back.into_domain().unwrap(), w);
         assert!(has_pending(&w));
+    }
+
+    #[test]
+    fn a_wallet_written_before_family_cards_still_loads() {
+        let w = wallet();
+        let mut v = serde_json::to_value(WalletRecord::from(&w)).unwrap();
+        let o = v.as_object_mut().unwrap();
+        assert!(
+            !o.contains_key("shares") && !o.contains_key("shared_in"),
+            "no family fields when there are none: {v}"
+        );
+        o.remove("shares");
+        let back: WalletRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back.into_domain().unwrap(), w);
+    }
+
+    #[test]
+    fn family_shares_round_trip_and_refuse_corruption() {
+        use cardbind_ports::testkit::{at, family_wallets, user_id};
+        let (p, s) = family_wallets(&user_id("alice"), &user_id("bob"), at(0));
+        for w in [&p, &s] {
+            let text = serde_json::to_string(&WalletRecord::from(w)).unwrap();
+            let back: WalletRecord = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back.into_domain().unwrap(), w);
+        }
+        let mut rec = WalletRecord::from(&p);
+        rec.shares[0].limit_minor = 0;
+        assert!(matches!(rec.into_domain(), Err(StoreError::Corrupt(_))));
+        let mut rec = WalletRecord::from(&p);
+        rec.shares[0].currency = "XYZ".into();
+        assert!(matches!(rec.into_domain(), Err(StoreError::Corrupt(_))));
+        let mut rec = WalletRecord::from(&s);
+        rec.shared_in[0].share = "".into();
+        assert!(matches!(rec.into_domain(), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

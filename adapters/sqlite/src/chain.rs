@@ -32,6 +32,14 @@ const CHAIN_HEAD: &str =
 const LOAD_WALLET: &str =
     "SELECT seq, hash, at, wallet FROM links WHERE chain = ?1 ORDER BY seq DESC LIMIT 1";
 
+/// The newest link of each chain named in a JSON array of user ids (one
+/// statement whatever their number): the array is walked, each chain's
+/// newest link found by the `(chain, seq)` index.
+const LOAD_WALLETS: &str = "SELECT l.chain, l.seq, l.hash, l.at, l.wallet
+     FROM json_each(?1) AS arg
+     JOIN links AS l ON l.chain = arg.value
+     AND l.seq = (SELECT MAX(m.seq) FROM links AS m WHERE m.chain = arg.value)";
+
 const PENDING_LINKS: &str = "SELECT at, chain, seq FROM links INDEXED BY links_pending
      WHERE pending = 1 AND (at, chain, seq) > (?1, ?2, ?3)
      AND at >= ?4 AND at < ?5
@@ -61,6 +69,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("INSERT_EVENTS", INSERT_EVENTS),
     ("CHAIN_HEAD", CHAIN_HEAD),
     ("LOAD_WALLET", LOAD_WALLET),
+    ("LOAD_WALLETS", LOAD_WALLETS),
     ("PENDING_LINKS", PENDING_LINKS),
     ("LINK_EVENTS", LINK_EVENTS),
     ("WALK_LINKS", WALK_LINKS),
@@ -202,6 +211,45 @@ impl WalletStore for SqliteStore {
             wallet,
             head: head_of(seq, &hash, at_ms)?,
         }))
+    }
+
+    async fn load_many(&self, users: &[UserId]) -> Result<Vec<StoredWallet>, StoreError> {
+        let mut names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let arg =
+            serde_json::to_string(&names).map_err(|e| corrupt(format!("user ids as JSON: {e}")))?;
+        let rows = self.engine.read(|c| {
+            let mut s = c.prepare_cached(LOAD_WALLETS).map_err(db_err)?;
+            let rows = s
+                .query_map([arg.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })?;
+        rows.into_iter()
+            .map(|(chain, seq, hash, at_ms, wallet)| {
+                let wallet = wallet.ok_or_else(|| corrupt("a user's link holds no wallet"))?;
+                let wallet = from_json::<WalletRecord>(&wallet, "wallet")?.into_domain()?;
+                if wallet.user().as_str() != chain {
+                    return Err(corrupt("a wallet is stored in another user's chain"));
+                }
+                Ok(StoredWallet {
+                    wallet,
+                    head: head_of(seq, &hash, at_ms)?,
+                })
+            })
+            .collect()
     }
 
     async fn commit(

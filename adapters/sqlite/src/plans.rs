@@ -1,5 +1,7 @@
 //! Every statement is a search of an index, never a scan of a table and
-//! never a sort: its cost follows what it returns, not what is stored.
+//! never a sort: its cost follows what it returns, not what is stored. (A
+//! statement may walk its own argument: `json_each` over a bound JSON
+//! array, which the plan shows as a scan of the virtual table `arg`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,7 +24,9 @@ fn plan(c: &rusqlite::Connection, sql: &str) -> Vec<String> {
 fn assert_searches(c: &rusqlite::Connection, name: &str, sql: &str) {
     let lines = plan(c, sql);
     for l in &lines {
-        let scan = l.starts_with("SCAN ") && l != "SCAN CONSTANT ROW";
+        let scan = l.starts_with("SCAN ")
+            && l != "SCAN CONSTANT ROW"
+            && !l.starts_with("SCAN arg VIRTUAL TABLE");
         assert!(!scan, "{name} scans: {lines:?}\n{sql}");
         assert!(!l.contains("TEMP B-TREE"), "{name} sorts: {lines:?}\n{sql}");
     }
@@ -85,4 +89,15 @@ fn a_scan_is_caught() {
     assert!(lines.iter().any(|l| l.starts_with("SCAN ")), "{lines:?}");
     let lines = plan(&c, "SELECT * FROM review_queue ORDER BY since");
     assert!(lines.iter().any(|l| l.contains("TEMP B-TREE")), "{lines:?}");
+    // Walking the argument is allowed; a table joined to it by a column no
+    // index leads with is still a scan.
+    let lines = plan(
+        &c,
+        "SELECT l.seq FROM json_each(?1) AS arg JOIN links AS l ON l.wallet = arg.value",
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("SCAN l"))
+            || lines.iter().any(|l| l.contains("AUTOMATIC")),
+        "{lines:?}"
+    );
 }

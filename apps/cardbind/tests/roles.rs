@@ -144,6 +144,34 @@ struct World {
     alice_otp: String,
     alice_review: String,
     bob_active: String,
+    /// Alice's active card shared with bob (invited).
+    alice_to_bob: String,
+    /// Bob's active card shared with alice (invited).
+    bob_to_alice: String,
+}
+
+fn share_body(to: &str, app: &TestApp) -> Value {
+    use cardbind_ports::clock::Clock;
+    json!({
+        "secondary_user_id": to,
+        "monthly_limit": {"amount": 10000, "currency": "CNY"},
+        "expires_at": app.clock.now().plus_seconds(30 * 24 * 3600).to_rfc3339(),
+        "consent": {"text_version": "v1", "text_sha256": SHA},
+    })
+}
+
+async fn share_ok(app: &TestApp, user: &str, card: &str, to: &str) -> String {
+    let resp = app
+        .client
+        .post(format!("/v1/users/{user}/cards/{card}/shares"))
+        .header("Authorization", bearer("merchant", "service"))
+        .header("Idempotency-Key", format!("setup-share-{user}"))
+        .content_type("application/json")
+        .body(share_body(to, app).to_string())
+        .send()
+        .await;
+    assert!(resp.0.status().is_success(), "{}", resp.0.status());
+    json_of(resp).await["id"].as_str().unwrap().to_owned()
 }
 
 async fn bind_ok(app: &TestApp, user: &str, card: &str) -> String {
@@ -167,22 +195,36 @@ async fn world() -> World {
     let bob_active = bind_ok(&app, "bob", BOB_ACTIVE).await;
     // past the per-user bind limit of the setup
     app.clock.advance_seconds(61);
+    let alice_to_bob = share_ok(&app, "alice", &alice_active, "bob").await;
+    let bob_to_alice = share_ok(&app, "bob", &bob_active, "alice").await;
     World {
         app,
         alice_active,
         alice_otp,
         alice_review,
         bob_active,
+        alice_to_bob,
+        bob_to_alice,
     }
 }
 
 /// The request of `op` for `caller`: method, path and body. Paths name
 /// alice and her cards, or bob and his for `UserOther`.
 fn request(op: &str, caller: Caller, w: &World) -> (Method, String, Option<Value>) {
-    let (user, active, otp) = if caller == Caller::UserOther {
-        ("bob", w.bob_active.as_str(), w.bob_active.as_str())
+    // `given`: a share of `active` its holder may revoke; `received`: a
+    // share made to `user` they may accept or leave.
+    let (user, active, otp, given, received) = if caller == Caller::UserOther {
+        let b = w.bob_active.as_str();
+        ("bob", b, b, &w.bob_to_alice, &w.alice_to_bob)
     } else {
-        ("alice", w.alice_active.as_str(), w.alice_otp.as_str())
+        let a = w.alice_active.as_str();
+        (
+            "alice",
+            a,
+            w.alice_otp.as_str(),
+            &w.alice_to_bob,
+            &w.bob_to_alice,
+        )
     };
     let review = &w.alice_review;
     let cards = format!("/v1/users/{user}/cards");
@@ -220,6 +262,28 @@ fn request(op: &str, caller: Caller, w: &World) -> (Method, String, Option<Value
         "listAuditEvents" => (Method::GET, "/v1/audit/events".into(), None),
         "listConsents" => (Method::GET, format!("/v1/consents?user_id={user}"), None),
         "lookupBin" => (Method::GET, "/v1/bins/411111".into(), None),
+        "shareCard" => (
+            Method::POST,
+            format!("{cards}/{active}/shares"),
+            Some(share_body("carol", &w.app)),
+        ),
+        "listCardShares" => (Method::GET, format!("{cards}/{active}/shares"), None),
+        "revokeShare" => (
+            Method::DELETE,
+            format!("{cards}/{active}/shares/{given}"),
+            None,
+        ),
+        "listSharedCards" => (Method::GET, format!("/v1/users/{user}/shared-cards"), None),
+        "acceptShare" => (
+            Method::POST,
+            format!("/v1/users/{user}/shared-cards/{received}/accept"),
+            Some(json!({"consent": {"text_version": "v1", "text_sha256": SHA}})),
+        ),
+        "leaveShare" => (
+            Method::DELETE,
+            format!("/v1/users/{user}/shared-cards/{received}"),
+            None,
+        ),
         other => panic!("the roles test does not know operation {other}: add it"),
     }
 }
@@ -365,8 +429,8 @@ async fn every_operation_against_every_caller_is_as_the_table_says() {
             }
         }
     }
-    // 16 bearer operations (freeze/unfreeze and approve/reject/retry share rows)
-    assert_eq!(walked, 16 * CALLERS.len(), "cells walked");
+    // 22 bearer operations (freeze/unfreeze and approve/reject/retry share rows)
+    assert_eq!(walked, 22 * CALLERS.len(), "cells walked");
 }
 
 #[tokio::test]

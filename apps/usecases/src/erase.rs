@@ -1,6 +1,9 @@
 //! Erasing a user: every card unbound (here and at its channel), the card
 //! data deleted and the user's key destroyed, so that what may remain of
-//! their card data anywhere (replicas, backups) no longer opens.
+//! their card data anywhere (replicas, backups) no longer opens. Every
+//! family share ends: those the user gave with their cards (then in each
+//! secondary's wallet), and those made to them (in each primary's wallet
+//! first, then in theirs with the erasure).
 
 use std::sync::Mutex;
 
@@ -40,6 +43,7 @@ impl UseCases {
         step_up_token: Option<&str>,
     ) -> Result<Erasure, EraseError> {
         self.authorize(ctx, Action::EraseUser, Some(user)).await?;
+        let started = self.now();
         let stepped_up: Mutex<Option<AuditEvent>> = Mutex::new(None);
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let unbound = until_settled::<_, EraseError, _, _>(|| async {
@@ -94,8 +98,28 @@ impl UseCases {
                     events.extend(e.iter().cloned());
                 }
             }
+            // Shares made to the user end where they are the truth first.
+            self.revoke_shares_made_to(ctx, user, &loaded.wallet)
+                .await?;
             let mut wallet = loaded.wallet.clone();
             let now = self.now();
+            let open: Vec<_> = wallet
+                .shared_in()
+                .iter()
+                .filter(|m| !m.is_ended())
+                .map(|m| m.share.clone())
+                .collect();
+            for id in open {
+                if wallet.end_shared_in(&id, now, &ctx.actor.subject) {
+                    events.push(
+                        ctx.event(now, AuditAction::ShareRevoke)
+                            .user(user)
+                            .binding(&id.card_id())
+                            .detail(format!("share {id} ended: erasure"))
+                            .build(),
+                    );
+                }
+            }
             let changed = wallet.unbind_all(now, &ctx.actor.subject);
             for id in &changed {
                 events.push(
@@ -113,9 +137,13 @@ impl UseCases {
                     .build(),
             );
             self.commit(ctx, &loaded, &wallet, events).await?;
-            Ok(loaded.wallet)
+            Ok((loaded.wallet, wallet))
         })
         .await?;
+        let (unbound, after) = unbound;
+        // The shares the user gave ended with their cards; so do the
+        // secondaries' mirrors.
+        self.end_mirrors_since(ctx, &after, started).await;
         // Every card's data, reference and review entry; then the key.
         for b in unbound.bindings() {
             self.forget_card(user, b).await;

@@ -102,7 +102,7 @@ pub(crate) fn channel_not_enabled() -> Invalid {
 
 /// Declares a use case's error enum. `from Store` (or `from StoreRead`
 /// for a use case that only reads), `from Keys`, `from Channel`,
-/// `from Rules` and `from State` add conversions from the ports' errors and
+/// `from Rules`, `from ShareRules` and `from State` add conversions from the ports' errors and
 /// the domain's refusals; each compiles only when the enum declares every
 /// class it converts into.
 macro_rules! op_error {
@@ -238,6 +238,18 @@ macro_rules! op_error {
                 match r {
                     R::NotFound(x) => $name::NotFound(x),
                     R::Conflict(x) => $name::Conflict(x),
+                }
+            }
+        }
+    };
+    (@from $name:ident ShareRules) => {
+        impl From<cardbind_domain::ShareRefusal> for $name {
+            fn from(r: cardbind_domain::ShareRefusal) -> $name {
+                use cardbind_domain::ShareRefusal as R;
+                match r {
+                    R::NotFound(x) => $name::NotFound(x),
+                    R::Conflict(x) => $name::Conflict(x),
+                    R::Unprocessable(x) => $name::Unprocessable(x),
                 }
             }
         }

@@ -13,6 +13,7 @@
 //! | [`review`] | the manual review queue: list, approve, reject, retry |
 //! | [`notify`] | channels' notifications, reconciliation of pending cards |
 //! | [`erase`] | erase a user (crypto-shredding) |
+//! | [`family`] | family cards: share, accept, revoke, leave, the secondary's view |
 //! | [`records`] | the audit log, its verification, consents |
 //! | [`bins`] | the card scheme of a BIN |
 //! | [`readiness`] | whether the dependencies answer |
@@ -35,6 +36,7 @@ pub mod bins;
 pub mod context;
 pub mod erase;
 pub mod error;
+pub mod family;
 pub mod manage;
 pub mod notify;
 pub mod readiness;
@@ -66,6 +68,55 @@ pub struct UseCases {
 pub struct CardView {
     pub binding: Binding,
     pub is_default: bool,
+}
+
+/// A card in a user's list: one of their own, or one shared with them
+/// (family card) that they may use now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    Own(CardView),
+    Shared(family::SharedCardView),
+}
+
+impl Listed {
+    /// The card's id in the user's list (a shared card's is its share id).
+    pub fn id(&self) -> BindingId {
+        match self {
+            Listed::Own(v) => v.binding.id.clone(),
+            Listed::Shared(s) => s.card_id(),
+        }
+    }
+
+    /// The user's own card, if it is one.
+    pub fn own(&self) -> Option<&CardView> {
+        match self {
+            Listed::Own(v) => Some(v),
+            Listed::Shared(_) => None,
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        match self {
+            Listed::Own(v) => v.is_default,
+            Listed::Shared(s) => s.is_default,
+        }
+    }
+
+    /// The card's currency (from the BIN table when it was bound).
+    pub fn currency(&self) -> Option<cardbind_domain::Currency> {
+        match self {
+            Listed::Own(v) => v.binding.card.currency(),
+            Listed::Shared(s) => s.mirror.card.currency(),
+        }
+    }
+}
+
+/// One page of a user's cards, their own and those shared with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletPage {
+    pub cards: Vec<Listed>,
+    /// The id to pass as `after` for the next page, when there may be one.
+    pub next: Option<BindingId>,
 }
 
 /// One page of cards.

@@ -1,10 +1,16 @@
 //! Reading a user's cards and managing them: the default, unbinding,
 //! freezing.
+//!
+//! A user's list holds their own cards and the cards shared with them that
+//! they may use now (family cards, [`crate::family`]): reading it reads
+//! their wallet and, together, the wallets of those who shared a card with
+//! them (two round trips whatever the number), since the sharer's wallet
+//! is the truth.
 
 use std::sync::Mutex;
 
 use cardbind_domain::{
-    Action, Binding, BindingId, BindingStatus, Clash, Timestamp, UserId, Wallet,
+    Action, Binding, BindingId, BindingStatus, Clash, Currency, ShareId, Timestamp, UserId, Wallet,
 };
 use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::step_up::StepUpAction;
@@ -13,8 +19,9 @@ use crate::access::step_up_required;
 use crate::bind::view;
 use crate::context::RequestContext;
 use crate::error::op_error;
+use crate::family::Household;
 use crate::tx::{until_settled, Decided, Loaded, Raced};
-use crate::{page_size, CardPage, CardView, UseCases};
+use crate::{page_size, CardView, Listed, UseCases, WalletPage};
 
 op_error! {
     /// Why reading cards was refused.
@@ -37,45 +44,89 @@ op_error! {
 /// The most cards one page lists.
 pub const MAX_PAGE: u32 = 100;
 
+/// What a listing of a user's cards asks for.
+#[derive(Clone, Debug, Default)]
+pub struct CardQuery {
+    /// The last card id of the previous page.
+    pub after: Option<BindingId>,
+    /// Page size (clamped to 1–100).
+    pub limit: u32,
+    /// Only cards in this currency (cards whose currency is not known are
+    /// left out).
+    pub currency: Option<Currency>,
+}
+
+impl CardQuery {
+    /// A page of every card.
+    pub fn page(after: Option<BindingId>, limit: u32) -> CardQuery {
+        CardQuery {
+            after,
+            limit,
+            currency: None,
+        }
+    }
+}
+
 impl UseCases {
+    /// One card of the user's list: one of their own, or a card shared
+    /// with them that they may use now (`not_found` otherwise).
     pub async fn get_card(
         &self,
         ctx: &RequestContext,
         user: &UserId,
         id: &BindingId,
-    ) -> Result<CardView, ReadError> {
+    ) -> Result<Listed, ReadError> {
         self.authorize(ctx, Action::ReadCards, Some(user)).await?;
-        let loaded = self.load(user).await?;
-        Ok(view(&loaded.wallet, id)?)
+        let h = self.household(user).await?;
+        let now = self.now();
+        if let Some(share) = ShareId::of_card_id(id) {
+            return UseCases::shared_card(&h, &share, now)
+                .map(Listed::Shared)
+                .ok_or_else(|| cardbind_domain::Missing::card().into());
+        }
+        let default = h.default(now);
+        let b = h.loaded.wallet.get(id)?;
+        Ok(Listed::Own(CardView {
+            is_default: default.as_ref() == Some(id),
+            binding: b.clone(),
+        }))
     }
 
-    /// A user's cards in id order (ids are time-ordered), a page of
-    /// `limit` (1–100) after `after`.
+    /// A user's cards in id order (ids are time-ordered; cards shared with
+    /// the user come after their own), a page of `limit` (1–100) after
+    /// `after`, only those in `currency` when it is given.
     pub async fn list_cards(
         &self,
         ctx: &RequestContext,
         user: &UserId,
-        after: Option<BindingId>,
-        limit: u32,
-    ) -> Result<CardPage, ListError> {
+        query: CardQuery,
+    ) -> Result<WalletPage, ListError> {
         self.authorize(ctx, Action::ReadCards, Some(user)).await?;
-        let loaded = self.load(user).await?;
+        let h = self.household(user).await?;
         Ok(page(
-            &loaded.wallet,
-            after.as_ref(),
-            page_size(limit, MAX_PAGE),
+            &h,
+            self.now(),
+            &query,
+            page_size(query.limit, MAX_PAGE),
         ))
     }
 
-    /// Makes an active card the user's default (last writer wins; there is
-    /// never more than one default).
+    /// Makes a card the user's default (last writer wins; there is never
+    /// more than one default): one of their own active cards, or a card
+    /// shared with them that they accepted and may use now.
     pub async fn set_default(
         &self,
         ctx: &RequestContext,
         user: &UserId,
         id: &BindingId,
-    ) -> Result<CardView, ChangeError> {
+    ) -> Result<Listed, ChangeError> {
         self.authorize(ctx, Action::SetDefault, Some(user)).await?;
+        if let Some(share) = ShareId::of_card_id(id) {
+            return self
+                .set_default_shared(ctx, user, &share)
+                .await
+                .map(Listed::Shared);
+        }
         let ((), after) = self
             .change_wallet::<_, ChangeError>(ctx, user, None, |w, now| {
                 let e = ctx
@@ -88,7 +139,7 @@ impl UseCases {
                 }
             })
             .await?;
-        Ok(view(&after.wallet, id)?)
+        Ok(Listed::Own(view(&after.wallet, id)?))
     }
 
     pub async fn freeze(
@@ -213,6 +264,11 @@ impl UseCases {
         .await?;
         if let Some(b) = from {
             self.forget_card(user, &b).await;
+            // Shares of the card ended with it; so do their mirrors.
+            if let Ok(now_b) = after.wallet.get(id) {
+                self.end_mirrors_since(ctx, &after.wallet, now_b.updated_at)
+                    .await;
+            }
         }
         Ok(view(&after.wallet, id)?)
     }
@@ -297,20 +353,25 @@ where
     Decided::new(Ok(()), vec![e])
 }
 
-/// A page of a wallet's cards, by id.
-pub(crate) fn page(w: &Wallet, after: Option<&BindingId>, size: usize) -> CardPage {
-    let cards: Vec<CardView> = w
-        .bindings()
-        .iter()
-        .filter(|b| after.is_none_or(|a| &b.id > a))
-        .take(size)
-        .map(|b| CardView {
-            is_default: w.is_default(&b.id),
+/// A page of a user's cards (their own, then the shared ones they may use
+/// now, all by id), with the default as the reader sees it.
+pub(crate) fn page(h: &Household, now: Timestamp, q: &CardQuery, size: usize) -> WalletPage {
+    let default = h.default(now);
+    let own = h.loaded.wallet.bindings().iter().map(|b| {
+        Listed::Own(CardView {
+            is_default: default.as_ref() == Some(&b.id),
             binding: b.clone(),
         })
+    });
+    let mut all: Vec<Listed> = own
+        .chain(h.usable_cards(now).into_iter().map(Listed::Shared))
+        .filter(|c| q.currency.is_none() || c.currency() == q.currency)
+        .filter(|c| q.after.as_ref().is_none_or(|a| &c.id() > a))
         .collect();
-    let next = (cards.len() == size)
-        .then(|| cards.last().map(|c| c.binding.id.clone()))
+    all.sort_by_key(Listed::id);
+    all.truncate(size);
+    let next = (all.len() == size)
+        .then(|| all.last().map(Listed::id))
         .flatten();
-    CardPage { cards, next }
+    WalletPage { cards: all, next }
 }

@@ -124,6 +124,14 @@ impl UseCases {
         if let Applied::Changed { from, to } = applied {
             self.after_channel_change(&user, &after.wallet, &id, from, to)
                 .await;
+            if to == BindingStatus::Inactive {
+                // The user unsigned at the channel: the card's shares
+                // ended with it, and so do their mirrors.
+                if let Ok(b) = after.wallet.get(&id) {
+                    self.end_mirrors_since(&ctx, &after.wallet, b.updated_at)
+                        .await;
+                }
+            }
         }
         Ok(applied)
     }

@@ -1,7 +1,7 @@
 //! What the service keeps about what happened: the audit log (read by
 //! auditors, verified by operators) and the users' consent records.
 
-use cardbind_domain::{Action, BindingId, ConsentRecord, UserId};
+use cardbind_domain::{Action, BindingId, ConsentRecord, ShareId, UserId};
 use cardbind_ports::audit::{
     verify_links, AuditCursor, AuditFilter, AuditRecord, ChainBreak, ChainId,
 };
@@ -24,10 +24,16 @@ pub const MAX_CONSENT_PAGE: u32 = 100;
 /// One consent, with the card it was given for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsentEntry {
-    /// `{card_id}:{n}`: the n-th bind of that card (from 1).
+    /// `{card_id}:{n}`: the n-th bind of that card (from 1); for a family
+    /// share, `{share_id}:1`.
     pub id: String,
     pub user: UserId,
+    /// The card: the user's own (a bind, or a share they gave), or, for a
+    /// share made to them, the shared card's id in their list (the share
+    /// id).
     pub binding: BindingId,
+    /// The family share the consent is about, if it is one.
+    pub share: Option<ShareId>,
     pub consent: ConsentRecord,
 }
 
@@ -110,23 +116,45 @@ impl UseCases {
             .await?;
         let w = self.load(user).await?.wallet;
         let size = page_size(limit, MAX_CONSENT_PAGE);
-        Ok(w.bindings()
-            .iter()
-            .flat_map(|b| {
-                b.consents.iter().enumerate().map(|(i, c)| ConsentEntry {
-                    id: format!("{}:{}", b.id, i + 1),
-                    user: user.clone(),
-                    binding: b.id.clone(),
-                    consent: c.clone(),
-                })
+        let binds = w.bindings().iter().flat_map(|b| {
+            b.consents.iter().enumerate().map(|(i, c)| ConsentEntry {
+                id: format!("{}:{}", b.id, i + 1),
+                user: user.clone(),
+                binding: b.id.clone(),
+                share: None,
+                consent: c.clone(),
             })
+        });
+        // The consent to share given as a primary, and to use a shared card
+        // given as a secondary.
+        let given = w.shares().iter().map(|s| ConsentEntry {
+            id: format!("{}:1", s.id),
+            user: user.clone(),
+            binding: s.card.clone(),
+            share: Some(s.id.clone()),
+            consent: s.consent.clone(),
+        });
+        let accepted = w.shared_in().iter().filter_map(|m| {
+            m.consent.as_ref().map(|c| ConsentEntry {
+                id: format!("{}:1", m.share),
+                user: user.clone(),
+                binding: m.card_id(),
+                share: Some(m.share.clone()),
+                consent: c.clone(),
+            })
+        });
+        let mut all: Vec<ConsentEntry> = binds
+            .chain(given)
+            .chain(accepted)
             .filter(|e| {
                 after
                     .as_ref()
                     .is_none_or(|a| consent_key(&e.id) > consent_key(a))
             })
-            .take(size)
-            .collect())
+            .collect();
+        all.sort_by(|a, b| consent_key(&a.id).cmp(&consent_key(&b.id)));
+        all.truncate(size);
+        Ok(all)
     }
 }
 

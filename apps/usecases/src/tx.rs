@@ -105,7 +105,9 @@ impl UseCases {
     }
 
     /// Writes `wallet` as the state after `loaded`, with `events` and, when
-    /// the effective default moved, a `binding.default_changed` event.
+    /// the effective default moved, a `binding.default_changed` event, and
+    /// a `share.revoke` event for each family share the change ended (a
+    /// revoke, the card's unbind by anyone, an erasure).
     /// Writes nothing (and returns the old head) when nothing changed and
     /// there is no event. `Conflict` when another write came first.
     pub(crate) async fn commit(
@@ -119,6 +121,7 @@ impl UseCases {
         if let Some(e) = default_moved(ctx, &loaded.wallet, wallet, now) {
             events.push(e);
         }
+        events.extend(shares_ended(ctx, &loaded.wallet, wallet, now));
         if events.is_empty() && wallet == &loaded.wallet {
             return Ok(loaded.head.clone());
         }
@@ -173,6 +176,36 @@ impl UseCases {
         })
         .await
     }
+}
+
+/// The events of the shares a user gave that ended between two states of
+/// their wallet (in the primary's chain, naming the primary's card).
+fn shares_ended(
+    ctx: &RequestContext,
+    before: &Wallet,
+    after: &Wallet,
+    now: Timestamp,
+) -> Vec<AuditEvent> {
+    after
+        .shares()
+        .iter()
+        .filter(|s| s.revoked_at.is_some())
+        .filter(|s| before.share(&s.id).is_some_and(|b| b.revoked_at.is_none()))
+        .map(|s| {
+            let why = match after.get(&s.card) {
+                Ok(b) if !b.status.is_live() => format!("the card is {}", b.status),
+                _ => format!(
+                    "revoked by {}",
+                    s.revoked_by.as_deref().unwrap_or("the primary")
+                ),
+            };
+            ctx.event(now, AuditAction::ShareRevoke)
+                .user(after.user())
+                .binding(&s.card)
+                .detail(format!("share {} with {} ended: {why}", s.id, s.secondary))
+                .build()
+        })
+        .collect()
 }
 
 /// The event for a default that moved between two states of a wallet.

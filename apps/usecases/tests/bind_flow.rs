@@ -11,8 +11,9 @@ use cardbind_ports::channel::{Notification, RemoteState};
 use cardbind_ports::store::{CardDataStore, ReviewQueue};
 use cardbind_ports::ChannelError;
 use cardbind_usecases::bind::BindError;
+use cardbind_usecases::manage::CardQuery;
 use cardbind_usecases::verify::{Otp, VerifyCard};
-use cardbind_usecases::Policy;
+use cardbind_usecases::{Listed, Policy};
 use support::*;
 
 async fn actions(w: &World, u: &str) -> Vec<(AuditAction, Outcome)> {
@@ -56,10 +57,10 @@ async fn an_instant_bind_is_active_default_sealed_consented_and_audited() {
         assert!(got.contains(&(a, Outcome::Ok)), "{a} missing in {got:?}");
     }
     let page =
-        w.uc.list_cards(&backend(), &user("alice"), None, 20)
+        w.uc.list_cards(&backend(), &user("alice"), CardQuery::page(None, 20))
             .await
             .unwrap();
-    assert_eq!(page.cards, vec![v]);
+    assert_eq!(page.cards, vec![Listed::Own(v)]);
 }
 
 #[tokio::test]
@@ -170,10 +171,10 @@ async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
         other => panic!("{other:?}"),
     }
     let page =
-        w.uc.list_cards(&backend(), &user("fay"), None, 20)
+        w.uc.list_cards(&backend(), &user("fay"), CardQuery::page(None, 20))
             .await
             .unwrap();
-    let b = &page.cards[0].binding;
+    let b = &page.cards[0].own().unwrap().binding;
     assert_eq!(b.status, BindingStatus::Failed);
     assert_eq!(
         b.failure.as_ref().map(FailureReason::as_str),
@@ -361,6 +362,9 @@ async fn notifications_activate_once_and_forged_ones_are_refused() {
     let now =
         w.uc.get_card(&backend(), &user("jay"), &v.binding.id)
             .await
+            .unwrap()
+            .own()
+            .cloned()
             .unwrap();
     assert_eq!(now.binding.status, BindingStatus::Active);
     assert_eq!(now.binding.channel_ref.as_deref(), Some("agr-1"));
@@ -378,6 +382,9 @@ async fn notifications_activate_once_and_forged_ones_are_refused() {
     let gone =
         w.uc.get_card(&backend(), &user("jay"), &v.binding.id)
             .await
+            .unwrap()
+            .own()
+            .cloned()
             .unwrap();
     assert_eq!(gone.binding.status, BindingStatus::Inactive);
     assert_eq!(w.store.owner(&v.binding.id).await.unwrap(), None);
@@ -429,6 +436,9 @@ async fn reconcile_settles_cards_left_pending() {
             w.uc.get_card(&backend(), &u, id)
                 .await
                 .unwrap()
+                .own()
+                .cloned()
+                .unwrap()
                 .binding
                 .status
         }
@@ -463,13 +473,13 @@ async fn erasure_unbinds_every_card_deletes_its_data_and_destroys_the_key() {
         "left the review queue"
     );
     let page =
-        w.uc.list_cards(&admin(), &user("ned"), None, 10)
+        w.uc.list_cards(&admin(), &user("ned"), CardQuery::page(None, 10))
             .await
             .unwrap();
     assert!(page
         .cards
         .iter()
-        .all(|c| c.binding.status == BindingStatus::Inactive));
+        .all(|c| c.own().unwrap().binding.status == BindingStatus::Inactive));
     assert!(actions(&w, "ned")
         .await
         .contains(&(AuditAction::UserErase, Outcome::Ok)));

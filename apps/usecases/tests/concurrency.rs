@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use cardbind_domain::{BindingStatus, CardCap, ErrorCode};
 use cardbind_ports::store::WalletStore;
+use cardbind_usecases::manage::CardQuery;
 use cardbind_usecases::verify::{Otp, VerifyCard};
 use cardbind_usecases::Policy;
 use support::*;
@@ -87,6 +88,9 @@ async fn parallel_wrong_codes_are_each_counted_and_capped() {
         w.uc.get_card(&backend(), &user("otp"), &id)
             .await
             .unwrap()
+            .own()
+            .cloned()
+            .unwrap()
             .binding;
     assert_eq!(
         u64::from(b.otp_attempts),
@@ -114,6 +118,9 @@ async fn concurrent_changes_of_one_card_never_roll_each_other_back() {
         let b =
             w.uc.get_card(&backend(), &user("race"), &id)
                 .await
+                .unwrap()
+                .own()
+                .cloned()
                 .unwrap()
                 .binding;
         // Whatever the order, the unbind is never undone by the freeze.
@@ -153,11 +160,11 @@ async fn a_retry_after_a_partial_write_gets_the_binding() {
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::Active);
     let page =
-        w.uc.list_cards(&backend(), &user("part"), None, 10)
+        w.uc.list_cards(&backend(), &user("part"), CardQuery::page(None, 10))
             .await
             .unwrap();
     assert_eq!(page.cards.len(), 1, "one record, not two");
-    assert_eq!(page.cards[0].binding.id, v.binding.id);
+    assert_eq!(page.cards[0].id(), v.binding.id);
     use cardbind_ports::store::CardDataStore;
     assert!(CardDataStore::get(
         &w.store,
@@ -252,6 +259,9 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
     let b =
         w.uc.get_card(&backend(), &user("gap"), &first.binding.id)
             .await
+            .unwrap()
+            .own()
+            .cloned()
             .unwrap()
             .binding;
     assert!(b.awaits_channel_answer());

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::data_error;
-use crate::error::Invalid;
+use crate::error::{BadRequestCode, Invalid};
 
 /// An issuer's code, as Chinese payment channels name banks: `ICBC`, `CMB`,
 /// `COMM`, `PSBC`… 2 to 20 of `A-Z 0-9 _`, starting with a letter.
@@ -206,6 +206,25 @@ impl Currency {
                     "a currency is an ISO 4217 alpha-3 code in upper case, e.g. CNY",
                 )
             })
+    }
+
+    /// Parses a currency a client named (an amount's, a filter's): the
+    /// same rule as [`Currency::parse`], refused as `invalid_currency` on
+    /// `field`.
+    pub fn parse_field(s: &str, field: &'static str) -> Result<Currency, Invalid> {
+        Currency::parse(s).map_err(|_| {
+            Invalid::field(
+                BadRequestCode::InvalidCurrency,
+                field,
+                "a currency is an ISO 4217 alpha-3 code in upper case, e.g. CNY",
+            )
+        })
+    }
+
+    /// Digits after the decimal point of the currency's minor unit (`CNY`
+    /// → 2, `JPY` → 0); `None` for codes without one (gold, test codes).
+    pub fn minor_unit_digits(&self) -> Option<u16> {
+        self.0.exponent()
     }
 
     /// The currency with this ISO 4217 numeric code.

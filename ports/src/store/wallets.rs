@@ -38,6 +38,14 @@ pub trait WalletStore: Send + Sync {
     /// nothing was ever stored for them. One round trip.
     async fn load(&self, user: &UserId) -> Result<Option<StoredWallet>, StoreError>;
 
+    /// The wallets of `users` at the newest link of each one's chain, as
+    /// [`WalletStore::load`] gives them, in one round trip whatever the
+    /// number of users (the secondary's card list reads the wallets of the
+    /// primaries who shared a card with them). Users with nothing stored
+    /// are left out; a user named twice is returned once; the order is
+    /// unspecified. An empty `users` returns nothing without a round trip.
+    async fn load_many(&self, users: &[UserId]) -> Result<Vec<StoredWallet>, StoreError>;
+
     /// Stores `wallet` as the next link of its user's chain after `after`
     /// (`None`: the first link), with `events` (the audit events of this
     /// change, at least one), built by [`crate::audit::next_link`] at `now`.

@@ -140,6 +140,8 @@ macro_rules! contract_suite {
             system_chain_concurrent_appends_one_chain,
             audit_list_filters_and_pages,
             audit_purge_keeps_each_chains_last_link,
+            family_shares_round_trip,
+            load_many_reads_each_newest_link,
         }
         $crate::__contract_module! { {$(#[$attr])*} $factory; card_data:
             put_and_get_round_trip,
@@ -300,6 +302,78 @@ pub fn wallet(user: &UserId, n: u32, now: Timestamp) -> Wallet {
         }
     }
     w
+}
+
+/// A primary's wallet (`wallet(primary, 6, now)`) that shared its first
+/// (active) card with `secondary` and once with someone else (revoked),
+/// and the secondary's wallet (one card of their own) holding the mirror,
+/// accepted and made their default, and an ended one.
+pub fn family_wallets(primary: &UserId, secondary: &UserId, now: Timestamp) -> (Wallet, Wallet) {
+    use cardbind_domain::{Money, NewShare, ShareId, ShareTerms, SharedIn};
+    let mut p = wallet(primary, 6, now);
+    let card = p.bindings()[0].id.clone();
+    let consent = |now| {
+        ConsentGiven {
+            text_version: "family-2026".to_owned(),
+            text_hash: "cd".repeat(32),
+            ip: Some("2001:db8::1".to_owned()),
+            user_agent: Some("tests/1.0 (家庭)".to_owned()),
+        }
+        .accept(channel("mock"), now)
+        .expect("valid consent")
+    };
+    let terms = |minor: i64, days: i64| {
+        ShareTerms::new(
+            Money::parse(minor, "CNY").expect("money"),
+            now.plus_seconds(days * 86_400),
+            now,
+        )
+        .expect("terms")
+    };
+    let mut given = Vec::new();
+    for (id, to, minor) in [
+        ("keep", secondary.clone(), 50_000),
+        ("gone", user_id("someone-else"), 7),
+    ] {
+        let id = ShareId::new(&format!("{id}-{primary}")).expect("share id");
+        p.give_share(
+            NewShare {
+                id: id.clone(),
+                card: card.clone(),
+                secondary: to,
+                terms: terms(minor, 30),
+                consent: consent(now),
+            },
+            now,
+        )
+        .expect("shared");
+        given.push(id);
+    }
+    p.note_share_accepted(&given[0], now.plus_seconds(5));
+    p.revoke_share(&given[1], now.plus_seconds(6), "backend-1")
+        .expect("revoked");
+    let mut s = wallet(secondary, 1, now);
+    let b = p.get(&card).expect("the card").clone();
+    let mirror = |share: &ShareId| SharedIn {
+        share: share.clone(),
+        primary: primary.clone(),
+        primary_card: card.clone(),
+        card: b.card.clone(),
+        channel: b.channel.clone(),
+        expires_at: now.plus_seconds(30 * 86_400),
+        invited_at: now.plus_seconds(1),
+        consent: None,
+        ended_at: None,
+        ended_by: None,
+    };
+    let ended = ShareId::new(&format!("ended-{primary}")).expect("share id");
+    s.receive_share(mirror(&given[0]), now);
+    s.receive_share(mirror(&ended), now);
+    s.accept_share(&given[0], consent(now.plus_seconds(5)), now)
+        .expect("accepted");
+    s.set_default_shared(&given[0]).expect("default");
+    s.end_shared_in(&ended, now.plus_seconds(7), "someone");
+    (p, s)
 }
 
 /// An audit event with every field set.

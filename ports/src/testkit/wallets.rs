@@ -490,3 +490,106 @@ pub async fn audit_purge_keeps_each_chains_last_link<F: StoreFactory + ?Sized>(f
     assert_eq!(next.seq, 5);
     assert_eq!(s.audit.purge_before(at(10)).await.unwrap(), 0);
 }
+
+pub async fn family_shares_round_trip<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let (pu, su) = (user_id("fay"), user_id("gus"));
+    let (p, w) = family_wallets(&pu, &su, at(1));
+    assert_eq!(p.shares().len(), 2);
+    assert_eq!(w.shared_in().len(), 2);
+    assert!(w
+        .effective_default()
+        .is_some_and(|d| d.as_str().starts_with("share_")));
+    for x in [&p, &w] {
+        commit(&s, x, None, at(2)).await.unwrap();
+        let got = s.wallets.load(x.user()).await.unwrap().unwrap();
+        assert_eq!(&got.wallet, x, "every share field comes back");
+    }
+    let many = s.wallets.load_many(&[pu.clone(), su]).await.unwrap();
+    assert_eq!(many.len(), 2);
+    for got in many {
+        let want = if got.wallet.user() == p.user() {
+            &p
+        } else {
+            &w
+        };
+        assert_eq!(&got.wallet, want);
+    }
+    // A primary's wallet changes: the newest link is the one read.
+    let mut head = s.wallets.load(&pu).await.unwrap().unwrap().head;
+    let mut p2 = p.clone();
+    for i in 0..3 {
+        let id = p2.shares()[0].id.clone();
+        p2.revoke_share(&id, at(10 + i), "tests").unwrap();
+        head = commit(&s, &p2, Some(head), at(10 + i)).await.unwrap();
+    }
+    let many = s.wallets.load_many(&[pu]).await.unwrap();
+    assert_eq!(many.len(), 1);
+    assert_eq!(many[0].head, head, "the newest link of the primary");
+    assert_eq!(many[0].wallet, p2);
+}
+
+pub async fn load_many_reads_each_newest_link<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    assert_eq!(s.wallets.load_many(&[]).await.unwrap(), Vec::new());
+    let users = [user_id("hal"), user_id("hal.2"), user_id("hal-3")];
+    let mut heads = Vec::new();
+    for (k, u) in users.iter().enumerate() {
+        let mut head = None;
+        for i in 0..(k as u32 + 2) {
+            head = Some(
+                commit(&s, &wallet(u, i + 1, at(i as i64)), head, at(i as i64))
+                    .await
+                    .unwrap(),
+            );
+        }
+        heads.push(head.unwrap());
+    }
+    let unknown = user_id("nobody-here");
+    let ask = [
+        users[2].clone(),
+        unknown.clone(),
+        users[0].clone(),
+        users[2].clone(),
+        users[1].clone(),
+    ];
+    let mut got = s.wallets.load_many(&ask).await.unwrap();
+    got.sort_by(|a, b| a.wallet.user().cmp(b.wallet.user()));
+    let mut want: Vec<(UserId, ChainHead, usize)> = users
+        .iter()
+        .zip(&heads)
+        .enumerate()
+        .map(|(k, (u, h))| (u.clone(), h.clone(), k + 2))
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), 3, "each known user once, the unknown left out");
+    for (g, (u, h, cards)) in got.iter().zip(&want) {
+        assert_eq!(g.wallet.user(), u);
+        assert_eq!(&g.head, h, "the newest link of {u}");
+        assert_eq!(
+            g.wallet.bindings().len(),
+            *cards,
+            "the newest wallet of {u}"
+        );
+        let one = s.wallets.load(u).await.unwrap().unwrap();
+        assert_eq!(&one, g, "as load gives it");
+    }
+    // A commit is seen at once.
+    let h = commit(
+        &s,
+        &wallet(&users[0], 9, at(50)),
+        Some(heads[0].clone()),
+        at(50),
+    )
+    .await
+    .unwrap();
+    let again = s.wallets.load_many(&[users[0].clone()]).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].head, h);
+    assert_eq!(again[0].wallet.bindings().len(), 9);
+    assert_eq!(
+        s.wallets.load_many(&[unknown]).await.unwrap(),
+        Vec::new(),
+        "only unknown users"
+    );
+}

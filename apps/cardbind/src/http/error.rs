@@ -271,6 +271,10 @@ respond_from!(cardbind_usecases::notify::NotifyError: BadRequest, Unauthenticate
 respond_from!(cardbind_usecases::erase::EraseError: Forbidden, Conflict, Unavailable);
 respond_from!(cardbind_usecases::records::RecordsError: Forbidden, Unavailable);
 respond_from!(cardbind_usecases::bins::BinError: BadRequest, Forbidden, NotFound);
+respond_from!(cardbind_usecases::family::ShareError: BadRequest, Forbidden, NotFound, Conflict, Unprocessable, Unavailable);
+respond_from!(cardbind_usecases::family::ShareReadError: Forbidden, NotFound, Unavailable);
+respond_from!(cardbind_usecases::family::EndShareError: Forbidden, NotFound, Conflict, Unavailable);
+respond_from!(cardbind_usecases::family::AcceptError: BadRequest, Forbidden, NotFound, Conflict, Unavailable);
 
 /// Builds an operation's error enum: a `#[derive(ApiResponse)]` enum with
 /// one variant per listed status (plus 500, always), every variant carrying
@@ -292,13 +296,13 @@ macro_rules! error_responses {
         error_responses!(@build $m $name [$($v)* (404 NotFound "No such resource for this user (`not_found`).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 409 $(, $rest:tt)*) => {
-        error_responses!(@build $m $name [$($v)* (409 Conflict "The request conflicts with the resource's state: `card_already_bound`, `invalid_state_transition`, `idempotency_key_reused`, `idempotency_key_in_progress` or `conflict` (retry).")] [$($r)*] $($rest),*);
+        error_responses!(@build $m $name [$($v)* (409 Conflict "The request conflicts with the resource's state: `card_already_bound`, `invalid_state_transition`, `card_already_shared`, `share_ended`, `idempotency_key_reused`, `idempotency_key_in_progress` or `conflict` (retry).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 413 $(, $rest:tt)*) => {
         error_responses!(@build $m $name [$($v)* (413 PayloadTooLarge "The body is larger than the service accepts (`payload_too_large`).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 422 $(, $rest:tt)*) => {
-        error_responses!(@build $m $name [$($v)* (422 Unprocessable "Well-formed but refused: `card_limit_reached`, `channel_rejected`, `invalid_otp`, `verification_expired`.")] [$($r)*] $($rest),*);
+        error_responses!(@build $m $name [$($v)* (422 Unprocessable "Well-formed but refused: `card_limit_reached`, `channel_rejected`, `invalid_otp`, `verification_expired`, `card_not_accepted_by_channel`, `share_with_self`, `share_limit_reached`.")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 429 $(, $rest:tt)*) => {
         error_responses!(@build $m $name [$($v)*] [TooManyRequests] $($rest),*);

@@ -174,6 +174,7 @@ impl Cx {
 
 type Apis = (
     ops::cards::CardsApi,
+    ops::family::FamilyApi,
     ops::admin::AdminApi,
     ops::records::AuditApi,
     ops::channels::ChannelsApi,
@@ -184,6 +185,7 @@ fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             ops::cards::CardsApi,
+            ops::family::FamilyApi,
             ops::admin::AdminApi,
             ops::records::AuditApi,
             ops::channels::ChannelsApi,

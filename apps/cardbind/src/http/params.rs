@@ -208,6 +208,16 @@ text_rule!(
     }
 );
 text_rule!(
+    /// A currency: ISO 4217 alpha-3, upper case (`CNY`). A code of that
+    /// shape that is not a currency is refused after, with the same code.
+    CurrencyRule {
+        pattern: "^[A-Z]{3}$",
+        min: 3,
+        max: 3,
+        rule: "a currency is an ISO 4217 alpha-3 code in upper case, e.g. CNY",
+    }
+);
+text_rule!(
     /// An `Idempotency-Key`: 1–255 printable ASCII characters, not starting
     /// or ending with a space (HTTP drops those from a header value).
     IdempotencyKeyRule {
@@ -247,7 +257,23 @@ impl Text<IdRule> {
     }
 }
 
+impl Text<IdRule> {
+    /// A share id (the same rule).
+    pub fn share_id(&self) -> Result<cardbind_domain::ShareId, cardbind_domain::Invalid> {
+        cardbind_domain::ShareId::parse(&self.0)
+    }
+}
+
+impl Text<CurrencyRule> {
+    /// The currency (`invalid_currency` for a code of the right shape that
+    /// names none).
+    pub fn currency(&self) -> Result<cardbind_domain::Currency, cardbind_domain::Invalid> {
+        cardbind_domain::Currency::parse_field(&self.0, Param::Currency.name())
+    }
+}
+
 pub type UserIdParam = Text<UserIdRule>;
+pub type CurrencyParam = Text<CurrencyRule>;
 pub type IdParam = Text<IdRule>;
 pub type BinParam = Text<BinRule>;
 pub type DateTimeParam = Text<DateTimeRule>;
@@ -322,10 +348,12 @@ pub enum Param {
     Limit,
     IdempotencyKey,
     StepUpToken,
+    ShareId,
+    Currency,
 }
 
 impl Param {
-    pub const ALL: [Param; 11] = [
+    pub const ALL: [Param; 13] = [
         Param::UserId,
         Param::CardId,
         Param::After,
@@ -337,6 +365,8 @@ impl Param {
         Param::Limit,
         Param::IdempotencyKey,
         Param::StepUpToken,
+        Param::ShareId,
+        Param::Currency,
     ];
 
     /// The name in the spec (and in a refusal's `field`).
@@ -353,6 +383,8 @@ impl Param {
             Param::Limit => "limit",
             Param::IdempotencyKey => "Idempotency-Key",
             Param::StepUpToken => "X-Step-Up-Token",
+            Param::ShareId => "share_id",
+            Param::Currency => "currency",
         }
     }
 
@@ -399,6 +431,11 @@ impl Param {
                 ErrorCode::InvalidRequest,
                 "X-Step-Up-Token must be a string".to_owned(),
             ),
+            Param::ShareId => field(
+                ErrorCode::InvalidRequest,
+                format!("share_id must be {ID_RULE}"),
+            ),
+            Param::Currency => field(ErrorCode::InvalidCurrency, CurrencyRule::RULE.to_owned()),
         }
     }
 }
@@ -452,6 +489,7 @@ mod tests {
             DateTimeRule::PATTERN,
             CursorRule::PATTERN,
             IdempotencyKeyRule::PATTERN,
+            CurrencyRule::PATTERN,
         ] {
             assert!(Regex::new(p).is_ok(), "{p}");
         }
@@ -525,5 +563,15 @@ mod tests {
         assert_eq!(param_refusal("card_id").code, ErrorCode::InvalidRequest);
         assert_eq!(param_refusal("channel").status, StatusCode::NOT_FOUND);
         assert_eq!(param_refusal("limit").field.as_deref(), Some("limit"));
+        assert_eq!(param_refusal("currency").code, ErrorCode::InvalidCurrency);
+        let known = CurrencyParam::parse("CNY").unwrap();
+        assert!(known.currency().is_ok());
+        let unknown = CurrencyParam::parse("ABC").unwrap();
+        let e = unknown.currency().unwrap_err();
+        assert_eq!(
+            (e.code, e.field),
+            (ErrorCode::InvalidCurrency, Some("currency"))
+        );
+        assert!(CurrencyParam::parse("cny").is_none());
     }
 }

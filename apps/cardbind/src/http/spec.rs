@@ -228,10 +228,28 @@ const CARD_BODY: &[(&str, &str)] = &[USER_FROM_BODY, CARD_FROM_BODY];
 const REVIEW: &[(&str, &str)] = &[CARD_FROM_BODY];
 const FIRST_REVIEW: &[(&str, &str)] = &[("card_id", "$response.body#/cards/0/id")];
 const FIRST_CARD: &[(&str, &str)] = &[USER_FROM_PATH, ("card_id", "$response.body#/cards/0/id")];
+const SHARE_OF_CARD: &[(&str, &str)] = &[
+    USER_FROM_PATH,
+    ("card_id", "$request.path.card_id"),
+    ("share_id", "$response.body#/id"),
+];
+const CARD_OF_SHARE: &[(&str, &str)] = &[USER_FROM_PATH, ("card_id", "$request.path.card_id")];
+const SHARE_TO_SECONDARY: &[(&str, &str)] = &[
+    ("user_id", "$response.body#/secondary_user_id"),
+    ("share_id", "$response.body#/id"),
+];
+const SHARED_CARD: &[(&str, &str)] = &[USER_FROM_PATH, ("share_id", "$response.body#/share_id")];
+const SHARED_AS_CARD: &[(&str, &str)] = &[USER_FROM_PATH, ("card_id", "$response.body#/share_id")];
+const FIRST_SHARED: &[(&str, &str)] = &[
+    USER_FROM_PATH,
+    ("share_id", "$response.body#/shared_cards/0/share_id"),
+];
 
 /// What a client (or a stateful test) can do next with the card an answer
 /// names: a bound card can be verified, read, made the default, frozen or
-/// unbound; a card in review can be approved, rejected or retried.
+/// unbound; a card in review can be approved, rejected or retried; a share
+/// can be revoked by its holder, accepted or left by the user it was made
+/// to, and once accepted it is a card of theirs (read, made the default).
 const LINKS: &[Link] = &[
     Link {
         from: "bindCard",
@@ -401,6 +419,54 @@ const LINKS: &[Link] = &[
         to: "getCard",
         params: CARD_BODY,
     },
+    Link {
+        from: "shareCard",
+        status: "201",
+        to: "revokeShare",
+        params: SHARE_OF_CARD,
+    },
+    Link {
+        from: "shareCard",
+        status: "201",
+        to: "listCardShares",
+        params: CARD_OF_SHARE,
+    },
+    Link {
+        from: "shareCard",
+        status: "201",
+        to: "acceptShare",
+        params: SHARE_TO_SECONDARY,
+    },
+    Link {
+        from: "shareCard",
+        status: "201",
+        to: "leaveShare",
+        params: SHARE_TO_SECONDARY,
+    },
+    Link {
+        from: "listSharedCards",
+        status: "200",
+        to: "acceptShare",
+        params: FIRST_SHARED,
+    },
+    Link {
+        from: "acceptShare",
+        status: "200",
+        to: "getCard",
+        params: SHARED_AS_CARD,
+    },
+    Link {
+        from: "acceptShare",
+        status: "200",
+        to: "setDefaultCard",
+        params: SHARED_AS_CARD,
+    },
+    Link {
+        from: "acceptShare",
+        status: "200",
+        to: "leaveShare",
+        params: SHARED_CARD,
+    },
 ];
 
 /// `verifyCard` → `VerifyCard`.
@@ -512,6 +578,9 @@ mod tests {
             "ConsentBody",
             "VerifyCardBody",
             "ApproveReviewBody",
+            "ShareCardBody",
+            "AcceptShareBody",
+            "MoneyBody",
         ] {
             let s = &doc["components"]["schemas"][name];
             assert_eq!(s["additionalProperties"], false, "{name}");

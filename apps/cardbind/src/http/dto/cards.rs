@@ -1,10 +1,11 @@
 //! Cards as shown: masked, with what the BIN table said of them.
 
 use cardbind_domain::{BinEntry, BinInfo, Binding, BindingStatus, CardBrand, CardType, NextAction};
-use cardbind_usecases::{CardPage, CardView};
+use cardbind_usecases::family::SharedCardView;
+use cardbind_usecases::{CardPage, CardView, Listed, WalletPage};
 use poem_openapi::{Enum, Object};
 
-use super::DateTime;
+use super::{DateTime, SharedDto};
 
 /// Status of a binding.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,11 +106,15 @@ impl From<&NextAction> for NextActionDto {
 
 /// A bound card as shown to its reader: masked (brand, BIN, last four,
 /// expiry), with its issuer, type and currency when the BIN table knows
-/// them. Never a full card number, ID number or phone number.
+/// them. Never a full card number, ID number or phone number. A card
+/// another user shares with the reader (a family card) is marked by
+/// `shared` and shown as it was when it was shared, with nothing of its
+/// holder's (no user id, card id, agreement or personal data).
 #[derive(Object, Clone, Debug, PartialEq, Eq)]
 pub struct Card {
-    /// The card (binding) id.
+    /// The card (binding) id; for a shared card, its share id (`share_…`).
     pub id: String,
+    /// The reader: the card's holder, or the user it is shared with.
     pub user_id: String,
     pub status: CardStatus,
     pub brand: Brand,
@@ -138,6 +143,10 @@ pub struct Card {
     /// Stable code of the failure, when `status` is `failed`.
     #[oai(skip_serializing_if_is_none)]
     pub failure_code: Option<String>,
+    /// Present when another user shares this card with the reader (a
+    /// family card, 副卡): the share and its terms.
+    #[oai(skip_serializing_if_is_none)]
+    pub shared: Option<SharedDto>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
 }
@@ -169,6 +178,7 @@ impl Card {
             } else {
                 None
             },
+            shared: None,
             created_at: b.created_at.into(),
             updated_at: b.updated_at.into(),
         }
@@ -182,6 +192,56 @@ impl Card {
         self.card_type = facts.card_type;
         self.currency = facts.currency;
         self
+    }
+}
+
+impl Card {
+    /// A card shared with the reader: the snapshot taken when it was
+    /// shared, `active` (only usable shared cards are listed), and its
+    /// share.
+    pub fn shared(v: &SharedCardView) -> Card {
+        let m = &v.mirror;
+        let facts = IssuerFacts::of_info(m.card.facts.as_ref());
+        let accepted = m.consent.as_ref().map_or(m.invited_at, |c| c.accepted_at);
+        Card {
+            id: m.card_id().as_str().to_owned(),
+            user_id: v.user.as_str().to_owned(),
+            status: CardStatus::Active,
+            brand: m.card.brand.into(),
+            bin: m.card.bin.clone(),
+            last4: m.card.last4.clone(),
+            issuer: None,
+            card_type: None,
+            currency: None,
+            expiry_month: m.card.expiry.month(),
+            expiry_year: m.card.expiry.year(),
+            channel: m.channel.as_str().to_owned(),
+            is_default: v.is_default,
+            next_action: None,
+            failure_code: None,
+            shared: SharedDto::of(v),
+            created_at: m.invited_at.into(),
+            updated_at: accepted.into(),
+        }
+        .with_facts(facts)
+    }
+}
+
+impl From<&Listed> for Card {
+    fn from(l: &Listed) -> Card {
+        match l {
+            Listed::Own(v) => Card::from(v),
+            Listed::Shared(s) => Card::shared(s),
+        }
+    }
+}
+
+impl From<&WalletPage> for CardList {
+    fn from(p: &WalletPage) -> CardList {
+        CardList {
+            cards: p.cards.iter().map(Card::from).collect(),
+            next_after: p.next.as_ref().map(|b| b.as_str().to_owned()),
+        }
     }
 }
 

@@ -265,6 +265,26 @@ pub fn body_refusal(path: &str) -> ApiError {
             "`consent.ip` must be an IPv4 or IPv6 address",
         ),
         "otp" => (ErrorCode::InvalidOtp, path, "the code has 4 to 8 digits"),
+        "secondary_user_id" => (
+            ErrorCode::InvalidUserId,
+            path,
+            "secondary_user_id must be 1 to 64 characters of A-Z a-z 0-9 _ - . : @, starting with a letter or digit",
+        ),
+        "monthly_limit.amount" => (
+            ErrorCode::InvalidAmount,
+            path,
+            "the amount is in minor units of the currency, at least 1 and at most ten million units of it",
+        ),
+        "monthly_limit.currency" => (
+            ErrorCode::InvalidCurrency,
+            path,
+            "a currency is an ISO 4217 alpha-3 code in upper case, e.g. CNY",
+        ),
+        "expires_at" => (
+            ErrorCode::InvalidShareExpiry,
+            path,
+            "expires_at must be an RFC 3339 date-time",
+        ),
         "channel_ref" => (
             ErrorCode::InvalidRequest,
             path,
@@ -282,9 +302,11 @@ pub fn body_refusal(path: &str) -> ApiError {
 }
 
 mod cards;
+mod family;
 mod records;
 
 pub use cards::*;
+pub use family::*;
 pub use records::*;
 
 /// An audit cursor as text: `{at_ms}.{seq}.{index}.{chain}` (the chain

@@ -88,9 +88,17 @@ pub struct AuditEventList {
 /// A recorded consent.
 #[derive(Object, Clone, Debug)]
 pub struct ConsentDto {
-    /// `{card_id}:{n}`: the consent of the n-th bind of that card.
+    /// `{card_id}:{n}`: the consent of the n-th bind of that card; for a
+    /// family share, `{share_id}:1`.
     pub id: String,
+    /// The card: the user's own (a bind, or a share they gave), or, for a
+    /// share made to them, the shared card's id in their list (the share
+    /// id).
     pub card_id: String,
+    /// The family share this consent is about: to share the card (given by
+    /// its holder) or to use it (given by the user it was shared with).
+    #[oai(skip_serializing_if_is_none)]
+    pub share_id: Option<String>,
     pub user_id: String,
     pub text_version: String,
     pub text_sha256: String,
@@ -115,6 +123,7 @@ impl From<&ConsentEntry> for ConsentDto {
         ConsentDto {
             id: e.id.clone(),
             card_id: e.binding.as_str().to_owned(),
+            share_id: e.share.as_ref().map(|s| s.as_str().to_owned()),
             user_id: e.user.as_str().to_owned(),
             text_version: c.text_version.clone(),
             text_sha256: c.text_hash.clone(),

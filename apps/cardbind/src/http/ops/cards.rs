@@ -10,7 +10,7 @@ use super::*;
 use crate::http::auth::BearerAuth;
 use crate::http::body::JsonBody;
 use crate::http::idempotency::idempotent;
-use crate::http::params::{IdParam, IdempotencyKeyParam, UserIdParam};
+use crate::http::params::{CurrencyParam, IdParam, IdempotencyKeyParam, UserIdParam};
 use crate::http::Cx;
 
 pub struct CardsApi;
@@ -114,7 +114,10 @@ impl CardsApi {
     /// List a user's cards
     ///
     /// In id order (ids are time-ordered), `limit` per page (1–100, default
-    /// 20); pass `next_after` as `after` for the next page.
+    /// 20); pass `next_after` as `after` for the next page. Cards other
+    /// users share with this user (family cards, marked `shared`) come
+    /// after their own, while they may use them. `currency` keeps only the
+    /// cards in that currency.
     #[oai(
         path = "/v1/users/:user_id/cards",
         method = "get",
@@ -130,17 +133,30 @@ impl CardsApi {
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
+        /// Only cards in this currency (ISO 4217 alpha-3, e.g. `CNY`), as
+        /// the BIN table gave it when the card was bound; cards whose
+        /// currency is not known are left out. A code that names no
+        /// currency is `400 invalid_currency`.
+        currency: Query<Option<CurrencyParam>>,
     ) -> Result<CardListResponse, ListError> {
         let ctx = cx.context(&auth.0);
         let user = cx.param(user_id.0.user_id())?;
         let after = cx.param(after.0.map(|a| a.card_id()).transpose())?;
-        let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
-        cx.answer(cx.usecases().list_cards(&ctx, &user, after, limit))
+        let currency = cx.param(currency.0.map(|c| c.currency()).transpose())?;
+        let query = cardbind_usecases::manage::CardQuery {
+            after,
+            limit: limit.0.unwrap_or(DEFAULT_LIMIT),
+            currency,
+        };
+        cx.answer(cx.usecases().list_cards(&ctx, &user, query))
             .await
             .map(|p| CardListResponse::Ok(Json(CardList::from(&p))))
     }
 
     /// Get a card
+    ///
+    /// One of the user's own cards, or a card shared with them that they
+    /// may use now (by its share id).
     #[oai(
         path = "/v1/users/:user_id/cards/:card_id",
         method = "get",
@@ -202,7 +218,10 @@ impl CardsApi {
     /// Make a card the default
     ///
     /// Only an `active` card can be the default (`invalid_state_transition`
-    /// otherwise); a user has at most one.
+    /// otherwise); a user has at most one. A card shared with the user (by
+    /// its share id) can be, once accepted; while its holder's card is
+    /// frozen, or once the share ends, the user's own card chosen by the
+    /// promotion rule is the default instead.
     #[oai(
         path = "/v1/users/:user_id/cards/:card_id/default",
         method = "put",

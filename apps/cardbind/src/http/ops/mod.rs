@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cards;
 pub mod channels;
+pub mod family;
 pub mod meta;
 pub mod records;
 
@@ -25,13 +26,19 @@ use super::error::{error_responses, ApiError};
 use cardbind_ports::channel::NotificationAck;
 
 /// Every operationId, for route labels.
-pub const OPERATION_IDS: [&str; 20] = [
+pub const OPERATION_IDS: [&str; 26] = [
     "bindCard",
     "verifyCard",
     "listCards",
     "getCard",
     "unbindCard",
     "setDefaultCard",
+    "shareCard",
+    "listCardShares",
+    "revokeShare",
+    "listSharedCards",
+    "acceptShare",
+    "leaveShare",
     "freezeCard",
     "unfreezeCard",
     "listReviews",
@@ -53,6 +60,10 @@ pub enum ApiTags {
     /// Bind, verify, read and manage a user's cards.
     #[oai(rename = "cards")]
     Cards,
+    /// Family cards (主卡/副卡): share a card with another user, accept,
+    /// revoke, leave.
+    #[oai(rename = "family")]
+    Family,
     /// Operators: freeze, the manual review queue, erasure.
     #[oai(rename = "admin")]
     Admin,
@@ -97,6 +108,44 @@ pub enum CardListResponse {
     /// One page of cards, in id order.
     #[oai(status = 200)]
     Ok(Json<CardList>),
+}
+
+#[derive(ApiResponse)]
+pub enum ShareResponse {
+    /// The card is shared; the other user has an invitation.
+    #[oai(status = 201)]
+    Created(Json<ShareDto>),
+    /// The same share (card, user and terms) was live already: it.
+    #[oai(status = 200)]
+    Ok(Json<ShareDto>),
+}
+
+#[derive(ApiResponse)]
+pub enum ShareOneResponse {
+    /// The share.
+    #[oai(status = 200)]
+    Ok(Json<ShareDto>),
+}
+
+#[derive(ApiResponse)]
+pub enum ShareListResponse {
+    /// The card's shares, newest first.
+    #[oai(status = 200)]
+    Ok(Json<ShareList>),
+}
+
+#[derive(ApiResponse)]
+pub enum SharedCardResponse {
+    /// The share, as the user it was made to sees it.
+    #[oai(status = 200)]
+    Ok(Json<SharedCardDto>),
+}
+
+#[derive(ApiResponse)]
+pub enum SharedCardListResponse {
+    /// Invitations and accepted shares, in share id order.
+    #[oai(status = 200)]
+    Ok(Json<SharedCardList>),
 }
 
 #[derive(ApiResponse)]
@@ -179,6 +228,18 @@ error_responses!(
 error_responses!(
     /// Errors of `channelNotify`.
     NotifyError: 400, 401, 404, 409, 413, 503
+);
+error_responses!(
+    /// Errors of `shareCard`.
+    ShareCardError: 400, 401, 403, 404, 409, 413, 422, 503
+);
+error_responses!(
+    /// Errors of `revokeShare` and `leaveShare`.
+    EndShareError: 400, 401, 403, 404, 409, 413, 503
+);
+error_responses!(
+    /// Errors of `acceptShare`.
+    AcceptShareError: 400, 401, 403, 404, 409, 413, 503
 );
 error_responses!(
     /// Errors of `lookupBin`.

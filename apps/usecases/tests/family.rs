@@ -1,0 +1,421 @@
+//! Family cards through the use cases: sharing, accepting, the secondary's
+//! list and default, what the primary's changes do to it, the order of the
+//! two wallets' writes, and races.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod family_support;
+mod support;
+
+use cardbind_domain::{Actor, BindingId, ConsentGiven, ErrorCode, Role, Standing};
+use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};
+use cardbind_ports::store::WalletStore;
+use cardbind_usecases::family::{ShareForm, SharedStatus};
+use cardbind_usecases::{Listed, RequestContext};
+use family_support::*;
+use support::*;
+
+#[tokio::test]
+async fn share_accept_use_as_default_then_freeze_and_unbind_take_it_away() {
+    let w = world(unlimited());
+    let card = active_card(&w, "alice", 1).await;
+    let own = active_card(&w, "bob", 2).await;
+
+    let shared =
+        w.uc.share_card(&backend(), form("alice", &card, "bob", 50_000, 30, w.now()))
+            .await
+            .unwrap();
+    assert!(shared.created);
+    assert_eq!(shared.view.standing, Standing::Invited);
+    let id = shared.view.share.id.clone();
+    assert!(id.as_str().starts_with("share_"));
+    // The same request again finds it (a retry), and writes nothing new.
+    let again =
+        w.uc.share_card(&backend(), form("alice", &card, "bob", 50_000, 30, w.now()))
+            .await
+            .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.view.share.id, id);
+    assert_eq!(
+        actions(&w, "alice", AuditAction::ShareCreate).await.len(),
+        1
+    );
+    assert_eq!(actions(&w, "bob", AuditAction::ShareInvite).await.len(), 1);
+
+    // Invited: listed among shares offered, not among bob's cards.
+    let offered =
+        w.uc.list_shared_cards(&as_user("bob"), &user("bob"))
+            .await
+            .unwrap();
+    assert_eq!(offered.len(), 1);
+    assert_eq!(offered[0].status, SharedStatus::Invited);
+    assert!(shared_ids(&list(&w, &as_user("bob"), "bob").await).is_empty());
+
+    let accepted =
+        w.uc.accept_share(&as_user("bob"), &user("bob"), &id, consent())
+            .await
+            .unwrap();
+    assert_eq!(accepted.status, SharedStatus::Accepted);
+    let cards = list(&w, &as_user("bob"), "bob").await;
+    assert_eq!(shared_ids(&cards), vec![id.card_id()]);
+    let Some(Listed::Shared(s)) = cards.iter().find(|c| c.id() == id.card_id()) else {
+        panic!("no shared card")
+    };
+    assert_eq!(s.mirror.card.last4, visa(1)[12..]);
+    assert_eq!(s.terms.unwrap().monthly_limit.minor_units(), 50_000);
+    // The primary sees that it was accepted.
+    let views =
+        w.uc.list_card_shares(&backend(), &user("alice"), &card)
+            .await
+            .unwrap();
+    assert_eq!(views[0].standing, Standing::Active);
+    assert!(views[0].share.accepted_at.is_some());
+
+    // Bob makes it his default.
+    let d =
+        w.uc.set_default(&as_user("bob"), &user("bob"), &id.card_id())
+            .await
+            .unwrap();
+    assert!(d.is_default());
+    assert_eq!(
+        default_of(&list(&w, &as_user("bob"), "bob").await),
+        vec![id.card_id()]
+    );
+
+    // Alice's card frozen: gone from bob's list at once; his own card is
+    // the default meanwhile; the shared card cannot be made default.
+    w.uc.freeze(&admin(), &user("alice"), &card).await.unwrap();
+    let cards = list(&w, &as_user("bob"), "bob").await;
+    assert!(shared_ids(&cards).is_empty());
+    assert_eq!(default_of(&cards), vec![own.clone()]);
+    let e =
+        w.uc.get_card(&as_user("bob"), &user("bob"), &id.card_id())
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    let e =
+        w.uc.set_default(&as_user("bob"), &user("bob"), &id.card_id())
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    // Unfrozen: bob's choice was never withdrawn.
+    w.uc.unfreeze(&admin(), &user("alice"), &card)
+        .await
+        .unwrap();
+    assert_eq!(
+        default_of(&list(&w, &as_user("bob"), "bob").await),
+        vec![id.card_id()]
+    );
+
+    // Alice unbinds: the share ends with the card, in both wallets.
+    w.uc.unbind(&backend(), &user("alice"), &card, None)
+        .await
+        .unwrap();
+    let cards = list(&w, &as_user("bob"), "bob").await;
+    assert!(shared_ids(&cards).is_empty());
+    assert_eq!(default_of(&cards), vec![own.clone()]);
+    let bob = w.store.load(&user("bob")).await.unwrap().unwrap().wallet;
+    assert!(bob.mirror(&id).unwrap().is_ended());
+    assert_eq!(
+        bob.default_pointer(),
+        Some(&own),
+        "the stored default is repaired"
+    );
+    let alice = w.store.load(&user("alice")).await.unwrap().unwrap().wallet;
+    assert!(alice.share(&id).unwrap().revoked_at.is_some());
+    let revoked = actions(&w, "alice", AuditAction::ShareRevoke).await;
+    assert_eq!(revoked.len(), 1);
+    assert!(
+        revoked[0].detail.as_deref().unwrap().contains("inactive"),
+        "{revoked:?}"
+    );
+    assert_eq!(actions(&w, "bob", AuditAction::ShareRevoke).await.len(), 1);
+    // Bound again, the card is not shared again.
+    active_card(&w, "alice", 1).await;
+    assert!(shared_ids(&list(&w, &as_user("bob"), "bob").await).is_empty());
+}
+
+#[tokio::test]
+async fn revoke_and_leave_end_both_sides_and_are_harmless_twice() {
+    let w = world(unlimited());
+    let card = active_card(&w, "amy", 1).await;
+    let s1 =
+        w.uc.share_card(&backend(), form("amy", &card, "ben", 1_000, 10, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    let s2 =
+        w.uc.share_card(&backend(), form("amy", &card, "cat", 2_000, 10, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    w.uc.accept_share(&backend(), &user("ben"), &s1, consent())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let v =
+            w.uc.revoke_share(&as_user("amy"), &user("amy"), &card, &s1)
+                .await
+                .unwrap();
+        assert_eq!(v.standing, Standing::Revoked);
+        assert_eq!(v.share.revoked_by.as_deref(), Some("amy"));
+    }
+    assert_eq!(actions(&w, "amy", AuditAction::ShareRevoke).await.len(), 1);
+    let ben = w.store.load(&user("ben")).await.unwrap().unwrap().wallet;
+    let m = ben.mirror(&s1).unwrap();
+    assert!(m.is_ended());
+    assert!(
+        m.consent.as_ref().unwrap().revoked_at.is_some(),
+        "ben's consent ends too"
+    );
+    assert!(w
+        .uc
+        .list_shared_cards(&backend(), &user("ben"))
+        .await
+        .unwrap()
+        .is_empty());
+    // Accepting a revoked share is refused.
+    let e =
+        w.uc.accept_share(&backend(), &user("ben"), &s1, consent())
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ShareEnded);
+
+    // Cat declines (never accepted).
+    for _ in 0..2 {
+        let v =
+            w.uc.leave_share(&as_user("cat"), &user("cat"), &s2)
+                .await
+                .unwrap();
+        assert_eq!(v.status, SharedStatus::Ended);
+    }
+    let left = actions(&w, "cat", AuditAction::ShareLeave).await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].detail.as_deref().unwrap().ends_with("declined"));
+    let amy = w.store.load(&user("amy")).await.unwrap().unwrap().wallet;
+    let s = amy.share(&s2).unwrap();
+    assert!(s.revoked_by.as_deref().unwrap().starts_with("cat"));
+    // The pair may be shared again, as a new share.
+    let s3 =
+        w.uc.share_card(&backend(), form("amy", &card, "cat", 2_000, 10, w.now()))
+            .await
+            .unwrap();
+    assert!(s3.created);
+    assert_ne!(s3.view.share.id, s2);
+    let listed =
+        w.uc.list_card_shares(&backend(), &user("amy"), &card)
+            .await
+            .unwrap();
+    assert_eq!(listed.len(), 3, "ended shares stay listed for their holder");
+    assert_eq!(listed[0].share.id, s3.view.share.id, "newest first");
+}
+
+#[tokio::test]
+async fn users_act_only_on_their_own_side() {
+    let w = world(unlimited());
+    let card = active_card(&w, "ann", 1).await;
+    // Bob may not share Ann's card, under either path.
+    let e =
+        w.uc.share_card(&as_user("bob"), form("ann", &card, "bob", 100, 5, w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+    let e =
+        w.uc.share_card(&as_user("bob"), form("bob", &card, "cal", 100, 5, w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(
+        e.code(),
+        ErrorCode::NotFound,
+        "Ann's card under Bob's own path"
+    );
+    let id =
+        w.uc.share_card(&as_user("ann"), form("ann", &card, "bob", 100, 5, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    // Cal may not accept a share made to Bob: not under Bob's path, and
+    // under his own it does not exist.
+    let e =
+        w.uc.accept_share(&as_user("cal"), &user("bob"), &id, consent())
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+    let e =
+        w.uc.accept_share(&as_user("cal"), &user("cal"), &id, consent())
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    // Bob may not revoke it as if he held the card.
+    let e =
+        w.uc.revoke_share(&as_user("bob"), &user("bob"), &card, &id)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    // Operators end shares but never give or accept one; auditors do
+    // neither.
+    let ops = admin();
+    let e =
+        w.uc.share_card(&ops, form("ann", &card, "dan", 100, 5, w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+    let aud = RequestContext::new(Actor::new("aud", Role::Auditor), "r", None);
+    let e =
+        w.uc.list_card_shares(&aud, &user("ann"), &card)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+    let e =
+        w.uc.accept_share(&ops, &user("bob"), &id, consent())
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+    w.uc.revoke_share(&ops, &user("ann"), &card, &id)
+        .await
+        .unwrap();
+    // Refusals are audited, and nothing changed for Bob.
+    let denied = w
+        .store
+        .list(
+            &AuditFilter {
+                action: Some(AuditAction::AccessDenied),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(denied.len() >= 4, "{}", denied.len());
+}
+
+#[tokio::test]
+async fn terms_and_rules_are_checked_with_stable_codes() {
+    let w = world(unlimited());
+    let card = active_card(&w, "eve", 1).await;
+    let now = w.now();
+    let cases: Vec<(ShareForm, ErrorCode)> = vec![
+        (
+            form("eve", &card, "fred", 0, 5, now),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            form("eve", &card, "fred", -1, 5, now),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            form("eve", &card, "fred", 1_000_000_001, 5, now),
+            ErrorCode::InvalidAmount,
+        ),
+        (
+            ShareForm {
+                currency: "ABC".into(),
+                ..form("eve", &card, "fred", 100, 5, now)
+            },
+            ErrorCode::InvalidCurrency,
+        ),
+        (
+            ShareForm {
+                currency: "XAU".into(),
+                ..form("eve", &card, "fred", 100, 5, now)
+            },
+            ErrorCode::InvalidCurrency,
+        ),
+        (
+            form("eve", &card, "fred", 100, 0, now),
+            ErrorCode::InvalidShareExpiry,
+        ),
+        (
+            form("eve", &card, "fred", 100, -3, now),
+            ErrorCode::InvalidShareExpiry,
+        ),
+        (
+            form("eve", &card, "fred", 100, 6 * 366, now),
+            ErrorCode::InvalidShareExpiry,
+        ),
+        (
+            form("eve", &card, "../x", 100, 5, now),
+            ErrorCode::InvalidUserId,
+        ),
+        (
+            form("eve", &card, "eve", 100, 5, now),
+            ErrorCode::ShareWithSelf,
+        ),
+        (
+            form(
+                "eve",
+                &BindingId::parse("nope").unwrap(),
+                "fred",
+                100,
+                5,
+                now,
+            ),
+            ErrorCode::NotFound,
+        ),
+        (
+            ShareForm {
+                consent: ConsentGiven::default(),
+                ..form("eve", &card, "fred", 100, 5, now)
+            },
+            ErrorCode::InvalidRequest,
+        ),
+    ];
+    for (f, code) in cases {
+        let what = format!("{f:?}");
+        let e = w.uc.share_card(&backend(), f).await.unwrap_err();
+        assert_eq!(e.code(), code, "{what}");
+    }
+    w.uc.share_card(&backend(), form("eve", &card, "fred", 100, 5, now))
+        .await
+        .unwrap();
+    let e =
+        w.uc.share_card(&backend(), form("eve", &card, "fred", 200, 5, now))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CardAlreadyShared);
+    w.uc.freeze(&admin(), &user("eve"), &card).await.unwrap();
+    let e =
+        w.uc.share_card(&backend(), form("eve", &card, "gil", 100, 5, now))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    let refused = actions(&w, "eve", AuditAction::ShareCreate).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.outcome.as_str() == "card_already_shared"),
+        "a refused share is audited: {refused:?}"
+    );
+    // A secondary holds at most so many open shares.
+    for i in 0..cardbind_domain::family::MAX_OPEN_SHARED_IN as u32 {
+        let p = format!("giver{i}");
+        let c = active_card(&w, &p, 10 + i).await;
+        w.uc.share_card(&backend(), form(&p, &c, "hub", 100, 5, w.now()))
+            .await
+            .unwrap();
+    }
+    let c = active_card(&w, "one-more", 99).await;
+    let e =
+        w.uc.share_card(&backend(), form("one-more", &c, "hub", 100, 5, w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ShareLimitReached);
+    let one_more = w
+        .store
+        .load(&user("one-more"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wallet;
+    assert!(
+        one_more.shares().is_empty(),
+        "nothing written before the refusal"
+    );
+}
