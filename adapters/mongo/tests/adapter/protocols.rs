@@ -1,0 +1,168 @@
+//! The adapter's own protocols: rate slots of a reused key, seen ids
+//! replaced after expiry, idempotency purge, card data deletes, audit
+//! listing.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_rate_key_whose_window_expired_is_fresh() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let k = unique("k");
+    let old = RateWindow {
+        key: k.clone(),
+        limit: 1,
+        expires_at: at(10),
+    };
+    assert_eq!(
+        s.take(std::slice::from_ref(&old), at(0)).await.unwrap(),
+        [RateTake::Taken(1)]
+    );
+    assert_eq!(
+        s.take(std::slice::from_ref(&old), at(5)).await.unwrap(),
+        [RateTake::Full]
+    );
+    let new = RateWindow {
+        key: k,
+        limit: 1,
+        expires_at: at(100),
+    };
+    assert_eq!(
+        s.take(std::slice::from_ref(&new), at(11)).await.unwrap(),
+        [RateTake::Taken(1)]
+    );
+    assert_eq!(
+        s.take(std::slice::from_ref(&new), at(12)).await.unwrap(),
+        [RateTake::Full]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_seen_id_is_marked_again_by_exactly_one() {
+    let (a, b, _, _) = two_instances!();
+    let id = unique("n");
+    assert!(a.mark("ns", &id, at(0), at(10)).await.unwrap());
+    let stores = [a.clone(), b];
+    let id2 = id.clone();
+    let marks = race(16, move |i| {
+        let s = stores[i % 2].clone();
+        let id = id2.clone();
+        async move { s.mark("ns", &id, at(11), at(20)).await.unwrap() }
+    })
+    .await;
+    assert_eq!(marks.iter().filter(|m| **m).count(), 1, "{marks:?}");
+    assert!(a.seen("ns", &id, at(20)).await.unwrap());
+    assert_eq!(SeenIds::purge_expired(&a, at(21)).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_purge_keeps_a_key_whose_newest_attempt_is_recent() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let (old, mixed) = (unique("k"), unique("k"));
+    s.claim("s", &old, "h", at(0), at(10)).await.unwrap();
+    s.complete("s", &old, Lease { attempt: 1 }, &response("1"))
+        .await
+        .unwrap();
+    // Attempt 1 old and expired, attempt 2 recent.
+    s.claim("s", &mixed, "h", at(0), at(10)).await.unwrap();
+    assert_eq!(
+        s.claim("s", &mixed, "h", at(200), at(260)).await.unwrap(),
+        Claim::Acquired(Lease { attempt: 2 })
+    );
+    assert_eq!(
+        s.purge_created_before(at(100)).await.unwrap(),
+        2,
+        "the old key's two records"
+    );
+    assert_eq!(
+        s.claim("s", &mixed, "h", at(201), at(261)).await.unwrap(),
+        Claim::InProgress
+    );
+    assert_eq!(
+        s.claim("s", &old, "h", at(201), at(261)).await.unwrap(),
+        Claim::Acquired(Lease { attempt: 1 })
+    );
+    assert!(s
+        .complete("s", &mixed, Lease { attempt: 2 }, &response("2"))
+        .await
+        .unwrap());
+    // Once its newest attempt is old too, the whole key goes.
+    assert_eq!(s.purge_created_before(at(300)).await.unwrap(), 3 + 1);
+    assert_eq!(
+        s.claim("s", &mixed, "other", at(301), at(361))
+            .await
+            .unwrap(),
+        Claim::Acquired(Lease { attempt: 1 })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn card_data_delete_keeps_one_generation_of_its_own_user() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let u = user_id(&unique("u"));
+    let b = binding_id(&unique("b"));
+    for g in [7, 900, 3] {
+        CardDataStore::put(
+            &s,
+            &CardData {
+                binding: b.clone(),
+                user: u.clone(),
+                generation: g,
+                sealed: sealed(g as u8),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let stranger = user_id(&unique("x"));
+    assert_eq!(
+        CardDataStore::delete(&s, &stranger, &b, None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        CardDataStore::delete(&s, &u, &b, Some(900)).await.unwrap(),
+        2
+    );
+    assert!(CardDataStore::get(&s, &u, &b, 900).await.unwrap().is_some());
+    assert_eq!(CardDataStore::delete(&s, &u, &b, None).await.unwrap(), 1);
+    assert_eq!(CardDataStore::owner(&s, &b).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_listing_reads_one_link_per_event_page() {
+    // Paging the audit log of a long chain: each page is one query (its
+    // cursor starts at the link of the previous page's last event).
+    let Some(uri) = uri() else { return };
+    let name = fresh_db_name();
+    let (s, log) = strict_store(&uri, &name).await;
+    s.ensure_indexes().await.unwrap();
+    let u = user_id(&unique("u"));
+    let mut h = None;
+    for i in 0..30 {
+        let ev = vec![
+            event(AuditAction::BindingVerify, Some(&u), None),
+            event(AuditAction::CardDataOpen, Some(&u), None),
+        ];
+        h = Some(s.commit(&wallet(&u, 1, at(i)), h, ev, at(i)).await.unwrap());
+    }
+    log.clear();
+    let mut after = None;
+    let mut n = 0;
+    loop {
+        let page = AuditLog::list(&s, &Default::default(), after.clone(), 7)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        n += page.len();
+        after = page.last().map(|r| r.cursor.clone());
+    }
+    assert_eq!(n, 60);
+    let finds = log.commands().iter().filter(|c| c.name == "find").count();
+    assert_eq!(finds, 60 / 7 + 2, "one find per page");
+}

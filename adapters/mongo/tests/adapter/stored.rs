@@ -1,0 +1,113 @@
+//! What is stored: a raw scan finds no card data in clear.
+
+use super::*;
+
+/// Every document of every collection of `db`.
+async fn all_documents(uri: &str, name: &str) -> Vec<(String, Document)> {
+    let db = raw_db(uri, name).await;
+    let mut out = Vec::new();
+    for c in db.list_collection_names().await.unwrap() {
+        let docs: Vec<Document> = db
+            .collection::<Document>(&c)
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        out.extend(docs.into_iter().map(|d| (c.clone(), d)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_scan_finds_no_card_data_in_clear() {
+    let Some(uri) = uri() else { return };
+    let (s, name) = fresh_store(&uri).await;
+    let u = user_id(&unique("u"));
+    let w = pan_wallet(&u, at(0));
+    let b = w.bindings()[0].id.clone();
+    let h = s
+        .commit(
+            &w,
+            None,
+            vec![event(AuditAction::BindingCreate, Some(&u), Some(&b))],
+            at(0),
+        )
+        .await
+        .unwrap();
+    s.commit(
+        &w,
+        Some(h),
+        vec![event(AuditAction::CardDataOpen, Some(&u), Some(&b))],
+        at(1),
+    )
+    .await
+    .unwrap();
+    let data = CardData {
+        binding: b.clone(),
+        user: u.clone(),
+        generation: 1001,
+        sealed: sealed(7),
+    };
+    CardDataStore::put(&s, &data).await.unwrap();
+    ChannelRefs::put(
+        &s,
+        &channel("mock"),
+        "agr-1",
+        &RefTarget {
+            user: u.clone(),
+            binding: b.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    s.add(&ReviewEntry {
+        binding: b.clone(),
+        user: u.clone(),
+        since: at(0),
+    })
+    .await
+    .unwrap();
+    s.put_if_absent(&wrapped_key(u.as_str(), b"wrapped-bytes", 1))
+        .await
+        .unwrap();
+    s.claim(u.as_str(), "k", "h", at(0), at(9)).await.unwrap();
+    s.complete(
+        u.as_str(),
+        "k",
+        Lease { attempt: 1 },
+        &response("{\"last4\":\"5449\"}"),
+    )
+    .await
+    .unwrap();
+
+    let docs = all_documents(&uri, &name).await;
+    let colls: BTreeSet<&str> = docs.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(colls.len(), 6, "{colls:?}");
+    // We are looking at the right data: the masked summary is there.
+    assert!(docs
+        .iter()
+        .any(|(_, d)| format!("{d}").contains("\"5449\"")));
+    for (c, d) in &docs {
+        let mut bytes = Vec::new();
+        d.to_writer(&mut bytes).unwrap();
+        let text = format!("{d}").to_lowercase();
+        assert!(!text.contains(PAN), "{c}: the PAN in clear: {text}");
+        assert!(
+            !bytes.windows(PAN.len()).any(|x| x == PAN.as_bytes()),
+            "{c}: PAN bytes"
+        );
+        assert!(!text.contains("cvv"), "{c}: {text}");
+    }
+    let (_, card) = docs.iter().find(|(c, _)| c == "card_data").unwrap();
+    let sealed_doc = card.get_document("sealed").unwrap();
+    for f in ["pan", "holder_name", "id_number", "phone"] {
+        assert!(
+            matches!(sealed_doc.get(f), Some(Bson::Binary(_))),
+            "{f}: {:?}",
+            sealed_doc.get(f)
+        );
+    }
+    assert_eq!(sealed_doc.len(), 4, "no other sealed field (no CVV)");
+}

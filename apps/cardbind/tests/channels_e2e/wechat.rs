@@ -1,0 +1,120 @@
+//! The WeChat Pay binding flow end to end, against `FakeWechat`.
+
+use super::*;
+
+#[tokio::test]
+async fn wechat_binding_flow_end_to_end() {
+    let s = start().await;
+    let user = "wx-user-1";
+    let (id, url) = s.bind_redirect(user, VISA, "wechat").await;
+    let code = contract_code(&id);
+    assert!(url.contains(&code), "{url}");
+    assert_eq!(s.wechat.contract(&code).unwrap().0, "NOT_SIGNED");
+
+    let signed = s.wechat.user_signs(&code, "EV-e2e-0001").unwrap();
+    let r = s.notify_wechat(&signed).await;
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.text);
+    assert_eq!(r.json()["code"], "SUCCESS");
+    let card = s.card(user, &id).await;
+    assert_eq!(card["status"], "active", "{card}");
+    let (_, contract_id) = s.wechat.contract(&code).unwrap();
+    assert_eq!(
+        s.consent(user, &id).await["agreement_id"],
+        contract_id.as_str()
+    );
+
+    // Replayed callback: acknowledged, no change.
+    let r = s.notify_wechat(&signed).await;
+    assert!((200..300).contains(&r.status));
+    assert_eq!(s.card(user, &id).await, card);
+    let applied = s
+        .audit_of_card(&id)
+        .await
+        .iter()
+        .filter(|e| e["action"] == "binding.channel_event")
+        .count();
+    assert_eq!(applied, 1);
+
+    // Tampered body, and a callback signed with a stranger's key.
+    let mut tampered = signed.clone();
+    tampered.body = String::from_utf8(tampered.body)
+        .unwrap()
+        .replace("EV-e2e-0001", "EV-e2e-0009")
+        .into_bytes();
+    let r = s.notify_wechat(&tampered).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "invalid_signature"),
+        "{}",
+        r.text
+    );
+    s.wechat.sign_with_wrong_key(true);
+    let forged = s
+        .wechat
+        .callback(
+            "EV-e2e-forged",
+            "PAPAY.TERMINATE",
+            json!({"mchid": fw::MCHID, "out_contract_code": code, "contract_id": contract_id, "change_type": "DELETE"}),
+        )
+        .unwrap();
+    s.wechat.sign_with_wrong_key(false);
+    let r = s.notify_wechat(&forged).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "invalid_signature"),
+        "{}",
+        r.text
+    );
+    // Missing signature headers altogether.
+    let json_ct = [("content-type".to_owned(), "application/json".to_owned())];
+    let r = s.notify("wechat", &json_ct, signed.body.clone()).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "invalid_signature")
+    );
+    assert_eq!(s.card(user, &id).await, card);
+
+    // A second card, signed, then terminated by the user inside WeChat.
+    let (id2, _) = s.bind_redirect(user, MC, "wechat").await;
+    let code2 = contract_code(&id2);
+    let r = s
+        .notify_wechat(&s.wechat.user_signs(&code2, "EV-e2e-0002").unwrap())
+        .await;
+    assert!((200..300).contains(&r.status));
+    assert_eq!(s.card(user, &id2).await["status"], "active");
+    let r = s
+        .notify_wechat(&s.wechat.user_terminates(&code2, "EV-e2e-0003").unwrap())
+        .await;
+    assert!((200..300).contains(&r.status), "{}", r.text);
+    let card2 = s.card(user, &id2).await;
+    assert_eq!(card2["status"], "inactive", "{card2}");
+    let consent2 = s.consent(user, &id2).await;
+    assert!(consent2["revoked_at"].is_string(), "{consent2}");
+    assert_eq!(consent2["revoked_by"], "channel:wechat");
+
+    // We unbind the first card: a verified terminate call for its contract.
+    let r = s.unbind(user, &id).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["status"], "inactive");
+    assert_eq!(s.wechat.contract(&code).unwrap().0, "TERMINATED");
+    let terminate = format!(
+        "POST /v3/papay/sign/contracts/plan-id/{}/out-contract-code/{code}/terminate",
+        fw::PLAN_ID
+    );
+    let paths = s.wechat.verified_paths();
+    assert_eq!(
+        paths.iter().filter(|p| p.ends_with("/terminate")).count(),
+        1,
+        "{paths:?}"
+    );
+    assert!(paths.contains(&terminate), "{paths:?}");
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| *p == &format!("POST {}", fw::PRESIGN_PATH))
+            .count(),
+        2,
+        "{paths:?}"
+    );
+    assert_eq!(s.wechat.rejected_count(), 0, "{:?}", s.wechat.requests());
+}

@@ -1,0 +1,73 @@
+//! Each invalid field gets its code and its field name.
+
+use super::*;
+
+#[tokio::test]
+async fn each_invalid_field_has_its_code_and_field() {
+    let app = spawn();
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "card_number",
+            json!("4111111111111112"),
+            "invalid_card_number",
+            "card_number",
+        ),
+        (
+            "card_number",
+            json!("9999999999999995"),
+            "unsupported_card_brand",
+            "card_number",
+        ),
+        ("expiry_month", json!(13), "invalid_expiry", "expiry_month"),
+        ("expiry_year", json!(2001), "card_expired", "expiry_year"),
+        ("cvv", json!("12"), "invalid_cvv", "cvv"),
+        (
+            "holder_name",
+            json!("R2D2!"),
+            "invalid_holder_name",
+            "holder_name",
+        ),
+        (
+            "id_number",
+            json!("110105194912310021"),
+            "invalid_id_number",
+            "id_number",
+        ),
+        ("phone", json!("12345"), "invalid_phone", "phone"),
+        ("channel", json!("paypal"), "channel_not_enabled", "channel"),
+    ];
+    for (i, (name, value, code, field)) in cases.into_iter().enumerate() {
+        let mut body = bind_body(VISA);
+        body[name] = value;
+        let resp = app
+            .bind(&format!("user-{i}"), &format!("k-field-{i}"), &body)
+            .await;
+        let v = assert_error(resp, 400, code).await;
+        let got = v["error"]["field"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            got == field || (field.starts_with("expiry") && got.starts_with("expiry")),
+            "{name}: {v}"
+        );
+        assert!(
+            !v.to_string().contains("11010519491231002"),
+            "no ID number in errors: {v}"
+        );
+    }
+    let mut body = bind_body(VISA);
+    body["consent"]["text_sha256"] = json!("not-a-hash");
+    let v = assert_error(
+        app.bind("user-c", "k-consent", &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(v["error"]["field"], "consent");
+
+    let v = assert_error(
+        app.bind("bad*user", "k-user", &bind_body(VISA)).await,
+        400,
+        "invalid_user_id",
+    )
+    .await;
+    assert_eq!(v["error"]["field"], "user_id");
+}

@@ -1,0 +1,421 @@
+//! The main flows: OTP, redirect, decline, duplicates, review, BIN lookup,
+//! health, channel notifications, consents, audit and erasure.
+
+use super::*;
+
+#[tokio::test]
+async fn otp_flow_default_unbind_and_freeze() {
+    let app = spawn();
+    let svc = bearer("merchant", "service");
+    let resp = app.bind("u-flow", "k-otp", &bind_body(MC_OTP)).await;
+    resp.assert_status(StatusCode::CREATED);
+    let card = json_of(resp).await;
+    assert_eq!(card["status"], "pending_verification");
+    assert_eq!(card["next_action"]["type"], "otp");
+    assert_eq!(card["brand"], "mastercard");
+    assert_eq!(
+        (card["bin"].as_str(), card["last4"].as_str()),
+        (Some("555555"), Some("4444"))
+    );
+    let text = card.to_string();
+    assert!(
+        !text.contains(MC_OTP)
+            && !text.contains("13800138000")
+            && !text.contains("11010519491231002X"),
+        "{text}"
+    );
+    let id = card["id"].as_str().unwrap().to_owned();
+
+    let verify = |otp: &'static str| {
+        app.client
+            .post(format!("/v1/users/u-flow/cards/{id}/verify"))
+            .header("Authorization", svc.clone())
+            .content_type("application/json")
+            .body(json!({ "otp": otp }).to_string())
+            .send()
+    };
+    let v = assert_error(verify("000000").await, 422, "invalid_otp").await;
+    assert_eq!(v["error"]["field"], "otp");
+    let ok = verify("123456").await;
+    ok.assert_status_is_ok();
+    let active = json_of(ok).await;
+    assert_eq!(active["status"], "active");
+    assert_eq!(active["is_default"], true);
+    assert!(active.get("next_action").is_none());
+    assert_error(verify("123456").await, 409, "invalid_state_transition").await;
+
+    // a second card, made default
+    let resp = app.bind("u-flow", "k-second", &bind_body(VISA)).await;
+    let second = json_of(resp).await;
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    assert_eq!(second["is_default"], false);
+    let resp = app
+        .client
+        .put(format!("/v1/users/u-flow/cards/{id2}/default"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert_eq!(json_of(resp).await["is_default"], true);
+
+    // list with paging
+    let resp = app
+        .client
+        .get("/v1/users/u-flow/cards?limit=1")
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    let page = json_of(resp).await;
+    assert_eq!(page["cards"].as_array().unwrap().len(), 1);
+    let next = page["next_after"].as_str().unwrap().to_owned();
+    let resp = app
+        .client
+        .get(format!("/v1/users/u-flow/cards?limit=1&after={next}"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    assert_eq!(json_of(resp).await["cards"].as_array().unwrap().len(), 1);
+
+    // freeze / unfreeze by an operator
+    let admin = bearer("ops", "admin");
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/u-flow/cards/{id}/freeze"))
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert_eq!(json_of(resp).await["status"], "frozen");
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/u-flow/cards/{id}/freeze"))
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
+    assert_error(resp, 409, "invalid_state_transition").await;
+    let resp = app
+        .client
+        .post(format!("/v1/admin/users/u-flow/cards/{id}/unfreeze"))
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
+    assert_eq!(json_of(resp).await["status"], "active");
+
+    // unbind the default: twice is harmless
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .delete(format!("/v1/users/u-flow/cards/{id2}"))
+            .header("Authorization", svc.clone())
+            .send()
+            .await;
+        resp.assert_status_is_ok();
+        let c = json_of(resp).await;
+        assert_eq!(
+            (c["status"].as_str(), c["is_default"].as_bool()),
+            (Some("inactive"), Some(false))
+        );
+    }
+    let resp = app
+        .client
+        .get(format!("/v1/users/u-flow/cards/{id}"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    assert_eq!(
+        json_of(resp).await["is_default"],
+        true,
+        "the other active card is promoted"
+    );
+    let resp = app
+        .client
+        .get("/v1/users/u-flow/cards/no-such-card")
+        .header("Authorization", svc)
+        .send()
+        .await;
+    assert_error(resp, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn redirect_decline_and_duplicate() {
+    let app = spawn();
+    let resp = app.bind("u-r", "k-r", &bind_body(AMEX_REDIRECT)).await;
+    resp.assert_status(StatusCode::CREATED);
+    let card = json_of(resp).await;
+    assert_eq!(card["next_action"]["type"], "redirect");
+    assert!(card["next_action"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+
+    let v = assert_error(
+        app.bind("u-r", "k-d", &bind_body(MC_DECLINE)).await,
+        422,
+        "channel_rejected",
+    )
+    .await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("declined"));
+
+    assert_error(
+        app.bind("u-r", "k-dup", &bind_body(AMEX_REDIRECT)).await,
+        409,
+        "card_already_bound",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_channel_goes_to_review_with_202() {
+    let mut opts = Options::default();
+    opts.mock.mode = cardbind_channels::MockMode::Flaky;
+    opts.mock.flaky_every = 1;
+    opts.mock.card_modes.clear();
+    let app = spawn_with(opts);
+    let resp = app.bind("u-rev", "k-rev", &bind_body(VISA)).await;
+    resp.assert_status(StatusCode::ACCEPTED);
+    let card = json_of(resp).await;
+    assert_eq!(card["status"], "pending_review");
+    let id = card["id"].as_str().unwrap().to_owned();
+
+    let admin = bearer("ops", "admin");
+    let resp = app
+        .client
+        .get("/v1/admin/reviews")
+        .header("Authorization", admin.clone())
+        .send()
+        .await;
+    let list = json_of(resp).await;
+    assert_eq!(list["cards"][0]["id"], id.as_str());
+    assert_error(
+        app.client
+            .get("/v1/admin/reviews")
+            .header("Authorization", bearer("m", "service"))
+            .send()
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+
+    let approve = |body: Value| {
+        app.client
+            .post(format!("/v1/admin/reviews/{id}/approve"))
+            .header("Authorization", admin.clone())
+            .content_type("application/json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_error(
+        approve(json!({"channel_ref": "r", "x": 1})).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let resp = approve(json!({"channel_ref": "manual-123"})).await;
+    resp.assert_status_is_ok();
+    assert_eq!(json_of(resp).await["status"], "active");
+    assert_error(approve(json!({})).await, 409, "invalid_state_transition").await;
+    let resp = app
+        .client
+        .post("/v1/admin/reviews/nope/reject")
+        .header("Authorization", admin)
+        .send()
+        .await;
+    assert_error(resp, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn bin_lookup() {
+    let app = spawn();
+    let get = |bin: &str| {
+        app.client
+            .get(format!("/v1/bins/{bin}"))
+            .header("Authorization", bearer("m", "service"))
+            .send()
+    };
+    let resp = get("411111").await;
+    resp.assert_status_is_ok();
+    assert_eq!(
+        json_of(resp).await,
+        json!({"bin": "411111", "brand": "visa"})
+    );
+    assert_eq!(json_of(get("62220200").await).await["brand"], "unionpay");
+    let v = assert_error(get("000000").await, 404, "not_found").await;
+    assert_eq!(v["error"]["field"], "bin");
+    assert_error(get("41ab11").await, 400, "invalid_request").await;
+    assert_error(get("4111111111").await, 400, "invalid_request").await;
+    let resp = app
+        .client
+        .get("/v1/bins/411111")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    assert_error(resp, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn();
+    app.client
+        .get("/healthz")
+        .send()
+        .await
+        .assert_status_is_ok();
+    app.client.get("/readyz").send().await.assert_status_is_ok();
+    app.store.set_unavailable(true);
+    assert_error(
+        app.client.get("/readyz").send().await,
+        503,
+        "storage_unavailable",
+    )
+    .await;
+    app.client
+        .get("/healthz")
+        .send()
+        .await
+        .assert_status_is_ok();
+}
+
+#[tokio::test]
+async fn channel_notifications() {
+    let app = spawn();
+    let resp = app.bind("u-n", "k-n", &bind_body(AMEX_REDIRECT)).await;
+    let id = json_of(resp).await["id"].as_str().unwrap().to_owned();
+    let secret = cardbind_channels::MockConfig::default().notification_secret;
+    let n = cardbind_channels::mock::mock_notification(&secret, "evt-1", &id, "signed", "agr-1");
+
+    let send = |headers: Vec<(String, String)>, body: Vec<u8>| {
+        let mut req = app.client.post("/v1/channels/mock/notify");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.body(body).send()
+    };
+    let mut forged = n.headers.clone();
+    forged.insert("x-mock-signature".into(), "00".repeat(32));
+    assert_error(
+        send(forged.into_iter().collect(), n.body.clone()).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+
+    let ok = send(n.headers.clone().into_iter().collect(), n.body.clone()).await;
+    assert!(ok.0.status().is_success(), "{}", ok.0.status());
+    let resp = app
+        .client
+        .get(format!("/v1/users/u-n/cards/{id}"))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    assert_eq!(json_of(resp).await["status"], "active");
+    // the same notification again is acknowledged and changes nothing
+    let again = send(n.headers.clone().into_iter().collect(), n.body.clone()).await;
+    assert!(again.0.status().is_success());
+
+    let resp = app
+        .client
+        .post("/v1/channels/paypal/notify")
+        .content_type("application/json")
+        .body("{}")
+        .send()
+        .await;
+    assert_error(resp, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn consents_audit_and_erasure() {
+    let mut opts = Options::default();
+    opts.http.trust_forwarded_for = true;
+    let app = spawn_with(opts);
+    let mut body = bind_body(VISA);
+    body["consent"] = json!({"text_version": "v2", "text_sha256": SHA});
+    let resp = app
+        .client
+        .post("/v1/users/u-c/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .header("Idempotency-Key", "k-c")
+        // A forged first entry, then the address our proxy appended.
+        .header("X-Forwarded-For", "198.51.100.99, 203.0.113.7")
+        .header("User-Agent", "TestAgent/1.0")
+        .content_type("application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    resp.assert_status(StatusCode::CREATED);
+    let card_id = json_of(resp).await["id"].as_str().unwrap().to_owned();
+
+    let resp = app
+        .client
+        .get("/v1/consents?user_id=u-c")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    let consents = json_of(resp).await;
+    let c = &consents["consents"][0];
+    assert_eq!(
+        (c["ip"].as_str(), c["user_agent"].as_str()),
+        (Some("203.0.113.7"), Some("TestAgent/1.0"))
+    );
+    assert_eq!(
+        (c["text_version"].as_str(), c["card_id"].as_str()),
+        (Some("v2"), Some(card_id.as_str()))
+    );
+
+    let resp = app
+        .client
+        .get("/v1/audit/events?user_id=u-c&limit=50")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    let events = json_of(resp).await;
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"binding.create"), "{actions:?}");
+    assert!(!events.to_string().contains(VISA));
+    let resp = app
+        .client
+        .get("/v1/audit/events?since=yesterday")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    let v = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(v["error"]["field"], "since");
+
+    let resp = app
+        .client
+        .post("/v1/admin/users/u-c/erase")
+        .header("Authorization", bearer("ops", "admin"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert_eq!(
+        json_of(resp).await,
+        json!({"user_id": "u-c", "unbound_cards": 1, "key_destroyed": true})
+    );
+    // Erasing again finds nothing left to unbind or destroy.
+    let resp = app
+        .client
+        .post("/v1/admin/users/u-c/erase")
+        .header("Authorization", bearer("ops", "admin"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert_eq!(
+        json_of(resp).await,
+        json!({"user_id": "u-c", "unbound_cards": 0, "key_destroyed": false})
+    );
+    let resp = app
+        .client
+        .post("/v1/admin/users/u-c/erase")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    assert_error(resp, 403, "forbidden").await;
+}

@@ -1,0 +1,166 @@
+//! Idempotency keys (replays, reuse, concurrency, holds, transient
+//! failures) and the bind rate limit.
+
+use super::*;
+
+#[tokio::test]
+async fn replays_are_byte_identical_and_keys_cannot_be_reused() {
+    let app = spawn();
+    let body = bind_body(VISA);
+    let first = app.bind("u-idem", "key-1", &body).await;
+    first.assert_status(StatusCode::CREATED);
+    first.assert_header_is_not_exist("Idempotent-Replayed");
+    let first_bytes = bytes(first).await;
+
+    let again = app.bind("u-idem", "key-1", &body).await;
+    again.assert_status(StatusCode::CREATED);
+    again.assert_header("Idempotent-Replayed", "true");
+    again.assert_header_exist("X-Request-Id");
+    assert_eq!(bytes(again).await, first_bytes);
+
+    // the same key with another request
+    let v = assert_error(
+        app.bind("u-idem", "key-1", &bind_body(VISA2)).await,
+        409,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_eq!(v["error"]["field"], "Idempotency-Key");
+    // the same key for another user (another path) is another request too
+    assert_error(
+        app.bind("u-other", "key-1", &body).await,
+        409,
+        "idempotency_key_reused",
+    )
+    .await;
+    // keys are scoped to the caller: another client may use the same key
+    let resp = app
+        .client
+        .post("/v1/users/u-idem2/cards")
+        .header("Authorization", bearer("other-merchant", "service"))
+        .header("Idempotency-Key", "key-1")
+        .content_type("application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    resp.assert_status(StatusCode::CREATED);
+
+    // a stored refusal is replayed as well (same card again → card_already_bound once, then replayed)
+    let refused = app.bind("u-idem", "key-2", &body).await;
+    let refused_bytes = bytes(refused).await;
+    let replay = app.bind("u-idem", "key-2", &body).await;
+    replay.assert_status(StatusCode::CONFLICT);
+    replay.assert_header("Idempotent-Replayed", "true");
+    assert_eq!(bytes(replay).await, refused_bytes);
+
+    // missing or malformed key
+    let resp = app
+        .client
+        .post("/v1/users/u-idem/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .content_type("application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    let v = assert_error(resp, 400, "idempotency_key_missing").await;
+    assert_eq!(v["error"]["field"], "Idempotency-Key");
+    assert_error(
+        app.bind("u-idem", &"k".repeat(256), &body).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_run_once() {
+    let app = Arc::new(spawn());
+    let body = bind_body(VISA);
+    let (a, b) = tokio::join!(
+        app.bind("u-conc", "same", &body),
+        app.bind("u-conc", "same", &body)
+    );
+    let statuses = [a.0.status().as_u16(), b.0.status().as_u16()];
+    let (ba, bb) = (bytes(a).await, bytes(b).await);
+    assert_eq!(statuses, [201, 201], "{}", String::from_utf8_lossy(&bb));
+    assert_eq!(ba, bb);
+    let list = app
+        .client
+        .get("/v1/users/u-conc/cards")
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    assert_eq!(json_of(list).await["cards"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_held_too_long_answers_in_progress() {
+    let mut opts = Options::default();
+    opts.mock
+        .card_modes
+        .insert("1111".into(), cardbind_channels::MockMode::Timeout);
+    opts.mock.timeout_after = std::time::Duration::from_millis(600);
+    opts.http.idempotency_wait_ms = 100;
+    let app = spawn_with(opts);
+    let body = bind_body(VISA);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        app.bind("u-slow", "k-slow", &body).await
+    };
+    let (first, second) = tokio::join!(app.bind("u-slow", "k-slow", &body), second);
+    first.assert_status(StatusCode::ACCEPTED);
+    let v = assert_error(second, 409, "idempotency_key_in_progress").await;
+    assert_eq!(v["error"]["field"], "Idempotency-Key");
+    let third = app.bind("u-slow", "k-slow", &body).await;
+    third.assert_status(StatusCode::ACCEPTED);
+    third.assert_header("Idempotent-Replayed", "true");
+}
+
+#[tokio::test]
+async fn transient_failures_release_the_key() {
+    let app = spawn();
+    app.store.set_unavailable(true);
+    let body = bind_body(VISA);
+    assert_error(
+        app.bind("u-transient", "k-t", &body).await,
+        503,
+        "storage_unavailable",
+    )
+    .await;
+    app.store.set_unavailable(false);
+    app.bind("u-transient", "k-t", &body)
+        .await
+        .assert_status(StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_fourth_bind_in_a_minute_is_rate_limited() {
+    let app = spawn();
+    let cards = [VISA, VISA2, MC_OTP, AMEX_REDIRECT];
+    for (i, card) in cards.iter().take(3).enumerate() {
+        let resp = app
+            .bind("u-rate", &format!("rate-{i}"), &bind_body(card))
+            .await;
+        assert!(
+            resp.0.status().is_success(),
+            "bind {i}: {}",
+            resp.0.status()
+        );
+    }
+    let resp = app.bind("u-rate", "rate-3", &bind_body(cards[3])).await;
+    let retry = resp
+        .0
+        .headers()
+        .get("Retry-After")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    assert_error(resp, 429, "rate_limited").await;
+    assert!(
+        retry.is_some_and(|s| (1..=60).contains(&s)),
+        "Retry-After: {retry:?}"
+    );
+    // 429 is transient: the key is free again once the window has passed
+    app.clock.advance_seconds(61);
+    app.bind("u-rate", "rate-3", &bind_body(cards[3]))
+        .await
+        .assert_status(StatusCode::CREATED);
+}

@@ -1,0 +1,81 @@
+//! Serving on a real socket (port zero, in-flight requests finished on
+//! shutdown), and audit cursors at the edge of their pattern.
+
+use super::*;
+
+#[tokio::test]
+async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut opts = Options::default();
+    opts.mock
+        .card_modes
+        .insert("1111".into(), cardbind_channels::MockMode::Timeout);
+    opts.mock.timeout_after = std::time::Duration::from_millis(400);
+    let (state, _store, _clock) = state_with(opts);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cardbind::http::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-request-id:"),
+        "{answer}"
+    );
+
+    // A slow bind (the channel answers after 400 ms) is in flight when shutdown starts.
+    let body = bind_body(VISA).to_string();
+    let request = format!(
+        "POST /v1/users/u-slow/cards HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\n\
+         Idempotency-Key: k-slow\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        bearer("merchant", "service"),
+        body.len(),
+        body
+    );
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(answer.contains("pending_review"), "{answer}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// Every audit cursor the spec's pattern allows is answered (a link number
+/// past what a store holds was a 503 before the pattern bounded it).
+#[tokio::test]
+async fn audit_cursors_at_the_edge_of_the_pattern_are_answered() {
+    let app = spawn();
+    for (after, status) in [
+        ("999999999999999.999999999999999999.999999999.@system", 200),
+        ("0.0.0.@system", 200),
+        ("729.11977529033629061801.78.@system", 400),
+        ("1.1.9999999999.alice", 400),
+    ] {
+        let resp = app
+            .client
+            .get(format!("/v1/audit/events?after={after}"))
+            .header("Authorization", bearer("aud", "auditor"))
+            .send()
+            .await;
+        assert_eq!(resp.0.status().as_u16(), status, "{after}");
+    }
+}
