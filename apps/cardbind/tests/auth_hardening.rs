@@ -1,4 +1,4 @@
-//! Bearer tokens and request signatures, beyond what `http_api.rs` covers:
+//! Bearer tokens and request signatures, beyond what `http_api/` covers:
 //! `alg: none` spellings, other HMAC algorithms, missing claims, the leeway
 //! boundary, unknown roles; the worked signature example of
 //! `docs/security.md` reproduced from the document; nonces replayed on a
