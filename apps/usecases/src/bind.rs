@@ -354,6 +354,28 @@ impl UseCases {
             generation: self.ports.ids.data_generation(),
             bind_key: cmd.bind_key.clone(),
         };
+        // The card data is sealed before anything is written, so that a key
+        // service that does not answer leaves nothing behind (`503
+        // key_service_unavailable`, no card). Sealing binds each field to
+        // the card's id, which opening the wallet just read tells; a lost
+        // race that ends on another id seals again below.
+        let mut sealed = {
+            let mut w = first.wallet.clone();
+            match w.open(
+                card.clone(),
+                self.policy.card_cap,
+                now,
+                &self.policy.verification,
+            ) {
+                Ok(Opened::New(id) | Opened::Again(id)) => {
+                    let s = self.seal(&cmd.user, &id, &cmd.details).await?;
+                    Some((id, s))
+                }
+                // A refusal is decided (and audited) below; a resumed card
+                // is sealed below only if its data is missing.
+                Ok(Opened::Resume(_)) | Err(_) => None,
+            }
+        };
         // The first round decides on the wallet already read; a lost race
         // reads it again.
         let first = std::sync::Mutex::new(Some(first));
@@ -416,7 +438,10 @@ impl UseCases {
                 binding: id.clone(),
                 user: cmd.user.clone(),
                 generation,
-                sealed: self.seal(&cmd.user, &id, &cmd.details).await?,
+                sealed: match sealed.take() {
+                    Some((sealed_for, s)) if sealed_for == id => s,
+                    _ => self.seal(&cmd.user, &id, &cmd.details).await?,
+                },
             };
             match self.ports.card_data.put(&data).await {
                 // A concurrent resume of the same bind stored it.

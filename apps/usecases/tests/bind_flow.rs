@@ -505,3 +505,34 @@ async fn a_key_service_outage_writes_nothing() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_key_service_failure_at_sealing_leaves_no_card() {
+    let w = world(Policy::default());
+    w.vault
+        .seal_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e =
+        w.uc.bind_card(&backend(), bind_cmd("pia", &visa(61), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyServiceUnavailable);
+    let page =
+        w.uc.list_cards(&backend(), &user("pia"), CardQuery::page(None, 20))
+            .await
+            .unwrap();
+    assert!(page.cards.is_empty(), "a card was left: {:?}", page.cards);
+    assert_eq!(
+        w.channel.starts.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // Once the key service answers, the same bind goes through.
+    w.vault
+        .seal_down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("pia", &visa(61), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+}

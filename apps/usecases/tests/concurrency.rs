@@ -201,7 +201,7 @@ async fn a_retry_under_the_same_key_resumes_at_once_and_is_not_counted_again() {
     assert_eq!(v.binding.bind_key.as_deref(), Some("k-1"));
     assert_eq!(w.channel.starts.load(Ordering::SeqCst), 1, "asked once");
     let page =
-        w.uc.list_cards(&backend(), &user("same"), None, 10)
+        w.uc.list_cards(&backend(), &user("same"), CardQuery::page(None, 10))
             .await
             .unwrap();
     assert_eq!(page.cards.len(), 1, "one record");

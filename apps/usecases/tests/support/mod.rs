@@ -62,6 +62,9 @@ impl IdGenerator for SeqIds {
 pub struct FakeVault {
     pub erased: Mutex<Vec<String>>,
     pub down: std::sync::atomic::AtomicBool,
+    /// Only sealing fails (a new user's data key needs the key service,
+    /// while the fingerprint key is still cached).
+    pub seal_down: std::sync::atomic::AtomicBool,
     pub opened: AtomicU64,
 }
 
@@ -77,7 +80,7 @@ impl CardVault for FakeVault {
         c: &SealContext,
         p: &[u8],
     ) -> Result<SealedBlob, KeyError> {
-        if self.down.load(Ordering::SeqCst) {
+        if self.down.load(Ordering::SeqCst) || self.seal_down.load(Ordering::SeqCst) {
             return Err(KeyError::Unavailable("fake vault down".into()));
         }
         let mut b = tag(owner, c).into_bytes();
