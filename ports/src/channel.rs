@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cardbind_domain::{
-    BindingId, CardNumber, ChannelName, Cvv, Expiry, HolderName, Phone, ResidentId, UserId,
+    BindingId, CardNumber, ChannelName, Currency, Cvv, Expiry, HolderName, Phone, ResidentId,
+    UserId,
 };
 
 use crate::error::ChannelError;
@@ -27,6 +28,11 @@ pub struct ChannelBindRequest {
     pub holder_name: HolderName,
     pub id_number: ResidentId,
     pub phone: Phone,
+    /// The card's currency as the BIN table knows it (ISO 4217), for a
+    /// channel whose binding API takes one. Neither Alipay's agreement
+    /// signing nor WeChat Pay's contract signing has such a field, so those
+    /// adapters (and the mock) do not send it.
+    pub currency: Option<Currency>,
 }
 
 /// A channel's answer to the start of a binding.

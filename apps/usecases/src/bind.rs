@@ -223,6 +223,7 @@ impl UseCases {
                 return Err(refusal.into());
             }
         }
+        let facts_currency = facts.as_ref().and_then(|f| f.currency);
         let (id, known) = self
             .reserve(ctx, &cmd, &channel_name, &fingerprint, facts, first)
             .await?;
@@ -235,6 +236,7 @@ impl UseCases {
             holder_name: cmd.details.holder_name.clone(),
             id_number: cmd.details.id_number.clone(),
             phone: cmd.details.phone.clone(),
+            currency: facts_currency,
         };
         let start = Start {
             user: &cmd.user,

@@ -216,6 +216,7 @@ impl UseCases {
             holder_name: details.holder_name,
             id_number: details.id_number,
             phone: details.phone,
+            currency: b.card.currency(),
         };
         let ((), after) = self
             .change_wallet::<_, RetryError>(ctx, &user, Some(loaded), |w, now| {

@@ -127,3 +127,18 @@ async fn countries_and_unknown_bins_decide_as_configured() {
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::CardNotAcceptedByChannel);
 }
+
+#[tokio::test]
+async fn the_channel_is_told_the_card_currency_the_bin_table_knows() {
+    let w = world_with_bins(unlimited(), table());
+    w.uc.bind_card(&backend(), bind_cmd("dee", &visa(10), w.now()))
+        .await
+        .unwrap();
+    w.uc.bind_card(&backend(), bind_cmd("dee", &unknown_card(), w.now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        *w.channel.currencies.lock().unwrap(),
+        vec![Some("USD".to_owned()), None]
+    );
+}

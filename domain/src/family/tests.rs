@@ -47,6 +47,7 @@ fn primary(u: &str) -> (Wallet, BindingId) {
                 },
                 consent: consent(t(0)),
                 generation: 1,
+                bind_key: None,
             },
             CardCap::default(),
             t(0),

@@ -25,6 +25,7 @@ pub fn bind_request_with_card(binding_id: &str, pan: &str) -> ChannelBindRequest
         holder_name: HolderName::parse("张三").unwrap(),
         id_number: ResidentId::parse(&resident_id()).unwrap(),
         phone: Phone::parse("13800138000").unwrap(),
+        currency: None,
     }
 }
 

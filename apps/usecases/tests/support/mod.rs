@@ -150,6 +150,8 @@ pub struct ScriptChannel {
     pub otp: Mutex<String>,
     pub query: Mutex<HashMap<String, RemoteState>>,
     pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The currency of each binding request, in order.
+    pub currencies: Mutex<Vec<Option<String>>>,
 }
 
 impl ScriptChannel {
@@ -164,6 +166,7 @@ impl ScriptChannel {
             otp: Mutex::new("123456".to_owned()),
             query: Mutex::new(HashMap::new()),
             gate: Mutex::new(None),
+            currencies: Mutex::new(Vec::new()),
         })
     }
 
@@ -184,6 +187,10 @@ impl PaymentChannel for ScriptChannel {
 
     async fn start_binding(&self, r: &ChannelBindRequest) -> Result<ChannelStart, ChannelError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
+        self.currencies
+            .lock()
+            .unwrap()
+            .push(r.currency.map(|c| c.code().to_owned()));
         let gate = self.gate.lock().unwrap().clone();
         if let Some(g) = gate {
             let _permit = g.acquire().await.unwrap();
