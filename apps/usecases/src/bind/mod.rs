@@ -45,6 +45,8 @@ use crate::sealing::CardDetails;
 use crate::tx::{until_settled, Loaded, Raced};
 use crate::{CardView, UseCases};
 
+mod start;
+
 op_error! {
     /// Why a bind was refused.
     pub enum BindError { BadRequest, Forbidden, Conflict, Unprocessable, TooManyRequests, Unavailable }
@@ -480,74 +482,6 @@ impl UseCases {
         Ok(id)
     }
 
-    /// Asks the channel to start a binding waiting in
-    /// `pending_verification` and writes its answer (step 5–6).
-    pub(crate) async fn start_at_channel<E>(
-        &self,
-        ctx: &RequestContext,
-        start: Start<'_>,
-        known: Option<Loaded>,
-    ) -> Result<CardView, E>
-    where
-        E: From<StoreError> + From<cardbind_domain::Declined> + From<Internal>,
-    {
-        let Start {
-            user,
-            id,
-            channel_name,
-            channel,
-            request,
-        } = start;
-        let (outcome, review_reason) =
-            start_outcome(id, channel.start_binding(request).await, &request.phone);
-        if let StartOutcome::Bound { channel_ref }
-        | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
-        {
-            let target = RefTarget {
-                user: user.clone(),
-                binding: id.clone(),
-            };
-            if let Err(e) = self
-                .ports
-                .channel_refs
-                .put(channel_name, channel_ref, &target)
-                .await
-            {
-                // The answer is still written; a notification naming only
-                // this reference will not find the card (reconcile will).
-                tracing::warn!(binding = %id, error = %e, "channel reference not stored");
-            }
-        }
-        let refused = match &outcome {
-            StartOutcome::Refused { code } => Some(code.clone()),
-            _ => None,
-        };
-        let (status, after) = self
-            .change_wallet::<_, E>(ctx, user, known, |w, now| {
-                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
-            })
-            .await?;
-        match status {
-            Some(BindingStatus::PendingReview) => {
-                let entry = ReviewEntry {
-                    binding: id.clone(),
-                    user: user.clone(),
-                    since: self.now(),
-                };
-                if let Err(e) = self.ports.review.add(&entry).await {
-                    tracing::error!(binding = %id, error = %e, "card in review not queued; list it with reconcile");
-                }
-            }
-            Some(BindingStatus::Failed) => self.drop_card_data(user, id).await,
-            _ => {}
-        }
-        if let Some(code) = refused {
-            return Err(channel_rejected(code.as_str()).into());
-        }
-        Ok(view(&after.wallet, id)
-            .map_err(|_| Internal::new("a started card is not in its wallet"))?)
-    }
-
     /// Deletes a card's sealed data (it left the statuses that keep it).
     /// A failure is logged: the next unbind or erasure removes it.
     pub(crate) async fn drop_card_data(&self, user: &UserId, id: &BindingId) {
@@ -571,56 +505,6 @@ fn bind_event(
     }
 }
 
-/// What the channel's answer means for the card, and why a card goes to
-/// review (for the audit detail).
-fn start_outcome(
-    id: &BindingId,
-    answer: Result<ChannelStart, ChannelError>,
-    phone: &Phone,
-) -> (StartOutcome, Option<String>) {
-    let review = |why: String| {
-        tracing::warn!(binding = %id, why, "channel could not take the binding; it goes to manual review");
-        (StartOutcome::Unreachable, Some(why))
-    };
-    match answer {
-        Ok(ChannelStart::Bound { channel_ref }) => (StartOutcome::Bound { channel_ref }, None),
-        Ok(ChannelStart::OtpSent { channel_ref }) => (
-            StartOutcome::ActionRequired {
-                channel_ref,
-                action: NextAction::Otp {
-                    phone_hint: phone.masked(),
-                },
-            },
-            None,
-        ),
-        Ok(ChannelStart::Redirect { channel_ref, url }) => (
-            StartOutcome::ActionRequired {
-                channel_ref,
-                action: NextAction::Redirect { url },
-            },
-            None,
-        ),
-        Ok(ChannelStart::Refused { code, .. }) | Err(ChannelError::Rejected { code, .. }) => (
-            StartOutcome::Refused {
-                code: ChannelCode::from_channel(&code),
-            },
-            None,
-        ),
-        // Not the card's fault: the channel is down, slow, shut by the
-        // breaker, refuses our own set-up, or answered what we cannot read.
-        Err(ChannelError::Misconfigured { code }) => review(format!(
-            "channel misconfigured: {}",
-            ChannelCode::from_channel(&code).as_str()
-        )),
-        Err(
-            e @ (ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen),
-        ) => review(format!("channel unreachable: {}", short(&e))),
-        Err(e @ (ChannelError::InvalidSignature | ChannelError::Protocol(_))) => {
-            review(format!("channel answer unusable: {}", short(&e)))
-        }
-    }
-}
-
 /// The card of `fingerprint` when it waits for its channel's answer and
 /// was placed by the request `bind_key` names (a retry of that request).
 fn own_pending<'w>(
@@ -633,67 +517,6 @@ fn own_pending<'w>(
         .find_card(fingerprint)
         .filter(|b| b.awaits_channel_answer() && b.bind_key.as_deref() == Some(key))
         .map(|b| &b.id)
-}
-
-/// The kind of a channel error, without its message.
-fn short(e: &ChannelError) -> &'static str {
-    match e {
-        ChannelError::Timeout => "timeout",
-        ChannelError::Unavailable(_) => "unavailable",
-        ChannelError::CircuitOpen => "circuit_open",
-        ChannelError::Rejected { .. } => "rejected",
-        ChannelError::InvalidSignature => "invalid_signature",
-        ChannelError::Protocol(_) => "protocol",
-        ChannelError::Misconfigured { .. } => "misconfigured",
-    }
-}
-
-/// Writes the channel's answer to a card still waiting for it. A card that
-/// moved on meanwhile (a notification came first) keeps its state.
-fn apply_start<E>(
-    ctx: &RequestContext,
-    w: &mut Wallet,
-    id: &BindingId,
-    outcome: StartOutcome,
-    review_reason: Option<&str>,
-    now: Timestamp,
-) -> crate::tx::Decided<Option<BindingStatus>, E>
-where
-    E: From<Internal>,
-{
-    let from = match w.get(id) {
-        Ok(b) if b.awaits_channel_answer() => b.status,
-        Ok(_) => return crate::tx::Decided::new(Ok(None), Vec::new()),
-        Err(_) => {
-            return crate::tx::Decided::new(
-                Err(Internal::new("a started card is not in its wallet").into()),
-                Vec::new(),
-            )
-        }
-    };
-    let applied: Result<(), cardbind_domain::StateRefusal> =
-        w.change(id, |b| b.apply_start(outcome, now));
-    if applied.is_err() {
-        return crate::tx::Decided::new(Ok(None), Vec::new());
-    }
-    let to = w.get(id).map(|b| b.status).unwrap_or(from);
-    let mut events = vec![ctx
-        .event(now, AuditAction::BindingChannelStart)
-        .user(w.user())
-        .binding(id)
-        .detail(format!("{from} -> {to}"))
-        .build()];
-    if to == BindingStatus::PendingReview {
-        let e = ctx
-            .event(now, AuditAction::ReviewQueued)
-            .user(w.user())
-            .binding(id);
-        events.push(match review_reason {
-            Some(why) => e.detail(why).build(),
-            None => e.build(),
-        });
-    }
-    crate::tx::Decided::new(Ok(Some(to)), events)
 }
 
 /// The view of one card of a wallet.
