@@ -27,6 +27,12 @@ For `verifyCard`, half of the positive cases send the mock channel's OTP
 (CARDBIND_ST_OTP, 123456 by default), so that bindings get verified; the
 others keep their generated code, which the channel refuses (422
 `invalid_otp`, declared and allowed in schemathesis.toml).
+
+For `shareCard` (family cards), the rules a schema cannot state are the
+share's end (`expires_at` in the future, at most five years ahead), the
+limit's size for its currency (at most ten million units: 10,000,000 for
+`JPY`, whose minor unit is the yen) and that the other user is not the
+holder; positive cases are repaired to meet them.
 """
 
 from __future__ import annotations
@@ -204,6 +210,19 @@ def map_case(context, case):
         key = case.headers.get("Idempotency-Key") if case.headers is not None else None
         if isinstance(key, str) and key:
             case.headers["Idempotency-Key"] = f"{key[:200]}-{n}"
+    elif op == "shareCard":
+        expires = body.get("expires_at")
+        if isinstance(expires, str):
+            days = 1 + _seed(expires) % 1500
+            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
+            body["expires_at"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        limit = body.get("monthly_limit")
+        if isinstance(limit, dict) and isinstance(limit.get("amount"), int):
+            limit["amount"] = 1 + limit["amount"] % 10_000_000
+        holder = (case.path_parameters or {}).get("user_id")
+        other = body.get("secondary_user_id")
+        if isinstance(other, str) and other == holder:
+            body["secondary_user_id"] = other[:60] + "-fam"
     elif op == "verifyCard":
         otp = body.get("otp")
         if isinstance(otp, str) and _seed(otp) % 2 == 0:

@@ -208,6 +208,30 @@ impl Currency {
             })
     }
 
+    /// Every code [`Currency::parse`] accepts, in alphabetical order (what
+    /// the API spec lists as the values of a currency).
+    pub fn all_codes() -> Vec<&'static str> {
+        let mut codes: Vec<&'static str> = (0..=999u16)
+            .filter_map(Currency::from_numeric)
+            .map(|c| c.code())
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+
+    /// The codes of currencies with a minor unit: those an amount can be in
+    /// (not gold, funds' units or test codes).
+    pub fn amount_codes() -> Vec<&'static str> {
+        (0..=999u16)
+            .filter_map(Currency::from_numeric)
+            .filter(|c| c.minor_unit_digits().is_some())
+            .map(|c| c.code())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Parses a currency a client named (an amount's, a filter's): the
     /// same rule as [`Currency::parse`], refused as `invalid_currency` on
     /// `field`.

@@ -64,12 +64,18 @@ pub trait TextRule: Send + Sync + 'static {
         true
     }
 
+    /// When the values are a closed list: the list (the schema's `enum`).
+    fn values() -> Option<Vec<&'static str>> {
+        None
+    }
+
     /// Whether `value` has this format.
     fn accepts(value: &str) -> bool {
         let n = value.chars().count();
         (Self::MIN_LENGTH..=Self::MAX_LENGTH).contains(&n)
             && pattern_matches(Self::PATTERN, value)
             && Self::extra(value)
+            && Self::values().is_none_or(|v| v.contains(&value))
     }
 
     fn schema() -> MetaSchema {
@@ -78,6 +84,11 @@ pub trait TextRule: Send + Sync + 'static {
             pattern: Some(Self::PATTERN.to_owned()),
             min_length: Some(Self::MIN_LENGTH),
             max_length: Some(Self::MAX_LENGTH),
+            enum_items: Self::values()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Value::from)
+                .collect(),
             ..MetaSchema::new("string")
         }
     }
@@ -113,6 +124,14 @@ impl<R: TextRule> Clone for Text<R> {
         Text(self.0.clone(), PhantomData)
     }
 }
+
+impl<R: TextRule> PartialEq for Text<R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<R: TextRule> Eq for Text<R> {}
 
 impl<R: TextRule> std::fmt::Debug for Text<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +169,15 @@ impl<R: TextRule> ParseFromParameter for Text<R> {
     }
 }
 
+impl<R: TextRule> poem_openapi::types::ParseFromJSON for Text<R> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Text::parse(&s).ok_or_else(|| ParseError::custom(R::RULE)),
+            _ => Err(ParseError::custom(R::RULE)),
+        }
+    }
+}
+
 impl<R: TextRule> ToJSON for Text<R> {
     fn to_json(&self) -> Option<Value> {
         Some(Value::String(self.0.clone()))
@@ -165,7 +193,7 @@ const ID_RULE: &str =
 macro_rules! text_rule {
     ($(#[$m:meta])* $name:ident {
         pattern: $p:expr, min: $min:expr, max: $max:expr, rule: $rule:expr
-        $(, format: $f:expr)? $(, extra: $extra:expr)? $(,)?
+        $(, format: $f:expr)? $(, extra: $extra:expr)? $(, values: $values:expr)? $(,)?
     }) => {
         $(#[$m])*
         pub struct $name;
@@ -178,6 +206,10 @@ macro_rules! text_rule {
             $(fn extra(value: &str) -> bool {
                 let check: fn(&str) -> bool = $extra;
                 check(value)
+            })?
+            $(fn values() -> Option<Vec<&'static str>> {
+                let list: fn() -> Vec<&'static str> = $values;
+                Some(list())
             })?
         }
     };
@@ -208,13 +240,24 @@ text_rule!(
     }
 );
 text_rule!(
-    /// A currency: ISO 4217 alpha-3, upper case (`CNY`). A code of that
-    /// shape that is not a currency is refused after, with the same code.
+    /// A currency: ISO 4217 alpha-3, upper case (`CNY`), one of the list
+    /// the spec gives.
     CurrencyRule {
         pattern: "^[A-Z]{3}$",
         min: 3,
         max: 3,
         rule: "a currency is an ISO 4217 alpha-3 code in upper case, e.g. CNY",
+        values: cardbind_domain::Currency::all_codes,
+    }
+);
+text_rule!(
+    /// The currency of an amount: ISO 4217 alpha-3 with a minor unit.
+    AmountCurrencyRule {
+        pattern: "^[A-Z]{3}$",
+        min: 3,
+        max: 3,
+        rule: "an amount's currency is an ISO 4217 alpha-3 code with a minor unit, e.g. CNY",
+        values: cardbind_domain::Currency::amount_codes,
     }
 );
 text_rule!(
@@ -274,6 +317,7 @@ impl Text<CurrencyRule> {
 
 pub type UserIdParam = Text<UserIdRule>;
 pub type CurrencyParam = Text<CurrencyRule>;
+pub type AmountCurrency = Text<AmountCurrencyRule>;
 pub type IdParam = Text<IdRule>;
 pub type BinParam = Text<BinRule>;
 pub type DateTimeParam = Text<DateTimeRule>;
@@ -566,12 +610,15 @@ mod tests {
         assert_eq!(param_refusal("currency").code, ErrorCode::InvalidCurrency);
         let known = CurrencyParam::parse("CNY").unwrap();
         assert!(known.currency().is_ok());
-        let unknown = CurrencyParam::parse("ABC").unwrap();
-        let e = unknown.currency().unwrap_err();
-        assert_eq!(
-            (e.code, e.field),
-            (ErrorCode::InvalidCurrency, Some("currency"))
-        );
+        // A code of the right shape that is no currency is refused by the
+        // parameter itself, as the spec's enum says.
+        assert!(CurrencyParam::parse("ABC").is_none());
         assert!(CurrencyParam::parse("cny").is_none());
+        // Amounts take only currencies with a minor unit.
+        assert!(AmountCurrency::parse("JPY").is_some());
+        assert!(AmountCurrency::parse("XAU").is_none());
+        assert!(CurrencyParam::parse("XAU").is_some());
+        let listed = CurrencyRule::schema().enum_items;
+        assert!(listed.contains(&Value::from("CNY")) && listed.len() > 150);
     }
 }

@@ -18,10 +18,10 @@ pub struct MoneyBody {
     /// `CNY`, 1 000 000 000).
     #[oai(validator(minimum(value = "1"), maximum(value = "100000000000")))]
     pub amount: i64,
-    /// ISO 4217 alpha-3 code with a minor unit (`CNY`, `HKD`, `USD`…);
-    /// another code is `invalid_currency`.
-    #[oai(validator(pattern = "^[A-Z]{3}$"))]
-    pub currency: String,
+    /// ISO 4217 alpha-3 code with a minor unit (`CNY`, `HKD`, `USD`…;
+    /// the list is the schema's `enum`); another code is
+    /// `invalid_currency`.
+    pub currency: crate::http::params::AmountCurrency,
 }
 
 /// An amount of money.
@@ -107,7 +107,7 @@ impl ShareCardBody {
             card,
             secondary: self.secondary_user_id,
             amount: self.monthly_limit.amount,
-            currency: self.monthly_limit.currency,
+            currency: self.monthly_limit.currency.into_string(),
             expires_at,
             consent: self.consent.into_given(client_ip, user_agent),
         })
