@@ -48,8 +48,7 @@ impl From<Money> for MoneyDto {
 #[oai(deny_unknown_fields)]
 pub struct ShareCardBody {
     /// The user to share with (the platform's user id; not the holder).
-    #[oai(validator(pattern = "^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"))]
-    pub secondary_user_id: String,
+    pub secondary_user_id: crate::http::params::UserIdParam,
     /// The most the secondary may spend a calendar month. The service
     /// records it and shows it to whoever takes payments with the card
     /// (channel, merchant), which enforces it: cardbind moves no money.
@@ -74,8 +73,8 @@ impl ConsentBody {
     /// the body leaves them out.
     pub fn into_given(self, client_ip: Option<String>, user_agent: Option<String>) -> ConsentGiven {
         ConsentGiven {
-            text_version: self.text_version,
-            text_hash: self.text_sha256,
+            text_version: self.text_version.into_string(),
+            text_hash: self.text_sha256.into_string(),
             ip: self.ip.map(|ip| ip.to_string()).or(client_ip),
             user_agent: self
                 .user_agent
@@ -105,7 +104,7 @@ impl ShareCardBody {
         Ok(ShareForm {
             user,
             card,
-            secondary: self.secondary_user_id,
+            secondary: self.secondary_user_id.into_string(),
             amount: self.monthly_limit.amount,
             currency: self.monthly_limit.currency.into_string(),
             expires_at,

@@ -13,7 +13,10 @@ use poem_openapi::Object;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::params::ChannelKind;
+use super::params::{
+    CardNumberRule, ChannelKind, CvvRule, HolderNameRule, IdNumberRule, OtpRule, PhoneRule,
+    Sha256Rule, Text, TextVersionRule,
+};
 
 /// An instant as RFC 3339 text (UTC), e.g. `2030-01-31T12:00:00Z`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,8 +91,7 @@ pub struct BindCardBody {
     /// The full card number (PAN): 12–19 digits, spaces and dashes
     /// ignored; a supported issuer range, a length that brand issues, and
     /// a valid Luhn check digit (except UnionPay).
-    #[oai(validator(pattern = "^[ -]*([0-9][ -]*){12,19}$"))]
-    pub card_number: String,
+    pub card_number: Text<CardNumberRule>,
     /// Expiry month, 1–12.
     #[oai(validator(minimum(value = "1"), maximum(value = "12")))]
     pub expiry_month: u32,
@@ -99,32 +101,20 @@ pub struct BindCardBody {
     pub expiry_year: u32,
     /// Card security code: 3 digits, 4 for Amex. Optional (absent, null or
     /// empty); never stored.
-    #[oai(validator(pattern = "^([0-9]{3,4})?$"))]
-    pub cvv: Option<String>,
+    pub cvv: Option<Text<CvvRule>>,
     /// The cardholder's name as on the ID document: letters of any script,
     /// spaces and `. - ' ·`, at least one letter, at most 64 characters.
-    #[oai(validator(
-        pattern = "^[\\p{L} .'·-]*\\p{L}[\\p{L} .'·-]*$",
-        min_length = 1,
-        max_length = 64
-    ))]
-    pub holder_name: String,
+    pub holder_name: Text<HolderNameRule>,
     /// The holder's mainland resident identity card number: 17 digits (a
     /// region code not starting with 0, a birth date YYYYMMDD from 1900 to
     /// 2100, a sequence number) and a check character (a digit or `X`,
     /// either case) under ISO 7064 MOD 11-2.
-    #[oai(validator(
-        pattern = "^[1-9][0-9]{5}(19[0-9]{2}|20[0-9]{2}|2100)(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]$"
-    ))]
-    pub id_number: String,
+    pub id_number: Text<IdNumberRule>,
     /// The phone number the card is registered with: a mainland mobile
     /// number (11 digits, `1` then `3`–`9`), optionally after `+86`, `0086`
     /// or `86`; or another country's number in E.164 form (`+` and 8–15
     /// digits, not starting with 0). Spaces and dashes are ignored.
-    #[oai(validator(
-        pattern = "^[ -]*(\\+[ -]*(8[ -]*6[ -]*1[ -]*[3-9][ -]*([0-9][ -]*){9}|[1-79][ -]*([0-9][ -]*){7,14}|8[ -]*[0-57-9][ -]*([0-9][ -]*){6,13})|(0[ -]*0[ -]*8[ -]*6[ -]*|8[ -]*6[ -]*)?1[ -]*[3-9][ -]*([0-9][ -]*){9})$"
-    ))]
-    pub phone: String,
+    pub phone: Text<PhoneRule>,
     /// Payment channel; the configured default when absent. Must be one of
     /// the channels this service enables (`channel_not_enabled` otherwise).
     pub channel: Option<ChannelKind>,
@@ -142,11 +132,9 @@ impl std::fmt::Debug for BindCardBody {
 #[oai(deny_unknown_fields)]
 pub struct ConsentBody {
     /// Version of the consent text shown: 1–64 printable ASCII characters.
-    #[oai(validator(pattern = "^[ -~]{1,64}$"))]
-    pub text_version: String,
+    pub text_version: Text<TextVersionRule>,
     /// SHA-256 (64 hex characters) of the consent text as shown.
-    #[oai(validator(pattern = "^[0-9A-Fa-f]{64}$"))]
-    pub text_sha256: String,
+    pub text_sha256: Text<Sha256Rule>,
     /// The user's IP address (IPv4 or IPv6); the request's client IP when
     /// absent.
     pub ip: Option<std::net::IpAddr>,
@@ -167,18 +155,18 @@ impl BindCardBody {
         let c = self.consent;
         BindForm {
             user,
-            card_number: self.card_number,
+            card_number: self.card_number.into_string(),
             expiry_month: self.expiry_month,
             expiry_year: self.expiry_year,
-            cvv: self.cvv,
-            holder_name: self.holder_name,
-            id_number: self.id_number,
-            phone: self.phone,
+            cvv: self.cvv.map(Text::into_string),
+            holder_name: self.holder_name.into_string(),
+            id_number: self.id_number.into_string(),
+            phone: self.phone.into_string(),
             channel: self.channel.map(|c| c.as_str().to_owned()),
             bind_key: None,
             consent: ConsentGiven {
-                text_version: c.text_version,
-                text_hash: c.text_sha256,
+                text_version: c.text_version.into_string(),
+                text_hash: c.text_sha256.into_string(),
                 ip: c.ip.map(|ip| ip.to_string()).or(client_ip),
                 user_agent: c
                     .user_agent
@@ -194,8 +182,7 @@ impl BindCardBody {
 #[oai(deny_unknown_fields)]
 pub struct VerifyCardBody {
     /// 4–8 digits.
-    #[oai(validator(pattern = "^[0-9]{4,8}$"))]
-    pub otp: String,
+    pub otp: Text<OtpRule>,
 }
 
 /// An operator's approval of a binding in review.
