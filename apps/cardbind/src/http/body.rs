@@ -59,7 +59,7 @@ impl<T: Type> Payload for JsonBody<T> {
     }
 }
 
-impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
+impl<T: ParseFromJSON + 'static> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -75,10 +75,30 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
     }
 }
 
-poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: ParseFromJSON);
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: ParseFromJSON + 'static);
+
+/// The schema of `T` and the registry it refers to, built once per type
+/// (building them costs more than checking a body against them).
+fn schemas_of<T: ParseFromJSON + 'static>() -> std::sync::Arc<(Registry, MetaSchemaRef)> {
+    use std::any::TypeId;
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex};
+    type Schemas = Arc<(Registry, MetaSchemaRef)>;
+    static CACHE: LazyLock<Mutex<HashMap<TypeId, Schemas>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(TypeId::of::<T>())
+        .or_insert_with(|| {
+            let mut registry = Registry::new();
+            T::register(&mut registry);
+            Arc::new((registry, T::schema_ref()))
+        })
+        .clone()
+}
 
 /// Parses `bytes` as a JSON `T`, refusing nesting deeper than `max_depth`.
-pub fn parse_json<T: ParseFromJSON>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+pub fn parse_json<T: ParseFromJSON + 'static>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request("a JSON body is required"));
     }
@@ -89,10 +109,9 @@ pub fn parse_json<T: ParseFromJSON>(bytes: &[u8], max_depth: usize) -> Result<T,
     }
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
-    let mut registry = Registry::new();
-    T::register(&mut registry);
-    let schema = T::schema_ref();
-    if let Some((field, problem)) = find_problem(&registry, &schema, &value, "") {
+    let schemas = schemas_of::<T>();
+    let (registry, schema) = (&schemas.0, &schemas.1);
+    if let Some((field, problem)) = find_problem(registry, schema, &value, "") {
         return Err(problem.error(field));
     }
     T::parse_from_json(Some(value)).map_err(|_| {
