@@ -322,8 +322,11 @@ async fn main() -> Result<(), String> {
             args.concurrency,
             u64::MAX,
             Some(Duration::from_secs(args.floor_seconds)),
-            window,
-            |_, w, _| rates.push(w.ok as f64 / window.as_secs_f64()),
+            // One window of the floor's length: the run stops at a window's
+            // end, so a longer window would run past `--floor-seconds` and
+            // the rate below would overstate the floor.
+            Duration::from_secs(args.floor_seconds.max(1)),
+            |_, w, _| rates.push(w.ok as f64 / args.floor_seconds.max(1) as f64),
         )
         .await;
         let _ = child.kill();

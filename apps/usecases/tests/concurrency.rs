@@ -205,8 +205,15 @@ async fn a_retry_under_the_same_key_resumes_at_once_and_is_not_counted_again() {
             .await
             .unwrap();
     assert_eq!(page.cards.len(), 1, "one record");
-    // Once active, the same key cannot bind it again.
-    let e = w.uc.bind_card(&backend(), keyed("k-1")).await.unwrap_err();
+    // Once active, a retry under the same key (its answer was lost after
+    // the last write) gets the card back: not counted, the channel not
+    // asked again.
+    let again = w.uc.bind_card(&backend(), keyed("k-1")).await.unwrap();
+    assert_eq!(again.binding.id, v.binding.id);
+    assert_eq!(again.binding.status, BindingStatus::Active);
+    assert_eq!(w.channel.starts.load(Ordering::SeqCst), 1, "asked once");
+    // Another key for the same card is a new request: counted, refused.
+    let e = w.uc.bind_card(&backend(), keyed("k-3")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::RateLimited);
 }
 

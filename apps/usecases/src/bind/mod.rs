@@ -208,6 +208,12 @@ impl UseCases {
         // a retry of a request that already placed this card (its first
         // attempt failed after the write), which is not counted again.
         let first = self.load(&cmd.user).await?;
+        // A retry of a request whose bind went through but whose answer
+        // was lost (a timeout after the last write): its card, not a 409.
+        if let Some(id) = own_settled(&first.wallet, &fingerprint, cmd.bind_key.as_deref()) {
+            return Ok(view(&first.wallet, id)
+                .map_err(|_| Internal::new("a bound card is not in its wallet"))?);
+        }
         let retry_of = own_pending(&first.wallet, &fingerprint, cmd.bind_key.as_deref());
         if retry_of.is_none() {
             self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
@@ -516,6 +522,22 @@ fn own_pending<'w>(
     wallet
         .find_card(fingerprint)
         .filter(|b| b.awaits_channel_answer() && b.bind_key.as_deref() == Some(key))
+        .map(|b| &b.id)
+}
+
+/// A live card of this fingerprint placed under `bind_key` whose channel
+/// has answered: what a retry of that request is to get back.
+fn own_settled<'w>(
+    wallet: &'w Wallet,
+    fingerprint: &Fingerprint,
+    bind_key: Option<&str>,
+) -> Option<&'w BindingId> {
+    let key = bind_key?;
+    wallet
+        .find_card(fingerprint)
+        .filter(|b| {
+            b.status.is_live() && !b.awaits_channel_answer() && b.bind_key.as_deref() == Some(key)
+        })
         .map(|b| &b.id)
 }
 
