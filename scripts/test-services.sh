@@ -14,6 +14,9 @@
 # Also installs (once) schemathesis 4.32.5, the API fuzzer that
 # scripts/schemathesis.sh runs, into its own venv:
 #   CARDBIND_TEST_SCHEMATHESIS   the schemathesis executable
+# and openapi-python-client 0.29.1 (with what the clients it generates
+# import), which scripts/generated-client.sh drives the service with:
+#   CARDBIND_TEST_OPENAPI_CLIENT_VENV   its venv
 #
 # Also exported, for tests that stop/restart a FerretDB of their own:
 #   CARDBIND_TEST_FERRETDB_BIN   the ferretdb binary
@@ -21,9 +24,9 @@
 #   CARDBIND_TEST_SERVICES_DIR   the temp dir (removed on exit); put such instances under it
 #
 # Cache: $CARDBIND_CACHE_DIR, default .cache/ at the repo root (gitignored).
-# CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV / CARDBIND_SCHEMATHESIS_VENV
-# point at an existing ferretdb binary / moto venv / schemathesis venv
-# instead (each is still checked before use).
+# CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV / CARDBIND_SCHEMATHESIS_VENV /
+# CARDBIND_OPENAPI_CLIENT_VENV point at an existing ferretdb binary / moto
+# venv / schemathesis venv / client generator venv instead (each is still checked before use).
 # CARDBIND_KEEP_SERVICES_DIR=1 keeps the temp dir (logs) after exit.
 set -euo pipefail
 
@@ -36,6 +39,8 @@ CACHE=${CARDBIND_CACHE_DIR:-$ROOT/.cache}
 FERRETDB_BIN=${CARDBIND_FERRETDB_BIN:-$CACHE/bin/ferretdb}
 VENV=${CARDBIND_MOTO_VENV:-$CACHE/venv}
 ST_VENV=${CARDBIND_SCHEMATHESIS_VENV:-$CACHE/schemathesis-venv}
+OPC_VERSION=0.29.1
+OPC_VENV=${CARDBIND_OPENAPI_CLIENT_VENV:-$CACHE/openapi-client-venv}
 CTL="$ROOT/scripts/ferretdb-ctl.sh"
 START_TIMEOUT=${CARDBIND_SERVICE_START_TIMEOUT:-30}
 
@@ -129,6 +134,25 @@ install_schemathesis() {
     say "schemathesis installed in $((SECONDS - started))s"
 }
 
+openapi_client_ok() {
+    [[ -f $OPC_VENV/.cardbind-opc-$OPC_VERSION && -x $OPC_VENV/bin/openapi-python-client ]]
+}
+
+# The client generator scripts/generated-client.sh uses, with what the
+# clients it generates import (httpx, attrs, python-dateutil).
+install_openapi_client() {
+    openapi_client_ok && return 0
+    say "installing openapi-python-client $OPC_VERSION into $OPC_VENV (once)…"
+    local started=$SECONDS
+    rm -rf "$OPC_VENV"
+    python3 -m venv "$OPC_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+    "$OPC_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "openapi-python-client==$OPC_VERSION" python-dateutil ||
+        die "pip install openapi-python-client==$OPC_VERSION failed"
+    touch "$OPC_VENV/.cardbind-opc-$OPC_VERSION"
+    say "openapi-python-client installed in $((SECONDS - started))s"
+}
+
 if [[ -z ${CARDBIND_FERRETDB_BIN:-} ]]; then
     with_install_lock build_ferretdb
 else
@@ -145,6 +169,13 @@ else
     [[ -x $ST_VENV/bin/schemathesis ]] || die "CARDBIND_SCHEMATHESIS_VENV=$ST_VENV has no bin/schemathesis"
 fi
 export CARDBIND_TEST_SCHEMATHESIS=$ST_VENV/bin/schemathesis
+if [[ -z ${CARDBIND_OPENAPI_CLIENT_VENV:-} ]]; then
+    with_install_lock install_openapi_client
+else
+    openapi_client_ok || [[ -x $OPC_VENV/bin/openapi-python-client ]] ||
+        die "CARDBIND_OPENAPI_CLIENT_VENV=$OPC_VENV has no bin/openapi-python-client"
+fi
+export CARDBIND_TEST_OPENAPI_CLIENT_VENV=$OPC_VENV
 
 free_port() {
     python3 -c 'import socket

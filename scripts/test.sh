@@ -8,8 +8,9 @@
 # 2. Inside scripts/test-services.sh (FerretDB, moto and schemathesis
 #    installed once into .cache/, the services started on free loopback
 #    ports): the API fuzz run (scripts/schemathesis.sh) against the service
-#    on the embedded store and on MongoDB (FerretDB), then every test of
-#    the workspace.
+#    on the embedded store and on MongoDB (FerretDB), the flow through a
+#    client generated from the spec (scripts/generated-client.sh), then
+#    every test of the workspace.
 #
 # Every part runs even when an earlier one fails; the exit code is
 # non-zero when any failed.
@@ -31,6 +32,7 @@ fi
 shift
 failed=()
 bash scripts/schemathesis.sh sqlite || failed+=("schemathesis on the embedded store")
+bash scripts/generated-client.sh || failed+=("the generated-client flow")
 bash scripts/schemathesis.sh mongodb || failed+=("schemathesis on MongoDB")
 cargo test --workspace --all-targets --no-fail-fast "$@" || failed+=("cargo test")
 if ((${#failed[@]})); then

@@ -93,8 +93,70 @@ fn finish_spec(mut doc: Value) -> Value {
         );
     }
     close_request_bodies(&mut doc);
+    inline_described_enums(&mut doc);
     add_links(&mut doc);
     canonical(doc)
+}
+
+/// poem-openapi gives a property whose type is a named enum and which has
+/// a description of its own as `allOf: [{$ref}, {description}]`. Client
+/// generators read `allOf` as object composition and refuse it over a
+/// string enum (openapi-python-client dropped `BindCardBody` and `Card`,
+/// and with them `bindCard`). Such a property gets the enum inline, with
+/// its description.
+fn inline_described_enums(doc: &mut Value) {
+    let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
+        return;
+    };
+    let Some(all) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for schema in all.values_mut() {
+        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for prop in props.values_mut() {
+            let Some(parts) = prop.get("allOf").and_then(Value::as_array) else {
+                continue;
+            };
+            let target = parts
+                .iter()
+                .filter_map(|p| p.get("$ref").and_then(Value::as_str))
+                .filter_map(|r| r.strip_prefix("#/components/schemas/"))
+                .filter_map(|name| schemas.get(name))
+                .find(|t| t.get("type").and_then(Value::as_str) != Some("object"));
+            let only_words = parts.iter().all(|p| {
+                p.get("$ref").is_some()
+                    || p.as_object()
+                        .is_some_and(|o| o.keys().all(|k| k == "description"))
+            });
+            let (Some(target), true, 2) = (target, only_words, parts.len()) else {
+                continue;
+            };
+            let mut inline = target.clone();
+            if let (Some(o), Some(d)) = (inline.as_object_mut(), prop.get("description")) {
+                o.insert("description".into(), d.clone());
+            } else if let Some(o) = inline.as_object_mut() {
+                if let Some(d) = parts.iter().find_map(|p| p.get("description")) {
+                    o.insert("description".into(), d.clone());
+                }
+            }
+            if let (Some(o), Some(n)) = (inline.as_object_mut(), prop.get("nullable")) {
+                o.insert("nullable".into(), n.clone());
+            }
+            if let Some(o) = inline.as_object_mut() {
+                o.remove("title");
+            }
+            *prop = inline;
+        }
+    }
 }
 
 /// `X-REQUEST-ID` → `X-Request-Id`.
@@ -524,6 +586,36 @@ fn add_links(doc: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Generated clients read `allOf` as object composition: none may
+    /// compose a string enum (scripts/generated-client.sh generates one).
+    #[test]
+    fn no_property_composes_a_non_object() {
+        let doc: Value = serde_json::from_str(&api_spec_json()).unwrap_or_default();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut bad = Vec::new();
+        for (name, schema) in &schemas {
+            for (prop, v) in schema["properties"].as_object().into_iter().flatten() {
+                for part in v["allOf"].as_array().into_iter().flatten() {
+                    let target = part["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .and_then(|t| schemas.get(t));
+                    if target.is_some_and(|t| t["type"] != "object") {
+                        bad.push(format!("{name}.{prop}"));
+                    }
+                }
+            }
+        }
+        assert!(bad.is_empty(), "allOf over a non-object: {bad:?}");
+        let channel = &schemas["BindCardBody"]["properties"]["channel"];
+        assert_eq!(channel["type"], "string");
+        assert!(channel["enum"].as_array().is_some_and(|e| e.len() == 3));
+        assert!(channel["description"].is_string());
+    }
 
     #[test]
     fn every_link_joins_declared_operations_and_parameters() {
