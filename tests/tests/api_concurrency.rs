@@ -42,8 +42,15 @@ async fn one_card_bound_32_times_at_once(storage: Storage) {
     );
     for r in results.iter().filter(|r| r.status != 201) {
         match r.status {
+            // Bound already, or still being bound by the winner (its
+            // channel has not answered yet): retry shortly.
             409 => {
-                r.assert_error(409, "card_already_bound");
+                let code = cardbind_tests::assert_envelope(r)["code"].clone();
+                assert!(
+                    code == "card_already_bound" || code == "conflict",
+                    "a losing bind: {}",
+                    r.describe()
+                );
             }
             429 => {
                 cardbind_tests::assert_envelope(r);

@@ -252,6 +252,7 @@ impl WalletStore for MongoStore {
                     doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1, "hash": 1, "wallet": 1 },
                 )
                 .batch_size(batch)
+                .max_time(self.op_timeout)
                 .comment(WALLETS_LOAD_MANY)
                 .await
                 .map_err(map_err)?;

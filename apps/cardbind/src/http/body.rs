@@ -98,7 +98,10 @@ fn schemas_of<T: ParseFromJSON + 'static>() -> std::sync::Arc<(Registry, MetaSch
 }
 
 /// Parses `bytes` as a JSON `T`, refusing nesting deeper than `max_depth`.
-pub fn parse_json<T: ParseFromJSON + 'static>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+pub fn parse_json<T: ParseFromJSON + 'static>(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request("a JSON body is required"));
     }
