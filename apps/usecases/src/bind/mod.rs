@@ -29,7 +29,7 @@
 use std::sync::Arc;
 
 use cardbind_domain::{
-    Action, BindingId, BindingStatus, CardNumber, CardSummary, CardToBind, ChannelCode,
+    Action, Binding, BindingId, BindingStatus, CardNumber, CardSummary, CardToBind, ChannelCode,
     ChannelName, Clash, ConflictCode, ConsentGiven, Cvv, Expiry, Fingerprint, HolderName, Invalid,
     NextAction, Opened, Phone, RateRule, ResidentId, StartOutcome, Timestamp, TooManyRequestsCode,
     UserId, Wallet,
@@ -208,15 +208,18 @@ impl UseCases {
         // a retry of a request that already placed this card (its first
         // attempt failed after the write), which is not counted again.
         let first = self.load(&cmd.user).await?;
-        // A retry of a request whose bind went through but whose answer
-        // was lost (a timeout after the last write): its card, not a 409.
-        if let Some(id) = own_settled(&first.wallet, &fingerprint, cmd.bind_key.as_deref()) {
-            return Ok(view(&first.wallet, id)
-                .map_err(|_| Internal::new("a bound card is not in its wallet"))?);
-        }
-        let retry_of = own_pending(&first.wallet, &fingerprint, cmd.bind_key.as_deref());
-        if retry_of.is_none() {
-            self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?;
+        let own = own_card(&first.wallet, &fingerprint, cmd.bind_key.as_deref());
+        match own {
+            // A retry of a request whose bind went through but whose
+            // answer was lost (a timeout after the last write): its card,
+            // not a 409.
+            Some(b) if b.status.is_live() && !b.awaits_channel_answer() => {
+                return Ok(view(&first.wallet, &b.id)
+                    .map_err(|_| Internal::new("a bound card is not in its wallet"))?);
+            }
+            // A retry of the request that placed the card: not counted again.
+            Some(b) if b.awaits_channel_answer() => {}
+            _ => self.take_bind_slots(ctx, &cmd.user, &fingerprint).await?,
         }
         // What the BIN table says of the card, and whether the channel
         // takes it (refused probes still count against the limits above).
@@ -511,34 +514,17 @@ fn bind_event(
     }
 }
 
-/// The card of `fingerprint` when it waits for its channel's answer and
-/// was placed by the request `bind_key` names (a retry of that request).
-fn own_pending<'w>(
+/// The card of this fingerprint in the wallet when the request under
+/// `bind_key` placed it (`Binding::bind_key`).
+fn own_card<'w>(
     wallet: &'w Wallet,
     fingerprint: &Fingerprint,
     bind_key: Option<&str>,
-) -> Option<&'w BindingId> {
+) -> Option<&'w Binding> {
     let key = bind_key?;
     wallet
         .find_card(fingerprint)
-        .filter(|b| b.awaits_channel_answer() && b.bind_key.as_deref() == Some(key))
-        .map(|b| &b.id)
-}
-
-/// A live card of this fingerprint placed under `bind_key` whose channel
-/// has answered: what a retry of that request is to get back.
-fn own_settled<'w>(
-    wallet: &'w Wallet,
-    fingerprint: &Fingerprint,
-    bind_key: Option<&str>,
-) -> Option<&'w BindingId> {
-    let key = bind_key?;
-    wallet
-        .find_card(fingerprint)
-        .filter(|b| {
-            b.status.is_live() && !b.awaits_channel_answer() && b.bind_key.as_deref() == Some(key)
-        })
-        .map(|b| &b.id)
+        .filter(|b| b.bind_key.as_deref() == Some(key))
 }
 
 /// The view of one card of a wallet.
