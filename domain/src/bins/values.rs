@@ -211,21 +211,21 @@ impl Currency {
     /// Every code [`Currency::parse`] accepts, in alphabetical order (what
     /// the API spec lists as the values of a currency).
     pub fn all_codes() -> Vec<&'static str> {
-        let mut codes: Vec<&'static str> = (0..=999u16)
-            .filter_map(Currency::from_numeric)
-            .map(|c| c.code())
-            .collect();
-        codes.sort_unstable();
-        codes.dedup();
-        codes
+        Currency::codes_where(|_| true)
     }
 
     /// The codes of currencies with a minor unit: those an amount can be in
     /// (not gold, funds' units or test codes).
     pub fn amount_codes() -> Vec<&'static str> {
+        Currency::codes_where(|c| c.minor_unit_digits().is_some())
+    }
+
+    /// The listed codes (every currency has a numeric code) of currencies
+    /// that `keep`, sorted, once each.
+    fn codes_where(keep: impl Fn(&Currency) -> bool) -> Vec<&'static str> {
         (0..=999u16)
             .filter_map(Currency::from_numeric)
-            .filter(|c| c.minor_unit_digits().is_some())
+            .filter(|c| keep(c))
             .map(|c| c.code())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()

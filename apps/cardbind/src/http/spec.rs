@@ -140,21 +140,21 @@ fn inline_described_enums(doc: &mut Value) {
             let (Some(target), true, 2) = (target, only_words, parts.len()) else {
                 continue;
             };
-            let mut inline = target.clone();
-            if let (Some(o), Some(d)) = (inline.as_object_mut(), prop.get("description")) {
-                o.insert("description".into(), d.clone());
-            } else if let Some(o) = inline.as_object_mut() {
-                if let Some(d) = parts.iter().find_map(|p| p.get("description")) {
-                    o.insert("description".into(), d.clone());
-                }
+            let Some(mut inline) = target.as_object().cloned() else {
+                continue;
+            };
+            inline.remove("title");
+            let description = prop
+                .get("description")
+                .or_else(|| parts.iter().find_map(|p| p.get("description")))
+                .cloned();
+            if let Some(d) = description {
+                inline.insert("description".into(), d);
             }
-            if let (Some(o), Some(n)) = (inline.as_object_mut(), prop.get("nullable")) {
-                o.insert("nullable".into(), n.clone());
+            if let Some(n) = prop.get("nullable").cloned() {
+                inline.insert("nullable".into(), n);
             }
-            if let Some(o) = inline.as_object_mut() {
-                o.remove("title");
-            }
-            *prop = inline;
+            *prop = Value::Object(inline);
         }
     }
 }
