@@ -2,6 +2,13 @@
 
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: a request allocates and frees
+/// many small buffers across the runtime's threads, where glibc's malloc
+/// spent a quarter of the workers' time (measured with `perf`; figures in
+/// docs/operations.md#performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match cardbind::cli::run(std::env::args_os()).await {

@@ -7,6 +7,10 @@
 //!
 //! `floor --listen 127.0.0.1:0` prints `floor listening on http://ADDR`.
 
+/// The service's allocator, so that the floor is measured on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Route, Server};
 use poem_openapi::param::{Header, Path};
