@@ -23,33 +23,40 @@ impl UseCases {
         } = start;
         let (outcome, review_reason) =
             start_outcome(id, channel.start_binding(request).await, &request.phone);
-        if let StartOutcome::Bound { channel_ref }
-        | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
-        {
-            let target = RefTarget {
-                user: user.clone(),
-                binding: id.clone(),
-            };
-            if let Err(e) = self
-                .ports
-                .channel_refs
-                .put(channel_name, channel_ref, &target)
-                .await
-            {
-                // The answer is still written; a notification naming only
-                // this reference will not find the card (reconcile will).
-                tracing::warn!(binding = %id, error = %e, "channel reference not stored");
-            }
-        }
         let refused = match &outcome {
             StartOutcome::Refused { code } => Some(code.clone()),
             _ => None,
         };
-        let (status, after) = self
-            .change_wallet::<_, E>(ctx, user, known, |w, now| {
-                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
-            })
-            .await?;
+        // The channel's reference and its answer are written at once (one
+        // wait for the store instead of two; neither needs the other). The
+        // reference is asked for as soon as the channel answered, as it was
+        // when the answer waited for it.
+        let store_ref = async {
+            if let StartOutcome::Bound { channel_ref }
+            | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
+            {
+                let target = RefTarget {
+                    user: user.clone(),
+                    binding: id.clone(),
+                };
+                if let Err(e) = self
+                    .ports
+                    .channel_refs
+                    .put(channel_name, channel_ref, &target)
+                    .await
+                {
+                    // The answer is still written; a notification naming
+                    // only this reference will not find the card
+                    // (reconcile will).
+                    tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+                }
+            }
+        };
+        let write_answer = self.change_wallet::<_, E>(ctx, user, known, |w, now| {
+            apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
+        });
+        let ((), answer) = tokio::join!(store_ref, write_answer);
+        let (status, after) = answer?;
         match status {
             Some(BindingStatus::PendingReview) => {
                 let entry = ReviewEntry {
