@@ -17,9 +17,10 @@
 //! `{"id","binding_id","event":"signed|terminated|failed","channel_ref"}`
 //! signed with HMAC-SHA256 under [`MockConfig::notification_secret`], the hex
 //! digest in the `x-mock-signature` header; [`mock_notification`] builds
-//! one. The mock keeps no card data: only binding ids and their state.
+//! one. The mock keeps no card data: only binding ids and their state, for
+//! the last [`MockConfig::remember`] bindings it started.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -101,6 +102,12 @@ pub struct MockConfig {
     pub flaky_every: u64,
     /// HMAC-SHA256 secret of mock notifications.
     pub notification_secret: String,
+    /// How many bindings the mock remembers (default 100,000). Past it,
+    /// the one it started longest ago is forgotten and answered as unknown
+    /// (`NotFound`, an OTP `Expired`), as a channel whose record of it
+    /// expired. Without a bound its memory grew with every bind the
+    /// service ever made.
+    pub remember: usize,
 }
 
 impl Default for MockConfig {
@@ -115,6 +122,7 @@ impl Default for MockConfig {
             slow_after: Duration::from_secs(2),
             flaky_every: 3,
             notification_secret: "cardbind-mock-notification-secret".into(),
+            remember: 100_000,
         }
     }
 }
@@ -141,11 +149,46 @@ struct Entry {
     state: RemoteState,
 }
 
+/// The bindings the mock remembers, and the order it started them in (the
+/// first is forgotten first).
+#[derive(Default)]
+struct Remembered {
+    entries: HashMap<String, Entry>,
+    order: VecDeque<String>,
+}
+
+impl Remembered {
+    fn get(&self, binding: &str) -> Option<&Entry> {
+        self.entries.get(binding)
+    }
+
+    fn get_mut(&mut self, binding: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(binding)
+    }
+
+    fn set(&mut self, binding: &str, entry: Entry, cap: usize) {
+        if let Some(e) = self.entries.get_mut(binding) {
+            *e = entry;
+            return;
+        }
+        self.entries.insert(binding.to_owned(), entry);
+        self.order.push_back(binding.to_owned());
+        while self.entries.len() > cap.max(1) {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 /// The mock channel. See the module docs.
 pub struct MockChannel {
     config: MockConfig,
     calls: AtomicU64,
-    bindings: Mutex<HashMap<String, Entry>>,
+    bindings: Mutex<Remembered>,
 }
 
 impl std::fmt::Debug for MockChannel {
@@ -166,7 +209,7 @@ impl MockChannel {
         MockChannel {
             config,
             calls: AtomicU64::new(0),
-            bindings: Mutex::new(HashMap::new()),
+            bindings: Mutex::new(Remembered::default()),
         }
     }
 
@@ -184,7 +227,7 @@ impl MockChannel {
         hex::encode(hmac_sha256(secret.as_bytes(), body))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
         self.bindings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -212,8 +255,8 @@ impl MockChannel {
     }
 
     fn set_state(&self, binding: &str, mode: MockMode, state: RemoteState) {
-        self.lock()
-            .insert(binding.to_owned(), Entry { mode, state });
+        let cap = self.config.remember;
+        self.lock().set(binding, Entry { mode, state }, cap);
     }
 }
 

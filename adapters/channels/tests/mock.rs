@@ -55,6 +55,56 @@ async fn instant_binds_at_once_and_unbinds() {
 }
 
 #[tokio::test]
+async fn remembers_only_the_last_bindings_it_started() {
+    let m = MockChannel::new(MockConfig {
+        mode: MockMode::Otp,
+        remember: 2,
+        ..MockConfig::default()
+    });
+    for b in ["b1", "b2"] {
+        m.start_binding(&bind_request(b)).await.unwrap();
+    }
+    // A change of a remembered binding does not make it newer, nor count twice.
+    let r1 = "mock_b1";
+    m.unbind(&bid("b1"), r1).await.unwrap();
+    assert_eq!(
+        m.query(&bid("b1"), None).await.unwrap(),
+        RemoteState::Terminated
+    );
+    m.start_binding(&bind_request("b3")).await.unwrap();
+    assert_eq!(
+        m.query(&bid("b1"), None).await.unwrap(),
+        RemoteState::NotFound
+    );
+    assert_eq!(
+        m.confirm_otp(&bid("b1"), r1, "123456").await.unwrap(),
+        ConfirmOutcome::Expired
+    );
+    for b in ["b2", "b3"] {
+        assert_eq!(
+            m.query(&bid(b), None).await.unwrap(),
+            RemoteState::Pending,
+            "{b}"
+        );
+    }
+    assert!(matches!(
+        m.confirm_otp(&bid("b3"), "mock_b3", "123456")
+            .await
+            .unwrap(),
+        ConfirmOutcome::Confirmed { .. }
+    ));
+    m.start_binding(&bind_request("b4")).await.unwrap();
+    assert_eq!(
+        m.query(&bid("b2"), None).await.unwrap(),
+        RemoteState::NotFound
+    );
+    assert!(matches!(
+        m.query(&bid("b3"), None).await.unwrap(),
+        RemoteState::Active { .. }
+    ));
+}
+
+#[tokio::test]
 async fn otp_accepts_configured_code_only() {
     let m = MockChannel::new(MockConfig {
         mode: MockMode::Otp,
