@@ -56,7 +56,11 @@
 //!   [`SqliteOptions::checkpoint_interval`], off the writer's path. Past
 //!   [`SqliteOptions::wal_restart_pages`] the writer copies what is left
 //!   itself and the WAL starts over (a steady stream of writes never leaves
-//!   the checkpointer a moment to).
+//!   the checkpointer a moment to). That copy flushes the WAL and the file,
+//!   so the writer stands still for it (70–140 ms measured at 3,000 binds/s):
+//!   the checkpointer runs often (every 50 ms, so little is left to flush)
+//!   and the WAL is let grow to 256 MiB before it starts over (so the
+//!   writer does it about once a second at that rate, not several times).
 //!
 //! Why not an async wrapper crate: `tokio-rusqlite` runs every call, reads
 //! included, on one connection's thread (reads wait behind writes, one
@@ -82,7 +86,7 @@
 //! (kill -9, panic, OOM kill) loses nothing that was acknowledged —
 //! `tests/file.rs` kills a writing process and finds every write — while a
 //! power loss or OS crash can lose the commits of the last checkpoint
-//! interval (200 ms by default) and never the file's consistency: WAL
+//! interval (50 ms by default) and never the file's consistency: WAL
 //! frames are checksummed and a torn tail is ignored, so the file opens at
 //! an earlier commit, every chain intact up to it. For cardbind that means
 //! a bind reserved at the channel in that window may be missing here (the
