@@ -5,7 +5,6 @@
 use cardbind_domain::{Action, BindingId, BindingStatus, UserId};
 use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::ChannelBindRequest;
-use cardbind_ports::store::RefTarget;
 
 use crate::bind::{view, Start};
 use crate::context::RequestContext;
@@ -121,18 +120,8 @@ impl UseCases {
             .await?;
         let b = view(&after.wallet, id)?;
         if let Some(r) = &channel_ref {
-            let target = RefTarget {
-                user: user.clone(),
-                binding: id.clone(),
-            };
-            if let Err(e) = self
-                .ports
-                .channel_refs
-                .put(&b.binding.channel, r, &target)
-                .await
-            {
-                tracing::warn!(binding = %id, error = %e, "channel reference not stored");
-            }
+            self.store_channel_ref(&b.binding.channel, r, &user, id)
+                .await;
         }
         self.unqueue(id).await;
         Ok(b)

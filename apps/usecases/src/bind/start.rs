@@ -35,21 +35,8 @@ impl UseCases {
             if let StartOutcome::Bound { channel_ref }
             | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
             {
-                let target = RefTarget {
-                    user: user.clone(),
-                    binding: id.clone(),
-                };
-                if let Err(e) = self
-                    .ports
-                    .channel_refs
-                    .put(channel_name, channel_ref, &target)
-                    .await
-                {
-                    // The answer is still written; a notification naming
-                    // only this reference will not find the card
-                    // (reconcile will).
-                    tracing::warn!(binding = %id, error = %e, "channel reference not stored");
-                }
+                self.store_channel_ref(channel_name, channel_ref, user, id)
+                    .await;
             }
         };
         let write_answer = self.change_wallet::<_, E>(ctx, user, known, |w, now| {
@@ -76,6 +63,32 @@ impl UseCases {
         }
         Ok(view(&after.wallet, id)
             .map_err(|_| Internal::new("a started card is not in its wallet"))?)
+    }
+}
+
+impl UseCases {
+    /// Stores the reference a channel gave a card, for notifications that
+    /// name only it. A failure is logged: the card's own change is still
+    /// written, and `reconcile` finds a card its notifications cannot.
+    pub(crate) async fn store_channel_ref(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        user: &UserId,
+        id: &BindingId,
+    ) {
+        let target = RefTarget {
+            user: user.clone(),
+            binding: id.clone(),
+        };
+        if let Err(e) = self
+            .ports
+            .channel_refs
+            .put(channel, channel_ref, &target)
+            .await
+        {
+            tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+        }
     }
 }
 
