@@ -536,3 +536,68 @@ async fn a_key_service_failure_at_sealing_leaves_no_card() {
             .unwrap();
     assert_eq!(v.binding.status, BindingStatus::Active);
 }
+
+/// Channel references that look, before storing one, at the status its
+/// card has in the wallet (and take their time, as a remote store does).
+struct WatchingRefs {
+    store: cardbind_memory::MemoryStore,
+    seen: std::sync::Mutex<Vec<BindingStatus>>,
+}
+
+#[async_trait::async_trait]
+impl cardbind_ports::store::ChannelRefs for WatchingRefs {
+    async fn put(
+        &self,
+        channel: &cardbind_domain::ChannelName,
+        channel_ref: &str,
+        target: &cardbind_ports::store::RefTarget,
+    ) -> Result<(), cardbind_ports::StoreError> {
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        let w = cardbind_ports::store::WalletStore::load(&self.store, &target.user)
+            .await?
+            .unwrap();
+        let status = w.wallet.get(&target.binding).unwrap().status;
+        self.seen.lock().unwrap().push(status);
+        cardbind_ports::store::ChannelRefs::put(&self.store, channel, channel_ref, target).await
+    }
+    async fn find(
+        &self,
+        channel: &cardbind_domain::ChannelName,
+        channel_ref: &str,
+    ) -> Result<Option<cardbind_ports::store::RefTarget>, cardbind_ports::StoreError> {
+        cardbind_ports::store::ChannelRefs::find(&self.store, channel, channel_ref).await
+    }
+    async fn delete(
+        &self,
+        channel: &cardbind_domain::ChannelName,
+        channel_ref: &str,
+    ) -> Result<(), cardbind_ports::StoreError> {
+        cardbind_ports::store::ChannelRefs::delete(&self.store, channel, channel_ref).await
+    }
+}
+
+/// Once the answer is written the card no longer waits for its channel and
+/// nothing stores its reference again, so the reference must be stored
+/// first (on MongoDB two writes in flight at once land in either order).
+#[tokio::test]
+async fn the_channel_reference_is_stored_before_the_answer() {
+    let w = world(unlimited());
+    let refs = std::sync::Arc::new(WatchingRefs {
+        store: w.store.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut ports = w.uc.ports().clone();
+    ports.channel_refs = refs.clone();
+    let uc = cardbind_usecases::UseCases::new(ports, w.uc.policy().clone());
+    let card = uc
+        .bind_card(&backend(), bind_cmd("ref", &visa(3), w.now()))
+        .await
+        .unwrap();
+    assert_eq!(card.binding.status, BindingStatus::Active);
+    assert_eq!(
+        *refs.seen.lock().unwrap(),
+        vec![BindingStatus::PendingVerification]
+    );
+}

@@ -27,23 +27,23 @@ impl UseCases {
             StartOutcome::Refused { code } => Some(code.clone()),
             _ => None,
         };
-        // The channel's reference and its answer are written at once (one
-        // wait for the store instead of two; neither needs the other). The
-        // reference is asked for as soon as the channel answered, as it was
-        // when the answer waited for it.
-        let store_ref = async {
-            if let StartOutcome::Bound { channel_ref }
-            | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
-            {
-                self.store_channel_ref(channel_name, channel_ref, user, id)
-                    .await;
-            }
-        };
-        let write_answer = self.change_wallet::<_, E>(ctx, user, known, |w, now| {
-            apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
-        });
-        let ((), answer) = tokio::join!(store_ref, write_answer);
-        let (status, after) = answer?;
+        // The reference is stored before the answer: once the answer is
+        // written the card no longer waits for its channel, so nothing would
+        // store the reference again (a retry returns the card, reconcile
+        // asks only about waiting cards); on MongoDB two concurrent writes
+        // may land in either order, and a crash between them would leave a
+        // bound card that its channel's notifications cannot find.
+        if let StartOutcome::Bound { channel_ref }
+        | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
+        {
+            self.store_channel_ref(channel_name, channel_ref, user, id)
+                .await;
+        }
+        let (status, after) = self
+            .change_wallet::<_, E>(ctx, user, known, |w, now| {
+                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
+            })
+            .await?;
         match status {
             Some(BindingStatus::PendingReview) => {
                 let entry = ReviewEntry {
@@ -68,8 +68,8 @@ impl UseCases {
 
 impl UseCases {
     /// Stores the reference a channel gave a card, for notifications that
-    /// name only it. A failure is logged: the card's own change is still
-    /// written, and `reconcile` finds a card its notifications cannot.
+    /// name only it. A failure is logged and the caller goes on: the card's
+    /// own change is still written, and an operator finds the card by id.
     pub(crate) async fn store_channel_ref(
         &self,
         channel: &ChannelName,
