@@ -18,7 +18,7 @@
 //! signed with HMAC-SHA256 under [`MockConfig::notification_secret`], the hex
 //! digest in the `x-mock-signature` header; [`mock_notification`] builds
 //! one. The mock keeps no card data: only binding ids and their state, for
-//! the last [`MockConfig::remember`] bindings it started.
+//! at most [`MockConfig::remember`] bindings.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,11 +102,12 @@ pub struct MockConfig {
     pub flaky_every: u64,
     /// HMAC-SHA256 secret of mock notifications.
     pub notification_secret: String,
-    /// How many bindings the mock remembers (default 100,000). Past it,
-    /// the one it started longest ago is forgotten and answered as unknown
-    /// (`NotFound`, an OTP `Expired`), as a channel whose record of it
-    /// expired. Without a bound its memory grew with every bind the
-    /// service ever made.
+    /// How many bindings the mock remembers (default 100,000; at least 1).
+    /// Past it, the one it first heard of longest ago (started, unbound or
+    /// named by a notification) is forgotten and answered as unknown
+    /// (`NotFound`, an OTP `Expired`, its per-card mode gone), as a channel
+    /// whose record of it expired. Without a bound its memory grew with
+    /// every bind the service ever made.
     pub remember: usize,
 }
 
@@ -149,8 +150,8 @@ struct Entry {
     state: RemoteState,
 }
 
-/// The bindings the mock remembers, and the order it started them in (the
-/// first is forgotten first).
+/// The bindings the mock remembers, and the order it first heard of them
+/// in (the first is forgotten first; a change does not move a binding).
 #[derive(Default)]
 struct Remembered {
     entries: HashMap<String, Entry>,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 /// mimalloc rather than the system allocator: a request allocates and frees
 /// many small buffers across the runtime's threads, where glibc's malloc
 /// spent a quarter of the workers' time (measured with `perf`; figures in
-/// docs/operations.md#performance).
+/// the README, "How fast, as the store grows").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
