@@ -58,7 +58,7 @@ impl Default for SqliteOptions {
             // flight): with 200 ms and 16,384 pages (64 MiB) the writer
             // stopped for 70-140 ms several times a second to copy and flush
             // what the checkpointer had not yet, which was the p99 (about
-            // 110 ms); with these, p99 is 15-30 ms and binds/s 25 % higher.
+            // 110 ms); with these, p99 is 15-35 ms and binds/s 25 % higher.
             checkpoint_interval: Duration::from_millis(50),
             wal_restart_pages: 65_536,
             busy_timeout: Duration::from_secs(5),
