@@ -172,14 +172,12 @@ impl Remembered {
             *e = entry;
             return;
         }
+        // One entry in, at most one out: `order` names each entry once.
         self.entries.insert(binding.to_owned(), entry);
         self.order.push_back(binding.to_owned());
-        while self.entries.len() > cap.max(1) {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.entries.remove(&oldest);
-                }
-                None => break,
+        if self.entries.len() > cap.max(1) {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
             }
         }
     }

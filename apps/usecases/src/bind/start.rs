@@ -64,9 +64,7 @@ impl UseCases {
         Ok(view(&after.wallet, id)
             .map_err(|_| Internal::new("a started card is not in its wallet"))?)
     }
-}
 
-impl UseCases {
     /// Stores the reference a channel gave a card, for notifications that
     /// name only it. A failure is logged and the caller goes on: the card's
     /// own change is still written, and an operator finds the card by id.
