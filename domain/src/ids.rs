@@ -88,12 +88,14 @@ impl ShareId {
 impl BindingId {
     /// The hyphenated form of a 128-bit UUID (always a valid id).
     pub fn from_uuid_bytes(b: [u8; 16]) -> BindingId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(36);
         for (i, byte) in b.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
                 s.push('-');
             }
-            s.push_str(&format!("{byte:02x}"));
+            s.push(char::from(HEX[usize::from(byte >> 4)]));
+            s.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
         BindingId(s)
     }

@@ -160,11 +160,16 @@ impl Cx {
     /// or its refusal as the operation's declared error response (the code
     /// noted for the edge's error metric). Which statuses a refusal can take
     /// is checked when this compiles (see [`error::Respond`]).
+    ///
+    /// The work runs boxed: a use case's future is kilobytes (a bind's is
+    /// about 4 KiB) and, held inline, it would make every future around it
+    /// as large, each copied again by every middleware layer that boxes its
+    /// inner call.
     pub async fn answer<T, E, R>(&self, work: impl Future<Output = Result<T, E>>) -> Result<T, R>
     where
         E: error::Respond<R>,
     {
-        work.await.map_err(|e| {
+        Box::pin(work).await.map_err(|e| {
             let (response, code) = e.respond(&self.request_id);
             self.error_code.set(code);
             response

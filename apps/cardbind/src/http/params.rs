@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use cardbind_domain::ErrorCode;
 use cardbind_ports::audit::AuditAction;
@@ -33,14 +33,23 @@ use super::error::ApiError;
 /// checked on every request). A pattern that does not compile matches
 /// nothing; a test compiles every pattern the spec declares.
 pub fn pattern_matches(pattern: &str, value: &str) -> bool {
-    static CACHE: LazyLock<Mutex<HashMap<String, Option<Arc<Regex>>>>> =
-        LazyLock::new(|| Mutex::new(HashMap::new()));
-    let compiled = {
-        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+    // Read-locked on the request path (shared, no allocation); written
+    // once per pattern.
+    static CACHE: LazyLock<RwLock<HashMap<String, Option<Arc<Regex>>>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    let cached = CACHE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(pattern)
+        .cloned();
+    let compiled = match cached {
+        Some(c) => c,
+        None => CACHE
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
             .entry(pattern.to_owned())
             .or_insert_with(|| Regex::new(pattern).ok().map(Arc::new))
-            .clone()
+            .clone(),
     };
     compiled.is_some_and(|re| re.is_match(value))
 }
