@@ -26,6 +26,12 @@ const INSERT_EVENTS: &str =
     "INSERT INTO events (at, chain, seq, idx, user_id, binding_id, action, body)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
+/// Drops the wallet copy of a link its successor has just superseded: only
+/// a chain's newest link is ever read for its wallet, so each user keeps one
+/// copy, not one per change (a user's history costs its events, not its
+/// history times its wallet).
+const DROP_WALLET_COPY: &str = "UPDATE links SET wallet = NULL WHERE chain = ?1 AND seq = ?2";
+
 const CHAIN_HEAD: &str =
     "SELECT seq, hash, at FROM links WHERE chain = ?1 ORDER BY seq DESC LIMIT 1";
 
@@ -67,6 +73,7 @@ const PURGE_LINK_EVENTS: &str = "DELETE FROM events WHERE at = ?1 AND chain = ?2
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("INSERT_LINKS", INSERT_LINKS),
     ("INSERT_EVENTS", INSERT_EVENTS),
+    ("DROP_WALLET_COPY", DROP_WALLET_COPY),
     ("CHAIN_HEAD", CHAIN_HEAD),
     ("LOAD_WALLET", LOAD_WALLET),
     ("LOAD_WALLETS", LOAD_WALLETS),
@@ -281,7 +288,14 @@ impl WalletStore for SqliteStore {
                 if current != expected {
                     return Err(StoreError::Conflict);
                 }
-                row.insert(tx.conn)
+                row.insert(tx.conn)?;
+                if let Some((seq, _)) = expected {
+                    tx.conn
+                        .prepare_cached(DROP_WALLET_COPY)
+                        .and_then(|mut s| s.execute(params![row.chain, seq]))
+                        .map_err(db_err)?;
+                }
+                Ok(())
             })
             .await?;
         Ok(link.head())

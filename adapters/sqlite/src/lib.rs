@@ -108,7 +108,9 @@
 //!   (scope, key, attempt), data keys, seen ids, the review queue.
 //! * Links, which hold a whole wallet (about 0.8 KB of JSON per card), are
 //!   appended in rowid order and found through the index (chain, seq): a
-//!   bind's random-key write there is one small index entry.
+//!   bind's random-key write there is one small index entry. Only a
+//!   chain's newest link keeps the wallet: a commit drops its
+//!   predecessor's copy in the same transaction.
 //! * Keys that grow with time lead the indexes retention walks (`at`,
 //!   `created_at`, `expires_at`), so inserts land on the right edge of the
 //!   tree and purges delete from its left edge. Rate windows are keyed by

@@ -632,3 +632,81 @@ async fn the_wal_stays_small_under_a_steady_stream_of_writes() {
     assert!(size < 2 * 1024 * 1024, "the WAL is {size} bytes");
     assert_eq!(p.seen.purge_expired(t(10)).await, Ok(4800));
 }
+
+/// Links that hold a wallet copy, per chain: (chain, seq) in order.
+fn wallet_copies(path: &Path) -> Vec<(String, i64)> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut s = c
+        .prepare("SELECT chain, seq FROM links WHERE wallet IS NOT NULL ORDER BY chain, seq")
+        .unwrap();
+    let rows = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_newest_link_of_a_chain_keeps_a_wallet_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = open(&path);
+    let p = s.ports();
+    let (a, b) = (uid("ua"), uid("ub"));
+    let mut heads = Vec::new();
+    let mut head = None;
+    for i in 0..4u32 {
+        let w = wallet(&a, i + 1, i % 2 == 1, t(i64::from(i)));
+        let e = event(Some(&a), None, AuditAction::BindingCreate, t(i64::from(i)));
+        let h = p
+            .wallets
+            .commit(&w, head.clone(), vec![e], t(i64::from(i)))
+            .await
+            .unwrap();
+        heads.push(h.clone());
+        head = Some(h);
+    }
+    let wb = wallet(&b, 2, false, t(0));
+    let e = event(Some(&b), None, AuditAction::BindingCreate, t(0));
+    p.wallets.commit(&wb, None, vec![e], t(0)).await.unwrap();
+    assert_eq!(
+        wallet_copies(&path),
+        vec![("ua".to_owned(), 4), ("ub".to_owned(), 1)],
+        "one copy per user, in the newest link"
+    );
+
+    // A stale writer loses and drops nothing.
+    let stale = wallet(&a, 1, false, t(9));
+    let e = event(Some(&a), None, AuditAction::BindingCreate, t(9));
+    let r = p
+        .wallets
+        .commit(&stale, Some(heads[1].clone()), vec![e], t(9))
+        .await;
+    assert_eq!(r, Err(StoreError::Conflict));
+    assert_eq!(wallet_copies(&path).len(), 2);
+
+    // Every read finds the newest wallet, after a restart too, and the
+    // chain (which covers events, not wallets) still verifies.
+    let newest = wallet(&a, 4, true, t(3));
+    let pending = p
+        .wallets
+        .pending_links(t(0), t(10), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|l| l.key.seq).collect::<Vec<_>>(),
+        vec![2, 4],
+        "the pending flag outlives the copy"
+    );
+    drop(p);
+    drop(s);
+    let s = open(&path);
+    let p = s.ports();
+    let got = p.wallets.load(&a).await.unwrap().unwrap();
+    assert_eq!((got.wallet, got.head.seq), (newest, 4));
+    let many = p.wallets.load_many(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(many.len(), 2);
+    let links = p.audit.links(None, 100).await.unwrap();
+    assert_eq!(verify_links(&links), Ok(5));
+}

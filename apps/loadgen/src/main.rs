@@ -409,6 +409,40 @@ async fn main() -> Result<(), String> {
             ))
         );
     }
+    if target.child.is_some() {
+        for (name, bytes) in files_in(&dir) {
+            println!(
+                "on disk: {name} {:.0} MiB ({:.0} bytes per stored bind)",
+                bytes as f64 / 1_048_576.0,
+                bytes as f64 / ok.max(1) as f64
+            );
+        }
+    }
     drop(target);
     Ok(())
+}
+
+/// The files of a directory tree with their sizes, largest first.
+fn files_in(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                let name = e.path().strip_prefix(dir).map_or_else(
+                    |_| e.file_name().to_string_lossy().into_owned(),
+                    |p| p.to_string_lossy().into_owned(),
+                );
+                out.push((name, meta.len()));
+            }
+        }
+    }
+    out.sort_by_key(|f| std::cmp::Reverse(f.1));
+    out
 }
