@@ -212,6 +212,7 @@ impl Engine {
                 reason: e.to_string(),
             })?;
         }
+        create_private(path)?;
         let opener = Opener {
             path: path.to_owned(),
             options: options.clone(),
@@ -333,6 +334,30 @@ impl Engine {
         if pool.len() < self.max_readers {
             pool.push(conn);
         }
+    }
+}
+
+/// Creates a new database file readable and writable by its owner only: it
+/// holds sealed card data and wrapped keys. SQLite gives the WAL and
+/// shared-memory files it creates beside it the same mode. An existing file
+/// keeps the mode its operator gave it; a URI or `:memory:` is left to
+/// SQLite.
+fn create_private(path: &Path) -> Result<(), OpenError> {
+    let name = path.to_string_lossy();
+    if name.starts_with("file:") || name == ":memory:" {
+        return Ok(());
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(OpenError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
     }
 }
 

@@ -710,3 +710,24 @@ async fn only_the_newest_link_of_a_chain_keeps_a_wallet_copy() {
     let links = p.audit.links(None, 100).await.unwrap();
     assert_eq!(verify_links(&links), Ok(5));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_database_and_its_wal_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new").join("cardbind.sqlite3");
+    let s = open(&path);
+    write_everything(&s).await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    drop(s);
+    // An existing file keeps the mode its operator chose.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let s = open(&path);
+    s.ports().wallets.load(&uid("u1")).await.unwrap().unwrap();
+    assert_eq!(mode(&path), 0o640);
+}

@@ -59,9 +59,15 @@ pub struct Built {
     pub stores: Stores,
 }
 
+/// The data directory, created (mode 0700: it holds the store, the master
+/// key and the token secret) when missing.
 pub(crate) fn data_dir(config: &Config) -> anyhow::Result<PathBuf> {
     let d = config.server.data_dir.clone();
-    std::fs::create_dir_all(&d)
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(&d)
         .with_context(|| format!("server.data_dir: cannot create {}", d.display()))?;
     Ok(d)
 }
@@ -180,4 +186,24 @@ pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> 
         state,
         stores,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_directory_is_private_and_an_existing_one_is_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::default();
+        config.server.data_dir = tmp.path().join("a").join("data");
+        let d = super::data_dir(&config).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        super::data_dir(&config).unwrap();
+        assert_eq!(mode(&d), 0o750);
+    }
 }
