@@ -104,10 +104,12 @@ pub struct MockConfig {
     pub notification_secret: String,
     /// How many bindings the mock remembers (default 100,000; at least 1).
     /// Past it, the one it first heard of longest ago (started, unbound or
-    /// named by a notification) is forgotten and answered as unknown
-    /// (`NotFound`, an OTP `Expired`, its per-card mode gone), as a channel
-    /// whose record of it expired. Without a bound its memory grew with
-    /// every bind the service ever made.
+    /// named by a notification) is forgotten and answered as unknown, like
+    /// a binding started before a restart (the mock keeps its state in the
+    /// process's memory): `query` gives `NotFound`, its per-card mode is
+    /// gone, and `confirm_otp` judges the code alone (the service asks only
+    /// about a card waiting for its code, within its own window). Without a
+    /// bound its memory grew with every bind the service ever made.
     pub remember: usize,
 }
 
@@ -398,7 +400,27 @@ impl PaymentChannel for MockChannel {
         self.tick(mode)?;
         let mut map = self.lock();
         let Some(entry) = map.get_mut(binding.as_str()) else {
-            return Ok(ConfirmOutcome::Expired);
+            drop(map);
+            // Started before a restart (the mock's memory is the process's)
+            // or forgotten past `remember`: the service asks only about a
+            // card it holds as waiting for its code, within its own
+            // verification window, so the code alone decides.
+            if otp != self.config.otp_code {
+                return Ok(ConfirmOutcome::WrongOtp);
+            }
+            let channel_ref = if channel_ref.is_empty() {
+                channel_ref_for(binding)
+            } else {
+                channel_ref.to_owned()
+            };
+            self.set_state(
+                binding.as_str(),
+                mode,
+                RemoteState::Active {
+                    channel_ref: channel_ref.clone(),
+                },
+            );
+            return Ok(ConfirmOutcome::Confirmed { channel_ref });
         };
         match &entry.state {
             RemoteState::Active { channel_ref } => Ok(ConfirmOutcome::Confirmed {

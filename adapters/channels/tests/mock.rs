@@ -76,10 +76,6 @@ async fn remembers_only_the_last_bindings_it_started() {
         m.query(&bid("b1"), None).await.unwrap(),
         RemoteState::NotFound
     );
-    assert_eq!(
-        m.confirm_otp(&bid("b1"), r1, "123456").await.unwrap(),
-        ConfirmOutcome::Expired
-    );
     for b in ["b2", "b3"] {
         assert_eq!(
             m.query(&bid(b), None).await.unwrap(),
@@ -307,5 +303,45 @@ async fn slow_mode_answers_like_otp_after_its_delay() {
             .await
             .unwrap(),
         ConfirmOutcome::Confirmed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_code_for_a_binding_it_does_not_know_is_judged_by_the_code_alone() {
+    // As after a restart of the service: the binding was started by the
+    // process before, or forgotten past `remember`.
+    let m = MockChannel::new(MockConfig {
+        mode: MockMode::Otp,
+        ..MockConfig::default()
+    });
+    assert_eq!(
+        m.confirm_otp(&bid("before-restart"), "mock_x", "000000")
+            .await
+            .unwrap(),
+        ConfirmOutcome::WrongOtp
+    );
+    assert_eq!(
+        m.query(&bid("before-restart"), None).await.unwrap(),
+        RemoteState::NotFound,
+        "a wrong code leaves nothing behind"
+    );
+    assert_eq!(
+        m.confirm_otp(&bid("before-restart"), "mock_x", "123456")
+            .await
+            .unwrap(),
+        ConfirmOutcome::Confirmed {
+            channel_ref: "mock_x".into()
+        }
+    );
+    assert_eq!(
+        m.query(&bid("before-restart"), None).await.unwrap(),
+        RemoteState::Active {
+            channel_ref: "mock_x".into()
+        }
+    );
+    // Without a reference of ours, the mock's own.
+    assert!(matches!(
+        m.confirm_otp(&bid("other"), "", "123456").await.unwrap(),
+        ConfirmOutcome::Confirmed { channel_ref } if channel_ref == "mock_other"
     ));
 }
