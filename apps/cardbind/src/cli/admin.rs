@@ -75,13 +75,10 @@ pub async fn verify_audit_log(usecases: &UseCases, page: u32) -> anyhow::Result<
 pub(super) async fn audit_verify(usecases: &UseCases) -> anyhow::Result<()> {
     let r = verify_audit_log(usecases, 500).await?;
     match r.broken {
-        None => {
-            println!(
-                "audit chains intact: {} links in {} chains verified",
-                r.links_checked, r.chains
-            );
-            Ok(())
-        }
+        None => super::out(&format!(
+            "audit chains intact: {} links in {} chains verified\n",
+            r.links_checked, r.chains
+        )),
         Some(b) => bail!(
             "audit chain {} broken at link {}: {}",
             b.chain,

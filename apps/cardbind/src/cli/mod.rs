@@ -144,6 +144,21 @@ pub enum KeysCommand {
     },
 }
 
+/// Writes a command's output to stdout. A reader that went away (`cardbind
+/// spec | head`) ends the output quietly, as it does for other command-line
+/// tools, instead of a panic on the broken pipe.
+pub(crate) fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
+    }
+}
+
 pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
     let config = Config::load(cli.config.as_deref())?;
@@ -152,8 +167,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Token { sub, role, ttl } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
             let secret = compose::jwt_secret(&config)?;
-            println!("{}", compose::dev_token(&config, &secret, &sub, role, ttl)?);
-            Ok(())
+            out(&format!(
+                "{}\n",
+                compose::dev_token(&config, &secret, &sub, role, ttl)?
+            ))
         }
         Command::StepUpToken { user, action, ttl } => {
             let secret = config
@@ -168,24 +185,14 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
             let exp = i64::try_from(now + ttl.min(config.step_up.max_ttl_seconds))?;
-            println!(
-                "{}",
+            out(&format!(
+                "{}\n",
                 crate::step_up::hmac_step_up_token(secret.as_bytes(), &user, action, exp)
-            );
-            Ok(())
+            ))
         }
-        Command::Spec => {
-            print!("{}", crate::http::api_spec_json());
-            Ok(())
-        }
-        Command::Defaults => {
-            print!("{}", crate::config::defaults_toml()?);
-            Ok(())
-        }
-        Command::CheckConfig => {
-            println!("{:#?}", admin::masked(&config));
-            Ok(())
-        }
+        Command::Spec => out(&crate::http::api_spec_json()),
+        Command::Defaults => out(&crate::config::defaults_toml()?),
+        Command::CheckConfig => out(&format!("{:#?}\n", admin::masked(&config))),
         Command::Purge => {
             init_logging(&config);
             let built = compose::build(&config).await?;
@@ -193,8 +200,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .usecases
                 .purge(&RequestContext::service("cli:purge"), config.retention()?)
                 .await?;
-            println!("purged {purged}");
-            Ok(())
+            out(&format!("purged {purged}\n"))
         }
         Command::Audit {
             command: AuditCommand::Verify,
@@ -215,11 +221,11 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             init_logging(&config);
             let stores = compose::stores(&config).await?;
             let report = compose::keys::retire_branches(&config, &stores, new_version).await?;
-            println!("{report:?}");
+            out(&format!("{report:?}\n"))?;
             if let Some(at) = report.retire_after {
-                println!(
-                    "older branch versions were kept: the active one is too recent; run this again after {at}"
-                );
+                out(&format!(
+                    "older branch versions were kept: the active one is too recent; run this again after {at}\n"
+                ))?;
             }
             Ok(())
         }
@@ -236,19 +242,17 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .erase_user(&ctx, &user, step_up_token.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "erased user {user}: {} card(s) unbound, key material destroyed: {}",
+            out(&format!(
+                "erased user {user}: {} card(s) unbound, key material destroyed: {}\n",
                 r.unbound, r.key_destroyed
-            );
-            Ok(())
+            ))
         }
         Command::Bins {
             command: BinsCommand::Import { file, dry_run },
         } => {
             init_logging(&config);
             let report = import_bins(&config, &file, dry_run).await?;
-            println!("{report}");
-            Ok(())
+            out(&format!("{report}\n"))
         }
         Command::Reconcile { older_than } => {
             init_logging(&config);
@@ -261,11 +265,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "examined {}, activated {}, failed {}, unbound {}, still pending {}, errors {}",
+            out(&format!(
+                "examined {}, activated {}, failed {}, unbound {}, still pending {}, errors {}\n",
                 r.examined, r.activated, r.failed, r.unbound, r.still_pending, r.errors
-            );
-            Ok(())
+            ))
         }
     }
 }

@@ -62,7 +62,9 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
     let built = compose::build(&config).await?;
     serve_on(&config, built, listener, shutdown, |addr, scheme| {
         // The one line on stdout: scripts read the address from it.
-        println!("cardbind listening on {scheme}://{addr}");
+        if let Err(e) = super::out(&format!("cardbind listening on {scheme}://{addr}\n")) {
+            tracing::warn!(error = %e, "the listening line was not written");
+        }
     })
     .await
 }
