@@ -289,7 +289,15 @@ pub fn find_problem(
                 _ => value.as_i64().is_some() || value.as_u64().is_some(),
             };
             if !fits {
-                return Some((path.to_owned(), Problem::WrongType("an integer in range")));
+                let integer = value.as_i64().is_some() || value.as_u64().is_some();
+                let wanted = match (integer, s.format) {
+                    (false, _) => "an integer",
+                    (true, Some("uint32")) => "an integer from 0 to 4294967295",
+                    (true, Some("uint64")) => "an integer of at least 0",
+                    (true, Some("int32")) => "an integer from -2147483648 to 2147483647",
+                    (true, _) => "an integer in range",
+                };
+                return Some((path.to_owned(), Problem::WrongType(wanted)));
             }
             let n = value.as_f64().unwrap_or(f64::NAN);
             let in_range =
@@ -372,5 +380,26 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(parse_json::<BindCardBody>(deep.as_bytes(), 16).is_err());
+    }
+
+    #[test]
+    fn an_integer_field_says_whether_the_type_or_the_range_is_wrong() {
+        let message = |month: serde_json::Value| {
+            let mut v = good();
+            v["expiry_month"] = month;
+            body(v).err().map(|e| e.message).unwrap_or_default()
+        };
+        assert_eq!(
+            message(serde_json::json!("12")),
+            "`expiry_month` must be an integer"
+        );
+        assert_eq!(
+            message(serde_json::json!(12.5)),
+            "`expiry_month` must be an integer"
+        );
+        assert_eq!(
+            message(serde_json::json!(-1)),
+            "`expiry_month` must be an integer from 0 to 4294967295"
+        );
     }
 }
