@@ -1,6 +1,7 @@
-//! Command output to a reader that stops early: `cardbind spec | head`
-//! ends quietly with success, as other command-line tools do, instead of a
-//! panic on the broken pipe.
+//! What the commands print: output to a reader that stops early (`cardbind
+//! spec | head`) ends quietly with success, as other command-line tools do,
+//! instead of a panic on the broken pipe; `check-config` prints the
+//! configuration in force in the file's own format, secrets masked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
@@ -26,4 +27,30 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_configuration_in_force_as_toml_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "a-jwt-secret-of-more-than-32-characters-0123";
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .arg("check-config")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env("CARDBIND__AUTH__JWT_SECRET", secret)
+        .env("CARDBIND__LIMITS__CARDS_PER_USER", "7")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains(secret), "the secret is printed");
+    let v: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(v["limits"]["cards_per_user"].as_integer(), Some(7));
+    assert_eq!(v["auth"]["jwt_secret"].as_str(), Some("<set>"));
+    assert_eq!(v["storage"]["kind"].as_str(), Some("sqlite"));
 }

@@ -88,6 +88,16 @@ pub(super) async fn audit_verify(usecases: &UseCases) -> anyhow::Result<()> {
     }
 }
 
+/// What `cardbind check-config` prints: the configuration in force as TOML
+/// (the file format, every key), its secrets shown as `<set>`.
+pub(super) fn config_in_force(config: &Config) -> anyhow::Result<String> {
+    let body = toml::to_string_pretty(&masked(config))?;
+    Ok(format!(
+        "# cardbind configuration in force (file, environment and defaults).\n\
+         # Secrets are shown as \"<set>\".\n\n{body}"
+    ))
+}
+
 /// The configuration with its secrets masked (`cardbind check-config`).
 pub(super) fn masked(config: &Config) -> Config {
     let mut shown = config.clone();

@@ -192,7 +192,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         }
         Command::Spec => out(&crate::http::api_spec_json()),
         Command::Defaults => out(&crate::config::defaults_toml()?),
-        Command::CheckConfig => out(&format!("{:#?}\n", admin::masked(&config))),
+        Command::CheckConfig => out(&admin::config_in_force(&config)?),
         Command::Purge => {
             init_logging(&config);
             let built = compose::build(&config).await?;
