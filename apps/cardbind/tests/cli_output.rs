@@ -54,3 +54,32 @@ fn check_config_prints_the_configuration_in_force_as_toml_without_secrets() {
     assert_eq!(v["auth"]["jwt_secret"].as_str(), Some("<set>"));
     assert_eq!(v["storage"]["kind"].as_str(), Some("sqlite"));
 }
+
+#[test]
+fn a_token_made_with_a_new_dev_secret_says_where_the_secret_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .args(["token", "--sub", "me", "--role", "service"])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (first, note) = token();
+    assert_eq!(first.trim().split('.').count(), 3, "a JWT: {first}");
+    assert!(note.contains("no dev secret yet"), "{note}");
+    assert!(note.contains(&dir.path().join("jwt.secret").display().to_string()));
+    let (_, quiet) = token();
+    assert_eq!(quiet, "", "the secret exists now");
+}

@@ -166,7 +166,18 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Serve => serve::serve(config).await,
         Command::Token { sub, role, ttl } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
+            let file = config.server.data_dir.join("jwt.secret");
+            let fresh = config.auth.jwt_secret.is_none() && !file.exists();
             let secret = compose::jwt_secret(&config)?;
+            if fresh {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "cardbind token: there was no dev secret yet; a new one is in {}. \
+                     Only a serve with this data directory (server.data_dir) accepts the token.",
+                    file.display()
+                );
+            }
             out(&format!(
                 "{}\n",
                 compose::dev_token(&config, &secret, &sub, role, ttl)?
