@@ -38,6 +38,20 @@ pub trait CardVault: Send + Sync {
         plaintext: &[u8],
     ) -> Result<SealedBlob, KeyError>;
 
+    /// As [`CardVault::seal`], for an owner the caller has reason to think
+    /// has no data key yet (a user with nothing stored): the vault may make
+    /// the key without first looking for one (one store round trip fewer).
+    /// A wrong guess costs a key made and dropped, never a second key for
+    /// the owner: what is sealed is sealed under the owner's one key.
+    async fn seal_for_new_owner(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        self.seal(owner, context, plaintext).await
+    }
+
     /// Opens a sealed value. MUST return `Refused` for a tampered value or
     /// one sealed for another record, field or owner, and `Erased` after
     /// the owner was erased; never wrong plaintext.

@@ -202,17 +202,24 @@ impl<M: MasterKey> EnvelopeVault<M> {
 
     /// The data key of `owner`: from the cache, else unwrapped from the
     /// store, else (when `create`) made, wrapped under the active branch
-    /// key and stored. `None` when absent and not `create`.
+    /// key and stored. `None` when absent and not `create`. With `Lookup::
+    /// MakeFirst` the store is not read first: the new key's insert finds
+    /// an existing one (and that one is used).
     async fn owner_key(
         &self,
         owner: &str,
         create: bool,
+        lookup: Lookup,
     ) -> Result<Option<Arc<OwnerKey>>, KeyError> {
         if let Some(k) = self.cache.get(owner) {
             return Ok(Some(k));
         }
         let epoch = self.cache.epoch();
-        let key = match self.store.get(owner).await.map_err(store_err)? {
+        let found = match lookup {
+            Lookup::ReadFirst => self.store.get(owner).await.map_err(store_err)?,
+            Lookup::MakeFirst => None,
+        };
+        let key = match found {
             Some(wk) => Arc::new(OwnerKey {
                 key: self.unwrap_stored(owner, &wk, false).await?,
                 generation: wk.created_at.unix_millis(),
@@ -253,9 +260,10 @@ impl<M: MasterKey> EnvelopeVault<M> {
         owner: &str,
         context: &SealContext,
         plaintext: &[u8],
+        lookup: Lookup,
     ) -> Result<Vec<u8>, KeyError> {
         let key = self
-            .owner_key(owner, true)
+            .owner_key(owner, true, lookup)
             .await?
             .ok_or_else(|| KeyError::Unavailable("data key was not created".into()))?;
         format::seal(&key.key, owner, key.generation, context, plaintext)
@@ -291,7 +299,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
             return Err(KeyError::Refused("sealed for another owner".into()));
         }
         let key = self
-            .owner_key(owner, false)
+            .owner_key(owner, false, Lookup::ReadFirst)
             .await?
             .ok_or(KeyError::Erased)?;
         Self::open_with(&key, owner, context, sealed)
@@ -310,7 +318,11 @@ impl<M: MasterKey> EnvelopeVault<M> {
         }
         let owner = fingerprint_owner(version);
         let key = self
-            .owner_key(&owner, version == self.config.fingerprint_version)
+            .owner_key(
+                &owner,
+                version == self.config.fingerprint_version,
+                Lookup::ReadFirst,
+            )
             .await?
             .ok_or_else(|| {
                 KeyError::Refused(format!("fingerprint key version {version} does not exist"))
@@ -356,6 +368,15 @@ impl<M: MasterKey> EnvelopeVault<M> {
     }
 }
 
+/// Whether finding an owner's key starts by reading the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    ReadFirst,
+    /// The owner is thought new: make the key and insert it; an insert
+    /// that finds a key already stored uses that one.
+    MakeFirst,
+}
+
 #[async_trait]
 impl<M: MasterKey> CardVault for EnvelopeVault<M> {
     async fn seal(
@@ -366,7 +387,21 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
     ) -> Result<SealedBlob, KeyError> {
         let owner = user_owner(owner)?;
         Ok(SealedBlob::new(
-            self.seal_as(owner, context, plaintext).await?,
+            self.seal_as(owner, context, plaintext, Lookup::ReadFirst)
+                .await?,
+        ))
+    }
+
+    async fn seal_for_new_owner(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        let owner = user_owner(owner)?;
+        Ok(SealedBlob::new(
+            self.seal_as(owner, context, plaintext, Lookup::MakeFirst)
+                .await?,
         ))
     }
 
@@ -411,7 +446,7 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
             Some(s) => s,
             None => {
                 let sealed = self
-                    .seal_as(CANARY_OWNER, &context, CANARY_TEXT)
+                    .seal_as(CANARY_OWNER, &context, CANARY_TEXT, Lookup::ReadFirst)
                     .await
                     .map_err(|e| Self::self_check_error(e, &master))?;
                 let record = WrappedKey {

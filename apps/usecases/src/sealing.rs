@@ -33,6 +33,15 @@ impl CardDetails {
     }
 }
 
+/// What the caller knows of the owner's data key before sealing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The user has nothing stored (no wallet): their key is made without
+    /// looking for one first ([`cardbind_ports::keys::CardVault::seal_for_new_owner`]).
+    ProbablyNew,
+    Known,
+}
+
 /// Why sealed data did not open.
 pub(crate) enum OpenFailure {
     /// The key service could not be reached.
@@ -49,16 +58,22 @@ impl UseCases {
         user: &UserId,
         binding: &BindingId,
         details: &CardDetails,
+        owner: Owner,
     ) -> Result<SealedCard, KeyError> {
         let mut blobs = Vec::with_capacity(SealedField::ALL.len());
-        for field in SealedField::ALL {
+        for (i, field) in SealedField::ALL.into_iter().enumerate() {
             let ctx = SealContext::new(binding.as_str(), field.as_str());
-            blobs.push(
-                self.ports
-                    .vault
-                    .seal(user, &ctx, details.text(field).as_bytes())
-                    .await?,
-            );
+            let plaintext = details.text(field);
+            let vault = &self.ports.vault;
+            // The first field finds (or makes) the user's key; the others
+            // find it cached.
+            blobs.push(if i == 0 && owner == Owner::ProbablyNew {
+                vault
+                    .seal_for_new_owner(user, &ctx, plaintext.as_bytes())
+                    .await?
+            } else {
+                vault.seal(user, &ctx, plaintext.as_bytes()).await?
+            });
         }
         let mut it = blobs.into_iter();
         let mut next = || it.next().unwrap_or_else(|| SealedBlob::new(Vec::new()));

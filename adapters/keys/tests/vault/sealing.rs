@@ -250,3 +250,89 @@ async fn self_check_reports_an_unreachable_store() {
         Err(KeyError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn a_wrong_new_owner_guess_still_seals_under_the_owners_one_key() {
+    let master = Arc::new(Counting::new(LocalMasterKey::generate()));
+    let (_, s) = store();
+    let u = user("returning");
+    let first = EnvelopeVault::new(
+        CountingRef(master.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    let old = first
+        .seal(&u, &ctx("card-1", "pan"), b"6222021234567890")
+        .await
+        .expect("seal");
+    let stored = s.get("returning").await.expect("get").expect("a key");
+    // Another instance (empty cache) is told the owner is new: it is not.
+    let second = EnvelopeVault::new(
+        CountingRef(master.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    let new = second
+        .seal_for_new_owner(&u, &ctx("card-2", "pan"), b"6222029876543210")
+        .await
+        .expect("seal");
+    assert_eq!(
+        s.get("returning").await.expect("get"),
+        Some(stored),
+        "the stored key is kept"
+    );
+    // Both open everywhere: one key.
+    for v in [&first, &second] {
+        assert_eq!(
+            v.open(&u, &ctx("card-1", "pan"), &old).await.expect("open"),
+            b"6222021234567890"
+        );
+        assert_eq!(
+            v.open(&u, &ctx("card-2", "pan"), &new).await.expect("open"),
+            b"6222029876543210"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_seals_for_a_new_owner_make_one_key() {
+    let (_, s) = store();
+    let master = Arc::new(Counting::new(LocalMasterKey::generate()));
+    let u = user("newcomer");
+    let sealed: Vec<(SealedBlob, usize)> = {
+        let mut tasks = Vec::new();
+        for i in 0..8usize {
+            // A vault per task: no shared cache, as on separate instances.
+            let v = EnvelopeVault::new(
+                CountingRef(master.clone()),
+                s.clone(),
+                VaultConfig::default(),
+            );
+            let u = u.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = ctx(&format!("card-{i}"), "pan");
+                (v.seal_for_new_owner(&u, &c, &[i as u8]).await, i)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            let (r, i) = t.await.expect("join");
+            out.push((r.expect("seal"), i));
+        }
+        out
+    };
+    let fresh = EnvelopeVault::new(CountingRef(master), s.clone(), VaultConfig::default());
+    for (blob, i) in &sealed {
+        let c = ctx(&format!("card-{i}"), "pan");
+        assert_eq!(fresh.open(&u, &c, blob).await.expect("open"), [*i as u8]);
+    }
+    let owners: Vec<String> = s
+        .list(None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| k.owner)
+        .filter(|o| o == "newcomer")
+        .collect();
+    assert_eq!(owners.len(), 1);
+}

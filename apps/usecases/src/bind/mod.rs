@@ -41,7 +41,7 @@ use cardbind_ports::{ChannelError, StoreError};
 
 use crate::context::RequestContext;
 use crate::error::{channel_not_enabled, channel_rejected, op_error, Internal, Limited};
-use crate::sealing::CardDetails;
+use crate::sealing::{CardDetails, Owner};
 use crate::tx::{until_settled, Loaded, Raced};
 use crate::{CardView, UseCases};
 
@@ -381,7 +381,12 @@ impl UseCases {
                 &self.policy.verification,
             ) {
                 Ok(Opened::New(id) | Opened::Again(id)) => {
-                    let s = self.seal(&cmd.user, &id, &cmd.details).await?;
+                    let owner = if first.head.is_none() {
+                        Owner::ProbablyNew
+                    } else {
+                        Owner::Known
+                    };
+                    let s = self.seal(&cmd.user, &id, &cmd.details, owner).await?;
                     Some((id, s))
                 }
                 // A refusal is decided (and audited) below; a resumed card
@@ -453,7 +458,10 @@ impl UseCases {
                 generation,
                 sealed: match sealed.take() {
                     Some((sealed_for, s)) if sealed_for == id => s,
-                    _ => self.seal(&cmd.user, &id, &cmd.details).await?,
+                    _ => {
+                        self.seal(&cmd.user, &id, &cmd.details, Owner::Known)
+                            .await?
+                    }
                 },
             };
             match self.ports.card_data.put(&data).await {
