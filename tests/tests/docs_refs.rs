@@ -133,8 +133,7 @@ fn resolves(files: &[String], path: &str) -> bool {
     let p = path.trim_start_matches("./");
     files
         .iter()
-        .any(|f| f == p || f.ends_with(&format!("/{p}")) || f.starts_with(&format!("{p}/")))
-        || (p.ends_with('/') && files.iter().any(|f| f.starts_with(p)))
+        .any(|f| f == p || f.ends_with(&format!("/{p}")))
 }
 
 fn broken_references(root: &Path, doc: &str, files: &[String], names: &Names) -> Vec<String> {

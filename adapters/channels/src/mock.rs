@@ -205,6 +205,16 @@ fn channel_ref_for(binding: &BindingId) -> String {
     format!("mock_{}", binding.as_str())
 }
 
+/// The reference a confirmed binding keeps: the one the service sent, or
+/// the mock's own when it sent none.
+fn ref_or_ours(binding: &BindingId, channel_ref: &str) -> String {
+    if channel_ref.is_empty() {
+        channel_ref_for(binding)
+    } else {
+        channel_ref.to_owned()
+    }
+}
+
 impl MockChannel {
     pub fn new(config: MockConfig) -> MockChannel {
         MockChannel {
@@ -408,11 +418,7 @@ impl PaymentChannel for MockChannel {
             if otp != self.config.otp_code {
                 return Ok(ConfirmOutcome::WrongOtp);
             }
-            let channel_ref = if channel_ref.is_empty() {
-                channel_ref_for(binding)
-            } else {
-                channel_ref.to_owned()
-            };
+            let channel_ref = ref_or_ours(binding, channel_ref);
             self.set_state(
                 binding.as_str(),
                 mode,
@@ -428,11 +434,7 @@ impl PaymentChannel for MockChannel {
             }),
             RemoteState::Pending if entry.mode == MockMode::Otp => {
                 if otp == self.config.otp_code {
-                    let channel_ref = if channel_ref.is_empty() {
-                        channel_ref_for(binding)
-                    } else {
-                        channel_ref.to_owned()
-                    };
+                    let channel_ref = ref_or_ours(binding, channel_ref);
                     entry.state = RemoteState::Active {
                         channel_ref: channel_ref.clone(),
                     };

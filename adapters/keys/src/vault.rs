@@ -269,6 +269,20 @@ impl<M: MasterKey> EnvelopeVault<M> {
         format::seal(&key.key, owner, key.generation, context, plaintext)
     }
 
+    /// Seals for a user (the port's `seal` and `seal_for_new_owner`).
+    async fn seal_user(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+        lookup: Lookup,
+    ) -> Result<SealedBlob, KeyError> {
+        let owner = user_owner(owner)?;
+        Ok(SealedBlob::new(
+            self.seal_as(owner, context, plaintext, lookup).await?,
+        ))
+    }
+
     fn open_with(
         key: &OwnerKey,
         owner: &str,
@@ -385,11 +399,8 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         context: &SealContext,
         plaintext: &[u8],
     ) -> Result<SealedBlob, KeyError> {
-        let owner = user_owner(owner)?;
-        Ok(SealedBlob::new(
-            self.seal_as(owner, context, plaintext, Lookup::ReadFirst)
-                .await?,
-        ))
+        self.seal_user(owner, context, plaintext, Lookup::ReadFirst)
+            .await
     }
 
     async fn seal_for_new_owner(
@@ -398,11 +409,8 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         context: &SealContext,
         plaintext: &[u8],
     ) -> Result<SealedBlob, KeyError> {
-        let owner = user_owner(owner)?;
-        Ok(SealedBlob::new(
-            self.seal_as(owner, context, plaintext, Lookup::MakeFirst)
-                .await?,
-        ))
+        self.seal_user(owner, context, plaintext, Lookup::MakeFirst)
+            .await
     }
 
     async fn open(

@@ -166,10 +166,8 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Serve => serve::serve(config).await,
         Command::Token { sub, role, ttl } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
-            let file = config.server.data_dir.join("jwt.secret");
-            let fresh = config.auth.jwt_secret.is_none() && !file.exists();
-            let secret = compose::jwt_secret(&config)?;
-            if fresh {
+            let (secret, made) = compose::jwt_secret_made(&config)?;
+            if let Some(file) = made {
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr(),

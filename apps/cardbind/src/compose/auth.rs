@@ -1,6 +1,6 @@
 //! Who may call: bearer token keys, dev tokens, TLS and step-up.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
@@ -13,15 +13,22 @@ use crate::state::{AuthSettings, JwtKey, SigningSecret};
 
 /// The HS256 secret: configured, or generated once into the data dir.
 pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    Ok(jwt_secret_made(config)?.0)
+}
+
+/// As [`jwt_secret`], with the file the secret was made in by this call
+/// (`None`: configured, or already there).
+pub fn jwt_secret_made(config: &Config) -> anyhow::Result<(Vec<u8>, Option<PathBuf>)> {
     if let Some(s) = &config.auth.jwt_secret {
-        return Ok(s.as_bytes().to_vec());
+        return Ok((s.as_bytes().to_vec(), None));
     }
     let file = data_dir(config)?.join("jwt.secret");
+    let mut made = false;
     if !file.exists() {
         use rand::RngCore;
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
-        write_private(&file, hex::encode(raw).as_bytes())
+        made = write_private(&file, hex::encode(raw).as_bytes())
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     // Read back what is stored: another process may have created the file
@@ -35,10 +42,12 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
             file.display()
         );
     }
-    Ok(s.as_bytes().to_vec())
+    Ok((s.as_bytes().to_vec(), made.then_some(file)))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a new file readable by its owner only; `false` when another
+/// process created it first (theirs is kept).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -48,9 +57,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     match opts.open(path) {
-        Ok(mut f) => f.write_all(bytes),
+        Ok(mut f) => f.write_all(bytes).map(|()| true),
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -282,14 +282,14 @@ pub fn find_problem(
             _ => Some((path.to_owned(), Problem::WrongType("a boolean"))),
         },
         "integer" => {
+            let integer = value.as_i64().is_some() || value.as_u64().is_some();
             let fits = match s.format {
                 Some("uint32") => value.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)),
                 Some("uint64") => value.as_u64().is_some(),
                 Some("int32") => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
-                _ => value.as_i64().is_some() || value.as_u64().is_some(),
+                _ => integer,
             };
             if !fits {
-                let integer = value.as_i64().is_some() || value.as_u64().is_some();
                 let wanted = match (integer, s.format) {
                     (false, _) => "an integer",
                     (true, Some("uint32")) => "an integer from 0 to 4294967295",
