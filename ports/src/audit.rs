@@ -101,6 +101,9 @@ actions! {
     KeysRotate = "keys.rotate",
     /// Data keys moved to the active branch key; older versions retired.
     KeysRetireBranches = "keys.retire_branches",
+    /// The anchor of a closed window of link instants: how many links it
+    /// holds and a digest of them ([`WindowDigest`]).
+    AuditAnchor = "audit.anchor",
 }
 
 impl fmt::Display for AuditAction {
@@ -293,6 +296,48 @@ pub fn chain_hash(
         }
     }
     hex::encode(h.finalize())
+}
+
+/// The digest of the links whose instants fall in one window: SHA-256
+/// (hex) over each link's chain, number and hash, length-prefixed, in
+/// listing order ([`AuditCursor`]). Deleting, adding or altering a link of
+/// the window changes it, the window's newest links included, which the
+/// chains alone cannot show.
+#[derive(Clone, Default)]
+pub struct WindowDigest {
+    hash: Sha256,
+    links: u64,
+    last: Option<(ChainId, u64)>,
+}
+
+impl WindowDigest {
+    pub fn new() -> WindowDigest {
+        WindowDigest::default()
+    }
+
+    /// Adds the link that holds `record` (once per link: its further
+    /// events are skipped).
+    pub fn add(&mut self, record: &AuditRecord) {
+        let c = &record.cursor;
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(chain, seq)| *chain == c.chain && *seq == c.seq)
+        {
+            return;
+        }
+        for s in [c.chain.as_str(), &c.seq.to_string(), &record.link_hash] {
+            self.hash.update((s.len() as u64).to_be_bytes());
+            self.hash.update(s.as_bytes());
+        }
+        self.links += 1;
+        self.last = Some((c.chain.clone(), c.seq));
+    }
+
+    /// How many links, and the digest.
+    pub fn finish(self) -> (u64, String) {
+        (self.links, hex::encode(self.hash.finalize()))
+    }
 }
 
 /// Builds the link after `prev` (None: the first of its chain).

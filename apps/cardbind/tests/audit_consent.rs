@@ -10,12 +10,13 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use cardbind::cli::verify_audit_log;
+use cardbind::cli::{verify_audit_anchors, verify_audit_log};
 use cardbind_domain::UserId;
 use cardbind_ports::audit::{
-    AuditAction, AuditActor, AuditEvent, AuditLog, ChainId, Link, Outcome,
+    AuditAction, AuditActor, AuditEvent, AuditFilter, AuditLog, ChainId, Link, Outcome,
 };
 use cardbind_ports::clock::Clock;
+use cardbind_usecases::anchors::{Anchor, AnchorSchedule};
 use cardbind_usecases::retention::Retention;
 use cardbind_usecases::RequestContext;
 use poem::http::StatusCode;
@@ -144,6 +145,181 @@ async fn a_deleted_link_is_reported_at_its_seq() {
             "page {page}"
         );
     }
+}
+
+// ---- anchors: the newest links ------------------------------------------------------
+
+const EVERY_MINUTE: AnchorSchedule = AnchorSchedule {
+    interval_seconds: 60,
+    delay_seconds: 120,
+    catch_up: 5,
+};
+
+/// The links of every chain whose instants fall in `[start, end)`, by the
+/// walk `audit verify` makes (not by the listing the anchors read).
+async fn links_in(app: &TestApp, start: i64, end: i64) -> Vec<Link> {
+    let all = app.store.links(None, 10_000).await.unwrap();
+    all.into_iter()
+        .filter(|l| (start..end).contains(&l.at.unix_millis()))
+        .collect()
+}
+
+fn newest_seq(links: &[Link], chain: &ChainId) -> u64 {
+    links
+        .iter()
+        .filter(|l| l.chain == *chain)
+        .map(|l| l.seq)
+        .max()
+        .unwrap()
+}
+
+/// An app with history whose window has been anchored; returns the anchor.
+async fn anchored_history() -> (TestApp, Anchor) {
+    let app = app_with_history().await;
+    let ctx = RequestContext::service("test-anchor");
+    let uc = &app.state.usecases;
+    // The window is still open: nothing is due.
+    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    // The clock is one second into the window: at 179 s the delay has not passed.
+    app.clock.advance_seconds(178);
+    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    app.clock.advance_seconds(1);
+    let made = uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let a = made[0].clone();
+    let expected = links_in(&app, a.start.unix_millis(), a.end.unix_millis()).await;
+    assert!(expected.len() >= 5, "{expected:?}");
+    assert_eq!(a.links, expected.len() as u64);
+    // Anchoring again (this instance or another) adds nothing, and the
+    // window that holds only the anchor's own link gets none.
+    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    // (The anchor's link is in the window that closes 60 s after it; that
+    // window is due 120 s later.)
+    let now = app.clock.now();
+    app.clock.advance_seconds(180);
+    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    app.clock.set_ms(now.unix_millis());
+    (app, a)
+}
+
+#[tokio::test]
+async fn deleting_a_chains_newest_link_is_caught_by_its_window_anchor() {
+    let (app, anchor) = anchored_history().await;
+    let r = verify_audit_anchors(&app.state.usecases, 400)
+        .await
+        .unwrap();
+    assert_eq!((r.checked, r.past_retention, &r.mismatch), (1, 0, &None));
+    assert_eq!(r.newest_end, Some(anchor.end));
+
+    let links = links_in(&app, anchor.start.unix_millis(), anchor.end.unix_millis()).await;
+    let newest = newest_seq(&links, &alice());
+    assert!(app.store.delete_link(&alice(), newest));
+    // The chains alone do not show it: that is the gap anchors close.
+    let chains = verify_audit_log(&app.state.usecases, 500).await.unwrap();
+    assert_eq!(chains.broken, None);
+    let r = verify_audit_anchors(&app.state.usecases, 400)
+        .await
+        .unwrap();
+    let m = r.mismatch.expect("the deleted newest link is found");
+    assert_eq!(m.anchor, anchor);
+    assert_eq!(m.links, anchor.links - 1);
+    assert_ne!(m.digest, anchor.digest);
+    assert_eq!(r.checked, 0);
+}
+
+#[tokio::test]
+async fn an_altered_link_or_a_late_link_in_an_anchored_window_is_caught() {
+    // Altered with its hash recomputed: the chains show it only at the
+    // next link, and the newest link has none.
+    let (app, anchor) = anchored_history().await;
+    let links = links_in(&app, anchor.start.unix_millis(), anchor.end.unix_millis()).await;
+    let newest = newest_seq(&links, &alice());
+    assert!(app.store.tamper_link(&alice(), newest, |l| {
+        l.events[0].detail = Some("nothing happened here".into());
+        l.hash = cardbind_ports::audit::chain_hash(&l.prev_hash, &l.chain, l.seq, l.at, &l.events);
+    }));
+    assert_eq!(
+        verify_audit_log(&app.state.usecases, 500)
+            .await
+            .unwrap()
+            .broken,
+        None
+    );
+    let m = verify_audit_anchors(&app.state.usecases, 400)
+        .await
+        .unwrap()
+        .mismatch
+        .expect("the altered newest link is found");
+    assert_eq!(m.links, anchor.links);
+    assert_ne!(m.digest, anchor.digest);
+
+    // Links that land in a window after its anchor (here: a new user's
+    // bind by an instance whose clock is back in the window).
+    let (app, anchor) = anchored_history().await;
+    let before = app.clock.now();
+    app.clock.set_ms(anchor.end.unix_millis() - 1);
+    bind_ok(&app, "dave", VISA).await;
+    app.clock.set_ms(before.unix_millis());
+    let m = verify_audit_anchors(&app.state.usecases, 400)
+        .await
+        .unwrap()
+        .mismatch
+        .expect("the late links are found");
+    assert!(m.links > anchor.links, "{m:?}");
+}
+
+#[tokio::test]
+async fn windows_past_the_retention_horizon_are_counted_not_checked() {
+    let (app, _anchor) = anchored_history().await;
+    assert!(app.store.delete_link(&alice(), 1));
+    assert!(verify_audit_anchors(&app.state.usecases, 400)
+        .await
+        .unwrap()
+        .mismatch
+        .is_some());
+    // 181 days on, with 180 days kept, the purge may have taken any of
+    // that window's links.
+    app.clock.advance_seconds(181 * 86_400);
+    let r = verify_audit_anchors(&app.state.usecases, 180)
+        .await
+        .unwrap();
+    assert_eq!((r.checked, r.past_retention, r.mismatch), (0, 1, None));
+}
+
+#[tokio::test]
+async fn an_idle_service_anchors_nothing_and_a_restart_catches_up() {
+    let app = spawn();
+    let ctx = RequestContext::service("test-anchor");
+    let uc = &app.state.usecases;
+    app.clock.advance_seconds(3600);
+    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    let anchors = app
+        .store
+        .list(
+            &AuditFilter {
+                action: Some(AuditAction::AuditAnchor),
+                ..AuditFilter::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(anchors, vec![]);
+
+    // Binds in two windows, then a stop of four minutes: the next run
+    // anchors both windows, oldest first, as long as they are among the
+    // last `catch_up` closed ones.
+    bind_ok(&app, "carol", VISA).await;
+    app.clock.advance_seconds(60);
+    bind_ok(&app, "carol", VISA2).await;
+    app.clock.advance_seconds(240);
+    let made = uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap();
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert!(made[0].end <= made[1].start);
+    assert!(made.iter().all(|a| a.links >= 1));
+    let r = verify_audit_anchors(uc, 400).await.unwrap();
+    assert_eq!((r.checked, r.mismatch), (2, None));
 }
 
 // ---- what is audited --------------------------------------------------------------

@@ -83,3 +83,29 @@ fn a_token_made_with_a_new_dev_secret_says_where_the_secret_is() {
     let (_, quiet) = token();
     assert_eq!(quiet, "", "the secret exists now");
 }
+
+#[test]
+fn audit_verify_checks_the_chains_then_the_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["audit", "verify"])
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("audit chains intact: "), "{stdout}");
+    assert!(
+        lines[1].starts_with("audit anchors intact: 0 windows verified")
+            && lines[1].ends_with("newest anchored window ends none yet"),
+        "{stdout}"
+    );
+}

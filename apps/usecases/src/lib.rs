@@ -15,6 +15,7 @@
 //! | [`erase`] | erase a user (crypto-shredding) |
 //! | [`family`] | family cards: share, accept, revoke, leave, the secondary's view |
 //! | [`records`] | the audit log, its verification, consents |
+//! | [`anchors`] | anchoring closed windows of the audit log, and checking them |
 //! | [`bins`] | the card scheme of a BIN |
 //! | [`readiness`] | whether the dependencies answer |
 //! | [`retention`] | purging what is past its retention |
@@ -31,6 +32,7 @@
 //! case's writes is a state the next request, `reconcile` or the purge
 //! completes or removes.
 
+pub mod anchors;
 pub mod bind;
 pub mod bins;
 pub mod context;
@@ -156,7 +158,8 @@ impl UseCases {
         self.ports.channels.names().map(str::to_owned).collect()
     }
 
-    fn now(&self) -> Timestamp {
+    /// The use cases' clock (horizons of checks run beside them).
+    pub fn now(&self) -> Timestamp {
         self.ports.clock.now()
     }
 

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
 use cardbind_ports::clock::{Clock, SystemClock};
+use cardbind_usecases::anchors::AnchorReport;
 use cardbind_usecases::records::ChainReport;
 use cardbind_usecases::UseCases;
 
@@ -72,20 +73,57 @@ pub async fn verify_audit_log(usecases: &UseCases, page: u32) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))
 }
 
-pub(super) async fn audit_verify(usecases: &UseCases) -> anyhow::Result<()> {
+pub(super) async fn audit_verify(usecases: &UseCases, retention_days: u32) -> anyhow::Result<()> {
     let r = verify_audit_log(usecases, 500).await?;
-    match r.broken {
-        None => super::out(&format!(
-            "audit chains intact: {} links in {} chains verified\n",
-            r.links_checked, r.chains
-        )),
-        Some(b) => bail!(
+    if let Some(b) = r.broken {
+        bail!(
             "audit chain {} broken at link {}: {}",
             b.chain,
             b.seq,
             b.reason
-        ),
+        );
     }
+    super::out(&format!(
+        "audit chains intact: {} links in {} chains verified\n",
+        r.links_checked, r.chains
+    ))?;
+    let a = verify_audit_anchors(usecases, retention_days).await?;
+    if let Some(m) = a.mismatch {
+        bail!(
+            "audit window {} to {} changed since it was anchored: it held {} links \
+             (digest {}), it holds {} now (digest {}); links of that window were \
+             deleted, added or altered behind the service's back",
+            m.anchor.start.to_rfc3339(),
+            m.anchor.end.to_rfc3339(),
+            m.anchor.links,
+            m.anchor.digest,
+            m.links,
+            m.digest
+        );
+    }
+    let newest = a
+        .newest_end
+        .map_or_else(|| "none yet".to_owned(), |t| t.to_rfc3339());
+    super::out(&format!(
+        "audit anchors intact: {} windows verified, {} older than the retention \
+         horizon not checked; newest anchored window ends {newest}\n",
+        a.checked, a.past_retention
+    ))
+}
+
+/// Checks every anchored window of the audit log whose start is within
+/// `retention_days` of now (older ones may have lost links to the purge).
+pub async fn verify_audit_anchors(
+    usecases: &UseCases,
+    retention_days: u32,
+) -> anyhow::Result<AnchorReport> {
+    let horizon = usecases
+        .now()
+        .minus_seconds(i64::from(retention_days) * 86_400);
+    usecases
+        .verify_anchors(horizon)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))
 }
 
 /// What `cardbind check-config` prints: the configuration in force as TOML

@@ -14,7 +14,7 @@ use cardbind_ports::step_up::StepUpAction;
 use cardbind_usecases::RequestContext;
 use clap::{Parser, Subcommand};
 
-pub use admin::{import_bins, verify_audit_log};
+pub use admin::{import_bins, verify_audit_anchors, verify_audit_log};
 pub use serve::{init_logging, serve_on, start, start_built, Running};
 
 use crate::compose;
@@ -119,7 +119,8 @@ pub enum BinsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain and report the first broken link.
+    /// Walk the hash chains and report the first broken link, then compute
+    /// every anchored window again and report the first that changed.
     Verify,
 }
 
@@ -215,7 +216,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             command: AuditCommand::Verify,
         } => {
             let built = compose::build(&config).await?;
-            admin::audit_verify(&built.usecases).await
+            admin::audit_verify(&built.usecases, config.audit.retention_days).await
         }
         Command::Keys {
             command: KeysCommand::Rotate { from, to },

@@ -109,6 +109,40 @@ pub async fn serve_on(
         })
     });
 
+    // Every instance anchors the closed windows of the audit log; one that
+    // another instance anchored first is left alone.
+    let anchor_task = config.audit.anchors().map(|schedule| {
+        let usecases = built.usecases.clone();
+        tokio::spawn(async move {
+            let ctx = RequestContext::service("audit-anchor");
+            let every = Duration::from_secs(u64::from(schedule.interval_seconds));
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first run one interval after the start, not during it.
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match usecases.anchor_due(&ctx, schedule).await {
+                    Ok(made) => {
+                        for a in made {
+                            tracing::info!(
+                                target: "cardbind::audit_anchor",
+                                window_start = %a.start.to_rfc3339(),
+                                window_end = %a.end.to_rfc3339(),
+                                links = a.links,
+                                digest = %a.digest,
+                                "audit window anchored"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit anchoring failed; retried next time")
+                    }
+                }
+            }
+        })
+    });
+
     // Every instance picks up an imported BIN table within one interval;
     // a failed check keeps the table in use and is retried next time.
     let bins_task = {
@@ -160,7 +194,7 @@ pub async fn serve_on(
             .await
         }
     };
-    if let Some(t) = purge_task {
+    for t in [purge_task, anchor_task].into_iter().flatten() {
         t.abort();
     }
     bins_task.abort();

@@ -180,6 +180,15 @@ impl Config {
             return bad("limits.otp_attempts", "must be positive");
         }
         self.retention()?;
+        if self.audit.anchor_interval_seconds > 86_400 {
+            return bad(
+                "audit.anchor_interval_seconds",
+                "must be at most 86400 (0 turns anchors off)",
+            );
+        }
+        if !(1..=3600).contains(&self.audit.anchor_delay_seconds) {
+            return bad("audit.anchor_delay_seconds", "must be 1 to 3600");
+        }
         if !(MIN_LEASE_SECONDS..=3600).contains(&self.idempotency.lease_seconds) {
             return bad("idempotency.lease_seconds", "must be 2 to 3600");
         }
@@ -304,6 +313,31 @@ mod tests {
         std::env::set_var(format!("{prefix}AUDIT__RETENTION_DAYS"), "179");
         let e = Config::load_from(None, Env::prefixed(&prefix).split("__")).unwrap_err();
         assert!(e.0.contains("audit.retention_days"), "{e}");
+    }
+
+    #[test]
+    fn audit_anchors_are_on_by_default_and_bounded() {
+        let mut c = Config::default();
+        let s = c.audit.anchors().expect("anchors on by default");
+        assert_eq!(
+            (s.interval_seconds, s.delay_seconds, s.catch_up),
+            (60, 120, 60)
+        );
+        c.audit.anchor_interval_seconds = 0;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.audit.anchors(), None);
+        c.audit.anchor_interval_seconds = 86_401;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("audit.anchor_interval_seconds:"), "{e}");
+        c.audit.anchor_interval_seconds = 3600;
+        assert_eq!(c.audit.anchors().map(|s| s.catch_up), Some(10));
+        c.audit.anchor_interval_seconds = 1;
+        assert_eq!(c.audit.anchors().map(|s| s.catch_up), Some(60));
+        for delay in [0, 3601] {
+            c.audit.anchor_delay_seconds = delay;
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with("audit.anchor_delay_seconds:"), "{e}");
+        }
     }
 
     #[test]

@@ -67,13 +67,37 @@ impl Default for AuthConfig {
 pub struct AuditConfig {
     /// Days audit events are kept; never less than 180.
     pub retention_days: u32,
+    /// Length of an anchored window of the audit log, seconds (0: no
+    /// anchors). Each closed window that holds links gets an anchor (an
+    /// `audit.anchor` event and a log line) that `cardbind audit verify`
+    /// checks: deleting a chain's newest links then shows.
+    pub anchor_interval_seconds: u32,
+    /// How long after a window closes its anchor is made, seconds: longer
+    /// than any write can take to land (1 to 3600; a link that lands later
+    /// than this in a window already anchored is reported by the check).
+    pub anchor_delay_seconds: u32,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             retention_days: 400,
+            anchor_interval_seconds: 60,
+            anchor_delay_seconds: 120,
         }
+    }
+}
+
+impl AuditConfig {
+    /// The anchoring schedule, if anchors are on. Each run reads the last
+    /// hour of closed windows (10 to 60 windows) in one listing, so windows
+    /// missed during a stop are anchored late.
+    pub fn anchors(&self) -> Option<cardbind_usecases::anchors::AnchorSchedule> {
+        (self.anchor_interval_seconds > 0).then(|| cardbind_usecases::anchors::AnchorSchedule {
+            interval_seconds: self.anchor_interval_seconds,
+            delay_seconds: self.anchor_delay_seconds,
+            catch_up: (3600 / self.anchor_interval_seconds).clamp(10, 60),
+        })
     }
 }
 
