@@ -237,18 +237,22 @@ impl UseCases {
             .into_iter()
             .map(|a| (a.start, a.end))
             .collect();
+        // Only the windows not anchored yet are read, each run of them in
+        // one listing: in steady state the newest window alone.
         let mut made = Vec::new();
-        for (anchor, more_than_anchors) in self.window_anchors(&due).await? {
-            if !more_than_anchors || done.contains(&(anchor.start, anchor.end)) {
-                continue;
+        for run in due.split(|w| done.contains(w)).filter(|r| !r.is_empty()) {
+            for (anchor, more_than_anchors) in self.window_anchors(run).await? {
+                if !more_than_anchors {
+                    continue;
+                }
+                let now = self.now();
+                let e = ctx
+                    .event(now, AuditAction::AuditAnchor)
+                    .detail(anchor.detail())
+                    .build();
+                self.ports.audit.append_system(vec![e], now).await?;
+                made.push(anchor);
             }
-            let now = self.now();
-            let e = ctx
-                .event(now, AuditAction::AuditAnchor)
-                .detail(anchor.detail())
-                .build();
-            self.ports.audit.append_system(vec![e], now).await?;
-            made.push(anchor);
         }
         Ok(made)
     }

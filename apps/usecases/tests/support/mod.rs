@@ -349,6 +349,26 @@ pub fn world(policy: Policy) -> World {
 
 /// A world whose BIN directory holds `bins`.
 pub fn world_with_bins(policy: Policy, bins: cardbind_domain::BinTable) -> World {
+    world_with(policy, bins, |s| {
+        s as Arc<dyn cardbind_ports::audit::AuditLog>
+    })
+}
+
+/// A world whose audit port is `audit` made over the store (e.g. a
+/// wrapper that records the calls).
+#[allow(dead_code)]
+pub fn world_with_audit(
+    policy: Policy,
+    audit: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn cardbind_ports::audit::AuditLog>,
+) -> World {
+    world_with(policy, cardbind_domain::BinTable::empty(), audit)
+}
+
+fn world_with(
+    policy: Policy,
+    bins: cardbind_domain::BinTable,
+    audit: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn cardbind_ports::audit::AuditLog>,
+) -> World {
     let store = MemoryStore::new();
     let vault = Arc::new(FakeVault::default());
     let channel = ScriptChannel::new("mock");
@@ -365,7 +385,7 @@ pub fn world_with_bins(policy: Policy, bins: cardbind_domain::BinTable) -> World
     });
     let ports = Ports {
         wallets: s.clone(),
-        audit: s.clone(),
+        audit: audit(s.clone()),
         card_data: card_data.clone(),
         channel_refs: s.clone(),
         rates: s.clone(),
