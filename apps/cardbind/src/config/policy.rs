@@ -89,9 +89,9 @@ impl Default for AuditConfig {
 }
 
 impl AuditConfig {
-    /// The anchoring schedule, if anchors are on. Each run reads the last
-    /// hour of closed windows (10 to 60 windows) in one listing, so windows
-    /// missed during a stop are anchored late.
+    /// The anchoring schedule, if anchors are on. Each run looks back over
+    /// the last hour of closed windows (10 to 60 windows) and reads those
+    /// not anchored yet, so windows missed during a stop are anchored late.
     pub fn anchors(&self) -> Option<cardbind_usecases::anchors::AnchorSchedule> {
         (self.anchor_interval_seconds > 0).then(|| cardbind_usecases::anchors::AnchorSchedule {
             interval_seconds: self.anchor_interval_seconds,
