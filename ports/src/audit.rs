@@ -298,16 +298,27 @@ pub fn chain_hash(
     hex::encode(h.finalize())
 }
 
+/// A link as an anchor counts it: where it sits, its hash, and whether it
+/// is an anchor itself ([`AuditLog::link_stamps`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStamp {
+    pub at: Timestamp,
+    pub chain: ChainId,
+    pub seq: u64,
+    pub hash: String,
+    /// Every event of the link is [`AuditAction::AuditAnchor`].
+    pub anchors_only: bool,
+}
+
 /// The digest of the links whose instants fall in one window: SHA-256
 /// (hex) over each link's chain, number and hash, length-prefixed, in
-/// listing order ([`AuditCursor`]). Deleting, adding or altering a link of
+/// (instant, chain, number) order. Deleting, adding or altering a link of
 /// the window changes it, the window's newest links included, which the
 /// chains alone cannot show.
 #[derive(Clone, Default)]
 pub struct WindowDigest {
     hash: Sha256,
     links: u64,
-    last: Option<(ChainId, u64)>,
 }
 
 impl WindowDigest {
@@ -315,23 +326,13 @@ impl WindowDigest {
         WindowDigest::default()
     }
 
-    /// Adds the link that holds `record` (once per link: its further
-    /// events are skipped).
-    pub fn add(&mut self, record: &AuditRecord) {
-        let c = &record.cursor;
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|(chain, seq)| *chain == c.chain && *seq == c.seq)
-        {
-            return;
-        }
-        for s in [c.chain.as_str(), &c.seq.to_string(), &record.link_hash] {
+    /// Adds the next link.
+    pub fn add(&mut self, link: &LinkStamp) {
+        for s in [link.chain.as_str(), &link.seq.to_string(), &link.hash] {
             self.hash.update((s.len() as u64).to_be_bytes());
             self.hash.update(s.as_bytes());
         }
         self.links += 1;
-        self.last = Some((c.chain.clone(), c.seq));
     }
 
     /// How many links, and the digest.
@@ -486,6 +487,59 @@ pub trait AuditLog: Send + Sync {
     /// link of each chain (a wallet's current state lives in it). Links are
     /// deleted from the start of their chain only. Returns how many.
     async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The links that hold events with instants in `[since, until)`,
+    /// ordered by (instant, chain, number), after `after` when given, at
+    /// most `limit`: what an anchor digests. Exactly the links
+    /// [`AuditLog::list`] shows for that window, in the same order; an
+    /// adapter should read less than `list` does (no event bodies, no
+    /// wallets). The default derives them from `list`.
+    async fn link_stamps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        let filter = AuditFilter {
+            since: Some(since),
+            until: Some(until),
+            ..AuditFilter::default()
+        };
+        let mut cursor = after.map(|(at, chain, seq)| AuditCursor {
+            at,
+            chain,
+            seq,
+            index: u32::MAX,
+        });
+        let mut out: Vec<LinkStamp> = Vec::new();
+        loop {
+            let page = self.list(&filter, cursor.take(), 500).await?;
+            for r in &page {
+                let c = &r.cursor;
+                let anchor = r.event.action == AuditAction::AuditAnchor;
+                let full = out.len() == limit as usize;
+                match out.last_mut() {
+                    Some(l) if l.at == c.at && l.chain == c.chain && l.seq == c.seq => {
+                        l.anchors_only &= anchor;
+                    }
+                    // The last link's events are all seen once the next begins.
+                    _ if full => return Ok(out),
+                    _ => out.push(LinkStamp {
+                        at: c.at,
+                        chain: c.chain.clone(),
+                        seq: c.seq,
+                        hash: r.link_hash.clone(),
+                        anchors_only: anchor,
+                    }),
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => cursor = Some(last.cursor.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,16 @@ pub(crate) struct LinkDoc {
     pub primary_head: bool,
 }
 
+/// What an anchor reads of a link (`link_stamps`): no events, no wallet.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct StampDoc {
+    pub chain: String,
+    pub seq: i64,
+    pub at: i64,
+    pub hash: String,
+    pub actions: Vec<String>,
+}
+
 /// What `load` reads of the newest link.
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct HeadDoc {

@@ -60,6 +60,7 @@ pub mod labels {
     pub const AUDIT_LIST: &str = "audit.list";
     pub const AUDIT_LINKS: &str = "audit.links";
     pub const AUDIT_PURGE_BEFORE: &str = "audit.purge_before";
+    pub const AUDIT_LINK_STAMPS: &str = "audit.link_stamps";
     pub const CARD_DATA_PUT: &str = "card_data.put";
     pub const CARD_DATA_GET: &str = "card_data.get";
     pub const CARD_DATA_OWNER: &str = "card_data.owner";
@@ -122,7 +123,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
                 "at_chain_seq",
                 &[("at", 1), ("chain", 1), ("seq", 1)],
                 false,
-                "audit listing in time order (and since/until), purge candidates",
+                "audit listing in time order (and since/until), purge candidates, the links of an anchored window",
             ),
             ix(
                 "users_at",
@@ -153,6 +154,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             AUDIT_LIST,
             AUDIT_LINKS,
             AUDIT_PURGE_BEFORE,
+            AUDIT_LINK_STAMPS,
             WALLETS_PENDING_LINKS,
         ],
         removed_by: "the audit retention purge (links older than the retention, never the newest of a chain)",

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cardbind_domain::{Timestamp, UserId, Wallet};
 use cardbind_ports::audit::{
-    next_link, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead, ChainId,
-    Link,
+    next_link, AuditAction, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead,
+    ChainId, Link, LinkStamp,
 };
 use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
 use cardbind_ports::StoreError;
@@ -18,7 +18,7 @@ use cardbind_records::{
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
-use crate::docs::{ChainHeadDoc, HeadDoc, LinkDoc, LinkKeyDoc};
+use crate::docs::{ChainHeadDoc, HeadDoc, LinkDoc, LinkKeyDoc, StampDoc};
 use crate::schema::labels::*;
 use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
 
@@ -560,6 +560,59 @@ impl AuditLog for MongoStore {
                 .into_iter()
                 .map(into_link)
                 .collect()
+        })
+        .await
+    }
+
+    async fn link_stamps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let mut q = doc! { "at": { "$gte": ms(since), "$lt": ms(until) } };
+            if let Some((t, chain, seq)) = &after {
+                let seq = to_i64(*seq, "link number")?;
+                q.insert("$or", after_key(ms(*t), chain.as_str(), seq, "$gt"));
+            }
+            let mut cursor = self
+                .links
+                .clone_with_type::<StampDoc>()
+                .find(q)
+                .sort(TIME_ORDER())
+                .projection(
+                    doc! { "_id": 0, "chain": 1, "seq": 1, "at": 1, "hash": 1, "actions": 1 },
+                )
+                .batch_size(limit.min(1000))
+                .max_time(self.op_timeout)
+                .comment(AUDIT_LINK_STAMPS)
+                .await
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            while out.len() < limit as usize {
+                let Some(d) = cursor.try_next().await.map_err(map_err)? else {
+                    break;
+                };
+                // The listing shows a link through its events: none, not
+                // listed.
+                if d.actions.is_empty() {
+                    continue;
+                }
+                let anchor = AuditAction::AuditAnchor.as_str();
+                out.push(LinkStamp {
+                    anchors_only: d.actions.iter().all(|a| a == anchor),
+                    chain: chain_id(&d.chain)?,
+                    seq: to_u64(d.seq, "link number")?,
+                    at: Timestamp::from_unix_millis(d.at),
+                    hash: d.hash,
+                });
+            }
+            Ok(out)
         })
         .await
     }

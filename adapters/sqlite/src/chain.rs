@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use cardbind_domain::{Timestamp, UserId, Wallet};
 use cardbind_ports::audit::{
     next_link, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead, ChainId,
-    Link,
+    Link, LinkStamp,
 };
 use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
 use cardbind_ports::StoreError;
@@ -68,6 +68,14 @@ const PURGE_LINK: &str = "DELETE FROM links WHERE rowid = ?1 AND chain = ?2 AND 
 
 const PURGE_LINK_EVENTS: &str = "DELETE FROM events WHERE at = ?1 AND chain = ?2 AND seq = ?3";
 
+/// The links of a window as an anchor digests them: the events' primary
+/// key in order, one row per link, and the link's hash (no event bodies,
+/// no wallets).
+const LINK_STAMPS: &str = "SELECT e.at, e.chain, e.seq, min(e.action = 'audit.anchor'), l.hash
+     FROM events AS e CROSS JOIN links AS l ON l.chain = e.chain AND l.seq = e.seq
+     WHERE e.at >= ?1 AND e.at < ?2 AND (e.at, e.chain, e.seq) > (?3, ?4, ?5)
+     GROUP BY e.at, e.chain, e.seq ORDER BY e.at, e.chain, e.seq LIMIT ?6";
+
 /// Every statement of this module, for the plan checks.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -83,6 +91,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGE_FIND", PURGE_FIND),
     ("PURGE_LINK", PURGE_LINK),
     ("PURGE_LINK_EVENTS", PURGE_LINK_EVENTS),
+    ("LINK_STAMPS", LINK_STAMPS),
 ];
 
 /// A link as written: every column ready, built on the caller's thread so
@@ -574,6 +583,51 @@ impl AuditLog for SqliteStore {
                 })
                 .collect()
         })
+    }
+
+    async fn link_stamps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (a_at, a_chain, a_seq) = match &after {
+            Some((t, c, s)) => (ms(*t), chain_key(c).to_owned(), int(*s, "link number")?),
+            None => (i64::MIN, String::new(), i64::MIN),
+        };
+        let rows = self.engine.read(|c| {
+            let mut s = c.prepare_cached(LINK_STAMPS).map_err(db_err)?;
+            let rows = s
+                .query_map(
+                    params![ms(since), ms(until), a_at, a_chain, a_seq, i64::from(limit)],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, bool>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    },
+                )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })?;
+        rows.into_iter()
+            .map(|(t, chain, seq, anchors_only, hash)| {
+                Ok(LinkStamp {
+                    at: at(t),
+                    chain: chain_of(&chain)?,
+                    seq: uint(seq, "link number")?,
+                    hash: hash_hex(&hash)?,
+                    anchors_only,
+                })
+            })
+            .collect()
     }
 
     async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {

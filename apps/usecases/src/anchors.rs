@@ -153,27 +153,28 @@ impl UseCases {
         let (Some(&(from, _)), Some(&(_, until))) = (windows.first(), windows.last()) else {
             return Ok(Vec::new());
         };
-        let filter = AuditFilter {
-            since: Some(from),
-            until: Some(until),
-            ..AuditFilter::default()
-        };
         let mut digests = vec![(WindowDigest::new(), false); windows.len()];
         let mut w = 0;
         let mut after = None;
         loop {
-            let page = self.ports.audit.list(&filter, after, PAGE).await?;
-            for r in &page {
+            let page = self
+                .ports
+                .audit
+                .link_stamps(from, until, after, PAGE)
+                .await?;
+            for l in &page {
                 // Listed in instant order: the window only moves forward.
-                while w + 1 < windows.len() && r.cursor.at >= windows[w].1 {
+                while w + 1 < windows.len() && l.at >= windows[w].1 {
                     w += 1;
                 }
                 let (digest, more_than_anchors) = &mut digests[w];
-                digest.add(r);
-                *more_than_anchors |= r.event.action != AuditAction::AuditAnchor;
+                digest.add(l);
+                *more_than_anchors |= !l.anchors_only;
             }
             match page.last() {
-                Some(last) if page.len() == PAGE as usize => after = Some(last.cursor.clone()),
+                Some(last) if page.len() == PAGE as usize => {
+                    after = Some((last.at, last.chain.clone(), last.seq));
+                }
                 _ => break,
             }
         }

@@ -14,15 +14,17 @@ use cardbind_domain::Timestamp;
 use cardbind_memory::MemoryStore;
 use cardbind_ports::audit::{
     AuditAction, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainId, Link,
+    LinkStamp,
 };
 use cardbind_ports::StoreError;
 use cardbind_usecases::anchors::AnchorSchedule;
 use support::*;
 
-/// The audit log over the store, recording the filter of every listing.
+/// The audit log over the store, recording the window of every read of
+/// link stamps.
 struct Recording {
     inner: Arc<MemoryStore>,
-    lists: Mutex<Vec<AuditFilter>>,
+    reads: Mutex<Vec<(i64, i64)>>,
 }
 
 #[async_trait]
@@ -36,8 +38,18 @@ impl AuditLog for Recording {
         after: Option<AuditCursor>,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.lists.lock().unwrap().push(f.clone());
         self.inner.list(f, after, limit).await
+    }
+    async fn link_stamps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        let window = (since.unix_millis(), until.unix_millis());
+        self.reads.lock().unwrap().push(window);
+        self.inner.link_stamps(since, until, after, limit).await
     }
     async fn links(
         &self,
@@ -64,26 +76,13 @@ async fn an_anchored_window_is_not_read_again() {
     let w = world_with_audit(unlimited(), move |s| {
         let r = Arc::new(Recording {
             inner: s,
-            lists: Mutex::default(),
+            reads: Mutex::default(),
         });
         *keep.lock().unwrap() = Some(r.clone());
         r
     });
     let rec = rec.lock().unwrap().clone().unwrap();
-    let window_reads = || -> Vec<(i64, i64)> {
-        rec.lists
-            .lock()
-            .unwrap()
-            .drain(..)
-            .filter(|f| f.action.is_none())
-            .map(|f| {
-                (
-                    f.since.unwrap().unix_millis(),
-                    f.until.unwrap().unix_millis(),
-                )
-            })
-            .collect()
-    };
+    let window_reads = || -> Vec<(i64, i64)> { rec.reads.lock().unwrap().drain(..).collect() };
     let ctx = admin();
     w.uc.bind_card(&backend(), bind_cmd("alice", &visa(1), w.now()))
         .await

@@ -139,6 +139,7 @@ macro_rules! contract_suite {
             pending_links_by_window,
             system_chain_concurrent_appends_one_chain,
             audit_list_filters_and_pages,
+            link_stamps_match_the_listing,
             audit_purge_keeps_each_chains_last_link,
             family_shares_round_trip,
             load_many_reads_each_newest_link,

@@ -593,3 +593,126 @@ pub async fn load_many_reads_each_newest_link<F: StoreFactory + ?Sized>(f: &F) {
         "only unknown users"
     );
 }
+
+/// Link stamps are the links the listing shows for a window, in its
+/// order, each with its hash and whether it holds anchors only; paged by
+/// `after` without loss or repeat.
+pub async fn link_stamps_match_the_listing<F: StoreFactory + ?Sized>(f: &F) {
+    use crate::audit::LinkStamp;
+    let s = f.fresh().await;
+    let (a, b) = (user_id("ida"), user_id("jon"));
+    // ida at 1 (two events) and 3; jon at 3 too (same instant, other
+    // chain); the service: an anchor alone at 4, an anchor beside a purge
+    // at 5, and an event at 9 past the window.
+    let ev = |action, u: &UserId| event(action, Some(u), None);
+    let h = s
+        .wallets
+        .commit(
+            &wallet(&a, 1, at(1)),
+            None,
+            vec![
+                ev(AuditAction::BindingCreate, &a),
+                ev(AuditAction::BindingChannelStart, &a),
+            ],
+            at(1),
+        )
+        .await
+        .unwrap();
+    commit(&s, &wallet(&a, 2, at(3)), Some(h), at(3))
+        .await
+        .unwrap();
+    commit(&s, &wallet(&b, 1, at(3)), None, at(3))
+        .await
+        .unwrap();
+    let anchor = || event(AuditAction::AuditAnchor, None, None);
+    s.audit.append_system(vec![anchor()], at(4)).await.unwrap();
+    s.audit
+        .append_system(
+            vec![anchor(), event(AuditAction::RetentionPurge, None, None)],
+            at(5),
+        )
+        .await
+        .unwrap();
+    s.audit
+        .append_system(vec![event(AuditAction::RetentionPurge, None, None)], at(9))
+        .await
+        .unwrap();
+
+    let stamps = s.audit.link_stamps(at(0), at(9), None, 100).await.unwrap();
+    let seen: Vec<(i64, String, u64, bool)> = stamps
+        .iter()
+        .map(|l| {
+            (
+                l.at.unix_millis(),
+                l.chain.as_str().to_owned(),
+                l.seq,
+                l.anchors_only,
+            )
+        })
+        .collect();
+    let (ida, jon) = (a.as_str().to_owned(), b.as_str().to_owned());
+    let sys = ChainId::System.as_str().to_owned();
+    assert_eq!(
+        seen,
+        vec![
+            (at(1).unix_millis(), ida.clone(), 1, false),
+            (at(3).unix_millis(), ida, 2, false),
+            (at(3).unix_millis(), jon, 1, false),
+            (at(4).unix_millis(), sys.clone(), 1, true),
+            (at(5).unix_millis(), sys, 2, false),
+        ]
+    );
+    // The hashes are the links' own, as the listing shows them.
+    let listed = s
+        .audit
+        .list(
+            &AuditFilter {
+                since: Some(at(0)),
+                until: Some(at(9)),
+                ..AuditFilter::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    let mut from_list: Vec<(ChainId, u64, String)> = listed
+        .iter()
+        .map(|r| (r.cursor.chain.clone(), r.cursor.seq, r.link_hash.clone()))
+        .collect();
+    from_list.dedup();
+    let own: Vec<(ChainId, u64, String)> = stamps
+        .iter()
+        .map(|l| (l.chain.clone(), l.seq, l.hash.clone()))
+        .collect();
+    assert_eq!(own, from_list);
+    let walked = all_links(&s).await;
+    for l in &stamps {
+        let link = walked
+            .iter()
+            .find(|w| w.chain == l.chain && w.seq == l.seq)
+            .unwrap();
+        assert_eq!((link.at, &link.hash), (l.at, &l.hash));
+    }
+
+    // A narrower window, and pages of one and two.
+    let mid = s.audit.link_stamps(at(2), at(5), None, 100).await.unwrap();
+    assert_eq!(mid, stamps[1..4].to_vec());
+    for size in [1, 2] {
+        let mut paged: Vec<LinkStamp> = Vec::new();
+        loop {
+            let after = paged.last().map(|l| (l.at, l.chain.clone(), l.seq));
+            let page = s
+                .audit
+                .link_stamps(at(0), at(9), after, size)
+                .await
+                .unwrap();
+            assert!(page.len() <= size as usize);
+            if page.is_empty() {
+                break;
+            }
+            paged.extend(page);
+        }
+        assert_eq!(paged, stamps, "pages of {size}");
+    }
+}

@@ -122,7 +122,19 @@ pub async fn serve_on(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match usecases.anchor_due(&ctx, schedule).await {
+                // A run reads a window's worth of the log: off the request
+                // workers (the embedded store reads on the caller's thread,
+                // which would hold a worker for each page).
+                let (uc, ctx) = (usecases.clone(), ctx.clone());
+                let handle = tokio::runtime::Handle::current();
+                let run = tokio::task::spawn_blocking(move || {
+                    handle.block_on(async move { uc.anchor_due(&ctx, schedule).await })
+                });
+                match run.await.unwrap_or_else(|e| {
+                    Err(cardbind_ports::StoreError::Unavailable(format!(
+                        "the anchoring run ended abnormally: {e}"
+                    )))
+                }) {
                     Ok(made) => {
                         for a in made {
                             tracing::info!(
