@@ -70,11 +70,21 @@ const PURGE_LINK_EVENTS: &str = "DELETE FROM events WHERE at = ?1 AND chain = ?2
 
 /// The links of a window as an anchor digests them: the events' primary
 /// key in order, one row per link, and the link's hash (no event bodies,
-/// no wallets).
-const LINK_STAMPS: &str = "SELECT e.at, e.chain, e.seq, min(e.action = 'audit.anchor'), l.hash
+/// no wallets). The first page starts at the window's start; the next
+/// ones at the last link read, a bound of their own: with both bounds
+/// SQLite seeks to the window's start and skips, so every page would
+/// cost all the pages before it (measured: 33 s instead of 1 s for a
+/// minute of 450,000 links).
+const LINK_STAMPS_FROM: &str = "SELECT e.at, e.chain, e.seq, min(e.action = 'audit.anchor'), l.hash
      FROM events AS e CROSS JOIN links AS l ON l.chain = e.chain AND l.seq = e.seq
-     WHERE e.at >= ?1 AND e.at < ?2 AND (e.at, e.chain, e.seq) > (?3, ?4, ?5)
-     GROUP BY e.at, e.chain, e.seq ORDER BY e.at, e.chain, e.seq LIMIT ?6";
+     WHERE e.at >= ?1 AND e.at < ?2
+     GROUP BY e.at, e.chain, e.seq ORDER BY e.at, e.chain, e.seq LIMIT ?3";
+
+pub(crate) const LINK_STAMPS_AFTER: &str =
+    "SELECT e.at, e.chain, e.seq, min(e.action = 'audit.anchor'), l.hash
+     FROM events AS e CROSS JOIN links AS l ON l.chain = e.chain AND l.seq = e.seq
+     WHERE (e.at, e.chain, e.seq) > (?1, ?2, ?3) AND e.at < ?4
+     GROUP BY e.at, e.chain, e.seq ORDER BY e.at, e.chain, e.seq LIMIT ?5";
 
 /// Every statement of this module, for the plan checks.
 #[cfg(test)]
@@ -91,7 +101,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("PURGE_FIND", PURGE_FIND),
     ("PURGE_LINK", PURGE_LINK),
     ("PURGE_LINK_EVENTS", PURGE_LINK_EVENTS),
-    ("LINK_STAMPS", LINK_STAMPS),
+    ("LINK_STAMPS_FROM", LINK_STAMPS_FROM),
+    ("LINK_STAMPS_AFTER", LINK_STAMPS_AFTER),
 ];
 
 /// A link as written: every column ready, built on the caller's thread so
@@ -595,25 +606,40 @@ impl AuditLog for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let (a_at, a_chain, a_seq) = match &after {
-            Some((t, c, s)) => (ms(*t), chain_key(c).to_owned(), int(*s, "link number")?),
-            None => (i64::MIN, String::new(), i64::MIN),
+        let limit = i64::from(limit);
+        let (sql, args): (&str, Vec<Value>) = match &after {
+            // A cursor before the window starts the listing at the window.
+            Some((t, c, s)) if *t >= since => (
+                LINK_STAMPS_AFTER,
+                vec![
+                    Value::Integer(ms(*t)),
+                    Value::Text(chain_key(c).to_owned()),
+                    Value::Integer(int(*s, "link number")?),
+                    Value::Integer(ms(until)),
+                    Value::Integer(limit),
+                ],
+            ),
+            _ => (
+                LINK_STAMPS_FROM,
+                vec![
+                    Value::Integer(ms(since)),
+                    Value::Integer(ms(until)),
+                    Value::Integer(limit),
+                ],
+            ),
         };
         let rows = self.engine.read(|c| {
-            let mut s = c.prepare_cached(LINK_STAMPS).map_err(db_err)?;
+            let mut s = c.prepare_cached(sql).map_err(db_err)?;
             let rows = s
-                .query_map(
-                    params![ms(since), ms(until), a_at, a_chain, a_seq, i64::from(limit)],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, bool>(3)?,
-                            r.get::<_, Vec<u8>>(4)?,
-                        ))
-                    },
-                )
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                    ))
+                })
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })?;

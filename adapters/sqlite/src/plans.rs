@@ -52,6 +52,14 @@ fn no_statement_scans_or_sorts() {
     }
     assert!(n >= 37, "{n} statements");
 
+    // A page of link stamps after the first seeks to the last link read,
+    // not to the window's start.
+    let after = plan(&c, crate::chain::LINK_STAMPS_AFTER);
+    assert!(
+        after[0].contains("USING PRIMARY KEY ((at,chain,seq)>(?,?,?)"),
+        "{after:?}"
+    );
+
     // Every shape of an audit listing.
     let t = Timestamp::from_unix_millis(5);
     let cursor = AuditCursor {

@@ -69,6 +69,10 @@ struct Args {
     /// (e.g. `CARDBIND__STORAGE__KIND=memory`).
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Where the spawned service's log (its stderr) goes (default:
+    /// discarded). Its level is `warn` unless `--env CARDBIND__LOG__FILTER=…`.
+    #[arg(long)]
+    service_log: Option<String>,
 }
 
 /// A service under load: where it listens, and the process when spawned.
@@ -88,8 +92,8 @@ impl Drop for Target {
 }
 
 /// Starts `cmd`, waits for the line `… listening on URL` on its stdout.
-fn spawn_listening(mut cmd: Command, what: &str) -> Result<(Child, String), String> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+fn spawn_listening(mut cmd: Command, what: &str, log: Stdio) -> Result<(Child, String), String> {
+    cmd.stdout(Stdio::piped()).stderr(log);
     let mut child = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
     let out = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(out).lines();
@@ -143,7 +147,13 @@ fn spawn_cardbind(bin: &str, args: &Args, dir: &std::path::Path) -> Result<Targe
     };
     let mut cmd = Command::new(bin);
     cmd.envs(settings).arg("serve");
-    let (child, url) = spawn_listening(cmd, "cardbind")?;
+    let log = match &args.service_log {
+        Some(path) => Stdio::from(
+            std::fs::File::create(path).map_err(|e| format!("--service-log {path}: {e}"))?,
+        ),
+        None => Stdio::null(),
+    };
+    let (child, url) = spawn_listening(cmd, "cardbind", log)?;
     Ok(Target {
         url,
         token,
@@ -313,7 +323,7 @@ async fn main() -> Result<(), String> {
     if let Some(bin) = &args.floor {
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", "127.0.0.1:0"]);
-        let (mut child, url) = spawn_listening(cmd, "floor")?;
+        let (mut child, url) = spawn_listening(cmd, "floor", Stdio::null())?;
         let url = url.replace("socket://", "http://");
         let (ok, _) = drive(
             &url,

@@ -127,6 +127,7 @@ pub async fn serve_on(
                 // which would hold a worker for each page).
                 let (uc, ctx) = (usecases.clone(), ctx.clone());
                 let handle = tokio::runtime::Handle::current();
+                let started = std::time::Instant::now();
                 let run = tokio::task::spawn_blocking(move || {
                     handle.block_on(async move { uc.anchor_due(&ctx, schedule).await })
                 });
@@ -143,6 +144,7 @@ pub async fn serve_on(
                                 window_end = %a.end.to_rfc3339(),
                                 links = a.links,
                                 digest = %a.digest,
+                                run_ms = started.elapsed().as_millis() as u64,
                                 "audit window anchored"
                             );
                         }
