@@ -30,7 +30,7 @@
 use std::collections::BTreeSet;
 
 use cardbind_domain::Timestamp;
-use cardbind_ports::audit::{AuditAction, AuditFilter, ChainId, WindowDigest};
+use cardbind_ports::audit::{AuditAction, AuditCursor, AuditFilter, ChainId, WindowDigest};
 use cardbind_ports::StoreError;
 
 use crate::context::RequestContext;
@@ -194,29 +194,30 @@ impl UseCases {
             .collect())
     }
 
-    /// Anchors of the service's chain whose detail reads, from those whose
-    /// event is at or after `since` (every one when `None`), oldest first.
-    async fn stored_anchors(&self, since: Option<Timestamp>) -> Result<Vec<Anchor>, StoreError> {
+    /// One page of the anchors of the service's chain whose detail reads,
+    /// from those whose event is at or after `since` (every one when
+    /// `None`), oldest first; and where the next page starts, if any.
+    async fn anchor_page(
+        &self,
+        since: Option<Timestamp>,
+        after: Option<AuditCursor>,
+    ) -> Result<(Vec<Anchor>, Option<AuditCursor>), StoreError> {
         let filter = AuditFilter {
             action: Some(AuditAction::AuditAnchor),
             since,
             ..AuditFilter::default()
         };
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.ports.audit.list(&filter, after, PAGE).await?;
-            out.extend(
-                page.iter()
-                    .filter(|r| r.cursor.chain == ChainId::System)
-                    .filter_map(|r| r.event.detail.as_deref().and_then(Anchor::parse)),
-            );
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => after = Some(last.cursor.clone()),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let page = self.ports.audit.list(&filter, after, PAGE).await?;
+        let next = match page.last() {
+            Some(last) if page.len() == PAGE as usize => Some(last.cursor.clone()),
+            _ => None,
+        };
+        let anchors = page
+            .iter()
+            .filter(|r| r.cursor.chain == ChainId::System)
+            .filter_map(|r| r.event.detail.as_deref().and_then(Anchor::parse))
+            .collect();
+        Ok((anchors, next))
     }
 
     /// Records the anchors of the windows `schedule` says are due, hold
@@ -232,12 +233,16 @@ impl UseCases {
             return Ok(Vec::new());
         };
         // An anchor's event is written after its window closed.
-        let done: BTreeSet<(Timestamp, Timestamp)> = self
-            .stored_anchors(Some(oldest))
-            .await?
-            .into_iter()
-            .map(|a| (a.start, a.end))
-            .collect();
+        let mut done: BTreeSet<(Timestamp, Timestamp)> = BTreeSet::new();
+        let mut after = None;
+        loop {
+            let (anchors, next) = self.anchor_page(Some(oldest), after).await?;
+            done.extend(anchors.into_iter().map(|a| (a.start, a.end)));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
         // Only the windows not anchored yet are read, each run of them in
         // one listing: in steady state the newest window alone.
         let mut made = Vec::new();
@@ -269,29 +274,37 @@ impl UseCases {
             newest_end: None,
             mismatch: None,
         };
-        for anchor in self.stored_anchors(None).await? {
-            report.newest_end = report.newest_end.max(Some(anchor.end));
-            if anchor.start < horizon {
-                report.past_retention += 1;
-                continue;
-            }
-            let windows = [(anchor.start, anchor.end)];
-            let Some((now, _)) = self.window_anchors(&windows).await?.pop() else {
-                continue;
-            };
-            if (now.links, &now.digest) != (anchor.links, &anchor.digest) {
-                if report.mismatch.is_none() {
-                    report.mismatch = Some(AnchorMismatch {
-                        anchor,
-                        links: now.links,
-                        digest: now.digest,
-                    });
+        // Page by page: a year of anchors is half a million events.
+        let mut after = None;
+        loop {
+            let (anchors, next) = self.anchor_page(None, after).await?;
+            for anchor in anchors {
+                report.newest_end = report.newest_end.max(Some(anchor.end));
+                if anchor.start < horizon {
+                    report.past_retention += 1;
+                    continue;
                 }
-                continue;
+                let windows = [(anchor.start, anchor.end)];
+                let Some((now, _)) = self.window_anchors(&windows).await?.pop() else {
+                    continue;
+                };
+                if (now.links, &now.digest) != (anchor.links, &anchor.digest) {
+                    if report.mismatch.is_none() {
+                        report.mismatch = Some(AnchorMismatch {
+                            anchor,
+                            links: now.links,
+                            digest: now.digest,
+                        });
+                    }
+                    continue;
+                }
+                report.checked += 1;
             }
-            report.checked += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(report),
+            }
         }
-        Ok(report)
     }
 }
 
