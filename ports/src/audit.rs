@@ -175,7 +175,8 @@ pub struct AuditEvent {
 }
 
 /// Whose chain a link belongs to. Ordered as their stored names are (so
-/// `@system` comes before every user).
+/// `@system` comes after users whose id starts with a digit and before
+/// those that start with a letter).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ChainId {
     /// A user's wallet.

@@ -302,7 +302,7 @@ impl AuditLog for MemoryStore {
         // The link of the cursor itself may have events left.
         let lower: Bound<TimeKey> = match (&after, filter.since) {
             (Some(a), _) => Bound::Included((a.at, a.chain.clone(), a.seq)),
-            (None, Some(since)) => Bound::Included((since, ChainId::System, 0)),
+            (None, Some(since)) => Bound::Included((since, first_chain(), 0)),
             (None, None) => Bound::Unbounded,
         };
         let before_end = |k: &TimeKey| filter.until.is_none_or(|u| k.0 < u);
@@ -373,7 +373,7 @@ impl AuditLog for MemoryStore {
         let mut t = lock(&self.inner.chains);
         let old: Vec<TimeKey> = t
             .by_time
-            .range(..(before, ChainId::System, 0))
+            .range(..(before, first_chain(), 0))
             .cloned()
             .collect();
         let mut n = 0;
@@ -385,4 +385,10 @@ impl AuditLog for MemoryStore {
         }
         Ok(n)
     }
+}
+
+/// The chain that sorts before every other: the user id `0` (ids start
+/// with a letter or a digit, and `0` sorts before `@system` too).
+fn first_chain() -> ChainId {
+    ChainId::parse("0").unwrap_or(ChainId::System)
 }

@@ -624,6 +624,22 @@ pub async fn link_stamps_match_the_listing<F: StoreFactory + ?Sized>(f: &F) {
     commit(&s, &wallet(&b, 1, at(3)), None, at(3))
         .await
         .unwrap();
+    // A user whose id sorts before `@system`, at the start of a window.
+    let z = user_id("7zed");
+    commit(&s, &wallet(&z, 1, at(2)), None, at(2))
+        .await
+        .unwrap();
+    // A link of 600 events (more than a page of most listings), all
+    // anchors but the last.
+    let k = user_id("kim");
+    let mut many: Vec<AuditEvent> = (0..599)
+        .map(|_| event(AuditAction::AuditAnchor, None, None))
+        .collect();
+    many.push(ev(AuditAction::BindingCreate, &k));
+    s.wallets
+        .commit(&wallet(&k, 1, at(6)), None, many, at(6))
+        .await
+        .unwrap();
     let anchor = || event(AuditAction::AuditAnchor, None, None);
     s.audit.append_system(vec![anchor()], at(4)).await.unwrap();
     s.audit
@@ -656,10 +672,12 @@ pub async fn link_stamps_match_the_listing<F: StoreFactory + ?Sized>(f: &F) {
         seen,
         vec![
             (at(1).unix_millis(), ida.clone(), 1, false),
+            (at(2).unix_millis(), z.as_str().to_owned(), 1, false),
             (at(3).unix_millis(), ida, 2, false),
             (at(3).unix_millis(), jon, 1, false),
             (at(4).unix_millis(), sys.clone(), 1, true),
             (at(5).unix_millis(), sys, 2, false),
+            (at(6).unix_millis(), k.as_str().to_owned(), 1, false),
         ]
     );
     // The hashes are the links' own, as the listing shows them.
@@ -672,7 +690,7 @@ pub async fn link_stamps_match_the_listing<F: StoreFactory + ?Sized>(f: &F) {
                 ..AuditFilter::default()
             },
             None,
-            100,
+            1000,
         )
         .await
         .unwrap();
@@ -697,7 +715,7 @@ pub async fn link_stamps_match_the_listing<F: StoreFactory + ?Sized>(f: &F) {
 
     // A narrower window, and pages of one and two.
     let mid = s.audit.link_stamps(at(2), at(5), None, 100).await.unwrap();
-    assert_eq!(mid, stamps[1..4].to_vec());
+    assert_eq!(mid, stamps[1..5].to_vec(), "from the digit-first user on");
     for size in [1, 2] {
         let mut paged: Vec<LinkStamp> = Vec::new();
         loop {
