@@ -179,12 +179,18 @@ async fn anchored_history() -> (TestApp, Anchor) {
     let ctx = RequestContext::service("test-anchor");
     let uc = &app.state.usecases;
     // The window is still open: nothing is due.
-    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    assert_eq!(
+        uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap(),
+        vec![]
+    );
     // The clock is one second into the window: at 179 s the delay has not passed.
     app.clock.advance_seconds(178);
-    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    assert_eq!(
+        uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap(),
+        vec![]
+    );
     app.clock.advance_seconds(1);
-    let made = uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap();
+    let made = uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap();
     assert_eq!(made.len(), 1, "{made:?}");
     let a = made[0].clone();
     let expected = links_in(&app, a.start.unix_millis(), a.end.unix_millis()).await;
@@ -192,12 +198,18 @@ async fn anchored_history() -> (TestApp, Anchor) {
     assert_eq!(a.links, expected.len() as u64);
     // Anchoring again (this instance or another) adds nothing, and the
     // window that holds only the anchor's own link gets none.
-    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    assert_eq!(
+        uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap(),
+        vec![]
+    );
     // (The anchor's link is in the window that closes 60 s after it; that
     // window is due 120 s later.)
     let now = app.clock.now();
     app.clock.advance_seconds(180);
-    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    assert_eq!(
+        uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap(),
+        vec![]
+    );
     app.clock.set_ms(now.unix_millis());
     (app, a)
 }
@@ -292,7 +304,10 @@ async fn an_idle_service_anchors_nothing_and_a_restart_catches_up() {
     let ctx = RequestContext::service("test-anchor");
     let uc = &app.state.usecases;
     app.clock.advance_seconds(3600);
-    assert_eq!(uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap(), vec![]);
+    assert_eq!(
+        uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap(),
+        vec![]
+    );
     let anchors = app
         .store
         .list(
@@ -314,10 +329,21 @@ async fn an_idle_service_anchors_nothing_and_a_restart_catches_up() {
     app.clock.advance_seconds(60);
     bind_ok(&app, "carol", VISA2).await;
     app.clock.advance_seconds(240);
-    let made = uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap();
+    let told = std::sync::Mutex::new(Vec::new());
+    let made = uc
+        .anchor_due(&ctx, EVERY_MINUTE, &|a| {
+            told.lock().unwrap().push(a.clone())
+        })
+        .await
+        .unwrap();
     assert_eq!(made.len(), 2, "{made:?}");
-    assert!(made[0].end <= made[1].start);
-    assert!(made.iter().all(|a| a.links >= 1));
+    assert_eq!(made[0].end, made[1].start);
+    for a in &made {
+        let links = links_in(&app, a.start.unix_millis(), a.end.unix_millis()).await;
+        assert_eq!(a.links, links.len() as u64, "{a:?}");
+    }
+    // Each anchor was handed on (to the log) as it was stored.
+    assert_eq!(*told.lock().unwrap(), made);
     let r = verify_audit_anchors(uc, 400).await.unwrap();
     assert_eq!((r.checked, r.mismatch), (2, None));
 }

@@ -109,3 +109,25 @@ fn audit_verify_checks_the_chains_then_the_anchors() {
         "{stdout}"
     );
 }
+
+#[test]
+fn audit_verify_with_a_log_that_names_no_anchor_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("service.log");
+    std::fs::write(&log, "{\"fields\":{\"message\":\"cardbind started\"}}\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["audit", "verify", "--log"])
+        .arg(&log)
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no audit anchor lines"), "{stderr}");
+}

@@ -15,12 +15,14 @@
 //! every anchored window again and reports the first that differs.
 //! Deleting a user's newest link changes its window; hiding that means
 //! deleting the anchor too, so the service chain's links from it on (its
-//! newest): what the anchor log lines, shipped off the machine, still
-//! show. What stays open: the links of the last `interval + delay`
-//! seconds, not yet anchored.
+//! newest), after which the window is anchored again as it was left: what
+//! the anchor log lines, shipped off the machine, still show (`cardbind
+//! audit verify --log` checks the store against them with
+//! [`UseCases::check_anchor`]). What stays open: the links not anchored
+//! yet, up to two intervals plus the delay.
 //!
 //! A window that holds no links, or only the links of earlier anchors,
-//! gets no anchor (so an idle service writes nothing, and anchors do not
+//! gets no anchor (so an idle service writes little, and anchors do not
 //! anchor each other for ever); neither does one anchored already, by this
 //! instance or another (instances that race both write the same anchor).
 //! Anchor links are still in the digest of any window they share with
@@ -61,6 +63,19 @@ impl Anchor {
             self.links,
             self.digest
         )
+    }
+
+    /// The anchor a log line names (its `anchor` field holds the detail),
+    /// whatever the log's format.
+    pub fn find_in(line: &str) -> Option<Anchor> {
+        line.match_indices("window ").find_map(|(i, _)| {
+            let mut words = line[i..].split_whitespace();
+            let mut parts: Vec<&str> = words.by_ref().take(6).collect();
+            let digest = parts.pop()?;
+            let digest = digest.get(..64)?;
+            parts.push(digest);
+            Anchor::parse(&parts.join(" "))
+        })
     }
 
     pub fn parse(detail: &str) -> Option<Anchor> {
@@ -223,10 +238,13 @@ impl UseCases {
     /// Records the anchors of the windows `schedule` says are due, hold
     /// links other than anchors, and have no anchor yet. Returns the
     /// anchors recorded.
+    /// `on_anchor` is called with each anchor as soon as it is stored (a
+    /// later failure of the same run does not lose it).
     pub async fn anchor_due(
         &self,
         ctx: &RequestContext,
         schedule: AnchorSchedule,
+        on_anchor: &(dyn Fn(&Anchor) + Send + Sync),
     ) -> Result<Vec<Anchor>, StoreError> {
         let due = schedule.due(self.now());
         let Some(&(oldest, _)) = due.first() else {
@@ -257,10 +275,30 @@ impl UseCases {
                     .detail(anchor.detail())
                     .build();
                 self.ports.audit.append_system(vec![e], now).await?;
+                on_anchor(&anchor);
                 made.push(anchor);
             }
         }
         Ok(made)
+    }
+
+    /// Computes `anchor`'s window again: `None` when it still holds what
+    /// it held (an anchor from the store, or one from the log lines).
+    pub async fn check_anchor(
+        &self,
+        anchor: &Anchor,
+    ) -> Result<Option<AnchorMismatch>, RecordsError> {
+        let windows = [(anchor.start, anchor.end)];
+        let Some((now, _)) = self.window_anchors(&windows).await?.pop() else {
+            return Ok(None);
+        };
+        Ok(
+            ((now.links, &now.digest) != (anchor.links, &anchor.digest)).then(|| AnchorMismatch {
+                anchor: anchor.clone(),
+                links: now.links,
+                digest: now.digest,
+            }),
+        )
     }
 
     /// Computes every anchored window again (`cardbind audit verify`).
@@ -284,21 +322,12 @@ impl UseCases {
                     report.past_retention += 1;
                     continue;
                 }
-                let windows = [(anchor.start, anchor.end)];
-                let Some((now, _)) = self.window_anchors(&windows).await?.pop() else {
-                    continue;
-                };
-                if (now.links, &now.digest) != (anchor.links, &anchor.digest) {
-                    if report.mismatch.is_none() {
-                        report.mismatch = Some(AnchorMismatch {
-                            anchor,
-                            links: now.links,
-                            digest: now.digest,
-                        });
+                match self.check_anchor(&anchor).await? {
+                    None => report.checked += 1,
+                    Some(m) => {
+                        report.mismatch.get_or_insert(m);
                     }
-                    continue;
                 }
-                report.checked += 1;
             }
             match next {
                 Some(n) => after = Some(n),
@@ -331,6 +360,26 @@ mod tests {
         ] {
             assert_eq!(Anchor::parse(&bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn an_anchor_is_found_in_its_log_line_in_either_format() {
+        let a = Anchor {
+            start: Timestamp::from_unix_millis(60_000),
+            end: Timestamp::from_unix_millis(120_000),
+            links: 7,
+            digest: "cd".repeat(32),
+        };
+        let d = a.detail();
+        for line in [
+            format!(r#"{{"fields":{{"message":"audit window anchored","window_start":"1970-01-01T00:01:00Z","anchor":"{d}","run_ms":3}}}}"#),
+            format!("2026-12-02T00:00:00Z  INFO cardbind::audit_anchor: audit window anchored window_start=1970-01-01T00:01:00Z anchor={d} run_ms=3"),
+            format!("anchor=\"{d}\", run_ms=3"),
+        ] {
+            assert_eq!(Anchor::find_in(&line), Some(a.clone()), "{line}");
+        }
+        assert_eq!(Anchor::find_in("audit window anchored, no anchor"), None);
+        assert_eq!(Anchor::find_in(&d.replace(&"cd".repeat(32), "cd")), None);
     }
 
     #[test]

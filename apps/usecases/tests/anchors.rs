@@ -90,7 +90,7 @@ async fn an_anchored_window_is_not_read_again() {
     let minute = |t: Timestamp| t.unix_millis().div_euclid(60_000) * 60_000;
     let first = minute(w.now());
     w.clock.advance(180);
-    let made = w.uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap();
+    let made = w.uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap();
     assert_eq!(made.len(), 1);
     assert_eq!(made[0].start.unix_millis(), first);
     // One listing of the whole hour looked back over.
@@ -104,7 +104,7 @@ async fn an_anchored_window_is_not_read_again() {
         .unwrap();
     let second = minute(w.now());
     w.clock.advance(180);
-    let made = w.uc.anchor_due(&ctx, EVERY_MINUTE).await.unwrap();
+    let made = w.uc.anchor_due(&ctx, EVERY_MINUTE, &|_| {}).await.unwrap();
     assert_eq!(
         made.iter()
             .map(|a| a.start.unix_millis())

@@ -194,7 +194,6 @@ async fn anchored_service(
     for a in &first {
         assert_eq!(a.end.unix_millis() - a.start.unix_millis(), 1000, "{a:?}");
         assert_eq!(a.start.unix_millis() % 1000, 0, "{a:?}");
-        assert!(a.links >= 1, "{a:?}");
     }
     // Idle now: the windows that hold only anchors get none, so the count
     // settles (the bind's windows are all closed and due by now).
@@ -210,12 +209,32 @@ async fn anchored_service(
     assert_eq!(r.mismatch, None);
     assert_eq!(r.checked, settled.len() as u64);
     assert_eq!(r.newest_end, settled.iter().map(|a| a.end).max());
+    // The log lines name the same anchors, and the store matches them.
+    let log = own_anchor_lines(&settled);
+    let l = cardbind::cli::verify_logged_anchors(usecases, 400, &log)
+        .await
+        .unwrap();
+    assert_eq!(
+        (l.found, l.checked),
+        (settled.len() as u64, settled.len() as u64)
+    );
+    assert!(l.mismatch.is_none(), "{l:?}");
     Some((app, user, settled))
+}
+
+/// The captured log lines (of every app of this test binary) that name one
+/// of `anchors`.
+fn own_anchor_lines(anchors: &[cardbind_usecases::anchors::Anchor]) -> String {
+    cardbind_tests::leaks::logs()
+        .lines()
+        .filter(|l| anchors.iter().any(|a| l.contains(&a.detail())))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them() {
-    let (mut app, user, _) = anchored_service(Storage::Embedded).await.unwrap();
+    let (mut app, user, settled) = anchored_service(Storage::Embedded).await.unwrap();
     // Behind the service's back, in the embedded file: the user's newest
     // link goes, with its events. The chains still verify; the anchor of
     // its window does not.
@@ -248,6 +267,46 @@ async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them()
         .await
         .unwrap();
     let m = r.mismatch.expect("the deleted newest link is found");
+    assert_eq!(m.links + 1, m.anchor.links, "{m:?}");
+
+    // Then the anchors too: the service chain's links from its first
+    // anchor on. The store alone now finds nothing wrong; the anchors in
+    // the service's log lines do.
+    let db = rusqlite::Connection::open(config.server.data_dir.join("cardbind.sqlite3")).unwrap();
+    let first_anchor: i64 = db
+        .query_row(
+            "SELECT min(seq) FROM events WHERE chain = '@system' AND action = 'audit.anchor'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    for table in ["events", "links"] {
+        db.execute(
+            &format!("DELETE FROM {table} WHERE chain = '@system' AND seq >= ?1"),
+            [first_anchor],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let built = cardbind::compose::build(&config).await.unwrap();
+    let uc = &built.usecases;
+    assert_eq!(
+        cardbind::cli::verify_audit_log(uc, 500)
+            .await
+            .unwrap()
+            .broken,
+        None
+    );
+    let r = cardbind::cli::verify_audit_anchors(uc, 400).await.unwrap();
+    assert_eq!((r.checked, r.mismatch), (0, None));
+    let log = own_anchor_lines(&settled);
+    let l = cardbind::cli::verify_logged_anchors(uc, 400, &log)
+        .await
+        .unwrap();
+    assert_eq!(l.found, settled.len() as u64, "{log}");
+    let m = l
+        .mismatch
+        .expect("the log's anchor still counts the deleted link");
     assert_eq!(m.links + 1, m.anchor.links, "{m:?}");
 }
 

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
 use cardbind_ports::clock::{Clock, SystemClock};
-use cardbind_usecases::anchors::AnchorReport;
+use cardbind_usecases::anchors::{Anchor, AnchorMismatch, AnchorReport};
 use cardbind_usecases::records::ChainReport;
 use cardbind_usecases::UseCases;
 
@@ -73,7 +73,11 @@ pub async fn verify_audit_log(usecases: &UseCases, page: u32) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))
 }
 
-pub(super) async fn audit_verify(usecases: &UseCases, retention_days: u32) -> anyhow::Result<()> {
+pub(super) async fn audit_verify(
+    usecases: &UseCases,
+    retention_days: u32,
+    log: Option<&str>,
+) -> anyhow::Result<()> {
     let r = verify_audit_log(usecases, 500).await?;
     if let Some(b) = r.broken {
         bail!(
@@ -108,7 +112,99 @@ pub(super) async fn audit_verify(usecases: &UseCases, retention_days: u32) -> an
         "audit anchors intact: {} windows verified, {} older than the retention \
          horizon not checked; newest anchored window ends {newest}\n",
         a.checked, a.past_retention
+    ))?;
+    let Some(text) = log else {
+        return Ok(());
+    };
+    let l = verify_logged_anchors(usecases, retention_days, text).await?;
+    if l.found == 0 {
+        bail!("no audit anchor lines in the log given (\"audit window anchored\", target cardbind::audit_anchor)");
+    }
+    if let Some(m) = l.mismatch {
+        bail!(
+            "the log's anchor of audit window {} to {} does not match the store: \
+             it held {} links (digest {}), the store holds {} now (digest {}); \
+             links of that window were deleted, added or altered, and its anchor \
+             in the store with them",
+            m.anchor.start.to_rfc3339(),
+            m.anchor.end.to_rfc3339(),
+            m.anchor.links,
+            m.anchor.digest,
+            m.links,
+            m.digest
+        );
+    }
+    super::out(&format!(
+        "logged anchors intact: {} windows of the log verified, {} older than the \
+         retention horizon not checked\n",
+        l.checked, l.past_retention
     ))
+}
+
+/// What a check of the anchors in log lines found.
+#[derive(Debug)]
+pub struct LoggedAnchors {
+    /// Distinct anchors found in the lines.
+    pub found: u64,
+    pub checked: u64,
+    pub past_retention: u64,
+    /// The first logged anchor whose window differs now.
+    pub mismatch: Option<AnchorMismatch>,
+}
+
+/// Holds the store to the anchors named in `log` (the service's log
+/// lines, any format): every one within `retention_days` must match its
+/// window as the store holds it now.
+pub async fn verify_logged_anchors(
+    usecases: &UseCases,
+    retention_days: u32,
+    log: &str,
+) -> anyhow::Result<LoggedAnchors> {
+    let anchors: std::collections::BTreeSet<(i64, i64, u64, String)> = log
+        .lines()
+        .filter(|l| l.contains("audit window anchored"))
+        .filter_map(Anchor::find_in)
+        .map(|a| {
+            (
+                a.start.unix_millis(),
+                a.end.unix_millis(),
+                a.links,
+                a.digest,
+            )
+        })
+        .collect();
+    let horizon = usecases
+        .now()
+        .minus_seconds(i64::from(retention_days) * 86_400);
+    let mut r = LoggedAnchors {
+        found: anchors.len() as u64,
+        checked: 0,
+        past_retention: 0,
+        mismatch: None,
+    };
+    for (start, end, links, digest) in anchors {
+        let anchor = Anchor {
+            start: cardbind_domain::Timestamp::from_unix_millis(start),
+            end: cardbind_domain::Timestamp::from_unix_millis(end),
+            links,
+            digest,
+        };
+        if anchor.start < horizon {
+            r.past_retention += 1;
+            continue;
+        }
+        match usecases
+            .check_anchor(&anchor)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?
+        {
+            None => r.checked += 1,
+            Some(m) => {
+                r.mismatch.get_or_insert(m);
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Checks every anchored window of the audit log whose start is within

@@ -14,7 +14,9 @@ use cardbind_ports::step_up::StepUpAction;
 use cardbind_usecases::RequestContext;
 use clap::{Parser, Subcommand};
 
-pub use admin::{import_bins, verify_audit_anchors, verify_audit_log};
+pub use admin::{
+    import_bins, verify_audit_anchors, verify_audit_log, verify_logged_anchors, LoggedAnchors,
+};
 pub use serve::{init_logging, serve_on, start, start_built, Running};
 
 use crate::compose;
@@ -121,7 +123,13 @@ pub enum BinsCommand {
 pub enum AuditCommand {
     /// Walk the hash chains and report the first broken link, then compute
     /// every anchored window again and report the first that changed.
-    Verify,
+    Verify {
+        /// Also hold the store to the anchors in these log lines (the
+        /// service's log, as shipped elsewhere): every anchor logged must
+        /// still match its window.
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,10 +221,17 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             out(&format!("purged {purged}\n"))
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify { log },
         } => {
+            let log = match log {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
             let built = compose::build(&config).await?;
-            admin::audit_verify(&built.usecases, config.audit.retention_days).await
+            admin::audit_verify(&built.usecases, config.audit.retention_days, log.as_deref()).await
         }
         Command::Keys {
             command: KeysCommand::Rotate { from, to },

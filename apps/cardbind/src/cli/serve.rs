@@ -128,30 +128,30 @@ pub async fn serve_on(
                 let (uc, ctx) = (usecases.clone(), ctx.clone());
                 let handle = tokio::runtime::Handle::current();
                 let started = std::time::Instant::now();
+                // Each anchor is logged as soon as it is stored: the log
+                // lines, shipped elsewhere, are what `audit verify --log`
+                // holds the store to.
+                let log = move |a: &cardbind_usecases::anchors::Anchor| {
+                    tracing::info!(
+                        target: "cardbind::audit_anchor",
+                        window_start = %a.start.to_rfc3339(),
+                        window_end = %a.end.to_rfc3339(),
+                        links = a.links,
+                        anchor = %a.detail(),
+                        run_ms = started.elapsed().as_millis() as u64,
+                        "audit window anchored"
+                    );
+                };
                 let run = tokio::task::spawn_blocking(move || {
-                    handle.block_on(async move { uc.anchor_due(&ctx, schedule).await })
+                    handle.block_on(async move { uc.anchor_due(&ctx, schedule, &log).await })
                 });
-                match run.await.unwrap_or_else(|e| {
+                let done = run.await.unwrap_or_else(|e| {
                     Err(cardbind_ports::StoreError::Unavailable(format!(
                         "the anchoring run ended abnormally: {e}"
                     )))
-                }) {
-                    Ok(made) => {
-                        for a in made {
-                            tracing::info!(
-                                target: "cardbind::audit_anchor",
-                                window_start = %a.start.to_rfc3339(),
-                                window_end = %a.end.to_rfc3339(),
-                                links = a.links,
-                                digest = %a.digest,
-                                run_ms = started.elapsed().as_millis() as u64,
-                                "audit window anchored"
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "audit anchoring failed; retried next time")
-                    }
+                });
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "audit anchoring failed; retried next time");
                 }
             }
         })
