@@ -275,10 +275,7 @@ pub fn chain_hash(
     events: &[AuditEvent],
 ) -> String {
     let mut h = Sha256::new();
-    let mut put = |s: &str| {
-        h.update((s.len() as u64).to_be_bytes());
-        h.update(s.as_bytes());
-    };
+    let mut put = |s: &str| put_field(&mut h, s);
     put(prev_hash);
     put(chain.as_str());
     put(&seq.to_string());
@@ -330,8 +327,7 @@ impl WindowDigest {
     /// Adds the next link.
     pub fn add(&mut self, link: &LinkStamp) {
         for s in [link.chain.as_str(), &link.seq.to_string(), &link.hash] {
-            self.hash.update((s.len() as u64).to_be_bytes());
-            self.hash.update(s.as_bytes());
+            put_field(&mut self.hash, s);
         }
         self.links += 1;
     }
@@ -340,6 +336,13 @@ impl WindowDigest {
     pub fn finish(self) -> (u64, String) {
         (self.links, hex::encode(self.hash.finalize()))
     }
+}
+
+/// Adds one length-prefixed field to a hash (so that no two sequences of
+/// fields share an encoding).
+fn put_field(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_be_bytes());
+    h.update(s.as_bytes());
 }
 
 /// Builds the link after `prev` (None: the first of its chain).

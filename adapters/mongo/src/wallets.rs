@@ -593,6 +593,7 @@ impl AuditLog for MongoStore {
                 .comment(AUDIT_LINK_STAMPS)
                 .await
                 .map_err(map_err)?;
+            let anchor = AuditAction::AuditAnchor.as_str();
             let mut out = Vec::new();
             while out.len() < limit as usize {
                 let Some(d) = cursor.try_next().await.map_err(map_err)? else {
@@ -603,7 +604,6 @@ impl AuditLog for MongoStore {
                 if d.actions.is_empty() {
                     continue;
                 }
-                let anchor = AuditAction::AuditAnchor.as_str();
                 out.push(LinkStamp {
                     anchors_only: d.actions.iter().all(|a| a == anchor),
                     chain: chain_id(&d.chain)?,

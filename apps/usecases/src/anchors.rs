@@ -18,7 +18,7 @@
 //! newest), after which the window is anchored again as it was left: what
 //! the anchor log lines, shipped off the machine, still show (`cardbind
 //! audit verify --log` checks the store against them with
-//! [`UseCases::check_anchor`]). What stays open: the links not anchored
+//! [`UseCases::check_anchors`]). What stays open: the links not anchored
 //! yet, up to two intervals plus the delay.
 //!
 //! A window that holds no links, or only the links of earlier anchors,
@@ -26,8 +26,7 @@
 //! anchor each other for ever); neither does one anchored already, by this
 //! instance or another (instances that race both write the same anchor).
 //! Anchor links are still in the digest of any window they share with
-//! other links. After a stop,
-//! up to `catch_up` windows are anchored late.
+//! other links. After a stop, up to `catch_up` windows are anchored late.
 
 use std::collections::BTreeSet;
 
@@ -39,11 +38,11 @@ use crate::context::RequestContext;
 use crate::records::RecordsError;
 use crate::UseCases;
 
-/// Events read per page while a window is digested.
+/// Links (or anchor events) read per page.
 const PAGE: u32 = 1000;
 
 /// One window's anchor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Anchor {
     /// The window: link instants from `start` (inclusive) to `end`.
     pub start: Timestamp,
@@ -135,7 +134,7 @@ impl AnchorSchedule {
 }
 
 /// What a check of the anchors found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnchorReport {
     /// Anchors whose windows were computed again and matched.
     pub checked: u64,
@@ -283,11 +282,8 @@ impl UseCases {
     }
 
     /// Computes `anchor`'s window again: `None` when it still holds what
-    /// it held (an anchor from the store, or one from the log lines).
-    pub async fn check_anchor(
-        &self,
-        anchor: &Anchor,
-    ) -> Result<Option<AnchorMismatch>, RecordsError> {
+    /// it held.
+    async fn check_anchor(&self, anchor: &Anchor) -> Result<Option<AnchorMismatch>, RecordsError> {
         let windows = [(anchor.start, anchor.end)];
         let Some((now, _)) = self.window_anchors(&windows).await?.pop() else {
             return Ok(None);
@@ -306,34 +302,42 @@ impl UseCases {
     /// the purge may have taken their oldest links) are counted, not
     /// checked.
     pub async fn verify_anchors(&self, horizon: Timestamp) -> Result<AnchorReport, RecordsError> {
-        let mut report = AnchorReport {
-            checked: 0,
-            past_retention: 0,
-            newest_end: None,
-            mismatch: None,
-        };
+        let mut report = AnchorReport::default();
         // Page by page: a year of anchors is half a million events.
         let mut after = None;
         loop {
             let (anchors, next) = self.anchor_page(None, after).await?;
-            for anchor in anchors {
-                report.newest_end = report.newest_end.max(Some(anchor.end));
-                if anchor.start < horizon {
-                    report.past_retention += 1;
-                    continue;
-                }
-                match self.check_anchor(&anchor).await? {
-                    None => report.checked += 1,
-                    Some(m) => {
-                        report.mismatch.get_or_insert(m);
-                    }
-                }
-            }
+            self.check_anchors(anchors, horizon, &mut report).await?;
             match next {
                 Some(n) => after = Some(n),
                 None => return Ok(report),
             }
         }
+    }
+
+    /// Checks `anchors` (from the store, or from the log lines) against
+    /// the windows as the store holds them now, into `report`: those that
+    /// start before `horizon` are counted, not checked.
+    pub async fn check_anchors(
+        &self,
+        anchors: impl IntoIterator<Item = Anchor>,
+        horizon: Timestamp,
+        report: &mut AnchorReport,
+    ) -> Result<(), RecordsError> {
+        for anchor in anchors {
+            report.newest_end = report.newest_end.max(Some(anchor.end));
+            if anchor.start < horizon {
+                report.past_retention += 1;
+                continue;
+            }
+            match self.check_anchor(&anchor).await? {
+                None => report.checked += 1,
+                Some(m) => {
+                    report.mismatch.get_or_insert(m);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -215,10 +215,10 @@ async fn anchored_service(
         .await
         .unwrap();
     assert_eq!(
-        (l.found, l.checked),
+        (l.found, l.report.checked),
         (settled.len() as u64, settled.len() as u64)
     );
-    assert!(l.mismatch.is_none(), "{l:?}");
+    assert!(l.report.mismatch.is_none(), "{l:?}");
     Some((app, user, settled))
 }
 
@@ -305,6 +305,7 @@ async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them()
         .unwrap();
     assert_eq!(l.found, settled.len() as u64, "{log}");
     let m = l
+        .report
         .mismatch
         .expect("the log's anchor still counts the deleted link");
     assert_eq!(m.links + 1, m.anchor.links, "{m:?}");

@@ -94,15 +94,9 @@ pub(super) async fn audit_verify(
     let a = verify_audit_anchors(usecases, retention_days).await?;
     if let Some(m) = a.mismatch {
         bail!(
-            "audit window {} to {} changed since it was anchored: it held {} links \
-             (digest {}), it holds {} now (digest {}); links of that window were \
-             deleted, added or altered behind the service's back",
-            m.anchor.start.to_rfc3339(),
-            m.anchor.end.to_rfc3339(),
-            m.anchor.links,
-            m.anchor.digest,
-            m.links,
-            m.digest
+            "audit window {}; links of that window were deleted, added or altered \
+             behind the service's back",
+            changed(&m)
         );
     }
     let newest = a
@@ -120,25 +114,31 @@ pub(super) async fn audit_verify(
     if l.found == 0 {
         bail!("no audit anchor lines in the log given (\"audit window anchored\", target cardbind::audit_anchor)");
     }
-    if let Some(m) = l.mismatch {
+    if let Some(m) = l.report.mismatch {
         bail!(
-            "the log's anchor of audit window {} to {} does not match the store: \
-             it held {} links (digest {}), the store holds {} now (digest {}); \
-             links of that window were deleted, added or altered, and its anchor \
-             in the store with them",
-            m.anchor.start.to_rfc3339(),
-            m.anchor.end.to_rfc3339(),
-            m.anchor.links,
-            m.anchor.digest,
-            m.links,
-            m.digest
+            "the log's anchor of audit window {}; links of that window were deleted, \
+             added or altered, and its anchor in the store with them",
+            changed(&m)
         );
     }
     super::out(&format!(
         "logged anchors intact: {} windows of the log verified, {} older than the \
          retention horizon not checked\n",
-        l.checked, l.past_retention
+        l.report.checked, l.report.past_retention
     ))
+}
+
+/// What an anchor held and what its window holds now.
+fn changed(m: &AnchorMismatch) -> String {
+    format!(
+        "{} to {} does not match: it held {} links (digest {}), the store holds {} now (digest {})",
+        m.anchor.start.to_rfc3339(),
+        m.anchor.end.to_rfc3339(),
+        m.anchor.links,
+        m.anchor.digest,
+        m.links,
+        m.digest
+    )
 }
 
 /// What a check of the anchors in log lines found.
@@ -146,10 +146,8 @@ pub(super) async fn audit_verify(
 pub struct LoggedAnchors {
     /// Distinct anchors found in the lines.
     pub found: u64,
-    pub checked: u64,
-    pub past_retention: u64,
-    /// The first logged anchor whose window differs now.
-    pub mismatch: Option<AnchorMismatch>,
+    /// What checking them found.
+    pub report: AnchorReport,
 }
 
 /// Holds the store to the anchors named in `log` (the service's log
@@ -160,51 +158,18 @@ pub async fn verify_logged_anchors(
     retention_days: u32,
     log: &str,
 ) -> anyhow::Result<LoggedAnchors> {
-    let anchors: std::collections::BTreeSet<(i64, i64, u64, String)> = log
+    let anchors: std::collections::BTreeSet<Anchor> = log
         .lines()
         .filter(|l| l.contains("audit window anchored"))
         .filter_map(Anchor::find_in)
-        .map(|a| {
-            (
-                a.start.unix_millis(),
-                a.end.unix_millis(),
-                a.links,
-                a.digest,
-            )
-        })
         .collect();
-    let horizon = usecases
-        .now()
-        .minus_seconds(i64::from(retention_days) * 86_400);
-    let mut r = LoggedAnchors {
-        found: anchors.len() as u64,
-        checked: 0,
-        past_retention: 0,
-        mismatch: None,
-    };
-    for (start, end, links, digest) in anchors {
-        let anchor = Anchor {
-            start: cardbind_domain::Timestamp::from_unix_millis(start),
-            end: cardbind_domain::Timestamp::from_unix_millis(end),
-            links,
-            digest,
-        };
-        if anchor.start < horizon {
-            r.past_retention += 1;
-            continue;
-        }
-        match usecases
-            .check_anchor(&anchor)
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?
-        {
-            None => r.checked += 1,
-            Some(m) => {
-                r.mismatch.get_or_insert(m);
-            }
-        }
-    }
-    Ok(r)
+    let found = anchors.len() as u64;
+    let mut report = AnchorReport::default();
+    usecases
+        .check_anchors(anchors, horizon(usecases, retention_days), &mut report)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))?;
+    Ok(LoggedAnchors { found, report })
 }
 
 /// Checks every anchored window of the audit log whose start is within
@@ -213,13 +178,17 @@ pub async fn verify_audit_anchors(
     usecases: &UseCases,
     retention_days: u32,
 ) -> anyhow::Result<AnchorReport> {
-    let horizon = usecases
-        .now()
-        .minus_seconds(i64::from(retention_days) * 86_400);
     usecases
-        .verify_anchors(horizon)
+        .verify_anchors(horizon(usecases, retention_days))
         .await
         .map_err(|e| anyhow::anyhow!("reading the audit log: {e}"))
+}
+
+/// Where retention may have taken links: `retention_days` before now.
+fn horizon(usecases: &UseCases, retention_days: u32) -> cardbind_domain::Timestamp {
+    usecases
+        .now()
+        .minus_seconds(i64::from(retention_days) * 86_400)
 }
 
 /// What `cardbind check-config` prints: the configuration in force as TOML

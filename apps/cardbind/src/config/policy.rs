@@ -90,8 +90,9 @@ impl Default for AuditConfig {
 
 impl AuditConfig {
     /// The anchoring schedule, if anchors are on. Each run looks back over
-    /// the last hour of closed windows (10 to 60 windows) and reads those
-    /// not anchored yet, so windows missed during a stop are anchored late.
+    /// `3600 / interval` closed windows, at least 10 and at most 60 (an
+    /// hour at intervals from 1 to 6 minutes), and reads those not anchored
+    /// yet, so windows missed during a stop are anchored late.
     pub fn anchors(&self) -> Option<cardbind_usecases::anchors::AnchorSchedule> {
         (self.anchor_interval_seconds > 0).then(|| cardbind_usecases::anchors::AnchorSchedule {
             interval_seconds: self.anchor_interval_seconds,
