@@ -140,6 +140,12 @@ impl fmt::Display for BindingStatus {
     }
 }
 
+/// Consent records one binding keeps, the newest: binding the same card
+/// again adds one each time. Every consent is also in the audit log, in
+/// the detail of the `binding.create` or `binding.rebind` event that
+/// recorded it.
+pub const CONSENTS_KEPT: usize = 20;
+
 /// Everything a binding record holds. Readable through [`Binding`]'s
 /// `Deref`; changed only through `Binding`'s transitions (adapters rebuild a
 /// stored binding with [`Binding::restore`]).
@@ -296,6 +302,8 @@ impl Binding {
         self.0.card = card.card;
         self.0.channel = card.consent.channel.clone();
         self.0.consents.push(card.consent);
+        let extra = self.0.consents.len().saturating_sub(CONSENTS_KEPT);
+        self.0.consents.drain(..extra);
         self.0.bind_key = card.bind_key;
         self.0.channel_ref = None;
         self.0.failure = None;
@@ -647,6 +655,39 @@ mod tests {
         };
         let e = b.rebind(card, now, &VerificationPolicy::default());
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
+    }
+
+    #[test]
+    fn a_card_bound_again_and_again_keeps_its_newest_consents() {
+        let t = |s: i64| Timestamp::from_unix_millis(s * 1000);
+        let mut b = sample("card_1", t(0));
+        let rounds = CONSENTS_KEPT as i64 + 5;
+        for i in 1..=rounds {
+            b.unbind(t(2 * i), "u").unwrap();
+            let card = CardToBind {
+                new_id: BindingId::parse("unused").unwrap(),
+                fingerprint: b.fingerprint.clone(),
+                card: b.card.clone(),
+                consent: consent(t(2 * i + 1)),
+                generation: i as u32 + 1,
+                bind_key: None,
+            };
+            b.rebind(card, t(2 * i + 1), &VerificationPolicy::default())
+                .unwrap();
+            assert!(b.consents.len() <= CONSENTS_KEPT);
+        }
+        assert_eq!(b.consents.len(), CONSENTS_KEPT);
+        // The newest stay, in order, and the current one is the last bind's.
+        let kept: Vec<Timestamp> = b.consents.iter().map(|c| c.accepted_at).collect();
+        let newest: Vec<Timestamp> = (rounds - CONSENTS_KEPT as i64 + 1..=rounds)
+            .map(|i| t(2 * i + 1))
+            .collect();
+        assert_eq!(kept, newest);
+        assert_eq!(b.consent().unwrap().accepted_at, t(2 * rounds + 1));
+        assert!(b.consent().unwrap().revoked_at.is_none());
+        assert!(b.consents[..CONSENTS_KEPT - 1]
+            .iter()
+            .all(|c| c.revoked_at.is_some()));
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //! activated most recently (ties: the greatest id) is promoted, or there is
 //! none.
 //!
+//! A wallet keeps every live card and the [`ENDED_CARDS_KEPT`] cards that
+//! ended (unbound or failed) most recently; older ended cards leave it at
+//! the next change, so that a wallet, which is read and written whole,
+//! stays bounded however many cards its user has bound over the years.
+//! Binding such a card again opens a new record. The audit log keeps every
+//! card's history and consents (see [`crate::binding::CONSENTS_KEPT`]).
+//!
 //! A wallet also holds the family shares its user gave ([`Share`], the
 //! truth) and the mirrors of those they received ([`SharedIn`]); see
 //! [`crate::family`]. The default pointer may name a received share (by its
@@ -27,6 +34,9 @@ use crate::family::{share_ended, Family, Given, NewShare, Share, ShareRefusal, S
 use crate::ids::ShareId;
 use crate::rules::{CardCap, VerificationPolicy};
 use crate::time::Timestamp;
+
+/// Ended (unbound or failed) cards a wallet keeps, the most recently ended.
+pub const ENDED_CARDS_KEPT: usize = 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wallet {
@@ -179,13 +189,35 @@ impl Wallet {
         self.bindings.iter().filter(|b| b.status.is_live()).count() as u32
     }
 
-    /// Ends the shares of cards that are no longer live; keeps the pointer
-    /// while effective, else promotes.
+    /// Ends the shares of cards that are no longer live; lets the oldest
+    /// ended cards beyond [`ENDED_CARDS_KEPT`] go; keeps the pointer while
+    /// effective, else promotes.
     fn repair(&mut self) {
         self.family.end_shares_of_dead_cards(&self.bindings);
+        self.shed_ended();
         if self.effective_default().is_none() {
             self.default = self.promotion().cloned();
         }
+    }
+
+    /// Drops the cards that ended longest ago (their last change; ties: the
+    /// smaller id) beyond [`ENDED_CARDS_KEPT`].
+    fn shed_ended(&mut self) {
+        let mut ended: Vec<(Timestamp, &BindingId)> = self
+            .bindings
+            .iter()
+            .filter(|b| !b.status.is_live())
+            .map(|b| (b.updated_at, &b.id))
+            .collect();
+        if ended.len() <= ENDED_CARDS_KEPT {
+            return;
+        }
+        ended.sort();
+        let gone: Vec<BindingId> = ended[..ended.len() - ENDED_CARDS_KEPT]
+            .iter()
+            .map(|(_, id)| (*id).clone())
+            .collect();
+        self.bindings.retain(|b| !gone.contains(&b.id));
     }
 
     // ---- family shares: the user as primary ----------------------------
@@ -457,6 +489,54 @@ mod tests {
         change(&mut w, &a, |x| x.unbind(t(6), "u")).unwrap();
         assert_eq!(w.effective_default(), None);
         assert_eq!(w.default_pointer(), None);
+    }
+
+    #[test]
+    fn a_wallet_keeps_its_live_cards_and_the_most_recently_ended() {
+        let t = |s: i64| Timestamp::from_unix_millis(s * 1000);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let live = bound(&mut w, 0, t(0));
+        let frozen = bound(&mut w, 1, t(1));
+        change(&mut w, &frozen, |b| b.freeze(t(1))).unwrap();
+        // Cards end out of id order: card i ends at 1000 - i.
+        let mut ended = Vec::new();
+        for i in 2..2 + ENDED_CARDS_KEPT as u32 + 5 {
+            let id = bound(&mut w, i, t(10 + i64::from(i)));
+            let at = 1000 - i64::from(i);
+            change(&mut w, &id, |b| b.unbind(t(at), "u").map(|_| ())).unwrap();
+            let gone = w.bindings().iter().filter(|b| !b.status.is_live()).count();
+            assert!(gone <= ENDED_CARDS_KEPT, "{gone} ended cards kept");
+            ended.push((at, i, id));
+        }
+        ended.sort();
+        let (dropped, kept) = ended.split_at(ended.len() - ENDED_CARDS_KEPT);
+        assert_eq!(dropped.len(), 5);
+        for (_, _, id) in dropped {
+            assert!(w.get(id).is_err(), "{id} ended before the rest");
+        }
+        for (_, _, id) in kept {
+            assert_eq!(w.get(id).unwrap().status, BindingStatus::Inactive);
+        }
+        assert_eq!(w.get(&live).unwrap().status, BindingStatus::Active);
+        assert_eq!(w.get(&frozen).unwrap().status, BindingStatus::Frozen);
+        assert_eq!(w.bindings().len(), ENDED_CARDS_KEPT + 2);
+        assert!(w.is_default(&live));
+        // A card that left is a new record when bound again; a kept one
+        // reuses its own.
+        let p = VerificationPolicy::default();
+        let (_, number, _) = dropped[0];
+        let mut again = card(number, t(2000));
+        again.new_id = BindingId::parse("card_new").unwrap();
+        assert_eq!(
+            w.open(again, CardCap::default(), t(2000), &p).unwrap(),
+            Opened::New(BindingId::parse("card_new").unwrap())
+        );
+        let (_, number, id) = kept[0].clone();
+        assert_eq!(
+            w.open(card(number, t(2001)), CardCap::default(), t(2001), &p)
+                .unwrap(),
+            Opened::Again(id)
+        );
     }
 
     #[test]

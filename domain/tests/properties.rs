@@ -6,7 +6,7 @@ use cardbind_domain::card::{luhn_check_digit, luhn_valid};
 use cardbind_domain::{
     Binding, BindingId, BindingStatus, CardBrand, CardCap, CardNumber, CardSummary, CardToBind,
     ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, StartOutcome,
-    StateRefusal, Timestamp, UserId, VerificationPolicy, Wallet,
+    StateRefusal, Timestamp, UserId, VerificationPolicy, Wallet, ENDED_CARDS_KEPT,
 };
 use proptest::prelude::*;
 
@@ -162,7 +162,12 @@ enum Cmd {
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
-    let i = 0usize..5;
+    cmd_of(5)
+}
+
+/// Commands on `cards` different cards.
+fn cmd_of(cards: usize) -> impl Strategy<Value = Cmd> {
+    let i = 0usize..cards;
     prop_oneof![
         i.clone().prop_map(Cmd::Bind),
         i.clone().prop_map(Cmd::Verify),
@@ -249,6 +254,60 @@ proptest! {
             // Some active card is the default whenever one exists, and the
             // stored pointer is never stale.
             prop_assert_eq!(defaults == 1, active > 0);
+            prop_assert_eq!(w.default_pointer(), w.effective_default());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A user who binds and ends many different cards: the wallet keeps
+    /// every live card and only the most recently ended ones. (About a
+    /// third of the cases end more cards than a wallet keeps, counted
+    /// once; the unit test in `wallet.rs` always does.)
+    #[test]
+    fn a_wallet_stays_bounded_however_many_cards_end(cmds in proptest::collection::vec(cmd_of(40), 1..400)) {
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let p = VerificationPolicy::default();
+        let cap = CardCap { max: 5 };
+        for (step, c) in cmds.into_iter().enumerate() {
+            let now = Timestamp::from_unix_millis(1_700_000_000_000 + step as i64 * 1000);
+            let before = w.clone();
+            let idx = match &c {
+                Cmd::Bind(i) | Cmd::Verify(i) | Cmd::Refuse(i) | Cmd::Unreachable(i) | Cmd::Approve(i)
+                | Cmd::Freeze(i) | Cmd::Unfreeze(i) | Cmd::Unbind(i) | Cmd::SetDefault(i) => *i,
+            };
+            // Ending commands pick among the live cards, so that cards end
+            // often enough for the wallet to reach its bound.
+            let id = match c {
+                Cmd::Bind(_) | Cmd::Verify(_) => w.find_card(&Fingerprint::new(1, format!("{idx:08x}"))).map(|b| b.id.clone()),
+                _ => {
+                    let live: Vec<&Binding> = w.bindings().iter().filter(|b| b.status.is_live()).collect();
+                    (!live.is_empty()).then(|| live[idx % live.len()].id.clone())
+                }
+            };
+            let change = |w: &mut Wallet, id: &BindingId, f: &dyn Fn(&mut Binding) -> Result<(), Clash>| {
+                let _: Result<(), StateRefusal> = w.change(id, f);
+            };
+            match (c, id) {
+                (Cmd::Bind(i), _) => { let _ = w.open(card(i, now), cap, now, &p); }
+                (Cmd::Verify(_), Some(id)) => change(&mut w, &id, &|b| b.apply_start(StartOutcome::Bound { channel_ref: "r".into() }, now)),
+                (Cmd::Refuse(_), Some(id)) => change(&mut w, &id, &|b| b.apply_start(StartOutcome::Refused { code: ChannelCode::from_channel("card_declined") }, now)),
+                (Cmd::Unbind(_), Some(id)) => change(&mut w, &id, &|b| b.unbind(now, "u").map(|_| ())),
+                (Cmd::Freeze(_), Some(id)) => change(&mut w, &id, &|b| b.freeze(now)),
+                _ => {}
+            }
+            let ended: Vec<&Binding> = w.bindings().iter().filter(|b| !b.status.is_live()).collect();
+            prop_assert!(ended.len() <= ENDED_CARDS_KEPT);
+            // A card leaves only ended, and only after every card that
+            // ended later is kept.
+            for b in before.bindings() {
+                if w.get(&b.id).is_err() {
+                    prop_assert!(!b.status.is_live(), "a live card left");
+                    prop_assert_eq!(ended.len(), ENDED_CARDS_KEPT);
+                    prop_assert!(ended.iter().all(|k| (k.updated_at, &k.id) > (b.updated_at, &b.id)));
+                }
+            }
             prop_assert_eq!(w.default_pointer(), w.effective_default());
         }
     }

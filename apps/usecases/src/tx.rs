@@ -125,11 +125,23 @@ impl UseCases {
         if events.is_empty() && wallet == &loaded.wallet {
             return Ok(loaded.head.clone());
         }
-        self.ports
+        let head = self
+            .ports
             .wallets
             .commit(wallet, loaded.head.clone(), events, now)
-            .await
-            .map(Some)
+            .await?;
+        // Cards that left the wallet (the oldest ended ones beyond what a
+        // wallet keeps): whatever a failed clean-up at their end left
+        // behind goes now, as no later unbind or erasure will see them.
+        for gone in loaded
+            .wallet
+            .bindings()
+            .iter()
+            .filter(|b| wallet.get(&b.id).is_err())
+        {
+            self.forget_card(wallet.user(), gone).await;
+        }
+        Ok(Some(head))
     }
 
     /// Lets `decide` change the user's wallet and writes it back with the

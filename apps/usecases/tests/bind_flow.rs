@@ -601,3 +601,87 @@ async fn the_channel_reference_is_stored_before_the_answer() {
         vec![BindingStatus::PendingVerification]
     );
 }
+
+/// A user who binds and unbinds card after card: the wallet keeps the
+/// cards that ended last, what a failed clean-up left of an older one goes
+/// when it leaves, and every consent stays in the audit log.
+#[tokio::test]
+async fn a_wallet_keeps_the_newest_ended_cards_and_the_audit_log_every_consent() {
+    use cardbind_domain::ENDED_CARDS_KEPT;
+    use cardbind_ports::store::{CardData, WalletStore};
+    let w = world(unlimited());
+    let u = "hoarder";
+    let n = ENDED_CARDS_KEPT as u32 + 3;
+    let mut ended = Vec::new();
+    for i in 0..n {
+        let v =
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(100 + i), w.now()))
+                .await
+                .unwrap();
+        let b = v.binding;
+        let data = CardDataStore::get(&w.store, &user(u), &b.id, b.data_generation)
+            .await
+            .unwrap()
+            .unwrap();
+        w.clock.advance(1);
+        w.uc.unbind(&backend(), &user(u), &b.id, None)
+            .await
+            .unwrap();
+        w.clock.advance(1);
+        if i == 0 {
+            // What an unbind whose delete failed leaves behind.
+            CardDataStore::put(&w.store, &data).await.unwrap();
+        }
+        ended.push((b, data));
+    }
+    let stored = WalletStore::load(&w.store, &user(u))
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: Vec<_> = stored
+        .wallet
+        .bindings()
+        .iter()
+        .map(|b| b.id.clone())
+        .collect();
+    let mut newest: Vec<_> = ended[3..].iter().map(|(b, _)| b.id.clone()).collect();
+    newest.sort();
+    assert_eq!(kept, newest, "the cards that ended last");
+    let (first, data): &(_, CardData) = &ended[0];
+    assert!(
+        CardDataStore::get(&w.store, &user(u), &first.id, data.generation)
+            .await
+            .unwrap()
+            .is_none(),
+        "the leftover data of a card that left the wallet is deleted"
+    );
+    // Every bind's consent is in its audit event, the ones that left the
+    // wallet too.
+    let f = AuditFilter {
+        user_id: Some(user(u)),
+        action: Some(AuditAction::BindingCreate),
+        ..Default::default()
+    };
+    let events = AuditLog::list(&w.store, &f, None, 1000).await.unwrap();
+    let consent = format!(
+        "consent sha256 {} ip 203.0.113.9 version 2026-01",
+        "ab".repeat(32)
+    );
+    for (b, _) in &ended {
+        let e = events
+            .iter()
+            .find(|r| r.event.binding_id.as_ref() == Some(&b.id))
+            .unwrap_or_else(|| panic!("no binding.create for {}", b.id));
+        assert_eq!(
+            e.event.detail.as_deref(),
+            Some(format!("-> pending_verification; {consent}").as_str())
+        );
+    }
+    // A card that left is a new record when bound again.
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd(u, &visa(100), w.now()))
+            .await
+            .unwrap();
+    assert_ne!(again.binding.id, first.id);
+    assert_eq!(again.binding.status, BindingStatus::Active);
+}

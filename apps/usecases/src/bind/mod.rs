@@ -30,9 +30,9 @@ use std::sync::Arc;
 
 use cardbind_domain::{
     Action, Binding, BindingId, BindingStatus, CardNumber, CardSummary, CardToBind, ChannelCode,
-    ChannelName, Clash, ConflictCode, ConsentGiven, Cvv, Expiry, Fingerprint, HolderName, Invalid,
-    NextAction, Opened, Phone, RateRule, ResidentId, StartOutcome, Timestamp, TooManyRequestsCode,
-    UserId, Wallet,
+    ChannelName, Clash, ConflictCode, ConsentGiven, ConsentRecord, Cvv, Expiry, Fingerprint,
+    HolderName, Invalid, NextAction, Opened, Phone, RateRule, ResidentId, StartOutcome, Timestamp,
+    TooManyRequestsCode, UserId, Wallet,
 };
 use cardbind_ports::audit::AuditAction;
 use cardbind_ports::channel::{ChannelBindRequest, ChannelStart, PaymentChannel};
@@ -430,7 +430,10 @@ impl UseCases {
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
             };
             let e = bind_event(ctx, now, &cmd.user, Some(&id), action)
-                .detail("-> pending_verification")
+                .detail(format!(
+                    "-> pending_verification; {}",
+                    consent_detail(&card.consent)
+                ))
                 .build();
             let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
             Ok((id, false, Loaded { wallet, head }))
@@ -506,6 +509,21 @@ impl UseCases {
             tracing::warn!(binding = %id, error = %e, "card data not deleted yet");
         }
     }
+}
+
+/// The consent a bind recorded, as its audit event tells it: the wallet
+/// keeps only a card's newest consents (and a user's most recently ended
+/// cards), the audit log every one. The text version goes last: it may
+/// hold spaces.
+fn consent_detail(c: &ConsentRecord) -> String {
+    let ip =
+        c.ip.as_deref()
+            .map(|ip| format!(" ip {ip}"))
+            .unwrap_or_default();
+    format!(
+        "consent sha256 {}{ip} version {}",
+        c.text_hash, c.text_version
+    )
 }
 
 fn bind_event(

@@ -36,7 +36,9 @@ const STATUSES: [&str; 6] = [
 /// The `FROM -> TO` of an audit detail (`FROM` empty for a bind), when it
 /// names statuses.
 pub fn transition(detail: &str) -> Option<(String, String)> {
-    let (from, to) = detail.split_once("->")?;
+    // A bind's detail goes on with its consent after a `;`.
+    let change = detail.split(';').next().unwrap_or(detail);
+    let (from, to) = change.split_once("->")?;
     let (from, to) = (from.trim(), to.trim());
     let known = |s: &str| STATUSES.contains(&s);
     ((from.is_empty() || known(from)) && known(to)).then(|| (from.to_owned(), to.to_owned()))
@@ -280,6 +282,10 @@ mod tests {
             Some(e("", "pending_verification"))
         );
         assert_eq!(transition("active -> frozen"), Some(e("active", "frozen")));
+        assert_eq!(
+            transition("-> pending_verification; consent sha256 00 version v1"),
+            Some(e("", "pending_verification"))
+        );
         assert_eq!(transition("attempt 2"), None);
         assert_eq!(transition("agreement -> gone"), None);
     }
