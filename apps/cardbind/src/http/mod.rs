@@ -238,6 +238,7 @@ fn allow_table(spec: &str) -> edge::AllowTable {
     let mut routes: Vec<(String, Vec<&str>)> = vec![
         ("/openapi.json".into(), vec!["get"]),
         ("/docs".into(), vec!["get"]),
+        ("/docs/".into(), vec!["get"]),
     ];
     if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(spec) {
         if let Some(Value::Object(paths)) = doc.get("paths") {
@@ -289,6 +290,13 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
         .at(
             "/docs",
             poem::get(poem::endpoint::make_sync(move |_| Html(docs_html.clone()))),
+        )
+        // The address people also type.
+        .at(
+            "/docs/",
+            poem::get(poem::endpoint::make_sync(|_| {
+                poem::web::Redirect::permanent("/docs")
+            })),
         )
         .nest("/", svc)
         .with(CatchPanic::new().with_handler(|_| edge::panicked_response()))

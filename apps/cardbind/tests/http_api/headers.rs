@@ -24,6 +24,10 @@ async fn security_headers_and_request_ids_on_every_response() {
     let docs = app.client.get("/docs").send().await;
     docs.assert_status_is_ok();
     assert_security_headers(&docs);
+    let slash = app.client.get("/docs/").send().await;
+    slash.assert_status(StatusCode::PERMANENT_REDIRECT);
+    slash.assert_header("location", "/docs");
+    assert_security_headers(&slash);
 
     let echoed = app
         .client
