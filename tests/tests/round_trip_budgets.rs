@@ -333,6 +333,32 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
     let (r, unbind) = m.http("unbind", Some(6), app.unbind(&alice, &first)).await;
     assert_eq!(r.expect_status(200)["status"], "inactive");
 
+    // --- A wallet keeps the cards that ended last: the unbind that ends
+    // one more lets the oldest go, and deletes what could be left of it.
+    let gina = user_id("gina");
+    let mut ended = Vec::new();
+    for _ in 0..cardbind_domain::ENDED_CARDS_KEPT {
+        let id = card_id(&app.bind_ok(&gina, &TestCard::visa()).await);
+        app.unbind(&gina, &id).await.expect_status(200);
+        ended.push(id);
+    }
+    let last = card_id(&app.bind_ok(&gina, &TestCard::visa()).await);
+    let (r, _) = m
+        .http(
+            "unbind (a 21st ended card: the oldest leaves)",
+            Some(6),
+            app.unbind(&gina, &last),
+        )
+        .await;
+    assert_eq!(r.expect_status(200)["status"], "inactive");
+    app.get_card(&gina, &ended[0])
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(
+        app.get_card(&gina, &ended[1]).await.expect_status(200)["status"],
+        "inactive"
+    );
+
     // --- A channel's notification activates a card waiting for its OTP.
     let erin = user_id("erin");
     let pending = card_id(
