@@ -13,7 +13,7 @@
 //!
 //! A wallet keeps every live card and the [`ENDED_CARDS_KEPT`] cards that
 //! ended (unbound or failed) most recently; older ended cards leave it at
-//! the next change, so that a wallet, which is read and written whole,
+//! the next change (never the card that change is about), so that a wallet, which is read and written whole,
 //! stays bounded however many cards its user has bound over the years.
 //! Binding such a card again opens a new record. The audit log keeps every
 //! card's history and consents (see [`crate::binding::CONSENTS_KEPT`]).
@@ -193,28 +193,36 @@ impl Wallet {
     /// ended cards beyond [`ENDED_CARDS_KEPT`] go; keeps the pointer while
     /// effective, else promotes.
     fn repair(&mut self) {
+        self.repair_keeping(None);
+    }
+
+    /// As [`Wallet::repair`], never letting `changed` go (the card the
+    /// change was about stays to be answered, even when a clock behind
+    /// another instance's dates its end before the others).
+    fn repair_keeping(&mut self, changed: Option<&BindingId>) {
         self.family.end_shares_of_dead_cards(&self.bindings);
-        self.shed_ended();
+        self.shed_ended(changed);
         if self.effective_default().is_none() {
             self.default = self.promotion().cloned();
         }
     }
 
     /// Drops the cards that ended longest ago (their last change; ties: the
-    /// smaller id) beyond [`ENDED_CARDS_KEPT`].
-    fn shed_ended(&mut self) {
-        let mut ended: Vec<(Timestamp, &BindingId)> = self
-            .bindings
-            .iter()
-            .filter(|b| !b.status.is_live())
-            .map(|b| (b.updated_at, &b.id))
-            .collect();
-        if ended.len() <= ENDED_CARDS_KEPT {
+    /// smaller id) beyond [`ENDED_CARDS_KEPT`], `keep` aside.
+    fn shed_ended(&mut self, keep: Option<&BindingId>) {
+        let ended = self.bindings.iter().filter(|b| !b.status.is_live());
+        let extra = ended.clone().count().saturating_sub(ENDED_CARDS_KEPT);
+        if extra == 0 {
             return;
         }
-        ended.sort();
-        let gone: Vec<BindingId> = ended[..ended.len() - ENDED_CARDS_KEPT]
+        let mut candidates: Vec<(Timestamp, &BindingId)> = ended
+            .filter(|b| Some(&b.id) != keep)
+            .map(|b| (b.updated_at, &b.id))
+            .collect();
+        candidates.sort();
+        let gone: Vec<BindingId> = candidates
             .iter()
+            .take(extra)
             .map(|(_, id)| (*id).clone())
             .collect();
         self.bindings.retain(|b| !gone.contains(&b.id));
@@ -376,7 +384,7 @@ impl Wallet {
             .find(|b| &b.id == id)
             .ok_or_else(Missing::card)?;
         let r = f(b);
-        self.repair();
+        self.repair_keeping(Some(id));
         r.map_err(E::from)
     }
 
@@ -498,11 +506,13 @@ mod tests {
         let live = bound(&mut w, 0, t(0));
         let frozen = bound(&mut w, 1, t(1));
         change(&mut w, &frozen, |b| b.freeze(t(1))).unwrap();
-        // Cards end out of id order: card i ends at 1000 - i.
+        // Cards end out of id order (the order of their numbers).
+        let n = ENDED_CARDS_KEPT as u32 + 5;
         let mut ended = Vec::new();
-        for i in 2..2 + ENDED_CARDS_KEPT as u32 + 5 {
-            let id = bound(&mut w, i, t(10 + i64::from(i)));
-            let at = 1000 - i64::from(i);
+        for step in 0..n {
+            let i = 2 + (step * 7) % n;
+            let id = bound(&mut w, i, t(10 + i64::from(step)));
+            let at = 1000 + i64::from(step);
             change(&mut w, &id, |b| b.unbind(t(at), "u").map(|_| ())).unwrap();
             let gone = w.bindings().iter().filter(|b| !b.status.is_live()).count();
             assert!(gone <= ENDED_CARDS_KEPT, "{gone} ended cards kept");
@@ -537,6 +547,28 @@ mod tests {
                 .unwrap(),
             Opened::Again(id)
         );
+    }
+
+    #[test]
+    fn the_card_a_change_was_about_stays_even_if_its_end_is_dated_earliest() {
+        let t = |s: i64| Timestamp::from_unix_millis(s * 1000);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let mut ended = Vec::new();
+        for i in 0..ENDED_CARDS_KEPT as u32 {
+            let id = bound(&mut w, i, t(100 + i64::from(i)));
+            change(&mut w, &id, |b| {
+                b.unbind(t(200 + i64::from(i)), "u").map(|_| ())
+            })
+            .unwrap();
+            ended.push(id);
+        }
+        // Another instance's clock is behind: its unbind is dated before
+        // every other end.
+        let late = bound(&mut w, 99, t(300));
+        change(&mut w, &late, |b| b.unbind(t(50), "u").map(|_| ())).unwrap();
+        assert_eq!(w.get(&late).unwrap().status, BindingStatus::Inactive);
+        assert!(w.get(&ended[0]).is_err(), "the oldest other end left");
+        assert_eq!(w.bindings().len(), ENDED_CARDS_KEPT);
     }
 
     #[test]
