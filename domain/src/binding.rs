@@ -174,9 +174,12 @@ pub struct BindingParts {
     /// of that request resumes the bind at once, and is not counted again
     /// against the velocity rules.
     pub bind_key: Option<String>,
-    /// The consent of every bind of this card, oldest first; the last one
-    /// is the current.
+    /// The consent of each of this card's last [`CONSENTS_KEPT`] binds,
+    /// oldest first; the last one is the current.
     pub consents: Vec<ConsentRecord>,
+    /// How many older consents were let go, so that the consent of the
+    /// card's n-th bind keeps its number n (`consents[n - 1 - dropped]`).
+    pub consents_dropped: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub activated_at: Option<Timestamp>,
@@ -243,6 +246,7 @@ impl Binding {
             data_generation: card.generation,
             bind_key: card.bind_key,
             consents: vec![card.consent],
+            consents_dropped: 0,
             created_at: now,
             updated_at: now,
             activated_at: None,
@@ -304,6 +308,10 @@ impl Binding {
         self.0.consents.push(card.consent);
         let extra = self.0.consents.len().saturating_sub(CONSENTS_KEPT);
         self.0.consents.drain(..extra);
+        self.0.consents_dropped = self
+            .0
+            .consents_dropped
+            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
         self.0.bind_key = card.bind_key;
         self.0.channel_ref = None;
         self.0.failure = None;
@@ -683,6 +691,7 @@ mod tests {
             .map(|i| t(2 * i + 1))
             .collect();
         assert_eq!(kept, newest);
+        assert_eq!(b.consents_dropped, 6, "26 binds, 20 kept");
         assert_eq!(b.consent().unwrap().accepted_at, t(2 * rounds + 1));
         assert!(b.consent().unwrap().revoked_at.is_none());
         assert!(b.consents[..CONSENTS_KEPT - 1]

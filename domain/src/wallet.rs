@@ -16,7 +16,8 @@
 //! the next change (never the card that change is about), so that a wallet, which is read and written whole,
 //! stays bounded however many cards its user has bound over the years.
 //! Binding such a card again opens a new record. The audit log keeps every
-//! card's history and consents (see [`crate::binding::CONSENTS_KEPT`]).
+//! card's history and consents for its retention (see
+//! [`crate::binding::CONSENTS_KEPT`]).
 //!
 //! A wallet also holds the family shares its user gave ([`Share`], the
 //! truth) and the mirrors of those they received ([`SharedIn`]); see

@@ -318,9 +318,16 @@ pub struct BindingRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_key: Option<String>,
     pub consents: Vec<ConsentRecordDoc>,
+    /// Absent while no consent was let go.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consents_dropped: u32,
     pub created_at: i64,
     pub updated_at: i64,
     pub activated_at: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl From<&ConsentRecord> for ConsentRecordDoc {
@@ -376,6 +383,7 @@ impl From<&Binding> for BindingRecord {
             data_generation: b.data_generation,
             bind_key: b.bind_key.clone(),
             consents: b.consents.iter().map(ConsentRecordDoc::from).collect(),
+            consents_dropped: b.consents_dropped,
             created_at: ms(b.created_at),
             updated_at: ms(b.updated_at),
             activated_at: b.activated_at.map(ms),
@@ -416,6 +424,7 @@ impl BindingRecord {
                 .into_iter()
                 .map(ConsentRecordDoc::into_domain)
                 .collect::<Result<_, _>>()?,
+            consents_dropped: self.consents_dropped,
             created_at: at(self.created_at),
             updated_at: at(self.updated_at),
             activated_at: self.activated_at.map(at),

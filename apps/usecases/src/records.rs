@@ -117,8 +117,11 @@ impl UseCases {
         let w = self.load(user).await?.wallet;
         let size = page_size(limit, MAX_CONSENT_PAGE);
         let binds = w.bindings().iter().flat_map(|b| {
-            b.consents.iter().enumerate().map(|(i, c)| ConsentEntry {
-                id: format!("{}:{}", b.id, i + 1),
+            // The n-th bind's consent keeps its id `{card}:{n}` after older
+            // ones were let go.
+            let first = u64::from(b.consents_dropped) + 1;
+            b.consents.iter().zip(first..).map(|(c, n)| ConsentEntry {
+                id: format!("{}:{n}", b.id),
                 user: user.clone(),
                 binding: b.id.clone(),
                 share: None,

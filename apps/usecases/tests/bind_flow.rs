@@ -664,7 +664,7 @@ async fn a_wallet_keeps_the_newest_ended_cards_and_the_audit_log_every_consent()
     };
     let events = AuditLog::list(&w.store, &f, None, 1000).await.unwrap();
     let consent = format!(
-        "consent sha256 {} ip 203.0.113.9 version 2026-01",
+        "consent sha256 {} ip 203.0.113.9 version \"2026-01\" user_agent \"tests\"",
         "ab".repeat(32)
     );
     for (b, _) in &ended {
@@ -684,4 +684,52 @@ async fn a_wallet_keeps_the_newest_ended_cards_and_the_audit_log_every_consent()
             .unwrap();
     assert_ne!(again.binding.id, first.id);
     assert_eq!(again.binding.status, BindingStatus::Active);
+}
+
+/// A card bound again and again keeps its newest consents, each under the
+/// id it had from its bind, so that paging by id neither skips nor repeats.
+#[tokio::test]
+async fn a_cards_consents_keep_their_ids_when_older_ones_are_let_go() {
+    use cardbind_domain::CONSENTS_KEPT;
+    let w = world(unlimited());
+    let u = "rebinder";
+    let binds = CONSENTS_KEPT as u32 + 2;
+    let mut id = None;
+    for _ in 0..binds {
+        let v =
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(7), w.now()))
+                .await
+                .unwrap();
+        assert!(
+            id.is_none() || id.as_ref() == Some(&v.binding.id),
+            "one record"
+        );
+        id = Some(v.binding.id.clone());
+        w.clock.advance(1);
+        w.uc.unbind(&backend(), &user(u), &v.binding.id, None)
+            .await
+            .unwrap();
+        w.clock.advance(1);
+    }
+    let id = id.unwrap();
+    let all =
+        w.uc.list_consents(&backend(), &user(u), None, 100)
+            .await
+            .unwrap();
+    let ids: Vec<String> = all.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<String> = (3..=binds).map(|n| format!("{id}:{n}")).collect();
+    assert_eq!(ids, expected, "the consents of binds 3 to {binds}");
+    // A page that starts after a kept consent goes on from the next bind.
+    let page =
+        w.uc.list_consents(&backend(), &user(u), Some(format!("{id}:10")), 3)
+            .await
+            .unwrap();
+    let ids: Vec<String> = page.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![format!("{id}:11"), format!("{id}:12"), format!("{id}:13")]
+    );
+    // And each is the consent of that bind: accepted in order.
+    let times: Vec<_> = all.iter().map(|e| e.consent.accepted_at).collect();
+    assert!(times.windows(2).all(|p| p[0] < p[1]));
 }

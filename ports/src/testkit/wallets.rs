@@ -47,7 +47,18 @@ pub async fn load_of_an_unknown_user_is_none<F: StoreFactory + ?Sized>(f: &F) {
 pub async fn round_trip_every_field<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     let u = user_id("alice.example-1:x");
-    let w = wallet(&u, 12, at(1));
+    let mut w = wallet(&u, 12, at(1));
+    // Card 5 (unbound) bound again more often than a card keeps consents:
+    // the count of those let go is stored too.
+    for _ in 0..=cardbind_domain::CONSENTS_KEPT {
+        let policy = cardbind_domain::VerificationPolicy::default();
+        let cap = cardbind_domain::CardCap { max: 1000 };
+        let again = w.open(card(5, at(1)), cap, at(1), &policy).unwrap();
+        let r: Result<bool, cardbind_domain::StateRefusal> =
+            w.change(again.id(), |b| b.unbind(at(1), "tests"));
+        r.unwrap();
+    }
+    assert!(w.bindings().iter().any(|b| b.consents_dropped == 2));
     assert!(w.effective_default().is_some());
     assert!(w
         .bindings()

@@ -513,15 +513,21 @@ impl UseCases {
 
 /// The consent a bind recorded, as its audit event tells it: the wallet
 /// keeps only a card's newest consents (and a user's most recently ended
-/// cards), the audit log every one. The text version goes last: it may
-/// hold spaces.
+/// cards), the audit log every one for its retention. The text version
+/// and the user agent are quoted (escaped as Rust strings): they may hold
+/// spaces and quotes.
 fn consent_detail(c: &ConsentRecord) -> String {
     let ip =
         c.ip.as_deref()
             .map(|ip| format!(" ip {ip}"))
             .unwrap_or_default();
+    let agent = c
+        .user_agent
+        .as_deref()
+        .map(|ua| format!(" user_agent {ua:?}"))
+        .unwrap_or_default();
     format!(
-        "consent sha256 {}{ip} version {}",
+        "consent sha256 {}{ip} version {:?}{agent}",
         c.text_hash, c.text_version
     )
 }

@@ -283,7 +283,7 @@ mod tests {
         );
         assert_eq!(transition("active -> frozen"), Some(e("active", "frozen")));
         assert_eq!(
-            transition("-> pending_verification; consent sha256 00 version v1"),
+            transition("-> pending_verification; consent sha256 00 version \"v1\""),
             Some(e("", "pending_verification"))
         );
         assert_eq!(transition("attempt 2"), None);

@@ -102,9 +102,10 @@ impl AuditApi {
     ///
     /// One per bind of each card (a card bound again has a consent for
     /// each bind), with its agreement and its end, as the user's wallet
-    /// holds them: a card's 20 newest, of its live cards and of the 20
-    /// that ended most recently. Every consent is also in its bind's audit
-    /// event (`binding.create` / `binding.rebind`). Auditors and operators
+    /// holds them: those of a card's 20 newest binds, for its live cards
+    /// and the 20 that ended most recently. Every consent is also in its
+    /// bind's audit event (`binding.create` / `binding.rebind`) for the
+    /// audit retention. Auditors and operators
     /// read any user's; a `service` or `user` caller the user it acts for.
     #[oai(path = "/v1/consents", method = "get", operation_id = "listConsents")]
     async fn list_consents(
