@@ -13,11 +13,11 @@
 //!
 //! A wallet keeps every live card and the [`ENDED_CARDS_KEPT`] cards that
 //! ended (unbound or failed) most recently; older ended cards leave it at
-//! the next change (never the card that change is about), so that a wallet, which is read and written whole,
-//! stays bounded however many cards its user has bound over the years.
-//! Binding such a card again opens a new record. The audit log keeps every
-//! card's history and consents for its retention (see
-//! [`crate::binding::CONSENTS_KEPT`]).
+//! the next change (never the card that change is about), so that a
+//! wallet, which is read and written whole, stays bounded however many
+//! cards its user has bound over the years. Binding such a card again
+//! opens a new record. The audit log keeps every card's history and
+//! consents for its retention (see [`crate::binding::CONSENTS_KEPT`]).
 //!
 //! A wallet also holds the family shares its user gave ([`Share`], the
 //! truth) and the mirrors of those they received ([`SharedIn`]); see
