@@ -144,8 +144,15 @@ impl UseCases {
         // The shares the user gave ended with their cards; so do the
         // secondaries' mirrors.
         self.end_mirrors_since(ctx, &after, started).await;
-        // Every card's data, reference and review entry; then the key.
-        for b in unbound.bindings() {
+        // Every card's data, reference and review entry (as the card was
+        // before: its review entry goes by that status); then the key.
+        // Cards the wallet let go in this change were cleaned up by the
+        // commit.
+        for b in unbound
+            .bindings()
+            .iter()
+            .filter(|b| after.get(&b.id).is_ok())
+        {
             self.forget_card(user, b).await;
         }
         let key_destroyed = self.ports.vault.erase_owner(user).await?;
