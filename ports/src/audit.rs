@@ -505,6 +505,8 @@ pub trait AuditLog: Send + Sync {
         after: Option<(Timestamp, ChainId, u64)>,
         limit: u32,
     ) -> Result<Vec<LinkStamp>, StoreError> {
+        /// Events listed per page.
+        const PAGE: u32 = 500;
         let filter = AuditFilter {
             since: Some(since),
             until: Some(until),
@@ -518,7 +520,7 @@ pub trait AuditLog: Send + Sync {
         });
         let mut out: Vec<LinkStamp> = Vec::new();
         loop {
-            let page = self.list(&filter, cursor.take(), 500).await?;
+            let page = self.list(&filter, cursor.take(), PAGE).await?;
             for r in &page {
                 let c = &r.cursor;
                 let anchor = r.event.action == AuditAction::AuditAnchor;
@@ -539,7 +541,7 @@ pub trait AuditLog: Send + Sync {
                 }
             }
             match page.last() {
-                Some(last) if page.len() == 500 => cursor = Some(last.cursor.clone()),
+                Some(last) if page.len() == PAGE as usize => cursor = Some(last.cursor.clone()),
                 _ => return Ok(out),
             }
         }
