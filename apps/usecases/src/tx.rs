@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use cardbind_domain::{Timestamp, UserId, Wallet};
-use cardbind_ports::audit::{AuditAction, AuditEvent, ChainHead};
+use cardbind_ports::audit::{AuditAction, AuditEvent, ChainHead, Outcome};
 use cardbind_ports::StoreError;
 
 use crate::context::RequestContext;
@@ -118,6 +118,7 @@ impl UseCases {
         mut events: Vec<AuditEvent>,
     ) -> Result<Option<ChainHead>, StoreError> {
         let now = self.now();
+        note_agreements(&loaded.wallet, wallet, &mut events);
         if let Some(e) = default_moved(ctx, &loaded.wallet, wallet, now) {
             events.push(e);
         }
@@ -218,6 +219,40 @@ fn shares_ended(
                 .build()
         })
         .collect()
+}
+
+/// Names, in the detail of the change's event about the card, the channel
+/// agreement a change gave a card's current consent: the audit log keeps
+/// every consent with its agreement for the audit retention, also after
+/// the wallet let the consent go (`CONSENTS_KEPT`, `ENDED_CARDS_KEPT`).
+/// Every change that activates a card writes an event naming it (the
+/// channel's answer, a code, a notification, a review).
+fn note_agreements(before: &Wallet, after: &Wallet, events: &mut [AuditEvent]) {
+    for b in after.bindings() {
+        let Some(agreement) = b.consent().and_then(|c| c.agreement_id.as_deref()) else {
+            continue;
+        };
+        let had = before
+            .get(&b.id)
+            .ok()
+            .and_then(|p| p.consent())
+            .and_then(|c| c.agreement_id.as_deref());
+        if had == Some(agreement) {
+            continue;
+        }
+        // The change's own event (the default's, added after, may name
+        // the card too).
+        let about = events
+            .iter_mut()
+            .find(|e| e.binding_id.as_ref() == Some(&b.id) && e.outcome == Outcome::Ok);
+        if let Some(e) = about {
+            let note = format!("agreement {agreement:?}");
+            e.detail = Some(match e.detail.take() {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
+    }
 }
 
 /// The event for a default that moved between two states of a wallet.

@@ -90,6 +90,85 @@ async fn an_otp_bind_waits_then_verifies() {
     assert_eq!(ok.binding.otp_attempts, 2);
 }
 
+/// The details of the events about one card with one action, oldest first.
+async fn details(w: &World, u: &str, action: AuditAction) -> Vec<String> {
+    let f = AuditFilter {
+        user_id: Some(user(u)),
+        action: Some(action),
+        ..Default::default()
+    };
+    AuditLog::list(&w.store, &f, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.detail.unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_log_names_the_agreement_each_bind_ends_with() {
+    let w = world(Policy::default());
+    // Instant: the channel's answer activates the card and names it.
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("alice", &visa(1), w.now()))
+            .await
+            .unwrap();
+    let agreement = format!("ref-{}", v.binding.id);
+    let activated = format!("pending_verification -> active; agreement {agreement:?}");
+    assert_eq!(
+        details(&w, "alice", AuditAction::BindingChannelStart).await,
+        vec![activated.clone()]
+    );
+    // A bind of the card again is a new consent: its agreement is named
+    // again, in its own event.
+    w.uc.unbind(&backend(), &user("alice"), &v.binding.id, None)
+        .await
+        .unwrap();
+    w.uc.bind_card(&backend(), bind_cmd("alice", &visa(1), w.now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        details(&w, "alice", AuditAction::BindingChannelStart).await,
+        vec![activated.clone(), activated]
+    );
+    // Nothing else about the card repeats it (the unbind kept the same
+    // agreement on the ended consent).
+    assert!(!details(&w, "alice", AuditAction::BindingUnbind)
+        .await
+        .iter()
+        .any(|d| d.contains("agreement")));
+
+    // A code: the card is active, and the agreement named, once verified.
+    w.channel.always(Script::Otp);
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("bob", &visa(2), w.now()))
+            .await
+            .unwrap();
+    let started = details(&w, "bob", AuditAction::BindingChannelStart).await;
+    assert!(!started[0].contains("agreement"), "{started:?}");
+    let ok =
+        w.uc.verify(
+            &backend(),
+            VerifyCard {
+                user: user("bob"),
+                card: v.binding.id.clone(),
+                otp: Otp::parse("123456").unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    let agreement = ok.binding.consent().unwrap().agreement_id.clone().unwrap();
+    // The attempt is counted in its own write, then the code accepted.
+    let verified = details(&w, "bob", AuditAction::BindingVerify).await;
+    assert_eq!(
+        verified,
+        vec![
+            "attempt 1".to_owned(),
+            format!("pending_verification -> active; agreement {agreement:?}")
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_same_card_twice_is_already_bound_and_the_refusal_audited() {
     let w = world(Policy::default());
@@ -368,6 +447,24 @@ async fn notifications_activate_once_and_forged_ones_are_refused() {
             .unwrap();
     assert_eq!(now.binding.status, BindingStatus::Active);
     assert_eq!(now.binding.channel_ref.as_deref(), Some("agr-1"));
+    // The event of the change names the agreement the consent now has.
+    let f = AuditFilter {
+        user_id: Some(user("jay")),
+        ..Default::default()
+    };
+    let named: Vec<_> = AuditLog::list(&w.store, &f, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            r.event
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.ends_with("; agreement \"agr-1\""))
+        })
+        .map(|r| r.event.action)
+        .collect();
+    assert_eq!(named, vec![AuditAction::BindingChannelEvent]);
     // The same notification again changes nothing and is acknowledged.
     let n_links = w.store.links(None, 1000).await.unwrap().len();
     w.uc.handle_notification(&mock, &note("yes", body))
