@@ -154,6 +154,24 @@
 //! | 100k | 14.1 µs | 201 µs | 73 µs | 499 µs | 40–48 | 925 |
 //! | 1M | 15.5 µs | 156 µs | 42 µs | 442 µs | 41–48 | 1195 |
 //!
+//! The same command on an idle machine (2 December 2026, no other build
+//! running; sizes 1k and 100k, `CARDBIND_BENCH_SIZES=1000,100000`), median
+//! of 3 rounds:
+//!
+//! | users | load | commit | claim | bind | of which writer | writes per group | binds/s |
+//! |---:|---:|---:|---:|---:|---:|---:|---:|
+//! | 1k | 10.9 µs | 176 µs | 78 µs | 352 µs | 265 µs | 31.6 | 3,670 |
+//! | 100k | 12.8 µs | 203 µs | 87 µs | 367 µs | 275 µs | 31.6 | 3,566 |
+//!
+//! So with 64 binds in flight the storage calls alone are bound by the
+//! writer thread (265–275 µs of its time per bind: at most about 3,700
+//! binds/s), about what the whole service binds through HTTP with the
+//! same store (3,900–4,400 binds/s at 64 in flight, where the writer's
+//! groups are bigger: 41–47 writes, above). A SQLite page size of 1, 2 or 8 KiB instead
+//! of 4 (fewer bytes per WAL frame, deeper trees) gained nothing there:
+//! 3,488–4,079, 3,579–4,500 and 4,164–4,300 binds/s against 3,854–4,384
+//! for 4 KiB, alternated in one sitting (60k binds, 64 in flight).
+//!
 //! A bind's storage cost is flat from 1k to 1M users (±7%); a load grows by
 //! 4 µs (its leaf pages come from the OS's file cache instead of SQLite's).
 //! A single commit or claim pays a whole transaction (140–200 µs of CPU
