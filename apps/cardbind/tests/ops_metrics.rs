@@ -110,6 +110,78 @@ async fn error_responses_are_counted_by_route_and_stable_code() {
     assert_eq!(all, 4.0, "nothing else counted: {text}");
 }
 
+fn binds(text: &str, outcome: &str) -> Option<f64> {
+    sample(
+        text,
+        &format!(r#"cardbind_binds_total{{outcome="{outcome}"}}"#),
+    )
+}
+
+#[tokio::test]
+async fn every_refused_bind_is_counted_whichever_layer_refused_it() {
+    let t = spawn();
+    let with = |field: &str, v: serde_json::Value| {
+        let mut b = bind_body(VISA);
+        b[field] = v;
+        b
+    };
+    // Refused by the request's schema (month 1–12, the CVV's pattern), and
+    // by the use case (a year the schema allows, but no card has).
+    assert_error(
+        t.bind("u-m", "k-month", &with("expiry_month", 13.into()))
+            .await,
+        400,
+        "invalid_expiry",
+    )
+    .await;
+    assert_error(
+        t.bind("u-m", "k-year", &with("expiry_year", 300.into()))
+            .await,
+        400,
+        "invalid_expiry",
+    )
+    .await;
+    assert_error(
+        t.bind("u-m", "k-cvv", &with("cvv", "12a".into())).await,
+        400,
+        "invalid_cvv",
+    )
+    .await;
+    // The use case's refusal again under its key: the stored answer, not
+    // counted twice.
+    let replay = t
+        .bind("u-m", "k-year", &with("expiry_year", 300.into()))
+        .await;
+    replay.assert_header("Idempotent-Replayed", "true");
+    // Refused before the body is read: no token.
+    let resp = t
+        .client
+        .post("/v1/users/u-m/cards")
+        .header("Idempotency-Key", "k-anon")
+        .content_type("application/json")
+        .body(bind_body(VISA).to_string())
+        .send()
+        .await;
+    assert_error(resp, 401, "unauthenticated").await;
+    t.bind("u-m", "k-ok", &bind_body(VISA))
+        .await
+        .assert_status(StatusCode::CREATED);
+
+    let text = scrape(&t).await;
+    assert_eq!(binds(&text, "invalid_expiry"), Some(2.0), "{text}");
+    assert_eq!(binds(&text, "invalid_cvv"), Some(1.0), "{text}");
+    assert_eq!(binds(&text, "unauthenticated"), Some(1.0), "{text}");
+    assert_eq!(binds(&text, "active"), Some(1.0), "{text}");
+    // The same refusals as the error metric of the route.
+    for code in ["invalid_expiry", "invalid_cvv", "unauthenticated"] {
+        assert_eq!(
+            binds(&text, code),
+            errors(&text, BIND_ROUTE, code),
+            "{code}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn latency_is_labelled_by_method_so_binds_and_lists_are_apart() {
     let t = spawn();

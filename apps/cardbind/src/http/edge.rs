@@ -30,6 +30,7 @@ use poem_openapi::error::{
 use poem_openapi::OperationId;
 
 use super::error::ApiError;
+use super::metrics::BIND_ROUTE;
 use super::params::param_refusal;
 use super::Shared;
 
@@ -512,6 +513,12 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         if status >= 400 {
             if let Some(code) = resp.data::<ErrorCode>().copied().or(error_code.get()) {
                 self.shared.metrics.error(&route, code);
+                // Every refused bind, whichever layer refused it (the
+                // request's schema, authentication, the idempotency key,
+                // the use case); a stored replay is not counted again.
+                if method == poem::http::Method::POST && route == BIND_ROUTE {
+                    self.shared.metrics.bind_outcome(code.as_str());
+                }
             }
         }
         tracing::info!(

@@ -22,6 +22,10 @@ use prometheus::{
 /// reads this value (a queue that long is an incident already, and each
 /// scrape stays a few small reads).
 pub const REVIEW_QUEUE_COUNT_CAP: u32 = 1000;
+
+/// The route label of `bindCard` (with `POST`), whose answers
+/// `cardbind_binds_total` counts.
+pub const BIND_ROUTE: &str = "/v1/users/{user_id}/cards";
 /// Bindings read per page while counting the review queue.
 const REVIEW_PAGE: u32 = 200;
 /// Bound of the store probe made at each scrape.
@@ -73,7 +77,7 @@ fn collectors(registry: &Registry) -> prometheus::Result<Collectors> {
     let binds = IntCounterVec::new(
         Opts::new(
             "cardbind_binds_total",
-            "Bind requests handled, by outcome (card status or error code)",
+            "Bind requests answered, by outcome: the card's status, or the error code of the refusal whichever layer refused it (stored idempotent replays are not counted again)",
         ),
         &["outcome"],
     )?;

@@ -69,9 +69,10 @@ impl CardsApi {
                     BindCardResponse::Created(card)
                 })
             }
+            // The refusal is counted in `cardbind_binds_total` by the edge,
+            // with the refusals of the layers before this handler.
             Err(e) => {
                 if let Some(code) = cx.refused_with() {
-                    metrics.bind_outcome(code.as_str());
                     metrics.rate_limit_hit(code);
                 }
                 Err(e)
