@@ -151,6 +151,10 @@ pub fn json_depth(bytes: &[u8]) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
     Unknown,
+    /// An unknown key that is not repeated: it has digits enough to be
+    /// card data sent as a key by mistake (a refusal is stored with its
+    /// idempotency key, and read by whoever made the request).
+    UnknownUnnamed,
     Missing,
     WrongType(&'static str),
     /// The type is right but the value is outside the declared format.
@@ -166,6 +170,12 @@ impl Problem {
         };
         let message = match self {
             Problem::Unknown => format!("unknown field `{field}`"),
+            Problem::UnknownUnnamed if field == "body" => {
+                "an unknown field (its name has digits and is not repeated)".to_owned()
+            }
+            Problem::UnknownUnnamed => {
+                format!("an unknown field in `{field}` (its name has digits and is not repeated)")
+            }
             Problem::Missing => format!("`{field}` is required"),
             Problem::WrongType(t) => format!("`{field}` must be {t}"),
             Problem::OutOfSchema => return body_refusal(&field),
@@ -179,6 +189,13 @@ fn resolve<'a>(registry: &'a Registry, schema: &'a MetaSchemaRef) -> Option<&'a 
         MetaSchemaRef::Inline(s) => Some(s),
         MetaSchemaRef::Reference(name) => registry.schemas.get(name),
     }
+}
+
+/// Unknown keys with this many ASCII digits or more are not repeated.
+const UNNAMED_DIGITS: usize = 3;
+
+fn has_digits(key: &str, at_least: usize) -> bool {
+    key.chars().filter(char::is_ascii_digit).count() >= at_least
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -242,7 +259,13 @@ pub fn find_problem(
             if !s.properties.is_empty() || !s.required.is_empty() {
                 for key in map.keys() {
                     if !s.properties.iter().any(|(name, _)| name == key) {
-                        return Some((join(path, key), Problem::Unknown));
+                        // No field name has 3 digits in a row or more; a
+                        // card number, CVV, phone or ID number does.
+                        return Some(if has_digits(key, UNNAMED_DIGITS) {
+                            (path.to_owned(), Problem::UnknownUnnamed)
+                        } else {
+                            (join(path, key), Problem::Unknown)
+                        });
                     }
                 }
             }

@@ -67,6 +67,29 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
     .await;
     assert_eq!(v["error"]["field"], "consent.extra");
 
+    // Card data sent as a key by mistake is refused without repeating it,
+    // in the answer and in the stored answer its replay gives.
+    for (key, at, field) in [
+        ("4111 1111 1111 1111", None, "body"),
+        ("13800138000", Some("consent"), "consent"),
+        ("123", None, "body"),
+    ] {
+        let mut body = bind_body(VISA);
+        match at {
+            Some(at) => body[at][key] = json!(1),
+            None => body[key] = json!(1),
+        }
+        let idem = format!("k-digits-{}", key.len());
+        let digits: String = key.chars().filter(char::is_ascii_digit).collect();
+        let v = assert_error(app.bind("u1", &idem, &body).await, 400, "invalid_request").await;
+        assert_eq!(v["error"]["field"], field, "{v}");
+        assert!(!v.to_string().contains(&digits), "{v}");
+        let replay = app.bind("u1", &idem, &body).await;
+        replay.assert_header("Idempotent-Replayed", "true");
+        let text = String::from_utf8(bytes(replay).await).unwrap();
+        assert!(!text.contains(&digits), "{text}");
+    }
+
     let mut body = bind_body(VISA);
     body.as_object_mut().unwrap().remove("holder_name");
     let v = assert_error(
