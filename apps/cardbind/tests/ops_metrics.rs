@@ -30,6 +30,17 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// A well-formed bind without a token.
+async fn bind_without_token(t: &TestApp, user: &str) -> poem::test::TestResponse {
+    t.client
+        .post(format!("/v1/users/{user}/cards"))
+        .header("Idempotency-Key", "k-anon")
+        .content_type("application/json")
+        .body(bind_body(VISA).to_string())
+        .send()
+        .await
+}
+
 fn errors(text: &str, route: &str, code: &str) -> Option<f64> {
     sample(
         text,
@@ -55,15 +66,12 @@ async fn error_responses_are_counted_by_route_and_stable_code() {
     replay.assert_header("Idempotent-Replayed", "true");
     // Refusals that the edge renders: no token (inside the idempotency
     // transform), an unknown route, a missing card (a handler, no transform).
-    let resp = t
-        .client
-        .post("/v1/users/u-err/cards")
-        .header("Idempotency-Key", "k-anon")
-        .content_type("application/json")
-        .body(bind_body(VISA).to_string())
-        .send()
-        .await;
-    assert_error(resp, 401, "unauthenticated").await;
+    assert_error(
+        bind_without_token(&t, "u-err").await,
+        401,
+        "unauthenticated",
+    )
+    .await;
     assert_error(t.client.get("/nowhere").send().await, 404, "not_found").await;
     let resp = t
         .client
@@ -154,15 +162,7 @@ async fn every_refused_bind_is_counted_whichever_layer_refused_it() {
         .await;
     replay.assert_header("Idempotent-Replayed", "true");
     // Refused before the body is read: no token.
-    let resp = t
-        .client
-        .post("/v1/users/u-m/cards")
-        .header("Idempotency-Key", "k-anon")
-        .content_type("application/json")
-        .body(bind_body(VISA).to_string())
-        .send()
-        .await;
-    assert_error(resp, 401, "unauthenticated").await;
+    assert_error(bind_without_token(&t, "u-m").await, 401, "unauthenticated").await;
     t.bind("u-m", "k-ok", &bind_body(VISA))
         .await
         .assert_status(StatusCode::CREATED);

@@ -6,7 +6,7 @@
 mod support;
 
 use cardbind_domain::{BindingStatus, ErrorCode, FailureReason, NextAction};
-use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog, Outcome};
+use cardbind_ports::audit::{AuditAction, AuditEvent, AuditFilter, AuditLog, Outcome};
 use cardbind_ports::channel::{Notification, RemoteState};
 use cardbind_ports::store::{CardDataStore, ReviewQueue};
 use cardbind_ports::ChannelError;
@@ -16,16 +16,31 @@ use cardbind_usecases::verify::{Otp, VerifyCard};
 use cardbind_usecases::{Listed, Policy};
 use support::*;
 
-async fn actions(w: &World, u: &str) -> Vec<(AuditAction, Outcome)> {
+/// A user's audit events (with one action when given), oldest first.
+async fn events_of(w: &World, u: &str, action: Option<AuditAction>) -> Vec<AuditEvent> {
     let f = AuditFilter {
         user_id: Some(user(u)),
+        action,
         ..Default::default()
     };
     AuditLog::list(&w.store, &f, None, 1000)
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.event.action, r.event.outcome))
+        .map(|r| r.event)
+        .collect()
+}
+
+async fn actions(w: &World, u: &str) -> Vec<(AuditAction, Outcome)> {
+    let all = events_of(w, u, None).await;
+    all.into_iter().map(|e| (e.action, e.outcome)).collect()
+}
+
+/// The details of a user's events with one action, oldest first.
+async fn details(w: &World, u: &str, action: AuditAction) -> Vec<String> {
+    let all = events_of(w, u, Some(action)).await;
+    all.into_iter()
+        .map(|e| e.detail.unwrap_or_default())
         .collect()
 }
 
@@ -88,21 +103,6 @@ async fn an_otp_bind_waits_then_verifies() {
     assert_eq!(ok.binding.status, BindingStatus::Active);
     assert!(ok.is_default);
     assert_eq!(ok.binding.otp_attempts, 2);
-}
-
-/// The details of the events about one card with one action, oldest first.
-async fn details(w: &World, u: &str, action: AuditAction) -> Vec<String> {
-    let f = AuditFilter {
-        user_id: Some(user(u)),
-        action: Some(action),
-        ..Default::default()
-    };
-    AuditLog::list(&w.store, &f, None, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event.detail.unwrap_or_default())
-        .collect()
 }
 
 #[tokio::test]
@@ -448,21 +448,15 @@ async fn notifications_activate_once_and_forged_ones_are_refused() {
     assert_eq!(now.binding.status, BindingStatus::Active);
     assert_eq!(now.binding.channel_ref.as_deref(), Some("agr-1"));
     // The event of the change names the agreement the consent now has.
-    let f = AuditFilter {
-        user_id: Some(user("jay")),
-        ..Default::default()
-    };
-    let named: Vec<_> = AuditLog::list(&w.store, &f, None, 1000)
+    let named: Vec<_> = events_of(&w, "jay", None)
         .await
-        .unwrap()
         .into_iter()
-        .filter(|r| {
-            r.event
-                .detail
+        .filter(|e| {
+            e.detail
                 .as_deref()
                 .is_some_and(|d| d.ends_with("; agreement \"agr-1\""))
         })
-        .map(|r| r.event.action)
+        .map(|e| e.action)
         .collect();
     assert_eq!(named, vec![AuditAction::BindingChannelEvent]);
     // The same notification again changes nothing and is acknowledged.
