@@ -259,8 +259,9 @@ pub fn find_problem(
             if !s.properties.is_empty() || !s.required.is_empty() {
                 for key in map.keys() {
                     if !s.properties.iter().any(|(name, _)| name == key) {
-                        // No field name has 3 digits in a row or more; a
-                        // card number, CVV, phone or ID number does.
+                        // Not named when it has 3 digits or more, as a card
+                        // number, CVV, phone or ID number sent as a key
+                        // does (the schema's own names matched above).
                         return Some(if has_digits(key, UNNAMED_DIGITS) {
                             (path.to_owned(), Problem::UnknownUnnamed)
                         } else {

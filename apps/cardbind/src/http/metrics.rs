@@ -26,6 +26,7 @@ pub const REVIEW_QUEUE_COUNT_CAP: u32 = 1000;
 /// The route label of `bindCard` (with `POST`), whose answers
 /// `cardbind_binds_total` counts.
 pub const BIND_ROUTE: &str = "/v1/users/{user_id}/cards";
+
 /// Bindings read per page while counting the review queue.
 const REVIEW_PAGE: u32 = 200;
 /// Bound of the store probe made at each scrape.
