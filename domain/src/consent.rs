@@ -52,13 +52,15 @@ impl ConsentGiven {
             ));
         }
         let user_agent = self.user_agent.map(|ua| {
-            ua.chars()
+            let kept: String = ua
+                .chars()
                 .filter(|c| !c.is_control())
                 .take(Self::USER_AGENT_MAX)
-                .collect()
+                .collect();
+            mask_long_numbers(&kept)
         });
         Ok(ConsentRecord {
-            text_version: self.text_version,
+            text_version: mask_long_numbers(&self.text_version),
             text_hash: self.text_hash.to_ascii_lowercase(),
             accepted_at: at,
             ip: self.ip,
@@ -68,5 +70,102 @@ impl ConsentGiven {
             revoked_at: None,
             revoked_by: None,
         })
+    }
+}
+
+/// Numbers this long or longer in free text are masked.
+pub const MASKED_NUMBER_DIGITS: usize = 11;
+
+/// `text` with the digits of every number of [`MASKED_NUMBER_DIGITS`]
+/// digits or more replaced by `*` (a number: ASCII digits, single spaces
+/// or hyphens between them allowed, as card numbers are written).
+///
+/// The consent's free text (its text version and the user agent) is kept
+/// in clear, in the wallet and the audit log; a card number (12–19
+/// digits), a resident ID (17 digits and a check character) or a mobile
+/// number (11 digits) put there, by mistake or on purpose, is masked
+/// before it is kept. Version numbers and build ids stay as they are.
+pub fn mask_long_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The number starting here: digits, with single separators
+        // between two digits.
+        let (mut end, mut digits) = (i, 0);
+        let mut j = i;
+        while j < chars.len() {
+            if chars[j].is_ascii_digit() {
+                digits += 1;
+                j += 1;
+                end = j;
+            } else if matches!(chars[j], ' ' | '-')
+                && chars.get(j + 1).is_some_and(char::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let mask = digits >= MASKED_NUMBER_DIGITS;
+        out.extend(
+            chars[i..end]
+                .iter()
+                .map(|&c| if mask && c.is_ascii_digit() { '*' } else { c }),
+        );
+        i = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_numbers_are_masked_and_version_numbers_kept() {
+        for (text, masked) in [
+            ("4111111111111111", "****************"),
+            ("pan 4111 1111 1111 1111!", "pan **** **** **** ****!"),
+            ("4111-1111-1111-1111", "****-****-****-****"),
+            ("id 11010519491231002X", "id *****************X"),
+            ("tel:13800138000", "tel:***********"),
+            // Ten digits is not a card, an ID or a mobile number.
+            ("1380013800", "1380013800"),
+            (
+                "Mozilla/5.0 (Linux; Android 14; Build/UQ1A.240205.004) Chrome/120.0.6099.109",
+                "Mozilla/5.0 (Linux; Android 14; Build/UQ1A.240205.004) Chrome/120.0.6099.109",
+            ),
+            // Two separators in a row end a number.
+            ("12345 678  901234", "12345 678  901234"),
+            ("2026-01", "2026-01"),
+            ("", ""),
+        ] {
+            assert_eq!(mask_long_numbers(text), masked, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_consent_keeps_no_long_number_of_its_free_text() {
+        let channel = ChannelName::parse("mock").unwrap();
+        let given = ConsentGiven {
+            text_version: "v-13800138000".into(),
+            text_hash: "ab".repeat(32),
+            ip: None,
+            user_agent: Some("app/1.2 card=4111 1111 1111 1111".into()),
+        };
+        let r = given
+            .accept(channel, Timestamp::from_unix_millis(0))
+            .unwrap();
+        assert_eq!(r.text_version, "v-***********");
+        assert_eq!(
+            r.user_agent.as_deref(),
+            Some("app/1.2 card=**** **** **** ****")
+        );
     }
 }

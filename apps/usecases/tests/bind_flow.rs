@@ -170,6 +170,38 @@ async fn the_audit_log_names_the_agreement_each_bind_ends_with() {
 }
 
 #[tokio::test]
+async fn card_data_in_a_consents_free_text_is_masked_before_it_is_kept() {
+    let w = world(Policy::default());
+    let mut cmd = bind_cmd("kim", &visa(3), w.now());
+    cmd.consent.text_version = "v1/13800138000".into();
+    cmd.consent.user_agent = Some(format!("app/2.1 card {}", spaced(&visa(3))));
+    let v = w.uc.bind_card(&backend(), cmd).await.unwrap();
+    let kept = v.binding.consent().unwrap();
+    assert_eq!(kept.text_version, "v1/***********");
+    assert_eq!(
+        kept.user_agent.as_deref(),
+        Some("app/2.1 card **** **** **** ****")
+    );
+    // The bind's audit event holds the consent as kept.
+    let created = details(&w, "kim", AuditAction::BindingCreate).await;
+    assert_eq!(created.len(), 1);
+    assert!(
+        created[0].contains("card **** **** **** ****"),
+        "{created:?}"
+    );
+    for leak in [visa(3), spaced(&visa(3)), "13800138000".to_owned()] {
+        assert!(!created[0].contains(&leak), "{created:?}");
+    }
+}
+
+/// A card number as people write it: groups of four.
+fn spaced(pan: &str) -> String {
+    let chars: Vec<char> = pan.chars().collect();
+    let groups: Vec<String> = chars.chunks(4).map(|g| g.iter().collect()).collect();
+    groups.join(" ")
+}
+
+#[tokio::test]
 async fn the_same_card_twice_is_already_bound_and_the_refusal_audited() {
     let w = world(Policy::default());
     w.uc.bind_card(&backend(), bind_cmd("carl", &visa(3), w.now()))
