@@ -40,6 +40,8 @@ trait Job: Send {
     /// Runs the job's statements; `false` when it failed (its savepoint is
     /// rolled back, the rest of the group is unaffected).
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Why the job failed, once it ran and failed.
+    fn failure(&self) -> Option<StoreError>;
     /// Answers the caller once the group's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
@@ -63,6 +65,13 @@ where
         let ok = out.is_ok();
         self.out = Some(out);
         ok
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        match &self.out {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -147,15 +156,25 @@ fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), Sto
         // only one) checkpoints itself: it copies the little the
         // checkpointer has not, and its next transaction starts the WAL
         // over. `journal_size_limit` then gives back the file's excess.
-        Role::Writer => conn
-            .execute_batch(&format!(
+        Role::Writer => {
+            conn.execute_batch(&format!(
                 "PRAGMA secure_delete = ON;
                  PRAGMA wal_autocheckpoint = {pages};
                  PRAGMA journal_size_limit = {bytes};",
                 pages = o.wal_restart_pages,
                 bytes = u64::from(o.wal_restart_pages) * 4096,
             ))
-            .map_err(db_err)?,
+            .map_err(db_err)?;
+            if o.max_size_mib > 0 {
+                let page: i64 = conn
+                    .query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .map_err(db_err)?;
+                let pages = i64::from(o.max_size_mib) * 1024 * 1024 / page.max(512);
+                // SQLite never sets it below the file's current size.
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                    .map_err(db_err)?;
+            }
+        }
         Role::Reader => conn
             .execute_batch("PRAGMA query_only = ON;")
             .map_err(db_err)?,
@@ -427,6 +446,14 @@ fn run_group(
         exec_cached(conn, "SAVEPOINT job")?;
         let ok = job.run(&mut Tx { conn, after });
         if !ok {
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (the file is
+                // full, an I/O error): the group's writes failed with it,
+                // for the reason this one gives.
+                return Err(job
+                    .failure()
+                    .unwrap_or_else(|| unavailable("the transaction was rolled back")));
+            }
             exec_cached(conn, "ROLLBACK TO job")?;
         }
         exec_cached(conn, "RELEASE job")?;

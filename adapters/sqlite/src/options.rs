@@ -42,6 +42,14 @@ pub struct SqliteOptions {
     pub wal_restart_pages: u32,
     /// How long a statement waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// The database file grows to at most this many MiB (`0`: no bound).
+    /// Past it a write is refused as `Unavailable` (nothing of it kept),
+    /// reads go on, and writes succeed again as soon as deletions (a
+    /// retention purge, unbinds) free pages, which are reused. So a bound
+    /// below the disk's free space keeps a full disk from stopping the
+    /// WAL, the checkpoints and the rest of the machine. The WAL is not
+    /// counted (it stays about [`SqliteOptions::wal_restart_pages`]).
+    pub max_size_mib: u32,
 }
 
 impl Default for SqliteOptions {
@@ -62,6 +70,7 @@ impl Default for SqliteOptions {
             checkpoint_interval: Duration::from_millis(50),
             wal_restart_pages: 65_536,
             busy_timeout: Duration::from_secs(5),
+            max_size_mib: 0,
         }
     }
 }

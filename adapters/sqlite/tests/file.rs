@@ -731,3 +731,120 @@ async fn a_new_database_and_its_wal_are_private_to_their_owner() {
     s.ports().wallets.load(&uid("u1")).await.unwrap().unwrap();
     assert_eq!(mode(&path), 0o640);
 }
+
+/// A bounded file (`max_size_mib`), as a full disk would be: past the bound
+/// a write is refused whole (a wallet change's link and events, or card
+/// data, are not half kept) for the reason SQLite gives, reads go on, and
+/// the same writer takes writes again once deletions have freed pages.
+#[tokio::test]
+async fn a_full_file_refuses_writes_whole_and_takes_them_again_once_room_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bounded.sqlite3");
+    let options = SqliteOptions {
+        max_size_mib: 1,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open(&path, options).unwrap();
+    let p = s.ports();
+    let u = uid("u1");
+    let data = |i: u32| CardData {
+        binding: bid(&format!("u1-card-{i:06}")),
+        user: u.clone(),
+        generation: 1,
+        sealed: sealed_card(),
+    };
+    let full = |e: &StoreError| matches!(e, StoreError::Unavailable(m) if m.contains("full"));
+    // Some data to delete later, then wallet changes until one is refused.
+    for i in 0..400 {
+        p.card_data.put(&data(i)).await.unwrap();
+    }
+    let mut head = None;
+    let mut changes = 0;
+    let refusal = loop {
+        let w = wallet(&u, 1 + changes % 8, true, t(i64::from(changes)));
+        let events = vec![event(
+            Some(&u),
+            Some("u1-card-0"),
+            AuditAction::BindingCreate,
+            t(i64::from(changes)),
+        )];
+        match p
+            .wallets
+            .commit(&w, head.clone(), events, t(i64::from(changes)))
+            .await
+        {
+            Ok(h) => {
+                head = Some(h);
+                changes += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(changes < 50_000, "a 1 MiB file took {changes} changes");
+    };
+    assert!(full(&refusal), "{refusal:?}");
+    assert!(changes > 100, "only {changes} changes before the bound");
+    // Nothing of the refused change: the head, the links and the events
+    // are those acknowledged, and the chain verifies.
+    let check = |n: u32, head: Option<cardbind_ports::audit::ChainHead>| {
+        let p = p.clone();
+        let u = u.clone();
+        async move {
+            let stored = p.wallets.load(&u).await.unwrap().unwrap();
+            assert_eq!(Some(stored.head), head);
+            let links = p.audit.links(None, 60_000).await.unwrap();
+            assert_eq!(verify_links(&links), Ok(u64::from(n)));
+            let events = p
+                .audit
+                .list(&AuditFilter::default(), None, 60_000)
+                .await
+                .unwrap();
+            assert_eq!(events.len(), n as usize);
+        }
+    };
+    check(changes, head.clone()).await;
+    // Reads go on.
+    assert!(p
+        .card_data
+        .get(&u, &data(0).binding, 1)
+        .await
+        .unwrap()
+        .is_some());
+    // Deletions free pages; a change refused for want of them then fits.
+    let mut deleted = 0;
+    let next = wallet(&u, 8, false, t(i64::from(changes)));
+    let events = vec![event(
+        Some(&u),
+        Some("u1-card-1"),
+        AuditAction::BindingFreeze,
+        t(i64::from(changes)),
+    )];
+    loop {
+        match p
+            .wallets
+            .commit(&next, head.clone(), events.clone(), t(i64::from(changes)))
+            .await
+        {
+            Ok(h) => {
+                head = Some(h);
+                break;
+            }
+            Err(e) => assert!(full(&e), "{e:?}"),
+        }
+        check(changes, head.clone()).await;
+        assert!(deleted < 400, "deleting every card's data made no room");
+        for i in deleted..deleted + 20 {
+            p.card_data
+                .delete(&u, &data(i).binding, None)
+                .await
+                .unwrap();
+        }
+        deleted += 20;
+    }
+    assert!(deleted > 0, "the change fitted in a full file");
+    check(changes + 1, head.clone()).await;
+    assert_eq!(p.wallets.load(&u).await.unwrap().unwrap().wallet, next);
+    drop(p);
+    drop(s);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size <= 1024 * 1024, "the file grew to {size} bytes");
+}
