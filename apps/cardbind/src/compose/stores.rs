@@ -76,6 +76,7 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
             };
             let options = cardbind_sqlite::SqliteOptions {
                 cache_mib: s.cache_mib,
+                max_size_mib: s.max_size_mib,
                 busy_timeout: Duration::from_millis(s.timeout_ms),
                 ..cardbind_sqlite::SqliteOptions::default()
             };

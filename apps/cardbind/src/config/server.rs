@@ -97,6 +97,12 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// SQLite page cache per connection, MiB (`kind = "sqlite"`).
     pub cache_mib: u32,
+    /// The SQLite file grows to at most this many MiB, `0` for no bound
+    /// (`kind = "sqlite"`). Past it writes answer `503 storage_unavailable`
+    /// until a retention purge or unbinds free pages; reads go on. Set it
+    /// below the disk's free space so that a full file never fills the
+    /// disk (the WAL, about 256 MiB, is not counted).
+    pub max_size_mib: u32,
     /// MongoDB connection string: replica set, TLS and credentials go here
     /// (`mongodb://user:pass@h1,h2,h3/?replicaSet=rs0&tls=true`); prefer
     /// `CARDBIND__STORAGE__URI` from the environment for secrets.
@@ -112,6 +118,7 @@ impl Default for StorageConfig {
             kind: StorageKind::Sqlite,
             path: None,
             cache_mib: 16,
+            max_size_mib: 0,
             uri: "mongodb://127.0.0.1:27017/".into(),
             database: "cardbind".into(),
             timeout_ms: 3000,
