@@ -38,7 +38,8 @@ pub(crate) struct Tx<'a> {
 
 trait Job: Send {
     /// Runs the job's statements; `false` when it failed (its savepoint is
-    /// rolled back, the rest of the group is unaffected).
+    /// rolled back, the rest of the group is unaffected, unless SQLite
+    /// rolled the whole transaction back: see `run_group`).
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Why the job failed, once it ran and failed.
     fn failure(&self) -> Option<StoreError>;

@@ -37,7 +37,9 @@
 //!   ([`SqliteOptions::queue_capacity`]); the thread takes every write
 //!   waiting (up to [`SqliteOptions::max_batch`]), runs them in **one
 //!   transaction**, each in a savepoint of its own (a write that fails is
-//!   undone alone), commits, and only then answers each caller (a caller
+//!   undone alone; when SQLite itself rolls the whole transaction back, as
+//!   it does on a full file or disk, every write of the group fails with
+//!   that reason), commits, and only then answers each caller (a caller
 //!   never sees a write that could still be rolled back). Under load the
 //!   groups grow by themselves (41–47 writes per group with 64 binds in
 //!   flight, measured below); alone, a write is its own group. Every
