@@ -77,6 +77,16 @@ fn the_tolerance_catches_growth() {
         x.p99_ms = 200.0;
     }
     assert_eq!(soak::judge(&slow, &tol).len(), 1);
+    // One stalled interval at the end is not growth, every interval of
+    // the last third slow is.
+    let mut stall = steady.clone();
+    stall.last_mut().unwrap().p99_ms = 900.0;
+    assert!(soak::judge(&stall, &tol).is_empty());
+    let mut slower = steady.clone();
+    for (i, x) in slower.iter_mut().enumerate().skip(6) {
+        x.p99_ms = 150.0 + i as f64 * 100.0;
+    }
+    assert_eq!(soak::judge(&slower, &tol).len(), 1);
     let mut failing = steady.clone();
     failing[4].errors = 20;
     assert_eq!(soak::judge(&failing, &tol).len(), 1);
