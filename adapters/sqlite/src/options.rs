@@ -45,7 +45,7 @@ pub struct SqliteOptions {
     /// The database file grows to at most this many MiB (`0`: no bound).
     /// Past it a write is refused as `Unavailable` (nothing of it kept),
     /// reads go on, and writes succeed again as soon as deletions (a
-    /// retention purge, unbinds) free pages, which are reused. So a bound
+    /// retention purge, an erasure) free pages, which are reused. So a bound
     /// below the disk's free space keeps a full disk from stopping the
     /// WAL, the checkpoints and the rest of the machine. The WAL is not
     /// counted (it stays about [`SqliteOptions::wal_restart_pages`]).

@@ -99,9 +99,10 @@ pub struct StorageConfig {
     pub cache_mib: u32,
     /// The SQLite file grows to at most this many MiB, `0` for no bound
     /// (`kind = "sqlite"`). Past it writes answer `503 storage_unavailable`
-    /// until a retention purge or unbinds free pages; reads go on. Set it
-    /// below the disk's free space so that a full file never fills the
-    /// disk (the WAL, about 256 MiB, is not counted).
+    /// until deletions (a retention purge, an erasure) free pages or the
+    /// bound is raised; reads go on. Set it below the disk's free space so
+    /// that a full file never fills the disk (the WAL, about 256 MiB, is
+    /// not counted).
     pub max_size_mib: u32,
     /// MongoDB connection string: replica set, TLS and credentials go here
     /// (`mongodb://user:pass@h1,h2,h3/?replicaSet=rs0&tls=true`); prefer
