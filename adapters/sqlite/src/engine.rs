@@ -37,12 +37,10 @@ pub(crate) struct Tx<'a> {
 }
 
 trait Job: Send {
-    /// Runs the job's statements; `false` when it failed (its savepoint is
+    /// Runs the job's statements; why, when it failed (its savepoint is
     /// rolled back, the rest of the group is unaffected, unless SQLite
     /// rolled the whole transaction back: see `run_group`).
-    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
-    /// Why the job failed, once it ran and failed.
-    fn failure(&self) -> Option<StoreError>;
+    fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError>;
     /// Answers the caller once the group's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
@@ -58,21 +56,14 @@ where
     T: Send,
     F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+    fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         let out = match self.work.take() {
             Some(work) => work(tx),
             None => Err(unavailable("write job ran twice")),
         };
-        let ok = out.is_ok();
+        let failed = out.as_ref().err().cloned();
         self.out = Some(out);
-        ok
-    }
-
-    fn failure(&self) -> Option<StoreError> {
-        match &self.out {
-            Some(Err(e)) => Some(e.clone()),
-            _ => None,
-        }
+        failed.map_or(Ok(()), Err)
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -445,15 +436,12 @@ fn run_group(
     exec_cached(conn, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
         exec_cached(conn, "SAVEPOINT job")?;
-        let ok = job.run(&mut Tx { conn, after });
-        if !ok {
+        if let Err(e) = job.run(&mut Tx { conn, after }) {
             if conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (the file is
                 // full, an I/O error): the group's writes failed with it,
                 // for the reason this one gives.
-                return Err(job
-                    .failure()
-                    .unwrap_or_else(|| unavailable("the transaction was rolled back")));
+                return Err(e);
             }
             exec_cached(conn, "ROLLBACK TO job")?;
         }
