@@ -229,7 +229,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     use cardbind_domain::{CardType, Country, UnknownBins};
 
@@ -270,8 +269,8 @@ mod tests {
 
     #[test]
     fn env_overrides_and_names_bad_fields() {
-        let dir = tempfile_dir();
-        let f = dir.join("c.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
         std::fs::write(
             &f,
             "[storage]\nkind = \"mongodb\"\nuri = \"mongodb://h/\"\n[limits]\ncards_per_user = 4\n",
@@ -377,7 +376,8 @@ mod tests {
             .0
             .starts_with("step_up.max_ttl_seconds"));
         c.step_up.max_ttl_seconds = 300;
-        let f = tempfile_dir().join("step_up.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("step_up.toml");
         std::fs::write(&f, "[step_up]\nkind = \"totp\"\n").unwrap();
         let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
         assert!(e.0.contains("step_up.kind"), "{e}");
@@ -385,8 +385,8 @@ mod tests {
 
     #[test]
     fn channel_card_rules_are_parsed_and_bad_values_name_their_key() {
-        let dir = tempfile_dir();
-        let f = dir.join("accept.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("accept.toml");
         std::fs::write(
             &f,
             "[channels.mock.accept]\ncard_types = [\"debit\"]\ncountries = [\"CN\"]\nunknown_bins = \"refuse\"\n",
@@ -423,11 +423,5 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("bins.refresh_interval_seconds"));
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("cardbind-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }
