@@ -18,6 +18,10 @@
 # import), which scripts/generated-client.sh drives the service with:
 #   CARDBIND_TEST_OPENAPI_CLIENT_VENV   its venv
 #
+# and Alipay's official Python SDK, alipay-sdk-python 3.7.1411, which
+# scripts/sdk-interop.sh plays the Alipay gateway with:
+#   CARDBIND_TEST_ALIPAY_SDK_VENV   its venv
+#
 # Also exported, for tests that stop/restart a FerretDB of their own:
 #   CARDBIND_TEST_FERRETDB_BIN   the ferretdb binary
 #   CARDBIND_TEST_FERRETDB_CTL   scripts/ferretdb-ctl.sh (start DIR PORT | stop DIR | kill DIR)
@@ -25,8 +29,9 @@
 #
 # Cache: $CARDBIND_CACHE_DIR, default .cache/ at the repo root (gitignored).
 # CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV / CARDBIND_SCHEMATHESIS_VENV /
-# CARDBIND_OPENAPI_CLIENT_VENV point at an existing ferretdb binary / moto
-# venv / schemathesis venv / client generator venv instead (each is still checked before use).
+# CARDBIND_OPENAPI_CLIENT_VENV / CARDBIND_ALIPAY_SDK_VENV point at an existing
+# ferretdb binary / moto venv / schemathesis venv / client generator venv /
+# Alipay SDK venv instead (each is still checked before use).
 # CARDBIND_KEEP_SERVICES_DIR=1 keeps the temp dir (logs) after exit.
 set -euo pipefail
 
@@ -41,6 +46,8 @@ VENV=${CARDBIND_MOTO_VENV:-$CACHE/venv}
 ST_VENV=${CARDBIND_SCHEMATHESIS_VENV:-$CACHE/schemathesis-venv}
 OPC_VERSION=0.29.1
 OPC_VENV=${CARDBIND_OPENAPI_CLIENT_VENV:-$CACHE/openapi-client-venv}
+ALIPAY_SDK_VERSION=3.7.1411
+ALI_VENV=${CARDBIND_ALIPAY_SDK_VENV:-$CACHE/alipay-sdk-venv}
 CTL="$ROOT/scripts/ferretdb-ctl.sh"
 START_TIMEOUT=${CARDBIND_SERVICE_START_TIMEOUT:-30}
 
@@ -153,6 +160,24 @@ install_openapi_client() {
     say "openapi-python-client installed in $((SECONDS - started))s"
 }
 
+alipay_sdk_ok() {
+    [[ -f $ALI_VENV/.cardbind-alipay-sdk-$ALIPAY_SDK_VERSION && -x $ALI_VENV/bin/python ]]
+}
+
+# Alipay's official Python SDK (with rsa and pycryptodome, its dependencies).
+install_alipay_sdk() {
+    alipay_sdk_ok && return 0
+    say "installing alipay-sdk-python $ALIPAY_SDK_VERSION into $ALI_VENV (once)…"
+    local started=$SECONDS
+    rm -rf "$ALI_VENV"
+    python3 -m venv "$ALI_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+    "$ALI_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "alipay-sdk-python==$ALIPAY_SDK_VERSION" ||
+        die "pip install alipay-sdk-python==$ALIPAY_SDK_VERSION failed"
+    touch "$ALI_VENV/.cardbind-alipay-sdk-$ALIPAY_SDK_VERSION"
+    say "alipay-sdk-python installed in $((SECONDS - started))s"
+}
+
 if [[ -z ${CARDBIND_FERRETDB_BIN:-} ]]; then
     with_install_lock build_ferretdb
 else
@@ -176,6 +201,12 @@ else
         die "CARDBIND_OPENAPI_CLIENT_VENV=$OPC_VENV has no bin/openapi-python-client"
 fi
 export CARDBIND_TEST_OPENAPI_CLIENT_VENV=$OPC_VENV
+if [[ -z ${CARDBIND_ALIPAY_SDK_VENV:-} ]]; then
+    with_install_lock install_alipay_sdk
+else
+    [[ -x $ALI_VENV/bin/python ]] || die "CARDBIND_ALIPAY_SDK_VENV=$ALI_VENV has no bin/python"
+fi
+export CARDBIND_TEST_ALIPAY_SDK_VENV=$ALI_VENV
 
 free_port() {
     python3 -c 'import socket
