@@ -229,6 +229,81 @@ async fn second_platform_key_is_accepted_by_its_serial() {
     );
 }
 
+/// A self-signed X.509 certificate of `private_pem`'s key with this serial
+/// (hex), made by openssl as WeChat Pay's platform certificates are shaped.
+fn certificate(private_pem: &str, serial_hex: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let cert = dir.path().join("c.pem");
+    std::fs::write(&key, private_pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-new", "-days", "2", "-subj", "/CN=Tenpay.com sign"])
+        .arg("-set_serial")
+        .arg(format!("0x{serial_hex}"))
+        .arg("-key")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl on PATH");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(cert).unwrap()
+}
+
+#[tokio::test]
+async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_serial() {
+    // WeChat Pay's certificate mode: the platform key arrives as an X.509
+    // certificate whose serial is the one its answers name.
+    let cert = certificate(&key(3).private_pkcs1_pem, PLATFORM_SERIAL_2);
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        platform_keys: vec![
+            (PLATFORM_SERIAL.into(), key(1).public_pem.clone()),
+            (PLATFORM_SERIAL_2.to_lowercase(), cert.clone()),
+        ],
+        ..c
+    })
+    .await;
+    fake.use_second_platform_key(true);
+    assert_eq!(
+        ch.query(&bid("bindcert"), None).await,
+        Ok(RemoteState::NotFound)
+    );
+
+    // Installed under another serial: refused at start, naming both.
+    let e = WechatChannel::new(WechatConfig {
+        platform_keys: vec![("5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into(), cert)],
+        ..config("http://127.0.0.1:9".into())
+    })
+    .unwrap_err();
+    assert_eq!(e.field, "platform_keys");
+    assert!(e.reason.contains(PLATFORM_SERIAL_2), "{e:?}");
+    assert!(e.reason.contains("5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), "{e:?}");
+
+    // A certificate of another key under the right serial verifies nothing.
+    let stranger = certificate(&key(2).private_pkcs1_pem, PLATFORM_SERIAL_2);
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        platform_keys: vec![(PLATFORM_SERIAL_2.into(), stranger)],
+        ..c
+    })
+    .await;
+    fake.use_second_platform_key(true);
+    assert_eq!(
+        ch.query(&bid("bindcert"), None).await,
+        Err(misconfigured("response_signature_invalid"))
+    );
+
+    // Not a certificate after all.
+    let e = WechatChannel::new(WechatConfig {
+        platform_keys: vec![(
+            PLATFORM_SERIAL_2.into(),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+        )],
+        ..config("http://127.0.0.1:9".into())
+    })
+    .unwrap_err();
+    assert_eq!(e.field, "platform_keys");
+}
+
 #[tokio::test]
 async fn stale_timestamps_are_refused() {
     let (fake, ch) = setup().await;

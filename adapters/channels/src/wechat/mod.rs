@@ -74,7 +74,7 @@ use crate::crypto::{
     aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier,
 };
 use crate::http::{build_client, codes, misconfigured, transport_error, unix_seconds};
-use crate::keys::{load_private_key, load_public_key};
+use crate::keys::{certificate_serial, load_private_key, load_public_key};
 
 mod notify;
 mod sign;
@@ -281,13 +281,26 @@ impl WechatChannel {
             .map_err(|e| ConfigError::new("private_key_pem", e))?;
         let mut platform = BTreeMap::new();
         let mut first = None;
-        for (serial, pem) in &config.platform_keys {
+        for (configured, pem) in &config.platform_keys {
+            // Serials are upper-case hex (or `PUB_KEY_ID_…`) in WeChat Pay's
+            // headers; an operator's lower-case copy names the same key.
+            let serial = configured.trim().to_ascii_uppercase();
             let key = load_public_key(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
+            // A platform certificate names its own serial: it must be the
+            // one it is installed under, or every answer it signs would be
+            // refused as signed by a key we do not hold.
+            let named = certificate_serial(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
+            if let Some(named) = named.filter(|n| *n != serial) {
+                return Err(ConfigError::new(
+                    "platform_keys",
+                    format!("the certificate installed under serial {serial} has serial {named}"),
+                ));
+            }
             let verifier = RsaVerifier::new(key);
             if first.is_none() {
                 first = Some((serial.clone(), verifier.clone()));
             }
-            platform.insert(serial.clone(), verifier);
+            platform.insert(serial, verifier);
         }
         let encrypt_with =
             first.ok_or_else(|| ConfigError::new("platform_keys", "at least one is needed"))?;

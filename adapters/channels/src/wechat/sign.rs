@@ -102,7 +102,7 @@ impl WechatChannel {
         }
         let verifier = self
             .platform
-            .get(serial.trim())
+            .get(serial.trim().to_ascii_uppercase().as_str())
             .ok_or(SignatureFault::UnknownSerial)?;
         let mut message = Vec::with_capacity(body.len() + 64);
         message.extend_from_slice(timestamp.as_bytes());
