@@ -329,6 +329,66 @@ async fn stale_timestamps_are_refused() {
     assert_eq!(ch.query(&bid("binds"), None).await.map(|_| ()), Ok(()));
 }
 
+/// `Wechatpay-*` headers over `body` with this timestamp text, signed by
+/// the platform key over exactly that text.
+fn headers_stamped(body: &[u8], timestamp: &str) -> BTreeMap<String, String> {
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::signature::{SignatureEncoding, Signer};
+    let nonce = "Q1SDLF0A8ZB3WNLDC0T0V6HB3X9Y0W2E";
+    let mut msg = format!("{timestamp}\n{nonce}\n").into_bytes();
+    msg.extend_from_slice(body);
+    msg.push(b'\n');
+    let signer = SigningKey::<sha2::Sha256>::new(key(1).private.clone());
+    let signature = B64.encode(signer.sign(&msg).to_bytes());
+    BTreeMap::from([
+        ("wechatpay-timestamp".to_owned(), timestamp.to_owned()),
+        ("wechatpay-nonce".to_owned(), nonce.to_owned()),
+        ("wechatpay-serial".to_owned(), PLATFORM_SERIAL.to_owned()),
+        ("wechatpay-signature".to_owned(), signature),
+    ])
+}
+
+#[tokio::test]
+async fn timestamps_are_judged_as_wechat_pays_own_sdk_judges_them() {
+    // The SDK (wechatpay-go) refuses a skew of 5 minutes or more, and
+    // rebuilds the signed text from the parsed number.
+    const NOW: i64 = 1_796_200_000;
+    let (fake, _) = setup().await;
+    let ch = WechatChannel::new(WechatConfig {
+        clock: Some(common::FixedClock::at_millis(NOW * 1000)),
+        ..config(fake.base_url().to_owned())
+    })
+    .unwrap();
+    let body = fake.user_signs("bindts", "EV-ts").unwrap().body;
+    let stamped = |ts: &str| Notification {
+        headers: headers_stamped(&body, ts),
+        body: body.clone(),
+    };
+    for taken in [NOW, NOW - 299, NOW + 299] {
+        assert!(
+            ch.parse_notification(&stamped(&taken.to_string())).is_ok(),
+            "{}",
+            taken - NOW
+        );
+    }
+    for refused in [NOW - 300, NOW + 300, NOW - 3600] {
+        assert_eq!(
+            ch.parse_notification(&stamped(&refused.to_string())),
+            Err(ChannelError::InvalidSignature),
+            "{}",
+            refused - NOW
+        );
+    }
+    // Signed over text that is not the number's own.
+    for text in [format!("+{NOW}"), format!("0{NOW}"), format!(" {NOW}"), String::new()] {
+        assert_eq!(
+            ch.parse_notification(&stamped(&text)),
+            Err(ChannelError::InvalidSignature),
+            "{text:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn signtest_signatures_are_refused() {
     let (fake, ch) = setup().await;

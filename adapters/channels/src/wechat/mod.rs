@@ -10,8 +10,9 @@
 //!   `TIMESTAMP\nNONCE\nBODY\n` with the platform public key that
 //!   `Wechatpay-Serial` names (a platform certificate serial or a
 //!   `PUB_KEY_ID_…` public key id: both are keys of
-//!   [`WechatConfig::platform_keys`]). Refused: a timestamp more than
-//!   [`WechatConfig::max_clock_skew`] (5 min) off, a signature starting
+//!   [`WechatConfig::platform_keys`]). Refused: a timestamp that is not
+//!   its number's own text (`+…`, `0…`) or is [`WechatConfig::max_clock_skew`] (5 min) or more
+//!   off (both as WeChat Pay's own SDK refuses them), a signature starting
 //!   `WECHATPAY/SIGNTEST/` (WeChat's signature probes), an unknown serial.
 //!   A 2xx without signature headers, a malformed one or a probe is
 //!   refused as `InvalidSignature`; an unsigned 4xx is a `Protocol` error
@@ -117,8 +118,9 @@ pub struct WechatConfig {
     /// If set, the pre-sign body also carries the user's phone under this
     /// field name, RSA-OAEP encrypted with the platform key.
     pub encrypted_phone_field: Option<String>,
-    /// Largest accepted difference between a response's or callback's
-    /// timestamp and our clock (default 5 minutes).
+    /// The difference between a response's or callback's timestamp and our
+    /// clock from which it is refused (default 5 minutes: 4 min 59 s is
+    /// taken, 5 min is not).
     pub max_clock_skew: Duration,
     /// HTTP timeout of one request (default 10 s).
     pub request_timeout: Duration,

@@ -92,12 +92,16 @@ impl WechatChannel {
         if nonce.is_empty() {
             return Err(SignatureFault::Malformed);
         }
-        let ts: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| SignatureFault::Malformed)?;
+        // The number's own text only: the signature covers the header's
+        // text, and WeChat Pay's SDK rebuilds that text from the number, so
+        // `+17…`, `017…` or ` 17…` would verify here and nowhere else.
+        let ts: i64 = timestamp.parse().map_err(|_| SignatureFault::Malformed)?;
+        if ts.to_string() != timestamp {
+            return Err(SignatureFault::Malformed);
+        }
         let now = unix_seconds(self.clock.as_ref());
-        if now.saturating_sub(ts).saturating_abs() > self.max_skew {
+        // A skew of exactly the limit is refused, as the SDK refuses it.
+        if now.saturating_sub(ts).saturating_abs() >= self.max_skew {
             return Err(SignatureFault::Stale);
         }
         let verifier = self
