@@ -162,7 +162,7 @@ fi
 if run wechat; then
     "$WORK/wechat-harness" \
         --listen "127.0.0.1:$WX_PORT" --service "$SVC" --keys "$K" \
-        --token-file "$WORK/service.token" --auditor-token-file "$WORK/auditor.token" \
+        --token-file "$WORK/service.token" \
         >"$WORK/wechat.out" 2>&1 &
     WX_PID=$!
     PIDS+=("$WX_PID")

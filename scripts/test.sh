@@ -9,8 +9,10 @@
 #    installed once into .cache/, the services started on free loopback
 #    ports): the API fuzz run (scripts/schemathesis.sh) against the service
 #    on the embedded store and on MongoDB (FerretDB), the flow through a
-#    client generated from the spec (scripts/generated-client.sh), then
-#    every test of the workspace.
+#    client generated from the spec (scripts/generated-client.sh), the
+#    Alipay and WeChat Pay flows against gateways built on the channels'
+#    official SDKs (scripts/sdk-interop.sh), then every test of the
+#    workspace.
 #
 # Every part runs even when an earlier one fails; the exit code is
 # non-zero when any failed.
@@ -33,6 +35,7 @@ shift
 failed=()
 bash scripts/schemathesis.sh sqlite || failed+=("schemathesis on the embedded store")
 bash scripts/generated-client.sh || failed+=("the generated-client flow")
+bash scripts/sdk-interop.sh || failed+=("the channels' official SDKs against the service")
 bash scripts/schemathesis.sh mongodb || failed+=("schemathesis on MongoDB")
 cargo test --workspace --all-targets --no-fail-fast "$@" || failed+=("cargo test")
 if ((${#failed[@]})); then
