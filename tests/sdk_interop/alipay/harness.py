@@ -188,6 +188,13 @@ class Gateway:
                 }
                 if a["agreement_no"]:
                     fields["agreement_no"] = a["agreement_no"]
+            elif method == UNSIGN and found[1]["status"] == "UNSIGN":
+                fields = {
+                    "code": "40004",
+                    "msg": "Business Failed",
+                    "sub_code": "AGREEMENT_ALREADY_UNSIGNED",
+                    "sub_msg": "协议已解约",
+                }
             elif method == UNSIGN:
                 ext, a = found
                 a["status"] = "UNSIGN"
@@ -214,6 +221,20 @@ class Gateway:
         with self.lock:
             self.agreements[ext] = {"status": "TEMP", "agreement_no": ""}
         return (ext, params, biz), None
+
+    def user_unsigns_quietly(self, ext):
+        """The user ends the agreement in the Alipay app; the notification is lost."""
+        with self.lock:
+            self.agreements[ext]["status"] = "UNSIGN"
+
+    def calls(self, method, ext, agreement_no):
+        """The verified calls of `method` about this agreement."""
+        with self.lock:
+            return [
+                b for (m, r, b) in self.requests
+                if m == method and r is None
+                and (b.get("agreement_no") == agreement_no or b.get("external_agreement_no") == ext)
+            ]
 
     def user_signs(self, ext):
         with self.lock:
@@ -422,18 +443,46 @@ def flow(gw, api, keys):
     # 6. The service unbinds: one verified unsign call, the answer verified.
     status, v = api.json("DELETE", f"/v1/users/{user}/cards/{card_id}")
     check(status == 200 and v.get("status") == "inactive", "the unbind answers 200 inactive", f"{status} {v}")
-    unsigns = [b for (m, r, b) in gw.requests if m == UNSIGN and r is None]
-    check(len(unsigns) == 1, "exactly one verified unsign call", gw.requests)
-    if unsigns:
-        asked = unsigns[0].get("agreement_no") or unsigns[0].get("external_agreement_no")
-        check(asked in (agreement_no, ext), "the unsign names the agreement", unsigns[0])
+    unsigns = gw.calls(UNSIGN, ext, agreement_no)
+    check(len(unsigns) == 1, "exactly one verified unsign call names the agreement", gw.requests)
     check(gw.agreements[ext]["status"] == "UNSIGN", "the gateway's agreement is unsigned", gw.agreements[ext])
     # The service took the SDK-signed answer: a refused or unverifiable one
     # leaves a `binding.channel_unsign` event ("may still be active").
     failed_unsign = api.channel_events(card_id, "binding.channel_unsign")
     check(failed_unsign == [], "the service verified the unsign answer", failed_unsign)
 
-    # 7. Every request the service sent verified.
+    # 7. A second card: signed, then ended by the user in the Alipay app
+    # with the notification lost. The service's unsign is refused
+    # (AGREEMENT_ALREADY_UNSIGNED, signed), so it asks: the query's signed
+    # answer carries text that must be verified byte for byte.
+    status, v = api.bind(user, "5555555555554444")
+    if not check(status == 201, "a second bind answers 201", f"{status} {v}"):
+        return
+    card2 = v["id"]
+    opened, why = gw.open_sign_page((v.get("next_action") or {}).get("url", ""))
+    if not check(opened is not None, "the second signing page verifies", why):
+        return
+    ext2 = opened[0]
+    no2 = gw.user_signs(ext2)
+    now = beijing_now()
+    body2 = notification(dict(pairs, notify_id="sdk-" + uuid.uuid4().hex, agreement_no=no2,
+                              external_agreement_no=ext2, notify_time=now, sign_time=now),
+                         gw.platform_private)
+    status, text = api.notify(body2)
+    check((status, text) == (200, "success") and api.card(user, card2).get("status") == "active",
+          "the second card is active", f"{status} {text}")
+    gw.user_unsigns_quietly(ext2)
+    status, v = api.json("DELETE", f"/v1/users/{user}/cards/{card2}")
+    check(status == 200 and v.get("status") == "inactive", "the second unbind answers 200 inactive",
+          f"{status} {v}")
+    check(len(gw.calls(UNSIGN, ext2, no2)) == 1, "one verified unsign of the second agreement",
+          gw.requests)
+    check(len(gw.calls(QUERY, ext2, no2)) == 1, "then one verified query of it", gw.requests)
+    failed_unsign = api.channel_events(card2, "binding.channel_unsign")
+    check(failed_unsign == [], "the service verified the refusal and the query's answer",
+          failed_unsign)
+
+    # 8. Every request the service sent verified.
     refused = [(m, r) for (m, r, _) in gw.requests if r is not None]
     check(not refused, "no request of the service was refused by the gateway", refused)
 
