@@ -108,74 +108,24 @@ build_ferretdb() {
     say "FerretDB built in $((SECONDS - started))s"
 }
 
-moto_ok() {
-    [[ -f $VENV/.cardbind-moto-ok && -x $VENV/bin/moto_server ]]
+# A Python venv of its own at DIR holding EXE, complete once MARKER is
+# there: each tool has its own, since they pin different versions of shared
+# dependencies (moto and schemathesis: werkzeug, among others).
+venv_ok() { # DIR MARKER EXE
+    [[ -f $1/.cardbind-$2 && -x $1/bin/$3 ]]
 }
 
-install_moto() {
-    moto_ok && return 0
-    say "installing moto[server] into $VENV (once)…"
+install_venv() { # WHAT DIR MARKER EXE PIP-ARGS…
+    local what=$1 dir=$2 marker=$3 exe=$4
+    shift 4
+    venv_ok "$dir" "$marker" "$exe" && return 0
+    say "installing $what into $dir (once)…"
     local started=$SECONDS
-    rm -rf "$VENV"
-    python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' || die "pip install 'moto[server]' failed"
-    touch "$VENV/.cardbind-moto-ok"
-    say "moto installed in $((SECONDS - started))s"
-}
-
-schemathesis_ok() {
-    [[ -f $ST_VENV/.cardbind-schemathesis-$SCHEMATHESIS_VERSION && -x $ST_VENV/bin/schemathesis ]]
-}
-
-# Its own venv: moto and schemathesis pin different versions of shared
-# dependencies (werkzeug, among others).
-install_schemathesis() {
-    schemathesis_ok && return 0
-    say "installing schemathesis $SCHEMATHESIS_VERSION into $ST_VENV (once)…"
-    local started=$SECONDS
-    rm -rf "$ST_VENV"
-    python3 -m venv "$ST_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
-    "$ST_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
-        die "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
-    touch "$ST_VENV/.cardbind-schemathesis-$SCHEMATHESIS_VERSION"
-    say "schemathesis installed in $((SECONDS - started))s"
-}
-
-openapi_client_ok() {
-    [[ -f $OPC_VENV/.cardbind-opc-$OPC_VERSION && -x $OPC_VENV/bin/openapi-python-client ]]
-}
-
-# The client generator scripts/generated-client.sh uses, with what the
-# clients it generates import (httpx, attrs, python-dateutil).
-install_openapi_client() {
-    openapi_client_ok && return 0
-    say "installing openapi-python-client $OPC_VERSION into $OPC_VENV (once)…"
-    local started=$SECONDS
-    rm -rf "$OPC_VENV"
-    python3 -m venv "$OPC_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
-    "$OPC_VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "openapi-python-client==$OPC_VERSION" python-dateutil ||
-        die "pip install openapi-python-client==$OPC_VERSION failed"
-    touch "$OPC_VENV/.cardbind-opc-$OPC_VERSION"
-    say "openapi-python-client installed in $((SECONDS - started))s"
-}
-
-alipay_sdk_ok() {
-    [[ -f $ALI_VENV/.cardbind-alipay-sdk-$ALIPAY_SDK_VERSION && -x $ALI_VENV/bin/python ]]
-}
-
-# Alipay's official Python SDK (with rsa and pycryptodome, its dependencies).
-install_alipay_sdk() {
-    alipay_sdk_ok && return 0
-    say "installing alipay-sdk-python $ALIPAY_SDK_VERSION into $ALI_VENV (once)…"
-    local started=$SECONDS
-    rm -rf "$ALI_VENV"
-    python3 -m venv "$ALI_VENV" || die "python3 -m venv failed (is python3-venv installed?)"
-    "$ALI_VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "alipay-sdk-python==$ALIPAY_SDK_VERSION" ||
-        die "pip install alipay-sdk-python==$ALIPAY_SDK_VERSION failed"
-    touch "$ALI_VENV/.cardbind-alipay-sdk-$ALIPAY_SDK_VERSION"
-    say "alipay-sdk-python installed in $((SECONDS - started))s"
+    rm -rf "$dir"
+    python3 -m venv "$dir" || die "python3 -m venv failed (is python3-venv installed?)"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@" || die "pip install $* failed"
+    touch "$dir/.cardbind-$marker"
+    say "$what installed in $((SECONDS - started))s"
 }
 
 if [[ -z ${CARDBIND_FERRETDB_BIN:-} ]]; then
@@ -184,25 +134,30 @@ else
     ferretdb_ok || die "CARDBIND_FERRETDB_BIN=$FERRETDB_BIN is not a working FerretDB $FERRETDB_VERSION"
 fi
 if [[ -z ${CARDBIND_MOTO_VENV:-} ]]; then
-    with_install_lock install_moto
+    with_install_lock install_venv "moto[server]" "$VENV" moto-ok moto_server 'moto[server]'
 else
     [[ -x $VENV/bin/moto_server ]] || die "CARDBIND_MOTO_VENV=$VENV has no bin/moto_server"
 fi
 if [[ -z ${CARDBIND_SCHEMATHESIS_VENV:-} ]]; then
-    with_install_lock install_schemathesis
+    with_install_lock install_venv "schemathesis $SCHEMATHESIS_VERSION" "$ST_VENV" \
+        "schemathesis-$SCHEMATHESIS_VERSION" schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
 else
     [[ -x $ST_VENV/bin/schemathesis ]] || die "CARDBIND_SCHEMATHESIS_VENV=$ST_VENV has no bin/schemathesis"
 fi
 export CARDBIND_TEST_SCHEMATHESIS=$ST_VENV/bin/schemathesis
 if [[ -z ${CARDBIND_OPENAPI_CLIENT_VENV:-} ]]; then
-    with_install_lock install_openapi_client
+    # With what the clients it generates import (httpx, attrs, python-dateutil).
+    with_install_lock install_venv "openapi-python-client $OPC_VERSION" "$OPC_VENV" \
+        "opc-$OPC_VERSION" openapi-python-client "openapi-python-client==$OPC_VERSION" python-dateutil
 else
-    openapi_client_ok || [[ -x $OPC_VENV/bin/openapi-python-client ]] ||
+    [[ -x $OPC_VENV/bin/openapi-python-client ]] ||
         die "CARDBIND_OPENAPI_CLIENT_VENV=$OPC_VENV has no bin/openapi-python-client"
 fi
 export CARDBIND_TEST_OPENAPI_CLIENT_VENV=$OPC_VENV
 if [[ -z ${CARDBIND_ALIPAY_SDK_VENV:-} ]]; then
-    with_install_lock install_alipay_sdk
+    # Alipay's official Python SDK (with rsa and pycryptodome, its dependencies).
+    with_install_lock install_venv "alipay-sdk-python $ALIPAY_SDK_VERSION" "$ALI_VENV" \
+        "alipay-sdk-$ALIPAY_SDK_VERSION" python "alipay-sdk-python==$ALIPAY_SDK_VERSION"
 else
     [[ -x $ALI_VENV/bin/python ]] || die "CARDBIND_ALIPAY_SDK_VENV=$ALI_VENV has no bin/python"
 fi
