@@ -34,16 +34,14 @@ from cardbind_client.api.family import (
 from cardbind_client.api.meta import lookup_bin
 from cardbind_client.models import (
     AcceptShareBody,
-    AcceptShareBodyConsent,
     BindCardBody,
     Card,
     CardList,
     ConsentBody,
     ErrorEnvelope,
+    MoneyBody,
     MoneyBodyCurrency,
     ShareCardBody,
-    ShareCardBodyConsent,
-    ShareCardBodyMonthlyLimit,
     ShareDto,
     SharedCardDto,
     SharedCardList,
@@ -141,9 +139,9 @@ def main() -> None:
             client=SERVICE,
             body=ShareCardBody(
                 secondary_user_id=bob,
-                monthly_limit=ShareCardBodyMonthlyLimit(amount=50_000, currency=MoneyBodyCurrency.CNY),
+                monthly_limit=MoneyBody(amount=50_000, currency=MoneyBodyCurrency.CNY),
                 expires_at=expires,
-                consent=consent(ShareCardBodyConsent),
+                consent=consent(ConsentBody),
             ),
             idempotency_key=f"gc-share-{RUN}",
         ),
@@ -154,7 +152,7 @@ def main() -> None:
     invites = parsed(list_shared_cards.sync_detailed(bob, client=SERVICE), SharedCardList, 200, "listSharedCards")
     check([s.share_id for s in invites.shared_cards] == [share.id], "Bob is invited once")
     shared = parsed(
-        accept_share.sync_detailed(bob, share.id, client=SERVICE, body=AcceptShareBody(consent=consent(AcceptShareBodyConsent))),
+        accept_share.sync_detailed(bob, share.id, client=SERVICE, body=AcceptShareBody(consent=consent(ConsentBody))),
         SharedCardDto,
         200,
         "acceptShare",

@@ -392,6 +392,11 @@ pub fn codes_description() -> String {
             status_of(*code).as_u16()
         ));
     }
+    s.push_str(
+        "\nA request refused before any operation reads it keeps its code with the HTTP layer's status: \
+         `invalid_request` with `405` (and `Allow`) for a method the path does not serve, or with the \
+         4xx status of a request that could not be read.\n",
+    );
     s
 }
 

@@ -93,25 +93,25 @@ fn finish_spec(mut doc: Value) -> Value {
         );
     }
     close_request_bodies(&mut doc);
-    inline_described_enums(&mut doc);
+    plain_references(&mut doc);
+    formats_any_of(&mut doc);
+    plain_json_media_types(&mut doc);
     add_links(&mut doc);
     canonical(doc)
 }
 
-/// poem-openapi gives a property whose type is a named enum and which has
-/// a description of its own as `allOf: [{$ref}, {description}]`. Client
-/// generators read `allOf` as object composition and refuse it over a
-/// string enum (openapi-python-client dropped `BindCardBody` and `Card`,
-/// and with them `bindCard`). Such a property gets the enum inline, with
-/// its description.
-fn inline_described_enums(doc: &mut Value) {
-    let Some(schemas) = doc
-        .pointer("/components/schemas")
-        .and_then(Value::as_object)
-        .cloned()
-    else {
-        return;
-    };
+/// poem-openapi gives a property whose type is a named schema and which
+/// has a description of its own as `allOf: [{$ref}, {description}]`.
+/// Client generators read a two-part `allOf` as a composition: openapi-python-client
+/// refused it over a string enum (and dropped `BindCardBody`, `Card` and
+/// with them `bindCard`), oapi-codegen and openapi-python-client made an
+/// anonymous copy of the object for every such property
+/// (`ShareCardBodyConsent` instead of `ConsentBody`). A one-part `allOf`
+/// with the description beside it is read as the named type by
+/// openapi-python-client, oapi-codegen and openapi-generator alike, and
+/// keeps the property's own description (a sibling of a bare `$ref` is
+/// ignored in OpenAPI 3.0).
+fn plain_references(doc: &mut Value) {
     let Some(all) = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
@@ -126,35 +126,84 @@ fn inline_described_enums(doc: &mut Value) {
             let Some(parts) = prop.get("allOf").and_then(Value::as_array) else {
                 continue;
             };
-            let target = parts
-                .iter()
-                .filter_map(|p| p.get("$ref").and_then(Value::as_str))
-                .filter_map(|r| r.strip_prefix("#/components/schemas/"))
-                .filter_map(|name| schemas.get(name))
-                .find(|t| t.get("type").and_then(Value::as_str) != Some("object"));
+            let reference = parts.iter().find(|p| p.get("$ref").is_some()).cloned();
             let only_words = parts.iter().all(|p| {
                 p.get("$ref").is_some()
                     || p.as_object()
                         .is_some_and(|o| o.keys().all(|k| k == "description"))
             });
-            let (Some(target), true, 2) = (target, only_words, parts.len()) else {
+            let (Some(reference), true) = (reference, only_words) else {
                 continue;
             };
-            let Some(mut inline) = target.as_object().cloned() else {
-                continue;
-            };
-            inline.remove("title");
             let description = prop
                 .get("description")
                 .or_else(|| parts.iter().find_map(|p| p.get("description")))
                 .cloned();
+            let Some(obj) = prop.as_object_mut() else {
+                continue;
+            };
+            obj.insert("allOf".into(), Value::Array(vec![reference]));
             if let Some(d) = description {
-                inline.insert("description".into(), d);
+                obj.insert("description".into(), d);
             }
-            if let Some(n) = prop.get("nullable").cloned() {
-                inline.insert("nullable".into(), n);
+        }
+    }
+}
+
+/// A `oneOf` whose branches differ only by `format` (an IP address: `ipv4`
+/// or `ipv6`) matches both branches for a validator that does not check
+/// formats (the default of many), and so matches no value at all: such a
+/// `oneOf` becomes an `anyOf`, which means the same where formats are
+/// checked.
+fn formats_any_of(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let formats_only = m.get("oneOf").and_then(Value::as_array).is_some_and(|alts| {
+                alts.len() > 1
+                    && alts.iter().all(|a| {
+                        a.as_object().is_some_and(|o| {
+                            o.contains_key("format") && o.keys().all(|k| k == "format" || k == "type")
+                        })
+                    })
+            });
+            if formats_only {
+                if let Some(alts) = m.remove("oneOf") {
+                    m.insert("anyOf".into(), alts);
+                }
             }
-            *prop = Value::Object(inline);
+            for x in m.values_mut() {
+                formats_any_of(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(formats_any_of),
+        _ => {}
+    }
+}
+
+/// Answers are declared `application/json`, as clients name the media
+/// type: poem-openapi declares `application/json; charset=utf-8`, a
+/// parameter RFC 8259 does not define for JSON, which some generators
+/// carry into every name (oapi-codegen's `ApplicationjsonCharsetUtf8201`).
+/// The bodies are the same UTF-8 JSON; the header sent is unchanged.
+fn plain_json_media_types(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|o| o.values_mut())
+    {
+        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for resp in responses.values_mut() {
+            let Some(content) = resp.get_mut("content").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if let Some(media) = content.remove("application/json; charset=utf-8") {
+                content.insert("application/json".into(), media);
+            }
         }
     }
 }
@@ -587,34 +636,63 @@ fn add_links(doc: &mut Value) {
 mod tests {
     use super::*;
 
-    /// Generated clients read `allOf` as object composition: none may
-    /// compose a string enum (scripts/generated-client.sh generates one).
+    /// Generated clients read a two-part `allOf` as a composition (an
+    /// anonymous copy of the type, or a refusal over a string enum): every
+    /// property that names a schema names it alone, with its own
+    /// description beside it (scripts/generated-client.sh generates one).
     #[test]
-    fn no_property_composes_a_non_object() {
+    fn properties_name_their_schemas_alone() {
         let doc: Value = serde_json::from_str(&api_spec_json()).unwrap_or_default();
         let schemas = doc["components"]["schemas"]
             .as_object()
             .cloned()
             .unwrap_or_default();
         let mut bad = Vec::new();
+        let mut named = 0;
         for (name, schema) in &schemas {
             for (prop, v) in schema["properties"].as_object().into_iter().flatten() {
-                for part in v["allOf"].as_array().into_iter().flatten() {
-                    let target = part["$ref"]
-                        .as_str()
-                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
-                        .and_then(|t| schemas.get(t));
-                    if target.is_some_and(|t| t["type"] != "object") {
-                        bad.push(format!("{name}.{prop}"));
-                    }
+                let Some(parts) = v["allOf"].as_array() else {
+                    continue;
+                };
+                named += 1;
+                let target = parts[0]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"));
+                if parts.len() != 1 || target.is_none_or(|t| !schemas.contains_key(t)) {
+                    bad.push(format!("{name}.{prop}"));
                 }
             }
         }
-        assert!(bad.is_empty(), "allOf over a non-object: {bad:?}");
+        assert!(bad.is_empty(), "compositions: {bad:?}");
+        assert!(named >= 10, "{named}");
         let channel = &schemas["BindCardBody"]["properties"]["channel"];
-        assert_eq!(channel["type"], "string");
-        assert!(channel["enum"].as_array().is_some_and(|e| e.len() == 3));
+        assert_eq!(channel["allOf"][0]["$ref"], "#/components/schemas/ChannelKind");
         assert!(channel["description"].is_string());
+        assert_eq!(schemas["ChannelKind"]["enum"].as_array().map(Vec::len), Some(3));
+        let consent = &schemas["ShareCardBody"]["properties"]["consent"];
+        assert_eq!(consent["allOf"][0]["$ref"], "#/components/schemas/ConsentBody");
+        assert!(consent["description"].is_string());
+    }
+
+    /// Without a format checker both branches of a `oneOf` that differ by
+    /// `format` alone match, so it would match no value: the IP is an
+    /// `anyOf`. And JSON answers are `application/json` alone.
+    #[test]
+    fn ip_addresses_and_json_answers_read_the_same_to_every_client() {
+        let doc: Value = serde_json::from_str(&api_spec_json()).unwrap_or_default();
+        let ip = &doc["components"]["schemas"]["ConsentBody"]["properties"]["ip"];
+        assert!(ip.get("oneOf").is_none(), "{ip}");
+        let formats: Vec<&str> = ip["anyOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["format"].as_str())
+            .collect();
+        assert_eq!(formats, ["ipv4", "ipv6"]);
+        let text = api_spec_json();
+        assert!(!text.contains("application/json; charset"));
+        let bind = &doc["paths"]["/v1/users/{user_id}/cards"]["post"]["responses"]["201"];
+        assert!(bind["content"]["application/json"]["schema"].is_object(), "{bind}");
     }
 
     #[test]

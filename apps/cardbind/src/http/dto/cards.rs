@@ -132,15 +132,23 @@ pub struct Card {
     #[oai(skip_serializing_if_is_none)]
     pub currency: Option<String>,
     pub expiry_month: u32,
-    pub expiry_year: i32,
-    /// The payment channel the card is bound through.
+    pub expiry_year: u32,
+    /// The payment channel the card is bound through: `mock`, `alipay` or
+    /// `wechat` (the values of `ChannelKind`).
     pub channel: String,
     /// Whether this is the user's default card (only an active card can be).
     pub is_default: bool,
     /// Present while the binding waits for the user (`pending_verification`).
     #[oai(skip_serializing_if_is_none)]
     pub next_action: Option<NextActionDto>,
-    /// Stable code of the failure, when `status` is `failed`.
+    /// Stable code of the failure, when `status` is `failed`: `invalid_otp`
+    /// (too many wrong codes), `verification_expired` (the verification
+    /// window closed, or the channel no longer knows the binding),
+    /// `rejected_by_operator` (refused from the review queue),
+    /// `agreement_terminated` (the channel ended the agreement before it was
+    /// active), or the channel's own refusal code (1–64 of `A-Z a-z 0-9 _ .
+    /// -`, e.g. the mock's `card_declined`), `declined` when the channel gave
+    /// none that looks like a code.
     #[oai(skip_serializing_if_is_none)]
     pub failure_code: Option<String>,
     /// Present when another user shares this card with the reader (a
@@ -165,7 +173,7 @@ impl Card {
             card_type: None,
             currency: None,
             expiry_month: b.card.expiry.month(),
-            expiry_year: b.card.expiry.year(),
+            expiry_year: u32::try_from(b.card.expiry.year()).unwrap_or_default(),
             channel: b.channel.as_str().to_owned(),
             is_default,
             next_action: if waiting {
@@ -214,7 +222,7 @@ impl Card {
             card_type: None,
             currency: None,
             expiry_month: m.card.expiry.month(),
-            expiry_year: m.card.expiry.year(),
+            expiry_year: u32::try_from(m.card.expiry.year()).unwrap_or_default(),
             channel: m.channel.as_str().to_owned(),
             is_default: v.is_default,
             next_action: None,
