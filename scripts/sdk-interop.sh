@@ -58,9 +58,13 @@ trap cleanup EXIT
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/cardbind
 [[ -x $BIN ]] || die "no $BIN after cargo build"
 ONLY=${CARDBIND_SDK_ONLY:-}
+case $ONLY in
+"" | alipay | wechat) ;;
+*) die "CARDBIND_SDK_ONLY is alipay or wechat, not '$ONLY'" ;;
+esac
 run() { [[ -z $ONLY || $ONLY == "$1" ]]; }
 if run wechat; then
-    (cd "$ROOT/tests/sdk_interop/wechat" && GOFLAGS=-mod=readonly go build -o "$WORK/wechat-harness" .) ||
+    (cd "$ROOT/tests/sdk_interop/wechat" && go build -mod=readonly -o "$WORK/wechat-harness" .) ||
         die "building the WeChat Pay SDK harness failed"
 fi
 
@@ -90,16 +94,15 @@ rsa_key "$K/wechat_platform_private.pem"
 spki "$K/wechat_platform_private.pem" >"$K/wechat_platform_public.pem"
 openssl rand -hex 16 >"$K/wechat_apiv3.key"
 
-free_port() {
-    python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
-SVC_PORT=$(free_port)
-ALI_PORT=$(free_port)
-WX_PORT=$(free_port)
+# Three distinct free ports, held together until all are known.
+PORTS=$(python3 -c 'import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()') || die "could not find free ports"
+read -r SVC_PORT ALI_PORT WX_PORT <<<"$PORTS"
 SVC=http://127.0.0.1:$SVC_PORT
 APP_ID=2021000000000001
 # The WeChat Pay values the Go harness holds as constants.
@@ -162,7 +165,7 @@ fi
 if run wechat; then
     "$WORK/wechat-harness" \
         --listen "127.0.0.1:$WX_PORT" --service "$SVC" --keys "$K" \
-        --token-file "$WORK/service.token" \
+        --token-file "$WORK/service.token" --auditor-token-file "$WORK/auditor.token" \
         >"$WORK/wechat.out" 2>&1 &
     WX_PID=$!
     PIDS+=("$WX_PID")
@@ -183,4 +186,4 @@ if ((${#failed[@]})); then
     printf 'sdk-interop: FAILED: %s\n' "${failed[@]}" >&2
     exit 1
 fi
-say "both channels' official SDKs agree with the service"
+say "${ONLY:-alipay and wechat}: the channels' official SDKs agree with the service"

@@ -5,9 +5,10 @@
 # 1. The Prometheus alert rules in deploy/prometheus/: `promtool check
 #    rules` and their unit tests (`promtool test rules`); promtool is
 #    installed once into the cache by scripts/promtool.sh.
-# 2. Inside scripts/test-services.sh (FerretDB, moto and schemathesis
-#    installed once into .cache/, the services started on free loopback
-#    ports): the API fuzz run (scripts/schemathesis.sh) against the service
+# 2. Inside scripts/test-services.sh (FerretDB, moto, schemathesis,
+#    openapi-python-client and Alipay's Python SDK installed once into
+#    .cache/, WeChat Pay's Go SDK through Go's module cache; the services
+#    started on free loopback ports): the API fuzz run (scripts/schemathesis.sh) against the service
 #    on the embedded store and on MongoDB (FerretDB), the flow through a
 #    client generated from the spec (scripts/generated-client.sh), the
 #    Alipay and WeChat Pay flows against gateways built on the channels'

@@ -292,6 +292,18 @@ async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_seria
         Err(misconfigured("response_signature_invalid"))
     );
 
+    // The same serial twice, once in lower case: one would silently win.
+    let e = WechatChannel::new(WechatConfig {
+        platform_keys: vec![
+            (PLATFORM_SERIAL_2.into(), key(3).public_pem.clone()),
+            (PLATFORM_SERIAL_2.to_lowercase(), key(2).public_pem.clone()),
+        ],
+        ..config("http://127.0.0.1:9".into())
+    })
+    .unwrap_err();
+    assert_eq!(e.field, "platform_keys");
+    assert!(e.reason.contains("twice"), "{e:?}");
+
     // Not a certificate after all.
     let e = WechatChannel::new(WechatConfig {
         platform_keys: vec![(

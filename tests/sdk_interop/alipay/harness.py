@@ -2,13 +2,16 @@
 
 Plays the Alipay OpenAPI gateway for a running cardbind service and drives
 an agreement flow through the service's HTTP API. Whatever the SDK has a
-function for is done by the SDK (alipay-sdk-python, pinned by
-scripts/sdk-interop.sh):
+function for is done by the SDK (alipay-sdk-python, pinned in
+scripts/test-services.sh, which installs it):
 
 * every request the service sends (and the signing-page URL it hands the
   user) is checked as the gateway checks it: the SDK's `get_sign_content`
-  over every non-empty parameter but `sign`, verified by the SDK's
-  `verify_with_rsa` with the application's public key;
+  over every non-empty parameter but `sign`, verified as the SDK's
+  `verify_with_rsa` verifies (its key loading, the same `rsa` call) with
+  the application's public key, and held to SHA-256 (`verify_with_rsa`
+  takes a signature over any hash, SHA-1 too; `sign_type=RSA2` means
+  SHA-256);
 * every answer is signed by the SDK's `sign_with_rsa2` with the gateway's
   key, and parsed by the SDK's own client (`DefaultAlipayClient`) before it
   is sent, so an answer the harness sends is one the official client takes;
@@ -30,11 +33,13 @@ per check and exits 0 only when every check passed.
 """
 
 import argparse
+import base64
 import datetime
 import json
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -45,10 +50,11 @@ from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
 from alipay.aop.api.constant.CommonConstants import THREAD_LOCAL
 from alipay.aop.api.util.SignatureUtils import (
+    fill_public_key_marker,
     get_sign_content,
     sign_with_rsa2,
-    verify_with_rsa,
 )
+import rsa  # the SDK's own RSA library
 
 CHARSET = "utf-8"
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
@@ -69,6 +75,13 @@ def check(ok, what, detail=""):
         failures.append(what)
         print(f"alipay-sdk: FAIL {what}: {detail}", flush=True)
     return ok
+
+
+def verify_rsa2(public_key, message, sign):
+    """The SDK's `verify_with_rsa`, held to RSA2: `rsa.verify` answers the
+    hash the signature was made with, which the SDK does not look at."""
+    key = rsa.PublicKey.load_pkcs1_openssl_pem(fill_public_key_marker(public_key))
+    return rsa.verify(message, base64.b64decode(sign), key) == "SHA-256"
 
 
 def beijing_now():
@@ -109,12 +122,12 @@ class Gateway:
         signed = {k: v for k, v in params.items() if k != "sign" and v != ""}
         content = get_sign_content(signed).encode(CHARSET)
         try:
-            good = verify_with_rsa(self.app_public, content, sign)
+            good = verify_rsa2(self.app_public, content, sign)
         except Exception as e:  # rsa raises VerificationError
             good = False
             why = type(e).__name__
         else:
-            why = "verify_with_rsa said no"
+            why = "not a SHA-256 signature"
         if not good:
             return None, f"signature ({why})"
         try:
@@ -512,11 +525,22 @@ def main():
         check(False, "the service is ready", f"no 200 from {a.service}/readyz in 60 s")
     else:
         api = Api(a.service.rstrip("/"), read(a.token_file), read(a.auditor_token_file))
-        worker = threading.Thread(target=flow, args=(gw, api, keys), daemon=True)
+        ended = []
+
+        def run():
+            try:
+                flow(gw, api, keys)
+                ended.append(True)
+            except BaseException:  # a dropped connection, a timeout, a body not as expected
+                check(False, "the flow ran to its end", traceback.format_exc())
+
+        worker = threading.Thread(target=run, daemon=True)
         worker.start()
         worker.join(max(0.0, deadline - time.monotonic()))
         if worker.is_alive():
             check(False, "the flow finished", "the 120 s deadline passed")
+        elif not ended and not failures:
+            check(False, "the flow ran to its end", "it stopped without a failed check")
     server.shutdown()
     if failures:
         print(f"alipay-sdk: {len(failures)} check(s) failed", flush=True)

@@ -260,6 +260,13 @@ func runFlow(ctx context.Context, rep *report, gw *gateway, svc *serviceClient, 
 	} else {
 		rep.ok("consent revoked after unbind")
 	}
+	// The service took the SDK-signed 204: a refused or unverifiable answer
+	// leaves a failed binding.channel_unsign event.
+	if trouble, err := svc.channelTrouble(ctx, cardID); err != nil || len(trouble) != 0 {
+		rep.fail("the service took the terminate answer", "events %v (err %v)", trouble, err)
+	} else {
+		rep.ok("the service took the terminate answer (no failed unsign in the audit log)")
+	}
 
 	// 6. A second card whose contract the user ends inside WeChat, the
 	// DELETE notification lost: unbinding it, the service's terminate is
@@ -356,6 +363,12 @@ func lostNotification(ctx context.Context, rep *report, gw *gateway, svc *servic
 			code, terminates, badT, queries, badQ, listRequests(reqs))
 		return
 	}
-	rep.ok(fmt.Sprintf("%s: 200 inactive; terminate refused CONTRACT_ALREADY_TERMINATED, then %d verified query (GET %s) answered TERMINATED with contract_display_account %s (non-ASCII, signed)",
+	// The signed refusal and the signed query answer were both taken: a
+	// refused or unverifiable one leaves a failed unsign in the audit log.
+	if trouble, err := svc.channelTrouble(ctx, cardID); err != nil || len(trouble) != 0 {
+		rep.fail(what, "the service did not take the signed refusal and query answer: events %v (err %v)", trouble, err)
+		return
+	}
+	rep.ok(fmt.Sprintf("%s: 200 inactive; terminate refused CONTRACT_ALREADY_TERMINATED, then %d verified query (GET %s) answered TERMINATED with contract_display_account %s (non-ASCII, signed), both answers taken by the service",
 		what, queries, path, HolderName))
 }

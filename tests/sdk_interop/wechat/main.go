@@ -161,12 +161,13 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address the fake WeChat Pay gateway listens on")
 	service := flag.String("service", "", "base URL of the running cardbind service")
 	tokenFile := flag.String("token-file", "", "file holding a bearer token (role service) for the service")
+	auditorFile := flag.String("auditor-token-file", "", "file holding a bearer token (role auditor), to read the audit log")
 	keyDir := flag.String("keys", "", "directory with the merchant public key, platform private key and APIv3 key")
 	flag.Parse()
 
 	rep := &report{}
-	if *service == "" || *tokenFile == "" || *keyDir == "" {
-		rep.fail("arguments", "--service, --token-file and --keys are required")
+	if *service == "" || *tokenFile == "" || *auditorFile == "" || *keyDir == "" {
+		rep.fail("arguments", "--service, --token-file, --auditor-token-file and --keys are required")
 		os.Exit(2)
 	}
 	// The whole run, gateway start to last check, has this long.
@@ -187,6 +188,11 @@ func main() {
 		os.Exit(1)
 	}
 	token := strings.TrimSpace(string(rawToken))
+	rawAuditor, err := os.ReadFile(*auditorFile)
+	if err != nil {
+		rep.fail("auditor token file", "%v", err)
+		os.Exit(1)
+	}
 
 	gw := newGateway(k)
 	addr, stop, err := gw.start(*listen)
@@ -195,7 +201,7 @@ func main() {
 	}
 	defer stop()
 
-	svc := newServiceClient(strings.TrimRight(*service, "/"), token)
+	svc := newServiceClient(strings.TrimRight(*service, "/"), token, strings.TrimSpace(string(rawAuditor)))
 	if !rep.check("service ready (GET /readyz)", svc.waitReady(ctx, readyWait)) {
 		os.Exit(1)
 	}

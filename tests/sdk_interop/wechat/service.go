@@ -17,11 +17,13 @@ import (
 type serviceClient struct {
 	base  string
 	token string
-	http  *http.Client
+	// auditor is a bearer token of role auditor, to read the audit log.
+	auditor string
+	http    *http.Client
 }
 
-func newServiceClient(base, token string) *serviceClient {
-	return &serviceClient{base: base, token: token, http: &http.Client{Timeout: 20 * time.Second}}
+func newServiceClient(base, token, auditor string) *serviceClient {
+	return &serviceClient{base: base, token: token, auditor: auditor, http: &http.Client{Timeout: 20 * time.Second}}
 }
 
 // response is a service answer.
@@ -80,8 +82,13 @@ func (s *serviceClient) do(ctx context.Context, method, rawURL string, header ht
 
 // api calls an authenticated endpoint of the service.
 func (s *serviceClient) api(ctx context.Context, method, path string, extra http.Header, body any) (response, error) {
+	return s.as(ctx, s.token, method, path, extra, body)
+}
+
+// as is api with another bearer token.
+func (s *serviceClient) as(ctx context.Context, token, method, path string, extra http.Header, body any) (response, error) {
 	h := http.Header{}
-	h.Set("Authorization", "Bearer "+s.token)
+	h.Set("Authorization", "Bearer "+token)
 	h.Set("Accept", "application/json")
 	var raw []byte
 	if body != nil {
@@ -198,4 +205,32 @@ func (s *serviceClient) consent(ctx context.Context, user, card string) (map[str
 // no bearer token) to the absolute URL.
 func (s *serviceClient) notify(ctx context.Context, rawURL string, n notification) (response, error) {
 	return s.do(ctx, http.MethodPost, rawURL, n.Header, n.Body)
+}
+
+// channelTrouble lists the audit events of card that say the service could
+// not use a channel's answer: a failed unsign (the card was unbound here
+// only, "agreement may still be active") or a channel misconfiguration
+// (among them an answer whose signature did not verify). Unbind answers
+// 200 either way, so this is where a refused answer shows.
+func (s *serviceClient) channelTrouble(ctx context.Context, card string) ([]string, error) {
+	q := url.Values{"card_id": {card}, "limit": {"500"}}
+	r, err := s.as(ctx, s.auditor, http.MethodGet, "/v1/audit/events?"+q.Encode(), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != http.StatusOK {
+		return nil, fmt.Errorf("list audit events: %s", r)
+	}
+	events, ok := r.JSON()["events"].([]any)
+	if !ok {
+		return nil, fmt.Errorf("no events in %s", r)
+	}
+	var trouble []string
+	for _, e := range events {
+		m, _ := e.(map[string]any)
+		if a := str(m, "action"); a == "binding.channel_unsign" || a == "channel.misconfigured" {
+			trouble = append(trouble, fmt.Sprintf("%s %s: %s", a, str(m, "outcome"), str(m, "detail")))
+		}
+	}
+	return trouble, nil
 }

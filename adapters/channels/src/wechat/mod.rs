@@ -302,7 +302,12 @@ impl WechatChannel {
             if first.is_none() {
                 first = Some((serial.clone(), verifier.clone()));
             }
-            platform.insert(serial, verifier);
+            if platform.insert(serial.clone(), verifier).is_some() {
+                return Err(ConfigError::new(
+                    "platform_keys",
+                    format!("serial {serial} is installed twice (serials are matched without regard to case)"),
+                ));
+            }
         }
         let encrypt_with =
             first.ok_or_else(|| ConfigError::new("platform_keys", "at least one is needed"))?;

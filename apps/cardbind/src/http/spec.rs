@@ -126,15 +126,17 @@ fn plain_references(doc: &mut Value) {
             let Some(parts) = prop.get("allOf").and_then(Value::as_array) else {
                 continue;
             };
-            let reference = parts.iter().find(|p| p.get("$ref").is_some()).cloned();
+            let references: Vec<&Value> = parts.iter().filter(|p| p.get("$ref").is_some()).collect();
             let only_words = parts.iter().all(|p| {
                 p.get("$ref").is_some()
                     || p.as_object()
                         .is_some_and(|o| o.keys().all(|k| k == "description"))
             });
-            let (Some(reference), true) = (reference, only_words) else {
+            // One named type and words about it; a real composition stays.
+            let ([reference], true) = (references.as_slice(), only_words) else {
                 continue;
             };
+            let reference = (*reference).clone();
             let description = prop
                 .get("description")
                 .or_else(|| parts.iter().find_map(|p| p.get("description")))
@@ -672,6 +674,26 @@ mod tests {
         let consent = &schemas["ShareCardBody"]["properties"]["consent"];
         assert_eq!(consent["allOf"][0]["$ref"], "#/components/schemas/ConsentBody");
         assert!(consent["description"].is_string());
+    }
+
+    #[test]
+    fn only_a_named_type_with_words_about_it_is_made_plain() {
+        let mut doc = json!({"components": {"schemas": {"S": {"properties": {
+            "described": {"allOf": [{"$ref": "#/components/schemas/A"}, {"description": "d"}],
+                "description": "d", "nullable": true},
+            "composed": {"allOf": [{"$ref": "#/components/schemas/A"}, {"$ref": "#/components/schemas/B"}]},
+            "extended": {"allOf": [{"$ref": "#/components/schemas/A"}, {"properties": {"x": {}}}]}
+        }}}}});
+        let before = doc.clone();
+        plain_references(&mut doc);
+        let props = &doc["components"]["schemas"]["S"]["properties"];
+        assert_eq!(
+            props["described"],
+            json!({"allOf": [{"$ref": "#/components/schemas/A"}], "description": "d", "nullable": true})
+        );
+        let was = &before["components"]["schemas"]["S"]["properties"];
+        assert_eq!(props["composed"], was["composed"]);
+        assert_eq!(props["extended"], was["extended"]);
     }
 
     /// Without a format checker both branches of a `oneOf` that differ by
