@@ -63,26 +63,15 @@ fn finish_spec(mut doc: Value) -> Value {
         }
     }
     // poem-openapi upper-cases response header names; show them as sent.
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for op in paths
-            .values_mut()
-            .filter_map(Value::as_object_mut)
-            .flat_map(|o| o.values_mut())
-        {
-            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            for resp in responses.values_mut() {
-                if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
-                    let renamed: Map<String, Value> = std::mem::take(headers)
-                        .into_iter()
-                        .map(|(k, v)| (header_case(&k), v))
-                        .collect();
-                    *headers = renamed;
-                }
-            }
+    each_response(&mut doc, |resp| {
+        if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
+            let renamed: Map<String, Value> = std::mem::take(headers)
+                .into_iter()
+                .map(|(k, v)| (header_case(&k), v))
+                .collect();
+            *headers = renamed;
         }
-    }
+    });
     if let Some(code) = doc
         .pointer_mut("/components/schemas/ErrorBody/properties/code")
         .and_then(Value::as_object_mut)
@@ -188,6 +177,17 @@ fn formats_any_of(v: &mut Value) {
 /// carry into every name (oapi-codegen's `ApplicationjsonCharsetUtf8201`).
 /// The bodies are the same UTF-8 JSON; the header sent is unchanged.
 fn plain_json_media_types(doc: &mut Value) {
+    each_response(doc, |resp| {
+        if let Some(content) = resp.get_mut("content").and_then(Value::as_object_mut) {
+            if let Some(media) = content.remove("application/json; charset=utf-8") {
+                content.insert("application/json".into(), media);
+            }
+        }
+    });
+}
+
+/// Calls `f` with every response of every operation.
+fn each_response(doc: &mut Value, mut f: impl FnMut(&mut Value)) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -196,16 +196,8 @@ fn plain_json_media_types(doc: &mut Value) {
         .filter_map(Value::as_object_mut)
         .flat_map(|o| o.values_mut())
     {
-        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        for resp in responses.values_mut() {
-            let Some(content) = resp.get_mut("content").and_then(Value::as_object_mut) else {
-                continue;
-            };
-            if let Some(media) = content.remove("application/json; charset=utf-8") {
-                content.insert("application/json".into(), media);
-            }
+        if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+            responses.values_mut().for_each(&mut f);
         }
     }
 }
