@@ -7,7 +7,8 @@
 #    installed once into the cache by scripts/promtool.sh.
 # 2. Inside scripts/test-services.sh (FerretDB, moto, schemathesis,
 #    openapi-python-client and Alipay's Python SDK installed once into
-#    .cache/, WeChat Pay's Go SDK through Go's module cache; the services
+#    .cache/, WeChat Pay's Go SDK and oapi-codegen through Go's module
+#    cache; the services
 #    started on free loopback ports): the API fuzz run (scripts/schemathesis.sh) against the service
 #    on the embedded store and on MongoDB (FerretDB), the flow through a
 #    client generated from the spec (scripts/generated-client.sh), the
