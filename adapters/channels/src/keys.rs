@@ -9,7 +9,7 @@
 //! * public keys: SPKI (`BEGIN PUBLIC KEY`), PKCS#1
 //!   (`BEGIN RSA PUBLIC KEY`), and the key of an X.509 certificate
 //!   (`BEGIN CERTIFICATE`, as WeChat Pay hands out its platform
-//!   certificates; [`certificate_serial`] reads its serial number). The
+//!   certificates; [`load_public_key_and_serial`] also gives its serial). The
 //!   certificate is a container here: its chain and dates are not checked
 //!   (the key is trusted because the operator installed it, as a bare
 //!   public key would be).
@@ -77,46 +77,42 @@ pub fn load_private_key(source: &str) -> Result<RsaPrivateKey, String> {
     }
 }
 
-/// Loads an RSA public key (SPKI or PKCS#1) from PEM text, a PEM file path
-/// or bare base64 DER.
+/// Loads an RSA public key (SPKI, PKCS#1 or an X.509 certificate's) from
+/// PEM text, a PEM file path or bare base64 DER.
 pub fn load_public_key(source: &str) -> Result<RsaPublicKey, String> {
+    load_public_key_and_serial(source).map(|(key, _)| key)
+}
+
+/// As [`load_public_key`], with the serial number of the certificate the
+/// key came in (upper-case hex without leading zero bytes, as WeChat Pay
+/// writes serials); `None` when `source` is a key, not a certificate. The
+/// source is read and parsed once.
+pub fn load_public_key_and_serial(source: &str) -> Result<(RsaPublicKey, Option<String>), String> {
     match read_material(source)? {
         Material::Pem(pem) if pem.starts_with(CERTIFICATE_PEM) => {
-            let spki = certificate(&pem)?
+            let cert = Certificate::from_pem(pem.as_bytes())
+                .map_err(|_| "not an X.509 certificate".to_owned())?;
+            let spki = cert
                 .tbs_certificate
                 .subject_public_key_info
                 .to_der()
                 .map_err(|_| "the certificate's public key does not encode".to_owned())?;
-            RsaPublicKey::from_public_key_der(&spki)
-                .map_err(|_| "the certificate's key is not an RSA public key".to_owned())
-        }
-        Material::Pem(pem) => RsaPublicKey::from_public_key_pem(&pem)
-            .or_else(|_| RsaPublicKey::from_pkcs1_pem(&pem))
-            .map_err(|_| "not an SPKI or PKCS#1 RSA public key".to_owned()),
-        Material::Der(der) => RsaPublicKey::from_public_key_der(&der)
-            .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
-            .map_err(|_| "not an SPKI or PKCS#1 RSA public key".to_owned()),
-    }
-}
-
-fn certificate(pem: &str) -> Result<Certificate, String> {
-    Certificate::from_pem(pem.as_bytes()).map_err(|_| "not an X.509 certificate".to_owned())
-}
-
-/// The serial number of the certificate `source` holds (PEM text or a PEM
-/// file path), in upper-case hex without leading zero bytes as WeChat Pay
-/// writes serials; `None` when `source` is a key, not a certificate.
-pub fn certificate_serial(source: &str) -> Result<Option<String>, String> {
-    match read_material(source)? {
-        Material::Pem(pem) if pem.starts_with(CERTIFICATE_PEM) => {
-            let cert = certificate(&pem)?;
+            let key = RsaPublicKey::from_public_key_der(&spki)
+                .map_err(|_| "the certificate's key is not an RSA public key".to_owned())?;
             let bytes = cert.tbs_certificate.serial_number.as_bytes();
             let significant = match bytes.iter().position(|b| *b != 0) {
                 Some(i) => &bytes[i..],
                 None => &bytes[bytes.len().saturating_sub(1)..],
             };
-            Ok(Some(hex::encode_upper(significant)))
+            Ok((key, Some(hex::encode_upper(significant))))
         }
-        _ => Ok(None),
+        Material::Pem(pem) => RsaPublicKey::from_public_key_pem(&pem)
+            .or_else(|_| RsaPublicKey::from_pkcs1_pem(&pem))
+            .map(|key| (key, None))
+            .map_err(|_| "not an SPKI or PKCS#1 RSA public key".to_owned()),
+        Material::Der(der) => RsaPublicKey::from_public_key_der(&der)
+            .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
+            .map(|key| (key, None))
+            .map_err(|_| "not an SPKI or PKCS#1 RSA public key".to_owned()),
     }
 }

@@ -75,7 +75,7 @@ use crate::crypto::{
     aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier,
 };
 use crate::http::{build_client, codes, misconfigured, transport_error, unix_seconds};
-use crate::keys::{certificate_serial, load_private_key, load_public_key};
+use crate::keys::{load_private_key, load_public_key_and_serial};
 
 mod notify;
 mod sign;
@@ -287,11 +287,11 @@ impl WechatChannel {
             // Serials are upper-case hex (or `PUB_KEY_ID_…`) in WeChat Pay's
             // headers; an operator's lower-case copy names the same key.
             let serial = configured.trim().to_ascii_uppercase();
-            let key = load_public_key(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
             // A platform certificate names its own serial: it must be the
             // one it is installed under, or every answer it signs would be
             // refused as signed by a key we do not hold.
-            let named = certificate_serial(pem).map_err(|e| ConfigError::new("platform_keys", e))?;
+            let (key, named) = load_public_key_and_serial(pem)
+                .map_err(|e| ConfigError::new("platform_keys", e))?;
             if let Some(named) = named.filter(|n| *n != serial) {
                 return Err(ConfigError::new(
                     "platform_keys",
