@@ -46,22 +46,18 @@ fn finish_spec(mut doc: Value) -> Value {
     {
         schemes.insert("requestSignature".into(), signature);
     }
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
-            for op in ops.values_mut() {
-                let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else {
-                    continue;
-                };
-                let bearer_only = sec.len() == 1 && sec[0].get("bearerAuth").is_some();
-                if bearer_only {
-                    *sec = vec![
-                        json!({"bearerAuth": [], "requestSignature": []}),
-                        json!({"bearerAuth": []}),
-                    ];
-                }
-            }
+    each_operation(&mut doc, |op| {
+        let Some(sec) = op.get_mut("security").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let bearer_only = sec.len() == 1 && sec[0].get("bearerAuth").is_some();
+        if bearer_only {
+            *sec = vec![
+                json!({"bearerAuth": [], "requestSignature": []}),
+                json!({"bearerAuth": []}),
+            ];
         }
-    }
+    });
     // poem-openapi upper-cases response header names; show them as sent.
     each_response(&mut doc, |resp| {
         if let Some(headers) = resp.get_mut("headers").and_then(Value::as_object_mut) {
@@ -115,7 +111,8 @@ fn plain_references(doc: &mut Value) {
             let Some(parts) = prop.get("allOf").and_then(Value::as_array) else {
                 continue;
             };
-            let references: Vec<&Value> = parts.iter().filter(|p| p.get("$ref").is_some()).collect();
+            let references: Vec<&Value> =
+                parts.iter().filter(|p| p.get("$ref").is_some()).collect();
             let only_words = parts.iter().all(|p| {
                 p.get("$ref").is_some()
                     || p.as_object()
@@ -149,14 +146,18 @@ fn plain_references(doc: &mut Value) {
 fn formats_any_of(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            let formats_only = m.get("oneOf").and_then(Value::as_array).is_some_and(|alts| {
-                alts.len() > 1
-                    && alts.iter().all(|a| {
-                        a.as_object().is_some_and(|o| {
-                            o.contains_key("format") && o.keys().all(|k| k == "format" || k == "type")
+            let formats_only = m
+                .get("oneOf")
+                .and_then(Value::as_array)
+                .is_some_and(|alts| {
+                    alts.len() > 1
+                        && alts.iter().all(|a| {
+                            a.as_object().is_some_and(|o| {
+                                o.contains_key("format")
+                                    && o.keys().all(|k| k == "format" || k == "type")
+                            })
                         })
-                    })
-            });
+                });
             if formats_only {
                 if let Some(alts) = m.remove("oneOf") {
                     m.insert("anyOf".into(), alts);
@@ -186,20 +187,25 @@ fn plain_json_media_types(doc: &mut Value) {
     });
 }
 
-/// Calls `f` with every response of every operation.
-fn each_response(doc: &mut Value, mut f: impl FnMut(&mut Value)) {
+/// Calls `f` with every operation of every path.
+fn each_operation(doc: &mut Value, f: impl FnMut(&mut Value)) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
-    for op in paths
+    paths
         .values_mut()
         .filter_map(Value::as_object_mut)
         .flat_map(|o| o.values_mut())
-    {
+        .for_each(f);
+}
+
+/// Calls `f` with every response of every operation.
+fn each_response(doc: &mut Value, mut f: impl FnMut(&mut Value)) {
+    each_operation(doc, |op| {
         if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
             responses.values_mut().for_each(&mut f);
         }
-    }
+    });
 }
 
 /// `X-REQUEST-ID` → `X-Request-Id`.
@@ -586,20 +592,13 @@ fn link_name(operation_id: &str) -> String {
 /// OpenAPI links ([`LINKS`]), which poem-openapi does not generate: each
 /// goes on its response as `links.<TargetOperation>`.
 fn add_links(doc: &mut Value) {
-    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for op in paths
-        .values_mut()
-        .filter_map(Value::as_object_mut)
-        .flat_map(|o| o.values_mut())
-    {
+    each_operation(doc, |op| {
         let Some(id) = op
             .get("operationId")
             .and_then(Value::as_str)
             .map(str::to_owned)
         else {
-            continue;
+            return;
         };
         for link in LINKS.iter().filter(|l| l.from == id) {
             let Some(resp) = op
@@ -623,7 +622,7 @@ fn add_links(doc: &mut Value) {
                 );
             }
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -660,11 +659,20 @@ mod tests {
         assert!(bad.is_empty(), "compositions: {bad:?}");
         assert!(named >= 10, "{named}");
         let channel = &schemas["BindCardBody"]["properties"]["channel"];
-        assert_eq!(channel["allOf"][0]["$ref"], "#/components/schemas/ChannelKind");
+        assert_eq!(
+            channel["allOf"][0]["$ref"],
+            "#/components/schemas/ChannelKind"
+        );
         assert!(channel["description"].is_string());
-        assert_eq!(schemas["ChannelKind"]["enum"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            schemas["ChannelKind"]["enum"].as_array().map(Vec::len),
+            Some(3)
+        );
         let consent = &schemas["ShareCardBody"]["properties"]["consent"];
-        assert_eq!(consent["allOf"][0]["$ref"], "#/components/schemas/ConsentBody");
+        assert_eq!(
+            consent["allOf"][0]["$ref"],
+            "#/components/schemas/ConsentBody"
+        );
         assert!(consent["description"].is_string());
     }
 
@@ -706,7 +714,10 @@ mod tests {
         let text = api_spec_json();
         assert!(!text.contains("application/json; charset"));
         let bind = &doc["paths"]["/v1/users/{user_id}/cards"]["post"]["responses"]["201"];
-        assert!(bind["content"]["application/json"]["schema"].is_object(), "{bind}");
+        assert!(
+            bind["content"]["application/json"]["schema"].is_object(),
+            "{bind}"
+        );
     }
 
     #[test]
