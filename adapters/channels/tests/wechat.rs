@@ -237,7 +237,15 @@ fn certificate(private_pem: &str, serial_hex: &str) -> String {
     let cert = dir.path().join("c.pem");
     std::fs::write(&key, private_pem).unwrap();
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-new", "-days", "2", "-subj", "/CN=Tenpay.com sign"])
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Tenpay.com sign",
+        ])
         .arg("-set_serial")
         .arg(format!("0x{serial_hex}"))
         .arg("-key")
@@ -246,7 +254,11 @@ fn certificate(private_pem: &str, serial_hex: &str) -> String {
         .arg(&cert)
         .output()
         .expect("openssl on PATH");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(cert).unwrap()
 }
 
@@ -277,7 +289,11 @@ async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_seria
     .unwrap_err();
     assert_eq!(e.field, "platform_keys");
     assert!(e.reason.contains(PLATFORM_SERIAL_2), "{e:?}");
-    assert!(e.reason.contains("5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), "{e:?}");
+    assert!(
+        e.reason
+            .contains("5157F09EFDC096DE15EBE81A47057A7232F1B8E1"),
+        "{e:?}"
+    );
 
     // A certificate of another key under the right serial verifies nothing.
     let stranger = certificate(&key(2).private_pkcs1_pem, PLATFORM_SERIAL_2);
@@ -392,7 +408,12 @@ async fn timestamps_are_judged_as_wechat_pays_own_sdk_judges_them() {
         );
     }
     // Signed over text that is not the number's own.
-    for text in [format!("+{NOW}"), format!("0{NOW}"), format!(" {NOW}"), String::new()] {
+    for text in [
+        format!("+{NOW}"),
+        format!("0{NOW}"),
+        format!(" {NOW}"),
+        String::new(),
+    ] {
         assert_eq!(
             ch.parse_notification(&stamped(&text)),
             Err(ChannelError::InvalidSignature),
