@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use cardbind_domain::consent::MASKED_NUMBER_DIGITS;
 use cardbind_domain::ErrorCode;
 use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
 use poem::http::header::{HeaderName, HeaderValue};
@@ -91,10 +92,51 @@ pub fn panicked_response() -> Response {
 
 pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 
+/// A client's request id is taken when it is 1–128 characters of
+/// `[A-Za-z0-9-_.:]` and carries no long number: it goes into every log
+/// line and audit event of the request, so an id that could be a card
+/// number, a resident id or a phone number (a number of
+/// [`MASKED_NUMBER_DIGITS`] digits or more, its digits joined at most by
+/// single separators, as in `4111-1111-1111-1111`) is replaced by a new
+/// one, as an id with other characters is. A UUID in its hyphenated form
+/// is taken as it is: its groups are hex of at most 12 characters, and
+/// about one random UUID in a hundred has groups of digits that join into
+/// a long number.
 fn sane_request_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && (hyphenated_uuid(s.as_bytes()) || longest_number(s.as_bytes()) < MASKED_NUMBER_DIGITS)
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits.
+fn hyphenated_uuid(s: &[u8]) -> bool {
+    s.len() == 36
+        && s.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// The most digits of one number in `s`: digits joined by single
+/// separators (`-_.:`) count as one number.
+fn longest_number(s: &[u8]) -> usize {
+    let (mut longest, mut digits) = (0, 0);
+    for (i, b) in s.iter().enumerate() {
+        if b.is_ascii_digit() {
+            digits += 1;
+            longest = longest.max(digits);
+        } else {
+            let joins = b"-_.:".contains(b)
+                && i > 0
+                && s[i - 1].is_ascii_digit()
+                && s.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !joins {
+                digits = 0;
+            }
+        }
+    }
+    longest
 }
 
 /// The method as a metric label: the standard ones by name, anything else
@@ -586,5 +628,32 @@ mod tests {
         assert!(!sane_request_id(""));
         assert!(!sane_request_id("a b"));
         assert!(!sane_request_id(&"a".repeat(129)));
+        // Ids that could carry a card number, a resident id or a phone.
+        for id in [
+            "4111111111111111",
+            "4111-1111-1111-1111",
+            "order:4111.1111.1111.1111",
+            "11010519491231002X",
+            "req_13800138000",
+            "6222_0212_3456_7890_128",
+            // Not a UUID: the simple form may be 32 digits.
+            "41111111111111114111111111111111",
+            "4111-1111-1111-1111-000000000000",
+        ] {
+            assert!(!sane_request_id(id), "{id}");
+        }
+        // Short numbers, and numbers broken by letters or doubled
+        // separators, are ids like any other.
+        for id in [
+            "1234567890",
+            "req-1234567890-abc",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "2026-12-02T12:00:00",
+            "12345--67890123",
+            // Its groups of digits join into 12 digits, and it is a UUID.
+            "00000000-0000-4000-8000-426614174000",
+        ] {
+            assert!(sane_request_id(id), "{id}");
+        }
     }
 }
