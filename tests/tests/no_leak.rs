@@ -204,6 +204,41 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
         )
         .await,
     );
+    // Card data in the headers a client controls: the request id goes
+    // into every log line of its request.
+    let dashed_pan = c
+        .number
+        .as_bytes()
+        .chunks(4)
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .collect::<Vec<_>>()
+        .join("-");
+    for (request_id, key) in [
+        (c.number.as_str(), c.id_number.as_str()),
+        (dashed_pan.as_str(), c.number.as_str()),
+        (c.phone.as_str(), "k-phone"),
+        (c.id_number.as_str(), "k-id"),
+    ] {
+        let r = app
+            .send(
+                Method::POST,
+                &format!("/v1/users/{}/cards", user_id("leak-headers")),
+                Some(&token),
+                &[("x-request-id", request_id), ("idempotency-key", key)],
+                Some((c.body().to_string().into_bytes(), "application/json")),
+            )
+            .await;
+        let echoed = r
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert_ne!(
+            echoed, request_id,
+            "a request id holding card data is replaced"
+        );
+        responses.push(r);
+    }
     // Same key, other body: the reused-key refusal.
     responses.push(app.bind(&user, &c, &k).await);
     // A forged notification whose body carries card data.
@@ -253,6 +288,10 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
         log_text.lines().count()
     );
 
+    assert!(
+        !log_text.contains(&dashed_pan),
+        "a log line shows a card number in groups"
+    );
     for card in &cards {
         for (what, secret) in card.secrets() {
             for (i, line) in log_text.lines().enumerate() {

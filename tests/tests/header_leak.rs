@@ -1,0 +1,238 @@
+//! Card data a client writes into a header it controls — `X-Request-Id`,
+//! `Idempotency-Key` — is not kept: a request id that could be a card,
+//! resident id or phone number is replaced by a new one (it goes into
+//! every log line and audit event of the request), and the store keeps an
+//! idempotency key only as its digest. Checked in the files of the
+//! embedded store and in every MongoDB collection, and through the API
+//! (the echoed id, the audit log, replays that still work).
+//!
+//! The MongoDB case needs `CARDBIND_TEST_MONGODB_URI`: run under `bash
+//! scripts/test-services.sh`.
+
+// Test code: helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cardbind::config::{Config, MockModeSetting};
+use cardbind_tests::{user_id, Brand, Response, Storage, TestApp, TestCard};
+use futures::TryStreamExt;
+use mongodb::bson::Document;
+use reqwest::Method;
+use serde_json::json;
+
+fn tweak(c: &mut Config) {
+    c.channels.mock.mode = MockModeSetting::Instant;
+    c.limits.binds_per_user_per_minute = 100;
+}
+
+/// `number` in groups of four joined by `sep`.
+fn grouped(number: &str, sep: char) -> String {
+    number
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(&sep.to_string())
+}
+
+async fn bind_with(
+    app: &TestApp,
+    user: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> Response {
+    app.send(
+        Method::POST,
+        &format!("/v1/users/{user}/cards"),
+        Some(&app.service_token()),
+        headers,
+        Some((body.to_string().into_bytes(), "application/json")),
+    )
+    .await
+}
+
+/// What the hostile requests put into headers, to be looked for in the
+/// store afterwards.
+struct Sent {
+    secrets: Vec<(String, String)>,
+}
+
+/// Binds two cards and sends a refused bind, each with card data in its
+/// request id and idempotency key; checks what the API answers.
+async fn hostile_requests(app: &TestApp) -> Sent {
+    let user = user_id("headers");
+    let (a, b, c) = (
+        TestCard::new(Brand::Visa),
+        TestCard::new(Brand::Mastercard),
+        TestCard::new(Brand::UnionPay),
+    );
+    let dashed = grouped(&b.number, '-');
+    let spaced = grouped(&c.number, ' ');
+    let cases: [(&serde_json::Value, &str, &str, u16); 3] = [
+        (&a.body(), a.number.as_str(), a.number.as_str(), 201),
+        (&b.body(), dashed.as_str(), b.id_number.as_str(), 201),
+        (
+            &{
+                let mut body = c.body();
+                body["phone"] = json!("12");
+                body
+            },
+            c.phone.as_str(),
+            spaced.as_str(),
+            400,
+        ),
+    ];
+    let mut request_ids = Vec::new();
+    for (body, request_id, key, status) in cases {
+        let headers = [("x-request-id", request_id), ("idempotency-key", key)];
+        let r = bind_with(app, &user, body, &headers).await;
+        assert_eq!(r.status, status, "{}", r.describe());
+        let echoed = r
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("every response has a request id")
+            .to_owned();
+        assert_ne!(
+            echoed, request_id,
+            "the id that could be card data is replaced"
+        );
+        assert!(
+            uuid::Uuid::parse_str(&echoed).is_ok(),
+            "a new id in its place: {echoed}"
+        );
+        // The stored answer is found again under the same key: the store's
+        // digest of a key works as the key did.
+        let again = bind_with(app, &user, body, &headers).await;
+        assert_eq!(again.status, status, "{}", again.describe());
+        assert_eq!(
+            again
+                .headers
+                .get("idempotent-replayed")
+                .and_then(|v| v.to_str().ok()),
+            Some("true"),
+            "a replay of the stored answer: {}",
+            again.describe()
+        );
+        assert_eq!(again.body, r.body, "the same answer, byte for byte");
+        request_ids.push(echoed);
+    }
+    // A sane id of the client's own is kept, in the answer and the log.
+    let own = "order-2026-12-02:a7";
+    let d = TestCard::new(Brand::Jcb);
+    let r = bind_with(
+        app,
+        &user,
+        &d.body(),
+        &[("x-request-id", own), ("idempotency-key", "k-own")],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.describe());
+    assert_eq!(
+        r.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some(own)
+    );
+
+    let events = app
+        .get(
+            &format!("/v1/audit/events?user_id={user}"),
+            &app.auditor_token(),
+        )
+        .await;
+    assert_eq!(events.status, 200, "{}", events.describe());
+    let text = events.text();
+    assert!(
+        text.contains(own),
+        "the audit log keeps a client's sane id: {text}"
+    );
+    for id in &request_ids[..2] {
+        assert!(
+            text.contains(id.as_str()),
+            "the audit log names the new id {id}"
+        );
+    }
+    let mut secrets = Vec::new();
+    for card in [&a, &b, &c] {
+        for (what, s) in card.secrets() {
+            secrets.push((what.to_owned(), s));
+        }
+        assert!(
+            !text.contains(&card.number),
+            "the audit log shows a card number"
+        );
+    }
+    for s in [&dashed, &spaced] {
+        assert!(!text.contains(s.as_str()), "the audit log shows {s}");
+        secrets.push(("card number in groups".to_owned(), s.clone()));
+    }
+    Sent { secrets }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_data_in_headers_is_not_kept_by_the_embedded_store() {
+    let app = TestApp::spawn_on(Storage::Embedded, tweak)
+        .await
+        .expect("the embedded store never skips");
+    let sent = hostile_requests(&app).await;
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(app.data_dir())
+        .expect("data dir")
+        .flatten()
+    {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("cardbind.sqlite3")
+        {
+            files.extend(std::fs::read(e.path()).expect("a store file"));
+        }
+    }
+    assert!(
+        contains(&files, b"order-2026-12-02:a7"),
+        "the scan sees what the store keeps in clear (a client's sane request id)"
+    );
+    for (what, s) in &sent.secrets {
+        assert!(
+            !contains(&files, s.as_bytes()),
+            "the embedded store's files hold the {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_data_in_headers_is_not_kept_by_mongodb() {
+    let Some(app) = TestApp::spawn_on(Storage::Mongo, tweak).await else {
+        return;
+    };
+    let sent = hostile_requests(&app).await;
+    let client = mongodb::Client::with_uri_str(&app.config.storage.uri)
+        .await
+        .expect("mongodb client");
+    let db = client.database(&app.config.storage.database);
+    let mut all = Vec::new();
+    for name in db.list_collection_names().await.expect("collections") {
+        let docs: Vec<Document> = db
+            .collection::<Document>(&name)
+            .find(Document::new())
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("documents");
+        for d in docs {
+            d.to_writer(&mut all).expect("bson bytes");
+        }
+    }
+    assert!(
+        contains(&all, b"order-2026-12-02:a7"),
+        "the scan sees what the store keeps in clear (a client's sane request id)"
+    );
+    for (what, s) in &sent.secrets {
+        assert!(
+            !contains(&all, s.as_bytes()),
+            "a MongoDB document holds the {what}"
+        );
+    }
+}
