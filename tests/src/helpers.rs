@@ -1,5 +1,6 @@
 //! Small helpers: a raw HTTP client for requests `reqwest` will not send,
-//! HMAC, waiting for a fresh rate window, and picking cards out of a list.
+//! HMAC, waiting for a fresh rate window, picking cards out of a list, and
+//! reading every document of a MongoDB database.
 
 use std::time::{Duration, Instant};
 
@@ -170,4 +171,33 @@ pub fn find_card<'a>(cards: &'a [Value], id: &str) -> &'a Value {
         .iter()
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("card {id} not in list {cards:?}"))
+}
+
+/// Every document of every collection of the database `db` at `uri`, by
+/// collection, collections in name order.
+pub async fn mongo_documents(uri: &str, db: &str) -> Vec<(String, mongodb::bson::Document)> {
+    use futures::TryStreamExt;
+    use mongodb::bson::Document;
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .unwrap_or_else(|e| panic!("mongodb client: {e}"));
+    let db = client.database(db);
+    let mut names = db
+        .list_collection_names()
+        .await
+        .unwrap_or_else(|e| panic!("list collections: {e}"));
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let docs: Vec<Document> = db
+            .collection::<Document>(&name)
+            .find(Document::new())
+            .await
+            .unwrap_or_else(|e| panic!("find in {name}: {e}"))
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("read {name}: {e}"));
+        out.extend(docs.into_iter().map(|d| (name.clone(), d)));
+    }
+    out
 }

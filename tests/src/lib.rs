@@ -40,6 +40,6 @@ pub use data::{
 };
 pub use env::{fresh_db_name, kms_endpoint, mongo_uri, required_env};
 pub use ferretdb::{free_port, OwnFerretDb};
-pub use helpers::{find_card, fresh_rate_window, hmac_hex, raw_http, the_default};
+pub use helpers::{find_card, fresh_rate_window, hmac_hex, mongo_documents, raw_http, the_default};
 pub use kms::{create_kms_key, socket_addr_of, use_kms, TcpProxy};
 pub use response::{assert_envelope, Response};

@@ -18,8 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cardbind::config::{Config, MockModeSetting};
-use cardbind_tests::{idem_key, user_id, Brand, Storage, TestApp, TestCard};
-use futures::TryStreamExt;
+use cardbind_tests::{idem_key, mongo_documents, user_id, Brand, Storage, TestApp, TestCard};
 use mongodb::bson::{Bson, Document};
 
 /// A field of a stored record, as far as this scan cares.
@@ -96,33 +95,20 @@ fn flatten(prefix: &str, d: &Document, out: &mut Vec<(String, Value)>) {
 
 /// Every document of every collection of the app's database.
 async fn scan_mongo(app: &TestApp) -> Vec<Record> {
-    let client = mongodb::Client::with_uri_str(&app.config.storage.uri)
-        .await
-        .expect("mongodb client");
-    let db = client.database(&app.config.storage.database);
-    let mut out = Vec::new();
-    for name in db.list_collection_names().await.expect("collections") {
-        let docs: Vec<Document> = db
-            .collection::<Document>(&name)
-            .find(Document::new())
-            .await
-            .expect("find")
-            .try_collect()
-            .await
-            .expect("documents");
-        for d in docs {
+    let docs = mongo_documents(&app.config.storage.uri, &app.config.storage.database).await;
+    docs.into_iter()
+        .map(|(table, d)| {
             let mut fields = Vec::new();
             flatten("", &d, &mut fields);
             let mut raw = Vec::new();
             d.to_writer(&mut raw).expect("bson bytes");
-            out.push(Record {
-                table: name.clone(),
+            Record {
+                table,
                 fields,
                 raw: vec![raw],
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 /// Every row of every table of the embedded store's file (read while the

@@ -13,9 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cardbind::config::{Config, MockModeSetting};
-use cardbind_tests::{user_id, Brand, Response, Storage, TestApp, TestCard};
-use futures::TryStreamExt;
-use mongodb::bson::Document;
+use cardbind_tests::{mongo_documents, user_id, Brand, Response, Storage, TestApp, TestCard};
 use reqwest::Method;
 use serde_json::json;
 
@@ -207,23 +205,9 @@ async fn card_data_in_headers_is_not_kept_by_mongodb() {
         return;
     };
     let sent = hostile_requests(&app).await;
-    let client = mongodb::Client::with_uri_str(&app.config.storage.uri)
-        .await
-        .expect("mongodb client");
-    let db = client.database(&app.config.storage.database);
     let mut all = Vec::new();
-    for name in db.list_collection_names().await.expect("collections") {
-        let docs: Vec<Document> = db
-            .collection::<Document>(&name)
-            .find(Document::new())
-            .await
-            .expect("find")
-            .try_collect()
-            .await
-            .expect("documents");
-        for d in docs {
-            d.to_writer(&mut all).expect("bson bytes");
-        }
+    for (_, d) in mongo_documents(&app.config.storage.uri, &app.config.storage.database).await {
+        d.to_writer(&mut all).expect("bson bytes");
     }
     assert!(
         contains(&all, b"order-2026-12-02:a7"),

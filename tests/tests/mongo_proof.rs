@@ -9,36 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardbind_tests::{
-    assert_envelope, fresh_rate_window, idem_key, user_id, Brand, OwnFerretDb, Storage, TestApp,
-    TestCard,
+    assert_envelope, fresh_rate_window, idem_key, mongo_documents, user_id, Brand, OwnFerretDb,
+    Storage, TestApp, TestCard,
 };
 use futures::future::join_all;
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document};
 use serde_json::json;
-
-/// Every document of every collection of `db`, by collection.
-async fn all_documents(uri: &str, db: &str) -> Vec<(String, Document)> {
-    let client = mongodb::Client::with_uri_str(uri)
-        .await
-        .expect("mongodb client");
-    let db = client.database(db);
-    let mut names = db.list_collection_names().await.expect("list collections");
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        let coll = db.collection::<Document>(&name);
-        let docs: Vec<Document> = coll
-            .find(Document::new())
-            .await
-            .expect("find")
-            .try_collect()
-            .await
-            .expect("read documents");
-        out.extend(docs.into_iter().map(|d| (name.clone(), d)));
-    }
-    out
-}
 
 /// Every key and string value in a BSON value, recursively.
 fn strings(b: &Bson, out: &mut Vec<String>) {
@@ -176,7 +152,7 @@ async fn no_card_data_in_clear_in_any_collection() {
         .await
         .expect_status(200);
 
-    let docs = all_documents(&app.config.storage.uri, &app.config.storage.database).await;
+    let docs = mongo_documents(&app.config.storage.uri, &app.config.storage.database).await;
     assert!(
         !docs.is_empty(),
         "no documents in {}",
