@@ -6,11 +6,11 @@
 //! * Request hash: SHA-256 over the method, the path and the exact body
 //!   bytes; the same key with another request is `idempotency_key_reused`.
 //! * The key is claimed in the store (atomic across instances) before the
-//!   work runs, under its SHA-256 digest (the key itself is never stored:
-//!   a client may write card data into it); a concurrent request with the
-//!   same key waits (polling every 25 ms, up to `idempotency_wait_ms`) and
-//!   then replays the stored response, or answers
-//!   `idempotency_key_in_progress`.
+//!   work runs, under its SHA-256 digest with the caller ([`BindKey`]; the
+//!   key itself is never stored: a client may write card data into it); a
+//!   concurrent request with the same key waits (polling every 25 ms, up to
+//!   `idempotency_wait_ms`) and then replays the stored response, or
+//!   answers `idempotency_key_in_progress`.
 //! * Transient failures (5xx, 429, 409 `conflict`) release the key so that
 //!   the client may retry with it; every other response is stored.
 //! * The claim is a fenced lease (attempt number): it is renewed while the
@@ -42,8 +42,12 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 const POLL: Duration = Duration::from_millis(25);
 
-/// The request's idempotency key hashed with its caller, for the use case
-/// (a retry under the same key resumes what the first attempt placed).
+/// The request's idempotency key hashed with its caller (SHA-256, the
+/// first 16 bytes in hex): what the store keeps in place of the key, and
+/// what the use case gets (a retry under the same key resumes what the
+/// first attempt placed). Equal keys of one caller give equal digests, so
+/// claims and replays work as on the key itself, and nothing a client
+/// wrote into the key (a card number, by mistake or on purpose) is stored.
 #[derive(Clone, Debug)]
 pub struct BindKey(pub String);
 
@@ -56,14 +60,6 @@ impl BindKey {
         }
         BindKey(hex::encode(&h.finalize()[..16]))
     }
-}
-
-/// What the store keeps of an `Idempotency-Key`: the hex SHA-256 of the
-/// key (64 characters). Equal keys give equal digests, so claims and
-/// replays work as on the key itself, and nothing the client wrote into
-/// the key (a card number sent there by mistake or on purpose) is stored.
-fn stored_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Wraps an operation endpoint with idempotency (used as `transform`).
@@ -295,10 +291,11 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
         );
         let hash = request_hash(req.method().as_str(), &path, &body);
         let scope = format!("{}:{}", actor.role.as_str(), actor.subject);
-        req.set_data(BindKey::of(&scope, &key));
         // The store keeps the key's digest, not the key: a client may put
         // anything printable in it, card data included.
-        let key = stored_key(&key);
+        let bind_key = BindKey::of(&scope, &key);
+        let key = bind_key.0.clone();
+        req.set_data(bind_key);
 
         let settings = &shared.state.http;
         let deadline = Instant::now() + Duration::from_millis(settings.idempotency_wait_ms);
