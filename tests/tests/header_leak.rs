@@ -54,6 +54,24 @@ struct Sent {
     secrets: Vec<(String, String)>,
 }
 
+impl Sent {
+    /// Fails when `stored` (every byte a store holds) has any of the card
+    /// data sent, or lacks the client's sane request id (so the scan is
+    /// known to see what the store keeps in clear).
+    fn none_kept_in(&self, stored: &[u8], place: &str) {
+        assert!(
+            contains(stored, OWN_REQUEST_ID.as_bytes()),
+            "the scan of {place} sees what the store keeps in clear (a client's sane request id)"
+        );
+        for (what, s) in &self.secrets {
+            assert!(!contains(stored, s.as_bytes()), "{place} hold the {what}");
+        }
+    }
+}
+
+/// A request id of the client's own, kept as sent.
+const OWN_REQUEST_ID: &str = "order-2026-12-02:a7";
+
 /// Binds two cards and sends a refused bind, each with card data in its
 /// request id and idempotency key; checks what the API answers.
 async fn hostile_requests(app: &TestApp) -> Sent {
@@ -115,7 +133,7 @@ async fn hostile_requests(app: &TestApp) -> Sent {
         request_ids.push(echoed);
     }
     // A sane id of the client's own is kept, in the answer and the log.
-    let own = "order-2026-12-02:a7";
+    let own = OWN_REQUEST_ID;
     let d = TestCard::new(Brand::Jcb);
     let r = bind_with(
         app,
@@ -187,16 +205,7 @@ async fn card_data_in_headers_is_not_kept_by_the_embedded_store() {
             files.extend(std::fs::read(e.path()).expect("a store file"));
         }
     }
-    assert!(
-        contains(&files, b"order-2026-12-02:a7"),
-        "the scan sees what the store keeps in clear (a client's sane request id)"
-    );
-    for (what, s) in &sent.secrets {
-        assert!(
-            !contains(&files, s.as_bytes()),
-            "the embedded store's files hold the {what}"
-        );
-    }
+    sent.none_kept_in(&files, "the embedded store's files");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,14 +218,5 @@ async fn card_data_in_headers_is_not_kept_by_mongodb() {
     for (_, d) in mongo_documents(&app.config.storage.uri, &app.config.storage.database).await {
         d.to_writer(&mut all).expect("bson bytes");
     }
-    assert!(
-        contains(&all, b"order-2026-12-02:a7"),
-        "the scan sees what the store keeps in clear (a client's sane request id)"
-    );
-    for (what, s) in &sent.secrets {
-        assert!(
-            !contains(&all, s.as_bytes()),
-            "a MongoDB document holds the {what}"
-        );
-    }
+    sent.none_kept_in(&all, "MongoDB's documents");
 }
