@@ -66,6 +66,15 @@ pub trait CardVault: Send + Sync {
     /// for one fingerprint key version).
     async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError>;
 
+    /// HMAC-SHA256 of `data` for `purpose`, under a secret the vault keeps
+    /// (stored only wrapped, like a data key): what a store keeps in place
+    /// of request data that may hold card data (an idempotency key, the
+    /// hash of a request body), so that the stored value cannot be undone
+    /// by guessing what went in. The same purpose and data give the same
+    /// digest for as long as the vault's digest key exists. MUST return
+    /// `Unavailable` when the key cannot be had.
+    async fn keyed_digest(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], KeyError>;
+
     /// Destroys `owner`'s key material (crypto-shredding). Returns whether
     /// there was any.
     async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError>;

@@ -2,9 +2,12 @@
 //! `Idempotency-Key` — is not kept: a request id that could be a card,
 //! resident id or phone number is replaced by a new one (it goes into
 //! every log line and audit event of the request), and the store keeps an
-//! idempotency key only as its digest. Checked in the files of the
-//! embedded store and in every MongoDB collection, and through the API
-//! (the echoed id, the audit log, replays that still work).
+//! idempotency key only as its keyed digest. Nor does it keep a plain
+//! SHA-256 of the key or of the request (whose body holds the card number
+//! and CVV): trying card numbers would find what went into one. Checked in
+//! the files of the embedded store and in every MongoDB collection, and
+//! through the API (the echoed id, the audit log, replays that still
+//! work).
 //!
 //! The MongoDB case needs `CARDBIND_TEST_MONGODB_URI`: run under `bash
 //! scripts/test-services.sh`.
@@ -16,6 +19,7 @@ use cardbind::config::{Config, MockModeSetting};
 use cardbind_tests::{mongo_documents, user_id, Brand, Response, Storage, TestApp, TestCard};
 use reqwest::Method;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 fn tweak(c: &mut Config) {
     c.channels.mock.mode = MockModeSetting::Instant;
@@ -69,6 +73,20 @@ impl Sent {
     }
 }
 
+/// SHA-256 of `parts`, each prefixed with its length (8 bytes, big
+/// endian): how an unkeyed digest of a request or key would be made.
+fn plain_digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The caller scope of `TestApp::service_token`.
+const SERVICE_SCOPE: &str = "service:merchant-backend";
+
 /// A request id of the client's own, kept as sent.
 const OWN_REQUEST_ID: &str = "order-2026-12-02:a7";
 
@@ -98,7 +116,14 @@ async fn hostile_requests(app: &TestApp) -> Sent {
         ),
     ];
     let mut request_ids = Vec::new();
+    let mut digests = Vec::new();
     for (body, request_id, key, status) in cases {
+        let path = format!("/v1/users/{user}/cards");
+        let bytes = body.to_string().into_bytes();
+        let of_request = plain_digest(&[b"POST", path.as_bytes(), &bytes]);
+        digests.push(("plain SHA-256 of the request", hex::encode(of_request)));
+        let of_key = plain_digest(&[SERVICE_SCOPE.as_bytes(), key.as_bytes()]);
+        digests.push(("plain SHA-256 of the key", hex::encode(&of_key[..16])));
         let headers = [("x-request-id", request_id), ("idempotency-key", key)];
         let r = bind_with(app, &user, body, &headers).await;
         assert_eq!(r.status, status, "{}", r.describe());
@@ -179,6 +204,9 @@ async fn hostile_requests(app: &TestApp) -> Sent {
     for s in [&dashed, &spaced] {
         assert!(!text.contains(s.as_str()), "the audit log shows {s}");
         secrets.push(("card number in groups".to_owned(), s.clone()));
+    }
+    for (what, d) in digests {
+        secrets.push((what.to_owned(), d));
     }
     Sent { secrets }
 }

@@ -66,6 +66,6 @@ pub use master::MasterKey;
 pub use retire::RetireReport;
 pub use rotate::{rotate, RotationReport};
 pub use vault::{
-    fingerprint_owner, EnvelopeVault, VaultConfig, CANARY_OWNER, FINGERPRINT_OWNER,
+    fingerprint_owner, EnvelopeVault, VaultConfig, CANARY_OWNER, DIGEST_OWNER, FINGERPRINT_OWNER,
     SEALED_CANARY_MARKER, SEALED_CANARY_OWNER,
 };

@@ -45,7 +45,7 @@ pub struct RetireReport {
 }
 
 impl<M: MasterKey> EnvelopeVault<M> {
-    /// Re-wraps every owner key (users, `@fingerprint…`, `@canary`) that is
+    /// Re-wraps every owner key (users, `@fingerprint…`, `@digest`, `@canary`) that is
     /// not under the active branch version so that it is, then deletes the
     /// branch versions older than the active one that no key names any more.
     /// With `new_version`, first makes a new version and activates it (to

@@ -29,6 +29,9 @@ pub const SEALED_CANARY_MARKER: &str = "@sealed-canary";
 /// `@fingerprint.v{n}` (see [`fingerprint_owner`]).
 pub const FINGERPRINT_OWNER: &str = "@fingerprint";
 
+/// Owner of the key of [`CardVault::keyed_digest`].
+pub const DIGEST_OWNER: &str = "@digest";
+
 const CANARY_FIELD: &str = "canary";
 const CANARY_TEXT: &[u8] = b"cardbind canary v1";
 
@@ -102,6 +105,17 @@ impl Default for VaultConfig {
 /// computes the `v{n+1}` fingerprint and updates the record (conditional on
 /// its version); when no `v{n}` fingerprint remains, delete the
 /// `@fingerprint` (v1) or `@fingerprint.v{n}` key record.
+///
+/// # Keyed digests
+///
+/// `keyed_digest` is HMAC-SHA256 over the length-prefixed purpose and the
+/// data, keyed with a 32-byte secret stored like the fingerprint key, under
+/// owner [`DIGEST_OWNER`] (made on first use). The service keeps such a
+/// digest where an unkeyed hash of what a client sent could be undone by
+/// trying every card number (an idempotency key, the hash of a bind's
+/// body). Deleting the record makes a new key, and the digests stored
+/// before it stop matching: idempotency records of the last day would not
+/// be found again, so it is not rotated the way the fingerprint key is.
 pub struct EnvelopeVault<M: MasterKey> {
     pub(crate) keyring: Keyring<M>,
     pub(crate) store: Arc<dyn DataKeyStore>,
@@ -426,6 +440,20 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
     async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError> {
         self.fingerprint_with_version(pan, self.config.fingerprint_version)
             .await
+    }
+
+    async fn keyed_digest(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], KeyError> {
+        let key = self
+            .owner_key(DIGEST_OWNER, true, Lookup::ReadFirst)
+            .await?
+            .ok_or_else(|| KeyError::Unavailable("the digest key could not be made".into()))?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.key.expose())
+            .map_err(|_| KeyError::Refused("digest key unusable".into()))?;
+        // Length-prefixed, so that no (purpose, data) pair reads as another.
+        mac.update(&(purpose.len() as u64).to_be_bytes());
+        mac.update(purpose.as_bytes());
+        mac.update(data);
+        Ok(mac.finalize().into_bytes().into())
     }
 
     async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError> {

@@ -248,3 +248,59 @@ async fn fingerprints_are_keyed_stable_and_versioned() {
     assert_eq!(v2.fingerprint_with_version(&pan, 1).await.expect("fp"), f1);
     assert!(is_refused(&v2.fingerprint_with_version(&pan, 3).await));
 }
+
+#[tokio::test]
+async fn keyed_digests_are_keyed_stable_and_apart_by_purpose() {
+    let (_, s) = store();
+    let master = DataKey::generate();
+    let v = EnvelopeVault::new(
+        LocalMasterKey::from_key(master.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    let data = b"POST /v1/users/alice/cards {\"card_number\":\"4111111111111111\"}";
+    let d1 = v.keyed_digest("request", data).await.expect("digest");
+    assert_eq!(v.keyed_digest("request", data).await.expect("digest"), d1);
+    assert_ne!(v.keyed_digest("key", data).await.expect("digest"), d1);
+    assert_ne!(
+        v.keyed_digest("request", &data[1..]).await.expect("digest"),
+        d1
+    );
+    // The purpose is length-prefixed: moving a byte from it into the data
+    // gives another digest.
+    assert_ne!(
+        v.keyed_digest("reques", &[b"t".as_slice(), data].concat())
+            .await
+            .expect("digest"),
+        d1
+    );
+    // Not a plain hash: another deployment gives another value, and so
+    // does SHA-256 of what went in.
+    let plain: [u8; 32] = sha2::Sha256::digest(data).into();
+    assert_ne!(plain, d1);
+    assert_ne!(
+        vault().keyed_digest("request", data).await.expect("digest"),
+        d1
+    );
+    // Another instance on the same store agrees (the key is stored wrapped
+    // under its own reserved owner).
+    let v_b = EnvelopeVault::new(
+        LocalMasterKey::from_key(master),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    assert_eq!(v_b.keyed_digest("request", data).await.expect("digest"), d1);
+    assert!(s.get(DIGEST_OWNER).await.expect("get").is_some());
+    assert!(cardbind_domain::UserId::parse(DIGEST_OWNER).is_err());
+}
+
+#[tokio::test]
+async fn keyed_digest_without_its_key_or_store_is_unavailable() {
+    let (m, s) = store();
+    let v = EnvelopeVault::new(LocalMasterKey::generate(), s, VaultConfig::default());
+    m.set_unavailable(true);
+    assert!(matches!(
+        v.keyed_digest("request", b"x").await,
+        Err(KeyError::Unavailable(_))
+    ));
+}

@@ -14,11 +14,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::Digest;
+
 use cardbind_domain::{CardNumber, SealedBlob};
 use cardbind_keys::{
     branch_owner, fingerprint_owner, format, parse_branch_owner, rotate, BranchConfig, CacheConfig,
     DataKey, EnvelopeVault, LocalMasterKey, MasterKey, VaultConfig, ACTIVE_BRANCH_OWNER,
-    CANARY_OWNER, SEALED_CANARY_OWNER,
+    CANARY_OWNER, DIGEST_OWNER, SEALED_CANARY_OWNER,
 };
 use cardbind_ports::error::KeyError;
 use cardbind_ports::keys::{CardVault, SealContext};

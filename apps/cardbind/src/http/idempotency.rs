@@ -3,10 +3,14 @@
 //!
 //! * Scope: the caller (`role:subject` of the token), so two clients never
 //!   see each other's keys.
-//! * Request hash: SHA-256 over the method, the path and the exact body
+//! * Request hash: a keyed digest (the vault's HMAC-SHA256,
+//!   `CardVault::keyed_digest`) of the method, the path and the exact body
 //!   bytes; the same key with another request is `idempotency_key_reused`.
+//!   Keyed, because the body holds the card number, CVV and resident id: a
+//!   plain SHA-256 of it, stored for a day, could be undone by trying every
+//!   card number and CVV for a user whose other details are known.
 //! * The key is claimed in the store (atomic across instances) before the
-//!   work runs, under its SHA-256 digest with the caller ([`BindKey`]; the
+//!   work runs, under its keyed digest with the caller ([`BindKey`]; the
 //!   key itself is never stored: a client may write card data into it); a
 //!   concurrent request with the same key waits (polling every 25 ms, up to
 //!   `idempotency_wait_ms`) and then replays the stored response, or
@@ -26,11 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardbind_domain::ErrorCode;
+use cardbind_ports::keys::CardVault;
 use cardbind_ports::store::{Claim, Lease, StoredResponse};
+use cardbind_ports::KeyError;
 use futures::FutureExt;
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
-use sha2::{Digest, Sha256};
 
 use super::auth::{authenticate, Authenticated};
 use super::edge::{panicked_response, render_error, Panicked, RawBody, RequestMeta};
@@ -42,23 +47,32 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 const POLL: Duration = Duration::from_millis(25);
 
-/// The request's idempotency key hashed with its caller (SHA-256, the
-/// first 16 bytes in hex): what the store keeps in place of the key, and
-/// what the use case gets (a retry under the same key resumes what the
-/// first attempt placed). Equal keys of one caller give equal digests, so
-/// claims and replays work as on the key itself, and nothing a client
-/// wrote into the key (a card number, by mistake or on purpose) is stored.
+/// The request's idempotency key with its caller, as the vault's keyed
+/// digest (the first 16 bytes in hex): what the store keeps in place of the
+/// key, and what the use case gets (a retry under the same key resumes what
+/// the first attempt placed). Equal keys of one caller give equal digests,
+/// so claims and replays work as on the key itself, and nothing a client
+/// wrote into the key (a card number, by mistake or on purpose) is stored,
+/// nor a digest of it that trying card numbers could match without the
+/// vault's key.
 #[derive(Clone, Debug)]
 pub struct BindKey(pub String);
 
+/// `keyed_digest` purpose of [`BindKey`].
+const BIND_KEY_PURPOSE: &str = "idempotency-key";
+/// `keyed_digest` purpose of the request hash.
+const REQUEST_PURPOSE: &str = "idempotency-request";
+
 impl BindKey {
-    fn of(scope: &str, key: &str) -> BindKey {
-        let mut h = Sha256::new();
-        for part in [scope.as_bytes(), key.as_bytes()] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
-        BindKey(hex::encode(&h.finalize()[..16]))
+    async fn of(vault: &dyn CardVault, scope: &str, key: &str) -> Result<BindKey, ApiError> {
+        let digest = vault
+            .keyed_digest(
+                BIND_KEY_PURPOSE,
+                &framed(&[scope.as_bytes(), key.as_bytes()]),
+            )
+            .await
+            .map_err(keys)?;
+        Ok(BindKey(hex::encode(&digest[..16])))
     }
 }
 
@@ -77,14 +91,43 @@ pub fn valid_key(k: &str) -> bool {
     IdempotencyKeyParam::parse(k).is_some()
 }
 
-/// SHA-256 (hex) over method, path and body, each length-prefixed.
-pub fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    for part in [method.as_bytes(), path.as_bytes(), body] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
+/// `parts`, each prefixed with its length: no two lists of parts frame
+/// to the same bytes.
+pub fn framed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
     }
-    hex::encode(h.finalize())
+    out
+}
+
+/// The vault's keyed digest (hex) of method, path and body.
+async fn request_hash(
+    vault: &dyn CardVault,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let digest = vault
+        .keyed_digest(
+            REQUEST_PURPOSE,
+            &framed(&[method.as_bytes(), path.as_bytes(), body]),
+        )
+        .await
+        .map_err(keys)?;
+    Ok(hex::encode(digest))
+}
+
+fn keys(e: KeyError) -> ApiError {
+    match e {
+        KeyError::Unavailable(_) => ApiError::new(
+            ErrorCode::KeyServiceUnavailable,
+            "the key service is unavailable; retry later",
+        ),
+        KeyError::Refused(_) | KeyError::Erased => ApiError::internal("idempotency digest"),
+    }
+    .with_cause(e.to_string())
 }
 
 fn storage(e: cardbind_ports::StoreError) -> ApiError {
@@ -289,11 +332,12 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
                     .to_owned()
             },
         );
-        let hash = request_hash(req.method().as_str(), &path, &body);
+        let vault = shared.state.usecases.ports().vault.clone();
+        let hash = request_hash(vault.as_ref(), req.method().as_str(), &path, &body).await?;
         let scope = format!("{}:{}", actor.role.as_str(), actor.subject);
         // The store keeps the key's digest, not the key: a client may put
         // anything printable in it, card data included.
-        let bind_key = BindKey::of(&scope, &key);
+        let bind_key = BindKey::of(vault.as_ref(), &scope, &key).await?;
         let key = bind_key.0.clone();
         req.set_data(bind_key);
 
@@ -351,14 +395,12 @@ mod tests {
         assert!(!valid_key(&"k".repeat(256)));
         assert!(!valid_key("tab\there"));
         assert!(!valid_key(" padded "));
-        assert_ne!(
-            request_hash("POST", "/a", b"x"),
-            request_hash("POST", "/ax", b"")
-        );
-        assert_eq!(
-            request_hash("POST", "/a", b"x"),
-            request_hash("POST", "/a", b"x")
-        );
+        let parts = |m: &'static str, p: &'static str, b: &'static [u8]| {
+            framed(&[m.as_bytes(), p.as_bytes(), b])
+        };
+        assert_ne!(parts("POST", "/a", b"x"), parts("POST", "/ax", b""));
+        assert_ne!(parts("POST", "/a", b"x"), parts("POSTx", "/a", b""));
+        assert_eq!(parts("POST", "/a", b"x"), parts("POST", "/a", b"x"));
     }
 
     #[test]
