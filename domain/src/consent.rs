@@ -76,9 +76,50 @@ impl ConsentGiven {
 /// Numbers this long or longer in free text are masked.
 pub const MASKED_NUMBER_DIGITS: usize = 11;
 
+/// A number in a text: its byte range (from its first digit to its last)
+/// and how many digits it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NumberSpan {
+    pub start: usize,
+    pub end: usize,
+    pub digits: usize,
+}
+
+/// The numbers of `text`, in order: runs of ASCII digits, where a single
+/// byte of `separators` between two digits joins them into one number (as
+/// card numbers are written: `4111 1111 …`, `4111-1111-…`). Separators must
+/// be ASCII, so every span starts and ends on a character boundary.
+pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = NumberSpan> + 'a {
+    let b = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() && !b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == b.len() {
+            return None;
+        }
+        let start = i;
+        let (mut end, mut digits) = (i, 0);
+        while i < b.len() {
+            if b[i].is_ascii_digit() {
+                digits += 1;
+                i += 1;
+                end = i;
+            } else if separators.contains(&b[i]) && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        Some(NumberSpan { start, end, digits })
+    })
+}
+
 /// `text` with the digits of every number of [`MASKED_NUMBER_DIGITS`]
 /// digits or more replaced by `*` (a number: ASCII digits, single spaces
-/// or hyphens between them allowed, as card numbers are written).
+/// or hyphens between them allowed, as card numbers are written; see
+/// [`numbers`]).
 ///
 /// The consent's free text (its text version and the user agent) is kept
 /// in clear, in the wallet and the audit log; a card number (12–19
@@ -86,40 +127,18 @@ pub const MASKED_NUMBER_DIGITS: usize = 11;
 /// number (11 digits) put there, by mistake or on purpose, is masked
 /// before it is kept. Version numbers and build ids stay as they are.
 pub fn mask_long_numbers(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        if !chars[i].is_ascii_digit() {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        // The number starting here: digits, with single separators
-        // between two digits.
-        let (mut end, mut digits) = (i, 0);
-        let mut j = i;
-        while j < chars.len() {
-            if chars[j].is_ascii_digit() {
-                digits += 1;
-                j += 1;
-                end = j;
-            } else if matches!(chars[j], ' ' | '-')
-                && chars.get(j + 1).is_some_and(char::is_ascii_digit)
-            {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        let mask = digits >= MASKED_NUMBER_DIGITS;
+    let mut kept = 0;
+    for n in numbers(text, b" -").filter(|n| n.digits >= MASKED_NUMBER_DIGITS) {
+        out.push_str(&text[kept..n.start]);
         out.extend(
-            chars[i..end]
-                .iter()
-                .map(|&c| if mask && c.is_ascii_digit() { '*' } else { c }),
+            text[n.start..n.end]
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '*' } else { c }),
         );
-        i = end;
+        kept = n.end;
     }
+    out.push_str(&text[kept..]);
     out
 }
 
@@ -148,6 +167,29 @@ mod tests {
         ] {
             assert_eq!(mask_long_numbers(text), masked, "{text}");
         }
+    }
+
+    #[test]
+    fn numbers_join_digits_across_single_separators_only() {
+        fn spans<'a>(t: &'a str, seps: &[u8]) -> Vec<(&'a str, usize)> {
+            numbers(t, seps)
+                .map(|n| (&t[n.start..n.end], n.digits))
+                .collect()
+        }
+        assert_eq!(
+            spans("a 4111 1111-22 x9", b" -"),
+            [("4111 1111-22", 10), ("9", 1)]
+        );
+        // A separator not in the set, a doubled one, or one at an end
+        // splits or ends a number.
+        assert_eq!(spans("12.34", b" -"), [("12", 2), ("34", 2)]);
+        assert_eq!(spans("12.34", b"."), [("12.34", 4)]);
+        assert_eq!(spans("12--34-", b"-"), [("12", 2), ("34", 2)]);
+        assert_eq!(spans("-12 ", b" -"), [("12", 2)]);
+        // Multi-byte characters around numbers keep the spans on char
+        // boundaries.
+        assert_eq!(spans("卡号4111 1111号", b" "), [("4111 1111", 8)]);
+        assert!(spans("no digits", b" ").is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use cardbind_domain::consent::MASKED_NUMBER_DIGITS;
+use cardbind_domain::consent::{numbers, MASKED_NUMBER_DIGITS};
 use cardbind_domain::ErrorCode;
 use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
 use poem::http::header::{HeaderName, HeaderValue};
@@ -106,7 +106,7 @@ fn sane_request_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        && (hyphenated_uuid(s.as_bytes()) || longest_number(s.as_bytes()) < MASKED_NUMBER_DIGITS)
+        && (hyphenated_uuid(s.as_bytes()) || longest_number(s) < MASKED_NUMBER_DIGITS)
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits.
@@ -120,23 +120,8 @@ fn hyphenated_uuid(s: &[u8]) -> bool {
 
 /// The most digits of one number in `s`: digits joined by single
 /// separators (`-_.:`) count as one number.
-fn longest_number(s: &[u8]) -> usize {
-    let (mut longest, mut digits) = (0, 0);
-    for (i, b) in s.iter().enumerate() {
-        if b.is_ascii_digit() {
-            digits += 1;
-            longest = longest.max(digits);
-        } else {
-            let joins = b"-_.:".contains(b)
-                && i > 0
-                && s[i - 1].is_ascii_digit()
-                && s.get(i + 1).is_some_and(u8::is_ascii_digit);
-            if !joins {
-                digits = 0;
-            }
-        }
-    }
-    longest
+fn longest_number(s: &str) -> usize {
+    numbers(s, b"-_.:").map(|n| n.digits).max().unwrap_or(0)
 }
 
 /// The method as a metric label: the standard ones by name, anything else
