@@ -188,6 +188,20 @@
 //! users included, was 150 MB. A `spawn_blocking` round trip (what reading
 //! on a blocking thread would add) measured 28 µs of wall time there,
 //! twice the read itself.
+//!
+//! One cost is SQLite's own and shows only below 1 GiB. When a B-tree
+//! balance puts its new pages in ascending order, SQLite renumbers a page
+//! by way of the lock-byte page's number (262,145 with 4 KiB pages), which
+//! raises the page cache's highest key; at the commit, cutting the cache
+//! back to the file's size then walks the whole hash table of the writer's
+//! cache rather than a few slots. So while the file is under 1 GiB every
+//! group commit visits every cached page: `pcache1TruncateUnsafe` was 10 %
+//! of the writer thread's CPU at 18k pages with `serve`'s 16 MiB cache
+//! (`perf`, uprobes on its arguments: the highest key 262,145 at each
+//! commit, 2 December 2026). The cache's size did not move binds/s beyond
+//! the noise of two rounds (`loadgen`, 60k binds, 128 in flight, `--env
+//! CARDBIND__STORAGE__CACHE_MIB=…`: 16 MiB 1,435 and 1,792; 2 MiB 1,594
+//! and 1,621; 64 MiB 1,500 and 1,490 binds/s), so it stays as it is.
 
 mod bins;
 mod card_data;
