@@ -189,14 +189,15 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
     };
 
     // --- The first bind a database sees also makes the fingerprint key
-    // (once per database: `data_keys` get, put_if_absent); each instance
-    // then reads it again once per cache lifetime (5 min or 10,000 uses).
+    // and the digest key of the idempotency records (once per database:
+    // `data_keys` get, put_if_absent, each); each instance then reads them
+    // again once per cache lifetime (5 min or 10,000 uses).
     // A new user's own key is inserted without a read first (the bind
     // found no wallet: `CardVault::seal_for_new_owner`).
     let (r, _) = m
         .http(
-            "bind (first of the database: + fingerprint key)",
-            Some(11),
+            "bind (first of the database: + fingerprint and digest keys)",
+            Some(13),
             app.bind(&user_id("first"), &TestCard::visa(), &idem_key()),
         )
         .await;
