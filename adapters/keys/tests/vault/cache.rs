@@ -206,11 +206,7 @@ async fn branch_key_ttl_bounds_how_long_it_is_used_from_memory() {
 async fn fingerprints_are_keyed_stable_and_versioned() {
     let (_, s) = store();
     let master = DataKey::generate();
-    let v = EnvelopeVault::new(
-        LocalMasterKey::from_key(master.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v = vault_on(&master, &s);
     let pan = CardNumber::parse("4111 1111 1111 1111").expect("pan");
     let other = CardNumber::parse("5555 5555 5555 4444").expect("pan");
     let f1 = v.fingerprint(&pan).await.expect("fp");
@@ -225,11 +221,7 @@ async fn fingerprints_are_keyed_stable_and_versioned() {
     let elsewhere = vault();
     assert_ne!(elsewhere.fingerprint(&pan).await.expect("fp"), f1);
     // Another instance on the same store agrees (the key is stored wrapped).
-    let v_b = EnvelopeVault::new(
-        LocalMasterKey::from_key(master.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v_b = vault_on(&master, &s);
     assert_eq!(v_b.fingerprint(&pan).await.expect("fp"), f1);
     assert!(s.get(&fingerprint_owner(1)).await.expect("get").is_some());
 
@@ -253,11 +245,7 @@ async fn fingerprints_are_keyed_stable_and_versioned() {
 async fn keyed_digests_are_keyed_stable_and_apart_by_purpose() {
     let (_, s) = store();
     let master = DataKey::generate();
-    let v = EnvelopeVault::new(
-        LocalMasterKey::from_key(master.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v = vault_on(&master, &s);
     let data = b"POST /v1/users/alice/cards {\"card_number\":\"4111111111111111\"}";
     let d1 = v.keyed_digest("request", data).await.expect("digest");
     assert_eq!(v.keyed_digest("request", data).await.expect("digest"), d1);
@@ -284,11 +272,7 @@ async fn keyed_digests_are_keyed_stable_and_apart_by_purpose() {
     );
     // Another instance on the same store agrees (the key is stored wrapped
     // under its own reserved owner).
-    let v_b = EnvelopeVault::new(
-        LocalMasterKey::from_key(master),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v_b = vault_on(&master, &s);
     assert_eq!(v_b.keyed_digest("request", data).await.expect("digest"), d1);
     assert!(s.get(DIGEST_OWNER).await.expect("get").is_some());
     assert!(cardbind_domain::UserId::parse(DIGEST_OWNER).is_err());

@@ -35,6 +35,16 @@ fn vault() -> EnvelopeVault<LocalMasterKey> {
     )
 }
 
+/// A vault with the local master key `master` on the store `s`, as
+/// another instance of one deployment (same key, same store) would be.
+fn vault_on(master: &DataKey, s: &Arc<dyn DataKeyStore>) -> EnvelopeVault<LocalMasterKey> {
+    EnvelopeVault::new(
+        LocalMasterKey::from_key(master.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    )
+}
+
 fn ctx(record: &str, field: &'static str) -> SealContext {
     SealContext::new(record, field)
 }

@@ -24,11 +24,7 @@ async fn local_rotation_rewraps_branch_keys_only_and_resumes() {
     let (_, s) = store();
     let old_key = DataKey::generate();
     let new_key = DataKey::generate();
-    let v_old = EnvelopeVault::new(
-        LocalMasterKey::from_key(old_key.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v_old = vault_on(&old_key, &s);
     v_old.self_check().await.expect("canary");
     let pan = CardNumber::parse("4111111111111111").expect("pan");
     let fp = v_old.fingerprint(&pan).await.expect("fp");
@@ -117,22 +113,14 @@ async fn local_rotation_rewraps_branch_keys_only_and_resumes() {
             &from.inner.decrypt_data_key(&wk.owner, &wk.wrapped).await
         ));
     }
-    let v_new = EnvelopeVault::new(
-        LocalMasterKey::from_key(new_key),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v_new = vault_on(&new_key, &s);
     v_new.self_check().await.expect("canary under new key");
     assert_eq!(v_new.fingerprint(&pan).await.expect("fp"), fp);
     for (u, c, blob) in &sealed {
         v_new.open(u, c, blob).await.expect("data still opens");
     }
     // The old key alone no longer works; old as *previous* key is fine.
-    let v_only_old = EnvelopeVault::new(
-        LocalMasterKey::from_key(old_key.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v_only_old = vault_on(&old_key, &s);
     assert!(is_refused(
         &v_only_old
             .open(&sealed[0].0, &sealed[0].1, &sealed[0].2)
@@ -145,21 +133,13 @@ async fn service_runs_during_rotation_with_previous_key() {
     let (_, s) = store();
     let old_key = DataKey::generate();
     let new_key = DataKey::generate();
-    let v_old = EnvelopeVault::new(
-        LocalMasterKey::from_key(old_key.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v_old = vault_on(&old_key, &s);
     let u = user("early");
     let c = ctx("r", "pan");
     let early = v_old.seal(&u, &c, b"early").await.expect("seal");
     // The service restarts with new as master, old as previous.
-    let v = EnvelopeVault::new(
-        LocalMasterKey::from_key(new_key.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    )
-    .with_previous_keys(vec![LocalMasterKey::from_key(old_key.clone())]);
+    let v =
+        vault_on(&new_key, &s).with_previous_keys(vec![LocalMasterKey::from_key(old_key.clone())]);
     assert_eq!(v.open(&u, &c, &early).await.expect("open"), b"early");
     // A new user goes under the active branch key, still wrapped by old.
     let late = v.seal(&user("late"), &c, b"late").await.expect("seal");
@@ -197,11 +177,7 @@ fn new_key_id(key: &DataKey) -> String {
 async fn wrapped_user_keys_moved_relabelled_or_tampered_are_refused() {
     let (_, s) = store();
     let master = DataKey::generate();
-    let v = EnvelopeVault::new(
-        LocalMasterKey::from_key(master.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v = vault_on(&master, &s);
     let (alice, carol) = (user("alice"), user("carol"));
     let c = ctx("card-1", "pan");
     let a_sealed = v.seal(&alice, &c, b"alice-pan").await.expect("seal");
@@ -213,13 +189,7 @@ async fn wrapped_user_keys_moved_relabelled_or_tampered_are_refused() {
 
     // A fresh instance (empty caches) for every attempt, so the key is
     // unwrapped from what the store holds now.
-    let fresh = || {
-        EnvelopeVault::new(
-            LocalMasterKey::from_key(master.clone()),
-            s.clone(),
-            VaultConfig::default(),
-        )
-    };
+    let fresh = || vault_on(&master, &s);
     let mut version = carol_wk.version;
     let mut put_as_carol = |wk: WrappedKey| {
         version += 1;
@@ -470,11 +440,7 @@ async fn retirement_migrates_keys_from_before_branch_keys() {
     let (_, s) = store();
     let master = DataKey::generate();
     put_legacy_key(&s, &LocalMasterKey::from_key(master.clone()), "legacy").await;
-    let v = EnvelopeVault::new(
-        LocalMasterKey::from_key(master.clone()),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let v = vault_on(&master, &s);
     let u = user("legacy");
     let c = ctx("card", "pan");
     let blob = v
@@ -486,10 +452,6 @@ async fn retirement_migrates_keys_from_before_branch_keys() {
     let wk = s.get("legacy").await.expect("get").expect("key");
     assert_eq!(wk.master_key_id, branch_owner(1));
     assert_eq!(wk.version, 2);
-    let fresh = EnvelopeVault::new(
-        LocalMasterKey::from_key(master),
-        s.clone(),
-        VaultConfig::default(),
-    );
+    let fresh = vault_on(&master, &s);
     assert_eq!(fresh.open(&u, &c, &blob).await.expect("open"), b"kept");
 }
