@@ -66,14 +66,21 @@ pub trait CardVault: Send + Sync {
     /// for one fingerprint key version).
     async fn fingerprint(&self, pan: &CardNumber) -> Result<Fingerprint, KeyError>;
 
-    /// HMAC-SHA256 of `data` for `purpose`, under a secret the vault keeps
+    /// HMAC-SHA256 of `parts` for `purpose`, under a secret the vault keeps
     /// (stored only wrapped, like a data key): what a store keeps in place
     /// of request data that may hold card data (an idempotency key, the
     /// hash of a request body), so that the stored value cannot be undone
-    /// by guessing what went in. The same purpose and data give the same
-    /// digest for as long as the vault's digest key exists. MUST return
-    /// `Unavailable` when the key cannot be had.
-    async fn keyed_digest(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], KeyError>;
+    /// by guessing what went in. The purpose and each part are framed by
+    /// the vault (length-prefixed), so no two lists of parts, nor a byte
+    /// moved from the purpose into a part, give the same input. The same
+    /// purpose and parts give the same digest for as long as the vault's
+    /// digest key exists. MUST return `Unavailable` when the key cannot be
+    /// had.
+    async fn keyed_digest<'p>(
+        &self,
+        purpose: &str,
+        parts: &[&'p [u8]],
+    ) -> Result<[u8; 32], KeyError>;
 
     /// Destroys `owner`'s key material (crypto-shredding). Returns whether
     /// there was any.

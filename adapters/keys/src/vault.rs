@@ -108,8 +108,8 @@ impl Default for VaultConfig {
 ///
 /// # Keyed digests
 ///
-/// `keyed_digest` is HMAC-SHA256 over the length-prefixed purpose and the
-/// data, keyed with a 32-byte secret stored like the fingerprint key, under
+/// `keyed_digest` is HMAC-SHA256 over the purpose and the parts, each
+/// prefixed with its length as a big-endian u64, keyed with a 32-byte secret stored like the fingerprint key, under
 /// owner [`DIGEST_OWNER`] (made on first use). The service keeps such a
 /// digest where an unkeyed hash of what a client sent could be undone by
 /// trying every card number (an idempotency key, the hash of a bind's
@@ -442,18 +442,17 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
             .await
     }
 
-    async fn keyed_digest(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], KeyError> {
+    async fn keyed_digest<'p>(
+        &self,
+        purpose: &str,
+        parts: &[&'p [u8]],
+    ) -> Result<[u8; 32], KeyError> {
         let key = self
             .owner_key(DIGEST_OWNER, true, Lookup::ReadFirst)
             .await?
             .ok_or_else(|| KeyError::Unavailable("the digest key could not be made".into()))?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.key.expose())
-            .map_err(|_| KeyError::Refused("digest key unusable".into()))?;
-        // Length-prefixed, so that no (purpose, data) pair reads as another.
-        mac.update(&(purpose.len() as u64).to_be_bytes());
-        mac.update(purpose.as_bytes());
-        mac.update(data);
-        Ok(mac.finalize().into_bytes().into())
+        framed_mac(key.key.expose(), purpose, parts)
+            .ok_or_else(|| KeyError::Refused("digest key unusable".into()))
     }
 
     async fn erase_owner(&self, owner: &UserId) -> Result<bool, KeyError> {
@@ -511,5 +510,45 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         }
         tracing::info!(master_key = %master, "key self-check passed");
         Ok(())
+    }
+}
+
+/// HMAC-SHA256 under `key` of the purpose and each part, every field
+/// prefixed with its length as a big-endian u64, so that no (purpose,
+/// parts) reads as another. These are the bytes the digests were made of
+/// when callers framed their parts themselves, so the digests stored then
+/// (idempotency records) still match: the test below pins the layout.
+fn framed_mac(key: &[u8], purpose: &str, parts: &[&[u8]]) -> Option<[u8; 32]> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+    for field in std::iter::once(purpose.as_bytes()).chain(parts.iter().copied()) {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field);
+    }
+    Some(mac.finalize().into_bytes().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framed_mac_is_the_stored_layout() {
+        let key = [7u8; 32];
+        let mut input = Vec::new();
+        for field in [b"idempotency-request".as_slice(), b"POST", b"/v1/x", b"{}"] {
+            input.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            input.extend_from_slice(field);
+        }
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+        mac.update(&input);
+        let expected: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(
+            framed_mac(&key, "idempotency-request", &[b"POST", b"/v1/x", b"{}"]),
+            Some(expected)
+        );
+        assert_ne!(
+            framed_mac(&key, "idempotency-request", &[b"POST", b"/v1/x{}"]),
+            Some(expected)
+        );
     }
 }

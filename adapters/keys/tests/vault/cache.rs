@@ -246,18 +246,37 @@ async fn keyed_digests_are_keyed_stable_and_apart_by_purpose() {
     let (_, s) = store();
     let master = DataKey::generate();
     let v = vault_on(&master, &s);
-    let data = b"POST /v1/users/alice/cards {\"card_number\":\"4111111111111111\"}";
-    let d1 = v.keyed_digest("request", data).await.expect("digest");
-    assert_eq!(v.keyed_digest("request", data).await.expect("digest"), d1);
-    assert_ne!(v.keyed_digest("key", data).await.expect("digest"), d1);
-    assert_ne!(
-        v.keyed_digest("request", &data[1..]).await.expect("digest"),
+    let data: &[u8] = b"POST /v1/users/alice/cards {\"card_number\":\"4111111111111111\"}";
+    let d1 = v.keyed_digest("request", &[data]).await.expect("digest");
+    assert_eq!(
+        v.keyed_digest("request", &[data]).await.expect("digest"),
         d1
     );
-    // The purpose is length-prefixed: moving a byte from it into the data
-    // gives another digest.
+    assert_ne!(v.keyed_digest("key", &[data]).await.expect("digest"), d1);
     assert_ne!(
-        v.keyed_digest("reques", &[b"t".as_slice(), data].concat())
+        v.keyed_digest("request", &[&data[1..]])
+            .await
+            .expect("digest"),
+        d1
+    );
+    // The purpose and each part are length-prefixed: moving a byte from
+    // the purpose into a part, or from one part into the next, or
+    // splitting a part in two gives another digest.
+    let t_data = [b"t".as_slice(), data].concat();
+    assert_ne!(
+        v.keyed_digest("reques", &[&t_data]).await.expect("digest"),
+        d1
+    );
+    let (a, b) = data.split_at(4);
+    let split = v.keyed_digest("request", &[a, b]).await.expect("digest");
+    assert_ne!(split, d1);
+    let (a2, b2) = data.split_at(5);
+    assert_ne!(
+        v.keyed_digest("request", &[a2, b2]).await.expect("digest"),
+        split
+    );
+    assert_ne!(
+        v.keyed_digest("request", &[data, b""])
             .await
             .expect("digest"),
         d1
@@ -267,13 +286,19 @@ async fn keyed_digests_are_keyed_stable_and_apart_by_purpose() {
     let plain: [u8; 32] = sha2::Sha256::digest(data).into();
     assert_ne!(plain, d1);
     assert_ne!(
-        vault().keyed_digest("request", data).await.expect("digest"),
+        vault()
+            .keyed_digest("request", &[data])
+            .await
+            .expect("digest"),
         d1
     );
     // Another instance on the same store agrees (the key is stored wrapped
     // under its own reserved owner).
     let v_b = vault_on(&master, &s);
-    assert_eq!(v_b.keyed_digest("request", data).await.expect("digest"), d1);
+    assert_eq!(
+        v_b.keyed_digest("request", &[data]).await.expect("digest"),
+        d1
+    );
     assert!(s.get(DIGEST_OWNER).await.expect("get").is_some());
     assert!(cardbind_domain::UserId::parse(DIGEST_OWNER).is_err());
 }
@@ -284,7 +309,7 @@ async fn keyed_digest_without_its_key_or_store_is_unavailable() {
     let v = EnvelopeVault::new(LocalMasterKey::generate(), s, VaultConfig::default());
     m.set_unavailable(true);
     assert!(matches!(
-        v.keyed_digest("request", b"x").await,
+        v.keyed_digest("request", &[b"x"]).await,
         Err(KeyError::Unavailable(_))
     ));
 }

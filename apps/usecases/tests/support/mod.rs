@@ -113,11 +113,15 @@ impl CardVault for FakeVault {
         }
         Ok(Fingerprint::new(1, format!("{:x}", fxhash(pan.expose()))))
     }
-    async fn keyed_digest(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], KeyError> {
+    async fn keyed_digest<'p>(
+        &self,
+        purpose: &str,
+        parts: &[&'p [u8]],
+    ) -> Result<[u8; 32], KeyError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(KeyError::Unavailable("fake vault down".into()));
         }
-        let h = fxhash(&format!("{purpose}|{data:?}"));
+        let h = fxhash(&format!("{purpose}|{parts:?}"));
         let mut out = [0u8; 32];
         out[..8].copy_from_slice(&h.to_be_bytes());
         Ok(out)
