@@ -40,7 +40,8 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 )
 
-// The merchant set-up; the service's configuration uses the same values.
+// The merchant set-up. scripts/sdk-interop.sh writes the service's
+// configuration from them (--print-merchant), so they live only here.
 const (
 	MchID          = "1900000109"
 	AppID          = "wxd678efh567hg6787"
@@ -163,7 +164,14 @@ func main() {
 	tokenFile := flag.String("token-file", "", "file holding a bearer token (role service) for the service")
 	auditorFile := flag.String("auditor-token-file", "", "file holding a bearer token (role auditor), to read the audit log")
 	keyDir := flag.String("keys", "", "directory with the merchant public key, platform private key and APIv3 key")
+	printMerchant := flag.Bool("print-merchant", false, "print the merchant set-up as shell assignments and exit")
 	flag.Parse()
+
+	if *printMerchant {
+		fmt.Printf("WX_MCHID=%s\nWX_APPID=%s\nWX_SERIAL=%s\nWX_PLATFORM_SERIAL=%s\nWX_PLAN=%d\n",
+			MchID, AppID, MerchantSerial, PlatformSerial, PlanID)
+		return
+	}
 
 	rep := &report{}
 	if *service == "" || *tokenFile == "" || *auditorFile == "" || *keyDir == "" {
