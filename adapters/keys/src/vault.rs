@@ -109,13 +109,14 @@ impl Default for VaultConfig {
 /// # Keyed digests
 ///
 /// `keyed_digest` is HMAC-SHA256 over the purpose and the parts, each
-/// prefixed with its length as a big-endian u64, keyed with a 32-byte secret stored like the fingerprint key, under
-/// owner [`DIGEST_OWNER`] (made on first use). The service keeps such a
-/// digest where an unkeyed hash of what a client sent could be undone by
-/// trying every card number (an idempotency key, the hash of a bind's
-/// body). Deleting the record makes a new key, and the digests stored
-/// before it stop matching: idempotency records of the last day would not
-/// be found again, so it is not rotated the way the fingerprint key is.
+/// prefixed with its length as a big-endian u64, keyed with a 32-byte
+/// secret stored like the fingerprint key, under owner [`DIGEST_OWNER`]
+/// (made on first use). The service keeps such a digest where an unkeyed
+/// hash of what a client sent could be undone by trying every card number
+/// (an idempotency key, the hash of a bind's body). Deleting the record
+/// makes a new key, and the digests stored before it stop matching:
+/// idempotency records of the last day would not be found again, so it is
+/// not rotated the way the fingerprint key is.
 pub struct EnvelopeVault<M: MasterKey> {
     pub(crate) keyring: Keyring<M>,
     pub(crate) store: Arc<dyn DataKeyStore>,
