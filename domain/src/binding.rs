@@ -258,6 +258,17 @@ impl Binding {
         self.0.consents.last()
     }
 
+    /// Whether an earlier bind of this card (not the current one) held
+    /// `agreement` at its channel, as far as the kept consents tell: an
+    /// event naming it is about that earlier binding, whatever the card's
+    /// status now.
+    pub fn held_before(&self, agreement: &str) -> bool {
+        let earlier = self.0.consents.len().saturating_sub(1);
+        self.0.consents[..earlier]
+            .iter()
+            .any(|c| c.agreement_id.as_deref() == Some(agreement))
+    }
+
     /// Reserved but the channel's answer was never stored (the process
     /// stopped, or the store failed, between asking and storing): a bind of
     /// the same card again resumes it instead of being refused.
@@ -653,6 +664,13 @@ mod tests {
         assert_eq!(b.data_generation, 2, "the generation the request chose");
         assert_eq!(b.consents.len(), 2);
         assert!(b.consent().unwrap().revoked_at.is_none());
+        // The first bind's agreement is an earlier one now; the current
+        // bind holds none yet.
+        assert!(b.held_before("t"));
+        assert!(!b.held_before("u"));
+        b.activate(Some("u".into()), now).unwrap();
+        assert!(!b.held_before("u"), "the current agreement is not an earlier one");
+        assert!(b.held_before("t"));
         let card = CardToBind {
             new_id: BindingId::parse("unused").unwrap(),
             fingerprint: b.fingerprint.clone(),

@@ -70,6 +70,54 @@ async fn an_event_about_an_earlier_agreement_does_not_unbind_the_card() {
     assert_eq!(card(&app, "u-e", &id).await["status"], "inactive");
 }
 
+/// The mock's redirect mode: the card waits for the channel's signing.
+const AMEX_REDIRECT: &str = "378282246310005";
+
+#[tokio::test]
+async fn late_events_about_an_earlier_agreement_leave_a_card_bound_again_alone() {
+    let app = spawn();
+    let v = json_of(app.bind("u-l", "k-l1", &bind_body(AMEX_REDIRECT)).await).await;
+    assert_eq!(v["status"], "pending_verification", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(notify(&app, &id, "sign-1", "signed", "agreement-1").await, 200);
+    assert_eq!(card(&app, "u-l", &id).await["status"], "active");
+    let resp = app
+        .client
+        .delete(format!("/v1/users/u-l/cards/{id}"))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    assert_eq!(card(&app, "u-l", &id).await["status"], "inactive");
+
+    // Bound again: the same record, waiting for the user to sign anew.
+    let v = json_of(app.bind("u-l", "k-l2", &bind_body(AMEX_REDIRECT)).await).await;
+    assert_eq!(v["status"], "pending_verification", "{v}");
+    assert_eq!(v["id"], id.as_str());
+
+    // The channel's late retries about the first agreement (a signing the
+    // service once failed to take, then its unsigning): acknowledged,
+    // and the waiting card is neither activated on the ended agreement
+    // nor unbound.
+    assert_eq!(notify(&app, &id, "sign-1-retry", "signed", "agreement-1").await, 200);
+    assert_eq!(card(&app, "u-l", &id).await["status"], "pending_verification");
+    assert_eq!(notify(&app, &id, "unsign-1", "terminated", "agreement-1").await, 200);
+    assert_eq!(card(&app, "u-l", &id).await["status"], "pending_verification");
+
+    // The user's signing of the new agreement activates it, and the card
+    // holds that one.
+    assert_eq!(notify(&app, &id, "sign-2", "signed", "agreement-2").await, 200);
+    assert_eq!(card(&app, "u-l", &id).await["status"], "active");
+    let user = UserId::parse("u-l").unwrap();
+    let wallet = app.store.load(&user).await.unwrap().unwrap().wallet;
+    let b = wallet.get(&BindingId::parse(&id).unwrap()).unwrap();
+    assert_eq!(b.channel_ref.as_deref(), Some("agreement-2"));
+    assert_eq!(
+        b.consent().unwrap().agreement_id.as_deref(),
+        Some("agreement-2")
+    );
+}
+
 /// The mock channel, counting OTP checks and taking its time over each.
 struct SlowOtp {
     inner: cardbind_channels::MockChannel,

@@ -290,12 +290,16 @@ fn channel_event(
         return unchanged();
     }
     // A card bound again keeps its id: an event about another agreement
-    // than the one an active (or frozen) card holds now is about an earlier
-    // binding of that card, and changes nothing.
-    let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
-    if let (true, Some(named), Some(current)) = (holds_agreement, &event.agreement, &b.channel_ref)
-    {
-        if named != current {
+    // than the one an active (or frozen) card holds now, or about one an
+    // earlier bind of the card held (a late retry of its signing or its
+    // unsigning, while the card waits again), is about an earlier binding
+    // of that card, and changes nothing.
+    if let Some(named) = &event.agreement {
+        let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
+        let other_than_held =
+            holds_agreement && b.channel_ref.as_ref().is_some_and(|current| current != named);
+        let held_before = b.held_before(named) && b.channel_ref.as_ref() != Some(named);
+        if other_than_held || held_before {
             tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier agreement ignored");
             return unchanged();
         }
