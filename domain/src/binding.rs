@@ -669,7 +669,10 @@ mod tests {
         assert!(b.held_before("t"));
         assert!(!b.held_before("u"));
         b.activate(Some("u".into()), now).unwrap();
-        assert!(!b.held_before("u"), "the current agreement is not an earlier one");
+        assert!(
+            !b.held_before("u"),
+            "the current agreement is not an earlier one"
+        );
         assert!(b.held_before("t"));
         let card = CardToBind {
             new_id: BindingId::parse("unused").unwrap(),

@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use cardbind_channels::alipay::{alipay_timestamp, scan, AlipayChannel, AlipayConfig};
+use cardbind_channels::alipay::{
+    alipay_timestamp, parse_alipay_timestamp, scan, AlipayChannel, AlipayConfig,
+    NOTIFICATION_MAX_AGE_SECONDS, NOTIFICATION_MAX_AHEAD_SECONDS,
+};
 use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID};
 use cardbind_channels::fakes::FakeAlipay;
 use cardbind_domain::Timestamp;
@@ -489,6 +492,83 @@ fn timestamp_is_beijing_time() {
         alipay_timestamp(Timestamp::from_unix_millis(1_709_224_200_000)),
         "2024-03-01 00:30:00"
     );
+}
+
+#[test]
+fn timestamps_read_back_as_written() {
+    for ms in [0, 951_825_600_000, 1_700_000_000_000, 1_709_224_200_000] {
+        let t = Timestamp::from_unix_millis(ms);
+        assert_eq!(parse_alipay_timestamp(&alipay_timestamp(t)), Some(t));
+    }
+    for bad in [
+        "",
+        "2024-02-30 00:00:00",
+        "2024-03-01T00:30:00",
+        "2024-03-01 00:30",
+        "x",
+    ] {
+        assert_eq!(parse_alipay_timestamp(bad), None, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn notifications_signed_long_ago_or_ahead_of_our_clock_are_refused() {
+    let (fake, ch) = setup(None).await;
+    let now = Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let signed_at = |t: Option<Timestamp>, id: &str| {
+        let time = t.map(alipay_timestamp);
+        let mut pairs = vec![
+            ("notify_type", "dut_user_sign"),
+            ("notify_id", id),
+            ("app_id", APP_ID),
+            ("status", "NORMAL"),
+            ("agreement_no", "20250101000000000001"),
+            ("external_agreement_no", "bind-t"),
+        ];
+        if let Some(time) = time.as_deref() {
+            pairs.push(("notify_time", time));
+        }
+        note(fake.notification(&pairs).unwrap())
+    };
+    // Within Alipay's retries, and a little ahead (clock skew): taken.
+    let day = 24 * 3600;
+    for (t, id) in [
+        (now, "t-now"),
+        (now.minus_seconds(day), "t-yesterday"),
+        (
+            now.minus_seconds(NOTIFICATION_MAX_AGE_SECONDS - 60),
+            "t-edge",
+        ),
+        (now.plus_seconds(60), "t-skew"),
+    ] {
+        let e = ch.parse_notification(&signed_at(Some(t), id));
+        assert!(e.is_ok(), "{id}: {e:?}");
+    }
+    // Validly signed, but older than the service remembers notifications
+    // for (a captured body replayed), too far ahead, or with no time.
+    for (t, id) in [
+        (
+            Some(now.minus_seconds(NOTIFICATION_MAX_AGE_SECONDS + 60)),
+            "t-old",
+        ),
+        (Some(now.minus_seconds(40 * day)), "t-replayed"),
+        (
+            Some(now.plus_seconds(NOTIFICATION_MAX_AHEAD_SECONDS + 60)),
+            "t-ahead",
+        ),
+        (None, "t-none"),
+    ] {
+        assert_eq!(
+            ch.parse_notification(&signed_at(t, id)),
+            Err(ChannelError::InvalidSignature),
+            "{id}"
+        );
+    }
 }
 
 #[test]

@@ -79,7 +79,10 @@ async fn late_events_about_an_earlier_agreement_leave_a_card_bound_again_alone()
     let v = json_of(app.bind("u-l", "k-l1", &bind_body(AMEX_REDIRECT)).await).await;
     assert_eq!(v["status"], "pending_verification", "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    assert_eq!(notify(&app, &id, "sign-1", "signed", "agreement-1").await, 200);
+    assert_eq!(
+        notify(&app, &id, "sign-1", "signed", "agreement-1").await,
+        200
+    );
     assert_eq!(card(&app, "u-l", &id).await["status"], "active");
     let resp = app
         .client
@@ -99,14 +102,29 @@ async fn late_events_about_an_earlier_agreement_leave_a_card_bound_again_alone()
     // service once failed to take, then its unsigning): acknowledged,
     // and the waiting card is neither activated on the ended agreement
     // nor unbound.
-    assert_eq!(notify(&app, &id, "sign-1-retry", "signed", "agreement-1").await, 200);
-    assert_eq!(card(&app, "u-l", &id).await["status"], "pending_verification");
-    assert_eq!(notify(&app, &id, "unsign-1", "terminated", "agreement-1").await, 200);
-    assert_eq!(card(&app, "u-l", &id).await["status"], "pending_verification");
+    assert_eq!(
+        notify(&app, &id, "sign-1-retry", "signed", "agreement-1").await,
+        200
+    );
+    assert_eq!(
+        card(&app, "u-l", &id).await["status"],
+        "pending_verification"
+    );
+    assert_eq!(
+        notify(&app, &id, "unsign-1", "terminated", "agreement-1").await,
+        200
+    );
+    assert_eq!(
+        card(&app, "u-l", &id).await["status"],
+        "pending_verification"
+    );
 
     // The user's signing of the new agreement activates it, and the card
     // holds that one.
-    assert_eq!(notify(&app, &id, "sign-2", "signed", "agreement-2").await, 200);
+    assert_eq!(
+        notify(&app, &id, "sign-2", "signed", "agreement-2").await,
+        200
+    );
     assert_eq!(card(&app, "u-l", &id).await["status"], "active");
     let user = UserId::parse("u-l").unwrap();
     let wallet = app.store.load(&user).await.unwrap().unwrap().wallet;

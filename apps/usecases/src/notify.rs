@@ -296,8 +296,10 @@ fn channel_event(
     // of that card, and changes nothing.
     if let Some(named) = &event.agreement {
         let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
-        let other_than_held =
-            holds_agreement && b.channel_ref.as_ref().is_some_and(|current| current != named);
+        let other_than_held = holds_agreement
+            && b.channel_ref
+                .as_ref()
+                .is_some_and(|current| current != named);
         let held_before = b.held_before(named) && b.channel_ref.as_ref() != Some(named);
         if other_than_held || held_before {
             tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier agreement ignored");

@@ -41,7 +41,12 @@
 //!   is not an Alipay concept: `Rejected { code: "unsupported" }`.
 //! * **Notifications** (form-encoded): `sign` and `sign_type` dropped, the
 //!   rest sorted and verified with the Alipay public key; `app_id` must be
-//!   ours; `notify_id` is the event id; the answer is `success`.
+//!   ours; `notify_id` is the event id; the answer is `success`. The
+//!   signed `notify_time` must be at most [`NOTIFICATION_MAX_AGE_SECONDS`]
+//!   old (and not more than [`NOTIFICATION_MAX_AHEAD_SECONDS`] ahead of
+//!   our clock): Alipay retries a notification for about 25 hours, and the
+//!   service remembers notification ids for 30 days, so a captured body
+//!   replayed later is refused instead of acting again once forgotten.
 
 pub mod scan;
 
@@ -70,6 +75,14 @@ pub const METHOD_UNSIGN: &str = "alipay.user.agreement.unsign";
 
 /// Largest notification body we read (bytes).
 const MAX_NOTIFICATION: usize = 64 * 1024;
+
+/// Oldest `notify_time` accepted: well past Alipay's last retry (about 25
+/// hours after the first post), well within the 30 days the service
+/// remembers a notification id.
+pub const NOTIFICATION_MAX_AGE_SECONDS: i64 = 3 * 24 * 3600;
+
+/// How far ahead of our clock a `notify_time` may be (clock skew).
+pub const NOTIFICATION_MAX_AHEAD_SECONDS: i64 = 15 * 60;
 
 /// Settings of [`AlipayChannel`]. Key settings take PEM text, a PEM file
 /// path or bare base64 DER (see [`crate::keys`]).
@@ -205,6 +218,16 @@ pub fn alipay_timestamp(at: Timestamp) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+/// Reads a time as [`alipay_timestamp`] writes it (`yyyy-MM-dd HH:mm:ss`,
+/// Beijing time); `None` when it is not one.
+pub fn parse_alipay_timestamp(text: &str) -> Option<Timestamp> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let local = time::PrimitiveDateTime::parse(text, &format).ok()?;
+    let beijing = time::UtcOffset::from_whole_seconds(8 * 3600).ok()?;
+    let secs = local.assume_offset(beijing).unix_timestamp();
+    Some(Timestamp::from_unix_millis(secs.checked_mul(1000)?))
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -532,6 +555,15 @@ impl AlipayChannel {
             return Err(bad());
         }
         if params.get("app_id").map(String::as_str) != Some(self.app_id.as_str()) {
+            return Err(bad());
+        }
+        let sent = params
+            .get("notify_time")
+            .and_then(|t| parse_alipay_timestamp(t))
+            .ok_or_else(bad)?;
+        let now = self.clock.now().unix_seconds();
+        let age = now.saturating_sub(sent.unix_seconds());
+        if !(-NOTIFICATION_MAX_AHEAD_SECONDS..=NOTIFICATION_MAX_AGE_SECONDS).contains(&age) {
             return Err(bad());
         }
         let event_id = params
