@@ -136,6 +136,61 @@ async fn late_events_about_an_earlier_agreement_leave_a_card_bound_again_alone()
     );
 }
 
+#[tokio::test]
+async fn a_signing_for_a_card_no_longer_held_is_ended_at_the_channel_and_audited() {
+    let app = spawn();
+    let v = json_of(app.bind("u-w", "k-w", &bind_body(AMEX_REDIRECT)).await).await;
+    assert_eq!(v["status"], "pending_verification", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let binding = BindingId::parse(&id).unwrap();
+    // Unbound while it waits for the user's signing (its data goes with it).
+    let resp = app
+        .client
+        .delete(format!("/v1/users/u-w/cards/{id}"))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+
+    // The user signs at the channel anyway: the channel holds a live
+    // agreement for a card the service no longer has.
+    assert_eq!(
+        notify(&app, &id, "sign-w", "signed", "agreement-w").await,
+        200
+    );
+    assert_eq!(card(&app, "u-w", &id).await["status"], "inactive");
+    let mock = app
+        .state
+        .usecases
+        .ports()
+        .channels
+        .get(&ChannelName::parse("mock").unwrap())
+        .unwrap();
+    assert_eq!(
+        mock.query(&binding, Some("agreement-w".into()))
+            .await
+            .unwrap(),
+        RemoteState::Terminated,
+        "the service ends the agreement it will not use"
+    );
+    let audit = app
+        .client
+        .get(format!("/v1/audit/events?binding_id={id}"))
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    audit.assert_status_is_ok();
+    let audit = json_of(audit).await;
+    let ended: Vec<_> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "binding.unwanted_signing")
+        .collect();
+    assert_eq!(ended.len(), 1, "{audit}");
+    assert_eq!(ended[0]["outcome"], "ok");
+}
+
 /// The mock channel, counting OTP checks and taking its time over each.
 struct SlowOtp {
     inner: cardbind_channels::MockChannel,
