@@ -40,6 +40,26 @@ async fn card(app: &TestApp, user: &str, id: &str) -> serde_json::Value {
     json_of(resp).await
 }
 
+async fn unbind(app: &TestApp, user: &str, id: &str) {
+    app.client
+        .delete(format!("/v1/users/{user}/cards/{id}"))
+        .header("Authorization", bearer("m", "service"))
+        .send()
+        .await
+        .assert_status_is_ok();
+}
+
+/// Sends a mock notification, which must be acknowledged, and answers the
+/// card's status after it.
+async fn status_after(app: &TestApp, user: &str, id: &str, event: [&str; 3]) -> String {
+    let [event_id, kind, agreement] = event;
+    assert_eq!(notify(app, id, event_id, kind, agreement).await, 200);
+    card(app, user, id).await["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn an_event_about_an_earlier_agreement_does_not_unbind_the_card() {
     let app = spawn();
@@ -73,59 +93,45 @@ async fn an_event_about_an_earlier_agreement_does_not_unbind_the_card() {
 /// The mock's redirect mode: the card waits for the channel's signing.
 const AMEX_REDIRECT: &str = "378282246310005";
 
+/// Binds the redirect card for `user` and answers its id: the card waits
+/// for the user's signing at the channel.
+async fn waiting_card(app: &TestApp, user: &str, key: &str) -> String {
+    let v = json_of(app.bind(user, key, &bind_body(AMEX_REDIRECT)).await).await;
+    assert_eq!(v["status"], "pending_verification", "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn late_events_about_an_earlier_agreement_leave_a_card_bound_again_alone() {
     let app = spawn();
-    let v = json_of(app.bind("u-l", "k-l1", &bind_body(AMEX_REDIRECT)).await).await;
-    assert_eq!(v["status"], "pending_verification", "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        notify(&app, &id, "sign-1", "signed", "agreement-1").await,
-        200
-    );
-    assert_eq!(card(&app, "u-l", &id).await["status"], "active");
-    let resp = app
-        .client
-        .delete(format!("/v1/users/u-l/cards/{id}"))
-        .header("Authorization", bearer("m", "service"))
-        .send()
-        .await;
-    resp.assert_status_is_ok();
+    let id = waiting_card(&app, "u-l", "k-l1").await;
+    let first = ["sign-1", "signed", "agreement-1"];
+    assert_eq!(status_after(&app, "u-l", &id, first).await, "active");
+    unbind(&app, "u-l", &id).await;
     assert_eq!(card(&app, "u-l", &id).await["status"], "inactive");
 
     // Bound again: the same record, waiting for the user to sign anew.
-    let v = json_of(app.bind("u-l", "k-l2", &bind_body(AMEX_REDIRECT)).await).await;
-    assert_eq!(v["status"], "pending_verification", "{v}");
-    assert_eq!(v["id"], id.as_str());
+    assert_eq!(waiting_card(&app, "u-l", "k-l2").await, id);
 
     // The channel's late retries about the first agreement (a signing the
     // service once failed to take, then its unsigning): acknowledged,
     // and the waiting card is neither activated on the ended agreement
     // nor unbound.
-    assert_eq!(
-        notify(&app, &id, "sign-1-retry", "signed", "agreement-1").await,
-        200
-    );
-    assert_eq!(
-        card(&app, "u-l", &id).await["status"],
-        "pending_verification"
-    );
-    assert_eq!(
-        notify(&app, &id, "unsign-1", "terminated", "agreement-1").await,
-        200
-    );
-    assert_eq!(
-        card(&app, "u-l", &id).await["status"],
-        "pending_verification"
-    );
+    for late in [
+        ["sign-1-retry", "signed", "agreement-1"],
+        ["unsign-1", "terminated", "agreement-1"],
+    ] {
+        assert_eq!(
+            status_after(&app, "u-l", &id, late).await,
+            "pending_verification",
+            "{late:?}"
+        );
+    }
 
     // The user's signing of the new agreement activates it, and the card
     // holds that one.
-    assert_eq!(
-        notify(&app, &id, "sign-2", "signed", "agreement-2").await,
-        200
-    );
-    assert_eq!(card(&app, "u-l", &id).await["status"], "active");
+    let second = ["sign-2", "signed", "agreement-2"];
+    assert_eq!(status_after(&app, "u-l", &id, second).await, "active");
     let user = UserId::parse("u-l").unwrap();
     let wallet = app.store.load(&user).await.unwrap().unwrap().wallet;
     let b = wallet.get(&BindingId::parse(&id).unwrap()).unwrap();
@@ -139,26 +145,15 @@ async fn late_events_about_an_earlier_agreement_leave_a_card_bound_again_alone()
 #[tokio::test]
 async fn a_signing_for_a_card_no_longer_held_is_ended_at_the_channel_and_audited() {
     let app = spawn();
-    let v = json_of(app.bind("u-w", "k-w", &bind_body(AMEX_REDIRECT)).await).await;
-    assert_eq!(v["status"], "pending_verification", "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
+    let id = waiting_card(&app, "u-w", "k-w").await;
     let binding = BindingId::parse(&id).unwrap();
     // Unbound while it waits for the user's signing (its data goes with it).
-    let resp = app
-        .client
-        .delete(format!("/v1/users/u-w/cards/{id}"))
-        .header("Authorization", bearer("m", "service"))
-        .send()
-        .await;
-    resp.assert_status_is_ok();
+    unbind(&app, "u-w", &id).await;
 
     // The user signs at the channel anyway: the channel holds a live
     // agreement for a card the service no longer has.
-    assert_eq!(
-        notify(&app, &id, "sign-w", "signed", "agreement-w").await,
-        200
-    );
-    assert_eq!(card(&app, "u-w", &id).await["status"], "inactive");
+    let signing = ["sign-w", "signed", "agreement-w"];
+    assert_eq!(status_after(&app, "u-w", &id, signing).await, "inactive");
     let mock = app
         .state
         .usecases
@@ -173,21 +168,12 @@ async fn a_signing_for_a_card_no_longer_held_is_ended_at_the_channel_and_audited
         RemoteState::Terminated,
         "the service ends the agreement it will not use"
     );
-    let audit = app
-        .client
-        .get(format!("/v1/audit/events?binding_id={id}"))
-        .header("Authorization", bearer("aud", "auditor"))
-        .send()
-        .await;
-    audit.assert_status_is_ok();
-    let audit = json_of(audit).await;
-    let ended: Vec<_> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "binding.unwanted_signing")
-        .collect();
-    assert_eq!(ended.len(), 1, "{audit}");
+    let ended = audit_events(
+        &app,
+        &format!("card_id={id}&action=binding.unwanted_signing"),
+    )
+    .await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0]["outcome"], "ok");
 }
 

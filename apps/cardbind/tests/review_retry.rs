@@ -105,15 +105,7 @@ async fn retry(t: &TestApp, id: &str) -> poem::test::TestResponse {
 }
 
 async fn audit(t: &TestApp, id: &str) -> Vec<Value> {
-    let resp = t
-        .client
-        .get(format!("/v1/audit/events?card_id={id}&limit=100"))
-        .header("Authorization", bearer("auditor-1", "auditor"))
-        .send()
-        .await;
-    resp.assert_status_is_ok();
-    let v = json_of(resp).await;
-    v["events"].as_array().cloned().unwrap_or_default()
+    audit_events(t, &format!("card_id={id}&limit=100")).await
 }
 
 fn events<'a>(all: &'a [Value], action: &str) -> Vec<&'a Value> {

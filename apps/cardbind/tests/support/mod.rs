@@ -289,3 +289,17 @@ pub async fn assert_error(resp: TestResponse, status: u16, code: &str) -> Value 
     );
     v
 }
+
+/// The audit events `query` selects (e.g. `card_id=…&action=…`), read by
+/// an auditor through the API.
+pub async fn audit_events(app: &TestApp, query: &str) -> Vec<Value> {
+    let resp = app
+        .client
+        .get(format!("/v1/audit/events?{query}"))
+        .header("Authorization", bearer("auditor-1", "auditor"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    let v = json_of(resp).await;
+    v["events"].as_array().cloned().unwrap_or_default()
+}
