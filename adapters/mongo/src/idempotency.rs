@@ -9,6 +9,18 @@
 //! and a claimer taking over cannot both win, on FerretDB as on MongoDB,
 //! and the fencing of [`Lease::attempt`] is a plain insert. The newest
 //! record decides what a claim finds.
+//!
+//! The retention purge takes part in the same race. Deleting a key frees
+//! its record 1, which the claim of a new key inserts without reading; if
+//! a claim of the next attempt landed between the purge's read and its
+//! delete, that attempt would survive alone and a second claim would take
+//! record 1 too: two attempts running at once. So the purge first inserts
+//! a `purge` marker under the number after the newest record it read.
+//! When the marker lands nothing can be added to the key any more (a
+//! claim finding the marker finishes the delete itself, then starts the
+//! key afresh); when it does not, the key is in use again and is kept.
+//! Each delete is bounded by the marker's cutoff, so a late one cannot
+//! remove the records of the key's fresh start.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -30,6 +42,8 @@ const CLAIM: &str = "claim";
 const RENEW: &str = "renew";
 const COMPLETE: &str = "complete";
 const RELEASE: &str = "release";
+/// The retention purge's marker: the key is being deleted.
+const PURGE: &str = "purge";
 
 /// A remembered record is trusted this long (far below the retention of
 /// at least a day, so it can never name a purged key).
@@ -147,22 +161,117 @@ impl MongoStore {
         let keys: BTreeSet<(String, String)> = rows.into_iter().map(|r| (r.scope, r.key)).collect();
         let mut deleted = 0;
         for (scope, key) in keys {
-            let Some(n) = self.newest_record(&scope, &key, IDEM_PURGE).await? else {
-                continue;
-            };
-            if n.created_at >= before {
-                continue;
-            }
-            let r = self
-                .idempotency
-                .delete_many(doc! { "scope": &scope, "key": &key, "seq": { "$lte": n.seq } })
-                .comment(IDEM_PURGE)
-                .await
-                .map_err(map_err)?;
-            deleted += r.deleted_count;
-            self.held().forget(&scope, &key, n.attempt);
+            deleted += self.purge_key(&scope, &key, before).await?;
         }
         Ok((deleted, last, more))
+    }
+
+    /// Deletes a key whose every record is older than `before`: the
+    /// records deleted, markers not counted.
+    async fn purge_key(&self, scope: &str, key: &str, before: i64) -> Result<u64, StoreError> {
+        let Some(n) = self.newest_record(scope, key, IDEM_PURGE).await? else {
+            return Ok(0);
+        };
+        if n.kind == PURGE {
+            // A purge that stopped after its marker: finish it.
+            let swept = self
+                .sweep(scope, key, n.seq, n.created_at, IDEM_PURGE)
+                .await?;
+            return Ok(swept.saturating_sub(1));
+        }
+        if n.created_at >= before {
+            return Ok(0);
+        }
+        self.purge_key_as_read(scope, key, n.seq, before).await
+    }
+
+    /// The purge of a key after it read `seen` as the key's newest record
+    /// number (created before `before`): the marker, then the delete.
+    #[doc(hidden)]
+    pub async fn purge_key_as_read(
+        &self,
+        scope: &str,
+        key: &str,
+        seen: i64,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        let Some(cutoff) = self.mark_for_purge(scope, key, seen, before).await? else {
+            return Ok(0);
+        };
+        let swept = self.sweep(scope, key, seen + 1, cutoff, IDEM_PURGE).await?;
+        Ok(swept.saturating_sub(1))
+    }
+
+    /// Inserts the purge marker after record `seen`, when no record of the
+    /// key is as recent as `before` (an attempt claimed by an instance
+    /// whose clock runs behind could be older than a later one): the
+    /// cutoff of the delete that must follow, or `None` when the key is in
+    /// use and stays.
+    #[doc(hidden)]
+    pub async fn mark_for_purge(
+        &self,
+        scope: &str,
+        key: &str,
+        seen: i64,
+        before: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let recent = self
+            .idempotency
+            .clone_with_type::<mongodb::bson::Document>()
+            .find_one(doc! { "scope": scope, "key": key, "created_at": { "$gte": before } })
+            .projection(doc! { "_id": 1 })
+            .max_time(self.op_timeout)
+            .comment(IDEM_PURGE)
+            .await
+            .map_err(map_err)?;
+        if recent.is_some() {
+            return Ok(None);
+        }
+        let cutoff = before - 1;
+        let marker = IdemDoc {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            seq: seen + 1,
+            attempt: 0,
+            kind: PURGE.to_owned(),
+            request_hash: String::new(),
+            created_at: cutoff,
+            lease_until: 0,
+            response: None,
+        };
+        if !try_insert(&self.idempotency, &marker, IDEM_PURGE).await? {
+            return Ok(None);
+        }
+        Ok(Some(cutoff))
+    }
+
+    /// Deletes a key's records up to its purge marker `marker`, none
+    /// created after `cutoff`: a fresh start of the key after the purge
+    /// (created now, a retention later than the cutoff) is never touched,
+    /// however late this delete runs. Returns the records deleted.
+    #[doc(hidden)]
+    pub async fn sweep(
+        &self,
+        scope: &str,
+        key: &str,
+        marker: i64,
+        cutoff: i64,
+        label: &'static str,
+    ) -> Result<u64, StoreError> {
+        let r = self
+            .idempotency
+            .delete_many(doc! {
+                "scope": scope,
+                "key": key,
+                "seq": { "$lte": marker },
+                "created_at": { "$lte": cutoff },
+            })
+            .comment(label)
+            .await
+            .map_err(map_err)?;
+        // Nobody holds an attempt of a purged key: its records are older
+        // than the retention, far past any lease.
+        Ok(r.deleted_count)
     }
 
     async fn newest_record(
@@ -278,6 +387,13 @@ impl IdempotencyStore for MongoStore {
                     }
                     continue;
                 };
+                if n.kind == PURGE {
+                    // The key is being purged: finish that, then start it
+                    // afresh.
+                    self.sweep(scope, key, n.seq, n.created_at, IDEM_CLAIM)
+                        .await?;
+                    continue;
+                }
                 if n.request_hash != request_hash {
                     return Ok(Claim::Mismatch);
                 }

@@ -97,6 +97,140 @@ async fn idempotency_purge_keeps_a_key_whose_newest_attempt_is_recent() {
     );
 }
 
+fn millis(t: cardbind_domain::Timestamp) -> i64 {
+    t.unix_millis()
+}
+
+/// How many records a key has, whatever their kind.
+async fn records_of(s: &MongoStore, key: &str) -> u64 {
+    s.database()
+        .collection::<Document>("idempotency")
+        .count_documents(doc! { "scope": "s", "key": key })
+        .max_time(Duration::from_secs(10))
+        .comment("idempotency.purge_created_before")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_between_the_purges_read_and_its_delete_keeps_the_key_to_its_attempt() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let k = unique("k");
+    s.claim("s", &k, "h", at(0), at(10)).await.unwrap();
+    assert!(s.release("s", &k, Lease { attempt: 1 }).await.unwrap());
+    // The purge reads record 2 (old) as the newest; before it deletes, a
+    // retry claims the key's next attempt.
+    assert_eq!(
+        s.claim("s", &k, "h", at(200), at(260)).await.unwrap(),
+        Claim::Acquired(Lease { attempt: 2 })
+    );
+    assert_eq!(
+        s.purge_key_as_read("s", &k, 2, millis(at(100)))
+            .await
+            .unwrap(),
+        0
+    );
+    // Attempt 2 still holds the key alone: a new claim does not start it
+    // afresh beside it.
+    assert_eq!(
+        s.claim("s", &k, "h", at(201), at(261)).await.unwrap(),
+        Claim::InProgress
+    );
+    assert!(s
+        .complete("s", &k, Lease { attempt: 2 }, &response("2"))
+        .await
+        .unwrap());
+    match s.claim("s", &k, "h", at(202), at(262)).await.unwrap() {
+        Claim::Completed(r) => assert_eq!(r.body, b"2"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_written_after_the_purges_read_stops_its_marker() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let k = unique("k");
+    s.claim("s", &k, "h", at(0), at(10)).await.unwrap();
+    // The purge reads the claim (record 1) as the newest; then its holder,
+    // slow but not taken over, completes: record 2, dated by its attempt
+    // (old too).
+    assert!(s
+        .complete("s", &k, Lease { attempt: 1 }, &response("1"))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.purge_key_as_read("s", &k, 1, millis(at(100)))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(records_of(&s, &k).await, 2);
+    match s.claim("s", &k, "h", at(200), at(260)).await.unwrap() {
+        Claim::Completed(r) => assert_eq!(r.body, b"1"),
+        other => panic!("{other:?}"),
+    }
+    // The next purge takes the whole key.
+    assert_eq!(s.purge_created_before(at(100)).await.unwrap(), 2);
+    assert_eq!(records_of(&s, &k).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_stopped_after_its_marker_is_finished_and_a_late_delete_spares_the_fresh_key() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let (by_claim, by_purge) = (unique("k"), unique("k"));
+    for k in [&by_claim, &by_purge] {
+        s.claim("s", k, "h", at(0), at(10)).await.unwrap();
+        assert!(s
+            .complete("s", k, Lease { attempt: 1 }, &response("old"))
+            .await
+            .unwrap());
+        // The marker lands after record 2; the purge goes no further.
+        assert_eq!(
+            s.mark_for_purge("s", k, 2, millis(at(100))).await.unwrap(),
+            Some(millis(at(100)) - 1)
+        );
+    }
+    // A claim finds the marker: it finishes the delete and starts the key
+    // afresh (neither the old response nor a mismatch).
+    assert_eq!(
+        s.claim("s", &by_claim, "new", at(200), at(260))
+            .await
+            .unwrap(),
+        Claim::Acquired(Lease { attempt: 1 })
+    );
+    assert_eq!(records_of(&s, &by_claim).await, 1);
+    // The stopped purge's delete, run late, leaves the fresh start alone.
+    assert_eq!(
+        s.sweep("s", &by_claim, 3, millis(at(100)) - 1, "idempotency.claim")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.claim("s", &by_claim, "new", at(201), at(261))
+            .await
+            .unwrap(),
+        Claim::InProgress
+    );
+    assert!(s
+        .complete("s", &by_claim, Lease { attempt: 1 }, &response("new"))
+        .await
+        .unwrap());
+    // The next purge run finishes the other key (its two records).
+    assert_eq!(s.purge_created_before(at(100)).await.unwrap(), 2);
+    assert_eq!(records_of(&s, &by_purge).await, 0);
+    assert_eq!(records_of(&s, &by_claim).await, 2);
+    assert_eq!(
+        s.claim("s", &by_purge, "new", at(202), at(262))
+            .await
+            .unwrap(),
+        Claim::Acquired(Lease { attempt: 1 })
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn card_data_delete_keeps_one_generation_of_its_own_user() {
     let Some(uri) = uri() else { return };
