@@ -138,8 +138,8 @@ impl IdempotencyStore for SqliteStore {
                 let found = newest(tx.conn, &scope, &key)?;
                 let attempt = match found {
                     None => 1,
-                    Some(n) if n.state == RELEASED => n.attempt + 1,
                     Some(n) if n.request_hash != hash => return Ok(Claim::Mismatch),
+                    Some(n) if n.state == RELEASED => n.attempt + 1,
                     Some(n) if n.state == COMPLETED => return response(n).map(Claim::Completed),
                     Some(n) if n.state != IN_PROGRESS => {
                         return Err(corrupt("an idempotency record has an unknown state"))

@@ -42,10 +42,11 @@ pub enum Claim {
 pub trait IdempotencyStore: Send + Sync {
     /// Claims (`scope`, `key`) for a request whose canonical hash is
     /// `request_hash`: a new key gets attempt 1, in progress until
-    /// `lease_until`. The newest attempt decides what a claim finds: its
-    /// response (completed), another hash (mismatch), an unexpired lease
-    /// (in progress); a released attempt or one whose lease expired (its
-    /// holder died) is followed by a new attempt. MUST be atomic across
+    /// `lease_until`. The newest attempt decides what a claim finds:
+    /// another hash (mismatch, whatever the attempt's state: a released
+    /// key stays bound to its request), its response (completed), an
+    /// unexpired lease (in progress); a released attempt or one whose lease
+    /// expired (its holder died) is followed by a new attempt. MUST be atomic across
     /// instances: of concurrent claims that find the same state exactly one
     /// gets `Acquired`.
     async fn claim(

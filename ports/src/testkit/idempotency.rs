@@ -93,6 +93,23 @@ pub async fn other_request_is_a_mismatch<F: StoreFactory + ?Sized>(f: &F) {
     );
 }
 
+pub async fn a_released_key_stays_bound_to_its_request<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let lease = acquire(&s, "svc", "k3r", "h1", 0, 60).await;
+    assert!(s.idempotency.release("svc", "k3r", lease).await.unwrap());
+    // Released, then another request under the same key: still a mismatch
+    // (a retry of the first may come), not a new attempt.
+    assert_eq!(
+        s.idempotency
+            .claim("svc", "k3r", "h2", at(1), at(61))
+            .await
+            .unwrap(),
+        Claim::Mismatch
+    );
+    let retry = acquire(&s, "svc", "k3r", "h1", 2, 62).await;
+    assert!(retry.attempt > lease.attempt);
+}
+
 pub async fn keys_are_scoped_by_caller<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     acquire(&s, "service:a", "k4", "h", 0, 60).await;
