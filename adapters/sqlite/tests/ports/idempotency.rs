@@ -128,7 +128,7 @@ async fn of_parallel_claims_one_acquires_and_a_late_holder_is_fenced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_released_key_starts_a_new_attempt_and_purge_goes_by_first_claim() {
+async fn a_released_key_starts_a_new_attempt_of_its_request_and_purge_goes_by_first_claim() {
     let (_d, s) = fresh_ports();
     let Claim::Acquired(l1) = s
         .idempotency
@@ -142,8 +142,13 @@ async fn a_released_key_starts_a_new_attempt_and_purge_goes_by_first_claim() {
     assert_eq!(s.idempotency.release("svc", "k", l1).await, Ok(false));
     assert_eq!(
         s.idempotency.claim("svc", "k", "h2", t(1), t(61)).await,
+        Ok(Claim::Mismatch),
+        "a released key stays bound to its request"
+    );
+    assert_eq!(
+        s.idempotency.claim("svc", "k", "h1", t(1), t(61)).await,
         Ok(Claim::Acquired(Lease { attempt: 2 })),
-        "even another request"
+        "its retry"
     );
     assert_eq!(s.idempotency.release("svc", "nope", l1).await, Ok(false));
     s.idempotency
