@@ -242,9 +242,19 @@ impl Engine {
         let writer_ctl = ctl_tx.clone();
         let counters = Arc::new(Counters::default());
         let writer_counters = counters.clone();
+        let busy_timeout = options.busy_timeout;
         let writer_thread = std::thread::Builder::new()
             .name("cardbind-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, max_batch, writer_ctl, &writer_counters))
+            .spawn(move || {
+                writer_loop(
+                    writer,
+                    rx,
+                    max_batch,
+                    writer_ctl,
+                    &writer_counters,
+                    busy_timeout,
+                )
+            })
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         let interval = options.checkpoint_interval;
         let checkpointer_thread = std::thread::Builder::new()
@@ -385,6 +395,7 @@ fn writer_loop(
     max_batch: usize,
     ctl: std_mpsc::Sender<Ctl>,
     counters: &Counters,
+    busy_timeout: Duration,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -413,12 +424,31 @@ fn writer_loop(
         }
         if committed.is_ok() {
             if after.vacuum {
-                if let Err(e) = conn.execute_batch("PRAGMA incremental_vacuum") {
+                if let Err(e) = incremental_vacuum(&conn) {
                     tracing::warn!(error = %e, "sqlite incremental vacuum failed");
                 }
             }
             if after.truncate_wal {
-                let _ = ctl.send(Ctl::Truncate);
+                // Here, between groups, no other writer can hold the
+                // checkpoint up (the checkpointer's own attempt loses to
+                // a steady stream of groups); a reader on an old snapshot
+                // still can: the writer waits for it only briefly, and
+                // the checkpointer tries until done.
+                let _ = conn.busy_timeout(TRUNCATE_WAIT.min(busy_timeout));
+                let truncated = checkpoint(&conn, "TRUNCATE");
+                if let Err(e) = conn.busy_timeout(busy_timeout) {
+                    tracing::warn!(error = %e, "sqlite busy timeout not restored");
+                }
+                match truncated {
+                    Ok(Checkpointed::Whole) => {}
+                    Ok(Checkpointed::Busy) => {
+                        let _ = ctl.send(Ctl::Truncate);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sqlite WAL truncate failed");
+                        let _ = ctl.send(Ctl::Truncate);
+                    }
+                }
             }
         }
     }
@@ -426,6 +456,27 @@ fn writer_loop(
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "sqlite final checkpoint failed");
     }
+}
+
+/// How long the writer waits for readers to let a truncate through before
+/// leaving it to the checkpointer (writes wait meanwhile).
+const TRUNCATE_WAIT: Duration = Duration::from_millis(20);
+
+/// Free pages a purge group gives back at most, so one step of a long
+/// purge holds the writer for a bounded time (each group of a purge frees
+/// fewer than this).
+const VACUUM_PAGES: u32 = 4096;
+
+/// Gives free pages back to the file system. SQLite frees one page per
+/// step of this statement, so it is stepped to its end (a batch execute
+/// steps it once: one page).
+fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
+        .map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while rows.next().map_err(db_err)?.is_some() {}
+    Ok(())
 }
 
 fn run_group(
@@ -451,22 +502,46 @@ fn run_group(
 }
 
 fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Duration) {
+    // A truncate asked for and not yet done: tried at every turn until the
+    // WAL is copied whole and cut.
+    let mut truncate = false;
     loop {
-        let mode = match ctl.recv_timeout(interval) {
-            Ok(Ctl::Truncate) => "TRUNCATE",
-            Err(std_mpsc::RecvTimeoutError::Timeout) => "PASSIVE",
+        match ctl.recv_timeout(interval) {
+            Ok(Ctl::Truncate) => truncate = true,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        if let Err(e) = checkpoint(&conn, mode) {
-            tracing::warn!(error = %e, mode, "sqlite checkpoint failed");
+        }
+        let mode = if truncate { "TRUNCATE" } else { "PASSIVE" };
+        match checkpoint(&conn, mode) {
+            Ok(Checkpointed::Whole) => truncate = false,
+            Ok(Checkpointed::Busy) if truncate => {
+                tracing::warn!("sqlite WAL truncate held up by readers or the writer; retrying");
+            }
+            Ok(Checkpointed::Busy) => {}
+            Err(e) => tracing::warn!(error = %e, mode, "sqlite checkpoint failed"),
         }
     }
 }
 
-/// Runs a checkpoint; returns the WAL's size in frames.
-fn checkpoint(conn: &Connection, mode: &str) -> Result<i64, StoreError> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        r.get::<_, i64>(1)
+/// What a checkpoint did.
+#[derive(Debug, PartialEq, Eq)]
+enum Checkpointed {
+    /// Every frame was copied (and, for `TRUNCATE`, the WAL cut to zero).
+    Whole,
+    /// A reader or the writer held it up: it stopped short. SQLite says
+    /// so in the first column of its row, not by an error.
+    Busy,
+}
+
+fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpointed, StoreError> {
+    let busy = conn
+        .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(db_err)?;
+    Ok(if busy == 0 {
+        Checkpointed::Whole
+    } else {
+        Checkpointed::Busy
     })
-    .map_err(db_err)
 }

@@ -419,6 +419,102 @@ async fn an_erased_key_leaves_no_copy_in_the_files() {
     );
 }
 
+/// `PRAGMA` `name` of the file, read on a connection of its own.
+fn pragma(path: &Path, name: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_gives_the_pages_it_freed_back_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = open(&path);
+    let p = s.ports();
+    // About 5,000 pages of stored answers.
+    let body = vec![b'x'; 4000];
+    for i in 0..5000 {
+        let key = format!("k{i}");
+        let lease = match p.idempotency.claim("s", &key, "h", t(0), t(60)).await {
+            Ok(Claim::Acquired(l)) => l,
+            other => panic!("{other:?}"),
+        };
+        let r = StoredResponse {
+            body: body.clone(),
+            ..response()
+        };
+        assert_eq!(p.idempotency.complete("s", &key, lease, &r).await, Ok(true));
+    }
+    let full = pragma(&path, "page_count");
+    assert!(full > 5000, "{full} pages");
+    assert_eq!(p.idempotency.purge_created_before(t(1)).await, Ok(5000));
+    // The writer vacuums once it has answered the purge's last step.
+    let mut seen = (full, full);
+    for _ in 0..100 {
+        seen = (pragma(&path, "page_count"), pragma(&path, "freelist_count"));
+        if seen.1 == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (pages, free) = seen;
+    assert!(
+        pages < full / 10 && free < 100,
+        "{full} pages before the purge, {pages} after, {free} of them free"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_key_leaves_no_copy_once_a_reader_held_up_the_truncate_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = SqliteStore::open(
+        &path,
+        SqliteOptions {
+            busy_timeout: std::time::Duration::from_millis(100),
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    let p = s.ports();
+    let marker = b"WRAPPED-KEY-HELD-UP-0123456789".to_vec();
+    p.data_keys
+        .put_if_absent(&WrappedKey {
+            owner: "erase-me".into(),
+            master_key_id: "local:1".into(),
+            wrapped: marker.clone(),
+            version: 1,
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    // A reader in the middle of a long read, on the snapshot before the
+    // delete: the truncate that follows the delete cannot finish.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
+        .unwrap();
+    assert_eq!(p.data_keys.delete("erase-me").await, Ok(true));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    // Nothing else is written: the truncate must be tried again.
+    let needle = std::str::from_utf8(&marker).unwrap();
+    let mut clean = false;
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if !contains(&all_bytes(dir.path()), needle) {
+            clean = true;
+            break;
+        }
+    }
+    assert!(
+        clean,
+        "a copy of the erased key stayed in the files after the reader let go"
+    );
+}
+
 fn corrupt<T>(r: &Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Corrupt(_)))
 }
