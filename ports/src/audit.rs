@@ -379,6 +379,10 @@ pub struct ChainBreak {
     pub reason: &'static str,
 }
 
+/// [`ChainBreak::reason`] of a gap: the link after the one before is not
+/// there.
+pub const MISSING_LINK: &str = "missing link";
+
 /// Checks links of one or more chains, ordered by (chain, seq): within a
 /// chain every link's hash is right, links to its predecessor and follows
 /// it without a gap. A chain's first link's `prev_hash` is taken as given
@@ -395,7 +399,7 @@ pub fn verify_links<'a>(links: impl IntoIterator<Item = &'a Link>) -> Result<u64
         };
         if let Some(p) = prev.filter(|p| p.chain == l.chain) {
             if l.seq != p.seq + 1 {
-                return Err(brk(p.seq + 1, "missing link"));
+                return Err(brk(p.seq + 1, MISSING_LINK));
             }
             if l.prev_hash != p.hash {
                 return Err(brk(l.seq, "link to the previous one broken"));

@@ -3,12 +3,13 @@
 
 use cardbind_domain::{Action, BindingId, ConsentRecord, ShareId, UserId};
 use cardbind_ports::audit::{
-    verify_links, AuditCursor, AuditFilter, AuditRecord, ChainBreak, ChainId,
+    verify_links, AuditCursor, AuditFilter, AuditRecord, ChainBreak, ChainId, MISSING_LINK,
 };
 
 use crate::context::RequestContext;
 use crate::error::op_error;
 use crate::{page_size, UseCases};
+use cardbind_ports::StoreError;
 
 op_error! {
     /// Why reading records was refused.
@@ -92,16 +93,56 @@ impl UseCases {
                 }
                 batch.push(l.clone());
             }
-            match verify_links(&batch) {
-                Ok(n) => report.links_checked += n - skip,
-                Err(b) => {
-                    report.broken = Some(b);
-                    return Ok(report);
+            // Checked from `start`: past a gap the retention purge made
+            // while the walk went on, from the link after it.
+            let mut start = 0;
+            loop {
+                // The carried link was counted with its own page.
+                let carried = if start == 0 { skip } else { 0 };
+                match verify_links(&batch[start..]) {
+                    Ok(n) => {
+                        report.links_checked += n - carried;
+                        break;
+                    }
+                    Err(b) if b.reason == MISSING_LINK && self.prefix_purged(&b).await? => {
+                        let next = batch[start..]
+                            .iter()
+                            .position(|l| l.chain == b.chain && l.seq >= b.seq)
+                            .map_or(batch.len(), |i| start + i);
+                        report.links_checked += (next - start) as u64 - carried;
+                        start = next;
+                    }
+                    Err(b) => {
+                        report.broken = Some(b);
+                        return Ok(report);
+                    }
                 }
             }
             carry = batch.pop();
         }
         Ok(report)
+    }
+
+    /// Whether the gap `b` reports (its link missing) is a prefix of the
+    /// chain deleted by the retention purge since the walk read the link
+    /// before it: then that link is gone too. A prefix deleted is what the
+    /// walk accepts at a chain's start anyway (it starts from the oldest
+    /// kept link); a link missing between two kept ones stays a break.
+    async fn prefix_purged(&self, b: &ChainBreak) -> Result<bool, StoreError> {
+        let Some(before_gap) = b.seq.checked_sub(1) else {
+            return Ok(false);
+        };
+        let Some(after) = before_gap.checked_sub(1) else {
+            return Ok(false);
+        };
+        let first = self
+            .ports
+            .audit
+            .links(Some((b.chain.clone(), after)), 1)
+            .await?;
+        Ok(first
+            .first()
+            .is_none_or(|l| l.chain != b.chain || l.seq != before_gap))
     }
 
     /// A user's consents (one per bind of each card), in card order.

@@ -1,0 +1,176 @@
+//! `cardbind audit verify` (`UseCases::verify_audit_chains`) walks the
+//! chains page by page while the service runs: the retention purge may
+//! delete a chain's oldest links between two pages, which is no break; a
+//! link missing between two kept ones is.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cardbind_domain::Timestamp;
+use cardbind_memory::MemoryStore;
+use cardbind_ports::audit::{
+    AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainId, Link, LinkStamp,
+};
+use cardbind_ports::StoreError;
+use support::*;
+
+/// What the wrapper does to the walk.
+enum Meddle {
+    /// Before the walk's second page: purge links before this instant.
+    PurgeBeforeSecondPage(Timestamp),
+    /// Leave this link of this chain out of every read (as if deleted).
+    Hide(ChainId, u64),
+}
+
+struct Meddling {
+    inner: Arc<MemoryStore>,
+    meddle: Mutex<Option<Meddle>>,
+    pages: AtomicU32,
+}
+
+#[async_trait]
+impl AuditLog for Meddling {
+    async fn append_system(&self, e: Vec<AuditEvent>, now: Timestamp) -> Result<(), StoreError> {
+        self.inner.append_system(e, now).await
+    }
+    async fn list(
+        &self,
+        f: &AuditFilter,
+        after: Option<AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.list(f, after, limit).await
+    }
+    async fn link_stamps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        self.inner.link_stamps(since, until, after, limit).await
+    }
+    async fn links(
+        &self,
+        after: Option<(ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<Link>, StoreError> {
+        let page = self.pages.fetch_add(1, Ordering::SeqCst);
+        let purge = match &*self.meddle.lock().unwrap() {
+            Some(Meddle::PurgeBeforeSecondPage(t)) if page == 1 => Some(*t),
+            _ => None,
+        };
+        if let Some(t) = purge {
+            assert!(self.inner.purge_before(t).await.unwrap() > 0);
+        }
+        let hidden = match &*self.meddle.lock().unwrap() {
+            Some(Meddle::Hide(c, s)) => Some((c.clone(), *s)),
+            _ => None,
+        };
+        let mut links = Vec::new();
+        let mut from = after;
+        // Read past the hidden link so a page stays full.
+        while links.len() < limit as usize {
+            let got = self.inner.links(from.clone(), limit).await?;
+            let Some(last) = got.last() else { break };
+            from = Some((last.chain.clone(), last.seq));
+            links.extend(
+                got.into_iter()
+                    .filter(|l| hidden.as_ref() != Some(&(l.chain.clone(), l.seq))),
+            );
+        }
+        links.truncate(limit as usize);
+        Ok(links)
+    }
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.inner.purge_before(before).await
+    }
+}
+
+/// A world whose audit log is meddled with, and alice's chain of several
+/// links: some old, some recent.
+async fn alice_with_old_and_new_links() -> (World, Arc<Meddling>, Timestamp) {
+    let slot: Arc<Mutex<Option<Arc<Meddling>>>> = Arc::default();
+    let keep = slot.clone();
+    let w = world_with_audit(unlimited(), move |s| {
+        let m = Arc::new(Meddling {
+            inner: s,
+            meddle: Mutex::default(),
+            pages: AtomicU32::new(0),
+        });
+        *keep.lock().unwrap() = Some(m.clone());
+        m
+    });
+    let m = slot.lock().unwrap().clone().unwrap();
+    for n in 1..=3 {
+        w.uc.bind_card(&backend(), bind_cmd("alice", &visa(n), w.now()))
+            .await
+            .unwrap();
+    }
+    w.clock.advance(3600);
+    let cutoff = w.now();
+    w.clock.advance(60);
+    for n in 4..=5 {
+        w.uc.bind_card(&backend(), bind_cmd("alice", &visa(n), w.now()))
+            .await
+            .unwrap();
+    }
+    (w, m, cutoff)
+}
+
+fn alice() -> ChainId {
+    ChainId::User(user("alice"))
+}
+
+async fn stored_links(w: &World) -> Vec<Link> {
+    AuditLog::links(&w.store, None, 10_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_purge_between_two_pages_of_the_walk_is_no_break() {
+    let (w, m, cutoff) = alice_with_old_and_new_links().await;
+    let before = stored_links(&w).await;
+    let alices = before.iter().filter(|l| l.chain == alice()).count();
+    assert!(alices >= 5, "{alices} links");
+    // Pages of two: the first ends inside alice's old links, and the purge
+    // deletes them before the second page is read.
+    *m.meddle.lock().unwrap() = Some(Meddle::PurgeBeforeSecondPage(cutoff));
+    let report = w.uc.verify_audit_chains(2).await.unwrap();
+    assert_eq!(report.broken, None, "{report:?}");
+    let after = stored_links(&w).await;
+    assert!(after.len() < before.len(), "the purge deleted old links");
+    // Every link still stored was checked, and none twice.
+    assert!(
+        report.links_checked >= after.len() as u64 && report.links_checked <= before.len() as u64,
+        "{} checked, {} stored before the purge, {} after",
+        report.links_checked,
+        before.len(),
+        after.len()
+    );
+}
+
+#[tokio::test]
+async fn a_link_missing_between_two_kept_ones_is_a_break() {
+    let (w, m, _) = alice_with_old_and_new_links().await;
+    let seqs: Vec<u64> = stored_links(&w)
+        .await
+        .iter()
+        .filter(|l| l.chain == alice())
+        .map(|l| l.seq)
+        .collect();
+    let middle = seqs[seqs.len() / 2];
+    *m.meddle.lock().unwrap() = Some(Meddle::Hide(alice(), middle));
+    for page in [2, 3, 1000] {
+        let report = w.uc.verify_audit_chains(page).await.unwrap();
+        let b = report.broken.expect("a break");
+        assert_eq!(
+            (b.chain, b.seq, b.reason),
+            (alice(), middle, "missing link")
+        );
+    }
+}
