@@ -69,6 +69,12 @@ fn spec_declares_operations_security_and_errors() {
                         || id == "channelNotify",
                     "{id}"
                 );
+                // A signing client's nonce is marked in the store before
+                // any operation runs: the store down is 503 on every one.
+                assert!(
+                    responses.contains_key("503"),
+                    "{id} declares 503 (a signed request's nonce store)"
+                );
             }
         }
     }

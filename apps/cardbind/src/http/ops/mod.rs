@@ -243,7 +243,7 @@ error_responses!(
 );
 error_responses!(
     /// Errors of `lookupBin`.
-    BinError: 400, 401, 403, 404
+    BinError: 400, 401, 403, 404, 503
 );
 error_responses!(
     /// Errors of `readiness`.

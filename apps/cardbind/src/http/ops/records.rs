@@ -105,8 +105,9 @@ impl AuditApi {
     /// holds them: those of a card's 20 newest binds, for its live cards
     /// and the 20 that ended most recently. Every consent is also in its
     /// bind's audit event (`binding.create` / `binding.rebind`) for the
-    /// audit retention. Auditors and operators
-    /// read any user's; a `service` or `user` caller the user it acts for.
+    /// audit retention. Auditors read any user's; a `service` or `user`
+    /// caller the user it acts for; operators (`admin`) none (they act on
+    /// cards, auditors read the records).
     #[oai(path = "/v1/consents", method = "get", operation_id = "listConsents")]
     async fn list_consents(
         &self,
