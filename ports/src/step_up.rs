@@ -23,17 +23,26 @@ use cardbind_domain::UserId;
 pub enum StepUpAction {
     /// Unbinding the card that is the user's current default.
     UnbindDefaultCard,
+    /// Making another card the default while the user has one: else
+    /// moving the default first would let a stolen bearer token unbind
+    /// the old default without a step-up.
+    ChangeDefaultCard,
     /// Erasing a user (crypto-shredding, every card unbound).
     EraseUser,
 }
 
 impl StepUpAction {
-    pub const ALL: [StepUpAction; 2] = [StepUpAction::UnbindDefaultCard, StepUpAction::EraseUser];
+    pub const ALL: [StepUpAction; 3] = [
+        StepUpAction::UnbindDefaultCard,
+        StepUpAction::ChangeDefaultCard,
+        StepUpAction::EraseUser,
+    ];
 
     /// The name a token is issued for.
     pub const fn as_str(self) -> &'static str {
         match self {
             StepUpAction::UnbindDefaultCard => "unbind_default_card",
+            StepUpAction::ChangeDefaultCard => "change_default_card",
             StepUpAction::EraseUser => "erase_user",
         }
     }

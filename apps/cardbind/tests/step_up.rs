@@ -1,9 +1,11 @@
 //! Step-up for risky operations: with `[step_up] enabled`, unbinding a
-//! user's default card and erasing a user need an `X-Step-Up-Token` the
+//! user's default card, moving the default off it, and erasing a user need an `X-Step-Up-Token` the
 //! `StepUpVerifier` port accepts; missing, invalid or unverifiable is
 //! `403 step_up_required` and changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod family_support;
 mod support;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ const FIRST: &str = "4012888888881881";
 const SECOND: &str = "4111111111111111";
 const UNBIND_DEFAULT_CARD: StepUpAction = StepUpAction::UnbindDefaultCard;
 const ERASE_USER: StepUpAction = StepUpAction::EraseUser;
+const CHANGE_DEFAULT_CARD: StepUpAction = StepUpAction::ChangeDefaultCard;
 
 fn with_verifier(verifier: Arc<dyn StepUpVerifier>) -> TestApp {
     let (mut state, store, clock) = state_with(Options::default());
@@ -346,7 +349,7 @@ async fn the_configuration_turns_step_up_on() {
 }
 
 #[test]
-fn the_spec_declares_the_step_up_header_on_exactly_the_two_operations() {
+fn the_spec_declares_the_step_up_header_on_exactly_the_three_operations() {
     let spec: Value = serde_json::from_str(&cardbind::http::api_spec_json()).unwrap();
     let mut with_header = Vec::new();
     for ops in spec["paths"].as_object().unwrap().values() {
@@ -361,6 +364,106 @@ fn the_spec_declares_the_step_up_header_on_exactly_the_two_operations() {
         }
     }
     with_header.sort();
-    assert_eq!(with_header, ["eraseUser", "unbindCard"]);
+    assert_eq!(with_header, ["eraseUser", "setDefaultCard", "unbindCard"]);
     assert!(spec.to_string().contains("step_up_required"));
+}
+
+async fn set_default(
+    app: &TestApp,
+    user: &str,
+    id: &str,
+    token: Option<&str>,
+) -> poem::test::TestResponse {
+    let mut req = app
+        .client
+        .put(format!("/v1/users/{user}/cards/{id}/default"))
+        .header("Authorization", bearer(user, "user"));
+    if let Some(t) = token {
+        req = req.header("X-Step-Up-Token", t);
+    }
+    req.send().await
+}
+
+#[tokio::test]
+async fn moving_the_default_off_a_card_needs_a_valid_step_up_token() {
+    let app = stepped_up_app();
+    let (first, second) = two_cards(&app, "erin").await;
+    // Else: move the default with the bearer token alone, then unbind the
+    // old default as a card that is not the default.
+    for token in [None, Some(token_for("erin", UNBIND_DEFAULT_CARD, 60))] {
+        assert_error(
+            set_default(&app, "erin", &second, token.as_deref()).await,
+            403,
+            "step_up_required",
+        )
+        .await;
+        assert_eq!(get_card(&app, "erin", &first).await["is_default"], true);
+    }
+    assert_error(
+        unbind(&app, "erin", &first, None).await,
+        403,
+        "step_up_required",
+    )
+    .await;
+    let good = token_for("erin", CHANGE_DEFAULT_CARD, 60);
+    let resp = set_default(&app, "erin", &second, Some(&good)).await;
+    resp.assert_status_is_ok();
+    assert_eq!(json_of(resp).await["is_default"], true);
+    assert_eq!(get_card(&app, "erin", &first).await["is_default"], false);
+    // The default again: nothing moves, nothing asked.
+    set_default(&app, "erin", &second, None)
+        .await
+        .assert_status_is_ok();
+    let events = audit_actions(&app, "erin").await;
+    let checks: Vec<_> = events.iter().filter(|e| e.0 == "step_up.verify").collect();
+    assert!(checks
+        .iter()
+        .any(|e| e.1 == "step_up_required" && e.2 == "change_default_card: missing"));
+    assert!(checks
+        .iter()
+        .any(|e| e.1 == "ok" && e.2 == "change_default_card"));
+}
+
+#[tokio::test]
+async fn the_card_reads_show_as_default_needs_step_up_when_a_shared_default_is_unusable() {
+    let app = stepped_up_app();
+    let own = family_support::bind_active(&app, "fay", family_support::VISA2).await;
+    let ann = family_support::bind_active(&app, "ann", family_support::VISA).await;
+    let sid = family_support::share(&app, "ann", &ann, "fay", "s-fay").await;
+    family_support::accept(&app, "fay", &sid)
+        .await
+        .assert_status_is_ok();
+    let shared = family_support::cards(&app, "fay", "")
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .find(|id| *id != own)
+        .unwrap();
+    let moved = token_for("fay", CHANGE_DEFAULT_CARD, 60);
+    set_default(&app, "fay", &shared, Some(&moved))
+        .await
+        .assert_status_is_ok();
+    // Ann's card frozen: the shared default cannot be used, and every read
+    // shows fay's own card as her default.
+    app.client
+        .post(format!("/v1/admin/users/ann/cards/{ann}/freeze"))
+        .header("Authorization", bearer("ops", "admin"))
+        .send()
+        .await
+        .assert_status_is_ok();
+    assert_eq!(
+        family_support::default_of(&family_support::cards(&app, "fay", "").await),
+        [own.as_str()]
+    );
+    assert_eq!(get_card(&app, "fay", &own).await["is_default"], true);
+    assert_error(
+        unbind(&app, "fay", &own, None).await,
+        403,
+        "step_up_required",
+    )
+    .await;
+    let good = token_for("fay", UNBIND_DEFAULT_CARD, 60);
+    unbind(&app, "fay", &own, Some(&good))
+        .await
+        .assert_status_is_ok();
 }

@@ -113,17 +113,44 @@ impl UseCases {
 
     /// Makes a card the user's default (last writer wins; there is never
     /// more than one default): one of their own active cards, or a card
-    /// shared with them that they accepted and may use now.
+    /// shared with them that they accepted and may use now. With step-up
+    /// enabled, moving the default off the card the user reads as their
+    /// default needs a step-up token: otherwise a stolen bearer token
+    /// could move it, then unbind the old default without one.
     pub async fn set_default(
         &self,
         ctx: &RequestContext,
         user: &UserId,
         id: &BindingId,
+        step_up_token: Option<&str>,
     ) -> Result<Listed, ChangeError> {
         self.authorize(ctx, Action::SetDefault, Some(user)).await?;
+        let mut stepped_up = None;
+        if self.step_up_enabled() {
+            let loaded = self.load(user).await?;
+            let moved_off = self.default_as_read(&loaded).await?;
+            if moved_off.as_ref().is_some_and(|d| d != id) {
+                let check = self
+                    .check_step_up(
+                        ctx,
+                        user,
+                        moved_off.as_ref(),
+                        StepUpAction::ChangeDefaultCard,
+                        step_up_token,
+                    )
+                    .await;
+                if let Some((e, passed)) = check {
+                    if !passed {
+                        self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
+                        return Err(step_up_required().into());
+                    }
+                    stepped_up = Some(e);
+                }
+            }
+        }
         if let Some(share) = ShareId::of_card_id(id) {
             return self
-                .set_default_shared(ctx, user, &share)
+                .set_default_shared(ctx, user, &share, stepped_up)
                 .await
                 .map(Listed::Shared);
         }
@@ -134,7 +161,10 @@ impl UseCases {
                     .user(user)
                     .binding(id);
                 match w.set_default(id) {
-                    Ok(_) => Decided::new(Ok(()), vec![e.build()]),
+                    Ok(_) => Decided::new(
+                        Ok(()),
+                        stepped_up.iter().cloned().chain([e.build()]).collect(),
+                    ),
                     Err(r) => Decided::new(Err(r.into()), Vec::new()),
                 }
             })
@@ -206,7 +236,11 @@ impl UseCases {
                 return Ok((None, loaded));
             }
             let mut events = Vec::new();
-            let needs_step_up = loaded.wallet.is_default(id) && self.step_up_enabled();
+            // The default as every read shows it: a shared default that
+            // cannot be used now falls back to one of the user's cards,
+            // and that card is the one to protect.
+            let needs_step_up =
+                self.step_up_enabled() && self.default_as_read(&loaded).await?.as_ref() == Some(id);
             let done = stepped_up.lock().map(|s| s.clone()).unwrap_or(None);
             match (needs_step_up, done) {
                 (false, _) => {}

@@ -73,7 +73,7 @@ async fn share_accept_use_as_default_then_freeze_and_unbind_take_it_away() {
 
     // Bob makes it his default.
     let d =
-        w.uc.set_default(&as_user("bob"), &user("bob"), &id.card_id())
+        w.uc.set_default(&as_user("bob"), &user("bob"), &id.card_id(), None)
             .await
             .unwrap();
     assert!(d.is_default());
@@ -94,7 +94,7 @@ async fn share_accept_use_as_default_then_freeze_and_unbind_take_it_away() {
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
     let e =
-        w.uc.set_default(&as_user("bob"), &user("bob"), &id.card_id())
+        w.uc.set_default(&as_user("bob"), &user("bob"), &id.card_id(), None)
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidStateTransition);

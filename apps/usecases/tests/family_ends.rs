@@ -41,7 +41,7 @@ async fn an_expired_share_is_not_usable_and_cannot_be_accepted() {
     w.uc.accept_share(&backend(), &user("ida"), &long, consent())
         .await
         .unwrap();
-    w.uc.set_default(&backend(), &user("ida"), &long.card_id())
+    w.uc.set_default(&backend(), &user("ida"), &long.card_id(), None)
         .await
         .unwrap();
     w.clock.advance(DAY + 1);

@@ -58,7 +58,7 @@ pub enum Command {
         /// The user the operation is about.
         #[arg(long)]
         user: String,
-        /// `unbind_default_card` or `erase_user`.
+        /// `unbind_default_card`, `change_default_card` or `erase_user`.
         #[arg(long)]
         action: String,
         /// Lifetime in seconds (at most `step_up.max_ttl_seconds`).
@@ -197,7 +197,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .as_ref()
                 .context("step_up.hmac_secret is not set")?;
             let Some(action) = StepUpAction::parse(&action) else {
-                bail!("--action: unbind_default_card or erase_user");
+                bail!("--action: unbind_default_card, change_default_card or erase_user");
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?

@@ -96,6 +96,19 @@ impl UseCases {
         self.household_of(loaded).await
     }
 
+    /// The user's default as reads show it ([`Household::default`]), the
+    /// sharers' wallets read only when the user holds a shared card.
+    pub(crate) async fn default_as_read(
+        &self,
+        loaded: &Loaded,
+    ) -> Result<Option<cardbind_domain::BindingId>, StoreError> {
+        if loaded.wallet.shared_in().is_empty() {
+            return Ok(loaded.wallet.effective_default().cloned());
+        }
+        let h = self.household_of(loaded.clone()).await?;
+        Ok(h.default(self.now()))
+    }
+
     pub(crate) async fn household_of(&self, loaded: Loaded) -> Result<Household, StoreError> {
         let now = self.now();
         let mut wanted: Vec<UserId> = loaded
@@ -297,6 +310,7 @@ impl UseCases {
         ctx: &RequestContext,
         user: &UserId,
         id: &ShareId,
+        stepped_up: Option<cardbind_ports::audit::AuditEvent>,
     ) -> Result<SharedCardView, crate::manage::ChangeError> {
         let h = self.household(user).await?;
         let now = self.now();
@@ -327,7 +341,7 @@ impl UseCases {
                             .binding(&id.card_id())
                             .detail("a card shared with the user")
                             .build();
-                        Decided::new(Ok(()), vec![e])
+                        Decided::new(Ok(()), stepped_up.iter().cloned().chain([e]).collect())
                     }
                     Err(r) => Decided::new(Err(r.into()), Vec::new()),
                 }

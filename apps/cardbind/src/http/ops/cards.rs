@@ -222,7 +222,9 @@ impl CardsApi {
     /// otherwise); a user has at most one. A card shared with the user (by
     /// its share id) can be, once accepted; while its holder's card is
     /// frozen, or once the share ends, the user's own card chosen by the
-    /// promotion rule is the default instead.
+    /// promotion rule is the default instead. When the service enables
+    /// step-up, moving the default off the user's current default card
+    /// needs `X-Step-Up-Token` (403 `step_up_required` otherwise).
     #[oai(
         path = "/v1/users/:user_id/cards/:card_id/default",
         method = "put",
@@ -234,13 +236,20 @@ impl CardsApi {
         auth: BearerAuth,
         user_id: Path<UserIdParam>,
         card_id: Path<IdParam>,
+        /// Step-up token for action `change_default_card` on this user.
+        /// Required, when the service enables step-up and the user has a
+        /// default card, to make another card the default; missing or
+        /// invalid is 403 `step_up_required`.
+        #[oai(name = "X-Step-Up-Token")]
+        step_up_token: Header<Option<String>>,
     ) -> Result<CardResponse, ChangeError> {
         let ctx = cx.context(&auth.0);
         let (user, id) = (
             cx.param(user_id.0.user_id())?,
             cx.param(card_id.0.card_id())?,
         );
-        cx.answer(cx.usecases().set_default(&ctx, &user, &id))
+        let token = step_up_token.0.as_deref();
+        cx.answer(cx.usecases().set_default(&ctx, &user, &id, token))
             .await
             .map(|v| CardResponse::Ok(Json(Card::from(&v))))
     }
