@@ -4,7 +4,6 @@
 //! `403 step_up_required` and changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(dead_code)]
 mod family_support;
 mod support;
 

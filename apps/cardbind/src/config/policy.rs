@@ -142,8 +142,9 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Step-up for risky operations: unbinding a user's default card and
-/// erasing a user need an `X-Step-Up-Token` the verifier accepts.
+/// Step-up for risky operations: unbinding a user's default card, moving
+/// the default off it and erasing a user need an `X-Step-Up-Token` the
+/// verifier accepts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StepUpConfig {
