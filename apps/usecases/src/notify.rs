@@ -111,18 +111,18 @@ impl UseCases {
         channel_name: &ChannelName,
         event: &ChannelEvent,
     ) -> Result<Applied, NotifyError> {
+        let ctx = RequestContext::service(&format!("channel:{channel_name}"));
         let Some((user, id)) = self.find_card(channel_name, &event.binding).await? else {
             if let (BindingRef::Ours(id), ChannelEventKind::Signed { channel_ref }) =
                 (&event.binding, &event.kind)
             {
-                self.end_unwanted_signing(channel_name, id, channel_ref)
+                self.end_unwanted_signing(&ctx, channel_name, id, channel_ref)
                     .await?;
             } else {
                 tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown card ignored");
             }
             return Ok(Applied::Unchanged);
         };
-        let ctx = RequestContext::service(&format!("channel:{channel_name}"));
         let (applied, after) = self
             .change_wallet::<_, NotifyError>(&ctx, &user, None, |w, now| {
                 channel_event(&ctx, w, &id, channel_name, event, now)
@@ -155,6 +155,7 @@ impl UseCases {
     /// at the unbind) is left as it is.
     async fn end_unwanted_signing(
         &self,
+        ctx: &RequestContext,
         channel_name: &ChannelName,
         id: &BindingId,
         channel_ref: &str,
@@ -167,7 +168,6 @@ impl UseCases {
             Ok(_) => Ok(false),
             Err(e) => Err(e),
         };
-        let ctx = RequestContext::service(&format!("channel:{channel_name}"));
         let event = ctx
             .event(self.now(), AuditAction::BindingUnwantedSigning)
             .binding(id);

@@ -290,9 +290,9 @@ pub async fn assert_error(resp: TestResponse, status: u16, code: &str) -> Value 
     v
 }
 
-/// The audit events `query` selects (e.g. `card_id=…&action=…`), read by
-/// an auditor through the API.
-pub async fn audit_events(app: &TestApp, query: &str) -> Vec<Value> {
+/// The page of the audit log `query` selects (e.g. `card_id=…&limit=1`),
+/// read by an auditor through the API: its events and `next_after`.
+pub async fn audit_page(app: &TestApp, query: &str) -> Value {
     let resp = app
         .client
         .get(format!("/v1/audit/events?{query}"))
@@ -300,6 +300,13 @@ pub async fn audit_events(app: &TestApp, query: &str) -> Vec<Value> {
         .send()
         .await;
     resp.assert_status_is_ok();
-    let v = json_of(resp).await;
-    v["events"].as_array().cloned().unwrap_or_default()
+    json_of(resp).await
+}
+
+/// The audit events of [`audit_page`].
+pub async fn audit_events(app: &TestApp, query: &str) -> Vec<Value> {
+    audit_page(app, query).await["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
