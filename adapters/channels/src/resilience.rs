@@ -488,6 +488,24 @@ impl Resilient {
     where
         F: std::future::Future<Output = Result<T, ChannelError>>,
     {
+        self.attempt_counting(op, subject, call, true).await
+    }
+
+    /// As [`Resilient::attempt`]; a success closes the breaker only when
+    /// `success_counts`. The query that checks whether a failed start was
+    /// applied passes `false`: its answer says the channel reads, not that
+    /// it starts bindings, and counting it would reset the failures of the
+    /// starts before the breaker could ever open.
+    async fn attempt_counting<T, F>(
+        &self,
+        op: &'static str,
+        subject: Subject<'_>,
+        call: F,
+        success_counts: bool,
+    ) -> Result<T, ChannelError>
+    where
+        F: std::future::Future<Output = Result<T, ChannelError>>,
+    {
         let result = match self.breaker.admit() {
             None => Err(ChannelError::CircuitOpen),
             Some(admission) => {
@@ -500,7 +518,10 @@ impl Resilient {
                     Err(_) => Err(ChannelError::Timeout),
                 };
                 let failed = matches!(&result, Err(e) if e.is_transient());
-                guard.finish(failed);
+                if failed || success_counts {
+                    guard.finish(failed);
+                }
+                // Else the guard, dropped, only hands a trial on.
                 result
             }
         };
@@ -582,10 +603,11 @@ impl PaymentChannel for Resilient {
             };
             // Was it applied? Only a NotFound allows a second start.
             match self
-                .attempt(
+                .attempt_counting(
                     "query",
                     subject,
                     self.inner.query(&request.binding_id, None),
+                    false,
                 )
                 .await
             {

@@ -249,6 +249,34 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn starts_that_time_out_open_the_breaker_though_the_check_query_answers() {
+    // The channel's start path hangs while its query answers at once (not
+    // found): the checks must not reset the starts' failures.
+    let inner = Arc::new(Scripted::default().query_default(Ok(RemoteState::NotFound)));
+    *inner.hang.lock().unwrap() = true;
+    let r = wrap(inner.clone(), &Registry::new());
+    // One bind: 4 starts (1 + 3 retries), each a failure.
+    assert_eq!(
+        r.start_binding(&bind_request("b1")).await,
+        Err(ChannelError::Timeout)
+    );
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 4);
+    assert_eq!(r.breaker_state(), BreakerState::Closed);
+    // The next bind's first start is the fifth failure in a row: open.
+    assert!(r.start_binding(&bind_request("b2")).await.is_err());
+    assert_eq!(r.breaker_state(), BreakerState::Open);
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 5);
+    // Fail fast now, without asking the channel.
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(
+        r.start_binding(&bind_request("b3")).await,
+        Err(ChannelError::CircuitOpen)
+    );
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 5);
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_lets_exactly_one_trial_through() {
     let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
     let cfg = ResilienceConfig {
