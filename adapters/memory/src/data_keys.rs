@@ -32,7 +32,9 @@ impl DataKeyStore for MemoryStore {
         self.check_available()?;
         let mut t = lock(&self.inner.data_keys);
         match t.0.get_mut(&key.owner) {
-            Some(stored) if stored.version == expected_version => {
+            Some(stored)
+                if stored.version == expected_version && stored.created_at == key.created_at =>
+            {
                 *stored = key.clone();
                 Ok(())
             }

@@ -116,7 +116,16 @@ impl DataKeyStore for MongoStore {
         self.timed(async {
             let expected = to_i64(expected_version, "key version")?;
             let head = match self.key_head(&key.owner, KEYS_REPLACE).await? {
-                Some(d) if d.state == KEY && d.version == expected => d,
+                // The same key (a re-wrap keeps its creation instant), at
+                // the version the caller read: not a key made after an
+                // erasure, which starts at version 1 again.
+                Some(d)
+                    if d.state == KEY
+                        && d.version == expected
+                        && d.created_at == key.created_at.unix_millis() =>
+                {
+                    d
+                }
                 _ => return Err(StoreError::Conflict),
             };
             let next = head.seq + 1;

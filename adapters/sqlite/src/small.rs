@@ -29,9 +29,8 @@ const MARK_SEEN: &str = "INSERT INTO seen_ids (namespace, id, expires_at) VALUES
      ON CONFLICT (namespace, id) DO UPDATE SET expires_at = excluded.expires_at
      WHERE seen_ids.expires_at < ?4";
 
-const REPLACE_KEY: &str =
-    "UPDATE data_keys SET master_key_id = ?2, wrapped = ?3, version = ?4, created_at = ?5
-     WHERE owner = ?1 AND version = ?6";
+const REPLACE_KEY: &str = "UPDATE data_keys SET master_key_id = ?2, wrapped = ?3, version = ?4
+     WHERE owner = ?1 AND version = ?6 AND created_at = ?5";
 
 const DELETE_KEY: &str = "DELETE FROM data_keys WHERE owner = ?1";
 

@@ -28,10 +28,12 @@ pub trait DataKeyStore: Send + Sync {
     /// was deleted may get a new one (a user erased and binding again).
     async fn put_if_absent(&self, key: &WrappedKey) -> Result<WrappedKey, StoreError>;
 
-    /// Replaces the owner's key if its stored version is `expected_version`
-    /// (`Conflict` otherwise, also when the key was deleted: a re-wrap that
-    /// races an erasure never brings the key back). Of concurrent replaces
-    /// of one version at most one succeeds.
+    /// Replaces the owner's key if the stored one is the same key (its
+    /// `created_at`: a re-wrap keeps it) at `expected_version` (`Conflict`
+    /// otherwise, also when the key was deleted, or deleted and made again
+    /// for the owner, which starts at version 1 again: a re-wrap that
+    /// races an erasure never brings the key back nor replaces the new
+    /// one). Of concurrent replaces of one version at most one succeeds.
     async fn replace(&self, key: &WrappedKey, expected_version: u64) -> Result<(), StoreError>;
 
     /// Deletes the owner's key, every stored copy of it (crypto-shredding).

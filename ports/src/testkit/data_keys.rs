@@ -100,6 +100,42 @@ pub async fn replace_racing_delete_never_resurrects<F: StoreFactory + ?Sized>(f:
     assert_eq!(s.data_keys.put_if_absent(&fresh).await.unwrap(), fresh);
 }
 
+pub async fn a_late_rewrap_of_an_erased_key_leaves_the_new_key_alone<F: StoreFactory + ?Sized>(
+    f: &F,
+) {
+    let s = f.fresh().await;
+    let old = wrapped_key("erin", b"old-key", 1);
+    s.data_keys.put_if_absent(&old).await.unwrap();
+    // A re-wrap lists the old key; then the user is erased and binds
+    // again: a new key, at version 1 too.
+    assert!(s.data_keys.delete("erin").await.unwrap());
+    let new = WrappedKey {
+        wrapped: b"new-key".to_vec(),
+        created_at: BASE.plus_seconds(60),
+        ..old.clone()
+    };
+    assert_eq!(s.data_keys.put_if_absent(&new).await.unwrap(), new);
+    // The re-wrap, late, of the key it listed.
+    let rewrapped = WrappedKey {
+        wrapped: b"old-key-rewrapped".to_vec(),
+        version: 2,
+        ..old
+    };
+    assert_eq!(
+        s.data_keys.replace(&rewrapped, 1).await,
+        Err(StoreError::Conflict)
+    );
+    assert_eq!(s.data_keys.get("erin").await.unwrap(), Some(new.clone()));
+    // A re-wrap of the new key itself goes through.
+    let again = WrappedKey {
+        wrapped: b"new-key-rewrapped".to_vec(),
+        version: 2,
+        ..new
+    };
+    assert_eq!(s.data_keys.replace(&again, 1).await, Ok(()));
+    assert_eq!(s.data_keys.get("erin").await.unwrap(), Some(again));
+}
+
 pub async fn list_paginates<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     for o in ["k-3", "k-1", "@fingerprint", "k-2"] {

@@ -179,6 +179,7 @@ macro_rules! contract_suite {
             concurrent_put_if_absent_one_key,
             replace_is_compare_and_set,
             replace_racing_delete_never_resurrects,
+            a_late_rewrap_of_an_erased_key_leaves_the_new_key_alone,
             list_paginates,
         }
         $crate::__contract_module! { {$(#[$attr])*} $factory; review:
