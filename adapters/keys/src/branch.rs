@@ -40,7 +40,8 @@
 //! The record `@branch.active` (its `master_key_id` is the marker
 //! [`ACTIVE_BRANCH_MARKER`]; it holds no key) names the active version and
 //! the instant it became active in `wrapped`, as ASCII `"{n} {unix ms}"`
-//! (not in `created_at`, which a store need not replace); its record
+//! (not in `created_at`, which names the record and which every move
+//! keeps); its record
 //! `version` is the compare-and-set counter. The
 //! first seal of a fresh store makes version 1 (one master key call) and the
 //! pointer. When the active version has been active for longer than
@@ -279,14 +280,16 @@ pub(crate) struct Keyring<M> {
     failed_loads: AtomicU64,
 }
 
-/// The active-version record naming version `number`, active since `at`.
-fn pointer_record(number: u64, at: Timestamp, version: u64) -> WrappedKey {
+/// The active-version record naming version `number`, active since `at`;
+/// `created_at` is when the record was first made (every move keeps it:
+/// `replace` only replaces the same record).
+fn pointer_record(number: u64, at: Timestamp, version: u64, created_at: Timestamp) -> WrappedKey {
     WrappedKey {
         owner: ACTIVE_BRANCH_OWNER.to_owned(),
         master_key_id: ACTIVE_BRANCH_MARKER.to_owned(),
         wrapped: format!("{number} {}", at.unix_millis()).into_bytes(),
         version,
-        created_at: at,
+        created_at,
     }
 }
 
@@ -473,7 +476,8 @@ impl<M: MasterKey> Keyring<M> {
     /// A fresh store: makes version 1 and the pointer to it.
     async fn first_pointer(&self) -> Result<WrappedKey, KeyError> {
         self.create(1).await?;
-        let ours = pointer_record(1, now(), 1);
+        let at = now();
+        let ours = pointer_record(1, at, 1, at);
         let stored = self.store.put_if_absent(&ours).await.map_err(store_err)?;
         if stored == ours {
             tracing::info!(branch = %branch_owner(1), "activated the first branch key version");
@@ -489,7 +493,7 @@ impl<M: MasterKey> Keyring<M> {
             .ok_or_else(|| refused("branch key versions exhausted"))?;
         self.create(next).await?;
         let at = now();
-        let moved = pointer_record(next, at, pointer.version + 1);
+        let moved = pointer_record(next, at, pointer.version + 1, pointer.created_at);
         match self.store.replace(&moved, pointer.version).await {
             Ok(()) => {
                 tracing::info!(from = %branch_owner(number), to = %branch_owner(next), "activated a new branch key version");
@@ -626,7 +630,7 @@ mod tests {
     #[test]
     fn the_active_record_round_trips_and_junk_is_refused() {
         let at = Timestamp::from_unix_millis(1_796_000_000_123);
-        let p = pointer_record(7, at, 3);
+        let p = pointer_record(7, at, 3, at);
         let info = parse_pointer(&p).unwrap();
         assert_eq!((info.number, info.activated_at), (7, at));
         for junk in [&b"7"[..], b"0 1", b"x 1", b"7 x", b"", b"7  1"] {
