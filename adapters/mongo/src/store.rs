@@ -8,7 +8,7 @@ use cardbind_domain::Timestamp;
 use cardbind_ports::StoreError;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::docs::{
@@ -140,6 +140,19 @@ impl MongoStore {
         options.heartbeat_freq = Some(Duration::from_secs(1));
         if options.app_name.is_none() {
             options.app_name = Some("cardbind".into());
+        }
+        // Every write is acknowledged once a majority holds it, and every
+        // read sees only what a majority holds, unless the URI says
+        // otherwise. Both matter: the adapter inserts after what it read
+        // (a chain's next link, a data key found taken), and a read of a
+        // write a failover then rolls back would let it build on something
+        // that is gone (a chain with a gap, card data sealed under a key
+        // that no longer exists).
+        if options.write_concern.is_none() {
+            options.write_concern = Some(WriteConcern::majority());
+        }
+        if options.read_concern.is_none() {
+            options.read_concern = Some(ReadConcern::majority());
         }
         if let Some(log) = &config.monitor {
             options.command_event_handler = Some(log.handler());
@@ -302,11 +315,16 @@ pub(crate) fn is_duplicate(e: &mongodb::error::Error) -> bool {
     match &*e.kind {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        ErrorKind::InsertMany(m) => m
-            .write_errors
-            .iter()
-            .flatten()
-            .any(|w| w.code == DUPLICATE_KEY),
+        // Only when every error is a taken key: a write-concern error or
+        // any other write error beside one is not a duplicate (retryable).
+        ErrorKind::InsertMany(m) => {
+            m.write_concern_error.is_none()
+                && m.write_errors
+                    .iter()
+                    .flatten()
+                    .all(|w| w.code == DUPLICATE_KEY)
+                && m.write_errors.iter().flatten().next().is_some()
+        }
         _ => false,
     }
 }

@@ -4,6 +4,44 @@
 use super::*;
 
 #[tokio::test]
+async fn reads_and_writes_are_majority_unless_the_uri_says_otherwise() {
+    use mongodb::options::{Acknowledgment, ReadConcernLevel};
+    let port = closed_port();
+    let store = MongoStore::connect(
+        &format!("mongodb://127.0.0.1:{port}/"),
+        "nowhere",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let db = store.database();
+    assert_eq!(
+        db.write_concern().and_then(|w| w.w.clone()),
+        Some(Acknowledgment::Majority)
+    );
+    assert_eq!(
+        db.read_concern().map(|r| r.level.clone()),
+        Some(ReadConcernLevel::Majority)
+    );
+    let store = MongoStore::connect(
+        &format!("mongodb://127.0.0.1:{port}/?w=1&readConcernLevel=local"),
+        "nowhere",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let db = store.database();
+    assert_eq!(
+        db.write_concern().and_then(|w| w.w.clone()),
+        Some(Acknowledgment::Nodes(1))
+    );
+    assert_eq!(
+        db.read_concern().map(|r| r.level.clone()),
+        Some(ReadConcernLevel::Local)
+    );
+}
+
+#[tokio::test]
 async fn dead_server_is_unavailable_within_seconds() {
     let port = closed_port();
     let store = MongoStore::connect(
