@@ -39,10 +39,14 @@ pub trait CardVault: Send + Sync {
     ) -> Result<SealedBlob, KeyError>;
 
     /// As [`CardVault::seal`], for an owner the caller has reason to think
-    /// has no data key yet (a user with nothing stored): the vault may make
-    /// the key without first looking for one (one store round trip fewer).
-    /// A wrong guess costs a key made and dropped, never a second key for
-    /// the owner: what is sealed is sealed under the owner's one key.
+    /// has no data key yet (a user with nothing stored, or with no live
+    /// card: erased, perhaps by another instance): the vault may make the
+    /// key without first looking for one (one store round trip fewer), and
+    /// MUST NOT seal under a key it remembers without asking the store (an
+    /// erasure elsewhere deleted it; what is sealed under it would never
+    /// open). A wrong guess costs a key made and dropped, never a second
+    /// key for the owner: what is sealed is sealed under the owner's one
+    /// key.
     async fn seal_for_new_owner(
         &self,
         owner: &UserId,

@@ -218,16 +218,20 @@ impl<M: MasterKey> EnvelopeVault<M> {
     /// The data key of `owner`: from the cache, else unwrapped from the
     /// store, else (when `create`) made, wrapped under the active branch
     /// key and stored. `None` when absent and not `create`. With `Lookup::
-    /// MakeFirst` the store is not read first: the new key's insert finds
-    /// an existing one (and that one is used).
+    /// MakeFirst` neither the cache nor the store is read first: the new
+    /// key's insert finds an existing one (and that one is used, and
+    /// cached in place of what the cache held: a key another instance
+    /// erased since).
     async fn owner_key(
         &self,
         owner: &str,
         create: bool,
         lookup: Lookup,
     ) -> Result<Option<Arc<OwnerKey>>, KeyError> {
-        if let Some(k) = self.cache.get(owner) {
-            return Ok(Some(k));
+        if lookup == Lookup::ReadFirst {
+            if let Some(k) = self.cache.get(owner) {
+                return Ok(Some(k));
+            }
         }
         let epoch = self.cache.epoch();
         let found = match lookup {

@@ -36,8 +36,11 @@ impl CardDetails {
 /// What the caller knows of the owner's data key before sealing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Owner {
-    /// The user has nothing stored (no wallet): their key is made without
-    /// looking for one first ([`cardbind_ports::keys::CardVault::seal_for_new_owner`]).
+    /// The user has nothing stored (no wallet), or no live card (erased,
+    /// perhaps by another instance whose erasure this process's key cache
+    /// has not seen): their key is made without looking for one first, and
+    /// never taken from the cache
+    /// ([`cardbind_ports::keys::CardVault::seal_for_new_owner`]).
     ProbablyNew,
     Known,
 }

@@ -612,6 +612,32 @@ async fn erasure_unbinds_every_card_deletes_its_data_and_destroys_the_key() {
 }
 
 #[tokio::test]
+async fn a_bind_after_an_erasure_asks_for_the_users_key_afresh() {
+    // Another instance may have erased the user: this process's key cache
+    // has not seen it, so a bind for a user with no live card must not
+    // seal under a cached key.
+    let w = world(Policy::default());
+    let fresh = || {
+        w.vault
+            .fresh_seals
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    w.uc.bind_card(&backend(), bind_cmd("nia", &visa(52), w.now()))
+        .await
+        .unwrap();
+    assert_eq!(fresh(), 1, "a new user");
+    w.uc.bind_card(&backend(), bind_cmd("nia", &visa(53), w.now()))
+        .await
+        .unwrap();
+    assert_eq!(fresh(), 1, "a user with a live card: the cached key");
+    w.uc.erase_user(&admin(), &user("nia"), None).await.unwrap();
+    w.uc.bind_card(&backend(), bind_cmd("nia", &visa(54), w.now()))
+        .await
+        .unwrap();
+    assert_eq!(fresh(), 2, "erased: the key is looked for afresh");
+}
+
+#[tokio::test]
 async fn a_key_service_outage_writes_nothing() {
     let w = world(Policy::default());
     w.vault

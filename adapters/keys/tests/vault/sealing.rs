@@ -171,6 +171,32 @@ async fn erase_reaches_other_instances_at_the_latest_after_max_age() {
 }
 
 #[tokio::test]
+async fn sealing_for_an_owner_erased_elsewhere_never_uses_the_erased_key() {
+    let (_, s) = store();
+    let master = DataKey::generate();
+    let (a, b) = (vault_on(&master, &s), vault_on(&master, &s));
+    let u = user("u-3");
+    let c = ctx("r", "pan");
+    // Instance a holds the user's key in its cache; b erases the user.
+    a.seal(&u, &c, b"before").await.expect("seal");
+    assert!(b.erase_owner(&u).await.expect("erase"));
+    // The user binds again on a: the caller says the owner has no live
+    // card, so the vault asks the store (no key: a new one).
+    let sealed = a.seal_for_new_owner(&u, &c, b"after").await.expect("seal");
+    let fresh = vault_on(&master, &s);
+    assert_eq!(
+        fresh.open(&u, &c, &sealed).await.as_deref(),
+        Ok(&b"after"[..])
+    );
+    // And a itself now seals and opens under the new key.
+    let again = a.seal(&u, &c, b"again").await.expect("seal");
+    assert_eq!(
+        fresh.open(&u, &c, &again).await.as_deref(),
+        Ok(&b"again"[..])
+    );
+}
+
+#[tokio::test]
 async fn reserved_owner_ids_are_refused() {
     // The vault's own records are named `@…`; no user can be: the domain
     // refuses such ids, so a user can never share or erase the fingerprint

@@ -381,7 +381,10 @@ impl UseCases {
                 &self.policy.verification,
             ) {
                 Ok(Opened::New(id) | Opened::Again(id)) => {
-                    let owner = if first.head.is_none() {
+                    // No live card: the user may have been erased since
+                    // this process cached their key (as a user with
+                    // nothing stored, the key is looked for in the store).
+                    let owner = if first.head.is_none() || first.wallet.live_count() == 0 {
                         Owner::ProbablyNew
                     } else {
                         Owner::Known

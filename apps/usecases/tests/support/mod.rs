@@ -66,6 +66,9 @@ pub struct FakeVault {
     /// while the fingerprint key is still cached).
     pub seal_down: std::sync::atomic::AtomicBool,
     pub opened: AtomicU64,
+    /// Seals for an owner the caller thinks has no key (the vault must not
+    /// use a cached one).
+    pub fresh_seals: AtomicU64,
 }
 
 fn tag(owner: &UserId, c: &SealContext) -> String {
@@ -86,6 +89,15 @@ impl CardVault for FakeVault {
         let mut b = tag(owner, c).into_bytes();
         b.extend(p.iter().rev());
         Ok(SealedBlob::new(b))
+    }
+    async fn seal_for_new_owner(
+        &self,
+        owner: &UserId,
+        c: &SealContext,
+        p: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        self.fresh_seals.fetch_add(1, Ordering::SeqCst);
+        self.seal(owner, c, p).await
     }
     async fn open(
         &self,
