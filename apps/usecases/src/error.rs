@@ -101,7 +101,8 @@ pub(crate) fn channel_not_enabled() -> Invalid {
 }
 
 /// Declares a use case's error enum. `from Store` (or `from StoreRead`
-/// for a use case that only reads), `from Keys`, `from Channel`,
+/// for a use case that only reads), `from Keys` (or `from KeysSealing` for
+/// one that only seals and fingerprints), `from Channel`,
 /// `from Rules`, `from ShareRules` and `from State` add conversions from the ports' errors and
 /// the domain's refusals; each compiles only when the enum declares every
 /// class it converts into.
@@ -216,6 +217,27 @@ macro_rules! op_error {
                         $name::Conflict($crate::error::card_data_unreadable())
                     }
                 }
+            }
+        }
+    };
+    (@from $name:ident KeysSealing) => {
+        // For use cases that only seal and fingerprint (a bind): a refusal
+        // there is no card data that fails to open, but a key service that
+        // refuses the service (access denied, a disabled key, a stored key
+        // that does not unwrap): the operator's to fix, the client's to
+        // retry later.
+        impl From<cardbind_ports::KeyError> for $name {
+            fn from(e: cardbind_ports::KeyError) -> $name {
+                use cardbind_ports::KeyError as K;
+                match e {
+                    K::Unavailable(cause) => {
+                        tracing::warn!(%cause, "key service unavailable");
+                    }
+                    K::Refused(_) | K::Erased => {
+                        tracing::error!(error = %e, "the key service refused to seal or fingerprint");
+                    }
+                }
+                $name::Unavailable($crate::error::key_service_unavailable())
             }
         }
     };

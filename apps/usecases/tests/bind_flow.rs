@@ -638,6 +638,20 @@ async fn a_bind_after_an_erasure_asks_for_the_users_key_afresh() {
 }
 
 #[tokio::test]
+async fn a_key_service_that_refuses_to_seal_is_unavailable_not_unreadable_card_data() {
+    let w = world(Policy::default());
+    w.vault
+        .seal_refused
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e =
+        w.uc.bind_card(&backend(), bind_cmd("ola", &visa(61), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyServiceUnavailable);
+    assert!(w.store.links(None, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_key_service_outage_writes_nothing() {
     let w = world(Policy::default());
     w.vault

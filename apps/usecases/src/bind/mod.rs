@@ -50,7 +50,7 @@ mod start;
 op_error! {
     /// Why a bind was refused.
     pub enum BindError { BadRequest, Forbidden, Conflict, Unprocessable, TooManyRequests, Unavailable }
-    from Store, Keys, Rules
+    from Store, KeysSealing, Rules
 }
 
 /// A card to bind, every field parsed.

@@ -69,6 +69,8 @@ pub struct FakeVault {
     /// Seals for an owner the caller thinks has no key (the vault must not
     /// use a cached one).
     pub fresh_seals: AtomicU64,
+    /// Sealing is refused (the key service denies access).
+    pub seal_refused: std::sync::atomic::AtomicBool,
 }
 
 fn tag(owner: &UserId, c: &SealContext) -> String {
@@ -85,6 +87,9 @@ impl CardVault for FakeVault {
     ) -> Result<SealedBlob, KeyError> {
         if self.down.load(Ordering::SeqCst) || self.seal_down.load(Ordering::SeqCst) {
             return Err(KeyError::Unavailable("fake vault down".into()));
+        }
+        if self.seal_refused.load(Ordering::SeqCst) {
+            return Err(KeyError::Refused("access denied".into()));
         }
         let mut b = tag(owner, c).into_bytes();
         b.extend(p.iter().rev());
