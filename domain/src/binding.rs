@@ -485,6 +485,16 @@ impl Binding {
         self.go(BindingStatus::Active, now)
     }
 
+    /// The user's erasure: a card no longer live forgets its fingerprint
+    /// (see [`crate::Wallet::forget_fingerprints`]). Whether it changed.
+    pub fn forget_fingerprint(&mut self) -> bool {
+        if self.0.status.is_live() || self.0.fingerprint.is_erased() {
+            return false;
+        }
+        self.0.fingerprint = Fingerprint::erased(&self.0.id);
+        true
+    }
+
     /// Unbinds and revokes the current consent (`by`: who ended it). Always
     /// allowed but from `inactive`, where it changes nothing and returns
     /// `Ok(false)`, so that unbinding twice is harmless.

@@ -127,6 +127,21 @@ impl Fingerprint {
     pub fn version(&self) -> u32 {
         self.version
     }
+
+    /// What an erased user's card keeps in place of its fingerprint:
+    /// version 0 (no fingerprint key has it, so no card number ever gives
+    /// it) and the card's id, so it matches no card and no other erased one.
+    pub fn erased(card: &BindingId) -> Fingerprint {
+        Fingerprint {
+            version: 0,
+            hex: card.as_str().bytes().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Whether this is [`Fingerprint::erased`]'s.
+    pub fn is_erased(&self) -> bool {
+        self.version == 0
+    }
 }
 
 impl fmt::Display for Fingerprint {

@@ -413,6 +413,19 @@ impl Wallet {
         self.repair();
         changed
     }
+
+    /// The user's erasure: every card that is no longer live forgets its
+    /// fingerprint (the keyed hash of its number, under a key the erasure
+    /// does not destroy: with the BIN and last four digits the wallet
+    /// keeps, whoever held that key could try the few numbers left). A
+    /// card bound again afterwards is a new record. Returns how many.
+    pub fn forget_fingerprints(&mut self) -> usize {
+        self.bindings
+            .iter_mut()
+            .map(Binding::forget_fingerprint)
+            .filter(|changed| *changed)
+            .count()
+    }
 }
 
 #[cfg(test)]
@@ -638,5 +651,36 @@ mod tests {
         assert_eq!(w.live_count(), 0);
         assert_eq!(w.effective_default(), None);
         assert!(w.unbind_all(now, "admin").is_empty());
+    }
+
+    #[test]
+    fn erasure_forgets_fingerprints_and_the_same_card_is_a_new_record() {
+        let now = Timestamp::from_unix_millis(1);
+        let (cap, p) = (CardCap { max: 10 }, VerificationPolicy::default());
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let a = bound(&mut w, 1, now);
+        let b = bound(&mut w, 2, now);
+        w.unbind_all(now, "admin");
+        assert_eq!(w.forget_fingerprints(), 2);
+        assert_eq!(w.forget_fingerprints(), 0, "once");
+        for id in [&a, &b] {
+            let f = &w.get(id).unwrap().fingerprint;
+            assert!(f.is_erased());
+            assert_ne!(f, &card(1, now).fingerprint);
+        }
+        assert_ne!(
+            w.get(&a).unwrap().fingerprint,
+            w.get(&b).unwrap().fingerprint
+        );
+        assert!(w.find_card(&card(1, now).fingerprint).is_none());
+        let same_card = CardToBind {
+            new_id: BindingId::parse("card_101").unwrap(),
+            ..card(1, now)
+        };
+        let again = w.open(same_card, cap, now, &p).unwrap();
+        assert!(
+            matches!(again, Opened::New(ref id) if id != &a),
+            "{again:?}"
+        );
     }
 }

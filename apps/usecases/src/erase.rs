@@ -121,6 +121,7 @@ impl UseCases {
                 }
             }
             let changed = wallet.unbind_all(now, &ctx.actor.subject);
+            wallet.forget_fingerprints();
             for id in &changed {
                 events.push(
                     ctx.event(now, AuditAction::BindingUnbind)

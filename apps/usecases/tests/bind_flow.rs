@@ -612,7 +612,7 @@ async fn erasure_unbinds_every_card_deletes_its_data_and_destroys_the_key() {
 }
 
 #[tokio::test]
-async fn a_bind_after_an_erasure_asks_for_the_users_key_afresh() {
+async fn an_erasure_forgets_fingerprints_and_a_bind_after_it_asks_for_the_key_afresh() {
     // Another instance may have erased the user: this process's key cache
     // has not seen it, so a bind for a user with no live card must not
     // seal under a cached key.
@@ -622,19 +622,42 @@ async fn a_bind_after_an_erasure_asks_for_the_users_key_afresh() {
             .fresh_seals
             .load(std::sync::atomic::Ordering::SeqCst)
     };
-    w.uc.bind_card(&backend(), bind_cmd("nia", &visa(52), w.now()))
-        .await
-        .unwrap();
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("nia", &visa(52), w.now()))
+            .await
+            .unwrap()
+            .binding;
     assert_eq!(fresh(), 1, "a new user");
     w.uc.bind_card(&backend(), bind_cmd("nia", &visa(53), w.now()))
         .await
         .unwrap();
     assert_eq!(fresh(), 1, "a user with a live card: the cached key");
     w.uc.erase_user(&admin(), &user("nia"), None).await.unwrap();
+    // The erased cards keep no fingerprint (a keyed hash of the number,
+    // under a key the erasure does not destroy).
+    let stored = cardbind_ports::store::WalletStore::load(&w.store, &user("nia"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.wallet.bindings().len(), 2);
+    assert!(stored
+        .wallet
+        .bindings()
+        .iter()
+        .all(|b| b.fingerprint.is_erased()));
     w.uc.bind_card(&backend(), bind_cmd("nia", &visa(54), w.now()))
         .await
         .unwrap();
     assert_eq!(fresh(), 2, "erased: the key is looked for afresh");
+    // The same card as before the erasure: a new record (a minute on, the
+    // user's bind rate allowing).
+    w.clock.advance(61);
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("nia", &visa(52), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_ne!(again.id, first.id);
 }
 
 #[tokio::test]
