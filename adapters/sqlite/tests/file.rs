@@ -381,40 +381,46 @@ async fn no_card_data_in_clear_in_any_file() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_erased_key_leaves_no_copy_in_the_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cardbind.sqlite3");
-    let s = open(&path);
-    let p = s.ports();
-    let marker = b"WRAPPED-KEY-MATERIAL-0123456789".to_vec();
-    p.data_keys
+/// Stores a data key for `erase-me` whose wrapped bytes are `marker`.
+async fn put_marked_key(s: &SqliteStore, marker: &str) {
+    s.ports()
+        .data_keys
         .put_if_absent(&WrappedKey {
             owner: "erase-me".into(),
             master_key_id: "local:1".into(),
-            wrapped: marker.clone(),
+            wrapped: marker.as_bytes().to_vec(),
             version: 1,
             created_at: t(0),
         })
         .await
         .unwrap();
-    let needle = std::str::from_utf8(&marker).unwrap();
+}
+
+/// Whether `needle` is gone from every file in `dir` within about 3 s.
+async fn gone_from_the_files(dir: &Path, needle: &str) -> bool {
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if !contains(&all_bytes(dir), needle) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_key_leaves_no_copy_in_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir.path().join("cardbind.sqlite3"));
+    let needle = "WRAPPED-KEY-MATERIAL-0123456789";
+    put_marked_key(&s, needle).await;
     assert!(
         contains(&all_bytes(dir.path()), needle),
         "the scan finds it"
     );
-    assert_eq!(p.data_keys.delete("erase-me").await, Ok(true));
-    // The checkpointer truncates the WAL soon after an erasure.
-    let mut clean = false;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if !contains(&all_bytes(dir.path()), needle) {
-            clean = true;
-            break;
-        }
-    }
+    assert_eq!(s.ports().data_keys.delete("erase-me").await, Ok(true));
+    // The WAL is truncated soon after an erasure.
     assert!(
-        clean,
+        gone_from_the_files(dir.path(), needle).await,
         "no copy of the key is left in the database or its WAL"
     );
 }
@@ -477,40 +483,21 @@ async fn an_erased_key_leaves_no_copy_once_a_reader_held_up_the_truncate_lets_go
         },
     )
     .unwrap();
-    let p = s.ports();
-    let marker = b"WRAPPED-KEY-HELD-UP-0123456789".to_vec();
-    p.data_keys
-        .put_if_absent(&WrappedKey {
-            owner: "erase-me".into(),
-            master_key_id: "local:1".into(),
-            wrapped: marker.clone(),
-            version: 1,
-            created_at: t(0),
-        })
-        .await
-        .unwrap();
+    let needle = "WRAPPED-KEY-HELD-UP-0123456789";
+    put_marked_key(&s, needle).await;
     // A reader in the middle of a long read, on the snapshot before the
     // delete: the truncate that follows the delete cannot finish.
     let reader = rusqlite::Connection::open(&path).unwrap();
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
         .unwrap();
-    assert_eq!(p.data_keys.delete("erase-me").await, Ok(true));
+    assert_eq!(s.ports().data_keys.delete("erase-me").await, Ok(true));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
     // Nothing else is written: the truncate must be tried again.
-    let needle = std::str::from_utf8(&marker).unwrap();
-    let mut clean = false;
-    for _ in 0..150 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if !contains(&all_bytes(dir.path()), needle) {
-            clean = true;
-            break;
-        }
-    }
     assert!(
-        clean,
+        gone_from_the_files(dir.path(), needle).await,
         "a copy of the erased key stayed in the files after the reader let go"
     );
 }

@@ -85,31 +85,44 @@ async fn get_card(app: &TestApp, user: &str, id: &str) -> Value {
     .await
 }
 
-async fn unbind(
-    app: &TestApp,
-    user: &str,
-    id: &str,
+/// Sends `req` as `who` (subject, role), with the step-up token if any.
+async fn send_stepped(
+    req: poem::test::TestRequestBuilder<'_, poem::endpoint::BoxEndpoint<'static>>,
+    who: (&str, &str),
     token: Option<&str>,
 ) -> poem::test::TestResponse {
-    let mut req = app
-        .client
-        .delete(format!("/v1/users/{user}/cards/{id}"))
-        .header("Authorization", bearer(user, "user"));
+    let mut req = req.header("Authorization", bearer(who.0, who.1));
     if let Some(t) = token {
         req = req.header("X-Step-Up-Token", t);
     }
     req.send().await
 }
 
-async fn erase(app: &TestApp, user: &str, token: Option<&str>) -> poem::test::TestResponse {
-    let mut req = app
+async fn unbind(
+    app: &TestApp,
+    user: &str,
+    id: &str,
+    token: Option<&str>,
+) -> poem::test::TestResponse {
+    let req = app.client.delete(format!("/v1/users/{user}/cards/{id}"));
+    send_stepped(req, (user, "user"), token).await
+}
+
+async fn set_default(
+    app: &TestApp,
+    user: &str,
+    id: &str,
+    token: Option<&str>,
+) -> poem::test::TestResponse {
+    let req = app
         .client
-        .post(format!("/v1/admin/users/{user}/erase"))
-        .header("Authorization", bearer("ops", "admin"));
-    if let Some(t) = token {
-        req = req.header("X-Step-Up-Token", t);
-    }
-    req.send().await
+        .put(format!("/v1/users/{user}/cards/{id}/default"));
+    send_stepped(req, (user, "user"), token).await
+}
+
+async fn erase(app: &TestApp, user: &str, token: Option<&str>) -> poem::test::TestResponse {
+    let req = app.client.post(format!("/v1/admin/users/{user}/erase"));
+    send_stepped(req, ("ops", "admin"), token).await
 }
 
 async fn audit_actions(app: &TestApp, user: &str) -> Vec<(String, String, String)> {
@@ -365,22 +378,6 @@ fn the_spec_declares_the_step_up_header_on_exactly_the_three_operations() {
     with_header.sort();
     assert_eq!(with_header, ["eraseUser", "setDefaultCard", "unbindCard"]);
     assert!(spec.to_string().contains("step_up_required"));
-}
-
-async fn set_default(
-    app: &TestApp,
-    user: &str,
-    id: &str,
-    token: Option<&str>,
-) -> poem::test::TestResponse {
-    let mut req = app
-        .client
-        .put(format!("/v1/users/{user}/cards/{id}/default"))
-        .header("Authorization", bearer(user, "user"));
-    if let Some(t) = token {
-        req = req.header("X-Step-Up-Token", t);
-    }
-    req.send().await
 }
 
 #[tokio::test]

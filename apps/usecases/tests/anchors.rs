@@ -7,41 +7,27 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
 use cardbind_memory::MemoryStore;
-use cardbind_ports::audit::{
-    AuditAction, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainId, Link,
-    LinkStamp,
-};
+use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog, ChainId, LinkStamp};
 use cardbind_ports::StoreError;
 use cardbind_usecases::anchors::AnchorSchedule;
 use support::*;
 
-/// The audit log over the store, recording the window of every read of
-/// link stamps.
+/// Records the window of every read of link stamps.
+#[derive(Default)]
 struct Recording {
-    inner: Arc<MemoryStore>,
     reads: Mutex<Vec<(i64, i64)>>,
 }
 
 #[async_trait]
-impl AuditLog for Recording {
-    async fn append_system(&self, e: Vec<AuditEvent>, now: Timestamp) -> Result<(), StoreError> {
-        self.inner.append_system(e, now).await
-    }
-    async fn list(
-        &self,
-        f: &AuditFilter,
-        after: Option<AuditCursor>,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.list(f, after, limit).await
-    }
+impl AuditTap for Recording {
     async fn link_stamps(
         &self,
+        store: &MemoryStore,
         since: Timestamp,
         until: Timestamp,
         after: Option<(Timestamp, ChainId, u64)>,
@@ -49,17 +35,7 @@ impl AuditLog for Recording {
     ) -> Result<Vec<LinkStamp>, StoreError> {
         let window = (since.unix_millis(), until.unix_millis());
         self.reads.lock().unwrap().push(window);
-        self.inner.link_stamps(since, until, after, limit).await
-    }
-    async fn links(
-        &self,
-        after: Option<(ChainId, u64)>,
-        limit: u32,
-    ) -> Result<Vec<Link>, StoreError> {
-        self.inner.links(after, limit).await
-    }
-    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.inner.purge_before(before).await
+        store.link_stamps(since, until, after, limit).await
     }
 }
 
@@ -71,18 +47,8 @@ const EVERY_MINUTE: AnchorSchedule = AnchorSchedule {
 
 #[tokio::test]
 async fn an_anchored_window_is_not_read_again() {
-    let rec: Arc<Mutex<Option<Arc<Recording>>>> = Arc::default();
-    let keep = rec.clone();
-    let w = world_with_audit(unlimited(), move |s| {
-        let r = Arc::new(Recording {
-            inner: s,
-            reads: Mutex::default(),
-        });
-        *keep.lock().unwrap() = Some(r.clone());
-        r
-    });
-    let rec = rec.lock().unwrap().clone().unwrap();
-    let window_reads = || -> Vec<(i64, i64)> { rec.reads.lock().unwrap().drain(..).collect() };
+    let (w, rec) = world_tapped(unlimited(), Recording::default());
+    let window_reads = || -> Vec<(i64, i64)> { rec.tap.reads.lock().unwrap().drain(..).collect() };
     let ctx = admin();
     w.uc.bind_card(&backend(), bind_cmd("alice", &visa(1), w.now()))
         .await

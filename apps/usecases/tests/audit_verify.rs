@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
 use cardbind_memory::MemoryStore;
-use cardbind_ports::audit::{
-    AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainId, Link, LinkStamp,
-};
+use cardbind_ports::audit::{AuditLog, ChainId, Link};
 use cardbind_ports::StoreError;
 use support::*;
 
@@ -28,35 +26,15 @@ enum Meddle {
 }
 
 struct Meddling {
-    inner: Arc<MemoryStore>,
     meddle: Mutex<Option<Meddle>>,
     pages: AtomicU32,
 }
 
 #[async_trait]
-impl AuditLog for Meddling {
-    async fn append_system(&self, e: Vec<AuditEvent>, now: Timestamp) -> Result<(), StoreError> {
-        self.inner.append_system(e, now).await
-    }
-    async fn list(
-        &self,
-        f: &AuditFilter,
-        after: Option<AuditCursor>,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.list(f, after, limit).await
-    }
-    async fn link_stamps(
-        &self,
-        since: Timestamp,
-        until: Timestamp,
-        after: Option<(Timestamp, ChainId, u64)>,
-        limit: u32,
-    ) -> Result<Vec<LinkStamp>, StoreError> {
-        self.inner.link_stamps(since, until, after, limit).await
-    }
+impl AuditTap for Meddling {
     async fn links(
         &self,
+        store: &MemoryStore,
         after: Option<(ChainId, u64)>,
         limit: u32,
     ) -> Result<Vec<Link>, StoreError> {
@@ -66,7 +44,7 @@ impl AuditLog for Meddling {
             _ => None,
         };
         if let Some(t) = purge {
-            assert!(self.inner.purge_before(t).await.unwrap() > 0);
+            assert!(store.purge_before(t).await.unwrap() > 0);
         }
         let hidden = match &*self.meddle.lock().unwrap() {
             Some(Meddle::Hide(c, s)) => Some((c.clone(), *s)),
@@ -76,7 +54,7 @@ impl AuditLog for Meddling {
         let mut from = after;
         // Read past the hidden link so a page stays full.
         while links.len() < limit as usize {
-            let got = self.inner.links(from.clone(), limit).await?;
+            let got = store.links(from.clone(), limit).await?;
             let Some(last) = got.last() else { break };
             from = Some((last.chain.clone(), last.seq));
             links.extend(
@@ -87,26 +65,18 @@ impl AuditLog for Meddling {
         links.truncate(limit as usize);
         Ok(links)
     }
-    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
-        self.inner.purge_before(before).await
-    }
 }
 
 /// A world whose audit log is meddled with, and alice's chain of several
 /// links: some old, some recent.
-async fn alice_with_old_and_new_links() -> (World, Arc<Meddling>, Timestamp) {
-    let slot: Arc<Mutex<Option<Arc<Meddling>>>> = Arc::default();
-    let keep = slot.clone();
-    let w = world_with_audit(unlimited(), move |s| {
-        let m = Arc::new(Meddling {
-            inner: s,
+async fn alice_with_old_and_new_links() -> (World, Arc<Tapped<Meddling>>, Timestamp) {
+    let (w, m) = world_tapped(
+        unlimited(),
+        Meddling {
             meddle: Mutex::default(),
             pages: AtomicU32::new(0),
-        });
-        *keep.lock().unwrap() = Some(m.clone());
-        m
-    });
-    let m = slot.lock().unwrap().clone().unwrap();
+        },
+    );
     for n in 1..=3 {
         w.uc.bind_card(&backend(), bind_cmd("alice", &visa(n), w.now()))
             .await
@@ -139,7 +109,7 @@ async fn a_purge_between_two_pages_of_the_walk_is_no_break() {
     assert!(alices >= 5, "{alices} links");
     // Pages of two: the first ends inside alice's old links, and the purge
     // deletes them before the second page is read.
-    *m.meddle.lock().unwrap() = Some(Meddle::PurgeBeforeSecondPage(cutoff));
+    *m.tap.meddle.lock().unwrap() = Some(Meddle::PurgeBeforeSecondPage(cutoff));
     let report = w.uc.verify_audit_chains(2).await.unwrap();
     assert_eq!(report.broken, None, "{report:?}");
     let after = stored_links(&w).await;
@@ -164,7 +134,7 @@ async fn a_link_missing_between_two_kept_ones_is_a_break() {
         .map(|l| l.seq)
         .collect();
     let middle = seqs[seqs.len() / 2];
-    *m.meddle.lock().unwrap() = Some(Meddle::Hide(alice(), middle));
+    *m.tap.meddle.lock().unwrap() = Some(Meddle::Hide(alice(), middle));
     for page in [2, 3, 1000] {
         let report = w.uc.verify_audit_chains(page).await.unwrap();
         let b = report.broken.expect("a break");

@@ -13,13 +13,16 @@ use cardbind_domain::{
     Timestamp, UserId,
 };
 use cardbind_memory::MemoryStore;
+use cardbind_ports::audit::{
+    AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainId, Link, LinkStamp,
+};
 use cardbind_ports::channel::{
     ChannelBindRequest, ChannelEvent, ChannelRegistry, ChannelStart, ConfirmOutcome, Notification,
     NotificationAck, PaymentChannel, RemoteState,
 };
 use cardbind_ports::clock::{Clock, IdGenerator};
 use cardbind_ports::keys::{CardVault, SealContext};
-use cardbind_ports::{ChannelError, KeyError};
+use cardbind_ports::{ChannelError, KeyError, StoreError};
 use cardbind_usecases::bind::{BindCard, CardForm};
 use cardbind_usecases::{Policy, Ports, RequestContext, UseCases};
 
@@ -384,14 +387,86 @@ pub fn world_with_bins(policy: Policy, bins: cardbind_domain::BinTable) -> World
     })
 }
 
-/// A world whose audit port is `audit` made over the store (e.g. a
-/// wrapper that records the calls).
-#[allow(dead_code)]
-pub fn world_with_audit(
-    policy: Policy,
-    audit: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn cardbind_ports::audit::AuditLog>,
-) -> World {
-    world_with(policy, cardbind_domain::BinTable::empty(), audit)
+/// What a test does to the audit log's walks (links, link stamps); every
+/// other call goes to the store as it is. Each method defaults to the
+/// store's.
+#[async_trait]
+pub trait AuditTap: Send + Sync + 'static {
+    async fn links(
+        &self,
+        store: &MemoryStore,
+        after: Option<(ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<Link>, StoreError> {
+        store.links(after, limit).await
+    }
+
+    async fn link_stamps(
+        &self,
+        store: &MemoryStore,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        store.link_stamps(since, until, after, limit).await
+    }
+}
+
+/// The store's audit log with a tap on its walks.
+pub struct Tapped<T> {
+    pub store: Arc<MemoryStore>,
+    pub tap: T,
+}
+
+#[async_trait]
+impl<T: AuditTap> AuditLog for Tapped<T> {
+    async fn append_system(&self, e: Vec<AuditEvent>, now: Timestamp) -> Result<(), StoreError> {
+        self.store.append_system(e, now).await
+    }
+    async fn list(
+        &self,
+        f: &AuditFilter,
+        after: Option<AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.store.list(f, after, limit).await
+    }
+    async fn link_stamps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        after: Option<(Timestamp, ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<LinkStamp>, StoreError> {
+        self.tap
+            .link_stamps(&self.store, since, until, after, limit)
+            .await
+    }
+    async fn links(
+        &self,
+        after: Option<(ChainId, u64)>,
+        limit: u32,
+    ) -> Result<Vec<Link>, StoreError> {
+        self.tap.links(&self.store, after, limit).await
+    }
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.store.purge_before(before).await
+    }
+}
+
+/// A world whose audit log is the store's with `tap` on its walks, and
+/// that log (to reach the tap).
+pub fn world_tapped<T: AuditTap>(policy: Policy, tap: T) -> (World, Arc<Tapped<T>>) {
+    let slot: Arc<Mutex<Option<Arc<Tapped<T>>>>> = Arc::default();
+    let keep = slot.clone();
+    let w = world_with(policy, cardbind_domain::BinTable::empty(), move |store| {
+        let t = Arc::new(Tapped { store, tap });
+        *keep.lock().unwrap() = Some(t.clone());
+        t
+    });
+    let tapped = slot.lock().unwrap().take().unwrap();
+    (w, tapped)
 }
 
 fn world_with(
