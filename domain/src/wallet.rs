@@ -280,7 +280,11 @@ impl Wallet {
     /// Adds the mirror of a share made to this user (an invitation).
     /// Returns whether it was new (receiving it again is harmless).
     pub fn receive_share(&mut self, mirror: SharedIn, now: Timestamp) -> bool {
-        self.family.receive(mirror, now)
+        let new = self.family.receive(mirror, now);
+        // Receiving lets the oldest closed shares go: the default may
+        // have named one of them.
+        self.repair();
+        new
     }
 
     /// The user accepts a share made to them, with their consent. Returns

@@ -390,3 +390,32 @@ fn a_shared_card_as_default_falls_back_when_unusable() {
     assert_eq!(w.effective_default(), Some(&own));
     assert_eq!(w.default_pointer(), Some(&own));
 }
+
+#[test]
+fn receiving_a_share_that_lets_the_default_share_go_keeps_a_default() {
+    let (mut ann, ann_card) = primary("ann");
+    let (mut bob, own) = primary("bob");
+    let s1 = ann
+        .give_share(new_share("s1", &ann_card, "bob", terms(100, 1)), t(0))
+        .unwrap()
+        .id()
+        .clone();
+    assert!(bob.receive_share(mirror(&ann, &s1), t(1)));
+    bob.accept_share(&s1, consent(t(2)), t(2)).unwrap();
+    bob.set_default_shared(&s1).unwrap();
+    assert_eq!(bob.effective_default(), Some(&s1.card_id()));
+    // s1 expires (never ended); later closed shares push it out.
+    let later = t(3 * 86_400);
+    for i in 0..=ENDED_KEPT {
+        let m = SharedIn {
+            share: ShareId::new(&format!("x{i:02}")).unwrap(),
+            ended_at: Some(t(2 * 86_400 + i as i64)),
+            ended_by: Some("ann".into()),
+            expires_at: later,
+            ..mirror(&ann, &s1)
+        };
+        bob.receive_share(m, later);
+    }
+    assert!(bob.mirror(&s1).is_none(), "the oldest closed share went");
+    assert_eq!(bob.effective_default(), Some(&own));
+}
