@@ -228,7 +228,7 @@ impl UseCases {
         // Work done once, whatever the number of races: the step-up check
         // and the channel's unsign.
         let stepped_up: Mutex<Option<AuditEvent>> = Mutex::new(None);
-        let unsigned: Mutex<Option<Vec<AuditEvent>>> = Mutex::new(None);
+        let unsigned: Mutex<Option<(Option<String>, Vec<AuditEvent>)>> = Mutex::new(None);
         let (from, after) = until_settled::<_, ChangeError, _, _>(|| async {
             let loaded = self.load(user).await?;
             let b = loaded.wallet.get(id).map_err(Raced::fail)?.clone();
@@ -267,17 +267,26 @@ impl UseCases {
                     }
                 }
             }
-            let first_unsign = unsigned.lock().map(|u| u.is_none()).unwrap_or(true);
-            if first_unsign {
+            // Once per agreement: a retry that reads an agreement the
+            // first attempt did not see (the card's bind stored its
+            // channel's answer meanwhile) ends that one too.
+            let agreement = b.channel_ref.clone();
+            let unsign_now = unsigned
+                .lock()
+                .map(|u| u.as_ref().is_none_or(|(done, _)| *done != agreement))
+                .unwrap_or(true);
+            if unsign_now {
                 let e = self.unsign_at_channel(ctx, &b).await;
                 if let Ok(mut u) = unsigned.lock() {
-                    *u = Some(e);
+                    let mut all = u.take().map(|(_, e)| e).unwrap_or_default();
+                    all.extend(e);
+                    *u = Some((agreement, all));
                 }
             }
             events.extend(
                 unsigned
                     .lock()
-                    .map(|u| u.clone().unwrap_or_default())
+                    .map(|u| u.clone().map(|(_, e)| e).unwrap_or_default())
                     .unwrap_or_default(),
             );
             let mut wallet = loaded.wallet.clone();

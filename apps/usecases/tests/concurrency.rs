@@ -280,3 +280,50 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
     assert_eq!(v.binding.id, first.binding.id);
     assert_eq!(v.binding.status, BindingStatus::Active);
 }
+
+#[tokio::test]
+async fn an_agreement_made_for_a_card_unbound_while_its_channel_was_asked_is_ended() {
+    use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.gate.lock().unwrap().replace(gate.clone());
+    let uc = w.uc.clone();
+    let cmd = bind_cmd("una", &visa(510), w.now());
+    let binding = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    while w.channel.starts.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The channel is being asked; the user unbinds the card, which has no
+    // agreement yet to end.
+    let page =
+        w.uc.list_cards(&backend(), &user("una"), CardQuery::page(None, 10))
+            .await
+            .unwrap();
+    let id = page.cards[0].own().unwrap().binding.id.clone();
+    w.uc.unbind(&backend(), &user("una"), &id, None)
+        .await
+        .unwrap();
+    assert_eq!(w.channel.unbinds.load(Ordering::SeqCst), 0);
+    // The channel answers: an agreement for a card no longer held.
+    gate.add_permits(1);
+    let v = binding.await.unwrap().unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Inactive);
+    assert_eq!(
+        w.channel.unbinds.load(Ordering::SeqCst),
+        1,
+        "the agreement was ended at the channel"
+    );
+    let audited = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            action: Some(AuditAction::BindingUnwantedSigning),
+            ..AuditFilter::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1);
+}

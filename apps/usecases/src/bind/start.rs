@@ -44,6 +44,10 @@ impl UseCases {
                 apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
             })
             .await?;
+        if status.is_none() {
+            self.end_agreement_of_a_card_gone(ctx, &after.wallet, id, channel_name, &outcome)
+                .await;
+        }
         match status {
             Some(BindingStatus::PendingReview) => {
                 let entry = ReviewEntry {
@@ -63,6 +67,65 @@ impl UseCases {
         }
         Ok(view(&after.wallet, id)
             .map_err(|_| Internal::new("a started card is not in its wallet"))?)
+    }
+
+    /// The channel made an agreement (or began one) for a card that was
+    /// unbound or failed while it was asked: nothing here will use it, and
+    /// the unbind could not end it (it had no reference yet). It is ended
+    /// at the channel, its reference let go, and the service's chain
+    /// records it (`binding.unwanted_signing`; `channel_unavailable` when
+    /// the channel could not end it).
+    async fn end_agreement_of_a_card_gone(
+        &self,
+        ctx: &RequestContext,
+        w: &Wallet,
+        id: &BindingId,
+        channel_name: &ChannelName,
+        outcome: &StartOutcome,
+    ) {
+        let (StartOutcome::Bound { channel_ref }
+        | StartOutcome::ActionRequired { channel_ref, .. }) = outcome
+        else {
+            return;
+        };
+        if w.get(id).is_ok_and(|b| b.status.is_live()) {
+            return;
+        }
+        let Some(channel) = self.channel(channel_name) else {
+            return;
+        };
+        let ended = channel.unbind(id, channel_ref).await;
+        if let Err(e) = self
+            .ports
+            .channel_refs
+            .delete(channel_name, channel_ref)
+            .await
+        {
+            tracing::warn!(binding = %id, error = %e, "channel reference not deleted");
+        }
+        let e = ctx
+            .event(self.now(), AuditAction::BindingUnwantedSigning)
+            .user(w.user())
+            .binding(id);
+        let e = match ended {
+            Ok(()) => {
+                e.detail("an agreement made for a card unbound meanwhile was ended at the channel")
+            }
+            Err(err) => {
+                tracing::warn!(binding = %id, error = %err, "an agreement made for a card unbound meanwhile could not be ended");
+                e.refused(cardbind_domain::ErrorCode::ChannelUnavailable).detail(format!(
+                    "an agreement made for a card unbound meanwhile may still be active at the channel: {err}"
+                ))
+            }
+        };
+        if let Err(err) = self
+            .ports
+            .audit
+            .append_system(vec![e.build()], self.now())
+            .await
+        {
+            tracing::error!(binding = %id, error = %err, "audit event not stored");
+        }
     }
 
     /// Stores the reference a channel gave a card, for notifications that
