@@ -65,9 +65,9 @@ actions! {
     /// Ending the agreement at the channel failed (the card is unbound here).
     BindingChannelUnsign = "binding.channel_unsign",
     /// A channel reported a signing for a card this service no longer
-    /// holds (failed, unbound or erased before the user signed); the
-    /// service ended that agreement at the channel, or could not
-    /// (`channel_unavailable`).
+    /// holds (failed, unbound or erased before the user signed), or
+    /// answered a bind whose card was unbound meanwhile; the service ended
+    /// that agreement at the channel, or could not (`channel_unavailable`).
     BindingUnwantedSigning = "binding.unwanted_signing",
     /// A channel refused our own credentials or configuration (or our keys
     /// could not verify its answer): an operator problem, not the card's.
