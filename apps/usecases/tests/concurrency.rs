@@ -327,3 +327,40 @@ async fn an_agreement_made_for_a_card_unbound_while_its_channel_was_asked_is_end
     .unwrap();
     assert_eq!(audited.len(), 1);
 }
+
+#[tokio::test]
+async fn a_card_waiting_for_its_channel_is_not_resumed_through_another() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    w.other.always(Script::Bound);
+    // A bind through the default channel stops before its answer is
+    // written: the card waits for it.
+    w.channel
+        .gate
+        .lock()
+        .unwrap()
+        .replace(Arc::new(tokio::sync::Semaphore::new(0)));
+    let uc = w.uc.clone();
+    let cmd = bind_cmd("vic", &visa(520), w.now());
+    let stuck = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    while w.channel.starts.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stuck.abort();
+    w.channel.gate.lock().unwrap().take();
+    w.clock.advance(Policy::default().resume_after_seconds);
+    // Another request binds the card through the other channel: refused,
+    // and the other channel is not asked.
+    let mut cmd = bind_cmd("vic", &visa(520), w.now());
+    cmd.channel = Some(cardbind_domain::ChannelName::parse("other").unwrap());
+    let e = w.uc.bind_card(&backend(), cmd).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    assert_eq!(w.other.starts.load(Ordering::SeqCst), 0);
+    // Through its own channel it is resumed.
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("vic", &visa(520), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+    assert_eq!(v.binding.channel.as_str(), "mock");
+}

@@ -425,7 +425,7 @@ impl UseCases {
             let (id, action) = match opened {
                 Opened::Resume(id) => {
                     let id = self
-                        .resume(&loaded, id, cmd.bind_key.as_deref(), now)
+                        .resume(&loaded, id, channel, cmd.bind_key.as_deref(), now)
                         .map_err(Raced::fail)?;
                     return Ok((id, true, loaded));
                 }
@@ -487,6 +487,7 @@ impl UseCases {
         &self,
         loaded: &Loaded,
         id: BindingId,
+        channel: &ChannelName,
         bind_key: Option<&str>,
         now: Timestamp,
     ) -> Result<BindingId, BindError> {
@@ -494,6 +495,17 @@ impl UseCases {
             .wallet
             .get(&id)
             .map_err(|_| Internal::new("a card to resume is not in its wallet"))?;
+        // The card records its channel (and the consent given for it):
+        // resumed through another, the agreement would be made where the
+        // card says it is not, and nothing here could verify, end or
+        // reconcile it.
+        if &b.channel != channel {
+            return Err(Clash::new(
+                ConflictCode::Conflict,
+                "this card is being bound through another channel; retry once that bind has ended",
+            )
+            .into());
+        }
         let own = bind_key.is_some() && b.bind_key.as_deref() == bind_key;
         if !own && now < b.updated_at.plus_seconds(self.policy.resume_after_seconds) {
             return Err(Clash::new(

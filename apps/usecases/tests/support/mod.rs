@@ -372,6 +372,8 @@ pub struct World {
     pub card_data: Arc<FlakyCardData>,
     pub vault: Arc<FakeVault>,
     pub channel: Arc<ScriptChannel>,
+    /// A second enabled channel, `other` (never the default).
+    pub other: Arc<ScriptChannel>,
     pub clock: Arc<TestClock>,
     pub uc: UseCases,
 }
@@ -477,9 +479,13 @@ fn world_with(
     let store = MemoryStore::new();
     let vault = Arc::new(FakeVault::default());
     let channel = ScriptChannel::new("mock");
+    let other = ScriptChannel::new("other");
     let clock = Arc::new(TestClock(AtomicI64::new(T0)));
     let channels = ChannelRegistry::new(
-        vec![channel.clone() as Arc<dyn PaymentChannel>],
+        vec![
+            channel.clone() as Arc<dyn PaymentChannel>,
+            other.clone() as Arc<dyn PaymentChannel>,
+        ],
         ChannelName::parse("mock").unwrap(),
     )
     .unwrap();
@@ -509,6 +515,7 @@ fn world_with(
         card_data,
         vault,
         channel,
+        other,
         clock,
         uc: UseCases::new(ports, policy),
     }

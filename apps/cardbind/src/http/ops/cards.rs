@@ -26,8 +26,9 @@ impl CardsApi {
     /// another request is `idempotency_key_reused`. At most 3 bind attempts
     /// per user per minute (`rate_limited`, with `Retry-After`). A card
     /// whose earlier bind was interrupted before its channel answered is
-    /// resumed (not refused as already bound) once that bind is 30 s old;
-    /// before that the answer is 409 `conflict` (retry).
+    /// resumed (not refused as already bound) once that bind is 30 s old,
+    /// through the channel that bind named; before that, or through
+    /// another channel, the answer is 409 `conflict` (retry).
     #[oai(
         path = "/v1/users/:user_id/cards",
         method = "post",
