@@ -99,6 +99,22 @@ impl UseCases {
         }
         let (status, after) = self
             .change_wallet::<_, VerifyError>(ctx, user, Some(after), |w, now| {
+                // The card unbound and bound again while the channel was
+                // asked: the answer is about the earlier agreement, not
+                // the code this bind sent.
+                if w
+                    .get(id)
+                    .is_ok_and(|b| b.channel_ref.as_deref().unwrap_or_default() != channel_ref)
+                {
+                    return Decided::new(
+                        Err(Clash::new(
+                            cardbind_domain::ConflictCode::Conflict,
+                            "the card was bound again while its code was checked; verify the new code",
+                        )
+                        .into()),
+                        Vec::new(),
+                    );
+                }
                 apply_answer(ctx, w, id, &answer, now, &self.policy.verification)
             })
             .await?;

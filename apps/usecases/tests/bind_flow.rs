@@ -119,17 +119,21 @@ async fn the_audit_log_names_the_agreement_each_bind_ends_with() {
         details(&w, "alice", AuditAction::BindingChannelStart).await,
         vec![activated.clone()]
     );
-    // A bind of the card again is a new consent: its agreement is named
-    // again, in its own event.
+    // A bind of the card again is a new consent: its own agreement (the
+    // channel gives a new one) is named in its own event.
     w.uc.unbind(&backend(), &user("alice"), &v.binding.id, None)
         .await
         .unwrap();
     w.uc.bind_card(&backend(), bind_cmd("alice", &visa(1), w.now()))
         .await
         .unwrap();
+    let again = format!(
+        "pending_verification -> active; agreement {:?}",
+        format!("{agreement}-2")
+    );
     assert_eq!(
         details(&w, "alice", AuditAction::BindingChannelStart).await,
-        vec![activated.clone(), activated]
+        vec![activated.clone(), again]
     );
     // Nothing else about the card repeats it (the unbind kept the same
     // agreement on the ended consent).

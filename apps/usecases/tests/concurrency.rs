@@ -364,3 +364,57 @@ async fn a_card_waiting_for_its_channel_is_not_resumed_through_another() {
     assert_eq!(v.binding.status, BindingStatus::Active);
     assert_eq!(v.binding.channel.as_str(), "mock");
 }
+
+#[tokio::test]
+async fn a_code_checked_for_a_cards_earlier_bind_does_not_verify_it_bound_again() {
+    let w = world(unlimited());
+    w.channel.always(Script::Otp);
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("wes", &visa(530), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.confirm_gate.lock().unwrap().replace(gate.clone());
+    let otp = w.channel.otp.lock().unwrap().clone();
+    let (uc, id) = (w.uc.clone(), first.id.clone());
+    let verify = tokio::spawn(async move {
+        uc.verify(
+            &backend(),
+            VerifyCard {
+                user: user("wes"),
+                card: id,
+                otp: Otp::parse(&otp).unwrap(),
+            },
+        )
+        .await
+    });
+    while w.channel.confirms.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // While the first bind's code is checked, the card is unbound and
+    // bound again: a new agreement, waiting for its own code.
+    w.uc.unbind(&backend(), &user("wes"), &first.id, None)
+        .await
+        .unwrap();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("wes", &visa(530), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, first.id);
+    assert_ne!(again.channel_ref, first.channel_ref);
+    gate.add_permits(1);
+    let e = verify.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    let now =
+        w.uc.get_card(&backend(), &user("wes"), &first.id)
+            .await
+            .unwrap()
+            .own()
+            .cloned()
+            .unwrap()
+            .binding;
+    assert_eq!(now.status, BindingStatus::PendingVerification);
+    assert_eq!(now.channel_ref, again.channel_ref);
+}

@@ -183,6 +183,11 @@ pub struct ScriptChannel {
     pub otp: Mutex<String>,
     pub query: Mutex<HashMap<String, RemoteState>>,
     pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Holds a code check until released.
+    pub confirm_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Starts per binding id: a card bound again gets a new reference, as
+    /// real channels give a new agreement.
+    pub starts_of: Mutex<HashMap<String, u32>>,
     /// The currency of each binding request, in order.
     pub currencies: Mutex<Vec<Option<String>>>,
 }
@@ -199,6 +204,8 @@ impl ScriptChannel {
             otp: Mutex::new("123456".to_owned()),
             query: Mutex::new(HashMap::new()),
             gate: Mutex::new(None),
+            confirm_gate: Mutex::new(None),
+            starts_of: Mutex::new(HashMap::new()),
             currencies: Mutex::new(Vec::new()),
         })
     }
@@ -234,7 +241,15 @@ impl PaymentChannel for ScriptChannel {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| self.default_start.lock().unwrap().clone());
-        let channel_ref = format!("ref-{}", r.binding_id);
+        let channel_ref = {
+            let mut n = self.starts_of.lock().unwrap();
+            let k = n.entry(r.binding_id.to_string()).or_insert(0);
+            *k += 1;
+            match *k {
+                1 => format!("ref-{}", r.binding_id),
+                k => format!("ref-{}-{k}", r.binding_id),
+            }
+        };
         match s {
             Script::Bound => Ok(ChannelStart::Bound { channel_ref }),
             Script::Otp => Ok(ChannelStart::OtpSent { channel_ref }),
@@ -257,6 +272,10 @@ impl PaymentChannel for ScriptChannel {
         otp: &str,
     ) -> Result<ConfirmOutcome, ChannelError> {
         self.confirms.fetch_add(1, Ordering::SeqCst);
+        let gate = self.confirm_gate.lock().unwrap().clone();
+        if let Some(g) = gate {
+            let _permit = g.acquire().await.unwrap();
+        }
         if otp == *self.otp.lock().unwrap() {
             Ok(ConfirmOutcome::Confirmed {
                 channel_ref: r.to_owned(),
