@@ -97,7 +97,7 @@ impl UseCases {
                 }
             }
         }
-        let (status, after) = self
+        let applied = self
             .change_wallet::<_, VerifyError>(ctx, user, Some(after), |w, now| {
                 // The card unbound and bound again while the channel was
                 // asked: the answer is about the earlier agreement, not
@@ -117,7 +117,39 @@ impl UseCases {
                 }
                 apply_answer(ctx, w, id, &answer, now, &self.policy.verification)
             })
-            .await?;
+            .await;
+        let (status, after) = match applied {
+            Ok(v) => v,
+            Err(e) => {
+                // Confirmed at the channel for a card that failed, was
+                // unbound or bound again meanwhile: that agreement serves
+                // nothing here.
+                // (Not when the write failed for the card as it was: it
+                // still waits for this agreement, and the client retries.)
+                if let Ok(ConfirmOutcome::Confirmed { channel_ref: r }) = &answer {
+                    if let Ok(now) = self.load(user).await {
+                        let gone = now.wallet.get(id).map_or(true, |b| {
+                            !b.status.is_live()
+                                || b.channel_ref.as_deref().unwrap_or_default() != channel_ref
+                        });
+                        if gone {
+                            let bound = cardbind_domain::StartOutcome::Bound {
+                                channel_ref: r.clone(),
+                            };
+                            self.end_agreement_of_a_card_gone(
+                                ctx,
+                                &now.wallet,
+                                id,
+                                &channel_name,
+                                &bound,
+                            )
+                            .await;
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         if status == BindingStatus::Failed {
             self.drop_card_data(user, id).await;
         }

@@ -417,4 +417,64 @@ async fn a_code_checked_for_a_cards_earlier_bind_does_not_verify_it_bound_again(
             .binding;
     assert_eq!(now.status, BindingStatus::PendingVerification);
     assert_eq!(now.channel_ref, again.channel_ref);
+    // The earlier agreement, confirmed at the channel for nothing here, is
+    // ended there (the unbind ended it once already; this is the second).
+    assert_eq!(w.channel.unbinds.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_code_confirmed_for_a_card_that_failed_meanwhile_ends_its_agreement() {
+    use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};
+    let w = world(unlimited());
+    w.channel.always(Script::Otp);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("xia", &visa(540), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.confirm_gate.lock().unwrap().replace(gate.clone());
+    let otp = w.channel.otp.lock().unwrap().clone();
+    let verify = |code: String| {
+        let (uc, id) = (w.uc.clone(), card.id.clone());
+        async move {
+            uc.verify(
+                &backend(),
+                VerifyCard {
+                    user: user("xia"),
+                    card: id,
+                    otp: Otp::parse(&code).unwrap(),
+                },
+            )
+            .await
+        }
+    };
+    let right = tokio::spawn(verify(otp));
+    while w.channel.confirms.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The window closes while the right code is checked; the next guess
+    // finds it closed and fails the card.
+    w.clock.advance(16 * 60);
+    let e = verify("000000".into()).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::VerificationExpired);
+    gate.add_permits(1);
+    assert!(right.await.unwrap().is_err());
+    assert_eq!(
+        w.channel.unbinds.load(Ordering::SeqCst),
+        1,
+        "the agreement confirmed for a failed card was ended"
+    );
+    let audited = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            action: Some(AuditAction::BindingUnwantedSigning),
+            ..AuditFilter::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1);
 }

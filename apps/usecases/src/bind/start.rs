@@ -70,12 +70,13 @@ impl UseCases {
     }
 
     /// The channel made an agreement (or began one) for a card that was
-    /// unbound or failed while it was asked: nothing here will use it, and
-    /// the unbind could not end it (it had no reference yet). It is ended
-    /// at the channel, its reference let go, and the service's chain
-    /// records it (`binding.unwanted_signing`; `channel_unavailable` when
-    /// the channel could not end it).
-    async fn end_agreement_of_a_card_gone(
+    /// unbound, failed or bound again (under another agreement) while it
+    /// was asked: nothing here will use it, and the unbind could not end
+    /// it (it had no reference yet). It is ended at the channel, its
+    /// reference let go, and the service's chain records it
+    /// (`binding.unwanted_signing`; `channel_unavailable` when the channel
+    /// could not end it). An agreement the card holds is left alone.
+    pub(crate) async fn end_agreement_of_a_card_gone(
         &self,
         ctx: &RequestContext,
         w: &Wallet,
@@ -88,7 +89,9 @@ impl UseCases {
         else {
             return;
         };
-        if w.get(id).is_ok_and(|b| b.status.is_live()) {
+        if w.get(id)
+            .is_ok_and(|b| b.status.is_live() && b.channel_ref.as_deref() == Some(channel_ref))
+        {
             return;
         }
         let Some(channel) = self.channel(channel_name) else {
