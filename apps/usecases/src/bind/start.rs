@@ -111,13 +111,13 @@ impl UseCases {
             .user(w.user())
             .binding(id);
         let e = match ended {
-            Ok(()) => {
-                e.detail("an agreement made for a card unbound meanwhile was ended at the channel")
-            }
+            Ok(()) => e.detail(
+                "an agreement made for a card that no longer waits for it was ended at the channel",
+            ),
             Err(err) => {
-                tracing::warn!(binding = %id, error = %err, "an agreement made for a card unbound meanwhile could not be ended");
+                tracing::warn!(binding = %id, error = %err, "an agreement made for a card that no longer waits for it could not be ended");
                 e.refused(cardbind_domain::ErrorCode::ChannelUnavailable).detail(format!(
-                    "an agreement made for a card unbound meanwhile may still be active at the channel: {err}"
+                    "an agreement made for a card that no longer waits for it may still be active at the channel: {err}"
                 ))
             }
         };
