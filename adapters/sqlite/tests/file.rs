@@ -709,11 +709,23 @@ async fn the_wal_stays_small_under_a_steady_stream_of_writes() {
         t.await.unwrap();
     }
     let wal = PathBuf::from(format!("{}-wal", path.display()));
-    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-    // 4,800 writes of ~250 bytes dirty far more than 64 pages; the WAL went
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    // 4,800 writes of ~250 bytes dirty far more than 64 pages; the WAL goes
     // back to its start (and its file back to the limit) again and again.
+    // On a loaded machine the checkpointer may be descheduled mid-copy
+    // while the stream goes on, and the WAL grows meanwhile: what must
+    // hold is that it comes back, at the next writes, without a restart
+    // of the store.
+    let (mut size, mut more) = (wal_size(), 0);
+    while size >= 2 * 1024 * 1024 && more < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let id = format!("after-{more}");
+        assert!(p.seen.mark("stream", &id, t(0), t(9)).await.unwrap());
+        more += 1;
+        size = wal_size();
+    }
     assert!(size < 2 * 1024 * 1024, "the WAL is {size} bytes");
-    assert_eq!(p.seen.purge_expired(t(10)).await, Ok(4800));
+    assert_eq!(p.seen.purge_expired(t(10)).await, Ok(4800 + more));
 }
 
 /// Links that hold a wallet copy, per chain: (chain, seq) in order.
