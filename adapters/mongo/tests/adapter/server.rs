@@ -3,54 +3,48 @@
 
 use super::*;
 
+/// A store for a server on a port nobody listens on, with `options` in
+/// its URI (constructing it does not contact the server).
+async fn store_of_no_server(options: &str) -> MongoStore {
+    let port = closed_port();
+    MongoStore::connect(
+        &format!("mongodb://127.0.0.1:{port}/{options}"),
+        "nowhere",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("constructing does not contact the server")
+}
+
 #[tokio::test]
 async fn reads_and_writes_are_majority_unless_the_uri_says_otherwise() {
     use mongodb::options::{Acknowledgment, ReadConcernLevel};
-    let port = closed_port();
-    let store = MongoStore::connect(
-        &format!("mongodb://127.0.0.1:{port}/"),
-        "nowhere",
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let db = store.database();
+    let concerns = |s: &MongoStore| {
+        let db = s.database();
+        (
+            db.write_concern().and_then(|w| w.w.clone()),
+            db.read_concern().map(|r| r.level.clone()),
+        )
+    };
     assert_eq!(
-        db.write_concern().and_then(|w| w.w.clone()),
-        Some(Acknowledgment::Majority)
+        concerns(&store_of_no_server("").await),
+        (
+            Some(Acknowledgment::Majority),
+            Some(ReadConcernLevel::Majority)
+        )
     );
     assert_eq!(
-        db.read_concern().map(|r| r.level.clone()),
-        Some(ReadConcernLevel::Majority)
-    );
-    let store = MongoStore::connect(
-        &format!("mongodb://127.0.0.1:{port}/?w=1&readConcernLevel=local"),
-        "nowhere",
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let db = store.database();
-    assert_eq!(
-        db.write_concern().and_then(|w| w.w.clone()),
-        Some(Acknowledgment::Nodes(1))
-    );
-    assert_eq!(
-        db.read_concern().map(|r| r.level.clone()),
-        Some(ReadConcernLevel::Local)
+        concerns(&store_of_no_server("?w=1&readConcernLevel=local").await),
+        (
+            Some(Acknowledgment::Nodes(1)),
+            Some(ReadConcernLevel::Local)
+        )
     );
 }
 
 #[tokio::test]
 async fn dead_server_is_unavailable_within_seconds() {
-    let port = closed_port();
-    let store = MongoStore::connect(
-        &format!("mongodb://127.0.0.1:{port}/"),
-        "nowhere",
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("constructing does not contact the server");
+    let store = store_of_no_server("").await;
     let u = user_id("alice");
     let started = Instant::now();
     let r = store.load(&u).await;
