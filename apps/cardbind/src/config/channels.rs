@@ -128,12 +128,25 @@ pub struct MockChannelConfig {
     pub accept: CardAcceptConfig,
 }
 
+/// The mock channel's notification secret when none is configured: in
+/// the docs, so anyone may sign a mock notification with it.
+pub const PUBLIC_MOCK_SECRET: &str = "mock-notify-secret";
+
+impl MockChannelConfig {
+    /// Whether its notifications are signed with the secret everyone
+    /// knows (fine on a laptop; anywhere else anyone who knows a binding
+    /// id could post its signing or its end).
+    pub fn has_public_secret(&self) -> bool {
+        self.notify_secret == PUBLIC_MOCK_SECRET
+    }
+}
+
 impl Default for MockChannelConfig {
     fn default() -> Self {
         MockChannelConfig {
             mode: MockModeSetting::Otp,
             otp_code: "123456".into(),
-            notify_secret: "mock-notify-secret".into(),
+            notify_secret: PUBLIC_MOCK_SECRET.into(),
             flaky_every: 2,
             card_modes: BTreeMap::new(),
             timeout_after_ms: 30_000,

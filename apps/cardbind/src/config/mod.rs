@@ -249,6 +249,18 @@ mod tests {
         assert!(c.validate().is_ok(), "0 turns automatic rotation off");
     }
 
+    #[test]
+    fn the_mock_channels_public_secret_is_told_apart_from_a_set_one() {
+        let c = Config::default();
+        assert!(c.channels.mock.has_public_secret());
+        let c = Config::load_from(
+            None,
+            env(&[("CHANNELS__MOCK__NOTIFY_SECRET", "a-secret-of-our-own")]),
+        )
+        .unwrap();
+        assert!(!c.channels.mock.has_public_secret());
+    }
+
     fn env(vars: &[(&str, &str)]) -> Env {
         // A private prefix so that the test reads only what it sets.
         let prefix = format!("CBTEST{}__", std::process::id());
