@@ -271,6 +271,9 @@ async fn wrapped_user_keys_moved_relabelled_or_tampered_are_refused() {
         &WrappedKey {
             owner: b2.owner.clone(),
             version: b2.version + 1,
+            // The record's own creation instant: replace only replaces the
+            // same record (the bytes are what is moved).
+            created_at: b2.created_at,
             ..b1.clone()
         },
         b2.version,
