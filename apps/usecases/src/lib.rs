@@ -50,6 +50,7 @@ pub mod verify;
 
 mod access;
 mod sealing;
+mod unwanted;
 
 use std::sync::Arc;
 

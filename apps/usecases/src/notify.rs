@@ -13,6 +13,7 @@ use cardbind_ports::store::LinkKey;
 use crate::context::RequestContext;
 use crate::error::op_error;
 use crate::tx::Decided;
+use crate::unwanted::Agreement;
 use crate::UseCases;
 
 op_error! {
@@ -116,8 +117,18 @@ impl UseCases {
             if let (BindingRef::Ours(id), ChannelEventKind::Signed { channel_ref }) =
                 (&event.binding, &event.kind)
             {
-                self.end_unwanted_signing(&ctx, channel_name, id, channel_ref)
-                    .await?;
+                // A signing of a card whose data this service no longer
+                // holds: it failed, was unbound or its user erased before
+                // the user signed at the channel.
+                self.end_unwanted_agreement(
+                    &ctx,
+                    channel_name,
+                    id,
+                    channel_ref,
+                    None,
+                    Agreement::Reported,
+                )
+                .await?;
             } else {
                 tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown card ignored");
             }
@@ -141,56 +152,6 @@ impl UseCases {
             }
         }
         Ok(applied)
-    }
-
-    /// A verified signing of a card whose data this service no longer
-    /// holds: it failed (its verification window closed, say), was unbound
-    /// or its user erased before the user signed at the channel. Left
-    /// alone, that agreement would stay live at the channel with nothing
-    /// here to use or end it; so when the channel says it is active, it is
-    /// ended, and audited on the service's chain either way
-    /// (`binding.unwanted_signing`; outcome `channel_unavailable` when the
-    /// channel could not be asked or refused). An agreement the channel
-    /// already reports ended (a late copy of a signing this service ended
-    /// at the unbind) is left as it is.
-    async fn end_unwanted_signing(
-        &self,
-        ctx: &RequestContext,
-        channel_name: &ChannelName,
-        id: &BindingId,
-        channel_ref: &str,
-    ) -> Result<(), NotifyError> {
-        let Some(channel) = self.channel(channel_name) else {
-            return Ok(());
-        };
-        let ended = match channel.query(id, Some(channel_ref.to_owned())).await {
-            Ok(RemoteState::Active { .. }) => channel.unbind(id, channel_ref).await.map(|()| true),
-            Ok(_) => Ok(false),
-            Err(e) => Err(e),
-        };
-        let event = ctx
-            .event(self.now(), AuditAction::BindingUnwantedSigning)
-            .binding(id);
-        let event = match ended {
-            Ok(false) => return Ok(()),
-            Ok(true) => {
-                tracing::info!(channel = %channel_name, binding = %id, "a signing for a card no longer held here was ended at the channel");
-                event.detail("a signing for a card no longer held here was ended at the channel")
-            }
-            Err(e) => {
-                tracing::warn!(channel = %channel_name, binding = %id, error = %e, "a signing for a card no longer held here could not be ended");
-                event
-                    .refused(cardbind_domain::ErrorCode::ChannelUnavailable)
-                    .detail(format!(
-                        "a signing for a card no longer held here may still be active at the channel: {e}"
-                    ))
-            }
-        };
-        self.ports
-            .audit
-            .append_system(vec![event.build()], self.now())
-            .await?;
-        Ok(())
     }
 
     /// The writes that follow a card's change by its channel.

@@ -43,6 +43,7 @@ use crate::context::RequestContext;
 use crate::error::{channel_not_enabled, channel_rejected, op_error, Internal, Limited};
 use crate::sealing::{CardDetails, Owner};
 use crate::tx::{until_settled, Loaded, Raced};
+use crate::unwanted::Agreement;
 use crate::{CardView, UseCases};
 
 mod start;

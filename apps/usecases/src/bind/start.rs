@@ -72,10 +72,8 @@ impl UseCases {
     /// The channel made an agreement (or began one) for a card that was
     /// unbound, failed or bound again (under another agreement) while it
     /// was asked: nothing here will use it, and the unbind could not end
-    /// it (it had no reference yet). It is ended at the channel, its
-    /// reference let go, and the service's chain records it
-    /// (`binding.unwanted_signing`; `channel_unavailable` when the channel
-    /// could not end it). An agreement the card holds is left alone.
+    /// it (it had no reference yet), so it is ended (see [`crate::unwanted`]).
+    /// An agreement the card holds is left alone.
     pub(crate) async fn end_agreement_of_a_card_gone(
         &self,
         ctx: &RequestContext,
@@ -89,45 +87,21 @@ impl UseCases {
         else {
             return;
         };
-        if w.get(id)
-            .is_ok_and(|b| b.status.is_live() && b.channel_ref.as_deref() == Some(channel_ref))
-        {
+        if w.get(id).is_ok_and(|b| b.holds_agreement(channel_ref)) {
             return;
         }
-        let Some(channel) = self.channel(channel_name) else {
-            return;
-        };
-        let ended = channel.unbind(id, channel_ref).await;
         if let Err(e) = self
-            .ports
-            .channel_refs
-            .delete(channel_name, channel_ref)
+            .end_unwanted_agreement(
+                ctx,
+                channel_name,
+                id,
+                channel_ref,
+                Some(w.user()),
+                Agreement::JustMade,
+            )
             .await
         {
-            tracing::warn!(binding = %id, error = %e, "channel reference not deleted");
-        }
-        let e = ctx
-            .event(self.now(), AuditAction::BindingUnwantedSigning)
-            .user(w.user())
-            .binding(id);
-        let e = match ended {
-            Ok(()) => e.detail(
-                "an agreement made for a card that no longer waits for it was ended at the channel",
-            ),
-            Err(err) => {
-                tracing::warn!(binding = %id, error = %err, "an agreement made for a card that no longer waits for it could not be ended");
-                e.refused(cardbind_domain::ErrorCode::ChannelUnavailable).detail(format!(
-                    "an agreement made for a card that no longer waits for it may still be active at the channel: {err}"
-                ))
-            }
-        };
-        if let Err(err) = self
-            .ports
-            .audit
-            .append_system(vec![e.build()], self.now())
-            .await
-        {
-            tracing::error!(binding = %id, error = %err, "audit event not stored");
+            tracing::error!(binding = %id, error = %e, "audit event not stored");
         }
     }
 

@@ -1,0 +1,89 @@
+//! Agreements a channel made for cards this service no longer holds.
+//!
+//! Two flows meet one: a bind or verify whose channel answered after the
+//! card was unbound, failed or bound again under another agreement, and a
+//! signed notification of a signing for a card whose data is gone. Left
+//! alone, such an agreement would stay live at the channel with nothing
+//! here to use or end it; so it is ended at the channel, its reference let
+//! go, and the service's chain records it (`binding.unwanted_signing`;
+//! outcome `channel_unavailable` when the channel could not be asked or
+//! could not end it).
+
+use cardbind_domain::{BindingId, ChannelName, UserId};
+use cardbind_ports::audit::AuditAction;
+use cardbind_ports::channel::RemoteState;
+use cardbind_ports::StoreError;
+
+use crate::context::RequestContext;
+use crate::UseCases;
+
+/// What the caller knows of the agreement it hands over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Agreement {
+    /// The channel has just made it, answering this service: it is ended
+    /// without asking.
+    JustMade,
+    /// A notification reported it, perhaps a late copy of one this service
+    /// already ended: the channel is asked first, and an agreement it
+    /// reports anything but active is left as it is (nothing audited).
+    Reported,
+}
+
+impl UseCases {
+    /// Ends the agreement `channel_ref` that `channel_name` holds for card
+    /// `id` (of `user`, when known), lets its reference go and audits it.
+    /// The channel's failure is recorded, not returned: only the audit
+    /// write's failure is, for a caller that can have the event sent again.
+    pub(crate) async fn end_unwanted_agreement(
+        &self,
+        ctx: &RequestContext,
+        channel_name: &ChannelName,
+        id: &BindingId,
+        channel_ref: &str,
+        user: Option<&UserId>,
+        agreement: Agreement,
+    ) -> Result<(), StoreError> {
+        let Some(channel) = self.channel(channel_name) else {
+            return Ok(());
+        };
+        if agreement == Agreement::Reported {
+            match channel.query(id, Some(channel_ref.to_owned())).await {
+                Ok(RemoteState::Active { .. }) | Err(_) => {}
+                Ok(_) => return Ok(()),
+            }
+        }
+        let ended = channel.unbind(id, channel_ref).await;
+        if let Err(e) = self
+            .ports
+            .channel_refs
+            .delete(channel_name, channel_ref)
+            .await
+        {
+            tracing::warn!(binding = %id, error = %e, "channel reference not deleted");
+        }
+        let mut event = ctx
+            .event(self.now(), AuditAction::BindingUnwantedSigning)
+            .binding(id);
+        if let Some(user) = user {
+            event = event.user(user);
+        }
+        let event = match ended {
+            Ok(()) => {
+                tracing::info!(channel = %channel_name, binding = %id, "an agreement for a card no longer held here was ended at the channel");
+                event.detail("an agreement for a card no longer held here was ended at the channel")
+            }
+            Err(e) => {
+                tracing::warn!(channel = %channel_name, binding = %id, error = %e, "an agreement for a card no longer held here could not be ended");
+                event
+                    .refused(cardbind_domain::ErrorCode::ChannelUnavailable)
+                    .detail(format!(
+                        "an agreement for a card no longer held here may still be active at the channel: {e}"
+                    ))
+            }
+        };
+        self.ports
+            .audit
+            .append_system(vec![event.build()], self.now())
+            .await
+    }
+}
