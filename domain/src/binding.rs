@@ -269,6 +269,13 @@ impl Binding {
             .any(|c| c.agreement_id.as_deref() == Some(agreement))
     }
 
+    /// Whether the card is live and holds (or waits on) the channel's
+    /// agreement `agreement`: an agreement it does not hold serves nothing
+    /// here.
+    pub fn holds_agreement(&self, agreement: &str) -> bool {
+        self.0.status.is_live() && self.0.channel_ref.as_deref() == Some(agreement)
+    }
+
     /// Reserved but the channel's answer was never stored (the process
     /// stopped, or the store failed, between asking and storing): a bind of
     /// the same card again resumes it instead of being refused.
@@ -655,7 +662,10 @@ mod tests {
         .unwrap();
         assert!(!b.awaits_channel_answer());
         assert_eq!(b.consent().unwrap().agreement_id.as_deref(), Some("t"));
+        assert!(b.holds_agreement("t"));
+        assert!(!b.holds_agreement("u"), "another agreement");
         assert!(b.unbind(now, "alice").unwrap());
+        assert!(!b.holds_agreement("t"), "an unbound card holds nothing");
         assert!(!b.unbind(now, "alice").unwrap());
         assert_eq!(b.consent().unwrap().revoked_by.as_deref(), Some("alice"));
         let again = |generation, key: &str| CardToBind {
@@ -678,7 +688,10 @@ mod tests {
         // bind holds none yet.
         assert!(b.held_before("t"));
         assert!(!b.held_before("u"));
+        assert!(!b.holds_agreement("t"), "the rebound card waits on none");
         b.activate(Some("u".into()), now).unwrap();
+        assert!(b.holds_agreement("u"));
+        assert!(!b.holds_agreement("t"));
         assert!(
             !b.held_before("u"),
             "the current agreement is not an earlier one"

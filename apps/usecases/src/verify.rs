@@ -128,10 +128,10 @@ impl UseCases {
                 // still waits for this agreement, and the client retries.)
                 if let Ok(ConfirmOutcome::Confirmed { channel_ref: r }) = &answer {
                     if let Ok(now) = self.load(user).await {
-                        let gone = now.wallet.get(id).map_or(true, |b| {
-                            !b.status.is_live()
-                                || b.channel_ref.as_deref().unwrap_or_default() != channel_ref
-                        });
+                        let gone = now
+                            .wallet
+                            .get(id)
+                            .map_or(true, |b| !b.holds_agreement(&channel_ref));
                         if gone {
                             let bound = cardbind_domain::StartOutcome::Bound {
                                 channel_ref: r.clone(),
