@@ -1,10 +1,14 @@
 //! The access decision and step-up, with their audit events.
 
+use std::sync::Mutex;
+
 use cardbind_domain::{Action, BindingId, Denied, ErrorCode, ForbiddenCode, UserId};
 use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::step_up::StepUpAction;
+use cardbind_ports::StoreError;
 
 use crate::context::RequestContext;
+use crate::tx::Loaded;
 use crate::UseCases;
 
 impl UseCases {
@@ -83,6 +87,50 @@ impl UseCases {
             )),
         };
         Some((e.build(), passed))
+    }
+}
+
+/// One step-up check of a request that may be attempted more than once
+/// (a write that lost a race is decided again): the check's event once it
+/// passed, so that a later attempt neither asks the verifier again nor
+/// spends a one-time token twice.
+#[derive(Default)]
+pub(crate) struct SteppedUp(Mutex<Option<AuditEvent>>);
+
+impl UseCases {
+    /// Requires a step-up for `action` on the user of `loaded` when step-up
+    /// is enabled: the passed check's event, to be written with the change
+    /// it allows (`None` when step-up is off). A refusal is committed to
+    /// the user's chain on its own and returned as `step_up_required`.
+    pub(crate) async fn require_step_up<R>(
+        &self,
+        ctx: &RequestContext,
+        loaded: &Loaded,
+        binding: Option<&BindingId>,
+        action: StepUpAction,
+        token: Option<&str>,
+        once: &SteppedUp,
+    ) -> Result<Option<AuditEvent>, R>
+    where
+        R: From<StoreError> + From<Denied>,
+    {
+        if let Some(e) = once.0.lock().map(|s| s.clone()).unwrap_or(None) {
+            return Ok(Some(e));
+        }
+        let user = loaded.wallet.user();
+        match self.check_step_up(ctx, user, binding, action, token).await {
+            None => Ok(None),
+            Some((e, true)) => {
+                if let Ok(mut s) = once.0.lock() {
+                    *s = Some(e.clone());
+                }
+                Ok(Some(e))
+            }
+            Some((e, false)) => {
+                self.commit(ctx, loaded, &loaded.wallet, vec![e]).await?;
+                Err(step_up_required().into())
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use cardbind_domain::{Action, Binding, UserId};
 use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::step_up::StepUpAction;
 
-use crate::access::step_up_required;
+use crate::access::SteppedUp;
 use crate::context::RequestContext;
 use crate::error::op_error;
 use crate::tx::{until_settled, Raced};
@@ -44,33 +44,23 @@ impl UseCases {
     ) -> Result<Erasure, EraseError> {
         self.authorize(ctx, Action::EraseUser, Some(user)).await?;
         let started = self.now();
-        let stepped_up: Mutex<Option<AuditEvent>> = Mutex::new(None);
+        let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let unbound = until_settled::<_, EraseError, _, _>(|| async {
             let loaded = self.load(user).await?;
             let mut events = Vec::new();
             if self.step_up_enabled() {
-                let done = stepped_up.lock().map(|s| s.clone()).unwrap_or(None);
-                let e = match done {
-                    Some(e) => e,
-                    None => match self
-                        .check_step_up(ctx, user, None, StepUpAction::EraseUser, step_up_token)
-                        .await
-                    {
-                        Some((e, true)) => {
-                            if let Ok(mut s) = stepped_up.lock() {
-                                *s = Some(e.clone());
-                            }
-                            e
-                        }
-                        Some((e, false)) => {
-                            self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
-                            return Err(Raced::fail(step_up_required()));
-                        }
-                        None => return Err(Raced::fail(step_up_required())),
-                    },
-                };
-                events.push(e);
+                events.extend(
+                    self.require_step_up::<Raced<_>>(
+                        ctx,
+                        &loaded,
+                        None,
+                        StepUpAction::EraseUser,
+                        step_up_token,
+                        &stepped_up,
+                    )
+                    .await?,
+                );
             }
             // End every agreement at its channel once.
             let live: Vec<Binding> = loaded

@@ -15,7 +15,7 @@ use cardbind_domain::{
 use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::step_up::StepUpAction;
 
-use crate::access::step_up_required;
+use crate::access::SteppedUp;
 use crate::bind::view;
 use crate::context::RequestContext;
 use crate::error::op_error;
@@ -130,22 +130,16 @@ impl UseCases {
             let loaded = self.load(user).await?;
             let moved_off = self.default_as_read(&loaded).await?;
             if moved_off.as_ref().is_some_and(|d| d != id) {
-                let check = self
-                    .check_step_up(
+                stepped_up = self
+                    .require_step_up::<ChangeError>(
                         ctx,
-                        user,
+                        &loaded,
                         moved_off.as_ref(),
                         StepUpAction::ChangeDefaultCard,
                         step_up_token,
+                        &SteppedUp::default(),
                     )
-                    .await;
-                if let Some((e, passed)) = check {
-                    if !passed {
-                        self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
-                        return Err(step_up_required().into());
-                    }
-                    stepped_up = Some(e);
-                }
+                    .await?;
             }
         }
         if let Some(share) = ShareId::of_card_id(id) {
@@ -227,7 +221,7 @@ impl UseCases {
         self.authorize(ctx, Action::Unbind, Some(user)).await?;
         // Work done once, whatever the number of races: the step-up check
         // and the channel's unsign.
-        let stepped_up: Mutex<Option<AuditEvent>> = Mutex::new(None);
+        let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Option<(Option<String>, Vec<AuditEvent>)>> = Mutex::new(None);
         let (from, after) = until_settled::<_, ChangeError, _, _>(|| async {
             let loaded = self.load(user).await?;
@@ -241,31 +235,18 @@ impl UseCases {
             // and that card is the one to protect.
             let needs_step_up =
                 self.step_up_enabled() && self.default_as_read(&loaded).await?.as_ref() == Some(id);
-            let done = stepped_up.lock().map(|s| s.clone()).unwrap_or(None);
-            match (needs_step_up, done) {
-                (false, _) => {}
-                (true, Some(e)) => events.push(e),
-                (true, None) => {
-                    let check = self
-                        .check_step_up(
-                            ctx,
-                            user,
-                            Some(id),
-                            StepUpAction::UnbindDefaultCard,
-                            step_up_token,
-                        )
-                        .await;
-                    if let Some((e, passed)) = check {
-                        if !passed {
-                            self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
-                            return Err(Raced::fail(step_up_required()));
-                        }
-                        if let Ok(mut s) = stepped_up.lock() {
-                            *s = Some(e.clone());
-                        }
-                        events.push(e);
-                    }
-                }
+            if needs_step_up {
+                events.extend(
+                    self.require_step_up::<Raced<_>>(
+                        ctx,
+                        &loaded,
+                        Some(id),
+                        StepUpAction::UnbindDefaultCard,
+                        step_up_token,
+                        &stepped_up,
+                    )
+                    .await?,
+                );
             }
             // Once per agreement: a retry that reads an agreement the
             // first attempt did not see (the card's bind stored its

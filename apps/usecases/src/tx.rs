@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use cardbind_domain::{Timestamp, UserId, Wallet};
+use cardbind_domain::{Denied, Timestamp, UserId, Wallet};
 use cardbind_ports::audit::{AuditAction, AuditEvent, ChainHead, Outcome};
 use cardbind_ports::StoreError;
 
@@ -38,6 +38,12 @@ impl<E: From<StoreError>> From<StoreError> for Raced<E> {
             StoreError::Conflict => Raced::Lost,
             other => Raced::Failed(other.into()),
         }
+    }
+}
+
+impl<E: From<Denied>> From<Denied> for Raced<E> {
+    fn from(e: Denied) -> Raced<E> {
+        Raced::Failed(e.into())
     }
 }
 
