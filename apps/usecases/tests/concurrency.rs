@@ -7,11 +7,11 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use cardbind_domain::{BindingStatus, CardCap, ErrorCode};
+use cardbind_domain::{Binding, BindingId, BindingStatus, CardCap, ErrorCode};
 use cardbind_ports::store::WalletStore;
 use cardbind_usecases::manage::CardQuery;
-use cardbind_usecases::verify::{Otp, VerifyCard};
-use cardbind_usecases::Policy;
+use cardbind_usecases::verify::{Otp, VerifyCard, VerifyError};
+use cardbind_usecases::{CardView, Policy};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -352,27 +352,8 @@ async fn a_card_waiting_for_its_channel_is_not_resumed_through_another() {
 #[tokio::test]
 async fn a_code_checked_for_a_cards_earlier_bind_does_not_verify_it_bound_again() {
     let w = world(unlimited());
-    w.channel.always(Script::Otp);
-    let first =
-        w.uc.bind_card(&backend(), bind_cmd("wes", &visa(530), w.now()))
-            .await
-            .unwrap()
-            .binding;
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    w.channel.confirm_gate.lock().unwrap().replace(gate.clone());
-    let otp = w.channel.otp.lock().unwrap().clone();
-    let (uc, id) = (w.uc.clone(), first.id.clone());
-    let verify = tokio::spawn(async move {
-        uc.verify(
-            &backend(),
-            VerifyCard {
-                user: user("wes"),
-                card: id,
-                otp: Otp::parse(&otp).unwrap(),
-            },
-        )
-        .await
-    });
+    let (first, gate, otp) = waiting_for_its_code(&w, "wes", 530).await;
+    let verify = tokio::spawn(verify_code(&w, "wes", &first.id, otp));
     until_called(&w.channel.confirms).await;
     // While the first bind's code is checked, the card is unbound and
     // bound again: a new agreement, waiting for its own code.
@@ -407,35 +388,15 @@ async fn a_code_checked_for_a_cards_earlier_bind_does_not_verify_it_bound_again(
 #[tokio::test]
 async fn a_code_confirmed_for_a_card_that_failed_meanwhile_ends_its_agreement() {
     let w = world(unlimited());
-    w.channel.always(Script::Otp);
-    let card =
-        w.uc.bind_card(&backend(), bind_cmd("xia", &visa(540), w.now()))
-            .await
-            .unwrap()
-            .binding;
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    w.channel.confirm_gate.lock().unwrap().replace(gate.clone());
-    let otp = w.channel.otp.lock().unwrap().clone();
-    let verify = |code: String| {
-        let (uc, id) = (w.uc.clone(), card.id.clone());
-        async move {
-            uc.verify(
-                &backend(),
-                VerifyCard {
-                    user: user("xia"),
-                    card: id,
-                    otp: Otp::parse(&code).unwrap(),
-                },
-            )
-            .await
-        }
-    };
-    let right = tokio::spawn(verify(otp));
+    let (card, gate, otp) = waiting_for_its_code(&w, "xia", 540).await;
+    let right = tokio::spawn(verify_code(&w, "xia", &card.id, otp));
     until_called(&w.channel.confirms).await;
     // The window closes while the right code is checked; the next guess
     // finds it closed and fails the card.
     w.clock.advance(16 * 60);
-    let e = verify("000000".into()).await.unwrap_err();
+    let e = verify_code(&w, "xia", &card.id, "000000".into())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::VerificationExpired);
     gate.add_permits(1);
     assert!(right.await.unwrap().is_err());
@@ -445,6 +406,47 @@ async fn a_code_confirmed_for_a_card_that_failed_meanwhile_ends_its_agreement() 
         "the agreement confirmed for a failed card was ended"
     );
     assert_eq!(unwanted_signings(&w).await, 1);
+}
+
+/// A card of `who` waiting for its one-time code, with the channel's
+/// confirmations held at the returned gate: the card, the gate and the
+/// right code.
+async fn waiting_for_its_code(
+    w: &World,
+    who: &str,
+    card: u32,
+) -> (Binding, Arc<tokio::sync::Semaphore>, String) {
+    w.channel.always(Script::Otp);
+    let bound =
+        w.uc.bind_card(&backend(), bind_cmd(who, &visa(card), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.confirm_gate.lock().unwrap().replace(gate.clone());
+    let otp = w.channel.otp.lock().unwrap().clone();
+    (bound, gate, otp)
+}
+
+/// `who` sends `code` for card `id` (a future that owns what it needs).
+fn verify_code(
+    w: &World,
+    who: &str,
+    id: &BindingId,
+    code: String,
+) -> impl std::future::Future<Output = Result<CardView, VerifyError>> + Send + 'static {
+    let (uc, id, who) = (w.uc.clone(), id.clone(), user(who));
+    async move {
+        uc.verify(
+            &backend(),
+            VerifyCard {
+                user: who,
+                card: id,
+                otp: Otp::parse(&code).unwrap(),
+            },
+        )
+        .await
+    }
 }
 
 /// Waits until the channel's counter shows a call (the call is then held
