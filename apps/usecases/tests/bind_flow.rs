@@ -449,6 +449,70 @@ async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
         .unwrap();
 }
 
+/// A signing reported for a card whose data is gone (unbound while it
+/// waited for the user) is ended at the channel, unless the channel says
+/// it already ended; a channel that cannot be asked is still told to end
+/// it.
+#[tokio::test]
+async fn a_signing_for_a_card_no_longer_held_is_ended_unless_already_ended() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let signed = |n: &str, id: &cardbind_domain::BindingId, agreement: &str| Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("{n}|{id}|signed:{agreement}").into_bytes(),
+    };
+    let mut gone = Vec::new();
+    for (who, card) in [("kai", 31), ("kim", 32), ("kit", 33)] {
+        let v =
+            w.uc.bind_card(&backend(), bind_cmd(who, &visa(card), w.now()))
+                .await
+                .unwrap();
+        w.uc.unbind(&backend(), &user(who), &v.binding.id, None)
+            .await
+            .unwrap();
+        gone.push(v.binding.id.clone());
+    }
+    let before = w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst);
+    let unbinds = || w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst) - before;
+
+    // The channel reports the agreement active: ended there.
+    w.channel.query.lock().unwrap().insert(
+        gone[0].to_string(),
+        RemoteState::Active {
+            channel_ref: "agr-k0".into(),
+        },
+    );
+    w.uc.handle_notification(&mock, &signed("k0", &gone[0], "agr-k0"))
+        .await
+        .unwrap();
+    assert_eq!(unbinds(), 1);
+    assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok]);
+
+    // Already ended (a late copy of a signing the unbind ended): left alone,
+    // nothing recorded.
+    w.channel
+        .query
+        .lock()
+        .unwrap()
+        .insert(gone[1].to_string(), RemoteState::Terminated);
+    w.uc.handle_notification(&mock, &signed("k1", &gone[1], "agr-k1"))
+        .await
+        .unwrap();
+    assert_eq!(unbinds(), 1, "an ended agreement is not ended again");
+    assert_eq!(unwanted_signings(&w).await.len(), 1);
+
+    // The channel cannot say: it is told to end it all the same.
+    w.channel
+        .query_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    w.uc.handle_notification(&mock, &signed("k2", &gone[2], "agr-k2"))
+        .await
+        .unwrap();
+    assert_eq!(unbinds(), 2, "ended though the channel could not be asked");
+    assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok, Outcome::Ok]);
+}
+
 #[tokio::test]
 async fn notifications_activate_once_and_forged_ones_are_refused() {
     let w = world(Policy::default());

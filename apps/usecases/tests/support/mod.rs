@@ -190,6 +190,8 @@ pub struct ScriptChannel {
     pub starts_of: Mutex<HashMap<String, u32>>,
     /// The currency of each binding request, in order.
     pub currencies: Mutex<Vec<Option<String>>>,
+    /// When set, the channel cannot be asked about an agreement.
+    pub query_down: std::sync::atomic::AtomicBool,
 }
 
 impl ScriptChannel {
@@ -207,6 +209,7 @@ impl ScriptChannel {
             confirm_gate: Mutex::new(None),
             starts_of: Mutex::new(HashMap::new()),
             currencies: Mutex::new(Vec::new()),
+            query_down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -291,6 +294,9 @@ impl PaymentChannel for ScriptChannel {
     }
 
     async fn query(&self, b: &BindingId, _r: Option<String>) -> Result<RemoteState, ChannelError> {
+        if self.query_down.load(Ordering::SeqCst) {
+            return Err(ChannelError::Unavailable("query down".into()));
+        }
         Ok(self
             .query
             .lock()
@@ -604,4 +610,24 @@ impl World {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
+}
+
+/// The outcomes of the `binding.unwanted_signing` events in the audit log
+/// (the service's chain), oldest first.
+pub async fn unwanted_signings(w: &World) -> Vec<cardbind_ports::audit::Outcome> {
+    use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};
+    AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            action: Some(AuditAction::BindingUnwantedSigning),
+            ..AuditFilter::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|e| e.event.outcome)
+    .collect()
 }
