@@ -285,6 +285,18 @@ impl Binding {
             && self.0.next_action.is_none()
     }
 
+    /// Records a consent, keeping the newest [`CONSENTS_KEPT`] (the audit
+    /// log keeps every one).
+    fn push_consent(&mut self, consent: ConsentRecord) {
+        self.0.consents.push(consent);
+        let extra = self.0.consents.len().saturating_sub(CONSENTS_KEPT);
+        self.0.consents.drain(..extra);
+        self.0.consents_dropped = self
+            .0
+            .consents_dropped
+            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
+    }
+
     fn go(&mut self, to: BindingStatus, now: Timestamp) -> Result<(), Clash> {
         if !self.0.status.can_become(to) {
             return Err(Clash::transition(format!(
@@ -323,13 +335,7 @@ impl Binding {
         self.go(BindingStatus::PendingVerification, now)?;
         self.0.card = card.card;
         self.0.channel = card.consent.channel.clone();
-        self.0.consents.push(card.consent);
-        let extra = self.0.consents.len().saturating_sub(CONSENTS_KEPT);
-        self.0.consents.drain(..extra);
-        self.0.consents_dropped = self
-            .0
-            .consents_dropped
-            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
+        self.push_consent(card.consent);
         self.0.bind_key = card.bind_key;
         self.0.channel_ref = None;
         self.0.failure = None;
@@ -337,6 +343,27 @@ impl Binding {
         self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         self.0.activated_at = None;
         self.0.data_generation = card.generation;
+        Ok(())
+    }
+
+    /// Another bind request takes over this bind, left waiting for its
+    /// channel's answer by a request that stopped (see
+    /// [`Binding::awaits_channel_answer`]): its consent is recorded as the
+    /// current bind's (the earlier one made no agreement), it owns the bind
+    /// from now on (its idempotency key) and the card is touched, so that
+    /// no third request takes it over while this one runs. The card's
+    /// details are the new request's; its data generation stays (the
+    /// sealed data stored for it is the card's).
+    pub fn take_over(&mut self, card: CardToBind, now: Timestamp) -> Result<(), Clash> {
+        if !self.awaits_channel_answer() {
+            return Err(Clash::transition(
+                "only a bind waiting for its channel's answer can be taken over",
+            ));
+        }
+        self.0.card = card.card;
+        self.push_consent(card.consent);
+        self.0.bind_key = card.bind_key;
+        self.0.updated_at = now;
         Ok(())
     }
 
@@ -645,6 +672,39 @@ mod tests {
         );
         assert_eq!(b.status, BindingStatus::Failed);
         assert_eq!(b.failure, Some(FailureReason::VerificationExpired));
+    }
+
+    #[test]
+    fn only_a_bind_waiting_for_its_channel_is_taken_over() {
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let later = now.plus_seconds(60);
+        let mut b = sample("b1", now);
+        let (fingerprint, summary) = (b.fingerprint.clone(), b.card.clone());
+        let card = |key: &str| CardToBind {
+            new_id: BindingId::parse("unused").unwrap(),
+            fingerprint: fingerprint.clone(),
+            card: summary.clone(),
+            consent: consent(later),
+            generation: 9,
+            bind_key: Some(key.to_owned()),
+        };
+        let taking = card("k2");
+        b.take_over(taking, later).unwrap();
+        assert_eq!(b.bind_key.as_deref(), Some("k2"));
+        assert_eq!(b.updated_at, later, "touched: no third request takes it");
+        assert_eq!(b.consents.len(), 2, "both consents kept");
+        assert_eq!(b.data_generation, 1, "the stored data's generation stays");
+        assert!(b.awaits_channel_answer());
+        b.apply_start(
+            StartOutcome::Bound {
+                channel_ref: "t".into(),
+            },
+            later,
+        )
+        .unwrap();
+        let e = b.take_over(card("k3"), later).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidStateTransition);
+        assert_eq!(b.bind_key.as_deref(), Some("k2"));
     }
 
     #[test]

@@ -236,6 +236,82 @@ async fn another_request_for_a_card_being_bound_waits_for_it() {
     assert_eq!(e.code(), ErrorCode::Conflict, "a request without a key too");
 }
 
+/// A card whose bind stopped before its channel answered is taken over by
+/// one later request: its consent is recorded, it owns the bind, and a
+/// third request that comes while it asks the channel waits instead of
+/// asking the channel a second time.
+#[tokio::test]
+async fn a_stopped_bind_is_taken_over_by_one_request_whose_consent_is_recorded() {
+    let w = world(Policy::default());
+    let keyed = |key: &str, version: &str| {
+        let mut c = bind_cmd("over", &visa(403), w.now());
+        c.bind_key = Some(key.to_owned());
+        c.consent.text_version = version.to_owned();
+        c
+    };
+    w.card_data.fail_puts.store(1, Ordering::SeqCst);
+    w.uc.bind_card(&backend(), keyed("k-1", "2026-01"))
+        .await
+        .unwrap_err();
+    w.clock.advance(Policy::default().resume_after_seconds);
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.gate.lock().unwrap().replace(gate.clone());
+    let uc = w.uc.clone();
+    let cmd = keyed("k-2", "2026-02");
+    let second = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    until_called(&w.channel.starts).await;
+    let third = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        w.uc.bind_card(&backend(), keyed("k-3", "2026-03")),
+    )
+    .await
+    .expect("the third request asked the channel too (it waits at the gate)")
+    .unwrap_err();
+    assert_eq!(third.code(), ErrorCode::Conflict, "the card is being bound");
+    gate.add_permits(1);
+    let v = second.await.unwrap().unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+    assert_eq!(w.channel.starts.load(Ordering::SeqCst), 1, "asked once");
+    assert_eq!(
+        v.binding.bind_key.as_deref(),
+        Some("k-2"),
+        "it owns the bind"
+    );
+    let versions: Vec<&str> = v
+        .binding
+        .consents
+        .iter()
+        .map(|c| c.text_version.as_str())
+        .collect();
+    assert_eq!(versions, ["2026-01", "2026-02"], "every consent given");
+    assert_eq!(
+        v.binding.consent().unwrap().agreement_id,
+        v.binding.channel_ref,
+        "the agreement is the taking request's"
+    );
+    // The audit log records the consent of the request that took it over.
+    use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};
+    let rebinds = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            user_id: Some(user("over")),
+            action: Some(AuditAction::BindingRebind),
+            ..AuditFilter::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rebinds.len(), 1);
+    let detail = rebinds[0].event.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("resumes") && detail.contains("version \"2026-02\""),
+        "{detail}"
+    );
+}
+
 #[tokio::test]
 async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() {
     let w = world(Policy::default());

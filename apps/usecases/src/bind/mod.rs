@@ -9,7 +9,9 @@
 //! 2. place the card in the wallet (a new record, its old record again, or
 //!    the earlier bind of it that never stored its channel's answer: a
 //!    retry of the same request resumes it at once, another request once
-//!    it is `resume_after_seconds` old);
+//!    it is `resume_after_seconds` old, taking it over: that request's
+//!    consent is recorded and it owns the bind from then on, written
+//!    conditionally so that only one request takes it over);
 //! 3. seal the card data and store it under a generation of this request;
 //! 4. write the wallet with the card `pending_verification`, its consent
 //!    and the audit event, conditional on the version read (a lost race
@@ -425,10 +427,29 @@ impl UseCases {
             };
             let (id, action) = match opened {
                 Opened::Resume(id) => {
-                    let id = self
-                        .resume(&loaded, id, channel, cmd.bind_key.as_deref(), now)
+                    let own = self
+                        .may_resume(&loaded, &id, channel, cmd.bind_key.as_deref(), now)
                         .map_err(Raced::fail)?;
-                    return Ok((id, true, loaded));
+                    if own {
+                        return Ok((id, true, loaded));
+                    }
+                    // Another request takes the bind over: its consent is
+                    // recorded, and the write (checked against the wallet
+                    // read) lets one request resume it, not every one that
+                    // read it waiting.
+                    wallet
+                        .change::<_, _, cardbind_domain::StateRefusal>(&id, |b| {
+                            b.take_over(card.clone(), now)
+                        })
+                        .map_err(|_| Raced::fail(Internal::new("a card to resume cannot be taken over")))?;
+                    let e = bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingRebind)
+                        .detail(format!(
+                            "resumes the bind left waiting for its channel's answer -> pending_verification; {}",
+                            consent_detail(&card.consent)
+                        ))
+                        .build();
+                    let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
+                    return Ok((id, true, Loaded { wallet, head }));
                 }
                 Opened::New(id) => (id, AuditAction::BindingCreate),
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
@@ -483,18 +504,19 @@ impl UseCases {
     /// An earlier bind of this card whose channel answer was never stored:
     /// resumed at once by a retry of the request that placed it (its
     /// idempotency lease says that attempt is no longer running), else
-    /// once it is old enough not to be still running.
-    fn resume(
+    /// once it is old enough not to be still running. Whether the request
+    /// is the one that placed it.
+    fn may_resume(
         &self,
         loaded: &Loaded,
-        id: BindingId,
+        id: &BindingId,
         channel: &ChannelName,
         bind_key: Option<&str>,
         now: Timestamp,
-    ) -> Result<BindingId, BindError> {
+    ) -> Result<bool, BindError> {
         let b = loaded
             .wallet
-            .get(&id)
+            .get(id)
             .map_err(|_| Internal::new("a card to resume is not in its wallet"))?;
         // The card records its channel (and the consent given for it):
         // resumed through another, the agreement would be made where the
@@ -515,7 +537,7 @@ impl UseCases {
             )
             .into());
         }
-        Ok(id)
+        Ok(own)
     }
 
     /// Deletes a card's sealed data (it left the statuses that keep it).
