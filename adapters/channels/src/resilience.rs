@@ -11,10 +11,16 @@
 //!    [`ChannelError::Timeout`] past it.
 //! 3. **Retries**: at most [`ResilienceConfig::max_retries`] (default 3)
 //!    more attempts, with exponential backoff and jitter (the `backon`
-//!    crate), and only after a transient failure
+//!    crate's schedule), and only after a transient failure
 //!    ([`ChannelError::is_transient`]: `Timeout`, `Unavailable`). A refusal,
 //!    a misconfiguration, a bad signature or a protocol error is never
 //!    retried.
+//! 4. **Deadline**: the operation as a whole, retries included, is bounded
+//!    by [`ResilienceConfig::deadline`] (default 20 s): each attempt is cut
+//!    to what remains of it, and no retry starts once its backoff would
+//!    end past it (the last failure is returned). Without it a start that
+//!    timed out four times, with the queries between, would hold its HTTP
+//!    request for over a minute, past the timeouts of most clients.
 //!
 //! ## The rule for `start_binding`
 //!
@@ -123,6 +129,9 @@ pub struct ResilienceConfig {
     pub failure_threshold: u32,
     /// How long the breaker stays open before a trial call (default 30 s).
     pub open_duration: Duration,
+    /// Bound of one operation with all its attempts, queries and backoff
+    /// delays (default 20 s).
+    pub deadline: Duration,
 }
 
 impl Default for ResilienceConfig {
@@ -135,6 +144,7 @@ impl Default for ResilienceConfig {
             jitter: true,
             failure_threshold: 5,
             open_duration: Duration::from_secs(30),
+            deadline: Duration::from_secs(20),
         }
     }
 }
@@ -478,17 +488,33 @@ impl Resilient {
         self.backoff_builder().build()
     }
 
+    /// The instant an operation starting now must end by.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.deadline
+    }
+
+    /// The delay before the next attempt, unless there is none left or it
+    /// would end past `deadline`.
+    fn next_delay(
+        delays: &mut impl Iterator<Item = Duration>,
+        deadline: Instant,
+    ) -> Option<Duration> {
+        delays.next().filter(|d| Instant::now() + *d < deadline)
+    }
+
     /// One attempt: breaker, timeout, metrics, misconfiguration report.
     async fn attempt<T, F>(
         &self,
         op: &'static str,
         subject: Subject<'_>,
         call: F,
+        deadline: Instant,
     ) -> Result<T, ChannelError>
     where
         F: std::future::Future<Output = Result<T, ChannelError>>,
     {
-        self.attempt_counting(op, subject, call, true).await
+        self.attempt_counting(op, subject, call, true, deadline)
+            .await
     }
 
     /// As [`Resilient::attempt`]; a success closes the breaker only when
@@ -502,6 +528,7 @@ impl Resilient {
         subject: Subject<'_>,
         call: F,
         success_counts: bool,
+        deadline: Instant,
     ) -> Result<T, ChannelError>
     where
         F: std::future::Future<Output = Result<T, ChannelError>>,
@@ -513,7 +540,11 @@ impl Resilient {
                     breaker: &self.breaker,
                     admission: Some(admission),
                 };
-                let result = match tokio::time::timeout(self.config.call_timeout, call).await {
+                let bound = self
+                    .config
+                    .call_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                let result = match tokio::time::timeout(bound, call).await {
                     Ok(r) => r,
                     Err(_) => Err(ChannelError::Timeout),
                 };
@@ -540,25 +571,30 @@ impl Resilient {
         result
     }
 
-    /// Retries `make` on transient failures with backoff (backon).
+    /// Retries `make` on transient failures with backoff, within the
+    /// operation's deadline.
     async fn with_retries<T, F, Fut>(
         &self,
         op: &'static str,
         subject: Subject<'_>,
-        make: F,
+        mut make: F,
     ) -> Result<T, ChannelError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ChannelError>>,
     {
-        use backon::Retryable as _;
-        let mut make = make;
-        let backoff = self.backoff_builder();
-        (|| self.attempt(op, subject, make()))
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(ChannelError::is_transient)
-            .await
+        let deadline = self.deadline();
+        let mut delays = self.backoff();
+        loop {
+            let err = match self.attempt(op, subject, make(), deadline).await {
+                Err(e) if e.is_transient() => e,
+                done => return done,
+            };
+            let Some(delay) = Self::next_delay(&mut delays, deadline) else {
+                return Err(err);
+            };
+            tokio::time::sleep(delay).await;
+        }
     }
 
     fn backoff_builder(&self) -> ExponentialBuilder {
@@ -584,6 +620,7 @@ impl PaymentChannel for Resilient {
         &self,
         request: &ChannelBindRequest,
     ) -> Result<ChannelStart, ChannelError> {
+        let deadline = self.deadline();
         let mut delays = self.backoff();
         let subject = Subject {
             binding: Some(&request.binding_id),
@@ -591,14 +628,19 @@ impl PaymentChannel for Resilient {
         };
         loop {
             let err = match self
-                .attempt("start_binding", subject, self.inner.start_binding(request))
+                .attempt(
+                    "start_binding",
+                    subject,
+                    self.inner.start_binding(request),
+                    deadline,
+                )
                 .await
             {
                 Ok(start) => return Ok(start),
                 Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => e,
             };
-            let Some(delay) = delays.next() else {
+            let Some(delay) = Self::next_delay(&mut delays, deadline) else {
                 return Err(err);
             };
             // Was it applied? Only a NotFound allows a second start.
@@ -608,10 +650,12 @@ impl PaymentChannel for Resilient {
                     subject,
                     self.inner.query(&request.binding_id, None),
                     false,
+                    deadline,
                 )
                 .await
             {
-                Ok(RemoteState::NotFound) => {
+                // The query took its time: a retry still needs room.
+                Ok(RemoteState::NotFound) if Instant::now() + delay < deadline => {
                     tracing::info!(
                         channel = self.inner.name(),
                         "start_binding failed transiently and was not applied; retrying"

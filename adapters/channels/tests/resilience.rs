@@ -92,8 +92,13 @@ async fn per_call_timeout_is_ten_seconds() {
     let inner = Arc::new(Scripted::default().query_default(Ok(RemoteState::NotFound)));
     *inner.hang.lock().unwrap() = true;
     // The start hangs; the decorator cuts it at 10 s, then queries
-    // (NotFound), retries, ... and finally reports the timeout.
-    let r = wrap(inner.clone(), &Registry::new());
+    // (NotFound), retries, ... and finally reports the timeout. (A
+    // deadline long enough for every retry.)
+    let config = ResilienceConfig {
+        deadline: Duration::from_secs(120),
+        ..ResilienceConfig::default()
+    };
+    let r = Resilient::new(inner.clone(), config, &Registry::new()).unwrap();
     let t0 = tokio::time::Instant::now();
     assert_eq!(
         r.start_binding(&bind_request("b")).await,
@@ -102,6 +107,52 @@ async fn per_call_timeout_is_ten_seconds() {
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 4);
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 3);
     assert!(t0.elapsed() >= Duration::from_secs(40));
+}
+
+/// The operation as a whole ends by its deadline (20 s by default):
+/// without it, a start hanging four times held its request over 40 s.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_channel_is_given_up_at_the_deadline_not_after_every_retry() {
+    let inner = Arc::new(Scripted::default().query_default(Ok(RemoteState::NotFound)));
+    *inner.hang.lock().unwrap() = true;
+    let r = wrap(inner.clone(), &Registry::new());
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(
+        r.start_binding(&bind_request("b")).await,
+        Err(ChannelError::Timeout)
+    );
+    let took = t0.elapsed();
+    assert!(
+        took <= Duration::from_secs(20),
+        "the start took {took:?}, past its deadline"
+    );
+    assert!(took >= Duration::from_secs(19), "given up early: {took:?}");
+    // The second start had the deadline's rest (under 10 s), and no third
+    // one began.
+    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 2);
+
+    // Every other operation too.
+    *inner.hang_unbinds.lock().unwrap() = true;
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(r.unbind(&bid("b"), "ref").await, Err(ChannelError::Timeout));
+    assert!(
+        t0.elapsed() <= Duration::from_secs(20),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 2);
+
+    // A retry whose backoff would end past the deadline does not begin.
+    let short = ResilienceConfig {
+        deadline: Duration::from_millis(150),
+        min_backoff: Duration::from_millis(200),
+        jitter: false,
+        ..ResilienceConfig::default()
+    };
+    let down = Arc::new(Scripted::default().query_default(Err(unavailable())));
+    let r = Resilient::new(down.clone(), short, &Registry::new()).unwrap();
+    assert_eq!(r.query(&bid("b"), None).await, Err(unavailable()));
+    assert_eq!(down.query_calls.load(Ordering::SeqCst), 1, "no retry");
 }
 
 #[tokio::test(start_paused = true)]
@@ -255,21 +306,24 @@ async fn starts_that_time_out_open_the_breaker_though_the_check_query_answers() 
     let inner = Arc::new(Scripted::default().query_default(Ok(RemoteState::NotFound)));
     *inner.hang.lock().unwrap() = true;
     let r = wrap(inner.clone(), &Registry::new());
-    // One bind: 4 starts (1 + 3 retries), each a failure.
-    assert_eq!(
-        r.start_binding(&bind_request("b1")).await,
-        Err(ChannelError::Timeout)
-    );
-    assert_eq!(inner.start_calls.load(Ordering::SeqCst), 4);
-    assert_eq!(r.breaker_state(), BreakerState::Closed);
+    // Two binds: 2 starts each (the second cut by the 20 s deadline), each
+    // a failure.
+    for (bind, starts) in [("b1", 2), ("b2", 4)] {
+        assert_eq!(
+            r.start_binding(&bind_request(bind)).await,
+            Err(ChannelError::Timeout)
+        );
+        assert_eq!(inner.start_calls.load(Ordering::SeqCst), starts);
+        assert_eq!(r.breaker_state(), BreakerState::Closed);
+    }
     // The next bind's first start is the fifth failure in a row: open.
-    assert!(r.start_binding(&bind_request("b2")).await.is_err());
+    assert!(r.start_binding(&bind_request("b3")).await.is_err());
     assert_eq!(r.breaker_state(), BreakerState::Open);
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 5);
     // Fail fast now, without asking the channel.
     let t0 = tokio::time::Instant::now();
     assert_eq!(
-        r.start_binding(&bind_request("b3")).await,
+        r.start_binding(&bind_request("b4")).await,
         Err(ChannelError::CircuitOpen)
     );
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 5);

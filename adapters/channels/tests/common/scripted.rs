@@ -33,6 +33,8 @@ pub struct Scripted {
     pub unbind_result: Mutex<Option<Result<(), ChannelError>>>,
     pub notification_result: Mutex<Option<Result<ChannelEvent, ChannelError>>>,
     pub hang: Mutex<bool>,
+    /// Unbinds hang too.
+    pub hang_unbinds: Mutex<bool>,
 }
 
 impl Scripted {
@@ -81,6 +83,10 @@ impl PaymentChannel for Scripted {
     }
     async fn unbind(&self, _b: &BindingId, _c: &str) -> Result<(), ChannelError> {
         self.unbind_calls.fetch_add(1, Ordering::SeqCst);
+        let hang = *self.hang_unbinds.lock().unwrap();
+        if hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         self.unbind_result.lock().unwrap().clone().unwrap_or(Ok(()))
     }
     async fn query(&self, _b: &BindingId, _c: Option<String>) -> Result<RemoteState, ChannelError> {

@@ -30,6 +30,7 @@ pub fn channels(
         max_backoff: Duration::from_millis(r.backoff_max_ms),
         failure_threshold: r.breaker_failures,
         open_duration: Duration::from_secs(r.breaker_open_seconds),
+        deadline: Duration::from_millis(r.deadline_ms),
         ..cardbind_channels::ResilienceConfig::default()
     };
     let mut list: Vec<Arc<dyn PaymentChannel>> = Vec::new();

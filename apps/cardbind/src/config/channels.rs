@@ -275,6 +275,9 @@ impl ChannelsConfig {
         if r.timeout_ms == 0 {
             return bad("channels.resilience.timeout_ms", "must be positive");
         }
+        if r.deadline_ms == 0 {
+            return bad("channels.resilience.deadline_ms", "must be positive");
+        }
         if r.backoff_min_ms > r.backoff_max_ms {
             return bad(
                 "channels.resilience.backoff_min_ms",
@@ -335,6 +338,10 @@ pub struct ResilienceConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before one trial call, seconds.
     pub breaker_open_seconds: u64,
+    /// Bound of one channel operation with all its retries, milliseconds:
+    /// each attempt is cut to what remains, and no retry starts past it (a
+    /// bind whose channel did not answer in time goes to manual review).
+    pub deadline_ms: u64,
 }
 
 impl Default for ResilienceConfig {
@@ -346,6 +353,7 @@ impl Default for ResilienceConfig {
             backoff_max_ms: 5_000,
             breaker_failures: 5,
             breaker_open_seconds: 30,
+            deadline_ms: 20_000,
         }
     }
 }

@@ -233,6 +233,15 @@ mod tests {
     use cardbind_domain::{CardType, Country, UnknownBins};
 
     #[test]
+    fn a_channel_operation_has_a_positive_deadline() {
+        let mut c = Config::default();
+        assert_eq!(c.channels.resilience.deadline_ms, 20_000);
+        c.channels.resilience.deadline_ms = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("channels.resilience.deadline_ms:"), "{e}");
+    }
+
+    #[test]
     fn branch_key_settings_are_bounded() {
         let mut c = Config::default();
         assert_eq!(c.keys.branch_key_cache_ttl_seconds, 600);

@@ -176,6 +176,9 @@ impl Target {
             set("channels.resilience.timeout_ms", ms + 10_000),
             set("channels.resilience.max_retries", 0),
         ];
+        if self.known.has("channels.resilience.deadline_ms") {
+            sets.push(set("channels.resilience.deadline_ms", ms + 10_000));
+        }
         if self.known.has("channels.mock.slow_ms") {
             sets.push(set("channels.mock.slow_ms", ms));
             (sets, LAST4_SLOW)
