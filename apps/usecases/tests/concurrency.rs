@@ -525,6 +525,46 @@ fn verify_code(
     }
 }
 
+/// A user erased while their bind stores the card's data (after the card
+/// was placed in the wallet): the data the bind stores then belongs to no
+/// card, and the agreement its channel makes serves nothing. Both go.
+#[tokio::test]
+async fn a_bind_racing_the_erasure_of_its_user_leaves_no_card_data() {
+    use cardbind_ports::store::CardDataStore;
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.card_data.put_gate.lock().unwrap().replace(gate.clone());
+    let uc = w.uc.clone();
+    let cmd = bind_cmd("erased", &visa(404), w.now());
+    let bind = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    until_called(&w.card_data.puts).await;
+    let placed = w
+        .store
+        .load(&user("erased"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wallet
+        .bindings()[0]
+        .clone();
+    w.uc.erase_user(&admin(), &user("erased"), None)
+        .await
+        .unwrap();
+    gate.add_permits(1);
+    let _ = bind.await.unwrap();
+    assert_eq!(
+        CardDataStore::owner(&w.store, &placed.id).await.unwrap(),
+        None,
+        "card data of an erased user"
+    );
+    assert_eq!(
+        w.channel.unbinds.load(Ordering::SeqCst),
+        1,
+        "the agreement made for the erased card was ended"
+    );
+}
+
 /// Waits until the channel's counter shows a call (the call is then held
 /// at its gate).
 async fn until_called(counter: &std::sync::atomic::AtomicU64) {

@@ -47,6 +47,7 @@ impl UseCases {
         if status.is_none() {
             self.end_agreement_of_a_card_gone(ctx, &after.wallet, id, channel_name, &outcome)
                 .await;
+            self.drop_data_of_a_card_gone(user, &after.wallet, id).await;
         }
         match status {
             Some(BindingStatus::PendingReview) => {
@@ -102,6 +103,23 @@ impl UseCases {
             .await
         {
             tracing::error!(binding = %id, error = %e, "audit event not stored");
+        }
+    }
+
+    /// The card no longer waits for this bind's answer: it was unbound,
+    /// failed or its user erased meanwhile, perhaps before this bind stored
+    /// the card's data (which the unbind or erasure then could not delete,
+    /// and nothing else would). Every generation of its data goes but the
+    /// one a live card holds (bound again meanwhile, or this bind's answer
+    /// stored by a concurrent resume of it).
+    async fn drop_data_of_a_card_gone(&self, user: &UserId, w: &Wallet, id: &BindingId) {
+        let keep = w
+            .get(id)
+            .ok()
+            .filter(|b| b.status.keeps_card_data())
+            .map(|b| b.data_generation);
+        if let Err(e) = self.ports.card_data.delete(user, id, keep).await {
+            tracing::warn!(binding = %id, error = %e, "card data of a card gone not deleted yet");
         }
     }
 

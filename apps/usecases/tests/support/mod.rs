@@ -354,6 +354,10 @@ impl PaymentChannel for ScriptChannel {
 pub struct FlakyCardData {
     pub inner: MemoryStore,
     pub fail_puts: AtomicU32,
+    /// Puts that arrived (counted before the gate).
+    pub puts: AtomicU64,
+    /// Holds each put until released.
+    pub put_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 #[async_trait]
@@ -362,6 +366,11 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
         &self,
         d: &cardbind_ports::store::CardData,
     ) -> Result<(), cardbind_ports::StoreError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        let gate = self.put_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         if self
             .fail_puts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -518,6 +527,8 @@ fn world_with(
     let card_data = Arc::new(FlakyCardData {
         inner: store.clone(),
         fail_puts: AtomicU32::new(0),
+        puts: AtomicU64::new(0),
+        put_gate: Mutex::new(None),
     });
     let ports = Ports {
         wallets: s.clone(),
