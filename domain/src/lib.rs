@@ -45,7 +45,8 @@ pub use error::{
     TooManyRequestsCode, UnprocessableCode,
 };
 pub use family::{
-    offerable, usable, Given, Money, NewShare, Share, ShareRefusal, ShareTerms, SharedIn, Standing,
+    offerable, usable, Given, Money, NewShare, Received, Share, ShareRefusal, ShareTerms, SharedIn,
+    Standing,
 };
 pub use ids::{BindingId, ChannelName, Fingerprint, ShareId, UserId};
 pub use person::{HolderName, Phone, ResidentId};

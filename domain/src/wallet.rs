@@ -277,9 +277,10 @@ impl Wallet {
         self.family.open_received(now)
     }
 
-    /// Adds the mirror of a share made to this user (an invitation).
-    /// Returns whether it was new (receiving it again is harmless).
-    pub fn receive_share(&mut self, mirror: SharedIn, now: Timestamp) -> bool {
+    /// Adds the mirror of a share made to this user (an invitation), when
+    /// they have room for another open share. Receiving it again is
+    /// harmless.
+    pub fn receive_share(&mut self, mirror: SharedIn, now: Timestamp) -> crate::family::Received {
         let new = self.family.receive(mirror, now);
         // Receiving lets the oldest closed shares go: the default may
         // have named one of them.

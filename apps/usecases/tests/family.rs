@@ -419,3 +419,55 @@ async fn terms_and_rules_are_checked_with_stable_codes() {
         "nothing written before the refusal"
     );
 }
+
+/// Shares made at once by many primaries to one user: each is checked
+/// against the user's room before it is made, so the checks race; the
+/// user still never holds more open shares than allowed, and a share they
+/// did not receive is refused and ended at its primary's, not left live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_shares_to_one_user_never_exceed_the_open_share_cap() {
+    let max = cardbind_domain::family::MAX_OPEN_SHARED_IN;
+    let w = std::sync::Arc::new(world(unlimited()));
+    let mut givers = Vec::new();
+    for i in 0..(max as u32 + 6) {
+        let p = format!("racer{i}");
+        let c = active_card(&w, &p, 200 + i).await;
+        givers.push((p, c));
+    }
+    // Four rounds, each to another user: one round may not interleave.
+    for round in 0..4 {
+        let to = format!("crowded{round}");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(givers.len()));
+        let mut tasks = Vec::new();
+        for (p, c) in givers.clone() {
+            let (w, barrier, to) = (w.clone(), barrier.clone(), to.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                w.uc.share_card(&backend(), form(&p, &c, &to, 100, 5, w.now()))
+                    .await
+            }));
+        }
+        let mut made = 0;
+        for ((p, _), t) in givers.iter().zip(tasks) {
+            match t.await.unwrap() {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    assert_eq!(e.code(), ErrorCode::ShareLimitReached, "{p}");
+                    let theirs = w.store.load(&user(p)).await.unwrap().unwrap().wallet;
+                    assert!(
+                        theirs
+                            .shares()
+                            .iter()
+                            .filter(|s| s.secondary == user(&to))
+                            .all(|s| s.revoked_at.is_some()),
+                        "{p}'s refused share is not live"
+                    );
+                }
+            }
+        }
+        let crowded = w.store.load(&user(&to)).await.unwrap().unwrap().wallet;
+        assert_eq!(crowded.open_shared_in(w.now()), made);
+        assert!(made <= max, "{made} open shares, at most {max} allowed");
+        assert!(made > 0);
+    }
+}

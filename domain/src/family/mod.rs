@@ -46,6 +46,19 @@ use crate::error::{
 use crate::ids::{BindingId, ChannelName, ShareId, UserId};
 use crate::time::Timestamp;
 
+/// What receiving a share's mirror did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The invitation is new in the wallet.
+    New,
+    /// It was there already (an offer repeated).
+    Again,
+    /// Not received: the user holds [`MAX_OPEN_SHARED_IN`] open shares
+    /// (the primary's check before the share was made raced another
+    /// share's).
+    Full,
+}
+
 /// Live shares one user may have given at a time.
 pub const MAX_LIVE_SHARES: usize = 10;
 /// Open (invited or accepted) shares one user may have received at a time.
@@ -593,13 +606,16 @@ impl Family {
         self.received.iter().filter(|m| m.is_open(now)).count()
     }
 
-    pub(crate) fn receive(&mut self, mirror: SharedIn, now: Timestamp) -> bool {
+    pub(crate) fn receive(&mut self, mirror: SharedIn, now: Timestamp) -> Received {
         if self.received.iter().any(|m| m.share == mirror.share) {
-            return false;
+            return Received::Again;
+        }
+        if mirror.is_open(now) && self.open_received(now) >= MAX_OPEN_SHARED_IN {
+            return Received::Full;
         }
         self.received.push(mirror);
         self.prune(now);
-        true
+        Received::New
     }
 
     pub(crate) fn accept(

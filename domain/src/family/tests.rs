@@ -307,6 +307,47 @@ fn ended_shares_are_kept_up_to_a_bound() {
 }
 
 #[test]
+fn a_user_with_as_many_open_shares_as_allowed_receives_no_more() {
+    let (mut p, card) = primary("alice");
+    let s0 = p
+        .give_share(new_share("s0", &card, "bob", terms(100, 30)), t(0))
+        .unwrap()
+        .id()
+        .clone();
+    let base = mirror(&p, &s0);
+    let mut bob = Wallet::new(UserId::parse("bob").unwrap());
+    let mut ids = Vec::new();
+    for i in 0..MAX_OPEN_SHARED_IN {
+        // Each from another primary, as far as bob's wallet tells.
+        let m = SharedIn {
+            share: ShareId::new(&format!("o{i:02}")).unwrap(),
+            primary: UserId::parse(&format!("p{i}")).unwrap(),
+            ..base.clone()
+        };
+        assert_eq!(bob.receive_share(m.clone(), t(1)), Received::New);
+        ids.push(m);
+    }
+    let extra = SharedIn {
+        share: ShareId::new("one-more").unwrap(),
+        ..ids[0].clone()
+    };
+    assert_eq!(bob.receive_share(extra.clone(), t(1)), Received::Full);
+    assert!(bob.mirror(&extra.share).is_none());
+    assert_eq!(bob.open_shared_in(t(1)), MAX_OPEN_SHARED_IN);
+    // An ended share is recorded whatever the count: it opens nothing.
+    let ended = SharedIn {
+        share: ShareId::new("ended").unwrap(),
+        ended_at: Some(t(1)),
+        ended_by: Some("alice".into()),
+        ..ids[0].clone()
+    };
+    assert_eq!(bob.receive_share(ended, t(1)), Received::New);
+    // Once one ends, there is room again.
+    assert!(bob.end_shared_in(&ids[0].share, t(2), "bob"));
+    assert_eq!(bob.receive_share(extra, t(2)), Received::New);
+}
+
+#[test]
 fn the_secondary_accepts_once_and_an_ended_share_stays_ended() {
     let (mut p, card) = primary("alice");
     let id = p
@@ -315,8 +356,12 @@ fn the_secondary_accepts_once_and_an_ended_share_stays_ended() {
         .id()
         .clone();
     let mut w = Wallet::new(UserId::parse("bob").unwrap());
-    assert!(w.receive_share(mirror(&p, &id), t(1)));
-    assert!(!w.receive_share(mirror(&p, &id), t(1)), "idempotent");
+    assert_eq!(w.receive_share(mirror(&p, &id), t(1)), Received::New);
+    assert_eq!(
+        w.receive_share(mirror(&p, &id), t(1)),
+        Received::Again,
+        "idempotent"
+    );
     assert_eq!(w.accept_share(&id, consent(t(2)), t(2)), Ok(true));
     assert_eq!(w.accept_share(&id, consent(t(3)), t(3)), Ok(false));
     assert_eq!(
@@ -400,7 +445,7 @@ fn receiving_a_share_that_lets_the_default_share_go_keeps_a_default() {
         .unwrap()
         .id()
         .clone();
-    assert!(bob.receive_share(mirror(&ann, &s1), t(1)));
+    assert_eq!(bob.receive_share(mirror(&ann, &s1), t(1)), Received::New);
     bob.accept_share(&s1, consent(t(2)), t(2)).unwrap();
     bob.set_default_shared(&s1).unwrap();
     assert_eq!(bob.effective_default(), Some(&s1.card_id()));

@@ -27,7 +27,8 @@
 
 use cardbind_domain::{
     family, Action, Binding, BindingId, ConsentGiven, Declined, Given, Invalid, Money, NewShare,
-    Share, ShareId, ShareTerms, SharedIn, Standing, Timestamp, UnprocessableCode, UserId, Wallet,
+    Received, Share, ShareId, ShareTerms, SharedIn, Standing, Timestamp, UnprocessableCode, UserId,
+    Wallet,
 };
 use cardbind_ports::audit::AuditAction;
 use cardbind_ports::StoreError;
@@ -234,7 +235,30 @@ impl UseCases {
             .get(&share.card)
             .map_err(|_| Internal::new("a shared card is not in its wallet"))?
             .clone();
-        self.offer(ctx, &form.user, &share, &card).await?;
+        if self.offer(ctx, &form.user, &share, &card).await? == Received::Full {
+            // Other shares reached the secondary between the check above
+            // and this write: the share, made but never received, ends in
+            // the primary's wallet (its `share.revoke` comes with the
+            // commit), and the refusal is audited with it.
+            let refusal = Declined::new(
+                UnprocessableCode::ShareLimitReached,
+                "that user holds as many open shares as allowed",
+            );
+            self.change_wallet::<_, ShareError>(ctx, &form.user, None, |w, now| {
+                let by = format!("{} (share limit reached)", ctx.actor.subject);
+                let _ = w.revoke_share(&share.id, now, &by);
+                let e = ctx
+                    .event(now, AuditAction::ShareCreate)
+                    .user(&form.user)
+                    .binding(&form.card)
+                    .refused(refusal.code)
+                    .detail(format!("share {}: {}", share.id, refusal.message))
+                    .build();
+                Decided::new(Ok(()), vec![e])
+            })
+            .await?;
+            return Err(refusal.into());
+        }
         Ok(Shared {
             view: ShareView {
                 standing: share.standing(Some(&card), self.now()),
@@ -269,14 +293,14 @@ impl UseCases {
     }
 
     /// The second write of a share: its invitation in the secondary's
-    /// wallet (idempotent).
+    /// wallet (idempotent), unless they have no room for it.
     async fn offer(
         &self,
         ctx: &RequestContext,
         primary: &UserId,
         share: &Share,
         card: &Binding,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Received, StoreError> {
         let mirror = SharedIn {
             share: share.id.clone(),
             primary: primary.clone(),
@@ -290,20 +314,21 @@ impl UseCases {
             ended_by: None,
         };
         self.change_wallet::<_, StoreError>(ctx, &share.secondary, None, |w, now| {
-            if w.receive_share(mirror.clone(), now) {
+            let received = w.receive_share(mirror.clone(), now);
+            if received == Received::New {
                 let e = ctx
                     .event(now, AuditAction::ShareInvite)
                     .user(&share.secondary)
                     .binding(&share.id.card_id())
                     .detail(format!("share {} offered", share.id))
                     .build();
-                Decided::new(Ok(()), vec![e])
+                Decided::new(Ok(received), vec![e])
             } else {
-                Decided::new(Ok(()), Vec::new())
+                Decided::new(Ok(received), Vec::new())
             }
         })
         .await
-        .map(|_| ())
+        .map(|(received, _)| received)
     }
 
     /// The shares of one of the user's cards (live and the most recent
