@@ -565,6 +565,39 @@ async fn a_bind_racing_the_erasure_of_its_user_leaves_no_card_data() {
     );
 }
 
+/// An unbind whose write lost a race (the wallet changed while the channel
+/// ended the agreement) decides again, and does not end the same
+/// agreement at the channel a second time.
+#[tokio::test]
+async fn an_unbind_that_lost_a_race_ends_its_agreement_once() {
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("uma", &visa(405), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert!(card.channel_ref.is_some());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.unbind_gate.lock().unwrap().replace(gate.clone());
+    let (uc, id) = (w.uc.clone(), card.id.clone());
+    let unbind = tokio::spawn(async move { uc.unbind(&backend(), &user("uma"), &id, None).await });
+    until_called(&w.channel.unbinds).await;
+    // The wallet changes while the channel ends the agreement: the
+    // unbind's write, checked against the wallet it read, loses.
+    w.uc.bind_card(&backend(), bind_cmd("uma", &visa(406), w.now()))
+        .await
+        .unwrap();
+    gate.add_permits(10);
+    let v = unbind.await.unwrap().unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Inactive);
+    assert_eq!(
+        w.channel.unbinds.load(Ordering::SeqCst),
+        1,
+        "the agreement is ended once"
+    );
+}
+
 /// Waits until the channel's counter shows a call (the call is then held
 /// at its gate).
 async fn until_called(counter: &std::sync::atomic::AtomicU64) {

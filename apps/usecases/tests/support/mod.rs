@@ -192,6 +192,8 @@ pub struct ScriptChannel {
     pub currencies: Mutex<Vec<Option<String>>>,
     /// When set, the channel cannot be asked about an agreement.
     pub query_down: std::sync::atomic::AtomicBool,
+    /// Holds each unbind (counted first) until released.
+    pub unbind_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl ScriptChannel {
@@ -210,6 +212,7 @@ impl ScriptChannel {
             starts_of: Mutex::new(HashMap::new()),
             currencies: Mutex::new(Vec::new()),
             query_down: std::sync::atomic::AtomicBool::new(false),
+            unbind_gate: Mutex::new(None),
         })
     }
 
@@ -290,6 +293,10 @@ impl PaymentChannel for ScriptChannel {
 
     async fn unbind(&self, _b: &BindingId, _r: &str) -> Result<(), ChannelError> {
         self.unbinds.fetch_add(1, Ordering::SeqCst);
+        let gate = self.unbind_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         Ok(())
     }
 
