@@ -17,8 +17,9 @@
 //!    retried.
 //! 4. **Deadline**: the operation as a whole, retries included, is bounded
 //!    by [`ResilienceConfig::deadline`] (default 20 s): each attempt is cut
-//!    to what remains of it, and no retry starts once its backoff would
-//!    end past it (the last failure is returned). Without it a start that
+//!    to what remains of it, and no retry starts unless it would still have
+//!    a second (or its whole timeout, if shorter) after its backoff (the
+//!    last failure is returned). Without it a start that
 //!    timed out four times, with the queries between, would hold its HTTP
 //!    request for over a minute, past the timeouts of most clients.
 //!
@@ -493,13 +494,27 @@ impl Resilient {
         Instant::now() + self.config.deadline
     }
 
-    /// The delay before the next attempt, unless there is none left or it
-    /// would end past `deadline`.
+    /// The delay before the next attempt, unless there is none left or the
+    /// attempt would not have [`Resilient::least_attempt`] before
+    /// `deadline` (an attempt cut to a few milliseconds would only count a
+    /// failure against the breaker).
     fn next_delay(
+        &self,
         delays: &mut impl Iterator<Item = Duration>,
         deadline: Instant,
     ) -> Option<Duration> {
-        delays.next().filter(|d| Instant::now() + *d < deadline)
+        delays.next().filter(|d| self.room_after(*d, deadline))
+    }
+
+    /// The least time worth giving an attempt: a second, or the whole
+    /// per-attempt timeout when it is shorter.
+    fn least_attempt(&self) -> Duration {
+        self.config.call_timeout.min(Duration::from_secs(1))
+    }
+
+    /// Whether an attempt begun after `delay` still has its least time.
+    fn room_after(&self, delay: Duration, deadline: Instant) -> bool {
+        Instant::now() + delay + self.least_attempt() <= deadline
     }
 
     /// One attempt: breaker, timeout, metrics, misconfiguration report.
@@ -590,7 +605,7 @@ impl Resilient {
                 Err(e) if e.is_transient() => e,
                 done => return done,
             };
-            let Some(delay) = Self::next_delay(&mut delays, deadline) else {
+            let Some(delay) = self.next_delay(&mut delays, deadline) else {
                 return Err(err);
             };
             tokio::time::sleep(delay).await;
@@ -640,7 +655,7 @@ impl PaymentChannel for Resilient {
                 Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => e,
             };
-            let Some(delay) = Self::next_delay(&mut delays, deadline) else {
+            let Some(delay) = self.next_delay(&mut delays, deadline) else {
                 return Err(err);
             };
             // Was it applied? Only a NotFound allows a second start.
@@ -655,7 +670,7 @@ impl PaymentChannel for Resilient {
                 .await
             {
                 // The query took its time: a retry still needs room.
-                Ok(RemoteState::NotFound) if Instant::now() + delay < deadline => {
+                Ok(RemoteState::NotFound) if self.room_after(delay, deadline) => {
                     tracing::info!(
                         channel = self.inner.name(),
                         "start_binding failed transiently and was not applied; retrying"

@@ -142,6 +142,23 @@ async fn a_hanging_channel_is_given_up_at_the_deadline_not_after_every_retry() {
     );
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 2);
 
+    // No retry is begun that would have less than a second: cut to a few
+    // hundred milliseconds it would only count a failure.
+    let tight = ResilienceConfig {
+        deadline: Duration::from_millis(10_500),
+        jitter: false,
+        ..ResilienceConfig::default()
+    };
+    let slow = Arc::new(Scripted::default().query_default(Ok(RemoteState::NotFound)));
+    *slow.hang.lock().unwrap() = true;
+    let r = Resilient::new(slow.clone(), tight, &Registry::new()).unwrap();
+    assert_eq!(
+        r.start_binding(&bind_request("b")).await,
+        Err(ChannelError::Timeout)
+    );
+    assert_eq!(slow.start_calls.load(Ordering::SeqCst), 1, "no short retry");
+    assert_eq!(slow.query_calls.load(Ordering::SeqCst), 0);
+
     // A retry whose backoff would end past the deadline does not begin.
     let short = ResilienceConfig {
         deadline: Duration::from_millis(150),
