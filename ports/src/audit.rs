@@ -47,7 +47,8 @@ macro_rules! actions {
 actions! {
     /// A card bound for the first time (or a refused attempt).
     BindingCreate = "binding.create",
-    /// A card bound again on its old record.
+    /// A card bound again on its old record, or a bind left waiting for
+    /// its channel's answer taken over by another request (its consent).
     BindingRebind = "binding.rebind",
     /// The channel's answer to the start of a binding.
     BindingChannelStart = "binding.channel_start",

@@ -307,7 +307,9 @@ async fn a_stopped_bind_is_taken_over_by_one_request_whose_consent_is_recorded()
     assert_eq!(rebinds.len(), 1);
     let detail = rebinds[0].event.detail.as_deref().unwrap_or_default();
     assert!(
-        detail.contains("resumes") && detail.contains("version \"2026-02\""),
+        detail.starts_with("-> pending_verification; consent sha256 ")
+            && detail.contains("version \"2026-02\"")
+            && detail.ends_with("; takes over the bind left waiting for its channel's answer"),
         "{detail}"
     );
 }

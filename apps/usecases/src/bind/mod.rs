@@ -444,7 +444,7 @@ impl UseCases {
                         .map_err(|_| Raced::fail(Internal::new("a card to resume cannot be taken over")))?;
                     let e = bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingRebind)
                         .detail(format!(
-                            "resumes the bind left waiting for its channel's answer -> pending_verification; {}",
+                            "-> pending_verification; {}; takes over the bind left waiting for its channel's answer",
                             consent_detail(&card.consent)
                         ))
                         .build();
