@@ -65,6 +65,13 @@ impl Default for Retention {
     }
 }
 
+/// How far past their end rate windows and remembered notification ids
+/// are kept before the purge deletes them: the instance that purges may
+/// run ahead of the others' clocks, and a window it deleted while another
+/// instance still counts in it would let that instance's takers start
+/// again from zero.
+pub const CLOCK_SKEW_MARGIN_SECONDS: i64 = 300;
+
 /// What one purge deleted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -95,8 +102,16 @@ impl UseCases {
                 .idempotency
                 .purge_created_before(now.minus_seconds(i64::from(r.idempotency_hours) * 3600))
                 .await?,
-            rate_slots: self.ports.rates.purge_expired(now).await?,
-            seen_ids: self.ports.seen.purge_expired(now).await?,
+            rate_slots: self
+                .ports
+                .rates
+                .purge_expired(now.minus_seconds(CLOCK_SKEW_MARGIN_SECONDS))
+                .await?,
+            seen_ids: self
+                .ports
+                .seen
+                .purge_expired(now.minus_seconds(CLOCK_SKEW_MARGIN_SECONDS))
+                .await?,
             audit_links: self
                 .ports
                 .audit

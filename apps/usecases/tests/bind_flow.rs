@@ -987,3 +987,43 @@ async fn a_cards_consents_keep_their_ids_when_older_ones_are_let_go() {
     let times: Vec<_> = all.iter().map(|e| e.consent.accepted_at).collect();
     assert!(times.windows(2).all(|p| p[0] < p[1]));
 }
+
+/// The purge leaves rate windows that ended less than the clock-skew
+/// margin ago: an instance whose clock is behind may still count in them.
+#[tokio::test]
+async fn the_purge_keeps_rate_windows_other_clocks_may_still_count_in() {
+    use cardbind_ports::store::{RateLimiter, RateWindow};
+    use cardbind_usecases::retention::{Retention, CLOCK_SKEW_MARGIN_SECONDS};
+    let w = world(Policy::default());
+    let now = w.now();
+    let window = |key: &str, ended_ago: i64| RateWindow {
+        key: key.to_owned(),
+        limit: 1,
+        expires_at: now.minus_seconds(ended_ago),
+    };
+    let just_ended = window("just-ended", 60);
+    let long_ended = window("long-ended", CLOCK_SKEW_MARGIN_SECONDS + 60);
+    RateLimiter::take(&w.store, &[just_ended.clone(), long_ended.clone()], now)
+        .await
+        .unwrap();
+    let purged =
+        w.uc.purge(
+            &cardbind_usecases::RequestContext::service("test"),
+            Retention::new(400, 48).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged.rate_slots, 1, "{purged}");
+    // The window that ended a minute ago still holds its slot; the other
+    // is free again.
+    let again = RateLimiter::take(&w.store, &[just_ended, long_ended], now)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![
+            cardbind_ports::store::RateTake::Full,
+            cardbind_ports::store::RateTake::Taken(1)
+        ]
+    );
+}
