@@ -43,7 +43,6 @@ impl UseCases {
         step_up_token: Option<&str>,
     ) -> Result<Erasure, EraseError> {
         self.authorize(ctx, Action::EraseUser, Some(user)).await?;
-        let started = self.now();
         let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let unbound = until_settled::<_, EraseError, _, _>(|| async {
@@ -134,7 +133,10 @@ impl UseCases {
         let (unbound, after) = unbound;
         // The shares the user gave ended with their cards; so do the
         // secondaries' mirrors.
-        self.end_mirrors_since(ctx, &after, started).await;
+        // (All of them: an erasure repeated after one that stopped here
+        // completes it.)
+        self.end_mirrors_of_ended(ctx, &after, None, "its holder was erased")
+            .await;
         // Every card's data, reference and review entry (as the card was
         // before: its review entry goes by that status); then the key.
         // Cards the wallet let go in this change were cleaned up by the

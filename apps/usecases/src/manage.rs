@@ -293,6 +293,11 @@ impl UseCases {
                 self.end_mirrors_since(ctx, &after.wallet, now_b.updated_at)
                     .await;
             }
+        } else {
+            // Unbound already: the first unbind may have stopped before
+            // ending its shares' mirrors.
+            self.end_mirrors_of_ended(ctx, &after.wallet, Some(id), "its card was unbound")
+                .await;
         }
         Ok(view(&after.wallet, id)?)
     }

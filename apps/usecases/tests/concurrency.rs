@@ -599,11 +599,3 @@ async fn an_unbind_that_lost_a_race_ends_its_agreement_once() {
         "the agreement is ended once"
     );
 }
-
-/// Waits until the channel's counter shows a call (the call is then held
-/// at its gate).
-async fn until_called(counter: &std::sync::atomic::AtomicU64) {
-    while counter.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}

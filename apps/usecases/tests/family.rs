@@ -471,3 +471,101 @@ async fn concurrent_shares_to_one_user_never_exceed_the_open_share_cap() {
         assert!(made > 0);
     }
 }
+
+/// The holder revokes a share between its two writes (made in their
+/// wallet, not yet offered in the other user's): the revoke finds no
+/// invitation to end, so the share's own request ends the invitation it
+/// writes, and answers `share_ended`. Before, the invitation stayed open,
+/// counted against the user's cap for the share's whole term.
+#[tokio::test]
+async fn a_share_revoked_before_it_was_offered_leaves_no_open_invitation() {
+    let w = std::sync::Arc::new(world(unlimited()));
+    let card = active_card(&w, "pam", 1).await;
+    let gate = w.wallets.hold_next_commit_of("pam");
+    let made = {
+        let (w, card) = (w.clone(), card.clone());
+        tokio::spawn(async move {
+            w.uc.share_card(&backend(), form("pam", &card, "sam", 1_000, 10, w.now()))
+                .await
+        })
+    };
+    until_called(&w.wallets.held).await;
+    let pam = w.store.load(&user("pam")).await.unwrap().unwrap().wallet;
+    let id = pam.shares()[0].id.clone();
+    w.uc.revoke_share(&as_user("pam"), &user("pam"), &card, &id)
+        .await
+        .unwrap();
+    gate.add_permits(1);
+    let e = made.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ShareEnded);
+    let sam = w.store.load(&user("sam")).await.unwrap().unwrap().wallet;
+    assert!(sam.mirror(&id).is_some_and(|m| m.is_ended()));
+    assert_eq!(sam.open_shared_in(w.now()), 0, "nothing counts against sam");
+}
+
+/// A share revoked while its user accepts it: the acceptance comes too
+/// late to use it, and says so (`share_ended`) instead of `200`.
+#[tokio::test]
+async fn accepting_a_share_revoked_meanwhile_answers_share_ended() {
+    let w = std::sync::Arc::new(world(unlimited()));
+    let card = active_card(&w, "pia", 1).await;
+    let id =
+        w.uc.share_card(&backend(), form("pia", &card, "sol", 1_000, 10, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    // Hold the acceptance after it is written in sol's wallet.
+    let gate = w.wallets.hold_next_commit_of("sol");
+    let accepting = {
+        let (w, id) = (w.clone(), id.clone());
+        tokio::spawn(async move {
+            w.uc.accept_share(&backend(), &user("sol"), &id, consent())
+                .await
+        })
+    };
+    until_called(&w.wallets.held).await;
+    w.uc.revoke_share(&as_user("pia"), &user("pia"), &card, &id)
+        .await
+        .unwrap();
+    gate.add_permits(1);
+    let e = accepting.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ShareEnded);
+}
+
+/// An unbind that stopped after the card was unbound in its holder's
+/// wallet, before the shares' invitations were ended: the unbind again
+/// (answered at once, the card is unbound) ends them.
+#[tokio::test]
+async fn an_unbind_again_ends_the_invitations_the_first_one_left() {
+    let w = std::sync::Arc::new(world(unlimited()));
+    let card = active_card(&w, "rio", 1).await;
+    let id =
+        w.uc.share_card(&backend(), form("rio", &card, "ray", 1_000, 10, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    let _gate = w.wallets.hold_next_commit_of("rio");
+    let first = {
+        let (w, card) = (w.clone(), card.clone());
+        tokio::spawn(async move { w.uc.unbind(&backend(), &user("rio"), &card, None).await })
+    };
+    until_called(&w.wallets.held).await;
+    // The process stops there.
+    first.abort();
+    let _ = first.await;
+    let ray = w.store.load(&user("ray")).await.unwrap().unwrap().wallet;
+    assert!(!ray.mirror(&id).unwrap().is_ended(), "left open");
+    w.uc.unbind(&backend(), &user("rio"), &card, None)
+        .await
+        .unwrap();
+    let ray = w.store.load(&user("ray")).await.unwrap().unwrap().wallet;
+    assert!(
+        ray.mirror(&id).unwrap().is_ended(),
+        "ended by the unbind again"
+    );
+    assert_eq!(ray.open_shared_in(w.now()), 0);
+}

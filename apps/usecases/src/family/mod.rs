@@ -235,7 +235,31 @@ impl UseCases {
             .get(&share.card)
             .map_err(|_| Internal::new("a shared card is not in its wallet"))?
             .clone();
-        if self.offer(ctx, &form.user, &share, &card).await? == Received::Full {
+        let received = self.offer(ctx, &form.user, &share, &card).await?;
+        if received == Received::New {
+            // The share may have been revoked (or its card unbound, its
+            // primary erased) between the two writes: that revoke found no
+            // invitation to end. It wrote the primary's wallet before
+            // looking at the secondary's, and this invitation is written
+            // before the primary's is read again, so one of the two sees
+            // the other.
+            let now_primary = self.load(&form.user).await?;
+            if now_primary
+                .wallet
+                .share(&share.id)
+                .is_none_or(|s| s.revoked_at.is_some())
+            {
+                self.end_mirror(
+                    ctx,
+                    &share.secondary,
+                    &share.id,
+                    "revoked while it was offered",
+                )
+                .await?;
+                return Err(family::share_ended("this share ended while it was made").into());
+            }
+        }
+        if received == Received::Full {
             // Other shares reached the secondary between the check above
             // and this write: the share, made but never received, ends in
             // the primary's wallet (its `share.revoke` comes with the
@@ -246,7 +270,11 @@ impl UseCases {
             );
             self.change_wallet::<_, ShareError>(ctx, &form.user, None, |w, now| {
                 let by = format!("{} (share limit reached)", ctx.actor.subject);
-                let _ = w.revoke_share(&share.id, now, &by);
+                // Once: a concurrent attempt of the same request may have
+                // ended it already.
+                if w.revoke_share(&share.id, now, &by) != Ok(true) {
+                    return Decided::new(Ok(()), Vec::new());
+                }
                 let e = ctx
                     .event(now, AuditAction::ShareCreate)
                     .user(&form.user)
@@ -430,15 +458,37 @@ impl UseCases {
         primary: &Wallet,
         since: Timestamp,
     ) {
-        for s in primary
-            .shares()
-            .iter()
-            .filter(|s| s.revoked_at.is_some_and(|t| t >= since))
-        {
-            if let Err(e) = self
-                .end_mirror(ctx, &s.secondary, &s.id, "its card was unbound")
-                .await
-            {
+        self.end_mirrors_where(ctx, primary, "its card was unbound", |s| {
+            s.revoked_at.is_some_and(|t| t >= since)
+        })
+        .await;
+    }
+
+    /// The mirrors of every ended share of `card` (or of every card): a
+    /// repeated unbind or erasure completes what the first one may have
+    /// left when it stopped between the two wallets' writes.
+    pub(crate) async fn end_mirrors_of_ended(
+        &self,
+        ctx: &RequestContext,
+        primary: &Wallet,
+        card: Option<&BindingId>,
+        why: &str,
+    ) {
+        self.end_mirrors_where(ctx, primary, why, |s| {
+            s.revoked_at.is_some() && card.is_none_or(|c| &s.card == c)
+        })
+        .await;
+    }
+
+    async fn end_mirrors_where(
+        &self,
+        ctx: &RequestContext,
+        primary: &Wallet,
+        why: &str,
+        ended: impl Fn(&Share) -> bool,
+    ) {
+        for s in primary.shares().iter().filter(|s| ended(s)) {
+            if let Err(e) = self.end_mirror(ctx, &s.secondary, &s.id, why).await {
                 tracing::warn!(share = %s.id, error = %e, "the secondary's mirror of an ended share is not ended yet");
             }
         }

@@ -226,6 +226,12 @@ impl UseCases {
             .wallet()
             .mirror(id)
             .ok_or_else(|| Internal::new("an accepted share is not in its wallet"))?;
+        // Revoked while it was accepted (the revoke ends this mirror after
+        // it): the acceptance came too late to use it.
+        let revoked = m.is_ended() || h.share_of(m).is_none_or(|(s, _)| s.revoked_at.is_some());
+        if revoked {
+            return Err(family::share_ended("this share has ended").into());
+        }
         Ok(h.view(m, self.now()))
     }
 

@@ -358,6 +358,75 @@ impl PaymentChannel for ScriptChannel {
 
 /// The store's card data, with a switch to fail the next puts (a store
 /// that goes away between two writes of a use case).
+/// The memory store's wallets, with one commit of a chosen user that can
+/// be held (after it is stored, before the use case learns of it) until
+/// released: the gap between a use case's two wallets' writes.
+pub struct GatedWallets {
+    pub inner: MemoryStore,
+    /// The next commit of this user waits at this gate (once).
+    pub hold_after_commit: Mutex<Option<(UserId, Arc<tokio::sync::Semaphore>)>>,
+    /// Commits that were held.
+    pub held: AtomicU64,
+}
+
+impl GatedWallets {
+    /// Holds the next commit of `user` until the returned gate has a permit.
+    pub fn hold_next_commit_of(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.hold_after_commit
+            .lock()
+            .unwrap()
+            .replace((UserId::parse(user).unwrap(), gate.clone()));
+        gate
+    }
+}
+
+#[async_trait]
+impl cardbind_ports::store::WalletStore for GatedWallets {
+    async fn load(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<cardbind_ports::store::StoredWallet>, StoreError> {
+        self.inner.load(user).await
+    }
+    async fn load_many(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<cardbind_ports::store::StoredWallet>, StoreError> {
+        self.inner.load_many(users).await
+    }
+    async fn commit(
+        &self,
+        wallet: &cardbind_domain::Wallet,
+        after: Option<cardbind_ports::audit::ChainHead>,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<cardbind_ports::audit::ChainHead, StoreError> {
+        let head = self.inner.commit(wallet, after, events, now).await?;
+        let gate = {
+            let mut h = self.hold_after_commit.lock().unwrap();
+            match h.as_ref() {
+                Some((u, _)) if u == wallet.user() => h.take().map(|(_, g)| g),
+                _ => None,
+            }
+        };
+        if let Some(gate) = gate {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+        }
+        Ok(head)
+    }
+    async fn pending_links(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        after: Option<cardbind_ports::store::LinkKey>,
+        limit: u32,
+    ) -> Result<Vec<cardbind_ports::store::PendingLink>, StoreError> {
+        self.inner.pending_links(from, to, after, limit).await
+    }
+}
+
 pub struct FlakyCardData {
     pub inner: MemoryStore,
     pub fail_puts: AtomicU32,
@@ -410,6 +479,7 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
 
 pub struct World {
     pub store: MemoryStore,
+    pub wallets: Arc<GatedWallets>,
     pub card_data: Arc<FlakyCardData>,
     pub vault: Arc<FakeVault>,
     pub channel: Arc<ScriptChannel>,
@@ -537,8 +607,13 @@ fn world_with(
         puts: AtomicU64::new(0),
         put_gate: Mutex::new(None),
     });
+    let wallets = Arc::new(GatedWallets {
+        inner: store.clone(),
+        hold_after_commit: Mutex::new(None),
+        held: AtomicU64::new(0),
+    });
     let ports = Ports {
-        wallets: s.clone(),
+        wallets: wallets.clone(),
         audit: audit(s.clone()),
         card_data: card_data.clone(),
         channel_refs: s.clone(),
@@ -555,6 +630,7 @@ fn world_with(
     };
     World {
         store,
+        wallets,
         card_data,
         vault,
         channel,
@@ -648,4 +724,11 @@ pub async fn unwanted_signings(w: &World) -> Vec<cardbind_ports::audit::Outcome>
     .into_iter()
     .map(|e| e.event.outcome)
     .collect()
+}
+
+/// Waits until a counter shows a call (the call is then held at its gate).
+pub async fn until_called(counter: &std::sync::atomic::AtomicU64) {
+    while counter.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
