@@ -352,17 +352,27 @@ impl Binding {
     /// current bind's (the earlier one made no agreement), it owns the bind
     /// from now on (its idempotency key) and the card is touched, so that
     /// no third request takes it over while this one runs. The card's
-    /// details are the new request's; its data generation stays (the
-    /// sealed data stored for it is the card's).
+    /// details are the new request's, and so is the generation of its
+    /// sealed data: the channel is asked with what this request sent, and
+    /// a retry from review must send the same.
     pub fn take_over(&mut self, card: CardToBind, now: Timestamp) -> Result<(), Clash> {
-        if !self.awaits_channel_answer() {
-            return Err(Clash::transition(
-                "only a bind waiting for its channel's answer can be taken over",
-            ));
-        }
+        self.resume(now)?;
         self.0.card = card.card;
         self.push_consent(card.consent);
         self.0.bind_key = card.bind_key;
+        self.0.data_generation = card.generation;
+        Ok(())
+    }
+
+    /// The request that placed this bind, retried after it stopped before
+    /// its channel answered, resumes it: the card is touched, so that no
+    /// other request takes it over while this one runs.
+    pub fn resume(&mut self, now: Timestamp) -> Result<(), Clash> {
+        if !self.awaits_channel_answer() {
+            return Err(Clash::transition(
+                "only a bind waiting for its channel's answer can be resumed",
+            ));
+        }
         self.0.updated_at = now;
         Ok(())
     }
@@ -693,7 +703,7 @@ mod tests {
         assert_eq!(b.bind_key.as_deref(), Some("k2"));
         assert_eq!(b.updated_at, later, "touched: no third request takes it");
         assert_eq!(b.consents.len(), 2, "both consents kept");
-        assert_eq!(b.data_generation, 1, "the stored data's generation stays");
+        assert_eq!(b.data_generation, 9, "the taking request's data");
         assert!(b.awaits_channel_answer());
         b.apply_start(
             StartOutcome::Bound {

@@ -73,6 +73,27 @@ impl CardDataStore for MemoryStore {
         }
         Ok(n)
     }
+
+    async fn delete_generation(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: u32,
+    ) -> Result<u64, StoreError> {
+        self.check_available()?;
+        let mut t = lock(&self.inner.card_data);
+        let Some(gens) = t.0.get_mut(binding) else {
+            return Ok(0);
+        };
+        let n = match gens.get(&generation) {
+            Some(d) if &d.user == user => gens.remove(&generation).map_or(0, |_| 1),
+            _ => 0,
+        };
+        if gens.is_empty() {
+            t.0.remove(binding);
+        }
+        Ok(n)
+    }
 }
 
 #[async_trait]

@@ -112,6 +112,28 @@ impl CardDataStore for MongoStore {
         })
         .await
     }
+
+    async fn delete_generation(
+        &self,
+        user_id: &UserId,
+        binding_id: &BindingId,
+        generation: u32,
+    ) -> Result<u64, StoreError> {
+        self.timed(async {
+            let r = self
+                .card_data
+                .delete_one(doc! {
+                    "binding": binding_id.as_str(),
+                    "generation": i64::from(generation),
+                    "user": user_id.as_str(),
+                })
+                .comment(CARD_DATA_DELETE_GENERATION)
+                .await
+                .map_err(map_err)?;
+            Ok(r.deleted_count)
+        })
+        .await
+    }
 }
 
 #[async_trait]

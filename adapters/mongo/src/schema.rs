@@ -65,6 +65,7 @@ pub mod labels {
     pub const CARD_DATA_GET: &str = "card_data.get";
     pub const CARD_DATA_OWNER: &str = "card_data.owner";
     pub const CARD_DATA_DELETE: &str = "card_data.delete";
+    pub const CARD_DATA_DELETE_GENERATION: &str = "card_data.delete_generation";
     pub const CHANNEL_REFS_PUT: &str = "channel_refs.put";
     pub const CHANNEL_REFS_FIND: &str = "channel_refs.find";
     pub const CHANNEL_REFS_DELETE: &str = "channel_refs.delete";

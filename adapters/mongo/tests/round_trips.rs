@@ -454,6 +454,14 @@ async fn every_port_method_counted_and_every_query_indexed() {
     assert_eq!(n, 1);
     let (r, n) = m
         .run(
+            "card_data.delete_generation (another)",
+            CardDataStore::delete_generation(&s, &u, &card, 999),
+        )
+        .await;
+    assert_eq!(r.unwrap(), 0);
+    assert_eq!(n, 1);
+    let (r, n) = m
+        .run(
             "card_data.delete",
             CardDataStore::delete(&s, &u, &card, None),
         )

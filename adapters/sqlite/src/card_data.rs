@@ -23,6 +23,9 @@ const CARD_OWNER: &str = "SELECT user FROM card_data WHERE binding = ?1 LIMIT 1"
 const DELETE_CARD_DATA: &str =
     "DELETE FROM card_data WHERE binding = ?1 AND user = ?3 AND generation IS NOT ?2";
 
+const DELETE_CARD_DATA_GENERATION: &str =
+    "DELETE FROM card_data WHERE binding = ?1 AND generation = ?2 AND user = ?3";
+
 const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding)
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
 
@@ -139,6 +142,28 @@ impl CardDataStore for SqliteStore {
             .write(move |tx| {
                 tx.conn
                     .prepare_cached(DELETE_CARD_DATA)
+                    .and_then(|mut s| s.execute(params![b, g, u]))
+                    .map(|n| n as u64)
+                    .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn delete_generation(
+        &self,
+        user_id: &UserId,
+        binding_id: &BindingId,
+        generation: u32,
+    ) -> Result<u64, StoreError> {
+        let (u, b, g) = (
+            user_id.as_str().to_owned(),
+            binding_id.as_str().to_owned(),
+            i64::from(generation),
+        );
+        self.engine
+            .write(move |tx| {
+                tx.conn
+                    .prepare_cached(DELETE_CARD_DATA_GENERATION)
                     .and_then(|mut s| s.execute(params![b, g, u]))
                     .map(|n| n as u64)
                     .map_err(db_err)

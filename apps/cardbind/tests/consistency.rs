@@ -364,6 +364,14 @@ impl cardbind_ports::store::CardDataStore for FailingPuts {
     ) -> Result<u64, cardbind_ports::StoreError> {
         cardbind_ports::store::CardDataStore::delete(self.inner.as_ref(), u, b, keep).await
     }
+    async fn delete_generation(
+        &self,
+        u: &UserId,
+        b: &BindingId,
+        g: u32,
+    ) -> Result<u64, cardbind_ports::StoreError> {
+        self.inner.delete_generation(u, b, g).await
+    }
 }
 
 /// The store fails after the card was placed in the wallet: the client's

@@ -225,6 +225,7 @@ impl UseCases {
             channel_name: &b.channel,
             channel,
             request: &request,
+            generation: b.data_generation,
         };
         self.start_at_channel(ctx, start, Some(after)).await
     }

@@ -6,8 +6,7 @@
 //! alone, such an agreement would stay live at the channel with nothing
 //! here to use or end it; so it is ended at the channel, its reference let
 //! go, and the service's chain records it (`binding.unwanted_signing`;
-//! outcome `channel_unavailable` when the channel could not be asked or
-//! could not end it).
+//! outcome `channel_unavailable` when the channel could not end it).
 
 use cardbind_domain::{BindingId, ChannelName, UserId};
 use cardbind_ports::audit::AuditAction;

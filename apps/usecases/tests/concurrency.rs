@@ -314,6 +314,153 @@ async fn a_stopped_bind_is_taken_over_by_one_request_whose_consent_is_recorded()
     );
 }
 
+/// The request that takes a stopped bind over stores the card's data as
+/// it sent it (under a generation of its own, the stopped request's data
+/// deleted), so that a retry from review sends what this request
+/// consented to; and the stopped request's late answer, were it still
+/// running, would not be taken for this one's.
+#[tokio::test]
+async fn a_bind_taken_over_keeps_the_data_of_the_request_that_took_it() {
+    use cardbind_ports::store::CardDataStore;
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.gate.lock().unwrap().replace(gate.clone());
+    let keyed = |key: &str, phone: &str| {
+        let mut c = bind_cmd("tak", &visa(407), w.now());
+        c.bind_key = Some(key.to_owned());
+        c.details.phone = cardbind_domain::Phone::parse(phone).unwrap();
+        c
+    };
+    let uc = w.uc.clone();
+    let cmd = keyed("k-1", "13800138000");
+    let stopped = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    until_called(&w.channel.starts).await;
+    // The process stops while the channel is asked.
+    stopped.abort();
+    let _ = stopped.await;
+    w.channel.gate.lock().unwrap().take();
+    let before = w
+        .store
+        .load(&user("tak"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wallet
+        .bindings()[0]
+        .clone();
+    assert!(before.awaits_channel_answer());
+    let first_generation = before.data_generation;
+    assert!(
+        CardDataStore::get(&w.store, &user("tak"), &before.id, first_generation)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    w.clock.advance(Policy::default().resume_after_seconds);
+    let v =
+        w.uc.bind_card(&backend(), keyed("k-2", "13900139000"))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(v.id, before.id);
+    assert_eq!(v.status, BindingStatus::Active);
+    assert_ne!(v.data_generation, first_generation);
+    assert!(
+        CardDataStore::get(&w.store, &user("tak"), &v.id, first_generation)
+            .await
+            .unwrap()
+            .is_none(),
+        "the stopped request's data is gone"
+    );
+    assert!(
+        CardDataStore::get(&w.store, &user("tak"), &v.id, v.data_generation)
+            .await
+            .unwrap()
+            .is_some(),
+        "the taking request's data is stored"
+    );
+}
+
+/// A bind's channel answers after its card was unbound and bound again
+/// (the new bind now waits for its own answer): the late answer is not
+/// taken for the new bind's, and its agreement is ended.
+#[tokio::test]
+async fn a_late_answer_of_an_earlier_bind_is_not_taken_for_the_card_bound_again() {
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.gate.lock().unwrap().replace(gate.clone());
+    let spawn_bind = || {
+        let uc = w.uc.clone();
+        let cmd = bind_cmd("lat", &visa(408), w.now());
+        tokio::spawn(async move { uc.bind_card(&backend(), cmd).await })
+    };
+    let first = spawn_bind();
+    until_called(&w.channel.starts).await;
+    let id = w
+        .store
+        .load(&user("lat"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wallet
+        .bindings()[0]
+        .id
+        .clone();
+    w.uc.unbind(&backend(), &user("lat"), &id, None)
+        .await
+        .unwrap();
+    // The card is bound again: the new bind holds at storing the card's
+    // data, after its card was placed, before it asks the channel.
+    let put_gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.card_data
+        .put_gate
+        .lock()
+        .unwrap()
+        .replace(put_gate.clone());
+    let second = spawn_bind();
+    while w.card_data.puts.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The first bind's channel answers now.
+    w.channel.gate.lock().unwrap().take();
+    gate.add_permits(1);
+    let _ = first.await.unwrap();
+    let now =
+        w.uc.get_card(&backend(), &user("lat"), &id)
+            .await
+            .unwrap()
+            .own()
+            .cloned()
+            .unwrap()
+            .binding;
+    assert!(
+        now.awaits_channel_answer(),
+        "the late answer was taken for the new bind's: {:?} {:?}",
+        now.status,
+        now.channel_ref
+    );
+    assert_eq!(
+        w.channel.unbinds.load(Ordering::SeqCst),
+        1,
+        "the earlier bind's agreement is ended"
+    );
+    w.card_data.put_gate.lock().unwrap().take();
+    put_gate.add_permits(1);
+    let v = second.await.unwrap().unwrap().binding;
+    assert_eq!(v.status, BindingStatus::Active);
+    assert_eq!(
+        v.channel_ref,
+        Some(format!("ref-{id}-2")),
+        "the card holds its own bind's agreement"
+    );
+    assert_eq!(v.consent().unwrap().agreement_id, v.channel_ref);
+    assert_eq!(w.channel.unbinds.load(Ordering::SeqCst), 1);
+    assert_eq!(unwanted_signings(&w).await.len(), 1);
+}
+
 #[tokio::test]
 async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() {
     let w = world(Policy::default());

@@ -46,6 +46,18 @@ pub trait CardDataStore: Send + Sync {
         binding: &BindingId,
         keep: Option<u32>,
     ) -> Result<u64, StoreError>;
+
+    /// Deletes the one generation `generation` of the binding's data (what
+    /// a bind stored for a card it then found unbound, failed or erased),
+    /// leaving every other generation as it is: a bind of the card again
+    /// may be storing its own at the same moment. Returns how many (0 or
+    /// 1). Deleting what is not there is not an error.
+    async fn delete_generation(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 /// The binding a channel's own reference names.

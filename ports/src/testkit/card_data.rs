@@ -104,6 +104,36 @@ pub async fn owner_is_known_while_data_is_stored<F: StoreFactory + ?Sized>(f: &F
     );
 }
 
+pub async fn one_generation_is_deleted_alone<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let b = binding_id("card-7");
+    let n = user_id("ola");
+    for g in [11, 12] {
+        s.card_data
+            .put(&data("ola", "card-7", g, g as u8))
+            .await
+            .unwrap();
+    }
+    // Another user's id, or a generation not stored, deletes nothing.
+    assert_eq!(
+        s.card_data
+            .delete_generation(&user_id("eve"), &b, 11)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.card_data.delete_generation(&n, &b, 13).await.unwrap(), 0);
+    assert_eq!(s.card_data.delete_generation(&n, &b, 11).await.unwrap(), 1);
+    assert_eq!(s.card_data.get(&n, &b, 11).await.unwrap(), None);
+    assert!(
+        s.card_data.get(&n, &b, 12).await.unwrap().is_some(),
+        "the other generation stays"
+    );
+    assert_eq!(s.card_data.delete_generation(&n, &b, 11).await.unwrap(), 0);
+    assert_eq!(s.card_data.delete_generation(&n, &b, 12).await.unwrap(), 1);
+    assert_eq!(s.card_data.owner(&b).await.unwrap(), None);
+}
+
 pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     let (alipay, wechat) = (channel("alipay"), channel("wechat"));

@@ -148,6 +148,7 @@ macro_rules! contract_suite {
             put_and_get_round_trip,
             one_generation_is_stored_once,
             owner_is_known_while_data_is_stored,
+            one_generation_is_deleted_alone,
             channel_refs_find_their_first_target,
         }
         $crate::__contract_module! { {$(#[$attr])*} $factory; idempotency:

@@ -275,8 +275,11 @@ impl ChannelsConfig {
         if r.timeout_ms == 0 {
             return bad("channels.resilience.timeout_ms", "must be positive");
         }
-        if r.deadline_ms == 0 {
-            return bad("channels.resilience.deadline_ms", "must be positive");
+        if r.deadline_ms == 0 || r.deadline_ms > MAX_DEADLINE_MS {
+            return bad(
+                "channels.resilience.deadline_ms",
+                "must be positive and at most 25000: a bind still asking its channel after 30 s may be taken over by another request",
+            );
         }
         if r.backoff_min_ms > r.backoff_max_ms {
             return bad(
@@ -321,6 +324,12 @@ impl CardAcceptConfig {
         })
     }
 }
+
+/// The longest a channel operation may take: a bind left waiting for its
+/// channel's answer 30 s (`resume_after_seconds`) may be taken over by
+/// another request, so a bind's own channel call, with the store's writes
+/// around it, must end well before.
+pub const MAX_DEADLINE_MS: u64 = 25_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -239,6 +239,11 @@ mod tests {
         c.channels.resilience.deadline_ms = 0;
         let e = c.validate().unwrap_err();
         assert!(e.0.starts_with("channels.resilience.deadline_ms:"), "{e}");
+        c.channels.resilience.deadline_ms = 25_001;
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("channels.resilience.deadline_ms:"), "{e}");
+        c.channels.resilience.deadline_ms = 25_000;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub(crate) struct Start<'a> {
     pub channel_name: &'a ChannelName,
     pub channel: Arc<dyn PaymentChannel>,
     pub request: &'a ChannelBindRequest,
+    /// The generation of the card's sealed data this start sends.
+    pub generation: u32,
 }
 
 impl UseCases {
@@ -252,12 +254,18 @@ impl UseCases {
             phone: cmd.details.phone.clone(),
             currency: facts_currency,
         };
+        let generation = known
+            .wallet
+            .get(&id)
+            .map_err(|_| Internal::new("a reserved card is not in its wallet"))?
+            .data_generation;
         let start = Start {
             user: &cmd.user,
             id: &id,
             channel_name: &channel_name,
             channel,
             request: &request,
+            generation,
         };
         self.start_at_channel(ctx, start, Some(known)).await
     }
@@ -430,22 +438,39 @@ impl UseCases {
                     let own = self
                         .may_resume(&loaded, &id, channel, cmd.bind_key.as_deref(), now)
                         .map_err(Raced::fail)?;
-                    if own {
-                        return Ok((id, true, loaded));
-                    }
-                    // Another request takes the bind over: its consent is
-                    // recorded, and the write (checked against the wallet
-                    // read) lets one request resume it, not every one that
-                    // read it waiting.
+                    // The request that placed it resumes it; another takes
+                    // it over (its consent recorded, its data stored anew).
+                    // Either way the card is written, checked against the
+                    // wallet read, so that of the requests that read it
+                    // waiting one goes on to the channel, not each.
+                    let (consent, how) = if own {
+                        let consent = wallet
+                            .get(&id)
+                            .ok()
+                            .and_then(|b| b.consent().cloned())
+                            .unwrap_or_else(|| card.consent.clone());
+                        (consent, "resumed by a retry of the request that placed it")
+                    } else {
+                        (
+                            card.consent.clone(),
+                            "takes over the bind left waiting for its channel's answer",
+                        )
+                    };
                     wallet
                         .change::<_, _, cardbind_domain::StateRefusal>(&id, |b| {
-                            b.take_over(card.clone(), now)
+                            if own {
+                                b.resume(now)
+                            } else {
+                                b.take_over(card.clone(), now)
+                            }
                         })
-                        .map_err(|_| Raced::fail(Internal::new("a card to resume cannot be taken over")))?;
+                        .map_err(|_| {
+                            Raced::fail(Internal::new("a card to resume cannot be resumed"))
+                        })?;
                     let e = bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingRebind)
                         .detail(format!(
-                            "-> pending_verification; {}; takes over the bind left waiting for its channel's answer",
-                            consent_detail(&card.consent)
+                            "-> pending_verification; {}; {how}",
+                            consent_detail(&consent)
                         ))
                         .build();
                     let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
@@ -496,6 +521,14 @@ impl UseCases {
                 // A concurrent resume of the same bind stored it.
                 Ok(()) | Err(StoreError::Duplicate) => {}
                 Err(e) => return Err(e.into()),
+            }
+            if resumed {
+                // A bind taken over leaves the data the stopped request
+                // stored under its own generation.
+                self.ports
+                    .card_data
+                    .delete(&cmd.user, &id, Some(generation))
+                    .await?;
             }
         }
         Ok((id, loaded))

@@ -20,6 +20,7 @@ impl UseCases {
             channel_name,
             channel,
             request,
+            generation,
         } = start;
         let (outcome, review_reason) =
             start_outcome(id, channel.start_binding(request).await, &request.phone);
@@ -41,13 +42,22 @@ impl UseCases {
         }
         let (status, after) = self
             .change_wallet::<_, E>(ctx, user, known, |w, now| {
-                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
+                apply_start(
+                    ctx,
+                    w,
+                    id,
+                    generation,
+                    outcome.clone(),
+                    review_reason.as_deref(),
+                    now,
+                )
             })
             .await?;
         if status.is_none() {
             self.end_agreement_of_a_card_gone(ctx, &after.wallet, id, channel_name, &outcome)
                 .await;
-            self.drop_data_of_a_card_gone(user, &after.wallet, id).await;
+            self.drop_data_of_a_card_gone(user, &after.wallet, id, generation)
+                .await;
         }
         match status {
             Some(BindingStatus::PendingReview) => {
@@ -109,16 +119,29 @@ impl UseCases {
     /// The card no longer waits for this bind's answer: it was unbound,
     /// failed or its user erased meanwhile, perhaps before this bind stored
     /// the card's data (which the unbind or erasure then could not delete,
-    /// and nothing else would). Every generation of its data goes but the
-    /// one a live card holds (bound again meanwhile, or this bind's answer
-    /// stored by a concurrent resume of it).
-    async fn drop_data_of_a_card_gone(&self, user: &UserId, w: &Wallet, id: &BindingId) {
-        let keep = w
-            .get(id)
-            .ok()
-            .filter(|b| b.status.keeps_card_data())
-            .map(|b| b.data_generation);
-        if let Err(e) = self.ports.card_data.delete(user, id, keep).await {
+    /// and nothing else would). This bind's generation of the data goes,
+    /// unless the card holds it live (a concurrent resume of this bind
+    /// stored its answer); no other generation is touched: a bind of the
+    /// card again may be storing its own at this moment, after the wallet
+    /// `w` was read.
+    async fn drop_data_of_a_card_gone(
+        &self,
+        user: &UserId,
+        w: &Wallet,
+        id: &BindingId,
+        generation: u32,
+    ) {
+        if w.get(id)
+            .is_ok_and(|b| b.status.keeps_card_data() && b.data_generation == generation)
+        {
+            return;
+        }
+        if let Err(e) = self
+            .ports
+            .card_data
+            .delete_generation(user, id, generation)
+            .await
+        {
             tracing::warn!(binding = %id, error = %e, "card data of a card gone not deleted yet");
         }
     }
@@ -211,12 +234,16 @@ fn short(e: &ChannelError) -> &'static str {
     }
 }
 
-/// Writes the channel's answer to a card still waiting for it. A card that
-/// moved on meanwhile (a notification came first) keeps its state.
+/// Writes the channel's answer to a card still waiting for it, from the
+/// bind that asked (its data `generation`). A card that moved on meanwhile
+/// (a notification came first), or that waits for another bind's answer
+/// (unbound and bound again, or taken over, while this one asked), keeps
+/// its state.
 fn apply_start<E>(
     ctx: &RequestContext,
     w: &mut Wallet,
     id: &BindingId,
+    generation: u32,
     outcome: StartOutcome,
     review_reason: Option<&str>,
     now: Timestamp,
@@ -225,7 +252,7 @@ where
     E: From<Internal>,
 {
     let from = match w.get(id) {
-        Ok(b) if b.awaits_channel_answer() => b.status,
+        Ok(b) if b.awaits_channel_answer() && b.data_generation == generation => b.status,
         Ok(_) => return crate::tx::Decided::new(Ok(None), Vec::new()),
         Err(_) => {
             return crate::tx::Decided::new(

@@ -475,6 +475,14 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
     ) -> Result<u64, cardbind_ports::StoreError> {
         cardbind_ports::store::CardDataStore::delete(&self.inner, u, b, k).await
     }
+    async fn delete_generation(
+        &self,
+        u: &UserId,
+        b: &BindingId,
+        g: u32,
+    ) -> Result<u64, cardbind_ports::StoreError> {
+        self.inner.delete_generation(u, b, g).await
+    }
 }
 
 pub struct World {

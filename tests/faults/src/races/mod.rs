@@ -177,7 +177,11 @@ impl Target {
             set("channels.resilience.max_retries", 0),
         ];
         if self.known.has("channels.resilience.deadline_ms") {
-            sets.push(set("channels.resilience.deadline_ms", ms + 10_000));
+            // (At most the largest deadline the service takes.)
+            sets.push(set(
+                "channels.resilience.deadline_ms",
+                (ms + 10_000).min(25_000),
+            ));
         }
         if self.known.has("channels.mock.slow_ms") {
             sets.push(set("channels.mock.slow_ms", ms));
