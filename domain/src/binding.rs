@@ -355,8 +355,13 @@ impl Binding {
     /// details are the new request's, and so is the generation of its
     /// sealed data: the channel is asked with what this request sent, and
     /// a retry from review must send the same.
-    pub fn take_over(&mut self, card: CardToBind, now: Timestamp) -> Result<(), Clash> {
-        self.resume(now)?;
+    pub fn take_over(
+        &mut self,
+        card: CardToBind,
+        now: Timestamp,
+        policy: &VerificationPolicy,
+    ) -> Result<(), Clash> {
+        self.resume(now, policy)?;
         self.0.card = card.card;
         self.push_consent(card.consent);
         self.0.bind_key = card.bind_key;
@@ -366,14 +371,18 @@ impl Binding {
 
     /// The request that placed this bind, retried after it stopped before
     /// its channel answered, resumes it: the card is touched, so that no
-    /// other request takes it over while this one runs.
-    pub fn resume(&mut self, now: Timestamp) -> Result<(), Clash> {
+    /// other request takes it over while this one runs, and its
+    /// verification window starts again (the channel is asked now; the
+    /// stopped attempt may be older than the window).
+    pub fn resume(&mut self, now: Timestamp, policy: &VerificationPolicy) -> Result<(), Clash> {
         if !self.awaits_channel_answer() {
             return Err(Clash::transition(
                 "only a bind waiting for its channel's answer can be resumed",
             ));
         }
         self.0.updated_at = now;
+        self.0.otp_attempts = 0;
+        self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
         Ok(())
     }
 
@@ -699,9 +708,15 @@ mod tests {
             bind_key: Some(key.to_owned()),
         };
         let taking = card("k2");
-        b.take_over(taking, later).unwrap();
+        let policy = VerificationPolicy::default();
+        b.take_over(taking, later, &policy).unwrap();
         assert_eq!(b.bind_key.as_deref(), Some("k2"));
         assert_eq!(b.updated_at, later, "touched: no third request takes it");
+        assert_eq!(
+            b.verification_expires_at,
+            Some(later.plus_seconds(policy.window_seconds)),
+            "the window starts again"
+        );
         assert_eq!(b.consents.len(), 2, "both consents kept");
         assert_eq!(b.data_generation, 9, "the taking request's data");
         assert!(b.awaits_channel_answer());
@@ -712,7 +727,7 @@ mod tests {
             later,
         )
         .unwrap();
-        let e = b.take_over(card("k3"), later).unwrap_err();
+        let e = b.take_over(card("k3"), later, &policy).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidStateTransition);
         assert_eq!(b.bind_key.as_deref(), Some("k2"));
     }

@@ -50,6 +50,10 @@ actions! {
     /// A card bound again on its old record, or a bind left waiting for
     /// its channel's answer taken over by another request (its consent).
     BindingRebind = "binding.rebind",
+    /// A bind left waiting for its channel's answer, resumed by a retry of
+    /// the request that placed it (no new consent: that bind's
+    /// `binding.create` or `binding.rebind` holds it).
+    BindingResume = "binding.resume",
     /// The channel's answer to the start of a binding.
     BindingChannelStart = "binding.channel_start",
     /// An OTP check.

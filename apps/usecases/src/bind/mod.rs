@@ -443,36 +443,27 @@ impl UseCases {
                     // Either way the card is written, checked against the
                     // wallet read, so that of the requests that read it
                     // waiting one goes on to the channel, not each.
-                    let (consent, how) = if own {
-                        let consent = wallet
-                            .get(&id)
-                            .ok()
-                            .and_then(|b| b.consent().cloned())
-                            .unwrap_or_else(|| card.consent.clone());
-                        (consent, "resumed by a retry of the request that placed it")
-                    } else {
-                        (
-                            card.consent.clone(),
-                            "takes over the bind left waiting for its channel's answer",
-                        )
-                    };
                     wallet
                         .change::<_, _, cardbind_domain::StateRefusal>(&id, |b| {
                             if own {
-                                b.resume(now)
+                                b.resume(now, &self.policy.verification)
                             } else {
-                                b.take_over(card.clone(), now)
+                                b.take_over(card.clone(), now, &self.policy.verification)
                             }
                         })
-                        .map_err(|_| {
-                            Raced::fail(Internal::new("a card to resume cannot be resumed"))
-                        })?;
-                    let e = bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingRebind)
-                        .detail(format!(
-                            "-> pending_verification; {}; {how}",
-                            consent_detail(&consent)
-                        ))
-                        .build();
+                        .map_err(|_| Raced::fail(Internal::new("a card to resume cannot be resumed")))?;
+                    let e = if own {
+                        bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingResume)
+                            .detail("-> pending_verification; resumed by a retry of the request that placed it")
+                    } else {
+                        bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingRebind).detail(
+                            format!(
+                                "-> pending_verification; {}; takes over the bind left waiting for its channel's answer",
+                                consent_detail(&card.consent)
+                            ),
+                        )
+                    }
+                    .build();
                     let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
                     return Ok((id, true, Loaded { wallet, head }));
                 }
@@ -522,13 +513,18 @@ impl UseCases {
                 Ok(()) | Err(StoreError::Duplicate) => {}
                 Err(e) => return Err(e.into()),
             }
-            if resumed {
-                // A bind taken over leaves the data the stopped request
-                // stored under its own generation.
-                self.ports
-                    .card_data
-                    .delete(&cmd.user, &id, Some(generation))
-                    .await?;
+        }
+        if resumed {
+            // A bind taken over leaves the data the stopped request stored
+            // under its own generation (best effort: what stays goes with
+            // the card's next unbind or erasure).
+            if let Err(e) = self
+                .ports
+                .card_data
+                .delete(&cmd.user, &id, Some(generation))
+                .await
+            {
+                tracing::warn!(binding = %id, error = %e, "a stopped bind's card data not deleted yet");
             }
         }
         Ok((id, loaded))

@@ -42,15 +42,7 @@ impl UseCases {
         }
         let (status, after) = self
             .change_wallet::<_, E>(ctx, user, known, |w, now| {
-                apply_start(
-                    ctx,
-                    w,
-                    id,
-                    generation,
-                    outcome.clone(),
-                    review_reason.as_deref(),
-                    now,
-                )
+                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
             })
             .await?;
         if status.is_none() {
@@ -234,16 +226,19 @@ fn short(e: &ChannelError) -> &'static str {
     }
 }
 
-/// Writes the channel's answer to a card still waiting for it, from the
-/// bind that asked (its data `generation`). A card that moved on meanwhile
-/// (a notification came first), or that waits for another bind's answer
-/// (unbound and bound again, or taken over, while this one asked), keeps
-/// its state.
+/// Writes the channel's answer to a card still waiting for one. A card
+/// that moved on meanwhile (a notification came first) keeps its state.
+///
+/// The answer is written even when the card now waits for another bind of
+/// it (unbound and bound again, or taken over, while this one asked): our
+/// channels name an agreement after the binding id, so both binds ask for
+/// the same agreement, and ending this answer's agreement would end the one
+/// the waiting bind is about to hold. The waiting bind's own answer then
+/// finds the card holding it, and leaves it alone.
 fn apply_start<E>(
     ctx: &RequestContext,
     w: &mut Wallet,
     id: &BindingId,
-    generation: u32,
     outcome: StartOutcome,
     review_reason: Option<&str>,
     now: Timestamp,
@@ -252,7 +247,7 @@ where
     E: From<Internal>,
 {
     let from = match w.get(id) {
-        Ok(b) if b.awaits_channel_answer() && b.data_generation == generation => b.status,
+        Ok(b) if b.awaits_channel_answer() => b.status,
         Ok(_) => return crate::tx::Decided::new(Ok(None), Vec::new()),
         Err(_) => {
             return crate::tx::Decided::new(

@@ -236,7 +236,7 @@ impl UseCases {
             .map_err(|_| Internal::new("a shared card is not in its wallet"))?
             .clone();
         let received = self.offer(ctx, &form.user, &share, &card).await?;
-        if received == Received::New {
+        if received != Received::Full {
             // The share may have been revoked (or its card unbound, its
             // primary erased) between the two writes: that revoke found no
             // invitation to end. It wrote the primary's wallet before
