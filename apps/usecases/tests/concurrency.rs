@@ -270,11 +270,8 @@ async fn a_stopped_bind_is_taken_over_by_one_request_whose_consent_is_recorded()
         .unwrap_err();
     w.clock.advance(Policy::default().resume_after_seconds);
 
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    w.channel.gate.lock().unwrap().replace(gate.clone());
-    let uc = w.uc.clone();
-    let cmd = keyed("k-2", "2026-02");
-    let second = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    let gate = w.channel.hold_starts();
+    let second = bind_in_background(&w, keyed("k-2", "2026-02"));
     until_called(&w.channel.starts).await;
     let third = tokio::time::timeout(
         std::time::Duration::from_secs(2),
@@ -339,17 +336,14 @@ async fn a_bind_taken_over_keeps_the_data_of_the_request_that_took_it() {
     use cardbind_ports::store::CardDataStore;
     let w = world(Policy::default());
     w.channel.always(Script::Bound);
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    w.channel.gate.lock().unwrap().replace(gate.clone());
+    let _held = w.channel.hold_starts();
     let keyed = |key: &str, phone: &str| {
         let mut c = bind_cmd("tak", &visa(407), w.now());
         c.bind_key = Some(key.to_owned());
         c.details.phone = cardbind_domain::Phone::parse(phone).unwrap();
         c
     };
-    let uc = w.uc.clone();
-    let cmd = keyed("k-1", "13800138000");
-    let stopped = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    let stopped = bind_in_background(&w, keyed("k-1", "13800138000"));
     until_called(&w.channel.starts).await;
     // The process stops while the channel is asked.
     stopped.abort();
@@ -409,13 +403,8 @@ async fn a_bind_taken_over_keeps_the_data_of_the_request_that_took_it() {
 async fn a_late_answer_of_an_earlier_bind_leaves_the_card_bound_again_on_one_agreement() {
     let w = world(unlimited());
     w.channel.always(Script::Bound);
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    w.channel.gate.lock().unwrap().replace(gate.clone());
-    let spawn_bind = || {
-        let uc = w.uc.clone();
-        let cmd = bind_cmd("lat", &visa(408), w.now());
-        tokio::spawn(async move { uc.bind_card(&backend(), cmd).await })
-    };
+    let gate = w.channel.hold_starts();
+    let spawn_bind = || bind_in_background(&w, bind_cmd("lat", &visa(408), w.now()));
     let first = spawn_bind();
     until_called(&w.channel.starts).await;
     let id = w
@@ -499,9 +488,7 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
         .lock()
         .unwrap()
         .replace(Arc::new(tokio::sync::Semaphore::new(0)));
-    let uc = w.uc.clone();
-    let cmd = bind_cmd("gap", &visa(500), w.now());
-    let stuck = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    let stuck = bind_in_background(&w, bind_cmd("gap", &visa(500), w.now()));
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     stuck.abort();
     w.channel.gate.lock().unwrap().take();
@@ -527,11 +514,8 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
 async fn an_agreement_made_for_a_card_unbound_while_its_channel_was_asked_is_ended() {
     let w = world(Policy::default());
     w.channel.always(Script::Bound);
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    w.channel.gate.lock().unwrap().replace(gate.clone());
-    let uc = w.uc.clone();
-    let cmd = bind_cmd("una", &visa(510), w.now());
-    let binding = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    let gate = w.channel.hold_starts();
+    let binding = bind_in_background(&w, bind_cmd("una", &visa(510), w.now()));
     until_called(&w.channel.starts).await;
     // The channel is being asked; the user unbinds the card, which has no
     // agreement yet to end.
@@ -568,9 +552,7 @@ async fn a_card_waiting_for_its_channel_is_not_resumed_through_another() {
         .lock()
         .unwrap()
         .replace(Arc::new(tokio::sync::Semaphore::new(0)));
-    let uc = w.uc.clone();
-    let cmd = bind_cmd("vic", &visa(520), w.now());
-    let stuck = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    let stuck = bind_in_background(&w, bind_cmd("vic", &visa(520), w.now()));
     until_called(&w.channel.starts).await;
     stuck.abort();
     w.channel.gate.lock().unwrap().take();
@@ -701,9 +683,7 @@ async fn a_bind_racing_the_erasure_of_its_user_leaves_no_card_data() {
     w.channel.always(Script::Bound);
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     w.card_data.put_gate.lock().unwrap().replace(gate.clone());
-    let uc = w.uc.clone();
-    let cmd = bind_cmd("erased", &visa(404), w.now());
-    let bind = tokio::spawn(async move { uc.bind_card(&backend(), cmd).await });
+    let bind = bind_in_background(&w, bind_cmd("erased", &visa(404), w.now()));
     until_called(&w.card_data.puts).await;
     let placed = w
         .store

@@ -216,6 +216,14 @@ impl ScriptChannel {
         })
     }
 
+    /// Holds every start (counted first) until the returned gate has a
+    /// permit for it.
+    pub fn hold_starts(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.gate.lock().unwrap().replace(gate.clone());
+        gate
+    }
+
     pub fn always(&self, s: Script) {
         *self.default_start.lock().unwrap() = s;
     }
@@ -739,4 +747,14 @@ pub async fn until_called(counter: &std::sync::atomic::AtomicU64) {
     while counter.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// Runs `cmd` as a bind of its own (a request of another client).
+pub fn bind_in_background(
+    w: &World,
+    cmd: BindCard,
+) -> tokio::task::JoinHandle<Result<cardbind_usecases::CardView, cardbind_usecases::bind::BindError>>
+{
+    let uc = w.uc.clone();
+    tokio::spawn(async move { uc.bind_card(&backend(), cmd).await })
 }
