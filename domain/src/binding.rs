@@ -285,6 +285,13 @@ impl Binding {
             && self.0.next_action.is_none()
     }
 
+    /// A fresh verification window from `now`, no code tried yet: the
+    /// channel is asked (again) now.
+    fn open_window(&mut self, now: Timestamp, policy: &VerificationPolicy) {
+        self.0.otp_attempts = 0;
+        self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
+    }
+
     /// Records a consent, keeping the newest [`CONSENTS_KEPT`] (the audit
     /// log keeps every one).
     fn push_consent(&mut self, consent: ConsentRecord) {
@@ -339,8 +346,7 @@ impl Binding {
         self.0.bind_key = card.bind_key;
         self.0.channel_ref = None;
         self.0.failure = None;
-        self.0.otp_attempts = 0;
-        self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
+        self.open_window(now, policy);
         self.0.activated_at = None;
         self.0.data_generation = card.generation;
         Ok(())
@@ -381,8 +387,7 @@ impl Binding {
             ));
         }
         self.0.updated_at = now;
-        self.0.otp_attempts = 0;
-        self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
+        self.open_window(now, policy);
         Ok(())
     }
 
@@ -413,8 +418,7 @@ impl Binding {
         self.ensure_in_review()?;
         self.go(BindingStatus::PendingVerification, now)?;
         self.0.channel_ref = None;
-        self.0.otp_attempts = 0;
-        self.0.verification_expires_at = Some(now.plus_seconds(policy.window_seconds));
+        self.open_window(now, policy);
         Ok(())
     }
 
