@@ -240,7 +240,7 @@ impl UseCases {
             }
         }
         let facts_currency = facts.as_ref().and_then(|f| f.currency);
-        let (id, known) = self
+        let (id, generation, known) = self
             .reserve(ctx, &cmd, &channel_name, &fingerprint, facts, first)
             .await?;
         let request = ChannelBindRequest {
@@ -254,11 +254,6 @@ impl UseCases {
             phone: cmd.details.phone.clone(),
             currency: facts_currency,
         };
-        let generation = known
-            .wallet
-            .get(&id)
-            .map_err(|_| Internal::new("a reserved card is not in its wallet"))?
-            .data_generation;
         let start = Start {
             user: &cmd.user,
             id: &id,
@@ -352,7 +347,8 @@ impl UseCases {
 
     /// Places the card in its user's wallet as `pending_verification`
     /// (steps 2–4), or finds the earlier bind of it to resume; then stores
-    /// its sealed data.
+    /// its sealed data. Returns the card, the generation of its data and
+    /// the wallet as written.
     async fn reserve(
         &self,
         ctx: &RequestContext,
@@ -361,7 +357,7 @@ impl UseCases {
         fingerprint: &Fingerprint,
         facts: Option<cardbind_domain::BinInfo>,
         first: Loaded,
-    ) -> Result<(BindingId, Loaded), BindError> {
+    ) -> Result<(BindingId, u32, Loaded), BindError> {
         let now = self.now();
         let consent = cmd.consent.clone().accept(channel.clone(), now)?;
         let card = CardToBind {
@@ -527,7 +523,7 @@ impl UseCases {
                 tracing::warn!(binding = %id, error = %e, "a stopped bind's card data not deleted yet");
             }
         }
-        Ok((id, loaded))
+        Ok((id, generation, loaded))
     }
 
     /// An earlier bind of this card whose channel answer was never stored:
