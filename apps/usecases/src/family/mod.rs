@@ -148,6 +148,15 @@ fn bad_secondary() -> Invalid {
     )
 }
 
+/// `share_limit_reached`: the other user holds as many open shares as
+/// allowed.
+fn secondary_full() -> Declined {
+    Declined::new(
+        UnprocessableCode::ShareLimitReached,
+        "that user holds as many open shares as allowed",
+    )
+}
+
 fn shared_card_not_active() -> cardbind_domain::Clash {
     cardbind_domain::Clash::transition(
         "the shared card is not active at the moment (its holder's card is frozen)",
@@ -180,10 +189,7 @@ impl UseCases {
         if !again && secondary != form.user {
             let theirs = self.load(&secondary).await?;
             if theirs.wallet.open_shared_in(now) >= family::MAX_OPEN_SHARED_IN {
-                let refusal = Declined::new(
-                    UnprocessableCode::ShareLimitReached,
-                    "that user holds as many open shares as allowed",
-                );
+                let refusal = secondary_full();
                 self.audit_refused_share(ctx, &form.user, &form.card, refusal.code)
                     .await;
                 return Err(refusal.into());
@@ -235,57 +241,55 @@ impl UseCases {
             .get(&share.card)
             .map_err(|_| Internal::new("a shared card is not in its wallet"))?
             .clone();
-        let received = self.offer(ctx, &form.user, &share, &card).await?;
-        if received != Received::Full {
-            // The share may have been revoked (or its card unbound, its
-            // primary erased) between the two writes: that revoke found no
-            // invitation to end. It wrote the primary's wallet before
-            // looking at the secondary's, and this invitation is written
-            // before the primary's is read again, so one of the two sees
-            // the other.
-            let now_primary = self.load(&form.user).await?;
-            if now_primary
-                .wallet
-                .share(&share.id)
-                .is_none_or(|s| s.revoked_at.is_some())
-            {
-                self.end_mirror(
-                    ctx,
-                    &share.secondary,
-                    &share.id,
-                    "revoked while it was offered",
-                )
-                .await?;
-                return Err(family::share_ended("this share ended while it was made").into());
-            }
-        }
-        if received == Received::Full {
-            // Other shares reached the secondary between the check above
-            // and this write: the share, made but never received, ends in
-            // the primary's wallet (its `share.revoke` comes with the
-            // commit), and the refusal is audited with it.
-            let refusal = Declined::new(
-                UnprocessableCode::ShareLimitReached,
-                "that user holds as many open shares as allowed",
-            );
-            self.change_wallet::<_, ShareError>(ctx, &form.user, None, |w, now| {
-                let by = format!("{} (share limit reached)", ctx.actor.subject);
-                // Once: a concurrent attempt of the same request may have
-                // ended it already.
-                if w.revoke_share(&share.id, now, &by) != Ok(true) {
-                    return Decided::new(Ok(()), Vec::new());
+        match self.offer(ctx, &form.user, &share, &card).await? {
+            Received::New | Received::Again => {
+                // The share may have been revoked (or its card unbound, its
+                // primary erased) between the two writes: that revoke found
+                // no invitation to end. It wrote the primary's wallet before
+                // looking at the secondary's, and this invitation is written
+                // before the primary's is read again, so one of the two sees
+                // the other.
+                let now_primary = self.load(&form.user).await?;
+                if now_primary
+                    .wallet
+                    .share(&share.id)
+                    .is_none_or(|s| s.revoked_at.is_some())
+                {
+                    self.end_mirror(
+                        ctx,
+                        &share.secondary,
+                        &share.id,
+                        "revoked while it was offered",
+                    )
+                    .await?;
+                    return Err(family::share_ended("this share ended while it was made").into());
                 }
-                let e = ctx
-                    .event(now, AuditAction::ShareCreate)
-                    .user(&form.user)
-                    .binding(&form.card)
-                    .refused(refusal.code)
-                    .detail(format!("share {}: {}", share.id, refusal.message))
-                    .build();
-                Decided::new(Ok(()), vec![e])
-            })
-            .await?;
-            return Err(refusal.into());
+            }
+            Received::Full => {
+                // Other shares reached the secondary between the check above
+                // and this write: the share, made but never received, ends
+                // in the primary's wallet (its `share.revoke` comes with the
+                // commit), and the refusal is audited with it.
+                let refusal = secondary_full();
+                self.change_wallet::<_, ShareError>(ctx, &form.user, None, |w, now| {
+                    let by = format!("{} (share limit reached)", ctx.actor.subject);
+                    // Once: a concurrent attempt of the same request may
+                    // have ended it already.
+                    if w.revoke_share(&share.id, now, &by) != Ok(true) {
+                        return Decided::new(Ok(()), Vec::new());
+                    }
+                    let e = ctx
+                        .event(now, AuditAction::ShareCreate)
+                        .user(&form.user)
+                        .binding(&form.card)
+                        .refused(refusal.code)
+                        .detail(format!("share {}: {}", share.id, refusal.message))
+                        .build();
+                    Decided::new(Ok(()), vec![e])
+                })
+                .await?;
+                return Err(refusal.into());
+            }
         }
         Ok(Shared {
             view: ShareView {
