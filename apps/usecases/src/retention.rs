@@ -96,22 +96,15 @@ impl UseCases {
     /// service's own audit chain.
     pub async fn purge(&self, ctx: &RequestContext, r: Retention) -> Result<Purged, StoreError> {
         let now = self.now();
+        let ended_before = now.minus_seconds(CLOCK_SKEW_MARGIN_SECONDS);
         let p = Purged {
             idempotency: self
                 .ports
                 .idempotency
                 .purge_created_before(now.minus_seconds(i64::from(r.idempotency_hours) * 3600))
                 .await?,
-            rate_slots: self
-                .ports
-                .rates
-                .purge_expired(now.minus_seconds(CLOCK_SKEW_MARGIN_SECONDS))
-                .await?,
-            seen_ids: self
-                .ports
-                .seen
-                .purge_expired(now.minus_seconds(CLOCK_SKEW_MARGIN_SECONDS))
-                .await?,
+            rate_slots: self.ports.rates.purge_expired(ended_before).await?,
+            seen_ids: self.ports.seen.purge_expired(ended_before).await?,
             audit_links: self
                 .ports
                 .audit
