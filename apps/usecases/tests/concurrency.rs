@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cardbind_domain::{Binding, BindingId, BindingStatus, CardCap, ErrorCode};
-use cardbind_ports::store::WalletStore;
 use cardbind_usecases::manage::CardQuery;
 use cardbind_usecases::verify::{Otp, VerifyCard, VerifyError};
 use cardbind_usecases::{CardView, Policy};
@@ -40,7 +39,7 @@ async fn the_card_cap_holds_under_16_parallel_binds_of_different_cards() {
             Err(e) => assert_eq!(e.code(), ErrorCode::CardLimitReached, "{e:?}"),
         }
     }
-    let wallet = w.store.load(&user("cap")).await.unwrap().unwrap().wallet;
+    let wallet = w.wallet("cap").await;
     assert_eq!(wallet.live_count(), ok);
     assert_eq!(ok, 10, "exactly the cap: every other bind is refused by it");
     // Only one default among them.
@@ -349,15 +348,7 @@ async fn a_bind_taken_over_keeps_the_data_of_the_request_that_took_it() {
     stopped.abort();
     let _ = stopped.await;
     w.channel.gate.lock().unwrap().take();
-    let before = w
-        .store
-        .load(&user("tak"))
-        .await
-        .unwrap()
-        .unwrap()
-        .wallet
-        .bindings()[0]
-        .clone();
+    let before = w.wallet("tak").await.bindings()[0].clone();
     assert!(before.awaits_channel_answer());
     let first_generation = before.data_generation;
     assert!(
@@ -407,16 +398,7 @@ async fn a_late_answer_of_an_earlier_bind_leaves_the_card_bound_again_on_one_agr
     let spawn_bind = || bind_in_background(&w, bind_cmd("lat", &visa(408), w.now()));
     let first = spawn_bind();
     until_called(&w.channel.starts).await;
-    let id = w
-        .store
-        .load(&user("lat"))
-        .await
-        .unwrap()
-        .unwrap()
-        .wallet
-        .bindings()[0]
-        .id
-        .clone();
+    let id = w.wallet("lat").await.bindings()[0].id.clone();
     w.uc.unbind(&backend(), &user("lat"), &id, None)
         .await
         .unwrap();
@@ -685,15 +667,7 @@ async fn a_bind_racing_the_erasure_of_its_user_leaves_no_card_data() {
     w.card_data.put_gate.lock().unwrap().replace(gate.clone());
     let bind = bind_in_background(&w, bind_cmd("erased", &visa(404), w.now()));
     until_called(&w.card_data.puts).await;
-    let placed = w
-        .store
-        .load(&user("erased"))
-        .await
-        .unwrap()
-        .unwrap()
-        .wallet
-        .bindings()[0]
-        .clone();
+    let placed = w.wallet("erased").await.bindings()[0].clone();
     w.uc.erase_user(&admin(), &user("erased"), None)
         .await
         .unwrap();

@@ -9,7 +9,6 @@ mod support;
 
 use cardbind_domain::{Actor, BindingId, ConsentGiven, ErrorCode, Role, Standing};
 use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};
-use cardbind_ports::store::WalletStore;
 use cardbind_usecases::family::{ShareForm, SharedStatus};
 use cardbind_usecases::{Listed, RequestContext};
 use family_support::*;
@@ -114,14 +113,14 @@ async fn share_accept_use_as_default_then_freeze_and_unbind_take_it_away() {
     let cards = list(&w, &as_user("bob"), "bob").await;
     assert!(shared_ids(&cards).is_empty());
     assert_eq!(default_of(&cards), vec![own.clone()]);
-    let bob = w.store.load(&user("bob")).await.unwrap().unwrap().wallet;
+    let bob = w.wallet("bob").await;
     assert!(bob.mirror(&id).unwrap().is_ended());
     assert_eq!(
         bob.default_pointer(),
         Some(&own),
         "the stored default is repaired"
     );
-    let alice = w.store.load(&user("alice")).await.unwrap().unwrap().wallet;
+    let alice = w.wallet("alice").await;
     assert!(alice.share(&id).unwrap().revoked_at.is_some());
     let revoked = actions(&w, "alice", AuditAction::ShareRevoke).await;
     assert_eq!(revoked.len(), 1);
@@ -165,7 +164,7 @@ async fn revoke_and_leave_end_both_sides_and_are_harmless_twice() {
         assert_eq!(v.share.revoked_by.as_deref(), Some("amy"));
     }
     assert_eq!(actions(&w, "amy", AuditAction::ShareRevoke).await.len(), 1);
-    let ben = w.store.load(&user("ben")).await.unwrap().unwrap().wallet;
+    let ben = w.wallet("ben").await;
     let m = ben.mirror(&s1).unwrap();
     assert!(m.is_ended());
     assert!(
@@ -196,7 +195,7 @@ async fn revoke_and_leave_end_both_sides_and_are_harmless_twice() {
     let left = actions(&w, "cat", AuditAction::ShareLeave).await;
     assert_eq!(left.len(), 1);
     assert!(left[0].detail.as_deref().unwrap().ends_with("declined"));
-    let amy = w.store.load(&user("amy")).await.unwrap().unwrap().wallet;
+    let amy = w.wallet("amy").await;
     let s = amy.share(&s2).unwrap();
     assert!(s.revoked_by.as_deref().unwrap().starts_with("cat"));
     // The pair may be shared again, as a new share.
@@ -407,13 +406,7 @@ async fn terms_and_rules_are_checked_with_stable_codes() {
             .await
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::ShareLimitReached);
-    let one_more = w
-        .store
-        .load(&user("one-more"))
-        .await
-        .unwrap()
-        .unwrap()
-        .wallet;
+    let one_more = w.wallet("one-more").await;
     assert!(
         one_more.shares().is_empty(),
         "nothing written before the refusal"
@@ -453,7 +446,7 @@ async fn concurrent_shares_to_one_user_never_exceed_the_open_share_cap() {
                 Ok(_) => made += 1,
                 Err(e) => {
                     assert_eq!(e.code(), ErrorCode::ShareLimitReached, "{p}");
-                    let theirs = w.store.load(&user(p)).await.unwrap().unwrap().wallet;
+                    let theirs = w.wallet(p).await;
                     assert!(
                         theirs
                             .shares()
@@ -465,7 +458,7 @@ async fn concurrent_shares_to_one_user_never_exceed_the_open_share_cap() {
                 }
             }
         }
-        let crowded = w.store.load(&user(&to)).await.unwrap().unwrap().wallet;
+        let crowded = w.wallet(&to).await;
         assert_eq!(crowded.open_shared_in(w.now()), made);
         assert!(made <= max, "{made} open shares, at most {max} allowed");
         assert!(made > 0);
@@ -490,7 +483,7 @@ async fn a_share_revoked_before_it_was_offered_leaves_no_open_invitation() {
         })
     };
     until_called(&w.wallets.held).await;
-    let pam = w.store.load(&user("pam")).await.unwrap().unwrap().wallet;
+    let pam = w.wallet("pam").await;
     let id = pam.shares()[0].id.clone();
     w.uc.revoke_share(&as_user("pam"), &user("pam"), &card, &id)
         .await
@@ -498,7 +491,7 @@ async fn a_share_revoked_before_it_was_offered_leaves_no_open_invitation() {
     gate.add_permits(1);
     let e = made.await.unwrap().unwrap_err();
     assert_eq!(e.code(), ErrorCode::ShareEnded);
-    let sam = w.store.load(&user("sam")).await.unwrap().unwrap().wallet;
+    let sam = w.wallet("sam").await;
     assert!(sam.mirror(&id).is_some_and(|m| m.is_ended()));
     assert_eq!(sam.open_shared_in(w.now()), 0, "nothing counts against sam");
 }
@@ -557,12 +550,12 @@ async fn an_unbind_again_ends_the_invitations_the_first_one_left() {
     // The process stops there.
     first.abort();
     let _ = first.await;
-    let ray = w.store.load(&user("ray")).await.unwrap().unwrap().wallet;
+    let ray = w.wallet("ray").await;
     assert!(!ray.mirror(&id).unwrap().is_ended(), "left open");
     w.uc.unbind(&backend(), &user("rio"), &card, None)
         .await
         .unwrap();
-    let ray = w.store.load(&user("ray")).await.unwrap().unwrap().wallet;
+    let ray = w.wallet("ray").await;
     assert!(
         ray.mirror(&id).unwrap().is_ended(),
         "ended by the unbind again"

@@ -99,15 +99,15 @@ async fn erasure_ends_the_shares_of_both_kinds() {
         .await
         .unwrap();
     w.uc.erase_user(&admin(), &user("kim"), None).await.unwrap();
-    let jo = w.store.load(&user("jo")).await.unwrap().unwrap().wallet;
+    let jo = w.wallet("jo").await;
     assert!(
         jo.share(&jk).unwrap().revoked_at.is_some(),
         "revoked where it is the truth"
     );
-    let kim = w.store.load(&user("kim")).await.unwrap().unwrap().wallet;
+    let kim = w.wallet("kim").await;
     assert!(kim.mirror(&jk).unwrap().is_ended());
     assert!(kim.share(&kl).unwrap().revoked_at.is_some());
-    let lu = w.store.load(&user("lu")).await.unwrap().unwrap().wallet;
+    let lu = w.wallet("lu").await;
     assert!(
         lu.mirror(&kl).unwrap().is_ended(),
         "the secondary's mirror ends too"
@@ -185,12 +185,12 @@ async fn a_second_write_left_undone_is_never_usable_and_the_same_request_complet
         .await
         .unwrap();
     assert!(shared_ids(&list(&w, &backend(), "ned").await).is_empty());
-    let ned = w.store.load(&user("ned")).await.unwrap().unwrap().wallet;
+    let ned = w.wallet("ned").await;
     assert!(!ned.mirror(&id).unwrap().is_ended(), "the mirror is stale");
     w.uc.revoke_share(&backend(), &user("mo"), &card, &id)
         .await
         .unwrap();
-    let ned = w.store.load(&user("ned")).await.unwrap().unwrap().wallet;
+    let ned = w.wallet("ned").await;
     assert!(ned.mirror(&id).unwrap().is_ended());
 }
 
@@ -262,8 +262,8 @@ async fn racing_accepts_and_revokes_end_consistent() {
             (_, Err(code)) => assert_eq!(code, ErrorCode::ShareEnded),
         }
     }
-    let pat = w.store.load(&user("pat")).await.unwrap().unwrap().wallet;
-    let quinn = w.store.load(&user("quinn")).await.unwrap().unwrap().wallet;
+    let pat = w.wallet("pat").await;
+    let quinn = w.wallet("quinn").await;
     assert!(pat.share(&id).unwrap().revoked_at.is_some());
     assert!(quinn.mirror(&id).unwrap().is_ended());
     assert_eq!(actions(&w, "pat", AuditAction::ShareRevoke).await.len(), 1);

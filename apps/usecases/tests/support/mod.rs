@@ -720,6 +720,12 @@ impl World {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
+
+    /// `u`'s wallet as stored now (the user has one).
+    pub async fn wallet(&self, u: &str) -> cardbind_domain::Wallet {
+        use cardbind_ports::store::WalletStore;
+        self.store.load(&user(u)).await.unwrap().unwrap().wallet
+    }
 }
 
 /// The outcomes of the `binding.unwanted_signing` events in the audit log
