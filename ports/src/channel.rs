@@ -17,9 +17,11 @@ use crate::error::ChannelError;
 /// needs and never log it.
 #[derive(Clone, Debug)]
 pub struct ChannelBindRequest {
-    /// Our binding id: channels use it as their external reference
-    /// (Alipay `external_agreement_no`, WeChat `contract_code`), so that a
-    /// binding can be queried even if we never stored their answer.
+    /// Our binding id: channels use it, in the form their protocol takes
+    /// (Alipay's `external_agreement_no` and WeChat Pay's
+    /// `out_contract_code`: at most 32 letters and digits, so a UUID
+    /// without its dashes), as their external reference, so that a binding
+    /// can be queried even if we never stored their answer.
     pub binding_id: BindingId,
     pub user_id: UserId,
     pub card: CardNumber,

@@ -40,6 +40,7 @@ pub mod fakes;
 mod http;
 pub mod keys;
 pub mod mock;
+pub mod refs;
 pub mod resilience;
 pub mod wechat;
 

@@ -56,29 +56,29 @@ fn note(body: Vec<u8>) -> Notification {
 
 async fn full_flow(aes: Option<[u8; 16]>) {
     let (fake, ch) = setup(aes).await;
-    let b = bid("bind-alipay-1");
+    let b = bid("bindalipay1");
     // start -> redirect
     let start = ch
-        .start_binding(&bind_request("bind-alipay-1"))
+        .start_binding(&bind_request("bindalipay1"))
         .await
         .unwrap();
     let ChannelStart::Redirect { channel_ref, url } = start else {
         panic!("{start:?}")
     };
-    assert_eq!(channel_ref, "bind-alipay-1");
+    assert_eq!(channel_ref, "bindalipay1");
     assert!(url.starts_with(&fake_gateway_prefix(&url)));
     // Not opened yet: the agreement does not exist.
     assert_eq!(
         ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
         RemoteState::NotFound
     );
-    assert_eq!(fake.open_sign_page(&url).unwrap(), "bind-alipay-1");
+    assert_eq!(fake.open_sign_page(&url).unwrap(), "bindalipay1");
     assert_eq!(
         ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
         RemoteState::Pending
     );
     // The user signs: notification
-    let n = note(fake.user_signs("bind-alipay-1", "notify-0001").unwrap());
+    let n = note(fake.user_signs("bindalipay1", "notify-0001").unwrap());
     let ev = ch.parse_notification(&n).unwrap();
     assert_eq!(ev.event_id, "notify-0001");
     assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
@@ -131,7 +131,7 @@ async fn full_flow(aes: Option<[u8; 16]>) {
         ]
     );
     // The user unsigns in the wallet app: dut_user_unsign.
-    let un = note(fake.user_unsigns("bind-alipay-1", "notify-0002").unwrap());
+    let un = note(fake.user_unsigns("bindalipay1", "notify-0002").unwrap());
     let ev = ch.parse_notification(&un).unwrap();
     assert_eq!(ev.kind, ChannelEventKind::Terminated);
     assert_eq!(ev.binding, BindingRef::Ours(b));
@@ -149,6 +149,87 @@ fn fake_gateway_prefix(url: &str) -> String {
 #[tokio::test]
 async fn full_bind_flow() {
     full_flow(None).await;
+}
+
+/// Alipay takes an `external_agreement_no` of at most 32 letters and
+/// digits (the fake refuses anything else, as the gateway does); the
+/// service's binding ids are dashed UUIDs (36 characters).
+#[tokio::test]
+async fn a_uuid_binding_goes_to_alipay_as_32_letters_and_digits_and_comes_back() {
+    let (fake, ch) = setup(None).await;
+    let id = "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c77";
+    let code = "0191d3c57a4e7c3b9f102a6b8e4d1c77";
+    let b = bid(id);
+    let ChannelStart::Redirect { channel_ref, url } =
+        ch.start_binding(&bind_request(id)).await.unwrap()
+    else {
+        panic!("not a redirect")
+    };
+    assert_eq!(channel_ref, code);
+    assert_eq!(fake.open_sign_page(&url).unwrap(), code);
+    assert_eq!(
+        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        RemoteState::Pending
+    );
+    let ev = ch
+        .parse_notification(&note(fake.user_signs(code, "notify-uuid-1").unwrap()))
+        .unwrap();
+    assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
+    let ChannelEventKind::Signed {
+        channel_ref: agreement_no,
+    } = ev.kind
+    else {
+        panic!("not signed")
+    };
+    for reference in [None, Some(channel_ref.clone()), Some(id.to_owned())] {
+        assert_eq!(
+            ch.query(&b, reference).await.unwrap(),
+            RemoteState::Active {
+                channel_ref: agreement_no.clone()
+            }
+        );
+    }
+    // A notification naming the dashed id (as earlier builds sent it) is
+    // still about the binding.
+    let dashed = fake
+        .notification(&[
+            ("notify_type", "dut_user_unsign"),
+            ("notify_id", "notify-uuid-2"),
+            ("notify_time", &now_text()),
+            ("app_id", APP_ID),
+            ("agreement_no", &agreement_no),
+            ("external_agreement_no", id),
+        ])
+        .unwrap();
+    assert_eq!(
+        ch.parse_notification(&note(dashed)).unwrap().binding,
+        BindingRef::Ours(b.clone())
+    );
+    ch.unbind(&b, &agreement_no).await.unwrap();
+    assert_eq!(fake.agreement(code).unwrap().0, "UNSIGN");
+    assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
+}
+
+fn now_text() -> String {
+    alipay_timestamp(Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    ))
+}
+
+/// A binding id with no such form is refused before anything is sent.
+#[tokio::test]
+async fn a_binding_id_alipay_cannot_take_is_refused_at_start() {
+    let (fake, ch) = setup(None).await;
+    for id in ["has-dash", "x".repeat(33).as_str()] {
+        match ch.start_binding(&bind_request(id)).await.unwrap() {
+            ChannelStart::Refused { code, .. } => assert_eq!(code, "unsupported_binding_id"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(fake.requests().is_empty());
 }
 
 #[tokio::test]
@@ -180,13 +261,12 @@ fn misconfigured(code: &str) -> ChannelError {
 #[tokio::test]
 async fn tampered_response_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;
-    fake.open_sign_page(&start_url(&ch, "bind-t").await)
-        .unwrap();
+    fake.open_sign_page(&start_url(&ch, "bindt").await).unwrap();
     fake.tamper_answers(true);
     // Altered after signing: indistinguishable from a key that is not the
     // gateway's, and reported as such; nothing in it is used.
     assert_eq!(
-        ch.query(&bid("bind-t"), None).await,
+        ch.query(&bid("bindt"), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -196,7 +276,7 @@ async fn response_signed_with_another_key_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
-        ch.query(&bid("bind-w"), None).await,
+        ch.query(&bid("bindw"), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -211,13 +291,13 @@ async fn our_own_public_key_installed_as_alipays_cannot_verify_any_answer() {
     cfg.alipay_public_key_pem = key(0).public_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bind-own"), None).await,
+        ch.query(&bid("bindown"), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     // The same request with the right key: the gateway's plain answer.
     let right = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
     assert_eq!(
-        right.query(&bid("bind-own"), None).await,
+        right.query(&bid("bindown"), None).await,
         Ok(RemoteState::NotFound)
     );
     assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
@@ -230,12 +310,12 @@ async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
     cfg.private_key_pem = key(2).private_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bind-x"), None).await,
+        ch.query(&bid("bindx"), None).await,
         Err(misconfigured("isv.invalid-signature"))
     );
     // Unbinding gives up at once: no follow-up query on a refused key.
     assert_eq!(
-        ch.unbind(&bid("bind-x"), "20250101000000000001").await,
+        ch.unbind(&bid("bindx"), "20250101000000000001").await,
         Err(misconfigured("isv.invalid-signature"))
     );
     assert_eq!(fake.rejected_count(), 2);
@@ -249,7 +329,7 @@ async fn a_wrong_app_id_gets_the_gateways_unsigned_invalid_app_id() {
     cfg.app_id = "2021000000009999".into();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bind-app"), None).await,
+        ch.query(&bid("bindapp"), None).await,
         Err(misconfigured("isv.invalid-app-id"))
     );
     assert_eq!(
@@ -268,17 +348,17 @@ async fn a_wrong_or_missing_aes_key_is_a_misconfiguration() {
     .unwrap();
     let wrong = AlipayChannel::new(config(fake.gateway_url(), Some([8u8; 16]))).unwrap();
     assert_eq!(
-        wrong.query(&bid("bind-aes"), None).await,
+        wrong.query(&bid("bindaes"), None).await,
         Err(misconfigured("isv.decryption-error-unknown"))
     );
     let none = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
     assert_eq!(
-        none.query(&bid("bind-aes"), None).await,
+        none.query(&bid("bindaes"), None).await,
         Err(misconfigured("isv.decryption-error-missing-encrypt-type"))
     );
     let right = AlipayChannel::new(config(fake.gateway_url(), Some([7u8; 16]))).unwrap();
     assert_eq!(
-        right.query(&bid("bind-aes"), None).await,
+        right.query(&bid("bindaes"), None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -288,14 +368,14 @@ async fn a_product_not_signed_for_the_app_is_a_misconfiguration() {
     let (fake, ch) = setup(None).await;
     fake.set_product_signed(false);
     assert_eq!(
-        ch.query(&bid("bind-prod"), None).await,
+        ch.query(&bid("bindprod"), None).await,
         Err(misconfigured("isv.insufficient-isv-permissions"))
     );
     // The request itself verified: the account lacks the product.
     assert!(fake.requests().iter().all(|r| r.verified));
     fake.set_product_signed(true);
     assert_eq!(
-        ch.query(&bid("bind-prod"), None).await,
+        ch.query(&bid("bindprod"), None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -386,12 +466,12 @@ async fn gateway_down_is_unavailable_and_recorded() {
 #[tokio::test]
 async fn fake_refuses_a_sign_page_url_that_was_altered() {
     let (fake, ch) = setup(None).await;
-    let url = start_url(&ch, "bind-p").await;
-    let altered = url.replace("bind-p", "bind-q");
+    let url = start_url(&ch, "bindp").await;
+    let altered = url.replace("bindp", "bindq");
     assert!(fake.open_sign_page(&altered).is_err());
-    assert_eq!(fake.agreement("bind-q"), None);
-    assert_eq!(fake.open_sign_page(&url).unwrap(), "bind-p");
-    assert_eq!(fake.agreement("bind-p").unwrap().0, "TEMP");
+    assert_eq!(fake.agreement("bindq"), None);
+    assert_eq!(fake.open_sign_page(&url).unwrap(), "bindp");
+    assert_eq!(fake.agreement("bindp").unwrap().0, "TEMP");
 }
 
 #[tokio::test]
@@ -413,7 +493,7 @@ async fn start_url(ch: &AlipayChannel, id: &str) -> String {
 #[tokio::test]
 async fn notifications_forged_tampered_or_foreign_are_refused() {
     let (fake, ch) = setup(None).await;
-    let good = fake.user_signs("bind-n", "n-1").unwrap();
+    let good = fake.user_signs("bindn", "n-1").unwrap();
     assert!(ch.parse_notification(&note(good.clone())).is_ok());
     // Tampered value
     let text = String::from_utf8(good.clone())
@@ -423,7 +503,7 @@ async fn notifications_forged_tampered_or_foreign_are_refused() {
         ch.parse_notification(&note(text.into_bytes())),
         Err(ChannelError::InvalidSignature)
     );
-    let text = String::from_utf8(good).unwrap().replace("bind-n", "bind-m");
+    let text = String::from_utf8(good).unwrap().replace("bindn", "bindm");
     assert_eq!(
         ch.parse_notification(&note(text.into_bytes())),
         Err(ChannelError::InvalidSignature)
@@ -436,7 +516,7 @@ async fn notifications_forged_tampered_or_foreign_are_refused() {
             ("app_id", APP_ID),
             ("status", "NORMAL"),
             ("agreement_no", "1"),
-            ("external_agreement_no", "bind-n"),
+            ("external_agreement_no", "bindn"),
         ])
         .unwrap();
     assert_eq!(
@@ -451,7 +531,7 @@ async fn notifications_forged_tampered_or_foreign_are_refused() {
             ("app_id", "2021999"),
             ("status", "NORMAL"),
             ("agreement_no", "1"),
-            ("external_agreement_no", "bind-n"),
+            ("external_agreement_no", "bindn"),
         ])
         .unwrap();
     assert_eq!(
@@ -528,7 +608,7 @@ async fn notifications_signed_long_ago_or_ahead_of_our_clock_are_refused() {
             ("app_id", APP_ID),
             ("status", "NORMAL"),
             ("agreement_no", "20250101000000000001"),
-            ("external_agreement_no", "bind-t"),
+            ("external_agreement_no", "bindt"),
         ];
         if let Some(time) = time.as_deref() {
             pairs.push(("notify_time", time));

@@ -231,6 +231,9 @@ class Gateway:
         ext = biz.get("external_agreement_no")
         if not ext:
             return None, "no external_agreement_no"
+        if not (len(ext) <= 32 and ext.isascii() and ext.isalnum()):
+            # Alipay takes at most 32 letters and digits.
+            return None, f"external_agreement_no {ext!r} is not 1 to 32 letters and digits"
         with self.lock:
             self.agreements[ext] = {"status": "TEMP", "agreement_no": ""}
         return (ext, params, biz), None
@@ -401,7 +404,8 @@ def flow(gw, api, keys):
     if not check(opened is not None, "the signing page's signature verifies with the SDK", why):
         return
     ext, params, biz = opened
-    check(ext == card_id, "external_agreement_no is the card id", f"{ext} != {card_id}")
+    check(ext == card_id.replace("-", ""), "external_agreement_no is the card id without its dashes",
+          f"{ext} != {card_id}")
     check(params.get("notify_url") == notify_url, "notify_url is the service's", params.get("notify_url"))
     check(biz.get("personal_product_code") == "GENERAL_WITHHOLDING_P", "the product code", biz)
 

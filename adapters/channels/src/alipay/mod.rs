@@ -33,12 +33,18 @@
 //! * **Agreement flow**: `start_binding` builds the signed
 //!   `alipay.user.agreement.page.sign` URL for the user (gateway URL + all
 //!   signed parameters as the query string) with `external_agreement_no` =
-//!   our binding id, and answers `Redirect { channel_ref: <binding id> }`;
-//!   the user's signature arrives as a `dut_user_sign` notification (or is
+//!   our binding id in the form Alipay takes (at most 32 letters and
+//!   digits: a UUID without its dashes, see [`crate::refs`]), and answers
+//!   `Redirect { channel_ref: <that external_agreement_no> }`; a binding
+//!   id without such a form is refused (`unsupported_binding_id`). The
+//!   user's signature arrives as a `dut_user_sign` notification (or is
 //!   seen by `query`), after which the channel reference is Alipay's
 //!   `agreement_no`. `query` and `unbind` use `agreement_no` when the
-//!   channel reference is one, else `external_agreement_no`. `confirm_otp`
-//!   is not an Alipay concept: `Rejected { code: "unsupported" }`.
+//!   channel reference is one, else `external_agreement_no`. (Earlier
+//!   builds sent the dashed binding id, 36 characters, which Alipay does
+//!   not take: such a reference, or a notification naming one, is still
+//!   read as the binding's.) `confirm_otp` is not an Alipay concept:
+//!   `Rejected { code: "unsupported" }`.
 //! * **Notifications** (form-encoded): `sign` and `sign_type` dropped, the
 //!   rest sorted and verified with the Alipay public key; `app_id` must be
 //!   ours; `notify_id` is the event id; the answer is `success`. The
@@ -370,12 +376,16 @@ impl AlipayChannel {
 
     /// The user's signing URL: the gateway with every signed parameter of
     /// `alipay.user.agreement.page.sign` in the query string.
+    /// `Protocol` error when the binding id has no `external_agreement_no`
+    /// form ([`crate::refs::of_binding`]).
     pub fn page_sign_url(&self, request: &ChannelBindRequest) -> Result<String, ChannelError> {
+        let external = crate::refs::of_binding(&request.binding_id)
+            .ok_or_else(|| protocol("binding id has no external_agreement_no form"))?;
         let mut biz = serde_json::json!({
             "personal_product_code": self.personal_product_code,
             "product_code": self.product_code,
             "sign_scene": self.sign_scene,
-            "external_agreement_no": request.binding_id.as_str(),
+            "external_agreement_no": external,
             "external_logon_id": request.user_id.as_str(),
             "access_params": { "channel": self.access_channel },
         });
@@ -518,14 +528,15 @@ impl AlipayChannel {
     /// `agreement_no` when the channel reference is Alipay's, else our
     /// external number (with the product and scene Alipay requires).
     fn agreement_biz(&self, binding: &BindingId, channel_ref: Option<&str>) -> Value {
-        match channel_ref.filter(|r| !r.is_empty() && *r != binding.as_str()) {
+        match channel_ref.filter(|r| !r.is_empty() && !is_ours(binding, r)) {
             Some(agreement_no) => serde_json::json!({
                 "agreement_no": agreement_no,
                 "personal_product_code": self.personal_product_code,
                 "sign_scene": self.sign_scene,
             }),
             None => serde_json::json!({
-                "external_agreement_no": binding.as_str(),
+                "external_agreement_no": crate::refs::of_binding(binding)
+                    .unwrap_or_else(|| binding.as_str().to_owned()),
                 "personal_product_code": self.personal_product_code,
                 "sign_scene": self.sign_scene,
             }),
@@ -574,7 +585,7 @@ impl AlipayChannel {
         let agreement_no = params.get("agreement_no").filter(|s| !s.is_empty());
         let binding = match params
             .get("external_agreement_no")
-            .and_then(|s| BindingId::parse(s).ok())
+            .and_then(|s| binding_of_external(s))
         {
             Some(b) => BindingRef::Ours(b),
             None => BindingRef::Channel(agreement_no.ok_or_else(bad)?.clone()),
@@ -602,12 +613,26 @@ impl AlipayChannel {
     }
 }
 
+/// Whether `reference` is one of our references for `binding` (what
+/// this version sends, or the dashed binding id an earlier one sent), not
+/// an Alipay `agreement_no`.
+fn is_ours(binding: &BindingId, reference: &str) -> bool {
+    reference == binding.as_str()
+        || crate::refs::of_binding(binding).is_some_and(|ours| ours == reference)
+}
+
+/// The binding an `external_agreement_no` names: ours, or the dashed
+/// binding id an earlier version sent.
+fn binding_of_external(ext: &str) -> Option<BindingId> {
+    crate::refs::binding_of(ext).or_else(|| BindingId::parse(ext).ok())
+}
+
 fn remote_state(
     fields: &Map<String, Value>,
     binding: &BindingId,
 ) -> Result<RemoteState, ChannelError> {
     if let Some(ext) = str_field(fields, "external_agreement_no") {
-        if !ext.is_empty() && ext != binding.as_str() {
+        if !ext.is_empty() && !is_ours(binding, ext) {
             return Err(protocol("answer is about another agreement"));
         }
     }
@@ -635,9 +660,15 @@ impl PaymentChannel for AlipayChannel {
         &self,
         request: &ChannelBindRequest,
     ) -> Result<ChannelStart, ChannelError> {
+        let Some(external) = crate::refs::of_binding(&request.binding_id) else {
+            return Ok(ChannelStart::Refused {
+                code: "unsupported_binding_id".into(),
+                message: "the binding id cannot be an Alipay external_agreement_no".into(),
+            });
+        };
         let url = self.page_sign_url(request)?;
         Ok(ChannelStart::Redirect {
-            channel_ref: request.binding_id.as_str().to_owned(),
+            channel_ref: external,
             url,
         })
     }

@@ -367,6 +367,15 @@ impl State {
                 json!({"code": code, "msg": "forced", "sub_code": sub, "sub_msg": "forced"});
             return Ok((200, self.answer(&method, fields)?));
         }
+        if let Some(ext) = biz["external_agreement_no"].as_str() {
+            if !crate::refs::is_valid(ext) {
+                // Alipay takes at most 32 letters and digits.
+                let fields = json!({"code": "40002", "msg": "Invalid Arguments",
+                    "sub_code": "isv.invalid-parameter",
+                    "sub_msg": "external_agreement_no: at most 32 letters and digits"});
+                return Ok((200, self.answer(&method, fields)?));
+            }
+        }
         let mut agreements = lock(&self.agreements);
         let found = if let Some(no) = biz["agreement_no"].as_str() {
             agreements
@@ -566,6 +575,9 @@ impl FakeAlipay {
         let Some(ext) = biz["external_agreement_no"].as_str() else {
             return refuse("no external_agreement_no");
         };
+        if !crate::refs::is_valid(ext) {
+            return refuse("external_agreement_no is not 1 to 32 letters and digits");
+        }
         self.state.record(&method, None);
         lock(&self.state.agreements).insert(
             ext.to_owned(),

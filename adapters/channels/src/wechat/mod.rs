@@ -51,10 +51,10 @@
 //!
 //! ## `out_contract_code`
 //!
-//! WeChat allows at most 32 letters and digits. A binding id that already
-//! is one is used as is; a UUID (`8-4-4-4-12` hex) loses its dashes (and
-//! a 32-hex-digit code is read back as that UUID); any other binding id is
-//! refused at start (`Refused { code: "unsupported_binding_id" }`).
+//! WeChat allows at most 32 letters and digits: the code is our binding id
+//! in that form ([`crate::refs`], shared with Alipay's
+//! `external_agreement_no`); a binding id that has no such form is refused
+//! at start (`Refused { code: "unsupported_binding_id" }`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -220,43 +220,14 @@ fn protocol(msg: impl Into<String>) -> ChannelError {
     ChannelError::Protocol(msg.into())
 }
 
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
-
-fn is_hex32(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Our binding id as a WeChat `out_contract_code` (see the module docs).
+/// Our binding id as a WeChat `out_contract_code` (see [`crate::refs`]).
 pub fn contract_code(binding: &BindingId) -> Option<String> {
-    let s = binding.as_str();
-    if is_uuid(s) {
-        return Some(s.replace('-', ""));
-    }
-    if s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric()) && !is_hex32(s) {
-        return Some(s.to_owned());
-    }
-    None
+    crate::refs::of_binding(binding)
 }
 
 /// The binding id an `out_contract_code` stands for.
 pub fn binding_from_contract_code(code: &str) -> Option<BindingId> {
-    if is_hex32(code) {
-        let (a, rest) = code.split_at(8);
-        let (b, rest) = rest.split_at(4);
-        let (c, rest) = rest.split_at(4);
-        let (d, e) = rest.split_at(4);
-        return BindingId::parse(&format!("{a}-{b}-{c}-{d}-{e}")).ok();
-    }
-    if code.is_empty() || code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    BindingId::parse(code).ok()
+    crate::refs::binding_of(code)
 }
 
 fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {

@@ -30,9 +30,10 @@ use crate::config::Config;
 use crate::state::{AppState, HttpSettings};
 
 /// UUID v7 ids (hyphenated): unique across instances and ordered by
-/// creation time, so that listing by id lists by age. Channels with tight
-/// reference formats (WeChat's 32-character `out_contract_code`) map a UUID
-/// to and from their form.
+/// creation time, so that listing by id lists by age. The real channels'
+/// external references (Alipay's `external_agreement_no`, WeChat Pay's
+/// `out_contract_code`: at most 32 letters and digits) take a UUID without
+/// its dashes (`cardbind_channels::refs`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UuidIds;
 

@@ -12,9 +12,12 @@ async fn alipay_binding_flow_end_to_end() {
         "{url}"
     );
     // The user opens the signed page: the fake verifies it and opens the agreement.
-    assert_eq!(s.alipay.open_sign_page(&url).unwrap(), id);
+    assert_eq!(s.alipay.open_sign_page(&url).unwrap(), external_no(&id));
     // The user signs in the Alipay app; Alipay posts the notification.
-    let signed = s.alipay.user_signs(&id, "ali-notify-0001").unwrap();
+    let signed = s
+        .alipay
+        .user_signs(&external_no(&id), "ali-notify-0001")
+        .unwrap();
     let r = s.notify_alipay(signed.clone()).await;
     assert_eq!((r.status, r.text.as_str()), (200, "success"), "{}", r.text);
     assert!(
@@ -26,7 +29,7 @@ async fn alipay_binding_flow_end_to_end() {
     assert_eq!(card["status"], "active", "{card}");
     assert_eq!(card["is_default"], true);
     assert!(card.get("next_action").is_none());
-    let (_, agreement_no) = s.alipay.agreement(&id).unwrap();
+    let (_, agreement_no) = s.alipay.agreement(&external_no(&id)).unwrap();
     assert_eq!(
         s.consent(user, &id).await["agreement_id"],
         agreement_no.as_str()
@@ -64,7 +67,7 @@ async fn alipay_binding_flow_end_to_end() {
             ("app_id", s.alipay.app_id()),
             ("status", "UNSIGN"),
             ("agreement_no", &agreement_no),
-            ("external_agreement_no", &id),
+            ("external_agreement_no", &external_no(&id)),
         ])
         .unwrap();
     let r = s.notify_alipay(forged).await;
@@ -80,12 +83,20 @@ async fn alipay_binding_flow_end_to_end() {
     let (id2, url2) = s.bind_redirect(user, MC, "alipay").await;
     s.alipay.open_sign_page(&url2).unwrap();
     let r = s
-        .notify_alipay(s.alipay.user_signs(&id2, "ali-notify-0002").unwrap())
+        .notify_alipay(
+            s.alipay
+                .user_signs(&external_no(&id2), "ali-notify-0002")
+                .unwrap(),
+        )
         .await;
     assert_eq!((r.status, r.text.as_str()), (200, "success"));
     assert_eq!(s.card(user, &id2).await["status"], "active");
     let r = s
-        .notify_alipay(s.alipay.user_unsigns(&id2, "ali-notify-0003").unwrap())
+        .notify_alipay(
+            s.alipay
+                .user_unsigns(&external_no(&id2), "ali-notify-0003")
+                .unwrap(),
+        )
         .await;
     assert_eq!((r.status, r.text.as_str()), (200, "success"));
     let card2 = s.card(user, &id2).await;
@@ -103,7 +114,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s.unbind(user, &id).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["status"], "inactive");
-    assert_eq!(s.alipay.agreement(&id).unwrap().0, "UNSIGN");
+    assert_eq!(s.alipay.agreement(&external_no(&id)).unwrap().0, "UNSIGN");
     assert!(s.consent(user, &id).await["revoked_at"].is_string());
     let methods = s.alipay.verified_methods();
     assert_eq!(

@@ -9,7 +9,10 @@ async fn reconcile_settles_bindings_stuck_in_pending_verification() {
     // Alipay: signed at the gateway, the notification never arrives.
     let (ali_signed, url) = s.bind_redirect(user, VISA, "alipay").await;
     s.alipay.open_sign_page(&url).unwrap();
-    let lost = s.alipay.user_signs(&ali_signed, "ali-lost-1").unwrap();
+    let lost = s
+        .alipay
+        .user_signs(&external_no(&ali_signed), "ali-lost-1")
+        .unwrap();
     // Alipay: the user never opened the page: the gateway does not know it.
     let (ali_unknown, _) = s.bind_redirect(user, MC, "alipay").await;
     // WeChat: signed, callback lost; and one still waiting for the user.
@@ -36,7 +39,11 @@ async fn reconcile_settles_bindings_stuck_in_pending_verification() {
     assert_eq!(a["status"], "active", "{a}");
     assert_eq!(
         s.consent(user, &ali_signed).await["agreement_id"],
-        s.alipay.agreement(&ali_signed).unwrap().1.as_str()
+        s.alipay
+            .agreement(&external_no(&ali_signed))
+            .unwrap()
+            .1
+            .as_str()
     );
     let b = s.card(user, &ali_unknown).await;
     assert_eq!(b["status"], "failed", "{b}");
