@@ -290,8 +290,43 @@ impl ChannelsConfig {
         if self.reconcile_after_seconds < 0 {
             return bad("channels.reconcile_after_seconds", "must not be negative");
         }
+        if let Some(a) = &self.alipay {
+            callback_url("channels.alipay.notify_url", a.notify_url.as_deref())?;
+            callback_url("channels.alipay.return_url", a.return_url.as_deref())?;
+        }
+        if let Some(w) = &self.wechat {
+            callback_url("channels.wechat.notify_url", Some(&w.notify_url))?;
+            callback_url("channels.wechat.return_url", w.return_url.as_deref())?;
+        }
         self.card_rules()?;
         Ok(())
+    }
+}
+
+/// The most characters a channel takes in a URL of ours it is sent (Alipay's
+/// `notify_url` and `return_url`, WeChat Pay's contract notification URL).
+pub const MAX_CALLBACK_URL_CHARS: usize = 256;
+
+/// A URL the channel is given to call or send the user back to: an absolute
+/// `http(s)` URL of at most [`MAX_CALLBACK_URL_CHARS`]. A longer or
+/// malformed one would not fail here but at every bind, at the channel
+/// (Alipay shows the user an error page; WeChat Pay refuses the pre-sign).
+/// Empty counts as not set.
+fn callback_url(field: &str, value: Option<&str>) -> Result<(), ConfigError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let bad = |why: String| Err(ConfigError(format!("{field}: {why}")));
+    let chars = v.chars().count();
+    if chars > MAX_CALLBACK_URL_CHARS {
+        return bad(format!(
+            "{chars} characters; the channel takes at most {MAX_CALLBACK_URL_CHARS}"
+        ));
+    }
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => bad("must be an absolute http(s) URL".to_owned()),
+        Err(e) => bad(format!("not a URL ({e})")),
     }
 }
 

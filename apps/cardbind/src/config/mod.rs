@@ -247,6 +247,76 @@ mod tests {
     }
 
     #[test]
+    fn channel_callback_urls_are_absolute_and_at_most_256_characters() {
+        let mut c = Config::default();
+        c.channels.alipay = Some(AlipayChannelConfig {
+            gateway_url: "https://openapi.alipay.com/gateway.do".into(),
+            app_id: "2021000000000000".into(),
+            private_key_file: "app.key".into(),
+            alipay_public_key_file: "alipay.pub".into(),
+            aes_key_file: None,
+            notify_url: Some("https://pay.example.com/v1/channels/alipay/notify".into()),
+            return_url: None,
+            personal_product_code: None,
+            sign_scene: None,
+            accept: CardAcceptConfig::default(),
+        });
+        assert!(c.validate().is_ok());
+        let at_most = format!("https://pay.example.com/{}", "a".repeat(232));
+        assert_eq!(at_most.chars().count(), 256);
+        let too_long = format!("{at_most}b");
+        let set = |c: &mut Config, notify: Option<&str>, ret: Option<&str>| {
+            if let Some(a) = c.channels.alipay.as_mut() {
+                a.notify_url = notify.map(str::to_owned);
+                a.return_url = ret.map(str::to_owned);
+            }
+        };
+        set(&mut c, Some(&at_most), Some(&at_most));
+        assert!(c.validate().is_ok());
+        set(&mut c, None, Some(""));
+        assert!(c.validate().is_ok(), "not set");
+        for (notify, ret, field) in [
+            (Some(too_long.as_str()), None, "channels.alipay.notify_url:"),
+            (None, Some(too_long.as_str()), "channels.alipay.return_url:"),
+            (
+                Some("/v1/channels/alipay/notify"),
+                None,
+                "channels.alipay.notify_url:",
+            ),
+            (
+                Some("ftp://pay.example.com/n"),
+                None,
+                "channels.alipay.notify_url:",
+            ),
+            (Some("https://"), None, "channels.alipay.notify_url:"),
+        ] {
+            set(&mut c, notify, ret);
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with(field), "{notify:?} {ret:?}: {e}");
+        }
+        c.channels.alipay = None;
+        c.channels.wechat = Some(WechatChannelConfig {
+            base_url: "https://api.mch.weixin.qq.com".into(),
+            mchid: "1900000001".into(),
+            appid: "wx0000000000000001".into(),
+            serial_no: "ABC".into(),
+            private_key_file: "apiclient_key.pem".into(),
+            platform_keys: Default::default(),
+            apiv3_key_file: "apiv3.key".into(),
+            notify_url: "https://pay.example.com/v1/channels/wechat/notify".into(),
+            plan_id: 1,
+            return_url: None,
+            accept: CardAcceptConfig::default(),
+        });
+        assert!(c.validate().is_ok());
+        if let Some(w) = c.channels.wechat.as_mut() {
+            w.notify_url = too_long;
+        }
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("channels.wechat.notify_url:"), "{e}");
+    }
+
+    #[test]
     fn branch_key_settings_are_bounded() {
         let mut c = Config::default();
         assert_eq!(c.keys.branch_key_cache_ttl_seconds, 600);
