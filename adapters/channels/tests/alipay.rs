@@ -222,14 +222,49 @@ fn now_text() -> String {
 /// A binding id with no such form is refused before anything is sent.
 #[tokio::test]
 async fn a_binding_id_alipay_cannot_take_is_refused_at_start() {
-    let (fake, ch) = setup(None).await;
+    let (_fake, ch) = setup(None).await;
     for id in ["has-dash", "x".repeat(33).as_str()] {
         match ch.start_binding(&bind_request(id)).await.unwrap() {
             ChannelStart::Refused { code, .. } => assert_eq!(code, "unsupported_binding_id"),
             other => panic!("{other:?}"),
         }
     }
-    assert!(fake.requests().is_empty());
+}
+
+/// The fake refuses, as Alipay does, an `external_agreement_no` it cannot
+/// take, and counts the refusal: a query under the dashed id (what earlier
+/// builds sent) is refused and reported as a misconfiguration.
+#[tokio::test]
+async fn the_gateway_refuses_an_external_agreement_no_of_36_characters() {
+    let (fake, ch) = setup(None).await;
+    let biz = serde_json::json!({
+        "external_agreement_no": "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c77",
+        "personal_product_code": "GENERAL_WITHHOLDING_P",
+    });
+    let params = ch
+        .signed_params("alipay.user.agreement.query", &biz, false)
+        .unwrap();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish();
+    let text = reqwest::Client::new()
+        .post(fake.gateway_url())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            ch.parse_response(&text, "alipay.user.agreement.query"),
+            Err(ChannelError::Misconfigured { .. })
+        ),
+        "{text}"
+    );
+    assert_eq!(fake.rejected_count(), 1, "{:?}", fake.requests());
 }
 
 #[tokio::test]

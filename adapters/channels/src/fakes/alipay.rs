@@ -360,21 +360,22 @@ impl State {
                 "sub_msg": "the application has no permission for this product"});
             return Ok((200, self.answer(&method, fields)?));
         }
+        if let Some(ext) = biz["external_agreement_no"].as_str() {
+            if !crate::refs::is_valid(ext) {
+                // Alipay takes at most 32 letters and digits.
+                self.record(&method, Some("isv.invalid-parameter"));
+                let fields = json!({"code": "40002", "msg": "Invalid Arguments",
+                    "sub_code": "isv.invalid-parameter",
+                    "sub_msg": "external_agreement_no: at most 32 letters and digits"});
+                return Ok((200, self.answer(&method, fields)?));
+            }
+        }
         self.record(&method, None);
         let forced = lock(&self.force_code).clone();
         if let Some((code, sub)) = forced {
             let fields =
                 json!({"code": code, "msg": "forced", "sub_code": sub, "sub_msg": "forced"});
             return Ok((200, self.answer(&method, fields)?));
-        }
-        if let Some(ext) = biz["external_agreement_no"].as_str() {
-            if !crate::refs::is_valid(ext) {
-                // Alipay takes at most 32 letters and digits.
-                let fields = json!({"code": "40002", "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-parameter",
-                    "sub_msg": "external_agreement_no: at most 32 letters and digits"});
-                return Ok((200, self.answer(&method, fields)?));
-            }
         }
         let mut agreements = lock(&self.agreements);
         let found = if let Some(no) = biz["agreement_no"].as_str() {

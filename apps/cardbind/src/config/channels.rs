@@ -290,13 +290,22 @@ impl ChannelsConfig {
         if self.reconcile_after_seconds < 0 {
             return bad("channels.reconcile_after_seconds", "must not be negative");
         }
-        if let Some(a) = &self.alipay {
+        // Only the enabled channels' sections are used (and checked), as
+        // their card rules are.
+        if let Some(a) = self
+            .alipay
+            .as_ref()
+            .filter(|_| self.enabled.contains(&ChannelKind::Alipay))
+        {
             callback_url("channels.alipay.notify_url", a.notify_url.as_deref())?;
             callback_url("channels.alipay.return_url", a.return_url.as_deref())?;
         }
-        if let Some(w) = &self.wechat {
+        if let Some(w) = self
+            .wechat
+            .as_ref()
+            .filter(|_| self.enabled.contains(&ChannelKind::Wechat))
+        {
             callback_url("channels.wechat.notify_url", Some(&w.notify_url))?;
-            callback_url("channels.wechat.return_url", w.return_url.as_deref())?;
         }
         self.card_rules()?;
         Ok(())
@@ -304,7 +313,8 @@ impl ChannelsConfig {
 }
 
 /// The most characters a channel takes in a URL of ours it is sent (Alipay's
-/// `notify_url` and `return_url`, WeChat Pay's contract notification URL).
+/// `notify_url` and `return_url`, WeChat Pay's contract notification URL;
+/// WeChat Pay's return URL is not checked: its limit is not known here).
 pub const MAX_CALLBACK_URL_CHARS: usize = 256;
 
 /// A URL the channel is given to call or send the user back to: an absolute

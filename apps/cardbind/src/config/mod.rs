@@ -261,6 +261,7 @@ mod tests {
             sign_scene: None,
             accept: CardAcceptConfig::default(),
         });
+        c.channels.enabled = vec![ChannelKind::Mock, ChannelKind::Alipay];
         assert!(c.validate().is_ok());
         let at_most = format!("https://pay.example.com/{}", "a".repeat(232));
         assert_eq!(at_most.chars().count(), 256);
@@ -294,7 +295,11 @@ mod tests {
             let e = c.validate().unwrap_err();
             assert!(e.0.starts_with(field), "{notify:?} {ret:?}: {e}");
         }
+        // A section of a channel that is not enabled is not used, nor checked.
+        c.channels.enabled = vec![ChannelKind::Mock];
+        assert!(c.validate().is_ok(), "alipay is not enabled");
         c.channels.alipay = None;
+        c.channels.enabled = vec![ChannelKind::Mock, ChannelKind::Wechat];
         c.channels.wechat = Some(WechatChannelConfig {
             base_url: "https://api.mch.weixin.qq.com".into(),
             mchid: "1900000001".into(),
@@ -314,6 +319,8 @@ mod tests {
         }
         let e = c.validate().unwrap_err();
         assert!(e.0.starts_with("channels.wechat.notify_url:"), "{e}");
+        c.channels.enabled = vec![ChannelKind::Mock];
+        assert!(c.validate().is_ok(), "wechat is not enabled");
     }
 
     #[test]
