@@ -12,7 +12,7 @@ use cardbind_channels::fakes::wechat::{
     PLATFORM_SERIAL_2,
 };
 use cardbind_channels::fakes::FakeWechat;
-use cardbind_channels::wechat::{binding_from_contract_code, contract_code};
+use cardbind_channels::refs::{binding_of, of_binding};
 use cardbind_channels::{WechatChannel, WechatConfig};
 use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, Notification, PaymentChannel, RemoteState,
@@ -70,7 +70,7 @@ const UUID: &str = "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c77";
 async fn full_bind_flow() {
     let (fake, ch) = setup().await;
     let b = bid(UUID);
-    let code = contract_code(&b).unwrap();
+    let code = of_binding(&b).unwrap();
     assert_eq!(code, "0191d3c57a4e7c3b9f102a6b8e4d1c77");
     assert_eq!(ch.query(&b, None).await.unwrap(), RemoteState::NotFound);
     let start = ch.start_binding(&bind_request(UUID)).await.unwrap();
@@ -622,17 +622,14 @@ async fn callbacks_tampered_or_wrongly_keyed_are_refused() {
 fn contract_codes_round_trip() {
     for id in [UUID, "abc123", "A1"] {
         let b = bid(id);
-        let code = contract_code(&b).unwrap();
+        let code = of_binding(&b).unwrap();
         assert!(code.len() <= 32 && code.bytes().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(binding_from_contract_code(&code), Some(b));
+        assert_eq!(binding_of(&code), Some(b));
     }
-    assert_eq!(contract_code(&bid("has-dash")), None);
-    assert_eq!(
-        contract_code(&bid("0191d3c57a4e7c3b9f102a6b8e4d1c77")),
-        None
-    );
-    assert_eq!(binding_from_contract_code(""), None);
-    assert_eq!(binding_from_contract_code("bad code!"), None);
+    assert_eq!(of_binding(&bid("has-dash")), None);
+    assert_eq!(of_binding(&bid("0191d3c57a4e7c3b9f102a6b8e4d1c77")), None);
+    assert_eq!(binding_of(""), None);
+    assert_eq!(binding_of("bad code!"), None);
 }
 
 #[tokio::test]

@@ -374,13 +374,14 @@ impl AlipayChannel {
         Ok(p)
     }
 
-    /// The user's signing URL: the gateway with every signed parameter of
-    /// `alipay.user.agreement.page.sign` in the query string.
-    /// `Protocol` error when the binding id has no `external_agreement_no`
-    /// form ([`crate::refs::of_binding`]).
-    pub fn page_sign_url(&self, request: &ChannelBindRequest) -> Result<String, ChannelError> {
-        let external = crate::refs::of_binding(&request.binding_id)
-            .ok_or_else(|| protocol("binding id has no external_agreement_no form"))?;
+    /// The user's signing URL for the agreement `external` (the binding's
+    /// [`crate::refs::of_binding`]): the gateway with every signed parameter
+    /// of `alipay.user.agreement.page.sign` in the query string.
+    fn page_sign_url(
+        &self,
+        request: &ChannelBindRequest,
+        external: &str,
+    ) -> Result<String, ChannelError> {
         let mut biz = serde_json::json!({
             "personal_product_code": self.personal_product_code,
             "product_code": self.product_code,
@@ -666,7 +667,7 @@ impl PaymentChannel for AlipayChannel {
                 message: "the binding id cannot be an Alipay external_agreement_no".into(),
             });
         };
-        let url = self.page_sign_url(request)?;
+        let url = self.page_sign_url(request, &external)?;
         Ok(ChannelStart::Redirect {
             channel_ref: external,
             url,

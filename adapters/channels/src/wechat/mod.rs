@@ -220,16 +220,6 @@ fn protocol(msg: impl Into<String>) -> ChannelError {
     ChannelError::Protocol(msg.into())
 }
 
-/// Our binding id as a WeChat `out_contract_code` (see [`crate::refs`]).
-pub fn contract_code(binding: &BindingId) -> Option<String> {
-    crate::refs::of_binding(binding)
-}
-
-/// The binding id an `out_contract_code` stands for.
-pub fn binding_from_contract_code(code: &str) -> Option<BindingId> {
-    crate::refs::binding_of(code)
-}
-
 fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
     headers.get(name).map(String::as_str)
 }
@@ -471,7 +461,7 @@ impl PaymentChannel for WechatChannel {
         &self,
         request: &ChannelBindRequest,
     ) -> Result<ChannelStart, ChannelError> {
-        let Some(code) = contract_code(&request.binding_id) else {
+        let Some(code) = crate::refs::of_binding(&request.binding_id) else {
             return Ok(ChannelStart::Refused {
                 code: "unsupported_binding_id".into(),
                 message: "the binding id cannot be a WeChat out_contract_code".into(),
@@ -531,8 +521,8 @@ impl PaymentChannel for WechatChannel {
     }
 
     async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
-        let code =
-            contract_code(binding).ok_or_else(|| protocol("binding id has no contract code"))?;
+        let code = crate::refs::of_binding(binding)
+            .ok_or_else(|| protocol("binding id has no contract code"))?;
         let path = format!("{}/terminate", self.contract_path(&code));
         let body = serde_json::json!({ "contract_termination_remark": "unbound by the user" });
         match self
@@ -555,7 +545,7 @@ impl PaymentChannel for WechatChannel {
         binding: &BindingId,
         _channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
-        let Some(code) = contract_code(binding) else {
+        let Some(code) = crate::refs::of_binding(binding) else {
             return Ok(RemoteState::NotFound);
         };
         let path = self.contract_path(&code);

@@ -52,7 +52,7 @@ impl WechatChannel {
         let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
         let binding = match str_of(&contract, "out_contract_code")
             .as_deref()
-            .and_then(binding_from_contract_code)
+            .and_then(crate::refs::binding_of)
         {
             Some(b) => BindingRef::Ours(b),
             None => BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),

@@ -12,11 +12,11 @@ async fn alipay_binding_flow_end_to_end() {
         "{url}"
     );
     // The user opens the signed page: the fake verifies it and opens the agreement.
-    assert_eq!(s.alipay.open_sign_page(&url).unwrap(), external_no(&id));
+    assert_eq!(s.alipay.open_sign_page(&url).unwrap(), channel_code(&id));
     // The user signs in the Alipay app; Alipay posts the notification.
     let signed = s
         .alipay
-        .user_signs(&external_no(&id), "ali-notify-0001")
+        .user_signs(&channel_code(&id), "ali-notify-0001")
         .unwrap();
     let r = s.notify_alipay(signed.clone()).await;
     assert_eq!((r.status, r.text.as_str()), (200, "success"), "{}", r.text);
@@ -29,7 +29,7 @@ async fn alipay_binding_flow_end_to_end() {
     assert_eq!(card["status"], "active", "{card}");
     assert_eq!(card["is_default"], true);
     assert!(card.get("next_action").is_none());
-    let (_, agreement_no) = s.alipay.agreement(&external_no(&id)).unwrap();
+    let (_, agreement_no) = s.alipay.agreement(&channel_code(&id)).unwrap();
     assert_eq!(
         s.consent(user, &id).await["agreement_id"],
         agreement_no.as_str()
@@ -67,7 +67,7 @@ async fn alipay_binding_flow_end_to_end() {
             ("app_id", s.alipay.app_id()),
             ("status", "UNSIGN"),
             ("agreement_no", &agreement_no),
-            ("external_agreement_no", &external_no(&id)),
+            ("external_agreement_no", &channel_code(&id)),
         ])
         .unwrap();
     let r = s.notify_alipay(forged).await;
@@ -85,7 +85,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s
         .notify_alipay(
             s.alipay
-                .user_signs(&external_no(&id2), "ali-notify-0002")
+                .user_signs(&channel_code(&id2), "ali-notify-0002")
                 .unwrap(),
         )
         .await;
@@ -94,7 +94,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s
         .notify_alipay(
             s.alipay
-                .user_unsigns(&external_no(&id2), "ali-notify-0003")
+                .user_unsigns(&channel_code(&id2), "ali-notify-0003")
                 .unwrap(),
         )
         .await;
@@ -114,7 +114,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s.unbind(user, &id).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["status"], "inactive");
-    assert_eq!(s.alipay.agreement(&external_no(&id)).unwrap().0, "UNSIGN");
+    assert_eq!(s.alipay.agreement(&channel_code(&id)).unwrap().0, "UNSIGN");
     assert!(s.consent(user, &id).await["revoked_at"].is_string());
     let methods = s.alipay.verified_methods();
     assert_eq!(

@@ -443,12 +443,9 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A card's Alipay `external_agreement_no` (its id as at most 32 letters
-/// and digits).
-fn external_no(card_id: &str) -> String {
+/// A card's reference at the channel (Alipay's `external_agreement_no`,
+/// WeChat Pay's `out_contract_code`): its id as at most 32 letters and
+/// digits.
+fn channel_code(card_id: &str) -> String {
     cardbind_channels::refs::of_binding(&BindingId::parse(card_id).unwrap()).unwrap()
-}
-
-fn contract_code(card_id: &str) -> String {
-    cardbind_channels::wechat::contract_code(&BindingId::parse(card_id).unwrap()).unwrap()
 }

@@ -7,7 +7,7 @@ async fn wechat_binding_flow_end_to_end() {
     let s = start().await;
     let user = "wx-user-1";
     let (id, url) = s.bind_redirect(user, VISA, "wechat").await;
-    let code = contract_code(&id);
+    let code = channel_code(&id);
     assert!(url.contains(&code), "{url}");
     assert_eq!(s.wechat.contract(&code).unwrap().0, "NOT_SIGNED");
 
@@ -76,7 +76,7 @@ async fn wechat_binding_flow_end_to_end() {
 
     // A second card, signed, then terminated by the user inside WeChat.
     let (id2, _) = s.bind_redirect(user, MC, "wechat").await;
-    let code2 = contract_code(&id2);
+    let code2 = channel_code(&id2);
     let r = s
         .notify_wechat(&s.wechat.user_signs(&code2, "EV-e2e-0002").unwrap())
         .await;
