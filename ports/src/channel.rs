@@ -17,12 +17,16 @@ use crate::error::ChannelError;
 /// needs and never log it.
 #[derive(Clone, Debug)]
 pub struct ChannelBindRequest {
-    /// Our binding id: channels use it, in the form their protocol takes
-    /// (Alipay's `external_agreement_no` and WeChat Pay's
-    /// `out_contract_code`: at most 32 letters and digits, so a UUID
-    /// without its dashes), as their external reference, so that a binding
-    /// can be queried even if we never stored their answer.
+    /// Our binding id. With `attempt` it makes the channel's external
+    /// reference (Alipay's `external_agreement_no`, WeChat Pay's
+    /// `out_contract_code`), so that a binding can be queried even if we
+    /// never stored the channel's answer.
     pub binding_id: BindingId,
+    /// Which bind of the card this is: the binding's data generation. A
+    /// card bound again keeps its id but gets a new attempt, so that each
+    /// bind has an external reference of its own (WeChat Pay refuses a
+    /// reference used before, even by an ended contract).
+    pub attempt: u32,
     pub user_id: UserId,
     pub card: CardNumber,
     pub expiry: Expiry,
@@ -101,6 +105,12 @@ pub struct ChannelEvent {
     /// its id, so an event naming another agreement than the binding's
     /// current one is stale and is ignored.
     pub agreement: Option<String>,
+    /// The bind attempt our reference in the notification names, when it
+    /// names one (references sent before attempts were part of them, and
+    /// events that name only the channel's reference, have none). An event
+    /// about another attempt than the card's current one is about an
+    /// earlier bind of the card.
+    pub attempt: Option<u32>,
 }
 
 /// An incoming notification exactly as received.
@@ -145,12 +155,22 @@ pub trait PaymentChannel: Send + Sync {
     ) -> Result<ConfirmOutcome, ChannelError>;
 
     /// Ends the agreement at the channel. Ending one that is already ended
-    /// MUST succeed.
-    async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError>;
+    /// MUST succeed. `attempt` is the bind that made the agreement (see
+    /// [`ChannelBindRequest::attempt`]).
+    async fn unbind(
+        &self,
+        binding: &BindingId,
+        attempt: u32,
+        channel_ref: &str,
+    ) -> Result<(), ChannelError>;
 
+    /// What the channel says of the agreement of bind `attempt` of
+    /// `binding`: by `channel_ref` when given (what the start or the
+    /// channel answered), else by the reference the attempt makes.
     async fn query(
         &self,
         binding: &BindingId,
+        attempt: u32,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError>;
 

@@ -451,7 +451,12 @@ impl PaymentChannel for MockChannel {
         }
     }
 
-    async fn unbind(&self, binding: &BindingId, _channel_ref: &str) -> Result<(), ChannelError> {
+    async fn unbind(
+        &self,
+        binding: &BindingId,
+        _attempt: u32,
+        _channel_ref: &str,
+    ) -> Result<(), ChannelError> {
         let mode = self.mode_for_binding(binding);
         self.tick(mode)?;
         self.set_state(binding.as_str(), mode, RemoteState::Terminated);
@@ -461,6 +466,7 @@ impl PaymentChannel for MockChannel {
     async fn query(
         &self,
         binding: &BindingId,
+        _attempt: u32,
         _channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         let mode = self.mode_for_binding(binding);
@@ -527,6 +533,7 @@ impl PaymentChannel for MockChannel {
             binding: BindingRef::Ours(binding),
             kind,
             agreement,
+            attempt: None,
         })
     }
 

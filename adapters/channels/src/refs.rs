@@ -1,17 +1,42 @@
-//! Our reference for an agreement at a channel: the binding id in the form
-//! both real channels accept.
+//! Our reference for an agreement at a channel: one per bind attempt of a
+//! card, in the form both real channels accept.
 //!
 //! Alipay's `external_agreement_no` and WeChat Pay's `out_contract_code`
-//! each take at most 32 letters and digits. A binding id that already is
-//! such a code is used as is; a UUID (`8-4-4-4-12` hex, what the service
-//! issues) loses its dashes, and a 32-hex-digit code is read back as that
-//! UUID. Any other binding id has no reference (the adapters refuse to
-//! start such a binding with `unsupported_binding_id`).
+//! each take at most 32 letters and digits, and WeChat Pay's must be unique
+//! at the merchant, ended contracts included. A card bound again keeps its
+//! binding id, so the reference names the attempt too: the binding's UUID
+//! in base 62 (22 digits) followed by the attempt (the binding's data
+//! generation, a `u32`) in base 62 (6 digits), 28 characters in all. The
+//! digits are `0-9`, `a-z`, `A-Z`, the order Go's `big.Int` uses for base
+//! 62.
+//!
+//! Two earlier forms are still read, so that agreements made before are
+//! found: the UUID without its dashes (32 hex digits, one reference for
+//! every attempt of a card) and the dashed UUID itself. A binding id that
+//! is not a UUID (tests only: the service issues UUIDs) is its own
+//! reference when it has 1 to 32 letters and digits and cannot be read as
+//! one of the forms above; any other binding id has no reference, and the
+//! adapters refuse to start it with `unsupported_binding_id`.
 
 use cardbind_domain::BindingId;
 
 /// The most characters either channel takes.
 pub const MAX_LEN: usize = 32;
+
+const DIGITS: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const UUID_DIGITS: usize = 22;
+const ATTEMPT_DIGITS: usize = 6;
+/// The length of a per-attempt reference.
+pub const ATTEMPT_LEN: usize = UUID_DIGITS + ATTEMPT_DIGITS;
+
+/// What a reference of ours names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub binding: BindingId,
+    /// The attempt, for a per-attempt reference; `None` for the earlier
+    /// forms, which name every attempt of the card.
+    pub attempt: Option<u32>,
+}
 
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
@@ -31,29 +56,197 @@ pub fn is_valid(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// The reference a channel knows `binding` by, if it has one.
-pub fn of_binding(binding: &BindingId) -> Option<String> {
-    let s = binding.as_str();
-    if is_uuid(s) {
-        return Some(s.replace('-', ""));
+fn push_base62(out: &mut String, mut n: u128, width: usize) {
+    let mut digits = vec![b'0'; width];
+    for d in digits.iter_mut().rev() {
+        // Both operands fit: the remainder is below 62.
+        *d = DIGITS[(n % 62) as usize];
+        n /= 62;
     }
-    if is_valid(s) && !is_hex32(s) {
-        return Some(s.to_owned());
+    out.extend(digits.into_iter().map(char::from));
+}
+
+fn read_base62(s: &str) -> Option<u128> {
+    s.bytes().try_fold(0u128, |n, b| {
+        let d = DIGITS.iter().position(|&x| x == b)?;
+        n.checked_mul(62)?.checked_add(d as u128)
+    })
+}
+
+fn uuid_value(binding: &BindingId) -> Option<u128> {
+    let s = binding.as_str();
+    if !is_uuid(s) {
+        return None;
+    }
+    u128::from_str_radix(&s.replace('-', ""), 16).ok()
+}
+
+fn read_attempt_form(code: &str) -> Option<Named> {
+    if code.len() != ATTEMPT_LEN || !code.is_ascii() {
+        return None;
+    }
+    let (uuid, attempt) = code.split_at(UUID_DIGITS);
+    let uuid = read_base62(uuid)?;
+    let attempt = u32::try_from(read_base62(attempt)?).ok()?;
+    Some(Named {
+        binding: BindingId::from_uuid_bytes(uuid.to_be_bytes()),
+        attempt: Some(attempt),
+    })
+}
+
+/// Our reference for `attempt` of `binding`, if the binding has one.
+pub fn of_attempt(binding: &BindingId, attempt: u32) -> Option<String> {
+    if let Some(n) = uuid_value(binding) {
+        let mut out = String::with_capacity(ATTEMPT_LEN);
+        push_base62(&mut out, n, UUID_DIGITS);
+        push_base62(&mut out, u128::from(attempt), ATTEMPT_DIGITS);
+        return Some(out);
+    }
+    let s = binding.as_str();
+    (is_valid(s) && !is_hex32(s) && read_attempt_form(s).is_none()).then(|| s.to_owned())
+}
+
+/// The reference the builds before per-attempt references sent for every
+/// attempt of `binding`: its UUID without the dashes.
+pub fn legacy_of(binding: &BindingId) -> Option<String> {
+    is_uuid(binding.as_str()).then(|| binding.as_str().replace('-', "").to_ascii_lowercase())
+}
+
+/// What a reference of ours (any form) names, if it is one.
+pub fn parse(code: &str) -> Option<Named> {
+    if let Some(n) = read_attempt_form(code) {
+        return Some(n);
+    }
+    let legacy = |id: String| {
+        BindingId::parse(&id).ok().map(|binding| Named {
+            binding,
+            attempt: None,
+        })
+    };
+    if is_hex32(code) {
+        let c = code.to_ascii_lowercase();
+        return legacy(format!(
+            "{}-{}-{}-{}-{}",
+            &c[..8],
+            &c[8..12],
+            &c[12..16],
+            &c[16..20],
+            &c[20..]
+        ));
+    }
+    if is_uuid(code) || is_valid(code) {
+        return legacy(code.to_owned());
     }
     None
 }
 
-/// The binding a reference made by [`of_binding`] stands for.
-pub fn binding_of(code: &str) -> Option<BindingId> {
-    if is_hex32(code) {
-        let (a, rest) = code.split_at(8);
-        let (b, rest) = rest.split_at(4);
-        let (c, rest) = rest.split_at(4);
-        let (d, e) = rest.split_at(4);
-        return BindingId::parse(&format!("{a}-{b}-{c}-{d}-{e}")).ok();
+/// Whether `reference` is a reference of ours to `binding` (any attempt,
+/// any form), not one the channel made.
+pub fn names(binding: &BindingId, reference: &str) -> bool {
+    parse(reference).is_some_and(|n| {
+        n.binding == *binding || n.binding.as_str().eq_ignore_ascii_case(binding.as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn uuid(bytes: [u8; 16]) -> BindingId {
+        BindingId::from_uuid_bytes(bytes)
     }
-    if !is_valid(code) {
-        return None;
+
+    proptest! {
+        #[test]
+        fn every_uuid_and_attempt_make_a_reference_the_channels_take_and_read_back(
+            bytes in any::<[u8; 16]>(),
+            attempt in any::<u32>(),
+        ) {
+            let b = uuid(bytes);
+            let code = of_attempt(&b, attempt).unwrap();
+            prop_assert_eq!(code.len(), ATTEMPT_LEN);
+            prop_assert!(is_valid(&code));
+            prop_assert_eq!(parse(&code), Some(Named { binding: b.clone(), attempt: Some(attempt) }));
+            prop_assert!(names(&b, &code));
+        }
+
+        #[test]
+        fn two_attempts_of_a_card_never_share_a_reference(
+            bytes in any::<[u8; 16]>(),
+            a in any::<u32>(),
+            b in any::<u32>(),
+        ) {
+            prop_assume!(a != b);
+            let id = uuid(bytes);
+            prop_assert_ne!(of_attempt(&id, a), of_attempt(&id, b));
+        }
+
+        #[test]
+        fn reading_any_text_never_panics(s in "\\PC{0,40}") {
+            let _ = parse(&s);
+        }
     }
-    BindingId::parse(code).ok()
+
+    #[test]
+    fn the_digits_are_in_go_big_int_order() {
+        let b = uuid([0; 16]);
+        assert_eq!(of_attempt(&b, 61).unwrap(), format!("{}Z", "0".repeat(27)));
+        assert_eq!(of_attempt(&b, 62).unwrap(), format!("{}10", "0".repeat(26)));
+        let max = uuid([0xff; 16]);
+        // 2^128 - 1 in base 62, then u32::MAX.
+        assert_eq!(
+            of_attempt(&max, u32::MAX).unwrap(),
+            "7N42dgm5tFLK9N8MT7fHC74GFfc3"
+        );
+    }
+
+    #[test]
+    fn earlier_forms_are_read_as_every_attempt_of_the_card() {
+        let b = BindingId::parse("0192f4a1-7c3e-7b2a-9d4e-5f6a7b8c9d0e").unwrap();
+        let hex = legacy_of(&b).unwrap();
+        assert_eq!(hex, "0192f4a17c3e7b2a9d4e5f6a7b8c9d0e");
+        for form in [hex.as_str(), b.as_str()] {
+            assert_eq!(
+                parse(form),
+                Some(Named {
+                    binding: b.clone(),
+                    attempt: None
+                })
+            );
+            assert!(names(&b, form));
+        }
+        let other = BindingId::parse("0192f4a1-7c3e-7b2a-9d4e-5f6a7b8c9d0f").unwrap();
+        assert!(!names(&other, &hex));
+        assert!(!names(&other, &of_attempt(&b, 7).unwrap()));
+    }
+
+    #[test]
+    fn an_overflowing_or_foreign_reference_names_no_attempt() {
+        // 22 'Z's exceed 2^128.
+        let too_big = format!("{}000001", "Z".repeat(22));
+        assert_eq!(parse(&too_big).and_then(|n| n.attempt), None);
+        // 6 'Z's exceed u32::MAX.
+        let big_attempt = format!("{}ZZZZZZ", "0".repeat(22));
+        assert_eq!(parse(&big_attempt).and_then(|n| n.attempt), None);
+        assert_eq!(parse("agreement-no-with-dash"), None);
+        assert_eq!(parse(""), None);
+    }
+
+    #[test]
+    fn a_test_id_is_its_own_reference_unless_it_reads_as_another_form() {
+        let id = BindingId::parse("bindalipay1").unwrap();
+        assert_eq!(of_attempt(&id, 5).as_deref(), Some("bindalipay1"));
+        assert_eq!(
+            parse("bindalipay1"),
+            Some(Named {
+                binding: id,
+                attempt: None
+            })
+        );
+        let dashed = BindingId::parse("bind-alipay-1").unwrap();
+        assert_eq!(of_attempt(&dashed, 5), None);
+        let hexlike = BindingId::parse("0192f4a17c3e7b2a9d4e5f6a7b8c9d0e").unwrap();
+        assert_eq!(of_attempt(&hexlike, 5), None);
+    }
 }

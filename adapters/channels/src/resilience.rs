@@ -663,7 +663,7 @@ impl PaymentChannel for Resilient {
                 .attempt_counting(
                     "query",
                     subject,
-                    self.inner.query(&request.binding_id, None),
+                    self.inner.query(&request.binding_id, request.attempt, None),
                     false,
                     deadline,
                 )
@@ -697,9 +697,14 @@ impl PaymentChannel for Resilient {
         .await
     }
 
-    async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
+    async fn unbind(
+        &self,
+        binding: &BindingId,
+        attempt: u32,
+        channel_ref: &str,
+    ) -> Result<(), ChannelError> {
         self.with_retries("unbind", Subject::binding(binding), || {
-            self.inner.unbind(binding, channel_ref)
+            self.inner.unbind(binding, attempt, channel_ref)
         })
         .await
     }
@@ -707,10 +712,11 @@ impl PaymentChannel for Resilient {
     async fn query(
         &self,
         binding: &BindingId,
+        attempt: u32,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         self.with_retries("query", Subject::binding(binding), || {
-            self.inner.query(binding, channel_ref.clone())
+            self.inner.query(binding, attempt, channel_ref.clone())
         })
         .await
     }

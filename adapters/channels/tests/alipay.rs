@@ -13,12 +13,13 @@ use cardbind_channels::alipay::{
 };
 use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID};
 use cardbind_channels::fakes::FakeAlipay;
+use cardbind_channels::refs::of_attempt;
 use cardbind_domain::Timestamp;
 use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, Notification, PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
-use common::{bid, bind_request, key};
+use common::{bid, bind_request, key, ATTEMPT};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -69,12 +70,16 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     assert!(url.starts_with(&fake_gateway_prefix(&url)));
     // Not opened yet: the agreement does not exist.
     assert_eq!(
-        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+            .await
+            .unwrap(),
         RemoteState::NotFound
     );
     assert_eq!(fake.open_sign_page(&url).unwrap(), "bindalipay1");
     assert_eq!(
-        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+            .await
+            .unwrap(),
         RemoteState::Pending
     );
     // The user signs: notification
@@ -92,24 +97,28 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     assert_eq!(ch.parse_notification(&n).unwrap().event_id, "notify-0001");
     // query by agreement_no and by our external number
     assert_eq!(
-        ch.query(&b, Some(agreement_no.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(agreement_no.clone()))
+            .await
+            .unwrap(),
         RemoteState::Active {
             channel_ref: agreement_no.clone()
         }
     );
     assert_eq!(
-        ch.query(&b, None).await.unwrap(),
+        ch.query(&b, ATTEMPT, None).await.unwrap(),
         RemoteState::Active {
             channel_ref: agreement_no.clone()
         }
     );
     // unbind, and unbind again (already ended must succeed)
-    ch.unbind(&b, &agreement_no).await.unwrap();
+    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
     assert_eq!(
-        ch.query(&b, Some(agreement_no.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(agreement_no.clone()))
+            .await
+            .unwrap(),
         RemoteState::Terminated
     );
-    ch.unbind(&b, &agreement_no).await.unwrap();
+    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
     assert_eq!(
         fake.rejected_count(),
         0,
@@ -155,11 +164,12 @@ async fn full_bind_flow() {
 /// digits (the fake refuses anything else, as the gateway does); the
 /// service's binding ids are dashed UUIDs (36 characters).
 #[tokio::test]
-async fn a_uuid_binding_goes_to_alipay_as_32_letters_and_digits_and_comes_back() {
+async fn a_uuid_binding_goes_to_alipay_as_28_letters_and_digits_per_attempt_and_comes_back() {
     let (fake, ch) = setup(None).await;
     let id = "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c77";
-    let code = "0191d3c57a4e7c3b9f102a6b8e4d1c77";
     let b = bid(id);
+    let code = of_attempt(&b, ATTEMPT).unwrap();
+    assert_eq!(code.len(), 28);
     let ChannelStart::Redirect { channel_ref, url } =
         ch.start_binding(&bind_request(id)).await.unwrap()
     else {
@@ -168,33 +178,78 @@ async fn a_uuid_binding_goes_to_alipay_as_32_letters_and_digits_and_comes_back()
     assert_eq!(channel_ref, code);
     assert_eq!(fake.open_sign_page(&url).unwrap(), code);
     assert_eq!(
-        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+            .await
+            .unwrap(),
         RemoteState::Pending
     );
+    // Another attempt of the card has its own number, unknown to Alipay.
+    assert_eq!(
+        ch.query(&b, ATTEMPT + 1, None).await.unwrap(),
+        RemoteState::NotFound
+    );
     let ev = ch
-        .parse_notification(&note(fake.user_signs(code, "notify-uuid-1").unwrap()))
+        .parse_notification(&note(fake.user_signs(&code, "notify-uuid-1").unwrap()))
         .unwrap();
     assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
+    assert_eq!(ev.attempt, Some(ATTEMPT));
     let ChannelEventKind::Signed {
         channel_ref: agreement_no,
     } = ev.kind
     else {
         panic!("not signed")
     };
-    for reference in [None, Some(channel_ref.clone()), Some(id.to_owned())] {
+    for reference in [None, Some(channel_ref.clone()), Some(agreement_no.clone())] {
         assert_eq!(
-            ch.query(&b, reference).await.unwrap(),
+            ch.query(&b, ATTEMPT, reference).await.unwrap(),
             RemoteState::Active {
                 channel_ref: agreement_no.clone()
             }
         );
     }
-    // A notification naming the dashed id (as earlier builds sent it) is
-    // still about the binding.
+    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
+    assert_eq!(fake.agreement(&code).unwrap().0, "UNSIGN");
+    assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
+}
+
+/// Agreements that builds before per-attempt numbers made (under the id
+/// without its dashes, or the dashed id) are still found by the reference
+/// stored then, and their notifications are still the card's.
+#[tokio::test]
+async fn an_agreement_made_under_an_earlier_form_is_still_found_and_ended() {
+    let (fake, ch) = setup(None).await;
+    let id = "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c77";
+    let b = bid(id);
+    let legacy = "0191d3c57a4e7c3b9f102a6b8e4d1c77";
+    let ev = ch
+        .parse_notification(&note(fake.user_signs(legacy, "notify-old-1").unwrap()))
+        .unwrap();
+    assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
+    assert_eq!(ev.attempt, None, "the old form names no attempt");
+    let ChannelEventKind::Signed {
+        channel_ref: agreement_no,
+    } = ev.kind
+    else {
+        panic!("not signed")
+    };
+    let active = RemoteState::Active {
+        channel_ref: agreement_no.clone(),
+    };
+    // What a card waiting since then has stored: the number the start sent.
+    assert_eq!(
+        ch.query(&b, ATTEMPT, Some(legacy.into())).await.unwrap(),
+        active
+    );
+    assert_eq!(
+        ch.query(&b, ATTEMPT, Some(agreement_no.clone()))
+            .await
+            .unwrap(),
+        active
+    );
     let dashed = fake
         .notification(&[
             ("notify_type", "dut_user_unsign"),
-            ("notify_id", "notify-uuid-2"),
+            ("notify_id", "notify-old-2"),
             ("notify_time", &now_text()),
             ("app_id", APP_ID),
             ("agreement_no", &agreement_no),
@@ -205,9 +260,8 @@ async fn a_uuid_binding_goes_to_alipay_as_32_letters_and_digits_and_comes_back()
         ch.parse_notification(&note(dashed)).unwrap().binding,
         BindingRef::Ours(b.clone())
     );
-    ch.unbind(&b, &agreement_no).await.unwrap();
-    assert_eq!(fake.agreement(code).unwrap().0, "UNSIGN");
-    assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
+    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
+    assert_eq!(fake.agreement(legacy).unwrap().0, "UNSIGN");
 }
 
 fn now_text() -> String {
@@ -301,7 +355,7 @@ async fn tampered_response_is_refused_as_unverifiable() {
     // Altered after signing: indistinguishable from a key that is not the
     // gateway's, and reported as such; nothing in it is used.
     assert_eq!(
-        ch.query(&bid("bindt"), None).await,
+        ch.query(&bid("bindt"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -311,7 +365,7 @@ async fn response_signed_with_another_key_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
-        ch.query(&bid("bindw"), None).await,
+        ch.query(&bid("bindw"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -326,13 +380,13 @@ async fn our_own_public_key_installed_as_alipays_cannot_verify_any_answer() {
     cfg.alipay_public_key_pem = key(0).public_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bindown"), None).await,
+        ch.query(&bid("bindown"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     // The same request with the right key: the gateway's plain answer.
     let right = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
     assert_eq!(
-        right.query(&bid("bindown"), None).await,
+        right.query(&bid("bindown"), ATTEMPT, None).await,
         Ok(RemoteState::NotFound)
     );
     assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
@@ -345,12 +399,13 @@ async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
     cfg.private_key_pem = key(2).private_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bindx"), None).await,
+        ch.query(&bid("bindx"), ATTEMPT, None).await,
         Err(misconfigured("isv.invalid-signature"))
     );
     // Unbinding gives up at once: no follow-up query on a refused key.
     assert_eq!(
-        ch.unbind(&bid("bindx"), "20250101000000000001").await,
+        ch.unbind(&bid("bindx"), ATTEMPT, "20250101000000000001")
+            .await,
         Err(misconfigured("isv.invalid-signature"))
     );
     assert_eq!(fake.rejected_count(), 2);
@@ -364,7 +419,7 @@ async fn a_wrong_app_id_gets_the_gateways_unsigned_invalid_app_id() {
     cfg.app_id = "2021000000009999".into();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bindapp"), None).await,
+        ch.query(&bid("bindapp"), ATTEMPT, None).await,
         Err(misconfigured("isv.invalid-app-id"))
     );
     assert_eq!(
@@ -383,17 +438,17 @@ async fn a_wrong_or_missing_aes_key_is_a_misconfiguration() {
     .unwrap();
     let wrong = AlipayChannel::new(config(fake.gateway_url(), Some([8u8; 16]))).unwrap();
     assert_eq!(
-        wrong.query(&bid("bindaes"), None).await,
+        wrong.query(&bid("bindaes"), ATTEMPT, None).await,
         Err(misconfigured("isv.decryption-error-unknown"))
     );
     let none = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
     assert_eq!(
-        none.query(&bid("bindaes"), None).await,
+        none.query(&bid("bindaes"), ATTEMPT, None).await,
         Err(misconfigured("isv.decryption-error-missing-encrypt-type"))
     );
     let right = AlipayChannel::new(config(fake.gateway_url(), Some([7u8; 16]))).unwrap();
     assert_eq!(
-        right.query(&bid("bindaes"), None).await,
+        right.query(&bid("bindaes"), ATTEMPT, None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -403,14 +458,14 @@ async fn a_product_not_signed_for_the_app_is_a_misconfiguration() {
     let (fake, ch) = setup(None).await;
     fake.set_product_signed(false);
     assert_eq!(
-        ch.query(&bid("bindprod"), None).await,
+        ch.query(&bid("bindprod"), ATTEMPT, None).await,
         Err(misconfigured("isv.insufficient-isv-permissions"))
     );
     // The request itself verified: the account lacks the product.
     assert!(fake.requests().iter().all(|r| r.verified));
     fake.set_product_signed(true);
     assert_eq!(
-        ch.query(&bid("bindprod"), None).await,
+        ch.query(&bid("bindprod"), ATTEMPT, None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -420,13 +475,13 @@ async fn result_codes_map_to_errors() {
     let (fake, ch) = setup(None).await;
     fake.force_code(Some(("20000", "isp.unknow-error")));
     assert!(matches!(
-        ch.query(&bid("b"), None).await,
+        ch.query(&bid("b"), ATTEMPT, None).await,
         Err(ChannelError::Unavailable(_))
     ));
     // A business refusal (about the agreement, the user, the card) stays one.
     fake.force_code(Some(("40004", "USER_AGREEMENT_STATUS_ERROR")));
     assert_eq!(
-        ch.unbind(&bid("b"), "b").await.unwrap_err(),
+        ch.unbind(&bid("b"), ATTEMPT, "b").await.unwrap_err(),
         ChannelError::Rejected {
             code: "USER_AGREEMENT_STATUS_ERROR".into(),
             message: "forced".into()
@@ -444,7 +499,7 @@ async fn result_codes_map_to_errors() {
         fake.force_code(Some((code, sub)));
         let expected = if sub.is_empty() { code } else { sub };
         assert_eq!(
-            ch.query(&bid("b"), None).await,
+            ch.query(&bid("b"), ATTEMPT, None).await,
             Err(misconfigured(expected)),
             "{code} {sub}"
         );
@@ -485,7 +540,7 @@ async fn gateway_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup(None).await;
     fake.set_down(true);
     assert!(matches!(
-        ch.query(&bid("b"), None).await,
+        ch.query(&bid("b"), ATTEMPT, None).await,
         Err(ChannelError::Unavailable(_))
     ));
     let r = fake.requests();
@@ -495,7 +550,10 @@ async fn gateway_down_is_unavailable_and_recorded() {
         ("alipay.user.agreement.query", false)
     );
     fake.set_down(false);
-    assert_eq!(ch.query(&bid("b"), None).await, Ok(RemoteState::NotFound));
+    assert_eq!(
+        ch.query(&bid("b"), ATTEMPT, None).await,
+        Ok(RemoteState::NotFound)
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, ConfirmOutcome, PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
-use common::{bid, bind_request, bind_request_with_card};
+use common::{bid, bind_request, bind_request_with_card, ATTEMPT};
 
 fn mock(mode: MockMode) -> MockChannel {
     MockChannel::new(MockConfig {
@@ -37,19 +37,19 @@ async fn instant_binds_at_once_and_unbinds() {
         panic!("{start:?}")
     };
     assert_eq!(
-        m.query(&bid("b1"), None).await.unwrap(),
+        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
         RemoteState::Active {
             channel_ref: channel_ref.clone()
         }
     );
-    m.unbind(&bid("b1"), &channel_ref).await.unwrap();
-    m.unbind(&bid("b1"), &channel_ref).await.unwrap();
+    m.unbind(&bid("b1"), ATTEMPT, &channel_ref).await.unwrap();
+    m.unbind(&bid("b1"), ATTEMPT, &channel_ref).await.unwrap();
     assert_eq!(
-        m.query(&bid("b1"), None).await.unwrap(),
+        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
         RemoteState::Terminated
     );
     assert_eq!(
-        m.query(&bid("other"), None).await.unwrap(),
+        m.query(&bid("other"), ATTEMPT, None).await.unwrap(),
         RemoteState::NotFound
     );
 }
@@ -66,19 +66,19 @@ async fn remembers_only_the_last_bindings_it_started() {
     }
     // A change of a remembered binding does not make it newer, nor count twice.
     let r1 = "mock_b1";
-    m.unbind(&bid("b1"), r1).await.unwrap();
+    m.unbind(&bid("b1"), ATTEMPT, r1).await.unwrap();
     assert_eq!(
-        m.query(&bid("b1"), None).await.unwrap(),
+        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
         RemoteState::Terminated
     );
     m.start_binding(&bind_request("b3")).await.unwrap();
     assert_eq!(
-        m.query(&bid("b1"), None).await.unwrap(),
+        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
         RemoteState::NotFound
     );
     for b in ["b2", "b3"] {
         assert_eq!(
-            m.query(&bid(b), None).await.unwrap(),
+            m.query(&bid(b), ATTEMPT, None).await.unwrap(),
             RemoteState::Pending,
             "{b}"
         );
@@ -91,11 +91,11 @@ async fn remembers_only_the_last_bindings_it_started() {
     ));
     m.start_binding(&bind_request("b4")).await.unwrap();
     assert_eq!(
-        m.query(&bid("b2"), None).await.unwrap(),
+        m.query(&bid("b2"), ATTEMPT, None).await.unwrap(),
         RemoteState::NotFound
     );
     assert!(matches!(
-        m.query(&bid("b3"), None).await.unwrap(),
+        m.query(&bid("b3"), ATTEMPT, None).await.unwrap(),
         RemoteState::Active { .. }
     ));
 }
@@ -112,7 +112,7 @@ async fn otp_accepts_configured_code_only() {
         panic!()
     };
     assert_eq!(
-        m.query(&bid("b2"), None).await.unwrap(),
+        m.query(&bid("b2"), ATTEMPT, None).await.unwrap(),
         RemoteState::Pending
     );
     assert_eq!(
@@ -130,7 +130,7 @@ async fn otp_accepts_configured_code_only() {
         }
     );
     assert!(matches!(
-        m.query(&bid("b2"), None).await.unwrap(),
+        m.query(&bid("b2"), ATTEMPT, None).await.unwrap(),
         RemoteState::Active { .. }
     ));
 }
@@ -168,7 +168,7 @@ async fn redirect_url_contains_binding_id_then_signed_notification_activates() {
         }
     );
     assert_eq!(
-        m.query(&bid("bind-42"), None).await.unwrap(),
+        m.query(&bid("bind-42"), ATTEMPT, None).await.unwrap(),
         RemoteState::Active {
             channel_ref: "tok-1".into()
         }
@@ -321,7 +321,9 @@ async fn a_code_for_a_binding_it_does_not_know_is_judged_by_the_code_alone() {
         ConfirmOutcome::WrongOtp
     );
     assert_eq!(
-        m.query(&bid("before-restart"), None).await.unwrap(),
+        m.query(&bid("before-restart"), ATTEMPT, None)
+            .await
+            .unwrap(),
         RemoteState::NotFound,
         "a wrong code leaves nothing behind"
     );
@@ -334,7 +336,9 @@ async fn a_code_for_a_binding_it_does_not_know_is_judged_by_the_code_alone() {
         }
     );
     assert_eq!(
-        m.query(&bid("before-restart"), None).await.unwrap(),
+        m.query(&bid("before-restart"), ATTEMPT, None)
+            .await
+            .unwrap(),
         RemoteState::Active {
             channel_ref: "mock_x".into()
         }

@@ -11,7 +11,7 @@ use cardbind_channels::{MockChannel, MockConfig, MockMode, ResilienceConfig, Res
 use cardbind_ports::channel::{ChannelStart, Notification, PaymentChannel, RemoteState};
 use cardbind_ports::ChannelError;
 use common::scripted::{metric, misconfigured, wrap, Recorded, Scripted};
-use common::{bid, bind_request, FixedClock};
+use common::{bid, bind_request, FixedClock, ATTEMPT};
 use prometheus::Registry;
 
 fn unavailable() -> ChannelError {
@@ -23,7 +23,7 @@ async fn exactly_three_retries_on_unavailable_then_error() {
     let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
-    assert_eq!(r.query(&bid("b"), None).await, Err(unavailable()));
+    assert_eq!(r.query(&bid("b"), ATTEMPT, None).await, Err(unavailable()));
     assert_eq!(
         inner.query_calls.load(Ordering::SeqCst),
         4,
@@ -51,7 +51,10 @@ async fn retry_succeeds_after_transient_failures() {
         Ok(RemoteState::Pending),
     ]));
     let r = wrap(inner.clone(), &Registry::new());
-    assert_eq!(r.query(&bid("b"), None).await, Ok(RemoteState::Pending));
+    assert_eq!(
+        r.query(&bid("b"), ATTEMPT, None).await,
+        Ok(RemoteState::Pending)
+    );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 3);
 }
 
@@ -64,7 +67,7 @@ async fn no_retry_on_rejected() {
     let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
-    assert_eq!(r.unbind(&bid("b"), "ref").await, Err(rejected));
+    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "ref").await, Err(rejected));
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1);
     assert_eq!(
         metric(
@@ -81,7 +84,7 @@ async fn no_retry_on_invalid_signature() {
     let inner = Arc::new(Scripted::default().query_default(Err(ChannelError::InvalidSignature)));
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(
-        r.query(&bid("b"), None).await,
+        r.query(&bid("b"), ATTEMPT, None).await,
         Err(ChannelError::InvalidSignature)
     );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
@@ -134,7 +137,10 @@ async fn a_hanging_channel_is_given_up_at_the_deadline_not_after_every_retry() {
     // Every other operation too.
     *inner.hang_unbinds.lock().unwrap() = true;
     let t0 = tokio::time::Instant::now();
-    assert_eq!(r.unbind(&bid("b"), "ref").await, Err(ChannelError::Timeout));
+    assert_eq!(
+        r.unbind(&bid("b"), ATTEMPT, "ref").await,
+        Err(ChannelError::Timeout)
+    );
     assert!(
         t0.elapsed() <= Duration::from_secs(20),
         "{:?}",
@@ -168,7 +174,7 @@ async fn a_hanging_channel_is_given_up_at_the_deadline_not_after_every_retry() {
     };
     let down = Arc::new(Scripted::default().query_default(Err(unavailable())));
     let r = Resilient::new(down.clone(), short, &Registry::new()).unwrap();
-    assert_eq!(r.query(&bid("b"), None).await, Err(unavailable()));
+    assert_eq!(r.query(&bid("b"), ATTEMPT, None).await, Err(unavailable()));
     assert_eq!(down.query_calls.load(Ordering::SeqCst), 1, "no retry");
 }
 
@@ -270,14 +276,14 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
             BreakerState::Closed,
             "before failure {i}"
         );
-        assert_eq!(r.unbind(&bid("b"), "r").await, Err(unavailable()));
+        assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Err(unavailable()));
     }
     assert_eq!(r.breaker_state(), BreakerState::Open);
     assert_eq!(gauge(&reg), 1.0);
     // Open: short-circuit without calling the channel.
     for _ in 0..3 {
         assert_eq!(
-            r.unbind(&bid("b"), "r").await,
+            r.unbind(&bid("b"), ATTEMPT, "r").await,
             Err(ChannelError::CircuitOpen)
         );
     }
@@ -293,26 +299,26 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
     // Still open just before 30 s.
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(
-        r.unbind(&bid("b"), "r").await,
+        r.unbind(&bid("b"), ATTEMPT, "r").await,
         Err(ChannelError::CircuitOpen)
     );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
     // Half-open trial fails: open again for 30 s.
-    assert_eq!(r.unbind(&bid("b"), "r").await, Err(unavailable()));
+    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Err(unavailable()));
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 6);
     assert_eq!(r.breaker_state(), BreakerState::Open);
     assert_eq!(
-        r.unbind(&bid("b"), "r").await,
+        r.unbind(&bid("b"), ATTEMPT, "r").await,
         Err(ChannelError::CircuitOpen)
     );
     tokio::time::advance(Duration::from_secs(30)).await;
     // The channel is back: the trial succeeds and closes the breaker.
     *inner.unbind_result.lock().unwrap() = Some(Ok(()));
-    assert_eq!(r.unbind(&bid("b"), "r").await, Ok(()));
+    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Ok(()));
     assert_eq!(r.breaker_state(), BreakerState::Closed);
     assert_eq!(gauge(&reg), 0.0);
-    assert_eq!(r.unbind(&bid("b"), "r").await, Ok(()));
+    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Ok(()));
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 8);
 }
 
@@ -356,7 +362,7 @@ async fn half_open_lets_exactly_one_trial_through() {
     };
     let r = Arc::new(Resilient::new(inner.clone(), cfg, &Registry::new()).unwrap());
     for _ in 0..5 {
-        let _ = r.query(&bid("b"), None).await;
+        let _ = r.query(&bid("b"), ATTEMPT, None).await;
     }
     tokio::time::advance(Duration::from_secs(30)).await;
     *inner.hang.lock().unwrap() = true; // (only starts hang; use a start as the trial)
@@ -367,7 +373,7 @@ async fn half_open_lets_exactly_one_trial_through() {
     tokio::task::yield_now().await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
     assert_eq!(
-        r.query(&bid("b"), None).await,
+        r.query(&bid("b"), ATTEMPT, None).await,
         Err(ChannelError::CircuitOpen)
     );
     let _ = trial.await.unwrap();
@@ -383,7 +389,10 @@ async fn refusals_do_not_open_the_breaker() {
     let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
     let r = wrap(inner.clone(), &Registry::new());
     for _ in 0..10 {
-        assert_eq!(r.unbind(&bid("b"), "r").await, Err(rejected.clone()));
+        assert_eq!(
+            r.unbind(&bid("b"), ATTEMPT, "r").await,
+            Err(rejected.clone())
+        );
     }
     assert_eq!(r.breaker_state(), BreakerState::Closed);
 }
@@ -428,7 +437,7 @@ async fn flaky_mock_behind_resilient_succeeds() {
         Ok(ChannelStart::Bound { .. })
     ));
     assert!(matches!(
-        r.query(&bid("fl"), None).await,
+        r.query(&bid("fl"), ATTEMPT, None).await,
         Ok(RemoteState::Active { .. })
     ));
     assert_eq!(mock.calls(), 3);
@@ -456,8 +465,14 @@ async fn misconfiguration_is_not_retried_on_other_operations() {
             .unbind_result(Err(misconfigured())),
     );
     let r = wrap(inner.clone(), &Registry::new());
-    assert_eq!(r.query(&bid("b"), None).await, Err(misconfigured()));
-    assert_eq!(r.unbind(&bid("b"), "ref").await, Err(misconfigured()));
+    assert_eq!(
+        r.query(&bid("b"), ATTEMPT, None).await,
+        Err(misconfigured())
+    );
+    assert_eq!(
+        r.unbind(&bid("b"), ATTEMPT, "ref").await,
+        Err(misconfigured())
+    );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1);
 }
@@ -468,7 +483,10 @@ async fn misconfiguration_does_not_open_the_breaker() {
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
     for _ in 0..12 {
-        assert_eq!(r.query(&bid("b"), None).await, Err(misconfigured()));
+        assert_eq!(
+            r.query(&bid("b"), ATTEMPT, None).await,
+            Err(misconfigured())
+        );
     }
     // Every call reached the channel: the answer stays visible as it is.
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 12);

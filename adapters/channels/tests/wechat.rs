@@ -12,13 +12,13 @@ use cardbind_channels::fakes::wechat::{
     PLATFORM_SERIAL_2,
 };
 use cardbind_channels::fakes::FakeWechat;
-use cardbind_channels::refs::{binding_of, of_binding};
+use cardbind_channels::refs::{of_attempt, parse, Named};
 use cardbind_channels::{WechatChannel, WechatConfig};
 use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, Notification, PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
-use common::{bid, bind_request, key};
+use common::{bid, bind_request, key, ATTEMPT};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -70,9 +70,12 @@ const UUID: &str = "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c77";
 async fn full_bind_flow() {
     let (fake, ch) = setup().await;
     let b = bid(UUID);
-    let code = of_binding(&b).unwrap();
-    assert_eq!(code, "0191d3c57a4e7c3b9f102a6b8e4d1c77");
-    assert_eq!(ch.query(&b, None).await.unwrap(), RemoteState::NotFound);
+    let code = of_attempt(&b, ATTEMPT).unwrap();
+    assert_eq!(code.len(), 28, "{code}");
+    assert_eq!(
+        ch.query(&b, ATTEMPT, None).await.unwrap(),
+        RemoteState::NotFound
+    );
     let start = ch.start_binding(&bind_request(UUID)).await.unwrap();
     let ChannelStart::Redirect { channel_ref, url } = start else {
         panic!("{start:?}")
@@ -80,7 +83,9 @@ async fn full_bind_flow() {
     assert_eq!(channel_ref, code);
     assert!(url.contains(&code), "{url}");
     assert_eq!(
-        ch.query(&b, Some(channel_ref.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+            .await
+            .unwrap(),
         RemoteState::Pending
     );
     let n = fake.user_signs(&code, "EV-2025-0001").unwrap();
@@ -96,15 +101,20 @@ async fn full_bind_flow() {
     // Replayed callback: same event id.
     assert_eq!(ch.parse_notification(&n).unwrap().event_id, "EV-2025-0001");
     assert_eq!(
-        ch.query(&b, Some(contract_id.clone())).await.unwrap(),
+        ch.query(&b, ATTEMPT, Some(contract_id.clone()))
+            .await
+            .unwrap(),
         RemoteState::Active {
             channel_ref: contract_id.clone()
         }
     );
-    ch.unbind(&b, &contract_id).await.unwrap();
-    assert_eq!(ch.query(&b, None).await.unwrap(), RemoteState::Terminated);
+    ch.unbind(&b, ATTEMPT, &contract_id).await.unwrap();
+    assert_eq!(
+        ch.query(&b, ATTEMPT, None).await.unwrap(),
+        RemoteState::Terminated
+    );
     // Again: already ended is success.
-    ch.unbind(&b, &contract_id).await.unwrap();
+    ch.unbind(&b, ATTEMPT, &contract_id).await.unwrap();
     assert_eq!(
         fake.rejected_count(),
         0,
@@ -131,7 +141,7 @@ async fn api_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup().await;
     fake.set_down(true);
     assert!(matches!(
-        ch.query(&bid("binddown"), None).await,
+        ch.query(&bid("binddown"), ATTEMPT, None).await,
         Err(ChannelError::Unavailable(_))
     ));
     let r = fake.requests();
@@ -169,7 +179,7 @@ async fn tampered_response_is_refused_as_unverifiable() {
         .unwrap();
     fake.tamper_answers(true);
     assert_eq!(
-        ch.query(&bid("bindtamper1"), None).await,
+        ch.query(&bid("bindtamper1"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     assert_eq!(
@@ -183,13 +193,13 @@ async fn response_signed_with_wrong_key_or_unknown_serial_is_refused_as_unverifi
     let (fake, ch) = setup().await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
-        ch.query(&bid("bindw"), None).await,
+        ch.query(&bid("bindw"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     fake.sign_with_wrong_key(false);
     fake.unknown_serial(true);
     assert_eq!(
-        ch.query(&bid("bindw"), None).await,
+        ch.query(&bid("bindw"), ATTEMPT, None).await,
         Err(misconfigured("platform_key_unknown"))
     );
 }
@@ -204,7 +214,7 @@ async fn a_platform_key_we_do_not_hold_is_a_misconfiguration() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindpk"), None).await,
+        ch.query(&bid("bindpk"), ATTEMPT, None).await,
         Err(misconfigured("platform_key_unknown"))
     );
     // The right serial with the wrong key installed under it.
@@ -214,7 +224,7 @@ async fn a_platform_key_we_do_not_hold_is_a_misconfiguration() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindpk"), None).await,
+        ch.query(&bid("bindpk"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -224,7 +234,7 @@ async fn second_platform_key_is_accepted_by_its_serial() {
     let (fake, ch) = setup().await;
     fake.use_second_platform_key(true);
     assert_eq!(
-        ch.query(&bid("bindk2"), None).await,
+        ch.query(&bid("bindk2"), ATTEMPT, None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -277,7 +287,7 @@ async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_seria
     .await;
     fake.use_second_platform_key(true);
     assert_eq!(
-        ch.query(&bid("bindcert"), None).await,
+        ch.query(&bid("bindcert"), ATTEMPT, None).await,
         Ok(RemoteState::NotFound)
     );
 
@@ -304,7 +314,7 @@ async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_seria
     .await;
     fake.use_second_platform_key(true);
     assert_eq!(
-        ch.query(&bid("bindcert"), None).await,
+        ch.query(&bid("bindcert"), ATTEMPT, None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 
@@ -338,12 +348,12 @@ async fn stale_timestamps_are_refused() {
     fake.timestamp_offset(-301);
     // An answer to our own request: our clock (or theirs) is off.
     assert_eq!(
-        ch.query(&bid("binds"), None).await,
+        ch.query(&bid("binds"), ATTEMPT, None).await,
         Err(misconfigured("clock_skew"))
     );
     fake.timestamp_offset(400);
     assert_eq!(
-        ch.query(&bid("binds"), None).await,
+        ch.query(&bid("binds"), ATTEMPT, None).await,
         Err(misconfigured("clock_skew"))
     );
     // A stale callback: refused as any unverifiable callback.
@@ -354,7 +364,10 @@ async fn stale_timestamps_are_refused() {
         Err(ChannelError::InvalidSignature)
     );
     fake.timestamp_offset(-200);
-    assert_eq!(ch.query(&bid("binds"), None).await.map(|_| ()), Ok(()));
+    assert_eq!(
+        ch.query(&bid("binds"), ATTEMPT, None).await.map(|_| ()),
+        Ok(())
+    );
 }
 
 /// `Wechatpay-*` headers over `body` with this timestamp text, signed by
@@ -427,7 +440,7 @@ async fn signtest_signatures_are_refused() {
     let (fake, ch) = setup().await;
     fake.signtest(true);
     assert_eq!(
-        ch.query(&bid("bindst"), None).await,
+        ch.query(&bid("bindst"), ATTEMPT, None).await,
         Err(ChannelError::InvalidSignature)
     );
     let n = fake.user_signs("bindst", "EV-st").unwrap();
@@ -448,7 +461,7 @@ async fn unsigned_success_is_forged() {
     );
     // Unsigned 404: not acted upon.
     assert!(matches!(
-        ch.query(&bid("nothere"), None).await,
+        ch.query(&bid("nothere"), ATTEMPT, None).await,
         Err(ChannelError::Protocol(_))
     ));
 }
@@ -461,7 +474,7 @@ async fn wrong_merchant_key_is_refused_by_the_fake_as_a_misconfiguration() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindmk"), None).await,
+        ch.query(&bid("bindmk"), ATTEMPT, None).await,
         Err(misconfigured("SIGN_ERROR"))
     );
     // At start it is not a refusal of the card.
@@ -471,7 +484,8 @@ async fn wrong_merchant_key_is_refused_by_the_fake_as_a_misconfiguration() {
     );
     // Unbinding gives up at once (no follow-up query).
     assert_eq!(
-        ch.unbind(&bid("bindmk"), "Wx0000000000000001").await,
+        ch.unbind(&bid("bindmk"), ATTEMPT, "Wx0000000000000001")
+            .await,
         Err(misconfigured("SIGN_ERROR"))
     );
     assert_eq!(fake.rejected_count(), 3);
@@ -486,7 +500,7 @@ async fn wrong_serial_or_merchant_id_is_a_misconfiguration_signed_or_not() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindser"), None).await,
+        ch.query(&bid("bindser"), ATTEMPT, None).await,
         Err(misconfigured("SIGN_ERROR"))
     );
     assert_eq!(
@@ -530,7 +544,7 @@ async fn papay_not_enabled_for_the_merchant_is_a_misconfiguration() {
         Err(misconfigured("NO_AUTH"))
     );
     assert_eq!(
-        ch.query(&bid("bindnoauth"), None).await,
+        ch.query(&bid("bindnoauth"), ATTEMPT, None).await,
         Err(misconfigured("NO_AUTH"))
     );
     fake.set_papay_enabled(true);
@@ -620,16 +634,25 @@ async fn callbacks_tampered_or_wrongly_keyed_are_refused() {
 
 #[test]
 fn contract_codes_round_trip() {
-    for id in [UUID, "abc123", "A1"] {
+    for (id, attempt) in [(UUID, Some(ATTEMPT)), ("abc123", None), ("A1", None)] {
         let b = bid(id);
-        let code = of_binding(&b).unwrap();
+        let code = of_attempt(&b, ATTEMPT).unwrap();
         assert!(code.len() <= 32 && code.bytes().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(binding_of(&code), Some(b));
+        assert_eq!(
+            parse(&code),
+            Some(Named {
+                binding: b,
+                attempt
+            })
+        );
     }
-    assert_eq!(of_binding(&bid("has-dash")), None);
-    assert_eq!(of_binding(&bid("0191d3c57a4e7c3b9f102a6b8e4d1c77")), None);
-    assert_eq!(binding_of(""), None);
-    assert_eq!(binding_of("bad code!"), None);
+    assert_eq!(of_attempt(&bid("has-dash"), ATTEMPT), None);
+    assert_eq!(
+        of_attempt(&bid("0191d3c57a4e7c3b9f102a6b8e4d1c77"), ATTEMPT),
+        None
+    );
+    assert_eq!(parse(""), None);
+    assert_eq!(parse("bad code!"), None);
 }
 
 #[tokio::test]
@@ -735,4 +758,81 @@ mod fuzz {
             prop_assert_eq!(channel().parse_notification(&n), Err(ChannelError::InvalidSignature));
         }
     }
+}
+
+/// A contract signed before each bind had a code of its own sits under the
+/// card id's 32 hex digits. The card holds its `contract_id`: queries and
+/// the unbind still find it there, and only when the ids match.
+#[tokio::test]
+async fn a_contract_signed_under_the_old_code_is_found_by_its_contract_id_and_ended() {
+    let (fake, ch) = setup().await;
+    let b = bid(UUID);
+    let legacy = "0191d3c57a4e7c3b9f102a6b8e4d1c77";
+    let ev = ch
+        .parse_notification(&fake.user_signs(legacy, "EV-old-1").unwrap())
+        .unwrap();
+    assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
+    assert_eq!(ev.attempt, None, "the old form names no attempt");
+    let (_, contract_id) = fake.contract(legacy).unwrap();
+    assert_eq!(
+        ch.query(&b, ATTEMPT, Some(contract_id.clone()))
+            .await
+            .unwrap(),
+        RemoteState::Active {
+            channel_ref: contract_id.clone()
+        }
+    );
+    // Another contract id is not taken for it.
+    assert_eq!(
+        ch.query(&b, ATTEMPT, Some("Wx-someone-else".into()))
+            .await
+            .unwrap(),
+        RemoteState::NotFound
+    );
+    ch.unbind(&b, ATTEMPT, "Wx-someone-else").await.unwrap();
+    assert_eq!(fake.contract(legacy).unwrap().0, "SIGNED");
+    ch.unbind(&b, ATTEMPT, &contract_id).await.unwrap();
+    assert_eq!(fake.contract(legacy).unwrap().0, "TERMINATED");
+}
+
+/// Each attempt of a card pre-signs under its own code, and the gateway
+/// takes a code once: the attempt that follows an ended contract is not
+/// refused.
+#[tokio::test]
+async fn each_attempt_of_a_card_presigns_under_its_own_code() {
+    let (fake, ch) = setup().await;
+    let b = bid(UUID);
+    let mut first = bind_request(UUID);
+    first.attempt = 11;
+    let ChannelStart::Redirect { channel_ref, .. } = ch.start_binding(&first).await.unwrap() else {
+        panic!("not a redirect")
+    };
+    assert_eq!(channel_ref, of_attempt(&b, 11).unwrap());
+    let ev = ch
+        .parse_notification(&fake.user_signs(&channel_ref, "EV-a-1").unwrap())
+        .unwrap();
+    assert_eq!(ev.attempt, Some(11));
+    let (_, contract_id) = fake.contract(&channel_ref).unwrap();
+    ch.unbind(&b, 11, &contract_id).await.unwrap();
+    assert_eq!(fake.contract(&channel_ref).unwrap().0, "TERMINATED");
+    // The same code again is refused, as the real gateway does...
+    assert!(matches!(
+        ch.start_binding(&first).await.unwrap(),
+        ChannelStart::Refused { .. }
+    ));
+    // ...and the next attempt's is taken.
+    let mut second = bind_request(UUID);
+    second.attempt = 12;
+    let ChannelStart::Redirect {
+        channel_ref: r2, ..
+    } = ch.start_binding(&second).await.unwrap()
+    else {
+        panic!("not a redirect")
+    };
+    assert_eq!(r2, of_attempt(&b, 12).unwrap());
+    assert_eq!(ch.query(&b, 12, None).await.unwrap(), RemoteState::Pending);
+    assert_eq!(
+        ch.query(&b, 11, None).await.unwrap(),
+        RemoteState::Terminated
+    );
 }

@@ -162,7 +162,7 @@ async fn a_signing_for_a_card_no_longer_held_is_ended_at_the_channel_and_audited
         .get(&ChannelName::parse("mock").unwrap())
         .unwrap();
     assert_eq!(
-        mock.query(&binding, Some("agreement-w".into()))
+        mock.query(&binding, 0, Some("agreement-w".into()))
             .await
             .unwrap(),
         RemoteState::Terminated,
@@ -202,11 +202,16 @@ impl PaymentChannel for SlowOtp {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         self.inner.confirm_otp(b, r, otp).await
     }
-    async fn unbind(&self, b: &BindingId, r: &str) -> Result<(), ChannelError> {
-        self.inner.unbind(b, r).await
+    async fn unbind(&self, b: &BindingId, a: u32, r: &str) -> Result<(), ChannelError> {
+        self.inner.unbind(b, a, r).await
     }
-    async fn query(&self, b: &BindingId, r: Option<String>) -> Result<RemoteState, ChannelError> {
-        self.inner.query(b, r).await
+    async fn query(
+        &self,
+        b: &BindingId,
+        a: u32,
+        r: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
+        self.inner.query(b, a, r).await
     }
     fn parse_notification(&self, n: &Notification) -> Result<ChannelEvent, ChannelError> {
         self.inner.parse_notification(n)

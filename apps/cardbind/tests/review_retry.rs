@@ -55,11 +55,16 @@ impl PaymentChannel for Switchable {
     ) -> Result<ConfirmOutcome, ChannelError> {
         self.inner.confirm_otp(b, r, otp).await
     }
-    async fn unbind(&self, b: &BindingId, r: &str) -> Result<(), ChannelError> {
-        self.inner.unbind(b, r).await
+    async fn unbind(&self, b: &BindingId, a: u32, r: &str) -> Result<(), ChannelError> {
+        self.inner.unbind(b, a, r).await
     }
-    async fn query(&self, b: &BindingId, r: Option<String>) -> Result<RemoteState, ChannelError> {
-        self.inner.query(b, r).await
+    async fn query(
+        &self,
+        b: &BindingId,
+        a: u32,
+        r: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
+        self.inner.query(b, a, r).await
     }
     fn parse_notification(&self, n: &Notification) -> Result<ChannelEvent, ChannelError> {
         self.inner.parse_notification(n)

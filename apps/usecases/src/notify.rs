@@ -13,7 +13,7 @@ use cardbind_ports::store::LinkKey;
 use crate::context::RequestContext;
 use crate::error::op_error;
 use crate::tx::Decided;
-use crate::unwanted::Agreement;
+use crate::unwanted::{Agreement, Held};
 use crate::UseCases;
 
 op_error! {
@@ -34,9 +34,16 @@ pub struct ReconcileReport {
 }
 
 /// How an event changed a card.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Applied {
     Unchanged,
+    /// A signing under the reference of an earlier bind of the card (one
+    /// whose page the user opened before the card was bound again): the
+    /// card is left as it is, and the agreement is to be ended.
+    EarlierSigning {
+        attempt: u32,
+        channel_ref: String,
+    },
     /// The card moved from one status to another.
     Changed {
         from: BindingStatus,
@@ -120,15 +127,14 @@ impl UseCases {
                 // A signing of a card whose data this service no longer
                 // holds: it failed, was unbound or its user erased before
                 // the user signed at the channel.
-                self.end_unwanted_agreement(
-                    &ctx,
-                    channel_name,
-                    id,
+                let held = Held {
+                    channel: channel_name,
+                    card: id,
+                    attempt: event.attempt.unwrap_or(crate::unwanted::UNKNOWN_ATTEMPT),
                     channel_ref,
-                    None,
-                    Agreement::Reported,
-                )
-                .await?;
+                };
+                self.end_unwanted_agreement(&ctx, held, None, Agreement::Reported)
+                    .await?;
             } else {
                 tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown card ignored");
             }
@@ -139,6 +145,20 @@ impl UseCases {
                 channel_event(&ctx, w, &id, channel_name, event, now)
             })
             .await?;
+        if let Applied::EarlierSigning {
+            attempt,
+            channel_ref,
+        } = &applied
+        {
+            let held = Held {
+                channel: channel_name,
+                card: &id,
+                attempt: *attempt,
+                channel_ref,
+            };
+            self.end_unwanted_agreement(&ctx, held, Some(&user), Agreement::Reported)
+                .await?;
+        }
         if let Applied::Changed { from, to } = applied {
             self.after_channel_change(&user, &after.wallet, &id, from, to)
                 .await;
@@ -241,7 +261,10 @@ impl UseCases {
                 report.errors += 1;
                 continue;
             };
-            let kind = match channel.query(&b.id, b.channel_ref.clone()).await {
+            let kind = match channel
+                .query(&b.id, b.data_generation, b.channel_ref.clone())
+                .await
+            {
                 Ok(RemoteState::Active { channel_ref }) => {
                     Some(ChannelEventKind::Signed { channel_ref })
                 }
@@ -273,6 +296,7 @@ impl UseCases {
                 binding: BindingRef::Ours(b.id.clone()),
                 kind,
                 agreement: None,
+                attempt: Some(b.data_generation),
             };
             match self.apply_channel_event(&b.channel, &event).await {
                 Ok(Applied::Changed { to, .. }) => match to {
@@ -284,7 +308,9 @@ impl UseCases {
                     | BindingStatus::Frozen
                     | BindingStatus::PendingReview => report.still_pending += 1,
                 },
-                Ok(Applied::Unchanged) => report.still_pending += 1,
+                Ok(Applied::Unchanged | Applied::EarlierSigning { .. }) => {
+                    report.still_pending += 1
+                }
                 Err(_) => report.errors += 1,
             }
         }
@@ -305,6 +331,26 @@ fn channel_event(
         return unchanged();
     };
     if &b.channel != channel {
+        return unchanged();
+    }
+    // A card bound again keeps its id but each bind has a reference of its
+    // own: an event naming another bind's is about an earlier bind. Its
+    // signing is ended at the channel (the user signed a page this service
+    // no longer waits on); anything else it reports changes nothing.
+    if let Some(attempt) = event.attempt.filter(|a| *a != b.data_generation) {
+        if let ChannelEventKind::Signed { channel_ref } = &event.kind {
+            if !b.holds_agreement(channel_ref) {
+                tracing::info!(%channel, event = %event.event_id, binding = %id, "signing under an earlier bind's reference");
+                return Decided::new(
+                    Ok(Applied::EarlierSigning {
+                        attempt,
+                        channel_ref: channel_ref.clone(),
+                    }),
+                    Vec::new(),
+                );
+            }
+        }
+        tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier bind ignored");
         return unchanged();
     }
     // A card bound again keeps its id: an event about another agreement

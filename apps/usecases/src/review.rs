@@ -198,6 +198,7 @@ impl UseCases {
         };
         let request = ChannelBindRequest {
             binding_id: id.clone(),
+            attempt: b.data_generation,
             user_id: user.clone(),
             card: details.card,
             expiry: b.card.expiry,

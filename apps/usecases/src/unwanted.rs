@@ -16,6 +16,12 @@ use cardbind_ports::StoreError;
 use crate::context::RequestContext;
 use crate::UseCases;
 
+/// The attempt to name when none is known (a notification that names only
+/// the channel's reference, or ours in a form from before attempts): no
+/// bind has it (data generations are non-zero), so the channel finds the
+/// agreement by the reference it is given.
+pub(crate) const UNKNOWN_ATTEMPT: u32 = 0;
+
 /// What the caller knows of the agreement it hands over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Agreement {
@@ -28,30 +34,46 @@ pub(crate) enum Agreement {
     Reported,
 }
 
+/// An agreement a channel holds for one bind of a card.
+pub(crate) struct Held<'a> {
+    pub channel: &'a ChannelName,
+    pub card: &'a BindingId,
+    /// The bind that made it (see `ChannelBindRequest::attempt`).
+    pub attempt: u32,
+    pub channel_ref: &'a str,
+}
+
 impl UseCases {
-    /// Ends the agreement `channel_ref` that `channel_name` holds for card
-    /// `id` (of `user`, when known), lets its reference go and audits it.
+    /// Ends the agreement `held` (of `user`, when known), lets its
+    /// reference go and audits it.
     /// The channel's failure is recorded, not returned: only the audit
     /// write's failure is, for a caller that can have the event sent again.
     pub(crate) async fn end_unwanted_agreement(
         &self,
         ctx: &RequestContext,
-        channel_name: &ChannelName,
-        id: &BindingId,
-        channel_ref: &str,
+        held: Held<'_>,
         user: Option<&UserId>,
         agreement: Agreement,
     ) -> Result<(), StoreError> {
+        let Held {
+            channel: channel_name,
+            card: id,
+            attempt,
+            channel_ref,
+        } = held;
         let Some(channel) = self.channel(channel_name) else {
             return Ok(());
         };
         if agreement == Agreement::Reported {
-            match channel.query(id, Some(channel_ref.to_owned())).await {
+            match channel
+                .query(id, attempt, Some(channel_ref.to_owned()))
+                .await
+            {
                 Ok(RemoteState::Active { .. }) | Err(_) => {}
                 Ok(_) => return Ok(()),
             }
         }
-        let ended = channel.unbind(id, channel_ref).await;
+        let ended = channel.unbind(id, attempt, channel_ref).await;
         if let Err(e) = self
             .ports
             .channel_refs

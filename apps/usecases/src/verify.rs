@@ -85,6 +85,12 @@ impl UseCases {
         let channel = self
             .channel(&channel_name)
             .ok_or_else(channel_not_enabled)?;
+        // The bind whose code this is (see `ChannelBindRequest::attempt`).
+        let generation = after
+            .wallet
+            .get(id)
+            .map(|b| b.data_generation)
+            .unwrap_or_default();
         let answer = channel.confirm_otp(id, &channel_ref, &cmd.otp.0).await;
         if let Ok(ConfirmOutcome::Confirmed { channel_ref: r }) = &answer {
             if r != &channel_ref {
@@ -140,6 +146,7 @@ impl UseCases {
                                 ctx,
                                 &now.wallet,
                                 id,
+                                generation,
                                 &channel_name,
                                 &bound,
                             )

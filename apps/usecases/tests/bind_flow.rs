@@ -513,6 +513,70 @@ async fn a_signing_for_a_card_no_longer_held_is_ended_unless_already_ended() {
     assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok, Outcome::Ok]);
 }
 
+/// A card bound again keeps its id, but each bind names its own attempt
+/// to the channel: an event about another attempt leaves the waiting card
+/// as it is, and a signing under it is ended at the channel.
+#[tokio::test]
+async fn events_naming_an_earlier_bind_of_the_card_leave_it_waiting() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("lea", &visa(34), w.now()))
+            .await
+            .unwrap();
+    let id = v.binding.id.clone();
+    let current = v.binding.data_generation;
+    let earlier = current.wrapping_add(1000);
+    let note = |n: &str, kind: &str, attempt: u32| Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("{n}|{id}|{kind}|{attempt}").into_bytes(),
+    };
+    let status = || async {
+        w.uc.get_card(&backend(), &user("lea"), &id)
+            .await
+            .unwrap()
+            .own()
+            .cloned()
+            .unwrap()
+            .binding
+            .status
+    };
+    let unbinds = || w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A failure of the earlier bind does not fail this one.
+    w.uc.handle_notification(&mock, &note("l1", "failed:user_cancelled", earlier))
+        .await
+        .unwrap();
+    assert_eq!(status().await, BindingStatus::PendingVerification);
+
+    // A signing of the earlier bind's page is ended at the channel.
+    w.channel.query.lock().unwrap().insert(
+        id.to_string(),
+        RemoteState::Active {
+            channel_ref: "agr-old".into(),
+        },
+    );
+    let before = unbinds();
+    w.uc.handle_notification(&mock, &note("l2", "signed:agr-old", earlier))
+        .await
+        .unwrap();
+    assert_eq!(status().await, BindingStatus::PendingVerification);
+    assert_eq!(
+        unbinds() - before,
+        1,
+        "the earlier bind's agreement is ended"
+    );
+    assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok]);
+
+    // This bind's own signing binds the card.
+    w.uc.handle_notification(&mock, &note("l3", "signed:agr-new", current))
+        .await
+        .unwrap();
+    assert_eq!(status().await, BindingStatus::Active);
+    assert_eq!(unbinds() - before, 1);
+}
+
 #[tokio::test]
 async fn notifications_activate_once_and_forged_ones_are_refused() {
     let w = world(Policy::default());

@@ -77,6 +77,25 @@ def check(ok, what, detail=""):
     return ok
 
 
+BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def card_of_code(code):
+    """The card id a per-bind reference names: the card's UUID in base 62
+    (22 digits), then the bind's attempt (6 digits); None if it is not one."""
+    if len(code) != 28 or any(c not in BASE62 for c in code):
+        return None
+    n = 0
+    for c in code[:22]:
+        n = n * 62 + BASE62.index(c)
+    attempt = 0
+    for c in code[22:]:
+        attempt = attempt * 62 + BASE62.index(c)
+    if n >= 1 << 128 or attempt >= 1 << 32:
+        return None
+    return str(uuid.UUID(int=n))
+
+
 def verify_rsa2(public_key, message, sign):
     """The SDK's `verify_with_rsa`, held to RSA2: `rsa.verify` answers the
     hash the signature was made with, which the SDK does not look at."""
@@ -404,8 +423,9 @@ def flow(gw, api, keys):
     if not check(opened is not None, "the signing page's signature verifies with the SDK", why):
         return
     ext, params, biz = opened
-    check(ext == card_id.replace("-", ""), "external_agreement_no is the card id without its dashes",
-          f"{ext} != {card_id}")
+    check(card_of_code(ext) == card_id,
+          "external_agreement_no is the card's UUID and the bind's attempt, 28 letters and digits",
+          f"{ext} does not name {card_id}")
     check(params.get("notify_url") == notify_url, "notify_url is the service's", params.get("notify_url"))
     check(biz.get("personal_product_code") == "GENERAL_WITHHOLDING_P", "the product code", biz)
 

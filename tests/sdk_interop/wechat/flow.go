@@ -3,21 +3,47 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http"
 	"reflect"
 	"strconv"
 	"strings"
 )
 
-// contractCode is the out_contract_code the service derives from a card
-// id: a UUID loses its dashes, another id is used as is.
-func contractCode(cardID string) string {
-	if len(cardID) == 36 && strings.Count(cardID, "-") == 4 {
-		return strings.ReplaceAll(cardID, "-", "")
+// cardOfCode reads the card id a per-bind out_contract_code names: the
+// card's UUID in base 62 (22 digits, in big.Int's digit order), then the
+// bind's attempt (6 digits).
+func cardOfCode(code string) (string, bool) {
+	if len(code) != 28 {
+		return "", false
 	}
-	return cardID
+	n, ok := new(big.Int).SetString(code[:22], 62)
+	if !ok || n.BitLen() > 128 {
+		return "", false
+	}
+	if a, ok := new(big.Int).SetString(code[22:], 62); !ok || a.BitLen() > 32 {
+		return "", false
+	}
+	var b [16]byte
+	n.FillBytes(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], true
+}
+
+// contractCode is the out_contract_code the service pre-signed for the
+// card: the latest of the gateway's verified pre-signs whose code names
+// it ("" when none does).
+func contractCode(cardID string, presigns []map[string]any) string {
+	for i := len(presigns) - 1; i >= 0; i-- {
+		c, _ := presigns[i]["out_contract_code"].(string)
+		if id, ok := cardOfCode(c); ok && id == cardID {
+			return c
+		}
+	}
+	return ""
 }
 
 // str reads a string field of a JSON object (nested by dotted path).
@@ -81,7 +107,12 @@ func runFlow(ctx context.Context, rep *report, gw *gateway, svc *serviceClient, 
 			r, listRequests(reqs), faults)
 		return
 	}
-	code := contractCode(cardID)
+	_, presigned, _, _ := gw.snapshot()
+	code := contractCode(cardID, presigned)
+	if code == "" {
+		rep.fail("bind through the wechat channel", "no pre-sign names card %s by a 28-character code (got %s)", cardID, js(presigned))
+		return
+	}
 	if got := str(v, "next_action.url"); got != redirectURL(code) {
 		rep.fail("bind through the wechat channel", "redirect URL %q is not the one the gateway answered (%q)", got, redirectURL(code))
 	} else {
@@ -314,7 +345,12 @@ func lostNotification(ctx context.Context, rep *report, gw *gateway, svc *servic
 		rep.fail(what, "bind: want 201 pending_verification, got %s (err %v)", r, err)
 		return
 	}
-	code := contractCode(cardID)
+	_, presigns, _, _ := gw.snapshot()
+	code := contractCode(cardID, presigns)
+	if code == "" {
+		rep.fail(what, "no pre-sign names card %s by a 28-character code", cardID)
+		return
+	}
 	contractID, err := gw.userSigns(code)
 	if err != nil {
 		rep.fail(what, "%v", err)

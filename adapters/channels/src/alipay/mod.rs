@@ -33,17 +33,18 @@
 //! * **Agreement flow**: `start_binding` builds the signed
 //!   `alipay.user.agreement.page.sign` URL for the user (gateway URL + all
 //!   signed parameters as the query string) with `external_agreement_no` =
-//!   our binding id in the form Alipay takes (at most 32 letters and
-//!   digits: a UUID without its dashes, see [`crate::refs`]), and answers
+//!   our binding id and the bind's attempt in the form Alipay takes (at
+//!   most 32 letters and digits, see [`crate::refs`]), and answers
 //!   `Redirect { channel_ref: <that external_agreement_no> }`; a binding
 //!   id without such a form is refused (`unsupported_binding_id`). The
 //!   user's signature arrives as a `dut_user_sign` notification (or is
 //!   seen by `query`), after which the channel reference is Alipay's
 //!   `agreement_no`. `query` and `unbind` use `agreement_no` when the
-//!   channel reference is one, else `external_agreement_no`. (Earlier
-//!   builds sent the dashed binding id, 36 characters, which Alipay does
-//!   not take: such a reference, or a notification naming one, is still
-//!   read as the binding's.) `confirm_otp` is not an Alipay concept:
+//!   channel reference is one, else `external_agreement_no`: the one the
+//!   start answered, or the attempt's. (Earlier builds sent the binding id
+//!   without its dashes for every attempt, and before that the dashed id,
+//!   which Alipay does not take: such a reference, or a notification
+//!   naming one, is still read as the binding's.) `confirm_otp` is not an Alipay concept:
 //!   `Rejected { code: "unsupported" }`.
 //! * **Notifications** (form-encoded): `sign` and `sign_type` dropped, the
 //!   rest sorted and verified with the Alipay public key; `app_id` must be
@@ -375,7 +376,7 @@ impl AlipayChannel {
     }
 
     /// The user's signing URL for the agreement `external` (the binding's
-    /// [`crate::refs::of_binding`]): the gateway with every signed parameter
+    /// [`crate::refs::of_attempt`]): the gateway with every signed parameter
     /// of `alipay.user.agreement.page.sign` in the query string.
     fn page_sign_url(
         &self,
@@ -527,21 +528,24 @@ impl AlipayChannel {
     }
 
     /// `agreement_no` when the channel reference is Alipay's, else our
-    /// external number (with the product and scene Alipay requires).
-    fn agreement_biz(&self, binding: &BindingId, channel_ref: Option<&str>) -> Value {
-        match channel_ref.filter(|r| !r.is_empty() && !is_ours(binding, r)) {
-            Some(agreement_no) => serde_json::json!({
-                "agreement_no": agreement_no,
-                "personal_product_code": self.personal_product_code,
-                "sign_scene": self.sign_scene,
-            }),
-            None => serde_json::json!({
-                "external_agreement_no": crate::refs::of_binding(binding)
+    /// external number: the one given (what the start answered, in
+    /// whichever form the build that started it sent), or the attempt's
+    /// (with the product and scene Alipay requires).
+    fn agreement_biz(&self, binding: &BindingId, attempt: u32, channel_ref: Option<&str>) -> Value {
+        let (key, value) = match channel_ref.filter(|r| !r.is_empty()) {
+            Some(r) if !crate::refs::names(binding, r) => ("agreement_no", r.to_owned()),
+            Some(ours) => ("external_agreement_no", ours.to_owned()),
+            None => (
+                "external_agreement_no",
+                crate::refs::of_attempt(binding, attempt)
                     .unwrap_or_else(|| binding.as_str().to_owned()),
-                "personal_product_code": self.personal_product_code,
-                "sign_scene": self.sign_scene,
-            }),
-        }
+            ),
+        };
+        serde_json::json!({
+            key: value,
+            "personal_product_code": self.personal_product_code,
+            "sign_scene": self.sign_scene,
+        })
     }
 
     /// Verifies and reads an asynchronous notification (pure, no I/O).
@@ -584,12 +588,15 @@ impl AlipayChannel {
             .ok_or_else(bad)?
             .clone();
         let agreement_no = params.get("agreement_no").filter(|s| !s.is_empty());
-        let binding = match params
+        let (binding, attempt) = match params
             .get("external_agreement_no")
-            .and_then(|s| binding_of_external(s))
+            .and_then(|s| crate::refs::parse(s))
         {
-            Some(b) => BindingRef::Ours(b),
-            None => BindingRef::Channel(agreement_no.ok_or_else(bad)?.clone()),
+            Some(n) => (BindingRef::Ours(n.binding), n.attempt),
+            None => (
+                BindingRef::Channel(agreement_no.ok_or_else(bad)?.clone()),
+                None,
+            ),
         };
         let status = params.get("status").map(String::as_str).unwrap_or("");
         let kind = match params.get("notify_type").map(String::as_str) {
@@ -610,22 +617,9 @@ impl AlipayChannel {
             binding,
             kind,
             agreement: agreement_no.cloned(),
+            attempt,
         })
     }
-}
-
-/// Whether `reference` is one of our references for `binding` (what
-/// this version sends, or the dashed binding id an earlier one sent), not
-/// an Alipay `agreement_no`.
-fn is_ours(binding: &BindingId, reference: &str) -> bool {
-    reference == binding.as_str()
-        || crate::refs::of_binding(binding).is_some_and(|ours| ours == reference)
-}
-
-/// The binding an `external_agreement_no` names: ours, or the dashed
-/// binding id an earlier version sent.
-fn binding_of_external(ext: &str) -> Option<BindingId> {
-    crate::refs::binding_of(ext).or_else(|| BindingId::parse(ext).ok())
 }
 
 fn remote_state(
@@ -633,7 +627,7 @@ fn remote_state(
     binding: &BindingId,
 ) -> Result<RemoteState, ChannelError> {
     if let Some(ext) = str_field(fields, "external_agreement_no") {
-        if !ext.is_empty() && !is_ours(binding, ext) {
+        if !ext.is_empty() && !crate::refs::names(binding, ext) {
             return Err(protocol("answer is about another agreement"));
         }
     }
@@ -661,7 +655,7 @@ impl PaymentChannel for AlipayChannel {
         &self,
         request: &ChannelBindRequest,
     ) -> Result<ChannelStart, ChannelError> {
-        let Some(external) = crate::refs::of_binding(&request.binding_id) else {
+        let Some(external) = crate::refs::of_attempt(&request.binding_id, request.attempt) else {
             return Ok(ChannelStart::Refused {
                 code: "unsupported_binding_id".into(),
                 message: "the binding id cannot be an Alipay external_agreement_no".into(),
@@ -686,13 +680,21 @@ impl PaymentChannel for AlipayChannel {
         })
     }
 
-    async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
-        let biz = self.agreement_biz(binding, Some(channel_ref));
+    async fn unbind(
+        &self,
+        binding: &BindingId,
+        attempt: u32,
+        channel_ref: &str,
+    ) -> Result<(), ChannelError> {
+        let biz = self.agreement_biz(binding, attempt, Some(channel_ref));
         match self.call(METHOD_UNSIGN, &biz).await {
             Ok(_) => Ok(()),
             Err(ChannelError::Rejected { code, message }) => {
                 // Already ended (or never signed) is success.
-                match self.query(binding, Some(channel_ref.to_owned())).await {
+                match self
+                    .query(binding, attempt, Some(channel_ref.to_owned()))
+                    .await
+                {
                     Ok(RemoteState::Terminated | RemoteState::NotFound) => Ok(()),
                     _ => Err(ChannelError::Rejected { code, message }),
                 }
@@ -704,9 +706,10 @@ impl PaymentChannel for AlipayChannel {
     async fn query(
         &self,
         binding: &BindingId,
+        attempt: u32,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
-        let biz = self.agreement_biz(binding, channel_ref.as_deref());
+        let biz = self.agreement_biz(binding, attempt, channel_ref.as_deref());
         match self.call(METHOD_QUERY, &biz).await {
             Ok(fields) => remote_state(&fields, binding),
             Err(ChannelError::Rejected { code, .. }) if is_not_found_code(&code) => {

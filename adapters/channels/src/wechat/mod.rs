@@ -43,7 +43,7 @@
 //!   request header ([`WechatChannel::encrypt_sensitive`]).
 //! * **Papay contracts**: `start_binding` calls the pre-entrust signing API
 //!   ([`WechatConfig::presign_path`]) with `out_contract_code` derived from
-//!   our binding id and answers `Redirect` with the `redirect_url` it
+//!   our binding id and the bind's attempt, and answers `Redirect` with the `redirect_url` it
 //!   returns; `query` reads the contract by plan id and out contract code;
 //!   `unbind` terminates it (an already ended one is success); callbacks
 //!   with `change_type` `ADD` are `Signed` (channel reference: the
@@ -51,10 +51,16 @@
 //!
 //! ## `out_contract_code`
 //!
-//! WeChat allows at most 32 letters and digits: the code is our binding id
-//! in that form ([`crate::refs`], shared with Alipay's
-//! `external_agreement_no`); a binding id that has no such form is refused
-//! at start (`Refused { code: "unsupported_binding_id" }`).
+//! WeChat allows at most 32 letters and digits, and takes a code once at
+//! a merchant, ended contracts included: the code names our binding id and
+//! the bind's attempt ([`crate::refs`], shared with Alipay's
+//! `external_agreement_no`), so a card bound again pre-signs under a new
+//! one. A binding id that has no such form is refused at start
+//! (`Refused { code: "unsupported_binding_id" }`). A contract signed by a
+//! build before attempts were part of the code sits under the card id
+//! without its dashes: `query` and `unbind` look there too when the
+//! attempt's code finds nothing, and take what they find only when its
+//! `contract_id` is the card's channel reference.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -380,6 +386,73 @@ impl WechatChannel {
             self.plan_id, code
         )
     }
+
+    /// Ends the contract under `code`: the gateway's refusal, if any.
+    async fn terminate(&self, code: &str) -> Result<Result<(), ApiAnswer>, ChannelError> {
+        let path = format!("{}/terminate", self.contract_path(code));
+        let body = serde_json::json!({ "contract_termination_remark": "unbound by the user" });
+        Ok(self
+            .request(reqwest::Method::POST, &path, Some(&body), None)
+            .await?
+            .map(|_| ()))
+    }
+
+    /// The contract under `code` as the gateway reports it, and its
+    /// `contract_id`.
+    async fn contract(&self, code: &str) -> Result<(RemoteState, Option<String>), ChannelError> {
+        let path = self.contract_path(code);
+        match self
+            .request(reqwest::Method::GET, &path, None, None)
+            .await?
+        {
+            Ok(bytes) => {
+                let m: Map<String, Value> =
+                    serde_json::from_slice(&bytes).map_err(|_| protocol("contract is not JSON"))?;
+                let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default();
+                if !get("out_contract_code").is_empty() && get("out_contract_code") != code {
+                    return Err(protocol("answer is about another contract"));
+                }
+                let contract_id = Some(get("contract_id").to_owned()).filter(|c| !c.is_empty());
+                let state = match get("contract_state") {
+                    "SIGNED" if contract_id.is_some() => RemoteState::Active {
+                        channel_ref: get("contract_id").to_owned(),
+                    },
+                    "TERMINATED" => RemoteState::Terminated,
+                    "SIGN_FAILED" => RemoteState::Failed {
+                        code: "wechat_sign_failed".into(),
+                    },
+                    "NOT_SIGNED" | "TO_BE_RENEWED" => RemoteState::Pending,
+                    _ => return Err(protocol("unknown contract state")),
+                };
+                Ok((state, contract_id))
+            }
+            Err(answer) => {
+                let (code, message) = api_error(&answer);
+                if is_not_found(&answer, &code) {
+                    Ok((RemoteState::NotFound, None))
+                } else {
+                    Err(ChannelError::Rejected { code, message })
+                }
+            }
+        }
+    }
+
+    /// A contract signed before each bind had a code of its own, under the
+    /// card's one 32-hex-digit code: found only when `channel_ref` is the
+    /// `contract_id` that code holds, so that no other contract is taken
+    /// for it. Returns the code and the contract's state.
+    async fn legacy_contract(
+        &self,
+        binding: &BindingId,
+        channel_ref: Option<&str>,
+    ) -> Result<Option<(String, RemoteState)>, ChannelError> {
+        let contract_id = channel_ref.filter(|r| !r.is_empty() && !crate::refs::names(binding, r));
+        let (Some(contract_id), Some(code)) = (contract_id, crate::refs::legacy_of(binding)) else {
+            return Ok(None);
+        };
+        let (state, id) = self.contract(&code).await?;
+        Ok((id.as_deref() == Some(contract_id)).then_some((code, state)))
+    }
 }
 
 fn api_error(answer: &ApiAnswer) -> (String, String) {
@@ -446,6 +519,16 @@ fn configuration_code(status: u16, body: &[u8]) -> Option<String> {
     }
 }
 
+/// The code the contract of bind `attempt` is under: the reference given
+/// when it is ours (what the start answered, in whichever form the build
+/// that started it sent), else the attempt's.
+fn code_for(binding: &BindingId, attempt: u32, channel_ref: Option<&str>) -> Option<String> {
+    match channel_ref.filter(|r| crate::refs::names(binding, r)) {
+        Some(ours) => Some(ours.to_owned()),
+        None => crate::refs::of_attempt(binding, attempt),
+    }
+}
+
 fn is_not_found(answer: &ApiAnswer, code: &str) -> bool {
     let u = code.to_ascii_uppercase();
     answer.status == 404 || u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
@@ -461,7 +544,7 @@ impl PaymentChannel for WechatChannel {
         &self,
         request: &ChannelBindRequest,
     ) -> Result<ChannelStart, ChannelError> {
-        let Some(code) = crate::refs::of_binding(&request.binding_id) else {
+        let Some(code) = crate::refs::of_attempt(&request.binding_id, request.attempt) else {
             return Ok(ChannelStart::Refused {
                 code: "unsupported_binding_id".into(),
                 message: "the binding id cannot be a WeChat out_contract_code".into(),
@@ -520,67 +603,53 @@ impl PaymentChannel for WechatChannel {
         })
     }
 
-    async fn unbind(&self, binding: &BindingId, channel_ref: &str) -> Result<(), ChannelError> {
-        let code = crate::refs::of_binding(binding)
+    async fn unbind(
+        &self,
+        binding: &BindingId,
+        attempt: u32,
+        channel_ref: &str,
+    ) -> Result<(), ChannelError> {
+        let code = code_for(binding, attempt, Some(channel_ref))
             .ok_or_else(|| protocol("binding id has no contract code"))?;
-        let path = format!("{}/terminate", self.contract_path(&code));
-        let body = serde_json::json!({ "contract_termination_remark": "unbound by the user" });
-        match self
-            .request(reqwest::Method::POST, &path, Some(&body), None)
-            .await?
+        let Err(answer) = self.terminate(&code).await? else {
+            return Ok(());
+        };
+        let (code, message) = api_error(&answer);
+        if let Some((legacy, RemoteState::Active { .. })) =
+            self.legacy_contract(binding, Some(channel_ref)).await?
         {
-            Ok(_) => Ok(()),
-            Err(answer) => {
-                let (code, message) = api_error(&answer);
-                match self.query(binding, Some(channel_ref.to_owned())).await {
-                    Ok(RemoteState::Terminated | RemoteState::NotFound) => Ok(()),
-                    _ => Err(ChannelError::Rejected { code, message }),
-                }
+            if self.terminate(&legacy).await?.is_ok() {
+                return Ok(());
             }
+        }
+        match self
+            .query(binding, attempt, Some(channel_ref.to_owned()))
+            .await
+        {
+            Ok(RemoteState::Terminated | RemoteState::NotFound) => Ok(()),
+            _ => Err(ChannelError::Rejected { code, message }),
         }
     }
 
     async fn query(
         &self,
         binding: &BindingId,
-        _channel_ref: Option<String>,
+        attempt: u32,
+        channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
-        let Some(code) = crate::refs::of_binding(binding) else {
+        let Some(code) = code_for(binding, attempt, channel_ref.as_deref()) else {
             return Ok(RemoteState::NotFound);
         };
-        let path = self.contract_path(&code);
-        match self
-            .request(reqwest::Method::GET, &path, None, None)
-            .await?
-        {
-            Ok(bytes) => {
-                let m: Map<String, Value> =
-                    serde_json::from_slice(&bytes).map_err(|_| protocol("contract is not JSON"))?;
-                let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default();
-                if !get("out_contract_code").is_empty() && get("out_contract_code") != code {
-                    return Err(protocol("answer is about another contract"));
-                }
-                Ok(match get("contract_state") {
-                    "SIGNED" if !get("contract_id").is_empty() => RemoteState::Active {
-                        channel_ref: get("contract_id").to_owned(),
-                    },
-                    "TERMINATED" => RemoteState::Terminated,
-                    "SIGN_FAILED" => RemoteState::Failed {
-                        code: "wechat_sign_failed".into(),
-                    },
-                    "NOT_SIGNED" | "TO_BE_RENEWED" => RemoteState::Pending,
-                    _ => return Err(protocol("unknown contract state")),
-                })
-            }
-            Err(answer) => {
-                let (code, message) = api_error(&answer);
-                if is_not_found(&answer, &code) {
-                    Ok(RemoteState::NotFound)
-                } else {
-                    Err(ChannelError::Rejected { code, message })
-                }
+        let (state, _) = self.contract(&code).await?;
+        if state == RemoteState::NotFound {
+            if let Some((_, legacy)) = self
+                .legacy_contract(binding, channel_ref.as_deref())
+                .await?
+            {
+                return Ok(legacy);
             }
         }
+        Ok(state)
     }
 
     fn parse_notification(

@@ -50,12 +50,15 @@ impl WechatChannel {
             }
         }
         let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
-        let binding = match str_of(&contract, "out_contract_code")
+        let (binding, attempt) = match str_of(&contract, "out_contract_code")
             .as_deref()
-            .and_then(crate::refs::binding_of)
+            .and_then(crate::refs::parse)
         {
-            Some(b) => BindingRef::Ours(b),
-            None => BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),
+            Some(n) => (BindingRef::Ours(n.binding), n.attempt),
+            None => (
+                BindingRef::Channel(contract_id.clone().ok_or_else(bad)?),
+                None,
+            ),
         };
         let agreement = contract_id.clone();
         let kind = match str_of(&contract, "change_type").as_deref() {
@@ -70,6 +73,7 @@ impl WechatChannel {
             binding,
             kind,
             agreement,
+            attempt,
         })
     }
 }

@@ -11,6 +11,10 @@ pub fn resident_id() -> String {
     format!("{first17}{}", ResidentId::check_char(first17).unwrap())
 }
 
+/// The bind attempt the helpers' requests (and the tests' queries and
+/// unbinds) name.
+pub const ATTEMPT: u32 = 7;
+
 pub fn bind_request(binding_id: &str) -> ChannelBindRequest {
     bind_request_with_card(binding_id, "4111111111111111")
 }
@@ -18,6 +22,7 @@ pub fn bind_request(binding_id: &str) -> ChannelBindRequest {
 pub fn bind_request_with_card(binding_id: &str, pan: &str) -> ChannelBindRequest {
     ChannelBindRequest {
         binding_id: BindingId::parse(binding_id).unwrap(),
+        attempt: ATTEMPT,
         user_id: UserId::parse("user-1").unwrap(),
         card: CardNumber::parse(pan).unwrap(),
         expiry: Expiry::parse(12, 2030, (2025, 1)).unwrap(),

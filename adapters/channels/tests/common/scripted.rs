@@ -81,7 +81,7 @@ impl PaymentChannel for Scripted {
     ) -> Result<ConfirmOutcome, ChannelError> {
         Ok(ConfirmOutcome::WrongOtp)
     }
-    async fn unbind(&self, _b: &BindingId, _c: &str) -> Result<(), ChannelError> {
+    async fn unbind(&self, _b: &BindingId, _a: u32, _c: &str) -> Result<(), ChannelError> {
         self.unbind_calls.fetch_add(1, Ordering::SeqCst);
         let hang = *self.hang_unbinds.lock().unwrap();
         if hang {
@@ -89,7 +89,12 @@ impl PaymentChannel for Scripted {
         }
         self.unbind_result.lock().unwrap().clone().unwrap_or(Ok(()))
     }
-    async fn query(&self, _b: &BindingId, _c: Option<String>) -> Result<RemoteState, ChannelError> {
+    async fn query(
+        &self,
+        _b: &BindingId,
+        _a: u32,
+        _c: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
         self.query_calls.fetch_add(1, Ordering::SeqCst);
         if let Some(r) = self.queries.lock().unwrap().pop_front() {
             return r;

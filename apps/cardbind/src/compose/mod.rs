@@ -32,8 +32,8 @@ use crate::state::{AppState, HttpSettings};
 /// UUID v7 ids (hyphenated): unique across instances and ordered by
 /// creation time, so that listing by id lists by age. The real channels'
 /// external references (Alipay's `external_agreement_no`, WeChat Pay's
-/// `out_contract_code`: at most 32 letters and digits) take a UUID without
-/// its dashes (`cardbind_channels::refs`).
+/// `out_contract_code`: at most 32 letters and digits) take a UUID and a
+/// bind's attempt in base 62 (`cardbind_channels::refs`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UuidIds;
 

@@ -12,12 +12,10 @@ async fn alipay_binding_flow_end_to_end() {
         "{url}"
     );
     // The user opens the signed page: the fake verifies it and opens the agreement.
-    assert_eq!(s.alipay.open_sign_page(&url).unwrap(), channel_code(&id));
+    let code = s.channel_code(&id).await;
+    assert_eq!(s.alipay.open_sign_page(&url).unwrap(), code);
     // The user signs in the Alipay app; Alipay posts the notification.
-    let signed = s
-        .alipay
-        .user_signs(&channel_code(&id), "ali-notify-0001")
-        .unwrap();
+    let signed = s.alipay.user_signs(&code, "ali-notify-0001").unwrap();
     let r = s.notify_alipay(signed.clone()).await;
     assert_eq!((r.status, r.text.as_str()), (200, "success"), "{}", r.text);
     assert!(
@@ -29,7 +27,7 @@ async fn alipay_binding_flow_end_to_end() {
     assert_eq!(card["status"], "active", "{card}");
     assert_eq!(card["is_default"], true);
     assert!(card.get("next_action").is_none());
-    let (_, agreement_no) = s.alipay.agreement(&channel_code(&id)).unwrap();
+    let (_, agreement_no) = s.alipay.agreement(&s.channel_code(&id).await).unwrap();
     assert_eq!(
         s.consent(user, &id).await["agreement_id"],
         agreement_no.as_str()
@@ -67,7 +65,7 @@ async fn alipay_binding_flow_end_to_end() {
             ("app_id", s.alipay.app_id()),
             ("status", "UNSIGN"),
             ("agreement_no", &agreement_no),
-            ("external_agreement_no", &channel_code(&id)),
+            ("external_agreement_no", &s.channel_code(&id).await),
         ])
         .unwrap();
     let r = s.notify_alipay(forged).await;
@@ -85,7 +83,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s
         .notify_alipay(
             s.alipay
-                .user_signs(&channel_code(&id2), "ali-notify-0002")
+                .user_signs(&s.channel_code(&id2).await, "ali-notify-0002")
                 .unwrap(),
         )
         .await;
@@ -94,7 +92,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s
         .notify_alipay(
             s.alipay
-                .user_unsigns(&channel_code(&id2), "ali-notify-0003")
+                .user_unsigns(&s.channel_code(&id2).await, "ali-notify-0003")
                 .unwrap(),
         )
         .await;
@@ -114,7 +112,7 @@ async fn alipay_binding_flow_end_to_end() {
     let r = s.unbind(user, &id).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["status"], "inactive");
-    assert_eq!(s.alipay.agreement(&channel_code(&id)).unwrap().0, "UNSIGN");
+    assert_eq!(s.alipay.agreement(&code).unwrap().0, "UNSIGN");
     assert!(s.consent(user, &id).await["revoked_at"].is_string());
     let methods = s.alipay.verified_methods();
     assert_eq!(

@@ -423,6 +423,26 @@ impl Svc {
 
     /// Binds through a redirect channel: 201, pending_verification, a
     /// redirect `next_action` with a URL. Returns (card id, URL).
+    /// The reference the channel knows the card's current bind by
+    /// (Alipay's `external_agreement_no`, WeChat Pay's `out_contract_code`):
+    /// its id and attempt (the generation of its stored data) as 28 letters
+    /// and digits. Read while the service holds the card's data.
+    async fn channel_code(&self, card_id: &str) -> String {
+        let id = BindingId::parse(card_id).unwrap();
+        let stores = &self.running.built.stores;
+        let user = stores
+            .card_data
+            .owner(&id)
+            .await
+            .unwrap()
+            .expect("card data held");
+        let w = stores.wallets.load(&user).await.unwrap().unwrap().wallet;
+        let generation = w.get(&id).unwrap().data_generation;
+        let code = cardbind_channels::refs::of_attempt(&id, generation).unwrap();
+        assert_eq!(code.len(), 28);
+        code
+    }
+
     async fn bind_redirect(&self, user: &str, card: &str, channel: &str) -> (String, String) {
         let r = self.bind(user, card, Some(channel)).await;
         assert_eq!(r.status, 201, "{}", r.text);
@@ -441,11 +461,4 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// A card's reference at the channel (Alipay's `external_agreement_no`,
-/// WeChat Pay's `out_contract_code`): its id as at most 32 letters and
-/// digits.
-fn channel_code(card_id: &str) -> String {
-    cardbind_channels::refs::of_binding(&BindingId::parse(card_id).unwrap()).unwrap()
 }

@@ -79,7 +79,7 @@ async fn a_wrong_merchant_key_sends_binds_to_review_and_a_retry_after_the_fix_bi
     assert_eq!(v["status"], "pending_verification", "{v}");
     assert_eq!(v["next_action"]["type"], "redirect", "{v}");
     // The user signs in WeChat; the callback activates the card.
-    let code = channel_code(&id);
+    let code = s.channel_code(&id).await;
     let r = s
         .notify_wechat(&s.wechat.user_signs(&code, "EV-misconf-1").unwrap())
         .await;

@@ -11,14 +11,14 @@ async fn reconcile_settles_bindings_stuck_in_pending_verification() {
     s.alipay.open_sign_page(&url).unwrap();
     let lost = s
         .alipay
-        .user_signs(&channel_code(&ali_signed), "ali-lost-1")
+        .user_signs(&s.channel_code(&ali_signed).await, "ali-lost-1")
         .unwrap();
     // Alipay: the user never opened the page: the gateway does not know it.
     let (ali_unknown, _) = s.bind_redirect(user, MC, "alipay").await;
     // WeChat: signed, callback lost; and one still waiting for the user.
     let (wx_signed, _) = s.bind_redirect(user, VISA2, "wechat").await;
     s.wechat
-        .user_signs(&channel_code(&wx_signed), "EV-lost-1")
+        .user_signs(&s.channel_code(&wx_signed).await, "EV-lost-1")
         .unwrap();
     let (wx_waiting, _) = s.bind_redirect(user, AMEX, "wechat").await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -40,7 +40,7 @@ async fn reconcile_settles_bindings_stuck_in_pending_verification() {
     assert_eq!(
         s.consent(user, &ali_signed).await["agreement_id"],
         s.alipay
-            .agreement(&channel_code(&ali_signed))
+            .agreement(&s.channel_code(&ali_signed).await)
             .unwrap()
             .1
             .as_str()

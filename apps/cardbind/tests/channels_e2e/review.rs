@@ -128,7 +128,7 @@ async fn failed_starts_are_retried_only_when_the_gateway_says_not_applied() {
     // retried after a backoff, the third start succeeds.
     s.wechat.fail_next_presigns(2);
     let (id, _) = s.bind_redirect("retry-user-1", VISA, "wechat").await;
-    let code = channel_code(&id);
+    let code = s.channel_code(&id).await;
     assert_eq!(kinds(&s.wechat.requests()), "sQsQS");
     assert_eq!(s.wechat.contract(&code).unwrap().0, "NOT_SIGNED");
     // More failures than retries (3): 1 + 3 starts, then manual review.

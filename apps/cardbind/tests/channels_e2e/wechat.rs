@@ -7,7 +7,7 @@ async fn wechat_binding_flow_end_to_end() {
     let s = start().await;
     let user = "wx-user-1";
     let (id, url) = s.bind_redirect(user, VISA, "wechat").await;
-    let code = channel_code(&id);
+    let code = s.channel_code(&id).await;
     assert!(url.contains(&code), "{url}");
     assert_eq!(s.wechat.contract(&code).unwrap().0, "NOT_SIGNED");
 
@@ -76,7 +76,7 @@ async fn wechat_binding_flow_end_to_end() {
 
     // A second card, signed, then terminated by the user inside WeChat.
     let (id2, _) = s.bind_redirect(user, MC, "wechat").await;
-    let code2 = channel_code(&id2);
+    let code2 = s.channel_code(&id2).await;
     let r = s
         .notify_wechat(&s.wechat.user_signs(&code2, "EV-e2e-0002").unwrap())
         .await;
@@ -116,5 +116,61 @@ async fn wechat_binding_flow_end_to_end() {
         2,
         "{paths:?}"
     );
+    assert_eq!(s.wechat.rejected_count(), 0, "{:?}", s.wechat.requests());
+}
+
+/// WeChat Pay takes a contract code once, ended contracts included: a card
+/// bound again pre-signs under a code of its own bind. A signing of the
+/// earlier bind's page, arriving while the card waits on the new one, is
+/// ended at the gateway and leaves the card waiting.
+#[tokio::test]
+async fn a_card_bound_again_through_wechat_gets_a_contract_code_of_its_own() {
+    let s = start().await;
+    let user = "wx-rebind";
+    let (id, _) = s.bind_redirect(user, VISA, "wechat").await;
+    let first = s.channel_code(&id).await;
+    let r = s
+        .notify_wechat(&s.wechat.user_signs(&first, "EV-rebind-1").unwrap())
+        .await;
+    assert!((200..300).contains(&r.status), "{}", r.text);
+    assert_eq!(s.card(user, &id).await["status"], "active");
+    let r = s.unbind(user, &id).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(s.wechat.contract(&first).unwrap().0, "TERMINATED");
+
+    // Bound again: the same card record, a new code the gateway takes.
+    let (again, _) = s.bind_redirect(user, VISA, "wechat").await;
+    assert_eq!(again, id, "one record per user and card");
+    let second = s.channel_code(&id).await;
+    assert_ne!(second, first);
+    assert_eq!(s.wechat.contract(&second).unwrap().0, "NOT_SIGNED");
+
+    // Unbound while waiting and bound a third time; then the user signs
+    // the second bind's page after all.
+    let r = s.unbind(user, &id).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (third_id, _) = s.bind_redirect(user, VISA, "wechat").await;
+    assert_eq!(third_id, id);
+    let third = s.channel_code(&id).await;
+    assert!(third != first && third != second);
+    let r = s
+        .notify_wechat(&s.wechat.user_signs(&second, "EV-rebind-2").unwrap())
+        .await;
+    assert!((200..300).contains(&r.status), "{}", r.text);
+    assert_eq!(
+        s.card(user, &id).await["status"],
+        "pending_verification",
+        "a signing of an earlier bind does not bind this one"
+    );
+    assert_eq!(
+        s.wechat.contract(&second).unwrap().0,
+        "TERMINATED",
+        "the agreement nobody here will use is ended at the gateway"
+    );
+    let r = s
+        .notify_wechat(&s.wechat.user_signs(&third, "EV-rebind-3").unwrap())
+        .await;
+    assert!((200..300).contains(&r.status), "{}", r.text);
+    assert_eq!(s.card(user, &id).await["status"], "active");
     assert_eq!(s.wechat.rejected_count(), 0, "{:?}", s.wechat.requests());
 }

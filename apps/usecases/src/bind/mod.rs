@@ -45,7 +45,7 @@ use crate::context::RequestContext;
 use crate::error::{channel_not_enabled, channel_rejected, op_error, Internal, Limited};
 use crate::sealing::{CardDetails, Owner};
 use crate::tx::{until_settled, Loaded, Raced};
-use crate::unwanted::Agreement;
+use crate::unwanted::{Agreement, Held};
 use crate::{CardView, UseCases};
 
 mod start;
@@ -245,6 +245,7 @@ impl UseCases {
             .await?;
         let request = ChannelBindRequest {
             binding_id: id.clone(),
+            attempt: generation,
             user_id: cmd.user.clone(),
             card: cmd.details.card.clone(),
             expiry: cmd.expiry,

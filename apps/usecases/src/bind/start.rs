@@ -46,8 +46,15 @@ impl UseCases {
             })
             .await?;
         if status.is_none() {
-            self.end_agreement_of_a_card_gone(ctx, &after.wallet, id, channel_name, &outcome)
-                .await;
+            self.end_agreement_of_a_card_gone(
+                ctx,
+                &after.wallet,
+                id,
+                request.attempt,
+                channel_name,
+                &outcome,
+            )
+            .await;
             self.drop_data_of_a_card_gone(user, &after.wallet, id, generation)
                 .await;
         }
@@ -72,16 +79,17 @@ impl UseCases {
             .map_err(|_| Internal::new("a started card is not in its wallet"))?)
     }
 
-    /// The channel made an agreement (or began one) for a card that was
-    /// unbound, failed or bound again (under another agreement) while it
-    /// was asked: nothing here will use it, and the unbind could not end
-    /// it (it had no reference yet), so it is ended (see [`crate::unwanted`]).
-    /// An agreement the card holds is left alone.
+    /// The channel made an agreement (or began one) for bind `attempt` of
+    /// a card that was unbound, failed or bound again (under another
+    /// agreement) while it was asked: nothing here will use it, and the
+    /// unbind could not end it (it had no reference yet), so it is ended
+    /// (see [`crate::unwanted`]). An agreement the card holds is left alone.
     pub(crate) async fn end_agreement_of_a_card_gone(
         &self,
         ctx: &RequestContext,
         w: &Wallet,
         id: &BindingId,
+        attempt: u32,
         channel_name: &ChannelName,
         outcome: &StartOutcome,
     ) {
@@ -96,9 +104,12 @@ impl UseCases {
         if let Err(e) = self
             .end_unwanted_agreement(
                 ctx,
-                channel_name,
-                id,
-                channel_ref,
+                Held {
+                    channel: channel_name,
+                    card: id,
+                    attempt,
+                    channel_ref,
+                },
                 Some(w.user()),
                 Agreement::JustMade,
             )

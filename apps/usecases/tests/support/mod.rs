@@ -299,7 +299,7 @@ impl PaymentChannel for ScriptChannel {
         }
     }
 
-    async fn unbind(&self, _b: &BindingId, _r: &str) -> Result<(), ChannelError> {
+    async fn unbind(&self, _b: &BindingId, _a: u32, _r: &str) -> Result<(), ChannelError> {
         self.unbinds.fetch_add(1, Ordering::SeqCst);
         let gate = self.unbind_gate.lock().unwrap().clone();
         if let Some(gate) = gate {
@@ -308,7 +308,12 @@ impl PaymentChannel for ScriptChannel {
         Ok(())
     }
 
-    async fn query(&self, b: &BindingId, _r: Option<String>) -> Result<RemoteState, ChannelError> {
+    async fn query(
+        &self,
+        b: &BindingId,
+        _a: u32,
+        _r: Option<String>,
+    ) -> Result<RemoteState, ChannelError> {
         if self.query_down.load(Ordering::SeqCst) {
             return Err(ChannelError::Unavailable("query down".into()));
         }
@@ -323,7 +328,8 @@ impl PaymentChannel for ScriptChannel {
 
     fn parse_notification(&self, n: &Notification) -> Result<ChannelEvent, ChannelError> {
         // The test's "signature" is a header naming the event; the body is
-        // `id|binding|signed:REF|terminated|failed:CODE`.
+        // `id|binding|signed:REF|terminated|failed:CODE`, then optionally
+        // `|ATTEMPT` (the bind attempt the event's reference names).
         if n.headers.get("x-test-signed").map(String::as_str) != Some("yes") {
             return Err(ChannelError::InvalidSignature);
         }
@@ -332,6 +338,13 @@ impl PaymentChannel for ScriptChannel {
         let mut parts = text.split('|');
         let (Some(id), Some(b), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(ChannelError::Protocol("fields".into()));
+        };
+        let attempt = match parts.next() {
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| ChannelError::Protocol("attempt".into()))?,
+            ),
+            None => None,
         };
         use cardbind_ports::channel::{BindingRef, ChannelEventKind};
         let kind = if let Some(r) = kind.strip_prefix("signed:") {
@@ -352,6 +365,7 @@ impl PaymentChannel for ScriptChannel {
             ),
             kind,
             agreement: None,
+            attempt,
         })
     }
 

@@ -249,13 +249,28 @@ impl State {
                     json!({"code": refusal, "message": "refused by a business rule"}),
                 );
             }
-            lock(&self.contracts).insert(
+            // The merchant's code must be unique, ended contracts included:
+            // only a contract never signed may be pre-signed again. (The
+            // gateway's own error code for this is not published; the
+            // adapter takes any 4xx refusal as the channel's.)
+            let mut contracts = lock(&self.contracts);
+            if contracts
+                .get(&code)
+                .is_some_and(|c| c.state != "NOT_SIGNED")
+            {
+                return Answer::json(
+                    400,
+                    json!({"code": "INVALID_REQUEST", "message": "out_contract_code has been used"}),
+                );
+            }
+            contracts.insert(
                 code.clone(),
                 Contract {
                     state: "NOT_SIGNED".into(),
                     contract_id: String::new(),
                 },
             );
+            drop(contracts);
             let url = format!("https://fake-wechat.invalid/papay/entrust?session=s-{code}");
             return Answer::json(200, json!({ "redirect_url": url }));
         }
