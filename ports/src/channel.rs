@@ -156,21 +156,23 @@ pub trait PaymentChannel: Send + Sync {
 
     /// Ends the agreement at the channel. Ending one that is already ended
     /// MUST succeed. `attempt` is the bind that made the agreement (see
-    /// [`ChannelBindRequest::attempt`]).
+    /// [`ChannelBindRequest::attempt`]), when known.
     async fn unbind(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: &str,
     ) -> Result<(), ChannelError>;
 
     /// What the channel says of the agreement of bind `attempt` of
     /// `binding`: by `channel_ref` when given (what the start or the
-    /// channel answered), else by the reference the attempt makes.
+    /// channel answered), else by the reference the attempt makes (when
+    /// the attempt is not known, by the reference builds before attempts
+    /// made).
     async fn query(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError>;
 

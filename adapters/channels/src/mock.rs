@@ -150,6 +150,10 @@ impl std::fmt::Debug for MockConfig {
 struct Entry {
     mode: MockMode,
     state: RemoteState,
+    /// The bind attempt whose start made the entry (none when the mock
+    /// first heard of the binding otherwise): a later start replaces it,
+    /// and an unbind or query naming another attempt is not about it.
+    attempt: Option<u32>,
 }
 
 /// The bindings the mock remembers, and the order it first heard of them
@@ -265,10 +269,45 @@ impl MockChannel {
             .unwrap_or(self.config.mode)
     }
 
+    /// Sets the state of the binding's entry, of whichever attempt.
     fn set_state(&self, binding: &str, mode: MockMode, state: RemoteState) {
         let cap = self.config.remember;
-        self.lock().set(binding, Entry { mode, state }, cap);
+        let mut remembered = self.lock();
+        let attempt = remembered.get(binding).and_then(|e| e.attempt);
+        remembered.set(
+            binding,
+            Entry {
+                mode,
+                state,
+                attempt,
+            },
+            cap,
+        );
     }
+
+    /// The entry a start of `attempt` makes.
+    fn set_started(&self, binding: &str, attempt: u32, mode: MockMode, state: RemoteState) {
+        let cap = self.config.remember;
+        let entry = Entry {
+            mode,
+            state,
+            attempt: Some(attempt),
+        };
+        self.lock().set(binding, entry, cap);
+    }
+
+    /// Whether the binding's entry is about another attempt than `attempt`.
+    fn other_attempt(&self, binding: &str, attempt: Option<u32>) -> bool {
+        self.lock()
+            .get(binding)
+            .is_some_and(|e| other(e.attempt, attempt))
+    }
+}
+
+/// Whether an entry made by a start of `made` is about another attempt
+/// than `asked` (either unknown: not known to be another).
+fn other(made: Option<u32>, asked: Option<u32>) -> bool {
+    matches!((made, asked), (Some(m), Some(a)) if m != a)
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -355,8 +394,9 @@ impl PaymentChannel for MockChannel {
         };
         match mode {
             MockMode::Instant | MockMode::Flaky => {
-                self.set_state(
+                self.set_started(
                     binding.as_str(),
+                    request.attempt,
                     mode,
                     RemoteState::Active {
                         channel_ref: channel_ref.clone(),
@@ -365,11 +405,21 @@ impl PaymentChannel for MockChannel {
                 Ok(ChannelStart::Bound { channel_ref })
             }
             MockMode::Otp | MockMode::Slow => {
-                self.set_state(binding.as_str(), MockMode::Otp, RemoteState::Pending);
+                self.set_started(
+                    binding.as_str(),
+                    request.attempt,
+                    MockMode::Otp,
+                    RemoteState::Pending,
+                );
                 Ok(ChannelStart::OtpSent { channel_ref })
             }
             MockMode::Redirect => {
-                self.set_state(binding.as_str(), mode, RemoteState::Pending);
+                self.set_started(
+                    binding.as_str(),
+                    request.attempt,
+                    mode,
+                    RemoteState::Pending,
+                );
                 let url = url::Url::parse_with_params(
                     &self.config.redirect_base_url,
                     &[("binding_id", binding.as_str())],
@@ -381,8 +431,9 @@ impl PaymentChannel for MockChannel {
                 Ok(ChannelStart::Redirect { channel_ref, url })
             }
             MockMode::Decline => {
-                self.set_state(
+                self.set_started(
                     binding.as_str(),
+                    request.attempt,
                     mode,
                     RemoteState::Failed {
                         code: "card_declined".into(),
@@ -454,19 +505,22 @@ impl PaymentChannel for MockChannel {
     async fn unbind(
         &self,
         binding: &BindingId,
-        _attempt: u32,
+        attempt: Option<u32>,
         _channel_ref: &str,
     ) -> Result<(), ChannelError> {
         let mode = self.mode_for_binding(binding);
         self.tick(mode)?;
-        self.set_state(binding.as_str(), mode, RemoteState::Terminated);
+        // Another attempt's agreement is not this one: this one has ended.
+        if !self.other_attempt(binding.as_str(), attempt) {
+            self.set_state(binding.as_str(), mode, RemoteState::Terminated);
+        }
         Ok(())
     }
 
     async fn query(
         &self,
         binding: &BindingId,
-        _attempt: u32,
+        attempt: Option<u32>,
         _channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         let mode = self.mode_for_binding(binding);
@@ -474,6 +528,7 @@ impl PaymentChannel for MockChannel {
         Ok(self
             .lock()
             .get(binding.as_str())
+            .filter(|e| !other(e.attempt, attempt))
             .map(|e| e.state.clone())
             .unwrap_or(RemoteState::NotFound))
     }

@@ -94,6 +94,12 @@ fn read_attempt_form(code: &str) -> Option<Named> {
     })
 }
 
+/// A binding id that is not a UUID as its own reference (tests only).
+fn own_id(binding: &BindingId) -> Option<String> {
+    let s = binding.as_str();
+    (is_valid(s) && !is_hex32(s) && read_attempt_form(s).is_none()).then(|| s.to_owned())
+}
+
 /// Our reference for `attempt` of `binding`, if the binding has one.
 pub fn of_attempt(binding: &BindingId, attempt: u32) -> Option<String> {
     if let Some(n) = uuid_value(binding) {
@@ -102,8 +108,16 @@ pub fn of_attempt(binding: &BindingId, attempt: u32) -> Option<String> {
         push_base62(&mut out, u128::from(attempt), ATTEMPT_DIGITS);
         return Some(out);
     }
-    let s = binding.as_str();
-    (is_valid(s) && !is_hex32(s) && read_attempt_form(s).is_none()).then(|| s.to_owned())
+    own_id(binding)
+}
+
+/// Our reference for bind `attempt` of `binding`; when the attempt is not
+/// known, the one builds before attempts sent for every bind of the card.
+pub fn of(binding: &BindingId, attempt: Option<u32>) -> Option<String> {
+    match attempt {
+        Some(a) => of_attempt(binding, a),
+        None => legacy_of(binding).or_else(|| own_id(binding)),
+    }
 }
 
 /// The reference the builds before per-attempt references sent for every
@@ -112,7 +126,11 @@ pub fn legacy_of(binding: &BindingId) -> Option<String> {
     is_uuid(binding.as_str()).then(|| binding.as_str().replace('-', "").to_ascii_lowercase())
 }
 
-/// What a reference of ours (any form) names, if it is one.
+/// What a reference of ours names, if it is one of the forms the service
+/// makes (a per-attempt reference, or an earlier form of a UUID). Any
+/// other text is not taken for ours, so that a notification naming
+/// another merchant's agreement on a shared app is not taken for a card
+/// of ours.
 pub fn parse(code: &str) -> Option<Named> {
     if let Some(n) = read_attempt_form(code) {
         return Some(n);
@@ -134,18 +152,18 @@ pub fn parse(code: &str) -> Option<Named> {
             &c[20..]
         ));
     }
-    if is_uuid(code) || is_valid(code) {
-        return legacy(code.to_owned());
+    if is_uuid(code) {
+        return legacy(code.to_ascii_lowercase());
     }
     None
 }
 
 /// Whether `reference` is a reference of ours to `binding` (any attempt,
-/// any form), not one the channel made.
+/// any form, or the binding id itself), not one the channel made.
 pub fn names(binding: &BindingId, reference: &str) -> bool {
-    parse(reference).is_some_and(|n| {
-        n.binding == *binding || n.binding.as_str().eq_ignore_ascii_case(binding.as_str())
-    })
+    reference == binding.as_str()
+        || parse(reference)
+            .is_some_and(|n| n.binding.as_str().eq_ignore_ascii_case(binding.as_str()))
 }
 
 #[cfg(test)]
@@ -186,6 +204,16 @@ mod tests {
         fn reading_any_text_never_panics(s in "\\PC{0,40}") {
             let _ = parse(&s);
         }
+
+        #[test]
+        fn any_28_letters_and_digits_read_as_a_reference_only_in_range(
+            s in "[0-9a-zA-Z]{28}",
+        ) {
+            if let Some(n) = parse(&s) {
+                // What reads back is what it was made from.
+                prop_assert_eq!(of_attempt(&n.binding, n.attempt.unwrap()), Some(s));
+            }
+        }
     }
 
     #[test]
@@ -205,6 +233,8 @@ mod tests {
     fn earlier_forms_are_read_as_every_attempt_of_the_card() {
         let b = BindingId::parse("0192f4a1-7c3e-7b2a-9d4e-5f6a7b8c9d0e").unwrap();
         let hex = legacy_of(&b).unwrap();
+        assert_eq!(of(&b, None), Some(hex.clone()));
+        assert_eq!(of(&b, Some(7)), of_attempt(&b, 7));
         assert_eq!(hex, "0192f4a17c3e7b2a9d4e5f6a7b8c9d0e");
         for form in [hex.as_str(), b.as_str()] {
             assert_eq!(
@@ -225,10 +255,10 @@ mod tests {
     fn an_overflowing_or_foreign_reference_names_no_attempt() {
         // 22 'Z's exceed 2^128.
         let too_big = format!("{}000001", "Z".repeat(22));
-        assert_eq!(parse(&too_big).and_then(|n| n.attempt), None);
+        assert_eq!(parse(&too_big), None);
         // 6 'Z's exceed u32::MAX.
         let big_attempt = format!("{}ZZZZZZ", "0".repeat(22));
-        assert_eq!(parse(&big_attempt).and_then(|n| n.attempt), None);
+        assert_eq!(parse(&big_attempt), None);
         assert_eq!(parse("agreement-no-with-dash"), None);
         assert_eq!(parse(""), None);
     }
@@ -237,13 +267,12 @@ mod tests {
     fn a_test_id_is_its_own_reference_unless_it_reads_as_another_form() {
         let id = BindingId::parse("bindalipay1").unwrap();
         assert_eq!(of_attempt(&id, 5).as_deref(), Some("bindalipay1"));
-        assert_eq!(
-            parse("bindalipay1"),
-            Some(Named {
-                binding: id,
-                attempt: None
-            })
-        );
+        assert_eq!(of(&id, None).as_deref(), Some("bindalipay1"));
+        assert!(names(&id, "bindalipay1"));
+        // Read from a notification, it is nobody's: only the forms the
+        // service makes are.
+        assert_eq!(parse("bindalipay1"), None);
+        assert_eq!(parse("20215425001139428787"), None, "an agreement_no");
         let dashed = BindingId::parse("bind-alipay-1").unwrap();
         assert_eq!(of_attempt(&dashed, 5), None);
         let hexlike = BindingId::parse("0192f4a17c3e7b2a9d4e5f6a7b8c9d0e").unwrap();

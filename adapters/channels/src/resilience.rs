@@ -663,7 +663,8 @@ impl PaymentChannel for Resilient {
                 .attempt_counting(
                     "query",
                     subject,
-                    self.inner.query(&request.binding_id, request.attempt, None),
+                    self.inner
+                        .query(&request.binding_id, Some(request.attempt), None),
                     false,
                     deadline,
                 )
@@ -700,7 +701,7 @@ impl PaymentChannel for Resilient {
     async fn unbind(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: &str,
     ) -> Result<(), ChannelError> {
         self.with_retries("unbind", Subject::binding(binding), || {
@@ -712,7 +713,7 @@ impl PaymentChannel for Resilient {
     async fn query(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         self.with_retries("query", Subject::binding(binding), || {

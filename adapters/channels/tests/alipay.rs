@@ -55,35 +55,36 @@ fn note(body: Vec<u8>) -> Notification {
     Notification { headers, body }
 }
 
+/// The binding the full flow binds.
+const FLOW_ID: &str = "0191d3c5-7a4e-7c3b-9f10-2a6b8e4d1c78";
+
 async fn full_flow(aes: Option<[u8; 16]>) {
     let (fake, ch) = setup(aes).await;
-    let b = bid("bindalipay1");
+    let b = bid(FLOW_ID);
+    let ours = of_attempt(&b, ATTEMPT).unwrap();
     // start -> redirect
-    let start = ch
-        .start_binding(&bind_request("bindalipay1"))
-        .await
-        .unwrap();
+    let start = ch.start_binding(&bind_request(FLOW_ID)).await.unwrap();
     let ChannelStart::Redirect { channel_ref, url } = start else {
         panic!("{start:?}")
     };
-    assert_eq!(channel_ref, "bindalipay1");
+    assert_eq!(channel_ref, ours);
     assert!(url.starts_with(&fake_gateway_prefix(&url)));
     // Not opened yet: the agreement does not exist.
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(channel_ref.clone()))
             .await
             .unwrap(),
         RemoteState::NotFound
     );
-    assert_eq!(fake.open_sign_page(&url).unwrap(), "bindalipay1");
+    assert_eq!(fake.open_sign_page(&url).unwrap(), ours);
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(channel_ref.clone()))
             .await
             .unwrap(),
         RemoteState::Pending
     );
     // The user signs: notification
-    let n = note(fake.user_signs("bindalipay1", "notify-0001").unwrap());
+    let n = note(fake.user_signs(&ours, "notify-0001").unwrap());
     let ev = ch.parse_notification(&n).unwrap();
     assert_eq!(ev.event_id, "notify-0001");
     assert_eq!(ev.binding, BindingRef::Ours(b.clone()));
@@ -97,7 +98,7 @@ async fn full_flow(aes: Option<[u8; 16]>) {
     assert_eq!(ch.parse_notification(&n).unwrap().event_id, "notify-0001");
     // query by agreement_no and by our external number
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(agreement_no.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(agreement_no.clone()))
             .await
             .unwrap(),
         RemoteState::Active {
@@ -105,20 +106,20 @@ async fn full_flow(aes: Option<[u8; 16]>) {
         }
     );
     assert_eq!(
-        ch.query(&b, ATTEMPT, None).await.unwrap(),
+        ch.query(&b, Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Active {
             channel_ref: agreement_no.clone()
         }
     );
     // unbind, and unbind again (already ended must succeed)
-    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &agreement_no).await.unwrap();
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(agreement_no.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(agreement_no.clone()))
             .await
             .unwrap(),
         RemoteState::Terminated
     );
-    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &agreement_no).await.unwrap();
     assert_eq!(
         fake.rejected_count(),
         0,
@@ -140,7 +141,7 @@ async fn full_flow(aes: Option<[u8; 16]>) {
         ]
     );
     // The user unsigns in the wallet app: dut_user_unsign.
-    let un = note(fake.user_unsigns("bindalipay1", "notify-0002").unwrap());
+    let un = note(fake.user_unsigns(&ours, "notify-0002").unwrap());
     let ev = ch.parse_notification(&un).unwrap();
     assert_eq!(ev.kind, ChannelEventKind::Terminated);
     assert_eq!(ev.binding, BindingRef::Ours(b));
@@ -178,14 +179,14 @@ async fn a_uuid_binding_goes_to_alipay_as_28_letters_and_digits_per_attempt_and_
     assert_eq!(channel_ref, code);
     assert_eq!(fake.open_sign_page(&url).unwrap(), code);
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(channel_ref.clone()))
             .await
             .unwrap(),
         RemoteState::Pending
     );
     // Another attempt of the card has its own number, unknown to Alipay.
     assert_eq!(
-        ch.query(&b, ATTEMPT + 1, None).await.unwrap(),
+        ch.query(&b, Some(ATTEMPT + 1), None).await.unwrap(),
         RemoteState::NotFound
     );
     let ev = ch
@@ -201,13 +202,13 @@ async fn a_uuid_binding_goes_to_alipay_as_28_letters_and_digits_per_attempt_and_
     };
     for reference in [None, Some(channel_ref.clone()), Some(agreement_no.clone())] {
         assert_eq!(
-            ch.query(&b, ATTEMPT, reference).await.unwrap(),
+            ch.query(&b, Some(ATTEMPT), reference).await.unwrap(),
             RemoteState::Active {
                 channel_ref: agreement_no.clone()
             }
         );
     }
-    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &agreement_no).await.unwrap();
     assert_eq!(fake.agreement(&code).unwrap().0, "UNSIGN");
     assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
 }
@@ -237,15 +238,24 @@ async fn an_agreement_made_under_an_earlier_form_is_still_found_and_ended() {
     };
     // What a card waiting since then has stored: the number the start sent.
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(legacy.into())).await.unwrap(),
-        active
-    );
-    assert_eq!(
-        ch.query(&b, ATTEMPT, Some(agreement_no.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(legacy.into()))
             .await
             .unwrap(),
         active
     );
+    assert_eq!(
+        ch.query(&b, Some(ATTEMPT), Some(agreement_no.clone()))
+            .await
+            .unwrap(),
+        active
+    );
+    // The dashed id a build before that stored, which Alipay does not
+    // take, is asked as the form that followed it.
+    assert_eq!(
+        ch.query(&b, Some(ATTEMPT), Some(id.into())).await.unwrap(),
+        active
+    );
+    assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
     let dashed = fake
         .notification(&[
             ("notify_type", "dut_user_unsign"),
@@ -260,7 +270,7 @@ async fn an_agreement_made_under_an_earlier_form_is_still_found_and_ended() {
         ch.parse_notification(&note(dashed)).unwrap().binding,
         BindingRef::Ours(b.clone())
     );
-    ch.unbind(&b, ATTEMPT, &agreement_no).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &agreement_no).await.unwrap();
     assert_eq!(fake.agreement(legacy).unwrap().0, "UNSIGN");
 }
 
@@ -355,7 +365,7 @@ async fn tampered_response_is_refused_as_unverifiable() {
     // Altered after signing: indistinguishable from a key that is not the
     // gateway's, and reported as such; nothing in it is used.
     assert_eq!(
-        ch.query(&bid("bindt"), ATTEMPT, None).await,
+        ch.query(&bid("bindt"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -365,7 +375,7 @@ async fn response_signed_with_another_key_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
-        ch.query(&bid("bindw"), ATTEMPT, None).await,
+        ch.query(&bid("bindw"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -380,13 +390,13 @@ async fn our_own_public_key_installed_as_alipays_cannot_verify_any_answer() {
     cfg.alipay_public_key_pem = key(0).public_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bindown"), ATTEMPT, None).await,
+        ch.query(&bid("bindown"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     // The same request with the right key: the gateway's plain answer.
     let right = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
     assert_eq!(
-        right.query(&bid("bindown"), ATTEMPT, None).await,
+        right.query(&bid("bindown"), Some(ATTEMPT), None).await,
         Ok(RemoteState::NotFound)
     );
     assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
@@ -399,12 +409,12 @@ async fn request_signed_with_a_wrong_merchant_key_is_refused_by_the_gateway() {
     cfg.private_key_pem = key(2).private_pem.clone();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bindx"), ATTEMPT, None).await,
+        ch.query(&bid("bindx"), Some(ATTEMPT), None).await,
         Err(misconfigured("isv.invalid-signature"))
     );
     // Unbinding gives up at once: no follow-up query on a refused key.
     assert_eq!(
-        ch.unbind(&bid("bindx"), ATTEMPT, "20250101000000000001")
+        ch.unbind(&bid("bindx"), Some(ATTEMPT), "20250101000000000001")
             .await,
         Err(misconfigured("isv.invalid-signature"))
     );
@@ -419,7 +429,7 @@ async fn a_wrong_app_id_gets_the_gateways_unsigned_invalid_app_id() {
     cfg.app_id = "2021000000009999".into();
     let ch = AlipayChannel::new(cfg).unwrap();
     assert_eq!(
-        ch.query(&bid("bindapp"), ATTEMPT, None).await,
+        ch.query(&bid("bindapp"), Some(ATTEMPT), None).await,
         Err(misconfigured("isv.invalid-app-id"))
     );
     assert_eq!(
@@ -438,17 +448,17 @@ async fn a_wrong_or_missing_aes_key_is_a_misconfiguration() {
     .unwrap();
     let wrong = AlipayChannel::new(config(fake.gateway_url(), Some([8u8; 16]))).unwrap();
     assert_eq!(
-        wrong.query(&bid("bindaes"), ATTEMPT, None).await,
+        wrong.query(&bid("bindaes"), Some(ATTEMPT), None).await,
         Err(misconfigured("isv.decryption-error-unknown"))
     );
     let none = AlipayChannel::new(config(fake.gateway_url(), None)).unwrap();
     assert_eq!(
-        none.query(&bid("bindaes"), ATTEMPT, None).await,
+        none.query(&bid("bindaes"), Some(ATTEMPT), None).await,
         Err(misconfigured("isv.decryption-error-missing-encrypt-type"))
     );
     let right = AlipayChannel::new(config(fake.gateway_url(), Some([7u8; 16]))).unwrap();
     assert_eq!(
-        right.query(&bid("bindaes"), ATTEMPT, None).await,
+        right.query(&bid("bindaes"), Some(ATTEMPT), None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -458,14 +468,14 @@ async fn a_product_not_signed_for_the_app_is_a_misconfiguration() {
     let (fake, ch) = setup(None).await;
     fake.set_product_signed(false);
     assert_eq!(
-        ch.query(&bid("bindprod"), ATTEMPT, None).await,
+        ch.query(&bid("bindprod"), Some(ATTEMPT), None).await,
         Err(misconfigured("isv.insufficient-isv-permissions"))
     );
     // The request itself verified: the account lacks the product.
     assert!(fake.requests().iter().all(|r| r.verified));
     fake.set_product_signed(true);
     assert_eq!(
-        ch.query(&bid("bindprod"), ATTEMPT, None).await,
+        ch.query(&bid("bindprod"), Some(ATTEMPT), None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -475,13 +485,13 @@ async fn result_codes_map_to_errors() {
     let (fake, ch) = setup(None).await;
     fake.force_code(Some(("20000", "isp.unknow-error")));
     assert!(matches!(
-        ch.query(&bid("b"), ATTEMPT, None).await,
+        ch.query(&bid("b"), Some(ATTEMPT), None).await,
         Err(ChannelError::Unavailable(_))
     ));
     // A business refusal (about the agreement, the user, the card) stays one.
     fake.force_code(Some(("40004", "USER_AGREEMENT_STATUS_ERROR")));
     assert_eq!(
-        ch.unbind(&bid("b"), ATTEMPT, "b").await.unwrap_err(),
+        ch.unbind(&bid("b"), Some(ATTEMPT), "b").await.unwrap_err(),
         ChannelError::Rejected {
             code: "USER_AGREEMENT_STATUS_ERROR".into(),
             message: "forced".into()
@@ -499,7 +509,7 @@ async fn result_codes_map_to_errors() {
         fake.force_code(Some((code, sub)));
         let expected = if sub.is_empty() { code } else { sub };
         assert_eq!(
-            ch.query(&bid("b"), ATTEMPT, None).await,
+            ch.query(&bid("b"), Some(ATTEMPT), None).await,
             Err(misconfigured(expected)),
             "{code} {sub}"
         );
@@ -540,7 +550,7 @@ async fn gateway_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup(None).await;
     fake.set_down(true);
     assert!(matches!(
-        ch.query(&bid("b"), ATTEMPT, None).await,
+        ch.query(&bid("b"), Some(ATTEMPT), None).await,
         Err(ChannelError::Unavailable(_))
     ));
     let r = fake.requests();
@@ -551,7 +561,7 @@ async fn gateway_down_is_unavailable_and_recorded() {
     );
     fake.set_down(false);
     assert_eq!(
-        ch.query(&bid("b"), ATTEMPT, None).await,
+        ch.query(&bid("b"), Some(ATTEMPT), None).await,
         Ok(RemoteState::NotFound)
     );
 }

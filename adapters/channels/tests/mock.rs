@@ -37,19 +37,23 @@ async fn instant_binds_at_once_and_unbinds() {
         panic!("{start:?}")
     };
     assert_eq!(
-        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b1"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Active {
             channel_ref: channel_ref.clone()
         }
     );
-    m.unbind(&bid("b1"), ATTEMPT, &channel_ref).await.unwrap();
-    m.unbind(&bid("b1"), ATTEMPT, &channel_ref).await.unwrap();
+    m.unbind(&bid("b1"), Some(ATTEMPT), &channel_ref)
+        .await
+        .unwrap();
+    m.unbind(&bid("b1"), Some(ATTEMPT), &channel_ref)
+        .await
+        .unwrap();
     assert_eq!(
-        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b1"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Terminated
     );
     assert_eq!(
-        m.query(&bid("other"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("other"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::NotFound
     );
 }
@@ -66,19 +70,19 @@ async fn remembers_only_the_last_bindings_it_started() {
     }
     // A change of a remembered binding does not make it newer, nor count twice.
     let r1 = "mock_b1";
-    m.unbind(&bid("b1"), ATTEMPT, r1).await.unwrap();
+    m.unbind(&bid("b1"), Some(ATTEMPT), r1).await.unwrap();
     assert_eq!(
-        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b1"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Terminated
     );
     m.start_binding(&bind_request("b3")).await.unwrap();
     assert_eq!(
-        m.query(&bid("b1"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b1"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::NotFound
     );
     for b in ["b2", "b3"] {
         assert_eq!(
-            m.query(&bid(b), ATTEMPT, None).await.unwrap(),
+            m.query(&bid(b), Some(ATTEMPT), None).await.unwrap(),
             RemoteState::Pending,
             "{b}"
         );
@@ -91,11 +95,11 @@ async fn remembers_only_the_last_bindings_it_started() {
     ));
     m.start_binding(&bind_request("b4")).await.unwrap();
     assert_eq!(
-        m.query(&bid("b2"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b2"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::NotFound
     );
     assert!(matches!(
-        m.query(&bid("b3"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b3"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Active { .. }
     ));
 }
@@ -112,7 +116,7 @@ async fn otp_accepts_configured_code_only() {
         panic!()
     };
     assert_eq!(
-        m.query(&bid("b2"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b2"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Pending
     );
     assert_eq!(
@@ -130,7 +134,7 @@ async fn otp_accepts_configured_code_only() {
         }
     );
     assert!(matches!(
-        m.query(&bid("b2"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("b2"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Active { .. }
     ));
 }
@@ -168,7 +172,7 @@ async fn redirect_url_contains_binding_id_then_signed_notification_activates() {
         }
     );
     assert_eq!(
-        m.query(&bid("bind-42"), ATTEMPT, None).await.unwrap(),
+        m.query(&bid("bind-42"), Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Active {
             channel_ref: "tok-1".into()
         }
@@ -321,7 +325,7 @@ async fn a_code_for_a_binding_it_does_not_know_is_judged_by_the_code_alone() {
         ConfirmOutcome::WrongOtp
     );
     assert_eq!(
-        m.query(&bid("before-restart"), ATTEMPT, None)
+        m.query(&bid("before-restart"), Some(ATTEMPT), None)
             .await
             .unwrap(),
         RemoteState::NotFound,
@@ -336,7 +340,7 @@ async fn a_code_for_a_binding_it_does_not_know_is_judged_by_the_code_alone() {
         }
     );
     assert_eq!(
-        m.query(&bid("before-restart"), ATTEMPT, None)
+        m.query(&bid("before-restart"), Some(ATTEMPT), None)
             .await
             .unwrap(),
         RemoteState::Active {

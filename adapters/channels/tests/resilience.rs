@@ -23,7 +23,10 @@ async fn exactly_three_retries_on_unavailable_then_error() {
     let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
-    assert_eq!(r.query(&bid("b"), ATTEMPT, None).await, Err(unavailable()));
+    assert_eq!(
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
+        Err(unavailable())
+    );
     assert_eq!(
         inner.query_calls.load(Ordering::SeqCst),
         4,
@@ -52,7 +55,7 @@ async fn retry_succeeds_after_transient_failures() {
     ]));
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(
-        r.query(&bid("b"), ATTEMPT, None).await,
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
         Ok(RemoteState::Pending)
     );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 3);
@@ -67,7 +70,10 @@ async fn no_retry_on_rejected() {
     let inner = Arc::new(Scripted::default().unbind_result(Err(rejected.clone())));
     let reg = Registry::new();
     let r = wrap(inner.clone(), &reg);
-    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "ref").await, Err(rejected));
+    assert_eq!(
+        r.unbind(&bid("b"), Some(ATTEMPT), "ref").await,
+        Err(rejected)
+    );
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1);
     assert_eq!(
         metric(
@@ -84,7 +90,7 @@ async fn no_retry_on_invalid_signature() {
     let inner = Arc::new(Scripted::default().query_default(Err(ChannelError::InvalidSignature)));
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(
-        r.query(&bid("b"), ATTEMPT, None).await,
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
         Err(ChannelError::InvalidSignature)
     );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
@@ -138,7 +144,7 @@ async fn a_hanging_channel_is_given_up_at_the_deadline_not_after_every_retry() {
     *inner.hang_unbinds.lock().unwrap() = true;
     let t0 = tokio::time::Instant::now();
     assert_eq!(
-        r.unbind(&bid("b"), ATTEMPT, "ref").await,
+        r.unbind(&bid("b"), Some(ATTEMPT), "ref").await,
         Err(ChannelError::Timeout)
     );
     assert!(
@@ -174,7 +180,10 @@ async fn a_hanging_channel_is_given_up_at_the_deadline_not_after_every_retry() {
     };
     let down = Arc::new(Scripted::default().query_default(Err(unavailable())));
     let r = Resilient::new(down.clone(), short, &Registry::new()).unwrap();
-    assert_eq!(r.query(&bid("b"), ATTEMPT, None).await, Err(unavailable()));
+    assert_eq!(
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
+        Err(unavailable())
+    );
     assert_eq!(down.query_calls.load(Ordering::SeqCst), 1, "no retry");
 }
 
@@ -276,14 +285,17 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
             BreakerState::Closed,
             "before failure {i}"
         );
-        assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Err(unavailable()));
+        assert_eq!(
+            r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
+            Err(unavailable())
+        );
     }
     assert_eq!(r.breaker_state(), BreakerState::Open);
     assert_eq!(gauge(&reg), 1.0);
     // Open: short-circuit without calling the channel.
     for _ in 0..3 {
         assert_eq!(
-            r.unbind(&bid("b"), ATTEMPT, "r").await,
+            r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
             Err(ChannelError::CircuitOpen)
         );
     }
@@ -299,26 +311,29 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
     // Still open just before 30 s.
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(
-        r.unbind(&bid("b"), ATTEMPT, "r").await,
+        r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
         Err(ChannelError::CircuitOpen)
     );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
     // Half-open trial fails: open again for 30 s.
-    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Err(unavailable()));
+    assert_eq!(
+        r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
+        Err(unavailable())
+    );
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 6);
     assert_eq!(r.breaker_state(), BreakerState::Open);
     assert_eq!(
-        r.unbind(&bid("b"), ATTEMPT, "r").await,
+        r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
         Err(ChannelError::CircuitOpen)
     );
     tokio::time::advance(Duration::from_secs(30)).await;
     // The channel is back: the trial succeeds and closes the breaker.
     *inner.unbind_result.lock().unwrap() = Some(Ok(()));
-    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Ok(()));
+    assert_eq!(r.unbind(&bid("b"), Some(ATTEMPT), "r").await, Ok(()));
     assert_eq!(r.breaker_state(), BreakerState::Closed);
     assert_eq!(gauge(&reg), 0.0);
-    assert_eq!(r.unbind(&bid("b"), ATTEMPT, "r").await, Ok(()));
+    assert_eq!(r.unbind(&bid("b"), Some(ATTEMPT), "r").await, Ok(()));
     assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 8);
 }
 
@@ -362,7 +377,7 @@ async fn half_open_lets_exactly_one_trial_through() {
     };
     let r = Arc::new(Resilient::new(inner.clone(), cfg, &Registry::new()).unwrap());
     for _ in 0..5 {
-        let _ = r.query(&bid("b"), ATTEMPT, None).await;
+        let _ = r.query(&bid("b"), Some(ATTEMPT), None).await;
     }
     tokio::time::advance(Duration::from_secs(30)).await;
     *inner.hang.lock().unwrap() = true; // (only starts hang; use a start as the trial)
@@ -373,7 +388,7 @@ async fn half_open_lets_exactly_one_trial_through() {
     tokio::task::yield_now().await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
     assert_eq!(
-        r.query(&bid("b"), ATTEMPT, None).await,
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
         Err(ChannelError::CircuitOpen)
     );
     let _ = trial.await.unwrap();
@@ -390,7 +405,7 @@ async fn refusals_do_not_open_the_breaker() {
     let r = wrap(inner.clone(), &Registry::new());
     for _ in 0..10 {
         assert_eq!(
-            r.unbind(&bid("b"), ATTEMPT, "r").await,
+            r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
             Err(rejected.clone())
         );
     }
@@ -437,7 +452,7 @@ async fn flaky_mock_behind_resilient_succeeds() {
         Ok(ChannelStart::Bound { .. })
     ));
     assert!(matches!(
-        r.query(&bid("fl"), ATTEMPT, None).await,
+        r.query(&bid("fl"), Some(ATTEMPT), None).await,
         Ok(RemoteState::Active { .. })
     ));
     assert_eq!(mock.calls(), 3);
@@ -466,11 +481,11 @@ async fn misconfiguration_is_not_retried_on_other_operations() {
     );
     let r = wrap(inner.clone(), &Registry::new());
     assert_eq!(
-        r.query(&bid("b"), ATTEMPT, None).await,
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
         Err(misconfigured())
     );
     assert_eq!(
-        r.unbind(&bid("b"), ATTEMPT, "ref").await,
+        r.unbind(&bid("b"), Some(ATTEMPT), "ref").await,
         Err(misconfigured())
     );
     assert_eq!(inner.query_calls.load(Ordering::SeqCst), 1);
@@ -484,7 +499,7 @@ async fn misconfiguration_does_not_open_the_breaker() {
     let r = wrap(inner.clone(), &reg);
     for _ in 0..12 {
         assert_eq!(
-            r.query(&bid("b"), ATTEMPT, None).await,
+            r.query(&bid("b"), Some(ATTEMPT), None).await,
             Err(misconfigured())
         );
     }

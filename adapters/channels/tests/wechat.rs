@@ -73,7 +73,7 @@ async fn full_bind_flow() {
     let code = of_attempt(&b, ATTEMPT).unwrap();
     assert_eq!(code.len(), 28, "{code}");
     assert_eq!(
-        ch.query(&b, ATTEMPT, None).await.unwrap(),
+        ch.query(&b, Some(ATTEMPT), None).await.unwrap(),
         RemoteState::NotFound
     );
     let start = ch.start_binding(&bind_request(UUID)).await.unwrap();
@@ -83,7 +83,7 @@ async fn full_bind_flow() {
     assert_eq!(channel_ref, code);
     assert!(url.contains(&code), "{url}");
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(channel_ref.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(channel_ref.clone()))
             .await
             .unwrap(),
         RemoteState::Pending
@@ -101,20 +101,20 @@ async fn full_bind_flow() {
     // Replayed callback: same event id.
     assert_eq!(ch.parse_notification(&n).unwrap().event_id, "EV-2025-0001");
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(contract_id.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(contract_id.clone()))
             .await
             .unwrap(),
         RemoteState::Active {
             channel_ref: contract_id.clone()
         }
     );
-    ch.unbind(&b, ATTEMPT, &contract_id).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &contract_id).await.unwrap();
     assert_eq!(
-        ch.query(&b, ATTEMPT, None).await.unwrap(),
+        ch.query(&b, Some(ATTEMPT), None).await.unwrap(),
         RemoteState::Terminated
     );
     // Again: already ended is success.
-    ch.unbind(&b, ATTEMPT, &contract_id).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &contract_id).await.unwrap();
     assert_eq!(
         fake.rejected_count(),
         0,
@@ -141,7 +141,7 @@ async fn api_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup().await;
     fake.set_down(true);
     assert!(matches!(
-        ch.query(&bid("binddown"), ATTEMPT, None).await,
+        ch.query(&bid("binddown"), Some(ATTEMPT), None).await,
         Err(ChannelError::Unavailable(_))
     ));
     let r = fake.requests();
@@ -179,7 +179,7 @@ async fn tampered_response_is_refused_as_unverifiable() {
         .unwrap();
     fake.tamper_answers(true);
     assert_eq!(
-        ch.query(&bid("bindtamper1"), ATTEMPT, None).await,
+        ch.query(&bid("bindtamper1"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     assert_eq!(
@@ -193,13 +193,13 @@ async fn response_signed_with_wrong_key_or_unknown_serial_is_refused_as_unverifi
     let (fake, ch) = setup().await;
     fake.sign_with_wrong_key(true);
     assert_eq!(
-        ch.query(&bid("bindw"), ATTEMPT, None).await,
+        ch.query(&bid("bindw"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
     fake.sign_with_wrong_key(false);
     fake.unknown_serial(true);
     assert_eq!(
-        ch.query(&bid("bindw"), ATTEMPT, None).await,
+        ch.query(&bid("bindw"), Some(ATTEMPT), None).await,
         Err(misconfigured("platform_key_unknown"))
     );
 }
@@ -214,7 +214,7 @@ async fn a_platform_key_we_do_not_hold_is_a_misconfiguration() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindpk"), ATTEMPT, None).await,
+        ch.query(&bid("bindpk"), Some(ATTEMPT), None).await,
         Err(misconfigured("platform_key_unknown"))
     );
     // The right serial with the wrong key installed under it.
@@ -224,7 +224,7 @@ async fn a_platform_key_we_do_not_hold_is_a_misconfiguration() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindpk"), ATTEMPT, None).await,
+        ch.query(&bid("bindpk"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 }
@@ -234,7 +234,7 @@ async fn second_platform_key_is_accepted_by_its_serial() {
     let (fake, ch) = setup().await;
     fake.use_second_platform_key(true);
     assert_eq!(
-        ch.query(&bid("bindk2"), ATTEMPT, None).await,
+        ch.query(&bid("bindk2"), Some(ATTEMPT), None).await,
         Ok(RemoteState::NotFound)
     );
 }
@@ -287,7 +287,7 @@ async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_seria
     .await;
     fake.use_second_platform_key(true);
     assert_eq!(
-        ch.query(&bid("bindcert"), ATTEMPT, None).await,
+        ch.query(&bid("bindcert"), Some(ATTEMPT), None).await,
         Ok(RemoteState::NotFound)
     );
 
@@ -314,7 +314,7 @@ async fn a_platform_certificate_is_taken_as_it_is_downloaded_under_its_own_seria
     .await;
     fake.use_second_platform_key(true);
     assert_eq!(
-        ch.query(&bid("bindcert"), ATTEMPT, None).await,
+        ch.query(&bid("bindcert"), Some(ATTEMPT), None).await,
         Err(misconfigured("response_signature_invalid"))
     );
 
@@ -348,12 +348,12 @@ async fn stale_timestamps_are_refused() {
     fake.timestamp_offset(-301);
     // An answer to our own request: our clock (or theirs) is off.
     assert_eq!(
-        ch.query(&bid("binds"), ATTEMPT, None).await,
+        ch.query(&bid("binds"), Some(ATTEMPT), None).await,
         Err(misconfigured("clock_skew"))
     );
     fake.timestamp_offset(400);
     assert_eq!(
-        ch.query(&bid("binds"), ATTEMPT, None).await,
+        ch.query(&bid("binds"), Some(ATTEMPT), None).await,
         Err(misconfigured("clock_skew"))
     );
     // A stale callback: refused as any unverifiable callback.
@@ -365,7 +365,9 @@ async fn stale_timestamps_are_refused() {
     );
     fake.timestamp_offset(-200);
     assert_eq!(
-        ch.query(&bid("binds"), ATTEMPT, None).await.map(|_| ()),
+        ch.query(&bid("binds"), Some(ATTEMPT), None)
+            .await
+            .map(|_| ()),
         Ok(())
     );
 }
@@ -440,7 +442,7 @@ async fn signtest_signatures_are_refused() {
     let (fake, ch) = setup().await;
     fake.signtest(true);
     assert_eq!(
-        ch.query(&bid("bindst"), ATTEMPT, None).await,
+        ch.query(&bid("bindst"), Some(ATTEMPT), None).await,
         Err(ChannelError::InvalidSignature)
     );
     let n = fake.user_signs("bindst", "EV-st").unwrap();
@@ -461,7 +463,7 @@ async fn unsigned_success_is_forged() {
     );
     // Unsigned 404: not acted upon.
     assert!(matches!(
-        ch.query(&bid("nothere"), ATTEMPT, None).await,
+        ch.query(&bid("nothere"), Some(ATTEMPT), None).await,
         Err(ChannelError::Protocol(_))
     ));
 }
@@ -474,7 +476,7 @@ async fn wrong_merchant_key_is_refused_by_the_fake_as_a_misconfiguration() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindmk"), ATTEMPT, None).await,
+        ch.query(&bid("bindmk"), Some(ATTEMPT), None).await,
         Err(misconfigured("SIGN_ERROR"))
     );
     // At start it is not a refusal of the card.
@@ -484,7 +486,7 @@ async fn wrong_merchant_key_is_refused_by_the_fake_as_a_misconfiguration() {
     );
     // Unbinding gives up at once (no follow-up query).
     assert_eq!(
-        ch.unbind(&bid("bindmk"), ATTEMPT, "Wx0000000000000001")
+        ch.unbind(&bid("bindmk"), Some(ATTEMPT), "Wx0000000000000001")
             .await,
         Err(misconfigured("SIGN_ERROR"))
     );
@@ -500,7 +502,7 @@ async fn wrong_serial_or_merchant_id_is_a_misconfiguration_signed_or_not() {
     })
     .await;
     assert_eq!(
-        ch.query(&bid("bindser"), ATTEMPT, None).await,
+        ch.query(&bid("bindser"), Some(ATTEMPT), None).await,
         Err(misconfigured("SIGN_ERROR"))
     );
     assert_eq!(
@@ -544,7 +546,7 @@ async fn papay_not_enabled_for_the_merchant_is_a_misconfiguration() {
         Err(misconfigured("NO_AUTH"))
     );
     assert_eq!(
-        ch.query(&bid("bindnoauth"), ATTEMPT, None).await,
+        ch.query(&bid("bindnoauth"), Some(ATTEMPT), None).await,
         Err(misconfigured("NO_AUTH"))
     );
     fake.set_papay_enabled(true);
@@ -634,17 +636,21 @@ async fn callbacks_tampered_or_wrongly_keyed_are_refused() {
 
 #[test]
 fn contract_codes_round_trip() {
-    for (id, attempt) in [(UUID, Some(ATTEMPT)), ("abc123", None), ("A1", None)] {
-        let b = bid(id);
-        let code = of_attempt(&b, ATTEMPT).unwrap();
-        assert!(code.len() <= 32 && code.bytes().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(
-            parse(&code),
-            Some(Named {
-                binding: b,
-                attempt
-            })
-        );
+    let b = bid(UUID);
+    let code = of_attempt(&b, ATTEMPT).unwrap();
+    assert!(code.len() <= 32 && code.bytes().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(
+        parse(&code),
+        Some(Named {
+            binding: b,
+            attempt: Some(ATTEMPT)
+        })
+    );
+    // A test id is its own code, but a notification naming it is not
+    // taken for ours: only the forms the service makes are.
+    for id in ["abc123", "A1"] {
+        assert_eq!(of_attempt(&bid(id), ATTEMPT).as_deref(), Some(id));
+        assert_eq!(parse(id), None);
     }
     assert_eq!(of_attempt(&bid("has-dash"), ATTEMPT), None);
     assert_eq!(
@@ -775,7 +781,7 @@ async fn a_contract_signed_under_the_old_code_is_found_by_its_contract_id_and_en
     assert_eq!(ev.attempt, None, "the old form names no attempt");
     let (_, contract_id) = fake.contract(legacy).unwrap();
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some(contract_id.clone()))
+        ch.query(&b, Some(ATTEMPT), Some(contract_id.clone()))
             .await
             .unwrap(),
         RemoteState::Active {
@@ -784,14 +790,16 @@ async fn a_contract_signed_under_the_old_code_is_found_by_its_contract_id_and_en
     );
     // Another contract id is not taken for it.
     assert_eq!(
-        ch.query(&b, ATTEMPT, Some("Wx-someone-else".into()))
+        ch.query(&b, Some(ATTEMPT), Some("Wx-someone-else".into()))
             .await
             .unwrap(),
         RemoteState::NotFound
     );
-    ch.unbind(&b, ATTEMPT, "Wx-someone-else").await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), "Wx-someone-else")
+        .await
+        .unwrap();
     assert_eq!(fake.contract(legacy).unwrap().0, "SIGNED");
-    ch.unbind(&b, ATTEMPT, &contract_id).await.unwrap();
+    ch.unbind(&b, Some(ATTEMPT), &contract_id).await.unwrap();
     assert_eq!(fake.contract(legacy).unwrap().0, "TERMINATED");
 }
 
@@ -813,7 +821,7 @@ async fn each_attempt_of_a_card_presigns_under_its_own_code() {
         .unwrap();
     assert_eq!(ev.attempt, Some(11));
     let (_, contract_id) = fake.contract(&channel_ref).unwrap();
-    ch.unbind(&b, 11, &contract_id).await.unwrap();
+    ch.unbind(&b, Some(11), &contract_id).await.unwrap();
     assert_eq!(fake.contract(&channel_ref).unwrap().0, "TERMINATED");
     // The same code again is refused, as the real gateway does...
     assert!(matches!(
@@ -830,9 +838,36 @@ async fn each_attempt_of_a_card_presigns_under_its_own_code() {
         panic!("not a redirect")
     };
     assert_eq!(r2, of_attempt(&b, 12).unwrap());
-    assert_eq!(ch.query(&b, 12, None).await.unwrap(), RemoteState::Pending);
     assert_eq!(
-        ch.query(&b, 11, None).await.unwrap(),
+        ch.query(&b, Some(12), None).await.unwrap(),
+        RemoteState::Pending
+    );
+    assert_eq!(
+        ch.query(&b, Some(11), None).await.unwrap(),
         RemoteState::Terminated
     );
+}
+
+/// A card that holds a contract id finds that contract or none: a contract
+/// of another id under the bind's code is an error, never taken for it.
+#[tokio::test]
+async fn a_contract_of_another_id_under_the_code_is_not_taken_for_the_cards() {
+    let (fake, ch) = setup().await;
+    let b = bid(UUID);
+    let code = of_attempt(&b, ATTEMPT).unwrap();
+    fake.user_signs(&code, "EV-other-1").unwrap();
+    let (_, contract_id) = fake.contract(&code).unwrap();
+    assert_eq!(
+        ch.query(&b, Some(ATTEMPT), Some(contract_id.clone()))
+            .await
+            .unwrap(),
+        RemoteState::Active {
+            channel_ref: contract_id
+        }
+    );
+    assert!(matches!(
+        ch.query(&b, Some(ATTEMPT), Some("Wx-not-this-one".into()))
+            .await,
+        Err(ChannelError::Protocol(_))
+    ));
 }

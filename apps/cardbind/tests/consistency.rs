@@ -162,7 +162,7 @@ async fn a_signing_for_a_card_no_longer_held_is_ended_at_the_channel_and_audited
         .get(&ChannelName::parse("mock").unwrap())
         .unwrap();
     assert_eq!(
-        mock.query(&binding, 0, Some("agreement-w".into()))
+        mock.query(&binding, None, Some("agreement-w".into()))
             .await
             .unwrap(),
         RemoteState::Terminated,
@@ -202,13 +202,13 @@ impl PaymentChannel for SlowOtp {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         self.inner.confirm_otp(b, r, otp).await
     }
-    async fn unbind(&self, b: &BindingId, a: u32, r: &str) -> Result<(), ChannelError> {
+    async fn unbind(&self, b: &BindingId, a: Option<u32>, r: &str) -> Result<(), ChannelError> {
         self.inner.unbind(b, a, r).await
     }
     async fn query(
         &self,
         b: &BindingId,
-        a: u32,
+        a: Option<u32>,
         r: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         self.inner.query(b, a, r).await

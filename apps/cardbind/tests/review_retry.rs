@@ -55,13 +55,13 @@ impl PaymentChannel for Switchable {
     ) -> Result<ConfirmOutcome, ChannelError> {
         self.inner.confirm_otp(b, r, otp).await
     }
-    async fn unbind(&self, b: &BindingId, a: u32, r: &str) -> Result<(), ChannelError> {
+    async fn unbind(&self, b: &BindingId, a: Option<u32>, r: &str) -> Result<(), ChannelError> {
         self.inner.unbind(b, a, r).await
     }
     async fn query(
         &self,
         b: &BindingId,
-        a: u32,
+        a: Option<u32>,
         r: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         self.inner.query(b, a, r).await

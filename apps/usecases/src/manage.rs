@@ -319,7 +319,7 @@ impl UseCases {
         let Some(channel) = self.channel(&b.channel) else {
             return Vec::new();
         };
-        match channel.unbind(&b.id, b.data_generation, r).await {
+        match channel.unbind(&b.id, Some(b.data_generation), r).await {
             Ok(()) => Vec::new(),
             Err(e) => {
                 tracing::warn!(binding = %b.id, error = %e, "channel unsign failed; unbound here");

@@ -130,7 +130,7 @@ impl UseCases {
                 let held = Held {
                     channel: channel_name,
                     card: id,
-                    attempt: event.attempt.unwrap_or(crate::unwanted::UNKNOWN_ATTEMPT),
+                    attempt: event.attempt,
                     channel_ref,
                 };
                 self.end_unwanted_agreement(&ctx, held, None, Agreement::Reported)
@@ -153,7 +153,7 @@ impl UseCases {
             let held = Held {
                 channel: channel_name,
                 card: &id,
-                attempt: *attempt,
+                attempt: Some(*attempt),
                 channel_ref,
             };
             self.end_unwanted_agreement(&ctx, held, Some(&user), Agreement::Reported)
@@ -262,7 +262,7 @@ impl UseCases {
                 continue;
             };
             let kind = match channel
-                .query(&b.id, b.data_generation, b.channel_ref.clone())
+                .query(&b.id, Some(b.data_generation), b.channel_ref.clone())
                 .await
             {
                 Ok(RemoteState::Active { channel_ref }) => {

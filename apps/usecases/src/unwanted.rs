@@ -16,12 +16,6 @@ use cardbind_ports::StoreError;
 use crate::context::RequestContext;
 use crate::UseCases;
 
-/// The attempt to name when none is known (a notification that names only
-/// the channel's reference, or ours in a form from before attempts): no
-/// bind has it (data generations are non-zero), so the channel finds the
-/// agreement by the reference it is given.
-pub(crate) const UNKNOWN_ATTEMPT: u32 = 0;
-
 /// What the caller knows of the agreement it hands over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Agreement {
@@ -38,8 +32,10 @@ pub(crate) enum Agreement {
 pub(crate) struct Held<'a> {
     pub channel: &'a ChannelName,
     pub card: &'a BindingId,
-    /// The bind that made it (see `ChannelBindRequest::attempt`).
-    pub attempt: u32,
+    /// The bind that made it (see `ChannelBindRequest::attempt`), when
+    /// known (a notification naming the channel's reference only, or ours
+    /// in a form from before attempts, names none).
+    pub attempt: Option<u32>,
     pub channel_ref: &'a str,
 }
 

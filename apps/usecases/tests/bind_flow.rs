@@ -567,6 +567,11 @@ async fn events_naming_an_earlier_bind_of_the_card_leave_it_waiting() {
         1,
         "the earlier bind's agreement is ended"
     );
+    assert_eq!(
+        w.channel.unbound.lock().unwrap().last().copied(),
+        Some(Some(earlier)),
+        "under the attempt that made it"
+    );
     assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok]);
 
     // This bind's own signing binds the card.

@@ -384,12 +384,11 @@ async fn a_bind_taken_over_keeps_the_data_of_the_request_that_took_it() {
 }
 
 /// A bind's channel answers after its card was unbound and bound again
-/// (the new bind now waits for its own answer). Our channels name the
-/// agreement after the binding id, so the late answer is taken (it is the
-/// agreement the new bind asks for too); the new bind's answer then finds
-/// the card bound. The card ends on one live agreement, any other one is
-/// ended, and the new bind's card data stays. (This script channel gives
-/// each start its own reference, so the second agreement is ended here.)
+/// (the new bind now waits for its own answer). Each bind names its
+/// agreement by an attempt of its own, so the late answer is about an
+/// agreement nothing here waits on: it is ended under its attempt at once,
+/// and the new bind's answer binds the card. The card ends on one live
+/// agreement, and the new bind's card data stays.
 #[tokio::test]
 async fn a_late_answer_of_an_earlier_bind_leaves_the_card_bound_again_on_one_agreement() {
     let w = world(unlimited());
@@ -418,25 +417,27 @@ async fn a_late_answer_of_an_earlier_bind_leaves_the_card_bound_again_on_one_agr
     w.channel.gate.lock().unwrap().take();
     gate.add_permits(1);
     let _ = first.await.unwrap();
+    let first_attempt = w.channel.started.lock().unwrap()[0];
     assert_eq!(
-        w.channel.unbinds.load(Ordering::SeqCst),
-        0,
-        "the late answer's agreement is the one the new bind asks for"
+        *w.channel.unbound.lock().unwrap(),
+        vec![Some(first_attempt)],
+        "the late answer's agreement is ended under its attempt"
     );
     w.card_data.put_gate.lock().unwrap().take();
     put_gate.add_permits(1);
     let v = second.await.unwrap().unwrap().binding;
     assert_eq!(v.status, BindingStatus::Active);
+    assert_ne!(v.data_generation, first_attempt);
     assert_eq!(
         v.channel_ref,
-        Some(format!("ref-{id}")),
-        "the first answer's"
+        Some(format!("ref-{id}-2")),
+        "the new bind's own answer"
     );
     assert_eq!(v.consent().unwrap().agreement_id, v.channel_ref);
     assert_eq!(
         w.channel.unbinds.load(Ordering::SeqCst),
         1,
-        "the other agreement is ended"
+        "only the other agreement is ended"
     );
     assert_eq!(unwanted_signings(&w).await.len(), 1);
     use cardbind_ports::store::CardDataStore;
@@ -716,4 +717,52 @@ async fn an_unbind_that_lost_a_race_ends_its_agreement_once() {
         1,
         "the agreement is ended once"
     );
+}
+
+/// A request that takes a bind over asks the channel under an attempt of
+/// its own. The request it took over from, still running, gets its late
+/// answer about an agreement nothing here waits on: that answer is not
+/// written, its agreement is ended under the attempt that made it, and the
+/// card keeps the answer of the request that took it over.
+#[tokio::test]
+async fn a_late_answer_to_a_bind_taken_over_is_ended_not_written() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let gate = w.channel.hold_starts();
+    let keyed = |key: &str| {
+        let mut c = bind_cmd("late", &visa(408), w.now());
+        c.bind_key = Some(key.to_owned());
+        c
+    };
+    let stopped = bind_in_background(&w, keyed("k-1"));
+    until_called(&w.channel.starts).await;
+    w.clock.advance(Policy::default().resume_after_seconds);
+    let taking = bind_in_background(&w, keyed("k-2"));
+    while w.channel.starts.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let started = w.channel.started.lock().unwrap().clone();
+    assert_ne!(
+        started[0], started[1],
+        "each bind asks under its own attempt"
+    );
+
+    // The gate lets the first start through first: the late answer.
+    gate.add_permits(1);
+    let _ = stopped.await.unwrap();
+    assert_eq!(
+        *w.channel.unbound.lock().unwrap(),
+        vec![Some(started[0])],
+        "the late answer's agreement is ended under its attempt"
+    );
+    gate.add_permits(1);
+    let v = taking.await.unwrap().unwrap().binding;
+    assert_eq!(v.status, BindingStatus::PendingVerification);
+    assert_eq!(v.data_generation, started[1]);
+    assert_eq!(
+        v.channel_ref.as_deref(),
+        Some(format!("ref-{}-2", v.id).as_str()),
+        "the card holds the answer of the request that took it over"
+    );
+    assert_eq!(w.channel.unbound.lock().unwrap().len(), 1);
 }

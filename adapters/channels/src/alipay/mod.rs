@@ -529,23 +529,39 @@ impl AlipayChannel {
 
     /// `agreement_no` when the channel reference is Alipay's, else our
     /// external number: the one given (what the start answered, in
-    /// whichever form the build that started it sent), or the attempt's
-    /// (with the product and scene Alipay requires).
-    fn agreement_biz(&self, binding: &BindingId, attempt: u32, channel_ref: Option<&str>) -> Value {
-        let (key, value) = match channel_ref.filter(|r| !r.is_empty()) {
-            Some(r) if !crate::refs::names(binding, r) => ("agreement_no", r.to_owned()),
-            Some(ours) => ("external_agreement_no", ours.to_owned()),
-            None => (
-                "external_agreement_no",
-                crate::refs::of_attempt(binding, attempt)
-                    .unwrap_or_else(|| binding.as_str().to_owned()),
-            ),
+    /// whichever form the build that started it sent; the dashed id, which
+    /// Alipay does not take, as the form that followed it), or the
+    /// attempt's (with the product and scene Alipay requires). Returns the
+    /// external number sent, if one was.
+    fn agreement_biz(
+        &self,
+        binding: &BindingId,
+        attempt: Option<u32>,
+        channel_ref: Option<&str>,
+    ) -> (Value, Option<String>) {
+        let ours = match channel_ref.filter(|r| !r.is_empty()) {
+            Some(r) if !crate::refs::names(binding, r) => {
+                let biz = serde_json::json!({
+                    "agreement_no": r,
+                    "personal_product_code": self.personal_product_code,
+                    "sign_scene": self.sign_scene,
+                });
+                return (biz, None);
+            }
+            Some(ours) if crate::refs::is_valid(ours) => ours.to_owned(),
+            Some(_) => {
+                crate::refs::of(binding, None).unwrap_or_else(|| binding.as_str().to_owned())
+            }
+            None => {
+                crate::refs::of(binding, attempt).unwrap_or_else(|| binding.as_str().to_owned())
+            }
         };
-        serde_json::json!({
-            key: value,
+        let biz = serde_json::json!({
+            "external_agreement_no": ours,
             "personal_product_code": self.personal_product_code,
             "sign_scene": self.sign_scene,
-        })
+        });
+        (biz, Some(ours))
     }
 
     /// Verifies and reads an asynchronous notification (pure, no I/O).
@@ -622,12 +638,20 @@ impl AlipayChannel {
     }
 }
 
+/// The agreement an answer to `alipay.user.agreement.query` reports. Its
+/// `external_agreement_no`, when present, must be the one asked for
+/// (`sent`), or name the binding when asked by `agreement_no`.
 fn remote_state(
     fields: &Map<String, Value>,
     binding: &BindingId,
+    sent: Option<&str>,
 ) -> Result<RemoteState, ChannelError> {
     if let Some(ext) = str_field(fields, "external_agreement_no") {
-        if !ext.is_empty() && !crate::refs::names(binding, ext) {
+        let expected = match sent {
+            Some(sent) => ext == sent,
+            None => crate::refs::names(binding, ext),
+        };
+        if !ext.is_empty() && !expected {
             return Err(protocol("answer is about another agreement"));
         }
     }
@@ -683,10 +707,10 @@ impl PaymentChannel for AlipayChannel {
     async fn unbind(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: &str,
     ) -> Result<(), ChannelError> {
-        let biz = self.agreement_biz(binding, attempt, Some(channel_ref));
+        let (biz, _) = self.agreement_biz(binding, attempt, Some(channel_ref));
         match self.call(METHOD_UNSIGN, &biz).await {
             Ok(_) => Ok(()),
             Err(ChannelError::Rejected { code, message }) => {
@@ -706,12 +730,12 @@ impl PaymentChannel for AlipayChannel {
     async fn query(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
-        let biz = self.agreement_biz(binding, attempt, channel_ref.as_deref());
+        let (biz, sent) = self.agreement_biz(binding, attempt, channel_ref.as_deref());
         match self.call(METHOD_QUERY, &biz).await {
-            Ok(fields) => remote_state(&fields, binding),
+            Ok(fields) => remote_state(&fields, binding, sent.as_deref()),
             Err(ChannelError::Rejected { code, .. }) if is_not_found_code(&code) => {
                 Ok(RemoteState::NotFound)
             }

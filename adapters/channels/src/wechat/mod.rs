@@ -437,21 +437,44 @@ impl WechatChannel {
         }
     }
 
-    /// A contract signed before each bind had a code of its own, under the
-    /// card's one 32-hex-digit code: found only when `channel_ref` is the
-    /// `contract_id` that code holds, so that no other contract is taken
-    /// for it. Returns the code and the contract's state.
-    async fn legacy_contract(
+    /// Where the contract of bind `attempt` is, and its state: under the
+    /// attempt's code (or the reference given, when it is ours). A card
+    /// that holds a `contract_id` (`channel_ref` not ours) must find that
+    /// contract: one of another id under the code is an error, not taken
+    /// for it; and when the code has none, the card's code from before
+    /// attempts were part of it (the card id without its dashes) is asked
+    /// too, and taken only when its contract is the card's (a failure to
+    /// ask it leaves the answer as it was).
+    async fn locate(
         &self,
         binding: &BindingId,
+        attempt: Option<u32>,
         channel_ref: Option<&str>,
-    ) -> Result<Option<(String, RemoteState)>, ChannelError> {
-        let contract_id = channel_ref.filter(|r| !r.is_empty() && !crate::refs::names(binding, r));
-        let (Some(contract_id), Some(code)) = (contract_id, crate::refs::legacy_of(binding)) else {
-            return Ok(None);
+    ) -> Result<(String, RemoteState), ChannelError> {
+        let Some(code) = code_for(binding, attempt, channel_ref) else {
+            return Ok((String::new(), RemoteState::NotFound));
         };
+        let held = channel_ref.filter(|r| !r.is_empty() && !crate::refs::names(binding, r));
         let (state, id) = self.contract(&code).await?;
-        Ok((id.as_deref() == Some(contract_id)).then_some((code, state)))
+        if let (Some(held), Some(id)) = (held, id.as_deref()) {
+            if id != held {
+                return Err(protocol(
+                    "the contract under this bind's code is not the one the card holds",
+                ));
+            }
+        }
+        if state == RemoteState::NotFound {
+            if let (Some(held), Some(old)) = (held, crate::refs::legacy_of(binding)) {
+                if old != code {
+                    if let Ok((old_state, Some(old_id))) = self.contract(&old).await {
+                        if old_id == held {
+                            return Ok((old, old_state));
+                        }
+                    }
+                }
+            }
+        }
+        Ok((code, state))
     }
 }
 
@@ -521,11 +544,16 @@ fn configuration_code(status: u16, body: &[u8]) -> Option<String> {
 
 /// The code the contract of bind `attempt` is under: the reference given
 /// when it is ours (what the start answered, in whichever form the build
-/// that started it sent), else the attempt's.
-fn code_for(binding: &BindingId, attempt: u32, channel_ref: Option<&str>) -> Option<String> {
-    match channel_ref.filter(|r| crate::refs::names(binding, r)) {
+/// that started it sent), else the attempt's (when the attempt is not
+/// known, the card's code from before attempts).
+fn code_for(
+    binding: &BindingId,
+    attempt: Option<u32>,
+    channel_ref: Option<&str>,
+) -> Option<String> {
+    match channel_ref.filter(|r| crate::refs::is_valid(r) && crate::refs::names(binding, r)) {
         Some(ours) => Some(ours.to_owned()),
-        None => crate::refs::of_attempt(binding, attempt),
+        None => crate::refs::of(binding, attempt),
     }
 }
 
@@ -606,7 +634,7 @@ impl PaymentChannel for WechatChannel {
     async fn unbind(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: &str,
     ) -> Result<(), ChannelError> {
         let code = code_for(binding, attempt, Some(channel_ref))
@@ -614,42 +642,34 @@ impl PaymentChannel for WechatChannel {
         let Err(answer) = self.terminate(&code).await? else {
             return Ok(());
         };
-        let (code, message) = api_error(&answer);
-        if let Some((legacy, RemoteState::Active { .. })) =
-            self.legacy_contract(binding, Some(channel_ref)).await?
-        {
-            if self.terminate(&legacy).await?.is_ok() {
-                return Ok(());
+        let (refusal, message) = api_error(&answer);
+        let refused = || ChannelError::Rejected {
+            code: refusal.clone(),
+            message: message.clone(),
+        };
+        match self.locate(binding, attempt, Some(channel_ref)).await {
+            Ok((_, RemoteState::Terminated | RemoteState::NotFound)) => Ok(()),
+            // Signed under the code of a build before attempts.
+            Ok((old, RemoteState::Active { .. })) if old != code => {
+                match self.terminate(&old).await? {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(refused()),
+                }
             }
-        }
-        match self
-            .query(binding, attempt, Some(channel_ref.to_owned()))
-            .await
-        {
-            Ok(RemoteState::Terminated | RemoteState::NotFound) => Ok(()),
-            _ => Err(ChannelError::Rejected { code, message }),
+            _ => Err(refused()),
         }
     }
 
     async fn query(
         &self,
         binding: &BindingId,
-        attempt: u32,
+        attempt: Option<u32>,
         channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
-        let Some(code) = code_for(binding, attempt, channel_ref.as_deref()) else {
-            return Ok(RemoteState::NotFound);
-        };
-        let (state, _) = self.contract(&code).await?;
-        if state == RemoteState::NotFound {
-            if let Some((_, legacy)) = self
-                .legacy_contract(binding, channel_ref.as_deref())
-                .await?
-            {
-                return Ok(legacy);
-            }
-        }
-        Ok(state)
+        Ok(self
+            .locate(binding, attempt, channel_ref.as_deref())
+            .await?
+            .1)
     }
 
     fn parse_notification(

@@ -81,7 +81,7 @@ impl PaymentChannel for Scripted {
     ) -> Result<ConfirmOutcome, ChannelError> {
         Ok(ConfirmOutcome::WrongOtp)
     }
-    async fn unbind(&self, _b: &BindingId, _a: u32, _c: &str) -> Result<(), ChannelError> {
+    async fn unbind(&self, _b: &BindingId, _a: Option<u32>, _c: &str) -> Result<(), ChannelError> {
         self.unbind_calls.fetch_add(1, Ordering::SeqCst);
         let hang = *self.hang_unbinds.lock().unwrap();
         if hang {
@@ -92,7 +92,7 @@ impl PaymentChannel for Scripted {
     async fn query(
         &self,
         _b: &BindingId,
-        _a: u32,
+        _a: Option<u32>,
         _c: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         self.query_calls.fetch_add(1, Ordering::SeqCst);

@@ -16,10 +16,12 @@
 //! 4. write the wallet with the card `pending_verification`, its consent
 //!    and the audit event, conditional on the version read (a lost race
 //!    reads and decides again);
-//! 5. ask the channel, with our binding id as its external reference;
-//!    store the channel's reference (for notifications that name only it);
+//! 5. ask the channel, with our binding id and this bind's attempt (the
+//!    data generation) as its external reference; store the channel's
+//!    reference (for notifications that name only it);
 //! 6. write the channel's answer to the wallet (active, waiting for the
-//!    user, failed, or in review when the channel cannot be reached).
+//!    user, failed, or in review when the channel cannot be reached), if
+//!    the card still waits for this attempt; else end its agreement.
 //!
 //! A crash or a store failure after 4 leaves a card waiting for its
 //! channel's answer: the client's retry (same key) resumes it and gets the

@@ -42,7 +42,12 @@ impl UseCases {
         }
         let (status, after) = self
             .change_wallet::<_, E>(ctx, user, known, |w, now| {
-                apply_start(ctx, w, id, outcome.clone(), review_reason.as_deref(), now)
+                let answer = Answer {
+                    attempt: request.attempt,
+                    outcome: outcome.clone(),
+                    review_reason: review_reason.as_deref(),
+                };
+                apply_start(ctx, w, id, answer, now)
             })
             .await?;
         if status.is_none() {
@@ -107,7 +112,7 @@ impl UseCases {
                 Held {
                     channel: channel_name,
                     card: id,
-                    attempt,
+                    attempt: Some(attempt),
                     channel_ref,
                 },
                 Some(w.user()),
@@ -237,28 +242,40 @@ fn short(e: &ChannelError) -> &'static str {
     }
 }
 
-/// Writes the channel's answer to a card still waiting for one. A card
-/// that moved on meanwhile (a notification came first) keeps its state.
-///
-/// The answer is written even when the card now waits for another bind of
-/// it (unbound and bound again, or taken over, while this one asked): our
-/// channels name an agreement after the binding id, so both binds ask for
-/// the same agreement, and ending this answer's agreement would end the one
-/// the waiting bind is about to hold. The waiting bind's own answer then
-/// finds the card holding it, and leaves it alone.
+/// A channel's answer to one bind's start.
+struct Answer<'a> {
+    /// The bind asked (its data generation).
+    attempt: u32,
+    outcome: StartOutcome,
+    review_reason: Option<&'a str>,
+}
+
+/// Writes the channel's answer to a card still waiting for it. A card
+/// that moved on meanwhile (a notification came first) keeps its state,
+/// and so does a card that now waits for another bind of it (unbound and
+/// bound again, or taken over, while this one asked): each bind names its
+/// agreement by an attempt of its own, so this answer's agreement is not
+/// the one the card waits on, and the caller ends it.
 fn apply_start<E>(
     ctx: &RequestContext,
     w: &mut Wallet,
     id: &BindingId,
-    outcome: StartOutcome,
-    review_reason: Option<&str>,
+    answer: Answer<'_>,
     now: Timestamp,
 ) -> crate::tx::Decided<Option<BindingStatus>, E>
 where
     E: From<Internal>,
 {
+    let Answer {
+        attempt,
+        outcome,
+        review_reason,
+    } = answer;
+    // Only the bind the card waits on: a request that took the card over
+    // meanwhile asked the channel under an attempt of its own, and this
+    // answer's agreement is for one nothing here waits on.
     let from = match w.get(id) {
-        Ok(b) if b.awaits_channel_answer() => b.status,
+        Ok(b) if b.awaits_channel_answer() && b.data_generation == attempt => b.status,
         Ok(_) => return crate::tx::Decided::new(Ok(None), Vec::new()),
         Err(_) => {
             return crate::tx::Decided::new(

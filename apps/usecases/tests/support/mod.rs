@@ -194,6 +194,10 @@ pub struct ScriptChannel {
     pub query_down: std::sync::atomic::AtomicBool,
     /// Holds each unbind (counted first) until released.
     pub unbind_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The attempt each unbind named, in order.
+    pub unbound: Mutex<Vec<Option<u32>>>,
+    /// The attempt each start named, in order.
+    pub started: Mutex<Vec<u32>>,
 }
 
 impl ScriptChannel {
@@ -213,6 +217,8 @@ impl ScriptChannel {
             currencies: Mutex::new(Vec::new()),
             query_down: std::sync::atomic::AtomicBool::new(false),
             unbind_gate: Mutex::new(None),
+            unbound: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
         })
     }
 
@@ -241,6 +247,7 @@ impl PaymentChannel for ScriptChannel {
 
     async fn start_binding(&self, r: &ChannelBindRequest) -> Result<ChannelStart, ChannelError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
+        self.started.lock().unwrap().push(r.attempt);
         self.currencies
             .lock()
             .unwrap()
@@ -299,8 +306,9 @@ impl PaymentChannel for ScriptChannel {
         }
     }
 
-    async fn unbind(&self, _b: &BindingId, _a: u32, _r: &str) -> Result<(), ChannelError> {
+    async fn unbind(&self, _b: &BindingId, a: Option<u32>, _r: &str) -> Result<(), ChannelError> {
         self.unbinds.fetch_add(1, Ordering::SeqCst);
+        self.unbound.lock().unwrap().push(a);
         let gate = self.unbind_gate.lock().unwrap().clone();
         if let Some(gate) = gate {
             gate.acquire().await.unwrap().forget();
@@ -311,7 +319,7 @@ impl PaymentChannel for ScriptChannel {
     async fn query(
         &self,
         b: &BindingId,
-        _a: u32,
+        _a: Option<u32>,
         _r: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         if self.query_down.load(Ordering::SeqCst) {
