@@ -729,6 +729,7 @@ async fn a_late_answer_to_a_bind_taken_over_is_ended_not_written() {
     let w = world(Policy::default());
     w.channel.always(Script::Redirect);
     let gate = w.channel.hold_starts();
+    w.channel.starts_use_permits.store(true, Ordering::SeqCst);
     let keyed = |key: &str| {
         let mut c = bind_cmd("late", &visa(408), w.now());
         c.bind_key = Some(key.to_owned());
@@ -747,9 +748,11 @@ async fn a_late_answer_to_a_bind_taken_over_is_ended_not_written() {
         "each bind asks under its own attempt"
     );
 
-    // The gate lets the first start through first: the late answer.
+    // The gate lets the first start through first (and only it): the late
+    // answer.
     gate.add_permits(1);
     let _ = stopped.await.unwrap();
+    assert_eq!(w.wallet("late").await.bindings()[0].channel_ref, None);
     assert_eq!(
         *w.channel.unbound.lock().unwrap(),
         vec![Some(started[0])],

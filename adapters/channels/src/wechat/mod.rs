@@ -443,8 +443,8 @@ impl WechatChannel {
     /// contract: one of another id under the code is an error, not taken
     /// for it; and when the code has none, the card's code from before
     /// attempts were part of it (the card id without its dashes) is asked
-    /// too, and taken only when its contract is the card's (a failure to
-    /// ask it leaves the answer as it was).
+    /// too, and taken only when its contract is the card's. A failure to
+    /// ask it is the answer: the card's contract may be live there.
     async fn locate(
         &self,
         binding: &BindingId,
@@ -466,7 +466,7 @@ impl WechatChannel {
         if state == RemoteState::NotFound {
             if let (Some(held), Some(old)) = (held, crate::refs::legacy_of(binding)) {
                 if old != code {
-                    if let Ok((old_state, Some(old_id))) = self.contract(&old).await {
+                    if let (old_state, Some(old_id)) = self.contract(&old).await? {
                         if old_id == held {
                             return Ok((old, old_state));
                         }
