@@ -871,3 +871,43 @@ async fn a_contract_of_another_id_under_the_code_is_not_taken_for_the_cards() {
         Err(ChannelError::Protocol(_))
     ));
 }
+
+/// The display name WeChat Pay shows on its signing page takes at most 32
+/// (bytes here, the stricter reading) and no character of four UTF-8
+/// bytes. A holder name may have 64 characters and any letter.
+#[tokio::test]
+async fn a_long_or_rare_holder_name_is_fitted_to_the_display_name_wechat_takes() {
+    use cardbind_channels::wechat::display_account;
+    use cardbind_domain::HolderName;
+    let (fake, ch) = setup().await;
+    for (i, name) in [
+        "Alexander Christopher Montgomery-Smith",
+        "阿卜杜热合曼·买买提明·艾合买提",
+        "王𠈌",
+        &"a".repeat(64),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let shown = display_account(name);
+        assert!(!shown.is_empty() && shown.len() <= 32, "{shown}");
+        assert!(shown.chars().all(|c| c.len_utf8() < 4), "{shown}");
+        assert!(
+            name.starts_with(shown.trim_end_matches('*')) || shown.contains('*'),
+            "{shown} is the start of {name}"
+        );
+        let mut request = bind_request(UUID);
+        request.attempt = 100 + i as u32;
+        request.holder_name = HolderName::parse(name).unwrap();
+        assert!(
+            matches!(
+                ch.start_binding(&request).await.unwrap(),
+                ChannelStart::Redirect { .. }
+            ),
+            "{name}"
+        );
+    }
+    assert_eq!(display_account("王𠈌"), "王*");
+    assert_eq!(display_account("张三"), "张三");
+    assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
+}

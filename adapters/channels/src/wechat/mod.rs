@@ -43,7 +43,9 @@
 //!   request header ([`WechatChannel::encrypt_sensitive`]).
 //! * **Papay contracts**: `start_binding` calls the pre-entrust signing API
 //!   ([`WechatConfig::presign_path`]) with `out_contract_code` derived from
-//!   our binding id and the bind's attempt, and answers `Redirect` with the `redirect_url` it
+//!   our binding id and the bind's attempt, and the holder's name as the
+//!   display name ([`display_account`]: at most 32 bytes, no 4-byte
+//!   character), and answers `Redirect` with the `redirect_url` it
 //!   returns; `query` reads the contract by plan id and out contract code;
 //!   `unbind` terminates it (an already ended one is success); callbacks
 //!   with `change_type` `ADD` are `Signed` (channel reference: the
@@ -542,6 +544,28 @@ fn configuration_code(status: u16, body: &[u8]) -> Option<String> {
     }
 }
 
+/// The most bytes of the user's display name sent to WeChat Pay.
+pub const MAX_DISPLAY_BYTES: usize = 32;
+
+/// The user's name as WeChat Pay's signing page shows it
+/// (`contract_display_account`): at most 32 (the docs do not say whether
+/// characters or bytes, so at most 32 bytes of UTF-8, which is both), and
+/// no character of four UTF-8 bytes, which the docs say it does not take
+/// (a name may have one: `HolderName` takes any letter, CJK extension B
+/// included); such a character is shown as `*`. A longer name is cut at a
+/// character: the page only shows it.
+pub fn display_account(name: &str) -> String {
+    let mut out = String::with_capacity(MAX_DISPLAY_BYTES);
+    for c in name.chars() {
+        let c = if c.len_utf8() == 4 { '*' } else { c };
+        if out.len() + c.len_utf8() > MAX_DISPLAY_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The code the contract of bind `attempt` is under: the reference given
 /// when it is ours (what the start answered, in whichever form the build
 /// that started it sent), else the attempt's (when the attempt is not
@@ -582,7 +606,7 @@ impl PaymentChannel for WechatChannel {
             "appid": self.appid,
             "plan_id": self.plan_id,
             "out_contract_code": code,
-            "contract_display_account": request.holder_name.expose(),
+            "contract_display_account": display_account(request.holder_name.expose()),
             "contract_notify_url": self.notify_url,
         });
         if let Some(r) = &self.return_url {

@@ -233,6 +233,16 @@ impl State {
                 };
                 *lock(&self.decrypted_phone) = Some(plain);
             }
+            // The user's display name: string[1, 32], no character of four
+            // UTF-8 bytes. The docs do not say characters or bytes; the
+            // fake takes the stricter reading.
+            let display = req["contract_display_account"].as_str().unwrap_or_default();
+            if display.is_empty()
+                || display.len() > 32
+                || display.chars().any(|c| c.len_utf8() == 4)
+            {
+                return param_error("contract_display_account");
+            }
             let code = req["out_contract_code"]
                 .as_str()
                 .unwrap_or_default()
