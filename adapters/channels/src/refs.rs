@@ -10,6 +10,14 @@
 //! digits are `0-9`, `a-z`, `A-Z`, the order Go's `big.Int` uses for base
 //! 62.
 //!
+//! The service issues UUID version 7 ids only, so a reference is read as
+//! ours only when it decodes to a version 7 UUID of the RFC 9562 variant.
+//! Six fixed bits do not prove a reference ours, but they keep the common
+//! foreign forms (a UUID v4 without dashes, a random 32-digit hex code) of
+//! another system on a shared merchant account from being taken for a card
+//! of ours, whose agreement the service would end (`unwanted.rs` of the use
+//! cases).
+//!
 //! Two earlier forms are still read, so that agreements made before are
 //! found: the UUID without its dashes (32 hex digits, one reference for
 //! every attempt of a card) and the dashed UUID itself. A binding id that
@@ -73,12 +81,21 @@ fn read_base62(s: &str) -> Option<u128> {
     })
 }
 
+/// Whether a UUID's bits say version 7 and the RFC 9562 variant: the ids
+/// the service issues.
+fn is_service_uuid(n: u128) -> bool {
+    (n >> 76) & 0xf == 7 && (n >> 62) & 0b11 == 0b10
+}
+
+/// The value of a binding id that is a UUID the service could have issued.
 fn uuid_value(binding: &BindingId) -> Option<u128> {
     let s = binding.as_str();
     if !is_uuid(s) {
         return None;
     }
-    u128::from_str_radix(&s.replace('-', ""), 16).ok()
+    u128::from_str_radix(&s.replace('-', ""), 16)
+        .ok()
+        .filter(|n| is_service_uuid(*n))
 }
 
 fn read_attempt_form(code: &str) -> Option<Named> {
@@ -86,7 +103,7 @@ fn read_attempt_form(code: &str) -> Option<Named> {
         return None;
     }
     let (uuid, attempt) = code.split_at(UUID_DIGITS);
-    let uuid = read_base62(uuid)?;
+    let uuid = read_base62(uuid).filter(|n| is_service_uuid(*n))?;
     let attempt = u32::try_from(read_base62(attempt)?).ok()?;
     Some(Named {
         binding: BindingId::from_uuid_bytes(uuid.to_be_bytes()),
@@ -123,7 +140,23 @@ pub fn of(binding: &BindingId, attempt: Option<u32>) -> Option<String> {
 /// The reference the builds before per-attempt references sent for every
 /// attempt of `binding`: its UUID without the dashes.
 pub fn legacy_of(binding: &BindingId) -> Option<String> {
-    is_uuid(binding.as_str()).then(|| binding.as_str().replace('-', "").to_ascii_lowercase())
+    uuid_value(binding).map(|n| format!("{n:032x}"))
+}
+
+/// The reference of ours to ask a channel about bind `attempt` of
+/// `binding`, given the reference stored for it: the stored one when it is
+/// ours (what the start answered, in whichever form the build that
+/// started it sent); for a stored binding id with dashes (builds before
+/// per-attempt references stored it and sent it without the dashes), the
+/// card's earlier form; else (nothing stored, or the channel's own
+/// reference, which only a caller that can ask by it uses instead) the
+/// attempt's. `None` when the binding has no reference.
+pub fn to_ask(binding: &BindingId, attempt: Option<u32>, stored: Option<&str>) -> Option<String> {
+    match stored.filter(|r| !r.is_empty()) {
+        Some(r) if is_valid(r) && names(binding, r) => Some(r.to_owned()),
+        Some(r) if names(binding, r) => of(binding, None),
+        _ => of(binding, attempt),
+    }
 }
 
 /// What a reference of ours names, if it is one of the forms the service
@@ -136,10 +169,13 @@ pub fn parse(code: &str) -> Option<Named> {
         return Some(n);
     }
     let legacy = |id: String| {
-        BindingId::parse(&id).ok().map(|binding| Named {
-            binding,
-            attempt: None,
-        })
+        BindingId::parse(&id)
+            .ok()
+            .filter(|b| uuid_value(b).is_some())
+            .map(|binding| Named {
+                binding,
+                attempt: None,
+            })
     };
     if is_hex32(code) {
         let c = code.to_ascii_lowercase();
@@ -171,7 +207,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn uuid(bytes: [u8; 16]) -> BindingId {
+    /// A version 7 UUID of the RFC 9562 variant, the rest from `bytes`.
+    fn uuid(mut bytes: [u8; 16]) -> BindingId {
+        bytes[6] = 0x70 | (bytes[6] & 0x0f);
+        bytes[8] = 0x80 | (bytes[8] & 0x3f);
         BindingId::from_uuid_bytes(bytes)
     }
 
@@ -218,14 +257,69 @@ mod tests {
 
     #[test]
     fn the_digits_are_in_go_big_int_order() {
-        let b = uuid([0; 16]);
-        assert_eq!(of_attempt(&b, 61).unwrap(), format!("{}Z", "0".repeat(27)));
-        assert_eq!(of_attempt(&b, 62).unwrap(), format!("{}10", "0".repeat(26)));
+        // The smallest and the largest version 7 UUID: only the version
+        // and variant bits set, and every bit but the fixed ones set.
+        let min = uuid([0; 16]);
+        let prefix = "000000002DWhtrtfrXwltm";
+        assert_eq!(of_attempt(&min, 61).unwrap(), format!("{prefix}00000Z"));
+        assert_eq!(of_attempt(&min, 62).unwrap(), format!("{prefix}000010"));
         let max = uuid([0xff; 16]);
-        // 2^128 - 1 in base 62, then u32::MAX.
         assert_eq!(
             of_attempt(&max, u32::MAX).unwrap(),
-            "7N42dgm5tFLK9N8MT7fHC74GFfc3"
+            "7N42dgm5qEpxfzLrj5qkhN4GFfc3"
+        );
+    }
+
+    #[test]
+    fn only_the_uuids_the_service_issues_are_ours() {
+        let v7 = "0192f4a1-7c3e-7b2a-9d4e-5f6a7b8c9d0e";
+        let v4 = "0192f4a1-7c3e-4b2a-9d4e-5f6a7b8c9d0e";
+        let v7_other_variant = "0192f4a1-7c3e-7b2a-cd4e-5f6a7b8c9d0e";
+        assert!(parse(v7).is_some());
+        assert!(parse(&v7.replace('-', "")).is_some());
+        for foreign in [v4, v7_other_variant] {
+            let id = BindingId::parse(foreign).unwrap();
+            assert_eq!(parse(foreign), None, "{foreign}");
+            assert_eq!(parse(&foreign.replace('-', "")), None, "{foreign}");
+            // The service issues no such id, and makes no reference of it.
+            assert_eq!(of_attempt(&id, 1), None, "{foreign}");
+            assert_eq!(legacy_of(&id), None, "{foreign}");
+            // Written as another system would in 28 digits, it is not read.
+            let mut bytes = [0u8; 16];
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&foreign.replace('-', "")[2 * i..2 * i + 2], 16).unwrap();
+            }
+            let mut code = String::new();
+            push_base62(&mut code, u128::from_be_bytes(bytes), UUID_DIGITS);
+            push_base62(&mut code, 1, ATTEMPT_DIGITS);
+            assert_eq!(parse(&code), None, "{code}");
+        }
+    }
+
+    #[test]
+    fn what_to_ask_follows_the_stored_reference() {
+        let b = BindingId::parse("0192f4a1-7c3e-7b2a-9d4e-5f6a7b8c9d0e").unwrap();
+        let seven = of_attempt(&b, 7).unwrap();
+        let hex = legacy_of(&b).unwrap();
+        // Nothing stored, or the channel's own reference: the attempt's.
+        assert_eq!(to_ask(&b, Some(7), None), Some(seven.clone()));
+        assert_eq!(to_ask(&b, Some(7), Some("")), Some(seven.clone()));
+        assert_eq!(
+            to_ask(&b, Some(7), Some("20215425001139428787")),
+            Some(seven.clone())
+        );
+        assert_eq!(to_ask(&b, None, None), Some(hex.clone()));
+        // Ours, in whichever form: what was sent.
+        let three = of_attempt(&b, 3).unwrap();
+        assert_eq!(to_ask(&b, Some(7), Some(&three)), Some(three));
+        assert_eq!(to_ask(&b, Some(7), Some(&hex)), Some(hex.clone()));
+        // The dashed id earlier builds stored was sent without its dashes.
+        assert_eq!(to_ask(&b, Some(7), Some(b.as_str())), Some(hex));
+        // Another card's reference is not asked about for this one.
+        let other = BindingId::parse("0192f4a1-7c3e-7b2a-9d4e-5f6a7b8c9d0f").unwrap();
+        assert_eq!(
+            to_ask(&b, Some(7), Some(&of_attempt(&other, 7).unwrap())),
+            Some(seven)
         );
     }
 

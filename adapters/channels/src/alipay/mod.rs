@@ -528,34 +528,25 @@ impl AlipayChannel {
     }
 
     /// `agreement_no` when the channel reference is Alipay's, else our
-    /// external number: the one given (what the start answered, in
-    /// whichever form the build that started it sent; the dashed id, which
-    /// Alipay does not take, as the form that followed it), or the
-    /// attempt's (with the product and scene Alipay requires). Returns the
-    /// external number sent, if one was.
+    /// external number ([`crate::refs::to_ask`]), with the product and
+    /// scene Alipay requires. Returns the external number sent, if one
+    /// was.
     fn agreement_biz(
         &self,
         binding: &BindingId,
         attempt: Option<u32>,
         channel_ref: Option<&str>,
     ) -> (Value, Option<String>) {
-        let ours = match channel_ref.filter(|r| !r.is_empty()) {
-            Some(r) if !crate::refs::names(binding, r) => {
-                let biz = serde_json::json!({
-                    "agreement_no": r,
-                    "personal_product_code": self.personal_product_code,
-                    "sign_scene": self.sign_scene,
-                });
-                return (biz, None);
-            }
-            Some(ours) if crate::refs::is_valid(ours) => ours.to_owned(),
-            Some(_) => {
-                crate::refs::of(binding, None).unwrap_or_else(|| binding.as_str().to_owned())
-            }
-            None => {
-                crate::refs::of(binding, attempt).unwrap_or_else(|| binding.as_str().to_owned())
-            }
-        };
+        if let Some(r) = channel_ref.filter(|r| !r.is_empty() && !crate::refs::names(binding, r)) {
+            let biz = serde_json::json!({
+                "agreement_no": r,
+                "personal_product_code": self.personal_product_code,
+                "sign_scene": self.sign_scene,
+            });
+            return (biz, None);
+        }
+        let ours = crate::refs::to_ask(binding, attempt, channel_ref)
+            .unwrap_or_else(|| binding.as_str().to_owned());
         let biz = serde_json::json!({
             "external_agreement_no": ours,
             "personal_product_code": self.personal_product_code,

@@ -453,7 +453,7 @@ impl WechatChannel {
         attempt: Option<u32>,
         channel_ref: Option<&str>,
     ) -> Result<(String, RemoteState), ChannelError> {
-        let Some(code) = code_for(binding, attempt, channel_ref) else {
+        let Some(code) = crate::refs::to_ask(binding, attempt, channel_ref) else {
             return Ok((String::new(), RemoteState::NotFound));
         };
         let held = channel_ref.filter(|r| !r.is_empty() && !crate::refs::names(binding, r));
@@ -566,21 +566,6 @@ pub fn display_account(name: &str) -> String {
     out
 }
 
-/// The code the contract of bind `attempt` is under: the reference given
-/// when it is ours (what the start answered, in whichever form the build
-/// that started it sent), else the attempt's (when the attempt is not
-/// known, the card's code from before attempts).
-fn code_for(
-    binding: &BindingId,
-    attempt: Option<u32>,
-    channel_ref: Option<&str>,
-) -> Option<String> {
-    match channel_ref.filter(|r| crate::refs::is_valid(r) && crate::refs::names(binding, r)) {
-        Some(ours) => Some(ours.to_owned()),
-        None => crate::refs::of(binding, attempt),
-    }
-}
-
 fn is_not_found(answer: &ApiAnswer, code: &str) -> bool {
     let u = code.to_ascii_uppercase();
     answer.status == 404 || u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
@@ -661,7 +646,7 @@ impl PaymentChannel for WechatChannel {
         attempt: Option<u32>,
         channel_ref: &str,
     ) -> Result<(), ChannelError> {
-        let code = code_for(binding, attempt, Some(channel_ref))
+        let code = crate::refs::to_ask(binding, attempt, Some(channel_ref))
             .ok_or_else(|| protocol("binding id has no contract code"))?;
         let Err(answer) = self.terminate(&code).await? else {
             return Ok(());
