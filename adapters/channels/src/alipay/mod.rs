@@ -44,8 +44,8 @@
 //!   start answered, or the attempt's. (Earlier builds sent the binding id
 //!   without its dashes for every attempt, and before that the dashed id,
 //!   which Alipay does not take: such a reference, or a notification
-//!   naming one, is still read as the binding's.) `confirm_otp` is not an Alipay concept:
-//!   `Rejected { code: "unsupported" }`.
+//!   naming one, is still read as the binding's.) `confirm_otp` is not an
+//!   Alipay concept: `Rejected { code: "unsupported" }`.
 //! * **Notifications** (form-encoded): `sign` and `sign_type` dropped, the
 //!   rest sorted and verified with the Alipay public key; `app_id` must be
 //!   ours; `notify_id` is the event id; the answer is `success`. The

@@ -99,6 +99,8 @@ struct State {
     merchant_public: Mutex<RsaPublicKey>,
     /// A business refusal for every pre-sign: (status, code).
     presign_refusal: Mutex<Option<(u16, String)>>,
+    /// The contract code whose queries are answered 503.
+    failing_queries: Mutex<Option<String>>,
     /// out_contract_code -> contract
     contracts: Mutex<HashMap<String, Contract>>,
     next_id: AtomicU64,
@@ -185,6 +187,7 @@ impl FakeWechat {
         let state = Arc::new(State {
             merchant_public: Mutex::new(merchant_public),
             presign_refusal: Mutex::new(None),
+            failing_queries: Mutex::new(None),
             contracts: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             switches: Switches::default(),
@@ -298,6 +301,12 @@ impl FakeWechat {
             .switches
             .papay_disabled
             .store(!enabled, Ordering::SeqCst);
+    }
+
+    /// Answers every (authorized) query of the contract under `code` 503
+    /// `SYSTEM_ERROR`, the other codes as usual; `None` stops.
+    pub fn fail_queries_of(&self, code: Option<&str>) {
+        *lock(&self.state.failing_queries) = code.map(str::to_owned);
     }
 
     /// Refuses every (authorized, well-formed) pre-sign with this HTTP

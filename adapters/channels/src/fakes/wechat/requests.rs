@@ -289,6 +289,12 @@ impl State {
                 Some(c) => (c.to_owned(), true),
                 None => (rest.to_owned(), false),
             };
+            if !terminate && lock(&self.failing_queries).as_deref() == Some(code.as_str()) {
+                return Answer::json(
+                    503,
+                    json!({"code": "SYSTEM_ERROR", "message": "try again later"}),
+                );
+            }
             let mut contracts = lock(&self.contracts);
             let Some(c) = contracts.get_mut(&code) else {
                 return Answer::json(
