@@ -390,6 +390,19 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
         .await;
     r.expect_status(200);
 
+    // --- A signing of a card this service never held: its audit trail is
+    // asked, and the agreement left alone.
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let (body, sig) = app.mock_notification(&format!("n-{}", uuid_like()), &stranger, "signed");
+    let (r, _) = m
+        .http(
+            "notification (signing of a card never held)",
+            Some(4),
+            app.notify("mock", body, Some(&sig)),
+        )
+        .await;
+    r.expect_status(200);
+
     // --- A card the channel could not take waits for review; approved.
     let frank = user_id("frank");
     let (r, _) = m

@@ -11,19 +11,20 @@
 //! 62.
 //!
 //! The service issues UUID version 7 ids only, so a reference is read as
-//! ours only when it decodes to a version 7 UUID of the RFC 9562 variant.
-//! Six fixed bits do not prove a reference ours, but they keep the common
-//! foreign forms (a UUID v4 without dashes, a random 32-digit hex code) of
-//! another system on a shared merchant account from being taken for a card
-//! of ours, whose agreement the service would end (`unwanted.rs` of the use
-//! cases).
+//! ours only when it decodes to a version 7 UUID of the RFC 9562 variant:
+//! the common foreign forms on a shared merchant account (a UUID v4
+//! without dashes, say) are not. Six fixed bits prove nothing, though: a
+//! random 32-digit hex code passes one time in 64, and another system may
+//! issue UUID v7 too. So the use cases end an agreement under a reference
+//! of ours only for a card the service held (`notify.rs`, `unwanted.rs`).
 //!
 //! Two earlier forms are still read, so that agreements made before are
 //! found: the UUID without its dashes (32 hex digits, one reference for
 //! every attempt of a card) and the dashed UUID itself. A binding id that
 //! is not a UUID (tests only: the service issues UUIDs) is its own
-//! reference when it has 1 to 32 letters and digits and cannot be read as
-//! one of the forms above; any other binding id has no reference, and the
+//! reference when it has 1 to 32 letters and digits, is not 32 hex digits
+//! and cannot be read as a per-attempt reference; any other binding id
+//! has no reference, and the
 //! adapters refuse to start it with `unsupported_binding_id`.
 
 use cardbind_domain::BindingId;
@@ -251,6 +252,32 @@ mod tests {
             if let Some(n) = parse(&s) {
                 // What reads back is what it was made from.
                 prop_assert_eq!(of_attempt(&n.binding, n.attempt.unwrap()), Some(s));
+            }
+        }
+
+        #[test]
+        fn a_reference_with_one_digit_changed_reads_as_it_was_made_or_not_at_all(
+            bytes in any::<[u8; 16]>(),
+            attempt in any::<u32>(),
+            at in 0..ATTEMPT_LEN,
+            digit in 0..62usize,
+        ) {
+            let b = uuid(bytes);
+            let mut code = of_attempt(&b, attempt).unwrap().into_bytes();
+            code[at] = DIGITS[digit];
+            let code = String::from_utf8(code).unwrap();
+            match parse(&code) {
+                Some(n) => {
+                    prop_assert_eq!(uuid_value(&n.binding).map(is_service_uuid), Some(true));
+                    prop_assert_eq!(of_attempt(&n.binding, n.attempt.unwrap()), Some(code));
+                }
+                // Out of range, or a UUID the service does not issue.
+                None => {
+                    let (u, a) = code.split_at(UUID_DIGITS);
+                    let uuid_ok = read_base62(u).is_some_and(is_service_uuid);
+                    let attempt_ok = read_base62(a).is_some_and(|a| a <= u128::from(u32::MAX));
+                    prop_assert!(!(uuid_ok && attempt_ok), "{} was not read", code);
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 use cardbind_domain::{
     BindingId, BindingStatus, ChannelCode, ChannelName, FailureReason, Timestamp, UserId, Wallet,
 };
-use cardbind_ports::audit::AuditAction;
+use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::{
     BindingRef, ChannelEvent, ChannelEventKind, Notification, NotificationAck, RemoteState,
 };
@@ -111,9 +111,23 @@ impl UseCases {
         })
     }
 
+    /// Whether the service ever held the card `id`: its audit trail
+    /// (kept for the retention, erasure included) names it.
+    async fn ever_held(&self, id: &BindingId) -> Result<bool, NotifyError> {
+        let filter = AuditFilter {
+            binding_id: Some(id.clone()),
+            ..AuditFilter::default()
+        };
+        Ok(!self.ports.audit.list(&filter, None, 1).await?.is_empty())
+    }
+
     /// Applies a verified channel event. Idempotent: an event that finds
     /// the card already where it leads changes nothing; an event about a
-    /// card we do not know, or whose data is gone (unbound), is ignored.
+    /// card we do not know, or whose data is gone (unbound), is ignored,
+    /// but for a signing of a card this service held, whose agreement is
+    /// ended. A reference that reads as ours but names a card this service
+    /// never held is another system's on a shared merchant account (or
+    /// made up): its agreement is left alone.
     async fn apply_channel_event(
         &self,
         channel_name: &ChannelName,
@@ -124,6 +138,10 @@ impl UseCases {
             if let (BindingRef::Ours(id), ChannelEventKind::Signed { channel_ref }) =
                 (&event.binding, &event.kind)
             {
+                if !self.ever_held(id).await? {
+                    tracing::warn!(channel = %channel_name, event = %event.event_id, "a signing under a reference of no card this service ever held is left alone");
+                    return Ok(Applied::Unchanged);
+                }
                 // A signing of a card whose data this service no longer
                 // holds: it failed, was unbound or its user erased before
                 // the user signed at the channel.

@@ -2,7 +2,9 @@
 //!
 //! Two flows meet one: a bind or verify whose channel answered after the
 //! card was unbound, failed or bound again under another agreement, and a
-//! signed notification of a signing for a card whose data is gone. Left
+//! signed notification of a signing for a card whose data is gone (a card
+//! the service held: its audit trail names it; a reference of no card ever
+//! held here is another system's, and `notify.rs` leaves it alone). Left
 //! alone, such an agreement would stay live at the channel with nothing
 //! here to use or end it; so it is ended at the channel, its reference let
 //! go, and the service's chain records it (`binding.unwanted_signing`;

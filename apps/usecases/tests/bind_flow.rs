@@ -452,7 +452,7 @@ async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
 /// A signing reported for a card whose data is gone (unbound while it
 /// waited for the user) is ended at the channel, unless the channel says
 /// it already ended; a channel that cannot be asked is still told to end
-/// it.
+/// it. A signing for a card the service never held is left alone.
 #[tokio::test]
 async fn a_signing_for_a_card_no_longer_held_is_ended_unless_already_ended() {
     let w = world(Policy::default());
@@ -511,6 +511,25 @@ async fn a_signing_for_a_card_no_longer_held_is_ended_unless_already_ended() {
         .unwrap();
     assert_eq!(unbinds(), 2, "ended though the channel could not be asked");
     assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok, Outcome::Ok]);
+
+    // A card this service never held (another system's agreement under a
+    // reference that reads as ours): left alone, though the channel would
+    // end it.
+    w.channel
+        .query_down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let stranger = cardbind_domain::BindingId::parse("card-never-held").unwrap();
+    w.channel.query.lock().unwrap().insert(
+        stranger.to_string(),
+        RemoteState::Active {
+            channel_ref: "agr-x".into(),
+        },
+    );
+    w.uc.handle_notification(&mock, &signed("k3", &stranger, "agr-x"))
+        .await
+        .unwrap();
+    assert_eq!(unbinds(), 2, "another system's agreement is not ended");
+    assert_eq!(unwanted_signings(&w).await.len(), 2);
 }
 
 /// A card bound again keeps its id, but each bind names its own attempt

@@ -440,7 +440,8 @@ impl WechatChannel {
     }
 
     /// Where the contract of bind `attempt` is, and its state: under the
-    /// attempt's code (or the reference given, when it is ours). A card
+    /// code [`crate::refs::to_ask`] picks (the attempt's, or the reference
+    /// given when it is ours). A card
     /// that holds a `contract_id` (`channel_ref` not ours) must find that
     /// contract: one of another id under the code is an error, not taken
     /// for it; and when the code has none, the card's code from before

@@ -177,17 +177,25 @@ async fn a_card_bound_again_through_wechat_gets_a_contract_code_of_its_own() {
 
 /// A merchant account can be shared with another system. A signing under
 /// a code the service could not have made (a UUID v4 without dashes, or
-/// 28 digits that decode to no UUID v7) is another system's contract: it
-/// is acknowledged and left alone. A signing under a code of ours for a
-/// card no longer held is ended at the gateway.
+/// 28 digits that decode to no UUID v7), or under a code of ours for a
+/// card the service never held, is another system's contract: it is
+/// acknowledged and left alone, the gateway not even asked. A signing
+/// under the code of a card the service held, unbound while it waited, is
+/// ended at the gateway.
 #[tokio::test]
 async fn a_signing_under_another_systems_code_is_left_alone() {
-    let s = start().await;
+    let never_held = BindingId::from_uuid_bytes(*uuid::Uuid::now_v7().as_bytes());
     let foreign = [
         uuid::Uuid::new_v4().simple().to_string(),
-        // All 128 bits set: 28 of our digits, but version 15.
+        // All 128 bits set: 28 of our digits, of neither version 7 nor
+        // the RFC variant.
         "7N42dgm5tFLK9N8MT7fHC74GFfc3".to_owned(),
+        // A UUID v7 of ours in every respect, of no card held here.
+        cardbind_channels::refs::of_attempt(&never_held, 5).unwrap(),
+        cardbind_channels::refs::legacy_of(&never_held).unwrap(),
     ];
+    let s = start().await;
+    let asked_before = s.wechat.verified_paths().len();
     for (i, code) in foreign.iter().enumerate() {
         let n = s
             .wechat
@@ -202,23 +210,23 @@ async fn a_signing_under_another_systems_code_is_left_alone() {
         );
         assert_eq!(s.wechat.contract(code).unwrap().0, "SIGNED", "{code}");
     }
-    let paths = s.wechat.verified_paths();
-    assert!(
-        !paths.iter().any(|p| p.ends_with("/terminate")),
-        "{paths:?}"
-    );
+    let asked = s.wechat.verified_paths();
+    assert_eq!(asked.len(), asked_before, "{asked:?}");
     assert!(s.audit("binding.unwanted_signing").await.is_empty());
 
-    // Ours, of a card this service does not hold: ended.
-    let gone = BindingId::from_uuid_bytes(*uuid::Uuid::now_v7().as_bytes());
-    let ours = cardbind_channels::refs::of_attempt(&gone, 5).unwrap();
+    // A card held here, unbound while it waited; then the user signs.
+    let user = "wx-gone";
+    let (id, _) = s.bind_redirect(user, VISA, "wechat").await;
+    let code = s.channel_code(&id).await;
+    let r = s.unbind(user, &id).await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let r = s
-        .notify_wechat(&s.wechat.user_signs(&ours, "EV-ours-gone").unwrap())
+        .notify_wechat(&s.wechat.user_signs(&code, "EV-ours-gone").unwrap())
         .await;
     assert!((200..300).contains(&r.status), "{} {}", r.status, r.text);
-    assert_eq!(s.wechat.contract(&ours).unwrap().0, "TERMINATED");
+    assert_eq!(s.wechat.contract(&code).unwrap().0, "TERMINATED");
     let unwanted = s.audit("binding.unwanted_signing").await;
     assert_eq!(unwanted.len(), 1, "{unwanted:?}");
-    assert_eq!(unwanted[0]["card_id"], gone.as_str());
+    assert_eq!(unwanted[0]["card_id"], id.as_str());
     assert_eq!(s.wechat.rejected_count(), 0, "{:?}", s.wechat.requests());
 }
