@@ -57,7 +57,7 @@ impl ConsentGiven {
                 .filter(|c| !c.is_control())
                 .take(Self::USER_AGENT_MAX)
                 .collect();
-            mask_long_numbers(&kept)
+            mask_user_agent(&kept)
         });
         Ok(ConsentRecord {
             text_version: mask_long_numbers(&self.text_version),
@@ -75,6 +75,55 @@ impl ConsentGiven {
 
 /// Numbers this long or longer in free text are masked.
 pub const MASKED_NUMBER_DIGITS: usize = 11;
+
+/// Numbers written with other separators (any single space, punctuation
+/// or symbol character between digits: `4111.1111.…`, `4111/1111/…`, a
+/// no-break space, an en dash) are masked from this many digits, the
+/// shortest card number. The bar is above [`MASKED_NUMBER_DIGITS`] so that
+/// dotted version numbers (`Chrome/120.0.6099.109`, 11 digits) stay.
+pub const LOOSELY_WRITTEN_DIGITS: usize = 12;
+
+/// `text` with every number of [`LOOSELY_WRITTEN_DIGITS`] digits or more,
+/// joined by single characters that are neither letters, digits nor
+/// control characters, turned into `*`s (digits only).
+fn mask_loosely_written(text: &str) -> String {
+    let joins = |c: char| !c.is_alphanumeric() && !c.is_control();
+    // (first digit, end of last digit, digits) of each number, in bytes.
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    let mut current: Option<(usize, usize, usize)> = None;
+    let mut gap = false;
+    for (i, c) in text.char_indices() {
+        if c.is_ascii_digit() {
+            current = Some(match current {
+                Some((start, _, digits)) => (start, i + 1, digits + 1),
+                None => (i, i + 1, 1),
+            });
+            gap = false;
+        } else if current.is_some() && !gap && joins(c) {
+            gap = true;
+        } else {
+            spans.extend(current.take());
+            gap = false;
+        }
+    }
+    spans.extend(current);
+    let mut out = String::with_capacity(text.len());
+    let mut kept = 0;
+    for (start, end, _) in spans
+        .into_iter()
+        .filter(|&(_, _, digits)| digits >= LOOSELY_WRITTEN_DIGITS)
+    {
+        out.push_str(&text[kept..start]);
+        out.extend(
+            text[start..end]
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '*' } else { c }),
+        );
+        kept = end;
+    }
+    out.push_str(&text[kept..]);
+    out
+}
 
 /// A number in a text: its byte range (from its first digit to its last)
 /// and how many digits it has.
@@ -114,6 +163,15 @@ pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = 
         }
         Some(NumberSpan { start, end, digits })
     })
+}
+
+/// A user agent as kept: [`mask_long_numbers`], after every number of
+/// [`LOOSELY_WRITTEN_DIGITS`] digits or more written with other single
+/// separators (dots, slashes, a no-break space, a dash of another script)
+/// is masked. The user agent is the end user's device's free text; the
+/// text version, which the integrator sets, keeps its dotted numbers.
+pub fn mask_user_agent(text: &str) -> String {
+    mask_long_numbers(&mask_loosely_written(text))
 }
 
 /// `text` with the digits of every number of [`MASKED_NUMBER_DIGITS`]
@@ -167,6 +225,38 @@ mod tests {
         ] {
             assert_eq!(mask_long_numbers(text), masked, "{text}");
         }
+    }
+
+    #[test]
+    fn a_user_agent_loses_card_numbers_written_any_way() {
+        for (text, masked) in [
+            ("4111.1111.1111.1111", "****.****.****.****"),
+            ("4111/1111/1111/1111", "****/****/****/****"),
+            (
+                "4111\u{a0}1111\u{a0}1111\u{a0}1111",
+                "****\u{a0}****\u{a0}****\u{a0}****",
+            ),
+            (
+                "4111\u{2013}1111\u{2013}1111",
+                "****\u{2013}****\u{2013}****",
+            ),
+            // The shortest card number.
+            ("x 5018.0000.0009;", "x ****.****.****;"),
+            // And what the text version's masking takes.
+            ("pan 4111 1111 1111 1111!", "pan **** **** **** ****!"),
+            ("tel:13800138000", "tel:***********"),
+            // Dotted version numbers stay.
+            (
+                "Mozilla/5.0 (Linux; Android 14) Chrome/120.0.6099.109 Safari/537.36",
+                "Mozilla/5.0 (Linux; Android 14) Chrome/120.0.6099.109 Safari/537.36",
+            ),
+            ("Build/AP1A.240305.019.A1", "Build/AP1A.240305.019.A1"),
+            ("1.2.3", "1.2.3"),
+        ] {
+            assert_eq!(mask_user_agent(text), masked, "{text}");
+        }
+        // The text version keeps its dotted numbers.
+        assert_eq!(mask_long_numbers("2026.12.01.1234"), "2026.12.01.1234");
     }
 
     #[test]

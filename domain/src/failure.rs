@@ -34,6 +34,15 @@ impl FailureReason {
         }
     }
 
+    /// What a channel's failure code means: one of ours by name, else
+    /// the channel's own code ([`ChannelCode::from_channel`]).
+    pub fn from_channel(s: &str) -> FailureReason {
+        FailureReason::OURS
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .unwrap_or_else(|| FailureReason::ChannelDeclined(ChannelCode::from_channel(s)))
+    }
+
     /// Reads a stored code back: one of ours by name, else a channel's code.
     pub fn parse(s: &str) -> Option<FailureReason> {
         FailureReason::OURS
@@ -56,9 +65,15 @@ impl ChannelCode {
         ok.then(|| ChannelCode(s.to_owned()))
     }
 
-    /// A channel's code, or `declined` when it does not look like one.
+    /// A channel's code, or `declined` when it does not look like one or
+    /// holds a number of [`crate::consent::MASKED_NUMBER_DIGITS`] digits or
+    /// more (which could be card data: the code is shown and stored).
     pub fn from_channel(s: &str) -> ChannelCode {
-        ChannelCode::parse(s).unwrap_or_else(|| ChannelCode("declined".to_owned()))
+        let long = crate::consent::numbers(s, b"_.-")
+            .any(|n| n.digits >= crate::consent::MASKED_NUMBER_DIGITS);
+        ChannelCode::parse(s)
+            .filter(|_| !long)
+            .unwrap_or_else(|| ChannelCode("declined".to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,5 +97,26 @@ mod tests {
         );
         assert_eq!(FailureReason::parse("bad code!"), None);
         assert_eq!(ChannelCode::from_channel("<script>").as_str(), "declined");
+        // A code that could carry card data is not kept.
+        for carded in [
+            "4111111111111111",
+            "pan-4111-1111-1111-1111",
+            "x.13800138000",
+        ] {
+            assert_eq!(ChannelCode::from_channel(carded).as_str(), "declined");
+            assert_eq!(
+                FailureReason::from_channel(carded).as_str(),
+                "declined",
+                "{carded}"
+            );
+        }
+        assert_eq!(
+            ChannelCode::from_channel("ACQ.1234567890").as_str(),
+            "ACQ.1234567890"
+        );
+        assert_eq!(
+            FailureReason::from_channel("verification_expired"),
+            FailureReason::VerificationExpired
+        );
     }
 }

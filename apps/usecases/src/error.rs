@@ -85,9 +85,9 @@ pub(crate) fn card_data_unreadable() -> Clash {
 }
 
 pub(crate) fn channel_rejected(code: &str) -> Declined {
-    let message = match cardbind_domain::ChannelCode::parse(code) {
-        Some(c) => format!("the payment channel declined this card ({})", c.as_str()),
-        None => "the payment channel declined this card".to_owned(),
+    let message = match cardbind_domain::ChannelCode::from_channel(code).as_str() {
+        "declined" => "the payment channel declined this card".to_owned(),
+        c => format!("the payment channel declined this card ({c})"),
     };
     Declined::new(UnprocessableCode::ChannelRejected, message)
 }

@@ -2,7 +2,7 @@
 //! reconciliation of cards left waiting for their channel.
 
 use cardbind_domain::{
-    BindingId, BindingStatus, ChannelCode, ChannelName, FailureReason, Timestamp, UserId, Wallet,
+    BindingId, BindingStatus, ChannelName, FailureReason, Timestamp, UserId, Wallet,
 };
 use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::{
@@ -407,9 +407,7 @@ fn channel_event(
         ChannelEventKind::Terminated => w.change(id, |b| b.unbind(now, &by)),
         ChannelEventKind::Failed { code } => {
             if waiting {
-                let reason = FailureReason::parse(code).unwrap_or_else(|| {
-                    FailureReason::ChannelDeclined(ChannelCode::from_channel(code))
-                });
+                let reason = FailureReason::from_channel(code);
                 w.change(id, |b| b.fail(reason, now)).map(|()| true)
             } else {
                 Ok(false)

@@ -1115,3 +1115,41 @@ async fn the_purge_keeps_rate_windows_other_clocks_may_still_count_in() {
         ]
     );
 }
+
+/// A channel's failure code is shown to clients and stored: one that
+/// holds a number long enough to be card data is kept as `declined`.
+#[tokio::test]
+async fn a_failure_code_carrying_a_card_number_is_kept_as_declined() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let mut failed = Vec::new();
+    for (who, card, code) in [
+        ("pia", 41, "4111111111111111"),
+        ("pim", 42, "ACQ.PAN-4111-1111-1111-1111"),
+        ("pip", 43, "ACQ.CARD_DECLINED"),
+    ] {
+        let v =
+            w.uc.bind_card(&backend(), bind_cmd(who, &visa(card), w.now()))
+                .await
+                .unwrap();
+        let id = v.binding.id.clone();
+        let n = Notification {
+            headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+            body: format!("f-{who}|{id}|failed:{code}").into_bytes(),
+        };
+        w.uc.handle_notification(&mock, &n).await.unwrap();
+        let b = w.uc.get_card(&backend(), &user(who), &id).await.unwrap();
+        let b = b.own().cloned().unwrap().binding;
+        assert_eq!(b.status, BindingStatus::Failed);
+        failed.push(b.failure.as_ref().map(|f| f.as_str().to_owned()));
+    }
+    assert_eq!(
+        failed,
+        [
+            Some("declined".to_owned()),
+            Some("declined".to_owned()),
+            Some("ACQ.CARD_DECLINED".to_owned())
+        ]
+    );
+}
