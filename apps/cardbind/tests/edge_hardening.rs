@@ -305,6 +305,36 @@ async fn a_trickled_body_is_refused_at_the_body_deadline() {
     );
 }
 
+/// A body declared larger than the limit that never comes is a 413 soon
+/// after the head, not a 400 at the body deadline (30 s by default).
+#[tokio::test]
+async fn a_declared_oversized_body_that_never_comes_is_413_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = binary::start(1024, &[]).await;
+    let s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let started = std::time::Instant::now();
+    wr.write_all(
+        b"POST /v1/users/alice/cards HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), rd.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    drop(wr);
+}
+
 /// A request head above `server.max_header_bytes` is refused with 431
 /// (hyper's default would accept about 400 KiB).
 #[tokio::test]

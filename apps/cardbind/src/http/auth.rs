@@ -144,8 +144,11 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
     }
     let shared = shared(req)?;
     let header = req
-        .header("Authorization")
-        .ok_or_else(|| ApiError::unauthenticated("a bearer token is required"))?;
+        .headers()
+        .get("Authorization")
+        .ok_or_else(|| ApiError::unauthenticated("a bearer token is required"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("the Authorization header is not visible ASCII"))?;
     let token = match header.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         _ => return Err(ApiError::unauthenticated("a bearer token is required")),

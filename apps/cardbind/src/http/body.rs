@@ -314,6 +314,21 @@ pub fn find_problem(
                 _ => integer,
             };
             if !fits {
+                // A whole number past what the field's type holds is out of
+                // the field's range (its own code), like one past its
+                // declared bounds; a fraction (or 5.0) is not an integer.
+                let (lo, hi) = match s.format {
+                    Some("uint32") => (0.0, f64::from(u32::MAX)),
+                    Some("uint64") => (0.0, u64::MAX as f64),
+                    Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
+                    _ => (i64::MIN as f64, u64::MAX as f64),
+                };
+                let past_type = value
+                    .as_f64()
+                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && (f < lo || f > hi));
+                if past_type {
+                    return Some((path.to_owned(), Problem::OutOfSchema));
+                }
                 let wanted = match (integer, s.format) {
                     (false, _) => "an integer",
                     (true, Some("uint32")) => "an integer from 0 to 4294967295",
@@ -421,9 +436,23 @@ mod tests {
             message(serde_json::json!(12.5)),
             "`expiry_month` must be an integer"
         );
+        // A whole number past the type's range is out of the field's
+        // range: its own code, as 13 is.
+        let code = |month: serde_json::Value| {
+            let mut v = good();
+            v["expiry_month"] = month;
+            body(v).err().map(|e| e.code)
+        };
+        for month in [
+            serde_json::json!(-1),
+            serde_json::json!(4_294_967_296u64),
+            serde_json::json!(13),
+        ] {
+            assert_eq!(code(month), Some(ErrorCode::InvalidExpiry));
+        }
         assert_eq!(
-            message(serde_json::json!(-1)),
-            "`expiry_month` must be an integer from 0 to 4294967295"
+            message(serde_json::json!(5.0)),
+            "`expiry_month` must be an integer"
         );
     }
 }

@@ -296,17 +296,25 @@ impl AllowTable {
     }
 
     /// The route a concrete path is on: `(template, Allow value)`. The
-    /// route with the most literal segments wins.
+    /// route with the most literal segments wins. An empty segment stands
+    /// for a parameter in the middle of a path (`/v1/users//cards`, which
+    /// the router matches and the parameter's own check refuses by name),
+    /// not at its end (`/v1/users/u1/cards/` is no route).
     pub fn find(&self, path: &str) -> Option<(&str, &str)> {
         let parts: Vec<&str> = path.split('/').collect();
+        let last = parts.len().saturating_sub(1);
         self.routes
             .iter()
             .filter(|r| {
                 r.segments.len() == parts.len()
-                    && r.segments.iter().zip(&parts).all(|(seg, part)| match seg {
-                        Some(lit) => lit == part,
-                        None => !part.is_empty(),
-                    })
+                    && r.segments
+                        .iter()
+                        .zip(&parts)
+                        .enumerate()
+                        .all(|(i, (seg, part))| match seg {
+                            Some(lit) => lit == part,
+                            None => i != last || !part.is_empty(),
+                        })
             })
             .max_by_key(|r| r.segments.iter().filter(|s| s.is_some()).count())
             .map(|r| (r.template.as_str(), r.allow.as_str()))
@@ -358,6 +366,11 @@ pub struct EdgeEndpoint<E> {
 /// connection is closed early.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// How long the throwing away may take: a body declared too large that
+/// does not come (or comes slowly) still gets its 413 soon, not a 400 at
+/// the body deadline.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads and discards up to [`DRAIN_LIMIT`] bytes of the body, streaming.
 async fn drain(req: &mut Request) {
     use futures::StreamExt;
@@ -378,7 +391,7 @@ async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
     match declared {
         Some(Ok(n)) if n > max as u64 => {
             if n <= DRAIN_LIMIT {
-                drain(req).await;
+                let _ = tokio::time::timeout(DRAIN_TIME, drain(req)).await;
             }
             return Err(ApiError::new(
                 ErrorCode::PayloadTooLarge,
@@ -523,6 +536,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             "x-content-type-options",
             HeaderValue::from_static("nosniff"),
         );
+        if status == 401 {
+            // RFC 9110 §11.6.1: a 401 names the scheme to use (RFC 6750).
+            h.insert(
+                poem::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cardbind\""),
+            );
+        }
         h.insert("cache-control", HeaderValue::from_static("no-store"));
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));
         h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -593,7 +613,11 @@ mod tests {
             t.find("/v1/admin/reviews/c1/retry").map(|r| r.1),
             Some("POST, OPTIONS")
         );
-        assert_eq!(t.find("/v1/users//cards"), None);
+        assert_eq!(
+            t.find("/v1/users//cards").map(|r| r.0),
+            Some("/v1/users/{user_id}/cards")
+        );
+        assert_eq!(t.find("/v1/users/u1/cards/"), None);
         assert_eq!(t.find("/v1/users/u1"), None);
     }
 

@@ -282,7 +282,12 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
             .data::<RequestMeta>()
             .map(|m| m.request_id.clone())
             .unwrap_or_default();
-        let key = match req.header(IDEMPOTENCY_HEADER) {
+        // A value that is not visible ASCII is there, but not a key.
+        let sent = req
+            .headers()
+            .get(IDEMPOTENCY_HEADER)
+            .map(|v| v.to_str().unwrap_or_default());
+        let key = match sent {
             None => {
                 return Err(ApiError::field(
                     ErrorCode::IdempotencyKeyMissing,

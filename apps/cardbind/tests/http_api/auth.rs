@@ -90,8 +90,21 @@ async fn bad_tokens_are_refused() {
         }
         let resp = req.send().await;
         assert_eq!(resp.0.status(), StatusCode::UNAUTHORIZED, "{name}");
+        resp.assert_header("www-authenticate", "Bearer realm=\"cardbind\"");
         assert_error(resp, 401, "unauthenticated").await;
     }
+    // A header that is not visible ASCII: refused the same way.
+    let resp = app
+        .client
+        .get("/v1/users/u1/cards")
+        .header(
+            "Authorization",
+            poem::http::HeaderValue::from_bytes("Bearer é".as_bytes()).unwrap(),
+        )
+        .send()
+        .await;
+    resp.assert_header("www-authenticate", "Bearer realm=\"cardbind\"");
+    assert_error(resp, 401, "unauthenticated").await;
     // The same refusals come first on an idempotent bind, too.
     let resp = app
         .client

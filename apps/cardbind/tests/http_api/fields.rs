@@ -19,6 +19,27 @@ async fn each_invalid_field_has_its_code_and_field() {
             "card_number",
         ),
         ("expiry_month", json!(13), "invalid_expiry", "expiry_month"),
+        // Past what the field's type holds: still the field's own code.
+        ("expiry_month", json!(-1), "invalid_expiry", "expiry_month"),
+        (
+            "expiry_month",
+            json!(4294967296u64),
+            "invalid_expiry",
+            "expiry_month",
+        ),
+        (
+            "expiry_month",
+            serde_json::from_str::<Value>("99999999999999999999").unwrap(),
+            "invalid_expiry",
+            "expiry_month",
+        ),
+        // Not a whole number: the wrong type.
+        (
+            "expiry_month",
+            json!(1.5),
+            "invalid_request",
+            "expiry_month",
+        ),
         ("expiry_year", json!(2001), "card_expired", "expiry_year"),
         ("cvv", json!("12"), "invalid_cvv", "cvv"),
         (

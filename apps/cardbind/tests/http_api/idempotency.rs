@@ -70,6 +70,21 @@ async fn replays_are_byte_identical_and_keys_cannot_be_reused() {
         "invalid_request",
     )
     .await;
+    // A key that is not visible ASCII is there, but malformed.
+    let resp = app
+        .client
+        .post("/v1/users/u-idem/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .header(
+            "Idempotency-Key",
+            poem::http::HeaderValue::from_bytes("ключ".as_bytes()).unwrap(),
+        )
+        .content_type("application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    let v = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(v["error"]["field"], "Idempotency-Key");
 }
 
 #[tokio::test]

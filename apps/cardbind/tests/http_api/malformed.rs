@@ -266,6 +266,14 @@ async fn every_route_answers_options_and_405_with_its_methods() {
     // An unknown path has no methods: 404.
     let resp = app.client.request(Method::OPTIONS, "/nope").send().await;
     assert_eq!(resp.0.status(), StatusCode::NOT_FOUND);
+    // An empty parameter in the middle of a path is still the route's.
+    let resp = app
+        .client
+        .request(Method::OPTIONS, "/v1/users//cards")
+        .send()
+        .await;
+    assert_eq!(resp.0.status(), StatusCode::NO_CONTENT);
+    assert_eq!(allow_of(&resp), ["GET", "HEAD", "OPTIONS", "POST"]);
 }
 
 #[tokio::test]
@@ -282,6 +290,13 @@ async fn malformed_parameters_keep_their_codes_and_names() {
         }
     };
     let cases: Vec<(String, &str, u16, &str, &str)> = vec![
+        (
+            "/v1/users//cards".into(),
+            "service",
+            400,
+            "invalid_user_id",
+            "user_id",
+        ),
         (
             "/v1/users/bad*user/cards".into(),
             "service",
@@ -398,6 +413,18 @@ async fn malformed_parameters_keep_their_codes_and_names() {
         let resp = get(path.to_owned(), role).await;
         assert_eq!(resp.0.status(), StatusCode::OK, "{path}");
     }
+
+    // An empty parameter is named as any other malformed one.
+    let resp = app
+        .client
+        .post("/v1/users/u1/cards//verify")
+        .header("Authorization", bearer("m", "service"))
+        .content_type("application/json")
+        .body(json!({"otp": "123456"}).to_string())
+        .send()
+        .await;
+    let v = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(v["error"]["field"], "card_id", "{v}");
 
     // A channel the service does not know is a missing resource.
     let resp = app
