@@ -110,8 +110,15 @@ pub fn parse_json<T: ParseFromJSON + 'static>(
             "the JSON body is nested deeper than {max_depth} levels"
         )));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
+    let value = match serde_json::from_slice::<Unique>(bytes) {
+        Ok(Unique(v)) => v,
+        Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => {
+            return Err(ApiError::invalid_request(
+                "the body names a key twice in one object",
+            ))
+        }
+        Err(_) => return Err(ApiError::invalid_request("the body is not valid JSON")),
+    };
     let schemas = schemas_of::<T>();
     let (registry, schema) = (&schemas.0, &schemas.1);
     if let Some((field, problem)) = find_problem(registry, schema, &value, "") {
@@ -120,6 +127,69 @@ pub fn parse_json<T: ParseFromJSON + 'static>(
     T::parse_from_json(Some(value)).map_err(|_| {
         ApiError::invalid_request("the body does not match the schema of this operation")
     })
+}
+
+/// What a JSON object naming a key twice fails with (RFC 8259 leaves the
+/// meaning to the parser: one reader taking the first and another the
+/// last is how a checked value gets swapped, so a body that does is
+/// refused).
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// A JSON value read with no key twice in any object.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(v) = map.next_value()?;
+            if object.insert(key, v).is_some() {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// The deepest nesting of arrays/objects in a JSON text (strings skipped).
@@ -419,6 +489,26 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(parse_json::<BindCardBody>(deep.as_bytes(), 16).is_err());
+    }
+
+    #[test]
+    fn a_key_named_twice_in_one_object_is_refused() {
+        let text = good().to_string();
+        assert!(parse_json::<BindCardBody>(text.as_bytes(), 16).is_ok());
+        let twice = [
+            text.replacen('{', r#"{"expiry_month":1,"#, 1),
+            text.replacen(r#""consent":{"#, r#""consent":{"text_version":"v0","#, 1),
+        ];
+        for t in twice {
+            assert_ne!(t, text);
+            let e = parse_json::<BindCardBody>(t.as_bytes(), 16).err().unwrap();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert!(e.message.contains("twice"), "{}", e.message);
+            assert!(!e.message.contains("4111"), "{}", e.message);
+        }
+        // The same key in two objects is no repeat.
+        let v: Unique = serde_json::from_str(r#"[{"a":1},{"a":2}]"#).unwrap();
+        assert_eq!(v.0, serde_json::json!([{"a":1},{"a":2}]));
     }
 
     #[test]
