@@ -57,10 +57,10 @@ impl ConsentGiven {
                 .filter(|c| !c.is_control())
                 .take(Self::USER_AGENT_MAX)
                 .collect();
-            mask_user_agent(&kept)
+            mask_free_text(&kept)
         });
         Ok(ConsentRecord {
-            text_version: mask_long_numbers(&self.text_version),
+            text_version: mask_free_text(&self.text_version),
             text_hash: self.text_hash.to_ascii_lowercase(),
             accepted_at: at,
             ip: self.ip,
@@ -165,12 +165,13 @@ pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = 
     })
 }
 
-/// A user agent as kept: [`mask_long_numbers`], after every number of
-/// [`LOOSELY_WRITTEN_DIGITS`] digits or more written with other single
-/// separators (dots, slashes, a no-break space, a dash of another script)
-/// is masked. The user agent is the end user's device's free text; the
-/// text version, which the integrator sets, keeps its dotted numbers.
-pub fn mask_user_agent(text: &str) -> String {
+/// Free text as kept (the consent's text version and user agent):
+/// [`mask_long_numbers`], after every number of [`LOOSELY_WRITTEN_DIGITS`]
+/// digits or more written with other single separators (dots, slashes, a
+/// no-break space, a dash of another script) is masked. A dotted version
+/// number of 12 digits or more is masked too; that costs nothing but its
+/// look.
+pub fn mask_free_text(text: &str) -> String {
     mask_long_numbers(&mask_loosely_written(text))
 }
 
@@ -228,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn a_user_agent_loses_card_numbers_written_any_way() {
+    fn free_text_loses_card_numbers_written_any_way() {
         for (text, masked) in [
             ("4111.1111.1111.1111", "****.****.****.****"),
             ("4111/1111/1111/1111", "****/****/****/****"),
@@ -253,10 +254,22 @@ mod tests {
             ("Build/AP1A.240305.019.A1", "Build/AP1A.240305.019.A1"),
             ("1.2.3", "1.2.3"),
         ] {
-            assert_eq!(mask_user_agent(text), masked, "{text}");
+            assert_eq!(mask_free_text(text), masked, "{text}");
         }
-        // The text version keeps its dotted numbers.
-        assert_eq!(mask_long_numbers("2026.12.01.1234"), "2026.12.01.1234");
+        // The text version too.
+        let consent = ConsentGiven {
+            text_version: "terms/4111.1111.1111.1111".into(),
+            text_hash: "ab".repeat(32),
+            ip: None,
+            user_agent: None,
+        };
+        let kept = consent
+            .accept(
+                ChannelName::parse("mock").unwrap(),
+                Timestamp::from_unix_millis(0),
+            )
+            .unwrap();
+        assert_eq!(kept.text_version, "terms/****.****.****.****");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cardbind_domain::card::{luhn_check_digit, luhn_valid};
-use cardbind_domain::consent::{mask_long_numbers, mask_user_agent};
+use cardbind_domain::consent::{mask_free_text, mask_long_numbers};
 use cardbind_domain::{
     Binding, BindingId, BindingStatus, CardBrand, CardCap, CardNumber, CardSummary, CardToBind,
     ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, StartOutcome,
@@ -138,7 +138,7 @@ proptest! {
     }
 
     #[test]
-    fn a_card_number_in_a_user_agent_is_never_kept_however_written(
+    fn a_card_number_in_free_text_is_never_kept_however_written(
         (_b, n) in valid_card(),
         every in 0usize..6,
         sep in prop::sample::select(vec![' ', '-', '.', '/', ':', '_', '\u{a0}', '\u{2013}', '\u{3000}']),
@@ -154,14 +154,14 @@ proptest! {
             })
             .collect();
         let text = format!("{before}{written}{after}");
-        let masked = mask_user_agent(&text);
+        let masked = mask_free_text(&text);
         let digits_of = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
         prop_assert!(!digits_of(&masked).contains(&n), "{} -> {}", text, masked);
         prop_assert_eq!(masked.chars().count(), text.chars().count());
         for (a, b) in text.chars().zip(masked.chars()) {
             prop_assert!(a == b || (a.is_ascii_digit() && b == '*'));
         }
-        prop_assert_eq!(mask_user_agent(&masked), masked.clone());
+        prop_assert_eq!(mask_free_text(&masked), masked.clone());
     }
 
     #[test]

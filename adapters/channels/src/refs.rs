@@ -15,8 +15,9 @@
 //! the common foreign forms on a shared merchant account (a UUID v4
 //! without dashes, say) are not. Six fixed bits prove nothing, though: a
 //! random 32-digit hex code passes one time in 64, and another system may
-//! issue UUID v7 too. So the use cases end an agreement under a reference
-//! of ours only for a card the service held (`notify.rs`, `unwanted.rs`).
+//! issue UUID v7 too. So the use cases end an agreement a notification
+//! reports for a card not held only if the service held that card
+//! (`notify.rs`, `ever_held`).
 //!
 //! Two earlier forms are still read, so that agreements made before are
 //! found: the UUID without its dashes (32 hex digits, one reference for

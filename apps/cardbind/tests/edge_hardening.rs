@@ -335,6 +335,38 @@ async fn a_declared_oversized_body_that_never_comes_is_413_at_once() {
     drop(wr);
 }
 
+/// A client that sends a body declared too large at a steady pace, and
+/// reads only once it has written it all (as most do), gets the 413, not
+/// a broken pipe: the service reads and throws the body away while it
+/// keeps coming.
+#[tokio::test]
+async fn a_declared_oversized_body_sent_slowly_still_gets_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = binary::start(1024, &[]).await;
+    let s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let (chunks, size) = (100usize, 20_000usize);
+    let head = format!(
+        "POST /v1/users/alice/cards HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        chunks * size
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; size];
+    for i in 0..chunks {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        if let Err(e) = wr.write_all(&chunk).await {
+            panic!("write {i} of {chunks} failed: {e}");
+        }
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), rd.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
 /// A request head above `server.max_header_bytes` is refused with 431
 /// (hyper's default would accept about 400 KiB).
 #[tokio::test]

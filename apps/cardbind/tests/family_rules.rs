@@ -176,6 +176,29 @@ async fn bad_share_requests_have_stable_codes() {
             "invalid_amount",
             Some("monthly_limit.amount"),
         ),
+        // Past what an int64 holds, either way: the field's own code too.
+        (
+            {
+                let mut b = share_body("bob", 1, "CNY", &future);
+                b["monthly_limit"]["amount"] =
+                    serde_json::from_str("18446744073709551616").unwrap();
+                b
+            },
+            400,
+            "invalid_amount",
+            Some("monthly_limit.amount"),
+        ),
+        (
+            {
+                let mut b = share_body("bob", 1, "CNY", &future);
+                b["monthly_limit"]["amount"] =
+                    serde_json::from_str("-99999999999999999999").unwrap();
+                b
+            },
+            400,
+            "invalid_amount",
+            Some("monthly_limit.amount"),
+        ),
         // Ten million yen is the most (JPY has no minor unit).
         (
             share_body("bob", 20_000_000, "JPY", &future),

@@ -177,11 +177,11 @@ async fn the_audit_log_names_the_agreement_each_bind_ends_with() {
 async fn card_data_in_a_consents_free_text_is_masked_before_it_is_kept() {
     let w = world(Policy::default());
     let mut cmd = bind_cmd("kim", &visa(3), w.now());
-    cmd.consent.text_version = "v1/13800138000".into();
+    cmd.consent.text_version = "v1 terms/13800138000".into();
     cmd.consent.user_agent = Some(format!("app/2.1 card {}", spaced(&visa(3))));
     let v = w.uc.bind_card(&backend(), cmd).await.unwrap();
     let kept = v.binding.consent().unwrap();
-    assert_eq!(kept.text_version, "v1/***********");
+    assert_eq!(kept.text_version, "v1 terms/***********");
     assert_eq!(
         kept.user_agent.as_deref(),
         Some("app/2.1 card **** **** **** ****")

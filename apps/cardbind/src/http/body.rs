@@ -387,15 +387,20 @@ pub fn find_problem(
                 // A whole number past what the field's type holds is out of
                 // the field's range (its own code), like one past its
                 // declared bounds; a fraction (or 5.0) is not an integer.
-                let (lo, hi) = match s.format {
-                    Some("uint32") => (0.0, f64::from(u32::MAX)),
-                    Some("uint64") => (0.0, u64::MAX as f64),
-                    Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
-                    _ => (i64::MIN as f64, u64::MAX as f64),
+                // Bounds exact in f64: the lowest value the type holds, and
+                // the lowest above it (2^32, 2^31, 2^64; `u64::MAX as f64`
+                // would round up to 2^64 itself).
+                const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+                const TWO_64: f64 = 18_446_744_073_709_551_616.0;
+                let (lo, above) = match s.format {
+                    Some("uint32") => (0.0, f64::from(u32::MAX) + 1.0),
+                    Some("uint64") => (0.0, TWO_64),
+                    Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX) + 1.0),
+                    _ => (-TWO_63, TWO_64),
                 };
                 let past_type = value
                     .as_f64()
-                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && (f < lo || f > hi));
+                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && (f < lo || f >= above));
                 if past_type {
                     return Some((path.to_owned(), Problem::OutOfSchema));
                 }
@@ -537,6 +542,8 @@ mod tests {
             serde_json::json!(-1),
             serde_json::json!(4_294_967_296u64),
             serde_json::json!(13),
+            serde_json::from_str("18446744073709551616").unwrap(),
+            serde_json::from_str("-9223372036854775809").unwrap(),
         ] {
             assert_eq!(code(month), Some(ErrorCode::InvalidExpiry));
         }

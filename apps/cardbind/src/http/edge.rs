@@ -366,22 +366,32 @@ pub struct EdgeEndpoint<E> {
 /// connection is closed early.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// How long the throwing away may take: a body declared too large that
-/// does not come (or comes slowly) still gets its 413 soon, not a 400 at
-/// the body deadline.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the throwing away waits for the next bytes: a body declared
+/// too large that stops coming (or never comes) gets its 413 this soon
+/// after its last bytes, not a 400 at the body deadline; one that keeps
+/// coming is read to its end (within [`DRAIN_LIMIT`] and the body
+/// deadline), so that its client reads the 413.
+const DRAIN_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Reads and discards up to [`DRAIN_LIMIT`] bytes of the body, streaming.
+/// Reads and discards up to [`DRAIN_LIMIT`] bytes of the body, streaming,
+/// until it ends or stalls for [`DRAIN_STALL`].
 async fn drain(req: &mut Request) {
     use futures::StreamExt;
     let mut stream = req.take_body().into_bytes_stream();
     let mut seen: u64 = 0;
-    while let Some(Ok(chunk)) = stream.next().await {
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(DRAIN_STALL, stream.next()).await {
         seen += chunk.len() as u64;
         if seen > DRAIN_LIMIT {
             break;
         }
     }
+}
+
+/// Whether the request declares a body larger than `max` bytes.
+fn declares_too_large(req: &Request, max: usize) -> bool {
+    req.header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
 }
 
 async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
@@ -391,7 +401,7 @@ async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
     match declared {
         Some(Ok(n)) if n > max as u64 => {
             if n <= DRAIN_LIMIT {
-                let _ = tokio::time::timeout(DRAIN_TIME, drain(req)).await;
+                drain(req).await;
             }
             return Err(ApiError::new(
                 ErrorCode::PayloadTooLarge,
@@ -482,16 +492,24 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let body = if bodyless {
             Ok(Bytes::new())
         } else {
+            let too_large = declares_too_large(&req, http.max_body_bytes);
             tokio::time::timeout(
                 http.body_read_timeout,
                 read_body(&mut req, http.max_body_bytes),
             )
             .await
             .unwrap_or_else(|_| {
-                Err(ApiError::invalid_request(format!(
-                    "the body did not arrive within {} ms",
-                    http.body_read_timeout.as_millis()
-                )))
+                Err(if too_large {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!("the body is larger than {} bytes", http.max_body_bytes),
+                    )
+                } else {
+                    ApiError::invalid_request(format!(
+                        "the body did not arrive within {} ms",
+                        http.body_read_timeout.as_millis()
+                    ))
+                })
             })
         };
         let result = match body {
@@ -524,6 +542,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         }
         let route = self.route_label(&resp);
         let status = resp.status().as_u16();
+        let refused_with = resp.data::<ErrorCode>().copied().or(error_code.get());
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             h.insert(HeaderName::from_static("x-request-id"), v);
@@ -536,8 +555,10 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             "x-content-type-options",
             HeaderValue::from_static("nosniff"),
         );
-        if status == 401 {
-            // RFC 9110 §11.6.1: a 401 names the scheme to use (RFC 6750).
+        if status == 401 && refused_with != Some(ErrorCode::InvalidSignature) {
+            // RFC 9110 §11.6.1: a 401 names the scheme to use (RFC 6750);
+            // a signature refusal (a channel's, or `X-Cardbind-Signature`)
+            // is no bearer matter.
             h.insert(
                 poem::http::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"cardbind\""),

@@ -93,7 +93,35 @@ async fn bad_tokens_are_refused() {
         resp.assert_header("www-authenticate", "Bearer realm=\"cardbind\"");
         assert_error(resp, 401, "unauthenticated").await;
     }
-    // A header that is not visible ASCII: refused the same way.
+    // A refused signature is no bearer matter: no challenge.
+    let resp = app
+        .client
+        .post("/v1/channels/mock/notify")
+        .content_type("application/json")
+        .body("{}")
+        .send()
+        .await;
+    resp.assert_header_is_not_exist("www-authenticate");
+    assert_error(resp, 401, "invalid_signature").await;
+    // A header that is not visible ASCII: refused the same way, on an
+    // idempotent operation too, where the message says why.
+    let resp = app
+        .client
+        .post("/v1/users/u1/cards")
+        .header(
+            "Authorization",
+            poem::http::HeaderValue::from_bytes("Bearer é".as_bytes()).unwrap(),
+        )
+        .header("Idempotency-Key", "k-ascii")
+        .content_type("application/json")
+        .body(bind_body(VISA).to_string())
+        .send()
+        .await;
+    let v = assert_error(resp, 401, "unauthenticated").await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("ASCII"),
+        "{v}"
+    );
     let resp = app
         .client
         .get("/v1/users/u1/cards")
