@@ -267,11 +267,23 @@ async fn slow_loris_connections_do_not_keep_other_clients_out() {
     );
 }
 
+/// The first bytes of the service's answer on a raw connection, as text,
+/// waiting at most `secs` seconds.
+async fn answer_within(rd: &mut tokio::net::tcp::OwnedReadHalf, secs: u64) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(secs), rd.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {secs} s"))
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// A body trickled after a complete head is cut off at the body deadline
 /// with the error envelope (400, declared by every operation with a body).
 #[tokio::test]
 async fn a_trickled_body_is_refused_at_the_body_deadline() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let svc = binary::start(1024, &[("body_read_timeout_ms", "1000")]).await;
     let s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
@@ -289,13 +301,8 @@ async fn a_trickled_body_is_refused_at_the_body_deadline() {
             }
         }
     });
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), rd.read(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
+    let text = answer_within(&mut rd, 5).await;
     trickle.abort();
-    let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("invalid_request"), "{text}");
     let took = started.elapsed();
@@ -309,7 +316,7 @@ async fn a_trickled_body_is_refused_at_the_body_deadline() {
 /// after the head, not a 400 at the body deadline (30 s by default).
 #[tokio::test]
 async fn a_declared_oversized_body_that_never_comes_is_413_at_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let svc = binary::start(1024, &[]).await;
     let s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
@@ -319,12 +326,7 @@ async fn a_declared_oversized_body_that_never_comes_is_413_at_once() {
     )
     .await
     .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), rd.read(&mut buf))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let text = answer_within(&mut rd, 10).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("payload_too_large"), "{text}");
     let took = started.elapsed();
@@ -341,7 +343,7 @@ async fn a_declared_oversized_body_that_never_comes_is_413_at_once() {
 /// keeps coming.
 #[tokio::test]
 async fn a_declared_oversized_body_sent_slowly_still_gets_its_413() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let svc = binary::start(1024, &[]).await;
     let s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
@@ -358,12 +360,7 @@ async fn a_declared_oversized_body_sent_slowly_still_gets_its_413() {
             panic!("write {i} of {chunks} failed: {e}");
         }
     }
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), rd.read(&mut buf))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let text = answer_within(&mut rd, 10).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 }
 
