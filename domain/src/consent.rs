@@ -83,48 +83,6 @@ pub const MASKED_NUMBER_DIGITS: usize = 11;
 /// dotted version numbers (`Chrome/120.0.6099.109`, 11 digits) stay.
 pub const LOOSELY_WRITTEN_DIGITS: usize = 12;
 
-/// `text` with every number of [`LOOSELY_WRITTEN_DIGITS`] digits or more,
-/// joined by single characters that are neither letters, digits nor
-/// control characters, turned into `*`s (digits only).
-fn mask_loosely_written(text: &str) -> String {
-    let joins = |c: char| !c.is_alphanumeric() && !c.is_control();
-    // (first digit, end of last digit, digits) of each number, in bytes.
-    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
-    let mut current: Option<(usize, usize, usize)> = None;
-    let mut gap = false;
-    for (i, c) in text.char_indices() {
-        if c.is_ascii_digit() {
-            current = Some(match current {
-                Some((start, _, digits)) => (start, i + 1, digits + 1),
-                None => (i, i + 1, 1),
-            });
-            gap = false;
-        } else if current.is_some() && !gap && joins(c) {
-            gap = true;
-        } else {
-            spans.extend(current.take());
-            gap = false;
-        }
-    }
-    spans.extend(current);
-    let mut out = String::with_capacity(text.len());
-    let mut kept = 0;
-    for (start, end, _) in spans
-        .into_iter()
-        .filter(|&(_, _, digits)| digits >= LOOSELY_WRITTEN_DIGITS)
-    {
-        out.push_str(&text[kept..start]);
-        out.extend(
-            text[start..end]
-                .chars()
-                .map(|c| if c.is_ascii_digit() { '*' } else { c }),
-        );
-        kept = end;
-    }
-    out.push_str(&text[kept..]);
-    out
-}
-
 /// A number in a text: its byte range (from its first digit to its last)
 /// and how many digits it has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,33 +94,64 @@ pub struct NumberSpan {
 
 /// The numbers of `text`, in order: runs of ASCII digits, where a single
 /// byte of `separators` between two digits joins them into one number (as
-/// card numbers are written: `4111 1111 …`, `4111-1111-…`). Separators must
-/// be ASCII, so every span starts and ends on a character boundary.
+/// card numbers are written: `4111 1111 …`, `4111-1111-…`).
 pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = NumberSpan> + 'a {
-    let b = text.as_bytes();
-    let mut i = 0;
+    numbers_joined_by(text, move |c| {
+        u8::try_from(c).is_ok_and(|b| separators.contains(&b))
+    })
+}
+
+/// The numbers of `text`, in order: runs of ASCII digits, where a single
+/// character for which `joins` holds between two digits joins them into
+/// one number. Spans start and end at digits, so on character boundaries.
+pub fn numbers_joined_by<'a>(
+    text: &'a str,
+    joins: impl Fn(char) -> bool + 'a,
+) -> impl Iterator<Item = NumberSpan> + 'a {
+    let mut chars = text.char_indices().peekable();
     std::iter::from_fn(move || {
-        while i < b.len() && !b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == b.len() {
-            return None;
-        }
-        let start = i;
-        let (mut end, mut digits) = (i, 0);
-        while i < b.len() {
-            if b[i].is_ascii_digit() {
-                digits += 1;
-                i += 1;
-                end = i;
-            } else if separators.contains(&b[i]) && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            } else {
-                break;
+        let start = loop {
+            let (i, c) = chars.next()?;
+            if c.is_ascii_digit() {
+                break i;
             }
+        };
+        let (mut end, mut digits) = (start + 1, 1);
+        while let Some(&(i, c)) = chars.peek() {
+            if c.is_ascii_digit() {
+                digits += 1;
+                end = i + 1;
+            } else {
+                // A separator joins only a digit that follows it.
+                let mut ahead = chars.clone();
+                ahead.next();
+                let digit_next = ahead.peek().is_some_and(|(_, d)| d.is_ascii_digit());
+                if !(joins(c) && digit_next) {
+                    break;
+                }
+            }
+            chars.next();
         }
         Some(NumberSpan { start, end, digits })
     })
+}
+
+/// `text` with the digits of `spans` (in order, not overlapping) turned
+/// into `*`s, everything else as it was.
+fn star_digits(text: &str, spans: impl Iterator<Item = NumberSpan>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut kept = 0;
+    for n in spans {
+        out.push_str(&text[kept..n.start]);
+        out.extend(
+            text[n.start..n.end]
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '*' } else { c }),
+        );
+        kept = n.end;
+    }
+    out.push_str(&text[kept..]);
+    out
 }
 
 /// Free text as kept (the consent's text version and user agent):
@@ -172,7 +161,11 @@ pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = 
 /// number of 12 digits or more is masked too; that costs nothing but its
 /// look.
 pub fn mask_free_text(text: &str) -> String {
-    mask_long_numbers(&mask_loosely_written(text))
+    // Any single character that is neither a letter, a digit nor a
+    // control character joins digits here.
+    let joins = |c: char| !c.is_alphanumeric() && !c.is_control();
+    let loose = numbers_joined_by(text, joins).filter(|n| n.digits >= LOOSELY_WRITTEN_DIGITS);
+    mask_long_numbers(&star_digits(text, loose))
 }
 
 /// `text` with the digits of every number of [`MASKED_NUMBER_DIGITS`]
@@ -186,19 +179,10 @@ pub fn mask_free_text(text: &str) -> String {
 /// number (11 digits) put there, by mistake or on purpose, is masked
 /// before it is kept. Version numbers and build ids stay as they are.
 pub fn mask_long_numbers(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut kept = 0;
-    for n in numbers(text, b" -").filter(|n| n.digits >= MASKED_NUMBER_DIGITS) {
-        out.push_str(&text[kept..n.start]);
-        out.extend(
-            text[n.start..n.end]
-                .chars()
-                .map(|c| if c.is_ascii_digit() { '*' } else { c }),
-        );
-        kept = n.end;
-    }
-    out.push_str(&text[kept..]);
-    out
+    star_digits(
+        text,
+        numbers(text, b" -").filter(|n| n.digits >= MASKED_NUMBER_DIGITS),
+    )
 }
 
 #[cfg(test)]

@@ -34,21 +34,21 @@ impl FailureReason {
         }
     }
 
+    /// One of our own reasons, by its code.
+    fn ours(s: &str) -> Option<FailureReason> {
+        FailureReason::OURS.into_iter().find(|r| r.as_str() == s)
+    }
+
     /// What a channel's failure code means: one of ours by name, else
     /// the channel's own code ([`ChannelCode::from_channel`]).
     pub fn from_channel(s: &str) -> FailureReason {
-        FailureReason::OURS
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        FailureReason::ours(s)
             .unwrap_or_else(|| FailureReason::ChannelDeclined(ChannelCode::from_channel(s)))
     }
 
     /// Reads a stored code back: one of ours by name, else a channel's code.
     pub fn parse(s: &str) -> Option<FailureReason> {
-        FailureReason::OURS
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .or_else(|| ChannelCode::parse(s).map(FailureReason::ChannelDeclined))
+        FailureReason::ours(s).or_else(|| ChannelCode::parse(s).map(FailureReason::ChannelDeclined))
     }
 }
 
