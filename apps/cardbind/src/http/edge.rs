@@ -387,17 +387,17 @@ async fn drain(req: &mut Request) {
     }
 }
 
-/// Whether the request declares a body larger than `max` bytes.
-fn declares_too_large(req: &Request, max: usize) -> bool {
+/// The body length the request declares (`Content-Length`), if it does.
+fn declared_length(req: &Request) -> Option<Result<u64, std::num::ParseIntError>> {
     req.header("Content-Length")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > max as u64)
+        .map(|v| v.trim().parse::<u64>())
 }
 
-async fn read_body(req: &mut Request, max: usize) -> Result<Bytes, ApiError> {
-    let declared = req
-        .header("Content-Length")
-        .map(|v| v.trim().parse::<u64>());
+async fn read_body(
+    req: &mut Request,
+    max: usize,
+    declared: Option<Result<u64, std::num::ParseIntError>>,
+) -> Result<Bytes, ApiError> {
     match declared {
         Some(Ok(n)) if n > max as u64 => {
             if n <= DRAIN_LIMIT {
@@ -492,10 +492,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let body = if bodyless {
             Ok(Bytes::new())
         } else {
-            let too_large = declares_too_large(&req, http.max_body_bytes);
+            let declared = declared_length(&req);
+            let too_large = matches!(declared, Some(Ok(n)) if n > http.max_body_bytes as u64);
             tokio::time::timeout(
                 http.body_read_timeout,
-                read_body(&mut req, http.max_body_bytes),
+                read_body(&mut req, http.max_body_bytes, declared),
             )
             .await
             .unwrap_or_else(|_| {
