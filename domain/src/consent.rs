@@ -92,40 +92,49 @@ pub struct NumberSpan {
     pub digits: usize,
 }
 
-/// The numbers of `text`, in order: runs of ASCII digits, where a single
-/// byte of `separators` between two digits joins them into one number (as
-/// card numbers are written: `4111 1111 …`, `4111-1111-…`).
+/// The numbers of `text`, in order: runs of digits ([`is_digit`]), where a
+/// single byte of `separators` between two digits joins them into one
+/// number (as card numbers are written: `4111 1111 …`, `4111-1111-…`).
 pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = NumberSpan> + 'a {
     numbers_joined_by(text, move |c| {
         u8::try_from(c).is_ok_and(|b| separators.contains(&b))
     })
 }
 
-/// The numbers of `text`, in order: runs of ASCII digits, where a single
-/// character for which `joins` holds between two digits joins them into
-/// one number. Spans start and end at digits, so on character boundaries.
+/// Whether `c` is written as a digit: ASCII, or a digit of another script
+/// or form (fullwidth `４`, as Chinese input methods type them, Arabic-Indic
+/// `٤`, circled `④`, superscript `⁴`). A card number typed in any of them is
+/// still a card number.
+pub fn is_digit(c: char) -> bool {
+    c.is_ascii_digit() || c.is_numeric()
+}
+
+/// The numbers of `text`, in order: runs of digits ([`is_digit`]), where a
+/// single character for which `joins` holds between two digits joins them
+/// into one number. Spans start and end at digits, so on character
+/// boundaries.
 pub fn numbers_joined_by<'a>(
     text: &'a str,
     joins: impl Fn(char) -> bool + 'a,
 ) -> impl Iterator<Item = NumberSpan> + 'a {
     let mut chars = text.char_indices().peekable();
     std::iter::from_fn(move || {
-        let start = loop {
+        let (start, first) = loop {
             let (i, c) = chars.next()?;
-            if c.is_ascii_digit() {
-                break i;
+            if is_digit(c) {
+                break (i, c);
             }
         };
-        let (mut end, mut digits) = (start + 1, 1);
+        let (mut end, mut digits) = (start + first.len_utf8(), 1);
         while let Some(&(i, c)) = chars.peek() {
-            if c.is_ascii_digit() {
+            if is_digit(c) {
                 digits += 1;
-                end = i + 1;
+                end = i + c.len_utf8();
             } else {
                 // A separator joins only a digit that follows it.
                 let mut ahead = chars.clone();
                 ahead.next();
-                let digit_next = ahead.peek().is_some_and(|(_, d)| d.is_ascii_digit());
+                let digit_next = ahead.peek().is_some_and(|&(_, d)| is_digit(d));
                 if !(joins(c) && digit_next) {
                     break;
                 }
@@ -146,7 +155,7 @@ fn star_digits(text: &str, spans: impl Iterator<Item = NumberSpan>) -> String {
         out.extend(
             text[n.start..n.end]
                 .chars()
-                .map(|c| if c.is_ascii_digit() { '*' } else { c }),
+                .map(|c| if is_digit(c) { '*' } else { c }),
         );
         kept = n.end;
     }
@@ -169,7 +178,7 @@ pub fn mask_free_text(text: &str) -> String {
 }
 
 /// `text` with the digits of every number of [`MASKED_NUMBER_DIGITS`]
-/// digits or more replaced by `*` (a number: ASCII digits, single spaces
+/// digits or more replaced by `*` (a number: digits, single spaces
 /// or hyphens between them allowed, as card numbers are written; see
 /// [`numbers`]).
 ///
@@ -237,6 +246,22 @@ mod tests {
             ),
             ("Build/AP1A.240305.019.A1", "Build/AP1A.240305.019.A1"),
             ("1.2.3", "1.2.3"),
+            // Digits of other forms and scripts: fullwidth, as Chinese
+            // input methods type them, with a fullwidth space; Arabic-Indic;
+            // mixed with ASCII.
+            (
+                "卡号\u{ff14}\u{ff11}\u{ff11}\u{ff11}\u{3000}\u{ff11}\u{ff11}\u{ff11}\u{ff11}\u{3000}1111\u{3000}1111",
+                "卡号****\u{3000}****\u{3000}****\u{3000}****",
+            ),
+            (
+                "\u{664}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}",
+                "************",
+            ),
+            // A short fullwidth number stays.
+            (
+                "\u{ff12}\u{ff10}\u{ff12}\u{ff16}",
+                "\u{ff12}\u{ff10}\u{ff12}\u{ff16}",
+            ),
         ] {
             assert_eq!(mask_free_text(text), masked, "{text}");
         }
@@ -276,6 +301,12 @@ mod tests {
         // Multi-byte characters around numbers keep the spans on char
         // boundaries.
         assert_eq!(spans("卡号4111 1111号", b" "), [("4111 1111", 8)]);
+        // Multi-byte digits count as one digit each, and their spans end
+        // after their last byte.
+        assert_eq!(
+            spans("x\u{ff14}\u{ff11} 1\u{ff19}y", b" "),
+            [("\u{ff14}\u{ff11} 1\u{ff19}", 4)]
+        );
         assert!(spans("no digits", b" ").is_empty());
     }
 

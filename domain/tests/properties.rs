@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cardbind_domain::card::{luhn_check_digit, luhn_valid};
-use cardbind_domain::consent::{mask_free_text, mask_long_numbers};
+use cardbind_domain::consent::{is_digit, mask_free_text, mask_long_numbers};
 use cardbind_domain::{
     Binding, BindingId, BindingStatus, CardBrand, CardCap, CardNumber, CardSummary, CardToBind,
     ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, StartOutcome,
@@ -114,14 +114,22 @@ proptest! {
         sep in prop::sample::select(vec![' ', '-', '.', '/', ':', '_', '\u{a0}', '\u{2013}', '\u{3000}']),
         before in "[ -~]{0,40}",
         after in "[ -~]{0,40}",
+        // Where the digits start: ASCII, fullwidth (as Chinese input
+        // methods type them), Arabic-Indic.
+        zero in prop::sample::select(vec!['0', '\u{ff10}', '\u{660}']),
     ) {
         // The number as people write it, somewhere in printable text.
+        let form = |c: char| {
+            c.to_digit(10)
+                .and_then(|d| char::from_u32(zero as u32 + d))
+                .unwrap_or(c)
+        };
         let written: String = n
             .chars()
             .enumerate()
             .flat_map(|(i, c)| {
                 let gap = every > 0 && i > 0 && i % every == 0;
-                gap.then_some(sep).into_iter().chain(std::iter::once(c))
+                gap.then_some(sep).into_iter().chain(std::iter::once(form(c)))
             })
             .collect();
         let text = format!("{before}{written}{after}");
@@ -131,14 +139,23 @@ proptest! {
         if sep == ' ' || sep == '-' {
             masks.push(mask_long_numbers);
         }
-        let digits_of = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+        // The digits of a text, in ASCII.
+        let digits_of = |s: &str| {
+            s.chars()
+                .filter_map(|c| {
+                    let d = (c as u32).checked_sub(zero as u32).filter(|d| *d < 10);
+                    d.and_then(|d| char::from_digit(d, 10))
+                        .or_else(|| c.is_ascii_digit().then_some(c))
+                })
+                .collect::<String>()
+        };
         for mask in masks {
             let masked = mask(&text);
             prop_assert!(!digits_of(&masked).contains(&n), "{} -> {}", text, masked);
             // Only digits change, each into a star.
             prop_assert_eq!(masked.chars().count(), text.chars().count());
             for (a, b) in text.chars().zip(masked.chars()) {
-                prop_assert!(a == b || (a.is_ascii_digit() && b == '*'));
+                prop_assert!(a == b || (is_digit(a) && b == '*'));
             }
             // And masking again changes nothing.
             prop_assert_eq!(mask(&masked), masked.clone());
