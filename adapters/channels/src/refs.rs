@@ -170,30 +170,21 @@ pub fn parse(code: &str) -> Option<Named> {
     if let Some(n) = read_attempt_form(code) {
         return Some(n);
     }
-    let legacy = |id: String| {
-        BindingId::parse(&id)
-            .ok()
-            .filter(|b| uuid_value(b).is_some())
-            .map(|binding| Named {
-                binding,
-                attempt: None,
-            })
+    // The earlier forms: the UUID without its dashes, or with them.
+    let hex = if is_hex32(code) {
+        code.to_owned()
+    } else if is_uuid(code) {
+        code.replace('-', "")
+    } else {
+        return None;
     };
-    if is_hex32(code) {
-        let c = code.to_ascii_lowercase();
-        return legacy(format!(
-            "{}-{}-{}-{}-{}",
-            &c[..8],
-            &c[8..12],
-            &c[12..16],
-            &c[16..20],
-            &c[20..]
-        ));
-    }
-    if is_uuid(code) {
-        return legacy(code.to_ascii_lowercase());
-    }
-    None
+    let n = u128::from_str_radix(&hex, 16)
+        .ok()
+        .filter(|n| is_service_uuid(*n))?;
+    Some(Named {
+        binding: BindingId::from_uuid_bytes(n.to_be_bytes()),
+        attempt: None,
+    })
 }
 
 /// Whether `reference` is a reference of ours to `binding` (any attempt,
@@ -358,7 +349,9 @@ mod tests {
         assert_eq!(of(&b, None), Some(hex.clone()));
         assert_eq!(of(&b, Some(7)), of_attempt(&b, 7));
         assert_eq!(hex, "0192f4a17c3e7b2a9d4e5f6a7b8c9d0e");
-        for form in [hex.as_str(), b.as_str()] {
+        // In either case: the binding id read back is the one issued.
+        let (upper_hex, upper_id) = (hex.to_ascii_uppercase(), b.as_str().to_ascii_uppercase());
+        for form in [hex.as_str(), b.as_str(), &upper_hex, &upper_id] {
             assert_eq!(
                 parse(form),
                 Some(Named {
