@@ -467,17 +467,31 @@ impl WechatChannel {
             }
         }
         if state == RemoteState::NotFound {
-            if let (Some(held), Some(old)) = (held, crate::refs::legacy_of(binding)) {
-                if old != code {
-                    if let (old_state, Some(old_id)) = self.contract(&old).await? {
-                        if old_id == held {
-                            return Ok((old, old_state));
-                        }
-                    }
-                }
+            if let Some(found) = self.under_earlier_code(binding, held, &code).await? {
+                return Ok(found);
             }
         }
         Ok((code, state))
+    }
+
+    /// The contract the card holds (`held`, its `contract_id`) under the
+    /// card's code from before attempts were part of it, when that is not
+    /// the code already asked (`asked`): `None` when there is no such code
+    /// or its contract is not the card's.
+    async fn under_earlier_code(
+        &self,
+        binding: &BindingId,
+        held: Option<&str>,
+        asked: &str,
+    ) -> Result<Option<(String, RemoteState)>, ChannelError> {
+        let (Some(held), Some(old)) = (held, crate::refs::legacy_of(binding)) else {
+            return Ok(None);
+        };
+        if old == asked {
+            return Ok(None);
+        }
+        let (state, id) = self.contract(&old).await?;
+        Ok((id.as_deref() == Some(held)).then_some((old, state)))
     }
 }
 
