@@ -269,11 +269,12 @@ impl MockChannel {
             .unwrap_or(self.config.mode)
     }
 
-    /// Sets the state of the binding's entry, of whichever attempt.
-    fn set_state(&self, binding: &str, mode: MockMode, state: RemoteState) {
+    /// Sets the binding's entry: made by a start of `attempt`, or, when
+    /// `None`, about whichever attempt the entry was.
+    fn set_entry(&self, binding: &str, attempt: Option<u32>, mode: MockMode, state: RemoteState) {
         let cap = self.config.remember;
         let mut remembered = self.lock();
-        let attempt = remembered.get(binding).and_then(|e| e.attempt);
+        let attempt = attempt.or_else(|| remembered.get(binding).and_then(|e| e.attempt));
         remembered.set(
             binding,
             Entry {
@@ -283,17 +284,6 @@ impl MockChannel {
             },
             cap,
         );
-    }
-
-    /// The entry a start of `attempt` makes.
-    fn set_started(&self, binding: &str, attempt: u32, mode: MockMode, state: RemoteState) {
-        let cap = self.config.remember;
-        let entry = Entry {
-            mode,
-            state,
-            attempt: Some(attempt),
-        };
-        self.lock().set(binding, entry, cap);
     }
 
     /// Whether the binding's entry is about another attempt than `attempt`.
@@ -394,9 +384,9 @@ impl PaymentChannel for MockChannel {
         };
         match mode {
             MockMode::Instant | MockMode::Flaky => {
-                self.set_started(
+                self.set_entry(
                     binding.as_str(),
-                    request.attempt,
+                    Some(request.attempt),
                     mode,
                     RemoteState::Active {
                         channel_ref: channel_ref.clone(),
@@ -405,18 +395,18 @@ impl PaymentChannel for MockChannel {
                 Ok(ChannelStart::Bound { channel_ref })
             }
             MockMode::Otp | MockMode::Slow => {
-                self.set_started(
+                self.set_entry(
                     binding.as_str(),
-                    request.attempt,
+                    Some(request.attempt),
                     MockMode::Otp,
                     RemoteState::Pending,
                 );
                 Ok(ChannelStart::OtpSent { channel_ref })
             }
             MockMode::Redirect => {
-                self.set_started(
+                self.set_entry(
                     binding.as_str(),
-                    request.attempt,
+                    Some(request.attempt),
                     mode,
                     RemoteState::Pending,
                 );
@@ -431,9 +421,9 @@ impl PaymentChannel for MockChannel {
                 Ok(ChannelStart::Redirect { channel_ref, url })
             }
             MockMode::Decline => {
-                self.set_started(
+                self.set_entry(
                     binding.as_str(),
-                    request.attempt,
+                    Some(request.attempt),
                     mode,
                     RemoteState::Failed {
                         code: "card_declined".into(),
@@ -470,8 +460,9 @@ impl PaymentChannel for MockChannel {
                 return Ok(ConfirmOutcome::WrongOtp);
             }
             let channel_ref = ref_or_ours(binding, channel_ref);
-            self.set_state(
+            self.set_entry(
                 binding.as_str(),
+                None,
                 mode,
                 RemoteState::Active {
                     channel_ref: channel_ref.clone(),
@@ -512,7 +503,7 @@ impl PaymentChannel for MockChannel {
         self.tick(mode)?;
         // Another attempt's agreement is not this one: this one has ended.
         if !self.other_attempt(binding.as_str(), attempt) {
-            self.set_state(binding.as_str(), mode, RemoteState::Terminated);
+            self.set_entry(binding.as_str(), None, mode, RemoteState::Terminated);
         }
         Ok(())
     }
@@ -582,7 +573,7 @@ impl PaymentChannel for MockChannel {
             ChannelEventKind::Terminated => RemoteState::Terminated,
             ChannelEventKind::Failed { code } => RemoteState::Failed { code: code.clone() },
         };
-        self.set_state(binding.as_str(), mode, state);
+        self.set_entry(binding.as_str(), None, mode, state);
         Ok(ChannelEvent {
             event_id: body.id,
             binding: BindingRef::Ours(binding),
