@@ -52,12 +52,13 @@ impl ConsentGiven {
             ));
         }
         let user_agent = self.user_agent.map(|ua| {
-            let kept: String = ua
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(Self::USER_AGENT_MAX)
-                .collect();
+            // Masked whole, then cut: a number across the cut is masked by
+            // what it is in the whole text, not by what is left of it.
+            let kept: String = ua.chars().filter(|c| !c.is_control()).collect();
             mask_free_text(&kept)
+                .chars()
+                .take(Self::USER_AGENT_MAX)
+                .collect()
         });
         Ok(ConsentRecord {
             text_version: mask_free_text(&self.text_version),
@@ -76,9 +77,10 @@ impl ConsentGiven {
 /// Numbers this long or longer in free text are masked.
 pub const MASKED_NUMBER_DIGITS: usize = 11;
 
-/// Numbers written with other separators (any single space, punctuation
-/// or symbol character between digits: `4111.1111.…`, `4111/1111/…`, a
-/// no-break space, an en dash) are masked from this many digits, the
+/// Numbers written with other separators (any space, punctuation or
+/// symbol characters between digits, up to [`MAX_SEPARATORS`] in a row:
+/// `4111.1111.…`, `4111/1111/…`, a no-break space, an en dash) are masked
+/// from this many digits, the
 /// shortest card number. The bar is above [`MASKED_NUMBER_DIGITS`] so that
 /// dotted version numbers (`Chrome/120.0.6099.109`, 11 digits) stay.
 pub const LOOSELY_WRITTEN_DIGITS: usize = 12;
@@ -92,9 +94,15 @@ pub struct NumberSpan {
     pub digits: usize,
 }
 
-/// The numbers of `text`, in order: runs of digits ([`is_digit`]), where a
-/// single byte of `separators` between two digits joins them into one
-/// number (as card numbers are written: `4111 1111 …`, `4111-1111-…`).
+/// The most separators in a row that still join two digits into one
+/// number: a card number typed with a doubled space (`4111  1111 …`) is
+/// still one.
+pub const MAX_SEPARATORS: usize = 3;
+
+/// The numbers of `text`, in order: runs of digits ([`is_digit`]), where
+/// up to [`MAX_SEPARATORS`] bytes of `separators` in a row between two
+/// digits join them into one number (as card numbers are written:
+/// `4111 1111 …`, `4111-1111-…`).
 pub fn numbers<'a>(text: &'a str, separators: &'a [u8]) -> impl Iterator<Item = NumberSpan> + 'a {
     numbers_joined_by(text, move |c| {
         u8::try_from(c).is_ok_and(|b| separators.contains(&b))
@@ -109,10 +117,10 @@ pub fn is_digit(c: char) -> bool {
     c.is_ascii_digit() || c.is_numeric()
 }
 
-/// The numbers of `text`, in order: runs of digits ([`is_digit`]), where a
-/// single character for which `joins` holds between two digits joins them
-/// into one number. Spans start and end at digits, so on character
-/// boundaries.
+/// The numbers of `text`, in order: runs of digits ([`is_digit`]), where
+/// up to [`MAX_SEPARATORS`] characters in a row for which `joins` holds
+/// between two digits join them into one number. Spans start and end at
+/// digits, so on character boundaries.
 pub fn numbers_joined_by<'a>(
     text: &'a str,
     joins: impl Fn(char) -> bool + 'a,
@@ -131,12 +139,20 @@ pub fn numbers_joined_by<'a>(
                 digits += 1;
                 end = i + c.len_utf8();
             } else {
-                // A separator joins only a digit that follows it.
-                let mut ahead = chars.clone();
-                ahead.next();
-                let digit_next = ahead.peek().is_some_and(|&(_, d)| is_digit(d));
-                if !(joins(c) && digit_next) {
+                // Separators join only a digit that follows them, and only
+                // up to MAX_SEPARATORS in a row.
+                let run = chars
+                    .clone()
+                    .take(MAX_SEPARATORS + 1)
+                    .take_while(|&(_, c)| !is_digit(c) && joins(c))
+                    .count();
+                let digit_next = chars.clone().nth(run).is_some_and(|(_, d)| is_digit(d));
+                if run == 0 || run > MAX_SEPARATORS || !digit_next {
                     break;
+                }
+                // All but the last separator; the last is taken below.
+                for _ in 1..run {
+                    chars.next();
                 }
             }
             chars.next();
@@ -165,21 +181,21 @@ fn star_digits(text: &str, spans: impl Iterator<Item = NumberSpan>) -> String {
 
 /// Free text as kept (the consent's text version and user agent):
 /// [`mask_long_numbers`], after every number of [`LOOSELY_WRITTEN_DIGITS`]
-/// digits or more written with other single separators (dots, slashes, a
+/// digits or more written with other separators (dots, slashes, a
 /// no-break space, a dash of another script) is masked. A dotted version
 /// number of 12 digits or more is masked too; that costs nothing but its
 /// look.
 pub fn mask_free_text(text: &str) -> String {
-    // Any single character that is neither a letter, a digit nor a
-    // control character joins digits here.
+    // Any character that is neither a letter, a digit nor a control
+    // character joins digits here.
     let joins = |c: char| !c.is_alphanumeric() && !c.is_control();
     let loose = numbers_joined_by(text, joins).filter(|n| n.digits >= LOOSELY_WRITTEN_DIGITS);
     mask_long_numbers(&star_digits(text, loose))
 }
 
 /// `text` with the digits of every number of [`MASKED_NUMBER_DIGITS`]
-/// digits or more replaced by `*` (a number: digits, single spaces
-/// or hyphens between them allowed, as card numbers are written; see
+/// digits or more replaced by `*` (a number: digits, spaces or hyphens
+/// between them allowed, as card numbers are written; see
 /// [`numbers`]).
 ///
 /// The consent's free text (its text version and the user agent) is kept
@@ -212,8 +228,11 @@ mod tests {
                 "Mozilla/5.0 (Linux; Android 14; Build/UQ1A.240205.004) Chrome/120.0.6099.109",
                 "Mozilla/5.0 (Linux; Android 14; Build/UQ1A.240205.004) Chrome/120.0.6099.109",
             ),
-            // Two separators in a row end a number.
-            ("12345 678  901234", "12345 678  901234"),
+            // Up to three separators in a row join (a doubled space typed
+            // by mistake); four end a number.
+            ("12345 678  901234", "***** ***  ******"),
+            ("4111--1111   1111-1111", "****--****   ****-****"),
+            ("12345 678    901234", "12345 678    901234"),
             ("2026-01", "2026-01"),
             ("", ""),
         ] {
@@ -257,6 +276,11 @@ mod tests {
                 "\u{664}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}",
                 "************",
             ),
+            (
+                "\u{ff14}\u{ff11}\u{ff11}\u{ff11}  \u{ff11}\u{ff11}\u{ff11}\u{ff11}  1111  1111",
+                "****  ****  ****  ****",
+            ),
+            ("4111 / 1111 / 1111 / 1111", "**** / **** / **** / ****"),
             // A short fullwidth number stays.
             (
                 "\u{ff12}\u{ff10}\u{ff12}\u{ff16}",
@@ -282,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_join_digits_across_single_separators_only() {
+    fn numbers_join_digits_across_short_runs_of_separators_only() {
         fn spans<'a>(t: &'a str, seps: &[u8]) -> Vec<(&'a str, usize)> {
             numbers(t, seps)
                 .map(|n| (&t[n.start..n.end], n.digits))
@@ -292,11 +316,15 @@ mod tests {
             spans("a 4111 1111-22 x9", b" -"),
             [("4111 1111-22", 10), ("9", 1)]
         );
-        // A separator not in the set, a doubled one, or one at an end
-        // splits or ends a number.
+        // A separator not in the set, four in a row, or separators at an
+        // end split or end a number; up to three in a row join.
         assert_eq!(spans("12.34", b" -"), [("12", 2), ("34", 2)]);
         assert_eq!(spans("12.34", b"."), [("12.34", 4)]);
-        assert_eq!(spans("12--34-", b"-"), [("12", 2), ("34", 2)]);
+        assert_eq!(spans("12--34-", b"-"), [("12--34", 4)]);
+        assert_eq!(spans("1 - 2", b" -"), [("1 - 2", 2)]);
+        assert_eq!(spans("12----34", b"-"), [("12", 2), ("34", 2)]);
+        assert_eq!(spans("12 -.34", b" -"), [("12", 2), ("34", 2)]);
+        assert_eq!(spans("9---", b"-"), [("9", 1)]);
         assert_eq!(spans("-12 ", b" -"), [("12", 2)]);
         // Multi-byte characters around numbers keep the spans on char
         // boundaries.
@@ -320,12 +348,25 @@ mod tests {
             user_agent: Some("app/1.2 card=4111 1111 1111 1111".into()),
         };
         let r = given
-            .accept(channel, Timestamp::from_unix_millis(0))
+            .accept(channel.clone(), Timestamp::from_unix_millis(0))
             .unwrap();
         assert_eq!(r.text_version, "v-***********");
         assert_eq!(
             r.user_agent.as_deref(),
             Some("app/1.2 card=**** **** **** ****")
         );
+        // A number across the cut at USER_AGENT_MAX is masked as what it
+        // was whole: no leading digits of it are kept.
+        let pad = "x".repeat(ConsentGiven::USER_AGENT_MAX - 7);
+        let long = ConsentGiven {
+            text_version: "v1".into(),
+            text_hash: "ab".repeat(32),
+            ip: None,
+            user_agent: Some(format!("{pad}4111111111111111 tail")),
+        };
+        let r = long
+            .accept(channel, Timestamp::from_unix_millis(0))
+            .unwrap();
+        assert_eq!(r.user_agent, Some(format!("{pad}*******")));
     }
 }

@@ -102,6 +102,8 @@ mod tests {
             "4111111111111111",
             "pan-4111-1111-1111-1111",
             "x.13800138000",
+            "4111--1111--1111--1111",
+            "4111_.1111_.1111_.1111",
         ] {
             assert_eq!(ChannelCode::from_channel(carded).as_str(), "declined");
             assert_eq!(

@@ -745,3 +745,52 @@ async fn each_binding_keeps_its_consent_and_unbinding_revokes_it() {
         "same record, new consent"
     );
 }
+
+#[tokio::test]
+async fn a_consents_free_text_keeps_no_card_number_however_written_or_cut() {
+    let app = spawn();
+    // A card number across the 512-character cut of a user agent, from the
+    // header; one in fullwidth digits with doubled spaces, in the body.
+    let pad = "x".repeat(505);
+    let fullwidth = "\u{ff14}\u{ff11}\u{ff11}\u{ff11}  \u{ff11}\u{ff11}\u{ff11}\u{ff11}  \u{ff11}\u{ff11}\u{ff11}\u{ff11}  \u{ff11}\u{ff11}\u{ff11}\u{ff11}";
+    let mut with_body_agent = bind_body(VISA2);
+    with_body_agent["consent"]["user_agent"] = json!(format!("app {fullwidth}"));
+    with_body_agent["consent"]["text_version"] = json!("v 4111--1111--1111--1111");
+    for (card, body, header) in [
+        (VISA, bind_body(VISA), format!("{pad}{VISA} tail")),
+        (VISA2, with_body_agent, "App/1.0".to_owned()),
+    ] {
+        app.client
+            .post("/v1/users/alice/cards")
+            .header("Authorization", bearer("alice", "user"))
+            .header("Idempotency-Key", format!("k-{card}"))
+            .header("User-Agent", header)
+            .content_type("application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    let kept = consents(&app, &bearer("aud", "auditor"), "alice").await;
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0]["user_agent"], format!("{pad}*******"));
+    assert_eq!(
+        kept[1]["user_agent"], "app ****  ****  ****  ****",
+        "{}",
+        kept[1]
+    );
+    assert_eq!(kept[1]["text_version"], "v ****--****--****--****");
+    // Nor does the audit log, which quotes both.
+    let resp = app
+        .client
+        .get("/v1/audit/events?user_id=alice")
+        .header("Authorization", bearer("aud", "auditor"))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    let log = json_of(resp).await.to_string();
+    assert!(log.contains("*******"), "{log}");
+    for digits in ["4111111", "4111--1111", "\u{ff14}\u{ff11}\u{ff11}\u{ff11}"] {
+        assert!(!log.contains(digits), "{digits} in {log}");
+    }
+}

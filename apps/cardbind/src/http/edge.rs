@@ -96,8 +96,9 @@ pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 /// `[A-Za-z0-9-_.:]` and carries no long number: it goes into every log
 /// line and audit event of the request, so an id that could be a card
 /// number, a resident id or a phone number (a number of
-/// [`MASKED_NUMBER_DIGITS`] digits or more, its digits joined at most by
-/// single separators, as in `4111-1111-1111-1111`) is replaced by a new
+/// [`MASKED_NUMBER_DIGITS`] digits or more, its digits joined by up to
+/// three separators in a row, as in `4111-1111-1111-1111` or
+/// `4111--1111--…`) is replaced by a new
 /// one, as an id with other characters is. A UUID in its hyphenated form
 /// is taken as it is: its groups are hex of at most 12 characters, and
 /// about one random UUID in a hundred has groups of digits that join into
@@ -118,8 +119,8 @@ fn hyphenated_uuid(s: &[u8]) -> bool {
         })
 }
 
-/// The most digits of one number in `s`: digits joined by single
-/// separators (`-_.:`) count as one number.
+/// The most digits of one number in `s`: digits joined by separators
+/// (`-_.:`, up to three in a row) count as one number.
 fn longest_number(s: &str) -> usize {
     numbers(s, b"-_.:").map(|n| n.digits).max().unwrap_or(0)
 }
@@ -670,17 +671,19 @@ mod tests {
             // Not a UUID: the simple form may be 32 digits.
             "41111111111111114111111111111111",
             "4111-1111-1111-1111-000000000000",
+            "4111--1111--1111--1111",
+            "12345--67890123",
         ] {
             assert!(!sane_request_id(id), "{id}");
         }
-        // Short numbers, and numbers broken by letters or doubled
-        // separators, are ids like any other.
+        // Short numbers, and numbers broken by letters or four separators
+        // in a row, are ids like any other.
         for id in [
             "1234567890",
             "req-1234567890-abc",
             "123e4567-e89b-12d3-a456-426614174000",
             "2026-12-02T12:00:00",
-            "12345--67890123",
+            "12345----67890123",
             // Its groups of digits join into 12 digits, and it is a UUID.
             "00000000-0000-4000-8000-426614174000",
         ] {

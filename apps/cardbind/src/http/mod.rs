@@ -89,9 +89,8 @@ impl<'a> poem::FromRequest<'a> for Cx {
             shared,
             request_id: meta.map(|m| m.request_id.clone()).unwrap_or_default(),
             client_ip: meta.and_then(|m| m.client_ip.clone()),
-            user_agent: req
-                .header("User-Agent")
-                .map(|s| s.chars().take(512).collect()),
+            // Whole: the consent masks it before it cuts it to its length.
+            user_agent: req.header("User-Agent").map(str::to_owned),
             bind_key: req.data::<idempotency::BindKey>().map(|k| k.0.clone()),
             error_code: meta.map(|m| m.error_code.clone()).unwrap_or_default(),
         })

@@ -76,10 +76,7 @@ impl ConsentBody {
             text_version: self.text_version.into_string(),
             text_hash: self.text_sha256.into_string(),
             ip: self.ip.map(|ip| ip.to_string()).or(client_ip),
-            user_agent: self
-                .user_agent
-                .or(user_agent)
-                .map(|ua| ua.chars().take(512).collect()),
+            user_agent: self.user_agent.or(user_agent),
         }
     }
 }

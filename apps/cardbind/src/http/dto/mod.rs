@@ -138,17 +138,18 @@ impl std::fmt::Debug for BindCardBody {
 pub struct ConsentBody {
     /// Version of the consent text shown: 1–64 printable ASCII characters.
     /// Kept in clear with the consent, so the digits of a number of 11
-    /// digits or more in it (a card, ID or phone number; single spaces or
-    /// hyphens between digits count as one number) are kept as `*`.
+    /// digits or more in it (a card, ID or phone number; spaces or hyphens
+    /// between digits, up to three in a row, count as one number) are kept
+    /// as `*`.
     pub text_version: Text<TextVersionRule>,
     /// SHA-256 (64 hex characters) of the consent text as shown.
     pub text_sha256: Text<Sha256Rule>,
     /// The user's IP address (IPv4 or IPv6); the request's client IP when
     /// absent.
     pub ip: Option<std::net::IpAddr>,
-    /// The user's user agent (kept to its first 512 characters, numbers of
-    /// 11 digits or more masked as in `text_version`); the request's
-    /// `User-Agent` when absent.
+    /// The user's user agent (numbers of 11 digits or more masked as in
+    /// `text_version`, then kept to its first 512 characters); the
+    /// request's `User-Agent` when absent.
     pub user_agent: Option<String>,
 }
 
@@ -177,10 +178,7 @@ impl BindCardBody {
                 text_version: c.text_version.into_string(),
                 text_hash: c.text_sha256.into_string(),
                 ip: c.ip.map(|ip| ip.to_string()).or(client_ip),
-                user_agent: c
-                    .user_agent
-                    .or(user_agent)
-                    .map(|ua| ua.chars().take(512).collect()),
+                user_agent: c.user_agent.or(user_agent),
             },
         }
     }
