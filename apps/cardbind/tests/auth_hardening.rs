@@ -359,3 +359,64 @@ async fn a_nonce_used_on_one_instance_is_refused_on_another_sharing_the_store() 
         .wallet;
     assert_eq!(wallet.bindings().len(), 1);
 }
+
+/// A token with `header` as its header, signed with the right key.
+fn with_header(header: &Value, claims: &Value) -> String {
+    with_header_raw(header, &claims.to_string())
+}
+
+/// The same, with the claims as JSON text.
+fn with_header_raw(header: &Value, claims: &str) -> String {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+    let signing_input = format!("{}.{payload}", b64(header));
+    let sig = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{signing_input}.{sig}")
+}
+
+#[tokio::test]
+async fn a_not_before_that_is_not_a_number_or_a_critical_extension_is_refused() {
+    let app = spawn();
+    let now = system_now_ms() / 1000;
+    let plain = json!({"alg": "HS256", "typ": "JWT"});
+    // The same token passes with a plain header and a numeric `nbf` in the
+    // past: only what each case changes is refused.
+    let mut ok = good_claims();
+    ok["nbf"] = json!(now - 60);
+    assert_eq!(status_with(&app, &with_header(&plain, &ok)).await.0, 200);
+    for nbf in [
+        format!("\"{}\"", now + 86_400),
+        format!("\"{now}\""),
+        // 2^64: past what a NumericDate of u64 holds.
+        "18446744073709551616".to_owned(),
+        "-1".to_owned(),
+        "null".to_owned(),
+        format!("{{\"at\": {now}}}"),
+    ] {
+        let c = good_claims().to_string();
+        let c = format!("{},\"nbf\":{nbf}}}", &c[..c.len() - 1]);
+        let (status, body) = status_with(&app, &with_header_raw(&plain, &c)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "nbf {nbf}: {body}"
+        );
+    }
+    for header in [
+        json!({"alg": "HS256", "crit": ["x-must-understand"], "x-must-understand": 1}),
+        json!({"alg": "HS256", "b64": false, "crit": ["b64"]}),
+        json!({"alg": "HS256", "crit": []}),
+    ] {
+        let (status, body) = status_with(&app, &with_header(&header, &ok)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{header}: {body}"
+        );
+    }
+}

@@ -45,6 +45,36 @@ pub struct Authenticator {
 struct Claims {
     sub: String,
     role: String,
+    /// Read here only to refuse a token whose `nbf` is not a whole number
+    /// of seconds that fits: `jsonwebtoken` checks `nbf` when it is one and
+    /// takes any other value for no `nbf` at all.
+    #[serde(default, deserialize_with = "numeric_date")]
+    #[allow(dead_code)]
+    nbf: Option<u64>,
+}
+
+/// A NumericDate present in the claims: a whole number of seconds (`null`
+/// is no date, and refused like any other non-number).
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    <u64 as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// Whether the token's header names critical extensions (`crit`, RFC 7515
+/// §4.1.11). This service understands none, so such a token is refused;
+/// `jsonwebtoken` does not read `crit`. A header that does not decode is
+/// left to `jsonwebtoken` to refuse.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|bytes| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()
+        })
+        .is_some_and(|header| header.contains_key("crit"))
 }
 
 impl Authenticator {
@@ -76,6 +106,11 @@ impl Authenticator {
 
     /// The caller a token names, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
+        if names_critical_extensions(token) {
+            return Err(ApiError::unauthenticated(
+                "the bearer token names critical header extensions this service does not understand",
+            ));
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 let message = match e.kind() {
@@ -87,6 +122,7 @@ impl Authenticator {
                         "the bearer token uses an algorithm this service does not accept"
                     }
                     ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
+                    ErrorKind::Json(_) => "the bearer token has a claim of the wrong type",
                     _ => "the bearer token is invalid",
                 };
                 ApiError::unauthenticated(message)
