@@ -282,6 +282,16 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
             .data::<RequestMeta>()
             .map(|m| m.request_id.clone())
             .unwrap_or_default();
+        // The key is one value: a second header makes the request
+        // ambiguous (which one would a retry send?), so it is refused.
+        if req.headers().get_all(IDEMPOTENCY_HEADER).iter().nth(1).is_some() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidRequest,
+                IDEMPOTENCY_HEADER,
+                "send one Idempotency-Key header, not several",
+            )
+            .into());
+        }
         // A value that is not visible ASCII is there, but not a key.
         let sent = req
             .headers()

@@ -85,6 +85,22 @@ async fn replays_are_byte_identical_and_keys_cannot_be_reused() {
         .await;
     let v = assert_error(resp, 400, "invalid_request").await;
     assert_eq!(v["error"]["field"], "Idempotency-Key");
+    // Two keys: which one would a retry send? Refused, and nothing bound.
+    let resp = app
+        .client
+        .post("/v1/users/u-two-keys/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .header("Idempotency-Key", "k-one")
+        .header("Idempotency-Key", "k-two")
+        .content_type("application/json")
+        .body(bind_body(VISA2).to_string())
+        .send()
+        .await;
+    let v = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(v["error"]["field"], "Idempotency-Key");
+    let first = app.bind("u-two-keys", "k-one", &bind_body(VISA2)).await;
+    first.assert_status(StatusCode::CREATED);
+    first.assert_header_is_not_exist("Idempotent-Replayed");
 }
 
 #[tokio::test]
