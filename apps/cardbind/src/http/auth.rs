@@ -294,14 +294,19 @@ async fn verify_signature(
             "the request signature is stale; check the clock",
         ));
     }
-    let path_and_query = match req.data::<RequestMeta>() {
-        Some(m) => m.path_and_query.as_str(),
-        None => req.uri().path_and_query().map_or("/", |p| p.as_str()),
+    // As the client sent them: routing answers a HEAD with the GET
+    // operation, and the request's method then reads GET.
+    let (method, path_and_query) = match req.data::<RequestMeta>() {
+        Some(m) => (m.method.as_str(), m.path_and_query.as_str()),
+        None => (
+            req.method().as_str(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        ),
     };
     let body = req.data::<RawBody>().map_or(&[][..], |b| &b.0[..]);
     let expected = signature_hex(
         secret,
-        req.method().as_str(),
+        method,
         path_and_query,
         parsed.t,
         parsed.nonce,

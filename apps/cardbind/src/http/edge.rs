@@ -40,6 +40,9 @@ use super::Shared;
 pub struct RequestMeta {
     pub request_id: String,
     pub client_ip: Option<String>,
+    /// The method as received, before routing answers a `HEAD` with its
+    /// `GET` operation.
+    pub method: poem::http::Method,
     /// The path and query as received, before any routing.
     pub path_and_query: String,
     /// The stable code a handler refused this request with (for metrics).
@@ -475,6 +478,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         req.set_data(RequestMeta {
             request_id: request_id.clone(),
             client_ip: client_ip(&req, http.trust_forwarded_for),
+            method: req.method().clone(),
             path_and_query,
             error_code: error_code.clone(),
             route: route.clone(),

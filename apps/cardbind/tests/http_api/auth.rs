@@ -357,6 +357,20 @@ async fn signed_clients_must_sign_and_cannot_replay() {
     )
     .await;
 
+    // A HEAD is signed as the HEAD it is, though the GET operation
+    // answers it.
+    let head = |sig: String| {
+        app.client
+            .head(path)
+            .header("Authorization", bearer(SIGNING_CLIENT, "service"))
+            .header("X-Cardbind-Signature", sig)
+            .send()
+    };
+    let as_head = sign_request(SIGNING_SECRET, "HEAD", path, now, "nonce-0008", b"");
+    head(as_head).await.assert_status_is_ok();
+    let as_get = sign_request(SIGNING_SECRET, "GET", path, now, "nonce-0009", b"");
+    head(as_get).await.assert_status(StatusCode::UNAUTHORIZED);
+
     let good = sign_request(SIGNING_SECRET, "GET", path, now, "nonce-0004", b"");
     signed_get(&app, path, Some(good.clone()))
         .await
