@@ -52,6 +52,12 @@ pub mod names {
     pub const WECHAT: &str = "wechat";
 }
 
+/// A channel's message that could not be read (its signature, where it
+/// has one, verified).
+pub(crate) fn protocol(msg: impl Into<String>) -> cardbind_ports::error::ChannelError {
+    cardbind_ports::error::ChannelError::Protocol(msg.into())
+}
+
 pub use alipay::{AlipayChannel, AlipayConfig};
 pub use config::ConfigError;
 pub use mock::{MockChannel, MockConfig, MockMode};

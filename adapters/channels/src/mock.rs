@@ -543,13 +543,15 @@ impl PaymentChannel for MockChannel {
         if mac.verify_slice(&sig).is_err() {
             return Err(ChannelError::InvalidSignature);
         }
+        // Signed by the holder of the secret, so what follows is a
+        // malformed message, not a forgery.
         let body: MockNotificationBody = serde_json::from_slice(&notification.body)
-            .map_err(|_| ChannelError::InvalidSignature)?;
+            .map_err(|_| crate::protocol("mock notification is not one the mock sends"))?;
         if body.id.is_empty() || body.id.len() > 128 {
-            return Err(ChannelError::InvalidSignature);
+            return Err(crate::protocol("mock notification id must be 1-128 bytes"));
         }
-        let binding =
-            BindingId::parse(&body.binding_id).map_err(|_| ChannelError::InvalidSignature)?;
+        let binding = BindingId::parse(&body.binding_id)
+            .map_err(|_| crate::protocol("mock notification names no card id"))?;
         let agreement = body.channel_ref.clone().filter(|r| !r.is_empty());
         let kind = match body.event {
             MockEvent::Signed => {

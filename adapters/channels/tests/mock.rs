@@ -211,11 +211,23 @@ async fn notification_with_bad_signature_or_body_is_refused() {
         m.parse_notification(&n),
         Err(ChannelError::InvalidSignature)
     );
+    // Signed with the secret but malformed: not a forgery, a message that
+    // cannot be read (400, not 401).
     let bad_event = mock_notification(&secret, "e", "b", "exploded", "r");
-    assert_eq!(
-        m.parse_notification(&bad_event),
-        Err(ChannelError::InvalidSignature)
+    let no_id = mock_notification(&secret, "", "b", "signed", "r");
+    let mut not_an_object = mock_notification(&secret, "e", "b", "signed", "r");
+    not_an_object.body = b"[]".to_vec();
+    not_an_object.headers.insert(
+        MOCK_SIGNATURE_HEADER.to_owned(),
+        MockChannel::sign_notification(&secret, b"[]"),
     );
+    for n in [bad_event, no_id, not_an_object] {
+        assert!(
+            matches!(m.parse_notification(&n), Err(ChannelError::Protocol(_))),
+            "{:?}",
+            String::from_utf8_lossy(&n.body)
+        );
+    }
 }
 
 #[tokio::test]

@@ -75,6 +75,7 @@ use crate::config::ConfigError;
 use crate::crypto::{aes128_cbc_decrypt_b64, aes128_cbc_encrypt_b64, RsaSigner, RsaVerifier, B64};
 use crate::http::{build_client, transport_error};
 use crate::keys::{load_private_key, load_public_key};
+use crate::protocol;
 
 pub const METHOD_PAGE_SIGN: &str = "alipay.user.agreement.page.sign";
 pub const METHOD_QUERY: &str = "alipay.user.agreement.query";
@@ -283,10 +284,6 @@ pub fn is_configuration_code(code: &str) -> bool {
 fn is_not_found_code(code: &str) -> bool {
     let u = code.to_ascii_uppercase();
     u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
-}
-
-fn protocol(msg: impl Into<String>) -> ChannelError {
-    ChannelError::Protocol(msg.into())
 }
 
 impl AlipayChannel {

@@ -84,6 +84,7 @@ use crate::crypto::{
 };
 use crate::http::{build_client, codes, misconfigured, transport_error, unix_seconds};
 use crate::keys::{load_private_key, load_public_key_and_serial};
+use crate::protocol;
 
 mod notify;
 mod sign;
@@ -222,10 +223,6 @@ impl std::fmt::Debug for WechatChannel {
 struct ApiAnswer {
     status: u16,
     body: bytes::Bytes,
-}
-
-fn protocol(msg: impl Into<String>) -> ChannelError {
-    ChannelError::Protocol(msg.into())
 }
 
 fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {

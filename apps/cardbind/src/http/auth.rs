@@ -304,14 +304,7 @@ async fn verify_signature(
         ),
     };
     let body = req.data::<RawBody>().map_or(&[][..], |b| &b.0[..]);
-    let expected = signature_hex(
-        secret,
-        method,
-        path_and_query,
-        parsed.t,
-        parsed.nonce,
-        body,
-    );
+    let expected = signature_hex(secret, method, path_and_query, parsed.t, parsed.nonce, body);
     let given = parsed.sig.to_ascii_lowercase();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return Err(ApiError::invalid_signature(

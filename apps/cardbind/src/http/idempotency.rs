@@ -284,7 +284,13 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
             .unwrap_or_default();
         // The key is one value: a second header makes the request
         // ambiguous (which one would a retry send?), so it is refused.
-        if req.headers().get_all(IDEMPOTENCY_HEADER).iter().nth(1).is_some() {
+        if req
+            .headers()
+            .get_all(IDEMPOTENCY_HEADER)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
             return Err(ApiError::field(
                 ErrorCode::InvalidRequest,
                 IDEMPOTENCY_HEADER,

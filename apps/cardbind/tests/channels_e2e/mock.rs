@@ -33,6 +33,18 @@ async fn mock_channel_through_the_same_service() {
         (401, "invalid_signature")
     );
     assert_eq!(s.card(user, &id).await["status"], "active");
+    // The right secret over a message that cannot be read: 400, not a
+    // forgery (the operator looks at the sender, not at the keys).
+    let unreadable = mock_notification(MOCK_SECRET, "", &id, "terminated", "");
+    let headers: Vec<(String, String)> = unreadable.headers.clone().into_iter().collect();
+    let r = s.notify("mock", &headers, unreadable.body).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "invalid_request"),
+        "{}",
+        r.text
+    );
+    assert_eq!(s.card(user, &id).await["status"], "active");
     let r = s.unbind(user, &id).await;
     assert_eq!(r.json()["status"], "inactive");
     // Channels the gateways never heard of are not involved.
