@@ -399,3 +399,43 @@ async fn a_body_on_a_get_is_ignored_not_refused() {
         .await;
     resp.assert_status_is_ok();
 }
+
+#[tokio::test]
+async fn a_path_parameter_that_is_not_utf8_is_refused_as_that_parameter() {
+    let app = spawn();
+    // `%FF` and `%C3%28` decode to no UTF-8 text (the router refuses them
+    // before any operation); `-x` is ASCII the rule refuses. The answer is
+    // the same: that parameter's code, named.
+    for (method, template) in [
+        (Method::GET, "/v1/users/{}/cards"),
+        (Method::GET, "/v1/users/alice/cards/{}"),
+        (Method::GET, "/v1/bins/{}"),
+        (Method::POST, "/v1/channels/{}/notify"),
+    ] {
+        let answer = |v: &str| {
+            app.client
+                .request(method.clone(), template.replace("{}", v))
+                .header("Authorization", bearer("m", "service"))
+                .send()
+        };
+        let (status, like) = {
+            let resp = answer("-x").await;
+            (resp.0.status(), json_of(resp).await)
+        };
+        assert!(status.is_client_error(), "{template}: {status}");
+        for bad in ["%FF", "%C3%28"] {
+            let resp = answer(bad).await;
+            assert_eq!(resp.0.status(), status, "{template} {bad}");
+            let v = json_of(resp).await;
+            assert_eq!(
+                v["error"]["code"], like["error"]["code"],
+                "{template} {bad}: {v}"
+            );
+            assert_eq!(
+                v["error"]["field"], like["error"]["field"],
+                "{template} {bad}: {v}"
+            );
+            assert!(v["error"]["field"].is_string(), "{template} {bad}: {v}");
+        }
+    }
+}

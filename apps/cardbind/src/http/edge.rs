@@ -325,6 +325,21 @@ impl AllowTable {
     }
 }
 
+/// The name of the first parameter of `template` whose segment of `path`
+/// does not percent-decode into UTF-8 (`%FF`).
+fn undecodable_param<'a>(template: &'a str, path: &str) -> Option<&'a str> {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .find_map(|(seg, raw)| {
+            let name = seg.strip_prefix('{')?.strip_suffix('}')?;
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .is_err()
+                .then_some(name)
+        })
+}
+
 /// `OPTIONS` on a known route: `204` with `Allow`.
 fn options_response(template: &str, allow: &str) -> Response {
     let mut resp = Response::builder()
@@ -475,6 +490,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let path = req.uri().path().to_owned();
         let found = self.allow.find(&path);
         let route = found.map(|(template, _)| template.to_owned());
+        let undecodable = found.and_then(|(template, _)| undecodable_param(template, &path));
         req.set_data(RequestMeta {
             request_id: request_id.clone(),
             client_ip: client_ip(&req, http.trust_forwarded_for),
@@ -518,16 +534,20 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 })
             })
         };
-        let result = match body {
-            Ok(_) if options.is_some() => Ok(options
+        let result = match (body, undecodable) {
+            (Ok(_), _) if options.is_some() => Ok(options
                 .map(|(template, allow)| options_response(template, allow))
                 .unwrap_or_default()),
-            Ok(bytes) => {
+            // The router refuses a path whose segments do not decode as
+            // UTF-8 before any operation sees it; named here as the
+            // parameter it is, as any other malformed value of it.
+            (Ok(_), Some(name)) => Err(param_refusal(name).into()),
+            (Ok(bytes), None) => {
                 req.set_data(RawBody(bytes.clone()));
                 req.set_body(bytes);
                 self.inner.call(req).await.map(IntoResponse::into_response)
             }
-            Err(e) => Err(e.into()),
+            (Err(e), _) => Err(e.into()),
         };
         let mut resp = match result {
             Ok(r) => r,
