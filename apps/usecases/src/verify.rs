@@ -9,7 +9,7 @@ use cardbind_domain::{
     FailureReason, Timestamp, UnprocessableCode, UserId, VerificationPolicy, Wallet,
 };
 use cardbind_ports::audit::AuditAction;
-use cardbind_ports::channel::ConfirmOutcome;
+use cardbind_ports::channel::{ConfirmOutcome, RemoteState};
 use cardbind_ports::store::RefTarget;
 use cardbind_ports::ChannelError;
 
@@ -92,6 +92,24 @@ impl UseCases {
             .map(|b| b.data_generation)
             .unwrap_or_default();
         let answer = channel.confirm_otp(id, &channel_ref, &cmd.otp.0).await;
+        // The channel no longer waits for this code while our own window
+        // is open (a closed one failed the card above). An unbind ends the
+        // agreement at the channel before it writes the card, so one may
+        // be under way: when the channel reports the agreement ended, the
+        // card changed while its code was checked, and the code did not
+        // expire. The card is left as it is; the unbind writes it.
+        if let Ok(ConfirmOutcome::Expired) = &answer {
+            let state = channel
+                .query(id, Some(generation), Some(channel_ref.clone()))
+                .await;
+            if let Ok(RemoteState::Terminated) = state {
+                return Err(Clash::new(
+                    cardbind_domain::ConflictCode::Conflict,
+                    "the card's agreement was ended while its code was checked; read the card",
+                )
+                .into());
+            }
+        }
         if let Ok(ConfirmOutcome::Confirmed { channel_ref: r }) = &answer {
             if r != &channel_ref {
                 let target = RefTarget {

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cardbind_domain::{Binding, BindingId, BindingStatus, CardCap, ErrorCode};
+use cardbind_ports::audit::{AuditFilter, AuditLog};
+use cardbind_ports::channel::RemoteState;
 use cardbind_usecases::manage::CardQuery;
 use cardbind_usecases::verify::{Otp, VerifyCard, VerifyError};
 use cardbind_usecases::{CardView, Policy};
@@ -768,4 +770,90 @@ async fn a_late_answer_to_a_bind_taken_over_is_ended_not_written() {
         "the card holds the answer of the request that took it over"
     );
     assert_eq!(w.channel.unbound.lock().unwrap().len(), 1);
+}
+
+/// A code checked while the card is unbound: the unbind has ended the
+/// agreement at the channel and not yet written the card, so the channel
+/// answers that it waits for no code. That is the unbind, not an expired
+/// code: `409`, and no failure is recorded; the unbind then ends the card.
+/// An agreement the channel lost on its own still fails the card.
+#[tokio::test]
+async fn a_code_checked_while_the_card_is_unbound_is_a_conflict_not_an_expiry() {
+    let w = world(unlimited());
+    let (card, gate, otp) = waiting_for_its_code(&w, "yan", 550).await;
+    gate.add_permits(10);
+    let held = Arc::new(tokio::sync::Semaphore::new(0));
+    w.channel.unbind_gate.lock().unwrap().replace(held.clone());
+    let unbind = {
+        let (uc, id) = (w.uc.clone(), card.id.clone());
+        tokio::spawn(async move { uc.unbind(&backend(), &user("yan"), &id, None).await })
+    };
+    until_called(&w.channel.unbinds).await;
+    // Ended at the channel, not yet written here.
+    w.channel
+        .query
+        .lock()
+        .unwrap()
+        .insert(card.id.as_str().to_owned(), RemoteState::Terminated);
+    let e = verify_code(&w, "yan", &card.id, otp.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e:?}");
+    let status = |w: &World, id: BindingId| {
+        let uc = w.uc.clone();
+        async move {
+            uc.get_card(&backend(), &user("yan"), &id)
+                .await
+                .unwrap()
+                .own()
+                .cloned()
+                .unwrap()
+                .binding
+                .status
+        }
+    };
+    assert_eq!(
+        status(&w, card.id.clone()).await,
+        BindingStatus::PendingVerification
+    );
+    held.add_permits(1);
+    unbind.await.unwrap().unwrap();
+    assert_eq!(status(&w, card.id.clone()).await, BindingStatus::Inactive);
+    // No failure of the card in its history: pending, then inactive.
+    let events = w
+        .store
+        .list(
+            &AuditFilter {
+                binding_id: Some(card.id.clone()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    let details: Vec<String> = events
+        .iter()
+        .map(|r| r.event.detail.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("-> inactive")),
+        "{details:#?}"
+    );
+    assert!(
+        details.iter().all(|d| !d.contains("failed")),
+        "{details:#?}"
+    );
+
+    // Lost by the channel on its own (not ended): the code expired there.
+    let (lost, gate, otp) = waiting_for_its_code(&w, "yan", 551).await;
+    gate.add_permits(10);
+    w.channel
+        .query
+        .lock()
+        .unwrap()
+        .insert(lost.id.as_str().to_owned(), RemoteState::NotFound);
+    let e = verify_code(&w, "yan", &lost.id, otp).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::VerificationExpired);
+    assert_eq!(status(&w, lost.id.clone()).await, BindingStatus::Failed);
 }

@@ -295,7 +295,7 @@ impl PaymentChannel for ScriptChannel {
 
     async fn confirm_otp(
         &self,
-        _b: &BindingId,
+        b: &BindingId,
         r: &str,
         otp: &str,
     ) -> Result<ConfirmOutcome, ChannelError> {
@@ -303,6 +303,11 @@ impl PaymentChannel for ScriptChannel {
         let gate = self.confirm_gate.lock().unwrap().clone();
         if let Some(g) = gate {
             let _permit = g.acquire().await.unwrap();
+        }
+        // An agreement the channel no longer has waits for no code.
+        let state = self.query.lock().unwrap().get(b.as_str()).cloned();
+        if matches!(state, Some(RemoteState::Terminated | RemoteState::NotFound)) {
+            return Ok(ConfirmOutcome::Expired);
         }
         if otp == *self.otp.lock().unwrap() {
             Ok(ConfirmOutcome::Confirmed {
