@@ -122,7 +122,9 @@ impl Authenticator {
                         "the bearer token uses an algorithm this service does not accept"
                     }
                     ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
-                    ErrorKind::Json(_) => "the bearer token has a claim of the wrong type",
+                    ErrorKind::Json(_) => {
+                        "the bearer token's claims are malformed or of the wrong type"
+                    }
                     _ => "the bearer token is invalid",
                 };
                 ApiError::unauthenticated(message)
