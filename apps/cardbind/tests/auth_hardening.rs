@@ -397,6 +397,8 @@ async fn a_not_before_that_is_not_a_number_or_a_critical_extension_is_refused() 
         "-1".to_owned(),
         "null".to_owned(),
         format!("{{\"at\": {now}}}"),
+        format!("{}.5", now - 60),
+        "1.7e9".to_owned(),
     ] {
         let c = good_claims().to_string();
         let c = format!("{},\"nbf\":{nbf}}}", &c[..c.len() - 1]);
@@ -405,6 +407,19 @@ async fn a_not_before_that_is_not_a_number_or_a_critical_extension_is_refused() 
             (status, body["error"]["code"].as_str()),
             (401, Some("unauthenticated")),
             "nbf {nbf}: {body}"
+        );
+    }
+    // An expiry with a fraction: jsonwebtoken would round it.
+    for exp in [format!("{}.5", now + 600), "1.9e9".to_owned()] {
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("exp");
+        let c = c.to_string();
+        let c = format!("{},\"exp\":{exp}}}", &c[..c.len() - 1]);
+        let (status, body) = status_with(&app, &with_header_raw(&plain, &c)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "exp {exp}: {body}"
         );
     }
     for header in [

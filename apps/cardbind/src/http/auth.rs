@@ -45,9 +45,13 @@ pub struct Authenticator {
 struct Claims {
     sub: String,
     role: String,
-    /// Read here only to refuse a token whose `nbf` is not a whole number
-    /// of seconds that fits: `jsonwebtoken` checks `nbf` when it is one and
-    /// takes any other value for no `nbf` at all.
+    /// `exp` and `nbf` are read here only to refuse a token whose times
+    /// are not whole numbers of seconds that fit in a `u64`:
+    /// `jsonwebtoken` rounds a fraction (`1.9e9`) and takes any other
+    /// value of `nbf` (a string, `null`) for no `nbf` at all.
+    #[serde(default, deserialize_with = "numeric_date")]
+    #[allow(dead_code)]
+    exp: Option<u64>,
     #[serde(default, deserialize_with = "numeric_date")]
     #[allow(dead_code)]
     nbf: Option<u64>,
@@ -123,7 +127,7 @@ impl Authenticator {
                     }
                     ErrorKind::MissingRequiredClaim(_) => "the bearer token lacks a required claim",
                     ErrorKind::Json(_) => {
-                        "the bearer token's claims are malformed or of the wrong type"
+                        "the bearer token's header or claims are malformed or of the wrong type"
                     }
                     _ => "the bearer token is invalid",
                 };
