@@ -799,26 +799,16 @@ async fn a_code_checked_while_the_card_is_unbound_is_a_conflict_not_an_expiry() 
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Conflict, "{e:?}");
-    let status = |w: &World, id: BindingId| {
-        let uc = w.uc.clone();
-        async move {
-            uc.get_card(&backend(), &user("yan"), &id)
-                .await
-                .unwrap()
-                .own()
-                .cloned()
-                .unwrap()
-                .binding
-                .status
-        }
-    };
     assert_eq!(
-        status(&w, card.id.clone()).await,
+        w.wallet("yan").await.get(&card.id).unwrap().status,
         BindingStatus::PendingVerification
     );
     held.add_permits(1);
     unbind.await.unwrap().unwrap();
-    assert_eq!(status(&w, card.id.clone()).await, BindingStatus::Inactive);
+    assert_eq!(
+        w.wallet("yan").await.get(&card.id).unwrap().status,
+        BindingStatus::Inactive
+    );
     // No failure of the card in its history: pending, then inactive.
     let events = w
         .store
@@ -855,5 +845,8 @@ async fn a_code_checked_while_the_card_is_unbound_is_a_conflict_not_an_expiry() 
         .insert(lost.id.as_str().to_owned(), RemoteState::NotFound);
     let e = verify_code(&w, "yan", &lost.id, otp).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::VerificationExpired);
-    assert_eq!(status(&w, lost.id.clone()).await, BindingStatus::Failed);
+    assert_eq!(
+        w.wallet("yan").await.get(&lost.id).unwrap().status,
+        BindingStatus::Failed
+    );
 }
