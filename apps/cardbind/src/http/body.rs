@@ -121,6 +121,12 @@ pub fn parse_json<T: ParseFromJSON + 'static>(
     };
     let schemas = schemas_of::<T>();
     let (registry, schema) = (&schemas.0, &schemas.1);
+    // `find_problem` lets a null through for its parent to judge (an
+    // optional field may be null); a body has no parent, and every body
+    // of this API is an object.
+    if value.is_null() {
+        return Err(Problem::WrongType("an object").error(String::new()));
+    }
     if let Some((field, problem)) = find_problem(registry, schema, &value, "") {
         return Err(problem.error(field));
     }
@@ -494,6 +500,23 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(parse_json::<BindCardBody>(deep.as_bytes(), 16).is_err());
+    }
+
+    #[test]
+    fn a_body_that_is_no_object_names_the_body_whatever_it_is() {
+        for text in ["null", " null ", "[]", "\"x\"", "1", "true"] {
+            let e = parse_json::<BindCardBody>(text.as_bytes(), 16).err();
+            let e = e.map(|e| (e.code, e.field, e.message));
+            assert_eq!(
+                e,
+                Some((
+                    ErrorCode::InvalidRequest,
+                    Some("body".to_owned()),
+                    "`body` must be an object".to_owned()
+                )),
+                "{text}"
+            );
+        }
     }
 
     #[test]
