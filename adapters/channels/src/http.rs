@@ -43,16 +43,21 @@ pub(crate) fn unix_seconds(clock: &dyn cardbind_ports::clock::Clock) -> i64 {
 /// The longest channel code kept in a [`ChannelError::Misconfigured`].
 const MAX_CODE: usize = 64;
 
-/// A [`ChannelError::Misconfigured`] with `code` cut down to what a stable
-/// code is made of (ASCII letters, digits, `.`, `_`, `-`; at most 64): the
-/// code comes from the channel's answer, which we do not let put arbitrary
-/// text into our logs, metrics or audit trail.
-pub(crate) fn misconfigured(code: &str) -> ChannelError {
-    let clean: String = code
-        .chars()
+/// `code`, from a channel's answer, cut down to what a stable code is made
+/// of (ASCII letters, digits, `.`, `_`, `-`; at most 64): we do not let an
+/// answer put arbitrary text into our logs, metrics or audit trail. Empty
+/// when nothing is left.
+pub(crate) fn clean_code(code: &str) -> String {
+    code.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         .take(MAX_CODE)
-        .collect();
+        .collect()
+}
+
+/// A [`ChannelError::Misconfigured`] with `code` cleaned ([`clean_code`]),
+/// `unknown` when nothing is left.
+pub(crate) fn misconfigured(code: &str) -> ChannelError {
+    let clean = clean_code(code);
     ChannelError::Misconfigured {
         code: if clean.is_empty() {
             "unknown".to_owned()

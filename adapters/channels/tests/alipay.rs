@@ -16,7 +16,8 @@ use cardbind_channels::fakes::FakeAlipay;
 use cardbind_channels::refs::of_attempt;
 use cardbind_domain::Timestamp;
 use cardbind_ports::channel::{
-    BindingRef, ChannelEventKind, ChannelStart, Notification, PaymentChannel, RemoteState,
+    BindingRef, ChannelEvent, ChannelEventKind, ChannelStart, Notification, PaymentChannel,
+    RemoteState,
 };
 use cardbind_ports::ChannelError;
 use common::{bid, bind_request, key, ATTEMPT};
@@ -537,6 +538,19 @@ async fn unsigned_answers_are_acted_upon_only_to_report_a_misconfiguration() {
         ch.parse_response(text, method),
         Err(ChannelError::InvalidSignature)
     );
+    // Its codes are unsigned text: only a stable code of them is kept.
+    let long = format!(
+        r#"{{"error_response":{{"code":"40004\n<b>","sub_code":"{}"}}}}"#,
+        r"X<\n>".repeat(5_000)
+    );
+    match ch.parse_response(&long, method) {
+        Err(ChannelError::Protocol(m)) => {
+            assert!(m.len() < 200, "{} bytes", m.len());
+            assert!(!m.contains('\n') && !m.contains('<'), "{m}");
+            assert!(m.contains("code=40004b sub_code=XXXXXXXX"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
     // A code full of text is cut down to a stable code.
     let text = r#"{"error_response":{"code":"40002","sub_code":"isv.bad sign\u00e9<script>"}}"#;
     assert_eq!(
@@ -752,6 +766,87 @@ async fn notifications_signed_long_ago_or_ahead_of_our_clock_are_refused() {
             "{id}"
         );
     }
+}
+
+/// Alipay signs a notification over every parameter but `sign` and
+/// `sign_type`, empty ones included, in the body's charset: such
+/// notifications verify, and an empty parameter added to a signed body does
+/// not.
+#[tokio::test]
+async fn notifications_are_verified_over_empty_fields_and_in_their_charset() {
+    let (fake, ch) = setup(None).await;
+    let now = alipay_timestamp(Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    ));
+    let pairs = |id: &'static str, charset: &'static str| {
+        vec![
+            ("notify_type", "dut_user_sign"),
+            ("notify_id", id),
+            ("notify_time", now.as_str()),
+            ("app_id", APP_ID),
+            ("charset", charset),
+            ("status", "NORMAL"),
+            ("agreement_no", "20250101000000000009"),
+            ("external_agreement_no", "bindc"),
+            ("zm_open_id", ""),
+            ("external_logon_id", "张三+li@例子.cn & 100%"),
+        ]
+    };
+    let signed = |e: Result<ChannelEvent, ChannelError>| match e {
+        Ok(ChannelEvent {
+            kind: ChannelEventKind::Signed { channel_ref },
+            ..
+        }) => channel_ref,
+        other => panic!("{other:?}"),
+    };
+    // An empty field, UTF-8 (the charset named or not).
+    let body = fake.notification(&pairs("c-utf8", "utf-8")).unwrap();
+    assert_eq!(
+        signed(ch.parse_notification(&note(body.clone()))),
+        "20250101000000000009"
+    );
+    let mut plain = pairs("c-none", "");
+    plain.retain(|(k, _)| *k != "charset");
+    let body_none = fake.notification(&plain).unwrap();
+    assert!(ch.parse_notification(&note(body_none)).is_ok());
+    // The same in GBK, body and signature.
+    let gbk = fake
+        .notification_in(&pairs("c-gbk", "GBK"), encoding_rs::GBK)
+        .unwrap();
+    assert!(String::from_utf8(gbk.clone())
+        .unwrap()
+        .contains("%D5%C5%C8%FD"));
+    assert!(ch.parse_notification(&note(gbk.clone())).is_ok());
+    // GBK bytes read as UTF-8, or another charset named: not verified.
+    let relabelled = String::from_utf8(gbk)
+        .unwrap()
+        .replace("charset=GBK", "charset=utf-8");
+    assert_eq!(
+        ch.parse_notification(&note(relabelled.into_bytes())),
+        Err(ChannelError::InvalidSignature)
+    );
+    let latin = fake.notification(&pairs("c-latin", "ISO-8859-1")).unwrap();
+    assert_eq!(
+        ch.parse_notification(&note(latin)),
+        Err(ChannelError::InvalidSignature)
+    );
+    // An empty parameter appended to a validly signed body is a change.
+    let mut grown = body.clone();
+    grown.extend_from_slice(b"&extra=");
+    assert_eq!(
+        ch.parse_notification(&note(grown)),
+        Err(ChannelError::InvalidSignature)
+    );
+    // The empty field taken out is a change too.
+    let text = String::from_utf8(body).unwrap().replace("zm_open_id=&", "");
+    assert!(!text.contains("zm_open_id"));
+    assert_eq!(
+        ch.parse_notification(&note(text.into_bytes())),
+        Err(ChannelError::InvalidSignature)
+    );
 }
 
 #[test]

@@ -16,7 +16,8 @@ scripts/test-services.sh, which installs it):
   key, and parsed by the SDK's own client (`DefaultAlipayClient`) before it
   is sent, so an answer the harness sends is one the official client takes;
 * every notification is signed by the SDK over the sorted parameters but
-  `sign` and `sign_type`, as Alipay signs its notifications.
+  `sign` and `sign_type`, empty ones included, as Alipay signs its
+  notifications (requests leave empty ones out; notifications do not).
 
 Not covered: AES content encryption (`encrypt_type=AES`). The SDK's AES
 helper cannot run on Python 3 with the pycryptodome it depends on (it hands
@@ -281,8 +282,9 @@ class Gateway:
 
 
 def notification(pairs, key):
-    """A notification form body signed by the SDK as Alipay signs it."""
-    content = get_sign_content({k: v for k, v in pairs.items() if v != ""})
+    """A notification form body signed by the SDK as Alipay signs it: over
+    every parameter but `sign` and `sign_type`, empty values included."""
+    content = get_sign_content(pairs)
     signed = dict(pairs)
     signed["sign_type"] = "RSA2"
     signed["sign"] = sign_with_rsa2(key, content, CHARSET)

@@ -46,8 +46,11 @@
 //!   which Alipay does not take: such a reference, or a notification
 //!   naming one, is still read as the binding's.) `confirm_otp` is not an
 //!   Alipay concept: `Rejected { code: "unsupported" }`.
-//! * **Notifications** (form-encoded): `sign` and `sign_type` dropped, the
-//!   rest sorted and verified with the Alipay public key; `app_id` must be
+//! * **Notifications** (form-encoded, decoded in the body's own `charset`:
+//!   UTF-8 when absent, or GBK/GB18030): `sign` and `sign_type` dropped,
+//!   the rest sorted, empty values *kept* (Alipay signs a notification over
+//!   every other parameter, unlike a request), encoded back in that
+//!   charset and verified with the Alipay public key; `app_id` must be
 //!   ours; `notify_id` is the event id; the answer is `success`. The
 //!   signed `notify_time` must be at most [`NOTIFICATION_MAX_AGE_SECONDS`]
 //!   old (and not more than [`NOTIFICATION_MAX_AHEAD_SECONDS`] ahead of
@@ -211,6 +214,69 @@ pub fn sign_content(params: &BTreeMap<String, String>, skip: &[&str]) -> String 
         out.push_str(v);
     }
     out
+}
+
+/// The string Alipay signs a notification over: every parameter but `sign`
+/// and `sign_type`, sorted by key, `k=v` joined by `&`, raw values, empty
+/// ones included (its SDKs' `rsaCheckV1`; requests drop them, see
+/// [`sign_content`]).
+pub fn notification_content(params: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (k, v) in params {
+        if k == "sign" || k == "sign_type" {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// The parameters of a form-encoded notification, decoded in the charset
+/// its own `charset` parameter names (UTF-8 when there is none; GBK,
+/// GB2312 and GB18030 read as GB18030, their superset), with that charset.
+/// `None` for a repeated key, a charset it does not know, or bytes that are
+/// not text in it: nothing is guessed or replaced, so what is verified is
+/// what was sent.
+fn notification_params(
+    body: &[u8],
+) -> Option<(BTreeMap<String, String>, &'static encoding_rs::Encoding)> {
+    let decode = |raw: &[u8]| -> Vec<u8> {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced).collect()
+    };
+    let mut raw = Vec::new();
+    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        raw.push((decode(k), decode(v)));
+    }
+    let charset = match raw.iter().find(|(k, _)| k.as_slice() == b"charset") {
+        None => encoding_rs::UTF_8,
+        Some((_, v)) => match v.to_ascii_lowercase().as_slice() {
+            b"utf-8" | b"utf8" => encoding_rs::UTF_8,
+            b"gbk" | b"gb2312" | b"gb18030" => encoding_rs::GB18030,
+            _ => return None,
+        },
+    };
+    let mut params = BTreeMap::new();
+    for (k, v) in raw {
+        let k = charset.decode_without_bom_handling_and_without_replacement(&k)?;
+        let v = charset.decode_without_bom_handling_and_without_replacement(&v)?;
+        if params.insert(k.into_owned(), v.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some((params, charset))
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in UTC+8 (Beijing time), whatever the server's zone.
@@ -450,10 +516,14 @@ impl AlipayChannel {
                     return Err(crate::http::misconfigured(sub_code.unwrap_or(code)));
                 }
                 if is_error {
+                    let shown = |c: &str| match crate::http::clean_code(c) {
+                        c if c.is_empty() => "?".to_owned(),
+                        c => c,
+                    };
                     return Err(protocol(format!(
                         "unsigned alipay error_response code={} sub_code={}",
-                        if code.is_empty() { "?" } else { code },
-                        sub_code.unwrap_or("?")
+                        shown(code),
+                        shown(sub_code.unwrap_or(""))
                     )));
                 }
                 return Err(ChannelError::InvalidSignature);
@@ -558,20 +628,16 @@ impl AlipayChannel {
         if body.is_empty() || body.len() > MAX_NOTIFICATION {
             return Err(bad());
         }
-        let mut params = BTreeMap::new();
-        for (k, v) in url::form_urlencoded::parse(body) {
-            if params.insert(k.into_owned(), v.into_owned()).is_some() {
-                return Err(bad());
-            }
-        }
+        let (params, charset) = notification_params(body).ok_or_else(bad)?;
         let sign = params.get("sign").ok_or_else(bad)?;
         if let Some(t) = params.get("sign_type") {
             if t != "RSA2" {
                 return Err(bad());
             }
         }
-        let content = sign_content(&params, &["sign", "sign_type"]);
-        if !self.verifier.verify_b64(content.as_bytes(), sign) {
+        let content = notification_content(&params);
+        let (signed, _, unmappable) = charset.encode(&content);
+        if unmappable || !self.verifier.verify_b64(&signed, sign) {
             return Err(bad());
         }
         if params.get("app_id").map(String::as_str) != Some(self.app_id.as_str()) {

@@ -171,21 +171,41 @@ fn beijing_now() -> String {
 }
 
 /// A form-encoded notification of `pairs` signed (`RSA2`) with the key in
-/// `slot`, as Alipay posts it.
+/// `slot`, as Alipay posts it (UTF-8).
 pub fn signed_form(pairs: &[(&str, &str)], slot: usize) -> Result<Vec<u8>, FakeError> {
-    let params: BTreeMap<String, String> = pairs
+    signed_form_in(pairs, slot, encoding_rs::UTF_8)
+}
+
+/// [`signed_form`] in another charset: Alipay signs a notification over
+/// the sorted `k=v` of every parameter but `sign` and `sign_type`, empty
+/// values included, encoded in the charset, and percent-encodes the body's
+/// bytes in it too.
+pub fn signed_form_in(
+    pairs: &[(&str, &str)],
+    slot: usize,
+    charset: &'static encoding_rs::Encoding,
+) -> Result<Vec<u8>, FakeError> {
+    let params: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+    let content = params
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let sign = rsa_sign(
-        slot,
-        sign_content(&params, &["sign", "sign_type"]).as_bytes(),
-    )?;
-    let mut ser = url::form_urlencoded::Serializer::new(String::new());
-    ser.extend_pairs(params.iter());
-    ser.append_pair("sign_type", "RSA2");
-    ser.append_pair("sign", &sign);
-    Ok(ser.finish().into_bytes())
+        .filter(|(k, _)| !matches!(**k, "sign" | "sign_type"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let sign = rsa_sign(slot, &charset.encode(&content).0)?;
+    let mut body = String::new();
+    for (k, v) in params
+        .into_iter()
+        .chain([("sign_type", "RSA2"), ("sign", sign.as_str())])
+    {
+        if !body.is_empty() {
+            body.push('&');
+        }
+        body.extend(url::form_urlencoded::byte_serialize(&charset.encode(k).0));
+        body.push('=');
+        body.extend(url::form_urlencoded::byte_serialize(&charset.encode(v).0));
+    }
+    Ok(body.into_bytes())
 }
 
 impl State {
@@ -621,6 +641,7 @@ impl FakeAlipay {
             ("alipay_user_id", "2088000000000001"),
             ("invalid_time", "2115-02-01 00:00:00"),
             ("sign_time", &now),
+            ("zm_open_id", ""),
         ])
     }
 
@@ -652,6 +673,16 @@ impl FakeAlipay {
     /// A notification of `pairs` signed with the gateway key.
     pub fn notification(&self, pairs: &[(&str, &str)]) -> Result<Vec<u8>, FakeError> {
         signed_form(pairs, PLATFORM)
+    }
+
+    /// A notification of `pairs` signed with the gateway key, its body and
+    /// signature in `charset` (Alipay's GBK apps).
+    pub fn notification_in(
+        &self,
+        pairs: &[(&str, &str)],
+        charset: &'static encoding_rs::Encoding,
+    ) -> Result<Vec<u8>, FakeError> {
+        signed_form_in(pairs, PLATFORM, charset)
     }
 
     /// A notification of `pairs` signed with a stranger's key (a forgery).

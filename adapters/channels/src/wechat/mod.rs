@@ -82,7 +82,7 @@ use crate::config::ConfigError;
 use crate::crypto::{
     aes256_gcm_decrypt, nonce_str, rsa_oaep_sha1_encrypt_b64, RsaSigner, RsaVerifier,
 };
-use crate::http::{build_client, codes, misconfigured, transport_error, unix_seconds};
+use crate::http::{build_client, clean_code, codes, misconfigured, transport_error, unix_seconds};
 use crate::keys::{load_private_key, load_public_key_and_serial};
 use crate::protocol;
 
@@ -364,7 +364,7 @@ impl WechatChannel {
         if status.is_server_error() || code == 429 {
             let api_code = serde_json::from_slice::<Map<String, Value>>(&bytes)
                 .ok()
-                .and_then(|m| m.get("code").and_then(Value::as_str).map(str::to_owned))
+                .and_then(|m| m.get("code").and_then(Value::as_str).map(clean_code))
                 .unwrap_or_default();
             return Err(ChannelError::Unavailable(format!(
                 "wechat HTTP {code} {api_code}"
