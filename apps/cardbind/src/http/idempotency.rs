@@ -102,14 +102,18 @@ async fn request_hash(
     Ok(hex::encode(digest))
 }
 
+/// As a bind's own seal and fingerprint answer: the key service refusing
+/// the digest (access denied, a disabled key) is the operator's to fix and
+/// the client's to retry later, so `503 key_service_unavailable` either
+/// way, logged as an error when it refused.
 fn keys(e: KeyError) -> ApiError {
-    match e {
-        KeyError::Unavailable(_) => ApiError::new(
-            ErrorCode::KeyServiceUnavailable,
-            "the key service is unavailable; retry later",
-        ),
-        KeyError::Refused(_) | KeyError::Erased => ApiError::internal("idempotency digest"),
+    if !matches!(e, KeyError::Unavailable(_)) {
+        tracing::error!(error = %e, "the key service refused the idempotency digest");
     }
+    ApiError::new(
+        ErrorCode::KeyServiceUnavailable,
+        "the key service is unavailable; retry later",
+    )
     .with_cause(e.to_string())
 }
 

@@ -201,3 +201,40 @@ async fn the_fourth_bind_in_a_minute_is_rate_limited() {
         .await
         .assert_status(StatusCode::CREATED);
 }
+
+/// A key service that refuses the idempotency digest (a disabled or denied
+/// KMS key) answers as a bind's own seal does: `503
+/// key_service_unavailable`, nothing bound, the key free for a retry.
+#[tokio::test]
+async fn a_key_service_refusing_the_digest_is_503_and_binds_nothing() {
+    let mut app = spawn();
+    let mut refusing = cardbind_ports::keys::MockCardVault::new();
+    refusing
+        .expect_keyed_digest()
+        .returning(|_, _| Err(cardbind_ports::KeyError::Refused("key disabled".into())));
+    let mut ports = app.state.usecases.ports().clone();
+    let working = std::mem::replace(&mut ports.vault, Arc::new(refusing));
+    app.state.usecases =
+        cardbind_usecases::UseCases::new(ports.clone(), app.state.usecases.policy().clone());
+    app.client = poem::test::TestClient::new(poem::EndpointExt::boxed(cardbind::http::app(
+        app.state.clone(),
+    )));
+    let body = bind_body(VISA);
+    let v = assert_error(
+        app.bind("u-refused", "k-refused", &body).await,
+        503,
+        "key_service_unavailable",
+    )
+    .await;
+    assert!(!v.to_string().contains("disabled"), "{v}");
+    // The key service back: the same key binds, once.
+    ports.vault = working;
+    app.state.usecases =
+        cardbind_usecases::UseCases::new(ports, app.state.usecases.policy().clone());
+    app.client = poem::test::TestClient::new(poem::EndpointExt::boxed(cardbind::http::app(
+        app.state.clone(),
+    )));
+    app.bind("u-refused", "k-refused", &body)
+        .await
+        .assert_status(StatusCode::CREATED);
+}
