@@ -192,7 +192,8 @@ fn horizon(usecases: &UseCases, retention_days: u32) -> cardbind_domain::Timesta
 }
 
 /// What `cardbind check-config` prints: the configuration in force as TOML
-/// (the file format, every key), its secrets shown as `<set>`.
+/// (the file format; an optional key that is not set is left out), its
+/// secrets shown as `<set>`.
 pub(super) fn config_in_force(config: &Config) -> anyhow::Result<String> {
     let body = toml::to_string_pretty(&masked(config))?;
     Ok(format!(

@@ -95,7 +95,8 @@ pub struct StorageConfig {
     /// The SQLite file (`kind = "sqlite"`); defaults to
     /// `<data_dir>/cardbind.sqlite3`.
     pub path: Option<PathBuf>,
-    /// SQLite page cache per connection, MiB (`kind = "sqlite"`).
+    /// SQLite page cache of the one writing connection, MiB (`kind =
+    /// "sqlite"`); each reading connection has 1 MiB.
     pub cache_mib: u32,
     /// The SQLite file grows to at most this many MiB, `0` for no bound
     /// (`kind = "sqlite"`). Past it writes answer `503 storage_unavailable`

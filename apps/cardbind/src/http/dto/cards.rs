@@ -265,7 +265,10 @@ impl From<&CardView> for Card {
 #[derive(Object, Clone, Debug)]
 pub struct CardList {
     pub cards: Vec<Card>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page. Absent when there is no further
+    /// page to ask for; a full page carries it even when it is the last (the
+    /// page after that is empty), and a page of the review queue may carry it
+    /// with fewer than `limit` cards (entries no longer waiting are left out).
     #[oai(skip_serializing_if_is_none)]
     pub next_after: Option<String>,
 }

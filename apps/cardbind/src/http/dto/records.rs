@@ -80,7 +80,9 @@ impl From<&AuditRecord> for AuditEventDto {
 #[derive(Object, Clone, Debug)]
 pub struct AuditEventList {
     pub events: Vec<AuditEventDto>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page. Absent when this page holds fewer
+    /// than `limit` items; a full page carries it even when it is the last,
+    /// and the page after that is empty.
     #[oai(skip_serializing_if_is_none)]
     pub next_after: Option<String>,
 }
@@ -142,7 +144,9 @@ impl From<&ConsentEntry> for ConsentDto {
 #[derive(Object, Clone, Debug)]
 pub struct ConsentList {
     pub consents: Vec<ConsentDto>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page. Absent when this page holds fewer
+    /// than `limit` items; a full page carries it even when it is the last,
+    /// and the page after that is empty.
     #[oai(skip_serializing_if_is_none)]
     pub next_after: Option<String>,
 }
