@@ -498,6 +498,31 @@ async fn result_codes_map_to_errors() {
             message: "forced".into()
         }
     );
+    // Only a code saying the agreement does not exist is "not found", which
+    // an unbind takes for ended; another thing missing stays a refusal.
+    fake.force_code(Some(("40004", "USER_AGREEMENT_NOT_EXIST")));
+    assert_eq!(
+        ch.query(&bid("b"), Some(ATTEMPT), None).await,
+        Ok(RemoteState::NotFound)
+    );
+    assert_eq!(ch.unbind(&bid("b"), Some(ATTEMPT), "b").await, Ok(()));
+    for sub in ["USER_NOT_EXIST", "MERCHANT_NOT_EXIST", "PRODUCT_NOT_FOUND"] {
+        fake.force_code(Some(("40004", sub)));
+        let refused = ChannelError::Rejected {
+            code: sub.into(),
+            message: "forced".into(),
+        };
+        assert_eq!(
+            ch.query(&bid("b"), Some(ATTEMPT), None).await.unwrap_err(),
+            refused,
+            "{sub}"
+        );
+        assert_eq!(
+            ch.unbind(&bid("b"), Some(ATTEMPT), "b").await.unwrap_err(),
+            refused,
+            "{sub}"
+        );
+    }
     // Every public code about our own set-up, signed: misconfigured, with
     // the sub code (or the code when there is none).
     for (code, sub) in [

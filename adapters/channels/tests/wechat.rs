@@ -136,6 +136,33 @@ async fn full_bind_flow() {
     );
 }
 
+/// Only "no such contract" is not found (which an unbind takes for ended):
+/// a signed 404 of a path the gateway does not serve is a refusal, so a
+/// wrong base URL cannot end a card whose contract is live.
+#[tokio::test]
+async fn a_404_that_is_not_about_the_contract_is_no_not_found() {
+    let (fake, ch) = setup().await;
+    let b = bid(UUID);
+    assert_eq!(
+        ch.query(&b, Some(ATTEMPT), None).await,
+        Ok(RemoteState::NotFound)
+    );
+    let misrouted = WechatChannel::new(config(format!("{}/elsewhere", fake.base_url()))).unwrap();
+    let refused = |r: Result<(), ChannelError>| match r {
+        Err(ChannelError::Rejected { code, .. }) => code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(misrouted.query(&b, Some(ATTEMPT), None).await.map(|_| ())),
+        "NOT_FOUND"
+    );
+    let code = of_attempt(&b, ATTEMPT).unwrap();
+    assert_eq!(
+        refused(misrouted.unbind(&b, Some(ATTEMPT), &code).await),
+        "NOT_FOUND"
+    );
+}
+
 #[tokio::test]
 async fn api_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup().await;

@@ -347,9 +347,14 @@ pub fn is_configuration_code(code: &str) -> bool {
     matches!(code, "20001" | "40001" | "40002" | "40006")
 }
 
+/// Whether a refusal's code says the *agreement* does not exist (e.g.
+/// `USER_AGREEMENT_NOT_EXIST`): only then is it taken for "no such
+/// agreement", which an unbind counts as ended. A code saying something
+/// else is missing (`USER_NOT_EXIST`, a merchant, a product) stays a
+/// refusal: ending a card on it could leave a live agreement behind.
 fn is_not_found_code(code: &str) -> bool {
     let u = code.to_ascii_uppercase();
-    u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
+    u.contains("AGREEMENT") && (u.contains("NOT_EXIST") || u.contains("NOT_FOUND"))
 }
 
 impl AlipayChannel {

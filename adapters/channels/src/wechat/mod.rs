@@ -578,9 +578,16 @@ pub fn display_account(name: &str) -> String {
     out
 }
 
+/// Whether a (signed) refusal says the *contract* does not exist: WeChat
+/// Pay's `RESOURCE_NOT_EXISTS` for the contract asked, or a code naming the
+/// contract (`CONTRACT_NOT_EXIST`). Any other 404 (`NOT_FOUND` of a path
+/// it does not serve, a plan or merchant it does not know) stays a
+/// refusal: an unbind counts "no such contract" as ended, and a wrong path
+/// must not end a card whose contract is live.
 fn is_not_found(answer: &ApiAnswer, code: &str) -> bool {
     let u = code.to_ascii_uppercase();
-    answer.status == 404 || u.contains("NOT_EXIST") || u.contains("NOT_FOUND")
+    (answer.status == 404 && u == "RESOURCE_NOT_EXISTS")
+        || (u.contains("CONTRACT") && (u.contains("NOT_EXIST") || u.contains("NOT_FOUND")))
 }
 
 #[async_trait]
