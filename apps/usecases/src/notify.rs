@@ -290,10 +290,10 @@ impl UseCases {
                     code: FailureReason::AgreementTerminated.as_str().to_owned(),
                 }),
                 Ok(RemoteState::Failed { code }) => Some(ChannelEventKind::Failed { code }),
-                Ok(RemoteState::NotFound) => Some(ChannelEventKind::Failed {
-                    code: FailureReason::VerificationExpired.as_str().to_owned(),
-                }),
-                Ok(RemoteState::Pending) => b
+                // Nothing at the channel yet (the user has not opened the
+                // signing page) is still waiting while the verification
+                // window lasts, as a pending agreement is.
+                Ok(RemoteState::Pending | RemoteState::NotFound) => b
                     .verification_expires_at
                     .is_some_and(|t| now > t)
                     .then(|| ChannelEventKind::Failed {

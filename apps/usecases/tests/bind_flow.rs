@@ -704,9 +704,22 @@ async fn reconcile_settles_cards_left_pending() {
     assert_eq!(r.examined, 0);
     w.clock.advance(600);
     let r = w.uc.reconcile(300, 1).await.unwrap();
+    // Unknown to the channel within the verification window (900 s): the
+    // user may not have opened the signing page yet, so still waiting.
     assert_eq!(
         (r.examined, r.activated, r.failed, r.still_pending),
-        (3, 1, 1, 1)
+        (3, 1, 0, 2)
+    );
+    assert_eq!(
+        w.wallet("lee").await.get(&b.id).unwrap().status,
+        BindingStatus::PendingVerification
+    );
+    // Past the window, still unknown there: failed, expired.
+    w.clock.advance(400);
+    let r = w.uc.reconcile(300, 1).await.unwrap();
+    assert_eq!(
+        (r.examined, r.activated, r.failed, r.still_pending),
+        (2, 0, 2, 0)
     );
     let st = |u: &str, id| {
         let w = &w;
@@ -724,7 +737,7 @@ async fn reconcile_settles_cards_left_pending() {
     };
     assert_eq!(st("kim", &a.id).await, BindingStatus::Active);
     assert_eq!(st("lee", &b.id).await, BindingStatus::Failed);
-    assert_eq!(st("mia", &c.id).await, BindingStatus::PendingVerification);
+    assert_eq!(st("mia", &c.id).await, BindingStatus::Failed);
 }
 
 #[tokio::test]
