@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use cardbind_channels::fakes::wechat::{
-    platform_signed_headers, APIV3_KEY, APPID, MCHID, MERCHANT_SERIAL, PLATFORM_SERIAL,
+    platform_signed_headers, APIV3_KEY, APPID, MCHID, MERCHANT_SERIAL, PLAN_ID, PLATFORM_SERIAL,
     PLATFORM_SERIAL_2,
 };
 use cardbind_channels::fakes::FakeWechat;
@@ -161,6 +161,50 @@ async fn a_404_that_is_not_about_the_contract_is_no_not_found() {
         refused(misrouted.unbind(&b, Some(ATTEMPT), &code).await),
         "NOT_FOUND"
     );
+}
+
+/// A callback for another app or another deduction plan of the merchant
+/// is not about this service's contracts, however well signed.
+#[tokio::test]
+async fn a_callback_for_another_app_or_plan_is_refused() {
+    let (fake, ch) = setup().await;
+    let code = of_attempt(&bid(UUID), ATTEMPT).unwrap();
+    let callback = |id: &str, appid: serde_json::Value, plan: serde_json::Value| {
+        let n = fake
+            .callback(
+                id,
+                "PAPAY.SIGN",
+                serde_json::json!({
+                    "mchid": MCHID, "appid": appid, "plan_id": plan,
+                    "out_contract_code": code, "contract_id": "Wx0000000000000077",
+                    "change_type": "ADD", "operate_time": "2025-01-01T10:00:00+08:00"
+                }),
+            )
+            .unwrap();
+        ch.parse_notification(&n).map(|e| e.event_id)
+    };
+    use serde_json::json;
+    assert_eq!(
+        callback("EV-a", json!(APPID), json!(PLAN_ID)),
+        Ok("EV-a".to_owned())
+    );
+    assert_eq!(
+        callback("EV-b", json!(APPID), json!(PLAN_ID.to_string())),
+        Ok("EV-b".to_owned())
+    );
+    for (id, appid, plan) in [
+        ("EV-c", json!("wx0000000000000000"), json!(PLAN_ID)),
+        ("EV-d", json!(APPID), json!(PLAN_ID + 1)),
+        ("EV-e", json!(APPID), json!((PLAN_ID + 1).to_string())),
+        ("EV-f", json!(APPID), json!("12535x")),
+        ("EV-g", json!(APPID), json!(null)),
+    ] {
+        assert_eq!(
+            callback(id, appid, plan),
+            Err(ChannelError::InvalidSignature),
+            "{id}"
+        );
+    }
 }
 
 #[tokio::test]

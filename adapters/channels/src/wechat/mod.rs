@@ -37,7 +37,8 @@
 //!   `Rejected` elsewhere); 429 and 5xx are `Unavailable`.
 //! * **Callback resources** are decrypted with AEAD_AES_256_GCM, the
 //!   32-byte APIv3 key, the resource `nonce` and `associated_data`; the
-//!   event id is the notification `id`.
+//!   event id is the notification `id`. A contract's `mchid`, `appid` and
+//!   `plan_id`, when present, must be ours.
 //! * **Sensitive fields** are encrypted with RSA-OAEP (SHA-1, MGF1) under
 //!   the first platform key, whose serial goes in the `Wechatpay-Serial`
 //!   request header ([`WechatChannel::encrypt_sensitive`]).

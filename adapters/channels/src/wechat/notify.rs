@@ -49,6 +49,23 @@ impl WechatChannel {
                 return Err(bad());
             }
         }
+        // Ours in every other way, but about another app or another
+        // deduction plan of the merchant: not one of this service's
+        // contracts (the plan id is a number, or its digits as text).
+        if let Some(appid) = str_of(&contract, "appid") {
+            if appid != self.appid {
+                return Err(bad());
+            }
+        }
+        let plan = match contract.get("plan_id") {
+            None => None,
+            Some(Value::Number(n)) => Some(n.as_u64()),
+            Some(Value::String(s)) => Some(s.parse::<u64>().ok()),
+            Some(_) => Some(None),
+        };
+        if plan.is_some_and(|p| p != Some(self.plan_id)) {
+            return Err(bad());
+        }
         let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
         let (binding, attempt) = match str_of(&contract, "out_contract_code")
             .as_deref()
