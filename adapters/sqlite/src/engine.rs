@@ -505,6 +505,10 @@ fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Dur
     // A truncate asked for and not yet done: tried at every turn until the
     // WAL is copied whole and cut.
     let mut truncate = false;
+    // A full or read-only disk fails every turn: said once, then once a
+    // minute with the count, and its end said too.
+    let mut failing = Repeats::new(REPEAT_LOG_EVERY);
+    let mut held_up = Repeats::new(REPEAT_LOG_EVERY);
     loop {
         match ctl.recv_timeout(interval) {
             Ok(Ctl::Truncate) => truncate = true,
@@ -512,14 +516,78 @@ fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Dur
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let mode = if truncate { "TRUNCATE" } else { "PASSIVE" };
-        match checkpoint(&conn, mode) {
-            Ok(Checkpointed::Whole) => truncate = false,
-            Ok(Checkpointed::Busy) if truncate => {
-                tracing::warn!("sqlite WAL truncate held up by readers or the writer; retrying");
+        let now = Instant::now();
+        let result = checkpoint(&conn, mode);
+        if let Err(e) = &result {
+            if let Some(since) = failing.happened(now) {
+                tracing::warn!(error = %e, mode, failures = since, "sqlite checkpoint failed");
             }
-            Ok(Checkpointed::Busy) => {}
-            Err(e) => tracing::warn!(error = %e, mode, "sqlite checkpoint failed"),
+        } else if let Some(failures) = failing.ended() {
+            tracing::info!(failures, "sqlite checkpoints work again");
         }
+        match result {
+            Ok(Checkpointed::Whole) => {
+                truncate = false;
+                held_up.ended();
+            }
+            Ok(Checkpointed::Busy) if truncate => {
+                if let Some(times) = held_up.happened(now) {
+                    tracing::warn!(
+                        times,
+                        "sqlite WAL truncate held up by readers or the writer; retrying"
+                    );
+                }
+            }
+            Ok(Checkpointed::Busy) | Err(_) => {}
+        }
+    }
+}
+
+/// How often a condition that repeats every checkpoint turn is logged again.
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A condition that may hold turn after turn (a failing disk): says when
+/// to log it, so that it is logged when it starts and then at most once per
+/// `every`, with how many times it happened since the last line.
+#[derive(Debug)]
+struct Repeats {
+    every: Duration,
+    logged_at: Option<Instant>,
+    since_logged: u64,
+    total: u64,
+}
+
+impl Repeats {
+    fn new(every: Duration) -> Repeats {
+        Repeats {
+            every,
+            logged_at: None,
+            since_logged: 0,
+            total: 0,
+        }
+    }
+
+    /// It happened at `now`: `Some(times since the last line, this one
+    /// included)` when it is to be logged.
+    fn happened(&mut self, now: Instant) -> Option<u64> {
+        self.since_logged += 1;
+        self.total += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+        if !due {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
+    }
+
+    /// It stopped: `Some(how many times it happened)` when it had.
+    fn ended(&mut self) -> Option<u64> {
+        let total = std::mem::take(&mut self.total);
+        self.logged_at = None;
+        self.since_logged = 0;
+        (total > 0).then_some(total)
     }
 }
 
@@ -544,4 +612,33 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpointed, StoreError>
     } else {
         Checkpointed::Busy
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeating_condition_is_logged_when_it_starts_then_once_per_period() {
+        let every = Duration::from_secs(60);
+        let mut r = Repeats::new(every);
+        let t0 = Instant::now();
+        assert_eq!(r.ended(), None, "nothing happened yet");
+        assert_eq!(r.happened(t0), Some(1));
+        // Twenty times a second for a minute: silent, then one line that
+        // counts them.
+        let mut lines = 0;
+        for i in 1..1200u64 {
+            if r.happened(t0 + Duration::from_millis(i * 50)).is_some() {
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 0);
+        assert_eq!(r.happened(t0 + every), Some(1200));
+        assert_eq!(r.happened(t0 + every + Duration::from_secs(1)), None);
+        assert_eq!(r.ended(), Some(1202));
+        // Once over, the next occurrence is news again.
+        assert_eq!(r.ended(), None);
+        assert_eq!(r.happened(t0 + every + Duration::from_secs(2)), Some(1));
+    }
 }
