@@ -80,7 +80,9 @@
 //! with the channel name as a constant label (so one registry holds any
 //! number of channels):
 //!
-//! * `cardbind_channel_breaker_state{channel}`: 0 closed, 1 open, 2 half-open;
+//! * `cardbind_channel_breaker_state{channel}`: 0 closed, 1 open, 2 half-open,
+//!   read from the breaker at each scrape (an open breaker whose period is
+//!   over reads half-open before any call comes);
 //! * `cardbind_channel_calls_total{channel,op,outcome}`: one per attempt
 //!   (and one per notification parsed, `op="notification"`); `outcome` is
 //!   `ok`, `rejected`, `misconfigured`, `timeout`, `unavailable`,
@@ -181,8 +183,7 @@ enum Inner {
 pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
-    inner: Mutex<Inner>,
-    gauge: Option<IntGauge>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 /// Whether an attempt was let through, and as what.
@@ -197,41 +198,32 @@ impl CircuitBreaker {
         CircuitBreaker {
             threshold: threshold.max(1),
             open_for,
-            inner: Mutex::new(Inner::Closed { failures: 0 }),
-            gauge: None,
+            inner: Arc::new(Mutex::new(Inner::Closed { failures: 0 })),
         }
     }
 
-    fn with_gauge(mut self, gauge: IntGauge) -> CircuitBreaker {
-        gauge.set(0);
-        self.gauge = Some(gauge);
-        self
+    /// A gauge of this breaker's state, read when it is collected (a
+    /// scrape): an open breaker whose period is over reads half-open then,
+    /// without waiting for a call to move it.
+    fn gauge(&self, gauge: IntGauge) -> BreakerGauge {
+        BreakerGauge {
+            inner: self.inner.clone(),
+            gauge,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn publish(&self, inner: &Inner) {
-        if let Some(g) = &self.gauge {
-            g.set(state_of(inner).as_gauge());
-        }
+        lock_inner(&self.inner)
     }
 
     /// The state now (an open breaker whose period is over reads half-open).
     pub fn state(&self) -> BreakerState {
-        let inner = self.lock();
-        match &*inner {
-            Inner::Open { until } if Instant::now() >= *until => BreakerState::HalfOpen,
-            other => state_of(other),
-        }
+        state_now(&self.lock())
     }
 
     fn admit(&self) -> Option<Admission> {
         let mut inner = self.lock();
-        let admission = match &mut *inner {
+        match &mut *inner {
             Inner::Closed { .. } => Some(Admission::Normal),
             Inner::Open { until } => {
                 if Instant::now() >= *until {
@@ -251,9 +243,7 @@ impl CircuitBreaker {
                     Some(Admission::Trial)
                 }
             }
-        };
-        self.publish(&inner);
-        admission
+        }
     }
 
     fn record(&self, admission: &Admission, failed: bool) {
@@ -281,7 +271,6 @@ impl CircuitBreaker {
             (Inner::Open { until }, true) => Inner::Open { until: *until },
         };
         *inner = next;
-        self.publish(&inner);
     }
 
     /// A trial attempt that never finished (its future was dropped): let
@@ -296,7 +285,37 @@ impl CircuitBreaker {
                 trial_in_flight: false,
             };
         }
-        self.publish(&inner);
+    }
+}
+
+fn lock_inner(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn state_now(inner: &Inner) -> BreakerState {
+    match inner {
+        Inner::Open { until } if Instant::now() >= *until => BreakerState::HalfOpen,
+        other => state_of(other),
+    }
+}
+
+/// `cardbind_channel_breaker_state`, set from the breaker at each collection.
+struct BreakerGauge {
+    inner: Arc<Mutex<Inner>>,
+    gauge: IntGauge,
+}
+
+impl prometheus::core::Collector for BreakerGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge
+            .set(state_now(&lock_inner(&self.inner)).as_gauge());
+        self.gauge.collect()
     }
 }
 
@@ -431,10 +450,9 @@ impl Resilient {
             .const_label("channel", &name),
             &["op", "outcome"],
         )?;
-        registry.register(Box::new(gauge.clone()))?;
+        let breaker = CircuitBreaker::new(config.failure_threshold, config.open_duration);
+        registry.register(Box::new(breaker.gauge(gauge)))?;
         registry.register(Box::new(calls.clone()))?;
-        let breaker =
-            CircuitBreaker::new(config.failure_threshold, config.open_duration).with_gauge(gauge);
         Ok(Resilient {
             inner,
             config,

@@ -314,8 +314,11 @@ async fn breaker_opens_after_five_failures_short_circuits_and_recovers() {
         r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
         Err(ChannelError::CircuitOpen)
     );
+    assert_eq!(gauge(&reg), 1.0);
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(r.breaker_state(), BreakerState::HalfOpen);
+    // A scrape says so too, before any call comes to move the breaker.
+    assert_eq!(gauge(&reg), 2.0);
     // Half-open trial fails: open again for 30 s.
     assert_eq!(
         r.unbind(&bid("b"), Some(ATTEMPT), "r").await,
