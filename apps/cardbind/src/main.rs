@@ -14,8 +14,10 @@ async fn main() -> ExitCode {
     match cardbind::cli::run(std::env::args_os()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            use std::io::Write;
             // `{:#}` prints the cause chain; no error here carries card data.
-            eprintln!("cardbind: {e:#}");
+            // Not `eprintln!`: it panics when stderr's reader has gone.
+            let _ = writeln!(std::io::stderr(), "cardbind: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -131,3 +131,61 @@ fn audit_verify_with_a_log_that_names_no_anchor_fails() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("no audit anchor lines"), "{stderr}");
 }
+
+/// One `GET /healthz` over a new connection: the status line, if any.
+fn healthz(addr: &str) -> Option<String> {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).ok()?;
+    answer.lines().next().map(str::to_owned)
+}
+
+#[test]
+fn the_service_keeps_serving_when_its_log_reader_goes_away() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .arg("serve")
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env("CARDBIND__STORAGE__KIND", "memory")
+        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("cardbind listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_owned();
+    // The log shipper goes away: every later log line meets a closed pipe.
+    drop(child.stderr.take());
+    // Each request logs a line.
+    for _ in 0..3 {
+        let _ = healthz(&addr);
+    }
+    let answer = healthz(&addr);
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(
+        running && answer.as_deref() == Some("HTTP/1.1 200 OK"),
+        "the service stopped serving: {answer:?}, {status:?}"
+    );
+}

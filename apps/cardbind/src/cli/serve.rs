@@ -10,12 +10,19 @@ use crate::compose::{self, Built};
 use crate::config::{Config, LogFormat};
 
 /// Sets up structured logging once (JSON by default, to stderr).
+///
+/// A line that cannot be written (stderr's reader went away: a log shipper
+/// restarting, `cardbind serve 2>&1 | head`) is dropped. By default the
+/// subscriber reports such a failure with `eprintln!`, which panics on the
+/// same closed pipe, and the panic hook's own log line then aborts the
+/// process.
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
