@@ -223,3 +223,89 @@ fn a_certificate_without_its_key_is_a_configuration_error_not_plain_http() {
     config.server.tls_key_file = None;
     assert!(cardbind::compose::tls(&config).unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_or_mismatched_certificate_or_key_is_refused_at_start() {
+    let dir = TempDir::new("bad-pair");
+    let (cert, key) = self_signed(&dir.0);
+    let other = TempDir::new("bad-pair-other");
+    let (_, other_key) = self_signed(&other.0);
+    let garbage = dir.0.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").unwrap();
+    let config = |cert: &Path, key: &Path| {
+        let mut config = cardbind::config::Config::default();
+        config.server.address = "127.0.0.1:0".into();
+        config.server.data_dir = dir.0.join("data");
+        config.server.tls_cert_file = Some(cert.to_path_buf());
+        config.server.tls_key_file = Some(key.to_path_buf());
+        config.server.purge_interval_seconds = 0;
+        config.validate().unwrap();
+        config
+    };
+    assert!(cardbind::compose::tls(&config(&cert, &key))
+        .unwrap()
+        .is_some());
+    for (c, k, field, why) in [
+        (
+            &cert,
+            &other_key,
+            "server.tls_key_file",
+            "is not the key of the certificate",
+        ),
+        (
+            &garbage,
+            &key,
+            "server.tls_cert_file",
+            "holds no PEM certificate",
+        ),
+        (
+            &cert,
+            &garbage,
+            "server.tls_key_file",
+            "holds no PEM private key",
+        ),
+        (
+            &key,
+            &key,
+            "server.tls_cert_file",
+            "holds no PEM certificate",
+        ),
+        (
+            &cert,
+            &cert,
+            "server.tls_key_file",
+            "holds no PEM private key",
+        ),
+    ] {
+        let e = match cardbind::cli::start(config(c, k)).await {
+            Ok(_) => panic!("started with {c:?} and {k:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.starts_with(field) && e.contains(why), "{c:?} {k:?}: {e}");
+    }
+
+    // The binary: no listening line, the exit code of a configuration error.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .arg("serve")
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.0.join("data"))
+        .env("CARDBIND__SERVER__TLS_CERT_FILE", &cert)
+        .env("CARDBIND__SERVER__TLS_KEY_FILE", &other_key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("server.tls_key_file"), "{stderr}");
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use cardbind_domain::Role;
 use cardbind_ports::clock::Clock;
 
@@ -112,14 +112,20 @@ pub fn auth(config: &Config) -> anyhow::Result<AuthSettings> {
     })
 }
 
-/// TLS settings when the service terminates TLS itself.
+/// TLS settings when the service terminates TLS itself. The certificate
+/// and key are checked here, at start-up: the TLS layer reads them only at
+/// a client's handshake, so a service started with a bad pair would listen
+/// and fail every handshake.
 pub fn tls(config: &Config) -> anyhow::Result<Option<poem::listener::RustlsConfig>> {
     match (&config.server.tls_cert_file, &config.server.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let cert = std::fs::read(cert)
-                .with_context(|| format!("server.tls_cert_file: cannot read {}", cert.display()))?;
-            let key = std::fs::read(key)
-                .with_context(|| format!("server.tls_key_file: cannot read {}", key.display()))?;
+        (Some(cert_file), Some(key_file)) => {
+            let cert = std::fs::read(cert_file).with_context(|| {
+                format!("server.tls_cert_file: cannot read {}", cert_file.display())
+            })?;
+            let key = std::fs::read(key_file).with_context(|| {
+                format!("server.tls_key_file: cannot read {}", key_file.display())
+            })?;
+            check_tls_pair(&cert, cert_file, &key, key_file)?;
             Ok(Some(poem::listener::RustlsConfig::new().fallback(
                 poem::listener::RustlsCertificate::new().cert(cert).key(key),
             )))
@@ -128,6 +134,64 @@ pub fn tls(config: &Config) -> anyhow::Result<Option<poem::listener::RustlsConfi
         (Some(_), None) | (None, Some(_)) => Err(anyhow!(
             "server.tls_cert_file and server.tls_key_file go together: set both or neither"
         )),
+    }
+}
+
+/// Refuses what every handshake would fail on: a certificate file without
+/// a readable PEM certificate, a key file without a usable PEM private key
+/// (PKCS#8, PKCS#1 or SEC1), or a key that is not the certificate's.
+fn check_tls_pair(
+    cert: &[u8],
+    cert_file: &Path,
+    key: &[u8],
+    key_file: &Path,
+) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            anyhow!(
+                "server.tls_cert_file: {} is not a PEM certificate chain: {e}",
+                cert_file.display()
+            )
+        })?;
+    if chain.is_empty() {
+        bail!(
+            "server.tls_cert_file: {} holds no PEM certificate",
+            cert_file.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+        anyhow!(
+            "server.tls_key_file: {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+            key_file.display()
+        )
+    })?;
+    // The provider the TLS layer (poem's rustls acceptor) signs with.
+    let signing = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| {
+            anyhow!(
+                "server.tls_key_file: {} is not a usable private key: {e}",
+                key_file.display()
+            )
+        })?;
+    match rustls::sign::CertifiedKey::new(chain, signing).keys_match() {
+        Ok(()) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => bail!(
+            "server.tls_key_file: the key in {} is not the key of the certificate in {} \
+             (server.tls_cert_file)",
+            key_file.display(),
+            cert_file.display()
+        ),
+        // The key cannot tell its public half: nothing to compare.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Err(e) => bail!(
+            "server.tls_cert_file: the first certificate in {} cannot be used: {e}",
+            cert_file.display()
+        ),
     }
 }
 
