@@ -144,13 +144,21 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
     let sealed_before = all_docs(&a, "card_data").await;
     assert!(sealed_before.len() >= 4, "{}", sealed_before.len());
 
-    // Rotate with the CLI's code path, twice (the second run resumes with nothing to do).
+    // Rotate with the CLI's code path, twice (the second run resumes with
+    // nothing to do), configured as the procedure says: the new key as
+    // master, the old one as the previous key (the default `--from`).
     let config = a.config.clone();
+    let rotation_config = {
+        let mut c = config.clone();
+        c.keys.kms_key_id = new_key.clone();
+        c.keys.previous_kms_key_ids = vec![old_key.clone()];
+        c
+    };
     let stores = cardbind::compose::stores(&config).await.expect("stores");
-    cardbind::compose::rotate_keys(&config, &stores, None, &new_key)
+    cardbind::compose::rotate_keys(&rotation_config, &stores, None, &new_key)
         .await
         .expect("rotation");
-    cardbind::compose::rotate_keys(&config, &stores, None, &new_key)
+    cardbind::compose::rotate_keys(&rotation_config, &stores, None, &new_key)
         .await
         .expect("second rotation run");
 

@@ -189,3 +189,89 @@ fn the_service_keeps_serving_when_its_log_reader_goes_away() {
         "the service stopped serving: {answer:?}, {status:?}"
     );
 }
+
+/// `cardbind` with the variables of the test's environment removed.
+fn cardbind() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Every wrapped key of the store: (owner, master key id, wrapped bytes).
+async fn wrapped_keys(config: &cardbind::config::Config) -> Vec<(String, String, Vec<u8>)> {
+    let stores = cardbind::compose::stores(config).await.unwrap();
+    stores
+        .data_keys
+        .list(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.owner, k.master_key_id, k.wrapped))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = data.clone();
+    // A store with the service's keys in it (the branch key, the canary).
+    let built = cardbind::compose::build(&config).await.unwrap();
+    built.usecases.key_self_check().await.unwrap();
+    drop(built);
+    let before = wrapped_keys(&config).await;
+    let old_id = before
+        .iter()
+        .find(|k| k.0.starts_with("@branch:"))
+        .map(|k| k.1.clone())
+        .unwrap();
+    let new_key = dir.path().join("new.key");
+    cardbind_keys::LocalMasterKey::load_or_create_file(&new_key).unwrap();
+
+    // The new key is not the configured master key yet: refused, nothing changed.
+    let out = cardbind()
+        .args(["keys", "rotate", "--from"])
+        .arg(data.join("master.key"))
+        .arg("--to")
+        .arg(&new_key)
+        .env("CARDBIND__SERVER__DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not the configured master key (keys.local_key_file"),
+        "{stderr}"
+    );
+    assert_eq!(wrapped_keys(&config).await, before, "nothing changed");
+
+    // Configured as the master key, the old one as the previous key: the
+    // branch keys move to it.
+    let file = dir.path().join("cardbind.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = {data:?}\n[keys]\nlocal_key_file = {new_key:?}\n\
+             previous_local_key_files = [{old:?}]\n",
+            old = data.join("master.key"),
+        ),
+    )
+    .unwrap();
+    let out = cardbind()
+        .args(["keys", "rotate", "--to"])
+        .arg(&new_key)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let after = wrapped_keys(&config).await;
+    let branch = after.iter().find(|k| k.0.starts_with("@branch:")).unwrap();
+    assert_ne!(branch.1, old_id, "re-wrapped under the new key");
+}

@@ -137,10 +137,12 @@ pub enum KeysCommand {
     /// Re-wrap every branch key (and any data key stored before branch
     /// keys) under another master key (resumable).
     Rotate {
-        /// The key to move away from (default: the configured master key).
+        /// The key to move away from (default: the one key in
+        /// `keys.previous_kms_key_ids` or `keys.previous_local_key_files`).
         #[arg(long)]
         from: Option<String>,
-        /// The new KMS key id / ARN / alias (or an existing local key file).
+        /// The new KMS key id / ARN / alias (or an existing local key file):
+        /// the configured master key (`keys.kms_key_id`, `keys.local_key_file`).
         #[arg(long)]
         to: String,
     },

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use cardbind_keys::MasterKey;
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
 use cardbind_ports::clock::{Clock, SystemClock};
 use cardbind_ports::keys::CardVault;
@@ -120,9 +121,9 @@ pub async fn vault(
     })
 }
 
-/// `cardbind keys rotate --to NEW`: re-wraps every data key.
 /// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key
-/// wrapped under `from` (default: the configured master key) under `to`.
+/// wrapped under `from` (default: the one previous master key configured)
+/// under `to`, which must be the configured master key.
 pub async fn rotate_keys(
     config: &Config,
     stores: &Stores,
@@ -147,21 +148,46 @@ pub async fn rotate_keys(
     let report = match config.keys.kind {
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
-            let from = kms_key(config, from.unwrap_or(&config.keys.kms_key_id), m.clone()).await?;
-            let to = kms_key(config, to, m).await?;
-            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
+            let master = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
+            let to_key = kms_key(config, to, m.clone()).await?;
+            // The same key may be named by id, ARN or alias: compare ARNs.
+            if to_key.key_id() != master.key_id() {
+                return Err(not_the_master_key(
+                    to,
+                    "keys.kms_key_id",
+                    &config.keys.kms_key_id,
+                ));
+            }
+            let from = match (from, config.keys.previous_kms_key_ids.as_slice()) {
+                (Some(f), _) => kms_key(config, f, m).await?,
+                (None, [previous]) => kms_key(config, previous, m).await?,
+                (None, _) => return Err(name_the_old_key("keys.previous_kms_key_ids")),
+            };
+            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to_key, progress).await
         }
         KeysKind::Local => {
             // Both keys must exist: a mistyped path must not create a key.
-            let from = match from {
-                Some(f) => cardbind_keys::LocalMasterKey::load(Path::new(f))
-                    .map_err(|e| anyhow!("--from: {e}"))?,
-                None => cardbind_keys::LocalMasterKey::load(&local_key_file(config)?)
-                    .map_err(|e| anyhow!("keys.local_key_file: {e}"))?,
-            };
-            let to = cardbind_keys::LocalMasterKey::load(Path::new(to))
+            let master_file = local_key_file(config)?;
+            let master = cardbind_keys::LocalMasterKey::load(&master_file)
+                .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+            let to_key = cardbind_keys::LocalMasterKey::load(Path::new(to))
                 .map_err(|e| anyhow!("--to: {e}"))?;
-            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to, progress).await
+            // Another path to the same key is the same key.
+            if to_key.key_id() != master.key_id() {
+                return Err(not_the_master_key(
+                    to,
+                    "keys.local_key_file",
+                    &master_file.display().to_string(),
+                ));
+            }
+            let from = match (from, config.keys.previous_local_key_files.as_slice()) {
+                (Some(f), _) => cardbind_keys::LocalMasterKey::load(Path::new(f))
+                    .map_err(|e| anyhow!("--from: {e}"))?,
+                (None, [previous]) => cardbind_keys::LocalMasterKey::load(previous)
+                    .map_err(|e| anyhow!("keys.previous_local_key_files: {e}"))?,
+                (None, _) => return Err(name_the_old_key("keys.previous_local_key_files")),
+            };
+            cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to_key, progress).await
         }
     }
     .map_err(|e| anyhow!("rotation stopped (run it again to resume): {e}"))?;
@@ -193,6 +219,22 @@ pub async fn rotate_keys(
     }
     println!("{report:?}");
     Ok(())
+}
+
+/// A rotation to a key the service is not configured with would leave
+/// the branch keys wrapped under a key no instance can unwrap: new users'
+/// binds fail once the branch key cache expires, and restarts are refused.
+fn not_the_master_key(to: &str, field: &str, configured: &str) -> anyhow::Error {
+    anyhow!(
+        "--to {to} is not the configured master key ({field} = {configured}); nothing was \
+         changed. Configure it as the master key (and the old key as a previous key), \
+         restart the service, then rotate"
+    )
+}
+
+/// Without `--from`, the old key is the one previous key configured.
+fn name_the_old_key(field: &str) -> anyhow::Error {
+    anyhow!("--from: name the key to move away from ({field} does not hold exactly one key)")
 }
 
 /// `cardbind keys retire-branches [--new-version]`: moves every data key
