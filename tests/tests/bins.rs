@@ -109,6 +109,13 @@ async fn bad_files_are_refused_whole_with_line_numbers() {
         .await
         .unwrap();
     assert!(ok.contains("1 entries, valid"), "{ok}");
+    // An import needs the store to exist (a first `serve` makes it).
+    let e = cardbind::cli::import_bins(&config, &good, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("there is no store at"), "{e}");
+    cardbind::compose::stores(&config).await.unwrap();
     // The embedded store (the default) keeps an imported table.
     let ok = cardbind::cli::import_bins(&config, &good, false)
         .await

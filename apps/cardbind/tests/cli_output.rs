@@ -84,9 +84,18 @@ fn a_token_made_with_a_new_dev_secret_says_where_the_secret_is() {
     assert_eq!(quiet, "", "the secret exists now");
 }
 
-#[test]
-fn audit_verify_checks_the_chains_then_the_anchors() {
+/// Makes the embedded store of the data directory `data`, as a first
+/// `serve` does.
+async fn make_store(data: &std::path::Path) {
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = data.to_path_buf();
+    cardbind::compose::stores(&config).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_checks_the_chains_then_the_anchors() {
     let dir = tempfile::tempdir().unwrap();
+    make_store(dir.path()).await;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
     for (k, _) in std::env::vars() {
         if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
@@ -110,9 +119,10 @@ fn audit_verify_checks_the_chains_then_the_anchors() {
     );
 }
 
-#[test]
-fn audit_verify_with_a_log_that_names_no_anchor_fails() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_with_a_log_that_names_no_anchor_fails() {
     let dir = tempfile::tempdir().unwrap();
+    make_store(&dir.path().join("data")).await;
     let log = dir.path().join("service.log");
     std::fs::write(&log, "{\"fields\":{\"message\":\"cardbind started\"}}\n").unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
@@ -274,4 +284,87 @@ async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
     let after = wrapped_keys(&config).await;
     let branch = after.iter().find(|k| k.0.starts_with("@branch:")).unwrap();
     assert_ne!(branch.1, old_id, "re-wrapped under the new key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_refuse_a_store_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let bins = dir.path().join("bins.csv");
+    std::fs::write(
+        &bins,
+        "low,high,issuer_code,issuer_name_zh,issuer_name_en,card_type,country,currency\n\
+         622588,,CMB,招商银行,CMB,debit,CN,CNY\n",
+    )
+    .unwrap();
+    let key = dir.path().join("other.key");
+    cardbind_keys::LocalMasterKey::load_or_create_file(&key).unwrap();
+    let key = key.to_str().unwrap();
+    let bins = bins.to_str().unwrap();
+    // Run from a directory without a store, with the default relative data
+    // directory (`.data`).
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let commands: [&[&str]; 7] = [
+        &["erase-user", "bob"],
+        &["purge"],
+        &["reconcile"],
+        &["audit", "verify"],
+        &["keys", "rotate", "--from", key, "--to", key],
+        &["keys", "retire-branches"],
+        &["bins", "import", bins],
+    ];
+    let store = elsewhere.join(".data").join("cardbind.sqlite3");
+    for args in &commands {
+        let out = cardbind()
+            .args(*args)
+            .current_dir(&elsewhere)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("storage.path: there is no store at")
+                && stderr.contains(&store.display().to_string()),
+            "{args:?}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+    // With `storage.path` set, that path is named.
+    let path = dir.path().join("store.sqlite3");
+    let out = cardbind()
+        .args(commands[0])
+        .current_dir(&elsewhere)
+        .env("CARDBIND__STORAGE__PATH", &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(!path.exists());
+    // A dry run of a BIN table import reads no store.
+    let out = cardbind()
+        .args(["bins", "import", bins, "--dry-run"])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Where the store is, the command runs.
+    make_store(&elsewhere.join(".data")).await;
+    let out = cardbind()
+        .args(commands[0])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("erased user bob: 0 card(s)"), "{stdout}");
 }

@@ -36,7 +36,7 @@ pub async fn import_bins(
              import could not reach it"
         );
     }
-    let stores = compose::stores(config).await?;
+    let stores = compose::existing_stores(config).await?;
     let now = SystemClock.now();
     let version = stores
         .bins

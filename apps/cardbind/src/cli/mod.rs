@@ -215,7 +215,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::CheckConfig => out(&admin::config_in_force(&config)?),
         Command::Purge => {
             init_logging(&config);
-            let built = compose::build(&config).await?;
+            let built = compose::build_existing(&config).await?;
             let purged = built
                 .usecases
                 .purge(&RequestContext::service("cli:purge"), config.retention()?)
@@ -232,21 +232,21 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 ),
                 None => None,
             };
-            let built = compose::build(&config).await?;
+            let built = compose::build_existing(&config).await?;
             admin::audit_verify(&built.usecases, config.audit.retention_days, log.as_deref()).await
         }
         Command::Keys {
             command: KeysCommand::Rotate { from, to },
         } => {
             init_logging(&config);
-            let stores = compose::stores(&config).await?;
+            let stores = compose::existing_stores(&config).await?;
             compose::rotate_keys(&config, &stores, from.as_deref(), &to).await
         }
         Command::Keys {
             command: KeysCommand::RetireBranches { new_version },
         } => {
             init_logging(&config);
-            let stores = compose::stores(&config).await?;
+            let stores = compose::existing_stores(&config).await?;
             let report = compose::keys::retire_branches(&config, &stores, new_version).await?;
             out(&format!("{report:?}\n"))?;
             if let Some(at) = report.retire_after {
@@ -262,7 +262,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         } => {
             init_logging(&config);
             let user = UserId::parse(&user_id).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let built = compose::build(&config).await?;
+            let built = compose::build_existing(&config).await?;
             let ctx = RequestContext::service("cli:erase-user");
             let r = built
                 .usecases
@@ -283,7 +283,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         }
         Command::Reconcile { older_than } => {
             init_logging(&config);
-            let built = compose::build(&config).await?;
+            let built = compose::build_existing(&config).await?;
             let r = built
                 .usecases
                 .reconcile(

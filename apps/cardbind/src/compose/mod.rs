@@ -24,7 +24,7 @@ use cardbind_usecases::{Policy, Ports, UseCases};
 
 pub use auth::{auth, dev_token, jwt_secret, jwt_secret_made, step_up, tls};
 pub use keys::{rotate_keys, vault};
-pub use stores::{stores, Stores};
+pub use stores::{existing_stores, sqlite_path, stores, Stores};
 
 use crate::config::Config;
 use crate::state::{AppState, HttpSettings};
@@ -131,6 +131,13 @@ pub async fn bins(stores: &Stores) -> anyhow::Result<crate::bins::Bins> {
 /// Builds every adapter, the use cases and the application state.
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let stores = stores(config).await?;
+    build_on(config, stores).await
+}
+
+/// [`build`] for an admin command: on a store that exists already (see
+/// [`existing_stores`]).
+pub async fn build_existing(config: &Config) -> anyhow::Result<Built> {
+    let stores = existing_stores(config).await?;
     build_on(config, stores).await
 }
 

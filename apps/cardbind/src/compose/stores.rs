@@ -1,9 +1,10 @@
 //! The storage adapter the configuration names, as every storage port.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use cardbind_ports::audit::AuditLog;
 use cardbind_ports::bins::BinTableStore;
 use cardbind_ports::store::{
@@ -61,7 +62,40 @@ impl Stores {
     }
 }
 
-/// Opens the configured store.
+/// The SQLite file of `config` (`storage.path`, else `cardbind.sqlite3` in
+/// the data directory), as configured: a relative path is taken from the
+/// current directory.
+pub fn sqlite_path(config: &Config) -> PathBuf {
+    match &config.storage.path {
+        Some(p) => p.clone(),
+        None => config.server.data_dir.join(SQLITE_FILE),
+    }
+}
+
+const SQLITE_FILE: &str = "cardbind.sqlite3";
+
+/// Opens the configured store for an admin command: the embedded SQLite
+/// store must exist already. Opening it would create an empty one, and a
+/// command run from another directory than the service's (the default
+/// `server.data_dir` is relative) would then report success on it while the
+/// service's store is left as it was. Nothing is created when it refuses.
+pub async fn existing_stores(config: &Config) -> anyhow::Result<Stores> {
+    if config.storage.kind == StorageKind::Sqlite {
+        let path = sqlite_path(config);
+        if !path.exists() {
+            let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+            bail!(
+                "storage.path: there is no store at {}; nothing was changed. Run the command \
+                 where the service runs (a relative server.data_dir or storage.path is taken \
+                 from the current directory), or set them to the service's store",
+                shown.display()
+            );
+        }
+    }
+    stores(config).await
+}
+
+/// Opens the configured store (the embedded store is created when missing).
 pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
     let s = &config.storage;
     match s.kind {
@@ -72,7 +106,7 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
         StorageKind::Sqlite => {
             let path = match &s.path {
                 Some(p) => p.clone(),
-                None => data_dir(config)?.join("cardbind.sqlite3"),
+                None => data_dir(config)?.join(SQLITE_FILE),
             };
             let options = cardbind_sqlite::SqliteOptions {
                 cache_mib: s.cache_mib,
