@@ -368,3 +368,47 @@ async fn admin_commands_refuse_a_store_that_does_not_exist() {
     );
     assert!(stdout.starts_with("erased user bob: 0 card(s)"), "{stdout}");
 }
+
+#[test]
+fn settings_that_would_panic_the_service_are_refused_as_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, field) in [
+        (
+            "CARDBIND__STORAGE__TIMEOUT_MS",
+            "2147483648",
+            "storage.timeout_ms",
+        ),
+        (
+            "CARDBIND__KEYS__CACHE_MAX_AGE_SECONDS",
+            "40000000000",
+            "keys.cache_max_age_seconds",
+        ),
+        (
+            "CARDBIND__LIMITS__VERIFICATION_WINDOW_SECONDS",
+            "0",
+            "limits.verification_window_seconds",
+        ),
+        (
+            "CARDBIND__SERVER__MAX_JSON_DEPTH",
+            "0",
+            "server.max_json_depth",
+        ),
+    ] {
+        for command in ["check-config", "serve"] {
+            let out = cardbind()
+                .arg(command)
+                .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+                .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+                .env(var, value)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command} {var}: {stderr}");
+            assert!(
+                stderr.contains(&format!("cardbind: configuration: {field}:")),
+                "{command} {var}: {stderr}"
+            );
+        }
+    }
+}

@@ -281,6 +281,12 @@ impl ChannelsConfig {
                 "must be positive and at most 25000: a bind still asking its channel after 30 s may be taken over by another request",
             );
         }
+        if r.breaker_open_seconds > 3600 {
+            return bad(
+                "channels.resilience.breaker_open_seconds",
+                "must be at most 3600",
+            );
+        }
         if r.backoff_min_ms > r.backoff_max_ms {
             return bad(
                 "channels.resilience.backoff_min_ms",

@@ -127,17 +127,30 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes", "must be at least 1024");
         }
+        if self.server.max_json_depth == 0 {
+            return bad("server.max_json_depth", "must be positive");
+        }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be positive");
         }
-        if self.server.header_read_timeout_ms == 0 {
-            return bad("server.header_read_timeout_ms", "must be positive");
+        // Durations are bounded: past what any clock or timer takes (a
+        // deadline past the end of time, a SQLite busy timeout past
+        // i32::MAX ms, a cache lifetime past 1000 years) a setting would
+        // panic where it is used, at start or on a request.
+        if self.server.purge_interval_seconds > 604_800 {
+            return bad(
+                "server.purge_interval_seconds",
+                "must be at most 604800 (a week; 0 turns the background purge off)",
+            );
         }
-        if self.server.keep_alive_timeout_ms == 0 {
-            return bad("server.keep_alive_timeout_ms", "must be positive");
+        if !(1..=600_000).contains(&self.server.header_read_timeout_ms) {
+            return bad("server.header_read_timeout_ms", "must be 1 to 600000");
         }
-        if self.server.body_read_timeout_ms == 0 {
-            return bad("server.body_read_timeout_ms", "must be positive");
+        if !(1..=3_600_000).contains(&self.server.keep_alive_timeout_ms) {
+            return bad("server.keep_alive_timeout_ms", "must be 1 to 3600000");
+        }
+        if !(1..=600_000).contains(&self.server.body_read_timeout_ms) {
+            return bad("server.body_read_timeout_ms", "must be 1 to 600000");
         }
         if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
             return bad("server.max_header_bytes", "must be 8192 to 1048576");
@@ -148,13 +161,22 @@ impl Config {
                 "must be a mongodb:// or mongodb+srv:// connection string",
             );
         }
-        if self.storage.timeout_ms == 0 {
-            return bad("storage.timeout_ms", "must be positive");
+        if !(1..=600_000).contains(&self.storage.timeout_ms) {
+            return bad("storage.timeout_ms", "must be 1 to 600000");
         }
         if self.keys.kind == KeysKind::AwsKms && self.keys.kms_key_id.is_empty() {
             return bad(
                 "keys.kms_key_id",
                 "is required when keys.kind = \"aws_kms\"",
+            );
+        }
+        if self.keys.kms_timeout_ms > 600_000 {
+            return bad("keys.kms_timeout_ms", "must be at most 600000");
+        }
+        if self.keys.cache_max_age_seconds > 86_400 {
+            return bad(
+                "keys.cache_max_age_seconds",
+                "must be at most 86400 (one day)",
             );
         }
         if self.keys.branch_key_cache_ttl_seconds > 86_400 {
@@ -179,6 +201,9 @@ impl Config {
         if self.limits.otp_attempts == 0 {
             return bad("limits.otp_attempts", "must be positive");
         }
+        if !(1..=86_400).contains(&self.limits.verification_window_seconds) {
+            return bad("limits.verification_window_seconds", "must be 1 to 86400");
+        }
         self.retention()?;
         if self.audit.anchor_interval_seconds > 86_400 {
             return bad(
@@ -191,6 +216,12 @@ impl Config {
         }
         if !(MIN_LEASE_SECONDS..=3600).contains(&self.idempotency.lease_seconds) {
             return bad("idempotency.lease_seconds", "must be 2 to 3600");
+        }
+        if self.idempotency.wait_ms > 600_000 {
+            return bad("idempotency.wait_ms", "must be at most 600000");
+        }
+        if self.auth.leeway_seconds > 300 {
+            return bad("auth.leeway_seconds", "must be at most 300");
         }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad("auth.jwt_secret", "must be at least 32 characters");
@@ -338,6 +369,110 @@ mod tests {
         assert!(e.0.starts_with("keys.branch_key_rotation_days:"), "{e}");
         c.keys.branch_key_rotation_days = 0;
         assert!(c.validate().is_ok(), "0 turns automatic rotation off");
+    }
+
+    #[test]
+    fn durations_and_windows_are_bounded_where_they_would_panic_or_mean_nothing() {
+        type Set = fn(&mut Config, u64);
+        let cases: [(&str, Set, &[u64], &[u64]); 12] = [
+            (
+                "storage.timeout_ms",
+                |c, v| c.storage.timeout_ms = v,
+                &[0, 600_001, 2_147_483_648, u64::MAX],
+                &[1, 3000, 600_000],
+            ),
+            (
+                "keys.cache_max_age_seconds",
+                |c, v| c.keys.cache_max_age_seconds = v,
+                &[86_401, 40_000_000_000, u64::MAX],
+                &[0, 300, 86_400],
+            ),
+            (
+                "keys.kms_timeout_ms",
+                |c, v| c.keys.kms_timeout_ms = v,
+                &[600_001, u64::MAX],
+                &[5000, 600_000],
+            ),
+            (
+                "server.purge_interval_seconds",
+                |c, v| c.server.purge_interval_seconds = v,
+                &[604_801, u64::MAX],
+                &[0, 3600, 604_800],
+            ),
+            (
+                "server.header_read_timeout_ms",
+                |c, v| c.server.header_read_timeout_ms = v,
+                &[0, 600_001, u64::MAX],
+                &[1, 600_000],
+            ),
+            (
+                "server.keep_alive_timeout_ms",
+                |c, v| c.server.keep_alive_timeout_ms = v,
+                &[0, 3_600_001, u64::MAX],
+                &[1, 3_600_000],
+            ),
+            (
+                "server.body_read_timeout_ms",
+                |c, v| c.server.body_read_timeout_ms = v,
+                &[0, 600_001, u64::MAX],
+                &[1, 600_000],
+            ),
+            (
+                "server.max_json_depth",
+                |c, v| c.server.max_json_depth = v as usize,
+                &[0],
+                &[1, 16, 128],
+            ),
+            (
+                "idempotency.wait_ms",
+                |c, v| c.idempotency.wait_ms = v,
+                &[600_001, u64::MAX],
+                &[0, 10_000, 600_000],
+            ),
+            (
+                "auth.leeway_seconds",
+                |c, v| c.auth.leeway_seconds = v,
+                &[301, u64::MAX],
+                &[0, 30, 300],
+            ),
+            (
+                "channels.resilience.breaker_open_seconds",
+                |c, v| c.channels.resilience.breaker_open_seconds = v,
+                &[3601, u64::MAX],
+                &[0, 30, 3600],
+            ),
+            (
+                "limits.verification_window_seconds",
+                |c, v| c.limits.verification_window_seconds = v as i64,
+                &[0, 86_401, i64::MAX as u64],
+                &[1, 900, 86_400],
+            ),
+        ];
+        for (field, set, bad, good) in cases {
+            for &v in bad {
+                let mut c = Config::default();
+                set(&mut c, v);
+                let e = c.validate().unwrap_err();
+                assert!(e.0.starts_with(&format!("{field}:")), "{field} = {v}: {e}");
+            }
+            for &v in good {
+                let mut c = Config::default();
+                set(&mut c, v);
+                assert!(c.validate().is_ok(), "{field} = {v}");
+            }
+        }
+        let mut c = Config::default();
+        c.limits.verification_window_seconds = -900;
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.0.starts_with("limits.verification_window_seconds:"),
+            "{e}"
+        );
+        // The limits whose 0 turns them off keep that meaning.
+        let mut c = Config::default();
+        c.limits.binds_per_ip_per_minute = 0;
+        c.limits.binds_per_card_per_hour = 0;
+        assert!(c.validate().is_ok());
     }
 
     #[test]
