@@ -20,9 +20,13 @@ pub enum StoreError {
 /// Errors of the key service.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// KMS (or the key store) could not be reached.
+    /// KMS could not be reached.
     #[error("key service unavailable: {0}")]
     Unavailable(String),
+    /// The store that keeps the wrapped keys could not be read or written
+    /// (the key service itself may be up): a storage outage.
+    #[error("key store unavailable: {0}")]
+    StoreUnavailable(String),
     /// A sealed value did not open: tampered, moved to another record or
     /// field, wrapped by another key, or its key was erased.
     #[error("sealed data refused: {0}")]

@@ -180,7 +180,8 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) fn store_err(e: StoreError) -> KeyError {
     match e {
         StoreError::Corrupt(m) => KeyError::Refused(format!("key store: corrupt record: {m}")),
-        e @ (StoreError::Unavailable(_) | StoreError::Duplicate | StoreError::Conflict) => {
+        StoreError::Unavailable(m) => KeyError::StoreUnavailable(m),
+        e @ (StoreError::Duplicate | StoreError::Conflict) => {
             KeyError::Unavailable(format!("key store: {e}"))
         }
     }

@@ -374,6 +374,9 @@ impl<M: MasterKey> EnvelopeVault<M> {
             KeyError::Unavailable(m) => KeyError::Unavailable(format!(
                 "self-check failed: the master key service cannot be reached ({m})"
             )),
+            KeyError::StoreUnavailable(m) => KeyError::StoreUnavailable(format!(
+                "self-check failed: the key store cannot be read or written ({m})"
+            )),
             KeyError::Refused(m) => KeyError::Refused(format!(
                 "self-check failed: the canary does not open with master key {master} (wrong master key?): {m}"
             )),

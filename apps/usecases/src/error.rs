@@ -212,6 +212,10 @@ macro_rules! op_error {
                         tracing::warn!(%cause, "key service unavailable");
                         $name::Unavailable($crate::error::key_service_unavailable())
                     }
+                    K::StoreUnavailable(cause) => {
+                        tracing::warn!(%cause, "storage unavailable (key store)");
+                        $name::Unavailable($crate::error::storage_unavailable())
+                    }
                     K::Refused(_) | K::Erased => {
                         tracing::error!(error = %e, "sealed card data refused to open");
                         $name::Conflict($crate::error::card_data_unreadable())
@@ -232,6 +236,10 @@ macro_rules! op_error {
                 match e {
                     K::Unavailable(cause) => {
                         tracing::warn!(%cause, "key service unavailable");
+                    }
+                    K::StoreUnavailable(cause) => {
+                        tracing::warn!(%cause, "storage unavailable (key store)");
+                        return $name::Unavailable($crate::error::storage_unavailable());
                     }
                     K::Refused(_) | K::Erased => {
                         tracing::error!(error = %e, "the key service refused to seal or fingerprint");
@@ -358,6 +366,10 @@ mod tests {
         assert!(matches!(e, TestError::Internal(_)));
         let e: TestError = KeyError::Erased.into();
         assert_eq!(e.code(), ErrorCode::CardDataUnreadable);
+        let e: TestError = KeyError::Unavailable("kms".into()).into();
+        assert_eq!(e.code(), ErrorCode::KeyServiceUnavailable);
+        let e: TestError = KeyError::StoreUnavailable("read-only".into()).into();
+        assert_eq!(e.code(), ErrorCode::StorageUnavailable);
         let e: TestError = ChannelError::Rejected {
             code: "<b>".into(),
             message: String::new(),

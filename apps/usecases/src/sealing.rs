@@ -47,7 +47,8 @@ pub(crate) enum Owner {
 
 /// Why sealed data did not open.
 pub(crate) enum OpenFailure {
-    /// The key service could not be reached.
+    /// The key service, or the store that keeps the keys, could not be
+    /// reached.
     Unavailable(KeyError),
     /// Tampered, moved, erased, or not the value it should be.
     Unreadable,
@@ -109,7 +110,9 @@ impl UseCases {
                 .open(user, &ctx_seal, sealed.get(field))
                 .await
                 .map_err(|e| match e {
-                    KeyError::Unavailable(_) => OpenFailure::Unavailable(e),
+                    KeyError::Unavailable(_) | KeyError::StoreUnavailable(_) => {
+                        OpenFailure::Unavailable(e)
+                    }
                     KeyError::Refused(_) | KeyError::Erased => {
                         tracing::error!(%binding, %field, error = %e, "sealed card data refused to open");
                         OpenFailure::Unreadable
@@ -123,6 +126,9 @@ impl UseCases {
                 .detail(field.as_str());
             events.push(match &opened {
                 Ok(_) => e.build(),
+                Err(OpenFailure::Unavailable(KeyError::StoreUnavailable(_))) => {
+                    e.refused(ErrorCode::StorageUnavailable).build()
+                }
                 Err(OpenFailure::Unavailable(_)) => {
                     e.refused(ErrorCode::KeyServiceUnavailable).build()
                 }

@@ -844,6 +844,20 @@ async fn a_key_service_that_refuses_to_seal_is_unavailable_not_unreadable_card_d
 }
 
 #[tokio::test]
+async fn a_key_store_that_cannot_be_written_is_a_storage_outage() {
+    let w = world(Policy::default());
+    w.vault
+        .seal_store_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e =
+        w.uc.bind_card(&backend(), bind_cmd("oda", &visa(62), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    assert!(w.store.links(None, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_key_service_outage_writes_nothing() {
     let w = world(Policy::default());
     w.vault

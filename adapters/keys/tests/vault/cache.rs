@@ -310,6 +310,6 @@ async fn keyed_digest_without_its_key_or_store_is_unavailable() {
     m.set_unavailable(true);
     assert!(matches!(
         v.keyed_digest("request", &[b"x"]).await,
-        Err(KeyError::Unavailable(_))
+        Err(KeyError::StoreUnavailable(_))
     ));
 }

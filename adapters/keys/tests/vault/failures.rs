@@ -103,6 +103,31 @@ async fn master_key_down_with_and_without_a_cached_branch_key() {
 }
 
 #[tokio::test]
+async fn a_key_store_that_fails_is_a_store_outage_not_a_key_service_one() {
+    let (mem, s) = store();
+    let master = Arc::new(Counting::new(LocalMasterKey::generate()));
+    let vault = || {
+        EnvelopeVault::new(
+            CountingRef(master.clone()),
+            s.clone(),
+            VaultConfig::default(),
+        )
+    };
+    let c = ctx("card", "pan");
+    let a = vault();
+    a.seal(&user("alice"), &c, b"alice").await.expect("seal");
+    // The key service is up; the store cannot be written (a read-only
+    // database) nor read.
+    mem.set_unavailable(true);
+    let r = a.seal(&user("bob"), &c, b"x").await;
+    assert!(matches!(r, Err(KeyError::StoreUnavailable(_))), "{r:?}");
+    let r = vault().seal(&user("carol"), &c, b"x").await;
+    assert!(matches!(r, Err(KeyError::StoreUnavailable(_))), "{r:?}");
+    mem.set_unavailable(false);
+    a.seal(&user("bob"), &c, b"x").await.expect("back");
+}
+
+#[tokio::test]
 async fn nothing_secret_in_debug_or_errors() {
     let key = DataKey::generate();
     let hex_key = hex::encode(key.expose());

@@ -269,11 +269,11 @@ async fn self_check_reports_an_unreachable_store() {
     mem.set_unavailable(true);
     assert!(matches!(
         v.self_check().await,
-        Err(KeyError::Unavailable(_))
+        Err(KeyError::StoreUnavailable(_))
     ));
     assert!(matches!(
         v.seal(&user("u"), &ctx("r", "pan"), b"x").await,
-        Err(KeyError::Unavailable(_))
+        Err(KeyError::StoreUnavailable(_))
     ));
 }
 

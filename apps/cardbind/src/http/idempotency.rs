@@ -105,15 +105,24 @@ async fn request_hash(
 /// As a bind's own seal and fingerprint answer: the key service refusing
 /// the digest (access denied, a disabled key) is the operator's to fix and
 /// the client's to retry later, so `503 key_service_unavailable` either
-/// way, logged as an error when it refused.
+/// way, logged as an error when it refused. A key store that cannot be read
+/// or written is a storage outage.
 fn keys(e: KeyError) -> ApiError {
-    if !matches!(e, KeyError::Unavailable(_)) {
-        tracing::error!(error = %e, "the key service refused the idempotency digest");
+    match e {
+        KeyError::StoreUnavailable(_) => ApiError::new(
+            ErrorCode::StorageUnavailable,
+            "storage is unavailable; retry later",
+        ),
+        KeyError::Unavailable(_) | KeyError::Refused(_) | KeyError::Erased => {
+            if !matches!(e, KeyError::Unavailable(_)) {
+                tracing::error!(error = %e, "the key service refused the idempotency digest");
+            }
+            ApiError::new(
+                ErrorCode::KeyServiceUnavailable,
+                "the key service is unavailable; retry later",
+            )
+        }
     }
-    ApiError::new(
-        ErrorCode::KeyServiceUnavailable,
-        "the key service is unavailable; retry later",
-    )
     .with_cause(e.to_string())
 }
 

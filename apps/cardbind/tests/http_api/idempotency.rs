@@ -151,8 +151,7 @@ async fn a_key_held_too_long_answers_in_progress() {
 async fn transient_failures_release_the_key() {
     let app = spawn();
     // A first bind makes the vault's digest key (kept in the store, then
-    // cached), as any running service has; with the store down and nothing
-    // cached the vault would answer first, `key_service_unavailable`.
+    // cached), as any running service has (with nothing cached, see below).
     app.bind("u-warm", "k-warm", &bind_body(VISA2))
         .await
         .assert_status(StatusCode::CREATED);
@@ -166,6 +165,24 @@ async fn transient_failures_release_the_key() {
     .await;
     app.store.set_unavailable(false);
     app.bind("u-transient", "k-t", &body)
+        .await
+        .assert_status(StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_key_store_outage_is_a_storage_outage_not_a_key_service_one() {
+    // Nothing cached: the vault reads its digest key from the store, which
+    // is down. The key service is up.
+    let app = spawn();
+    app.store.set_unavailable(true);
+    assert_error(
+        app.bind("u-cold", "k-cold", &bind_body(VISA)).await,
+        503,
+        "storage_unavailable",
+    )
+    .await;
+    app.store.set_unavailable(false);
+    app.bind("u-cold", "k-cold", &bind_body(VISA))
         .await
         .assert_status(StatusCode::CREATED);
 }

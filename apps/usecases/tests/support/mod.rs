@@ -74,6 +74,9 @@ pub struct FakeVault {
     pub fresh_seals: AtomicU64,
     /// Sealing is refused (the key service denies access).
     pub seal_refused: std::sync::atomic::AtomicBool,
+    /// Sealing cannot store the new user's wrapped key (the key store is
+    /// down or read-only; the key service is up).
+    pub seal_store_down: std::sync::atomic::AtomicBool,
 }
 
 fn tag(owner: &UserId, c: &SealContext) -> String {
@@ -93,6 +96,11 @@ impl CardVault for FakeVault {
         }
         if self.seal_refused.load(Ordering::SeqCst) {
             return Err(KeyError::Refused("access denied".into()));
+        }
+        if self.seal_store_down.load(Ordering::SeqCst) {
+            return Err(KeyError::StoreUnavailable(
+                "attempt to write a readonly database".into(),
+            ));
         }
         let mut b = tag(owner, c).into_bytes();
         b.extend(p.iter().rev());
