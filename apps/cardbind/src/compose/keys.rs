@@ -217,7 +217,7 @@ pub async fn rotate_keys(
     if let Err(e) = stores.audit.append_system(vec![event], now).await {
         tracing::error!(error = %e, "audit append failed for the key rotation");
     }
-    println!("{report:?}");
+    crate::cli::out(&format!("{report:?}\n"))?;
     Ok(())
 }
 
