@@ -84,6 +84,67 @@ fn a_token_made_with_a_new_dev_secret_says_where_the_secret_is() {
     assert_eq!(quiet, "", "the secret exists now");
 }
 
+/// `cardbind token` refuses what the service would not take, and makes
+/// nothing then (no dev secret written): an unusable subject, a lifetime of
+/// 0, one too long to be a dev token (or to add to the clock), and any
+/// token at all when the service verifies RS256 tokens.
+#[test]
+fn a_token_the_service_would_refuse_is_not_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("idp.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("token")
+            .args(args)
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let long = "x".repeat(129);
+    let huge = u64::MAX.to_string();
+    let pem = pem.to_str().unwrap();
+    for (args, env, says) in [
+        (vec!["--sub", ""], vec![], "--sub"),
+        (vec!["--sub", "two words"], vec![], "--sub"),
+        (vec!["--sub", long.as_str()], vec![], "--sub"),
+        (vec!["--sub", "me", "--ttl", "0"], vec![], "--ttl 0"),
+        (vec!["--sub", "me", "--ttl", huge.as_str()], vec![], "--ttl"),
+        (
+            vec!["--sub", "me"],
+            vec![("CARDBIND__AUTH__JWT_PUBLIC_KEY_FILE", pem)],
+            "RS256",
+        ),
+    ] {
+        let (ok, stdout, stderr) = run(&args, &env);
+        assert!(!ok, "{args:?}: {stdout}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(stderr.contains("nothing was issued"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!dir.path().join("jwt.secret").exists(), "{args:?}");
+    }
+    let (ok, stdout, _) = run(&["--sub", "me", "--ttl", "31536000"], &[]);
+    assert!(ok);
+    assert_eq!(stdout.trim().split('.').count(), 3, "a JWT: {stdout}");
+}
+
 /// Makes the embedded store of the data directory `data`, as a first
 /// `serve` does.
 async fn make_store(data: &std::path::Path) {

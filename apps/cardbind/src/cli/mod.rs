@@ -177,6 +177,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Serve => serve::serve(config).await,
         Command::Token { sub, role, ttl } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
+            compose::check_dev_token(&config, &sub, ttl)?;
             let (secret, made) = compose::jwt_secret_made(&config)?;
             if let Some(file) = made {
                 use std::io::Write;

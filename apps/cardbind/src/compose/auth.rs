@@ -65,6 +65,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
 }
 
 /// A token signed with the HS256 secret.
+/// The longest lifetime `cardbind token` gives a token: a year.
+pub const MAX_DEV_TOKEN_TTL: u64 = 365 * 86_400;
+
+/// Refuses a token the service would not take, before anything is made:
+/// a service that verifies RS256 tokens (`auth.jwt_public_key_file`) takes
+/// none that `cardbind token` can make (HS256, from the dev secret); a
+/// subject it does not act for; a lifetime of 0 or over a year.
+pub fn check_dev_token(config: &Config, sub: &str, ttl: u64) -> anyhow::Result<()> {
+    if let Some(f) = &config.auth.jwt_public_key_file {
+        anyhow::bail!(
+            "auth.jwt_public_key_file is set ({}): the service verifies RS256 tokens from your \
+             identity provider, and takes no HS256 token `cardbind token` could make; nothing \
+             was issued",
+            f.display()
+        );
+    }
+    if !crate::http::auth::usable_subject(sub) {
+        anyhow::bail!(
+            "--sub {sub:?}: the service takes a subject of 1 to 128 visible ASCII characters \
+             (no spaces); nothing was issued"
+        );
+    }
+    if !(1..=MAX_DEV_TOKEN_TTL).contains(&ttl) {
+        anyhow::bail!("--ttl {ttl}: must be 1 to {MAX_DEV_TOKEN_TTL} seconds; nothing was issued");
+    }
+    Ok(())
+}
+
 pub fn dev_token(
     config: &Config,
     secret: &[u8],
@@ -72,6 +100,7 @@ pub fn dev_token(
     role: Role,
     ttl: u64,
 ) -> anyhow::Result<String> {
+    check_dev_token(config, sub, ttl)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();

@@ -132,9 +132,7 @@ impl Authenticator {
                 ApiError::unauthenticated(message)
             })?;
         let claims = data.claims;
-        let sub_ok = (1..=128).contains(&claims.sub.len())
-            && claims.sub.bytes().all(|b| b.is_ascii_graphic());
-        if !sub_ok {
+        if !usable_subject(&claims.sub) {
             return Err(ApiError::unauthenticated(
                 "the bearer token has an unusable subject",
             ));
@@ -360,4 +358,10 @@ mod tests {
         );
         assert!(parse_signature_header("t=1,n=short,s=00").is_none());
     }
+}
+
+/// Whether a bearer token's `sub` is one the service acts for: 1 to 128
+/// visible ASCII characters (no spaces, no control characters).
+pub fn usable_subject(sub: &str) -> bool {
+    (1..=128).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_graphic())
 }
