@@ -339,6 +339,12 @@ async fn verify_signature(
     Ok(())
 }
 
+/// Whether a bearer token's `sub` is one the service acts for: 1 to 128
+/// visible ASCII characters (no spaces, no control characters).
+pub fn usable_subject(sub: &str) -> bool {
+    (1..=128).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_graphic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,10 +364,4 @@ mod tests {
         );
         assert!(parse_signature_header("t=1,n=short,s=00").is_none());
     }
-}
-
-/// Whether a bearer token's `sub` is one the service acts for: 1 to 128
-/// visible ASCII characters (no spaces, no control characters).
-pub fn usable_subject(sub: &str) -> bool {
-    (1..=128).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_graphic())
 }
