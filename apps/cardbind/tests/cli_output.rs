@@ -145,6 +145,29 @@ fn a_token_the_service_would_refuse_is_not_issued() {
     assert_eq!(stdout.trim().split('.').count(), 3, "a JWT: {stdout}");
 }
 
+/// A store set up under one local master key, started with a mistyped
+/// `keys.local_key_file`: refused, naming the path, and no new key file is
+/// left behind (a first start still makes its key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_local_key_file_is_refused_without_making_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.path().join("data");
+    let built = cardbind::compose::build(&config).await.unwrap();
+    built.usecases.key_self_check().await.unwrap();
+    drop(built);
+    assert!(config.server.data_dir.join("master.key").exists());
+    let typo = dir.path().join("mastr.key");
+    config.keys.local_key_file = Some(typo.clone());
+    let e = match cardbind::compose::build(&config).await {
+        Err(e) => format!("{e:#}"),
+        Ok(_) => panic!("started under a key file that does not exist"),
+    };
+    assert!(e.contains("keys.local_key_file: there is no key at"), "{e}");
+    assert!(e.contains(typo.to_str().unwrap()), "{e}");
+    assert!(!typo.exists(), "no key file was made");
+}
+
 /// Makes the embedded store of the data directory `data`, as a first
 /// `serve` does.
 async fn make_store(data: &std::path::Path) {

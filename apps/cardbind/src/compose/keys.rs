@@ -66,11 +66,30 @@ async fn kms_key(
         .map_err(|e| anyhow!("keys.kms_key_id: cannot reach or use KMS key {key_id}: {e}"))
 }
 
-fn local_vault(
+/// The local master key and the vault over it. The key file is made only
+/// for a store that holds no wrapped key yet: a store that does was set up
+/// under a key file of its own, and a new key (a mistyped path) could open
+/// none of it.
+async fn local_vault(
     config: &Config,
     data_keys: Arc<dyn DataKeyStore>,
 ) -> anyhow::Result<cardbind_keys::EnvelopeVault<cardbind_keys::LocalMasterKey>> {
-    let master = cardbind_keys::LocalMasterKey::load_or_create_file(&local_key_file(config)?)
+    let file = local_key_file(config)?;
+    if !file.exists() {
+        let held = data_keys
+            .list(None, 1)
+            .await
+            .map_err(|e| anyhow!("storage: cannot read the wrapped keys: {e}"))?;
+        if !held.is_empty() {
+            anyhow::bail!(
+                "keys.local_key_file: there is no key at {}, and the store holds keys wrapped \
+                 under a master key: point keys.local_key_file at that key's file (nothing was \
+                 created)",
+                file.display()
+            );
+        }
+    }
+    let master = cardbind_keys::LocalMasterKey::load_or_create_file(&file)
         .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
     let mut previous = Vec::new();
     for f in &config.keys.previous_local_key_files {
@@ -112,7 +131,7 @@ pub async fn vault(
     metrics: &prometheus::Registry,
 ) -> anyhow::Result<Arc<dyn CardVault>> {
     Ok(match config.keys.kind {
-        KeysKind::Local => Arc::new(local_vault(config, data_keys)?),
+        KeysKind::Local => Arc::new(local_vault(config, data_keys).await?),
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::registered(metrics)
                 .map_err(|e| anyhow!("metrics: {e}"))?;
@@ -265,7 +284,8 @@ pub async fn retire_branches(
                 .await
         }
         KeysKind::Local => {
-            local_vault(config, stores.data_keys.clone())?
+            local_vault(config, stores.data_keys.clone())
+                .await?
                 .retire_branches(new_version, progress)
                 .await
         }
