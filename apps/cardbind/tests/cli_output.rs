@@ -284,6 +284,39 @@ fn the_service_keeps_serving_when_its_log_reader_goes_away() {
     );
 }
 
+/// A hang-up (SIGHUP: a closed terminal, a supervisor asking for a
+/// reload) stops the service as SIGTERM does: in-flight work finished, exit
+/// 0, not killed by the signal.
+#[cfg(unix)]
+#[test]
+fn a_hang_up_stops_the_service_gracefully() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cardbind()
+        .arg("serve")
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("cardbind listening on"), "{line:?}");
+    let sent = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("shutting down"), "{stderr}");
+}
+
 /// `cardbind` with the variables of the test's environment removed.
 fn cardbind() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));

@@ -43,21 +43,33 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
     }));
     let listener = std::net::TcpListener::bind(&config.server.address)
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
-    let shutdown = async {
+    // SIGTERM, and SIGHUP too: the service reloads nothing, and a hang-up
+    // (a closed terminal, a supervisor's reload) would otherwise end it at
+    // once, dropping requests in flight. The handlers are in place before
+    // the service listens, so a signal as soon as it does is caught.
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(h)) => Some((t, h)),
+            _ => None,
+        }
+    };
+    let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        return;
-                    }
-                };
+            let Some((mut term, mut hup)) = signals else {
+                let _ = ctrl_c.await;
+                return;
+            };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},
+                _ = hup.recv() => {},
             }
         }
         #[cfg(not(unix))]
