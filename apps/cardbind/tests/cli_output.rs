@@ -286,10 +286,11 @@ fn the_service_keeps_serving_when_its_log_reader_goes_away() {
 
 /// A hang-up (SIGHUP: a closed terminal, a supervisor asking for a
 /// reload) stops the service as SIGTERM does: in-flight work finished, exit
-/// 0, not killed by the signal.
+/// 0, not killed by the signal. And a dev token secret that others can read
+/// is warned about at start.
 #[cfg(unix)]
 #[test]
-fn a_hang_up_stops_the_service_gracefully() {
+fn a_hang_up_stops_the_service_gracefully_and_a_readable_secret_is_warned_of() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = cardbind()
@@ -315,6 +316,36 @@ fn a_hang_up_stops_the_service_gracefully() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
     assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(!stderr.contains("readable by group or others"), "{stderr}");
+
+    // Its dev token secret made readable by others: said at the next start.
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.path().join("jwt.secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut child = cardbind()
+        .arg("serve")
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the bearer token secret file is readable by group or others"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(secret.to_str().unwrap()), "{stderr}");
 }
 
 /// `cardbind` with the variables of the test's environment removed.

@@ -35,6 +35,17 @@ pub fn jwt_secret_made(config: &Config) -> anyhow::Result<(Vec<u8>, Option<PathB
     // first, and every process (and `cardbind token`) must use that one.
     let s = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            tracing::warn!(
+                path = %file.display(),
+                "the bearer token secret file is readable by group or others: anyone who can \
+                 read it can mint tokens of any role; it should be mode 0600"
+            );
+        }
+    }
     let s = s.trim();
     if s.len() < 32 {
         anyhow::bail!(
