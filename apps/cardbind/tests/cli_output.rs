@@ -239,22 +239,20 @@ fn healthz(addr: &str) -> Option<String> {
     answer.lines().next().map(str::to_owned)
 }
 
-#[test]
-fn the_service_keeps_serving_when_its_log_reader_goes_away() {
+/// `cardbind serve` on a free port over `data` (the embedded store unless
+/// `env` says otherwise), stdout and stderr piped: the child and the address
+/// of its listening line.
+fn serve_in(data: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
-            cmd.env_remove(k);
-        }
+    let mut cmd = cardbind();
+    cmd.arg("serve")
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", data)
+        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let mut child = cmd
-        .arg("serve")
-        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
-        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-        .env("CARDBIND__STORAGE__KIND", "memory")
-        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -268,6 +266,23 @@ fn the_service_keeps_serving_when_its_log_reader_goes_away() {
         .strip_prefix("cardbind listening on http://")
         .unwrap_or_else(|| panic!("{line:?}"))
         .to_owned();
+    (child, addr)
+}
+
+/// Sends `signal` (`HUP`, `TERM`, …) to `child`.
+#[cfg(unix)]
+fn signal(child: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[test]
+fn the_service_keeps_serving_when_its_log_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve_in(dir.path(), &[("CARDBIND__STORAGE__KIND", "memory")]);
     // The log shipper goes away: every later log line meets a closed pipe.
     drop(child.stderr.take());
     // Each request logs a line.
@@ -291,27 +306,9 @@ fn the_service_keeps_serving_when_its_log_reader_goes_away() {
 #[cfg(unix)]
 #[test]
 fn a_hang_up_stops_the_service_gracefully_and_a_readable_secret_is_warned_of() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = cardbind()
-        .arg("serve")
-        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
-        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("cardbind listening on"), "{line:?}");
-    let sent = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    let (child, _) = serve_in(dir.path(), &[]);
+    signal(&child, "HUP");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
@@ -322,23 +319,8 @@ fn a_hang_up_stops_the_service_gracefully_and_a_readable_secret_is_warned_of() {
     use std::os::unix::fs::PermissionsExt;
     let secret = dir.path().join("jwt.secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut child = cardbind()
-        .arg("serve")
-        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
-        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-        .env("CARDBIND__SERVER__PURGE_INTERVAL_SECONDS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let (child, _) = serve_in(dir.path(), &[]);
+    signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -201,19 +201,7 @@ impl std::fmt::Debug for AlipayChannel {
 /// The string Alipay signs: every parameter but those in `skip`, empty
 /// values dropped, sorted by key, `k=v` joined by `&`, raw values.
 pub fn sign_content(params: &BTreeMap<String, String>, skip: &[&str]) -> String {
-    let mut out = String::new();
-    for (k, v) in params {
-        if v.is_empty() || skip.contains(&k.as_str()) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
-    }
-    out
+    joined(params, skip, false)
 }
 
 /// The string Alipay signs a notification over: every parameter but `sign`
@@ -221,9 +209,13 @@ pub fn sign_content(params: &BTreeMap<String, String>, skip: &[&str]) -> String 
 /// ones included (its SDKs' `rsaCheckV1`; requests drop them, see
 /// [`sign_content`]).
 pub fn notification_content(params: &BTreeMap<String, String>) -> String {
+    joined(params, &["sign", "sign_type"], true)
+}
+
+fn joined(params: &BTreeMap<String, String>, skip: &[&str], keep_empty: bool) -> String {
     let mut out = String::new();
     for (k, v) in params {
-        if k == "sign" || k == "sign_type" {
+        if (v.is_empty() && !keep_empty) || skip.contains(&k.as_str()) {
             continue;
         }
         if !out.is_empty() {
