@@ -279,6 +279,9 @@ pub(crate) struct Keyring<M> {
     loading: tokio::sync::Mutex<()>,
     /// Loads that failed for want of the key service or store.
     failed_loads: AtomicU64,
+    /// Whether the last of them failed for want of the store (what the
+    /// callers that waited on it answer).
+    last_failure_was_store: std::sync::atomic::AtomicBool,
 }
 
 /// The active-version record naming version `number`, active since `at`;
@@ -330,6 +333,7 @@ impl<M: MasterKey> Keyring<M> {
             active: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             failed_loads: AtomicU64::new(0),
+            last_failure_was_store: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -404,12 +408,21 @@ impl<M: MasterKey> Keyring<M> {
             return Ok(v);
         }
         if self.failed_loads.load(Ordering::SeqCst) != failures {
-            return Err(KeyError::Unavailable(
-                "branch key not loaded: the key service failed a concurrent load just now".into(),
-            ));
+            return Err(if self.last_failure_was_store.load(Ordering::SeqCst) {
+                KeyError::StoreUnavailable(
+                    "branch key not loaded: the key store failed a concurrent load just now".into(),
+                )
+            } else {
+                KeyError::Unavailable(
+                    "branch key not loaded: the key service failed a concurrent load just now"
+                        .into(),
+                )
+            });
         }
         let r = load().await;
-        if matches!(r, Err(KeyError::Unavailable(_))) {
+        if let Err(e @ (KeyError::Unavailable(_) | KeyError::StoreUnavailable(_))) = &r {
+            let store = matches!(e, KeyError::StoreUnavailable(_));
+            self.last_failure_was_store.store(store, Ordering::SeqCst);
             self.failed_loads.fetch_add(1, Ordering::SeqCst);
         }
         r

@@ -127,6 +127,81 @@ async fn a_key_store_that_fails_is_a_store_outage_not_a_key_service_one() {
     a.seal(&user("bob"), &c, b"x").await.expect("back");
 }
 
+/// A key store that holds no user's key and answers every read of the
+/// service's own keys (the branch keys, `@…`) after `delay` with a failure
+/// (a store timing out), counting those reads.
+struct SlowFailingStore {
+    delay: Duration,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl DataKeyStore for SlowFailingStore {
+    async fn get(&self, owner: &str) -> Result<Option<WrappedKey>, StoreError> {
+        if !owner.starts_with('@') {
+            // A user's own key: none yet (a new user).
+            return Ok(None);
+        }
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+    async fn put_if_absent(&self, _: &WrappedKey) -> Result<WrappedKey, StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+    async fn replace(&self, _: &WrappedKey, _: u64) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+    async fn delete(&self, _: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+    async fn list(&self, _: Option<String>, _: u32) -> Result<Vec<WrappedKey>, StoreError> {
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+}
+
+/// Concurrent callers of an instance whose key store times out share one
+/// failing load of the branch key, as they do when the key service is
+/// down, instead of each waiting for the store in turn; and each is told
+/// it is the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_share_one_failing_key_store_load() {
+    let slow = Arc::new(SlowFailingStore {
+        delay: Duration::from_millis(200),
+        reads: std::sync::atomic::AtomicU64::new(0),
+    });
+    let vault = Arc::new(EnvelopeVault::new(
+        LocalMasterKey::generate(),
+        slow.clone(),
+        VaultConfig::default(),
+    ));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let v = vault.clone();
+            tokio::spawn(async move {
+                v.seal(
+                    &user(&format!("slow-{i}")),
+                    &SealContext::new("r", "pan"),
+                    b"x",
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.expect("join");
+        assert!(matches!(r, Err(KeyError::StoreUnavailable(_))), "{r:?}");
+    }
+    let reads = slow.reads.load(Ordering::SeqCst);
+    assert!(reads <= 4, "{reads} reads");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn nothing_secret_in_debug_or_errors() {
     let key = DataKey::generate();

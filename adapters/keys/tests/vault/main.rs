@@ -22,7 +22,7 @@ use cardbind_keys::{
     DataKey, EnvelopeVault, LocalMasterKey, MasterKey, VaultConfig, ACTIVE_BRANCH_OWNER,
     CANARY_OWNER, DIGEST_OWNER, SEALED_CANARY_OWNER,
 };
-use cardbind_ports::error::KeyError;
+use cardbind_ports::error::{KeyError, StoreError};
 use cardbind_ports::keys::{CardVault, SealContext};
 use cardbind_ports::store::{DataKeyStore, WrappedKey};
 use common::{store, user, Counting};
