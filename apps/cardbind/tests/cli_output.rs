@@ -330,6 +330,56 @@ fn a_hang_up_stops_the_service_gracefully_and_a_readable_secret_is_warned_of() {
     assert!(stderr.contains(secret.to_str().unwrap()), "{stderr}");
 }
 
+/// A SIGTERM while the service is still starting (here: waiting on a KMS
+/// that accepts connections and never answers) stops the start at once,
+/// exit 0, rather than waiting out the key service's timeout.
+#[cfg(unix)]
+#[test]
+fn a_signal_while_starting_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A "KMS" that takes connections and answers nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in silent.incoming().take(8).flatten() {
+            open.push(c);
+        }
+    });
+    let child = cardbind()
+        .arg("serve")
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env("CARDBIND__KEYS__KIND", "aws_kms")
+        .env("CARDBIND__KEYS__KMS_KEY_ID", "alias/cardbind-test")
+        .env("CARDBIND__KEYS__KMS_ENDPOINT", &endpoint)
+        .env("CARDBIND__KEYS__KMS_ACCESS_KEY_ID", "test")
+        .env("CARDBIND__KEYS__KMS_SECRET_ACCESS_KEY", "test")
+        .env("CARDBIND__KEYS__KMS_TIMEOUT_MS", "30000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
+    assert!(
+        stderr.contains("stopped before the service was ready"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
 /// `cardbind` with the variables of the test's environment removed.
 fn cardbind() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));

@@ -45,31 +45,34 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.server.address))?;
     // SIGTERM, and SIGHUP too: the service reloads nothing, and a hang-up
     // (a closed terminal, a supervisor's reload) would otherwise end it at
-    // once, dropping requests in flight. The handlers are in place before
-    // the service listens, so a signal as soon as it does is caught.
+    // once, dropping requests in flight. Each handler is installed on its
+    // own (one that cannot be does not take the others with it), and all
+    // are in place from here on: a signal while the service is still
+    // starting stops the start, one right after it listens is caught.
     #[cfg(unix)]
-    let signals = {
+    let (mut term, mut hup) = {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(t), Ok(h)) => Some((t, h)),
-            _ => None,
-        }
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        )
     };
     let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let Some((mut term, mut hup)) = signals else {
-                let _ = ctrl_c.await;
-                return;
-            };
+            async fn received(s: Option<&mut tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
             tokio::select! {
                 _ = ctrl_c => {},
-                _ = term.recv() => {},
-                _ = hup.recv() => {},
+                () = received(term.as_mut()) => {},
+                () = received(hup.as_mut()) => {},
             }
         }
         #[cfg(not(unix))]
@@ -78,7 +81,14 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down: finishing in-flight requests");
     };
-    let built = compose::build(&config).await?;
+    let mut shutdown = Box::pin(shutdown);
+    let built = tokio::select! {
+        built = compose::build(&config) => built?,
+        () = &mut shutdown => {
+            tracing::info!("stopped before the service was ready");
+            return Ok(());
+        }
+    };
     serve_on(&config, built, listener, shutdown, |addr, scheme| {
         // The one line on stdout: scripts read the address from it.
         if let Err(e) = super::out(&format!("cardbind listening on {scheme}://{addr}\n")) {
