@@ -104,10 +104,11 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
             Arc::new(cardbind_memory::MemoryBinTableStore::new()),
         )),
         StorageKind::Sqlite => {
-            let path = match &s.path {
-                Some(p) => p.clone(),
-                None => data_dir(config)?.join(SQLITE_FILE),
-            };
+            if s.path.is_none() {
+                // The file goes in the data directory: made (0700) if missing.
+                data_dir(config)?;
+            }
+            let path = sqlite_path(config);
             let options = cardbind_sqlite::SqliteOptions {
                 cache_mib: s.cache_mib,
                 max_size_mib: s.max_size_mib,
