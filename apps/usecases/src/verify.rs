@@ -121,8 +121,13 @@ impl UseCases {
                 }
             }
         }
+        // Whether the decision last taken failed the card (the fifth wrong
+        // code, a closed window, a refusal): those answer an error, and the
+        // card's data must go all the same.
+        let failed_here = std::sync::atomic::AtomicBool::new(false);
         let applied = self
             .change_wallet::<_, VerifyError>(ctx, user, Some(after), |w, now| {
+                failed_here.store(false, std::sync::atomic::Ordering::Relaxed);
                 // The card unbound and bound again while the channel was
                 // asked: the answer is about the earlier agreement, not
                 // the code this bind sent.
@@ -139,10 +144,19 @@ impl UseCases {
                         Vec::new(),
                     );
                 }
-                apply_answer(ctx, w, id, &answer, now, &self.policy.verification)
+                let was_failed = w.get(id).is_ok_and(|b| b.status == BindingStatus::Failed);
+                let decided = apply_answer(ctx, w, id, &answer, now, &self.policy.verification);
+                let failed = w.get(id).is_ok_and(|b| b.status == BindingStatus::Failed);
+                failed_here.store(
+                    failed && !was_failed,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                decided
             })
             .await;
-        let (status, after) = match applied {
+        // `Ok` is a confirmed code (the card is active); every way a card
+        // fails here is an error.
+        let (_, after) = match applied {
             Ok(v) => v,
             Err(e) => {
                 // Confirmed at the channel for a card that failed, was
@@ -172,12 +186,22 @@ impl UseCases {
                         }
                     }
                 }
+                // The card failed (if the write of it went through: read
+                // back, since a store error also ends here).
+                if failed_here.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(now) = self.load(user).await {
+                        if now
+                            .wallet
+                            .get(id)
+                            .is_ok_and(|b| b.status == BindingStatus::Failed)
+                        {
+                            self.drop_card_data(user, id).await;
+                        }
+                    }
+                }
                 return Err(e);
             }
         };
-        if status == BindingStatus::Failed {
-            self.drop_card_data(user, id).await;
-        }
         Ok(view(&after.wallet, id)?)
     }
 

@@ -105,6 +105,62 @@ async fn an_otp_bind_waits_then_verifies() {
     assert_eq!(ok.binding.otp_attempts, 2);
 }
 
+/// A card that fails at its code check (the last wrong code, or a channel
+/// that no longer waits for it) answers an error, and its sealed data goes
+/// all the same, as for every other way a card fails.
+#[tokio::test]
+async fn a_card_failed_by_its_code_check_keeps_no_card_data() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Otp);
+    let attempts = Policy::default().verification.max_otp_attempts;
+    for (u, last) in [("bob", "wrong codes"), ("carol", "an agreement gone")] {
+        let v =
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(3), w.now()))
+                .await
+                .unwrap();
+        let id = v.binding.id.clone();
+        let generation = w.wallet(u).await.get(&id).unwrap().data_generation;
+        let stored = || async {
+            CardDataStore::get(&w.store, &user(u), &id, generation)
+                .await
+                .unwrap()
+                .is_some()
+        };
+        assert!(stored().await, "{last}: the bind stored the card's data");
+        let cmd = VerifyCard {
+            user: user(u),
+            card: id.clone(),
+            otp: Otp::parse("000000").unwrap(),
+        };
+        if u == "bob" {
+            for i in 1..attempts {
+                let e = w.uc.verify(&backend(), cmd.clone()).await.unwrap_err();
+                assert_eq!(e.code(), ErrorCode::InvalidOtp, "attempt {i}");
+                assert!(stored().await, "attempt {i}: the card still waits");
+            }
+        } else {
+            w.channel
+                .query
+                .lock()
+                .unwrap()
+                .insert(id.as_str().to_owned(), RemoteState::NotFound);
+        }
+        let e = w.uc.verify(&backend(), cmd).await.unwrap_err();
+        let expected = if u == "bob" {
+            ErrorCode::InvalidOtp
+        } else {
+            ErrorCode::VerificationExpired
+        };
+        assert_eq!(e.code(), expected, "{last}");
+        assert_eq!(
+            w.wallet(u).await.get(&id).unwrap().status,
+            BindingStatus::Failed,
+            "{last}"
+        );
+        assert!(!stored().await, "{last}: the failed card's data is kept");
+    }
+}
+
 #[tokio::test]
 async fn the_audit_log_names_the_agreement_each_bind_ends_with() {
     let w = world(Policy::default());
