@@ -44,15 +44,89 @@ fn check_config_prints_the_configuration_in_force_as_toml_without_secrets() {
         .env("CARDBIND__SERVER__DATA_DIR", dir.path())
         .env("CARDBIND__AUTH__JWT_SECRET", secret)
         .env("CARDBIND__LIMITS__CARDS_PER_USER", "7")
+        .env(
+            "CARDBIND__STORAGE__URI",
+            "mongodb+srv://app:pa%40ss-word@db.example.net/cardbind?authSource=admin",
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains(secret), "the secret is printed");
+    assert!(!stdout.contains("ss-word"), "the password is printed");
     let v: toml::Value = toml::from_str(&stdout).unwrap();
     assert_eq!(v["limits"]["cards_per_user"].as_integer(), Some(7));
     assert_eq!(v["auth"]["jwt_secret"].as_str(), Some("<set>"));
     assert_eq!(v["storage"]["kind"].as_str(), Some("sqlite"));
+    assert_eq!(
+        v["storage"]["uri"].as_str(),
+        Some("mongodb+srv://<credentials>@db.example.net/cardbind?authSource=admin")
+    );
+    // Checking makes nothing: no store, no key, no token secret.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `check-config` reads and parses what `serve` would before it listens,
+/// and refuses what `serve` refuses: a channel key file that is missing or
+/// holds no key, a bearer token public key that is not one.
+#[test]
+fn check_config_refuses_key_files_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let run = |toml: &str| {
+        let file = dir.path().join("cardbind.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("check-config")
+            .arg("--config")
+            .arg(&file)
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let alipay = |private: &std::path::Path, public: &std::path::Path| {
+        format!(
+            "[channels]\nenabled = [\"alipay\"]\ndefault = \"alipay\"\n\n\
+             [channels.alipay]\ngateway_url = \"https://openapi.alipay.com/gateway.do\"\n\
+             app_id = \"2021000000000000\"\nprivate_key_file = {:?}\n\
+             alipay_public_key_file = {:?}\n",
+            private.display().to_string(),
+            public.display().to_string()
+        )
+    };
+    for (toml, field) in [
+        (
+            alipay(&missing, &garbage),
+            "channels.alipay.private_key_file",
+        ),
+        (alipay(&garbage, &garbage), "channels.alipay"),
+        (
+            format!(
+                "[auth]\njwt_public_key_file = {:?}\n",
+                garbage.display().to_string()
+            ),
+            "auth.jwt_public_key_file",
+        ),
+    ] {
+        let out = run(&toml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{field}: {stderr}");
+        assert!(out.stdout.is_empty(), "{field}: printed a configuration");
+        assert!(stderr.contains(field), "{field}: {stderr}");
+    }
+    let out = run("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

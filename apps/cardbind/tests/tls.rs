@@ -284,28 +284,42 @@ async fn a_bad_or_mismatched_certificate_or_key_is_refused_at_start() {
         assert!(e.starts_with(field) && e.contains(why), "{c:?} {k:?}: {e}");
     }
 
-    // The binary: no listening line, the exit code of a configuration error.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cardbind"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
-            cmd.env_remove(k);
+    // The binary: no listening line, the exit code of a configuration error;
+    // `check-config` refuses the same pair (and takes the good one).
+    let run = |command: &str, key: &Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
         }
+        cmd.arg(command)
+            .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+            .env("CARDBIND__SERVER__DATA_DIR", dir.0.join("data"))
+            .env("CARDBIND__SERVER__TLS_CERT_FILE", &cert)
+            .env("CARDBIND__SERVER__TLS_KEY_FILE", key)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for command in ["serve", "check-config"] {
+        let out = run(command, &other_key);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr.contains("server.tls_key_file") && stderr.contains("is not the key"),
+            "{command}: {stderr}"
+        );
     }
-    let out = cmd
-        .arg("serve")
-        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
-        .env("CARDBIND__SERVER__DATA_DIR", dir.0.join("data"))
-        .env("CARDBIND__SERVER__TLS_CERT_FILE", &cert)
-        .env("CARDBIND__SERVER__TLS_KEY_FILE", &other_key)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = run("check-config", &key);
     assert!(
-        out.stdout.is_empty(),
+        out.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stderr.contains("server.tls_key_file"), "{stderr}");
 }

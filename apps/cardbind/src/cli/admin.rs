@@ -202,6 +202,27 @@ pub(super) fn config_in_force(config: &Config) -> anyhow::Result<String> {
     ))
 }
 
+/// A connection string with its user and password (what comes before the
+/// host's `@`) shown as `<credentials>`, its scheme (`mongodb`,
+/// `mongodb+srv`) and the rest kept.
+fn uri_without_credentials(uri: &str) -> String {
+    let (scheme, rest) = match uri.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, uri),
+    };
+    // The authority ends at the first `/`, `?` or `#`; its last `@` ends
+    // the credentials (an `@` in them is percent-encoded, but be safe).
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return uri.to_owned();
+    };
+    let hosts = &rest[at..];
+    match scheme {
+        Some(scheme) => format!("{scheme}://<credentials>{hosts}"),
+        None => format!("<credentials>{hosts}"),
+    }
+}
+
 /// The configuration with its secrets masked (`cardbind check-config`).
 pub(super) fn masked(config: &Config) -> Config {
     let mut shown = config.clone();
@@ -220,8 +241,6 @@ pub(super) fn masked(config: &Config) -> Config {
     }
     shown.channels.mock.notify_secret = set();
     shown.channels.mock.otp_code = set();
-    if let Some(i) = shown.storage.uri.find('@') {
-        shown.storage.uri = format!("mongodb://<credentials>{}", &shown.storage.uri[i..]);
-    }
+    shown.storage.uri = uri_without_credentials(&shown.storage.uri);
     shown
 }

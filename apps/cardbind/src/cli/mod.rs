@@ -213,7 +213,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         }
         Command::Spec => out(&crate::http::api_spec_json()),
         Command::Defaults => out(&crate::config::defaults_toml()?),
-        Command::CheckConfig => out(&admin::config_in_force(&config)?),
+        Command::CheckConfig => {
+            compose::check_offline(&config)?;
+            out(&admin::config_in_force(&config)?)
+        }
         Command::Purge => {
             init_logging(&config);
             let built = compose::build_existing(&config).await?;

@@ -128,6 +128,31 @@ pub async fn bins(stores: &Stores) -> anyhow::Result<crate::bins::Bins> {
     })
 }
 
+/// What `serve` reads and checks before it opens a store or calls anyone,
+/// for `cardbind check-config`: the policy, the bearer token key (an RS256
+/// public key file; a dev secret that does not exist yet is not made), the
+/// TLS certificate and key, step-up, and every enabled channel's key files
+/// (each channel is built, which parses its keys; nothing is sent). The
+/// store and the key service are not touched.
+pub fn check_offline(config: &Config) -> anyhow::Result<()> {
+    policy(config)?;
+    if config.auth.jwt_public_key_file.is_some() || config.auth.jwt_secret.is_some() {
+        let auth = auth(config)?;
+        crate::http::Authenticator::new(&auth)
+            .map_err(|e| anyhow!("auth.jwt_public_key_file: {e}"))?;
+    }
+    tls(config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    step_up(config, clock.clone())?;
+    channels::channels(
+        config,
+        &prometheus::Registry::new(),
+        cardbind_memory::MemoryStore::shared(),
+        clock,
+    )?;
+    Ok(())
+}
+
 /// Builds every adapter, the use cases and the application state.
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let stores = stores(config).await?;
