@@ -251,6 +251,43 @@ async fn both_sides_consent_and_are_audited() {
             "{want:?} in {actions:?}"
         );
     }
+
+    // Ann revokes: bob's consent is revoked, by the holder's side, and his
+    // own reading of it never names ann.
+    let r = send(
+        &app,
+        "DELETE",
+        &format!("/v1/users/ann/cards/{a1}/shares/{sid}"),
+        ("ann", "user"),
+        None,
+        None,
+    )
+    .await;
+    ok(r, 200).await;
+    let own = ok(
+        send(
+            &app,
+            "GET",
+            "/v1/consents?user_id=bob",
+            ("bob", "user"),
+            None,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    let bob = own["consents"].as_array().unwrap();
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert!(bob[0]["revoked_at"].is_string(), "{bob:?}");
+    assert_eq!(bob[0]["revoked_by"], "card_holder");
+    assert!(!own.to_string().contains("\"ann\""), "{own}");
+    let ann = consents("ann").await;
+    let given: Vec<&Value> = ann
+        .iter()
+        .filter(|c| c["share_id"] == sid.as_str())
+        .collect();
+    assert_eq!(given[0]["revoked_by"], "ann", "{ann:?}");
 }
 
 #[tokio::test]

@@ -40,6 +40,11 @@ use crate::UseCases;
 
 mod secondary;
 
+/// What the other user's consent to a share gives as `revoked_by` when the
+/// holder's side ended it (a revoke, an unbind, the channel, an erasure):
+/// the other user is never told the holder's user id.
+pub const ENDED_BY_THE_HOLDER: &str = "card_holder";
+
 pub(crate) use secondary::Household;
 
 op_error! {
@@ -436,7 +441,10 @@ impl UseCases {
         why: &str,
     ) -> Result<(), StoreError> {
         self.change_wallet::<_, StoreError>(ctx, secondary, None, |w, now| {
-            if w.end_shared_in(id, now, &ctx.actor.subject) {
+            // The other user's consent says the holder's side ended it,
+            // never who (the holder's user id, an operator): their audit
+            // event names the actor.
+            if w.end_shared_in(id, now, ENDED_BY_THE_HOLDER) {
                 let e = ctx
                     .event(now, AuditAction::ShareRevoke)
                     .user(secondary)
