@@ -126,6 +126,16 @@ impl BindingStatus {
         !matches!(self, BindingStatus::Inactive | BindingStatus::Failed)
     }
 
+    /// Waiting to be settled by someone else's word: the channel's
+    /// (`pending_verification`) or an operator's (`pending_manual_review`).
+    /// Reconciliation looks at the wallets that hold such a card.
+    pub fn awaits_settlement(self) -> bool {
+        matches!(
+            self,
+            BindingStatus::PendingVerification | BindingStatus::PendingReview
+        )
+    }
+
     /// Whether the binding's sealed card data is still needed: to verify,
     /// to retry at the channel from review, or while the card is usable.
     /// Inactive and failed bindings drop it (binding again seals anew).

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use async_trait::async_trait;
-use cardbind_domain::{BindingId, BindingStatus, Timestamp, UserId, Wallet};
+use cardbind_domain::{BindingId, Timestamp, UserId, Wallet};
 use cardbind_ports::audit::{
     next_link, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead, ChainId,
     Link,
@@ -53,10 +53,7 @@ impl Chains {
             self.by_user.entry(u).or_default().insert(key.clone());
         }
         if let (ChainId::User(u), Some(w)) = (&l.chain, &stored.wallet) {
-            if w.bindings()
-                .iter()
-                .any(|b| b.status == BindingStatus::PendingVerification)
-            {
+            if w.bindings().iter().any(|b| b.status.awaits_settlement()) {
                 self.pending.insert((l.at, u.clone(), l.seq));
             }
         }

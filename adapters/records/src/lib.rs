@@ -467,12 +467,10 @@ impl WalletRecord {
     }
 }
 
-/// Whether a wallet holds a card waiting for verification (a candidate for
-/// reconciliation).
+/// Whether a wallet holds a card waiting for verification or in manual
+/// review (a candidate for reconciliation).
 pub fn has_pending(w: &Wallet) -> bool {
-    w.bindings()
-        .iter()
-        .any(|b| b.status == BindingStatus::PendingVerification)
+    w.bindings().iter().any(|b| b.status.awaits_settlement())
 }
 
 /// The binding ids a wallet's events name, sorted and distinct (stored

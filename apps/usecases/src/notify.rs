@@ -8,7 +8,7 @@ use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::{
     BindingRef, ChannelEvent, ChannelEventKind, Notification, NotificationAck, RemoteState,
 };
-use cardbind_ports::store::LinkKey;
+use cardbind_ports::store::{LinkKey, ReviewEntry};
 
 use crate::context::RequestContext;
 use crate::error::op_error;
@@ -30,6 +30,9 @@ pub struct ReconcileReport {
     pub failed: u64,
     pub unbound: u64,
     pub still_pending: u64,
+    /// Cards in manual review found missing from the review queue (the
+    /// queue is written after the card, best effort) and queued again.
+    pub requeued: u64,
     pub errors: u64,
 }
 
@@ -269,6 +272,37 @@ impl UseCases {
                 return;
             }
         };
+        // A card in review whose queue entry was never written (the store
+        // failed, or the process stopped, between the card's commit and
+        // the queue's write; or a retry from review that failed after it
+        // took the entry out) would be seen by no operator: queue it.
+        for b in wallet
+            .bindings()
+            .iter()
+            .filter(|b| b.status == BindingStatus::PendingReview && b.updated_at <= before)
+        {
+            match self.ports.review.get(&b.id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let entry = ReviewEntry {
+                        binding: b.id.clone(),
+                        user: user.clone(),
+                        since: b.updated_at,
+                    };
+                    match self.ports.review.add(&entry).await {
+                        Ok(()) => report.requeued += 1,
+                        Err(e) => {
+                            tracing::warn!(binding = %b.id, error = %e, "reconcile: review entry not written");
+                            report.errors += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(binding = %b.id, error = %e, "reconcile: review queue not read");
+                    report.errors += 1;
+                }
+            }
+        }
         let stuck = wallet
             .bindings()
             .iter()

@@ -725,6 +725,42 @@ async fn notifications_activate_once_and_forged_ones_are_refused() {
     assert_eq!(w.store.owner(&v.binding.id).await.unwrap(), None);
 }
 
+/// A card in review whose queue entry was lost (the store failed, or the
+/// process stopped, right after the card was written) is queued again by
+/// reconcile, once it is older than reconcile's age, and only once.
+#[tokio::test]
+async fn reconcile_queues_a_card_in_review_the_queue_lost() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Fail(ChannelError::Timeout));
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("ria", &visa(43), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    let id = v.binding.id.clone();
+    assert!(ReviewQueue::get(&w.store, &id).await.unwrap().is_some());
+    ReviewQueue::remove(&w.store, &id).await.unwrap();
+    // Too young: its bind may still be writing the entry.
+    let r = w.uc.reconcile(300, 10).await.unwrap();
+    assert_eq!((r.requeued, r.errors), (0, 0));
+    assert!(ReviewQueue::get(&w.store, &id).await.unwrap().is_none());
+    w.clock.advance(600);
+    let r = w.uc.reconcile(300, 10).await.unwrap();
+    assert_eq!((r.requeued, r.errors), (1, 0));
+    let entry = ReviewQueue::get(&w.store, &id).await.unwrap().unwrap();
+    assert_eq!(entry.user, user("ria"));
+    let listed = ReviewQueue::list(&w.store, None, 10).await.unwrap();
+    assert!(listed.iter().any(|e| e.binding == id), "{listed:?}");
+    // Queued: nothing more to do.
+    let r = w.uc.reconcile(300, 10).await.unwrap();
+    assert_eq!((r.requeued, r.errors), (0, 0));
+    // A card in review that the queue holds is left as it is.
+    assert_eq!(
+        w.wallet("ria").await.get(&id).unwrap().status,
+        BindingStatus::PendingReview
+    );
+}
+
 #[tokio::test]
 async fn reconcile_settles_cards_left_pending() {
     let w = world(Policy::default());

@@ -240,6 +240,25 @@ pub async fn pending_links_by_window<F: StoreFactory + ?Sized>(f: &F) {
             .await
             .unwrap();
     }
+    // A card in manual review waits too: fay-r holds one (its fifth card)
+    // and none waiting for verification (its second and third, unbound).
+    let u = user_id("fay-r");
+    let mut w = wallet(&u, 5, at(3));
+    for i in [1, 2] {
+        let waiting = w.bindings()[i].id.clone();
+        let r: Result<bool, StateRefusal> = w.change(&waiting, |b| b.unbind(at(3), "tests"));
+        r.expect("unbind");
+    }
+    let statuses: Vec<_> = w.bindings().iter().map(|b| b.status).collect();
+    assert!(
+        statuses.contains(&BindingStatus::PendingReview),
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses.contains(&BindingStatus::PendingVerification),
+        "{statuses:?}"
+    );
+    commit(&s, &w, None, at(3)).await.unwrap();
     let page = |after| {
         let s = s.clone();
         async move {
@@ -259,7 +278,7 @@ pub async fn pending_links_by_window<F: StoreFactory + ?Sized>(f: &F) {
         found.extend(p.into_iter().map(|l| l.key.user.as_str().to_owned()));
     }
     // fay-4 at second 4 is inside [0, 5); nothing at or after 5 is.
-    assert_eq!(found, vec!["fay-0", "fay-2", "fay-4"]);
+    assert_eq!(found, vec!["fay-0", "fay-2", "fay-r", "fay-4"]);
     let none = s
         .wallets
         .pending_links(at(0), at(5), None, 0)

@@ -297,8 +297,9 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             out(&format!(
-                "examined {}, activated {}, failed {}, unbound {}, still pending {}, errors {}\n",
-                r.examined, r.activated, r.failed, r.unbound, r.still_pending, r.errors
+                "examined {}, activated {}, failed {}, unbound {}, still pending {}, \
+                 requeued for review {}, errors {}\n",
+                r.examined, r.activated, r.failed, r.unbound, r.still_pending, r.requeued, r.errors
             ))
         }
     }

@@ -71,7 +71,7 @@ impl UseCases {
                     since: self.now(),
                 };
                 if let Err(e) = self.ports.review.add(&entry).await {
-                    tracing::error!(binding = %id, error = %e, "card in review not queued; list it with reconcile");
+                    tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
                 }
             }
             Some(BindingStatus::Failed) => self.drop_card_data(user, id).await,
