@@ -205,6 +205,24 @@ async fn a_callback_for_another_app_or_plan_is_refused() {
             "{id}"
         );
     }
+    // The merchant, app and plan are required: a callback that leaves one
+    // out is refused too.
+    for left_out in ["mchid", "appid", "plan_id"] {
+        let mut contract = serde_json::json!({
+            "mchid": MCHID, "appid": APPID, "plan_id": PLAN_ID,
+            "out_contract_code": code, "contract_id": "Wx0000000000000078",
+            "change_type": "ADD", "operate_time": "2025-01-01T10:00:00+08:00"
+        });
+        contract.as_object_mut().unwrap().remove(left_out);
+        let n = fake
+            .callback(&format!("EV-no-{left_out}"), "PAPAY.SIGN", contract)
+            .unwrap();
+        assert_eq!(
+            ch.parse_notification(&n).map(|e| e.event_id),
+            Err(ChannelError::InvalidSignature),
+            "{left_out}"
+        );
+    }
 }
 
 #[tokio::test]

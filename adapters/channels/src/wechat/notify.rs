@@ -44,26 +44,22 @@ impl WechatChannel {
         )
         .ok_or_else(|| misconfigured(codes::APIV3_KEY_MISMATCH))?;
         let contract: Map<String, Value> = serde_json::from_slice(&plain).map_err(|_| bad())?;
-        if let Some(mchid) = str_of(&contract, "mchid") {
-            if mchid != self.mchid {
-                return Err(bad());
-            }
-        }
-        // Ours in every other way, but about another app or another
-        // deduction plan of the merchant: not one of this service's
-        // contracts (the plan id is a number, or its digits as text).
-        if let Some(appid) = str_of(&contract, "appid") {
-            if appid != self.appid {
-                return Err(bad());
-            }
+        // A contract callback names its merchant, app and plan (each is
+        // required in WeChat Pay's callback): one that does not name ours,
+        // or leaves one out, is not about this service's contracts,
+        // however well signed (the plan id is a number, or its digits as
+        // text).
+        if str_of(&contract, "mchid").as_deref() != Some(self.mchid.as_str())
+            || str_of(&contract, "appid").as_deref() != Some(self.appid.as_str())
+        {
+            return Err(bad());
         }
         let plan = match contract.get("plan_id") {
-            None => None,
-            Some(Value::Number(n)) => Some(n.as_u64()),
-            Some(Value::String(s)) => Some(s.parse::<u64>().ok()),
-            Some(_) => Some(None),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse::<u64>().ok(),
+            _ => None,
         };
-        if plan.is_some_and(|p| p != Some(self.plan_id)) {
+        if plan != Some(self.plan_id) {
             return Err(bad());
         }
         let contract_id = str_of(&contract, "contract_id").filter(|s| !s.is_empty());
