@@ -13,9 +13,12 @@ use crate::{lock, MemoryStore};
 #[derive(Default)]
 pub(crate) struct Table(HashMap<BindingId, BTreeMap<u32, CardData>>);
 
-/// (channel, reference) → target.
+/// (channel, reference) → target, and each binding's references.
 #[derive(Default)]
-pub(crate) struct Refs(HashMap<(ChannelName, String), RefTarget>);
+pub(crate) struct Refs {
+    by_ref: HashMap<(ChannelName, String), RefTarget>,
+    by_binding: HashMap<BindingId, std::collections::BTreeSet<(ChannelName, String)>>,
+}
 
 #[async_trait]
 impl CardDataStore for MemoryStore {
@@ -105,10 +108,15 @@ impl ChannelRefs for MemoryStore {
         target: &RefTarget,
     ) -> Result<(), StoreError> {
         self.check_available()?;
-        lock(&self.inner.channel_refs)
-            .0
-            .entry((channel.clone(), channel_ref.to_owned()))
-            .or_insert_with(|| target.clone());
+        let mut refs = lock(&self.inner.channel_refs);
+        let key = (channel.clone(), channel_ref.to_owned());
+        if !refs.by_ref.contains_key(&key) {
+            refs.by_binding
+                .entry(target.binding.clone())
+                .or_default()
+                .insert(key.clone());
+            refs.by_ref.insert(key, target.clone());
+        }
         Ok(())
     }
 
@@ -119,16 +127,45 @@ impl ChannelRefs for MemoryStore {
     ) -> Result<Option<RefTarget>, StoreError> {
         self.check_available()?;
         Ok(lock(&self.inner.channel_refs)
-            .0
+            .by_ref
             .get(&(channel.clone(), channel_ref.to_owned()))
             .cloned())
     }
 
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
         self.check_available()?;
-        lock(&self.inner.channel_refs)
-            .0
-            .remove(&(channel.clone(), channel_ref.to_owned()));
+        let mut refs = lock(&self.inner.channel_refs);
+        let key = (channel.clone(), channel_ref.to_owned());
+        if let Some(t) = refs.by_ref.remove(&key) {
+            if let Some(keys) = refs.by_binding.get_mut(&t.binding) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    refs.by_binding.remove(&t.binding);
+                }
+            }
+        }
         Ok(())
+    }
+
+    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError> {
+        self.check_available()?;
+        let mut refs = lock(&self.inner.channel_refs);
+        let Some(keys) = refs.by_binding.remove(binding) else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        let mut kept = std::collections::BTreeSet::new();
+        for key in keys {
+            if refs.by_ref.get(&key).is_some_and(|t| &t.user == user) {
+                refs.by_ref.remove(&key);
+                deleted += 1;
+            } else {
+                kept.insert(key);
+            }
+        }
+        if !kept.is_empty() {
+            refs.by_binding.insert(binding.clone(), kept);
+        }
+        Ok(deleted)
     }
 }

@@ -195,6 +195,19 @@ impl ChannelRefs for MongoStore {
         })
         .await
     }
+
+    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError> {
+        self.timed(async {
+            let r = self
+                .channel_refs
+                .delete_many(doc! { "binding": binding.as_str(), "user": user.as_str() })
+                .comment(CHANNEL_REFS_DELETE_BINDING)
+                .await
+                .map_err(map_err)?;
+            Ok(r.deleted_count)
+        })
+        .await
+    }
 }
 
 fn review_entry(d: ReviewDoc) -> Result<ReviewEntry, StoreError> {

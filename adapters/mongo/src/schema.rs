@@ -30,7 +30,9 @@ pub struct CollectionSpec {
     pub indexes: &'static [IndexSpec],
     /// Labels of the port methods that may query this collection without
     /// the shard key: walks across users (admin listings, the
-    /// reconciler's scan, retention purges), never a client's request.
+    /// reconciler's scan, retention purges), and the end of a card's
+    /// channel references (one indexed delete per shard, once per card
+    /// ended); never a client's reads or a bind.
     pub scans: &'static [&'static str],
     /// What removes its documents.
     pub removed_by: &'static str,
@@ -69,6 +71,7 @@ pub mod labels {
     pub const CHANNEL_REFS_PUT: &str = "channel_refs.put";
     pub const CHANNEL_REFS_FIND: &str = "channel_refs.find";
     pub const CHANNEL_REFS_DELETE: &str = "channel_refs.delete";
+    pub const CHANNEL_REFS_DELETE_BINDING: &str = "channel_refs.delete_binding";
     pub const IDEM_CLAIM: &str = "idempotency.claim";
     pub const IDEM_RENEW: &str = "idempotency.renew";
     pub const IDEM_COMPLETE: &str = "idempotency.complete";
@@ -175,14 +178,22 @@ pub const SCHEMA: &[CollectionSpec] = &[
     CollectionSpec {
         name: collections::CHANNEL_REFS,
         shard_key: &["channel", "channel_ref"],
-        indexes: &[ix(
-            "channel_ref",
-            &[("channel", 1), ("channel_ref", 1)],
-            true,
-            "one target per reference (the first stays), find, delete",
-        )],
-        scans: &[],
-        removed_by: "the use cases: `delete` when the card is unbound (by the user or the channel) and, for every card of the wallet, at the user's erasure (a failed card's reference stays until then)",
+        indexes: &[
+            ix(
+                "channel_ref",
+                &[("channel", 1), ("channel_ref", 1)],
+                true,
+                "one target per reference (the first stays), find, delete",
+            ),
+            ix(
+                "binding",
+                &[("binding", 1), ("user", 1)],
+                false,
+                "delete_binding: every reference of a card at once",
+            ),
+        ],
+        scans: &[CHANNEL_REFS_DELETE_BINDING],
+        removed_by: "the use cases: `delete_binding` of every reference of a card (each bind's, and the agreement a signing named) when the card is unbound (by the user or the channel) and, for every card of the wallet, at the user's erasure (a failed card's references stay until then); `delete` of an unwanted agreement's",
     },
     CollectionSpec {
         name: collections::IDEMPOTENCY,

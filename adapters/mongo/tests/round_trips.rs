@@ -454,6 +454,14 @@ async fn every_port_method_counted_and_every_query_indexed() {
     assert_eq!(n, 1);
     let (r, n) = m
         .run(
+            "channel_refs.delete_binding",
+            ChannelRefs::delete_binding(&s, &u, &card),
+        )
+        .await;
+    r.unwrap();
+    assert_eq!(n, 1);
+    let (r, n) = m
+        .run(
             "card_data.delete_generation (another)",
             CardDataStore::delete_generation(&s, &u, &card, 999),
         )

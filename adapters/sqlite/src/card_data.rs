@@ -33,6 +33,8 @@ const FIND_REF: &str = "SELECT user, binding FROM channel_refs WHERE channel = ?
 
 const DELETE_REF: &str = "DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2";
 
+const DELETE_REFS_OF_BINDING: &str = "DELETE FROM channel_refs WHERE binding = ?1 AND user = ?2";
+
 /// Every statement of this module, for the plan checks.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -43,6 +45,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("INSERT_REF", INSERT_REF),
     ("FIND_REF", FIND_REF),
     ("DELETE_REF", DELETE_REF),
+    ("DELETE_REFS_OF_BINDING", DELETE_REFS_OF_BINDING),
 ];
 
 #[async_trait]
@@ -229,6 +232,19 @@ impl ChannelRefs for SqliteStore {
                     .prepare_cached(DELETE_REF)
                     .and_then(|mut s| s.execute([c, r]))
                     .map(|_| ())
+                    .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError> {
+        let (b, u) = (binding.as_str().to_owned(), user.as_str().to_owned());
+        self.engine
+            .write(move |tx| {
+                tx.conn
+                    .prepare_cached(DELETE_REFS_OF_BINDING)
+                    .and_then(|mut s| s.execute([b, u]))
+                    .map(|n| n as u64)
                     .map_err(db_err)
             })
             .await

@@ -18,7 +18,7 @@ use crate::error::db_err;
 use crate::OpenError;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a cardbind database ("CBnd").
 pub const APPLICATION_ID: i64 = 0x4342_6e64;
@@ -127,8 +127,14 @@ CREATE TABLE bin_tables (
 );
 ";
 
+/// Version 3: a binding's channel references, found to be deleted together
+/// (`ChannelRefs::delete_binding`: at unbind and erasure).
+const V3: &str = "
+CREATE INDEX channel_refs_by_binding ON channel_refs (binding, user);
+";
+
 /// The steps from version `i` to `i + 1`, in order.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))

@@ -667,6 +667,29 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
         (v, mode.as_str(), vacuum),
         (cardbind_sqlite::SCHEMA_VERSION, "wal", 2)
     );
+    drop(c);
+
+    // A file of version 2 (before the channel references' index by
+    // binding) is brought to this version when opened.
+    let old = dir.path().join("v2.sqlite3");
+    drop(open(&old));
+    let c = rusqlite::Connection::open(&old).unwrap();
+    c.execute_batch("DROP INDEX channel_refs_by_binding; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(c);
+    drop(open(&old));
+    let c = rusqlite::Connection::open(&old).unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let index: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'channel_refs_by_binding'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((v, index), (3, 1));
 }
 
 #[test]

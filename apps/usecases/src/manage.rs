@@ -334,15 +334,14 @@ impl UseCases {
         }
     }
 
-    /// After a card is unbound: its sealed data, its channel reference and
-    /// any review entry go (each failure is logged; erasure and the next
-    /// unbind remove what is left).
+    /// After a card is unbound: its sealed data, its channel references
+    /// (every bind's, and the agreement a signing named) and any review
+    /// entry go (each failure is logged; erasure and the next unbind remove
+    /// what is left).
     pub(crate) async fn forget_card(&self, user: &UserId, b: &Binding) {
         self.drop_card_data(user, &b.id).await;
-        if let Some(r) = &b.channel_ref {
-            if let Err(e) = self.ports.channel_refs.delete(&b.channel, r).await {
-                tracing::warn!(binding = %b.id, error = %e, "channel reference not deleted");
-            }
+        if let Err(e) = self.ports.channel_refs.delete_binding(user, &b.id).await {
+            tracing::warn!(binding = %b.id, error = %e, "channel references not deleted");
         }
         if b.status == BindingStatus::PendingReview {
             if let Err(e) = self.ports.review.remove(&b.id).await {

@@ -657,6 +657,50 @@ async fn events_naming_an_earlier_bind_of_the_card_leave_it_waiting() {
     assert_eq!(unbinds() - before, 1);
 }
 
+/// A card's channel references are several over its life: the one its
+/// start gave (stored then) and the agreement its signing names. Every one
+/// goes when the card is unbound, and when its user is erased.
+#[tokio::test]
+async fn every_reference_of_a_card_goes_at_unbind_and_erasure() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    for (u, end) in [("kai", "unbind"), ("kit", "erasure")] {
+        let v =
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(31), w.now()))
+                .await
+                .unwrap();
+        let started = v.binding.channel_ref.clone().unwrap();
+        let found = |r: String| {
+            let (w, mock) = (&w, &mock);
+            async move { ChannelRefs::find(&w.store, mock, &r).await.unwrap() }
+        };
+        assert_eq!(
+            found(started.clone()).await.map(|t| t.binding),
+            Some(v.binding.id.clone())
+        );
+        let note = Notification {
+            headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+            body: format!("n-{u}|{}|signed:agr-{u}", v.binding.id).into_bytes(),
+        };
+        w.uc.handle_notification(&mock, &note).await.unwrap();
+        assert_eq!(
+            w.wallet(u).await.get(&v.binding.id).unwrap().channel_ref,
+            Some(format!("agr-{u}"))
+        );
+        if end == "unbind" {
+            w.uc.unbind(&backend(), &user(u), &v.binding.id, None)
+                .await
+                .unwrap();
+        } else {
+            w.uc.erase_user(&admin(), &user(u), None).await.unwrap();
+        }
+        assert_eq!(found(started).await, None, "{end}: the start's reference");
+        assert_eq!(found(format!("agr-{u}")).await, None, "{end}");
+    }
+}
+
 #[tokio::test]
 async fn notifications_activate_once_and_forged_ones_are_refused() {
     let w = world(Policy::default());
@@ -1036,6 +1080,13 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
         channel_ref: &str,
     ) -> Result<(), cardbind_ports::StoreError> {
         cardbind_ports::store::ChannelRefs::delete(&self.store, channel, channel_ref).await
+    }
+    async fn delete_binding(
+        &self,
+        user: &cardbind_domain::UserId,
+        binding: &cardbind_domain::BindingId,
+    ) -> Result<u64, cardbind_ports::StoreError> {
+        cardbind_ports::store::ChannelRefs::delete_binding(&self.store, user, binding).await
     }
 }
 

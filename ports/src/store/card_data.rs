@@ -90,4 +90,12 @@ pub trait ChannelRefs: Send + Sync {
 
     /// Forgets a reference (its agreement ended). Not an error when absent.
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError>;
+
+    /// Forgets every reference that names `binding` of `user`, on every
+    /// channel: a card's references are several over its life (each bind
+    /// stores the one its start gave, and a signing may name the agreement
+    /// by another), and all go when the card is unbound or its user
+    /// erased. Returns how many. Deleting what is not there is not an
+    /// error.
+    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError>;
 }

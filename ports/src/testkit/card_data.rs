@@ -159,9 +159,57 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
     s.channel_refs.put(&wechat, "2088-1", &t2).await.unwrap();
     assert_eq!(
         s.channel_refs.find(&wechat, "2088-1").await.unwrap(),
-        Some(t2)
+        Some(t2.clone())
     );
     s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
     s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
     assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
+
+    // Every reference of one binding goes at once, on every channel; the
+    // references of other bindings stay.
+    s.channel_refs.put(&alipay, "ext-1", &t1).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-7", &t1).await.unwrap();
+    s.channel_refs.put(&wechat, "ctr-1", &t1).await.unwrap();
+    s.channel_refs.put(&alipay, "ext-2", &t2).await.unwrap();
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&user_id("pat"), &t1.binding)
+            .await
+            .unwrap(),
+        0,
+        "another user's binding of that id"
+    );
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&t1.user, &t1.binding)
+            .await
+            .unwrap(),
+        3
+    );
+    for (c, r) in [(&alipay, "ext-1"), (&alipay, "2088-7"), (&wechat, "ctr-1")] {
+        assert_eq!(s.channel_refs.find(c, r).await.unwrap(), None, "{r}");
+    }
+    assert_eq!(
+        s.channel_refs.find(&alipay, "ext-2").await.unwrap(),
+        Some(t2.clone())
+    );
+    assert_eq!(
+        s.channel_refs.find(&wechat, "2088-1").await.unwrap(),
+        Some(t2.clone())
+    );
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&t1.user, &t1.binding)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&t2.user, &t2.binding)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.channel_refs.find(&alipay, "ext-2").await.unwrap(), None);
 }
