@@ -5,7 +5,10 @@ use std::fmt;
 use crate::error::{BadRequestCode, Invalid};
 
 /// The name on the card: 1–64 characters after trimming, letters (any
-/// script), spaces and the punctuation names use (`.` `-` `'` `·`).
+/// script) with the combining marks that follow them (Thai, Devanagari
+/// and Tamil vowel signs and viramas, a decomposed accent), spaces and the
+/// punctuation names use (`.` `-` `'` `·`). A mark that follows no letter
+/// is refused.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HolderName(String);
 
@@ -14,12 +17,28 @@ impl HolderName {
     pub const MAX_CHARS: usize = 64;
 
     pub fn parse(input: &str) -> Result<HolderName, Invalid> {
+        use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
         let s = input.trim();
         let n = s.chars().count();
-        let ok = (1..=Self::MAX_CHARS).contains(&n)
-            && s.chars()
-                .all(|c| c.is_alphabetic() || matches!(c, ' ' | '.' | '-' | '\'' | '·'))
-            && s.chars().any(char::is_alphabetic);
+        let mut after_letter = false;
+        let mut letters = 0;
+        let mut ok = (1..=Self::MAX_CHARS).contains(&n);
+        for c in s.chars() {
+            if !ok {
+                break;
+            }
+            if c.is_alphabetic() {
+                after_letter = true;
+                letters += 1;
+            } else if c.general_category_group() == GeneralCategoryGroup::Mark {
+                ok = after_letter;
+            } else if matches!(c, ' ' | '.' | '-' | '\'' | '·') {
+                after_letter = false;
+            } else {
+                ok = false;
+            }
+        }
+        let ok = ok && letters > 0;
         if ok {
             Ok(HolderName(s.to_owned()))
         } else {
@@ -265,6 +284,21 @@ mod tests {
         assert!(HolderName::parse("   ").is_err());
         assert!(HolderName::parse("Robert'); DROP").is_err());
         assert!(HolderName::parse(&"a".repeat(65)).is_err());
+        // Scripts written with combining marks, and decomposed accents.
+        for name in [
+            "สมศักดิ์ ใจดี",
+            "राजेश कुमार",
+            "முருகன்",
+            "Jose\u{301}",
+            "Nguyễn Văn A",
+            "김민준",
+        ] {
+            assert!(HolderName::parse(name).is_ok(), "{name}");
+        }
+        // A mark on no letter.
+        for name in ["\u{301}", "\u{301}abc", "ab \u{301}", "ab-\u{94d}", "्"] {
+            assert!(HolderName::parse(name).is_err(), "{name:?}");
+        }
         assert_eq!(
             format!("{:?}", HolderName::parse("Alice").unwrap()),
             "HolderName(***)"

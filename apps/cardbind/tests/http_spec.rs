@@ -263,7 +263,9 @@ fn holder_name_resident_id_and_cvv_patterns_admit_only_what_the_domain_admits() 
     use cardbind_domain::{CardBrand, Cvv, HolderName, ResidentId};
     let name = bind_pattern("holder_name");
     for s in strings(
-        &['A', 'é', '张', ' ', '.', '-', '\'', '·', '1', '\t'],
+        &[
+            'A', 'é', '张', ' ', '.', '-', '\'', '·', '1', '\t', '\u{301}', '\u{e34}',
+        ],
         4,
         2000,
         70,

@@ -309,12 +309,13 @@ text_rule!(
     CvvRule { pattern: "^([0-9]{3,4})?$", min: 0, max: 4, rule: "a CVV is 3 or 4 digits" }
 );
 text_rule!(
-    /// A holder's name: letters of any script, spaces and `. - ' ·`.
+    /// A holder's name: letters of any script (each with the combining
+    /// marks that follow it), spaces and `. - ' ·`.
     HolderNameRule {
-        pattern: "^[\\p{L} .'·-]*\\p{L}[\\p{L} .'·-]*$",
+        pattern: "^[ .'·-]*\\p{L}\\p{M}*([ .'·-]*\\p{L}\\p{M}*)*[ .'·-]*$",
         min: 1,
         max: 64,
-        rule: "a name is 1 to 64 letters, spaces and . - ' ·",
+        rule: "a name is 1 to 64 letters (with their accents and marks), spaces and . - ' ·",
     }
 );
 text_rule!(

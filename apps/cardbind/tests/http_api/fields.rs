@@ -92,3 +92,33 @@ async fn each_invalid_field_has_its_code_and_field() {
     .await;
     assert_eq!(v["error"]["field"], "user_id");
 }
+
+/// Names in scripts written with combining marks (Thai, Devanagari, Tamil)
+/// and decomposed accents bind; a mark on no letter is refused.
+#[tokio::test]
+async fn names_with_combining_marks_bind() {
+    let app = spawn();
+    let names = [
+        "สมศักดิ์ ใจดี",
+        "राजेश कुमार",
+        "முருகன்",
+        "Jose\u{301} Garci\u{301}a",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let mut body = bind_body(VISA);
+        body["holder_name"] = json!(name);
+        let resp = app
+            .bind(&format!("marks-{i}"), &format!("k-marks-{i}"), &body)
+            .await;
+        assert_eq!(resp.0.status(), StatusCode::CREATED, "{name}");
+    }
+    for (i, name) in ["\u{301}abc", "ab \u{94d}"].iter().enumerate() {
+        let mut body = bind_body(VISA);
+        body["holder_name"] = json!(name);
+        let resp = app
+            .bind(&format!("nomark-{i}"), &format!("k-nomark-{i}"), &body)
+            .await;
+        let v = assert_error(resp, 400, "invalid_holder_name").await;
+        assert_eq!(v["error"]["field"], "holder_name");
+    }
+}
