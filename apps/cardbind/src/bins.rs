@@ -101,6 +101,14 @@ pub fn parse_csv(input: impl Read) -> Result<BinTable, ImportError> {
         entries.push(entry);
         lines.push(line);
     }
+    // A table replaces the whole table in force: an empty one would take
+    // every issuer away (and with a channel that refuses unknown BINs,
+    // every bind).
+    if entries.is_empty() {
+        return Err(ImportError::File(
+            "the file holds no entries (a table replaces the whole table in force)".into(),
+        ));
+    }
     BinTable::new(entries).map_err(|e| {
         let (a, b) = e.positions();
         ImportError::Conflict {
@@ -242,6 +250,10 @@ mod tests {
         for (csv, want) in bad {
             let e = parse_csv(csv.as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+        for empty in [HEADER.to_owned(), format!("# a comment\n{HEADER}# nothing\n")] {
+            let e = parse_csv(empty.as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with("the file holds no entries"), "{e:?}");
         }
         let e = parse_csv(&b"low,high\n\xff\xfe,\n"[..]).unwrap_err();
         assert!(matches!(e, ImportError::Line { .. }), "{e:?}");

@@ -673,3 +673,48 @@ fn settings_that_would_panic_the_service_are_refused_as_configuration_errors() {
         }
     }
 }
+
+/// `step-up-token --ttl` out of 1..=`step_up.max_ttl_seconds` is refused,
+/// as `token` refuses its own, instead of a token cut to the bound (or one
+/// already expired).
+#[test]
+fn a_step_up_token_out_of_its_lifetime_bounds_is_not_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |ttl: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["step-up-token", "--user", "mia", "--action", "erase_user"])
+            .args(["--ttl", ttl])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .env(
+                "CARDBIND__STEP_UP__HMAC_SECRET",
+                "a-step-up-secret-of-more-than-32-characters",
+            )
+            .env("CARDBIND__STEP_UP__MAX_TTL_SECONDS", "300")
+            .output()
+            .unwrap()
+    };
+    for ttl in ["0", "301"] {
+        let out = run(ttl);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{ttl}: {stderr}");
+        assert!(out.stdout.is_empty(), "{ttl}: a token was printed");
+        assert!(
+            stderr.contains("--ttl") && stderr.contains("nothing was issued"),
+            "{ttl}: {stderr}"
+        );
+    }
+    for ttl in ["1", "300"] {
+        let out = run(ttl);
+        assert!(
+            out.status.success(),
+            "{ttl}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    }
+}

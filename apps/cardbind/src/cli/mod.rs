@@ -202,10 +202,17 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             let Some(action) = StepUpAction::parse(&action) else {
                 bail!("--action: unbind_default_card, change_default_card or erase_user");
             };
+            let max = config.step_up.max_ttl_seconds;
+            if !(1..=max).contains(&ttl) {
+                bail!(
+                    "--ttl {ttl}: must be 1 to {max} seconds (step_up.max_ttl_seconds); \
+                     nothing was issued"
+                );
+            }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
-            let exp = i64::try_from(now + ttl.min(config.step_up.max_ttl_seconds))?;
+            let exp = i64::try_from(now.saturating_add(ttl))?;
             out(&format!(
                 "{}\n",
                 crate::step_up::hmac_step_up_token(secret.as_bytes(), &user, action, exp)
