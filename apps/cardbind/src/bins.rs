@@ -251,7 +251,10 @@ mod tests {
             let e = parse_csv(csv.as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with(want), "{e:?} should start with {want:?}");
         }
-        for empty in [HEADER.to_owned(), format!("# a comment\n{HEADER}# nothing\n")] {
+        for empty in [
+            HEADER.to_owned(),
+            format!("# a comment\n{HEADER}# nothing\n"),
+        ] {
             let e = parse_csv(empty.as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with("the file holds no entries"), "{e:?}");
         }

@@ -229,7 +229,8 @@ pub enum Problem {
     Unknown,
     /// An unknown key that is not repeated: it has digits enough to be
     /// card data sent as a key by mistake (a refusal is stored with its
-    /// idempotency key, and read by whoever made the request).
+    /// idempotency key, and read by whoever made the request), or it is
+    /// not a short run of printable ASCII (it could not be shown as sent).
     UnknownUnnamed,
     Missing,
     WrongType(&'static str),
@@ -246,12 +247,8 @@ impl Problem {
         };
         let message = match self {
             Problem::Unknown => format!("unknown field `{field}`"),
-            Problem::UnknownUnnamed if field == "body" => {
-                "an unknown field (its name has digits and is not repeated)".to_owned()
-            }
-            Problem::UnknownUnnamed => {
-                format!("an unknown field in `{field}` (its name has digits and is not repeated)")
-            }
+            Problem::UnknownUnnamed if field == "body" => format!("an unknown field {UNNAMED}"),
+            Problem::UnknownUnnamed => format!("an unknown field in `{field}` {UNNAMED}"),
             Problem::Missing => format!("`{field}` is required"),
             Problem::WrongType(t) => format!("`{field}` must be {t}"),
             Problem::OutOfSchema => return body_refusal(&field),
@@ -267,11 +264,27 @@ fn resolve<'a>(registry: &'a Registry, schema: &'a MetaSchemaRef) -> Option<&'a 
     }
 }
 
-/// Unknown keys with this many ASCII digits or more are not repeated.
+/// Unknown keys with this many digits (of any script) or more are not
+/// repeated.
 const UNNAMED_DIGITS: usize = 3;
 
+/// Why an unknown key's name is left out of the message.
+const UNNAMED: &str = "(its name is not repeated: it has digits, or characters other than \
+                       printable ASCII, or more than 64)";
+
 fn has_digits(key: &str, at_least: usize) -> bool {
-    key.chars().filter(char::is_ascii_digit).count() >= at_least
+    key.chars().filter(|c| c.is_numeric()).count() >= at_least
+}
+
+/// An unknown key named in the answer as it was sent: up to 64 printable
+/// ASCII characters with fewer than [`UNNAMED_DIGITS`] digits. Any other
+/// key is left out whole (never shown cut or filtered, which would name a
+/// field that was not sent).
+fn shown_as_sent(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 64
+        && key.bytes().all(|b| b.is_ascii_graphic())
+        && !has_digits(key, UNNAMED_DIGITS)
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -338,10 +351,10 @@ pub fn find_problem(
                         // Not named when it has 3 digits or more, as a card
                         // number, CVV, phone or ID number sent as a key
                         // does (the schema's own names matched above).
-                        return Some(if has_digits(key, UNNAMED_DIGITS) {
-                            (path.to_owned(), Problem::UnknownUnnamed)
-                        } else {
+                        return Some(if shown_as_sent(key) {
                             (join(path, key), Problem::Unknown)
+                        } else {
+                            (path.to_owned(), Problem::UnknownUnnamed)
                         });
                     }
                 }

@@ -73,6 +73,7 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
         ("4111 1111 1111 1111", None, "body"),
         ("13800138000", Some("consent"), "consent"),
         ("123", None, "body"),
+        ("４１１１", Some("consent"), "consent"),
     ] {
         let mut body = bind_body(VISA);
         match at {
@@ -80,7 +81,7 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
             None => body[key] = json!(1),
         }
         let idem = format!("k-digits-{}", key.len());
-        let digits: String = key.chars().filter(char::is_ascii_digit).collect();
+        let digits: String = key.chars().filter(|c| c.is_numeric()).collect();
         let v = assert_error(app.bind("u1", &idem, &body).await, 400, "invalid_request").await;
         assert_eq!(v["error"]["field"], field, "{v}");
         assert!(!v.to_string().contains(&digits), "{v}");
@@ -88,6 +89,34 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
         replay.assert_header("Idempotent-Replayed", "true");
         let text = String::from_utf8(bytes(replay).await).unwrap();
         assert!(!text.contains(&digits), "{text}");
+    }
+
+    // A key that cannot be shown as sent (not printable ASCII, a control
+    // character in it, too long) is left out whole: the answer never names
+    // a field that was not sent.
+    for (i, (key, at, field)) in [
+        ("é", None, "body"),
+        ("ab\u{0}c", None, "body"),
+        ("姓名", Some("consent"), "consent"),
+        ("x\ty", Some("consent"), "consent"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = bind_body(VISA);
+        match at {
+            Some(at) => body[at][key] = json!(1),
+            None => body[key] = json!(1),
+        }
+        let v = assert_error(
+            app.bind("u1", &format!("k-unshown-{i}"), &body).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert_eq!(v["error"]["field"], field, "{key:?}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("an unknown field"), "{key:?}: {v}");
     }
 
     let mut body = bind_body(VISA);
