@@ -115,6 +115,28 @@ impl ResidentId {
         Ok(ResidentId(s))
     }
 
+    /// Refuses a number whose birth date is after `today` (year, month,
+    /// day): no one holding a card was born later. Callers pass the date a
+    /// day ahead of UTC's, so that a birth date already today in China
+    /// (UTC+8) is taken.
+    pub fn born_by(self, today: (i32, u32, u32)) -> Result<ResidentId, Invalid> {
+        let num = |r: std::ops::Range<usize>| {
+            self.0
+                .get(r)
+                .and_then(|x| x.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let born = (num(6..10) as i32, num(10..12), num(12..14));
+        if born > today {
+            return Err(Invalid::field(
+                BadRequestCode::InvalidIdNumber,
+                Self::FIELD,
+                "the birth date in the number is in the future",
+            ));
+        }
+        Ok(self)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -240,6 +262,24 @@ mod tests {
         assert!(ResidentId::parse("1101051949123100").is_err());
         let id = ResidentId::parse("11010519491231002X").unwrap();
         assert!(!format!("{id:?}").contains("19491231"));
+    }
+
+    #[test]
+    fn a_birth_date_after_today_is_refused() {
+        let with_date = |date: &str| {
+            let first = format!("110105{date}001");
+            let c = ResidentId::check_char(&first).unwrap();
+            ResidentId::parse(&format!("{first}{c}")).unwrap()
+        };
+        let today = (2026, 12, 4);
+        for born in ["20261204", "20261203", "19491231", "20000229"] {
+            assert!(with_date(born).born_by(today).is_ok(), "{born}");
+        }
+        for born in ["20261205", "20270101", "20990101", "21000101"] {
+            let e = with_date(born).born_by(today).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidIdNumber, "{born}");
+            assert!(e.message.contains("future"), "{born}");
+        }
     }
 
     #[test]

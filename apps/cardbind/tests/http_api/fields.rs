@@ -54,6 +54,13 @@ async fn each_invalid_field_has_its_code_and_field() {
             "invalid_id_number",
             "id_number",
         ),
+        // A valid check character, but born in 2099.
+        (
+            "id_number",
+            json!("110105209901010012"),
+            "invalid_id_number",
+            "id_number",
+        ),
         ("phone", json!("12345"), "invalid_phone", "phone"),
         ("channel", json!("paypal"), "channel_not_enabled", "channel"),
     ];

@@ -153,7 +153,8 @@ impl BindCard {
             Some(c) => Some(Cvv::parse(c, card.brand())?),
         };
         let holder_name = HolderName::parse(form.holder_name)?;
-        let id_number = ResidentId::parse(form.id_number)?;
+        let id_number =
+            ResidentId::parse(form.id_number)?.born_by(now.plus_seconds(86_400).date())?;
         let phone = Phone::parse(form.phone)?;
         let channel = form.channel.map(ChannelName::parse).transpose()?;
         Ok(BindCard {

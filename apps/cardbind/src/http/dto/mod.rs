@@ -107,13 +107,15 @@ pub struct BindCardBody {
     /// Card security code: 3 digits, 4 for Amex. Optional (absent, null or
     /// empty); never stored.
     pub cvv: Option<Text<CvvRule>>,
-    /// The cardholder's name as on the ID document: letters of any script,
-    /// spaces and `. - ' ·`, at least one letter, at most 64 characters.
+    /// The cardholder's name as on the ID document: letters of any script
+    /// (each with the combining marks that follow it: vowel signs, viramas,
+    /// decomposed accents), spaces and `. - ' ·`, at least one letter, at
+    /// most 64 characters.
     pub holder_name: Text<HolderNameRule>,
     /// The holder's mainland resident identity card number: 17 digits (a
     /// region code not starting with 0, a birth date YYYYMMDD from 1900 to
-    /// 2100, a sequence number) and a check character (a digit or `X`,
-    /// either case) under ISO 7064 MOD 11-2.
+    /// 2100 and not after today in China, a sequence number) and a check
+    /// character (a digit or `X`, either case) under ISO 7064 MOD 11-2.
     pub id_number: Text<IdNumberRule>,
     /// The phone number the card is registered with: a mainland mobile
     /// number (11 digits, `1` then `3`–`9`), optionally after `+86`, `0086`
