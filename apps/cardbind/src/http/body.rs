@@ -38,16 +38,20 @@ impl<T> Deref for JsonBody<T> {
 impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
+    /// `application/json`, as the spec declares, with no charset or UTF-8
+    /// (the body is read as UTF-8: one sent in another charset would be
+    /// misread, not refused). Other parameters are ignored.
     fn check_content_type(content_type: &str) -> bool {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        essence
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+        let mut parts = content_type.split(';');
+        let essence = parts.next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            && parts.all(|p| match p.split_once('=') {
+                Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                    let value = value.trim().trim_matches('"');
+                    value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+                }
+                _ => true,
+            })
     }
 
     fn schema_ref() -> MetaSchemaRef {

@@ -182,6 +182,48 @@ async fn wrong_content_type_and_bad_query_parameters_are_400() {
         .send()
         .await;
     assert_error(resp, 400, "invalid_request").await;
+    // Only application/json, in UTF-8: a body in another charset, or of
+    // another JSON media type, is refused rather than misread.
+    for (i, ct) in [
+        "application/json; charset=utf-16",
+        "application/json;charset=\"ISO-8859-1\"",
+        "application/merge-patch+json",
+        "application/jsonx",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = app
+            .client
+            .post("/v1/users/u1/cards")
+            .header("Authorization", bearer("m", "service"))
+            .header("Idempotency-Key", format!("k-ct-{i}"))
+            .content_type(ct)
+            .body(bind_body(VISA).to_string())
+            .send()
+            .await;
+        let v = assert_error(resp, 400, "invalid_request").await;
+        assert_eq!(v["error"]["field"], "Content-Type", "{ct}");
+    }
+    for (i, ct) in [
+        "application/json; charset=UTF-8",
+        "Application/JSON;charset=\"utf-8\"",
+        "application/json; boundary=x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = app
+            .client
+            .post(format!("/v1/users/ct-ok-{i}/cards"))
+            .header("Authorization", bearer("m", "service"))
+            .header("Idempotency-Key", format!("k-ct-ok-{i}"))
+            .content_type(ct)
+            .body(bind_body(VISA).to_string())
+            .send()
+            .await;
+        resp.assert_status(StatusCode::CREATED);
+    }
 
     let resp = app
         .client
