@@ -420,11 +420,15 @@ impl TestApp {
     /// A mock notification body and its `x-mock-signature`, signed with
     /// the configured secret (HMAC-SHA256, hex).
     pub fn mock_notification(&self, id: &str, binding_id: &str, event: &str) -> (Vec<u8>, String) {
+        let sent_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let body = json!({
             "id": id,
             "binding_id": binding_id,
             "event": event,
             "channel_ref": format!("mock_{binding_id}"),
+            "sent_at": sent_at,
         })
         .to_string()
         .into_bytes();

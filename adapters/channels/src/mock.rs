@@ -14,10 +14,13 @@
 //! | `flaky`    | like `instant`, but every Nth call of any operation fails with `Unavailable` (deterministic counter) |
 //!
 //! Mock notifications are JSON bodies
-//! `{"id","binding_id","event":"signed|terminated|failed","channel_ref"}`
+//! `{"id","binding_id","event":"signed|terminated|failed","channel_ref","sent_at"}`
 //! signed with HMAC-SHA256 under [`MockConfig::notification_secret`], the hex
 //! digest in the `x-mock-signature` header; [`mock_notification`] builds
-//! one. The mock keeps no card data: only binding ids and their state, for
+//! one. `sent_at` (Unix seconds) must be within
+//! [`NOTIFICATION_WINDOW_SECONDS`] of the service's clock, as WeChat Pay's
+//! timestamp must: a captured notification cannot be replayed once the
+//! service has forgotten its id. The mock keeps no card data: only binding ids and their state, for
 //! at most [`MockConfig::remember`] bindings.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,6 +37,16 @@ use cardbind_ports::channel::{
 use cardbind_ports::ChannelError;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+/// How far (either way, in seconds) a mock notification's `sent_at` may be
+/// from the service's clock.
+pub const NOTIFICATION_WINDOW_SECONDS: i64 = 300;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
 
 /// The header that carries the hex HMAC-SHA256 of a mock notification body.
 pub const MOCK_SIGNATURE_HEADER: &str = "x-mock-signature";
@@ -312,7 +325,7 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Builds a signed mock notification (body and `x-mock-signature` header)
-/// as the black-box tests send it.
+/// as the black-box tests send it, sent now.
 pub fn mock_notification(
     secret: &str,
     id: &str,
@@ -320,11 +333,24 @@ pub fn mock_notification(
     event: &str,
     channel_ref: &str,
 ) -> Notification {
+    mock_notification_sent_at(secret, id, binding_id, event, channel_ref, unix_now())
+}
+
+/// [`mock_notification`] sent at `sent_at` (Unix seconds).
+pub fn mock_notification_sent_at(
+    secret: &str,
+    id: &str,
+    binding_id: &str,
+    event: &str,
+    channel_ref: &str,
+    sent_at: i64,
+) -> Notification {
     let body = serde_json::json!({
         "id": id,
         "binding_id": binding_id,
         "event": event,
         "channel_ref": channel_ref,
+        "sent_at": sent_at,
     })
     .to_string()
     .into_bytes();
@@ -355,6 +381,8 @@ struct MockNotificationBody {
     channel_ref: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    /// When the mock sent it (Unix seconds).
+    sent_at: i64,
 }
 
 #[async_trait]
@@ -549,6 +577,10 @@ impl PaymentChannel for MockChannel {
             .map_err(|_| crate::protocol("mock notification is not one the mock sends"))?;
         if body.id.is_empty() || body.id.len() > 128 {
             return Err(crate::protocol("mock notification id must be 1-128 bytes"));
+        }
+        // Sent too long ago (or ahead): a replay of a captured one.
+        if unix_now().abs_diff(body.sent_at) > NOTIFICATION_WINDOW_SECONDS.unsigned_abs() {
+            return Err(ChannelError::InvalidSignature);
         }
         let binding = BindingId::parse(&body.binding_id)
             .map_err(|_| crate::protocol("mock notification names no card id"))?;

@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use cardbind_channels::mock::{mock_notification, MOCK_SIGNATURE_HEADER};
+use cardbind_channels::mock::{
+    mock_notification, mock_notification_sent_at, MOCK_SIGNATURE_HEADER,
+};
 use cardbind_channels::{MockChannel, MockConfig, MockMode};
 use cardbind_ports::channel::{
     BindingRef, ChannelEventKind, ChannelStart, ConfirmOutcome, PaymentChannel, RemoteState,
@@ -221,12 +223,56 @@ async fn notification_with_bad_signature_or_body_is_refused() {
         MOCK_SIGNATURE_HEADER.to_owned(),
         MockChannel::sign_notification(&secret, b"[]"),
     );
-    for n in [bad_event, no_id, not_an_object] {
+    let unsent = {
+        let body = br#"{"id":"e","binding_id":"b","event":"signed"}"#.to_vec();
+        let mut n = mock_notification(&secret, "e", "b", "signed", "r");
+        n.headers.insert(
+            MOCK_SIGNATURE_HEADER.to_owned(),
+            MockChannel::sign_notification(&secret, &body),
+        );
+        n.body = body;
+        n
+    };
+    for n in [bad_event, no_id, not_an_object, unsent] {
         assert!(
             matches!(m.parse_notification(&n), Err(ChannelError::Protocol(_))),
             "{:?}",
             String::from_utf8_lossy(&n.body)
         );
+    }
+}
+
+/// A notification sent more than five minutes ago (or ahead) is refused as
+/// a replay, however well signed; inside the window it is taken.
+#[tokio::test]
+async fn a_notification_sent_outside_the_window_is_refused() {
+    let m = mock(MockMode::Redirect);
+    let secret = m.config().notification_secret.clone();
+    let b = cardbind_domain::BindingId::from_uuid_bytes([7; 16]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let window = cardbind_channels::mock::NOTIFICATION_WINDOW_SECONDS;
+    for (i, at) in [now - window - 5, now + window + 5, 0, i64::MIN, i64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let n =
+            mock_notification_sent_at(&secret, &format!("late-{i}"), b.as_str(), "signed", "r", at);
+        assert_eq!(
+            m.parse_notification(&n),
+            Err(ChannelError::InvalidSignature),
+            "{at}"
+        );
+    }
+    for (i, at) in [now - window + 5, now, now + window - 5]
+        .into_iter()
+        .enumerate()
+    {
+        let n =
+            mock_notification_sent_at(&secret, &format!("in-{i}"), b.as_str(), "signed", "r", at);
+        assert!(m.parse_notification(&n).is_ok(), "{at}");
     }
 }
 
