@@ -19,25 +19,27 @@ impl UseCases {
     }
 
     /// Reads a wallet (any user: nothing needs to exist) and opens the key
-    /// service's start-up canary.
-    pub async fn readiness(&self) -> Result<(), NotReady> {
-        let store = match UserId::parse("readiness-probe") {
-            Ok(u) => self
-                .ports
-                .wallets
-                .load(&u)
-                .await
-                .err()
-                .map(|e| e.to_string()),
-            Err(_) => Some("probe id refused".to_owned()),
+    /// service's start-up canary, both at once, each given `deadline`: a
+    /// probe answers within it whatever hangs (a load balancer's probe
+    /// that times out learns nothing from a late answer).
+    pub async fn readiness(&self, deadline: std::time::Duration) -> Result<(), NotReady> {
+        let late = || format!("no answer within {} ms", deadline.as_millis());
+        let store = async {
+            match UserId::parse("readiness-probe") {
+                Ok(u) => match tokio::time::timeout(deadline, self.ports.wallets.load(&u)).await {
+                    Ok(r) => r.err().map(|e| e.to_string()),
+                    Err(_) => Some(late()),
+                },
+                Err(_) => Some("probe id refused".to_owned()),
+            }
         };
-        let keys = self
-            .ports
-            .vault
-            .self_check()
-            .await
-            .err()
-            .map(|e| e.to_string());
+        let keys = async {
+            match tokio::time::timeout(deadline, self.ports.vault.self_check()).await {
+                Ok(r) => r.err().map(|e| e.to_string()),
+                Err(_) => Some(late()),
+            }
+        };
+        let (store, keys) = tokio::join!(store, keys);
         match (store, keys) {
             (None, None) => Ok(()),
             (store, keys) => Err(NotReady { store, keys }),

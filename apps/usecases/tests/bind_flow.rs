@@ -1323,3 +1323,32 @@ async fn a_failure_code_carrying_a_card_number_is_kept_as_declined() {
         ]
     );
 }
+
+/// Readiness asks the store and the key service at once, each within the
+/// deadline: a hung one is reported as not answering, and the probe ends
+/// within the deadline (not one wait after the other, not never).
+#[tokio::test]
+async fn readiness_answers_within_its_deadline_whatever_hangs() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let w = world(Policy::default());
+    let deadline = Duration::from_millis(300);
+    assert_eq!(w.uc.readiness(deadline).await, Ok(()));
+
+    w.vault.check_hangs.store(true, Ordering::SeqCst);
+    *w.wallets.load_delay.lock().unwrap() = Some(Duration::from_secs(3600));
+    let t0 = std::time::Instant::now();
+    let e = w.uc.readiness(deadline).await.unwrap_err();
+    let took = t0.elapsed();
+    // Both at once: one deadline, not two one after the other.
+    assert!(took >= deadline && took < deadline * 2, "{took:?}");
+    assert_eq!(e.store.as_deref(), Some("no answer within 300 ms"));
+    assert_eq!(e.keys.as_deref(), Some("no answer within 300 ms"));
+
+    // Only the key service hangs: the store is reported as answering.
+    *w.wallets.load_delay.lock().unwrap() = None;
+    let e = w.uc.readiness(deadline).await.unwrap_err();
+    assert_eq!((e.store, e.keys.is_some()), (None, true));
+    w.vault.check_hangs.store(false, Ordering::SeqCst);
+    assert_eq!(w.uc.readiness(deadline).await, Ok(()));
+}

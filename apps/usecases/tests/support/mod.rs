@@ -77,6 +77,8 @@ pub struct FakeVault {
     /// Sealing cannot store the new user's wrapped key (the key store is
     /// down or read-only; the key service is up).
     pub seal_store_down: std::sync::atomic::AtomicBool,
+    /// The canary check never answers (a key service that hangs).
+    pub check_hangs: std::sync::atomic::AtomicBool,
 }
 
 fn tag(owner: &UserId, c: &SealContext) -> String {
@@ -159,6 +161,9 @@ impl CardVault for FakeVault {
         Ok(true)
     }
     async fn self_check(&self) -> Result<(), KeyError> {
+        if self.check_hangs.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }
@@ -417,6 +422,8 @@ pub struct GatedWallets {
     pub hold_after_commit: Mutex<Option<(UserId, Arc<tokio::sync::Semaphore>)>>,
     /// Commits that were held.
     pub held: AtomicU64,
+    /// Every load waits this long first (a store that hangs).
+    pub load_delay: Mutex<Option<std::time::Duration>>,
 }
 
 impl GatedWallets {
@@ -437,6 +444,10 @@ impl cardbind_ports::store::WalletStore for GatedWallets {
         &self,
         user: &UserId,
     ) -> Result<Option<cardbind_ports::store::StoredWallet>, StoreError> {
+        let delay = *self.load_delay.lock().unwrap();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         self.inner.load(user).await
     }
     async fn load_many(
@@ -669,6 +680,7 @@ fn world_with(
         inner: store.clone(),
         hold_after_commit: Mutex::new(None),
         held: AtomicU64::new(0),
+        load_delay: Mutex::new(None),
     });
     let ports = Ports {
         wallets: wallets.clone(),

@@ -8,6 +8,10 @@ use poem_openapi::OpenApi;
 use super::*;
 use crate::http::auth::BearerAuth;
 use crate::http::metrics::STORE_PROBE_TIMEOUT;
+
+/// How long `/readyz` waits for the store and the key service (checked at
+/// once, each within it).
+pub const READINESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
 use crate::http::params::BinParam;
 use crate::http::Cx;
 
@@ -55,10 +59,12 @@ impl MetaApi {
     /// Readiness
     ///
     /// The store answers and the key service opens the start-up canary
-    /// (`storage_unavailable` or `key_service_unavailable` otherwise).
+    /// (`storage_unavailable` or `key_service_unavailable` otherwise), each
+    /// within 4 seconds: the answer comes within that, below a load
+    /// balancer's usual 5-second probe timeout.
     #[oai(path = "/readyz", method = "get", operation_id = "readiness")]
     async fn readiness(&self, cx: Cx) -> Result<HealthResponse, ReadyError> {
-        match cx.usecases().readiness().await {
+        match cx.usecases().readiness(READINESS_DEADLINE).await {
             Ok(()) => Ok(HealthResponse::Ok(Json(Health {
                 status: "ok".into(),
             }))),
