@@ -157,15 +157,7 @@ fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), Sto
                 bytes = u64::from(o.wal_restart_pages) * 4096,
             ))
             .map_err(db_err)?;
-            if o.max_size_mib > 0 {
-                let page: i64 = conn
-                    .query_row("PRAGMA page_size", [], |r| r.get(0))
-                    .map_err(db_err)?;
-                let pages = i64::from(o.max_size_mib) * 1024 * 1024 / page.max(512);
-                // SQLite never sets it below the file's current size.
-                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-                    .map_err(db_err)?;
-            }
+            size_bound(conn, o.max_size_mib)?;
         }
         Role::Reader => conn
             .execute_batch("PRAGMA query_only = ON;")
@@ -229,7 +221,12 @@ impl Engine {
             options: options.clone(),
         };
         let mut writer = opener.open(Role::Writer).map_err(OpenError::Store)?;
+        // An upgrade's few pages (a new index) are let past the size bound:
+        // a file already at it would otherwise not open at all, where it
+        // still serves reads.
+        size_bound(&writer, 0).map_err(OpenError::Store)?;
         schema::migrate(&mut writer)?;
+        size_bound(&writer, options.max_size_mib).map_err(OpenError::Store)?;
         let mut readers = Vec::with_capacity(options.readers);
         for _ in 0..options.readers {
             readers.push(opener.open(Role::Reader).map_err(OpenError::Store)?);
@@ -641,4 +638,19 @@ mod tests {
         assert_eq!(r.ended(), None);
         assert_eq!(r.happened(t0 + every + Duration::from_secs(2)), Some(1));
     }
+}
+
+/// Bounds the file at `max_size_mib` (0: SQLite's own limit, in effect no
+/// bound). SQLite never sets it below the file's current size.
+fn size_bound(conn: &Connection, max_size_mib: u32) -> Result<(), StoreError> {
+    let pages = if max_size_mib > 0 {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(db_err)?;
+        i64::from(max_size_mib) * 1024 * 1024 / page.max(512)
+    } else {
+        i64::from(u32::MAX - 1)
+    };
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .map_err(db_err)
 }

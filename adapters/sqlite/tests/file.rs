@@ -966,3 +966,78 @@ async fn a_full_file_refuses_writes_whole_and_takes_them_again_once_room_is_made
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size <= 1024 * 1024, "the file grew to {size} bytes");
 }
+
+/// A file already at its size bound still opens after an upgrade: the
+/// upgrade's few pages (schema 3's index) are let past the bound, which
+/// holds again for every write after it.
+#[tokio::test]
+async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old-full.sqlite3");
+    let u = uid("u1");
+    let data = |i: u32| CardData {
+        binding: bid(&format!("u1-card-{i:06}")),
+        user: u.clone(),
+        generation: 1,
+        sealed: sealed_card(),
+    };
+    {
+        let s = open(&path);
+        let p = s.ports();
+        for i in 0..8000 {
+            p.card_data.put(&data(i)).await.unwrap();
+        }
+    }
+    // As a version 2 file (no index of references by binding), with no
+    // free page left.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "DROP INDEX channel_refs_by_binding; PRAGMA user_version = 2; \
+         PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    let free: i64 = c
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(free, 0);
+    drop(c);
+    assert!(std::fs::metadata(&path).unwrap().len() > 1024 * 1024);
+    let options = SqliteOptions {
+        max_size_mib: 1,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open(&path, options).unwrap();
+    let p = s.ports();
+    // Reads go on; writes past the bound are refused.
+    assert!(p
+        .card_data
+        .get(&u, &data(0).binding, 1)
+        .await
+        .unwrap()
+        .is_some());
+    let mut refused = None;
+    for i in 8000..16000 {
+        if let Err(e) = p.card_data.put(&data(i)).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(&refused, Some(StoreError::Unavailable(m)) if m.contains("full")),
+        "{refused:?}"
+    );
+    drop(p);
+    drop(s);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let (v, index): (i64, i64) = (
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap(),
+        c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'channel_refs_by_binding'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap(),
+    );
+    assert_eq!((v, index), (3, 1));
+}
