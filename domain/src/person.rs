@@ -27,11 +27,13 @@ impl HolderName {
             if !ok {
                 break;
             }
-            if c.is_alphabetic() {
+            // A mark first: many vowel signs are also `Alphabetic`, and
+            // must follow a letter all the same.
+            if c.general_category_group() == GeneralCategoryGroup::Mark {
+                ok = after_letter;
+            } else if c.is_alphabetic() {
                 after_letter = true;
                 letters += 1;
-            } else if c.general_category_group() == GeneralCategoryGroup::Mark {
-                ok = after_letter;
             } else if matches!(c, ' ' | '.' | '-' | '\'' | '·') {
                 after_letter = false;
             } else {
@@ -116,9 +118,8 @@ impl ResidentId {
     }
 
     /// Refuses a number whose birth date is after `today` (year, month,
-    /// day): no one holding a card was born later. Callers pass the date a
-    /// day ahead of UTC's, so that a birth date already today in China
-    /// (UTC+8) is taken.
+    /// day): no one holding a card was born later. Callers pass today's
+    /// date in China (UTC+8), where the numbers are issued.
     pub fn born_by(self, today: (i32, u32, u32)) -> Result<ResidentId, Invalid> {
         let num = |r: std::ops::Range<usize>| {
             self.0
@@ -336,7 +337,15 @@ mod tests {
             assert!(HolderName::parse(name).is_ok(), "{name}");
         }
         // A mark on no letter.
-        for name in ["\u{301}", "\u{301}abc", "ab \u{301}", "ab-\u{94d}", "्"] {
+        for name in [
+            "\u{301}",
+            "\u{301}abc",
+            "ab \u{301}",
+            "ab-\u{94d}",
+            "्",
+            "\u{e34}",
+            "ab-\u{93e}",
+        ] {
             assert!(HolderName::parse(name).is_err(), "{name:?}");
         }
         assert_eq!(

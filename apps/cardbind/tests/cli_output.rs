@@ -680,24 +680,36 @@ fn settings_that_would_panic_the_service_are_refused_as_configuration_errors() {
 #[test]
 fn a_step_up_token_out_of_its_lifetime_bounds_is_not_issued() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |ttl: &str| {
+    let run_with = |ttl: Option<&str>, max: &str| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
         for (k, _) in std::env::vars() {
             if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
                 cmd.env_remove(k);
             }
         }
-        cmd.args(["step-up-token", "--user", "mia", "--action", "erase_user"])
-            .args(["--ttl", ttl])
-            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        cmd.args(["step-up-token", "--user", "mia", "--action", "erase_user"]);
+        if let Some(ttl) = ttl {
+            cmd.args(["--ttl", ttl]);
+        }
+        cmd.env("CARDBIND__SERVER__DATA_DIR", dir.path())
             .env(
                 "CARDBIND__STEP_UP__HMAC_SECRET",
                 "a-step-up-secret-of-more-than-32-characters",
             )
-            .env("CARDBIND__STEP_UP__MAX_TTL_SECONDS", "300")
+            .env("CARDBIND__STEP_UP__MAX_TTL_SECONDS", max)
             .output()
             .unwrap()
     };
+    let run = |ttl: &str| run_with(Some(ttl), "300");
+    // No --ttl: 120 s, or the bound when it is lower.
+    for max in ["60", "300"] {
+        let out = run_with(None, max);
+        assert!(
+            out.status.success(),
+            "max {max}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for ttl in ["0", "301"] {
         let out = run(ttl);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1332,7 +1332,7 @@ async fn readiness_answers_within_its_deadline_whatever_hangs() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
     let w = world(Policy::default());
-    let deadline = Duration::from_millis(300);
+    let deadline = Duration::from_secs(1);
     assert_eq!(w.uc.readiness(deadline).await, Ok(()));
 
     w.vault.check_hangs.store(true, Ordering::SeqCst);
@@ -1341,9 +1341,9 @@ async fn readiness_answers_within_its_deadline_whatever_hangs() {
     let e = w.uc.readiness(deadline).await.unwrap_err();
     let took = t0.elapsed();
     // Both at once: one deadline, not two one after the other.
-    assert!(took >= deadline && took < deadline * 2, "{took:?}");
-    assert_eq!(e.store.as_deref(), Some("no answer within 300 ms"));
-    assert_eq!(e.keys.as_deref(), Some("no answer within 300 ms"));
+    assert!(took >= deadline && took < deadline * 9 / 5, "{took:?}");
+    assert_eq!(e.store.as_deref(), Some("no answer within 1000 ms"));
+    assert_eq!(e.keys.as_deref(), Some("no answer within 1000 ms"));
 
     // Only the key service hangs: the store is reported as answering.
     *w.wallets.load_delay.lock().unwrap() = None;

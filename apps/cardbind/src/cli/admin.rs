@@ -210,10 +210,11 @@ fn uri_without_credentials(uri: &str) -> String {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, uri),
     };
-    // The authority ends at the first `/`, `?` or `#`; its last `@` ends
-    // the credentials (an `@` in them is percent-encoded, but be safe).
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
+    // The credentials end at the last `@` (a host, database or option
+    // holds none; a password may hold an unescaped `/`, `?`, `#` or `@`,
+    // which the driver refuses, and which is then just what an operator
+    // checks): everything before it is hidden.
+    let Some(at) = rest.rfind('@') else {
         return uri.to_owned();
     };
     let hosts = &rest[at..];
@@ -243,4 +244,34 @@ pub(super) fn masked(config: &Config) -> Config {
     shown.channels.mock.otp_code = set();
     shown.storage.uri = uri_without_credentials(&shown.storage.uri);
     shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_without_credentials as masked;
+
+    #[test]
+    fn a_connection_string_shows_no_credentials_whatever_they_hold() {
+        for (uri, shown) in [
+            (
+                "mongodb+srv://app:secret@db.example.net/cardbind?authSource=admin",
+                "mongodb+srv://<credentials>@db.example.net/cardbind?authSource=admin",
+            ),
+            // Unescaped `/`, `?`, `#`, `@` in the password (the driver
+            // refuses such a string, and check-config is where it is looked
+            // at): never printed.
+            ("mongodb://app:pa/ss@db/x", "mongodb://<credentials>@db/x"),
+            (
+                "mongodb://app:p?a#s@s@db:27017/x",
+                "mongodb://<credentials>@db:27017/x",
+            ),
+            (
+                "mongodb://127.0.0.1:27017/cardbind",
+                "mongodb://127.0.0.1:27017/cardbind",
+            ),
+            ("app:secret@db", "<credentials>@db"),
+        ] {
+            assert_eq!(masked(uri), shown, "{uri}");
+        }
+    }
 }

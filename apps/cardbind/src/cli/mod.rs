@@ -61,9 +61,10 @@ pub enum Command {
         /// `unbind_default_card`, `change_default_card` or `erase_user`.
         #[arg(long)]
         action: String,
-        /// Lifetime in seconds (at most `step_up.max_ttl_seconds`).
-        #[arg(long, default_value_t = 120)]
-        ttl: u64,
+        /// Lifetime in seconds, 1 to `step_up.max_ttl_seconds` (default:
+        /// 120, or that bound when it is lower).
+        #[arg(long)]
+        ttl: Option<u64>,
     },
     /// Print the OpenAPI 3 spec.
     Spec,
@@ -203,6 +204,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 bail!("--action: unbind_default_card, change_default_card or erase_user");
             };
             let max = config.step_up.max_ttl_seconds;
+            let ttl = ttl.unwrap_or(120.min(max));
             if !(1..=max).contains(&ttl) {
                 bail!(
                     "--ttl {ttl}: must be 1 to {max} seconds (step_up.max_ttl_seconds); \

@@ -153,8 +153,9 @@ impl BindCard {
             Some(c) => Some(Cvv::parse(c, card.brand())?),
         };
         let holder_name = HolderName::parse(form.holder_name)?;
+        // Today in China (UTC+8).
         let id_number =
-            ResidentId::parse(form.id_number)?.born_by(now.plus_seconds(86_400).date())?;
+            ResidentId::parse(form.id_number)?.born_by(now.plus_seconds(8 * 3600).date())?;
         let phone = Phone::parse(form.phone)?;
         let channel = form.channel.map(ChannelName::parse).transpose()?;
         Ok(BindCard {
