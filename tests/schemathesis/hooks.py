@@ -6,7 +6,8 @@ ranges, enums). A few rules of a bind cannot be written as JSON Schema:
 * the card number's Luhn check digit, and a length its issuer's brand uses;
 * the CVV's length for that brand (4 for Amex, else 3);
 * the expiry window: not before this month, at most 20 years ahead;
-* the resident ID number's calendar birth date and its check character;
+* the resident ID number's calendar birth date (not after today in China)
+  and its check character;
 * which payment channels this service enables (here only `mock`).
 
 A value the schema allows but one of these rules refuses is answered 400
@@ -130,6 +131,11 @@ def resident_id(generated: str) -> str:
     """The generated number with a calendar birth date and its check character."""
     first17 = generated[:17]
     y, m, d = int(first17[6:10]), int(first17[10:12]), int(first17[12:14])
+    # Born after today in China (UTC+8): a century earlier.
+    today = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=8)).date()
+    if (y, m, d) > (today.year, today.month, today.day):
+        y -= 100
+        first17 = first17[:6] + f"{y:04d}" + first17[10:]
     try:
         datetime.date(y, m, d)
     except ValueError:

@@ -108,9 +108,10 @@ pub struct BindCardBody {
     /// empty); never stored.
     pub cvv: Option<Text<CvvRule>>,
     /// The cardholder's name as on the ID document: letters of any script
-    /// (each with the combining marks that follow it: vowel signs, viramas,
-    /// decomposed accents), spaces and `. - ' ·`, at least one letter, at
-    /// most 64 characters.
+    /// and the combining marks their scripts write with (vowel signs,
+    /// viramas, decomposed accents; the marks of the scripts names are
+    /// written in, listed in the pattern), spaces and `. - ' ·`, a letter
+    /// before any mark, at most 64 characters.
     pub holder_name: Text<HolderNameRule>,
     /// The holder's mainland resident identity card number: 17 digits (a
     /// region code not starting with 0, a birth date YYYYMMDD from 1900 to
