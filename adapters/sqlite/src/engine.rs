@@ -611,6 +611,21 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpointed, StoreError>
     })
 }
 
+/// Bounds the file at `max_size_mib` (0: SQLite's own limit, in effect no
+/// bound). SQLite never sets it below the file's current size.
+fn size_bound(conn: &Connection, max_size_mib: u32) -> Result<(), StoreError> {
+    let pages = if max_size_mib > 0 {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(db_err)?;
+        i64::from(max_size_mib) * 1024 * 1024 / page.max(512)
+    } else {
+        i64::from(u32::MAX - 1)
+    };
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .map_err(db_err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,19 +653,4 @@ mod tests {
         assert_eq!(r.ended(), None);
         assert_eq!(r.happened(t0 + every + Duration::from_secs(2)), Some(1));
     }
-}
-
-/// Bounds the file at `max_size_mib` (0: SQLite's own limit, in effect no
-/// bound). SQLite never sets it below the file's current size.
-fn size_bound(conn: &Connection, max_size_mib: u32) -> Result<(), StoreError> {
-    let pages = if max_size_mib > 0 {
-        let page: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(db_err)?;
-        i64::from(max_size_mib) * 1024 * 1024 / page.max(512)
-    } else {
-        i64::from(u32::MAX - 1)
-    };
-    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-        .map_err(db_err)
 }
