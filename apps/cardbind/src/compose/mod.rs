@@ -128,6 +128,14 @@ pub async fn bins(stores: &Stores) -> anyhow::Result<crate::bins::Bins> {
     })
 }
 
+/// The bearer token settings, refused when their key cannot be used: that
+/// must stop start-up (and `check-config`), not fail every request.
+fn usable_auth(config: &Config) -> anyhow::Result<crate::state::AuthSettings> {
+    let auth = auth(config)?;
+    crate::http::Authenticator::new(&auth).map_err(|e| anyhow!("auth.jwt_public_key_file: {e}"))?;
+    Ok(auth)
+}
+
 /// What `serve` reads and checks before it opens a store or calls anyone,
 /// for `cardbind check-config`: the policy, the bearer token key (an RS256
 /// public key file; a dev secret that does not exist yet is not made), the
@@ -137,9 +145,7 @@ pub async fn bins(stores: &Stores) -> anyhow::Result<crate::bins::Bins> {
 pub fn check_offline(config: &Config) -> anyhow::Result<()> {
     policy(config)?;
     if config.auth.jwt_public_key_file.is_some() || config.auth.jwt_secret.is_some() {
-        let auth = auth(config)?;
-        crate::http::Authenticator::new(&auth)
-            .map_err(|e| anyhow!("auth.jwt_public_key_file: {e}"))?;
+        usable_auth(config)?;
     }
     tls(config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -201,9 +207,7 @@ pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> 
         trust_forwarded_for: config.server.trust_forwarded_for,
         body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
     };
-    let auth = auth(config)?;
-    // A key that cannot be used must stop start-up, not fail every request.
-    crate::http::Authenticator::new(&auth).map_err(|e| anyhow!("auth.jwt_public_key_file: {e}"))?;
+    let auth = usable_auth(config)?;
     let state = AppState {
         usecases: usecases.clone(),
         idempotency: stores.idempotency.clone(),
