@@ -13,10 +13,11 @@ use crate::{lock, MemoryStore};
 #[derive(Default)]
 pub(crate) struct Table(HashMap<BindingId, BTreeMap<u32, CardData>>);
 
-/// (channel, reference) → target, and each binding's references.
+/// (channel, reference) → target and the generation of the bind that
+/// recorded it, and each binding's references.
 #[derive(Default)]
 pub(crate) struct Refs {
-    by_ref: HashMap<(ChannelName, String), RefTarget>,
+    by_ref: HashMap<(ChannelName, String), (RefTarget, u32)>,
     by_binding: HashMap<BindingId, std::collections::BTreeSet<(ChannelName, String)>>,
 }
 
@@ -106,16 +107,22 @@ impl ChannelRefs for MemoryStore {
         channel: &ChannelName,
         channel_ref: &str,
         target: &RefTarget,
+        generation: u32,
     ) -> Result<(), StoreError> {
         self.check_available()?;
         let mut refs = lock(&self.inner.channel_refs);
         let key = (channel.clone(), channel_ref.to_owned());
-        if !refs.by_ref.contains_key(&key) {
-            refs.by_binding
-                .entry(target.binding.clone())
-                .or_default()
-                .insert(key.clone());
-            refs.by_ref.insert(key, target.clone());
+        match refs.by_ref.get_mut(&key) {
+            // The same binding's reference, given again by another bind.
+            Some((t, g)) if t == target => *g = generation,
+            Some(_) => {}
+            None => {
+                refs.by_binding
+                    .entry(target.binding.clone())
+                    .or_default()
+                    .insert(key.clone());
+                refs.by_ref.insert(key, (target.clone(), generation));
+            }
         }
         Ok(())
     }
@@ -129,14 +136,14 @@ impl ChannelRefs for MemoryStore {
         Ok(lock(&self.inner.channel_refs)
             .by_ref
             .get(&(channel.clone(), channel_ref.to_owned()))
-            .cloned())
+            .map(|(t, _)| t.clone()))
     }
 
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
         self.check_available()?;
         let mut refs = lock(&self.inner.channel_refs);
         let key = (channel.clone(), channel_ref.to_owned());
-        if let Some(t) = refs.by_ref.remove(&key) {
+        if let Some((t, _)) = refs.by_ref.remove(&key) {
             if let Some(keys) = refs.by_binding.get_mut(&t.binding) {
                 keys.remove(&key);
                 if keys.is_empty() {
@@ -147,7 +154,12 @@ impl ChannelRefs for MemoryStore {
         Ok(())
     }
 
-    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError> {
+    async fn delete_binding(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: Option<u32>,
+    ) -> Result<u64, StoreError> {
         self.check_available()?;
         let mut refs = lock(&self.inner.channel_refs);
         let Some(keys) = refs.by_binding.remove(binding) else {
@@ -156,7 +168,11 @@ impl ChannelRefs for MemoryStore {
         let mut deleted = 0;
         let mut kept = std::collections::BTreeSet::new();
         for key in keys {
-            if refs.by_ref.get(&key).is_some_and(|t| &t.user == user) {
+            let of_it = refs
+                .by_ref
+                .get(&key)
+                .is_some_and(|(t, g)| &t.user == user && generation.is_none_or(|want| *g == want));
+            if of_it {
                 refs.by_ref.remove(&key);
                 deleted += 1;
             } else {

@@ -143,6 +143,7 @@ impl ChannelRefs for MongoStore {
         channel: &ChannelName,
         channel_ref: &str,
         target: &RefTarget,
+        generation: u32,
     ) -> Result<(), StoreError> {
         self.timed(async {
             let d = ChannelRefDoc {
@@ -150,10 +151,29 @@ impl ChannelRefs for MongoStore {
                 channel_ref: channel_ref.to_owned(),
                 user: target.user.as_str().to_owned(),
                 binding: target.binding.as_str().to_owned(),
+                generation: Some(i64::from(generation)),
             };
             // Unique (channel, channel_ref): the first target stays; the
             // same again (or another) is not an error.
-            try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await?;
+            if try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await? {
+                return Ok(());
+            }
+            // Already there: the same binding's is now this bind's (one
+            // more round trip, only when a channel gives a card the same
+            // reference again). Another binding's stays as it is.
+            self.channel_refs
+                .update_one(
+                    doc! {
+                        "channel": channel.as_str(),
+                        "channel_ref": channel_ref,
+                        "user": target.user.as_str(),
+                        "binding": target.binding.as_str(),
+                    },
+                    doc! { "$set": { "generation": i64::from(generation) } },
+                )
+                .comment(CHANNEL_REFS_PUT)
+                .await
+                .map_err(map_err)?;
             Ok(())
         })
         .await
@@ -196,11 +216,25 @@ impl ChannelRefs for MongoStore {
         .await
     }
 
-    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError> {
+    async fn delete_binding(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: Option<u32>,
+    ) -> Result<u64, StoreError> {
         self.timed(async {
+            let mut filter = doc! { "binding": binding.as_str(), "user": user.as_str() };
+            if let Some(g) = generation {
+                // This bind's, and those written before references
+                // carried a generation (`null` matches a missing field).
+                filter.insert(
+                    "generation",
+                    doc! { "$in": [i64::from(g), mongodb::bson::Bson::Null] },
+                );
+            }
             let r = self
                 .channel_refs
-                .delete_many(doc! { "binding": binding.as_str(), "user": user.as_str() })
+                .delete_many(filter)
                 .comment(CHANNEL_REFS_DELETE_BINDING)
                 .await
                 .map_err(map_err)?;

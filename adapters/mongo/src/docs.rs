@@ -135,6 +135,10 @@ pub(crate) struct ChannelRefDoc {
     pub channel_ref: String,
     pub user: String,
     pub binding: String,
+    /// The data generation of the bind that recorded it; absent in
+    /// documents written before references carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -173,7 +173,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             "the commit point (one record per binding and generation), get, owner, delete",
         )],
         scans: &[],
-        removed_by: "the use cases: `delete` of every generation of a card when it leaves the statuses that keep data (unbound, failed, rejected in review) and, for every card of the wallet, at the user's erasure",
+        removed_by: "the use cases: `delete_generation` of a bind's data when its card leaves the statuses that keep data (unbound, failed, rejected in review), and of the bind before's by the next bind of the card; `delete` of every generation at the user's erasure and when an old ended card leaves its wallet",
     },
     CollectionSpec {
         name: collections::CHANNEL_REFS,
@@ -193,7 +193,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             ),
         ],
         scans: &[CHANNEL_REFS_DELETE_BINDING],
-        removed_by: "the use cases: `delete_binding` of every reference of a card (each bind's, and the agreement a signing named) when the card is unbound (by the user or the channel) and, for every card of the wallet, at the user's erasure (a failed card's references stay until then); `delete` of an unwanted agreement's",
+        removed_by: "the use cases: `delete_binding` of the references a bind recorded (its start's, and the agreement a signing named) when its card is unbound (by the user or the channel), and of every reference of a card at the user's erasure and when an old ended card leaves its wallet (a failed card's references stay until then); `delete` of an unwanted agreement's",
     },
     CollectionSpec {
         name: collections::IDEMPOTENCY,

@@ -260,11 +260,21 @@ async fn every_port_method_counted_and_every_query_indexed() {
     let (r, n) = m
         .run(
             "channel_refs.put",
-            ChannelRefs::put(&s, &channel("mock"), "agr-1", &target),
+            ChannelRefs::put(&s, &channel("mock"), "agr-1", &target, 1),
         )
         .await;
     r.unwrap();
     assert_eq!(n, 1);
+    // The same reference given by another bind of the card: the insert
+    // finds it, one update makes it that bind's.
+    let (r, n) = m
+        .run(
+            "channel_refs.put (again, another bind)",
+            ChannelRefs::put(&s, &channel("mock"), "agr-1", &target, 2),
+        )
+        .await;
+    r.unwrap();
+    assert_eq!(n, 2);
     let (r, n) = m
         .run(
             "channel_refs.find",
@@ -455,7 +465,15 @@ async fn every_port_method_counted_and_every_query_indexed() {
     let (r, n) = m
         .run(
             "channel_refs.delete_binding",
-            ChannelRefs::delete_binding(&s, &u, &card),
+            ChannelRefs::delete_binding(&s, &u, &card, Some(2)),
+        )
+        .await;
+    r.unwrap();
+    assert_eq!(n, 1);
+    let (r, n) = m
+        .run(
+            "channel_refs.delete_binding (every generation)",
+            ChannelRefs::delete_binding(&s, &u, &card, None),
         )
         .await;
     r.unwrap();

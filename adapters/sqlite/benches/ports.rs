@@ -178,6 +178,7 @@ async fn bind(p: &SqlitePorts, n: u64, now: Timestamp) {
                 user: u.clone(),
                 binding: id,
             },
+            1,
         )
         .await
         .unwrap();

@@ -26,14 +26,21 @@ const DELETE_CARD_DATA: &str =
 const DELETE_CARD_DATA_GENERATION: &str =
     "DELETE FROM card_data WHERE binding = ?1 AND generation = ?2 AND user = ?3";
 
-const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding)
-     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding, generation)
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (channel, ref) DO UPDATE
+     SET generation = excluded.generation
+     WHERE channel_refs.user = excluded.user AND channel_refs.binding = excluded.binding";
 
 const FIND_REF: &str = "SELECT user, binding FROM channel_refs WHERE channel = ?1 AND ref = ?2";
 
 const DELETE_REF: &str = "DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2";
 
 const DELETE_REFS_OF_BINDING: &str = "DELETE FROM channel_refs WHERE binding = ?1 AND user = ?2";
+
+/// Those one bind recorded, and those recorded before references carried
+/// a generation (schema 3 and older).
+const DELETE_REFS_OF_GENERATION: &str = "DELETE FROM channel_refs
+     WHERE binding = ?1 AND user = ?2 AND (generation = ?3 OR generation IS NULL)";
 
 /// Every statement of this module, for the plan checks.
 #[cfg(test)]
@@ -46,6 +53,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("FIND_REF", FIND_REF),
     ("DELETE_REF", DELETE_REF),
     ("DELETE_REFS_OF_BINDING", DELETE_REFS_OF_BINDING),
+    ("DELETE_REFS_OF_GENERATION", DELETE_REFS_OF_GENERATION),
 ];
 
 #[async_trait]
@@ -182,18 +190,20 @@ impl ChannelRefs for SqliteStore {
         channel: &ChannelName,
         channel_ref: &str,
         target: &RefTarget,
+        generation: u32,
     ) -> Result<(), StoreError> {
-        let args = [
+        let [c, r, u, b] = [
             channel.as_str().to_owned(),
             channel_ref.to_owned(),
             target.user.as_str().to_owned(),
             target.binding.as_str().to_owned(),
         ];
+        let g = i64::from(generation);
         self.engine
             .write(move |tx| {
                 tx.conn
                     .prepare_cached(INSERT_REF)
-                    .and_then(|mut s| s.execute(rusqlite::params_from_iter(args.iter())))
+                    .and_then(|mut s| s.execute(params![c, r, u, b, g]))
                     .map(|_| ())
                     .map_err(db_err)
             })
@@ -237,15 +247,27 @@ impl ChannelRefs for SqliteStore {
             .await
     }
 
-    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError> {
+    async fn delete_binding(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: Option<u32>,
+    ) -> Result<u64, StoreError> {
         let (b, u) = (binding.as_str().to_owned(), user.as_str().to_owned());
         self.engine
             .write(move |tx| {
-                tx.conn
-                    .prepare_cached(DELETE_REFS_OF_BINDING)
-                    .and_then(|mut s| s.execute([b, u]))
-                    .map(|n| n as u64)
-                    .map_err(db_err)
+                match generation {
+                    Some(g) => tx
+                        .conn
+                        .prepare_cached(DELETE_REFS_OF_GENERATION)
+                        .and_then(|mut s| s.execute(params![b, u, i64::from(g)])),
+                    None => tx
+                        .conn
+                        .prepare_cached(DELETE_REFS_OF_BINDING)
+                        .and_then(|mut s| s.execute(params![b, u])),
+                }
+                .map(|n| n as u64)
+                .map_err(db_err)
             })
             .await
     }

@@ -18,7 +18,7 @@ use crate::error::db_err;
 use crate::OpenError;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a cardbind database ("CBnd").
 pub const APPLICATION_ID: i64 = 0x4342_6e64;
@@ -133,8 +133,15 @@ const V3: &str = "
 CREATE INDEX channel_refs_by_binding ON channel_refs (binding, user);
 ";
 
+/// Version 4: the generation of the bind that recorded a reference (an
+/// unbind deletes the references of the bind it ended, not those a bind
+/// of the card again is recording). NULL in rows of older versions.
+const V4: &str = "
+ALTER TABLE channel_refs ADD COLUMN generation INTEGER;
+";
+
 /// The steps from version `i` to `i + 1`, in order.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))

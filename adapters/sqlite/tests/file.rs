@@ -119,6 +119,7 @@ async fn write_everything(s: &SqliteStore) -> cardbind_domain::Wallet {
                 user: u.clone(),
                 binding: bid("u1-card-0"),
             },
+            1,
         )
         .await
         .unwrap();
@@ -669,27 +670,113 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
     );
     drop(c);
 
-    // A file of version 2 (before the channel references' index by
-    // binding) is brought to this version when opened.
-    let old = dir.path().join("v2.sqlite3");
-    drop(open(&old));
-    let c = rusqlite::Connection::open(&old).unwrap();
-    c.execute_batch("DROP INDEX channel_refs_by_binding; PRAGMA user_version = 2;")
-        .unwrap();
+    // Files of version 2 (before the channel references' index by
+    // binding) and 3 (before their generation) are brought to this
+    // version when opened.
+    for from in [2, 3] {
+        let old = dir.path().join(format!("v{from}.sqlite3"));
+        drop(open(&old));
+        let c = rusqlite::Connection::open(&old).unwrap();
+        c.execute_batch(&as_version(from)).unwrap();
+        drop(c);
+        drop(open(&old));
+        let c = rusqlite::Connection::open(&old).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        let index: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'channel_refs_by_binding'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let column: i64 = c
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('channel_refs') WHERE name = 'generation'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((v, index, column), (4, 1, 1), "from version {from}");
+    }
+}
+
+/// A file of this version made one of an older `version` (what the
+/// upgrades since then added taken away).
+fn as_version(version: i64) -> String {
+    let mut sql = String::from("ALTER TABLE channel_refs DROP COLUMN generation;");
+    if version < 3 {
+        sql.push_str("DROP INDEX channel_refs_by_binding;");
+    }
+    sql + &format!("PRAGMA user_version = {version};")
+}
+
+/// References recorded before they carried a generation (schema 3) go
+/// with the unbind of their card, whichever generation it names; and a
+/// reference given again to the same card by a later bind is that bind's
+/// once the file is upgraded.
+#[tokio::test]
+async fn references_recorded_by_an_older_schema_go_with_their_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3-refs.sqlite3");
+    let u = uid("u1");
+    drop(open(&path));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&as_version(3)).unwrap();
+    c.execute_batch(
+        "INSERT INTO channel_refs (channel, ref, user, binding) VALUES
+           ('alipay', 'old-1', 'u1', 'card-a'),
+           ('alipay', 'old-2', 'u1', 'card-a'),
+           ('alipay', 'old-3', 'u1', 'card-b');",
+    )
+    .unwrap();
     drop(c);
-    drop(open(&old));
-    let c = rusqlite::Connection::open(&old).unwrap();
-    let v: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+    let s = open(&path);
+    let p = s.ports();
+    let target = |b: &str| RefTarget {
+        user: u.clone(),
+        binding: bid(b),
+    };
+    p.channel_refs
+        .put(&channel("alipay"), "old-2", &target("card-a"), 8)
+        .await
         .unwrap();
-    let index: i64 = c
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'channel_refs_by_binding'",
-            [],
-            |r| r.get(0),
-        )
+    p.channel_refs
+        .put(&channel("alipay"), "new-1", &target("card-a"), 8)
+        .await
         .unwrap();
-    assert_eq!((v, index), (3, 1));
+    assert_eq!(
+        p.channel_refs
+            .delete_binding(&u, &bid("card-a"), Some(5))
+            .await
+            .unwrap(),
+        1,
+        "old-1, of no known generation"
+    );
+    for (r, kept) in [
+        ("old-1", false),
+        ("old-2", true),
+        ("new-1", true),
+        ("old-3", true),
+    ] {
+        assert_eq!(
+            p.channel_refs
+                .find(&channel("alipay"), r)
+                .await
+                .unwrap()
+                .is_some(),
+            kept,
+            "{r}"
+        );
+    }
+    assert_eq!(
+        p.channel_refs
+            .delete_binding(&u, &bid("card-a"), Some(8))
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 #[test]
@@ -991,11 +1078,9 @@ async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
     // As a version 2 file (no index of references by binding), with no
     // free page left.
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(
-        "DROP INDEX channel_refs_by_binding; PRAGMA user_version = 2; \
-         PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);",
-    )
-    .unwrap();
+    c.execute_batch(&as_version(2)).unwrap();
+    c.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
     let free: i64 = c
         .query_row("PRAGMA freelist_count", [], |r| r.get(0))
         .unwrap();
@@ -1039,5 +1124,5 @@ async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
         )
         .unwrap(),
     );
-    assert_eq!((v, index), (3, 1));
+    assert_eq!((v, index), (4, 1));
 }

@@ -146,7 +146,8 @@ impl UseCases {
             .iter()
             .filter(|b| after.get(&b.id).is_ok())
         {
-            self.forget_card(user, b).await;
+            self.forget_card(user, b, crate::manage::Forget::TheCard)
+                .await;
         }
         let key_destroyed = self.ports.vault.erase_owner(user).await?;
         let count = unbound

@@ -287,7 +287,7 @@ impl UseCases {
         })
         .await?;
         if let Some(b) = from {
-            self.forget_card(user, &b).await;
+            self.forget_card(user, &b, Forget::TheBind).await;
             // Shares of the card ended with it; so do their mirrors.
             if let Ok(now_b) = after.wallet.get(id) {
                 self.end_mirrors_since(ctx, &after.wallet, now_b.updated_at)
@@ -335,12 +335,33 @@ impl UseCases {
     }
 
     /// After a card is unbound: its sealed data, its channel references
-    /// (every bind's, and the agreement a signing named) and any review
-    /// entry go (each failure is logged; erasure and the next unbind remove
-    /// what is left).
-    pub(crate) async fn forget_card(&self, user: &UserId, b: &Binding) {
-        self.drop_card_data(user, &b.id).await;
-        if let Err(e) = self.ports.channel_refs.delete_binding(user, &b.id).await {
+    /// (its start's, and the agreement a signing named) and any review
+    /// entry go (each failure is logged). `Forget::TheBind` deletes what
+    /// the bind `b` was written with stored, its generation's, and nothing
+    /// a bind of the card again may be storing meanwhile: the next bind of
+    /// the card, erasure or the card leaving its wallet remove what a
+    /// failure here left. `Forget::TheCard` deletes every generation (the
+    /// user is erased, or the card left its wallet: no bind follows under
+    /// its id).
+    pub(crate) async fn forget_card(&self, user: &UserId, b: &Binding, what: Forget) {
+        let generation = match what {
+            Forget::TheBind => {
+                self.drop_card_data(user, &b.id, b.data_generation).await;
+                Some(b.data_generation)
+            }
+            Forget::TheCard => {
+                if let Err(e) = self.ports.card_data.delete(user, &b.id, None).await {
+                    tracing::warn!(binding = %b.id, error = %e, "card data not deleted yet");
+                }
+                None
+            }
+        };
+        if let Err(e) = self
+            .ports
+            .channel_refs
+            .delete_binding(user, &b.id, generation)
+            .await
+        {
             tracing::warn!(binding = %b.id, error = %e, "channel references not deleted");
         }
         if b.status == BindingStatus::PendingReview {
@@ -349,6 +370,15 @@ impl UseCases {
             }
         }
     }
+}
+
+/// What [`UseCases::forget_card`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Forget {
+    /// What the bind that ended stored (its data generation's).
+    TheBind,
+    /// Everything of the card, every generation.
+    TheCard,
 }
 
 /// A status change of one card with its audit event (`from -> to`).

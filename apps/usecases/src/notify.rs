@@ -207,10 +207,15 @@ impl UseCases {
         match to {
             BindingStatus::Inactive => {
                 if let Ok(b) = w.get(id) {
-                    self.forget_card(user, b).await;
+                    self.forget_card(user, b, crate::manage::Forget::TheBind)
+                        .await;
                 }
             }
-            BindingStatus::Failed => self.drop_card_data(user, id).await,
+            BindingStatus::Failed => {
+                if let Ok(b) = w.get(id) {
+                    self.drop_card_data(user, id, b.data_generation).await;
+                }
+            }
             BindingStatus::Active
             | BindingStatus::PendingVerification
             | BindingStatus::Frozen

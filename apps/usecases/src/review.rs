@@ -120,7 +120,8 @@ impl UseCases {
             .await?;
         let b = view(&after.wallet, id)?;
         if let Some(r) = &channel_ref {
-            self.store_channel_ref(&b.binding.channel, r, &user, id)
+            let generation = b.binding.data_generation;
+            self.store_channel_ref(&b.binding.channel, r, &user, id, generation)
                 .await;
         }
         self.unqueue(id).await;
@@ -143,8 +144,10 @@ impl UseCases {
             })
             .await?;
         self.unqueue(id).await;
-        self.drop_card_data(&user, id).await;
-        Ok(view(&after.wallet, id)?)
+        let b = view(&after.wallet, id)?;
+        self.drop_card_data(&user, id, b.binding.data_generation)
+            .await;
+        Ok(b)
     }
 
     async fn unqueue(&self, id: &BindingId) {

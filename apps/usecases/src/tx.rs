@@ -146,7 +146,8 @@ impl UseCases {
             .iter()
             .filter(|b| wallet.get(&b.id).is_err())
         {
-            self.forget_card(wallet.user(), gone).await;
+            self.forget_card(wallet.user(), gone, crate::manage::Forget::TheCard)
+                .await;
         }
         Ok(Some(head))
     }

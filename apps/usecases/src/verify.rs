@@ -68,16 +68,23 @@ impl UseCases {
         self.authorize(ctx, Action::VerifyCard, Some(&cmd.user))
             .await?;
         let (user, id) = (&cmd.user, &cmd.card);
+        // The generation of the card's data as last decided on (a closed
+        // window fails the card, and that bind's data goes).
+        let decided_on = std::sync::Mutex::new(None::<u32>);
         let attempt = self
             .change_wallet::<_, VerifyError>(ctx, user, None, |w, now| {
+                if let Ok(mut d) = decided_on.lock() {
+                    *d = w.get(id).ok().map(|b| b.data_generation);
+                }
                 self.count_attempt(ctx, w, id, now)
             })
             .await;
         let ((channel_name, channel_ref), after) = match attempt {
             Ok(v) => v,
             Err(e) => {
-                if e.code() == ErrorCode::VerificationExpired {
-                    self.drop_card_data(user, id).await;
+                let generation = decided_on.lock().ok().and_then(|d| *d);
+                if let (ErrorCode::VerificationExpired, Some(g)) = (e.code(), generation) {
+                    self.drop_card_data(user, id, g).await;
                 }
                 return Err(e);
             }
@@ -116,7 +123,12 @@ impl UseCases {
                     user: user.clone(),
                     binding: id.clone(),
                 };
-                if let Err(e) = self.ports.channel_refs.put(&channel_name, r, &target).await {
+                if let Err(e) = self
+                    .ports
+                    .channel_refs
+                    .put(&channel_name, r, &target, generation)
+                    .await
+                {
                     tracing::warn!(binding = %id, error = %e, "channel reference not stored");
                 }
             }
@@ -190,12 +202,10 @@ impl UseCases {
                 // back, since a store error also ends here).
                 if failed_here.load(std::sync::atomic::Ordering::Relaxed) {
                     if let Ok(now) = self.load(user).await {
-                        if now
-                            .wallet
-                            .get(id)
-                            .is_ok_and(|b| b.status == BindingStatus::Failed)
-                        {
-                            self.drop_card_data(user, id).await;
+                        if let Ok(b) = now.wallet.get(id) {
+                            if b.status == BindingStatus::Failed {
+                                self.drop_card_data(user, id, b.data_generation).await;
+                            }
                         }
                     }
                 }

@@ -1056,6 +1056,7 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
         channel: &cardbind_domain::ChannelName,
         channel_ref: &str,
         target: &cardbind_ports::store::RefTarget,
+        generation: u32,
     ) -> Result<(), cardbind_ports::StoreError> {
         for _ in 0..8 {
             tokio::task::yield_now().await;
@@ -1065,7 +1066,14 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
             .unwrap();
         let status = w.wallet.get(&target.binding).unwrap().status;
         self.seen.lock().unwrap().push(status);
-        cardbind_ports::store::ChannelRefs::put(&self.store, channel, channel_ref, target).await
+        cardbind_ports::store::ChannelRefs::put(
+            &self.store,
+            channel,
+            channel_ref,
+            target,
+            generation,
+        )
+        .await
     }
     async fn find(
         &self,
@@ -1085,8 +1093,10 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
         &self,
         user: &cardbind_domain::UserId,
         binding: &cardbind_domain::BindingId,
+        generation: Option<u32>,
     ) -> Result<u64, cardbind_ports::StoreError> {
-        cardbind_ports::store::ChannelRefs::delete_binding(&self.store, user, binding).await
+        cardbind_ports::store::ChannelRefs::delete_binding(&self.store, user, binding, generation)
+            .await
     }
 }
 

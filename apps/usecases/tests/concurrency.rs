@@ -385,6 +385,107 @@ async fn a_bind_taken_over_keeps_the_data_of_the_request_that_took_it() {
     );
 }
 
+/// An unbind's clean-up that runs once the card is bound again deletes
+/// what the bind it unbound stored (that bind's generation of the data,
+/// the reference its channel gave), not what the new bind stored: the card
+/// bound again keeps its data and its channel's notifications still find
+/// it.
+#[tokio::test]
+async fn an_unbinds_late_clean_up_leaves_what_a_bind_of_the_card_again_stored() {
+    use cardbind_ports::store::{CardDataStore, ChannelRefs};
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("cln", &visa(409), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let id = first.id.clone();
+    // The unbind holds at its first delete, after it wrote the card.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.card_data
+        .delete_gate
+        .lock()
+        .unwrap()
+        .replace(gate.clone());
+    let unbind = {
+        let (uc, id) = (w.uc.clone(), id.clone());
+        tokio::spawn(async move { uc.unbind(&backend(), &user("cln"), &id, None).await })
+    };
+    while w.card_data.deletes.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        w.wallet("cln").await.get(&id).unwrap().status,
+        BindingStatus::Inactive
+    );
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("cln", &visa(409), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!((&again.id, again.status), (&id, BindingStatus::Active));
+    assert_ne!(again.data_generation, first.data_generation);
+    gate.add_permits(1);
+    unbind.await.unwrap().unwrap();
+
+    let owner = user("cln");
+    let data = |g| CardDataStore::get(&w.store, &owner, &id, g);
+    assert!(
+        data(again.data_generation).await.unwrap().is_some(),
+        "the new bind's data stays"
+    );
+    assert!(
+        data(first.data_generation).await.unwrap().is_none(),
+        "the unbound bind's data goes"
+    );
+    let find = |r: Option<String>| {
+        let channel = first.channel.clone();
+        let store = w.store.clone();
+        async move {
+            ChannelRefs::find(&store, &channel, &r.unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    assert_ne!(first.channel_ref, again.channel_ref);
+    assert_eq!(
+        find(again.channel_ref.clone()).await.map(|t| t.binding),
+        Some(id.clone()),
+        "the new bind's reference stays"
+    );
+    assert_eq!(find(first.channel_ref.clone()).await, None);
+}
+
+/// An unbind whose delete of the card's data failed leaves that bind's
+/// data; the next bind of the card deletes it (that generation only).
+#[tokio::test]
+async fn data_an_unbind_failed_to_delete_goes_with_the_next_bind_of_the_card() {
+    use cardbind_ports::store::CardDataStore;
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("lft", &visa(410), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.card_data.fail_deletes.store(1, Ordering::SeqCst);
+    w.uc.unbind(&backend(), &user("lft"), &first.id, None)
+        .await
+        .unwrap();
+    let owner = user("lft");
+    let data = |g| CardDataStore::get(&w.store, &owner, &first.id, g);
+    assert!(data(first.data_generation).await.unwrap().is_some());
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("lft", &visa(410), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, first.id);
+    assert!(data(first.data_generation).await.unwrap().is_none());
+    assert!(data(again.data_generation).await.unwrap().is_some());
+}
+
 /// A bind's channel answers after its card was unbound and bound again
 /// (the new bind now waits for its own answer). Each bind names its
 /// agreement by an attempt of its own, so the late answer is about an

@@ -72,14 +72,18 @@ pub struct RefTarget {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ChannelRefs: Send + Sync {
-    /// Records that `channel_ref` on `channel` names `target`. Recording
-    /// the same again is not an error; a reference is never moved to
-    /// another binding (the first target stays).
+    /// Records that `channel_ref` on `channel` names `target`, given by
+    /// the bind of the card's data `generation`. Recording the same again
+    /// is not an error; a reference is never moved to another binding (the
+    /// first target stays). The same reference given again to the same
+    /// binding by a bind of another generation (a channel whose reference
+    /// is the card's own, as the mock's) is recorded as that bind's.
     async fn put(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
         target: &RefTarget,
+        generation: u32,
     ) -> Result<(), StoreError>;
 
     async fn find(
@@ -91,11 +95,19 @@ pub trait ChannelRefs: Send + Sync {
     /// Forgets a reference (its agreement ended). Not an error when absent.
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError>;
 
-    /// Forgets every reference that names `binding` of `user`, on every
+    /// Forgets the references that name `binding` of `user`, on every
     /// channel: a card's references are several over its life (each bind
     /// stores the one its start gave, and a signing may name the agreement
-    /// by another), and all go when the card is unbound or its user
-    /// erased. Returns how many. Deleting what is not there is not an
-    /// error.
-    async fn delete_binding(&self, user: &UserId, binding: &BindingId) -> Result<u64, StoreError>;
+    /// by another). With `Some(generation)`, those that bind of the card
+    /// recorded (an unbind ends the bind it read, and a bind of the card
+    /// again may be recording its own at the same moment), and those
+    /// recorded before references carried a generation; with `None`, all
+    /// of them (the user is erased, or the card left its wallet). Returns
+    /// how many. Deleting what is not there is not an error.
+    async fn delete_binding(
+        &self,
+        user: &UserId,
+        binding: &BindingId,
+        generation: Option<u32>,
+    ) -> Result<u64, StoreError>;
 }

@@ -146,9 +146,9 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
         binding: binding_id("card-6"),
     };
     assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
-    s.channel_refs.put(&alipay, "2088-1", &t1).await.unwrap();
-    s.channel_refs.put(&alipay, "2088-1", &t1).await.unwrap();
-    s.channel_refs.put(&alipay, "2088-1", &t2).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-1", &t1, 1).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-1", &t1, 1).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-1", &t2, 1).await.unwrap();
     assert_eq!(
         s.channel_refs.find(&alipay, "2088-1").await.unwrap(),
         Some(t1.clone()),
@@ -156,7 +156,7 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
     );
     // References are per channel.
     assert_eq!(s.channel_refs.find(&wechat, "2088-1").await.unwrap(), None);
-    s.channel_refs.put(&wechat, "2088-1", &t2).await.unwrap();
+    s.channel_refs.put(&wechat, "2088-1", &t2, 1).await.unwrap();
     assert_eq!(
         s.channel_refs.find(&wechat, "2088-1").await.unwrap(),
         Some(t2.clone())
@@ -165,15 +165,17 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
     s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
     assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
 
-    // Every reference of one binding goes at once, on every channel; the
-    // references of other bindings stay.
-    s.channel_refs.put(&alipay, "ext-1", &t1).await.unwrap();
-    s.channel_refs.put(&alipay, "2088-7", &t1).await.unwrap();
-    s.channel_refs.put(&wechat, "ctr-1", &t1).await.unwrap();
-    s.channel_refs.put(&alipay, "ext-2", &t2).await.unwrap();
+    // The references one bind of a card recorded go together, on every
+    // channel; those of the card's other binds, and of other bindings,
+    // stay.
+    s.channel_refs.put(&alipay, "ext-1", &t1, 7).await.unwrap();
+    s.channel_refs.put(&alipay, "2088-7", &t1, 7).await.unwrap();
+    s.channel_refs.put(&wechat, "ctr-1", &t1, 7).await.unwrap();
+    s.channel_refs.put(&alipay, "ext-9", &t1, 9).await.unwrap();
+    s.channel_refs.put(&alipay, "ext-2", &t2, 7).await.unwrap();
     assert_eq!(
         s.channel_refs
-            .delete_binding(&user_id("pat"), &t1.binding)
+            .delete_binding(&user_id("pat"), &t1.binding, Some(7))
             .await
             .unwrap(),
         0,
@@ -181,7 +183,7 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
     );
     assert_eq!(
         s.channel_refs
-            .delete_binding(&t1.user, &t1.binding)
+            .delete_binding(&t1.user, &t1.binding, Some(7))
             .await
             .unwrap(),
         3
@@ -189,6 +191,11 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
     for (c, r) in [(&alipay, "ext-1"), (&alipay, "2088-7"), (&wechat, "ctr-1")] {
         assert_eq!(s.channel_refs.find(c, r).await.unwrap(), None, "{r}");
     }
+    assert_eq!(
+        s.channel_refs.find(&alipay, "ext-9").await.unwrap(),
+        Some(t1.clone()),
+        "a later bind's reference stays"
+    );
     assert_eq!(
         s.channel_refs.find(&alipay, "ext-2").await.unwrap(),
         Some(t2.clone())
@@ -199,17 +206,55 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
     );
     assert_eq!(
         s.channel_refs
-            .delete_binding(&t1.user, &t1.binding)
+            .delete_binding(&t1.user, &t1.binding, Some(7))
             .await
             .unwrap(),
         0
     );
+
+    // A channel that gives a card the same reference at every bind (the
+    // mock's is the card's id): the reference is the latest bind's, so
+    // that the unbind of an earlier bind, finishing late, leaves it.
+    s.channel_refs.put(&alipay, "same", &t1, 9).await.unwrap();
+    s.channel_refs.put(&alipay, "same", &t1, 10).await.unwrap();
+    s.channel_refs.put(&alipay, "same", &t2, 11).await.unwrap();
     assert_eq!(
         s.channel_refs
-            .delete_binding(&t2.user, &t2.binding)
+            .delete_binding(&t2.user, &t2.binding, Some(11))
             .await
             .unwrap(),
-        2
+        0,
+        "a reference never moves to another binding"
+    );
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&t1.user, &t1.binding, Some(9))
+            .await
+            .unwrap(),
+        1,
+        "ext-9 only"
+    );
+    assert_eq!(
+        s.channel_refs.find(&alipay, "same").await.unwrap(),
+        Some(t1.clone())
+    );
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&t1.user, &t1.binding, Some(10))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.channel_refs.find(&alipay, "same").await.unwrap(), None);
+
+    // With no generation, every reference of the binding goes.
+    s.channel_refs.put(&alipay, "ext-3", &t2, 3).await.unwrap();
+    assert_eq!(
+        s.channel_refs
+            .delete_binding(&t2.user, &t2.binding, None)
+            .await
+            .unwrap(),
+        3
     );
     assert_eq!(s.channel_refs.find(&alipay, "ext-2").await.unwrap(), None);
 }

@@ -59,6 +59,7 @@ async fn a_raw_scan_finds_no_card_data_in_clear() {
             user: u.clone(),
             binding: b.clone(),
         },
+        1001,
     )
     .await
     .unwrap();

@@ -162,8 +162,8 @@ async fn channel_refs_keep_their_first_target_and_the_review_queue_its_first_ent
             binding: bid("card-1"),
         },
     );
-    s.channel_refs.put(&ch, "2088", &target).await.unwrap();
-    s.channel_refs.put(&ch, "2088", &target).await.unwrap();
+    s.channel_refs.put(&ch, "2088", &target, 1).await.unwrap();
+    s.channel_refs.put(&ch, "2088", &target, 2).await.unwrap();
     s.channel_refs
         .put(
             &ch,
@@ -172,6 +172,7 @@ async fn channel_refs_keep_their_first_target_and_the_review_queue_its_first_ent
                 user: uid("v"),
                 binding: bid("card-2"),
             },
+            3,
         )
         .await
         .unwrap();

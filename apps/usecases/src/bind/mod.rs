@@ -412,7 +412,9 @@ impl UseCases {
         // The first round decides on the wallet already read; a lost race
         // reads it again.
         let first = std::sync::Mutex::new(Some(first));
-        let (id, resumed, loaded) = until_settled::<_, BindError, _, _>(|| async {
+        // `replaced`: the generation of the data the card held before this
+        // bind (an earlier bind's, ended or taken over), when it had one.
+        let (id, resumed, replaced, loaded) = until_settled::<_, BindError, _, _>(|| async {
             let pre = first.lock().unwrap_or_else(|p| p.into_inner()).take();
             let loaded = match pre {
                 Some(l) => l,
@@ -433,6 +435,12 @@ impl UseCases {
                     self.commit(ctx, &loaded, &loaded.wallet, vec![e]).await?;
                     return Err(Raced::fail(refusal));
                 }
+            };
+            let before = match &opened {
+                Opened::Resume(id) | Opened::Again(id) => {
+                    loaded.wallet.get(id).ok().map(|b| b.data_generation)
+                }
+                Opened::New(_) => None,
             };
             let (id, action) = match opened {
                 Opened::Resume(id) => {
@@ -466,7 +474,8 @@ impl UseCases {
                     }
                     .build();
                     let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
-                    return Ok((id, true, Loaded { wallet, head }));
+                    let replaced = (!own).then_some(before).flatten();
+                    return Ok((id, true, replaced, Loaded { wallet, head }));
                 }
                 Opened::New(id) => (id, AuditAction::BindingCreate),
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
@@ -478,7 +487,7 @@ impl UseCases {
                 ))
                 .build();
             let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
-            Ok((id, false, Loaded { wallet, head }))
+            Ok((id, false, before, Loaded { wallet, head }))
         })
         .await?;
         // The data is stored once the wallet names its generation, so that
@@ -515,17 +524,21 @@ impl UseCases {
                 Err(e) => return Err(e.into()),
             }
         }
-        if resumed {
-            // A bind taken over leaves the data the stopped request stored
-            // under its own generation (best effort: what stays goes with
-            // the card's next unbind or erasure).
+        // The data of the bind this one follows goes: a bind taken over
+        // leaves what the stopped request stored under its own generation,
+        // and an ended card's was deleted at its end unless that failed.
+        // Only that generation: every delete names the generation it saw,
+        // so that none takes the data a later bind of the card is storing.
+        // Best effort: what stays goes with the user's erasure, or when
+        // the card leaves its wallet.
+        if let Some(old) = replaced.filter(|old| *old != generation) {
             if let Err(e) = self
                 .ports
                 .card_data
-                .delete(&cmd.user, &id, Some(generation))
+                .delete_generation(&cmd.user, &id, old)
                 .await
             {
-                tracing::warn!(binding = %id, error = %e, "a stopped bind's card data not deleted yet");
+                tracing::warn!(binding = %id, error = %e, "an earlier bind's card data not deleted yet");
             }
         }
         Ok((id, generation, loaded))
@@ -570,10 +583,18 @@ impl UseCases {
         Ok(own)
     }
 
-    /// Deletes a card's sealed data (it left the statuses that keep it).
-    /// A failure is logged: the next unbind or erasure removes it.
-    pub(crate) async fn drop_card_data(&self, user: &UserId, id: &BindingId) {
-        if let Err(e) = self.ports.card_data.delete(user, id, None).await {
+    /// Deletes the sealed data of the bind of a card that left the
+    /// statuses that keep it: the one generation that bind stored, not the
+    /// card's (a bind of the card again may be storing its own). A failure
+    /// is logged: the next bind of the card, the user's erasure or the
+    /// card leaving its wallet removes it.
+    pub(crate) async fn drop_card_data(&self, user: &UserId, id: &BindingId, generation: u32) {
+        if let Err(e) = self
+            .ports
+            .card_data
+            .delete_generation(user, id, generation)
+            .await
+        {
             tracing::warn!(binding = %id, error = %e, "card data not deleted yet");
         }
     }

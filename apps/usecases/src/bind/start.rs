@@ -37,7 +37,7 @@ impl UseCases {
         if let StartOutcome::Bound { channel_ref }
         | StartOutcome::ActionRequired { channel_ref, .. } = &outcome
         {
-            self.store_channel_ref(channel_name, channel_ref, user, id)
+            self.store_channel_ref(channel_name, channel_ref, user, id, generation)
                 .await;
         }
         let (status, after) = self
@@ -74,7 +74,7 @@ impl UseCases {
                     tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
                 }
             }
-            Some(BindingStatus::Failed) => self.drop_card_data(user, id).await,
+            Some(BindingStatus::Failed) => self.drop_card_data(user, id, generation).await,
             _ => {}
         }
         if let Some(code) = refused {
@@ -163,6 +163,7 @@ impl UseCases {
         channel_ref: &str,
         user: &UserId,
         id: &BindingId,
+        generation: u32,
     ) {
         let target = RefTarget {
             user: user.clone(),
@@ -171,7 +172,7 @@ impl UseCases {
         if let Err(e) = self
             .ports
             .channel_refs
-            .put(channel, channel_ref, &target)
+            .put(channel, channel_ref, &target, generation)
             .await
         {
             tracing::warn!(binding = %id, error = %e, "channel reference not stored");

@@ -495,6 +495,30 @@ pub struct FlakyCardData {
     pub puts: AtomicU64,
     /// Holds each put until released.
     pub put_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Deletes (of either kind) that arrived (counted before the gate).
+    pub deletes: AtomicU64,
+    /// Holds the next delete (one only) until released.
+    pub delete_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Deletes to fail (as a store that does not answer).
+    pub fail_deletes: AtomicU32,
+}
+
+impl FlakyCardData {
+    async fn before_delete(&self) -> Result<(), cardbind_ports::StoreError> {
+        self.deletes.fetch_add(1, Ordering::SeqCst);
+        let gate = self.delete_gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        if self
+            .fail_deletes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(cardbind_ports::StoreError::Unavailable("injected".into()));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -534,6 +558,7 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
         b: &BindingId,
         k: Option<u32>,
     ) -> Result<u64, cardbind_ports::StoreError> {
+        self.before_delete().await?;
         cardbind_ports::store::CardDataStore::delete(&self.inner, u, b, k).await
     }
     async fn delete_generation(
@@ -542,6 +567,7 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
         b: &BindingId,
         g: u32,
     ) -> Result<u64, cardbind_ports::StoreError> {
+        self.before_delete().await?;
         self.inner.delete_generation(u, b, g).await
     }
 }
@@ -675,6 +701,9 @@ fn world_with(
         fail_puts: AtomicU32::new(0),
         puts: AtomicU64::new(0),
         put_gate: Mutex::new(None),
+        deletes: AtomicU64::new(0),
+        delete_gate: Mutex::new(None),
+        fail_deletes: AtomicU32::new(0),
     });
     let wallets = Arc::new(GatedWallets {
         inner: store.clone(),
