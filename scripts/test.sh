@@ -2,6 +2,9 @@
 # Runs every test of the project. This is the README's test command;
 # .ci/run calls it (with CI=true). Arguments go to `cargo test`.
 #
+# 0. The code checks (scripts/lint.sh): rustfmt, and clippy with every
+#    warning an error (it enforces the workspace lints: no unwrap, expect
+#    or panic outside tests, no unsafe).
 # 1. The Prometheus alert rules in deploy/prometheus/: `promtool check
 #    rules` and their unit tests (`promtool test rules`); promtool is
 #    installed once into the cache by scripts/promtool.sh.
@@ -21,6 +24,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ ${1:-} != --with-services ]]; then
     failed=()
+    bash scripts/lint.sh || failed+=("the code checks (rustfmt, clippy)")
     { bash scripts/promtool.sh check rules deploy/prometheus/*.rules.yml &&
         bash scripts/promtool.sh test rules deploy/prometheus/tests/*.yml; } ||
         failed+=("the alert rule checks (promtool)")
