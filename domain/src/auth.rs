@@ -120,12 +120,43 @@ impl Actor {
             ))
         }
     }
+
+    /// Whether the actor may address the cards of the user named `user`
+    /// (as sent, any text) at all, whatever the action: a user acts on
+    /// their own only. Every other role is decided per action by
+    /// [`Actor::authorize`].
+    pub fn may_address(&self, user: &str) -> Result<(), Denied> {
+        if self.role == Role::User && user != self.subject {
+            Err(Denied::new(
+                ForbiddenCode::Forbidden,
+                "this caller may not do that",
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn a_user_addresses_their_own_cards_only_and_other_roles_any() {
+        let a = Actor::new("alice", Role::User);
+        assert!(a.may_address("alice").is_ok());
+        for other in ["bob", "Alice", "alice ", "", "al%69ce"] {
+            assert_eq!(
+                a.may_address(other).unwrap_err().code,
+                ErrorCode::Forbidden,
+                "{other:?}"
+            );
+        }
+        for role in [Role::Service, Role::Admin, Role::Auditor] {
+            assert!(Actor::new("ops", role).may_address("bob").is_ok());
+        }
+    }
 
     #[test]
     fn user_only_own_cards() {

@@ -366,6 +366,95 @@ async fn assert_bare_refusal(resp: poem::test::TestResponse, status: u16, code: 
     }
 }
 
+/// A user token on another user's path is `403 forbidden` whatever the
+/// request holds: a missing `Idempotency-Key`, a body that is not JSON, a
+/// query parameter out of its range or a card id that does not parse are
+/// not read first (each was a `400` before). Each refusal is audited as
+/// `access.denied` naming the path's user. On the caller's own path the
+/// same requests are still the `400`s they are, and an own id written
+/// percent-encoded is the caller's own.
+#[tokio::test]
+async fn a_user_on_another_users_path_is_refused_before_the_request_is_read() {
+    let w = world().await;
+    let alice = Some(bearer("alice", "user"));
+    let raw = |method: Method, path: String, body: Option<&'static str>, key: bool| {
+        let mut req = w.app.client.request(method, path);
+        if key {
+            req = req.header("Idempotency-Key", "k-1");
+        }
+        if let Some(b) = body {
+            req = req.content_type("application/json").body(b);
+        }
+        req.header("Authorization", alice.clone().unwrap()).send()
+    };
+    let denied_before = audit_events(&w.app, "action=access.denied").await.len();
+    let bob_card = w.bob_active.clone();
+    let cases = |user: &str| {
+        vec![
+            (
+                Method::POST,
+                format!("/v1/users/{user}/cards"),
+                Some("{}"),
+                false,
+            ),
+            (
+                Method::POST,
+                format!("/v1/users/{user}/cards"),
+                Some("{"),
+                true,
+            ),
+            (
+                Method::GET,
+                format!("/v1/users/{user}/cards?limit=0"),
+                None,
+                false,
+            ),
+            (
+                Method::GET,
+                format!("/v1/users/{user}/cards/!!"),
+                None,
+                false,
+            ),
+            (
+                Method::POST,
+                format!("/v1/users/{user}/cards/{bob_card}/verify"),
+                Some("[]"),
+                false,
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/users/{user}/shared-cards/{}", "s".repeat(65)),
+                None,
+                false,
+            ),
+        ]
+    };
+    for (method, path, body, key) in cases("bob") {
+        let resp = raw(method.clone(), path.clone(), body, key).await;
+        assert_bare_refusal(resp, 403, "forbidden", &format!("{method} {path}")).await;
+    }
+    let denied = audit_events(&w.app, "action=access.denied").await;
+    assert_eq!(denied.len(), denied_before + 6, "{denied:#?}");
+    assert!(
+        denied
+            .iter()
+            .skip(denied_before)
+            .all(|e| e["user_id"] == "bob" && e["actor"] == "alice" && e["role"] == "user"),
+        "{denied:#?}"
+    );
+    for (method, path, body, key) in cases("alice") {
+        let resp = raw(method.clone(), path.clone(), body, key).await;
+        let status = resp.0.status().as_u16();
+        assert!(
+            status == 400 || status == 404,
+            "{method} {path}: {status}, the request's own refusal"
+        );
+    }
+    raw(Method::GET, "/v1/users/al%69ce/cards".into(), None, false)
+        .await
+        .assert_status_is_ok();
+}
+
 #[test]
 fn the_table_covers_every_operation_of_the_api() {
     let rows = table();

@@ -34,6 +34,31 @@ impl UseCases {
         Err(denied)
     }
 
+    /// Refuses a caller that may not address the cards of the user named
+    /// `user` (as sent) at all, whatever it asks (`Actor::may_address`:
+    /// a user token on another user's path), audited as `access.denied`
+    /// like every refusal. The HTTP layer asks this before it reads the
+    /// request's parameters and body, so that what they hold does not
+    /// decide the answer.
+    pub async fn refuse_unaddressable(
+        &self,
+        ctx: &RequestContext,
+        user: &str,
+    ) -> Result<(), Denied> {
+        let Err(denied) = ctx.actor.may_address(user) else {
+            return Ok(());
+        };
+        let mut e = ctx
+            .event(self.now(), AuditAction::AccessDenied)
+            .refused(denied.code)
+            .detail("another user's cards");
+        if let Ok(u) = UserId::parse(user) {
+            e = e.user(&u);
+        }
+        self.audit_system(e.build()).await;
+        Err(denied)
+    }
+
     /// Appends an event to the service's own chain. A failure to store it
     /// is logged loudly (the refusal it records is still answered).
     pub(crate) async fn audit_system(&self, event: AuditEvent) {

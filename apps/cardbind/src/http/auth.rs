@@ -203,7 +203,58 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
             verify_signature(shared, req, &actor.subject, &secret.0).await?;
         }
     }
+    refuse_unaddressable_path(req, shared, &actor).await?;
     Ok(actor)
+}
+
+/// The path's `{user_id}` on the operations under `/v1/users/{user_id}`,
+/// percent-decoded as the operation reads it.
+fn path_user(req: &Request) -> Option<String> {
+    let meta = req.data::<RequestMeta>()?;
+    if !meta.route.as_deref()?.starts_with(USER_PATHS) {
+        return None;
+    }
+    let segment = req.uri().path().split('/').nth(3)?;
+    Some(
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+const USER_PATHS: &str = "/v1/users/{user_id}";
+
+/// A user token on another user's path is refused (`403 forbidden`,
+/// audited) as soon as the caller is known, before the operation reads
+/// its parameters, headers and body: what they hold, well-formed or not,
+/// does not change the answer, and a malformed request tells the caller
+/// nothing about the rules of paths it may not use.
+async fn refuse_unaddressable_path(
+    req: &Request,
+    shared: &Shared,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    let Some(user) = path_user(req) else {
+        return Ok(());
+    };
+    if actor.may_address(&user).is_ok() {
+        return Ok(());
+    }
+    let meta = req.data::<RequestMeta>();
+    let ctx = cardbind_usecases::RequestContext::new(
+        actor.clone(),
+        meta.map(|m| m.request_id.clone()).unwrap_or_default(),
+        meta.and_then(|m| m.client_ip.clone()),
+    );
+    match shared
+        .state
+        .usecases
+        .refuse_unaddressable(&ctx, &user)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(denied) => Err(ApiError::new(denied.code, denied.message)),
+    }
 }
 
 /// hex(HMAC-SHA256(secret, canonical request)).
