@@ -397,6 +397,89 @@ async fn a_frozen_card_is_not_usable_by_the_secondary_until_unfrozen() {
     );
 }
 
+/// While the shared card a user made their default may not be used (its
+/// holder's card frozen), reads show the card the promotion rule picks;
+/// a write's answer says the same of the card it returns.
+#[tokio::test]
+async fn a_writes_answer_shows_the_default_a_read_shows_while_a_shared_default_is_unusable() {
+    let app = spawn();
+    let a1 = bind_active(&app, "ann", VISA).await;
+    let b1 = bind_active(&app, "bob", VISA3).await;
+    let sid = share(&app, "ann", &a1, "bob", "s1").await;
+    ok(accept(&app, "bob", &sid).await, 200).await;
+    let r = send(
+        &app,
+        "PUT",
+        &format!("/v1/users/bob/cards/{sid}/default"),
+        ("bob", "user"),
+        None,
+        None,
+    )
+    .await;
+    ok(r, 200).await;
+    let freeze = format!("/v1/admin/users/ann/cards/{a1}/freeze");
+    ok(
+        send(&app, "POST", &freeze, ("op", "admin"), None, None).await,
+        200,
+    )
+    .await;
+
+    // Bob's new card is the newest activated: the promotion rule's pick.
+    let resp = app.bind("bob", "bind-bob-2", &bind_body(VISA2)).await;
+    resp.assert_status(poem::http::StatusCode::CREATED);
+    let v = json_of(resp).await;
+    let b2 = v["id"].as_str().unwrap().to_owned();
+    let list = cards(&app, "bob", "").await;
+    assert_eq!(default_of(&list), [b2.as_str()]);
+    assert_eq!(v["is_default"], true, "the bind's answer: {v}");
+    // An admin's unfreeze of one of bob's own cards answers likewise.
+    for (path, status) in [("freeze", "frozen"), ("unfreeze", "active")] {
+        let r = send(
+            &app,
+            "POST",
+            &format!("/v1/admin/users/bob/cards/{b1}/{path}"),
+            ("op", "admin"),
+            None,
+            None,
+        )
+        .await;
+        let v = ok(r, 200).await;
+        assert_eq!(
+            (v["status"].as_str(), v["is_default"].as_bool()),
+            (Some(status), Some(false))
+        );
+    }
+    let r = send(
+        &app,
+        "GET",
+        &format!("/v1/users/bob/cards/{b2}"),
+        ("bob", "user"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ok(r, 200).await["is_default"], true);
+
+    // Usable again: the shared card is the default again, in answers too.
+    let unfreeze = format!("/v1/admin/users/ann/cards/{a1}/unfreeze");
+    ok(
+        send(&app, "POST", &unfreeze, ("op", "admin"), None, None).await,
+        200,
+    )
+    .await;
+    let r = send(
+        &app,
+        "POST",
+        &format!("/v1/admin/users/bob/cards/{b2}/freeze"),
+        ("op", "admin"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ok(r, 200).await["is_default"], false);
+    assert_eq!(default_of(&cards(&app, "bob", "").await), [sid.as_str()]);
+}
+
 #[tokio::test]
 async fn a_backend_shares_for_its_users_and_the_secondary_leaves() {
     let app = spawn();

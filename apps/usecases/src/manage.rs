@@ -16,7 +16,6 @@ use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::step_up::StepUpAction;
 
 use crate::access::SteppedUp;
-use crate::bind::view;
 use crate::context::RequestContext;
 use crate::error::op_error;
 use crate::family::Household;
@@ -163,7 +162,7 @@ impl UseCases {
                 }
             })
             .await?;
-        Ok(Listed::Own(view(&after.wallet, id)?))
+        Ok(Listed::Own(self.view_as_read(&after, id).await?))
     }
 
     pub async fn freeze(
@@ -204,7 +203,7 @@ impl UseCases {
                 status_change(ctx, w, id, action, now, |b| change(b, now))
             })
             .await?;
-        Ok(view(&after.wallet, id)?)
+        Ok(self.view_as_read(&after, id).await?)
     }
 
     /// Unbinds a card: here always, and at the channel when it holds an
@@ -299,7 +298,7 @@ impl UseCases {
             self.end_mirrors_of_ended(ctx, &after.wallet, Some(id), "its card was unbound")
                 .await;
         }
-        Ok(view(&after.wallet, id)?)
+        Ok(self.view_as_read(&after, id).await?)
     }
 
     /// Ends the agreement of a card that holds one. Returns the events to

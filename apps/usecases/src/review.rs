@@ -118,7 +118,7 @@ impl UseCases {
                 })
             })
             .await?;
-        let b = view(&after.wallet, id)?;
+        let b = self.view_as_read(&after, id).await?;
         if let Some(r) = &channel_ref {
             let generation = b.binding.data_generation;
             self.store_channel_ref(&b.binding.channel, r, &user, id, generation)
@@ -144,7 +144,7 @@ impl UseCases {
             })
             .await?;
         self.unqueue(id).await;
-        let b = view(&after.wallet, id)?;
+        let b = self.view_as_read(&after, id).await?;
         self.drop_card_data(&user, id, b.binding.data_generation)
             .await;
         Ok(b)

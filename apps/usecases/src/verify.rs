@@ -13,7 +13,6 @@ use cardbind_ports::channel::{ConfirmOutcome, RemoteState};
 use cardbind_ports::store::RefTarget;
 use cardbind_ports::ChannelError;
 
-use crate::bind::view;
 use crate::context::RequestContext;
 use crate::error::{channel_not_enabled, channel_rejected, op_error, ChannelFailure};
 use crate::tx::Decided;
@@ -212,7 +211,7 @@ impl UseCases {
                 return Err(e);
             }
         };
-        Ok(view(&after.wallet, id)?)
+        Ok(self.view_as_read(&after, id).await?)
     }
 
     /// Counts one attempt (or fails the card whose window closed).

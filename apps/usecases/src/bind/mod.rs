@@ -223,7 +223,9 @@ impl UseCases {
             // answer was lost (a timeout after the last write): its card,
             // not a 409.
             Some(b) if b.status.is_live() && !b.awaits_channel_answer() => {
-                return Ok(view(&first.wallet, &b.id)
+                return Ok(self
+                    .view_as_read(&first, &b.id)
+                    .await
                     .map_err(|_| Internal::new("a bound card is not in its wallet"))?);
             }
             // A retry of the request that placed the card: not counted again.
@@ -648,7 +650,36 @@ fn own_card<'w>(
         .filter(|b| b.bind_key.as_deref() == Some(key))
 }
 
-/// The view of one card of a wallet.
+impl UseCases {
+    /// The view of one of the user's own cards that a write answers with,
+    /// its `is_default` as a read shows it: when the user's default is a
+    /// shared card, whether that card may be used now decides (a frozen or
+    /// ended one gives way to the promotion rule's pick), which takes the
+    /// sharers' wallets; they are read only then. Should that read fail,
+    /// the answer says what the user's own wallet says (the write is done
+    /// either way).
+    pub(crate) async fn view_as_read(
+        &self,
+        loaded: &Loaded,
+        id: &BindingId,
+    ) -> Result<CardView, cardbind_domain::Missing> {
+        let mut v = view(&loaded.wallet, id)?;
+        let w = &loaded.wallet;
+        let shared_default = w.effective_default().is_some_and(|d| w.get(d).is_err());
+        if shared_default {
+            match self.default_as_read(loaded).await {
+                Ok(d) => v.is_default = d.as_ref() == Some(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sharers' wallets not read; the answer's is_default is the wallet's own")
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// The view of one card of a wallet (`is_default` as the wallet alone
+/// says: see [`UseCases::view_as_read`]).
 pub(crate) fn view(w: &Wallet, id: &BindingId) -> Result<CardView, cardbind_domain::Missing> {
     let b = w.get(id)?;
     Ok(CardView {

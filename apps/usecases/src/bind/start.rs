@@ -80,7 +80,9 @@ impl UseCases {
         if let Some(code) = refused {
             return Err(channel_rejected(code.as_str()).into());
         }
-        Ok(view(&after.wallet, id)
+        Ok(self
+            .view_as_read(&after, id)
+            .await
             .map_err(|_| Internal::new("a started card is not in its wallet"))?)
     }
 
