@@ -155,26 +155,47 @@ impl ChannelRefs for MongoStore {
             };
             // Unique (channel, channel_ref): the first target stays; the
             // same again (or another) is not an error.
-            if try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await? {
-                return Ok(());
+            for _ in 0..3 {
+                if try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await? {
+                    return Ok(());
+                }
+                // Already there: the same binding's is now this bind's (one
+                // more round trip, only when a channel gives a card the
+                // same reference again). Another binding's stays as it is.
+                let r = self
+                    .channel_refs
+                    .update_one(
+                        doc! {
+                            "channel": channel.as_str(),
+                            "channel_ref": channel_ref,
+                            "user": target.user.as_str(),
+                            "binding": target.binding.as_str(),
+                        },
+                        doc! { "$set": { "generation": i64::from(generation) } },
+                    )
+                    .comment(CHANNEL_REFS_PUT)
+                    .await
+                    .map_err(map_err)?;
+                if r.matched_count == 1 {
+                    return Ok(());
+                }
+                // Another binding's (the first target stays), or gone
+                // between the two (the unbind of the bind before deleted
+                // it): then it is inserted again.
+                let there = self
+                    .channel_refs
+                    .find_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
+                    .max_time(self.op_timeout)
+                    .comment(CHANNEL_REFS_FIND)
+                    .await
+                    .map_err(map_err)?;
+                if there.is_some() {
+                    return Ok(());
+                }
             }
-            // Already there: the same binding's is now this bind's (one
-            // more round trip, only when a channel gives a card the same
-            // reference again). Another binding's stays as it is.
-            self.channel_refs
-                .update_one(
-                    doc! {
-                        "channel": channel.as_str(),
-                        "channel_ref": channel_ref,
-                        "user": target.user.as_str(),
-                        "binding": target.binding.as_str(),
-                    },
-                    doc! { "$set": { "generation": i64::from(generation) } },
-                )
-                .comment(CHANNEL_REFS_PUT)
-                .await
-                .map_err(map_err)?;
-            Ok(())
+            Err(StoreError::Unavailable(
+                "a channel reference kept changing while it was recorded".into(),
+            ))
         })
         .await
     }

@@ -193,7 +193,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             ),
         ],
         scans: &[CHANNEL_REFS_DELETE_BINDING],
-        removed_by: "the use cases: `delete_binding` of the references a bind recorded (its start's, and the agreement a signing named) when its card is unbound (by the user or the channel), and of every reference of a card at the user's erasure and when an old ended card leaves its wallet (a failed card's references stay until then); `delete` of an unwanted agreement's",
+        removed_by: "the use cases: `delete_binding` of the references a bind recorded (its start's, and the agreement a signing named) when its card is unbound (by the user or the channel) and those of the bind before when the card is bound again, and of every reference of a card at the user's erasure and when an old ended card leaves its wallet (a failed card's references stay until then); `delete` of an unwanted agreement's",
     },
     CollectionSpec {
         name: collections::IDEMPOTENCY,

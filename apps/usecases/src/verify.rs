@@ -198,13 +198,14 @@ impl UseCases {
                     }
                 }
                 // The card failed (if the write of it went through: read
-                // back, since a store error also ends here).
+                // back, since a store error also ends here): this bind's
+                // data goes.
                 if failed_here.load(std::sync::atomic::Ordering::Relaxed) {
                     if let Ok(now) = self.load(user).await {
-                        if let Ok(b) = now.wallet.get(id) {
-                            if b.status == BindingStatus::Failed {
-                                self.drop_card_data(user, id, b.data_generation).await;
-                            }
+                        if now.wallet.get(id).is_ok_and(|b| {
+                            b.status == BindingStatus::Failed && b.data_generation == generation
+                        }) {
+                            self.drop_card_data(user, id, generation).await;
                         }
                     }
                 }

@@ -419,6 +419,9 @@ async fn an_unbinds_late_clean_up_leaves_what_a_bind_of_the_card_again_stored() 
         w.wallet("cln").await.get(&id).unwrap().status,
         BindingStatus::Inactive
     );
+    // The bind's own delete of the earlier generation fails: only the
+    // unbind's can take it.
+    w.card_data.fail_deletes.store(1, Ordering::SeqCst);
     let again =
         w.uc.bind_card(&backend(), bind_cmd("cln", &visa(409), w.now()))
             .await
@@ -435,9 +438,10 @@ async fn an_unbinds_late_clean_up_leaves_what_a_bind_of_the_card_again_stored() 
         data(again.data_generation).await.unwrap().is_some(),
         "the new bind's data stays"
     );
+    assert_eq!(w.card_data.fail_deletes.load(Ordering::SeqCst), 0);
     assert!(
         data(first.data_generation).await.unwrap().is_none(),
-        "the unbound bind's data goes"
+        "the unbind deletes the data of the bind it ended"
     );
     let find = |r: Option<String>| {
         let channel = first.channel.clone();
@@ -455,6 +459,56 @@ async fn an_unbinds_late_clean_up_leaves_what_a_bind_of_the_card_again_stored() 
         "the new bind's reference stays"
     );
     assert_eq!(find(first.channel_ref.clone()).await, None);
+}
+
+/// A card failed by its code check keeps its channel reference (a late
+/// signing can still be found and ended); once the card is bound again
+/// that reference goes, and the new bind's goes with its unbind.
+#[tokio::test]
+async fn a_failed_binds_reference_goes_with_the_next_bind_of_the_card() {
+    use cardbind_ports::store::ChannelRefs;
+    use cardbind_usecases::verify::{Otp, VerifyCard};
+    let w = world(unlimited());
+    w.channel.always(Script::Otp);
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("frf", &visa(411), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let cmd = VerifyCard {
+        user: user("frf"),
+        card: first.id.clone(),
+        otp: Otp::parse("000000").unwrap(),
+    };
+    for _ in 0..Policy::default().verification.max_otp_attempts {
+        w.uc.verify(&backend(), cmd.clone()).await.unwrap_err();
+    }
+    assert_eq!(
+        w.wallet("frf").await.get(&first.id).unwrap().status,
+        BindingStatus::Failed
+    );
+    let find = |r: &Option<String>| {
+        let (store, channel, r) = (w.store.clone(), first.channel.clone(), r.clone().unwrap());
+        async move { ChannelRefs::find(&store, &channel, &r).await.unwrap() }
+    };
+    assert!(
+        find(&first.channel_ref).await.is_some(),
+        "a failed card's stays"
+    );
+    w.channel.always(Script::Bound);
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("frf", &visa(411), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, first.id);
+    assert_ne!(again.channel_ref, first.channel_ref);
+    assert_eq!(find(&first.channel_ref).await, None);
+    assert!(find(&again.channel_ref).await.is_some());
+    w.uc.unbind(&backend(), &user("frf"), &again.id, None)
+        .await
+        .unwrap();
+    assert_eq!(find(&again.channel_ref).await, None);
 }
 
 /// An unbind whose delete of the card's data failed leaves that bind's

@@ -300,3 +300,53 @@ async fn audit_listing_reads_one_link_per_event_page() {
     let finds = log.commands().iter().filter(|c| c.name == "find").count();
     assert_eq!(finds, 60 / 7 + 2, "one find per page");
 }
+
+/// References written before they carried a generation (no `generation`
+/// field) go with the unbind of their card, whichever generation it
+/// names; one given again by a later bind of the card is that bind's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_without_a_generation_go_with_their_cards_unbind() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let (u, b) = (user_id(&unique("u")), binding_id(&unique("card")));
+    let [old1, old2, new1] = ["old-1", "old-2", "new-1"].map(unique);
+    let refs = s.database().collection::<Document>("channel_refs");
+    for r in [&old1, &old2] {
+        refs.insert_one(doc! {
+            "channel": "alipay",
+            "channel_ref": r.as_str(),
+            "user": u.as_str(),
+            "binding": b.as_str(),
+        })
+        .comment("channel_refs.put")
+        .await
+        .unwrap();
+    }
+    let t = RefTarget {
+        user: u.clone(),
+        binding: b.clone(),
+    };
+    ChannelRefs::put(&s, &channel("alipay"), &old2, &t, 8)
+        .await
+        .unwrap();
+    ChannelRefs::put(&s, &channel("alipay"), &new1, &t, 8)
+        .await
+        .unwrap();
+    assert_eq!(
+        ChannelRefs::delete_binding(&s, &u, &b, Some(5))
+            .await
+            .unwrap(),
+        1,
+        "old-1, of no known generation"
+    );
+    for (r, kept) in [(&old1, false), (&old2, true), (&new1, true)] {
+        let found = ChannelRefs::find(&s, &channel("alipay"), r).await.unwrap();
+        assert_eq!(found.is_some(), kept, "{r}");
+    }
+    assert_eq!(
+        ChannelRefs::delete_binding(&s, &u, &b, Some(8))
+            .await
+            .unwrap(),
+        2
+    );
+}

@@ -12,23 +12,27 @@
 //!    it is `resume_after_seconds` old, taking it over: that request's
 //!    consent is recorded and it owns the bind from then on, written
 //!    conditionally so that only one request takes it over);
-//! 3. seal the card data and store it under a generation of this request;
+//! 3. seal the card data (in memory: a key service that does not answer
+//!    leaves nothing written);
 //! 4. write the wallet with the card `pending_verification`, its consent
 //!    and the audit event, conditional on the version read (a lost race
-//!    reads and decides again);
+//!    reads and decides again); then store the sealed data under this
+//!    bind's generation, and delete the data of the bind this one follows
+//!    (that generation only);
 //! 5. ask the channel, with our binding id and this bind's attempt (the
 //!    data generation) as its external reference; store the channel's
 //!    reference (for notifications that name only it);
 //! 6. write the channel's answer to the wallet (active, waiting for the
 //!    user, failed, or in review when the channel cannot be reached), if
-//!    the card still waits for this attempt; else end its agreement.
+//!    the card still waits for this attempt; else end its agreement and
+//!    delete this bind's data.
 //!
 //! A crash or a store failure after 4 leaves a card waiting for its
 //! channel's answer: the client's retry (same key) resumes it and gets the
-//! card, a bind of it by another request resumes it later, and `reconcile`
-//! asks the channel. Data a crash
-//! left between 3 and 4 belongs to no wallet and goes with the card's next
-//! unbind or erasure.
+//! card (storing its data if that had not happened), a bind of it by
+//! another request resumes it later, and `reconcile` asks the channel.
+//! Every delete names the generation it read, never the card's others: a
+//! bind of the card again may be storing its own at that moment.
 
 use std::sync::Arc;
 
@@ -533,6 +537,8 @@ impl UseCases {
         // so that none takes the data a later bind of the card is storing.
         // Best effort: what stays goes with the user's erasure, or when
         // the card leaves its wallet.
+        // Its channel references go too (a failed bind's, kept until now,
+        // or the stopped request's).
         if let Some(old) = replaced.filter(|old| *old != generation) {
             if let Err(e) = self
                 .ports
@@ -541,6 +547,14 @@ impl UseCases {
                 .await
             {
                 tracing::warn!(binding = %id, error = %e, "an earlier bind's card data not deleted yet");
+            }
+            if let Err(e) = self
+                .ports
+                .channel_refs
+                .delete_binding(&cmd.user, &id, Some(old))
+                .await
+            {
+                tracing::warn!(binding = %id, error = %e, "an earlier bind's channel references not deleted yet");
             }
         }
         Ok((id, generation, loaded))
