@@ -136,6 +136,22 @@ impl CardDataStore for MongoStore {
     }
 }
 
+impl MongoStore {
+    /// The document of a channel reference.
+    async fn ref_doc(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+    ) -> Result<Option<ChannelRefDoc>, StoreError> {
+        self.channel_refs
+            .find_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
+            .max_time(self.op_timeout)
+            .comment(CHANNEL_REFS_FIND)
+            .await
+            .map_err(map_err)
+    }
+}
+
 #[async_trait]
 impl ChannelRefs for MongoStore {
     async fn put(
@@ -182,14 +198,7 @@ impl ChannelRefs for MongoStore {
                 // Another binding's (the first target stays), or gone
                 // between the two (the unbind of the bind before deleted
                 // it): then it is inserted again.
-                let there = self
-                    .channel_refs
-                    .find_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
-                    .max_time(self.op_timeout)
-                    .comment(CHANNEL_REFS_FIND)
-                    .await
-                    .map_err(map_err)?;
-                if there.is_some() {
+                if self.ref_doc(channel, channel_ref).await?.is_some() {
                     return Ok(());
                 }
             }
@@ -206,14 +215,8 @@ impl ChannelRefs for MongoStore {
         channel_ref: &str,
     ) -> Result<Option<RefTarget>, StoreError> {
         self.timed(async {
-            let found = self
-                .channel_refs
-                .find_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
-                .max_time(self.op_timeout)
-                .comment(CHANNEL_REFS_FIND)
-                .await
-                .map_err(map_err)?;
-            found
+            self.ref_doc(channel, channel_ref)
+                .await?
                 .map(|d| {
                     Ok(RefTarget {
                         user: user(&d.user)?,
