@@ -4,14 +4,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use cardbind_domain::{BindingId, ChannelName, UserId};
-use cardbind_ports::store::{CardData, CardDataStore, ChannelRefs, RefTarget};
+use cardbind_ports::store::{CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget};
 use cardbind_ports::StoreError;
 
 use crate::{lock, MemoryStore};
 
-/// Generations of each binding's data.
+/// Generations of each binding's data, in binding order (the sweep walks
+/// it).
 #[derive(Default)]
-pub(crate) struct Table(HashMap<BindingId, BTreeMap<u32, CardData>>);
+pub(crate) struct Table(BTreeMap<BindingId, BTreeMap<u32, CardData>>);
 
 /// (channel, reference) → target and the generation of the bind that
 /// recorded it, and each binding's references.
@@ -97,6 +98,31 @@ impl CardDataStore for MemoryStore {
             t.0.remove(binding);
         }
         Ok(n)
+    }
+
+    async fn list_keys(
+        &self,
+        after: Option<(BindingId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<CardDataKey>, StoreError> {
+        use std::ops::Bound;
+        self.check_available()?;
+        let t = lock(&self.inner.card_data);
+        let from = match &after {
+            Some((b, _)) => Bound::Included(b),
+            None => Bound::Unbounded,
+        };
+        Ok(t.0
+            .range::<BindingId, _>((from, Bound::Unbounded))
+            .flat_map(|(b, gens)| gens.iter().map(move |(g, d)| (b, *g, d)))
+            .filter(|(b, g, _)| after.as_ref().is_none_or(|(ab, ag)| (*b, *g) > (ab, *ag)))
+            .take(limit as usize)
+            .map(|(b, g, d)| CardDataKey {
+                binding: b.clone(),
+                generation: g,
+                user: d.user.clone(),
+            })
+            .collect())
     }
 }
 

@@ -4,13 +4,13 @@
 use async_trait::async_trait;
 use cardbind_domain::{BindingId, ChannelName, Timestamp, UserId};
 use cardbind_ports::store::{
-    CardData, CardDataStore, ChannelRefs, RefTarget, ReviewEntry, ReviewQueue,
+    CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget, ReviewEntry, ReviewQueue,
 };
 use cardbind_ports::StoreError;
 use cardbind_records::{corrupt, to_u64};
 use mongodb::bson::doc;
 
-use crate::docs::{CardDataDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
+use crate::docs::{CardDataDoc, CardDataKeyDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
 use crate::schema::labels::*;
 use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
 
@@ -131,6 +131,49 @@ impl CardDataStore for MongoStore {
                 .await
                 .map_err(map_err)?;
             Ok(r.deleted_count)
+        })
+        .await
+    }
+
+    async fn list_keys(
+        &self,
+        after: Option<(BindingId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<CardDataKey>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let filter = match &after {
+                Some((b, g)) => doc! { "$or": [
+                    { "binding": { "$gt": b.as_str() } },
+                    { "binding": b.as_str(), "generation": { "$gt": i64::from(*g) } },
+                ] },
+                None => doc! {},
+            };
+            let cursor = self
+                .card_data
+                .clone_with_type::<CardDataKeyDoc>()
+                .find(filter)
+                .projection(doc! { "_id": 0, "binding": 1, "generation": 1, "user": 1 })
+                .sort(doc! { "binding": 1, "generation": 1 })
+                .limit(i64::from(limit))
+                .max_time(self.op_timeout)
+                .comment(CARD_DATA_LIST_KEYS)
+                .await
+                .map_err(map_err)?;
+            collect(cursor, limit as usize)
+                .await?
+                .into_iter()
+                .map(|d| {
+                    Ok(CardDataKey {
+                        binding: binding(&d.binding)?,
+                        generation: u32::try_from(d.generation)
+                            .map_err(|_| corrupt("generation", d.generation))?,
+                        user: user(&d.user)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -124,6 +124,14 @@ pub(crate) struct CardDataDoc {
     pub sealed: SealedDoc,
 }
 
+/// A card data document's key (the sweep reads no sealed field).
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct CardDataKeyDoc {
+    pub binding: String,
+    pub generation: i64,
+    pub user: String,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct OwnerDoc {
     pub user: String,

@@ -68,6 +68,7 @@ pub mod labels {
     pub const CARD_DATA_OWNER: &str = "card_data.owner";
     pub const CARD_DATA_DELETE: &str = "card_data.delete";
     pub const CARD_DATA_DELETE_GENERATION: &str = "card_data.delete_generation";
+    pub const CARD_DATA_LIST_KEYS: &str = "card_data.list_keys";
     pub const CHANNEL_REFS_PUT: &str = "channel_refs.put";
     pub const CHANNEL_REFS_FIND: &str = "channel_refs.find";
     pub const CHANNEL_REFS_DELETE: &str = "channel_refs.delete";
@@ -172,8 +173,8 @@ pub const SCHEMA: &[CollectionSpec] = &[
             true,
             "the commit point (one record per binding and generation), get, owner, delete",
         )],
-        scans: &[],
-        removed_by: "the use cases: `delete_generation` of a bind's data when its card leaves the statuses that keep data (unbound, failed, rejected in review), and of the bind before's by the next bind of the card; `delete` of every generation at the user's erasure and when an old ended card leaves its wallet",
+        scans: &[CARD_DATA_LIST_KEYS],
+        removed_by: "the use cases: `delete_generation` of a bind's data when its card leaves the statuses that keep data (unbound, failed, rejected in review), and of the bind before's by the next bind of the card; `delete` of every generation at the user's erasure and when an old ended card leaves its wallet; the operator's sweep (`list_keys`, a walk of every document) deletes any generation no card holds",
     },
     CollectionSpec {
         name: collections::CHANNEL_REFS,

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use cardbind_domain::{BindingId, ChannelName, SealedBlob, SealedCard, UserId};
-use cardbind_ports::store::{CardData, CardDataStore, ChannelRefs, RefTarget};
+use cardbind_ports::store::{CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget};
 use cardbind_ports::StoreError;
 use rusqlite::{params, OptionalExtension};
 
@@ -25,6 +25,11 @@ const DELETE_CARD_DATA: &str =
 
 const DELETE_CARD_DATA_GENERATION: &str =
     "DELETE FROM card_data WHERE binding = ?1 AND generation = ?2 AND user = ?3";
+
+/// The sweep's walk, by the primary key.
+const LIST_CARD_DATA_KEYS: &str = "SELECT binding, generation, user FROM card_data
+     WHERE binding > ?1 OR (binding = ?1 AND generation > ?2)
+     ORDER BY binding, generation LIMIT ?3";
 
 const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding, generation)
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (channel, ref) DO UPDATE
@@ -49,6 +54,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("GET_CARD_DATA", GET_CARD_DATA),
     ("CARD_OWNER", CARD_OWNER),
     ("DELETE_CARD_DATA", DELETE_CARD_DATA),
+    ("LIST_CARD_DATA_KEYS", LIST_CARD_DATA_KEYS),
     ("INSERT_REF", INSERT_REF),
     ("FIND_REF", FIND_REF),
     ("DELETE_REF", DELETE_REF),
@@ -180,6 +186,42 @@ impl CardDataStore for SqliteStore {
                     .map_err(db_err)
             })
             .await
+    }
+
+    async fn list_keys(
+        &self,
+        after: Option<(BindingId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<CardDataKey>, StoreError> {
+        // Before every binding id (ids are not empty) and generation.
+        let (b, g) = after
+            .map(|(b, g)| (b.as_str().to_owned(), i64::from(g)))
+            .unwrap_or_default();
+        let g = if b.is_empty() { -1 } else { g };
+        let rows = self.engine.read(|c| {
+            c.prepare_cached(LIST_CARD_DATA_KEYS)
+                .and_then(|mut s| {
+                    s.query_map(params![b, g, i64::from(limit)], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err)
+        })?;
+        rows.into_iter()
+            .map(|(b, g, u)| {
+                Ok(CardDataKey {
+                    binding: binding(&b)?,
+                    generation: u32::try_from(g)
+                        .map_err(|_| cardbind_records::corrupt("generation", g))?,
+                    user: user(&u)?,
+                })
+            })
+            .collect()
     }
 }
 

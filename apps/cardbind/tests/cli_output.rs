@@ -250,6 +250,48 @@ async fn make_store(data: &std::path::Path) {
     cardbind::compose::stores(&config).await.unwrap();
 }
 
+/// `sweep-card-data` deletes card data no card holds (here: a record no
+/// wallet names), says what it did, and finds nothing the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_card_data_deletes_what_no_card_holds() {
+    use cardbind_ports::store::CardData;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.path().to_path_buf();
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let blob = || cardbind_domain::SealedBlob::new(vec![7; 40]);
+        stores
+            .card_data
+            .put(&CardData {
+                binding: cardbind_domain::BindingId::parse("card-left").unwrap(),
+                user: cardbind_domain::UserId::parse("nobody").unwrap(),
+                generation: 5,
+                sealed: cardbind_domain::SealedCard {
+                    pan: blob(),
+                    holder_name: blob(),
+                    id_number: blob(),
+                    phone: blob(),
+                },
+            })
+            .await
+            .unwrap();
+    }
+    for expected in [
+        "examined 1, kept 0, deleted 1, errors 0\n",
+        "examined 0, kept 0, deleted 0, errors 0\n",
+    ] {
+        let out = cardbind()
+            .args(["sweep-card-data"])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_checks_the_chains_then_the_anchors() {
     let dir = tempfile::tempdir().unwrap();
@@ -565,10 +607,11 @@ async fn admin_commands_refuse_a_store_that_does_not_exist() {
     // directory (`.data`).
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 8] = [
         &["erase-user", "bob"],
         &["purge"],
         &["reconcile"],
+        &["sweep-card-data"],
         &["audit", "verify"],
         &["keys", "rotate", "--from", key, "--to", key],
         &["keys", "retire-branches"],

@@ -377,6 +377,13 @@ impl cardbind_ports::store::CardDataStore for FailingPuts {
     ) -> Result<u64, cardbind_ports::StoreError> {
         self.inner.delete_generation(u, b, g).await
     }
+    async fn list_keys(
+        &self,
+        after: Option<(BindingId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<cardbind_ports::store::CardDataKey>, cardbind_ports::StoreError> {
+        self.inner.list_keys(after, limit).await
+    }
 }
 
 /// The store fails after the card was placed in the wallet: the client's

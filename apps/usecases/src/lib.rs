@@ -45,6 +45,7 @@ pub mod readiness;
 pub mod records;
 pub mod retention;
 pub mod review;
+pub mod sweep;
 pub mod tx;
 pub mod verify;
 

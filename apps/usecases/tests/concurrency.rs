@@ -511,6 +511,78 @@ async fn a_failed_binds_reference_goes_with_the_next_bind_of_the_card() {
     assert_eq!(find(&again.channel_ref).await, None);
 }
 
+/// The sweep deletes the generations of card data no card holds now (an
+/// unbind's failed delete, a stray generation beside a live card's) and
+/// keeps every card's own, that of a bind waiting for its channel
+/// included.
+#[tokio::test]
+async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
+    use cardbind_ports::store::{CardData, CardDataStore};
+    use cardbind_usecases::sweep::SweepReport;
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let ctx = backend();
+    let bind = |n: u32| w.uc.bind_card(&ctx, bind_cmd("swp", &visa(n), w.now()));
+    let unbound = bind(420).await.unwrap().binding;
+    let live = bind(421).await.unwrap().binding;
+    let strayed = bind(422).await.unwrap().binding;
+    w.card_data.fail_deletes.store(1, Ordering::SeqCst);
+    w.uc.unbind(&backend(), &user("swp"), &unbound.id, None)
+        .await
+        .unwrap();
+    let owner = user("swp");
+    let data = |id: &BindingId, g| {
+        let (store, owner, id) = (w.store.clone(), owner.clone(), id.clone());
+        async move { CardDataStore::get(&store, &owner, &id, g).await }
+    };
+    let mut stray = data(&strayed.id, strayed.data_generation)
+        .await
+        .unwrap()
+        .unwrap();
+    stray.generation = strayed.data_generation.wrapping_add(1);
+    CardDataStore::put(&w.store, &CardData { ..stray })
+        .await
+        .unwrap();
+    // A bind waiting for its channel's answer: its data is stored.
+    let gate = w.channel.hold_starts();
+    let waiting = bind_in_background(&w, bind_cmd("swp", &visa(423), w.now()));
+    while w.channel.starts.load(Ordering::SeqCst) < 4 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    let report = w.uc.sweep_card_data(2).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            examined: 5,
+            kept: 3,
+            deleted: 2,
+            errors: 0
+        }
+    );
+    assert!(data(&unbound.id, unbound.data_generation)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(data(&strayed.id, strayed.data_generation.wrapping_add(1))
+        .await
+        .unwrap()
+        .is_none());
+    for b in [&live, &strayed] {
+        assert!(data(&b.id, b.data_generation).await.unwrap().is_some());
+    }
+    w.channel.gate.lock().unwrap().take();
+    gate.add_permits(1);
+    let waiting = waiting.await.unwrap().unwrap().binding;
+    assert_eq!(waiting.status, BindingStatus::Active);
+    assert!(data(&waiting.id, waiting.data_generation)
+        .await
+        .unwrap()
+        .is_some());
+    let again = w.uc.sweep_card_data(100).await.unwrap();
+    assert_eq!((again.examined, again.kept, again.deleted), (3, 3, 0));
+}
+
 /// An unbind whose delete of the card's data failed leaves that bind's
 /// data; the next bind of the card deletes it (that generation only).
 #[tokio::test]

@@ -13,6 +13,15 @@ pub struct CardData {
     pub sealed: SealedCard,
 }
 
+/// Where one generation of a binding's data is kept: what the sweep of
+/// data no wallet names reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardDataKey {
+    pub binding: BindingId,
+    pub generation: u32,
+    pub user: UserId,
+}
+
 /// Sealed card data, stored once per (binding, generation), and the
 /// directory from a binding id to its user (notifications and the review
 /// queue name a card by its id alone).
@@ -58,6 +67,16 @@ pub trait CardDataStore: Send + Sync {
         binding: &BindingId,
         generation: u32,
     ) -> Result<u64, StoreError>;
+
+    /// The keys of the stored data in (`binding`, `generation`) order,
+    /// from just after `after`, at most `limit`: a walk of every record,
+    /// for the operator's sweep (`cardbind sweep-card-data`), never a
+    /// request's.
+    async fn list_keys(
+        &self,
+        after: Option<(BindingId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<CardDataKey>, StoreError>;
 }
 
 /// The binding a channel's own reference names.

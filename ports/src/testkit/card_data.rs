@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::error::StoreError;
-use crate::store::{CardData, RefTarget};
+use crate::store::{CardData, CardDataKey, RefTarget};
 
 fn data(user: &str, binding: &str, generation: u32, tag: u8) -> CardData {
     CardData {
@@ -132,6 +132,54 @@ pub async fn one_generation_is_deleted_alone<F: StoreFactory + ?Sized>(f: &F) {
     assert_eq!(s.card_data.delete_generation(&n, &b, 11).await.unwrap(), 0);
     assert_eq!(s.card_data.delete_generation(&n, &b, 12).await.unwrap(), 1);
     assert_eq!(s.card_data.owner(&b).await.unwrap(), None);
+}
+
+pub async fn keys_are_walked_in_order_a_page_at_a_time<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    assert_eq!(s.card_data.list_keys(None, 10).await.unwrap(), Vec::new());
+    let stored = [
+        ("kim", "card-b", 7),
+        ("kim", "card-a", 900),
+        ("lee", "card-c", 1),
+        ("kim", "card-b", 3),
+        ("kim", "card-a", 12),
+    ];
+    for (u, b, g) in stored {
+        s.card_data.put(&data(u, b, g, 1)).await.unwrap();
+    }
+    let key = |u: &str, b: &str, g| CardDataKey {
+        binding: binding_id(b),
+        generation: g,
+        user: user_id(u),
+    };
+    let all = vec![
+        key("kim", "card-a", 12),
+        key("kim", "card-a", 900),
+        key("kim", "card-b", 3),
+        key("kim", "card-b", 7),
+        key("lee", "card-c", 1),
+    ];
+    assert_eq!(s.card_data.list_keys(None, 10).await.unwrap(), all);
+    // Two at a time, each page from just after the last key of the one
+    // before (within a binding's generations too).
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.card_data.list_keys(after.clone(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.binding.clone(), last.generation));
+        walked.extend(page);
+    }
+    assert_eq!(walked, all);
+    assert_eq!(
+        s.card_data
+            .list_keys(Some((binding_id("card-a"), 12)), 1)
+            .await
+            .unwrap(),
+        vec![key("kim", "card-a", 900)]
+    );
+    assert_eq!(s.card_data.list_keys(None, 0).await.unwrap(), Vec::new());
 }
 
 pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &F) {

@@ -149,6 +149,7 @@ macro_rules! contract_suite {
             one_generation_is_stored_once,
             owner_is_known_while_data_is_stored,
             one_generation_is_deleted_alone,
+            keys_are_walked_in_order_a_page_at_a_time,
             channel_refs_find_their_first_target,
         }
         $crate::__contract_module! { {$(#[$attr])*} $factory; idempotency:

@@ -96,6 +96,10 @@ pub enum Command {
         #[arg(long)]
         older_than: Option<i64>,
     },
+    /// Delete sealed card data that no card holds now (what failed
+    /// clean-ups left): walks every stored record, so run it off-peak,
+    /// e.g. daily.
+    SweepCardData,
     /// Load and validate the configuration, then print it (secrets masked).
     CheckConfig,
     /// Print every setting with its default, as a TOML file to start from.
@@ -293,6 +297,19 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             init_logging(&config);
             let report = import_bins(&config, &file, dry_run).await?;
             out(&format!("{report}\n"))
+        }
+        Command::SweepCardData => {
+            init_logging(&config);
+            let built = compose::build_existing(&config).await?;
+            let r = built
+                .usecases
+                .sweep_card_data(500)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            out(&format!(
+                "examined {}, kept {}, deleted {}, errors {}\n",
+                r.examined, r.kept, r.deleted, r.errors
+            ))
         }
         Command::Reconcile { older_than } => {
             init_logging(&config);

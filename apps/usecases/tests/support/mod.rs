@@ -570,6 +570,13 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
         self.before_delete().await?;
         self.inner.delete_generation(u, b, g).await
     }
+    async fn list_keys(
+        &self,
+        after: Option<(BindingId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<cardbind_ports::store::CardDataKey>, cardbind_ports::StoreError> {
+        self.inner.list_keys(after, limit).await
+    }
 }
 
 pub struct World {
