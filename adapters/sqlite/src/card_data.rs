@@ -28,7 +28,7 @@ const DELETE_CARD_DATA_GENERATION: &str =
 
 /// The sweep's walk, by the primary key.
 const LIST_CARD_DATA_KEYS: &str = "SELECT binding, generation, user FROM card_data
-     WHERE binding > ?1 OR (binding = ?1 AND generation > ?2)
+     WHERE (binding, generation) > (?1, ?2)
      ORDER BY binding, generation LIMIT ?3";
 
 const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding, generation)
