@@ -604,6 +604,39 @@ async fn a_user_reads_consents_only_with_their_own_user_id() {
     .await;
     let v = assert_error(resp, 400, "invalid_user_id").await;
     assert_eq!(v["error"]["field"], "user_id");
+    let denied_before = audit_events(&w.app, "action=access.denied").await.len();
+    // Another user's consents are refused before the other parameters
+    // are read (`limit=0` would be a 400), also when the user id is
+    // written percent-encoded or given twice.
+    for path in [
+        "/v1/consents?user_id=bob&limit=0",
+        "/v1/consents?limit=abc&user_id=b%6Fb",
+        "/v1/consents?user_id=alice&user_id=bob",
+    ] {
+        let resp = send(
+            &w.app,
+            Method::GET,
+            path,
+            None,
+            Caller::UserOwn.authorization(),
+            "k",
+        )
+        .await;
+        assert_bare_refusal(resp, 403, "forbidden", path).await;
+    }
+    let denied = audit_events(&w.app, "action=access.denied").await;
+    assert_eq!(denied.len(), denied_before + 3);
+    // One's own, malformed, is the operation's 400.
+    let resp = send(
+        &w.app,
+        Method::GET,
+        "/v1/consents?user_id=alice&limit=0",
+        None,
+        Caller::UserOwn.authorization(),
+        "k",
+    )
+    .await;
+    assert_error(resp, 400, "invalid_request").await;
     for (path, status) in [
         ("/v1/consents?user_id=bob", 403),
         ("/v1/consents?user_id=alice", 200),

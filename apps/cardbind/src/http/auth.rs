@@ -207,25 +207,48 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
     Ok(actor)
 }
 
-/// The path's `{user_id}` on the operations under `/v1/users/{user_id}`,
-/// percent-decoded as the operation reads it.
-fn path_user(req: &Request) -> Option<String> {
-    let meta = req.data::<RequestMeta>()?;
-    if !meta.route.as_deref()?.starts_with(USER_PATHS) {
-        return None;
-    }
-    let segment = req.uri().path().split('/').nth(3)?;
-    Some(
-        percent_encoding::percent_decode_str(segment)
+/// The users a request names, percent-decoded as the operation reads
+/// them: the path's `{user_id}` on the operations under
+/// `/v1/users/{user_id}`, every `user_id` of the query of
+/// `/v1/consents` (the one operation that takes the user there).
+fn addressed_users(req: &Request) -> Vec<String> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
-            .into_owned(),
-    )
+            .into_owned()
+    };
+    let Some(route) = req.data::<RequestMeta>().and_then(|m| m.route.as_deref()) else {
+        return Vec::new();
+    };
+    if route.starts_with(USER_PATHS) {
+        return req
+            .uri()
+            .path()
+            .split('/')
+            .nth(3)
+            .map(decode)
+            .into_iter()
+            .collect();
+    }
+    if route == CONSENTS {
+        return req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.strip_prefix("user_id="))
+            .map(decode)
+            .collect();
+    }
+    Vec::new()
 }
 
 const USER_PATHS: &str = "/v1/users/{user_id}";
+const CONSENTS: &str = "/v1/consents";
 
-/// A user token on another user's path is refused (`403 forbidden`,
-/// audited) as soon as the caller is known, before the operation reads
+/// A user token naming another user (the path's user, or the consents'
+/// `user_id`) is refused (`403 forbidden`, audited) as soon as the caller
+/// is known, before the operation reads
 /// its parameters, headers and body: what they hold, well-formed or not,
 /// does not change the answer, and a malformed request tells the caller
 /// nothing about the rules of paths it may not use.
@@ -234,12 +257,12 @@ async fn refuse_unaddressable_path(
     shared: &Shared,
     actor: &Actor,
 ) -> Result<(), ApiError> {
-    let Some(user) = path_user(req) else {
+    let Some(user) = addressed_users(req)
+        .into_iter()
+        .find(|u| actor.may_address(u).is_err())
+    else {
         return Ok(());
     };
-    if actor.may_address(&user).is_ok() {
-        return Ok(());
-    }
     let meta = req.data::<RequestMeta>();
     let ctx = cardbind_usecases::RequestContext::new(
         actor.clone(),
