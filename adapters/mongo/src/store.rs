@@ -8,7 +8,9 @@ use cardbind_domain::Timestamp;
 use cardbind_ports::StoreError;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, ReadConcern, WriteConcern};
+use mongodb::options::{
+    ClientOptions, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern,
+};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::docs::{
@@ -154,6 +156,20 @@ impl MongoStore {
         if options.read_concern.is_none() {
             options.read_concern = Some(ReadConcern::majority());
         }
+        // Every read goes to the primary, whatever the URI says: the
+        // adapter reads what it has just written (a wallet's head before
+        // the next link, an idempotency record's attempt), and the
+        // operator's card data sweep deletes what a wallet it reads does
+        // not hold, which a lagging secondary could show as it was before
+        // a bind.
+        if !matches!(
+            &options.selection_criteria,
+            None | Some(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+        ) {
+            tracing::warn!("the connection string's read preference is ignored: cardbind reads from the primary");
+        }
+        options.selection_criteria =
+            Some(SelectionCriteria::ReadPreference(ReadPreference::Primary));
         if let Some(log) = &config.monitor {
             options.command_event_handler = Some(log.handler());
         }

@@ -282,7 +282,7 @@ async fn sweep_card_data_deletes_what_no_card_holds() {
         "examined 0, kept 0, deleted 0, errors 0\n",
     ] {
         let out = cardbind()
-            .args(["sweep-card-data"])
+            .args(["sweep-card-data", "--settle-seconds", "0"])
             .env("CARDBIND__SERVER__DATA_DIR", dir.path())
             .output()
             .unwrap();

@@ -612,6 +612,7 @@ async fn a_user_reads_consents_only_with_their_own_user_id() {
         "/v1/consents?user_id=bob&limit=0",
         "/v1/consents?limit=abc&user_id=b%6Fb",
         "/v1/consents?user_id=alice&user_id=bob",
+        "/v1/consents?user%5Fid=bob&limit=0",
     ] {
         let resp = send(
             &w.app,
@@ -625,7 +626,7 @@ async fn a_user_reads_consents_only_with_their_own_user_id() {
         assert_bare_refusal(resp, 403, "forbidden", path).await;
     }
     let denied = audit_events(&w.app, "action=access.denied").await;
-    assert_eq!(denied.len(), denied_before + 3);
+    assert_eq!(denied.len(), denied_before + 4);
     // One's own, malformed, is the operation's 400.
     let resp = send(
         &w.app,

@@ -550,7 +550,10 @@ async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 
-    let report = w.uc.sweep_card_data(2).await.unwrap();
+    let report =
+        w.uc.sweep_card_data(2, std::time::Duration::ZERO)
+            .await
+            .unwrap();
     assert_eq!(
         report,
         SweepReport {
@@ -579,8 +582,107 @@ async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
         .await
         .unwrap()
         .is_some());
-    let again = w.uc.sweep_card_data(100).await.unwrap();
+    let again =
+        w.uc.sweep_card_data(100, std::time::Duration::ZERO)
+            .await
+            .unwrap();
     assert_eq!((again.examined, again.kept, again.deleted), (3, 3, 0));
+}
+
+/// Wallets as a lagging replica shows them: the next `load_many` answers
+/// with the wallets stored in `stale` (once), the rest as stored now.
+struct LaggingWallets {
+    inner: cardbind_memory::MemoryStore,
+    stale: std::sync::Mutex<Option<Vec<cardbind_ports::store::StoredWallet>>>,
+}
+
+#[async_trait::async_trait]
+impl cardbind_ports::store::WalletStore for LaggingWallets {
+    async fn load(
+        &self,
+        u: &cardbind_domain::UserId,
+    ) -> Result<Option<cardbind_ports::store::StoredWallet>, cardbind_ports::StoreError> {
+        self.inner.load(u).await
+    }
+    async fn load_many(
+        &self,
+        users: &[cardbind_domain::UserId],
+    ) -> Result<Vec<cardbind_ports::store::StoredWallet>, cardbind_ports::StoreError> {
+        let stale = self.stale.lock().unwrap().take();
+        match stale {
+            Some(s) => Ok(s),
+            None => self.inner.load_many(users).await,
+        }
+    }
+    async fn commit(
+        &self,
+        w: &cardbind_domain::Wallet,
+        after: Option<cardbind_ports::audit::ChainHead>,
+        events: Vec<cardbind_ports::audit::AuditEvent>,
+        now: cardbind_domain::Timestamp,
+    ) -> Result<cardbind_ports::audit::ChainHead, cardbind_ports::StoreError> {
+        self.inner.commit(w, after, events, now).await
+    }
+    async fn pending_links(
+        &self,
+        from: cardbind_domain::Timestamp,
+        to: cardbind_domain::Timestamp,
+        after: Option<cardbind_ports::store::LinkKey>,
+        limit: u32,
+    ) -> Result<Vec<cardbind_ports::store::PendingLink>, cardbind_ports::StoreError> {
+        self.inner.pending_links(from, to, after, limit).await
+    }
+}
+
+/// A wallet read that lags behind a bind again (the card still unbound
+/// there) does not decide alone: the sweep reads it again before it
+/// deletes, finds the new bind's generation held and keeps it.
+#[tokio::test]
+async fn the_sweep_reads_a_wallet_again_before_it_deletes() {
+    use cardbind_ports::store::{CardDataStore, WalletStore};
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("lag", &visa(430), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.uc.unbind(&backend(), &user("lag"), &first.id, None)
+        .await
+        .unwrap();
+    let unbound = WalletStore::load(&w.store, &user("lag"))
+        .await
+        .unwrap()
+        .unwrap();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("lag", &visa(430), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, first.id);
+    let wallets = Arc::new(LaggingWallets {
+        inner: w.store.clone(),
+        stale: std::sync::Mutex::new(Some(vec![unbound])),
+    });
+    let mut ports = w.uc.ports().clone();
+    ports.wallets = wallets.clone();
+    let uc = cardbind_usecases::UseCases::new(ports, w.uc.policy().clone());
+    let report = uc
+        .sweep_card_data(10, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((report.examined, report.kept, report.deleted), (1, 1, 0));
+    assert!(
+        CardDataStore::get(&w.store, &user("lag"), &again.id, again.data_generation)
+            .await
+            .unwrap()
+            .is_some(),
+        "the card bound again keeps its data"
+    );
+    assert!(
+        wallets.stale.lock().unwrap().is_none(),
+        "the stale read was used"
+    );
 }
 
 /// An unbind whose delete of the card's data failed leaves that bind's

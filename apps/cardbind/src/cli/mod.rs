@@ -99,7 +99,12 @@ pub enum Command {
     /// Delete sealed card data that no card holds now (what failed
     /// clean-ups left): walks every stored record, so run it off-peak,
     /// e.g. daily.
-    SweepCardData,
+    SweepCardData {
+        /// Seconds between the two reads of a wallet that must both find
+        /// the data not held before it is deleted.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+        settle_seconds: u64,
+    },
     /// Load and validate the configuration, then print it (secrets masked).
     CheckConfig,
     /// Print every setting with its default, as a TOML file to start from.
@@ -298,12 +303,12 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             let report = import_bins(&config, &file, dry_run).await?;
             out(&format!("{report}\n"))
         }
-        Command::SweepCardData => {
+        Command::SweepCardData { settle_seconds } => {
             init_logging(&config);
             let built = compose::build_existing(&config).await?;
             let r = built
                 .usecases
-                .sweep_card_data(500)
+                .sweep_card_data(500, std::time::Duration::from_secs(settle_seconds))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             out(&format!(

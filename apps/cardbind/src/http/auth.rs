@@ -231,13 +231,11 @@ fn addressed_users(req: &Request) -> Vec<String> {
             .collect();
     }
     if route == CONSENTS {
-        return req
-            .uri()
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .filter_map(|pair| pair.strip_prefix("user_id="))
-            .map(decode)
+        // Names and values decoded as the operation's query parser does.
+        let query = req.uri().query().unwrap_or_default();
+        return form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| name == "user_id")
+            .map(|(_, value)| value.into_owned())
             .collect();
     }
     Vec::new()
