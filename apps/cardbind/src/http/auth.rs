@@ -246,10 +246,10 @@ const CONSENTS: &str = "/v1/consents";
 
 /// A user token naming another user (the path's user, or the consents'
 /// `user_id`) is refused (`403 forbidden`, audited) as soon as the caller
-/// is known, before the operation reads
-/// its parameters, headers and body: what they hold, well-formed or not,
-/// does not change the answer, and a malformed request tells the caller
-/// nothing about the rules of paths it may not use.
+/// is known, before the operation reads its parameters, headers and body:
+/// what they hold, well-formed or not, does not change the answer, and a
+/// malformed request tells the caller nothing about the rules of paths it
+/// may not use.
 async fn refuse_unaddressable_path(
     req: &Request,
     shared: &Shared,
