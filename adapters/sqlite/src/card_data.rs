@@ -193,11 +193,12 @@ impl CardDataStore for SqliteStore {
         after: Option<(BindingId, u32)>,
         limit: u32,
     ) -> Result<Vec<CardDataKey>, StoreError> {
-        // Before every binding id (ids are not empty) and generation.
-        let (b, g) = after
-            .map(|(b, g)| (b.as_str().to_owned(), i64::from(g)))
-            .unwrap_or_default();
-        let g = if b.is_empty() { -1 } else { g };
+        // From the start: before every binding id (ids are not empty)
+        // and generation.
+        let (b, g) = after.map_or_else(
+            || (String::new(), -1),
+            |(b, g)| (b.as_str().to_owned(), i64::from(g)),
+        );
         let rows = self.engine.read(|c| {
             c.prepare_cached(LIST_CARD_DATA_KEYS)
                 .and_then(|mut s| {

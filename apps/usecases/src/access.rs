@@ -23,15 +23,7 @@ impl UseCases {
         let Err(denied) = ctx.actor.authorize(action, user) else {
             return Ok(());
         };
-        let mut e = ctx
-            .event(self.now(), AuditAction::AccessDenied)
-            .refused(denied.code)
-            .detail(format!("{action:?}"));
-        if let Some(u) = user {
-            e = e.user(u);
-        }
-        self.audit_system(e.build()).await;
-        Err(denied)
+        Err(self.denied(ctx, denied, format!("{action:?}"), user).await)
     }
 
     /// Refuses a caller that may not address the cards of the user named
@@ -48,15 +40,30 @@ impl UseCases {
         let Err(denied) = ctx.actor.may_address(user) else {
             return Ok(());
         };
+        let named = UserId::parse(user).ok();
+        Err(self
+            .denied(ctx, denied, "another user's cards".into(), named.as_ref())
+            .await)
+    }
+
+    /// Audits a refusal as `access.denied` (in the service's chain, naming
+    /// the user it was about when known) and gives it back.
+    async fn denied(
+        &self,
+        ctx: &RequestContext,
+        denied: Denied,
+        detail: String,
+        user: Option<&UserId>,
+    ) -> Denied {
         let mut e = ctx
             .event(self.now(), AuditAction::AccessDenied)
             .refused(denied.code)
-            .detail("another user's cards");
-        if let Ok(u) = UserId::parse(user) {
-            e = e.user(&u);
+            .detail(detail);
+        if let Some(u) = user {
+            e = e.user(u);
         }
         self.audit_system(e.build()).await;
-        Err(denied)
+        denied
     }
 
     /// Appends an event to the service's own chain. A failure to store it

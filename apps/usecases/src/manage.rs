@@ -343,30 +343,39 @@ impl UseCases {
     /// user is erased, or the card left its wallet: no bind follows under
     /// its id).
     pub(crate) async fn forget_card(&self, user: &UserId, b: &Binding, what: Forget) {
-        let generation = match what {
-            Forget::TheBind => {
-                self.drop_card_data(user, &b.id, b.data_generation).await;
-                Some(b.data_generation)
-            }
+        match what {
+            Forget::TheBind => self.forget_bind(user, &b.id, b.data_generation).await,
             Forget::TheCard => {
                 if let Err(e) = self.ports.card_data.delete(user, &b.id, None).await {
                     tracing::warn!(binding = %b.id, error = %e, "card data not deleted yet");
                 }
-                None
+                self.drop_channel_refs(user, &b.id, None).await;
             }
-        };
-        if let Err(e) = self
-            .ports
-            .channel_refs
-            .delete_binding(user, &b.id, generation)
-            .await
-        {
-            tracing::warn!(binding = %b.id, error = %e, "channel references not deleted");
         }
         if b.status == BindingStatus::PendingReview {
             if let Err(e) = self.ports.review.remove(&b.id).await {
                 tracing::warn!(binding = %b.id, error = %e, "review entry not removed");
             }
+        }
+    }
+}
+
+impl UseCases {
+    /// Deletes what one bind of a card stored: its generation of the
+    /// data and the channel references it recorded (each failure logged).
+    pub(crate) async fn forget_bind(&self, user: &UserId, id: &BindingId, generation: u32) {
+        self.drop_card_data(user, id, generation).await;
+        self.drop_channel_refs(user, id, Some(generation)).await;
+    }
+
+    async fn drop_channel_refs(&self, user: &UserId, id: &BindingId, generation: Option<u32>) {
+        if let Err(e) = self
+            .ports
+            .channel_refs
+            .delete_binding(user, id, generation)
+            .await
+        {
+            tracing::warn!(binding = %id, error = %e, "channel references not deleted");
         }
     }
 }

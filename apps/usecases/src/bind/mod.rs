@@ -540,22 +540,7 @@ impl UseCases {
         // Its channel references go too (a failed bind's, kept until now,
         // or the stopped request's).
         if let Some(old) = replaced.filter(|old| *old != generation) {
-            if let Err(e) = self
-                .ports
-                .card_data
-                .delete_generation(&cmd.user, &id, old)
-                .await
-            {
-                tracing::warn!(binding = %id, error = %e, "an earlier bind's card data not deleted yet");
-            }
-            if let Err(e) = self
-                .ports
-                .channel_refs
-                .delete_binding(&cmd.user, &id, Some(old))
-                .await
-            {
-                tracing::warn!(binding = %id, error = %e, "an earlier bind's channel references not deleted yet");
-            }
+            self.forget_bind(&cmd.user, &id, old).await;
         }
         Ok((id, generation, loaded))
     }
