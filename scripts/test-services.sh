@@ -6,7 +6,7 @@
 # Installs (once, into the cache dir) and starts, each on a free loopback
 # port inside a fresh temp dir:
 #   * FerretDB v1.24.2 (SQLite handler)  -> CARDBIND_TEST_MONGODB_URI
-#   * moto's KMS mock                    -> CARDBIND_TEST_KMS_ENDPOINT
+#   * moto 5.2.6's KMS mock              -> CARDBIND_TEST_KMS_ENDPOINT
 # waits until each answers, runs "$@" with these exported, and stops the
 # services on exit (also when the command fails or is interrupted). The exit
 # code is the command's.
@@ -38,6 +38,10 @@ set -euo pipefail
 FERRETDB_VERSION=v1.24.2
 FERRETDB_MODULE=github.com/FerretDB/FerretDB
 SCHEMATHESIS_VERSION=4.32.5
+# Pinned like the other tools: an unpinned install took whatever moto was
+# newest on the day, and 5.2.6 answered the old readiness probe (which named
+# no service) with a 500 from its S3 handler.
+MOTO_VERSION=5.2.6
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CARDBIND_CACHE_DIR:-$ROOT/.cache}
@@ -134,7 +138,8 @@ else
     ferretdb_ok || die "CARDBIND_FERRETDB_BIN=$FERRETDB_BIN is not a working FerretDB $FERRETDB_VERSION"
 fi
 if [[ -z ${CARDBIND_MOTO_VENV:-} ]]; then
-    with_install_lock install_venv "moto[server]" "$VENV" moto-ok moto_server 'moto[server]'
+    with_install_lock install_venv "moto[server] $MOTO_VERSION" "$VENV" "moto-$MOTO_VERSION" moto_server \
+        "moto[server]==$MOTO_VERSION"
 else
     [[ -x $VENV/bin/moto_server ]] || die "CARDBIND_MOTO_VENV=$VENV has no bin/moto_server"
 fi
@@ -238,9 +243,13 @@ start_moto() {
     "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >>"$SERVICES_DIR/moto.log" 2>&1 </dev/null &
     MOTO_PID=$!
     deadline=$((SECONDS + START_TIMEOUT))
-    # Answers HTTP (not only accepts): the KMS API is served.
+    # Answers HTTP (not only accepts): the KMS API is served. moto picks the
+    # service from the credential scope of Authorization (it does not check
+    # the signature); without one, newer versions hand the request to S3.
     until curl -fsS -o /dev/null -X POST -H 'X-Amz-Target: TrentService.ListKeys' \
-        -H 'Content-Type: application/x-amz-json-1.1' -d '{}' "http://127.0.0.1:$port/" 2>/dev/null; do
+        -H 'Content-Type: application/x-amz-json-1.1' \
+        -H 'Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00' \
+        -d '{}' "http://127.0.0.1:$port/" 2>/dev/null; do
         if ! kill -0 "$MOTO_PID" 2>/dev/null; then
             wait "$MOTO_PID" 2>/dev/null || true
             MOTO_PID=
