@@ -48,18 +48,25 @@ async fn forged_forwarded_for_entries_do_not_dodge_the_ip_limit() {
     let mut limited = 0;
     for i in 0..35u32 {
         // Each request forges a different first entry; our proxy appended
-        // the same real address last.
+        // the same real address last: to the client's line, or (every
+        // other request) as a header line of its own after the client's.
         let card = {
             let partial = format!("4{:014}", 500_000 + i);
             let d = cardbind_domain::card::luhn_check_digit(&partial).unwrap();
             format!("{partial}{d}")
         };
-        let resp = app
+        let req = app
             .client
             .post(format!("/v1/users/ip-user-{i}/cards"))
             .header("Authorization", bearer("merchant", "service"))
-            .header("Idempotency-Key", format!("k-ip-{i}"))
-            .header("X-Forwarded-For", format!("198.51.100.{i}, 203.0.113.9"))
+            .header("Idempotency-Key", format!("k-ip-{i}"));
+        let req = if i % 2 == 0 {
+            req.header("X-Forwarded-For", format!("198.51.100.{i}, 203.0.113.9"))
+        } else {
+            req.header("X-Forwarded-For", format!("198.51.100.{i}"))
+                .header("X-Forwarded-For", "203.0.113.9")
+        };
+        let resp = req
             .content_type("application/json")
             .body(bind_body(&card).to_string())
             .send()

@@ -147,9 +147,15 @@ fn method_label(m: &poem::http::Method) -> &'static str {
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> Option<String> {
     if trust_forwarded_for {
         // The last hop is the one our trusted proxy appended; earlier
-        // entries are whatever the client sent and could be forged.
+        // entries are whatever the client sent and could be forged. The
+        // last entry of the last header line: a proxy may add a line of
+        // its own after the client's instead of appending to it.
         let last = req
-            .header("X-Forwarded-For")
+            .headers()
+            .get_all("X-Forwarded-For")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
         if let Some(ip) = last {
