@@ -45,6 +45,11 @@ pub struct Authenticator {
 struct Claims {
     sub: String,
     role: String,
+    /// Read here only to refuse an `iss` that is not one string (RFC 7519
+    /// §4.1.1): `jsonwebtoken` takes an array and accepts it when any of
+    /// its members is the configured issuer.
+    #[allow(dead_code)]
+    iss: String,
     /// `exp` and `nbf` are read here only to refuse a token whose times
     /// are not whole numbers of seconds that fit in a `u64`:
     /// `jsonwebtoken` rounds a fraction (`1.9e9`) and takes any other

@@ -80,6 +80,16 @@ async fn bad_tokens_are_refused() {
                 hs256(with("iss", json!("https://evil.test")), JWT_SECRET)
             )),
         ),
+        (
+            "issuer in an array",
+            Some(format!(
+                "Bearer {}",
+                hs256(
+                    with("iss", json!(["https://evil.test", ISSUER])),
+                    JWT_SECRET
+                )
+            )),
+        ),
         ("alg none", Some(format!("Bearer {none_alg}"))),
         ("alg mismatch", Some(format!("Bearer {rs256_announced}"))),
     ];
