@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use cardbind_domain::{BindingId, ChannelName, UserId};
-use cardbind_ports::store::{CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget};
+use cardbind_ports::store::{
+    CardData, CardDataKey, CardDataStore, ChannelRefEntry, ChannelRefs, RefTarget,
+};
 use cardbind_ports::StoreError;
 
 use crate::{lock, MemoryStore};
@@ -15,10 +17,11 @@ use crate::{lock, MemoryStore};
 pub(crate) struct Table(BTreeMap<BindingId, BTreeMap<u32, CardData>>);
 
 /// (channel, reference) → target and the generation of the bind that
-/// recorded it, and each binding's references.
+/// recorded it, in (channel, reference) order (the sweep walks it), and
+/// each binding's references.
 #[derive(Default)]
 pub(crate) struct Refs {
-    by_ref: HashMap<(ChannelName, String), (RefTarget, u32)>,
+    by_ref: BTreeMap<(ChannelName, String), (RefTarget, u32)>,
     by_binding: HashMap<BindingId, std::collections::BTreeSet<(ChannelName, String)>>,
 }
 
@@ -167,16 +170,7 @@ impl ChannelRefs for MemoryStore {
 
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
         self.check_available()?;
-        let mut refs = lock(&self.inner.channel_refs);
-        let key = (channel.clone(), channel_ref.to_owned());
-        if let Some((t, _)) = refs.by_ref.remove(&key) {
-            if let Some(keys) = refs.by_binding.get_mut(&t.binding) {
-                keys.remove(&key);
-                if keys.is_empty() {
-                    refs.by_binding.remove(&t.binding);
-                }
-            }
-        }
+        lock(&self.inner.channel_refs).remove(&(channel.clone(), channel_ref.to_owned()));
         Ok(())
     }
 
@@ -209,5 +203,55 @@ impl ChannelRefs for MemoryStore {
             refs.by_binding.insert(binding.clone(), kept);
         }
         Ok(deleted)
+    }
+
+    async fn list(
+        &self,
+        after: Option<(ChannelName, String)>,
+        limit: u32,
+    ) -> Result<Vec<ChannelRefEntry>, StoreError> {
+        use std::ops::Bound;
+        self.check_available()?;
+        let refs = lock(&self.inner.channel_refs);
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(refs
+            .by_ref
+            .range((from, Bound::Unbounded))
+            .take(limit as usize)
+            .map(|((c, r), (t, g))| ChannelRefEntry {
+                channel: c.clone(),
+                channel_ref: r.clone(),
+                target: t.clone(),
+                generation: Some(*g),
+            })
+            .collect())
+    }
+
+    async fn delete_entry(&self, entry: &ChannelRefEntry) -> Result<u64, StoreError> {
+        self.check_available()?;
+        let mut refs = lock(&self.inner.channel_refs);
+        let key = (entry.channel.clone(), entry.channel_ref.clone());
+        let same = refs
+            .by_ref
+            .get(&key)
+            .is_some_and(|(t, g)| *t == entry.target && Some(*g) == entry.generation);
+        if !same {
+            return Ok(0);
+        }
+        refs.remove(&key);
+        Ok(1)
+    }
+}
+
+impl Refs {
+    fn remove(&mut self, key: &(ChannelName, String)) {
+        if let Some((t, _)) = self.by_ref.remove(key) {
+            if let Some(keys) = self.by_binding.get_mut(&t.binding) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_binding.remove(&t.binding);
+                }
+            }
+        }
     }
 }

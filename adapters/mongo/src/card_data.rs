@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use cardbind_domain::{BindingId, ChannelName, Timestamp, UserId};
 use cardbind_ports::store::{
-    CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget, ReviewEntry, ReviewQueue,
+    CardData, CardDataKey, CardDataStore, ChannelRefEntry, ChannelRefs, RefTarget, ReviewEntry,
+    ReviewQueue,
 };
 use cardbind_ports::StoreError;
 use cardbind_records::{corrupt, to_u64};
@@ -20,6 +21,10 @@ fn user(s: &str) -> Result<UserId, StoreError> {
 
 fn binding(s: &str) -> Result<BindingId, StoreError> {
     BindingId::parse(s).map_err(|e| corrupt("binding id", e))
+}
+
+fn channel(s: &str) -> Result<ChannelName, StoreError> {
+    ChannelName::parse(s).map_err(|e| corrupt("channel", e))
 }
 
 #[async_trait]
@@ -303,6 +308,81 @@ impl ChannelRefs for MongoStore {
                 .channel_refs
                 .delete_many(filter)
                 .comment(CHANNEL_REFS_DELETE_BINDING)
+                .await
+                .map_err(map_err)?;
+            Ok(r.deleted_count)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        after: Option<(ChannelName, String)>,
+        limit: u32,
+    ) -> Result<Vec<ChannelRefEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.timed(async {
+            let filter = match &after {
+                Some((c, r)) => doc! { "$or": [
+                    { "channel": { "$gt": c.as_str() } },
+                    { "channel": c.as_str(), "channel_ref": { "$gt": r.as_str() } },
+                ] },
+                None => doc! {},
+            };
+            let cursor = self
+                .channel_refs
+                .find(filter)
+                .projection(doc! {
+                    "_id": 0, "channel": 1, "channel_ref": 1, "user": 1, "binding": 1, "generation": 1,
+                })
+                .sort(doc! { "channel": 1, "channel_ref": 1 })
+                .limit(i64::from(limit))
+                .max_time(self.op_timeout)
+                .comment(CHANNEL_REFS_LIST)
+                .await
+                .map_err(map_err)?;
+            collect(cursor, limit as usize)
+                .await?
+                .into_iter()
+                .map(|d| {
+                    Ok(ChannelRefEntry {
+                        channel: channel(&d.channel)?,
+                        target: RefTarget {
+                            user: user(&d.user)?,
+                            binding: binding(&d.binding)?,
+                        },
+                        generation: d
+                            .generation
+                            .map(|g| u32::try_from(g).map_err(|_| corrupt("generation", g)))
+                            .transpose()?,
+                        channel_ref: d.channel_ref,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_entry(&self, entry: &ChannelRefEntry) -> Result<u64, StoreError> {
+        self.timed(async {
+            // `null` also matches a document without the field (written
+            // before references carried a generation).
+            let generation = match entry.generation {
+                Some(g) => mongodb::bson::Bson::Int64(i64::from(g)),
+                None => mongodb::bson::Bson::Null,
+            };
+            let r = self
+                .channel_refs
+                .delete_one(doc! {
+                    "channel": entry.channel.as_str(),
+                    "channel_ref": entry.channel_ref.as_str(),
+                    "user": entry.target.user.as_str(),
+                    "binding": entry.target.binding.as_str(),
+                    "generation": generation,
+                })
+                .comment(CHANNEL_REFS_DELETE_ENTRY)
                 .await
                 .map_err(map_err)?;
             Ok(r.deleted_count)

@@ -73,6 +73,8 @@ pub mod labels {
     pub const CHANNEL_REFS_FIND: &str = "channel_refs.find";
     pub const CHANNEL_REFS_DELETE: &str = "channel_refs.delete";
     pub const CHANNEL_REFS_DELETE_BINDING: &str = "channel_refs.delete_binding";
+    pub const CHANNEL_REFS_LIST: &str = "channel_refs.list";
+    pub const CHANNEL_REFS_DELETE_ENTRY: &str = "channel_refs.delete_entry";
     pub const IDEM_CLAIM: &str = "idempotency.claim";
     pub const IDEM_RENEW: &str = "idempotency.renew";
     pub const IDEM_COMPLETE: &str = "idempotency.complete";
@@ -193,8 +195,8 @@ pub const SCHEMA: &[CollectionSpec] = &[
                 "delete_binding: every reference of a card at once",
             ),
         ],
-        scans: &[CHANNEL_REFS_DELETE_BINDING],
-        removed_by: "the use cases: `delete_binding` of the references a bind recorded (its start's, and the agreement a signing named) when its card is unbound (by the user or the channel) and those of the bind before when the card is bound again, and of every reference of a card at the user's erasure and when an old ended card leaves its wallet (a failed card's references stay until then); `delete` of an unwanted agreement's",
+        scans: &[CHANNEL_REFS_DELETE_BINDING, CHANNEL_REFS_LIST],
+        removed_by: "the use cases: `delete_binding` of the references a bind recorded (its start's, and the agreement a signing named) when its card is unbound (by the user or the channel) and those of the bind before when the card is bound again, and of every reference of a card at the user's erasure and when an old ended card leaves its wallet (a failed card's references stay until then); `delete` of an unwanted agreement's; the operator's sweep (`list`, a walk of every document) deletes any reference no card holds",
     },
     CollectionSpec {
         name: collections::IDEMPOTENCY,

@@ -3,12 +3,14 @@
 
 use async_trait::async_trait;
 use cardbind_domain::{BindingId, ChannelName, SealedBlob, SealedCard, UserId};
-use cardbind_ports::store::{CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget};
+use cardbind_ports::store::{
+    CardData, CardDataKey, CardDataStore, ChannelRefEntry, ChannelRefs, RefTarget,
+};
 use cardbind_ports::StoreError;
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::db_err;
-use crate::rows::{binding, user};
+use crate::rows::{binding, channel, user};
 use crate::SqliteStore;
 
 const INSERT_CARD_DATA: &str =
@@ -47,6 +49,16 @@ const DELETE_REFS_OF_BINDING: &str = "DELETE FROM channel_refs WHERE binding = ?
 const DELETE_REFS_OF_GENERATION: &str = "DELETE FROM channel_refs
      WHERE binding = ?1 AND user = ?2 AND (generation = ?3 OR generation IS NULL)";
 
+/// The sweep's walk, by the primary key.
+const LIST_REFS: &str = "SELECT channel, ref, user, binding, generation FROM channel_refs
+     WHERE (channel, ref) > (?1, ?2)
+     ORDER BY channel, ref LIMIT ?3";
+
+/// The sweep's delete: only while the reference is as it was read
+/// (`IS` matches a `NULL` generation too).
+const DELETE_REF_ENTRY: &str = "DELETE FROM channel_refs
+     WHERE channel = ?1 AND ref = ?2 AND user = ?3 AND binding = ?4 AND generation IS ?5";
+
 /// Every statement of this module, for the plan checks.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[(&str, &str)] = &[
@@ -60,6 +72,8 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("DELETE_REF", DELETE_REF),
     ("DELETE_REFS_OF_BINDING", DELETE_REFS_OF_BINDING),
     ("DELETE_REFS_OF_GENERATION", DELETE_REFS_OF_GENERATION),
+    ("LIST_REFS", LIST_REFS),
+    ("DELETE_REF_ENTRY", DELETE_REF_ENTRY),
 ];
 
 #[async_trait]
@@ -311,6 +325,70 @@ impl ChannelRefs for SqliteStore {
                 }
                 .map(|n| n as u64)
                 .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn list(
+        &self,
+        after: Option<(ChannelName, String)>,
+        limit: u32,
+    ) -> Result<Vec<ChannelRefEntry>, StoreError> {
+        // From the start: before every channel name (names are not empty).
+        let (c, r) = after.map_or_else(
+            || (String::new(), String::new()),
+            |(c, r)| (c.as_str().to_owned(), r),
+        );
+        let rows = self.engine.read(|conn| {
+            conn.prepare_cached(LIST_REFS)
+                .and_then(|mut s| {
+                    s.query_map(params![c, r, i64::from(limit)], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, Option<i64>>(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(db_err)
+        })?;
+        rows.into_iter()
+            .map(|(c, r, u, b, g)| {
+                Ok(ChannelRefEntry {
+                    channel: channel(&c)?,
+                    channel_ref: r,
+                    target: RefTarget {
+                        user: user(&u)?,
+                        binding: binding(&b)?,
+                    },
+                    generation: g
+                        .map(|g| {
+                            u32::try_from(g).map_err(|_| cardbind_records::corrupt("generation", g))
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_entry(&self, entry: &ChannelRefEntry) -> Result<u64, StoreError> {
+        let [c, r, u, b] = [
+            entry.channel.as_str().to_owned(),
+            entry.channel_ref.clone(),
+            entry.target.user.as_str().to_owned(),
+            entry.target.binding.as_str().to_owned(),
+        ];
+        let g = entry.generation.map(i64::from);
+        self.engine
+            .write(move |tx| {
+                tx.conn
+                    .prepare_cached(DELETE_REF_ENTRY)
+                    .and_then(|mut s| s.execute(params![c, r, u, b, g]))
+                    .map(|n| n as u64)
+                    .map_err(db_err)
             })
             .await
     }

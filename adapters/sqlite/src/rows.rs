@@ -1,6 +1,6 @@
 //! How values are kept in columns, and read back.
 
-use cardbind_domain::{BindingId, Timestamp, UserId};
+use cardbind_domain::{BindingId, ChannelName, Timestamp, UserId};
 use cardbind_ports::audit::ChainId;
 use cardbind_ports::StoreError;
 use serde::de::DeserializeOwned;
@@ -24,6 +24,10 @@ pub(crate) fn user(s: &str) -> Result<UserId, StoreError> {
 
 pub(crate) fn binding(s: &str) -> Result<BindingId, StoreError> {
     BindingId::parse(s).map_err(|_| corrupt("a stored binding id does not parse"))
+}
+
+pub(crate) fn channel(s: &str) -> Result<ChannelName, StoreError> {
+    ChannelName::parse(s).map_err(|_| corrupt("a stored channel name does not parse"))
 }
 
 pub(crate) fn ms(t: Timestamp) -> i64 {

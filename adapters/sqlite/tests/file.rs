@@ -770,6 +770,28 @@ async fn references_recorded_by_an_older_schema_go_with_their_card() {
             "{r}"
         );
     }
+    // The sweep's walk reads them with no generation, and its delete
+    // takes one only as read.
+    let listed = p.channel_refs.list(None, 10).await.unwrap();
+    let gens: Vec<(&str, Option<u32>)> = listed
+        .iter()
+        .map(|e| (e.channel_ref.as_str(), e.generation))
+        .collect();
+    assert_eq!(
+        gens,
+        [("new-1", Some(8)), ("old-2", Some(8)), ("old-3", None)]
+    );
+    let mut old3 = listed[2].clone();
+    old3.generation = Some(5);
+    assert_eq!(p.channel_refs.delete_entry(&old3).await.unwrap(), 0);
+    assert_eq!(p.channel_refs.delete_entry(&listed[2]).await.unwrap(), 1);
+    assert_eq!(
+        p.channel_refs
+            .find(&channel("alipay"), "old-3")
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         p.channel_refs
             .delete_binding(&u, &bid("card-a"), Some(8))

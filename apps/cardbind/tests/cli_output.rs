@@ -253,7 +253,7 @@ async fn make_store(data: &std::path::Path) {
 /// `sweep-card-data` deletes card data no card holds (here: a record no
 /// wallet names), says what it did, and finds nothing the second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sweep_card_data_deletes_what_no_card_holds() {
+async fn sweep_card_data_deletes_data_and_references_no_card_holds() {
     use cardbind_ports::store::CardData;
     let dir = tempfile::tempdir().unwrap();
     let mut config = cardbind::config::Config::default();
@@ -276,10 +276,25 @@ async fn sweep_card_data_deletes_what_no_card_holds() {
             })
             .await
             .unwrap();
+        stores
+            .channel_refs
+            .put(
+                &cardbind_domain::ChannelName::parse("mock").unwrap(),
+                "agreement-left",
+                &cardbind_ports::store::RefTarget {
+                    user: cardbind_domain::UserId::parse("nobody").unwrap(),
+                    binding: cardbind_domain::BindingId::parse("card-left").unwrap(),
+                },
+                5,
+            )
+            .await
+            .unwrap();
     }
     for expected in [
-        "examined 1, kept 0, deleted 1, errors 0\n",
-        "examined 0, kept 0, deleted 0, errors 0\n",
+        "card data: examined 1, kept 0, deleted 1, errors 0\n\
+         channel references: examined 1, kept 0, deleted 1, errors 0\n",
+        "card data: examined 0, kept 0, deleted 0, errors 0\n\
+         channel references: examined 0, kept 0, deleted 0, errors 0\n",
     ] {
         let out = cardbind()
             .args(["sweep-card-data", "--settle-seconds", "0"])

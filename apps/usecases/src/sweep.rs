@@ -1,34 +1,45 @@
-//! The operator's sweep of sealed card data that no wallet names live.
+//! The operator's sweep of what a card's binds stored and no wallet holds
+//! now: sealed card data, and channel references.
 //!
-//! Every clean-up of a card's data deletes the one generation it read, so
-//! that none takes what a bind of the card again is storing; a delete that
-//! fails is retried once, by the next bind of the card. What two failed
-//! deletes leave (or a request stopped between its write and its
-//! clean-up), the sweep finds: it walks every stored generation, reads the
-//! wallets of their users, and deletes each generation that its card does
-//! not hold now in a status that keeps data.
+//! Every clean-up of a card's data and references deletes what the one
+//! bind it read stored, so that none takes what a bind of the card again
+//! is storing; a delete that fails is retried once, by the next bind of
+//! the card. What two failed deletes leave (or a request stopped between
+//! its write and its clean-up, or a reference recorded by a code check
+//! while an unbind ended the card), the sweep finds: it walks every stored
+//! record, reads the wallets of their users, and deletes each record that
+//! its card does not hold now.
 //!
-//! Why it never takes a generation in use: it reads the data's keys before
-//! the wallets, and a bind stores its data only after the wallet write
-//! that names its generation, so a wallet read after the key is at least
-//! as new as that write. And it deletes a generation only after reading
-//! the wallet a second time, `settle` later, and finding it still not
-//! held: a wallet read that lags behind (a store that answers from a
-//! replica catching up) does not decide alone.
+//! Why it never takes a record in use: it reads the records before the
+//! wallets, and a bind stores its data and references only after the
+//! wallet write that names its generation, so a wallet read after the
+//! record is at least as new as that write. And it deletes a record only
+//! after reading the wallet a second time, `settle` later, and finding it
+//! still not held: a wallet read that lags behind (a store that answers
+//! from a replica catching up) does not decide alone. A reference is
+//! deleted only while it still names the generation read (a channel that
+//! gives a card the same reference at every bind has it recorded as the
+//! newest bind's).
+//!
+//! A read the store does not answer is tried twice more (1 s, then 2 s
+//! later) before the sweep stops: one lost page should not end a walk of
+//! every record. A delete that fails is counted and left to the next run.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::time::Duration;
 
-use cardbind_domain::{BindingId, UserId, Wallet};
-use cardbind_ports::store::CardDataKey;
+use async_trait::async_trait;
+use cardbind_domain::{Binding, BindingId, BindingStatus, ChannelName, UserId, Wallet};
+use cardbind_ports::store::{CardDataKey, ChannelRefEntry};
 use cardbind_ports::StoreError;
 
-use crate::UseCases;
+use crate::{Ports, UseCases};
 
 /// What a sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Generations of card data read.
+    /// Records read.
     pub examined: u64,
     /// Held by their card: kept.
     pub kept: u64,
@@ -36,6 +47,108 @@ pub struct SweepReport {
     pub deleted: u64,
     /// Deletes that failed (logged; the next sweep tries again).
     pub errors: u64,
+}
+
+/// A kind of record the sweep walks: one a bind of a card stores, named
+/// by its card and the generation of that bind.
+#[async_trait]
+trait Swept: Clone + Send + Sync + Sized + 'static {
+    /// The walk's order.
+    type Key: Ord + Clone + Send + Sync;
+    /// For the logs.
+    const WHAT: &'static str;
+
+    fn key(&self) -> Self::Key;
+    fn user(&self) -> &UserId;
+    fn binding(&self) -> &BindingId;
+    /// Whether `card`, the wallet's record of this record's card (none
+    /// when the wallet has no such card), holds it.
+    fn held_by(&self, card: Option<&Binding>) -> bool;
+    fn generation(&self) -> Option<u32>;
+
+    async fn page(
+        ports: &Ports,
+        after: Option<Self::Key>,
+        limit: u32,
+    ) -> Result<Vec<Self>, StoreError>;
+    async fn delete(&self, ports: &Ports) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl Swept for CardDataKey {
+    type Key = (BindingId, u32);
+    const WHAT: &'static str = "card data";
+
+    fn key(&self) -> Self::Key {
+        (self.binding.clone(), self.generation)
+    }
+    fn user(&self) -> &UserId {
+        &self.user
+    }
+    fn binding(&self) -> &BindingId {
+        &self.binding
+    }
+    fn generation(&self) -> Option<u32> {
+        Some(self.generation)
+    }
+    fn held_by(&self, card: Option<&Binding>) -> bool {
+        card.is_some_and(|b| b.status.keeps_card_data() && b.data_generation == self.generation)
+    }
+
+    async fn page(
+        ports: &Ports,
+        after: Option<Self::Key>,
+        limit: u32,
+    ) -> Result<Vec<Self>, StoreError> {
+        ports.card_data.list_keys(after, limit).await
+    }
+    async fn delete(&self, ports: &Ports) -> Result<u64, StoreError> {
+        ports
+            .card_data
+            .delete_generation(&self.user, &self.binding, self.generation)
+            .await
+    }
+}
+
+#[async_trait]
+impl Swept for ChannelRefEntry {
+    type Key = (ChannelName, String);
+    const WHAT: &'static str = "channel reference";
+
+    fn key(&self) -> Self::Key {
+        (self.channel.clone(), self.channel_ref.clone())
+    }
+    fn user(&self) -> &UserId {
+        &self.target.user
+    }
+    fn binding(&self) -> &BindingId {
+        &self.target.binding
+    }
+    fn generation(&self) -> Option<u32> {
+        self.generation
+    }
+    /// A card holds the references of its current bind until it is
+    /// unbound: a failed card's stay (a late signing of its agreement is
+    /// found by them and ended) until the card is bound again or leaves
+    /// its wallet. One recorded before references carried a generation
+    /// goes with any bind of its card.
+    fn held_by(&self, card: Option<&Binding>) -> bool {
+        card.is_some_and(|b| {
+            b.status != BindingStatus::Inactive
+                && self.generation.is_none_or(|g| g == b.data_generation)
+        })
+    }
+
+    async fn page(
+        ports: &Ports,
+        after: Option<Self::Key>,
+        limit: u32,
+    ) -> Result<Vec<Self>, StoreError> {
+        ports.channel_refs.list(after, limit).await
+    }
+    async fn delete(&self, ports: &Ports) -> Result<u64, StoreError> {
+        ports.channel_refs.delete_entry(self).await
+    }
 }
 
 impl UseCases {
@@ -48,22 +161,43 @@ impl UseCases {
         page: u32,
         settle: Duration,
     ) -> Result<SweepReport, StoreError> {
+        self.sweep::<CardDataKey>(page, settle).await
+    }
+
+    /// Walks every stored channel reference, `page` at a time, and deletes
+    /// those whose card does not hold them now (it left its wallet, was
+    /// unbound, or was bound again since), read twice `settle` apart. Not a
+    /// request path (`cardbind sweep-card-data` runs it after the data).
+    pub async fn sweep_channel_refs(
+        &self,
+        page: u32,
+        settle: Duration,
+    ) -> Result<SweepReport, StoreError> {
+        self.sweep::<ChannelRefEntry>(page, settle).await
+    }
+
+    async fn sweep<T: Swept>(
+        &self,
+        page: u32,
+        settle: Duration,
+    ) -> Result<SweepReport, StoreError> {
         let page = page.clamp(1, 1000);
         let mut report = SweepReport::default();
         let mut candidates = Vec::new();
-        let mut after: Option<(BindingId, u32)> = None;
+        let mut after: Option<T::Key> = None;
         loop {
-            let keys = self.ports.card_data.list_keys(after.clone(), page).await?;
-            let Some(last) = keys.last() else { break };
-            let next = (last.binding.clone(), last.generation);
+            let records = retrying(T::WHAT, || T::page(&self.ports, after.clone(), page)).await?;
+            let Some(last) = records.last() else { break };
+            let next = last.key();
             if after.as_ref().is_some_and(|a| &next <= a) {
-                return Err(StoreError::Corrupt(
-                    "the card data keys did not come in order".into(),
-                ));
+                return Err(StoreError::Corrupt(format!(
+                    "the {} keys did not come in order",
+                    T::WHAT
+                )));
             }
             after = Some(next);
-            report.examined += keys.len() as u64;
-            let (held, not) = self.held(keys).await?;
+            report.examined += records.len() as u64;
+            let (held, not) = self.held(records).await?;
             report.kept += held;
             candidates.extend(not);
         }
@@ -74,20 +208,15 @@ impl UseCases {
         for chunk in candidates.chunks(page as usize) {
             let (held, not) = self.held(chunk.to_vec()).await?;
             report.kept += held;
-            for k in not {
-                match self
-                    .ports
-                    .card_data
-                    .delete_generation(&k.user, &k.binding, k.generation)
-                    .await
-                {
+            for r in not {
+                match r.delete(&self.ports).await {
                     Ok(n) => {
                         report.deleted += n;
-                        tracing::info!(binding = %k.binding, generation = k.generation, "card data no card holds deleted by the sweep");
+                        tracing::info!(binding = %r.binding(), generation = ?r.generation(), what = T::WHAT, "no card holds it: deleted by the sweep");
                     }
                     Err(e) => {
                         report.errors += 1;
-                        tracing::warn!(binding = %k.binding, error = %e, "card data not deleted by the sweep");
+                        tracing::warn!(binding = %r.binding(), what = T::WHAT, error = %e, "not deleted by the sweep");
                     }
                 }
             }
@@ -95,29 +224,45 @@ impl UseCases {
         Ok(report)
     }
 
-    /// Reads the wallets of the keys' users: how many keys their card holds
-    /// now in a status that keeps data, and the others.
-    async fn held(&self, keys: Vec<CardDataKey>) -> Result<(u64, Vec<CardDataKey>), StoreError> {
-        let users: Vec<UserId> = keys
+    /// Reads the wallets of the records' users: how many records their
+    /// card holds now, and the others.
+    async fn held<T: Swept>(&self, records: Vec<T>) -> Result<(u64, Vec<T>), StoreError> {
+        let users: Vec<UserId> = records
             .iter()
-            .map(|k| k.user.clone())
+            .map(|r| r.user().clone())
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let wallets: HashMap<UserId, Wallet> = self
-            .ports
-            .wallets
-            .load_many(&users)
-            .await?
+        let wallets: HashMap<UserId, Wallet> =
+            retrying("wallets", || self.ports.wallets.load_many(&users))
+                .await?
+                .into_iter()
+                .map(|s| (s.wallet.user().clone(), s.wallet))
+                .collect();
+        let (held, not): (Vec<_>, Vec<_>) = records
             .into_iter()
-            .map(|s| (s.wallet.user().clone(), s.wallet))
-            .collect();
-        let (held, not): (Vec<_>, Vec<_>) = keys.into_iter().partition(|k| {
-            wallets
-                .get(&k.user)
-                .and_then(|w| w.get(&k.binding).ok())
-                .is_some_and(|b| b.status.keeps_card_data() && b.data_generation == k.generation)
-        });
+            .partition(|r| r.held_by(wallets.get(r.user()).and_then(|w| w.get(r.binding()).ok())));
         Ok((held.len() as u64, not))
     }
+}
+
+/// `read`, tried again 1 s and then 2 s later while the store does not
+/// answer; any other error (a corrupt record) at once.
+async fn retrying<R, F, Fut>(what: &str, mut read: F) -> Result<R, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, StoreError>>,
+{
+    let mut wait = Duration::from_secs(1);
+    for _ in 0..2 {
+        match read().await {
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(what, error = %e, retry_in_ms = wait.as_millis() as u64, "the sweep's read failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            r => return r,
+        }
+    }
+    read().await
 }

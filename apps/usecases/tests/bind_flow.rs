@@ -1098,6 +1098,19 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
         cardbind_ports::store::ChannelRefs::delete_binding(&self.store, user, binding, generation)
             .await
     }
+    async fn list(
+        &self,
+        after: Option<(cardbind_domain::ChannelName, String)>,
+        limit: u32,
+    ) -> Result<Vec<cardbind_ports::store::ChannelRefEntry>, cardbind_ports::StoreError> {
+        cardbind_ports::store::ChannelRefs::list(&self.store, after, limit).await
+    }
+    async fn delete_entry(
+        &self,
+        entry: &cardbind_ports::store::ChannelRefEntry,
+    ) -> Result<u64, cardbind_ports::StoreError> {
+        cardbind_ports::store::ChannelRefs::delete_entry(&self.store, entry).await
+    }
 }
 
 /// Once the answer is written the card no longer waits for its channel and

@@ -685,6 +685,142 @@ async fn the_sweep_reads_a_wallet_again_before_it_deletes() {
     );
 }
 
+/// A walk's read the store does not answer is tried twice more before
+/// the sweep stops (a lost page does not end a walk of every record).
+#[tokio::test]
+async fn the_sweep_tries_a_read_the_store_did_not_answer_again() {
+    use cardbind_ports::store::CardDataStore;
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("rtr", &visa(450), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.card_data.fail_deletes.store(1, Ordering::SeqCst);
+    w.uc.unbind(&backend(), &user("rtr"), &card.id, None)
+        .await
+        .unwrap();
+    w.card_data.fail_lists.store(3, Ordering::SeqCst);
+    let stopped =
+        w.uc.sweep_card_data(10, std::time::Duration::ZERO)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(stopped, cardbind_ports::StoreError::Unavailable(_)),
+        "{stopped:?}"
+    );
+    w.card_data.fail_lists.store(2, Ordering::SeqCst);
+    let report =
+        w.uc.sweep_card_data(10, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    assert_eq!((report.examined, report.deleted), (1, 1), "{report:?}");
+    assert_eq!(w.card_data.fail_lists.load(Ordering::SeqCst), 0);
+    assert!(
+        CardDataStore::get(&w.store, &user("rtr"), &card.id, card.data_generation)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// The sweep of channel references deletes those no card holds now (an
+/// unbound card's that its unbind failed to delete, one of a bind before
+/// the card's current one, one whose card is in no wallet) and keeps every
+/// card's own: a live card's, one waiting for its code, and a failed
+/// card's (kept for a late signing of its agreement).
+#[tokio::test]
+async fn the_sweep_deletes_references_no_card_holds_and_keeps_every_cards_own() {
+    use cardbind_domain::ChannelName;
+    use cardbind_ports::store::{ChannelRefs, RefTarget};
+    let w = world(unlimited());
+    let ctx = backend();
+    let owner = user("rfs");
+    let bind = |n: u32, script: Script| {
+        w.channel.always(script);
+        w.uc.bind_card(&ctx, bind_cmd("rfs", &visa(n), w.now()))
+    };
+    let live = bind(440, Script::Bound).await.unwrap().binding;
+    let waiting = bind(441, Script::Otp).await.unwrap().binding;
+    let unbound = bind(442, Script::Bound).await.unwrap().binding;
+    let failed = bind(443, Script::Refuse("do_not_honor")).await;
+    assert!(failed.is_err(), "a refused card fails");
+    w.uc.unbind(&ctx, &owner, &unbound.id, None).await.unwrap();
+    let failed = cardbind_ports::store::WalletStore::load(&w.store, &owner)
+        .await
+        .unwrap()
+        .unwrap()
+        .wallet
+        .bindings()
+        .iter()
+        .find(|b| b.status == BindingStatus::Failed)
+        .expect("the refused card")
+        .clone();
+    let ch = ChannelName::parse("mock").unwrap();
+    let target = |id: &BindingId| RefTarget {
+        user: owner.clone(),
+        binding: id.clone(),
+    };
+    let put = |r: &'static str, id: &BindingId, g: u32| {
+        let (store, ch, t) = (w.store.clone(), ch.clone(), target(id));
+        async move { ChannelRefs::put(&store, &ch, r, &t, g).await.unwrap() }
+    };
+    // What failed clean-ups would have left.
+    put("left-by-unbind", &unbound.id, unbound.data_generation).await;
+    put(
+        "bind-before",
+        &live.id,
+        live.data_generation.wrapping_add(1),
+    )
+    .await;
+    let ghost = RefTarget {
+        user: user("ghost"),
+        binding: live.id.clone(),
+    };
+    ChannelRefs::put(&w.store, &ch, "no-wallet", &ghost, 1)
+        .await
+        .unwrap();
+    // The failed card's reference, recorded before it failed.
+    put("failed-agreement", &failed.id, failed.data_generation).await;
+    let find = |r: &'static str| {
+        let (store, ch) = (w.store.clone(), ch.clone());
+        async move { ChannelRefs::find(&store, &ch, r).await.unwrap() }
+    };
+    let own = [format!("ref-{}", live.id), format!("ref-{}", waiting.id)];
+    for r in &own {
+        assert!(
+            ChannelRefs::find(&w.store, &ch, r).await.unwrap().is_some(),
+            "{r} recorded by its bind"
+        );
+    }
+
+    let report =
+        w.uc.sweep_channel_refs(2, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    assert_eq!(
+        (report.examined, report.kept, report.deleted, report.errors),
+        (6, 3, 3, 0),
+        "{report:?}"
+    );
+    for gone in ["left-by-unbind", "bind-before", "no-wallet"] {
+        assert_eq!(find(gone).await, None, "{gone}");
+    }
+    assert_eq!(find("failed-agreement").await, Some(target(&failed.id)));
+    for r in &own {
+        assert!(
+            ChannelRefs::find(&w.store, &ch, r).await.unwrap().is_some(),
+            "{r} kept"
+        );
+    }
+    let again =
+        w.uc.sweep_channel_refs(100, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    assert_eq!((again.examined, again.kept, again.deleted), (3, 3, 0));
+}
+
 /// An unbind whose delete of the card's data failed leaves that bind's
 /// data; the next bind of the card deletes it (that generation only).
 #[tokio::test]

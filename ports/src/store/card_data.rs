@@ -86,6 +86,18 @@ pub struct RefTarget {
     pub binding: BindingId,
 }
 
+/// One stored channel reference, as the operator's sweep of references
+/// reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRefEntry {
+    pub channel: ChannelName,
+    pub channel_ref: String,
+    pub target: RefTarget,
+    /// The data generation of the bind that recorded it; `None` for one
+    /// recorded before references carried a generation.
+    pub generation: Option<u32>,
+}
+
 /// Channel references (agreement / contract ids) to bindings, for the
 /// notifications that name only the channel's reference.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -129,4 +141,18 @@ pub trait ChannelRefs: Send + Sync {
         binding: &BindingId,
         generation: Option<u32>,
     ) -> Result<u64, StoreError>;
+
+    /// The stored references in (`channel`, `channel_ref`) order, from just
+    /// after `after`, at most `limit`: a walk of every record, for the
+    /// operator's sweep (`cardbind sweep-card-data`), never a request's.
+    async fn list(
+        &self,
+        after: Option<(ChannelName, String)>,
+        limit: u32,
+    ) -> Result<Vec<ChannelRefEntry>, StoreError>;
+
+    /// Forgets `entry`'s reference only while it still names the same
+    /// target and generation (a bind of the card again may have recorded
+    /// it as its own since it was read). Returns how many (0 or 1).
+    async fn delete_entry(&self, entry: &ChannelRefEntry) -> Result<u64, StoreError>;
 }

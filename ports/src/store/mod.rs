@@ -21,7 +21,9 @@ mod review;
 mod seen;
 mod wallets;
 
-pub use card_data::{CardData, CardDataKey, CardDataStore, ChannelRefs, RefTarget};
+pub use card_data::{
+    CardData, CardDataKey, CardDataStore, ChannelRefEntry, ChannelRefs, RefTarget,
+};
 pub use data_keys::{DataKeyStore, WrappedKey};
 pub use idempotency::{Claim, IdempotencyStore, Lease, StoredResponse};
 pub use rates::{RateLimiter, RateTake, RateWindow};

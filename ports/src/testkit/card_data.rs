@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::error::StoreError;
-use crate::store::{CardData, CardDataKey, RefTarget};
+use crate::store::{CardData, CardDataKey, ChannelRefEntry, RefTarget};
 
 fn data(user: &str, binding: &str, generation: u32, tag: u8) -> CardData {
     CardData {
@@ -305,4 +305,103 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
         3
     );
     assert_eq!(s.channel_refs.find(&alipay, "ext-2").await.unwrap(), None);
+}
+
+pub async fn channel_refs_are_walked_in_order_and_deleted_only_as_read<F: StoreFactory + ?Sized>(
+    f: &F,
+) {
+    let s = f.fresh().await;
+    assert_eq!(s.channel_refs.list(None, 10).await.unwrap(), Vec::new());
+    let target = |u: &str, b: &str| RefTarget {
+        user: user_id(u),
+        binding: binding_id(b),
+    };
+    let stored = [
+        ("wechat", "ctr-1", "kim", "card-a", 4),
+        ("alipay", "2088-9", "lee", "card-c", 1),
+        ("alipay", "2088-10", "kim", "card-a", 4),
+        ("mock", "card-b", "kim", "card-b", 7),
+        ("alipay", "2088-1", "kim", "card-b", 3),
+    ];
+    for (c, r, u, b, g) in stored {
+        s.channel_refs
+            .put(&channel(c), r, &target(u, b), g)
+            .await
+            .unwrap();
+    }
+    let entry = |c: &str, r: &str, u: &str, b: &str, g| ChannelRefEntry {
+        channel: channel(c),
+        channel_ref: r.to_owned(),
+        target: target(u, b),
+        generation: Some(g),
+    };
+    // Byte order of the channel, then of the reference.
+    let all = vec![
+        entry("alipay", "2088-1", "kim", "card-b", 3),
+        entry("alipay", "2088-10", "kim", "card-a", 4),
+        entry("alipay", "2088-9", "lee", "card-c", 1),
+        entry("mock", "card-b", "kim", "card-b", 7),
+        entry("wechat", "ctr-1", "kim", "card-a", 4),
+    ];
+    assert_eq!(s.channel_refs.list(None, 10).await.unwrap(), all);
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.channel_refs.list(after.clone(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.channel.clone(), last.channel_ref.clone()));
+        walked.extend(page);
+    }
+    assert_eq!(walked, all);
+    assert_eq!(
+        s.channel_refs
+            .list(Some((channel("alipay"), "2088-10".into())), 1)
+            .await
+            .unwrap(),
+        vec![entry("alipay", "2088-9", "lee", "card-c", 1)]
+    );
+    assert_eq!(s.channel_refs.list(None, 0).await.unwrap(), Vec::new());
+
+    // A delete takes the reference only as it was read: not once a bind of
+    // the card again recorded it as its own, nor another user's.
+    let read = entry("mock", "card-b", "kim", "card-b", 7);
+    s.channel_refs
+        .put(&channel("mock"), "card-b", &target("kim", "card-b"), 8)
+        .await
+        .unwrap();
+    assert_eq!(s.channel_refs.delete_entry(&read).await.unwrap(), 0);
+    assert_eq!(
+        s.channel_refs
+            .find(&channel("mock"), "card-b")
+            .await
+            .unwrap(),
+        Some(target("kim", "card-b")),
+        "the newer bind's reference stays"
+    );
+    let mut other_user = entry("alipay", "2088-9", "lee", "card-c", 1);
+    other_user.target.user = user_id("kim");
+    assert_eq!(s.channel_refs.delete_entry(&other_user).await.unwrap(), 0);
+    assert_eq!(
+        s.channel_refs
+            .delete_entry(&entry("mock", "card-b", "kim", "card-b", 8))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.channel_refs
+            .find(&channel("mock"), "card-b")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.channel_refs
+            .delete_entry(&entry("mock", "card-b", "kim", "card-b", 8))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.channel_refs.list(None, 10).await.unwrap().len(), 4);
 }

@@ -151,6 +151,7 @@ macro_rules! contract_suite {
             one_generation_is_deleted_alone,
             keys_are_walked_in_order_a_page_at_a_time,
             channel_refs_find_their_first_target,
+            channel_refs_are_walked_in_order_and_deleted_only_as_read,
         }
         $crate::__contract_module! { {$(#[$attr])*} $factory; idempotency:
             concurrent_claims_one_acquires,

@@ -343,6 +343,39 @@ async fn references_without_a_generation_go_with_their_cards_unbind() {
         let found = ChannelRefs::find(&s, &channel("alipay"), r).await.unwrap();
         assert_eq!(found.is_some(), kept, "{r}");
     }
+    // The sweep's walk reads one without a generation as such, and its
+    // delete takes it only as read.
+    let old3 = unique("old-3");
+    refs.insert_one(doc! {
+        "channel": "wechat",
+        "channel_ref": old3.as_str(),
+        "user": u.as_str(),
+        "binding": b.as_str(),
+    })
+    .comment("channel_refs.put")
+    .await
+    .unwrap();
+    let listed = ChannelRefs::list(&s, Some((channel("alipay"), new1.clone())), 10)
+        .await
+        .unwrap();
+    let seen: Vec<(&str, Option<u32>)> = listed
+        .iter()
+        .map(|e| (e.channel_ref.as_str(), e.generation))
+        .collect();
+    assert_eq!(seen, [(old2.as_str(), Some(8)), (old3.as_str(), None)]);
+    let mut as_if_newer = listed[1].clone();
+    as_if_newer.generation = Some(8);
+    assert_eq!(
+        ChannelRefs::delete_entry(&s, &as_if_newer).await.unwrap(),
+        0
+    );
+    assert_eq!(ChannelRefs::delete_entry(&s, &listed[1]).await.unwrap(), 1);
+    assert_eq!(
+        ChannelRefs::find(&s, &channel("wechat"), &old3)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         ChannelRefs::delete_binding(&s, &u, &b, Some(8))
             .await

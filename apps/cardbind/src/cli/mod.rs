@@ -96,12 +96,12 @@ pub enum Command {
         #[arg(long)]
         older_than: Option<i64>,
     },
-    /// Delete sealed card data that no card holds now (what failed
-    /// clean-ups left): walks every stored record, so run it off-peak,
-    /// e.g. daily.
+    /// Delete sealed card data, then channel references, that no card
+    /// holds now (what failed clean-ups left): walks every stored record,
+    /// so run it off-peak, e.g. daily.
     SweepCardData {
         /// Seconds between the two reads of a wallet that must both find
-        /// the data not held before it is deleted.
+        /// a record not held before it is deleted.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
         settle_seconds: u64,
     },
@@ -306,15 +306,25 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::SweepCardData { settle_seconds } => {
             init_logging(&config);
             let built = compose::build_existing(&config).await?;
-            let r = built
+            let settle = std::time::Duration::from_secs(settle_seconds);
+            let data = built
                 .usecases
-                .sweep_card_data(500, std::time::Duration::from_secs(settle_seconds))
+                .sweep_card_data(500, settle)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            out(&format!(
-                "examined {}, kept {}, deleted {}, errors {}\n",
-                r.examined, r.kept, r.deleted, r.errors
-            ))
+                .map_err(|e| anyhow::anyhow!("card data: {e}"))?;
+            let line = |what: &str, r: &cardbind_usecases::sweep::SweepReport| {
+                format!(
+                    "{what}: examined {}, kept {}, deleted {}, errors {}\n",
+                    r.examined, r.kept, r.deleted, r.errors
+                )
+            };
+            out(&line("card data", &data))?;
+            let refs = built
+                .usecases
+                .sweep_channel_refs(500, settle)
+                .await
+                .map_err(|e| anyhow::anyhow!("channel references: {e}"))?;
+            out(&line("channel references", &refs))
         }
         Command::Reconcile { older_than } => {
             init_logging(&config);

@@ -501,6 +501,8 @@ pub struct FlakyCardData {
     pub delete_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// Deletes to fail (as a store that does not answer).
     pub fail_deletes: AtomicU32,
+    /// Walks of the keys (`list_keys`) to fail the same way.
+    pub fail_lists: AtomicU32,
 }
 
 impl FlakyCardData {
@@ -575,6 +577,13 @@ impl cardbind_ports::store::CardDataStore for FlakyCardData {
         after: Option<(BindingId, u32)>,
         limit: u32,
     ) -> Result<Vec<cardbind_ports::store::CardDataKey>, cardbind_ports::StoreError> {
+        if self
+            .fail_lists
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(cardbind_ports::StoreError::Unavailable("injected".into()));
+        }
         self.inner.list_keys(after, limit).await
     }
 }
@@ -711,6 +720,7 @@ fn world_with(
         deletes: AtomicU64::new(0),
         delete_gate: Mutex::new(None),
         fail_deletes: AtomicU32::new(0),
+        fail_lists: AtomicU32::new(0),
     });
     let wallets = Arc::new(GatedWallets {
         inner: store.clone(),
