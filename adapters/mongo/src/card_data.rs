@@ -13,7 +13,7 @@ use mongodb::bson::doc;
 
 use crate::docs::{CardDataDoc, CardDataKeyDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
 use crate::schema::labels::*;
-use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
+use crate::store::{collect, limit_i64, map_err, try_insert, walk_after, MongoStore};
 
 fn user(s: &str) -> Result<UserId, StoreError> {
     UserId::parse(s).map_err(|e| corrupt("user id", e))
@@ -149,13 +149,11 @@ impl CardDataStore for MongoStore {
             return Ok(Vec::new());
         }
         self.timed(async {
-            let filter = match &after {
-                Some((b, g)) => doc! { "$or": [
-                    { "binding": { "$gt": b.as_str() } },
-                    { "binding": b.as_str(), "generation": { "$gt": i64::from(*g) } },
-                ] },
-                None => doc! {},
-            };
+            let filter = walk_after(
+                "binding",
+                "generation",
+                after.map(|(b, g)| (b.as_str().into(), i64::from(g).into())),
+            );
             let cursor = self
                 .card_data
                 .clone_with_type::<CardDataKeyDoc>()
@@ -324,13 +322,11 @@ impl ChannelRefs for MongoStore {
             return Ok(Vec::new());
         }
         self.timed(async {
-            let filter = match &after {
-                Some((c, r)) => doc! { "$or": [
-                    { "channel": { "$gt": c.as_str() } },
-                    { "channel": c.as_str(), "channel_ref": { "$gt": r.as_str() } },
-                ] },
-                None => doc! {},
-            };
+            let filter = walk_after(
+                "channel",
+                "channel_ref",
+                after.map(|(c, r)| (c.as_str().into(), r.into())),
+            );
             let cursor = self
                 .channel_refs
                 .find(filter)

@@ -382,6 +382,23 @@ where
     Ok(out)
 }
 
+/// The filter of a walk in (`first`, `second`) order that starts just
+/// after `after` (every document without it): the one `$or` an index on
+/// (`first`, `second`) serves as two ranges.
+pub(crate) fn walk_after(
+    first: &str,
+    second: &str,
+    after: Option<(mongodb::bson::Bson, mongodb::bson::Bson)>,
+) -> Document {
+    match after {
+        Some((a, b)) => doc! { "$or": [
+            { first: { "$gt": a.clone() } },
+            { first: a, second: { "$gt": b } },
+        ] },
+        None => doc! {},
+    }
+}
+
 /// `limit` as the driver wants it (0 would mean "no limit"; callers return
 /// early on 0).
 pub(crate) fn limit_i64(limit: u32) -> i64 {
