@@ -40,10 +40,12 @@ pub struct ReconcileReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Applied {
     Unchanged,
-    /// A signing under the reference of an earlier bind of the card (one
-    /// whose page the user opened before the card was bound again): the
-    /// card is left as it is, and the agreement is to be ended.
-    EarlierSigning {
+    /// A signing this service no longer waits on: under the reference of
+    /// an earlier bind of the card (one whose page the user opened before
+    /// the card was bound again), or of a card that failed or was unbound
+    /// before the user signed. The card is left as it is, and the
+    /// agreement is to be ended (if the channel still reports it active).
+    UnwantedSigning {
         attempt: u32,
         channel_ref: String,
     },
@@ -166,7 +168,7 @@ impl UseCases {
                 channel_event(&ctx, w, &id, channel_name, event, now)
             })
             .await?;
-        if let Applied::EarlierSigning {
+        if let Applied::UnwantedSigning {
             attempt,
             channel_ref,
         } = &applied
@@ -365,7 +367,7 @@ impl UseCases {
                     | BindingStatus::Frozen
                     | BindingStatus::PendingReview => report.still_pending += 1,
                 },
-                Ok(Applied::Unchanged | Applied::EarlierSigning { .. }) => {
+                Ok(Applied::Unchanged | Applied::UnwantedSigning { .. }) => {
                     report.still_pending += 1
                 }
                 Err(_) => report.errors += 1,
@@ -399,7 +401,7 @@ fn channel_event(
             if !b.holds_agreement(channel_ref) {
                 tracing::info!(%channel, event = %event.event_id, binding = %id, "signing under an earlier bind's reference");
                 return Decided::new(
-                    Ok(Applied::EarlierSigning {
+                    Ok(Applied::UnwantedSigning {
                         attempt,
                         channel_ref: channel_ref.clone(),
                     }),
@@ -428,6 +430,7 @@ fn channel_event(
         }
     }
     let from = b.status;
+    let generation = b.data_generation;
     let waiting = matches!(
         from,
         BindingStatus::PendingVerification | BindingStatus::PendingReview
@@ -438,6 +441,19 @@ fn channel_event(
             if waiting {
                 w.change(id, |b| b.activate(Some(channel_ref.clone()), now))
                     .map(|()| true)
+            } else if matches!(from, BindingStatus::Failed | BindingStatus::Inactive) {
+                // Signed after the card ended here (its code check, its
+                // channel or an operator failed it; it was unbound): the
+                // same as a signing of a card whose data is gone, found
+                // by its reference instead of by our id.
+                tracing::info!(%channel, event = %event.event_id, binding = %id, "signing of a card that ended before it");
+                return Decided::new(
+                    Ok(Applied::UnwantedSigning {
+                        attempt: generation,
+                        channel_ref: channel_ref.clone(),
+                    }),
+                    Vec::new(),
+                );
             } else {
                 // Already settled (a repeat, or a card an operator decided).
                 Ok(false)

@@ -17,9 +17,10 @@
 //! after reading the wallet a second time, `settle` later, and finding it
 //! still not held: a wallet read that lags behind (a store that answers
 //! from a replica catching up) does not decide alone. A reference is
-//! deleted only while it still names the generation read (a channel that
-//! gives a card the same reference at every bind has it recorded as the
-//! newest bind's).
+//! deleted only while it still names the generation read, and never while
+//! its card names it as its agreement (a channel that gives a card the
+//! same reference at every bind has it recorded by whichever bind wrote
+//! it last).
 //!
 //! A read the store does not answer is tried twice more (1 s, then 2 s
 //! later) before the sweep stops: one lost page should not end a walk of
@@ -127,15 +128,21 @@ impl Swept for ChannelRefEntry {
     fn generation(&self) -> Option<u32> {
         self.generation
     }
-    /// A card holds the references of its current bind until it is
-    /// unbound: a failed card's stay (a late signing of its agreement is
-    /// found by them and ended) until the card is bound again or leaves
-    /// its wallet. One recorded before references carried a generation
-    /// goes with any bind of its card.
+    /// A card holds the references of its current bind, and the one it
+    /// names as its agreement, until it is unbound: a failed card's stay
+    /// (a late signing of its agreement is found by them and ended) until
+    /// the card is bound again or leaves its wallet. The agreement the card
+    /// names counts whatever generation the reference carries: a channel
+    /// that gives a card the same reference at every bind has it recorded
+    /// by whichever bind wrote last, a late start of an earlier bind
+    /// included. One recorded before references carried a generation goes
+    /// with any bind of its card.
     fn held_by(&self, card: Option<&Binding>) -> bool {
         card.is_some_and(|b| {
             b.status != BindingStatus::Inactive
-                && self.generation.is_none_or(|g| g == b.data_generation)
+                && (self.generation.is_none_or(|g| g == b.data_generation)
+                    || (b.channel == self.channel
+                        && b.channel_ref.as_deref() == Some(self.channel_ref.as_str())))
         })
     }
 

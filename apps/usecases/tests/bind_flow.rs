@@ -588,6 +588,129 @@ async fn a_signing_for_a_card_no_longer_held_is_ended_unless_already_ended() {
     assert_eq!(unwanted_signings(&w).await.len(), 2);
 }
 
+/// A signing of a card that ended here before the user signed (its code
+/// check failed it; it was unbound and its reference stayed), reported
+/// under the channel's reference alone, is ended at the channel as one
+/// reported under our id is; the card is left as it is.
+#[tokio::test]
+async fn a_late_signing_named_by_the_channels_reference_is_ended_for_a_card_that_ended() {
+    use cardbind_ports::store::{ChannelRefs, RefTarget};
+    let w = world(Policy::default());
+    w.channel.always(Script::Otp);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let signed_by_ref = |n: &str, r: &str| Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("{n}|ref:{r}|signed:{r}").into_bytes(),
+    };
+    let unbinds = || w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst);
+    let active = |id: &cardbind_domain::BindingId, r: &str| {
+        w.channel.query.lock().unwrap().insert(
+            id.to_string(),
+            RemoteState::Active {
+                channel_ref: r.to_owned(),
+            },
+        );
+    };
+
+    // Failed by its code check; its reference is kept.
+    let failed =
+        w.uc.bind_card(&backend(), bind_cmd("lfa", &visa(35), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let r = failed.channel_ref.clone().unwrap();
+    let cmd = VerifyCard {
+        user: user("lfa"),
+        card: failed.id.clone(),
+        otp: Otp::parse("000000").unwrap(),
+    };
+    for _ in 0..Policy::default().verification.max_otp_attempts {
+        w.uc.verify(&backend(), cmd.clone()).await.unwrap_err();
+    }
+    let status = |u: &'static str, id: cardbind_domain::BindingId| {
+        let w = &w;
+        async move { w.wallet(u).await.get(&id).unwrap().status }
+    };
+    assert_eq!(
+        status("lfa", failed.id.clone()).await,
+        BindingStatus::Failed
+    );
+    assert!(ChannelRefs::find(&w.store, &mock, &r)
+        .await
+        .unwrap()
+        .is_some());
+    active(&failed.id, &r);
+    let before = unbinds();
+    w.uc.handle_notification(&mock, &signed_by_ref("lf1", &r))
+        .await
+        .unwrap();
+    assert_eq!(
+        unbinds() - before,
+        1,
+        "the failed card's agreement is ended"
+    );
+    assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok]);
+    assert_eq!(
+        status("lfa", failed.id.clone()).await,
+        BindingStatus::Failed
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, &r).await.unwrap(),
+        None,
+        "its reference goes with it"
+    );
+
+    // Unbound while the user had the channel's page open; the unbind's
+    // delete of its reference failed (put back here).
+    let unbound =
+        w.uc.bind_card(&backend(), bind_cmd("lun", &visa(36), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.uc.unbind(&backend(), &user("lun"), &unbound.id, None)
+        .await
+        .unwrap();
+    let r = unbound.channel_ref.clone().unwrap();
+    let target = RefTarget {
+        user: user("lun"),
+        binding: unbound.id.clone(),
+    };
+    ChannelRefs::put(&w.store, &mock, &r, &target, unbound.data_generation)
+        .await
+        .unwrap();
+    active(&unbound.id, &r);
+    let before = unbinds();
+    w.uc.handle_notification(&mock, &signed_by_ref("lu1", &r))
+        .await
+        .unwrap();
+    assert_eq!(
+        unbinds() - before,
+        1,
+        "the unbound card's agreement is ended"
+    );
+    assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok, Outcome::Ok]);
+    assert_eq!(
+        status("lun", unbound.id.clone()).await,
+        BindingStatus::Inactive
+    );
+
+    // Already ended at the channel (a late copy): nothing more.
+    w.channel
+        .query
+        .lock()
+        .unwrap()
+        .insert(unbound.id.to_string(), RemoteState::Terminated);
+    ChannelRefs::put(&w.store, &mock, &r, &target, unbound.data_generation)
+        .await
+        .unwrap();
+    let before = unbinds();
+    w.uc.handle_notification(&mock, &signed_by_ref("lu2", &r))
+        .await
+        .unwrap();
+    assert_eq!(unbinds() - before, 0);
+    assert_eq!(unwanted_signings(&w).await.len(), 2);
+}
+
 /// A card bound again keeps its id, but each bind names its own attempt
 /// to the channel: an event about another attempt leaves the waiting card
 /// as it is, and a signing under it is ended at the channel.

@@ -821,6 +821,54 @@ async fn the_sweep_deletes_references_no_card_holds_and_keeps_every_cards_own() 
     assert_eq!((again.examined, again.kept, again.deleted), (3, 3, 0));
 }
 
+/// A channel that gives a card the same reference at every bind (the
+/// mock): a bind's start that answers late, after the card was unbound
+/// and bound again, records the reference under its own generation. The
+/// sweep keeps it all the same: the card names it as its agreement.
+#[tokio::test]
+async fn the_sweep_keeps_the_reference_a_card_names_whichever_bind_wrote_it_last() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    w.channel.same_ref.store(true, Ordering::SeqCst);
+    let gate = w.channel.hold_starts();
+    let first = bind_in_background(&w, bind_cmd("rus", &visa(460), w.now()));
+    until_called(&w.channel.starts).await;
+    let id = w.wallet("rus").await.bindings()[0].id.clone();
+    w.uc.unbind(&backend(), &user("rus"), &id, None)
+        .await
+        .unwrap();
+    w.channel.gate.lock().unwrap().take();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("rus", &visa(460), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        (again.id.clone(), again.status),
+        (id.clone(), BindingStatus::Active)
+    );
+    gate.add_permits(1);
+    let _ = first.await.unwrap();
+    let r = again.channel_ref.clone().unwrap();
+    let stored = ChannelRefs::list(&w.store, None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_ne!(
+        stored[0].generation,
+        Some(again.data_generation),
+        "the late start wrote last"
+    );
+    let report =
+        w.uc.sweep_channel_refs(10, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    assert_eq!((report.examined, report.kept, report.deleted), (1, 1, 0));
+    assert!(ChannelRefs::find(&w.store, &again.channel, &r)
+        .await
+        .unwrap()
+        .is_some());
+}
+
 /// An unbind whose delete of the card's data failed leaves that bind's
 /// data; the next bind of the card deletes it (that generation only).
 #[tokio::test]

@@ -306,25 +306,26 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::SweepCardData { settle_seconds } => {
             init_logging(&config);
             let built = compose::build_existing(&config).await?;
+            // Each walk runs whatever became of the other; the command
+            // fails when either stopped.
             let settle = std::time::Duration::from_secs(settle_seconds);
-            let data = built
-                .usecases
-                .sweep_card_data(500, settle)
-                .await
-                .map_err(|e| anyhow::anyhow!("card data: {e}"))?;
-            let line = |what: &str, r: &cardbind_usecases::sweep::SweepReport| {
-                format!(
-                    "{what}: examined {}, kept {}, deleted {}, errors {}\n",
-                    r.examined, r.kept, r.deleted, r.errors
-                )
-            };
-            out(&line("card data", &data))?;
-            let refs = built
-                .usecases
-                .sweep_channel_refs(500, settle)
-                .await
-                .map_err(|e| anyhow::anyhow!("channel references: {e}"))?;
-            out(&line("channel references", &refs))
+            let data = built.usecases.sweep_card_data(500, settle).await;
+            let refs = built.usecases.sweep_channel_refs(500, settle).await;
+            let mut stopped = Vec::new();
+            for (what, r) in [("card data", &data), ("channel references", &refs)] {
+                match r {
+                    Ok(r) => out(&format!(
+                        "{what}: examined {}, kept {}, deleted {}, errors {}\n",
+                        r.examined, r.kept, r.deleted, r.errors
+                    ))?,
+                    Err(e) => stopped.push(format!("{what}: {e}")),
+                }
+            }
+            if stopped.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the sweep stopped: {}", stopped.join("; ")))
+            }
         }
         Command::Reconcile { older_than } => {
             init_logging(&config);

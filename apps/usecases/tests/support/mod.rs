@@ -214,6 +214,8 @@ pub struct ScriptChannel {
     /// When set, each start held at the gate uses its permit up, so that
     /// one permit lets exactly one start through.
     pub starts_use_permits: std::sync::atomic::AtomicBool,
+    /// Review probe: the same reference at every bind (as the mock).
+    pub same_ref: std::sync::atomic::AtomicBool,
 }
 
 impl ScriptChannel {
@@ -236,6 +238,7 @@ impl ScriptChannel {
             unbound: Mutex::new(Vec::new()),
             started: Mutex::new(Vec::new()),
             starts_use_permits: std::sync::atomic::AtomicBool::new(false),
+            same_ref: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -287,6 +290,7 @@ impl PaymentChannel for ScriptChannel {
             let k = n.entry(r.binding_id.to_string()).or_insert(0);
             *k += 1;
             match *k {
+                _ if self.same_ref.load(Ordering::SeqCst) => format!("ref-{}", r.binding_id),
                 1 => format!("ref-{}", r.binding_id),
                 k => format!("ref-{}-{k}", r.binding_id),
             }
@@ -393,9 +397,12 @@ impl PaymentChannel for ScriptChannel {
         };
         Ok(ChannelEvent {
             event_id: id.into(),
-            binding: BindingRef::Ours(
-                BindingId::parse(b).map_err(|_| ChannelError::Protocol("id".into()))?,
-            ),
+            binding: match b.strip_prefix("ref:") {
+                Some(r) => BindingRef::Channel(r.to_owned()),
+                None => BindingRef::Ours(
+                    BindingId::parse(b).map_err(|_| ChannelError::Protocol("id".into()))?,
+                ),
+            },
             kind,
             agreement: None,
             attempt,
