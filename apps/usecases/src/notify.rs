@@ -46,7 +46,10 @@ enum Applied {
     /// before the user signed. The card is left as it is, and the
     /// agreement is to be ended (if the channel still reports it active).
     UnwantedSigning {
-        attempt: u32,
+        /// The bind whose agreement it is, when known: the event's own,
+        /// or for a card found by the channel's reference, the card's
+        /// last bind.
+        attempt: Option<u32>,
         channel_ref: String,
     },
     /// The card moved from one status to another.
@@ -176,7 +179,7 @@ impl UseCases {
             let held = Held {
                 channel: channel_name,
                 card: &id,
-                attempt: Some(*attempt),
+                attempt: *attempt,
                 channel_ref,
             };
             self.end_unwanted_agreement(&ctx, held, Some(&user), Agreement::Reported)
@@ -390,6 +393,18 @@ fn channel_event(
         return unchanged();
     };
     if &b.channel != channel {
+        // The card's last bind went through another channel: a signing
+        // here is of an earlier bind's page, and is ended at this channel.
+        if let ChannelEventKind::Signed { channel_ref } = &event.kind {
+            tracing::info!(%channel, event = %event.event_id, binding = %id, "signing at a channel the card no longer uses");
+            return Decided::new(
+                Ok(Applied::UnwantedSigning {
+                    attempt: event.attempt,
+                    channel_ref: channel_ref.clone(),
+                }),
+                Vec::new(),
+            );
+        }
         return unchanged();
     }
     // A card bound again keeps its id but each bind has a reference of its
@@ -402,7 +417,7 @@ fn channel_event(
                 tracing::info!(%channel, event = %event.event_id, binding = %id, "signing under an earlier bind's reference");
                 return Decided::new(
                     Ok(Applied::UnwantedSigning {
-                        attempt,
+                        attempt: Some(attempt),
                         channel_ref: channel_ref.clone(),
                     }),
                     Vec::new(),
@@ -447,9 +462,16 @@ fn channel_event(
                 // same as a signing of a card whose data is gone, found
                 // by its reference instead of by our id.
                 tracing::info!(%channel, event = %event.event_id, binding = %id, "signing of a card that ended before it");
+                // The bind it names: the event's (naming our id, with its
+                // attempt or in the older form without one), or for a card
+                // found by the channel's reference, the card's last bind.
+                let attempt = match &event.binding {
+                    BindingRef::Ours(_) => event.attempt,
+                    BindingRef::Channel(_) => Some(generation),
+                };
                 return Decided::new(
                     Ok(Applied::UnwantedSigning {
-                        attempt: generation,
+                        attempt,
                         channel_ref: channel_ref.clone(),
                     }),
                     Vec::new(),

@@ -649,6 +649,11 @@ async fn a_late_signing_named_by_the_channels_reference_is_ended_for_a_card_that
         1,
         "the failed card's agreement is ended"
     );
+    assert_eq!(
+        w.channel.unbound.lock().unwrap().last(),
+        Some(&Some(failed.data_generation)),
+        "the agreement of the card's last bind"
+    );
     assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok]);
     assert_eq!(
         status("lfa", failed.id.clone()).await,
@@ -709,6 +714,63 @@ async fn a_late_signing_named_by_the_channels_reference_is_ended_for_a_card_that
         .unwrap();
     assert_eq!(unbinds() - before, 0);
     assert_eq!(unwanted_signings(&w).await.len(), 2);
+}
+
+/// A card that failed at one channel and was bound again through another:
+/// the user signing the first channel's page afterwards made an agreement
+/// nothing here uses, and it is ended at that channel (the card is left
+/// as it is).
+#[tokio::test]
+async fn a_signing_at_a_channel_the_card_no_longer_uses_is_ended_there() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Otp);
+    w.other.always(Script::Otp);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("lch", &visa(37), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let cmd = VerifyCard {
+        user: user("lch"),
+        card: first.id.clone(),
+        otp: Otp::parse("000000").unwrap(),
+    };
+    for _ in 0..Policy::default().verification.max_otp_attempts {
+        w.uc.verify(&backend(), cmd.clone()).await.unwrap_err();
+    }
+    let mut again = bind_cmd("lch", &visa(37), w.now());
+    again.channel = Some(cardbind_domain::ChannelName::parse("other").unwrap());
+    let again = w.uc.bind_card(&backend(), again).await.unwrap().binding;
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.status, BindingStatus::PendingVerification);
+    w.channel.query.lock().unwrap().insert(
+        first.id.to_string(),
+        RemoteState::Active {
+            channel_ref: "agr-old".into(),
+        },
+    );
+    let before = w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst);
+    let signed = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("lc1|{}|signed:agr-old|{}", first.id, first.data_generation).into_bytes(),
+    };
+    w.uc.handle_notification(&mock, &signed).await.unwrap();
+    assert_eq!(
+        w.channel.unbinds.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "ended at the first channel"
+    );
+    assert_eq!(
+        w.channel.unbound.lock().unwrap().last(),
+        Some(&Some(first.data_generation))
+    );
+    assert_eq!(unwanted_signings(&w).await, vec![Outcome::Ok]);
+    let now = w.wallet("lch").await.get(&again.id).unwrap().clone();
+    assert_eq!(
+        (now.status, now.channel.as_str()),
+        (BindingStatus::PendingVerification, "other")
+    );
 }
 
 /// A card bound again keeps its id, but each bind names its own attempt

@@ -214,7 +214,7 @@ pub struct ScriptChannel {
     /// When set, each start held at the gate uses its permit up, so that
     /// one permit lets exactly one start through.
     pub starts_use_permits: std::sync::atomic::AtomicBool,
-    /// Review probe: the same reference at every bind (as the mock).
+    /// Gives a card the same reference at every bind (as the mock does).
     pub same_ref: std::sync::atomic::AtomicBool,
 }
 
