@@ -8,24 +8,12 @@ use cardbind_ports::store::{
     ReviewQueue,
 };
 use cardbind_ports::StoreError;
-use cardbind_records::{corrupt, to_u64};
+use cardbind_records::{binding_id as binding, channel, corrupt, to_u64, user};
 use mongodb::bson::doc;
 
 use crate::docs::{CardDataDoc, CardDataKeyDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
 use crate::schema::labels::*;
 use crate::store::{collect, limit_i64, map_err, try_insert, walk_after, MongoStore};
-
-fn user(s: &str) -> Result<UserId, StoreError> {
-    UserId::parse(s).map_err(|e| corrupt("user id", e))
-}
-
-fn binding(s: &str) -> Result<BindingId, StoreError> {
-    BindingId::parse(s).map_err(|e| corrupt("binding id", e))
-}
-
-fn channel(s: &str) -> Result<ChannelName, StoreError> {
-    ChannelName::parse(s).map_err(|e| corrupt("channel", e))
-}
 
 #[async_trait]
 impl CardDataStore for MongoStore {

@@ -45,15 +45,18 @@ fn at(v: i64) -> Timestamp {
     Timestamp::from_unix_millis(v)
 }
 
-fn user(s: &str) -> Result<UserId, StoreError> {
+/// A stored user id, parsed back.
+pub fn user(s: &str) -> Result<UserId, StoreError> {
     UserId::parse(s).map_err(|e| corrupt("user id", e))
 }
 
-fn binding_id(s: &str) -> Result<BindingId, StoreError> {
+/// A stored binding id, parsed back.
+pub fn binding_id(s: &str) -> Result<BindingId, StoreError> {
     BindingId::parse(s).map_err(|e| corrupt("binding id", e))
 }
 
-fn channel(s: &str) -> Result<ChannelName, StoreError> {
+/// A stored channel name, parsed back.
+pub fn channel(s: &str) -> Result<ChannelName, StoreError> {
     ChannelName::parse(s).map_err(|e| corrupt("channel", e))
 }
 

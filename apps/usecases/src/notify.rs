@@ -389,6 +389,15 @@ fn channel_event(
     now: Timestamp,
 ) -> Decided<Applied, NotifyError> {
     let unchanged = || Decided::new(Ok(Applied::Unchanged), Vec::new());
+    let unwanted = |attempt: Option<u32>, channel_ref: &String| {
+        Decided::new(
+            Ok(Applied::UnwantedSigning {
+                attempt,
+                channel_ref: channel_ref.clone(),
+            }),
+            Vec::new(),
+        )
+    };
     let Ok(b) = w.get(id) else {
         return unchanged();
     };
@@ -397,13 +406,7 @@ fn channel_event(
         // here is of an earlier bind's page, and is ended at this channel.
         if let ChannelEventKind::Signed { channel_ref } = &event.kind {
             tracing::info!(%channel, event = %event.event_id, binding = %id, "signing at a channel the card no longer uses");
-            return Decided::new(
-                Ok(Applied::UnwantedSigning {
-                    attempt: event.attempt,
-                    channel_ref: channel_ref.clone(),
-                }),
-                Vec::new(),
-            );
+            return unwanted(event.attempt, channel_ref);
         }
         return unchanged();
     }
@@ -415,13 +418,7 @@ fn channel_event(
         if let ChannelEventKind::Signed { channel_ref } = &event.kind {
             if !b.holds_agreement(channel_ref) {
                 tracing::info!(%channel, event = %event.event_id, binding = %id, "signing under an earlier bind's reference");
-                return Decided::new(
-                    Ok(Applied::UnwantedSigning {
-                        attempt: Some(attempt),
-                        channel_ref: channel_ref.clone(),
-                    }),
-                    Vec::new(),
-                );
+                return unwanted(Some(attempt), channel_ref);
             }
         }
         tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier bind ignored");
@@ -469,13 +466,7 @@ fn channel_event(
                     BindingRef::Ours(_) => event.attempt,
                     BindingRef::Channel(_) => Some(generation),
                 };
-                return Decided::new(
-                    Ok(Applied::UnwantedSigning {
-                        attempt,
-                        channel_ref: channel_ref.clone(),
-                    }),
-                    Vec::new(),
-                );
+                return unwanted(attempt, channel_ref);
             } else {
                 // Already settled (a repeat, or a card an operator decided).
                 Ok(false)
