@@ -602,6 +602,124 @@ async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
     let after = wrapped_keys(&config).await;
     let branch = after.iter().find(|k| k.0.starts_with("@branch:")).unwrap();
     assert_ne!(branch.1, old_id, "re-wrapped under the new key");
+
+    // Run again (resumed): it says what it found, in words.
+    let out = cardbind()
+        .args(["keys", "rotate", "--to"])
+        .arg(&new_key)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1 record(s) wrapped by a master key: 0 re-wrapped, 1 already under the new key, \
+         0 erased meanwhile, 0 failed\n"
+    );
+}
+
+/// Spoils the wrapped bytes of the owner's key (same master key id, same
+/// length): it no longer unwraps.
+async fn spoil_key(config: &cardbind::config::Config, owner: &str) {
+    let stores = cardbind::compose::stores(config).await.unwrap();
+    let mut k = stores.data_keys.get(owner).await.unwrap().unwrap();
+    let version = k.version;
+    k.wrapped.iter_mut().skip(16).for_each(|b| *b ^= 0x5a);
+    k.version += 1;
+    stores.data_keys.replace(&k, version).await.unwrap();
+}
+
+/// A key command that leaves a key it could not unwrap says so and fails:
+/// after a rotation, the old master key would otherwise look safe to
+/// remove; a scheduled retirement would look done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_commands_fail_naming_the_keys_that_did_not_unwrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = data.clone();
+    let built = cardbind::compose::build(&config).await.unwrap();
+    built.usecases.key_self_check().await.unwrap();
+    drop(built);
+    let keys = wrapped_keys(&config).await;
+    let branch = keys
+        .iter()
+        .find(|k| k.0.starts_with("@branch:"))
+        .unwrap()
+        .0
+        .clone();
+    // An owner's data key, wrapped under the branch key.
+    let other = keys
+        .iter()
+        .find(|k| k.1 == branch)
+        .unwrap_or_else(|| panic!("a key wrapped under {branch}: {keys:?}"))
+        .0
+        .clone();
+
+    // Retirement to a new version: every owner key moves, but one does not
+    // unwrap; its version is kept and the command fails naming it.
+    spoil_key(&config, &other).await;
+    let out = cardbind()
+        .args(["keys", "retire-branches", "--new-version"])
+        .env("CARDBIND__SERVER__DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("active branch version @branch:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", 1 failed\n"), "{stdout}");
+    assert!(stdout.contains(&format!("kept: {branch}")), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "1 key(s) did not unwrap and were left as they were ({other}): the branch versions \
+             they are under were kept"
+        )),
+        "{stderr}"
+    );
+
+    // Rotation of the master key: a branch version that does not unwrap
+    // under the old key is left, and the command says to keep that key.
+    spoil_key(&config, &branch).await;
+    let new_key = dir.path().join("new.key");
+    cardbind_keys::LocalMasterKey::load_or_create_file(&new_key).unwrap();
+    let file = dir.path().join("cardbind.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = {data:?}\n[keys]\nlocal_key_file = {new_key:?}\n\
+             previous_local_key_files = [{old:?}]\n",
+            old = data.join("master.key"),
+        ),
+    )
+    .unwrap();
+    let out = cardbind()
+        .args(["keys", "rotate", "--to"])
+        .arg(&new_key)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("2 record(s) wrapped by a master key: 1 re-wrapped, "),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with(", 1 failed\n"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "({branch}): they still open only with the old master key"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

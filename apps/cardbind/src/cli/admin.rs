@@ -1,5 +1,6 @@
 //! The admin commands that are more than a call: importing a BIN table,
-//! verifying the audit chains, showing the configuration.
+//! verifying the audit chains, showing the configuration, and what the key
+//! commands print.
 
 use anyhow::{bail, Context};
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
@@ -244,6 +245,75 @@ pub(super) fn masked(config: &Config) -> Config {
     shown.channels.mock.otp_code = set();
     shown.storage.uri = uri_without_credentials(&shown.storage.uri);
     shown
+}
+
+/// What `cardbind keys rotate` prints.
+pub fn rotation_summary(r: &cardbind_keys::RotationReport) -> String {
+    let mut text = format!(
+        "{} record(s) wrapped by a master key: {} re-wrapped, {} already under the new key, \
+         {} erased meanwhile, {} failed\n",
+        r.scanned,
+        r.rewrapped,
+        r.already_current,
+        r.vanished,
+        r.failed.len()
+    );
+    if r.other_master_key > 0 {
+        text.push_str(&format!(
+            "{} record(s) under another master key than the old and the new one: left as they \
+             are (they open only with that key)\n",
+            r.other_master_key
+        ));
+    }
+    text
+}
+
+/// What `cardbind keys retire-branches` prints.
+pub fn retirement_summary(r: &cardbind_keys::RetireReport) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "active branch version {}: {} key(s) looked at, {} re-wrapped under it, {} already \
+         under it, {} erased meanwhile, {} failed\nolder versions deleted: {}; kept: {}\n",
+        r.active,
+        r.scanned,
+        r.rewrapped,
+        r.already_current,
+        r.vanished,
+        r.failed.len(),
+        list(&r.retired),
+        list(&r.kept)
+    )
+}
+
+/// A key command fails (exit status 1, after its summary) when some keys
+/// did not unwrap: an operator's next step (removing the old key, counting
+/// the old versions gone) would be wrong, and a job's failure is what a
+/// scheduler alerts on. Names the first owners; the log says why each.
+pub fn not_rewrapped(failed: &[String], consequence: &str) -> anyhow::Result<()> {
+    const NAMED: usize = 10;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut owners = failed
+        .iter()
+        .take(NAMED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if failed.len() > NAMED {
+        owners.push_str(&format!(" and {} more", failed.len() - NAMED));
+    }
+    bail!(
+        "{} key(s) did not unwrap and were left as they were ({owners}): {consequence}; the \
+         log says why each failed",
+        failed.len()
+    )
 }
 
 #[cfg(test)]

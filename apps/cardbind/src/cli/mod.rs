@@ -262,7 +262,13 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         } => {
             init_logging(&config);
             let stores = compose::existing_stores(&config).await?;
-            compose::rotate_keys(&config, &stores, from.as_deref(), &to).await
+            let report = compose::rotate_keys(&config, &stores, from.as_deref(), &to).await?;
+            out(&admin::rotation_summary(&report))?;
+            admin::not_rewrapped(
+                &report.failed,
+                "they still open only with the old master key: keep it configured as a \
+                 previous key",
+            )
         }
         Command::Keys {
             command: KeysCommand::RetireBranches { new_version },
@@ -270,13 +276,16 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             init_logging(&config);
             let stores = compose::existing_stores(&config).await?;
             let report = compose::keys::retire_branches(&config, &stores, new_version).await?;
-            out(&format!("{report:?}\n"))?;
+            out(&admin::retirement_summary(&report))?;
             if let Some(at) = report.retire_after {
                 out(&format!(
                     "older branch versions were kept: the active one is too recent; run this again after {at}\n"
                 ))?;
             }
-            Ok(())
+            admin::not_rewrapped(
+                &report.failed,
+                "the branch versions they are under were kept",
+            )
         }
         Command::EraseUser {
             user_id,

@@ -142,13 +142,14 @@ pub async fn vault(
 
 /// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key
 /// wrapped under `from` (default: the one previous master key configured)
-/// under `to`, which must be the configured master key.
+/// under `to`, which must be the configured master key. Returns what the
+/// run did; the caller reports keys that were not re-wrapped.
 pub async fn rotate_keys(
     config: &Config,
     stores: &Stores,
     from: Option<&str>,
     to: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<cardbind_keys::RotationReport> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
@@ -236,8 +237,7 @@ pub async fn rotate_keys(
     if let Err(e) = stores.audit.append_system(vec![event], now).await {
         tracing::error!(error = %e, "audit append failed for the key rotation");
     }
-    crate::cli::out(&format!("{report:?}\n"))?;
-    Ok(())
+    Ok(report)
 }
 
 /// A rotation to a key the service is not configured with would leave
