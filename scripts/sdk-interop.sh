@@ -131,6 +131,7 @@ app_id = "$APP_ID"
 private_key_file = "$K/alipay_app_private_key.txt"
 alipay_public_key_file = "$K/alipay_public_key.txt"
 notify_url = "$SVC/v1/channels/alipay/notify"
+sign_scene = "INDUSTRY|DIGITAL_MEDIA"
 
 [channels.wechat]
 base_url = "http://127.0.0.1:$WX_PORT"

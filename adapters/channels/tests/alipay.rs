@@ -11,7 +11,7 @@ use cardbind_channels::alipay::{
     alipay_timestamp, parse_alipay_timestamp, scan, AlipayChannel, AlipayConfig,
     NOTIFICATION_MAX_AGE_SECONDS, NOTIFICATION_MAX_AHEAD_SECONDS,
 };
-use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID};
+use cardbind_channels::fakes::alipay::{aes_dec, FakeAlipayOptions, APP_ID, SIGN_SCENE};
 use cardbind_channels::fakes::FakeAlipay;
 use cardbind_channels::refs::of_attempt;
 use cardbind_domain::Timestamp;
@@ -32,6 +32,7 @@ fn config(gateway_url: String, aes: Option<[u8; 16]>) -> AlipayConfig {
         alipay_public_key_pem: key(1).public_pem.clone(),
         aes_key: aes.map(|k| B64.encode(k)),
         notify_url: Some("https://cardbind.example/v1/channels/alipay/notify".into()),
+        sign_scene: SIGN_SCENE.into(),
         ..AlipayConfig::default()
     }
 }
@@ -506,7 +507,17 @@ async fn result_codes_map_to_errors() {
         Ok(RemoteState::NotFound)
     );
     assert_eq!(ch.unbind(&bid("b"), Some(ATTEMPT), "b").await, Ok(()));
-    for sub in ["USER_NOT_EXIST", "MERCHANT_NOT_EXIST", "PRODUCT_NOT_FOUND"] {
+    fake.force_code(Some(("40004", "AGREEMENT_NOT_EXIST")));
+    assert_eq!(
+        ch.query(&bid("b"), Some(ATTEMPT), None).await,
+        Ok(RemoteState::NotFound)
+    );
+    for sub in [
+        "USER_NOT_EXIST",
+        "MERCHANT_NOT_EXIST",
+        "PRODUCT_NOT_FOUND",
+        "AGREEMENT_STATUS_NOT_FOUND_FOR_PRODUCT",
+    ] {
         fake.force_code(Some(("40004", sub)));
         let refused = ChannelError::Rejected {
             code: sub.into(),
@@ -531,6 +542,9 @@ async fn result_codes_map_to_errors() {
         ("40002", "isv.invalid-app-cert-sn"),
         ("40006", "isv.insufficient-user-permissions"),
         ("40006", ""),
+        // The merchant has not signed the product (or another product code
+        // is configured): about our contract, not the user's agreement.
+        ("40004", "MERCHANT_AGREEMENT_IS_NOT_EXIST"),
     ] {
         fake.force_code(Some((code, sub)));
         let expected = if sub.is_empty() { code } else { sub };
@@ -539,7 +553,21 @@ async fn result_codes_map_to_errors() {
             Err(misconfigured(expected)),
             "{code} {sub}"
         );
+        assert_eq!(
+            ch.unbind(&bid("b"), Some(ATTEMPT), "b").await,
+            Err(misconfigured(expected)),
+            "{code} {sub}: an unbind does not take it for an ended agreement"
+        );
     }
+    // A transient refusal's sub code is the gateway's text: only a stable
+    // code of it goes into the error (and the log).
+    fake.force_code(Some(("20000", "aop.unavailable <b>\nretry")));
+    assert_eq!(
+        ch.query(&bid("b"), Some(ATTEMPT), None).await,
+        Err(ChannelError::Unavailable(
+            "alipay 20000 aop.unavailablebretry".into()
+        ))
+    );
 }
 
 #[tokio::test]
@@ -894,6 +922,7 @@ fn keys_load_in_every_encoding_and_from_files() {
             app_id: APP_ID.into(),
             private_key_pem: private,
             alipay_public_key_pem: public,
+            sign_scene: SIGN_SCENE.into(),
             ..AlipayConfig::default()
         };
         AlipayChannel::new(cfg).unwrap();
@@ -903,10 +932,48 @@ fn keys_load_in_every_encoding_and_from_files() {
         app_id: APP_ID.into(),
         private_key_pem: "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----".into(),
         alipay_public_key_pem: key(1).public_pem.clone(),
+        sign_scene: SIGN_SCENE.into(),
         ..AlipayConfig::default()
     })
     .unwrap_err();
     assert_eq!(bad.field, "private_key_pem");
+}
+
+/// Every agreement is named by an `external_agreement_no`, with which
+/// Alipay refuses its default scene `DEFAULT|DEFAULT`: the scene agreed with
+/// Alipay must be configured, and a default or malformed one is refused.
+#[test]
+fn the_signing_scene_must_be_one_alipay_takes_with_our_agreement_names() {
+    let with = |scene: &str| {
+        AlipayChannel::new(AlipayConfig {
+            sign_scene: scene.into(),
+            ..config("https://openapi.alipay.com/gateway.do".into(), None)
+        })
+    };
+    for scene in [
+        "",
+        "  ",
+        "DEFAULT|DEFAULT",
+        "default|Default",
+        " DEFAULT|DEFAULT ",
+        "INDUSTRY",
+        "INDUSTRY|",
+        "|CARRENTAL",
+        "INDUSTRY|CAR|RENTAL",
+        "INDUSTRY|CAR RENTAL",
+        "INDUSTRY|租车",
+    ] {
+        let e = with(scene).map(|_| ()).unwrap_err();
+        assert_eq!(e.field, "sign_scene", "{scene:?}");
+    }
+    assert!(with("DEFAULT|DEFAULT")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+        .contains("refused by Alipay"));
+    for scene in ["INDUSTRY|CARRENTAL", " INDUSTRY|DIGITAL_MEDIA "] {
+        with(scene).unwrap();
+    }
 }
 
 #[test]

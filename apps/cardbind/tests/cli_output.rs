@@ -96,7 +96,7 @@ fn check_config_refuses_key_files_serve_would_refuse() {
             "[channels]\nenabled = [\"alipay\"]\ndefault = \"alipay\"\n\n\
              [channels.alipay]\ngateway_url = \"https://openapi.alipay.com/gateway.do\"\n\
              app_id = \"2021000000000000\"\nprivate_key_file = {:?}\n\
-             alipay_public_key_file = {:?}\n",
+             alipay_public_key_file = {:?}\nsign_scene = \"INDUSTRY|CARRENTAL\"\n",
             private.display().to_string(),
             public.display().to_string()
         )
@@ -107,6 +107,14 @@ fn check_config_refuses_key_files_serve_would_refuse() {
             "channels.alipay.private_key_file",
         ),
         (alipay(&garbage, &garbage), "channels.alipay"),
+        (
+            alipay(&garbage, &garbage).replace("INDUSTRY|CARRENTAL", "DEFAULT|DEFAULT"),
+            "channels.alipay: sign_scene: DEFAULT|DEFAULT is refused by Alipay",
+        ),
+        (
+            alipay(&garbage, &garbage).replace("sign_scene = \"INDUSTRY|CARRENTAL\"\n", ""),
+            "channels.alipay: sign_scene: must be set",
+        ),
         (
             format!(
                 "[auth]\njwt_public_key_file = {:?}\n",

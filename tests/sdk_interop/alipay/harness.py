@@ -60,6 +60,10 @@ import rsa  # the SDK's own RSA library
 CHARSET = "utf-8"
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 PAGE_SIGN = "alipay.user.agreement.page.sign"
+# The scene this merchant agreed with Alipay (the service's configuration
+# names it): Alipay refuses its default DEFAULT|DEFAULT with an
+# external_agreement_no, which names every agreement the service makes.
+SIGN_SCENE = "INDUSTRY|DIGITAL_MEDIA"
 QUERY = "alipay.user.agreement.query"
 UNSIGN = "alipay.user.agreement.unsign"
 # Text the service must verify byte for byte: Chinese, JSON escapes, braces
@@ -215,7 +219,7 @@ class Gateway:
                     "external_agreement_no": ext,
                     "status": a["status"],
                     "personal_product_code": "GENERAL_WITHHOLDING_P",
-                    "sign_scene": "DEFAULT|DEFAULT",
+                    "sign_scene": SIGN_SCENE,
                     "principal_id": "2088000000000001",
                     "memo": AWKWARD,
                 }
@@ -251,6 +255,8 @@ class Gateway:
         ext = biz.get("external_agreement_no")
         if not ext:
             return None, "no external_agreement_no"
+        if biz.get("sign_scene") != SIGN_SCENE:
+            return None, f"sign_scene {biz.get('sign_scene')!r} is not the scene agreed for the product"
         if not (len(ext) <= 32 and ext.isascii() and ext.isalnum()):
             # Alipay takes at most 32 letters and digits.
             return None, f"external_agreement_no {ext!r} is not 1 to 32 letters and digits"
@@ -430,6 +436,7 @@ def flow(gw, api, keys):
           f"{ext} does not name {card_id}")
     check(params.get("notify_url") == notify_url, "notify_url is the service's", params.get("notify_url"))
     check(biz.get("personal_product_code") == "GENERAL_WITHHOLDING_P", "the product code", biz)
+    check(biz.get("sign_scene") == SIGN_SCENE, "the signing scene is the configured one", biz)
 
     # 3. The user signs; Alipay posts a notification signed as it signs them.
     agreement_no = gw.user_signs(ext)
@@ -443,7 +450,7 @@ def flow(gw, api, keys):
         "agreement_no": agreement_no,
         "external_agreement_no": ext,
         "personal_product_code": "GENERAL_WITHHOLDING_P",
-        "sign_scene": "DEFAULT|DEFAULT",
+        "sign_scene": SIGN_SCENE,
         "alipay_user_id": "2088000000000001",
         "invalid_time": "2115-02-01 00:00:00",
         "sign_time": now,

@@ -118,7 +118,11 @@ pub struct AlipayConfig {
     pub personal_product_code: String,
     /// Default `GENERAL_WITHHOLDING`.
     pub product_code: String,
-    /// Default `DEFAULT|DEFAULT`.
+    /// The signing scene agreed with Alipay for the product (`INDUSTRY|…`),
+    /// sent when signing, querying and unsigning. No default: Alipay
+    /// refuses its default scene `DEFAULT|DEFAULT` with an
+    /// `external_agreement_no`, which names every agreement this channel
+    /// makes, so [`AlipayChannel::new`] refuses an empty or default scene.
     pub sign_scene: String,
     /// `access_params.channel` of the signing page (default `ALIPAYAPP`).
     pub access_channel: String,
@@ -141,7 +145,7 @@ impl Default for AlipayConfig {
             return_url: None,
             personal_product_code: "GENERAL_WITHHOLDING_P".into(),
             product_code: "GENERAL_WITHHOLDING".into(),
-            sign_scene: "DEFAULT|DEFAULT".into(),
+            sign_scene: String::new(),
             access_channel: "ALIPAYAPP".into(),
             request_timeout: Duration::from_secs(10),
             clock: None,
@@ -339,14 +343,60 @@ pub fn is_configuration_code(code: &str) -> bool {
     matches!(code, "20001" | "40001" | "40002" | "40006")
 }
 
-/// Whether a refusal's code says the *agreement* does not exist (e.g.
-/// `USER_AGREEMENT_NOT_EXIST`): only then is it taken for "no such
-/// agreement", which an unbind counts as ended. A code saying something
-/// else is missing (`USER_NOT_EXIST`, a merchant, a product) stays a
-/// refusal: ending a card on it could leave a live agreement behind.
+/// Whether a refusal's code says the user's *agreement* does not exist
+/// (`USER_AGREEMENT_NOT_EXIST`, or `AGREEMENT_NOT_EXIST`): only then is it
+/// taken for "no such agreement", which an unbind counts as ended. Any
+/// other code stays a refusal, even one that names an agreement:
+/// `MERCHANT_AGREEMENT_IS_NOT_EXIST` is about the merchant's contract (see
+/// [`is_merchant_setup_sub_code`]), and ending a card on it could leave a
+/// live agreement behind.
 fn is_not_found_code(code: &str) -> bool {
-    let u = code.to_ascii_uppercase();
-    u.contains("AGREEMENT") && (u.contains("NOT_EXIST") || u.contains("NOT_FOUND"))
+    ["USER_AGREEMENT_NOT_EXIST", "AGREEMENT_NOT_EXIST"]
+        .iter()
+        .any(|c| code.eq_ignore_ascii_case(c))
+}
+
+/// Business sub codes (under `40004`) that describe the merchant's own
+/// set-up, not the user or the agreement: `MERCHANT_AGREEMENT_IS_NOT_EXIST`
+/// (the merchant has not signed the withholding product, or the product
+/// code configured is not the one signed). Reported as misconfiguration,
+/// which changes no binding.
+fn is_merchant_setup_sub_code(code: &str) -> bool {
+    code.eq_ignore_ascii_case("MERCHANT_AGREEMENT_IS_NOT_EXIST")
+}
+
+/// A signing scene is two names joined by `|` (`INDUSTRY|CARRENTAL`), each
+/// of ASCII letters, digits and `_`, and not Alipay's default
+/// `DEFAULT|DEFAULT`, which Alipay refuses with an `external_agreement_no`.
+fn check_sign_scene(scene: &str) -> Result<(), ConfigError> {
+    let scene = scene.trim();
+    if scene.is_empty() {
+        return Err(ConfigError::new(
+            "sign_scene",
+            "must be set: the signing scene agreed with Alipay for the product, e.g. \
+             INDUSTRY|CARRENTAL",
+        ));
+    }
+    let part = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    match scene.split_once('|') {
+        Some((a, b)) if part(a) && part(b) && scene.len() <= 64 => {}
+        _ => {
+            return Err(ConfigError::new(
+                "sign_scene",
+                "must be two names of letters, digits and _ joined by |, at most 64 \
+                 characters (e.g. INDUSTRY|CARRENTAL)",
+            ))
+        }
+    }
+    if scene.eq_ignore_ascii_case("DEFAULT|DEFAULT") {
+        return Err(ConfigError::new(
+            "sign_scene",
+            "DEFAULT|DEFAULT is refused by Alipay for agreements named by \
+             external_agreement_no, as this service names each: set the scene agreed with \
+             Alipay for the product",
+        ));
+    }
+    Ok(())
 }
 
 impl AlipayChannel {
@@ -359,6 +409,7 @@ impl AlipayChannel {
         if config.app_id.trim().is_empty() {
             return Err(ConfigError::new("app_id", "must not be empty"));
         }
+        check_sign_scene(&config.sign_scene)?;
         let private = load_private_key(&config.private_key_pem)
             .map_err(|e| ConfigError::new("private_key_pem", e))?;
         let public = load_public_key(&config.alipay_public_key_pem)
@@ -387,7 +438,7 @@ impl AlipayChannel {
             return_url: config.return_url.filter(|s| !s.is_empty()),
             personal_product_code: config.personal_product_code,
             product_code: config.product_code,
-            sign_scene: config.sign_scene,
+            sign_scene: config.sign_scene.trim().to_owned(),
             access_channel: config.access_channel,
             client: build_client(config.request_timeout)?,
             clock: config.clock.unwrap_or_else(|| Arc::new(SystemClock)),
@@ -549,10 +600,15 @@ impl AlipayChannel {
             "10000" => Ok(fields),
             "20000" => Err(ChannelError::Unavailable(format!(
                 "alipay 20000 {}",
-                sub_code.unwrap_or("service unavailable")
+                sub_code
+                    .map(crate::http::clean_code)
+                    .unwrap_or_else(|| "service unavailable".to_owned())
             ))),
             "" => Err(protocol("response without code")),
             c if is_configuration_code(c) => Err(crate::http::misconfigured(sub_code.unwrap_or(c))),
+            _ if sub_code.is_some_and(is_merchant_setup_sub_code) => {
+                Err(crate::http::misconfigured(sub_code.unwrap_or(code)))
+            }
             other => Err(ChannelError::Rejected {
                 code: sub_code.unwrap_or(other).to_owned(),
                 message: sub_msg,

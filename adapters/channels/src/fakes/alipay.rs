@@ -48,6 +48,10 @@ use super::{lock, now_unix, rsa_sign, rsa_verify, FakeError, ReceivedRequest};
 
 /// The application id the fake expects by default.
 pub const APP_ID: &str = "2021000000000001";
+/// The signing scene the fake merchant agreed with Alipay: the signing page
+/// refuses any other, Alipay's default `DEFAULT|DEFAULT` among them (which
+/// Alipay refuses with an `external_agreement_no`).
+pub const SIGN_SCENE: &str = "INDUSTRY|DIGITAL_MEDIA";
 /// The content type Alipay posts notifications with.
 pub const NOTIFY_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
@@ -417,7 +421,7 @@ impl State {
                     "note": "braces } { and \"quotes\" and \\ backslash \u{4e2d}",
                     "external_agreement_no": ext, "status": a.status,
                     "personal_product_code": "GENERAL_WITHHOLDING_P",
-                    "sign_scene": "DEFAULT|DEFAULT",
+                    "sign_scene": SIGN_SCENE,
                     "nested": {"a": [1, {"b": "}]"}], "c": null}
                 });
                 if a.status != "TEMP" {
@@ -593,6 +597,9 @@ impl FakeAlipay {
         {
             return refuse("wrong product");
         }
+        if biz["sign_scene"] != SIGN_SCENE {
+            return refuse("sign_scene is not the scene agreed for the product");
+        }
         let Some(ext) = biz["external_agreement_no"].as_str() else {
             return refuse("no external_agreement_no");
         };
@@ -637,7 +644,7 @@ impl FakeAlipay {
             ("agreement_no", &no),
             ("external_agreement_no", ext),
             ("personal_product_code", "GENERAL_WITHHOLDING_P"),
-            ("sign_scene", "DEFAULT|DEFAULT"),
+            ("sign_scene", SIGN_SCENE),
             ("alipay_user_id", "2088000000000001"),
             ("invalid_time", "2115-02-01 00:00:00"),
             ("sign_time", &now),

@@ -95,9 +95,7 @@ pub fn channels(
                         personal_product_code: a.personal_product_code.clone().unwrap_or_else(
                             || cardbind_channels::AlipayConfig::default().personal_product_code,
                         ),
-                        sign_scene: a.sign_scene.clone().unwrap_or_else(|| {
-                            cardbind_channels::AlipayConfig::default().sign_scene
-                        }),
+                        sign_scene: a.sign_scene.clone().unwrap_or_default(),
                         ..cardbind_channels::AlipayConfig::default()
                     })
                     .map_err(|e| anyhow!("channels.alipay: {e}"))?,

@@ -174,6 +174,7 @@ app_id = "{app_id}"
 private_key_file = "{app_private}"
 alipay_public_key_file = "{alipay_public}"
 notify_url = "https://cardbind.test/v1/channels/alipay/notify"
+sign_scene = "{alipay_scene}"
 
 [channels.wechat]
 base_url = "{wechat_url}"
@@ -196,6 +197,7 @@ plan_id = {plan}
         serial = fw::MERCHANT_SERIAL,
         plan = fw::PLAN_ID,
         platform_serial = fw::PLATFORM_SERIAL,
+        alipay_scene = fakes::alipay::SIGN_SCENE,
     );
     let file = d.join("cardbind.toml");
     std::fs::write(&file, toml).unwrap();
