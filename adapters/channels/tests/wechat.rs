@@ -647,8 +647,47 @@ async fn papay_not_enabled_for_the_merchant_is_a_misconfiguration() {
 
 #[tokio::test]
 async fn encrypting_for_a_platform_key_wechat_no_longer_uses_is_a_misconfiguration() {
-    // The first platform key encrypts sensitive fields: an old one first.
-    let (_fake, ch) = setup_with(|c| WechatConfig {
+    // Only a platform certificate is configured, and it encrypts sensitive
+    // fields; WeChat Pay (signing with that certificate) decrypts only for
+    // its public key.
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        encrypted_phone_field: Some("phone".into()),
+        platform_keys: vec![(PLATFORM_SERIAL_2.into(), key(3).public_pem.clone())],
+        ..c
+    })
+    .await;
+    fake.use_second_platform_key(true);
+    assert_eq!(
+        ch.start_binding(&bind_request("bindoldkey")).await,
+        Err(misconfigured("PARAM_ERROR"))
+    );
+}
+
+/// While a merchant moves from platform certificates to WeChat Pay's
+/// public key, WeChat Pay signs an answer with the key the request names in
+/// `Wechatpay-Serial`, and with the certificate when it names none. Every
+/// request names the configured public key id, so a service that holds only
+/// that key verifies every answer; with both configured, the public key
+/// (listed after the certificate) is the one sensitive fields are encrypted
+/// for.
+#[tokio::test]
+async fn every_request_names_the_public_key_id_so_answers_are_signed_with_it() {
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        platform_keys: vec![(PLATFORM_SERIAL.into(), key(1).public_pem.clone())],
+        ..c
+    })
+    .await;
+    fake.moving_to_public_key(true);
+    assert_eq!(
+        ch.query(&bid("bindpub"), Some(ATTEMPT), None).await,
+        Ok(RemoteState::NotFound)
+    );
+    assert!(matches!(
+        ch.start_binding(&bind_request("bindpub")).await,
+        Ok(ChannelStart::Redirect { .. })
+    ));
+
+    let (fake, ch) = setup_with(|c| WechatConfig {
         encrypted_phone_field: Some("phone".into()),
         platform_keys: vec![
             (PLATFORM_SERIAL_2.into(), key(3).public_pem.clone()),
@@ -657,9 +696,23 @@ async fn encrypting_for_a_platform_key_wechat_no_longer_uses_is_a_misconfigurati
         ..c
     })
     .await;
+    fake.moving_to_public_key(true);
+    assert!(matches!(
+        ch.start_binding(&bind_request("bindpub2")).await,
+        Ok(ChannelStart::Redirect { .. })
+    ));
+    assert!(fake.decrypted_phone().is_some());
+    // Without a public key configured nothing is named, and the answers
+    // signed with the certificate verify with it.
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        platform_keys: vec![(PLATFORM_SERIAL_2.into(), key(3).public_pem.clone())],
+        ..c
+    })
+    .await;
+    fake.moving_to_public_key(true);
     assert_eq!(
-        ch.start_binding(&bind_request("bindoldkey")).await,
-        Err(misconfigured("PARAM_ERROR"))
+        ch.query(&bid("bindcert"), Some(ATTEMPT), None).await,
+        Ok(RemoteState::NotFound)
     );
 }
 

@@ -4,7 +4,12 @@
 //!   mchid="…",nonce_str="…",timestamp="…",serial_no="…",signature="…"`,
 //!   the signature (SHA256withRSA, merchant key) over
 //!   `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n` built from the exact
-//!   bytes sent.
+//!   bytes sent. When a `PUB_KEY_ID_…` public key is configured, every
+//!   request names it in `Wechatpay-Serial`: while a merchant moves from
+//!   platform certificates to the public key, WeChat Pay signs its answer
+//!   with the key the request's `Wechatpay-Serial` names, and with the
+//!   certificate when it names none (as WeChat Pay's own SDKs do from
+//!   wechatpay-java 0.2.16 on).
 //! * **Responses and callbacks** are verified from `Wechatpay-Timestamp`,
 //!   `Wechatpay-Nonce`, `Wechatpay-Signature` over
 //!   `TIMESTAMP\nNONCE\nBODY\n` with the platform public key that
@@ -113,7 +118,9 @@ pub struct WechatConfig {
     /// Our merchant API private key.
     pub private_key_pem: String,
     /// WeChat Pay platform keys by serial (certificate serial or
-    /// `PUB_KEY_ID_…`); the first one also encrypts sensitive fields.
+    /// `PUB_KEY_ID_…`). The first public key id (else the first
+    /// certificate) encrypts sensitive fields and is named in every
+    /// request's `Wechatpay-Serial`.
     pub platform_keys: Vec<(String, String)>,
     /// The 32-byte APIv3 key (as text, as WeChat hands it out).
     pub apiv3_key: String,
@@ -195,6 +202,9 @@ pub struct WechatChannel {
     signer: RsaSigner,
     platform: BTreeMap<String, RsaVerifier>,
     encrypt_with: (String, RsaVerifier),
+    /// The `PUB_KEY_ID_…` every request names in `Wechatpay-Serial`, when
+    /// one is configured.
+    public_key_id: Option<String>,
     apiv3_key: [u8; 32],
     notify_url: String,
     return_url: Option<String>,
@@ -226,6 +236,12 @@ struct ApiAnswer {
     body: bytes::Bytes,
 }
 
+/// WeChat Pay's public key ids read `PUB_KEY_ID_` then digits; platform
+/// certificate serials are hex.
+fn is_public_key_id(serial: &str) -> bool {
+    serial.starts_with("PUB_KEY_ID_")
+}
+
 fn header<'a>(headers: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
     headers.get(name).map(String::as_str)
 }
@@ -249,7 +265,7 @@ impl WechatChannel {
         let private = load_private_key(&config.private_key_pem)
             .map_err(|e| ConfigError::new("private_key_pem", e))?;
         let mut platform = BTreeMap::new();
-        let mut first = None;
+        let mut first: Option<(String, RsaVerifier)> = None;
         for (configured, pem) in &config.platform_keys {
             // Serials are upper-case hex (or `PUB_KEY_ID_…`) in WeChat Pay's
             // headers; an operator's lower-case copy names the same key.
@@ -266,7 +282,13 @@ impl WechatChannel {
                 ));
             }
             let verifier = RsaVerifier::new(key);
-            if first.is_none() {
+            // WeChat Pay's public key (which does not expire) is preferred
+            // over a platform certificate.
+            let better = match &first {
+                None => true,
+                Some((s, _)) => is_public_key_id(&serial) && !is_public_key_id(s),
+            };
+            if better {
                 first = Some((serial.clone(), verifier.clone()));
             }
             if platform.insert(serial.clone(), verifier).is_some() {
@@ -276,8 +298,9 @@ impl WechatChannel {
                 ));
             }
         }
-        let encrypt_with =
+        let encrypt_with: (String, RsaVerifier) =
             first.ok_or_else(|| ConfigError::new("platform_keys", "at least one is needed"))?;
+        let public_key_id = Some(encrypt_with.0.clone()).filter(|s| is_public_key_id(s));
         let apiv3_key: [u8; 32] = config
             .apiv3_key
             .as_bytes()
@@ -293,6 +316,7 @@ impl WechatChannel {
             signer: RsaSigner::new(private),
             platform,
             encrypt_with,
+            public_key_id,
             apiv3_key,
             notify_url: config.notify_url,
             return_url: config.return_url.filter(|s| !s.is_empty()),
@@ -331,7 +355,7 @@ impl WechatChannel {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body_text);
         }
-        if let Some(serial) = wechatpay_serial {
+        if let Some(serial) = wechatpay_serial.or(self.public_key_id.as_deref()) {
             req = req.header("Wechatpay-Serial", serial);
         }
         let resp = req.send().await.map_err(transport_error)?;

@@ -88,6 +88,8 @@ struct Switches {
     wrong_key: AtomicBool,
     unsigned: AtomicBool,
     second_platform_key: AtomicBool,
+    /// The merchant is moving from platform certificates to the public key.
+    moving_to_public_key: AtomicBool,
     unknown_serial: AtomicBool,
     down: AtomicBool,
     /// Pre-sign requests still to be answered 503.
@@ -156,14 +158,24 @@ pub fn platform_signed_headers(body: &[u8]) -> Result<Vec<(String, String)>, Fak
 }
 
 impl State {
-    /// Signs an answer the way WeChat Pay does (with the test switches).
-    fn signed_headers(&self, body: &[u8]) -> Result<Vec<(String, String)>, FakeError> {
+    /// Signs an answer the way WeChat Pay does (with the test switches), to
+    /// a request that named `request_serial` in its `Wechatpay-Serial`.
+    fn signed_headers(
+        &self,
+        body: &[u8],
+        request_serial: Option<&str>,
+    ) -> Result<Vec<(String, String)>, FakeError> {
         let s = &self.switches;
         if s.unsigned.load(Ordering::SeqCst) {
             return Ok(Vec::new());
         }
         let ts = now_unix() + s.ts_offset.load(Ordering::SeqCst);
-        let (slot, serial) = if s.second_platform_key.load(Ordering::SeqCst) {
+        // While a merchant moves to the public key, an answer is signed with
+        // it only for a request that names it; otherwise with the platform
+        // certificate (here the second key, under its hex serial).
+        let by_certificate = s.moving_to_public_key.load(Ordering::SeqCst)
+            && request_serial != Some(PLATFORM_SERIAL);
+        let (slot, serial) = if by_certificate || s.second_platform_key.load(Ordering::SeqCst) {
             (PLATFORM_2, PLATFORM_SERIAL_2)
         } else if s.wrong_key.load(Ordering::SeqCst) {
             (STRANGER, PLATFORM_SERIAL)
@@ -208,7 +220,7 @@ impl FakeWechat {
                 let serial = req.header("wechatpay-serial").map(str::to_owned);
                 let body = req.into_body().into_bytes().await.unwrap_or_default();
                 let answer = state.handle(&method, &pq, auth.as_deref(), serial.as_deref(), &body);
-                state.respond(answer)
+                state.respond(answer, serial.as_deref())
             }
         })?;
         Ok(FakeWechat { state, server })
@@ -272,6 +284,18 @@ impl FakeWechat {
         self.state
             .switches
             .second_platform_key
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// The merchant moves from platform certificates to the public key (as
+    /// WeChat Pay's switch period works): an answer is signed with the
+    /// public key under [`PLATFORM_SERIAL`] only when the request's
+    /// `Wechatpay-Serial` names it, else with the platform certificate (the
+    /// second key, under [`PLATFORM_SERIAL_2`]).
+    pub fn moving_to_public_key(&self, on: bool) {
+        self.state
+            .switches
+            .moving_to_public_key
             .store(on, Ordering::SeqCst);
     }
 
@@ -398,7 +422,7 @@ impl FakeWechat {
         .to_string();
         let headers: BTreeMap<String, String> = self
             .state
-            .signed_headers(body.as_bytes())?
+            .signed_headers(body.as_bytes(), Some(PLATFORM_SERIAL))?
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();

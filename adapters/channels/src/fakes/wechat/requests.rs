@@ -113,9 +113,9 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn respond(&self, answer: Answer) -> poem::Response {
+    pub(super) fn respond(&self, answer: Answer, request_serial: Option<&str>) -> poem::Response {
         let headers = if answer.signed {
-            match self.signed_headers(answer.body.as_bytes()) {
+            match self.signed_headers(answer.body.as_bytes(), request_serial) {
                 Ok(h) => h,
                 Err(e) => {
                     return poem::Response::builder()
