@@ -873,6 +873,15 @@ async fn notifications_are_verified_over_empty_fields_and_in_their_charset() {
         .unwrap()
         .contains("%D5%C5%C8%FD"));
     assert!(ch.parse_notification(&note(gbk.clone())).is_ok());
+    // GBK writes the euro sign as the single byte 0x80 (GB18030 as two):
+    // verified over the bytes sent.
+    let mut euro = pairs("c-gbk-euro", "GBK");
+    euro.push(("memo", "€5"));
+    let euro = fake.notification_in(&euro, encoding_rs::GBK).unwrap();
+    assert!(String::from_utf8(euro.clone())
+        .unwrap()
+        .contains("memo=%805"));
+    assert!(ch.parse_notification(&note(euro)).is_ok());
     // GBK bytes read as UTF-8, or another charset named: not verified.
     let relabelled = String::from_utf8(gbk)
         .unwrap()

@@ -233,8 +233,8 @@ fn joined(params: &BTreeMap<String, String>, skip: &[&str], keep_empty: bool) ->
 }
 
 /// The parameters of a form-encoded notification, decoded in the charset
-/// its own `charset` parameter names (UTF-8 when there is none; GBK,
-/// GB2312 and GB18030 read as GB18030, their superset), with that charset.
+/// its own `charset` parameter names (UTF-8 when there is none; GBK and
+/// GB2312 read as GBK, GB18030 as GB18030), with that charset.
 /// `None` for a repeated key, a charset it does not know, or bytes that are
 /// not text in it: nothing is guessed or replaced, so what is verified is
 /// what was sent.
@@ -260,7 +260,11 @@ fn notification_params(
         None => encoding_rs::UTF_8,
         Some((_, v)) => match v.to_ascii_lowercase().as_slice() {
             b"utf-8" | b"utf8" => encoding_rs::UTF_8,
-            b"gbk" | b"gb2312" | b"gb18030" => encoding_rs::GB18030,
+            // Read and written back as the charset named: GBK's encoder
+            // gives back its own bytes (the euro sign is 0x80 in GBK, two
+            // bytes in GB18030), so what is verified is what was signed.
+            b"gbk" | b"gb2312" => encoding_rs::GBK,
+            b"gb18030" => encoding_rs::GB18030,
             _ => return None,
         },
     };
