@@ -239,6 +239,79 @@ fn phone_pattern_is_exactly_the_domain_rule() {
     }
 }
 
+/// Every pattern of the spec, as (JSON pointer, pattern).
+fn spec_patterns() -> Vec<(String, String)> {
+    fn walk(v: &Value, at: String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    match (k.as_str(), v) {
+                        ("pattern", Value::String(p)) => out.push((here, p.clone())),
+                        _ => walk(v, here, out),
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let spec: Value = serde_json::from_str(&cardbind::http::api_spec_json()).unwrap();
+    let mut out = Vec::new();
+    walk(&spec, String::new(), &mut out);
+    out
+}
+
+/// A pattern means the same to every reader of the spec: JavaScript's
+/// `RegExp` with or without its `u` flag, Python's `re` (clients generated
+/// by openapi-generator check patterns with it), and the service's regex
+/// crate. So no Unicode property classes (`\p{…}`), no shorthand classes
+/// (`\d` is any decimal digit to Python, an ASCII one to JavaScript), no
+/// group flags, lookarounds or word boundaries; and Python compiles each.
+#[test]
+fn every_pattern_reads_alike_in_javascript_python_and_the_service() {
+    let patterns = spec_patterns();
+    assert!(patterns.len() >= 10, "{patterns:?}");
+    for (at, p) in &patterns {
+        for bad in [
+            "\\p", "\\P", "\\d", "\\D", "\\w", "\\W", "\\s", "\\S", "\\b", "\\B", "(?", "\\U",
+            "\\x{", "\\u{",
+        ] {
+            assert!(!p.contains(bad), "{at}: {bad} in {p}");
+        }
+        assert!(
+            p.starts_with('^') && p.ends_with('$'),
+            "{at}: not anchored: {p}"
+        );
+        regex::Regex::new(p).unwrap_or_else(|e| panic!("{at}: {e}"));
+    }
+    let list = serde_json::to_string(&patterns.iter().map(|(_, p)| p).collect::<Vec<_>>()).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, re, sys\nfor p in json.load(sys.stdin): re.compile(p)\nprint('ok')",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(list.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("python3 (the tests need it)");
+    assert!(
+        out.status.success(),
+        "python's re refuses a pattern: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn card_number_pattern_is_the_domain_format_rule() {
     use cardbind_domain::{CardNumber, ErrorCode};
@@ -286,6 +359,26 @@ fn holder_name_resident_id_and_cvv_patterns_admit_only_what_the_domain_admits() 
         }
     }
     assert!(marks > 700, "{marks}");
+    // The letters are explicit ranges of the Basic Multilingual Plane (not
+    // `\p{L}`, which Python's `re` and JavaScript without `u` do not
+    // read): each is a letter to this regex crate and to the domain, and
+    // they are all of its letters but the few newer than Unicode 14.
+    let letter = regex::Regex::new(r"^\p{L}$").unwrap();
+    let (mut taken, mut left) = (0, 0);
+    for c in (0..0x10000u32).filter_map(char::from_u32) {
+        let s = c.to_string();
+        if name.is_match(&s) {
+            assert!(letter.is_match(&s), "U+{:04X}", c as u32);
+            assert!(HolderName::parse(&s).is_ok(), "U+{:04X}", c as u32);
+            taken += 1;
+        } else if letter.is_match(&s) {
+            left += 1;
+        }
+    }
+    assert!(taken > 45_000 && left < 100, "{taken} taken, {left} left");
+    // Beyond it: refused by the pattern (the domain reads letters alone).
+    assert!(!name.is_match("\u{20BB7}"));
+    assert!(name.is_match("\u{5409}野 家"));
     let id = bind_pattern("id_number");
     let base: Vec<char> = "11010519491231002X".chars().collect();
     let mut matched = 0;
