@@ -312,6 +312,57 @@ fn every_pattern_reads_alike_in_javascript_python_and_the_service() {
     );
 }
 
+/// Integers carry only the formats OpenAPI registers (generators read an
+/// unknown `uint64` as a 32-bit integer), and none may be negative where
+/// the service's type cannot.
+#[test]
+fn integers_carry_registered_formats_and_their_ranges() {
+    fn walk(v: &Value, at: &str, seen: &mut usize) {
+        match v {
+            Value::Object(m) => {
+                if m.get("type").and_then(Value::as_str) == Some("integer") {
+                    *seen += 1;
+                    let format = m.get("format").and_then(Value::as_str);
+                    assert!(
+                        matches!(format, Some("int32" | "int64")),
+                        "{at}: format {format:?}"
+                    );
+                    if format == Some("int32") {
+                        let max = m.get("maximum").and_then(Value::as_i64);
+                        assert!(max.is_some_and(|x| x <= i64::from(i32::MAX)), "{at}");
+                    }
+                }
+                for (k, x) in m {
+                    walk(x, &format!("{at}/{k}"), seen);
+                }
+            }
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| walk(x, &format!("{at}/{i}"), seen)),
+            _ => {}
+        }
+    }
+    let spec: Value = serde_json::from_str(&cardbind::http::api_spec_json()).unwrap();
+    let mut seen = 0;
+    walk(&spec, "", &mut seen);
+    assert!(seen >= 10, "{seen}");
+    let seq = &spec["components"]["schemas"]["AuditEventDto"]["properties"]["seq"];
+    assert_eq!(
+        (seq["format"].as_str(), seq["minimum"].as_i64()),
+        (Some("int64"), Some(0))
+    );
+    let month = &spec["components"]["schemas"]["BindCardBody"]["properties"]["expiry_month"];
+    assert_eq!(
+        (
+            month["format"].as_str(),
+            month["minimum"].as_i64(),
+            month["maximum"].as_i64()
+        ),
+        (Some("int32"), Some(1), Some(12))
+    );
+}
+
 #[test]
 fn card_number_pattern_is_the_domain_format_rule() {
     use cardbind_domain::{CardNumber, ErrorCode};

@@ -80,6 +80,7 @@ fn finish_spec(mut doc: Value) -> Value {
     close_request_bodies(&mut doc);
     plain_references(&mut doc);
     formats_any_of(&mut doc);
+    registered_integer_formats(&mut doc);
     plain_json_media_types(&mut doc);
     add_links(&mut doc);
     canonical(doc)
@@ -168,6 +169,66 @@ fn formats_any_of(v: &mut Value) {
             }
         }
         Value::Array(a) => a.iter_mut().for_each(formats_any_of),
+        _ => {}
+    }
+}
+
+/// Integers carry the formats OpenAPI registers (`int32`, `int64`), their
+/// range in `minimum`/`maximum`. poem-openapi writes Rust's unsigned types
+/// as `uint32`/`uint64`, which generators do not know and read as a 32-bit
+/// signed integer (openapi-generator's Java: an audit event's `seq` above
+/// 2^31 − 1 would not deserialize). An unsigned integer whose declared
+/// maximum fits in `int32` becomes `int32`, any other `int64`; each gets
+/// `minimum: 0`, and a `uint32` without a maximum its own. Bounds are
+/// written as integers.
+fn registered_integer_formats(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let unsigned = m
+                .get("format")
+                .and_then(Value::as_str)
+                .filter(|f| matches!(*f, "uint8" | "uint16" | "uint32" | "uint64"))
+                .map(str::to_owned);
+            if let Some(format) = unsigned {
+                let max = m.get("maximum").and_then(Value::as_f64);
+                let fits_i32 = max.is_some_and(|x| x <= f64::from(i32::MAX));
+                let narrow = format != "uint64";
+                let int = if narrow && fits_i32 { "int32" } else { "int64" };
+                m.insert("format".into(), Value::from(int));
+                if !m.contains_key("minimum") {
+                    m.insert("minimum".into(), Value::from(0));
+                }
+                if max.is_none() {
+                    let top = match format.as_str() {
+                        "uint8" => Some(u64::from(u8::MAX)),
+                        "uint16" => Some(u64::from(u16::MAX)),
+                        "uint32" => Some(u64::from(u32::MAX)),
+                        _ => None,
+                    };
+                    if let Some(top) = top {
+                        m.insert("maximum".into(), Value::from(top));
+                    }
+                }
+            }
+            // poem-openapi writes an integer's bounds as floats (`12.0`).
+            if m.get("type").and_then(Value::as_str) == Some("integer") {
+                for bound in ["minimum", "maximum"] {
+                    let whole = m
+                        .get(bound)
+                        .and_then(Value::as_f64)
+                        .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15);
+                    if let Some(x) = whole {
+                        // Exact: a whole number below 2^53.
+                        #[allow(clippy::cast_possible_truncation)]
+                        m.insert(bound.into(), Value::from(x as i64));
+                    }
+                }
+            }
+            for x in m.values_mut() {
+                registered_integer_formats(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(registered_integer_formats),
         _ => {}
     }
 }
