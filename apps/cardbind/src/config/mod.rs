@@ -75,7 +75,23 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        let cfg: Config = fig.merge(env.lowercase(true)).extract().map_err(|e| {
+        // Each `CARDBIND__…` value is text, read as the setting needs it:
+        // figment's own reading takes `654321` for a number and `true` for
+        // a boolean whatever the setting, so a text setting of digits (an
+        // OTP code, a database name, a secret) could not be given. A value
+        // that opens with `[`, `{` or `"` is still read as TOML's (a list,
+        // a table, a quoted string); the lossy extraction turns text into
+        // the number or boolean a setting of that type asks for.
+        for (key, value) in env.lowercase(true).iter() {
+            let opens_value = value.trim_start().starts_with(['[', '{', '"']);
+            let value: figment::value::Value = if opens_value {
+                value.parse().unwrap_or_else(|e| match e {})
+            } else {
+                figment::value::Value::from(value)
+            };
+            fig = fig.merge(Serialized::default(key.as_str(), value));
+        }
+        let cfg: Config = fig.extract_lossy().map_err(|e| {
             let msgs: Vec<String> = e
                 .into_iter()
                 .map(|e| {
@@ -494,6 +510,41 @@ mod tests {
             std::env::set_var(format!("{prefix}{k}"), v);
         }
         Env::prefixed(&prefix).split("__")
+    }
+
+    /// Environment values are text read as each setting needs: digits or
+    /// `true` stay text for a text setting, become a number or a boolean
+    /// for one of those; a list or quoted text is read as TOML's.
+    #[test]
+    fn env_values_are_read_as_their_setting_needs() {
+        let prefix = format!("CBTEXT{}__", std::process::id());
+        let vars = [
+            ("CHANNELS__MOCK__OTP_CODE", "000654"),
+            ("STORAGE__DATABASE", "2024"),
+            ("AUTH__AUDIENCE", "true"),
+            ("AUTH__ISSUER", "\"12\""),
+            ("LIMITS__CARDS_PER_USER", "7"),
+            ("CHANNELS__ENABLED", "[\"mock\"]"),
+            ("SERVER__TRUST_FORWARDED_FOR", "true"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(format!("{prefix}{k}"), v);
+        }
+        let c = Config::load_from(None, Env::prefixed(&prefix).split("__")).unwrap();
+        assert_eq!(c.channels.mock.otp_code, "000654");
+        assert_eq!(c.storage.database, "2024");
+        assert_eq!(c.auth.audience, "true");
+        assert_eq!(c.auth.issuer, "12");
+        assert_eq!(c.limits.cards_per_user, 7);
+        assert_eq!(c.channels.enabled, vec![ChannelKind::Mock]);
+        assert!(c.server.trust_forwarded_for);
+        // A number setting still refuses what is not one, naming it.
+        std::env::set_var(format!("{prefix}LIMITS__CARDS_PER_USER"), "seven");
+        let e = Config::load_from(None, Env::prefixed(&prefix).split("__")).unwrap_err();
+        assert!(e.0.starts_with("limits.cards_per_user:"), "{e}");
+        for (k, _) in vars {
+            std::env::remove_var(format!("{prefix}{k}"));
+        }
     }
 
     #[test]
