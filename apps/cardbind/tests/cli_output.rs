@@ -453,6 +453,17 @@ fn a_hang_up_stops_the_service_gracefully_and_a_readable_secret_is_warned_of() {
     assert_eq!(out.status.code(), Some(0), "{:?}: {stderr}", out.status);
     assert!(stderr.contains("shutting down"), "{stderr}");
     assert!(!stderr.contains("readable by group or others"), "{stderr}");
+    // The mock's public notification secret is said by `serve` (it takes
+    // the notifications), not by an admin command over the same store.
+    assert!(stderr.contains("public default secret"), "{stderr}");
+    let out = cardbind()
+        .arg("purge")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let admin = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{admin}");
+    assert!(!admin.contains("public default secret"), "{admin}");
 
     // Its dev token secret made readable by others: said at the next start.
     use std::os::unix::fs::PermissionsExt;
@@ -913,4 +924,40 @@ fn a_step_up_token_out_of_its_lifetime_bounds_is_not_issued() {
         );
         assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
     }
+}
+
+/// `erase-user` with step-up enabled and no token says how to give one;
+/// with the token `step-up-token` makes, it erases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_user_without_its_step_up_token_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    make_store(dir.path()).await;
+    let with_step_up = |args: &[&str]| {
+        cardbind()
+            .args(args)
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .env("CARDBIND__STEP_UP__ENABLED", "true")
+            .env(
+                "CARDBIND__STEP_UP__HMAC_SECRET",
+                "a-step-up-secret-of-more-than-32-characters",
+            )
+            .output()
+            .unwrap()
+    };
+    let out = with_step_up(&["erase-user", "mia"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("step_up_required: step-up is enabled")
+            && stderr.contains("--step-up-token")
+            && stderr.contains("cardbind step-up-token --user mia --action erase_user"),
+        "{stderr}"
+    );
+    let token = with_step_up(&["step-up-token", "--user", "mia", "--action", "erase_user"]);
+    assert!(token.status.success());
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let out = with_step_up(&["erase-user", "mia", "--step-up-token", &token]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("erased user mia"));
 }

@@ -299,7 +299,19 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .usecases
                 .erase_user(&ctx, &user, step_up_token.as_deref())
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains(cardbind_domain::ErrorCode::StepUpRequired.as_str()) {
+                        anyhow::anyhow!(
+                            "{text}: step-up is enabled (step_up.enabled): pass --step-up-token \
+                             with a token for this user and action erase_user (with the hmac \
+                             verifier, `cardbind step-up-token --user {user} --action erase_user` \
+                             makes one)"
+                        )
+                    } else {
+                        anyhow::anyhow!("{text}")
+                    }
+                })?;
             out(&format!(
                 "erased user {user}: {} card(s) unbound, key material destroyed: {}\n",
                 r.unbound, r.key_destroyed

@@ -31,6 +31,20 @@ pub fn init_logging(config: &Config) {
 
 pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    // Said by `serve` alone: the admin commands take no notifications.
+    if config
+        .channels
+        .enabled
+        .contains(&crate::config::ChannelKind::Mock)
+        && config.channels.mock.has_public_secret()
+    {
+        tracing::warn!(
+            "the mock channel signs notifications with the public default secret \
+             (channels.mock.notify_secret): anyone who knows a binding id can post \
+             its events; set a secret of your own, or enable a real channel, \
+             anywhere but a laptop"
+        );
+    }
     // A panic message can quote the value that caused it (a request field):
     // log where it happened, never what it said. Requests that panic are
     // answered 500 `internal_error` by the HTTP edge.

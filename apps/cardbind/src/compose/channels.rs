@@ -38,14 +38,6 @@ pub fn channels(
         let inner: Arc<dyn PaymentChannel> = match kind {
             ChannelKind::Mock => {
                 let m = &c.mock;
-                if m.has_public_secret() {
-                    tracing::warn!(
-                        "the mock channel signs notifications with the public default secret \
-                         (channels.mock.notify_secret): anyone who knows a binding id can post \
-                         its events; set a secret of your own, or enable a real channel, \
-                         anywhere but a laptop"
-                    );
-                }
                 let card_modes: BTreeMap<_, _> = m
                     .card_modes
                     .iter()
