@@ -119,8 +119,8 @@ pub struct WechatConfig {
     pub private_key_pem: String,
     /// WeChat Pay platform keys by serial (certificate serial or
     /// `PUB_KEY_ID_…`). The first public key id (else the first
-    /// certificate) encrypts sensitive fields and is named in every
-    /// request's `Wechatpay-Serial`.
+    /// certificate) encrypts sensitive fields; a public key id is also
+    /// named in every request's `Wechatpay-Serial`.
     pub platform_keys: Vec<(String, String)>,
     /// The 32-byte APIv3 key (as text, as WeChat hands it out).
     pub apiv3_key: String,
