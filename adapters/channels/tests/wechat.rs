@@ -108,6 +108,16 @@ async fn full_bind_flow() {
             channel_ref: contract_id.clone()
         }
     );
+    // At the end of its term, waiting for a renewal plan, it still exists.
+    fake.contract_awaits_renewal(&code);
+    assert_eq!(
+        ch.query(&b, Some(ATTEMPT), Some(contract_id.clone()))
+            .await
+            .unwrap(),
+        RemoteState::Active {
+            channel_ref: contract_id.clone()
+        }
+    );
     ch.unbind(&b, Some(ATTEMPT), &contract_id).await.unwrap();
     assert_eq!(
         ch.query(&b, Some(ATTEMPT), None).await.unwrap(),

@@ -438,14 +438,18 @@ impl WechatChannel {
                 }
                 let contract_id = Some(get("contract_id").to_owned()).filter(|c| !c.is_empty());
                 let state = match get("contract_state") {
-                    "SIGNED" if contract_id.is_some() => RemoteState::Active {
+                    // `TO_BE_RENEWED`: a signed contract at the end of its
+                    // term, waiting for the merchant's renewal plan. It
+                    // exists (not a signing still to come: a card waiting
+                    // on it would otherwise expire while it stays live).
+                    "SIGNED" | "TO_BE_RENEWED" if contract_id.is_some() => RemoteState::Active {
                         channel_ref: get("contract_id").to_owned(),
                     },
                     "TERMINATED" => RemoteState::Terminated,
                     "SIGN_FAILED" => RemoteState::Failed {
                         code: "wechat_sign_failed".into(),
                     },
-                    "NOT_SIGNED" | "TO_BE_RENEWED" => RemoteState::Pending,
+                    "NOT_SIGNED" => RemoteState::Pending,
                     _ => return Err(protocol("unknown contract state")),
                 };
                 Ok((state, contract_id))

@@ -368,6 +368,14 @@ impl FakeWechat {
         )
     }
 
+    /// The signed contract `code` reaches the end of its term and waits
+    /// for the merchant's renewal plan: `TO_BE_RENEWED` (it still exists).
+    pub fn contract_awaits_renewal(&self, code: &str) {
+        if let Some(c) = lock(&self.state.contracts).get_mut(code) {
+            c.state = "TO_BE_RENEWED".into();
+        }
+    }
+
     /// The user ends the contract `code` inside WeChat: it is `TERMINATED`
     /// and this `DELETE` callback is sent.
     pub fn user_terminates(&self, code: &str, event_id: &str) -> Result<Notification, FakeError> {

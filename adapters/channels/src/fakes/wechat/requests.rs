@@ -306,7 +306,7 @@ impl State {
                 if method != "POST" {
                     return param_error("method");
                 }
-                if c.state != "SIGNED" {
+                if !matches!(c.state.as_str(), "SIGNED" | "TO_BE_RENEWED") {
                     return Answer::json(
                         400,
                         json!({"code": "CONTRACT_ALREADY_TERMINATED", "message": "x"}),
