@@ -54,6 +54,28 @@ pub enum Action {
     AcceptShare,
 }
 
+impl Action {
+    /// A stable name, as the audit trail records a refusal of it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::BindCard => "bind_card",
+            Action::VerifyCard => "verify_card",
+            Action::ReadCards => "read_cards",
+            Action::SetDefault => "set_default_card",
+            Action::Unbind => "unbind_card",
+            Action::Freeze => "freeze_card",
+            Action::ReviewQueue => "review_queue",
+            Action::EraseUser => "erase_user",
+            Action::ReadAudit => "read_audit",
+            Action::ReadConsents => "read_consents",
+            Action::BinLookup => "bin_lookup",
+            Action::ShareCard => "share_card",
+            Action::RevokeShare => "revoke_share",
+            Action::AcceptShare => "accept_share",
+        }
+    }
+}
+
 /// The authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {

@@ -383,6 +383,13 @@ async fn every_state_change_and_every_opening_of_card_data_is_an_event() {
         .send()
         .await
         .assert_status(StatusCode::FORBIDDEN);
+    // and a role's refusal names the role and the operation
+    app.client
+        .post(format!("/v1/admin/users/u-a/cards/{otp_card}/freeze"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
     app.client
         .post("/v1/admin/users/u-a/erase")
         .header("Authorization", admin.clone())
@@ -417,6 +424,11 @@ async fn every_state_change_and_every_opening_of_card_data_is_an_event() {
     }
     // (`card_data.open`, written when a review retry opens sealed data, is
     // checked in review_retry.rs)
+    assert!(
+        all.iter().any(|e| e["action"] == "access.denied"
+            && e["detail"] == "the service role may not freeze_card"),
+        "{all:?}"
+    );
     // status changes say from -> to
     assert!(all
         .iter()

@@ -23,7 +23,12 @@ impl UseCases {
         let Err(denied) = ctx.actor.authorize(action, user) else {
             return Ok(());
         };
-        Err(self.denied(ctx, denied, format!("{action:?}"), user).await)
+        let detail = format!(
+            "the {} role may not {}",
+            ctx.actor.role.as_str(),
+            action.as_str()
+        );
+        Err(self.denied(ctx, denied, detail, user).await)
     }
 
     /// Refuses a caller that may not address the cards of the user named
