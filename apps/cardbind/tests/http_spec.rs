@@ -352,15 +352,20 @@ fn integers_carry_registered_formats_and_their_ranges() {
         (seq["format"].as_str(), seq["minimum"].as_i64()),
         (Some("int64"), Some(0))
     );
-    let month = &spec["components"]["schemas"]["BindCardBody"]["properties"]["expiry_month"];
-    assert_eq!(
-        (
-            month["format"].as_str(),
-            month["minimum"].as_i64(),
-            month["maximum"].as_i64()
-        ),
-        (Some("int32"), Some(1), Some(12))
-    );
+    for schema in ["BindCardBody", "Card"] {
+        let month = &spec["components"]["schemas"][schema]["properties"]["expiry_month"];
+        assert_eq!(
+            (
+                month["format"].as_str(),
+                month["minimum"].as_i64(),
+                month["maximum"].as_i64()
+            ),
+            (Some("int32"), Some(1), Some(12)),
+            "{schema}"
+        );
+        let year = &spec["components"]["schemas"][schema]["properties"]["expiry_year"];
+        assert_eq!(year["format"].as_str(), Some("int32"), "{schema}");
+    }
 }
 
 #[test]

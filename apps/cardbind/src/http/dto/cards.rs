@@ -131,7 +131,11 @@ pub struct Card {
     /// The card's currency, ISO 4217 alpha-3 (`CNY`), when known.
     #[oai(skip_serializing_if_is_none)]
     pub currency: Option<String>,
+    /// Expiry month, 1–12.
+    #[oai(validator(minimum(value = "1"), maximum(value = "12")))]
     pub expiry_month: u32,
+    /// Expiry year, four digits (a two-digit year was read as 20YY).
+    #[oai(validator(minimum(value = "2000"), maximum(value = "9999")))]
     pub expiry_year: u32,
     /// The payment channel the card is bound through: `mock`, `alipay` or
     /// `wechat` (the values of `ChannelKind`).
