@@ -554,24 +554,50 @@ async fn wrapped_keys(config: &cardbind::config::Config) -> Vec<(String, String,
         .collect()
 }
 
+/// A store in `dir/data` with the service's keys in it (the branch key,
+/// the canary), as a first start leaves it, and its configuration.
+async fn store_with_keys(dir: &std::path::Path) -> cardbind::config::Config {
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.join("data");
+    let built = cardbind::compose::build(&config).await.unwrap();
+    built.usecases.key_self_check().await.unwrap();
+    config
+}
+
+/// A new local master key in `dir`, and a configuration file naming it as
+/// the master key and the data directory's first key as the previous one
+/// (step 2 of a rotation): (the key's path, the file's path).
+fn rotation_config(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let new_key = dir.join("new.key");
+    cardbind_keys::LocalMasterKey::load_or_create_file(&new_key).unwrap();
+    let file = dir.join("cardbind.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = {data:?}\n[keys]\nlocal_key_file = {new_key:?}\n\
+             previous_local_key_files = [{old:?}]\n",
+            old = data.join("master.key"),
+        ),
+    )
+    .unwrap();
+    (new_key, file)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut config = cardbind::config::Config::default();
-    config.server.data_dir = data.clone();
-    // A store with the service's keys in it (the branch key, the canary).
-    let built = cardbind::compose::build(&config).await.unwrap();
-    built.usecases.key_self_check().await.unwrap();
-    drop(built);
+    let config = store_with_keys(dir.path()).await;
+    let data = config.server.data_dir.clone();
     let before = wrapped_keys(&config).await;
     let old_id = before
         .iter()
         .find(|k| k.0.starts_with("@branch:"))
         .map(|k| k.1.clone())
         .unwrap();
-    let new_key = dir.path().join("new.key");
-    cardbind_keys::LocalMasterKey::load_or_create_file(&new_key).unwrap();
+    let (new_key, file) = rotation_config(dir.path(), &data);
 
     // The new key is not the configured master key yet: refused, nothing changed.
     let out = cardbind()
@@ -592,16 +618,6 @@ async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
 
     // Configured as the master key, the old one as the previous key: the
     // branch keys move to it.
-    let file = dir.path().join("cardbind.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\ndata_dir = {data:?}\n[keys]\nlocal_key_file = {new_key:?}\n\
-             previous_local_key_files = [{old:?}]\n",
-            old = data.join("master.key"),
-        ),
-    )
-    .unwrap();
     // Its report's reader has gone (`| head -0`): the rotation still
     // finishes and says it succeeded, no panic on the broken pipe.
     let mut child = cardbind()
@@ -656,12 +672,8 @@ async fn spoil_key(config: &cardbind::config::Config, owner: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_commands_fail_naming_the_keys_that_did_not_unwrap() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut config = cardbind::config::Config::default();
-    config.server.data_dir = data.clone();
-    let built = cardbind::compose::build(&config).await.unwrap();
-    built.usecases.key_self_check().await.unwrap();
-    drop(built);
+    let config = store_with_keys(dir.path()).await;
+    let data = config.server.data_dir.clone();
     let keys = wrapped_keys(&config).await;
     let branch = keys
         .iter()
@@ -705,18 +717,7 @@ async fn key_commands_fail_naming_the_keys_that_did_not_unwrap() {
     // Rotation of the master key: a branch version that does not unwrap
     // under the old key is left, and the command says to keep that key.
     spoil_key(&config, &branch).await;
-    let new_key = dir.path().join("new.key");
-    cardbind_keys::LocalMasterKey::load_or_create_file(&new_key).unwrap();
-    let file = dir.path().join("cardbind.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\ndata_dir = {data:?}\n[keys]\nlocal_key_file = {new_key:?}\n\
-             previous_local_key_files = [{old:?}]\n",
-            old = data.join("master.key"),
-        ),
-    )
-    .unwrap();
+    let (new_key, file) = rotation_config(dir.path(), &data);
     let out = cardbind()
         .args(["keys", "rotate", "--to"])
         .arg(&new_key)

@@ -79,8 +79,8 @@ fn finish_spec(mut doc: Value) -> Value {
     }
     close_request_bodies(&mut doc);
     plain_references(&mut doc);
-    formats_any_of(&mut doc);
-    registered_integer_formats(&mut doc);
+    each_object(&mut doc, &mut formats_any_of);
+    each_object(&mut doc, &mut registered_integer_formats);
     plain_json_media_types(&mut doc);
     add_links(&mut doc);
     canonical(doc)
@@ -139,37 +139,41 @@ fn plain_references(doc: &mut Value) {
     }
 }
 
+/// Calls `f` with every object in `v`, outer before inner.
+fn each_object(v: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+    match v {
+        Value::Object(m) => {
+            f(m);
+            for x in m.values_mut() {
+                each_object(x, f);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| each_object(x, f)),
+        _ => {}
+    }
+}
+
 /// A `oneOf` whose branches differ only by `format` (an IP address: `ipv4`
 /// or `ipv6`) matches both branches for a validator that does not check
 /// formats (the default of many), and so matches no value at all: such a
 /// `oneOf` becomes an `anyOf`, which means the same where formats are
 /// checked.
-fn formats_any_of(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            let formats_only = m
-                .get("oneOf")
-                .and_then(Value::as_array)
-                .is_some_and(|alts| {
-                    alts.len() > 1
-                        && alts.iter().all(|a| {
-                            a.as_object().is_some_and(|o| {
-                                o.contains_key("format")
-                                    && o.keys().all(|k| k == "format" || k == "type")
-                            })
-                        })
-                });
-            if formats_only {
-                if let Some(alts) = m.remove("oneOf") {
-                    m.insert("anyOf".into(), alts);
-                }
-            }
-            for x in m.values_mut() {
-                formats_any_of(x);
-            }
+fn formats_any_of(m: &mut Map<String, Value>) {
+    let formats_only = m
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .is_some_and(|alts| {
+            alts.len() > 1
+                && alts.iter().all(|a| {
+                    a.as_object().is_some_and(|o| {
+                        o.contains_key("format") && o.keys().all(|k| k == "format" || k == "type")
+                    })
+                })
+        });
+    if formats_only {
+        if let Some(alts) = m.remove("oneOf") {
+            m.insert("anyOf".into(), alts);
         }
-        Value::Array(a) => a.iter_mut().for_each(formats_any_of),
-        _ => {}
     }
 }
 
@@ -181,55 +185,46 @@ fn formats_any_of(v: &mut Value) {
 /// maximum fits in `int32` becomes `int32`, any other `int64`; each gets
 /// `minimum: 0`, and a `uint32` without a maximum its own. Bounds are
 /// written as integers.
-fn registered_integer_formats(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            let unsigned = m
-                .get("format")
-                .and_then(Value::as_str)
-                .filter(|f| matches!(*f, "uint8" | "uint16" | "uint32" | "uint64"))
-                .map(str::to_owned);
-            if let Some(format) = unsigned {
-                let max = m.get("maximum").and_then(Value::as_f64);
-                let fits_i32 = max.is_some_and(|x| x <= f64::from(i32::MAX));
-                let narrow = format != "uint64";
-                let int = if narrow && fits_i32 { "int32" } else { "int64" };
-                m.insert("format".into(), Value::from(int));
-                if !m.contains_key("minimum") {
-                    m.insert("minimum".into(), Value::from(0));
-                }
-                if max.is_none() {
-                    let top = match format.as_str() {
-                        "uint8" => Some(u64::from(u8::MAX)),
-                        "uint16" => Some(u64::from(u16::MAX)),
-                        "uint32" => Some(u64::from(u32::MAX)),
-                        _ => None,
-                    };
-                    if let Some(top) = top {
-                        m.insert("maximum".into(), Value::from(top));
-                    }
-                }
-            }
-            // poem-openapi writes an integer's bounds as floats (`12.0`).
-            if m.get("type").and_then(Value::as_str) == Some("integer") {
-                for bound in ["minimum", "maximum"] {
-                    let whole = m
-                        .get(bound)
-                        .and_then(Value::as_f64)
-                        .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15);
-                    if let Some(x) = whole {
-                        // Exact: a whole number below 2^53.
-                        #[allow(clippy::cast_possible_truncation)]
-                        m.insert(bound.into(), Value::from(x as i64));
-                    }
-                }
-            }
-            for x in m.values_mut() {
-                registered_integer_formats(x);
+fn registered_integer_formats(m: &mut Map<String, Value>) {
+    let unsigned = m
+        .get("format")
+        .and_then(Value::as_str)
+        .filter(|f| matches!(*f, "uint8" | "uint16" | "uint32" | "uint64"))
+        .map(str::to_owned);
+    if let Some(format) = unsigned {
+        let max = m.get("maximum").and_then(Value::as_f64);
+        let fits_i32 = max.is_some_and(|x| x <= f64::from(i32::MAX));
+        let narrow = format != "uint64";
+        let int = if narrow && fits_i32 { "int32" } else { "int64" };
+        m.insert("format".into(), Value::from(int));
+        if !m.contains_key("minimum") {
+            m.insert("minimum".into(), Value::from(0));
+        }
+        if max.is_none() {
+            let top = match format.as_str() {
+                "uint8" => Some(u64::from(u8::MAX)),
+                "uint16" => Some(u64::from(u16::MAX)),
+                "uint32" => Some(u64::from(u32::MAX)),
+                _ => None,
+            };
+            if let Some(top) = top {
+                m.insert("maximum".into(), Value::from(top));
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(registered_integer_formats),
-        _ => {}
+    }
+    // poem-openapi writes an integer's bounds as floats (`12.0`).
+    if m.get("type").and_then(Value::as_str) == Some("integer") {
+        for bound in ["minimum", "maximum"] {
+            let whole = m
+                .get(bound)
+                .and_then(Value::as_f64)
+                .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15);
+            if let Some(x) = whole {
+                // Exact: a whole number below 2^53.
+                #[allow(clippy::cast_possible_truncation)]
+                m.insert(bound.into(), Value::from(x as i64));
+            }
+        }
     }
 }
 
