@@ -193,6 +193,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
                 Err(e) => return Err(store_err(e)),
             }
         }
+        tracing::warn!(owner = %wk.owner, "retirement: key not re-wrapped (changed by others on every try)");
         report.failed.push(wk.owner.clone());
         if let Some(n) = parse_branch_owner(&wk.master_key_id) {
             blocked.insert(n);

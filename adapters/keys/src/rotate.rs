@@ -148,6 +148,7 @@ async fn rotate_one<M: MasterKey>(
             Err(e) => return Err(store_err(e)),
         }
     }
+    tracing::warn!(owner = %wk.owner, "rotation: key not re-wrapped (changed by others on every try)");
     report.failed.push(wk.owner.clone());
     Ok(())
 }

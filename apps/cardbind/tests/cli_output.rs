@@ -708,8 +708,8 @@ async fn key_commands_fail_naming_the_keys_that_did_not_unwrap() {
     assert!(stdout.contains(&format!("kept: {branch}")), "{stdout}");
     assert!(
         stderr.contains(&format!(
-            "1 key(s) did not unwrap and were left as they were ({other}): the branch versions \
-             they are under were kept"
+            "1 key(s) were not re-wrapped and were left as they were ({other}): the branch \
+             versions they are under were kept"
         )),
         "{stderr}"
     );
@@ -735,7 +735,7 @@ async fn key_commands_fail_naming_the_keys_that_did_not_unwrap() {
     assert!(stdout.ends_with(", 1 failed\n"), "{stdout}");
     assert!(
         stderr.contains(&format!(
-            "({branch}): they still open only with the old master key"
+            "({branch}): they are still under the old master key"
         )),
         "{stderr}"
     );
@@ -954,6 +954,11 @@ async fn erase_user_without_its_step_up_token_says_how_to_make_one() {
             && stderr.contains("cardbind step-up-token --user mia --action erase_user"),
         "{stderr}"
     );
+    // A token given but refused is not told to pass one.
+    let out = with_step_up(&["erase-user", "mia", "--step-up-token", "not-a-token"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("--step-up-token"), "{stderr}");
     let token = with_step_up(&["step-up-token", "--user", "mia", "--action", "erase_user"]);
     assert!(token.status.success());
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();

@@ -19,8 +19,9 @@
 //!   `40006` name our own set-up (bad signature or key, unknown app id,
 //!   missing permission: see [`is_configuration_code`]) and are
 //!   `Misconfigured` with the `sub_code`; `40004` is a business refusal
-//!   (`Rejected` with the `sub_code`), others are `Rejected` with
-//!   `sub_code` or `code`.
+//!   (`Rejected` with the `sub_code`) but for the sub codes about the
+//!   merchant's own contract (`MERCHANT_AGREEMENT_IS_NOT_EXIST`,
+//!   `Misconfigured`), others are `Rejected` with `sub_code` or `code`.
 //! * **Answers we cannot trust**: a signature that does not verify with the
 //!   configured Alipay public key is `Misconfigured
 //!   { code: "response_signature_invalid" }` (the usual cause is the wrong
@@ -342,7 +343,9 @@ fn str_field<'a>(node: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 ///   bound to this app.
 ///
 /// `20000` (service unavailable) is transient; `40004` (business failed)
-/// and the others stay refusals with their sub code.
+/// and the others stay refusals with their sub code, but a `40004` whose
+/// sub code is about the merchant's contract (see
+/// [`is_merchant_setup_sub_code`]).
 pub fn is_configuration_code(code: &str) -> bool {
     matches!(code, "20001" | "40001" | "40002" | "40006")
 }

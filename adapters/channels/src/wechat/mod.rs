@@ -45,7 +45,8 @@
 //!   event id is the notification `id`. A contract's `mchid`, `appid` and
 //!   `plan_id`, when present, must be ours.
 //! * **Sensitive fields** are encrypted with RSA-OAEP (SHA-1, MGF1) under
-//!   the first platform key, whose serial goes in the `Wechatpay-Serial`
+//!   the first public key id configured (else the first platform
+//!   certificate, by serial), whose serial goes in the `Wechatpay-Serial`
 //!   request header ([`WechatChannel::encrypt_sensitive`]).
 //! * **Papay contracts**: `start_binding` calls the pre-entrust signing API
 //!   ([`WechatConfig::presign_path`]) with `out_contract_code` derived from

@@ -292,7 +292,8 @@ pub fn retirement_summary(r: &cardbind_keys::RetireReport) -> String {
 }
 
 /// A key command fails (exit status 1, after its summary) when some keys
-/// did not unwrap: an operator's next step (removing the old key, counting
+/// were not re-wrapped (one that did not unwrap, or one changed by others
+/// on every try): an operator's next step (removing the old key, counting
 /// the old versions gone) would be wrong, and a job's failure is what a
 /// scheduler alerts on. Names the first owners; the log says why each.
 pub fn not_rewrapped(failed: &[String], consequence: &str) -> anyhow::Result<()> {
@@ -310,8 +311,9 @@ pub fn not_rewrapped(failed: &[String], consequence: &str) -> anyhow::Result<()>
         owners.push_str(&format!(" and {} more", failed.len() - NAMED));
     }
     bail!(
-        "{} key(s) did not unwrap and were left as they were ({owners}): {consequence}; the \
-         log says why each failed",
+        "{} key(s) were not re-wrapped and were left as they were ({owners}): {consequence}; \
+         the log says why each (one that does not unwrap, or one changed by others on every \
+         try: run the command again)",
         failed.len()
     )
 }

@@ -266,8 +266,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             out(&admin::rotation_summary(&report))?;
             admin::not_rewrapped(
                 &report.failed,
-                "they still open only with the old master key: keep it configured as a \
-                 previous key",
+                "they are still under the old master key: keep it configured as a previous key",
             )
         }
         Command::Keys {
@@ -301,7 +300,12 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 .await
                 .map_err(|e| {
                     let text = e.to_string();
-                    if text.contains(cardbind_domain::ErrorCode::StepUpRequired.as_str()) {
+                    // Only the hmac verifier exists; its tokens are made by
+                    // `step-up-token`. A token given and refused is said as
+                    // it is.
+                    let missing = step_up_token.is_none()
+                        && text.contains(cardbind_domain::ErrorCode::StepUpRequired.as_str());
+                    if missing {
                         anyhow::anyhow!(
                             "{text}: step-up is enabled (step_up.enabled): pass --step-up-token \
                              with a token for this user and action erase_user (with the hmac \

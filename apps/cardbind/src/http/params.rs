@@ -453,7 +453,7 @@ text_rule!(
         ),
         min: 1,
         max: 64,
-        rule: "a name is 1 to 64 letters (with their accents and marks), spaces and . - ' ·",
+        rule: "a name is 1 to 64 letters (with their accents and marks; none beyond U+FFFF), spaces and . - ' ·",
     }
 );
 text_rule!(

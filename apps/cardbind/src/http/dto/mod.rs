@@ -108,6 +108,7 @@ pub struct BindCardBody {
     /// empty); never stored.
     pub cvv: Option<Text<CvvRule>>,
     /// The cardholder's name as on the ID document: letters of any script
+    /// (of the Basic Multilingual Plane, U+0000–U+FFFF, as of Unicode 14)
     /// and the combining marks their scripts write with (vowel signs,
     /// viramas, decomposed accents; the marks of the scripts names are
     /// written in, listed in the pattern), spaces and `. - ' ·`, a letter
