@@ -507,11 +507,14 @@ async fn result_codes_map_to_errors() {
         Ok(RemoteState::NotFound)
     );
     assert_eq!(ch.unbind(&bid("b"), Some(ATTEMPT), "b").await, Ok(()));
-    fake.force_code(Some(("40004", "AGREEMENT_NOT_EXIST")));
-    assert_eq!(
-        ch.query(&bid("b"), Some(ATTEMPT), None).await,
-        Ok(RemoteState::NotFound)
-    );
+    for sub in ["AGREEMENT_NOT_EXIST", "ACQ.USER_AGREEMENT_NOT_EXIST"] {
+        fake.force_code(Some(("40004", sub)));
+        assert_eq!(
+            ch.query(&bid("b"), Some(ATTEMPT), None).await,
+            Ok(RemoteState::NotFound),
+            "{sub}"
+        );
+    }
     for sub in [
         "USER_NOT_EXIST",
         "MERCHANT_NOT_EXIST",

@@ -351,13 +351,18 @@ pub fn is_configuration_code(code: &str) -> bool {
 }
 
 /// Whether a refusal's code says the user's *agreement* does not exist
-/// (`USER_AGREEMENT_NOT_EXIST`, or `AGREEMENT_NOT_EXIST`): only then is it
+/// (`USER_AGREEMENT_NOT_EXIST`, or `AGREEMENT_NOT_EXIST`, either also
+/// with the `ACQ.` prefix of Alipay's trade APIs): only then is it
 /// taken for "no such agreement", which an unbind counts as ended. Any
 /// other code stays a refusal, even one that names an agreement:
 /// `MERCHANT_AGREEMENT_IS_NOT_EXIST` is about the merchant's contract (see
 /// [`is_merchant_setup_sub_code`]), and ending a card on it could leave a
 /// live agreement behind.
 fn is_not_found_code(code: &str) -> bool {
+    let code = code
+        .strip_prefix("ACQ.")
+        .or_else(|| code.strip_prefix("acq."))
+        .unwrap_or(code);
     ["USER_AGREEMENT_NOT_EXIST", "AGREEMENT_NOT_EXIST"]
         .iter()
         .any(|c| code.eq_ignore_ascii_case(c))
