@@ -203,9 +203,6 @@ pub struct WechatChannel {
     signer: RsaSigner,
     platform: BTreeMap<String, RsaVerifier>,
     encrypt_with: (String, RsaVerifier),
-    /// The `PUB_KEY_ID_…` every request names in `Wechatpay-Serial`, when
-    /// one is configured.
-    public_key_id: Option<String>,
     apiv3_key: [u8; 32],
     notify_url: String,
     return_url: Option<String>,
@@ -301,7 +298,6 @@ impl WechatChannel {
         }
         let encrypt_with: (String, RsaVerifier) =
             first.ok_or_else(|| ConfigError::new("platform_keys", "at least one is needed"))?;
-        let public_key_id = Some(encrypt_with.0.clone()).filter(|s| is_public_key_id(s));
         let apiv3_key: [u8; 32] = config
             .apiv3_key
             .as_bytes()
@@ -317,7 +313,6 @@ impl WechatChannel {
             signer: RsaSigner::new(private),
             platform,
             encrypt_with,
-            public_key_id,
             apiv3_key,
             notify_url: config.notify_url,
             return_url: config.return_url.filter(|s| !s.is_empty()),
@@ -327,6 +322,12 @@ impl WechatChannel {
             client: build_client(config.request_timeout)?,
             clock: config.clock.unwrap_or_else(|| Arc::new(SystemClock)),
         })
+    }
+
+    /// The `PUB_KEY_ID_…` every request names in `Wechatpay-Serial`, when
+    /// one is configured (it is then the key that encrypts).
+    fn public_key_id(&self) -> Option<&str> {
+        Some(self.encrypt_with.0.as_str()).filter(|s| is_public_key_id(s))
     }
 
     /// Sends a signed request; a verified 2xx body is `Ok(Ok(body))`, a
@@ -356,7 +357,7 @@ impl WechatChannel {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body_text);
         }
-        if let Some(serial) = wechatpay_serial.or(self.public_key_id.as_deref()) {
+        if let Some(serial) = wechatpay_serial.or(self.public_key_id()) {
             req = req.header("Wechatpay-Serial", serial);
         }
         let resp = req.send().await.map_err(transport_error)?;

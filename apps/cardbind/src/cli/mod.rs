@@ -304,7 +304,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                     // `step-up-token`. A token given and refused is said as
                     // it is.
                     let missing = step_up_token.is_none()
-                        && text.contains(cardbind_domain::ErrorCode::StepUpRequired.as_str());
+                        && e.code() == cardbind_domain::ErrorCode::StepUpRequired;
                     if missing {
                         anyhow::anyhow!(
                             "{text}: step-up is enabled (step_up.enabled): pass --step-up-token \

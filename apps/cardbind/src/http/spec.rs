@@ -79,8 +79,10 @@ fn finish_spec(mut doc: Value) -> Value {
     }
     close_request_bodies(&mut doc);
     plain_references(&mut doc);
-    each_object(&mut doc, &mut formats_any_of);
-    each_object(&mut doc, &mut registered_integer_formats);
+    each_object(&mut doc, &mut |m| {
+        formats_any_of(m);
+        registered_integer_formats(m);
+    });
     plain_json_media_types(&mut doc);
     add_links(&mut doc);
     canonical(doc)
