@@ -178,7 +178,9 @@ pub trait PaymentChannel: Send + Sync {
 
     /// Verifies and parses an asynchronous notification. MUST return
     /// `InvalidSignature` for anything not signed by the channel, stale or
-    /// malformed, without panicking on any input.
+    /// malformed, without panicking on any input; MAY return `NotActedOn`
+    /// for a genuine one of a kind the service does not handle (checked as
+    /// fully as a handled one first).
     fn parse_notification(&self, notification: &Notification)
         -> Result<ChannelEvent, ChannelError>;
 

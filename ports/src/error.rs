@@ -67,6 +67,16 @@ pub enum ChannelError {
     /// it never holds a key, a secret or the channel's message text.
     #[error("channel misconfigured: {code}")]
     Misconfigured { code: String },
+    /// A genuine notification (its signature, app and time checked) of a
+    /// kind this service does not act on: another product's message sent
+    /// to the same address. Only [`parse_notification`] returns it; the
+    /// service acknowledges it, so the channel stops delivering it, and
+    /// changes nothing. `kind` is the channel's name for it, cleaned like
+    /// a code (`unknown` when it names none).
+    ///
+    /// [`parse_notification`]: crate::channel::PaymentChannel::parse_notification
+    #[error("notification not acted on: {kind}")]
+    NotActedOn { kind: String },
 }
 
 impl ChannelError {

@@ -359,6 +359,7 @@ fn outcome_label<T>(result: &Result<T, ChannelError>) -> &'static str {
         Err(ChannelError::CircuitOpen) => "circuit_open",
         Err(ChannelError::InvalidSignature) => "invalid_signature",
         Err(ChannelError::Protocol(_)) => "protocol",
+        Err(ChannelError::NotActedOn { .. }) => "not_acted_on",
     }
 }
 

@@ -726,6 +726,73 @@ async fn notifications_forged_tampered_or_foreign_are_refused() {
     }
 }
 
+#[tokio::test]
+async fn another_products_genuine_message_is_not_acted_on_and_a_forged_one_is_refused() {
+    let (fake, ch) = setup(None).await;
+    let trade = fake
+        .other_product_message(Some("trade_status_sync"), "o-1")
+        .unwrap();
+    assert_eq!(
+        ch.parse_notification(&note(trade.clone())),
+        Err(ChannelError::NotActedOn {
+            kind: "trade_status_sync".into()
+        })
+    );
+    let untyped = fake.other_product_message(None, "o-2").unwrap();
+    assert_eq!(
+        ch.parse_notification(&note(untyped)),
+        Err(ChannelError::NotActedOn {
+            kind: "unknown".into()
+        })
+    );
+    // The type is cleaned like a code before it reaches a log line.
+    let odd = fake
+        .other_product_message(Some("x y<script>\u{1F600}"), "o-3")
+        .unwrap();
+    assert_eq!(
+        ch.parse_notification(&note(odd)),
+        Err(ChannelError::NotActedOn {
+            kind: "xyscript".into()
+        })
+    );
+    // Checked as fully as ours first: tampered, forged, another app's or
+    // stale messages of any type are refused, not acknowledged.
+    let tampered = String::from_utf8(trade)
+        .unwrap()
+        .replace("9.90", "0.01")
+        .into_bytes();
+    assert_eq!(
+        ch.parse_notification(&note(tampered)),
+        Err(ChannelError::InvalidSignature)
+    );
+    let now = alipay_timestamp(Timestamp::from_unix_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    ));
+    let old = alipay_timestamp(Timestamp::from_unix_millis(1_700_000_000_000));
+    let pairs = |app: &'static str, time: &'static str| {
+        [
+            ("notify_type", "trade_status_sync"),
+            ("notify_id", "o-4"),
+            ("notify_time", time),
+            ("app_id", app),
+            ("trade_status", "TRADE_SUCCESS"),
+        ]
+    };
+    let (now, old): (&'static str, &'static str) = (now.leak(), old.leak());
+    let forged = fake.forged_notification(&pairs(APP_ID, now)).unwrap();
+    let foreign = fake.notification(&pairs("2021999", now)).unwrap();
+    let stale = fake.notification(&pairs(APP_ID, old)).unwrap();
+    for body in [forged, foreign, stale] {
+        assert_eq!(
+            ch.parse_notification(&note(body)),
+            Err(ChannelError::InvalidSignature)
+        );
+    }
+}
+
 #[test]
 fn timestamp_is_beijing_time() {
     assert_eq!(

@@ -334,8 +334,8 @@ impl ChannelFailure {
                     "the notification signature does not verify",
                 ))
             }
-            ChannelError::Protocol(cause) => {
-                tracing::warn!(%cause, "unreadable channel message");
+            ChannelError::Protocol(_) | ChannelError::NotActedOn { .. } => {
+                tracing::warn!(cause = %e, "unreadable channel message");
                 ChannelFailure::Unreadable(Invalid::new(
                     BadRequestCode::InvalidRequest,
                     "the notification could not be read",

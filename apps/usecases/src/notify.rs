@@ -76,9 +76,20 @@ impl UseCases {
                 "no such channel is enabled",
             )
         })?;
-        let event = channel
-            .parse_notification(n)
-            .map_err(notification_refused)?;
+        let event = match channel.parse_notification(n) {
+            Ok(event) => event,
+            // Genuine, but not for us: answered as taken, so the channel
+            // does not deliver it again for a day; nothing to store.
+            Err(cardbind_ports::ChannelError::NotActedOn { kind }) => {
+                tracing::warn!(
+                    channel = channel_name.as_str(),
+                    kind = kind.as_str(),
+                    "a genuine notification of a kind this service does not act on was acknowledged and dropped"
+                );
+                return Ok(channel.notification_ack());
+            }
+            Err(e) => return Err(notification_refused(e)),
+        };
         let ns = format!("notify:{channel_name}");
         let now = self.now();
         if self.ports.seen.seen(&ns, &event.event_id, now).await? {

@@ -722,6 +722,18 @@ impl AlipayChannel {
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or_else(bad)?
             .clone();
+        let notify_type = params.get("notify_type").map(String::as_str);
+        if !matches!(notify_type, Some("dut_user_sign" | "dut_user_unsign")) {
+            // Another product's message at the app's gateway address.
+            let kind = crate::http::clean_code(notify_type.unwrap_or(""));
+            return Err(ChannelError::NotActedOn {
+                kind: if kind.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    kind
+                },
+            });
+        }
         let agreement_no = params.get("agreement_no").filter(|s| !s.is_empty());
         let (binding, attempt) = match params
             .get("external_agreement_no")

@@ -677,6 +677,30 @@ impl FakeAlipay {
         ])
     }
 
+    /// Another product's message to the app's gateway address: a trade
+    /// status change (`trade_status_sync`), genuine and fresh, naming no
+    /// agreement. `notify_type` replaces its type (`None`: no type at all).
+    pub fn other_product_message(
+        &self,
+        notify_type: Option<&str>,
+        notify_id: &str,
+    ) -> Result<Vec<u8>, FakeError> {
+        let now = beijing_now();
+        let mut pairs = vec![
+            ("notify_id", notify_id),
+            ("notify_time", now.as_str()),
+            ("app_id", self.state.app_id.as_str()),
+            ("trade_no", "2025010122001400000000000001"),
+            ("out_trade_no", "order-1"),
+            ("trade_status", "TRADE_SUCCESS"),
+            ("total_amount", "9.90"),
+        ];
+        if let Some(t) = notify_type {
+            pairs.push(("notify_type", t));
+        }
+        self.notification(&pairs)
+    }
+
     /// A notification of `pairs` signed with the gateway key.
     pub fn notification(&self, pairs: &[(&str, &str)]) -> Result<Vec<u8>, FakeError> {
         signed_form(pairs, PLATFORM)

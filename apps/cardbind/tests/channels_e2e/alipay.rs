@@ -125,3 +125,54 @@ async fn alipay_binding_flow_end_to_end() {
     );
     assert_eq!(s.alipay.rejected_count(), 0, "{:?}", s.alipay.requests());
 }
+
+/// Another product's message at the app's gateway address (pointed here
+/// for `dut_user_unsign`): acknowledged as Alipay expects, so it is not
+/// delivered again for a day, counted, and nothing changes; a tampered
+/// copy is still refused.
+#[tokio::test]
+async fn another_products_message_is_acknowledged_and_changes_nothing() {
+    let s = start().await;
+    let user = "ali-user-other";
+    let (id, url) = s.bind_redirect(user, VISA, "alipay").await;
+    s.alipay.open_sign_page(&url).unwrap();
+    let card = s.card(user, &id).await;
+    let audit_before = s.audit_of_card(&id).await.len();
+
+    let trade = s
+        .alipay
+        .other_product_message(Some("trade_status_sync"), "ali-other-0001")
+        .unwrap();
+    let r = s.notify_alipay(trade.clone()).await;
+    assert_eq!((r.status, r.text.as_str()), (200, "success"), "{}", r.text);
+    let tampered = String::from_utf8(trade)
+        .unwrap()
+        .replace("TRADE_SUCCESS", "TRADE_CLOSED");
+    let r = s.notify_alipay(tampered.into_bytes()).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "invalid_signature"),
+        "{}",
+        r.text
+    );
+
+    assert_eq!(s.card(user, &id).await, card);
+    assert_eq!(s.audit_of_card(&id).await.len(), audit_before);
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"cardbind_channel_calls_total{channel="alipay",op="notification",outcome="not_acted_on"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    // The card's own signing still goes through afterwards.
+    let signed = s
+        .alipay
+        .user_signs(&s.channel_code(&id).await, "ali-other-0002")
+        .unwrap();
+    let r = s.notify_alipay(signed).await;
+    assert_eq!((r.status, r.text.as_str()), (200, "success"));
+    assert_eq!(s.card(user, &id).await["status"], "active");
+}

@@ -226,9 +226,11 @@ fn start_outcome(
         Err(
             e @ (ChannelError::Timeout | ChannelError::Unavailable(_) | ChannelError::CircuitOpen),
         ) => review(format!("channel unreachable: {}", short(&e))),
-        Err(e @ (ChannelError::InvalidSignature | ChannelError::Protocol(_))) => {
-            review(format!("channel answer unusable: {}", short(&e)))
-        }
+        Err(
+            e @ (ChannelError::InvalidSignature
+            | ChannelError::Protocol(_)
+            | ChannelError::NotActedOn { .. }),
+        ) => review(format!("channel answer unusable: {}", short(&e))),
     }
 }
 
@@ -242,6 +244,7 @@ fn short(e: &ChannelError) -> &'static str {
         ChannelError::InvalidSignature => "invalid_signature",
         ChannelError::Protocol(_) => "protocol",
         ChannelError::Misconfigured { .. } => "misconfigured",
+        ChannelError::NotActedOn { .. } => "not_acted_on",
     }
 }
 
