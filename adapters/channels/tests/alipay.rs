@@ -490,6 +490,20 @@ async fn result_codes_map_to_errors() {
         ch.query(&bid("b"), Some(ATTEMPT), None).await,
         Err(ChannelError::Unavailable(_))
     ));
+    // Alipay's own system error under 40004: retried like a 20000 (its
+    // documentation: call again with the same parameters).
+    for sub in ["SYSTEM_ERROR", "ACQ.SYSTEM_ERROR"] {
+        fake.force_code(Some(("40004", sub)));
+        assert!(
+            matches!(
+                ch.query(&bid("b"), Some(ATTEMPT), None).await,
+                Err(ChannelError::Unavailable(_))
+            ),
+            "{sub}"
+        );
+        let e = ch.unbind(&bid("b"), Some(ATTEMPT), "b").await.unwrap_err();
+        assert!(e.is_transient(), "{sub}: {e:?}");
+    }
     // A business refusal (about the agreement, the user, the card) stays one.
     fake.force_code(Some(("40004", "USER_AGREEMENT_STATUS_ERROR")));
     assert_eq!(

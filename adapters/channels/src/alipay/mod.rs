@@ -21,7 +21,9 @@
 //!   `Misconfigured` with the `sub_code`; `40004` is a business refusal
 //!   (`Rejected` with the `sub_code`) but for the sub codes about the
 //!   merchant's own contract (`MERCHANT_AGREEMENT_IS_NOT_EXIST`,
-//!   `Misconfigured`), others are `Rejected` with `sub_code` or `code`.
+//!   `Misconfigured`) and Alipay's own system error (`SYSTEM_ERROR`,
+//!   `Unavailable`, retried), others are `Rejected` with `sub_code` or
+//!   `code`.
 //! * **Answers we cannot trust**: a signature that does not verify with the
 //!   configured Alipay public key is `Misconfigured
 //!   { code: "response_signature_invalid" }` (the usual cause is the wrong
@@ -345,7 +347,8 @@ fn str_field<'a>(node: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 /// `20000` (service unavailable) is transient; `40004` (business failed)
 /// and the others stay refusals with their sub code, but a `40004` whose
 /// sub code is about the merchant's contract (see
-/// [`is_merchant_setup_sub_code`]).
+/// [`is_merchant_setup_sub_code`]) or is Alipay's own system error (see
+/// [`is_retry_sub_code`]).
 pub fn is_configuration_code(code: &str) -> bool {
     matches!(code, "20001" | "40001" | "40002" | "40006")
 }
@@ -375,6 +378,21 @@ fn is_not_found_code(code: &str) -> bool {
 /// which changes no binding.
 fn is_merchant_setup_sub_code(code: &str) -> bool {
     code.eq_ignore_ascii_case("MERCHANT_AGREEMENT_IS_NOT_EXIST")
+}
+
+/// Business sub codes (under `40004`) that are Alipay's own failure, which
+/// its documentation says to retry with the same parameters (or to query
+/// for the outcome): `SYSTEM_ERROR` (`ACQ.SYSTEM_ERROR` in the trade
+/// APIs). Read as transient, like a `20000`, so the call is retried, counts
+/// against the breaker, and a bind waits in review rather than failing.
+/// The calls that can meet it (`unsign`, `query`) carry only our own
+/// agreement numbers, so no user's input can make every call answer it.
+fn is_retry_sub_code(code: &str) -> bool {
+    let code = code
+        .strip_prefix("ACQ.")
+        .or_else(|| code.strip_prefix("acq."))
+        .unwrap_or(code);
+    code.eq_ignore_ascii_case("SYSTEM_ERROR")
 }
 
 /// A signing scene is two names joined by `|` (`INDUSTRY|CARRENTAL`), each
@@ -620,6 +638,13 @@ impl AlipayChannel {
             c if is_configuration_code(c) => Err(crate::http::misconfigured(sub_code.unwrap_or(c))),
             _ if sub_code.is_some_and(is_merchant_setup_sub_code) => {
                 Err(crate::http::misconfigured(sub_code.unwrap_or(code)))
+            }
+            _ if sub_code.is_some_and(is_retry_sub_code) => {
+                Err(ChannelError::Unavailable(format!(
+                    "alipay {} {}",
+                    crate::http::clean_code(code),
+                    crate::http::clean_code(sub_code.unwrap_or(""))
+                )))
             }
             other => Err(ChannelError::Rejected {
                 code: sub_code.unwrap_or(other).to_owned(),
