@@ -32,7 +32,7 @@ impl RateLimiter for MemoryStore {
     ) -> Result<Vec<RateTake>, StoreError> {
         self.check_available()?;
         let mut t = lock(&self.inner.rates);
-        Ok(windows
+        let answers: Vec<RateTake> = windows
             .iter()
             .map(|w| {
                 let c = t.0.entry(w.key.clone()).or_insert((0, w.expires_at));
@@ -43,6 +43,23 @@ impl RateLimiter for MemoryStore {
                 } else {
                     RateTake::Full
                 }
+            })
+            .collect();
+        if !answers.contains(&RateTake::Full) {
+            return Ok(answers);
+        }
+        // Give back what this take took, under the same lock.
+        Ok(windows
+            .iter()
+            .zip(answers)
+            .map(|(w, a)| match a {
+                RateTake::Taken(_) => {
+                    if let Some(c) = t.0.get_mut(&w.key) {
+                        c.0 = c.0.saturating_sub(1);
+                    }
+                    RateTake::Untaken
+                }
+                other => other,
             })
             .collect())
     }

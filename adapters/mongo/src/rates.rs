@@ -3,7 +3,9 @@
 //! takers of one slot exactly one lands. All windows of a take go in one
 //! unordered `insertMany` (slot 1 each: a fresh window costs nothing
 //! more); only the windows whose slot was taken read their slots and try
-//! a free one, until they land or every slot is taken.
+//! a free one, until they land or every slot is taken. A take one window
+//! refuses deletes the slots it took in the others (one `deleteOne` each,
+//! by the unique key), so a refused event costs no window anything.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -40,6 +42,15 @@ impl RateHints {
         match self.next.get(key) {
             Some((next, exp)) if *exp == expires_at => *next,
             _ => 1,
+        }
+    }
+
+    /// A slot this process took and gave back is where it tries next.
+    fn given_back(&mut self, key: &str, expires_at: i64, slot: i64) {
+        if let Some(e) = self.next.get_mut(key) {
+            if e.1 == expires_at {
+                e.0 = e.0.min(slot);
+            }
         }
     }
 
@@ -219,9 +230,41 @@ impl RateLimiter for MongoStore {
                     }
                 }
             }
-            out.into_iter()
+            let answers = out
+                .into_iter()
                 .map(|o| o.ok_or_else(|| corrupt("rate take", "a window without an answer")))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            if !answers.contains(&RateTake::Full) {
+                return Ok(answers);
+            }
+            // Refused: give back the slots taken in the other windows, each
+            // by its unique (key, slot), which no other take can hold
+            // until it is deleted. A failure here leaves the slot held
+            // until its window ends (the refusal is still answered).
+            let mut given = Vec::with_capacity(answers.len());
+            for (w, a) in windows.iter().zip(answers) {
+                given.push(match a {
+                    RateTake::Taken(slot) => {
+                        let slot = to_i64(slot, "rate slot")?;
+                        match self
+                            .rates
+                            .delete_one(doc! { "key": &w.key, "slot": slot })
+                            .comment(RATES_GIVE_BACK)
+                            .await
+                        {
+                            Ok(_) => self.rate_hints().given_back(
+                                &w.key,
+                                w.expires_at.unix_millis(),
+                                slot,
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "a refused rate take could not give back a slot; it is held until its window ends"),
+                        }
+                        RateTake::Untaken
+                    }
+                    other => other,
+                });
+            }
+            Ok(given)
         })
         .await
     }

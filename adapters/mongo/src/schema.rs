@@ -81,6 +81,7 @@ pub mod labels {
     pub const IDEM_RELEASE: &str = "idempotency.release";
     pub const IDEM_PURGE: &str = "idempotency.purge_created_before";
     pub const RATES_TAKE: &str = "rates.take";
+    pub const RATES_GIVE_BACK: &str = "rates.give_back";
     pub const RATES_PURGE: &str = "rates.purge_expired";
     pub const SEEN_SEEN: &str = "seen.seen";
     pub const SEEN_MARK: &str = "seen.mark";

@@ -378,6 +378,30 @@ async fn every_port_method_counted_and_every_query_indexed() {
     assert_eq!(n, 3, "insert, read, insert");
     m.rows.extend(om.rows);
     assert_eq!(other_log.violations(), Vec::<String>::new());
+    // A take one window refuses: its slots in the two others are given back.
+    let full = RateWindow {
+        key: unique("full"),
+        limit: 1,
+        expires_at: at(60),
+    };
+    s.take(std::slice::from_ref(&full), at(0)).await.unwrap();
+    let fresh = |name: &str| RateWindow {
+        key: unique(name),
+        limit: 5,
+        expires_at: at(60),
+    };
+    let mixed = [fresh("wa"), full, fresh("wb")];
+    let (r, n) = m
+        .run(
+            "rates.take (refused by 1 of 3 windows)",
+            s.take(&mixed, at(0)),
+        )
+        .await;
+    assert_eq!(
+        r.unwrap(),
+        [RateTake::Untaken, RateTake::Full, RateTake::Untaken]
+    );
+    assert_eq!(n, 4, "insert, read the full window, give back two slots");
 
     // Seen ids.
     let id = unique("n");
@@ -499,7 +523,7 @@ async fn every_port_method_counted_and_every_query_indexed() {
         .await;
     let counts = r.unwrap();
     assert!(
-        counts.audit_links >= 2 && counts.rate_slots == 9 && counts.seen_ids == 1,
+        counts.audit_links >= 2 && counts.rate_slots == 9 + 1 && counts.seen_ids == 1,
         "{counts:?}"
     );
     assert_eq!(

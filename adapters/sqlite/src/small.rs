@@ -20,6 +20,10 @@ const TAKE_SLOT: &str = "INSERT INTO rate_windows (expires_at, key, taken) VALUE
      ON CONFLICT (expires_at, key) DO UPDATE SET taken = taken + 1
      WHERE taken < ?3";
 
+const TAKE_BEGIN: &str = "SAVEPOINT rate_take";
+const TAKE_UNDO: &str = "ROLLBACK TO rate_take";
+const TAKE_END: &str = "RELEASE rate_take";
+
 const SLOTS_TAKEN: &str = "SELECT taken FROM rate_windows WHERE expires_at = ?1 AND key = ?2";
 
 const IS_SEEN: &str =
@@ -102,9 +106,15 @@ impl RateLimiter for SqliteStore {
             .write(move |tx| {
                 // A window is keyed by its end and its key: the windows in
                 // force are one narrow range of the table, whatever it holds.
+                // A take keeps every slot or none: a savepoint of its own
+                // undoes the slots taken when a later window is full.
+                tx.conn
+                    .prepare_cached(TAKE_BEGIN)
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(db_err)?;
                 let mut take = tx.conn.prepare_cached(TAKE_SLOT).map_err(db_err)?;
                 let mut taken = tx.conn.prepare_cached(SLOTS_TAKEN).map_err(db_err)?;
-                windows
+                let answers = windows
                     .iter()
                     .map(|(expires_at, key, limit)| {
                         if *limit == 0 {
@@ -121,7 +131,25 @@ impl RateLimiter for SqliteStore {
                             .map_err(db_err)?;
                         Ok(RateTake::Taken(uint(n, "rate slot")?))
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let refused = answers.contains(&RateTake::Full);
+                if refused {
+                    tx.conn
+                        .prepare_cached(TAKE_UNDO)
+                        .and_then(|mut s| s.execute([]))
+                        .map_err(db_err)?;
+                }
+                tx.conn
+                    .prepare_cached(TAKE_END)
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(db_err)?;
+                Ok(answers
+                    .into_iter()
+                    .map(|a| match a {
+                        RateTake::Taken(_) if refused => RateTake::Untaken,
+                        other => other,
+                    })
+                    .collect())
             })
             .await
     }

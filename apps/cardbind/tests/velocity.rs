@@ -186,3 +186,54 @@ async fn the_per_user_rule_is_counted_too() {
     .await;
     assert_eq!(counter(&metrics(&app).await, "user"), 1);
 }
+
+/// A client retrying a bind the user's limit refused (new keys, no heed of
+/// `Retry-After`) spends nothing of the card's hourly limit or the IP's:
+/// once the minute ends the card binds for this user and for others.
+#[tokio::test]
+async fn attempts_one_limit_refuses_spend_nothing_of_the_others() {
+    let app = trusting_proxy();
+    // Start one second into an hour: the card's window stays the same.
+    app.clock
+        .set_ms(system_now_ms() / 3_600_000 * 3_600_000 + 1000);
+    let ip = "192.0.2.44";
+    let attempt = |n: u32| {
+        let app = &app;
+        async move {
+            app.client
+                .post("/v1/users/bob/cards")
+                .header("Authorization", bearer("merchant", "service"))
+                .header("Idempotency-Key", format!("bob-{n}"))
+                .header("X-Forwarded-For", ip)
+                .content_type("application/json")
+                .body(bind_body(CARD).to_string())
+                .send()
+                .await
+        }
+    };
+    attempt(0).await.assert_status(StatusCode::CREATED);
+    for n in 1..3 {
+        assert_error(attempt(n).await, 409, "card_already_bound").await;
+    }
+    // Twenty more in the minute: each is the user's limit, never the card's.
+    for n in 3..23 {
+        assert_error(attempt(n).await, 429, "rate_limited").await;
+    }
+    // The card's hour has 5 binds: 3 were spent, so two more accounts
+    // bind it; the IP's minute (30) has room for both.
+    for i in 0..2 {
+        bind_from(&app, &format!("carol-{i}"), CARD, ip)
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    assert_error(
+        bind_from(&app, "carol-2", CARD, ip).await,
+        429,
+        "card_velocity_exceeded",
+    )
+    .await;
+    let text = metrics(&app).await;
+    assert_eq!(counter(&text, "user"), 20);
+    assert_eq!(counter(&text, "card"), 1);
+    assert_eq!(counter(&text, "ip"), 0);
+}

@@ -19,17 +19,26 @@ pub enum RateTake {
     Taken(u64),
     /// Every slot of the window is taken.
     Full,
+    /// The window had a free slot, but another window of the same take was
+    /// full, so none was kept: a refused event costs no window anything.
+    Untaken,
 }
 
 /// Fixed-window rate limits shared by all instances.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
-    /// Takes one slot in each window (independently; one answer per
-    /// window, in order). MUST hold the limit across instances: of any
-    /// number of concurrent takers of one window, at most `limit` get
-    /// `Taken`, and while fewer than `limit` slots are taken a take
-    /// succeeds. Typically one round trip for all windows.
+    /// Takes one slot in each window, or none: one answer per window, in
+    /// order. When every window has room, each answer is `Taken`; when any
+    /// is full, those are `Full`, the others `Untaken`, and no slot is
+    /// kept in any of them (an event one limit refuses does not count
+    /// against the others: a client retrying a bind the user's limit
+    /// refused must not use up the card's hourly limit). MUST hold the
+    /// limit across instances: of any number of concurrent takers of one
+    /// window, at most `limit` get `Taken`, and while fewer than `limit`
+    /// slots are taken or held a take succeeds (a slot held by a take
+    /// that is giving it back may refuse a concurrent one). Typically one
+    /// round trip for all windows; a refused take may cost one more.
     async fn take(
         &self,
         windows: &[RateWindow],

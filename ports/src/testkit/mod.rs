@@ -168,7 +168,8 @@ macro_rules! contract_suite {
         $crate::__contract_module! { {$(#[$attr])*} $factory; rates:
             takes_up_to_the_limit,
             concurrent_takes_hold_the_limit,
-            windows_are_independent,
+            a_refused_take_keeps_no_slot,
+            refused_takes_leave_no_slot_behind,
             purge_expired,
         }
         $crate::__contract_module! { {$(#[$attr])*} $factory; seen:

@@ -207,7 +207,7 @@ async fn rate_limit_holds_across_instances() {
             .iter()
             .filter_map(|t| match t {
                 RateTake::Taken(n) => Some(*n),
-                RateTake::Full => None,
+                RateTake::Full | RateTake::Untaken => None,
             })
             .collect();
         slots.sort_unstable();
