@@ -55,6 +55,20 @@ impl HolderName {
         }
     }
 
+    /// A name this service took and sealed, read back: the rule a name
+    /// was taken under may have been wider than today's (until December
+    /// 2026 a letter beyond U+FFFF was taken), and a card waiting in review
+    /// must still go to its channel with the name it was bound with. Kept
+    /// when it is 1–64 characters, trimmed, with no control character;
+    /// new names go through [`HolderName::parse`].
+    pub fn restore(stored: &str) -> Option<HolderName> {
+        let n = stored.chars().count();
+        let ok = (1..=Self::MAX_CHARS).contains(&n)
+            && stored.trim() == stored
+            && !stored.chars().any(char::is_control);
+        ok.then(|| HolderName(stored.to_owned()))
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -319,6 +333,21 @@ mod tests {
         }
         let p = Phone::parse("13800138000").unwrap();
         assert!(!format!("{p:?}").contains("0013"));
+    }
+
+    #[test]
+    fn a_stored_name_reads_back_under_the_rule_it_was_taken_by() {
+        // Taken before the rule left out letters beyond U+FFFF.
+        let old = "\u{20BB7}野 花子";
+        assert!(HolderName::parse(old).is_err());
+        assert_eq!(HolderName::restore(old).map(|n| n.0), Some(old.to_owned()));
+        assert!(HolderName::restore("张三").is_some());
+        // Never something no build took.
+        for bad in ["", " 张三", "张三 ", "a\u{0}b", "a\nb"] {
+            assert!(HolderName::restore(bad).is_none(), "{bad:?}");
+        }
+        assert!(HolderName::restore(&"a".repeat(65)).is_none());
+        assert!(HolderName::restore(&"a".repeat(64)).is_some());
     }
 
     #[test]

@@ -354,6 +354,49 @@ async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
     assert_eq!(w.store.owner(&b.id).await.unwrap(), None);
 }
 
+/// A card waiting in review since a build whose holder name rule was wider
+/// (a letter beyond U+FFFF, taken until December 2026): the operator's
+/// retry sends it to the channel with the name it was bound with, rather
+/// than refusing its data as unreadable.
+#[tokio::test]
+async fn a_review_retry_sends_a_name_an_older_rule_took() {
+    use cardbind_domain::SealedField;
+    use cardbind_ports::keys::{CardVault, SealContext};
+    let w = world(Policy::default());
+    w.channel.always(Script::Fail(ChannelError::Timeout));
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("gus", &visa(6), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    let (id, generation, u) = (v.binding.id.clone(), v.binding.data_generation, user("gus"));
+    // Seal the name again as the older build took it.
+    let old_name = "\u{20BB7}野 花子";
+    let mut data = CardDataStore::get(&w.store, &u, &id, generation)
+        .await
+        .unwrap()
+        .unwrap();
+    let ctx = SealContext::new(id.as_str(), SealedField::HolderName.as_str());
+    data.sealed.holder_name = w.vault.seal(&u, &ctx, old_name.as_bytes()).await.unwrap();
+    CardDataStore::delete_generation(&w.store, &u, &id, generation)
+        .await
+        .unwrap();
+    CardDataStore::put(&w.store, &data).await.unwrap();
+
+    w.channel.always(Script::Bound);
+    let r = w.uc.retry_review(&admin(), &id).await.unwrap();
+    assert_eq!(r.binding.status, BindingStatus::Active);
+    assert_eq!(
+        w.channel
+            .holder_names
+            .lock()
+            .unwrap()
+            .last()
+            .map(String::as_str),
+        Some(old_name)
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_channel_sends_the_card_to_review_and_an_operator_decides() {
     let w = world(Policy::default());

@@ -203,6 +203,8 @@ pub struct ScriptChannel {
     pub starts_of: Mutex<HashMap<String, u32>>,
     /// The currency of each binding request, in order.
     pub currencies: Mutex<Vec<Option<String>>>,
+    /// The holder name of each binding request, in order.
+    pub holder_names: Mutex<Vec<String>>,
     /// When set, the channel cannot be asked about an agreement.
     pub query_down: std::sync::atomic::AtomicBool,
     /// Holds each unbind (counted first) until released.
@@ -233,6 +235,7 @@ impl ScriptChannel {
             confirm_gate: Mutex::new(None),
             starts_of: Mutex::new(HashMap::new()),
             currencies: Mutex::new(Vec::new()),
+            holder_names: Mutex::new(Vec::new()),
             query_down: std::sync::atomic::AtomicBool::new(false),
             unbind_gate: Mutex::new(None),
             unbound: Mutex::new(Vec::new()),
@@ -272,6 +275,10 @@ impl PaymentChannel for ScriptChannel {
             .lock()
             .unwrap()
             .push(r.currency.map(|c| c.code().to_owned()));
+        self.holder_names
+            .lock()
+            .unwrap()
+            .push(r.holder_name.expose().to_owned());
         let gate = self.gate.lock().unwrap().clone();
         if let Some(g) = gate {
             let permit = g.acquire().await.unwrap();
