@@ -479,6 +479,8 @@ async fn readiness_follows_a_storage_outage() {
     };
     assert_eq!(ready().await.status, 200, "{}", ready().await.describe());
     ferret.stop().await;
+    // An answer is given again for a second (probes share one check).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = ready().await;
     assert_eq!(
         r.status,

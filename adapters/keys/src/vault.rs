@@ -516,7 +516,8 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
                 "self-check failed: the canary opened to unexpected content".into(),
             ));
         }
-        tracing::info!(master_key = %master, "key self-check passed");
+        // Every readiness probe runs this: the start-up line is `serve`'s.
+        tracing::debug!(master_key = %master, "key self-check passed");
         Ok(())
     }
 }

@@ -127,6 +127,7 @@ pub async fn serve_on(
         .key_self_check()
         .await
         .map_err(|e| anyhow::anyhow!("key self-check failed, refusing to start: {e}"))?;
+    tracing::info!("key self-check passed: the start-up canary opened");
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let tls = compose::tls(config)?;

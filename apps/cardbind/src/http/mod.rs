@@ -64,6 +64,8 @@ pub struct Shared {
     /// every authenticated operation answers 500 and the cause is logged).
     pub auth: Result<Authenticator, String>,
     pub metrics: metrics::HttpMetrics,
+    /// `/readyz`'s check, shared by concurrent probes.
+    pub readiness: ops::meta::ReadinessProbe,
 }
 
 /// Per-request context for handlers: the shared state, the request id and
@@ -269,6 +271,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = poem::Response> {
         state,
         auth,
         metrics: metrics::HttpMetrics::new(),
+        readiness: ops::meta::ReadinessProbe::default(),
     });
     let spec = api_spec_json();
     let svc = service();

@@ -8,10 +8,90 @@ use poem_openapi::OpenApi;
 use super::*;
 use crate::http::auth::BearerAuth;
 use crate::http::metrics::STORE_PROBE_TIMEOUT;
+use cardbind_usecases::readiness::NotReady;
 
 /// How long `/readyz` waits for the store and the key service (checked at
 /// once, each within it).
 pub const READINESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// How long a `/readyz` answer is given again to the probes that follow.
+pub const READINESS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The readiness check shared by concurrent probes: one runs at a time, and
+/// its answer is reused for [`READINESS_REUSE`]. `/readyz` needs no token,
+/// and each check opens the canary through the master key (one KMS
+/// `Decrypt` with `aws_kms`): a flood of probes must not become a flood of
+/// KMS calls, which cost money and share the account's quota with binds.
+#[derive(Default)]
+pub struct ReadinessProbe {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), NotReady>)>>,
+}
+
+impl ReadinessProbe {
+    /// The last answer if it is fresh, else `run`'s (a probe arriving
+    /// while a check runs waits for it: at most [`READINESS_DEADLINE`]).
+    pub async fn check<F>(&self, run: impl FnOnce() -> F) -> Result<(), NotReady>
+    where
+        F: std::future::Future<Output = Result<(), NotReady>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < READINESS_REUSE {
+                return answer.clone();
+            }
+        }
+        let answer = run().await;
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_probes_share_one_check_and_reuse_it_for_a_second() {
+        let probe = Arc::new(ReadinessProbe::default());
+        let runs = Arc::new(AtomicU32::new(0));
+        let check = |down: bool| {
+            let (probe, runs) = (probe.clone(), runs.clone());
+            async move {
+                probe
+                    .check(|| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        if down {
+                            Err(NotReady {
+                                store: Some("down".into()),
+                                keys: None,
+                            })
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .await
+            }
+        };
+        let answers = futures::future::join_all((0..50).map(|_| tokio::spawn(check(false)))).await;
+        assert!(answers.into_iter().all(|a| matches!(a, Ok(Ok(())))));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one check for fifty probes");
+        // Within the second the answer is given again, even if the
+        // dependency went down meanwhile; after it, a new check runs.
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        assert_eq!(check(true).await, Ok(()));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        tokio::time::advance(READINESS_REUSE).await;
+        assert!(check(true).await.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // A failure is reused the same way.
+        assert!(check(false).await.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+}
 use crate::http::params::BinParam;
 use crate::http::Cx;
 
@@ -61,10 +141,17 @@ impl MetaApi {
     /// The store answers and the key service opens the start-up canary
     /// (`storage_unavailable` or `key_service_unavailable` otherwise), each
     /// within 4 seconds: the answer comes within that, below a load
-    /// balancer's usual 5-second probe timeout.
+    /// balancer's usual 5-second probe timeout. Concurrent probes share one
+    /// check, and an answer is given again for 1 second.
     #[oai(path = "/readyz", method = "get", operation_id = "readiness")]
     async fn readiness(&self, cx: Cx) -> Result<HealthResponse, ReadyError> {
-        match cx.usecases().readiness(READINESS_DEADLINE).await {
+        let usecases = cx.usecases();
+        match cx
+            .shared
+            .readiness
+            .check(|| usecases.readiness(READINESS_DEADLINE))
+            .await
+        {
             Ok(()) => Ok(HealthResponse::Ok(Json(Health {
                 status: "ok".into(),
             }))),
