@@ -114,8 +114,9 @@ def card_number(generated: str, n: int) -> tuple[str, int]:
 
 
 def expiry(month: int, year: int, seed: int) -> tuple[int, int]:
-    """(month, year) within the window the service accepts."""
-    today = datetime.datetime.now(datetime.timezone.utc)
+    """(month, year) within the window the service accepts, which it judges
+    by the calendar in China (UTC+8)."""
+    today = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=8)
     ahead = year % 21
     y, m = today.year + ahead, month
     if ahead == 0:

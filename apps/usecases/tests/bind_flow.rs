@@ -1603,3 +1603,47 @@ async fn readiness_answers_within_its_deadline_whatever_hangs() {
     w.vault.check_hangs.store(false, Ordering::SeqCst);
     assert_eq!(w.uc.readiness(deadline).await, Ok(()));
 }
+
+/// A bind's dates are judged by the calendar in China: at 00:30 on
+/// 1 January 2027 there (16:30 UTC on 31 December), a card that expired
+/// in December 2026 is refused and a person born that day is taken; a
+/// minute before midnight there, the December card is still good.
+#[test]
+fn a_binds_dates_are_those_of_the_calendar_in_china() {
+    use cardbind_domain::{ConsentGiven, ResidentId, Timestamp};
+    use cardbind_usecases::bind::{BindCard, CardForm};
+    let first17 = "11010520270101001";
+    let born_new_year = format!("{first17}{}", ResidentId::check_char(first17).unwrap());
+    let card = visa(7);
+    let parse = |at: Timestamp, year: u32, id: &str| {
+        let form = CardForm {
+            card_number: &card,
+            expiry_month: 12,
+            expiry_year: year,
+            cvv: None,
+            holder_name: "Ann",
+            id_number: id,
+            phone: "13800138000",
+            channel: None,
+        };
+        BindCard::parse(user("ann"), form, ConsentGiven::default(), at)
+            .map(|_| ())
+            .map_err(|e| e.code)
+    };
+    let adult17 = "11010519491231002";
+    let adult = format!("{adult17}{}", ResidentId::check_char(adult17).unwrap());
+    // 2026-12-31T16:30:00Z: 2027-01-01 00:30 in China.
+    let new_year = Timestamp::from_unix_millis(1_798_734_600_000);
+    assert_eq!(new_year.to_rfc3339(), "2026-12-31T16:30:00Z");
+    assert_eq!(parse(new_year, 2026, &adult), Err(ErrorCode::CardExpired));
+    assert_eq!(parse(new_year, 2027, &born_new_year), Ok(()));
+    // 2026-12-31T15:59:00Z: 23:59 in China. December's card is good, and
+    // nobody is born on the 1st yet.
+    let eve = Timestamp::from_unix_millis(1_798_732_740_000);
+    assert_eq!(eve.to_rfc3339(), "2026-12-31T15:59:00Z");
+    assert_eq!(parse(eve, 2026, &adult), Ok(()));
+    assert_eq!(
+        parse(eve, 2027, &born_new_year),
+        Err(ErrorCode::InvalidIdNumber)
+    );
+}

@@ -142,6 +142,9 @@ impl std::fmt::Debug for CardForm<'_> {
     }
 }
 
+/// China's offset from UTC (no daylight saving time since 1991).
+const CHINA_UTC_OFFSET_SECONDS: i64 = 8 * 3600;
+
 impl BindCard {
     /// Parses every field, the first failure wins, in the order of the form.
     pub fn parse(
@@ -150,16 +153,19 @@ impl BindCard {
         consent: ConsentGiven,
         now: Timestamp,
     ) -> Result<BindCard, Invalid> {
+        // Dates are judged by the calendar in China (UTC+8), where the
+        // channels and the resident ID numbers are: a card that expired in
+        // December is refused from midnight on 1 January there, not eight
+        // hours later, and a birth date of today there is taken.
+        let china = now.plus_seconds(CHINA_UTC_OFFSET_SECONDS);
         let card = CardNumber::parse(form.card_number)?;
-        let expiry = Expiry::parse(form.expiry_month, form.expiry_year, now.year_month())?;
+        let expiry = Expiry::parse(form.expiry_month, form.expiry_year, china.year_month())?;
         let cvv = match form.cvv {
             None | Some("") => None,
             Some(c) => Some(Cvv::parse(c, card.brand())?),
         };
         let holder_name = HolderName::parse(form.holder_name)?;
-        // Today in China (UTC+8).
-        let id_number =
-            ResidentId::parse(form.id_number)?.born_by(now.plus_seconds(8 * 3600).date())?;
+        let id_number = ResidentId::parse(form.id_number)?.born_by(china.date())?;
         let phone = Phone::parse(form.phone)?;
         let channel = form.channel.map(ChannelName::parse).transpose()?;
         Ok(BindCard {
