@@ -78,7 +78,8 @@ async fn replays_are_byte_identical_and_a_reused_key_is_409() {
     assert_eq!(v["last4"], other.last4(), "{v}");
     assert_eq!(app.list_cards(&user).await.len(), 2);
 
-    // A refusal is replayed as it was.
+    // A refusal of a malformed request is not stored: the retry is
+    // refused again the same way (not replayed).
     let bad = {
         let mut b = TestCard::visa().body();
         b["phone"] = json!("123");
@@ -90,6 +91,11 @@ async fn replays_are_byte_identical_and_a_reused_key_is_409() {
     let r2 = app.bind_body(&user, &bad, &k2).await;
     assert_eq!(r2.status, 400, "{}", r2.describe());
     assert_eq!(r2.error_code().as_deref(), Some("invalid_phone"));
+    assert!(
+        r2.headers.get("idempotent-replayed").is_none(),
+        "{}",
+        r2.describe()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

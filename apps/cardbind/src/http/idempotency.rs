@@ -145,13 +145,23 @@ fn replay(stored: StoredResponse) -> Response {
     resp
 }
 
-/// Whether an answer is a transient failure the client may retry with the
-/// same key (the key is then released rather than completed): a 5xx, a
-/// 429, or a refusal whose code says "retry" (`conflict`: the card is
-/// being bound by another request).
-fn transient(status: StatusCode, code: Option<ErrorCode>) -> bool {
+/// Whether an answer is one the client may retry with the same key (the
+/// key is then released rather than completed): a transient failure (a
+/// 5xx, a 429, or a refusal whose code says "retry": `conflict`, the card
+/// being bound by another request), or a request refused as malformed
+/// (400, 413, 415). A malformed request changed nothing, and what made it
+/// so may be a header the key's request digest does not cover (a wrong
+/// `Content-Type`): a retry with it mended must run, not replay the
+/// refusal. One whose body is at fault is refused again the same way.
+fn released(status: StatusCode, code: Option<ErrorCode>) -> bool {
     status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
+        || matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_REQUEST
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        )
         || code
             .is_some_and(|c| c == ErrorCode::Conflict || c == ErrorCode::IdempotencyKeyInProgress)
 }
@@ -247,7 +257,7 @@ impl<E: Endpoint> Idempotent<E> {
             .get::<ErrorCode>()
             .copied()
             .or(refused.get());
-        if transient(parts.status, code) {
+        if released(parts.status, code) {
             Self::release(shared, scope, key, lease, request_id).await;
         } else {
             let stored = StoredResponse {
@@ -407,18 +417,22 @@ mod tests {
     }
 
     #[test]
-    fn transient_statuses() {
-        assert!(transient(StatusCode::SERVICE_UNAVAILABLE, None));
-        assert!(transient(StatusCode::TOO_MANY_REQUESTS, None));
-        assert!(transient(StatusCode::CONFLICT, Some(ErrorCode::Conflict)));
-        assert!(!transient(
-            StatusCode::CONFLICT,
-            Some(ErrorCode::CardAlreadyBound)
-        ));
-        assert!(!transient(StatusCode::CREATED, None));
-        assert!(!transient(
+    fn released_answers() {
+        assert!(released(StatusCode::SERVICE_UNAVAILABLE, None));
+        assert!(released(StatusCode::TOO_MANY_REQUESTS, None));
+        assert!(released(StatusCode::CONFLICT, Some(ErrorCode::Conflict)));
+        assert!(released(
             StatusCode::BAD_REQUEST,
             Some(ErrorCode::InvalidRequest)
         ));
+        assert!(released(StatusCode::PAYLOAD_TOO_LARGE, None));
+        // Final answers: stored and replayed.
+        assert!(!released(
+            StatusCode::CONFLICT,
+            Some(ErrorCode::CardAlreadyBound)
+        ));
+        assert!(!released(StatusCode::CREATED, None));
+        assert!(!released(StatusCode::UNPROCESSABLE_ENTITY, None));
+        assert!(!released(StatusCode::FORBIDDEN, None));
     }
 }

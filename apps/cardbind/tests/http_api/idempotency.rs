@@ -169,6 +169,33 @@ async fn transient_failures_release_the_key() {
         .assert_status(StatusCode::CREATED);
 }
 
+/// A bind sent with the wrong `Content-Type`, then again with it mended
+/// under the same key and body: the retry binds (the refusal was not
+/// stored), and its answer is the one replayed from then on.
+#[tokio::test]
+async fn a_retry_with_a_mended_content_type_runs() {
+    let app = spawn();
+    let body = bind_body(VISA).to_string();
+    let send = |content_type: &'static str| {
+        app.client
+            .post("/v1/users/u-ct/cards")
+            .header("Authorization", bearer("merchant", "service"))
+            .header("Idempotency-Key", "k-ct")
+            .header("Content-Type", content_type)
+            .body(body.clone())
+            .send()
+    };
+    let refused = send("text/plain").await;
+    assert!(refused.0.headers().get("Idempotent-Replayed").is_none());
+    assert_eq!(refused.0.status(), StatusCode::BAD_REQUEST);
+    let bound = send("application/json").await;
+    bound.assert_status(StatusCode::CREATED);
+    bound.assert_header_is_not_exist("Idempotent-Replayed");
+    let again = send("application/json").await;
+    again.assert_status(StatusCode::CREATED);
+    again.assert_header("Idempotent-Replayed", "true");
+}
+
 #[tokio::test]
 async fn a_key_store_outage_is_a_storage_outage_not_a_key_service_one() {
     // Nothing cached: the vault reads its digest key from the store, which

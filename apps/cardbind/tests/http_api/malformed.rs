@@ -68,7 +68,7 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
     assert_eq!(v["error"]["field"], "consent.extra");
 
     // Card data sent as a key by mistake is refused without repeating it,
-    // in the answer and in the stored answer its replay gives.
+    // and so is its retry (a malformed request's answer is not stored).
     for (key, at, field) in [
         ("4111 1111 1111 1111", None, "body"),
         ("13800138000", Some("consent"), "consent"),
@@ -85,10 +85,10 @@ async fn unknown_and_missing_fields_are_refused_by_name() {
         let v = assert_error(app.bind("u1", &idem, &body).await, 400, "invalid_request").await;
         assert_eq!(v["error"]["field"], field, "{v}");
         assert!(!v.to_string().contains(&digits), "{v}");
-        let replay = app.bind("u1", &idem, &body).await;
-        replay.assert_header("Idempotent-Replayed", "true");
-        let text = String::from_utf8(bytes(replay).await).unwrap();
-        assert!(!text.contains(&digits), "{text}");
+        let again = app.bind("u1", &idem, &body).await;
+        assert!(again.0.headers().get("Idempotent-Replayed").is_none());
+        let v = assert_error(again, 400, "invalid_request").await;
+        assert!(!v.to_string().contains(&digits), "{v}");
     }
 
     // A key that cannot be shown as sent (not printable ASCII, a control
