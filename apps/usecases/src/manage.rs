@@ -316,7 +316,21 @@ impl UseCases {
             return Vec::new();
         };
         let Some(channel) = self.channel(&b.channel) else {
-            return Vec::new();
+            // Its channel was enabled when it was bound, and is not now:
+            // nothing here can end the agreement, which may still let the
+            // merchant debit the card. Audited, for an operator to end it
+            // at the channel (or to enable the channel again).
+            tracing::warn!(binding = %b.id, channel = %b.channel, "the card's channel is not enabled; its agreement may still be active there");
+            return vec![ctx
+                .event(self.now(), AuditAction::BindingChannelUnsign)
+                .user(&b.user_id)
+                .binding(&b.id)
+                .refused(cardbind_domain::ErrorCode::ChannelUnavailable)
+                .detail(format!(
+                    "agreement may still be active at the channel: channel {} is not enabled",
+                    b.channel
+                ))
+                .build()];
         };
         match channel.unbind(&b.id, Some(b.data_generation), r).await {
             Ok(()) => Vec::new(),

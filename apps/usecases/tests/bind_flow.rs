@@ -1647,3 +1647,39 @@ fn a_binds_dates_are_those_of_the_calendar_in_china() {
         Err(ErrorCode::InvalidIdNumber)
     );
 }
+
+/// A card bound through a channel the deployment no longer enables: the
+/// unbind ends it here, and audits that its agreement may still be active
+/// at the channel (nothing here can end it), naming the channel.
+#[tokio::test]
+async fn unbinding_a_card_of_a_channel_no_longer_enabled_is_audited() {
+    use cardbind_domain::ChannelName;
+    use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
+    let w = world(Policy::default());
+    let mut cmd = bind_cmd("iris", &visa(31), w.now());
+    cmd.channel = Some(ChannelName::parse("other").unwrap());
+    let v = w.uc.bind_card(&backend(), cmd).await.unwrap();
+    assert_eq!(v.binding.status, BindingStatus::Active);
+    // The same data, served by a deployment that enables only `mock`.
+    let mut ports = w.uc.ports().clone();
+    ports.channels = ChannelRegistry::new(
+        vec![w.channel.clone() as std::sync::Arc<dyn PaymentChannel>],
+        ChannelName::parse("mock").unwrap(),
+    )
+    .unwrap();
+    let uc = cardbind_usecases::UseCases::new(ports, Policy::default());
+    let r = uc
+        .unbind(&backend(), &user("iris"), &v.binding.id, None)
+        .await
+        .unwrap();
+    assert_eq!(r.binding.status, BindingStatus::Inactive);
+    assert_eq!(w.other.unbinds.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let unsigns = events_of(&w, "iris", Some(AuditAction::BindingChannelUnsign)).await;
+    assert_eq!(unsigns.len(), 1, "{unsigns:?}");
+    assert_eq!(
+        unsigns[0].outcome,
+        Outcome::Refused(ErrorCode::ChannelUnavailable)
+    );
+    let detail = unsigns[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("channel other is not enabled"), "{detail}");
+}
