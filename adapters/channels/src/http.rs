@@ -35,6 +35,32 @@ pub(crate) fn transport_error(e: reqwest::Error) -> ChannelError {
     }
 }
 
+/// The largest answer body read from a channel. Their answers are a few
+/// kilobytes; a gateway or proxy answering more (by mistake or on purpose)
+/// is cut off rather than held in memory whole.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Reads an answer's body, at most [`MAX_ANSWER_BYTES`] (a longer one is
+/// an answer we cannot use: `Protocol`, without reading the rest).
+pub(crate) async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, ChannelError> {
+    let too_long =
+        || ChannelError::Protocol(format!("answer longer than {MAX_ANSWER_BYTES} bytes"));
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// Reads a timestamp as whole Unix seconds from the injectable clock.
 pub(crate) fn unix_seconds(clock: &dyn cardbind_ports::clock::Clock) -> i64 {
     clock.now().unix_seconds()

@@ -1204,3 +1204,49 @@ mod fuzz {
         }
     }
 }
+
+/// A gateway (or a proxy before it) answering far more than any answer is
+/// long: refused as unusable once past 1 MiB, whether it says its length
+/// up front or streams without one, and never held whole.
+#[tokio::test]
+async fn an_answer_longer_than_a_mebibyte_is_refused_unread() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for declared in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/gateway.do", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = sock.read(&mut buf).await;
+            let head = if declared {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 67108864\r\n\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+            };
+            sock.write_all(head.as_bytes()).await.unwrap();
+            // Up to 64 MiB of a JSON string, until the client hangs up.
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut sent = 0usize;
+            let _ = sock.write_all(b"{\"x\":\"").await;
+            while sent < 64 << 20 {
+                if sock.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            sent
+        });
+        let ch = AlipayChannel::new(config(url, None)).unwrap();
+        let r = ch.query(&bid("b"), Some(ATTEMPT), None).await;
+        assert!(
+            matches!(&r, Err(ChannelError::Protocol(m)) if m.contains("longer than")),
+            "declared {declared}: {r:?}"
+        );
+        drop(ch);
+        let sent = server.await.unwrap();
+        assert!(
+            sent < 64 << 20,
+            "declared {declared}: the client read it all ({sent} bytes)"
+        );
+    }
+}

@@ -670,7 +670,7 @@ impl AlipayChannel {
             .await
             .map_err(transport_error)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(transport_error)?;
+        let bytes = crate::http::read_body(resp).await?;
         if status.is_server_error() {
             return Err(ChannelError::Unavailable(format!(
                 "alipay HTTP {}",

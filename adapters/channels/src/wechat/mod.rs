@@ -369,7 +369,7 @@ impl WechatChannel {
                 Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned()))
             })
             .collect();
-        let bytes = resp.bytes().await.map_err(transport_error)?;
+        let bytes = crate::http::read_body(resp).await?;
         let signed = headers.contains_key("wechatpay-signature");
         if status.is_success() {
             self.verify_response(&headers, &bytes)?;
