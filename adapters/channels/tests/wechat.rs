@@ -235,6 +235,50 @@ async fn a_callback_for_another_app_or_plan_is_refused() {
     }
 }
 
+/// A callback that says where the contract stands (`contract_state`)
+/// instead of what changed (`change_type`) reads the same; one of ours
+/// that says neither, or names a state or change that is no signing or
+/// ending, is acknowledged and not acted on.
+#[tokio::test]
+async fn a_callback_naming_the_contract_state_reads_as_its_change() {
+    use cardbind_ports::channel::ChannelEventKind;
+    let (fake, ch) = setup().await;
+    let code = of_attempt(&bid(UUID), ATTEMPT).unwrap();
+    let callback = |id: &str, event: &str, state: Option<&str>| {
+        let mut contract = serde_json::json!({
+            "mchid": MCHID, "appid": APPID, "plan_id": PLAN_ID,
+            "out_contract_code": code, "contract_id": "Wx0000000000000079",
+            "contract_signed_time": "2025-01-01T10:00:00+08:00"
+        });
+        if let Some(state) = state {
+            contract["contract_state"] = state.into();
+        }
+        let n = fake.callback(id, event, contract).unwrap();
+        ch.parse_notification(&n).map(|e| e.kind)
+    };
+    assert_eq!(
+        callback("EV-s1", "ENTRUST.SIGN", Some("SIGNED")),
+        Ok(ChannelEventKind::Signed {
+            channel_ref: "Wx0000000000000079".into()
+        })
+    );
+    assert_eq!(
+        callback("EV-s2", "ENTRUST.TERMINATE", Some("TERMINATED")),
+        Ok(ChannelEventKind::Terminated)
+    );
+    for (id, state, kind) in [
+        ("EV-s3", None, "unknown"),
+        ("EV-s4", Some("TO_BE_RENEWED"), "TO_BE_RENEWED"),
+        ("EV-s5", Some("x y"), "xy"),
+    ] {
+        assert_eq!(
+            callback(id, "ENTRUST.SIGN", state),
+            Err(ChannelError::NotActedOn { kind: kind.into() }),
+            "{state:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn api_down_is_unavailable_and_recorded() {
     let (fake, ch) = setup().await;

@@ -56,7 +56,8 @@
 //!   returns; `query` reads the contract by plan id and out contract code;
 //!   `unbind` terminates it (an already ended one is success); callbacks
 //!   with `change_type` `ADD` are `Signed` (channel reference: the
-//!   `contract_id`), `DELETE` is `Terminated`.
+//!   `contract_id`), `DELETE` is `Terminated`; without a `change_type`,
+//!   a `contract_state` of `SIGNED` or `TERMINATED` says the same.
 //!
 //! ## `out_contract_code`
 //!

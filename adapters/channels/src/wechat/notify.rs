@@ -74,12 +74,28 @@ impl WechatChannel {
             ),
         };
         let agreement = contract_id.clone();
-        let kind = match str_of(&contract, "change_type").as_deref() {
-            Some("ADD") => ChannelEventKind::Signed {
+        // `change_type` says what changed; a callback without it (the
+        // shape some WeChat Pay products document) says where the contract
+        // now stands in `contract_state`.
+        let change = str_of(&contract, "change_type");
+        let state = str_of(&contract, "contract_state");
+        let kind = match (change.as_deref(), state.as_deref()) {
+            (Some("ADD"), _) | (None, Some("SIGNED")) => ChannelEventKind::Signed {
                 channel_ref: contract_id.ok_or_else(bad)?,
             },
-            Some("DELETE") => ChannelEventKind::Terminated,
-            _ => return Err(bad()),
+            (Some("DELETE"), _) | (None, Some("TERMINATED")) => ChannelEventKind::Terminated,
+            // Ours (merchant, app and plan checked), but no signing or
+            // ending: acknowledged, so WeChat Pay stops sending it.
+            (change, state) => {
+                let kind = crate::http::clean_code(change.or(state).unwrap_or_default());
+                return Err(ChannelError::NotActedOn {
+                    kind: if kind.is_empty() {
+                        "unknown".to_owned()
+                    } else {
+                        kind
+                    },
+                });
+            }
         };
         Ok(ChannelEvent {
             event_id,
