@@ -466,6 +466,21 @@ impl<M: MasterKey> Keyring<M> {
                 >= age_ms
         });
         if force_new || due {
+            // Only a configuration that can open the active version may
+            // make the next one: one whose master key is older than the
+            // last rotation (a host left with a stale setting) would wrap
+            // the new version under a key the up-to-date instances no
+            // longer hold, and every new user's bind would fail there.
+            if self.cached(number).is_none() {
+                if let Err(e) = self.load(number).await {
+                    return Err(match e {
+                        KeyError::Refused(why) => KeyError::Refused(format!(
+                            "no new branch key version was made: the active one does not open                              with the configured master keys ({why}); is this configuration                              older than the last master key rotation?"
+                        )),
+                        other => other,
+                    });
+                }
+            }
             match self.rotate_from(&pointer, number).await {
                 Ok(moved) => info = moved,
                 Err(e) if !force_new => {

@@ -458,3 +458,55 @@ async fn retirement_migrates_keys_from_before_branch_keys() {
     let fresh = vault_on(&master, &s);
     assert_eq!(fresh.open(&u, &c, &blob).await.expect("open"), b"kept");
 }
+
+/// `retire-branches --new-version` from a host whose master key setting is
+/// older than the last rotation: the active version does not open with
+/// it, so no version is made under a key the other instances lack.
+#[tokio::test]
+async fn a_new_branch_version_needs_a_master_key_that_opens_the_active_one() {
+    let (_, s) = store();
+    let current = Arc::new(Counting::new(LocalMasterKey::generate()));
+    let up_to_date = EnvelopeVault::new(
+        CountingRef(current.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    let c = ctx("card", "pan");
+    let u = user("before");
+    let blob = up_to_date.seal(&u, &c, b"sealed").await.expect("seal");
+    assert_eq!(
+        up_to_date.active_branch().await.expect("active"),
+        branch_owner(1)
+    );
+
+    let stale = EnvelopeVault::new(
+        LocalMasterKey::generate(),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    let r = stale.retire_branches(true, |_| {}).await;
+    match &r {
+        Err(KeyError::Refused(why)) => assert!(why.contains("no new branch key version"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        s.get(&branch_owner(2)).await.expect("get").is_none(),
+        "no version 2"
+    );
+    // The up-to-date instances go on as before.
+    let fresh = EnvelopeVault::new(
+        CountingRef(current.clone()),
+        s.clone(),
+        VaultConfig::default(),
+    );
+    assert_eq!(
+        fresh.active_branch().await.expect("active"),
+        branch_owner(1)
+    );
+    fresh.open(&u, &c, &blob).await.expect("open");
+    let v = user("after");
+    fresh.seal(&v, &c, b"new").await.expect("a new user binds");
+    // With the right key it makes version 2.
+    let r = fresh.retire_branches(true, |_| {}).await.expect("retire");
+    assert_eq!(r.active, branch_owner(2));
+}
