@@ -66,6 +66,48 @@ fn check_config_prints_the_configuration_in_force_as_toml_without_secrets() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// Instances sharing a MongoDB must verify the same tokens: without a
+/// configured token key each host would make its own secret, which
+/// `check-config` warns of (and `serve` logs); with one, or on the
+/// embedded store, it says nothing.
+#[test]
+fn check_config_warns_of_a_per_host_token_secret_on_a_shared_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("check-config")
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .envs(vars.iter().copied());
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let mongo = [
+        ("CARDBIND__STORAGE__KIND", "mongodb"),
+        ("CARDBIND__STORAGE__URI", "mongodb://127.0.0.1:1/"),
+    ];
+    let warned = run(&mongo);
+    assert!(
+        warned.contains("warning: neither auth.jwt_secret nor auth.jwt_public_key_file is set"),
+        "{warned}"
+    );
+    let with_secret = [
+        mongo[0],
+        mongo[1],
+        (
+            "CARDBIND__AUTH__JWT_SECRET",
+            "a-jwt-secret-of-more-than-32-characters-0123",
+        ),
+    ];
+    assert!(!run(&with_secret).contains("warning"));
+    assert!(!run(&[]).contains("warning"), "the embedded store");
+}
+
 /// `check-config` reads and parses what `serve` would before it listens,
 /// and refuses what `serve` refuses: a channel key file that is missing or
 /// holds no key, a bearer token public key that is not one.

@@ -233,6 +233,9 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Defaults => out(&crate::config::defaults_toml()?),
         Command::CheckConfig => {
             compose::check_offline(&config)?;
+            if let Some(warning) = compose::per_host_token_secret(&config) {
+                eprintln!("warning: {warning}");
+            }
             out(&admin::config_in_force(&config)?)
         }
         Command::Purge => {

@@ -45,6 +45,9 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
              anywhere but a laptop"
         );
     }
+    if let Some(warning) = crate::compose::per_host_token_secret(&config) {
+        tracing::warn!("{warning}");
+    }
     // A panic message can quote the value that caused it (a request field):
     // log where it happened, never what it said. Requests that panic are
     // answered 500 `internal_error` by the HTTP edge.

@@ -132,6 +132,22 @@ pub fn dev_token(
     Ok(token)
 }
 
+/// A warning for a deployment whose instances would not accept each
+/// other's tokens: a store shared by several instances (MongoDB) with no
+/// token key configured, so each host verifies with the secret it made in
+/// its own data directory.
+pub fn per_host_token_secret(config: &Config) -> Option<String> {
+    let shared = config.storage.kind == crate::config::StorageKind::Mongodb;
+    let configured = config.auth.jwt_secret.is_some() || config.auth.jwt_public_key_file.is_some();
+    (shared && !configured).then(|| {
+        "neither auth.jwt_secret nor auth.jwt_public_key_file is set: this host verifies tokens \
+         with a secret of its own (<data_dir>/jwt.secret), so other instances on the same \
+         MongoDB refuse the tokens this one accepts; set auth.jwt_secret to one secret for \
+         every instance, or auth.jwt_public_key_file to your identity provider's key"
+            .to_owned()
+    })
+}
+
 pub fn auth(config: &Config) -> anyhow::Result<AuthSettings> {
     let key = match &config.auth.jwt_public_key_file {
         Some(f) => JwtKey::Rs256Pem(read_file("auth.jwt_public_key_file", f)?),

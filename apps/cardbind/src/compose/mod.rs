@@ -22,7 +22,10 @@ use cardbind_ports::bins::BinDirectory;
 use cardbind_ports::clock::{Clock, IdGenerator, SystemClock};
 use cardbind_usecases::{Policy, Ports, UseCases};
 
-pub use auth::{auth, check_dev_token, dev_token, jwt_secret, jwt_secret_made, step_up, tls};
+pub use auth::{
+    auth, check_dev_token, dev_token, jwt_secret, jwt_secret_made, per_host_token_secret, step_up,
+    tls,
+};
 pub use keys::{rotate_keys, vault};
 pub use stores::{existing_stores, sqlite_path, stores, Stores};
 
