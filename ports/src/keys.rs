@@ -93,4 +93,13 @@ pub trait CardVault: Send + Sync {
     /// Opens the start-up canary (sealing it on first start). MUST fail with
     /// a clear error when the master key is wrong or unreachable.
     async fn self_check(&self) -> Result<(), KeyError>;
+
+    /// Whether sealing and opening go on for now without the master key:
+    /// the key they need next (for an envelope vault, the active branch
+    /// key) is held in memory and fresh. A readiness check tolerates an
+    /// unreachable master key while this holds. `false` unless a vault
+    /// knows better.
+    fn serves_without_master_key(&self) -> bool {
+        false
+    }
 }

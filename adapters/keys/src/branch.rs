@@ -381,6 +381,12 @@ impl<M: MasterKey> Keyring<M> {
         }
     }
 
+    /// Whether the active version is in memory, read less than a TTL ago:
+    /// keys are wrapped and unwrapped without the master key until then.
+    pub fn holds_active(&self) -> bool {
+        self.fresh_active().and_then(|n| self.cached(n)).is_some()
+    }
+
     /// The active version from memory, when read less than a TTL ago.
     fn fresh_active(&self) -> Option<u64> {
         let p = self.pointer();

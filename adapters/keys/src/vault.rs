@@ -473,6 +473,10 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         Ok(existed)
     }
 
+    fn serves_without_master_key(&self) -> bool {
+        self.keyring.holds_active()
+    }
+
     /// Opens the sealed canary with the `@canary` data key and the branch
     /// key that wraps it read straight from the store and unwrapped by the
     /// master key (never from a cache); on first start makes both.

@@ -1604,6 +1604,39 @@ async fn readiness_answers_within_its_deadline_whatever_hangs() {
     assert_eq!(w.uc.readiness(deadline).await, Ok(()));
 }
 
+/// The key service's part of readiness: a master key that does not
+/// answer is tolerated while the vault serves on the branch key it holds
+/// (a blip must not take every instance out of the load balancer), never
+/// one that refuses; a key store that fails is the store's outage.
+#[tokio::test]
+async fn readiness_tolerates_an_unreachable_master_key_while_the_vault_serves_without_it() {
+    use cardbind_ports::KeyError;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let w = world(Policy::default());
+    let deadline = Duration::from_millis(300);
+    let fails = |e: Option<KeyError>| *w.vault.check_fails.lock().unwrap() = e;
+
+    fails(Some(KeyError::Unavailable("KMS timed out".into())));
+    let e = w.uc.readiness(deadline).await.unwrap_err();
+    assert_eq!((e.store, e.keys.is_some()), (None, true));
+    w.vault.holds_branch_key.store(true, Ordering::SeqCst);
+    assert_eq!(w.uc.readiness(deadline).await, Ok(()));
+    // Hanging, the same.
+    fails(None);
+    w.vault.check_hangs.store(true, Ordering::SeqCst);
+    assert_eq!(w.uc.readiness(deadline).await, Ok(()));
+    w.vault.check_hangs.store(false, Ordering::SeqCst);
+    // A refusal is never tolerated: the master key is wrong or disabled.
+    fails(Some(KeyError::Refused("disabled key".into())));
+    let e = w.uc.readiness(deadline).await.unwrap_err();
+    assert_eq!((e.store, e.keys.is_some()), (None, true));
+    // The key store failing is reported as the store's.
+    fails(Some(KeyError::StoreUnavailable("key store down".into())));
+    let e = w.uc.readiness(deadline).await.unwrap_err();
+    assert_eq!((e.store.as_deref(), e.keys), (Some("key store down"), None));
+}
+
 /// A bind's dates are judged by the calendar in China: at 00:30 on
 /// 1 January 2027 there (16:30 UTC on 31 December), a card that expired
 /// in December 2026 is refused and a person born that day is taken; a

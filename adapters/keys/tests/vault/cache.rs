@@ -313,3 +313,38 @@ async fn keyed_digest_without_its_key_or_store_is_unavailable() {
         Err(KeyError::StoreUnavailable(_))
     ));
 }
+
+/// The vault serves without the master key exactly while it holds the
+/// active branch key read less than a TTL ago: not before its first use,
+/// and not once the TTL has passed (then the next key needs the master
+/// key again), nor with the branch key cache off.
+#[tokio::test]
+async fn serves_without_the_master_key_while_the_active_branch_key_is_fresh() {
+    let (_, s) = store();
+    let config = |ttl: Duration| VaultConfig {
+        branch: BranchConfig {
+            cache_ttl: ttl,
+            rotate_after: None,
+            clock_skew: Duration::ZERO,
+        },
+        ..VaultConfig::default()
+    };
+    let master = Arc::new(Counting::new(LocalMasterKey::generate()));
+    let v = EnvelopeVault::new(
+        CountingRef(master.clone()),
+        s.clone(),
+        config(Duration::from_millis(300)),
+    );
+    assert!(!v.serves_without_master_key(), "nothing read yet");
+    let c = ctx("card", "pan");
+    v.seal(&user("a"), &c, b"x").await.expect("seal");
+    assert!(v.serves_without_master_key());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!v.serves_without_master_key(), "read a TTL ago");
+    v.seal(&user("b"), &c, b"y").await.expect("seal");
+    assert!(v.serves_without_master_key(), "read again");
+
+    let uncached = EnvelopeVault::new(CountingRef(master), s.clone(), config(Duration::ZERO));
+    uncached.seal(&user("c"), &c, b"z").await.expect("seal");
+    assert!(!uncached.serves_without_master_key(), "no branch key cache");
+}

@@ -79,6 +79,10 @@ pub struct FakeVault {
     pub seal_store_down: std::sync::atomic::AtomicBool,
     /// The canary check never answers (a key service that hangs).
     pub check_hangs: std::sync::atomic::AtomicBool,
+    /// What the canary check fails with, when set.
+    pub check_fails: Mutex<Option<KeyError>>,
+    /// The vault holds what it needs to serve without the master key.
+    pub holds_branch_key: std::sync::atomic::AtomicBool,
 }
 
 fn tag(owner: &UserId, c: &SealContext) -> String {
@@ -164,7 +168,14 @@ impl CardVault for FakeVault {
         if self.check_hangs.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        Ok(())
+        match self.check_fails.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn serves_without_master_key(&self) -> bool {
+        self.holds_branch_key.load(Ordering::SeqCst)
     }
 }
 
