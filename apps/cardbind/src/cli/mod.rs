@@ -89,7 +89,9 @@ pub enum Command {
         #[arg(long, env = "CARDBIND_STEP_UP_TOKEN")]
         step_up_token: Option<String>,
     },
-    /// Settle bindings stuck in pending_verification by asking their channel.
+    /// Settle bindings stuck in pending_verification by asking their
+    /// channel, and queue again cards in manual review missing from the
+    /// review queue.
     Reconcile {
         /// Only bindings pending for longer than this many seconds
         /// (default: `channels.reconcile_after_seconds`, 900).
