@@ -497,3 +497,32 @@ async fn readiness_follows_a_storage_outage() {
     .await;
     assert!(ok.is_some(), "/readyz is 200 again after the restart");
 }
+
+/// An admin command pointed at a database the service never ran on (a
+/// mistyped `storage.database`) is refused and makes nothing there; on the
+/// service's database it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_refuses_a_database_the_service_never_made() {
+    let Some(uri) = cardbind_tests::mongo_uri() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cardbind_tests::base_config(dir.path());
+    config.storage.kind = cardbind::config::StorageKind::Mongodb;
+    config.storage.uri = uri.clone();
+    config.storage.database = cardbind_tests::fresh_db_name();
+    config.auth.jwt_secret = Some("an-admin-test-secret-of-32-characters-or-more".into());
+    let refused = match cardbind::compose::build_existing(&config).await {
+        Ok(_) => panic!("an admin command ran on a database the service never made"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("holds no cardbind store"), "{refused}");
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let names = client.list_database_names().await.unwrap();
+    assert!(!names.contains(&config.storage.database), "nothing made: {names:?}");
+    // The service's first start makes the store; then the command runs.
+    cardbind::compose::build(&config).await.expect("serve's start");
+    cardbind::compose::build_existing(&config)
+        .await
+        .expect("an admin command on the service's database");
+}

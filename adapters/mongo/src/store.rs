@@ -212,6 +212,20 @@ impl MongoStore {
         .await
     }
 
+    /// Whether this database holds a cardbind store: a collection
+    /// [`MongoStore::ensure_indexes`] makes at the service's first start
+    /// exists. An admin command checks it first, so that a mistyped
+    /// database name is refused rather than set up empty and worked on.
+    pub async fn holds_a_store(&self) -> Result<bool, StoreError> {
+        self.timed(async {
+            let names = self.db.list_collection_names().await.map_err(map_err)?;
+            // Any of them: a newer build may add a collection its first
+            // start has not made yet.
+            Ok(SCHEMA.iter().any(|c| names.iter().any(|n| n == c.name)))
+        })
+        .await
+    }
+
     /// Creates every index of [`crate::schema::SCHEMA`]. Idempotent: an
     /// index that exists with the same keys and options is left alone, so
     /// every instance may call it at start-up.

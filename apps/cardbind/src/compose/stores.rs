@@ -92,6 +92,9 @@ pub async fn existing_stores(config: &Config) -> anyhow::Result<Stores> {
             );
         }
     }
+    if config.storage.kind == StorageKind::Mongodb {
+        return mongo_with(config, None, true).await;
+    }
     stores(config).await
 }
 
@@ -131,6 +134,16 @@ pub async fn mongo(
     config: &Config,
     monitor: Option<cardbind_mongo::CommandLog>,
 ) -> anyhow::Result<Stores> {
+    mongo_with(config, monitor, false).await
+}
+
+/// [`mongo`]; with `existing`, refused (nothing made) when the database
+/// holds no store yet.
+async fn mongo_with(
+    config: &Config,
+    monitor: Option<cardbind_mongo::CommandLog>,
+    existing: bool,
+) -> anyhow::Result<Stores> {
     let s = &config.storage;
     let timeout = Duration::from_millis(s.timeout_ms);
     let mut options = cardbind_mongo::MongoConfig::new(&s.uri, &s.database, timeout);
@@ -138,6 +151,19 @@ pub async fn mongo(
     let m = cardbind_mongo::MongoStore::with_config(options)
         .await
         .context("storage.uri: cannot set up the MongoDB client")?;
+    if existing
+        && !m
+            .holds_a_store()
+            .await
+            .map_err(|e| anyhow!("storage: cannot list the database's collections: {e}"))?
+    {
+        bail!(
+            "storage.database: the database {:?} at storage.uri holds no cardbind store \
+             (the service makes its collections at its first start); nothing was changed. \
+             Check storage.database and storage.uri against the service's",
+            s.database
+        );
+    }
     m.ensure_indexes()
         .await
         .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
