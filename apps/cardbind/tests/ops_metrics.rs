@@ -53,16 +53,28 @@ async fn error_responses_are_counted_by_route_and_stable_code() {
     let t = spawn();
     let mut bad = bind_body(VISA);
     bad["card_number"] = "4111111111111112".into();
-    // A handler's refusal (typed error response), then its idempotent
-    // replay: one error, two requests.
+    // A handler's refusal of a malformed request: not stored, so its retry
+    // under the key runs (and is refused, and counted) again.
+    for _ in 0..2 {
+        assert_error(
+            t.bind("u-err", "k-bad", &bad).await,
+            400,
+            "invalid_card_number",
+        )
+        .await;
+    }
+    // A final refusal, then its idempotent replay: one error, two requests.
+    t.bind("u-err", "k-first", &bind_body(VISA))
+        .await
+        .assert_status(StatusCode::CREATED);
     assert_error(
-        t.bind("u-err", "k-bad", &bad).await,
-        400,
-        "invalid_card_number",
+        t.bind("u-err", "k-again", &bind_body(VISA)).await,
+        409,
+        "card_already_bound",
     )
     .await;
-    let replay = t.bind("u-err", "k-bad", &bad).await;
-    replay.assert_status(StatusCode::BAD_REQUEST);
+    let replay = t.bind("u-err", "k-again", &bind_body(VISA)).await;
+    replay.assert_status(StatusCode::CONFLICT);
     replay.assert_header("Idempotent-Replayed", "true");
     // Refusals that the edge renders: no token (inside the idempotency
     // transform), an unknown route, a missing card (a handler, no transform).
@@ -88,13 +100,26 @@ async fn error_responses_are_counted_by_route_and_stable_code() {
     let text = scrape(&t).await;
     assert_eq!(
         errors(&text, BIND_ROUTE, "invalid_card_number"),
-        Some(1.0),
+        Some(2.0),
         "{text}"
     );
     assert_eq!(
         sample(
             &text,
             r#"cardbind_http_requests_total{method="POST",route="/v1/users/{user_id}/cards",status="400"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        errors(&text, BIND_ROUTE, "card_already_bound"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"cardbind_http_requests_total{method="POST",route="/v1/users/{user_id}/cards",status="409"}"#
         ),
         Some(2.0),
         "{text}"
@@ -115,7 +140,7 @@ async fn error_responses_are_counted_by_route_and_stable_code() {
         .filter(|l| l.starts_with("cardbind_http_errors_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
-    assert_eq!(all, 4.0, "nothing else counted: {text}");
+    assert_eq!(all, 6.0, "nothing else counted: {text}");
 }
 
 fn binds(text: &str, outcome: &str) -> Option<f64> {
@@ -155,12 +180,13 @@ async fn every_refused_bind_is_counted_whichever_layer_refused_it() {
         "invalid_cvv",
     )
     .await;
-    // The use case's refusal again under its key: the stored answer, not
-    // counted twice.
-    let replay = t
+    // The use case's refusal of a malformed request again under its key:
+    // not stored, so it runs and is counted again.
+    let again = t
         .bind("u-m", "k-year", &with("expiry_year", 300.into()))
         .await;
-    replay.assert_header("Idempotent-Replayed", "true");
+    assert!(again.0.headers().get("Idempotent-Replayed").is_none());
+    assert_error(again, 400, "invalid_expiry").await;
     // Refused before the body is read: no token.
     assert_error(bind_without_token(&t, "u-m").await, 401, "unauthenticated").await;
     t.bind("u-m", "k-ok", &bind_body(VISA))
@@ -168,7 +194,7 @@ async fn every_refused_bind_is_counted_whichever_layer_refused_it() {
         .assert_status(StatusCode::CREATED);
 
     let text = scrape(&t).await;
-    assert_eq!(binds(&text, "invalid_expiry"), Some(2.0), "{text}");
+    assert_eq!(binds(&text, "invalid_expiry"), Some(3.0), "{text}");
     assert_eq!(binds(&text, "invalid_cvv"), Some(1.0), "{text}");
     assert_eq!(binds(&text, "unauthenticated"), Some(1.0), "{text}");
     assert_eq!(binds(&text, "active"), Some(1.0), "{text}");
