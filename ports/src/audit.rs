@@ -105,6 +105,9 @@ actions! {
     ShareLeave = "share.leave",
     /// Retention deleted old records.
     RetentionPurge = "retention.purge",
+    /// `cardbind sweep-card-data` walked the sealed card data or the
+    /// channel references, and deleted those no card holds (counts only).
+    CardDataSweep = "card_data.sweep",
     /// A BIN table was imported.
     BinTableImport = "bins.import",
     /// Data keys re-wrapped under a new master key.

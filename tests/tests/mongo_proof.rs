@@ -519,9 +519,14 @@ async fn an_admin_command_refuses_a_database_the_service_never_made() {
     assert!(refused.contains("holds no cardbind store"), "{refused}");
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
     let names = client.list_database_names().await.unwrap();
-    assert!(!names.contains(&config.storage.database), "nothing made: {names:?}");
+    assert!(
+        !names.contains(&config.storage.database),
+        "nothing made: {names:?}"
+    );
     // The service's first start makes the store; then the command runs.
-    cardbind::compose::build(&config).await.expect("serve's start");
+    cardbind::compose::build(&config)
+        .await
+        .expect("serve's start");
     cardbind::compose::build_existing(&config)
         .await
         .expect("an admin command on the service's database");

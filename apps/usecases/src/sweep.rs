@@ -209,6 +209,7 @@ impl UseCases {
             candidates.extend(not);
         }
         if candidates.is_empty() {
+            self.audit_sweep::<T>(&report).await?;
             return Ok(report);
         }
         tokio::time::sleep(settle).await;
@@ -228,7 +229,27 @@ impl UseCases {
                 }
             }
         }
+        self.audit_sweep::<T>(&report).await?;
         Ok(report)
+    }
+
+    /// The sweep's record in the service's chain: what it walked and how
+    /// many it deleted (it deletes sealed card data, which every other
+    /// deletion of it records too).
+    async fn audit_sweep<T: Swept>(&self, report: &SweepReport) -> Result<(), StoreError> {
+        let now = self.now();
+        let e = crate::RequestContext::service("sweep-card-data")
+            .event(now, cardbind_ports::audit::AuditAction::CardDataSweep)
+            .detail(format!(
+                "{}: {} examined, {} kept, {} deleted, {} not deleted",
+                T::WHAT,
+                report.examined,
+                report.kept,
+                report.deleted,
+                report.errors
+            ))
+            .build();
+        self.ports.audit.append_system(vec![e], now).await
     }
 
     /// Reads the wallets of the records' users: how many records their

@@ -587,6 +587,34 @@ async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
             .await
             .unwrap();
     assert_eq!((again.examined, again.kept, again.deleted), (3, 3, 0));
+    // Each run is in the audit log, with its counts.
+    let sweeps = w
+        .store
+        .list(
+            &AuditFilter {
+                action: Some(cardbind_ports::audit::AuditAction::CardDataSweep),
+                ..AuditFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    let mut details: Vec<String> = sweeps
+        .iter()
+        .map(|e| e.event.detail.clone().unwrap_or_default())
+        .collect();
+    details.sort();
+    assert_eq!(
+        details,
+        [
+            "card data: 3 examined, 3 kept, 0 deleted, 0 not deleted".to_owned(),
+            format!(
+                "card data: {} examined, {} kept, {} deleted, 0 not deleted",
+                report.examined, report.kept, report.deleted
+            ),
+        ]
+    );
 }
 
 /// Wallets as a lagging replica shows them: the next `load_many` answers
