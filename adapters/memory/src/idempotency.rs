@@ -55,7 +55,9 @@ impl IdempotencyStore for MemoryStore {
             Some(a) => match &a.state {
                 State::Completed(r) => return Ok(Claim::Completed(r.clone())),
                 State::InProgress { lease_until } if *lease_until >= now => {
-                    return Ok(Claim::InProgress)
+                    return Ok(Claim::InProgress {
+                        lease_until: *lease_until,
+                    })
                 }
                 State::InProgress { .. } | State::Released => a.n + 1,
             },

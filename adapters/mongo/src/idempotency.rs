@@ -410,7 +410,9 @@ impl IdempotencyStore for MongoStore {
                         }));
                     }
                     CLAIM | RENEW if n.lease_until >= now.unix_millis() => {
-                        return Ok(Claim::InProgress);
+                        return Ok(Claim::InProgress {
+                            lease_until: Timestamp::from_unix_millis(n.lease_until),
+                        });
                     }
                     CLAIM | RENEW | RELEASE => {}
                     other => return Err(corrupt("idempotency record kind", other)),

@@ -300,7 +300,12 @@ async fn every_port_method_counted_and_every_query_indexed() {
             s.claim("s", &k, "h", at(1), at(30)),
         )
         .await;
-    assert_eq!(r.unwrap(), Claim::InProgress);
+    assert_eq!(
+        r.unwrap(),
+        Claim::InProgress {
+            lease_until: at(30)
+        }
+    );
     let (r, n) = m
         .run(
             "idempotency.renew",

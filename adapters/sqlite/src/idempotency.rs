@@ -144,7 +144,11 @@ impl IdempotencyStore for SqliteStore {
                     Some(n) if n.state != IN_PROGRESS => {
                         return Err(corrupt("an idempotency record has an unknown state"))
                     }
-                    Some(n) if n.lease_until >= now => return Ok(Claim::InProgress),
+                    Some(n) if n.lease_until >= now => {
+                        return Ok(Claim::InProgress {
+                            lease_until: Timestamp::from_unix_millis(n.lease_until),
+                        })
+                    }
                     // The holder's lease expired: a new attempt takes over.
                     Some(n) => n.attempt + 1,
                 };

@@ -215,7 +215,7 @@ async fn check_everything(s: &SqliteStore, w: &cardbind_domain::Wallet) {
         p.idempotency
             .claim("backend", "idem-2", "hash-2", t(5), t(35))
             .await,
-        Ok(Claim::InProgress),
+        Ok(Claim::InProgress { lease_until: t(30) }),
         "a lease in force stays in force"
     );
     assert_eq!(

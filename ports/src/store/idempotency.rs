@@ -25,8 +25,9 @@ pub enum Claim {
     /// The caller holds the key with this lease and must run the work, then
     /// `complete` or `release` it.
     Acquired(Lease),
-    /// Another request holds the key and its lease has not expired.
-    InProgress,
+    /// Another request holds the key, until `lease_until` unless it
+    /// renews its lease or finishes first.
+    InProgress { lease_until: Timestamp },
     /// The work is done: replay this response.
     Completed(StoredResponse),
     /// The key was used with a different request.

@@ -37,9 +37,11 @@ pub async fn concurrent_claims_one_acquires<F: StoreFactory + ?Sized>(f: &F) {
         .filter(|r| matches!(r, Ok(Claim::Acquired(_))))
         .count();
     assert_eq!(acquired, 1);
-    assert!(results
-        .iter()
-        .all(|r| matches!(r, Ok(Claim::Acquired(_)) | Ok(Claim::InProgress))));
+    assert!(results.iter().all(|r| matches!(r, Ok(Claim::Acquired(_)))
+        || *r
+            == Ok(Claim::InProgress {
+                lease_until: at(60)
+            })));
 }
 
 pub async fn completed_replays_bytes<F: StoreFactory + ?Sized>(f: &F) {
@@ -132,7 +134,9 @@ pub async fn release_starts_a_new_attempt<F: StoreFactory + ?Sized>(f: &F) {
             .claim("svc", "k5", "h", at(2), at(62))
             .await
             .unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(61)
+        }
     );
 }
 
@@ -145,7 +149,9 @@ pub async fn expired_lease_is_taken_over_with_a_new_token<F: StoreFactory + ?Siz
             .claim("svc", "k6", "h", at(60), at(120))
             .await
             .unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(60)
+        }
     );
     let results = race(16, |_| {
         let s = s.clone();
@@ -178,7 +184,9 @@ pub async fn late_holder_is_fenced<F: StoreFactory + ?Sized>(f: &F) {
             .claim("svc", "k7", "h", at(62), at(122))
             .await
             .unwrap(),
-        Claim::InProgress,
+        Claim::InProgress {
+            lease_until: at(121)
+        },
         "the late holder's release did not free the new attempt"
     );
     assert!(!s
@@ -191,7 +199,9 @@ pub async fn late_holder_is_fenced<F: StoreFactory + ?Sized>(f: &F) {
             .claim("svc", "k7", "h", at(63), at(123))
             .await
             .unwrap(),
-        Claim::InProgress,
+        Claim::InProgress {
+            lease_until: at(121)
+        },
         "the late holder's response is not replayed"
     );
     assert!(s
@@ -221,7 +231,10 @@ pub async fn renewed_lease_is_not_taken_over<F: StoreFactory + ?Sized>(f: &F) {
             .claim("svc", "k8", "h", at(90), at(150))
             .await
             .unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(120)
+        },
+        "the renewed lease"
     );
     assert!(matches!(
         s.idempotency
@@ -264,7 +277,9 @@ pub async fn purge_created_before<F: StoreFactory + ?Sized>(f: &F) {
             .claim("svc", "new", "h", at(101), at(161))
             .await
             .unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(160)
+        }
     );
     assert_eq!(
         s.idempotency.purge_created_before(at(100)).await.unwrap(),

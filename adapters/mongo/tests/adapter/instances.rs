@@ -130,7 +130,9 @@ async fn a_late_holder_is_fenced_on_every_instance() {
         .unwrap());
     assert_eq!(
         b.claim("s", &k, "h", at(20), at(40)).await.unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(20)
+        }
     );
     assert_eq!(
         b.claim("s", &k, "h", at(21), at(40)).await.unwrap(),

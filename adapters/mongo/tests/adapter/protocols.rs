@@ -77,7 +77,9 @@ async fn idempotency_purge_keeps_a_key_whose_newest_attempt_is_recent() {
     );
     assert_eq!(
         s.claim("s", &mixed, "h", at(201), at(261)).await.unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(260)
+        }
     );
     assert_eq!(
         s.claim("s", &old, "h", at(201), at(261)).await.unwrap(),
@@ -135,7 +137,9 @@ async fn a_claim_between_the_purges_read_and_its_delete_keeps_the_key_to_its_att
     // afresh beside it.
     assert_eq!(
         s.claim("s", &k, "h", at(201), at(261)).await.unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(260)
+        }
     );
     assert!(s
         .complete("s", &k, Lease { attempt: 2 }, &response("2"))
@@ -213,7 +217,9 @@ async fn a_purge_stopped_after_its_marker_is_finished_and_a_late_delete_spares_t
         s.claim("s", &by_claim, "new", at(201), at(261))
             .await
             .unwrap(),
-        Claim::InProgress
+        Claim::InProgress {
+            lease_until: at(260)
+        }
     );
     assert!(s
         .complete("s", &by_claim, Lease { attempt: 1 }, &response("new"))

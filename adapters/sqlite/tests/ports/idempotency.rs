@@ -34,7 +34,10 @@ async fn of_parallel_claims_one_acquires_and_a_late_holder_is_fenced() {
         "{results:?}"
     );
     assert_eq!(
-        results.iter().filter(|c| **c == Claim::InProgress).count(),
+        results
+            .iter()
+            .filter(|c| **c == Claim::InProgress { lease_until: t(10) })
+            .count(),
         31
     );
     let first = Lease { attempt: 1 };
@@ -48,7 +51,7 @@ async fn of_parallel_claims_one_acquires_and_a_late_holder_is_fenced() {
     );
     assert_eq!(
         s.idempotency.claim("svc", "k1", "h1", t(12), t(22)).await,
-        Ok(Claim::InProgress),
+        Ok(Claim::InProgress { lease_until: t(12) }),
         "alive at its last instant"
     );
     // The lease runs out; of many takeovers one wins, attempt 2.
@@ -85,7 +88,7 @@ async fn of_parallel_claims_one_acquires_and_a_late_holder_is_fenced() {
     );
     assert_eq!(
         s.idempotency.claim("svc", "k1", "h1", t(14), t(24)).await,
-        Ok(Claim::InProgress)
+        Ok(Claim::InProgress { lease_until: t(23) })
     );
     let second = Lease { attempt: 2 };
     // Bytes that are not UTF-8 survive.
@@ -164,7 +167,9 @@ async fn a_released_key_starts_a_new_attempt_of_its_request_and_purge_goes_by_fi
     );
     assert_eq!(
         s.idempotency.claim("svc", "new", "h", t(101), t(161)).await,
-        Ok(Claim::InProgress)
+        Ok(Claim::InProgress {
+            lease_until: t(160)
+        })
     );
 }
 

@@ -386,14 +386,21 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
                     )
                     .into())
                 }
-                Claim::InProgress => {
+                Claim::InProgress { lease_until } => {
                     if Instant::now() + POLL > deadline {
-                        return Err(ApiError::field(
+                        // At the latest when the holder's lease ends: a
+                        // holder that died (a crash, a lost connection to
+                        // the store) frees the key then.
+                        let left = lease_until
+                            .unix_seconds()
+                            .saturating_sub(shared.state.clock.now().unix_seconds());
+                        let mut e = ApiError::field(
                             ErrorCode::IdempotencyKeyInProgress,
                             IDEMPOTENCY_HEADER,
-                            "a request with this Idempotency-Key is still running; retry later",
-                        )
-                        .into());
+                            "a request with this Idempotency-Key is still running; retry after the time in Retry-After",
+                        );
+                        e.retry_after = Some(u64::try_from(left).unwrap_or(0).max(1));
+                        return Err(e.into());
                     }
                     tokio::time::sleep(POLL).await;
                 }

@@ -132,6 +132,7 @@ async fn a_key_held_too_long_answers_in_progress() {
         .insert("1111".into(), cardbind_channels::MockMode::Timeout);
     opts.mock.timeout_after = std::time::Duration::from_millis(600);
     opts.http.idempotency_wait_ms = 100;
+    opts.http.idempotency_lease_seconds = 45;
     let app = spawn_with(opts);
     let body = bind_body(VISA);
     let second = async {
@@ -140,6 +141,13 @@ async fn a_key_held_too_long_answers_in_progress() {
     };
     let (first, second) = tokio::join!(app.bind("u-slow", "k-slow", &body), second);
     first.assert_status(StatusCode::ACCEPTED);
+    // Retry at the latest when the holder's lease (45 s) would end.
+    let retry: u64 = second.0.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((44..=45).contains(&retry), "{retry}");
     let v = assert_error(second, 409, "idempotency_key_in_progress").await;
     assert_eq!(v["error"]["field"], "Idempotency-Key");
     let third = app.bind("u-slow", "k-slow", &body).await;
