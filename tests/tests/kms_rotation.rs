@@ -155,6 +155,18 @@ async fn rotation_rewraps_every_data_key_under_the_new_kms_key() {
         c
     };
     let stores = cardbind::compose::stores(&config).await.expect("stores");
+    // A `--to` KMS does not know: refused naming the argument, not the
+    // configured master key (which is fine), and nothing re-wrapped.
+    let refused = cardbind::compose::rotate_keys(&rotation_config, &stores, None, "alias/nope")
+        .await
+        .expect_err("a key KMS does not know");
+    assert!(
+        refused
+            .to_string()
+            .starts_with("--to: KMS refuses the key alias/nope"),
+        "{refused}"
+    );
+    assert_eq!(wrapped_keys(&a).await, before, "nothing re-wrapped");
     cardbind::compose::rotate_keys(&rotation_config, &stores, None, &new_key)
         .await
         .expect("rotation");

@@ -56,14 +56,23 @@ fn kms_config(config: &Config, key_id: &str) -> cardbind_keys::KmsConfig {
     c
 }
 
+/// The KMS key `key_id`, named by the setting or argument `named_by` in
+/// an error (the one an operator has to look at).
 async fn kms_key(
     config: &Config,
+    named_by: &str,
     key_id: &str,
     metrics: cardbind_keys::KmsMetrics,
 ) -> anyhow::Result<cardbind_keys::KmsMasterKey> {
+    use cardbind_ports::KeyError;
     cardbind_keys::KmsMasterKey::connect(&kms_config(config, key_id), metrics)
         .await
-        .map_err(|e| anyhow!("keys.kms_key_id: cannot reach or use KMS key {key_id}: {e}"))
+        .map_err(|e| match e {
+            KeyError::Refused(why) => {
+                anyhow!("{named_by}: KMS refuses the key {key_id} (missing, disabled or not ours to use): {why}")
+            }
+            other => anyhow!("{named_by}: cannot reach KMS for the key {key_id}: {other}"),
+        })
 }
 
 /// The local master key and the vault over it. The key file is made only
@@ -109,14 +118,16 @@ async fn kms_vault(
     data_keys: Arc<dyn DataKeyStore>,
     metrics: cardbind_keys::KmsMetrics,
 ) -> anyhow::Result<cardbind_keys::EnvelopeVault<cardbind_keys::KmsMasterKey>> {
-    let master = kms_key(config, &config.keys.kms_key_id, metrics.clone()).await?;
+    let master = kms_key(
+        config,
+        "keys.kms_key_id",
+        &config.keys.kms_key_id,
+        metrics.clone(),
+    )
+    .await?;
     let mut previous = Vec::new();
     for id in &config.keys.previous_kms_key_ids {
-        previous.push(
-            kms_key(config, id, metrics.clone())
-                .await
-                .map_err(|e| anyhow!("keys.previous_kms_key_ids: {e}"))?,
-        );
+        previous.push(kms_key(config, "keys.previous_kms_key_ids", id, metrics.clone()).await?);
     }
     Ok(
         cardbind_keys::EnvelopeVault::new(master, data_keys, vault_config(config))
@@ -168,8 +179,14 @@ pub async fn rotate_keys(
     let report = match config.keys.kind {
         KeysKind::AwsKms => {
             let m = cardbind_keys::KmsMetrics::new().map_err(|e| anyhow!("metrics: {e}"))?;
-            let master = kms_key(config, &config.keys.kms_key_id, m.clone()).await?;
-            let to_key = kms_key(config, to, m.clone()).await?;
+            let master = kms_key(
+                config,
+                "keys.kms_key_id",
+                &config.keys.kms_key_id,
+                m.clone(),
+            )
+            .await?;
+            let to_key = kms_key(config, "--to", to, m.clone()).await?;
             // The same key may be named by id, ARN or alias: compare ARNs.
             if to_key.key_id() != master.key_id() {
                 return Err(not_the_master_key(
@@ -179,8 +196,10 @@ pub async fn rotate_keys(
                 ));
             }
             let from = match (from, config.keys.previous_kms_key_ids.as_slice()) {
-                (Some(f), _) => kms_key(config, f, m).await?,
-                (None, [previous]) => kms_key(config, previous, m).await?,
+                (Some(f), _) => kms_key(config, "--from", f, m).await?,
+                (None, [previous]) => {
+                    kms_key(config, "keys.previous_kms_key_ids", previous, m).await?
+                }
                 (None, _) => return Err(name_the_old_key("keys.previous_kms_key_ids")),
             };
             cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to_key, progress).await
