@@ -177,6 +177,32 @@ fn check_config_refuses_key_files_serve_would_refuse() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // With usable keys it passes, and shows the product code Alipay is
+    // asked for even when left to its default.
+    let (private, public) = (dir.path().join("app.pem"), dir.path().join("alipay.pem"));
+    std::fs::write(
+        &private,
+        &cardbind_channels::fakes::test_key(0).unwrap().private_pem,
+    )
+    .unwrap();
+    std::fs::write(
+        &public,
+        &cardbind_channels::fakes::test_key(1).unwrap().public_pem,
+    )
+    .unwrap();
+    let out = run(&alipay(&private, &public));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(
+        v["channels"]["alipay"]["personal_product_code"].as_str(),
+        Some("GENERAL_WITHHOLDING_P"),
+        "{stdout}"
+    );
 }
 
 #[test]

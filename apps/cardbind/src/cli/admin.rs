@@ -196,7 +196,14 @@ fn horizon(usecases: &UseCases, retention_days: u32) -> cardbind_domain::Timesta
 /// (the file format; an optional key that is not set is left out), its
 /// secrets shown as `<set>`.
 pub(super) fn config_in_force(config: &Config) -> anyhow::Result<String> {
-    let body = toml::to_string_pretty(&masked(config))?;
+    let mut shown = masked(config);
+    // A default the channel applies itself, shown as in force.
+    if let Some(a) = shown.channels.alipay.as_mut() {
+        a.personal_product_code.get_or_insert_with(|| {
+            cardbind_channels::AlipayConfig::default().personal_product_code
+        });
+    }
+    let body = toml::to_string_pretty(&shown)?;
     Ok(format!(
         "# cardbind configuration in force (file, environment and defaults).\n\
          # Secrets are shown as \"<set>\".\n\n{body}"
