@@ -481,7 +481,9 @@ impl<M: MasterKey> Keyring<M> {
                 if let Err(e) = self.load(number).await {
                     return Err(match e {
                         KeyError::Refused(why) => KeyError::Refused(format!(
-                            "no new branch key version was made: the active one does not open                              with the configured master keys ({why}); is this configuration                              older than the last master key rotation?"
+                            "no new branch key version was made: the active one does not open \
+                             with the configured master keys ({why}); is this configuration \
+                             older than the last master key rotation?"
                         )),
                         other => other,
                     });

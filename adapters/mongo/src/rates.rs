@@ -4,8 +4,8 @@
 //! unordered `insertMany` (slot 1 each: a fresh window costs nothing
 //! more); only the windows whose slot was taken read their slots and try
 //! a free one, until they land or every slot is taken. A take one window
-//! refuses deletes the slots it took in the others (one `deleteOne` each,
-//! by the unique key), so a refused event costs no window anything.
+//! refuses deletes the slots it took in the others (one `deleteMany` by
+//! their unique keys), so a refused event costs no window anything.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -122,151 +122,170 @@ impl RateLimiter for MongoStore {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        self.timed(async {
-            let now = now.unix_millis();
-            let limits = windows
-                .iter()
-                .map(|w| to_i64(w.limit, "rate limit"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut out: Vec<Option<RateTake>> = vec![None; windows.len()];
-            // (window, slot) to insert in this round, and windows whose
-            // slots must be read first.
-            let mut tries: Vec<(usize, i64)> = Vec::new();
-            let mut again: Vec<usize> = Vec::new();
-            {
-                let hints = self.rate_hints();
-                for (i, w) in windows.iter().enumerate() {
-                    let limit = limits[i];
-                    let guess = hints.next_slot(&w.key, w.expires_at.unix_millis());
-                    if limit == 0 {
-                        out[i] = Some(RateTake::Full);
-                    } else if guess > limit {
-                        // This process took the last slot: read to be sure.
-                        again.push(i);
-                    } else {
-                        tries.push((i, guess));
-                    }
-                }
-            }
-            while !tries.is_empty() || !again.is_empty() {
-                if !tries.is_empty() {
-                    let docs: Vec<RateDoc> = tries
-                        .iter()
-                        .map(|(i, slot)| RateDoc {
-                            key: windows[*i].key.clone(),
-                            slot: *slot,
-                            expires_at: windows[*i].expires_at.unix_millis(),
-                        })
-                        .collect();
-                    let lost = self.insert_slots(&docs).await?;
-                    let mut hints = self.rate_hints();
-                    for (pos, (i, slot)) in tries.iter().enumerate() {
-                        if lost.contains(&pos) {
-                            again.push(*i);
+        let answers = self
+            .timed(async {
+                let now = now.unix_millis();
+                let limits = windows
+                    .iter()
+                    .map(|w| to_i64(w.limit, "rate limit"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut out: Vec<Option<RateTake>> = vec![None; windows.len()];
+                // (window, slot) to insert in this round, and windows whose
+                // slots must be read first.
+                let mut tries: Vec<(usize, i64)> = Vec::new();
+                let mut again: Vec<usize> = Vec::new();
+                {
+                    let hints = self.rate_hints();
+                    for (i, w) in windows.iter().enumerate() {
+                        let limit = limits[i];
+                        let guess = hints.next_slot(&w.key, w.expires_at.unix_millis());
+                        if limit == 0 {
+                            out[i] = Some(RateTake::Full);
+                        } else if guess > limit {
+                            // This process took the last slot: read to be sure.
+                            again.push(i);
                         } else {
-                            hints.taken(
-                                &windows[*i].key,
-                                windows[*i].expires_at.unix_millis(),
-                                *slot,
-                            );
-                            out[*i] = Some(RateTake::Taken(
-                                u64::try_from(*slot).map_err(|_| corrupt("slot", "negative"))?,
-                            ));
+                            tries.push((i, guess));
                         }
                     }
-                    tries.clear();
                 }
-                if again.is_empty() {
-                    break;
-                }
-                // What is taken in those windows, in one read.
-                let keys: Vec<&str> = again
-                    .iter()
-                    .map(|i| windows[*i].key.as_str())
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                let slots: Vec<RateRead> = self
-                    .rates
-                    .clone_with_type::<RateRead>()
-                    .find(doc! { "key": { "$in": &keys } })
-                    .projection(doc! { "_id": 1, "key": 1, "slot": 1, "expires_at": 1 })
-                    .max_time(self.op_timeout)
-                    .comment(RATES_TAKE)
-                    .await
-                    .map_err(map_err)?
-                    .try_collect()
-                    .await
-                    .map_err(map_err)?;
-                // Slots of an expired window under a reused key are free:
-                // delete them by their `_id` (a slot taken again since has
-                // another `_id`, so it is never deleted by mistake).
-                let expired: Vec<ObjectId> = slots
-                    .iter()
-                    .filter(|s| s.expires_at < now)
-                    .map(|s| s.id)
-                    .collect();
-                if !expired.is_empty() {
-                    self.rates
-                        .delete_many(doc! { "key": { "$in": &keys }, "_id": { "$in": &expired } })
+                while !tries.is_empty() || !again.is_empty() {
+                    if !tries.is_empty() {
+                        let docs: Vec<RateDoc> = tries
+                            .iter()
+                            .map(|(i, slot)| RateDoc {
+                                key: windows[*i].key.clone(),
+                                slot: *slot,
+                                expires_at: windows[*i].expires_at.unix_millis(),
+                            })
+                            .collect();
+                        let lost = self.insert_slots(&docs).await?;
+                        let mut hints = self.rate_hints();
+                        for (pos, (i, slot)) in tries.iter().enumerate() {
+                            if lost.contains(&pos) {
+                                again.push(*i);
+                            } else {
+                                hints.taken(
+                                    &windows[*i].key,
+                                    windows[*i].expires_at.unix_millis(),
+                                    *slot,
+                                );
+                                out[*i] = Some(RateTake::Taken(
+                                    u64::try_from(*slot)
+                                        .map_err(|_| corrupt("slot", "negative"))?,
+                                ));
+                            }
+                        }
+                        tries.clear();
+                    }
+                    if again.is_empty() {
+                        break;
+                    }
+                    // What is taken in those windows, in one read.
+                    let keys: Vec<&str> = again
+                        .iter()
+                        .map(|i| windows[*i].key.as_str())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    let slots: Vec<RateRead> = self
+                        .rates
+                        .clone_with_type::<RateRead>()
+                        .find(doc! { "key": { "$in": &keys } })
+                        .projection(doc! { "_id": 1, "key": 1, "slot": 1, "expires_at": 1 })
+                        .max_time(self.op_timeout)
                         .comment(RATES_TAKE)
                         .await
+                        .map_err(map_err)?
+                        .try_collect()
+                        .await
                         .map_err(map_err)?;
-                }
-                let mut taken: HashMap<&str, HashSet<i64>> = HashMap::new();
-                for s in slots.iter().filter(|s| s.expires_at >= now) {
-                    taken.entry(s.key.as_str()).or_default().insert(s.slot);
-                }
-                for i in again.drain(..) {
-                    let t = taken.entry(windows[i].key.as_str()).or_default();
-                    match pick_free(limits[i], t) {
-                        None => out[i] = Some(RateTake::Full),
-                        Some(slot) => {
-                            // Two windows of this take with one key must
-                            // not pick the same slot.
-                            t.insert(slot);
-                            tries.push((i, slot));
-                        }
-                    }
-                }
-            }
-            let answers = out
-                .into_iter()
-                .map(|o| o.ok_or_else(|| corrupt("rate take", "a window without an answer")))
-                .collect::<Result<Vec<_>, _>>()?;
-            if !answers.contains(&RateTake::Full) {
-                return Ok(answers);
-            }
-            // Refused: give back the slots taken in the other windows, each
-            // by its unique (key, slot), which no other take can hold
-            // until it is deleted. A failure here leaves the slot held
-            // until its window ends (the refusal is still answered).
-            let mut given = Vec::with_capacity(answers.len());
-            for (w, a) in windows.iter().zip(answers) {
-                given.push(match a {
-                    RateTake::Taken(slot) => {
-                        let slot = to_i64(slot, "rate slot")?;
-                        match self
-                            .rates
-                            .delete_one(doc! { "key": &w.key, "slot": slot })
-                            .comment(RATES_GIVE_BACK)
+                    // Slots of an expired window under a reused key are free:
+                    // delete them by their `_id` (a slot taken again since has
+                    // another `_id`, so it is never deleted by mistake).
+                    let expired: Vec<ObjectId> = slots
+                        .iter()
+                        .filter(|s| s.expires_at < now)
+                        .map(|s| s.id)
+                        .collect();
+                    if !expired.is_empty() {
+                        self.rates
+                            .delete_many(
+                                doc! { "key": { "$in": &keys }, "_id": { "$in": &expired } },
+                            )
+                            .comment(RATES_TAKE)
                             .await
-                        {
-                            Ok(_) => self.rate_hints().given_back(
-                                &w.key,
-                                w.expires_at.unix_millis(),
-                                slot,
-                            ),
-                            Err(e) => tracing::warn!(error = %e, "a refused rate take could not give back a slot; it is held until its window ends"),
-                        }
-                        RateTake::Untaken
+                            .map_err(map_err)?;
                     }
-                    other => other,
-                });
+                    let mut taken: HashMap<&str, HashSet<i64>> = HashMap::new();
+                    for s in slots.iter().filter(|s| s.expires_at >= now) {
+                        taken.entry(s.key.as_str()).or_default().insert(s.slot);
+                    }
+                    for i in again.drain(..) {
+                        let t = taken.entry(windows[i].key.as_str()).or_default();
+                        match pick_free(limits[i], t) {
+                            None => out[i] = Some(RateTake::Full),
+                            Some(slot) => {
+                                // Two windows of this take with one key must
+                                // not pick the same slot.
+                                t.insert(slot);
+                                tries.push((i, slot));
+                            }
+                        }
+                    }
+                }
+                out.into_iter()
+                    .map(|o| o.ok_or_else(|| corrupt("rate take", "a window without an answer")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        if !answers.contains(&RateTake::Full) {
+            return Ok(answers);
+        }
+        // Refused: give back the slots taken in the other windows, in one
+        // delete by their unique (key, slot), which no other take can hold
+        // until it is deleted. Bounded on its own: a failure leaves the
+        // slots held until their windows end, and the refusal is still
+        // answered.
+        let mut taken = Vec::new();
+        let mut given = Vec::with_capacity(answers.len());
+        for (w, a) in windows.iter().zip(answers) {
+            given.push(match a {
+                RateTake::Taken(slot) => {
+                    taken.push((w, to_i64(slot, "rate slot")?));
+                    RateTake::Untaken
+                }
+                other => other,
+            });
+        }
+        if taken.is_empty() {
+            return Ok(given);
+        }
+        let pairs: Vec<mongodb::bson::Document> = taken
+            .iter()
+            .map(|(w, slot)| doc! { "key": &w.key, "slot": *slot })
+            .collect();
+        let deleted = self
+            .timed(async {
+                self.rates
+                    .delete_many(doc! { "$or": pairs })
+                    .comment(RATES_GIVE_BACK)
+                    .await
+                    .map_err(map_err)
+            })
+            .await;
+        match deleted {
+            Ok(_) => {
+                let mut hints = self.rate_hints();
+                for (w, slot) in &taken {
+                    hints.given_back(&w.key, w.expires_at.unix_millis(), *slot);
+                }
             }
-            Ok(given)
-        })
-        .await
+            Err(e) => {
+                tracing::warn!(error = %e, "a refused rate take could not give back its slots; they are held until their windows end")
+            }
+        }
+        Ok(given)
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {

@@ -189,7 +189,7 @@ async fn the_per_user_rule_is_counted_too() {
 
 /// A client retrying a bind the user's limit refused (new keys, no heed of
 /// `Retry-After`) spends nothing of the card's hourly limit or the IP's:
-/// once the minute ends the card binds for this user and for others.
+/// other accounts still bind the card, up to the card's own limit.
 #[tokio::test]
 async fn attempts_one_limit_refuses_spend_nothing_of_the_others() {
     let app = trusting_proxy();

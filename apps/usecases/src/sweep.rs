@@ -183,13 +183,28 @@ impl UseCases {
         self.sweep::<ChannelRefEntry>(page, settle).await
     }
 
+    /// Walks `T`'s records and deletes those no card holds; the walk is
+    /// audited however it ends (its counts so far, and why it stopped).
     async fn sweep<T: Swept>(
         &self,
         page: u32,
         settle: Duration,
     ) -> Result<SweepReport, StoreError> {
-        let page = page.clamp(1, 1000);
         let mut report = SweepReport::default();
+        let walked = self.walk::<T>(page, settle, &mut report).await;
+        let audited = self.audit_sweep::<T>(&report, walked.as_ref().err()).await;
+        walked?;
+        audited?;
+        Ok(report)
+    }
+
+    async fn walk<T: Swept>(
+        &self,
+        page: u32,
+        settle: Duration,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let page = page.clamp(1, 1000);
         let mut candidates = Vec::new();
         let mut after: Option<T::Key> = None;
         loop {
@@ -209,8 +224,7 @@ impl UseCases {
             candidates.extend(not);
         }
         if candidates.is_empty() {
-            self.audit_sweep::<T>(&report).await?;
-            return Ok(report);
+            return Ok(());
         }
         tokio::time::sleep(settle).await;
         for chunk in candidates.chunks(page as usize) {
@@ -229,26 +243,39 @@ impl UseCases {
                 }
             }
         }
-        self.audit_sweep::<T>(&report).await?;
-        Ok(report)
+        Ok(())
     }
 
     /// The sweep's record in the service's chain: what it walked and how
     /// many it deleted (it deletes sealed card data, which every other
-    /// deletion of it records too).
-    async fn audit_sweep<T: Swept>(&self, report: &SweepReport) -> Result<(), StoreError> {
+    /// deletion of it records too), and why it stopped if it did.
+    async fn audit_sweep<T: Swept>(
+        &self,
+        report: &SweepReport,
+        stopped: Option<&StoreError>,
+    ) -> Result<(), StoreError> {
         let now = self.now();
-        let e = crate::RequestContext::service("sweep-card-data")
+        let mut detail = format!(
+            "{}: {} examined, {} kept, {} deleted, {} not deleted",
+            T::WHAT,
+            report.examined,
+            report.kept,
+            report.deleted,
+            report.errors
+        );
+        if let Some(why) = stopped {
+            detail.push_str(&format!("; stopped: {why}"));
+        }
+        let mut e = crate::RequestContext::service("sweep-card-data")
             .event(now, cardbind_ports::audit::AuditAction::CardDataSweep)
-            .detail(format!(
-                "{}: {} examined, {} kept, {} deleted, {} not deleted",
-                T::WHAT,
-                report.examined,
-                report.kept,
-                report.deleted,
-                report.errors
-            ))
-            .build();
+            .detail(detail);
+        if let Some(why) = stopped {
+            e = e.refused(match why {
+                StoreError::Unavailable(_) => cardbind_domain::ErrorCode::StorageUnavailable,
+                _ => cardbind_domain::ErrorCode::InternalError,
+            });
+        }
+        let e = e.build();
         self.ports.audit.append_system(vec![e], now).await
     }
 

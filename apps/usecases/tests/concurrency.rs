@@ -738,6 +738,29 @@ async fn the_sweep_tries_a_read_the_store_did_not_answer_again() {
         matches!(stopped, cardbind_ports::StoreError::Unavailable(_)),
         "{stopped:?}"
     );
+    // The stopped walk is audited too: its counts and why it stopped.
+    let sweeps = w
+        .store
+        .list(
+            &AuditFilter {
+                action: Some(cardbind_ports::audit::AuditAction::CardDataSweep),
+                ..AuditFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sweeps.len(), 1, "{sweeps:?}");
+    let detail = sweeps[0].event.detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("card data: 0 examined, 0 kept, 0 deleted, 0 not deleted; stopped: "),
+        "{detail}"
+    );
+    assert_eq!(
+        sweeps[0].event.outcome,
+        cardbind_ports::audit::Outcome::Refused(cardbind_domain::ErrorCode::StorageUnavailable)
+    );
     w.card_data.fail_lists.store(2, Ordering::SeqCst);
     let report =
         w.uc.sweep_card_data(10, std::time::Duration::ZERO)

@@ -38,7 +38,8 @@ pub trait RateLimiter: Send + Sync {
     /// window, at most `limit` get `Taken`, and while fewer than `limit`
     /// slots are taken or held a take succeeds (a slot held by a take
     /// that is giving it back may refuse a concurrent one). Typically one
-    /// round trip for all windows; a refused take may cost one more.
+    /// round trip for all windows; a refused take may cost one more (to
+    /// give its slots back).
     async fn take(
         &self,
         windows: &[RateWindow],

@@ -14,9 +14,11 @@
 //!   key itself is never stored: a client may write card data into it); a
 //!   concurrent request with the same key waits (polling every 25 ms, up to
 //!   `idempotency_wait_ms`) and then replays the stored response, or
-//!   answers `idempotency_key_in_progress`.
-//! * Transient failures (5xx, 429, 409 `conflict`) release the key so that
-//!   the client may retry with it; every other response is stored.
+//!   answers `idempotency_key_in_progress` with `Retry-After` (when the
+//!   holder's lease ends).
+//! * Transient failures (5xx, 429, 409 `conflict`) and refusals of a
+//!   malformed request (400, 413, 415) release the key so that the client
+//!   may retry with it; every other response is stored.
 //! * The claim is a fenced lease (attempt number): it is renewed while the
 //!   work runs, and a holder whose lease was taken over (it stalled past
 //!   the lease) can neither store nor release anything.

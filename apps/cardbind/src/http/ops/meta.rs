@@ -24,25 +24,41 @@ pub const READINESS_REUSE: std::time::Duration = std::time::Duration::from_secs(
 /// KMS calls, which cost money and share the account's quota with binds.
 #[derive(Default)]
 pub struct ReadinessProbe {
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), NotReady>)>>,
+    last: std::sync::Arc<tokio::sync::Mutex<Option<Checked>>>,
 }
+
+/// A check's answer and when it was had.
+type Checked = (tokio::time::Instant, Result<(), NotReady>);
 
 impl ReadinessProbe {
     /// The last answer if it is fresh, else `run`'s (a probe arriving
     /// while a check runs waits for it: at most [`READINESS_DEADLINE`]).
+    /// The check runs on a task of its own, which keeps the turn until it
+    /// has stored its answer: a prober that hangs up (a load balancer's
+    /// short timeout) neither cancels it nor lets the next prober start
+    /// another.
     pub async fn check<F>(&self, run: impl FnOnce() -> F) -> Result<(), NotReady>
     where
-        F: std::future::Future<Output = Result<(), NotReady>>,
+        F: std::future::Future<Output = Result<(), NotReady>> + Send + 'static,
     {
-        let mut last = self.last.lock().await;
+        let mut last = self.last.clone().lock_owned().await;
         if let Some((at, answer)) = last.as_ref() {
             if at.elapsed() < READINESS_REUSE {
                 return answer.clone();
             }
         }
-        let answer = run().await;
-        *last = Some((tokio::time::Instant::now(), answer.clone()));
-        answer
+        let check = run();
+        let task = tokio::spawn(async move {
+            let answer = check.await;
+            *last = Some((tokio::time::Instant::now(), answer.clone()));
+            answer
+        });
+        task.await.unwrap_or_else(|_| {
+            Err(NotReady {
+                store: None,
+                keys: Some("the readiness check stopped".into()),
+            })
+        })
     }
 }
 
@@ -90,6 +106,16 @@ mod tests {
         // A failure is reused the same way.
         assert!(check(false).await.is_err());
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+        // A prober that hangs up mid-check does not cancel it: the next
+        // prober gets its answer rather than starting another check.
+        tokio::time::advance(READINESS_REUSE).await;
+        let gone = tokio::spawn(check(false));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        gone.abort();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(check(true).await, Ok(()), "the first check's answer");
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 }
 use crate::http::params::BinParam;
@@ -141,15 +167,17 @@ impl MetaApi {
     /// The store answers and the key service opens the start-up canary
     /// (`storage_unavailable` or `key_service_unavailable` otherwise), each
     /// within 4 seconds: the answer comes within that, below a load
-    /// balancer's usual 5-second probe timeout. Concurrent probes share one
-    /// check, and an answer is given again for 1 second.
+    /// balancer's usual 5-second probe timeout. A key service that does not
+    /// answer is tolerated while the instance still seals and opens with
+    /// the branch key it holds; one that refuses is not. Concurrent probes
+    /// share one check, and an answer is given again for 1 second.
     #[oai(path = "/readyz", method = "get", operation_id = "readiness")]
     async fn readiness(&self, cx: Cx) -> Result<HealthResponse, ReadyError> {
-        let usecases = cx.usecases();
+        let usecases = cx.usecases().clone();
         match cx
             .shared
             .readiness
-            .check(|| usecases.readiness(READINESS_DEADLINE))
+            .check(|| async move { usecases.readiness(READINESS_DEADLINE).await })
             .await
         {
             Ok(()) => Ok(HealthResponse::Ok(Json(Health {
