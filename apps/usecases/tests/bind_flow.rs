@@ -354,6 +354,18 @@ async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
     assert_eq!(w.store.owner(&b.id).await.unwrap(), None);
 }
 
+/// Gus's card, sent to review by a channel that timed out.
+async fn gus_in_review() -> (World, cardbind_usecases::CardView) {
+    let w = world(Policy::default());
+    w.channel.always(Script::Fail(ChannelError::Timeout));
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("gus", &visa(6), w.now()))
+            .await
+            .unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    (w, v)
+}
+
 /// A card waiting in review since a build whose holder name rule was wider
 /// (a letter beyond U+FFFF, taken until December 2026): the operator's
 /// retry sends it to the channel with the name it was bound with, rather
@@ -362,13 +374,7 @@ async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
 async fn a_review_retry_sends_a_name_an_older_rule_took() {
     use cardbind_domain::SealedField;
     use cardbind_ports::keys::{CardVault, SealContext};
-    let w = world(Policy::default());
-    w.channel.always(Script::Fail(ChannelError::Timeout));
-    let v =
-        w.uc.bind_card(&backend(), bind_cmd("gus", &visa(6), w.now()))
-            .await
-            .unwrap();
-    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    let (w, v) = gus_in_review().await;
     let (id, generation, u) = (v.binding.id.clone(), v.binding.data_generation, user("gus"));
     // Seal the name again as the older build took it.
     let old_name = "\u{20BB7}野 花子";
@@ -399,13 +405,7 @@ async fn a_review_retry_sends_a_name_an_older_rule_took() {
 
 #[tokio::test]
 async fn an_unreachable_channel_sends_the_card_to_review_and_an_operator_decides() {
-    let w = world(Policy::default());
-    w.channel.always(Script::Fail(ChannelError::Timeout));
-    let v =
-        w.uc.bind_card(&backend(), bind_cmd("gus", &visa(6), w.now()))
-            .await
-            .unwrap();
-    assert_eq!(v.binding.status, BindingStatus::PendingReview);
+    let (w, v) = gus_in_review().await;
     assert!(
         ReviewQueue::get(&w.store, &v.binding.id)
             .await

@@ -511,6 +511,21 @@ async fn a_failed_binds_reference_goes_with_the_next_bind_of_the_card() {
     assert_eq!(find(&again.channel_ref).await, None);
 }
 
+/// The audit events of the sweep's walks, oldest first.
+async fn sweep_events(w: &World) -> Vec<cardbind_ports::audit::AuditRecord> {
+    w.store
+        .list(
+            &AuditFilter {
+                action: Some(cardbind_ports::audit::AuditAction::CardDataSweep),
+                ..AuditFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+}
+
 /// The sweep deletes the generations of card data no card holds now (an
 /// unbind's failed delete, a stray generation beside a live card's) and
 /// keeps every card's own, that of a bind waiting for its channel
@@ -588,18 +603,7 @@ async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
             .unwrap();
     assert_eq!((again.examined, again.kept, again.deleted), (3, 3, 0));
     // Each run is in the audit log, with its counts.
-    let sweeps = w
-        .store
-        .list(
-            &AuditFilter {
-                action: Some(cardbind_ports::audit::AuditAction::CardDataSweep),
-                ..AuditFilter::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .unwrap();
+    let sweeps = sweep_events(&w).await;
     let mut details: Vec<String> = sweeps
         .iter()
         .map(|e| e.event.detail.clone().unwrap_or_default())
@@ -739,18 +743,7 @@ async fn the_sweep_tries_a_read_the_store_did_not_answer_again() {
         "{stopped:?}"
     );
     // The stopped walk is audited too: its counts and why it stopped.
-    let sweeps = w
-        .store
-        .list(
-            &AuditFilter {
-                action: Some(cardbind_ports::audit::AuditAction::CardDataSweep),
-                ..AuditFilter::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .unwrap();
+    let sweeps = sweep_events(&w).await;
     assert_eq!(sweeps.len(), 1, "{sweeps:?}");
     let detail = sweeps[0].event.detail.clone().unwrap_or_default();
     assert!(
