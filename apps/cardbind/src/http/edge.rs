@@ -29,6 +29,7 @@ use poem_openapi::error::{
     ParseRequestPayloadError,
 };
 use poem_openapi::OperationId;
+use tracing::Instrument;
 
 use super::error::ApiError;
 use super::metrics::BIND_ROUTE;
@@ -551,7 +552,15 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             (Ok(bytes), None) => {
                 req.set_data(RawBody(bytes.clone()));
                 req.set_body(bytes);
-                self.inner.call(req).await.map(IntoResponse::into_response)
+                // Every line logged while the operation runs (a store, key
+                // service or channel failure's cause, a 5xx) carries the
+                // request id the caller sees in `X-Request-Id`.
+                let span = tracing::info_span!("request", request_id = %request_id);
+                self.inner
+                    .call(req)
+                    .instrument(span)
+                    .await
+                    .map(IntoResponse::into_response)
             }
             (Err(e), _) => Err(e.into()),
         };

@@ -10,7 +10,8 @@
 //! same envelope.
 //!
 //! 5xx bodies never carry internals: the cause is logged with the request id
-//! and the body says only what the code says.
+//! (by the layer that met it, inside the edge's `request` span) and the body
+//! says only what the code says.
 
 use cardbind_domain::{Class, ErrorClass, ErrorCode, Refused};
 use poem::error::ResponseError;
@@ -139,7 +140,7 @@ impl ApiError {
                 request_id,
                 code = %self.code,
                 status = self.status.as_u16(),
-                cause = self.cause.as_deref().unwrap_or("-"),
+                cause = self.cause.as_deref(),
                 "request failed"
             );
         }

@@ -278,6 +278,98 @@ async fn health_and_readiness() {
         .assert_status_is_ok();
 }
 
+/// The lines logged while one request runs, as JSON values.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_cause_of_a_503_is_logged_under_the_callers_request_id() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test's thread only (a current-thread runtime: the service runs
+    // on it too).
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn();
+    app.store.set_unavailable(true);
+    let list = app
+        .client
+        .get("/v1/users/u-cause/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .header("X-Request-Id", "client-req-7")
+        .send()
+        .await;
+    assert_error(list, 503, "storage_unavailable").await;
+    let bind = app.bind("u-cause", "k-cause", &bind_body(VISA)).await;
+    let bind_id = bind.0.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_error(bind, 503, "storage_unavailable").await;
+
+    let lines = logs.lines();
+    for id in ["client-req-7", bind_id.as_str()] {
+        let mine: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id || l["fields"]["request_id"] == id)
+            .collect();
+        // Whichever layer met the outage (the idempotency claim of a
+        // bind, a use case's read) logs its cause inside the request.
+        let cause = mine
+            .iter()
+            .find(|l| {
+                l["fields"]["cause"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("switched off"))
+            })
+            .unwrap_or_else(|| panic!("no cause under {id}: {lines:#?}"));
+        assert!(!cause.to_string().contains(VISA), "{cause}");
+        assert!(
+            mine.iter()
+                .any(|l| l["fields"]["message"] == "request" && l["fields"]["status"] == 503),
+            "and the access line: {mine:#?}"
+        );
+    }
+    // Every line naming a cause is inside one of the two requests.
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["fields"]["cause"].is_string())
+            .all(|l| ["client-req-7", bind_id.as_str()]
+                .iter()
+                .any(|id| { l["span"]["request_id"] == *id || l["fields"]["request_id"] == *id })),
+        "{lines:#?}"
+    );
+    // A 5xx with no cause of its own names none (no placeholder).
+    assert!(
+        lines.iter().all(|l| l["fields"]["cause"] != "-"),
+        "{lines:#?}"
+    );
+}
+
 #[tokio::test]
 async fn channel_notifications() {
     let app = spawn();
