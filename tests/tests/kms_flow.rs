@@ -224,10 +224,18 @@ async fn an_unreachable_kms_at_start_up_refuses_to_start() {
         "alias/cardbind-test",
     );
     cfg.keys.kms_timeout_ms = 1000;
+    cfg.server.dependency_wait_seconds = 3;
     let started = Instant::now();
     let res = tokio::time::timeout(Duration::from_secs(60), cardbind::cli::start(cfg))
         .await
         .expect("start gives up within 60 s");
+    // It waited for the key service (tries 1 s each, pauses between them)
+    // before giving up.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up after {:?}",
+        started.elapsed()
+    );
     let Err(e) = res else {
         panic!("the service started without its key service")
     };
@@ -237,4 +245,39 @@ async fn an_unreachable_kms_at_start_up_refuses_to_start() {
         "the refusal says why: {msg}"
     );
     eprintln!("refused to start after {:?}: {msg}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_before_its_key_service_answers_waits_for_it() {
+    let Some(endpoint) = kms_endpoint() else {
+        return;
+    };
+    let key = create_kms_key(&endpoint).await;
+    let mut proxy = TcpProxy::start(socket_addr_of(&endpoint)).await;
+    proxy.cut().await;
+    let via = format!("http://127.0.0.1:{}", proxy.port);
+    let started = Instant::now();
+    let (app, ()) = tokio::join!(
+        TestApp::spawn(|c| {
+            use_kms(c, &via, &key);
+            c.keys.kms_timeout_ms = 1000;
+            c.server.dependency_wait_seconds = 120;
+            c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
+        }),
+        async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            proxy.restore().await;
+        }
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "it could not have started before the key service answered: {:?}",
+        started.elapsed()
+    );
+    let user = user_id("kms-late");
+    let v = app
+        .bind(&user, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
+    assert_eq!(v["status"], "active", "{v}");
 }

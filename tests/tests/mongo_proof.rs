@@ -531,3 +531,34 @@ async fn an_admin_command_refuses_a_database_the_service_never_made() {
         .await
         .expect("an admin command on the service's database");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_before_its_database_waits_for_it() {
+    let Some(mut ferret) = OwnFerretDb::start().await else {
+        return;
+    };
+    ferret.stop().await;
+    let uri = ferret.uri();
+    let started = Instant::now();
+    let (app, ()) = tokio::join!(
+        TestApp::spawn_on(Storage::MongoAt(uri), |c| {
+            c.storage.timeout_ms = 1000;
+            c.server.dependency_wait_seconds = 120;
+        }),
+        async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            ferret.restart().await;
+        }
+    );
+    let app = app.expect("an explicit URI never skips");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "it could not have started before the database answered: {:?}",
+        started.elapsed()
+    );
+    let user = user_id("late-db");
+    app.bind(&user, &TestCard::visa(), &idem_key())
+        .await
+        .expect_status(201);
+    assert_eq!(app.list_cards(&user).await.len(), 1);
+}

@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn a_reader_that_stops_early_ends_the_output_quietly() {
@@ -596,6 +597,53 @@ fn a_signal_while_starting_stops_the_start() {
         started.elapsed()
     );
     drop(held);
+}
+
+/// `cardbind ARGS` on a MongoDB nothing answers at: (exit code, stderr,
+/// how long it took).
+fn on_a_silent_database(args: &[&str], wait: &str) -> (Option<i32>, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("mongodb://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let started = std::time::Instant::now();
+    let out = cardbind()
+        .args(args)
+        .env("CARDBIND__SERVER__ADDRESS", "127.0.0.1:0")
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env("CARDBIND__STORAGE__KIND", "mongodb")
+        .env("CARDBIND__STORAGE__URI", &uri)
+        .env("CARDBIND__STORAGE__TIMEOUT_MS", "300")
+        .env("CARDBIND__SERVER__DEPENDENCY_WAIT_SECONDS", wait)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn serve_waits_for_a_database_that_does_not_answer_then_gives_up() {
+    let (code, stderr, took) = on_a_silent_database(&["serve"], "4");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("MongoDB does not answer yet; trying again"),
+        "each try is logged: {stderr}"
+    );
+    assert!(stderr.contains("creating indexes failed"), "{stderr}");
+    assert!(took >= Duration::from_secs(2), "it waited: {took:?}");
+    assert!(took < Duration::from_secs(30), "and no longer: {took:?}");
+}
+
+#[test]
+fn admin_commands_do_not_wait_for_a_database_that_does_not_answer() {
+    let (code, stderr, took) = on_a_silent_database(&["purge"], "60");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("trying again"), "{stderr}");
+    assert!(took < Duration::from_secs(20), "it did not wait: {took:?}");
 }
 
 /// `cardbind` with the variables of the test's environment removed.

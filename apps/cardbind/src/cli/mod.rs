@@ -184,7 +184,12 @@ pub(crate) fn out(text: &str) -> anyhow::Result<()> {
 
 pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if !matches!(cli.command, Command::Serve) {
+        // Only a starting service waits for a dependency that does not
+        // answer yet; an operator running a command wants the answer now.
+        config.server.dependency_wait_seconds = 0;
+    }
     match cli.command {
         Command::Serve => serve::serve(config).await,
         Command::Token { sub, role, ttl } => {

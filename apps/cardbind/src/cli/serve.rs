@@ -125,11 +125,30 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(std::net::SocketAddr, &str),
 ) -> anyhow::Result<()> {
-    built
-        .usecases
-        .key_self_check()
-        .await
-        .map_err(|e| anyhow::anyhow!("key self-check failed, refusing to start: {e}"))?;
+    // A key service (or the key store) that does not answer yet is waited
+    // for; one that refuses (a wrong master key) ends the start at once,
+    // and so does a signal.
+    let mut shutdown = Box::pin(shutdown);
+    let check = crate::compose::wait::until_it_answers(
+        "the key service",
+        Duration::from_secs(config.server.dependency_wait_seconds),
+        |e: &cardbind_ports::KeyError| {
+            matches!(
+                e,
+                cardbind_ports::KeyError::Unavailable(_)
+                    | cardbind_ports::KeyError::StoreUnavailable(_)
+            )
+        },
+        || built.usecases.key_self_check(),
+    );
+    tokio::select! {
+        checked = check => checked
+            .map_err(|e| anyhow::anyhow!("key self-check failed, refusing to start: {e}"))?,
+        () = &mut shutdown => {
+            tracing::info!("stopped before the service was ready");
+            return Ok(());
+        }
+    }
     tracing::info!("key self-check passed: the start-up canary opened");
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

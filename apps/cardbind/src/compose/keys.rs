@@ -65,9 +65,15 @@ async fn kms_key(
     metrics: cardbind_keys::KmsMetrics,
 ) -> anyhow::Result<cardbind_keys::KmsMasterKey> {
     use cardbind_ports::KeyError;
-    cardbind_keys::KmsMasterKey::connect(&kms_config(config, key_id), metrics)
-        .await
-        .map_err(|e| match e {
+    let kms = kms_config(config, key_id);
+    super::wait::until_it_answers(
+        "KMS",
+        Duration::from_secs(config.server.dependency_wait_seconds),
+        |e: &KeyError| matches!(e, KeyError::Unavailable(_)),
+        || cardbind_keys::KmsMasterKey::connect(&kms, metrics.clone()),
+    )
+    .await
+    .map_err(|e| match e {
             KeyError::Refused(why) => {
                 anyhow!("{named_by}: KMS refuses the key {key_id} (missing, disabled or not ours to use): {why}")
             }

@@ -5,12 +5,14 @@
 //! * [`stores`]: the storage adapter (memory, embedded SQLite, MongoDB);
 //! * [`keys`]: the card vault and master key rotation;
 //! * [`channels`]: the payment channels behind their resilience wrapper;
-//! * [`auth`]: bearer token keys, dev tokens, TLS, step-up.
+//! * [`auth`]: bearer token keys, dev tokens, TLS, step-up;
+//! * [`wait`]: `serve` waiting at start for a dependency still starting.
 
 pub mod auth;
 pub mod channels;
 pub mod keys;
 pub mod stores;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

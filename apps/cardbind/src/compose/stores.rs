@@ -11,6 +11,7 @@ use cardbind_ports::store::{
     CardDataStore, ChannelRefs, DataKeyStore, IdempotencyStore, RateLimiter, ReviewQueue, SeenIds,
     WalletStore,
 };
+use cardbind_ports::StoreError;
 
 use super::data_dir;
 use crate::config::{Config, StorageKind};
@@ -164,9 +165,16 @@ async fn mongo_with(
             s.database
         );
     }
-    m.ensure_indexes()
-        .await
-        .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
+    // The first command sent: a database still starting (or electing a
+    // primary) is waited for (an admin command's configuration waits 0).
+    super::wait::until_it_answers(
+        "MongoDB",
+        Duration::from_secs(config.server.dependency_wait_seconds),
+        |e: &StoreError| matches!(e, StoreError::Unavailable(_)),
+        || m.ensure_indexes(),
+    )
+    .await
+    .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
     let bins = cardbind_mongo::MongoBinTableStore::new(m.database(), timeout);
     bins.ensure_indexes()
         .await

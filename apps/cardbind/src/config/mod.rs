@@ -159,6 +159,9 @@ impl Config {
                 "must be at most 604800 (a week; 0 turns the background purge off)",
             );
         }
+        if self.server.dependency_wait_seconds > 3600 {
+            return bad("server.dependency_wait_seconds", "must be at most 3600");
+        }
         if !(1..=600_000).contains(&self.server.header_read_timeout_ms) {
             return bad("server.header_read_timeout_ms", "must be 1 to 600000");
         }
@@ -390,7 +393,7 @@ mod tests {
     #[test]
     fn durations_and_windows_are_bounded_where_they_would_panic_or_mean_nothing() {
         type Set = fn(&mut Config, u64);
-        let cases: [(&str, Set, &[u64], &[u64]); 12] = [
+        let cases: [(&str, Set, &[u64], &[u64]); 13] = [
             (
                 "storage.timeout_ms",
                 |c, v| c.storage.timeout_ms = v,
@@ -414,6 +417,12 @@ mod tests {
                 |c, v| c.server.purge_interval_seconds = v,
                 &[604_801, u64::MAX],
                 &[0, 3600, 604_800],
+            ),
+            (
+                "server.dependency_wait_seconds",
+                |c, v| c.server.dependency_wait_seconds = v,
+                &[3601, u64::MAX],
+                &[0, 60, 3600],
             ),
             (
                 "server.header_read_timeout_ms",

@@ -41,6 +41,11 @@ pub struct ServerConfig {
     /// Largest HTTP/1 request head (request line and headers), bytes; 431
     /// beyond.
     pub max_header_bytes: usize,
+    /// How long `serve` waits at start for MongoDB and the key service to
+    /// answer (a database still starting, a failover) before it gives up
+    /// and exits 1; 0 gives up at the first failure. A refusal (a wrong
+    /// master key, bad credentials) ends the start at once.
+    pub dependency_wait_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +64,7 @@ impl Default for ServerConfig {
             keep_alive_timeout_ms: 75_000,
             body_read_timeout_ms: 30_000,
             max_header_bytes: 16 * 1024,
+            dependency_wait_seconds: 60,
         }
     }
 }

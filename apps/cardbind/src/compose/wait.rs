@@ -1,0 +1,140 @@
+//! Waiting at start for a dependency that does not answer yet.
+//!
+//! A service started beside its database (a container platform starts them
+//! together) or during a replica set's election would otherwise exit at
+//! once and be restarted in a loop. `serve` tries again, with a growing
+//! pause, for `server.dependency_wait_seconds`; what a try says is logged,
+//! and a refusal (as opposed to no answer) ends the wait at once. The admin
+//! commands do not wait: an operator wants the answer now.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The first pause between two tries; each next one doubles, up to
+/// [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs `attempt` until it succeeds, fails in a way `transient` does not
+/// accept, or `wait` has gone by since the first try (the last failure is
+/// returned then). `what` names the dependency in the log.
+pub async fn until_it_answers<T, E, F, Fut>(
+    what: &str,
+    wait: Duration,
+    transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut pause = FIRST_PAUSE;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(v) => {
+                if tries > 1 {
+                    tracing::info!(
+                        dependency = what,
+                        tries,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "{what} answers now"
+                    );
+                }
+                return Ok(v);
+            }
+            Err(e) if transient(&e) && started.elapsed() + pause < wait => {
+                tracing::warn!(
+                    dependency = what,
+                    error = %e,
+                    tries,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    wait_ms = wait.as_millis() as u64,
+                    "{what} does not answer yet; trying again (server.dependency_wait_seconds)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn tries_again_until_it_answers() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, String> = until_it_answers(
+            "x",
+            Duration::from_secs(60),
+            |_| true,
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    n @ 0..=3 => Err(format!("down {n}")),
+                    n => Ok(n),
+                }
+            },
+        )
+        .await;
+        assert_eq!(r, Ok(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_wait_with_the_last_failure() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let r: Result<(), String> = until_it_answers(
+            "x",
+            Duration::from_secs(10),
+            |_| true,
+            || async { Err(format!("down {}", calls.fetch_add(1, Ordering::SeqCst))) },
+        )
+        .await;
+        let tries = calls.load(Ordering::SeqCst);
+        assert_eq!(r, Err(format!("down {}", tries - 1)));
+        // 0.25 + 0.5 + 1 + 2 + 4 s of pauses, then the next would pass 10 s.
+        assert_eq!(tries, 6);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_or_no_wait_ends_it_at_once() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), String> = until_it_answers(
+            "x",
+            Duration::from_secs(60),
+            |e: &String| e != "refused",
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("refused".to_owned())
+            },
+        )
+        .await;
+        assert_eq!(
+            (r, calls.load(Ordering::SeqCst)),
+            (Err("refused".into()), 1)
+        );
+        let r: Result<(), String> = until_it_answers(
+            "x",
+            Duration::ZERO,
+            |_| true,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("down".to_owned())
+            },
+        )
+        .await;
+        assert_eq!((r, calls.load(Ordering::SeqCst)), (Err("down".into()), 2));
+    }
+}
