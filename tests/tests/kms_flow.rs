@@ -257,22 +257,25 @@ async fn a_service_started_before_its_key_service_answers_waits_for_it() {
     proxy.cut().await;
     let via = format!("http://127.0.0.1:{}", proxy.port);
     let started = Instant::now();
-    let (app, ()) = tokio::join!(
-        TestApp::spawn(|c| {
-            use_kms(c, &via, &key);
-            c.keys.kms_timeout_ms = 1000;
-            c.server.dependency_wait_seconds = 120;
-            c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
-        }),
+    let ((app, took), ()) = tokio::join!(
+        async {
+            let app = TestApp::spawn(|c| {
+                use_kms(c, &via, &key);
+                c.keys.kms_timeout_ms = 1000;
+                c.server.dependency_wait_seconds = 120;
+                c.channels.mock.mode = cardbind::config::MockModeSetting::Instant;
+            })
+            .await;
+            (app, started.elapsed())
+        },
         async {
             tokio::time::sleep(Duration::from_secs(3)).await;
             proxy.restore().await;
         }
     );
     assert!(
-        started.elapsed() >= Duration::from_secs(3),
-        "it could not have started before the key service answered: {:?}",
-        started.elapsed()
+        took >= Duration::from_secs(3),
+        "it could not have started before the key service answered: {took:?}"
     );
     let user = user_id("kms-late");
     let v = app

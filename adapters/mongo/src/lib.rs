@@ -209,4 +209,4 @@ mod wallets;
 pub use bins::MongoBinTableStore;
 pub use monitor::{Command, CommandLog, Query};
 pub use schema::collections;
-pub use store::{MongoConfig, MongoStore, PurgeCounts};
+pub use store::{is_transient, MongoConfig, MongoStore, PurgeCounts, Unreached};

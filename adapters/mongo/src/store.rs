@@ -226,6 +226,27 @@ impl MongoStore {
         .await
     }
 
+    /// One `ping` (after the driver's handshake and login): whether the
+    /// database answers now, and when it does not, whether trying again
+    /// may help (see [`Unreached`]). `serve` asks it until the database
+    /// answers, for `server.dependency_wait_seconds`.
+    pub async fn reach(&self) -> Result<(), Unreached> {
+        match tokio::time::timeout(self.op_timeout, self.db.run_command(doc! { "ping": 1 })).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Unreached {
+                transient: is_transient(&e),
+                error: map_err(e),
+            }),
+            Err(_) => Err(Unreached {
+                transient: true,
+                error: StoreError::Unavailable(format!(
+                    "no answer from the database within {} ms",
+                    self.op_timeout.as_millis()
+                )),
+            }),
+        }
+    }
+
     /// Creates every index of [`crate::schema::SCHEMA`]. Idempotent: an
     /// index that exists with the same keys and options is left alone, so
     /// every instance may call it at start-up.
@@ -341,6 +362,53 @@ pub(crate) fn map_err(e: mongodb::error::Error) -> StoreError {
     }
 }
 
+/// A database that did not answer [`MongoStore::reach`].
+#[derive(Clone, Debug)]
+pub struct Unreached {
+    pub error: StoreError,
+    /// No server yet, a network failure, a timeout, a node shutting down
+    /// or between primaries: the same call may pass later. A refused
+    /// login, a missing privilege or anything else the server says no to
+    /// will not pass by waiting.
+    pub transient: bool,
+}
+
+impl std::fmt::Display for Unreached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// Server error codes of a node that is starting, stopping or changing
+/// role, or of the network between (the drivers' retryable set).
+const TRANSIENT_CODES: [i32; 12] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    262,   // ExceededTimeLimit
+];
+
+/// Whether a driver error may pass by trying again (see [`Unreached`]).
+pub fn is_transient(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => true,
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        _ => false,
+    }
+}
+
 pub(crate) fn is_duplicate(e: &mongodb::error::Error) -> bool {
     match &*e.kind {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
@@ -417,4 +485,41 @@ pub(crate) fn walk_after(
 /// early on 0).
 pub(crate) fn limit_i64(limit: u32) -> i64 {
     i64::from(limit.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn command_error(code: i32, name: &str) -> mongodb::error::Error {
+        let c: mongodb::error::CommandError =
+            mongodb::bson::from_document(doc! { "code": code, "codeName": name, "errmsg": "x" })
+                .unwrap();
+        mongodb::error::Error::from(ErrorKind::Command(c))
+    }
+
+    #[test]
+    fn only_what_may_pass_by_waiting_is_transient() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_transient(&mongodb::error::Error::from(ErrorKind::Io(
+            Arc::new(io)
+        ))));
+        for (code, name) in [
+            (189, "PrimarySteppedDown"),
+            (11602, "InterruptedDueToReplStateChange"),
+            (91, "ShutdownInProgress"),
+            (10107, "NotWritablePrimary"),
+        ] {
+            assert!(is_transient(&command_error(code, name)), "{name}");
+        }
+        for (code, name) in [
+            (18, "AuthenticationFailed"),
+            (13, "Unauthorized"),
+            (85, "IndexOptionsConflict"),
+            (86, "IndexKeySpecsConflict"),
+        ] {
+            assert!(!is_transient(&command_error(code, name)), "{name}");
+        }
+    }
 }

@@ -184,12 +184,10 @@ pub(crate) fn out(text: &str) -> anyhow::Result<()> {
 
 pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
-    let mut config = Config::load(cli.config.as_deref())?;
-    if !matches!(cli.command, Command::Serve) {
-        // Only a starting service waits for a dependency that does not
-        // answer yet; an operator running a command wants the answer now.
-        config.server.dependency_wait_seconds = 0;
-    }
+    // Only `serve` waits for a dependency that does not answer yet
+    // (`ServerConfig::start_waiting`); an operator running a command wants
+    // the answer now.
+    let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve::serve(config).await,
         Command::Token { sub, role, ttl } => {

@@ -29,8 +29,10 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
+pub(super) async fn serve(mut config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    // From here every dependency shares one wait.
+    config.server.start_waiting();
     // Said by `serve` alone: the admin commands take no notifications.
     if config
         .channels
@@ -131,7 +133,7 @@ pub async fn serve_on(
     let mut shutdown = Box::pin(shutdown);
     let check = crate::compose::wait::until_it_answers(
         "the key service",
-        Duration::from_secs(config.server.dependency_wait_seconds),
+        config.server.start_deadline,
         |e: &cardbind_ports::KeyError| {
             matches!(
                 e,
@@ -348,7 +350,8 @@ impl Drop for Running {
 
 /// Starts the service for `config` on `config.server.address` (use port 0
 /// for a free one) in the background and returns once it listens.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    config.server.start_waiting();
     let built = compose::build(&config).await?;
     start_built(config, built).await
 }

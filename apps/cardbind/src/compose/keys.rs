@@ -68,7 +68,7 @@ async fn kms_key(
     let kms = kms_config(config, key_id);
     super::wait::until_it_answers(
         "KMS",
-        Duration::from_secs(config.server.dependency_wait_seconds),
+        config.server.start_deadline,
         |e: &KeyError| matches!(e, KeyError::Unavailable(_)),
         || cardbind_keys::KmsMasterKey::connect(&kms, metrics.clone()),
     )

@@ -11,7 +11,6 @@ use cardbind_ports::store::{
     CardDataStore, ChannelRefs, DataKeyStore, IdempotencyStore, RateLimiter, ReviewQueue, SeenIds,
     WalletStore,
 };
-use cardbind_ports::StoreError;
 
 use super::data_dir;
 use crate::config::{Config, StorageKind};
@@ -165,16 +164,19 @@ async fn mongo_with(
             s.database
         );
     }
-    // The first command sent: a database still starting (or electing a
-    // primary) is waited for (an admin command's configuration waits 0).
+    // A database still starting (or electing a primary) is waited for by
+    // a starting service; a refused login is not, nor by an admin command.
     super::wait::until_it_answers(
         "MongoDB",
-        Duration::from_secs(config.server.dependency_wait_seconds),
-        |e: &StoreError| matches!(e, StoreError::Unavailable(_)),
-        || m.ensure_indexes(),
+        config.server.start_deadline,
+        |u: &cardbind_mongo::Unreached| u.transient,
+        || m.reach(),
     )
     .await
-    .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
+    .map_err(|e| anyhow!("storage: the database does not answer: {e}"))?;
+    m.ensure_indexes()
+        .await
+        .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
     let bins = cardbind_mongo::MongoBinTableStore::new(m.database(), timeout);
     bins.ensure_indexes()
         .await

@@ -19,11 +19,12 @@ const FIRST_PAUSE: Duration = Duration::from_millis(250);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Runs `attempt` until it succeeds, fails in a way `transient` does not
-/// accept, or `wait` has gone by since the first try (the last failure is
-/// returned then). `what` names the dependency in the log.
+/// accept, or the next try would start after `deadline` (the last failure
+/// is returned then; with no deadline, the first). `what` names the
+/// dependency in the log.
 pub async fn until_it_answers<T, E, F, Fut>(
     what: &str,
-    wait: Duration,
+    deadline: Option<Instant>,
     transient: impl Fn(&E) -> bool,
     mut attempt: F,
 ) -> Result<T, E>
@@ -33,6 +34,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let started = Instant::now();
+    let deadline = deadline.unwrap_or(started);
     let mut pause = FIRST_PAUSE;
     let mut tries = 0u32;
     loop {
@@ -49,13 +51,13 @@ where
                 }
                 return Ok(v);
             }
-            Err(e) if transient(&e) && started.elapsed() + pause < wait => {
+            Err(e) if transient(&e) && Instant::now() + pause < deadline => {
                 tracing::warn!(
                     dependency = what,
                     error = %e,
                     tries,
                     waited_ms = started.elapsed().as_millis() as u64,
-                    wait_ms = wait.as_millis() as u64,
+                    left_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
                     "{what} does not answer yet; trying again (server.dependency_wait_seconds)"
                 );
                 tokio::time::sleep(pause).await;
@@ -72,12 +74,16 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    fn in_secs(s: u64) -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(s))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn tries_again_until_it_answers() {
         let calls = AtomicU32::new(0);
         let r: Result<u32, String> = until_it_answers(
             "x",
-            Duration::from_secs(60),
+            in_secs(60),
             |_| true,
             || async {
                 match calls.fetch_add(1, Ordering::SeqCst) {
@@ -96,7 +102,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let r: Result<(), String> = until_it_answers(
             "x",
-            Duration::from_secs(10),
+            in_secs(10),
             |_| true,
             || async { Err(format!("down {}", calls.fetch_add(1, Ordering::SeqCst))) },
         )
@@ -113,7 +119,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let r: Result<(), String> = until_it_answers(
             "x",
-            Duration::from_secs(60),
+            in_secs(60),
             |e: &String| e != "refused",
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -127,7 +133,7 @@ mod tests {
         );
         let r: Result<(), String> = until_it_answers(
             "x",
-            Duration::ZERO,
+            None,
             |_| true,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -136,5 +142,35 @@ mod tests {
         )
         .await;
         assert_eq!((r, calls.load(Ordering::SeqCst)), (Err("down".into()), 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependencies_share_one_deadline() {
+        let deadline = in_secs(10);
+        let first: Result<(), String> =
+            until_it_answers("a", deadline, |_| true, || async { Err("down".to_owned()) }).await;
+        assert!(first.is_err());
+        // The first used most of the 10 s: the second gets what is left.
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let second: Result<(), String> = until_it_answers(
+            "b",
+            deadline,
+            |_| true,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("down".to_owned())
+            },
+        )
+        .await;
+        assert!(second.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // 2.25 s were left: tries after 0, 0.25, 0.75 and 1.75 s (a wait of
+        // its own would have made 6 over 7.75 s).
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 }

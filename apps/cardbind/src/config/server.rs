@@ -43,9 +43,15 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// How long `serve` waits at start for MongoDB and the key service to
     /// answer (a database still starting, a failover) before it gives up
-    /// and exits 1; 0 gives up at the first failure. A refusal (a wrong
-    /// master key, bad credentials) ends the start at once.
+    /// and exits 1, all of them together; 0 gives up at the first failure.
+    /// A refusal (a wrong master key, a refused login) ends the start at
+    /// once.
     pub dependency_wait_seconds: u64,
+    /// Not a setting: when the wait above ends, fixed once as `serve`
+    /// starts (so that every dependency shares one wait). `None` (every
+    /// admin command) waits for nothing.
+    #[serde(skip)]
+    pub start_deadline: Option<tokio::time::Instant>,
 }
 
 impl Default for ServerConfig {
@@ -65,11 +71,23 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             max_header_bytes: 16 * 1024,
             dependency_wait_seconds: 60,
+            start_deadline: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// Fixes when a starting service stops waiting for its dependencies:
+    /// `server.dependency_wait_seconds` from now (kept when already fixed).
+    pub fn start_waiting(&mut self) {
+        if self.start_deadline.is_none() {
+            self.start_deadline = Some(
+                tokio::time::Instant::now()
+                    + std::time::Duration::from_secs(self.dependency_wait_seconds),
+            );
+        }
+    }
+
     /// The connection layer's bounds.
     pub fn connection_limits(&self) -> crate::http::server::ConnectionLimits {
         crate::http::server::ConnectionLimits {

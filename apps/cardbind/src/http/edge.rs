@@ -554,8 +554,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 req.set_body(bytes);
                 // Every line logged while the operation runs (a store, key
                 // service or channel failure's cause, a 5xx) carries the
-                // request id the caller sees in `X-Request-Id`.
-                let span = tracing::info_span!("request", request_id = %request_id);
+                // request id the caller sees in `X-Request-Id`. At the
+                // error level, so that it exists whatever `log.filter`
+                // lets through (a span below the filter is not made, and
+                // the warnings inside it would lose the id).
+                let span = tracing::error_span!("request", request_id = %request_id);
                 self.inner
                     .call(req)
                     .instrument(span)
