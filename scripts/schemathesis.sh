@@ -113,12 +113,22 @@ started=$SECONDS
 # Two runs on the same service: the unit phases, then the stateful phase
 # on its own (run together, schemathesis 4.32 sizes the stateful phase by
 # the fuzzing phase's case count and ignores its own).
+# `--checks all` includes schemathesis's response-time check, 10 s by
+# default. On MongoDB the run talks to FerretDB 1.24, which scans a whole
+# collection for every query not by `_id`: as the run's data grows, one
+# request's few store calls (each bounded by storage.timeout_ms, 3 s) can
+# add up past 10 s (one verify took 16 s in the CI of 3c9bc6a, the same
+# bind path having passed before). That is FerretDB's cost, reported and
+# not targeted (README, docs/storage.md); the embedded store keeps 10 s.
+limit=()
+[[ $STORE == mongodb ]] && limit=(--max-response-time 30)
 fuzz() {
     (
         cd "$WORK" &&
             "$ST" --no-color --config-file "$ROOT/tests/schemathesis/schemathesis.toml" run \
                 "$BASE/openapi.json" \
                 --checks all \
+                "${limit[@]}" \
                 --exclude-checks use_after_free \
                 --seed "${CARDBIND_ST_SEED:-20260101}" \
                 --generation-database none \

@@ -131,7 +131,7 @@ pub async fn serve_on(
     // for; one that refuses (a wrong master key) ends the start at once,
     // and so does a signal.
     let mut shutdown = Box::pin(shutdown);
-    let check = crate::compose::wait::until_it_answers(
+    let check = Box::pin(crate::compose::wait::until_it_answers(
         "the key service",
         config.server.start_deadline,
         |e: &cardbind_ports::KeyError| {
@@ -142,7 +142,7 @@ pub async fn serve_on(
             )
         },
         || built.usecases.key_self_check(),
-    );
+    ));
     tokio::select! {
         checked = check => checked
             .map_err(|e| anyhow::anyhow!("key self-check failed, refusing to start: {e}"))?,

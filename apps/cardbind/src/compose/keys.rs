@@ -66,12 +66,12 @@ async fn kms_key(
 ) -> anyhow::Result<cardbind_keys::KmsMasterKey> {
     use cardbind_ports::KeyError;
     let kms = kms_config(config, key_id);
-    super::wait::until_it_answers(
+    Box::pin(super::wait::until_it_answers(
         "KMS",
         config.server.start_deadline,
         |e: &KeyError| matches!(e, KeyError::Unavailable(_)),
         || cardbind_keys::KmsMasterKey::connect(&kms, metrics.clone()),
-    )
+    ))
     .await
     .map_err(|e| match e {
             KeyError::Refused(why) => {

@@ -166,12 +166,14 @@ async fn mongo_with(
     }
     // A database still starting (or electing a primary) is waited for by
     // a starting service; a refused login is not, nor by an admin command.
-    super::wait::until_it_answers(
+    // Boxed, as the other start-up waits: each adds its future to the
+    // start's, which tests that run the service must still lay out.
+    Box::pin(super::wait::until_it_answers(
         "MongoDB",
         config.server.start_deadline,
         |u: &cardbind_mongo::Unreached| u.transient,
         || m.reach(),
-    )
+    ))
     .await
     .map_err(|e| anyhow!("storage: the database does not answer: {e}"))?;
     m.ensure_indexes()

@@ -559,11 +559,14 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 // lets through (a span below the filter is not made, and
                 // the warnings inside it would lose the id).
                 let span = tracing::error_span!("request", request_id = %request_id);
-                self.inner
-                    .call(req)
-                    .instrument(span)
-                    .await
-                    .map(IntoResponse::into_response)
+                // Boxed: the operation's future, nested in the span's, would
+                // otherwise make the server's future type too deep for the
+                // compiler to lay out (`queries overflow the depth limit`
+                // on a clean build of the tests that run the service).
+                let call: std::pin::Pin<
+                    Box<dyn std::future::Future<Output = poem::Result<E::Output>> + Send + '_>,
+                > = Box::pin(self.inner.call(req).instrument(span));
+                call.await.map(IntoResponse::into_response)
             }
             (Err(e), _) => Err(e.into()),
         };
