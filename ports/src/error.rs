@@ -79,6 +79,18 @@ pub enum ChannelError {
     NotActedOn { kind: String },
 }
 
+impl KeyError {
+    /// Whether retrying the same call may succeed: the key service or the
+    /// key store did not answer. A refusal, or data erased, gets the same
+    /// answer again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            KeyError::Unavailable(_) | KeyError::StoreUnavailable(_)
+        )
+    }
+}
+
 impl ChannelError {
     /// Whether retrying the same call may succeed. `Misconfigured` is not:
     /// the same configuration gets the same answer.

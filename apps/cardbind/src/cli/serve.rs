@@ -134,13 +134,7 @@ pub async fn serve_on(
     let check = Box::pin(crate::compose::wait::until_it_answers(
         "the key service",
         config.server.start_deadline,
-        |e: &cardbind_ports::KeyError| {
-            matches!(
-                e,
-                cardbind_ports::KeyError::Unavailable(_)
-                    | cardbind_ports::KeyError::StoreUnavailable(_)
-            )
-        },
+        cardbind_ports::KeyError::is_transient,
         || built.usecases.key_self_check(),
     ));
     tokio::select! {

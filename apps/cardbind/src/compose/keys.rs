@@ -69,7 +69,7 @@ async fn kms_key(
     Box::pin(super::wait::until_it_answers(
         "KMS",
         config.server.start_deadline,
-        |e: &KeyError| matches!(e, KeyError::Unavailable(_)),
+        KeyError::is_transient,
         || cardbind_keys::KmsMasterKey::connect(&kms, metrics.clone()),
     ))
     .await
