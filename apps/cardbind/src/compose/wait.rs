@@ -11,12 +11,26 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
 
 /// The first pause between two tries; each next one doubles, up to
 /// [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// The pauses between tries: `backon`'s exponential schedule (as the
+/// channels' retries use), endless, since the deadline ends the wait. No
+/// jitter: a recovering dependency gets one ping per instance every
+/// [`MAX_PAUSE`] at most, and the tests count the tries a wait makes.
+fn pauses() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(FIRST_PAUSE)
+        .with_max_delay(MAX_PAUSE)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
 
 /// Runs `attempt` until it succeeds, fails in a way `transient` does not
 /// accept, or the next try would start after `deadline` (the last failure
@@ -35,7 +49,7 @@ where
 {
     let started = Instant::now();
     let deadline = deadline.unwrap_or(started);
-    let mut pause = FIRST_PAUSE;
+    let mut pauses = pauses();
     let mut tries = 0u32;
     loop {
         tries += 1;
@@ -51,7 +65,11 @@ where
                 }
                 return Ok(v);
             }
-            Err(e) if transient(&e) && Instant::now() + pause < deadline => {
+            Err(e) => {
+                let pause = match pauses.next() {
+                    Some(pause) if transient(&e) && Instant::now() + pause < deadline => pause,
+                    _ => return Err(e),
+                };
                 tracing::warn!(
                     dependency = what,
                     error = %e,
@@ -61,9 +79,7 @@ where
                     "{what} does not answer yet; trying again (server.dependency_wait_seconds)"
                 );
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -172,5 +188,28 @@ mod tests {
         // 2.25 s were left: tries after 0, 0.25, 0.75 and 1.75 s (a wait of
         // its own would have made 6 over 7.75 s).
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_double_from_a_quarter_second_and_stay_at_five() {
+        let started = Instant::now();
+        let at = std::sync::Mutex::new(Vec::new());
+        let r: Result<(), String> = until_it_answers(
+            "x",
+            in_secs(30),
+            |_| true,
+            || async {
+                at.lock().unwrap().push(started.elapsed().as_millis());
+                Err("down".to_owned())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        // Pauses of 0.25, 0.5, 1, 2, 4, then 5 s each while the deadline
+        // leaves room: the schedule does not end before the deadline does.
+        assert_eq!(
+            *at.lock().unwrap(),
+            [0, 250, 750, 1750, 3750, 7750, 12750, 17750, 22750, 27750]
+        );
     }
 }
