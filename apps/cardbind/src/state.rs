@@ -32,6 +32,8 @@ pub struct AuthSettings {
     pub audience: String,
     /// Clock skew allowed on `exp`/`nbf`, seconds.
     pub leeway_seconds: u64,
+    /// The longest a bearer token may live, seconds (0: no bound).
+    pub max_token_lifetime_seconds: u64,
     /// `service` clients that must sign every request (client id = token
     /// subject → HMAC secret). Empty: signing not required.
     pub request_signing: BTreeMap<String, SigningSecret>,

@@ -121,6 +121,81 @@ async fn tokens_missing_a_required_claim_are_refused() {
     }
 }
 
+/// `auth.max_token_lifetime_seconds`: a token whose `exp` lies further
+/// ahead than the bound (with the leeway), or, when it has an `iat`,
+/// further after its issue, is refused whatever its issuer signed; 0 lifts
+/// the bound.
+#[tokio::test]
+async fn a_token_that_lives_longer_than_the_bound_is_refused() {
+    let client = |max: u64| {
+        let (mut state, _store, _clock) = state_with(Options::default());
+        let mut auth: AuthSettings = (*state.auth).clone();
+        auth.leeway_seconds = 30;
+        auth.max_token_lifetime_seconds = max;
+        state.auth = Arc::new(auth);
+        poem::test::TestClient::new(cardbind::http::app(state).boxed())
+    };
+    let now = (system_now_ms() / 1000) as u64;
+    let hour = client(3600);
+    let unbounded = client(0);
+    let cases = [
+        // (iat, exp, status with a bound of an hour, status with none)
+        (None, now + 3600, 200, 200),
+        (None, now + 3600 + 20, 200, 200), // inside the leeway
+        (None, now + 3600 + 300, 401, 200),
+        (None, u64::MAX, 401, 200),
+        (Some(now - 600), now - 600 + 3600, 200, 200),
+        // Ends within the hour from now, but was issued for longer.
+        (Some(now - 600), now - 600 + 3601, 401, 200),
+        (Some(now), now + 10 * 365 * 86_400, 401, 200),
+    ];
+    for (iat, exp, bounded, free) in cases {
+        let mut c = good_claims();
+        c["exp"] = json!(exp);
+        if let Some(iat) = iat {
+            c["iat"] = json!(iat);
+        }
+        let token = signed(jsonwebtoken::Algorithm::HS256, &c, JWT_SECRET);
+        for (client, want) in [(&hour, bounded), (&unbounded, free)] {
+            let resp = client
+                .get("/v1/users/u1/cards")
+                .header("Authorization", format!("Bearer {token}"))
+                .send()
+                .await;
+            let status = resp.0.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_slice(&resp.0.into_body().into_bytes().await.unwrap())
+                    .unwrap_or_default();
+            assert_eq!(
+                status,
+                want,
+                "iat {iat:?} exp now{:+}: {body}",
+                exp as i128 - now as i128
+            );
+            if want == 401 {
+                assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("lives longer"),
+                    "{body}"
+                );
+            }
+        }
+    }
+    // An `iat` that is not a NumericDate is refused like such an `exp`.
+    let mut c = good_claims();
+    c["iat"] = json!(format!("{now}"));
+    let token = signed(jsonwebtoken::Algorithm::HS256, &c, JWT_SECRET);
+    let resp = unbounded
+        .get("/v1/users/u1/cards")
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await;
+    assert_eq!(resp.0.status().as_u16(), 401);
+}
+
 #[tokio::test]
 async fn expiry_and_not_before_honour_the_leeway_and_no_more() {
     let (mut state, _store, _clock) = state_with(Options::default());

@@ -277,6 +277,18 @@ fn a_token_the_service_would_refuse_is_not_issued() {
         (vec!["--sub", long.as_str()], vec![], "--sub"),
         (vec!["--sub", "me", "--ttl", "0"], vec![], "--ttl 0"),
         (vec!["--sub", "me", "--ttl", huge.as_str()], vec![], "--ttl"),
+        // Longer than the service takes (auth.max_token_lifetime_seconds,
+        // a day unless set).
+        (
+            vec!["--sub", "me", "--ttl", "86401"],
+            vec![],
+            "auth.max_token_lifetime_seconds (86400)",
+        ),
+        (
+            vec!["--sub", "me", "--ttl", "3601"],
+            vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "3600")],
+            "auth.max_token_lifetime_seconds (3600)",
+        ),
         (
             vec!["--sub", "me"],
             vec![("CARDBIND__AUTH__JWT_PUBLIC_KEY_FILE", pem)],
@@ -291,9 +303,17 @@ fn a_token_the_service_would_refuse_is_not_issued() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(!dir.path().join("jwt.secret").exists(), "{args:?}");
     }
-    let (ok, stdout, _) = run(&["--sub", "me", "--ttl", "31536000"], &[]);
-    assert!(ok);
-    assert_eq!(stdout.trim().split('.').count(), 3, "a JWT: {stdout}");
+    for (ttl, env) in [
+        ("86400", vec![]),
+        (
+            "31536000",
+            vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "0")],
+        ),
+    ] {
+        let (ok, stdout, stderr) = run(&["--sub", "me", "--ttl", ttl], &env);
+        assert!(ok, "--ttl {ttl}: {stderr}");
+        assert_eq!(stdout.trim().split('.').count(), 3, "a JWT: {stdout}");
+    }
 }
 
 /// A store set up under one local master key, started with a mistyped

@@ -267,7 +267,7 @@ format = "json"
     async fn token(&self, config: &Path, sub: &str, role: &str) -> anyhow::Result<String> {
         let out = self
             .command(config)
-            .args(["token", "--sub", sub, "--role", role, "--ttl", "172800"])
+            .args(["token", "--sub", sub, "--role", role, "--ttl", "86400"])
             .output()
             .await
             .with_context(|| format!("running {} token", self.bin.display()))?;

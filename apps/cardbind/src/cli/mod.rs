@@ -48,7 +48,7 @@ pub enum Command {
         /// user, service, admin or auditor.
         #[arg(long, default_value = "service")]
         role: String,
-        /// Lifetime in seconds.
+        /// Lifetime in seconds, 1 to `auth.max_token_lifetime_seconds`.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },

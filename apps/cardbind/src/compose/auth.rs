@@ -101,6 +101,13 @@ pub fn check_dev_token(config: &Config, sub: &str, ttl: u64) -> anyhow::Result<(
     if !(1..=MAX_DEV_TOKEN_TTL).contains(&ttl) {
         anyhow::bail!("--ttl {ttl}: must be 1 to {MAX_DEV_TOKEN_TTL} seconds; nothing was issued");
     }
+    let max = config.auth.max_token_lifetime_seconds;
+    if max > 0 && ttl > max {
+        anyhow::bail!(
+            "--ttl {ttl}: the service refuses tokens that live longer than \
+             auth.max_token_lifetime_seconds ({max}); nothing was issued"
+        );
+    }
     Ok(())
 }
 
@@ -158,6 +165,7 @@ pub fn auth(config: &Config) -> anyhow::Result<AuthSettings> {
         issuer: config.auth.issuer.clone(),
         audience: config.auth.audience.clone(),
         leeway_seconds: config.auth.leeway_seconds,
+        max_token_lifetime_seconds: config.auth.max_token_lifetime_seconds,
         request_signing: config
             .auth
             .signed_clients

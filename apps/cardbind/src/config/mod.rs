@@ -52,6 +52,9 @@ pub fn defaults_toml() -> Result<String, ConfigError> {
 /// milliseconds late (a slow store round trip).
 pub const MIN_LEASE_SECONDS: u32 = 2;
 
+/// The largest `auth.max_token_lifetime_seconds`: a year of 366 days.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 366 * 86_400;
+
 /// A configuration problem, naming the field.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -242,6 +245,13 @@ impl Config {
         if self.auth.leeway_seconds > 300 {
             return bad("auth.leeway_seconds", "must be at most 300");
         }
+        let lifetime = self.auth.max_token_lifetime_seconds;
+        if lifetime != 0 && !(60..=MAX_TOKEN_LIFETIME_SECONDS).contains(&lifetime) {
+            return bad(
+                "auth.max_token_lifetime_seconds",
+                "must be 60 to 31622400 (0: no bound)",
+            );
+        }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad("auth.jwt_secret", "must be at least 32 characters");
         }
@@ -393,7 +403,7 @@ mod tests {
     #[test]
     fn durations_and_windows_are_bounded_where_they_would_panic_or_mean_nothing() {
         type Set = fn(&mut Config, u64);
-        let cases: [(&str, Set, &[u64], &[u64]); 13] = [
+        let cases: [(&str, Set, &[u64], &[u64]); 14] = [
             (
                 "storage.timeout_ms",
                 |c, v| c.storage.timeout_ms = v,
@@ -459,6 +469,12 @@ mod tests {
                 |c, v| c.auth.leeway_seconds = v,
                 &[301, u64::MAX],
                 &[0, 30, 300],
+            ),
+            (
+                "auth.max_token_lifetime_seconds",
+                |c, v| c.auth.max_token_lifetime_seconds = v,
+                &[1, 59, 31_622_401, u64::MAX],
+                &[0, 60, 86_400, 31_622_400],
             ),
             (
                 "channels.resilience.breaker_open_seconds",

@@ -43,6 +43,10 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub leeway_seconds: u64,
+    /// The longest a bearer token may live, seconds: a token whose `exp`
+    /// lies further ahead (or, with `iat`, further after its issue) is
+    /// refused. 0: no bound (your issuer's lifetimes hold alone).
+    pub max_token_lifetime_seconds: u64,
     /// Service clients that must sign requests: client id → HMAC secret.
     pub signed_clients: BTreeMap<String, String>,
     pub signature_window_seconds: i64,
@@ -56,6 +60,7 @@ impl Default for AuthConfig {
             issuer: "cardbind".into(),
             audience: "cardbind".into(),
             leeway_seconds: 30,
+            max_token_lifetime_seconds: 86_400,
             signed_clients: BTreeMap::new(),
             signature_window_seconds: 300,
         }

@@ -5,7 +5,8 @@
 //! `Authorization: Bearer <jwt>`; the signature algorithm is fixed by the
 //! configuration (a token announcing another one, or `none`, is refused),
 //! and `exp`, `iss`, `aud` and `sub` are required (`nbf` checked when
-//! present). Claims: `sub` (user id for `user`, client id otherwise) and
+//! present); a token lives at most `auth.max_token_lifetime_seconds`
+//! (`exp` from now, and from `iat` when present). Claims: `sub` (user id for `user`, client id otherwise) and
 //! `role` (`user`, `service`, `admin`, `auditor`).
 //!
 //! ## Request signature
@@ -39,6 +40,8 @@ pub const SIGNATURE_HEADER: &str = "X-Cardbind-Signature";
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    /// `auth.max_token_lifetime_seconds`; `None`: no bound.
+    max_lifetime: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -50,16 +53,20 @@ struct Claims {
     /// its members is the configured issuer.
     #[allow(dead_code)]
     iss: String,
-    /// `exp` and `nbf` are read here only to refuse a token whose times
-    /// are not whole numbers of seconds that fit in a `u64`:
-    /// `jsonwebtoken` rounds a fraction (`1.9e9`) and takes any other
-    /// value of `nbf` (a string, `null`) for no `nbf` at all.
+    /// `exp` and `nbf` are read here to refuse a token whose times are
+    /// not whole numbers of seconds that fit in a `u64` (`jsonwebtoken`
+    /// rounds a fraction, `1.9e9`, and takes any other value of `nbf`, a
+    /// string or `null`, for no `nbf` at all), and `exp` to bound the
+    /// token's lifetime.
     #[serde(default, deserialize_with = "numeric_date")]
-    #[allow(dead_code)]
     exp: Option<u64>,
     #[serde(default, deserialize_with = "numeric_date")]
     #[allow(dead_code)]
     nbf: Option<u64>,
+    /// Read to bound the token's lifetime (`exp - iat`) when it says when
+    /// it was issued; a NumericDate like `exp`.
+    #[serde(default, deserialize_with = "numeric_date")]
+    iat: Option<u64>,
 }
 
 /// A NumericDate present in the claims: a whole number of seconds (`null`
@@ -108,7 +115,12 @@ impl Authenticator {
         validation.set_issuer(&[settings.issuer.as_str()]);
         validation.set_audience(&[settings.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Ok(Authenticator { key, validation })
+        Ok(Authenticator {
+            key,
+            validation,
+            max_lifetime: (settings.max_token_lifetime_seconds > 0)
+                .then_some(settings.max_token_lifetime_seconds),
+        })
     }
 
     /// The caller a token names, or why it is refused.
@@ -137,6 +149,11 @@ impl Authenticator {
                 ApiError::unauthenticated(message)
             })?;
         let claims = data.claims;
+        if self.lives_too_long(&claims, jsonwebtoken::get_current_timestamp()) {
+            return Err(ApiError::unauthenticated(
+                "the bearer token lives longer than this service accepts",
+            ));
+        }
         if !usable_subject(&claims.sub) {
             return Err(ApiError::unauthenticated(
                 "the bearer token has an unusable subject",
@@ -152,6 +169,22 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Whether a token outlives `auth.max_token_lifetime_seconds`: its
+    /// `exp` lies further ahead of `now` than that (with the clock leeway),
+    /// or, when it has an `iat`, further after its issue. A token stolen
+    /// from a log or a client then stops working within the bound whatever
+    /// its issuer wrote; the `iat` rule keeps a token that was issued for
+    /// too long refused for all its life, not only for its first part.
+    fn lives_too_long(&self, claims: &Claims, now: u64) -> bool {
+        let (Some(max), Some(exp)) = (self.max_lifetime, claims.exp) else {
+            return false;
+        };
+        exp.saturating_sub(now) > max.saturating_add(self.validation.leeway)
+            || claims.iat.is_some_and(|iat| exp.saturating_sub(iat) > max)
+    }
+}
+
 /// The caller, once authenticated in this request (set by the idempotency
 /// layer so that the security scheme does not verify twice).
 #[derive(Clone, Debug)]
@@ -159,8 +192,10 @@ pub struct Authenticated(pub Actor);
 
 /// `Authorization: Bearer <JWT>` (HS256 or RS256 as configured), with
 /// claims `sub`, `role` (`user`, `service`, `admin`, `auditor`), `iss`,
-/// `aud`, `exp` (and `nbf`). Service clients registered for request
-/// signing must also send `X-Cardbind-Signature` (see `requestSignature`).
+/// `aud`, `exp` (and `nbf`, `iat`); a token lives at most the service's
+/// `auth.max_token_lifetime_seconds` (a day by default). Service clients
+/// registered for request signing must also send `X-Cardbind-Signature`
+/// (see `requestSignature`).
 #[derive(SecurityScheme)]
 #[oai(
     rename = "bearerAuth",

@@ -160,6 +160,7 @@ pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestCl
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             leeway_seconds: 0,
+            max_token_lifetime_seconds: 86_400,
             request_signing: signing,
             signature_window_seconds: 300,
         }),
