@@ -245,7 +245,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         }
         Command::Purge => {
             init_logging(&config);
-            let built = compose::build_existing(&config).await?;
+            let built = compose::build_existing_without_keys(&config).await?;
             let purged = built
                 .usecases
                 .purge(&RequestContext::service("cli:purge"), config.retention()?)
@@ -262,7 +262,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 ),
                 None => None,
             };
-            let built = compose::build_existing(&config).await?;
+            let built = compose::build_existing_without_keys(&config).await?;
             admin::audit_verify(&built.usecases, config.audit.retention_days, log.as_deref()).await
         }
         Command::Keys {

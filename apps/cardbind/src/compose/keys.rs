@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use cardbind_domain::{CardNumber, Fingerprint, SealedBlob, UserId};
 use cardbind_keys::MasterKey;
 use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
 use cardbind_ports::clock::{Clock, SystemClock};
-use cardbind_ports::keys::CardVault;
+use cardbind_ports::keys::{CardVault, SealContext};
 use cardbind_ports::store::DataKeyStore;
+use cardbind_ports::KeyError;
 
 use super::{data_dir, Stores};
 use crate::config::{Config, KeysKind};
@@ -155,6 +157,56 @@ pub async fn vault(
             Arc::new(kms_vault(config, data_keys, m).await?)
         }
     })
+}
+
+/// The vault of an admin command that touches no card data and no key
+/// (`purge`, `audit verify`): the key service is never contacted, so the
+/// command runs while KMS is down or out of the operator's reach. A use of
+/// a key through it, which such a command never makes, fails as the key
+/// service's unavailability, saying why.
+pub struct NoKeys;
+
+const NO_KEYS: &str = "this admin command runs without the key service";
+
+#[async_trait::async_trait]
+impl CardVault for NoKeys {
+    async fn seal(
+        &self,
+        _owner: &UserId,
+        _context: &SealContext,
+        _plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        Err(KeyError::Unavailable(NO_KEYS.into()))
+    }
+
+    async fn open(
+        &self,
+        _owner: &UserId,
+        _context: &SealContext,
+        _sealed: &SealedBlob,
+    ) -> Result<Vec<u8>, KeyError> {
+        Err(KeyError::Unavailable(NO_KEYS.into()))
+    }
+
+    async fn fingerprint(&self, _pan: &CardNumber) -> Result<Fingerprint, KeyError> {
+        Err(KeyError::Unavailable(NO_KEYS.into()))
+    }
+
+    async fn keyed_digest<'p>(
+        &self,
+        _purpose: &str,
+        _parts: &[&'p [u8]],
+    ) -> Result<[u8; 32], KeyError> {
+        Err(KeyError::Unavailable(NO_KEYS.into()))
+    }
+
+    async fn erase_owner(&self, _owner: &UserId) -> Result<bool, KeyError> {
+        Err(KeyError::Unavailable(NO_KEYS.into()))
+    }
+
+    async fn self_check(&self) -> Result<(), KeyError> {
+        Err(KeyError::Unavailable(NO_KEYS.into()))
+    }
 }
 
 /// `cardbind keys rotate [--from OLD] --to NEW`: re-wraps every data key

@@ -177,13 +177,34 @@ pub async fn build_existing(config: &Config) -> anyhow::Result<Built> {
     build_on(config, stores).await
 }
 
+/// [`build_existing`] for an admin command that touches no card data and
+/// no key (`purge`, `audit verify`): the key service is not contacted
+/// ([`keys::NoKeys`]), so such a command works while KMS is down.
+pub async fn build_existing_without_keys(config: &Config) -> anyhow::Result<Built> {
+    let stores = existing_stores(config).await?;
+    build_with(config, stores, Some(Arc::new(keys::NoKeys))).await
+}
+
 /// Builds the use cases and the application state on `stores` already
 /// opened (e.g. a second service over the same storage, with another
 /// channel configuration).
 pub async fn build_on(config: &Config, stores: Stores) -> anyhow::Result<Built> {
+    build_with(config, stores, None).await
+}
+
+/// [`build_on`] with `vault` in place of the one the configuration names,
+/// when given.
+async fn build_with(
+    config: &Config,
+    stores: Stores,
+    vault: Option<Arc<dyn cardbind_ports::keys::CardVault>>,
+) -> anyhow::Result<Built> {
     let metrics = prometheus::Registry::new();
     let bins = bins(&stores).await?;
-    let vault = vault(config, stores.data_keys.clone(), &metrics).await?;
+    let vault = match vault {
+        Some(vault) => vault,
+        None => keys::vault(config, stores.data_keys.clone(), &metrics).await?,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let channels = channels::channels(config, &metrics, stores.audit.clone(), clock.clone())?;
     let ports = Ports {
