@@ -145,8 +145,10 @@ async fn a_token_that_lives_longer_than_the_bound_is_refused() {
         (None, now + 3600 + 300, 401, 200),
         (None, u64::MAX, 401, 200),
         (Some(now - 600), now - 600 + 3600, 200, 200),
+        // Issued for the hour and the leeway (an `iat` dated back).
+        (Some(now - 600), now - 600 + 3600 + 30, 200, 200),
         // Ends within the hour from now, but was issued for longer.
-        (Some(now - 600), now - 600 + 3601, 401, 200),
+        (Some(now - 600), now - 600 + 3600 + 31, 401, 200),
         (Some(now), now + 10 * 365 * 86_400, 401, 200),
     ];
     for (iat, exp, bounded, free) in cases {

@@ -289,6 +289,12 @@ fn a_token_the_service_would_refuse_is_not_issued() {
             vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "3600")],
             "auth.max_token_lifetime_seconds (3600)",
         ),
+        // With no bound, a year of 366 days at most.
+        (
+            vec!["--sub", "me", "--ttl", "31622401"],
+            vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "0")],
+            "--ttl 31622401",
+        ),
         (
             vec!["--sub", "me"],
             vec![("CARDBIND__AUTH__JWT_PUBLIC_KEY_FILE", pem)],
@@ -308,6 +314,11 @@ fn a_token_the_service_would_refuse_is_not_issued() {
         (
             "31536000",
             vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "0")],
+        ),
+        // The largest bound, and a token of that lifetime.
+        (
+            "31622400",
+            vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "31622400")],
         ),
     ] {
         let (ok, stdout, stderr) = run(&["--sub", "me", "--ttl", ttl], &env);
@@ -688,12 +699,13 @@ async fn admin_commands_do_not_wait_for_a_key_service_that_does_not_answer() {
     assert!(took < Duration::from_secs(20), "it did not wait: {took:?}");
 }
 
-/// `purge` and `audit verify` touch no card data and no key: they run,
+/// `purge`, `audit verify` and `sweep-card-data` touch no card data in
+/// clear and no key: they run,
 /// and succeed, while the configured key service does not answer (an
 /// operator keeps the retention and the audit checks going through a KMS
 /// outage); a command that needs a key still fails at once (above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_and_audit_verify_run_while_the_key_service_does_not_answer() {
+async fn purge_audit_verify_and_the_sweep_run_while_the_key_service_does_not_answer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     make_store(&data).await;
@@ -726,6 +738,9 @@ async fn purge_and_audit_verify_run_while_the_key_service_does_not_answer() {
     assert_eq!(code, Some(0), "{stderr}");
     // The purge recorded itself in the service's chain, which verifies.
     assert!(stdout.starts_with("audit chains intact: "), "{stdout}");
+    let (code, stdout, stderr) = run(&["sweep-card-data", "--settle-seconds", "0"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("card data: examined 0"), "{stdout}");
     let (code, _, stderr) = run(&["erase-user", "u1"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach KMS"), "{stderr}");

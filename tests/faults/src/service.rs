@@ -205,6 +205,8 @@ binds_per_card_per_hour = 0
 
 [auth]
 jwt_secret = {secret}
+# A soak runs for as long as it is told, on one token.
+max_token_lifetime_seconds = 0
 
 [log]
 filter = {filter}
@@ -267,7 +269,7 @@ format = "json"
     async fn token(&self, config: &Path, sub: &str, role: &str) -> anyhow::Result<String> {
         let out = self
             .command(config)
-            .args(["token", "--sub", sub, "--role", role, "--ttl", "86400"])
+            .args(["token", "--sub", sub, "--role", role, "--ttl", "31622400"])
             .output()
             .await
             .with_context(|| format!("running {} token", self.bin.display()))?;

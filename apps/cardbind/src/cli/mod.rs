@@ -48,7 +48,8 @@ pub enum Command {
         /// user, service, admin or auditor.
         #[arg(long, default_value = "service")]
         role: String,
-        /// Lifetime in seconds, 1 to `auth.max_token_lifetime_seconds`.
+        /// Lifetime in seconds, 1 to `auth.max_token_lifetime_seconds` (and
+        /// to a year of 366 days when that is 0).
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
@@ -338,7 +339,9 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         }
         Command::SweepCardData { settle_seconds } => {
             init_logging(&config);
-            let built = compose::build_existing(&config).await?;
+            // The sweep reads keys and wallets and deletes sealed records
+            // whole: it opens nothing.
+            let built = compose::build_existing_without_keys(&config).await?;
             // Each walk runs whatever became of the other; the command
             // fails when either stopped.
             let settle = std::time::Duration::from_secs(settle_seconds);

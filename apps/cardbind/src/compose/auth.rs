@@ -76,13 +76,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
 }
 
 /// A token signed with the HS256 secret.
-/// The longest lifetime `cardbind token` gives a token: a year.
-pub const MAX_DEV_TOKEN_TTL: u64 = 365 * 86_400;
+/// The longest lifetime `cardbind token` gives a token: a year (of 366
+/// days), the largest `auth.max_token_lifetime_seconds`.
+pub const MAX_DEV_TOKEN_TTL: u64 = crate::config::MAX_TOKEN_LIFETIME_SECONDS;
 
 /// Refuses a token the service would not take, before anything is made:
 /// a service that verifies RS256 tokens (`auth.jwt_public_key_file`) takes
 /// none that `cardbind token` can make (HS256, from the dev secret); a
-/// subject it does not act for; a lifetime of 0 or over a year.
+/// subject it does not act for; a lifetime of 0, over a year, or over
+/// `auth.max_token_lifetime_seconds`.
 pub fn check_dev_token(config: &Config, sub: &str, ttl: u64) -> anyhow::Result<()> {
     if let Some(f) = &config.auth.jwt_public_key_file {
         anyhow::bail!(

@@ -159,8 +159,9 @@ pub async fn vault(
     })
 }
 
-/// The vault of an admin command that touches no card data and no key
-/// (`purge`, `audit verify`): the key service is never contacted, so the
+/// The vault of an admin command that touches no card data in clear and no
+/// key (`purge`, `audit verify`, `sweep-card-data`): the key service is
+/// never contacted, so the
 /// command runs while KMS is down or out of the operator's reach. A use of
 /// a key through it, which such a command never makes, fails as the key
 /// service's unavailability, saying why.

@@ -171,17 +171,22 @@ impl Authenticator {
 
 impl Authenticator {
     /// Whether a token outlives `auth.max_token_lifetime_seconds`: its
-    /// `exp` lies further ahead of `now` than that (with the clock leeway),
-    /// or, when it has an `iat`, further after its issue. A token stolen
-    /// from a log or a client then stops working within the bound whatever
-    /// its issuer wrote; the `iat` rule keeps a token that was issued for
-    /// too long refused for all its life, not only for its first part.
+    /// `exp` lies further ahead of `now` than that, or, when it has an
+    /// `iat`, further after its issue (each with the clock leeway: some
+    /// issuers date `iat` a few minutes back). A token stolen from a log or
+    /// a client then stops working within the bound whatever its issuer
+    /// wrote; the `iat` rule keeps a token that was issued for too long
+    /// refused for all its life, not only for its first part (a token
+    /// without `iat` is bounded from now only: one issued for years works
+    /// again in its last day).
     fn lives_too_long(&self, claims: &Claims, now: u64) -> bool {
         let (Some(max), Some(exp)) = (self.max_lifetime, claims.exp) else {
             return false;
         };
         exp.saturating_sub(now) > max.saturating_add(self.validation.leeway)
-            || claims.iat.is_some_and(|iat| exp.saturating_sub(iat) > max)
+            || claims.iat.is_some_and(|iat| {
+                exp.saturating_sub(iat) > max.saturating_add(self.validation.leeway)
+            })
     }
 }
 
