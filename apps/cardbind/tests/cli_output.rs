@@ -674,21 +674,10 @@ async fn admin_commands_do_not_wait_for_a_key_service_that_does_not_answer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     make_store(&data).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let started = std::time::Instant::now();
-    let out = cardbind()
+    let out = with_a_silent_kms(&data)
         .args(["erase-user", "u1"])
-        .env("CARDBIND__SERVER__DATA_DIR", &data)
         .env("CARDBIND__SERVER__DEPENDENCY_WAIT_SECONDS", "60")
-        .env("CARDBIND__KEYS__KIND", "aws_kms")
-        .env("CARDBIND__KEYS__KMS_KEY_ID", "alias/cardbind-test")
-        .env("CARDBIND__KEYS__KMS_ENDPOINT", &endpoint)
-        .env("CARDBIND__KEYS__KMS_ACCESS_KEY_ID", "test")
-        .env("CARDBIND__KEYS__KMS_SECRET_ACCESS_KEY", "test")
-        .env("CARDBIND__KEYS__KMS_TIMEOUT_MS", "500")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let took = started.elapsed();
@@ -700,8 +689,8 @@ async fn admin_commands_do_not_wait_for_a_key_service_that_does_not_answer() {
 }
 
 /// `purge`, `audit verify` and `sweep-card-data` touch no card data in
-/// clear and no key: they run,
-/// and succeed, while the configured key service does not answer (an
+/// clear and no key: they run, and succeed, while the configured key
+/// service does not answer (an
 /// operator keeps the retention and the audit checks going through a KMS
 /// outage); a command that needs a key still fails at once (above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,22 +698,8 @@ async fn purge_audit_verify_and_the_sweep_run_while_the_key_service_does_not_ans
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     make_store(&data).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let run = |args: &[&str]| {
-        let out = cardbind()
-            .args(args)
-            .env("CARDBIND__SERVER__DATA_DIR", &data)
-            .env("CARDBIND__KEYS__KIND", "aws_kms")
-            .env("CARDBIND__KEYS__KMS_KEY_ID", "alias/cardbind-test")
-            .env("CARDBIND__KEYS__KMS_ENDPOINT", &endpoint)
-            .env("CARDBIND__KEYS__KMS_ACCESS_KEY_ID", "test")
-            .env("CARDBIND__KEYS__KMS_SECRET_ACCESS_KEY", "test")
-            .env("CARDBIND__KEYS__KMS_TIMEOUT_MS", "500")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = with_a_silent_kms(&data).args(args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -744,6 +719,24 @@ async fn purge_audit_verify_and_the_sweep_run_while_the_key_service_does_not_ans
     let (code, _, stderr) = run(&["erase-user", "u1"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach KMS"), "{stderr}");
+}
+
+/// `cardbind` on the store in `data`, configured for a KMS endpoint where
+/// nothing listens (a port bound, then closed), with a short timeout.
+fn with_a_silent_kms(data: &std::path::Path) -> Command {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut cmd = cardbind();
+    cmd.env("CARDBIND__SERVER__DATA_DIR", data)
+        .env("CARDBIND__KEYS__KIND", "aws_kms")
+        .env("CARDBIND__KEYS__KMS_KEY_ID", "alias/cardbind-test")
+        .env("CARDBIND__KEYS__KMS_ENDPOINT", endpoint)
+        .env("CARDBIND__KEYS__KMS_ACCESS_KEY_ID", "test")
+        .env("CARDBIND__KEYS__KMS_SECRET_ACCESS_KEY", "test")
+        .env("CARDBIND__KEYS__KMS_TIMEOUT_MS", "500")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// `cardbind` with the variables of the test's environment removed.
