@@ -230,7 +230,9 @@ fn unreachable_hist() -> Histogram<u64> {
 }
 
 /// Runs `concurrency` workers sending binds until `total` are sent or
-/// `deadline` passes; `report` is called with each finished window.
+/// `deadline` passes; `report` is called with each finished window, the
+/// time since the start and the window's own length (the last one ends
+/// when the last bind does, so it is shorter).
 async fn drive(
     url: &str,
     token: &str,
@@ -238,7 +240,7 @@ async fn drive(
     total: u64,
     deadline: Option<Duration>,
     window: Duration,
-    mut report: impl FnMut(u64, &Window, Duration),
+    mut report: impl FnMut(u64, &Window, Duration, Duration),
 ) -> (u64, u64) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
@@ -288,18 +290,26 @@ async fn drive(
     let (mut ok, mut errors) = (0, 0);
     let mut ticker = tokio::time::interval(window);
     ticker.tick().await;
+    let mut window_started = Instant::now();
     loop {
         let all_done = workers.iter().all(|w| w.is_finished());
         if !all_done {
-            ticker.tick().await;
+            // The window ends at its tick, or sooner when the last bind is
+            // answered: waiting out the tick would count idle time in it.
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = all_finished(&workers) => {}
+            }
         }
+        let length = window_started.elapsed();
+        window_started = Instant::now();
         let done = std::mem::replace(
             &mut *current.lock().unwrap_or_else(|e| e.into_inner()),
             Window::new(),
         );
         ok += done.ok;
         errors += done.errors;
-        report(ok, &done, started.elapsed());
+        report(ok, &done, started.elapsed(), length);
         if all_done || workers.iter().all(|w| w.is_finished()) {
             break;
         }
@@ -308,6 +318,23 @@ async fn drive(
         }
     }
     (ok, errors)
+}
+
+/// Returns once every worker has finished (checked every 50 ms).
+async fn all_finished(workers: &[tokio::task::JoinHandle<()>]) {
+    while !workers.iter().all(|w| w.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A window's rate: what it counted over its own length, and whether it
+/// was cut short (the run's last window).
+fn window_rate(count: u64, length: Duration, window: Duration) -> (f64, bool) {
+    let secs = length.as_secs_f64().max(1e-3);
+    (
+        count as f64 / secs,
+        length.as_secs_f64() < window.as_secs_f64() * 0.95,
+    )
 }
 
 fn ms(us: u64) -> f64 {
@@ -335,7 +362,7 @@ async fn main() -> Result<(), String> {
             // end, so a longer window would run past `--floor-seconds` and
             // the rate below would overstate the floor.
             Duration::from_secs(args.floor_seconds.max(1)),
-            |_, _, _| {},
+            |_, _, _, _| {},
         )
         .await;
         let _ = child.kill();
@@ -376,9 +403,8 @@ async fn main() -> Result<(), String> {
         args.binds,
         None,
         window,
-        |stored, w, elapsed| {
-            let secs = window.as_secs_f64();
-            let rate = w.ok as f64 / secs;
+        |stored, w, elapsed, length| {
+            let (rate, partial) = window_rate(w.ok, length, window);
             if w.ok > 0 {
                 rates.push(rate);
             }
@@ -387,7 +413,7 @@ async fn main() -> Result<(), String> {
                 .map_or("-".to_owned(), |r| format!("{r:.0}"));
             let vs = floor_rate.map_or("-".to_owned(), |f| format!("{:.2}", rate / f));
             println!(
-                "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}",
+                "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}{}",
                 elapsed.as_secs_f64(),
                 stored,
                 rate,
@@ -395,12 +421,18 @@ async fn main() -> Result<(), String> {
                 ms(w.hist.value_at_quantile(0.99)),
                 w.errors,
                 rss,
-                vs
+                vs,
+                if partial {
+                    format!("  (last {:.1}s)", length.as_secs_f64())
+                } else {
+                    String::new()
+                }
             );
         },
     )
     .await;
-    // The last window is partial: leave it out of the curve.
+    // The last window is partial (it ends with the last bind): leave it
+    // out of the curve.
     rates.pop();
     if !rates.is_empty() {
         let mut sorted = rates.clone();
@@ -455,4 +487,25 @@ fn files_in(dir: &std::path::Path) -> Vec<(String, u64)> {
     }
     out.sort_by_key(|f| std::cmp::Reverse(f.1));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run's last window ends with its last bind: its rate is over the
+    /// time it lasted, not over a whole window (which read as a stall).
+    #[test]
+    fn a_window_cut_short_is_rated_over_its_own_length() {
+        let window = Duration::from_secs(20);
+        assert_eq!(
+            window_rate(2_000, Duration::from_secs(20), window),
+            (100.0, false)
+        );
+        let (rate, partial) = window_rate(2_116, Duration::from_millis(600), window);
+        assert!(partial);
+        assert!((rate - 3_526.7).abs() < 0.1, "{rate}");
+        // A tick a little late is still a whole window.
+        assert!(!window_rate(1, Duration::from_millis(19_500), window).1);
+    }
 }
