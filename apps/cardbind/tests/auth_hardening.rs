@@ -38,14 +38,29 @@ fn good_claims() -> Value {
 }
 
 async fn status_with(app: &TestApp, token: &str) -> (u16, Value) {
-    let resp = app
-        .client
+    status_on(&app.client, token).await
+}
+
+/// The status and body of a list of cards with this bearer token.
+async fn status_on(client: &Client, token: &str) -> (u16, Value) {
+    let resp = client
         .get("/v1/users/u1/cards")
         .header("Authorization", format!("Bearer {token}"))
         .send()
         .await;
     let status = resp.0.status().as_u16();
     (status, json_of(resp).await)
+}
+
+type Client = poem::test::TestClient<poem::endpoint::BoxEndpoint<'static>>;
+
+/// A client of the app with its token settings changed by `edit`.
+fn client_with_auth(edit: impl FnOnce(&mut AuthSettings)) -> Client {
+    let (mut state, _store, _clock) = state_with(Options::default());
+    let mut auth: AuthSettings = (*state.auth).clone();
+    edit(&mut auth);
+    state.auth = Arc::new(auth);
+    poem::test::TestClient::new(cardbind::http::app(state).boxed())
 }
 
 #[tokio::test]
@@ -128,12 +143,10 @@ async fn tokens_missing_a_required_claim_are_refused() {
 #[tokio::test]
 async fn a_token_that_lives_longer_than_the_bound_is_refused() {
     let client = |max: u64| {
-        let (mut state, _store, _clock) = state_with(Options::default());
-        let mut auth: AuthSettings = (*state.auth).clone();
-        auth.leeway_seconds = 30;
-        auth.max_token_lifetime_seconds = max;
-        state.auth = Arc::new(auth);
-        poem::test::TestClient::new(cardbind::http::app(state).boxed())
+        client_with_auth(|auth| {
+            auth.leeway_seconds = 30;
+            auth.max_token_lifetime_seconds = max;
+        })
     };
     let now = (system_now_ms() / 1000) as u64;
     let hour = client(3600);
@@ -159,15 +172,7 @@ async fn a_token_that_lives_longer_than_the_bound_is_refused() {
         }
         let token = signed(jsonwebtoken::Algorithm::HS256, &c, JWT_SECRET);
         for (client, want) in [(&hour, bounded), (&unbounded, free)] {
-            let resp = client
-                .get("/v1/users/u1/cards")
-                .header("Authorization", format!("Bearer {token}"))
-                .send()
-                .await;
-            let status = resp.0.status().as_u16();
-            let body: serde_json::Value =
-                serde_json::from_slice(&resp.0.into_body().into_bytes().await.unwrap())
-                    .unwrap_or_default();
+            let (status, body) = status_on(client, &token).await;
             assert_eq!(
                 status,
                 want,
@@ -190,21 +195,12 @@ async fn a_token_that_lives_longer_than_the_bound_is_refused() {
     let mut c = good_claims();
     c["iat"] = json!(format!("{now}"));
     let token = signed(jsonwebtoken::Algorithm::HS256, &c, JWT_SECRET);
-    let resp = unbounded
-        .get("/v1/users/u1/cards")
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await;
-    assert_eq!(resp.0.status().as_u16(), 401);
+    assert_eq!(status_on(&unbounded, &token).await.0, 401);
 }
 
 #[tokio::test]
 async fn expiry_and_not_before_honour_the_leeway_and_no_more() {
-    let (mut state, _store, _clock) = state_with(Options::default());
-    let mut auth: AuthSettings = (*state.auth).clone();
-    auth.leeway_seconds = 30;
-    state.auth = Arc::new(auth);
-    let client = poem::test::TestClient::new(cardbind::http::app(state).boxed());
+    let client = client_with_auth(|auth| auth.leeway_seconds = 30);
     let now = system_now_ms() / 1000;
     let cases = [
         ("exp", now - 10, 200),  // expired 10 s ago: inside the leeway
@@ -216,13 +212,8 @@ async fn expiry_and_not_before_honour_the_leeway_and_no_more() {
         let mut c = good_claims();
         c[claim] = json!(at);
         let token = signed(jsonwebtoken::Algorithm::HS256, &c, JWT_SECRET);
-        let resp = client
-            .get("/v1/users/u1/cards")
-            .header("Authorization", format!("Bearer {token}"))
-            .send()
-            .await;
         assert_eq!(
-            resp.0.status().as_u16(),
+            status_on(&client, &token).await.0,
             want,
             "{claim} = now{:+}",
             at - now

@@ -8,7 +8,7 @@ use cardbind_domain::Role;
 use cardbind_ports::clock::Clock;
 
 use super::{data_dir, read_file};
-use crate::config::Config;
+use crate::config::{Config, MAX_TOKEN_LIFETIME_SECONDS};
 use crate::state::{AuthSettings, JwtKey, SigningSecret};
 
 /// The HS256 secret: configured, or generated once into the data dir.
@@ -75,11 +75,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     }
 }
 
-/// A token signed with the HS256 secret.
-/// The longest lifetime `cardbind token` gives a token: a year (of 366
-/// days), the largest `auth.max_token_lifetime_seconds`.
-pub const MAX_DEV_TOKEN_TTL: u64 = crate::config::MAX_TOKEN_LIFETIME_SECONDS;
-
 /// Refuses a token the service would not take, before anything is made:
 /// a service that verifies RS256 tokens (`auth.jwt_public_key_file`) takes
 /// none that `cardbind token` can make (HS256, from the dev secret); a
@@ -100,8 +95,11 @@ pub fn check_dev_token(config: &Config, sub: &str, ttl: u64) -> anyhow::Result<(
              (no spaces); nothing was issued"
         );
     }
-    if !(1..=MAX_DEV_TOKEN_TTL).contains(&ttl) {
-        anyhow::bail!("--ttl {ttl}: must be 1 to {MAX_DEV_TOKEN_TTL} seconds; nothing was issued");
+    // With no bound set, a year (of 366 days): the largest bound.
+    if !(1..=MAX_TOKEN_LIFETIME_SECONDS).contains(&ttl) {
+        anyhow::bail!(
+            "--ttl {ttl}: must be 1 to {MAX_TOKEN_LIFETIME_SECONDS} seconds; nothing was issued"
+        );
     }
     let max = config.auth.max_token_lifetime_seconds;
     if max > 0 && ttl > max {

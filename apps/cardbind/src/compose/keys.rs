@@ -66,7 +66,6 @@ async fn kms_key(
     key_id: &str,
     metrics: cardbind_keys::KmsMetrics,
 ) -> anyhow::Result<cardbind_keys::KmsMasterKey> {
-    use cardbind_ports::KeyError;
     let kms = kms_config(config, key_id);
     Box::pin(super::wait::until_it_answers(
         "KMS",
@@ -161,13 +160,17 @@ pub async fn vault(
 
 /// The vault of an admin command that touches no card data in clear and no
 /// key (`purge`, `audit verify`, `sweep-card-data`): the key service is
-/// never contacted, so the
-/// command runs while KMS is down or out of the operator's reach. A use of
-/// a key through it, which such a command never makes, fails as the key
-/// service's unavailability, saying why.
+/// never contacted, so the command runs while KMS is down or out of the
+/// operator's reach. A use of a key through it, which such a command never
+/// makes, fails as the key service's unavailability, saying why.
 pub struct NoKeys;
 
-const NO_KEYS: &str = "this admin command runs without the key service";
+/// What every use of a key through [`NoKeys`] answers.
+fn no_keys<T>() -> Result<T, KeyError> {
+    Err(KeyError::Unavailable(
+        "this admin command runs without the key service".into(),
+    ))
+}
 
 #[async_trait::async_trait]
 impl CardVault for NoKeys {
@@ -177,7 +180,7 @@ impl CardVault for NoKeys {
         _context: &SealContext,
         _plaintext: &[u8],
     ) -> Result<SealedBlob, KeyError> {
-        Err(KeyError::Unavailable(NO_KEYS.into()))
+        no_keys()
     }
 
     async fn open(
@@ -186,11 +189,11 @@ impl CardVault for NoKeys {
         _context: &SealContext,
         _sealed: &SealedBlob,
     ) -> Result<Vec<u8>, KeyError> {
-        Err(KeyError::Unavailable(NO_KEYS.into()))
+        no_keys()
     }
 
     async fn fingerprint(&self, _pan: &CardNumber) -> Result<Fingerprint, KeyError> {
-        Err(KeyError::Unavailable(NO_KEYS.into()))
+        no_keys()
     }
 
     async fn keyed_digest<'p>(
@@ -198,15 +201,15 @@ impl CardVault for NoKeys {
         _purpose: &str,
         _parts: &[&'p [u8]],
     ) -> Result<[u8; 32], KeyError> {
-        Err(KeyError::Unavailable(NO_KEYS.into()))
+        no_keys()
     }
 
     async fn erase_owner(&self, _owner: &UserId) -> Result<bool, KeyError> {
-        Err(KeyError::Unavailable(NO_KEYS.into()))
+        no_keys()
     }
 
     async fn self_check(&self) -> Result<(), KeyError> {
-        Err(KeyError::Unavailable(NO_KEYS.into()))
+        no_keys()
     }
 }
 

@@ -179,8 +179,8 @@ pub async fn build_existing(config: &Config) -> anyhow::Result<Built> {
 
 /// [`build_existing`] for an admin command that touches no card data in
 /// clear and no key (`purge`, `audit verify`, `sweep-card-data`): the key
-/// service is not contacted
-/// ([`keys::NoKeys`]), so such a command works while KMS is down.
+/// service is not contacted ([`keys::NoKeys`]), so such a command works
+/// while KMS is down.
 pub async fn build_existing_without_keys(config: &Config) -> anyhow::Result<Built> {
     let stores = existing_stores(config).await?;
     build_with(config, stores, Some(Arc::new(keys::NoKeys))).await

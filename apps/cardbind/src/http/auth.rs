@@ -6,8 +6,9 @@
 //! configuration (a token announcing another one, or `none`, is refused),
 //! and `exp`, `iss`, `aud` and `sub` are required (`nbf` checked when
 //! present); a token lives at most `auth.max_token_lifetime_seconds`
-//! (`exp` from now, and from `iat` when present). Claims: `sub` (user id for `user`, client id otherwise) and
-//! `role` (`user`, `service`, `admin`, `auditor`).
+//! (`exp` from now, and from `iat` when present). Claims: `sub` (user id
+//! for `user`, client id otherwise) and `role` (`user`, `service`,
+//! `admin`, `auditor`).
 //!
 //! ## Request signature
 //! Clients listed in `AuthSettings::request_signing` also send
@@ -167,9 +168,7 @@ impl Authenticator {
         })?;
         Ok(Actor::new(claims.sub, role))
     }
-}
 
-impl Authenticator {
     /// Whether a token outlives `auth.max_token_lifetime_seconds`: its
     /// `exp` lies further ahead of `now` than that, or, when it has an
     /// `iat`, further after its issue (each with the clock leeway: some
