@@ -399,10 +399,10 @@ async fn sweep_card_data_deletes_data_and_references_no_card_holds() {
             .unwrap();
     }
     for expected in [
-        "card data: examined 1, kept 0, deleted 1, errors 0\n\
-         channel references: examined 1, kept 0, deleted 1, errors 0\n",
-        "card data: examined 0, kept 0, deleted 0, errors 0\n\
-         channel references: examined 0, kept 0, deleted 0, errors 0\n",
+        "card data: examined 1, kept 0, deleted 1, errors 0, unreadable 0\n\
+         channel references: examined 1, kept 0, deleted 1, errors 0, unreadable 0\n",
+        "card data: examined 0, kept 0, deleted 0, errors 0, unreadable 0\n\
+         channel references: examined 0, kept 0, deleted 0, errors 0, unreadable 0\n",
     ] {
         let out = cardbind()
             .args(["sweep-card-data", "--settle-seconds", "0"])
@@ -412,6 +412,72 @@ async fn sweep_card_data_deletes_data_and_references_no_card_holds() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{stderr}");
+    }
+}
+
+/// A wallet row that does not parse (written into the file by hand) does
+/// not stop the sweep: its user's card data is kept and counted as
+/// unreadable, the rest is swept, and the command exits 1 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_card_data_keeps_what_a_corrupt_wallet_names_and_fails() {
+    use cardbind_ports::store::CardData;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.path().to_path_buf();
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let blob = || cardbind_domain::SealedBlob::new(vec![7; 40]);
+        for (user, card) in [("nobody", "card-left"), ("broken", "card-kept")] {
+            stores
+                .card_data
+                .put(&CardData {
+                    binding: cardbind_domain::BindingId::parse(card).unwrap(),
+                    user: cardbind_domain::UserId::parse(user).unwrap(),
+                    generation: 1,
+                    sealed: cardbind_domain::SealedCard {
+                        pan: blob(),
+                        holder_name: blob(),
+                        id_number: blob(),
+                        phone: blob(),
+                    },
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
+    db.execute(
+        "INSERT INTO links (chain, seq, at, prev_hash, hash, pending, wallet) \
+         VALUES ('broken', 1, 0, zeroblob(32), zeroblob(32), 0, CAST('{\"not\": 1' AS BLOB))",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    for (kept, deleted) in [(1, 1), (1, 0)] {
+        let out = cardbind()
+            .args(["sweep-card-data", "--settle-seconds", "0"])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "card data: examined {}, kept 0, deleted {deleted}, errors 0, unreadable {kept}\n\
+                 channel references: examined 0, kept 0, deleted 0, errors 0, unreadable 0\n",
+                kept + deleted
+            ),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("1 records kept because their user's wallet does not parse"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("card-kept"),
+            "the log names the card: {stderr}"
+        );
     }
 }
 

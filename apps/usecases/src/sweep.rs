@@ -25,6 +25,10 @@
 //! A read the store does not answer is tried twice more (1 s, then 2 s
 //! later) before the sweep stops: one lost page should not end a walk of
 //! every record. A delete that fails is counted and left to the next run.
+//! A wallet that does not parse (a corrupt record) does not stop the walk
+//! either: its page's wallets are read again one by one, and the records
+//! of the wallet that does not parse are kept and counted as unreadable
+//! (what its card holds cannot be known, so nothing of it is deleted).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -48,6 +52,9 @@ pub struct SweepReport {
     pub deleted: u64,
     /// Deletes that failed (logged; the next sweep tries again).
     pub errors: u64,
+    /// Kept because their user's wallet does not parse (logged): an
+    /// operator's matter, not the next sweep's.
+    pub unreadable: u64,
 }
 
 /// A kind of record the sweep walks: one a bind of a card stores, named
@@ -219,8 +226,7 @@ impl UseCases {
             }
             after = Some(next);
             report.examined += records.len() as u64;
-            let (held, not) = self.held(records).await?;
-            report.kept += held;
+            let not = self.held(records, report).await?;
             candidates.extend(not);
         }
         if candidates.is_empty() {
@@ -228,8 +234,7 @@ impl UseCases {
         }
         tokio::time::sleep(settle).await;
         for chunk in candidates.chunks(page as usize) {
-            let (held, not) = self.held(chunk.to_vec()).await?;
-            report.kept += held;
+            let not = self.held(chunk.to_vec(), report).await?;
             for r in not {
                 match r.delete(&self.ports).await {
                     Ok(n) => {
@@ -263,6 +268,12 @@ impl UseCases {
             report.deleted,
             report.errors
         );
+        if report.unreadable > 0 {
+            detail.push_str(&format!(
+                ", {} kept whose wallet does not parse",
+                report.unreadable
+            ));
+        }
         if let Some(why) = stopped {
             detail.push_str(&format!("; stopped: {why}"));
         }
@@ -279,25 +290,72 @@ impl UseCases {
         self.ports.audit.append_system(vec![e], now).await
     }
 
-    /// Reads the wallets of the records' users: how many records their
-    /// card holds now, and the others.
-    async fn held<T: Swept>(&self, records: Vec<T>) -> Result<(u64, Vec<T>), StoreError> {
+    /// Reads the wallets of the records' users, counts in `report` the
+    /// records their card holds now (and those whose wallet does not
+    /// parse, kept), and returns the others.
+    async fn held<T: Swept>(
+        &self,
+        records: Vec<T>,
+        report: &mut SweepReport,
+    ) -> Result<Vec<T>, StoreError> {
         let users: Vec<UserId> = records
             .iter()
             .map(|r| r.user().clone())
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let wallets: HashMap<UserId, Wallet> =
-            retrying("wallets", || self.ports.wallets.load_many(&users))
-                .await?
-                .into_iter()
-                .map(|s| (s.wallet.user().clone(), s.wallet))
-                .collect();
-        let (held, not): (Vec<_>, Vec<_>) = records
-            .into_iter()
-            .partition(|r| r.held_by(wallets.get(r.user()).and_then(|w| w.get(r.binding()).ok())));
-        Ok((held.len() as u64, not))
+        let (wallets, unreadable) = self.wallets_of(&users).await?;
+        let mut not = Vec::new();
+        for r in records {
+            if unreadable.contains(r.user()) {
+                report.unreadable += 1;
+                tracing::error!(binding = %r.binding(), what = T::WHAT, "its wallet does not parse: kept by the sweep");
+            } else if r.held_by(wallets.get(r.user()).and_then(|w| w.get(r.binding()).ok())) {
+                report.kept += 1;
+            } else {
+                not.push(r);
+            }
+        }
+        Ok(not)
+    }
+
+    /// The wallets of `users` (one read), and those of the users whose
+    /// wallet does not parse: when the one read meets such a wallet, each
+    /// user's is read alone, so that one corrupt record does not stop the
+    /// walk at the same place every run.
+    async fn wallets_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<(HashMap<UserId, Wallet>, HashSet<UserId>), StoreError> {
+        match retrying("wallets", || self.ports.wallets.load_many(users)).await {
+            Ok(stored) => {
+                let wallets = stored
+                    .into_iter()
+                    .map(|s| (s.wallet.user().clone(), s.wallet))
+                    .collect();
+                return Ok((wallets, HashSet::new()));
+            }
+            Err(StoreError::Corrupt(e)) => {
+                tracing::warn!(error = %e, "a wallet of the sweep's page does not parse; reading them one by one");
+            }
+            Err(e) => return Err(e),
+        }
+        let mut wallets = HashMap::new();
+        let mut unreadable = HashSet::new();
+        for user in users {
+            match retrying("wallet", || self.ports.wallets.load(user)).await {
+                Ok(Some(s)) => {
+                    wallets.insert(user.clone(), s.wallet);
+                }
+                Ok(None) => {}
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::error!(error = %e, "a wallet does not parse: the sweep keeps its user's records");
+                    unreadable.insert(user.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((wallets, unreadable))
     }
 }
 

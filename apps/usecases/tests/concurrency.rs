@@ -575,7 +575,8 @@ async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
             examined: 5,
             kept: 3,
             deleted: 2,
-            errors: 0
+            errors: 0,
+            unreadable: 0
         }
     );
     assert!(data(&unbound.id, unbound.data_generation)
@@ -622,10 +623,24 @@ async fn the_sweep_deletes_data_no_card_holds_and_keeps_every_cards_own() {
 }
 
 /// Wallets as a lagging replica shows them: the next `load_many` answers
-/// with the wallets stored in `stale` (once), the rest as stored now.
+/// with the wallets stored in `stale` (once), the rest as stored now. And
+/// `corrupt`'s wallet as a record that does not parse: every read that
+/// would return it fails.
 struct LaggingWallets {
     inner: cardbind_memory::MemoryStore,
     stale: std::sync::Mutex<Option<Vec<cardbind_ports::store::StoredWallet>>>,
+    corrupt: Option<cardbind_domain::UserId>,
+}
+
+impl LaggingWallets {
+    fn check(&self, users: &[cardbind_domain::UserId]) -> Result<(), cardbind_ports::StoreError> {
+        match &self.corrupt {
+            Some(c) if users.contains(c) => Err(cardbind_ports::StoreError::Corrupt(
+                "a wallet that does not parse".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -634,12 +649,14 @@ impl cardbind_ports::store::WalletStore for LaggingWallets {
         &self,
         u: &cardbind_domain::UserId,
     ) -> Result<Option<cardbind_ports::store::StoredWallet>, cardbind_ports::StoreError> {
+        self.check(std::slice::from_ref(u))?;
         self.inner.load(u).await
     }
     async fn load_many(
         &self,
         users: &[cardbind_domain::UserId],
     ) -> Result<Vec<cardbind_ports::store::StoredWallet>, cardbind_ports::StoreError> {
+        self.check(users)?;
         let stale = self.stale.lock().unwrap().take();
         match stale {
             Some(s) => Ok(s),
@@ -695,6 +712,7 @@ async fn the_sweep_reads_a_wallet_again_before_it_deletes() {
     let wallets = Arc::new(LaggingWallets {
         inner: w.store.clone(),
         stale: std::sync::Mutex::new(Some(vec![unbound])),
+        corrupt: None,
     });
     let mut ports = w.uc.ports().clone();
     ports.wallets = wallets.clone();
@@ -715,6 +733,76 @@ async fn the_sweep_reads_a_wallet_again_before_it_deletes() {
         wallets.stale.lock().unwrap().is_none(),
         "the stale read was used"
     );
+}
+
+/// A wallet that does not parse does not stop the walk: the page's
+/// wallets are read one by one, that user's records are kept and counted
+/// as unreadable, and the others' are swept as before, on every page.
+#[tokio::test]
+async fn the_sweep_keeps_the_records_of_a_wallet_that_does_not_parse_and_goes_on() {
+    use cardbind_ports::store::CardDataStore;
+    let w = world(unlimited());
+    w.channel.always(Script::Bound);
+    let mut stray = Vec::new();
+    for (name, n) in [("crp-a", 460), ("crp-bad", 461), ("crp-z", 462)] {
+        let card =
+            w.uc.bind_card(&backend(), bind_cmd(name, &visa(n), w.now()))
+                .await
+                .unwrap()
+                .binding;
+        w.card_data.fail_deletes.store(1, Ordering::SeqCst);
+        w.uc.unbind(&backend(), &user(name), &card.id, None)
+            .await
+            .unwrap();
+        stray.push((user(name), card));
+    }
+    let mut ports = w.uc.ports().clone();
+    ports.wallets = Arc::new(LaggingWallets {
+        inner: w.store.clone(),
+        stale: std::sync::Mutex::new(None),
+        corrupt: Some(user("crp-bad")),
+    });
+    let uc = cardbind_usecases::UseCases::new(ports, w.uc.policy().clone());
+    // One page holding all three, then a page for each.
+    for page in [10, 1] {
+        let report = uc
+            .sweep_card_data(page, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        // (examined, kept, deleted, unreadable): the second run finds the
+        // kept record alone.
+        let expected = if page == 10 {
+            (3, 0, 2, 1)
+        } else {
+            (1, 0, 0, 1)
+        };
+        assert_eq!(
+            (
+                report.examined,
+                report.kept,
+                report.deleted,
+                report.unreadable
+            ),
+            expected,
+            "page {page}: {report:?}"
+        );
+        let sweeps = sweep_events(&w).await;
+        let detail = sweeps
+            .last()
+            .and_then(|e| e.event.detail.clone())
+            .unwrap_or_default();
+        assert!(
+            detail.ends_with(", 1 kept whose wallet does not parse"),
+            "{detail}"
+        );
+    }
+    for (owner, card) in &stray {
+        let kept = CardDataStore::get(&w.store, owner, &card.id, card.data_generation)
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(kept, owner == &user("crp-bad"), "{owner:?}");
+    }
 }
 
 /// A walk's read the store does not answer is tried twice more before
