@@ -353,37 +353,51 @@ async fn a_mistyped_local_key_file_is_refused_without_making_a_key() {
 /// Makes the embedded store of the data directory `data`, as a first
 /// `serve` does.
 async fn make_store(data: &std::path::Path) {
+    cardbind::compose::stores(&config_in(data)).await.unwrap();
+}
+
+/// The default settings with their data in `data`.
+fn config_in(data: &std::path::Path) -> cardbind::config::Config {
     let mut config = cardbind::config::Config::default();
     config.server.data_dir = data.to_path_buf();
-    cardbind::compose::stores(&config).await.unwrap();
+    config
+}
+
+/// Stores a generation of sealed card data (not a real card's) under
+/// `user` and `card`, which no wallet need name.
+async fn put_card_data(
+    stores: &cardbind::compose::Stores,
+    user: &str,
+    card: &str,
+    generation: u32,
+) {
+    let blob = || cardbind_domain::SealedBlob::new(vec![7; 40]);
+    stores
+        .card_data
+        .put(&cardbind_ports::store::CardData {
+            binding: cardbind_domain::BindingId::parse(card).unwrap(),
+            user: cardbind_domain::UserId::parse(user).unwrap(),
+            generation,
+            sealed: cardbind_domain::SealedCard {
+                pan: blob(),
+                holder_name: blob(),
+                id_number: blob(),
+                phone: blob(),
+            },
+        })
+        .await
+        .unwrap();
 }
 
 /// `sweep-card-data` deletes card data no card holds (here: a record no
 /// wallet names), says what it did, and finds nothing the second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_card_data_deletes_data_and_references_no_card_holds() {
-    use cardbind_ports::store::CardData;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = cardbind::config::Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
+    let config = config_in(dir.path());
     {
         let stores = cardbind::compose::stores(&config).await.unwrap();
-        let blob = || cardbind_domain::SealedBlob::new(vec![7; 40]);
-        stores
-            .card_data
-            .put(&CardData {
-                binding: cardbind_domain::BindingId::parse("card-left").unwrap(),
-                user: cardbind_domain::UserId::parse("nobody").unwrap(),
-                generation: 5,
-                sealed: cardbind_domain::SealedCard {
-                    pan: blob(),
-                    holder_name: blob(),
-                    id_number: blob(),
-                    phone: blob(),
-                },
-            })
-            .await
-            .unwrap();
+        put_card_data(&stores, "nobody", "card-left", 5).await;
         stores
             .channel_refs
             .put(
@@ -404,15 +418,25 @@ async fn sweep_card_data_deletes_data_and_references_no_card_holds() {
         "card data: examined 0, kept 0, deleted 0, errors 0, unreadable 0\n\
          channel references: examined 0, kept 0, deleted 0, errors 0, unreadable 0\n",
     ] {
-        let out = cardbind()
-            .args(["sweep-card-data", "--settle-seconds", "0"])
-            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{stderr}");
+        let (code, stdout, stderr) = sweep_card_data(dir.path());
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(stdout, expected, "{stderr}");
     }
+}
+
+/// `cardbind sweep-card-data --settle-seconds 0` on the store in `data`:
+/// its exit code, output and log.
+fn sweep_card_data(data: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = cardbind()
+        .args(["sweep-card-data", "--settle-seconds", "0"])
+        .env("CARDBIND__SERVER__DATA_DIR", data)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A wallet row that does not parse (written into the file by hand) does
@@ -420,29 +444,12 @@ async fn sweep_card_data_deletes_data_and_references_no_card_holds() {
 /// unreadable, the rest is swept, and the command exits 1 saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_card_data_keeps_what_a_corrupt_wallet_names_and_fails() {
-    use cardbind_ports::store::CardData;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = cardbind::config::Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
+    let config = config_in(dir.path());
     {
         let stores = cardbind::compose::stores(&config).await.unwrap();
-        let blob = || cardbind_domain::SealedBlob::new(vec![7; 40]);
         for (user, card) in [("nobody", "card-left"), ("broken", "card-kept")] {
-            stores
-                .card_data
-                .put(&CardData {
-                    binding: cardbind_domain::BindingId::parse(card).unwrap(),
-                    user: cardbind_domain::UserId::parse(user).unwrap(),
-                    generation: 1,
-                    sealed: cardbind_domain::SealedCard {
-                        pan: blob(),
-                        holder_name: blob(),
-                        id_number: blob(),
-                        phone: blob(),
-                    },
-                })
-                .await
-                .unwrap();
+            put_card_data(&stores, user, card, 1).await;
         }
     }
     let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
@@ -454,15 +461,10 @@ async fn sweep_card_data_keeps_what_a_corrupt_wallet_names_and_fails() {
     .unwrap();
     drop(db);
     for (kept, deleted) in [(1, 1), (1, 0)] {
-        let out = cardbind()
-            .args(["sweep-card-data", "--settle-seconds", "0"])
-            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let (code, stdout, stderr) = sweep_card_data(dir.path());
+        assert_eq!(code, Some(1), "{stderr}");
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            stdout,
             format!(
                 "card data: examined {}, kept 0, deleted {deleted}, errors 0, unreadable {kept}\n\
                  channel references: examined 0, kept 0, deleted 0, errors 0, unreadable 0\n",
