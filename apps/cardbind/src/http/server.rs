@@ -26,6 +26,14 @@
 //!   [`ConnectionLimits::max_header_bytes`] are answered `431` by hyper.
 //! * **Accept errors** (out of file descriptors) are logged and retried
 //!   after a pause instead of in a busy loop.
+//! * **Requests run to their end.** Each request runs in a task of its own,
+//!   so a client that goes away (an HTTP/2 stream it resets, or a connection
+//!   it closes while hyper is reading it) does not stop its request between
+//!   two writes: a bind whose client gave up still records its channel's
+//!   answer and completes its idempotency record, and its retry gets that
+//!   answer instead of `409 idempotency_key_in_progress` until the lease
+//!   runs out. The answer of a request nobody waits for is dropped. A
+//!   shutdown waits for these tasks too, within its grace.
 //!
 //! The slow-body counterpart (a body trickled byte by byte) is bounded in
 //! the edge middleware (`server.body_read_timeout_ms`).
@@ -37,7 +45,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,6 +60,8 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+
+use super::error::ApiError;
 
 /// Per-connection bounds (from `server.*` in the configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +182,8 @@ struct Connections {
     limits: ConnectionLimits,
     inner: Mutex<Inner>,
     metrics: Metrics,
+    /// Request tasks running, whether or not their client still waits.
+    running: AtomicUsize,
 }
 
 impl Connections {
@@ -303,6 +315,22 @@ impl Drop for BusyGuard {
     }
 }
 
+/// Counts a request's task as running until it ends.
+struct RunningGuard(Arc<Connections>);
+
+impl RunningGuard {
+    fn new(registry: &Arc<Connections>) -> Self {
+        registry.running.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(registry.clone())
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Releases the connection's place however its task ends.
 struct OpenGuard {
     registry: Arc<Connections>,
@@ -415,10 +443,25 @@ where
                 registry: registry.clone(),
                 conn: conn.clone(),
             };
+            let running = RunningGuard::new(&registry);
             async move {
-                let resp = ep
-                    .get_response(Request::from((req, local, remote, scheme)))
-                    .await;
+                // In a task of its own: dropping this future (the client
+                // went away) does not stop the request.
+                let task = tokio::spawn(async move {
+                    let _running = running;
+                    ep.get_response(Request::from((req, local, remote, scheme)))
+                        .await
+                });
+                let resp = match task.await {
+                    Ok(resp) => resp,
+                    // The edge catches a handler's panic; this is one
+                    // outside it, or the runtime stopping.
+                    Err(e) => {
+                        let request_id = uuid::Uuid::new_v4().to_string();
+                        tracing::error!(%request_id, error = %e, "request task failed");
+                        ApiError::internal("request task failed").to_response(&request_id)
+                    }
+                };
                 drop(busy);
                 Ok::<_, Infallible>(
                     hyper::Response::<BoxBody<bytes::Bytes, std::io::Error>>::from(resp),
@@ -502,8 +545,8 @@ where
 }
 
 /// Serves `ep` on `acceptor` until `shutdown` resolves; then stops
-/// accepting, lets open connections finish their requests for up to
-/// `grace`, and returns. Connection metrics go into `metrics`.
+/// accepting, lets open connections and running requests (those whose
+/// client went away included) finish for up to `grace`, and returns. Connection metrics go into `metrics`.
 pub async fn run<A, E>(
     mut acceptor: A,
     ep: E,
@@ -524,6 +567,7 @@ where
             lru: BTreeMap::new(),
         }),
         metrics: Metrics::new(metrics),
+        running: AtomicUsize::new(0),
     });
     let ep = Arc::new(ep);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -566,7 +610,9 @@ where
     drop(acceptor);
     let _ = stop_tx.send(true);
     let deadline = Instant::now() + grace;
-    while registry.open() > 0 && Instant::now() < deadline {
+    while (registry.open() > 0 || registry.running.load(Ordering::SeqCst) > 0)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())

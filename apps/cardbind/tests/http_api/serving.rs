@@ -59,6 +59,57 @@ async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
     );
 }
 
+/// A client that gives up on a bind (here an HTTP/2 request cancelled
+/// while the channel takes 400 ms) does not stop it: the bind records the
+/// channel's answer, and the client's retry under the same key gets that
+/// answer, not `409 idempotency_key_in_progress` for as long as the lease
+/// runs (the clock here stands still, so it would never run out).
+#[tokio::test]
+async fn a_bind_whose_client_gives_up_runs_to_its_end() {
+    let mut opts = Options::default();
+    opts.mock
+        .card_modes
+        .insert("1111".into(), cardbind_channels::MockMode::Slow);
+    opts.mock.slow_after = std::time::Duration::from_millis(400);
+    let (state, _store, _clock) = state_with(opts);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/v1/users/u-gone/cards",
+        listener.local_addr().unwrap()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cardbind::http::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let bind = |wait_ms| {
+        client
+            .post(&url)
+            .header("Authorization", bearer("merchant", "service"))
+            .header("Idempotency-Key", "k-gone")
+            .json(&bind_body(VISA))
+            .timeout(std::time::Duration::from_millis(wait_ms))
+            .send()
+    };
+    let gave_up = bind(100).await.unwrap_err();
+    assert!(gave_up.is_timeout(), "{gave_up:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let again = bind(5_000).await.unwrap();
+    assert_eq!(again.status(), 201);
+    let card: Value = again.json().await.unwrap();
+    assert_eq!(card["status"], "pending_verification", "{card}");
+    assert_eq!(card["next_action"]["type"], "otp", "{card}");
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// Every audit cursor the spec's pattern allows is answered (a link number
 /// past what a store holds was a 503 before the pattern bounded it).
 #[tokio::test]
