@@ -3,14 +3,18 @@
 
 use super::*;
 
-#[tokio::test]
-async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut opts = Options::default();
-    opts.mock
-        .card_modes
-        .insert("1111".into(), cardbind_channels::MockMode::Timeout);
-    opts.mock.timeout_after = std::time::Duration::from_millis(400);
+/// The service on a port of its own, the mock channel answering the test
+/// VISA card in `mode`: its address, the sender that starts its shutdown,
+/// and its task.
+fn serve_with_visa_in(
+    mode: cardbind_channels::MockMode,
+    mut opts: Options,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    opts.mock.card_modes.insert(VISA[12..].into(), mode);
     let (state, _store, _clock) = state_with(opts);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -18,6 +22,15 @@ async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
     let server = tokio::spawn(cardbind::http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
+    (addr, stop, server)
+}
+
+#[tokio::test]
+async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut opts = Options::default();
+    opts.mock.timeout_after = std::time::Duration::from_millis(400);
+    let (addr, stop, server) = serve_with_visa_in(cardbind_channels::MockMode::Timeout, opts);
 
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -67,20 +80,9 @@ async fn serve_on_port_zero_and_finish_in_flight_requests_on_shutdown() {
 #[tokio::test]
 async fn a_bind_whose_client_gives_up_runs_to_its_end() {
     let mut opts = Options::default();
-    opts.mock
-        .card_modes
-        .insert("1111".into(), cardbind_channels::MockMode::Slow);
     opts.mock.slow_after = std::time::Duration::from_millis(400);
-    let (state, _store, _clock) = state_with(opts);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/v1/users/u-gone/cards",
-        listener.local_addr().unwrap()
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cardbind::http::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, server) = serve_with_visa_in(cardbind_channels::MockMode::Slow, opts);
+    let url = format!("http://{addr}/v1/users/u-gone/cards");
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
