@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse};
+use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse, FORGOTTEN_REQUEST};
 use cardbind_ports::StoreError;
 
 use crate::{lock, MemoryStore};
@@ -51,7 +51,13 @@ impl IdempotencyStore for MemoryStore {
         let attempts = t.0.entry((scope.to_owned(), key.to_owned())).or_default();
         let next = match attempts.last() {
             None => 1,
-            Some(a) if a.request_hash != request_hash => return Ok(Claim::Mismatch),
+            Some(a)
+                if a.request_hash != request_hash
+                    && !(matches!(a.state, State::Released)
+                        && a.request_hash == FORGOTTEN_REQUEST) =>
+            {
+                return Ok(Claim::Mismatch)
+            }
             Some(a) => match &a.state {
                 State::Completed(r) => return Ok(Claim::Completed(r.clone())),
                 State::InProgress { lease_until } if *lease_until >= now => {
@@ -116,6 +122,19 @@ impl IdempotencyStore for MemoryStore {
         match t.current(scope, key, lease) {
             Some(a) if matches!(a.state, State::InProgress { .. }) => {
                 a.state = State::Released;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn forget(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
+        self.check_available()?;
+        let mut t = lock(&self.inner.idempotency);
+        match t.current(scope, key, lease) {
+            Some(a) if matches!(a.state, State::InProgress { .. }) => {
+                a.state = State::Released;
+                FORGOTTEN_REQUEST.clone_into(&mut a.request_hash);
                 Ok(true)
             }
             _ => Ok(false),

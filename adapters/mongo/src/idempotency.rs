@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse};
+use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse, FORGOTTEN_REQUEST};
 use cardbind_ports::StoreError;
 use cardbind_records::{corrupt, to_i64};
 use mongodb::bson::doc;
@@ -120,6 +120,9 @@ enum Step {
     Renew(i64),
     Complete(ResponseDoc),
     Release,
+    /// Released, bound to no request: its record's hash is
+    /// [`FORGOTTEN_REQUEST`].
+    Forget,
 }
 
 impl MongoStore {
@@ -298,10 +301,11 @@ impl MongoStore {
         lease: Lease,
         step: Step,
     ) -> Result<bool, StoreError> {
+        let forget = matches!(step, Step::Forget);
         let (kind, lease_until, response, label) = match step {
             Step::Renew(until) => (RENEW, Some(until), None, IDEM_RENEW),
             Step::Complete(r) => (COMPLETE, None, Some(r), IDEM_COMPLETE),
-            Step::Release => (RELEASE, None, None, IDEM_RELEASE),
+            Step::Release | Step::Forget => (RELEASE, None, None, IDEM_RELEASE),
         };
         let attempt = to_i64(lease.attempt, "attempt")?;
         let mut guess = self.held().get(scope, key, attempt);
@@ -331,7 +335,11 @@ impl MongoStore {
                 seq: base.seq + 1,
                 attempt,
                 kind: kind.to_owned(),
-                request_hash: base.request_hash,
+                request_hash: if forget {
+                    FORGOTTEN_REQUEST.to_owned()
+                } else {
+                    base.request_hash
+                },
                 created_at: base.created_at,
                 lease_until: lease_until.unwrap_or(base.lease_until),
                 response: response.clone(),
@@ -394,7 +402,9 @@ impl IdempotencyStore for MongoStore {
                         .await?;
                     continue;
                 }
-                if n.request_hash != request_hash {
+                if n.request_hash != request_hash
+                    && !(n.kind == RELEASE && n.request_hash == FORGOTTEN_REQUEST)
+                {
                     return Ok(Claim::Mismatch);
                 }
                 match n.kind.as_str() {
@@ -469,6 +479,11 @@ impl IdempotencyStore for MongoStore {
 
     async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
         self.timed(self.advance(scope, key, lease, Step::Release))
+            .await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
+        self.timed(self.advance(scope, key, lease, Step::Forget))
             .await
     }
 

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
-use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse};
+use cardbind_ports::store::{Claim, IdempotencyStore, Lease, StoredResponse, FORGOTTEN_REQUEST};
 use cardbind_ports::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -91,6 +91,9 @@ const RENEW: &str = if_newest_in_progress!("lease_until = ?4");
 const COMPLETE: &str =
     if_newest_in_progress!("state = 1, status = ?4, content_type = ?5, body = ?6");
 const RELEASE: &str = if_newest_in_progress!("state = 2");
+/// Released, and bound to no request ([`FORGOTTEN_REQUEST`], the empty
+/// string).
+const FORGET: &str = if_newest_in_progress!("state = 2, request_hash = ''");
 
 /// Every statement of this module, for the plan checks.
 #[cfg(test)]
@@ -101,9 +104,10 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("RENEW", RENEW),
     ("COMPLETE", COMPLETE),
     ("RELEASE", RELEASE),
+    ("FORGET", FORGET),
 ];
 
-/// Runs one of [`RENEW`], [`COMPLETE`], [`RELEASE`]; whether it changed
+/// Runs one of [`RENEW`], [`COMPLETE`], [`RELEASE`], [`FORGET`]; whether it changed
 /// the attempt.
 fn finish(
     c: &Connection,
@@ -138,7 +142,12 @@ impl IdempotencyStore for SqliteStore {
                 let found = newest(tx.conn, &scope, &key)?;
                 let attempt = match found {
                     None => 1,
-                    Some(n) if n.request_hash != hash => return Ok(Claim::Mismatch),
+                    Some(n)
+                        if n.request_hash != hash
+                            && !(n.state == RELEASED && n.request_hash == FORGOTTEN_REQUEST) =>
+                    {
+                        return Ok(Claim::Mismatch)
+                    }
                     Some(n) if n.state == RELEASED => n.attempt + 1,
                     Some(n) if n.state == COMPLETED => return response(n).map(Claim::Completed),
                     Some(n) if n.state != IN_PROGRESS => {
@@ -208,6 +217,14 @@ impl IdempotencyStore for SqliteStore {
         let attempt = int(lease.attempt, "attempt")?;
         self.engine
             .write(move |tx| finish(tx.conn, RELEASE, &scope, &key, attempt, &[]))
+            .await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        let attempt = int(lease.attempt, "attempt")?;
+        self.engine
+            .write(move |tx| finish(tx.conn, FORGET, &scope, &key, attempt, &[]))
             .await
     }
 

@@ -19,6 +19,11 @@ pub struct Lease {
     pub attempt: u64,
 }
 
+/// The request hash of an attempt [`IdempotencyStore::forget`] gave up:
+/// no request's (theirs are keyed digests in hex), and a released attempt
+/// with it matches any request.
+pub const FORGOTTEN_REQUEST: &str = "";
+
 /// What [`IdempotencyStore::claim`] found for a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -45,7 +50,8 @@ pub trait IdempotencyStore: Send + Sync {
     /// `request_hash`: a new key gets attempt 1, in progress until
     /// `lease_until`. The newest attempt decides what a claim finds:
     /// another hash (mismatch, whatever the attempt's state: a released
-    /// key stays bound to its request), its response (completed), an
+    /// key stays bound to its request; one [`forget`](Self::forget) gave
+    /// up matches any request), its response (completed), an
     /// unexpired lease (in progress); a released attempt or one whose lease
     /// expired (its holder died) is followed by a new attempt. MUST be atomic across
     /// instances: of concurrent claims that find the same state exactly one
@@ -85,6 +91,17 @@ pub trait IdempotencyStore: Send + Sync {
     /// Returns `false` (changing nothing) when a newer attempt exists or
     /// the attempt is finished.
     async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError>;
+
+    /// Gives up `lease`'s attempt of a request refused before anything
+    /// ran (a malformed one), as [`release`](Self::release) does, and
+    /// unbinds the key from that request: the next claim starts a new
+    /// attempt whatever its hash, so that the client may send the request
+    /// mended under the same key. Stored as a released attempt whose
+    /// request hash is [`FORGOTTEN_REQUEST`] (which a build that does not
+    /// know this reads as another request's: a mismatch, as before).
+    /// Returns `false` (changing nothing) when a newer attempt exists or
+    /// the attempt is finished.
+    async fn forget(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError>;
 
     /// Deletes the attempts created before `before` (a key whose attempts
     /// are all gone is new again). Returns how many records.

@@ -25,7 +25,7 @@ pub use card_data::{
     CardData, CardDataKey, CardDataStore, ChannelRefEntry, ChannelRefs, RefTarget,
 };
 pub use data_keys::{DataKeyStore, WrappedKey};
-pub use idempotency::{Claim, IdempotencyStore, Lease, StoredResponse};
+pub use idempotency::{Claim, IdempotencyStore, Lease, StoredResponse, FORGOTTEN_REQUEST};
 pub use rates::{RateLimiter, RateTake, RateWindow};
 pub use review::{ReviewEntry, ReviewQueue};
 pub use seen::SeenIds;

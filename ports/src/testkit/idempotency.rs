@@ -112,6 +112,46 @@ pub async fn a_released_key_stays_bound_to_its_request<F: StoreFactory + ?Sized>
     assert!(retry.attempt > lease.attempt);
 }
 
+/// A key given up by `forget` (its request was refused as malformed)
+/// takes any request next, once; the attempt that took it binds it again.
+pub async fn a_forgotten_key_takes_any_request<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let bad = acquire(&s, "svc", "k3f", "h-bad", 0, 60).await;
+    assert!(s.idempotency.forget("svc", "k3f", bad).await.unwrap());
+    // Neither a second forget nor a release of that attempt changes it.
+    assert!(!s.idempotency.forget("svc", "k3f", bad).await.unwrap());
+    assert!(!s.idempotency.release("svc", "k3f", bad).await.unwrap());
+    let mended = acquire(&s, "svc", "k3f", "h-mended", 1, 61).await;
+    assert!(mended.attempt > bad.attempt);
+    // The mended request holds the key now: the first one is another's.
+    assert_eq!(
+        s.idempotency
+            .claim("svc", "k3f", "h-bad", at(2), at(62))
+            .await
+            .unwrap(),
+        Claim::Mismatch
+    );
+    assert!(s.idempotency.release("svc", "k3f", mended).await.unwrap());
+    assert_eq!(
+        s.idempotency
+            .claim("svc", "k3f", "h-bad", at(3), at(63))
+            .await
+            .unwrap(),
+        Claim::Mismatch
+    );
+    // A late forget of the first attempt cannot free the key again.
+    let retry = acquire(&s, "svc", "k3f", "h-mended", 4, 64).await;
+    assert!(!s.idempotency.forget("svc", "k3f", bad).await.unwrap());
+    assert_eq!(
+        s.idempotency
+            .claim("svc", "k3f", "h-other", at(5), at(65))
+            .await
+            .unwrap(),
+        Claim::Mismatch
+    );
+    assert!(retry.attempt > mended.attempt);
+}
+
 pub async fn keys_are_scoped_by_caller<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     acquire(&s, "service:a", "k4", "h", 0, 60).await;

@@ -158,6 +158,7 @@ macro_rules! contract_suite {
             completed_replays_bytes,
             other_request_is_a_mismatch,
             a_released_key_stays_bound_to_its_request,
+            a_forgotten_key_takes_any_request,
             keys_are_scoped_by_caller,
             release_starts_a_new_attempt,
             expired_lease_is_taken_over_with_a_new_token,

@@ -16,9 +16,11 @@
 //!   `idempotency_wait_ms`) and then replays the stored response, or
 //!   answers `idempotency_key_in_progress` with `Retry-After` (when the
 //!   holder's lease ends).
-//! * Transient failures (5xx, 429, 409 `conflict`) and refusals of a
-//!   malformed request (400, 413, 415) release the key so that the client
-//!   may retry with it; every other response is stored.
+//! * Transient failures (5xx, 429, 409 `conflict`) release the key so that
+//!   the client may retry with it (the same request: the work may have
+//!   begun); refusals of a malformed request (400, 413, 415) release it
+//!   for any request (nothing ran: the client may send it mended, body
+//!   included, under the same key); every other response is stored.
 //! * The claim is a fenced lease (attempt number): it is renewed while the
 //!   work runs, and a holder whose lease was taken over (it stalled past
 //!   the lease) can neither store nor release anything.
@@ -147,25 +149,42 @@ fn replay(stored: StoredResponse) -> Response {
     resp
 }
 
-/// Whether an answer is one the client may retry with the same key (the
-/// key is then released rather than completed): a transient failure (a
-/// 5xx, a 429, or a refusal whose code says "retry": `conflict`, the card
-/// being bound by another request), or a request refused as malformed
-/// (400, 413, 415). A malformed request changed nothing, and what made it
-/// so may be a header the key's request digest does not cover (a wrong
-/// `Content-Type`): a retry with it mended must run, not replay the
-/// refusal. One whose body is at fault is refused again the same way.
-fn released(status: StatusCode, code: Option<ErrorCode>) -> bool {
-    status.is_server_error()
-        || matches!(
-            status,
-            StatusCode::TOO_MANY_REQUESTS
-                | StatusCode::BAD_REQUEST
-                | StatusCode::PAYLOAD_TOO_LARGE
-                | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        )
+/// What an answer does to its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Final: stored and replayed.
+    Store,
+    /// A transient failure (a 5xx, a 429, or a refusal whose code says
+    /// "retry": `conflict`, the card being bound by another request): the
+    /// key is released for a retry of the same request (the work may have
+    /// begun; another request under the key stays `idempotency_key_reused`).
+    Release,
+    /// A request refused as malformed (400, 413, 415): nothing ran, so the
+    /// key is released for any request. What was wrong may be a header
+    /// the key's request digest does not cover (a wrong `Content-Type`) or
+    /// the body (a mistyped card number): the request sent again mended,
+    /// under the same key, runs instead of replaying the refusal or being
+    /// refused as another request's.
+    Forget,
+}
+
+fn outcome(status: StatusCode, code: Option<ErrorCode>) -> Outcome {
+    if matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    ) {
+        Outcome::Forget
+    } else if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
         || code
             .is_some_and(|c| c == ErrorCode::Conflict || c == ErrorCode::IdempotencyKeyInProgress)
+    {
+        Outcome::Release
+    } else {
+        Outcome::Store
+    }
 }
 
 /// Runs `work` while renewing `lease` every third of its length, so that a
@@ -208,7 +227,26 @@ async fn renewing<F: std::future::Future>(
 
 impl<E: Endpoint> Idempotent<E> {
     async fn release(shared: &Shared, scope: &str, key: &str, lease: Lease, request_id: &str) {
-        match shared.state.idempotency.release(scope, key, lease).await {
+        Self::give_up(shared, scope, key, lease, request_id, Outcome::Release).await;
+    }
+
+    /// Releases `lease` (`Outcome::Release`), or releases it for any
+    /// request (`Outcome::Forget`).
+    async fn give_up(
+        shared: &Shared,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        request_id: &str,
+        how: Outcome,
+    ) {
+        let store = &shared.state.idempotency;
+        let done = if how == Outcome::Forget {
+            store.forget(scope, key, lease).await
+        } else {
+            store.release(scope, key, lease).await
+        };
+        match done {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 request_id,
@@ -259,8 +297,9 @@ impl<E: Endpoint> Idempotent<E> {
             .get::<ErrorCode>()
             .copied()
             .or(refused.get());
-        if released(parts.status, code) {
-            Self::release(shared, scope, key, lease, request_id).await;
+        let how = outcome(parts.status, code);
+        if how != Outcome::Store {
+            Self::give_up(shared, scope, key, lease, request_id, how).await;
         } else {
             let stored = StoredResponse {
                 status: parts.status.as_u16(),
@@ -426,22 +465,42 @@ mod tests {
     }
 
     #[test]
-    fn released_answers() {
-        assert!(released(StatusCode::SERVICE_UNAVAILABLE, None));
-        assert!(released(StatusCode::TOO_MANY_REQUESTS, None));
-        assert!(released(StatusCode::CONFLICT, Some(ErrorCode::Conflict)));
-        assert!(released(
-            StatusCode::BAD_REQUEST,
-            Some(ErrorCode::InvalidRequest)
-        ));
-        assert!(released(StatusCode::PAYLOAD_TOO_LARGE, None));
-        // Final answers: stored and replayed.
-        assert!(!released(
-            StatusCode::CONFLICT,
-            Some(ErrorCode::CardAlreadyBound)
-        ));
-        assert!(!released(StatusCode::CREATED, None));
-        assert!(!released(StatusCode::UNPROCESSABLE_ENTITY, None));
-        assert!(!released(StatusCode::FORBIDDEN, None));
+    fn what_answers_do_to_their_key() {
+        use Outcome::*;
+        for (status, code, expected) in [
+            (StatusCode::SERVICE_UNAVAILABLE, None, Release),
+            (StatusCode::INTERNAL_SERVER_ERROR, None, Release),
+            (StatusCode::TOO_MANY_REQUESTS, None, Release),
+            (StatusCode::CONFLICT, Some(ErrorCode::Conflict), Release),
+            (
+                StatusCode::CONFLICT,
+                Some(ErrorCode::IdempotencyKeyInProgress),
+                Release,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                Some(ErrorCode::InvalidRequest),
+                Forget,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                Some(ErrorCode::InvalidCardNumber),
+                Forget,
+            ),
+            (StatusCode::PAYLOAD_TOO_LARGE, None, Forget),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, None, Forget),
+            // Final answers: stored and replayed.
+            (
+                StatusCode::CONFLICT,
+                Some(ErrorCode::CardAlreadyBound),
+                Store,
+            ),
+            (StatusCode::CREATED, None, Store),
+            (StatusCode::ACCEPTED, None, Store),
+            (StatusCode::UNPROCESSABLE_ENTITY, None, Store),
+            (StatusCode::FORBIDDEN, None, Store),
+        ] {
+            assert_eq!(outcome(status, code), expected, "{status} {code:?}");
+        }
     }
 }

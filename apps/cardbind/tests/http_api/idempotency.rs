@@ -204,6 +204,36 @@ async fn a_retry_with_a_mended_content_type_runs() {
     again.assert_header("Idempotent-Replayed", "true");
 }
 
+/// A bind refused for its body (a mistyped card number), then sent again
+/// mended under the same key: the retry binds (nothing ran, so the key is
+/// not bound to the refused body), and from then on the key is the mended
+/// request's: replayed for it, `idempotency_key_reused` for any other.
+#[tokio::test]
+async fn a_retry_with_a_mended_body_runs() {
+    let app = spawn();
+    let mistyped = bind_body("4111111111111112");
+    assert_error(
+        app.bind("u-fix", "k-fix", &mistyped).await,
+        400,
+        "invalid_card_number",
+    )
+    .await;
+    let bound = app.bind("u-fix", "k-fix", &bind_body(VISA)).await;
+    bound.assert_status(StatusCode::CREATED);
+    bound.assert_header_is_not_exist("Idempotent-Replayed");
+    let again = app.bind("u-fix", "k-fix", &bind_body(VISA)).await;
+    again.assert_status(StatusCode::CREATED);
+    again.assert_header("Idempotent-Replayed", "true");
+    for other in [mistyped, bind_body(VISA2)] {
+        assert_error(
+            app.bind("u-fix", "k-fix", &other).await,
+            409,
+            "idempotency_key_reused",
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_key_store_outage_is_a_storage_outage_not_a_key_service_one() {
     // Nothing cached: the vault reads its digest key from the store, which
