@@ -295,6 +295,15 @@ impl Binding {
             && self.0.next_action.is_none()
     }
 
+    /// Waiting for its code or its signing past its verification window
+    /// (the channel's answer in: a bind still waiting for that is resumed
+    /// or taken over instead). A bind of the card again fails it first.
+    pub fn verification_lapsed(&self, now: Timestamp) -> bool {
+        self.0.status == BindingStatus::PendingVerification
+            && !self.awaits_channel_answer()
+            && self.0.verification_expires_at.is_some_and(|t| now > t)
+    }
+
     /// A fresh verification window from `now`, no code tried yet: the
     /// channel is asked (again) now.
     fn open_window(&mut self, now: Timestamp, policy: &VerificationPolicy) {

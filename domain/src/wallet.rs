@@ -31,6 +31,7 @@
 use crate::binding::{Binding, BindingId, BindingStatus, CardSummary, Fingerprint, UserId};
 use crate::consent::ConsentRecord;
 use crate::error::{Clash, ConflictCode, Missing, RuleRefusal, StateRefusal};
+use crate::failure::FailureReason;
 use crate::family::{share_ended, Family, Given, NewShare, Share, ShareRefusal, SharedIn};
 use crate::ids::ShareId;
 use crate::rules::{CardCap, VerificationPolicy};
@@ -332,9 +333,11 @@ impl Wallet {
     }
 
     /// Places a card to bind: a new record (within the cap), its old record
-    /// bound again (within the cap), or the earlier bind of it that still
-    /// waits for its channel's answer. A card that is bound (or being
-    /// verified, or in review) is `card_already_bound`.
+    /// bound again (within the cap; or, when it waited for its code past
+    /// its verification window, failed as `verification_expired` and bound
+    /// again at once), or the earlier bind of it that still waits for its
+    /// channel's answer. A card that is bound (or being verified within
+    /// its window, or in review) is `card_already_bound`.
     pub fn open(
         &mut self,
         card: CardToBind,
@@ -350,6 +353,13 @@ impl Wallet {
             .find(|b| b.fingerprint == card.fingerprint)
         {
             Some(b) if b.awaits_channel_answer() => Ok(Opened::Resume(b.id.clone())),
+            Some(b) if b.verification_lapsed(now) => {
+                // What a code sent now would find: it failed. The card
+                // stays live through the two steps, so the cap is as it was.
+                b.fail(FailureReason::VerificationExpired, now)?;
+                b.rebind(card, now, policy)?;
+                Ok(Opened::Again(b.id.clone()))
+            }
             Some(b) if b.status.is_live() => {
                 Err(Clash::new(ConflictCode::CardAlreadyBound, "this card is already bound").into())
             }
@@ -588,6 +598,57 @@ mod tests {
         assert_eq!(w.get(&late).unwrap().status, BindingStatus::Inactive);
         assert!(w.get(&ended[0]).is_err(), "the oldest other end left");
         assert_eq!(w.bindings().len(), ENDED_CARDS_KEPT);
+    }
+
+    /// A card that waited for its code past its window is bound again on
+    /// its record at the next bind of it (failed first, as the code would
+    /// find), even with the cap full; within the window it is bound.
+    #[test]
+    fn a_bind_after_the_verification_window_binds_the_card_again() {
+        let now = Timestamp::from_unix_millis(1_000);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let p = VerificationPolicy::default();
+        let cap = CardCap { max: 1 };
+        let id = w.open(card(1, now), cap, now, &p).unwrap().id().clone();
+        change(&mut w, &id, |b| {
+            b.apply_start(
+                StartOutcome::ActionRequired {
+                    channel_ref: "r".into(),
+                    action: crate::NextAction::Otp {
+                        phone_hint: "+86138****8000".into(),
+                    },
+                },
+                now,
+            )
+        })
+        .unwrap();
+        let closes = now.plus_seconds(p.window_seconds);
+        let e = w.open(card(1, closes), cap, closes, &p).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CardAlreadyBound);
+        let later = Timestamp::from_unix_millis(closes.unix_millis() + 1);
+        let mut again = card(1, later);
+        again.generation = 9;
+        assert_eq!(
+            w.open(again, cap, later, &p).unwrap(),
+            Opened::Again(id.clone())
+        );
+        let b = w.get(&id).unwrap();
+        assert_eq!(b.status, BindingStatus::PendingVerification);
+        assert_eq!(b.data_generation, 9);
+        assert_eq!(b.failure, None);
+        assert!(b.next_action.is_none() && b.channel_ref.is_none());
+        assert_eq!(
+            b.verification_expires_at,
+            Some(later.plus_seconds(p.window_seconds))
+        );
+        assert_eq!(w.bindings().len(), 1);
+        assert_eq!(w.live_count(), 1);
+        // Waiting for the channel's answer again: resumed, not failed.
+        let much_later = later.plus_seconds(2 * p.window_seconds);
+        assert_eq!(
+            w.open(card(1, much_later), cap, much_later, &p).unwrap(),
+            Opened::Resume(id)
+        );
     }
 
     #[test]

@@ -105,6 +105,65 @@ async fn an_otp_bind_waits_then_verifies() {
     assert_eq!(ok.binding.otp_attempts, 2);
 }
 
+/// A card whose code did not come within its verification window is bound
+/// again by the next bind of it (before, `card_already_bound` until a code
+/// check or `cardbind reconcile` failed it): a new code is sent, the data
+/// of the lapsed bind goes, the new code verifies it, and the audit log
+/// says why the card was bound again.
+#[tokio::test]
+async fn a_bind_after_the_verification_window_starts_the_card_again() {
+    use cardbind_ports::store::CardDataStore;
+    let w = world(Policy::default());
+    w.channel.always(Script::Otp);
+    let window = Policy::default().verification.window_seconds;
+    let ctx = backend();
+    let bind = || w.uc.bind_card(&ctx, bind_cmd("dan", &visa(7), w.now()));
+    let first = bind().await.unwrap().binding;
+    let stored = |g| {
+        let (store, id) = (w.store.clone(), first.id.clone());
+        async move {
+            CardDataStore::get(&store, &user("dan"), &id, g)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    w.clock.advance(window);
+    let e = bind().await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CardAlreadyBound);
+    w.clock.advance(1);
+    let again = bind().await.unwrap().binding;
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.status, BindingStatus::PendingVerification);
+    assert!(matches!(again.next_action, Some(NextAction::Otp { .. })));
+    assert_ne!(again.data_generation, first.data_generation);
+    assert!(
+        !stored(first.data_generation).await,
+        "the lapsed bind's data"
+    );
+    assert!(stored(again.data_generation).await);
+    let ok =
+        w.uc.verify(
+            &backend(),
+            VerifyCard {
+                user: user("dan"),
+                card: again.id.clone(),
+                otp: Otp::parse("123456").unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    let rebinds = details(&w, "dan", AuditAction::BindingRebind).await;
+    assert_eq!(rebinds.len(), 1, "{rebinds:?}");
+    assert!(
+        rebinds[0].starts_with(
+            "the bind before waited past its verification window: failed (verification_expired); -> pending_verification; "
+        ),
+        "{rebinds:?}"
+    );
+}
+
 /// A card that fails at its code check (the last wrong code, or a channel
 /// that no longer waits for it) answers an error, and its sealed data goes
 /// all the same, as for every other way a card fails.

@@ -492,9 +492,20 @@ impl UseCases {
                 Opened::New(id) => (id, AuditAction::BindingCreate),
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
             };
+            // Bound again from `pending_verification`: the bind before it
+            // waited past its window, and failed on the way.
+            let lapsed = loaded
+                .wallet
+                .get(&id)
+                .is_ok_and(|b| b.status == BindingStatus::PendingVerification);
             let e = bind_event(ctx, now, &cmd.user, Some(&id), action)
                 .detail(format!(
-                    "-> pending_verification; {}",
+                    "{}-> pending_verification; {}",
+                    if lapsed {
+                        "the bind before waited past its verification window: failed (verification_expired); "
+                    } else {
+                        ""
+                    },
                     consent_detail(&card.consent)
                 ))
                 .build();
