@@ -406,7 +406,18 @@ async fn channel_notifications() {
     .await;
 
     let ok = send(n.headers.clone().into_iter().collect(), n.body.clone()).await;
-    assert!(ok.0.status().is_success(), "{}", ok.0.status());
+    assert_eq!(ok.0.status(), 200);
+    // The acknowledgement is what the spec declares for its media type (a
+    // JSON object of strings): a generated client can read it.
+    let spec = json_of(app.client.get("/openapi.json").send().await).await;
+    let declared = &spec["paths"]["/v1/channels/{channel}/notify"]["post"]["responses"]["200"]
+        ["content"]["application/json"]["schema"];
+    assert_eq!(declared["type"], "object", "{declared}");
+    assert_eq!(declared["additionalProperties"]["type"], "string", "{declared}");
+    ok.assert_content_type("application/json");
+    let ack = json_of(ok).await;
+    let fields = ack.as_object().unwrap_or_else(|| panic!("{ack}"));
+    assert!(!fields.is_empty() && fields.values().all(Value::is_string), "{ack}");
     let resp = app
         .client
         .get(format!("/v1/users/u-n/cards/{id}"))

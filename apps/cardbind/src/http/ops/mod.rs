@@ -298,16 +298,20 @@ impl IntoResponse for AckResponse {
 
 impl ApiResponse for AckResponse {
     fn meta() -> MetaResponses {
+        // The acknowledgements are text (Alipay's `success`) or a JSON
+        // object of strings (WeChat Pay's `{"code":"SUCCESS","message":"OK"}`,
+        // the mock's `{"status":"ok"}`).
         let text = String::schema_ref();
+        let object = <std::collections::BTreeMap<String, String>>::schema_ref();
         MetaResponses {
             responses: vec![
                 MetaResponse {
-                    description: "Stored; the body is the acknowledgement the channel's protocol expects (e.g. `success` for Alipay, a JSON `SUCCESS` for WeChat Pay).",
+                    description: "Stored; the body is the acknowledgement the channel's protocol expects (e.g. `success` as text for Alipay, the JSON object `{\"code\":\"SUCCESS\",\"message\":\"OK\"}` for WeChat Pay).",
                     status: Some(200),
                     status_range: None,
                     content: vec![
-                        MetaMediaType { content_type: "text/plain", schema: text.clone() },
-                        MetaMediaType { content_type: "application/json", schema: text },
+                        MetaMediaType { content_type: "text/plain", schema: text },
+                        MetaMediaType { content_type: "application/json", schema: object },
                     ],
                     headers: vec![],
                 },
