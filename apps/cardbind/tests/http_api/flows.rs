@@ -413,11 +413,17 @@ async fn channel_notifications() {
     let declared = &spec["paths"]["/v1/channels/{channel}/notify"]["post"]["responses"]["200"]
         ["content"]["application/json"]["schema"];
     assert_eq!(declared["type"], "object", "{declared}");
-    assert_eq!(declared["additionalProperties"]["type"], "string", "{declared}");
+    assert_eq!(
+        declared["additionalProperties"]["type"], "string",
+        "{declared}"
+    );
     ok.assert_content_type("application/json");
     let ack = json_of(ok).await;
     let fields = ack.as_object().unwrap_or_else(|| panic!("{ack}"));
-    assert!(!fields.is_empty() && fields.values().all(Value::is_string), "{ack}");
+    assert!(
+        !fields.is_empty() && fields.values().all(Value::is_string),
+        "{ack}"
+    );
     let resp = app
         .client
         .get(format!("/v1/users/u-n/cards/{id}"))
