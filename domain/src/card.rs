@@ -171,13 +171,25 @@ impl CardNumber {
     pub const FIELD: &'static str = "card_number";
 
     /// Parses a card number as a user types it: spaces and dashes are
-    /// dropped, anything else that is not a digit is refused.
+    /// dropped, up to [`crate::consent::MAX_SEPARATORS`] in a row (as the
+    /// masks of free text join digits: whatever this takes for a card
+    /// number is masked where it appears in a log line or a stored text),
+    /// anything else that is not a digit is refused.
     pub fn parse(input: &str) -> Result<CardNumber, Invalid> {
         let mut digits = String::with_capacity(19);
+        let mut run = 0;
         for c in input.chars() {
             match c {
-                '0'..='9' => digits.push(c),
-                ' ' | '-' => {}
+                '0'..='9' => {
+                    digits.push(c);
+                    run = 0;
+                }
+                ' ' | '-' if run < crate::consent::MAX_SEPARATORS => run += 1,
+                ' ' | '-' => {
+                    return Err(invalid(
+                        "a card number has digits only, at most three spaces or dashes in a row",
+                    ))
+                }
                 _ => return Err(invalid("a card number has digits only")),
             }
             if digits.len() > 19 {

@@ -59,6 +59,54 @@ fn valid_card() -> impl Strategy<Value = (CardBrand, String)> {
         })
 }
 
+/// A valid card number with a run of 0 to 4 spaces or dashes before each
+/// digit and after the last.
+fn separated_card() -> impl Strategy<Value = String> {
+    (
+        valid_card(),
+        proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![Just(' '), Just('-')], 0..=4),
+            20,
+        ),
+    )
+        .prop_map(|((_, n), runs)| {
+            let mut s = String::new();
+            for (d, run) in n.chars().zip(&runs) {
+                s.extend(run);
+                s.push(d);
+            }
+            s.extend(&runs[19]);
+            s
+        })
+}
+
+proptest! {
+    /// Whatever the service takes as a card number, written as it was sent,
+    /// is found by the masks of free text (logs, request ids, consent
+    /// texts): its separators join it into one number there too. A run of
+    /// four or more, which the masks would not join, is refused.
+    #[test]
+    fn every_card_number_the_service_takes_is_masked_in_free_text(s in separated_card()) {
+        // The runs of separators: before the first digit, between digits,
+        // after the last.
+        let too_long = s.split(|c: char| c.is_ascii_digit()).any(|run| run.len() > 3);
+        match CardNumber::parse(&s) {
+            Ok(_) => {
+                prop_assert!(!too_long, "{:?}", s);
+                for text in [format!("id {s} end"), s.clone()] {
+                    for masked in [mask_long_numbers(&text), mask_free_text(&text)] {
+                        prop_assert!(!masked.chars().any(|c| c.is_ascii_digit()), "{:?} -> {:?}", text, masked);
+                    }
+                }
+            }
+            Err(e) => {
+                prop_assert!(too_long, "{:?}: {:?}", s, e);
+                prop_assert_eq!(e.code, ErrorCode::InvalidCardNumber);
+            }
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn every_luhn_valid_number_of_a_brand_parses((brand, n) in valid_card()) {

@@ -333,8 +333,9 @@ text_rule!(
 // generator); these rules declare the same schema and check with the
 // compiled pattern cached.
 text_rule!(
-    /// A card number: 12–19 digits, spaces and dashes ignored.
-    CardNumberRule { pattern: "^[ -]*([0-9][ -]*){12,19}$", min: 12, max: 64, rule: "a card number is 12 to 19 digits" }
+    /// A card number: 12–19 digits, spaces and dashes ignored (at most
+    /// three in a row: what the masks of free text join into one number).
+    CardNumberRule { pattern: "^[ -]{0,3}([0-9][ -]{0,3}){12,19}$", min: 12, max: 64, rule: "a card number is 12 to 19 digits" }
 );
 text_rule!(
     /// A CVV: 3 or 4 digits, or empty.

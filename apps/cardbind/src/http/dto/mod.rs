@@ -94,8 +94,9 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
 #[oai(deny_unknown_fields)]
 pub struct BindCardBody {
     /// The full card number (PAN): 12–19 digits, spaces and dashes
-    /// ignored; a supported issuer range, a length that brand issues, and
-    /// a valid Luhn check digit (except UnionPay).
+    /// ignored (at most three in a row); a supported issuer range, a
+    /// length that brand issues, and a valid Luhn check digit (except
+    /// UnionPay).
     pub card_number: Text<CardNumberRule>,
     /// Expiry month, 1–12.
     #[oai(validator(minimum(value = "1"), maximum(value = "12")))]
@@ -215,7 +216,7 @@ pub fn body_refusal(path: &str) -> ApiError {
         "card_number" => (
             ErrorCode::InvalidCardNumber,
             path,
-            "a card number has 12 to 19 digits (spaces and dashes are ignored)",
+            "a card number has 12 to 19 digits (spaces and dashes are ignored, at most three in a row)",
         ),
         "expiry_month" => (
             ErrorCode::InvalidExpiry,
