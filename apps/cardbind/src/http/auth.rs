@@ -225,10 +225,18 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
         return Ok(actor.clone());
     }
     let shared = shared(req)?;
-    let header = req
-        .headers()
-        .get("Authorization")
-        .ok_or_else(|| ApiError::unauthenticated("a bearer token is required"))?
+    let mut sent = req.headers().get_all("Authorization").iter();
+    let header = sent
+        .next()
+        .ok_or_else(|| ApiError::unauthenticated("a bearer token is required"))?;
+    // Two credentials: which one would count is not for the service to
+    // guess (the first one was taken before).
+    if sent.next().is_some() {
+        return Err(ApiError::unauthenticated(
+            "send one Authorization header, not several",
+        ));
+    }
+    let header = header
         .to_str()
         .map_err(|_| ApiError::unauthenticated("the Authorization header is not visible ASCII"))?;
     let token = match header.split_once(' ') {
@@ -248,6 +256,9 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
         }
     }
     refuse_unaddressable_path(req, shared, &actor).await?;
+    if let Some(refusal) = super::edge::repeated(req) {
+        return Err(refusal);
+    }
     Ok(actor)
 }
 

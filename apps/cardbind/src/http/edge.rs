@@ -96,6 +96,52 @@ pub fn panicked_response() -> Response {
 
 pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 
+/// Headers an operation reads once: a second copy makes the request
+/// ambiguous (which one counts, and which one would a proxy or a retry
+/// keep?), so it is refused rather than the first one taken. (Two
+/// `Authorization` headers are refused by the authentication, 401.)
+const SINGLE_HEADERS: [&str; 4] = [
+    "Content-Type",
+    super::auth::SIGNATURE_HEADER,
+    "X-Step-Up-Token",
+    super::idempotency::IDEMPOTENCY_HEADER,
+];
+
+/// The refusal of an authenticated request that carries one of
+/// [`SINGLE_HEADERS`], or a query parameter, more than once (no operation
+/// takes a list in its query), checked once the caller is known and may
+/// address the path's user, so that a request on another user's path is
+/// `403` whatever it holds. A parameter's name is given as the `field`
+/// when it is a plausible one (lowercase letters and `_`): a client's odd
+/// name is not repeated back, as it might hold card data.
+pub fn repeated(req: &Request) -> Option<ApiError> {
+    for h in SINGLE_HEADERS {
+        if req.headers().get_all(h).iter().nth(1).is_some() {
+            return Some(ApiError::field(
+                ErrorCode::InvalidRequest,
+                h,
+                format!("send one {h} header, not several"),
+            ));
+        }
+    }
+    let query = req.uri().query()?;
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in form_urlencoded::parse(query.as_bytes()) {
+        if !seen.insert(name.clone()) {
+            let message = "a query parameter is sent once, not several times";
+            let plausible = !name.is_empty()
+                && name.len() <= 32
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            return Some(if plausible {
+                ApiError::field(ErrorCode::InvalidRequest, name.into_owned(), message)
+            } else {
+                ApiError::invalid_request(message)
+            });
+        }
+    }
+    None
+}
+
 /// A client's request id is taken when it is 1–128 characters of
 /// `[A-Za-z0-9-_.:]` and carries no long number: it goes into every log
 /// line and audit event of the request, so an id that could be a card

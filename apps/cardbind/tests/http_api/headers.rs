@@ -92,3 +92,93 @@ async fn metrics_label_routes_by_template() {
         "{text}"
     );
 }
+
+/// A header an operation reads once, or a query parameter, sent twice is
+/// refused naming it (before, the first copy was taken, so `Authorization:
+/// admin…` then `service…` acted as admin, and the other way round as
+/// service): two credentials are `401`, any other `400 invalid_request`;
+/// a parameter's odd name is not repeated back. The probes take neither
+/// and answer as before.
+#[tokio::test]
+async fn a_header_or_query_parameter_sent_twice_is_refused() {
+    let app = spawn();
+    let admin = bearer("ops", "admin");
+    let service = bearer("merchant", "service");
+    let body = bind_body(VISA).to_string();
+    for (name, first, second, status, code) in [
+        (
+            "Authorization",
+            admin.as_str(),
+            service.as_str(),
+            401,
+            "unauthenticated",
+        ),
+        (
+            "Authorization",
+            service.as_str(),
+            admin.as_str(),
+            401,
+            "unauthenticated",
+        ),
+        (
+            "Content-Type",
+            "application/json",
+            "text/plain",
+            400,
+            "invalid_request",
+        ),
+        (
+            "Content-Type",
+            "text/plain",
+            "application/json",
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let mut req = app
+            .client
+            .post("/v1/users/u-twice/cards")
+            .header("Idempotency-Key", "k-twice")
+            .header(name, first)
+            .header(name, second);
+        if name != "Authorization" {
+            req = req.header("Authorization", service.as_str());
+        }
+        if name != "Content-Type" {
+            req = req.header("Content-Type", "application/json");
+        }
+        let v = assert_error(req.body(body.clone()).send().await, status, code).await;
+        if status == 400 {
+            assert_eq!(v["error"]["field"], name, "{v}");
+        }
+    }
+    for (query, field) in [
+        ("limit=1&limit=5", Some("limit")),
+        ("limit=1&after=x&limit=1", Some("limit")),
+        ("4111111111111111=1&4111111111111111=2", None),
+    ] {
+        let resp = app
+            .client
+            .get(format!("/v1/users/u-twice/cards?{query}"))
+            .header("Authorization", service.as_str())
+            .send()
+            .await;
+        let v = assert_error(resp, 400, "invalid_request").await;
+        assert_eq!(v["error"]["field"].as_str(), field, "{v}");
+        assert!(!v.to_string().contains("4111"), "{v}");
+    }
+    // Once each: answered.
+    app.client
+        .get("/v1/users/u-twice/cards?limit=5")
+        .header("Authorization", service.as_str())
+        .send()
+        .await
+        .assert_status_is_ok();
+    app.client
+        .get("/healthz")
+        .header("Authorization", admin.as_str())
+        .header("Authorization", service.as_str())
+        .send()
+        .await
+        .assert_status_is_ok();
+}
