@@ -150,6 +150,19 @@ impl fmt::Display for BindingStatus {
     }
 }
 
+impl BindingStatus {
+    /// "a frozen card", "an active card": the status with its article, for
+    /// messages.
+    pub fn a_card(self) -> String {
+        let article = if self.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {self} card")
+    }
+}
+
 /// Consent records one binding keeps, the newest: binding the same card
 /// again adds one each time. Every consent is also in the audit log, in
 /// the detail of the `binding.create` or `binding.rebind` event that
@@ -326,8 +339,9 @@ impl Binding {
     fn go(&mut self, to: BindingStatus, now: Timestamp) -> Result<(), Clash> {
         if !self.0.status.can_become(to) {
             return Err(Clash::transition(format!(
-                "a {} card cannot become {}",
-                self.0.status, to
+                "{} cannot become {}",
+                self.0.status.a_card(),
+                to
             )));
         }
         self.0.status = to;
@@ -644,6 +658,17 @@ mod tests {
             now,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn statuses_take_their_article() {
+        assert_eq!(BindingStatus::Inactive.a_card(), "an inactive card");
+        assert_eq!(BindingStatus::Active.a_card(), "an active card");
+        assert_eq!(BindingStatus::Frozen.a_card(), "a frozen card");
+        assert_eq!(
+            BindingStatus::PendingVerification.a_card(),
+            "a pending_verification card"
+        );
     }
 
     #[test]

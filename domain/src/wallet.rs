@@ -409,7 +409,7 @@ impl Wallet {
         let b = self.get(id)?;
         if b.status != BindingStatus::Active {
             return Err(
-                Clash::transition(format!("a {} card cannot be the default", b.status)).into(),
+                Clash::transition(format!("{} cannot be the default", b.status.a_card())).into(),
             );
         }
         let moved = self.default.as_ref() != Some(id);

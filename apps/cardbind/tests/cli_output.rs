@@ -275,7 +275,17 @@ fn a_token_the_service_would_refuse_is_not_issued() {
         (vec!["--sub", ""], vec![], "--sub"),
         (vec!["--sub", "two words"], vec![], "--sub"),
         (vec!["--sub", long.as_str()], vec![], "--sub"),
-        (vec!["--sub", "me", "--ttl", "0"], vec![], "--ttl 0"),
+        // The range in force: the bound (a day unless set), a year without.
+        (
+            vec!["--sub", "me", "--ttl", "0"],
+            vec![],
+            "--ttl 0: must be 1 to 86400 seconds",
+        ),
+        (
+            vec!["--sub", "me", "--ttl", "0"],
+            vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "0")],
+            "--ttl 0: must be 1 to 31622400 seconds",
+        ),
         (vec!["--sub", "me", "--ttl", huge.as_str()], vec![], "--ttl"),
         // Longer than the service takes (auth.max_token_lifetime_seconds,
         // a day unless set).

@@ -96,12 +96,20 @@ pub fn check_dev_token(config: &Config, sub: &str, ttl: u64) -> anyhow::Result<(
         );
     }
     // With no bound set, a year (of 366 days): the largest bound.
-    if !(1..=MAX_TOKEN_LIFETIME_SECONDS).contains(&ttl) {
+    let max = config.auth.max_token_lifetime_seconds;
+    if ttl == 0 {
+        let upto = if max > 0 {
+            max
+        } else {
+            MAX_TOKEN_LIFETIME_SECONDS
+        };
+        anyhow::bail!("--ttl 0: must be 1 to {upto} seconds; nothing was issued");
+    }
+    if ttl > MAX_TOKEN_LIFETIME_SECONDS {
         anyhow::bail!(
             "--ttl {ttl}: must be 1 to {MAX_TOKEN_LIFETIME_SECONDS} seconds; nothing was issued"
         );
     }
-    let max = config.auth.max_token_lifetime_seconds;
     if max > 0 && ttl > max {
         anyhow::bail!(
             "--ttl {ttl}: the service refuses tokens that live longer than \

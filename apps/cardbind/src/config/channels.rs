@@ -268,6 +268,12 @@ impl ChannelsConfig {
         if !self.enabled.contains(&self.default) {
             return bad("channels.default", "must be one of channels.enabled");
         }
+        // A code no verify request can carry (the spec's `otp` is 4 to 8
+        // digits) would leave every mock card unverifiable.
+        let otp = &self.mock.otp_code;
+        if !((4..=8).contains(&otp.len()) && otp.bytes().all(|b| b.is_ascii_digit())) {
+            return bad("channels.mock.otp_code", "must be 4 to 8 digits");
+        }
         let r = &self.resilience;
         if r.max_retries > 3 {
             return bad("channels.resilience.max_retries", "at most 3");

@@ -400,6 +400,32 @@ mod tests {
         assert!(c.validate().is_ok(), "0 turns automatic rotation off");
     }
 
+    /// The mock's code must be one a verify request can carry (4 to 8
+    /// digits, as the spec's `otp`): any other left every mock card
+    /// unverifiable.
+    #[test]
+    fn the_mock_code_is_one_a_verify_request_can_carry() {
+        for bad in [
+            "12",
+            "123",
+            "abcdef",
+            "12345678 ",
+            "123456789",
+            "１２３４５６",
+            "",
+        ] {
+            let mut c = Config::default();
+            c.channels.mock.otp_code = bad.into();
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with("channels.mock.otp_code:"), "{bad:?}: {e}");
+        }
+        for good in ["1234", "123456", "00000000"] {
+            let mut c = Config::default();
+            c.channels.mock.otp_code = good.into();
+            assert!(c.validate().is_ok(), "{good:?}");
+        }
+    }
+
     #[test]
     fn durations_and_windows_are_bounded_where_they_would_panic_or_mean_nothing() {
         type Set = fn(&mut Config, u64);
