@@ -65,7 +65,8 @@ actions! {
     BindingUnbind = "binding.unbind",
     BindingFreeze = "binding.freeze",
     BindingUnfreeze = "binding.unfreeze",
-    /// A channel's notification (or reconciliation) changed a card.
+    /// A channel's notification (or reconciliation) changed a card; also a
+    /// card whose verification window closed, failed by a bind of it again.
     BindingChannelEvent = "binding.channel_event",
     /// Ending the agreement at the channel failed (the card is unbound here).
     BindingChannelUnsign = "binding.channel_unsign",

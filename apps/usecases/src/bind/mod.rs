@@ -493,23 +493,32 @@ impl UseCases {
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
             };
             // Bound again from `pending_verification`: the bind before it
-            // waited past its window, and failed on the way.
+            // waited past its window, and failed on the way (recorded as
+            // reconciliation records it, then the bind as any other).
             let lapsed = loaded
                 .wallet
                 .get(&id)
                 .is_ok_and(|b| b.status == BindingStatus::PendingVerification);
-            let e = bind_event(ctx, now, &cmd.user, Some(&id), action)
-                .detail(format!(
-                    "{}-> pending_verification; {}",
-                    if lapsed {
-                        "the bind before waited past its verification window: failed (verification_expired); "
-                    } else {
-                        ""
-                    },
-                    consent_detail(&card.consent)
-                ))
-                .build();
-            let head = self.commit(ctx, &loaded, &wallet, vec![e]).await?;
+            let mut events = Vec::with_capacity(2);
+            if lapsed {
+                events.push(
+                    bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingChannelEvent)
+                        .detail(format!(
+                            "pending_verification -> failed; {}: its verification window closed before this bind of the card",
+                            cardbind_domain::FailureReason::VerificationExpired.as_str()
+                        ))
+                        .build(),
+                );
+            }
+            events.push(
+                bind_event(ctx, now, &cmd.user, Some(&id), action)
+                    .detail(format!(
+                        "-> pending_verification; {}",
+                        consent_detail(&card.consent)
+                    ))
+                    .build(),
+            );
+            let head = self.commit(ctx, &loaded, &wallet, events).await?;
             Ok((id, false, before, Loaded { wallet, head }))
         })
         .await?;
