@@ -1158,16 +1158,32 @@ async fn an_agreement_made_for_a_card_unbound_while_its_channel_was_asked_is_end
         .await
         .unwrap();
     assert_eq!(w.channel.unbinds.load(Ordering::SeqCst), 0);
-    // The channel answers: an agreement for a card no longer held.
+    // The channel answers: an agreement for a card no longer held. The
+    // bind does not say the card was created (before, it answered the
+    // inactive card, which the HTTP layer sent as `201 Created`).
     gate.add_permits(1);
-    let v = binding.await.unwrap().unwrap();
-    assert_eq!(v.binding.status, BindingStatus::Inactive);
+    let e = binding.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition, "{e:?}");
+    assert_eq!(
+        w.wallet("una").await.get(&id).unwrap().status,
+        BindingStatus::Inactive
+    );
     assert_eq!(
         w.channel.unbinds.load(Ordering::SeqCst),
         1,
         "the agreement was ended at the channel"
     );
     assert_eq!(unwanted_signings(&w).await.len(), 1);
+    // A new bind of the card binds it again.
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("una", &visa(510), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        (again.id.clone(), again.status),
+        (id, BindingStatus::Active)
+    );
 }
 
 #[tokio::test]

@@ -279,7 +279,20 @@ impl UseCases {
             request: &request,
             generation,
         };
-        self.start_at_channel(ctx, start, Some(known)).await
+        let view = self
+            .start_at_channel::<BindError>(ctx, start, Some(known))
+            .await?;
+        // Unbound while this bind ran (a concurrent unbind, or the user's
+        // erasure): what it made is gone, and `201 Created` of an inactive
+        // card would say otherwise. The bind and the unbind are both in the
+        // audit log; a new bind of the card binds it again.
+        if view.binding.status == BindingStatus::Inactive {
+            return Err(Clash::transition(
+                "the card was unbound while this bind ran; bind it again to bind it",
+            )
+            .into());
+        }
+        Ok(view)
     }
 
     /// Takes a slot in each bind window; a full one is `rate_limited`,
