@@ -36,6 +36,31 @@ impl Table {
     }
 }
 
+impl MemoryStore {
+    /// Releases `lease`'s attempt if it is the newest and in progress;
+    /// `forget`: bound to no request from then on.
+    fn give_up(
+        &self,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+        forget: bool,
+    ) -> Result<bool, StoreError> {
+        self.check_available()?;
+        let mut t = lock(&self.inner.idempotency);
+        match t.current(scope, key, lease) {
+            Some(a) if matches!(a.state, State::InProgress { .. }) => {
+                a.state = State::Released;
+                if forget {
+                    FORGOTTEN_REQUEST.clone_into(&mut a.request_hash);
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 #[async_trait]
 impl IdempotencyStore for MemoryStore {
     async fn claim(
@@ -117,28 +142,11 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
-        self.check_available()?;
-        let mut t = lock(&self.inner.idempotency);
-        match t.current(scope, key, lease) {
-            Some(a) if matches!(a.state, State::InProgress { .. }) => {
-                a.state = State::Released;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        self.give_up(scope, key, lease, false)
     }
 
     async fn forget(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
-        self.check_available()?;
-        let mut t = lock(&self.inner.idempotency);
-        match t.current(scope, key, lease) {
-            Some(a) if matches!(a.state, State::InProgress { .. }) => {
-                a.state = State::Released;
-                FORGOTTEN_REQUEST.clone_into(&mut a.request_hash);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        self.give_up(scope, key, lease, true)
     }
 
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError> {

@@ -125,6 +125,23 @@ fn finish(
         .map_err(db_err)
 }
 
+impl SqliteStore {
+    /// Runs [`RELEASE`] or [`FORGET`] on `lease`'s attempt.
+    async fn give_up(
+        &self,
+        sql: &'static str,
+        scope: &str,
+        key: &str,
+        lease: Lease,
+    ) -> Result<bool, StoreError> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        let attempt = int(lease.attempt, "attempt")?;
+        self.engine
+            .write(move |tx| finish(tx.conn, sql, &scope, &key, attempt, &[]))
+            .await
+    }
+}
+
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
     async fn claim(
@@ -213,19 +230,11 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn release(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
-        let (scope, key) = (scope.to_owned(), key.to_owned());
-        let attempt = int(lease.attempt, "attempt")?;
-        self.engine
-            .write(move |tx| finish(tx.conn, RELEASE, &scope, &key, attempt, &[]))
-            .await
+        self.give_up(RELEASE, scope, key, lease).await
     }
 
     async fn forget(&self, scope: &str, key: &str, lease: Lease) -> Result<bool, StoreError> {
-        let (scope, key) = (scope.to_owned(), key.to_owned());
-        let attempt = int(lease.attempt, "attempt")?;
-        self.engine
-            .write(move |tx| finish(tx.conn, FORGET, &scope, &key, attempt, &[]))
-            .await
+        self.give_up(FORGET, scope, key, lease).await
     }
 
     async fn purge_created_before(&self, before: Timestamp) -> Result<u64, StoreError> {
