@@ -166,6 +166,29 @@ async fn a_bind_after_the_verification_window_starts_the_card_again() {
         rebinds[0].starts_with("-> pending_verification; "),
         "{rebinds:?}"
     );
+    // A retry of the request that placed the card (its key), past the
+    // window, binds it again too, rather than answering the lapsed card.
+    let keyed = || {
+        let mut cmd = bind_cmd("eve", &visa(8), w.now());
+        cmd.bind_key = Some("k-eve".into());
+        w.uc.bind_card(&ctx, cmd)
+    };
+    let placed = keyed().await.unwrap().binding;
+    assert_eq!(
+        keyed().await.unwrap().binding.data_generation,
+        placed.data_generation
+    );
+    w.clock.advance(window + 1);
+    let retried = keyed().await.unwrap().binding;
+    assert_eq!(retried.id, placed.id);
+    assert_eq!(retried.status, BindingStatus::PendingVerification);
+    assert_ne!(retried.data_generation, placed.data_generation);
+    assert_eq!(
+        details(&w, "eve", AuditAction::BindingChannelEvent)
+            .await
+            .len(),
+        1
+    );
 }
 
 /// A card that fails at its code check (the last wrong code, or a channel

@@ -306,10 +306,9 @@ mod tests {
         assert!(c.validate().is_ok());
     }
 
-    #[test]
-    fn channel_callback_urls_are_absolute_and_at_most_256_characters() {
-        let mut c = Config::default();
-        c.channels.alipay = Some(AlipayChannelConfig {
+    /// An Alipay channel's settings (its files need not exist here).
+    fn alipay() -> AlipayChannelConfig {
+        AlipayChannelConfig {
             gateway_url: "https://openapi.alipay.com/gateway.do".into(),
             app_id: "2021000000000000".into(),
             private_key_file: "app.key".into(),
@@ -320,7 +319,13 @@ mod tests {
             personal_product_code: None,
             sign_scene: None,
             accept: CardAcceptConfig::default(),
-        });
+        }
+    }
+
+    #[test]
+    fn channel_callback_urls_are_absolute_and_at_most_256_characters() {
+        let mut c = Config::default();
+        c.channels.alipay = Some(alipay());
         c.channels.enabled = vec![ChannelKind::Mock, ChannelKind::Alipay];
         assert!(c.validate().is_ok());
         let at_most = format!("https://pay.example.com/{}", "a".repeat(232));
@@ -424,6 +429,13 @@ mod tests {
             c.channels.mock.otp_code = good.into();
             assert!(c.validate().is_ok(), "{good:?}");
         }
+        // Not judged while the mock is not enabled.
+        let mut c = Config::default();
+        c.channels.mock.otp_code = "12".into();
+        c.channels.alipay = Some(alipay());
+        c.channels.enabled = vec![ChannelKind::Alipay];
+        c.channels.default = ChannelKind::Alipay;
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
     }
 
     #[test]

@@ -160,7 +160,10 @@ enum Outcome {
     /// begun; another request under the key stays `idempotency_key_reused`).
     Release,
     /// A request refused as malformed (400, 413, 415): nothing ran, so the
-    /// key is released for any request. What was wrong may be a header
+    /// key is released for any request. (The operations under a key, a
+    /// bind and a share, answer 400 only before they write: a field, a
+    /// parameter, the channel's name. One that could answer 400 after a
+    /// write would have to release instead.) What was wrong may be a header
     /// the key's request digest does not cover (a wrong `Content-Type`) or
     /// the body (a mistyped card number): the request sent again mended,
     /// under the same key, runs instead of replaying the refusal or being

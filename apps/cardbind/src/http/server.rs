@@ -315,6 +315,9 @@ impl Drop for BusyGuard {
     }
 }
 
+/// Requests of one connection at work at once (see `serve_connection`).
+const MAX_RUNNING_PER_CONNECTION: usize = 256;
+
 /// Counts a request's task as running until it ends.
 struct RunningGuard(Arc<Connections>);
 
@@ -433,10 +436,16 @@ where
         conn: conn.clone(),
     };
     let peer = remote.to_string();
+    // The requests of this connection running at once, those whose client
+    // went away included: a client that resets each request it sends
+    // cannot leave more than this many at work (hyper lets an HTTP/2
+    // connection have 200 streams open; HTTP/1 has one request at a time).
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_PER_CONNECTION));
     let service = {
         let (registry, conn) = (registry.clone(), conn.clone());
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let ep = ep.clone();
+            let slots = slots.clone();
             let (local, remote, scheme) = (local.clone(), remote.clone(), scheme.clone());
             registry.begin(&conn);
             let busy = BusyGuard {
@@ -445,20 +454,25 @@ where
             };
             let running = RunningGuard::new(&registry);
             async move {
+                // Waits while the connection has its fill at work (the
+                // semaphore is never closed).
+                let slot = slots.acquire_owned().await.ok();
                 // In a task of its own: dropping this future (the client
                 // went away) does not stop the request.
                 let task = tokio::spawn(async move {
-                    let _running = running;
+                    let _running = (running, slot);
                     ep.get_response(Request::from((req, local, remote, scheme)))
                         .await
                 });
                 let resp = match task.await {
                     Ok(resp) => resp,
                     // The edge catches a handler's panic; this is one
-                    // outside it, or the runtime stopping.
+                    // outside it, or the runtime stopping. Not the error's
+                    // text: a panic's message may hold request data (the
+                    // panic hook keeps it out of the log too).
                     Err(e) => {
                         let request_id = uuid::Uuid::new_v4().to_string();
-                        tracing::error!(%request_id, error = %e, "request task failed");
+                        tracing::error!(%request_id, panicked = e.is_panic(), "request task failed");
                         ApiError::internal("request task failed").to_response(&request_id)
                     }
                 };

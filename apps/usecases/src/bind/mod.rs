@@ -232,7 +232,12 @@ impl UseCases {
             // A retry of a request whose bind went through but whose
             // answer was lost (a timeout after the last write): its card,
             // not a 409.
-            Some(b) if b.status.is_live() && !b.awaits_channel_answer() => {
+            // (A card past its verification window is bound again below.)
+            Some(b)
+                if b.status.is_live()
+                    && !b.awaits_channel_answer()
+                    && !b.verification_lapsed(self.now()) =>
+            {
                 return Ok(self
                     .view_as_read(&first, &b.id)
                     .await
