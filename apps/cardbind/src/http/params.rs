@@ -335,7 +335,11 @@ text_rule!(
 text_rule!(
     /// A card number: 12–19 digits, spaces and dashes ignored (at most
     /// three in a row: what the masks of free text join into one number).
-    CardNumberRule { pattern: "^[ -]{0,3}([0-9][ -]{0,3}){12,19}$", min: 12, max: 64, rule: "a card number is 12 to 19 digits" }
+    /// At most 79 characters, the longest the pattern allows (3 + 19 × 4):
+    /// a smaller bound made generators throw most of what the pattern
+    /// gave away (schemathesis's seeded stateful run fell from 268
+    /// scenarios to 44 with 64; 164 with 79).
+    CardNumberRule { pattern: "^[ -]{0,3}([0-9][ -]{0,3}){12,19}$", min: 12, max: 79, rule: "a card number is 12 to 19 digits" }
 );
 text_rule!(
     /// A CVV: 3 or 4 digits, or empty.
