@@ -349,19 +349,13 @@ impl<E: Endpoint> Endpoint for Idempotent<E> {
             .data::<RequestMeta>()
             .map(|m| m.request_id.clone())
             .unwrap_or_default();
-        let mut sent_values = req.headers().get_all(IDEMPOTENCY_HEADER).iter();
-        // A value that is not visible ASCII is there, but not a key.
-        let sent = sent_values.next().map(|v| v.to_str().unwrap_or_default());
-        // The key is one value: a second header makes the request
-        // ambiguous (which one would a retry send?), so it is refused.
-        if sent_values.next().is_some() {
-            return Err(ApiError::field(
-                ErrorCode::InvalidRequest,
-                IDEMPOTENCY_HEADER,
-                "send one Idempotency-Key header, not several",
-            )
-            .into());
-        }
+        // A value that is not visible ASCII is there, but not a key. (A
+        // second header was refused by `authenticate`, above, as every
+        // header an operation reads once: `edge::repeated`.)
+        let sent = req
+            .headers()
+            .get(IDEMPOTENCY_HEADER)
+            .map(|v| v.to_str().unwrap_or_default());
         let key = match sent {
             None => {
                 return Err(ApiError::field(

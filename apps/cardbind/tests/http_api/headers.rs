@@ -134,6 +134,7 @@ async fn a_header_or_query_parameter_sent_twice_is_refused() {
             400,
             "invalid_request",
         ),
+        ("Idempotency-Key", "k-one", "k-two", 400, "invalid_request"),
     ] {
         let mut req = app
             .client
