@@ -189,6 +189,7 @@ impl fmt::Debug for ResidentId {
 
 /// A phone number in E.164 form. Mainland mobile numbers are accepted with
 /// or without `+86`/`0086`/`86`; others must be given as `+` and 8–15 digits.
+/// Spaces and dashes may separate them, at most three in a row.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Phone(String);
 
@@ -203,7 +204,22 @@ impl Phone {
                 "a mainland mobile number (11 digits starting 13–19) or an E.164 number",
             )
         };
-        let compact: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        // Spaces and dashes are dropped, up to three in a row: as for a card
+        // number, what is taken as a phone number is what the masks of free
+        // text join into one number.
+        let mut compact = String::with_capacity(input.len());
+        let mut run = 0;
+        for c in input.chars() {
+            if matches!(c, ' ' | '-') {
+                run += 1;
+                if run > crate::consent::MAX_SEPARATORS {
+                    return Err(bad());
+                }
+            } else {
+                run = 0;
+                compact.push(c);
+            }
+        }
         let (plus, digits) = match compact.strip_prefix('+') {
             Some(rest) => (true, rest),
             None => (false, compact.as_str()),
@@ -308,6 +324,7 @@ mod tests {
             "008613800138000",
             "8613800138000",
             "138 0013 8000",
+            "+86 138-0013---8000",
             "+14155552671",
         ] {
             assert!(Phone::parse(ok).is_ok(), "{ok}");
@@ -324,6 +341,8 @@ mod tests {
             "",
             "+0123456789",
             "+12",
+            "138    0013 8000",
+            "+86----13800138000",
         ] {
             assert_eq!(
                 Phone::parse(bad).unwrap_err().code,

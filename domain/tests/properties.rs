@@ -6,8 +6,8 @@ use cardbind_domain::card::{luhn_check_digit, luhn_valid};
 use cardbind_domain::consent::{is_digit, mask_free_text, mask_long_numbers};
 use cardbind_domain::{
     Binding, BindingId, BindingStatus, CardBrand, CardCap, CardNumber, CardSummary, CardToBind,
-    ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, StartOutcome,
-    StateRefusal, Timestamp, UserId, VerificationPolicy, Wallet, ENDED_CARDS_KEPT,
+    ChannelCode, ChannelName, Clash, ConsentGiven, ErrorCode, Expiry, Fingerprint, Phone,
+    StartOutcome, StateRefusal, Timestamp, UserId, VerificationPolicy, Wallet, ENDED_CARDS_KEPT,
 };
 use proptest::prelude::*;
 
@@ -102,6 +102,56 @@ proptest! {
             Err(e) => {
                 prop_assert!(too_long, "{:?}: {:?}", s, e);
                 prop_assert_eq!(e.code, ErrorCode::InvalidCardNumber);
+            }
+        }
+    }
+}
+
+/// A mainland mobile number, with or without a country prefix, with a run
+/// of 0 to 4 spaces or dashes before each character and after the last.
+fn separated_mobile() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![Just(""), Just("+86"), Just("0086"), Just("86")],
+        3u8..10,
+        proptest::collection::vec(0u8..10, 9),
+        proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![Just(' '), Just('-')], 0..=4),
+            16,
+        ),
+    )
+        .prop_map(|(prefix, second, rest, runs)| {
+            let mut n = format!("{prefix}1{second}");
+            n.extend(rest.iter().map(|d| char::from(b'0' + d)));
+            let mut s = String::new();
+            for (c, run) in n.chars().zip(&runs) {
+                s.extend(run);
+                s.push(c);
+            }
+            s.extend(&runs[15]);
+            s
+        })
+}
+
+proptest! {
+    /// A mobile number the service takes, written as it was sent, is found
+    /// by the masks of free text, as a card number is; a run of four
+    /// separators or more is refused.
+    #[test]
+    fn every_mobile_number_the_service_takes_is_masked_in_free_text(s in separated_mobile()) {
+        let too_long = s.split(|c: char| c != ' ' && c != '-').any(|run| run.len() > 3);
+        match Phone::parse(&s) {
+            Ok(p) => {
+                prop_assert!(!too_long, "{:?}", s);
+                prop_assert_eq!(p.expose().len(), 14);
+                for text in [format!("ua {s} end"), s.clone()] {
+                    for masked in [mask_long_numbers(&text), mask_free_text(&text)] {
+                        prop_assert!(!masked.chars().any(|c| c.is_ascii_digit()), "{:?} -> {:?}", text, masked);
+                    }
+                }
+            }
+            Err(e) => {
+                prop_assert!(too_long, "{:?}: {:?}", s, e);
+                prop_assert_eq!(e.code, ErrorCode::InvalidPhone);
             }
         }
     }

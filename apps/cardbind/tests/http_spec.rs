@@ -234,9 +234,40 @@ fn phone_pattern_is_exactly_the_domain_rule() {
             }
         }
     }
+    // Runs of one to five separators at each place of a few numbers: up
+    // to three in a row are taken, as the masks of free text join them.
+    for base in ["13800138000", "+8613800138000", "+14155550123"] {
+        for i in 0..=base.len() {
+            for n in 1..=5 {
+                for sep in [" ", "-"] {
+                    let mut s = base.to_owned();
+                    s.insert_str(i, &sep.repeat(n));
+                    samples.push(s);
+                }
+            }
+        }
+    }
+    let mut taken = [0usize; 6];
     for s in samples {
         assert_eq!(re.is_match(&s), Phone::parse(&s).is_ok(), "{s:?}");
+        let longest = s
+            .split(|c: char| c != ' ' && c != '-')
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        if Phone::parse(&s).is_ok() {
+            taken[longest.min(5)] += 1;
+        }
     }
+    assert!(taken[3] > 0 && taken[4] == 0 && taken[5] == 0, "{taken:?}");
+    // The longest the pattern takes (three separators around each of 15
+    // digits after a `+`) is the declared maxLength, so that generators
+    // keep what the pattern gives.
+    let longest = format!("{0}+{0}{1}", "---", "1---".repeat(15));
+    assert!(re.is_match(&longest) && Phone::parse(&longest).is_ok());
+    let spec: Value = serde_json::from_str(&cardbind::http::api_spec_json()).unwrap();
+    let phone = &spec["components"]["schemas"]["BindCardBody"]["properties"]["phone"];
+    assert_eq!(phone["maxLength"].as_u64(), Some(longest.len() as u64));
 }
 
 /// Every pattern of the spec, as (JSON pointer, pattern).
