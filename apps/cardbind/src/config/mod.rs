@@ -177,6 +177,9 @@ impl Config {
         if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
             return bad("server.max_header_bytes", "must be 8192 to 1048576");
         }
+        if !(1..=10_000).contains(&self.server.max_requests_per_connection) {
+            return bad("server.max_requests_per_connection", "must be 1 to 10000");
+        }
         if self.storage.kind == StorageKind::Mongodb && !self.storage.uri.starts_with("mongodb") {
             return bad(
                 "storage.uri",
@@ -441,7 +444,7 @@ mod tests {
     #[test]
     fn durations_and_windows_are_bounded_where_they_would_panic_or_mean_nothing() {
         type Set = fn(&mut Config, u64);
-        let cases: [(&str, Set, &[u64], &[u64]); 14] = [
+        let cases: [(&str, Set, &[u64], &[u64]); 15] = [
             (
                 "storage.timeout_ms",
                 |c, v| c.storage.timeout_ms = v,
@@ -495,6 +498,12 @@ mod tests {
                 |c, v| c.server.max_json_depth = v as usize,
                 &[0],
                 &[1, 16, 128],
+            ),
+            (
+                "server.max_requests_per_connection",
+                |c, v| c.server.max_requests_per_connection = v as usize,
+                &[0, 10_001, u64::MAX],
+                &[1, 256, 10_000],
             ),
             (
                 "idempotency.wait_ms",

@@ -41,6 +41,11 @@ pub struct ServerConfig {
     /// Largest HTTP/1 request head (request line and headers), bytes; 431
     /// beyond.
     pub max_header_bytes: usize,
+    /// Requests of one connection at work at once, those whose client went
+    /// away included (a request runs to its end: a client that resets each
+    /// HTTP/2 stream it opens cannot leave more than this many running);
+    /// the connection's next request waits for one of them to end.
+    pub max_requests_per_connection: usize,
     /// How long `serve` waits at start for MongoDB and the key service to
     /// answer (a database still starting, a failover) before it gives up
     /// and exits 1, all of them together; 0 gives up at the first failure.
@@ -70,6 +75,7 @@ impl Default for ServerConfig {
             keep_alive_timeout_ms: 75_000,
             body_read_timeout_ms: 30_000,
             max_header_bytes: 16 * 1024,
+            max_requests_per_connection: 256,
             dependency_wait_seconds: 60,
             start_deadline: None,
         }
@@ -95,6 +101,7 @@ impl ServerConfig {
             header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
             keep_alive_timeout: std::time::Duration::from_millis(self.keep_alive_timeout_ms),
             max_header_bytes: self.max_header_bytes,
+            max_requests_per_connection: self.max_requests_per_connection,
         }
     }
 }

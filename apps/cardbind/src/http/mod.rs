@@ -318,13 +318,29 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_limited(
+        listener,
+        state,
+        server::ConnectionLimits::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with the connection limits `limits`.
+pub async fn serve_limited(
+    listener: std::net::TcpListener,
+    state: AppState,
+    limits: server::ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
     let registry = state.metrics.clone();
     server::run(
         acceptor,
         app(state),
-        server::ConnectionLimits::default(),
+        limits,
         &registry,
         shutdown,
         Duration::from_secs(30),

@@ -26,6 +26,10 @@
 //!   [`ConnectionLimits::max_header_bytes`] are answered `431` by hyper.
 //! * **Accept errors** (out of file descriptors) are logged and retried
 //!   after a pause instead of in a busy loop.
+//! * **Requests at work per connection.** At most
+//!   [`ConnectionLimits::max_requests_per_connection`], those whose client
+//!   went away included (below); the next request of the connection waits
+//!   for one of them to end.
 //! * **Requests run to their end.** Each request runs in a task of its own,
 //!   so a client that goes away (an HTTP/2 stream it resets, or a connection
 //!   it closes while hyper is reading it) does not stop its request between
@@ -70,6 +74,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Requests of one connection at work at once, those whose client went
+    /// away included; the next waits for one of them to end.
+    pub max_requests_per_connection: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -79,6 +86,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(75),
             max_header_bytes: 16 * 1024,
+            max_requests_per_connection: 256,
         }
     }
 }
@@ -315,9 +323,6 @@ impl Drop for BusyGuard {
     }
 }
 
-/// Requests of one connection at work at once (see `serve_connection`).
-const MAX_RUNNING_PER_CONNECTION: usize = 256;
-
 /// Counts a request's task as running until it ends.
 struct RunningGuard(Arc<Connections>);
 
@@ -440,7 +445,12 @@ where
     // went away included: a client that resets each request it sends
     // cannot leave more than this many at work (hyper lets an HTTP/2
     // connection have 200 streams open; HTTP/1 has one request at a time).
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_PER_CONNECTION));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        registry
+            .limits
+            .max_requests_per_connection
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let service = {
         let (registry, conn) = (registry.clone(), conn.clone());
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

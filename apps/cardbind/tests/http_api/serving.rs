@@ -3,12 +3,27 @@
 
 use super::*;
 
+use cardbind::http::server::ConnectionLimits;
+
 /// The service on a port of its own, the mock channel answering the test
 /// VISA card in `mode`: its address, the sender that starts its shutdown,
 /// and its task.
 fn serve_with_visa_in(
     mode: cardbind_channels::MockMode,
+    opts: Options,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    serve_limited_with_visa_in(mode, opts, ConnectionLimits::default())
+}
+
+/// [`serve_with_visa_in`] with the connection limits `limits`.
+fn serve_limited_with_visa_in(
+    mode: cardbind_channels::MockMode,
     mut opts: Options,
+    limits: ConnectionLimits,
 ) -> (
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -19,9 +34,14 @@ fn serve_with_visa_in(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cardbind::http::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(cardbind::http::serve_limited(
+        listener,
+        state,
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     (addr, stop, server)
 }
 
@@ -106,6 +126,78 @@ async fn a_bind_whose_client_gives_up_runs_to_its_end() {
     assert_eq!(card["next_action"]["type"], "otp", "{card}");
     let _ = stop.send(());
     tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// The requests a client abandoned still hold their connection's places
+/// while they run (`server.max_requests_per_connection`, here 2): a
+/// client that resets each HTTP/2 request it sends cannot leave more than
+/// that many at work. Its next request on the connection waits until one
+/// ends, then is answered; each abandoned bind ran to its end.
+#[tokio::test]
+async fn a_connection_waits_for_the_requests_its_client_abandoned() {
+    use std::time::Duration;
+    let mut opts = Options::default();
+    opts.mock.slow_after = Duration::from_millis(1500);
+    let limits = ConnectionLimits {
+        max_requests_per_connection: 2,
+        ..ConnectionLimits::default()
+    };
+    let (addr, stop, server) =
+        serve_limited_with_visa_in(cardbind_channels::MockMode::Slow, opts, limits);
+    // One HTTP/2 connection, made by the first request.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let health = |wait: Duration| {
+        client
+            .get(format!("http://{addr}/healthz"))
+            .timeout(wait)
+            .send()
+    };
+    assert_eq!(health(Duration::from_secs(5)).await.unwrap().status(), 200);
+    let bind = |user: &str, wait: Duration| {
+        client
+            .post(format!("http://{addr}/v1/users/{user}/cards"))
+            .header("Authorization", bearer("merchant", "service"))
+            .header("Idempotency-Key", format!("k-{user}"))
+            .json(&bind_body(VISA))
+            .timeout(wait)
+            .send()
+    };
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        bind("u-left-1", Duration::from_millis(100)),
+        bind("u-left-2", Duration::from_millis(100))
+    );
+    assert!(a.unwrap_err().is_timeout() && b.unwrap_err().is_timeout());
+    // Both places are taken by the abandoned binds (1.5 s at the channel).
+    let waited = health(Duration::from_millis(700)).await;
+    assert!(
+        waited.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "{waited:?} after {:?}",
+        started.elapsed()
+    );
+    // Once they end, the connection answers again.
+    let answered = health(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    for user in ["u-left-1", "u-left-2"] {
+        let again = bind(user, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(again.status(), 201, "{user}");
+        let card: Value = again.json().await.unwrap();
+        assert_eq!(card["next_action"]["type"], "otp", "{user}: {card}");
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .unwrap()
         .unwrap()
