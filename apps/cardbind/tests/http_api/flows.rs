@@ -12,6 +12,19 @@ async fn otp_flow_default_unbind_and_freeze() {
     let card = json_of(resp).await;
     assert_eq!(card["status"], "pending_verification");
     assert_eq!(card["next_action"]["type"], "otp");
+    // The window's end: 15 minutes (the default policy) after the bind.
+    let at = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        at(&card["next_action"]["expires_at"]) - at(&card["created_at"]),
+        time::Duration::minutes(15),
+        "{card}"
+    );
     assert_eq!(card["brand"], "mastercard");
     assert_eq!(
         (card["bin"].as_str(), card["last4"].as_str()),

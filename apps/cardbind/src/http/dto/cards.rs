@@ -85,20 +85,33 @@ pub struct NextActionDto {
     /// For `otp`: the masked phone the code went to.
     #[oai(skip_serializing_if_is_none)]
     pub phone_hint: Option<String>,
+    /// When the verification window closes. After it a code is refused
+    /// (`422 verification_expired`) and the card fails; an agreement not
+    /// signed by then fails the card at the next reconciliation (one the
+    /// channel reports signed still activates it). A bind of the card
+    /// again starts a new window. The card keeps showing
+    /// `pending_verification` with this action until one of those writes
+    /// its failure.
+    #[oai(skip_serializing_if_is_none)]
+    pub expires_at: Option<DateTime>,
 }
 
-impl From<&NextAction> for NextActionDto {
-    fn from(a: &NextAction) -> NextActionDto {
+impl NextActionDto {
+    /// The action, with the end of the card's verification window.
+    pub fn of(a: &NextAction, expires_at: Option<cardbind_domain::Timestamp>) -> NextActionDto {
+        let expires_at = expires_at.map(DateTime::from);
         match a {
             NextAction::Otp { phone_hint } => NextActionDto {
                 kind: NextActionType::Otp,
                 url: None,
                 phone_hint: Some(phone_hint.clone()),
+                expires_at,
             },
             NextAction::Redirect { url } => NextActionDto {
                 kind: NextActionType::Redirect,
                 url: Some(url.clone()),
                 phone_hint: None,
+                expires_at,
             },
         }
     }
@@ -181,7 +194,9 @@ impl Card {
             channel: b.channel.as_str().to_owned(),
             is_default,
             next_action: if waiting {
-                b.next_action.as_ref().map(NextActionDto::from)
+                b.next_action
+                    .as_ref()
+                    .map(|a| NextActionDto::of(a, b.verification_expires_at))
             } else {
                 None
             },
