@@ -18,6 +18,11 @@
 # import), which scripts/generated-client.sh drives the service with:
 #   CARDBIND_TEST_OPENAPI_CLIENT_VENV   its venv
 #
+# and openapi-generator 7.25.0 (its command-line jar, fetched by Maven; Java
+# and Maven build and run the Java client it generates), which
+# scripts/generated-client.sh drives the service with too:
+#   CARDBIND_TEST_OPENAPI_GENERATOR_JAR   the jar
+#
 # and Alipay's official Python SDK, alipay-sdk-python 3.7.1411, which
 # scripts/sdk-interop.sh plays the Alipay gateway with:
 #   CARDBIND_TEST_ALIPAY_SDK_VENV   its venv
@@ -29,8 +34,9 @@
 #
 # Cache: $CARDBIND_CACHE_DIR, default .cache/ at the repo root (gitignored).
 # CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV / CARDBIND_SCHEMATHESIS_VENV /
-# CARDBIND_OPENAPI_CLIENT_VENV / CARDBIND_ALIPAY_SDK_VENV point at an existing
-# ferretdb binary / moto venv / schemathesis venv / client generator venv /
+# CARDBIND_OPENAPI_CLIENT_VENV / CARDBIND_OPENAPI_GENERATOR_JAR /
+# CARDBIND_ALIPAY_SDK_VENV point at an existing ferretdb binary / moto venv /
+# schemathesis venv / client generator venv / openapi-generator jar /
 # Alipay SDK venv instead (each is still checked before use).
 # CARDBIND_KEEP_SERVICES_DIR=1 keeps the temp dir (logs) after exit.
 set -euo pipefail
@@ -50,6 +56,8 @@ VENV=${CARDBIND_MOTO_VENV:-$CACHE/venv}
 ST_VENV=${CARDBIND_SCHEMATHESIS_VENV:-$CACHE/schemathesis-venv}
 OPC_VERSION=0.29.1
 OPC_VENV=${CARDBIND_OPENAPI_CLIENT_VENV:-$CACHE/openapi-client-venv}
+OAG_VERSION=7.25.0
+OAG_JAR=${CARDBIND_OPENAPI_GENERATOR_JAR:-$CACHE/openapi-generator-cli-$OAG_VERSION.jar}
 ALIPAY_SDK_VERSION=3.7.1411
 ALI_VENV=${CARDBIND_ALIPAY_SDK_VENV:-$CACHE/alipay-sdk-venv}
 CTL="$ROOT/scripts/ferretdb-ctl.sh"
@@ -159,6 +167,31 @@ else
         die "CARDBIND_OPENAPI_CLIENT_VENV=$OPC_VENV has no bin/openapi-python-client"
 fi
 export CARDBIND_TEST_OPENAPI_CLIENT_VENV=$OPC_VENV
+# openapi-generator's command-line jar, as Maven Central serves it (into
+# the cache, through a temp dir so that a failed download leaves nothing).
+install_openapi_generator() {
+    [[ -s $OAG_JAR ]] && return 0
+    command -v java >/dev/null || die "Java is needed for openapi-generator (a JDK 11 or later)"
+    command -v mvn >/dev/null || die "Maven is needed to fetch openapi-generator and build its Java client"
+    say "fetching openapi-generator-cli $OAG_VERSION into $OAG_JAR (once)…"
+    local started=$SECONDS tmp
+    tmp=$(mktemp -d "$CACHE/oag.XXXXXX")
+    mvn -q -B dependency:copy "-Dartifact=org.openapitools:openapi-generator-cli:$OAG_VERSION" \
+        "-DoutputDirectory=$tmp" >"$tmp/mvn.log" 2>&1 || {
+        cat "$tmp/mvn.log" >&2
+        rm -rf "$tmp"
+        die "Maven could not fetch openapi-generator-cli $OAG_VERSION"
+    }
+    mv -f "$tmp/openapi-generator-cli-$OAG_VERSION.jar" "$OAG_JAR"
+    rm -rf "$tmp"
+    say "openapi-generator fetched in $((SECONDS - started))s"
+}
+if [[ -z ${CARDBIND_OPENAPI_GENERATOR_JAR:-} ]]; then
+    with_install_lock install_openapi_generator
+else
+    [[ -s $OAG_JAR ]] || die "CARDBIND_OPENAPI_GENERATOR_JAR=$OAG_JAR is not a file"
+fi
+export CARDBIND_TEST_OPENAPI_GENERATOR_JAR=$OAG_JAR
 if [[ -z ${CARDBIND_ALIPAY_SDK_VENV:-} ]]; then
     # Alipay's official Python SDK (with rsa and pycryptodome, its dependencies).
     with_install_lock install_venv "alipay-sdk-python $ALIPAY_SDK_VERSION" "$ALI_VENV" \

@@ -9,12 +9,13 @@
 #    rules` and their unit tests (`promtool test rules`); promtool is
 #    installed once into the cache by scripts/promtool.sh.
 # 2. Inside scripts/test-services.sh (FerretDB, moto, schemathesis,
-#    openapi-python-client and Alipay's Python SDK installed once into
-#    .cache/, WeChat Pay's Go SDK and oapi-codegen through Go's module
-#    cache; the services started on free loopback ports): the API fuzz run
-#    (scripts/schemathesis.sh) against the service on the embedded store
-#    and on MongoDB (FerretDB), the flows through clients generated from the
-#    spec in Python and Go (scripts/generated-client.sh), the Alipay and
+#    openapi-python-client, openapi-generator and Alipay's Python SDK
+#    installed once into .cache/, WeChat Pay's Go SDK and oapi-codegen
+#    through Go's module cache; the services started on free loopback
+#    ports): the API fuzz run (scripts/schemathesis.sh) against the service
+#    on the embedded store and on MongoDB (FerretDB), the flows through
+#    clients generated from the spec in Python, Go and Java
+#    (scripts/generated-client.sh), the Alipay and
 #    WeChat Pay flows against gateways built on the channels' official SDKs
 #    (scripts/sdk-interop.sh), then every test of the workspace.
 #
