@@ -56,6 +56,23 @@ pub trait CardVault: Send + Sync {
         self.seal(owner, context, plaintext).await
     }
 
+    /// As [`CardVault::seal`], under the owner's key as the store holds it
+    /// now: a key the vault remembers is used only while the store still
+    /// holds it (another instance may have erased the owner, and a new key
+    /// been made, since this one cached theirs: what is sealed under the
+    /// erased key would never open). The owner's key is made when the
+    /// store holds none. Costs a read of the store; the caller uses it once
+    /// per sealing of a card, then [`CardVault::seal`] for its other
+    /// fields.
+    async fn seal_with_stored_key(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        self.seal(owner, context, plaintext).await
+    }
+
     /// Opens a sealed value. MUST return `Refused` for a tampered value or
     /// one sealed for another record, field or owner, and `Erased` after
     /// the owner was erased; never wrong plaintext.

@@ -62,11 +62,14 @@ impl CacheConfig {
     }
 }
 
-/// An owner's plaintext data key and its generation (creation instant).
+/// An owner's plaintext data key, its generation (creation instant) and
+/// the wrapped form it was read from or stored as (which tells it from
+/// another key of the owner made in the same millisecond).
 #[derive(Debug)]
 pub(crate) struct OwnerKey {
     pub key: DataKey,
     pub generation: i64,
+    pub wrapped: Vec<u8>,
 }
 
 struct Entry {
@@ -163,6 +166,7 @@ mod tests {
         Arc::new(OwnerKey {
             key: DataKey::generate(),
             generation,
+            wrapped: Vec::new(),
         })
     }
 

@@ -221,28 +221,42 @@ impl<M: MasterKey> EnvelopeVault<M> {
     /// MakeFirst` neither the cache nor the store is read first: the new
     /// key's insert finds an existing one (and that one is used, and
     /// cached in place of what the cache held: a key another instance
-    /// erased since).
+    /// erased since). With `Lookup::Stored` the store is read first, and
+    /// the cached key used only when it is the stored one.
     async fn owner_key(
         &self,
         owner: &str,
         create: bool,
         lookup: Lookup,
     ) -> Result<Option<Arc<OwnerKey>>, KeyError> {
-        if lookup == Lookup::ReadFirst {
-            if let Some(k) = self.cache.get(owner) {
-                return Ok(Some(k));
+        let cached = match lookup {
+            Lookup::ReadFirst => {
+                if let Some(k) = self.cache.get(owner) {
+                    return Ok(Some(k));
+                }
+                None
             }
-        }
+            Lookup::Stored => self.cache.get(owner),
+            Lookup::MakeFirst => None,
+        };
         let epoch = self.cache.epoch();
         let found = match lookup {
-            Lookup::ReadFirst => self.store.get(owner).await.map_err(store_err)?,
+            Lookup::ReadFirst | Lookup::Stored => self.store.get(owner).await.map_err(store_err)?,
             Lookup::MakeFirst => None,
         };
         let key = match found {
-            Some(wk) => Arc::new(OwnerKey {
-                key: self.unwrap_stored(owner, &wk, false).await?,
-                generation: wk.created_at.unix_millis(),
-            }),
+            Some(wk) => {
+                let generation = wk.created_at.unix_millis();
+                match cached.filter(|k| k.generation == generation && k.wrapped == wk.wrapped) {
+                    // The remembered key is the stored one.
+                    Some(k) => return Ok(Some(k)),
+                    None => Arc::new(OwnerKey {
+                        key: self.unwrap_stored(owner, &wk, false).await?,
+                        generation,
+                        wrapped: wk.wrapped.clone(),
+                    }),
+                }
+            }
             None if !create => return Ok(None),
             None => {
                 let branch = self.keyring.active().await?;
@@ -259,6 +273,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
                     Arc::new(OwnerKey {
                         key: plain,
                         generation: ours.created_at.unix_millis(),
+                        wrapped: ours.wrapped,
                     })
                 } else {
                     // Another seal won the race: use its key, drop ours.
@@ -266,6 +281,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
                     Arc::new(OwnerKey {
                         key: self.unwrap_stored(owner, &stored, false).await?,
                         generation: stored.created_at.unix_millis(),
+                        wrapped: stored.wrapped,
                     })
                 }
             }
@@ -335,7 +351,24 @@ impl<M: MasterKey> EnvelopeVault<M> {
             .owner_key(owner, false, Lookup::ReadFirst)
             .await?
             .ok_or(KeyError::Erased)?;
-        Self::open_with(&key, owner, context, sealed)
+        match Self::open_with(&key, owner, context, sealed) {
+            // Perhaps sealed under another key of the owner than the one
+            // this process remembers: the owner may have been erased, and
+            // a new key made, by another instance since (in the same
+            // millisecond, the generations are alike). The store says
+            // which key is theirs now.
+            Err(KeyError::Refused(why)) => {
+                let stored = self
+                    .owner_key(owner, false, Lookup::Stored)
+                    .await?
+                    .ok_or(KeyError::Erased)?;
+                if Arc::ptr_eq(&stored, &key) {
+                    return Err(KeyError::Refused(why));
+                }
+                Self::open_with(&stored, owner, context, sealed)
+            }
+            opened => opened,
+        }
     }
 
     /// The fingerprint of `pan` under fingerprint key `version` (the
@@ -398,6 +431,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
         let key = OwnerKey {
             key: self.unwrap_stored(CANARY_OWNER, &wk, true).await?,
             generation: wk.created_at.unix_millis(),
+            wrapped: wk.wrapped.clone(),
         };
         let context = SealContext::new(CANARY_OWNER, CANARY_FIELD);
         Self::open_with(&key, CANARY_OWNER, &context, sealed)
@@ -408,6 +442,9 @@ impl<M: MasterKey> EnvelopeVault<M> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Lookup {
     ReadFirst,
+    /// The store's record first (a remembered key only while the store
+    /// still holds it, by its generation); made when there is none.
+    Stored,
     /// The owner is thought new: make the key and insert it; an insert
     /// that finds a key already stored uses that one.
     MakeFirst,
@@ -432,6 +469,16 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
         plaintext: &[u8],
     ) -> Result<SealedBlob, KeyError> {
         self.seal_user(owner, context, plaintext, Lookup::MakeFirst)
+            .await
+    }
+
+    async fn seal_with_stored_key(
+        &self,
+        owner: &UserId,
+        context: &SealContext,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        self.seal_user(owner, context, plaintext, Lookup::Stored)
             .await
     }
 

@@ -45,6 +45,7 @@ impl UseCases {
         self.authorize(ctx, Action::EraseUser, Some(user)).await?;
         let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
+        let destroyed = std::sync::atomic::AtomicBool::new(false);
         let unbound = until_settled::<_, EraseError, _, _>(|| async {
             let loaded = self.load(user).await?;
             let mut events = Vec::new();
@@ -126,6 +127,24 @@ impl UseCases {
                     .detail(format!("unbound {}", changed.len()))
                     .build(),
             );
+            // The key goes before the change that unbinds the cards is
+            // stored, in every round: a bind that reads the wallet after
+            // it (the user has no live card) finds no key to seal under
+            // and makes a new one, which no erasure step deletes after it;
+            // a key a bind made before this round's delete belongs to a
+            // card this change unbinds (or, if that bind's change is
+            // stored first, this change loses the race and the next round
+            // deletes it). Deleted after the change, it could take the key
+            // a bind of the erased user had sealed a live card under.
+            if self
+                .ports
+                .vault
+                .erase_owner(user)
+                .await
+                .map_err(Raced::fail)?
+            {
+                destroyed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             self.commit(ctx, &loaded, &wallet, events).await?;
             Ok((loaded.wallet, wallet))
         })
@@ -138,9 +157,9 @@ impl UseCases {
         self.end_mirrors_of_ended(ctx, &after, None, "its holder was erased")
             .await;
         // Every card's data, reference and review entry (as the card was
-        // before: its review entry goes by that status); then the key.
-        // Cards the wallet let go in this change were cleaned up by the
-        // commit.
+        // before: its review entry goes by that status); the key went
+        // before the change. Cards the wallet let go in this change were
+        // cleaned up by the commit.
         for b in unbound
             .bindings()
             .iter()
@@ -149,7 +168,7 @@ impl UseCases {
             self.forget_card(user, b, crate::manage::Forget::TheCard)
                 .await;
         }
-        let key_destroyed = self.ports.vault.erase_owner(user).await?;
+        let key_destroyed = destroyed.load(std::sync::atomic::Ordering::SeqCst);
         let count = unbound
             .bindings()
             .iter()

@@ -42,6 +42,9 @@ pub(crate) enum Owner {
     /// never taken from the cache
     /// ([`cardbind_ports::keys::CardVault::seal_for_new_owner`]).
     ProbablyNew,
+    /// The user has a live card: their key is the one the store holds now
+    /// (one this process remembers only while the store still holds it:
+    /// [`cardbind_ports::keys::CardVault::seal_with_stored_key`]).
     Known,
 }
 
@@ -71,12 +74,18 @@ impl UseCases {
             let vault = &self.ports.vault;
             // The first field finds (or makes) the user's key; the others
             // find it cached.
-            blobs.push(if i == 0 && owner == Owner::ProbablyNew {
-                vault
-                    .seal_for_new_owner(user, &ctx, plaintext.as_bytes())
-                    .await?
-            } else {
-                vault.seal(user, &ctx, plaintext.as_bytes()).await?
+            blobs.push(match (i, owner) {
+                (0, Owner::ProbablyNew) => {
+                    vault
+                        .seal_for_new_owner(user, &ctx, plaintext.as_bytes())
+                        .await?
+                }
+                (0, Owner::Known) => {
+                    vault
+                        .seal_with_stored_key(user, &ctx, plaintext.as_bytes())
+                        .await?
+                }
+                _ => vault.seal(user, &ctx, plaintext.as_bytes()).await?,
             });
         }
         let mut it = blobs.into_iter();

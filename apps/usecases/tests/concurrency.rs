@@ -1349,6 +1349,75 @@ async fn a_bind_racing_the_erasure_of_its_user_leaves_no_card_data() {
     );
 }
 
+/// The key of an erased user is destroyed before the change that unbinds
+/// their cards is stored, and not after it: a bind that reads the wallet
+/// once that change is stored (no live card) makes the user a new key,
+/// which a later step of the erasure must not delete (before, the key was
+/// deleted last, and a bind in between sealed its card under the key the
+/// erasure then took: the card's data never opened again).
+#[tokio::test]
+async fn an_erasure_destroys_the_key_before_its_change_is_stored() {
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Bound);
+    w.uc.bind_card(&backend(), bind_cmd("eve", &visa(406), w.now()))
+        .await
+        .unwrap();
+    let gate = w.wallets.hold_next_commit_of("eve");
+    let erase = {
+        let w = w.clone();
+        tokio::spawn(async move { w.uc.erase_user(&admin(), &user("eve"), None).await })
+    };
+    until_called(&w.wallets.held).await;
+    let erased = || {
+        w.vault
+            .erased
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u.as_str() == "eve")
+            .count()
+    };
+    assert_eq!(erased(), 1, "the key went before the change was stored");
+    gate.add_permits(1);
+    let done = erase.await.unwrap().unwrap();
+    assert!(done.key_destroyed && done.unbound == 1, "{done:?}");
+    assert_eq!(erased(), 1, "no key deleted once the change was stored");
+}
+
+/// A bind that loses its race to an erasure seals the card again on the
+/// wallet it reads then: what it sealed first may be under the key the
+/// erasure destroyed (before, it stored what it had sealed first). A bind
+/// of a user with a live card seals under the key the store holds.
+#[tokio::test]
+async fn a_bind_that_lost_its_race_to_an_erasure_seals_its_card_again() {
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Bound);
+    let stored_seals = || w.vault.stored_seals.load(Ordering::SeqCst);
+    for n in [407, 408] {
+        w.uc.bind_card(&backend(), bind_cmd("ivy", &visa(n), w.now()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(stored_seals(), 1, "the second card, under the stored key");
+    // The third bind seals (held there), the erasure is stored meanwhile.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    w.vault
+        .stored_seal_gate
+        .lock()
+        .unwrap()
+        .replace(gate.clone());
+    let bind = bind_in_background(&w, bind_cmd("ivy", &visa(409), w.now()));
+    until_called(&w.vault.stored_seals).await;
+    while stored_seals() < 2 {
+        tokio::task::yield_now().await;
+    }
+    w.uc.erase_user(&admin(), &user("ivy"), None).await.unwrap();
+    gate.add_permits(1);
+    let card = bind.await.unwrap().unwrap().binding;
+    assert_eq!(card.status, BindingStatus::Active);
+    assert_eq!(stored_seals(), 3, "sealed again after the lost race");
+}
+
 /// An unbind whose write lost a race (the wallet changed while the channel
 /// ended the agreement) decides again, and does not end the same
 /// agreement at the channel a second time.

@@ -196,6 +196,38 @@ async fn sealing_for_an_owner_erased_elsewhere_never_uses_the_erased_key() {
     );
 }
 
+/// Instance `a` remembers a user's key; `b` erases the user and binds
+/// them again (a new key). A bind of another card on `a`, for a user who
+/// now has a live card, seals under the key the store holds, not the one
+/// `a` remembers (that one is gone: what it sealed would never open), and
+/// `a` opens what `b` sealed under the new key.
+#[tokio::test]
+async fn a_known_owner_is_sealed_under_the_key_the_store_holds_now() {
+    let (_, s) = store();
+    let master = DataKey::generate();
+    let (a, b) = (vault_on(&master, &s), vault_on(&master, &s));
+    let u = user("u-4");
+    let c = ctx("r", "pan");
+    a.seal(&u, &c, b"before").await.expect("seal");
+    assert!(b.erase_owner(&u).await.expect("erase"));
+    let by_b = b.seal_for_new_owner(&u, &c, b"on b").await.expect("seal");
+    let by_a = a.seal_with_stored_key(&u, &c, b"on a").await.expect("seal");
+    let fresh = vault_on(&master, &s);
+    assert_eq!(fresh.open(&u, &c, &by_a).await.as_deref(), Ok(&b"on a"[..]));
+    // The other fields of that card: what `a` remembers now is the new key.
+    let next = a.seal(&u, &c, b"next").await.expect("seal");
+    assert_eq!(fresh.open(&u, &c, &next).await.as_deref(), Ok(&b"next"[..]));
+    assert_eq!(a.open(&u, &c, &by_b).await.as_deref(), Ok(&b"on b"[..]));
+    // A fourth instance that still remembers the erased key opens the new
+    // card's data too (it asks the store when the generations differ).
+    let d = vault_on(&master, &s);
+    let u5 = user("u-5");
+    d.seal(&u5, &c, b"old").await.expect("seal");
+    assert!(b.erase_owner(&u5).await.expect("erase"));
+    let new = b.seal_for_new_owner(&u5, &c, b"new").await.expect("seal");
+    assert_eq!(d.open(&u5, &c, &new).await.as_deref(), Ok(&b"new"[..]));
+}
+
 #[tokio::test]
 async fn reserved_owner_ids_are_refused() {
     // The vault's own records are named `@…`; no user can be: the domain

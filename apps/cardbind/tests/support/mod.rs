@@ -84,6 +84,9 @@ pub struct Options {
     pub bins: cardbind::bins::Bins,
     /// Limits and channel card rules.
     pub policy: Policy,
+    /// The local master key (instances of one deployment share it); a new
+    /// one when `None`.
+    pub master_key: Option<cardbind_keys::DataKey>,
 }
 
 impl Default for Options {
@@ -105,6 +108,7 @@ impl Default for Options {
             jwt: JwtKey::Hs256(JWT_SECRET.to_vec()),
             bins: cardbind::bins::Bins::builtin_only(),
             policy: Policy::default(),
+            master_key: None,
         }
     }
 }
@@ -116,17 +120,17 @@ pub fn state_with(opts: Options) -> (AppState, Arc<MemoryStore>, Arc<TestClock>)
 }
 
 /// An instance over an existing store (several instances may share one,
-/// as several processes share a database). Each has its own clock and
-/// master key.
+/// as several processes share a database). Each has its own clock, and its
+/// own master key unless `opts.master_key` names one.
 pub fn state_on(store: Arc<MemoryStore>, opts: Options) -> (AppState, Arc<TestClock>) {
     // One second into the current minute: rate windows are clock minutes,
     // so a test's binds never straddle a window by chance.
     let clock = Arc::new(TestClock::at(system_now_ms() / 60_000 * 60_000 + 1000));
-    let vault = EnvelopeVault::new(
-        LocalMasterKey::generate(),
-        store.clone(),
-        VaultConfig::default(),
-    );
+    let master = match opts.master_key.clone() {
+        Some(k) => LocalMasterKey::from_key(k),
+        None => LocalMasterKey::generate(),
+    };
+    let vault = EnvelopeVault::new(master, store.clone(), VaultConfig::default());
     let mock: Arc<dyn PaymentChannel> = Arc::new(MockChannel::new(opts.mock));
     let channels = ChannelRegistry::new(vec![mock], ChannelName::parse("mock").unwrap()).unwrap();
     let ports = Ports {

@@ -442,13 +442,20 @@ impl UseCases {
         // The first round decides on the wallet already read; a lost race
         // reads it again.
         let first = std::sync::Mutex::new(Some(first));
+        // Whether a round read the wallet again: what was sealed before the
+        // first round may be under a key an erasure (the change that beat
+        // it) has destroyed since, so the data is sealed again.
+        let raced = std::sync::atomic::AtomicBool::new(false);
         // `replaced`: the generation of the data the card held before this
         // bind (an earlier bind's, ended or taken over), when it had one.
         let (id, resumed, replaced, loaded) = until_settled::<_, BindError, _, _>(|| async {
             let pre = first.lock().unwrap_or_else(|p| p.into_inner()).take();
             let loaded = match pre {
                 Some(l) => l,
-                None => self.load(&cmd.user).await?,
+                None => {
+                    raced.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.load(&cmd.user).await?
+                }
             };
             let mut wallet = loaded.wallet.clone();
             let opened = match wallet.open(
@@ -561,7 +568,11 @@ impl UseCases {
                 user: cmd.user.clone(),
                 generation,
                 sealed: match sealed.take() {
-                    Some((sealed_for, s)) if sealed_for == id => s,
+                    Some((sealed_for, s))
+                        if sealed_for == id && !raced.load(std::sync::atomic::Ordering::SeqCst) =>
+                    {
+                        s
+                    }
                     _ => {
                         self.seal(&cmd.user, &id, &cmd.details, Owner::Known)
                             .await?

@@ -72,6 +72,11 @@ pub struct FakeVault {
     /// Seals for an owner the caller thinks has no key (the vault must not
     /// use a cached one).
     pub fresh_seals: AtomicU64,
+    /// Seals under the key the store holds now (an owner with a live card).
+    pub stored_seals: AtomicU64,
+    /// The next seal under the stored key waits here (once), counted in
+    /// `stored_seals` first.
+    pub stored_seal_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// Sealing is refused (the key service denies access).
     pub seal_refused: std::sync::atomic::AtomicBool,
     /// Sealing cannot store the new user's wrapped key (the key store is
@@ -119,6 +124,19 @@ impl CardVault for FakeVault {
         p: &[u8],
     ) -> Result<SealedBlob, KeyError> {
         self.fresh_seals.fetch_add(1, Ordering::SeqCst);
+        self.seal(owner, c, p).await
+    }
+    async fn seal_with_stored_key(
+        &self,
+        owner: &UserId,
+        c: &SealContext,
+        p: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        self.stored_seals.fetch_add(1, Ordering::SeqCst);
+        let gate = self.stored_seal_gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         self.seal(owner, c, p).await
     }
     async fn open(
