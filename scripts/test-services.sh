@@ -22,6 +22,9 @@
 # and Maven build and run the Java client it generates), which
 # scripts/generated-client.sh drives the service with too:
 #   CARDBIND_TEST_OPENAPI_GENERATOR_JAR   the jar
+# with TypeScript 5.9.3 and Node's types (npm, into the cache) for its
+# TypeScript client:
+#   CARDBIND_TEST_TS_TOOLS   the directory holding node_modules/.bin/tsc
 #
 # and Alipay's official Python SDK, alipay-sdk-python 3.7.1411, which
 # scripts/sdk-interop.sh plays the Alipay gateway with:
@@ -58,6 +61,9 @@ OPC_VERSION=0.29.1
 OPC_VENV=${CARDBIND_OPENAPI_CLIENT_VENV:-$CACHE/openapi-client-venv}
 OAG_VERSION=7.25.0
 OAG_JAR=${CARDBIND_OPENAPI_GENERATOR_JAR:-$CACHE/openapi-generator-cli-$OAG_VERSION.jar}
+TS_VERSION=5.9.3
+NODE_TYPES_VERSION=20.19.43
+TS_TOOLS=${CARDBIND_TS_TOOLS:-$CACHE/ts-tools}
 ALIPAY_SDK_VERSION=3.7.1411
 ALI_VENV=${CARDBIND_ALIPAY_SDK_VENV:-$CACHE/alipay-sdk-venv}
 CTL="$ROOT/scripts/ferretdb-ctl.sh"
@@ -192,6 +198,28 @@ else
     [[ -s $OAG_JAR ]] || die "CARDBIND_OPENAPI_GENERATOR_JAR=$OAG_JAR is not a file"
 fi
 export CARDBIND_TEST_OPENAPI_GENERATOR_JAR=$OAG_JAR
+ts_tools_ok() { [[ -f $TS_TOOLS/.cardbind-ts-$TS_VERSION-$NODE_TYPES_VERSION && -x $TS_TOOLS/node_modules/.bin/tsc ]]; }
+install_ts_tools() {
+    ts_tools_ok && return 0
+    command -v npm >/dev/null || die "Node.js with npm is needed for the TypeScript client (Node 18 or later)"
+    say "installing typescript $TS_VERSION into $TS_TOOLS (once)…"
+    local started=$SECONDS
+    rm -rf "$TS_TOOLS"
+    mkdir -p "$TS_TOOLS"
+    npm install --prefix "$TS_TOOLS" --silent --no-audit --no-fund --save-exact \
+        "typescript@$TS_VERSION" "@types/node@$NODE_TYPES_VERSION" >"$TS_TOOLS/npm.log" 2>&1 || {
+        cat "$TS_TOOLS/npm.log" >&2
+        die "npm could not install typescript $TS_VERSION"
+    }
+    touch "$TS_TOOLS/.cardbind-ts-$TS_VERSION-$NODE_TYPES_VERSION"
+    say "typescript installed in $((SECONDS - started))s"
+}
+if [[ -z ${CARDBIND_TS_TOOLS:-} ]]; then
+    with_install_lock install_ts_tools
+else
+    [[ -x $TS_TOOLS/node_modules/.bin/tsc ]] || die "CARDBIND_TS_TOOLS=$TS_TOOLS has no node_modules/.bin/tsc"
+fi
+export CARDBIND_TEST_TS_TOOLS=$TS_TOOLS
 if [[ -z ${CARDBIND_ALIPAY_SDK_VENV:-} ]]; then
     # Alipay's official Python SDK (with rsa and pycryptodome, its dependencies).
     with_install_lock install_venv "alipay-sdk-python $ALIPAY_SDK_VERSION" "$ALI_VENV" \

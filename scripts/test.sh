@@ -14,7 +14,8 @@
 #    through Go's module cache; the services started on free loopback
 #    ports): the API fuzz run (scripts/schemathesis.sh) against the service
 #    on the embedded store and on MongoDB (FerretDB), the flows through
-#    clients generated from the spec in Python, Go, Java and Rust
+#    clients generated from the spec in Python, Go, Java, Rust and
+#    TypeScript
 #    (scripts/generated-client.sh), the Alipay and
 #    WeChat Pay flows against gateways built on the channels' official SDKs
 #    (scripts/sdk-interop.sh), then every test of the workspace.
