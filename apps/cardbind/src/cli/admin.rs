@@ -211,9 +211,36 @@ pub(super) fn config_in_force(config: &Config) -> anyhow::Result<String> {
 }
 
 /// A connection string with its user and password (what comes before the
-/// host's `@`) shown as `<credentials>`, its scheme (`mongodb`,
-/// `mongodb+srv`) and the rest kept.
+/// host's `@`) shown as `<credentials>`, the values of its options that
+/// may hold a secret (a key file's password, the authentication
+/// mechanism's properties, which may hold a session token) as `<set>`, its
+/// scheme (`mongodb`, `mongodb+srv`) and the rest kept.
 fn uri_without_credentials(uri: &str) -> String {
+    let shown = uri_without_user(uri);
+    let Some((before, options)) = shown.split_once('?') else {
+        return shown;
+    };
+    let options: Vec<String> = options
+        .split('&')
+        .map(|option| match option.split_once('=') {
+            Some((name, _)) if is_secret_option(name) => format!("{name}=<set>"),
+            _ => option.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", options.join("&"))
+}
+
+/// Whether a connection string option's value may be a secret.
+fn is_secret_option(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "authmechanismproperties"
+        || ["password", "secret", "token"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
+/// [`uri_without_credentials`]'s first step: the user and password.
+fn uri_without_user(uri: &str) -> String {
     let (scheme, rest) = match uri.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, uri),
@@ -349,6 +376,15 @@ mod tests {
                 "mongodb://127.0.0.1:27017/cardbind",
             ),
             ("app:secret@db", "<credentials>@db"),
+            // Options that may hold a secret show only that they are set.
+            (
+                "mongodb://cardbind@db1:27017/?tls=true&tlsCertificateKeyFile=/etc/c.pem&tlsCertificateKeyFilePassword=KEYFILEPASSWORD",
+                "mongodb://<credentials>@db1:27017/?tls=true&tlsCertificateKeyFile=/etc/c.pem&tlsCertificateKeyFilePassword=<set>",
+            ),
+            (
+                "mongodb://db/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:abc&replicaSet=rs0",
+                "mongodb://db/?authMechanism=MONGODB-AWS&authMechanismProperties=<set>&replicaSet=rs0",
+            ),
         ] {
             assert_eq!(masked(uri), shown, "{uri}");
         }
