@@ -276,6 +276,19 @@ impl ChannelsConfig {
         {
             return bad("channels.mock.otp_code", "must be 4 to 8 digits");
         }
+        // A mode is keyed by a card's last four digits: another key never
+        // matches a card.
+        if let Some(key) = self
+            .mock
+            .card_modes
+            .keys()
+            .find(|k| !(k.len() == 4 && k.bytes().all(|b| b.is_ascii_digit())))
+        {
+            return bad(
+                "channels.mock.card_modes",
+                &format!("{key:?} is not a card's last four digits"),
+            );
+        }
         let r = &self.resilience;
         if r.max_retries > 3 {
             return bad("channels.resilience.max_retries", "at most 3");

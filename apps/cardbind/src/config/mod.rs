@@ -76,6 +76,21 @@ impl Config {
                     f.display()
                 )));
             }
+            // The TOML provider reads a path it cannot read (a directory,
+            // a file without read permission) as an empty file: the
+            // defaults would run in its place.
+            if !f.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} is not a file",
+                    f.display()
+                )));
+            }
+            if let Err(e) = std::fs::File::open(f) {
+                return Err(ConfigError(format!(
+                    "config file {} cannot be read: {e}",
+                    f.display()
+                )));
+            }
             fig = fig.merge(Toml::file(f));
         }
         // Each `CARDBIND__…` value is text, read as the setting needs it:
@@ -135,7 +150,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, why: &str| Err(ConfigError(format!("{field}: {why}")));
         if self.server.address.parse::<std::net::SocketAddr>().is_err() {
-            return bad("server.address", "must be host:port, e.g. 127.0.0.1:8080");
+            return bad(
+                "server.address",
+                "must be an IP address and a port, e.g. 127.0.0.1:8080 or [::]:8080 (not a host name)",
+            );
         }
         if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
             return bad(
@@ -189,14 +207,25 @@ impl Config {
         if !(1..=600_000).contains(&self.storage.timeout_ms) {
             return bad("storage.timeout_ms", "must be 1 to 600000");
         }
+        if self.storage.cache_mib == 0 {
+            return bad("storage.cache_mib", "must be at least 1");
+        }
+        // A filter that does not parse fell back to `info`, and an empty one
+        // let nothing through, warnings included.
+        if self.log.filter.trim().is_empty() {
+            return bad("log.filter", "must name a level, e.g. info");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return bad("log.filter", &format!("is not a tracing filter: {e}"));
+        }
         if self.keys.kind == KeysKind::AwsKms && self.keys.kms_key_id.is_empty() {
             return bad(
                 "keys.kms_key_id",
                 "is required when keys.kind = \"aws_kms\"",
             );
         }
-        if self.keys.kms_timeout_ms > 600_000 {
-            return bad("keys.kms_timeout_ms", "must be at most 600000");
+        if !(1..=600_000).contains(&self.keys.kms_timeout_ms) {
+            return bad("keys.kms_timeout_ms", "must be 1 to 600000");
         }
         if self.keys.cache_max_age_seconds > 86_400 {
             return bad(
@@ -406,6 +435,47 @@ mod tests {
         assert!(e.0.starts_with("keys.branch_key_rotation_days:"), "{e}");
         c.keys.branch_key_rotation_days = 0;
         assert!(c.validate().is_ok(), "0 turns automatic rotation off");
+    }
+
+    /// Settings that could never work as meant are refused where they were
+    /// taken (a black-box run found each accepted): a page cache of no
+    /// pages, a log filter that does not parse (it fell back to `info`) or
+    /// names nothing (it let no line through, warnings included), a mock
+    /// mode keyed by what is not a card's last four digits, a key service
+    /// timeout of 0, a host name as the listen address.
+    #[test]
+    fn settings_that_could_never_work_are_refused() {
+        let cases: [(&str, fn(&mut Config)); 8] = [
+            ("storage.cache_mib", |c| c.storage.cache_mib = 0),
+            ("log.filter", |c| c.log.filter = "[[[".into()),
+            ("log.filter", |c| c.log.filter = "cardbind=notalevel".into()),
+            ("log.filter", |c| c.log.filter = String::new()),
+            ("log.filter", |c| c.log.filter = "  ".into()),
+            ("channels.mock.card_modes", |c| {
+                c.channels
+                    .mock
+                    .card_modes
+                    .insert("02".into(), channels::MockModeSetting::Decline);
+            }),
+            ("keys.kms_timeout_ms", |c| c.keys.kms_timeout_ms = 0),
+            ("server.address", |c| {
+                c.server.address = "localhost:8080".into()
+            }),
+        ];
+        for (field, set) in cases {
+            let mut c = Config::default();
+            set(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.0.starts_with(&format!("{field}:")), "{field}: {e}");
+        }
+        let mut c = Config::default();
+        c.storage.cache_mib = 1;
+        c.log.filter = "cardbind=debug,warn".into();
+        c.channels
+            .mock
+            .card_modes
+            .insert("0002".into(), channels::MockModeSetting::Decline);
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
     }
 
     /// The mock's code must be one a verify request can carry (4 to 8
@@ -652,6 +722,22 @@ mod tests {
         std::fs::write(&f, "[storage]\nkindd = \"memory\"\n").unwrap();
         let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
         assert!(e.0.contains("kindd"), "{e}");
+    }
+
+    /// A path that is not a readable file is refused, as a missing one is
+    /// (the TOML provider reads a directory as an empty file: the defaults
+    /// ran, on a new store under a new key).
+    #[test]
+    fn a_config_path_that_is_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load_from(Some(dir.path()), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+        assert!(e.0.contains("is not a file"), "{e}");
+        let e = Config::load_from(
+            Some(&dir.path().join("missing.toml")),
+            Env::prefixed("NOPE_NOT_SET__"),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("does not exist"), "{e}");
     }
 
     #[test]
