@@ -903,6 +903,32 @@ async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
     );
     assert_eq!(wrapped_keys(&config).await, before, "nothing changed");
 
+    // From a key that wraps nothing: every record is under another key
+    // (the one the service was configured with) and is left as it was; the
+    // command fails, so that the key meant to be retired is not removed.
+    let other = dir.path().join("other.key");
+    cardbind_keys::LocalMasterKey::load_or_create_file(&other).unwrap();
+    let out = cardbind()
+        .args(["keys", "rotate", "--from"])
+        .arg(&other)
+        .arg("--to")
+        .arg(&new_key)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains(": 0 re-wrapped, "), "{stdout}");
+    assert!(
+        stderr.contains("were left under another master key than --from and --to"),
+        "{stderr}"
+    );
+    assert_eq!(wrapped_keys(&config).await, before, "nothing changed");
+
     // Configured as the master key, the old one as the previous key: the
     // branch keys move to it.
     // Its report's reader has gone (`| head -0`): the rotation still

@@ -330,6 +330,21 @@ pub fn retirement_summary(r: &cardbind_keys::RetireReport) -> String {
 /// on every try): an operator's next step (removing the old key, counting
 /// the old versions gone) would be wrong, and a job's failure is what a
 /// scheduler alerts on. Names the first owners; the log says why each.
+/// Fails when a rotation left records under a master key other than the
+/// two it was given (the old key named was not the one they are under):
+/// the key the operator means to retire may still be needed.
+pub fn left_under_other_keys(r: &cardbind_keys::RotationReport) -> anyhow::Result<()> {
+    if r.other_master_key == 0 {
+        return Ok(());
+    }
+    bail!(
+        "{} record(s) were left under another master key than --from and --to: keep that key \
+         configured (keys.previous_kms_key_ids / previous_local_key_files), and rotate again \
+         with --from naming it",
+        r.other_master_key
+    )
+}
+
 pub fn not_rewrapped(failed: &[String], consequence: &str) -> anyhow::Result<()> {
     const NAMED: usize = 10;
     if failed.is_empty() {

@@ -276,7 +276,8 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             admin::not_rewrapped(
                 &report.failed,
                 "they are still under the old master key: keep it configured as a previous key",
-            )
+            )?;
+            admin::left_under_other_keys(&report)
         }
         Command::Keys {
             command: KeysCommand::RetireBranches { new_version },
