@@ -2,7 +2,7 @@
 //! could not take them) wait here for an operator, who approves, rejects or
 //! sends them back to the channel.
 
-use cardbind_domain::{Action, BindingId, BindingStatus, UserId};
+use cardbind_domain::{Action, BindingId, BindingStatus, Clash, ConflictCode, UserId};
 use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::ChannelBindRequest;
 
@@ -102,7 +102,10 @@ impl UseCases {
     }
 
     /// An operator approves a card in review: it becomes active (with the
-    /// channel's reference, when the operator learned it).
+    /// channel's reference, when the operator learned it). A reference
+    /// that names another card's agreement (a live card holds it) is
+    /// refused: the notifications and the unbind of this card would reach
+    /// that card's agreement.
     pub async fn approve_review(
         &self,
         ctx: &RequestContext,
@@ -111,6 +114,9 @@ impl UseCases {
     ) -> Result<CardView, ReviewError> {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
         let user = self.owner_of(id).await?;
+        if let Some(r) = &channel_ref {
+            self.ensure_ref_is_free(&user, id, r).await?;
+        }
         let ((), after) = self
             .change_wallet::<_, ReviewError>(ctx, &user, None, |w, now| {
                 status_change(ctx, w, id, AuditAction::ReviewApprove, now, |b| {
@@ -126,6 +132,43 @@ impl UseCases {
         }
         self.unqueue(id).await;
         Ok(b)
+    }
+
+    /// Refuses a channel reference another live card holds; forgets one
+    /// recorded for a card that no longer holds it (its delete at the
+    /// card's end failed), so that it can be recorded for this card.
+    async fn ensure_ref_is_free(
+        &self,
+        user: &UserId,
+        id: &BindingId,
+        channel_ref: &str,
+    ) -> Result<(), ReviewError> {
+        let loaded = self.load(user).await?;
+        let channel = loaded.wallet.get(id)?.channel.clone();
+        let Some(target) = self.ports.channel_refs.find(&channel, channel_ref).await? else {
+            return Ok(());
+        };
+        if &target.user == user && &target.binding == id {
+            return Ok(());
+        }
+        let holder = self.load(&target.user).await?;
+        let held = holder.wallet.get(&target.binding).is_ok_and(|b| {
+            b.status.is_live()
+                && b.channel == channel
+                && b.channel_ref.as_deref() == Some(channel_ref)
+        });
+        if held {
+            return Err(Clash::new(
+                ConflictCode::Conflict,
+                "this channel reference names another card's agreement",
+            )
+            .into());
+        }
+        self.ports
+            .channel_refs
+            .delete(&channel, channel_ref)
+            .await?;
+        Ok(())
     }
 
     /// An operator rejects a card in review: it fails.

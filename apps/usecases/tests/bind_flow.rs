@@ -602,6 +602,71 @@ async fn review_approve_and_reject() {
     assert_eq!(e.code(), ErrorCode::Forbidden);
 }
 
+/// A channel reference another live card holds is refused at approval:
+/// this card's notifications and its unbind would reach that card's
+/// agreement. One left behind by a card that no longer holds it (its
+/// delete failed) is taken over.
+#[tokio::test]
+async fn approving_with_another_cards_reference_is_refused() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(unlimited());
+    w.channel.always(Script::Fail(ChannelError::CircuitOpen));
+    let mut cards = Vec::new();
+    for (u, n) in [("r1", 21), ("r3", 23), ("r4", 24)] {
+        cards.push(
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(n), w.now()))
+                .await
+                .unwrap()
+                .binding,
+        );
+    }
+    w.uc.approve_review(&admin(), &cards[0].id, Some("ref-123".into()))
+        .await
+        .unwrap();
+    let e =
+        w.uc.approve_review(&admin(), &cards[1].id, Some("ref-123".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    assert_eq!(
+        w.wallet("r3").await.get(&cards[1].id).unwrap().status,
+        BindingStatus::PendingReview,
+        "left in review"
+    );
+    let found = ChannelRefs::find(&w.store, &cards[0].channel, "ref-123")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.binding, cards[0].id);
+    // r1's card is unbound but its reference stays (as when the delete at
+    // its end failed): the reference is free, and recorded for r4's card.
+    w.uc.unbind(&backend(), &user("r1"), &cards[0].id, None)
+        .await
+        .unwrap();
+    ChannelRefs::put(
+        &w.store,
+        &cards[0].channel,
+        "ref-123",
+        &cardbind_ports::store::RefTarget {
+            user: user("r1"),
+            binding: cards[0].id.clone(),
+        },
+        cards[0].data_generation,
+    )
+    .await
+    .unwrap();
+    let ok =
+        w.uc.approve_review(&admin(), &cards[2].id, Some("ref-123".into()))
+            .await
+            .unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    let found = ChannelRefs::find(&w.store, &cards[2].channel, "ref-123")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.binding, cards[2].id);
+}
+
 #[tokio::test]
 async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
     let w = world(Policy::default());

@@ -202,7 +202,8 @@ pub struct VerifyCardBody {
 #[oai(deny_unknown_fields)]
 pub struct ApproveReviewBody {
     /// The channel's agreement id or token, when the operator bound the
-    /// card at the channel by hand: 1–128 characters.
+    /// card at the channel by hand: 1–128 characters. One that another
+    /// live card holds is `409 conflict`.
     #[oai(validator(min_length = 1, max_length = 128))]
     pub channel_ref: Option<String>,
 }
