@@ -105,12 +105,26 @@ fn chain_id(s: &str) -> Result<ChainId, StoreError> {
     ChainId::parse(s).ok_or_else(|| corrupt("chain", s))
 }
 
+/// A link as the chain's walk reads it. Its listing fields (`users`,
+/// `bindings`, `actions`) must be what its events give: the hash covers the
+/// events, not these, and an edited one would move an event between the
+/// audit listing's filters unseen.
 fn into_link(d: LinkDoc) -> Result<Link, StoreError> {
+    let events = events_into_domain(d.events)?;
+    if d.users != event_users(&events)
+        || d.bindings != event_bindings(&events)
+        || d.actions != event_actions(&events)
+    {
+        return Err(corrupt(
+            &format!("link {} of chain {}", d.seq, d.chain),
+            "its listing fields (users, bindings, actions) differ from its events",
+        ));
+    }
     Ok(Link {
         chain: chain_id(&d.chain)?,
         seq: to_u64(d.seq, "link number")?,
         at: Timestamp::from_unix_millis(d.at),
-        events: events_into_domain(d.events)?,
+        events,
         prev_hash: d.prev_hash,
         hash: d.hash,
     })

@@ -51,8 +51,8 @@ const PENDING_LINKS: &str = "SELECT at, chain, seq FROM links INDEXED BY links_p
      AND at >= ?4 AND at < ?5
      ORDER BY at, chain, seq LIMIT ?6";
 
-const LINK_EVENTS: &str =
-    "SELECT body FROM events WHERE at = ?1 AND chain = ?2 AND seq = ?3 ORDER BY idx";
+const LINK_EVENTS: &str = "SELECT body, user_id, binding_id, action FROM events
+     WHERE at = ?1 AND chain = ?2 AND seq = ?3 ORDER BY idx";
 
 const WALK_LINKS: &str = "SELECT chain, seq, at, prev_hash, hash FROM links
      WHERE (chain, seq) > (?1, ?2) ORDER BY chain, seq LIMIT ?3";
@@ -477,15 +477,28 @@ fn read_events(
     seq: i64,
     at_ms: i64,
 ) -> Result<Vec<AuditEvent>, StoreError> {
+    type Row = (Vec<u8>, Option<String>, Option<String>, String);
     let mut s = c.prepare_cached(LINK_EVENTS).map_err(db_err)?;
-    let bodies = s
-        .query_map(params![at_ms, chain, seq], |r| r.get::<_, Vec<u8>>(0))
+    let rows = s
+        .query_map(params![at_ms, chain, seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .map_err(db_err)?
-        .collect::<Result<Vec<_>, _>>()
+        .collect::<Result<Vec<Row>, _>>()
         .map_err(db_err)?;
-    bodies
-        .iter()
-        .map(|b| from_json::<EventRecord>(b, "audit event")?.into_domain())
+    rows.into_iter()
+        .map(|(body, user_id, binding_id, action)| {
+            let e = from_json::<EventRecord>(&body, "audit event")?;
+            // The hash covers the event, not the columns the audit listing
+            // filters on: an edited column would move the event between
+            // the listing's filters unseen.
+            if e.user_id != user_id || e.binding_id != binding_id || e.action != action {
+                return Err(corrupt(format!(
+                    "an event of link {seq} of chain {chain}: its listing columns (user_id, binding_id, action) differ from the event"
+                )));
+            }
+            e.into_domain()
+        })
         .collect()
 }
 

@@ -520,6 +520,60 @@ async fn audit_verify_checks_the_chains_then_the_anchors() {
     );
 }
 
+/// `audit verify` holds the columns the audit listing filters on (user,
+/// card, action) to the events they index: the hash covers the event, not
+/// them, and an edited column moved an event between the listing's filters
+/// unseen (black-box run: `?user_id=alice` no longer listed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
+    use cardbind_ports::audit::{AuditActor, AuditEvent, AuditLog, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let now = cardbind_domain::Timestamp::from_unix_millis(1_790_000_000_000);
+        let event = AuditEvent {
+            at: now,
+            actor: AuditActor::service("test"),
+            action: cardbind_ports::audit::AuditAction::UserErase,
+            user_id: Some(cardbind_domain::UserId::parse("alice").unwrap()),
+            binding_id: None,
+            outcome: Outcome::Ok,
+            request_id: None,
+            client_ip: None,
+            detail: Some("unbound 0".into()),
+        };
+        stores.audit.append_system(vec![event], now).await.unwrap();
+    }
+    let verify = || {
+        let out = cardbind()
+            .args(["audit", "verify"])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
+    for edit in [
+        "UPDATE events SET user_id = 'bob' WHERE user_id = 'alice'",
+        "UPDATE events SET user_id = 'alice', action = 'binding.unbind' WHERE user_id = 'bob'",
+    ] {
+        assert_eq!(db.execute(edit, []).unwrap(), 1, "{edit}");
+        let (code, stdout, stderr) = verify();
+        assert_eq!(code, Some(1), "{edit}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("its listing columns (user_id, binding_id, action) differ from the event"),
+            "{edit}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_with_a_log_that_names_no_anchor_fails() {
     let dir = tempfile::tempdir().unwrap();

@@ -112,3 +112,41 @@ async fn a_raw_scan_finds_no_card_data_in_clear() {
     }
     assert_eq!(sealed_doc.len(), 4, "no other sealed field (no CVV)");
 }
+
+/// The chain's walk holds a link's listing fields (`users`, `bindings`,
+/// `actions`, which the audit listing's indexes read) to its events: the
+/// hash covers the events, not these, and an edited one would move an
+/// event between the listing's filters unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_listing_fields_differ_from_its_events_is_corrupt() {
+    let Some(uri) = uri() else { return };
+    let (s, name) = fresh_store(&uri).await;
+    let u = user_id(&unique("u"));
+    let w = pan_wallet(&u, at(0));
+    let b = w.bindings()[0].id.clone();
+    s.commit(
+        &w,
+        None,
+        vec![event(AuditAction::BindingCreate, Some(&u), Some(&b))],
+        at(0),
+    )
+    .await
+    .unwrap();
+    let links = AuditLog::links(&s, None, 10).await.unwrap();
+    assert_eq!(verify_links(&links), Ok(1));
+    let db = raw_db(&uri, &name).await;
+    for set in [
+        doc! { "users": ["mallory"] },
+        doc! { "users": [u.as_str()], "actions": ["binding.unbind"] },
+    ] {
+        db.collection::<Document>("links")
+            .update_one(doc! { "chain": u.as_str(), "seq": 1 }, doc! { "$set": set.clone() })
+            .await
+            .unwrap();
+        let e = AuditLog::links(&s, None, 10).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("listing fields")),
+            "{set}: {e:?}"
+        );
+    }
+}
