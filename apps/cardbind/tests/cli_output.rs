@@ -568,7 +568,9 @@ async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
         let (code, stdout, stderr) = verify();
         assert_eq!(code, Some(1), "{edit}: {stdout}{stderr}");
         assert!(
-            stderr.contains("its listing columns (user_id, binding_id, action) differ from the event"),
+            stderr.contains(
+                "its listing columns (user_id, binding_id, action) differ from the event"
+            ),
             "{edit}: {stderr}"
         );
     }

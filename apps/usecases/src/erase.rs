@@ -7,13 +7,14 @@
 
 use std::sync::Mutex;
 
-use cardbind_domain::{Action, Binding, UserId};
+use cardbind_domain::{Action, Binding, ErrorCode, UserId};
 use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::step_up::StepUpAction;
+use cardbind_ports::StoreError;
 
-use crate::access::SteppedUp;
+use crate::access::{step_up_required, SteppedUp};
 use crate::context::RequestContext;
-use crate::error::op_error;
+use crate::error::{op_error, Internal};
 use crate::tx::{until_settled, Raced};
 use crate::UseCases;
 
@@ -46,8 +47,20 @@ impl UseCases {
         let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let destroyed = std::sync::atomic::AtomicBool::new(false);
-        let unbound = until_settled::<_, EraseError, _, _>(|| async {
-            let loaded = self.load(user).await?;
+        let unreadable: Mutex<Option<String>> = Mutex::new(None);
+        let settled = until_settled::<_, EraseError, _, _>(|| async {
+            let loaded = match self.load(user).await {
+                Ok(l) => l,
+                Err(StoreError::Corrupt(why)) => {
+                    if let Ok(mut u) = unreadable.lock() {
+                        *u = Some(why);
+                    }
+                    return Err(Raced::fail(Internal::new(
+                        "the user's wallet does not parse",
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let mut events = Vec::new();
             if self.step_up_enabled() {
                 events.extend(
@@ -148,8 +161,17 @@ impl UseCases {
             self.commit(ctx, &loaded, &wallet, events).await?;
             Ok((loaded.wallet, wallet))
         })
-        .await?;
-        let (unbound, after) = unbound;
+        .await;
+        let unreadable = unreadable.lock().ok().and_then(|mut u| u.take());
+        let (unbound, after) = match (settled, unreadable) {
+            (Ok(done), _) => done,
+            (Err(_), Some(why)) => {
+                return Err(self
+                    .erase_unreadable_wallet(ctx, user, step_up_token, &why)
+                    .await);
+            }
+            (Err(e), None) => return Err(e),
+        };
         // The shares the user gave ended with their cards; so do the
         // secondaries' mirrors.
         // (All of them: an erasure repeated after one that stopped here
@@ -178,5 +200,56 @@ impl UseCases {
             unbound: count,
             key_destroyed,
         })
+    }
+
+    /// The erasure of a user whose wallet does not parse: their cards
+    /// cannot be read, so they are neither unbound nor ended at their
+    /// channels, but the user's key is destroyed, so that their card data
+    /// no longer opens anywhere (what erasure owes first). Recorded in the
+    /// service's chain; the answer is an error naming what is left.
+    async fn erase_unreadable_wallet(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        step_up_token: Option<&str>,
+        why: &str,
+    ) -> EraseError {
+        let now = self.now();
+        if let Some((e, passed)) = self
+            .check_step_up(ctx, user, None, StepUpAction::EraseUser, step_up_token)
+            .await
+        {
+            let _ = self.ports.audit.append_system(vec![e], now).await;
+            if !passed {
+                return step_up_required().into();
+            }
+        }
+        tracing::error!(%user, cause = %why, "erasure: the user's wallet does not parse; destroying their key");
+        let destroyed = match self.ports.vault.erase_owner(user).await {
+            Ok(d) => d,
+            Err(e) => return e.into(),
+        };
+        let event = ctx
+            .event(now, AuditAction::UserErase)
+            .user(user)
+            .detail(format!(
+                "the wallet does not parse: key {}, cards not unbound",
+                if destroyed {
+                    "destroyed"
+                } else {
+                    "already gone"
+                }
+            ))
+            .refused(ErrorCode::InternalError)
+            .build();
+        if let Err(e) = self.ports.audit.append_system(vec![event], now).await {
+            tracing::warn!(%user, error = %e, "erasure of an unreadable wallet not audited");
+        }
+        Internal::new(
+            "the user's wallet does not parse: their key was destroyed (their card data no \
+             longer opens anywhere), but their cards were not unbound nor their agreements \
+             ended at the channels; repair the wallet's newest record and erase again",
+        )
+        .into()
     }
 }

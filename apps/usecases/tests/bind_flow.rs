@@ -667,6 +667,52 @@ async fn approving_with_another_cards_reference_is_refused() {
     assert_eq!(found.binding, cards[2].id);
 }
 
+/// A user whose wallet does not parse is still crypto-shredded: their key
+/// is destroyed (their card data no longer opens), the erasure is recorded
+/// in the service's chain, and it fails saying the cards were not unbound
+/// (they cannot be read). Before, it failed at the wallet and destroyed
+/// nothing.
+#[tokio::test]
+async fn erasing_a_user_whose_wallet_does_not_parse_still_destroys_the_key() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    w.uc.bind_card(&backend(), bind_cmd("zed", &visa(31), w.now()))
+        .await
+        .unwrap();
+    w.wallets.corrupt.lock().unwrap().replace(user("zed"));
+    let e =
+        w.uc.erase_user(&admin(), &user("zed"), None)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InternalError);
+    assert!(e.to_string().contains("their key was destroyed"), "{e}");
+    assert!(w.vault.erased.lock().unwrap().contains(&"zed".to_owned()));
+    let recorded = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            user_id: Some(user("zed")),
+            action: Some(AuditAction::UserErase),
+            ..AuditFilter::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(recorded[0]
+        .event
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.contains("cards not unbound")));
+    // Not for an operator without the right to erase.
+    let e =
+        w.uc.erase_user(&backend(), &user("zed"), None)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Forbidden);
+}
+
 #[tokio::test]
 async fn the_fourth_bind_in_a_minute_is_rate_limited_with_retry_after() {
     let w = world(Policy::default());

@@ -140,7 +140,10 @@ async fn a_link_whose_listing_fields_differ_from_its_events_is_corrupt() {
         doc! { "users": [u.as_str()], "actions": ["binding.unbind"] },
     ] {
         db.collection::<Document>("links")
-            .update_one(doc! { "chain": u.as_str(), "seq": 1 }, doc! { "$set": set.clone() })
+            .update_one(
+                doc! { "chain": u.as_str(), "seq": 1 },
+                doc! { "$set": set.clone() },
+            )
             .await
             .unwrap();
         let e = AuditLog::links(&s, None, 10).await.unwrap_err();

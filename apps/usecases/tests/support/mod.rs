@@ -467,6 +467,8 @@ pub struct GatedWallets {
     pub held: AtomicU64,
     /// Every load waits this long first (a store that hangs).
     pub load_delay: Mutex<Option<std::time::Duration>>,
+    /// This user's wallet does not parse (every load of it is `Corrupt`).
+    pub corrupt: Mutex<Option<UserId>>,
 }
 
 impl GatedWallets {
@@ -490,6 +492,9 @@ impl cardbind_ports::store::WalletStore for GatedWallets {
         let delay = *self.load_delay.lock().unwrap();
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
+        }
+        if self.corrupt.lock().unwrap().as_ref() == Some(user) {
+            return Err(StoreError::Corrupt("wallet: expected value".into()));
         }
         self.inner.load(user).await
     }
@@ -770,6 +775,7 @@ fn world_with(
         hold_after_commit: Mutex::new(None),
         held: AtomicU64::new(0),
         load_delay: Mutex::new(None),
+        corrupt: Mutex::new(None),
     });
     let ports = Ports {
         wallets: wallets.clone(),
