@@ -1193,6 +1193,23 @@ async fn admin_commands_refuse_a_store_that_does_not_exist() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.starts_with("erased user bob: 0 card(s)"), "{stdout}");
+    // On the in-memory store (inside the serving process), each refuses
+    // instead of acting on an empty store of its own.
+    for args in &commands {
+        let out = cardbind()
+            .args(*args)
+            .current_dir(&elsewhere)
+            .env("CARDBIND__STORAGE__KIND", "memory")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("admin commands act on a durable store")
+                || stderr.contains("bins import needs a durable store"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

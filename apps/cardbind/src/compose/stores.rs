@@ -80,6 +80,15 @@ const SQLITE_FILE: &str = "cardbind.sqlite3";
 /// `server.data_dir` is relative) would then report success on it while the
 /// service's store is left as it was. Nothing is created when it refuses.
 pub async fn existing_stores(config: &Config) -> anyhow::Result<Stores> {
+    // The in-memory store lives inside the serving process: a command
+    // would act on an empty store of its own and report what it did there.
+    if config.storage.kind == StorageKind::Memory {
+        bail!(
+            "storage.kind: admin commands act on a durable store (\"sqlite\" or \"mongodb\"); \
+             the in-memory store lives inside the serving process, out of their reach: nothing \
+             was done"
+        );
+    }
     if config.storage.kind == StorageKind::Sqlite {
         let path = sqlite_path(config);
         if !path.exists() {
