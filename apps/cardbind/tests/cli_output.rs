@@ -1311,6 +1311,22 @@ fn a_step_up_token_out_of_its_lifetime_bounds_is_not_issued() {
         );
         assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
     }
+    // Nor for a user id no request can name.
+    let out = Command::new(env!("CARGO_BIN_EXE_cardbind"))
+        .args(["step-up-token", "--user", "@x", "--action", "erase_user"])
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env(
+            "CARDBIND__STEP_UP__HMAC_SECRET",
+            "a-step-up-secret-of-more-than-32-characters",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        out.stdout.is_empty() && stderr.contains("--user"),
+        "{stderr}"
+    );
 }
 
 /// `erase-user` with step-up enabled and no token says how to give one;

@@ -218,6 +218,10 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             let Some(action) = StepUpAction::parse(&action) else {
                 bail!("--action: unbind_default_card, change_default_card or erase_user");
             };
+            // A token for what no request can name would never be used.
+            if cardbind_domain::UserId::parse(&user).is_err() {
+                bail!("--user: a user id is 1 to 64 of A-Z a-z 0-9 _ - . : @, starting with a letter or digit");
+            }
             let max = config.step_up.max_ttl_seconds;
             let ttl = ttl.unwrap_or(120.min(max));
             if !(1..=max).contains(&ttl) {
