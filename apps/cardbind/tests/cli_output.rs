@@ -526,7 +526,7 @@ async fn audit_verify_checks_the_chains_then_the_anchors() {
 /// unseen (black-box run: `?user_id=alice` no longer listed it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
-    use cardbind_ports::audit::{AuditActor, AuditEvent, AuditLog, Outcome};
+    use cardbind_ports::audit::{AuditActor, AuditEvent, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path());
     {

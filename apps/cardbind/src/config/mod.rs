@@ -445,7 +445,8 @@ mod tests {
     /// timeout of 0, a host name as the listen address.
     #[test]
     fn settings_that_could_never_work_are_refused() {
-        let cases: [(&str, fn(&mut Config)); 8] = [
+        type Edit = fn(&mut Config);
+        let cases: [(&str, Edit); 8] = [
             ("storage.cache_mib", |c| c.storage.cache_mib = 0),
             ("log.filter", |c| c.log.filter = "[[[".into()),
             ("log.filter", |c| c.log.filter = "cardbind=notalevel".into()),
