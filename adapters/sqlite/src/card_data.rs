@@ -169,13 +169,20 @@ impl CardDataStore for SqliteStore {
             binding_id.as_str().to_owned(),
             keep.map(i64::from),
         );
+        let every = g.is_none();
         self.engine
             .write(move |tx| {
-                tx.conn
+                let n = tx
+                    .conn
                     .prepare_cached(DELETE_CARD_DATA)
                     .and_then(|mut s| s.execute(params![b, g, u]))
-                    .map(|n| n as u64)
-                    .map_err(db_err)
+                    .map_err(db_err)?;
+                // Every generation of a card goes (its user is erased, or it
+                // left its wallet): secure_delete zeroes the rows in their
+                // pages, and the WAL's older copies of those pages go when
+                // it is truncated, as for an erased key.
+                tx.after.truncate_wal |= every && n > 0;
+                Ok(n as u64)
             })
             .await
     }
