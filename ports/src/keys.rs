@@ -69,9 +69,7 @@ pub trait CardVault: Send + Sync {
         owner: &UserId,
         context: &SealContext,
         plaintext: &[u8],
-    ) -> Result<SealedBlob, KeyError> {
-        self.seal(owner, context, plaintext).await
-    }
+    ) -> Result<SealedBlob, KeyError>;
 
     /// Opens a sealed value. MUST return `Refused` for a tampered value or
     /// one sealed for another record, field or owner, and `Erased` after

@@ -170,7 +170,27 @@ impl UseCases {
                     .erase_unreadable_wallet(ctx, user, step_up_token, &why)
                     .await);
             }
-            (Err(e), None) => return Err(e),
+            (Err(e), None) => {
+                if destroyed.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The key went, the change that unbinds the cards was
+                    // not stored (the store failed, or other changes kept
+                    // winning): their data no longer opens, and the
+                    // record of that must not be the log line alone.
+                    let now = self.now();
+                    let event = ctx
+                        .event(now, AuditAction::UserErase)
+                        .user(user)
+                        .detail(format!(
+                            "key destroyed; the change unbinding the cards was not stored ({e}): erase again"
+                        ))
+                        .refused(e.code())
+                        .build();
+                    if let Err(a) = self.ports.audit.append_system(vec![event], now).await {
+                        tracing::error!(%user, error = %a, "erasure: key destroyed, not audited");
+                    }
+                }
+                return Err(e);
+            }
         };
         // The shares the user gave ended with their cards; so do the
         // secondaries' mirrors.

@@ -1412,10 +1412,17 @@ async fn a_bind_that_lost_its_race_to_an_erasure_seals_its_card_again() {
         tokio::task::yield_now().await;
     }
     w.uc.erase_user(&admin(), &user("ivy"), None).await.unwrap();
+    // Held once the bind's change is stored: it sealed again before it
+    // (sealed after it, the card's data could be under a key made after
+    // an erasure that comes then, which would outlive that erasure).
+    let stored = w.wallets.hold_next_commit_of("ivy");
     gate.add_permits(1);
+    until_called(&w.wallets.held).await;
+    assert_eq!(stored_seals(), 3, "sealed again before the commit");
+    stored.add_permits(1);
     let card = bind.await.unwrap().unwrap().binding;
     assert_eq!(card.status, BindingStatus::Active);
-    assert_eq!(stored_seals(), 3, "sealed again after the lost race");
+    assert_eq!(stored_seals(), 3, "and only then");
 }
 
 /// An unbind whose write lost a race (the wallet changed while the channel

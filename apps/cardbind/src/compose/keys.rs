@@ -183,6 +183,15 @@ impl CardVault for NoKeys {
         no_keys()
     }
 
+    async fn seal_with_stored_key(
+        &self,
+        _owner: &UserId,
+        _context: &SealContext,
+        _plaintext: &[u8],
+    ) -> Result<SealedBlob, KeyError> {
+        no_keys()
+    }
+
     async fn open(
         &self,
         _owner: &UserId,

@@ -444,8 +444,24 @@ impl UseCases {
         let first = std::sync::Mutex::new(Some(first));
         // Whether a round read the wallet again: what was sealed before the
         // first round may be under a key an erasure (the change that beat
-        // it) has destroyed since, so the data is sealed again.
+        // it) has destroyed since, so the data is sealed again, in the
+        // round, before its commit: an erasure that comes after that
+        // commit deletes the key it was sealed under (sealed after the
+        // commit, it could be under a key made after the erasure's delete,
+        // which would outlive the erasure).
         let raced = std::sync::atomic::AtomicBool::new(false);
+        let sealed_in_round: std::sync::Mutex<Option<(BindingId, cardbind_domain::SealedCard)>> =
+            std::sync::Mutex::new(None);
+        let seal_in_round = |id: BindingId| async {
+            let s = self
+                .seal(&cmd.user, &id, &cmd.details, Owner::Known)
+                .await
+                .map_err(|e| Raced::fail(BindError::from(e)))?;
+            if let Ok(mut slot) = sealed_in_round.lock() {
+                *slot = Some((id, s));
+            }
+            Ok::<(), Raced<BindError>>(())
+        };
         // `replaced`: the generation of the data the card held before this
         // bind (an earlier bind's, ended or taken over), when it had one.
         let (id, resumed, replaced, loaded) = until_settled::<_, BindError, _, _>(|| async {
@@ -498,6 +514,10 @@ impl UseCases {
                             }
                         })
                         .map_err(|_| Raced::fail(Internal::new("a card to resume cannot be resumed")))?;
+                    // Its data may be missing (the stopped request did not
+                    // store it, or a take-over stores it anew): sealed now,
+                    // before the commit, in case it is.
+                    seal_in_round(id.clone()).await?;
                     let e = if own {
                         bind_event(ctx, now, &cmd.user, Some(&id), AuditAction::BindingResume)
                             .detail("-> pending_verification; resumed by a retry of the request that placed it")
@@ -517,6 +537,9 @@ impl UseCases {
                 Opened::New(id) => (id, AuditAction::BindingCreate),
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
             };
+            if raced.load(std::sync::atomic::Ordering::SeqCst) {
+                seal_in_round(id.clone()).await?;
+            }
             // Bound again from `pending_verification`: the bind before it
             // waited past its window, and failed on the way (recorded as
             // reconciliation records it, then the bind as any other).
@@ -567,15 +590,23 @@ impl UseCases {
                 binding: id.clone(),
                 user: cmd.user.clone(),
                 generation,
-                sealed: match sealed.take() {
-                    Some((sealed_for, s))
+                // Sealed before the commit that placed (or resumed) the
+                // card: in that round, or before the first.
+                sealed: match (
+                    sealed_in_round.lock().ok().and_then(|mut s| s.take()),
+                    sealed.take(),
+                ) {
+                    (Some((sealed_for, s)), _) if sealed_for == id => s,
+                    (None, Some((sealed_for, s)))
                         if sealed_for == id && !raced.load(std::sync::atomic::Ordering::SeqCst) =>
                     {
                         s
                     }
                     _ => {
-                        self.seal(&cmd.user, &id, &cmd.details, Owner::Known)
-                            .await?
+                        return Err(Internal::new(
+                            "the card's data was not sealed before its commit",
+                        )
+                        .into())
                     }
                 },
             };
