@@ -105,21 +105,28 @@ fn chain_id(s: &str) -> Result<ChainId, StoreError> {
     ChainId::parse(s).ok_or_else(|| corrupt("chain", s))
 }
 
-/// A link as the chain's walk reads it. Its listing fields (`users`,
-/// `bindings`, `actions`) must be what its events give: the hash covers the
-/// events, not these, and an edited one would move an event between the
-/// audit listing's filters unseen.
-fn into_link(d: LinkDoc) -> Result<Link, StoreError> {
-    let events = events_into_domain(d.events)?;
-    if d.users != event_users(&events)
-        || d.bindings != event_bindings(&events)
-        || d.actions != event_actions(&events)
+/// A link as the chain's walk (`audit verify`) reads it. Its listing
+/// fields (`users`, `bindings`, `actions`) must be what its events give:
+/// the hash covers the events, not these, and an edited one would move an
+/// event between the audit listing's filters unseen.
+fn walked_link(d: LinkDoc) -> Result<Link, StoreError> {
+    let (seq, chain) = (d.seq, d.chain.clone());
+    let (users, bindings, actions) = (d.users.clone(), d.bindings.clone(), d.actions.clone());
+    let link = into_link(d)?;
+    if users != event_users(&link.events)
+        || bindings != event_bindings(&link.events)
+        || actions != event_actions(&link.events)
     {
         return Err(corrupt(
-            &format!("link {} of chain {}", d.seq, d.chain),
+            &format!("link {seq} of chain {chain}"),
             "its listing fields (users, bindings, actions) differ from its events",
         ));
     }
+    Ok(link)
+}
+
+fn into_link(d: LinkDoc) -> Result<Link, StoreError> {
+    let events = events_into_domain(d.events)?;
     Ok(Link {
         chain: chain_id(&d.chain)?,
         seq: to_u64(d.seq, "link number")?,
@@ -572,7 +579,7 @@ impl AuditLog for MongoStore {
             collect(cursor, limit as usize)
                 .await?
                 .into_iter()
-                .map(into_link)
+                .map(walked_link)
                 .collect()
         })
         .await

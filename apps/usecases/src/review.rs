@@ -134,9 +134,11 @@ impl UseCases {
         Ok(b)
     }
 
-    /// Refuses a channel reference another live card holds; forgets one
-    /// recorded for a card that no longer holds it (its delete at the
-    /// card's end failed), so that it can be recorded for this card.
+    /// Refuses a channel reference another live card on that channel
+    /// holds; forgets one recorded for a card that ended (its delete at
+    /// the card's end failed), so that it can be recorded for this card.
+    /// A check before the change: two approvals naming one reference at
+    /// the same moment can both pass it.
     async fn ensure_ref_is_free(
         &self,
         user: &UserId,
@@ -151,12 +153,14 @@ impl UseCases {
         if &target.user == user && &target.binding == id {
             return Ok(());
         }
+        // A live card on that channel holds it, whether or not it names it
+        // as its agreement now (a card's references are several over its
+        // life: a signing may name the agreement by another).
         let holder = self.load(&target.user).await?;
-        let held = holder.wallet.get(&target.binding).is_ok_and(|b| {
-            b.status.is_live()
-                && b.channel == channel
-                && b.channel_ref.as_deref() == Some(channel_ref)
-        });
+        let held = holder
+            .wallet
+            .get(&target.binding)
+            .is_ok_and(|b| b.status.is_live() && b.channel == channel);
         if held {
             return Err(Clash::new(
                 ConflictCode::Conflict,
