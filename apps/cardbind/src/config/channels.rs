@@ -282,6 +282,7 @@ impl ChannelsConfig {
             .mock
             .card_modes
             .keys()
+            .filter(|_| self.enabled.contains(&ChannelKind::Mock))
             .find(|k| !(k.len() == 4 && k.bytes().all(|b| b.is_ascii_digit())))
         {
             return bad(

@@ -78,18 +78,22 @@ impl Config {
             }
             // The TOML provider reads a path it cannot read (a directory,
             // a file without read permission) as an empty file: the
-            // defaults would run in its place.
-            if !f.is_file() {
+            // defaults would run in its place. (A pipe, as `<(…)` gives,
+            // is left to the provider: opening it here would take what
+            // the provider reads.)
+            if f.is_dir() {
                 return Err(ConfigError(format!(
                     "config file {} is not a file",
                     f.display()
                 )));
             }
-            if let Err(e) = std::fs::File::open(f) {
-                return Err(ConfigError(format!(
-                    "config file {} cannot be read: {e}",
-                    f.display()
-                )));
+            if f.is_file() {
+                if let Err(e) = std::fs::File::open(f) {
+                    return Err(ConfigError(format!(
+                        "config file {} cannot be read: {e}",
+                        f.display()
+                    )));
+                }
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -207,7 +211,7 @@ impl Config {
         if !(1..=600_000).contains(&self.storage.timeout_ms) {
             return bad("storage.timeout_ms", "must be 1 to 600000");
         }
-        if self.storage.cache_mib == 0 {
+        if self.storage.kind == StorageKind::Sqlite && self.storage.cache_mib == 0 {
             return bad("storage.cache_mib", "must be at least 1");
         }
         // A filter that does not parse fell back to `info`, and an empty one
@@ -224,7 +228,9 @@ impl Config {
                 "is required when keys.kind = \"aws_kms\"",
             );
         }
-        if !(1..=600_000).contains(&self.keys.kms_timeout_ms) {
+        if self.keys.kms_timeout_ms > 600_000
+            || (self.keys.kind == KeysKind::AwsKms && self.keys.kms_timeout_ms == 0)
+        {
             return bad("keys.kms_timeout_ms", "must be 1 to 600000");
         }
         if self.keys.cache_max_age_seconds > 86_400 {
@@ -458,7 +464,11 @@ mod tests {
                     .card_modes
                     .insert("02".into(), channels::MockModeSetting::Decline);
             }),
-            ("keys.kms_timeout_ms", |c| c.keys.kms_timeout_ms = 0),
+            ("keys.kms_timeout_ms", |c| {
+                c.keys.kind = KeysKind::AwsKms;
+                c.keys.kms_key_id = "alias/cardbind".into();
+                c.keys.kms_timeout_ms = 0;
+            }),
             ("server.address", |c| {
                 c.server.address = "localhost:8080".into()
             }),
@@ -469,6 +479,21 @@ mod tests {
             let e = c.validate().unwrap_err();
             assert!(e.0.starts_with(&format!("{field}:")), "{field}: {e}");
         }
+        // Each judged only where it is used: the page cache on the embedded
+        // store, the KMS timeout with KMS, the mock's modes while it is
+        // enabled.
+        let mut c = Config::default();
+        c.storage.kind = StorageKind::Memory;
+        c.storage.cache_mib = 0;
+        c.keys.kms_timeout_ms = 0;
+        c.channels
+            .mock
+            .card_modes
+            .insert("02".into(), channels::MockModeSetting::Decline);
+        c.channels.alipay = Some(alipay());
+        c.channels.enabled = vec![ChannelKind::Alipay];
+        c.channels.default = ChannelKind::Alipay;
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
         let mut c = Config::default();
         c.storage.cache_mib = 1;
         c.log.filter = "cardbind=debug,warn".into();
