@@ -21,11 +21,13 @@
 #
 #   bash scripts/test-services.sh bash scripts/generated-client.sh
 #
-# Needs CARDBIND_TEST_OPENAPI_CLIENT_VENV (a venv with openapi-python-client
-# and the generated client's dependencies) and
-# CARDBIND_TEST_OPENAPI_GENERATOR_JAR (openapi-generator's jar), both
-# and CARDBIND_TEST_TS_TOOLS (TypeScript), installed by
-# scripts/test-services.sh, Go, Java, Maven, cargo and Node.
+# Needs what scripts/test-services.sh installs and exports:
+# CARDBIND_TEST_OPENAPI_CLIENT_VENV (a venv with openapi-python-client and
+# the generated client's dependencies), CARDBIND_TEST_OPENAPI_GENERATOR_JAR
+# (openapi-generator's jar) and CARDBIND_TEST_TS_TOOLS (TypeScript); and Go,
+# a JDK with Maven, cargo, and Node 18 or later. The Rust client is built
+# against tests/generated_client/rust/Cargo.lock (the versions it was
+# checked with), into CARDBIND_TEST_CACHE_DIR when set (kept between runs).
 # CARDBIND_GC_KEEP=1 keeps the work dir.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,6 +48,8 @@ TS_TOOLS=${CARDBIND_TEST_TS_TOOLS:-}
 [[ -n $TS_TOOLS && -x $TS_TOOLS/node_modules/.bin/tsc ]] ||
     die "CARDBIND_TEST_TS_TOOLS is not set to a directory with TypeScript (run through scripts/test-services.sh)"
 command -v node >/dev/null || die "Node.js is needed for the TypeScript client"
+node -e 'process.exit(typeof fetch === "function" ? 0 : 1)' ||
+    die "Node.js 18 or later is needed for the TypeScript client (it uses the built-in fetch)"
 
 (cd "$ROOT" && cargo build --quiet -p cardbind --bin cardbind)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/cardbind
@@ -132,7 +136,7 @@ cp -R "$ROOT/tests/generated_client/go" "$WORK/go"
 (
     cd "$WORK" &&
         java -jar "$OAG_JAR" generate -i "$WORK/openapi.json" -g java --library okhttp-gson \
-            -o "$WORK/java" --additional-properties=groupId=dev.cardbind,artifactId=cardbind-client,invokerPackage=dev.cardbind.client,apiPackage=dev.cardbind.client.api,modelPackage=dev.cardbind.client.model,hideGenerationTimestamp=true \
+            -o "$WORK/java" --additional-properties=groupId=dev.cardbind,artifactId=cardbind-client,artifactVersion=0.1.0,invokerPackage=dev.cardbind.client,apiPackage=dev.cardbind.client.api,modelPackage=dev.cardbind.client.model,hideGenerationTimestamp=true \
             >"$WORK/openapi-generator.log" 2>&1
 ) || {
     cat "$WORK/openapi-generator.log" >&2
@@ -164,7 +168,7 @@ java -cp "$(cat "$WORK/java.classpath"):$WORK/java/target/cardbind-client-0.1.0.
 (
     cd "$WORK" &&
         java -jar "$OAG_JAR" generate -i "$WORK/openapi.json" -g rust -o "$WORK/rust" \
-            --additional-properties=packageName=cardbind-client,supportAsync=true \
+            --additional-properties=packageName=cardbind-client,packageVersion=0.1.0,supportAsync=true \
             >"$WORK/openapi-generator-rust.log" 2>&1
 ) || {
     cat "$WORK/openapi-generator-rust.log" >&2
@@ -177,15 +181,17 @@ fi
 mkdir -p "$WORK/rust/examples"
 cp "$ROOT/tests/generated_client/rust/flow.rs" "$WORK/rust/examples/flow.rs"
 printf '\n[dev-dependencies]\ntokio = { version = "1", features = ["rt", "macros"] }\n' >>"$WORK/rust/Cargo.toml"
+cp "$ROOT/tests/generated_client/rust/Cargo.lock" "$WORK/rust/Cargo.lock"
+RUST_TARGET=${CARDBIND_TEST_CACHE_DIR:-$WORK}/generated-rust-target
 (
     cd "$WORK/rust" &&
-        CARGO_TARGET_DIR="$WORK/rust-target" cargo build --quiet --example flow \
+        CARGO_TARGET_DIR="$RUST_TARGET" cargo build --quiet --locked --example flow \
             --no-default-features --features rustls >"$WORK/rust-build.log" 2>&1
 ) || {
     cat "$WORK/rust-build.log" >&2
-    die "the generated Rust client or its flow did not build"
+    die "the generated Rust client or its flow did not build (a generator whose manifest no longer matches tests/generated_client/rust/Cargo.lock fails --locked: regenerate the lock file)"
 }
-"$WORK/rust-target/debug/examples/flow"
+"$RUST_TARGET/debug/examples/flow"
 
 # And its TypeScript client (typescript-fetch: the fetch built into Node
 # 18 and later), generated beside tests/generated_client/typescript/flow.ts,

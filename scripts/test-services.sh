@@ -38,9 +38,13 @@
 # Cache: $CARDBIND_CACHE_DIR, default .cache/ at the repo root (gitignored).
 # CARDBIND_FERRETDB_BIN / CARDBIND_MOTO_VENV / CARDBIND_SCHEMATHESIS_VENV /
 # CARDBIND_OPENAPI_CLIENT_VENV / CARDBIND_OPENAPI_GENERATOR_JAR /
-# CARDBIND_ALIPAY_SDK_VENV point at an existing ferretdb binary / moto venv /
-# schemathesis venv / client generator venv / openapi-generator jar /
-# Alipay SDK venv instead (each is still checked before use).
+# CARDBIND_TS_TOOLS / CARDBIND_ALIPAY_SDK_VENV point at an existing ferretdb
+# binary / moto venv / schemathesis venv / client generator venv /
+# openapi-generator jar / TypeScript directory / Alipay SDK venv instead
+# (each is still checked before use). openapi-generator and TypeScript are
+# skipped with a warning where Java and Maven, or npm, are missing (only
+# scripts/generated-client.sh needs them; it then says so). The cache dir
+# is exported as CARDBIND_TEST_CACHE_DIR.
 # CARDBIND_KEEP_SERVICES_DIR=1 keeps the temp dir (logs) after exit.
 set -euo pipefail
 
@@ -177,8 +181,10 @@ export CARDBIND_TEST_OPENAPI_CLIENT_VENV=$OPC_VENV
 # the cache, through a temp dir so that a failed download leaves nothing).
 install_openapi_generator() {
     [[ -s $OAG_JAR ]] && return 0
-    command -v java >/dev/null || die "Java is needed for openapi-generator (a JDK 11 or later)"
-    command -v mvn >/dev/null || die "Maven is needed to fetch openapi-generator and build its Java client"
+    if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+        say "WARNING: Java and Maven are needed for openapi-generator (a JDK 11 or later): not installed"
+        return 0
+    fi
     say "fetching openapi-generator-cli $OAG_VERSION into $OAG_JAR (once)…"
     local started=$SECONDS tmp
     tmp=$(mktemp -d "$CACHE/oag.XXXXXX")
@@ -188,7 +194,10 @@ install_openapi_generator() {
         rm -rf "$tmp"
         die "Maven could not fetch openapi-generator-cli $OAG_VERSION"
     }
-    mv -f "$tmp/openapi-generator-cli-$OAG_VERSION.jar" "$OAG_JAR"
+    mv -f "$tmp/openapi-generator-cli-$OAG_VERSION.jar" "$OAG_JAR" || {
+        rm -rf "$tmp"
+        die "Maven fetched no openapi-generator-cli-$OAG_VERSION.jar"
+    }
     rm -rf "$tmp"
     say "openapi-generator fetched in $((SECONDS - started))s"
 }
@@ -197,11 +206,14 @@ if [[ -z ${CARDBIND_OPENAPI_GENERATOR_JAR:-} ]]; then
 else
     [[ -s $OAG_JAR ]] || die "CARDBIND_OPENAPI_GENERATOR_JAR=$OAG_JAR is not a file"
 fi
-export CARDBIND_TEST_OPENAPI_GENERATOR_JAR=$OAG_JAR
+[[ -s $OAG_JAR ]] && export CARDBIND_TEST_OPENAPI_GENERATOR_JAR=$OAG_JAR
 ts_tools_ok() { [[ -f $TS_TOOLS/.cardbind-ts-$TS_VERSION-$NODE_TYPES_VERSION && -x $TS_TOOLS/node_modules/.bin/tsc ]]; }
 install_ts_tools() {
     ts_tools_ok && return 0
-    command -v npm >/dev/null || die "Node.js with npm is needed for the TypeScript client (Node 18 or later)"
+    if ! command -v npm >/dev/null; then
+        say "WARNING: Node.js with npm is needed for the TypeScript client (Node 18 or later): not installed"
+        return 0
+    fi
     say "installing typescript $TS_VERSION into $TS_TOOLS (once)…"
     local started=$SECONDS
     rm -rf "$TS_TOOLS"
@@ -219,7 +231,8 @@ if [[ -z ${CARDBIND_TS_TOOLS:-} ]]; then
 else
     [[ -x $TS_TOOLS/node_modules/.bin/tsc ]] || die "CARDBIND_TS_TOOLS=$TS_TOOLS has no node_modules/.bin/tsc"
 fi
-export CARDBIND_TEST_TS_TOOLS=$TS_TOOLS
+[[ -x $TS_TOOLS/node_modules/.bin/tsc ]] && export CARDBIND_TEST_TS_TOOLS=$TS_TOOLS
+export CARDBIND_TEST_CACHE_DIR=$CACHE
 if [[ -z ${CARDBIND_ALIPAY_SDK_VENV:-} ]]; then
     # Alipay's official Python SDK (with rsa and pycryptodome, its dependencies).
     with_install_lock install_venv "alipay-sdk-python $ALIPAY_SDK_VERSION" "$ALI_VENV" \
