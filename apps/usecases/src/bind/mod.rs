@@ -442,14 +442,14 @@ impl UseCases {
         // The first round decides on the wallet already read; a lost race
         // reads it again.
         let first = std::sync::Mutex::new(Some(first));
-        // Whether a round read the wallet again: what was sealed before the
-        // first round may be under a key an erasure (the change that beat
-        // it) has destroyed since, so the data is sealed again, in the
+        // A round after the first (a lost race) seals the card again: what
+        // was sealed before the first round may be under a key an erasure
+        // (the change that beat it) has destroyed since. It seals in the
         // round, before its commit: an erasure that comes after that
         // commit deletes the key it was sealed under (sealed after the
         // commit, it could be under a key made after the erasure's delete,
-        // which would outlive the erasure).
-        let raced = std::sync::atomic::AtomicBool::new(false);
+        // which would outlive the erasure). What a round sealed is used
+        // before what was sealed ahead of the first.
         let sealed_in_round: std::sync::Mutex<Option<(BindingId, cardbind_domain::SealedCard)>> =
             std::sync::Mutex::new(None);
         let seal_in_round = |id: BindingId| async {
@@ -466,12 +466,10 @@ impl UseCases {
         // bind (an earlier bind's, ended or taken over), when it had one.
         let (id, resumed, replaced, loaded) = until_settled::<_, BindError, _, _>(|| async {
             let pre = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let raced = pre.is_none();
             let loaded = match pre {
                 Some(l) => l,
-                None => {
-                    raced.store(true, std::sync::atomic::Ordering::SeqCst);
-                    self.load(&cmd.user).await?
-                }
+                None => self.load(&cmd.user).await?,
             };
             let mut wallet = loaded.wallet.clone();
             let opened = match wallet.open(
@@ -537,7 +535,7 @@ impl UseCases {
                 Opened::New(id) => (id, AuditAction::BindingCreate),
                 Opened::Again(id) => (id, AuditAction::BindingRebind),
             };
-            if raced.load(std::sync::atomic::Ordering::SeqCst) {
+            if raced {
                 seal_in_round(id.clone()).await?;
             }
             // Bound again from `pending_verification`: the bind before it
@@ -596,9 +594,8 @@ impl UseCases {
                     sealed_in_round.lock().ok().and_then(|mut s| s.take()),
                     sealed.take(),
                 ) {
-                    (Some((sealed_for, s)), _) if sealed_for == id => s,
-                    (None, Some((sealed_for, s)))
-                        if sealed_for == id && !raced.load(std::sync::atomic::Ordering::SeqCst) =>
+                    (Some((sealed_for, s)), _) | (None, Some((sealed_for, s)))
+                        if sealed_for == id =>
                     {
                         s
                     }
