@@ -176,25 +176,11 @@ impl CardNumber {
     /// number is masked where it appears in a log line or a stored text),
     /// anything else that is not a digit is refused.
     pub fn parse(input: &str) -> Result<CardNumber, Invalid> {
-        let mut digits = String::with_capacity(19);
-        let mut run = 0;
-        for c in input.chars() {
-            match c {
-                '0'..='9' => {
-                    digits.push(c);
-                    run = 0;
-                }
-                ' ' | '-' if run < crate::consent::MAX_SEPARATORS => run += 1,
-                ' ' | '-' => {
-                    return Err(invalid(
-                        "a card number has digits only, at most three spaces or dashes in a row",
-                    ))
-                }
-                _ => return Err(invalid("a card number has digits only")),
-            }
-            if digits.len() > 19 {
-                return Err(invalid("a card number has 12 to 19 digits"));
-            }
+        let digits = crate::consent::without_separators(input).ok_or_else(|| {
+            invalid("a card number has digits only, at most three spaces or dashes in a row")
+        })?;
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("a card number has digits only"));
         }
         if !(12..=19).contains(&digits.len()) {
             return Err(invalid("a card number has 12 to 19 digits"));

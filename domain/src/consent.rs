@@ -99,6 +99,27 @@ pub struct NumberSpan {
 /// still one.
 pub const MAX_SEPARATORS: usize = 3;
 
+/// `input` without its spaces and dashes, or `None` when more than
+/// [`MAX_SEPARATORS`] of them stand in a row: how a card or phone number
+/// is read as typed, so that whatever is taken as one is a number the
+/// masks of free text join too.
+pub(crate) fn without_separators(input: &str) -> Option<String> {
+    let mut out = String::with_capacity(input.len());
+    let mut run = 0;
+    for c in input.chars() {
+        if matches!(c, ' ' | '-') {
+            run += 1;
+            if run > MAX_SEPARATORS {
+                return None;
+            }
+        } else {
+            run = 0;
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
 /// The numbers of `text`, in order: runs of digits ([`is_digit`]), where
 /// up to [`MAX_SEPARATORS`] bytes of `separators` in a row between two
 /// digits join them into one number (as card numbers are written:

@@ -207,19 +207,7 @@ impl Phone {
         // Spaces and dashes are dropped, up to three in a row: as for a card
         // number, what is taken as a phone number is what the masks of free
         // text join into one number.
-        let mut compact = String::with_capacity(input.len());
-        let mut run = 0;
-        for c in input.chars() {
-            if matches!(c, ' ' | '-') {
-                run += 1;
-                if run > crate::consent::MAX_SEPARATORS {
-                    return Err(bad());
-                }
-            } else {
-                run = 0;
-                compact.push(c);
-            }
-        }
+        let compact = crate::consent::without_separators(input).ok_or_else(bad)?;
         let (plus, digits) = match compact.strip_prefix('+') {
             Some(rest) => (true, rest),
             None => (false, compact.as_str()),
