@@ -2,7 +2,7 @@
 //! signatures (and timestamps, app id, AES content) and signs its answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

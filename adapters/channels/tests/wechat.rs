@@ -2,7 +2,7 @@
 //! `Authorization` signatures and signs its answers and callbacks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 

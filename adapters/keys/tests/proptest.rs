@@ -1,7 +1,7 @@
 //! Property tests of the sealed format through the vault.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use cardbind_domain::SealedBlob;
 use cardbind_keys::{EnvelopeVault, LocalMasterKey, VaultConfig};

@@ -70,7 +70,7 @@ async fn a_rehashed_edit_breaks_the_next_link() {
     // the link after it.
     assert!(store.tamper_link(&chain, 2, |l| {
         l.events[0].detail = Some("forged".into());
-        l.hash = cardbind_ports::audit::chain_hash(&l.prev_hash, &l.chain, l.seq, l.at, &l.events);
+        l.hash = l.computed_hash();
     }));
     let err = verify(&store).await.expect_err("forgery detected");
     assert_eq!(err.seq, 3);

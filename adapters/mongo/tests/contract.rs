@@ -9,7 +9,7 @@
 // Test code: a failed expectation is a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 // The factory expression is evaluated at the start of each test: without a
 // server it returns from the test (a skip, with a message), or fails under

@@ -29,7 +29,7 @@ fn the_example_configuration_is_the_defaults() {
     let committed = std::fs::read_to_string(path).expect("docs/cardbind.example.toml");
     assert!(
         committed == generated,
-        "docs/cardbind.example.toml differs from `cardbind defaults`; run CARDBIND_UPDATE_DOCS=1 cargo test -p cardbind --test docs_check"
+        "docs/cardbind.example.toml differs from `cardbind defaults`; run CARDBIND_UPDATE_DOCS=1 cargo test -p cardbind --test suites docs_check::"
     );
     let loaded = cardbind::config::Config::load_from(
         Some(std::path::Path::new(path)),

@@ -4,8 +4,8 @@
 //! unbinds or is frozen; both sides' consents and audit events.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod family_support;
-mod support;
+use crate::family_support;
+use crate::support;
 
 use family_support::*;
 use serde_json::{json, Value};

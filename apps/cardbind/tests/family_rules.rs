@@ -2,8 +2,8 @@
 //! their stable codes, the currency filter of the card list, the spec.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod family_support;
-mod support;
+use crate::family_support;
+use crate::support;
 
 use family_support::*;
 use serde_json::{json, Value};

@@ -31,7 +31,7 @@ fn committed_spec_matches_the_code() {
             );
         panic!(
             "docs/openapi.json is out of date with the code (first difference at line {first_diff}).\n\
-             Regenerate it with:  CARDBIND_UPDATE_SPEC=1 cargo test -p cardbind --test http_spec\n\
+             Regenerate it with:  CARDBIND_UPDATE_SPEC=1 cargo test -p cardbind --test suites http_spec::\n\
              and commit the result."
         );
     }

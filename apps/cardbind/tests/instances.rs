@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use cardbind_domain::{SealedField, UserId};
 use cardbind_keys::{DataKey, EnvelopeVault, LocalMasterKey, VaultConfig};

@@ -4,8 +4,8 @@
 //! `403 step_up_required` and changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod family_support;
-mod support;
+use crate::family_support;
+use crate::support;
 
 use std::sync::Arc;
 

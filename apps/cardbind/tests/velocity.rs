@@ -4,7 +4,7 @@
 //! counting each hit without naming a card, a user or an IP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use poem::http::StatusCode;
 use support::*;

@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod family_support;
-mod support;
+use crate::family_support;
+use crate::support;
 
 use cardbind_domain::{Actor, BindingId, ConsentGiven, ErrorCode, Role, Standing};
 use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog};

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod family_support;
-mod support;
+use crate::family_support;
+use crate::support;
 
 use std::sync::Arc;
 

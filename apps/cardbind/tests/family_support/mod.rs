@@ -1,6 +1,5 @@
 //! What the family tests share: requests as one user or another, a share
 //! and its acceptance, a user's lists.
-#![allow(dead_code)]
 
 use cardbind_ports::clock::Clock;
 use poem::http::StatusCode;

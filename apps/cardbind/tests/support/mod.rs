@@ -1,6 +1,5 @@
 //! An in-process cardbind for HTTP tests: memory store, local-key vault,
 //! mock channel, and `poem::test::TestClient` over `cardbind::http::app`.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,5 +1,4 @@
 //! What the family tests share: consents, forms, a user's list.
-#![allow(dead_code)]
 
 use crate::support::*;
 use cardbind_domain::{Actor, BindingId, ConsentGiven, Role, Timestamp};

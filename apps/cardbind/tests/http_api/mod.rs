@@ -2,8 +2,7 @@
 //! limits, headers, metrics and the main flows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../support/mod.rs"]
-mod support;
+use crate::support;
 
 mod auth;
 mod fields;

@@ -2,8 +2,7 @@
 //! contract suite covers them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod audit;
 mod data;

@@ -24,7 +24,6 @@ use cardbind_channels::fakes::{self, test_key, FakeAlipay, FakeWechat, MERCHANT}
 use cardbind_domain::{BindingId, Role};
 use serde_json::{json, Value};
 
-const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 const MOCK_SECRET: &str = "e2e-mock-notify-secret";
 const VISA: &str = "4111111111111111";
 const VISA2: &str = "4012888888881881";
@@ -234,18 +233,9 @@ async fn start() -> Svc {
     start_with(None).await
 }
 
+/// The shared bind body (`support::bind_body`), with the channel named.
 fn bind_body(card: &str, channel: Option<&str>) -> Value {
-    let amex = card.starts_with("34") || card.starts_with("37");
-    let mut v = json!({
-        "card_number": card,
-        "expiry_month": 12,
-        "expiry_year": 2035,
-        "cvv": if amex { "1234" } else { "123" },
-        "holder_name": "张三",
-        "id_number": "11010519491231002X",
-        "phone": "13800138000",
-        "consent": {"text_version": "v1", "text_sha256": SHA}
-    });
+    let mut v = crate::support::bind_body(card);
     if let Some(c) = channel {
         v["channel"] = json!(c);
     }

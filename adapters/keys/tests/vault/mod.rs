@@ -1,8 +1,7 @@
 //! The envelope vault with the local master key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod cache;
 mod failures;
