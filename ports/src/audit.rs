@@ -254,11 +254,28 @@ pub struct Link {
     /// Never before the previous link's instant.
     pub at: Timestamp,
     pub events: Vec<AuditEvent>,
+    /// The digest of the wallet a user's link stores, as its store
+    /// encodes it (SHA-256, hex), covered by the hash: `None` on the
+    /// service's chain and in links written before wallets were covered.
+    pub wallet_digest: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
 
 impl Link {
+    /// The hash this link's fields give ([`chain_hash`]): its `hash`
+    /// unless the link was altered.
+    pub fn computed_hash(&self) -> String {
+        chain_hash(
+            &self.prev_hash,
+            &self.chain,
+            self.seq,
+            self.at,
+            &self.events,
+            self.wallet_digest.as_deref(),
+        )
+    }
+
     pub fn head(&self) -> ChainHead {
         ChainHead {
             seq: self.seq,
@@ -279,14 +296,17 @@ pub fn next_instant(prev: Option<&ChainHead>, now: Timestamp) -> Timestamp {
 }
 
 /// SHA-256 (hex) over the previous hash, the chain, the link number, its
-/// instant and every field of every event, each length-prefixed so that no
-/// two links share an encoding.
+/// instant, every field of every event and the wallet's digest when the
+/// link has one, each length-prefixed so that no two links share an
+/// encoding (the events' count tells where the digest starts; a link
+/// without one hashes as links did before wallets were covered).
 pub fn chain_hash(
     prev_hash: &str,
     chain: &ChainId,
     seq: u64,
     at: Timestamp,
     events: &[AuditEvent],
+    wallet_digest: Option<&str>,
 ) -> String {
     let mut h = Sha256::new();
     let mut put = |s: &str| put_field(&mut h, s);
@@ -306,6 +326,10 @@ pub fn chain_hash(
         for o in [&e.request_id, &e.client_ip, &e.detail] {
             put(o.as_deref().unwrap_or("\u{0}"));
         }
+    }
+    if let Some(d) = wallet_digest {
+        put("wallet");
+        put(d);
     }
     hex::encode(h.finalize())
 }
@@ -359,22 +383,32 @@ fn put_field(h: &mut Sha256, s: &str) {
     h.update(s.as_bytes());
 }
 
-/// Builds the link after `prev` (None: the first of its chain).
+/// Builds the link after `prev` (None: the first of its chain), with the
+/// digest of the wallet it stores (`None` on the service's chain).
 pub fn next_link(
     chain: ChainId,
     prev: Option<&ChainHead>,
     now: Timestamp,
     events: Vec<AuditEvent>,
+    wallet_digest: Option<String>,
 ) -> Link {
     let seq = prev.map_or(1, |p| p.seq + 1);
     let at = next_instant(prev, now);
     let prev_hash = prev.map_or_else(|| GENESIS_HASH.to_owned(), |p| p.hash.clone());
-    let hash = chain_hash(&prev_hash, &chain, seq, at, &events);
+    let hash = chain_hash(
+        &prev_hash,
+        &chain,
+        seq,
+        at,
+        &events,
+        wallet_digest.as_deref(),
+    );
     Link {
         chain,
         seq,
         at,
         events,
+        wallet_digest,
         prev_hash,
         hash,
     }
@@ -417,7 +451,7 @@ pub fn verify_links<'a>(links: impl IntoIterator<Item = &'a Link>) -> Result<u64
                 return Err(brk(l.seq, "instant before the previous link"));
             }
         }
-        if chain_hash(&l.prev_hash, &l.chain, l.seq, l.at, &l.events) != l.hash {
+        if l.computed_hash() != l.hash {
             return Err(brk(l.seq, "link altered"));
         }
         prev = Some(l);
@@ -606,6 +640,7 @@ mod tests {
             None,
             t(10),
             vec![event(AuditAction::RetentionPurge)],
+            None,
         )];
         for i in 0..4 {
             let prev = links[i].head();
@@ -615,6 +650,7 @@ mod tests {
                 Some(&prev),
                 t(5),
                 vec![event(AuditAction::AccessDenied)],
+                None,
             );
             assert_eq!(l.at, t(10));
             links.push(l);
@@ -628,5 +664,30 @@ mod tests {
         assert_eq!(verify_links(&gap).unwrap_err().seq, 4);
         // A chain starting after a purge is accepted as it starts.
         assert_eq!(verify_links(&links[2..]), Ok(3));
+    }
+
+    /// A link's wallet digest is covered: another digest, or none where
+    /// there was one, is an altered link; a link without one hashes as
+    /// links did before wallets were covered.
+    #[test]
+    fn the_hash_covers_the_wallet_digest() {
+        let t = Timestamp::from_unix_millis(10);
+        let chain = ChainId::parse("alice").unwrap();
+        let events = vec![event(AuditAction::BindingCreate)];
+        let bare = next_link(chain.clone(), None, t, events.clone(), None);
+        assert_eq!(
+            bare.hash,
+            chain_hash(GENESIS_HASH, &chain, 1, t, &events, None)
+        );
+        let d = "ab".repeat(32);
+        let covered = next_link(chain.clone(), None, t, events.clone(), Some(d.clone()));
+        assert_ne!(covered.hash, bare.hash);
+        assert_eq!(verify_links([&covered]), Ok(1));
+        let mut edited = covered.clone();
+        edited.wallet_digest = Some("cd".repeat(32));
+        assert_eq!(verify_links([&edited]).unwrap_err().reason, "link altered");
+        let mut dropped = covered.clone();
+        dropped.wallet_digest = None;
+        assert_eq!(verify_links([&dropped]).unwrap_err().reason, "link altered");
     }
 }

@@ -75,7 +75,11 @@ impl Chains {
         if self.head(&chain) != after {
             return Err(StoreError::Conflict);
         }
-        let link = next_link(chain, after.as_ref(), now, events);
+        let digest = wallet
+            .as_ref()
+            .map(|w| cardbind_records::wallet_json(w).map(|j| cardbind_records::wallet_digest(&j)))
+            .transpose()?;
+        let link = next_link(chain, after.as_ref(), now, events, digest);
         let head = link.head();
         self.insert(Stored { link, wallet });
         Ok(head)

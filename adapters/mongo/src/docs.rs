@@ -37,6 +37,11 @@ pub(crate) struct LinkDoc {
     pub bindings: Vec<String>,
     pub actions: Vec<String>,
     pub wallet: Option<WalletRecord>,
+    /// The digest of `wallet` the hash covers (`cardbind_records::
+    /// wallet_digest` of its JSON); absent on the service's chain and in
+    /// links written before wallets were covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_digest: Option<String>,
     /// Whether `wallet` holds a card in `pending_verification`.
     pub pending: bool,
     /// Set on a link whose wallet gave family shares, and cleared on the

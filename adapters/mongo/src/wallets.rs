@@ -13,7 +13,7 @@ use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
 use cardbind_ports::StoreError;
 use cardbind_records::{
     corrupt, event_actions, event_bindings, event_users, events_into_domain, has_pending, to_i64,
-    to_u64, EventRecord, WalletRecord,
+    to_u64, wallet_digest, wallet_json, EventRecord, WalletRecord,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -96,6 +96,7 @@ fn link_doc(link: &Link, wallet: Option<&Wallet>) -> Result<LinkDoc, StoreError>
         bindings: event_bindings(&link.events),
         actions: event_actions(&link.events),
         wallet: wallet.map(WalletRecord::from),
+        wallet_digest: link.wallet_digest.clone(),
         pending: wallet.is_some_and(has_pending),
         primary_head: wallet.is_some_and(|w| !w.shares().is_empty()),
     })
@@ -108,9 +109,26 @@ fn chain_id(s: &str) -> Result<ChainId, StoreError> {
 /// A link as the chain's walk (`audit verify`) reads it. Its listing
 /// fields (`users`, `bindings`, `actions`) must be what its events give:
 /// the hash covers the events, not these, and an edited one would move an
-/// event between the audit listing's filters unseen.
+/// event between the audit listing's filters unseen. Its wallet must be
+/// the one its digest names (the hash covers the digest), and be there:
+/// every link that covers a wallet keeps its copy.
 fn walked_link(d: LinkDoc) -> Result<Link, StoreError> {
     let (seq, chain) = (d.seq, d.chain.clone());
+    match (&d.wallet, &d.wallet_digest) {
+        (Some(w), Some(digest)) if wallet_digest(&w.json()?) != *digest => {
+            return Err(corrupt(
+                &format!("link {seq} of chain {chain}"),
+                "its wallet differs from the one its hash covers",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(corrupt(
+                &format!("link {seq} of chain {chain}"),
+                "it holds no wallet, though its hash covers one",
+            ));
+        }
+        _ => {}
+    }
     let (users, bindings, actions) = (d.users.clone(), d.bindings.clone(), d.actions.clone());
     let link = into_link(d)?;
     if users != event_users(&link.events)
@@ -132,6 +150,7 @@ fn into_link(d: LinkDoc) -> Result<Link, StoreError> {
         seq: to_u64(d.seq, "link number")?,
         at: Timestamp::from_unix_millis(d.at),
         events,
+        wallet_digest: d.wallet_digest,
         prev_hash: d.prev_hash,
         hash: d.hash,
     })
@@ -350,11 +369,13 @@ impl WalletStore for MongoStore {
                     }
                 }
             }
+            let digest = wallet_digest(&wallet_json(wallet)?);
             let link = next_link(
                 ChainId::User(wallet.user().clone()),
                 after.as_ref(),
                 now,
                 events,
+                Some(digest),
             );
             let d = link_doc(&link, Some(wallet))?;
             // The commit point: the unique (chain, seq) index lets exactly
@@ -451,7 +472,7 @@ impl AuditLog for MongoStore {
                 },
             };
             loop {
-                let link = next_link(system.clone(), head.as_ref(), now, events.clone());
+                let link = next_link(system.clone(), head.as_ref(), now, events.clone(), None);
                 let d = link_doc(&link, None)?;
                 if try_insert(&self.links, &d, AUDIT_APPEND_SYSTEM).await? {
                     known.known = Some((link.head(), Instant::now()));
@@ -508,6 +529,9 @@ impl AuditLog for MongoStore {
             let mut cursor = self
                 .links
                 .find(q)
+                // The events are listed, not the wallet each link keeps
+                // (kilobytes a link: the card list of its user).
+                .projection(doc! { "wallet": 0 })
                 .sort(TIME_ORDER())
                 .batch_size(limit.min(500))
                 .max_time(self.op_timeout)

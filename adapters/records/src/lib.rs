@@ -65,6 +65,14 @@ fn share_id(s: &str) -> Result<ShareId, StoreError> {
 }
 
 /// A user's wallet.
+///
+/// Its JSON is what a link's hash covers ([`wallet_digest`]); MongoDB keeps
+/// the record as BSON and encodes it to JSON again to check a link, so the
+/// encoding of a stored record must never change: a field added later is
+/// `#[serde(default, skip_serializing_if = …)]` (absent when empty, so a
+/// record written before it encodes as it did), and no field is renamed,
+/// reordered or given another type. Otherwise every MongoDB link written
+/// before the change fails `audit verify`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletRecord {
     pub user: String,
@@ -468,6 +476,29 @@ impl WalletRecord {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Wallet::restore(u, bindings, default).with_family(shares, shared_in))
     }
+}
+
+/// A wallet as the durable stores encode it for their digest: the JSON of
+/// its [`WalletRecord`] (fields in declaration order, lists in the
+/// wallet's order: one encoding per wallet).
+pub fn wallet_json(w: &Wallet) -> Result<Vec<u8>, StoreError> {
+    WalletRecord::from(w).json()
+}
+
+impl WalletRecord {
+    /// The record's JSON, as [`wallet_json`] encodes a wallet.
+    pub fn json(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(self).map_err(|e| corrupt("wallet as JSON", e))
+    }
+}
+
+/// The digest a link's hash covers for its wallet: SHA-256 (hex) of
+/// [`wallet_json`]'s bytes. The embedded store keeps those bytes and
+/// digests them as stored; MongoDB keeps the record as BSON and encodes it
+/// again to check it, so both digest the same bytes for the same wallet.
+pub fn wallet_digest(json: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(json))
 }
 
 /// Whether a wallet holds a card waiting for verification or in manual

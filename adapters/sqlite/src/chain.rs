@@ -9,7 +9,7 @@ use cardbind_ports::audit::{
 };
 use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
 use cardbind_ports::StoreError;
-use cardbind_records::{has_pending, EventRecord, WalletRecord};
+use cardbind_records::{has_pending, wallet_digest, wallet_json, EventRecord, WalletRecord};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -19,8 +19,9 @@ use crate::rows::{
 };
 use crate::SqliteStore;
 
-const INSERT_LINKS: &str = "INSERT INTO links (chain, seq, at, prev_hash, hash, pending, wallet)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_LINKS: &str =
+    "INSERT INTO links (chain, seq, at, prev_hash, hash, pending, wallet, wallet_digest)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 const INSERT_EVENTS: &str =
     "INSERT INTO events (at, chain, seq, idx, user_id, binding_id, action, body)
@@ -54,7 +55,9 @@ const PENDING_LINKS: &str = "SELECT at, chain, seq FROM links INDEXED BY links_p
 const LINK_EVENTS: &str = "SELECT body, user_id, binding_id, action FROM events
      WHERE at = ?1 AND chain = ?2 AND seq = ?3 ORDER BY idx";
 
-const WALK_LINKS: &str = "SELECT chain, seq, at, prev_hash, hash FROM links
+const WALK_LINKS: &str = "SELECT chain, seq, at, prev_hash, hash, wallet, wallet_digest,
+     NOT EXISTS (SELECT 1 FROM links AS n WHERE n.chain = l.chain AND n.seq > l.seq)
+     FROM links AS l
      WHERE (chain, seq) > (?1, ?2) ORDER BY chain, seq LIMIT ?3";
 
 const PURGE_FIND: &str = "SELECT l.rowid, l.at, l.chain, l.seq,
@@ -115,6 +118,7 @@ struct LinkRow {
     hash: Vec<u8>,
     pending: bool,
     wallet: Option<Vec<u8>>,
+    wallet_digest: Option<Vec<u8>>,
     events: Vec<EventRow>,
 }
 
@@ -125,8 +129,28 @@ struct EventRow {
     body: Vec<u8>,
 }
 
+/// A user's wallet as a link stores it: the JSON of its record, and
+/// whether it holds a card waiting to be settled.
+struct WalletRow {
+    json: Vec<u8>,
+    pending: bool,
+}
+
+impl WalletRow {
+    fn new(w: &Wallet) -> Result<WalletRow, StoreError> {
+        Ok(WalletRow {
+            json: wallet_json(w)?,
+            pending: has_pending(w),
+        })
+    }
+
+    fn digest(&self) -> String {
+        wallet_digest(&self.json)
+    }
+}
+
 impl LinkRow {
-    fn new(link: &Link, wallet: Option<&Wallet>) -> Result<LinkRow, StoreError> {
+    fn new(link: &Link, wallet: Option<WalletRow>) -> Result<LinkRow, StoreError> {
         let hash = |h: &str| {
             hash_bytes(h).ok_or_else(|| {
                 StoreError::Unavailable("sqlite: a link hash is not 64 hex digits".into())
@@ -150,10 +174,9 @@ impl LinkRow {
             at: ms(link.at),
             prev_hash: hash(&link.prev_hash)?,
             hash: hash(&link.hash)?,
-            pending: wallet.is_some_and(has_pending),
-            wallet: wallet
-                .map(|w| to_json(&WalletRecord::from(w), "wallet"))
-                .transpose()?,
+            wallet_digest: link.wallet_digest.as_deref().map(hash).transpose()?,
+            pending: wallet.as_ref().is_some_and(|w| w.pending),
+            wallet: wallet.map(|w| w.json),
             events,
         })
     }
@@ -168,7 +191,8 @@ impl LinkRow {
                     self.prev_hash,
                     self.hash,
                     self.pending,
-                    self.wallet
+                    self.wallet,
+                    self.wallet_digest
                 ])
             })
             .map_err(db_err)?;
@@ -294,13 +318,15 @@ impl WalletStore for SqliteStore {
                 None => return Err(StoreError::Conflict),
             },
         };
+        let stored = WalletRow::new(wallet)?;
         let link = next_link(
             ChainId::User(wallet.user().clone()),
             after.as_ref(),
             now,
             events,
+            Some(stored.digest()),
         );
-        let row = LinkRow::new(&link, Some(wallet))?;
+        let row = LinkRow::new(&link, Some(stored))?;
         self.engine
             .write(move |tx| {
                 let head = head_row(tx.conn, &row.chain)?;
@@ -502,6 +528,53 @@ fn read_events(
         .collect()
 }
 
+/// A link as the audit walk reads it.
+struct WalkRow {
+    chain: String,
+    seq: i64,
+    at: i64,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+    wallet: Option<Vec<u8>>,
+    wallet_digest: Option<Vec<u8>>,
+    /// No later link in its chain: a link that covers a wallet keeps its
+    /// copy while it is the newest (older ones drop it).
+    newest: bool,
+}
+
+impl WalkRow {
+    /// The link with its events; a stored wallet that is not the one its
+    /// digest names (edited in the file), or a newest link that covers a
+    /// wallet and holds none (deleted from the file), is a corrupt link.
+    fn link(self, c: &Connection) -> Result<Link, StoreError> {
+        let digest = self.wallet_digest.as_deref().map(hash_hex).transpose()?;
+        match (&digest, &self.wallet) {
+            (Some(d), Some(w)) if wallet_digest(w) != *d => {
+                return Err(corrupt(format!(
+                    "the wallet of link {} of chain {} differs from the one its hash covers",
+                    self.seq, self.chain
+                )));
+            }
+            (Some(_), None) if self.newest => {
+                return Err(corrupt(format!(
+                    "link {} of chain {} is its newest and holds no wallet, though its hash covers one",
+                    self.seq, self.chain
+                )));
+            }
+            _ => {}
+        }
+        Ok(Link {
+            events: read_events(c, &self.chain, self.seq, self.at)?,
+            chain: chain_of(&self.chain)?,
+            seq: uint(self.seq, "link number")?,
+            at: at(self.at),
+            wallet_digest: digest,
+            prev_hash: hash_hex(&self.prev_hash)?,
+            hash: hash_hex(&self.hash)?,
+        })
+    }
+}
+
 /// Links read per purge step.
 const PURGE_STEP: i64 = 500;
 
@@ -517,7 +590,7 @@ impl AuditLog for SqliteStore {
                 let head = head_row(tx.conn, ChainId::System.as_str())?
                     .map(|(seq, hash, t)| head_of(seq, &hash, t))
                     .transpose()?;
-                let link = next_link(ChainId::System, head.as_ref(), now, events);
+                let link = next_link(ChainId::System, head.as_ref(), now, events, None);
                 LinkRow::new(&link, None)?.insert(tx.conn)
             })
             .await
@@ -582,30 +655,21 @@ impl AuditLog for SqliteStore {
             let mut s = c.prepare_cached(WALK_LINKS).map_err(db_err)?;
             let heads = s
                 .query_map(params![a_chain, a_seq, i64::from(limit)], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                    ))
+                    Ok(WalkRow {
+                        chain: r.get(0)?,
+                        seq: r.get(1)?,
+                        at: r.get(2)?,
+                        prev_hash: r.get(3)?,
+                        hash: r.get(4)?,
+                        wallet: r.get(5)?,
+                        wallet_digest: r.get(6)?,
+                        newest: r.get(7)?,
+                    })
                 })
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
-            heads
-                .into_iter()
-                .map(|(chain, seq, t, prev, hash)| {
-                    Ok(Link {
-                        events: read_events(c, &chain, seq, t)?,
-                        chain: chain_of(&chain)?,
-                        seq: uint(seq, "link number")?,
-                        at: at(t),
-                        prev_hash: hash_hex(&prev)?,
-                        hash: hash_hex(&hash)?,
-                    })
-                })
-                .collect()
+            heads.into_iter().map(|row| row.link(c)).collect()
         })
     }
 

@@ -18,7 +18,7 @@ use crate::error::db_err;
 use crate::OpenError;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA application_id` of a cardbind database ("CBnd").
 pub const APPLICATION_ID: i64 = 0x4342_6e64;
@@ -140,8 +140,16 @@ const V4: &str = "
 ALTER TABLE channel_refs ADD COLUMN generation INTEGER;
 ";
 
+/// Version 5: the digest of a link's wallet (SHA-256 of the `wallet`
+/// column's bytes), covered by the link's hash. NULL on the service's
+/// chain and in links written by older versions (their hash covers no
+/// wallet).
+const V5: &str = "
+ALTER TABLE links ADD COLUMN wallet_digest BLOB;
+";
+
 /// The steps from version `i` to `i + 1`, in order.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))

@@ -2,7 +2,7 @@
 //! (no card data in clear), what a damaged row gives, which files open.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -317,8 +317,16 @@ async fn child_writer() {
 async fn acknowledged_writes_survive_a_killed_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cardbind.sqlite3");
+    // The child's name as the test harness lists it: its module path
+    // in the crate's one test binary, less the crate's name.
+    let (_, module) = module_path!().split_once("::").unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &format!("{module}::child_writer"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, &path)
         .stdout(Stdio::piped())
         .spawn()
@@ -671,9 +679,9 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
     drop(c);
 
     // Files of version 2 (before the channel references' index by
-    // binding) and 3 (before their generation) are brought to this
-    // version when opened.
-    for from in [2, 3] {
+    // binding), 3 (before their generation) and 4 (before the wallet's
+    // digest) are brought to this version when opened.
+    for from in [2, 3, 4] {
         let old = dir.path().join(format!("v{from}.sqlite3"));
         drop(open(&old));
         let c = rusqlite::Connection::open(&old).unwrap();
@@ -698,14 +706,28 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!((v, index, column), (4, 1, 1), "from version {from}");
+        let digest: i64 = c
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('links') WHERE name = 'wallet_digest'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            (v, index, column, digest),
+            (5, 1, 1, 1),
+            "from version {from}"
+        );
     }
 }
 
 /// A file of this version made one of an older `version` (what the
 /// upgrades since then added taken away).
 fn as_version(version: i64) -> String {
-    let mut sql = String::from("ALTER TABLE channel_refs DROP COLUMN generation;");
+    let mut sql = String::from("ALTER TABLE links DROP COLUMN wallet_digest;");
+    if version < 4 {
+        sql.push_str("ALTER TABLE channel_refs DROP COLUMN generation;");
+    }
     if version < 3 {
         sql.push_str("DROP INDEX channel_refs_by_binding;");
     }
@@ -938,6 +960,63 @@ async fn only_the_newest_link_of_a_chain_keeps_a_wallet_copy() {
     assert_eq!(verify_links(&links), Ok(5));
 }
 
+/// The walk of `audit verify` holds a chain's newest link to the wallet
+/// copy it keeps: deleted from the file, it is a corrupt link (a load of
+/// that user refuses it too), while older links, whose copies go by
+/// design, verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newest_link_whose_wallet_was_deleted_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = open(&path);
+    let p = s.ports();
+    let a = uid("ua");
+    let mut head = None;
+    for i in 0..3u32 {
+        let w = wallet(&a, i + 1, false, t(i64::from(i)));
+        let e = event(Some(&a), None, AuditAction::BindingCreate, t(i64::from(i)));
+        head = Some(
+            p.wallets
+                .commit(&w, head.clone(), vec![e], t(i64::from(i)))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(wallet_copies(&path), vec![("ua".to_owned(), 3)]);
+    let links = p.audit.links(None, 100).await.unwrap();
+    assert_eq!(verify_links(&links), Ok(3));
+    assert!(links.iter().all(|l| l.wallet_digest.is_some()));
+
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let n = c
+        .execute(
+            "UPDATE links SET wallet = NULL WHERE chain = 'ua' AND seq = 3",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let e = p.audit.links(None, 100).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt(m)
+            if m.contains("link 3 of chain ua is its newest and holds no wallet")),
+        "{e:?}"
+    );
+    // Paged one link at a time, the older links (no copy) pass and the
+    // newest does not.
+    let first = p.audit.links(None, 1).await.unwrap();
+    let second = p
+        .audit
+        .links(Some((first[0].chain.clone(), first[0].seq)), 1)
+        .await
+        .unwrap();
+    assert_eq!((first[0].seq, second[0].seq), (1, 2));
+    let third = p
+        .audit
+        .links(Some((second[0].chain.clone(), second[0].seq)), 1)
+        .await;
+    assert!(matches!(third, Err(StoreError::Corrupt(_))), "{third:?}");
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_database_and_its_wal_are_private_to_their_owner() {
@@ -1146,5 +1225,96 @@ async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
         )
         .unwrap(),
     );
-    assert_eq!((v, index), (4, 1));
+    assert_eq!((v, index), (cardbind_sqlite::SCHEMA_VERSION, 1));
+}
+
+/// Links written before wallets were covered (schema 4: no digest, their
+/// hash over the events alone) still verify once the file is upgraded,
+/// and the links after them carry their wallet's digest: one chain of
+/// both verifies, and an edit of the newer wallet is found.
+#[tokio::test]
+async fn links_of_an_older_schema_verify_beside_those_that_cover_their_wallet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4-links.sqlite3");
+    let u = uid("u1");
+    let first = {
+        let s = open(&path);
+        let p = s.ports();
+        let w = wallet(&u, 1, false, t(0));
+        p.wallets
+            .commit(
+                &w,
+                None,
+                vec![event(
+                    Some(&u),
+                    Some("u1-card-0"),
+                    AuditAction::BindingCreate,
+                    t(0),
+                )],
+                t(0),
+            )
+            .await
+            .unwrap();
+        let links = p.audit.links(None, 10).await.unwrap();
+        assert_eq!(links.len(), 1);
+        links[0].clone()
+    };
+    // As version 4 wrote it: no digest, the hash over the events alone.
+    let legacy = cardbind_ports::audit::chain_hash(
+        &first.prev_hash,
+        &first.chain,
+        first.seq,
+        first.at,
+        &first.events,
+        None,
+    );
+    assert_ne!(Some(&legacy), Some(&first.hash));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&as_version(4)).unwrap();
+    c.execute(
+        "UPDATE links SET hash = ?1 WHERE chain = 'u1' AND seq = 1",
+        [hex::decode(&legacy).unwrap()],
+    )
+    .unwrap();
+    drop(c);
+    let s = open(&path);
+    let p = s.ports();
+    let links = p.audit.links(None, 10).await.unwrap();
+    assert_eq!(links[0].wallet_digest, None);
+    assert_eq!(verify_links(&links), Ok(1));
+    let head = p.wallets.load(&u).await.unwrap().unwrap().head;
+    assert_eq!(head.hash, legacy);
+    p.wallets
+        .commit(
+            &wallet(&u, 2, false, t(1)),
+            Some(head),
+            vec![event(
+                Some(&u),
+                Some("u1-card-1"),
+                AuditAction::BindingCreate,
+                t(1),
+            )],
+            t(1),
+        )
+        .await
+        .unwrap();
+    let links = p.audit.links(None, 10).await.unwrap();
+    // The digest of the wallet's record as JSON, the bytes the file keeps.
+    let json = cardbind_records::wallet_json(&wallet(&u, 2, false, t(1))).unwrap();
+    assert_eq!(
+        links[1].wallet_digest,
+        Some(cardbind_records::wallet_digest(&json))
+    );
+    assert_eq!(verify_links(&links), Ok(2));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "UPDATE links SET wallet = CAST(replace(CAST(wallet AS TEXT), 'u1-card-1', 'u1-card-9') AS BLOB) WHERE chain = 'u1' AND seq = 2",
+        [],
+    )
+    .unwrap();
+    let e = p.audit.links(None, 10).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt(m) if m.contains("differs from the one its hash covers")),
+        "{e:?}"
+    );
 }

@@ -79,7 +79,21 @@ pub async fn round_trip_every_field<F: StoreFactory + ?Sized>(f: &F) {
         .commit(&w, None, events.clone(), at(2))
         .await
         .expect("first commit");
-    let expected = next_link(ChainId::User(u.clone()), None, at(2), events.clone());
+    let links = all_links(&s).await;
+    let digest = links.first().and_then(|l| l.wallet_digest.clone());
+    assert!(
+        digest
+            .as_ref()
+            .is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
+        "a user's link carries its wallet's digest: {digest:?}"
+    );
+    let expected = next_link(
+        ChainId::User(u.clone()),
+        None,
+        at(2),
+        events.clone(),
+        digest,
+    );
     assert_eq!(
         head,
         expected.head(),
@@ -88,7 +102,6 @@ pub async fn round_trip_every_field<F: StoreFactory + ?Sized>(f: &F) {
     let got = s.wallets.load(&u).await.unwrap().expect("stored");
     assert_eq!(got.wallet, w);
     assert_eq!(got.head, head);
-    let links = all_links(&s).await;
     assert_eq!(links, vec![expected], "the link holds every event field");
 }
 
@@ -226,6 +239,35 @@ pub async fn links_form_verifiable_chains<F: StoreFactory + ?Sized>(f: &F) {
     }
     assert!(links.iter().any(|l| l.chain == ChainId::System));
     assert_eq!(s.audit.links(None, 0).await.unwrap(), vec![]);
+    // Each user link's hash covers its wallet's digest: one per wallet
+    // (every commit above stored another), none on the service's chain.
+    let mut digests = Vec::new();
+    for l in &links {
+        match (&l.chain, &l.wallet_digest) {
+            (ChainId::System, d) => assert_eq!(*d, None),
+            (ChainId::User(_), Some(d)) => digests.push(d.clone()),
+            (ChainId::User(u), None) => panic!("link {} of {u} has no wallet digest", l.seq),
+        }
+    }
+    let n = digests.len();
+    digests.sort();
+    digests.dedup();
+    assert_eq!(digests.len(), n, "another wallet, another digest");
+    // The same wallet again: the same digest.
+    let u = &users[0];
+    let last = links
+        .iter()
+        .rfind(|l| l.chain == ChainId::User(u.clone()))
+        .expect("erin's links");
+    let again = wallet(u, 2, at(1));
+    commit(&s, &again, Some(last.head()), at(30)).await.unwrap();
+    let after = all_links(&s).await;
+    let newest = after
+        .iter()
+        .rfind(|l| l.chain == ChainId::User(u.clone()))
+        .expect("erin's links");
+    assert_eq!(newest.seq, last.seq + 1);
+    assert_eq!(newest.wallet_digest, last.wallet_digest);
 }
 
 pub async fn pending_links_by_window<F: StoreFactory + ?Sized>(f: &F) {

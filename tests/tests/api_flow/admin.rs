@@ -236,8 +236,10 @@ fn own_anchor_lines(anchors: &[cardbind_usecases::anchors::Anchor]) -> String {
 async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them() {
     let (mut app, user, settled) = anchored_service(Storage::Embedded).await.unwrap();
     // Behind the service's back, in the embedded file: the user's newest
-    // link goes, with its events. The chains still verify; the anchor of
-    // its window does not.
+    // link goes, with its events. The chain's hashes still verify, but the
+    // link before it, now the newest, holds no copy of the wallet its hash
+    // covers (the embedded store keeps one in the newest link only), which
+    // the walk reports; and the anchor of its window does not match.
     let config = app.config.clone();
     app.stop().await;
     let db = rusqlite::Connection::open(config.server.data_dir.join("cardbind.sqlite3")).unwrap();
@@ -259,10 +261,15 @@ async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them()
     }
     drop(db);
     let built = cardbind::compose::build(&config).await.unwrap();
-    let chains = cardbind::cli::verify_audit_log(&built.usecases, 500)
+    let no_wallet = format!(
+        "link {} of chain {user} is its newest and holds no wallet",
+        seq - 1
+    );
+    let e = cardbind::cli::verify_audit_log(&built.usecases, 500)
         .await
-        .unwrap();
-    assert_eq!(chains.broken, None);
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&no_wallet), "{e}");
     let r = cardbind::cli::verify_audit_anchors(&built.usecases, 400)
         .await
         .unwrap();
@@ -270,8 +277,9 @@ async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them()
     assert_eq!(m.links + 1, m.anchor.links, "{m:?}");
 
     // Then the anchors too: the service chain's links from its first
-    // anchor on. The store alone now finds nothing wrong; the anchors in
-    // the service's log lines do.
+    // anchor on. The store's anchors now find nothing wrong (the walk
+    // still reports the user's chain); the anchors in the service's log
+    // lines do.
     let db = rusqlite::Connection::open(config.server.data_dir.join("cardbind.sqlite3")).unwrap();
     let first_anchor: i64 = db
         .query_row(
@@ -290,13 +298,11 @@ async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them()
     drop(db);
     let built = cardbind::compose::build(&config).await.unwrap();
     let uc = &built.usecases;
-    assert_eq!(
-        cardbind::cli::verify_audit_log(uc, 500)
-            .await
-            .unwrap()
-            .broken,
-        None
-    );
+    let e = cardbind::cli::verify_audit_log(uc, 500)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&no_wallet), "{e}");
     let r = cardbind::cli::verify_audit_anchors(uc, 400).await.unwrap();
     assert_eq!((r.checked, r.mismatch), (0, None));
     let log = own_anchor_lines(&settled);

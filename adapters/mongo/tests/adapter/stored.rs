@@ -153,3 +153,138 @@ async fn a_link_whose_listing_fields_differ_from_its_events_is_corrupt() {
         );
     }
 }
+
+/// A link's hash covers its wallet's digest, and the chain's walk holds
+/// the stored wallet to that digest: a wallet edited in the database (a
+/// card's status, its last four digits) is a corrupt link, and so is one
+/// whose digest was edited with it (the hash no longer matches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_wallet_was_edited_is_found() {
+    let Some(uri) = uri() else { return };
+    let (s, name) = fresh_store(&uri).await;
+    let u = user_id(&unique("u"));
+    let w = pan_wallet(&u, at(0));
+    let b = w.bindings()[0].id.clone();
+    s.commit(
+        &w,
+        None,
+        vec![event(AuditAction::BindingCreate, Some(&u), Some(&b))],
+        at(0),
+    )
+    .await
+    .unwrap();
+    let links = AuditLog::links(&s, None, 10).await.unwrap();
+    assert_eq!(verify_links(&links), Ok(1));
+    // The same digest as the embedded store's for the same wallet: of the
+    // record's JSON, encoded again from what MongoDB returns.
+    assert_eq!(
+        links[0].wallet_digest,
+        Some(cardbind_records::wallet_digest(
+            &cardbind_records::wallet_json(&w).unwrap()
+        ))
+    );
+    let db = raw_db(&uri, &name).await;
+    let key = doc! { "chain": u.as_str(), "seq": 1 };
+    let stored = db
+        .collection::<Document>("links")
+        .find_one(key.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let status = stored
+        .get_document("wallet")
+        .unwrap()
+        .get_array("bindings")
+        .unwrap()[0]
+        .as_document()
+        .unwrap()
+        .get_str("status")
+        .unwrap()
+        .to_owned();
+    assert_eq!(status, "pending_verification");
+    db.collection::<Document>("links")
+        .update_one(
+            key.clone(),
+            doc! { "$set": { "wallet.bindings.0.status": "active" } },
+        )
+        .await
+        .unwrap();
+    let e = AuditLog::links(&s, None, 10).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt(m) if m.contains("its wallet differs from the one its hash covers")),
+        "{e:?}"
+    );
+    // The digest edited to match the new wallet: the hash no longer does.
+    let edited = db
+        .collection::<Document>("links")
+        .find_one(key.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let record: cardbind_records::WalletRecord =
+        mongodb::bson::from_document(edited.get_document("wallet").unwrap().clone()).unwrap();
+    let digest = cardbind_records::wallet_digest(&record.json().unwrap());
+    db.collection::<Document>("links")
+        .update_one(key, doc! { "$set": { "wallet_digest": digest } })
+        .await
+        .unwrap();
+    let links = AuditLog::links(&s, None, 10).await.unwrap();
+    assert_eq!(verify_links(&links).unwrap_err().reason, "link altered");
+}
+
+/// Every MongoDB link that covers a wallet keeps its copy, the older ones
+/// too: one whose copy was removed is a corrupt link to the walk of
+/// `audit verify`, the newest as much as an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_wallet_was_removed_is_found() {
+    let Some(uri) = uri() else { return };
+    let (s, name) = fresh_store(&uri).await;
+    let u = user_id(&unique("u"));
+    let w = pan_wallet(&u, at(0));
+    let b = w.bindings()[0].id.clone();
+    let head = s
+        .commit(
+            &w,
+            None,
+            vec![event(AuditAction::BindingCreate, Some(&u), Some(&b))],
+            at(0),
+        )
+        .await
+        .unwrap();
+    s.commit(
+        &w,
+        Some(head),
+        vec![event(AuditAction::BindingVerify, Some(&u), Some(&b))],
+        at(1),
+    )
+    .await
+    .unwrap();
+    let links = AuditLog::links(&s, None, 10).await.unwrap();
+    assert_eq!(verify_links(&links), Ok(2));
+    let db = raw_db(&uri, &name).await;
+    for seq in [1, 2] {
+        let key = doc! { "chain": u.as_str(), "seq": seq };
+        let copy = db
+            .collection::<Document>("links")
+            .find_one_and_update(key.clone(), doc! { "$unset": { "wallet": "" } })
+            .await
+            .unwrap()
+            .unwrap()
+            .get_document("wallet")
+            .unwrap()
+            .clone();
+        let e = AuditLog::links(&s, None, 10).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m)
+                if m.contains(&format!("link {seq} of chain"))
+                    && m.contains("it holds no wallet, though its hash covers one")),
+            "{e:?}"
+        );
+        db.collection::<Document>("links")
+            .update_one(key, doc! { "$set": { "wallet": copy } })
+            .await
+            .unwrap();
+        let links = AuditLog::links(&s, None, 10).await.unwrap();
+        assert_eq!(verify_links(&links), Ok(2), "the copy put back");
+    }
+}
