@@ -420,6 +420,18 @@ impl TestApp {
     /// A mock notification body and its `x-mock-signature`, signed with
     /// the configured secret (HMAC-SHA256, hex).
     pub fn mock_notification(&self, id: &str, binding_id: &str, event: &str) -> (Vec<u8>, String) {
+        self.mock_notification_naming(id, binding_id, event, &format!("mock_{binding_id}"))
+    }
+
+    /// A signed mock notification naming `channel_ref` as the agreement
+    /// (one the bind's start did not give).
+    pub fn mock_notification_naming(
+        &self,
+        id: &str,
+        binding_id: &str,
+        event: &str,
+        channel_ref: &str,
+    ) -> (Vec<u8>, String) {
         let sent_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -427,7 +439,7 @@ impl TestApp {
             "id": id,
             "binding_id": binding_id,
             "event": event,
-            "channel_ref": format!("mock_{binding_id}"),
+            "channel_ref": channel_ref,
             "sent_at": sent_at,
         })
         .to_string()

@@ -390,6 +390,34 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
         .await;
     r.expect_status(200);
 
+    // --- A signing naming an agreement other than the reference the
+    // bind's start gave (Alipay's `agreement_no`, WeChat Pay's
+    // `contract_id`): the agreement is recorded for the card, one write.
+    let other = card_id(
+        &app.bind(
+            &erin,
+            &TestCard::ending(Brand::Mastercard, "0003"),
+            &idem_key(),
+        )
+        .await
+        .expect_status(201),
+    );
+    let (body, sig) = app.mock_notification_naming(
+        &format!("n-{}", uuid_like()),
+        &other,
+        "signed",
+        &format!("agr-{}", uuid_like()),
+    );
+    let (r, _) = m
+        .http(
+            "notification (card activated, the agreement recorded)",
+            Some(6),
+            app.notify("mock", body, Some(&sig)),
+        )
+        .await;
+    r.expect_status(200);
+    assert_eq!(app.get_card(&erin, &other).await.json()["status"], "active");
+
     // --- A signing of a card this service never held: its audit trail is
     // asked, and the agreement left alone.
     let stranger = uuid::Uuid::now_v7().to_string();

@@ -137,35 +137,43 @@ impl ChannelRefs for MemoryStore {
         channel_ref: &str,
         target: &RefTarget,
         generation: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.check_available()?;
         let mut refs = lock(&self.inner.channel_refs);
         let key = (channel.clone(), channel_ref.to_owned());
-        match refs.by_ref.get_mut(&key) {
+        Ok(match refs.by_ref.get_mut(&key) {
             // The same binding's reference, given again by another bind.
-            Some((t, g)) if t == target => *g = generation,
-            Some(_) => {}
+            Some((t, g)) if t == target => {
+                *g = generation;
+                true
+            }
+            Some(_) => false,
             None => {
                 refs.by_binding
                     .entry(target.binding.clone())
                     .or_default()
                     .insert(key.clone());
                 refs.by_ref.insert(key, (target.clone(), generation));
+                true
             }
-        }
-        Ok(())
+        })
     }
 
-    async fn find(
+    async fn find_entry(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
-    ) -> Result<Option<RefTarget>, StoreError> {
+    ) -> Result<Option<ChannelRefEntry>, StoreError> {
         self.check_available()?;
         Ok(lock(&self.inner.channel_refs)
             .by_ref
             .get(&(channel.clone(), channel_ref.to_owned()))
-            .map(|(t, _)| t.clone()))
+            .map(|(t, g)| ChannelRefEntry {
+                channel: channel.clone(),
+                channel_ref: channel_ref.to_owned(),
+                target: t.clone(),
+                generation: Some(*g),
+            }))
     }
 
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {

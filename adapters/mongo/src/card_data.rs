@@ -194,7 +194,7 @@ impl ChannelRefs for MongoStore {
         channel_ref: &str,
         target: &RefTarget,
         generation: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.timed(async {
             let d = ChannelRefDoc {
                 channel: channel.as_str().to_owned(),
@@ -207,7 +207,7 @@ impl ChannelRefs for MongoStore {
             // same again (or another) is not an error.
             for _ in 0..3 {
                 if try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await? {
-                    return Ok(());
+                    return Ok(true);
                 }
                 // Already there: the same binding's is now this bind's (one
                 // more round trip, only when a channel gives a card the
@@ -227,13 +227,13 @@ impl ChannelRefs for MongoStore {
                     .await
                     .map_err(map_err)?;
                 if r.matched_count == 1 {
-                    return Ok(());
+                    return Ok(true);
                 }
                 // Another binding's (the first target stays), or gone
                 // between the two (the unbind of the bind before deleted
                 // it): then it is inserted again.
-                if self.ref_doc(channel, channel_ref).await?.is_some() {
-                    return Ok(());
+                if let Some(held) = self.ref_doc(channel, channel_ref).await? {
+                    return Ok(held.user == d.user && held.binding == d.binding);
                 }
             }
             Err(StoreError::Unavailable(
@@ -243,20 +243,15 @@ impl ChannelRefs for MongoStore {
         .await
     }
 
-    async fn find(
+    async fn find_entry(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
-    ) -> Result<Option<RefTarget>, StoreError> {
+    ) -> Result<Option<ChannelRefEntry>, StoreError> {
         self.timed(async {
             self.ref_doc(channel, channel_ref)
                 .await?
-                .map(|d| {
-                    Ok(RefTarget {
-                        user: user(&d.user)?,
-                        binding: binding(&d.binding)?,
-                    })
-                })
+                .map(ref_entry)
                 .transpose()
         })
         .await
@@ -330,20 +325,7 @@ impl ChannelRefs for MongoStore {
             collect(cursor, limit as usize)
                 .await?
                 .into_iter()
-                .map(|d| {
-                    Ok(ChannelRefEntry {
-                        channel: channel(&d.channel)?,
-                        target: RefTarget {
-                            user: user(&d.user)?,
-                            binding: binding(&d.binding)?,
-                        },
-                        generation: d
-                            .generation
-                            .map(|g| u32::try_from(g).map_err(|_| corrupt("generation", g)))
-                            .transpose()?,
-                        channel_ref: d.channel_ref,
-                    })
-                })
+                .map(ref_entry)
                 .collect()
         })
         .await
@@ -455,4 +437,20 @@ impl ReviewQueue for MongoStore {
         })
         .await
     }
+}
+
+/// A stored reference, parsed back.
+fn ref_entry(d: ChannelRefDoc) -> Result<ChannelRefEntry, StoreError> {
+    Ok(ChannelRefEntry {
+        channel: channel(&d.channel)?,
+        target: RefTarget {
+            user: user(&d.user)?,
+            binding: binding(&d.binding)?,
+        },
+        generation: d
+            .generation
+            .map(|g| u32::try_from(g).map_err(|_| corrupt("generation", g)))
+            .transpose()?,
+        channel_ref: d.channel_ref,
+    })
 }

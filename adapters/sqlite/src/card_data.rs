@@ -38,7 +38,8 @@ const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding,
      SET generation = excluded.generation
      WHERE channel_refs.user = excluded.user AND channel_refs.binding = excluded.binding";
 
-const FIND_REF: &str = "SELECT user, binding FROM channel_refs WHERE channel = ?1 AND ref = ?2";
+const FIND_REF: &str =
+    "SELECT user, binding, generation FROM channel_refs WHERE channel = ?1 AND ref = ?2";
 
 const DELETE_REF: &str = "DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2";
 
@@ -255,7 +256,7 @@ impl ChannelRefs for SqliteStore {
         channel_ref: &str,
         target: &RefTarget,
         generation: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let [c, r, u, b] = [
             channel.as_str().to_owned(),
             channel_ref.to_owned(),
@@ -265,34 +266,45 @@ impl ChannelRefs for SqliteStore {
         let g = i64::from(generation);
         self.engine
             .write(move |tx| {
+                // Inserted, or the same binding's updated: one row; another
+                // binding's (the conflict's `WHERE` false): none.
                 tx.conn
                     .prepare_cached(INSERT_REF)
                     .and_then(|mut s| s.execute(params![c, r, u, b, g]))
-                    .map(|_| ())
+                    .map(|n| n > 0)
                     .map_err(db_err)
             })
             .await
     }
 
-    async fn find(
+    async fn find_entry(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
-    ) -> Result<Option<RefTarget>, StoreError> {
+    ) -> Result<Option<ChannelRefEntry>, StoreError> {
         let row = self.engine.read(|c| {
             c.prepare_cached(FIND_REF)
                 .and_then(|mut s| {
                     s.query_row([channel.as_str(), channel_ref], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
                     })
                     .optional()
                 })
                 .map_err(db_err)
         })?;
-        row.map(|(u, b)| {
-            Ok(RefTarget {
-                user: user(&u)?,
-                binding: binding(&b)?,
+        row.map(|(u, b, g)| {
+            Ok(ChannelRefEntry {
+                channel: channel.clone(),
+                channel_ref: channel_ref.to_owned(),
+                target: RefTarget {
+                    user: user(&u)?,
+                    binding: binding(&b)?,
+                },
+                generation: stored_generation(g)?,
             })
         })
         .transpose()
@@ -371,11 +383,7 @@ impl ChannelRefs for SqliteStore {
                         user: user(&u)?,
                         binding: binding(&b)?,
                     },
-                    generation: g
-                        .map(|g| {
-                            u32::try_from(g).map_err(|_| cardbind_records::corrupt("generation", g))
-                        })
-                        .transpose()?,
+                    generation: stored_generation(g)?,
                 })
             })
             .collect()
@@ -399,4 +407,11 @@ impl ChannelRefs for SqliteStore {
             })
             .await
     }
+}
+
+/// A reference's stored generation (`NULL` in rows written before
+/// references carried one).
+fn stored_generation(g: Option<i64>) -> Result<Option<u32>, StoreError> {
+    g.map(|g| u32::try_from(g).map_err(|_| cardbind_records::corrupt("generation", g)))
+        .transpose()
 }

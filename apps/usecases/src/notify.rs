@@ -56,6 +56,9 @@ enum Applied {
     Changed {
         from: BindingStatus,
         to: BindingStatus,
+        /// The card's channel reference before the event (its bind's
+        /// start recorded it).
+        ref_before: Option<String>,
     },
 }
 
@@ -158,7 +161,7 @@ impl UseCases {
                 (&event.binding, &event.kind)
             {
                 if !self.ever_held(id).await? {
-                    tracing::warn!(channel = %channel_name, event = %event.event_id, "a signing under a reference of no card this service ever held is left alone");
+                    tracing::warn!(channel = %channel_name, event = %logged(&event.event_id), "a signing under a reference of no card this service ever held is left alone");
                     return Ok(Applied::Unchanged);
                 }
                 // A signing of a card whose data this service no longer
@@ -173,7 +176,7 @@ impl UseCases {
                 self.end_unwanted_agreement(&ctx, held, None, Agreement::Reported)
                     .await?;
             } else {
-                tracing::warn!(channel = %channel_name, event = %event.event_id, "notification for an unknown card ignored");
+                tracing::warn!(channel = %channel_name, event = %logged(&event.event_id), "notification for an unknown card ignored");
             }
             return Ok(Applied::Unchanged);
         };
@@ -196,7 +199,28 @@ impl UseCases {
             self.end_unwanted_agreement(&ctx, held, Some(&user), Agreement::Reported)
                 .await?;
         }
-        if let Applied::Changed { from, to } = applied {
+        // The agreement a signing names is recorded for the card it
+        // activated (a bind records only the reference its start gave,
+        // ours for a signing page): a later notification that names the
+        // card by the agreement alone (an unsigning) finds it. Not when it
+        // is the reference the start gave (recorded then: a channel such
+        // as the mock names the card by one reference throughout); also
+        // when the card was already active under it (a first record
+        // failed, and the channel sends the signing again).
+        let given_at_start =
+            |r: &String| matches!(&applied, Applied::Changed { ref_before: Some(b), .. } if b == r);
+        if let (ChannelEventKind::Signed { channel_ref }, Ok(b)) =
+            (&event.kind, after.wallet.get(&id))
+        {
+            let holds = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen)
+                && &b.channel == channel_name
+                && b.channel_ref.as_deref() == Some(channel_ref.as_str());
+            if holds && !given_at_start(channel_ref) {
+                self.record_agreement(channel_name, channel_ref, &user, &id, b.data_generation)
+                    .await;
+            }
+        }
+        if let Applied::Changed { from, to, .. } = applied {
             self.after_channel_change(&user, &after.wallet, &id, from, to)
                 .await;
             if to == BindingStatus::Inactive {
@@ -416,7 +440,7 @@ fn channel_event(
         // The card's last bind went through another channel: a signing
         // here is of an earlier bind's page, and is ended at this channel.
         if let ChannelEventKind::Signed { channel_ref } = &event.kind {
-            tracing::info!(%channel, event = %event.event_id, binding = %id, "signing at a channel the card no longer uses");
+            tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing at a channel the card no longer uses");
             return unwanted(event.attempt, channel_ref);
         }
         return unchanged();
@@ -428,11 +452,11 @@ fn channel_event(
     if let Some(attempt) = event.attempt.filter(|a| *a != b.data_generation) {
         if let ChannelEventKind::Signed { channel_ref } = &event.kind {
             if !b.holds_agreement(channel_ref) {
-                tracing::info!(%channel, event = %event.event_id, binding = %id, "signing under an earlier bind's reference");
+                tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing under an earlier bind's reference");
                 return unwanted(Some(attempt), channel_ref);
             }
         }
-        tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier bind ignored");
+        tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "event about an earlier bind ignored");
         return unchanged();
     }
     // A card bound again keeps its id: an event about another agreement
@@ -448,11 +472,12 @@ fn channel_event(
                 .is_some_and(|current| current != named);
         let held_before = b.held_before(named) && b.channel_ref.as_ref() != Some(named);
         if other_than_held || held_before {
-            tracing::info!(%channel, event = %event.event_id, binding = %id, "event about an earlier agreement ignored");
+            tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "event about an earlier agreement ignored");
             return unchanged();
         }
     }
     let from = b.status;
+    let ref_before = b.channel_ref.clone();
     let generation = b.data_generation;
     let waiting = matches!(
         from,
@@ -469,7 +494,7 @@ fn channel_event(
                 // channel or an operator failed it; it was unbound): the
                 // same as a signing of a card whose data is gone, found
                 // by its reference instead of by our id.
-                tracing::info!(%channel, event = %event.event_id, binding = %id, "signing of a card that ended before it");
+                tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing of a card that ended before it");
                 // The bind it names: the event's (naming our id, with its
                 // attempt or in the older form without one), or for a card
                 // found by the channel's reference, the card's last bind.
@@ -502,7 +527,14 @@ fn channel_event(
                 .binding(id)
                 .detail(format!("{from} -> {to}"))
                 .build();
-            Decided::new(Ok(Applied::Changed { from, to }), vec![e])
+            Decided::new(
+                Ok(Applied::Changed {
+                    from,
+                    to,
+                    ref_before,
+                }),
+                vec![e],
+            )
         }
         Ok(false) | Err(_) => unchanged(),
     }
@@ -521,4 +553,11 @@ fn notification_refused(e: cardbind_ports::ChannelError) -> NotifyError {
             d.code
         ))),
     }
+}
+
+/// A notification's id as logged: the channel chooses it, and a long
+/// number in it (a card, resident or mobile number, by mistake or on
+/// purpose) is masked as free text is.
+fn logged(event_id: &str) -> String {
+    cardbind_domain::consent::mask_free_text(event_id)
 }

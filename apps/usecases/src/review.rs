@@ -5,6 +5,7 @@
 use cardbind_domain::{Action, BindingId, BindingStatus, Clash, ConflictCode, UserId};
 use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::ChannelBindRequest;
+use cardbind_ports::store::{ChannelRefEntry, RefTarget};
 
 use crate::bind::{view, Start};
 use crate::context::RequestContext;
@@ -105,7 +106,9 @@ impl UseCases {
     /// channel's reference, when the operator learned it). A reference
     /// that names another card's agreement (a live card holds it) is
     /// refused: the notifications and the unbind of this card would reach
-    /// that card's agreement.
+    /// that card's agreement. The reference is recorded for this card
+    /// before the change, so of two approvals naming it at once one is
+    /// refused; an approval whose change then fails lets it go again.
     pub async fn approve_review(
         &self,
         ctx: &RequestContext,
@@ -114,18 +117,29 @@ impl UseCases {
     ) -> Result<CardView, ReviewError> {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
         let user = self.owner_of(id).await?;
-        if let Some(r) = &channel_ref {
-            self.ensure_ref_is_free(&user, id, r).await?;
-        }
-        let ((), after) = self
+        let reserved = match &channel_ref {
+            Some(r) => self.reserve_ref(&user, id, r).await?,
+            None => None,
+        };
+        let changed = self
             .change_wallet::<_, ReviewError>(ctx, &user, None, |w, now| {
                 status_change(ctx, w, id, AuditAction::ReviewApprove, now, |b| {
                     b.approve(channel_ref.clone(), now)
                 })
             })
-            .await?;
+            .await;
+        let ((), after) = match changed {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(entry) = reserved {
+                    self.release_ref(&user, entry).await;
+                }
+                return Err(e);
+            }
+        };
         let b = self.view_as_read(&after, id).await?;
-        if let Some(r) = &channel_ref {
+        if let (Some(r), None) = (&channel_ref, &reserved) {
+            // Recorded for this card before: by the bind of this generation.
             let generation = b.binding.data_generation;
             self.store_channel_ref(&b.binding.channel, r, &user, id, generation)
                 .await;
@@ -134,45 +148,100 @@ impl UseCases {
         Ok(b)
     }
 
-    /// Refuses a channel reference another live card on that channel
-    /// holds; forgets one recorded for a card that ended (its delete at
-    /// the card's end failed), so that it can be recorded for this card.
-    /// A check before the change: two approvals naming one reference at
-    /// the same moment can both pass it.
-    async fn ensure_ref_is_free(
+    /// Records `channel_ref` for this card in review unless another live
+    /// card on that channel holds it (refused); one recorded for a card
+    /// that ended (its delete at the card's end failed) is forgotten first,
+    /// only while it is as read. Returns the entry this call recorded
+    /// (`None`: the card held it already), for [`Self::release_ref`].
+    async fn reserve_ref(
         &self,
         user: &UserId,
         id: &BindingId,
         channel_ref: &str,
-    ) -> Result<(), ReviewError> {
+    ) -> Result<Option<ChannelRefEntry>, ReviewError> {
         let loaded = self.load(user).await?;
-        let channel = loaded.wallet.get(id)?.channel.clone();
-        let Some(target) = self.ports.channel_refs.find(&channel, channel_ref).await? else {
-            return Ok(());
+        let card = loaded.wallet.get(id)?;
+        card.ensure_in_review()?;
+        let mine = ChannelRefEntry {
+            channel: card.channel.clone(),
+            channel_ref: channel_ref.to_owned(),
+            target: RefTarget {
+                user: user.clone(),
+                binding: id.clone(),
+            },
+            generation: Some(card.data_generation),
         };
-        if &target.user == user && &target.binding == id {
-            return Ok(());
+        let refs = &self.ports.channel_refs;
+        // A round ends in a decision unless another request changed the
+        // reference in between; three such rounds are a conflict.
+        for _ in 0..3 {
+            match refs.find_entry(&mine.channel, channel_ref).await? {
+                Some(e) if e.target == mine.target => return Ok(None),
+                Some(e) => {
+                    if self.held_live(&e).await? {
+                        return Err(reference_taken().into());
+                    }
+                    refs.delete_entry(&e).await?;
+                }
+                None => {
+                    // `put` never moves a reference: whoever recorded it
+                    // first holds it, and it says whether that is this card.
+                    let recorded = refs
+                        .put(
+                            &mine.channel,
+                            channel_ref,
+                            &mine.target,
+                            card.data_generation,
+                        )
+                        .await?;
+                    if recorded {
+                        return Ok(Some(mine));
+                    }
+                }
+            }
         }
-        // A live card on that channel holds it, whether or not it names it
-        // as its agreement now (a card's references are several over its
-        // life: a signing may name the agreement by another).
-        let holder = self.load(&target.user).await?;
-        let held = holder
-            .wallet
-            .get(&target.binding)
-            .is_ok_and(|b| b.status.is_live() && b.channel == channel);
-        if held {
-            return Err(Clash::new(
-                ConflictCode::Conflict,
-                "this channel reference names another card's agreement",
-            )
-            .into());
+        Err(reference_taken().into())
+    }
+
+    /// Lets go of a reference [`Self::reserve_ref`] recorded for an
+    /// approval that then failed, unless the card holds it as its
+    /// agreement (approved meanwhile by another request naming it). A
+    /// failed change may still land (a store that timed out after it
+    /// applied it): the card is read again after the delete, and a card
+    /// that holds it then has it recorded again. A wallet that does not
+    /// load leaves it recorded (see `docs/operations.md`).
+    async fn release_ref(&self, user: &UserId, entry: ChannelRefEntry) {
+        let holds = |w: &Option<cardbind_ports::store::StoredWallet>| {
+            w.as_ref().is_some_and(|w| {
+                w.wallet.get(&entry.target.binding).is_ok_and(|b| {
+                    b.status.is_live() && b.channel_ref.as_deref() == Some(&entry.channel_ref)
+                })
+            })
+        };
+        let left = |e: &dyn std::fmt::Display| {
+            tracing::warn!(binding = %entry.target.binding, error = %e, "channel reference of a failed approval left recorded");
+        };
+        match self.ports.wallets.load(user).await {
+            Ok(w) if holds(&w) => return,
+            Ok(_) => {}
+            Err(e) => return left(&e),
         }
-        self.ports
-            .channel_refs
-            .delete(&channel, channel_ref)
-            .await?;
-        Ok(())
+        if let Err(e) = self.ports.channel_refs.delete_entry(&entry).await {
+            return left(&e);
+        }
+        if let Ok(w) = self.ports.wallets.load(user).await {
+            if holds(&w) {
+                let generation = entry.generation.unwrap_or_default();
+                self.store_channel_ref(
+                    &entry.channel,
+                    &entry.channel_ref,
+                    user,
+                    &entry.target.binding,
+                    generation,
+                )
+                .await;
+            }
+        }
     }
 
     /// An operator rejects a card in review: it fails.
@@ -280,4 +349,12 @@ impl UseCases {
         };
         self.start_at_channel(ctx, start, Some(after)).await
     }
+}
+
+/// Another live card on the channel holds the reference.
+fn reference_taken() -> Clash {
+    Clash::new(
+        ConflictCode::Conflict,
+        "this channel reference names another card's agreement",
+    )
 }

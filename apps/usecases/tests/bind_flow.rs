@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use cardbind_domain::{BindingStatus, ErrorCode, FailureReason, NextAction};
 use cardbind_ports::audit::{AuditAction, AuditEvent, AuditFilter, AuditLog, Outcome};
@@ -1482,7 +1482,7 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
         channel_ref: &str,
         target: &cardbind_ports::store::RefTarget,
         generation: u32,
-    ) -> Result<(), cardbind_ports::StoreError> {
+    ) -> Result<bool, cardbind_ports::StoreError> {
         for _ in 0..8 {
             tokio::task::yield_now().await;
         }
@@ -1500,12 +1500,12 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
         )
         .await
     }
-    async fn find(
+    async fn find_entry(
         &self,
         channel: &cardbind_domain::ChannelName,
         channel_ref: &str,
-    ) -> Result<Option<cardbind_ports::store::RefTarget>, cardbind_ports::StoreError> {
-        cardbind_ports::store::ChannelRefs::find(&self.store, channel, channel_ref).await
+    ) -> Result<Option<cardbind_ports::store::ChannelRefEntry>, cardbind_ports::StoreError> {
+        cardbind_ports::store::ChannelRefs::find_entry(&self.store, channel, channel_ref).await
     }
     async fn delete(
         &self,
@@ -1912,4 +1912,132 @@ async fn unbinding_a_card_of_a_channel_no_longer_enabled_is_audited() {
     );
     let detail = unsigns[0].detail.clone().unwrap_or_default();
     assert!(detail.contains("channel other is not enabled"), "{detail}");
+}
+
+/// A card activated by a signing notification is found again by the
+/// agreement that signing named: an unsigning that names only the
+/// agreement (Alipay's `agreement_no`, WeChat Pay's `contract_id`) unbinds
+/// it. Before, only the reference of the bind's start (ours, for a signing
+/// page) was recorded: the unsigning was acknowledged as for an unknown
+/// card and dropped, and the card stayed active.
+#[tokio::test]
+async fn an_unsigning_named_by_the_agreement_its_signing_gave_unbinds_the_card() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let note = |body: String| Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: body.into_bytes(),
+    };
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("una", &visa(51), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(card.status, BindingStatus::PendingVerification);
+    w.uc.handle_notification(&mock, &note(format!("s1|{}|signed:agr-51", card.id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.wallet("una").await.get(&card.id).unwrap().status,
+        BindingStatus::Active
+    );
+    let found = ChannelRefs::find(&w.store, &mock, "agr-51")
+        .await
+        .unwrap()
+        .expect("the agreement is recorded for the card");
+    assert_eq!(found.binding, card.id);
+    w.uc.handle_notification(&mock, &note("t1|ref:agr-51|terminated".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.wallet("una").await.get(&card.id).unwrap().status,
+        BindingStatus::Inactive
+    );
+    // Its references go with it.
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-51").await.unwrap(),
+        None
+    );
+}
+
+/// The agreement a signing names is taken over from a card that no
+/// longer holds it (unbound, its reference left behind as when its delete
+/// failed), deleted only as read; one a live card holds stays that card's.
+#[tokio::test]
+async fn a_signings_agreement_left_by_an_ended_card_is_taken_over() {
+    use cardbind_ports::store::{ChannelRefs, RefTarget};
+    let w = world(Policy::default());
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let note = |body: String| Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: body.into_bytes(),
+    };
+    w.channel.always(Script::Bound);
+    let live =
+        w.uc.bind_card(&backend(), bind_cmd("tko", &visa(61), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let ended =
+        w.uc.bind_card(&backend(), bind_cmd("tko", &visa(62), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.uc.unbind(&backend(), &user("tko"), &ended.id, None)
+        .await
+        .unwrap();
+    let record = |card: &cardbind_domain::Binding, r: &'static str| {
+        let target = RefTarget {
+            user: user("tko"),
+            binding: card.id.clone(),
+        };
+        let (store, generation) = (w.store.clone(), card.data_generation);
+        let mock = mock.clone();
+        async move {
+            ChannelRefs::put(&store, &mock, r, &target, generation)
+                .await
+                .unwrap()
+        }
+    };
+    record(&ended, "agr-61").await;
+    record(&live, "agr-62").await;
+    w.channel.always(Script::Redirect);
+    let signing = |u: &'static str, n: u32| {
+        let w = &w;
+        async move {
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(n), w.now()))
+                .await
+                .unwrap()
+                .binding
+        }
+    };
+    let a = signing("tka", 63).await;
+    let b = signing("tkb", 64).await;
+    for (n, card, r) in [("s61", &a, "agr-61"), ("s62", &b, "agr-62")] {
+        w.uc.handle_notification(&mock, &note(format!("{n}|{}|signed:{r}", card.id)))
+            .await
+            .unwrap();
+    }
+    let holder = |r: &'static str| {
+        let (store, mock) = (w.store.clone(), mock.clone());
+        async move {
+            ChannelRefs::find(&store, &mock, r)
+                .await
+                .unwrap()
+                .unwrap()
+                .binding
+        }
+    };
+    assert_eq!(
+        holder("agr-61").await,
+        a.id,
+        "taken over from the ended card"
+    );
+    assert_eq!(
+        holder("agr-62").await,
+        live.id,
+        "the live card keeps its own"
+    );
 }

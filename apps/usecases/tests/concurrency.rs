@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -1586,4 +1586,99 @@ async fn a_code_checked_while_the_card_is_unbound_is_a_conflict_not_an_expiry() 
         w.wallet("yan").await.get(&lost.id).unwrap().status,
         BindingStatus::Failed
     );
+}
+
+/// Two approvals naming one channel reference at the same moment: one is
+/// refused and the reference names the card approved (before, both passed
+/// the check made before the change, both cards became active on one
+/// agreement and the reference named the second: the first card's unbind
+/// would never reach its agreement, the second's would end the first's).
+#[tokio::test]
+async fn of_two_approvals_naming_one_reference_at_once_one_is_refused() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = Arc::new(world(unlimited()));
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let a =
+        w.uc.bind_card(&backend(), bind_cmd("rv1", &visa(431), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let b =
+        w.uc.bind_card(&backend(), bind_cmd("rv2", &visa(432), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(a.status, BindingStatus::PendingReview);
+    // The first approval's change is stored; it is held before it goes on.
+    let gate = w.wallets.hold_next_commit_of("rv1");
+    let first = {
+        let (w, id) = (w.clone(), a.id.clone());
+        tokio::spawn(async move {
+            w.uc.approve_review(&admin(), &id, Some("agr-77".into()))
+                .await
+        })
+    };
+    until_called(&w.wallets.held).await;
+    let e =
+        w.uc.approve_review(&admin(), &b.id, Some("agr-77".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    gate.add_permits(1);
+    let approved = first.await.unwrap().unwrap();
+    assert_eq!(approved.binding.status, BindingStatus::Active);
+    assert_eq!(
+        w.wallet("rv2").await.get(&b.id).unwrap().status,
+        BindingStatus::PendingReview,
+        "the second card is left in review"
+    );
+    let holder = ChannelRefs::find(&w.store, &a.channel, "agr-77")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder.binding, a.id);
+}
+
+/// An approval whose change is not stored lets go of the reference it
+/// recorded for its card first: the card is still in review, and the
+/// reference free for whichever card the operator names next.
+#[tokio::test]
+async fn an_approval_that_failed_lets_its_reference_go() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(unlimited());
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let a =
+        w.uc.bind_card(&backend(), bind_cmd("rv3", &visa(433), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.wallets.fail_commits.store(1, Ordering::SeqCst);
+    let e =
+        w.uc.approve_review(&admin(), &a.id, Some("agr-78".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(
+        w.wallet("rv3").await.get(&a.id).unwrap().status,
+        BindingStatus::PendingReview
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &a.channel, "agr-78")
+            .await
+            .unwrap(),
+        None,
+        "the reference recorded before the change is gone"
+    );
+    let ok =
+        w.uc.approve_review(&admin(), &a.id, Some("agr-78".into()))
+            .await
+            .unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    let holder = ChannelRefs::find(&w.store, &a.channel, "agr-78")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder.binding, a.id);
 }

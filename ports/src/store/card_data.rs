@@ -109,19 +109,35 @@ pub trait ChannelRefs: Send + Sync {
     /// first target stays). The same reference given again to the same
     /// binding by a bind of another generation (a channel whose reference
     /// is the card's own, as the mock's) is recorded as that bind's.
+    /// Returns whether the reference names `target` now (`false`: another
+    /// binding's stays).
     async fn put(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
         target: &RefTarget,
         generation: u32,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
+    /// The stored reference, with the generation of the bind that
+    /// recorded it (what [`ChannelRefs::delete_entry`] takes).
+    async fn find_entry(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+    ) -> Result<Option<ChannelRefEntry>, StoreError>;
+
+    /// The binding a reference names.
     async fn find(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
-    ) -> Result<Option<RefTarget>, StoreError>;
+    ) -> Result<Option<RefTarget>, StoreError> {
+        Ok(self
+            .find_entry(channel, channel_ref)
+            .await?
+            .map(|e| e.target))
+    }
 
     /// Forgets a reference (its agreement ended). Not an error when absent.
     async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError>;

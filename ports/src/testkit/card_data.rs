@@ -194,9 +194,10 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
         binding: binding_id("card-6"),
     };
     assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
-    s.channel_refs.put(&alipay, "2088-1", &t1, 1).await.unwrap();
-    s.channel_refs.put(&alipay, "2088-1", &t1, 1).await.unwrap();
-    s.channel_refs.put(&alipay, "2088-1", &t2, 1).await.unwrap();
+    // Whether the reference names the target after the call.
+    assert!(s.channel_refs.put(&alipay, "2088-1", &t1, 1).await.unwrap());
+    assert!(s.channel_refs.put(&alipay, "2088-1", &t1, 2).await.unwrap());
+    assert!(!s.channel_refs.put(&alipay, "2088-1", &t2, 1).await.unwrap());
     assert_eq!(
         s.channel_refs.find(&alipay, "2088-1").await.unwrap(),
         Some(t1.clone()),
@@ -378,6 +379,29 @@ pub async fn channel_refs_are_walked_in_order_and_deleted_only_as_read<F: StoreF
             .unwrap(),
         Some(target("kim", "card-b")),
         "the newer bind's reference stays"
+    );
+    // Found as the walk lists it, generation included (what a delete of
+    // it as read needs).
+    assert_eq!(
+        s.channel_refs
+            .find_entry(&channel("mock"), "card-b")
+            .await
+            .unwrap(),
+        Some(entry("mock", "card-b", "kim", "card-b", 8))
+    );
+    assert_eq!(
+        s.channel_refs
+            .find_entry(&channel("wechat"), "ctr-1")
+            .await
+            .unwrap(),
+        Some(entry("wechat", "ctr-1", "kim", "card-a", 4))
+    );
+    assert_eq!(
+        s.channel_refs
+            .find_entry(&channel("wechat"), "ctr-2")
+            .await
+            .unwrap(),
+        None
     );
     let mut other_user = entry("alipay", "2088-9", "lee", "card-c", 1);
     other_user.target.user = user_id("kim");

@@ -44,7 +44,9 @@ use cardbind_domain::{
 };
 use cardbind_ports::audit::AuditAction;
 use cardbind_ports::channel::{ChannelBindRequest, ChannelStart, PaymentChannel};
-use cardbind_ports::store::{CardData, RateTake, RateWindow, RefTarget, ReviewEntry};
+use cardbind_ports::store::{
+    CardData, ChannelRefEntry, RateTake, RateWindow, RefTarget, ReviewEntry,
+};
 use cardbind_ports::{ChannelError, StoreError};
 
 use crate::context::RequestContext;

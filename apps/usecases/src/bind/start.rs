@@ -156,6 +156,80 @@ impl UseCases {
         }
     }
 
+    /// Whether the card a stored reference names is live on that channel:
+    /// then it holds the reference, whether or not it names it as its
+    /// agreement now (a card's references are several over its life: a
+    /// signing may name the agreement by another).
+    pub(crate) async fn held_live(&self, entry: &ChannelRefEntry) -> Result<bool, StoreError> {
+        let holder = self.load(&entry.target.user).await?;
+        Ok(holder
+            .wallet
+            .get(&entry.target.binding)
+            .is_ok_and(|b| b.status.is_live() && b.channel == entry.channel))
+    }
+
+    /// Records the agreement a channel named for a card (a signing's), as
+    /// [`Self::store_channel_ref`] does, taking it over from a card that no
+    /// longer holds it (one that ended, whose references were not deleted):
+    /// that record is deleted only as read. One a live card holds stays
+    /// its (logged). Best effort, as `store_channel_ref`.
+    pub(crate) async fn record_agreement(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        user: &UserId,
+        id: &BindingId,
+        generation: u32,
+    ) {
+        let target = RefTarget {
+            user: user.clone(),
+            binding: id.clone(),
+        };
+        let refs = &self.ports.channel_refs;
+        let recorded = async {
+            // One write when the reference is free or this card's already
+            // (a signing notification's budget is six commands).
+            if refs.put(channel, channel_ref, &target, generation).await? {
+                return Ok(true);
+            }
+            if !self.clear_for(channel, channel_ref, &target).await? {
+                return Ok(false);
+            }
+            refs.put(channel, channel_ref, &target, generation).await
+        };
+        match recorded.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(binding = %id, "channel reference held by another live card: not recorded for this one")
+            }
+            Err(e) => tracing::warn!(binding = %id, error = %e, "channel reference not stored"),
+        }
+    }
+
+    /// Whether `channel_ref` may be recorded for `target`: it is not
+    /// recorded, or recorded for it, or for a card that no longer holds it
+    /// (that record is deleted, only as read). `false`: a live card holds
+    /// it.
+    async fn clear_for(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        target: &RefTarget,
+    ) -> Result<bool, StoreError> {
+        let refs = &self.ports.channel_refs;
+        for _ in 0..2 {
+            let found = refs.find_entry(channel, channel_ref).await?;
+            let Some(e) = found.filter(|e| e.target != *target) else {
+                break;
+            };
+            if self.held_live(&e).await? {
+                return Ok(false);
+            }
+            refs.delete_entry(&e).await?;
+        }
+        Ok(true)
+    }
+
     /// Stores the reference a channel gave a card, for notifications that
     /// name only it. A failure is logged and the caller goes on: the card's
     /// own change is still written, and an operator finds the card by id.

@@ -1,9 +1,9 @@
 //! A world for the use cases: the in-memory store, a fake vault, a
 //! scripted channel, a clock the test moves.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -217,7 +217,6 @@ pub enum Script {
 /// hold a start until released.
 pub struct ScriptChannel {
     pub name: String,
-    pub start: Mutex<VecDeque<Script>>,
     pub default_start: Mutex<Script>,
     pub starts: AtomicU64,
     pub confirms: AtomicU64,
@@ -253,7 +252,6 @@ impl ScriptChannel {
     pub fn new(name: &str) -> Arc<ScriptChannel> {
         Arc::new(ScriptChannel {
             name: name.to_owned(),
-            start: Mutex::new(VecDeque::new()),
             default_start: Mutex::new(Script::Bound),
             starts: AtomicU64::new(0),
             confirms: AtomicU64::new(0),
@@ -285,10 +283,6 @@ impl ScriptChannel {
     pub fn always(&self, s: Script) {
         *self.default_start.lock().unwrap() = s;
     }
-
-    pub fn next(&self, s: Script) {
-        self.start.lock().unwrap().push_back(s);
-    }
 }
 
 #[async_trait]
@@ -315,12 +309,7 @@ impl PaymentChannel for ScriptChannel {
                 permit.forget();
             }
         }
-        let s = self
-            .start
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| self.default_start.lock().unwrap().clone());
+        let s = self.default_start.lock().unwrap().clone();
         let channel_ref = {
             let mut n = self.starts_of.lock().unwrap();
             let k = n.entry(r.binding_id.to_string()).or_insert(0);
@@ -469,6 +458,9 @@ pub struct GatedWallets {
     pub load_delay: Mutex<Option<std::time::Duration>>,
     /// This user's wallet does not parse (every load of it is `Corrupt`).
     pub corrupt: Mutex<Option<UserId>>,
+    /// The next this many commits fail (the store goes away), storing
+    /// nothing.
+    pub fail_commits: AtomicU32,
 }
 
 impl GatedWallets {
@@ -511,6 +503,13 @@ impl cardbind_ports::store::WalletStore for GatedWallets {
         events: Vec<AuditEvent>,
         now: Timestamp,
     ) -> Result<cardbind_ports::audit::ChainHead, StoreError> {
+        let failing = self
+            .fail_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(StoreError::Unavailable("wallets: store gone".into()));
+        }
         let head = self.inner.commit(wallet, after, events, now).await?;
         let gate = {
             let mut h = self.hold_after_commit.lock().unwrap();
@@ -776,6 +775,7 @@ fn world_with(
         held: AtomicU64::new(0),
         load_delay: Mutex::new(None),
         corrupt: Mutex::new(None),
+        fail_commits: AtomicU32::new(0),
     });
     let ports = Ports {
         wallets: wallets.clone(),
