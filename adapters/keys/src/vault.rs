@@ -411,7 +411,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
                 "self-check failed: the key store cannot be read or written ({m})"
             )),
             KeyError::Refused(m) => KeyError::Refused(format!(
-                "self-check failed: the canary does not open with master key {master} (wrong master key?): {m}"
+                "self-check failed: the canary does not open with master key {master} (wrong master key, or one disabled or deleted?): {m}"
             )),
             KeyError::Erased => KeyError::Refused(
                 "self-check failed: a sealed canary exists but its data key is gone".into(),

@@ -6,7 +6,7 @@
 //! audited; each binding keeps its consent, revoked on unbind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 
@@ -109,7 +109,7 @@ async fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
     let app = app_with_history().await;
     assert!(app.store.tamper_link(&alice(), 2, |l| {
         l.events[0].actor = AuditActor::service("someone-else");
-        l.hash = cardbind_ports::audit::chain_hash(&l.prev_hash, &l.chain, l.seq, l.at, &l.events);
+        l.hash = l.computed_hash();
     }));
     let r = verify_audit_log(&app.state.usecases, 2).await.unwrap();
     let b = r.broken.expect("the next link no longer links");
@@ -237,7 +237,7 @@ async fn an_altered_link_or_a_late_link_in_an_anchored_window_is_caught() {
     let newest = newest_seq(&links, &alice());
     assert!(app.store.tamper_link(&alice(), newest, |l| {
         l.events[0].detail = Some("nothing happened here".into());
-        l.hash = cardbind_ports::audit::chain_hash(&l.prev_hash, &l.chain, l.seq, l.at, &l.events);
+        l.hash = l.computed_hash();
     }));
     assert_eq!(
         verify_audit_log(&app.state.usecases, 500)

@@ -5,7 +5,7 @@
 //! second instance sharing the store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -207,6 +207,11 @@ async fn expiry_and_not_before_honour_the_leeway_and_no_more() {
         ("exp", now - 120, 401), // expired 2 minutes ago
         ("nbf", now + 10, 200),  // valid in 10 s: inside the leeway
         ("nbf", now + 120, 401), // valid in 2 minutes
+        // Issued in 10 s: inside the leeway; in 2 minutes, or in 2058
+        // (taken before, whatever the lifetime bound).
+        ("iat", now + 10, 200),
+        ("iat", now + 120, 401),
+        ("iat", now + 1_000_000_000, 401),
     ];
     for (claim, at, want) in cases {
         let mut c = good_claims();
@@ -496,4 +501,33 @@ async fn a_not_before_that_is_not_a_number_or_a_critical_extension_is_refused() 
             "{header}: {body}"
         );
     }
+}
+
+/// Two signature headers are `400 invalid_request` naming the header, as
+/// `docs/api.md` says, and before either is checked: the nonce of the
+/// first is not spent (before, a valid first copy was verified, its nonce
+/// spent, and only then the request refused; an invalid first copy was
+/// `401`).
+#[tokio::test]
+async fn two_signature_headers_are_refused_before_either_is_checked() {
+    let app = spawn();
+    let now = app.clock.now().unix_seconds();
+    let path = "/v1/users/u1/cards?limit=5";
+    let sig = sign_request(SIGNING_SECRET, "GET", path, now, "nonce-twice-1", b"");
+    let bogus = format!("t={now},n=nonce-bogus-1,s={}", "0".repeat(64));
+    for pair in [[&sig, &bogus], [&bogus, &sig]] {
+        let resp = app
+            .client
+            .get(path)
+            .header("Authorization", bearer(SIGNING_CLIENT, "service"))
+            .header("X-Cardbind-Signature", pair[0].as_str())
+            .header("X-Cardbind-Signature", pair[1].as_str())
+            .send()
+            .await;
+        let v = json_of(resp).await;
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+        assert_eq!(v["error"]["field"], "X-Cardbind-Signature", "{v}");
+    }
+    // The valid copy's nonce was not spent.
+    signed_get(&app, path, &sig).await.assert_status_is_ok();
 }

@@ -288,16 +288,21 @@ fn a_token_the_service_would_refuse_is_not_issued() {
         ),
         (vec!["--sub", "me", "--ttl", huge.as_str()], vec![], "--ttl"),
         // Longer than the service takes (auth.max_token_lifetime_seconds,
-        // a day unless set).
+        // a day unless set): the same range, whatever the value.
         (
             vec!["--sub", "me", "--ttl", "86401"],
             vec![],
-            "auth.max_token_lifetime_seconds (86400)",
+            "--ttl 86401: must be 1 to 86400 seconds (auth.max_token_lifetime_seconds",
+        ),
+        (
+            vec!["--sub", "me", "--ttl", "999999999"],
+            vec![],
+            "--ttl 999999999: must be 1 to 86400 seconds (auth.max_token_lifetime_seconds",
         ),
         (
             vec!["--sub", "me", "--ttl", "3601"],
             vec![("CARDBIND__AUTH__MAX_TOKEN_LIFETIME_SECONDS", "3600")],
-            "auth.max_token_lifetime_seconds (3600)",
+            "--ttl 3601: must be 1 to 3600 seconds (auth.max_token_lifetime_seconds",
         ),
         // With no bound, a year of 366 days at most.
         (
@@ -576,12 +581,94 @@ async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
     }
 }
 
+/// `audit verify` finds a wallet edited in the file: a link's hash covers
+/// its wallet's digest, and the walk holds the stored wallet to it (before,
+/// the wallet was not covered: a card's status or last four digits could
+/// be changed unseen). A digest edited with it breaks the hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_finds_an_edited_wallet() {
+    use cardbind_ports::audit::{AuditActor, AuditEvent, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let alice = cardbind_domain::UserId::parse("alice").unwrap();
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let now = cardbind_domain::Timestamp::from_unix_millis(1_790_000_000_000);
+        let event = AuditEvent {
+            at: now,
+            actor: AuditActor::service("test"),
+            action: cardbind_ports::audit::AuditAction::BindingDefaultChanged,
+            user_id: Some(alice.clone()),
+            binding_id: None,
+            outcome: Outcome::Ok,
+            request_id: None,
+            client_ip: None,
+            detail: None,
+        };
+        let w = cardbind_domain::Wallet::new(alice.clone());
+        stores
+            .wallets
+            .commit(&w, None, vec![event], now)
+            .await
+            .unwrap();
+    }
+    let verify = || {
+        let out = cardbind()
+            .args(["audit", "verify"])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
+    let edit = "UPDATE links SET wallet = CAST(replace(CAST(wallet AS TEXT), '\"default\":null', '\"default\":\"card-x\"') AS BLOB) WHERE chain = 'alice'";
+    assert_eq!(db.execute(edit, []).unwrap(), 1);
+    let wallet: Vec<u8> = db
+        .query_row("SELECT wallet FROM links WHERE chain = 'alice'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&wallet).contains("card-x"),
+        "the edit took"
+    );
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the wallet of link 1 of chain alice differs from the one its hash covers"),
+        "{stderr}"
+    );
+    // The digest made again for the edited wallet: the hash does not match.
+    let digest = hex::decode(cardbind_records::wallet_digest(&wallet)).unwrap();
+    db.execute(
+        "UPDATE links SET wallet_digest = ?1 WHERE chain = 'alice'",
+        [digest],
+    )
+    .unwrap();
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("audit chain alice broken at link 1: link altered"),
+        "{stdout}{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_with_a_log_that_names_no_anchor_fails() {
     let dir = tempfile::tempdir().unwrap();
     make_store(&dir.path().join("data")).await;
     let log = dir.path().join("service.log");
-    std::fs::write(&log, "{\"fields\":{\"message\":\"cardbind started\"}}\n").unwrap();
+    // A line that is not UTF-8 among them is passed over, not a failure to
+    // read the log.
+    let mut lines = b"{\"fields\":{\"message\":\"cardbind started\"}}\n".to_vec();
+    lines.extend_from_slice(b"\xff\xfe not text\n");
+    std::fs::write(&log, lines).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
     for (k, _) in std::env::vars() {
         if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
@@ -927,6 +1014,61 @@ fn rotation_config(
     )
     .unwrap();
     (new_key, file)
+}
+
+/// `erase-user` and `reconcile` use keys: under a master key that does not
+/// open the store's canary (here another store's key file) they are
+/// refused as `serve` is, before they change anything; under the store's
+/// own key the same erasure runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_use_keys_refuse_a_master_key_the_canary_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = store_with_keys(dir.path()).await;
+    let data = config.server.data_dir.clone();
+    put_card_data(
+        &cardbind::compose::stores(&config).await.unwrap(),
+        "u1",
+        "card-1",
+        1,
+    )
+    .await;
+    let before = wrapped_keys(&config).await;
+    let other = dir.path().join("other.key");
+    cardbind_keys::LocalMasterKey::load_or_create_file(&other).unwrap();
+    for args in [&["erase-user", "u1"][..], &["reconcile"][..]] {
+        let out = cardbind()
+            .args(args)
+            .env("CARDBIND__SERVER__DATA_DIR", &data)
+            .env("CARDBIND__KEYS__LOCAL_KEY_FILE", &other)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("key self-check failed, nothing was changed"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(
+            wrapped_keys(&config).await,
+            before,
+            "{args:?}: nothing changed"
+        );
+    }
+    let out = cardbind()
+        .args(["erase-user", "u1"])
+        .env("CARDBIND__SERVER__DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("erased user u1"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1327,6 +1469,19 @@ fn a_step_up_token_out_of_its_lifetime_bounds_is_not_issued() {
         out.stdout.is_empty() && stderr.contains("--user"),
         "{stderr}"
     );
+    // An unknown action is named as such, with or without a secret set.
+    let out = Command::new(env!("CARGO_BIN_EXE_cardbind"))
+        .args(["step-up-token", "--user", "mia", "--action", "bogus"])
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .env_remove("CARDBIND__STEP_UP__HMAC_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--action: unbind_default_card, change_default_card or erase_user"),
+        "{stderr}"
+    );
 }
 
 /// `erase-user` with step-up enabled and no token says how to give one;
@@ -1356,11 +1511,28 @@ async fn erase_user_without_its_step_up_token_says_how_to_make_one() {
             && stderr.contains("cardbind step-up-token --user mia --action erase_user"),
         "{stderr}"
     );
-    // A token given but refused is not told to pass one.
-    let out = with_step_up(&["erase-user", "mia", "--step-up-token", "not-a-token"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("--step-up-token"), "{stderr}");
+    // A token given but refused is not told to pass one, but what a
+    // refused one may be (garbage, or one for another action).
+    let other = with_step_up(&[
+        "step-up-token",
+        "--user",
+        "mia",
+        "--action",
+        "unbind_default_card",
+    ]);
+    assert!(other.status.success());
+    let other = String::from_utf8_lossy(&other.stdout).trim().to_owned();
+    for given in ["not-a-token", other.as_str()] {
+        let out = with_step_up(&["erase-user", "mia", "--step-up-token", given]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("--step-up-token"), "{stderr}");
+        assert!(
+            stderr.contains("the step-up token was refused")
+                && stderr.contains("another user or action than erase_user of mia"),
+            "{stderr}"
+        );
+    }
     let token = with_step_up(&["step-up-token", "--user", "mia", "--action", "erase_user"]);
     assert!(token.status.success());
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();

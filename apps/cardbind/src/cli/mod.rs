@@ -210,14 +210,16 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             ))
         }
         Command::StepUpToken { user, action, ttl } => {
+            // The arguments first: a wrong one is said whatever the
+            // configuration.
+            let Some(action) = StepUpAction::parse(&action) else {
+                bail!("--action: unbind_default_card, change_default_card or erase_user");
+            };
             let secret = config
                 .step_up
                 .hmac_secret
                 .as_ref()
                 .context("step_up.hmac_secret is not set")?;
-            let Some(action) = StepUpAction::parse(&action) else {
-                bail!("--action: unbind_default_card, change_default_card or erase_user");
-            };
             // A token for what no request can name would never be used.
             if cardbind_domain::UserId::parse(&user).is_err() {
                 bail!("--user: a user id is 1 to 64 of A-Z a-z 0-9 _ - . : @, starting with a letter or digit");
@@ -260,10 +262,16 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Audit {
             command: AuditCommand::Verify { log },
         } => {
+            // Bytes, not text: a log that passed through other tools may
+            // hold a line that is not UTF-8, which must not stop the check
+            // of the anchor lines (ASCII) around it.
             let log = match log {
                 Some(path) => Some(
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
+                    String::from_utf8_lossy(
+                        &std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .into_owned(),
                 ),
                 None => None,
             };
@@ -317,14 +325,19 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                     // Only the hmac verifier exists; its tokens are made by
                     // `step-up-token`. A token given and refused is said as
                     // it is.
-                    let missing = step_up_token.is_none()
-                        && e.code() == cardbind_domain::ErrorCode::StepUpRequired;
-                    if missing {
+                    let step_up = e.code() == cardbind_domain::ErrorCode::StepUpRequired;
+                    if step_up && step_up_token.is_none() {
                         anyhow::anyhow!(
                             "{text}: step-up is enabled (step_up.enabled): pass --step-up-token \
                              with a token for this user and action erase_user (with the hmac \
                              verifier, `cardbind step-up-token --user {user} --action erase_user` \
                              makes one)"
+                        )
+                    } else if step_up {
+                        anyhow::anyhow!(
+                            "{text}: the step-up token was refused: it is not one, has expired, \
+                             is for another user or action than erase_user of {user}, or was \
+                             made with another step_up.hmac_secret; nothing was changed"
                         )
                     } else {
                         anyhow::anyhow!("{text}")

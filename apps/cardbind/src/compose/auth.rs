@@ -95,26 +95,20 @@ pub fn check_dev_token(config: &Config, sub: &str, ttl: u64) -> anyhow::Result<(
              (no spaces); nothing was issued"
         );
     }
-    // With no bound set, a year (of 366 days): the largest bound.
+    // The range in force, one message whatever the value: up to the
+    // service's bound (auth.max_token_lifetime_seconds), or with no bound
+    // set, a year (of 366 days), the largest.
     let max = config.auth.max_token_lifetime_seconds;
-    if ttl == 0 {
-        let upto = if max > 0 {
-            max
-        } else {
-            MAX_TOKEN_LIFETIME_SECONDS
-        };
-        anyhow::bail!("--ttl 0: must be 1 to {upto} seconds; nothing was issued");
-    }
-    if ttl > MAX_TOKEN_LIFETIME_SECONDS {
-        anyhow::bail!(
-            "--ttl {ttl}: must be 1 to {MAX_TOKEN_LIFETIME_SECONDS} seconds; nothing was issued"
-        );
-    }
-    if max > 0 && ttl > max {
-        anyhow::bail!(
-            "--ttl {ttl}: the service refuses tokens that live longer than \
-             auth.max_token_lifetime_seconds ({max}); nothing was issued"
-        );
+    let (upto, why) = if max > 0 {
+        (
+            max.min(MAX_TOKEN_LIFETIME_SECONDS),
+            " (auth.max_token_lifetime_seconds: the service refuses a token that lives longer)",
+        )
+    } else {
+        (MAX_TOKEN_LIFETIME_SECONDS, "")
+    };
+    if !(1..=upto).contains(&ttl) {
+        anyhow::bail!("--ttl {ttl}: must be 1 to {upto} seconds{why}; nothing was issued");
     }
     Ok(())
 }

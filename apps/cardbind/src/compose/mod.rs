@@ -174,7 +174,17 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
 /// [`existing_stores`]).
 pub async fn build_existing(config: &Config) -> anyhow::Result<Built> {
     let stores = existing_stores(config).await?;
-    build_on(config, stores).await
+    let built = build_on(config, stores).await?;
+    // As `serve` does before it answers anything, without waiting: a
+    // command that uses keys (`erase-user`, `reconcile`) does not run under
+    // a master key that does not open the store's canary (a mistyped or
+    // mis-pointed `keys.local_key_file`, another KMS key).
+    built
+        .usecases
+        .key_self_check()
+        .await
+        .map_err(|e| anyhow::anyhow!("key self-check failed, nothing was changed: {e}"))?;
+    Ok(built)
 }
 
 /// [`build_existing`] for an admin command that touches no card data in

@@ -60,6 +60,28 @@ pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 366 * 86_400;
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// Each of figment's errors as `path: what`.
+fn figment_messages(e: figment::Error) -> ConfigError {
+    let msgs: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{path}: {}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError(msgs.join("; "))
+}
+
+/// A value of the config file `file` that is not of its setting's type.
+fn figment_error(e: figment::Error, file: &Path) -> ConfigError {
+    let ConfigError(m) = figment_messages(e);
+    ConfigError(format!("{m} (in {})", file.display()))
+}
+
 impl Config {
     /// Defaults, then `file` (if given), then `CARDBIND__…` variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -113,20 +135,24 @@ impl Config {
             };
             fig = fig.merge(Serialized::default(key.as_str(), value));
         }
-        let cfg: Config = fig.extract_lossy().map_err(|e| {
-            let msgs: Vec<String> = e
-                .into_iter()
-                .map(|e| {
-                    let path = e.path.join(".");
-                    if path.is_empty() {
-                        e.kind.to_string()
-                    } else {
-                        format!("{path}: {}", e.kind)
-                    }
-                })
-                .collect();
-            ConfigError(msgs.join("; "))
-        })?;
+        let cfg: Config = fig.extract_lossy().map_err(figment_messages)?;
+        if let Some(f) = file {
+            // The file's values are TOML's, each of its setting's type: the
+            // lossy reading above (which the environment's text needs) took
+            // `trust_forwarded_for = "yes"` for true and `cards_per_user =
+            // "5"` for 5. Read again strictly, over the settings as loaded
+            // (so that what the environment gives is there), the file's
+            // own values must be of their settings' types.
+            let strict = Figment::from(Serialized::defaults(&cfg)).merge(Toml::file(f));
+            if let Err(e) = strict.extract::<Config>() {
+                let wrong = e
+                    .into_iter()
+                    .find(|e| !matches!(e.kind, figment::error::Kind::MissingField(_)));
+                if let Some(wrong) = wrong {
+                    return Err(figment_error(wrong, f));
+                }
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -748,6 +774,59 @@ mod tests {
         std::fs::write(&f, "[storage]\nkindd = \"memory\"\n").unwrap();
         let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
         assert!(e.0.contains("kindd"), "{e}");
+    }
+
+    /// The file's values are of their settings' types: text is not read as
+    /// a boolean or a number there (it is in the environment, whose values
+    /// are all text), and each refusal names the setting and the file.
+    #[test]
+    fn the_file_takes_no_text_for_a_boolean_or_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        for (body, field) in [
+            (
+                "[server]\ntrust_forwarded_for = \"yes\"\n",
+                "server.trust_forwarded_for",
+            ),
+            (
+                "[server]\ntrust_forwarded_for = \"true\"\n",
+                "server.trust_forwarded_for",
+            ),
+            (
+                "[server]\ntrust_forwarded_for = 1\n",
+                "server.trust_forwarded_for",
+            ),
+            (
+                "[limits]\ncards_per_user = \"5\"\n",
+                "limits.cards_per_user",
+            ),
+            ("[step_up]\nenabled = \"on\"\n", "step_up.enabled"),
+        ] {
+            std::fs::write(&f, body).unwrap();
+            let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+            assert!(e.0.contains(field), "{body}: {e}");
+            assert!(e.0.contains(&f.display().to_string()), "{body}: {e}");
+        }
+        std::fs::write(
+            &f,
+            "[server]\ntrust_forwarded_for = true\n[limits]\ncards_per_user = 5\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap();
+        assert!(c.server.trust_forwarded_for);
+        assert_eq!(c.limits.cards_per_user, 5);
+        // A file value the environment overrides is still the file's to get
+        // right; one the environment gives as text is taken.
+        // (A prefix of its own: the other tests' variables must not see it.)
+        let prefix = format!("CBFILETYPES{}__", std::process::id());
+        std::env::set_var(format!("{prefix}LIMITS__CARDS_PER_USER"), "6");
+        std::fs::write(&f, "[limits]\ncards_per_user = 4\n").unwrap();
+        let c = Config::load_from(Some(&f), Env::prefixed(&prefix).split("__")).unwrap();
+        assert_eq!(c.limits.cards_per_user, 6);
+        std::fs::write(&f, "[limits]\ncards_per_user = \"4\"\n").unwrap();
+        let e = Config::load_from(Some(&f), Env::prefixed(&prefix).split("__")).unwrap_err();
+        assert!(e.0.contains("limits.cards_per_user"), "{e}");
+        std::env::remove_var(format!("{prefix}LIMITS__CARDS_PER_USER"));
     }
 
     /// A path that is not a readable file is refused, as a missing one is

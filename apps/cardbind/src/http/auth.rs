@@ -150,7 +150,18 @@ impl Authenticator {
                 ApiError::unauthenticated(message)
             })?;
         let claims = data.claims;
-        if self.lives_too_long(&claims, jsonwebtoken::get_current_timestamp()) {
+        let now = jsonwebtoken::get_current_timestamp();
+        // Issued later than now (beyond the leeway): an issuer whose clock
+        // or code is wrong, or a token minted to outlive the `iat` bound.
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.validation.leeway))
+        {
+            return Err(ApiError::unauthenticated(
+                "the bearer token is issued in the future (iat)",
+            ));
+        }
+        if self.lives_too_long(&claims, now) {
             return Err(ApiError::unauthenticated(
                 "the bearer token lives longer than this service accepts",
             ));
@@ -252,6 +263,12 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
     // (user subjects are end users, a namespace of their own).
     if actor.role != Role::User {
         if let Some(secret) = shared.state.auth.request_signing.get(&actor.subject) {
+            // Before the signature is checked (and its nonce spent): which
+            // copy would count is not for the service to guess. The other
+            // repeated headers are refused below, as for every caller.
+            if let Some(refusal) = super::edge::repeated_header(req, SIGNATURE_HEADER) {
+                return Err(refusal);
+            }
             verify_signature(shared, req, &actor.subject, &secret.0).await?;
         }
     }
@@ -383,15 +400,31 @@ struct SignatureHeader<'a> {
     sig: &'a str,
 }
 
+/// Reads `t=<unix>,n=<nonce>,s=<64 hex>` exactly: each field once, in any
+/// order, no spaces, `t` in its canonical decimal form (no sign, no
+/// leading zero). Any other spelling is refused, so that the text a proxy
+/// or a log sees is the one that was verified.
 fn parse_signature_header(v: &str) -> Option<SignatureHeader<'_>> {
     let (mut t, mut n, mut s) = (None, None, None);
     for part in v.split(',') {
-        let (k, val) = part.trim().split_once('=')?;
-        match k {
-            "t" => t = val.parse::<i64>().ok(),
-            "n" => n = Some(val),
-            "s" => s = Some(val),
+        let (k, val) = part.split_once('=')?;
+        let slot = match k {
+            "t" => {
+                let canonical = val.bytes().all(|b| b.is_ascii_digit())
+                    && !val.is_empty()
+                    && (val == "0" || !val.starts_with('0'));
+                if !canonical || t.is_some() {
+                    return None;
+                }
+                t = Some(val.parse::<i64>().ok()?);
+                continue;
+            }
+            "n" => &mut n,
+            "s" => &mut s,
             _ => return None,
+        };
+        if slot.replace(val).is_some() {
+            return None;
         }
     }
     let nonce = n?;
@@ -490,5 +523,32 @@ mod tests {
             signature_hex(b"k", "POST", "/v1/x?a=2", 100, "nonce-123", b"{}")
         );
         assert!(parse_signature_header("t=1,n=short,s=00").is_none());
+    }
+
+    /// Only the documented spelling is read: each field once, no spaces,
+    /// `t` without a sign or a leading zero (before, the last copy of a
+    /// field counted and `t=+1700000000` was taken).
+    #[test]
+    fn a_signature_header_in_another_spelling_is_refused() {
+        let sig = "ab".repeat(32);
+        let ok = format!("t=1700000000,n=nonce-123,s={sig}");
+        assert!(parse_signature_header(&ok).is_some());
+        let reordered = format!("s={sig},n=nonce-123,t=1700000000");
+        assert!(parse_signature_header(&reordered).is_some());
+        for bad in [
+            format!("t=+1700000000,n=nonce-123,s={sig}"),
+            format!("t=01700000000,n=nonce-123,s={sig}"),
+            format!("t=-5,n=nonce-123,s={sig}"),
+            format!("t=,n=nonce-123,s={sig}"),
+            format!("t=1,t=1700000000,n=nonce-123,s={sig}"),
+            format!("t=1700000000,n=zzzzzzzzzz,n=nonce-123,s={sig}"),
+            format!("t=1700000000,n=nonce-123,s={sig},s={sig}"),
+            format!("t=1700000000, n=nonce-123, s={sig}"),
+            format!(" t=1700000000,n=nonce-123,s={sig}"),
+            format!("t=1700000000,n=nonce-123,s={sig},"),
+            "t=1700000000,n=nonce-123".to_owned(),
+        ] {
+            assert!(parse_signature_header(&bad).is_none(), "{bad}");
+        }
     }
 }

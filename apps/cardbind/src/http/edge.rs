@@ -115,14 +115,8 @@ const SINGLE_HEADERS: [&str; 4] = [
 /// when it is a plausible one (lowercase letters and `_`): a client's odd
 /// name is not repeated back, as it might hold card data.
 pub fn repeated(req: &Request) -> Option<ApiError> {
-    for h in SINGLE_HEADERS {
-        if req.headers().get_all(h).iter().nth(1).is_some() {
-            return Some(ApiError::field(
-                ErrorCode::InvalidRequest,
-                h,
-                format!("send one {h} header, not several"),
-            ));
-        }
+    if let Some(refusal) = SINGLE_HEADERS.iter().find_map(|h| repeated_header(req, h)) {
+        return Some(refusal);
     }
     let query = req.uri().query()?;
     let mut seen = std::collections::HashSet::new();
@@ -140,6 +134,17 @@ pub fn repeated(req: &Request) -> Option<ApiError> {
         }
     }
     None
+}
+
+/// The refusal of header `h` sent more than once.
+pub fn repeated_header(req: &Request, h: &str) -> Option<ApiError> {
+    req.headers().get_all(h).iter().nth(1).map(|_| {
+        ApiError::field(
+            ErrorCode::InvalidRequest,
+            h,
+            format!("send one {h} header, not several"),
+        )
+    })
 }
 
 /// A client's request id is taken when it is 1–128 characters of
@@ -249,6 +254,9 @@ fn path_param_name<'a>(route: Option<&'a str>, reported: &'a str) -> &'a str {
     real.unwrap_or(reported)
 }
 
+/// The channels' notification route, whose body is taken in any type.
+const NOTIFY_ROUTE: &str = "/v1/channels/{channel}/notify";
+
 /// Which envelope a framework error becomes; `route` as for
 /// [`render_error`].
 pub fn classify(err: &poem::Error, route: Option<&str>) -> ApiError {
@@ -263,6 +271,15 @@ pub fn classify(err: &poem::Error, route: Option<&str>) -> ApiError {
     }
     if err.is::<ParseRequestPayloadError>() || err.is::<ParseMultipartError>() {
         return ApiError::invalid_request("the body does not match the schema of this operation");
+    }
+    if err.is::<ContentTypeError>() && route == Some(NOTIFY_ROUTE) {
+        // The notification endpoint takes any type: what is missing is
+        // the header itself.
+        return ApiError::field(
+            ErrorCode::InvalidRequest,
+            "Content-Type",
+            "send the notification with its Content-Type header (any type is taken)",
+        );
     }
     if err.is::<ContentTypeError>() {
         return ApiError::field(

@@ -35,10 +35,10 @@ fn finish_spec(mut doc: Value) -> Value {
         "type": "apiKey",
         "in": "header",
         "name": SIGNATURE_HEADER,
-        "description": "Required, together with the bearer token, from `service` clients registered for request signing. \
-            Value `t=<unix seconds>,n=<nonce: 8-128 of A-Z a-z 0-9 - _>,s=<hex HMAC-SHA256>` over \
+        "description": "Required, together with the bearer token, from clients registered for request signing (`auth.signed_clients`), whatever role their token names but `user`. \
+            Value `t=<unix seconds>,n=<nonce: 8-128 of A-Z a-z 0-9 - _>,s=<hex HMAC-SHA256>` (each field once, no spaces, `t` without sign or leading zero) over \
             `METHOD \\n PATH?QUERY \\n t \\n nonce \\n hex(SHA-256(body))` with the client's secret. \
-            Refused (401 `invalid_signature`) when missing, wrong, older or newer than the window (300 s), or when the nonce was seen before."
+            Refused (401 `invalid_signature`) when missing, malformed, wrong, further from the service's clock than `auth.signature_window_seconds` (300 s by default), or when the nonce was seen before; sent twice, 400 `invalid_request`."
     });
     if let Some(schemes) = doc
         .pointer_mut("/components/securitySchemes")

@@ -554,3 +554,87 @@ async fn consents_audit_and_erasure() {
         .await;
     assert_error(resp, 403, "forbidden").await;
 }
+
+/// A notification's id is the channel's to choose: a card number in it
+/// (here in a notification about a card the service does not know, which
+/// is logged) is masked in the log line, as free text is (before, it was
+/// logged as sent).
+#[tokio::test]
+async fn a_card_number_in_a_notification_id_is_masked_in_the_log() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn();
+    let secret = cardbind_channels::MockConfig::default().notification_secret;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let n =
+        cardbind_channels::mock::mock_notification(&secret, VISA, &unknown, "terminated", "agr-9");
+    let mut req = app.client.post("/v1/channels/mock/notify");
+    for (k, v) in n.headers.clone() {
+        req = req.header(k, v);
+    }
+    let resp = req.body(n.body.clone()).send().await;
+    assert_eq!(resp.0.status(), 200);
+    let lines = logs.lines();
+    let ignored = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "notification for an unknown card ignored")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(ignored["fields"]["event"], "*".repeat(16), "{ignored}");
+    for l in &lines {
+        assert!(!l.to_string().contains(VISA), "{l}");
+    }
+}
+
+/// A notification whose signature header comes twice is not taken, in
+/// either order (before, the last copy counted: a bogus first copy was let
+/// through); one sent with no `Content-Type` is refused naming the header,
+/// not as a body that must be JSON (the endpoint takes any type).
+#[tokio::test]
+async fn a_notification_with_a_repeated_signature_or_no_content_type_is_refused() {
+    let app = spawn();
+    let resp = app.bind("u-rs", "k-rs", &bind_body(AMEX_REDIRECT)).await;
+    let id = json_of(resp).await["id"].as_str().unwrap().to_owned();
+    let secret = cardbind_channels::MockConfig::default().notification_secret;
+    let n = cardbind_channels::mock::mock_notification(&secret, "evt-rs", &id, "signed", "agr-rs");
+    let valid = n.headers["x-mock-signature"].clone();
+    let bogus = "00".repeat(32);
+    for pair in [[&bogus, &valid], [&valid, &bogus]] {
+        let mut req = app.client.post("/v1/channels/mock/notify");
+        for (k, v) in n.headers.iter().filter(|(k, _)| *k != "x-mock-signature") {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req
+            .header("x-mock-signature", pair[0].as_str())
+            .header("x-mock-signature", pair[1].as_str())
+            .body(n.body.clone())
+            .send()
+            .await;
+        assert_error(resp, 401, "invalid_signature").await;
+    }
+    let mut req = app.client.post("/v1/channels/mock/notify");
+    for (k, v) in n.headers.iter().filter(|(k, _)| *k != "content-type") {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.body(n.body.clone()).send().await;
+    let v = json_of(resp).await;
+    assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    assert_eq!(v["error"]["field"], "Content-Type", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("any type is taken")),
+        "{v}"
+    );
+    // Sent whole, once: taken.
+    let mut req = app.client.post("/v1/channels/mock/notify");
+    for (k, v) in n.headers.clone() {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.body(n.body.clone()).send().await.0.status(), 200);
+}

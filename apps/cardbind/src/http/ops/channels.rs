@@ -37,15 +37,24 @@ impl ChannelsApi {
         body: RawNotification,
     ) -> Result<AckResponse, NotifyError> {
         let name = cx.param(ChannelName::parse(channel.0.as_str()))?;
-        let headers: BTreeMap<String, String> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))
-            })
-            .collect();
+        // A header sent more than once is handed over as absent: which
+        // copy the channel's check would read is not for the service to
+        // guess (a signature header sent twice then does not verify).
+        let mut headers: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut repeated = Vec::new();
+        for (k, v) in req.headers() {
+            let name = k.as_str().to_ascii_lowercase();
+            if !seen.insert(name.clone()) {
+                repeated.push(name.clone());
+            }
+            if let Ok(v) = v.to_str() {
+                headers.insert(name, v.to_owned());
+            }
+        }
+        for name in repeated {
+            headers.remove(&name);
+        }
         let n = Notification {
             headers,
             body: body.0,
