@@ -185,7 +185,8 @@ cp "$ROOT/tests/generated_client/rust/Cargo.lock" "$WORK/rust/Cargo.lock"
 RUST_TARGET=${CARDBIND_TEST_CACHE_DIR:-$WORK}/generated-rust-target
 # Without debug information: the build stays in the cache, where it took
 # 612 MB with it and incremental caches, 310 MB without either (a clean
-# clone, 289fa00; scripts/test.sh turns incremental compilation off).
+# clone of c0aba6d's change; scripts/test.sh turns incremental
+# compilation off).
 (
     cd "$WORK/rust" &&
         CARGO_PROFILE_DEV_DEBUG=false CARGO_TARGET_DIR="$RUST_TARGET" cargo build --quiet --locked --example flow \
