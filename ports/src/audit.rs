@@ -88,6 +88,10 @@ actions! {
     /// The caller's role or user may not do this.
     AccessDenied = "access.denied",
     StepUpVerify = "step_up.verify",
+    /// An erasure is about to destroy the user's key: written before it,
+    /// so that an erasure whose process dies before its `user.erase`
+    /// (every card unbound, or refused) is on record as not finished.
+    UserEraseStart = "user.erase_start",
     /// Every card unbound and the user's key destroyed.
     UserErase = "user.erase",
     /// A user shared a card with another user (the primary's chain).

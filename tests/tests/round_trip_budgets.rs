@@ -475,11 +475,13 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
 
     // --- Erasure: the wallet read and written, then per card of the
     // wallet its data and its channel reference deleted, then the key
-    // destroyed (3: read, tombstone, husking).
+    // destroyed (3: read, tombstone, husking), after the record of the
+    // erasure's start in the service's chain (an insert, after a read of
+    // the chain's head when this process does not know it).
     let (r, _) = m
         .http(
             "erase user (2 cards, 1 of them unbound)",
-            Some(2 + 2 * 2 + 3),
+            Some(2 + 2 * 2 + 3 + 2),
             app.post_empty(&format!("/v1/admin/users/{alice}/erase"), &admin),
         )
         .await;

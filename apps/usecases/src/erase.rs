@@ -47,6 +47,7 @@ impl UseCases {
         let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let destroyed = std::sync::atomic::AtomicBool::new(false);
+        let announced = std::sync::atomic::AtomicBool::new(false);
         let unreadable: Mutex<Option<String>> = Mutex::new(None);
         let settled = until_settled::<_, EraseError, _, _>(|| async {
             let loaded = match self.load(user).await {
@@ -149,6 +150,14 @@ impl UseCases {
             // stored first, this change loses the race and the next round
             // deletes it). Deleted after the change, it could take the key
             // a bind of the erased user had sealed a live card under.
+            // Recorded as started first (once): a process that dies
+            // between the delete and the change leaves that record.
+            if !announced.load(std::sync::atomic::Ordering::SeqCst) {
+                self.announce_erasure(ctx, user)
+                    .await
+                    .map_err(Raced::fail)?;
+                announced.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             if self
                 .ports
                 .vault
@@ -222,6 +231,25 @@ impl UseCases {
         })
     }
 
+    /// Records in the service's chain that the erasure of `user` starts,
+    /// before their key is destroyed: an erasure that then stops before
+    /// its `user.erase` (its process dies between the key's delete and the
+    /// change that unbinds the cards) is on record, not in a log line
+    /// alone. Not recorded, nothing is destroyed: the erasure fails.
+    async fn announce_erasure(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let event = ctx
+            .event(now, AuditAction::UserEraseStart)
+            .user(user)
+            .detail("the user's key is destroyed next; without a user.erase after this, the erasure did not finish: erase again")
+            .build();
+        self.ports.audit.append_system(vec![event], now).await
+    }
+
     /// The erasure of a user whose wallet does not parse: their cards
     /// cannot be read, so they are neither unbound nor ended at their
     /// channels, but the user's key is destroyed, so that their card data
@@ -245,6 +273,9 @@ impl UseCases {
             }
         }
         tracing::error!(%user, cause = %why, "erasure: the user's wallet does not parse; destroying their key");
+        if let Err(e) = self.announce_erasure(ctx, user).await {
+            return e.into();
+        }
         let destroyed = match self.ports.vault.erase_owner(user).await {
             Ok(d) => d,
             Err(e) => return e.into(),

@@ -1384,6 +1384,123 @@ async fn an_erasure_destroys_the_key_before_its_change_is_stored() {
     assert_eq!(erased(), 1, "no key deleted once the change was stored");
 }
 
+/// An erasure records that it starts before it destroys the user's key:
+/// a process that dies between the key's delete and the change that
+/// unbinds the cards (here the erasure's task is dropped while that change
+/// waits to be stored) leaves the cards bound with their data unreadable,
+/// and that is on record in the service's chain, not in a log line alone.
+/// Erasing again completes it.
+#[tokio::test]
+async fn an_erasure_that_stops_after_destroying_the_key_is_on_record() {
+    use cardbind_ports::audit::AuditAction;
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("kit", &visa(410), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let recorded = || async {
+        AuditLog::list(
+            &w.store,
+            &AuditFilter {
+                user_id: Some(user("kit")),
+                ..AuditFilter::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.action)
+        .filter(|a| matches!(a, AuditAction::UserErase | AuditAction::UserEraseStart))
+        .collect::<Vec<_>>()
+    };
+    let _gate = w.wallets.hold_next_commit_of_before_storing("kit");
+    let erase = {
+        let w = w.clone();
+        tokio::spawn(async move { w.uc.erase_user(&admin(), &user("kit"), None).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    assert!(
+        w.vault
+            .erased
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str() == "kit"),
+        "the key went before the change"
+    );
+    erase.abort();
+    assert!(erase.await.unwrap_err().is_cancelled());
+    let kept = w.wallet("kit").await;
+    assert_eq!(
+        kept.get(&card.id).unwrap().status,
+        BindingStatus::Active,
+        "the change was not stored"
+    );
+    assert_eq!(recorded().await, vec![AuditAction::UserEraseStart]);
+    let done = w.uc.erase_user(&admin(), &user("kit"), None).await.unwrap();
+    assert_eq!(done.unbound, 1, "{done:?}");
+    assert_eq!(
+        recorded().await,
+        vec![
+            AuditAction::UserEraseStart,
+            AuditAction::UserEraseStart,
+            AuditAction::UserErase
+        ]
+    );
+}
+
+/// The service's chain refuses the record of an erasure's start (its
+/// store does not answer): nothing is destroyed and no card is unbound,
+/// and the erasure answers that storage is unavailable.
+#[tokio::test]
+async fn an_erasure_whose_start_is_not_recorded_destroys_nothing() {
+    struct NoStartRecord;
+    #[async_trait::async_trait]
+    impl AuditTap for NoStartRecord {
+        async fn append_system(
+            &self,
+            store: &cardbind_memory::MemoryStore,
+            events: Vec<cardbind_ports::audit::AuditEvent>,
+            now: cardbind_domain::Timestamp,
+        ) -> Result<(), cardbind_ports::StoreError> {
+            use cardbind_ports::audit::AuditAction;
+            if events
+                .iter()
+                .any(|e| e.action == AuditAction::UserEraseStart)
+            {
+                return Err(cardbind_ports::StoreError::Unavailable(
+                    "audit: store gone".into(),
+                ));
+            }
+            store.append_system(events, now).await
+        }
+    }
+    let (w, _) = world_tapped(Policy::default(), NoStartRecord);
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("lev", &visa(411), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let e =
+        w.uc.erase_user(&admin(), &user("lev"), None)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable, "{e}");
+    assert!(
+        w.vault.erased.lock().unwrap().is_empty(),
+        "no key destroyed"
+    );
+    assert_eq!(
+        w.wallet("lev").await.get(&card.id).unwrap().status,
+        BindingStatus::Active
+    );
+}
+
 /// A bind that loses its race to an erasure seals the card again on the
 /// wallet it reads then: what it sealed first may be under the key the
 /// erasure destroyed (before, it stored what it had sealed first). A bind

@@ -454,6 +454,11 @@ pub struct GatedWallets {
     pub hold_after_commit: Mutex<Option<(UserId, Arc<tokio::sync::Semaphore>)>>,
     /// Commits that were held.
     pub held: AtomicU64,
+    /// The next commit of this user waits at this gate (once) before it
+    /// is stored: dropped there, it stores nothing (a process that dies).
+    pub hold_before_commit: Mutex<Option<(UserId, Arc<tokio::sync::Semaphore>)>>,
+    /// Commits held before they were stored.
+    pub held_before: AtomicU64,
     /// Every load waits this long first (a store that hangs).
     pub load_delay: Mutex<Option<std::time::Duration>>,
     /// This user's wallet does not parse (every load of it is `Corrupt`).
@@ -472,6 +477,29 @@ impl GatedWallets {
             .unwrap()
             .replace((UserId::parse(user).unwrap(), gate.clone()));
         gate
+    }
+
+    /// Holds the next commit of `user`, before it is stored, until the
+    /// returned gate has a permit.
+    pub fn hold_next_commit_of_before_storing(&self, user: &str) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        self.hold_before_commit
+            .lock()
+            .unwrap()
+            .replace((UserId::parse(user).unwrap(), gate.clone()));
+        gate
+    }
+}
+
+/// Takes the gate set for `user` (once).
+fn gate_of(
+    slot: &Mutex<Option<(UserId, Arc<tokio::sync::Semaphore>)>>,
+    user: &UserId,
+) -> Option<Arc<tokio::sync::Semaphore>> {
+    let mut h = slot.lock().unwrap();
+    match h.as_ref() {
+        Some((u, _)) if u == user => h.take().map(|(_, g)| g),
+        _ => None,
     }
 }
 
@@ -510,15 +538,12 @@ impl cardbind_ports::store::WalletStore for GatedWallets {
         if failing {
             return Err(StoreError::Unavailable("wallets: store gone".into()));
         }
+        if let Some(gate) = gate_of(&self.hold_before_commit, wallet.user()) {
+            self.held_before.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+        }
         let head = self.inner.commit(wallet, after, events, now).await?;
-        let gate = {
-            let mut h = self.hold_after_commit.lock().unwrap();
-            match h.as_ref() {
-                Some((u, _)) if u == wallet.user() => h.take().map(|(_, g)| g),
-                _ => None,
-            }
-        };
-        if let Some(gate) = gate {
+        if let Some(gate) = gate_of(&self.hold_after_commit, wallet.user()) {
             self.held.fetch_add(1, Ordering::SeqCst);
             gate.acquire().await.unwrap().forget();
         }
@@ -658,11 +683,20 @@ pub fn world_with_bins(policy: Policy, bins: cardbind_domain::BinTable) -> World
     })
 }
 
-/// What a test does to the audit log's walks (links, link stamps); every
-/// other call goes to the store as it is. Each method defaults to the
-/// store's.
+/// What a test does to the audit log's appends to the service's chain and
+/// its walks (links, link stamps); every other call goes to the store as
+/// it is. Each method defaults to the store's.
 #[async_trait]
 pub trait AuditTap: Send + Sync + 'static {
+    async fn append_system(
+        &self,
+        store: &MemoryStore,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        store.append_system(events, now).await
+    }
+
     async fn links(
         &self,
         store: &MemoryStore,
@@ -693,7 +727,7 @@ pub struct Tapped<T> {
 #[async_trait]
 impl<T: AuditTap> AuditLog for Tapped<T> {
     async fn append_system(&self, e: Vec<AuditEvent>, now: Timestamp) -> Result<(), StoreError> {
-        self.store.append_system(e, now).await
+        self.tap.append_system(&self.store, e, now).await
     }
     async fn list(
         &self,
@@ -776,6 +810,8 @@ fn world_with(
         load_delay: Mutex::new(None),
         corrupt: Mutex::new(None),
         fail_commits: AtomicU32::new(0),
+        hold_before_commit: Mutex::new(None),
+        held_before: AtomicU64::new(0),
     });
     let ports = Ports {
         wallets: wallets.clone(),
