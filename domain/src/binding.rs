@@ -558,6 +558,16 @@ impl Binding {
         Ok(())
     }
 
+    /// Refers a card waiting for its channel to manual review: the channel
+    /// answered in a way only an operator can settle (it named, as this
+    /// card's agreement, one another live card holds).
+    pub fn refer_to_review(&mut self, now: Timestamp) -> Result<(), Clash> {
+        if self.0.status != BindingStatus::PendingVerification {
+            return Err(Clash::transition("this card is not pending"));
+        }
+        self.go(BindingStatus::PendingReview, now)
+    }
+
     pub fn fail(&mut self, reason: FailureReason, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Failed, now)?;
         self.0.failure = Some(reason);

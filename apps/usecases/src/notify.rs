@@ -8,7 +8,7 @@ use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::{
     BindingRef, ChannelEvent, ChannelEventKind, Notification, NotificationAck, RemoteState,
 };
-use cardbind_ports::store::{LinkKey, ReviewEntry};
+use cardbind_ports::store::{LinkKey, RefTarget, ReviewEntry};
 
 use crate::context::RequestContext;
 use crate::error::op_error;
@@ -180,9 +180,44 @@ impl UseCases {
             }
             return Ok(Applied::Unchanged);
         };
+        // A signing that names an agreement the waiting card does not hold
+        // records it for this card before the change, so that one
+        // agreement never activates two cards (of a signing and an
+        // approval, or two signings, naming one at once, the first to
+        // record it keeps it). One another live card on this channel holds
+        // (an operator approved that card with it, or the channel named it
+        // twice) sends this card to manual review instead: which card the
+        // agreement is is an operator's question.
+        let mut known = None;
+        let mut agreement = Agreed::NotNamed;
+        if let ChannelEventKind::Signed { channel_ref } = &event.kind {
+            let loaded = self.load(&user).await?;
+            let new_to_card = loaded.wallet.get(&id).ok().filter(|b| {
+                matches!(
+                    b.status,
+                    BindingStatus::PendingVerification | BindingStatus::PendingReview
+                ) && &b.channel == channel_name
+                    && b.channel_ref.as_deref() != Some(channel_ref.as_str())
+            });
+            if let Some(b) = new_to_card {
+                let target = RefTarget {
+                    user: user.clone(),
+                    binding: id.clone(),
+                };
+                agreement = if self
+                    .claim_agreement(channel_name, channel_ref, &target, b.data_generation)
+                    .await?
+                {
+                    Agreed::Recorded
+                } else {
+                    Agreed::TakenByAnother
+                };
+            }
+            known = Some(loaded);
+        }
         let (applied, after) = self
-            .change_wallet::<_, NotifyError>(&ctx, &user, None, |w, now| {
-                channel_event(&ctx, w, &id, channel_name, event, now)
+            .change_wallet::<_, NotifyError>(&ctx, &user, known, |w, now| {
+                channel_event(&ctx, w, &id, channel_name, event, agreement, now)
             })
             .await?;
         if let Applied::UnwantedSigning {
@@ -215,7 +250,7 @@ impl UseCases {
             let holds = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen)
                 && &b.channel == channel_name
                 && b.channel_ref.as_deref() == Some(channel_ref.as_str());
-            if holds && !given_at_start(channel_ref) {
+            if holds && !given_at_start(channel_ref) && agreement == Agreed::NotNamed {
                 self.record_agreement(channel_name, channel_ref, &user, &id, b.data_generation)
                     .await;
             }
@@ -254,6 +289,16 @@ impl UseCases {
             BindingStatus::Failed => {
                 if let Ok(b) = w.get(id) {
                     self.drop_card_data(user, id, b.data_generation).await;
+                }
+            }
+            BindingStatus::PendingReview if from != BindingStatus::PendingReview => {
+                let entry = ReviewEntry {
+                    binding: id.clone(),
+                    user: user.clone(),
+                    since: self.now(),
+                };
+                if let Err(e) = self.ports.review.add(&entry).await {
+                    tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
                 }
             }
             BindingStatus::Active
@@ -414,6 +459,18 @@ impl UseCases {
     }
 }
 
+/// What became of the agreement a signing names, before its change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Agreed {
+    /// Not a signing, or one naming the agreement the card holds, or a
+    /// card not waiting for its channel.
+    NotNamed,
+    /// Recorded for this card.
+    Recorded,
+    /// Another live card on this channel holds it.
+    TakenByAnother,
+}
+
 /// What a channel event does to a card.
 fn channel_event(
     ctx: &RequestContext,
@@ -421,6 +478,7 @@ fn channel_event(
     id: &BindingId,
     channel: &ChannelName,
     event: &ChannelEvent,
+    agreement: Agreed,
     now: Timestamp,
 ) -> Decided<Applied, NotifyError> {
     let unchanged = || Decided::new(Ok(Applied::Unchanged), Vec::new());
@@ -486,7 +544,14 @@ fn channel_event(
     let by = ctx.actor.subject.clone();
     let r: Result<bool, cardbind_domain::StateRefusal> = match &event.kind {
         ChannelEventKind::Signed { channel_ref } => {
-            if waiting {
+            if waiting && agreement == Agreed::TakenByAnother {
+                tracing::warn!(%channel, event = %logged(&event.event_id), binding = %id, "a signing names an agreement another live card holds: left to an operator");
+                if from == BindingStatus::PendingVerification {
+                    w.change(id, |b| b.refer_to_review(now)).map(|()| true)
+                } else {
+                    Ok(false)
+                }
+            } else if waiting {
                 w.change(id, |b| b.activate(Some(channel_ref.clone()), now))
                     .map(|()| true)
             } else if matches!(from, BindingStatus::Failed | BindingStatus::Inactive) {
@@ -521,11 +586,17 @@ fn channel_event(
     match r {
         Ok(true) => {
             let to = w.get(id).map(|b| b.status).unwrap_or(from);
+            let why = match agreement {
+                Agreed::TakenByAnother => {
+                    ": the channel named an agreement another live card holds"
+                }
+                Agreed::NotNamed | Agreed::Recorded => "",
+            };
             let e = ctx
                 .event(now, AuditAction::BindingChannelEvent)
                 .user(w.user())
                 .binding(id)
-                .detail(format!("{from} -> {to}"))
+                .detail(format!("{from} -> {to}{why}"))
                 .build();
             Decided::new(
                 Ok(Applied::Changed {

@@ -1964,7 +1964,8 @@ async fn an_unsigning_named_by_the_agreement_its_signing_gave_unbinds_the_card()
 
 /// The agreement a signing names is taken over from a card that no
 /// longer holds it (unbound, its reference left behind as when its delete
-/// failed), deleted only as read; one a live card holds stays that card's.
+/// failed), deleted only as read; one a live card holds stays that card's,
+/// and the card whose signing named it goes to manual review.
 #[tokio::test]
 async fn a_signings_agreement_left_by_an_ended_card_is_taken_over() {
     use cardbind_ports::store::{ChannelRefs, RefTarget};
@@ -2040,4 +2041,16 @@ async fn a_signings_agreement_left_by_an_ended_card_is_taken_over() {
         live.id,
         "the live card keeps its own"
     );
+    // The card whose signing named the live card's agreement is not made
+    // active on it: it waits for an operator (before, both cards were
+    // active on one agreement).
+    assert_eq!(
+        w.wallet("tka").await.get(&a.id).unwrap().status,
+        BindingStatus::Active
+    );
+    assert_eq!(
+        w.wallet("tkb").await.get(&b.id).unwrap().status,
+        BindingStatus::PendingReview
+    );
+    assert!(ReviewQueue::get(&w.store, &b.id).await.unwrap().is_some());
 }

@@ -1705,6 +1705,85 @@ async fn a_code_checked_while_the_card_is_unbound_is_a_conflict_not_an_expiry() 
     );
 }
 
+/// An approval and a signing naming one agreement for two cards at once:
+/// the approval records it first (its change then held), and the signing
+/// of the other card finds it a live card's, so that card goes to manual
+/// review instead of becoming active on it (before, both cards ended
+/// active on one agreement: the black-box run's finding).
+#[tokio::test]
+async fn an_approval_and_a_signing_naming_one_agreement_activate_one_card() {
+    use cardbind_ports::store::{ChannelRefs, ReviewQueue};
+    let w = Arc::new(world(unlimited()));
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let reviewed =
+        w.uc.bind_card(&backend(), bind_cmd("ag1", &visa(433), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(reviewed.status, BindingStatus::PendingReview);
+    w.channel.always(Script::Redirect);
+    let signing =
+        w.uc.bind_card(&backend(), bind_cmd("ag2", &visa(434), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(signing.status, BindingStatus::PendingVerification);
+    let gate = w.wallets.hold_next_commit_of("ag1");
+    let approval = {
+        let (w, id) = (w.clone(), reviewed.id.clone());
+        tokio::spawn(async move {
+            w.uc.approve_review(&admin(), &id, Some("agr-78".into()))
+                .await
+        })
+    };
+    until_called(&w.wallets.held).await;
+    let note = cardbind_ports::channel::Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("s78|{}|signed:agr-78", signing.id).into_bytes(),
+    };
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    w.uc.handle_notification(&mock, &note).await.unwrap();
+    gate.add_permits(1);
+    let approved = approval.await.unwrap().unwrap();
+    assert_eq!(approved.binding.status, BindingStatus::Active);
+    let other = w.wallet("ag2").await;
+    let other = other.get(&signing.id).unwrap();
+    assert_eq!(
+        other.status,
+        BindingStatus::PendingReview,
+        "the signed card waits for an operator"
+    );
+    assert_ne!(other.channel_ref.as_deref(), Some("agr-78"));
+    assert!(ReviewQueue::get(&w.store, &signing.id)
+        .await
+        .unwrap()
+        .is_some());
+    let holder = ChannelRefs::find(&w.store, &mock, "agr-78")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder.binding, reviewed.id);
+    let detail = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            binding_id: Some(signing.id.clone()),
+            ..AuditFilter::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .filter_map(|r| r.event.detail)
+    .find(|d| d.contains("-> pending_review"));
+    assert!(
+        detail.is_some_and(|d| d.contains("another live card holds")),
+        "the audit log says why"
+    );
+}
+
 /// Two approvals naming one channel reference at the same moment: one is
 /// refused and the reference names the card approved (before, both passed
 /// the check made before the change, both cards became active on one

@@ -185,25 +185,38 @@ impl UseCases {
             user: user.clone(),
             binding: id.clone(),
         };
-        let refs = &self.ports.channel_refs;
-        let recorded = async {
-            // One write when the reference is free or this card's already
-            // (a signing notification's budget is six commands).
-            if refs.put(channel, channel_ref, &target, generation).await? {
-                return Ok(true);
-            }
-            if !self.clear_for(channel, channel_ref, &target).await? {
-                return Ok(false);
-            }
-            refs.put(channel, channel_ref, &target, generation).await
-        };
-        match recorded.await {
+        match self
+            .claim_agreement(channel, channel_ref, &target, generation)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(binding = %id, "channel reference held by another live card: not recorded for this one")
             }
             Err(e) => tracing::warn!(binding = %id, error = %e, "channel reference not stored"),
         }
+    }
+
+    /// Records `channel_ref` for `target` unless another live card on the
+    /// channel holds it: whether it names `target` now. One write when the
+    /// reference is free or the target's already (a signing notification's
+    /// budget is six commands); `put` never moves a reference, so of two
+    /// requests recording one at once the first keeps it.
+    pub(crate) async fn claim_agreement(
+        &self,
+        channel: &ChannelName,
+        channel_ref: &str,
+        target: &RefTarget,
+        generation: u32,
+    ) -> Result<bool, StoreError> {
+        let refs = &self.ports.channel_refs;
+        if refs.put(channel, channel_ref, target, generation).await? {
+            return Ok(true);
+        }
+        if !self.clear_for(channel, channel_ref, target).await? {
+            return Ok(false);
+        }
+        refs.put(channel, channel_ref, target, generation).await
     }
 
     /// Whether `channel_ref` may be recorded for `target`: it is not
