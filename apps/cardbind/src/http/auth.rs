@@ -402,8 +402,9 @@ struct SignatureHeader<'a> {
 
 /// Reads `t=<unix>,n=<nonce>,s=<64 hex>` exactly: each field once, in any
 /// order, no spaces, `t` in its canonical decimal form (no sign, no
-/// leading zero). Any other spelling is refused, so that the text a proxy
-/// or a log sees is the one that was verified.
+/// leading zero), `s` in hex of either case (the same bytes). Any other
+/// spelling is refused, so that the text a proxy or a log sees is the one
+/// that was verified.
 fn parse_signature_header(v: &str) -> Option<SignatureHeader<'_>> {
     let (mut t, mut n, mut s) = (None, None, None);
     for part in v.split(',') {
