@@ -135,7 +135,12 @@ impl Config {
             };
             fig = fig.merge(Serialized::default(key.as_str(), value));
         }
-        let cfg: Config = fig.extract_lossy().map_err(figment_messages)?;
+        // An error of no setting is the file's own (it does not parse as
+        // TOML, or is not UTF-8): it names the file.
+        let cfg: Config = fig.extract_lossy().map_err(|e| match file {
+            Some(f) if e.path.is_empty() => figment_error(e, f),
+            _ => figment_messages(e),
+        })?;
         if let Some(f) = file {
             // The file's values are TOML's, each of its setting's type: the
             // lossy reading above (which the environment's text needs) took
@@ -774,6 +779,19 @@ mod tests {
         std::fs::write(&f, "[storage]\nkindd = \"memory\"\n").unwrap();
         let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
         assert!(e.0.contains("kindd"), "{e}");
+    }
+
+    /// A file that is not UTF-8 or not TOML is refused naming the file
+    /// (black-box run: the message said only "invalid UTF-8").
+    #[test]
+    fn a_file_that_does_not_parse_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        for body in [&b"[server]\naddress = \"\xff\"\n"[..], b"[server\n"] {
+            std::fs::write(&f, body).unwrap();
+            let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+            assert!(e.0.contains(&f.display().to_string()), "{e}");
+        }
     }
 
     /// The file's values are of their settings' types: text is not read as
