@@ -77,6 +77,50 @@ async fn signed_notifications_activate_and_terminate_forged_ones_are_refused() {
     assert!((400..500).contains(&r.status), "{}", r.describe());
 }
 
+/// Two cards signed under one agreement (the channel named it twice, or
+/// an operator gave it to another card): the first keeps it, the second
+/// waits in manual review instead of becoming active on it (the black-box
+/// run of 6 December 2026 found both active).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_card_signed_under_one_agreement_goes_to_review() {
+    let app = TestApp::spawn(|c| {
+        relaxed(c);
+        c.channels.mock.mode = cardbind::config::MockModeSetting::Redirect;
+        c.channels.mock.notify_secret = "a-test-notify-secret-for-mock".into();
+    })
+    .await;
+    let (first_user, second_user) = (user_id("agr1"), user_id("agr2"));
+    let first = id_of(
+        &app.bind(&first_user, &TestCard::visa(), &idem_key())
+            .await
+            .expect_status(201),
+    );
+    let second = id_of(
+        &app.bind(&second_user, &TestCard::visa(), &idem_key())
+            .await
+            .expect_status(201),
+    );
+    for (n, id) in [("evt-agr-1", &first), ("evt-agr-2", &second)] {
+        let (body, sig) = app.mock_notification_naming(n, id, "signed", "agr-shared-1");
+        let r = app.notify("mock", body, Some(&sig)).await;
+        assert_eq!(r.status, 200, "{}", r.describe());
+    }
+    let one = app.get_card(&first_user, &first).await.expect_status(200);
+    assert_eq!(one["status"], "active", "{one}");
+    let two = app.get_card(&second_user, &second).await.expect_status(200);
+    assert_eq!(two["status"], "pending_review", "{two}");
+    let queue = app
+        .get("/v1/admin/reviews", &app.admin_token())
+        .await
+        .expect_status(200);
+    assert!(
+        queue["cards"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["id"] == second.as_str())),
+        "{queue}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_is_recorded_per_binding() {
     let app = TestApp::spawn(|c| {
