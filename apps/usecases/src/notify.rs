@@ -292,14 +292,7 @@ impl UseCases {
                 }
             }
             BindingStatus::PendingReview if from != BindingStatus::PendingReview => {
-                let entry = ReviewEntry {
-                    binding: id.clone(),
-                    user: user.clone(),
-                    since: self.now(),
-                };
-                if let Err(e) = self.ports.review.add(&entry).await {
-                    tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
-                }
+                self.queue_for_review(user, id).await;
             }
             BindingStatus::Active
             | BindingStatus::PendingVerification

@@ -64,16 +64,7 @@ impl UseCases {
                 .await;
         }
         match status {
-            Some(BindingStatus::PendingReview) => {
-                let entry = ReviewEntry {
-                    binding: id.clone(),
-                    user: user.clone(),
-                    since: self.now(),
-                };
-                if let Err(e) = self.ports.review.add(&entry).await {
-                    tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
-                }
-            }
+            Some(BindingStatus::PendingReview) => self.queue_for_review(user, id).await,
             Some(BindingStatus::Failed) => self.drop_card_data(user, id, generation).await,
             _ => {}
         }
@@ -153,6 +144,20 @@ impl UseCases {
             .await
         {
             tracing::warn!(binding = %id, error = %e, "card data of a card gone not deleted yet");
+        }
+    }
+
+    /// Queues a card that entered review for an operator. A failure is
+    /// logged: the card is in review in its wallet, the truth, and
+    /// `cardbind reconcile` queues a card in review that has no entry.
+    pub(crate) async fn queue_for_review(&self, user: &UserId, id: &BindingId) {
+        let entry = ReviewEntry {
+            binding: id.clone(),
+            user: user.clone(),
+            since: self.now(),
+        };
+        if let Err(e) = self.ports.review.add(&entry).await {
+            tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
         }
     }
 
