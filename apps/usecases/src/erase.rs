@@ -76,6 +76,17 @@ impl UseCases {
                     .await?,
                 );
             }
+            // Recorded as started before anything is done (once): an
+            // erasure that stops later (a process that dies between the
+            // key's delete and the change) leaves that record, and one
+            // that cannot record it has ended no agreement, revoked no
+            // share and destroyed no key.
+            if !announced.load(std::sync::atomic::Ordering::SeqCst) {
+                self.announce_erasure(ctx, user)
+                    .await
+                    .map_err(Raced::fail)?;
+                announced.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             // End every agreement at its channel once.
             let live: Vec<Binding> = loaded
                 .wallet
@@ -150,14 +161,6 @@ impl UseCases {
             // stored first, this change loses the race and the next round
             // deletes it). Deleted after the change, it could take the key
             // a bind of the erased user had sealed a live card under.
-            // Recorded as started first (once): a process that dies
-            // between the delete and the change leaves that record.
-            if !announced.load(std::sync::atomic::Ordering::SeqCst) {
-                self.announce_erasure(ctx, user)
-                    .await
-                    .map_err(Raced::fail)?;
-                announced.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
             if self
                 .ports
                 .vault
@@ -280,6 +283,8 @@ impl UseCases {
             Ok(d) => d,
             Err(e) => return e.into(),
         };
+        // Stamped after the start record, which it follows in the log.
+        let now = self.now();
         let event = ctx
             .event(now, AuditAction::UserErase)
             .user(user)

@@ -538,7 +538,7 @@ fn channel_event(
     let r: Result<bool, cardbind_domain::StateRefusal> = match &event.kind {
         ChannelEventKind::Signed { channel_ref } => {
             if waiting && agreement == Agreed::TakenByAnother {
-                tracing::warn!(%channel, event = %logged(&event.event_id), binding = %id, "a signing names an agreement another live card holds: left to an operator");
+                tracing::warn!(%channel, event = %logged(&event.event_id), binding = %id, agreement = %logged(channel_ref), "a signing names an agreement another live card holds: left to an operator");
                 if from == BindingStatus::PendingVerification {
                     w.change(id, |b| b.refer_to_review(now)).map(|()| true)
                 } else {
@@ -579,11 +579,14 @@ fn channel_event(
     match r {
         Ok(true) => {
             let to = w.get(id).map(|b| b.status).unwrap_or(from);
-            let why = match agreement {
-                Agreed::TakenByAnother => {
-                    ": the channel named an agreement another live card holds"
-                }
-                Agreed::NotNamed | Agreed::Recorded => "",
+            // The agreement is named (as a change's event names the one
+            // it activated): an operator who rejects the card ends it at
+            // the channel, as nothing here holds it for this card.
+            let why = match (agreement, &event.kind) {
+                (Agreed::TakenByAnother, ChannelEventKind::Signed { channel_ref }) => format!(
+                    ": the channel named agreement {channel_ref:?}, which another live card holds"
+                ),
+                _ => String::new(),
             };
             let e = ctx
                 .event(now, AuditAction::BindingChannelEvent)

@@ -1454,8 +1454,9 @@ async fn an_erasure_that_stops_after_destroying_the_key_is_on_record() {
 }
 
 /// The service's chain refuses the record of an erasure's start (its
-/// store does not answer): nothing is destroyed and no card is unbound,
-/// and the erasure answers that storage is unavailable.
+/// store does not answer): no agreement is ended at its channel, no key
+/// destroyed and no card unbound, and the erasure answers that storage is
+/// unavailable.
 #[tokio::test]
 async fn an_erasure_whose_start_is_not_recorded_destroys_nothing() {
     struct NoStartRecord;
@@ -1494,6 +1495,11 @@ async fn an_erasure_whose_start_is_not_recorded_destroys_nothing() {
     assert!(
         w.vault.erased.lock().unwrap().is_empty(),
         "no key destroyed"
+    );
+    assert_eq!(
+        w.channel.unbinds.load(Ordering::SeqCst),
+        0,
+        "no agreement ended at its channel"
     );
     assert_eq!(
         w.wallet("lev").await.get(&card.id).unwrap().status,
@@ -1779,7 +1785,7 @@ async fn an_approval_and_a_signing_naming_one_agreement_activate_one_card() {
     .filter_map(|r| r.event.detail)
     .find(|d| d.contains("-> pending_review"));
     assert!(
-        detail.is_some_and(|d| d.contains("another live card holds")),
+        detail.is_some_and(|d| d.contains("another live card holds") && d.contains("agr-78")),
         "the audit log says why"
     );
 }
