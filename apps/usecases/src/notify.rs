@@ -2,17 +2,17 @@
 //! reconciliation of cards left waiting for their channel.
 
 use cardbind_domain::{
-    BindingId, BindingStatus, ChannelName, FailureReason, Timestamp, UserId, Wallet,
+    Binding, BindingId, BindingStatus, ChannelName, FailureReason, Timestamp, UserId, Wallet,
 };
 use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::{
     BindingRef, ChannelEvent, ChannelEventKind, Notification, NotificationAck, RemoteState,
 };
-use cardbind_ports::store::{LinkKey, RefTarget, ReviewEntry};
+use cardbind_ports::store::{ChannelRefEntry, LinkKey, RefTarget, ReviewEntry};
 
 use crate::context::RequestContext;
 use crate::error::op_error;
-use crate::tx::Decided;
+use crate::tx::{Decided, Loaded};
 use crate::unwanted::{Agreement, Held};
 use crate::UseCases;
 
@@ -56,9 +56,6 @@ enum Applied {
     Changed {
         from: BindingStatus,
         to: BindingStatus,
-        /// The card's channel reference before the event (its bind's
-        /// start recorded it).
-        ref_before: Option<String>,
     },
 }
 
@@ -180,34 +177,44 @@ impl UseCases {
             }
             return Ok(Applied::Unchanged);
         };
-        // A signing that names an agreement the waiting card does not hold
-        // records it for this card before the change, so that one
-        // agreement never activates two cards (of a signing and an
-        // approval, or two signings, naming one at once, the first to
-        // record it keeps it). One another live card on this channel holds
-        // (an operator approved that card with it, or the channel named it
-        // twice) sends this card to manual review instead: which card the
-        // agreement is is an operator's question.
+        // A signing that would make an agreement the waiting card's records
+        // it for this card before the change, so that one agreement never
+        // activates two cards (of a signing and an approval, or two
+        // signings, naming one at once, the first to record it keeps it).
+        // One another live card on this channel holds (an operator
+        // approved that card with it, or the channel named it twice)
+        // sends this card to manual review instead: which card the
+        // agreement is is an operator's question. A signing again of the
+        // agreement an active card holds records it again (a first record
+        // failed, and the channel sends the signing again), so that a
+        // later notification naming the card by the agreement alone (an
+        // unsigning) finds it. The agreement a bind's start gave was
+        // recorded then.
         let mut known = None;
         let mut agreement = Agreed::NotNamed;
+        let mut claimed = None;
         if let ChannelEventKind::Signed { channel_ref } = &event.kind {
             let loaded = self.load(&user).await?;
-            let new_to_card = loaded.wallet.get(&id).ok().filter(|b| {
-                matches!(
-                    b.status,
-                    BindingStatus::PendingVerification | BindingStatus::PendingReview
-                ) && &b.channel == channel_name
-                    && b.channel_ref.as_deref() != Some(channel_ref.as_str())
-            });
-            if let Some(b) = new_to_card {
+            if let Some(generation) = loaded
+                .wallet
+                .get(&id)
+                .ok()
+                .and_then(|b| agreement_to_record(b, channel_name, event, channel_ref))
+            {
                 let target = RefTarget {
                     user: user.clone(),
                     binding: id.clone(),
                 };
                 agreement = if self
-                    .claim_agreement(channel_name, channel_ref, &target, b.data_generation)
+                    .claim_agreement(channel_name, channel_ref, &target, generation)
                     .await?
                 {
+                    claimed = Some(ChannelRefEntry {
+                        channel: channel_name.clone(),
+                        channel_ref: channel_ref.clone(),
+                        target,
+                        generation: Some(generation),
+                    });
                     Agreed::Recorded
                 } else {
                     Agreed::TakenByAnother
@@ -215,11 +222,25 @@ impl UseCases {
             }
             known = Some(loaded);
         }
-        let (applied, after) = self
+        let changed = self
             .change_wallet::<_, NotifyError>(&ctx, &user, known, |w, now| {
                 channel_event(&ctx, w, &id, channel_name, event, agreement, now)
             })
-            .await?;
+            .await;
+        // The change found the card elsewhere than it was read, or failed:
+        // a reference it recorded and the card does not hold goes again.
+        let holds_claim = |r: &Result<(Applied, Loaded), NotifyError>, c: &ChannelRefEntry| {
+            r.as_ref().is_ok_and(|(_, after)| {
+                after
+                    .wallet
+                    .get(&id)
+                    .is_ok_and(|b| b.holds_agreement(&c.channel_ref))
+            })
+        };
+        if let Some(c) = claimed.filter(|c| !holds_claim(&changed, c)) {
+            self.let_go_of_ref(&user, c).await;
+        }
+        let (applied, after) = changed?;
         if let Applied::UnwantedSigning {
             attempt,
             channel_ref,
@@ -233,27 +254,6 @@ impl UseCases {
             };
             self.end_unwanted_agreement(&ctx, held, Some(&user), Agreement::Reported)
                 .await?;
-        }
-        // The agreement a signing names is recorded for the card it
-        // activated (a bind records only the reference its start gave,
-        // ours for a signing page): a later notification that names the
-        // card by the agreement alone (an unsigning) finds it. Not when it
-        // is the reference the start gave (recorded then: a channel such
-        // as the mock names the card by one reference throughout); also
-        // when the card was already active under it (a first record
-        // failed, and the channel sends the signing again).
-        let given_at_start =
-            |r: &String| matches!(&applied, Applied::Changed { ref_before: Some(b), .. } if b == r);
-        if let (ChannelEventKind::Signed { channel_ref }, Ok(b)) =
-            (&event.kind, after.wallet.get(&id))
-        {
-            let holds = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen)
-                && &b.channel == channel_name
-                && b.channel_ref.as_deref() == Some(channel_ref.as_str());
-            if holds && !given_at_start(channel_ref) && agreement == Agreed::NotNamed {
-                self.record_agreement(channel_name, channel_ref, &user, &id, b.data_generation)
-                    .await;
-            }
         }
         if let Applied::Changed { from, to, .. } = applied {
             self.after_channel_change(&user, &after.wallet, &id, from, to)
@@ -455,13 +455,75 @@ impl UseCases {
 /// What became of the agreement a signing names, before its change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Agreed {
-    /// Not a signing, or one naming the agreement the card holds, or a
-    /// card not waiting for its channel.
+    /// Nothing to record: not a signing, or one naming the reference the
+    /// waiting card's start gave, or one the change does not apply (see
+    /// `agreement_to_record`).
     NotNamed,
     /// Recorded for this card.
     Recorded,
     /// Another live card on this channel holds it.
     TakenByAnother,
+}
+
+/// Whether a channel event is about the card's last bind on that channel,
+/// read before what it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum About {
+    ThisBind,
+    /// The card's last bind went through another channel.
+    OtherChannel,
+    /// A card bound again keeps its id, but each bind has a reference of
+    /// its own: the event names another bind's.
+    EarlierBind {
+        attempt: u32,
+    },
+    /// The event names an agreement other than the one an active (or
+    /// frozen) card holds now, or one an earlier bind of the card held (a
+    /// late retry of its signing or its unsigning, while the card waits
+    /// again).
+    EarlierAgreement,
+}
+
+fn about(b: &Binding, channel: &ChannelName, event: &ChannelEvent) -> About {
+    if &b.channel != channel {
+        return About::OtherChannel;
+    }
+    if let Some(attempt) = event.attempt.filter(|a| *a != b.data_generation) {
+        return About::EarlierBind { attempt };
+    }
+    if let Some(named) = &event.agreement {
+        let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
+        let other_than_held = holds_agreement
+            && b.channel_ref
+                .as_ref()
+                .is_some_and(|current| current != named);
+        let held_before = b.held_before(named) && b.channel_ref.as_ref() != Some(named);
+        if other_than_held || held_before {
+            return About::EarlierAgreement;
+        }
+    }
+    About::ThisBind
+}
+
+/// The generation under which a signing naming `channel_ref` records it
+/// for the card before its change, or `None`: a signing that would make it
+/// the agreement of a card waiting under another reference, or a signing
+/// again of the agreement an active (or frozen) card holds. Not the
+/// reference the bind's start gave (recorded then), nor a signing the
+/// change would not apply (about an earlier bind, or at another channel).
+fn agreement_to_record(
+    b: &Binding,
+    channel: &ChannelName,
+    event: &ChannelEvent,
+    channel_ref: &str,
+) -> Option<u32> {
+    if about(b, channel, event) != About::ThisBind {
+        return None;
+    }
+    let holds = b.channel_ref.as_deref() == Some(channel_ref);
+    let new = b.status.awaits_settlement() && !holds;
+    let again = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen) && holds;
+    (new || again).then_some(b.data_generation)
 }
 
 /// What a channel event does to a card.
@@ -487,48 +549,37 @@ fn channel_event(
     let Ok(b) = w.get(id) else {
         return unchanged();
     };
-    if &b.channel != channel {
-        // The card's last bind went through another channel: a signing
-        // here is of an earlier bind's page, and is ended at this channel.
-        if let ChannelEventKind::Signed { channel_ref } = &event.kind {
-            tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing at a channel the card no longer uses");
-            return unwanted(event.attempt, channel_ref);
-        }
-        return unchanged();
-    }
-    // A card bound again keeps its id but each bind has a reference of its
-    // own: an event naming another bind's is about an earlier bind. Its
-    // signing is ended at the channel (the user signed a page this service
-    // no longer waits on); anything else it reports changes nothing.
-    if let Some(attempt) = event.attempt.filter(|a| *a != b.data_generation) {
-        if let ChannelEventKind::Signed { channel_ref } = &event.kind {
-            if !b.holds_agreement(channel_ref) {
-                tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing under an earlier bind's reference");
-                return unwanted(Some(attempt), channel_ref);
+    match about(b, channel, event) {
+        About::ThisBind => {}
+        About::OtherChannel => {
+            // The card's last bind went through another channel: a
+            // signing here is of an earlier bind's page, and is ended at
+            // this channel.
+            if let ChannelEventKind::Signed { channel_ref } = &event.kind {
+                tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing at a channel the card no longer uses");
+                return unwanted(event.attempt, channel_ref);
             }
+            return unchanged();
         }
-        tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "event about an earlier bind ignored");
-        return unchanged();
-    }
-    // A card bound again keeps its id: an event about another agreement
-    // than the one an active (or frozen) card holds now, or about one an
-    // earlier bind of the card held (a late retry of its signing or its
-    // unsigning, while the card waits again), is about an earlier binding
-    // of that card, and changes nothing.
-    if let Some(named) = &event.agreement {
-        let holds_agreement = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen);
-        let other_than_held = holds_agreement
-            && b.channel_ref
-                .as_ref()
-                .is_some_and(|current| current != named);
-        let held_before = b.held_before(named) && b.channel_ref.as_ref() != Some(named);
-        if other_than_held || held_before {
+        About::EarlierBind { attempt } => {
+            // A signing under an earlier bind's reference is ended at the
+            // channel (the user signed a page this service no longer
+            // waits on); anything else it reports changes nothing.
+            if let ChannelEventKind::Signed { channel_ref } = &event.kind {
+                if !b.holds_agreement(channel_ref) {
+                    tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "signing under an earlier bind's reference");
+                    return unwanted(Some(attempt), channel_ref);
+                }
+            }
+            tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "event about an earlier bind ignored");
+            return unchanged();
+        }
+        About::EarlierAgreement => {
             tracing::info!(%channel, event = %logged(&event.event_id), binding = %id, "event about an earlier agreement ignored");
             return unchanged();
         }
     }
     let from = b.status;
-    let ref_before = b.channel_ref.clone();
     let generation = b.data_generation;
     let waiting = matches!(
         from,
@@ -542,7 +593,17 @@ fn channel_event(
                 if from == BindingStatus::PendingVerification {
                     w.change(id, |b| b.refer_to_review(now)).map(|()| true)
                 } else {
-                    Ok(false)
+                    // Already in review: it stays there, and the operator
+                    // who decides it learns what the channel said.
+                    let e = ctx
+                        .event(now, AuditAction::BindingChannelEvent)
+                        .user(w.user())
+                        .binding(id)
+                        .detail(format!(
+                            "{from}, unchanged: the channel named agreement {channel_ref:?}, which another live card holds"
+                        ))
+                        .build();
+                    return Decided::new(Ok(Applied::Unchanged), vec![e]);
                 }
             } else if waiting {
                 w.change(id, |b| b.activate(Some(channel_ref.clone()), now))
@@ -563,6 +624,9 @@ fn channel_event(
                 return unwanted(attempt, channel_ref);
             } else {
                 // Already settled (a repeat, or a card an operator decided).
+                if agreement == Agreed::TakenByAnother {
+                    tracing::warn!(%channel, event = %logged(&event.event_id), binding = %id, agreement = %logged(channel_ref), "a signing again names an agreement another live card holds: not recorded for this one");
+                }
                 Ok(false)
             }
         }
@@ -594,14 +658,7 @@ fn channel_event(
                 .binding(id)
                 .detail(format!("{from} -> {to}{why}"))
                 .build();
-            Decided::new(
-                Ok(Applied::Changed {
-                    from,
-                    to,
-                    ref_before,
-                }),
-                vec![e],
-            )
+            Decided::new(Ok(Applied::Changed { from, to }), vec![e])
         }
         Ok(false) | Err(_) => unchanged(),
     }

@@ -132,7 +132,7 @@ impl UseCases {
             Ok(c) => c,
             Err(e) => {
                 if let Some(entry) = reserved {
-                    self.release_ref(&user, entry).await;
+                    self.let_go_of_ref(&user, entry).await;
                 }
                 return Err(e);
             }
@@ -152,7 +152,7 @@ impl UseCases {
     /// card on that channel holds it (refused); one recorded for a card
     /// that ended (its delete at the card's end failed) is forgotten first,
     /// only while it is as read. Returns the entry this call recorded
-    /// (`None`: the card held it already), for [`Self::release_ref`].
+    /// (`None`: the card held it already), for [`Self::let_go_of_ref`].
     async fn reserve_ref(
         &self,
         user: &UserId,
@@ -201,47 +201,6 @@ impl UseCases {
             }
         }
         Err(reference_taken().into())
-    }
-
-    /// Lets go of a reference [`Self::reserve_ref`] recorded for an
-    /// approval that then failed, unless the card holds it as its
-    /// agreement (approved meanwhile by another request naming it). A
-    /// failed change may still land (a store that timed out after it
-    /// applied it): the card is read again after the delete, and a card
-    /// that holds it then has it recorded again. A wallet that does not
-    /// load leaves it recorded (see `docs/operations.md`).
-    async fn release_ref(&self, user: &UserId, entry: ChannelRefEntry) {
-        let holds = |w: &Option<cardbind_ports::store::StoredWallet>| {
-            w.as_ref().is_some_and(|w| {
-                w.wallet.get(&entry.target.binding).is_ok_and(|b| {
-                    b.status.is_live() && b.channel_ref.as_deref() == Some(&entry.channel_ref)
-                })
-            })
-        };
-        let left = |e: &dyn std::fmt::Display| {
-            tracing::warn!(binding = %entry.target.binding, error = %e, "channel reference of a failed approval left recorded");
-        };
-        match self.ports.wallets.load(user).await {
-            Ok(w) if holds(&w) => return,
-            Ok(_) => {}
-            Err(e) => return left(&e),
-        }
-        if let Err(e) = self.ports.channel_refs.delete_entry(&entry).await {
-            return left(&e);
-        }
-        if let Ok(w) = self.ports.wallets.load(user).await {
-            if holds(&w) {
-                let generation = entry.generation.unwrap_or_default();
-                self.store_channel_ref(
-                    &entry.channel,
-                    &entry.channel_ref,
-                    user,
-                    &entry.target.binding,
-                    generation,
-                )
-                .await;
-            }
-        }
     }
 
     /// An operator rejects a card in review: it fails.

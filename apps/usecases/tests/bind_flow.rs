@@ -2054,3 +2054,159 @@ async fn a_signings_agreement_left_by_an_ended_card_is_taken_over() {
     );
     assert!(ReviewQueue::get(&w.store, &b.id).await.unwrap().is_some());
 }
+
+/// A signing of an earlier bind's page (the card was bound again since)
+/// records nothing for the card: its agreement is not the card's, and one
+/// the channel no longer reports active is not ended here either, so a
+/// record made before the change would stay, holding the agreement for a
+/// card that never had it (an operator's approval of another card under
+/// it was refused).
+#[tokio::test]
+async fn a_signing_of_an_earlier_binds_page_records_no_agreement() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("lsa", &visa(71), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let earlier = card.data_generation.wrapping_add(1000);
+    let late = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("la1|{}|signed:agr-71|{earlier}", card.id).into_bytes(),
+    };
+    w.uc.handle_notification(&mock, &late).await.unwrap();
+    assert_eq!(
+        w.wallet("lsa").await.get(&card.id).unwrap().status,
+        BindingStatus::PendingVerification
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-71").await.unwrap(),
+        None,
+        "the earlier bind's agreement is not recorded for the card"
+    );
+    // Another user's card in review may be approved under it.
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let other =
+        w.uc.bind_card(&backend(), bind_cmd("lsb", &visa(72), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let approved =
+        w.uc.approve_review(&admin(), &other.id, Some("agr-71".into()))
+            .await
+            .unwrap();
+    assert_eq!(approved.binding.status, BindingStatus::Active);
+}
+
+/// A signing whose change is not written lets go of the agreement it
+/// recorded before the change: the card still waits without it, and the
+/// channel's signing again binds the card.
+#[tokio::test]
+async fn a_signing_whose_change_failed_lets_its_agreement_go() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = world(Policy::default());
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("lsc", &visa(73), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let signed = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("lc1|{}|signed:agr-73", card.id).into_bytes(),
+    };
+    w.wallets
+        .fail_commits
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let e = w.uc.handle_notification(&mock, &signed).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(
+        w.wallet("lsc").await.get(&card.id).unwrap().status,
+        BindingStatus::PendingVerification
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-73").await.unwrap(),
+        None,
+        "the agreement recorded before the change is gone"
+    );
+    w.uc.handle_notification(&mock, &signed).await.unwrap();
+    let now = w.wallet("lsc").await.get(&card.id).unwrap().clone();
+    assert_eq!(
+        (now.status, now.channel_ref.as_deref()),
+        (BindingStatus::Active, Some("agr-73"))
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-73")
+            .await
+            .unwrap()
+            .map(|t| t.binding),
+        Some(card.id.clone())
+    );
+}
+
+/// A card already in review whose channel then signs an agreement another
+/// live card holds stays in review, and the operator who decides it finds
+/// the agreement named in its record (it had a log line only).
+#[tokio::test]
+async fn a_card_in_review_signed_under_a_taken_agreement_has_it_on_record() {
+    use cardbind_ports::store::{ChannelRefs, RefTarget};
+    let w = world(Policy::default());
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    w.channel.always(Script::Bound);
+    let live =
+        w.uc.bind_card(&backend(), bind_cmd("lsd", &visa(74), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let target = RefTarget {
+        user: user("lsd"),
+        binding: live.id.clone(),
+    };
+    assert!(
+        ChannelRefs::put(&w.store, &mock, "agr-74", &target, live.data_generation)
+            .await
+            .unwrap()
+    );
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let waiting =
+        w.uc.bind_card(&backend(), bind_cmd("lse", &visa(75), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(waiting.status, BindingStatus::PendingReview);
+    let before = events_of(&w, "lse", Some(AuditAction::BindingChannelEvent))
+        .await
+        .len();
+    let signed = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("ld1|{}|signed:agr-74", waiting.id).into_bytes(),
+    };
+    w.uc.handle_notification(&mock, &signed).await.unwrap();
+    assert_eq!(
+        w.wallet("lse").await.get(&waiting.id).unwrap().status,
+        BindingStatus::PendingReview
+    );
+    let events = events_of(&w, "lse", Some(AuditAction::BindingChannelEvent)).await;
+    assert_eq!(events.len(), before + 1, "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.binding_id.as_ref(), Some(&waiting.id));
+    let detail = last.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("\"agr-74\"") && detail.contains("another live card holds"),
+        "{detail}"
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-74")
+            .await
+            .unwrap()
+            .map(|t| t.binding),
+        Some(live.id.clone()),
+        "the live card keeps it"
+    );
+}

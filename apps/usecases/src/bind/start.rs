@@ -173,35 +173,6 @@ impl UseCases {
             .is_ok_and(|b| b.status.is_live() && b.channel == entry.channel))
     }
 
-    /// Records the agreement a channel named for a card (a signing's), as
-    /// [`Self::store_channel_ref`] does, taking it over from a card that no
-    /// longer holds it (one that ended, whose references were not deleted):
-    /// that record is deleted only as read. One a live card holds stays
-    /// its (logged). Best effort, as `store_channel_ref`.
-    pub(crate) async fn record_agreement(
-        &self,
-        channel: &ChannelName,
-        channel_ref: &str,
-        user: &UserId,
-        id: &BindingId,
-        generation: u32,
-    ) {
-        let target = RefTarget {
-            user: user.clone(),
-            binding: id.clone(),
-        };
-        match self
-            .claim_agreement(channel, channel_ref, &target, generation)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(binding = %id, "channel reference held by another live card: not recorded for this one")
-            }
-            Err(e) => tracing::warn!(binding = %id, error = %e, "channel reference not stored"),
-        }
-    }
-
     /// Records `channel_ref` for `target` unless another live card on the
     /// channel holds it: whether it names `target` now. One write when the
     /// reference is free or the target's already (a signing notification's
@@ -246,6 +217,49 @@ impl UseCases {
             refs.delete_entry(&e).await?;
         }
         Ok(true)
+    }
+
+    /// Lets go of a reference recorded for a card before a change that
+    /// would have made it the card's agreement (an operator's approval, a
+    /// channel's signing) when the card does not hold it after all: the
+    /// change failed, or found the card elsewhere than it was read. Not when
+    /// the card holds it (another request naming it changed the card
+    /// meanwhile). A failed change may still land (a store that timed out
+    /// after it applied it): the card is read again after the delete, and
+    /// a card that holds it then has it recorded again. A wallet that does
+    /// not load leaves it recorded (see `docs/operations.md`).
+    pub(crate) async fn let_go_of_ref(&self, user: &UserId, entry: ChannelRefEntry) {
+        let holds = |w: &Option<cardbind_ports::store::StoredWallet>| {
+            w.as_ref().is_some_and(|w| {
+                w.wallet
+                    .get(&entry.target.binding)
+                    .is_ok_and(|b| b.holds_agreement(&entry.channel_ref))
+            })
+        };
+        let left = |e: &dyn std::fmt::Display| {
+            tracing::warn!(binding = %entry.target.binding, error = %e, "channel reference recorded for a change that did not happen left recorded");
+        };
+        match self.ports.wallets.load(user).await {
+            Ok(w) if holds(&w) => return,
+            Ok(_) => {}
+            Err(e) => return left(&e),
+        }
+        if let Err(e) = self.ports.channel_refs.delete_entry(&entry).await {
+            return left(&e);
+        }
+        if let Ok(w) = self.ports.wallets.load(user).await {
+            if holds(&w) {
+                let generation = entry.generation.unwrap_or_default();
+                self.store_channel_ref(
+                    &entry.channel,
+                    &entry.channel_ref,
+                    user,
+                    &entry.target.binding,
+                    generation,
+                )
+                .await;
+            }
+        }
     }
 
     /// Stores the reference a channel gave a card, for notifications that
