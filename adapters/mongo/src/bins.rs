@@ -55,6 +55,8 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use crate::schema::labels::*;
+
 /// Entries per chunk document (about 100–200 KB of BSON).
 pub const CHUNK_ROWS: usize = 1000;
 
@@ -189,16 +191,22 @@ impl MongoBinTableStore {
             o.name = Some(name.to_owned());
             IndexModel::builder().keys(keys).options(o).build()
         };
-        self.timed(self.versions.create_index(idx(doc! { "n": -1 }, "n_desc")))
-            .await?;
         self.timed(
-            self.chunks
-                .create_index(idx(doc! { "version": 1, "i": 1 }, "version_i")),
+            self.versions
+                .create_index(idx(doc! { "n": -1 }, "n_desc"))
+                .comment(ENSURE_INDEXES),
         )
         .await?;
         self.timed(
             self.chunks
-                .create_index(idx(doc! { "written_at": 1 }, "written_at")),
+                .create_index(idx(doc! { "version": 1, "i": 1 }, "version_i"))
+                .comment(ENSURE_INDEXES),
+        )
+        .await?;
+        self.timed(
+            self.chunks
+                .create_index(idx(doc! { "written_at": 1 }, "written_at"))
+                .comment(ENSURE_INDEXES),
         )
         .await?;
         Ok(())
@@ -232,6 +240,7 @@ impl MongoBinTableStore {
             self.versions
                 .find_one(doc! {})
                 .sort(doc! { "n": -1 })
+                .comment(BIN_TABLE_HEAD)
                 .max_time(self.op_timeout),
         )
         .await
@@ -255,6 +264,7 @@ impl MongoBinTableStore {
                 .timed(
                     self.chunks
                         .find_one(doc! { "_id": &id })
+                        .comment(BIN_TABLE_CHUNK)
                         .max_time(self.op_timeout),
                 )
                 .await?
@@ -288,6 +298,7 @@ impl MongoBinTableStore {
             .timed(async {
                 self.versions
                     .find(doc! { "n": { "$gte": from_n } })
+                    .comment(BIN_TABLE_RECENT)
                     .max_time(self.op_timeout)
                     .await?
                     .try_collect()
@@ -299,10 +310,14 @@ impl MongoBinTableStore {
         let margin = i64::try_from(self.gc_margin().as_millis()).unwrap_or(i64::MAX);
         let cutoff = DateTime::from_millis(wall_now().timestamp_millis().saturating_sub(margin));
         let r = self
-            .timed(self.chunks.delete_many(doc! {
-                "version": { "$nin": keep },
-                "written_at": { "$lt": cutoff },
-            }))
+            .timed(
+                self.chunks
+                    .delete_many(doc! {
+                        "version": { "$nin": keep },
+                        "written_at": { "$lt": cutoff },
+                    })
+                    .comment(BIN_TABLE_TIDY),
+            )
             .await?;
         Ok(r.deleted_count)
     }
@@ -357,7 +372,12 @@ impl BinTableStore for MongoBinTableStore {
             })
             .collect();
         for batch in docs.chunks(CHUNKS_PER_INSERT) {
-            self.timed(self.chunks.insert_many(batch)).await?;
+            self.timed(
+                self.chunks
+                    .insert_many(batch)
+                    .comment(BIN_TABLE_WRITE_CHUNKS),
+            )
+            .await?;
         }
         if started.elapsed() > self.gc_margin() / 2 {
             return Err(StoreError::Unavailable(
@@ -380,7 +400,10 @@ impl BinTableStore for MongoBinTableStore {
                 imported_at_ms: imported_at.unix_millis(),
                 written_at: wall_now(),
             };
-            match self.timed(self.versions.insert_one(&pointer)).await {
+            match self
+                .timed(self.versions.insert_one(&pointer).comment(BIN_TABLE_COMMIT))
+                .await
+            {
                 Ok(_) => {
                     if let Err(e) = self.tidy(n - 1, &version).await {
                         tracing::warn!(error = %e, "tidying old BIN table versions failed");

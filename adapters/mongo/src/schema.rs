@@ -95,6 +95,12 @@ pub mod labels {
     pub const REVIEW_GET: &str = "review.get";
     pub const REVIEW_REMOVE: &str = "review.remove";
     pub const REVIEW_LIST: &str = "review.list";
+    pub const BIN_TABLE_HEAD: &str = "bin_table.head";
+    pub const BIN_TABLE_CHUNK: &str = "bin_table.chunk";
+    pub const BIN_TABLE_WRITE_CHUNKS: &str = "bin_table.write_chunks";
+    pub const BIN_TABLE_COMMIT: &str = "bin_table.commit";
+    pub const BIN_TABLE_RECENT: &str = "bin_table.recent_versions";
+    pub const BIN_TABLE_TIDY: &str = "bin_table.tidy_chunks";
     pub const ENSURE_INDEXES: &str = "ensure_indexes";
     pub const PING: &str = "ping";
 }

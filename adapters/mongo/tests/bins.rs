@@ -125,3 +125,53 @@ async fn a_tampered_chunk_is_corrupt_not_a_partial_table() {
     let e = store.load().await.unwrap_err();
     assert!(matches!(e, cardbind_ports::StoreError::Corrupt(_)), "{e:?}");
 }
+
+/// Every command the BIN table store sends names the method that sent it
+/// (its `comment`), as `docs/storage.md` says of every command of the
+/// adapter: run on the service's own client, as `serve` runs it, with the
+/// command log watching. The imports, the reads and the tidying of an
+/// older version are all seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_names_the_method_that_sent_it() {
+    let Some(uri) = uri() else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("binl_{}_{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
+    let log = cardbind_mongo::CommandLog::new();
+    let mut cfg = cardbind_mongo::MongoConfig::new(&uri, &name, Duration::from_secs(10));
+    cfg.monitor = Some(log.clone());
+    let main = cardbind_mongo::MongoStore::with_config(cfg).await.unwrap();
+    let store = MongoBinTableStore::new(main.database(), Duration::from_secs(10));
+    log.clear();
+    store.ensure_indexes().await.unwrap();
+    for (i, first) in [(1, 622000), (2, 622100)] {
+        let t = testkit::table(first, 10);
+        store
+            .replace(&t, Timestamp::from_unix_millis(i))
+            .await
+            .unwrap();
+    }
+    assert!(store.load().await.unwrap().is_some());
+    assert!(store.active_version().await.unwrap().is_some());
+    let commands = log.commands();
+    let unlabelled: Vec<_> = commands
+        .iter()
+        .filter(|c| c.label.is_none())
+        .map(|c| (c.name.clone(), c.collection.clone()))
+        .collect();
+    assert!(unlabelled.is_empty(), "{unlabelled:?}");
+    let labels = log.by_label();
+    for l in [
+        "ensure_indexes",
+        "bin_table.head",
+        "bin_table.chunk",
+        "bin_table.write_chunks",
+        "bin_table.commit",
+        "bin_table.recent_versions",
+        "bin_table.tidy_chunks",
+    ] {
+        assert!(labels.contains_key(l), "{l} not seen: {labels:?}");
+    }
+}
