@@ -118,7 +118,7 @@ impl UseCases {
         self.authorize(ctx, Action::ReviewQueue, None).await?;
         let user = self.owner_of(id).await?;
         let reserved = match &channel_ref {
-            Some(r) => self.reserve_ref(&user, id, r).await?,
+            Some(r) => Some(self.reserve_ref(&user, id, r).await?),
             None => None,
         };
         let changed = self
@@ -138,69 +138,41 @@ impl UseCases {
             }
         };
         let b = self.view_as_read(&after, id).await?;
-        if let (Some(r), None) = (&channel_ref, &reserved) {
-            // Recorded for this card before: by the bind of this generation.
-            let generation = b.binding.data_generation;
-            self.store_channel_ref(&b.binding.channel, r, &user, id, generation)
-                .await;
-        }
         self.unqueue(id).await;
         Ok(b)
     }
 
     /// Records `channel_ref` for this card in review unless another live
-    /// card on that channel holds it (refused); one recorded for a card
-    /// that ended (its delete at the card's end failed) is forgotten first,
-    /// only while it is as read. Returns the entry this call recorded
-    /// (`None`: the card held it already), for [`Self::let_go_of_ref`].
+    /// card on that channel holds it (refused), as a signing records the
+    /// agreement it names ([`Self::claim_agreement`]): one recorded for a
+    /// card that ended (its delete at the card's end failed) is forgotten
+    /// first, only while it is as read. Returns the entry, for
+    /// [`Self::let_go_of_ref`] should the approval's change fail.
     async fn reserve_ref(
         &self,
         user: &UserId,
         id: &BindingId,
         channel_ref: &str,
-    ) -> Result<Option<ChannelRefEntry>, ReviewError> {
+    ) -> Result<ChannelRefEntry, ReviewError> {
         let loaded = self.load(user).await?;
         let card = loaded.wallet.get(id)?;
         card.ensure_in_review()?;
-        let mine = ChannelRefEntry {
+        let target = RefTarget {
+            user: user.clone(),
+            binding: id.clone(),
+        };
+        if !self
+            .claim_agreement(&card.channel, channel_ref, &target, card.data_generation)
+            .await?
+        {
+            return Err(reference_taken().into());
+        }
+        Ok(ChannelRefEntry {
             channel: card.channel.clone(),
             channel_ref: channel_ref.to_owned(),
-            target: RefTarget {
-                user: user.clone(),
-                binding: id.clone(),
-            },
+            target,
             generation: Some(card.data_generation),
-        };
-        let refs = &self.ports.channel_refs;
-        // A round ends in a decision unless another request changed the
-        // reference in between; three such rounds are a conflict.
-        for _ in 0..3 {
-            match refs.find_entry(&mine.channel, channel_ref).await? {
-                Some(e) if e.target == mine.target => return Ok(None),
-                Some(e) => {
-                    if self.held_live(&e).await? {
-                        return Err(reference_taken().into());
-                    }
-                    refs.delete_entry(&e).await?;
-                }
-                None => {
-                    // `put` never moves a reference: whoever recorded it
-                    // first holds it, and it says whether that is this card.
-                    let recorded = refs
-                        .put(
-                            &mine.channel,
-                            channel_ref,
-                            &mine.target,
-                            card.data_generation,
-                        )
-                        .await?;
-                    if recorded {
-                        return Ok(Some(mine));
-                    }
-                }
-            }
-        }
-        Err(reference_taken().into())
+        })
     }
 
     /// An operator rejects a card in review: it fails.
