@@ -30,7 +30,20 @@ pub use crate::failure::{ChannelCode, FailureReason};
 pub use crate::ids::{BindingId, ChannelName, Fingerprint, UserId};
 use crate::rules::VerificationPolicy;
 use crate::time::Timestamp;
-use crate::wallet::CardToBind;
+
+/// A card to bind, as the wallet needs it.
+#[derive(Clone, Debug)]
+pub struct CardToBind {
+    /// The id a new binding gets (unused when the card had a record).
+    pub new_id: BindingId,
+    pub fingerprint: Fingerprint,
+    pub card: CardSummary,
+    pub consent: ConsentRecord,
+    /// The generation its sealed data is stored under.
+    pub generation: u32,
+    /// The token of the request placing it (see `Binding::bind_key`).
+    pub bind_key: Option<String>,
+}
 
 /// What may be shown of a card: brand, first six, last four, expiry, and
 /// what the BIN table said of it when it was bound (issuer, type,

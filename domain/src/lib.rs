@@ -30,8 +30,8 @@ pub mod wallet;
 
 pub use auth::{Action, Actor, Role};
 pub use binding::{
-    Binding, BindingParts, BindingStatus, CardSummary, ChannelCode, FailureReason, NextAction,
-    StartOutcome, CONSENTS_KEPT,
+    Binding, BindingParts, BindingStatus, CardSummary, CardToBind, ChannelCode, FailureReason,
+    NextAction, StartOutcome, CONSENTS_KEPT,
 };
 pub use bins::{
     BinEntry, BinInfo, BinRange, BinTable, BinTableError, CardType, ChannelCardRule, Country,
@@ -53,4 +53,4 @@ pub use person::{HolderName, Phone, ResidentId};
 pub use rules::{CardCap, RateDecision, RateRule, VerificationPolicy};
 pub use sealed::{SealedBlob, SealedCard, SealedField};
 pub use time::Timestamp;
-pub use wallet::{CardToBind, Opened, Wallet, ENDED_CARDS_KEPT};
+pub use wallet::{Opened, Wallet, ENDED_CARDS_KEPT};

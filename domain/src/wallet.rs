@@ -28,7 +28,7 @@
 //! [`Wallet::effective_default_with`], which falls back to the promotion
 //! rule (as for an unbound card) while it is not.
 
-use crate::binding::{Binding, BindingId, BindingStatus, CardSummary, Fingerprint, UserId};
+use crate::binding::{Binding, BindingId, BindingStatus, CardToBind, Fingerprint, UserId};
 use crate::consent::ConsentRecord;
 use crate::error::{Clash, ConflictCode, Missing, RuleRefusal, StateRefusal};
 use crate::failure::FailureReason;
@@ -46,20 +46,6 @@ pub struct Wallet {
     bindings: Vec<Binding>,
     default: Option<BindingId>,
     family: Family,
-}
-
-/// A card to bind, as the wallet needs it.
-#[derive(Clone, Debug)]
-pub struct CardToBind {
-    /// The id a new binding gets (unused when the card had a record).
-    pub new_id: BindingId,
-    pub fingerprint: Fingerprint,
-    pub card: CardSummary,
-    pub consent: ConsentRecord,
-    /// The generation its sealed data is stored under.
-    pub generation: u32,
-    /// The token of the request placing it (see `Binding::bind_key`).
-    pub bind_key: Option<String>,
 }
 
 /// How [`Wallet::open`] placed a card.
@@ -446,7 +432,7 @@ impl Wallet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::{ChannelName, StartOutcome};
+    use crate::binding::{CardSummary, ChannelName, StartOutcome};
     use crate::card::{CardBrand, Expiry};
     use crate::consent::ConsentGiven;
     use crate::error::ErrorCode;

@@ -219,7 +219,7 @@ impl UseCases {
             .iter()
             .filter(|b| after.get(&b.id).is_ok())
         {
-            self.forget_card(user, b, crate::manage::Forget::TheCard)
+            self.forget_card(user, b, crate::forget::Forget::TheCard)
                 .await;
         }
         let key_destroyed = destroyed.load(std::sync::atomic::Ordering::SeqCst);

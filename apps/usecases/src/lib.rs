@@ -50,6 +50,7 @@ pub mod tx;
 pub mod verify;
 
 mod access;
+mod forget;
 mod sealing;
 mod unwanted;
 

@@ -282,7 +282,7 @@ impl UseCases {
         match to {
             BindingStatus::Inactive => {
                 if let Ok(b) = w.get(id) {
-                    self.forget_card(user, b, crate::manage::Forget::TheBind)
+                    self.forget_card(user, b, crate::forget::Forget::TheBind)
                         .await;
                 }
             }

@@ -146,7 +146,7 @@ impl UseCases {
             .iter()
             .filter(|b| wallet.get(&b.id).is_err())
         {
-            self.forget_card(wallet.user(), gone, crate::manage::Forget::TheCard)
+            self.forget_card(wallet.user(), gone, crate::forget::Forget::TheCard)
                 .await;
         }
         Ok(Some(head))

@@ -1,11 +1,12 @@
 //! The family rules: terms, shares, mirrors, usability.
 
 use super::*;
+use crate::binding::CardToBind;
 use crate::binding::{ChannelName, StartOutcome};
 use crate::card::{CardBrand, Expiry};
 use crate::consent::ConsentGiven;
 use crate::rules::{CardCap, VerificationPolicy};
-use crate::wallet::{CardToBind, Wallet};
+use crate::wallet::Wallet;
 use crate::Fingerprint;
 
 fn t(s: i64) -> Timestamp {

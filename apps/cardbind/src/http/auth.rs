@@ -29,13 +29,10 @@ use poem_openapi::SecurityScheme;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::edge::{RawBody, RequestMeta};
+use super::edge::{RawBody, RequestMeta, SIGNATURE_HEADER};
 use super::error::ApiError;
 use super::Shared;
 use crate::state::{AuthSettings, JwtKey};
-
-/// The header of signed requests.
-pub const SIGNATURE_HEADER: &str = "X-Cardbind-Signature";
 
 /// Verifies bearer tokens with the configured key.
 pub struct Authenticator {

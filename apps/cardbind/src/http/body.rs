@@ -20,8 +20,9 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, Type};
 use serde_json::Value;
 
-use super::dto::{body_refusal, parse_rfc3339};
+use super::dto::body_refusal;
 use super::error::ApiError;
+use super::formats::parse_rfc3339;
 use super::params::pattern_matches;
 use super::Shared;
 

@@ -96,15 +96,22 @@ pub fn panicked_response() -> Response {
 
 pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 
+/// The header of signed requests (checked in [`super::auth`]).
+pub const SIGNATURE_HEADER: &str = "X-Cardbind-Signature";
+
+/// The header of a write's idempotency key (taken in
+/// [`super::idempotency`]).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
 /// Headers an operation reads once: a second copy makes the request
 /// ambiguous (which one counts, and which one would a proxy or a retry
 /// keep?), so it is refused rather than the first one taken. (Two
 /// `Authorization` headers are refused by the authentication, 401.)
 const SINGLE_HEADERS: [&str; 4] = [
     "Content-Type",
-    super::auth::SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
     "X-Step-Up-Token",
-    super::idempotency::IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_HEADER,
 ];
 
 /// The refusal of an authenticated request that carries one of

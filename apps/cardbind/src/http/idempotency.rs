@@ -42,12 +42,13 @@ use poem::http::{HeaderValue, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 
 use super::auth::{authenticate, Authenticated};
-use super::edge::{panicked_response, render_error, Panicked, RawBody, RequestMeta};
+use super::edge::{
+    panicked_response, render_error, Panicked, RawBody, RequestMeta, IDEMPOTENCY_HEADER,
+};
 use super::error::ApiError;
 use super::params::{IdempotencyKeyParam, IdempotencyKeyRule, TextRule};
 use super::Shared;
 
-pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 const POLL: Duration = Duration::from_millis(25);
 

@@ -31,6 +31,7 @@ pub mod body;
 pub mod dto;
 pub mod edge;
 pub mod error;
+pub mod formats;
 pub mod idempotency;
 pub mod metrics;
 pub mod ops;
@@ -50,7 +51,8 @@ use poem::{Endpoint, EndpointExt, Request, RequestBody, Route};
 use poem_openapi::OpenApiService;
 use serde_json::Value;
 
-pub use auth::{sign_request, Authenticator, SIGNATURE_HEADER};
+pub use auth::{sign_request, Authenticator};
+pub use edge::SIGNATURE_HEADER;
 pub use spec::api_spec_json;
 
 use cardbind_usecases::{RequestContext, UseCases};

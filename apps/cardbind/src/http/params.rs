@@ -278,7 +278,7 @@ text_rule!(
         max: 64,
         rule: "an RFC 3339 date-time",
         format: "date-time",
-        extra: |v| super::dto::parse_rfc3339(v).is_some(),
+        extra: |v| super::formats::parse_rfc3339(v).is_some(),
     }
 );
 text_rule!(
@@ -324,7 +324,7 @@ text_rule!(
         min: 7,
         max: 120,
         rule: "an audit cursor from a previous page",
-        extra: |v| super::dto::decode_cursor(v).is_some(),
+        extra: |v| super::formats::decode_cursor(v).is_some(),
     }
 );
 

@@ -91,13 +91,14 @@ impl ShareCardBody {
         client_ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<ShareForm, cardbind_domain::Invalid> {
-        let expires_at = super::parse_rfc3339(&self.expires_at.0).ok_or_else(|| {
-            cardbind_domain::Invalid::field(
-                cardbind_domain::BadRequestCode::InvalidShareExpiry,
-                ShareTerms::EXPIRES_FIELD,
-                "expires_at must be an RFC 3339 date-time",
-            )
-        })?;
+        let expires_at =
+            crate::http::formats::parse_rfc3339(&self.expires_at.0).ok_or_else(|| {
+                cardbind_domain::Invalid::field(
+                    cardbind_domain::BadRequestCode::InvalidShareExpiry,
+                    ShareTerms::EXPIRES_FIELD,
+                    "expires_at must be an RFC 3339 date-time",
+                )
+            })?;
         Ok(ShareForm {
             user,
             card,

@@ -57,7 +57,7 @@ impl From<&AuditRecord> for AuditEventDto {
     fn from(r: &AuditRecord) -> AuditEventDto {
         let e = &r.event;
         AuditEventDto {
-            cursor: super::encode_cursor(&r.cursor),
+            cursor: crate::http::formats::encode_cursor(&r.cursor),
             chain: r.cursor.chain.as_str().to_owned(),
             seq: r.cursor.seq,
             index: r.cursor.index,

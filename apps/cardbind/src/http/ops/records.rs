@@ -8,6 +8,7 @@ use poem_openapi::OpenApi;
 
 use super::*;
 use crate::http::auth::BearerAuth;
+use crate::http::formats::{decode_cursor, encode_cursor, parse_rfc3339};
 use crate::http::params::{ActionParam, CursorParam, DateTimeParam, IdParam, UserIdParam};
 use crate::http::Cx;
 
