@@ -195,29 +195,37 @@ impl UseCases {
         let mut claimed = None;
         if let ChannelEventKind::Signed { channel_ref } = &event.kind {
             let loaded = self.load(&user).await?;
-            if let Some(generation) = loaded
+            let to_record = loaded
                 .wallet
                 .get(&id)
                 .ok()
-                .and_then(|b| agreement_to_record(b, channel_name, event, channel_ref))
-            {
+                .and_then(|b| agreement_to_record(b, channel_name, event, channel_ref));
+            if let Some((generation, again)) = to_record {
                 let target = RefTarget {
                     user: user.clone(),
                     binding: id.clone(),
                 };
-                agreement = if self
+                let claim = self
                     .claim_agreement(channel_name, channel_ref, &target, generation)
-                    .await?
-                {
-                    claimed = Some(ChannelRefEntry {
-                        channel: channel_name.clone(),
-                        channel_ref: channel_ref.clone(),
-                        target,
-                        generation: Some(generation),
-                    });
-                    Agreed::Recorded
-                } else {
-                    Agreed::TakenByAnother
+                    .await;
+                agreement = match claim {
+                    Ok(true) => {
+                        claimed = Some(ChannelRefEntry {
+                            channel: channel_name.clone(),
+                            channel_ref: channel_ref.clone(),
+                            target,
+                            generation: Some(generation),
+                        });
+                        Agreed::Recorded
+                    }
+                    Ok(false) => Agreed::TakenByAnother,
+                    // A signing again of an active card's agreement
+                    // changes nothing: its record is best effort.
+                    Err(e) if again => {
+                        tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+                        Agreed::NotNamed
+                    }
+                    Err(e) => return Err(e.into()),
                 };
             }
             known = Some(loaded);
@@ -505,25 +513,26 @@ fn about(b: &Binding, channel: &ChannelName, event: &ChannelEvent) -> About {
     About::ThisBind
 }
 
-/// The generation under which a signing naming `channel_ref` records it
-/// for the card before its change, or `None`: a signing that would make it
-/// the agreement of a card waiting under another reference, or a signing
-/// again of the agreement an active (or frozen) card holds. Not the
-/// reference the bind's start gave (recorded then), nor a signing the
-/// change would not apply (about an earlier bind, or at another channel).
+/// Whether a signing naming `channel_ref` records it for the card before
+/// its change, under which generation, and whether it is a signing again:
+/// a signing that would make it the agreement of a card waiting under
+/// another reference, or a signing again of the agreement an active (or
+/// frozen) card holds (`true`). Not the reference the bind's start gave
+/// (recorded then), nor a signing the change would not apply (about an
+/// earlier bind, or at another channel).
 fn agreement_to_record(
     b: &Binding,
     channel: &ChannelName,
     event: &ChannelEvent,
     channel_ref: &str,
-) -> Option<u32> {
+) -> Option<(u32, bool)> {
     if about(b, channel, event) != About::ThisBind {
         return None;
     }
     let holds = b.channel_ref.as_deref() == Some(channel_ref);
     let new = b.status.awaits_settlement() && !holds;
     let again = matches!(b.status, BindingStatus::Active | BindingStatus::Frozen) && holds;
-    (new || again).then_some(b.data_generation)
+    (new || again).then_some((b.data_generation, again))
 }
 
 /// What a channel event does to a card.

@@ -2102,11 +2102,13 @@ async fn a_signing_of_an_earlier_binds_page_records_no_agreement() {
     assert_eq!(approved.binding.status, BindingStatus::Active);
 }
 
-/// A signing whose change is not written lets go of the agreement it
-/// recorded before the change: the card still waits without it, and the
-/// channel's signing again binds the card.
+/// A signing whose change is not written keeps the agreement it recorded
+/// before the change for the card, which still waits in that bind (the
+/// channel said this card signed it; a twin delivery may be storing its
+/// change): another card cannot be approved under it, and the channel's
+/// signing again binds the card.
 #[tokio::test]
-async fn a_signing_whose_change_failed_lets_its_agreement_go() {
+async fn a_signing_whose_change_failed_keeps_its_agreement_for_the_waiting_card() {
     use cardbind_ports::store::ChannelRefs;
     let w = world(Policy::default());
     w.channel.always(Script::Redirect);
@@ -2129,24 +2131,32 @@ async fn a_signing_whose_change_failed_lets_its_agreement_go() {
         w.wallet("lsc").await.get(&card.id).unwrap().status,
         BindingStatus::PendingVerification
     );
-    assert_eq!(
-        ChannelRefs::find(&w.store, &mock, "agr-73").await.unwrap(),
-        None,
-        "the agreement recorded before the change is gone"
-    );
+    let holder = || async {
+        ChannelRefs::find(&w.store, &mock, "agr-73")
+            .await
+            .unwrap()
+            .map(|t| t.binding)
+    };
+    assert_eq!(holder().await, Some(card.id.clone()));
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let other =
+        w.uc.bind_card(&backend(), bind_cmd("lsf", &visa(76), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let refused =
+        w.uc.approve_review(&admin(), &other.id, Some("agr-73".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Conflict);
     w.uc.handle_notification(&mock, &signed).await.unwrap();
     let now = w.wallet("lsc").await.get(&card.id).unwrap().clone();
     assert_eq!(
         (now.status, now.channel_ref.as_deref()),
         (BindingStatus::Active, Some("agr-73"))
     );
-    assert_eq!(
-        ChannelRefs::find(&w.store, &mock, "agr-73")
-            .await
-            .unwrap()
-            .map(|t| t.binding),
-        Some(card.id.clone())
-    );
+    assert_eq!(holder().await, Some(card.id.clone()));
 }
 
 /// A card already in review whose channel then signs an agreement another

@@ -1842,17 +1842,24 @@ async fn of_two_approvals_naming_one_reference_at_once_one_is_refused() {
     assert_eq!(holder.binding, a.id);
 }
 
-/// An approval whose change is not stored lets go of the reference it
-/// recorded for its card first: the card is still in review, and the
-/// reference free for whichever card the operator names next.
+/// An approval whose change is not stored keeps the reference it recorded
+/// for its card while the card waits in review (another approval of the
+/// card naming it may be storing its change: the next test), so another
+/// card cannot be approved under it; approving the card again activates
+/// it under its reference.
 #[tokio::test]
-async fn an_approval_that_failed_lets_its_reference_go() {
+async fn an_approval_that_failed_keeps_its_reference_while_the_card_waits() {
     use cardbind_ports::store::ChannelRefs;
     let w = world(unlimited());
     w.channel
         .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
     let a =
         w.uc.bind_card(&backend(), bind_cmd("rv3", &visa(433), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let b =
+        w.uc.bind_card(&backend(), bind_cmd("rv4", &visa(434), w.now()))
             .await
             .unwrap()
             .binding;
@@ -1866,21 +1873,140 @@ async fn an_approval_that_failed_lets_its_reference_go() {
         w.wallet("rv3").await.get(&a.id).unwrap().status,
         BindingStatus::PendingReview
     );
-    assert_eq!(
+    let holder = || async {
         ChannelRefs::find(&w.store, &a.channel, "agr-78")
             .await
-            .unwrap(),
-        None,
-        "the reference recorded before the change is gone"
+            .unwrap()
+            .map(|t| t.binding)
+    };
+    assert_eq!(
+        holder().await,
+        Some(a.id.clone()),
+        "kept for the waiting card"
     );
+    let other =
+        w.uc.approve_review(&admin(), &b.id, Some("agr-78".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(other.code(), ErrorCode::Conflict);
     let ok =
         w.uc.approve_review(&admin(), &a.id, Some("agr-78".into()))
             .await
             .unwrap();
     assert_eq!(ok.binding.status, BindingStatus::Active);
-    let holder = ChannelRefs::find(&w.store, &a.channel, "agr-78")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(holder.binding, a.id);
+    assert_eq!(holder().await, Some(a.id.clone()));
+}
+
+/// Two approvals of one card naming one reference: the first's change is
+/// held before it is stored while the second's fails. The second must not
+/// let go of the reference the first then activates the card under
+/// (before, the card was active with no record of its reference, and
+/// another card could be approved under it: two active cards on one
+/// agreement).
+#[tokio::test]
+async fn a_failed_approval_leaves_the_reference_its_twin_activates_the_card_under() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = Arc::new(world(unlimited()));
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let a =
+        w.uc.bind_card(&backend(), bind_cmd("rv5", &visa(435), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let b =
+        w.uc.bind_card(&backend(), bind_cmd("rv6", &visa(436), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let gate = w.wallets.hold_next_commit_of_before_storing("rv5");
+    let first = {
+        let (w, id) = (w.clone(), a.id.clone());
+        tokio::spawn(async move {
+            w.uc.approve_review(&admin(), &id, Some("agr-79".into()))
+                .await
+        })
+    };
+    until_called(&w.wallets.held_before).await;
+    w.wallets.fail_commits.store(1, Ordering::SeqCst);
+    let e =
+        w.uc.approve_review(&admin(), &a.id, Some("agr-79".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    gate.add_permits(1);
+    let ok = first.await.unwrap().unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    assert_eq!(
+        ChannelRefs::find(&w.store, &a.channel, "agr-79")
+            .await
+            .unwrap()
+            .map(|t| t.binding),
+        Some(a.id.clone())
+    );
+    let other =
+        w.uc.approve_review(&admin(), &b.id, Some("agr-79".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(other.code(), ErrorCode::Conflict);
+}
+
+/// A signing delivered twice at once (the channel's retry of a slow
+/// delivery): one delivery's change is held before it is stored while the
+/// other's fails. The failed one must not let go of the agreement the
+/// held one then activates the card under; the channel's resend of the
+/// failed one is a duplicate by then, so nothing would record it again.
+#[tokio::test]
+async fn of_a_signing_delivered_twice_the_failed_delivery_leaves_the_agreement_recorded() {
+    use cardbind_ports::channel::Notification;
+    use cardbind_ports::store::ChannelRefs;
+    let w = Arc::new(world(unlimited()));
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("rv7", &visa(437), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let signed = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("tw1|{}|signed:agr-80", card.id).into_bytes(),
+    };
+    let gate = w.wallets.hold_next_commit_of_before_storing("rv7");
+    let held = {
+        let (w, s, m) = (w.clone(), signed.clone(), mock.clone());
+        tokio::spawn(async move { w.uc.handle_notification(&m, &s).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    w.wallets.fail_commits.store(1, Ordering::SeqCst);
+    let e = w.uc.handle_notification(&mock, &signed).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    gate.add_permits(1);
+    held.await.unwrap().unwrap();
+    w.uc.handle_notification(&mock, &signed).await.unwrap();
+    let now = w.wallet("rv7").await.get(&card.id).unwrap().clone();
+    assert_eq!(
+        (now.status, now.channel_ref.as_deref()),
+        (BindingStatus::Active, Some("agr-80"))
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-80")
+            .await
+            .unwrap()
+            .map(|t| t.binding),
+        Some(card.id.clone()),
+        "the active card's agreement is recorded"
+    );
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let other =
+        w.uc.bind_card(&backend(), bind_cmd("rv8", &visa(438), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let refused =
+        w.uc.approve_review(&admin(), &other.id, Some("agr-80".into()))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Conflict);
 }

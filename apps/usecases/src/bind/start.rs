@@ -221,43 +221,63 @@ impl UseCases {
 
     /// Lets go of a reference recorded for a card before a change that
     /// would have made it the card's agreement (an operator's approval, a
-    /// channel's signing) when the card does not hold it after all: the
-    /// change failed, or found the card elsewhere than it was read. Not when
-    /// the card holds it (another request naming it changed the card
-    /// meanwhile). A failed change may still land (a store that timed out
-    /// after it applied it): the card is read again after the delete, and
-    /// a card that holds it then has it recorded again. A wallet that does
-    /// not load leaves it recorded (see `docs/operations.md`).
+    /// channel's signing), once the card can no longer take it: the change
+    /// found the card ended, bound again or settled under another
+    /// reference. It stays while the card holds it, and while the card
+    /// still waits in the bind that recorded it: a change that failed
+    /// there may have a twin in flight (the channel's signing delivered
+    /// twice, two approvals naming it) whose commit lands after this read
+    /// and relies on the record; the card's unbind, its bind again or the
+    /// operator's sweep removes it otherwise. A failed change may still
+    /// land (a store that timed out after it applied it): the card is read
+    /// again after the delete, and a card that holds it then has it
+    /// recorded again. A wallet that does not load leaves it recorded (see
+    /// `docs/operations.md`).
     pub(crate) async fn let_go_of_ref(&self, user: &UserId, entry: ChannelRefEntry) {
-        let holds = |w: &Option<cardbind_ports::store::StoredWallet>| {
+        let keeps = |w: &Option<cardbind_ports::store::StoredWallet>, waiting_too: bool| {
             w.as_ref().is_some_and(|w| {
-                w.wallet
-                    .get(&entry.target.binding)
-                    .is_ok_and(|b| b.holds_agreement(&entry.channel_ref))
+                w.wallet.get(&entry.target.binding).is_ok_and(|b| {
+                    b.holds_agreement(&entry.channel_ref)
+                        || (waiting_too
+                            && b.status.awaits_settlement()
+                            && b.channel == entry.channel
+                            && Some(b.data_generation) == entry.generation)
+                })
             })
         };
         let left = |e: &dyn std::fmt::Display| {
             tracing::warn!(binding = %entry.target.binding, error = %e, "channel reference recorded for a change that did not happen left recorded");
         };
         match self.ports.wallets.load(user).await {
-            Ok(w) if holds(&w) => return,
+            Ok(w) if keeps(&w, true) => return,
             Ok(_) => {}
             Err(e) => return left(&e),
         }
         if let Err(e) = self.ports.channel_refs.delete_entry(&entry).await {
             return left(&e);
         }
-        if let Ok(w) = self.ports.wallets.load(user).await {
-            if holds(&w) {
+        match self.ports.wallets.load(user).await {
+            Ok(w) if keeps(&w, false) => {
                 let generation = entry.generation.unwrap_or_default();
-                self.store_channel_ref(
-                    &entry.channel,
-                    &entry.channel_ref,
-                    user,
-                    &entry.target.binding,
-                    generation,
-                )
-                .await;
+                let target = &entry.target;
+                match self
+                    .ports
+                    .channel_refs
+                    .put(&entry.channel, &entry.channel_ref, target, generation)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(binding = %target.binding, "a card holds an agreement recorded meanwhile for another card: an operator decides which card it is")
+                    }
+                    Err(e) => {
+                        tracing::error!(binding = %target.binding, error = %e, "a card holds an agreement whose record was let go and could not be recorded again: a notification naming only the agreement will not find the card")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(binding = %entry.target.binding, error = %e, "channel reference let go, and the card could not be read again to see whether it holds it")
             }
         }
     }
