@@ -108,7 +108,8 @@ impl UseCases {
     /// refused: the notifications and the unbind of this card would reach
     /// that card's agreement. The reference is recorded for this card
     /// before the change, so of two approvals naming it at once one is
-    /// refused; an approval whose change then fails lets it go again.
+    /// refused; an approval whose change then fails keeps it for the card
+    /// while the card is in review ([`Self::let_go_of_ref`]).
     pub async fn approve_review(
         &self,
         ctx: &RequestContext,
