@@ -236,7 +236,8 @@ impl UseCases {
             })
             .await;
         // The change found the card elsewhere than it was read, or failed:
-        // a reference it recorded and the card does not hold goes again.
+        // a reference recorded for it that the card does not hold goes
+        // again, once the card can no longer take it (`let_go_of_ref`).
         let holds_claim = |r: &Result<(Applied, Loaded), NotifyError>, c: &ChannelRefEntry| {
             r.as_ref().is_ok_and(|(_, after)| {
                 after
@@ -263,7 +264,7 @@ impl UseCases {
             self.end_unwanted_agreement(&ctx, held, Some(&user), Agreement::Reported)
                 .await?;
         }
-        if let Applied::Changed { from, to, .. } = applied {
+        if let Applied::Changed { from, to } = applied {
             self.after_channel_change(&user, &after.wallet, &id, from, to)
                 .await;
             if to == BindingStatus::Inactive {
