@@ -1541,3 +1541,81 @@ async fn erase_user_without_its_step_up_token_says_how_to_make_one() {
     assert!(out.status.success(), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("erased user mia"));
 }
+
+/// `reconcile` runs again an erasure whose start is on record with no
+/// `user.erase` after it (here a start written as a process that died
+/// right after it would leave it), says so, records the erasure as its
+/// own, and finds nothing the second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finishes_an_erasure_that_did_not_finish() {
+    use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, AuditFilter, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = cardbind_domain::Timestamp::from_unix_millis(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+    );
+    {
+        let stores = cardbind::compose::stores(&config_in(&data)).await.unwrap();
+        let start = AuditEvent {
+            at: now,
+            actor: AuditActor {
+                subject: "ops".into(),
+                role: Some(cardbind_domain::Role::Admin),
+            },
+            action: AuditAction::UserEraseStart,
+            user_id: Some(cardbind_domain::UserId::parse("u9").unwrap()),
+            binding_id: None,
+            outcome: Outcome::Ok,
+            request_id: None,
+            client_ip: None,
+            detail: None,
+        };
+        stores.audit.append_system(vec![start], now).await.unwrap();
+    }
+    let run = || {
+        let out = cardbind()
+            .env("CARDBIND__SERVER__DATA_DIR", &data)
+            .arg("reconcile")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.ends_with("erasures that did not finish 1, finished now 1, failed again 0\n"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.ends_with("erasures that did not finish 0, finished now 0, failed again 0\n"),
+        "{stdout}"
+    );
+    let stores = cardbind::compose::stores(&config_in(&data)).await.unwrap();
+    let erased = stores
+        .audit
+        .list(
+            &AuditFilter {
+                action: Some(AuditAction::UserErase),
+                ..AuditFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(erased.len(), 1, "{erased:?}");
+    assert_eq!(erased[0].event.actor.subject, "reconcile");
+    assert_eq!(erased[0].event.outcome, Outcome::Ok);
+}

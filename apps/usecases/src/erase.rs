@@ -7,8 +7,10 @@
 
 use std::sync::Mutex;
 
-use cardbind_domain::{Action, Binding, ErrorCode, UserId};
-use cardbind_ports::audit::{AuditAction, AuditEvent};
+use std::collections::BTreeMap;
+
+use cardbind_domain::{Action, Binding, ErrorCode, Timestamp, UserId};
+use cardbind_ports::audit::{AuditAction, AuditEvent, AuditFilter, Outcome};
 use cardbind_ports::step_up::StepUpAction;
 use cardbind_ports::StoreError;
 
@@ -22,6 +24,28 @@ op_error! {
     /// Why an erasure was refused.
     pub enum EraseError { Forbidden, Conflict, Unavailable }
     from Store, Keys
+}
+
+/// Whether an erasure asks for the operator's step-up.
+#[derive(Clone, Copy, Debug)]
+enum StepUp<'a> {
+    /// With this token (or none), when step-up is enabled.
+    Token(Option<&'a str>),
+    /// Not again: the erasure being finished passed it before its start
+    /// was recorded.
+    Passed,
+}
+
+/// What [`UseCases::finish_erasures`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErasuresFinished {
+    /// Users whose erasure started and did not finish.
+    pub unfinished: u64,
+    /// Of those, erased now.
+    pub finished: u64,
+    /// Of those, whose erasure failed again (logged; the next run tries
+    /// again).
+    pub errors: u64,
 }
 
 /// What an erasure did.
@@ -44,6 +68,90 @@ impl UseCases {
         step_up_token: Option<&str>,
     ) -> Result<Erasure, EraseError> {
         self.authorize(ctx, Action::EraseUser, Some(user)).await?;
+        self.erase(ctx, user, StepUp::Token(step_up_token)).await
+    }
+
+    /// Runs again, to its end, every erasure that recorded its start
+    /// (`user.erase_start`) within the reconciliation's lookback (7 days)
+    /// and has no
+    /// `user.erase` of outcome `ok` after it: its process died between the
+    /// key's delete and the change that unbinds the cards, or its store
+    /// failed there (the user's cards are then still bound with data that
+    /// no longer opens). The step-up the erasure passed is not asked
+    /// again. `cardbind reconcile` runs it.
+    pub async fn finish_erasures(&self) -> Result<ErasuresFinished, EraseError> {
+        const PAGE: u32 = 500;
+        let ctx = RequestContext::service("reconcile");
+        let since = self
+            .now()
+            .minus_seconds(self.policy.reconcile_lookback_seconds);
+        let audit = &self.ports.audit;
+        // The newest start of each user in the window.
+        let mut starts: BTreeMap<UserId, Timestamp> = BTreeMap::new();
+        let starts_filter = AuditFilter {
+            action: Some(AuditAction::UserEraseStart),
+            since: Some(since),
+            ..AuditFilter::default()
+        };
+        let mut after = None;
+        loop {
+            let page = audit.list(&starts_filter, after.take(), PAGE).await?;
+            for r in &page {
+                if let Some(u) = &r.event.user_id {
+                    let at = starts.entry(u.clone()).or_insert(r.cursor.at);
+                    *at = (*at).max(r.cursor.at);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => after = Some(last.cursor.clone()),
+                _ => break,
+            }
+        }
+        let mut report = ErasuresFinished::default();
+        for (user, started) in starts {
+            let ended = AuditFilter {
+                action: Some(AuditAction::UserErase),
+                user_id: Some(user.clone()),
+                since: Some(started),
+                ..AuditFilter::default()
+            };
+            let mut after = None;
+            let mut finished = false;
+            loop {
+                let page = audit.list(&ended, after.take(), PAGE).await?;
+                if page.iter().any(|r| r.event.outcome == Outcome::Ok) {
+                    finished = true;
+                    break;
+                }
+                match page.last() {
+                    Some(last) if page.len() == PAGE as usize => after = Some(last.cursor.clone()),
+                    _ => break,
+                }
+            }
+            if finished {
+                continue;
+            }
+            report.unfinished += 1;
+            match self.erase(&ctx, &user, StepUp::Passed).await {
+                Ok(e) => {
+                    tracing::info!(%user, unbound = e.unbound, "an erasure that did not finish was run again to its end");
+                    report.finished += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%user, error = %e, "an erasure that did not finish failed again; the next reconcile tries again");
+                    report.errors += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn erase(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        step_up: StepUp<'_>,
+    ) -> Result<Erasure, EraseError> {
         let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let destroyed = std::sync::atomic::AtomicBool::new(false);
@@ -63,14 +171,14 @@ impl UseCases {
                 Err(e) => return Err(e.into()),
             };
             let mut events = Vec::new();
-            if self.step_up_enabled() {
+            if let (true, StepUp::Token(token)) = (self.step_up_enabled(), step_up) {
                 events.extend(
                     self.require_step_up::<Raced<_>>(
                         ctx,
                         &loaded,
                         None,
                         StepUpAction::EraseUser,
-                        step_up_token,
+                        token,
                         &stepped_up,
                     )
                     .await?,
@@ -178,9 +286,7 @@ impl UseCases {
         let (unbound, after) = match (settled, unreadable) {
             (Ok(done), _) => done,
             (Err(_), Some(why)) => {
-                return Err(self
-                    .erase_unreadable_wallet(ctx, user, step_up_token, &why)
-                    .await);
+                return Err(self.erase_unreadable_wallet(ctx, user, step_up, &why).await);
             }
             (Err(e), None) => {
                 if destroyed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -262,17 +368,19 @@ impl UseCases {
         &self,
         ctx: &RequestContext,
         user: &UserId,
-        step_up_token: Option<&str>,
+        step_up: StepUp<'_>,
         why: &str,
     ) -> EraseError {
         let now = self.now();
-        if let Some((e, passed)) = self
-            .check_step_up(ctx, user, None, StepUpAction::EraseUser, step_up_token)
-            .await
-        {
-            let _ = self.ports.audit.append_system(vec![e], now).await;
-            if !passed {
-                return step_up_required().into();
+        if let StepUp::Token(token) = step_up {
+            if let Some((e, passed)) = self
+                .check_step_up(ctx, user, None, StepUpAction::EraseUser, token)
+                .await
+            {
+                let _ = self.ports.audit.append_system(vec![e], now).await;
+                if !passed {
+                    return step_up_required().into();
+                }
             }
         }
         tracing::error!(%user, cause = %why, "erasure: the user's wallet does not parse; destroying their key");

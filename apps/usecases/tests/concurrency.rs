@@ -1453,6 +1453,119 @@ async fn an_erasure_that_stops_after_destroying_the_key_is_on_record() {
     );
 }
 
+/// An erasure that stopped after destroying the key (its task dropped
+/// while its change waits to be stored) is run again to its end by the
+/// reconciliation, without the step-up it passed when it started; one
+/// that finished, and a user never erased, are left alone.
+#[tokio::test]
+async fn the_reconciliation_finishes_an_erasure_that_stopped() {
+    use cardbind_ports::audit::AuditAction;
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Bound);
+    let mut cards = Vec::new();
+    for (u, n) in [("fin", 411), ("fdn", 412), ("fkp", 413)] {
+        cards.push(
+            w.uc.bind_card(&backend(), bind_cmd(u, &visa(n), w.now()))
+                .await
+                .unwrap()
+                .binding,
+        );
+    }
+    w.uc.erase_user(&admin(), &user("fdn"), None).await.unwrap();
+    let _gate = w.wallets.hold_next_commit_of_before_storing("fin");
+    let erase = {
+        let w = w.clone();
+        tokio::spawn(async move { w.uc.erase_user(&admin(), &user("fin"), None).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    erase.abort();
+    assert!(erase.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        w.wallet("fin").await.get(&cards[0].id).unwrap().status,
+        BindingStatus::Active
+    );
+    let report = w.uc.finish_erasures().await.unwrap();
+    assert_eq!(
+        (report.unfinished, report.finished, report.errors),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        w.wallet("fin").await.get(&cards[0].id).unwrap().status,
+        BindingStatus::Inactive
+    );
+    assert_eq!(
+        w.wallet("fkp").await.get(&cards[2].id).unwrap().status,
+        BindingStatus::Active,
+        "a user never erased is left alone"
+    );
+    let erased = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            user_id: Some(user("fin")),
+            action: Some(AuditAction::UserErase),
+            ..AuditFilter::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(erased.len(), 1);
+    assert_eq!(erased[0].event.actor.subject, "reconcile");
+    // Nothing left to finish: a second run does nothing.
+    assert_eq!(
+        w.uc.finish_erasures().await.unwrap(),
+        cardbind_usecases::erase::ErasuresFinished::default()
+    );
+}
+
+/// With step-up on, the reconciliation finishes an erasure that stopped
+/// without a token: the erasure passed step-up before its start was
+/// recorded. Erasing by hand still needs one.
+#[tokio::test]
+async fn the_reconciliation_finishes_an_erasure_without_asking_step_up_again() {
+    use cardbind_ports::step_up::{StepUpAction, StepUpError, StepUpVerifier};
+    struct Only(&'static str);
+    #[async_trait::async_trait]
+    impl StepUpVerifier for Only {
+        async fn verify(
+            &self,
+            _: &cardbind_domain::UserId,
+            _: StepUpAction,
+            token: &str,
+        ) -> Result<bool, StepUpError> {
+            Ok(token == self.0)
+        }
+    }
+    let w = Arc::new(world_with_step_up(Policy::default(), Arc::new(Only("ok"))));
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("fsu", &visa(414), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let refused =
+        w.uc.erase_user(&admin(), &user("fsu"), None)
+            .await
+            .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::StepUpRequired);
+    let _gate = w.wallets.hold_next_commit_of_before_storing("fsu");
+    let erase = {
+        let w = w.clone();
+        tokio::spawn(async move { w.uc.erase_user(&admin(), &user("fsu"), Some("ok")).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    erase.abort();
+    assert!(erase.await.unwrap_err().is_cancelled());
+    let report = w.uc.finish_erasures().await.unwrap();
+    assert_eq!((report.finished, report.errors), (1, 0), "{report:?}");
+    assert_eq!(
+        w.wallet("fsu").await.get(&card.id).unwrap().status,
+        BindingStatus::Inactive
+    );
+}
+
 /// The service's chain refuses the record of an erasure's start (its
 /// store does not answer): no agreement is ended at its channel, no key
 /// destroyed and no card unbound, and the erasure answers that storage is

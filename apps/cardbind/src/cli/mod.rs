@@ -406,6 +406,15 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 "examined {}, activated {}, failed {}, unbound {}, still pending {}, \
                  requeued for review {}, errors {}\n",
                 r.examined, r.activated, r.failed, r.unbound, r.still_pending, r.requeued, r.errors
+            ))?;
+            let e = built
+                .usecases
+                .finish_erasures()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            out(&format!(
+                "erasures that did not finish {}, finished now {}, failed again {}\n",
+                e.unfinished, e.finished, e.errors
             ))
         }
     }

@@ -678,9 +678,26 @@ pub fn world(policy: Policy) -> World {
 
 /// A world whose BIN directory holds `bins`.
 pub fn world_with_bins(policy: Policy, bins: cardbind_domain::BinTable) -> World {
-    world_with(policy, bins, |s| {
-        s as Arc<dyn cardbind_ports::audit::AuditLog>
-    })
+    world_with(
+        policy,
+        bins,
+        |s| s as Arc<dyn cardbind_ports::audit::AuditLog>,
+        None,
+    )
+}
+
+/// A world whose step-up for unbinding and erasure is checked by
+/// `verifier`.
+pub fn world_with_step_up(
+    policy: Policy,
+    verifier: Arc<dyn cardbind_ports::step_up::StepUpVerifier>,
+) -> World {
+    world_with(
+        policy,
+        cardbind_domain::BinTable::empty(),
+        |s| s as Arc<dyn cardbind_ports::audit::AuditLog>,
+        Some(verifier),
+    )
 }
 
 /// What a test does to the audit log's appends to the service's chain and
@@ -765,11 +782,16 @@ impl<T: AuditTap> AuditLog for Tapped<T> {
 pub fn world_tapped<T: AuditTap>(policy: Policy, tap: T) -> (World, Arc<Tapped<T>>) {
     let slot: Arc<Mutex<Option<Arc<Tapped<T>>>>> = Arc::default();
     let keep = slot.clone();
-    let w = world_with(policy, cardbind_domain::BinTable::empty(), move |store| {
-        let t = Arc::new(Tapped { store, tap });
-        *keep.lock().unwrap() = Some(t.clone());
-        t
-    });
+    let w = world_with(
+        policy,
+        cardbind_domain::BinTable::empty(),
+        move |store| {
+            let t = Arc::new(Tapped { store, tap });
+            *keep.lock().unwrap() = Some(t.clone());
+            t
+        },
+        None,
+    );
     let tapped = slot.lock().unwrap().take().unwrap();
     (w, tapped)
 }
@@ -778,6 +800,7 @@ fn world_with(
     policy: Policy,
     bins: cardbind_domain::BinTable,
     audit: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn cardbind_ports::audit::AuditLog>,
+    step_up: Option<Arc<dyn cardbind_ports::step_up::StepUpVerifier>>,
 ) -> World {
     let store = MemoryStore::new();
     let vault = Arc::new(FakeVault::default());
@@ -827,7 +850,7 @@ fn world_with(
         bins: Arc::new(cardbind_ports::bins::BinDirectory::new(bins)),
         clock: clock.clone(),
         ids: Arc::new(SeqIds::default()),
-        step_up: None,
+        step_up,
     };
     World {
         store,
