@@ -508,6 +508,18 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
         )
         .await;
     r.expect("reconcile runs");
+    // (Alice's erasure above finished: the starts are listed, and her
+    // user.erase after hers.)
+    let (r, _) = m
+        .measure(
+            "background: reconcile's unfinished erasures",
+            None,
+            usecases.finish_erasures(),
+            |_| None,
+        )
+        .await;
+    let finished = r.expect("the erasures' check runs");
+    assert_eq!(finished.unfinished, 0, "{finished:?}");
 
     m.print();
     m.print_query_shapes();
