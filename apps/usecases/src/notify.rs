@@ -52,6 +52,10 @@ enum Applied {
         attempt: Option<u32>,
         channel_ref: String,
     },
+    /// The card waits for this signing under another reference than it
+    /// was read with (it was bound again in between): the agreement is to
+    /// be recorded first, on a new read.
+    RecordFirst,
     /// The card moved from one status to another.
     Changed {
         from: BindingStatus,
@@ -177,78 +181,48 @@ impl UseCases {
             }
             return Ok(Applied::Unchanged);
         };
-        // A signing that would make an agreement the waiting card's records
-        // it for this card before the change, so that one agreement never
-        // activates two cards (of a signing and an approval, or two
-        // signings, naming one at once, the first to record it keeps it).
-        // One another live card on this channel holds (an operator
-        // approved that card with it, or the channel named it twice)
-        // sends this card to manual review instead: which card the
-        // agreement is is an operator's question. A signing again of the
-        // agreement an active card holds records it again (a first record
-        // failed, and the channel sends the signing again), so that a
-        // later notification naming the card by the agreement alone (an
-        // unsigning) finds it. The agreement a bind's start gave was
-        // recorded then.
-        let mut known = None;
-        let mut agreement = Agreed::NotNamed;
-        let mut claimed = None;
-        if let ChannelEventKind::Signed { channel_ref } = &event.kind {
-            let loaded = self.load(&user).await?;
-            let to_record = loaded
-                .wallet
-                .get(&id)
-                .ok()
-                .and_then(|b| agreement_to_record(b, channel_name, event, channel_ref));
-            if let Some((generation, again)) = to_record {
-                let target = RefTarget {
-                    user: user.clone(),
-                    binding: id.clone(),
-                };
-                let claim = self
-                    .claim_agreement(channel_name, channel_ref, &target, generation)
-                    .await;
-                agreement = match claim {
-                    Ok(true) => {
-                        claimed = Some(ChannelRefEntry {
-                            channel: channel_name.clone(),
-                            channel_ref: channel_ref.clone(),
-                            target,
-                            generation: Some(generation),
-                        });
-                        Agreed::Recorded
-                    }
-                    Ok(false) => Agreed::TakenByAnother,
-                    // A signing again of an active card's agreement
-                    // changes nothing: its record is best effort.
-                    Err(e) if again => {
-                        tracing::warn!(binding = %id, error = %e, "channel reference not stored");
-                        Agreed::NotNamed
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+        // A signing records its agreement for the card before the change
+        // (`record_before_change`).
+        // The decision whether to record is made on the wallet as read; a
+        // change that then finds the card waiting for a signing it was not
+        // read waiting for (bound again in between) asks for a new round.
+        let mut rounds = 0;
+        let changed = loop {
+            rounds += 1;
+            let (known, agreement, claimed) = self
+                .record_before_change(channel_name, event, &user, &id)
+                .await?;
+            let changed = self
+                .change_wallet::<_, NotifyError>(&ctx, &user, known, |w, now| {
+                    channel_event(&ctx, w, &id, channel_name, event, agreement, now)
+                })
+                .await;
+            // The change found the card elsewhere than it was read, or
+            // failed: a reference recorded for it that the card does not
+            // hold goes again, once the card can no longer take it
+            // (`let_go_of_ref`).
+            let holds_claim = |r: &Result<(Applied, Loaded), NotifyError>, c: &ChannelRefEntry| {
+                r.as_ref().is_ok_and(|(_, after)| {
+                    after
+                        .wallet
+                        .get(&id)
+                        .is_ok_and(|b| b.holds_agreement(&c.channel_ref))
+                })
+            };
+            if let Some(c) = claimed.filter(|c| !holds_claim(&changed, c)) {
+                self.let_go_of_ref(&user, c).await;
             }
-            known = Some(loaded);
-        }
-        let changed = self
-            .change_wallet::<_, NotifyError>(&ctx, &user, known, |w, now| {
-                channel_event(&ctx, w, &id, channel_name, event, agreement, now)
-            })
-            .await;
-        // The change found the card elsewhere than it was read, or failed:
-        // a reference recorded for it that the card does not hold goes
-        // again, once the card can no longer take it (`let_go_of_ref`).
-        let holds_claim = |r: &Result<(Applied, Loaded), NotifyError>, c: &ChannelRefEntry| {
-            r.as_ref().is_ok_and(|(_, after)| {
-                after
-                    .wallet
-                    .get(&id)
-                    .is_ok_and(|b| b.holds_agreement(&c.channel_ref))
-            })
+            match changed {
+                Ok((Applied::RecordFirst, _)) if rounds < 3 => continue,
+                Ok((Applied::RecordFirst, _)) => {
+                    return Err(cardbind_ports::StoreError::Unavailable(
+                        "the card kept changing while its signing was applied".into(),
+                    )
+                    .into())
+                }
+                other => break other,
+            }
         };
-        if let Some(c) = claimed.filter(|c| !holds_claim(&changed, c)) {
-            self.let_go_of_ref(&user, c).await;
-        }
         let (applied, after) = changed?;
         if let Applied::UnwantedSigning {
             attempt,
@@ -277,6 +251,68 @@ impl UseCases {
             }
         }
         Ok(applied)
+    }
+
+    /// Before a signing's change: records the agreement it names for the
+    /// card when the change would make it the card's (`agreement_to_record`),
+    /// so that one agreement never activates two cards (of a signing and an
+    /// approval, or two signings, naming one at once, the first to record
+    /// it keeps it). One another live card on this channel holds (an
+    /// operator approved that card with it, or the channel named it twice)
+    /// sends this card to manual review instead: which card the agreement
+    /// is is an operator's question. A signing again of the agreement an
+    /// active card holds records it again (a first record failed, and the
+    /// channel sends the signing again), so that a later notification
+    /// naming the card by the agreement alone (an unsigning) finds it. The
+    /// agreement a bind's start gave was recorded then. Returns the wallet
+    /// as read (for the change), what became of the agreement, and the
+    /// record made.
+    async fn record_before_change(
+        &self,
+        channel_name: &ChannelName,
+        event: &ChannelEvent,
+        user: &UserId,
+        id: &BindingId,
+    ) -> Result<(Option<Loaded>, Agreed, Option<ChannelRefEntry>), NotifyError> {
+        let ChannelEventKind::Signed { channel_ref } = &event.kind else {
+            return Ok((None, Agreed::NotNamed, None));
+        };
+        let loaded = self.load(user).await?;
+        let to_record = loaded
+            .wallet
+            .get(id)
+            .ok()
+            .and_then(|b| agreement_to_record(b, channel_name, event, channel_ref));
+        let Some((generation, again)) = to_record else {
+            return Ok((Some(loaded), Agreed::NotNamed, None));
+        };
+        let target = RefTarget {
+            user: user.clone(),
+            binding: id.clone(),
+        };
+        let claim = self
+            .claim_agreement(channel_name, channel_ref, &target, generation)
+            .await;
+        let (agreement, claimed) = match claim {
+            Ok(true) => (
+                Agreed::Recorded { generation },
+                Some(ChannelRefEntry {
+                    channel: channel_name.clone(),
+                    channel_ref: channel_ref.clone(),
+                    target,
+                    generation: Some(generation),
+                }),
+            ),
+            Ok(false) => (Agreed::TakenByAnother, None),
+            // A signing again of an active card's agreement changes
+            // nothing: its record is best effort.
+            Err(e) if again => {
+                tracing::warn!(binding = %id, error = %e, "channel reference not stored");
+                (Agreed::NotNamed, None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((Some(loaded), agreement, claimed))
     }
 
     /// The writes that follow a card's change by its channel.
@@ -455,7 +491,8 @@ impl UseCases {
                 Ok(Applied::Unchanged | Applied::UnwantedSigning { .. }) => {
                     report.still_pending += 1
                 }
-                Err(_) => report.errors += 1,
+                // (Never returned: `apply_channel_event` takes a new round.)
+                Ok(Applied::RecordFirst) | Err(_) => report.errors += 1,
             }
         }
     }
@@ -468,8 +505,8 @@ enum Agreed {
     /// waiting card's start gave, or one the change does not apply (see
     /// `agreement_to_record`).
     NotNamed,
-    /// Recorded for this card.
-    Recorded,
+    /// Recorded for this card, as the bind of this generation's.
+    Recorded { generation: u32 },
     /// Another live card on this channel holds it.
     TakenByAnother,
 }
@@ -615,6 +652,13 @@ fn channel_event(
                         .build();
                     return Decided::new(Ok(Applied::Unchanged), vec![e]);
                 }
+            } else if waiting
+                && b.channel_ref.as_deref() != Some(channel_ref.as_str())
+                && agreement != (Agreed::Recorded { generation })
+            {
+                // Read otherwise (not waiting, or in an earlier bind): its
+                // agreement was not recorded for this bind first.
+                return Decided::new(Ok(Applied::RecordFirst), Vec::new());
             } else if waiting {
                 w.change(id, |b| b.activate(Some(channel_ref.clone()), now))
                     .map(|()| true)

@@ -2123,3 +2123,67 @@ async fn of_a_signing_delivered_twice_the_failed_delivery_leaves_the_agreement_r
             .unwrap_err();
     assert_eq!(refused.code(), ErrorCode::Conflict);
 }
+
+/// A signing (in the older form, naming no bind) records its agreement for
+/// the card as read, waiting in its first bind; before its change is
+/// stored the card is unbound (which deletes that bind's references) and
+/// bound again. The change, decided again on the new read, finds the card
+/// waiting in a bind the agreement was not recorded for: it records it
+/// first, on a new round, so the card activated under it is found by it
+/// (before, the card was activated with no record of its agreement).
+#[tokio::test]
+async fn a_signing_that_meets_a_bind_again_records_its_agreement_for_the_new_bind() {
+    use cardbind_ports::channel::Notification;
+    use cardbind_ports::store::ChannelRefs;
+    let w = Arc::new(world(unlimited()));
+    w.channel.always(Script::Redirect);
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("rb1", &visa(439), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let signed = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("rb|{}|signed:agr-81", card.id).into_bytes(),
+    };
+    let gate = w.wallets.hold_next_commit_of_before_storing("rb1");
+    let signing = {
+        let (w, s, m) = (w.clone(), signed.clone(), mock.clone());
+        tokio::spawn(async move { w.uc.handle_notification(&m, &s).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, "agr-81")
+            .await
+            .unwrap()
+            .map(|t| t.binding),
+        Some(card.id.clone()),
+        "recorded before the change"
+    );
+    w.uc.unbind(&backend(), &user("rb1"), &card.id, None)
+        .await
+        .unwrap();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("rb1", &visa(439), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, card.id);
+    assert_ne!(again.data_generation, card.data_generation);
+    gate.add_permits(1);
+    signing.await.unwrap().unwrap();
+    let now = w.wallet("rb1").await.get(&card.id).unwrap().clone();
+    assert_eq!(
+        (now.status, now.channel_ref.as_deref()),
+        (BindingStatus::Active, Some("agr-81"))
+    );
+    assert_eq!(
+        ChannelRefs::find_entry(&w.store, &mock, "agr-81")
+            .await
+            .unwrap()
+            .map(|e| (e.target.binding, e.generation)),
+        Some((card.id.clone(), Some(now.data_generation))),
+        "the agreement is recorded for the bind it activated"
+    );
+}
