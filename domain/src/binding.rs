@@ -219,6 +219,11 @@ pub struct BindingParts {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub activated_at: Option<Timestamp>,
+    /// An operator's hold: set when the card is frozen, lifted only by an
+    /// operator's unfreeze. It outlives an unbind, so that the card is not
+    /// bound again on this record (active again) until an operator lifts
+    /// it: unbinding and binding again does not undo a freeze.
+    pub held_since: Option<Timestamp>,
 }
 
 /// A binding: one record per (user, card).
@@ -286,6 +291,7 @@ impl Binding {
             created_at: now,
             updated_at: now,
             activated_at: None,
+            held_since: None,
         })
     }
 
@@ -383,6 +389,11 @@ impl Binding {
             return Err(Clash::new(
                 ConflictCode::CardAlreadyBound,
                 "this card is already bound",
+            ));
+        }
+        if self.0.held_since.is_some() {
+            return Err(Clash::transition(
+                "this card was frozen by an operator when it was unbound: it is bound again once an operator lifts the hold (unfreeze)",
             ));
         }
         self.go(BindingStatus::PendingVerification, now)?;
@@ -587,15 +598,33 @@ impl Binding {
         Ok(())
     }
 
+    /// An operator's hold: an active card becomes `frozen`, and stays held
+    /// (see [`BindingParts::held_since`]) until an operator unfreezes it.
     pub fn freeze(&mut self, now: Timestamp) -> Result<(), Clash> {
-        self.go(BindingStatus::Frozen, now)
+        self.go(BindingStatus::Frozen, now)?;
+        self.0.held_since = Some(now);
+        Ok(())
     }
 
+    /// Lifts an operator's hold: a frozen card becomes `active`; a card
+    /// unbound (or failed) while frozen stays as it is, and may be bound
+    /// again.
     pub fn unfreeze(&mut self, now: Timestamp) -> Result<(), Clash> {
-        if self.0.status != BindingStatus::Frozen {
-            return Err(Clash::transition("only a frozen card can be unfrozen"));
+        match self.0.status {
+            BindingStatus::Frozen => {
+                self.go(BindingStatus::Active, now)?;
+                self.0.held_since = None;
+                Ok(())
+            }
+            BindingStatus::Inactive | BindingStatus::Failed if self.0.held_since.is_some() => {
+                self.0.held_since = None;
+                self.0.updated_at = now;
+                Ok(())
+            }
+            _ => Err(Clash::transition(
+                "only a frozen card, or one unbound while frozen, can be unfrozen",
+            )),
         }
-        self.go(BindingStatus::Active, now)
     }
 
     /// The user's erasure: a card no longer live forgets its fingerprint

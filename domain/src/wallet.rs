@@ -196,22 +196,26 @@ impl Wallet {
     }
 
     /// Drops the cards that ended longest ago (their last change; ties: the
-    /// smaller id) beyond [`ENDED_CARDS_KEPT`], `keep` aside.
+    /// smaller id; the cards an operator holds last) beyond
+    /// [`ENDED_CARDS_KEPT`], `keep` aside.
     fn shed_ended(&mut self, keep: Option<&BindingId>) {
         let ended = self.bindings.iter().filter(|b| !b.status.is_live());
         let extra = ended.clone().count().saturating_sub(ENDED_CARDS_KEPT);
         if extra == 0 {
             return;
         }
-        let mut candidates: Vec<(Timestamp, &BindingId)> = ended
+        // The cards an operator holds go last (their hold is what keeps
+        // them from being bound again): only a wallet with more than
+        // ENDED_CARDS_KEPT of them loses the oldest.
+        let mut candidates: Vec<(bool, Timestamp, &BindingId)> = ended
             .filter(|b| Some(&b.id) != keep)
-            .map(|b| (b.updated_at, &b.id))
+            .map(|b| (b.held_since.is_some(), b.updated_at, &b.id))
             .collect();
         candidates.sort();
         let gone: Vec<BindingId> = candidates
             .iter()
             .take(extra)
-            .map(|(_, id)| (*id).clone())
+            .map(|(_, _, id)| (*id).clone())
             .collect();
         self.bindings.retain(|b| !gone.contains(&b.id));
     }
@@ -734,5 +738,34 @@ mod tests {
             matches!(again, Opened::New(ref id) if id != &a),
             "{again:?}"
         );
+    }
+
+    #[test]
+    fn a_card_an_operator_holds_is_kept_beyond_the_ended_cards_kept() {
+        let now = Timestamp::from_unix_millis(1_000);
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let policy = VerificationPolicy::default();
+        let cap = crate::CardCap { max: 1000 };
+        let first = w.open(card(0, now), cap, now, &policy).unwrap();
+        let id = first.id().clone();
+        let r: Result<(), crate::StateRefusal> = w.change(&id, |b| {
+            b.activate(None, now)?;
+            b.freeze(now)
+        });
+        r.unwrap();
+        let r: Result<bool, crate::StateRefusal> = w.change(&id, |b| b.unbind(now, "t"));
+        r.unwrap();
+        let n = ENDED_CARDS_KEPT as u32 + 5;
+        for i in 1..=n {
+            let later = Timestamp::from_unix_millis(2_000 + i64::from(i));
+            let o = w.open(card(i, later), cap, later, &policy).unwrap();
+            let r: Result<bool, crate::StateRefusal> = w.change(o.id(), |b| b.unbind(later, "t"));
+            r.unwrap();
+        }
+        assert!(
+            w.get(&id).is_ok_and(|b| b.held_since.is_some()),
+            "the held card stays, the oldest of the others went"
+        );
+        assert_eq!(w.bindings().len(), ENDED_CARDS_KEPT);
     }
 }

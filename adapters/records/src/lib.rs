@@ -335,6 +335,11 @@ pub struct BindingRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub activated_at: Option<i64>,
+    /// An operator's hold (`Binding::held_since`); absent when there is
+    /// none, and in records written before it existed (so their encoding,
+    /// and the wallet digest over it, is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<i64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -398,6 +403,7 @@ impl From<&Binding> for BindingRecord {
             created_at: ms(b.created_at),
             updated_at: ms(b.updated_at),
             activated_at: b.activated_at.map(ms),
+            held_since: b.held_since.map(ms),
         }
     }
 }
@@ -439,6 +445,7 @@ impl BindingRecord {
             created_at: at(self.created_at),
             updated_at: at(self.updated_at),
             activated_at: self.activated_at.map(at),
+            held_since: self.held_since.map(at),
         }))
     }
 }

@@ -361,21 +361,25 @@ pub(crate) fn status_change<E>(
 where
     E: From<cardbind_domain::Missing> + From<Clash>,
 {
-    let from = match w.get(id) {
-        Ok(b) => b.status,
+    let (from, held) = match w.get(id) {
+        Ok(b) => (b.status, b.held_since.is_some()),
         Err(m) => return Decided::new(Err(m.into()), Vec::new()),
     };
     let r: Result<(), E> = w.change(id, change);
     if let Err(e) = r {
         return Decided::new(Err(e), Vec::new());
     }
-    let to = w.get(id).map(|b| b.status).unwrap_or(from);
+    let (to, held_now) = w
+        .get(id)
+        .map(|b| (b.status, b.held_since.is_some()))
+        .unwrap_or((from, held));
     let e = ctx.event(now, action).user(w.user()).binding(id);
-    let e = if from == to {
-        e.build()
-    } else {
-        e.detail(format!("{from} -> {to}")).build()
-    };
+    let e = match (from == to, held && !held_now) {
+        (false, _) => e.detail(format!("{from} -> {to}")),
+        (true, true) => e.detail(format!("{from}: the operator's hold lifted")),
+        (true, false) => e,
+    }
+    .build();
     Decided::new(Ok(()), vec![e])
 }
 

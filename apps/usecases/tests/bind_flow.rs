@@ -2220,3 +2220,63 @@ async fn a_card_in_review_signed_under_a_taken_agreement_has_it_on_record() {
         "the live card keeps it"
     );
 }
+
+/// An operator's freeze outlives an unbind: the user cannot lift it by
+/// unbinding the card and binding it again (found by a black-box run: the
+/// card came back `active`). An operator's unfreeze of the unbound card
+/// lifts the hold (audited), and the card binds again.
+#[tokio::test]
+async fn a_freeze_is_not_undone_by_unbinding_and_binding_again() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("hld", &visa(77), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.uc.freeze(&admin(), &user("hld"), &card.id).await.unwrap();
+    let gone =
+        w.uc.unbind(&backend(), &user("hld"), &card.id, None)
+            .await
+            .unwrap();
+    assert_eq!(gone.binding.status, BindingStatus::Inactive);
+    let e =
+        w.uc.bind_card(&backend(), bind_cmd("hld", &visa(77), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    assert_eq!(
+        w.wallet("hld").await.get(&card.id).unwrap().status,
+        BindingStatus::Inactive,
+        "nothing written"
+    );
+    let lifted =
+        w.uc.unfreeze(&admin(), &user("hld"), &card.id)
+            .await
+            .unwrap();
+    assert_eq!(lifted.binding.status, BindingStatus::Inactive);
+    assert_eq!(lifted.binding.held_since, None);
+    let events = events_of(&w, "hld", Some(AuditAction::BindingUnfreeze)).await;
+    assert_eq!(
+        events.last().and_then(|e| e.detail.as_deref()),
+        Some("inactive: the operator's hold lifted")
+    );
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("hld", &visa(77), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        (again.id.clone(), again.status),
+        (card.id.clone(), BindingStatus::Active)
+    );
+    // A card never held cannot be "unfrozen" once unbound.
+    w.uc.unbind(&backend(), &user("hld"), &card.id, None)
+        .await
+        .unwrap();
+    let e =
+        w.uc.unfreeze(&admin(), &user("hld"), &card.id)
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+}

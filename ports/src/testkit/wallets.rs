@@ -64,6 +64,20 @@ pub async fn round_trip_every_field<F: StoreFactory + ?Sized>(f: &F) {
         .bindings()
         .iter()
         .any(|b| b.status == BindingStatus::Failed));
+    // A card an operator froze, then unbound: its hold stays.
+    let held = w
+        .bindings()
+        .iter()
+        .rev()
+        .find(|b| b.status == BindingStatus::Active)
+        .map(|b| b.id.clone())
+        .expect("an active card");
+    let r: Result<(), cardbind_domain::StateRefusal> = w.change(&held, |b| b.freeze(at(1)));
+    r.unwrap();
+    let r: Result<bool, cardbind_domain::StateRefusal> =
+        w.change(&held, |b| b.unbind(at(1), "tests"));
+    r.unwrap();
+    assert!(w.get(&held).is_ok_and(|b| b.held_since.is_some()));
     let b = w.bindings()[3].id.clone();
     let mut events = vec![
         event(AuditAction::BindingCreate, Some(&u), Some(&b)),

@@ -16,7 +16,9 @@ pub struct AdminApi;
 impl AdminApi {
     /// Freeze a card
     ///
-    /// An `active` card becomes `frozen` (operators only).
+    /// An `active` card becomes `frozen` (operators only). The hold
+    /// outlives an unbind: a card unbound while frozen is not bound again
+    /// (409 `invalid_state_transition`) until an operator unfreezes it.
     #[oai(
         path = "/v1/admin/users/:user_id/cards/:card_id/freeze",
         method = "post",
@@ -41,7 +43,9 @@ impl AdminApi {
 
     /// Unfreeze a card
     ///
-    /// A `frozen` card becomes `active` again (operators only).
+    /// A `frozen` card becomes `active` again (operators only); a card
+    /// unbound (or failed) while frozen stays as it is, its hold lifted, so
+    /// that it can be bound again.
     #[oai(
         path = "/v1/admin/users/:user_id/cards/:card_id/unfreeze",
         method = "post",
