@@ -514,7 +514,7 @@ async fn every_operation_stays_within_its_round_trip_budget_and_every_query_is_i
         .measure(
             "background: reconcile's unfinished erasures",
             None,
-            usecases.finish_erasures(),
+            usecases.finish_erasures(0),
             |_| None,
         )
         .await;

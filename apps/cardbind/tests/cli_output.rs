@@ -1543,9 +1543,10 @@ async fn erase_user_without_its_step_up_token_says_how_to_make_one() {
 }
 
 /// `reconcile` runs again an erasure whose start is on record with no
-/// `user.erase` after it (here a start written as a process that died
-/// right after it would leave it), says so, records the erasure as its
-/// own, and finds nothing the second time.
+/// `user.erase` of it (here a start written as a process that died right
+/// after it would leave it; `--older-than 0`, as the start is new), says
+/// so, records the erasure under the start's id, and finds nothing the
+/// second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_finishes_an_erasure_that_did_not_finish() {
     use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, AuditFilter, Outcome};
@@ -1574,14 +1575,14 @@ async fn reconcile_finishes_an_erasure_that_did_not_finish() {
             outcome: Outcome::Ok,
             request_id: None,
             client_ip: None,
-            detail: None,
+            detail: Some("erasure e-1: the user's key is destroyed next".into()),
         };
         stores.audit.append_system(vec![start], now).await.unwrap();
     }
     let run = || {
         let out = cardbind()
             .env("CARDBIND__SERVER__DATA_DIR", &data)
-            .arg("reconcile")
+            .args(["reconcile", "--older-than", "0"])
             .output()
             .unwrap();
         (
@@ -1618,4 +1619,9 @@ async fn reconcile_finishes_an_erasure_that_did_not_finish() {
     assert_eq!(erased.len(), 1, "{erased:?}");
     assert_eq!(erased[0].event.actor.subject, "reconcile");
     assert_eq!(erased[0].event.outcome, Outcome::Ok);
+    assert_eq!(
+        erased[0].event.detail.as_deref(),
+        Some("erasure e-1: unbound 0"),
+        "the erasure finished under the id of its start"
+    );
 }

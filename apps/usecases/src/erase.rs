@@ -26,14 +26,32 @@ op_error! {
     from Store, Keys
 }
 
-/// Whether an erasure asks for the operator's step-up.
+/// An erasure asked for now, or one that did not finish run again.
 #[derive(Clone, Copy, Debug)]
-enum StepUp<'a> {
-    /// With this token (or none), when step-up is enabled.
-    Token(Option<&'a str>),
-    /// Not again: the erasure being finished passed it before its start
-    /// was recorded.
-    Passed,
+enum Run<'a> {
+    /// Asked now, with the operator's step-up token (or none), checked
+    /// when step-up is enabled; its start is recorded under a new id.
+    Asked(Option<&'a str>),
+    /// The erasure of this id, whose start is on record with no
+    /// successful `user.erase` of it: step-up is not asked again (it
+    /// passed before the start was recorded) and no second start is
+    /// written.
+    Finishing(&'a str),
+}
+
+/// The prefix of the detail of an erasure's `user.erase_start` and of its
+/// `user.erase`, which ties the two together (they are in different
+/// chains, whose instants need not agree).
+fn erasure_tag(erasure: &str) -> String {
+    format!("erasure {erasure}: ")
+}
+
+/// The erasure id a start's detail names (`None`: a start written before
+/// starts carried one).
+fn erasure_of(detail: Option<&str>) -> Option<&str> {
+    let rest = detail?.strip_prefix("erasure ")?;
+    let (id, _) = rest.split_once(": ")?;
+    (!id.is_empty() && !id.contains(' ')).then_some(id)
 }
 
 /// What [`UseCases::finish_erasures`] did.
@@ -68,29 +86,39 @@ impl UseCases {
         step_up_token: Option<&str>,
     ) -> Result<Erasure, EraseError> {
         self.authorize(ctx, Action::EraseUser, Some(user)).await?;
-        self.erase(ctx, user, StepUp::Token(step_up_token)).await
+        self.erase(ctx, user, Run::Asked(step_up_token)).await
     }
 
     /// Runs again, to its end, every erasure that recorded its start
-    /// (`user.erase_start`) within the reconciliation's lookback (7 days)
-    /// and has no
-    /// `user.erase` of outcome `ok` after it: its process died between the
-    /// key's delete and the change that unbinds the cards, or its store
-    /// failed there (the user's cards are then still bound with data that
-    /// no longer opens). The step-up the erasure passed is not asked
-    /// again. `cardbind reconcile` runs it.
-    pub async fn finish_erasures(&self) -> Result<ErasuresFinished, EraseError> {
+    /// (`user.erase_start`) within the reconciliation's lookback (7 days),
+    /// at least `older_than_seconds` ago (so that an erasure still running
+    /// is not run beside itself), and has no `user.erase` of outcome `ok`
+    /// of that erasure: its process died between the key's delete and the
+    /// change that unbinds the cards, or the erasure failed after its start
+    /// (the store did not answer; the user's cards may still be bound,
+    /// their data no longer opening). Only each user's newest start counts.
+    /// The step-up the erasure passed is not asked again. `cardbind
+    /// reconcile` runs it.
+    pub async fn finish_erasures(
+        &self,
+        older_than_seconds: i64,
+    ) -> Result<ErasuresFinished, EraseError> {
         const PAGE: u32 = 500;
         let ctx = RequestContext::service("reconcile");
-        let since = self
-            .now()
-            .minus_seconds(self.policy.reconcile_lookback_seconds);
+        let now = self.now();
         let audit = &self.ports.audit;
-        // The newest start of each user in the window.
-        let mut starts: BTreeMap<UserId, Timestamp> = BTreeMap::new();
+        // The newest start of each user in the window (the starts are in
+        // the service's chain, listed in its order).
+        let mut starts: BTreeMap<UserId, (Timestamp, Option<String>)> = BTreeMap::new();
         let starts_filter = AuditFilter {
             action: Some(AuditAction::UserEraseStart),
-            since: Some(since),
+            since: Some(now.minus_seconds(self.policy.reconcile_lookback_seconds)),
+            // (At least that old: `until` is exclusive.)
+            until: Some(Timestamp::from_unix_millis(
+                now.minus_seconds(older_than_seconds.max(0))
+                    .unix_millis()
+                    .saturating_add(1),
+            )),
             ..AuditFilter::default()
         };
         let mut after = None;
@@ -98,8 +126,8 @@ impl UseCases {
             let page = audit.list(&starts_filter, after.take(), PAGE).await?;
             for r in &page {
                 if let Some(u) = &r.event.user_id {
-                    let at = starts.entry(u.clone()).or_insert(r.cursor.at);
-                    *at = (*at).max(r.cursor.at);
+                    let id = erasure_of(r.event.detail.as_deref()).map(str::to_owned);
+                    starts.insert(u.clone(), (r.cursor.at, id));
                 }
             }
             match page.last() {
@@ -108,31 +136,39 @@ impl UseCases {
             }
         }
         let mut report = ErasuresFinished::default();
-        for (user, started) in starts {
+        for (user, (started, erasure)) in starts {
+            // The erasure's own `user.erase` (in the user's chain, or the
+            // service's when the wallet did not parse), found by its id;
+            // for a start that names none, any after it in time.
             let ended = AuditFilter {
                 action: Some(AuditAction::UserErase),
                 user_id: Some(user.clone()),
-                since: Some(started),
+                since: erasure.is_none().then_some(started),
                 ..AuditFilter::default()
             };
+            let tag = erasure.as_deref().map(erasure_tag);
             let mut after = None;
-            let mut finished = false;
-            loop {
+            let finished = loop {
                 let page = audit.list(&ended, after.take(), PAGE).await?;
-                if page.iter().any(|r| r.event.outcome == Outcome::Ok) {
-                    finished = true;
-                    break;
-                }
+                let found = page.iter().any(|r| {
+                    r.event.outcome == Outcome::Ok
+                        && tag.as_ref().is_none_or(|t| {
+                            r.event.detail.as_deref().is_some_and(|d| d.starts_with(t))
+                        })
+                });
                 match page.last() {
-                    Some(last) if page.len() == PAGE as usize => after = Some(last.cursor.clone()),
-                    _ => break,
+                    Some(last) if !found && page.len() == PAGE as usize => {
+                        after = Some(last.cursor.clone())
+                    }
+                    _ => break found,
                 }
-            }
+            };
             if finished {
                 continue;
             }
             report.unfinished += 1;
-            match self.erase(&ctx, &user, StepUp::Passed).await {
+            let id = erasure.unwrap_or_else(|| self.ports.ids.opaque_id());
+            match self.erase(&ctx, &user, Run::Finishing(&id)).await {
                 Ok(e) => {
                     tracing::info!(%user, unbound = e.unbound, "an erasure that did not finish was run again to its end");
                     report.finished += 1;
@@ -150,8 +186,13 @@ impl UseCases {
         &self,
         ctx: &RequestContext,
         user: &UserId,
-        step_up: StepUp<'_>,
+        run: Run<'_>,
     ) -> Result<Erasure, EraseError> {
+        let erasure = match run {
+            Run::Asked(_) => self.ports.ids.opaque_id(),
+            Run::Finishing(id) => id.to_owned(),
+        };
+        let tag = erasure_tag(&erasure);
         let stepped_up = SteppedUp::default();
         let unsigned: Mutex<Vec<(Binding, Vec<AuditEvent>)>> = Mutex::new(Vec::new());
         let destroyed = std::sync::atomic::AtomicBool::new(false);
@@ -171,7 +212,7 @@ impl UseCases {
                 Err(e) => return Err(e.into()),
             };
             let mut events = Vec::new();
-            if let (true, StepUp::Token(token)) = (self.step_up_enabled(), step_up) {
+            if let (true, Run::Asked(token)) = (self.step_up_enabled(), run) {
                 events.extend(
                     self.require_step_up::<Raced<_>>(
                         ctx,
@@ -189,8 +230,9 @@ impl UseCases {
             // key's delete and the change) leaves that record, and one
             // that cannot record it has ended no agreement, revoked no
             // share and destroyed no key.
-            if !announced.load(std::sync::atomic::Ordering::SeqCst) {
-                self.announce_erasure(ctx, user)
+            if matches!(run, Run::Asked(_)) && !announced.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                self.announce_erasure(ctx, user, &tag)
                     .await
                     .map_err(Raced::fail)?;
                 announced.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -257,7 +299,7 @@ impl UseCases {
             events.push(
                 ctx.event(now, AuditAction::UserErase)
                     .user(user)
-                    .detail(format!("unbound {}", changed.len()))
+                    .detail(format!("{tag}unbound {}", changed.len()))
                     .build(),
             );
             // The key goes before the change that unbinds the cards is
@@ -286,7 +328,9 @@ impl UseCases {
         let (unbound, after) = match (settled, unreadable) {
             (Ok(done), _) => done,
             (Err(_), Some(why)) => {
-                return Err(self.erase_unreadable_wallet(ctx, user, step_up, &why).await);
+                return Err(self
+                    .erase_unreadable_wallet(ctx, user, run, &tag, &why)
+                    .await);
             }
             (Err(e), None) => {
                 if destroyed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -299,7 +343,7 @@ impl UseCases {
                         .event(now, AuditAction::UserErase)
                         .user(user)
                         .detail(format!(
-                            "key destroyed; the change unbinding the cards was not stored ({e}): erase again"
+                            "{tag}key destroyed; the change unbinding the cards was not stored ({e}): erase again"
                         ))
                         .refused(e.code())
                         .build();
@@ -349,12 +393,13 @@ impl UseCases {
         &self,
         ctx: &RequestContext,
         user: &UserId,
+        tag: &str,
     ) -> Result<(), StoreError> {
         let now = self.now();
         let event = ctx
             .event(now, AuditAction::UserEraseStart)
             .user(user)
-            .detail("the user's key is destroyed next; without a user.erase after this, the erasure did not finish: erase again")
+            .detail(format!("{tag}the user's key is destroyed next; without a user.erase of this erasure after this, it did not finish: `cardbind reconcile` runs it again"))
             .build();
         self.ports.audit.append_system(vec![event], now).await
     }
@@ -368,11 +413,12 @@ impl UseCases {
         &self,
         ctx: &RequestContext,
         user: &UserId,
-        step_up: StepUp<'_>,
+        run: Run<'_>,
+        tag: &str,
         why: &str,
     ) -> EraseError {
         let now = self.now();
-        if let StepUp::Token(token) = step_up {
+        if let Run::Asked(token) = run {
             if let Some((e, passed)) = self
                 .check_step_up(ctx, user, None, StepUpAction::EraseUser, token)
                 .await
@@ -384,8 +430,10 @@ impl UseCases {
             }
         }
         tracing::error!(%user, cause = %why, "erasure: the user's wallet does not parse; destroying their key");
-        if let Err(e) = self.announce_erasure(ctx, user).await {
-            return e.into();
+        if let Run::Asked(_) = run {
+            if let Err(e) = self.announce_erasure(ctx, user, tag).await {
+                return e.into();
+            }
         }
         let destroyed = match self.ports.vault.erase_owner(user).await {
             Ok(d) => d,
@@ -397,7 +445,7 @@ impl UseCases {
             .event(now, AuditAction::UserErase)
             .user(user)
             .detail(format!(
-                "the wallet does not parse: key {}, cards not unbound",
+                "{tag}the wallet does not parse: key {}, cards not unbound",
                 if destroyed {
                     "destroyed"
                 } else {

@@ -125,6 +125,17 @@ impl UseCases {
         let changed = self
             .change_wallet::<_, ReviewError>(ctx, &user, None, |w, now| {
                 status_change(ctx, w, id, AuditAction::ReviewApprove, now, |b| {
+                    // The reference was recorded for the bind the operator
+                    // reviewed: a card bound again since (the record went
+                    // with the earlier bind) is reviewed again.
+                    if let Some(entry) = &reserved {
+                        if entry.generation != Some(b.data_generation) {
+                            return Err(Clash::new(
+                                ConflictCode::Conflict,
+                                "the card was bound again since this approval began: review it again",
+                            ));
+                        }
+                    }
                     b.approve(channel_ref.clone(), now)
                 })
             })

@@ -1484,7 +1484,7 @@ async fn the_reconciliation_finishes_an_erasure_that_stopped() {
         w.wallet("fin").await.get(&cards[0].id).unwrap().status,
         BindingStatus::Active
     );
-    let report = w.uc.finish_erasures().await.unwrap();
+    let report = w.uc.finish_erasures(0).await.unwrap();
     assert_eq!(
         (report.unfinished, report.finished, report.errors),
         (1, 1, 0),
@@ -1515,7 +1515,7 @@ async fn the_reconciliation_finishes_an_erasure_that_stopped() {
     assert_eq!(erased[0].event.actor.subject, "reconcile");
     // Nothing left to finish: a second run does nothing.
     assert_eq!(
-        w.uc.finish_erasures().await.unwrap(),
+        w.uc.finish_erasures(0).await.unwrap(),
         cardbind_usecases::erase::ErasuresFinished::default()
     );
 }
@@ -1558,12 +1558,127 @@ async fn the_reconciliation_finishes_an_erasure_without_asking_step_up_again() {
     until_called(&w.wallets.held_before).await;
     erase.abort();
     assert!(erase.await.unwrap_err().is_cancelled());
-    let report = w.uc.finish_erasures().await.unwrap();
+    let report = w.uc.finish_erasures(0).await.unwrap();
     assert_eq!((report.finished, report.errors), (1, 0), "{report:?}");
     assert_eq!(
         w.wallet("fsu").await.get(&card.id).unwrap().status,
         BindingStatus::Inactive
     );
+}
+
+/// An erasure's start is in the service's chain and its `user.erase` in
+/// the user's: their instants need not agree (an instance whose clock runs
+/// ahead stamps the service's chain ahead, and every later link there).
+/// A finished erasure is known by its id, not by time: the user who came
+/// back after it is left alone (before, a start stamped after its own
+/// `user.erase` read as unfinished, and the returning user's new card was
+/// unbound and their new key destroyed).
+#[tokio::test]
+async fn a_finished_erasure_is_known_whatever_the_chains_instants() {
+    use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    w.uc.bind_card(&backend(), bind_cmd("skw", &visa(415), w.now()))
+        .await
+        .unwrap();
+    let ahead = w.now().plus_seconds(60);
+    let elsewhere = AuditEvent {
+        at: ahead,
+        actor: AuditActor::service("another instance"),
+        action: AuditAction::ChannelMisconfigured,
+        user_id: None,
+        binding_id: None,
+        outcome: Outcome::Ok,
+        request_id: None,
+        client_ip: None,
+        detail: None,
+    };
+    AuditLog::append_system(&w.store, vec![elsewhere], ahead)
+        .await
+        .unwrap();
+    w.uc.erase_user(&admin(), &user("skw"), None).await.unwrap();
+    let back =
+        w.uc.bind_card(&backend(), bind_cmd("skw", &visa(416), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(back.status, BindingStatus::Active);
+    let report = w.uc.finish_erasures(0).await.unwrap();
+    assert_eq!(report.unfinished, 0, "{report:?}");
+    assert_eq!(
+        w.wallet("skw").await.get(&back.id).unwrap().status,
+        BindingStatus::Active
+    );
+}
+
+/// An erasure still running (its start recorded, its change not yet
+/// stored) is not run a second time beside it: only starts older than the
+/// reconciliation's age are looked at.
+#[tokio::test]
+async fn an_erasure_still_running_is_not_finished_beside_itself() {
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Bound);
+    w.uc.bind_card(&backend(), bind_cmd("run", &visa(417), w.now()))
+        .await
+        .unwrap();
+    let gate = w.wallets.hold_next_commit_of_before_storing("run");
+    let erase = {
+        let w = w.clone();
+        tokio::spawn(async move { w.uc.erase_user(&admin(), &user("run"), None).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    let report = w.uc.finish_erasures(900).await.unwrap();
+    assert_eq!(
+        report,
+        cardbind_usecases::erase::ErasuresFinished::default()
+    );
+    gate.add_permits(1);
+    let done = erase.await.unwrap().unwrap();
+    assert_eq!(done.unbound, 1, "the operator's erasure did the work");
+    // Past the age, a finished erasure is still left alone.
+    w.clock.advance(901);
+    assert_eq!(
+        w.uc.finish_erasures(900).await.unwrap(),
+        cardbind_usecases::erase::ErasuresFinished::default()
+    );
+}
+
+/// The erasure of a user whose wallet does not parse fails at every run;
+/// running it again from the reconciliation writes no second start, so
+/// the start ages out of the lookback instead of being renewed forever.
+#[tokio::test]
+async fn finishing_an_erasure_writes_no_second_start() {
+    use cardbind_ports::audit::AuditAction;
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    w.uc.bind_card(&backend(), bind_cmd("zzb", &visa(418), w.now()))
+        .await
+        .unwrap();
+    w.wallets.corrupt.lock().unwrap().replace(user("zzb"));
+    w.uc.erase_user(&admin(), &user("zzb"), None)
+        .await
+        .unwrap_err();
+    let starts = || async {
+        AuditLog::list(
+            &w.store,
+            &AuditFilter {
+                user_id: Some(user("zzb")),
+                action: Some(AuditAction::UserEraseStart),
+                ..AuditFilter::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .len()
+    };
+    assert_eq!(starts().await, 1);
+    for _ in 0..2 {
+        let report = w.uc.finish_erasures(0).await.unwrap();
+        assert_eq!((report.unfinished, report.errors), (1, 1), "{report:?}");
+    }
+    assert_eq!(starts().await, 1);
 }
 
 /// The service's chain refuses the record of an erasure's start (its
@@ -2185,5 +2300,71 @@ async fn a_signing_that_meets_a_bind_again_records_its_agreement_for_the_new_bin
             .map(|e| (e.target.binding, e.generation)),
         Some((card.id.clone(), Some(now.data_generation))),
         "the agreement is recorded for the bind it activated"
+    );
+}
+
+/// An approval records its reference for the bind the operator reviewed;
+/// when the card is unbound (which deletes that bind's references) and
+/// bound again into review before the approval's change is stored, the
+/// approval is refused (`409`: review it again) instead of activating the
+/// new bind under a reference recorded for no bind (before, the card was
+/// active with no record of its reference, and another card could be
+/// approved under it).
+#[tokio::test]
+async fn an_approval_that_meets_its_card_bound_again_is_refused() {
+    use cardbind_ports::store::ChannelRefs;
+    let w = Arc::new(world(unlimited()));
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let a =
+        w.uc.bind_card(&backend(), bind_cmd("rv9", &visa(440), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let gate = w.wallets.hold_next_commit_of_before_storing("rv9");
+    let approval = {
+        let (w, id) = (w.clone(), a.id.clone());
+        tokio::spawn(async move {
+            w.uc.approve_review(&admin(), &id, Some("agr-90".into()))
+                .await
+        })
+    };
+    until_called(&w.wallets.held_before).await;
+    w.uc.unbind(&backend(), &user("rv9"), &a.id, None)
+        .await
+        .unwrap();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("rv9", &visa(440), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        (again.id.clone(), again.status),
+        (a.id.clone(), BindingStatus::PendingReview)
+    );
+    gate.add_permits(1);
+    let e = approval.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    assert_eq!(
+        w.wallet("rv9").await.get(&a.id).unwrap().status,
+        BindingStatus::PendingReview
+    );
+    assert_eq!(
+        ChannelRefs::find(&w.store, &a.channel, "agr-90")
+            .await
+            .unwrap(),
+        None
+    );
+    let ok =
+        w.uc.approve_review(&admin(), &a.id, Some("agr-90".into()))
+            .await
+            .unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    assert_eq!(
+        ChannelRefs::find_entry(&w.store, &a.channel, "agr-90")
+            .await
+            .unwrap()
+            .map(|e| (e.target.binding, e.generation)),
+        Some((a.id.clone(), Some(ok.binding.data_generation)))
     );
 }

@@ -409,7 +409,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             ))?;
             let e = built
                 .usecases
-                .finish_erasures()
+                .finish_erasures(older_than.unwrap_or(config.channels.reconcile_after_seconds))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             out(&format!(
