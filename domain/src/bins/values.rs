@@ -214,10 +214,17 @@ impl Currency {
         Currency::codes_where(|_| true)
     }
 
-    /// The codes of currencies with a minor unit: those an amount can be in
-    /// (not gold, funds' units or test codes).
+    /// The codes of currencies with a minor unit that are not a fund's
+    /// unit of account: those an amount can be in (not gold, funds such as
+    /// `BOV` or `CLF`, or test codes).
     pub fn amount_codes() -> Vec<&'static str> {
-        Currency::codes_where(|c| c.minor_unit_digits().is_some())
+        Currency::codes_where(|c| c.minor_unit_digits().is_some() && !c.is_fund())
+    }
+
+    /// A fund's unit of account (ISO 4217's fund codes: `BOV`, `CLF`,
+    /// `USN`…), not money one pays with.
+    pub fn is_fund(&self) -> bool {
+        self.0.is_fund()
     }
 
     /// The listed codes (every currency has a numeric code) of currencies

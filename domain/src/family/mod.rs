@@ -81,7 +81,7 @@ impl Money {
     pub const MAX_MAJOR_UNITS: u64 = 10_000_000;
 
     /// `amount` minor units of the currency `currency` (ISO 4217 alpha-3,
-    /// with a minor unit: not gold or a test code).
+    /// with a minor unit: not gold, a fund or a test code).
     pub fn parse(amount: i64, currency: &str) -> Result<Money, Invalid> {
         let currency = Currency::parse_field(currency, Self::CURRENCY_FIELD)?;
         Money::new(amount, currency)
@@ -89,6 +89,13 @@ impl Money {
 
     /// `amount` minor units of `currency`, checked.
     pub fn new(amount: i64, currency: Currency) -> Result<Money, Invalid> {
+        if currency.is_fund() {
+            return Err(Invalid::field(
+                BadRequestCode::InvalidCurrency,
+                Self::CURRENCY_FIELD,
+                "the currency is a fund's unit of account (not money one can pay with)",
+            ));
+        }
         let Some(digits) = currency.minor_unit_digits() else {
             return Err(Invalid::field(
                 BadRequestCode::InvalidCurrency,

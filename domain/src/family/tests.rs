@@ -108,6 +108,9 @@ fn money_is_positive_bounded_and_in_a_currency_with_minor_units() {
         (100, "cny", ErrorCode::InvalidCurrency),
         (100, "ABC", ErrorCode::InvalidCurrency),
         (100, "XAU", ErrorCode::InvalidCurrency),
+        (100, "BOV", ErrorCode::InvalidCurrency),
+        (100, "CLF", ErrorCode::InvalidCurrency),
+        (100, "USN", ErrorCode::InvalidCurrency),
     ] {
         let e = Money::parse(amount, code).unwrap_err();
         assert_eq!(e.code, field, "{amount} {code}");
