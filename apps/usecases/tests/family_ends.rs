@@ -72,6 +72,48 @@ async fn an_expired_share_is_not_usable_and_cannot_be_accepted() {
     assert!(views.iter().all(|v| v.standing == Standing::Expired));
 }
 
+/// A share that expired stays `expired` when its secondary is erased or
+/// its card unbound afterwards: it had ended by then (before, both marked
+/// it revoked, which misreports why it ended).
+#[tokio::test]
+async fn an_expired_share_stays_expired_after_an_erasure_or_an_unbind() {
+    let w = world(unlimited());
+    let card = active_card(&w, "exa", 1).await;
+    for to in ["exb", "exc"] {
+        let id =
+            w.uc.share_card(&backend(), form("exa", &card, to, 100, 1, w.now()))
+                .await
+                .unwrap()
+                .view
+                .share
+                .id;
+        w.uc.accept_share(&backend(), &user(to), &id, consent())
+            .await
+            .unwrap();
+    }
+    w.clock.advance(DAY + 1);
+    w.uc.erase_user(&admin(), &user("exb"), None).await.unwrap();
+    let standings = || async {
+        w.uc.list_card_shares(&backend(), &user("exa"), &card)
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.standing)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        standings().await,
+        vec![Standing::Expired, Standing::Expired]
+    );
+    w.uc.unbind(&backend(), &user("exa"), &card, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        standings().await,
+        vec![Standing::Expired, Standing::Expired]
+    );
+}
+
 #[tokio::test]
 async fn erasure_ends_the_shares_of_both_kinds() {
     let w = world(unlimited());

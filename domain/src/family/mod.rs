@@ -471,6 +471,9 @@ impl Family {
         for s in self.given.iter_mut().filter(|s| s.revoked_at.is_none()) {
             match cards.iter().find(|b| b.id == s.card) {
                 Some(b) if b.status.is_live() => {}
+                // Expired before its card ended: it ended then, and stays
+                // expired.
+                Some(b) if s.terms.expires_at <= b.updated_at => {}
                 Some(b) => {
                     let by = b
                         .consents

@@ -517,9 +517,10 @@ impl UseCases {
     ) -> Result<(), StoreError> {
         for m in w.shared_in().iter().filter(|m| !m.is_ended()) {
             self.change_wallet::<_, StoreError>(ctx, &m.primary, None, |pw, now| {
+                // (One that expired ended then, and stays expired.)
                 if pw
                     .share(&m.share)
-                    .is_some_and(|s| &s.secondary == user && s.revoked_at.is_none())
+                    .is_some_and(|s| &s.secondary == user && s.is_live(now))
                 {
                     let _ =
                         pw.revoke_share(&m.share, now, &format!("{} (erasure)", ctx.actor.subject));
