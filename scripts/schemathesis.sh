@@ -85,6 +85,14 @@ if [[ $STORE == mongodb ]]; then
     export CARDBIND__STORAGE__KIND=mongodb
     export CARDBIND__STORAGE__URI=$CARDBIND_TEST_MONGODB_URI
     export CARDBIND__STORAGE__DATABASE="cardbind_st_$$_$RANDOM"
+    # FerretDB 1.24 scans for every query not by `_id` (see below): on a
+    # machine busy with other work its reads passed the default 3 s bound
+    # (storage.timeout_ms) and the service answered 503 storage_unavailable,
+    # which schemathesis counts as a server error (9 of 1,120 stateful
+    # cases in a CI run of 4417588 while two release builds ran beside it).
+    # 10 s keeps the fuzzing about the API, not about FerretDB's speed; the
+    # 503 on a slow store is tested by the fault matrix.
+    export CARDBIND__STORAGE__TIMEOUT_MS=10000
 else
     export CARDBIND__STORAGE__KIND=$STORE
 fi
