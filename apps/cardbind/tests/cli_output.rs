@@ -1625,3 +1625,72 @@ async fn reconcile_finishes_an_erasure_that_did_not_finish() {
         "the erasure finished under the id of its start"
     );
 }
+
+/// An erasure `reconcile` runs again and that fails again (the user's
+/// wallet does not parse) makes it exit 1, as the sweep does for its
+/// unreadable records, so that a cron job reports it (it exited 0 with
+/// `failed again 1`: black-box run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_exits_1_when_an_erasure_fails_again() {
+    use cardbind_ports::audit::{AuditAction, AuditActor, AuditEvent, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_in(&data);
+    let u = cardbind_domain::UserId::parse("u8").unwrap();
+    let now = cardbind_domain::Timestamp::from_unix_millis(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+    );
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let event = |action| AuditEvent {
+            at: now,
+            actor: AuditActor::service("test"),
+            action,
+            user_id: Some(u.clone()),
+            binding_id: None,
+            outcome: Outcome::Ok,
+            request_id: None,
+            client_ip: None,
+            detail: Some("erasure e-8: the user's key is destroyed next".into()),
+        };
+        let w = cardbind_domain::Wallet::new(u.clone());
+        stores
+            .wallets
+            .commit(
+                &w,
+                None,
+                vec![event(AuditAction::BindingDefaultChanged)],
+                now,
+            )
+            .await
+            .unwrap();
+        stores
+            .audit
+            .append_system(vec![event(AuditAction::UserEraseStart)], now)
+            .await
+            .unwrap();
+    }
+    let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
+    let edit = "UPDATE links SET wallet = CAST('not a wallet' AS BLOB) WHERE chain = 'u8'";
+    assert_eq!(db.execute(edit, []).unwrap(), 1);
+    drop(db);
+    let out = cardbind()
+        .env("CARDBIND__SERVER__DATA_DIR", &data)
+        .args(["reconcile", "--older-than", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with("erasures that did not finish 1, finished now 0, failed again 1\n"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 erasure(s) failed again"), "{stderr}");
+}

@@ -108,17 +108,15 @@ impl UseCases {
         let now = self.now();
         let audit = &self.ports.audit;
         // The newest start of each user in the window (the starts are in
-        // the service's chain, listed in its order).
+        // the service's chain, listed in its order); a user whose newest
+        // start is younger than `older_than_seconds` is left for a later
+        // run (an erasure still running, or one run again by hand whose
+        // earlier start did not finish: that earlier one is not the user's
+        // erasure any more).
         let mut starts: BTreeMap<UserId, (Timestamp, Option<String>)> = BTreeMap::new();
         let starts_filter = AuditFilter {
             action: Some(AuditAction::UserEraseStart),
             since: Some(now.minus_seconds(self.policy.reconcile_lookback_seconds)),
-            // (At least that old: `until` is exclusive.)
-            until: Some(Timestamp::from_unix_millis(
-                now.minus_seconds(older_than_seconds.max(0))
-                    .unix_millis()
-                    .saturating_add(1),
-            )),
             ..AuditFilter::default()
         };
         let mut after = None;
@@ -135,6 +133,8 @@ impl UseCases {
                 _ => break,
             }
         }
+        let old_enough = now.minus_seconds(older_than_seconds.max(0));
+        starts.retain(|_, (at, _)| *at <= old_enough);
         let mut report = ErasuresFinished::default();
         for (user, (started, erasure)) in starts {
             // The erasure's own `user.erase` (in the user's chain, or the

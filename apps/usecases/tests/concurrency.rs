@@ -1611,6 +1611,56 @@ async fn a_finished_erasure_is_known_whatever_the_chains_instants() {
     );
 }
 
+/// An erasure cut off (its start, no `user.erase`), then the user erased
+/// again by hand (a newer start, finished) and back with a new card: the
+/// reconciliation, run while the newer start is younger than its age,
+/// leaves the user alone (the cut-off erasure is not the user's newest,
+/// and the newest is finished). Before, the age filtered the starts before
+/// the newest was picked, the cut-off one counted as the newest, and the
+/// returning user's card was unbound (black-box run).
+#[tokio::test]
+async fn an_erasure_run_again_by_hand_is_not_finished_a_second_time() {
+    let w = Arc::new(world(Policy::default()));
+    w.channel.always(Script::Bound);
+    w.uc.bind_card(&backend(), bind_cmd("agn", &visa(419), w.now()))
+        .await
+        .unwrap();
+    let _gate = w.wallets.hold_next_commit_of_before_storing("agn");
+    let cut = {
+        let w = w.clone();
+        tokio::spawn(async move { w.uc.erase_user(&admin(), &user("agn"), None).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    cut.abort();
+    assert!(cut.await.unwrap_err().is_cancelled());
+    w.clock.advance(600);
+    w.uc.erase_user(&admin(), &user("agn"), None).await.unwrap();
+    let back =
+        w.uc.bind_card(&backend(), bind_cmd("agn", &visa(420), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.clock.advance(400);
+    // The cut-off start is 1,000 s old, the hand-run one 400 s.
+    let report = w.uc.finish_erasures(900).await.unwrap();
+    assert_eq!(
+        report,
+        cardbind_usecases::erase::ErasuresFinished::default()
+    );
+    assert_eq!(
+        w.wallet("agn").await.get(&back.id).unwrap().status,
+        BindingStatus::Active
+    );
+    // Once the newest start is old enough too, it is found finished.
+    w.clock.advance(600);
+    let report = w.uc.finish_erasures(900).await.unwrap();
+    assert_eq!(report.unfinished, 0, "{report:?}");
+    assert_eq!(
+        w.wallet("agn").await.get(&back.id).unwrap().status,
+        BindingStatus::Active
+    );
+}
+
 /// An erasure still running (its start recorded, its change not yet
 /// stored) is not run a second time beside it: only starts older than the
 /// reconciliation's age are looked at.

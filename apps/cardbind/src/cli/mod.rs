@@ -415,7 +415,18 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
             out(&format!(
                 "erasures that did not finish {}, finished now {}, failed again {}\n",
                 e.unfinished, e.finished, e.errors
-            ))
+            ))?;
+            // A cron job reports it, as it does the sweep's unreadable
+            // records: an erasure that fails again has destroyed the
+            // user's key, and may have left their cards bound.
+            if e.errors > 0 {
+                Err(anyhow::anyhow!(
+                    "{} erasure(s) failed again (the log names the users); the next run tries again",
+                    e.errors
+                ))
+            } else {
+                Ok(())
+            }
         }
     }
 }
