@@ -8,7 +8,7 @@ use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::{
     BindingRef, ChannelEvent, ChannelEventKind, Notification, NotificationAck, RemoteState,
 };
-use cardbind_ports::store::{ChannelRefEntry, LinkKey, RefTarget, ReviewEntry};
+use cardbind_ports::store::{ChannelRefEntry, LinkKey, ReviewEntry};
 
 use crate::context::RequestContext;
 use crate::error::op_error;
@@ -201,16 +201,16 @@ impl UseCases {
             // failed: a reference recorded for it that the card does not
             // hold goes again, once the card can no longer take it
             // (`let_go_of_ref`).
-            let holds_claim = |r: &Result<(Applied, Loaded), NotifyError>, c: &ChannelRefEntry| {
-                r.as_ref().is_ok_and(|(_, after)| {
+            if let Some(c) = claimed {
+                let holds = changed.as_ref().is_ok_and(|(_, after)| {
                     after
                         .wallet
                         .get(&id)
                         .is_ok_and(|b| b.holds_agreement(&c.channel_ref))
-                })
-            };
-            if let Some(c) = claimed.filter(|c| !holds_claim(&changed, c)) {
-                self.let_go_of_ref(&user, c).await;
+                });
+                if !holds {
+                    self.let_go_of_ref(&user, c).await;
+                }
             }
             match changed {
                 Ok((Applied::RecordFirst, _)) if rounds < 3 => continue,
@@ -286,24 +286,12 @@ impl UseCases {
         let Some((generation, again)) = to_record else {
             return Ok((Some(loaded), Agreed::NotNamed, None));
         };
-        let target = RefTarget {
-            user: user.clone(),
-            binding: id.clone(),
-        };
         let claim = self
-            .claim_agreement(channel_name, channel_ref, &target, generation)
+            .claim_agreement(channel_name, channel_ref, user, id, generation)
             .await;
         let (agreement, claimed) = match claim {
-            Ok(true) => (
-                Agreed::Recorded { generation },
-                Some(ChannelRefEntry {
-                    channel: channel_name.clone(),
-                    channel_ref: channel_ref.clone(),
-                    target,
-                    generation: Some(generation),
-                }),
-            ),
-            Ok(false) => (Agreed::TakenByAnother, None),
+            Ok(Some(entry)) => (Agreed::Recorded { generation }, Some(entry)),
+            Ok(None) => (Agreed::TakenByAnother, None),
             // A signing again of an active card's agreement changes
             // nothing: its record is best effort.
             Err(e) if again => {

@@ -5,7 +5,7 @@
 use cardbind_domain::{Action, BindingId, BindingStatus, Clash, ConflictCode, UserId};
 use cardbind_ports::audit::{AuditAction, AuditFilter};
 use cardbind_ports::channel::ChannelBindRequest;
-use cardbind_ports::store::{ChannelRefEntry, RefTarget};
+use cardbind_ports::store::ChannelRefEntry;
 
 use crate::bind::{view, Start};
 use crate::context::RequestContext;
@@ -169,22 +169,9 @@ impl UseCases {
         let loaded = self.load(user).await?;
         let card = loaded.wallet.get(id)?;
         card.ensure_in_review()?;
-        let target = RefTarget {
-            user: user.clone(),
-            binding: id.clone(),
-        };
-        if !self
-            .claim_agreement(&card.channel, channel_ref, &target, card.data_generation)
+        self.claim_agreement(&card.channel, channel_ref, user, id, card.data_generation)
             .await?
-        {
-            return Err(reference_taken().into());
-        }
-        Ok(ChannelRefEntry {
-            channel: card.channel.clone(),
-            channel_ref: channel_ref.to_owned(),
-            target,
-            generation: Some(card.data_generation),
-        })
+            .ok_or_else(|| reference_taken().into())
     }
 
     /// An operator rejects a card in review: it fails.

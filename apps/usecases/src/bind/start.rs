@@ -173,26 +173,36 @@ impl UseCases {
             .is_ok_and(|b| b.status.is_live() && b.channel == entry.channel))
     }
 
-    /// Records `channel_ref` for `target` unless another live card on the
-    /// channel holds it: whether it names `target` now. One write when the
-    /// reference is free or the target's already (a signing notification's
-    /// budget is six commands); `put` never moves a reference, so of two
-    /// requests recording one at once the first keeps it.
+    /// Records `channel_ref` for card `id` of `user`, as the bind of
+    /// `generation`'s, unless another live card on the channel holds it:
+    /// the entry when it names the card now (what [`Self::let_go_of_ref`]
+    /// takes should the change it was recorded for not happen), `None` when
+    /// another card holds it. One write when the reference is free or the
+    /// card's already (a signing notification's budget is six commands);
+    /// `put` never moves a reference, so of two requests recording one at
+    /// once the first keeps it.
     pub(crate) async fn claim_agreement(
         &self,
         channel: &ChannelName,
         channel_ref: &str,
-        target: &RefTarget,
+        user: &UserId,
+        id: &BindingId,
         generation: u32,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ChannelRefEntry>, StoreError> {
+        let entry = ChannelRefEntry {
+            channel: channel.clone(),
+            channel_ref: channel_ref.to_owned(),
+            target: RefTarget {
+                user: user.clone(),
+                binding: id.clone(),
+            },
+            generation: Some(generation),
+        };
         let refs = &self.ports.channel_refs;
-        if refs.put(channel, channel_ref, target, generation).await? {
-            return Ok(true);
-        }
-        if !self.clear_for(channel, channel_ref, target).await? {
-            return Ok(false);
-        }
-        refs.put(channel, channel_ref, target, generation).await
+        let put = || refs.put(channel, channel_ref, &entry.target, generation);
+        let recorded = put().await?
+            || (self.clear_for(channel, channel_ref, &entry.target).await? && put().await?);
+        Ok(recorded.then_some(entry))
     }
 
     /// Whether `channel_ref` may be recorded for `target`: it is not
