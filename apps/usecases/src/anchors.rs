@@ -221,11 +221,7 @@ impl UseCases {
             since,
             ..AuditFilter::default()
         };
-        let page = self.ports.audit.list(&filter, after, PAGE).await?;
-        let next = match page.last() {
-            Some(last) if page.len() == PAGE as usize => Some(last.cursor.clone()),
-            _ => None,
-        };
+        let (page, next) = self.audit_page(&filter, after, PAGE).await?;
         let anchors = page
             .iter()
             .filter(|r| r.cursor.chain == ChainId::System)

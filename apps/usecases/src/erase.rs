@@ -106,7 +106,6 @@ impl UseCases {
         const PAGE: u32 = 500;
         let ctx = RequestContext::service("reconcile");
         let now = self.now();
-        let audit = &self.ports.audit;
         // The newest start of each user in the window (the starts are in
         // the service's chain, listed in its order); a user whose newest
         // start is younger than `older_than_seconds` is left for a later
@@ -121,16 +120,16 @@ impl UseCases {
         };
         let mut after = None;
         loop {
-            let page = audit.list(&starts_filter, after.take(), PAGE).await?;
+            let (page, next) = self.audit_page(&starts_filter, after, PAGE).await?;
             for r in &page {
                 if let Some(u) = &r.event.user_id {
                     let id = erasure_of(r.event.detail.as_deref()).map(str::to_owned);
                     starts.insert(u.clone(), (r.cursor.at, id));
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => after = Some(last.cursor.clone()),
-                _ => break,
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
         let old_enough = now.minus_seconds(older_than_seconds.max(0));
@@ -149,17 +148,15 @@ impl UseCases {
             let tag = erasure.as_deref().map(erasure_tag);
             let mut after = None;
             let finished = loop {
-                let page = audit.list(&ended, after.take(), PAGE).await?;
+                let (page, next) = self.audit_page(&ended, after, PAGE).await?;
                 let found = page.iter().any(|r| {
                     r.event.outcome == Outcome::Ok
                         && tag.as_ref().is_none_or(|t| {
                             r.event.detail.as_deref().is_some_and(|d| d.starts_with(t))
                         })
                 });
-                match page.last() {
-                    Some(last) if !found && page.len() == PAGE as usize => {
-                        after = Some(last.cursor.clone())
-                    }
+                match next {
+                    Some(n) if !found => after = Some(n),
                     _ => break found,
                 }
             };

@@ -61,6 +61,23 @@ impl UseCases {
         Ok(self.ports.audit.list(filter, after, size).await?)
     }
 
+    /// One page of at most `limit` audit events matching `filter` after
+    /// `after`, for the service's own walks (no caller to authorize), and
+    /// where the next page starts: `None` once a page comes back short.
+    pub(crate) async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<AuditCursor>,
+        limit: u32,
+    ) -> Result<(Vec<AuditRecord>, Option<AuditCursor>), StoreError> {
+        let page = self.ports.audit.list(filter, after, limit).await?;
+        let next = match page.last() {
+            Some(last) if page.len() == limit as usize => Some(last.cursor.clone()),
+            _ => None,
+        };
+        Ok((page, next))
+    }
+
     /// Walks every chain from its oldest kept link and checks every hash
     /// and link (`cardbind audit verify`).
     pub async fn verify_audit_chains(&self, page: u32) -> Result<ChainReport, RecordsError> {
