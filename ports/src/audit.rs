@@ -264,7 +264,26 @@ pub struct Link {
     pub wallet_digest: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+    /// What the store keeps beside the link that its hash does not cover
+    /// and that does not agree with it (the wallet copy its digest names,
+    /// the fields the audit listing filters on), one of the `STORED_*`
+    /// reasons: the chain's walk reports it as the link's break. A store
+    /// reading a link for the walk sets it; `None` everywhere else.
+    pub stored_apart: Option<&'static str>,
 }
+
+/// [`Link::stored_apart`]: the wallet the link keeps is not the one whose
+/// digest its hash covers (the wallet was edited in the store).
+pub const STORED_WALLET_ALTERED: &str = "its wallet differs from the one its hash covers";
+/// [`Link::stored_apart`]: the link keeps no wallet though its hash covers
+/// one (the wallet was deleted from the store; the embedded store keeps
+/// the copy of each chain's newest link only, MongoDB of every link).
+pub const STORED_WALLET_MISSING: &str = "it holds no wallet, though its hash covers one";
+/// [`Link::stored_apart`]: the fields the audit listing filters on (user,
+/// card, action) are not its events' (edited in the store, moving an
+/// event between the listing's filters).
+pub const STORED_LISTING_ALTERED: &str =
+    "its listing fields (user, card, action) differ from its events";
 
 impl Link {
     /// The hash this link's fields give ([`chain_hash`]): its `hash`
@@ -415,6 +434,7 @@ pub fn next_link(
         wallet_digest,
         prev_hash,
         hash,
+        stored_apart: None,
     }
 }
 
@@ -457,6 +477,9 @@ pub fn verify_links<'a>(links: impl IntoIterator<Item = &'a Link>) -> Result<u64
         }
         if l.computed_hash() != l.hash {
             return Err(brk(l.seq, "link altered"));
+        }
+        if let Some(reason) = l.stored_apart {
+            return Err(brk(l.seq, reason));
         }
         prev = Some(l);
         n += 1;
@@ -693,5 +716,38 @@ mod tests {
         let mut dropped = covered.clone();
         dropped.wallet_digest = None;
         assert_eq!(verify_links([&dropped]).unwrap_err().reason, "link altered");
+    }
+
+    /// What a store found beside a link that its hash does not cover is
+    /// the link's break, with the store's reason: an operator reads it as
+    /// the chain broken there, not as the store failing.
+    #[test]
+    fn what_is_stored_apart_from_a_link_breaks_the_chain_there() {
+        let t = Timestamp::from_unix_millis(10);
+        let chain = ChainId::parse("alice").unwrap();
+        let first = next_link(
+            chain.clone(),
+            None,
+            t,
+            vec![event(AuditAction::BindingCreate)],
+            None,
+        );
+        let mut second = next_link(
+            chain.clone(),
+            Some(&first.head()),
+            t,
+            vec![event(AuditAction::BindingUnbind)],
+            Some("ab".repeat(32)),
+        );
+        assert_eq!(verify_links([&first, &second]), Ok(2));
+        second.stored_apart = Some(STORED_WALLET_ALTERED);
+        assert_eq!(
+            verify_links([&first, &second]),
+            Err(ChainBreak {
+                chain,
+                seq: 2,
+                reason: STORED_WALLET_ALTERED
+            })
+        );
     }
 }

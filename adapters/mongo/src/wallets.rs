@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use cardbind_domain::{Timestamp, UserId, Wallet};
 use cardbind_ports::audit::{
     next_link, AuditAction, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead,
-    ChainId, Link, LinkStamp,
+    ChainId, Link, LinkStamp, STORED_LISTING_ALTERED, STORED_WALLET_ALTERED, STORED_WALLET_MISSING,
 };
 use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
 use cardbind_ports::StoreError;
@@ -106,40 +106,28 @@ fn chain_id(s: &str) -> Result<ChainId, StoreError> {
     ChainId::parse(s).ok_or_else(|| corrupt("chain", s))
 }
 
-/// A link as the chain's walk (`audit verify`) reads it. Its listing
-/// fields (`users`, `bindings`, `actions`) must be what its events give:
-/// the hash covers the events, not these, and an edited one would move an
-/// event between the audit listing's filters unseen. Its wallet must be
-/// the one its digest names (the hash covers the digest), and be there:
-/// every link that covers a wallet keeps its copy.
+/// A link as the chain's walk (`audit verify`) reads it, with what the
+/// document keeps beside it that does not agree with it
+/// ([`Link::stored_apart`]): its wallet must be the one its digest names
+/// (the hash covers the digest), and be there (every link that covers a
+/// wallet keeps its copy); its listing fields (`users`, `bindings`,
+/// `actions`) must be what its events give (the hash covers the events,
+/// not these, and an edited one would move an event between the audit
+/// listing's filters unseen).
 fn walked_link(d: LinkDoc) -> Result<Link, StoreError> {
-    let (seq, chain) = (d.seq, d.chain.clone());
-    match (&d.wallet, &d.wallet_digest) {
+    let wallet = match (&d.wallet, &d.wallet_digest) {
         (Some(w), Some(digest)) if wallet_digest(&w.json()?) != *digest => {
-            return Err(corrupt(
-                &format!("link {seq} of chain {chain}"),
-                "its wallet differs from the one its hash covers",
-            ));
+            Some(STORED_WALLET_ALTERED)
         }
-        (None, Some(_)) => {
-            return Err(corrupt(
-                &format!("link {seq} of chain {chain}"),
-                "it holds no wallet, though its hash covers one",
-            ));
-        }
-        _ => {}
-    }
+        (None, Some(_)) => Some(STORED_WALLET_MISSING),
+        _ => None,
+    };
     let (users, bindings, actions) = (d.users.clone(), d.bindings.clone(), d.actions.clone());
-    let link = into_link(d)?;
-    if users != event_users(&link.events)
+    let mut link = into_link(d)?;
+    let listed_apart = users != event_users(&link.events)
         || bindings != event_bindings(&link.events)
-        || actions != event_actions(&link.events)
-    {
-        return Err(corrupt(
-            &format!("link {seq} of chain {chain}"),
-            "its listing fields (users, bindings, actions) differ from its events",
-        ));
-    }
+        || actions != event_actions(&link.events);
+    link.stored_apart = wallet.or(listed_apart.then_some(STORED_LISTING_ALTERED));
     Ok(link)
 }
 
@@ -153,6 +141,7 @@ fn into_link(d: LinkDoc) -> Result<Link, StoreError> {
         wallet_digest: d.wallet_digest,
         prev_hash: d.prev_hash,
         hash: d.hash,
+        stored_apart: None,
     })
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use cardbind_domain::{Timestamp, UserId, Wallet};
 use cardbind_ports::audit::{
     next_link, AuditCursor, AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainHead, ChainId,
-    Link, LinkStamp,
+    Link, LinkStamp, STORED_LISTING_ALTERED, STORED_WALLET_ALTERED, STORED_WALLET_MISSING,
 };
 use cardbind_ports::store::{LinkKey, PendingLink, StoredWallet, WalletStore};
 use cardbind_ports::StoreError;
@@ -502,7 +502,7 @@ fn read_events(
     chain: &str,
     seq: i64,
     at_ms: i64,
-) -> Result<Vec<AuditEvent>, StoreError> {
+) -> Result<(Vec<AuditEvent>, bool), StoreError> {
     type Row = (Vec<u8>, Option<String>, Option<String>, String);
     let mut s = c.prepare_cached(LINK_EVENTS).map_err(db_err)?;
     let rows = s
@@ -512,20 +512,20 @@ fn read_events(
         .map_err(db_err)?
         .collect::<Result<Vec<Row>, _>>()
         .map_err(db_err)?;
-    rows.into_iter()
+    // The hash covers the event, not the columns the audit listing
+    // filters on: an edited column would move the event between the
+    // listing's filters unseen.
+    let mut listed_apart = false;
+    let events = rows
+        .into_iter()
         .map(|(body, user_id, binding_id, action)| {
             let e = from_json::<EventRecord>(&body, "audit event")?;
-            // The hash covers the event, not the columns the audit listing
-            // filters on: an edited column would move the event between
-            // the listing's filters unseen.
-            if e.user_id != user_id || e.binding_id != binding_id || e.action != action {
-                return Err(corrupt(format!(
-                    "an event of link {seq} of chain {chain}: its listing columns (user_id, binding_id, action) differ from the event"
-                )));
-            }
+            listed_apart |=
+                e.user_id != user_id || e.binding_id != binding_id || e.action != action;
             e.into_domain()
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((events, listed_apart))
 }
 
 /// A link as the audit walk reads it.
@@ -543,34 +543,29 @@ struct WalkRow {
 }
 
 impl WalkRow {
-    /// The link with its events; a stored wallet that is not the one its
-    /// digest names (edited in the file), or a newest link that covers a
-    /// wallet and holds none (deleted from the file), is a corrupt link.
+    /// The link with its events, and what the file keeps beside it that
+    /// does not agree with it ([`Link::stored_apart`]): a stored wallet
+    /// that is not the one its digest names (edited in the file), a newest
+    /// link that covers a wallet and holds none (deleted from the file),
+    /// listing columns that are not its events'.
     fn link(self, c: &Connection) -> Result<Link, StoreError> {
         let digest = self.wallet_digest.as_deref().map(hash_hex).transpose()?;
-        match (&digest, &self.wallet) {
-            (Some(d), Some(w)) if wallet_digest(w) != *d => {
-                return Err(corrupt(format!(
-                    "the wallet of link {} of chain {} differs from the one its hash covers",
-                    self.seq, self.chain
-                )));
-            }
-            (Some(_), None) if self.newest => {
-                return Err(corrupt(format!(
-                    "link {} of chain {} is its newest and holds no wallet, though its hash covers one",
-                    self.seq, self.chain
-                )));
-            }
-            _ => {}
-        }
+        let (events, listed_apart) = read_events(c, &self.chain, self.seq, self.at)?;
+        let stored_apart = match (&digest, &self.wallet) {
+            (Some(d), Some(w)) if wallet_digest(w) != *d => Some(STORED_WALLET_ALTERED),
+            (Some(_), None) if self.newest => Some(STORED_WALLET_MISSING),
+            _ if listed_apart => Some(STORED_LISTING_ALTERED),
+            _ => None,
+        };
         Ok(Link {
-            events: read_events(c, &self.chain, self.seq, self.at)?,
+            events,
             chain: chain_of(&self.chain)?,
             seq: uint(self.seq, "link number")?,
             at: at(self.at),
             wallet_digest: digest,
             prev_hash: hash_hex(&self.prev_hash)?,
             hash: hash_hex(&self.hash)?,
+            stored_apart,
         })
     }
 }

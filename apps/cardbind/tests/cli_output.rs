@@ -574,11 +574,79 @@ async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
         assert_eq!(code, Some(1), "{edit}: {stdout}{stderr}");
         assert!(
             stderr.contains(
-                "its listing columns (user_id, binding_id, action) differ from the event"
+                "audit chain @system broken at link 1: its listing fields (user, card, action) \
+                 differ from its events; the audit log was altered behind the service's back"
             ),
             "{edit}: {stderr}"
         );
     }
+}
+
+/// `audit verify` reports a link it cannot read (an event that no longer
+/// decodes, edited in the file) as the audit log altered or damaged, and
+/// names where: the walk reads again a link at a time to find it (before,
+/// it stopped with "internal error: corrupt record", worded as a fault of
+/// the store and naming no place in the walk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_the_link_it_cannot_read() {
+    use cardbind_ports::audit::{AuditActor, AuditEvent, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let now = cardbind_domain::Timestamp::from_unix_millis(1_790_000_000_000);
+        for user in ["alice", "bob"] {
+            let id = cardbind_domain::UserId::parse(user).unwrap();
+            let w = cardbind_domain::Wallet::new(id.clone());
+            let mut head = None;
+            for _ in 0..3 {
+                let event = AuditEvent {
+                    at: now,
+                    actor: AuditActor::service("test"),
+                    action: cardbind_ports::audit::AuditAction::BindingDefaultChanged,
+                    user_id: Some(id.clone()),
+                    binding_id: None,
+                    outcome: Outcome::Ok,
+                    request_id: None,
+                    client_ip: None,
+                    detail: None,
+                };
+                head = Some(
+                    stores
+                        .wallets
+                        .commit(&w, head, vec![event], now)
+                        .await
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    let verify = || {
+        let out = cardbind()
+            .args(["audit", "verify"])
+            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("6 links in 2 chains verified"), "{stdout}");
+    let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
+    let edit = "UPDATE events SET body = CAST('{\"at\":' AS BLOB) WHERE chain = 'bob' AND seq = 2";
+    assert_eq!(db.execute(edit, []).unwrap(), 1);
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("audit log unreadable at the next link after link 1 of chain bob (")
+            && stderr.contains("altered behind the service's back or damaged"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("internal error"), "{stderr}");
 }
 
 /// `audit verify` finds a wallet edited in the file: a link's hash covers
@@ -641,7 +709,10 @@ async fn audit_verify_finds_an_edited_wallet() {
     let (code, stdout, stderr) = verify();
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
-        stderr.contains("the wallet of link 1 of chain alice differs from the one its hash covers"),
+        stderr.contains(
+            "audit chain alice broken at link 1: its wallet differs from the one its hash covers; \
+             the audit log was altered behind the service's back"
+        ),
         "{stderr}"
     );
     // The digest made again for the edited wallet: the hash does not match.

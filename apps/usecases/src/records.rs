@@ -45,6 +45,11 @@ pub struct ChainReport {
     pub chains: u64,
     /// The first broken link, if any.
     pub broken: Option<ChainBreak>,
+    /// A stored link that does not read as one (a field that does not
+    /// decode: altered or damaged in the store), where the walk stopped:
+    /// the store's account of it, and the link before it in the walk's
+    /// order (chain, number), if any.
+    pub unreadable: Option<(String, Option<(ChainId, u64)>)>,
 }
 
 impl UseCases {
@@ -85,17 +90,27 @@ impl UseCases {
             links_checked: 0,
             chains: 0,
             broken: None,
+            unreadable: None,
         };
         let mut after: Option<(ChainId, u64)> = None;
         // The last link of the previous page, so that links are checked
         // across page boundaries.
         let mut carry = None;
+        let mut size = page.clamp(1, 10_000);
         loop {
-            let links = self
-                .ports
-                .audit
-                .links(after.clone(), page.clamp(1, 10_000))
-                .await?;
+            let links = match self.ports.audit.links(after.clone(), size).await {
+                Ok(links) => links,
+                // Read again a link at a time, to name the one.
+                Err(StoreError::Corrupt(_)) if size > 1 => {
+                    size = 1;
+                    continue;
+                }
+                Err(StoreError::Corrupt(what)) => {
+                    report.unreadable = Some((what, after));
+                    return Ok(report);
+                }
+                Err(e) => return Err(e.into()),
+            };
             let Some(last) = links.last() else { break };
             after = Some((last.chain.clone(), last.seq));
             let mut batch = Vec::with_capacity(links.len() + 1);

@@ -1,6 +1,7 @@
 //! What is stored: a raw scan finds no card data in clear.
 
 use super::*;
+use cardbind_ports::audit::{STORED_LISTING_ALTERED, STORED_WALLET_ALTERED, STORED_WALLET_MISSING};
 
 /// Every document of every collection of `db`.
 async fn all_documents(uri: &str, name: &str) -> Vec<(String, Document)> {
@@ -118,7 +119,7 @@ async fn a_raw_scan_finds_no_card_data_in_clear() {
 /// hash covers the events, not these, and an edited one would move an
 /// event between the listing's filters unseen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_link_whose_listing_fields_differ_from_its_events_is_corrupt() {
+async fn a_link_whose_listing_fields_differ_from_its_events_breaks_its_chain() {
     let Some(uri) = uri() else { return };
     let (s, name) = fresh_store(&uri).await;
     let u = user_id(&unique("u"));
@@ -146,17 +147,18 @@ async fn a_link_whose_listing_fields_differ_from_its_events_is_corrupt() {
             )
             .await
             .unwrap();
-        let e = AuditLog::links(&s, None, 10).await.unwrap_err();
-        assert!(
-            matches!(&e, StoreError::Corrupt(m) if m.contains("listing fields")),
-            "{set}: {e:?}"
+        let links = AuditLog::links(&s, None, 10).await.unwrap();
+        assert_eq!(
+            verify_links(&links).map_err(|b| (b.seq, b.reason)),
+            Err((1, STORED_LISTING_ALTERED)),
+            "{set}"
         );
     }
 }
 
 /// A link's hash covers its wallet's digest, and the chain's walk holds
 /// the stored wallet to that digest: a wallet edited in the database (a
-/// card's status, its last four digits) is a corrupt link, and so is one
+/// card's status, its last four digits) breaks the chain at its link, and so is one
 /// whose digest was edited with it (the hash no longer matches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_whose_wallet_was_edited_is_found() {
@@ -209,10 +211,10 @@ async fn a_link_whose_wallet_was_edited_is_found() {
         )
         .await
         .unwrap();
-    let e = AuditLog::links(&s, None, 10).await.unwrap_err();
-    assert!(
-        matches!(&e, StoreError::Corrupt(m) if m.contains("its wallet differs from the one its hash covers")),
-        "{e:?}"
+    let links = AuditLog::links(&s, None, 10).await.unwrap();
+    assert_eq!(
+        verify_links(&links).map_err(|b| (b.seq, b.reason)),
+        Err((1, STORED_WALLET_ALTERED))
     );
     // The digest edited to match the new wallet: the hash no longer does.
     let edited = db
@@ -233,7 +235,7 @@ async fn a_link_whose_wallet_was_edited_is_found() {
 }
 
 /// Every MongoDB link that covers a wallet keeps its copy, the older ones
-/// too: one whose copy was removed is a corrupt link to the walk of
+/// too: one whose copy was removed breaks the chain there for the walk of
 /// `audit verify`, the newest as much as an older one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_whose_wallet_was_removed_is_found() {
@@ -273,12 +275,10 @@ async fn a_link_whose_wallet_was_removed_is_found() {
             .get_document("wallet")
             .unwrap()
             .clone();
-        let e = AuditLog::links(&s, None, 10).await.unwrap_err();
-        assert!(
-            matches!(&e, StoreError::Corrupt(m)
-                if m.contains(&format!("link {seq} of chain"))
-                    && m.contains("it holds no wallet, though its hash covers one")),
-            "{e:?}"
+        let links = AuditLog::links(&s, None, 10).await.unwrap();
+        assert_eq!(
+            verify_links(&links).map_err(|b| (b.seq, b.reason)),
+            Err((seq as u64, STORED_WALLET_MISSING))
         );
         db.collection::<Document>("links")
             .update_one(key, doc! { "$set": { "wallet": copy } })

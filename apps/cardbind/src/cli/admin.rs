@@ -82,10 +82,22 @@ pub(super) async fn audit_verify(
     let r = verify_audit_log(usecases, 500).await?;
     if let Some(b) = r.broken {
         bail!(
-            "audit chain {} broken at link {}: {}",
+            "audit chain {} broken at link {}: {}; the audit log was altered \
+             behind the service's back (or damaged): keep the store as it is \
+             for investigation",
             b.chain,
             b.seq,
             b.reason
+        );
+    }
+    if let Some((what, after)) = r.unreadable {
+        let place = after.map_or_else(
+            || "the first stored link".to_owned(),
+            |(chain, seq)| format!("the next link after link {seq} of chain {chain}"),
+        );
+        bail!(
+            "audit log unreadable at {place} ({what}): altered behind the \
+             service's back or damaged; keep the store as it is for investigation"
         );
     }
     super::out(&format!(
