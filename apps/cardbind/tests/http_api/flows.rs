@@ -3,6 +3,63 @@
 
 use super::*;
 
+/// A card unbound while frozen shows the operator's hold (`held_since`,
+/// kept from the freeze) beside its `inactive` status, which says why it
+/// cannot be bound again; the unfreeze lifts it, and the card binds.
+#[tokio::test]
+async fn a_card_unbound_while_frozen_shows_the_hold_until_unfrozen() {
+    let app = spawn();
+    let svc = bearer("merchant", "service");
+    let admin = bearer("ops", "admin");
+    let resp = app.bind("u-held", "k-held-1", &bind_body(VISA)).await;
+    resp.assert_status(StatusCode::CREATED);
+    let card = json_of(resp).await;
+    assert_eq!(card["status"], "active", "{card}");
+    assert!(card.get("held_since").is_none(), "{card}");
+    let id = card["id"].as_str().unwrap().to_owned();
+    let post = |what: &'static str| {
+        app.client
+            .post(format!("/v1/admin/users/u-held/cards/{id}/{what}"))
+            .header("Authorization", admin.clone())
+            .send()
+    };
+    let frozen = json_of(post("freeze").await).await;
+    let since = frozen["held_since"].clone();
+    assert!(since.is_string(), "{frozen}");
+    let resp = app
+        .client
+        .delete(format!("/v1/users/u-held/cards/{id}"))
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    let unbound = json_of(resp).await;
+    assert_eq!(
+        (&unbound["status"], &unbound["held_since"]),
+        (&json!("inactive"), &since),
+        "{unbound}"
+    );
+    let resp = app
+        .client
+        .get("/v1/users/u-held/cards")
+        .header("Authorization", svc.clone())
+        .send()
+        .await;
+    let listed = json_of(resp).await;
+    assert_eq!(listed["cards"][0]["held_since"], since, "{listed}");
+    assert_error(
+        app.bind("u-held", "k-held-2", &bind_body(VISA)).await,
+        409,
+        "invalid_state_transition",
+    )
+    .await;
+    let lifted = json_of(post("unfreeze").await).await;
+    assert_eq!(lifted["status"], "inactive", "{lifted}");
+    assert!(lifted.get("held_since").is_none(), "{lifted}");
+    let resp = app.bind("u-held", "k-held-3", &bind_body(VISA)).await;
+    resp.assert_status(StatusCode::CREATED);
+    assert!(json_of(resp).await.get("held_since").is_none());
+}
+
 #[tokio::test]
 async fn otp_flow_default_unbind_and_freeze() {
     let app = spawn();
@@ -106,13 +163,24 @@ async fn otp_flow_default_unbind_and_freeze() {
         .send()
         .await;
     assert_error(resp, 409, "invalid_state_transition").await;
+    let get = |id: String| {
+        app.client
+            .get(format!("/v1/users/u-flow/cards/{id}"))
+            .header("Authorization", svc.clone())
+            .send()
+    };
+    let frozen = json_of(get(id.clone()).await).await;
+    assert_eq!(frozen["status"], "frozen");
+    assert_eq!(frozen["held_since"], frozen["updated_at"], "{frozen}");
     let resp = app
         .client
         .post(format!("/v1/admin/users/u-flow/cards/{id}/unfreeze"))
         .header("Authorization", admin.clone())
         .send()
         .await;
-    assert_eq!(json_of(resp).await["status"], "active");
+    let unfrozen = json_of(resp).await;
+    assert_eq!(unfrozen["status"], "active");
+    assert!(unfrozen.get("held_since").is_none(), "{unfrozen}");
 
     // unbind the default: twice is harmless
     for _ in 0..2 {

@@ -172,6 +172,13 @@ pub struct Card {
     /// family card, 副卡): the share and its terms.
     #[oai(skip_serializing_if_is_none)]
     pub shared: Option<SharedDto>,
+    /// Present while an operator's freeze holds the card: when it was
+    /// frozen. A frozen card has it; a card unbound (or failed) while
+    /// frozen keeps it, and is not bound again (`409
+    /// invalid_state_transition`) until an operator's unfreeze lifts the
+    /// hold.
+    #[oai(skip_serializing_if_is_none)]
+    pub held_since: Option<DateTime>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
 }
@@ -206,6 +213,7 @@ impl Card {
                 None
             },
             shared: None,
+            held_since: b.held_since.map(Into::into),
             created_at: b.created_at.into(),
             updated_at: b.updated_at.into(),
         }
@@ -247,6 +255,9 @@ impl Card {
             next_action: None,
             failure_code: None,
             shared: SharedDto::of(v),
+            // The holder's hold is theirs: a held card is not shared (only
+            // usable shared cards are listed).
+            held_since: None,
             created_at: m.invited_at.into(),
             updated_at: accepted.into(),
         }
