@@ -22,8 +22,8 @@
 //! Each delete is bounded by the marker's cutoff, so a late one cannot
 //! remove the records of the key's fresh start.
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
@@ -35,6 +35,7 @@ use mongodb::bson::oid::ObjectId;
 use serde::Deserialize;
 
 use crate::docs::{bin, IdemDoc, ResponseDoc};
+use crate::hints::Held;
 use crate::schema::labels::*;
 use crate::store::{collect, map_err, try_insert, MongoStore};
 
@@ -44,64 +45,6 @@ const COMPLETE: &str = "complete";
 const RELEASE: &str = "release";
 /// The retention purge's marker: the key is being deleted.
 const PURGE: &str = "purge";
-
-/// A remembered record is trusted this long (far below the retention of
-/// at least a day, so it can never name a purged key).
-const HELD_TTL: Duration = Duration::from_secs(3600);
-/// At most this many remembered attempts (then all are forgotten).
-const HELD_MAX: usize = 100_000;
-
-#[derive(Clone, Debug)]
-struct Held {
-    seq: i64,
-    request_hash: String,
-    created_at: i64,
-    lease_until: i64,
-    remembered: Instant,
-}
-
-/// The newest record of each attempt this process holds, so that renew,
-/// complete and release insert the next record without reading first. A
-/// guess only: a wrong one loses its insert, and the caller reads.
-#[derive(Debug, Default)]
-pub(crate) struct HeldAttempts {
-    map: HashMap<(String, String, i64), Held>,
-}
-
-impl HeldAttempts {
-    fn get(&mut self, scope: &str, key: &str, attempt: i64) -> Option<Held> {
-        let k = (scope.to_owned(), key.to_owned(), attempt);
-        match self.map.get(&k) {
-            Some(h) if h.remembered.elapsed() < HELD_TTL => Some(h.clone()),
-            Some(_) => {
-                self.map.remove(&k);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn put(&mut self, d: &IdemDoc) {
-        if self.map.len() >= HELD_MAX {
-            self.map.clear();
-        }
-        self.map.insert(
-            (d.scope.clone(), d.key.clone(), d.attempt),
-            Held {
-                seq: d.seq,
-                request_hash: d.request_hash.clone(),
-                created_at: d.created_at,
-                lease_until: d.lease_until,
-                remembered: Instant::now(),
-            },
-        );
-    }
-
-    fn forget(&mut self, scope: &str, key: &str, attempt: i64) {
-        self.map
-            .remove(&(scope.to_owned(), key.to_owned(), attempt));
-    }
-}
 
 /// Records read per batch by the purge.
 const PURGE_BATCH: i64 = 500;

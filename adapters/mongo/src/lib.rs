@@ -198,6 +198,7 @@ mod bins;
 mod card_data;
 mod data_keys;
 mod docs;
+mod hints;
 mod idempotency;
 mod monitor;
 mod rates;

@@ -25,47 +25,6 @@ use crate::store::{map_err, MongoStore};
 
 const DUPLICATE_KEY: i32 = 11000;
 
-/// At most this many windows remembered (then all are forgotten).
-const HINTS_MAX: usize = 100_000;
-
-/// The slot after the last one this process took in each window: where
-/// its next take tries first, so that a window taken again and again from
-/// one instance costs one insert per take. A guess only: a taken slot
-/// loses its insert, and the take reads.
-#[derive(Debug, Default)]
-pub(crate) struct RateHints {
-    next: HashMap<String, (i64, i64)>,
-}
-
-impl RateHints {
-    fn next_slot(&self, key: &str, expires_at: i64) -> i64 {
-        match self.next.get(key) {
-            Some((next, exp)) if *exp == expires_at => *next,
-            _ => 1,
-        }
-    }
-
-    /// A slot this process took and gave back is where it tries next.
-    fn given_back(&mut self, key: &str, expires_at: i64, slot: i64) {
-        if let Some(e) = self.next.get_mut(key) {
-            if e.1 == expires_at {
-                e.0 = e.0.min(slot);
-            }
-        }
-    }
-
-    fn taken(&mut self, key: &str, expires_at: i64, slot: i64) {
-        if self.next.len() >= HINTS_MAX {
-            self.next.clear();
-        }
-        let e = self.next.entry(key.to_owned()).or_insert((1, expires_at));
-        if e.1 != expires_at {
-            *e = (1, expires_at);
-        }
-        e.0 = e.0.max(slot + 1);
-    }
-}
-
 /// A free slot of 1..=limit not in `taken` (which holds fewer than
 /// `limit`), picked at random so that racing takers spread out.
 fn pick_free(limit: i64, taken: &HashSet<i64>) -> Option<i64> {

@@ -16,11 +16,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use crate::docs::{
     CardDataDoc, ChannelRefDoc, IdemDoc, KeyLinkDoc, LinkDoc, RateDoc, ReviewDoc, SeenDoc,
 };
-use crate::idempotency::HeldAttempts;
+use crate::hints::{HeldAttempts, KnownHeads, RateHints, SystemHead};
 use crate::monitor::CommandLog;
-use crate::rates::RateHints;
 use crate::schema::{collections, labels, SCHEMA};
-use crate::wallets::{KnownHeads, SystemHead};
 
 /// How to reach the database and how long to wait for it.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! `WalletStore` and `AuditLog`: the chains of links in `links`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cardbind_domain::{Timestamp, UserId, Wallet};
@@ -22,63 +22,8 @@ use crate::docs::{ChainHeadDoc, HeadDoc, LinkDoc, LinkKeyDoc, StampDoc};
 use crate::schema::labels::*;
 use crate::store::{collect, limit_i64, map_err, try_insert, MongoStore};
 
-/// How long a remembered head of the service's chain is trusted without
-/// reading it again: far below any retention (a purge never deletes the
-/// newest link, so a head older than the retention is the only one that
-/// could name a purged successor).
-const SYSTEM_HEAD_TTL: Duration = Duration::from_secs(60);
-
-/// How long a head this process read or wrote is remembered as having
-/// existed (far below any retention, as above).
-const KNOWN_HEAD_TTL: Duration = Duration::from_secs(600);
-/// At most this many remembered heads (then all are forgotten).
-const KNOWN_HEADS_MAX: usize = 100_000;
-
 /// Links deleted per batch by the purge.
 const PURGE_BATCH: i64 = 500;
-
-/// The head of the service's chain as this process last wrote it.
-#[derive(Debug, Default)]
-pub(crate) struct SystemHead {
-    known: Option<(ChainHead, Instant)>,
-}
-
-impl SystemHead {
-    fn fresh(&self) -> Option<ChainHead> {
-        self.known
-            .as_ref()
-            .filter(|(_, at)| at.elapsed() < SYSTEM_HEAD_TTL)
-            .map(|(h, _)| h.clone())
-    }
-}
-
-/// Heads this process read (`load`) or wrote (`commit`): a commit after
-/// one of them needs no read, since the head certainly existed — either
-/// it is still the newest and the insert lands, or its successor exists
-/// and the insert collides. A commit after any other head (one that may
-/// never have existed) reads the newest link first.
-#[derive(Debug, Default)]
-pub(crate) struct KnownHeads {
-    heads: HashMap<(String, u64), (String, Instant)>,
-}
-
-impl KnownHeads {
-    fn remember(&mut self, chain: &str, head: &ChainHead) {
-        if self.heads.len() >= KNOWN_HEADS_MAX {
-            self.heads.clear();
-        }
-        self.heads.insert(
-            (chain.to_owned(), head.seq),
-            (head.hash.clone(), Instant::now()),
-        );
-    }
-
-    fn knows(&self, chain: &str, head: &ChainHead) -> bool {
-        self.heads
-            .get(&(chain.to_owned(), head.seq))
-            .is_some_and(|(hash, at)| *hash == head.hash && at.elapsed() < KNOWN_HEAD_TTL)
-    }
-}
 
 fn ms(t: Timestamp) -> i64 {
     t.unix_millis()
