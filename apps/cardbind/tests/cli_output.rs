@@ -502,19 +502,8 @@ async fn sweep_card_data_keeps_what_a_corrupt_wallet_names_and_fails() {
 async fn audit_verify_checks_the_chains_then_the_anchors() {
     let dir = tempfile::tempdir().unwrap();
     make_store(dir.path()).await;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd
-        .args(["audit", "verify"])
-        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{stdout}");
+    let (code, stdout, stderr) = audit_verify_in(dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(lines[0].starts_with("audit chains intact: "), "{stdout}");
@@ -550,18 +539,7 @@ async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
         };
         stores.audit.append_system(vec![event], now).await.unwrap();
     }
-    let verify = || {
-        let out = cardbind()
-            .args(["audit", "verify"])
-            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let verify = || audit_verify_in(dir.path());
     let (code, stdout, stderr) = verify();
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
@@ -621,18 +599,7 @@ async fn audit_verify_names_the_link_it_cannot_read() {
             }
         }
     }
-    let verify = || {
-        let out = cardbind()
-            .args(["audit", "verify"])
-            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let verify = || audit_verify_in(dir.path());
     let (code, stdout, stderr) = verify();
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("6 links in 2 chains verified"), "{stdout}");
@@ -680,18 +647,7 @@ async fn audit_verify_finds_an_edited_wallet() {
             .await
             .unwrap();
     }
-    let verify = || {
-        let out = cardbind()
-            .args(["audit", "verify"])
-            .env("CARDBIND__SERVER__DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let verify = || audit_verify_in(dir.path());
     let (code, stdout, stderr) = verify();
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let db = rusqlite::Connection::open(cardbind::compose::sqlite_path(&config)).unwrap();
@@ -1032,6 +988,21 @@ fn with_a_silent_kms(data: &std::path::Path) -> Command {
 }
 
 /// `cardbind` with the variables of the test's environment removed.
+/// `cardbind audit verify` on the embedded store in `data`: its exit
+/// code, stdout and stderr.
+fn audit_verify_in(data: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = cardbind()
+        .args(["audit", "verify"])
+        .env("CARDBIND__SERVER__DATA_DIR", data)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn cardbind() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
     for (k, _) in std::env::vars() {
