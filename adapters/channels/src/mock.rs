@@ -11,7 +11,7 @@
 //! | `decline`  | `Refused` with code `card_declined`              |
 //! | `timeout`  | sleeps [`MockConfig::timeout_after`] then `Timeout` |
 //! | `slow`     | sleeps [`MockConfig::slow_after`] then like `otp` (a slow but working channel) |
-//! | `flaky`    | like `instant`, but every Nth call of any operation fails with `Unavailable` (deterministic counter) |
+//! | `flaky`    | like `instant`, but every Nth call of each operation in flaky mode fails with `Unavailable` (a deterministic counter per operation, so that a retry of a failed start lands) |
 //!
 //! Mock notifications are JSON bodies
 //! `{"id","binding_id","event":"signed|terminated|failed","channel_ref","sent_at"}`
@@ -206,7 +206,20 @@ impl Remembered {
 pub struct MockChannel {
     config: MockConfig,
     calls: AtomicU64,
+    /// Calls in flaky mode, per operation ([`Op`]).
+    flaky_calls: [AtomicU64; 4],
     bindings: Mutex<Remembered>,
+}
+
+/// The operations flaky mode counts apart: one counter for all of them
+/// made the start after a failed start's query fail again and again with
+/// `flaky_every = 2` (start, query, start…), so a flaky card never bound.
+#[derive(Clone, Copy)]
+enum Op {
+    Start = 0,
+    Confirm = 1,
+    Unbind = 2,
+    Query = 3,
 }
 
 impl std::fmt::Debug for MockChannel {
@@ -237,6 +250,7 @@ impl MockChannel {
         MockChannel {
             config,
             calls: AtomicU64::new(0),
+            flaky_calls: Default::default(),
             bindings: Mutex::new(Remembered::default()),
         }
     }
@@ -261,14 +275,16 @@ impl MockChannel {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts the call; in flaky mode every Nth one fails.
-    fn tick(&self, mode: MockMode) -> Result<(), ChannelError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    /// Counts the call; in flaky mode every Nth call of its operation
+    /// fails.
+    fn tick(&self, mode: MockMode, op: Op) -> Result<(), ChannelError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         if mode == MockMode::Flaky {
+            let n = self.flaky_calls[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
             let every = self.config.flaky_every.max(1);
             if n.is_multiple_of(every) {
                 return Err(ChannelError::Unavailable(format!(
-                    "mock flaky failure (call {n})"
+                    "mock flaky failure (call {n} of its operation)"
                 )));
             }
         }
@@ -401,7 +417,7 @@ impl PaymentChannel for MockChannel {
             .get(request.card.last4())
             .copied()
             .unwrap_or(self.config.mode);
-        self.tick(mode)?;
+        self.tick(mode, Op::Start)?;
         let binding = &request.binding_id;
         let channel_ref = channel_ref_for(binding);
         let mode = if mode == MockMode::Slow {
@@ -476,7 +492,7 @@ impl PaymentChannel for MockChannel {
         otp: &str,
     ) -> Result<ConfirmOutcome, ChannelError> {
         let mode = self.mode_for_binding(binding);
-        self.tick(mode)?;
+        self.tick(mode, Op::Confirm)?;
         let mut map = self.lock();
         let Some(entry) = map.get_mut(binding.as_str()) else {
             drop(map);
@@ -528,7 +544,7 @@ impl PaymentChannel for MockChannel {
         _channel_ref: &str,
     ) -> Result<(), ChannelError> {
         let mode = self.mode_for_binding(binding);
-        self.tick(mode)?;
+        self.tick(mode, Op::Unbind)?;
         // Another attempt's agreement is not this one: this one has ended.
         if !self.other_attempt(binding.as_str(), attempt) {
             self.set_entry(binding.as_str(), None, mode, RemoteState::Terminated);
@@ -543,7 +559,7 @@ impl PaymentChannel for MockChannel {
         _channel_ref: Option<String>,
     ) -> Result<RemoteState, ChannelError> {
         let mode = self.mode_for_binding(binding);
-        self.tick(mode)?;
+        self.tick(mode, Op::Query)?;
         Ok(self
             .lock()
             .get(binding.as_str())

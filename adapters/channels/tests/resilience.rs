@@ -449,16 +449,60 @@ async fn flaky_mock_behind_resilient_succeeds() {
         ..MockConfig::default()
     }));
     let r = Resilient::new(mock.clone(), ResilienceConfig::default(), &Registry::new()).unwrap();
-    // Call 1 ok (start), call 2 fails (query), call 3 ok (query retry).
+    // Each operation counts its own calls: start 1 ok; query 1 ok, query
+    // 2 fails and its retry, query 3, is ok.
     assert!(matches!(
         r.start_binding(&bind_request("fl")).await,
         Ok(ChannelStart::Bound { .. })
     ));
+    for _ in 0..2 {
+        assert!(matches!(
+            r.query(&bid("fl"), Some(ATTEMPT), None).await,
+            Ok(RemoteState::Active { .. })
+        ));
+    }
+    assert_eq!(mock.calls(), 4);
+}
+
+/// A flaky start that fails is retried and lands: the query between (was
+/// it applied?) does not take the start's turn. Before, one counter for
+/// every operation made each start of a bind whose first start failed
+/// fail again with `flaky_every = 2` (start, query, start…), so a flaky
+/// card never bound (black-box run of the docs).
+#[tokio::test(start_paused = true)]
+async fn a_flaky_start_that_failed_lands_on_its_retry() {
+    let mock = Arc::new(MockChannel::new(MockConfig {
+        mode: MockMode::Flaky,
+        flaky_every: 2,
+        ..MockConfig::default()
+    }));
+    let r = Resilient::new(mock.clone(), ResilienceConfig::default(), &Registry::new()).unwrap();
+    let start = |id: &'static str| {
+        let r = &r;
+        async move { r.start_binding(&bind_request(id)).await }
+    };
+    // Start 1 lands.
     assert!(matches!(
-        r.query(&bid("fl"), Some(ATTEMPT), None).await,
-        Ok(RemoteState::Active { .. })
+        start("fl-a").await,
+        Ok(ChannelStart::Bound { .. })
     ));
-    assert_eq!(mock.calls(), 3);
+    // Start 2 fails; query 1 finds it not applied; start 3 lands.
+    assert!(matches!(
+        start("fl-b").await,
+        Ok(ChannelStart::Bound { .. })
+    ));
+    // Start 4 fails and query 2 fails too: whether it was applied is not
+    // known, so the failure stands (the service sends the card to review).
+    assert!(matches!(
+        start("fl-c").await,
+        Err(ChannelError::Unavailable(_))
+    ));
+    // Start 5 lands.
+    assert!(matches!(
+        start("fl-d").await,
+        Ok(ChannelStart::Bound { .. })
+    ));
+    assert_eq!(mock.calls(), 7);
 }
 
 #[tokio::test(start_paused = true)]
