@@ -393,7 +393,7 @@ impl Binding {
         }
         if self.0.held_since.is_some() {
             return Err(Clash::transition(
-                "this card was frozen by an operator when it was unbound: it is bound again once an operator lifts the hold (unfreeze)",
+                "this card was unbound while an operator had it frozen: it can be bound again once an operator lifts the hold (unfreeze); bind it again then",
             ));
         }
         self.go(BindingStatus::PendingVerification, now)?;

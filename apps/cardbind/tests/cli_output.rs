@@ -1169,6 +1169,24 @@ async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
     );
     assert_eq!(wrapped_keys(&config).await, before, "nothing changed");
 
+    // A `--to` that names no file: the path is said to be wrong, not the
+    // key service to be down.
+    let missing = dir.path().join("no-such.key");
+    let out = cardbind()
+        .args(["keys", "rotate", "--to"])
+        .arg(&missing)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--to: ") && stderr.contains(missing.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("key service unavailable"), "{stderr}");
+
     // Configured as the master key, the old one as the previous key: the
     // branch keys move to it.
     // Its report's reader has gone (`| head -0`): the rotation still

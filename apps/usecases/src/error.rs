@@ -331,7 +331,7 @@ impl ChannelFailure {
             ChannelError::InvalidSignature => {
                 ChannelFailure::Unauthenticated(Unauthenticated::new(
                     UnauthenticatedCode::InvalidSignature,
-                    "the notification signature does not verify",
+                    "the notification signature does not verify, or its timestamp is too far from the service's clock (a replay, or a clock off)",
                 ))
             }
             ChannelError::Protocol(_) | ChannelError::NotActedOn { .. } => {

@@ -125,7 +125,13 @@ pub(super) async fn audit_verify(
     };
     let l = verify_logged_anchors(usecases, retention_days, text).await?;
     if l.found == 0 {
-        bail!("no audit anchor lines in the log given (\"audit window anchored\", target cardbind::audit_anchor)");
+        bail!(
+            "no audit anchor lines in the log given (\"audit window anchored\", target \
+             cardbind::audit_anchor): the service logs one for each audit window \
+             (audit.anchor_interval_seconds; 0 turns them off) once \
+             audit.anchor_delay_seconds have passed after the window, so the log of a \
+             service's first minutes holds none"
+        );
     }
     if let Some(m) = l.report.mismatch {
         bail!(

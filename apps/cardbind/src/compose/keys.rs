@@ -279,9 +279,9 @@ pub async fn rotate_keys(
             // Both keys must exist: a mistyped path must not create a key.
             let master_file = local_key_file(config)?;
             let master = cardbind_keys::LocalMasterKey::load(&master_file)
-                .map_err(|e| anyhow!("keys.local_key_file: {e}"))?;
+                .map_err(|e| anyhow!("keys.local_key_file: {}", unreadable_key(&e)))?;
             let to_key = cardbind_keys::LocalMasterKey::load(Path::new(to))
-                .map_err(|e| anyhow!("--to: {e}"))?;
+                .map_err(|e| anyhow!("--to: {}", unreadable_key(&e)))?;
             // Another path to the same key is the same key.
             if to_key.key_id() != master.key_id() {
                 return Err(not_the_master_key(
@@ -292,9 +292,12 @@ pub async fn rotate_keys(
             }
             let from = match (from, config.keys.previous_local_key_files.as_slice()) {
                 (Some(f), _) => cardbind_keys::LocalMasterKey::load(Path::new(f))
-                    .map_err(|e| anyhow!("--from: {e}"))?,
-                (None, [previous]) => cardbind_keys::LocalMasterKey::load(previous)
-                    .map_err(|e| anyhow!("keys.previous_local_key_files: {e}"))?,
+                    .map_err(|e| anyhow!("--from: {}", unreadable_key(&e)))?,
+                (None, [previous]) => {
+                    cardbind_keys::LocalMasterKey::load(previous).map_err(|e| {
+                        anyhow!("keys.previous_local_key_files: {}", unreadable_key(&e))
+                    })?
+                }
                 (None, _) => return Err(name_the_old_key("keys.previous_local_key_files")),
             };
             cardbind_keys::rotate(stores.data_keys.as_ref(), &from, &to_key, progress).await
@@ -410,4 +413,14 @@ pub async fn retire_branches(
         tracing::error!(error = %e, "audit append failed for the branch key retirement");
     }
     Ok(report)
+}
+
+/// Why a local master key file did not load, without the "key service
+/// unavailable" the key port's error begins with: a file that cannot be
+/// read is a wrong path or permission, not an outage.
+fn unreadable_key(e: &cardbind_ports::KeyError) -> String {
+    match e {
+        cardbind_ports::KeyError::Unavailable(why) => why.clone(),
+        other => other.to_string(),
+    }
 }

@@ -486,6 +486,30 @@ async fn channel_notifications() {
     )
     .await;
 
+    // Signed, but sent ten minutes ago: refused as a replay, and the
+    // message says the time may be why (a clock off), not only the
+    // signature.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let stale = cardbind_channels::mock::mock_notification_sent_at(
+        &secret,
+        "evt-stale",
+        &id,
+        "signed",
+        "agr-1",
+        now - 600,
+    );
+    let v = assert_error(
+        send(stale.headers.into_iter().collect(), stale.body).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("timestamp"), "{message}");
+
     let ok = send(n.headers.clone().into_iter().collect(), n.body.clone()).await;
     assert_eq!(ok.0.status(), 200);
     // The acknowledgement is what the spec declares for its media type (a
