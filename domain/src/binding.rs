@@ -628,9 +628,13 @@ impl Binding {
     }
 
     /// The user's erasure: a card no longer live forgets its fingerprint
-    /// (see [`crate::Wallet::forget_fingerprints`]). Whether it changed.
+    /// (see [`crate::Wallet::forget_fingerprints`]), but for one an
+    /// operator holds: the hold is on this card, and forgetting which card
+    /// it is would let the same card be bound again as a new record,
+    /// active. Whether it changed.
     pub fn forget_fingerprint(&mut self) -> bool {
-        if self.0.status.is_live() || self.0.fingerprint.is_erased() {
+        if self.0.status.is_live() || self.0.held_since.is_some() || self.0.fingerprint.is_erased()
+        {
             return false;
         }
         self.0.fingerprint = Fingerprint::erased(&self.0.id);

@@ -422,8 +422,10 @@ impl Wallet {
     /// The user's erasure: every card that is no longer live forgets its
     /// fingerprint (the keyed hash of its number, under a key the erasure
     /// does not destroy: with the BIN and last four digits the wallet
-    /// keeps, whoever held that key could try the few numbers left). A
-    /// card bound again afterwards is a new record. Returns how many.
+    /// keeps, whoever held that key could try the few numbers left), but a
+    /// card an operator holds keeps it until the hold is lifted (an
+    /// erasure run again then forgets it). A card bound again afterwards
+    /// is a new record. Returns how many.
     pub fn forget_fingerprints(&mut self) -> usize {
         self.bindings
             .iter_mut()

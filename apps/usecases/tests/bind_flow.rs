@@ -2221,6 +2221,47 @@ async fn a_card_in_review_signed_under_a_taken_agreement_has_it_on_record() {
     );
 }
 
+/// Nor by the user's erasure: the card an operator holds keeps its
+/// fingerprint and its hold through it (its card data is shredded like
+/// the rest), so the same card bound again is refused, not a second
+/// record of it, active (black-box run: the erasure lifted the hold, and
+/// the list showed the card twice). Once the hold is lifted, an erasure
+/// run again forgets it like any ended card.
+#[tokio::test]
+async fn a_freeze_is_not_undone_by_the_users_erasure() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Bound);
+    let card =
+        w.uc.bind_card(&backend(), bind_cmd("hle", &visa(78), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    w.uc.freeze(&admin(), &user("hle"), &card.id).await.unwrap();
+    w.uc.erase_user(&admin(), &user("hle"), None).await.unwrap();
+    let held = w.wallet("hle").await.get(&card.id).unwrap().clone();
+    assert_eq!(held.status, BindingStatus::Inactive);
+    assert!(held.held_since.is_some(), "the hold outlives the erasure");
+    assert!(!held.fingerprint.is_erased());
+    let e =
+        w.uc.bind_card(&backend(), bind_cmd("hle", &visa(78), w.now()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    assert_eq!(
+        w.wallet("hle").await.bindings().len(),
+        1,
+        "no second record"
+    );
+    w.uc.unfreeze(&admin(), &user("hle"), &card.id)
+        .await
+        .unwrap();
+    w.uc.erase_user(&admin(), &user("hle"), None).await.unwrap();
+    let after = w.wallet("hle").await;
+    let forgotten = after.get(&card.id).unwrap();
+    assert_eq!(forgotten.held_since, None);
+    assert!(forgotten.fingerprint.is_erased(), "forgotten once released");
+}
+
 /// An operator's freeze outlives an unbind: the user cannot lift it by
 /// unbinding the card and binding it again (found by a black-box run: the
 /// card came back `active`). An operator's unfreeze of the unbound card
