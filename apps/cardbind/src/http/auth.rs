@@ -374,6 +374,22 @@ fn signature_hex(
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// What the store keeps of a spent nonce: its HMAC-SHA256 under the
+/// client's signing secret (hex), never the nonce as sent. A client may
+/// put anything of its alphabet in it, a card number included (digits
+/// alone are a valid nonce), and a plain hash of a card number can be
+/// undone by trying the numbers of its BIN. A replay is signed under the
+/// same secret, so it gives the same digest.
+fn nonce_digest(secret: &[u8], nonce: &str) -> String {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
+        // HMAC accepts keys of any length: this cannot happen.
+        return hex::encode(Sha256::digest(nonce.as_bytes()));
+    };
+    mac.update(b"cardbind request nonce\n");
+    mac.update(nonce.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// The `X-Cardbind-Signature` header value for a request:
 /// `t=<t>,n=<nonce>,s=<hex HMAC-SHA256>` over
 /// `METHOD\nPATH?QUERY\nt\nnonce\nhex(sha256(body))`.
@@ -476,7 +492,7 @@ async fn verify_signature(
         .seen
         .mark(
             &format!("nonce:{client}"),
-            parsed.nonce,
+            &nonce_digest(secret, parsed.nonce),
             now,
             // Past the last second in which the signature is still fresh.
             now.plus_seconds(2 * window + 2),

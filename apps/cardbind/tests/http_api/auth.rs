@@ -313,6 +313,40 @@ async fn signed_get(app: &TestApp, path: &str, sig: Option<String>) -> poem::tes
     req.send().await
 }
 
+/// A spent nonce is kept as a digest under the client's secret, not as
+/// sent: digits alone are a valid nonce, and a card number sent as one
+/// was stored in clear (hostile black-box run). A replay is still refused.
+#[tokio::test]
+async fn a_nonce_is_not_stored_as_sent() {
+    use cardbind_ports::store::SeenIds;
+    let app = spawn();
+    let now = cardbind_ports::clock::Clock::now(app.clock.as_ref());
+    let path = "/v1/users/u1/cards";
+    let pan_shaped = "5500000000000004";
+    let sig = sign_request(
+        SIGNING_SECRET,
+        "GET",
+        path,
+        now.unix_seconds(),
+        pan_shaped,
+        b"",
+    );
+    signed_get(&app, path, Some(sig.clone()))
+        .await
+        .assert_status_is_ok();
+    let namespace = format!("nonce:{SIGNING_CLIENT}");
+    assert!(
+        !app.store.seen(&namespace, pan_shaped, now).await.unwrap(),
+        "the nonce is not kept as sent"
+    );
+    assert_error(
+        signed_get(&app, path, Some(sig)).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn signed_clients_must_sign_and_cannot_replay() {
     let app = spawn();
