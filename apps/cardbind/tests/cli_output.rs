@@ -520,22 +520,15 @@ async fn audit_verify_checks_the_chains_then_the_anchors() {
 /// unseen (black-box run: `?user_id=alice` no longer listed it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
-    use cardbind_ports::audit::{AuditActor, AuditEvent, Outcome};
+    use cardbind_ports::audit::AuditEvent;
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path());
     {
         let stores = cardbind::compose::stores(&config).await.unwrap();
         let now = cardbind_domain::Timestamp::from_unix_millis(1_790_000_000_000);
         let event = AuditEvent {
-            at: now,
-            actor: AuditActor::service("test"),
-            action: cardbind_ports::audit::AuditAction::UserErase,
-            user_id: Some(cardbind_domain::UserId::parse("alice").unwrap()),
-            binding_id: None,
-            outcome: Outcome::Ok,
-            request_id: None,
-            client_ip: None,
             detail: Some("unbound 0".into()),
+            ..test_event(cardbind_ports::audit::AuditAction::UserErase, "alice", now)
         };
         stores.audit.append_system(vec![event], now).await.unwrap();
     }
@@ -567,7 +560,6 @@ async fn audit_verify_finds_an_event_moved_between_the_listings_filters() {
 /// the store and naming no place in the walk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_names_the_link_it_cannot_read() {
-    use cardbind_ports::audit::{AuditActor, AuditEvent, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path());
     {
@@ -578,17 +570,11 @@ async fn audit_verify_names_the_link_it_cannot_read() {
             let w = cardbind_domain::Wallet::new(id.clone());
             let mut head = None;
             for _ in 0..3 {
-                let event = AuditEvent {
-                    at: now,
-                    actor: AuditActor::service("test"),
-                    action: cardbind_ports::audit::AuditAction::BindingDefaultChanged,
-                    user_id: Some(id.clone()),
-                    binding_id: None,
-                    outcome: Outcome::Ok,
-                    request_id: None,
-                    client_ip: None,
-                    detail: None,
-                };
+                let event = test_event(
+                    cardbind_ports::audit::AuditAction::BindingDefaultChanged,
+                    user,
+                    now,
+                );
                 head = Some(
                     stores
                         .wallets
@@ -622,24 +608,17 @@ async fn audit_verify_names_the_link_it_cannot_read() {
 /// be changed unseen). A digest edited with it breaks the hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_finds_an_edited_wallet() {
-    use cardbind_ports::audit::{AuditActor, AuditEvent, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(dir.path());
     let alice = cardbind_domain::UserId::parse("alice").unwrap();
     {
         let stores = cardbind::compose::stores(&config).await.unwrap();
         let now = cardbind_domain::Timestamp::from_unix_millis(1_790_000_000_000);
-        let event = AuditEvent {
-            at: now,
-            actor: AuditActor::service("test"),
-            action: cardbind_ports::audit::AuditAction::BindingDefaultChanged,
-            user_id: Some(alice.clone()),
-            binding_id: None,
-            outcome: Outcome::Ok,
-            request_id: None,
-            client_ip: None,
-            detail: None,
-        };
+        let event = test_event(
+            cardbind_ports::audit::AuditAction::BindingDefaultChanged,
+            "alice",
+            now,
+        );
         let w = cardbind_domain::Wallet::new(alice.clone());
         stores
             .wallets
@@ -988,6 +967,25 @@ fn with_a_silent_kms(data: &std::path::Path) -> Command {
 }
 
 /// `cardbind` with the variables of the test's environment removed.
+/// An audit event of the service's about `user`, as the tests write them.
+fn test_event(
+    action: cardbind_ports::audit::AuditAction,
+    user: &str,
+    at: cardbind_domain::Timestamp,
+) -> cardbind_ports::audit::AuditEvent {
+    cardbind_ports::audit::AuditEvent {
+        at,
+        actor: cardbind_ports::audit::AuditActor::service("test"),
+        action,
+        user_id: Some(cardbind_domain::UserId::parse(user).unwrap()),
+        binding_id: None,
+        outcome: cardbind_ports::audit::Outcome::Ok,
+        request_id: None,
+        client_ip: None,
+        detail: None,
+    }
+}
+
 /// `cardbind audit verify` on the embedded store in `data`: its exit
 /// code, stdout and stderr.
 fn audit_verify_in(data: &std::path::Path) -> (Option<i32>, String, String) {
