@@ -224,6 +224,9 @@ pub struct BindingParts {
     /// bound again on this record (active again) until an operator lifts
     /// it: unbinding and binding again does not undo a freeze.
     pub held_since: Option<Timestamp>,
+    /// The user was erased while an operator held the card: its fingerprint
+    /// was kept for the hold, and is forgotten when the hold is lifted.
+    pub forget_on_release: bool,
 }
 
 /// A binding: one record per (user, card).
@@ -292,6 +295,7 @@ impl Binding {
             updated_at: now,
             activated_at: None,
             held_since: None,
+            forget_on_release: false,
         })
     }
 
@@ -619,6 +623,9 @@ impl Binding {
             BindingStatus::Inactive | BindingStatus::Failed if self.0.held_since.is_some() => {
                 self.0.held_since = None;
                 self.0.updated_at = now;
+                if std::mem::take(&mut self.0.forget_on_release) {
+                    self.0.fingerprint = Fingerprint::erased(&self.0.id);
+                }
                 Ok(())
             }
             _ => Err(Clash::transition(
@@ -631,11 +638,14 @@ impl Binding {
     /// (see [`crate::Wallet::forget_fingerprints`]), but for one an
     /// operator holds: the hold is on this card, and forgetting which card
     /// it is would let the same card be bound again as a new record,
-    /// active. Whether it changed.
+    /// active. Such a card forgets it when the hold is lifted
+    /// ([`Binding::unfreeze`]). Whether it changed.
     pub fn forget_fingerprint(&mut self) -> bool {
-        if self.0.status.is_live() || self.0.held_since.is_some() || self.0.fingerprint.is_erased()
-        {
+        if self.0.status.is_live() || self.0.fingerprint.is_erased() {
             return false;
+        }
+        if self.0.held_since.is_some() {
+            return !std::mem::replace(&mut self.0.forget_on_release, true);
         }
         self.0.fingerprint = Fingerprint::erased(&self.0.id);
         true

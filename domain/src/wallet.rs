@@ -424,7 +424,7 @@ impl Wallet {
     /// does not destroy: with the BIN and last four digits the wallet
     /// keeps, whoever held that key could try the few numbers left), but a
     /// card an operator holds keeps it until the hold is lifted (an
-    /// erasure run again then forgets it). A card bound again afterwards
+    /// unfreeze forgets it then). A card bound again afterwards
     /// is a new record. Returns how many.
     pub fn forget_fingerprints(&mut self) -> usize {
         self.bindings

@@ -340,10 +340,17 @@ pub struct BindingRecord {
     /// and the wallet digest over it, is unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since: Option<i64>,
+    /// `Binding::forget_on_release`; absent when false (as above).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forget_on_release: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl From<&ConsentRecord> for ConsentRecordDoc {
@@ -404,6 +411,7 @@ impl From<&Binding> for BindingRecord {
             updated_at: ms(b.updated_at),
             activated_at: b.activated_at.map(ms),
             held_since: b.held_since.map(ms),
+            forget_on_release: b.forget_on_release,
         }
     }
 }
@@ -446,6 +454,7 @@ impl BindingRecord {
             updated_at: at(self.updated_at),
             activated_at: self.activated_at.map(at),
             held_since: self.held_since.map(at),
+            forget_on_release: self.forget_on_release,
         }))
     }
 }

@@ -361,21 +361,26 @@ pub(crate) fn status_change<E>(
 where
     E: From<cardbind_domain::Missing> + From<Clash>,
 {
-    let (from, held) = match w.get(id) {
-        Ok(b) => (b.status, b.held_since.is_some()),
+    let (from, held, known) = match w.get(id) {
+        Ok(b) => (b.status, b.held_since.is_some(), !b.fingerprint.is_erased()),
         Err(m) => return Decided::new(Err(m.into()), Vec::new()),
     };
     let r: Result<(), E> = w.change(id, change);
     if let Err(e) = r {
         return Decided::new(Err(e), Vec::new());
     }
-    let (to, held_now) = w
+    let (to, held_now, known_now) = w
         .get(id)
-        .map(|b| (b.status, b.held_since.is_some()))
-        .unwrap_or((from, held));
+        .map(|b| (b.status, b.held_since.is_some(), !b.fingerprint.is_erased()))
+        .unwrap_or((from, held, known));
     let e = ctx.event(now, action).user(w.user()).binding(id);
     let e = match (from == to, held && !held_now) {
         (false, _) => e.detail(format!("{from} -> {to}")),
+        // The user was erased while the card was held: the erasure's
+        // forgetting of the card, kept for the hold, is done now.
+        (true, true) if known && !known_now => e.detail(format!(
+            "{from}: the operator's hold lifted; the card forgotten, as its user's erasure asked"
+        )),
         (true, true) => e.detail(format!("{from}: the operator's hold lifted")),
         (true, false) => e,
     }

@@ -2225,8 +2225,8 @@ async fn a_card_in_review_signed_under_a_taken_agreement_has_it_on_record() {
 /// fingerprint and its hold through it (its card data is shredded like
 /// the rest), so the same card bound again is refused, not a second
 /// record of it, active (black-box run: the erasure lifted the hold, and
-/// the list showed the card twice). Once the hold is lifted, an erasure
-/// run again forgets it like any ended card.
+/// the list showed the card twice). The unfreeze then forgets it, as the
+/// erasure asked (audited), and the same card bound again is a new record.
 #[tokio::test]
 async fn a_freeze_is_not_undone_by_the_users_erasure() {
     let w = world(Policy::default());
@@ -2252,14 +2252,28 @@ async fn a_freeze_is_not_undone_by_the_users_erasure() {
         1,
         "no second record"
     );
-    w.uc.unfreeze(&admin(), &user("hle"), &card.id)
-        .await
-        .unwrap();
-    w.uc.erase_user(&admin(), &user("hle"), None).await.unwrap();
-    let after = w.wallet("hle").await;
-    let forgotten = after.get(&card.id).unwrap();
-    assert_eq!(forgotten.held_since, None);
-    assert!(forgotten.fingerprint.is_erased(), "forgotten once released");
+    let lifted =
+        w.uc.unfreeze(&admin(), &user("hle"), &card.id)
+            .await
+            .unwrap();
+    assert_eq!(lifted.binding.held_since, None);
+    assert!(
+        lifted.binding.fingerprint.is_erased(),
+        "forgotten once released"
+    );
+    let events = events_of(&w, "hle", Some(AuditAction::BindingUnfreeze)).await;
+    assert_eq!(
+        events.last().and_then(|e| e.detail.as_deref()),
+        Some(
+            "inactive: the operator's hold lifted; the card forgotten, as its user's erasure asked"
+        )
+    );
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("hle", &visa(78), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_ne!(again.id, card.id, "a new record: the old one is forgotten");
 }
 
 /// An operator's freeze outlives an unbind: the user cannot lift it by

@@ -78,6 +78,12 @@ pub async fn round_trip_every_field<F: StoreFactory + ?Sized>(f: &F) {
         w.change(&held, |b| b.unbind(at(1), "tests"));
     r.unwrap();
     assert!(w.get(&held).is_ok_and(|b| b.held_since.is_some()));
+    // The user erased while it was held: it keeps its fingerprint until the
+    // hold is lifted, and is to forget it then (the others forgot theirs).
+    w.forget_fingerprints();
+    assert!(w
+        .get(&held)
+        .is_ok_and(|b| b.forget_on_release && !b.fingerprint.is_erased()));
     let b = w.bindings()[3].id.clone();
     let mut events = vec![
         event(AuditAction::BindingCreate, Some(&u), Some(&b)),
