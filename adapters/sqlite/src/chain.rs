@@ -550,7 +550,16 @@ impl WalkRow {
     /// listing columns that are not its events'.
     fn link(self, c: &Connection) -> Result<Link, StoreError> {
         let digest = self.wallet_digest.as_deref().map(hash_hex).transpose()?;
-        let (events, listed_apart) = read_events(c, &self.chain, self.seq, self.at)?;
+        let (events, listed_apart) =
+            read_events(c, &self.chain, self.seq, self.at).map_err(|e| match e {
+                StoreError::Corrupt(m) => corrupt(format!(
+                    "link {} of chain {}: {}",
+                    self.seq,
+                    self.chain,
+                    m.strip_prefix("sqlite: ").unwrap_or(&m)
+                )),
+                other => other,
+            })?;
         let stored_apart = match (&digest, &self.wallet) {
             (Some(d), Some(w)) if wallet_digest(w) != *d => Some(STORED_WALLET_ALTERED),
             (Some(_), None) if self.newest => Some(STORED_WALLET_MISSING),

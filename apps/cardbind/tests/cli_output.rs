@@ -596,6 +596,7 @@ async fn audit_verify_names_the_link_it_cannot_read() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stderr.contains("audit log unreadable at the next link after link 1 of chain bob (")
+            && stderr.contains("link 2 of chain bob: audit event")
             && stderr.contains("altered behind the service's back or damaged"),
         "{stderr}"
     );

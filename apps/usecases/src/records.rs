@@ -96,13 +96,25 @@ impl UseCases {
         // The last link of the previous page, so that links are checked
         // across page boundaries.
         let mut carry = None;
-        let mut size = page.clamp(1, 10_000);
+        let full = page.clamp(1, 10_000);
+        let mut size = full;
+        // Reads left a link at a time after a page that did not read.
+        let mut singles: u32 = 0;
         loop {
             let links = match self.ports.audit.links(after.clone(), size).await {
-                Ok(links) => links,
+                Ok(links) => {
+                    // Past the page that did not read (a fault that did not
+                    // come back): whole pages again.
+                    singles = singles.saturating_sub(1);
+                    if singles == 0 {
+                        size = full;
+                    }
+                    links
+                }
                 // Read again a link at a time, to name the one.
                 Err(StoreError::Corrupt(_)) if size > 1 => {
                     size = 1;
+                    singles = full;
                     continue;
                 }
                 Err(StoreError::Corrupt(what)) => {

@@ -23,11 +23,16 @@ enum Meddle {
     PurgeBeforeSecondPage(Timestamp),
     /// Leave this link of this chain out of every read (as if deleted).
     Hide(ChainId, u64),
+    /// The walk's second page does not read (`Corrupt`), once: a fault
+    /// that does not come back.
+    FailSecondPageOnce,
 }
 
 struct Meddling {
     meddle: Mutex<Option<Meddle>>,
     pages: AtomicU32,
+    /// The page size of every read, in order.
+    sizes: Mutex<Vec<u32>>,
 }
 
 #[async_trait]
@@ -39,6 +44,15 @@ impl AuditTap for Meddling {
         limit: u32,
     ) -> Result<Vec<Link>, StoreError> {
         let page = self.pages.fetch_add(1, Ordering::SeqCst);
+        self.sizes.lock().unwrap().push(limit);
+        if page == 1
+            && matches!(
+                &*self.meddle.lock().unwrap(),
+                Some(Meddle::FailSecondPageOnce)
+            )
+        {
+            return Err(StoreError::Corrupt("a page that did not read".into()));
+        }
         let purge = match &*self.meddle.lock().unwrap() {
             Some(Meddle::PurgeBeforeSecondPage(t)) if page == 1 => Some(*t),
             _ => None,
@@ -75,6 +89,7 @@ async fn alice_with_old_and_new_links() -> (World, Arc<Tapped<Meddling>>, Timest
         Meddling {
             meddle: Mutex::default(),
             pages: AtomicU32::new(0),
+            sizes: Mutex::default(),
         },
     );
     for n in 1..=3 {
@@ -143,4 +158,23 @@ async fn a_link_missing_between_two_kept_ones_is_a_break() {
             (alice(), middle, "missing link")
         );
     }
+}
+
+/// A page that does not read once is read again a link at a time (to name
+/// the link, were it to fail again); when it reads, the walk checks every
+/// link across those single reads (the link carried from page to page
+/// included) and goes back to whole pages.
+#[tokio::test]
+async fn a_page_that_did_not_read_once_is_read_again_and_the_walk_goes_on() {
+    let (w, m, _) = alice_with_old_and_new_links().await;
+    let stored = stored_links(&w).await;
+    *m.tap.meddle.lock().unwrap() = Some(Meddle::FailSecondPageOnce);
+    let report = w.uc.verify_audit_chains(3).await.unwrap();
+    assert_eq!((report.broken, report.unreadable), (None, None));
+    assert_eq!(report.links_checked, stored.len() as u64);
+    let sizes = m.tap.sizes.lock().unwrap().clone();
+    // A page of 3, the page that failed, three single reads, then pages
+    // of 3 again.
+    assert_eq!(&sizes[..5], &[3, 3, 1, 1, 1], "{sizes:?}");
+    assert!(sizes[5..].iter().all(|&n| n == 3), "{sizes:?}");
 }

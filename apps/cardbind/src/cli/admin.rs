@@ -93,7 +93,9 @@ pub(super) async fn audit_verify(
     if let Some((what, after)) = r.unreadable {
         let place = after.map_or_else(
             || "the first stored link".to_owned(),
-            |(chain, seq)| format!("the next link after link {seq} of chain {chain}"),
+            |(chain, seq)| {
+                format!("the next link after link {seq} of chain {chain} (by chain, then number)")
+            },
         );
         bail!(
             "audit log unreadable at {place} ({what}): altered behind the \
