@@ -121,8 +121,9 @@ async fn flaky_channel_beyond_retries_waits_for_review() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_channel_within_retries_binds() {
-    // Every third call fails (the 3rd and the 6th are starts here): the
-    // retry, after the channel says the start was not applied, absorbs it.
+    // Every third call of each operation fails (the 3rd and the 6th
+    // starts here): the retry, after the channel says the start was not
+    // applied (a query, counted apart), absorbs it.
     let app = TestApp::spawn(|c| {
         relaxed(c);
         c.channels.mock.mode = cardbind::config::MockModeSetting::Flaky;
@@ -131,18 +132,19 @@ async fn flaky_channel_within_retries_binds() {
     })
     .await;
     let user = user_id("flaky");
-    for _ in 0..4 {
+    for _ in 0..6 {
         let v = app
             .bind(&user, &TestCard::visa(), &idem_key())
             .await
             .expect_status(201);
         assert_eq!(v["status"], "active", "{v}");
     }
-    // Two starts failed and were retried after the channel said they had
-    // not been applied.
+    // Two starts (the 3rd and the 6th) failed and were retried after the
+    // channel said they had not been applied; the retries are the 4th and
+    // the 7th.
     assert_eq!(
         channel_calls(&app, "start_binding", "unavailable").await,
         2.0
     );
-    assert_eq!(channel_calls(&app, "start_binding", "ok").await, 4.0);
+    assert_eq!(channel_calls(&app, "start_binding", "ok").await, 6.0);
 }
