@@ -31,8 +31,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 if [[ ${1:-} != --with-services ]]; then
     failed=()
-    # A run from a clean clone writes up to 5.3 GB in the clone (target/
-    # and .cache/; the peak of `du` every 30 s over a CI run of 9808a13),
+    # A run from a clean clone writes up to 5.5 GB in the clone (target/
+    # and .cache/; the peak of `du` every 30 s over a CI run of a92a4b5),
     # besides the caches of cargo, Go, Maven and npm in the home directory.
     # Say so before the build runs out of room (it is less when target/
     # and .cache/ are already built, so this only warns).
@@ -41,7 +41,7 @@ if [[ ${1:-} != --with-services ]]; then
     free_mb() { df -Pm "$where" 2>/dev/null | awk 'NR == 2 { print $4 }'; }
     free_mb=$(free_mb)
     if [[ $free_mb =~ ^[0-9]+$ ]] && ((free_mb < 6000)); then
-        printf 'test.sh: warning: %s MB free on the disk of %s; a run from a clean clone writes up to 5,300 MB there\n' \
+        printf 'test.sh: warning: %s MB free on the disk of %s; a run from a clean clone writes up to 5,500 MB there\n' \
             "$free_mb" "$where" >&2
     else
         printf 'test.sh: %s MB free on the disk of %s\n' "${free_mb:-?}" "$where" >&2
