@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod http;
+mod mac;
 pub mod state;
 pub mod step_up;
 

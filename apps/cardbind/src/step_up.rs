@@ -21,19 +21,17 @@ use async_trait::async_trait;
 use cardbind_domain::UserId;
 use cardbind_ports::clock::Clock;
 use cardbind_ports::step_up::{StepUpAction, StepUpError, StepUpVerifier};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use crate::mac::hmac_sha256_hex;
 
 const DOMAIN: &str = "cardbind-step-up/v1";
 
 fn signature_hex(secret: &[u8], user: &str, action: &str, exp: i64) -> String {
-    // HMAC takes keys of any length: this cannot fail.
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
-        return String::new();
-    };
-    mac.update(format!("{DOMAIN}\n{user}\n{action}\n{exp}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_sha256_hex(
+        secret,
+        format!("{DOMAIN}\n{user}\n{action}\n{exp}").as_bytes(),
+    )
 }
 
 /// A step-up token for `action` on `user`, valid until `expires_at` (unix

@@ -20,8 +20,8 @@
 
 use std::sync::Arc;
 
+use crate::mac::hmac_sha256_hex;
 use cardbind_domain::{Actor, ErrorCode, Role, Timestamp};
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use poem::Request;
 use poem_openapi::auth::Bearer;
@@ -365,13 +365,7 @@ fn signature_hex(
         nonce,
         body_hash
     );
-    // HMAC accepts keys of any length: this cannot fail.
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(canonical.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_sha256_hex(secret, canonical.as_bytes())
 }
 
 /// What the store keeps of a spent nonce: its HMAC-SHA256 under the
@@ -381,13 +375,10 @@ fn signature_hex(
 /// undone by trying the numbers of its BIN. A replay is signed under the
 /// same secret, so it gives the same digest.
 fn nonce_digest(secret: &[u8], nonce: &str) -> String {
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
-        // HMAC accepts keys of any length: this cannot happen.
-        return hex::encode(Sha256::digest(nonce.as_bytes()));
-    };
-    mac.update(b"cardbind request nonce\n");
-    mac.update(nonce.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_sha256_hex(
+        secret,
+        format!("cardbind request nonce\n{nonce}").as_bytes(),
+    )
 }
 
 /// The `X-Cardbind-Signature` header value for a request:
