@@ -97,23 +97,18 @@ impl UseCases {
         // across page boundaries.
         let mut carry = None;
         let full = page.clamp(1, 10_000);
-        let mut size = full;
-        // Reads left a link at a time after a page that did not read.
+        // Reads left a link at a time after a page that did not read; past
+        // them (a fault that did not come back), whole pages again.
         let mut singles: u32 = 0;
         loop {
+            let size = if singles > 0 { 1 } else { full };
             let links = match self.ports.audit.links(after.clone(), size).await {
                 Ok(links) => {
-                    // Past the page that did not read (a fault that did not
-                    // come back): whole pages again.
                     singles = singles.saturating_sub(1);
-                    if singles == 0 {
-                        size = full;
-                    }
                     links
                 }
                 // Read again a link at a time, to name the one.
                 Err(StoreError::Corrupt(_)) if size > 1 => {
-                    size = 1;
                     singles = full;
                     continue;
                 }
