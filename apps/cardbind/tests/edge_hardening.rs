@@ -7,7 +7,7 @@
 
 use crate::support;
 
-use poem::http::Method;
+use poem::http::{Method, StatusCode};
 use support::*;
 
 #[tokio::test]
@@ -445,4 +445,89 @@ async fn a_path_parameter_that_is_not_utf8_is_refused_as_that_parameter() {
             assert!(v["error"]["field"].is_string(), "{template} {bad}: {v}");
         }
     }
+}
+
+/// An HTTP/1.1 request without a `Host` header, or with two, is `400`
+/// naming `Host` (RFC 9112 3.2), before any token is looked at; HTTP/1.0,
+/// which has no `Host`, and a request with one are served.
+#[tokio::test]
+async fn an_http11_request_names_its_host_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = binary::start(1024, &[]).await;
+    let send = |head: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    for head in [
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        "POST /v1/users/alice/cards HTTP/1.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    ] {
+        let text = send(head).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{head:?}: {text}");
+        assert!(text.contains("\"field\":\"Host\""), "{head:?}: {text}");
+        assert!(text.contains("invalid_request"), "{head:?}: {text}");
+    }
+    for head in [
+        "GET /healthz HTTP/1.0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ] {
+        let text = send(head).await;
+        assert!(
+            text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
+            "{head:?}: {text}"
+        );
+    }
+}
+
+/// A body sent with a `Content-Encoding` is refused naming that header:
+/// the service decodes none, and a compressed body must not fail as
+/// malformed JSON (or a signature that does not verify). `identity` is
+/// no coding at all, and a `GET` carries no body to decode.
+#[tokio::test]
+async fn a_content_encoding_is_refused_by_name() {
+    let app = spawn();
+    let body = r#"{"card_number":"4111111111111111"}"#;
+    for coding in ["gzip", "br, gzip", "GZIP", ""] {
+        let resp = app
+            .client
+            .post("/v1/users/alice/cards")
+            .header("Authorization", bearer("merchant", "service"))
+            .header("Idempotency-Key", format!("ce-{coding}"))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", coding)
+            .body(body)
+            .send()
+            .await;
+        resp.assert_status(StatusCode::BAD_REQUEST);
+        let v = json_of(resp).await;
+        assert_eq!(v["error"]["code"], "invalid_request", "{coding}: {v}");
+        assert_eq!(v["error"]["field"], "Content-Encoding", "{coding}: {v}");
+    }
+    // With `identity` the same body reaches the operation (which refuses
+    // it for what it is: a card with no expiry).
+    let resp = app
+        .client
+        .post("/v1/users/alice/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .header("Idempotency-Key", "ce-identity")
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "Identity")
+        .body(body)
+        .send()
+        .await;
+    let v = json_of(resp).await;
+    assert_ne!(v["error"]["field"], "Content-Encoding", "{v}");
+    let resp = app
+        .client
+        .get("/v1/users/alice/cards")
+        .header("Authorization", bearer("merchant", "service"))
+        .header("Content-Encoding", "gzip")
+        .send()
+        .await;
+    resp.assert_status_is_ok();
 }
