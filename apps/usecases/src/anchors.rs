@@ -251,10 +251,8 @@ impl UseCases {
         loop {
             let (anchors, next) = self.anchor_page(Some(oldest), after).await?;
             done.extend(anchors.into_iter().map(|a| (a.start, a.end)));
-            match next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
+            let Some(n) = next else { break };
+            after = Some(n);
         }
         // Only the windows not anchored yet are read, each run of them in
         // one listing: in steady state the newest window alone.
@@ -304,10 +302,10 @@ impl UseCases {
         loop {
             let (anchors, next) = self.anchor_page(None, after).await?;
             self.check_anchors(anchors, horizon, &mut report).await?;
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(report),
-            }
+            let Some(n) = next else {
+                return Ok(report);
+            };
+            after = Some(n);
         }
     }
 

@@ -127,10 +127,8 @@ impl UseCases {
                     starts.insert(u.clone(), (r.cursor.at, id));
                 }
             }
-            match next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
+            let Some(n) = next else { break };
+            after = Some(n);
         }
         let old_enough = now.minus_seconds(older_than_seconds.max(0));
         starts.retain(|_, (at, _)| *at <= old_enough);
