@@ -11,9 +11,10 @@
 //! activated most recently (ties: the greatest id) is promoted, or there is
 //! none.
 //!
-//! A wallet keeps every live card and the [`ENDED_CARDS_KEPT`] cards that
-//! ended (unbound or failed) most recently; older ended cards leave it at
-//! the next change (never the card that change is about), so that a
+//! A wallet keeps every live card, every ended card an operator's freeze
+//! holds, and the [`ENDED_CARDS_KEPT`] other cards that ended (unbound or
+//! failed) most recently; older ended cards leave it at the next change
+//! (never the card that change is about, nor a held one), so that a
 //! wallet, which is read and written whole, stays bounded however many
 //! cards its user has bound over the years. Binding such a card again
 //! opens a new record. The audit log keeps every card's history and
@@ -196,26 +197,29 @@ impl Wallet {
     }
 
     /// Drops the cards that ended longest ago (their last change; ties: the
-    /// smaller id; the cards an operator holds last) beyond
-    /// [`ENDED_CARDS_KEPT`], `keep` aside.
+    /// smaller id) beyond [`ENDED_CARDS_KEPT`], `keep` aside. A card an
+    /// operator holds never goes: its hold is what keeps it from being
+    /// bound again, and only the unfreeze lifts it. Such cards come one
+    /// operator's freeze at a time, so they do not count against the
+    /// ended cards kept.
     fn shed_ended(&mut self, keep: Option<&BindingId>) {
-        let ended = self.bindings.iter().filter(|b| !b.status.is_live());
+        let ended = self
+            .bindings
+            .iter()
+            .filter(|b| !b.status.is_live() && b.held_since.is_none());
         let extra = ended.clone().count().saturating_sub(ENDED_CARDS_KEPT);
         if extra == 0 {
             return;
         }
-        // The cards an operator holds go last (their hold is what keeps
-        // them from being bound again): only a wallet with more than
-        // ENDED_CARDS_KEPT of them loses the oldest.
-        let mut candidates: Vec<(bool, Timestamp, &BindingId)> = ended
+        let mut candidates: Vec<(Timestamp, &BindingId)> = ended
             .filter(|b| Some(&b.id) != keep)
-            .map(|b| (b.held_since.is_some(), b.updated_at, &b.id))
+            .map(|b| (b.updated_at, &b.id))
             .collect();
         candidates.sort();
         let gone: Vec<BindingId> = candidates
             .iter()
             .take(extra)
-            .map(|(_, _, id)| (*id).clone())
+            .map(|(_, id)| (*id).clone())
             .collect();
         self.bindings.retain(|b| !gone.contains(&b.id));
     }
@@ -768,6 +772,44 @@ mod tests {
             w.get(&id).is_ok_and(|b| b.held_since.is_some()),
             "the held card stays, the oldest of the others went"
         );
-        assert_eq!(w.bindings().len(), ENDED_CARDS_KEPT);
+        assert_eq!(w.bindings().len(), ENDED_CARDS_KEPT + 1);
+    }
+
+    #[test]
+    fn every_card_an_operator_holds_is_kept_however_many() {
+        let mut w = Wallet::new(UserId::parse("u").unwrap());
+        let policy = VerificationPolicy::default();
+        let cap = crate::CardCap { max: 1000 };
+        let n = ENDED_CARDS_KEPT as u32 + 5;
+        let mut held = Vec::new();
+        for i in 0..n {
+            let at = Timestamp::from_unix_millis(1_000 + i64::from(i));
+            let o = w.open(card(i, at), cap, at, &policy).unwrap();
+            let id = o.id().clone();
+            let r: Result<(), crate::StateRefusal> = w.change(&id, |b| {
+                b.activate(None, at)?;
+                b.freeze(at)
+            });
+            r.unwrap();
+            let r: Result<bool, crate::StateRefusal> = w.change(&id, |b| b.unbind(at, "t"));
+            r.unwrap();
+            held.push(i);
+        }
+        for i in &held {
+            let found = w.find_card(&card(*i, Timestamp::from_unix_millis(0)).fingerprint);
+            assert!(
+                found.is_some_and(|b| b.held_since.is_some()),
+                "held card {i} of {n} was let go"
+            );
+        }
+        // Ordinary ended cards after them are shed down to the ones kept;
+        // the held ones stay.
+        for i in n..n + ENDED_CARDS_KEPT as u32 + 3 {
+            let at = Timestamp::from_unix_millis(5_000 + i64::from(i));
+            let o = w.open(card(i, at), cap, at, &policy).unwrap();
+            let r: Result<bool, crate::StateRefusal> = w.change(o.id(), |b| b.unbind(at, "t"));
+            r.unwrap();
+        }
+        assert_eq!(w.bindings().len(), n as usize + ENDED_CARDS_KEPT);
     }
 }
