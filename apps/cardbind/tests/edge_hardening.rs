@@ -531,3 +531,34 @@ async fn a_content_encoding_is_refused_by_name() {
         .await;
     resp.assert_status_is_ok();
 }
+
+/// A body framed with a transfer coding besides `chunked` is `400` naming
+/// `Transfer-Encoding`: the connection layer would take the chunks and
+/// hand the still-compressed bytes on as the body. `chunked` alone is
+/// framing the service reads (that request goes on to ask for a token).
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = binary::start(1024, &[]).await;
+    let send = |coding: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/users/alice/cards HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: {coding}\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    for coding in ["gzip, chunked", "deflate,chunked"] {
+        let text = send(coding).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{coding}: {text}");
+        assert!(
+            text.contains("\"field\":\"Transfer-Encoding\""),
+            "{coding}: {text}"
+        );
+    }
+    let text = send("chunked").await;
+    assert!(text.starts_with("HTTP/1.1 401"), "chunked: {text}");
+}

@@ -160,13 +160,18 @@ pub fn repeated_header(req: &Request, h: &str) -> Option<ApiError> {
 ///   `Host` header (RFC 9112 3.2: a server answers it `400`; HTTP/1.0 has
 ///   no `Host`, HTTP/2 names its authority in the frame). A request handed
 ///   to the service in process (its tests) has no connection and no host.
+/// - a body framed with a transfer coding other than `chunked`
+///   (`Transfer-Encoding: gzip, chunked`): the connection layer takes the
+///   chunks and leaves the other coding on the body, which would then be
+///   read as sent (RFC 9112 6.1: a coding the server does not understand
+///   is refused).
 /// - a body sent with a `Content-Encoding` other than `identity`: the body
 ///   is read as sent (a compressed body would fail as JSON, or be hashed
 ///   for a signature as its compressed bytes), so the coding is refused by
 ///   name rather than left to fail as something else. Decoding it is not
 ///   offered: a small compressed body expands past any body limit checked
 ///   on what was sent.
-fn unreadable_head(req: &Request) -> Option<ApiError> {
+fn unreadable_head(req: &Request, bodyless: bool) -> Option<ApiError> {
     if req.version() == poem::http::Version::HTTP_11
         && req.remote_addr().as_socket_addr().is_some()
         && req
@@ -182,10 +187,19 @@ fn unreadable_head(req: &Request) -> Option<ApiError> {
             "an HTTP/1.1 request names its host in one Host header",
         ));
     }
-    let bodyless = matches!(
-        *req.method(),
-        poem::http::Method::GET | poem::http::Method::HEAD
-    );
+    let framed_otherwise = req
+        .headers()
+        .get_all(poem::http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if framed_otherwise {
+        return Some(ApiError::field(
+            ErrorCode::InvalidRequest,
+            "Transfer-Encoding",
+            "frame the body with Content-Length or Transfer-Encoding: chunked alone: no other transfer coding is decoded",
+        ));
+    }
     let encoded = req
         .headers()
         .get_all(poem::http::header::CONTENT_ENCODING)
@@ -634,7 +648,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             *req.method(),
             poem::http::Method::GET | poem::http::Method::HEAD
         );
-        let body = if let Some(refusal) = unreadable_head(&req) {
+        let body = if let Some(refusal) = unreadable_head(&req, bodyless) {
             Err(refusal)
         } else if bodyless {
             Ok(Bytes::new())
