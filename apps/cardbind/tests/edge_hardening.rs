@@ -158,6 +158,17 @@ mod binary {
         }
     }
 
+    /// Sends `bytes` on a fresh connection and returns what the service
+    /// answered until it closed the connection (or 5 s went by), as text.
+    pub async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(bytes).await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
     /// `GET /healthz` on a fresh connection; the status and how long it
     /// took (an error past 5 s).
     pub async fn healthz(addr: std::net::SocketAddr) -> Result<(u16, Duration), String> {
@@ -375,17 +386,12 @@ async fn a_declared_oversized_body_sent_slowly_still_gets_its_413() {
 /// (hyper's default would accept about 400 KiB).
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let svc = binary::start(1024, &[]).await;
-    let mut s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
     let head = format!(
         "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(32 * 1024)
     );
-    let _ = s.write_all(head.as_bytes()).await;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf);
+    let text = binary::exchange(svc.addr, head.as_bytes()).await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     // A head within the limit is served.
     assert_eq!(binary::healthz(svc.addr).await.unwrap().0, 200);
@@ -452,16 +458,8 @@ async fn a_path_parameter_that_is_not_utf8_is_refused_as_that_parameter() {
 /// which has no `Host`, and a request with one are served.
 #[tokio::test]
 async fn an_http11_request_names_its_host_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let svc = binary::start(1024, &[]).await;
-    let send = |head: &'static str| async move {
-        let mut s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        String::from_utf8_lossy(&buf).into_owned()
-    };
+    let send = |head: &'static str| binary::exchange(svc.addr, head.as_bytes());
     for head in [
         "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
@@ -492,9 +490,8 @@ async fn an_http11_request_names_its_host_once() {
 async fn a_content_encoding_is_refused_by_name() {
     let app = spawn();
     let body = r#"{"card_number":"4111111111111111"}"#;
-    for coding in ["gzip", "br, gzip", "GZIP", ""] {
-        let resp = app
-            .client
+    let bind_coded = |coding: &str| {
+        app.client
             .post("/v1/users/alice/cards")
             .header("Authorization", bearer("merchant", "service"))
             .header("Idempotency-Key", format!("ce-{coding}"))
@@ -502,7 +499,9 @@ async fn a_content_encoding_is_refused_by_name() {
             .header("Content-Encoding", coding)
             .body(body)
             .send()
-            .await;
+    };
+    for coding in ["gzip", "br, gzip", "GZIP", ""] {
+        let resp = bind_coded(coding).await;
         resp.assert_status(StatusCode::BAD_REQUEST);
         let v = json_of(resp).await;
         assert_eq!(v["error"]["code"], "invalid_request", "{coding}: {v}");
@@ -510,17 +509,7 @@ async fn a_content_encoding_is_refused_by_name() {
     }
     // With `identity` the same body reaches the operation (which refuses
     // it for what it is: a card with no expiry).
-    let resp = app
-        .client
-        .post("/v1/users/alice/cards")
-        .header("Authorization", bearer("merchant", "service"))
-        .header("Idempotency-Key", "ce-identity")
-        .header("Content-Type", "application/json")
-        .header("Content-Encoding", "Identity")
-        .body(body)
-        .send()
-        .await;
-    let v = json_of(resp).await;
+    let v = json_of(bind_coded("Identity").await).await;
     assert_ne!(v["error"]["field"], "Content-Encoding", "{v}");
     let resp = app
         .client
@@ -538,18 +527,12 @@ async fn a_content_encoding_is_refused_by_name() {
 /// framing the service reads (that request goes on to ask for a token).
 #[tokio::test]
 async fn a_transfer_coding_other_than_chunked_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let svc = binary::start(1024, &[]).await;
     let send = |coding: &'static str| async move {
-        let mut s = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
         let head = format!(
             "POST /v1/users/alice/cards HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: {coding}\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
         );
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        String::from_utf8_lossy(&buf).into_owned()
+        binary::exchange(svc.addr, head.as_bytes()).await
     };
     for coding in ["gzip, chunked", "deflate,chunked"] {
         let text = send(coding).await;
