@@ -302,30 +302,29 @@ async fn full_durability_writes_the_same_file() {
 
 const CHILD: &str = "CARDBIND_SQLITE_TEST_CHILD";
 
-/// Run by `acknowledged_writes_survive_a_killed_process` in a child
-/// process: writes, says so, and waits to be killed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn child_writer() {
-    let Ok(path) = std::env::var(CHILD) else {
-        return;
-    };
-    let s = open(Path::new(&path));
-    write_everything(&s).await;
-    println!("WRITTEN");
-    std::thread::sleep(std::time::Duration::from_secs(600));
-}
-
+/// The test runs twice: as the parent, which starts the test binary again
+/// to run this one test as a child (with [`CHILD`] naming the store's
+/// file), waits until the child says its writes were acknowledged, kills
+/// it and reads the store; and as that child, which writes, says so, and
+/// waits to be killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_killed_process() {
+    if let Ok(path) = std::env::var(CHILD) {
+        let s = open(Path::new(&path));
+        write_everything(&s).await;
+        println!("WRITTEN");
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cardbind.sqlite3");
-    // The child's name as the test harness lists it: its module path
-    // in the crate's one test binary, less the crate's name.
+    // This test's name as the test harness lists it: its module path in
+    // the crate's one test binary, less the crate's name.
     let (_, module) = module_path!().split_once("::").unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            &format!("{module}::child_writer"),
+            &format!("{module}::acknowledged_writes_survive_a_killed_process"),
             "--nocapture",
             "--test-threads=1",
         ])
