@@ -72,7 +72,9 @@ async fn kms_sealed_cards_are_found_again_by_another_instance_and_erased() {
         .expect_status(200);
     assert_eq!(e["user_id"], user.as_str(), "{e}");
     assert_eq!(e["unbound_cards"], 2, "{e}");
-    for c in b.list_cards(&user).await {
+    let cards = b.list_cards(&user).await;
+    assert_eq!(cards.len(), 2, "the erased user's ended cards are listed");
+    for c in cards {
         assert_eq!(c["status"], "inactive", "{c}");
         assert_eq!(c["is_default"], false, "{c}");
     }
