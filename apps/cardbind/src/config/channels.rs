@@ -303,6 +303,12 @@ impl ChannelsConfig {
                 "must be positive and at most 25000: a bind still asking its channel after 30 s may be taken over by another request",
             );
         }
+        if r.breaker_failures == 0 {
+            return bad(
+                "channels.resilience.breaker_failures",
+                "must be at least 1 (the consecutive failures that open the breaker)",
+            );
+        }
         if r.breaker_open_seconds > 3600 {
             return bad(
                 "channels.resilience.breaker_open_seconds",

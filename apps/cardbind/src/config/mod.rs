@@ -571,7 +571,7 @@ mod tests {
     #[test]
     fn durations_and_windows_are_bounded_where_they_would_panic_or_mean_nothing() {
         type Set = fn(&mut Config, u64);
-        let cases: [(&str, Set, &[u64], &[u64]); 15] = [
+        let cases: [(&str, Set, &[u64], &[u64]); 16] = [
             (
                 "storage.timeout_ms",
                 |c, v| c.storage.timeout_ms = v,
@@ -649,6 +649,12 @@ mod tests {
                 |c, v| c.auth.max_token_lifetime_seconds = v,
                 &[1, 59, 31_622_401, u64::MAX],
                 &[0, 60, 86_400, 31_622_400],
+            ),
+            (
+                "channels.resilience.breaker_failures",
+                |c, v| c.channels.resilience.breaker_failures = v as u32,
+                &[0],
+                &[1, 5, u64::from(u32::MAX)],
             ),
             (
                 "channels.resilience.breaker_open_seconds",
