@@ -42,7 +42,7 @@ const USAGE: &str = "usage: cardbind-faults matrix|soak [options]
 const RACES_USAGE: &str = "usage: cardbind-faults races [options]
   --target LABEL=PATH       a cardbind binary to run every scenario against (repeatable;
                             default: new=the binary next to this program, or $CARDBIND_BIN)
-  --scenarios a,b,c         of cap,one-key,lease,lease-stall,rollback,partial (default: all)
+  --scenarios a,b,c         of cap,one-key,lease,lease-stall,lease-fence,rollback,partial (default: all)
   --stores a,b,c            of memory,sqlite,ferretdb (default: all; ferretdb needs
                             scripts/test-services.sh)
   --rounds N                users per repeated scenario (default 5)

@@ -1,6 +1,7 @@
 //! Commands: `serve`, `token`, `step-up-token`, `spec`, `purge`,
 //! `audit verify`, `keys rotate`, `keys retire-branches`, `erase-user`,
-//! `reconcile`, `check-config`, `bins import`.
+//! `reconcile`, `sweep-card-data`, `check-config`, `defaults`,
+//! `bins import`.
 
 mod admin;
 mod serve;

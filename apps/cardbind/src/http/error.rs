@@ -297,7 +297,7 @@ macro_rules! error_responses {
         error_responses!(@build $m $name [$($v)* (404 NotFound "No such resource for this user (`not_found`).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 409 $(, $rest:tt)*) => {
-        error_responses!(@build $m $name [$($v)* (409 Conflict "The request conflicts with the resource's state: `card_already_bound`, `invalid_state_transition`, `card_already_shared`, `share_ended`, `idempotency_key_reused`, `idempotency_key_in_progress` or `conflict` (retry).")] [$($r)*] $($rest),*);
+        error_responses!(@build $m $name [$($v)* (409 Conflict "The request conflicts with the resource's state: `card_already_bound`, `invalid_state_transition`, `card_already_shared`, `share_ended`, `idempotency_key_reused`, `idempotency_key_in_progress`, `card_data_unreadable` (a review retry of a card whose data cannot be opened) or `conflict` (retry).")] [$($r)*] $($rest),*);
     };
     (@build $m:tt $name:ident [$($v:tt)*] [$($r:tt)*] 413 $(, $rest:tt)*) => {
         error_responses!(@build $m $name [$($v)* (413 PayloadTooLarge "The body is larger than the service accepts (`payload_too_large`).")] [$($r)*] $($rest),*);
