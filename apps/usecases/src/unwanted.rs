@@ -73,9 +73,7 @@ impl UseCases {
         }
         let ended = channel.unbind(id, attempt, channel_ref).await;
         if let Err(e) = self
-            .ports
-            .channel_refs
-            .delete(channel_name, channel_ref)
+            .let_go_of_unwanted_ref(channel_name, id, attempt, channel_ref)
             .await
         {
             tracing::warn!(binding = %id, error = %e, "channel reference not deleted");
@@ -104,5 +102,34 @@ impl UseCases {
             .audit
             .append_system(vec![event.build()], self.now())
             .await
+    }
+
+    /// Deletes the record of `channel_ref` as read, only while it names
+    /// card `id` as recorded by the unwanted bind `attempt` (a bind's
+    /// attempt is its data generation), or by any bind of the card when
+    /// the attempt is not known: a channel that gives a card the same
+    /// reference at every bind (the mock) has the bind of the card again
+    /// record it as its own before its answer is written, and that record
+    /// must stay for the notifications naming only the reference. A
+    /// record of another card is never touched.
+    async fn let_go_of_unwanted_ref(
+        &self,
+        channel: &ChannelName,
+        id: &BindingId,
+        attempt: Option<u32>,
+        channel_ref: &str,
+    ) -> Result<(), StoreError> {
+        let refs = &self.ports.channel_refs;
+        let Some(entry) = refs.find_entry(channel, channel_ref).await? else {
+            return Ok(());
+        };
+        let this_bind = match (attempt, entry.generation) {
+            (Some(a), Some(g)) => a == g,
+            _ => true,
+        };
+        if entry.target.binding == *id && this_bind {
+            refs.delete_entry(&entry).await?;
+        }
+        Ok(())
     }
 }

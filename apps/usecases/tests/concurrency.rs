@@ -2418,3 +2418,79 @@ async fn an_approval_that_meets_its_card_bound_again_is_refused() {
         Some((a.id.clone(), Some(ok.binding.data_generation)))
     );
 }
+
+/// A channel that gives a card the same reference at every bind (the
+/// mock): a late signing of an earlier bind arrives while the bind of the
+/// card again has recorded that reference as its own and not yet written
+/// its answer. The earlier bind's agreement is ended, but the record,
+/// which is the new bind's now, stays: the new bind's notifications that
+/// name only the reference still find the card.
+#[tokio::test]
+async fn a_late_signing_of_an_earlier_bind_leaves_the_reference_the_bind_again_recorded() {
+    use cardbind_ports::store::{ChannelRefs, RefTarget};
+    let w = world(unlimited());
+    w.channel.always(Script::Otp);
+    w.channel.same_ref.store(true, Ordering::SeqCst);
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("lsr", &visa(470), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    let r = first.channel_ref.clone().unwrap();
+    w.uc.unbind(&backend(), &user("lsr"), &first.id, None)
+        .await
+        .unwrap();
+    // The bind again asks its channel; its answer's write is held before
+    // it is stored, after the reference was recorded.
+    let starts = w.channel.hold_starts();
+    let again = bind_in_background(&w, bind_cmd("lsr", &visa(470), w.now()));
+    while w.channel.starts.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let answer = w.wallets.hold_next_commit_of_before_storing("lsr");
+    starts.add_permits(1);
+    while w.wallets.held_before.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let recorded = ChannelRefs::find_entry(&w.store, &mock, &r)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        recorded.generation,
+        Some(first.data_generation),
+        "the bind again recorded it"
+    );
+    // The user signs the first bind's page now (the channel reports that
+    // agreement active when asked).
+    w.channel.query.lock().unwrap().insert(
+        first.id.to_string(),
+        cardbind_ports::channel::RemoteState::Active {
+            channel_ref: r.clone(),
+        },
+    );
+    let late = cardbind_ports::channel::Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("lsr-1|{}|signed:{r}|{}", first.id, first.data_generation).into_bytes(),
+    };
+    let ended_before = w.channel.unbound.lock().unwrap().len();
+    w.uc.handle_notification(&mock, &late).await.unwrap();
+    assert_eq!(
+        w.channel.unbound.lock().unwrap()[ended_before..],
+        [Some(first.data_generation)],
+        "the first bind's agreement is ended"
+    );
+    answer.add_permits(1);
+    let card = again.await.unwrap().unwrap().binding;
+    assert_eq!(card.status, BindingStatus::PendingVerification);
+    assert_eq!(card.channel_ref.as_deref(), Some(r.as_str()));
+    assert_eq!(
+        ChannelRefs::find(&w.store, &mock, &r).await.unwrap(),
+        Some(RefTarget {
+            user: user("lsr"),
+            binding: card.id.clone(),
+        }),
+        "the bind again's record stays"
+    );
+}
