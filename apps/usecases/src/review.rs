@@ -260,8 +260,17 @@ impl UseCases {
         let ((), after) = self
             .change_wallet::<_, RetryError>(ctx, &user, Some(loaded), |w, now| {
                 let d: Decided<(), RetryError> =
-                    status_change(ctx, w, id, AuditAction::ReviewRetry, now, |b| {
-                        b.requeue(now, &self.policy.verification)
+                    status_change(ctx, w, id, AuditAction::ReviewRetry, now, |card| {
+                        // The request carries the data of the bind first
+                        // read: a card bound again since (its write raced
+                        // this one) is reviewed again, as an approval is.
+                        if card.data_generation != b.data_generation {
+                            return Err(Clash::new(
+                                ConflictCode::Conflict,
+                                "the card was bound again since this retry began: review it again",
+                            ));
+                        }
+                        card.requeue(now, &self.policy.verification)
                     });
                 let mut events = open_events.clone();
                 events.extend(d.events);

@@ -2419,6 +2419,68 @@ async fn an_approval_that_meets_its_card_bound_again_is_refused() {
     );
 }
 
+/// A retry from review reads the card and opens its data, then stores the
+/// card's return to verification; when the card is unbound and bound
+/// again into review before that write, the retry is refused (`409`:
+/// review it again) rather than sending the new bind back to its channel
+/// with the earlier bind's data and attempt (whose answer the new bind
+/// would then ignore, left waiting with its review entry gone).
+#[tokio::test]
+async fn a_review_retry_that_meets_its_card_bound_again_is_refused() {
+    use cardbind_ports::store::ReviewQueue;
+    let w = Arc::new(world(unlimited()));
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let a =
+        w.uc.bind_card(&backend(), bind_cmd("rt9", &visa(441), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(a.status, BindingStatus::PendingReview);
+    let gate = w.wallets.hold_next_commit_of_before_storing("rt9");
+    let retry = {
+        let (w, id) = (w.clone(), a.id.clone());
+        tokio::spawn(async move { w.uc.retry_review(&admin(), &id).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    w.uc.unbind(&backend(), &user("rt9"), &a.id, None)
+        .await
+        .unwrap();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("rt9", &visa(441), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        (again.id.clone(), again.status),
+        (a.id.clone(), BindingStatus::PendingReview)
+    );
+    assert_ne!(again.data_generation, a.data_generation);
+    // The channel is back: a retry sent on would bind.
+    w.channel.always(Script::Bound);
+    let starts = w.channel.starts.load(Ordering::SeqCst);
+    gate.add_permits(1);
+    let e = retry.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    assert_eq!(
+        w.channel.starts.load(Ordering::SeqCst),
+        starts,
+        "no start sent"
+    );
+    assert_eq!(
+        w.wallet("rt9").await.get(&a.id).unwrap().status,
+        BindingStatus::PendingReview
+    );
+    assert!(ReviewQueue::get(&w.store, &a.id).await.unwrap().is_some());
+    // Retried again, the new bind goes to its channel with its own data.
+    let ok = w.uc.retry_review(&admin(), &a.id).await.unwrap();
+    assert_eq!(ok.binding.status, BindingStatus::Active);
+    assert_eq!(
+        w.channel.started.lock().unwrap().last(),
+        Some(&again.data_generation)
+    );
+}
+
 /// A channel that gives a card the same reference at every bind (the
 /// mock): a late signing of an earlier bind arrives while the bind of the
 /// card again has recorded that reference as its own and not yet written
