@@ -138,7 +138,9 @@ impl UseCases {
     /// Requires a step-up for `action` on the user of `loaded` when step-up
     /// is enabled: the passed check's event, to be written with the change
     /// it allows (`None` when step-up is off). A refusal is committed to
-    /// the user's chain on its own and returned as `step_up_required`.
+    /// the user's chain on its own (to the service's, naming the user,
+    /// when another write of that chain came first) and returned as
+    /// `step_up_required`.
     pub(crate) async fn require_step_up<R>(
         &self,
         ctx: &RequestContext,
@@ -164,7 +166,18 @@ impl UseCases {
                 Ok(Some(e))
             }
             Some((e, false)) => {
-                self.commit(ctx, loaded, &loaded.wallet, vec![e]).await?;
+                match self
+                    .commit(ctx, loaded, &loaded.wallet, vec![e.clone()])
+                    .await
+                {
+                    Ok(_) => {}
+                    // Another write of the user's chain came first: the
+                    // refusal is kept in the service's chain (naming the
+                    // user), and answered as the refusal it is, not as a
+                    // conflict to retry.
+                    Err(StoreError::Conflict) => self.audit_system(e).await,
+                    Err(other) => return Err(other.into()),
+                }
                 Err(step_up_required().into())
             }
         }

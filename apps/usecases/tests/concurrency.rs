@@ -2481,6 +2481,65 @@ async fn a_review_retry_that_meets_its_card_bound_again_is_refused() {
     );
 }
 
+/// A step-up refusal is written to the user's chain on its own; when
+/// another write of that chain comes first, the refusal is still answered
+/// `step_up_required` (not `409 conflict`, which asks for a retry) and
+/// kept in the service's chain, naming the user. (Moving the default card
+/// checks step-up once, outside the retried write; an erasure's check is
+/// made again with it.)
+#[tokio::test]
+async fn a_step_up_refusal_that_loses_its_write_is_still_refused_and_audited() {
+    use cardbind_ports::audit::{AuditAction, AuditFilter, AuditLog, Outcome};
+    use cardbind_ports::step_up::{StepUpAction, StepUpError, StepUpVerifier};
+    struct Never;
+    #[async_trait::async_trait]
+    impl StepUpVerifier for Never {
+        async fn verify(
+            &self,
+            _: &cardbind_domain::UserId,
+            _: StepUpAction,
+            _: &str,
+        ) -> Result<bool, StepUpError> {
+            Ok(false)
+        }
+    }
+    let w = Arc::new(world_with_step_up(unlimited(), Arc::new(Never)));
+    w.channel.always(Script::Bound);
+    let ctx = backend();
+    let bind = |n: u32| w.uc.bind_card(&ctx, bind_cmd("sur", &visa(n), w.now()));
+    let first = bind(415).await.unwrap().binding;
+    let second = bind(416).await.unwrap().binding;
+    let refusal = w.wallets.hold_next_commit_of_before_storing("sur");
+    let move_default = {
+        let (w, id) = (w.clone(), second.id.clone());
+        tokio::spawn(async move { w.uc.set_default(&backend(), &user("sur"), &id, None).await })
+    };
+    until_called(&w.wallets.held_before).await;
+    bind(417).await.unwrap();
+    refusal.add_permits(1);
+    let e = move_default.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StepUpRequired);
+    let refusals = AuditLog::list(
+        &w.store,
+        &AuditFilter {
+            action: Some(AuditAction::StepUpVerify),
+            user_id: Some(user("sur")),
+            ..AuditFilter::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_ne!(refusals[0].event.outcome, Outcome::Ok);
+    assert_eq!(
+        w.wallet("sur").await.default_pointer(),
+        Some(&first.id),
+        "the default stays"
+    );
+}
+
 /// A channel that gives a card the same reference at every bind (the
 /// mock): a late signing of an earlier bind arrives while the bind of the
 /// card again has recorded that reference as its own and not yet written
