@@ -223,10 +223,15 @@ impl UseCases {
         id: &BindingId,
         now: Timestamp,
     ) -> Decided<(ChannelName, String), VerifyError> {
-        let from = match w.get(id) {
-            Ok(b) => b.status,
+        let (from, enabled) = match w.get(id) {
+            Ok(b) => (b.status, self.channel(&b.channel).is_some()),
             Err(m) => return Decided::new(Err(m.into()), Vec::new()),
         };
+        // A code no channel here can check is not counted: the card's
+        // channel is not enabled (any more) on this deployment.
+        if !enabled {
+            return Decided::new(Err(channel_not_enabled().into()), Vec::new());
+        }
         let r: Result<(), VerifyError> =
             w.change(id, |b| b.begin_otp(now, &self.policy.verification));
         let e = ctx

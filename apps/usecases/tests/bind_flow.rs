@@ -1914,6 +1914,46 @@ async fn unbinding_a_card_of_a_channel_no_longer_enabled_is_audited() {
     assert!(detail.contains("channel other is not enabled"), "{detail}");
 }
 
+/// A code sent for a card whose channel the deployment no longer enables
+/// is `channel_not_enabled`, and not counted: no channel checked it, so
+/// such calls cannot use up the card's attempts.
+#[tokio::test]
+async fn a_code_for_a_card_of_a_channel_no_longer_enabled_is_not_counted() {
+    use cardbind_domain::ChannelName;
+    use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
+    let w = world(Policy::default());
+    w.other.always(Script::Otp);
+    let mut cmd = bind_cmd("ivy", &visa(32), w.now());
+    cmd.channel = Some(ChannelName::parse("other").unwrap());
+    let v = w.uc.bind_card(&backend(), cmd).await.unwrap();
+    assert_eq!(v.binding.status, BindingStatus::PendingVerification);
+    let mut ports = w.uc.ports().clone();
+    ports.channels = ChannelRegistry::new(
+        vec![w.channel.clone() as std::sync::Arc<dyn PaymentChannel>],
+        ChannelName::parse("mock").unwrap(),
+    )
+    .unwrap();
+    let uc = cardbind_usecases::UseCases::new(ports, Policy::default());
+    let tries = Policy::default().verification.max_otp_attempts + 2;
+    for _ in 0..tries {
+        let e = uc
+            .verify(
+                &backend(),
+                VerifyCard {
+                    user: user("ivy"),
+                    card: v.binding.id.clone(),
+                    otp: Otp::parse("123456").unwrap(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ChannelNotEnabled);
+    }
+    let card = w.wallet("ivy").await.get(&v.binding.id).unwrap().clone();
+    assert_eq!(card.status, BindingStatus::PendingVerification);
+    assert_eq!(card.otp_attempts, 0);
+}
+
 /// A card activated by a signing notification is found again by the
 /// agreement that signing named: an unsigning that names only the
 /// agreement (Alipay's `agreement_no`, WeChat Pay's `contract_id`) unbinds
