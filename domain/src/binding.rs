@@ -140,7 +140,7 @@ impl BindingStatus {
     }
 
     /// Waiting to be settled by someone else's word: the channel's
-    /// (`pending_verification`) or an operator's (`pending_manual_review`).
+    /// (`pending_verification`) or an operator's (`pending_review`).
     /// Reconciliation looks at the wallets that hold such a card.
     pub fn awaits_settlement(self) -> bool {
         matches!(

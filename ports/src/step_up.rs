@@ -3,8 +3,8 @@
 //!
 //! A bearer token says who the caller is; it does not say that a person
 //! confirmed *this* operation just now. For the operations that are hard to
-//! undo — unbinding a user's **default** card and an operator's **erasure**
-//! of a user — the use cases ask a [`StepUpVerifier`] to check a short-lived
+//! undo — unbinding a user's **default** card, moving the default to
+//! another card, and an operator's **erasure** of a user — the use cases ask a [`StepUpVerifier`] to check a short-lived
 //! step-up token the client obtained from a second factor (an OTP, a
 //! biometric prompt, an approval by a second operator, …) and sent with the
 //! request (`X-Step-Up-Token` on the HTTP API).

@@ -35,8 +35,8 @@ pub struct Ports {
     pub bins: Arc<BinDirectory>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
-    /// When set, unbinding a default card and erasing a user need a
-    /// step-up token this verifier accepts.
+    /// When set, unbinding a default card, moving the default to another
+    /// card and erasing a user need a step-up token this verifier accepts.
     pub step_up: Option<Arc<dyn StepUpVerifier>>,
 }
 

@@ -253,8 +253,7 @@ impl UseCases {
                 }
             }
             if let Ok(u) = unsigned.lock() {
-                for (b, e) in u.iter().filter(|(b, _)| live.iter().any(|l| l.id == b.id)) {
-                    let _ = b;
+                for (_, e) in u.iter().filter(|(b, _)| live.iter().any(|l| l.id == b.id)) {
                     events.extend(e.iter().cloned());
                 }
             }

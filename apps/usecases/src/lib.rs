@@ -18,6 +18,7 @@
 //! | [`anchors`] | anchoring closed windows of the audit log, and checking them |
 //! | [`bins`] | the card scheme of a BIN |
 //! | [`readiness`] | whether the dependencies answer |
+//! | [`sweep`] | the operator's sweep of card data and channel references no card holds |
 //! | [`retention`] | purging what is past its retention |
 //!
 //! ## How a use case writes
@@ -27,10 +28,12 @@
 //! one conditional write ([`cardbind_ports::store::WalletStore::commit`]).
 //! A write that loses a race to another request reads the wallet again
 //! and decides again ([`tx`]). Nothing else needs to be atomic: sealed card
-//! data, channel references and the review queue are written before the
-//! wallet names them (or after, idempotently), so that any prefix of a use
-//! case's writes is a state the next request, `reconcile` or the purge
-//! completes or removes.
+//! data is written once the wallet names its generation (data no wallet
+//! names is the sweep's, [`sweep`]), channel references are recorded
+//! before the change that makes them a card's, and the review queue after
+//! the card entered review (idempotently), so that any prefix of a use
+//! case's writes is a state the next request, `reconcile`, the sweep or
+//! the purge completes or removes.
 
 pub mod anchors;
 pub mod bind;
@@ -154,11 +157,6 @@ impl UseCases {
     /// Whether risky operations need a step-up token.
     pub fn step_up_enabled(&self) -> bool {
         self.ports.step_up.is_some()
-    }
-
-    /// The names of the enabled channels.
-    pub fn channel_names(&self) -> Vec<String> {
-        self.ports.channels.names().map(str::to_owned).collect()
     }
 
     /// The use cases' clock (horizons of checks run beside them).

@@ -390,8 +390,9 @@ impl UseCases {
         };
         // A card in review whose queue entry was never written (the store
         // failed, or the process stopped, between the card's commit and
-        // the queue's write; or a retry from review that failed after it
-        // took the entry out) would be seen by no operator: queue it.
+        // the queue's write, or a card put back in review by a retry from
+        // review that failed at its channel) would be seen by no operator:
+        // queue it.
         for b in wallet
             .bindings()
             .iter()

@@ -10,8 +10,9 @@ use cardbind_ports::StoreError;
 use crate::context::RequestContext;
 use crate::UseCases;
 
-/// How many times a use case decides again after losing a race for a
-/// user's wallet before it answers `conflict`.
+/// How many attempts a use case makes at a user's wallet (the first
+/// decision and the decisions again after each lost race) before it
+/// answers `conflict`.
 pub const MAX_RACES: usize = 16;
 
 /// A wallet as read, and the head of the chain it is the state of.

@@ -46,9 +46,11 @@ pub trait CardDataStore: Send + Sync {
     async fn owner(&self, binding: &BindingId) -> Result<Option<UserId>, StoreError>;
 
     /// Deletes every generation of the binding's data but `keep` (none
-    /// kept when `None`): after a bind again the old generation goes, after
-    /// an unbind all of it, and with it whatever an interrupted attempt
-    /// left. Returns how many. Deleting what is not there is not an error.
+    /// kept when `None`): what a card that left its wallet, or an erased
+    /// user's, leaves, with whatever an interrupted attempt left (an
+    /// unbind and a bind again delete one generation each, see
+    /// [`CardDataStore::delete_generation`]). Returns how many. Deleting
+    /// what is not there is not an error.
     async fn delete(
         &self,
         user: &UserId,

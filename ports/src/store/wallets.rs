@@ -64,7 +64,7 @@ pub trait WalletStore: Send + Sync {
     ) -> Result<ChainHead, StoreError>;
 
     /// Links stored at or after `from` and before `to` whose wallet held a
-    /// card in `pending_verification` or `pending_manual_review`
+    /// card in `pending_verification` or `pending_review`
     /// (`BindingStatus::awaits_settlement`), ordered by [`LinkKey`], after
     /// `after`, at most `limit`. Candidates for reconciliation: the caller
     /// loads each user's wallet to see the cards' current state.

@@ -461,7 +461,8 @@ impl UseCases {
     }
 
     /// After a change of the primary's wallet that ended shares (an unbind
-    /// by anyone, an erasure): their mirrors end too. Best effort: a
+    /// by anyone, the channel's end of the card's agreement): their
+    /// mirrors end too. Best effort: a
     /// failure is logged (no read ever shows a share its primary ended; the
     /// mirror is ended by the next revoke, leave or erasure).
     pub(crate) async fn end_mirrors_since(
