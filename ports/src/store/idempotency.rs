@@ -76,8 +76,9 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Stores the final response of `lease`'s attempt. Returns `false`
-    /// (storing nothing a claim would see) when a newer attempt exists: a
-    /// late holder cannot complete the work of another.
+    /// (storing nothing a claim would see) when a newer attempt exists (a
+    /// late holder cannot complete the work of another) or the attempt
+    /// was released or forgotten (its work was given up).
     async fn complete(
         &self,
         scope: &str,

@@ -180,6 +180,39 @@ pub async fn release_starts_a_new_attempt<F: StoreFactory + ?Sized>(f: &F) {
     );
 }
 
+/// A released or forgotten attempt is over: its holder can neither
+/// complete it (a claim would then replay a response for work given up)
+/// nor renew it, even while no newer attempt exists.
+pub async fn a_released_attempt_is_neither_completed_nor_renewed<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    for (key, forget) in [("k5r", false), ("k5f", true)] {
+        let lease = acquire(&s, "svc", key, "h", 0, 60).await;
+        let given_up = if forget {
+            s.idempotency.forget("svc", key, lease).await.unwrap()
+        } else {
+            s.idempotency.release("svc", key, lease).await.unwrap()
+        };
+        assert!(given_up, "{key}");
+        assert!(
+            !s.idempotency
+                .complete("svc", key, lease, &response(b"late"))
+                .await
+                .unwrap(),
+            "{key}: completed after it was given up"
+        );
+        assert!(
+            !s.idempotency
+                .renew("svc", key, lease, at(120))
+                .await
+                .unwrap(),
+            "{key}: renewed after it was given up"
+        );
+        // The next claim runs the work again; nothing is replayed.
+        let next = acquire(&s, "svc", key, "h", 1, 61).await;
+        assert!(next.attempt > lease.attempt, "{key}");
+    }
+}
+
 pub async fn expired_lease_is_taken_over_with_a_new_token<F: StoreFactory + ?Sized>(f: &F) {
     let s = f.fresh().await;
     let first = acquire(&s, "svc", "k6", "h", 0, 60).await;

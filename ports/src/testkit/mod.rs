@@ -161,6 +161,7 @@ macro_rules! contract_suite {
             a_forgotten_key_takes_any_request,
             keys_are_scoped_by_caller,
             release_starts_a_new_attempt,
+            a_released_attempt_is_neither_completed_nor_renewed,
             expired_lease_is_taken_over_with_a_new_token,
             late_holder_is_fenced,
             renewed_lease_is_not_taken_over,
