@@ -9,7 +9,7 @@ use cardbind_ports::store::{
 };
 use cardbind_ports::StoreError;
 use cardbind_records::{binding_id as binding, channel, corrupt, to_u64, user};
-use mongodb::bson::doc;
+use mongodb::bson::{doc, Bson, Document};
 
 use crate::docs::{CardDataDoc, CardDataKeyDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
 use crate::schema::labels::*;
@@ -205,36 +205,50 @@ impl ChannelRefs for MongoStore {
             };
             // Unique (channel, channel_ref): the first target stays; the
             // same again (or another) is not an error.
+            let raw = self.channel_refs.clone_with_type::<Document>();
+            let key = doc! { "channel": channel.as_str(), "channel_ref": channel_ref };
             for _ in 0..3 {
                 if try_insert(&self.channel_refs, &d, CHANNEL_REFS_PUT).await? {
                     return Ok(true);
                 }
-                // Already there: the same binding's is now this bind's (one
-                // more round trip, only when a channel gives a card the
-                // same reference again). Another binding's stays as it is.
-                let r = self
-                    .channel_refs
-                    .update_one(
-                        doc! {
-                            "channel": channel.as_str(),
-                            "channel_ref": channel_ref,
-                            "user": target.user.as_str(),
-                            "binding": target.binding.as_str(),
-                        },
-                        doc! { "$set": { "generation": i64::from(generation) } },
-                    )
+                // Already there. Another binding's stays as it is; the same
+                // binding's, recorded by another bind (a channel that gives
+                // a card the same reference at every bind), becomes this
+                // bind's: the document read is deleted as read (its `_id`
+                // and generation) and this one inserted in its place, never
+                // updated where it is: FerretDB does not tie an update to
+                // its read, so an unbind's delete of the bind before's
+                // record could remove this bind's. (Gone between the two:
+                // inserted again.)
+                let Some(found) = raw
+                    .find_one(key.clone())
+                    .max_time(self.op_timeout)
+                    .comment(CHANNEL_REFS_FIND)
+                    .await
+                    .map_err(map_err)?
+                else {
+                    continue;
+                };
+                let (user, binding) = (found.get_str("user"), found.get_str("binding"));
+                if user != Ok(d.user.as_str()) || binding != Ok(d.binding.as_str()) {
+                    return Ok(false);
+                }
+                let read_generation = found.get("generation").cloned().unwrap_or(Bson::Null);
+                if read_generation == Bson::Int64(i64::from(generation)) {
+                    return Ok(true);
+                }
+                let Some(id) = found.get("_id").cloned() else {
+                    return Err(StoreError::Corrupt(
+                        "a channel reference without an _id".into(),
+                    ));
+                };
+                let mut as_read = key.clone();
+                as_read.insert("_id", id);
+                as_read.insert("generation", read_generation);
+                raw.delete_one(as_read)
                     .comment(CHANNEL_REFS_PUT)
                     .await
                     .map_err(map_err)?;
-                if r.matched_count == 1 {
-                    return Ok(true);
-                }
-                // Another binding's (the first target stays), or gone
-                // between the two (the unbind of the bind before deleted
-                // it): then it is inserted again.
-                if let Some(held) = self.ref_doc(channel, channel_ref).await? {
-                    return Ok(held.user == d.user && held.binding == d.binding);
-                }
             }
             Err(StoreError::Unavailable(
                 "a channel reference kept changing while it was recorded".into(),

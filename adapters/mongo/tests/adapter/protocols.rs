@@ -389,3 +389,51 @@ async fn references_without_a_generation_go_with_their_cards_unbind() {
         2
     );
 }
+
+/// A reference given again to its card by another bind (the mock gives
+/// every bind of a card the same one) is a new document, not the old one
+/// updated in place: FerretDB deletes what a filter matched by the `_id`
+/// it read, so an unbind's delete of the bind before's record (generation
+/// 1), read just before the new bind's put, must not remove the new
+/// bind's record (generation 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_given_again_is_a_new_document_that_a_delete_as_read_before_leaves() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let (u, b) = (user_id(&unique("u")), binding_id(&unique("card")));
+    let r = unique("mock-ref");
+    let t = RefTarget {
+        user: u.clone(),
+        binding: b.clone(),
+    };
+    let refs = s.database().collection::<Document>("channel_refs");
+    let key = doc! { "channel": "mock", "channel_ref": r.as_str() };
+    assert!(ChannelRefs::put(&s, &channel("mock"), &r, &t, 1)
+        .await
+        .unwrap());
+    let first = refs
+        .find_one(key.clone())
+        .max_time(std::time::Duration::from_secs(5))
+        .comment("channel_refs.find")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ChannelRefs::put(&s, &channel("mock"), &r, &t, 2)
+        .await
+        .unwrap());
+    // The unbind's delete, as FerretDB runs it: by the `_id` it read.
+    let mut as_read = key.clone();
+    as_read.insert("_id", first.get("_id").cloned().unwrap());
+    refs.delete_one(as_read)
+        .comment("channel_refs.delete_binding")
+        .await
+        .unwrap();
+    let entry = ChannelRefs::find_entry(&s, &channel("mock"), &r)
+        .await
+        .unwrap();
+    assert_eq!(
+        entry.map(|e| (e.target, e.generation)),
+        Some((t.clone(), Some(2))),
+        "the new bind's record stays"
+    );
+}
