@@ -18,9 +18,11 @@
 //!   holder's lease ends).
 //! * Transient failures (5xx, 429, 409 `conflict`) release the key so that
 //!   the client may retry with it (the same request: the work may have
-//!   begun); refusals of a malformed request (400, 413, 415) release it
-//!   for any request (nothing ran: the client may send it mended, body
-//!   included, under the same key); every other response is stored.
+//!   begun); refusals of a malformed request (400, 413) on the key's first
+//!   attempt release it for any request (nothing ran: the client may send
+//!   it mended, body included, under the same key), on a later attempt for
+//!   the same request only (an earlier attempt's work may have begun);
+//!   every other response is stored.
 //! * The claim is a fenced lease (attempt number): it is renewed while the
 //!   work runs, and a holder whose lease was taken over (it stalled past
 //!   the lease) can neither store nor release anything.
@@ -301,7 +303,14 @@ impl<E: Endpoint> Idempotent<E> {
             .get::<ErrorCode>()
             .copied()
             .or(refused.get());
-        let how = outcome(parts.status, code);
+        let how = match outcome(parts.status, code) {
+            // Only a key's first attempt is forgotten: a later one follows
+            // an attempt that was released (or forgotten, which this
+            // cannot tell apart), whose work may have begun, so the key
+            // stays bound to its request.
+            Outcome::Forget if lease.attempt > 1 => Outcome::Release,
+            how => how,
+        };
         if how != Outcome::Store {
             Self::give_up(shared, scope, key, lease, request_id, how).await;
         } else {

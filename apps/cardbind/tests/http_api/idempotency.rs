@@ -234,6 +234,53 @@ async fn a_retry_with_a_mended_body_runs() {
     }
 }
 
+/// A key released by a transient failure (a `429` here: the work may have
+/// begun on another refusal, a `503`), then sent with a malformed head: the
+/// refusal does not free the key for another request. The same request
+/// mended runs; another body under the key is `idempotency_key_reused`
+/// (it ran as a new request, past the rate limit's refusal).
+#[tokio::test]
+async fn a_malformed_retry_of_a_released_key_keeps_it_bound_to_its_request() {
+    let app = spawn();
+    let cards = [VISA, VISA2, MC_OTP];
+    for (i, card) in cards.iter().enumerate() {
+        app.bind("u-rel", &format!("k-rel-{i}"), &bind_body(card))
+            .await
+            .assert_status(StatusCode::CREATED);
+    }
+    let first = bind_body(AMEX_REDIRECT).to_string();
+    let send = |body: String, content_type: &'static str| {
+        app.client
+            .post("/v1/users/u-rel/cards")
+            .header("Authorization", bearer("merchant", "service"))
+            .header("Idempotency-Key", "k-rel")
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_error(
+        send(first.clone(), "application/json").await,
+        429,
+        "rate_limited",
+    )
+    .await;
+    assert_eq!(
+        send(first.clone(), "text/plain").await.0.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_error(
+        send(
+            bind_body("6011111111111117").to_string(),
+            "application/json",
+        )
+        .await,
+        409,
+        "idempotency_key_reused",
+    )
+    .await;
+    assert_error(send(first, "application/json").await, 429, "rate_limited").await;
+}
+
 #[tokio::test]
 async fn a_key_store_outage_is_a_storage_outage_not_a_key_service_one() {
     // Nothing cached: the vault reads its digest key from the store, which
