@@ -50,7 +50,7 @@ pub use family::{
 };
 pub use ids::{BindingId, ChannelName, Fingerprint, ShareId, UserId};
 pub use person::{HolderName, Phone, ResidentId};
-pub use rules::{CardCap, RateDecision, RateRule, VerificationPolicy};
+pub use rules::{address_block, CardCap, RateDecision, RateRule, VerificationPolicy};
 pub use sealed::{SealedBlob, SealedCard, SealedField};
 pub use time::Timestamp;
 pub use wallet::{Opened, Wallet, ENDED_CARDS_KEPT};

@@ -95,6 +95,26 @@ impl Default for VerificationPolicy {
     }
 }
 
+/// The block of addresses one client holds, as the per-IP limits count
+/// it: an IPv4 address itself (an IPv4-mapped IPv6 address too), an IPv6
+/// address's /64 (`2001:db8:1:2::/64`): one subscriber is given a /64 or
+/// more, and can send each request from a new address of it. Text that is
+/// not an address is counted as it is.
+pub fn address_block(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+        Err(_) => ip.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +157,21 @@ mod tests {
                 }
                 RateDecision::Allowed { .. } => prop_assert!(false, "count over limit allowed"),
             }
+        }
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_and_an_ipv4_one_by_its_address() {
+        for (ip, block) in [
+            ("203.0.113.9", "203.0.113.9"),
+            ("::ffff:203.0.113.9", "203.0.113.9"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+            ("::1", "::/64"),
+            ("not an address", "not an address"),
+        ] {
+            assert_eq!(address_block(ip), block, "{ip}");
         }
     }
 }

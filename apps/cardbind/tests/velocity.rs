@@ -170,6 +170,42 @@ async fn many_accounts_from_one_ip_are_ip_rate_limited() {
     assert!(!text.contains("198.51.100"), "no IP in metrics");
 }
 
+/// A client with an IPv6 /64 counts as one address whichever of its
+/// addresses each bind comes from (one subscriber holds a /64 or more);
+/// another /64 is not held back, and the consent keeps the address as
+/// sent.
+#[tokio::test]
+async fn binds_from_one_ipv6_64_share_one_limit() {
+    let app = trusting_proxy();
+    for i in 0..30 {
+        bind_from(
+            &app,
+            &format!("v6-{i}"),
+            &visa(200 + i),
+            &format!("2001:db8:7:9::{:x}", i + 1),
+        )
+        .await
+        .assert_status(StatusCode::CREATED);
+    }
+    let resp = bind_from(&app, "v6-30", &visa(230), "2001:db8:7:9:ffff::1").await;
+    assert_error(resp, 429, "ip_rate_limited").await;
+    let other = bind_from(&app, "v6-31", &visa(231), "2001:db8:7:a::1").await;
+    other.assert_status(StatusCode::CREATED);
+    let v = json_of(other).await;
+    let consents = json_of(
+        app.client
+            .get("/v1/consents?user_id=v6-31")
+            .header("Authorization", bearer("auditor", "auditor"))
+            .send()
+            .await,
+    )
+    .await;
+    assert!(
+        consents.to_string().contains("2001:db8:7:a::1"),
+        "the consent keeps the address as sent: {consents} ({v})"
+    );
+}
+
 #[tokio::test]
 async fn the_per_user_rule_is_counted_too() {
     let app = spawn();

@@ -320,7 +320,7 @@ impl UseCases {
         if let (Some(rule), Some(ip)) = (p.binds_per_ip, ctx.client_ip.as_deref()) {
             rules.push((
                 rule,
-                format!("bind:ip:{ip}"),
+                format!("bind:ip:{}", cardbind_domain::address_block(ip)),
                 TooManyRequestsCode::IpRateLimited,
             ));
         }
