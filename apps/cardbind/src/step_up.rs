@@ -6,7 +6,7 @@
 //! `<exp>.<sig>` where `exp` is the expiry in unix seconds and `sig` is
 //! hex(HMAC-SHA256(`step_up.hmac_secret`,
 //! `"cardbind-step-up/v1\n" + user_id + "\n" + action + "\n" + exp`)).
-//! `action` is `unbind_default_card` or `erase_user`
+//! `action` is `unbind_default_card`, `change_default_card` or `erase_user`
 //! ([`cardbind_ports::step_up::StepUpAction`]). A token is accepted while
 //! `now <= exp <= now + step_up.max_ttl_seconds`, for that user and action
 //! only. [`hmac_step_up_token`] (and `cardbind step-up-token`) makes one.

@@ -544,4 +544,11 @@ async fn a_transfer_coding_other_than_chunked_is_refused() {
     }
     let text = send("chunked").await;
     assert!(text.starts_with("HTTP/1.1 401"), "chunked: {text}");
+    // A GET's body is not read: the probes answer as their spec declares.
+    let probe = binary::exchange(
+        svc.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
 }

@@ -1,8 +1,9 @@
 //! The outermost middleware: what every request and response goes through.
 //!
 //! In order: a request id (a sane incoming `X-Request-Id`, else a new UUID
-//! v4); the client IP (peer, or the first `X-Forwarded-For` when trusted);
-//! the body read once, up to `max_body_bytes` (413 beyond) and within
+//! v4); the client IP (peer, or the last entry of the last
+//! `X-Forwarded-For` line when trusted); a head it cannot read as meant
+//! refused ([`unreadable_head`]); the body read once, up to `max_body_bytes` (413 beyond) and within
 //! `body_read_timeout` (400 beyond), and kept as
 //! [`RawBody`] for signatures and idempotency; then the routes. On the way
 //! out: any `poem::Error` becomes our envelope ([`render_error`]), a caught
@@ -54,7 +55,8 @@ pub struct RequestMeta {
 }
 
 /// Where a handler leaves the stable code of the refusal it answers with
-/// ([`Cx::fail`](super::Cx::fail)), so that the edge can count errors by
+/// ([`Cx::answer`](super::Cx::answer), and the refusals of parameters and
+/// readiness), so that the edge can count errors by
 /// code: a handler's typed error response carries the code only in its
 /// body. Errors that the edge renders itself ([`ApiError::to_response`])
 /// carry their code as response data instead.
@@ -160,7 +162,8 @@ pub fn repeated_header(req: &Request, h: &str) -> Option<ApiError> {
 ///   `Host` header (RFC 9112 3.2: a server answers it `400`; HTTP/1.0 has
 ///   no `Host`, HTTP/2 names its authority in the frame). A request handed
 ///   to the service in process (its tests) has no connection and no host.
-/// - a body framed with a transfer coding other than `chunked`
+/// - a body (not a `GET`'s or `HEAD`'s, which is not read) framed with a
+///   transfer coding other than `chunked`
 ///   (`Transfer-Encoding: gzip, chunked`): the connection layer takes the
 ///   chunks and leaves the other coding on the body, which would then be
 ///   read as sent (RFC 9112 6.1: a coding the server does not understand
@@ -187,12 +190,13 @@ fn unreadable_head(req: &Request, bodyless: bool) -> Option<ApiError> {
             "an HTTP/1.1 request names its host in one Host header",
         ));
     }
-    let framed_otherwise = req
-        .headers()
-        .get_all(poem::http::header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    let framed_otherwise = !bodyless
+        && req
+            .headers()
+            .get_all(poem::http::header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
     if framed_otherwise {
         return Some(ApiError::field(
             ErrorCode::InvalidRequest,

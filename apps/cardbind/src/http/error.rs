@@ -6,7 +6,8 @@
 //! enums (built by [`error_responses!`], so that every status an operation
 //! can return is in the spec); everything else (authentication, parse
 //! errors of poem-openapi, size limits, panics, unknown routes) reaches the
-//! edge middleware as a `poem::Error` and is rendered by [`render`] with the
+//! edge middleware as a `poem::Error` and is rendered by
+//! [`render_error`](super::edge::render_error) with the
 //! same envelope.
 //!
 //! 5xx bodies never carry internals: the cause is logged with the request id

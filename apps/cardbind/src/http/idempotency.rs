@@ -27,7 +27,7 @@
 //!   work runs, and a holder whose lease was taken over (it stalled past
 //!   the lease) can neither store nor release anything.
 //!
-//! This is an operation `transform` (see `bindCard`): it wraps the
+//! This is an operation `transform` (see `bindCard` and `shareCard`): it wraps the
 //! operation's endpoint and sees the raw request before poem-openapi parses
 //! it. It authenticates first (no key is claimed for an unknown caller).
 

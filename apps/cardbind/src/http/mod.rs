@@ -7,13 +7,14 @@
 //!
 //! ## Layout
 //! * [`ops`]: the operations, one method each, grouped by tag (cards,
-//!   admin, audit, channels, meta). Handlers only translate: request DTO →
+//!   admin, audit, channels, family, meta). Handlers only translate: request DTO →
 //!   domain request, use case, view → response DTO.
 //! * [`dto`]: request bodies and response types; [`body`]: the JSON body
 //!   reader (nesting limit, field-level parse errors without values).
 //! * [`error`]: the single `ErrorCode` → status mapping and the envelope.
 //! * [`auth`]: bearer JWTs and request signatures; [`idempotency`]: stored
-//!   and replayed bind responses.
+//!   and replayed answers of the writes under an `Idempotency-Key` (binds
+//!   and shares).
 //! * [`edge`]: the outermost middleware (request id, body limit, error
 //!   rendering, security headers, metrics, logs); [`metrics`].
 //! * [`server`]: the connection layer under it (connection limit, header
