@@ -112,7 +112,15 @@ enum Role {
 }
 
 fn configure(conn: &Connection, role: Role, o: &SqliteOptions) -> Result<(), StoreError> {
-    conn.busy_timeout(o.busy_timeout).map_err(db_err)?;
+    // A TRUNCATE checkpoint holds the write lock while it waits for the
+    // readers of an old snapshot, for as long as its busy timeout lets it:
+    // the checkpointer waits briefly each try (and tries again at its next
+    // turn), so that the writer is never kept out for long.
+    let busy = match role {
+        Role::Checkpointer => TRUNCATE_WAIT.min(o.busy_timeout),
+        Role::Writer | Role::Reader => o.busy_timeout,
+    };
+    conn.busy_timeout(busy).map_err(db_err)?;
     // Plans never depend on bound values (they are checked by a test).
     // Without this, SQLite marks statements with `LIMIT ?` or `x = ?` for
     // re-preparation on every new binding, and the statement cache clears

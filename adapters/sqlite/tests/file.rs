@@ -512,6 +512,53 @@ async fn an_erased_key_leaves_no_copy_once_a_reader_held_up_the_truncate_lets_go
     );
 }
 
+/// While a reader on an old snapshot holds a WAL truncate up, the
+/// checkpointer's tries must not keep the writers out: SQLite's TRUNCATE
+/// holds the write lock while it waits for readers, for as long as the
+/// connection's busy timeout allows. Every write made meanwhile succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_while_a_reader_holds_a_truncate_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let s = SqliteStore::open(
+        &path,
+        SqliteOptions {
+            busy_timeout: std::time::Duration::from_millis(400),
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    put_marked_key(&s, "WRAPPED-KEY-TRUNCATE-HELD-UP").await;
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
+        .unwrap();
+    assert_eq!(s.ports().data_keys.delete("erase-me").await, Ok(true));
+    let mut failed = Vec::new();
+    for i in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let r = s
+            .ports()
+            .data_keys
+            .put_if_absent(&WrappedKey {
+                owner: format!("writer-{i}"),
+                master_key_id: "local:1".into(),
+                wrapped: vec![1, 2, 3],
+                version: 1,
+                created_at: t(0),
+            })
+            .await;
+        if let Err(e) = r {
+            failed.push((i, e));
+        }
+    }
+    reader.execute_batch("COMMIT").unwrap();
+    assert!(
+        failed.is_empty(),
+        "writes failed while the truncate was held up: {failed:?}"
+    );
+}
+
 fn corrupt<T>(r: &Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Corrupt(_)))
 }
