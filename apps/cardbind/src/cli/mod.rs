@@ -359,7 +359,12 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::SweepCardData { settle_seconds } => {
             init_logging(&config);
             // The sweep reads keys and wallets and deletes sealed records
-            // whole: it opens nothing.
+            // whole: it opens nothing. An operator's walk, not a request:
+            // each store call may take 60 s when `storage.timeout_ms` is
+            // shorter (a page's wallets are one call: on FerretDB, a scan
+            // for each user of the page).
+            let mut config = config;
+            config.storage.timeout_ms = config.storage.timeout_ms.max(60_000);
             let built = compose::build_existing_without_keys(&config).await?;
             // Each walk runs whatever became of the other; the command
             // fails when either stopped.
