@@ -176,12 +176,6 @@ impl ChannelRefs for MemoryStore {
             }))
     }
 
-    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
-        self.check_available()?;
-        lock(&self.inner.channel_refs).remove(&(channel.clone(), channel_ref.to_owned()));
-        Ok(())
-    }
-
     async fn delete_binding(
         &self,
         user: &UserId,

@@ -271,18 +271,6 @@ impl ChannelRefs for MongoStore {
         .await
     }
 
-    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
-        self.timed(async {
-            self.channel_refs
-                .delete_one(doc! { "channel": channel.as_str(), "channel_ref": channel_ref })
-                .comment(CHANNEL_REFS_DELETE)
-                .await
-                .map_err(map_err)?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn delete_binding(
         &self,
         user: &UserId,

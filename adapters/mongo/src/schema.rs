@@ -71,7 +71,6 @@ pub mod labels {
     pub const CARD_DATA_LIST_KEYS: &str = "card_data.list_keys";
     pub const CHANNEL_REFS_PUT: &str = "channel_refs.put";
     pub const CHANNEL_REFS_FIND: &str = "channel_refs.find";
-    pub const CHANNEL_REFS_DELETE: &str = "channel_refs.delete";
     pub const CHANNEL_REFS_DELETE_BINDING: &str = "channel_refs.delete_binding";
     pub const CHANNEL_REFS_LIST: &str = "channel_refs.list";
     pub const CHANNEL_REFS_DELETE_ENTRY: &str = "channel_refs.delete_entry";

@@ -488,13 +488,17 @@ async fn every_port_method_counted_and_every_query_indexed() {
     assert_eq!(n, 1);
 
     // Ends of life.
+    let entry = ChannelRefs::find_entry(&s, &channel("mock"), "agr-1")
+        .await
+        .unwrap()
+        .unwrap();
     let (r, n) = m
         .run(
-            "channel_refs.delete",
-            ChannelRefs::delete(&s, &channel("mock"), "agr-1"),
+            "channel_refs.delete_entry",
+            ChannelRefs::delete_entry(&s, &entry),
         )
         .await;
-    r.unwrap();
+    assert_eq!(r.unwrap(), 1);
     assert_eq!(n, 1);
     let (r, n) = m
         .run(

@@ -41,8 +41,6 @@ const INSERT_REF: &str = "INSERT INTO channel_refs (channel, ref, user, binding,
 const FIND_REF: &str =
     "SELECT user, binding, generation FROM channel_refs WHERE channel = ?1 AND ref = ?2";
 
-const DELETE_REF: &str = "DELETE FROM channel_refs WHERE channel = ?1 AND ref = ?2";
-
 const DELETE_REFS_OF_BINDING: &str = "DELETE FROM channel_refs WHERE binding = ?1 AND user = ?2";
 
 /// Those one bind recorded, and those recorded before references carried
@@ -70,7 +68,6 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("LIST_CARD_DATA_KEYS", LIST_CARD_DATA_KEYS),
     ("INSERT_REF", INSERT_REF),
     ("FIND_REF", FIND_REF),
-    ("DELETE_REF", DELETE_REF),
     ("DELETE_REFS_OF_BINDING", DELETE_REFS_OF_BINDING),
     ("DELETE_REFS_OF_GENERATION", DELETE_REFS_OF_GENERATION),
     ("LIST_REFS", LIST_REFS),
@@ -308,19 +305,6 @@ impl ChannelRefs for SqliteStore {
             })
         })
         .transpose()
-    }
-
-    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError> {
-        let (c, r) = (channel.as_str().to_owned(), channel_ref.to_owned());
-        self.engine
-            .write(move |tx| {
-                tx.conn
-                    .prepare_cached(DELETE_REF)
-                    .and_then(|mut s| s.execute([c, r]))
-                    .map(|_| ())
-                    .map_err(db_err)
-            })
-            .await
     }
 
     async fn delete_binding(

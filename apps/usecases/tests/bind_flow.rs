@@ -1507,13 +1507,6 @@ impl cardbind_ports::store::ChannelRefs for WatchingRefs {
     ) -> Result<Option<cardbind_ports::store::ChannelRefEntry>, cardbind_ports::StoreError> {
         cardbind_ports::store::ChannelRefs::find_entry(&self.store, channel, channel_ref).await
     }
-    async fn delete(
-        &self,
-        channel: &cardbind_domain::ChannelName,
-        channel_ref: &str,
-    ) -> Result<(), cardbind_ports::StoreError> {
-        cardbind_ports::store::ChannelRefs::delete(&self.store, channel, channel_ref).await
-    }
     async fn delete_binding(
         &self,
         user: &cardbind_domain::UserId,

@@ -141,9 +141,6 @@ pub trait ChannelRefs: Send + Sync {
             .map(|e| e.target))
     }
 
-    /// Forgets a reference (its agreement ended). Not an error when absent.
-    async fn delete(&self, channel: &ChannelName, channel_ref: &str) -> Result<(), StoreError>;
-
     /// Forgets the references that name `binding` of `user`, on every
     /// channel: a card's references are several over its life (each bind
     /// stores the one its start gave, and a signing may name the agreement

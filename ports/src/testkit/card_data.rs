@@ -210,8 +210,14 @@ pub async fn channel_refs_find_their_first_target<F: StoreFactory + ?Sized>(f: &
         s.channel_refs.find(&wechat, "2088-1").await.unwrap(),
         Some(t2.clone())
     );
-    s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
-    s.channel_refs.delete(&alipay, "2088-1").await.unwrap();
+    let e = s
+        .channel_refs
+        .find_entry(&alipay, "2088-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.channel_refs.delete_entry(&e).await.unwrap(), 1);
+    assert_eq!(s.channel_refs.delete_entry(&e).await.unwrap(), 0);
     assert_eq!(s.channel_refs.find(&alipay, "2088-1").await.unwrap(), None);
 
     // The references one bind of a card recorded go together, on every

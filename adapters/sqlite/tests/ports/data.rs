@@ -184,8 +184,14 @@ async fn channel_refs_keep_their_first_target_and_the_review_queue_its_first_ent
         s.channel_refs.find(&channel("wechat"), "2088").await,
         Ok(None)
     );
-    s.channel_refs.delete(&ch, "2088").await.unwrap();
-    s.channel_refs.delete(&ch, "2088").await.unwrap();
+    let e = s
+        .channel_refs
+        .find_entry(&ch, "2088")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.channel_refs.delete_entry(&e).await, Ok(1));
+    assert_eq!(s.channel_refs.delete_entry(&e).await, Ok(0));
     assert_eq!(s.channel_refs.find(&ch, "2088").await, Ok(None));
 
     let entry = |b: &str, since| ReviewEntry {
