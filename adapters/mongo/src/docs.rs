@@ -42,7 +42,8 @@ pub(crate) struct LinkDoc {
     /// links written before wallets were covered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wallet_digest: Option<String>,
-    /// Whether `wallet` holds a card in `pending_verification`.
+    /// Whether `wallet` holds a card awaiting settlement
+    /// (`pending_verification` or `pending_review`).
     pub pending: bool,
     /// Set on a link whose wallet gave family shares, and cleared on the
     /// older links of its chain after each such insert: the newest link of

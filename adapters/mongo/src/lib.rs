@@ -81,8 +81,8 @@
 //!   and continue from the head this process wrote last (trusted for 60 s),
 //!   else read it first; a lost insert reads the new head and tries again.
 //! * Each link also stores the distinct user ids, binding ids and actions
-//!   of its events and whether its wallet holds a card pending
-//!   verification, so that the audit listing and the reconciler's scan are
+//!   of its events and whether its wallet holds a card awaiting settlement
+//!   (pending verification or review), so that the audit listing and the reconciler's scan are
 //!   index range scans (`users_at`, `bindings_at`, `actions_at`,
 //!   `pending_at`), ordered by (`at`, `chain`, `seq`).
 //! * Retention (`purge_before`) deletes, per chain, the links older than
