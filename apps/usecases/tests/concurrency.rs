@@ -2353,6 +2353,53 @@ async fn a_signing_that_meets_a_bind_again_records_its_agreement_for_the_new_bin
     );
 }
 
+/// Binds `u`'s card `n` into review (its channel unreachable), starts
+/// `change` of it from review (an approval, a retry) held before its
+/// write is stored, and meanwhile unbinds the card and binds it again
+/// into review. Returns the card as first bound, the card bound again,
+/// the gate that releases the change, and the change.
+async fn a_change_from_review_meets_its_card_bound_again<T, F>(
+    w: &Arc<World>,
+    u: &'static str,
+    n: u32,
+    change: impl FnOnce(Arc<World>, BindingId) -> F,
+) -> (
+    Binding,
+    Binding,
+    Arc<tokio::sync::Semaphore>,
+    tokio::task::JoinHandle<T>,
+)
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd(u, &visa(n), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(first.status, BindingStatus::PendingReview);
+    let gate = w.wallets.hold_next_commit_of_before_storing(u);
+    let held = tokio::spawn(change(w.clone(), first.id.clone()));
+    until_called(&w.wallets.held_before).await;
+    w.uc.unbind(&backend(), &user(u), &first.id, None)
+        .await
+        .unwrap();
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd(u, &visa(n), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(
+        (again.id.clone(), again.status),
+        (first.id.clone(), BindingStatus::PendingReview)
+    );
+    assert_ne!(again.data_generation, first.data_generation);
+    (first, again, gate, held)
+}
+
 /// An approval records its reference for the bind the operator reviewed;
 /// when the card is unbound (which deletes that bind's references) and
 /// bound again into review before the approval's change is stored, the
@@ -2364,34 +2411,12 @@ async fn a_signing_that_meets_a_bind_again_records_its_agreement_for_the_new_bin
 async fn an_approval_that_meets_its_card_bound_again_is_refused() {
     use cardbind_ports::store::ChannelRefs;
     let w = Arc::new(world(unlimited()));
-    w.channel
-        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
-    let a =
-        w.uc.bind_card(&backend(), bind_cmd("rv9", &visa(440), w.now()))
-            .await
-            .unwrap()
-            .binding;
-    let gate = w.wallets.hold_next_commit_of_before_storing("rv9");
-    let approval = {
-        let (w, id) = (w.clone(), a.id.clone());
-        tokio::spawn(async move {
+    let (a, _, gate, approval) =
+        a_change_from_review_meets_its_card_bound_again(&w, "rv9", 440, |w, id| async move {
             w.uc.approve_review(&admin(), &id, Some("agr-90".into()))
                 .await
         })
-    };
-    until_called(&w.wallets.held_before).await;
-    w.uc.unbind(&backend(), &user("rv9"), &a.id, None)
-        .await
-        .unwrap();
-    let again =
-        w.uc.bind_card(&backend(), bind_cmd("rv9", &visa(440), w.now()))
-            .await
-            .unwrap()
-            .binding;
-    assert_eq!(
-        (again.id.clone(), again.status),
-        (a.id.clone(), BindingStatus::PendingReview)
-    );
+        .await;
     gate.add_permits(1);
     let e = approval.await.unwrap().unwrap_err();
     assert_eq!(e.code(), ErrorCode::Conflict);
@@ -2429,33 +2454,11 @@ async fn an_approval_that_meets_its_card_bound_again_is_refused() {
 async fn a_review_retry_that_meets_its_card_bound_again_is_refused() {
     use cardbind_ports::store::ReviewQueue;
     let w = Arc::new(world(unlimited()));
-    w.channel
-        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
-    let a =
-        w.uc.bind_card(&backend(), bind_cmd("rt9", &visa(441), w.now()))
-            .await
-            .unwrap()
-            .binding;
-    assert_eq!(a.status, BindingStatus::PendingReview);
-    let gate = w.wallets.hold_next_commit_of_before_storing("rt9");
-    let retry = {
-        let (w, id) = (w.clone(), a.id.clone());
-        tokio::spawn(async move { w.uc.retry_review(&admin(), &id).await })
-    };
-    until_called(&w.wallets.held_before).await;
-    w.uc.unbind(&backend(), &user("rt9"), &a.id, None)
-        .await
-        .unwrap();
-    let again =
-        w.uc.bind_card(&backend(), bind_cmd("rt9", &visa(441), w.now()))
-            .await
-            .unwrap()
-            .binding;
-    assert_eq!(
-        (again.id.clone(), again.status),
-        (a.id.clone(), BindingStatus::PendingReview)
-    );
-    assert_ne!(again.data_generation, a.data_generation);
+    let (a, again, gate, retry) =
+        a_change_from_review_meets_its_card_bound_again(&w, "rt9", 441, |w, id| async move {
+            w.uc.retry_review(&admin(), &id).await
+        })
+        .await;
     // The channel is back: a retry sent on would bind.
     w.channel.always(Script::Bound);
     let starts = w.channel.starts.load(Ordering::SeqCst);
