@@ -1871,26 +1871,31 @@ fn a_binds_dates_are_those_of_the_calendar_in_china() {
     );
 }
 
+/// The use cases over `w`'s data, served by a deployment that enables only
+/// `mock` (a card bound through `other` is of a channel no longer enabled).
+fn enabling_only_mock(w: &World) -> cardbind_usecases::UseCases {
+    use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
+    let mut ports = w.uc.ports().clone();
+    ports.channels = ChannelRegistry::new(
+        vec![w.channel.clone() as std::sync::Arc<dyn PaymentChannel>],
+        cardbind_domain::ChannelName::parse("mock").unwrap(),
+    )
+    .unwrap();
+    cardbind_usecases::UseCases::new(ports, Policy::default())
+}
+
 /// A card bound through a channel the deployment no longer enables: the
 /// unbind ends it here, and audits that its agreement may still be active
 /// at the channel (nothing here can end it), naming the channel.
 #[tokio::test]
 async fn unbinding_a_card_of_a_channel_no_longer_enabled_is_audited() {
     use cardbind_domain::ChannelName;
-    use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
     let w = world(Policy::default());
     let mut cmd = bind_cmd("iris", &visa(31), w.now());
     cmd.channel = Some(ChannelName::parse("other").unwrap());
     let v = w.uc.bind_card(&backend(), cmd).await.unwrap();
     assert_eq!(v.binding.status, BindingStatus::Active);
-    // The same data, served by a deployment that enables only `mock`.
-    let mut ports = w.uc.ports().clone();
-    ports.channels = ChannelRegistry::new(
-        vec![w.channel.clone() as std::sync::Arc<dyn PaymentChannel>],
-        ChannelName::parse("mock").unwrap(),
-    )
-    .unwrap();
-    let uc = cardbind_usecases::UseCases::new(ports, Policy::default());
+    let uc = enabling_only_mock(&w);
     let r = uc
         .unbind(&backend(), &user("iris"), &v.binding.id, None)
         .await
@@ -1913,20 +1918,13 @@ async fn unbinding_a_card_of_a_channel_no_longer_enabled_is_audited() {
 #[tokio::test]
 async fn a_code_for_a_card_of_a_channel_no_longer_enabled_is_not_counted() {
     use cardbind_domain::ChannelName;
-    use cardbind_ports::channel::{ChannelRegistry, PaymentChannel};
     let w = world(Policy::default());
     w.other.always(Script::Otp);
     let mut cmd = bind_cmd("ivy", &visa(32), w.now());
     cmd.channel = Some(ChannelName::parse("other").unwrap());
     let v = w.uc.bind_card(&backend(), cmd).await.unwrap();
     assert_eq!(v.binding.status, BindingStatus::PendingVerification);
-    let mut ports = w.uc.ports().clone();
-    ports.channels = ChannelRegistry::new(
-        vec![w.channel.clone() as std::sync::Arc<dyn PaymentChannel>],
-        ChannelName::parse("mock").unwrap(),
-    )
-    .unwrap();
-    let uc = cardbind_usecases::UseCases::new(ports, Policy::default());
+    let uc = enabling_only_mock(&w);
     let tries = Policy::default().verification.max_otp_attempts + 2;
     for _ in 0..tries {
         let e = uc
