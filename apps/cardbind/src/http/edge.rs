@@ -3,9 +3,9 @@
 //! In order: a request id (a sane incoming `X-Request-Id`, else a new UUID
 //! v4); the client IP (peer, or the last entry of the last
 //! `X-Forwarded-For` line when trusted); a head it cannot read as meant
-//! refused (`unreadable_head`); the body read once, up to `max_body_bytes` (413 beyond) and within
-//! `body_read_timeout` (400 beyond), and kept as
-//! [`RawBody`] for signatures and idempotency; then the routes. On the way
+//! refused (`unreadable_head`); the body read once, up to
+//! `max_body_bytes` (413 beyond) and within `body_read_timeout` (400
+//! beyond), and kept as [`RawBody`] for signatures and idempotency; then the routes. On the way
 //! out: any `poem::Error` becomes our envelope ([`render_error`]), a caught
 //! panic becomes a 500 `internal_error`, and every response gets the request
 //! id, the security headers, its metrics (an error response also by its
