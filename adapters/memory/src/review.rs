@@ -17,10 +17,13 @@ pub(crate) struct Table(BTreeMap<BindingId, ReviewEntry>);
 impl ReviewQueue for MemoryStore {
     async fn add(&self, entry: &ReviewEntry) -> Result<(), StoreError> {
         self.check_available()?;
-        lock(&self.inner.review)
-            .0
-            .entry(entry.binding.clone())
-            .or_insert_with(|| entry.clone());
+        let mut t = lock(&self.inner.review);
+        match t.0.get(&entry.binding) {
+            Some(e) if e.link >= entry.link => {}
+            _ => {
+                t.0.insert(entry.binding.clone(), entry.clone());
+            }
+        }
         Ok(())
     }
 
@@ -29,9 +32,12 @@ impl ReviewQueue for MemoryStore {
         Ok(lock(&self.inner.review).0.get(binding).cloned())
     }
 
-    async fn remove(&self, binding: &BindingId) -> Result<(), StoreError> {
+    async fn remove(&self, binding: &BindingId, upto: u64) -> Result<(), StoreError> {
         self.check_available()?;
-        lock(&self.inner.review).0.remove(binding);
+        let mut t = lock(&self.inner.review);
+        if t.0.get(binding).is_some_and(|e| e.link <= upto) {
+            t.0.remove(binding);
+        }
         Ok(())
     }
 

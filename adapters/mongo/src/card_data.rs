@@ -13,7 +13,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use crate::docs::{CardDataDoc, CardDataKeyDoc, ChannelRefDoc, OwnerDoc, ReviewDoc, SealedDoc};
 use crate::schema::labels::*;
-use crate::store::{collect, limit_i64, map_err, try_insert, walk_after, MongoStore};
+use crate::store::{collect, is_duplicate, limit_i64, map_err, try_insert, walk_after, MongoStore};
 
 #[async_trait]
 impl CardDataStore for MongoStore {
@@ -364,21 +364,42 @@ fn review_entry(d: ReviewDoc) -> Result<ReviewEntry, StoreError> {
         binding: binding(&d.binding)?,
         user: user(&d.user)?,
         since: Timestamp::from_unix_millis(d.since),
+        link: to_u64(d.link, "review entry link")?,
     })
+}
+
+/// A link number as stored (an `i64`; "any" is the largest).
+fn stored_link(link: u64) -> i64 {
+    i64::try_from(link).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
 impl ReviewQueue for MongoStore {
     async fn add(&self, entry: &ReviewEntry) -> Result<(), StoreError> {
         self.timed(async {
-            let d = ReviewDoc {
-                binding: entry.binding.as_str().to_owned(),
-                user: entry.user.as_str().to_owned(),
-                since: entry.since.unix_millis(),
-            };
-            // Unique binding: the first entry stays.
-            try_insert(&self.review, &d, REVIEW_ADD).await?;
-            Ok(())
+            let link = stored_link(entry.link);
+            // One upsert: it sets an entry of an earlier link (or of an
+            // older version, without one) or inserts; an entry of this
+            // link or a later one matches nothing, and the insert meets
+            // the unique `binding` (kept: the first of a stint stays).
+            let done = self
+                .review
+                .update_one(
+                    doc! { "binding": entry.binding.as_str(), "link": { "$not": { "$gte": link } } },
+                    doc! { "$set": {
+                        "user": entry.user.as_str(),
+                        "since": entry.since.unix_millis(),
+                        "link": link,
+                    } },
+                )
+                .upsert(true)
+                .comment(REVIEW_ADD)
+                .await;
+            match done {
+                Ok(_) => Ok(()),
+                Err(e) if is_duplicate(&e) => Ok(()),
+                Err(e) => Err(map_err(e)),
+            }
         })
         .await
     }
@@ -397,10 +418,15 @@ impl ReviewQueue for MongoStore {
         .await
     }
 
-    async fn remove(&self, binding_id: &BindingId) -> Result<(), StoreError> {
+    async fn remove(&self, binding_id: &BindingId, upto: u64) -> Result<(), StoreError> {
         self.timed(async {
+            // `$not`: an entry of an older version, without a link, goes
+            // with any removal.
             self.review
-                .delete_one(doc! { "binding": binding_id.as_str() })
+                .delete_one(doc! {
+                    "binding": binding_id.as_str(),
+                    "link": { "$not": { "$gt": stored_link(upto) } },
+                })
                 .comment(REVIEW_REMOVE)
                 .await
                 .map_err(map_err)?;

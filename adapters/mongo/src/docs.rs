@@ -231,4 +231,8 @@ pub(crate) struct ReviewDoc {
     pub binding: String,
     pub user: String,
     pub since: i64,
+    /// The link of the change that queued the card; absent (0) in entries
+    /// of older versions.
+    #[serde(default)]
+    pub link: i64,
 }

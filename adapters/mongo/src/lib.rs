@@ -53,7 +53,7 @@
 //! | `RateLimiter::take` | `rate_slots` | (`key`, `slot`), slot ∈ 1..=limit |
 //! | `SeenIds::mark` | `seen_ids` | (`ns`, `id`) |
 //! | `DataKeyStore` | `data_keys` | (`owner`, `seq`): key versions and tombstones |
-//! | `ReviewQueue::add` | `review_queue` | `binding`: the first entry stays |
+//! | `ReviewQueue::add` | `review_queue` | `binding`: the first entry of a stint in review stays, a later stint's replaces it |
 //!
 //! The table of collections, shard keys and indexes is [`schema::SCHEMA`];
 //! [`MongoStore::ensure_indexes`] creates exactly those indexes, one

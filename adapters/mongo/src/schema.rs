@@ -283,7 +283,7 @@ pub const SCHEMA: &[CollectionSpec] = &[
             "binding",
             &[("binding", 1)],
             true,
-            "one entry per card (the first stays), get, remove, the listing by card",
+            "one entry per card (a later stint in review replaces an earlier one), add, get, remove, the listing by card",
         )],
         scans: &[REVIEW_LIST],
         removed_by: "the use cases: `remove` when the card leaves review",

@@ -474,6 +474,7 @@ async fn every_port_method_counted_and_every_query_indexed() {
         binding: card.clone(),
         user: u.clone(),
         since: at(0),
+        link: 3,
     };
     let (r, n) = m.run("review.add", s.add(&e)).await;
     r.unwrap();
@@ -483,7 +484,7 @@ async fn every_port_method_counted_and_every_query_indexed() {
     assert_eq!(n, 1);
     let (r, _) = m.run("review.list", ReviewQueue::list(&s, None, 10)).await;
     assert_eq!(r.unwrap().len(), 1);
-    let (r, n) = m.run("review.remove", s.remove(&card)).await;
+    let (r, n) = m.run("review.remove", s.remove(&card, 3)).await;
     r.unwrap();
     assert_eq!(n, 1);
 

@@ -330,7 +330,7 @@ fn cpu_table(
         let nothing = BindingId::parse("none").unwrap();
         let c0 = cpu_ns();
         for _ in 0..n {
-            p.review.remove(&nothing).await.unwrap();
+            p.review.remove(&nothing, u64::MAX).await.unwrap();
         }
         let empty_alone = (cpu_ns() - c0) as f64 / n as f64 / 1e3;
         let c0 = cpu_ns();
@@ -340,7 +340,7 @@ fn cpu_table(
                 tokio::spawn(async move {
                     let nothing = BindingId::parse("none").unwrap();
                     for _ in 0..n / 64 {
-                        p.review.remove(&nothing).await.unwrap();
+                        p.review.remove(&nothing, u64::MAX).await.unwrap();
                     }
                 })
             })

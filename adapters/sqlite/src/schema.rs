@@ -18,7 +18,7 @@ use crate::error::db_err;
 use crate::OpenError;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// `PRAGMA application_id` of a cardbind database ("CBnd").
 pub const APPLICATION_ID: i64 = 0x4342_6e64;
@@ -148,8 +148,15 @@ const V5: &str = "
 ALTER TABLE links ADD COLUMN wallet_digest BLOB;
 ";
 
+/// Version 6: the link of the change that queued a card for review (a
+/// removal by an earlier change leaves the entry). 0 in entries of older
+/// versions: any removal takes them.
+const V6: &str = "
+ALTER TABLE review_queue ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
+";
+
 /// The steps from version `i` to `i + 1`, in order.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))

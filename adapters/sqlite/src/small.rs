@@ -38,14 +38,18 @@ const REPLACE_KEY: &str = "UPDATE data_keys SET master_key_id = ?2, wrapped = ?3
 
 const DELETE_KEY: &str = "DELETE FROM data_keys WHERE owner = ?1";
 
-const ADD_REVIEW: &str = "INSERT INTO review_queue (binding, user, since) VALUES (?1, ?2, ?3)
-     ON CONFLICT DO NOTHING";
+// An entry of a later stint in review replaces an earlier one's; one of
+// the same stint or a later stays.
+const ADD_REVIEW: &str =
+    "INSERT INTO review_queue (binding, user, since, link) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (binding) DO UPDATE SET user = excluded.user, since = excluded.since,
+     link = excluded.link WHERE review_queue.link < excluded.link";
 
-const GET_REVIEW: &str = "SELECT user, since FROM review_queue WHERE binding = ?1";
+const GET_REVIEW: &str = "SELECT user, since, link FROM review_queue WHERE binding = ?1";
 
-const REMOVE_REVIEW: &str = "DELETE FROM review_queue WHERE binding = ?1";
+const REMOVE_REVIEW: &str = "DELETE FROM review_queue WHERE binding = ?1 AND link <= ?2";
 
-const LIST_REVIEW: &str = "SELECT binding, user, since FROM review_queue WHERE binding > ?1
+const LIST_REVIEW: &str = "SELECT binding, user, since, link FROM review_queue WHERE binding > ?1
      ORDER BY binding LIMIT ?2";
 
 const PURGE_WINDOWS: &str = "DELETE FROM rate_windows WHERE (expires_at, key) IN (
@@ -349,11 +353,12 @@ impl ReviewQueue for SqliteStore {
             entry.user.as_str().to_owned(),
             ms(entry.since),
         );
+        let link = int(entry.link, "review link")?;
         self.engine
             .write(move |tx| {
                 tx.conn
                     .prepare_cached(ADD_REVIEW)
-                    .and_then(|mut s| s.execute(params![b, u, since]))
+                    .and_then(|mut s| s.execute(params![b, u, since, link]))
                     .map(|_| ())
                     .map_err(db_err)
             })
@@ -365,29 +370,36 @@ impl ReviewQueue for SqliteStore {
             c.prepare_cached(GET_REVIEW)
                 .and_then(|mut s| {
                     s.query_row([binding_id.as_str()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
                     })
                     .optional()
                 })
                 .map_err(db_err)
         })?;
-        row.map(|(u, since)| {
+        row.map(|(u, since, link)| {
             Ok(ReviewEntry {
                 binding: binding_id.clone(),
                 user: user(&u)?,
                 since: at(since),
+                link: uint(link, "review link")?,
             })
         })
         .transpose()
     }
 
-    async fn remove(&self, binding_id: &BindingId) -> Result<(), StoreError> {
+    async fn remove(&self, binding_id: &BindingId, upto: u64) -> Result<(), StoreError> {
         let b = binding_id.as_str().to_owned();
+        // Links are stored as SQLite integers: "any" is the largest.
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
         self.engine
             .write(move |tx| {
                 tx.conn
                     .prepare_cached(REMOVE_REVIEW)
-                    .and_then(|mut s| s.execute([b]))
+                    .and_then(|mut s| s.execute(params![b, upto]))
                     .map(|_| ())
                     .map_err(db_err)
             })
@@ -411,17 +423,19 @@ impl ReviewQueue for SqliteStore {
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
                     ))
                 })
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })?;
         rows.into_iter()
-            .map(|(b, u, since)| {
+            .map(|(b, u, since, link)| {
                 Ok(ReviewEntry {
                     binding: binding(&b)?,
                     user: user(&u)?,
                     since: at(since),
+                    link: uint(link, "review link")?,
                 })
             })
             .collect()

@@ -164,6 +164,7 @@ async fn write_everything(s: &SqliteStore) -> cardbind_domain::Wallet {
             binding: bid("u1-card-1"),
             user: u,
             since: t(1),
+            link: 3,
         })
         .await
         .unwrap();
@@ -242,15 +243,8 @@ async fn check_everything(s: &SqliteStore, w: &cardbind_domain::Wallet) {
         p.data_keys.get("u1").await.unwrap().unwrap().wrapped,
         vec![9; 40]
     );
-    assert_eq!(
-        p.review
-            .get(&bid("u1-card-1"))
-            .await
-            .unwrap()
-            .unwrap()
-            .since,
-        t(1)
-    );
+    let queued = p.review.get(&bid("u1-card-1")).await.unwrap().unwrap();
+    assert_eq!((queued.since, queued.link), (t(1), 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,9 +721,10 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
     drop(c);
 
     // Files of version 2 (before the channel references' index by
-    // binding), 3 (before their generation) and 4 (before the wallet's
-    // digest) are brought to this version when opened.
-    for from in [2, 3, 4] {
+    // binding), 3 (before their generation), 4 (before the wallet's
+    // digest) and 5 (before the review entry's link) are brought to this
+    // version when opened.
+    for from in [2, 3, 4, 5] {
         let old = dir.path().join(format!("v{from}.sqlite3"));
         drop(open(&old));
         let c = rusqlite::Connection::open(&old).unwrap();
@@ -761,9 +756,16 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
                 |r| r.get(0),
             )
             .unwrap();
+        let link: i64 = c
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('review_queue') WHERE name = 'link'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(
-            (v, index, column, digest),
-            (5, 1, 1, 1),
+            (v, index, column, digest, link),
+            (6, 1, 1, 1, 1),
             "from version {from}"
         );
     }
@@ -772,7 +774,10 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
 /// A file of this version made one of an older `version` (what the
 /// upgrades since then added taken away).
 fn as_version(version: i64) -> String {
-    let mut sql = String::from("ALTER TABLE links DROP COLUMN wallet_digest;");
+    let mut sql = String::from("ALTER TABLE review_queue DROP COLUMN link;");
+    if version < 5 {
+        sql.push_str("ALTER TABLE links DROP COLUMN wallet_digest;");
+    }
     if version < 4 {
         sql.push_str("ALTER TABLE channel_refs DROP COLUMN generation;");
     }
@@ -780,6 +785,38 @@ fn as_version(version: i64) -> String {
         sql.push_str("DROP INDEX channel_refs_by_binding;");
     }
     sql + &format!("PRAGMA user_version = {version};")
+}
+
+/// A review entry queued before entries carried their link (schema 5)
+/// reads as placed at link 0 once the file is upgraded: the removal of
+/// any change takes it, and a new stint in review replaces it.
+#[tokio::test]
+async fn review_entries_of_an_older_schema_go_with_any_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5-review.sqlite3");
+    drop(open(&path));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&as_version(5)).unwrap();
+    c.execute_batch(
+        "INSERT INTO review_queue (binding, user, since) VALUES
+           ('card-a', 'u1', 1800000005000), ('card-b', 'u1', 1800000006000);",
+    )
+    .unwrap();
+    drop(c);
+    let s = open(&path);
+    let p = s.ports();
+    let a = p.review.get(&bid("card-a")).await.unwrap().unwrap();
+    assert_eq!((a.user.as_str(), a.since, a.link), ("u1", t(5), 0));
+    p.review.remove(&bid("card-a"), 1).await.unwrap();
+    assert_eq!(p.review.get(&bid("card-a")).await, Ok(None));
+    let later = ReviewEntry {
+        binding: bid("card-b"),
+        user: uid("u1"),
+        since: t(9),
+        link: 2,
+    };
+    p.review.add(&later).await.unwrap();
+    assert_eq!(p.review.get(&bid("card-b")).await, Ok(Some(later)));
 }
 
 /// References recorded before they carried a generation (schema 3) go

@@ -20,7 +20,9 @@ impl UseCases {
     /// its id).
     pub(crate) async fn forget_card(&self, user: &UserId, b: &Binding, what: Forget) {
         match what {
-            Forget::TheBind => self.forget_bind(user, &b.id, b.data_generation).await,
+            Forget::TheBind { .. } => {
+                self.forget_bind(user, &b.id, b.data_generation).await;
+            }
             Forget::TheCard => {
                 if let Err(e) = self.ports.card_data.delete(user, &b.id, None).await {
                     tracing::warn!(binding = %b.id, error = %e, "card data not deleted yet");
@@ -29,7 +31,13 @@ impl UseCases {
             }
         }
         if b.status == BindingStatus::PendingReview {
-            if let Err(e) = self.ports.review.remove(&b.id).await {
+            // The entry of the review the change ended, not one a bind of
+            // the card again into review has queued since.
+            let upto = match what {
+                Forget::TheBind { link } => link,
+                Forget::TheCard => u64::MAX,
+            };
+            if let Err(e) = self.ports.review.remove(&b.id, upto).await {
                 tracing::warn!(binding = %b.id, error = %e, "review entry not removed");
             }
         }
@@ -57,8 +65,9 @@ impl UseCases {
 /// What [`UseCases::forget_card`] deletes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Forget {
-    /// What the bind that ended stored (its data generation's).
-    TheBind,
+    /// What the bind that ended stored (its data generation's); `link` is
+    /// the number of the change that ended it.
+    TheBind { link: u64 },
     /// Everything of the card, every generation.
     TheCard,
 }

@@ -287,7 +287,8 @@ impl UseCases {
         })
         .await?;
         if let Some(b) = from {
-            self.forget_card(user, &b, Forget::TheBind).await;
+            let link = after.link();
+            self.forget_card(user, &b, Forget::TheBind { link }).await;
             // Shares of the card ended with it; so do their mirrors.
             if let Ok(now_b) = after.wallet.get(id) {
                 self.end_mirrors_since(ctx, &after.wallet, now_b.updated_at)

@@ -239,7 +239,7 @@ impl UseCases {
                 .await?;
         }
         if let Applied::Changed { from, to } = applied {
-            self.after_channel_change(&user, &after.wallet, &id, from, to)
+            self.after_channel_change(&user, &after, &id, from, to)
                 .await;
             if to == BindingStatus::Inactive {
                 // The user unsigned at the channel: the card's shares
@@ -307,15 +307,16 @@ impl UseCases {
     async fn after_channel_change(
         &self,
         user: &UserId,
-        w: &Wallet,
+        after: &Loaded,
         id: &BindingId,
         from: BindingStatus,
         to: BindingStatus,
     ) {
+        let (w, link) = (&after.wallet, after.link());
         match to {
             BindingStatus::Inactive => {
                 if let Ok(b) = w.get(id) {
-                    self.forget_card(user, b, crate::forget::Forget::TheBind)
+                    self.forget_card(user, b, crate::forget::Forget::TheBind { link })
                         .await;
                 }
             }
@@ -325,7 +326,7 @@ impl UseCases {
                 }
             }
             BindingStatus::PendingReview if from != BindingStatus::PendingReview => {
-                self.queue_for_review(user, id).await;
+                self.queue_for_review(user, id, link).await;
             }
             BindingStatus::Active
             | BindingStatus::PendingVerification
@@ -335,7 +336,7 @@ impl UseCases {
         // A card that leaves review by its channel's word leaves the queue
         // (only then: one write saved on every other activation).
         if from == BindingStatus::PendingReview && to != BindingStatus::PendingReview {
-            if let Err(e) = self.ports.review.remove(id).await {
+            if let Err(e) = self.ports.review.remove(id, link).await {
                 tracing::warn!(binding = %id, error = %e, "review entry not removed");
             }
         }
@@ -380,8 +381,11 @@ impl UseCases {
         now: Timestamp,
         report: &mut ReconcileReport,
     ) {
-        let wallet = match self.load(user).await {
-            Ok(l) => l.wallet,
+        let (wallet, link) = match self.load(user).await {
+            Ok(l) => {
+                let link = l.link();
+                (l.wallet, link)
+            }
             Err(e) => {
                 tracing::warn!(%user, error = %e, "reconcile: wallet not read");
                 report.errors += 1;
@@ -405,6 +409,7 @@ impl UseCases {
                         binding: b.id.clone(),
                         user: user.clone(),
                         since: b.updated_at,
+                        link,
                     };
                     match self.ports.review.add(&entry).await {
                         Ok(()) => report.requeued += 1,

@@ -12,7 +12,7 @@ use crate::context::RequestContext;
 use crate::error::{card_data_unreadable, channel_not_enabled, op_error, Internal};
 use crate::manage::status_change;
 use crate::sealing::OpenFailure;
-use crate::tx::Decided;
+use crate::tx::{Decided, Loaded};
 use crate::{page_size, CardPage, CardView, UseCases};
 
 op_error! {
@@ -54,11 +54,14 @@ impl UseCases {
             .flatten();
         let mut cards = Vec::with_capacity(entries.len());
         for entry in entries {
-            let w = self.load(&entry.user).await?.wallet;
-            match view(&w, &entry.binding) {
+            let loaded = self.load(&entry.user).await?;
+            match view(&loaded.wallet, &entry.binding) {
                 Ok(v) if v.binding.status == BindingStatus::PendingReview => cards.push(v),
                 _ => {
-                    if let Err(e) = self.ports.review.remove(&entry.binding).await {
+                    // Only an entry of a stint in review before this read:
+                    // the card may be queued again since.
+                    let upto = loaded.link();
+                    if let Err(e) = self.ports.review.remove(&entry.binding, upto).await {
                         tracing::warn!(binding = %entry.binding, error = %e, "stale review entry not removed");
                     }
                 }
@@ -150,7 +153,7 @@ impl UseCases {
             }
         };
         let b = self.view_as_read(&after, id).await?;
-        self.unqueue(id).await;
+        self.unqueue(id, &after).await;
         Ok(b)
     }
 
@@ -189,15 +192,17 @@ impl UseCases {
                 })
             })
             .await?;
-        self.unqueue(id).await;
+        self.unqueue(id, &after).await;
         let b = self.view_as_read(&after, id).await?;
         self.drop_card_data(&user, id, b.binding.data_generation)
             .await;
         Ok(b)
     }
 
-    async fn unqueue(&self, id: &BindingId) {
-        if let Err(e) = self.ports.review.remove(id).await {
+    /// Removes the card's entry of the review the change written as
+    /// `after` ended (one queued since stays).
+    async fn unqueue(&self, id: &BindingId, after: &Loaded) {
+        if let Err(e) = self.ports.review.remove(id, after.link()).await {
             tracing::warn!(binding = %id, error = %e, "review entry not removed");
         }
     }
@@ -277,7 +282,7 @@ impl UseCases {
                 Decided::new(d.answer, events)
             })
             .await?;
-        self.unqueue(id).await;
+        self.unqueue(id, &after).await;
         let start = Start {
             user: &user,
             id,

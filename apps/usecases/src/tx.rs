@@ -23,6 +23,15 @@ pub struct Loaded {
     pub head: Option<ChainHead>,
 }
 
+impl Loaded {
+    /// The number of the chain's link this wallet is the state of (0 for
+    /// a user with nothing stored): what orders the review queue's writes
+    /// that follow a change.
+    pub fn link(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.seq)
+    }
+}
+
 /// Why one attempt at a change ended without an answer.
 #[derive(Debug)]
 pub enum Raced<E> {

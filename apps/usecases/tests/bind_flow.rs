@@ -1208,7 +1208,7 @@ async fn reconcile_queues_a_card_in_review_the_queue_lost() {
     assert_eq!(v.binding.status, BindingStatus::PendingReview);
     let id = v.binding.id.clone();
     assert!(ReviewQueue::get(&w.store, &id).await.unwrap().is_some());
-    ReviewQueue::remove(&w.store, &id).await.unwrap();
+    ReviewQueue::remove(&w.store, &id, u64::MAX).await.unwrap();
     // Too young: its bind may still be writing the entry.
     let r = w.uc.reconcile(300, 10).await.unwrap();
     assert_eq!((r.requeued, r.errors), (0, 0));

@@ -2618,3 +2618,68 @@ async fn a_late_signing_of_an_earlier_bind_leaves_the_reference_the_bind_again_r
         "the bind again's record stays"
     );
 }
+
+/// An unbind of a card in review whose clean-up runs after the card was
+/// bound again into review leaves the new stint's queue entry: the
+/// removal names the unbind's change, and the entry the bind again's
+/// later one (before, it removed the entry by the card alone, and the
+/// card waited in review seen by no operator until `reconcile`).
+#[tokio::test]
+async fn an_unbind_cleaning_up_late_leaves_the_review_entry_of_the_bind_again() {
+    use cardbind_ports::store::ReviewQueue;
+    let w = world(unlimited());
+    w.channel
+        .always(Script::Fail(cardbind_ports::ChannelError::CircuitOpen));
+    let first =
+        w.uc.bind_card(&backend(), bind_cmd("rvl", &visa(471), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(first.status, BindingStatus::PendingReview);
+    let queued = ReviewQueue::get(&w.store, &first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The unbind's change is stored; its clean-up waits.
+    let gate = w.wallets.hold_next_commit_of("rvl");
+    let unbind = {
+        let uc = w.uc.clone();
+        let id = first.id.clone();
+        tokio::spawn(async move { uc.unbind(&backend(), &user("rvl"), &id, None).await })
+    };
+    while w.wallets.held.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        w.wallet("rvl").await.get(&first.id).unwrap().status,
+        BindingStatus::Inactive
+    );
+    // The card is bound again, and its channel is still out: review again.
+    let again =
+        w.uc.bind_card(&backend(), bind_cmd("rvl", &visa(471), w.now()))
+            .await
+            .unwrap()
+            .binding;
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.status, BindingStatus::PendingReview);
+    let requeued = ReviewQueue::get(&w.store, &first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(requeued.link > queued.link, "the new stint's entry");
+    gate.add_permits(1);
+    unbind.await.unwrap().unwrap();
+    assert_eq!(
+        ReviewQueue::get(&w.store, &first.id).await.unwrap(),
+        Some(requeued),
+        "the card in review keeps its entry"
+    );
+    let page = w.uc.list_reviews(&admin(), None, 10).await.unwrap();
+    assert_eq!(
+        page.cards
+            .iter()
+            .map(|c| (c.binding.id.clone(), c.binding.status))
+            .collect::<Vec<_>>(),
+        [(first.id.clone(), BindingStatus::PendingReview)]
+    );
+}

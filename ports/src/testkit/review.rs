@@ -6,10 +6,15 @@ use super::*;
 use crate::store::ReviewEntry;
 
 fn entry(binding: &str, user: &str, since: i64) -> ReviewEntry {
+    placed(binding, user, since, 4)
+}
+
+fn placed(binding: &str, user: &str, since: i64, link: u64) -> ReviewEntry {
     ReviewEntry {
         binding: binding_id(binding),
         user: user_id(user),
         since: at(since),
+        link,
     }
 }
 
@@ -45,9 +50,52 @@ pub async fn add_get_remove_list<F: StoreFactory + ?Sized>(f: &F) {
             entry("card-c", "u1", 3)
         ]
     );
-    s.review.remove(&binding_id("card-b")).await.unwrap();
-    s.review.remove(&binding_id("card-b")).await.unwrap();
+    s.review.remove(&binding_id("card-b"), 4).await.unwrap();
+    s.review.remove(&binding_id("card-b"), 4).await.unwrap();
     assert_eq!(s.review.get(&binding_id("card-b")).await.unwrap(), None);
     assert_eq!(s.review.list(None, 10).await.unwrap().len(), 2);
     assert!(s.review.list(None, 0).await.unwrap().is_empty());
+    s.review
+        .remove(&binding_id("card-c"), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(s.review.get(&binding_id("card-c")).await.unwrap(), None);
+}
+
+/// A removal by a change before the entry's link leaves it (the card
+/// entered review again after that change); one at or after removes it.
+/// An entry of a later stint replaces one of an earlier; an earlier
+/// stint's late add leaves a later's.
+pub async fn entries_go_by_the_link_that_placed_them<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    let card = binding_id("card-r");
+    s.review.add(&placed("card-r", "u1", 10, 7)).await.unwrap();
+    s.review.remove(&card, 6).await.unwrap();
+    assert_eq!(
+        s.review.get(&card).await.unwrap(),
+        Some(placed("card-r", "u1", 10, 7)),
+        "an earlier change's removal leaves a later stint's entry"
+    );
+    // A later stint (its earlier's removal was lost) replaces it.
+    s.review.add(&placed("card-r", "u1", 20, 9)).await.unwrap();
+    assert_eq!(
+        s.review.get(&card).await.unwrap(),
+        Some(placed("card-r", "u1", 20, 9))
+    );
+    // An earlier stint's add landing late leaves it, as does adding again.
+    s.review.add(&placed("card-r", "u1", 15, 8)).await.unwrap();
+    s.review.add(&placed("card-r", "u1", 30, 9)).await.unwrap();
+    assert_eq!(
+        s.review.get(&card).await.unwrap(),
+        Some(placed("card-r", "u1", 20, 9))
+    );
+    assert_eq!(s.review.list(None, 10).await.unwrap().len(), 1);
+    s.review.remove(&card, 8).await.unwrap();
+    assert!(s.review.get(&card).await.unwrap().is_some());
+    s.review.remove(&card, 9).await.unwrap();
+    assert_eq!(s.review.get(&card).await.unwrap(), None);
+    // An entry of an older version (link 0) goes with any removal.
+    s.review.add(&placed("card-o", "u1", 1, 0)).await.unwrap();
+    s.review.remove(&binding_id("card-o"), 0).await.unwrap();
+    assert_eq!(s.review.get(&binding_id("card-o")).await.unwrap(), None);
 }

@@ -307,6 +307,44 @@ async fn audit_listing_reads_one_link_per_event_page() {
     assert_eq!(finds, 60 / 7 + 2, "one find per page");
 }
 
+/// Review entries queued by an older version carry no `link`: any removal
+/// takes one, and an entry of a later stint in review replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_entries_without_a_link_go_with_any_removal() {
+    let Some(uri) = uri() else { return };
+    let (s, _) = fresh_store(&uri).await;
+    let u = user_id(&unique("u"));
+    let [a, b] = ["card-a", "card-b"].map(|c| binding_id(&unique(c)));
+    let queue = s.database().collection::<Document>("review_queue");
+    for card in [&a, &b] {
+        queue
+            .insert_one(doc! { "binding": card.as_str(), "user": u.as_str(), "since": 5_000_i64 })
+            .comment("review.add")
+            .await
+            .unwrap();
+    }
+    let old = ReviewQueue::get(&s, &a).await.unwrap().unwrap();
+    assert_eq!(old.link, 0);
+    ReviewQueue::remove(&s, &a, 1).await.unwrap();
+    assert_eq!(ReviewQueue::get(&s, &a).await.unwrap(), None);
+    let later = ReviewEntry {
+        binding: b.clone(),
+        user: u.clone(),
+        since: at(9),
+        link: 2,
+    };
+    ReviewQueue::add(&s, &later).await.unwrap();
+    assert_eq!(ReviewQueue::get(&s, &b).await.unwrap(), Some(later));
+    assert_eq!(
+        queue
+            .count_documents(doc! { "binding": b.as_str() })
+            .await
+            .unwrap(),
+        1,
+        "replaced, not added beside"
+    );
+}
+
 /// References written before they carried a generation (no `generation`
 /// field) go with the unbind of their card, whichever generation it
 /// names; one given again by a later bind of the card is that bind's.

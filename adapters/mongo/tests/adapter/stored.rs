@@ -68,6 +68,7 @@ async fn a_raw_scan_finds_no_card_data_in_clear() {
         binding: b.clone(),
         user: u.clone(),
         since: at(0),
+        link: 1,
     })
     .await
     .unwrap();

@@ -198,6 +198,7 @@ async fn channel_refs_keep_their_first_target_and_the_review_queue_its_first_ent
         binding: bid(b),
         user: uid("u"),
         since: t(since),
+        link: 2,
     };
     for b in ["r3", "r1", "r2"] {
         s.review.add(&entry(b, 1)).await.unwrap();
@@ -209,8 +210,10 @@ async fn channel_refs_keep_their_first_target_and_the_review_queue_its_first_ent
         Ok(vec![entry("r2", 1), entry("r3", 1)])
     );
     assert_eq!(s.review.list(None, 1).await, Ok(vec![entry("r1", 1)]));
-    s.review.remove(&bid("r1")).await.unwrap();
-    s.review.remove(&bid("r1")).await.unwrap();
+    s.review.remove(&bid("r1"), 1).await.unwrap();
+    assert_eq!(s.review.get(&bid("r1")).await, Ok(Some(entry("r1", 1))));
+    s.review.remove(&bid("r1"), 2).await.unwrap();
+    s.review.remove(&bid("r1"), 2).await.unwrap();
     assert_eq!(s.review.get(&bid("r1")).await, Ok(None));
     assert!(s.review.list(None, 0).await.unwrap().is_empty());
 }

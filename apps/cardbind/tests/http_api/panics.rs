@@ -18,7 +18,7 @@ impl ReviewQueue for PanickingQueue {
     async fn get(&self, _b: &BindingId) -> Result<Option<ReviewEntry>, StoreError> {
         Ok(None)
     }
-    async fn remove(&self, _b: &BindingId) -> Result<(), StoreError> {
+    async fn remove(&self, _b: &BindingId, _upto: u64) -> Result<(), StoreError> {
         Ok(())
     }
     async fn list(

@@ -64,7 +64,9 @@ impl UseCases {
                 .await;
         }
         match status {
-            Some(BindingStatus::PendingReview) => self.queue_for_review(user, id).await,
+            Some(BindingStatus::PendingReview) => {
+                self.queue_for_review(user, id, after.link()).await;
+            }
             Some(BindingStatus::Failed) => self.drop_card_data(user, id, generation).await,
             _ => {}
         }
@@ -150,11 +152,13 @@ impl UseCases {
     /// Queues a card that entered review for an operator. A failure is
     /// logged: the card is in review in its wallet, the truth, and
     /// `cardbind reconcile` queues a card in review that has no entry.
-    pub(crate) async fn queue_for_review(&self, user: &UserId, id: &BindingId) {
+    /// `link` is the number of the change that put it in review.
+    pub(crate) async fn queue_for_review(&self, user: &UserId, id: &BindingId, link: u64) {
         let entry = ReviewEntry {
             binding: id.clone(),
             user: user.clone(),
             since: self.now(),
+            link,
         };
         if let Err(e) = self.ports.review.add(&entry).await {
             tracing::error!(binding = %id, error = %e, "card in review not queued; `cardbind reconcile` queues it");
