@@ -249,7 +249,17 @@ impl CircuitBreaker {
     fn record(&self, admission: &Admission, failed: bool) {
         let mut inner = self.lock();
         let next = match (&*inner, failed) {
-            (_, false) => Inner::Closed { failures: 0 },
+            (Inner::Closed { .. }, false) => Inner::Closed { failures: 0 },
+            // Only the trial's success closes an open breaker: a call let
+            // through before it opened that succeeds late leaves it open
+            // for its period (the failures that opened it came after).
+            (Inner::HalfOpen { .. }, false) if *admission == Admission::Trial => {
+                Inner::Closed { failures: 0 }
+            }
+            (Inner::HalfOpen { trial_in_flight }, false) => Inner::HalfOpen {
+                trial_in_flight: *trial_in_flight,
+            },
+            (Inner::Open { until }, false) => Inner::Open { until: *until },
             (Inner::Closed { failures }, true) => {
                 let failures = failures.saturating_add(1);
                 if failures >= self.threshold {

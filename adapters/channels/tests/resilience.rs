@@ -398,6 +398,50 @@ async fn half_open_lets_exactly_one_trial_through() {
     assert_eq!(inner.start_calls.load(Ordering::SeqCst), 1);
 }
 
+/// A call let through while the breaker was closed that succeeds after
+/// others opened it does not close it: the breaker stays open its 30 s,
+/// and only a trial's success closes it (before, the late success closed
+/// it at once, and the next calls went to the failing channel).
+#[tokio::test(start_paused = true)]
+async fn a_late_success_of_a_call_admitted_before_the_breaker_opened_leaves_it_open() {
+    let inner = Arc::new(Scripted::default().query_default(Err(unavailable())));
+    *inner.slow_unbinds.lock().unwrap() = Some(Duration::from_secs(5));
+    let cfg = ResilienceConfig {
+        max_retries: 0,
+        ..ResilienceConfig::default()
+    };
+    let r = Arc::new(Resilient::new(inner.clone(), cfg, &Registry::new()).unwrap());
+    let slow = {
+        let r = r.clone();
+        tokio::spawn(async move { r.unbind(&bid("b"), Some(ATTEMPT), "r").await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(inner.unbind_calls.load(Ordering::SeqCst), 1, "admitted");
+    for _ in 0..5 {
+        let _ = r.query(&bid("b"), Some(ATTEMPT), None).await;
+    }
+    assert_eq!(r.breaker_state(), BreakerState::Open);
+    assert_eq!(slow.await.unwrap(), Ok(()));
+    assert_eq!(
+        r.breaker_state(),
+        BreakerState::Open,
+        "a late success does not close it"
+    );
+    assert_eq!(
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
+        Err(ChannelError::CircuitOpen)
+    );
+    assert_eq!(inner.query_calls.load(Ordering::SeqCst), 5);
+    // Its 30 s over, one trial that succeeds closes it.
+    tokio::time::advance(Duration::from_secs(25)).await;
+    *inner.default_query.lock().unwrap() = Some(Ok(RemoteState::Pending));
+    assert_eq!(
+        r.query(&bid("b"), Some(ATTEMPT), None).await,
+        Ok(RemoteState::Pending)
+    );
+    assert_eq!(r.breaker_state(), BreakerState::Closed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn refusals_do_not_open_the_breaker() {
     let rejected = ChannelError::Rejected {

@@ -35,6 +35,8 @@ pub struct Scripted {
     pub hang: Mutex<bool>,
     /// Unbinds hang too.
     pub hang_unbinds: Mutex<bool>,
+    /// Unbinds answer after this long (a slow channel).
+    pub slow_unbinds: Mutex<Option<Duration>>,
 }
 
 impl Scripted {
@@ -86,6 +88,10 @@ impl PaymentChannel for Scripted {
         let hang = *self.hang_unbinds.lock().unwrap();
         if hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        let slow = *self.slow_unbinds.lock().unwrap();
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
         }
         self.unbind_result.lock().unwrap().clone().unwrap_or(Ok(()))
     }
