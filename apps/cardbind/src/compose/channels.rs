@@ -88,6 +88,7 @@ pub fn channels(
                             || cardbind_channels::AlipayConfig::default().personal_product_code,
                         ),
                         sign_scene: a.sign_scene.clone().unwrap_or_default(),
+                        request_timeout: resilience.call_timeout,
                         ..cardbind_channels::AlipayConfig::default()
                     })
                     .map_err(|e| anyhow!("channels.alipay: {e}"))?,
@@ -122,6 +123,10 @@ pub fn channels(
                         notify_url: w.notify_url.clone(),
                         plan_id: w.plan_id,
                         return_url: w.return_url.clone(),
+                        // The adapter's HTTP client would otherwise cut
+                        // every call at its own 10 s, under a longer
+                        // `timeout_ms` (the wrapper's cut).
+                        request_timeout: resilience.call_timeout,
                         ..cardbind_channels::WechatConfig::default()
                     })
                     .map_err(|e| anyhow!("channels.wechat: {e}"))?,

@@ -89,6 +89,9 @@ struct Setup {
     wechat_private_key: Option<String>,
     /// The Alipay app id configured; default: the fake's.
     alipay_app_id: Option<String>,
+    /// `channels.resilience.timeout_ms` and `deadline_ms`; default 3000
+    /// and the default deadline.
+    call_timeout_ms: Option<(u64, u64)>,
 }
 
 /// Starts both fakes and the service. `wechat_url` overrides where the
@@ -160,7 +163,8 @@ notify_secret = "{MOCK_SECRET}"
 card_modes = {{ "5100" = "redirect" }}
 
 [channels.resilience]
-timeout_ms = 3000
+timeout_ms = {timeout_ms}
+deadline_ms = {deadline_ms}
 max_retries = 3
 backoff_min_ms = 5
 backoff_max_ms = 20
@@ -197,6 +201,8 @@ plan_id = {plan}
         plan = fw::PLAN_ID,
         platform_serial = fw::PLATFORM_SERIAL,
         alipay_scene = fakes::alipay::SIGN_SCENE,
+        timeout_ms = setup.call_timeout_ms.map_or(3000, |t| t.0),
+        deadline_ms = setup.call_timeout_ms.map_or(20_000, |t| t.1),
     );
     let file = d.join("cardbind.toml");
     std::fs::write(&file, toml).unwrap();

@@ -230,3 +230,30 @@ async fn a_signing_under_another_systems_code_is_left_alone() {
     assert_eq!(unwanted[0]["card_id"], id.as_str());
     assert_eq!(s.wechat.rejected_count(), 0, "{:?}", s.wechat.requests());
 }
+
+/// `channels.resilience.timeout_ms` above 10 s is the time a WeChat Pay
+/// call may take (the adapter's HTTP client cut every call at 10 s, its
+/// own default, whatever the setting: a gateway answering in 10.5 s timed
+/// out, and the card went to review).
+#[tokio::test]
+async fn a_call_timeout_above_ten_seconds_is_the_channels_own() {
+    let s = start_setup(Setup {
+        call_timeout_ms: Some((12_000, 25_000)),
+        ..Setup::default()
+    })
+    .await;
+    s.wechat
+        .answer_after(std::time::Duration::from_millis(10_500));
+    let (id, url) = s.bind_redirect("wx-slow-1", VISA, "wechat").await;
+    let code = s.channel_code(&id).await;
+    assert!(url.contains(&code), "{url}");
+    assert_eq!(
+        s.wechat
+            .verified_paths()
+            .iter()
+            .filter(|p| p.contains("pre-entrust-sign"))
+            .count(),
+        1,
+        "answered the first time"
+    );
+}

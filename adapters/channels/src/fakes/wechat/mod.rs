@@ -92,6 +92,8 @@ struct Switches {
     moving_to_public_key: AtomicBool,
     unknown_serial: AtomicBool,
     down: AtomicBool,
+    /// Every answer waits this long first (a slow gateway), in ms.
+    answer_after_ms: AtomicU64,
     /// Pre-sign requests still to be answered 503.
     fail_presigns: AtomicU64,
     papay_disabled: AtomicBool,
@@ -219,6 +221,10 @@ impl FakeWechat {
                 let auth = req.header("authorization").map(str::to_owned);
                 let serial = req.header("wechatpay-serial").map(str::to_owned);
                 let body = req.into_body().into_bytes().await.unwrap_or_default();
+                let wait = state.switches.answer_after_ms.load(Ordering::SeqCst);
+                if wait > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
                 let answer = state.handle(&method, &pq, auth.as_deref(), serial.as_deref(), &body);
                 state.respond(answer, serial.as_deref())
             }
@@ -305,6 +311,15 @@ impl FakeWechat {
             .switches
             .unknown_serial
             .store(on, Ordering::SeqCst);
+    }
+
+    /// Answers every request after `wait` (a slow gateway; zero: at once).
+    pub fn answer_after(&self, wait: std::time::Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.state
+            .switches
+            .answer_after_ms
+            .store(ms, Ordering::SeqCst);
     }
 
     /// Answers every request HTTP 503 (the API is down).
