@@ -1025,6 +1025,27 @@ async fn wrapped_keys(config: &cardbind::config::Config) -> Vec<(String, String,
         .collect()
 }
 
+/// The `keys.rotate` events of the service's audit chain, oldest first.
+async fn rotation_events(
+    config: &cardbind::config::Config,
+) -> Vec<cardbind_ports::audit::AuditEvent> {
+    let stores = cardbind::compose::stores(config).await.unwrap();
+    let filter = cardbind_ports::audit::AuditFilter {
+        action: Some(cardbind_ports::audit::AuditAction::KeysRotate),
+        ..cardbind_ports::audit::AuditFilter::default()
+    };
+    let mut events: Vec<_> = stores
+        .audit
+        .list(&filter, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    events.sort_by_key(|e| e.at);
+    events
+}
+
 /// A store in `dir/data` with the service's keys in it (the branch key,
 /// the canary), as a first start leaves it, and its configuration.
 async fn store_with_keys(dir: &std::path::Path) -> cardbind::config::Config {
@@ -1167,6 +1188,17 @@ async fn keys_rotate_refuses_a_key_the_service_is_not_configured_with() {
         "{stderr}"
     );
     assert_eq!(wrapped_keys(&config).await, before, "nothing changed");
+    // Its audit record says so: not a rotation that went through.
+    let rotations = rotation_events(&config).await;
+    let last = rotations.last().unwrap();
+    assert_ne!(last.outcome, cardbind_ports::audit::Outcome::Ok, "{last:?}");
+    assert!(
+        last.detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains(" under another master key"),
+        "{last:?}"
+    );
 
     // A `--to` that names no file: the path is said to be wrong, not the
     // key service to be down.

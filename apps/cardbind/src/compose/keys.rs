@@ -312,19 +312,25 @@ pub async fn rotate_keys(
         action: AuditAction::KeysRotate,
         user_id: None,
         binding_id: None,
-        outcome: if report.failed.is_empty() {
-            Outcome::Ok
-        } else {
+        // Records left under a third key fail the command as failures
+        // do (the key meant to be retired may still be needed): the
+        // record must not read as a rotation that went through.
+        outcome: if !report.failed.is_empty() {
             Outcome::Refused(cardbind_domain::ErrorCode::KeyServiceUnavailable)
+        } else if report.other_master_key > 0 {
+            Outcome::Refused(cardbind_domain::ErrorCode::Conflict)
+        } else {
+            Outcome::Ok
         },
         request_id: None,
         client_ip: None,
         detail: Some(format!(
-            "{} scanned, {} re-wrapped, {} already current, {} failed",
+            "{} scanned, {} re-wrapped, {} already current, {} failed, {} under another master key",
             report.scanned,
             report.rewrapped,
             report.already_current,
-            report.failed.len()
+            report.failed.len(),
+            report.other_master_key
         )),
     };
     if let Err(e) = stores.audit.append_system(vec![event], now).await {
