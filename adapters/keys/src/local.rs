@@ -94,6 +94,17 @@ impl LocalMasterKey {
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
+                // The directory entry made durable before anything is
+                // sealed under the key: after a power loss, a store
+                // holding keys wrapped by it with no key file beside it
+                // would open nothing again.
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_err("cannot make the new master key durable", dir, e))?;
                 tracing::info!(path = %path.display(), "created a new local master key");
                 Ok(LocalMasterKey::from_key(key))
             }
