@@ -77,6 +77,35 @@ fn figment_messages(e: figment::Error) -> ConfigError {
 }
 
 /// A value of the config file `file` that is not of its setting's type.
+/// Settings whose keys are names an operator chooses (a client id, a
+/// certificate serial or public key id, a card's last four digits): a
+/// `CARDBIND__…` variable keeps their case.
+const MAP_SETTINGS: [&str; 3] = [
+    "auth.signed_clients",
+    "channels.wechat.platform_keys",
+    "channels.mock.card_modes",
+];
+
+/// The setting a `CARDBIND__A__B__C` variable names (`a.b.c`): each field
+/// name in lower case, a key of a [`MAP_SETTINGS`] table as written
+/// (lowered, `PartnerA`'s entry was `partnera`'s, and requests signed by
+/// `PartnerA` were no longer required to be signed).
+fn setting_key(raw: &str) -> String {
+    let mut out = String::new();
+    for segment in raw.split('.') {
+        let keep = MAP_SETTINGS.contains(&out.as_str());
+        if !out.is_empty() {
+            out.push('.');
+        }
+        if keep {
+            out.push_str(segment);
+        } else {
+            out.push_str(&segment.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
 fn figment_error(e: figment::Error, file: &Path) -> ConfigError {
     let ConfigError(m) = figment_messages(e);
     ConfigError(format!("{m} (in {})", file.display()))
@@ -91,6 +120,7 @@ impl Config {
     /// As [`Config::load`] with an explicit environment provider (tests).
     pub fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let mut text = None;
         if let Some(f) = file {
             if !f.exists() {
                 return Err(ConfigError(format!(
@@ -98,26 +128,26 @@ impl Config {
                     f.display()
                 )));
             }
-            // The TOML provider reads a path it cannot read (a directory,
-            // a file without read permission) as an empty file: the
-            // defaults would run in its place. (A pipe, as `<(…)` gives,
-            // is left to the provider: opening it here would take what
-            // the provider reads.)
+            // The file is read here, once, and its text handed to the
+            // TOML provider: the provider reads a path that is not a
+            // regular file (a directory, a pipe as `<(…)` or `/dev/stdin`
+            // give) as an empty file, and the defaults ran in its place,
+            // on a new store under a new key.
             if f.is_dir() {
                 return Err(ConfigError(format!(
                     "config file {} is not a file",
                     f.display()
                 )));
             }
-            if f.is_file() {
-                if let Err(e) = std::fs::File::open(f) {
-                    return Err(ConfigError(format!(
-                        "config file {} cannot be read: {e}",
-                        f.display()
-                    )));
-                }
-            }
-            fig = fig.merge(Toml::file(f));
+            let read = std::fs::read_to_string(f).map_err(|e| {
+                ConfigError(if e.kind() == std::io::ErrorKind::InvalidData {
+                    format!("config file {} is not UTF-8 text", f.display())
+                } else {
+                    format!("config file {} cannot be read: {e}", f.display())
+                })
+            })?;
+            fig = fig.merge(Toml::string(&read));
+            text = Some(read);
         }
         // Each `CARDBIND__…` value is text, read as the setting needs it:
         // figment's own reading takes `654321` for a number and `true` for
@@ -126,7 +156,8 @@ impl Config {
         // that opens with `[`, `{` or `"` is still read as TOML's (a list,
         // a table, a quoted string); the lossy extraction turns text into
         // the number or boolean a setting of that type asks for.
-        for (key, value) in env.lowercase(true).iter() {
+        for (key, value) in env.lowercase(false).iter() {
+            let key = setting_key(key.as_str());
             let opens_value = value.trim_start().starts_with(['[', '{', '"']);
             let value: figment::value::Value = if opens_value {
                 value.parse().unwrap_or_else(|e| match e {})
@@ -141,14 +172,14 @@ impl Config {
             Some(f) if e.path.is_empty() => figment_error(e, f),
             _ => figment_messages(e),
         })?;
-        if let Some(f) = file {
+        if let (Some(f), Some(text)) = (file, &text) {
             // The file's values are TOML's, each of its setting's type: the
             // lossy reading above (which the environment's text needs) took
             // `trust_forwarded_for = "yes"` for true and `cards_per_user =
             // "5"` for 5. Read again strictly, over the settings as loaded
             // (so that what the environment gives is there), the file's
             // own values must be of their settings' types.
-            let strict = Figment::from(Serialized::defaults(&cfg)).merge(Toml::file(f));
+            let strict = Figment::from(Serialized::defaults(&cfg)).merge(Toml::string(text));
             if let Err(e) = strict.extract::<Config>() {
                 let wrong = e
                     .into_iter()
@@ -851,6 +882,71 @@ mod tests {
         let e = Config::load_from(Some(&f), Env::prefixed(&prefix).split("__")).unwrap_err();
         assert!(e.0.contains("limits.cards_per_user"), "{e}");
         std::env::remove_var(format!("{prefix}LIMITS__CARDS_PER_USER"));
+    }
+
+    /// A file given as a pipe (`--config <(…)`, `/dev/stdin`) is read as
+    /// written: the TOML provider read anything but a regular file as
+    /// empty, and the service ran on its defaults (a new store, a new key)
+    /// whatever the pipe said, its syntax errors included.
+    #[test]
+    fn a_config_file_given_as_a_pipe_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let feed = |body: &'static str| {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, body).unwrap())
+        };
+        let writer =
+            feed("[server]\naddress = \"127.0.0.1:18999\"\n[limits]\ncards_per_user = 7\n");
+        let c = Config::load_from(Some(&fifo), Env::prefixed("NOPE_NOT_SET__")).unwrap();
+        writer.join().unwrap();
+        assert_eq!(c.server.address, "127.0.0.1:18999");
+        assert_eq!(c.limits.cards_per_user, 7);
+        let writer = feed("[server\n");
+        let e = Config::load_from(Some(&fifo), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+        writer.join().unwrap();
+        assert!(e.0.contains(&fifo.display().to_string()), "{e}");
+        let writer = feed("[limits]\ncards_per_user = \"7\"\n");
+        let e = Config::load_from(Some(&fifo), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+        writer.join().unwrap();
+        assert!(e.0.contains("limits.cards_per_user"), "{e}");
+    }
+
+    /// A `CARDBIND__…` variable keeps the case of a table's key (a signed
+    /// client's id, a platform key's serial, a card's last four), and
+    /// lowers the settings' names.
+    #[test]
+    fn an_environment_variable_keeps_the_case_of_a_tables_key() {
+        let prefix = format!("CBMAPKEYS{}__", std::process::id());
+        let vars = [
+            (
+                format!("{prefix}AUTH__SIGNED_CLIENTS__PartnerA"),
+                "abcdefghijabcdefghijabcdefghij12",
+            ),
+            (format!("{prefix}Limits__Cards_Per_User"), "6"),
+        ];
+        for (k, v) in &vars {
+            std::env::set_var(k, v);
+        }
+        let c = Config::load_from(None, Env::prefixed(&prefix).split("__"));
+        for (k, _) in &vars {
+            std::env::remove_var(k);
+        }
+        let c = c.unwrap();
+        assert_eq!(
+            c.auth.signed_clients.keys().collect::<Vec<_>>(),
+            ["PartnerA"]
+        );
+        assert_eq!(c.limits.cards_per_user, 6);
+        assert_eq!(
+            setting_key("CHANNELS.WECHAT.PLATFORM_KEYS.PUB_KEY_ID_0112"),
+            "channels.wechat.platform_keys.PUB_KEY_ID_0112"
+        );
     }
 
     /// A path that is not a readable file is refused, as a missing one is
