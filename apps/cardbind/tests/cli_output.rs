@@ -235,6 +235,45 @@ fn a_token_made_with_a_new_dev_secret_says_where_the_secret_is() {
     assert_eq!(quiet, "", "the secret exists now");
 }
 
+/// A user's token for a subject that is not a user id the API takes
+/// (every path of it answers `invalid_user_id`) is refused, nothing made;
+/// and `reconcile --older-than` takes no negative age (the setting it
+/// stands for refuses one; a negative age reached every pending card,
+/// those an erasure or a bind was still writing included).
+#[test]
+fn a_user_token_names_a_user_id_and_reconcile_takes_no_negative_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cardbind()
+        .args(["token", "--role", "user", "--sub", "ab!#"])
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("nothing was issued"), "{stderr}");
+    assert!(!dir.path().join("jwt.secret").exists(), "nothing made");
+    let out = cardbind()
+        .args(["token", "--role", "user", "--sub", "alice@example.com"])
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = cardbind()
+        .args(["reconcile", "--older-than=-100000"])
+        .env("CARDBIND__SERVER__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--older-than"), "{stderr}");
+}
+
 /// `cardbind token` refuses what the service would not take, and makes
 /// nothing then (no dev secret written): an unusable subject, a lifetime of
 /// 0, one too long to be a dev token (or to add to the clock), and any

@@ -96,8 +96,8 @@ pub enum Command {
     /// review queue.
     Reconcile {
         /// Only bindings pending for longer than this many seconds
-        /// (default: `channels.reconcile_after_seconds`, 900).
-        #[arg(long)]
+        /// (default: `channels.reconcile_after_seconds`, 900; not negative).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
         older_than: Option<i64>,
     },
     /// Delete sealed card data, then channel references, that no card
@@ -195,6 +195,14 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::Token { sub, role, ttl } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
             compose::check_dev_token(&config, &sub, ttl)?;
+            // A user's token acts on the paths of its subject: one that is
+            // not a user id the API takes could open none of them.
+            if role == Role::User && cardbind_domain::UserId::parse(&sub).is_err() {
+                anyhow::bail!(
+                    "--sub {sub:?}: a user's token names a user id the API takes (1 to 64 of A-Z a-z \
+                     0-9 _ - . : @, starting with a letter or digit); nothing was issued"
+                );
+            }
             let (secret, made) = compose::jwt_secret_made(&config)?;
             if let Some(file) = made {
                 use std::io::Write;
@@ -247,7 +255,9 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
         Command::CheckConfig => {
             compose::check_offline(&config)?;
             if let Some(warning) = compose::per_host_token_secret(&config) {
-                eprintln!("warning: {warning}");
+                // Not `eprintln!`: a closed stderr must not panic.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "warning: {warning}");
             }
             out(&admin::config_in_force(&config)?)
         }

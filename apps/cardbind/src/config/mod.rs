@@ -273,6 +273,17 @@ impl Config {
         if !(1..=600_000).contains(&self.storage.timeout_ms) {
             return bad("storage.timeout_ms", "must be 1 to 600000");
         }
+        if self
+            .storage
+            .path
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return bad(
+                "storage.path",
+                "is empty: name the SQLite file, or leave the setting out for <data_dir>/cardbind.sqlite3",
+            );
+        }
         if self.storage.kind == StorageKind::Sqlite && self.storage.cache_mib == 0 {
             return bad("storage.cache_mib", "must be at least 1");
         }
@@ -354,6 +365,12 @@ impl Config {
         }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad("auth.jwt_secret", "must be at least 32 characters");
+        }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key_file.is_some() {
+            return bad(
+                "auth.jwt_secret",
+                "set auth.jwt_secret (HS256) or auth.jwt_public_key_file (RS256), not both: with a public key the secret is not used, and its tokens are refused",
+            );
         }
         if self.auth.signed_clients.values().any(|v| v.len() < 32) {
             return bad(
@@ -947,6 +964,23 @@ mod tests {
             setting_key("CHANNELS.WECHAT.PLATFORM_KEYS.PUB_KEY_ID_0112"),
             "channels.wechat.platform_keys.PUB_KEY_ID_0112"
         );
+    }
+
+    /// Both token keys set (the secret would be ignored), and an empty
+    /// SQLite path (`check-config` took it, `serve` failed on it), are
+    /// refused naming the setting.
+    #[test]
+    fn two_token_keys_and_an_empty_store_path_are_refused() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = Some("x".repeat(32));
+        c.auth.jwt_public_key_file = Some(std::path::PathBuf::from("/etc/cardbind/idp.pem"));
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("auth.jwt_secret:"), "{e}");
+        c.auth.jwt_secret = None;
+        assert!(c.validate().is_ok());
+        c.storage.path = Some(std::path::PathBuf::new());
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("storage.path:"), "{e}");
     }
 
     /// A path that is not a readable file is refused, as a missing one is
