@@ -142,6 +142,7 @@ private_key_file = "$K/wechat_apiclient_key.pem"
 apiv3_key_file = "$K/wechat_apiv3.key"
 notify_url = "$SVC/v1/channels/wechat/notify"
 plan_id = $WX_PLAN
+presign_path = "/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5"
 
 [channels.wechat.platform_keys]
 "$WX_PLATFORM_SERIAL" = "$K/wechat_platform_public.pem"

@@ -62,4 +62,4 @@ pub use alipay::{AlipayChannel, AlipayConfig};
 pub use config::ConfigError;
 pub use mock::{MockChannel, MockConfig, MockMode};
 pub use resilience::{ResilienceConfig, Resilient};
-pub use wechat::{WechatChannel, WechatConfig};
+pub use wechat::{WechatChannel, WechatConfig, OWN_PRESIGN_FIELDS as WECHAT_OWN_PRESIGN_FIELDS};

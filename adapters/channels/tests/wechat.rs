@@ -50,6 +50,7 @@ fn config(base_url: String) -> WechatConfig {
         ],
         apiv3_key: APIV3_KEY.into(),
         notify_url: "https://cardbind.example/v1/channels/wechat/notify".into(),
+        presign_path: cardbind_channels::fakes::wechat::PRESIGN_PATH.into(),
         ..WechatConfig::default()
     }
 }
@@ -141,7 +142,7 @@ async fn full_bind_flow() {
     assert!(
         paths
             .iter()
-            .any(|p| p == "POST /v3/papay/sign/contracts/pre-entrust-sign/h5"),
+            .any(|p| *p == format!("POST {}", cardbind_channels::fakes::wechat::PRESIGN_PATH)),
         "{paths:?}"
     );
 }
@@ -1136,4 +1137,51 @@ async fn a_long_or_rare_holder_name_is_fitted_to_the_display_name_wechat_takes()
     assert_eq!(display_account("王𠈌"), "王*");
     assert_eq!(display_account("张三"), "张三");
     assert_eq!(fake.rejected_count(), 0, "{:?}", fake.requests());
+}
+
+/// The pre-sign goes to the path configured (no default: each papay
+/// product has its own pre-sign API), with the fields configured for it
+/// beside the adapter's own; a path that is not an API path, or a field
+/// the adapter sets itself, is refused when the channel is built.
+#[tokio::test]
+async fn the_presign_goes_where_configured_with_the_fields_configured() {
+    let (fake, ch) = setup_with(|c| WechatConfig {
+        presign_fields: serde_json::json!({"jump_control": {"jump_appid": APPID}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        ..c
+    })
+    .await;
+    let start = ch.start_binding(&bind_request(UUID)).await.unwrap();
+    assert!(matches!(start, ChannelStart::Redirect { .. }), "{start:?}");
+    let body = fake.last_presign().unwrap();
+    assert_eq!(body["jump_control"]["jump_appid"], APPID);
+    assert_eq!(body["appid"], APPID);
+    assert_eq!(body["plan_id"], 12535);
+
+    for bad in [
+        "",
+        "v3/papay/x",
+        "https://api.mch.weixin.qq.com/v3/papay/x",
+        "/v3/papay/a b",
+    ] {
+        let e = WechatChannel::new(WechatConfig {
+            presign_path: bad.into(),
+            ..config("http://127.0.0.1:9".into())
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("presign_path"), "{bad:?}: {e}");
+    }
+    let e = WechatChannel::new(WechatConfig {
+        presign_fields: serde_json::json!({"plan_id": 1})
+            .as_object()
+            .unwrap()
+            .clone(),
+        ..config("http://127.0.0.1:9".into())
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("presign_fields"), "{e}");
 }

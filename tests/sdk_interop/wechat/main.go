@@ -52,7 +52,7 @@ const (
 
 // Routes and files.
 const (
-	PresignPath        = "/v3/papay/sign/contracts/pre-entrust-sign/h5"
+	PresignPath        = "/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5"
 	ContractPathPrefix = "/v3/papay/sign/contracts/plan-id/"
 	NotifyPath         = "/v1/channels/wechat/notify"
 

@@ -49,7 +49,9 @@
 //!   certificate, by serial), whose serial goes in the `Wechatpay-Serial`
 //!   request header ([`WechatChannel::encrypt_sensitive`]).
 //! * **Papay contracts**: `start_binding` calls the pre-entrust signing API
-//!   ([`WechatConfig::presign_path`]) with `out_contract_code` derived from
+//!   the merchant's product has ([`WechatConfig::presign_path`], with the
+//!   fields it requires beside ours, [`WechatConfig::presign_fields`]) with
+//!   `out_contract_code` derived from
 //!   our binding id and the bind's attempt, and the holder's name as the
 //!   display name ([`display_account`]: at most 32 bytes, no 4-byte
 //!   character), and answers `Redirect` with the `redirect_url` it
@@ -130,10 +132,19 @@ pub struct WechatConfig {
     pub notify_url: String,
     /// Where the user returns after signing, if wanted.
     pub return_url: Option<String>,
-    /// Pre-entrust signing API path (default
-    /// `/v3/papay/sign/contracts/pre-entrust-sign/h5`, which answers a
-    /// `redirect_url`).
+    /// The pre-entrust signing API path, as WeChat Pay enabled it for the
+    /// merchant's papay product (e.g.
+    /// `/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5`);
+    /// its answer's `redirect_url` (or `code_url`, `url`) is where the
+    /// user signs. Required: no default fits every product.
     pub presign_path: String,
+    /// Further fields of the pre-sign body that the merchant's pre-sign
+    /// API requires and that are the same for every bind (e.g.
+    /// `jump_control`, `sign_scene`); the adapter's own fields (`appid`,
+    /// `plan_id`, `out_contract_code`, `contract_display_account`,
+    /// `contract_notify_url`, `return_url`, the encrypted phone's) cannot
+    /// be among them.
+    pub presign_fields: Map<String, Value>,
     /// If set, the pre-sign body also carries the user's phone under this
     /// field name, RSA-OAEP encrypted with the platform key.
     pub encrypted_phone_field: Option<String>,
@@ -161,7 +172,8 @@ impl Default for WechatConfig {
             apiv3_key: String::new(),
             notify_url: String::new(),
             return_url: None,
-            presign_path: "/v3/papay/sign/contracts/pre-entrust-sign/h5".into(),
+            presign_path: String::new(),
+            presign_fields: Map::new(),
             encrypted_phone_field: None,
             max_clock_skew: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
@@ -186,12 +198,23 @@ impl std::fmt::Debug for WechatConfig {
             .field("notify_url", &self.notify_url)
             .field("return_url", &self.return_url)
             .field("presign_path", &self.presign_path)
+            .field("presign_fields", &self.presign_fields)
             .field("encrypted_phone_field", &self.encrypted_phone_field)
             .field("max_clock_skew", &self.max_clock_skew)
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
+
+/// The pre-sign body's fields the adapter sets itself.
+pub const OWN_PRESIGN_FIELDS: [&str; 6] = [
+    "appid",
+    "plan_id",
+    "out_contract_code",
+    "contract_display_account",
+    "contract_notify_url",
+    "return_url",
+];
 
 /// The WeChat Pay channel. See the module docs.
 pub struct WechatChannel {
@@ -208,6 +231,7 @@ pub struct WechatChannel {
     notify_url: String,
     return_url: Option<String>,
     presign_path: String,
+    presign_fields: Map<String, Value>,
     encrypted_phone_field: Option<String>,
     max_skew: i64,
     client: reqwest::Client,
@@ -299,6 +323,26 @@ impl WechatChannel {
         }
         let encrypt_with: (String, RsaVerifier) =
             first.ok_or_else(|| ConfigError::new("platform_keys", "at least one is needed"))?;
+        if !config.presign_path.starts_with("/v3/")
+            || config.presign_path.contains(char::is_whitespace)
+        {
+            return Err(ConfigError::new(
+                "presign_path",
+                "the pre-entrust signing API's path, starting /v3/ (the one WeChat Pay enabled for the merchant's papay product)",
+            ));
+        }
+        let encrypted_phone = config
+            .encrypted_phone_field
+            .as_deref()
+            .filter(|s| !s.is_empty());
+        if let Some(own) = config.presign_fields.keys().find(|k| {
+            OWN_PRESIGN_FIELDS.contains(&k.as_str()) || Some(k.as_str()) == encrypted_phone
+        }) {
+            return Err(ConfigError::new(
+                "presign_fields",
+                format!("{own:?} is a field the adapter sets itself"),
+            ));
+        }
         let apiv3_key: [u8; 32] = config
             .apiv3_key
             .as_bytes()
@@ -318,6 +362,7 @@ impl WechatChannel {
             notify_url: config.notify_url,
             return_url: config.return_url.filter(|s| !s.is_empty()),
             presign_path: config.presign_path,
+            presign_fields: config.presign_fields,
             encrypted_phone_field: config.encrypted_phone_field.filter(|s| !s.is_empty()),
             max_skew: i64::try_from(config.max_clock_skew.as_secs()).unwrap_or(300),
             client: build_client(config.request_timeout)?,
@@ -647,6 +692,9 @@ impl PaymentChannel for WechatChannel {
         });
         if let Some(r) = &self.return_url {
             body["return_url"] = Value::String(r.clone());
+        }
+        for (k, v) in &self.presign_fields {
+            body[k.as_str()] = v.clone();
         }
         let mut serial = None;
         if let Some(field) = &self.encrypted_phone_field {

@@ -123,6 +123,12 @@ pub fn channels(
                         notify_url: w.notify_url.clone(),
                         plan_id: w.plan_id,
                         return_url: w.return_url.clone(),
+                        presign_path: w.presign_path.clone(),
+                        presign_fields: w
+                            .presign_fields
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                         // The adapter's HTTP client would otherwise cut
                         // every call at its own 10 s, under a longer
                         // `timeout_ms` (the wrapper's cut).

@@ -195,6 +195,15 @@ pub struct WechatChannelConfig {
     pub notify_url: String,
     /// The entrusted-debit (papay) template plan id.
     pub plan_id: u64,
+    /// The pre-entrust signing API's path, the one WeChat Pay enabled for
+    /// the merchant's papay product (e.g.
+    /// `/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5`).
+    /// Required: each product has its own.
+    pub presign_path: String,
+    /// Fields that pre-sign API requires beyond the adapter's own, the
+    /// same for every bind (e.g. `jump_control = { jump_appid = "…" }`).
+    #[serde(default)]
+    pub presign_fields: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub return_url: Option<String>,
     /// Which cards this channel takes (by their BIN data).
@@ -340,6 +349,22 @@ impl ChannelsConfig {
             .filter(|_| self.enabled.contains(&ChannelKind::Wechat))
         {
             callback_url("channels.wechat.notify_url", Some(&w.notify_url))?;
+            if !w.presign_path.starts_with("/v3/") || w.presign_path.contains(char::is_whitespace) {
+                return bad(
+                    "channels.wechat.presign_path",
+                    "the path of the pre-entrust signing API WeChat Pay enabled for your papay product, starting /v3/ (see docs/operations.md, WeChat Pay)",
+                );
+            }
+            if let Some(own) = w
+                .presign_fields
+                .keys()
+                .find(|k| cardbind_channels::WECHAT_OWN_PRESIGN_FIELDS.contains(&k.as_str()))
+            {
+                return bad(
+                    "channels.wechat.presign_fields",
+                    &format!("{own:?} is set by the service itself"),
+                );
+            }
         }
         self.card_rules()?;
         Ok(())

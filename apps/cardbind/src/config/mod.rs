@@ -493,9 +493,42 @@ mod tests {
             notify_url: "https://pay.example.com/v1/channels/wechat/notify".into(),
             plan_id: 1,
             return_url: None,
+            presign_path: "/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5".into(),
+            presign_fields: Default::default(),
             accept: CardAcceptConfig::default(),
         });
         assert!(c.validate().is_ok());
+        // The pre-sign API is named by its path; the adapter's own fields
+        // are not configured beside it.
+        for path in [
+            "",
+            "pre-entrust-sign",
+            "https://api.mch.weixin.qq.com/v3/papay/x",
+        ] {
+            if let Some(w) = c.channels.wechat.as_mut() {
+                w.presign_path = path.into();
+            }
+            let e = c.validate().unwrap_err();
+            assert!(
+                e.0.starts_with("channels.wechat.presign_path:"),
+                "{path:?}: {e}"
+            );
+        }
+        if let Some(w) = c.channels.wechat.as_mut() {
+            w.presign_path = "/v3/papay/entrust-sign/contracts/pre-entrust-sign".into();
+            w.presign_fields
+                .insert("sign_scene".into(), serde_json::json!("SIGN_SCENE_QRCODE"));
+        }
+        assert!(c.validate().is_ok());
+        if let Some(w) = c.channels.wechat.as_mut() {
+            w.presign_fields
+                .insert("out_contract_code".into(), serde_json::json!("x"));
+        }
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("channels.wechat.presign_fields:"), "{e}");
+        if let Some(w) = c.channels.wechat.as_mut() {
+            w.presign_fields.remove("out_contract_code");
+        }
         if let Some(w) = c.channels.wechat.as_mut() {
             w.notify_url = too_long;
         }

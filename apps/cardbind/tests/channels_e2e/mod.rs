@@ -188,6 +188,7 @@ private_key_file = "{mch_private}"
 apiv3_key_file = "{apiv3}"
 notify_url = "https://cardbind.test/v1/channels/wechat/notify"
 plan_id = {plan}
+presign_path = "{presign_path}"
 
 [channels.wechat.platform_keys]
 "{platform_serial}" = "{platform}"
@@ -201,6 +202,7 @@ plan_id = {plan}
         plan = fw::PLAN_ID,
         platform_serial = fw::PLATFORM_SERIAL,
         alipay_scene = fakes::alipay::SIGN_SCENE,
+        presign_path = fw::PRESIGN_PATH,
         timeout_ms = setup.call_timeout_ms.map_or(3000, |t| t.0),
         deadline_ms = setup.call_timeout_ms.map_or(20_000, |t| t.1),
     );

@@ -28,7 +28,7 @@
 //! tampered, signed by a stranger, by the second platform key or under an
 //! unknown serial.
 //!
-//! Routes: `POST /v3/papay/sign/contracts/pre-entrust-sign/h5` (creates a
+//! Routes: `POST /v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5` (creates a
 //! `NOT_SIGNED` contract, answers a `redirect_url`; an RSA-OAEP `phone`
 //! field is decrypted with the platform key and needs the matching
 //! `Wechatpay-Serial` header), `GET …/plan-id/{plan}/out-contract-code/{code}`
@@ -70,7 +70,7 @@ pub const APIV3_KEY: &str = "0123456789abcdef0123456789ABCDEF";
 /// The prefix of WeChat Pay's signature probes.
 pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
 /// The pre-entrust signing path.
-pub const PRESIGN_PATH: &str = "/v3/papay/sign/contracts/pre-entrust-sign/h5";
+pub const PRESIGN_PATH: &str = "/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -111,6 +111,8 @@ struct State {
     switches: Switches,
     requests: Mutex<Vec<ReceivedRequest>>,
     decrypted_phone: Mutex<Option<String>>,
+    /// The body of the last pre-sign request that parsed.
+    last_presign: Mutex<Option<serde_json::Value>>,
 }
 
 /// A running fake WeChat Pay API; stops when dropped.
@@ -207,6 +209,7 @@ impl FakeWechat {
             switches: Switches::default(),
             requests: Mutex::new(Vec::new()),
             decrypted_phone: Mutex::new(None),
+            last_presign: Mutex::new(None),
         });
         let s = state.clone();
         let server = serve(move |req: poem::Request| {
@@ -482,6 +485,11 @@ impl FakeWechat {
             .filter(|r| r.verified && r.refusal.is_none())
             .map(|r| r.operation.clone())
             .collect()
+    }
+
+    /// The body of the last pre-sign request that parsed as JSON.
+    pub fn last_presign(&self) -> Option<serde_json::Value> {
+        lock(&self.state.last_presign).clone()
     }
 
     /// The phone number the last pre-sign carried, decrypted.

@@ -203,6 +203,7 @@ impl State {
             let Ok(req) = serde_json::from_slice::<Value>(body) else {
                 return param_error("body is not JSON");
             };
+            *lock(&self.last_presign) = Some(req.clone());
             if req["appid"] != APPID {
                 return Answer::json(
                     400,
