@@ -372,6 +372,28 @@ async fn tampered_response_is_refused_as_unverifiable() {
     );
 }
 
+/// An answer that writes `/` as `\/` (JSON allows either) over a
+/// signature of the unescaped text verifies, as the official SDK's check
+/// does (it tries again with `\/` replaced); it was refused as signed by
+/// another key, a configuration fault an operator is paged for.
+#[tokio::test]
+async fn an_answer_with_escaped_slashes_signed_unescaped_verifies() {
+    let (fake, ch) = setup(None).await;
+    fake.open_sign_page(&start_url(&ch, "binds").await).unwrap();
+    fake.escape_slashes(true);
+    let state = ch.query(&bid("binds"), Some(ATTEMPT), None).await;
+    assert!(
+        matches!(state, Ok(RemoteState::Pending | RemoteState::Active { .. })),
+        "{state:?}"
+    );
+    // Escaped and then altered still fails.
+    fake.tamper_answers(true);
+    assert_eq!(
+        ch.query(&bid("binds"), Some(ATTEMPT), None).await,
+        Err(misconfigured("response_signature_invalid"))
+    );
+}
+
 #[tokio::test]
 async fn response_signed_with_another_key_is_refused_as_unverifiable() {
     let (fake, ch) = setup(None).await;

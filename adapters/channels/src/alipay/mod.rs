@@ -572,7 +572,15 @@ impl AlipayChannel {
         };
         match sign {
             Some(sig) => {
-                if !self.verifier.verify_b64(raw.as_bytes(), &sig) {
+                // As Alipay's SDK checks: the text as sent, else with `\/`
+                // written `/` (JSON allows either; the signature may be
+                // over the unescaped form).
+                let verified = self.verifier.verify_b64(raw.as_bytes(), &sig)
+                    || (raw.contains("\\/")
+                        && self
+                            .verifier
+                            .verify_b64(raw.replace("\\/", "/").as_bytes(), &sig));
+                if !verified {
                     // Signed, but not with the Alipay public key we hold:
                     // the key configured is not this app's Alipay public
                     // key (see the module docs).

@@ -93,6 +93,9 @@ struct State {
     agreements: Mutex<HashMap<String, Agreement>>,
     next_no: AtomicU64,
     tamper: AtomicBool,
+    /// Answers write `/` as `\/` in JSON, signed over `/` (as Alipay's
+    /// gateway may: its SDK verifies both forms).
+    escape_slashes: AtomicBool,
     wrong_key: AtomicBool,
     down: AtomicBool,
     force_code: Mutex<Option<(String, String)>>,
@@ -334,8 +337,12 @@ impl State {
         ))
     }
 
-    fn answer(&self, method: &str, fields: Value) -> Result<String, FakeError> {
+    fn answer(&self, method: &str, mut fields: Value) -> Result<String, FakeError> {
         let node_name = format!("{}_response", method.replace('.', "_"));
+        let escape = self.escape_slashes.load(Ordering::SeqCst);
+        if escape && fields["code"] == "10000" {
+            fields["memo"] = Value::String("see https://example.com/agreements".into());
+        }
         // The fake's own spacing: the client must verify these exact bytes.
         let mut node =
             serde_json::to_string_pretty(&fields).map_err(|e| FakeError::new(e.to_string()))?;
@@ -350,6 +357,9 @@ impl State {
             PLATFORM
         };
         let sign = rsa_sign(slot, node.as_bytes())?;
+        if escape {
+            node = node.replace('/', "\\/");
+        }
         let mut body = format!("{{\"{node_name}\":{node},\n \"sign\":\"{sign}\"}}");
         if self.tamper.load(Ordering::SeqCst) {
             body = body
@@ -468,6 +478,7 @@ impl FakeAlipay {
             agreements: Mutex::new(HashMap::new()),
             next_no: AtomicU64::new(1),
             tamper: AtomicBool::new(false),
+            escape_slashes: AtomicBool::new(false),
             wrong_key: AtomicBool::new(false),
             down: AtomicBool::new(false),
             force_code: Mutex::new(None),
@@ -539,6 +550,11 @@ impl FakeAlipay {
     }
 
     // ---- faults ---------------------------------------------------------
+
+    /// Writes `/` as `\/` in answers, signed over the unescaped text.
+    pub fn escape_slashes(&self, on: bool) {
+        self.state.escape_slashes.store(on, Ordering::SeqCst);
+    }
 
     /// Alters signed answers after signing (their signature no longer fits).
     pub fn tamper_answers(&self, on: bool) {
