@@ -105,3 +105,71 @@ async fn misconfiguration_is_not_retried_and_is_counted_logged_and_audited() {
         assert!(!format!("{events:?}").contains(secret));
     }
 }
+
+/// A WeChat Pay callback signed under a platform key we have not
+/// installed (WeChat Pay rotated its key), or stamped minutes away from
+/// our clock, is refused as any bad signature is, and logged at warn
+/// naming the serial: genuine ones are otherwise lost in silence once
+/// WeChat Pay stops retrying.
+#[tokio::test]
+async fn a_callback_under_a_platform_key_not_installed_is_refused_and_warned() {
+    use cardbind_channels::fakes::wechat as fw;
+    use cardbind_channels::{WechatChannel, WechatConfig};
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let fake = cardbind_channels::fakes::FakeWechat::start().await.unwrap();
+    let channel = |keys: Vec<(String, String)>| {
+        WechatChannel::new(WechatConfig {
+            base_url: fake.base_url().to_owned(),
+            mchid: fw::MCHID.into(),
+            appid: fw::APPID.into(),
+            plan_id: fw::PLAN_ID,
+            serial_no: fw::MERCHANT_SERIAL.into(),
+            private_key_pem: common::key(0).private_pem.clone(),
+            platform_keys: keys,
+            apiv3_key: fw::APIV3_KEY.into(),
+            notify_url: "https://cardbind.example/v1/channels/wechat/notify".into(),
+            presign_path: fw::PRESIGN_PATH.into(),
+            ..WechatConfig::default()
+        })
+        .unwrap()
+    };
+    // Only the older certificate is installed; the fake signs under the
+    // public key id.
+    let old_only = channel(vec![(
+        fw::PLATFORM_SERIAL_2.into(),
+        common::key(3).public_pem.clone(),
+    )]);
+    let signed = fake.user_signs("CODEUNKNOWNSERIAL01", "EV-1").unwrap();
+    assert_eq!(
+        old_only.parse_notification(&signed).err(),
+        Some(cardbind_ports::ChannelError::InvalidSignature)
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains(" WARN "), "{text}");
+    assert!(text.contains(fw::PLATFORM_SERIAL), "{text}");
+    assert!(text.contains("not installed"), "{text}");
+    // A forged signature under a key we hold is refused without a warning.
+    let both = channel(vec![(
+        fw::PLATFORM_SERIAL.into(),
+        common::key(1).public_pem.clone(),
+    )]);
+    logs.0.lock().unwrap().clear();
+    let mut forged = signed.clone();
+    forged.body.push(b' ');
+    assert_eq!(
+        both.parse_notification(&forged).err(),
+        Some(cardbind_ports::ChannelError::InvalidSignature)
+    );
+    assert!(
+        !String::from_utf8(logs.0.lock().unwrap().clone())
+            .unwrap()
+            .contains(" WARN "),
+        "a mismatch is not a configuration fault"
+    );
+}

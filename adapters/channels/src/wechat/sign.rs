@@ -53,8 +53,37 @@ impl WechatChannel {
         headers: &BTreeMap<String, String>,
         body: &[u8],
     ) -> Result<(), ChannelError> {
-        self.check_signature(headers, body)
-            .map_err(|_| ChannelError::InvalidSignature)
+        self.check_signature(headers, body).map_err(|fault| {
+            // Refused all the same (a forger can send either), but said
+            // at warn: a genuine callback refused for our configuration
+            // (a platform key WeChat Pay rotated in and we have not
+            // installed, a clock off by minutes) is retried by WeChat Pay
+            // for a while and then lost, a termination with it.
+            match fault {
+                SignatureFault::UnknownSerial => {
+                    let serial: String = header(headers, "wechatpay-serial")
+                        .unwrap_or_default()
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .take(64)
+                        .collect();
+                    tracing::warn!(
+                        %serial,
+                        "callback refused: signed under a platform key that is not installed (channels.wechat.platform_keys); if WeChat Pay rotated its key, install it"
+                    );
+                }
+                SignatureFault::Stale => {
+                    tracing::warn!(
+                        "callback refused: its timestamp is 5 minutes or more from this host's clock; if genuine, check the clock"
+                    );
+                }
+                SignatureFault::Missing
+                | SignatureFault::Malformed
+                | SignatureFault::Probe
+                | SignatureFault::Mismatch => {}
+            }
+            ChannelError::InvalidSignature
+        })
     }
 
     /// Verifies the `Wechatpay-*` headers of an answer to our own request.
