@@ -84,10 +84,12 @@ impl CardBrand {
     /// Ranges are checked longest-prefix first where schemes overlap
     /// (Mir 2200–2204 before Mastercard's 2-series, Maestro's 6304/67xx
     /// before nothing else, UnionPay's 62 before Discover's 622126–622925
-    /// co-branded range: those are UnionPay cards).
+    /// co-branded range: those are UnionPay cards). UnionPay's 81 series
+    /// is 810 and 8110–8171, and 627780 in its 62 is Elo's (not taken).
     pub fn from_iin(digits: &str) -> Option<CardBrand> {
         let p = |n: usize| -> Option<u32> { digits.get(..n).and_then(|s| s.parse::<u32>().ok()) };
         let (p1, p2, p3, p4) = (p(1)?, p(2)?, p(3).unwrap_or(0), p(4).unwrap_or(0));
+        let p6 = p(6).unwrap_or(0);
         if p1 == 4 {
             return Some(CardBrand::Visa);
         }
@@ -106,10 +108,16 @@ impl CardBrand {
         if (300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39 {
             return Some(CardBrand::DinersClub);
         }
-        if [5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763].contains(&p4) {
+        if [5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763].contains(&p4)
+            || p6 == 676770
+            || p6 == 676774
+        {
             return Some(CardBrand::Maestro);
         }
-        if p2 == 62 || p2 == 81 {
+        if p6 == 627780 {
+            return None;
+        }
+        if p2 == 62 || p3 == 810 || (8110..=8171).contains(&p4) {
             return Some(CardBrand::UnionPay);
         }
         if p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 {
@@ -199,6 +207,20 @@ impl CardNumber {
             return Err(invalid("the card number's check digit is wrong"));
         }
         Ok(CardNumber { digits, brand })
+    }
+
+    /// A number this service took and sealed, read back with the brand
+    /// it was bound as: the rules a number was taken under may have been
+    /// wider than today's (an issuer range narrowed, a length dropped),
+    /// and a card waiting in review must still go to its channel as it
+    /// was bound. Kept when it is 12–19 ASCII digits; new numbers go
+    /// through [`CardNumber::parse`].
+    pub fn restore(stored: &str, brand: CardBrand) -> Option<CardNumber> {
+        let ok = (12..=19).contains(&stored.len()) && stored.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| CardNumber {
+            digits: stored.to_owned(),
+            brand,
+        })
     }
 
     pub fn brand(&self) -> CardBrand {
@@ -402,11 +424,57 @@ mod tests {
             ("30569309025904", CardBrand::DinersClub),
             ("36227206271667", CardBrand::DinersClub),
             ("6759649826438453", CardBrand::Maestro),
+            ("6767700000000013", CardBrand::Maestro),
             ("2200240000000006", CardBrand::Mir),
         ];
         for (n, brand) in cases {
             let c = CardNumber::parse(n);
             assert_eq!(c.as_ref().map(|c| c.brand()), Ok(brand), "{n}");
+        }
+    }
+
+    /// UnionPay's 81 series is 810 and 8110–8171 (the rest of 81 is no
+    /// scheme's), and 627780 is Elo's: each was taken as UnionPay, whose
+    /// numbers skip the Luhn check, so a mistyped number went through.
+    #[test]
+    fn unionpay_ranges_end_where_its_81_series_does() {
+        for (prefix, brand) in [
+            ("810", Some(CardBrand::UnionPay)),
+            ("8110", Some(CardBrand::UnionPay)),
+            ("8171", Some(CardBrand::UnionPay)),
+            ("8172", None),
+            ("8199", None),
+            ("8000", None),
+            ("627780", None),
+            ("627781", Some(CardBrand::UnionPay)),
+            ("676774", Some(CardBrand::Maestro)),
+            ("676775", None),
+        ] {
+            let n = with_check(&format!("{prefix}{}", "0".repeat(15 - prefix.len())));
+            assert_eq!(CardBrand::from_iin(&n), brand, "{prefix}");
+        }
+        assert_eq!(
+            CardNumber::parse("8199000000000001").unwrap_err().code,
+            ErrorCode::UnsupportedCardBrand
+        );
+    }
+
+    /// A number read back from the store keeps the brand it was bound as,
+    /// whatever today's ranges say; only its shape is checked.
+    #[test]
+    fn a_stored_number_is_restored_as_bound() {
+        let c = CardNumber::restore("8199000000000001", CardBrand::UnionPay).unwrap();
+        assert_eq!((c.brand(), c.last4()), (CardBrand::UnionPay, "0001"));
+        for bad in [
+            "",
+            "81990000000",
+            "41111111111111111111",
+            "4111 1111 1111 1111",
+        ] {
+            assert!(
+                CardNumber::restore(bad, CardBrand::Visa).is_none(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -124,6 +124,16 @@ impl ResidentId {
                 .and_then(|x| x.parse::<u32>().ok())
                 .unwrap_or(0)
         };
+        // The province (GB/T 2260): 11–15, 21–23, 31–37, 41–46, 50–54,
+        // 61–65, Taiwan 71, Hong Kong 81, Macao 82, a Taiwan resident's
+        // mainland permit 83; a foreigner's permanent residence card (2023)
+        // opens with 9.
+        if !matches!(
+            num(0..2),
+            11..=15 | 21..=23 | 31..=37 | 41..=46 | 50..=54 | 61..=65 | 71 | 81..=83 | 90..=99
+        ) {
+            return Err(bad("the region code is not valid"));
+        }
         let (y, m, d) = (num(6..10), num(10..12), num(12..14));
         if !(1900..=2100).contains(&y) || !valid_date(y, m, d) {
             return Err(bad("the birth date in the number is not valid"));
@@ -132,6 +142,18 @@ impl ResidentId {
             return Err(bad("the check character is wrong"));
         }
         Ok(ResidentId(s))
+    }
+
+    /// A number this service took and sealed, read back: kept when it is
+    /// 17 digits and a digit or `X` (the rules of its region, date and
+    /// check character may have been wider when it was taken); new
+    /// numbers go through [`ResidentId::parse`].
+    pub fn restore(stored: &str) -> Option<ResidentId> {
+        let b = stored.as_bytes();
+        let ok = b.len() == 18
+            && b[..17].iter().all(u8::is_ascii_digit)
+            && (b[17].is_ascii_digit() || b[17] == b'X');
+        ok.then(|| ResidentId(stored.to_owned()))
     }
 
     /// Refuses a number whose birth date is after `today` (year, month,
@@ -240,6 +262,18 @@ impl Phone {
         Err(bad())
     }
 
+    /// A number this service took and sealed (E.164 as it stored it),
+    /// read back: kept when it is `+` and 7–15 digits, not starting with 0
+    /// (the rules it was taken under may have been wider); new numbers go
+    /// through [`Phone::parse`].
+    pub fn restore(stored: &str) -> Option<Phone> {
+        let digits = stored.strip_prefix('+')?;
+        let ok = (7..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        ok.then(|| Phone(stored.to_owned()))
+    }
+
     /// E.164 form, e.g. `+8613800138000`.
     pub fn expose(&self) -> &str {
         &self.0
@@ -284,6 +318,34 @@ mod tests {
         assert!(ResidentId::parse("1101051949123100").is_err());
         let id = ResidentId::parse("11010519491231002X").unwrap();
         assert!(!format!("{id:?}").contains("19491231"));
+    }
+
+    /// The first two digits are a province's (GB/T 2260), Hong Kong's,
+    /// Macao's, Taiwan's, or a foreigner's permanent residence card's (9):
+    /// any other was taken.
+    #[test]
+    fn the_region_is_a_provinces() {
+        let with_region = |r: &str| {
+            let first = format!("{r}010519491231002");
+            let c = ResidentId::check_char(&first).unwrap();
+            ResidentId::parse(&format!("{first}{c}"))
+        };
+        for ok in [
+            "11", "15", "21", "37", "46", "50", "54", "65", "71", "81", "83", "91", "99",
+        ] {
+            assert!(with_region(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10", "16", "20", "24", "38", "40", "47", "55", "60", "66", "70", "72", "80", "84",
+        ] {
+            let e = with_region(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidIdNumber, "{bad}");
+        }
+        // Read back from the store, the shape alone is checked.
+        assert!(ResidentId::restore("200105194912310021").is_some());
+        assert!(ResidentId::restore("20010519491231002x").is_none());
+        assert!(Phone::restore("+6834002").is_some());
+        assert!(Phone::restore("6834002").is_none());
     }
 
     #[test]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
+import re
 import zlib
 
 import schemathesis
@@ -131,6 +132,8 @@ def expiry(month: int, year: int, seed: int) -> tuple[int, int]:
 def resident_id(generated: str) -> str:
     """The generated number with a calendar birth date and its check character."""
     first17 = generated[:17]
+    if not re.match(r"(1[1-5]|2[1-3]|3[1-7]|4[1-6]|5[0-4]|6[1-5]|71|8[1-3]|9[0-9])", first17):
+        first17 = "11" + first17[2:]
     y, m, d = int(first17[6:10]), int(first17[10:12]), int(first17[12:14])
     # Born after today in China (UTC+8): a century earlier.
     today = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=8)).date()

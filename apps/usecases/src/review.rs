@@ -237,7 +237,9 @@ impl UseCases {
             .get(&user, id, b.data_generation)
             .await?
             .ok_or_else(|| Internal::new("a card in review without its data"))?;
-        let (opened, open_events) = self.open_card(ctx, &user, id, &data.sealed).await;
+        let (opened, open_events) = self
+            .open_card(ctx, &user, id, b.card.brand, &data.sealed)
+            .await;
         let details = match opened {
             Ok(d) => d,
             Err(f) => {

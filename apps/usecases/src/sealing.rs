@@ -2,8 +2,8 @@
 //! opening audited).
 
 use cardbind_domain::{
-    BindingId, CardNumber, ErrorCode, HolderName, Phone, ResidentId, SealedBlob, SealedCard,
-    SealedField, UserId,
+    BindingId, CardBrand, CardNumber, ErrorCode, HolderName, Phone, ResidentId, SealedBlob,
+    SealedCard, SealedField, UserId,
 };
 use cardbind_ports::audit::{AuditAction, AuditEvent};
 use cardbind_ports::keys::SealContext;
@@ -98,14 +98,16 @@ impl UseCases {
         })
     }
 
-    /// Opens every sealed field of a binding. Returns the details (when all
-    /// opened) and one `card_data.open` event per field for the caller to
-    /// write with its change.
+    /// Opens every sealed field of a binding, whose card was bound as
+    /// `brand`. Returns the details (when all opened) and one
+    /// `card_data.open` event per field for the caller to write with its
+    /// change.
     pub(crate) async fn open_card(
         &self,
         ctx: &RequestContext,
         user: &UserId,
         binding: &BindingId,
+        brand: CardBrand,
         sealed: &SealedCard,
     ) -> (Result<CardDetails, OpenFailure>, Vec<AuditEvent>) {
         let mut events = Vec::new();
@@ -158,11 +160,13 @@ impl UseCases {
             let mut it = texts.into_iter();
             let mut next = || it.next().unwrap_or_default();
             Some(CardDetails {
-                card: CardNumber::parse(&next()).ok()?,
-                // As it was taken, under whichever build's rule.
+                // Each as it was taken, under whichever build's rules (a
+                // rule narrowed since must not make a card in review
+                // unreadable): only its shape is checked.
+                card: CardNumber::restore(&next(), brand)?,
                 holder_name: HolderName::restore(&next())?,
-                id_number: ResidentId::parse(&next()).ok()?,
-                phone: Phone::parse(&next()).ok()?,
+                id_number: ResidentId::restore(&next())?,
+                phone: Phone::restore(&next())?,
             })
         })();
         (parsed.ok_or(OpenFailure::Unreadable), events)

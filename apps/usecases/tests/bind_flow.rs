@@ -489,6 +489,49 @@ async fn a_review_retry_sends_a_name_an_older_rule_took() {
     );
 }
 
+/// A card waiting in review whose number, resident ID and phone were
+/// taken under wider rules than today's (a UnionPay 81 range since
+/// narrowed, a region code since checked, a 7-digit E.164 number): the
+/// operator's retry sends it to its channel as it was bound, rather than
+/// refusing its data as unreadable and auditing a tampering.
+#[tokio::test]
+async fn a_review_retry_sends_card_data_older_rules_took() {
+    use cardbind_domain::{CardNumber, Phone, ResidentId, SealedField};
+    use cardbind_ports::keys::{CardVault, SealContext};
+    let (w, v) = gus_in_review().await;
+    let (id, generation, u) = (v.binding.id.clone(), v.binding.data_generation, user("gus"));
+    let (pan, id_number, phone) = ("8199000000000001", "200105194912310021", "+6834002");
+    assert!(CardNumber::parse(pan).is_err());
+    assert!(ResidentId::parse(id_number).is_err());
+    assert!(Phone::parse(phone).is_err());
+    let mut data = CardDataStore::get(&w.store, &u, &id, generation)
+        .await
+        .unwrap()
+        .unwrap();
+    for (field, text) in [
+        (SealedField::Pan, pan),
+        (SealedField::IdNumber, id_number),
+        (SealedField::Phone, phone),
+    ] {
+        let ctx = SealContext::new(id.as_str(), field.as_str());
+        let sealed = w.vault.seal(&u, &ctx, text.as_bytes()).await.unwrap();
+        match field {
+            SealedField::Pan => data.sealed.pan = sealed,
+            SealedField::IdNumber => data.sealed.id_number = sealed,
+            SealedField::Phone => data.sealed.phone = sealed,
+            SealedField::HolderName => {}
+        }
+    }
+    CardDataStore::delete_generation(&w.store, &u, &id, generation)
+        .await
+        .unwrap();
+    CardDataStore::put(&w.store, &data).await.unwrap();
+
+    w.channel.always(Script::Bound);
+    let r = w.uc.retry_review(&admin(), &id).await.unwrap();
+    assert_eq!(r.binding.status, BindingStatus::Active);
+}
+
 #[tokio::test]
 async fn an_unreachable_channel_sends_the_card_to_review_and_an_operator_decides() {
     let (w, v) = gus_in_review().await;

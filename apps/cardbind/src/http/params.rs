@@ -493,7 +493,7 @@ text_rule!(
     /// A mainland resident ID number (its calendar date and check
     /// character are checked after).
     IdNumberRule {
-        pattern: "^[1-9][0-9]{5}(19[0-9]{2}|20[0-9]{2}|2100)(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]$",
+        pattern: "^(1[1-5]|2[1-3]|3[1-7]|4[1-6]|5[0-4]|6[1-5]|71|8[1-3]|9[0-9])[0-9]{4}(19[0-9]{2}|20[0-9]{2}|2100)(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]$",
         min: 18,
         max: 18,
         rule: "a resident ID number is 17 digits and a check character",

@@ -104,9 +104,12 @@ pub struct BindCardBody {
     /// before any mark, at most 64 characters.
     pub holder_name: Text<HolderNameRule>,
     /// The holder's mainland resident identity card number: 17 digits (a
-    /// region code not starting with 0, a birth date YYYYMMDD from 1900 to
-    /// 2100 and not after today in China, a sequence number) and a check
-    /// character (a digit or `X`, either case) under ISO 7064 MOD 11-2.
+    /// region code whose first two digits are a province's, 11–15, 21–23,
+    /// 31–37, 41–46, 50–54, 61–65, 71, 81–83, or 9 and a digit for a
+    /// foreigner's permanent residence card; a birth date YYYYMMDD from
+    /// 1900 to 2100 and not after today in China; a sequence number) and a
+    /// check character (a digit or `X`, either case) under ISO 7064 MOD
+    /// 11-2.
     pub id_number: Text<IdNumberRule>,
     /// The phone number the card is registered with: a mainland mobile
     /// number (11 digits, `1` then `3`–`9`), optionally after `+86`, `0086`
