@@ -185,6 +185,11 @@ impl fmt::Display for Country {
     }
 }
 
+/// Codes ISO 4217 withdrew that the `iso_currency` list still holds.
+/// (`VES`, which that crate marks superseded by `VED`, is still listed by
+/// ISO beside it.)
+const WITHDRAWN: [&str; 5] = ["BGN", "CUC", "HRK", "SLL", "ZWL"];
+
 /// A currency by its ISO 4217 alpha-3 code (`CNY`), with its numeric code
 /// (156). Only listed codes exist (the list of the `iso_currency` crate).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,10 +220,21 @@ impl Currency {
     }
 
     /// The codes of currencies with a minor unit that are not a fund's
-    /// unit of account: those an amount can be in (not gold, funds such as
-    /// `BOV` or `CLF`, or test codes).
+    /// unit of account and are still issued: those an amount can be in
+    /// (not gold, funds such as `BOV` or `CLF`, test codes, or a currency
+    /// ISO 4217 withdrew).
     pub fn amount_codes() -> Vec<&'static str> {
-        Currency::codes_where(|c| c.minor_unit_digits().is_some() && !c.is_fund())
+        Currency::codes_where(|c| {
+            c.minor_unit_digits().is_some() && !c.is_fund() && !c.is_withdrawn()
+        })
+    }
+
+    /// A currency ISO 4217 withdrew, replaced by another (Cuba's CUC in
+    /// 2021, Croatia's HRK in 2023, Sierra Leone's SLL and Zimbabwe's ZWL
+    /// in 2024, Bulgaria's BGN in 2026): still a code a card's stored data
+    /// may name, no longer one a new amount is in.
+    pub fn is_withdrawn(&self) -> bool {
+        WITHDRAWN.contains(&self.code())
     }
 
     /// A fund's unit of account (ISO 4217's fund codes: `BOV`, `CLF`,

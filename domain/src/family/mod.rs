@@ -96,6 +96,13 @@ impl Money {
                 "the currency is a fund's unit of account (not money one can pay with)",
             ));
         }
+        if currency.is_withdrawn() {
+            return Err(Invalid::field(
+                BadRequestCode::InvalidCurrency,
+                Self::CURRENCY_FIELD,
+                "the currency was withdrawn from ISO 4217 (replaced by another)",
+            ));
+        }
         let Some(digits) = currency.minor_unit_digits() else {
             return Err(Invalid::field(
                 BadRequestCode::InvalidCurrency,
