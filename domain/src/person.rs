@@ -4,6 +4,11 @@ use std::fmt;
 
 use crate::error::{BadRequestCode, Invalid};
 
+/// Letters by their category that show as nothing or as a line alone: the
+/// Hangul fillers and the Arabic tatweel (a stretch, not a letter of a
+/// name). A name of them alone looked empty.
+const INVISIBLE_LETTERS: [char; 5] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}', '\u{0640}'];
+
 /// The name on the card: 1–64 characters after trimming, letters (any
 /// script of the Basic Multilingual Plane), the combining marks their
 /// scripts write with (Thai, Devanagari and Tamil vowel signs and viramas,
@@ -21,7 +26,19 @@ impl HolderName {
 
     pub fn parse(input: &str) -> Result<HolderName, Invalid> {
         use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
-        let s = input.trim();
+        // The apostrophe a phone's keyboard types (’) and the Japanese
+        // middle dot (・) are the `'` and `·` a channel's name check
+        // compares with.
+        let normal: String = input
+            .trim()
+            .chars()
+            .map(|c| match c {
+                '\u{2019}' => '\'',
+                '\u{30FB}' => '·',
+                c => c,
+            })
+            .collect();
+        let s = normal.as_str();
         let n = s.chars().count();
         let mut letters = 0;
         let mut ok = (1..=Self::MAX_CHARS).contains(&n);
@@ -29,7 +46,7 @@ impl HolderName {
             if !ok {
                 break;
             }
-            if u32::from(c) > 0xFFFF {
+            if u32::from(c) > 0xFFFF || INVISIBLE_LETTERS.contains(&c) {
                 ok = false;
                 break;
             }
@@ -421,6 +438,22 @@ mod tests {
 
     #[test]
     fn holder_names() {
+        // Names that look empty: Hangul fillers, a tatweel alone.
+        for blank in [
+            "\u{3164}",
+            "\u{FFA0}",
+            "\u{115F}\u{1160}",
+            "\u{640}\u{640}\u{640}",
+            "Kim\u{3164}",
+        ] {
+            assert!(HolderName::parse(blank).is_err(), "{blank:?}");
+        }
+        // A phone keyboard's apostrophe and the Japanese middle dot read as
+        // `'` and `·`.
+        let typed = HolderName::parse("O\u{2019}Neil").unwrap();
+        assert_eq!(typed.expose(), "O'Neil");
+        let dotted = HolderName::parse("阿卜杜拉\u{30FB}买买提").unwrap();
+        assert_eq!(dotted.expose(), "阿卜杜拉·买买提");
         assert!(HolderName::parse("张三").is_ok());
         assert!(HolderName::parse("Mary-Jane O'Neil").is_ok());
         assert!(HolderName::parse("   ").is_err());

@@ -101,7 +101,9 @@ pub struct BindCardBody {
     /// and the combining marks their scripts write with (vowel signs,
     /// viramas, decomposed accents; the marks of the scripts names are
     /// written in, listed in the pattern), spaces and `. - ' ·`, a letter
-    /// before any mark, at most 64 characters.
+    /// before any mark, at most 64 characters. `’` is taken as `'` and `・`
+    /// as `·`; the Hangul fillers and the Arabic tatweel (which show as
+    /// nothing or a line) are not taken.
     pub holder_name: Text<HolderNameRule>,
     /// The holder's mainland resident identity card number: 17 digits (a
     /// region code whose first two digits are a province's, 11–15, 21–23,
