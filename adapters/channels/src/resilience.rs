@@ -184,6 +184,8 @@ pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
     inner: Arc<Mutex<Inner>>,
+    /// The channel it guards, for the log lines of its changes.
+    channel: String,
 }
 
 /// Whether an attempt was let through, and as what.
@@ -199,7 +201,14 @@ impl CircuitBreaker {
             threshold: threshold.max(1),
             open_for,
             inner: Arc::new(Mutex::new(Inner::Closed { failures: 0 })),
+            channel: String::new(),
         }
+    }
+
+    /// The breaker of `channel` (named in its log lines).
+    fn of_channel(mut self, channel: &str) -> CircuitBreaker {
+        self.channel = channel.to_owned();
+        self
     }
 
     /// A gauge of this breaker's state, read when it is collected (a
@@ -280,7 +289,30 @@ impl CircuitBreaker {
             },
             (Inner::Open { until }, true) => Inner::Open { until: *until },
         };
+        let (before, after) = (state_of(&inner), state_of(&next));
         *inner = next;
+        drop(inner);
+        // Each change is said once, by the call that made it: when a
+        // channel was cut off and when it came back.
+        let secs = self.open_for.as_secs();
+        match (before, after) {
+            (BreakerState::Closed, BreakerState::Open) => tracing::warn!(
+                channel = %self.channel,
+                failures = self.threshold,
+                open_for_seconds = secs,
+                "circuit breaker opened: calls to the channel are refused until a trial call succeeds"
+            ),
+            (BreakerState::HalfOpen, BreakerState::Open) => tracing::warn!(
+                channel = %self.channel,
+                open_for_seconds = secs,
+                "circuit breaker trial call failed: open again"
+            ),
+            (BreakerState::HalfOpen, BreakerState::Closed) => tracing::info!(
+                channel = %self.channel,
+                "circuit breaker closed: the channel answered its trial call"
+            ),
+            _ => {}
+        }
     }
 
     /// A trial attempt that never finished (its future was dropped): let
@@ -461,7 +493,8 @@ impl Resilient {
             .const_label("channel", &name),
             &["op", "outcome"],
         )?;
-        let breaker = CircuitBreaker::new(config.failure_threshold, config.open_duration);
+        let breaker = CircuitBreaker::new(config.failure_threshold, config.open_duration)
+            .of_channel(inner.name());
         registry.register(Box::new(breaker.gauge(gauge)))?;
         registry.register(Box::new(calls.clone()))?;
         Ok(Resilient {

@@ -173,3 +173,45 @@ async fn a_callback_under_a_platform_key_not_installed_is_refused_and_warned() {
         "a mismatch is not a configuration fault"
     );
 }
+
+/// The breaker says when it opens (naming the channel, once, by the call
+/// that opened it), when a trial fails, and when it closes: the gauge
+/// alone told an operator reading the logs nothing of when a channel was
+/// cut off or came back.
+#[tokio::test(start_paused = true)]
+async fn the_breaker_logs_each_change_once() {
+    use cardbind_channels::ResilienceConfig;
+    use cardbind_ports::channel::RemoteState;
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let inner = Arc::new(Scripted::default().query_default(Err(
+        cardbind_ports::ChannelError::Unavailable("down".into()),
+    )));
+    let cfg = ResilienceConfig {
+        max_retries: 0,
+        ..ResilienceConfig::default()
+    };
+    let r = cardbind_channels::Resilient::new(inner.clone(), cfg, &Registry::new()).unwrap();
+    let b = common::bid("b");
+    for _ in 0..8 {
+        let _ = r.query(&b, Some(common::ATTEMPT), None).await;
+    }
+    let text = || String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let count = |needle: &str| text().matches(needle).count();
+    assert_eq!(count("circuit breaker opened"), 1, "{}", text());
+    assert!(text().contains("channel=scripted"), "{}", text());
+    // The trial fails: open again; then it succeeds: closed.
+    tokio::time::advance(std::time::Duration::from_secs(30)).await;
+    let _ = r.query(&b, Some(common::ATTEMPT), None).await;
+    assert_eq!(count("trial call failed"), 1, "{}", text());
+    tokio::time::advance(std::time::Duration::from_secs(30)).await;
+    *inner.default_query.lock().unwrap() = Some(Ok(RemoteState::Pending));
+    assert!(r.query(&b, Some(common::ATTEMPT), None).await.is_ok());
+    assert_eq!(count("circuit breaker closed"), 1, "{}", text());
+    assert_eq!(count("circuit breaker opened"), 1, "{}", text());
+}
