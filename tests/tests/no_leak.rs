@@ -282,6 +282,26 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
         log_text.contains("cardbind started"),
         "the capture works: the start-up line is there"
     );
+    // A refused request's access line names its stable code (the wrong
+    // code above, the declined card): an operator holding the request id
+    // sees why, as the client did.
+    for code in ["invalid_otp", "channel_rejected"] {
+        assert!(
+            log_text
+                .lines()
+                .any(|l| l.contains("\"message\":\"request\"")
+                    && l.contains(&format!("\"code\":\"{code}\""))),
+            "no access line names {code}"
+        );
+    }
+    assert!(
+        !log_text
+            .lines()
+            .any(|l| l.contains("\"message\":\"request\"")
+                && l.contains("\"status\":200")
+                && l.contains("\"code\":")),
+        "an answered request's line names no code"
+    );
     assert!(
         log_text.lines().count() > responses.len(),
         "one line per request at least: {} lines",

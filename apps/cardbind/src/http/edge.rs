@@ -778,6 +778,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             method = %method,
             route = %route,
             status,
+            // A refusal's stable code, as the client got it.
+            code = refused_with.map(ErrorCode::as_str),
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
