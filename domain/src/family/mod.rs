@@ -287,8 +287,11 @@ impl Share {
         }
     }
 
+    /// Revokes it at `at`, unless it ended before: revoked, or expired
+    /// (an expired share stays expired; a revocation after it would
+    /// misreport why and when it ended).
     fn revoke(&mut self, at: Timestamp, by: &str) -> bool {
-        if self.revoked_at.is_some() {
+        if self.revoked_at.is_some() || at >= self.terms.expires_at {
             return false;
         }
         self.revoked_at = Some(at);
@@ -342,8 +345,10 @@ impl SharedIn {
         self.share.card_id()
     }
 
+    /// Ends it at `at`, unless it ended before (an expired share stays
+    /// expired).
     fn end(&mut self, at: Timestamp, by: &str) -> bool {
-        if self.ended_at.is_some() {
+        if self.ended_at.is_some() || at >= self.expires_at {
             return false;
         }
         self.ended_at = Some(at);
@@ -489,10 +494,11 @@ impl Family {
                         .unwrap_or_else(|| format!("card {}", b.status));
                     s.revoke(b.updated_at, &by);
                 }
-                None => {
-                    let at = s.created_at;
-                    s.revoke(at, "card gone");
-                }
+                // Its card left the wallet: the change that ended the card
+                // revoked the share then (the arm above), unless it had
+                // expired before: it stays expired (revoking it now, at
+                // its creation, misreported it as revoked by "card gone").
+                None => {}
             }
         }
     }

@@ -492,3 +492,46 @@ fn withdrawn_currencies_are_not_an_amounts() {
     let hrk = Currency::parse("HRK").unwrap();
     assert_eq!(Money::restore(500, hrk).map(|m| m.minor_units()), Some(500));
 }
+
+/// An expired share stays expired: revoking or leaving it after its
+/// expiry changes nothing (it was rewritten as revoked, at that later
+/// instant and by that caller, and its consent with it), and a share whose
+/// card later leaves the wallet is not revoked by "card gone".
+#[test]
+fn an_expired_share_is_not_revoked_afterwards() {
+    let (mut w, card) = primary("alice");
+    let given = w
+        .give_share(new_share("s1", &card, "bob", terms(50_000, 30)), t(1))
+        .unwrap();
+    let id = given.id().clone();
+    let end = w.share(&id).unwrap().terms.expires_at;
+    let after = end.plus_seconds(60);
+    assert_eq!(w.revoke_share(&id, after, "alice"), Ok(false));
+    let s = w.share(&id).unwrap().clone();
+    assert_eq!(s.standing(w.get(&card).ok(), after), Standing::Expired);
+    assert_eq!((s.revoked_at, s.consent.revoked_at), (None, None));
+    // Its card gone from the wallet: still expired, not "card gone".
+    let mut gone = crate::family::Family {
+        given: vec![s.clone()],
+        received: Vec::new(),
+    };
+    gone.end_shares_of_dead_cards(&[]);
+    assert_eq!(
+        (gone.given[0].revoked_at, gone.given[0].revoked_by.clone()),
+        (None, None)
+    );
+    // The secondary's mirror: ending it after the expiry changes nothing.
+    let mut m = mirror(&w, &id);
+    m.consent = Some(consent(t(2)));
+    assert!(!m.end(after, "bob"));
+    assert_eq!(m.ended_at, None);
+    assert!(m.consent.as_ref().unwrap().revoked_at.is_none());
+    // Before the expiry both still take.
+    let (mut w2, card2) = primary("carol");
+    let id2 = w2
+        .give_share(new_share("s2", &card2, "dan", terms(50_000, 30)), t(1))
+        .unwrap()
+        .id()
+        .clone();
+    assert_eq!(w2.revoke_share(&id2, t(5), "carol"), Ok(true));
+}
