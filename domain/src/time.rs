@@ -45,6 +45,25 @@ impl Timestamp {
         }
     }
 
+    /// The same instant of the day `years` calendar years later, in UTC
+    /// (29 February goes to the 28th in a year without one).
+    pub fn plus_calendar_years(self, years: i32) -> Self {
+        let nanos = i128::from(self.0) * 1_000_000;
+        let Ok(dt) = ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+            return self;
+        };
+        let year = dt.year().saturating_add(years);
+        let moved = dt
+            .replace_year(year)
+            .or_else(|_| dt.replace_day(28).and_then(|d| d.replace_year(year)));
+        match moved {
+            Ok(m) => {
+                Timestamp(i64::try_from(m.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+            }
+            Err(_) => self,
+        }
+    }
+
     /// RFC 3339 text, for logs and API bodies.
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;

@@ -527,6 +527,68 @@ async fn accepting_a_share_revoked_meanwhile_answers_share_ended() {
     assert_eq!(e.code(), ErrorCode::ShareEnded);
 }
 
+/// An acceptance whose card an operator froze while it was written answers
+/// `invalid_state_transition`, as accepting a share of a frozen card does
+/// (it answered `200` with the share `ended`, which it was not: the
+/// acceptance holds, and the card is usable again once unfrozen).
+#[tokio::test]
+async fn accepting_a_share_whose_card_was_frozen_meanwhile_is_refused_as_suspended() {
+    let w = std::sync::Arc::new(world(unlimited()));
+    let card = active_card(&w, "pim", 1).await;
+    let id =
+        w.uc.share_card(&backend(), form("pim", &card, "sam", 1_000, 10, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    let gate = w.wallets.hold_next_commit_of("sam");
+    let accepting = {
+        let (w, id) = (w.clone(), id.clone());
+        tokio::spawn(async move {
+            w.uc.accept_share(&backend(), &user("sam"), &id, consent())
+                .await
+        })
+    };
+    until_called(&w.wallets.held).await;
+    w.uc.freeze(&admin(), &user("pim"), &card).await.unwrap();
+    gate.add_permits(1);
+    let e = accepting.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidStateTransition);
+    // Unfrozen, the share is usable: the acceptance held.
+    w.uc.unfreeze(&admin(), &user("pim"), &card).await.unwrap();
+    let shared =
+        w.uc.list_shared_cards(&backend(), &user("sam"))
+            .await
+            .unwrap();
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0].status, SharedStatus::Accepted);
+}
+
+/// A share ended by an operator for the user it was made to says so in
+/// the holder's records (it said the operator was that user).
+#[tokio::test]
+async fn a_share_an_operator_ends_for_its_user_is_recorded_as_theirs() {
+    let w = world(unlimited());
+    let card = active_card(&w, "pol", 1).await;
+    let id =
+        w.uc.share_card(&backend(), form("pol", &card, "sue", 1_000, 10, w.now()))
+            .await
+            .unwrap()
+            .view
+            .share
+            .id;
+    w.uc.leave_share(&admin(), &user("sue"), &id).await.unwrap();
+    let by = w
+        .wallet("pol")
+        .await
+        .share(&id)
+        .and_then(|s| s.revoked_by.clone())
+        .unwrap();
+    assert!(by.contains("an operator, for sue"), "{by}");
+    assert!(!by.contains("the user it was made to"), "{by}");
+}
+
 /// An unbind that stopped after the card was unbound in its holder's
 /// wallet, before the shares' invitations were ended: the unbind again
 /// (answered at once, the card is unbound) ends them.

@@ -177,8 +177,8 @@ pub struct ShareTerms {
 
 impl ShareTerms {
     pub const EXPIRES_FIELD: &'static str = "expires_at";
-    /// The farthest expiry, from now: five years (with their leap days).
-    pub const MAX_SECONDS: i64 = (5 * 365 + 2) * 24 * 3600;
+    /// The farthest expiry, from now, in calendar years.
+    pub const MAX_YEARS: i32 = 5;
 
     /// Terms for a share made at `now`: an expiry in the future and at most
     /// five years ahead.
@@ -187,7 +187,7 @@ impl ShareTerms {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<ShareTerms, Invalid> {
-        if expires_at <= now || expires_at > now.plus_seconds(Self::MAX_SECONDS) {
+        if expires_at <= now || expires_at > now.plus_calendar_years(Self::MAX_YEARS) {
             return Err(Invalid::field(
                 BadRequestCode::InvalidShareExpiry,
                 Self::EXPIRES_FIELD,

@@ -137,9 +137,9 @@ fn terms_expire_in_the_future_within_five_years() {
     assert!(ShareTerms::new(cny(100), now, now).is_err(), "not now");
     assert!(ShareTerms::new(cny(100), t(-1), now).is_err(), "not past");
     assert!(ShareTerms::new(cny(100), t(1), now).is_ok());
-    assert!(ShareTerms::new(cny(100), now.plus_seconds(ShareTerms::MAX_SECONDS), now).is_ok());
-    let e =
-        ShareTerms::new(cny(100), now.plus_seconds(ShareTerms::MAX_SECONDS + 1), now).unwrap_err();
+    let max = now.plus_calendar_years(ShareTerms::MAX_YEARS);
+    assert!(ShareTerms::new(cny(100), max, now).is_ok());
+    let e = ShareTerms::new(cny(100), max.plus_seconds(1), now).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidShareExpiry);
     assert_eq!(e.field, Some("expires_at"));
 }
@@ -534,4 +534,27 @@ fn an_expired_share_is_not_revoked_afterwards() {
         .id()
         .clone();
     assert_eq!(w2.revoke_share(&id2, t(5), "carol"), Ok(true));
+}
+
+/// Five years are five calendar years from the day of the share, one leap
+/// day in them or two (a bound of 1,827 days let a share made on 6
+/// December 2026, with one leap day ahead, expire a day late).
+#[test]
+fn five_years_are_calendar_years() {
+    let at = |y: i32, m: u8, d: u8| {
+        let date =
+            ::time::Date::from_calendar_date(y, ::time::Month::try_from(m).unwrap(), d).unwrap();
+        Timestamp::from_unix_millis(date.midnight().assume_utc().unix_timestamp() * 1000)
+    };
+    for (now, last) in [
+        (at(2026, 12, 6), at(2031, 12, 6)),
+        (at(2027, 1, 1), at(2032, 1, 1)),
+        (at(2028, 2, 29), at(2033, 2, 28)),
+    ] {
+        assert!(ShareTerms::new(cny(100), last, now).is_ok(), "{now}");
+        assert!(
+            ShareTerms::new(cny(100), last.plus_seconds(3600), now).is_err(),
+            "{now}: an hour past five calendar years"
+        );
+    }
 }

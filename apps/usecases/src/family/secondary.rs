@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use cardbind_domain::{
-    family, Action, Binding, BindingId, ConsentGiven, Share, ShareId, SharedIn, Standing,
+    family, Action, Binding, BindingId, ConsentGiven, Role, Share, ShareId, SharedIn, Standing,
     Timestamp, UserId, Wallet,
 };
 use cardbind_ports::audit::AuditAction;
@@ -232,6 +232,14 @@ impl UseCases {
         if revoked {
             return Err(family::share_ended("this share has ended").into());
         }
+        // Its card frozen meanwhile: as a share of a frozen card is
+        // refused before the writes (the acceptance stays recorded, and
+        // holds once the card is unfrozen), not an answer of `ended`.
+        if h.share_of(m)
+            .is_some_and(|(s, card)| s.standing(card, self.now()) == Standing::Suspended)
+        {
+            return Err(shared_card_not_active().into());
+        }
         Ok(h.view(m, self.now()))
     }
 
@@ -259,7 +267,18 @@ impl UseCases {
                     .map(|s| s.terms);
                 if terms.is_some() {
                     // The `share.revoke` event comes with the commit.
-                    let by = format!("{} (the user it was made to)", ctx.actor.subject);
+                    // Who ended it, as the holder's records show it: the
+                    // user it was made to, or whoever acted for them.
+                    let by = match ctx.actor.role {
+                        Role::User => format!("{} (the user it was made to)", ctx.actor.subject),
+                        Role::Admin => format!("{} (an operator, for {user})", ctx.actor.subject),
+                        Role::Service | Role::Auditor => {
+                            format!(
+                                "{} (for {user}, the user it was made to)",
+                                ctx.actor.subject
+                            )
+                        }
+                    };
                     let _ = w.revoke_share(id, now, &by);
                 }
                 Decided::new(Ok(terms), Vec::new())
