@@ -128,6 +128,12 @@ pub struct BranchConfig {
     /// Allowance for clocks of instances that disagree, added to the
     /// retirement grace period.
     pub clock_skew: Duration,
+    /// The longest a seal may take from its read of the active version to
+    /// its key's store (a master key call to unwrap the version, then the
+    /// store's write: their timeouts), added to the retirement grace
+    /// period: a seal that read the old version just before the pointer
+    /// moved may still be storing a key under it.
+    pub max_seal_time: Duration,
 }
 
 impl Default for BranchConfig {
@@ -136,6 +142,7 @@ impl Default for BranchConfig {
             cache_ttl: Duration::from_secs(600),
             rotate_after: Some(Duration::from_secs(30 * 24 * 3600)),
             clock_skew: Duration::from_secs(60),
+            max_seal_time: Duration::from_secs(10),
         }
     }
 }
@@ -144,11 +151,14 @@ impl BranchConfig {
     /// How long after a version became active the one before it may be
     /// deleted: every instance has re-read the pointer (one TTL), any seal
     /// that fetched the old version just before has finished (a second
-    /// TTL), plus [`clock_skew`](Self::clock_skew).
+    /// TTL, and [`max_seal_time`](Self::max_seal_time): with a TTL of 0,
+    /// or a slow key service, a seal outlasts the TTLs), plus
+    /// [`clock_skew`](Self::clock_skew).
     pub fn retire_grace(&self) -> Duration {
         self.cache_ttl
             .saturating_mul(2)
             .saturating_add(self.clock_skew)
+            .saturating_add(self.max_seal_time)
     }
 }
 
@@ -453,6 +463,9 @@ impl<M: MasterKey> Keyring<M> {
         &self,
         force_new: bool,
     ) -> Result<(Arc<BranchKey>, ActiveInfo), KeyError> {
+        // The pointer is as fresh as its read, not as the key's unwrap
+        // after it (a slow master key call would stretch the TTL).
+        let read_at = Instant::now();
         let pointer = match self
             .store
             .get(ACTIVE_BRANCH_OWNER)
@@ -505,7 +518,7 @@ impl<M: MasterKey> Keyring<M> {
         };
         *self.pointer() = Some(Pointer {
             number: info.number,
-            fetched: Instant::now(),
+            fetched: read_at,
         });
         Ok((key, info))
     }

@@ -60,8 +60,8 @@ impl<M: MasterKey> EnvelopeVault<M> {
     ///
     /// An older version is deleted only when the active version has been
     /// active for [`BranchConfig::retire_grace`](crate::BranchConfig::retire_grace)
-    /// (two branch key TTLs and the clock skew allowance, a minute by
-    /// default) before this run started: until
+    /// (two branch key TTLs, the longest a seal may take, and the clock
+    /// skew allowance, a minute by default) before this run started: until
     /// then an instance that has not re-read the active version may still
     /// wrap new keys under the old one. The run then re-wraps what it finds
     /// and reports `retire_after`; run it again after that instant.

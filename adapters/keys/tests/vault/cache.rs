@@ -326,6 +326,7 @@ async fn serves_without_the_master_key_while_the_active_branch_key_is_fresh() {
             cache_ttl: ttl,
             rotate_after: None,
             clock_skew: Duration::ZERO,
+            max_seal_time: Duration::ZERO,
         },
         ..VaultConfig::default()
     };

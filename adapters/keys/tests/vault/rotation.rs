@@ -306,6 +306,7 @@ async fn branch_versions_rotate_by_age_and_retire_after_rewrapping() {
                 cache_ttl: Duration::from_millis(100),
                 rotate_after: Some(Duration::from_millis(300)),
                 clock_skew: Duration::ZERO,
+                max_seal_time: Duration::ZERO,
             },
             ..VaultConfig::default()
         },
@@ -366,6 +367,7 @@ async fn branch_versions_rotate_by_age_and_retire_after_rewrapping() {
                 cache_ttl: Duration::from_millis(500),
                 rotate_after: None,
                 clock_skew: Duration::ZERO,
+                max_seal_time: Duration::ZERO,
             },
             ..VaultConfig::default()
         },
@@ -509,4 +511,55 @@ async fn a_new_branch_version_needs_a_master_key_that_opens_the_active_one() {
     // With the right key it makes version 2.
     let r = fresh.retire_branches(true, |_| {}).await.expect("retire");
     assert_eq!(r.active, branch_owner(2));
+}
+
+/// A seal for a new user that read the active version just before a new
+/// one was made, and waits on the key service while a retirement runs,
+/// keeps the old version from being deleted: the grace counts the longest
+/// a seal may take. Before, with a branch key TTL of 0 the grace was the
+/// clock allowance alone, the run deleted the old version while the seal
+/// was still to store its key under it, reported nothing failed, and the
+/// user's data never opened again.
+#[tokio::test]
+async fn a_slow_seal_under_the_old_version_holds_off_its_deletion() {
+    let (_, s) = store();
+    let master = Arc::new(Counting::new(LocalMasterKey::generate()));
+    let config = || VaultConfig {
+        branch: BranchConfig {
+            cache_ttl: Duration::ZERO,
+            rotate_after: None,
+            clock_skew: Duration::from_millis(200),
+            max_seal_time: Duration::from_secs(5),
+        },
+        ..VaultConfig::default()
+    };
+    let a = Arc::new(EnvelopeVault::new(
+        CountingRef(master.clone()),
+        s.clone(),
+        config(),
+    ));
+    let b = EnvelopeVault::new(CountingRef(master.clone()), s.clone(), config());
+    let c = ctx("card", "pan");
+    b.seal(&user("first"), &c, b"x").await.expect("seal");
+    let old = b.active_branch().await.expect("active");
+    // A's unwrap of the active version takes 1.5 s.
+    master.delay_ms.store(1500, Ordering::SeqCst);
+    let slow = {
+        let a = a.clone();
+        let c = c.clone();
+        tokio::spawn(async move { a.seal(&user("slow"), &c, b"late").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    master.delay_ms.store(0, Ordering::SeqCst);
+    b.new_branch_version().await.expect("new version");
+    // Past the clock allowance, within the longest seal.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = b.retire_branches(false, |_| {}).await.expect("retire");
+    assert!(report.retired.is_empty(), "{report:?}");
+    assert!(report.kept.contains(&old), "{report:?}");
+    let sealed = slow.await.expect("join").expect("seal");
+    assert_eq!(
+        a.open(&user("slow"), &c, &sealed).await.expect("opens"),
+        b"late"
+    );
 }

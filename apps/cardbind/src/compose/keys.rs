@@ -30,6 +30,11 @@ fn vault_config(config: &Config) -> cardbind_keys::VaultConfig {
             cache_ttl: Duration::from_secs(k.branch_key_cache_ttl_seconds),
             rotate_after: (k.branch_key_rotation_days > 0)
                 .then(|| Duration::from_secs(k.branch_key_rotation_days.saturating_mul(86_400))),
+            // A seal's master key call and its store write, each bounded
+            // by its timeout.
+            max_seal_time: Duration::from_millis(
+                k.kms_timeout_ms.saturating_add(config.storage.timeout_ms),
+            ),
             ..cardbind_keys::BranchConfig::default()
         },
         ..cardbind_keys::VaultConfig::default()
