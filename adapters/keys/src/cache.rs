@@ -81,9 +81,22 @@ pub(crate) struct KeyCache {
     max_uses: u64,
     /// `None` when caching is off.
     map: Option<moka::sync::Cache<String, Arc<Entry>>>,
-    /// Bumped by every eviction of an owner: a key loaded before an erasure
-    /// must not stay cached after it.
-    epoch: AtomicU64,
+    /// Bumped by every eviction of an owner whose name falls in the slot:
+    /// a key loaded before an erasure must not stay cached after it. One
+    /// counter per slot, not one for all: the readiness probe evicts the
+    /// canary's key at every call, and a single counter made every key
+    /// load in flight meanwhile, of any owner, uncacheable.
+    epochs: [AtomicU64; EPOCH_SLOTS],
+}
+
+/// Slots of eviction counters (owners are spread over them by a hash).
+const EPOCH_SLOTS: usize = 64;
+
+fn slot(owner: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    owner.hash(&mut h);
+    (h.finish() % EPOCH_SLOTS as u64) as usize
 }
 
 impl KeyCache {
@@ -99,7 +112,7 @@ impl KeyCache {
         KeyCache {
             max_uses: cfg.max_uses,
             map,
-            epoch: AtomicU64::new(0),
+            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -114,10 +127,10 @@ impl KeyCache {
         Some(entry.key.clone())
     }
 
-    /// The epoch to pass to [`insert`](Self::insert) for a key about to be
-    /// loaded.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+    /// The epoch to pass to [`insert`](Self::insert) for `owner`'s key
+    /// about to be loaded.
+    pub fn epoch(&self, owner: &str) -> u64 {
+        self.epochs[slot(owner)].load(Ordering::SeqCst)
     }
 
     /// Caches `key` for `owner` (counting the use its loader makes of it),
@@ -134,14 +147,14 @@ impl KeyCache {
         // Checked after the insert: an eviction that bumped the epoch before
         // this read is undone here; one that bumps it after this read comes
         // after the insert, and its own removal drops the entry.
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        if self.epoch(owner) != epoch {
             map.invalidate(owner);
         }
     }
 
     /// Drops `owner`'s entry, and stops in-flight loads from caching.
     pub fn evict(&self, owner: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.epochs[slot(owner)].fetch_add(1, Ordering::SeqCst);
         if let Some(map) = &self.map {
             map.invalidate(owner);
         }
@@ -183,13 +196,13 @@ mod tests {
     fn least_recently_used_leaves_first_and_the_bound_holds() {
         let c = cache(3, 100, Duration::from_secs(60));
         for (i, o) in ["a", "b", "c"].iter().enumerate() {
-            c.insert(o, key(i as i64), c.epoch());
+            c.insert(o, key(i as i64), c.epoch(o));
         }
         // moka applies recency in batches (`len` runs the pending ones):
         // the order is exact here, approximate under concurrent use.
         assert_eq!(c.len(), 3);
         assert!(c.get("a").is_some(), "a is now the most recently used");
-        c.insert("d", key(3), c.epoch());
+        c.insert("d", key(3), c.epoch("d"));
         assert_eq!(c.len(), 3);
         assert!(c.get("b").is_none(), "b was the least recently used");
         for o in ["a", "c", "d"] {
@@ -197,7 +210,7 @@ mod tests {
         }
         // Many more owners than entries: the bound holds.
         for i in 0..1000 {
-            c.insert(&format!("o{i}"), key(i), c.epoch());
+            c.insert(&format!("o{i}"), key(i), c.epoch(&format!("o{i}")));
         }
         assert_eq!(c.len(), 3);
     }
@@ -205,7 +218,7 @@ mod tests {
     #[test]
     fn an_entry_serves_max_uses_then_is_dropped() {
         let c = cache(10, 3, Duration::from_secs(60));
-        c.insert("a", key(7), c.epoch());
+        c.insert("a", key(7), c.epoch("a"));
         assert_eq!(c.get("a").map(|k| k.generation), Some(7));
         assert!(c.get("a").is_some());
         assert!(c.get("a").is_none(), "the loader's use and two gets make 3");
@@ -215,7 +228,7 @@ mod tests {
     #[test]
     fn an_entry_expires_after_max_age() {
         let c = cache(10, 100, Duration::from_millis(50));
-        c.insert("a", key(1), c.epoch());
+        c.insert("a", key(1), c.epoch("a"));
         assert!(c.get("a").is_some());
         std::thread::sleep(Duration::from_millis(80));
         assert!(c.get("a").is_none());
@@ -224,14 +237,35 @@ mod tests {
     #[test]
     fn a_load_that_raced_an_eviction_is_not_cached() {
         let c = cache(10, 100, Duration::from_secs(60));
-        let epoch = c.epoch();
+        let epoch = c.epoch("a");
         c.evict("a"); // erase_owner ran while the key was being loaded
         c.insert("a", key(1), epoch);
         assert!(c.get("a").is_none());
-        c.insert("a", key(2), c.epoch());
+        c.insert("a", key(2), c.epoch("a"));
         assert_eq!(c.get("a").map(|k| k.generation), Some(2));
         c.evict("a");
         assert!(c.get("a").is_none());
+    }
+
+    /// An eviction of one owner (the readiness probe's canary, at every
+    /// probe) leaves the loads of other owners in flight cacheable, except
+    /// the few that share its slot.
+    #[test]
+    fn evicting_one_owner_leaves_other_owners_loads_cacheable() {
+        let c = cache(1000, 100, Duration::from_secs(60));
+        let owners: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+        let epochs: Vec<u64> = owners.iter().map(|o| c.epoch(o)).collect();
+        c.evict("@canary");
+        for (i, (o, e)) in owners.iter().zip(&epochs).enumerate() {
+            c.insert(o, key(i as i64), *e);
+        }
+        let cached = owners.iter().filter(|o| c.get(o).is_some()).count();
+        assert!(cached >= 180, "{cached} of 200 cached");
+        // The evicted owner's own in-flight load is still dropped.
+        let e = c.epoch("@canary");
+        c.evict("@canary");
+        c.insert("@canary", key(9), e);
+        assert!(c.get("@canary").is_none());
     }
 
     #[test]
@@ -252,7 +286,7 @@ mod tests {
             },
         ] {
             let c = KeyCache::new(&cfg);
-            c.insert("a", key(1), c.epoch());
+            c.insert("a", key(1), c.epoch("a"));
             assert!(c.get("a").is_none(), "{cfg:?}");
             assert_eq!(c.len(), 0);
         }

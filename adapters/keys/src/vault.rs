@@ -239,7 +239,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
             Lookup::Stored => self.cache.get(owner),
             Lookup::MakeFirst => None,
         };
-        let epoch = self.cache.epoch();
+        let epoch = self.cache.epoch(owner);
         let found = match lookup {
             Lookup::ReadFirst | Lookup::Stored => self.store.get(owner).await.map_err(store_err)?,
             Lookup::MakeFirst => None,
