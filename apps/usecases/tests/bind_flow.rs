@@ -438,6 +438,23 @@ async fn a_declined_card_fails_keeps_the_channel_code_and_drops_its_data() {
         Some("ACQ.CARD_DECLINED")
     );
     assert_eq!(w.store.owner(&b.id).await.unwrap(), None);
+    // The audit says it was declined, and by which code (it read `ok`,
+    // "pending_verification -> failed": the reason was lost with the card).
+    let start = events_of(&w, "fay", Some(AuditAction::BindingChannelStart)).await;
+    assert_eq!(start.len(), 1);
+    assert_eq!(
+        start[0].outcome,
+        Outcome::Refused(ErrorCode::ChannelRejected)
+    );
+    assert!(
+        start[0]
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ACQ.CARD_DECLINED"),
+        "{:?}",
+        start[0].detail
+    );
 }
 
 /// Gus's card, sent to review by a channel that timed out.

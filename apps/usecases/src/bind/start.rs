@@ -436,12 +436,24 @@ where
         return crate::tx::Decided::new(Ok(None), Vec::new());
     }
     let to = w.get(id).map(|b| b.status).unwrap_or(from);
-    let mut events = vec![ctx
+    let start = ctx
         .event(now, AuditAction::BindingChannelStart)
         .user(w.user())
-        .binding(id)
-        .detail(format!("{from} -> {to}"))
-        .build()];
+        .binding(id);
+    // A decline is the channel's refusal, recorded as the client got it
+    // (`channel_rejected`) with the channel's code: the card's record
+    // outlives neither its data nor, after the audit's retention, its
+    // reason otherwise.
+    let start = match w.get(id).ok().and_then(|b| b.failure.clone()) {
+        Some(why) if to == BindingStatus::Failed => start
+            .detail(format!(
+                "{from} -> {to}: declined by the channel ({})",
+                why.as_str()
+            ))
+            .refused(cardbind_domain::ErrorCode::ChannelRejected),
+        _ => start.detail(format!("{from} -> {to}")),
+    };
+    let mut events = vec![start.build()];
     if to == BindingStatus::PendingReview {
         let e = ctx
             .event(now, AuditAction::ReviewQueued)
