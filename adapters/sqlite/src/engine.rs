@@ -218,7 +218,13 @@ impl Drop for Threads {
 impl Engine {
     pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Arc<Engine>, OpenError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| OpenError::Io {
+            // Directories made for the store are private, as the data
+            // directory is (it holds the store).
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir).map_err(|e| OpenError::Io {
                 path: dir.to_owned(),
                 reason: e.to_string(),
             })?;
@@ -378,7 +384,12 @@ fn create_private(path: &Path) -> Result<(), OpenError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     match o.open(path) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            // Said once, when it happens: a mistyped `storage.path` starts
+            // an empty store, and this line is how an operator sees it.
+            tracing::info!(path = %path.display(), "created a new, empty store file");
+            Ok(())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(OpenError::Io {
             path: path.to_owned(),

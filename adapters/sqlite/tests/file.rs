@@ -1407,3 +1407,19 @@ async fn links_of_an_older_schema_verify_beside_those_that_cover_their_wallet() 
         Err((2, STORED_WALLET_ALTERED))
     );
 }
+
+/// A store whose directories do not exist yet gets them private (0700, as
+/// the data directory is): they were made 0755 beside a private file.
+#[tokio::test]
+async fn directories_made_for_the_store_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/cardbind.sqlite3");
+    drop(open(&path));
+    for d in [dir.path().join("a"), dir.path().join("a/b")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
