@@ -76,7 +76,6 @@ fn figment_messages(e: figment::Error) -> ConfigError {
     ConfigError(msgs.join("; "))
 }
 
-/// A value of the config file `file` that is not of its setting's type.
 /// Settings whose keys are names an operator chooses (a client id, a
 /// certificate serial or public key id, a card's last four digits): a
 /// `CARDBIND__…` variable keeps their case.
@@ -106,6 +105,41 @@ fn setting_key(raw: &str) -> String {
     out
 }
 
+/// The lossy reading's refusals, each naming where its value came from:
+/// the `CARDBIND__…` variable that set it, else the file (an operator
+/// with both could not tell which to fix).
+fn sourced_messages(e: figment::Error, env_keys: &[String], file: Option<&Path>) -> ConfigError {
+    let msgs: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            // The path names the setting (an unknown one included).
+            let full = match &e.kind {
+                figment::error::Kind::UnknownField(name, _) if path.is_empty() => name.clone(),
+                _ => path.clone(),
+            };
+            let text = if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{path}: {}", e.kind)
+            };
+            if env_keys
+                .iter()
+                .any(|k| *k == full || full.starts_with(&format!("{k}.")))
+            {
+                let var: Vec<String> = full.split('.').map(str::to_ascii_uppercase).collect();
+                format!("{text} (from CARDBIND__{})", var.join("__"))
+            } else if let Some(f) = file {
+                format!("{text} (in {})", f.display())
+            } else {
+                text
+            }
+        })
+        .collect();
+    ConfigError(msgs.join("; "))
+}
+
+/// A value of the config file `file` that is not of its setting's type.
 fn figment_error(e: figment::Error, file: &Path) -> ConfigError {
     let ConfigError(m) = figment_messages(e);
     ConfigError(format!("{m} (in {})", file.display()))
@@ -156,8 +190,10 @@ impl Config {
         // that opens with `[`, `{` or `"` is still read as TOML's (a list,
         // a table, a quoted string); the lossy extraction turns text into
         // the number or boolean a setting of that type asks for.
+        let mut env_keys = Vec::new();
         for (key, value) in env.lowercase(false).iter() {
             let key = setting_key(key.as_str());
+            env_keys.push(key.clone());
             let opens_value = value.trim_start().starts_with(['[', '{', '"']);
             let value: figment::value::Value = if opens_value {
                 value.parse().unwrap_or_else(|e| match e {})
@@ -170,7 +206,7 @@ impl Config {
         // TOML, or is not UTF-8): it names the file.
         let cfg: Config = fig.extract_lossy().map_err(|e| match file {
             Some(f) if e.path.is_empty() => figment_error(e, f),
-            _ => figment_messages(e),
+            _ => sourced_messages(e, &env_keys, file),
         })?;
         if let (Some(f), Some(text)) = (file, &text) {
             // The file's values are TOML's, each of its setting's type: the
@@ -997,6 +1033,39 @@ mod tests {
             setting_key("CHANNELS.WECHAT.PLATFORM_KEYS.PUB_KEY_ID_0112"),
             "channels.wechat.platform_keys.PUB_KEY_ID_0112"
         );
+    }
+
+    /// A refused value names where it came from: the variable that set
+    /// it, else the file (with both, an operator could not tell which to
+    /// fix).
+    #[test]
+    fn a_refusal_names_the_variable_or_the_file_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[storage]\nkindd = \"memory\"\n").unwrap();
+        let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+        assert!(e.0.contains("kindd"), "{e}");
+        assert!(e.0.contains(&format!("(in {})", f.display())), "{e}");
+        std::fs::write(&f, "[limits]\ncards_per_user = 4\n").unwrap();
+        let prefix = format!("CBSOURCE{}__", std::process::id());
+        for (var, value, named) in [
+            (
+                "LIMITS__CARDS_PER_USER",
+                "seven",
+                "(from CARDBIND__LIMITS__CARDS_PER_USER)",
+            ),
+            (
+                "SERVER__ADRESS",
+                "127.0.0.1:1",
+                "(from CARDBIND__SERVER__ADRESS)",
+            ),
+        ] {
+            std::env::set_var(format!("{prefix}{var}"), value);
+            let e = Config::load_from(Some(&f), Env::prefixed(&prefix).split("__")).unwrap_err();
+            std::env::remove_var(format!("{prefix}{var}"));
+            assert!(e.0.contains(named), "{var}: {e}");
+            assert!(!e.0.contains("(in "), "{var}: {e}");
+        }
     }
 
     /// Both token keys set (the secret would be ignored), and an empty
