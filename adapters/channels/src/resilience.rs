@@ -455,6 +455,8 @@ pub struct Resilient {
     config: ResilienceConfig,
     breaker: CircuitBreaker,
     calls: IntCounterVec,
+    /// Agreements this channel was asked to end and did not confirm ended.
+    unbinds_failed: prometheus::IntCounter,
     audit: Option<AuditSink>,
 }
 
@@ -493,15 +495,24 @@ impl Resilient {
             .const_label("channel", &name),
             &["op", "outcome"],
         )?;
+        let unbinds_failed = prometheus::IntCounter::with_opts(
+            Opts::new(
+                "cardbind_channel_unbinds_failed_total",
+                "Agreements the channel was asked to end (an unbind, an unwanted signing) that it did not confirm ended, after every retry: they may still be active there.",
+            )
+            .const_label("channel", &name),
+        )?;
         let breaker = CircuitBreaker::new(config.failure_threshold, config.open_duration)
             .of_channel(inner.name());
         registry.register(Box::new(breaker.gauge(gauge)))?;
         registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(unbinds_failed.clone()))?;
         Ok(Resilient {
             inner,
             config,
             breaker,
             calls,
+            unbinds_failed,
             audit: None,
         })
     }
@@ -766,10 +777,15 @@ impl PaymentChannel for Resilient {
         attempt: Option<u32>,
         channel_ref: &str,
     ) -> Result<(), ChannelError> {
-        self.with_retries("unbind", Subject::binding(binding), || {
-            self.inner.unbind(binding, attempt, channel_ref)
-        })
-        .await
+        let ended = self
+            .with_retries("unbind", Subject::binding(binding), || {
+                self.inner.unbind(binding, attempt, channel_ref)
+            })
+            .await;
+        if ended.is_err() {
+            self.unbinds_failed.inc();
+        }
+        ended
     }
 
     async fn query(

@@ -665,3 +665,25 @@ fn misconfiguration_is_not_transient_and_answers_channel_unavailable() {
     assert!(!e.is_unreachable());
     assert_eq!(e.to_string(), "channel misconfigured: SIGN_ERROR");
 }
+
+/// An agreement the channel did not confirm ended, after every retry, is
+/// counted: it may still be active (debitable) at the channel, and the
+/// unbind answered the user all the same.
+#[tokio::test(start_paused = true)]
+async fn an_unbind_the_channel_never_confirmed_is_counted() {
+    let inner = Arc::new(Scripted::default().unbind_result(Err(unavailable())));
+    let reg = Registry::new();
+    let r = wrap(inner.clone(), &reg);
+    let failed = |reg: &Registry| metric(reg, "cardbind_channel_unbinds_failed_total", &[]);
+    assert_eq!(failed(&reg), 0.0, "exported from the start");
+    assert!(r.unbind(&bid("b"), Some(ATTEMPT), "r").await.is_err());
+    assert_eq!(
+        inner.unbind_calls.load(Ordering::SeqCst),
+        4,
+        "with its retries"
+    );
+    assert_eq!(failed(&reg), 1.0, "once, not per attempt");
+    *inner.unbind_result.lock().unwrap() = Some(Ok(()));
+    assert!(r.unbind(&bid("b"), Some(ATTEMPT), "r").await.is_ok());
+    assert_eq!(failed(&reg), 1.0);
+}
