@@ -35,7 +35,10 @@ pub struct AuthSettings {
     /// The longest a bearer token may live, seconds (0: no bound).
     pub max_token_lifetime_seconds: u64,
     /// `service` clients that must sign every request (client id = token
-    /// subject → HMAC secret). Empty: signing not required.
+    /// subject → HMAC secret), keyed in lower case and matched without
+    /// regard to case: a client id's case can change on its way through
+    /// an environment variable, and a miss would let that client's
+    /// requests through unsigned. Empty: signing not required.
     pub request_signing: BTreeMap<String, SigningSecret>,
     /// Accepted clock difference for signed requests, seconds (300).
     pub signature_window_seconds: i64,

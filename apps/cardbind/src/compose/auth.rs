@@ -172,7 +172,8 @@ pub fn auth(config: &Config) -> anyhow::Result<AuthSettings> {
             .auth
             .signed_clients
             .iter()
-            .map(|(k, v)| (k.clone(), SigningSecret(v.as_bytes().to_vec())))
+            // Matched without regard to case (see `AuthSettings`).
+            .map(|(k, v)| (k.to_ascii_lowercase(), SigningSecret(v.as_bytes().to_vec())))
             .collect(),
         signature_window_seconds: config.auth.signature_window_seconds,
     })

@@ -408,6 +408,19 @@ impl Config {
                 "set auth.jwt_secret (HS256) or auth.jwt_public_key_file (RS256), not both: with a public key the secret is not used, and its tokens are refused",
             );
         }
+        let mut lowered: Vec<String> = self
+            .auth
+            .signed_clients
+            .keys()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        lowered.sort();
+        if lowered.windows(2).any(|w| w[0] == w[1]) {
+            return bad(
+                "auth.signed_clients",
+                "two client ids differ only in case (ids are matched without regard to case)",
+            );
+        }
         if self.auth.signed_clients.values().any(|v| v.len() < 32) {
             return bad(
                 "auth.signed_clients",
@@ -1083,6 +1096,15 @@ mod tests {
         c.storage.path = Some(std::path::PathBuf::new());
         let e = c.validate().unwrap_err();
         assert!(e.0.starts_with("storage.path:"), "{e}");
+        c.storage.path = None;
+        let secret = "s".repeat(32);
+        c.auth
+            .signed_clients
+            .insert("PartnerA".into(), secret.clone());
+        assert!(c.validate().is_ok());
+        c.auth.signed_clients.insert("partnera".into(), secret);
+        let e = c.validate().unwrap_err();
+        assert!(e.0.starts_with("auth.signed_clients:"), "{e}");
     }
 
     /// A path that is not a readable file is refused, as a missing one is

@@ -259,7 +259,8 @@ pub async fn authenticate(req: &Request) -> Result<Actor, ApiError> {
     // A client listed for signing signs whatever role its token carries
     // (user subjects are end users, a namespace of their own).
     if actor.role != Role::User {
-        if let Some(secret) = shared.state.auth.request_signing.get(&actor.subject) {
+        let signing = &shared.state.auth.request_signing;
+        if let Some(secret) = signing.get(&actor.subject.to_ascii_lowercase()) {
             // Before the signature is checked (and its nonce spent): which
             // copy would count is not for the service to guess. The other
             // repeated headers are refused below, as for every caller.

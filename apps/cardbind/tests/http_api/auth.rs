@@ -347,6 +347,24 @@ async fn a_nonce_is_not_stored_as_sent() {
     .await;
 }
 
+/// A signed client's id is matched without regard to case: its token's
+/// subject in other case must sign all the same (a client id set through
+/// an environment variable, upper case, missed its lower-case subject,
+/// and that client's requests went through unsigned).
+#[tokio::test]
+async fn a_signed_client_must_sign_whatever_the_case_of_its_id() {
+    let app = spawn();
+    let path = "/v1/users/u1/cards?limit=5";
+    let shouted = SIGNING_CLIENT.to_ascii_uppercase();
+    let r = app
+        .client
+        .get(path)
+        .header("Authorization", bearer(&shouted, "service"))
+        .send()
+        .await;
+    assert_error(r, 401, "invalid_signature").await;
+}
+
 #[tokio::test]
 async fn signed_clients_must_sign_and_cannot_replay() {
     let app = spawn();
