@@ -154,6 +154,12 @@ async fn a_callback_under_a_platform_key_not_installed_is_refused_and_warned() {
     assert!(text.contains(" WARN "), "{text}");
     assert!(text.contains(fw::PLATFORM_SERIAL), "{text}");
     assert!(text.contains("not installed"), "{text}");
+    // More of them within the minute add no line (anyone can send them).
+    for _ in 0..5 {
+        assert!(old_only.parse_notification(&signed).is_err());
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("not installed").count(), 1, "{text}");
     // A forged signature under a key we hold is refused without a warning.
     let both = channel(vec![(
         fw::PLATFORM_SERIAL.into(),

@@ -382,24 +382,31 @@ impl ReviewQueue for MongoStore {
             // older version, without one) or inserts; an entry of this
             // link or a later one matches nothing, and the insert meets
             // the unique `binding` (kept: the first of a stint stays).
-            let done = self
-                .review
-                .update_one(
-                    doc! { "binding": entry.binding.as_str(), "link": { "$not": { "$gte": link } } },
-                    doc! { "$set": {
-                        "user": entry.user.as_str(),
-                        "since": entry.since.unix_millis(),
-                        "link": link,
-                    } },
-                )
-                .upsert(true)
-                .comment(REVIEW_ADD)
-                .await;
-            match done {
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate(&e) => Ok(()),
-                Err(e) => Err(map_err(e)),
+            // A duplicate key is an entry inserted between this upsert's
+            // match and its insert: of an earlier stint (then the second
+            // try sets it) or of this one or a later (then it stays).
+            for tried in 0..2 {
+                let done = self
+                    .review
+                    .update_one(
+                        doc! { "binding": entry.binding.as_str(), "link": { "$not": { "$gte": link } } },
+                        doc! { "$set": {
+                            "user": entry.user.as_str(),
+                            "since": entry.since.unix_millis(),
+                            "link": link,
+                        } },
+                    )
+                    .upsert(true)
+                    .comment(REVIEW_ADD)
+                    .await;
+                match done {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_duplicate(&e) && tried == 0 => continue,
+                    Err(e) if is_duplicate(&e) => return Ok(()),
+                    Err(e) => return Err(map_err(e)),
+                }
             }
+            Ok(())
         })
         .await
     }

@@ -191,6 +191,7 @@ macro_rules! contract_suite {
         $crate::__contract_module! { {$(#[$attr])*} $factory; review:
             add_get_remove_list,
             entries_go_by_the_link_that_placed_them,
+            two_stints_adding_at_once_keep_the_later,
         }
     };
 }

@@ -99,3 +99,28 @@ pub async fn entries_go_by_the_link_that_placed_them<F: StoreFactory + ?Sized>(f
     s.review.remove(&binding_id("card-o"), 0).await.unwrap();
     assert_eq!(s.review.get(&binding_id("card-o")).await.unwrap(), None);
 }
+
+/// A late add of a stint that ended and the add of the next stint, at
+/// once, on a card with no entry: the later stint's entry is what stays,
+/// whichever insert lands first (on MongoDB the later one met the
+/// earlier's insert as a duplicate key and was dropped, and the earlier
+/// stint's late removal then left the card in review with no entry).
+pub async fn two_stints_adding_at_once_keep_the_later<F: StoreFactory + ?Sized>(f: &F) {
+    let s = f.fresh().await;
+    for round in 0..20 {
+        let card = format!("card-race-{round}");
+        let q = s.review.clone();
+        let c = card.clone();
+        race(2, move |i| {
+            let q = q.clone();
+            let c = c.clone();
+            async move {
+                let link = if i == 0 { 3 } else { 8 };
+                q.add(&placed(&c, "u1", i as i64, link)).await.unwrap();
+            }
+        })
+        .await;
+        let e = s.review.get(&binding_id(&card)).await.unwrap().unwrap();
+        assert_eq!(e.link, 8, "round {round}");
+    }
+}

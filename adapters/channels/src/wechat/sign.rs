@@ -59,7 +59,10 @@ impl WechatChannel {
             // (a platform key WeChat Pay rotated in and we have not
             // installed, a clock off by minutes) is retried by WeChat Pay
             // for a while and then lost, a termination with it.
+            // At most one such line a minute (anyone who reaches the
+            // notification URL can send a serial we do not hold).
             match fault {
+                SignatureFault::UnknownSerial | SignatureFault::Stale if !warn_due() => {}
                 SignatureFault::UnknownSerial => {
                     let serial: String = header(headers, "wechatpay-serial")
                         .unwrap_or_default()
@@ -150,4 +153,20 @@ impl WechatChannel {
             Err(SignatureFault::Mismatch)
         }
     }
+}
+
+/// Whether a configuration-shaped callback refusal may be logged now: at
+/// most once a minute, process-wide.
+fn warn_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST.load(Ordering::Relaxed);
+    (last == 0 || now.saturating_sub(last) >= 60)
+        && LAST
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }

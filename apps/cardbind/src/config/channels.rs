@@ -198,7 +198,10 @@ pub struct WechatChannelConfig {
     /// The pre-entrust signing API's path, the one WeChat Pay enabled for
     /// the merchant's papay product (e.g.
     /// `/v3/papay/scheduled-deduct-sign/contracts/pre-entrust-sign/h5`).
-    /// Required: each product has its own.
+    /// Required when WeChat Pay is enabled (checked then): each product
+    /// has its own. A section kept for a channel not enabled loads
+    /// without it.
+    #[serde(default)]
     pub presign_path: String,
     /// Fields that pre-sign API requires beyond the adapter's own, the
     /// same for every bind (e.g. `jump_control = { jump_appid = "…" }`).

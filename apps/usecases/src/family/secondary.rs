@@ -238,7 +238,11 @@ impl UseCases {
         if h.share_of(m)
             .is_some_and(|(s, card)| s.standing(card, self.now()) == Standing::Suspended)
         {
-            return Err(shared_card_not_active().into());
+            return Err(cardbind_domain::Clash::transition(
+                "the shared card was frozen by its holder's operator while this acceptance was \
+                 written: the acceptance is recorded, and the card is usable once unfrozen",
+            )
+            .into());
         }
         Ok(h.view(m, self.now()))
     }
