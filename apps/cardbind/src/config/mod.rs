@@ -1081,6 +1081,26 @@ mod tests {
         }
     }
 
+    /// A `[channels.wechat]` section kept while WeChat Pay is not enabled
+    /// loads without `presign_path` (required, and checked, only when the
+    /// channel is enabled).
+    #[test]
+    fn a_wechat_section_not_enabled_needs_no_presign_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let section = "[channels.wechat]\nbase_url = \"https://api.mch.weixin.qq.com\"\nmchid = \"1900000001\"\nappid = \"wx1\"\nserial_no = \"ABC\"\nprivate_key_file = \"k.pem\"\napiv3_key_file = \"v3.key\"\nnotify_url = \"https://pay.example.com/v1/channels/wechat/notify\"\nplan_id = 1\n[channels.wechat.platform_keys]\n";
+        std::fs::write(&f, format!("[channels]\nenabled = [\"mock\"]\n{section}")).unwrap();
+        let c = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap();
+        assert!(c.validate().is_ok());
+        std::fs::write(
+            &f,
+            format!("[channels]\nenabled = [\"mock\", \"wechat\"]\n{section}"),
+        )
+        .unwrap();
+        let e = Config::load_from(Some(&f), Env::prefixed("NOPE_NOT_SET__")).unwrap_err();
+        assert!(e.0.contains("channels.wechat.presign_path:"), "{e}");
+    }
+
     /// Both token keys set (the secret would be ignored), and an empty
     /// SQLite path (`check-config` took it, `serve` failed on it), are
     /// refused naming the setting.
