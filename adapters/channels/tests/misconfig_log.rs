@@ -34,15 +34,21 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn misconfiguration_is_not_retried_and_is_counted_logged_and_audited() {
+/// Logs of this thread from `level` up, into the returned buffer, while
+/// the guard lives.
+fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
+        .with_max_level(level)
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn misconfiguration_is_not_retried_and_is_counted_logged_and_audited() {
+    let (logs, _guard) = capture(tracing::Level::TRACE);
 
     let inner = Arc::new(Scripted::default().starts(vec![Err(misconfigured())]));
     let reg = Registry::new();
@@ -115,13 +121,7 @@ async fn misconfiguration_is_not_retried_and_is_counted_logged_and_audited() {
 async fn a_callback_under_a_platform_key_not_installed_is_refused_and_warned() {
     use cardbind_channels::fakes::wechat as fw;
     use cardbind_channels::{WechatChannel, WechatConfig};
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture(tracing::Level::INFO);
     let fake = cardbind_channels::fakes::FakeWechat::start().await.unwrap();
     let channel = |keys: Vec<(String, String)>| {
         WechatChannel::new(WechatConfig {
@@ -188,13 +188,7 @@ async fn a_callback_under_a_platform_key_not_installed_is_refused_and_warned() {
 async fn the_breaker_logs_each_change_once() {
     use cardbind_channels::ResilienceConfig;
     use cardbind_ports::channel::RemoteState;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture(tracing::Level::INFO);
     let inner = Arc::new(Scripted::default().query_default(Err(
         cardbind_ports::ChannelError::Unavailable("down".into()),
     )));

@@ -469,6 +469,37 @@ async fn gus_in_review() -> (World, cardbind_usecases::CardView) {
     (w, v)
 }
 
+/// Seals `fields` of the card in review `v` again, as an older build took
+/// them (its data generation replaced in the store).
+async fn reseal(
+    w: &World,
+    v: &cardbind_usecases::CardView,
+    fields: &[(cardbind_domain::SealedField, &str)],
+) {
+    use cardbind_domain::SealedField;
+    use cardbind_ports::keys::{CardVault, SealContext};
+    let (id, generation) = (&v.binding.id, v.binding.data_generation);
+    let u = v.binding.user_id.clone();
+    let mut data = CardDataStore::get(&w.store, &u, id, generation)
+        .await
+        .unwrap()
+        .unwrap();
+    for (field, text) in fields {
+        let ctx = SealContext::new(id.as_str(), field.as_str());
+        let sealed = w.vault.seal(&u, &ctx, text.as_bytes()).await.unwrap();
+        match field {
+            SealedField::Pan => data.sealed.pan = sealed,
+            SealedField::HolderName => data.sealed.holder_name = sealed,
+            SealedField::IdNumber => data.sealed.id_number = sealed,
+            SealedField::Phone => data.sealed.phone = sealed,
+        }
+    }
+    CardDataStore::delete_generation(&w.store, &u, id, generation)
+        .await
+        .unwrap();
+    CardDataStore::put(&w.store, &data).await.unwrap();
+}
+
 /// A card waiting in review since a build whose holder name rule was wider
 /// (a letter beyond U+FFFF, taken until December 2026): the operator's
 /// retry sends it to the channel with the name it was bound with, rather
@@ -476,21 +507,11 @@ async fn gus_in_review() -> (World, cardbind_usecases::CardView) {
 #[tokio::test]
 async fn a_review_retry_sends_a_name_an_older_rule_took() {
     use cardbind_domain::SealedField;
-    use cardbind_ports::keys::{CardVault, SealContext};
     let (w, v) = gus_in_review().await;
-    let (id, generation, u) = (v.binding.id.clone(), v.binding.data_generation, user("gus"));
+    let id = v.binding.id.clone();
     // Seal the name again as the older build took it.
     let old_name = "\u{20BB7}野 花子";
-    let mut data = CardDataStore::get(&w.store, &u, &id, generation)
-        .await
-        .unwrap()
-        .unwrap();
-    let ctx = SealContext::new(id.as_str(), SealedField::HolderName.as_str());
-    data.sealed.holder_name = w.vault.seal(&u, &ctx, old_name.as_bytes()).await.unwrap();
-    CardDataStore::delete_generation(&w.store, &u, &id, generation)
-        .await
-        .unwrap();
-    CardDataStore::put(&w.store, &data).await.unwrap();
+    reseal(&w, &v, &[(SealedField::HolderName, old_name)]).await;
 
     w.channel.always(Script::Bound);
     let r = w.uc.retry_review(&admin(), &id).await.unwrap();
@@ -514,35 +535,22 @@ async fn a_review_retry_sends_a_name_an_older_rule_took() {
 #[tokio::test]
 async fn a_review_retry_sends_card_data_older_rules_took() {
     use cardbind_domain::{CardNumber, Phone, ResidentId, SealedField};
-    use cardbind_ports::keys::{CardVault, SealContext};
     let (w, v) = gus_in_review().await;
-    let (id, generation, u) = (v.binding.id.clone(), v.binding.data_generation, user("gus"));
+    let id = v.binding.id.clone();
     let (pan, id_number, phone) = ("8199000000000001", "200105194912310021", "+6834002");
     assert!(CardNumber::parse(pan).is_err());
     assert!(ResidentId::parse(id_number).is_err());
     assert!(Phone::parse(phone).is_err());
-    let mut data = CardDataStore::get(&w.store, &u, &id, generation)
-        .await
-        .unwrap()
-        .unwrap();
-    for (field, text) in [
-        (SealedField::Pan, pan),
-        (SealedField::IdNumber, id_number),
-        (SealedField::Phone, phone),
-    ] {
-        let ctx = SealContext::new(id.as_str(), field.as_str());
-        let sealed = w.vault.seal(&u, &ctx, text.as_bytes()).await.unwrap();
-        match field {
-            SealedField::Pan => data.sealed.pan = sealed,
-            SealedField::IdNumber => data.sealed.id_number = sealed,
-            SealedField::Phone => data.sealed.phone = sealed,
-            SealedField::HolderName => {}
-        }
-    }
-    CardDataStore::delete_generation(&w.store, &u, &id, generation)
-        .await
-        .unwrap();
-    CardDataStore::put(&w.store, &data).await.unwrap();
+    reseal(
+        &w,
+        &v,
+        &[
+            (SealedField::Pan, pan),
+            (SealedField::IdNumber, id_number),
+            (SealedField::Phone, phone),
+        ],
+    )
+    .await;
 
     w.channel.always(Script::Bound);
     let r = w.uc.retry_review(&admin(), &id).await.unwrap();
