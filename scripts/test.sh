@@ -39,8 +39,8 @@ case ${CI:-} in
 esac
 if [[ ${1:-} != --with-services ]]; then
     failed=()
-    # A run from a clean clone writes up to 5.5 GB in the clone (target/
-    # and .cache/; the peak of `du` every 30 s over a CI run of a92a4b5),
+    # A run from a clean clone writes up to 5.6 GB in the clone (target/
+    # and .cache/; the peak of `du` every 30 s over a CI run of c2277e6),
     # besides the caches of cargo, Go, Maven and npm in the home directory.
     # Say so before the build runs out of room (it is less when target/
     # and .cache/ are already built, so this only warns).
