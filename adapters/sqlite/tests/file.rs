@@ -436,6 +436,21 @@ fn pragma(path: &Path, name: &str) -> i64 {
         .unwrap()
 }
 
+/// The file's page count and free pages, read in one statement so both
+/// come from one snapshot: read one after the other, a vacuum committing
+/// between them paired the page count from before it with the free count
+/// from after it.
+fn pages_and_free(path: &Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(
+        "SELECT p.page_count, f.freelist_count \
+         FROM pragma_page_count() AS p, pragma_freelist_count() AS f",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_gives_the_pages_it_freed_back_to_the_file_system() {
     let dir = tempfile::tempdir().unwrap();
@@ -462,7 +477,7 @@ async fn a_purge_gives_the_pages_it_freed_back_to_the_file_system() {
     // The writer vacuums once it has answered the purge's last step.
     let mut seen = (full, full);
     for _ in 0..100 {
-        seen = (pragma(&path, "page_count"), pragma(&path, "freelist_count"));
+        seen = pages_and_free(&path);
         if seen.1 == 0 {
             break;
         }
