@@ -62,18 +62,18 @@ pub struct ConfigError(pub String);
 
 /// Each of figment's errors as `path: what`.
 fn figment_messages(e: figment::Error) -> ConfigError {
-    let msgs: Vec<String> = e
-        .into_iter()
-        .map(|e| {
-            let path = e.path.join(".");
-            if path.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("{path}: {}", e.kind)
-            }
-        })
-        .collect();
+    let msgs: Vec<String> = e.into_iter().map(|e| message_of(&e)).collect();
     ConfigError(msgs.join("; "))
+}
+
+/// One refusal as the operator reads it: the setting's path, then why.
+fn message_of(e: &figment::Error) -> String {
+    let path = e.path.join(".");
+    if path.is_empty() {
+        e.kind.to_string()
+    } else {
+        format!("{path}: {}", e.kind)
+    }
 }
 
 /// Settings whose keys are names an operator chooses (a client id, a
@@ -118,11 +118,7 @@ fn sourced_messages(e: figment::Error, env_keys: &[String], file: Option<&Path>)
                 figment::error::Kind::UnknownField(name, _) if path.is_empty() => name.clone(),
                 _ => path.clone(),
             };
-            let text = if path.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("{path}: {}", e.kind)
-            };
+            let text = message_of(&e);
             if env_keys
                 .iter()
                 .any(|k| *k == full || full.starts_with(&format!("{k}.")))

@@ -763,7 +763,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .metrics
             .observe(&route, method_label(&method), status, elapsed.as_secs_f64());
         if status >= 400 {
-            if let Some(code) = resp.data::<ErrorCode>().copied().or(error_code.get()) {
+            if let Some(code) = refused_with {
                 self.shared.metrics.error(&route, code);
                 // Every refused bind, whichever layer refused it (the
                 // request's schema, authentication, the idempotency key,

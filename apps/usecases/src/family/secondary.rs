@@ -228,16 +228,15 @@ impl UseCases {
             .ok_or_else(|| Internal::new("an accepted share is not in its wallet"))?;
         // Revoked while it was accepted (the revoke ends this mirror after
         // it): the acceptance came too late to use it.
-        let revoked = m.is_ended() || h.share_of(m).is_none_or(|(s, _)| s.revoked_at.is_some());
+        let share = h.share_of(m);
+        let revoked = m.is_ended() || share.is_none_or(|(s, _)| s.revoked_at.is_some());
         if revoked {
             return Err(family::share_ended("this share has ended").into());
         }
         // Its card frozen meanwhile: as a share of a frozen card is
         // refused before the writes (the acceptance stays recorded, and
         // holds once the card is unfrozen), not an answer of `ended`.
-        if h.share_of(m)
-            .is_some_and(|(s, card)| s.standing(card, self.now()) == Standing::Suspended)
-        {
+        if share.is_some_and(|(s, card)| s.standing(card, self.now()) == Standing::Suspended) {
             return Err(cardbind_domain::Clash::transition(
                 "the shared card was frozen by its holder's operator while this acceptance was \
                  written: the acceptance is recorded, and the card is usable once unfrozen",
