@@ -498,6 +498,95 @@ async fn readiness_follows_a_storage_outage() {
     assert!(ok.is_some(), "/readyz is 200 again after the restart");
 }
 
+/// `cardbind_background_runs_total{task, outcome}` from the service's
+/// `/metrics`, by task.
+async fn background_runs(app: &TestApp, outcome: &str) -> Vec<(String, u64)> {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    ["purge", "audit_anchor", "bin_refresh"]
+        .iter()
+        .map(|task| {
+            let series =
+                format!("cardbind_background_runs_total{{outcome=\"{outcome}\",task=\"{task}\"}} ");
+            let n = text
+                .lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+                .unwrap_or_else(|| panic!("{series} not exported"));
+            ((*task).to_owned(), n)
+        })
+        .collect()
+}
+
+/// The retention purge, the audit anchoring and the BIN refresh count
+/// their runs: `ok` while the store answers, `failed` while it is down
+/// (each a warn line too, and no alert could see them before), `ok` again
+/// once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_tasks_count_their_failed_runs_through_a_storage_outage() {
+    let Some(mut ferret) = OwnFerretDb::start().await else {
+        return;
+    };
+    let app = TestApp::spawn_on(Storage::MongoAt(ferret.uri()), |c| {
+        c.storage.timeout_ms = 1500;
+        c.server.purge_interval_seconds = 1;
+        c.audit.anchor_interval_seconds = 1;
+        c.audit.anchor_delay_seconds = 1;
+        c.bins.refresh_interval_seconds = 1;
+    })
+    .await
+    .expect("an explicit URI never skips");
+    let every_task = |runs: &[(String, u64)], floor: &[(String, u64)]| {
+        runs.iter().zip(floor).all(|((_, n), (_, f))| n > f)
+    };
+    let none = background_runs(&app, "ok")
+        .await
+        .iter()
+        .map(|(t, _)| (t.clone(), 0))
+        .collect::<Vec<_>>();
+    let ok = eventually(Duration::from_secs(30), || async {
+        let runs = background_runs(&app, "ok").await;
+        every_task(&runs, &none).then_some(runs)
+    })
+    .await
+    .expect("each task ran and counted ok within 30 s");
+    assert!(
+        background_runs(&app, "failed")
+            .await
+            .iter()
+            .all(|(_, n)| *n == 0),
+        "no run failed while the store answered"
+    );
+
+    ferret.stop().await;
+    let failed = eventually(Duration::from_secs(60), || async {
+        let runs = background_runs(&app, "failed").await;
+        every_task(&runs, &none).then_some(runs)
+    })
+    .await
+    .expect("each task counted a failed run within 60 s of the outage");
+
+    ferret.restart().await;
+    // Runs that began before the restart may still fail: the oks count
+    // again once the store answers.
+    let during = background_runs(&app, "ok").await;
+    let again = eventually(Duration::from_secs(90), || async {
+        let runs = background_runs(&app, "ok").await;
+        every_task(&runs, &during).then_some(runs)
+    })
+    .await;
+    assert!(
+        again.is_some(),
+        "each task counts ok again after the restart (ok before {ok:?}, failed {failed:?}, at the restart {during:?})"
+    );
+}
+
 /// An admin command pointed at a database the service never ran on (a
 /// mistyped `storage.database`) is refused and makes nothing there; on the
 /// service's database it runs.

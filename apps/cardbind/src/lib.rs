@@ -15,5 +15,6 @@ pub mod http;
 mod mac;
 pub mod state;
 pub mod step_up;
+pub mod tasks;
 
 pub use state::AppState;

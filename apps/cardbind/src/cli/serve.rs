@@ -8,6 +8,7 @@ use cardbind_usecases::RequestContext;
 
 use crate::compose::{self, Built};
 use crate::config::{Config, LogFormat};
+use crate::tasks::Task;
 
 /// Sets up structured logging once (JSON by default, to stderr).
 ///
@@ -156,6 +157,7 @@ pub async fn serve_on(
         let every = Duration::from_secs(config.server.purge_interval_seconds);
         let usecases = built.usecases.clone();
         let retention = config.retention();
+        let runs = built.tasks.clone();
         tokio::spawn(async move {
             let Ok(retention) = retention else { return };
             let ctx = RequestContext::service("purge");
@@ -163,7 +165,9 @@ pub async fn serve_on(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match usecases.purge(&ctx, retention).await {
+                let done = usecases.purge(&ctx, retention).await;
+                runs.ran(Task::Purge, done.is_ok());
+                match done {
                     Ok(r) => tracing::info!(purged = %r, "purge done"),
                     Err(e) => tracing::warn!(error = %e, "purge failed"),
                 }
@@ -175,6 +179,7 @@ pub async fn serve_on(
     // another instance anchored first is left alone.
     let anchor_task = config.audit.anchors().map(|schedule| {
         let usecases = built.usecases.clone();
+        let runs = built.tasks.clone();
         tokio::spawn(async move {
             let ctx = RequestContext::service("audit-anchor");
             let every = Duration::from_secs(u64::from(schedule.interval_seconds));
@@ -212,6 +217,7 @@ pub async fn serve_on(
                         "the anchoring run ended abnormally: {e}"
                     )))
                 });
+                runs.ran(Task::AuditAnchor, done.is_ok());
                 if let Err(e) = done {
                     tracing::warn!(error = %e, "audit anchoring failed; retried next time");
                 }
@@ -224,13 +230,16 @@ pub async fn serve_on(
     let bins_task = {
         let every = Duration::from_secs(config.bins.refresh_interval_seconds.max(1));
         let bins = built.state.bins.clone();
+        let runs = built.tasks.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match bins.directory.refresh(bins.store.as_ref()).await {
+                let done = bins.directory.refresh(bins.store.as_ref()).await;
+                runs.ran(Task::BinRefresh, done.is_ok());
+                match done {
                     Ok(cardbind_ports::bins::Refresh::Loaded(v)) => {
                         tracing::info!(version = %v.id, entries = v.entries, "BIN table updated")
                     }

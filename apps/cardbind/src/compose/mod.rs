@@ -63,6 +63,8 @@ pub struct Built {
     pub usecases: UseCases,
     pub state: AppState,
     pub stores: Stores,
+    /// The background tasks' run counter, in `state.metrics`.
+    pub tasks: crate::tasks::TaskRuns,
 }
 
 /// The data directory, created (mode 0700: it holds the store, the master
@@ -211,6 +213,8 @@ async fn build_with(
     vault: Option<Arc<dyn cardbind_ports::keys::CardVault>>,
 ) -> anyhow::Result<Built> {
     let metrics = prometheus::Registry::new();
+    let tasks =
+        crate::tasks::TaskRuns::registered(&metrics).map_err(|e| anyhow!("metrics: {e}"))?;
     let bins = bins(&stores).await?;
     let vault = match vault {
         Some(vault) => vault,
@@ -259,6 +263,7 @@ async fn build_with(
         usecases,
         state,
         stores,
+        tasks,
     })
 }
 
