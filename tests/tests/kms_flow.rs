@@ -135,6 +135,12 @@ async fn kms_outage_is_503_key_service_unavailable_and_writes_nothing() {
         "internals in the body: {}",
         r.describe()
     );
+    // The metrics tell the outage from a refusal.
+    assert!(
+        kms_calls_ended(&app, r#"outcome="unavailable""#) >= 1,
+        "the failed KMS call is counted as unavailable"
+    );
+    assert_eq!(kms_calls_ended(&app, r#"outcome="refused""#), 0);
     // Reads need no key.
     assert_eq!(app.list_cards(&alice).await.len(), 1);
     // Nothing was written for the refused bind.
@@ -204,12 +210,18 @@ async fn kms_outage_with_a_cached_branch_key_keeps_binding_new_users() {
 
 /// `cardbind_kms_calls_total`, all operations, from the service's metrics.
 fn kms_calls(app: &TestApp) -> u64 {
+    kms_calls_ended(app, "")
+}
+
+/// `cardbind_kms_calls_total` of the series whose labels hold `labels`
+/// (e.g. `outcome="unavailable"`; empty: all), all operations.
+fn kms_calls_ended(app: &TestApp, labels: &str) -> u64 {
     let mut text = String::new();
     prometheus::TextEncoder::new()
         .encode_utf8(&app.running().built.state.metrics.gather(), &mut text)
         .expect("metrics text");
     text.lines()
-        .filter(|l| l.starts_with("cardbind_kms_calls_total{"))
+        .filter(|l| l.starts_with("cardbind_kms_calls_total{") && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()

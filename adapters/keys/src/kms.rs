@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
@@ -13,7 +13,7 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use cardbind_ports::error::KeyError;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::datakey::DataKey;
 use crate::master::MasterKey;
@@ -76,13 +76,28 @@ impl KmsConfig {
     }
 }
 
-/// Prometheus counter `cardbind_kms_calls_total{op}`: every KMS request
-/// made, by operation (`generate_data_key`, `decrypt`, `re_encrypt`,
-/// `describe_key`), whatever its outcome. Cheap to clone; clones share the
-/// counter, so one value can be given to several [`KmsMasterKey`]s.
+/// KMS operations, as the metrics' `op` label names them.
+const OPS: [&str; 4] = ["generate_data_key", "decrypt", "re_encrypt", "describe_key"];
+
+/// How a KMS call ended, as the metrics' `outcome` label names it: `ok`;
+/// `refused` (a [`KeyError::Refused`]: the key is disabled, missing or
+/// denied to us, or a ciphertext does not open); `unavailable` (a
+/// [`KeyError::Unavailable`]: no connection, a timeout, throttling, a KMS
+/// 5xx).
+const OUTCOMES: [&str; 3] = ["ok", "refused", "unavailable"];
+
+/// Prometheus metrics of the KMS calls made: the counter
+/// `cardbind_kms_calls_total{op, outcome}` (`op`: `generate_data_key`,
+/// `decrypt`, `re_encrypt`, `describe_key`; `outcome`: `ok`, `refused`,
+/// `unavailable`, each counted when the call ends, every series exported
+/// at 0 from the start) and the histogram
+/// `cardbind_kms_call_duration_seconds{op}` (the SDK's retries
+/// included). Cheap to clone; clones share the collectors, so one value
+/// can be given to several [`KmsMasterKey`]s.
 #[derive(Clone)]
 pub struct KmsMetrics {
     calls: IntCounterVec,
+    duration: HistogramVec,
 }
 
 impl fmt::Debug for KmsMetrics {
@@ -94,30 +109,53 @@ impl fmt::Debug for KmsMetrics {
 }
 
 impl KmsMetrics {
-    /// The counter, not yet registered anywhere.
+    /// The collectors, not yet registered anywhere.
     pub fn new() -> Result<KmsMetrics, prometheus::Error> {
         let calls = IntCounterVec::new(
             Opts::new(
                 "cardbind_kms_calls_total",
-                "Calls made to AWS KMS, by operation.",
+                "Calls made to AWS KMS, by operation and outcome (ok, refused, unavailable)",
             ),
+            &["op", "outcome"],
+        )?;
+        for op in OPS {
+            for outcome in OUTCOMES {
+                calls.with_label_values(&[op, outcome]);
+            }
+        }
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cardbind_kms_call_duration_seconds",
+                "Latency of the calls made to AWS KMS, by operation (the SDK's retries included)",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["op"],
         )?;
-        Ok(KmsMetrics { calls })
+        for op in OPS {
+            duration.with_label_values(&[op]);
+        }
+        Ok(KmsMetrics { calls, duration })
     }
 
-    /// The counter, registered into `registry`.
+    /// The collectors, registered into `registry`.
     pub fn registered(registry: &Registry) -> Result<KmsMetrics, prometheus::Error> {
         let m = KmsMetrics::new()?;
-        registry.register(Box::new(m.calls.clone()))?;
+        m.register_into(registry)?;
         Ok(m)
     }
 
-    /// A fresh registry holding only this counter.
+    /// A fresh registry holding only these collectors.
     pub fn metrics_registry(&self) -> Result<Registry, prometheus::Error> {
         let r = Registry::new();
-        r.register(Box::new(self.calls.clone()))?;
+        self.register_into(&r)?;
         Ok(r)
+    }
+
+    fn register_into(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.calls.clone()))?;
+        registry.register(Box::new(self.duration.clone()))
     }
 
     /// The underlying counter vector.
@@ -125,25 +163,30 @@ impl KmsMetrics {
         &self.calls
     }
 
-    /// Calls made so far for `op`.
-    pub fn calls(&self, op: &str) -> u64 {
+    /// Calls made so far for `op` that ended with `outcome`.
+    pub fn ended(&self, op: &str, outcome: &str) -> u64 {
         self.calls
-            .get_metric_with_label_values(&[op])
+            .get_metric_with_label_values(&[op, outcome])
             .map(|c| c.get())
             .unwrap_or(0)
     }
 
-    /// Calls made so far, all operations.
-    pub fn total(&self) -> u64 {
-        ["generate_data_key", "decrypt", "re_encrypt", "describe_key"]
-            .iter()
-            .map(|op| self.calls(op))
-            .sum()
+    /// Calls made so far for `op`, whatever their outcome.
+    pub fn calls(&self, op: &str) -> u64 {
+        OUTCOMES.iter().map(|o| self.ended(op, o)).sum()
     }
 
-    fn inc(&self, op: &str) {
-        if let Ok(c) = self.calls.get_metric_with_label_values(&[op]) {
+    /// Calls made so far, all operations.
+    pub fn total(&self) -> u64 {
+        OPS.iter().map(|op| self.calls(op)).sum()
+    }
+
+    fn observe(&self, op: &str, outcome: &str, elapsed: Duration) {
+        if let Ok(c) = self.calls.get_metric_with_label_values(&[op, outcome]) {
             c.inc();
+        }
+        if let Ok(h) = self.duration.get_metric_with_label_values(&[op]) {
+            h.observe(elapsed.as_secs_f64());
         }
     }
 }
@@ -271,15 +314,22 @@ impl KmsMasterKey {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        self.metrics.inc(op);
-        match tokio::time::timeout(self.timeout, fut).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => Err(KeyError::Unavailable(format!(
                 "KMS {op}: no answer within {:?}",
                 self.timeout
             ))),
             Ok(Err(e)) => Err(map_sdk_error(op, &e)),
             Ok(Ok(v)) => Ok(v),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(KeyError::Refused(_)) => "refused",
+            Err(_) => "unavailable",
+        };
+        self.metrics.observe(op, outcome, started.elapsed());
+        result
     }
 }
 

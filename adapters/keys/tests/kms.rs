@@ -123,7 +123,23 @@ async fn kms_round_trip_fingerprint_and_self_check() {
         .iter()
         .map(|f| f.name().to_owned())
         .collect();
-    assert_eq!(names, ["cardbind_kms_calls_total"]);
+    assert_eq!(
+        names,
+        [
+            "cardbind_kms_call_duration_seconds",
+            "cardbind_kms_calls_total"
+        ]
+    );
+}
+
+/// The metrics in Prometheus' text format.
+fn exposition(metrics: &KmsMetrics) -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&metrics.metrics_registry().unwrap().gather(), &mut buf)
+        .unwrap();
+    String::from_utf8(buf).unwrap()
 }
 
 #[tokio::test]
@@ -155,6 +171,22 @@ async fn kms_decrypt_is_pinned_to_the_key_and_the_owner() {
     bad[last] ^= 1;
     let r = a.decrypt_data_key("alice", &bad).await;
     assert!(matches!(r, Err(KeyError::Refused(_))), "tampered: {r:?}");
+    // Each call counted once by how it ended, and timed.
+    assert_eq!(
+        (
+            metrics.ended("decrypt", "ok"),
+            metrics.ended("decrypt", "refused"),
+            metrics.ended("decrypt", "unavailable")
+        ),
+        (1, 3, 0)
+    );
+    assert_eq!(metrics.ended("generate_data_key", "ok"), 1);
+    assert_eq!(metrics.ended("describe_key", "ok"), 2);
+    let text = exposition(&metrics);
+    assert!(
+        text.contains("cardbind_kms_call_duration_seconds_count{op=\"decrypt\"} 4"),
+        "{text}"
+    );
 
     // A vault whose store names a key it is not configured with refuses
     // without asking KMS to decrypt with whatever key the blob names.
@@ -311,6 +343,12 @@ async fn kms_unreachable_is_unavailable_quickly() {
         "three failing calls took {elapsed:?}"
     );
     assert_eq!(metrics.total(), 3);
+    let unavailable: u64 = ["generate_data_key", "decrypt", "re_encrypt", "describe_key"]
+        .iter()
+        .map(|op| metrics.ended(op, "unavailable"))
+        .sum();
+    assert_eq!(unavailable, 3, "each failed call counted as unavailable");
+    assert_eq!(metrics.ended("describe_key", "unavailable"), 1);
     eprintln!("closed port: 3 calls failed as Unavailable in {elapsed:?}");
 }
 

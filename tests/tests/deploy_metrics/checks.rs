@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// Whether `metric` is one of `excused`'s families (a histogram's
+/// `_bucket`, `_sum` and `_count` series are its family's).
+pub(crate) fn is_excused(excused: &[&str], metric: &str) -> bool {
+    excused.iter().any(|family| {
+        metric == *family
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| metric.strip_suffix(s) == Some(family))
+    })
+}
+
 /// What is wrong with `queries` against `exported` (metrics in `excused`
 /// are not looked for).
 pub(crate) fn problems(
@@ -27,7 +38,7 @@ pub(crate) fn problems(
                 }
                 continue;
             }
-            if excused.contains(&metric.as_str()) {
+            if is_excused(excused, metric) {
                 continue;
             }
             let Some(labels) = exported.get(metric) else {
@@ -77,7 +88,7 @@ pub(crate) fn problems(
                 continue;
             }
             let carried = metrics.iter().any(|metric| {
-                excused.contains(&metric.as_str())
+                is_excused(excused, metric)
                     || exported
                         .get(metric)
                         .is_some_and(|labels| labels.contains_key(label))
