@@ -98,12 +98,20 @@ pub fn luhn_check_digit(partial: &str) -> char {
     char::from(b'0' + ((10 - sum % 10) % 10) as u8)
 }
 
-/// A Luhn-valid number of `len` digits starting with `prefix`.
+/// A Luhn-valid number of `len` digits starting with `prefix`, whose last
+/// four do not start with `00`: the endings tests give the mock channel's
+/// per-card modes (`0002` declines, `0003` asks a code, `0004` times
+/// out...) are never drawn by chance.
 pub fn card_number(prefix: &str, len: usize) -> String {
-    assert!(prefix.len() < len, "prefix shorter than the number");
-    let body = format!("{prefix}{}", random_digits(len - 1 - prefix.len()));
-    let check = luhn_check_digit(&body);
-    format!("{body}{check}")
+    assert!(prefix.len() + 4 < len, "prefix shorter than the number");
+    loop {
+        let body = format!("{prefix}{}", random_digits(len - 1 - prefix.len()));
+        let check = luhn_check_digit(&body);
+        let n = format!("{body}{check}");
+        if !n[len - 4..].starts_with("00") {
+            return n;
+        }
+    }
 }
 
 /// A Luhn-valid number of `len` digits starting with `prefix` and ending
@@ -323,15 +331,24 @@ impl TestCard {
     }
 
     /// Strings that must never appear in clear anywhere outside the
-    /// request: the number, the resident ID, the phone (national digits,
-    /// also inside its +86 form), and the hidden middle of the number.
+    /// request: the number, the number without its last four digits or
+    /// without its first six (a mask that shows too much), the resident
+    /// ID, the phone (national digits, also inside its +86 form). The
+    /// hidden middle alone (5 or 6 digits) is no string to look for
+    /// everywhere: timestamps, latencies and hashes hold such runs (a
+    /// random collision would fail a run); see
+    /// [`TestCard::shows_hidden_digits`].
     pub fn secrets(&self) -> Vec<(&'static str, String)> {
         let n = &self.number;
         vec![
             ("card number", n.clone()),
             (
-                "hidden middle digits of the card number",
-                n[6..n.len() - 4].to_owned(),
+                "card number without its last four digits",
+                n[..n.len() - 4].to_owned(),
+            ),
+            (
+                "card number without its first six digits",
+                n[6..].to_owned(),
             ),
             ("resident id number", self.id_number.clone()),
             (
@@ -341,6 +358,27 @@ impl TestCard {
             ("phone", self.phone.clone()),
         ]
     }
+
+    /// Whether `text` shows the digits a mask hides (between the first six
+    /// and the last four) as a run of digits of its own: a number masked
+    /// the other way round, or its middle logged apart.
+    pub fn shows_hidden_digits(&self, text: &str) -> bool {
+        let n = &self.number;
+        has_digit_run(text, &n[6..n.len() - 4])
+    }
+}
+
+/// Whether `hay` holds `digits` with no digit right before or after it.
+pub fn has_digit_run(hay: &str, digits: &str) -> bool {
+    let b = hay.as_bytes();
+    hay.match_indices(digits).any(|(i, _)| {
+        let before = i
+            .checked_sub(1)
+            .and_then(|j| b.get(j))
+            .is_some_and(u8::is_ascii_digit);
+        let after = b.get(i + digits.len()).is_some_and(u8::is_ascii_digit);
+        !before && !after
+    })
 }
 
 #[cfg(test)]
@@ -373,6 +411,27 @@ mod tests {
                 assert!(CardNumber::parse(&e.number).is_ok(), "{}", e.number);
             }
         }
+    }
+
+    #[test]
+    fn no_drawn_card_ends_as_a_mock_mode_does_and_the_middle_is_found_alone() {
+        for _ in 0..5000 {
+            let n = card_number("4", 16);
+            assert!(luhn_valid(&n) && n.len() == 16, "{n}");
+            assert!(!n[12..].starts_with("00"), "{n}");
+        }
+        let c = TestCard::with_number(Brand::Visa, "4111111234561111".into());
+        assert!(c.shows_hidden_digits("masked the wrong way: ******123456****"));
+        assert!(c.shows_hidden_digits("middle=123456"));
+        assert!(!c.shows_hidden_digits("at 1712345678 and 0.1234567 ms"));
+        assert!(c
+            .secrets()
+            .iter()
+            .any(|(_, s)| "pan 411111123456****".contains(s.as_str())));
+        assert!(c
+            .secrets()
+            .iter()
+            .any(|(_, s)| "pan ******1234561111".contains(s.as_str())));
     }
 
     #[test]

@@ -107,6 +107,20 @@ pub fn assert_clean(text: &str, where_: &str) {
     }
 }
 
+/// Whether `text` shows `cvv` as a value: quoted (`"812"`, JSON or Debug,
+/// but not as another card's `"last4"`) or as `cvv=812` / `cvv: 812`. A
+/// bare 3-digit run is everywhere (latencies, timestamps), so it is not
+/// searched for.
+pub fn shows_cvv(text: &str, cvv: &str) -> bool {
+    [
+        format!("\"{cvv}\""),
+        format!("cvv={cvv}"),
+        format!("cvv: {cvv}"),
+    ]
+    .into_iter()
+    .any(|value| shows(text, &Secret { what: "cvv", value }))
+}
+
 /// Whether `text` shows `secret`. A 4-digit CVV (Amex) quoted is also
 /// what another test card's `"last4"` looks like: that field is not a
 /// CVV shown (a random collision failed a run of the suite).
@@ -135,5 +149,9 @@ mod tests {
         assert!(!shows(r#"{"last4":"7421"}"#, &cvv));
         assert!(!shows(r#"{"last4": "7421"}"#, &cvv));
         assert!(shows(r#"{"last4":"1111","x":"7421"}"#, &cvv));
+        assert!(shows_cvv(r#"{"cvv":"7421"}"#, "7421"));
+        assert!(shows_cvv("cvv=812", "812"));
+        assert!(!shows_cvv(r#"{"last4":"7421"}"#, "7421"));
+        assert!(!shows_cvv("latency 812 ms", "812"));
     }
 }

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cardbind_tests::leaks::shows_cvv;
 use cardbind_tests::{idem_key, user_id, Brand, Response, TestApp, TestCard};
 use reqwest::Method;
 use serde_json::json;
@@ -53,15 +54,6 @@ fn logs_text() -> String {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Whether `text` shows `cvv` as a value: quoted (`"812"`, JSON or Debug)
-/// or as `cvv=812` / `cvv: 812`. A bare 3-digit run is everywhere
-/// (latencies, timestamps), so it is not searched for.
-fn shows_cvv(text: &str, cvv: &str) -> bool {
-    text.contains(&format!("\"{cvv}\""))
-        || text.contains(&format!("cvv={cvv}"))
-        || text.contains(&format!("cvv: {cvv}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,6 +321,23 @@ async fn no_card_data_in_logs_bodies_or_metrics() {
             }
             assert!(!metrics_text.contains(&secret), "metrics show the {what}");
         }
+        for (i, line) in log_text.lines().enumerate() {
+            assert!(
+                !card.shows_hidden_digits(line),
+                "log line {i} shows the digits a mask hides: {line}"
+            );
+        }
+        for r in &responses {
+            assert!(
+                !card.shows_hidden_digits(&r.text()),
+                "a response shows the digits a mask hides: {}",
+                r.describe()
+            );
+        }
+        assert!(
+            !card.shows_hidden_digits(&metrics_text),
+            "metrics show the digits a mask hides"
+        );
         let hn = &card.holder_name;
         for line in log_text.lines() {
             assert!(
