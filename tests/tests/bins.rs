@@ -216,8 +216,8 @@ async fn an_import_reaches_every_instance_without_a_restart() {
     }
     let took = started.elapsed();
     assert!(
-        took < Duration::from_secs(5),
-        "both instances within ~1 s intervals: {took:?}"
+        took < Duration::from_secs(15),
+        "both instances within ~1 s intervals (a restart-free pick-up; the bound leaves FerretDB on a loaded machine its time): {took:?}"
     );
 
     // A refused file changes nothing.

@@ -372,7 +372,7 @@ async fn kms_timeout_bounds_a_call_to_a_silent_server() {
     let r = m.generate_data_key("u").await;
     assert!(matches!(r, Err(KeyError::Unavailable(_))), "{r:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(4),
         "{:?}",
         started.elapsed()
     );

@@ -400,9 +400,10 @@ async fn put_marked_key(s: &SqliteStore, marker: &str) {
         .unwrap();
 }
 
-/// Whether `needle` is gone from every file in `dir` within about 3 s.
+/// Whether `needle` is gone from every file in `dir` within about 10 s
+/// (at once, as a rule: the bound is for a loaded machine).
 async fn gone_from_the_files(dir: &Path, needle: &str) -> bool {
-    for _ in 0..150 {
+    for _ in 0..500 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         if !contains(&all_bytes(dir), needle) {
             return true;
@@ -476,7 +477,7 @@ async fn a_purge_gives_the_pages_it_freed_back_to_the_file_system() {
     assert_eq!(p.idempotency.purge_created_before(t(1)).await, Ok(5000));
     // The writer vacuums once it has answered the purge's last step.
     let mut seen = (full, full);
-    for _ in 0..100 {
+    for _ in 0..500 {
         seen = pages_and_free(&path);
         if seen.1 == 0 {
             break;

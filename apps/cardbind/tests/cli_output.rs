@@ -857,10 +857,12 @@ fn a_signal_while_starting_stops_the_start() {
     // A "KMS" that takes connections and answers nothing.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let (connected, first_call) = std::sync::mpsc::channel::<()>();
     let held = std::thread::spawn(move || {
         let mut open = Vec::new();
         for c in silent.incoming().take(8).flatten() {
             open.push(c);
+            let _ = connected.send(());
         }
     });
     let child = cardbind()
@@ -878,7 +880,10 @@ fn a_signal_while_starting_stops_the_start() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Its first call to the key service: it is waiting for it to answer.
+    first_call
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the start called the key service");
     let started = std::time::Instant::now();
     signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();

@@ -262,8 +262,10 @@ async fn slow_loris_connections_do_not_keep_other_clients_out() {
             .await
             .unwrap_or_else(|e| panic!("request {i} during the slow-loris: {e}"));
         assert_eq!(status, 200, "request {i}");
+        // Kept out, it would wait for a slot: an eviction or the 3 s
+        // header deadline. (The bound leaves a loaded machine its time.)
         assert!(
-            took < std::time::Duration::from_secs(1),
+            took < std::time::Duration::from_millis(2500),
             "request {i} took {took:?} while slow connections were held"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -280,7 +282,7 @@ async fn slow_loris_connections_do_not_keep_other_clients_out() {
         }
     }
     assert!(
-        longest < std::time::Duration::from_millis(3000 + 2000),
+        longest < std::time::Duration::from_millis(3000 + 4000),
         "a slow connection was held {longest:?} (header deadline 3 s)"
     );
 }
@@ -325,7 +327,7 @@ async fn a_trickled_body_is_refused_at_the_body_deadline() {
     assert!(text.contains("invalid_request"), "{text}");
     let took = started.elapsed();
     assert!(
-        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(3),
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(4),
         "answered after {took:?} (deadline 1 s)"
     );
 }

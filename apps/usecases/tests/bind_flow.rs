@@ -1835,8 +1835,9 @@ async fn a_failure_code_carrying_a_card_number_is_kept_as_declined() {
 
 /// Readiness asks the store and the key service at once, each within the
 /// deadline: a hung one is reported as not answering, and the probe ends
-/// within the deadline (not one wait after the other, not never).
-#[tokio::test]
+/// within the deadline (not one wait after the other, not never). On
+/// tokio's paused clock: the times are exact, whatever the machine's load.
+#[tokio::test(start_paused = true)]
 async fn readiness_answers_within_its_deadline_whatever_hangs() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
@@ -1846,11 +1847,11 @@ async fn readiness_answers_within_its_deadline_whatever_hangs() {
 
     w.vault.check_hangs.store(true, Ordering::SeqCst);
     *w.wallets.load_delay.lock().unwrap() = Some(Duration::from_secs(3600));
-    let t0 = std::time::Instant::now();
+    let t0 = tokio::time::Instant::now();
     let e = w.uc.readiness(deadline).await.unwrap_err();
     let took = t0.elapsed();
     // Both at once: one deadline, not two one after the other.
-    assert!(took >= deadline && took < deadline * 9 / 5, "{took:?}");
+    assert!(took >= deadline && took < deadline * 3 / 2, "{took:?}");
     assert_eq!(e.store.as_deref(), Some("no answer within 1000 ms"));
     assert_eq!(e.keys.as_deref(), Some("no answer within 1000 ms"));
 

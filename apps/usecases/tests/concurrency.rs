@@ -1118,8 +1118,12 @@ async fn a_bind_interrupted_after_the_channel_answered_is_resumed_not_refused() 
         .lock()
         .unwrap()
         .replace(Arc::new(tokio::sync::Semaphore::new(0)));
+    let before = w.channel.starts.load(std::sync::atomic::Ordering::SeqCst);
     let stuck = bind_in_background(&w, bind_cmd("gap", &visa(500), w.now()));
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // At the channel's gate: the reservation is written.
+    while w.channel.starts.load(std::sync::atomic::Ordering::SeqCst) == before {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     stuck.abort();
     w.channel.gate.lock().unwrap().take();
     let b =

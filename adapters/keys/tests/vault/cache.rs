@@ -179,7 +179,9 @@ async fn branch_key_ttl_bounds_how_long_it_is_used_from_memory() {
         store().1,
         VaultConfig {
             branch: BranchConfig {
-                cache_ttl: Duration::from_millis(150),
+                // Long enough that two seals never straddle it on a
+                // loaded machine (the cache reads the real clock).
+                cache_ttl: Duration::from_millis(1000),
                 ..BranchConfig::default()
             },
             ..VaultConfig::default()
@@ -192,7 +194,7 @@ async fn branch_key_ttl_bounds_how_long_it_is_used_from_memory() {
         .await
         .expect("seal");
     assert_eq!((master.generated(), master.decrypted()), (1, 0));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     // The next new owner reads the active version again and unwraps its
     // key by the master key once; the ones after use it from memory.
     for u in ["c", "d", "e"] {
@@ -334,13 +336,13 @@ async fn serves_without_the_master_key_while_the_active_branch_key_is_fresh() {
     let v = EnvelopeVault::new(
         CountingRef(master.clone()),
         s.clone(),
-        config(Duration::from_millis(300)),
+        config(Duration::from_millis(1500)),
     );
     assert!(!v.serves_without_master_key(), "nothing read yet");
     let c = ctx("card", "pan");
     v.seal(&user("a"), &c, b"x").await.expect("seal");
     assert!(v.serves_without_master_key());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     assert!(!v.serves_without_master_key(), "read a TTL ago");
     v.seal(&user("b"), &c, b"y").await.expect("seal");
     assert!(v.serves_without_master_key(), "read again");

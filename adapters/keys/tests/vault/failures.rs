@@ -71,8 +71,10 @@ async fn master_key_down_with_and_without_a_cached_branch_key() {
         "{} calls",
         master.calls() - calls
     );
+    // One after the other, the 20 would take 4 s (the call counts say
+    // they shared the load; the bound leaves a loaded machine its time).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
@@ -195,8 +197,10 @@ async fn concurrent_callers_share_one_failing_key_store_load() {
     }
     let reads = slow.reads.load(Ordering::SeqCst);
     assert!(reads <= 4, "{reads} reads");
+    // One after the other, the 20 would take 4 s (the call counts say
+    // they shared the load; the bound leaves a loaded machine its time).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );

@@ -303,8 +303,10 @@ async fn branch_versions_rotate_by_age_and_retire_after_rewrapping() {
         s.clone(),
         VaultConfig {
             branch: BranchConfig {
-                cache_ttl: Duration::from_millis(100),
-                rotate_after: Some(Duration::from_millis(300)),
+                // The early seals must all come before rotate_after on a
+                // loaded machine too (the vault reads the real clock).
+                cache_ttl: Duration::from_millis(500),
+                rotate_after: Some(Duration::from_millis(1500)),
                 clock_skew: Duration::ZERO,
                 max_seal_time: Duration::ZERO,
             },
@@ -328,7 +330,7 @@ async fn branch_versions_rotate_by_age_and_retire_after_rewrapping() {
     );
     // Older than rotate_after: the next refresh of the active version
     // makes version 2 (one master key call) and activates it.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     let late = user("late");
     sealed.push((
         late.clone(),
