@@ -89,8 +89,9 @@ const OUTCOMES: [&str; 3] = ["ok", "refused", "unavailable"];
 /// Prometheus metrics of the KMS calls made: the counter
 /// `cardbind_kms_calls_total{op, outcome}` (`op`: `generate_data_key`,
 /// `decrypt`, `re_encrypt`, `describe_key`; `outcome`: `ok`, `refused`,
-/// `unavailable`, each counted when the call ends, every series exported
-/// at 0 from the start) and the histogram
+/// `unavailable`, each counted when the call ends, or as `unavailable`
+/// when its caller gives up on it first; every series exported at 0 from
+/// the start) and the histogram
 /// `cardbind_kms_call_duration_seconds{op}` (the SDK's retries
 /// included). Cheap to clone; clones share the collectors, so one value
 /// can be given to several [`KmsMasterKey`]s.
@@ -314,7 +315,14 @@ impl KmsMasterKey {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let started = Instant::now();
+        // A call its caller gives up on (a readiness probe's deadline,
+        // shorter than ours) is counted when it is dropped, as unavailable.
+        let mut pending = Pending {
+            metrics: &self.metrics,
+            op,
+            started: Instant::now(),
+            ended: false,
+        };
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => Err(KeyError::Unavailable(format!(
                 "KMS {op}: no answer within {:?}",
@@ -328,8 +336,27 @@ impl KmsMasterKey {
             Err(KeyError::Refused(_)) => "refused",
             Err(_) => "unavailable",
         };
-        self.metrics.observe(op, outcome, started.elapsed());
+        pending.ended = true;
+        self.metrics.observe(op, outcome, pending.started.elapsed());
         result
+    }
+}
+
+/// A KMS call under way: counted as `unavailable` if it is dropped before
+/// it ends.
+struct Pending<'a> {
+    metrics: &'a KmsMetrics,
+    op: &'static str,
+    started: Instant,
+    ended: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.metrics
+                .observe(self.op, "unavailable", self.started.elapsed());
+        }
     }
 }
 

@@ -367,7 +367,8 @@ async fn kms_timeout_bounds_a_call_to_a_silent_server() {
         timeout: Duration::from_millis(500),
         ..config(&format!("http://127.0.0.1:{port}"), "key")
     };
-    let m = KmsMasterKey::new(&cfg, KmsMetrics::new().unwrap()).await;
+    let metrics = KmsMetrics::new().unwrap();
+    let m = KmsMasterKey::new(&cfg, metrics.clone()).await;
     let started = Instant::now();
     let r = m.generate_data_key("u").await;
     assert!(matches!(r, Err(KeyError::Unavailable(_))), "{r:?}");
@@ -376,6 +377,14 @@ async fn kms_timeout_bounds_a_call_to_a_silent_server() {
         "{:?}",
         started.elapsed()
     );
+    assert_eq!(metrics.ended("generate_data_key", "unavailable"), 1);
+    // A call its caller gives up on first (a readiness probe's deadline)
+    // is counted too, as unavailable.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), m.decrypt_data_key("u", b"x")).await;
+    assert!(gave_up.is_err(), "the caller's deadline came first");
+    assert_eq!(metrics.ended("decrypt", "unavailable"), 1);
+    assert_eq!(metrics.total(), 2);
     holder.abort();
 }
 
