@@ -49,7 +49,7 @@ if [[ ${1:-} != --with-services ]]; then
     free_mb() { df -Pm "$where" 2>/dev/null | awk 'NR == 2 { print $4 }'; }
     free_mb=$(free_mb)
     if [[ $free_mb =~ ^[0-9]+$ ]] && ((free_mb < 6000)); then
-        printf 'test.sh: warning: %s MB free on the disk of %s; a run from a clean clone writes up to 5,500 MB there\n' \
+        printf 'test.sh: warning: %s MB free on the disk of %s; a run from a clean clone writes up to 5,600 MB there\n' \
             "$free_mb" "$where" >&2
     else
         printf 'test.sh: %s MB free on the disk of %s\n' "${free_mb:-?}" "$where" >&2

@@ -361,10 +361,18 @@ impl TestCard {
 
     /// Whether `text` shows the digits a mask hides (between the first six
     /// and the last four) as a run of digits of its own: a number masked
-    /// the other way round, or its middle logged apart.
+    /// the other way round, or its middle logged apart. A run after a `.`
+    /// is a fraction (a log line's microseconds, a latency), not looked
+    /// at: a random 6-digit fraction would match one time in a million.
     pub fn shows_hidden_digits(&self, text: &str) -> bool {
         let n = &self.number;
-        has_digit_run(text, &n[6..n.len() - 4])
+        let middle = &n[6..n.len() - 4];
+        text.match_indices(middle).any(|(i, _)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + middle.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+                && !after.is_some_and(|c| c.is_ascii_digit())
+        })
     }
 }
 
@@ -424,6 +432,7 @@ mod tests {
         assert!(c.shows_hidden_digits("masked the wrong way: ******123456****"));
         assert!(c.shows_hidden_digits("middle=123456"));
         assert!(!c.shows_hidden_digits("at 1712345678 and 0.1234567 ms"));
+        assert!(!c.shows_hidden_digits(r#"{"timestamp":"2026-12-06T18:29:11.123456Z"}"#));
         assert!(c
             .secrets()
             .iter()

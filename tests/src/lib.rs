@@ -34,8 +34,8 @@ mod response;
 
 pub use app::{base_config, Storage, TestApp};
 pub use data::{
-    card_number, card_number_ending, consent_sha256, future_expiry, holder_name, idem_key,
-    luhn_check_digit, luhn_valid, phone, random_digits, random_letters, resident_id,
+    card_number, card_number_ending, consent_sha256, future_expiry, has_digit_run, holder_name,
+    idem_key, luhn_check_digit, luhn_valid, phone, random_digits, random_letters, resident_id,
     resident_id_check, user_id, Brand, TestCard, CONSENT_TEXT,
 };
 pub use env::{fresh_db_name, kms_endpoint, mongo_uri, required_env};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardbind_tests::{
-    assert_envelope, fresh_rate_window, idem_key, mongo_documents, user_id, Brand, OwnFerretDb,
-    Storage, TestApp, TestCard,
+    assert_envelope, fresh_rate_window, has_digit_run, idem_key, mongo_documents, user_id, Brand,
+    OwnFerretDb, Storage, TestApp, TestCard,
 };
 use futures::future::join_all;
 use mongodb::bson::{Bson, Document};
@@ -48,19 +48,6 @@ fn fields_of(d: &Document, out: &mut Vec<(String, Bson)>) {
             _ => {}
         }
     }
-}
-
-/// Whether `hay` has `needle` as a whole run of digits.
-fn has_digit_token(hay: &str, needle: &str) -> bool {
-    let b = hay.as_bytes();
-    hay.match_indices(needle).any(|(i, _)| {
-        let before = i
-            .checked_sub(1)
-            .and_then(|j| b.get(j))
-            .is_some_and(u8::is_ascii_digit);
-        let after = b.get(i + needle.len()).is_some_and(u8::is_ascii_digit);
-        !before && !after
-    })
 }
 
 fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
@@ -220,7 +207,7 @@ async fn no_card_data_in_clear_in_any_collection() {
                 assert!(
                     v.trim() != c.cvv
                         && !v.contains(&quoted)
-                        && !has_digit_token(v, &format!("cvv={}", c.cvv)),
+                        && !has_digit_run(v, &format!("cvv={}", c.cvv)),
                     "{coll}: the CVV {} is stored: {v:?} in {json}",
                     c.cvv
                 );
