@@ -366,26 +366,22 @@ impl TestCard {
     /// at: a random 6-digit fraction would match one time in a million.
     pub fn shows_hidden_digits(&self, text: &str) -> bool {
         let n = &self.number;
-        let middle = &n[6..n.len() - 4];
-        text.match_indices(middle).any(|(i, _)| {
-            let before = text[..i].chars().next_back();
-            let after = text[i + middle.len()..].chars().next();
-            !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
-                && !after.is_some_and(|c| c.is_ascii_digit())
-        })
+        run_of_its_own(text, &n[6..n.len() - 4], |c| c.is_ascii_digit() || c == '.')
     }
 }
 
 /// Whether `hay` holds `digits` with no digit right before or after it.
 pub fn has_digit_run(hay: &str, digits: &str) -> bool {
-    let b = hay.as_bytes();
-    hay.match_indices(digits).any(|(i, _)| {
-        let before = i
-            .checked_sub(1)
-            .and_then(|j| b.get(j))
-            .is_some_and(u8::is_ascii_digit);
-        let after = b.get(i + digits.len()).is_some_and(u8::is_ascii_digit);
-        !before && !after
+    run_of_its_own(hay, digits, |c| c.is_ascii_digit())
+}
+
+/// Whether `hay` holds `run` with no digit right after it and no
+/// character `joins` takes as part of it right before it.
+fn run_of_its_own(hay: &str, run: &str, joins: impl Fn(char) -> bool) -> bool {
+    hay.match_indices(run).any(|(i, _)| {
+        let before = hay[..i].chars().next_back();
+        let after = hay[i + run.len()..].chars().next();
+        !before.is_some_and(&joins) && !after.is_some_and(|c| c.is_ascii_digit())
     })
 }
 

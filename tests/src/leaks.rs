@@ -30,18 +30,23 @@ pub fn register(card: &super::TestCard) {
         what: "phone",
         value: card.phone.trim_start_matches('+').to_owned(),
     });
-    // A bare 3-digit run is everywhere (latencies, ports): look for the
-    // CVV only where it would stand as a value.
-    for form in [
-        format!("\"{}\"", card.cvv),
-        format!("cvv={}", card.cvv),
-        format!("cvv: {}", card.cvv),
-    ] {
+    for form in cvv_forms(&card.cvv) {
         s.push(Secret {
             what: "cvv",
             value: form,
         });
     }
+}
+
+/// The ways a CVV would stand as a value: quoted (JSON or Debug), or as
+/// `cvv=812` / `cvv: 812`. A bare 3-digit run is everywhere (latencies,
+/// ports, timestamps), so it is not looked for.
+fn cvv_forms(cvv: &str) -> [String; 3] {
+    [
+        format!("\"{cvv}\""),
+        format!("cvv={cvv}"),
+        format!("cvv: {cvv}"),
+    ]
 }
 
 #[derive(Clone)]
@@ -107,18 +112,12 @@ pub fn assert_clean(text: &str, where_: &str) {
     }
 }
 
-/// Whether `text` shows `cvv` as a value: quoted (`"812"`, JSON or Debug,
-/// but not as another card's `"last4"`) or as `cvv=812` / `cvv: 812`. A
-/// bare 3-digit run is everywhere (latencies, timestamps), so it is not
-/// searched for.
+/// Whether `text` shows `cvv` in one of [`cvv_forms`] (quoted, but not as
+/// another card's `"last4"`).
 pub fn shows_cvv(text: &str, cvv: &str) -> bool {
-    [
-        format!("\"{cvv}\""),
-        format!("cvv={cvv}"),
-        format!("cvv: {cvv}"),
-    ]
-    .into_iter()
-    .any(|value| shows(text, &Secret { what: "cvv", value }))
+    cvv_forms(cvv)
+        .into_iter()
+        .any(|value| shows(text, &Secret { what: "cvv", value }))
 }
 
 /// Whether `text` shows `secret`. A 4-digit CVV (Amex) quoted is also

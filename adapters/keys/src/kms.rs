@@ -317,7 +317,7 @@ impl KmsMasterKey {
     {
         // A call its caller gives up on (a readiness probe's deadline,
         // shorter than ours) is counted when it is dropped, as unavailable.
-        let mut pending = Pending {
+        let pending = Pending {
             metrics: &self.metrics,
             op,
             started: Instant::now(),
@@ -336,8 +336,7 @@ impl KmsMasterKey {
             Err(KeyError::Refused(_)) => "refused",
             Err(_) => "unavailable",
         };
-        pending.ended = true;
-        self.metrics.observe(op, outcome, pending.started.elapsed());
+        pending.end(outcome);
         result
     }
 }
@@ -349,6 +348,15 @@ struct Pending<'a> {
     op: &'static str,
     started: Instant,
     ended: bool,
+}
+
+impl Pending<'_> {
+    /// Counts the call as ended with `outcome`.
+    fn end(mut self, outcome: &str) {
+        self.ended = true;
+        self.metrics
+            .observe(self.op, outcome, self.started.elapsed());
+    }
 }
 
 impl Drop for Pending<'_> {
