@@ -138,8 +138,8 @@ fn parse_raw_response(buf: &[u8]) -> Option<Response> {
 
 /// Hex HMAC-SHA256.
 pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
     mac.update(data);
     hex::encode(mac.finalize().into_bytes())
 }

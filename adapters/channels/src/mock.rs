@@ -35,7 +35,7 @@ use cardbind_ports::channel::{
     Notification, NotificationAck, PaymentChannel, RemoteState,
 };
 use cardbind_ports::ChannelError;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// How far (either way, in seconds) a mock notification's `sent_at` may be
@@ -331,7 +331,7 @@ fn other(made: Option<u32>, asked: Option<u32>) -> bool {
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+    match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
         Ok(mut mac) => {
             mac.update(data);
             mac.finalize().into_bytes().to_vec()
@@ -579,7 +579,7 @@ impl PaymentChannel for MockChannel {
             return Err(ChannelError::InvalidSignature);
         };
         let Ok(mut mac) =
-            <Hmac<Sha256> as Mac>::new_from_slice(self.config.notification_secret.as_bytes())
+            <Hmac<Sha256> as KeyInit>::new_from_slice(self.config.notification_secret.as_bytes())
         else {
             return Err(ChannelError::InvalidSignature);
         };

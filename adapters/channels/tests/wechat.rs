@@ -525,7 +525,7 @@ fn headers_stamped(body: &[u8], timestamp: &str) -> BTreeMap<String, String> {
     let mut msg = format!("{timestamp}\n{nonce}\n").into_bytes();
     msg.extend_from_slice(body);
     msg.push(b'\n');
-    let signer = SigningKey::<sha2::Sha256>::new(key(1).private.clone());
+    let signer = SigningKey::<rsa::sha2::Sha256>::new(key(1).private.clone());
     let signature = B64.encode(signer.sign(&msg).to_bytes());
     BTreeMap::from([
         ("wechatpay-timestamp".to_owned(), timestamp.to_owned()),

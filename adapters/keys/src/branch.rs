@@ -655,6 +655,32 @@ mod tests {
         }
     }
 
+    /// The key material that passes through HMAC and HKDF (the
+    /// fingerprint key's schedule, a branch key as HKDF's input, the PRK
+    /// HKDF keeps as an HMAC) lives in SHA-256 states: an HMAC keeps its
+    /// key schedule as two of `<Sha256 as EagerHash>::Core`. With `sha2`'s
+    /// `zeroize` feature they are wiped when dropped; without it this does
+    /// not compile.
+    #[test]
+    fn hmac_and_hash_state_is_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+        wiped_on_drop::<Sha256>();
+        wiped_on_drop::<hmac::digest::CtOutput<hmac::Hmac<Sha256>>>();
+        // The derivation still gives the RFC 5869 answer (test case 1).
+        let ikm = [0x0bu8; 22];
+        let salt: Vec<u8> = (0x00u8..=0x0c).collect();
+        let info: Vec<u8> = (0xf0u8..=0xf9).collect();
+        let mut okm = [0u8; 42];
+        Hkdf::<Sha256>::new(Some(&salt), &ikm)
+            .expand(&info, &mut okm)
+            .unwrap();
+        assert_eq!(
+            hex::encode(okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        );
+    }
+
     #[test]
     fn branch_names_round_trip_and_nothing_else_parses() {
         assert_eq!(branch_owner(1), "@branch:00000001");

@@ -21,7 +21,9 @@
 //!   ([`EnvelopeVault::retire_branches`]);
 //! * a start-up self-check with a sealed canary.
 //!
-//! Plaintext keys are zeroized on drop ([`DataKey`]); no error, `Debug`
+//! Plaintext keys are zeroized on drop ([`DataKey`]), and so are the
+//! SHA-256 states HMAC and HKDF keep key material in (`sha2`'s `zeroize`
+//! feature); no error, `Debug`
 //! output or log line carries card data or key material.
 //!
 //! ## Wiring

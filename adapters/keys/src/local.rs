@@ -212,7 +212,7 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 fn key_id_of(key: &DataKey) -> String {
-    match <Hmac<Sha256> as Mac>::new_from_slice(key.expose()) {
+    match <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.expose()) {
         Ok(mut mac) => {
             mac.update(b"cardbind/local-master-key-id");
             let tag = mac.finalize().into_bytes();

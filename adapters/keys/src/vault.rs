@@ -8,7 +8,7 @@ use cardbind_domain::{CardNumber, Fingerprint, SealedBlob, UserId};
 use cardbind_ports::error::KeyError;
 use cardbind_ports::keys::{CardVault, SealContext};
 use cardbind_ports::store::{DataKeyStore, WrappedKey};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::branch::{self, now, parse_branch_owner, store_err, BranchConfig, Keyring};
@@ -393,7 +393,7 @@ impl<M: MasterKey> EnvelopeVault<M> {
             .ok_or_else(|| {
                 KeyError::Refused(format!("fingerprint key version {version} does not exist"))
             })?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.key.expose())
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.key.expose())
             .map_err(|_| KeyError::Refused("fingerprint key unusable".into()))?;
         mac.update(pan.expose().as_bytes());
         Ok(Fingerprint::new(
@@ -579,7 +579,7 @@ impl<M: MasterKey> CardVault for EnvelopeVault<M> {
 /// when callers framed their parts themselves, so the digests stored then
 /// (idempotency records) still match: the test below pins the layout.
 fn framed_mac(key: &[u8], purpose: &str, parts: &[&[u8]]) -> Option<[u8; 32]> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
     for field in std::iter::once(purpose.as_bytes()).chain(parts.iter().copied()) {
         mac.update(&(field.len() as u64).to_be_bytes());
         mac.update(field);
@@ -599,7 +599,7 @@ mod tests {
             input.extend_from_slice(&(field.len() as u64).to_be_bytes());
             input.extend_from_slice(field);
         }
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("any key length");
         mac.update(&input);
         let expected: [u8; 32] = mac.finalize().into_bytes().into();
         assert_eq!(

@@ -67,7 +67,7 @@ pub struct ReceivedRequest {
 pub(crate) fn rsa_sign(slot: usize, msg: &[u8]) -> Result<String, FakeError> {
     use rsa::signature::{SignatureEncoding, Signer};
     let key = keys::test_key(slot)?;
-    let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.private.clone());
+    let sk = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(key.private.clone());
     let sig = sk
         .try_sign(msg)
         .map_err(|e| FakeError::new(format!("signing: {e}")))?;
@@ -82,7 +82,7 @@ pub(crate) fn rsa_verify(key: &rsa::RsaPublicKey, msg: &[u8], sig_b64: &str) -> 
     let Ok(sig) = rsa::pkcs1v15::Signature::try_from(raw.as_slice()) else {
         return false;
     };
-    rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key.clone())
+    rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key.clone())
         .verify(msg, &sig)
         .is_ok()
 }
