@@ -227,7 +227,9 @@ impl fmt::Debug for ResidentId {
 }
 
 /// A phone number in E.164 form. Mainland mobile numbers are accepted with
-/// or without `+86`/`0086`/`86`; others must be given as `+` and 8–15 digits.
+/// or without `+86`/`0086`/`86`; others must be given as `+` and 7–15 digits
+/// (the shortest in use: Niue's, Tokelau's and Saint Helena's, a 3-digit
+/// country code and 4 digits).
 /// Spaces and dashes may separate them, at most three in a row.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Phone(String);
@@ -272,8 +274,8 @@ impl Phone {
                 return Err(bad());
             }
         }
-        // Other countries: E.164 with a leading '+', 8–15 digits, no leading zero.
-        if plus && (8..=15).contains(&digits.len()) && !digits.starts_with('0') {
+        // Other countries: E.164 with a leading '+', 7–15 digits, no leading zero.
+        if plus && (7..=15).contains(&digits.len()) && !digits.starts_with('0') {
             return Ok(Phone(format!("+{digits}")));
         }
         Err(bad())
@@ -281,8 +283,8 @@ impl Phone {
 
     /// A number this service took and sealed (E.164 as it stored it),
     /// read back: kept when it is `+` and 7–15 digits, not starting with 0
-    /// (the rules it was taken under may have been wider); new numbers go
-    /// through [`Phone::parse`].
+    /// (the rules it was taken under may have been wider than today's);
+    /// new numbers go through [`Phone::parse`].
     pub fn restore(stored: &str) -> Option<Phone> {
         let digits = stored.strip_prefix('+')?;
         let ok = (7..=15).contains(&digits.len())
@@ -393,9 +395,14 @@ mod tests {
             "138 0013 8000",
             "+86 138-0013---8000",
             "+14155552671",
+            // The shortest E.164 numbers: Niue, Tokelau, Saint Helena.
+            "+683 4002",
+            "+6907123",
+            "+2902222",
         ] {
             assert!(Phone::parse(ok).is_ok(), "{ok}");
         }
+        assert_eq!(Phone::parse("+683 4002").unwrap().expose(), "+6834002");
         assert_eq!(
             Phone::parse("13800138000").unwrap().expose(),
             "+8613800138000"
@@ -408,6 +415,8 @@ mod tests {
             "",
             "+0123456789",
             "+12",
+            "+683400",
+            "+1234567890123456",
             "138    0013 8000",
             "+86----13800138000",
         ] {

@@ -503,8 +503,8 @@ text_rule!(
     /// A phone number: mainland mobile (optionally after +86, 0086 or 86)
     /// or E.164; spaces and dashes ignored, at most three in a row.
     PhoneRule {
-        pattern: "^[ -]{0,3}(\\+[ -]{0,3}(8[ -]{0,3}6[ -]{0,3}1[ -]{0,3}[3-9][ -]{0,3}([0-9][ -]{0,3}){9}|[1-79][ -]{0,3}([0-9][ -]{0,3}){7,14}|8[ -]{0,3}[0-57-9][ -]{0,3}([0-9][ -]{0,3}){6,13})|(0[ -]{0,3}0[ -]{0,3}8[ -]{0,3}6[ -]{0,3}|8[ -]{0,3}6[ -]{0,3})?1[ -]{0,3}[3-9][ -]{0,3}([0-9][ -]{0,3}){9})$",
-        min: 9,
+        pattern: "^[ -]{0,3}(\\+[ -]{0,3}(8[ -]{0,3}6[ -]{0,3}1[ -]{0,3}[3-9][ -]{0,3}([0-9][ -]{0,3}){9}|[1-79][ -]{0,3}([0-9][ -]{0,3}){6,14}|8[ -]{0,3}[0-57-9][ -]{0,3}([0-9][ -]{0,3}){5,13})|(0[ -]{0,3}0[ -]{0,3}8[ -]{0,3}6[ -]{0,3}|8[ -]{0,3}6[ -]{0,3})?1[ -]{0,3}[3-9][ -]{0,3}([0-9][ -]{0,3}){9})$",
+        min: 8,
         max: 67,
         rule: "a phone number is a mainland mobile number or E.164",
     }
@@ -865,6 +865,8 @@ mod tests {
         assert!(Text::<CardNumberRule>::parse("4111").is_none());
         assert!(Text::<PhoneRule>::parse("+86 138 0013 8000").is_some());
         assert!(Text::<PhoneRule>::parse("12345").is_none());
+        assert!(Text::<PhoneRule>::parse("+6834002").is_some());
+        assert!(Text::<PhoneRule>::parse("+683400").is_none());
         assert!(Text::<HolderNameRule>::parse("张三").is_some());
         assert!(Text::<HolderNameRule>::parse("...").is_none());
         assert!(Text::<CvvRule>::parse("").is_some());

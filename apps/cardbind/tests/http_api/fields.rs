@@ -129,3 +129,24 @@ async fn names_with_combining_marks_bind() {
         assert_eq!(v["error"]["field"], "holder_name");
     }
 }
+
+/// The shortest E.164 numbers (a 3-digit country code and 4 digits: Niue,
+/// Tokelau, Saint Helena) bind through the edge's pattern and the domain's
+/// rule alike; one digit fewer is refused by both with the same code.
+#[tokio::test]
+async fn seven_digit_international_phones_bind() {
+    let app = spawn();
+    for (i, phone) in ["+683 4002", "+690-7123", "+2902222"].iter().enumerate() {
+        let mut body = bind_body(VISA);
+        body["phone"] = json!(phone);
+        let resp = app
+            .bind(&format!("short-{i}"), &format!("k-short-{i}"), &body)
+            .await;
+        assert_eq!(resp.0.status(), StatusCode::CREATED, "{phone}");
+    }
+    let mut body = bind_body(VISA);
+    body["phone"] = json!("+683400");
+    let resp = app.bind("shorter", "k-shorter", &body).await;
+    let v = assert_error(resp, 400, "invalid_phone").await;
+    assert_eq!(v["error"]["field"], "phone");
+}

@@ -115,7 +115,7 @@ pub struct BindCardBody {
     pub id_number: Text<IdNumberRule>,
     /// The phone number the card is registered with: a mainland mobile
     /// number (11 digits, `1` then `3`–`9`), optionally after `+86`, `0086`
-    /// or `86`; or another country's number in E.164 form (`+` and 8–15
+    /// or `86`; or another country's number in E.164 form (`+` and 7–15
     /// digits, not starting with 0). Spaces and dashes are ignored.
     pub phone: Text<PhoneRule>,
     /// Payment channel; the configured default when absent. Must be one of
