@@ -88,20 +88,62 @@ enum Ctl {
 struct Opener {
     path: PathBuf,
     options: SqliteOptions,
+    access: Access,
+}
+
+/// How the store's connections open its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// The service's: a writer, readers and a checkpointer.
+    ReadWrite,
+    /// Readers only, opened read-only (SQLite may add an empty WAL and its
+    /// index beside the file, as any reader of a WAL database does).
+    ReadOnly,
+    /// Readers only, of a file SQLite may not add anything beside (a
+    /// read-only directory or medium) and that has no WAL: read as it
+    /// is, without locks (`immutable=1`).
+    Immutable,
 }
 
 impl Opener {
     fn open(&self, role: Role) -> Result<Connection, StoreError> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        if role == Role::Writer {
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = match self.access {
+            Access::ReadWrite => {
+                flags |= OpenFlags::SQLITE_OPEN_READ_WRITE;
+                if role == Role::Writer {
+                    flags |= OpenFlags::SQLITE_OPEN_CREATE;
+                }
+                Connection::open_with_flags(&self.path, flags)
+            }
+            Access::ReadOnly => {
+                Connection::open_with_flags(&self.path, flags | OpenFlags::SQLITE_OPEN_READ_ONLY)
+            }
+            Access::Immutable => Connection::open_with_flags(
+                immutable_uri(&self.path),
+                flags | OpenFlags::SQLITE_OPEN_READ_ONLY,
+            ),
         }
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(db_err)?;
+        .map_err(db_err)?;
         configure(&conn, role, &self.options)?;
         Ok(conn)
     }
+}
+
+/// `path` as an SQLite URI that opens it immutable (bytes other than
+/// unreserved ones and `/` percent-encoded, as URIs want them).
+fn immutable_uri(path: &Path) -> String {
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut uri = String::from("file:");
+    for b in full.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(b) {
+            uri.push(char::from(*b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +229,8 @@ pub(crate) struct Counters {
 /// The running store: a handle to the writer's queue and the readers.
 pub(crate) struct Engine {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Opened by [`Engine::open_read_only`]: no writer behind `jobs`.
+    read_only: bool,
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
     opener: Opener,
@@ -233,6 +277,7 @@ impl Engine {
         let opener = Opener {
             path: path.to_owned(),
             options: options.clone(),
+            access: Access::ReadWrite,
         };
         let mut writer = opener.open(Role::Writer).map_err(OpenError::Store)?;
         // An upgrade's few pages (a new index) are let past the size bound:
@@ -274,6 +319,7 @@ impl Engine {
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         Ok(Arc::new(Engine {
             jobs,
+            read_only: false,
             readers: Mutex::new(readers),
             max_readers: options.readers.max(1),
             opener,
@@ -282,6 +328,61 @@ impl Engine {
                 writer: Some(writer_thread),
                 checkpointer: Some(checkpointer_thread),
                 stop: Some(ctl_tx),
+            },
+        }))
+    }
+
+    /// Opens the existing database at `path` for reading only: nothing is
+    /// created, upgraded, checkpointed or written (every write is refused
+    /// as `Unavailable`). The file must be of this build's schema version.
+    /// Where SQLite cannot open it read-only (a read-only directory without
+    /// the WAL files) and it has no WAL, it is read as immutable.
+    pub(crate) fn open_read_only(
+        path: &Path,
+        options: SqliteOptions,
+    ) -> Result<Arc<Engine>, OpenError> {
+        if !path.is_file() {
+            return Err(OpenError::Io {
+                path: path.to_owned(),
+                reason: "no such file".to_owned(),
+            });
+        }
+        let mut opener = Opener {
+            path: path.to_owned(),
+            options: options.clone(),
+            access: Access::ReadOnly,
+        };
+        let first = match opener.open(Role::Reader).and_then(|c| {
+            // Opening is lazy: the first read is what meets the WAL.
+            schema::version(&c).map(|_| c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                if Path::new(&wal).exists() {
+                    return Err(OpenError::Store(e));
+                }
+                opener.access = Access::Immutable;
+                opener.open(Role::Reader).map_err(OpenError::Store)?
+            }
+        };
+        schema::check_current(&first)?;
+        let mut readers = Vec::with_capacity(options.readers.max(1));
+        readers.push(first);
+        // Nothing receives: a write finds the queue closed.
+        let (jobs, _) = mpsc::channel::<Box<dyn Job>>(1);
+        Ok(Arc::new(Engine {
+            jobs,
+            read_only: true,
+            readers: Mutex::new(readers),
+            max_readers: options.readers.max(1),
+            opener,
+            counters: Arc::new(Counters::default()),
+            _threads: Threads {
+                writer: None,
+                checkpointer: None,
+                stop: None,
             },
         }))
     }
@@ -295,6 +396,9 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.read_only {
+            return Err(unavailable("the store is open read-only"));
+        }
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Task {
             work: Some(work),

@@ -250,6 +250,10 @@ pub enum OpenError {
     /// The file was written by a newer cardbind.
     #[error("database schema version {found} is newer than this build knows ({known}); run a newer cardbind")]
     NewerSchema { found: i64, known: i64 },
+    /// Opened read-only, the file is of an older schema (which only a
+    /// read-write open upgrades).
+    #[error("database schema version {found} is older than this build's ({known}): it is upgraded when the service (or an admin command that writes) opens it with this build; read it as it is with the build that wrote it")]
+    OlderSchema { found: i64, known: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -294,6 +298,21 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, OpenError> {
         Ok(SqliteStore {
             engine: Engine::open(path.as_ref(), options)?,
+        })
+    }
+
+    /// Opens the existing database at `path` for reading only, as it is
+    /// (for checks of a copy or a running service's file): nothing is
+    /// created, upgraded, checkpointed or written, and every write is
+    /// refused as `Unavailable`. Refused unless the file is of this
+    /// build's schema. A file in a directory SQLite may not add its WAL
+    /// files to (a read-only copy) opens when it has no WAL file.
+    pub fn open_read_only(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, OpenError> {
+        Ok(SqliteStore {
+            engine: Engine::open_read_only(path.as_ref(), options)?,
         })
     }
 

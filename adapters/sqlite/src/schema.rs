@@ -187,6 +187,26 @@ fn check(conn: &Connection) -> Result<i64, OpenError> {
     Ok(version)
 }
 
+/// The schema version the file at `conn` says it has (a read of its
+/// header: the first read of a connection).
+pub(crate) fn version(conn: &Connection) -> Result<i64, cardbind_ports::error::StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)
+}
+
+/// For a store opened read-only: the file must be a cardbind database of
+/// exactly this build's schema (an older one is not upgraded).
+pub(crate) fn check_current(conn: &Connection) -> Result<(), OpenError> {
+    match check(conn)? {
+        0 => Err(OpenError::NotCardbind),
+        SCHEMA_VERSION => Ok(()),
+        found => Err(OpenError::OlderSchema {
+            found,
+            known: SCHEMA_VERSION,
+        }),
+    }
+}
+
 /// Brings the database at `conn` to [`SCHEMA_VERSION`]. Safe when several
 /// processes open one new file at once: the steps run in one write
 /// transaction that checks the version again.

@@ -172,6 +172,43 @@ async fn write_everything(s: &SqliteStore) -> cardbind_domain::Wallet {
 }
 
 async fn check_everything(s: &SqliteStore, w: &cardbind_domain::Wallet) {
+    check_reads(s, w).await;
+    let p = s.ports();
+    assert_eq!(
+        p.idempotency
+            .claim("backend", "idem-1", "hash-1", t(5), t(35))
+            .await,
+        Ok(Claim::Completed(response()))
+    );
+    assert_eq!(
+        p.idempotency
+            .claim("backend", "idem-2", "hash-2", t(5), t(35))
+            .await,
+        Ok(Claim::InProgress { lease_until: t(30) }),
+        "a lease in force stays in force"
+    );
+    assert_eq!(
+        p.idempotency
+            .complete("backend", "idem-2", Lease { attempt: 1 }, &response())
+            .await,
+        Ok(true),
+        "its holder can still finish"
+    );
+    let window = RateWindow {
+        key: "bind:user:u1:m".into(),
+        limit: 5,
+        expires_at: t(60),
+    };
+    assert_eq!(
+        p.rates.take(&[window], t(2)).await,
+        Ok(vec![RateTake::Taken(2)]),
+        "slots taken before stay taken"
+    );
+    assert_eq!(p.seen.seen("notify", "n-1", t(2)).await, Ok(true));
+}
+
+/// What [`write_everything`] wrote, read back without writing.
+async fn check_reads(s: &SqliteStore, w: &cardbind_domain::Wallet) {
     let p = s.ports();
     let u = uid("u1");
     let stored = p.wallets.load(&u).await.unwrap().unwrap();
@@ -208,37 +245,6 @@ async fn check_everything(s: &SqliteStore, w: &cardbind_domain::Wallet) {
             binding: bid("u1-card-0")
         }))
     );
-    assert_eq!(
-        p.idempotency
-            .claim("backend", "idem-1", "hash-1", t(5), t(35))
-            .await,
-        Ok(Claim::Completed(response()))
-    );
-    assert_eq!(
-        p.idempotency
-            .claim("backend", "idem-2", "hash-2", t(5), t(35))
-            .await,
-        Ok(Claim::InProgress { lease_until: t(30) }),
-        "a lease in force stays in force"
-    );
-    assert_eq!(
-        p.idempotency
-            .complete("backend", "idem-2", Lease { attempt: 1 }, &response())
-            .await,
-        Ok(true),
-        "its holder can still finish"
-    );
-    let window = RateWindow {
-        key: "bind:user:u1:m".into(),
-        limit: 5,
-        expires_at: t(60),
-    };
-    assert_eq!(
-        p.rates.take(&[window], t(2)).await,
-        Ok(vec![RateTake::Taken(2)]),
-        "slots taken before stay taken"
-    );
-    assert_eq!(p.seen.seen("notify", "n-1", t(2)).await, Ok(true));
     assert_eq!(
         p.data_keys.get("u1").await.unwrap().unwrap().wrapped,
         vec![9; 40]
@@ -1438,4 +1444,85 @@ async fn directories_made_for_the_store_are_private() {
     }
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+/// Opened read-only (`audit verify`: a copy, or a running service's file),
+/// the store reads what is there, WAL included, and changes nothing: a
+/// write is refused, and neither the file nor its WAL is written,
+/// checkpointed or upgraded. An older schema is refused, not upgraded; a
+/// file that is not a store, or no file, is refused without one being made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opened_read_only_reads_what_is_there_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let s = open(&path);
+    let w = write_everything(&s).await;
+    // The writes are in the WAL while the store stays open, as a running
+    // service's are: a read-only store beside it sees them.
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let before = (std::fs::read(&path).unwrap(), std::fs::read(&wal).unwrap());
+    let ro = SqliteStore::open_read_only(&path, SqliteOptions::default()).unwrap();
+    check_reads(&ro, &w).await;
+    let refused = ro
+        .ports()
+        .rates
+        .take(
+            &[RateWindow {
+                key: "bind:user:u9:m".into(),
+                limit: 5,
+                expires_at: t(60),
+            }],
+            t(3),
+        )
+        .await;
+    match refused {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
+        other => panic!("a write on a read-only store: {other:?}"),
+    }
+    drop(ro);
+    assert_eq!(
+        (std::fs::read(&path).unwrap(), std::fs::read(&wal).unwrap()),
+        before,
+        "the read-only store wrote to the file or its WAL"
+    );
+    drop(s);
+
+    // Closed (the WAL copied in and emptied), it opens read-only again.
+    let ro = SqliteStore::open_read_only(&path, SqliteOptions::default()).unwrap();
+    check_reads(&ro, &w).await;
+    drop(ro);
+
+    // An older schema is refused as it is, and stays as it is.
+    tamper(&path, &as_version(cardbind_sqlite::SCHEMA_VERSION - 1));
+    let old = std::fs::read(&path).unwrap();
+    assert_eq!(
+        SqliteStore::open_read_only(&path, SqliteOptions::default()).err(),
+        Some(OpenError::OlderSchema {
+            found: cardbind_sqlite::SCHEMA_VERSION - 1,
+            known: cardbind_sqlite::SCHEMA_VERSION
+        })
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        old,
+        "an older file was changed"
+    );
+    assert_eq!(
+        pragma(&path, "user_version"),
+        cardbind_sqlite::SCHEMA_VERSION - 1
+    );
+
+    let other = dir.path().join("other.sqlite3");
+    tamper(&other, "CREATE TABLE t (x);");
+    assert_eq!(
+        SqliteStore::open_read_only(&other, SqliteOptions::default()).err(),
+        Some(OpenError::NotCardbind)
+    );
+    let missing = dir.path().join("missing.sqlite3");
+    assert!(matches!(
+        SqliteStore::open_read_only(&missing, SqliteOptions::default()),
+        Err(OpenError::Io { .. })
+    ));
+    assert!(!missing.exists(), "a read-only open made a file");
 }

@@ -1829,3 +1829,132 @@ async fn reconcile_exits_1_when_an_erasure_fails_again() {
     );
     assert!(stderr.contains("1 erasure(s) failed again"), "{stderr}");
 }
+
+/// `audit verify` writes nothing: it opens the embedded store read-only.
+/// It checks a copy where it may not write (as auditors keep one: here a
+/// user other than the files' owner runs it on a read-only directory) and
+/// adds nothing there; it leaves a stopped store's file as it was; and a
+/// file of an older schema is refused as it is, not upgraded. (It opened
+/// the store read-write: on the copy it failed with "attempt to write a
+/// readonly database", and it made the token secret it does not use.)
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_reads_a_read_only_copy_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_in(&data);
+    {
+        let stores = cardbind::compose::stores(&config).await.unwrap();
+        let now = cardbind_domain::Timestamp::from_unix_millis(1_790_000_000_000);
+        let event = test_event(cardbind_ports::audit::AuditAction::UserErase, "alice", now);
+        stores.audit.append_system(vec![event], now).await.unwrap();
+    }
+    let db = cardbind::compose::sqlite_path(&config);
+    let before = std::fs::read(&db).unwrap();
+    let (code, stdout, stderr) = audit_verify_in(&data);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("audit chains intact: 1 links"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the store's file changed"
+    );
+    assert!(!data.join("jwt.secret").exists(), "a token secret was made");
+
+    // A copy in a directory the command may not write to.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let copied = copy.join("cardbind.sqlite3");
+    std::fs::copy(&db, &copied).unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(dir.path(), 0o755);
+    mode(&copied, 0o444);
+    mode(&copy, 0o555);
+    let mut cmd = as_a_user_who_cannot_write(&copy);
+    let out = cmd
+        .args(["audit", "verify"])
+        .env("CARDBIND__SERVER__DATA_DIR", &copy)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("audit chains intact: 1 links"),
+        "{stdout}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&copy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["cardbind.sqlite3"], "files added beside the copy");
+    mode(&copy, 0o755);
+
+    // An older schema is not upgraded by a check.
+    let older = cardbind_sqlite::SCHEMA_VERSION - 1;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!("PRAGMA user_version = {older};"))
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let (code, stdout, stderr) = audit_verify_in(&data);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "database schema version {older} is older than this build's"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "an older file was changed"
+    );
+}
+
+/// `cardbind`, run so that it cannot write to `dir`: as root (whom
+/// permissions do not stop), as `nobody` (through `setpriv`); otherwise
+/// as the test's own user, for whom the directory's mode is enough.
+#[cfg(unix)]
+fn as_a_user_who_cannot_write(dir: &std::path::Path) -> Command {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_cardbind"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_cardbind"))
+    };
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    // Checked, so that a test run as another user than intended cannot pass
+    // by writing after all.
+    let probe = if root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "touch"])
+            .arg(dir.join("probe"))
+            .output()
+            .unwrap()
+    } else {
+        Command::new("touch")
+            .arg(dir.join("probe"))
+            .output()
+            .unwrap()
+    };
+    assert!(!probe.status.success(), "{} is writable", dir.display());
+    cmd.current_dir(dir);
+    cmd
+}

@@ -286,8 +286,8 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()>
                 ),
                 None => None,
             };
-            let built = compose::build_existing_without_keys(&config).await?;
-            admin::audit_verify(&built.usecases, config.audit.retention_days, log.as_deref()).await
+            let usecases = compose::usecases_for_reading(&config).await?;
+            admin::audit_verify(&usecases, config.audit.retention_days, log.as_deref()).await
         }
         Command::Keys {
             command: KeysCommand::Rotate { from, to },

@@ -198,6 +198,18 @@ pub async fn build_existing_without_keys(config: &Config) -> anyhow::Result<Buil
     build_with(config, stores, Some(Arc::new(keys::NoKeys))).await
 }
 
+/// The use cases on the store opened for reading only
+/// ([`stores::existing_stores_for_reading`]), without keys and without the
+/// HTTP side (whose token secret a first start would make): for `audit
+/// verify`, which writes nothing.
+pub async fn usecases_for_reading(config: &Config) -> anyhow::Result<UseCases> {
+    let stores = stores::existing_stores_for_reading(config).await?;
+    let metrics = prometheus::Registry::new();
+    let (usecases, _, _) =
+        usecases_on(config, &stores, Some(Arc::new(keys::NoKeys)), &metrics).await?;
+    Ok(usecases)
+}
+
 /// Builds the use cases and the application state on `stores` already
 /// opened (e.g. a second service over the same storage, with another
 /// channel configuration).
@@ -215,30 +227,7 @@ async fn build_with(
     let metrics = prometheus::Registry::new();
     let tasks =
         crate::tasks::TaskRuns::registered(&metrics).map_err(|e| anyhow!("metrics: {e}"))?;
-    let bins = bins(&stores).await?;
-    let vault = match vault {
-        Some(vault) => vault,
-        None => keys::vault(config, stores.data_keys.clone(), &metrics).await?,
-    };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let channels = channels::channels(config, &metrics, stores.audit.clone(), clock.clone())?;
-    let ports = Ports {
-        wallets: stores.wallets.clone(),
-        audit: stores.audit.clone(),
-        card_data: stores.card_data.clone(),
-        channel_refs: stores.channel_refs.clone(),
-        rates: stores.rates.clone(),
-        seen: stores.seen.clone(),
-        idempotency: stores.idempotency.clone(),
-        review: stores.review.clone(),
-        vault,
-        channels,
-        bins: bins.directory.clone(),
-        clock: clock.clone(),
-        ids: Arc::new(UuidIds),
-        step_up: step_up(config, clock.clone())?,
-    };
-    let usecases = UseCases::new(ports, policy(config)?);
+    let (usecases, bins, clock) = usecases_on(config, &stores, vault, &metrics).await?;
     let http = HttpSettings {
         max_body_bytes: config.server.max_body_bytes,
         max_json_depth: config.server.max_json_depth,
@@ -265,6 +254,41 @@ async fn build_with(
         stores,
         tasks,
     })
+}
+
+/// The use cases on `stores` (with `vault` in place of the one the
+/// configuration names, when given), the BIN table they read and their
+/// clock.
+async fn usecases_on(
+    config: &Config,
+    stores: &Stores,
+    vault: Option<Arc<dyn cardbind_ports::keys::CardVault>>,
+    metrics: &prometheus::Registry,
+) -> anyhow::Result<(UseCases, crate::bins::Bins, Arc<dyn Clock>)> {
+    let bins = bins(stores).await?;
+    let vault = match vault {
+        Some(vault) => vault,
+        None => keys::vault(config, stores.data_keys.clone(), metrics).await?,
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let channels = channels::channels(config, metrics, stores.audit.clone(), clock.clone())?;
+    let ports = Ports {
+        wallets: stores.wallets.clone(),
+        audit: stores.audit.clone(),
+        card_data: stores.card_data.clone(),
+        channel_refs: stores.channel_refs.clone(),
+        rates: stores.rates.clone(),
+        seen: stores.seen.clone(),
+        idempotency: stores.idempotency.clone(),
+        review: stores.review.clone(),
+        vault,
+        channels,
+        bins: bins.directory.clone(),
+        clock: clock.clone(),
+        ids: Arc::new(UuidIds),
+        step_up: step_up(config, clock.clone())?,
+    };
+    Ok((UseCases::new(ports, policy(config)?), bins, clock))
 }
 
 #[cfg(test)]

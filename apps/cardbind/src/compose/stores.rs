@@ -107,6 +107,35 @@ pub async fn existing_stores(config: &Config) -> anyhow::Result<Stores> {
     stores(config).await
 }
 
+/// [`existing_stores`] for a command that only reads (`audit verify`): the
+/// embedded store is opened read-only, as it is: a copy on read-only media
+/// opens, and nothing in it is upgraded, checkpointed or written. It must
+/// be of this build's schema.
+pub async fn existing_stores_for_reading(config: &Config) -> anyhow::Result<Stores> {
+    if config.storage.kind != StorageKind::Sqlite {
+        return existing_stores(config).await;
+    }
+    let path = sqlite_path(config);
+    if !path.exists() {
+        // The same refusal as a command that writes.
+        return existing_stores(config).await;
+    }
+    let store = cardbind_sqlite::SqliteStore::open_read_only(&path, sqlite_options(config))
+        .map_err(|e| anyhow!("storage.path: {}: {e}", path.display()))?;
+    let bins = Arc::new(store.bin_tables());
+    Ok(Stores::all_in_one(Arc::new(store), bins))
+}
+
+fn sqlite_options(config: &Config) -> cardbind_sqlite::SqliteOptions {
+    let s = &config.storage;
+    cardbind_sqlite::SqliteOptions {
+        cache_mib: s.cache_mib,
+        max_size_mib: s.max_size_mib,
+        busy_timeout: Duration::from_millis(s.timeout_ms),
+        ..cardbind_sqlite::SqliteOptions::default()
+    }
+}
+
 /// Opens the configured store (the embedded store is created when missing).
 pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
     let s = &config.storage;
@@ -121,13 +150,7 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
                 data_dir(config)?;
             }
             let path = sqlite_path(config);
-            let options = cardbind_sqlite::SqliteOptions {
-                cache_mib: s.cache_mib,
-                max_size_mib: s.max_size_mib,
-                busy_timeout: Duration::from_millis(s.timeout_ms),
-                ..cardbind_sqlite::SqliteOptions::default()
-            };
-            let store = cardbind_sqlite::SqliteStore::open(&path, options)
+            let store = cardbind_sqlite::SqliteStore::open(&path, sqlite_options(config))
                 .map_err(|e| anyhow!("storage.path: {}: {e}", path.display()))?;
             let bins = Arc::new(store.bin_tables());
             Ok(Stores::all_in_one(Arc::new(store), bins))
