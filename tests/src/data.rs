@@ -360,28 +360,43 @@ impl TestCard {
     }
 
     /// Whether `text` shows the digits a mask hides (between the first six
-    /// and the last four) as a run of digits of its own: a number masked
-    /// the other way round, or its middle logged apart. A run after a `.`
-    /// is a fraction (a log line's microseconds, a latency), not looked
-    /// at: a random 6-digit fraction would match one time in a million.
+    /// and the last four) as a value of its own: a number masked the other
+    /// way round, or its middle logged apart, with no letter or digit
+    /// touching it. Runs inside a word are not looked at: a UUID's or a
+    /// hash's hex holds 5- and 6-digit runs between letters, which an Amex
+    /// card's 5 hidden digits would meet by chance about once in 100,000
+    /// for each (a run holds hundreds). Nor is a run after a `.`: a
+    /// fraction (a log line's microseconds, a latency).
     pub fn shows_hidden_digits(&self, text: &str) -> bool {
         let n = &self.number;
-        run_of_its_own(text, &n[6..n.len() - 4], |c| c.is_ascii_digit() || c == '.')
+        run_of_its_own(
+            text,
+            &n[6..n.len() - 4],
+            |c| c.is_ascii_alphanumeric() || c == '.',
+            |c| c.is_ascii_alphanumeric(),
+        )
     }
 }
 
 /// Whether `hay` holds `digits` with no digit right before or after it.
 pub fn has_digit_run(hay: &str, digits: &str) -> bool {
-    run_of_its_own(hay, digits, |c| c.is_ascii_digit())
+    let digit = |c: char| c.is_ascii_digit();
+    run_of_its_own(hay, digits, digit, digit)
 }
 
-/// Whether `hay` holds `run` with no digit right after it and no
-/// character `joins` takes as part of it right before it.
-fn run_of_its_own(hay: &str, run: &str, joins: impl Fn(char) -> bool) -> bool {
+/// Whether `hay` holds `run` with no character right before it that
+/// `joins_before` takes as part of it, nor right after it that
+/// `joins_after` does.
+fn run_of_its_own(
+    hay: &str,
+    run: &str,
+    joins_before: impl Fn(char) -> bool,
+    joins_after: impl Fn(char) -> bool,
+) -> bool {
     hay.match_indices(run).any(|(i, _)| {
         let before = hay[..i].chars().next_back();
         let after = hay[i + run.len()..].chars().next();
-        !before.is_some_and(&joins) && !after.is_some_and(|c| c.is_ascii_digit())
+        !before.is_some_and(&joins_before) && !after.is_some_and(&joins_after)
     })
 }
 
@@ -429,6 +444,15 @@ mod tests {
         assert!(c.shows_hidden_digits("middle=123456"));
         assert!(!c.shows_hidden_digits("at 1712345678 and 0.1234567 ms"));
         assert!(!c.shows_hidden_digits(r#"{"timestamp":"2026-12-06T18:29:11.123456Z"}"#));
+        // Inside a word: a UUID's or a hash's hex.
+        assert!(!c.shows_hidden_digits("request 0193f2a4-7b1c-7e2f-9a3d-c123456e8f01"));
+        assert!(!c.shows_hidden_digits("sha256 9f86d0a123456b"));
+        // A value of its own, however delimited.
+        assert!(c.shows_hidden_digits(r#"{"mid":"123456"}"#));
+        assert!(c.shows_hidden_digits("mid 123456, then"));
+        let amex = TestCard::with_number(Brand::Amex, "378282246310005".into());
+        assert!(amex.shows_hidden_digits("hidden: 24631."));
+        assert!(!amex.shows_hidden_digits("id e24631f"));
         assert!(c
             .secrets()
             .iter()
