@@ -1047,7 +1047,11 @@ fn audit_verify_in(data: &std::path::Path) -> (Option<i32>, String, String) {
 }
 
 fn cardbind() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardbind"));
+    without_our_variables(Command::new(env!("CARGO_BIN_EXE_cardbind")))
+}
+
+/// `cmd` with the test environment's `CARDBIND…` variables removed.
+fn without_our_variables(mut cmd: Command) -> Command {
     for (k, _) in std::env::vars() {
         if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
             cmd.env_remove(k);
@@ -1931,15 +1935,10 @@ fn as_a_user_who_cannot_write(dir: &std::path::Path) -> Command {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_cardbind"));
-        c
+        without_our_variables(c)
     } else {
-        Command::new(env!("CARGO_BIN_EXE_cardbind"))
+        cardbind()
     };
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARDBIND__") || k == "CARDBIND_CONFIG" {
-            cmd.env_remove(k);
-        }
-    }
     // Checked, so that a test run as another user than intended cannot pass
     // by writing after all.
     let probe = if root {
