@@ -2687,3 +2687,42 @@ async fn an_unbind_cleaning_up_late_leaves_the_review_entry_of_the_bind_again() 
         [(first.id.clone(), BindingStatus::PendingReview)]
     );
 }
+
+/// The channel's callback fails a card while its bind still waits for the
+/// channel's answer: the bind answers that decline (`channel_rejected`,
+/// with the channel's code), as it does when the answer itself declines
+/// the card. It answered the card as it then was, `201 Created` of a
+/// `failed` card, which the bind's idempotency record then replayed
+/// (found by a read of the use cases, run over HTTP).
+#[tokio::test]
+async fn a_card_failed_by_a_callback_while_its_bind_waits_is_a_decline() {
+    use cardbind_ports::channel::Notification;
+    let w = world(unlimited());
+    w.channel.always(Script::Otp);
+    let gate = w.channel.hold_starts();
+    let bind = bind_in_background(&w, bind_cmd("fcb", &visa(471), w.now()));
+    until_called(&w.channel.starts).await;
+    let id = w.wallet("fcb").await.bindings()[0].id.clone();
+    let mock = cardbind_domain::ChannelName::parse("mock").unwrap();
+    let note = Notification {
+        headers: [("x-test-signed".to_owned(), "yes".to_owned())].into(),
+        body: format!("f1|{id}|failed:card_declined").into_bytes(),
+    };
+    w.uc.handle_notification(&mock, &note).await.unwrap();
+    assert_eq!(
+        w.wallet("fcb").await.get(&id).unwrap().status,
+        BindingStatus::Failed
+    );
+    gate.add_permits(1);
+    let e = bind.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ChannelRejected, "{e}");
+    let card = w.wallet("fcb").await.get(&id).unwrap().clone();
+    assert_eq!(
+        (
+            card.status,
+            card.failure.as_ref().map(|f| f.as_str().to_owned())
+        ),
+        (BindingStatus::Failed, Some("card_declined".to_owned())),
+        "the card stays as the callback left it"
+    );
+}

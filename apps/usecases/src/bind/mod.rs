@@ -299,6 +299,23 @@ impl UseCases {
             )
             .into());
         }
+        // Failed while this bind waited for its channel's answer (the
+        // channel's callback declined it first): the answer is that
+        // decline, as when the channel's answer itself declines it, not
+        // `201 Created` of a failed card (which a retry under the same key
+        // would replay).
+        if view.binding.status == BindingStatus::Failed {
+            return Err(match &view.binding.failure {
+                Some(cardbind_domain::FailureReason::ChannelDeclined(code)) => {
+                    channel_rejected(code.as_str()).into()
+                }
+                other => Clash::transition(format!(
+                    "the card failed while this bind ran ({}); bind it again to try again",
+                    other.as_ref().map_or("failed", |f| f.as_str())
+                ))
+                .into(),
+            });
+        }
         Ok(view)
     }
 
