@@ -105,6 +105,46 @@ async fn an_otp_bind_waits_then_verifies() {
     assert_eq!(ok.binding.otp_attempts, 2);
 }
 
+/// A code check the channel answers unusably (an answer that does not
+/// parse or whose signature does not verify) is the channel unavailable,
+/// `503`, as a timeout is: whether the code was checked is not known, so
+/// the attempt is given back and the code can be sent again. It was
+/// `500 internal_error` with the attempt used up.
+#[tokio::test]
+async fn an_unusable_answer_to_a_code_check_is_the_channel_unavailable() {
+    let w = world(Policy::default());
+    w.channel.always(Script::Otp);
+    let v =
+        w.uc.bind_card(&backend(), bind_cmd("uca", &visa(3), w.now()))
+            .await
+            .unwrap();
+    let cmd = |otp: &str| VerifyCard {
+        user: user("uca"),
+        card: v.binding.id.clone(),
+        otp: Otp::parse(otp).unwrap(),
+    };
+    for e in [
+        ChannelError::Protocol("unsigned error_response".into()),
+        ChannelError::InvalidSignature,
+    ] {
+        w.channel.confirm_fails.lock().unwrap().replace(e.clone());
+        let refused = w.uc.verify(&backend(), cmd("123456")).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::ChannelUnavailable, "{e}");
+        let card = w.wallet("uca").await.get(&v.binding.id).unwrap().clone();
+        assert_eq!(
+            (card.status, card.otp_attempts),
+            (BindingStatus::PendingVerification, 0),
+            "{e}"
+        );
+    }
+    w.channel.confirm_fails.lock().unwrap().take();
+    let ok = w.uc.verify(&backend(), cmd("123456")).await.unwrap();
+    assert_eq!(
+        (ok.binding.status, ok.binding.otp_attempts),
+        (BindingStatus::Active, 1)
+    );
+}
+
 /// A card whose code did not come within its verification window is bound
 /// again by the next bind of it (before, `card_already_bound` until a code
 /// check or `cardbind reconcile` failed it): a new code is sent, the data

@@ -226,6 +226,8 @@ pub struct ScriptChannel {
     pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// Holds a code check until released.
     pub confirm_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// When set, every code check fails so.
+    pub confirm_fails: Mutex<Option<ChannelError>>,
     /// Starts per binding id: a card bound again gets a new reference, as
     /// real channels give a new agreement.
     pub starts_of: Mutex<HashMap<String, u32>>,
@@ -260,6 +262,7 @@ impl ScriptChannel {
             query: Mutex::new(HashMap::new()),
             gate: Mutex::new(None),
             confirm_gate: Mutex::new(None),
+            confirm_fails: Mutex::new(None),
             starts_of: Mutex::new(HashMap::new()),
             currencies: Mutex::new(Vec::new()),
             holder_names: Mutex::new(Vec::new()),
@@ -345,6 +348,9 @@ impl PaymentChannel for ScriptChannel {
         let gate = self.confirm_gate.lock().unwrap().clone();
         if let Some(g) = gate {
             let _permit = g.acquire().await.unwrap();
+        }
+        if let Some(e) = self.confirm_fails.lock().unwrap().clone() {
+            return Err(e);
         }
         // An agreement the channel no longer has waits for no code.
         let state = self.query.lock().unwrap().get(b.as_str()).cloned();
