@@ -569,7 +569,8 @@ async fn a_review_retry_sends_a_name_an_older_rule_took() {
 
 /// A card waiting in review whose number, resident ID and phone were
 /// taken under wider rules than today's (a UnionPay 81 range since
-/// narrowed, a region code since checked, a 7-digit E.164 number): the
+/// narrowed, a region code since checked, a `+86` number that is not a
+/// mobile's, which the store reads back as any E.164 number): the
 /// operator's retry sends it to its channel as it was bound, rather than
 /// refusing its data as unreadable and auditing a tampering.
 #[tokio::test]
@@ -577,7 +578,7 @@ async fn a_review_retry_sends_card_data_older_rules_took() {
     use cardbind_domain::{CardNumber, Phone, ResidentId, SealedField};
     let (w, v) = gus_in_review().await;
     let id = v.binding.id.clone();
-    let (pan, id_number, phone) = ("8199000000000001", "200105194912310021", "+6834002");
+    let (pan, id_number, phone) = ("8199000000000001", "200105194912310021", "+861012345678");
     assert!(CardNumber::parse(pan).is_err());
     assert!(ResidentId::parse(id_number).is_err());
     assert!(Phone::parse(phone).is_err());
