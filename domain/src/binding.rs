@@ -596,8 +596,13 @@ impl Binding {
         self.go(BindingStatus::PendingReview, now)
     }
 
+    /// Fails the card, and ends the consent its bind was given under: that
+    /// bind is over, so the consent is in force no more (`revoked_by` is
+    /// `failed:` and the failure's code). A bind of the card again asks for
+    /// a consent of its own.
     pub fn fail(&mut self, reason: FailureReason, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Failed, now)?;
+        self.end_consents(now, &format!("failed:{}", reason.as_str()));
         self.0.failure = Some(reason);
         Ok(())
     }
@@ -659,6 +664,12 @@ impl Binding {
             return Ok(false);
         }
         self.go(BindingStatus::Inactive, now)?;
+        self.end_consents(now, by);
+        Ok(true)
+    }
+
+    /// Ends every consent still in force, at `now`, by `by`.
+    fn end_consents(&mut self, now: Timestamp, by: &str) {
         for c in self
             .0
             .consents
@@ -668,7 +679,6 @@ impl Binding {
             c.revoked_at = Some(now);
             c.revoked_by = Some(by.to_owned());
         }
-        Ok(true)
     }
 }
 
@@ -906,6 +916,42 @@ mod tests {
         };
         let e = b.rebind(card, now, &VerificationPolicy::default());
         assert_eq!(e.unwrap_err().code, ErrorCode::CardAlreadyBound);
+    }
+
+    /// A failed bind's consent ends with it, at the failure; a bind of the
+    /// card again has a consent of its own, which its unbind ends. Before,
+    /// the failed bind's consent stayed in force beside the new one, and the
+    /// unbind ended both at its own time.
+    #[test]
+    fn a_failed_binds_consent_ends_with_it() {
+        let t = |s: i64| Timestamp::from_unix_millis(s * 1000);
+        let mut b = sample("card_f", t(0));
+        b.fail(FailureReason::InvalidOtp, t(5)).unwrap();
+        let ended = |c: &ConsentRecord| (c.revoked_at, c.revoked_by.clone());
+        assert_eq!(
+            ended(b.consent().unwrap()),
+            (Some(t(5)), Some("failed:invalid_otp".to_owned()))
+        );
+        let card = CardToBind {
+            new_id: BindingId::parse("unused").unwrap(),
+            fingerprint: b.fingerprint.clone(),
+            card: b.card.clone(),
+            consent: consent(t(9)),
+            generation: 2,
+            bind_key: None,
+        };
+        b.rebind(card, t(9), &VerificationPolicy::default())
+            .unwrap();
+        assert_eq!(b.consents.len(), 2);
+        assert_eq!(ended(&b.consents[1]), (None, None), "the new bind's");
+        b.unbind(t(20), "user-1").unwrap();
+        assert_eq!(
+            b.consents.iter().map(ended).collect::<Vec<_>>(),
+            [
+                (Some(t(5)), Some("failed:invalid_otp".to_owned())),
+                (Some(t(20)), Some("user-1".to_owned())),
+            ]
+        );
     }
 
     #[test]

@@ -806,3 +806,40 @@ async fn a_consents_free_text_keeps_no_card_number_however_written_or_cut() {
         assert!(!log.contains(digits), "{digits} in {log}");
     }
 }
+
+/// A bind the channel declines ends its consent then, by the failure
+/// (`failed:<failure_code>`); a bind of the card again has a consent of its
+/// own, which ends at its own end. Before, a failed bind's consent stayed
+/// in force beside the next one's, and an unbind ended both at its own
+/// time.
+#[tokio::test]
+async fn a_declined_binds_consent_ends_with_it() {
+    const MC_DECLINE: &str = "5105105105105100";
+    let app = spawn();
+    app.bind("dora", "k-dec", &bind_body(MC_DECLINE))
+        .await
+        .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    let failed_at = app.clock.now().to_rfc3339();
+    let first = consents(&app, &bearer("aud", "auditor"), "dora").await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0]["revoked_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("failed:")),
+        "{first:?}"
+    );
+    assert_eq!(first[0]["revoked_at"], failed_at.as_str());
+
+    app.clock.advance_seconds(5);
+    let body = bind_body(MC_DECLINE);
+    // Bound again (the mock declines this number at every bind): the new
+    // bind's consent ends at its own failure, the first keeps its time.
+    app.bind("dora", "k-dec-2", &body)
+        .await
+        .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    let both = consents(&app, &bearer("aud", "auditor"), "dora").await;
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0]["revoked_at"], first[0]["revoked_at"]);
+    assert_eq!(both[1]["revoked_at"], app.clock.now().to_rfc3339().as_str());
+    assert_ne!(both[0]["revoked_at"], both[1]["revoked_at"]);
+}

@@ -113,8 +113,13 @@ pub struct ConsentDto {
     /// The channel's agreement id, once signed.
     #[oai(skip_serializing_if_is_none)]
     pub agreement_id: Option<String>,
+    /// When the consent stopped being in force: the card's unbind, or the
+    /// failure of the bind it was given for.
     #[oai(skip_serializing_if_is_none)]
     pub revoked_at: Option<DateTime>,
+    /// Who ended it: the unbinding token's subject, `channel:NAME` (the
+    /// channel ended the agreement), or `failed:` and the card's
+    /// `failure_code` (its bind failed).
     #[oai(skip_serializing_if_is_none)]
     pub revoked_by: Option<String>,
 }
