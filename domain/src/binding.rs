@@ -400,6 +400,16 @@ impl Binding {
                 "this card was unbound while an operator had it frozen: it can be bound again once an operator lifts the hold (unfreeze); bind it again then",
             ));
         }
+        // A bind that failed before failures ended their consent (an older
+        // build's record) still holds it in force: it ends as of the
+        // failure (the card's last change), as it would have then.
+        if self.0.status == BindingStatus::Failed {
+            let by = format!(
+                "failed:{}",
+                self.0.failure.as_ref().map_or("failed", |f| f.as_str())
+            );
+            self.end_consents(self.0.updated_at, &by);
+        }
         self.go(BindingStatus::PendingVerification, now)?;
         self.0.card = card.card;
         self.0.channel = card.consent.channel.clone();
@@ -950,6 +960,30 @@ mod tests {
             [
                 (Some(t(5)), Some("failed:invalid_otp".to_owned())),
                 (Some(t(20)), Some("user-1".to_owned())),
+            ]
+        );
+
+        // A card an older build failed kept its consent in force: a bind
+        // of it again ends that consent as of the failure.
+        let mut old = sample("card_o", t(0));
+        old.fail(FailureReason::VerificationExpired, t(7)).unwrap();
+        old.0.consents[0].revoked_at = None;
+        old.0.consents[0].revoked_by = None;
+        let card = CardToBind {
+            new_id: BindingId::parse("unused").unwrap(),
+            fingerprint: old.fingerprint.clone(),
+            card: old.card.clone(),
+            consent: consent(t(30)),
+            generation: 2,
+            bind_key: None,
+        };
+        old.rebind(card, t(30), &VerificationPolicy::default())
+            .unwrap();
+        assert_eq!(
+            old.consents.iter().map(ended).collect::<Vec<_>>(),
+            [
+                (Some(t(7)), Some("failed:verification_expired".to_owned())),
+                (None, None),
             ]
         );
     }

@@ -130,12 +130,26 @@ impl Opener {
     }
 }
 
+/// The WAL file of the database at `path`.
+fn wal_of(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
 /// `path` as an SQLite URI that opens it immutable (bytes other than
-/// unreserved ones and `/` percent-encoded, as URIs want them).
+/// unreserved ones and `/` percent-encoded, as URIs want them; one leading
+/// `/`, as `//` would start an authority).
 fn immutable_uri(path: &Path) -> String {
     let full = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let bytes = full.as_os_str().as_encoded_bytes();
+    let extra = bytes
+        .iter()
+        .take_while(|b| **b == b'/')
+        .count()
+        .saturating_sub(1);
     let mut uri = String::from("file:");
-    for b in full.as_os_str().as_encoded_bytes() {
+    for b in &bytes[extra..] {
         if b.is_ascii_alphanumeric() || b"/-._~".contains(b) {
             uri.push(char::from(*b));
         } else {
@@ -347,26 +361,35 @@ impl Engine {
                 reason: "no such file".to_owned(),
             });
         }
-        let mut opener = Opener {
+        // Opening is lazy: the first read is what meets the WAL files.
+        let probe = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)));
+        let access = match probe {
+            Ok(_) => Access::ReadOnly,
+            // SQLite may not add the WAL files beside it (a read-only
+            // directory): a file without a WAL is read as it is. Any other
+            // failure (a lock held, a file that is not a database) is said.
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+                ) && !wal_of(path).exists() =>
+            {
+                Access::Immutable
+            }
+            Err(e) => return Err(OpenError::Store(db_err(e))),
+        };
+        let opener = Opener {
             path: path.to_owned(),
             options: options.clone(),
-            access: Access::ReadOnly,
+            access,
         };
-        let first = match opener.open(Role::Reader).and_then(|c| {
-            // Opening is lazy: the first read is what meets the WAL.
-            schema::version(&c).map(|_| c)
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                let mut wal = path.as_os_str().to_owned();
-                wal.push("-wal");
-                if Path::new(&wal).exists() {
-                    return Err(OpenError::Store(e));
-                }
-                opener.access = Access::Immutable;
-                opener.open(Role::Reader).map_err(OpenError::Store)?
-            }
-        };
+        let first = opener.open(Role::Reader).map_err(OpenError::Store)?;
         schema::check_current(&first)?;
         let mut readers = Vec::with_capacity(options.readers.max(1));
         readers.push(first);
@@ -775,5 +798,19 @@ mod tests {
         // Once over, the next occurrence is news again.
         assert_eq!(r.ended(), None);
         assert_eq!(r.happened(t0 + every + Duration::from_secs(2)), Some(1));
+    }
+
+    /// The immutable URI names the file as a path (one leading `/`: two
+    /// would start an authority, a host) with what URIs reserve encoded.
+    #[test]
+    fn an_immutable_uri_names_the_path_it_was_given() {
+        assert_eq!(
+            immutable_uri(Path::new("//x/a b%?#é.sqlite3")),
+            "file:/x/a%20b%25%3F%23%C3%A9.sqlite3?immutable=1"
+        );
+        assert_eq!(
+            immutable_uri(Path::new("/data/cardbind.sqlite3")),
+            "file:/data/cardbind.sqlite3?immutable=1"
+        );
     }
 }

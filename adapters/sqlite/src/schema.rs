@@ -187,13 +187,6 @@ fn check(conn: &Connection) -> Result<i64, OpenError> {
     Ok(version)
 }
 
-/// The schema version the file at `conn` says it has (a read of its
-/// header: the first read of a connection).
-pub(crate) fn version(conn: &Connection) -> Result<i64, cardbind_ports::error::StoreError> {
-    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db_err)
-}
-
 /// For a store opened read-only: the file must be a cardbind database of
 /// exactly this build's schema (an older one is not upgraded).
 pub(crate) fn check_current(conn: &Connection) -> Result<(), OpenError> {

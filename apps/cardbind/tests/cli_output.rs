@@ -1868,6 +1868,27 @@ async fn audit_verify_reads_a_read_only_copy_and_changes_nothing() {
         "the store's file changed"
     );
     assert!(!data.join("jwt.secret").exists(), "a token secret was made");
+    // Nor are the channels' key files read: the production configuration
+    // will do where its secrets are not at hand (the check built every
+    // enabled channel, and failed on their keys).
+    let conf = dir.path().join("alipay.toml");
+    std::fs::write(
+        &conf,
+        "[channels]\nenabled = [\"alipay\"]\ndefault = \"alipay\"\n\n\
+         [channels.alipay]\ngateway_url = \"https://openapi.alipay.com/gateway.do\"\n\
+         app_id = \"2021000000000000\"\nprivate_key_file = \"/nonexistent/app.key\"\n\
+         alipay_public_key_file = \"/nonexistent/alipay.pub\"\n\
+         sign_scene = \"INDUSTRY|CARRENTAL\"\n",
+    )
+    .unwrap();
+    let out = cardbind()
+        .args(["audit", "verify", "--config"])
+        .arg(&conf)
+        .env("CARDBIND__SERVER__DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 
     // A copy in a directory the command may not write to.
     let copy = dir.path().join("copy");

@@ -313,25 +313,27 @@ fn apply_answer(
             );
             Err(channel_rejected(code).into())
         }
-        // Unreachable, or an answer that cannot be used (it does not parse,
-        // or its signature does not verify): whether the code was checked
-        // is not known, so the attempt is given back and the code can be
-        // sent again.
-        Err(e) => {
-            let unavailable = match ChannelFailure::of(e.clone()) {
-                ChannelFailure::Unreachable(u) => u,
-                _ => {
-                    tracing::warn!(error = %e, "payment channel answered a code check unusably");
-                    crate::error::channel_unavailable()
-                }
-            };
-            let r: Result<(), VerifyError> = w.change(id, |b| {
-                b.otp_unchecked(now);
-                Ok::<(), VerifyError>(())
-            });
-            r.ok();
-            Err(unavailable.into())
-        }
+        Err(e) => match ChannelFailure::of(e.clone()) {
+            // Not reached: the code was not checked, so the attempt is
+            // given back.
+            ChannelFailure::Unreachable(u) => {
+                let r: Result<(), VerifyError> = w.change(id, |b| {
+                    b.otp_unchecked(now);
+                    Ok::<(), VerifyError>(())
+                });
+                r.ok();
+                Err(u.into())
+            }
+            // An answer that cannot be used (it does not parse, or its
+            // signature does not verify): the channel answered, so it may
+            // well have checked the code, and the attempt stays counted (a
+            // channel whose answers to wrong codes cannot be read must not
+            // let guesses through uncounted). The client may try again.
+            _ => {
+                tracing::warn!(error = %e, "payment channel answered a code check unusably");
+                Err(crate::error::channel_unavailable().into())
+            }
+        },
     };
     let to = w.get(id).map(|b| b.status).unwrap_or(from);
     let mut e = ctx

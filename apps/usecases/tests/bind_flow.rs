@@ -107,9 +107,10 @@ async fn an_otp_bind_waits_then_verifies() {
 
 /// A code check the channel answers unusably (an answer that does not
 /// parse or whose signature does not verify) is the channel unavailable,
-/// `503`, as a timeout is: whether the code was checked is not known, so
-/// the attempt is given back and the code can be sent again. It was
-/// `500 internal_error` with the attempt used up.
+/// `503`, and the code can be sent again (it was `500 internal_error`).
+/// The attempt stays counted: the channel answered, so it may have checked
+/// the code, and guesses whose answers cannot be read must not go
+/// uncounted.
 #[tokio::test]
 async fn an_unusable_answer_to_a_code_check_is_the_channel_unavailable() {
     let w = world(Policy::default());
@@ -123,17 +124,20 @@ async fn an_unusable_answer_to_a_code_check_is_the_channel_unavailable() {
         card: v.binding.id.clone(),
         otp: Otp::parse(otp).unwrap(),
     };
-    for e in [
+    for (tried, e) in [
         ChannelError::Protocol("unsigned error_response".into()),
         ChannelError::InvalidSignature,
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         w.channel.confirm_fails.lock().unwrap().replace(e.clone());
         let refused = w.uc.verify(&backend(), cmd("123456")).await.unwrap_err();
         assert_eq!(refused.code(), ErrorCode::ChannelUnavailable, "{e}");
         let card = w.wallet("uca").await.get(&v.binding.id).unwrap().clone();
         assert_eq!(
             (card.status, card.otp_attempts),
-            (BindingStatus::PendingVerification, 0),
+            (BindingStatus::PendingVerification, tried as u32 + 1),
             "{e}"
         );
     }
@@ -141,7 +145,7 @@ async fn an_unusable_answer_to_a_code_check_is_the_channel_unavailable() {
     let ok = w.uc.verify(&backend(), cmd("123456")).await.unwrap();
     assert_eq!(
         (ok.binding.status, ok.binding.otp_attempts),
-        (BindingStatus::Active, 1)
+        (BindingStatus::Active, 3)
     );
 }
 

@@ -320,5 +320,40 @@ async fn the_service_anchors_closed_audit_windows_and_audit_verify_checks_them()
 async fn the_service_anchors_audit_windows_on_mongodb_too() {
     // Skipped (printed) only where no MongoDB is configured; under CI=true
     // a missing one fails.
-    anchored_service(Storage::Mongo).await;
+    let Some((app, _, _)) = anchored_service(Storage::Mongo).await else {
+        return;
+    };
+    // `audit verify` reads MongoDB without making anything: an index
+    // dropped behind its back stays dropped through the check (a read-only
+    // role will do), where an admin command that writes makes it again.
+    let config = app.config.clone();
+    let client = mongodb::Client::with_uri_str(&config.storage.uri)
+        .await
+        .unwrap();
+    let seen = client
+        .database(&config.storage.database)
+        .collection::<mongodb::bson::Document>("seen_ids");
+    let names = || async { seen.list_index_names().await.unwrap() };
+    let dropped = names()
+        .await
+        .into_iter()
+        .find(|n| n != "_id_")
+        .expect("an index of the seen ids");
+    seen.drop_index(&dropped).await.unwrap();
+    let usecases = cardbind::compose::usecases_for_reading(&config)
+        .await
+        .unwrap();
+    let r = cardbind::cli::verify_audit_log(&usecases, 500)
+        .await
+        .unwrap();
+    assert!(r.broken.is_none() && r.links_checked > 0, "{r:?}");
+    assert!(
+        !names().await.contains(&dropped),
+        "the check made {dropped}"
+    );
+    cardbind::compose::existing_stores(&config).await.unwrap();
+    assert!(
+        names().await.contains(&dropped),
+        "an admin command makes it"
+    );
 }

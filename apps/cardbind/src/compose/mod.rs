@@ -199,14 +199,23 @@ pub async fn build_existing_without_keys(config: &Config) -> anyhow::Result<Buil
 }
 
 /// The use cases on the store opened for reading only
-/// ([`stores::existing_stores_for_reading`]), without keys and without the
-/// HTTP side (whose token secret a first start would make): for `audit
-/// verify`, which writes nothing.
+/// ([`stores::existing_stores_for_reading`]): for `audit verify`, which
+/// writes nothing and reads no secret. So no keys, no HTTP side (whose
+/// token secret a first start would make), no channel of the
+/// configuration's (their key files) and no step-up (its secret): the
+/// check reads the store alone.
 pub async fn usecases_for_reading(config: &Config) -> anyhow::Result<UseCases> {
     let stores = stores::existing_stores_for_reading(config).await?;
+    let mut reading = config.clone();
+    reading.channels = crate::config::ChannelsConfig {
+        resilience: config.channels.resilience.clone(),
+        reconcile_after_seconds: config.channels.reconcile_after_seconds,
+        ..crate::config::ChannelsConfig::default()
+    };
+    reading.step_up.enabled = false;
     let metrics = prometheus::Registry::new();
     let (usecases, _, _) =
-        usecases_on(config, &stores, Some(Arc::new(keys::NoKeys)), &metrics).await?;
+        usecases_on(&reading, &stores, Some(Arc::new(keys::NoKeys)), &metrics).await?;
     Ok(usecases)
 }
 

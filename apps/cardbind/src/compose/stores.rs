@@ -102,7 +102,7 @@ pub async fn existing_stores(config: &Config) -> anyhow::Result<Stores> {
         }
     }
     if config.storage.kind == StorageKind::Mongodb {
-        return mongo_with(config, None, true).await;
+        return mongo_with(config, None, Use::Existing).await;
     }
     stores(config).await
 }
@@ -112,6 +112,10 @@ pub async fn existing_stores(config: &Config) -> anyhow::Result<Stores> {
 /// opens, and nothing in it is upgraded, checkpointed or written. It must
 /// be of this build's schema.
 pub async fn existing_stores_for_reading(config: &Config) -> anyhow::Result<Stores> {
+    if config.storage.kind == StorageKind::Mongodb {
+        // Nor are MongoDB's indexes made: a read-only role will do.
+        return mongo_with(config, None, Use::Read).await;
+    }
     if config.storage.kind != StorageKind::Sqlite {
         return existing_stores(config).await;
     }
@@ -166,7 +170,18 @@ pub async fn mongo(
     config: &Config,
     monitor: Option<cardbind_mongo::CommandLog>,
 ) -> anyhow::Result<Stores> {
-    mongo_with(config, monitor, false).await
+    mongo_with(config, monitor, Use::Serve).await
+}
+
+/// What a MongoDB store is opened for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// The service: its collections and indexes are made when missing.
+    Serve,
+    /// An admin command: the store must exist; its indexes are made.
+    Existing,
+    /// A command that only reads: the store must exist; nothing is made.
+    Read,
 }
 
 /// [`mongo`]; with `existing`, refused (nothing made) when the database
@@ -174,7 +189,7 @@ pub async fn mongo(
 async fn mongo_with(
     config: &Config,
     monitor: Option<cardbind_mongo::CommandLog>,
-    existing: bool,
+    purpose: Use,
 ) -> anyhow::Result<Stores> {
     let s = &config.storage;
     let timeout = Duration::from_millis(s.timeout_ms);
@@ -183,7 +198,7 @@ async fn mongo_with(
     let m = cardbind_mongo::MongoStore::with_config(options)
         .await
         .context("storage.uri: cannot set up the MongoDB client")?;
-    if existing
+    if purpose != Use::Serve
         && !m
             .holds_a_store()
             .await
@@ -208,12 +223,14 @@ async fn mongo_with(
     ))
     .await
     .map_err(|e| anyhow!("storage: the database does not answer: {e}"))?;
-    m.ensure_indexes()
-        .await
-        .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
     let bins = cardbind_mongo::MongoBinTableStore::new(m.database(), timeout);
-    bins.ensure_indexes()
-        .await
-        .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
+    if purpose != Use::Read {
+        m.ensure_indexes()
+            .await
+            .map_err(|e| anyhow!("storage: creating indexes failed: {e}"))?;
+        bins.ensure_indexes()
+            .await
+            .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
+    }
     Ok(Stores::all_in_one(Arc::new(m), Arc::new(bins)))
 }
