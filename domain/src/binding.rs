@@ -404,10 +404,7 @@ impl Binding {
         // build's record) still holds it in force: it ends as of the
         // failure (the card's last change), as it would have then.
         if self.0.status == BindingStatus::Failed {
-            let by = format!(
-                "failed:{}",
-                self.0.failure.as_ref().map_or("failed", |f| f.as_str())
-            );
+            let by = ended_by_failure(self.0.failure.as_ref());
             self.end_consents(self.0.updated_at, &by);
         }
         self.go(BindingStatus::PendingVerification, now)?;
@@ -612,7 +609,7 @@ impl Binding {
     /// a consent of its own.
     pub fn fail(&mut self, reason: FailureReason, now: Timestamp) -> Result<(), Clash> {
         self.go(BindingStatus::Failed, now)?;
-        self.end_consents(now, &format!("failed:{}", reason.as_str()));
+        self.end_consents(now, &ended_by_failure(Some(&reason)));
         self.0.failure = Some(reason);
         Ok(())
     }
@@ -690,6 +687,11 @@ impl Binding {
             c.revoked_by = Some(by.to_owned());
         }
     }
+}
+
+/// Who ended a consent whose bind failed: `failed:` and the failure's code.
+fn ended_by_failure(reason: Option<&FailureReason>) -> String {
+    format!("failed:{}", reason.map_or("failed", |r| r.as_str()))
 }
 
 #[cfg(test)]
@@ -942,15 +944,15 @@ mod tests {
             ended(b.consent().unwrap()),
             (Some(t(5)), Some("failed:invalid_otp".to_owned()))
         );
-        let card = CardToBind {
+        let again = |b: &Binding, at: Timestamp| CardToBind {
             new_id: BindingId::parse("unused").unwrap(),
             fingerprint: b.fingerprint.clone(),
             card: b.card.clone(),
-            consent: consent(t(9)),
+            consent: consent(at),
             generation: 2,
             bind_key: None,
         };
-        b.rebind(card, t(9), &VerificationPolicy::default())
+        b.rebind(again(&b, t(9)), t(9), &VerificationPolicy::default())
             .unwrap();
         assert_eq!(b.consents.len(), 2);
         assert_eq!(ended(&b.consents[1]), (None, None), "the new bind's");
@@ -969,15 +971,7 @@ mod tests {
         old.fail(FailureReason::VerificationExpired, t(7)).unwrap();
         old.0.consents[0].revoked_at = None;
         old.0.consents[0].revoked_by = None;
-        let card = CardToBind {
-            new_id: BindingId::parse("unused").unwrap(),
-            fingerprint: old.fingerprint.clone(),
-            card: old.card.clone(),
-            consent: consent(t(30)),
-            generation: 2,
-            bind_key: None,
-        };
-        old.rebind(card, t(30), &VerificationPolicy::default())
+        old.rebind(again(&old, t(30)), t(30), &VerificationPolicy::default())
             .unwrap();
         assert_eq!(
             old.consents.iter().map(ended).collect::<Vec<_>>(),

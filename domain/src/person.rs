@@ -226,6 +226,14 @@ impl fmt::Debug for ResidentId {
     }
 }
 
+/// The digits of an E.164 number after its `+`: 7–15 of them, the first
+/// not 0.
+fn is_e164(digits: &str) -> bool {
+    (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
 /// A phone number in E.164 form. Mainland mobile numbers are accepted with
 /// or without `+86`/`0086`/`86`; others must be given as `+` and 7–15 digits
 /// (the shortest in use: Niue's, Tokelau's and Saint Helena's, a 3-digit
@@ -274,8 +282,8 @@ impl Phone {
                 return Err(bad());
             }
         }
-        // Other countries: E.164 with a leading '+', 7–15 digits, no leading zero.
-        if plus && (7..=15).contains(&digits.len()) && !digits.starts_with('0') {
+        // Other countries: E.164 with a leading '+'.
+        if plus && is_e164(digits) {
             return Ok(Phone(format!("+{digits}")));
         }
         Err(bad())
@@ -286,11 +294,7 @@ impl Phone {
     /// (the rules it was taken under may have been wider than today's);
     /// new numbers go through [`Phone::parse`].
     pub fn restore(stored: &str) -> Option<Phone> {
-        let digits = stored.strip_prefix('+')?;
-        let ok = (7..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        ok.then(|| Phone(stored.to_owned()))
+        is_e164(stored.strip_prefix('+')?).then(|| Phone(stored.to_owned()))
     }
 
     /// E.164 form, e.g. `+8613800138000`.

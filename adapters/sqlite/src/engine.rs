@@ -107,8 +107,15 @@ enum Access {
 
 impl Opener {
     fn open(&self, role: Role) -> Result<Connection, StoreError> {
+        let conn = self.connect(role).map_err(db_err)?;
+        configure(&conn, role, &self.options)?;
+        Ok(conn)
+    }
+
+    /// A connection to the file as `access` says, not yet configured.
+    fn connect(&self, role: Role) -> rusqlite::Result<Connection> {
         let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let conn = match self.access {
+        match self.access {
             Access::ReadWrite => {
                 flags |= OpenFlags::SQLITE_OPEN_READ_WRITE;
                 if role == Role::Writer {
@@ -124,9 +131,6 @@ impl Opener {
                 flags | OpenFlags::SQLITE_OPEN_READ_ONLY,
             ),
         }
-        .map_err(db_err)?;
-        configure(&conn, role, &self.options)?;
-        Ok(conn)
     }
 }
 
@@ -242,9 +246,9 @@ pub(crate) struct Counters {
 
 /// The running store: a handle to the writer's queue and the readers.
 pub(crate) struct Engine {
+    /// No writer behind it when the store is opened read-only
+    /// ([`Engine::open_read_only`]).
     jobs: mpsc::Sender<Box<dyn Job>>,
-    /// Opened by [`Engine::open_read_only`]: no writer behind `jobs`.
-    read_only: bool,
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
     opener: Opener,
@@ -333,7 +337,6 @@ impl Engine {
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         Ok(Arc::new(Engine {
             jobs,
-            read_only: false,
             readers: Mutex::new(readers),
             max_readers: options.readers.max(1),
             opener,
@@ -361,16 +364,21 @@ impl Engine {
                 reason: "no such file".to_owned(),
             });
         }
+        let mut opener = Opener {
+            path: path.to_owned(),
+            options: options.clone(),
+            access: Access::ReadOnly,
+        };
         // Opening is lazy: the first read is what meets the WAL files.
-        let probe = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)));
-        let access = match probe {
-            Ok(_) => Access::ReadOnly,
+        let probe = opener.connect(Role::Reader).and_then(|c| {
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
+            Ok(c)
+        });
+        let first = match probe {
+            Ok(c) => {
+                configure(&c, Role::Reader, &options).map_err(OpenError::Store)?;
+                c
+            }
             // SQLite may not add the WAL files beside it (a read-only
             // directory): a file without a WAL is read as it is. Any other
             // failure (a lock held, a file that is not a database) is said.
@@ -380,16 +388,11 @@ impl Engine {
                     Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
                 ) && !wal_of(path).exists() =>
             {
-                Access::Immutable
+                opener.access = Access::Immutable;
+                opener.open(Role::Reader).map_err(OpenError::Store)?
             }
             Err(e) => return Err(OpenError::Store(db_err(e))),
         };
-        let opener = Opener {
-            path: path.to_owned(),
-            options: options.clone(),
-            access,
-        };
-        let first = opener.open(Role::Reader).map_err(OpenError::Store)?;
         schema::check_current(&first)?;
         let mut readers = Vec::with_capacity(options.readers.max(1));
         readers.push(first);
@@ -397,7 +400,6 @@ impl Engine {
         let (jobs, _) = mpsc::channel::<Box<dyn Job>>(1);
         Ok(Arc::new(Engine {
             jobs,
-            read_only: true,
             readers: Mutex::new(readers),
             max_readers: options.readers.max(1),
             opener,
@@ -419,7 +421,7 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.read_only {
+        if self.opener.access != Access::ReadWrite {
             return Err(unavailable("the store is open read-only"));
         }
         let (reply, answer) = oneshot::channel();
