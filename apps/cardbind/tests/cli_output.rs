@@ -1034,7 +1034,13 @@ fn test_event(
 /// `cardbind audit verify` on the embedded store in `data`: its exit
 /// code, stdout and stderr.
 fn audit_verify_in(data: &std::path::Path) -> (Option<i32>, String, String) {
-    let out = cardbind()
+    audit_verify_by(cardbind(), data)
+}
+
+/// `cmd` (a `cardbind` to run) running `audit verify` on the embedded
+/// store in `data`: its exit code, stdout and stderr.
+fn audit_verify_by(mut cmd: Command, data: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = cmd
         .args(["audit", "verify"])
         .env("CARDBIND__SERVER__DATA_DIR", data)
         .output()
@@ -1881,14 +1887,10 @@ async fn audit_verify_reads_a_read_only_copy_and_changes_nothing() {
          sign_scene = \"INDUSTRY|CARRENTAL\"\n",
     )
     .unwrap();
-    let out = cardbind()
-        .args(["audit", "verify", "--config"])
-        .arg(&conf)
-        .env("CARDBIND__SERVER__DATA_DIR", &data)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut with_alipay = cardbind();
+    with_alipay.arg("--config").arg(&conf);
+    let (code, _, stderr) = audit_verify_by(with_alipay, &data);
+    assert_eq!(code, Some(0), "{stderr}");
 
     // A copy in a directory the command may not write to.
     let copy = dir.path().join("copy");
@@ -1901,17 +1903,8 @@ async fn audit_verify_reads_a_read_only_copy_and_changes_nothing() {
     mode(dir.path(), 0o755);
     mode(&copied, 0o444);
     mode(&copy, 0o555);
-    let mut cmd = as_a_user_who_cannot_write(&copy);
-    let out = cmd
-        .args(["audit", "verify"])
-        .env("CARDBIND__SERVER__DATA_DIR", &copy)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = audit_verify_by(as_a_user_who_cannot_write(&copy), &copy);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.starts_with("audit chains intact: 1 links"),
         "{stdout}"
@@ -1952,29 +1945,20 @@ async fn audit_verify_reads_a_read_only_copy_and_changes_nothing() {
 fn as_a_user_who_cannot_write(dir: &std::path::Path) -> Command {
     let uid = Command::new("id").arg("-u").output().unwrap();
     let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-    let mut cmd = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_cardbind"));
-        without_our_variables(c)
-    } else {
-        cardbind()
+    let run_as = |program: &str| {
+        if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            c
+        } else {
+            Command::new(program)
+        }
     };
     // Checked, so that a test run as another user than intended cannot pass
     // by writing after all.
-    let probe = if root {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "touch"])
-            .arg(dir.join("probe"))
-            .output()
-            .unwrap()
-    } else {
-        Command::new("touch")
-            .arg(dir.join("probe"))
-            .output()
-            .unwrap()
-    };
+    let probe = run_as("touch").arg(dir.join("probe")).output().unwrap();
     assert!(!probe.status.success(), "{} is writable", dir.display());
+    let mut cmd = without_our_variables(run_as(env!("CARGO_BIN_EXE_cardbind")));
     cmd.current_dir(dir);
     cmd
 }
