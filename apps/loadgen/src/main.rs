@@ -206,6 +206,27 @@ fn body(n: u64) -> Bytes {
     ))
 }
 
+/// The bind's `Idempotency-Key`: 32 hex digits that look random, as the
+/// UUIDs real clients send do. The service stores a key's SHA-256, so
+/// where its records go in the store never followed the key's order; the
+/// order the key gives matters only for where a store puts it, and a
+/// counter (`lg-1`, `lg-2`, …, what this generator sent until the 7
+/// December 2026 runs) let the embedded store append what no client's
+/// keys let it append: those runs measured a faster, flatter curve than
+/// clients see (README, "How fast, as the store grows").
+fn idempotency_key(n: u64) -> String {
+    format!("{:016x}{:016x}", mix(n), mix(!n))
+}
+
+/// SplitMix64's finaliser: a bijection on `u64` whose outputs of
+/// consecutive inputs look unrelated.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// What one window measured.
 struct Window {
     hist: Histogram<u64>,
@@ -263,7 +284,7 @@ async fn drive(
                 let req = hyper::Request::post(format!("{url}/v1/users/lg-{n}/cards"))
                     .header("authorization", &auth)
                     .header("content-type", "application/json")
-                    .header("idempotency-key", format!("lg-{n}"))
+                    .header("idempotency-key", idempotency_key(n))
                     .body(Full::new(body(n)));
                 let Ok(req) = req else { continue };
                 let t = Instant::now();
@@ -507,5 +528,19 @@ mod tests {
         assert!((rate - 3_526.7).abs() < 0.1, "{rate}");
         // A tick a little late is still a whole window.
         assert!(!window_rate(1, Duration::from_millis(19_500), window).1);
+    }
+
+    /// Keys are distinct, of one length, and in no order: about half of
+    /// consecutive pairs ascend (a counter's keys all would).
+    #[test]
+    fn idempotency_keys_are_distinct_and_unordered() {
+        let keys: Vec<String> = (0..10_000).map(idempotency_key).collect();
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+        assert!(keys
+            .iter()
+            .all(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit())));
+        let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!((4_500..5_500).contains(&ascending), "{ascending}");
     }
 }
