@@ -207,13 +207,14 @@ fn body(n: u64) -> Bytes {
 }
 
 /// The bind's `Idempotency-Key`: 32 hex digits that look random, as the
-/// UUIDs real clients send do. The service stores a key's SHA-256, so
-/// where its records go in the store never followed the key's order; the
-/// order the key gives matters only for where a store puts it, and a
-/// counter (`lg-1`, `lg-2`, …, what this generator sent until the 7
-/// December 2026 runs) let the embedded store append what no client's
-/// keys let it append: those runs measured a faster, flatter curve than
-/// clients see (README, "How fast, as the store grows").
+/// UUIDs clients send do. Until 2 December 2026 the service stored the
+/// key as sent, and a counter (`lg-1`, `lg-2`, …, what this generator
+/// sent until 7 December) let the embedded store append each bind's
+/// idempotency record, which no client's keys allow: those runs measured
+/// a faster, flatter curve than clients got (README, "How fast, as the
+/// store grows"). Since then the service stores a digest of the key, so
+/// today's figures are the same either way; random keys keep a build or a
+/// store that orders records by the key as sent from being flattered.
 fn idempotency_key(n: u64) -> String {
     format!("{:016x}{:016x}", mix(n), mix(!n))
 }
