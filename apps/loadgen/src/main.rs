@@ -206,26 +206,17 @@ fn body(n: u64) -> Bytes {
     ))
 }
 
-/// The bind's `Idempotency-Key`: 32 hex digits that look random, as the
-/// UUIDs clients send do. Until 2 December 2026 the service stored the
-/// key as sent, and a counter (`lg-1`, `lg-2`, …, what this generator
-/// sent until 7 December) let the embedded store append each bind's
-/// idempotency record, which no client's keys allow: those runs measured
-/// a faster, flatter curve than clients got (README, "How fast, as the
-/// store grows"). Since then the service stores a digest of the key, so
-/// today's figures are the same either way; random keys keep a build or a
-/// store that orders records by the key as sent from being flattered.
-fn idempotency_key(n: u64) -> String {
-    format!("{:016x}{:016x}", mix(n), mix(!n))
-}
-
-/// SplitMix64's finaliser: a bijection on `u64` whose outputs of
-/// consecutive inputs look unrelated.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The bind's `Idempotency-Key`: a random UUID, as clients send. Until 2
+/// December 2026 the service stored the key as sent, and a counter
+/// (`lg-1`, `lg-2`, …, what this generator sent until 7 December) let the
+/// embedded store append each bind's idempotency record, which no
+/// client's keys allow: those runs measured a faster, flatter curve than
+/// clients got (README, "How fast, as the store grows"). Since then the
+/// service stores a digest of the key, so today's figures are the same
+/// either way; random keys keep a build or a store that orders records by
+/// the key as sent from being flattered.
+fn idempotency_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// What one window measured.
@@ -285,7 +276,7 @@ async fn drive(
                 let req = hyper::Request::post(format!("{url}/v1/users/lg-{n}/cards"))
                     .header("authorization", &auth)
                     .header("content-type", "application/json")
-                    .header("idempotency-key", idempotency_key(n))
+                    .header("idempotency-key", idempotency_key())
                     .body(Full::new(body(n)));
                 let Ok(req) = req else { continue };
                 let t = Instant::now();
@@ -531,16 +522,15 @@ mod tests {
         assert!(!window_rate(1, Duration::from_millis(19_500), window).1);
     }
 
-    /// Keys are distinct, of one length, and in no order: about half of
+    /// Keys are distinct random UUIDs, in no order: about half of
     /// consecutive pairs ascend (a counter's keys all would).
     #[test]
     fn idempotency_keys_are_distinct_and_unordered() {
-        let keys: Vec<String> = (0..10_000).map(idempotency_key).collect();
+        let keys: Vec<String> = (0..10_000).map(|_| idempotency_key()).collect();
         let distinct: std::collections::HashSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
-        assert!(keys
-            .iter()
-            .all(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert!(keys.iter().all(|k| uuid::Uuid::parse_str(k)
+            .is_ok_and(|u| u.get_version() == Some(uuid::Version::Random))));
         let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
         assert!((4_500..5_500).contains(&ascending), "{ascending}");
     }
