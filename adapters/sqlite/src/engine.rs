@@ -298,9 +298,9 @@ impl Engine {
             access: Access::ReadWrite,
         };
         let mut writer = opener.open(Role::Writer).map_err(OpenError::Store)?;
-        // An upgrade's few pages (a new index) are let past the size bound:
-        // a file already at it would otherwise not open at all, where it
-        // still serves reads.
+        // An upgrade's pages (a new index, a table copied into a new
+        // shape) are let past the size bound: a file already at it would
+        // otherwise not open at all, where it still serves reads.
         size_bound(&writer, 0).map_err(OpenError::Store)?;
         schema::migrate(&mut writer)?;
         size_bound(&writer, options.max_size_mib).map_err(OpenError::Store)?;

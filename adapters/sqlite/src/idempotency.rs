@@ -1,5 +1,6 @@
 //! Idempotency records ([`IdempotencyStore`]): one row per attempt of a
-//! key, the newest attempt deciding.
+//! key, the newest attempt deciding. Rows are appended in the order they
+//! are claimed and found through the unique index (scope, key, attempt).
 
 use async_trait::async_trait;
 use cardbind_domain::Timestamp;
@@ -11,7 +12,7 @@ use crate::error::{corrupt, db_err};
 use crate::rows::{int, ms, uint};
 use crate::SqliteStore;
 
-const NEWEST_ATTEMPT: &str =
+pub(crate) const NEWEST_ATTEMPT: &str =
     "SELECT attempt, request_hash, created_at, lease_until, state, status, content_type, body
      FROM idempotency WHERE scope = ?1 AND key = ?2 ORDER BY attempt DESC LIMIT 1";
 
@@ -19,8 +20,8 @@ const INSERT_ATTEMPT: &str =
     "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)";
 
-const PURGE_ATTEMPTS: &str = "DELETE FROM idempotency WHERE (scope, key, attempt) IN (
-     SELECT scope, key, attempt FROM idempotency INDEXED BY idempotency_created
+pub(crate) const PURGE_ATTEMPTS: &str = "DELETE FROM idempotency WHERE rowid IN (
+     SELECT rowid FROM idempotency INDEXED BY idempotency_created
      WHERE created_at < ?1 LIMIT ?2)";
 
 const IN_PROGRESS: i64 = 0;

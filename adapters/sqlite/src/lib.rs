@@ -106,13 +106,19 @@
 //! What keeps a call's cost flat as data grows:
 //! * Small records are `WITHOUT ROWID` tables keyed by what they are found
 //!   by (one B-tree each, no second index to update): card data by
-//!   (binding, generation), channel references, idempotency attempts by
-//!   (scope, key, attempt), data keys, seen ids, the review queue.
-//! * Links, which hold a whole wallet (about 0.8 KB of JSON per card), are
-//!   appended in rowid order and found through the index (chain, seq): a
-//!   bind's random-key write there is one small index entry. Only a
+//!   (binding, generation), channel references, data keys, seen ids, the
+//!   review queue.
+//! * Records of a kilobyte or more found by a random key are appended in
+//!   rowid order and found through a small index entry: links, which hold
+//!   a whole wallet (about 0.8 KB of JSON per card), through (chain,
+//!   seq); idempotency attempts, which hold the answer a replay gets
+//!   (about 1 KB), through (scope, key, attempt). A bind's random-key
+//!   writes there are small index entries, many to a page. Only a
 //!   chain's newest link keeps the wallet: a commit drops its
-//!   predecessor's copy in the same transaction.
+//!   predecessor's copy in the same transaction. (Until schema 7 the
+//!   idempotency attempts were kept in place by their key: each bind
+//!   rewrote a random page of them, which cost 9–15 % of the binds/s
+//!   and most p99 spikes of a million-bind run; see the README.)
 //! * Keys that grow with time lead the indexes retention walks (`at`,
 //!   `created_at`, `expires_at`), so inserts land on the right edge of the
 //!   tree and purges delete from its left edge. Rate windows are keyed by
@@ -120,9 +126,9 @@
 //!   whatever else the table still holds. Binding ids are time-ordered
 //!   (UUID v7), so card data and the audit index by card are appends too.
 //! * What stays random is inherent: a wallet by its user, an idempotency
-//!   key, an agreement reference. Each costs one leaf page per write, read
-//!   from the OS's file cache when SQLite's is too small; at a million
-//!   users those trees are about 10–60 MB each.
+//!   key's index entry, an agreement reference. Each costs one leaf page
+//!   per write, read from the OS's file cache when SQLite's is too small;
+//!   at a million users those trees are about 10–60 MB each.
 //!
 //! ## Retention and space
 //! The ports' purge methods delete in steps of a few thousand rows (each

@@ -60,6 +60,23 @@ fn no_statement_scans_or_sorts() {
         "{after:?}"
     );
 
+    // Idempotency attempts are found through their key's index and purged
+    // through the claims' index alone (the table is appended in rowid
+    // order, schema 7).
+    for (sql, index) in [
+        (
+            crate::idempotency::NEWEST_ATTEMPT,
+            "USING INDEX idempotency_key",
+        ),
+        (
+            crate::idempotency::PURGE_ATTEMPTS,
+            "USING COVERING INDEX idempotency_created",
+        ),
+    ] {
+        let lines = plan(&c, sql);
+        assert!(lines.iter().any(|l| l.contains(index)), "{lines:?}\n{sql}");
+    }
+
     // Every shape of an audit listing.
     let t = Timestamp::from_unix_millis(5);
     let cursor = AuditCursor {

@@ -6,8 +6,10 @@
 //! Table design (see the crate docs for the reasons):
 //! * Small records are `WITHOUT ROWID` tables keyed by what they are
 //!   looked up by: one B-tree each, no separate index.
-//! * Links hold a whole wallet (kilobytes): an ordinary table, appended in
-//!   rowid order, found through the index `(chain, seq)`.
+//! * Records of a kilobyte or more found by a random key (links, which
+//!   hold a wallet; idempotency attempts, which hold a stored answer) are
+//!   ordinary tables, appended in rowid order and found through a small
+//!   index entry: a write fills the table's last page, not a random one.
 //! * Keys that grow with time (`at`, `expires_at`, `created_at`) lead the
 //!   indexes that retention walks, so inserts land on the right edge of
 //!   the tree and purges delete from its left edge.
@@ -18,7 +20,7 @@ use crate::error::db_err;
 use crate::OpenError;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// `PRAGMA application_id` of a cardbind database ("CBnd").
 pub const APPLICATION_ID: i64 = 0x4342_6e64;
@@ -155,8 +157,41 @@ const V6: &str = "
 ALTER TABLE review_queue ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 7: idempotency attempts in an ordinary table, appended in the
+/// order they are claimed, found through the unique index `(scope, key,
+/// attempt)`. Each holds a stored answer (about a kilobyte); keyed by a
+/// digest of the client's key, as a `WITHOUT ROWID` table they went to a
+/// random page each, so a bind rewrote a whole page there, and more pages
+/// written a bind filled the WAL sooner (see `docs/storage.md`). The rows
+/// are copied in the order they were claimed, and the old table's pages
+/// go to the file's free list, reused by later writes: a file holding
+/// many recent attempts takes a while to open once, and its size grows by
+/// about the table's for that time.
+const V7: &str = "
+CREATE TABLE idempotency_v7 (
+    scope        TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    attempt      INTEGER NOT NULL,
+    request_hash TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    lease_until  INTEGER NOT NULL,
+    state        INTEGER NOT NULL,
+    status       INTEGER,
+    content_type TEXT,
+    body         BLOB
+);
+INSERT INTO idempotency_v7
+    (scope, key, attempt, request_hash, created_at, lease_until, state, status, content_type, body)
+    SELECT scope, key, attempt, request_hash, created_at, lease_until, state, status, content_type, body
+    FROM idempotency INDEXED BY idempotency_created ORDER BY created_at;
+DROP TABLE idempotency;
+ALTER TABLE idempotency_v7 RENAME TO idempotency;
+CREATE UNIQUE INDEX idempotency_key ON idempotency (scope, key, attempt);
+CREATE INDEX idempotency_created ON idempotency (created_at);
+";
+
 /// The steps from version `i` to `i + 1`, in order.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
@@ -203,6 +238,14 @@ pub(crate) fn check_current(conn: &Connection) -> Result<(), OpenError> {
 /// Brings the database at `conn` to [`SCHEMA_VERSION`]. Safe when several
 /// processes open one new file at once: the steps run in one write
 /// transaction that checks the version again.
+///
+/// An upgrade's temporary data (the sort of a new index, the statement
+/// journal that keeps the pages a step overwrites, zeroed by
+/// `secure_delete`) goes to temporary files, not memory, while the steps
+/// run: for a step that copies a table, that is the size of the table
+/// (measured: 812 MB resident against 144 MB for the copy of a million
+/// idempotency records). After an upgrade the WAL, which then holds every
+/// page the steps wrote, is copied into the file and cut to zero.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
     let store = |e| OpenError::Store(db_err(e));
     if check(conn)? == 0 {
@@ -218,10 +261,44 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
             "the file system does not allow WAL mode (journal mode {mode})"
         ))));
     }
+    let temp_store = pragma_i64(conn, "temp_store")?;
+    conn.execute_batch("PRAGMA temp_store = FILE;")
+        .map_err(store)?;
+    let started = std::time::Instant::now();
+    let stepped = run_steps(conn);
+    conn.execute_batch(&format!("PRAGMA temp_store = {temp_store};"))
+        .map_err(store)?;
+    let from = stepped?;
+    if from > 0 && from < SCHEMA_VERSION {
+        // Another process reading the file may hold the checkpoint up:
+        // the checkpointer finishes it then.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(store)?;
+        tracing::info!(
+            from,
+            to = SCHEMA_VERSION,
+            seconds = started.elapsed().as_secs_f64(),
+            "upgraded the store file's schema"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the steps the file needs in one write transaction; the version it
+/// found.
+fn run_steps(conn: &mut Connection) -> Result<i64, OpenError> {
+    let store = |e| OpenError::Store(db_err(e));
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(store)?;
     let version = check(&tx)?;
+    if version > 0 && version < SCHEMA_VERSION {
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "upgrading the store file's schema"
+        );
+    }
     for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(step).map_err(store)?;
         tx.execute_batch(&format!(
@@ -230,5 +307,6 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
         ))
         .map_err(store)?;
     }
-    tx.commit().map_err(store)
+    tx.commit().map_err(store)?;
+    Ok(version)
 }

@@ -744,9 +744,9 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
 
     // Files of version 2 (before the channel references' index by
     // binding), 3 (before their generation), 4 (before the wallet's
-    // digest) and 5 (before the review entry's link) are brought to this
-    // version when opened.
-    for from in [2, 3, 4, 5] {
+    // digest), 5 (before the review entry's link) and 6 (idempotency
+    // attempts keyed in place) are brought to this version when opened.
+    for from in [2, 3, 4, 5, 6] {
         let old = dir.path().join(format!("v{from}.sqlite3"));
         drop(open(&old));
         let c = rusqlite::Connection::open(&old).unwrap();
@@ -786,17 +786,67 @@ fn files_that_are_not_ours_or_too_new_are_refused() {
             )
             .unwrap();
         assert_eq!(
-            (v, index, column, digest, link),
-            (6, 1, 1, 1, 1),
+            (v, index, column, digest, link, idempotency_shape(&c)),
+            (7, 1, 1, 1, 1, appended()),
             "from version {from}"
         );
     }
 }
 
+/// How the idempotency table is kept: whether it has a rowid, and its
+/// indexes with whether each is unique, by name.
+fn idempotency_shape(c: &rusqlite::Connection) -> (bool, Vec<(String, bool)>) {
+    let sql: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'idempotency'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut s = c
+        .prepare("SELECT name, \"unique\" FROM pragma_index_list('idempotency') ORDER BY name")
+        .unwrap();
+    let indexes = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (!sql.contains("WITHOUT ROWID"), indexes)
+}
+
+/// Schema 7's: appended in rowid order, the key in a unique index.
+fn appended() -> (bool, Vec<(String, bool)>) {
+    (
+        true,
+        vec![
+            ("idempotency_created".into(), false),
+            ("idempotency_key".into(), true),
+        ],
+    )
+}
+
 /// A file of this version made one of an older `version` (what the
 /// upgrades since then added taken away).
 fn as_version(version: i64) -> String {
-    let mut sql = String::from("ALTER TABLE review_queue DROP COLUMN link;");
+    // Its idempotency table as schema 6 and older kept it (keyed in place,
+    // no rowid); what the file held in it is kept.
+    let mut sql = String::from(
+        "CREATE TABLE idempotency_v6 (
+             scope TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL,
+             request_hash TEXT NOT NULL, created_at INTEGER NOT NULL,
+             lease_until INTEGER NOT NULL, state INTEGER NOT NULL,
+             status INTEGER, content_type TEXT, body BLOB,
+             PRIMARY KEY (scope, key, attempt)
+         ) WITHOUT ROWID;
+         INSERT INTO idempotency_v6 SELECT scope, key, attempt, request_hash, created_at,
+             lease_until, state, status, content_type, body FROM idempotency;
+         DROP TABLE idempotency;
+         ALTER TABLE idempotency_v6 RENAME TO idempotency;
+         CREATE INDEX idempotency_created ON idempotency (created_at);",
+    );
+    if version < 6 {
+        sql.push_str("ALTER TABLE review_queue DROP COLUMN link;");
+    }
     if version < 5 {
         sql.push_str("ALTER TABLE links DROP COLUMN wallet_digest;");
     }
@@ -839,6 +889,137 @@ async fn review_entries_of_an_older_schema_go_with_any_removal() {
     };
     p.review.add(&later).await.unwrap();
     assert_eq!(p.review.get(&bid("card-b")).await, Ok(Some(later)));
+}
+
+/// Idempotency attempts kept by schema 6 (keyed in place) answer as they
+/// did once the file is upgraded: a completed key replays its answer and
+/// refuses another request, a held key stays held until its lease ends, a
+/// released key is claimed again as its next attempt, and only the newest
+/// attempt's holder can finish it. The rows are copied in the order they
+/// were claimed (the new table's rowid order), whatever their keys' order,
+/// and the retention purge takes the oldest.
+#[tokio::test]
+async fn idempotency_attempts_of_an_older_schema_answer_as_they_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6-idempotency.sqlite3");
+    drop(open(&path));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&as_version(6)).unwrap();
+    let r = response();
+    let mut insert = c
+        .prepare(
+            "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at,
+                 lease_until, state, status, content_type, body)
+             VALUES ('s', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .unwrap();
+    let ms = |s: i64| t(s).unix_millis();
+    let none: (Option<i64>, Option<&str>, Option<&[u8]>) = (None, None, None);
+    let done = (
+        Some(i64::from(r.status)),
+        Some(r.content_type.as_str()),
+        Some(r.body.as_slice()),
+    );
+    // (key, attempt, hash, claimed, lease until, state, answer), in no
+    // order of key or time.
+    for (key, attempt, hash, at, until, state, (st, ct, body)) in [
+        ("m-held", 1, "h", 30, 600, 0, none),
+        ("z-done", 1, "h", 10, 70, 1, done),
+        ("a-again", 1, "h", 20, 80, 2, none),
+        ("k-late", 2, "h", 40, 600, 0, none),
+        ("k-late", 1, "h", 5, 65, 2, none),
+    ] {
+        insert
+            .execute(rusqlite::params![
+                key,
+                attempt,
+                hash,
+                ms(at),
+                ms(until),
+                state,
+                st,
+                ct,
+                body
+            ])
+            .unwrap();
+    }
+    drop(insert);
+    drop(c);
+
+    let s = open(&path);
+    // The upgrade's pages were copied into the file and the WAL cut.
+    let wal = std::fs::metadata(path.with_extension("sqlite3-wal")).unwrap();
+    assert_eq!(wal.len(), 0);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(idempotency_shape(&c), appended());
+    let mut q = c
+        .prepare("SELECT key, attempt FROM idempotency ORDER BY rowid")
+        .unwrap();
+    let order: Vec<(String, i64)> = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected = [
+        ("k-late", 1),
+        ("z-done", 1),
+        ("a-again", 1),
+        ("m-held", 1),
+        ("k-late", 2),
+    ];
+    assert_eq!(
+        order,
+        expected.map(|(k, a)| (k.to_owned(), a)).to_vec(),
+        "in the order claimed"
+    );
+    drop(q);
+    drop(c);
+
+    let p = s.ports();
+    let now = t(100);
+    let claim = |key: &'static str, hash: &'static str| {
+        let p = p.clone();
+        async move { p.idempotency.claim("s", key, hash, now, t(160)).await }
+    };
+    assert_eq!(claim("z-done", "h").await, Ok(Claim::Completed(response())));
+    assert_eq!(claim("z-done", "other").await, Ok(Claim::Mismatch));
+    assert_eq!(
+        claim("m-held", "h").await,
+        Ok(Claim::InProgress {
+            lease_until: t(600)
+        })
+    );
+    assert_eq!(
+        claim("a-again", "h").await,
+        Ok(Claim::Acquired(Lease { attempt: 2 }))
+    );
+    let late = Lease { attempt: 1 };
+    assert_eq!(
+        p.idempotency.complete("s", "k-late", late, &r).await,
+        Ok(false)
+    );
+    assert_eq!(p.idempotency.release("s", "k-late", late).await, Ok(false));
+    let newest = Lease { attempt: 2 };
+    assert_eq!(
+        p.idempotency.complete("s", "k-late", newest, &r).await,
+        Ok(true)
+    );
+    assert_eq!(claim("k-late", "h").await, Ok(Claim::Completed(response())));
+    // The attempts claimed before t(25): k-late's first, z-done's and
+    // a-again's first; a claim finds k-late and a-again by their newer
+    // attempts still, and z-done as a new key.
+    assert_eq!(p.idempotency.purge_created_before(t(25)).await, Ok(3));
+    assert_eq!(claim("k-late", "h").await, Ok(Claim::Completed(response())));
+    assert_eq!(
+        claim("a-again", "h").await,
+        Ok(Claim::InProgress {
+            lease_until: t(160)
+        })
+    );
+    assert_eq!(
+        claim("z-done", "h").await,
+        Ok(Claim::Acquired(Lease { attempt: 1 }))
+    );
 }
 
 /// References recorded before they carried a generation (schema 3) go
@@ -1291,8 +1472,13 @@ async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
     // free page left.
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(&as_version(2)).unwrap();
-    c.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
-        .unwrap();
+    // SQLite frees one page a step of the vacuum: stepped to its end.
+    let mut vacuum = c.prepare("PRAGMA incremental_vacuum").unwrap();
+    let mut steps = vacuum.query([]).unwrap();
+    while steps.next().unwrap().is_some() {}
+    drop(steps);
+    drop(vacuum);
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     let free: i64 = c
         .query_row("PRAGMA freelist_count", [], |r| r.get(0))
         .unwrap();
