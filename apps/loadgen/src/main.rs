@@ -73,6 +73,11 @@ struct Args {
     /// discarded). Its level is `warn` unless `--env CARDBIND__LOG__FILTER=…`.
     #[arg(long)]
     service_log: Option<String>,
+    /// The number of the first bind (user `lg-N`, card N): with
+    /// `--data-dir` of an earlier run that made binds 0 to N-1, this run
+    /// goes on growing that store (counted as stored from N).
+    #[arg(long, default_value_t = 0)]
+    first: u64,
 }
 
 /// A service under load: where it listens, and the process when spawned.
@@ -242,15 +247,16 @@ fn unreachable_hist() -> Histogram<u64> {
     panic!("a histogram with 3 significant digits is valid")
 }
 
-/// Runs `concurrency` workers sending binds until `total` are sent or
-/// `deadline` passes; `report` is called with each finished window, the
-/// time since the start and the window's own length (the last one ends
-/// when the last bind does, so it is shorter).
+/// Runs `concurrency` workers sending the binds numbered `binds` (user
+/// `lg-N`, card N) until all are sent or `deadline` passes; `report` is
+/// called with the binds answered so far, each finished window, the time
+/// since the start and the window's own length (the last one ends when
+/// the last bind does, so it is shorter).
 async fn drive(
     url: &str,
     token: &str,
     concurrency: usize,
-    total: u64,
+    binds: std::ops::Range<u64>,
     deadline: Option<Duration>,
     window: Duration,
     mut report: impl FnMut(u64, &Window, Duration, Duration),
@@ -258,7 +264,7 @@ async fn drive(
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
-    let next = Arc::new(AtomicU64::new(0));
+    let (next, end) = (Arc::new(AtomicU64::new(binds.start)), binds.end);
     let stop = Arc::new(AtomicBool::new(false));
     let current = Arc::new(Mutex::new(Window::new()));
     let started = Instant::now();
@@ -270,7 +276,7 @@ async fn drive(
         workers.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total || stop.load(Ordering::Relaxed) {
+                if n >= end || stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let req = hyper::Request::post(format!("{url}/v1/users/lg-{n}/cards"))
@@ -369,7 +375,7 @@ async fn main() -> Result<(), String> {
             &url,
             "floor",
             args.concurrency,
-            u64::MAX,
+            0..u64::MAX,
             Some(Duration::from_secs(args.floor_seconds)),
             // One window of the floor's length: the run stops at a window's
             // end, so a longer window would run past `--floor-seconds` and
@@ -413,7 +419,7 @@ async fn main() -> Result<(), String> {
         &target.url,
         &target.token,
         args.concurrency,
-        args.binds,
+        args.first..args.first.saturating_add(args.binds),
         None,
         window,
         |stored, w, elapsed, length| {
@@ -428,7 +434,7 @@ async fn main() -> Result<(), String> {
             println!(
                 "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}{}",
                 elapsed.as_secs_f64(),
-                stored,
+                args.first + stored,
                 rate,
                 ms(w.hist.value_at_quantile(0.5)),
                 ms(w.hist.value_at_quantile(0.99)),
@@ -469,7 +475,7 @@ async fn main() -> Result<(), String> {
             println!(
                 "on disk: {name} {:.0} MiB ({:.0} bytes per stored bind)",
                 bytes as f64 / 1_048_576.0,
-                bytes as f64 / ok.max(1) as f64
+                bytes as f64 / (args.first + ok).max(1) as f64
             );
         }
     }
@@ -533,5 +539,59 @@ mod tests {
             .is_ok_and(|u| u.get_version() == Some(uuid::Version::Random))));
         let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
         assert!((4_500..5_500).contains(&ascending), "{ascending}");
+    }
+
+    /// A run from `--first` N binds users `lg-N`, `lg-N+1`, … with cards
+    /// N, N+1, …, each once, and counts what was answered.
+    #[tokio::test]
+    async fn a_run_goes_on_from_its_first_bind() {
+        use poem::listener::{Acceptor, Listener};
+        use poem::web::{Data, Json, Path};
+        use poem::{handler, post, EndpointExt, Route, Server};
+
+        type Seen = Arc<Mutex<Vec<(String, String)>>>;
+        #[handler]
+        fn bind(
+            Path(user): Path<String>,
+            Json(body): Json<serde_json::Value>,
+            seen: Data<&Seen>,
+        ) -> poem::http::StatusCode {
+            let card = body["card_number"].as_str().unwrap_or_default().to_owned();
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((user, card));
+            poem::http::StatusCode::CREATED
+        }
+        let seen: Seen = Arc::default();
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = acceptor.local_addr().remove(0);
+        let url = format!("http://{}", addr.as_socket_addr().unwrap());
+        let app = Route::new()
+            .at("/v1/users/:user/cards", post(bind))
+            .data(seen.clone());
+        let server = tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        let mut counted = 0;
+        let (ok, errors) = drive(
+            &url,
+            "t",
+            4,
+            1_000..1_050,
+            None,
+            Duration::from_secs(1),
+            |stored, _, _, _| counted = stored,
+        )
+        .await;
+        server.abort();
+        assert_eq!((ok, errors, counted), (50, 0, 50));
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        let mut expected: Vec<(String, String)> = (1_000..1_050)
+            .map(|n| (format!("lg-{n}"), card(n)))
+            .collect();
+        expected.sort();
+        assert_eq!(seen, expected);
     }
 }
