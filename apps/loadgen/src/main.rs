@@ -78,6 +78,27 @@ struct Args {
     /// goes on growing that store (counted as stored from N).
     #[arg(long, default_value_t = 0)]
     first: u64,
+    /// Each bind's user id a random UUID (a new user's wallet, data key
+    /// and audit chain at random places in the store's trees), not
+    /// `lg-N` (in the order of a platform's sequential ids).
+    #[arg(long)]
+    random_users: bool,
+}
+
+/// The binds a run sends: their numbers (user `lg-N` unless
+/// `random_users`, card N).
+struct Binds {
+    numbers: std::ops::Range<u64>,
+    random_users: bool,
+}
+
+/// The path a bind is sent to.
+fn bind_path(n: u64, random_users: bool) -> String {
+    if random_users {
+        format!("/v1/users/{}/cards", uuid::Uuid::new_v4())
+    } else {
+        format!("/v1/users/lg-{n}/cards")
+    }
 }
 
 /// A service under load: where it listens, and the process when spawned.
@@ -247,8 +268,8 @@ fn unreachable_hist() -> Histogram<u64> {
     panic!("a histogram with 3 significant digits is valid")
 }
 
-/// Runs `concurrency` workers sending the binds numbered `binds` (user
-/// `lg-N`, card N) until all are sent or `deadline` passes; `report` is
+/// Runs `concurrency` workers sending `binds` until all are sent or
+/// `deadline` passes; `report` is
 /// called with the binds answered so far, each finished window, the time
 /// since the start and the window's own length (the last one ends when
 /// the last bind does, so it is shorter).
@@ -256,7 +277,7 @@ async fn drive(
     url: &str,
     token: &str,
     concurrency: usize,
-    binds: std::ops::Range<u64>,
+    binds: Binds,
     deadline: Option<Duration>,
     window: Duration,
     mut report: impl FnMut(u64, &Window, Duration, Duration),
@@ -264,7 +285,11 @@ async fn drive(
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
-    let (next, end) = (Arc::new(AtomicU64::new(binds.start)), binds.end);
+    let (next, end) = (
+        Arc::new(AtomicU64::new(binds.numbers.start)),
+        binds.numbers.end,
+    );
+    let random_users = binds.random_users;
     let stop = Arc::new(AtomicBool::new(false));
     let current = Arc::new(Mutex::new(Window::new()));
     let started = Instant::now();
@@ -279,7 +304,7 @@ async fn drive(
                 if n >= end || stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let req = hyper::Request::post(format!("{url}/v1/users/lg-{n}/cards"))
+                let req = hyper::Request::post(format!("{url}{}", bind_path(n, random_users)))
                     .header("authorization", &auth)
                     .header("content-type", "application/json")
                     .header("idempotency-key", idempotency_key())
@@ -375,7 +400,10 @@ async fn main() -> Result<(), String> {
             &url,
             "floor",
             args.concurrency,
-            0..u64::MAX,
+            Binds {
+                numbers: 0..u64::MAX,
+                random_users: false,
+            },
             Some(Duration::from_secs(args.floor_seconds)),
             // One window of the floor's length: the run stops at a window's
             // end, so a longer window would run past `--floor-seconds` and
@@ -419,7 +447,10 @@ async fn main() -> Result<(), String> {
         &target.url,
         &target.token,
         args.concurrency,
-        args.first..args.first.saturating_add(args.binds),
+        Binds {
+            numbers: args.first..args.first.saturating_add(args.binds),
+            random_users: args.random_users,
+        },
         None,
         window,
         |stored, w, elapsed, length| {
@@ -541,10 +572,9 @@ mod tests {
         assert!((4_500..5_500).contains(&ascending), "{ascending}");
     }
 
-    /// A run from `--first` N binds users `lg-N`, `lg-N+1`, … with cards
-    /// N, N+1, …, each once, and counts what was answered.
-    #[tokio::test]
-    async fn a_run_goes_on_from_its_first_bind() {
+    /// Sends `binds` to an endpoint that records each bind's user and
+    /// card: what was answered, failed and counted, and what it got.
+    async fn recorded(binds: Binds) -> (u64, u64, u64, Vec<(String, String)>) {
         use poem::listener::{Acceptor, Listener};
         use poem::web::{Data, Json, Path};
         use poem::{handler, post, EndpointExt, Route, Server};
@@ -578,20 +608,53 @@ mod tests {
             &url,
             "t",
             4,
-            1_000..1_050,
+            binds,
             None,
             Duration::from_secs(1),
             |stored, _, _, _| counted = stored,
         )
         .await;
         server.abort();
-        assert_eq!((ok, errors, counted), (50, 0, 50));
         let mut seen = seen.lock().unwrap().clone();
         seen.sort();
+        (ok, errors, counted, seen)
+    }
+
+    /// A run from `--first` N binds users `lg-N`, `lg-N+1`, … with cards
+    /// N, N+1, …, each once, and counts what was answered.
+    #[tokio::test]
+    async fn a_run_goes_on_from_its_first_bind() {
+        let (ok, errors, counted, seen) = recorded(Binds {
+            numbers: 1_000..1_050,
+            random_users: false,
+        })
+        .await;
+        assert_eq!((ok, errors, counted), (50, 0, 50));
         let mut expected: Vec<(String, String)> = (1_000..1_050)
             .map(|n| (format!("lg-{n}"), card(n)))
             .collect();
         expected.sort();
         assert_eq!(seen, expected);
+    }
+
+    /// With `--random-users` each bind's user is a new random UUID; the
+    /// cards are numbered as before.
+    #[tokio::test]
+    async fn random_users_are_distinct_uuids() {
+        let (ok, errors, counted, seen) = recorded(Binds {
+            numbers: 0..50,
+            random_users: true,
+        })
+        .await;
+        assert_eq!((ok, errors, counted), (50, 0, 50));
+        let users: std::collections::HashSet<&String> = seen.iter().map(|(u, _)| u).collect();
+        assert_eq!(users.len(), 50);
+        assert!(users.iter().all(|u| uuid::Uuid::parse_str(u)
+            .is_ok_and(|u| u.get_version() == Some(uuid::Version::Random))));
+        let mut cards: Vec<String> = seen.into_iter().map(|(_, c)| c).collect();
+        cards.sort();
+        let mut expected: Vec<String> = (0..50).map(card).collect();
+        expected.sort();
+        assert_eq!(cards, expected);
     }
 }
