@@ -302,7 +302,7 @@ impl Engine {
         // shape) are let past the size bound: a file already at it would
         // otherwise not open at all, where it still serves reads.
         size_bound(&writer, 0).map_err(OpenError::Store)?;
-        schema::migrate(&mut writer)?;
+        let upgrade_in_wal = schema::migrate(&mut writer)?;
         size_bound(&writer, options.max_size_mib).map_err(OpenError::Store)?;
         let mut readers = Vec::with_capacity(options.readers);
         for _ in 0..options.readers {
@@ -312,6 +312,10 @@ impl Engine {
 
         let (jobs, rx) = mpsc::channel::<Box<dyn Job>>(options.queue_capacity.max(1));
         let (ctl_tx, ctl_rx) = std_mpsc::channel::<Ctl>();
+        if upgrade_in_wal {
+            // The checkpointer truncates the WAL as soon as it starts.
+            let _ = ctl_tx.send(Ctl::Truncate);
+        }
         let max_batch = options.max_batch.max(1);
         let writer_ctl = ctl_tx.clone();
         let counters = Arc::new(Counters::default());
@@ -738,7 +742,7 @@ impl Repeats {
 
 /// What a checkpoint did.
 #[derive(Debug, PartialEq, Eq)]
-enum Checkpointed {
+pub(crate) enum Checkpointed {
     /// Every frame was copied (and, for `TRUNCATE`, the WAL cut to zero).
     Whole,
     /// A reader or the writer held it up: it stopped short. SQLite says
@@ -746,7 +750,7 @@ enum Checkpointed {
     Busy,
 }
 
-fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpointed, StoreError> {
+pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpointed, StoreError> {
     let busy = conn
         .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
             r.get::<_, i64>(0)

@@ -12,7 +12,7 @@ use crate::error::{corrupt, db_err};
 use crate::rows::{int, ms, uint};
 use crate::SqliteStore;
 
-pub(crate) const NEWEST_ATTEMPT: &str =
+const NEWEST_ATTEMPT: &str =
     "SELECT attempt, request_hash, created_at, lease_until, state, status, content_type, body
      FROM idempotency WHERE scope = ?1 AND key = ?2 ORDER BY attempt DESC LIMIT 1";
 
@@ -20,7 +20,7 @@ const INSERT_ATTEMPT: &str =
     "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)";
 
-pub(crate) const PURGE_ATTEMPTS: &str = "DELETE FROM idempotency WHERE rowid IN (
+const PURGE_ATTEMPTS: &str = "DELETE FROM idempotency WHERE rowid IN (
      SELECT rowid FROM idempotency INDEXED BY idempotency_created
      WHERE created_at < ?1 LIMIT ?2)";
 

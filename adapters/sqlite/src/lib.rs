@@ -112,7 +112,7 @@
 //!   rowid order and found through a small index entry: links, which hold
 //!   a whole wallet (about 0.8 KB of JSON per card), through (chain,
 //!   seq); idempotency attempts, which hold the answer a replay gets
-//!   (about 1 KB), through (scope, key, attempt). A bind's random-key
+//!   (a row of about 420 bytes), through (scope, key, attempt). A bind's random-key
 //!   writes there are small index entries, many to a page. Only a
 //!   chain's newest link keeps the wallet: a commit drops its
 //!   predecessor's copy in the same transaction. (Until schema 7 the

@@ -159,14 +159,15 @@ ALTER TABLE review_queue ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
 
 /// Version 7: idempotency attempts in an ordinary table, appended in the
 /// order they are claimed, found through the unique index `(scope, key,
-/// attempt)`. Each holds a stored answer (about a kilobyte); keyed by a
-/// digest of the client's key, as a `WITHOUT ROWID` table they went to a
-/// random page each, so a bind rewrote a whole page there, and more pages
-/// written a bind filled the WAL sooner (see `docs/storage.md`). The rows
-/// are copied in the order they were claimed, and the old table's pages
-/// go to the file's free list, reused by later writes: a file holding
-/// many recent attempts takes a while to open once, and its size grows by
-/// about the table's for that time.
+/// attempt)`. Each holds a stored answer (a row of about 420 bytes);
+/// keyed by a digest of the client's key, as a `WITHOUT ROWID` table they
+/// went to a random page each, so a bind rewrote a whole 4 KiB page
+/// there, and more pages written a bind filled the WAL sooner (the
+/// README's "How fast, as the store grows"). The rows are copied in the
+/// order they were claimed (each a random read of the old table), and the
+/// old table's pages go to the file's free list: a file holding many
+/// recent attempts takes a while to open once, and grows by about the old
+/// table's size, which later writes reuse.
 const V7: &str = "
 CREATE TABLE idempotency_v7 (
     scope        TEXT    NOT NULL,
@@ -237,16 +238,20 @@ pub(crate) fn check_current(conn: &Connection) -> Result<(), OpenError> {
 
 /// Brings the database at `conn` to [`SCHEMA_VERSION`]. Safe when several
 /// processes open one new file at once: the steps run in one write
-/// transaction that checks the version again.
+/// transaction that checks the version again (another process opening
+/// the file to write waits for it, up to its busy timeout).
 ///
 /// An upgrade's temporary data (the sort of a new index, the statement
 /// journal that keeps the pages a step overwrites, zeroed by
 /// `secure_delete`) goes to temporary files, not memory, while the steps
-/// run: for a step that copies a table, that is the size of the table
-/// (measured: 812 MB resident against 144 MB for the copy of a million
-/// idempotency records). After an upgrade the WAL, which then holds every
-/// page the steps wrote, is copied into the file and cut to zero.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
+/// run: for a step that copies a table, that is about the size of the
+/// table (measured with the `sqlite3` shell on the copy of a million
+/// idempotency records: 793 MiB resident with it in memory, 140 MiB in
+/// files). After an upgrade the WAL, which then holds every page the steps
+/// wrote, is copied into the file and cut to zero. Returns whether the
+/// upgrade's pages are still in the WAL (that checkpoint was held up by a
+/// reader, or failed): the checkpointer is then to truncate it.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<bool, OpenError> {
     let store = |e| OpenError::Store(db_err(e));
     if check(conn)? == 0 {
         // Only takes effect before the first table is created.
@@ -266,22 +271,34 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
         .map_err(store)?;
     let started = std::time::Instant::now();
     let stepped = run_steps(conn);
-    conn.execute_batch(&format!("PRAGMA temp_store = {temp_store};"))
-        .map_err(store)?;
-    let from = stepped?;
-    if from > 0 && from < SCHEMA_VERSION {
-        // Another process reading the file may hold the checkpoint up:
-        // the checkpointer finishes it then.
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(store)?;
-        tracing::info!(
-            from,
-            to = SCHEMA_VERSION,
-            seconds = started.elapsed().as_secs_f64(),
-            "upgraded the store file's schema"
-        );
+    let restored = conn.execute_batch(&format!("PRAGMA temp_store = {temp_store};"));
+    // A step's error first: the restore fails too when it left a
+    // transaction open.
+    let found = stepped?;
+    restored.map_err(store)?;
+    if found == 0 || found == SCHEMA_VERSION {
+        return Ok(false);
     }
-    Ok(())
+    let in_wal = match crate::engine::checkpoint(conn, "TRUNCATE") {
+        Ok(crate::engine::Checkpointed::Whole) => false,
+        Ok(crate::engine::Checkpointed::Busy) => {
+            tracing::warn!(
+                "the upgrade's checkpoint was held up by a reader: the WAL is truncated later"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the upgrade's checkpoint failed: the WAL is truncated later");
+            true
+        }
+    };
+    tracing::info!(
+        from = found,
+        to = SCHEMA_VERSION,
+        seconds = started.elapsed().as_secs_f64(),
+        "upgraded the store file's schema"
+    );
+    Ok(in_wal)
 }
 
 /// Runs the steps the file needs in one write transaction; the version it
@@ -299,11 +316,11 @@ fn run_steps(conn: &mut Connection) -> Result<i64, OpenError> {
             "upgrading the store file's schema"
         );
     }
-    for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(step).map_err(store)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {};",
-            from + 1
+            i + 1
         ))
         .map_err(store)?;
     }

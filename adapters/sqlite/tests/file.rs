@@ -1022,6 +1022,98 @@ async fn idempotency_attempts_of_an_older_schema_answer_as_they_did() {
     );
 }
 
+/// An upgrade that fails leaves the file as it was: a schema 6 file that
+/// holds a table in step 7's way is refused with SQLite's reason, stays at
+/// version 6 with its attempts in the old table, and is upgraded once the
+/// table is gone.
+#[tokio::test]
+async fn a_failed_upgrade_leaves_the_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6-blocked.sqlite3");
+    drop(open(&path));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&as_version(6)).unwrap();
+    c.execute_batch(&format!(
+        "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
+           VALUES ('s', 'k', 1, 'h', {}, {}, 0);
+         CREATE TABLE idempotency_v7 (x);",
+        t(1).unix_millis(),
+        t(60).unix_millis()
+    ))
+    .unwrap();
+    drop(c);
+    let err = SqliteStore::open(&path, SqliteOptions::default()).err();
+    assert!(
+        matches!(&err, Some(OpenError::Store(StoreError::Unavailable(m))) if m.contains("idempotency_v7")),
+        "{err:?}"
+    );
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let (v, n): (i64, i64) = (
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap(),
+        c.query_row(
+            "SELECT count(*) FROM idempotency WHERE key = 'k'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap(),
+    );
+    assert_eq!((v, n, idempotency_shape(&c).0), (6, 1, false));
+    c.execute_batch("DROP TABLE idempotency_v7;").unwrap();
+    drop(c);
+    let s = open(&path);
+    assert_eq!(
+        s.ports()
+            .idempotency
+            .claim("s", "k", "h", t(2), t(70))
+            .await,
+        Ok(Claim::InProgress { lease_until: t(60) })
+    );
+}
+
+/// An upgrade whose checkpoint a reader holds up (a process reading the
+/// file as it was) opens all the same, and the checkpointer cuts the WAL
+/// once the reader is gone.
+#[tokio::test]
+async fn an_upgrade_held_up_by_a_reader_has_its_wal_cut_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6-read.sqlite3");
+    drop(open(&path));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(&as_version(6)).unwrap();
+    drop(c);
+    let wal = || {
+        std::fs::metadata(path.with_extension("sqlite3-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM idempotency;")
+        .unwrap();
+    let options = SqliteOptions {
+        busy_timeout: std::time::Duration::from_millis(200),
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open(&path, options).unwrap();
+    assert!(wal() > 0, "the reader held the checkpoint up");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(idempotency_shape(&c), appended());
+    drop(c);
+    reader.execute_batch("COMMIT;").unwrap();
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while wal() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL is still {} bytes",
+            wal()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(s);
+}
+
 /// References recorded before they carried a generation (schema 3) go
 /// with the unbind of their card, whichever generation it names; and a
 /// reference given again to the same card by a later bind is that bind's
@@ -1448,8 +1540,9 @@ async fn a_full_file_refuses_writes_whole_and_takes_them_again_once_room_is_made
 }
 
 /// A file already at its size bound still opens after an upgrade: the
-/// upgrade's few pages (schema 3's index) are let past the bound, which
-/// holds again for every write after it.
+/// upgrade's pages (schema 3's index, schema 7's copy of the idempotency
+/// table) are let past the bound, which holds again for every write after
+/// it.
 #[tokio::test]
 async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();

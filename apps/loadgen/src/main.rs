@@ -389,6 +389,9 @@ fn ms(us: u64) -> f64 {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let window = Duration::from_secs(args.window.max(1));
+    if args.first > 0 && args.data_dir.is_none() && args.url.is_none() {
+        return Err("--first goes on growing a store: give the --data-dir of the run that filled it (or --url)".into());
+    }
 
     let mut floor_rate = None;
     if let Some(bin) = &args.floor {
@@ -465,7 +468,7 @@ async fn main() -> Result<(), String> {
             println!(
                 "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}{}",
                 elapsed.as_secs_f64(),
-                args.first + stored,
+                args.first.saturating_add(stored),
                 rate,
                 ms(w.hist.value_at_quantile(0.5)),
                 ms(w.hist.value_at_quantile(0.99)),
@@ -506,7 +509,7 @@ async fn main() -> Result<(), String> {
             println!(
                 "on disk: {name} {:.0} MiB ({:.0} bytes per stored bind)",
                 bytes as f64 / 1_048_576.0,
-                bytes as f64 / (args.first + ok).max(1) as f64
+                bytes as f64 / args.first.saturating_add(ok).max(1) as f64
             );
         }
     }
