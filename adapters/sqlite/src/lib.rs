@@ -108,14 +108,15 @@
 //!   by (one B-tree each, no second index to update): card data by
 //!   (binding, generation), channel references, data keys, seen ids, the
 //!   review queue.
-//! * Records of a kilobyte or more found by a random key are appended in
-//!   rowid order and found through a small index entry: links, which hold
-//!   a whole wallet (about 0.8 KB of JSON per card), through (chain,
-//!   seq); idempotency attempts, which hold the answer a replay gets
-//!   (a row of about 420 bytes), through (scope, key, attempt). A bind's random-key
-//!   writes there are small index entries, many to a page. Only a
-//!   chain's newest link keeps the wallet: a commit drops its
-//!   predecessor's copy in the same transaction. (Until schema 7 the
+//! * Records of hundreds of bytes or more found by a random key are
+//!   appended in rowid order and found through a small index entry:
+//!   links, which hold a whole wallet (about 0.8 KB of JSON per card),
+//!   through (chain, seq); idempotency attempts, which hold the answer a
+//!   replay gets (a row of about 420 bytes), through (scope, key,
+//!   attempt). A bind's random-key writes there are index entries of
+//!   50–80 bytes, many to a page. Only a chain's newest link keeps the
+//!   wallet: a commit drops its predecessor's copy in the same
+//!   transaction. (Until schema 7 the
 //!   idempotency attempts were kept in place by their key: each bind
 //!   rewrote a random page of them, which cost 9–15 % of the binds/s
 //!   and most p99 spikes of a million-bind run; see the README.)

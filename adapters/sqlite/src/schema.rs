@@ -6,10 +6,11 @@
 //! Table design (see the crate docs for the reasons):
 //! * Small records are `WITHOUT ROWID` tables keyed by what they are
 //!   looked up by: one B-tree each, no separate index.
-//! * Records of a kilobyte or more found by a random key (links, which
-//!   hold a wallet; idempotency attempts, which hold a stored answer) are
-//!   ordinary tables, appended in rowid order and found through a small
-//!   index entry: a write fills the table's last page, not a random one.
+//! * Records of hundreds of bytes or more found by a random key (links,
+//!   which hold a wallet; idempotency attempts, which hold a stored
+//!   answer) are ordinary tables, appended in rowid order and found
+//!   through a small index entry: a write fills the table's last page,
+//!   not a random one.
 //! * Keys that grow with time (`at`, `expires_at`, `created_at`) lead the
 //!   indexes that retention walks, so inserts land on the right edge of
 //!   the tree and purges delete from its left edge.
