@@ -116,10 +116,10 @@
 //!   attempt). A bind's random-key writes there are index entries of
 //!   50–80 bytes, many to a page. Only a chain's newest link keeps the
 //!   wallet: a commit drops its predecessor's copy in the same
-//!   transaction. (Until schema 7 the
-//!   idempotency attempts were kept in place by their key: each bind
-//!   rewrote a random page of them, which cost 9–15 % of the binds/s
-//!   and most p99 spikes of a million-bind run; see the README.)
+//!   transaction. (Until schema 7 the idempotency attempts were kept in
+//!   place by their key: each bind rewrote a random page of them, which
+//!   cost 9–15 % of the binds/s and most p99 spikes of a million-bind
+//!   run; see the README.)
 //! * Keys that grow with time lead the indexes retention walks (`at`,
 //!   `created_at`, `expires_at`), so inserts land on the right edge of the
 //!   tree and purges delete from its left edge. Rate windows are keyed by

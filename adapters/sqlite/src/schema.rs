@@ -195,9 +195,20 @@ CREATE INDEX idempotency_created ON idempotency (created_at);
 /// The steps from version `i` to `i + 1`, in order.
 const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
+/// A driver error at open.
+fn store(e: rusqlite::Error) -> OpenError {
+    OpenError::Store(db_err(e))
+}
+
+/// Whether a file of `version` is one this build upgrades (0 is a new
+/// file, created rather than upgraded).
+fn is_upgrade(version: i64) -> bool {
+    version > 0 && version < SCHEMA_VERSION
+}
+
 fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, OpenError> {
     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-        .map_err(|e| OpenError::Store(db_err(e)))
+        .map_err(store)
 }
 
 /// Checks what the file holds: `Ok(version)` of a cardbind database (0:
@@ -208,7 +219,7 @@ fn check(conn: &Connection) -> Result<i64, OpenError> {
     if version == 0 {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-            .map_err(|e| OpenError::Store(db_err(e)))?;
+            .map_err(store)?;
         if tables > 0 || (app != 0 && app != APPLICATION_ID) {
             return Err(OpenError::NotCardbind);
         }
@@ -253,7 +264,6 @@ pub(crate) fn check_current(conn: &Connection) -> Result<(), OpenError> {
 /// upgrade's pages are still in the WAL (that checkpoint was held up by a
 /// reader, or failed): the checkpointer is then to truncate it.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<bool, OpenError> {
-    let store = |e| OpenError::Store(db_err(e));
     if check(conn)? == 0 {
         // Only takes effect before the first table is created.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
@@ -277,7 +287,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<bool, OpenError> {
     // transaction open.
     let found = stepped?;
     restored.map_err(store)?;
-    if found == 0 || found == SCHEMA_VERSION {
+    if !is_upgrade(found) {
         return Ok(false);
     }
     let in_wal = match crate::engine::checkpoint(conn, "TRUNCATE") {
@@ -305,12 +315,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<bool, OpenError> {
 /// Runs the steps the file needs in one write transaction; the version it
 /// found.
 fn run_steps(conn: &mut Connection) -> Result<i64, OpenError> {
-    let store = |e| OpenError::Store(db_err(e));
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(store)?;
     let version = check(&tx)?;
-    if version > 0 && version < SCHEMA_VERSION {
+    if is_upgrade(version) {
         tracing::info!(
             from = version,
             to = SCHEMA_VERSION,

@@ -1031,36 +1031,36 @@ async fn a_failed_upgrade_leaves_the_file_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v6-blocked.sqlite3");
     drop(open(&path));
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(&as_version(6)).unwrap();
-    c.execute_batch(&format!(
-        "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
-           VALUES ('s', 'k', 1, 'h', {}, {}, 0);
-         CREATE TABLE idempotency_v7 (x);",
-        t(1).unix_millis(),
-        t(60).unix_millis()
-    ))
-    .unwrap();
-    drop(c);
+    tamper(&path, &as_version(6));
+    tamper(
+        &path,
+        &format!(
+            "INSERT INTO idempotency (scope, key, attempt, request_hash, created_at, lease_until, state)
+               VALUES ('s', 'k', 1, 'h', {}, {}, 0);
+             CREATE TABLE idempotency_v7 (x);",
+            t(1).unix_millis(),
+            t(60).unix_millis()
+        ),
+    );
     let err = SqliteStore::open(&path, SqliteOptions::default()).err();
     assert!(
         matches!(&err, Some(OpenError::Store(StoreError::Unavailable(m))) if m.contains("idempotency_v7")),
         "{err:?}"
     );
     let c = rusqlite::Connection::open(&path).unwrap();
-    let (v, n): (i64, i64) = (
-        c.query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap(),
-        c.query_row(
+    let n: i64 = c
+        .query_row(
             "SELECT count(*) FROM idempotency WHERE key = 'k'",
             [],
             |r| r.get(0),
         )
-        .unwrap(),
+        .unwrap();
+    assert_eq!(
+        (pragma(&path, "user_version"), n, idempotency_shape(&c).0),
+        (6, 1, false)
     );
-    assert_eq!((v, n, idempotency_shape(&c).0), (6, 1, false));
-    c.execute_batch("DROP TABLE idempotency_v7;").unwrap();
     drop(c);
+    tamper(&path, "DROP TABLE idempotency_v7;");
     let s = open(&path);
     assert_eq!(
         s.ports()
@@ -1079,9 +1079,7 @@ async fn an_upgrade_held_up_by_a_reader_has_its_wal_cut_after() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v6-read.sqlite3");
     drop(open(&path));
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(&as_version(6)).unwrap();
-    drop(c);
+    tamper(&path, &as_version(6));
     let wal = || {
         std::fs::metadata(path.with_extension("sqlite3-wal"))
             .map(|m| m.len())

@@ -269,10 +269,9 @@ fn unreachable_hist() -> Histogram<u64> {
 }
 
 /// Runs `concurrency` workers sending `binds` until all are sent or
-/// `deadline` passes; `report` is
-/// called with the binds answered so far, each finished window, the time
-/// since the start and the window's own length (the last one ends when
-/// the last bind does, so it is shorter).
+/// `deadline` passes; `report` is called with the binds answered so far,
+/// each finished window, the time since the start and the window's own
+/// length (the last one ends when the last bind does, so it is shorter).
 async fn drive(
     url: &str,
     token: &str,
