@@ -11,6 +11,7 @@ use std::time::Duration;
 use cardbind_channels::MockMode;
 use cardbind_ports::store::ReviewQueue;
 use poem::http::StatusCode;
+use poem::EndpointExt;
 use support::*;
 
 const VISA: &str = "4111111111111111";
@@ -323,4 +324,73 @@ async fn a_store_that_fails_the_probe_reads_down_and_keeps_the_last_queue_size()
 
     t.store.set_unavailable(false);
     assert_eq!(sample(&scrape(&t).await, "cardbind_store_up"), Some(1.0));
+}
+
+/// The service composed from `config` as `serve` composes it, and a client
+/// of its HTTP side.
+async fn composed(
+    config: &cardbind::config::Config,
+) -> (
+    cardbind::compose::Built,
+    poem::test::TestClient<poem::endpoint::BoxEndpoint<'static>>,
+) {
+    let built = cardbind::compose::build(config).await.unwrap();
+    let client = poem::test::TestClient::new(cardbind::http::app(built.state.clone()).boxed());
+    (built, client)
+}
+
+async fn scrape_of(
+    client: &poem::test::TestClient<poem::endpoint::BoxEndpoint<'static>>,
+) -> String {
+    let resp = client.get("/metrics").send().await;
+    resp.assert_status_is_ok();
+    String::from_utf8(bytes(resp).await).unwrap()
+}
+
+const WRITER: [&str; 3] = [
+    "cardbind_sqlite_writer_groups_total",
+    "cardbind_sqlite_writer_writes_total",
+    "cardbind_sqlite_writer_busy_seconds_total",
+];
+
+#[tokio::test]
+async fn the_embedded_stores_writer_is_measured_at_each_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.path().to_path_buf();
+    let (built, client) = composed(&config).await;
+    let before = scrape_of(&client).await;
+    let at = |text: &str, name: &str| {
+        sample(text, name).unwrap_or_else(|| panic!("{name} not exported in:\n{text}"))
+    };
+    let now = cardbind_domain::Timestamp::from_unix_millis(1_000_000);
+    for i in 0..4 {
+        let w = cardbind_ports::store::RateWindow {
+            key: format!("metrics-test-{i}"),
+            limit: 5,
+            expires_at: cardbind_domain::Timestamp::from_unix_millis(2_000_000),
+        };
+        built.stores.rates.take(&[w], now).await.unwrap();
+    }
+    let after = scrape_of(&client).await;
+    assert_eq!(
+        at(&after, WRITER[1]) - at(&before, WRITER[1]),
+        4.0,
+        "four writes"
+    );
+    assert!(at(&after, WRITER[0]) > at(&before, WRITER[0]));
+    assert!(at(&after, WRITER[0]) <= at(&after, WRITER[1]));
+    assert!(at(&after, WRITER[2]) > at(&before, WRITER[2]));
+}
+
+#[tokio::test]
+async fn a_store_without_that_writer_exports_none_of_its_metrics() {
+    let mut config = cardbind::config::Config::default();
+    config.storage.kind = cardbind::config::StorageKind::Memory;
+    let (_built, client) = composed(&config).await;
+    let text = scrape_of(&client).await;
+    assert!(text.contains("cardbind_store_up"), "{text}");
+    for name in WRITER {
+        assert!(!text.contains(name), "{name} exported by the memory store");
+    }
 }

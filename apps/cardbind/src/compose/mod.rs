@@ -236,6 +236,11 @@ async fn build_with(
     let metrics = prometheus::Registry::new();
     let tasks =
         crate::tasks::TaskRuns::registered(&metrics).map_err(|e| anyhow!("metrics: {e}"))?;
+    if let Some(store) = &stores.sqlite {
+        store
+            .register_metrics(&metrics)
+            .map_err(|e| anyhow!("metrics: {e}"))?;
+    }
     let (usecases, bins, clock) = usecases_on(config, &stores, vault, &metrics).await?;
     let http = HttpSettings {
         max_body_bytes: config.server.max_body_bytes,

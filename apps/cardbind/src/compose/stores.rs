@@ -29,6 +29,9 @@ pub struct Stores {
     pub review: Arc<dyn ReviewQueue>,
     /// Where imported BIN tables are kept.
     pub bins: Arc<dyn BinTableStore>,
+    /// The embedded store, when it is the one opened for writing: the
+    /// service exports its writer's metrics.
+    pub sqlite: Option<cardbind_sqlite::SqliteStore>,
 }
 
 impl Stores {
@@ -58,6 +61,7 @@ impl Stores {
             data_keys: s.clone(),
             review: s,
             bins,
+            sqlite: None,
         }
     }
 }
@@ -157,7 +161,10 @@ pub async fn stores(config: &Config) -> anyhow::Result<Stores> {
             let store = cardbind_sqlite::SqliteStore::open(&path, sqlite_options(config))
                 .map_err(|e| anyhow!("storage.path: {}: {e}", path.display()))?;
             let bins = Arc::new(store.bin_tables());
-            Ok(Stores::all_in_one(Arc::new(store), bins))
+            Ok(Stores {
+                sqlite: Some(store.clone()),
+                ..Stores::all_in_one(Arc::new(store), bins)
+            })
         }
         StorageKind::Mongodb => mongo(config, None).await,
     }

@@ -1,0 +1,154 @@
+//! The writer's counters as Prometheus metrics, read at each collection:
+//! * `cardbind_sqlite_writer_groups_total`: transactions the writer ran;
+//! * `cardbind_sqlite_writer_writes_total`: writes run in them (`writes /
+//!   groups` is how many writes shared a commit);
+//! * `cardbind_sqlite_writer_busy_seconds_total`: time the writer spent
+//!   running them. Its rate is the share of the time the one writer was at
+//!   work: near 1, writes queue on it and the store bounds the service's
+//!   write throughput.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Counter, IntCounter, Registry};
+
+use crate::engine::Counters;
+use crate::WriterStats;
+
+/// The three counters, brought up to the writer's own at each collection.
+/// The lock keeps two concurrent scrapes from adding the same difference
+/// twice.
+struct WriterMetrics {
+    counters: Arc<Counters>,
+    exported: Mutex<Exported>,
+    descs: Vec<Desc>,
+}
+
+struct Exported {
+    groups: IntCounter,
+    writes: IntCounter,
+    busy: Counter,
+}
+
+impl WriterMetrics {
+    fn new(counters: Arc<Counters>) -> Result<WriterMetrics, prometheus::Error> {
+        let exported = Exported {
+            groups: IntCounter::new(
+                "cardbind_sqlite_writer_groups_total",
+                "Transactions the embedded store's writer ran, each holding one or more writes.",
+            )?,
+            writes: IntCounter::new(
+                "cardbind_sqlite_writer_writes_total",
+                "Writes the embedded store's writer ran; divided by the groups, how many shared a commit.",
+            )?,
+            busy: Counter::new(
+                "cardbind_sqlite_writer_busy_seconds_total",
+                "Seconds the embedded store's writer spent running transactions; a rate near 1 means writes queue on it.",
+            )?,
+        };
+        let descs = [
+            exported.groups.desc(),
+            exported.writes.desc(),
+            exported.busy.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Ok(WriterMetrics {
+            counters,
+            exported: Mutex::new(exported),
+            descs,
+        })
+    }
+}
+
+impl Collector for WriterMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = WriterStats::of(&self.counters);
+        let e = match self.exported.lock() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // The writer's counters only grow: each exported counter is raised
+        // by what it lacks.
+        e.groups.inc_by(now.groups.saturating_sub(e.groups.get()));
+        e.writes.inc_by(now.writes.saturating_sub(e.writes.get()));
+        let busy = now.busy.as_secs_f64() - e.busy.get();
+        if busy > 0.0 {
+            e.busy.inc_by(busy);
+        }
+        [e.groups.collect(), e.writes.collect(), e.busy.collect()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// Registers the writer's metrics of `counters` into `registry`.
+pub(crate) fn register(
+    counters: Arc<Counters>,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    registry.register(Box::new(WriterMetrics::new(counters)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use cardbind_domain::Timestamp;
+    use cardbind_ports::store::{RateLimiter, RateWindow};
+
+    use crate::{SqliteOptions, SqliteStore};
+
+    /// The value of the unlabelled sample `name` in the registry's text.
+    fn sample(registry: &prometheus::Registry, name: &str) -> f64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not exported in:\n{text}"))
+    }
+
+    #[tokio::test]
+    async fn the_writers_counters_are_exported_as_they_are_at_each_scrape() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(dir.path().join("s.sqlite3"), SqliteOptions::default()).unwrap();
+        let registry = prometheus::Registry::new();
+        store.register_metrics(&registry).unwrap();
+        let groups = |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_groups_total");
+        let writes = |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_writes_total");
+        let busy =
+            |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_busy_seconds_total");
+        let before = (groups(&registry), writes(&registry), busy(&registry));
+        let now = Timestamp::from_unix_millis(1_000_000);
+        for i in 0..5 {
+            let w = RateWindow {
+                key: format!("k{i}"),
+                limit: 3,
+                expires_at: Timestamp::from_unix_millis(2_000_000),
+            };
+            store.take(&[w], now).await.unwrap();
+        }
+        let stats = store.writer_stats();
+        // Five writes, run one after another: five more each, and the time.
+        assert_eq!(writes(&registry) - before.1, 5.0);
+        assert_eq!(writes(&registry), stats.writes as f64);
+        assert_eq!(groups(&registry), stats.groups as f64);
+        assert!(groups(&registry) - before.0 >= 1.0);
+        assert!(busy(&registry) > before.2);
+        // A scrape again, with nothing written between: the same values.
+        assert_eq!(writes(&registry), stats.writes as f64);
+        assert_eq!(groups(&registry), stats.groups as f64);
+        // Registered once per registry.
+        assert!(store.register_metrics(&registry).is_err());
+    }
+}
