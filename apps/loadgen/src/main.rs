@@ -21,7 +21,7 @@
 //! directory, with the mock channel binding at once and the per-IP rule
 //! off (every request comes from one address).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -384,6 +384,57 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// The embedded store's writer counters, as `/metrics` at `url` exports
+/// them: groups, writes and busy seconds. `None` when the service does not
+/// export them (another store) or does not answer. A blocking HTTP/1.0 GET
+/// (a close-delimited body), once a window.
+fn writer_counters(url: &str) -> Option<[f64; 3]> {
+    let addr = url.strip_prefix("http://")?.trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    parse_writer(&text)
+}
+
+const WRITER_METRICS: [&str; 3] = [
+    "cardbind_sqlite_writer_groups_total",
+    "cardbind_sqlite_writer_writes_total",
+    "cardbind_sqlite_writer_busy_seconds_total",
+];
+
+fn parse_writer(text: &str) -> Option<[f64; 3]> {
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some([
+        value(WRITER_METRICS[0])?,
+        value(WRITER_METRICS[1])?,
+        value(WRITER_METRICS[2])?,
+    ])
+}
+
+/// Writes per group and the writer's share of the time between two
+/// readings of its counters `length` apart, as printed.
+fn writer_columns(
+    before: Option<[f64; 3]>,
+    now: Option<[f64; 3]>,
+    length: Duration,
+) -> (String, String) {
+    match (before, now) {
+        (Some(b), Some(n)) if n[0] > b[0] => (
+            format!("{:.1}", (n[1] - b[1]) / (n[0] - b[0])),
+            format!(
+                "{:.0}",
+                100.0 * (n[2] - b[2]) / length.as_secs_f64().max(1e-9)
+            ),
+        ),
+        _ => ("-".to_owned(), "-".to_owned()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
@@ -441,10 +492,20 @@ async fn main() -> Result<(), String> {
     };
     let pid = target.child.as_ref().map(Child::id);
     println!(
-        "{:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
-        "elapsed", "stored", "binds/s", "p50 ms", "p99 ms", "errors", "rss MiB", "/floor"
+        "{:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7} {:>8} {:>7}",
+        "elapsed",
+        "stored",
+        "binds/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "rss MiB",
+        "/floor",
+        "w/group",
+        "writer%"
     );
     let mut rates = Vec::new();
+    let mut writer = writer_counters(&target.url);
     let (ok, errors) = drive(
         &target.url,
         &target.token,
@@ -464,8 +525,11 @@ async fn main() -> Result<(), String> {
                 .and_then(rss_mib)
                 .map_or("-".to_owned(), |r| format!("{r:.0}"));
             let vs = floor_rate.map_or("-".to_owned(), |f| format!("{:.2}", rate / f));
+            let now = writer_counters(&target.url);
+            let (per_group, busy) = writer_columns(writer, now, length);
+            writer = now;
             println!(
-                "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7}{}",
+                "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7} {:>8} {:>7}{}",
                 elapsed.as_secs_f64(),
                 args.first.saturating_add(stored),
                 rate,
@@ -474,6 +538,8 @@ async fn main() -> Result<(), String> {
                 w.errors,
                 rss,
                 vs,
+                per_group,
+                busy,
                 if partial {
                     format!("  (last {:.1}s)", length.as_secs_f64())
                 } else {
@@ -572,6 +638,57 @@ mod tests {
             .is_ok_and(|u| u.get_version() == Some(uuid::Version::Random))));
         let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
         assert!((4_500..5_500).contains(&ascending), "{ascending}");
+    }
+
+    const SCRAPE: &str = "# HELP cardbind_sqlite_writer_busy_seconds_total Seconds.
+# TYPE cardbind_sqlite_writer_busy_seconds_total counter
+cardbind_sqlite_writer_busy_seconds_total 1.5
+cardbind_sqlite_writer_groups_total 20
+cardbind_sqlite_writer_groups_total_other 7
+cardbind_sqlite_writer_writes_total 300
+cardbind_store_up 1
+";
+
+    #[test]
+    fn the_writers_columns_come_from_two_readings_of_its_counters() {
+        let now = parse_writer(SCRAPE);
+        assert_eq!(now, Some([20.0, 300.0, 1.5]));
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            writer_columns(Some([10.0, 100.0, 1.0]), now, second),
+            ("20.0".to_owned(), "50".to_owned())
+        );
+        // Without a reading, or without a group between them: no figures.
+        let none = ("-".to_owned(), "-".to_owned());
+        assert_eq!(writer_columns(None, now, second), none);
+        assert_eq!(writer_columns(now, now, second), none);
+        assert_eq!(parse_writer("cardbind_store_up 1\n"), None);
+    }
+
+    /// The counters are read from the service's `/metrics`.
+    #[tokio::test]
+    async fn the_writers_counters_are_scraped_from_the_service() {
+        use poem::listener::{Acceptor, Listener};
+        use poem::{get, handler, Route, Server};
+
+        #[handler]
+        fn metrics() -> &'static str {
+            SCRAPE
+        }
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = acceptor.local_addr().remove(0);
+        let url = format!("http://{}", addr.as_socket_addr().unwrap());
+        let server = tokio::spawn(
+            Server::new_with_acceptor(acceptor).run(Route::new().at("/metrics", get(metrics))),
+        );
+        let read = tokio::task::spawn_blocking(move || writer_counters(&url))
+            .await
+            .unwrap();
+        server.abort();
+        assert_eq!(read, Some([20.0, 300.0, 1.5]));
     }
 
     /// Sends `binds` to an endpoint that records each bind's user and
