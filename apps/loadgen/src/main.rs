@@ -668,22 +668,13 @@ cardbind_store_up 1
     /// The counters are read from the service's `/metrics`.
     #[tokio::test]
     async fn the_writers_counters_are_scraped_from_the_service() {
-        use poem::listener::{Acceptor, Listener};
-        use poem::{get, handler, Route, Server};
+        use poem::{get, handler, Route};
 
         #[handler]
         fn metrics() -> &'static str {
             SCRAPE
         }
-        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .unwrap();
-        let addr = acceptor.local_addr().remove(0);
-        let url = format!("http://{}", addr.as_socket_addr().unwrap());
-        let server = tokio::spawn(
-            Server::new_with_acceptor(acceptor).run(Route::new().at("/metrics", get(metrics))),
-        );
+        let (url, server) = serve(Route::new().at("/metrics", get(metrics))).await;
         let read = tokio::task::spawn_blocking(move || writer_counters(&url))
             .await
             .unwrap();
@@ -691,12 +682,26 @@ cardbind_store_up 1
         assert_eq!(read, Some([20.0, 300.0, 1.5]));
     }
 
+    /// Serves `app` on a free loopback port: its URL, and the server's task.
+    async fn serve(
+        app: impl poem::Endpoint + 'static,
+    ) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        use poem::listener::{Acceptor, Listener};
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = acceptor.local_addr().remove(0);
+        let url = format!("http://{}", addr.as_socket_addr().unwrap());
+        let server = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+        (url, server)
+    }
+
     /// Sends `binds` to an endpoint that records each bind's user and
     /// card: what was answered, failed and counted, and what it got.
     async fn recorded(binds: Binds) -> (u64, u64, u64, Vec<(String, String)>) {
-        use poem::listener::{Acceptor, Listener};
         use poem::web::{Data, Json, Path};
-        use poem::{handler, post, EndpointExt, Route, Server};
+        use poem::{handler, post, EndpointExt, Route};
 
         type Seen = Arc<Mutex<Vec<(String, String)>>>;
         #[handler]
@@ -712,16 +717,10 @@ cardbind_store_up 1
             poem::http::StatusCode::CREATED
         }
         let seen: Seen = Arc::default();
-        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .unwrap();
-        let addr = acceptor.local_addr().remove(0);
-        let url = format!("http://{}", addr.as_socket_addr().unwrap());
         let app = Route::new()
             .at("/v1/users/:user/cards", post(bind))
             .data(seen.clone());
-        let server = tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        let (url, server) = serve(app).await;
         let mut counted = 0;
         let (ok, errors) = drive(
             &url,
