@@ -48,7 +48,7 @@
 //!   thread, so it is atomic without retries, and the file's own locks keep
 //!   it atomic across processes too.
 //!   [`SqliteStore::register_metrics`] exports the writer's counters
-//!   (`cardbind_sqlite_writer_groups_total`, `…_writes_total`,
+//!   (`cardbind_sqlite_writer_transactions_total`, `…_writes_total`,
 //!   `…_busy_seconds_total`): how many writes share a commit, and the share
 //!   of the time the writer is at work (near 1, writes queue on it).
 //! * **Reads run on the caller's thread**, on a small pool of read-only
@@ -344,7 +344,7 @@ impl SqliteStore {
     }
 
     /// Registers the writer's metrics into `registry`, read from the
-    /// writer at each collection: `cardbind_sqlite_writer_groups_total`,
+    /// writer at each collection: `cardbind_sqlite_writer_transactions_total`,
     /// `cardbind_sqlite_writer_writes_total` and
     /// `cardbind_sqlite_writer_busy_seconds_total` (see
     /// [`WriterStats`]). Fails if they are registered there already.

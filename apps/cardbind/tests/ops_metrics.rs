@@ -1,6 +1,6 @@
 //! The metrics the alert rules and the dashboard in `deploy/` are built on:
-//! errors by stable code, latency by method, the store probe and the review
-//! queue gauge.
+//! errors by stable code, latency by method, the store probe, the review
+//! queue gauge and the embedded store's writer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -348,7 +348,7 @@ async fn scrape_of(
 }
 
 const WRITER: [&str; 3] = [
-    "cardbind_sqlite_writer_groups_total",
+    "cardbind_sqlite_writer_transactions_total",
     "cardbind_sqlite_writer_writes_total",
     "cardbind_sqlite_writer_busy_seconds_total",
 ];
@@ -385,7 +385,9 @@ async fn the_embedded_stores_writer_is_measured_at_each_scrape() {
 
 #[tokio::test]
 async fn a_store_without_that_writer_exports_none_of_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
     let mut config = cardbind::config::Config::default();
+    config.server.data_dir = dir.path().to_path_buf();
     config.storage.kind = cardbind::config::StorageKind::Memory;
     let (_built, client) = composed(&config).await;
     let text = scrape_of(&client).await;
