@@ -81,23 +81,51 @@ struct Args {
     /// Each bind's user id a random UUID (a new user's wallet, data key
     /// and audit chain at random places in the store's trees), not
     /// `lg-N` (in the order of a platform's sequential ids).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "time_ordered_users")]
     random_users: bool,
+    /// Each bind's user id a new UUID v7 (time-ordered, as ULIDs and
+    /// snowflake ids are): a new user's records land after the last
+    /// user's, as with `lg-N`, with ids of a UUID's length.
+    #[arg(long)]
+    time_ordered_users: bool,
 }
 
-/// The binds a run sends: their numbers (user `lg-N` unless
-/// `random_users`, card N).
+/// The user ids a run sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Users {
+    /// `lg-N` for bind N.
+    Numbered,
+    /// A random UUID (v4) a bind.
+    Random,
+    /// A UUID v7 a bind.
+    TimeOrdered,
+}
+
+impl Users {
+    fn of(args: &Args) -> Users {
+        if args.random_users {
+            Users::Random
+        } else if args.time_ordered_users {
+            Users::TimeOrdered
+        } else {
+            Users::Numbered
+        }
+    }
+}
+
+/// The binds a run sends: their numbers (card N, and user `lg-N` when
+/// `users` says so).
 struct Binds {
     numbers: std::ops::Range<u64>,
-    random_users: bool,
+    users: Users,
 }
 
 /// The path a bind is sent to.
-fn bind_path(n: u64, random_users: bool) -> String {
-    if random_users {
-        format!("/v1/users/{}/cards", uuid::Uuid::new_v4())
-    } else {
-        format!("/v1/users/lg-{n}/cards")
+fn bind_path(n: u64, users: Users) -> String {
+    match users {
+        Users::Random => format!("/v1/users/{}/cards", uuid::Uuid::new_v4()),
+        Users::TimeOrdered => format!("/v1/users/{}/cards", uuid::Uuid::now_v7()),
+        Users::Numbered => format!("/v1/users/lg-{n}/cards"),
     }
 }
 
@@ -288,7 +316,7 @@ async fn drive(
         Arc::new(AtomicU64::new(binds.numbers.start)),
         binds.numbers.end,
     );
-    let random_users = binds.random_users;
+    let users = binds.users;
     let stop = Arc::new(AtomicBool::new(false));
     let current = Arc::new(Mutex::new(Window::new()));
     let started = Instant::now();
@@ -303,7 +331,7 @@ async fn drive(
                 if n >= end || stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let req = hyper::Request::post(format!("{url}{}", bind_path(n, random_users)))
+                let req = hyper::Request::post(format!("{url}{}", bind_path(n, users)))
                     .header("authorization", &auth)
                     .header("content-type", "application/json")
                     .header("idempotency-key", idempotency_key())
@@ -384,22 +412,39 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// A reading of the embedded store's writer counters: transactions,
+/// writes and busy seconds, and when they were read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Reading {
+    at: Instant,
+    counters: [f64; 3],
+}
+
 /// The embedded store's writer counters, as `/metrics` at `url` exports
-/// them: groups, writes and busy seconds. `None` when the service does not
-/// export them (another store) or does not answer. A blocking HTTP/1.0 GET
-/// (a close-delimited body), once a window.
-fn writer_counters(url: &str) -> Option<[f64; 3]> {
+/// them. `None` when the service does not export them (another store) or
+/// does not answer 200. A blocking HTTP/1.0 GET (a close-delimited body),
+/// once a window, on the thread that prints the windows.
+fn writer_counters(url: &str) -> Option<Reading> {
+    use std::net::ToSocketAddrs;
     let addr = url.strip_prefix("http://")?.trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    let to = addr.to_socket_addrs().ok()?.next()?;
+    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    parse_writer(&text)
+    let status = text.lines().next()?;
+    if status.split(' ').nth(1) != Some("200") {
+        return None;
+    }
+    Some(Reading {
+        at: Instant::now(),
+        counters: parse_writer(&text)?,
+    })
 }
 
 const WRITER_METRICS: [&str; 3] = [
-    "cardbind_sqlite_writer_groups_total",
+    "cardbind_sqlite_writer_transactions_total",
     "cardbind_sqlite_writer_writes_total",
     "cardbind_sqlite_writer_busy_seconds_total",
 ];
@@ -416,21 +461,21 @@ fn parse_writer(text: &str) -> Option<[f64; 3]> {
     ])
 }
 
-/// Writes per group and the writer's share of the time between two
-/// readings of its counters `length` apart, as printed.
-fn writer_columns(
-    before: Option<[f64; 3]>,
-    now: Option<[f64; 3]>,
-    length: Duration,
-) -> (String, String) {
+/// Writes per transaction and the writer's share of the time between two
+/// readings of its counters, as printed.
+fn writer_columns(before: Option<Reading>, now: Option<Reading>) -> (String, String) {
     match (before, now) {
-        (Some(b), Some(n)) if n[0] > b[0] => (
-            format!("{:.1}", (n[1] - b[1]) / (n[0] - b[0])),
-            format!(
-                "{:.0}",
-                100.0 * (n[2] - b[2]) / length.as_secs_f64().max(1e-9)
-            ),
-        ),
+        (Some(b), Some(n)) if n.counters[0] > b.counters[0] => {
+            let (b, span) = (b.counters, n.at.duration_since(b.at));
+            let n = n.counters;
+            (
+                format!("{:.1}", (n[1] - b[1]) / (n[0] - b[0])),
+                format!(
+                    "{:.0}",
+                    100.0 * (n[2] - b[2]) / span.as_secs_f64().max(1e-9)
+                ),
+            )
+        }
         _ => ("-".to_owned(), "-".to_owned()),
     }
 }
@@ -455,7 +500,7 @@ async fn main() -> Result<(), String> {
             args.concurrency,
             Binds {
                 numbers: 0..u64::MAX,
-                random_users: false,
+                users: Users::Numbered,
             },
             Some(Duration::from_secs(args.floor_seconds)),
             // One window of the floor's length: the run stops at a window's
@@ -501,7 +546,7 @@ async fn main() -> Result<(), String> {
         "errors",
         "rss MiB",
         "/floor",
-        "w/group",
+        "w/tx",
         "writer%"
     );
     let mut rates = Vec::new();
@@ -512,7 +557,7 @@ async fn main() -> Result<(), String> {
         args.concurrency,
         Binds {
             numbers: args.first..args.first.saturating_add(args.binds),
-            random_users: args.random_users,
+            users: Users::of(&args),
         },
         None,
         window,
@@ -526,8 +571,9 @@ async fn main() -> Result<(), String> {
                 .map_or("-".to_owned(), |r| format!("{r:.0}"));
             let vs = floor_rate.map_or("-".to_owned(), |f| format!("{:.2}", rate / f));
             let now = writer_counters(&target.url);
-            let (per_group, busy) = writer_columns(writer, now, length);
-            writer = now;
+            let (per_tx, busy) = writer_columns(writer, now);
+            // A failed reading leaves the last one to compare with.
+            writer = now.or(writer);
             println!(
                 "{:>6.0}s {:>10} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>7} {:>8} {:>7}{}",
                 elapsed.as_secs_f64(),
@@ -538,7 +584,7 @@ async fn main() -> Result<(), String> {
                 w.errors,
                 rss,
                 vs,
-                per_group,
+                per_tx,
                 busy,
                 if partial {
                     format!("  (last {:.1}s)", length.as_secs_f64())
@@ -643,43 +689,61 @@ mod tests {
     const SCRAPE: &str = "# HELP cardbind_sqlite_writer_busy_seconds_total Seconds.
 # TYPE cardbind_sqlite_writer_busy_seconds_total counter
 cardbind_sqlite_writer_busy_seconds_total 1.5
-cardbind_sqlite_writer_groups_total 20
-cardbind_sqlite_writer_groups_total_other 7
+cardbind_sqlite_writer_transactions_total 20
+cardbind_sqlite_writer_transactions_total_other 7
 cardbind_sqlite_writer_writes_total 300
 cardbind_store_up 1
 ";
 
     #[test]
     fn the_writers_columns_come_from_two_readings_of_its_counters() {
-        let now = parse_writer(SCRAPE);
-        assert_eq!(now, Some([20.0, 300.0, 1.5]));
-        let second = Duration::from_secs(1);
+        let counters = parse_writer(SCRAPE);
+        assert_eq!(counters, Some([20.0, 300.0, 1.5]));
+        let t0 = Instant::now();
+        let reading = |at: Instant, counters: [f64; 3]| Some(Reading { at, counters });
+        let before = reading(t0, [10.0, 100.0, 1.0]);
+        let now = reading(t0 + Duration::from_secs(2), [20.0, 300.0, 1.5]);
+        // 200 writes in 10 transactions; 0.5 s busy in the 2 s between.
         assert_eq!(
-            writer_columns(Some([10.0, 100.0, 1.0]), now, second),
-            ("20.0".to_owned(), "50".to_owned())
+            writer_columns(before, now),
+            ("20.0".to_owned(), "25".to_owned())
         );
-        // Without a reading, or without a group between them: no figures.
+        // Without a reading, or without a transaction between them: none.
         let none = ("-".to_owned(), "-".to_owned());
-        assert_eq!(writer_columns(None, now, second), none);
-        assert_eq!(writer_columns(now, now, second), none);
+        assert_eq!(writer_columns(None, now), none);
+        assert_eq!(writer_columns(now, None), none);
+        assert_eq!(writer_columns(now, now), none);
         assert_eq!(parse_writer("cardbind_store_up 1\n"), None);
     }
 
-    /// The counters are read from the service's `/metrics`.
+    /// The counters are read from the service's `/metrics`, when it
+    /// answers 200.
     #[tokio::test]
     async fn the_writers_counters_are_scraped_from_the_service() {
+        use poem::http::StatusCode;
         use poem::{get, handler, Route};
 
         #[handler]
         fn metrics() -> &'static str {
             SCRAPE
         }
-        let (url, server) = serve(Route::new().at("/metrics", get(metrics))).await;
-        let read = tokio::task::spawn_blocking(move || writer_counters(&url))
-            .await
-            .unwrap();
-        server.abort();
-        assert_eq!(read, Some([20.0, 300.0, 1.5]));
+        #[handler]
+        fn refusing() -> (StatusCode, &'static str) {
+            (StatusCode::SERVICE_UNAVAILABLE, SCRAPE)
+        }
+        let mut read = Vec::new();
+        for app in [
+            Route::new().at("/metrics", get(metrics)),
+            Route::new().at("/metrics", get(refusing)),
+        ] {
+            let (url, server) = serve(app).await;
+            let r = tokio::task::spawn_blocking(move || writer_counters(&url))
+                .await
+                .unwrap();
+            server.abort();
+            read.push(r.map(|r| r.counters));
+        }
+        assert_eq!(read, [Some([20.0, 300.0, 1.5]), None]);
     }
 
     /// Serves `app` on a free loopback port: its URL, and the server's task.
@@ -744,7 +808,7 @@ cardbind_store_up 1
     async fn a_run_goes_on_from_its_first_bind() {
         let (ok, errors, counted, seen) = recorded(Binds {
             numbers: 1_000..1_050,
-            random_users: false,
+            users: Users::Numbered,
         })
         .await;
         assert_eq!((ok, errors, counted), (50, 0, 50));
@@ -755,24 +819,41 @@ cardbind_store_up 1
         assert_eq!(seen, expected);
     }
 
-    /// With `--random-users` each bind's user is a new random UUID; the
-    /// cards are numbered as before.
-    #[tokio::test]
-    async fn random_users_are_distinct_uuids() {
+    /// Each bind's user is a new UUID of `version`; the cards are
+    /// numbered as before.
+    async fn distinct_uuid_users(users: Users, version: uuid::Version) {
         let (ok, errors, counted, seen) = recorded(Binds {
             numbers: 0..50,
-            random_users: true,
+            users,
         })
         .await;
         assert_eq!((ok, errors, counted), (50, 0, 50));
-        let users: std::collections::HashSet<&String> = seen.iter().map(|(u, _)| u).collect();
-        assert_eq!(users.len(), 50);
-        assert!(users.iter().all(|u| uuid::Uuid::parse_str(u)
-            .is_ok_and(|u| u.get_version() == Some(uuid::Version::Random))));
+        let ids: std::collections::HashSet<&String> = seen.iter().map(|(u, _)| u).collect();
+        assert_eq!(ids.len(), 50);
+        assert!(ids
+            .iter()
+            .all(|u| uuid::Uuid::parse_str(u).is_ok_and(|u| u.get_version() == Some(version))));
         let mut cards: Vec<String> = seen.into_iter().map(|(_, c)| c).collect();
         cards.sort();
         let mut expected: Vec<String> = (0..50).map(card).collect();
         expected.sort();
         assert_eq!(cards, expected);
+    }
+
+    /// `--random-users`: a random UUID (v4) a bind.
+    #[tokio::test]
+    async fn random_users_are_distinct_uuids() {
+        distinct_uuid_users(Users::Random, uuid::Version::Random).await;
+    }
+
+    /// `--time-ordered-users`: a UUID v7 a bind, each after the one before
+    /// (as text too: the store orders ids as text).
+    #[tokio::test]
+    async fn time_ordered_users_are_distinct_and_ascending() {
+        distinct_uuid_users(Users::TimeOrdered, uuid::Version::SortRand).await;
+        let ids: Vec<String> = (0..1_000)
+            .map(|n| bind_path(n, Users::TimeOrdered))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "not ascending");
     }
 }
