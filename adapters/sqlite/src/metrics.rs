@@ -28,7 +28,7 @@ struct WriterMetrics {
 }
 
 struct Exported {
-    groups: IntCounter,
+    transactions: IntCounter,
     writes: IntCounter,
     busy: Counter,
 }
@@ -36,13 +36,13 @@ struct Exported {
 impl WriterMetrics {
     fn new(counters: Arc<Counters>) -> Result<WriterMetrics, prometheus::Error> {
         let exported = Exported {
-            groups: IntCounter::new(
+            transactions: IntCounter::new(
                 "cardbind_sqlite_writer_transactions_total",
                 "Transactions the embedded store's writer ran, each holding one or more writes.",
             )?,
             writes: IntCounter::new(
                 "cardbind_sqlite_writer_writes_total",
-                "Writes the embedded store's writer ran; divided by the groups, how many shared a commit.",
+                "Writes the embedded store's writer ran; divided by the transactions, how many shared a commit.",
             )?,
             busy: Counter::new(
                 "cardbind_sqlite_writer_busy_seconds_total",
@@ -50,7 +50,7 @@ impl WriterMetrics {
             )?,
         };
         let descs = [
-            exported.groups.desc(),
+            exported.transactions.desc(),
             exported.writes.desc(),
             exported.busy.desc(),
         ]
@@ -76,16 +76,21 @@ impl Collector for WriterMetrics {
         let e = self.exported.lock().unwrap_or_else(PoisonError::into_inner);
         // The writer's counters only grow: each exported counter is raised
         // by what it lacks.
-        e.groups.inc_by(now.groups.saturating_sub(e.groups.get()));
+        e.transactions
+            .inc_by(now.groups.saturating_sub(e.transactions.get()));
         e.writes.inc_by(now.writes.saturating_sub(e.writes.get()));
         let busy = now.busy.as_secs_f64() - e.busy.get();
         if busy > 0.0 {
             e.busy.inc_by(busy);
         }
-        [e.groups.collect(), e.writes.collect(), e.busy.collect()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            e.transactions.collect(),
+            e.writes.collect(),
+            e.busy.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

@@ -18,9 +18,7 @@ const VISA: &str = "4111111111111111";
 const BIND_ROUTE: &str = "/v1/users/{user_id}/cards";
 
 async fn scrape(t: &TestApp) -> String {
-    let resp = t.client.get("/metrics").send().await;
-    resp.assert_status_is_ok();
-    String::from_utf8(bytes(resp).await).unwrap()
+    scrape_of(&t.client).await
 }
 
 /// The value of the sample whose name and labels are exactly `series`
