@@ -279,6 +279,16 @@ impl Drop for Threads {
 
 impl Engine {
     pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Arc<Engine>, OpenError> {
+        Engine::open_with(path, options, LOCK_BYTE)
+    }
+
+    /// [`Engine::open`] with the file size at which the writer's cache
+    /// grows to its configured size (`LOCK_BYTE` but in tests).
+    fn open_with(
+        path: &Path,
+        options: SqliteOptions,
+        lock_byte: i64,
+    ) -> Result<Arc<Engine>, OpenError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Directories made for the store are private, as the data
             // directory is (it holds the store).
@@ -321,6 +331,7 @@ impl Engine {
         let counters = Arc::new(Counters::default());
         let writer_counters = counters.clone();
         let busy_timeout = options.busy_timeout;
+        let cache_kib = options.writer_cache_kib();
         let writer_thread = std::thread::Builder::new()
             .name("cardbind-sqlite-writer".into())
             .spawn(move || {
@@ -331,6 +342,7 @@ impl Engine {
                     writer_ctl,
                     &writer_counters,
                     busy_timeout,
+                    (cache_kib, lock_byte),
                 )
             })
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
@@ -545,8 +557,16 @@ fn writer_loop(
     ctl: std_mpsc::Sender<Ctl>,
     counters: &Counters,
     busy_timeout: Duration,
+    (cache_kib, lock_byte): (u64, i64),
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    let page_size = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .unwrap_or(4096);
+    let mut cache = CacheSizer::new(page_size, cache_kib, lock_byte);
+    if let Ok(pages) = page_count(&conn) {
+        cache.apply(&conn, pages);
+    }
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -556,8 +576,9 @@ fn writer_loop(
             }
         }
         let mut after = AfterCommit::default();
+        let mut pages = None;
         let started = Instant::now();
-        let committed = run_group(&conn, &mut batch, &mut after);
+        let committed = run_group(&conn, &mut batch, &mut after, &mut pages);
         counters.groups.fetch_add(1, Ordering::Relaxed);
         counters
             .writes
@@ -572,6 +593,9 @@ fn writer_loop(
             job.finish(committed.clone());
         }
         if committed.is_ok() {
+            if let Some(pages) = pages {
+                cache.apply(&conn, pages);
+            }
             if after.vacuum {
                 if let Err(e) = incremental_vacuum(&conn) {
                     tracing::warn!(error = %e, "sqlite incremental vacuum failed");
@@ -632,6 +656,7 @@ fn run_group(
     conn: &Connection,
     batch: &mut [Box<dyn Job>],
     after: &mut AfterCommit,
+    pages: &mut Option<i64>,
 ) -> Result<(), StoreError> {
     exec_cached(conn, "BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
@@ -647,7 +672,83 @@ fn run_group(
         }
         exec_cached(conn, "RELEASE job")?;
     }
+    // The file's size as this transaction leaves it (read inside it: no
+    // lock of its own), for the page cache's size.
+    *pages = page_count(conn).ok();
     exec_cached(conn, "COMMIT")
+}
+
+fn page_count(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached("PRAGMA page_count")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db_err)
+}
+
+/// The most the writer's page cache holds while the file is smaller than
+/// SQLite's lock-byte page (1 GiB), KiB.
+///
+/// SQLite (3.54) keeps the pages of a B-tree balance in ascending order by
+/// swapping two page numbers by way of the lock-byte page's number
+/// (262,145 with 4 KiB pages; `balance_nonroot`), which raises its page
+/// cache's highest key to it. At the commit, cutting the cache back to the
+/// file's size then walks every slot and every page of the cache, not the
+/// few past the file's end, while the file is smaller than that page. A
+/// balance of that kind happens in nearly every group once trees keyed at
+/// random (idempotency keys, card fingerprints, user ids) split their
+/// pages, so each commit visited every cached page: 17 % of the writer
+/// thread's CPU with a 16 MiB cache (`perf`, random user ids, 7 December
+/// 2026). A 4 MiB cache makes that walk a quarter as long and costs a few
+/// more reads from the OS's file cache (a file of that size is all there);
+/// past 1 GiB the walk stops by itself and the configured size applies.
+const SMALL_FILE_CACHE_KIB: u64 = 4096;
+
+/// The offset of SQLite's lock byte (`PENDING_BYTE`): 1 GiB.
+const LOCK_BYTE: i64 = 1 << 30;
+
+/// The writer's page cache size as the file grows (or shrinks) across
+/// SQLite's lock-byte page: [`SMALL_FILE_CACHE_KIB`] at most below it,
+/// the configured size from it on.
+#[derive(Debug)]
+struct CacheSizer {
+    lock_page: i64,
+    small_kib: u64,
+    full_kib: u64,
+    set: Option<u64>,
+}
+
+impl CacheSizer {
+    fn new(page_size: i64, full_kib: u64, lock_byte: i64) -> CacheSizer {
+        CacheSizer {
+            lock_page: lock_byte / page_size.max(512) + 1,
+            small_kib: full_kib.min(SMALL_FILE_CACHE_KIB),
+            full_kib,
+            set: None,
+        }
+    }
+
+    /// The size to set for a file of `pages` pages, when it is not the
+    /// one set last.
+    fn resize(&mut self, pages: i64) -> Option<u64> {
+        let kib = if pages < self.lock_page {
+            self.small_kib
+        } else {
+            self.full_kib
+        };
+        (self.set != Some(kib)).then(|| {
+            self.set = Some(kib);
+            kib
+        })
+    }
+
+    /// Sets the cache's size for a file of `pages` pages, when it changes.
+    fn apply(&mut self, conn: &Connection, pages: i64) {
+        if let Some(kib) = self.resize(pages) {
+            if let Err(e) = conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")) {
+                tracing::warn!(error = %e, "sqlite page cache not resized");
+                self.set = None;
+            }
+        }
+    }
 }
 
 fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Duration) {
@@ -804,6 +905,74 @@ mod tests {
         // Once over, the next occurrence is news again.
         assert_eq!(r.ended(), None);
         assert_eq!(r.happened(t0 + every + Duration::from_secs(2)), Some(1));
+    }
+
+    /// Below SQLite's lock-byte page (1 GiB) the writer's cache is at most
+    /// 4 MiB; from it on, the configured size; and back when the file
+    /// shrinks below it. A size is set only when it changes.
+    #[test]
+    fn the_writers_cache_is_small_until_the_file_passes_the_lock_byte_page() {
+        let mut c = CacheSizer::new(4096, 16 * 1024, LOCK_BYTE);
+        assert_eq!(c.lock_page, 262_145);
+        assert_eq!(c.resize(0), Some(4096), "a new file");
+        assert_eq!(c.resize(100_000), None, "unchanged");
+        assert_eq!(c.resize(262_144), None, "still below the lock page");
+        assert_eq!(c.resize(262_145), Some(16 * 1024));
+        assert_eq!(c.resize(2_000_000), None);
+        assert_eq!(c.resize(200_000), Some(4096), "shrunk by a vacuum");
+        // The lock page is at 1 GiB whatever the page size.
+        assert_eq!(
+            CacheSizer::new(8192, 16 * 1024, LOCK_BYTE).lock_page,
+            131_073
+        );
+        // A configured size below 4 MiB is kept as it is.
+        let mut small = CacheSizer::new(4096, 1024, LOCK_BYTE);
+        assert_eq!(small.resize(1), Some(1024));
+        assert_eq!(small.resize(300_000), None);
+    }
+
+    /// The writer applies it: a new file's writer runs with the small
+    /// cache, not the 16 MiB configured, and takes the configured size in
+    /// the group that grows the file past the lock page (1 MiB here, in
+    /// place of 1 GiB).
+    #[tokio::test]
+    async fn the_writer_resizes_its_cache_as_the_file_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            cache_mib: 16,
+            ..SqliteOptions::default()
+        };
+        let engine = Engine::open_with(&dir.path().join("c.sqlite3"), options, 1 << 20).unwrap();
+        let cache_size = |tx: &mut Tx<'_>| {
+            tx.conn
+                .query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0))
+                .map_err(db_err)
+        };
+        let grow = |bytes: i64| {
+            move |tx: &mut Tx<'_>| {
+                tx.conn
+                    .execute(
+                        "INSERT INTO bin_tables (id, imported_at, entries, rows)
+                         VALUES (hex(randomblob(8)), 0, 0, hex(zeroblob(?1)))",
+                        [bytes / 2],
+                    )
+                    .map(|_| ())
+                    .map_err(db_err)
+            }
+        };
+        assert_eq!(engine.write(cache_size).await.unwrap(), -4096);
+        engine.write(grow(200_000)).await.unwrap();
+        assert_eq!(
+            engine.write(cache_size).await.unwrap(),
+            -4096,
+            "below 1 MiB"
+        );
+        engine.write(grow(1_000_000)).await.unwrap();
+        assert_eq!(
+            engine.write(cache_size).await.unwrap(),
+            -16 * 1024,
+            "past it"
+        );
     }
 
     /// The immutable URI names the file as a path (one leading `/`: two

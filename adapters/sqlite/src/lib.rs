@@ -211,13 +211,25 @@
 //! raises the page cache's highest key; at the commit, cutting the cache
 //! back to the file's size then walks the whole hash table of the writer's
 //! cache rather than a few slots. So while the file is under 1 GiB every
-//! group commit visits every cached page: `pcache1TruncateUnsafe` was 10 %
-//! of the writer thread's CPU at 18k pages with `serve`'s 16 MiB cache
-//! (`perf`, uprobes on its arguments: the highest key 262,145 at each
-//! commit, 2 December 2026). The cache's size did not move binds/s beyond
-//! the noise of two rounds (`loadgen`, 60k binds, 128 in flight, `--env
-//! CARDBIND__STORAGE__CACHE_MIB=…`: 16 MiB 1,435 and 1,792; 2 MiB 1,594
-//! and 1,621; 64 MiB 1,500 and 1,490 binds/s), so it stays as it is.
+//! group commit that split a page visits every cached page. With counter
+//! keys and 128 binds in flight that was 10 % of the writer thread's CPU
+//! and the cache's size did not move binds/s (2 December 2026); with keys
+//! that land at random (clients' idempotency keys, card fingerprints, user
+//! ids as UUIDs) nearly every group splits a page, and it was 17 % of the
+//! writer's CPU with a 16 MiB cache (7 December 2026, `perf`, uprobes
+//! showing the highest key at 262,145 at each commit). So the writer holds
+//! at most 4 MiB of [`SqliteOptions::cache_mib`] while the file is smaller
+//! than the lock-byte page, and the configured size from then on (checked
+//! at each commit; `engine.rs`): the walk fell to 3.8 % of the writer's
+//! CPU, and four alternated rounds of 100,000 binds with random user ids
+//! (`loadgen --random-users`, 32 in flight) gave medians of 1,538, 1,466,
+//! 1,611 and 2,161 binds/s against 1,367, 1,452, 1,212 and 1,290 without
+//! it (the machine's floor moving between 24,843 and 40,856 requests/s
+//! meanwhile; as shares of each run's floor, 0.052 against 0.043). With
+//! sequential user ids (fewer splits) a 4 MiB and a 16 MiB cache, set by
+//! `storage.cache_mib`, were level (medians 2,724 and 2,785 binds/s over
+//! 200,000 binds). A file that size is in the OS's file cache whole, so the
+//! pages the smaller cache misses cost a read from it, not the disk.
 
 mod bins;
 mod card_data;

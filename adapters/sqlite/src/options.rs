@@ -25,7 +25,9 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// The writer's page cache, MiB (each reader has 1 MiB more). Pages
     /// beyond it are read from the OS's file cache, which does not count in
-    /// the process's memory.
+    /// the process's memory. While the file is smaller than 1 GiB the
+    /// writer holds at most 4 MiB of it: below that size each of SQLite's
+    /// commits walks the whole cache (see the crate docs).
     pub cache_mib: u32,
     /// Reader connections kept open. Reads run on the calling thread, so
     /// this should cover the threads that read at once (the runtime's
