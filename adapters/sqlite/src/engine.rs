@@ -308,6 +308,9 @@ impl Engine {
             access: Access::ReadWrite,
         };
         let mut writer = opener.open(Role::Writer).map_err(OpenError::Store)?;
+        // The cache as the writer holds it, from the upgrade on (see
+        // `SMALL_FILE_CACHE_KIB`); corrected at the first commit after.
+        let cache = CacheSizer::set_up(&writer, options.writer_cache_kib(), lock_byte);
         // An upgrade's pages (a new index, a table copied into a new
         // shape) are let past the size bound: a file already at it would
         // otherwise not open at all, where it still serves reads.
@@ -331,7 +334,6 @@ impl Engine {
         let counters = Arc::new(Counters::default());
         let writer_counters = counters.clone();
         let busy_timeout = options.busy_timeout;
-        let cache_kib = options.writer_cache_kib();
         let writer_thread = std::thread::Builder::new()
             .name("cardbind-sqlite-writer".into())
             .spawn(move || {
@@ -342,7 +344,7 @@ impl Engine {
                     writer_ctl,
                     &writer_counters,
                     busy_timeout,
-                    (cache_kib, lock_byte),
+                    cache,
                 )
             })
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
@@ -557,16 +559,9 @@ fn writer_loop(
     ctl: std_mpsc::Sender<Ctl>,
     counters: &Counters,
     busy_timeout: Duration,
-    (cache_kib, lock_byte): (u64, i64),
+    mut cache: CacheSizer,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
-    let page_size = conn
-        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-        .unwrap_or(4096);
-    let mut cache = CacheSizer::new(page_size, cache_kib, lock_byte);
-    if let Ok(pages) = page_count(&conn) {
-        cache.apply(&conn, pages);
-    }
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -697,9 +692,15 @@ fn page_count(conn: &Connection) -> Result<i64, StoreError> {
 /// random (idempotency keys, card fingerprints, user ids) split their
 /// pages, so each commit visited every cached page: 17 % of the writer
 /// thread's CPU with a 16 MiB cache (`perf`, random user ids, 7 December
-/// 2026). A 4 MiB cache makes that walk a quarter as long and costs a few
-/// more reads from the OS's file cache (a file of that size is all there);
-/// past 1 GiB the walk stops by itself and the configured size applies.
+/// 2026). A 4 MiB cache holds a quarter of the pages that walk follows
+/// (its slots, too, as long as the cache never held more: pcache1's hash
+/// table grows and never shrinks, so the writer takes the small size
+/// before the upgrade at open) and costs a few more reads from the OS's
+/// file cache (a file of that size is all there); from 1 GiB on the walk
+/// stops by itself and the configured size applies. Measured at 32 binds
+/// in flight; a group that dirties more than about 900 pages (90 % of the
+/// small cache) has SQLite write some of them to the WAL before its
+/// commit, as it does with any cache too small for a transaction.
 const SMALL_FILE_CACHE_KIB: u64 = 4096;
 
 /// The offset of SQLite's lock byte (`PENDING_BYTE`): 1 GiB.
@@ -717,6 +718,18 @@ struct CacheSizer {
 }
 
 impl CacheSizer {
+    /// The sizer of `conn`'s file (its page size), set for its size now.
+    fn set_up(conn: &Connection, full_kib: u64, lock_byte: i64) -> CacheSizer {
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(4096);
+        let mut sizer = CacheSizer::new(page_size, full_kib, lock_byte);
+        if let Ok(pages) = page_count(conn) {
+            sizer.apply(conn, pages);
+        }
+        sizer
+    }
+
     fn new(page_size: i64, full_kib: u64, lock_byte: i64) -> CacheSizer {
         CacheSizer {
             lock_page: lock_byte / page_size.max(512) + 1,

@@ -26,8 +26,9 @@ pub struct SqliteOptions {
     /// The writer's page cache, MiB (each reader has 1 MiB more). Pages
     /// beyond it are read from the OS's file cache, which does not count in
     /// the process's memory. While the file is smaller than 1 GiB the
-    /// writer holds at most 4 MiB of it: below that size each of SQLite's
-    /// commits walks the whole cache (see the crate docs).
+    /// writer holds at most 4 MiB of it: below that size SQLite walks the
+    /// whole cache at each commit that split a B-tree page (see the crate
+    /// docs).
     pub cache_mib: u32,
     /// Reader connections kept open. Reads run on the calling thread, so
     /// this should cover the threads that read at once (the runtime's
