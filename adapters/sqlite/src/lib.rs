@@ -217,21 +217,21 @@
 //! that land at random (clients' idempotency keys, card fingerprints, user
 //! ids as UUIDs) nearly every group splits a page, and it was 17 % of the
 //! writer's CPU with a 16 MiB cache (7 December 2026, `perf`, uprobes
-//! showing the highest key at 262,145 at each commit). So the writer holds
-//! at most 4 MiB of [`SqliteOptions::cache_mib`] while the file is smaller
-//! than the lock-byte page, and the configured size while it is at or past
-//! it (checked at each commit, back to 4 MiB if the file shrinks below;
-//! `engine.rs`): the walk fell to 3.8 % of the writer's
-//! CPU, and four alternated rounds of 100,000 binds with random user ids
+//! showing the highest key at 262,145 at each commit that walked it). So
+//! the writer holds at most 4 MiB of [`SqliteOptions::cache_mib`] while the
+//! file is smaller than the lock-byte page, and the configured size while
+//! it is at or past it (checked at each commit, back to 4 MiB if the file
+//! shrinks below; `engine.rs`): the walk fell to 3.8 % of the writer's CPU,
+//! and four alternated rounds of 100,000 binds with random user ids
 //! (`loadgen --random-users`, 32 in flight; not measured at other loads)
-//! gave medians of 1,538, 1,466,
-//! 1,611 and 2,161 binds/s against 1,367, 1,452, 1,212 and 1,290 without
-//! it (the machine's floor moving between 24,843 and 40,856 requests/s
-//! meanwhile; as shares of each run's floor, 0.052 against 0.043). With
-//! sequential user ids (fewer splits) a 4 MiB and a 16 MiB cache, set by
-//! `storage.cache_mib`, were level (medians 2,724 and 2,785 binds/s over
-//! 200,000 binds). A file that size is in the OS's file cache whole, so the
-//! pages the smaller cache misses cost a read from it, not the disk.
+//! gave medians of 1,538, 1,466, 1,611 and 2,161 binds/s against 1,367,
+//! 1,452, 1,212 and 1,290 without it (the machine's floor moving between
+//! 24,843 and 40,856 requests/s meanwhile; as shares of each run's floor,
+//! 0.052 against 0.043). With sequential user ids (fewer splits) a 4 MiB
+//! and a 16 MiB cache, set by `storage.cache_mib`, were level (medians
+//! 2,724 and 2,785 binds/s over 200,000 binds). A file that size is in the
+//! OS's file cache whole, so the pages the smaller cache misses cost a read
+//! from it, not the disk.
 
 mod bins;
 mod card_data;
