@@ -679,6 +679,11 @@ fn page_count(conn: &Connection) -> Result<i64, StoreError> {
         .map_err(db_err)
 }
 
+fn page_size(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(db_err)
+}
+
 /// The most the writer's page cache holds while the file is smaller than
 /// SQLite's lock-byte page (1 GiB), KiB.
 ///
@@ -720,10 +725,7 @@ struct CacheSizer {
 impl CacheSizer {
     /// The sizer of `conn`'s file (its page size), set for its size now.
     fn set_up(conn: &Connection, full_kib: u64, lock_byte: i64) -> CacheSizer {
-        let page_size = conn
-            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-            .unwrap_or(4096);
-        let mut sizer = CacheSizer::new(page_size, full_kib, lock_byte);
+        let mut sizer = CacheSizer::new(page_size(conn).unwrap_or(4096), full_kib, lock_byte);
         if let Ok(pages) = page_count(conn) {
             sizer.apply(conn, pages);
         }
@@ -881,10 +883,7 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpointed, 
 /// bound). SQLite never sets it below the file's current size.
 fn size_bound(conn: &Connection, max_size_mib: u32) -> Result<(), StoreError> {
     let pages = if max_size_mib > 0 {
-        let page: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(db_err)?;
-        i64::from(max_size_mib) * 1024 * 1024 / page.max(512)
+        i64::from(max_size_mib) * 1024 * 1024 / page_size(conn)?.max(512)
     } else {
         i64::from(u32::MAX - 1)
     };
