@@ -33,6 +33,13 @@ struct Exported {
     busy: Counter,
 }
 
+impl Exported {
+    /// Every exported counter, in the order they are described and collected.
+    fn each(&self) -> [&dyn Collector; 3] {
+        [&self.transactions, &self.writes, &self.busy]
+    }
+}
+
 impl WriterMetrics {
     fn new(counters: Arc<Counters>) -> Result<WriterMetrics, prometheus::Error> {
         let exported = Exported {
@@ -49,15 +56,12 @@ impl WriterMetrics {
                 "Seconds the embedded store's writer spent running transactions; a rate near 1 means writes queue on it.",
             )?,
         };
-        let descs = [
-            exported.transactions.desc(),
-            exported.writes.desc(),
-            exported.busy.desc(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+        let descs = exported
+            .each()
+            .into_iter()
+            .flat_map(|c| c.desc())
+            .cloned()
+            .collect();
         Ok(WriterMetrics {
             counters,
             exported: Mutex::new(exported),
@@ -83,14 +87,7 @@ impl Collector for WriterMetrics {
         if busy > 0.0 {
             e.busy.inc_by(busy);
         }
-        [
-            e.transactions.collect(),
-            e.writes.collect(),
-            e.busy.collect(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        e.each().into_iter().flat_map(|c| c.collect()).collect()
     }
 }
 
