@@ -63,10 +63,18 @@
 //!   [`SqliteOptions::wal_restart_pages`] the writer copies what is left
 //!   itself and the WAL starts over (a steady stream of writes never leaves
 //!   the checkpointer a moment to). That copy flushes the WAL and the file,
-//!   so the writer stands still for it (70–140 ms measured at 3,000 binds/s):
-//!   the checkpointer runs often (every 50 ms, so little is left to flush)
-//!   and the WAL is let grow to 256 MiB before it starts over (so the
-//!   writer does it about once a second at that rate, not several times).
+//!   so the writer stands still for it (70–140 ms measured at 3,000 binds/s,
+//!   120–175 ms with random user ids, whose pages are scattered over the
+//!   file): the checkpointer runs often (every 50 ms, so little is left to
+//!   flush) and the WAL is let grow to 1 GiB before it starts over. With
+//!   256 MiB, the size until 7 December, a start-over came about once a
+//!   second under load: with random user ids about one commit a second
+//!   took 120–175 ms (timed around the writer's `COMMIT`: a third of it on
+//!   the CPU, the rest waiting for the disk), enough of them for the p99
+//!   of a bind to grow from 50 to over 200 ms as the store grew; with
+//!   1 GiB they come a quarter as often and the p99 stayed at 22–40 ms to
+//!   300,000 bindings (the README has the runs). The size is
+//!   `storage.wal_mib` where disk is short.
 //!
 //! Why not an async wrapper crate: `tokio-rusqlite` runs every call, reads
 //! included, on one connection's thread (reads wait behind writes, one

@@ -69,9 +69,13 @@ impl Default for SqliteOptions {
             // flight): with 200 ms and 16,384 pages (64 MiB) the writer
             // stopped for 70-140 ms several times a second to copy and flush
             // what the checkpointer had not yet, which was the p99 (about
-            // 110 ms); with these, p99 is 15-35 ms and binds/s 25 % higher.
+            // 110 ms); with 50 ms and 65,536 pages, p99 was 15-35 ms and
+            // binds/s 25 % higher with sequential user ids, but with random
+            // ones those stops (about once a second) still grew the p99 to
+            // over 200 ms; with 262,144 pages (1 GiB) it stays under 40 ms
+            // (the crate docs).
             checkpoint_interval: Duration::from_millis(50),
-            wal_restart_pages: 65_536,
+            wal_restart_pages: 262_144,
             busy_timeout: Duration::from_secs(5),
             max_size_mib: 0,
         }

@@ -138,6 +138,7 @@ fn sqlite_options(config: &Config) -> cardbind_sqlite::SqliteOptions {
     let s = &config.storage;
     cardbind_sqlite::SqliteOptions {
         cache_mib: s.cache_mib,
+        wal_restart_pages: s.wal_mib.saturating_mul(256),
         max_size_mib: s.max_size_mib,
         busy_timeout: Duration::from_millis(s.timeout_ms),
         ..cardbind_sqlite::SqliteOptions::default()
@@ -240,4 +241,25 @@ async fn mongo_with(
             .map_err(|e| anyhow!("storage: creating the BIN table indexes failed: {e}"))?;
     }
     Ok(Stores::all_in_one(Arc::new(m), Arc::new(bins)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `storage.wal_mib` is the WAL's size in MiB; the store counts it in
+    /// its 4 KiB pages. The default is the store's own.
+    #[test]
+    fn the_wal_size_reaches_the_embedded_store_in_pages() {
+        let mut c = Config::default();
+        assert_eq!(
+            sqlite_options(&c).wal_restart_pages,
+            cardbind_sqlite::SqliteOptions::default().wal_restart_pages
+        );
+        assert_eq!(sqlite_options(&c).wal_restart_pages, 262_144);
+        c.storage.wal_mib = 16;
+        assert_eq!(sqlite_options(&c).wal_restart_pages, 4096);
+        c.storage.wal_mib = 65_536;
+        assert_eq!(sqlite_options(&c).wal_restart_pages, 16_777_216);
+    }
 }

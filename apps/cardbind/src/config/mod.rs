@@ -319,6 +319,11 @@ impl Config {
         if self.storage.kind == StorageKind::Sqlite && self.storage.cache_mib == 0 {
             return bad("storage.cache_mib", "must be at least 1");
         }
+        if self.storage.kind == StorageKind::Sqlite
+            && !(16..=65_536).contains(&self.storage.wal_mib)
+        {
+            return bad("storage.wal_mib", "must be 16 to 65536");
+        }
         // A filter that does not parse fell back to `info`, and an empty one
         // let nothing through, warnings included.
         if self.log.filter.trim().is_empty() {
@@ -609,8 +614,10 @@ mod tests {
     #[test]
     fn settings_that_could_never_work_are_refused() {
         type Edit = fn(&mut Config);
-        let cases: [(&str, Edit); 8] = [
+        let cases: [(&str, Edit); 10] = [
             ("storage.cache_mib", |c| c.storage.cache_mib = 0),
+            ("storage.wal_mib", |c| c.storage.wal_mib = 15),
+            ("storage.wal_mib", |c| c.storage.wal_mib = 65_537),
             ("log.filter", |c| c.log.filter = "[[[".into()),
             ("log.filter", |c| c.log.filter = "cardbind=notalevel".into()),
             ("log.filter", |c| c.log.filter = String::new()),
@@ -642,6 +649,7 @@ mod tests {
         let mut c = Config::default();
         c.storage.kind = StorageKind::Memory;
         c.storage.cache_mib = 0;
+        c.storage.wal_mib = 0;
         c.keys.kms_timeout_ms = 0;
         c.channels
             .mock
@@ -653,6 +661,7 @@ mod tests {
         assert!(c.validate().is_ok(), "{:?}", c.validate());
         let mut c = Config::default();
         c.storage.cache_mib = 1;
+        c.storage.wal_mib = 16;
         c.log.filter = "cardbind=debug,warn".into();
         c.channels
             .mock
