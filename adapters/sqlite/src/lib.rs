@@ -71,10 +71,10 @@
 //!   second under load: with random user ids about one commit a second
 //!   took 120–175 ms (timed around the writer's `COMMIT`: a third of it on
 //!   the CPU, the rest waiting for the disk), enough of them for the p99
-//!   of a bind to grow from 50 to over 200 ms as the store grew; with
-//!   1 GiB they come a quarter as often and the p99 stayed at 22–40 ms to
-//!   300,000 bindings (the README has the runs). The size is
-//!   `storage.wal_mib` where disk is short.
+//!   of a bind to grow from 68 to 359 ms over a million bindings; with
+//!   1 GiB they come a quarter as often and the p99 stayed at 24–58 ms
+//!   (the README has the runs). The size is `storage.wal_mib` where disk
+//!   is short.
 //!
 //! Why not an async wrapper crate: `tokio-rusqlite` runs every call, reads
 //! included, on one connection's thread (reads wait behind writes, one

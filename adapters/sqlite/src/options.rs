@@ -51,7 +51,7 @@ pub struct SqliteOptions {
     /// retention purge, an erasure) free pages, which are reused. So a bound
     /// below the disk's free space keeps a full disk from stopping the
     /// WAL, the checkpoints and the rest of the machine. The WAL is not
-    /// counted (it stays about [`SqliteOptions::wal_restart_pages`]).
+    /// counted (it stays about [`SqliteOptions::wal_restart_pages`] × 4 KiB).
     pub max_size_mib: u32,
 }
 
@@ -72,8 +72,8 @@ impl Default for SqliteOptions {
             // 110 ms); with 50 ms and 65,536 pages, p99 was 15-35 ms and
             // binds/s 25 % higher with sequential user ids, but with random
             // ones those stops (about once a second) still grew the p99 to
-            // over 200 ms; with 262,144 pages (1 GiB) it stays under 40 ms
-            // (the crate docs).
+            // over 300 ms to a million binds; with 262,144 pages (1 GiB) it
+            // stayed at 24-58 ms (the crate docs, the README).
             checkpoint_interval: Duration::from_millis(50),
             wal_restart_pages: 262_144,
             busy_timeout: Duration::from_secs(5),

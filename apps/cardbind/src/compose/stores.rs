@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(sqlite_options(&c).wal_restart_pages, 262_144);
         c.storage.wal_mib = 16;
         assert_eq!(sqlite_options(&c).wal_restart_pages, 4096);
-        c.storage.wal_mib = 65_536;
-        assert_eq!(sqlite_options(&c).wal_restart_pages, 16_777_216);
+        c.storage.wal_mib = 16_384;
+        assert_eq!(sqlite_options(&c).wal_restart_pages, 4_194_304);
     }
 }

@@ -320,9 +320,9 @@ impl Config {
             return bad("storage.cache_mib", "must be at least 1");
         }
         if self.storage.kind == StorageKind::Sqlite
-            && !(16..=65_536).contains(&self.storage.wal_mib)
+            && !(16..=16_384).contains(&self.storage.wal_mib)
         {
-            return bad("storage.wal_mib", "must be 16 to 65536");
+            return bad("storage.wal_mib", "must be 16 to 16384");
         }
         // A filter that does not parse fell back to `info`, and an empty one
         // let nothing through, warnings included.
@@ -617,7 +617,7 @@ mod tests {
         let cases: [(&str, Edit); 10] = [
             ("storage.cache_mib", |c| c.storage.cache_mib = 0),
             ("storage.wal_mib", |c| c.storage.wal_mib = 15),
-            ("storage.wal_mib", |c| c.storage.wal_mib = 65_537),
+            ("storage.wal_mib", |c| c.storage.wal_mib = 16_385),
             ("log.filter", |c| c.log.filter = "[[[".into()),
             ("log.filter", |c| c.log.filter = "cardbind=notalevel".into()),
             ("log.filter", |c| c.log.filter = String::new()),
