@@ -367,9 +367,10 @@ impl SqliteStore {
 
     /// Registers the writer's metrics into `registry`, read from the
     /// writer at each collection: `cardbind_sqlite_writer_transactions_total`,
-    /// `cardbind_sqlite_writer_writes_total` and
-    /// `cardbind_sqlite_writer_busy_seconds_total` (see
-    /// [`WriterStats`]). Fails if they are registered there already.
+    /// `cardbind_sqlite_writer_writes_total`,
+    /// `cardbind_sqlite_writer_busy_seconds_total` (see [`WriterStats`]) and
+    /// the histogram `cardbind_sqlite_writer_transaction_seconds`. Fails if
+    /// they are registered there already.
     pub fn register_metrics(
         &self,
         registry: &prometheus::Registry,

@@ -7,7 +7,12 @@
 //!   running them (not the vacuum or WAL truncation it runs between them).
 //!   Its rate is the share of the time the one writer was at work: near 1,
 //!   writes queue on it and the store bounds the service's write
-//!   throughput.
+//!   throughput;
+//! * `cardbind_sqlite_writer_transaction_seconds`: a histogram of how long
+//!   each transaction took. A group takes well under a millisecond; the
+//!   ones at which the WAL starts over take a tenth of a second or more
+//!   (the writer copies what the checkpointer had not), and its buckets
+//!   above 0.1 s count them (`storage.wal_mib` sets how often they come).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -72,7 +77,8 @@ impl WriterMetrics {
 
 impl Collector for WriterMetrics {
     fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
+        let durations = self.counters.group_seconds.iter().flat_map(|h| h.desc());
+        self.descs.iter().chain(durations).collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -87,7 +93,13 @@ impl Collector for WriterMetrics {
         if busy > 0.0 {
             e.busy.inc_by(busy);
         }
-        e.each().into_iter().flat_map(|c| c.collect()).collect()
+        // The histogram is the writer's own, observed at each transaction.
+        let durations = self.counters.group_seconds.iter().flat_map(|h| h.collect());
+        e.each()
+            .into_iter()
+            .flat_map(|c| c.collect())
+            .chain(durations)
+            .collect()
     }
 }
 
@@ -156,5 +168,59 @@ mod tests {
         }
         // Registered once per registry.
         assert!(store.register_metrics(&registry).is_err());
+    }
+
+    /// Each transaction lands in one bucket of the histogram, which counts
+    /// as many as the transactions counter and sums the busy time; its
+    /// buckets are the fixed ones, from half a millisecond to a second.
+    #[tokio::test]
+    async fn each_transaction_is_timed_in_the_histogram() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(dir.path().join("s.sqlite3"), SqliteOptions::default()).unwrap();
+        let registry = prometheus::Registry::new();
+        store.register_metrics(&registry).unwrap();
+        let now = Timestamp::from_unix_millis(1_000_000);
+        for i in 0..7 {
+            let w = RateWindow {
+                key: format!("k{i}"),
+                limit: 3,
+                expires_at: Timestamp::from_unix_millis(2_000_000),
+            };
+            store.take(&[w], now).await.unwrap();
+        }
+        let stats = store.writer_stats();
+        let name = "cardbind_sqlite_writer_transaction_seconds";
+        let count = sample(&registry, &format!("{name}_count"));
+        assert_eq!(count, stats.groups as f64);
+        assert!(count >= 7.0, "{count}");
+        let sum = sample(&registry, &format!("{name}_sum"));
+        assert!(
+            (sum - stats.busy.as_secs_f64()).abs() < 1e-6,
+            "{sum} {stats:?}"
+        );
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let buckets: Vec<(String, f64)> = text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(&format!("{name}_bucket{{le=\""))?;
+                let (le, value) = rest.split_once("\"} ")?;
+                Some((le.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        let bounds: Vec<String> = crate::engine::GROUP_SECONDS_BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".to_owned()])
+            .collect();
+        assert_eq!(
+            buckets.iter().map(|(le, _)| le.clone()).collect::<Vec<_>>(),
+            bounds
+        );
+        // Cumulative, ending at the count.
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+        assert_eq!(buckets.last().map(|b| b.1), Some(count));
     }
 }

@@ -345,10 +345,11 @@ async fn scrape_of(
     String::from_utf8(bytes(resp).await).unwrap()
 }
 
-const WRITER: [&str; 3] = [
+const WRITER: [&str; 4] = [
     "cardbind_sqlite_writer_transactions_total",
     "cardbind_sqlite_writer_writes_total",
     "cardbind_sqlite_writer_busy_seconds_total",
+    "cardbind_sqlite_writer_transaction_seconds",
 ];
 
 #[tokio::test]
@@ -379,6 +380,10 @@ async fn the_embedded_stores_writer_is_measured_at_each_scrape() {
     assert!(at(&after, WRITER[0]) > at(&before, WRITER[0]));
     assert!(at(&after, WRITER[0]) <= at(&after, WRITER[1]));
     assert!(at(&after, WRITER[2]) > at(&before, WRITER[2]));
+    // Every transaction timed, in the histogram as in the counter.
+    let timed = format!("{}_count", WRITER[3]);
+    assert_eq!(at(&after, &timed), at(&after, WRITER[0]));
+    assert!(at(&after, &timed) > at(&before, &timed));
 }
 
 #[tokio::test]
