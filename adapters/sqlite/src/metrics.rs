@@ -130,21 +130,21 @@ mod tests {
             .unwrap_or_else(|| panic!("{name} not exported in:\n{text}"))
     }
 
-    #[tokio::test]
-    async fn the_writers_counters_are_exported_as_they_are_at_each_scrape() {
+    /// A new store whose writer's metrics are registered in a registry of
+    /// their own (the directory lives as long as it is held).
+    fn registered() -> (tempfile::TempDir, SqliteStore, prometheus::Registry) {
         let dir = tempfile::tempdir().unwrap();
         let store =
             SqliteStore::open(dir.path().join("s.sqlite3"), SqliteOptions::default()).unwrap();
         let registry = prometheus::Registry::new();
         store.register_metrics(&registry).unwrap();
-        let groups =
-            |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_transactions_total");
-        let writes = |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_writes_total");
-        let busy =
-            |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_busy_seconds_total");
-        let before = (groups(&registry), writes(&registry), busy(&registry));
+        (dir, store, registry)
+    }
+
+    /// `n` writes, each awaited before the next.
+    async fn take_windows(store: &SqliteStore, n: usize) {
         let now = Timestamp::from_unix_millis(1_000_000);
-        for i in 0..5 {
+        for i in 0..n {
             let w = RateWindow {
                 key: format!("k{i}"),
                 limit: 3,
@@ -152,6 +152,18 @@ mod tests {
             };
             store.take(&[w], now).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn the_writers_counters_are_exported_as_they_are_at_each_scrape() {
+        let (_dir, store, registry) = registered();
+        let groups =
+            |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_transactions_total");
+        let writes = |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_writes_total");
+        let busy =
+            |r: &prometheus::Registry| sample(r, "cardbind_sqlite_writer_busy_seconds_total");
+        let before = (groups(&registry), writes(&registry), busy(&registry));
+        take_windows(&store, 5).await;
         let stats = store.writer_stats();
         // Five writes, run one after another: five more each, and the time.
         assert_eq!(writes(&registry) - before.1, 5.0);
@@ -175,20 +187,8 @@ mod tests {
     /// buckets are the fixed ones, from half a millisecond to a second.
     #[tokio::test]
     async fn each_transaction_is_timed_in_the_histogram() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            SqliteStore::open(dir.path().join("s.sqlite3"), SqliteOptions::default()).unwrap();
-        let registry = prometheus::Registry::new();
-        store.register_metrics(&registry).unwrap();
-        let now = Timestamp::from_unix_millis(1_000_000);
-        for i in 0..7 {
-            let w = RateWindow {
-                key: format!("k{i}"),
-                limit: 3,
-                expires_at: Timestamp::from_unix_millis(2_000_000),
-            };
-            store.take(&[w], now).await.unwrap();
-        }
+        let (_dir, store, registry) = registered();
+        take_windows(&store, 7).await;
         let stats = store.writer_stats();
         let name = "cardbind_sqlite_writer_transaction_seconds";
         let count = sample(&registry, &format!("{name}_count"));
