@@ -241,17 +241,17 @@ pub(crate) struct Counters {
     pub writes: AtomicU64,
     /// Time the writer spent running groups (statements and commits), ns.
     pub busy_ns: AtomicU64,
-    /// How long each group took, as a histogram: its upper buckets count
-    /// the commits at which the WAL started over (the writer copies what
-    /// the checkpointer had not, 120–175 ms measured with random user ids;
-    /// see the crate docs). `None` only if the histogram's fixed options
+    /// How long each group took, as a histogram: its buckets above 0.05 s
+    /// count the commits at which the WAL started over (the writer copies
+    /// what the checkpointer had not, 70–175 ms measured; see the crate
+    /// docs). `None` only if the histogram's fixed options
     /// were refused, which they are not (its test).
     pub group_seconds: Option<prometheus::Histogram>,
 }
 
 /// The upper bounds of [`Counters::group_seconds`]' buckets, seconds: a
 /// group's statements and commit take a fraction of a millisecond; a
-/// start-over of the WAL a tenth of a second or more.
+/// start-over of the WAL 70 ms or more.
 pub(crate) const GROUP_SECONDS_BUCKETS: [f64; 11] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
@@ -260,7 +260,7 @@ impl Default for Counters {
     fn default() -> Counters {
         let opts = prometheus::HistogramOpts::new(
             "cardbind_sqlite_writer_transaction_seconds",
-            "How long each of the embedded store's write transactions took, statements and commit; the upper buckets count the writer's stops when the WAL starts over.",
+            "How long each of the embedded store's write transactions took, statements and commit; the buckets above 0.05 s count the writer's stops when the WAL starts over.",
         )
         .buckets(GROUP_SECONDS_BUCKETS.to_vec());
         Counters {
