@@ -598,14 +598,7 @@ async fn main() -> Result<(), String> {
     // The last window is partial (it ends with the last bind): leave it
     // out of the curve.
     rates.pop();
-    if !rates.is_empty() {
-        let mut sorted = rates.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        let median = sorted[sorted.len() / 2];
-        let worst = rates
-            .iter()
-            .map(|r| (r - median).abs() / median)
-            .fold(0.0, f64::max);
+    if let Some((median, worst)) = curve_summary(&rates) {
         println!(
             "binds: {ok} ok, {errors} failed; median window {median:.0} binds/s, worst window {:+.0}% from it{}",
             worst * 100.0,
@@ -626,6 +619,26 @@ async fn main() -> Result<(), String> {
     }
     drop(target);
     Ok(())
+}
+
+/// The median of the whole windows' rates (the mean of the two middle
+/// ones when their number is even) and the window farthest from it, as a
+/// signed fraction of it (negative: slower than the median). `None`
+/// without a window.
+fn curve_summary(rates: &[f64]) -> Option<(f64, f64)> {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let n = sorted.len();
+    let median = match n {
+        0 => return None,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    let worst = rates
+        .iter()
+        .map(|r| (r - median) / median)
+        .fold(0.0, |w: f64, d| if d.abs() > w.abs() { d } else { w });
+    Some((median, worst))
 }
 
 /// The files of a directory tree with their sizes, largest first.
@@ -659,6 +672,18 @@ mod tests {
 
     /// The run's last window ends with its last bind: its rate is over the
     /// time it lasted, not over a whole window (which read as a stall).
+    #[test]
+    fn the_curve_summary_takes_the_middle_and_keeps_the_worst_windows_sign() {
+        assert_eq!(curve_summary(&[]), None);
+        // Odd: the middle window; the farthest is 20 % below it.
+        assert_eq!(curve_summary(&[100.0, 80.0, 110.0]), Some((100.0, -0.2)));
+        // Even: the mean of the two middle ones (100 and 110 → 105); the
+        // farthest is above it.
+        let (median, worst) = curve_summary(&[90.0, 110.0, 100.0, 140.0]).unwrap();
+        assert_eq!(median, 105.0);
+        assert!((worst - 35.0 / 105.0).abs() < 1e-12, "{worst}");
+    }
+
     #[test]
     fn a_window_cut_short_is_rated_over_its_own_length() {
         let window = Duration::from_secs(20);
