@@ -670,8 +670,6 @@ fn files_in(dir: &std::path::Path) -> Vec<(String, u64)> {
 mod tests {
     use super::*;
 
-    /// The run's last window ends with its last bind: its rate is over the
-    /// time it lasted, not over a whole window (which read as a stall).
     #[test]
     fn the_curve_summary_takes_the_middle_and_keeps_the_worst_windows_sign() {
         assert_eq!(curve_summary(&[]), None);
@@ -684,6 +682,8 @@ mod tests {
         assert!((worst - 35.0 / 105.0).abs() < 1e-12, "{worst}");
     }
 
+    /// The run's last window ends with its last bind: its rate is over the
+    /// time it lasted, not over a whole window (which read as a stall).
     #[test]
     fn a_window_cut_short_is_rated_over_its_own_length() {
         let window = Duration::from_secs(20);
