@@ -25,7 +25,8 @@ pub(crate) struct AfterCommit {
     /// Truncate the WAL soon (key material was deleted: no old copy of its
     /// page should stay in the log).
     pub truncate_wal: bool,
-    /// Return free pages to the file system (a purge freed many).
+    /// Return free pages to the file system (a purge freed many; in a
+    /// file made `INCREMENTAL` only: see [`incremental_vacuum`]).
     pub vacuum: bool,
 }
 
@@ -667,9 +668,11 @@ const TRUNCATE_WAIT: Duration = Duration::from_millis(20);
 /// fewer than this).
 const VACUUM_PAGES: u32 = 4096;
 
-/// Gives free pages back to the file system. SQLite frees one page per
-/// step of this statement, so it is stepped to its end (a batch execute
-/// steps it once: one page).
+/// Gives free pages back to the file system, in a file made with
+/// `auto_vacuum = INCREMENTAL` (before 7 December 2026; in the others the
+/// statement does nothing and the free pages wait for later writes).
+/// SQLite frees one page per step of this statement, so it is stepped to
+/// its end (a batch execute steps it once: one page).
 fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))

@@ -265,8 +265,12 @@ pub(crate) fn check_current(conn: &Connection) -> Result<(), OpenError> {
 /// reader, or failed): the checkpointer is then to truncate it.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<bool, OpenError> {
     if check(conn)? == 0 {
-        // Only takes effect before the first table is created.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+        // Only takes effect before the first table is created. Files made
+        // before 7 December 2026 were `INCREMENTAL` and stay so (the
+        // writer still gives their freed pages back after a purge); see
+        // "Retention and space" in the crate's documentation for why new
+        // ones are not.
+        conn.execute_batch("PRAGMA auto_vacuum = NONE;")
             .map_err(store)?;
     }
     let mode: String = conn
