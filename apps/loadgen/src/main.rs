@@ -398,6 +398,17 @@ async fn all_finished(workers: &[tokio::task::JoinHandle<()>]) {
     }
 }
 
+/// The rates of the windows not cut short, in order: the curve. The run's
+/// last window ends with its last bind and is left out when it was cut
+/// short (as its line says), kept when it ran (nearly) a whole window.
+fn whole_windows(rates: &[(f64, bool)]) -> Vec<f64> {
+    rates
+        .iter()
+        .filter(|(_, partial)| !partial)
+        .map(|(rate, _)| *rate)
+        .collect()
+}
+
 /// A window's rate: what it counted over its own length, and whether it
 /// was cut short (the run's last window).
 fn window_rate(count: u64, length: Duration, window: Duration) -> (f64, bool) {
@@ -564,7 +575,7 @@ async fn main() -> Result<(), String> {
         |stored, w, elapsed, length| {
             let (rate, partial) = window_rate(w.ok, length, window);
             if w.ok > 0 {
-                rates.push(rate);
+                rates.push((rate, partial));
             }
             let rss = pid
                 .and_then(rss_mib)
@@ -595,10 +606,7 @@ async fn main() -> Result<(), String> {
         },
     )
     .await;
-    // The last window is partial (it ends with the last bind): leave it
-    // out of the curve.
-    rates.pop();
-    if let Some((median, worst)) = curve_summary(&rates) {
+    if let Some((median, worst)) = curve_summary(&whole_windows(&rates)) {
         println!(
             "binds: {ok} ok, {errors} failed; median window {median:.0} binds/s, worst window {:+.0}% from it{}",
             worst * 100.0,
@@ -696,6 +704,22 @@ mod tests {
         assert!((rate - 3_526.7).abs() < 0.1, "{rate}");
         // A tick a little late is still a whole window.
         assert!(!window_rate(1, Duration::from_millis(19_500), window).1);
+    }
+
+    /// The curve is the windows not cut short: a last window that ran
+    /// (nearly) whole is in it, as its line has no "(last …)"; one cut
+    /// short is not, wherever the run ends.
+    #[test]
+    fn the_curve_keeps_a_last_window_that_ran_whole() {
+        assert_eq!(
+            whole_windows(&[(3_350.0, false), (3_166.0, false), (3_642.0, false)]),
+            vec![3_350.0, 3_166.0, 3_642.0]
+        );
+        assert_eq!(
+            whole_windows(&[(3_350.0, false), (3_166.0, false), (2_617.0, true)]),
+            vec![3_350.0, 3_166.0]
+        );
+        assert_eq!(whole_windows(&[(2_617.0, true)]), Vec::<f64>::new());
     }
 
     /// Keys are distinct random UUIDs, in no order: about half of
