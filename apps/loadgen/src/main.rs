@@ -398,15 +398,35 @@ async fn all_finished(workers: &[tokio::task::JoinHandle<()>]) {
     }
 }
 
-/// The rates of the windows not cut short, in order: the curve. The run's
-/// last window ends with its last bind and is left out when it was cut
-/// short (as its line says), kept when it ran (nearly) a whole window.
-fn whole_windows(rates: &[(f64, bool)]) -> Vec<f64> {
-    rates
-        .iter()
-        .filter(|(_, partial)| !partial)
-        .map(|(rate, _)| *rate)
-        .collect()
+/// The windows of a run as they are printed: each window's rate and
+/// whether it was cut short.
+#[derive(Debug, Default)]
+struct Curve {
+    windows: Vec<(f64, bool)>,
+}
+
+impl Curve {
+    /// Records a window of `ok` binds answered over `length` and returns
+    /// its rate and whether it was cut short. A whole window in which no
+    /// bind was answered (the service stalled, or answered only errors) is
+    /// a window of 0 binds/s: it counts in the curve like any other.
+    fn record(&mut self, ok: u64, length: Duration, window: Duration) -> (f64, bool) {
+        let w = window_rate(ok, length, window);
+        self.windows.push(w);
+        w
+    }
+
+    /// The rates of the windows not cut short, in order: the curve. The
+    /// run's last window ends with its last bind and is left out when it
+    /// was cut short (as its line says), kept when it ran (nearly) a whole
+    /// window.
+    fn whole(&self) -> Vec<f64> {
+        self.windows
+            .iter()
+            .filter(|(_, partial)| !partial)
+            .map(|(rate, _)| *rate)
+            .collect()
+    }
 }
 
 /// A window's rate: what it counted over its own length, and whether it
@@ -560,7 +580,7 @@ async fn main() -> Result<(), String> {
         "w/tx",
         "writer%"
     );
-    let mut rates = Vec::new();
+    let mut curve = Curve::default();
     let mut writer = writer_counters(&target.url);
     let (ok, errors) = drive(
         &target.url,
@@ -573,10 +593,7 @@ async fn main() -> Result<(), String> {
         None,
         window,
         |stored, w, elapsed, length| {
-            let (rate, partial) = window_rate(w.ok, length, window);
-            if w.ok > 0 {
-                rates.push((rate, partial));
-            }
+            let (rate, partial) = curve.record(w.ok, length, window);
             let rss = pid
                 .and_then(rss_mib)
                 .map_or("-".to_owned(), |r| format!("{r:.0}"));
@@ -606,10 +623,13 @@ async fn main() -> Result<(), String> {
         },
     )
     .await;
-    if let Some((median, worst)) = curve_summary(&whole_windows(&rates)) {
+    if let Some((median, worst)) = curve_summary(&curve.whole()) {
         println!(
-            "binds: {ok} ok, {errors} failed; median window {median:.0} binds/s, worst window {:+.0}% from it{}",
-            worst * 100.0,
+            "binds: {ok} ok, {errors} failed; median window {median:.0} binds/s, {}{}",
+            worst.map_or(
+                "half the windows or more had no bind answered".to_owned(),
+                |w| format!("worst window {:+.0}% from it", w * 100.0)
+            ),
             floor_rate.map_or(String::new(), |f| format!(
                 "; median/floor {:.2}",
                 median / f
@@ -631,9 +651,10 @@ async fn main() -> Result<(), String> {
 
 /// The median of the whole windows' rates (the mean of the two middle
 /// ones when their number is even) and the window farthest from it, as a
-/// signed fraction of it (negative: slower than the median). `None`
-/// without a window.
-fn curve_summary(rates: &[f64]) -> Option<(f64, f64)> {
+/// signed fraction of it (negative: slower than the median; −100 %: a
+/// window with no bind answered). `None` without a window; the farthest
+/// window is `None` when the median is 0 (no fraction of it to give).
+fn curve_summary(rates: &[f64]) -> Option<(f64, Option<f64>)> {
     let mut sorted = rates.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let n = sorted.len();
@@ -642,11 +663,14 @@ fn curve_summary(rates: &[f64]) -> Option<(f64, f64)> {
         _ if n % 2 == 1 => sorted[n / 2],
         _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     };
+    if median <= 0.0 {
+        return Some((median, None));
+    }
     let worst = rates
         .iter()
         .map(|r| (r - median) / median)
         .fold(0.0, |w: f64, d| if d.abs() > w.abs() { d } else { w });
-    Some((median, worst))
+    Some((median, Some(worst)))
 }
 
 /// The files of a directory tree with their sizes, largest first.
@@ -682,12 +706,46 @@ mod tests {
     fn the_curve_summary_takes_the_middle_and_keeps_the_worst_windows_sign() {
         assert_eq!(curve_summary(&[]), None);
         // Odd: the middle window; the farthest is 20 % below it.
-        assert_eq!(curve_summary(&[100.0, 80.0, 110.0]), Some((100.0, -0.2)));
+        assert_eq!(
+            curve_summary(&[100.0, 80.0, 110.0]),
+            Some((100.0, Some(-0.2)))
+        );
         // Even: the mean of the two middle ones (100 and 110 → 105); the
         // farthest is above it.
         let (median, worst) = curve_summary(&[90.0, 110.0, 100.0, 140.0]).unwrap();
         assert_eq!(median, 105.0);
+        let worst = worst.unwrap();
         assert!((worst - 35.0 / 105.0).abs() < 1e-12, "{worst}");
+        // Mostly stalled: no fraction of a median of 0.
+        assert_eq!(curve_summary(&[0.0, 0.0, 50.0]), Some((0.0, None)));
+    }
+
+    /// A whole window in which no bind was answered is a window of
+    /// 0 binds/s in the curve (a stall is the worst window, −100 %), not
+    /// left out; a last window cut short with none answered is left out
+    /// like any window cut short.
+    #[test]
+    fn a_stalled_window_is_in_the_curve() {
+        let window = Duration::from_secs(10);
+        let mut curve = Curve::default();
+        assert_eq!(
+            curve.record(3_000, Duration::from_secs(10), window),
+            (300.0, false)
+        );
+        assert_eq!(
+            curve.record(0, Duration::from_secs(10), window),
+            (0.0, false)
+        );
+        assert_eq!(
+            curve.record(3_100, Duration::from_secs(10), window),
+            (310.0, false)
+        );
+        assert_eq!(
+            curve.record(0, Duration::from_millis(40), window),
+            (0.0, true)
+        );
+        assert_eq!(curve.whole(), vec![300.0, 0.0, 310.0]);
+        assert_eq!(curve_summary(&curve.whole()), Some((300.0, Some(-1.0))));
     }
 
     /// The run's last window ends with its last bind: its rate is over the
@@ -711,15 +769,21 @@ mod tests {
     /// short is not, wherever the run ends.
     #[test]
     fn the_curve_keeps_a_last_window_that_ran_whole() {
+        let whole = |windows: &[(f64, bool)]| {
+            Curve {
+                windows: windows.to_vec(),
+            }
+            .whole()
+        };
         assert_eq!(
-            whole_windows(&[(3_350.0, false), (3_166.0, false), (3_642.0, false)]),
+            whole(&[(3_350.0, false), (3_166.0, false), (3_642.0, false)]),
             vec![3_350.0, 3_166.0, 3_642.0]
         );
         assert_eq!(
-            whole_windows(&[(3_350.0, false), (3_166.0, false), (2_617.0, true)]),
+            whole(&[(3_350.0, false), (3_166.0, false), (2_617.0, true)]),
             vec![3_350.0, 3_166.0]
         );
-        assert_eq!(whole_windows(&[(2_617.0, true)]), Vec::<f64>::new());
+        assert_eq!(whole(&[(2_617.0, true)]), Vec::<f64>::new());
     }
 
     /// Keys are distinct random UUIDs, in no order: about half of
