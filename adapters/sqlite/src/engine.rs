@@ -248,6 +248,15 @@ pub(crate) struct Counters {
     /// docs). `None` only if the histogram's fixed options
     /// were refused, which they are not (its test).
     pub group_seconds: Option<prometheus::Histogram>,
+    /// The database's size in bytes (its pages, free ones included), as
+    /// the checkpointer last read it (at most once a second, see
+    /// [`SIZE_READ_EVERY`]); 0 until read.
+    pub database_bytes: AtomicU64,
+    /// Bytes of free pages in it (freed by deletions, taken by later
+    /// writes), read with [`Counters::database_bytes`].
+    pub free_bytes: AtomicU64,
+    /// The most the database may take (`max_size_mib`), bytes; 0: no bound.
+    pub max_bytes: AtomicU64,
 }
 
 /// The upper bounds of [`Counters::group_seconds`]' buckets, seconds: a
@@ -269,6 +278,9 @@ impl Default for Counters {
             writes: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             group_seconds: prometheus::Histogram::with_opts(opts).ok(),
+            database_bytes: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(0),
+            max_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -361,6 +373,14 @@ impl Engine {
         let max_batch = options.max_batch.max(1);
         let writer_ctl = ctl_tx.clone();
         let counters = Arc::new(Counters::default());
+        if options.max_size_mib > 0 {
+            counters.max_bytes.store(
+                u64::from(options.max_size_mib) * 1024 * 1024,
+                Ordering::Relaxed,
+            );
+        }
+        read_size(&checkpointer, &counters);
+        let checkpointer_counters = counters.clone();
         let writer_counters = counters.clone();
         let busy_timeout = options.busy_timeout;
         let writer_thread = std::thread::Builder::new()
@@ -380,7 +400,7 @@ impl Engine {
         let interval = options.checkpoint_interval;
         let checkpointer_thread = std::thread::Builder::new()
             .name("cardbind-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, ctl_rx, interval))
+            .spawn(move || checkpoint_loop(checkpointer, ctl_rx, interval, &checkpointer_counters))
             .map_err(|e| OpenError::Store(unavailable(format!("cannot start a thread: {e}"))))?;
         Ok(Arc::new(Engine {
             jobs,
@@ -801,10 +821,16 @@ impl CacheSizer {
     }
 }
 
-fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Duration) {
+fn checkpoint_loop(
+    conn: Connection,
+    ctl: std_mpsc::Receiver<Ctl>,
+    interval: Duration,
+    counters: &Counters,
+) {
     // A truncate asked for and not yet done: tried at every turn until the
     // WAL is copied whole and cut.
     let mut truncate = false;
+    let mut size_read = Instant::now();
     // A full or read-only disk fails every turn: said once, then once a
     // minute with the count, and its end said too.
     let mut failing = Repeats::new(REPEAT_LOG_EVERY);
@@ -817,6 +843,10 @@ fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Dur
         }
         let mode = if truncate { "TRUNCATE" } else { "PASSIVE" };
         let now = Instant::now();
+        if now.duration_since(size_read) >= SIZE_READ_EVERY {
+            size_read = now;
+            read_size(&conn, counters);
+        }
         let result = checkpoint(&conn, mode);
         if let Err(e) = &result {
             if let Some(since) = failing.happened(now) {
@@ -840,6 +870,34 @@ fn checkpoint_loop(conn: Connection, ctl: std_mpsc::Receiver<Ctl>, interval: Dur
             }
             Ok(Checkpointed::Busy) | Err(_) => {}
         }
+    }
+}
+
+/// How often the checkpointer reads the database's size and free pages
+/// for [`Counters::database_bytes`] (two reads of the header page, cached).
+pub(crate) const SIZE_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the database's size and free pages into `counters` (a failed
+/// read leaves the last ones: the next turn tries again).
+fn read_size(conn: &Connection, counters: &Counters) {
+    let read = conn.query_row(
+        "SELECT s.page_size, c.page_count, f.freelist_count \
+         FROM pragma_page_size() s, pragma_page_count() c, pragma_freelist_count() f",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
+    );
+    if let Ok((size, pages, free)) = read {
+        let bytes = |n: i64| u64::try_from(n.saturating_mul(size)).unwrap_or(0);
+        counters
+            .database_bytes
+            .store(bytes(pages), Ordering::Relaxed);
+        counters.free_bytes.store(bytes(free), Ordering::Relaxed);
     }
 }
 

@@ -154,8 +154,9 @@
 //! next writes take them: the file grows to the most the data ever
 //! needed (with retention, about what `audit.retention_days` of audit
 //! events and `idempotency.retention_hours` of idempotency records take
-//! beside the cards) and does not shrink. To give space back, stop the
-//! service and `VACUUM` the file offline (`docs/operations.md`,
+//! beside the cards) and does not shrink (`cardbind_sqlite_free_bytes`
+//! says how much of it is free; see the `metrics` module). To give space
+//! back, stop the service and `VACUUM` the file offline (`docs/operations.md`,
 //! "Upgrading"); a `VACUUM` rewrites the whole file and would block
 //! writes while it runs.
 //!
@@ -389,9 +390,12 @@ impl SqliteStore {
     /// Registers the writer's metrics into `registry`, read from the
     /// writer at each collection: `cardbind_sqlite_writer_transactions_total`,
     /// `cardbind_sqlite_writer_writes_total`,
-    /// `cardbind_sqlite_writer_busy_seconds_total` (see [`WriterStats`]) and
-    /// the histogram `cardbind_sqlite_writer_transaction_seconds`. Fails if
-    /// they are registered there already.
+    /// `cardbind_sqlite_writer_busy_seconds_total` (see [`WriterStats`]),
+    /// the histogram `cardbind_sqlite_writer_transaction_seconds`, and the
+    /// database's size: `cardbind_sqlite_database_bytes`,
+    /// `cardbind_sqlite_free_bytes` and, when `max_size_mib` bounds it,
+    /// `cardbind_sqlite_max_bytes`. Fails if they are registered there
+    /// already.
     pub fn register_metrics(
         &self,
         registry: &prometheus::Registry,

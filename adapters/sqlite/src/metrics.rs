@@ -14,13 +14,24 @@
 //!   millisecond; the ones at which the WAL starts over take 70–175 ms
 //!   (the writer copies what the checkpointer had not; measured with
 //!   sequential and random user ids), and its buckets above 0.05 s count
-//!   them (they come once per `storage.wal_mib` of WAL written).
+//!   them (they come once per `storage.wal_mib` of WAL written);
+//! * `cardbind_sqlite_database_bytes`: the database's size, its free
+//!   pages included (the file once the WAL is copied into it), and
+//!   `cardbind_sqlite_free_bytes`: its free pages, freed by deletions
+//!   (the retention purge, an erasure) and taken by later writes before
+//!   the file grows; an offline `VACUUM` gives them back. Read by the
+//!   checkpointer once a second, so a scrape may be a second behind;
+//! * `cardbind_sqlite_max_bytes`: the most the database may take
+//!   (`storage.max_size_mib`), only when a bound is set: past it writes
+//!   are refused. `database_bytes - free_bytes` over it is how full the
+//!   store is.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Counter, IntCounter, Registry};
+use prometheus::{Counter, IntCounter, IntGauge, Registry};
 
 use crate::engine::Counters;
 use crate::WriterStats;
@@ -39,13 +50,33 @@ struct Exported {
     transactions: IntCounter,
     writes: IntCounter,
     busy: Counter,
+    database: IntGauge,
+    free: IntGauge,
+    /// Only with a bound on the database's size.
+    max: Option<IntGauge>,
 }
 
 impl Exported {
-    /// Every exported counter, in the order they are described and collected.
-    fn each(&self) -> [&dyn Collector; 3] {
-        [&self.transactions, &self.writes, &self.busy]
+    /// Every exported metric but the histogram, in the order they are
+    /// described and collected.
+    fn each(&self) -> Vec<&dyn Collector> {
+        let mut all: Vec<&dyn Collector> = vec![
+            &self.transactions,
+            &self.writes,
+            &self.busy,
+            &self.database,
+            &self.free,
+        ];
+        if let Some(max) = &self.max {
+            all.push(max);
+        }
+        all
     }
+}
+
+/// A byte count as a gauge's value (saturating: no store is that large).
+fn gauge_value(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 impl WriterMetrics {
@@ -63,6 +94,25 @@ impl WriterMetrics {
                 "cardbind_sqlite_writer_busy_seconds_total",
                 "Seconds the embedded store's writer spent running transactions; a rate near 1 means writes queue on it.",
             )?,
+            database: IntGauge::new(
+                "cardbind_sqlite_database_bytes",
+                "Bytes the embedded store's database takes, its free pages included; read once a second.",
+            )?,
+            free: IntGauge::new(
+                "cardbind_sqlite_free_bytes",
+                "Bytes of free pages in the embedded store's database: freed by deletions, taken by later writes before the file grows.",
+            )?,
+            max: match counters.max_bytes.load(Ordering::Relaxed) {
+                0 => None,
+                max => {
+                    let gauge = IntGauge::new(
+                        "cardbind_sqlite_max_bytes",
+                        "The most bytes the embedded store's database may take (storage.max_size_mib); past it writes are refused.",
+                    )?;
+                    gauge.set(gauge_value(max));
+                    Some(gauge)
+                }
+            },
         };
         let descs = exported
             .each()
@@ -96,6 +146,12 @@ impl Collector for WriterMetrics {
         if busy > 0.0 {
             e.busy.inc_by(busy);
         }
+        e.database.set(gauge_value(
+            self.counters.database_bytes.load(Ordering::Relaxed),
+        ));
+        e.free.set(gauge_value(
+            self.counters.free_bytes.load(Ordering::Relaxed),
+        ));
         // The histogram is the writer's own, observed at each transaction.
         let durations = self.counters.group_seconds.iter().flat_map(|h| h.collect());
         e.each()

@@ -499,6 +499,74 @@ async fn a_purge_frees_pages_that_the_next_writes_take() {
     );
 }
 
+/// The value of the unlabelled sample `name` in the registry's text, if
+/// exported.
+fn sample(registry: &prometheus::Registry, name: &str) -> Option<i64> {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The size gauges follow the file: the database's bytes are its pages,
+/// what a purge frees shows as free bytes (and goes once later writes
+/// take it), and the bound is exported when one is set, not otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_gauges_show_the_database_its_free_pages_and_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cardbind.sqlite3");
+    let options = SqliteOptions {
+        max_size_mib: 64,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open(&path, options).unwrap();
+    let registry = prometheus::Registry::new();
+    s.register_metrics(&registry).unwrap();
+    assert_eq!(
+        sample(&registry, "cardbind_sqlite_max_bytes"),
+        Some(64 << 20)
+    );
+    let page = pragma(&path, "page_size");
+    // The gauges as the file is now, within the checkpointer's second.
+    let caught_up = |what: &str| {
+        let (pages, free) = pages_and_free(&path);
+        let want = (Some(pages * page), Some(free * page));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = (
+                sample(&registry, "cardbind_sqlite_database_bytes"),
+                sample(&registry, "cardbind_sqlite_free_bytes"),
+            );
+            if got == want {
+                return (pages, free);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {got:?}, the file {want:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let p = s.ports();
+    fill_answers(&p, "a").await;
+    let (full, free) = caught_up("filled");
+    assert!(full > 5000 && free < 100, "{full} pages, {free} free");
+    assert_eq!(p.idempotency.purge_created_before(t(1)).await, Ok(5000));
+    let (pages, free) = caught_up("purged");
+    assert!(pages == full && free > 4500, "{pages} pages, {free} free");
+    fill_answers(&p, "b").await;
+    let (_, free) = caught_up("filled again");
+    assert!(free < 100, "{free} free");
+    drop(s);
+
+    let s = open(&path);
+    let registry = prometheus::Registry::new();
+    s.register_metrics(&registry).unwrap();
+    assert_eq!(sample(&registry, "cardbind_sqlite_max_bytes"), None);
+    assert!(sample(&registry, "cardbind_sqlite_database_bytes").is_some_and(|b| b > 5000 * page));
+}
+
 /// A file made before new files stopped keeping a pointer map
 /// (`auto_vacuum = INCREMENTAL`) still gets the pages a purge frees given
 /// back to the file system.

@@ -398,4 +398,29 @@ async fn a_store_without_that_writer_exports_none_of_its_metrics() {
     for name in WRITER {
         assert!(!text.contains(name), "{name} exported by the memory store");
     }
+    assert!(
+        !text.contains("cardbind_sqlite_"),
+        "an embedded store metric exported by the memory store:\n{text}"
+    );
+}
+
+/// The embedded store's size is exported, and its bound when
+/// `storage.max_size_mib` sets one (not without).
+#[tokio::test]
+async fn the_embedded_stores_size_and_bound_are_exported() {
+    for (bound, max) in [(0, None), (256, Some(256.0 * 1024.0 * 1024.0))] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = cardbind::config::Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.storage.max_size_mib = bound;
+        let (_built, client) = composed(&config).await;
+        let text = scrape_of(&client).await;
+        assert_eq!(sample(&text, "cardbind_sqlite_max_bytes"), max, "{text}");
+        let size = sample(&text, "cardbind_sqlite_database_bytes");
+        assert!(size.is_some_and(|b| b >= 4096.0), "{size:?} in:\n{text}");
+        assert!(
+            sample(&text, "cardbind_sqlite_free_bytes").is_some(),
+            "{text}"
+        );
+    }
 }

@@ -107,6 +107,13 @@ async fn exercise_and_scrape(app: &TestApp) -> Exported {
     parse_exposition(&r.text().await.expect("metrics text"))
 }
 
+/// The embedded store with a bound on its size, so that it exports
+/// `cardbind_sqlite_max_bytes` (only exported with a bound) beside the
+/// rest.
+fn bounded(c: &mut cardbind::config::Config) {
+    c.storage.max_size_mib = 1024;
+}
+
 fn all_queries() -> (Vec<Query>, Vec<Query>, BTreeSet<String>) {
     let (rules, recorded) = rule_queries();
     (rules, dashboard_queries(), recorded)
@@ -116,7 +123,7 @@ fn all_queries() -> (Vec<Query>, Vec<Query>, BTreeSet<String>) {
 async fn dashboard_and_rules_query_only_what_the_service_exports() {
     let (rules, dashboard, recorded) = all_queries();
     assert!(rules.len() >= 8 && dashboard.len() >= 10, "queries found");
-    let app = TestApp::spawn(|_| {}).await;
+    let app = TestApp::spawn(bounded).await;
     let exported = exercise_and_scrape(&app).await;
     for m in KMS_ONLY {
         assert!(
@@ -136,7 +143,11 @@ async fn with_kms_every_queried_metric_is_exported() {
     };
     let key = create_kms_key(&endpoint).await;
     let (rules, dashboard, recorded) = all_queries();
-    let app = TestApp::spawn(|c| use_kms(c, &endpoint, &key)).await;
+    let app = TestApp::spawn(|c| {
+        bounded(c);
+        use_kms(c, &endpoint, &key);
+    })
+    .await;
     let exported = exercise_and_scrape(&app).await;
     check(&rules, &recorded, &exported, &[]);
     check(&dashboard, &recorded, &exported, &[]);
