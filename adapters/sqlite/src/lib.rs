@@ -174,7 +174,12 @@
 //! user ids (`loadgen --random-users`, 32 in flight, 30 s windows, 7
 //! December 2026): without the pointer map, medians of 2,279 and 2,567
 //! binds/s, every window within 11 % and 17 % of them; with it, 2,283 and
-//! 2,273, an early window 36 % and 26 % above them. Deleted rows are
+//! 2,273, an early window 36 % and 26 % above them. A third pair on a
+//! slower machine (8 December 2026) went the other way: without, 1,669
+//! and an early window 32 % above; with, 1,725 and 20 %. The medians are
+//! level and the flatness is within the runs' noise (the README has the
+//! runs); files stay `NONE` for the WAL frames they do not write. Deleted
+//! rows are
 //! overwritten with zeros (`secure_delete`), and deleting a data key also
 //! truncates the WAL: the writer checkpoints and truncates between groups,
 //! and when a reader on an older snapshot holds that up (SQLite reports
