@@ -298,8 +298,10 @@ fn unreachable_hist() -> Histogram<u64> {
 
 /// Runs `concurrency` workers sending `binds` until all are sent or
 /// `deadline` passes; `report` is called with the binds answered so far,
-/// each finished window, the time since the start and the window's own
-/// length (the last one ends when the last bind does, so it is shorter).
+/// each finished window, the time since the start, the window's own
+/// length (the last one ends when the last bind does, so it is shorter;
+/// one after a late report is too, its tick coming early) and whether it
+/// is the run's last.
 async fn drive(
     url: &str,
     token: &str,
@@ -307,7 +309,7 @@ async fn drive(
     binds: Binds,
     deadline: Option<Duration>,
     window: Duration,
-    mut report: impl FnMut(u64, &Window, Duration, Duration),
+    mut report: impl FnMut(u64, &Window, Duration, Duration, bool),
 ) -> (u64, u64) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
@@ -380,8 +382,9 @@ async fn drive(
         );
         ok += done.ok;
         errors += done.errors;
-        report(ok, &done, started.elapsed(), length);
-        if all_done || workers.iter().all(|w| w.is_finished()) {
+        let last = all_done || workers.iter().all(|w| w.is_finished());
+        report(ok, &done, started.elapsed(), length, last);
+        if last {
             break;
         }
         if deadline.is_some_and(|d| started.elapsed() >= d) {
@@ -407,11 +410,12 @@ struct Curve {
 
 impl Curve {
     /// Records a window of `ok` binds answered over `length` and returns
-    /// its rate and whether it was cut short. A whole window in which no
-    /// bind was answered (the service stalled, or answered only errors) is
-    /// a window of 0 binds/s: it counts in the curve like any other.
-    fn record(&mut self, ok: u64, length: Duration, window: Duration) -> (f64, bool) {
-        let w = window_rate(ok, length, window);
+    /// its rate and whether it was cut short (the run's `last` window
+    /// only). A whole window in which no bind succeeded (the service
+    /// stalled, or answered only errors) is a window of 0 binds/s: it
+    /// counts in the curve like any other.
+    fn record(&mut self, ok: u64, length: Duration, window: Duration, last: bool) -> (f64, bool) {
+        let w = window_rate(ok, length, window, last);
         self.windows.push(w);
         w
     }
@@ -430,12 +434,16 @@ impl Curve {
 }
 
 /// A window's rate: what it counted over its own length, and whether it
-/// was cut short (the run's last window).
-fn window_rate(count: u64, length: Duration, window: Duration) -> (f64, bool) {
+/// was cut short: the run's `last` window, ended by its last bind before
+/// its tick. A window in the middle of the run that is short (its tick
+/// came early after a late report) is rated over its own length like any
+/// other and is in the curve: a stall that made the report late must not
+/// take the next window out of it.
+fn window_rate(count: u64, length: Duration, window: Duration, last: bool) -> (f64, bool) {
     let secs = length.as_secs_f64().max(1e-3);
     (
         count as f64 / secs,
-        length.as_secs_f64() < window.as_secs_f64() * 0.95,
+        last && length.as_secs_f64() < window.as_secs_f64() * 0.95,
     )
 }
 
@@ -538,7 +546,7 @@ async fn main() -> Result<(), String> {
             // end, so a longer window would run past `--floor-seconds` and
             // the rate below would overstate the floor.
             Duration::from_secs(args.floor_seconds.max(1)),
-            |_, _, _, _| {},
+            |_, _, _, _, _| {},
         )
         .await;
         let _ = child.kill();
@@ -592,8 +600,8 @@ async fn main() -> Result<(), String> {
         },
         None,
         window,
-        |stored, w, elapsed, length| {
-            let (rate, partial) = curve.record(w.ok, length, window);
+        |stored, w, elapsed, length, last| {
+            let (rate, partial) = curve.record(w.ok, length, window, last);
             let rss = pid
                 .and_then(rss_mib)
                 .map_or("-".to_owned(), |r| format!("{r:.0}"));
@@ -627,7 +635,7 @@ async fn main() -> Result<(), String> {
         println!(
             "binds: {ok} ok, {errors} failed; median window {median:.0} binds/s, {}{}",
             worst.map_or(
-                "half the windows or more had no bind answered".to_owned(),
+                "half the windows or more had no bind succeed".to_owned(),
                 |w| format!("worst window {:+.0}% from it", w * 100.0)
             ),
             floor_rate.map_or(String::new(), |f| format!(
@@ -720,31 +728,29 @@ mod tests {
         assert_eq!(curve_summary(&[0.0, 0.0, 50.0]), Some((0.0, None)));
     }
 
-    /// A whole window in which no bind was answered is a window of
-    /// 0 binds/s in the curve (a stall is the worst window, −100 %), not
-    /// left out; a last window cut short with none answered is left out
-    /// like any window cut short.
+    /// A whole window in which no bind succeeded is a window of 0 binds/s
+    /// in the curve (a stall is the worst window, −100 %), not left out;
+    /// so is a short one in the middle of the run (its tick came early
+    /// after a report the stall made late); only the run's last window,
+    /// cut short, is left out.
     #[test]
     fn a_stalled_window_is_in_the_curve() {
         let window = Duration::from_secs(10);
+        let secs = Duration::from_secs;
         let mut curve = Curve::default();
+        assert_eq!(curve.record(3_000, secs(10), window, false), (300.0, false));
+        assert_eq!(curve.record(0, secs(10), window, false), (0.0, false));
         assert_eq!(
-            curve.record(3_000, Duration::from_secs(10), window),
-            (300.0, false)
-        );
-        assert_eq!(
-            curve.record(0, Duration::from_secs(10), window),
+            curve.record(0, Duration::from_millis(500), window, false),
             (0.0, false)
         );
+        assert_eq!(curve.record(3_100, secs(10), window, false), (310.0, false));
+        assert_eq!(curve.record(3_050, secs(10), window, false), (305.0, false));
         assert_eq!(
-            curve.record(3_100, Duration::from_secs(10), window),
-            (310.0, false)
-        );
-        assert_eq!(
-            curve.record(0, Duration::from_millis(40), window),
+            curve.record(0, Duration::from_millis(40), window, true),
             (0.0, true)
         );
-        assert_eq!(curve.whole(), vec![300.0, 0.0, 310.0]);
+        assert_eq!(curve.whole(), vec![300.0, 0.0, 0.0, 310.0, 305.0]);
         assert_eq!(curve_summary(&curve.whole()), Some((300.0, Some(-1.0))));
     }
 
@@ -754,14 +760,20 @@ mod tests {
     fn a_window_cut_short_is_rated_over_its_own_length() {
         let window = Duration::from_secs(20);
         assert_eq!(
-            window_rate(2_000, Duration::from_secs(20), window),
+            window_rate(2_000, Duration::from_secs(20), window, true),
             (100.0, false)
         );
-        let (rate, partial) = window_rate(2_116, Duration::from_millis(600), window);
+        let (rate, partial) = window_rate(2_116, Duration::from_millis(600), window, true);
         assert!(partial);
         assert!((rate - 3_526.7).abs() < 0.1, "{rate}");
+        // The same window in the middle of the run is rated the same and
+        // is not cut short.
+        assert_eq!(
+            window_rate(2_116, Duration::from_millis(600), window, false),
+            (rate, false)
+        );
         // A tick a little late is still a whole window.
-        assert!(!window_rate(1, Duration::from_millis(19_500), window).1);
+        assert!(!window_rate(1, Duration::from_millis(19_500), window, true).1);
     }
 
     /// The curve is the windows not cut short: a last window that ran
@@ -906,7 +918,7 @@ cardbind_store_up 1
             binds,
             None,
             Duration::from_secs(1),
-            |stored, _, _, _| counted = stored,
+            |stored, _, _, _, _| counted = stored,
         )
         .await;
         server.abort();
