@@ -1,6 +1,7 @@
-//! The documents name code that exists: every file path, relative link,
-//! `Type::member` and test (`suite › test_name`) that the Markdown files at
-//! the root and in `docs/` cite must be found in the repository, so that a
+//! The documents name code that exists: every file path, relative link
+//! (and the heading its `#anchor` names), `Type::member` and test
+//! (`suite › test_name`) that the Markdown files at the root and in
+//! `docs/` cite must be found in the repository, so that a
 //! rename or a removal cannot leave the compliance map, the storage notes
 //! or the API guide pointing at nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -153,17 +154,70 @@ fn broken_references(root: &Path, doc: &str, files: &[String], names: &Names) ->
         }
     }
     let dir = Path::new(doc).parent().unwrap_or(Path::new(""));
-    for target in link_targets(&text) {
-        let target = target.split('#').next().unwrap_or("");
-        if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+    for link in link_targets(&text) {
+        let (target, anchor) = match link.split_once('#') {
+            Some((target, anchor)) => (target, Some(anchor)),
+            None => (link, None),
+        };
+        if target.contains("://") || target.starts_with("mailto:") {
             continue;
         }
-        let joined = root.join(dir).join(target);
-        if !joined.exists() {
+        let joined = if target.is_empty() {
+            root.join(doc)
+        } else {
+            root.join(dir).join(target)
+        };
+        if !target.is_empty() && !joined.exists() {
             broken.push(format!("{doc}: broken link ({target})"));
+            continue;
+        }
+        // An anchor into a Markdown file names one of its headings.
+        let Some(anchor) = anchor else { continue };
+        if joined.extension().is_some_and(|e| e == "md") {
+            let headings = anchors(&std::fs::read_to_string(&joined).unwrap_or_default());
+            if !headings.contains(anchor) {
+                broken.push(format!("{doc}: no heading for ({link})"));
+            }
         }
     }
     broken
+}
+
+/// The anchors of a Markdown text's headings as GitHub makes them: the
+/// heading lower-cased, every character but letters, digits, `_`, `-` and
+/// spaces dropped, each space made `-`; a repeated heading's anchor gets
+/// `-1`, `-2`, … Lines in fenced code blocks are not headings.
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let level = line.chars().take_while(|c| *c == '#').count();
+        if fenced || !(1..=6).contains(&level) {
+            continue;
+        }
+        let Some(title) = line[level..].strip_prefix(' ') else {
+            continue;
+        };
+        let slug: String = title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let times = seen.entry(slug.clone()).or_insert(0);
+        out.insert(match *times {
+            0 => slug,
+            n => format!("{slug}-{n}"),
+        });
+        *times += 1;
+    }
+    out
 }
 
 /// The Markdown files at the root and in `docs/`.
@@ -214,10 +268,18 @@ fn a_stale_reference_is_caught() {
     .unwrap();
     std::fs::write(
         root.join("docs/a.md"),
-        "Where: `apps/x/src/lib.rs`, `lib.rs`, `apps/x/`.\n\
+        "# Top\n\
+         Where: `apps/x/src/lib.rs`, `lib.rs`, `apps/x/`.\n\
          Tests: `x › it_binds`, `x › helper`. API: `Store::open`, `Store::open()`, `Store::monitor`.\n\
          Stale: `apps/x/src/gone.rs`, `old.rs`, `x › it_unbinds`, `Store::close`, `Vault::open`, [link](missing.md).\n\
-         Not references: `prometheus.yml`, `/openapi.json`, `cargo test -p x`, [site](https://example.com), [a](#top).\n",
+         Not references: `prometheus.yml`, `/openapi.json`, `cargo test -p x`, [site](https://example.com#top), [a](#top).\n\
+         Anchors: [b](b.md#upgrading-what-it-meets), [c](b.md#twice-1), [d](#top), [e](b.md).\n\
+         Stale anchors: [f](#upgrading), [g](b.md#twice-2), [h](b.md#in-code).\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("docs/b.md"),
+        "## Upgrading: what it meets\n## Twice\n### Twice\n```sh\n# in code\n```\n",
     )
     .unwrap();
     let files = repo_files(root);
@@ -232,6 +294,9 @@ fn a_stale_reference_is_caught() {
             "docs/a.md: no `Store::close`",
             "docs/a.md: no `Vault::open`",
             "docs/a.md: broken link (missing.md)",
+            "docs/a.md: no heading for (#upgrading)",
+            "docs/a.md: no heading for (b.md#twice-2)",
+            "docs/a.md: no heading for (b.md#in-code)",
         ]
     );
 }
