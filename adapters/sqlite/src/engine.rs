@@ -379,7 +379,8 @@ impl Engine {
                 Ordering::Relaxed,
             );
         }
-        read_size(&checkpointer, &counters);
+        // A failure here is tried again by the checkpointer, which logs it.
+        let _ = read_size(&checkpointer, &counters);
         let checkpointer_counters = counters.clone();
         let writer_counters = counters.clone();
         let busy_timeout = options.busy_timeout;
@@ -831,6 +832,7 @@ fn checkpoint_loop(
     // WAL is copied whole and cut.
     let mut truncate = false;
     let mut size_read = Instant::now();
+    let mut size_failing = Repeats::new(REPEAT_LOG_EVERY);
     // A full or read-only disk fails every turn: said once, then once a
     // minute with the count, and its end said too.
     let mut failing = Repeats::new(REPEAT_LOG_EVERY);
@@ -845,7 +847,22 @@ fn checkpoint_loop(
         let now = Instant::now();
         if now.duration_since(size_read) >= SIZE_READ_EVERY {
             size_read = now;
-            read_size(&conn, counters);
+            match read_size(&conn, counters) {
+                Ok(()) => {
+                    if let Some(failures) = size_failing.ended() {
+                        tracing::info!(failures, "sqlite size reads work again");
+                    }
+                }
+                Err(e) => {
+                    if let Some(failures) = size_failing.happened(now) {
+                        tracing::warn!(
+                            error = %e,
+                            failures,
+                            "sqlite size read failed; the size gauges keep their last values"
+                        );
+                    }
+                }
+            }
         }
         let result = checkpoint(&conn, mode);
         if let Err(e) = &result {
@@ -879,8 +896,8 @@ pub(crate) const SIZE_READ_EVERY: Duration = Duration::from_secs(1);
 
 /// Reads the database's size and free pages into `counters` (a failed
 /// read leaves the last ones: the next turn tries again).
-fn read_size(conn: &Connection, counters: &Counters) {
-    let read = conn.query_row(
+fn read_size(conn: &Connection, counters: &Counters) -> Result<(), rusqlite::Error> {
+    let (size, pages, free) = conn.query_row(
         "SELECT s.page_size, c.page_count, f.freelist_count \
          FROM pragma_page_size() s, pragma_page_count() c, pragma_freelist_count() f",
         [],
@@ -891,14 +908,13 @@ fn read_size(conn: &Connection, counters: &Counters) {
                 r.get::<_, i64>(2)?,
             ))
         },
-    );
-    if let Ok((size, pages, free)) = read {
-        let bytes = |n: i64| u64::try_from(n.saturating_mul(size)).unwrap_or(0);
-        counters
-            .database_bytes
-            .store(bytes(pages), Ordering::Relaxed);
-        counters.free_bytes.store(bytes(free), Ordering::Relaxed);
-    }
+    )?;
+    let bytes = |n: i64| u64::try_from(n.saturating_mul(size)).unwrap_or(0);
+    counters
+        .database_bytes
+        .store(bytes(pages), Ordering::Relaxed);
+    counters.free_bytes.store(bytes(free), Ordering::Relaxed);
+    Ok(())
 }
 
 /// How often a condition that repeats every checkpoint turn is logged again.

@@ -53,7 +53,9 @@
 //!   of the time the writer is at work (near 1, writes queue on it); and
 //!   the histogram `…_transaction_seconds` of each transaction's time,
 //!   whose buckets above 0.05 s count the writer's stops at the WAL's
-//!   start-overs (below).
+//!   start-overs (below); and the database's size, its free pages and
+//!   its bound (`cardbind_sqlite_database_bytes`, `…_free_bytes`,
+//!   `…_max_bytes`), read by the checkpointer once a second.
 //! * **Reads run on the caller's thread**, on a small pool of read-only
 //!   connections ([`SqliteOptions::readers`]). A read is one or two index
 //!   searches (about 10 µs of CPU measured, the JSON of the wallet

@@ -37,7 +37,8 @@ use crate::engine::Counters;
 use crate::WriterStats;
 
 /// The three counters, brought up to the writer's own at each collection
-/// (the histogram is the writer's own, collected as it is).
+/// (the histogram is the writer's own, collected as it is), and the size
+/// gauges, set to the checkpointer's last reading.
 /// The lock keeps two concurrent scrapes from adding the same difference
 /// twice.
 struct WriterMetrics {
