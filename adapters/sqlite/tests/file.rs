@@ -26,6 +26,15 @@ fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path, SqliteOptions::default()).unwrap()
 }
 
+/// Opens the store at `path` bounded to `max_size_mib`.
+fn open_bounded(path: &Path, max_size_mib: u32) -> SqliteStore {
+    let options = SqliteOptions {
+        max_size_mib,
+        ..SqliteOptions::default()
+    };
+    SqliteStore::open(path, options).unwrap()
+}
+
 const PAN: &str = "6222021234567890123";
 const PHONE: &str = "13800138000";
 const RESIDENT_ID: &str = "11010119900307123X";
@@ -516,11 +525,7 @@ fn sample(registry: &prometheus::Registry, name: &str) -> Option<i64> {
 async fn the_size_gauges_show_the_database_its_free_pages_and_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cardbind.sqlite3");
-    let options = SqliteOptions {
-        max_size_mib: 64,
-        ..SqliteOptions::default()
-    };
-    let s = SqliteStore::open(&path, options).unwrap();
+    let s = open_bounded(&path, 64);
     let registry = prometheus::Registry::new();
     s.register_metrics(&registry).unwrap();
     assert_eq!(
@@ -1534,11 +1539,7 @@ async fn a_new_database_and_its_wal_are_private_to_their_owner() {
 async fn a_full_file_refuses_writes_whole_and_takes_them_again_once_room_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bounded.sqlite3");
-    let options = SqliteOptions {
-        max_size_mib: 1,
-        ..SqliteOptions::default()
-    };
-    let s = SqliteStore::open(&path, options).unwrap();
+    let s = open_bounded(&path, 1);
     let p = s.ports();
     let u = uid("u1");
     let data = |i: u32| CardData {
@@ -1677,11 +1678,7 @@ async fn a_full_file_of_an_older_schema_is_upgraded_and_stays_bounded() {
     assert_eq!(free, 0);
     drop(c);
     assert!(std::fs::metadata(&path).unwrap().len() > 1024 * 1024);
-    let options = SqliteOptions {
-        max_size_mib: 1,
-        ..SqliteOptions::default()
-    };
-    let s = SqliteStore::open(&path, options).unwrap();
+    let s = open_bounded(&path, 1);
     let p = s.ports();
     // Reads go on; writes past the bound are refused.
     assert!(p
